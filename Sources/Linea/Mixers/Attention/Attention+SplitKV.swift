@@ -1,0 +1,58 @@
+import Foundation
+
+extension Attention {
+    /// Split-KV form for decode: each (batch, head, query tile, key partition) is an independent work item writing a
+    /// partial normalized output and lse; a merge weights the partials by `exp(lse_p - lse)`.
+    /// Extra memory O(partitions · B · T · Hq · Dv): meant for few queries against a long KV.
+    static func splitKV(_ p: AttentionProblem, q: Tensor, k: Tensor, v: Tensor, partitions requested: Int?) -> AttentionOutput {
+        let tiles = (p.T + queryBlock - 1) / queryBlock
+        let heads = p.B * p.Hq
+        let maxUseful = max(1, (p.S + keyBlock - 1) / keyBlock)
+        let automatic = (2 * Parallel.threadCount + heads * tiles - 1) / max(1, heads * tiles)
+        let parts = max(1, min(requested ?? automatic, requested == nil ? maxUseful : max(1, p.S)))
+        let partLength = (p.S + parts - 1) / max(1, parts)
+        let rowCount = p.B * p.T * p.Hq
+        var partialO = [Float](repeating: 0, count: parts * rowCount * p.Dv)
+        var partialLSE = [Float](repeating: -.infinity, count: parts * rowCount)
+        BLAS.setThreads(1)
+        q.withUnsafeBufferPointer { qb in k.withUnsafeBufferPointer { kb in v.withUnsafeBufferPointer { vb in
+            partialO.withUnsafeMutableBufferPointer { ob in partialLSE.withUnsafeMutableBufferPointer { lb in
+                let ptrs = AttentionPointers(qb, kb, vb)
+                let out = SendablePointer(ob.baseAddress!), lseOut = SendablePointer(lb.baseAddress!)
+                Parallel.forEach(parts * heads * tiles) { item in
+                    let part = item % parts
+                    let rest = item / parts
+                    let tile = rest / heads
+                    let (b, h) = ((rest % heads) / p.Hq, rest % p.Hq)
+                    let i0 = tile * queryBlock, i1 = min(p.T, i0 + queryBlock)
+                    let keys = min(p.S, part * partLength)..<min(p.S, (part + 1) * partLength)
+                    let scratch = TileScratch()
+                    defer { scratch.free() }
+                    attendRows(p, ptrs, b: b, h: h, rows: i0..<i1, keys: keys,
+                               out: out.base + (part * rowCount + (b * p.T + i0) * p.Hq + h) * p.Dv, ldo: p.Hq * p.Dv,
+                               lse: lseOut.base + part * rowCount + (b * p.T + i0) * p.Hq + h, ldl: p.Hq, scratch: scratch)
+                }
+            } }
+        } } }
+        // Merge: lse = log Σ_p exp(lse_p), o = Σ_p exp(lse_p - lse) o_p.
+        var o = [Float](repeating: 0, count: rowCount * p.Dv)
+        var lse = [Float](repeating: -.infinity, count: rowCount)
+        for row in 0..<rowCount {
+            var top = -Float.infinity
+            for part in 0..<parts { top = max(top, partialLSE[part * rowCount + row]) }
+            guard top > -.infinity else { continue }
+            var total: Float = 0
+            for part in 0..<parts {
+                let weight = VectorMath.exp(partialLSE[part * rowCount + row] - top)
+                guard weight > 0 else { continue }
+                total += weight
+                let base = (part * rowCount + row) * p.Dv
+                for e in 0..<p.Dv { o[row * p.Dv + e] += weight * partialO[base + e] }
+            }
+            for e in 0..<p.Dv { o[row * p.Dv + e] /= total }
+            lse[row] = top + log(total)
+        }
+        return AttentionOutput(o: Tensor(uncheckedShape: [p.B, p.T, p.Hq, p.Dv], scalars: o),
+                               lse: Tensor(uncheckedShape: [p.B, p.T, p.Hq], scalars: lse))
+    }
+}
