@@ -1,11 +1,42 @@
 import ArgumentParser
+import Foundation
 import Linea
 
+/// The `linea` command-line tool.
 struct LineaCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "linea",
-        abstract: "Attention and sequence mixing in linear time and memory.",
-        subcommands: [])
+        abstract: "Attention and sequence mixing in linear time and memory: verify, benchmark, run.",
+        discussion: "Exit codes: 0 success, 1 failure (a check failed, bad data in a file), 2 usage error.",
+        subcommands: [ListCommand.self, VerifyCommand.self, BenchCommand.self, OpCommand.self])
 }
 
-LineaCommand.main()
+/// A failure that is not a usage error: printed without help text, exit code 1.
+struct Failure: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// Writes a line to standard error.
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+// Parse and run by hand so that usage errors exit 2 and data/compute errors exit 1, never with a stack trace.
+do {
+    var command = try LineaCommand.parseAsRoot()
+    try command.run()
+} catch let error as LineaError {
+    printError("error: \(error)")
+    exit(1)
+} catch let error as Failure {
+    printError("error: \(error)")
+    exit(1)
+} catch {
+    let code = LineaCommand.exitCode(for: error)
+    if code == .success {
+        print(LineaCommand.fullMessage(for: error))
+        exit(0)
+    }
+    printError(LineaCommand.fullMessage(for: error))
+    exit(error is ExitCode ? code.rawValue : 2)
+}

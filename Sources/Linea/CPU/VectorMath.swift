@@ -6,11 +6,17 @@ public enum VectorMath {
         let log2e: Float = 1.442_695_04
         let ln2Hi: Float = 0.693_145_751_953_125
         let ln2Lo: Float = 1.428_606_765_330_187_045e-06
-        let clamped = x.clamped(lowerBound: SIMD8(repeating: -87.3), upperBound: SIMD8(repeating: 88.7))
-        let n = (clamped * log2e).rounded(.toNearestOrEven)
+        // Clamp with masked selects (the generic `clamped`/`pointwiseMin` are not lowered to vector code).
+        var clamped = x
+        clamped.replace(with: -87.3, where: x .< -87.3)
+        clamped.replace(with: 88.7, where: x .> 88.7)
+        // Round x·log2(e) to the nearest integer by adding 1.5·2^23: the sum's low mantissa bits then hold n.
+        let magic: Float = 12_582_912
+        let shifted = clamped * log2e + magic
+        let n = shifted - magic
         var r = clamped - n * ln2Hi
         r = r - n * ln2Lo
-        // exp(r) on |r| <= ln2/2: degree-6 minimax-style Taylor polynomial, Horner with FMA.
+        // exp(r) on |r| <= ln2/2: degree-6 Taylor polynomial, Horner with FMA.
         var p = SIMD8<Float>(repeating: 1.0 / 720)
         p = p * r + 1.0 / 120
         p = p * r + 1.0 / 24
@@ -18,8 +24,10 @@ public enum VectorMath {
         p = p * r + 0.5
         p = p * r + 1
         p = p * r + 1
-        let exponent = (SIMD8<Int32>(truncatingIfNeeded: SIMD8<Int32>(n, rounding: .towardZero)) &+ 127) &<< 23
-        var result = p * unsafeBitCast(exponent, to: SIMD8<Float>.self)
+        // 2^n: n's bits (two's complement, from the magic sum) plus the bias, moved into the exponent field.
+        let nBits = unsafeBitCast(shifted, to: SIMD8<UInt32>.self) &- magic.bitPattern
+        let twoToN = unsafeBitCast((nBits &+ 127) &<< 23, to: SIMD8<Float>.self)
+        var result = p * twoToN
         result.replace(with: 0, where: x .< -87.3)
         result.replace(with: .infinity, where: x .> 88.7)
         return result
@@ -60,7 +68,8 @@ public enum VectorMath {
         var m8 = SIMD8<Float>(repeating: -.infinity)
         var i = 0
         while i + 8 <= n {
-            m8 = pointwiseMax(m8, UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self))
+            let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+            m8.replace(with: v, where: v .> m8)
             i += 8
         }
         var m = m8.max()

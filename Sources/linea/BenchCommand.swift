@@ -1,0 +1,146 @@
+import ArgumentParser
+import Foundation
+import Linea
+
+/// `linea bench`: time mechanisms and forms over sequence lengths; table, exponent fit, JSON and SVG.
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Benchmark mechanisms over sequence lengths (default: a sweep that takes about 2 minutes on 2 cores).",
+        discussion: """
+            Prints mechanism, form, T, ms (median), tokens/s, GFLOP/s, peak extra resident memory, then the fitted \
+            exponent of time over T per mechanism and form, and OpenBLAS sgemm's GFLOP/s measured in the same run. \
+            Progress goes to stderr.
+            """)
+
+    @Option(help: "Mechanisms, comma-separated (default: all). See `linea list`.")
+    var mechanism: String?
+
+    @Option(help: "Form to time (default: the fast form of each mechanism: attention flash, recurrences chunked).")
+    var form: String?
+
+    @Option(help: "Sequence lengths, comma-separated (default: per mechanism).")
+    var lengths: String?
+
+    @Option(help: "Heads H.") var heads: Int = 8
+    @Option(help: "Head dimension K = V.") var dim: Int = 64
+    @Option(help: "Batch size B.") var batch: Int = 1
+    @Option(help: "Chunk size of chunked forms.") var chunkSize: Int = 64
+    @Option(help: "Backend: cpu.") var backend: String = "cpu"
+    @Option(help: "Write the results as a JSON array to this file.") var json: String?
+    @Option(help: "Draw time over T on log-log axes into this SVG file.") var svg: String?
+
+    func validate() throws {
+        guard heads >= 1, dim >= 1, batch >= 1, chunkSize >= 1 else {
+            throw ValidationError("--heads, --dim, --batch and --chunk-size must be >= 1")
+        }
+        guard backend == "cpu" else { throw ValidationErrorList(argument: "--backend", got: backend, known: ["cpu"]) }
+        _ = try parsedLengths()
+    }
+
+    private func parsedLengths() throws -> [Int]? {
+        guard let lengths else { return nil }
+        let values = lengths.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !values.isEmpty, values.allSatisfy({ ($0 ?? 0) >= 1 }) else {
+            throw ValidationError("--lengths: expected comma-separated positive integers, got '\(lengths)'")
+        }
+        return values.map { $0! }
+    }
+
+    func run() throws {
+        let names = mechanism?.split(separator: ",").map(String.init) ?? Mechanism.all.map(\.name)
+        var targets: [BenchTarget] = []
+        for name in names {
+            let m = try Mechanism.named(name)
+            targets.append(try BenchTarget.make(m, form: form, chunkSize: chunkSize))
+        }
+        let userLengths = try parsedLengths()
+
+        printError("bench: measuring OpenBLAS sgemm (n = 2048, \(Parallel.threadCount) threads) ...")
+        let sgemm = Measure.sgemmGFLOPs()
+        var results: [BenchResult] = []
+        for target in targets {
+            for T in userLengths ?? target.defaultLengths {
+                printError("bench: \(target.mechanism) \(target.form) T = \(T) ...")
+                let shape = BenchShape(B: batch, T: T, H: heads, K: dim, V: dim)
+                do {
+                    let job = try target.setup(shape)
+                    let timing = try Measure.run(job.run)
+                    results.append(BenchResult(mechanism: target.mechanism, form: target.form, backend: backend, shape: shape,
+                                               ms: timing.ms, flops: job.flops, peakBytes: timing.peakExtra))
+                } catch let error as LineaError {
+                    printError("bench: skipped \(target.mechanism) \(target.form) T = \(T): \(error)")
+                }
+            }
+        }
+        report(results, sgemm: sgemm)
+        if let json { try writeJSON(results, to: json) }
+        if let svg { try writeSVG(results, to: svg) }
+    }
+
+    private func report(_ results: [BenchResult], sgemm: Double) {
+        printTable(
+            header: ["mechanism", "form", "B", "T", "H", "K", "ms", "tokens/s", "GFLOP/s", "% sgemm", "peak extra"],
+            rows: results.map { r in
+                [r.mechanism, r.form, "\(r.shape.B)", "\(r.shape.T)", "\(r.shape.H)", "\(r.shape.K)",
+                 String(format: "%.2f", r.ms), String(format: "%.3g", r.tokensPerSecond), String(format: "%.1f", r.gflops),
+                 String(format: "%.0f%%", 100 * r.gflops / sgemm), formatBytes(r.peakBytes)]
+            })
+        print("")
+        print(String(format: "OpenBLAS sgemm, n = 2048, %d threads: %.1f GFLOP/s (same run)", Parallel.threadCount, sgemm))
+        var seen = Set<String>()
+        for r in results where seen.insert(r.mechanism + "/" + r.form).inserted {
+            let points = results.filter { $0.mechanism == r.mechanism && $0.form == r.form }
+            let large = points.filter { $0.shape.T >= 4096 }
+            let fitted = (large.count >= 2 ? large : points).map { (T: $0.shape.T, ms: $0.ms) }
+            if let e = Measure.exponent(fitted) {
+                let span = "T = \(fitted.first!.T)...\(fitted.last!.T)"
+                print(String(format: "%@ %@: time ~ T^%.2f over %@", r.mechanism, r.form, e, span))
+            }
+        }
+        print("process peak resident memory: \(formatBytes(Measure.residentBytes().peak))")
+    }
+}
+
+/// Problem size of one benchmark point.
+struct BenchShape: Codable {
+    let B: Int, T: Int, H: Int, K: Int, V: Int
+}
+
+/// One measured point.
+struct BenchResult {
+    let mechanism: String, form: String, backend: String
+    let shape: BenchShape
+    let ms: Double, flops: Double, peakBytes: Int
+    var tokensPerSecond: Double { Double(shape.B * shape.T) / (ms / 1000) }
+    var gflops: Double { flops / (ms / 1000) / 1e9 }
+}
+
+/// A mechanism and form that can be set up at a shape and then timed.
+struct BenchTarget {
+    let mechanism: String
+    let form: String
+    let defaultLengths: [Int]
+    /// Builds inputs for a shape (untimed) and returns the timed work and its FLOP count.
+    let setup: (BenchShape) throws -> (run: () throws -> Void, flops: Double)
+
+    static func make(_ m: Mechanism, form: String?, chunkSize: Int) throws -> BenchTarget {
+        switch m.name {
+        case Mechanism.attention.name:
+            guard let f = AttentionForm(name: form ?? "flash") else {
+                throw ValidationErrorList(argument: "--form", got: form ?? "", known: m.forms)
+            }
+            return BenchTarget(mechanism: m.name, form: f.description, defaultLengths: [1024, 2048, 4096, 8192, 16384]) { s in
+                // split_kv is a decode form: one query per sequence against T keys.
+                let queries = if case .splitKV = f { 1 } else { s.T }
+                let q = try Tensor.randomNormal([s.B, queries, s.H, s.K], seed: 1)
+                let k = try Tensor.randomNormal([s.B, s.T, s.H, s.K], seed: 2)
+                let v = try Tensor.randomNormal([s.B, s.T, s.H, s.V], seed: 3)
+                let flops = Attention.flops(B: s.B, T: queries, S: s.T, H: s.H, D: s.K, causal: true)
+                return ({ _ = try Attention.forward(q: q, k: k, v: v, form: f) }, flops)
+            }
+        default:
+            throw ValidationErrorList(argument: "--mechanism", got: m.name, known: Mechanism.all.map(\.name))
+        }
+    }
+}

@@ -1,0 +1,70 @@
+import Foundation
+import Linea
+
+/// Timing and memory measurement for `linea bench`.
+enum Measure {
+    /// Resident set size and its high-water mark in bytes, from /proc/self/status (0 where unavailable).
+    static func residentBytes() -> (current: Int, peak: Int) {
+        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return (0, 0) }
+        func field(_ name: String) -> Int {
+            guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }) else { return 0 }
+            let kib = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+            return kib * 1024
+        }
+        return (field("VmRSS"), field("VmHWM"))
+    }
+
+    /// Resets the kernel's peak-RSS counter to the current RSS (Linux `clear_refs` value 5); false if refused.
+    @discardableResult
+    static func resetPeak() -> Bool {
+        guard let handle = FileHandle(forWritingAtPath: "/proc/self/clear_refs") else { return false }
+        defer { try? handle.close() }
+        return (try? handle.write(contentsOf: Data("5".utf8))) != nil
+    }
+
+    /// Runs `body` at least once and until `minSeconds` have passed or `maxRuns` runs are done.
+    /// Returns the median time in ms and the peak resident bytes above the level before the first run.
+    static func run(minSeconds: Double = 1, maxRuns: Int = 5, _ body: () throws -> Void) rethrows -> (ms: Double, peakExtra: Int) {
+        resetPeak()
+        let before = residentBytes().current
+        var times: [Double] = []
+        var total = 0.0
+        repeat {
+            let start = DispatchTime.now().uptimeNanoseconds
+            try body()
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            times.append(seconds)
+            total += seconds
+        } while total < minSeconds && times.count < maxRuns
+        let peak = residentBytes().peak
+        times.sort()
+        return (times[times.count / 2] * 1000, max(0, peak - before))
+    }
+
+    /// Multi-threaded OpenBLAS sgemm rate at `n x n x n`, in GFLOP/s (the machine's practical GEMM limit).
+    static func sgemmGFLOPs(n: Int = 2048) -> Double {
+        let a = [Float](repeating: 0.5, count: n * n), b = [Float](repeating: 0.25, count: n * n)
+        var c = [Float](repeating: 0, count: n * n)
+        BLAS.setThreads(Parallel.threadCount)
+        defer { BLAS.setThreads(1) }
+        let time = a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+            run(minSeconds: 1, maxRuns: 10) {
+                BLAS.sgemm(m: n, n: n, k: n, a: ap.baseAddress!, lda: n, b: bp.baseAddress!, ldb: n, c: cp.baseAddress!, ldc: n)
+            }
+        } } }
+        return 2 * Double(n) * Double(n) * Double(n) / (time.ms / 1000) / 1e9
+    }
+
+    /// Least-squares slope of log(ms) over log(T): ~1 for linear mechanisms, ~2 for attention.
+    static func exponent(_ points: [(T: Int, ms: Double)]) -> Double? {
+        guard points.count >= 2 else { return nil }
+        let xs = points.map { log(Double($0.T)) }, ys = points.map { log($0.ms) }
+        let mx = xs.reduce(0, +) / Double(xs.count), my = ys.reduce(0, +) / Double(ys.count)
+        var num = 0.0, den = 0.0
+        for (x, y) in zip(xs, ys) {
+            num += (x - mx) * (y - my)
+            den += (x - mx) * (x - mx)
+        }
+        return den > 0 ? num / den : nil
+    }
+}
