@@ -45,6 +45,11 @@ let package = Package(
             dependencies: ["Linea"],
             swiftSettings: cpuFlags
         ),
+        // Runs the built `linea` binary: exit codes, messages, files written.
+        .testTarget(
+            name: "LineaCLITests",
+            dependencies: ["linea", "Linea"]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )
