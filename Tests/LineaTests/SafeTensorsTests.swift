@@ -88,10 +88,22 @@ struct MalformedCase: Sendable, CustomTestStringConvertible {
         let path2 = dir.appendingPathComponent("again.safetensors").path
         try SafeTensors.write(tensors, to: path2, metadata: metadata)
         #expect(try Data(contentsOf: URL(fileURLWithPath: path2)) == Data(bytes))
-        // No metadata and no tensors is still a valid file.
+        // No metadata and no tensors is still a valid file: "{}" padded with 6 spaces.
         try SafeTensors.write([:], to: path2)
+        #expect([UInt8](try Data(contentsOf: URL(fileURLWithPath: path2))) == [8, 0, 0, 0, 0, 0, 0, 0] + Array("{}      ".utf8))
         let emptyFile = try SafeTensorsFile(path: path2)
         #expect(emptyFile.names.isEmpty && emptyFile.metadata.isEmpty)
+        // Headers of every length are space-padded to a multiple of 8 and the data follows directly.
+        for nameLength in 1...8 {
+            let one = [String(repeating: "x", count: nameLength): try Tensor(shape: [1], scalars: [2.5])]
+            try SafeTensors.write(one, to: path2)
+            let image = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path2)))
+            let n = image[0..<8].enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+            let json = String(decoding: image[8..<(8 + n)], as: UTF8.self)
+            #expect(n % 8 == 0 && image.count == 8 + n + 4, "header length \(n), file \(image.count) bytes")
+            #expect(json.trimmingCharacters(in: .whitespaces).hasSuffix("}") && !json.contains("\n"), "header: \(json)")
+            #expect(try SafeTensors.read(path: path2) == one)
+        }
         // The temporary files are gone.
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasPrefix(".") }
         #expect(leftovers.isEmpty, "temporary files left: \(leftovers)")
@@ -144,7 +156,8 @@ struct MalformedCase: Sendable, CustomTestStringConvertible {
         let x = try SafeTensorsFile(path: url.path).tensor("x")
         let expected = bits.map { Float(Float16(bitPattern: $0)) }
         let stats = ErrorStats(x.scalars, expected)
-        #expect(x.scalars == expected, "\(stats)")
+        let same = x.scalars == expected
+        #expect(same, "F16 conversion differs: \(stats)")
     }
 
     @Test func missingNameAndUnsupportedDtype() throws {
