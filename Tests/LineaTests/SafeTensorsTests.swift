@@ -144,6 +144,40 @@ struct MalformedCase: Sendable, CustomTestStringConvertible {
         #expect(try SafeTensors.read(path: url.path)["d"] == d)
     }
 
+    @Test func vectorAndTailPathsAtUnalignedOffsets() throws {
+        // 37 elements per dtype (4 vectors of 8 + a tail of 5) at odd byte offsets; random bit patterns cover
+        // normals, subnormals, infinities and NaNs. Expected values come from scalar conversions.
+        let dir = try makeTempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var rng = SeededRandom(seed: 11)
+        let n = 37
+        var halfBits = (0..<n).map { _ in UInt16(truncatingIfNeeded: rng.next()) }
+        halfBits[0...5] = [0x0001, 0x83FF, 0x7C00, 0xFC00, 0x7E01, 0x3C00]
+        var brainBits = (0..<n).map { _ in UInt16(truncatingIfNeeded: rng.next()) }
+        brainBits[30...36] = [0x0001, 0x807F, 0x7F80, 0xFF80, 0x7FC1, 0x3F80, 0x0000]
+        let doubles = (0..<n).map { i in Double(bitPattern: rng.next()) * (i % 2 == 0 ? 1 : 1e-300) }
+        let data = [0x55] + leBytes(halfBits) + [0x55, 0x55, 0x55] + leBytes(brainBits) + [0x55] + leBytes(doubles.map(\.bitPattern))
+        let (h0, b0) = (1, 1 + 2 * n + 3)
+        let d0 = b0 + 2 * n + 1
+        let header = #"{"h":{"dtype":"F16","shape":[\#(n)],"data_offsets":[\#(h0),\#(h0 + 2 * n)]},"#
+            + #""b":{"dtype":"BF16","shape":[\#(n)],"data_offsets":[\#(b0),\#(b0 + 2 * n)]},"#
+            + #""d":{"dtype":"F64","shape":[1,\#(n)],"data_offsets":[\#(d0),\#(d0 + 8 * n)]}}"#
+        let url = dir.appendingPathComponent("odd.safetensors")
+        try writeFile(fileBytes(header, data), url)
+        let file = try SafeTensorsFile(path: url.path)
+        func same(_ a: [Float], _ b: [Float]) -> Bool {
+            a.count == b.count && zip(a, b).allSatisfy { $0.bitPattern == $1.bitPattern || ($0.isNaN && $1.isNaN) }
+        }
+        let h = try file.tensor("h").scalars, b = try file.tensor("b").scalars, d = try file.tensor("d").scalars
+        let hExpected = halfBits.map { HalfPrecision.float(float16Bits: $0) }
+        let bExpected = brainBits.map { HalfPrecision.float(bfloat16Bits: $0) }
+        let dExpected = doubles.map { Float($0) }
+        #expect(same(h, hExpected), "F16: \(ErrorStats(h, hExpected))\n\(h)\n\(hExpected)")
+        #expect(same(b, bExpected), "BF16: \(ErrorStats(b, bExpected))\n\(b)\n\(bExpected)")
+        #expect(same(d, dExpected), "F64: \(ErrorStats(d, dExpected))\n\(d)\n\(dExpected)")
+        #expect(h.contains { $0.isNaN } && b.contains { $0.isNaN } && d.contains { $0 != 0 && abs($0) < 1e-30 })
+    }
+
     @Test func largeHalfTensorConvertsInParallelChunks() throws {
         // 3 M + 5 elements: several 1 M-element chunks and a ragged tail, all checked exactly.
         let dir = try makeTempDir()

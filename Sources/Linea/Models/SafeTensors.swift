@@ -262,22 +262,41 @@ public final class SafeTensorsFile: @unchecked Sendable {
     }
 
     /// Converts elements `range` of little-endian `dtype` data at `source` (any alignment) into `target`.
+    /// Eight elements per step (F16C `vcvtph2ps` / shifts / `vcvtpd2ps` under the haswell target), scalar tail.
     private static func convert(_ dtype: DType, from source: UnsafeRawPointer, to target: UnsafeMutablePointer<Float>,
                                 range: Range<Int>) {
+        let out = UnsafeMutableRawPointer(target)
+        var i = range.lowerBound
         switch dtype {
         case .float32:
-            memcpy(target + range.lowerBound, source + range.lowerBound * 4, range.count * 4)
+            memcpy(target + i, source + i * 4, range.count * 4)
         case .float16:
-            for i in range {
-                target[i] = Float(Float16(bitPattern: source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+            while i + 8 <= range.upperBound {
+                let bits = source.loadUnaligned(fromByteOffset: 2 * i, as: SIMD8<UInt16>.self)
+                let halves = unsafeBitCast(bits, to: SIMD8<Float16>.self)
+                out.storeBytes(of: SIMD8<Float>(halves), toByteOffset: 4 * i, as: SIMD8<Float>.self)
+                i += 8
+            }
+            for j in i..<range.upperBound {
+                target[j] = Float(Float16(bitPattern: source.loadUnaligned(fromByteOffset: 2 * j, as: UInt16.self)))
             }
         case .bfloat16:
-            for i in range {
-                target[i] = Float(bitPattern: UInt32(source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
+            while i + 8 <= range.upperBound {
+                let bits = SIMD8<UInt32>(truncatingIfNeeded: source.loadUnaligned(fromByteOffset: 2 * i, as: SIMD8<UInt16>.self))
+                out.storeBytes(of: bits &<< 16, toByteOffset: 4 * i, as: SIMD8<UInt32>.self)
+                i += 8
+            }
+            for j in i..<range.upperBound {
+                target[j] = Float(bitPattern: UInt32(source.loadUnaligned(fromByteOffset: 2 * j, as: UInt16.self)) << 16)
             }
         case .float64:
-            for i in range {
-                target[i] = Float(source.loadUnaligned(fromByteOffset: 8 * i, as: Double.self))
+            while i + 8 <= range.upperBound {
+                let doubles = source.loadUnaligned(fromByteOffset: 8 * i, as: SIMD8<Double>.self)
+                out.storeBytes(of: SIMD8<Float>(doubles), toByteOffset: 4 * i, as: SIMD8<Float>.self)
+                i += 8
+            }
+            for j in i..<range.upperBound {
+                target[j] = Float(source.loadUnaligned(fromByteOffset: 8 * j, as: Double.self))
             }
         }
     }
