@@ -319,7 +319,6 @@ public enum SafeTensors {
     public static func write(_ tensors: [String: Tensor], to path: String, metadata: [String: String] = [:]) throws {
         func problem(_ text: String) -> LineaError { .file(path: path, problem: text) }
         let names = tensors.keys.sorted()
-        var header = "{"
         var parts: [String] = []
         if !metadata.isEmpty {
             let pairs = metadata.keys.sorted().map { "\(JSONWriter.quoted($0)):\(JSONWriter.quoted(metadata[$0]!))" }
@@ -337,8 +336,7 @@ public enum SafeTensors {
             parts.append("\(JSONWriter.quoted(name)):{\"dtype\":\"F32\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(end)]}")
             offset = end
         }
-        header += parts.joined(separator: ",") + "}"
-        var headerBytes = Array(header.utf8)
+        var headerBytes = Array(("{" + parts.joined(separator: ",") + "}").utf8)
         headerBytes += [UInt8](repeating: 0x20, count: (8 - headerBytes.count % 8) % 8)
         withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { headerBytes.insert(contentsOf: $0, at: 0) }
 
@@ -352,7 +350,9 @@ public enum SafeTensors {
         var closed = false
         do {
             try writeAll(fd, headerBytes, problem: problem)
-            for name in names { try tensors[name]!.withUnsafeBufferPointer { try writeAll(fd, UnsafeRawBufferPointer($0), problem: problem) } }
+            for name in names {
+                try tensors[name]!.withUnsafeBufferPointer { try writeAll(fd, UnsafeRawBufferPointer($0), problem: problem) }
+            }
             guard fsync(fd) == 0 else { throw problem("fsync failed: \(String(cString: strerror(errno)))") }
             closed = true
             guard close(fd) == 0 else { throw problem("close failed: \(String(cString: strerror(errno)))") }
