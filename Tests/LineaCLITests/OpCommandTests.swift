@@ -1,0 +1,86 @@
+import Foundation
+import Linea
+import Testing
+
+@Suite struct OpCommandTests {
+    /// Writes q, k, v to a file in `dir` and returns its path.
+    func writeInputs(_ dir: URL, B: Int = 1, T: Int, S: Int, Hq: Int, Hkv: Int, D: Int, seed: UInt64) throws -> (String, [String: Tensor]) {
+        let tensors = ["q": try Tensor.randomNormal([B, T, Hq, D], seed: seed),
+                       "k": try Tensor.randomNormal([B, S, Hkv, D], seed: seed + 1),
+                       "v": try Tensor.randomNormal([B, S, Hkv, D], seed: seed + 2)]
+        let path = dir.appendingPathComponent("in-\(seed).safetensors").path
+        try SafeTensors.write(tensors, to: path)
+        return (path, tensors)
+    }
+
+    @Test(arguments: [
+        ("causal", ["--causal"], AttentionOptions(causal: true), 2, 2),
+        ("non-causal", ["--no-causal"], AttentionOptions(causal: false), 2, 2),
+        ("window", ["--window", "17"], AttentionOptions(causal: true, window: 17), 2, 2),
+        ("gqa", [], AttentionOptions(), 4, 1),
+    ])
+    func attentionMatchesFloat64Reference(_ name: String, _ flags: [String], _ options: AttentionOptions, _ Hq: Int, _ Hkv: Int) throws {
+        let dir = try temporaryDirectory()
+        let (input, t) = try writeInputs(dir, B: 2, T: 150, S: 150, Hq: Hq, Hkv: Hkv, D: 64, seed: 5)
+        let want = try Attention.forward(q: t["q"]!, k: t["k"]!, v: t["v"]!, options: options, form: .reference)
+        for form in ["flash", "reference", "split_kv:3"] {
+            let output = dir.appendingPathComponent("out-\(form).safetensors").path
+            let r = try runLinea(["op", "attention", "--inputs", input, "--output", output, "--form", form] + flags)
+            #expect(r.code == 0, "\(name) \(form): \(r.err)")
+            let got = try SafeTensors.read(path: output)
+            #expect(got.keys.sorted() == ["lse", "o"])
+            let eo = ErrorStats(got["o"]!, want.o), el = ErrorStats(got["lse"]!, want.lse)
+            #expect(eo.relativeRMS <= 1e-5 && el.relativeRMS <= 1e-5, "\(name) \(form): o \(eo); lse \(el)")
+        }
+    }
+
+    @Test func badInputsGetClearErrorsAndExitCodes() throws {
+        let dir = try temporaryDirectory()
+        let out = dir.appendingPathComponent("out.safetensors").path
+        func run(_ tensors: [String: Tensor], _ extra: [String] = []) throws -> (Int32, String) {
+            let path = dir.appendingPathComponent("bad.safetensors").path
+            try SafeTensors.write(tensors, to: path)
+            let r = try runLinea(["op", "attention", "--inputs", path, "--output", out] + extra)
+            return (r.code, r.err)
+        }
+        let q = try Tensor.randomNormal([1, 8, 4, 16], seed: 1)
+        let kv = try Tensor.randomNormal([1, 8, 4, 16], seed: 2)
+        var (code, err) = try run(["q": try q.reshaped([8, 4, 16]), "k": kv, "v": kv])
+        #expect(code == 1 && err.contains("q: expected shape [B, T, Hq, D]"), "\(err)")
+        (code, err) = try run(["q": q, "k": try kv.reshaped([1, 8, 2, 32]), "v": kv])
+        #expect(code == 1 && err.contains("k: expected shape"), "\(err)")
+        let k3 = try Tensor.randomNormal([1, 8, 3, 16], seed: 3)
+        (code, err) = try run(["q": q, "k": k3, "v": k3])
+        #expect(code == 1 && err.contains("divisor of the 4 query heads"), "\(err)")
+        (code, err) = try run(["q": q, "k": kv])
+        #expect(code == 1 && err.contains("no tensor named 'v'"), "\(err)")
+        (code, err) = try run(["q": q, "k": kv, "v": kv], ["--window", "0"])
+        #expect(code == 2 && err.contains("--window"), "\(err)")
+        (code, err) = try run(["q": q, "k": kv, "v": kv], ["--form", "magic"])
+        #expect(code == 2 && err.contains("--form"), "\(err)")
+        #expect(!FileManager.default.fileExists(atPath: out), "no output is written on failure")
+
+        // A corrupt file: valid header length, garbage header.
+        let corrupt = dir.appendingPathComponent("corrupt.safetensors").path
+        var bytes = Data([16, 0, 0, 0, 0, 0, 0, 0])
+        bytes.append(Data("{\"q\": {\"dtype\"".utf8))
+        try bytes.write(to: URL(fileURLWithPath: corrupt))
+        let r = try runLinea(["op", "attention", "--inputs", corrupt, "--output", out])
+        #expect(r.code == 1 && r.err.contains(corrupt), "\(r.err)")
+        let missing = try runLinea(["op", "attention", "--inputs", dir.appendingPathComponent("nope").path, "--output", out])
+        #expect(missing.code == 1 && missing.err.contains("nope"), "\(missing.err)")
+        let unknown = try runLinea(["op", "softmax2", "--inputs", corrupt, "--output", out])
+        #expect(unknown.code == 2, "\(unknown.err)")
+    }
+
+    @Test func existingOutputSurvivesAFailedRun() throws {
+        let dir = try temporaryDirectory()
+        let out = dir.appendingPathComponent("keep.safetensors").path
+        try Data("precious".utf8).write(to: URL(fileURLWithPath: out))
+        let input = dir.appendingPathComponent("in.safetensors").path
+        try SafeTensors.write(["q": try Tensor(zeros: [1, 2, 1, 4])], to: input)
+        let r = try runLinea(["op", "attention", "--inputs", input, "--output", out])
+        #expect(r.code == 1)
+        #expect(try String(contentsOfFile: out, encoding: .utf8) == "precious")
+    }
+}
