@@ -24,19 +24,23 @@ extension Recurrence {
             Parallel.forEach(d.B * H) { bh in
                 let b = bh / H, h = bh % H
                 let S = stateP.base + bh * K * V
-                // Workspace: G, beta (C each), M, Tm (C x C), Kb, W (C x K), U (C x V).
-                let work = UnsafeMutablePointer<Float>.allocate(capacity: 2 * C + 2 * C * C + 2 * C * K + C * V)
-                defer { work.deallocate() }
-                let G = work, bt = G + C, M = bt + C, Tm = M + C * C, Kb = Tm + C * C, W = Kb + C * K, U = W + C * K
+                // Workspace: beta (C), M, Tm (C x C), Kb, W (C x K), U (C x V); cumulative gates G (C) in Float64.
+                let work = UnsafeMutablePointer<Float>.allocate(capacity: C + 2 * C * C + 2 * C * K + C * V)
+                let G = UnsafeMutablePointer<Double>.allocate(capacity: C)
+                defer {
+                    work.deallocate()
+                    G.deallocate()
+                }
+                let bt = work, M = bt + C, Tm = M + C * C, Kb = Tm + C * C, W = Kb + C * K, U = W + C * K
                 p.q.withUnsafeBufferPointer { qb in p.k.withUnsafeBufferPointer { kb in p.v.withUnsafeBufferPointer { vb in
                 p.beta!.withUnsafeBufferPointer { betaBuf in
                     var t0 = 0
                     while t0 < T {
                         let L = min(C, T - t0)
-                        var sum: Float = 0
+                        var sum = 0.0
                         for i in 0..<L {
                             let row = (b * T + t0 + i) * H + h
-                            if gated { sum += p.g![row] }
+                            if gated { sum += Double(p.g![row]) }
                             G[i] = sum
                             bt[i] = betaBuf[row]
                         }
@@ -65,7 +69,7 @@ struct DeltaChunk {
     let q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>
     let o: UnsafeMutablePointer<Float>
     let S: UnsafeMutablePointer<Float>
-    let G: UnsafePointer<Float>, beta: UnsafePointer<Float>
+    let G: UnsafePointer<Double>, beta: UnsafePointer<Float>
     let M: UnsafeMutablePointer<Float>, Tm: UnsafeMutablePointer<Float>
     let Kb: UnsafeMutablePointer<Float>, W: UnsafeMutablePointer<Float>, U: UnsafeMutablePointer<Float>
 
@@ -94,7 +98,7 @@ struct DeltaChunk {
         }
         // 3. W = Tm diag(e^G) K,  U = Tm V - W S_prev.
         if gated {
-            for j in 0..<L { GatedChunk.scaleRow(Kb + j * K, k + j * ldk, VectorMath.exp(G[j]), K) }
+            for j in 0..<L { GatedChunk.scaleRow(Kb + j * K, k + j * ldk, VectorMath.exp(Float(G[j])), K) }
             BLAS.sgemm(m: L, n: K, k: L, a: Tm, lda: C, b: Kb, ldb: K, beta: 0, c: W, ldc: K)
         } else {
             BLAS.sgemm(m: L, n: K, k: L, a: Tm, lda: C, b: k, ldb: ldk, beta: 0, c: W, ldc: K)
@@ -104,7 +108,7 @@ struct DeltaChunk {
         // 4. o = scale e^{G_i} q_i^T S_prev + P U, P_ij = scale e^{G_i - G_j} q_i·k_j (j <= i); M is reused for P.
         BLAS.sgemm(m: L, n: V, k: K, alpha: scale, a: q, lda: ldk, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
         if gated {
-            for i in 0..<L { VectorMath.scale(o + i * ldv, count: V, by: VectorMath.exp(G[i])) }
+            for i in 0..<L { VectorMath.scale(o + i * ldv, count: V, by: VectorMath.exp(Float(G[i]))) }
         }
         BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: q, lda: ldk, b: k, ldb: ldk, beta: 0, c: M, ldc: C)
         for i in 0..<L {
@@ -116,8 +120,8 @@ struct DeltaChunk {
         // 5. S = e^{G_L} S + (e^{G_L - G_j} k_j)^T U.
         if gated {
             let last = G[L - 1]
-            for j in 0..<L { GatedChunk.scaleRow(Kb + j * K, k + j * ldk, VectorMath.exp(last - G[j]), K) }
-            VectorMath.scale(S, count: K * V, by: VectorMath.exp(last))
+            for j in 0..<L { GatedChunk.scaleRow(Kb + j * K, k + j * ldk, VectorMath.exp(Float(last - G[j])), K) }
+            VectorMath.scale(S, count: K * V, by: VectorMath.exp(Float(last)))
             BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kb, lda: K, b: U, ldb: V, beta: 1, c: S, ldc: V)
         } else {
             BLAS.sgemm(transA: true, m: K, n: V, k: L, a: k, lda: ldk, b: U, ldb: V, beta: 1, c: S, ldc: V)

@@ -10,7 +10,7 @@ import Foundation
 extension Recurrence {
     /// Largest log-gate span that the GLA intra-chunk term splits as `q e^{G_i - R}` times `k e^{R - G_j}`:
     /// factors stay within `[e^-40, e^40]`, far from Float32 overflow; wider spans use smaller blocks or a direct loop.
-    static let safeSpan: Float = 40
+    static let safeSpan = 40.0
     /// Sub-block size for GLA chunks whose gate span exceeds `safeSpan`.
     static let glaSubBlock = 16
 
@@ -28,11 +28,15 @@ extension Recurrence {
                 let b = bh / H, h = bh % H
                 let S = stateP.base + bh * K * V
                 let gWidth = kind == .vector ? K : 1
-                // Workspace: G (C x gWidth), A (C x C), Qr, Kr (C x K).
-                let work = UnsafeMutablePointer<Float>.allocate(capacity: C * gWidth + C * C + 2 * C * K)
-                defer { work.deallocate() }
-                let G = work, A = G + C * gWidth, Qr = A + C * C, Kr = Qr + C * K
-                let headLogDecay = Float(retentionLogDecay(head: h))
+                // Workspace: A (C x C), Qr, Kr (C x K); cumulative gates G (C x gWidth) in Float64.
+                let work = UnsafeMutablePointer<Float>.allocate(capacity: C * C + 2 * C * K)
+                let G = UnsafeMutablePointer<Double>.allocate(capacity: C * gWidth)
+                defer {
+                    work.deallocate()
+                    G.deallocate()
+                }
+                let A = work, Qr = A + C * C, Kr = Qr + C * K
+                let headLogDecay = retentionLogDecay(head: h)
                 p.q.withUnsafeBufferPointer { qb in p.k.withUnsafeBufferPointer { kb in p.v.withUnsafeBufferPointer { vb in
                     var t0 = 0
                     while t0 < T {
@@ -46,13 +50,13 @@ extension Recurrence {
                         case .none:
                             chunk.runScalar(decays: false)
                         case .perHead:
-                            for i in 0..<L { G[i] = Float(i + 1) * headLogDecay }
+                            for i in 0..<L { G[i] = Double(i + 1) * headLogDecay }
                             chunk.runScalar(decays: true)
                         case .scalar:
                             p.g!.withUnsafeBufferPointer { g in
-                                var sum: Float = 0
+                                var sum = 0.0
                                 for i in 0..<L {
-                                    sum += g[(b * T + t0 + i) * H + h]
+                                    sum += Double(g[(b * T + t0 + i) * H + h])
                                     G[i] = sum
                                 }
                             }
@@ -60,9 +64,9 @@ extension Recurrence {
                         case .vector:
                             p.g!.withUnsafeBufferPointer { g in
                                 let gp = g.baseAddress! + p.offset(b, t0, h, width: K)
-                                for c in 0..<K { G[c] = gp[c] }
+                                for c in 0..<K { G[c] = Double(gp[c]) }
                                 for i in 1..<L {
-                                    for c in 0..<K { G[i * K + c] = G[(i - 1) * K + c] + gp[i * H * K + c] }
+                                    for c in 0..<K { G[i * K + c] = G[(i - 1) * K + c] + Double(gp[i * H * K + c]) }
                                 }
                             }
                             chunk.runVector()
@@ -86,8 +90,8 @@ struct GatedChunk {
     let q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>
     let o: UnsafeMutablePointer<Float>
     let S: UnsafeMutablePointer<Float>
-    /// Local cumulative log decays: L scalars, or L x K for gla.
-    let G: UnsafeMutablePointer<Float>
+    /// Local cumulative log decays, Float64 (differences of long sums keep their digits): L scalars, or L x K for gla.
+    let G: UnsafePointer<Double>
     let A: UnsafeMutablePointer<Float>, Qr: UnsafeMutablePointer<Float>, Kr: UnsafeMutablePointer<Float>
 
     /// Scalar (or no) decay: linear_attn, retention, simple_gla. O(L*K*V + L^2*(K+V)).
@@ -95,7 +99,7 @@ struct GatedChunk {
         // Inter-chunk: o_i = scale e^{G_i} q_i^T S_prev.
         BLAS.sgemm(m: L, n: V, k: K, alpha: scale, a: q, lda: ldk, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
         if decays {
-            for i in 0..<L { VectorMath.scale(o + i * ldv, count: V, by: VectorMath.exp(G[i])) }
+            for i in 0..<L { VectorMath.scale(o + i * ldv, count: V, by: VectorMath.exp(Float(G[i]))) }
         }
         // Intra-chunk: A = scale Q K^T, A_ij *= e^{G_i - G_j} for j <= i, 0 above the diagonal; o += A V.
         BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: q, lda: ldk, b: k, ldb: ldk, beta: 0, c: A, ldc: C)
@@ -108,8 +112,8 @@ struct GatedChunk {
         // State: S = e^{G_L} S + (e^{G_L - G_j} k_j)^T V.
         if decays {
             let last = G[L - 1]
-            for j in 0..<L { Self.scaleRow(Kr + j * K, k + j * ldk, VectorMath.exp(last - G[j]), K) }
-            VectorMath.scale(S, count: K * V, by: VectorMath.exp(last))
+            for j in 0..<L { Self.scaleRow(Kr + j * K, k + j * ldk, VectorMath.exp(Float(last - G[j])), K) }
+            VectorMath.scale(S, count: K * V, by: VectorMath.exp(Float(last)))
             BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kr, lda: K, b: v, ldb: ldv, beta: 1, c: S, ldc: V)
         } else {
             BLAS.sgemm(transA: true, m: K, n: V, k: L, a: k, lda: ldk, b: v, ldb: ldv, beta: 1, c: S, ldc: V)
@@ -124,11 +128,11 @@ struct GatedChunk {
         BLAS.sgemm(m: L, n: V, k: K, alpha: scale, a: Qr, lda: K, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
         // State: S = Diag(e^{G_L}) S + (k_j ∘ e^{G_L - G_j})^T V  (Kr kept for the intra term below).
         for j in 0..<L { RecurrenceSIMD.scaledByExp(Kr + j * K, k + j * ldk, last, minus: G + j * K, K) }
-        for c in 0..<K { VectorMath.scale(S + c * V, count: V, by: VectorMath.exp(last[c])) }
+        for c in 0..<K { VectorMath.scale(S + c * V, count: V, by: VectorMath.exp(Float(last[c]))) }
         BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kr, lda: K, b: v, ldb: ldv, beta: 1, c: S, ldc: V)
 
         // Intra-chunk scores A_ij = scale sum_c q_ic k_jc e^{G_ic - G_jc}, j <= i.
-        var span: Float = 0
+        var span = 0.0
         for c in 0..<K { span = max(span, -last[c]) }
         if span <= Recurrence.safeSpan {
             // One reference point R = G_L: q_i e^{G_i - R} lies in [1, e^span], k_j e^{R - G_j} (= Kr) in (0, 1].
@@ -142,7 +146,7 @@ struct GatedChunk {
             while s < L {
                 let e = min(s + Recurrence.glaSubBlock, L)
                 let ref = G + (e - 1) * K
-                var blockSpan: Float = 0
+                var blockSpan = 0.0
                 for c in 0..<K { blockSpan = max(blockSpan, G[s * K + c] - ref[c]) }
                 let factorDiagonal = blockSpan <= Recurrence.safeSpan
                 let rowStart = factorDiagonal ? s : e
@@ -167,19 +171,20 @@ struct GatedChunk {
         BLAS.sgemm(m: L, n: V, k: L, a: A, lda: C, b: v, ldb: ldv, beta: 1, c: o, ldc: ldv)
     }
 
-    /// `row[j] *= exp(gi - G[j])` for `j < n`; callers pass `n = i + 1`, so every exponent is <= 0. O(n).
+    /// `row[j] *= exp(gi - G[j])` for `j < n`; callers pass `n <= i + 1`, so every exponent is <= 0.
+    /// The exponent is formed in Float64, then exponentiated in Float32. O(n).
     @inline(__always)
-    static func multiplyByExpDifference(_ row: UnsafeMutablePointer<Float>, _ gi: Float, _ G: UnsafePointer<Float>, _ n: Int) {
+    static func multiplyByExpDifference(_ row: UnsafeMutablePointer<Float>, _ gi: Double, _ G: UnsafePointer<Double>, _ n: Int) {
         var j = 0
-        let gi8 = SIMD8<Float>(repeating: gi)
+        let gi8 = SIMD8<Double>(repeating: gi)
         while j + 8 <= n {
             let rp = UnsafeMutableRawPointer(row + j)
-            let e = VectorMath.exp(gi8 - UnsafeRawPointer(G + j).loadUnaligned(as: SIMD8<Float>.self))
+            let e = VectorMath.exp(SIMD8<Float>(gi8 - UnsafeRawPointer(G + j).loadUnaligned(as: SIMD8<Double>.self)))
             rp.storeBytes(of: rp.loadUnaligned(as: SIMD8<Float>.self) * e, as: SIMD8<Float>.self)
             j += 8
         }
         while j < n {
-            row[j] *= VectorMath.exp(gi - G[j])
+            row[j] *= VectorMath.exp(Float(gi - G[j]))
             j += 1
         }
     }
@@ -201,17 +206,17 @@ struct GatedChunk {
 
     /// `sum_c x[c] y[c] exp(gx[c] - gy[c])` with `gx <= gy` elementwise (a later token's cumulative gate). O(n).
     @inline(__always)
-    static func decayedDot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ gx: UnsafePointer<Float>, _ gy: UnsafePointer<Float>, _ n: Int) -> Float {
+    static func decayedDot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ gx: UnsafePointer<Double>, _ gy: UnsafePointer<Double>, _ n: Int) -> Float {
         var acc8 = SIMD8<Float>(repeating: 0)
         var c = 0
         while c + 8 <= n {
-            let e = VectorMath.exp(UnsafeRawPointer(gx + c).loadUnaligned(as: SIMD8<Float>.self) - UnsafeRawPointer(gy + c).loadUnaligned(as: SIMD8<Float>.self))
-            acc8 += UnsafeRawPointer(x + c).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(y + c).loadUnaligned(as: SIMD8<Float>.self) * e
+            let d = UnsafeRawPointer(gx + c).loadUnaligned(as: SIMD8<Double>.self) - UnsafeRawPointer(gy + c).loadUnaligned(as: SIMD8<Double>.self)
+            acc8 += UnsafeRawPointer(x + c).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(y + c).loadUnaligned(as: SIMD8<Float>.self) * VectorMath.exp(SIMD8<Float>(d))
             c += 8
         }
         var acc = acc8.sum()
         while c < n {
-            acc += x[c] * y[c] * VectorMath.exp(gx[c] - gy[c])
+            acc += x[c] * y[c] * VectorMath.exp(Float(gx[c] - gy[c]))
             c += 1
         }
         return acc
