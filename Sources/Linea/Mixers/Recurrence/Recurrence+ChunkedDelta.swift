@@ -98,7 +98,7 @@ struct DeltaChunk {
         }
         // 3. W = Tm diag(e^G) K,  U = Tm V - W S_prev.
         if gated {
-            for j in 0..<L { GatedChunk.scaleRow(Kb + j * K, k + j * ldk, VectorMath.exp(Float(G[j])), K) }
+            for j in 0..<L { GatedChunk.scaleRow(Kb + j * K, k + j * ldk, RecurrenceSIMD.exp(Float(G[j])), K) }
             BLAS.sgemm(m: L, n: K, k: L, a: Tm, lda: C, b: Kb, ldb: K, beta: 0, c: W, ldc: K)
         } else {
             BLAS.sgemm(m: L, n: K, k: L, a: Tm, lda: C, b: k, ldb: ldk, beta: 0, c: W, ldc: K)
@@ -108,7 +108,7 @@ struct DeltaChunk {
         // 4. o = scale e^{G_i} q_i^T S_prev + P U, P_ij = scale e^{G_i - G_j} q_i·k_j (j <= i); M is reused for P.
         BLAS.sgemm(m: L, n: V, k: K, alpha: scale, a: q, lda: ldk, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
         if gated {
-            for i in 0..<L { VectorMath.scale(o + i * ldv, count: V, by: VectorMath.exp(Float(G[i]))) }
+            for i in 0..<L { VectorMath.scale(o + i * ldv, count: V, by: RecurrenceSIMD.exp(Float(G[i]))) }
         }
         BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: q, lda: ldk, b: k, ldb: ldk, beta: 0, c: M, ldc: C)
         for i in 0..<L {
@@ -120,8 +120,8 @@ struct DeltaChunk {
         // 5. S = e^{G_L} S + (e^{G_L - G_j} k_j)^T U.
         if gated {
             let last = G[L - 1]
-            for j in 0..<L { GatedChunk.scaleRow(Kb + j * K, k + j * ldk, VectorMath.exp(Float(last - G[j])), K) }
-            VectorMath.scale(S, count: K * V, by: VectorMath.exp(Float(last)))
+            for j in 0..<L { GatedChunk.scaleRow(Kb + j * K, k + j * ldk, RecurrenceSIMD.exp(Float(last - G[j])), K) }
+            VectorMath.scale(S, count: K * V, by: RecurrenceSIMD.exp(Float(last)))
             BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kb, lda: K, b: U, ldb: V, beta: 1, c: S, ldc: V)
         } else {
             BLAS.sgemm(transA: true, m: K, n: V, k: L, a: k, lda: ldk, b: U, ldb: V, beta: 1, c: S, ldc: V)

@@ -99,7 +99,7 @@ struct GatedChunk {
         // Inter-chunk: o_i = scale e^{G_i} q_i^T S_prev.
         BLAS.sgemm(m: L, n: V, k: K, alpha: scale, a: q, lda: ldk, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
         if decays {
-            for i in 0..<L { VectorMath.scale(o + i * ldv, count: V, by: VectorMath.exp(Float(G[i]))) }
+            for i in 0..<L { VectorMath.scale(o + i * ldv, count: V, by: RecurrenceSIMD.exp(Float(G[i]))) }
         }
         // Intra-chunk: A = scale Q K^T, A_ij *= e^{G_i - G_j} for j <= i, 0 above the diagonal; o += A V.
         BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: q, lda: ldk, b: k, ldb: ldk, beta: 0, c: A, ldc: C)
@@ -112,8 +112,8 @@ struct GatedChunk {
         // State: S = e^{G_L} S + (e^{G_L - G_j} k_j)^T V.
         if decays {
             let last = G[L - 1]
-            for j in 0..<L { Self.scaleRow(Kr + j * K, k + j * ldk, VectorMath.exp(Float(last - G[j])), K) }
-            VectorMath.scale(S, count: K * V, by: VectorMath.exp(Float(last)))
+            for j in 0..<L { Self.scaleRow(Kr + j * K, k + j * ldk, RecurrenceSIMD.exp(Float(last - G[j])), K) }
+            VectorMath.scale(S, count: K * V, by: RecurrenceSIMD.exp(Float(last)))
             BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kr, lda: K, b: v, ldb: ldv, beta: 1, c: S, ldc: V)
         } else {
             BLAS.sgemm(transA: true, m: K, n: V, k: L, a: k, lda: ldk, b: v, ldb: ldv, beta: 1, c: S, ldc: V)
@@ -128,7 +128,7 @@ struct GatedChunk {
         BLAS.sgemm(m: L, n: V, k: K, alpha: scale, a: Qr, lda: K, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
         // State: S = Diag(e^{G_L}) S + (k_j ∘ e^{G_L - G_j})^T V  (Kr kept for the intra term below).
         for j in 0..<L { RecurrenceSIMD.scaledByExp(Kr + j * K, k + j * ldk, last, minus: G + j * K, K) }
-        for c in 0..<K { VectorMath.scale(S + c * V, count: V, by: VectorMath.exp(Float(last[c]))) }
+        for c in 0..<K { VectorMath.scale(S + c * V, count: V, by: RecurrenceSIMD.exp(Float(last[c]))) }
         BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kr, lda: K, b: v, ldb: ldv, beta: 1, c: S, ldc: V)
 
         // Intra-chunk scores A_ij = scale sum_c q_ic k_jc e^{G_ic - G_jc}, j <= i.
@@ -179,12 +179,12 @@ struct GatedChunk {
         let gi8 = SIMD8<Double>(repeating: gi)
         while j + 8 <= n {
             let rp = UnsafeMutableRawPointer(row + j)
-            let e = VectorMath.exp(SIMD8<Float>(gi8 - UnsafeRawPointer(G + j).loadUnaligned(as: SIMD8<Double>.self)))
+            let e = RecurrenceSIMD.exp(SIMD8<Float>(gi8 - UnsafeRawPointer(G + j).loadUnaligned(as: SIMD8<Double>.self)))
             rp.storeBytes(of: rp.loadUnaligned(as: SIMD8<Float>.self) * e, as: SIMD8<Float>.self)
             j += 8
         }
         while j < n {
-            row[j] *= VectorMath.exp(Float(gi - G[j]))
+            row[j] *= RecurrenceSIMD.exp(Float(gi - G[j]))
             j += 1
         }
     }
@@ -211,12 +211,12 @@ struct GatedChunk {
         var c = 0
         while c + 8 <= n {
             let d = UnsafeRawPointer(gx + c).loadUnaligned(as: SIMD8<Double>.self) - UnsafeRawPointer(gy + c).loadUnaligned(as: SIMD8<Double>.self)
-            acc8 += UnsafeRawPointer(x + c).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(y + c).loadUnaligned(as: SIMD8<Float>.self) * VectorMath.exp(SIMD8<Float>(d))
+            acc8 += UnsafeRawPointer(x + c).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(y + c).loadUnaligned(as: SIMD8<Float>.self) * RecurrenceSIMD.exp(SIMD8<Float>(d))
             c += 8
         }
         var acc = acc8.sum()
         while c < n {
-            acc += x[c] * y[c] * VectorMath.exp(Float(gx[c] - gy[c]))
+            acc += x[c] * y[c] * RecurrenceSIMD.exp(Float(gx[c] - gy[c]))
             c += 1
         }
         return acc
