@@ -65,9 +65,7 @@ extension Recurrence {
                             p.g!.withUnsafeBufferPointer { g in
                                 let gp = g.baseAddress! + p.offset(b, t0, h, width: K)
                                 for c in 0..<K { G[c] = Double(gp[c]) }
-                                for i in 1..<L {
-                                    for c in 0..<K { G[i * K + c] = G[(i - 1) * K + c] + Double(gp[i * H * K + c]) }
-                                }
+                                for i in 1..<L { RecurrenceSIMD.accumulate(G + i * K, G + (i - 1) * K, gp + i * H * K, K) }
                             }
                             chunk.runVector()
                         }
@@ -179,7 +177,7 @@ struct GatedChunk {
         let gi8 = SIMD8<Double>(repeating: gi)
         while j + 8 <= n {
             let rp = UnsafeMutableRawPointer(row + j)
-            let e = RecurrenceSIMD.exp(SIMD8<Float>(gi8 - UnsafeRawPointer(G + j).loadUnaligned(as: SIMD8<Double>.self)))
+            let e = RecurrenceSIMD.exp(RecurrenceSIMD.narrow(gi8 - UnsafeRawPointer(G + j).loadUnaligned(as: SIMD8<Double>.self)))
             rp.storeBytes(of: rp.loadUnaligned(as: SIMD8<Float>.self) * e, as: SIMD8<Float>.self)
             j += 8
         }
@@ -211,7 +209,7 @@ struct GatedChunk {
         var c = 0
         while c + 8 <= n {
             let d = UnsafeRawPointer(gx + c).loadUnaligned(as: SIMD8<Double>.self) - UnsafeRawPointer(gy + c).loadUnaligned(as: SIMD8<Double>.self)
-            acc8 += UnsafeRawPointer(x + c).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(y + c).loadUnaligned(as: SIMD8<Float>.self) * RecurrenceSIMD.exp(SIMD8<Float>(d))
+            acc8 += UnsafeRawPointer(x + c).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(y + c).loadUnaligned(as: SIMD8<Float>.self) * RecurrenceSIMD.exp(RecurrenceSIMD.narrow(d))
             c += 8
         }
         var acc = acc8.sum()

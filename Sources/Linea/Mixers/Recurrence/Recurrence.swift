@@ -384,6 +384,34 @@ enum RecurrenceSIMD {
         return ok
     }
 
+    /// Float64 -> Float32 on 8 lanes, written lane by lane so it compiles to `vcvtpd2ps` (the generic
+    /// `SIMD8<Float>(SIMD8<Double>)` initializer is an out-of-line call).
+    @inline(__always)
+    static func narrow(_ d: SIMD8<Double>) -> SIMD8<Float> {
+        SIMD8<Float>(Float(d[0]), Float(d[1]), Float(d[2]), Float(d[3]), Float(d[4]), Float(d[5]), Float(d[6]), Float(d[7]))
+    }
+
+    /// Float32 -> Float64 on 8 lanes (`vcvtps2pd`).
+    @inline(__always)
+    static func widen(_ f: SIMD8<Float>) -> SIMD8<Double> {
+        SIMD8<Double>(Double(f[0]), Double(f[1]), Double(f[2]), Double(f[3]), Double(f[4]), Double(f[5]), Double(f[6]), Double(f[7]))
+    }
+
+    /// `y[i] = a[i] + Double(x[i])` for `i < n`: one step of a Float64 cumulative sum of Float32 gates. O(n).
+    @inline(__always)
+    static func accumulate(_ y: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ x: UnsafePointer<Float>, _ n: Int) {
+        var i = 0
+        while i + 8 <= n {
+            let sum = UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Double>.self) + widen(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self))
+            UnsafeMutableRawPointer(y + i).storeBytes(of: sum, as: SIMD8<Double>.self)
+            i += 8
+        }
+        while i < n {
+            y[i] = a[i] + Double(x[i])
+            i += 1
+        }
+    }
+
     /// Scalar `exp` through the same formula (loop tails and per-row factors).
     @inline(__always)
     static func exp(_ x: Float) -> Float {
@@ -430,7 +458,7 @@ enum RecurrenceSIMD {
         while i + 8 <= n {
             var d = UnsafeRawPointer(e + i).loadUnaligned(as: SIMD8<Double>.self)
             if let r { d -= UnsafeRawPointer(r + i).loadUnaligned(as: SIMD8<Double>.self) }
-            let out = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) * RecurrenceSIMD.exp(SIMD8<Float>(d))
+            let out = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) * RecurrenceSIMD.exp(narrow(d))
             UnsafeMutableRawPointer(y + i).storeBytes(of: out, as: SIMD8<Float>.self)
             i += 8
         }
