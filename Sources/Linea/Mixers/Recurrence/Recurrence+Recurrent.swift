@@ -21,43 +21,110 @@ enum TokenDecay {
 
 extension Recurrence {
     /// One token on a Float32 K x V state `S` (row-major): decay, (delta) write, then `o = S^T (scale q)`.
-    /// `beta` nil means the plain `k v^T` write. `u` is V floats of scratch; `o` receives V floats. O(K*V).
+    /// `beta` nil means the plain `k v^T` write. `o` receives V floats. O(K*V).
+    /// Works on column blocks of 32 (then 8, then 1) so the write vector and the output stay in registers
+    /// while the block's K rows are swept (twice for the delta rules: read S^T k, then update).
     @inline(__always)
     static func recurrentToken(
         S: UnsafeMutablePointer<Float>, K: Int, V: Int,
         q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
         decay: TokenDecay, beta: Float?, scale: Float,
-        u: UnsafeMutablePointer<Float>, o: UnsafeMutablePointer<Float>
+        o: UnsafeMutablePointer<Float>
     ) {
-        var write = v
+        var j = 0
+        while j + 32 <= V {
+            tokenColumns32(j, S: S, K: K, V: V, q: q, k: k, v: v, decay: decay, beta: beta, scale: scale, o: o)
+            j += 32
+        }
+        while j + 8 <= V {
+            tokenColumns8(j, S: S, K: K, V: V, q: q, k: k, v: v, decay: decay, beta: beta, scale: scale, o: o)
+            j += 8
+        }
+        while j < V {
+            var write = v[j]
+            if let beta {
+                var kS: Float = 0
+                for i in 0..<K { kS += k[i] * decay.multiplier(i) * S[i * V + j] }
+                write = beta * (write - kS)
+            }
+            var acc: Float = 0
+            for i in 0..<K {
+                let r = decay.multiplier(i) * S[i * V + j] + k[i] * write
+                S[i * V + j] = r
+                acc += scale * q[i] * r
+            }
+            o[j] = acc
+            j += 1
+        }
+    }
+
+    /// `recurrentToken` on the 32 columns `j ..< j + 32`, as four SIMD8 lanes kept in registers
+    /// (a `SIMD32<Float>` compiles to stack spills here).
+    @inline(__always)
+    static func tokenColumns32(
+        _ j: Int, S: UnsafeMutablePointer<Float>, K: Int, V: Int,
+        q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+        decay: TokenDecay, beta: Float?, scale: Float, o: UnsafeMutablePointer<Float>
+    ) {
+        typealias Vec = SIMD8<Float>
+        @inline(__always) func load(_ p: UnsafePointer<Float>) -> Vec { UnsafeRawPointer(p).loadUnaligned(as: Vec.self) }
+        @inline(__always) func store(_ x: Vec, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: x, as: Vec.self) }
+        var (w0, w1, w2, w3) = (load(v + j), load(v + j + 8), load(v + j + 16), load(v + j + 24))
         if let beta {
-            // u = beta (v - (Diag(a) S)^T k), read from the decayed state.
-            u.update(repeating: 0, count: V)
-            for i in 0..<K { RecurrenceSIMD.axpy(u, k[i] * decay.multiplier(i), S + i * V, V) }
-            for j in 0..<V { u[j] = beta * (v[j] - u[j]) }
-            write = UnsafePointer(u)
+            var (s0, s1, s2, s3) = (Vec(), Vec(), Vec(), Vec())
+            for i in 0..<K {
+                let c = Vec(repeating: k[i] * decay.multiplier(i)), row = S + i * V + j
+                s0 += c * load(row)
+                s1 += c * load(row + 8)
+                s2 += c * load(row + 16)
+                s3 += c * load(row + 24)
+            }
+            let b = Vec(repeating: beta)
+            (w0, w1, w2, w3) = (b * (w0 - s0), b * (w1 - s1), b * (w2 - s2), b * (w3 - s3))
         }
-        o.update(repeating: 0, count: V)
+        var (a0, a1, a2, a3) = (Vec(), Vec(), Vec(), Vec())
         for i in 0..<K {
-            // row <- a_i row + k_i write;  o += (scale q_i) row
-            let row = S + i * V
-            let a = decay.multiplier(i), ki = k[i], qi = scale * q[i]
-            let a8 = SIMD8<Float>(repeating: a), k8 = SIMD8<Float>(repeating: ki), q8 = SIMD8<Float>(repeating: qi)
-            var j = 0
-            while j + 8 <= V {
-                let rp = UnsafeMutableRawPointer(row + j), op = UnsafeMutableRawPointer(o + j)
-                let r = a8 * rp.loadUnaligned(as: SIMD8<Float>.self) + k8 * UnsafeRawPointer(write + j).loadUnaligned(as: SIMD8<Float>.self)
-                rp.storeBytes(of: r, as: SIMD8<Float>.self)
-                op.storeBytes(of: op.loadUnaligned(as: SIMD8<Float>.self) + q8 * r, as: SIMD8<Float>.self)
-                j += 8
-            }
-            while j < V {
-                let r = a * row[j] + ki * write[j]
-                row[j] = r
-                o[j] += qi * r
-                j += 1
-            }
+            let row = S + i * V + j
+            let a = Vec(repeating: decay.multiplier(i)), ki = Vec(repeating: k[i]), qi = Vec(repeating: scale * q[i])
+            let r0 = a * load(row) + ki * w0, r1 = a * load(row + 8) + ki * w1
+            let r2 = a * load(row + 16) + ki * w2, r3 = a * load(row + 24) + ki * w3
+            store(r0, row)
+            store(r1, row + 8)
+            store(r2, row + 16)
+            store(r3, row + 24)
+            a0 += qi * r0
+            a1 += qi * r1
+            a2 += qi * r2
+            a3 += qi * r3
         }
+        store(a0, o + j)
+        store(a1, o + j + 8)
+        store(a2, o + j + 16)
+        store(a3, o + j + 24)
+    }
+
+    /// `recurrentToken` on the 8 columns `j ..< j + 8`.
+    @inline(__always)
+    static func tokenColumns8(
+        _ j: Int, S: UnsafeMutablePointer<Float>, K: Int, V: Int,
+        q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+        decay: TokenDecay, beta: Float?, scale: Float, o: UnsafeMutablePointer<Float>
+    ) {
+        typealias Vec = SIMD8<Float>
+        var write = UnsafeRawPointer(v + j).loadUnaligned(as: Vec.self)
+        if let beta {
+            var kS = Vec()
+            for i in 0..<K { kS += Vec(repeating: k[i] * decay.multiplier(i)) * UnsafeRawPointer(S + i * V + j).loadUnaligned(as: Vec.self) }
+            write = Vec(repeating: beta) * (write - kS)
+        }
+        var acc = Vec()
+        for i in 0..<K {
+            let row = UnsafeMutableRawPointer(S + i * V + j)
+            let r = Vec(repeating: decay.multiplier(i)) * row.loadUnaligned(as: Vec.self) + Vec(repeating: k[i]) * write
+            row.storeBytes(of: r, as: Vec.self)
+            acc += Vec(repeating: scale * q[i]) * r
+        }
+        UnsafeMutableRawPointer(o + j).storeBytes(of: acc, as: Vec.self)
     }
 
     /// Recurrent form: a Float32 scan over T, parallel over B*H. O(B*H*T*K*V) time, O(K*V) state per (b,h).
@@ -70,9 +137,8 @@ extension Recurrence {
             Parallel.forEach(d.B * d.H) { bh in
                 let b = bh / d.H, h = bh % d.H
                 let S = stateP.base + bh * d.K * d.V
-                let u = UnsafeMutablePointer<Float>.allocate(capacity: d.V + d.K)
-                defer { u.deallocate() }
-                let gateExp = u + d.V  // K floats for vector gates
+                let gateExp = UnsafeMutablePointer<Float>.allocate(capacity: d.K)  // exp(g_t) for vector gates
+                defer { gateExp.deallocate() }
                 let headDecay = Float(exp(retentionLogDecay(head: h)))
                 p.q.withUnsafeBufferPointer { q in p.k.withUnsafeBufferPointer { k in p.v.withUnsafeBufferPointer { v in
                     for t in 0..<d.T {
@@ -90,7 +156,7 @@ extension Recurrence {
                             S: S, K: d.K, V: d.V,
                             q: q.baseAddress! + row * d.K, k: k.baseAddress! + row * d.K, v: v.baseAddress! + row * d.V,
                             decay: decay, beta: p.beta?[row], scale: p.scale,
-                            u: u, o: outP.base + row * d.V)
+                            o: outP.base + row * d.V)
                     }
                 } } }
             }
