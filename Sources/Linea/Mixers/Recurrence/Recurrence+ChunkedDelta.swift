@@ -1,0 +1,130 @@
+import Foundation
+
+// Chunked form of the delta rules (DeltaNet's WY / UT-transform representation, gated as in Gated DeltaNet).
+//
+// In a chunk of L tokens with local cumulative log decay G_i (0 for delta_rule), the written vectors
+// u_i = beta_i (v_i - (e^{g_i} S_{i-1})^T k_i) satisfy the unit lower-triangular system
+//     (I + A) U = diag(beta) V - diag(beta e^G) K S_prev,    A_ij = beta_i e^{G_i - G_j} k_i·k_j  (j < i)
+// so with T = (I + A)^{-1} diag(beta):  U = T V - (T diag(e^G) K) S_prev = U~ - W S_prev. Then
+//     o_i   = scale [ e^{G_i} q_i^T S_prev + sum_{j<=i} e^{G_i - G_j} (q_i·k_j) u_j ]
+//     S_new = e^{G_L} S_prev + sum_j e^{G_L - G_j} k_j u_j^T
+// and every exponent is <= 0.
+
+extension Recurrence {
+    /// Chunked form for delta_rule and gated_delta_rule; parallel over B*H, GEMMs on OpenBLAS.
+    /// O(B*H*T*(K*V + C*(K+V) + C^2)) time, O(C*(C+K+V) + K*V) workspace per (b,h).
+    static func chunkedDeltaForward(_ p: FastProblem, chunk C: Int) -> RecurrenceOutput {
+        let d = p.dims
+        let (T, H, K, V) = (d.T, d.H, d.K, d.V)
+        let gated = p.mechanism.gateKind == .scalar
+        var o = [Float](repeating: 0, count: d.B * T * H * V)
+        var state = p.startingState()
+        o.withUnsafeMutableBufferPointer { oBuf in state.withUnsafeMutableBufferPointer { sBuf in
+            let outP = SendablePointer(oBuf.baseAddress!), stateP = SendablePointer(sBuf.baseAddress!)
+            Parallel.forEach(d.B * H) { bh in
+                let b = bh / H, h = bh % H
+                let S = stateP.base + bh * K * V
+                // Workspace: beta (C), M, Tm (C x C), Kb, W (C x K), U (C x V); cumulative gates G (C) in Float64.
+                let work = UnsafeMutablePointer<Float>.allocate(capacity: C + 2 * C * C + 2 * C * K + C * V)
+                let G = UnsafeMutablePointer<Double>.allocate(capacity: C)
+                defer {
+                    work.deallocate()
+                    G.deallocate()
+                }
+                let bt = work, M = bt + C, Tm = M + C * C, Kb = Tm + C * C, W = Kb + C * K, U = W + C * K
+                p.q.withUnsafeBufferPointer { qb in p.k.withUnsafeBufferPointer { kb in p.v.withUnsafeBufferPointer { vb in
+                p.beta!.withUnsafeBufferPointer { betaBuf in
+                    var t0 = 0
+                    while t0 < T {
+                        let L = min(C, T - t0)
+                        var sum = 0.0
+                        for i in 0..<L {
+                            let row = (b * T + t0 + i) * H + h
+                            if gated { sum += Double(p.g![row]) }
+                            G[i] = sum
+                            bt[i] = betaBuf[row]
+                        }
+                        let chunk = DeltaChunk(
+                            L: L, C: C, K: K, V: V, ldk: H * K, ldv: H * V, scale: p.scale, gated: gated,
+                            q: qb.baseAddress! + p.offset(b, t0, h, width: K), k: kb.baseAddress! + p.offset(b, t0, h, width: K),
+                            v: vb.baseAddress! + p.offset(b, t0, h, width: V), o: outP.base + p.offset(b, t0, h, width: V),
+                            S: S, G: G, beta: bt, M: M, Tm: Tm, Kb: Kb, W: W, U: U)
+                        chunk.run()
+                        t0 += L
+                    }
+                } } } }
+            }
+        } }
+        return RecurrenceOutput(
+            o: Tensor(uncheckedShape: [d.B, T, H, V], scalars: o),
+            finalState: Tensor(uncheckedShape: [d.B, H, K, V], scalars: state))
+    }
+}
+
+/// One chunk of one (b,h) for the delta rules: input pointers (row strides `ldk`, `ldv`), state, workspace.
+struct DeltaChunk {
+    let L: Int, C: Int, K: Int, V: Int, ldk: Int, ldv: Int
+    let scale: Float
+    let gated: Bool
+    let q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>
+    let o: UnsafeMutablePointer<Float>
+    let S: UnsafeMutablePointer<Float>
+    let G: UnsafePointer<Double>, beta: UnsafePointer<Float>
+    let M: UnsafeMutablePointer<Float>, Tm: UnsafeMutablePointer<Float>
+    let Kb: UnsafeMutablePointer<Float>, W: UnsafeMutablePointer<Float>, U: UnsafeMutablePointer<Float>
+
+    /// O(L*K*V + L^2*(K+V) + L^3).
+    func run() {
+        // 1. M = K K^T; A_ij = beta_i e^{G_i - G_j} M_ij (j < i).
+        BLAS.sgemm(transB: true, m: L, n: L, k: K, a: k, lda: ldk, b: k, ldb: ldk, beta: 0, c: M, ldc: C)
+        for i in 0..<L {
+            let row = M + i * C
+            if gated { GatedChunk.multiplyByExpDifference(row, G[i], G, i) }
+            VectorMath.scale(row, count: i, by: beta[i])
+        }
+        // 2. Tm = (I + A)^{-1} by forward substitution on rows: T_i = e_i - sum_{j<i} A_ij T_j (T_j lives in cols <= j);
+        //    then Tm <- Tm diag(beta).
+        for i in 0..<L {
+            let row = Tm + i * C
+            row.update(repeating: 0, count: L)
+            row[i] = 1
+            for j in 0..<i {
+                let a = M[i * C + j]
+                if a != 0 { RecurrenceSIMD.axpy(row, -a, Tm + j * C, j + 1) }
+            }
+        }
+        for i in 0..<L {
+            for j in 0...i { Tm[i * C + j] *= beta[j] }
+        }
+        // 3. W = Tm diag(e^G) K,  U = Tm V - W S_prev.
+        if gated {
+            for j in 0..<L { GatedChunk.scaleRow(Kb + j * K, k + j * ldk, RecurrenceSIMD.exp(Float(G[j])), K) }
+            BLAS.sgemm(m: L, n: K, k: L, a: Tm, lda: C, b: Kb, ldb: K, beta: 0, c: W, ldc: K)
+        } else {
+            BLAS.sgemm(m: L, n: K, k: L, a: Tm, lda: C, b: k, ldb: ldk, beta: 0, c: W, ldc: K)
+        }
+        BLAS.sgemm(m: L, n: V, k: L, a: Tm, lda: C, b: v, ldb: ldv, beta: 0, c: U, ldc: V)
+        BLAS.sgemm(m: L, n: V, k: K, alpha: -1, a: W, lda: K, b: S, ldb: V, beta: 1, c: U, ldc: V)
+        // 4. o = scale e^{G_i} q_i^T S_prev + P U, P_ij = scale e^{G_i - G_j} q_i·k_j (j <= i); M is reused for P.
+        BLAS.sgemm(m: L, n: V, k: K, alpha: scale, a: q, lda: ldk, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
+        if gated {
+            for i in 0..<L { VectorMath.scale(o + i * ldv, count: V, by: RecurrenceSIMD.exp(Float(G[i]))) }
+        }
+        BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: q, lda: ldk, b: k, ldb: ldk, beta: 0, c: M, ldc: C)
+        for i in 0..<L {
+            let row = M + i * C
+            if gated { GatedChunk.multiplyByExpDifference(row, G[i], G, i + 1) }
+            (row + i + 1).update(repeating: 0, count: L - i - 1)
+        }
+        BLAS.sgemm(m: L, n: V, k: L, a: M, lda: C, b: U, ldb: V, beta: 1, c: o, ldc: ldv)
+        // 5. S = e^{G_L} S + (e^{G_L - G_j} k_j)^T U.
+        if gated {
+            let last = G[L - 1]
+            for j in 0..<L { GatedChunk.scaleRow(Kb + j * K, k + j * ldk, RecurrenceSIMD.exp(Float(last - G[j])), K) }
+            VectorMath.scale(S, count: K * V, by: RecurrenceSIMD.exp(Float(last)))
+            BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kb, lda: K, b: U, ldb: V, beta: 1, c: S, ldc: V)
+        } else {
+            BLAS.sgemm(transA: true, m: K, n: V, k: L, a: k, lda: ldk, b: U, ldb: V, beta: 1, c: S, ldc: V)
+        }
+    }
+}

@@ -1,0 +1,222 @@
+import Foundation
+
+// Chunked form of the non-delta mechanisms (linear_attn, retention, simple_gla, gla).
+//
+// Inside a chunk of L tokens, with local cumulative log decays G_i = g_1 + ... + g_i (G <= 0, decreasing):
+//   o_i   = scale * [ (q_i ∘ e^{G_i})^T S_prev + sum_{j<=i} (q_i ∘ e^{G_i - G_j})·k_j v_j ]
+//   S_new = Diag(e^{G_L}) S_prev + sum_j (k_j ∘ e^{G_L - G_j}) v_j^T
+// Every exponent is <= 0 except in the GLA intra-chunk factorization, where it is bounded by `safeSpan`.
+
+extension Recurrence {
+    /// Largest log-gate span that the GLA intra-chunk term splits as `q e^{G_i - R}` times `k e^{R - G_j}`:
+    /// factors stay within `[e^-40, e^40]`, far from Float32 overflow; wider spans use smaller blocks or a direct loop.
+    static let safeSpan = 40.0
+    /// Sub-block size for GLA chunks whose gate span exceeds `safeSpan`.
+    static let glaSubBlock = 16
+
+    /// Chunked form for linear_attn, retention, simple_gla and gla; parallel over B*H, GEMMs on OpenBLAS.
+    /// O(B*H*T*(K*V + C*(K+V))) time, O(C*(C+K) + K*V) workspace per (b,h).
+    static func chunkedGatedForward(_ p: FastProblem, chunk C: Int) -> RecurrenceOutput {
+        let d = p.dims
+        let (T, H, K, V) = (d.T, d.H, d.K, d.V)
+        let kind = p.mechanism.gateKind
+        var o = [Float](repeating: 0, count: d.B * T * H * V)
+        var state = p.startingState()
+        o.withUnsafeMutableBufferPointer { oBuf in state.withUnsafeMutableBufferPointer { sBuf in
+            let outP = SendablePointer(oBuf.baseAddress!), stateP = SendablePointer(sBuf.baseAddress!)
+            Parallel.forEach(d.B * H) { bh in
+                let b = bh / H, h = bh % H
+                let S = stateP.base + bh * K * V
+                let gWidth = kind == .vector ? K : 1
+                // Workspace: A (C x C), Qr, Kr (C x K); cumulative gates G (C x gWidth) in Float64.
+                let work = UnsafeMutablePointer<Float>.allocate(capacity: C * C + 2 * C * K)
+                let G = UnsafeMutablePointer<Double>.allocate(capacity: C * gWidth)
+                defer {
+                    work.deallocate()
+                    G.deallocate()
+                }
+                let A = work, Qr = A + C * C, Kr = Qr + C * K
+                let headLogDecay = retentionLogDecay(head: h)
+                p.q.withUnsafeBufferPointer { qb in p.k.withUnsafeBufferPointer { kb in p.v.withUnsafeBufferPointer { vb in
+                    var t0 = 0
+                    while t0 < T {
+                        let L = min(C, T - t0)
+                        let chunk = GatedChunk(
+                            L: L, C: C, K: K, V: V, ldk: H * K, ldv: H * V, scale: p.scale,
+                            q: qb.baseAddress! + p.offset(b, t0, h, width: K), k: kb.baseAddress! + p.offset(b, t0, h, width: K),
+                            v: vb.baseAddress! + p.offset(b, t0, h, width: V), o: outP.base + p.offset(b, t0, h, width: V),
+                            S: S, G: G, A: A, Qr: Qr, Kr: Kr)
+                        switch kind {
+                        case .none:
+                            chunk.runScalar(decays: false)
+                        case .perHead:
+                            for i in 0..<L { G[i] = Double(i + 1) * headLogDecay }
+                            chunk.runScalar(decays: true)
+                        case .scalar:
+                            p.g!.withUnsafeBufferPointer { g in
+                                var sum = 0.0
+                                for i in 0..<L {
+                                    sum += Double(g[(b * T + t0 + i) * H + h])
+                                    G[i] = sum
+                                }
+                            }
+                            chunk.runScalar(decays: true)
+                        case .vector:
+                            p.g!.withUnsafeBufferPointer { g in
+                                let gp = g.baseAddress! + p.offset(b, t0, h, width: K)
+                                for c in 0..<K { G[c] = Double(gp[c]) }
+                                for i in 1..<L { RecurrenceSIMD.accumulate(G + i * K, G + (i - 1) * K, gp + i * H * K, K) }
+                            }
+                            chunk.runVector()
+                        }
+                        t0 += L
+                    }
+                } } }
+            }
+        } }
+        if p.normalize { p.applyNormalizer(&o) }
+        return RecurrenceOutput(
+            o: Tensor(uncheckedShape: [d.B, T, H, V], scalars: o),
+            finalState: Tensor(uncheckedShape: [d.B, H, K, V], scalars: state))
+    }
+}
+
+/// One chunk of one (b,h): pointers into the inputs (row strides `ldk`, `ldv`), the state and the workspace.
+struct GatedChunk {
+    let L: Int, C: Int, K: Int, V: Int, ldk: Int, ldv: Int
+    let scale: Float
+    let q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>
+    let o: UnsafeMutablePointer<Float>
+    let S: UnsafeMutablePointer<Float>
+    /// Local cumulative log decays, Float64 (differences of long sums keep their digits): L scalars, or L x K for gla.
+    let G: UnsafePointer<Double>
+    let A: UnsafeMutablePointer<Float>, Qr: UnsafeMutablePointer<Float>, Kr: UnsafeMutablePointer<Float>
+
+    /// Scalar (or no) decay: linear_attn, retention, simple_gla. O(L*K*V + L^2*(K+V)).
+    func runScalar(decays: Bool) {
+        // Inter-chunk: o_i = scale e^{G_i} q_i^T S_prev.
+        BLAS.sgemm(m: L, n: V, k: K, alpha: scale, a: q, lda: ldk, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
+        if decays {
+            for i in 0..<L { VectorMath.scale(o + i * ldv, count: V, by: RecurrenceSIMD.exp(Float(G[i]))) }
+        }
+        // Intra-chunk: A = scale Q K^T, A_ij *= e^{G_i - G_j} for j <= i, 0 above the diagonal; o += A V.
+        BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: q, lda: ldk, b: k, ldb: ldk, beta: 0, c: A, ldc: C)
+        for i in 0..<L {
+            let row = A + i * C
+            if decays { Self.multiplyByExpDifference(row, G[i], G, i + 1) }
+            (row + i + 1).update(repeating: 0, count: L - i - 1)
+        }
+        BLAS.sgemm(m: L, n: V, k: L, a: A, lda: C, b: v, ldb: ldv, beta: 1, c: o, ldc: ldv)
+        // State: S = e^{G_L} S + (e^{G_L - G_j} k_j)^T V.
+        if decays {
+            let last = G[L - 1]
+            for j in 0..<L { Self.scaleRow(Kr + j * K, k + j * ldk, RecurrenceSIMD.exp(Float(last - G[j])), K) }
+            VectorMath.scale(S, count: K * V, by: RecurrenceSIMD.exp(Float(last)))
+            BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kr, lda: K, b: v, ldb: ldv, beta: 1, c: S, ldc: V)
+        } else {
+            BLAS.sgemm(transA: true, m: K, n: V, k: L, a: k, lda: ldk, b: v, ldb: ldv, beta: 1, c: S, ldc: V)
+        }
+    }
+
+    /// Vector decay over the K rows (gla). G is L x K. O(L*K*V + L^2*(K+V)) plus O(L*K*16) exps for steep gates.
+    func runVector() {
+        let last = G + (L - 1) * K
+        // Inter-chunk: o_i = scale (q_i ∘ e^{G_i})^T S_prev.
+        for i in 0..<L { RecurrenceSIMD.scaledByExp(Qr + i * K, q + i * ldk, G + i * K, minus: nil, K) }
+        BLAS.sgemm(m: L, n: V, k: K, alpha: scale, a: Qr, lda: K, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
+        // State: S = Diag(e^{G_L}) S + (k_j ∘ e^{G_L - G_j})^T V  (Kr kept for the intra term below).
+        for j in 0..<L { RecurrenceSIMD.scaledByExp(Kr + j * K, k + j * ldk, last, minus: G + j * K, K) }
+        for c in 0..<K { VectorMath.scale(S + c * V, count: V, by: RecurrenceSIMD.exp(Float(last[c]))) }
+        BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kr, lda: K, b: v, ldb: ldv, beta: 1, c: S, ldc: V)
+
+        // Intra-chunk scores A_ij = scale sum_c q_ic k_jc e^{G_ic - G_jc}, j <= i.
+        var span = 0.0
+        for c in 0..<K { span = max(span, -last[c]) }
+        if span <= Recurrence.safeSpan {
+            // One reference point R = G_L: q_i e^{G_i - R} lies in [1, e^span], k_j e^{R - G_j} (= Kr) in (0, 1].
+            for i in 0..<L { RecurrenceSIMD.scaledByExp(Qr + i * K, q + i * ldk, G + i * K, minus: last, K) }
+            BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: Qr, lda: K, b: Kr, ldb: K, beta: 0, c: A, ldc: C)
+        } else {
+            // Steep gates: per column block J = [s, e) the reference R = G_{e-1} makes both factors <= 1 for the
+            // rows below the block; the block's own diagonal part is factorized when its span is small,
+            // otherwise summed directly with e^{G_i - G_j}, j <= i.
+            var s = 0
+            while s < L {
+                let e = min(s + Recurrence.glaSubBlock, L)
+                let ref = G + (e - 1) * K
+                var blockSpan = 0.0
+                for c in 0..<K { blockSpan = max(blockSpan, G[s * K + c] - ref[c]) }
+                let factorDiagonal = blockSpan <= Recurrence.safeSpan
+                let rowStart = factorDiagonal ? s : e
+                if rowStart < L {
+                    for j in s..<e { RecurrenceSIMD.scaledByExp(Kr + j * K, k + j * ldk, ref, minus: G + j * K, K) }
+                    for i in rowStart..<L { RecurrenceSIMD.scaledByExp(Qr + i * K, q + i * ldk, G + i * K, minus: ref, K) }
+                    BLAS.sgemm(
+                        transB: true, m: L - rowStart, n: e - s, k: K, alpha: scale,
+                        a: Qr + rowStart * K, lda: K, b: Kr + s * K, ldb: K, beta: 0, c: A + rowStart * C + s, ldc: C)
+                }
+                if !factorDiagonal {
+                    for i in s..<e {
+                        for j in s...i {
+                            A[i * C + j] = scale * Self.decayedDot(q + i * ldk, k + j * ldk, G + i * K, G + j * K, K)
+                        }
+                    }
+                }
+                s = e
+            }
+        }
+        for i in 0..<L { (A + i * C + i + 1).update(repeating: 0, count: L - i - 1) }
+        BLAS.sgemm(m: L, n: V, k: L, a: A, lda: C, b: v, ldb: ldv, beta: 1, c: o, ldc: ldv)
+    }
+
+    /// `row[j] *= exp(gi - G[j])` for `j < n`; callers pass `n <= i + 1`, so every exponent is <= 0.
+    /// The exponent is formed in Float64, then exponentiated in Float32. O(n).
+    @inline(__always)
+    static func multiplyByExpDifference(_ row: UnsafeMutablePointer<Float>, _ gi: Double, _ G: UnsafePointer<Double>, _ n: Int) {
+        var j = 0
+        let gi8 = SIMD8<Double>(repeating: gi)
+        while j + 8 <= n {
+            let rp = UnsafeMutableRawPointer(row + j)
+            let e = RecurrenceSIMD.exp(RecurrenceSIMD.narrow(gi8 - UnsafeRawPointer(G + j).loadUnaligned(as: SIMD8<Double>.self)))
+            rp.storeBytes(of: rp.loadUnaligned(as: SIMD8<Float>.self) * e, as: SIMD8<Float>.self)
+            j += 8
+        }
+        while j < n {
+            row[j] *= RecurrenceSIMD.exp(Float(gi - G[j]))
+            j += 1
+        }
+    }
+
+    /// `y[c] = a * x[c]` for `c < n`. O(n).
+    @inline(__always)
+    static func scaleRow(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ a: Float, _ n: Int) {
+        var c = 0
+        let a8 = SIMD8<Float>(repeating: a)
+        while c + 8 <= n {
+            UnsafeMutableRawPointer(y + c).storeBytes(of: a8 * UnsafeRawPointer(x + c).loadUnaligned(as: SIMD8<Float>.self), as: SIMD8<Float>.self)
+            c += 8
+        }
+        while c < n {
+            y[c] = a * x[c]
+            c += 1
+        }
+    }
+
+    /// `sum_c x[c] y[c] exp(gx[c] - gy[c])` with `gx <= gy` elementwise (a later token's cumulative gate). O(n).
+    @inline(__always)
+    static func decayedDot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ gx: UnsafePointer<Double>, _ gy: UnsafePointer<Double>, _ n: Int) -> Float {
+        var acc8 = SIMD8<Float>(repeating: 0)
+        var c = 0
+        while c + 8 <= n {
+            let d = UnsafeRawPointer(gx + c).loadUnaligned(as: SIMD8<Double>.self) - UnsafeRawPointer(gy + c).loadUnaligned(as: SIMD8<Double>.self)
+            acc8 += UnsafeRawPointer(x + c).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(y + c).loadUnaligned(as: SIMD8<Float>.self) * RecurrenceSIMD.exp(RecurrenceSIMD.narrow(d))
+            c += 8
+        }
+        var acc = acc8.sum()
+        while c < n {
+            acc += x[c] * y[c] * RecurrenceSIMD.exp(Float(gx[c] - gy[c]))
+            c += 1
+        }
+        return acc
+    }
+}

@@ -1,0 +1,92 @@
+import Foundation
+
+extension Recurrence {
+    /// The oracle: the per-token recurrence in Float64, written for clarity. O(B*H*T*K*V) time, O(K*V) per (b,h).
+    ///
+    /// Per token: decay the state (`S *= a_t`), then for the delta rules `u = beta (v - S^T k)` on the decayed
+    /// state (else `u = v`), `S += k u^T`, and `o = S^T (scale q)` from the updated state.
+    static func referenceForward(_ mechanism: RecurrentMechanism, _ x: RecurrenceInputs, _ d: RecurrenceDims, scale: Double) -> RecurrenceOutput {
+        let (B, T, H, K, V) = (d.B, d.T, d.H, d.K, d.V)
+        var o = [Float](repeating: 0, count: B * T * H * V)
+        var finalState = x.initialState?.scalars ?? [Float](repeating: 0, count: B * H * K * V)
+        let (q, k, v, g, beta) = (x.q.scalars, x.k.scalars, x.v.scalars, x.g?.scalars, x.beta?.scalars)
+        let (l2, normalize) = (x.useQKL2Norm, x.normalize)
+
+        o.withUnsafeMutableBufferPointer { oBuf in finalState.withUnsafeMutableBufferPointer { sBuf in
+        let outP = SendablePointer(oBuf.baseAddress!), stateP = SendablePointer(sBuf.baseAddress!)
+        Parallel.forEach(B * H) { bh in
+            let b = bh / H, h = bh % H
+            var S = (0..<(K * V)).map { Double(stateP.base[bh * K * V + $0]) }
+            var z = [Double](repeating: 0, count: K)  // normalizer sum of keys
+            var qt = [Double](repeating: 0, count: K), kt = [Double](repeating: 0, count: K)
+            var u = [Double](repeating: 0, count: V)
+            for t in 0..<T {
+                let row = (b * T + t) * H + h  // index of (b, t, h)
+                for i in 0..<K {
+                    qt[i] = Double(q[row * K + i])
+                    kt[i] = Double(k[row * K + i])
+                }
+                if l2 {
+                    let qn = 1 / (qt.reduce(0) { $0 + $1 * $1 } + 1e-6).squareRoot()
+                    let kn = 1 / (kt.reduce(0) { $0 + $1 * $1 } + 1e-6).squareRoot()
+                    for i in 0..<K {
+                        qt[i] *= qn
+                        kt[i] *= kn
+                    }
+                }
+
+                // 1. Decay: S <- Diag(a_t) S.
+                switch mechanism.gateKind {
+                case .none:
+                    break
+                case .perHead:
+                    let a = exp(retentionLogDecay(head: h))
+                    for i in 0..<(K * V) { S[i] *= a }
+                case .scalar:
+                    let a = exp(Double(g![row]))
+                    for i in 0..<(K * V) { S[i] *= a }
+                case .vector:
+                    for i in 0..<K {
+                        let a = exp(Double(g![row * K + i]))
+                        for j in 0..<V { S[i * V + j] *= a }
+                    }
+                }
+
+                // 2. Write: u = beta (v - S^T k) for the delta rules, else u = v; S <- S + k u^T.
+                for j in 0..<V { u[j] = Double(v[row * V + j]) }
+                if mechanism.isDelta {
+                    let bt = Double(beta![row])
+                    for j in 0..<V {
+                        var kS = 0.0
+                        for i in 0..<K { kS += kt[i] * S[i * V + j] }
+                        u[j] = bt * (u[j] - kS)
+                    }
+                }
+                for i in 0..<K {
+                    for j in 0..<V { S[i * V + j] += kt[i] * u[j] }
+                }
+
+                // 3. Read: o = S^T (scale q), optionally divided by the normalizer (scale q)·z + 1e-10.
+                var denominator = 1.0
+                if normalize {
+                    var dot = 0.0
+                    for i in 0..<K {
+                        z[i] += kt[i]
+                        dot += scale * qt[i] * z[i]
+                    }
+                    denominator = dot + 1e-10
+                }
+                for j in 0..<V {
+                    var acc = 0.0
+                    for i in 0..<K { acc += scale * qt[i] * S[i * V + j] }
+                    outP.base[row * V + j] = Float(acc / denominator)
+                }
+            }
+            for i in 0..<(K * V) { stateP.base[bh * K * V + i] = Float(S[i]) }
+        }
+        } }
+        return RecurrenceOutput(
+            o: Tensor(uncheckedShape: [B, T, H, V], scalars: o),
+            finalState: Tensor(uncheckedShape: [B, H, K, V], scalars: finalState))
+    }
+}

@@ -1,0 +1,470 @@
+import Foundation
+
+// Gated linear recurrences: every mechanism here is an instance of
+//
+//     S_t = Diag(a_t) S_{t-1} (I - b_t k_t k_t^T) + b_t k_t v_t^T,    o_t = (scale * q_t)^T S_t
+//
+// with S a K x V state per (batch, head), decay applied first, then the (delta) write, and the output read
+// from the updated state S_t (fla's fused_recurrent order). Three forms give the same numbers:
+// `reference` (Float64 loop, the oracle), `recurrent` (Float32 scan, O(K*V) memory) and `chunked` (GEMMs).
+
+/// The six recurrences of the `S_t = Diag(a_t) S_{t-1} (I - b_t k_t k_t^T) + b_t k_t v_t^T` family (fla names).
+public enum RecurrentMechanism: String, CaseIterable, Sendable {
+    /// `a = 1`, plain `k v^T` add; optional normalizer (`RecurrenceInputs.normalize`).
+    case linearAttention = "linear_attn"
+    /// Fixed decay per head `gamma_h = 1 - 2^(-5-h)` (fla's chunk_retention).
+    case retention
+    /// Scalar log gate `g [B,T,H]`: `S_t = exp(g_t) S_{t-1} + k v^T` (Mamba-2 SSD core).
+    case simpleGLA = "simple_gla"
+    /// Vector log gate `g [B,T,H,K]`: `S_t = Diag(exp(g_t)) S_{t-1} + k v^T`.
+    case gla
+    /// `S_t = S_{t-1} - beta_t k_t (k_t^T S_{t-1}) + beta_t k_t v_t^T` (DeltaNet), `beta [B,T,H]`.
+    case deltaRule = "delta_rule"
+    /// `S_t = exp(g_t) S_{t-1}`, then the delta update (Gated DeltaNet), `g, beta [B,T,H]`.
+    case gatedDeltaRule = "gated_delta_rule"
+}
+
+/// Which algorithm computes a recurrence; all give the same numbers up to rounding.
+public enum RecurrenceForm: Sendable, Equatable {
+    /// Per-token loop with Float64 accumulation: the oracle. O(T*K*V) time per (b,h).
+    case reference
+    /// Float32 scan over T with O(K*V) memory per (b,h). O(T*K*V) time.
+    case recurrent
+    /// Chunks of `size` tokens: masked decay-weighted GEMMs inside a chunk, the state carried between chunks.
+    /// O(T*(K*V + size*(K+V))) time per (b,h).
+    case chunked(size: Int)
+    /// The chunk size used when a caller does not choose one.
+    public static let defaultChunkSize = 64
+}
+
+/// Inputs of one recurrence call, in fla's layout (sequence-major, heads inside).
+public struct RecurrenceInputs: Sendable {
+    /// Queries `[B,T,H,K]`, keys `[B,T,H,K]`, values `[B,T,H,V]`.
+    public var q: Tensor, k: Tensor, v: Tensor
+    /// Log-space gate (`<= 0`): `[B,T,H]` for simple_gla and gated_delta_rule, `[B,T,H,K]` for gla; nil otherwise.
+    public var g: Tensor?
+    /// Delta-rule write strength in `[0,1]`, `[B,T,H]`; nil for the non-delta mechanisms.
+    public var beta: Tensor?
+    /// State before the first token, `[B,H,K,V]`; zeros when nil.
+    public var initialState: Tensor?
+    /// Query scale; `1/sqrt(K)` when nil.
+    public var scale: Float?
+    /// linear_attn only: divide `o_t` by `(scale*q_t)·z_t + 1e-10` with `z_t = sum_{s<=t} k_s` (fla's
+    /// `normalize=True`). `z` starts at zero in every call (no carried normalizer state), so a split
+    /// sequence equals one call only without `normalize`.
+    public var normalize: Bool = false
+    /// L2-normalize q and k per token inside (`x / sqrt(sum x^2 + 1e-6)`, fla's use_qk_l2norm_in_kernel),
+    /// before `scale`. Meant for the delta rules; accepted by every mechanism.
+    public var useQKL2Norm: Bool = false
+    /// Check `g <= 0`, `beta` in `[0,1]` and that every input is finite (O(inputs)); off only for trusted inputs.
+    public var validate: Bool = true
+
+    /// Gathers the inputs; options (`normalize`, `useQKL2Norm`, `validate`) are set on the value afterwards.
+    public init(q: Tensor, k: Tensor, v: Tensor, g: Tensor? = nil, beta: Tensor? = nil, initialState: Tensor? = nil, scale: Float? = nil) {
+        self.q = q
+        self.k = k
+        self.v = v
+        self.g = g
+        self.beta = beta
+        self.initialState = initialState
+        self.scale = scale
+    }
+}
+
+/// Result of a recurrence call: outputs `o [B,T,H,V]` and the state after the last token `finalState [B,H,K,V]`.
+public struct RecurrenceOutput: Sendable {
+    /// Outputs `[B,T,H,V]`.
+    public var o: Tensor
+    /// State after the last token, `[B,H,K,V]` (the initial state when T = 0).
+    public var finalState: Tensor
+
+    /// Wraps outputs and final state (shapes are the caller's responsibility).
+    public init(o: Tensor, finalState: Tensor) {
+        self.o = o
+        self.finalState = finalState
+    }
+}
+
+/// Entry point for the gated linear recurrences.
+public enum Recurrence {
+    /// Runs `mechanism` over the whole sequence in the chosen `form`; throws `LineaError` naming the bad argument.
+    /// Time O(B*H*T*K*V) for every form (chunked adds O(B*H*T*C*(K+V))); memory O(inputs + B*H*K*V).
+    public static func forward(_ mechanism: RecurrentMechanism, _ inputs: RecurrenceInputs, form: RecurrenceForm) throws -> RecurrenceOutput {
+        let dims = try validate(mechanism, inputs)
+        if case let .chunked(size) = form, size < 1 {
+            throw LineaError.invalidArgument(argument: "chunk size", expected: ">= 1", actual: "\(size)")
+        }
+        let scale = inputs.scale ?? 1 / Float(dims.K).squareRoot()
+        if dims.B * dims.T * dims.H * dims.V == 0 {
+            // Nothing to compute (T, B, H or V is 0): outputs are empty, the state passes through.
+            let state = try inputs.initialState ?? Tensor(zeros: [dims.B, dims.H, dims.K, dims.V])
+            return RecurrenceOutput(o: try Tensor(zeros: [dims.B, dims.T, dims.H, dims.V]), finalState: state)
+        }
+        switch form {
+        case .reference:
+            return referenceForward(mechanism, inputs, dims, scale: Double(scale))
+        case .recurrent:
+            let problem = FastProblem(mechanism, inputs, dims, scale: scale)
+            return recurrentForward(problem)
+        case let .chunked(size):
+            BLAS.setThreads(1)
+            let problem = FastProblem(mechanism, inputs, dims, scale: scale)
+            return mechanism.isDelta ? chunkedDeltaForward(problem, chunk: size) : chunkedGatedForward(problem, chunk: size)
+        }
+    }
+
+    /// Names of the inputs `mechanism` needs, e.g. `["q","k","v","g","beta"]` for gated_delta_rule. O(1).
+    public static func requiredInputs(_ mechanism: RecurrentMechanism) -> [String] {
+        var names = ["q", "k", "v"]
+        if mechanism.gateKind == .scalar || mechanism.gateKind == .vector { names.append("g") }
+        if mechanism.isDelta { names.append("beta") }
+        return names
+    }
+
+    /// Approximate floating-point operations of the chunked form (GEMMs as computed, full C x C blocks), for GFLOP/s.
+    /// O(1).
+    public static func chunkedFLOPs(_ mechanism: RecurrentMechanism, B: Int, T: Int, H: Int, K: Int, V: Int, chunkSize: Int) -> Double {
+        let l = Double(max(1, min(chunkSize, T)))
+        let k = Double(K), v = Double(V)
+        let perToken: Double
+        if mechanism.isDelta {
+            // K K^T, W = T K, U = T V, U -= W S, Q S, Q K^T, P U, state update; plus the triangular inverse.
+            perToken = l * (6 * k + 4 * v) + 6 * k * v + l * l / 3
+        } else {
+            // Q S, Q K^T, A V, state update.
+            perToken = 2 * l * (k + v) + 4 * k * v
+        }
+        return Double(B) * Double(H) * Double(T) * perToken
+    }
+}
+
+// MARK: - Mechanism properties (internal)
+
+/// How a mechanism decays its state.
+enum GateKind: Sendable, Equatable {
+    /// No decay (a = 1).
+    case none
+    /// A fixed log decay per head (retention).
+    case perHead
+    /// A scalar log gate per (b,t,h).
+    case scalar
+    /// A log gate per (b,t,h,k), decaying the rows of the state.
+    case vector
+}
+
+extension RecurrentMechanism {
+    /// How the state decays.
+    var gateKind: GateKind {
+        switch self {
+        case .linearAttention, .deltaRule: return .none
+        case .retention: return .perHead
+        case .simpleGLA, .gatedDeltaRule: return .scalar
+        case .gla: return .vector
+        }
+    }
+
+    /// Whether the write is the delta rule (needs beta).
+    var isDelta: Bool { self == .deltaRule || self == .gatedDeltaRule }
+}
+
+/// Problem sizes after validation.
+struct RecurrenceDims: Sendable {
+    let B: Int, T: Int, H: Int, K: Int, V: Int
+}
+
+extension Recurrence {
+    /// Retention's log decay for head `h`: `log(1 - 2^(-5-h))` (fla's chunk_retention). O(1).
+    static func retentionLogDecay(head h: Int) -> Double {
+        log1p(-pow(2, Double(-5 - h)))
+    }
+
+    /// Checks shapes, presence and ranges of the inputs for `mechanism`; returns the sizes. O(inputs) when validating.
+    static func validate(_ mechanism: RecurrentMechanism, _ x: RecurrenceInputs) throws -> RecurrenceDims {
+        let name = mechanism.rawValue
+        try x.q.expectRank(4, "q", layout: "[B,T,H,K]")
+        let (B, T, H, K) = (x.q.shape[0], x.q.shape[1], x.q.shape[2], x.q.shape[3])
+        guard K >= 1 else {
+            throw LineaError.shapeMismatch(argument: "q", expected: "[B,T,H,K] with K >= 1", actual: "\(x.q.shape)")
+        }
+        try x.k.expectShape([B, T, H, K], "k")
+        try x.v.expectRank(4, "v", layout: "[B,T,H,V]")
+        guard Array(x.v.shape.prefix(3)) == [B, T, H] else {
+            throw LineaError.shapeMismatch(argument: "v", expected: "[\(B),\(T),\(H),V]", actual: "\(x.v.shape)")
+        }
+        let V = x.v.shape[3]
+        switch mechanism.gateKind {
+        case .scalar, .vector:
+            guard let g = x.g else {
+                let layout = mechanism.gateKind == .vector ? "[\(B),\(T),\(H),\(K)]" : "[\(B),\(T),\(H)]"
+                throw LineaError.invalidArgument(argument: "g", expected: "a log gate \(layout) for \(name)", actual: "none")
+            }
+            try g.expectShape(mechanism.gateKind == .vector ? [B, T, H, K] : [B, T, H], "g")
+        case .none, .perHead:
+            if let g = x.g {
+                throw LineaError.invalidArgument(argument: "g", expected: "none (\(name) takes no gate)", actual: "shape \(g.shape)")
+            }
+        }
+        if mechanism.isDelta {
+            guard let beta = x.beta else {
+                throw LineaError.invalidArgument(argument: "beta", expected: "write strengths [\(B),\(T),\(H)] for \(name)", actual: "none")
+            }
+            try beta.expectShape([B, T, H], "beta")
+        } else if let beta = x.beta {
+            throw LineaError.invalidArgument(argument: "beta", expected: "none (\(name) is not a delta rule)", actual: "shape \(beta.shape)")
+        }
+        if let s = x.initialState { try s.expectShape([B, H, K, V], "initial_state") }
+        if let scale = x.scale, !scale.isFinite {
+            throw LineaError.invalidArgument(argument: "scale", expected: "a finite number", actual: "\(scale)")
+        }
+        if x.normalize && mechanism != .linearAttention {
+            throw LineaError.invalidArgument(argument: "normalize", expected: "false (only linear_attn has a normalizer)", actual: "true for \(name)")
+        }
+        if x.validate {
+            // A SIMD pass first; the element-wise scans only run to name the first bad element.
+            for (tensor, argument) in [(x.q, "q"), (x.k, "k"), (x.v, "v"), (x.g, "g"), (x.beta, "beta"), (x.initialState, "initial_state")] {
+                guard let tensor, !tensor.withUnsafeBufferPointer({ RecurrenceSIMD.allFinite($0) }) else { continue }
+                try tensor.expectFinite(argument)
+            }
+            if let g = x.g, !g.withUnsafeBufferPointer({ RecurrenceSIMD.allWithin($0, -Float.infinity, 0) }),
+               let i = g.scalars.firstIndex(where: { $0 > 0 }) {
+                throw LineaError.invalidArgument(argument: "g", expected: "log gates <= 0", actual: "\(g.scalars[i]) at flat index \(i)")
+            }
+            if let beta = x.beta, !beta.withUnsafeBufferPointer({ RecurrenceSIMD.allWithin($0, 0, 1) }),
+               let i = beta.scalars.firstIndex(where: { !(0...1).contains($0) }) {
+                throw LineaError.invalidArgument(argument: "beta", expected: "values in [0, 1]", actual: "\(beta.scalars[i]) at flat index \(i)")
+            }
+        }
+        return RecurrenceDims(B: B, T: T, H: H, K: K, V: V)
+    }
+}
+
+// MARK: - Float32 problem shared by the recurrent and chunked forms
+
+/// Validated Float32 inputs for the fast forms, with q and k L2-normalized when asked.
+struct FastProblem: Sendable {
+    let mechanism: RecurrentMechanism
+    let dims: RecurrenceDims
+    let scale: Float
+    let q: [Float], k: [Float], v: [Float]
+    let g: [Float]?
+    let beta: [Float]?
+    let initialState: [Float]?
+    let normalize: Bool
+
+    init(_ mechanism: RecurrentMechanism, _ x: RecurrenceInputs, _ dims: RecurrenceDims, scale: Float) {
+        self.mechanism = mechanism
+        self.dims = dims
+        self.scale = scale
+        if x.useQKL2Norm {
+            q = FastProblem.l2Normalized(x.q.scalars, rowLength: dims.K)
+            k = FastProblem.l2Normalized(x.k.scalars, rowLength: dims.K)
+        } else {
+            q = x.q.scalars
+            k = x.k.scalars
+        }
+        v = x.v.scalars
+        g = x.g?.scalars
+        beta = x.beta?.scalars
+        initialState = x.initialState?.scalars
+        normalize = x.normalize
+    }
+
+    /// `x / sqrt(sum x^2 + 1e-6)` for each row of `rowLength` elements. O(count).
+    static func l2Normalized(_ x: [Float], rowLength n: Int) -> [Float] {
+        var out = x
+        out.withUnsafeMutableBufferPointer { p in
+            var start = 0
+            while start < p.count {
+                var sum: Float = 0
+                for i in start..<(start + n) { sum += p[i] * p[i] }
+                let inv = 1 / (sum + 1e-6).squareRoot()
+                for i in start..<(start + n) { p[i] *= inv }
+                start += n
+            }
+        }
+        return out
+    }
+
+    /// Offset of token `t` of (b, h) in a `[B,T,H,width]` array.
+    @inline(__always)
+    func offset(_ b: Int, _ t: Int, _ h: Int, width: Int) -> Int {
+        ((b * dims.T + t) * dims.H + h) * width
+    }
+
+    /// The state tensor to start from: the initial state or zeros, `[B*H*K*V]`.
+    func startingState() -> [Float] {
+        initialState ?? [Float](repeating: 0, count: dims.B * dims.H * dims.K * dims.V)
+    }
+
+    /// Divides each output row by `(scale*q_t)·z_t + 1e-10`, `z_t = sum_{s<=t} k_s` (linear_attn normalizer). O(B*T*H*(K+V)).
+    func applyNormalizer(_ o: inout [Float]) {
+        let d = dims
+        let (q, k, scale) = (self.q, self.k, self.scale)
+        o.withUnsafeMutableBufferPointer { oBuf in
+        let outP = SendablePointer(oBuf.baseAddress!)
+        Parallel.forEach(d.B * d.H) { bh in
+            let b = bh / d.H, h = bh % d.H
+            var z = [Float](repeating: 0, count: d.K)
+            for t in 0..<d.T {
+                let qk = ((b * d.T + t) * d.H + h) * d.K
+                var den: Float = 0
+                for i in 0..<d.K {
+                    z[i] += k[qk + i]
+                    den += q[qk + i] * z[i]
+                }
+                let inv = 1 / (scale * den + 1e-10)
+                VectorMath.scale(outP.base + ((b * d.T + t) * d.H + h) * d.V, count: d.V, by: inv)
+            }
+        }
+        }
+    }
+}
+
+// MARK: - SIMD helpers on raw pointers
+
+enum RecurrenceSIMD {
+    /// `exp(x)` on 8 lanes, relative error below 3e-7 on [-87, 88], 0 below -87.3 (and for -inf).
+    /// Written with bit tricks instead of `VectorMath.exp` because that one's `SIMD8<Int32>(_:rounding:)`
+    /// conversion compiles to a per-lane generic call (measured: it took about half of chunked simple_gla's time).
+    @inline(__always)
+    static func exp(_ x: SIMD8<Float>) -> SIMD8<Float> {
+        var xc = x
+        xc.replace(with: -87.3, where: x .< -87.3)
+        xc.replace(with: 88.3, where: x .> 88.3)
+        // Adding 1.5 * 2^23 rounds x*log2(e) to the nearest integer n, which then sits in the low mantissa bits of t.
+        let magic: Float = 12_582_912
+        let t = SIMD8<Float>(repeating: magic).addingProduct(xc, 1.442_695_04)
+        let n = t - magic
+        let r = xc.addingProduct(n, -0.693_145_751_953_125).addingProduct(n, -1.428_606_765_330_187_045e-06)
+        // exp(r) on |r| <= ln2/2: degree-6 Taylor polynomial, Horner with FMA.
+        var p = SIMD8<Float>(repeating: 1.0 / 120).addingProduct(r, 1.0 / 720)
+        p = SIMD8<Float>(repeating: 1.0 / 24).addingProduct(p, r)
+        p = SIMD8<Float>(repeating: 1.0 / 6).addingProduct(p, r)
+        p = SIMD8<Float>(repeating: 0.5).addingProduct(p, r)
+        p = SIMD8<Float>(repeating: 1).addingProduct(p, r)
+        p = SIMD8<Float>(repeating: 1).addingProduct(p, r)
+        let ni = unsafeBitCast(t, to: SIMD8<Int32>.self) &- Int32(bitPattern: magic.bitPattern)
+        var result = p * unsafeBitCast((ni &+ 127) &<< 23, to: SIMD8<Float>.self)
+        result.replace(with: 0, where: x .< -87.3)
+        return result
+    }
+
+    /// Whether every element is finite: `x * 0` is NaN exactly for NaN and infinities. O(n).
+    static func allFinite(_ x: UnsafeBufferPointer<Float>) -> Bool {
+        guard let base = x.baseAddress else { return true }
+        var acc8 = SIMD8<Float>(repeating: 0)
+        var i = 0
+        while i + 8 <= x.count {
+            acc8 += UnsafeRawPointer(base + i).loadUnaligned(as: SIMD8<Float>.self) * 0
+            i += 8
+        }
+        var acc = acc8.sum()
+        while i < x.count {
+            acc += base[i] * 0
+            i += 1
+        }
+        return acc == 0
+    }
+
+    /// Whether every (finite) element lies in `[low, high]`. O(n).
+    static func allWithin(_ x: UnsafeBufferPointer<Float>, _ low: Float, _ high: Float) -> Bool {
+        guard let base = x.baseAddress else { return true }
+        var bad = SIMDMask<SIMD8<Int32>>(repeating: false)
+        var i = 0
+        while i + 8 <= x.count {
+            let v = UnsafeRawPointer(base + i).loadUnaligned(as: SIMD8<Float>.self)
+            bad .|= (v .< low) .| (v .> high)
+            i += 8
+        }
+        var ok = !any(bad)
+        while i < x.count {
+            ok = ok && base[i] >= low && base[i] <= high
+            i += 1
+        }
+        return ok
+    }
+
+    /// Float64 -> Float32 on 8 lanes, written lane by lane so it compiles to `vcvtpd2ps` (the generic
+    /// `SIMD8<Float>(SIMD8<Double>)` initializer is an out-of-line call).
+    @inline(__always)
+    static func narrow(_ d: SIMD8<Double>) -> SIMD8<Float> {
+        SIMD8<Float>(Float(d[0]), Float(d[1]), Float(d[2]), Float(d[3]), Float(d[4]), Float(d[5]), Float(d[6]), Float(d[7]))
+    }
+
+    /// Float32 -> Float64 on 8 lanes (`vcvtps2pd`).
+    @inline(__always)
+    static func widen(_ f: SIMD8<Float>) -> SIMD8<Double> {
+        SIMD8<Double>(Double(f[0]), Double(f[1]), Double(f[2]), Double(f[3]), Double(f[4]), Double(f[5]), Double(f[6]), Double(f[7]))
+    }
+
+    /// `y[i] = a[i] + Double(x[i])` for `i < n`: one step of a Float64 cumulative sum of Float32 gates. O(n).
+    @inline(__always)
+    static func accumulate(_ y: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ x: UnsafePointer<Float>, _ n: Int) {
+        var i = 0
+        while i + 8 <= n {
+            let sum = UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Double>.self) + widen(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self))
+            UnsafeMutableRawPointer(y + i).storeBytes(of: sum, as: SIMD8<Double>.self)
+            i += 8
+        }
+        while i < n {
+            y[i] = a[i] + Double(x[i])
+            i += 1
+        }
+    }
+
+    /// Scalar `exp` through the same formula (loop tails and per-row factors).
+    @inline(__always)
+    static func exp(_ x: Float) -> Float {
+        exp(SIMD8<Float>(repeating: x))[0]
+    }
+
+    /// `y[i] += a * x[i]` for `i < n`. O(n).
+    @inline(__always)
+    static func axpy(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointer<Float>, _ n: Int) {
+        var i = 0
+        let a8 = SIMD8<Float>(repeating: a)
+        while i + 8 <= n {
+            let yr = UnsafeMutableRawPointer(y + i)
+            let r = yr.loadUnaligned(as: SIMD8<Float>.self) + a8 * UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+            yr.storeBytes(of: r, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < n {
+            y[i] += a * x[i]
+            i += 1
+        }
+    }
+
+    /// `y[i] = exp(x[i])` for `i < n` via the vector exp. O(n).
+    @inline(__always)
+    static func expInto(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int) {
+        var i = 0
+        while i + 8 <= n {
+            let e = RecurrenceSIMD.exp(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self))
+            UnsafeMutableRawPointer(y + i).storeBytes(of: e, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < n {
+            y[i] = RecurrenceSIMD.exp(x[i])
+            i += 1
+        }
+    }
+
+    /// `y[i] = x[i] * exp(e[i] - r[i])` for `i < n` (`r` nil means 0): a row scaled by a decay. The exponent is
+    /// formed in Float64 because `e` and `r` are cumulative log gates whose Float32 difference would lose digits. O(n).
+    @inline(__always)
+    static func scaledByExp(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ e: UnsafePointer<Double>, minus r: UnsafePointer<Double>?, _ n: Int) {
+        var i = 0
+        while i + 8 <= n {
+            var d = UnsafeRawPointer(e + i).loadUnaligned(as: SIMD8<Double>.self)
+            if let r { d -= UnsafeRawPointer(r + i).loadUnaligned(as: SIMD8<Double>.self) }
+            let out = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) * RecurrenceSIMD.exp(narrow(d))
+            UnsafeMutableRawPointer(y + i).storeBytes(of: out, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < n {
+            y[i] = x[i] * RecurrenceSIMD.exp(Float(e[i] - (r?[i] ?? 0)))
+            i += 1
+        }
+    }
+}
