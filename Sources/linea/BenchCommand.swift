@@ -6,11 +6,12 @@ import Linea
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Benchmark mechanisms over sequence lengths (default: a sweep that takes about 2 minutes on 2 cores).",
+        abstract: "Benchmark mechanisms over sequence lengths (default: a sweep of about 2 minutes on 2 cores).",
         discussion: """
             Prints mechanism, form, T, ms (median), tokens/s, GFLOP/s, peak extra resident memory, then the fitted \
-            exponent of time over T per mechanism and form, and OpenBLAS sgemm's GFLOP/s measured in the same run. \
-            Progress goes to stderr.
+            exponent of time over T per mechanism and form, OpenBLAS sgemm's GFLOP/s measured in the same run, and \
+            where each chunked recurrence overtakes flash attention. Recurrences run with input validation off \
+            (the kernel alone). Progress goes to stderr.
             """)
 
     @Option(help: "Mechanisms, comma-separated (default: all). See `linea list`.")
@@ -34,7 +35,7 @@ struct BenchCommand: ParsableCommand {
         guard heads >= 1, dim >= 1, batch >= 1, chunkSize >= 1 else {
             throw ValidationError("--heads, --dim, --batch and --chunk-size must be >= 1")
         }
-        guard backend == "cpu" else { throw ValidationErrorList(argument: "--backend", got: backend, known: ["cpu"]) }
+        guard backend == "cpu" else { throw validationErrorList(argument: "--backend", got: backend, known: ["cpu"]) }
         _ = try parsedLengths()
     }
 
@@ -98,6 +99,19 @@ struct BenchCommand: ParsableCommand {
                 print(String(format: "%@ %@: time ~ T^%.2f over %@", r.mechanism, r.form, e, span))
             }
         }
+        let flash = results.filter { $0.mechanism == Mechanism.attention.name && $0.form == "flash" }
+        for name in Set(results.map(\.mechanism)).sorted() where name != Mechanism.attention.name && !flash.isEmpty {
+            let mine = results.filter { $0.mechanism == name }
+            let both = flash.compactMap { f in mine.first { $0.shape.T == f.shape.T && $0.form.hasPrefix("chunked") }.map { (f, $0) } }
+            guard !both.isEmpty else { continue }
+            if let first = both.first(where: { $0.1.ms < $0.0.ms }) {
+                let note = first.0.shape.T == both.first!.0.shape.T ? "already at" : "from"
+                print("\(name) \(first.1.form) is faster than attention flash \(note) T = \(first.0.shape.T)"
+                      + String(format: " (%.2f ms vs %.2f ms)", first.1.ms, first.0.ms))
+            } else {
+                print("\(name): attention flash is faster at every measured T (up to \(both.last!.0.shape.T))")
+            }
+        }
         print("process peak resident memory: \(formatBytes(Measure.residentBytes().peak))")
     }
 }
@@ -125,12 +139,12 @@ struct BenchTarget {
     let setup: (BenchShape) throws -> (run: () throws -> Void, flops: Double)
 
     static func make(_ m: Mechanism, form: String?, chunkSize: Int) throws -> BenchTarget {
-        switch m.name {
-        case Mechanism.attention.name:
+        switch m.kind {
+        case .attention:
             guard let f = AttentionForm(name: form ?? "flash") else {
-                throw ValidationErrorList(argument: "--form", got: form ?? "", known: m.forms)
+                throw validationErrorList(argument: "--form", got: form ?? "", known: m.forms)
             }
-            return BenchTarget(mechanism: m.name, form: f.description, defaultLengths: [1024, 2048, 4096, 8192, 16384]) { s in
+            return BenchTarget(mechanism: m.name, form: f.description, defaultLengths: [256, 1024, 4096, 16384]) { s in
                 // split_kv is a decode form: one query per sequence against T keys.
                 let queries = if case .splitKV = f { 1 } else { s.T }
                 let q = try Tensor.randomNormal([s.B, queries, s.H, s.K], seed: 1)
@@ -139,8 +153,17 @@ struct BenchTarget {
                 let flops = Attention.flops(B: s.B, T: queries, S: s.T, H: s.H, D: s.K, causal: true)
                 return ({ _ = try Attention.forward(q: q, k: k, v: v, form: f) }, flops)
             }
-        default:
-            throw ValidationErrorList(argument: "--mechanism", got: m.name, known: Mechanism.all.map(\.name))
+        case .recurrence(let r):
+            let f = try Mechanism.recurrenceForm(form, chunkSize: chunkSize)
+            let formName = if case .chunked(let n) = f { n == RecurrenceForm.defaultChunkSize ? "chunked" : "chunked:\(n)" }
+                else { form ?? "chunked" }
+            return BenchTarget(mechanism: m.name, form: formName, defaultLengths: [256, 1024, 4096, 16384, 65536]) { s in
+                var inputs = try Mechanism.randomInputs(r, B: s.B, T: s.T, H: s.H, K: s.K, V: s.V, seed: 1)
+                inputs.validate = false  // time the kernel alone (validation is one O(inputs) scan)
+                let flops = Recurrence.chunkedFLOPs(r, B: s.B, T: s.T, H: s.H, K: s.K, V: s.V,
+                                                    chunkSize: { if case .chunked(let n) = f { n } else { 1 } }())
+                return ({ _ = try Recurrence.forward(r, inputs, form: f) }, flops)
+            }
         }
     }
 }

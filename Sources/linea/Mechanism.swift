@@ -1,31 +1,86 @@
+import ArgumentParser
+import Foundation
 import Linea
 
 /// A mechanism the CLI can verify, benchmark and run, with its forms and the tensors it reads.
 struct Mechanism {
+    /// What computes it.
+    enum Kind {
+        case attention
+        case recurrence(RecurrentMechanism)
+    }
+
     let name: String
+    let kind: Kind
     let forms: [String]
     let inputs: [String]
     let summary: String
 
     static let attention = Mechanism(
-        name: "attention", forms: AttentionForm.all.map(\.description), inputs: ["q", "k", "v"],
+        name: "attention", kind: .attention, forms: AttentionForm.all.map(\.description), inputs: ["q", "k", "v"],
         summary: "exact softmax attention (causal, window, GQA); flash is O(T) memory")
 
-    static let all: [Mechanism] = [attention]
+    static let all: [Mechanism] = [attention] + RecurrentMechanism.allCases.map { r in
+        Mechanism(name: r.rawValue, kind: .recurrence(r), forms: ["reference", "recurrent", "chunked"],
+                  inputs: Recurrence.requiredInputs(r) + ["initial_state?"], summary: recurrenceSummaries[r]!)
+    }
+
+    private static let recurrenceSummaries: [RecurrentMechanism: String] = [
+        .linearAttention: "linear attention: S += k vᵀ (optional normalizer)",
+        .retention: "RetNet: fixed decay 1 - 2^(-5-h) per head",
+        .simpleGLA: "scalar gate per head (Mamba-2 SSD core)",
+        .gla: "vector gate over K (GLA, HGRN2)",
+        .deltaRule: "DeltaNet: delta-rule write with strength beta",
+        .gatedDeltaRule: "Gated DeltaNet: scalar gate + delta rule",
+    ]
 
     /// Looks a mechanism up by name; a usage error lists the known names.
-    static func named(_ name: String) throws -> Mechanism {
+    static func named(_ name: String, argument: String = "mechanism") throws -> Mechanism {
         guard let m = all.first(where: { $0.name == name }) else {
-            throw ValidationErrorList(argument: "mechanism", got: name, known: all.map(\.name))
+            throw validationErrorList(argument: argument, got: name, known: all.map(\.name))
         }
         return m
     }
+
+    /// Parses a recurrence form name: `reference`, `recurrent`, `chunked` (with `chunkSize`) or `chunked:N`.
+    static func recurrenceForm(_ name: String?, chunkSize: Int) throws -> RecurrenceForm {
+        switch name ?? "chunked" {
+        case "reference": return .reference
+        case "recurrent": return .recurrent
+        case "chunked", "auto": return .chunked(size: chunkSize)
+        case let other:
+            if other.hasPrefix("chunked:"), let n = Int(other.dropFirst(8)), n >= 1 { return .chunked(size: n) }
+            throw validationErrorList(argument: "--form", got: other, known: ["reference", "recurrent", "chunked", "chunked:N"])
+        }
+    }
+
+    /// Random inputs in the ranges real models use: unit-norm keys for the delta rules, gates in `gateRange`,
+    /// beta in [0, 1], a random initial state. Reproducible from `seed`.
+    static func randomInputs(_ r: RecurrentMechanism, B: Int, T: Int, H: Int, K: Int, V: Int, seed: UInt64,
+                             gateRange: ClosedRange<Float> = -1...(-1e-4), initialState: Bool = true) throws -> RecurrenceInputs {
+        let q = try Tensor.randomNormal([B, T, H, K], seed: seed)
+        var k = try Tensor.randomNormal([B, T, H, K], seed: seed + 1)
+        if r == .deltaRule || r == .gatedDeltaRule {
+            // The delta rules take L2-normalized keys.
+            for row in stride(from: 0, to: k.count, by: K) {
+                let norm = (k.scalars[row..<row + K].reduce(0) { $0 + $1 * $1 }).squareRoot()
+                for i in row..<row + K { k.scalars[i] /= max(norm, 1e-6) }
+            }
+        }
+        var inputs = RecurrenceInputs(q: q, k: k, v: try Tensor.randomNormal([B, T, H, V], seed: seed + 2))
+        switch r {
+        case .simpleGLA, .gatedDeltaRule: inputs.g = try Tensor.randomUniform([B, T, H], seed: seed + 3, in: gateRange)
+        case .gla: inputs.g = try Tensor.randomUniform([B, T, H, K], seed: seed + 3, in: gateRange)
+        default: break
+        }
+        if r == .deltaRule || r == .gatedDeltaRule { inputs.beta = try Tensor.randomUniform([B, T, H], seed: seed + 4) }
+        if initialState { inputs.initialState = try Tensor.randomNormal([B, H, K, V], seed: seed + 5, scale: 0.1) }
+        return inputs
+    }
 }
 
-import ArgumentParser
-
 /// A usage error for a name outside a known list.
-func ValidationErrorList(argument: String, got: String, known: [String]) -> ValidationError {
+func validationErrorList(argument: String, got: String, known: [String]) -> ValidationError {
     ValidationError("\(argument): expected one of \(known.joined(separator: ", ")), got '\(got)'")
 }
 
@@ -40,4 +95,3 @@ func printTable(header: [String], rows: [[String]]) {
     print(line(widths.map { String(repeating: "-", count: $0) }))
     for row in rows { print(line(row)) }
 }
-import Foundation

@@ -35,22 +35,34 @@ struct OpCommand: ParsableCommand {
         let mechanism = try Mechanism.named(name)
         let file = try SafeTensorsFile(path: inputs)
         let results: [String: Tensor]
-        if mechanism.name == Mechanism.attention.name {
+        switch mechanism.kind {
+        case .attention:
             guard let f = AttentionForm(name: form ?? "flash") else {
-                throw ValidationErrorList(argument: "--form", got: form ?? "", known: mechanism.forms)
+                throw validationErrorList(argument: "--form", got: form ?? "", known: mechanism.forms)
             }
             let out = try Attention.forward(
                 q: try file.tensor("q"), k: try file.tensor("k"), v: try file.tensor("v"),
                 options: AttentionOptions(scale: scale, causal: causal, window: window), form: f)
             results = ["o": out.o, "lse": out.lse]
-        } else {
-            results = try runRecurrence(mechanism, file: file)
+        case .recurrence(let r):
+            results = try runRecurrence(r, file: file)
         }
         try SafeTensors.write(results, to: output, metadata: ["producer": "linea op \(name)", "form": form ?? "default"])
         printError("op: wrote \(results.keys.sorted().joined(separator: ", ")) to \(output)")
     }
 
-    private func runRecurrence(_ mechanism: Mechanism, file: SafeTensorsFile) throws -> [String: Tensor] {
-        throw ValidationErrorList(argument: "name", got: mechanism.name, known: Mechanism.all.map(\.name))
+    private func runRecurrence(_ r: RecurrentMechanism, file: SafeTensorsFile) throws -> [String: Tensor] {
+        let f = try Mechanism.recurrenceForm(form, chunkSize: chunkSize)
+        let needed = Recurrence.requiredInputs(r)
+        var inputs = RecurrenceInputs(
+            q: try file.tensor("q"), k: try file.tensor("k"), v: try file.tensor("v"),
+            g: needed.contains("g") ? try file.tensor("g") : nil,
+            beta: needed.contains("beta") ? try file.tensor("beta") : nil,
+            initialState: file.names.contains("initial_state") ? try file.tensor("initial_state") : nil,
+            scale: scale)
+        inputs.normalize = normalize
+        inputs.useQKL2Norm = qkL2Norm
+        let out = try Recurrence.forward(r, inputs, form: f)
+        return ["o": out.o, "final_state": out.finalState]
     }
 }

@@ -30,7 +30,7 @@ struct VerifyCommand: ParsableCommand {
                 rows.append([m.name, check.form, check.shape] + [cells.joined(separator: "  ")] + [pass ? "ok" : "FAIL"])
             }
         }
-        printTable(header: ["mechanism", "form", "case", "rel RMS / max abs", "result"], rows: rows)
+        printTable(header: ["mechanism", "form", "case", "rel RMS / max abs (o, lse or final state)", "result"], rows: rows)
         print("\n\(rows.count - failures) passed, \(failures) failed (tolerance: relative RMS <= \(tolerance))")
         if failures > 0 { throw ExitCode(1) }
     }
@@ -45,9 +45,9 @@ struct VerificationCheck {
 
 /// The verification grid of a mechanism.
 func verificationChecks(_ m: Mechanism, seed: UInt64) throws -> [VerificationCheck] {
-    switch m.name {
-    case Mechanism.attention.name: return try attentionChecks(seed: seed)
-    default: return []
+    switch m.kind {
+    case .attention: return try attentionChecks(seed: seed)
+    case .recurrence(let r): return try recurrenceChecks(r, seed: seed)
     }
 }
 
@@ -77,6 +77,32 @@ private func attentionChecks(seed: UInt64) throws -> [VerificationCheck] {
             let got = try Attention.forward(q: q, k: k, v: v, options: options, form: form)
             checks.append(VerificationCheck(form: form.description, shape: shape,
                                             errors: [("o", ErrorStats(got.o, want.o)), ("lse", ErrorStats(got.lse, want.lse))]))
+        }
+    }
+    return checks
+}
+
+private func recurrenceChecks(_ r: RecurrentMechanism, seed: UInt64) throws -> [VerificationCheck] {
+    // (B, T, H, K, V, gate range): awkward lengths around the chunk size, K != V, steep gates down to -20.
+    let grid: [(Int, Int, Int, Int, Int, ClosedRange<Float>)] = [
+        (1, 1, 2, 64, 64, -1...(-1e-4)),
+        (3, 63, 2, 60, 32, -1...(-1e-4)),
+        (1, 65, 2, 64, 128, -20...(-1e-4)),
+        (2, 200, 2, 128, 64, -1...(-1e-4)),
+        (1, 1000, 1, 64, 64, -20...(-1e-4)),
+    ]
+    var checks: [VerificationCheck] = []
+    for (index, c) in grid.enumerated() {
+        let (B, T, H, K, V, gates) = c
+        let inputs = try Mechanism.randomInputs(r, B: B, T: T, H: H, K: K, V: V, seed: seed &+ UInt64(index) &* 10, gateRange: gates)
+        let want = try Recurrence.forward(r, inputs, form: .reference)
+        let hasGate = inputs.g != nil
+        let shape = "B\(B) T\(T) H\(H) K\(K) V\(V)" + (hasGate ? " g in [\(Int(gates.lowerBound)), 0)" : "")
+        for form in [RecurrenceForm.recurrent, .chunked(size: 64), .chunked(size: 16)] {
+            let got = try Recurrence.forward(r, inputs, form: form)
+            let name = if case .chunked(let n) = form { "chunked:\(n)" } else { "recurrent" }
+            checks.append(VerificationCheck(form: name, shape: shape, errors: [
+                ("o", ErrorStats(got.o, want.o)), ("state", ErrorStats(got.finalState, want.finalState))]))
         }
     }
     return checks

@@ -84,3 +84,41 @@ import Testing
         #expect(try String(contentsOfFile: out, encoding: .utf8) == "precious")
     }
 }
+
+@Suite struct RecurrenceOpTests {
+    /// Every recurrence and every form through `linea op` against the in-process Float64 reference.
+    @Test(arguments: RecurrentMechanism.allCases)
+    func everyFormMatchesFloat64Reference(_ r: RecurrentMechanism) throws {
+        let dir = try temporaryDirectory()
+        let (B, T, H, K, V) = (2, 130, 2, 32, 48)
+        var tensors = ["q": try Tensor.randomNormal([B, T, H, K], seed: 1),
+                       "k": try Tensor.randomNormal([B, T, H, K], seed: 2, scale: 0.2),
+                       "v": try Tensor.randomNormal([B, T, H, V], seed: 3),
+                       "initial_state": try Tensor.randomNormal([B, H, K, V], seed: 4, scale: 0.1)]
+        let needed = Recurrence.requiredInputs(r)
+        if needed.contains("g") {
+            tensors["g"] = try Tensor.randomUniform(r == .gla ? [B, T, H, K] : [B, T, H], seed: 5, in: -3...(-1e-4))
+        }
+        if needed.contains("beta") { tensors["beta"] = try Tensor.randomUniform([B, T, H], seed: 6) }
+        let input = dir.appendingPathComponent("in.safetensors").path
+        try SafeTensors.write(tensors, to: input)
+        let inputs = RecurrenceInputs(q: tensors["q"]!, k: tensors["k"]!, v: tensors["v"]!, g: tensors["g"], beta: tensors["beta"],
+                                      initialState: tensors["initial_state"])
+        let want = try Recurrence.forward(r, inputs, form: .reference)
+        for form in ["reference", "recurrent", "chunked", "chunked:7"] {
+            let output = dir.appendingPathComponent("out-\(form).safetensors").path
+            let run = try runLinea(["op", r.rawValue, "--inputs", input, "--output", output, "--form", form, "--chunk-size", "32"])
+            #expect(run.code == 0, "\(r) \(form): \(run.err)")
+            let got = try SafeTensors.read(path: output)
+            let eo = ErrorStats(got["o"]!, want.o), es = ErrorStats(got["final_state"]!, want.finalState)
+            #expect(eo.relativeRMS <= 1e-5 && es.relativeRMS <= 1e-5, "\(r) \(form): o \(eo); final_state \(es)")
+        }
+        // A missing gate/beta file entry is named in the error.
+        if let extra = needed.last, extra != "v" {
+            tensors[extra] = nil
+            try SafeTensors.write(tensors, to: input)
+            let run = try runLinea(["op", r.rawValue, "--inputs", input, "--output", dir.appendingPathComponent("x").path])
+            #expect(run.code == 1 && run.err.contains("no tensor named '\(extra)'"), "\(run.err)")
+        }
+    }
+}
