@@ -12,18 +12,18 @@ public enum VectorMath {
         clamped.replace(with: 88.7, where: x .> 88.7)
         // Round x·log2(e) to the nearest integer by adding 1.5·2^23: the sum's low mantissa bits then hold n.
         let magic: Float = 12_582_912
-        let shifted = clamped * log2e + magic
+        let shifted = SIMD8<Float>(repeating: magic).addingProduct(clamped, log2e)
         let n = shifted - magic
-        var r = clamped - n * ln2Hi
-        r = r - n * ln2Lo
-        // exp(r) on |r| <= ln2/2: degree-6 Taylor polynomial, Horner with FMA.
-        var p = SIMD8<Float>(repeating: 1.0 / 720)
-        p = p * r + 1.0 / 120
-        p = p * r + 1.0 / 24
-        p = p * r + 1.0 / 6
-        p = p * r + 0.5
-        p = p * r + 1
-        p = p * r + 1
+        var r = clamped.addingProduct(n, -ln2Hi)
+        r = r.addingProduct(n, -ln2Lo)
+        // exp(r) on |r| <= ln2/2: degree-6 Taylor polynomial, Horner with FMA (`addingProduct` is one vfmadd;
+        // `a * b + c` is not contracted by Swift).
+        var p = SIMD8<Float>(repeating: 1.0 / 120).addingProduct(r, 1.0 / 720)
+        p = SIMD8<Float>(repeating: 1.0 / 24).addingProduct(p, r)
+        p = SIMD8<Float>(repeating: 1.0 / 6).addingProduct(p, r)
+        p = SIMD8<Float>(repeating: 0.5).addingProduct(p, r)
+        p = SIMD8<Float>(repeating: 1).addingProduct(p, r)
+        p = SIMD8<Float>(repeating: 1).addingProduct(p, r)
         // 2^n: n's bits (two's complement, from the magic sum) plus the bias, moved into the exponent field.
         let nBits = unsafeBitCast(shifted, to: SIMD8<UInt32>.self) &- magic.bitPattern
         let twoToN = unsafeBitCast((nBits &+ 127) &<< 23, to: SIMD8<Float>.self)
@@ -42,10 +42,22 @@ public enum VectorMath {
     /// Replaces `x[i]` by `exp(x[i] - shift)` for `i < n` and returns their sum. O(n).
     @inlinable
     public static func expShiftedInPlace(_ x: UnsafeMutablePointer<Float>, count n: Int, shift: Float) -> Float {
-        var sum8 = SIMD8<Float>(repeating: 0)
+        var sum8 = SIMD8<Float>(repeating: 0), sumB = SIMD8<Float>(repeating: 0)
         var i = 0
         let shift8 = SIMD8<Float>(repeating: shift)
-        while i + 8 <= n {
+        // Two independent vectors per step so their polynomial chains overlap.
+        while i + 16 <= n {
+            let raw = UnsafeMutableRawPointer(x + i)
+            let e0 = exp(raw.loadUnaligned(as: SIMD8<Float>.self) - shift8)
+            let e1 = exp(raw.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self) - shift8)
+            raw.storeBytes(of: e0, as: SIMD8<Float>.self)
+            raw.storeBytes(of: e1, toByteOffset: 32, as: SIMD8<Float>.self)
+            sum8 += e0
+            sumB += e1
+            i += 16
+        }
+        sum8 += sumB
+        if i + 8 <= n {
             let raw = UnsafeMutableRawPointer(x + i)
             let e = exp(raw.loadUnaligned(as: SIMD8<Float>.self) - shift8)
             raw.storeBytes(of: e, as: SIMD8<Float>.self)
