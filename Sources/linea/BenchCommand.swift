@@ -144,7 +144,7 @@ struct BenchTarget {
             guard let f = AttentionForm(name: form ?? "flash") else {
                 throw validationErrorList(argument: "--form", got: form ?? "", known: m.forms)
             }
-            return BenchTarget(mechanism: m.name, form: f.description, defaultLengths: [256, 1024, 4096, 16384]) { s in
+            return BenchTarget(mechanism: m.name, form: f.description, defaultLengths: [64, 256, 1024, 4096, 16384]) { s in
                 // split_kv is a decode form: one query per sequence against T keys.
                 let queries = if case .splitKV = f { 1 } else { s.T }
                 let q = try Tensor.randomNormal([s.B, queries, s.H, s.K], seed: 1)
@@ -157,7 +157,7 @@ struct BenchTarget {
             let f = try Mechanism.recurrenceForm(form, chunkSize: chunkSize)
             let formName = if case .chunked(let n) = f { n == RecurrenceForm.defaultChunkSize ? "chunked" : "chunked:\(n)" }
                 else { form ?? "chunked" }
-            return BenchTarget(mechanism: m.name, form: formName, defaultLengths: [256, 1024, 4096, 16384, 65536]) { s in
+            return BenchTarget(mechanism: m.name, form: formName, defaultLengths: [64, 256, 1024, 4096, 16384, 65536]) { s in
                 var inputs = try Mechanism.randomInputs(r, B: s.B, T: s.T, H: s.H, K: s.K, V: s.V, seed: 1)
                 inputs.validate = false  // time the kernel alone (validation is one O(inputs) scan)
                 let flops = Recurrence.chunkedFLOPs(r, B: s.B, T: s.T, H: s.H, K: s.K, V: s.V,
