@@ -13,9 +13,10 @@ import Foundation
 extension Recurrence {
     /// Chunked form for delta_rule and gated_delta_rule; parallel over B*H, GEMMs on OpenBLAS.
     /// O(B*H*T*(K*V + C*(K+V) + C^2)) time, O(C*(C+K+V) + K*V) workspace per (b,h).
-    static func chunkedDeltaForward(_ p: FastProblem, chunk C: Int) -> RecurrenceOutput {
+    static func chunkedDeltaForward(_ p: FastProblem, chunk: Int) -> RecurrenceOutput {
         let d = p.dims
         let (T, H, K, V) = (d.T, d.H, d.K, d.V)
+        let C = min(chunk, T)  // a chunk longer than the sequence needs no larger workspace
         let gated = p.mechanism.gateKind == .scalar
         var o = [Float](repeating: 0, count: d.B * T * H * V)
         var state = p.startingState()

@@ -16,9 +16,10 @@ extension Recurrence {
 
     /// Chunked form for linear_attn, retention, simple_gla and gla; parallel over B*H, GEMMs on OpenBLAS.
     /// O(B*H*T*(K*V + C*(K+V))) time, O(C*(C+K) + K*V) workspace per (b,h).
-    static func chunkedGatedForward(_ p: FastProblem, chunk C: Int) -> RecurrenceOutput {
+    static func chunkedGatedForward(_ p: FastProblem, chunk: Int) -> RecurrenceOutput {
         let d = p.dims
         let (T, H, K, V) = (d.T, d.H, d.K, d.V)
+        let C = min(chunk, T)  // a chunk longer than the sequence needs no larger workspace
         let kind = p.mechanism.gateKind
         var o = [Float](repeating: 0, count: d.B * T * H * V)
         var state = p.startingState()
