@@ -27,16 +27,21 @@ extension Recurrence {
             let outP = SendablePointer(oBuf.baseAddress!), stateP = SendablePointer(sBuf.baseAddress!)
             Parallel.forEach(d.B * H) { bh in
                 let b = bh / H, h = bh % H
-                let S = stateP.base + bh * K * V
                 let gWidth = kind == .vector ? K : 1
-                // Workspace: A (C x C), Qr, Kr (C x K); cumulative gates G (C x gWidth) in Float64.
-                let work = UnsafeMutablePointer<Float>.allocate(capacity: C * C + 2 * C * K)
+                // Workspace: A (C x C), Qr, Kr (C x K); cumulative gates G (C x gWidth) in Float64. The scalar-gate
+                // path also keeps [scale e^G Q | A] (C x (K+C)) and [S ; V_chunk] ((K+C) x V) to make the output one GEMM;
+                // the state lives in the top K rows of the latter while the chunks run.
+                let fused = kind != .vector
+                let work = UnsafeMutablePointer<Float>.allocate(capacity: C * C + 2 * C * K + (fused ? C * (K + C) + (K + C) * V : 0))
                 let G = UnsafeMutablePointer<Double>.allocate(capacity: C * gWidth)
                 defer {
                     work.deallocate()
                     G.deallocate()
                 }
-                let A = work, Qr = A + C * C, Kr = Qr + C * K
+                let A = work, Qr = A + C * C, Kr = Qr + C * K, QA = Kr + C * K, SV = QA + C * (K + C)
+                let S = fused ? SV : stateP.base + bh * K * V
+                if fused { SV.update(from: stateP.base + bh * K * V, count: K * V) }
+                defer { if fused { (stateP.base + bh * K * V).update(from: SV, count: K * V) } }
                 let headLogDecay = retentionLogDecay(head: h)
                 p.q.withUnsafeBufferPointer { qb in p.k.withUnsafeBufferPointer { kb in p.v.withUnsafeBufferPointer { vb in
                     var t0 = 0
@@ -46,7 +51,7 @@ extension Recurrence {
                             L: L, C: C, K: K, V: V, ldk: H * K, ldv: H * V, scale: p.scale,
                             q: qb.baseAddress! + p.offset(b, t0, h, width: K), k: kb.baseAddress! + p.offset(b, t0, h, width: K),
                             v: vb.baseAddress! + p.offset(b, t0, h, width: V), o: outP.base + p.offset(b, t0, h, width: V),
-                            S: S, G: G, A: A, Qr: Qr, Kr: Kr)
+                            S: S, G: G, A: A, Qr: Qr, Kr: Kr, QA: QA)
                         switch kind {
                         case .none:
                             chunk.runScalar(decays: false)
@@ -92,30 +97,33 @@ struct GatedChunk {
     /// Local cumulative log decays, Float64 (differences of long sums keep their digits): L scalars, or L x K for gla.
     let G: UnsafePointer<Double>
     let A: UnsafeMutablePointer<Float>, Qr: UnsafeMutablePointer<Float>, Kr: UnsafeMutablePointer<Float>
+    /// Scalar gates only: `[scale e^G Q | A]`, L x (K+L) with row stride K+C; `S` is then followed by room for L rows of V.
+    let QA: UnsafeMutablePointer<Float>
 
     /// Scalar (or no) decay: linear_attn, retention, simple_gla. O(L*K*V + L^2*(K+V)).
+    /// The output is one GEMM: `o = [scale e^G Q | A] [S_prev ; V]` with `A_ij = scale e^{G_i - G_j} q_i·k_j`, j <= i.
     func runScalar(decays: Bool) {
-        // Inter-chunk: o_i = scale e^{G_i} q_i^T S_prev.
-        BLAS.sgemm(m: L, n: V, k: K, alpha: scale, a: q, lda: ldk, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
-        if decays {
-            for i in 0..<L { VectorMath.scale(o + i * ldv, count: V, by: RecurrenceSIMD.exp(Float(G[i]))) }
-        }
-        // Intra-chunk: A = scale Q K^T, A_ij *= e^{G_i - G_j} for j <= i, 0 above the diagonal; o += A V.
-        BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: q, lda: ldk, b: k, ldb: ldk, beta: 0, c: A, ldc: C)
+        let ld = K + C  // row stride of QA
+        let Vc = S + K * V  // the chunk's values, copied under the state
         for i in 0..<L {
-            let row = A + i * C
+            Self.scaleRow(QA + i * ld, q + i * ldk, decays ? scale * RecurrenceSIMD.exp(Float(G[i])) : scale, K)
+            (Vc + i * V).update(from: v + i * ldv, count: V)
+        }
+        BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: q, lda: ldk, b: k, ldb: ldk, beta: 0, c: QA + K, ldc: ld)
+        for i in 0..<L {
+            let row = QA + K + i * ld
             if decays { Self.multiplyByExpDifference(row, G[i], G, i + 1) }
             (row + i + 1).update(repeating: 0, count: L - i - 1)
         }
-        BLAS.sgemm(m: L, n: V, k: L, a: A, lda: C, b: v, ldb: ldv, beta: 1, c: o, ldc: ldv)
+        BLAS.sgemm(m: L, n: V, k: K + L, a: QA, lda: ld, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
         // State: S = e^{G_L} S + (e^{G_L - G_j} k_j)^T V.
         if decays {
             let last = G[L - 1]
             for j in 0..<L { Self.scaleRow(Kr + j * K, k + j * ldk, RecurrenceSIMD.exp(Float(last - G[j])), K) }
             VectorMath.scale(S, count: K * V, by: RecurrenceSIMD.exp(Float(last)))
-            BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kr, lda: K, b: v, ldb: ldv, beta: 1, c: S, ldc: V)
+            BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kr, lda: K, b: Vc, ldb: V, beta: 1, c: S, ldc: V)
         } else {
-            BLAS.sgemm(transA: true, m: K, n: V, k: L, a: k, lda: ldk, b: v, ldb: ldv, beta: 1, c: S, ldc: V)
+            BLAS.sgemm(transA: true, m: K, n: V, k: L, a: k, lda: ldk, b: Vc, ldb: V, beta: 1, c: S, ldc: V)
         }
     }
 
