@@ -28,20 +28,18 @@ extension Recurrence {
             Parallel.forEach(d.B * H) { bh in
                 let b = bh / H, h = bh % H
                 let gWidth = kind == .vector ? K : 1
-                // Workspace: A (C x C), Qr, Kr (C x K); cumulative gates G (C x gWidth) in Float64. The scalar-gate
-                // path also keeps [scale e^G Q | A] (C x (K+C)) and [S ; V_chunk] ((K+C) x V) to make the output one GEMM;
-                // the state lives in the top K rows of the latter while the chunks run.
-                let fused = kind != .vector
-                let work = UnsafeMutablePointer<Float>.allocate(capacity: C * C + 2 * C * K + (fused ? C * (K + C) + (K + C) * V : 0))
+                // Workspace: Qr, Kr (C x K), QA = [scale e^G Q | A] (C x (K+C)) and SV = [S ; V_chunk]
+                // ((K+C) x V), so the output is one GEMM; the state lives in SV's top K rows while the chunks run.
+                // Cumulative gates G (C x gWidth) in Float64.
+                let work = UnsafeMutablePointer<Float>.allocate(capacity: 2 * C * K + C * (K + C) + (K + C) * V)
                 let G = UnsafeMutablePointer<Double>.allocate(capacity: C * gWidth)
                 defer {
                     work.deallocate()
                     G.deallocate()
                 }
-                let A = work, Qr = A + C * C, Kr = Qr + C * K, QA = Kr + C * K, SV = QA + C * (K + C)
-                let S = fused ? SV : stateP.base + bh * K * V
-                if fused { SV.update(from: stateP.base + bh * K * V, count: K * V) }
-                defer { if fused { (stateP.base + bh * K * V).update(from: SV, count: K * V) } }
+                let Qr = work, Kr = Qr + C * K, QA = Kr + C * K, S = QA + C * (K + C)
+                S.update(from: stateP.base + bh * K * V, count: K * V)
+                defer { (stateP.base + bh * K * V).update(from: S, count: K * V) }
                 let headLogDecay = retentionLogDecay(head: h)
                 p.q.withUnsafeBufferPointer { qb in p.k.withUnsafeBufferPointer { kb in p.v.withUnsafeBufferPointer { vb in
                     var t0 = 0
@@ -51,7 +49,7 @@ extension Recurrence {
                             L: L, C: C, K: K, V: V, ldk: H * K, ldv: H * V, scale: p.scale,
                             q: qb.baseAddress! + p.offset(b, t0, h, width: K), k: kb.baseAddress! + p.offset(b, t0, h, width: K),
                             v: vb.baseAddress! + p.offset(b, t0, h, width: V), o: outP.base + p.offset(b, t0, h, width: V),
-                            S: S, G: G, A: A, Qr: Qr, Kr: Kr, QA: QA)
+                            S: S, G: G, Qr: Qr, Kr: Kr, QA: QA)
                         switch kind {
                         case .none:
                             chunk.runScalar(decays: false)
@@ -96,8 +94,9 @@ struct GatedChunk {
     let S: UnsafeMutablePointer<Float>
     /// Local cumulative log decays, Float64 (differences of long sums keep their digits): L scalars, or L x K for gla.
     let G: UnsafePointer<Double>
-    let A: UnsafeMutablePointer<Float>, Qr: UnsafeMutablePointer<Float>, Kr: UnsafeMutablePointer<Float>
-    /// Scalar gates only: `[scale e^G Q | A]`, L x (K+L) with row stride K+C; `S` is then followed by room for L rows of V.
+    /// Scratch: L x K (two).
+    let Qr: UnsafeMutablePointer<Float>, Kr: UnsafeMutablePointer<Float>
+    /// `[scale e^G Q | A]`, L x (K+L) with row stride K+C; `S` (K x V) is followed by room for the chunk's V (L x V).
     let QA: UnsafeMutablePointer<Float>
 
     /// Scalar (or no) decay: linear_attn, retention, simple_gla. O(L*K*V + L^2*(K+V)).
@@ -128,27 +127,29 @@ struct GatedChunk {
     }
 
     /// Vector decay over the K rows (gla). G is L x K. O(L*K*V + L^2*(K+V)) plus O(L*K*16) exps for steep gates.
+    /// The output is one GEMM: `o = [scale (q_i ∘ e^{G_i}) | A] [S_prev ; V]`.
     func runVector() {
         let last = G + (L - 1) * K
-        // Inter-chunk: o_i = scale (q_i ∘ e^{G_i})^T S_prev.
-        for i in 0..<L { RecurrenceSIMD.scaledByExp(Qr + i * K, q + i * ldk, G + i * K, minus: nil, K) }
-        BLAS.sgemm(m: L, n: V, k: K, alpha: scale, a: Qr, lda: K, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
-        // State: S = Diag(e^{G_L}) S + (k_j ∘ e^{G_L - G_j})^T V  (Kr kept for the intra term below).
+        let ld = K + C, A = QA + K, Vc = S + K * V
+        // Left block: scale q_i ∘ e^{G_i}. Kr_j = k_j ∘ e^{G_L - G_j} (for the state, and the intra term below).
+        for i in 0..<L {
+            RecurrenceSIMD.scaledByExp(QA + i * ld, q + i * ldk, G + i * K, minus: nil, K)
+            VectorMath.scale(QA + i * ld, count: K, by: scale)
+        }
         for j in 0..<L { RecurrenceSIMD.scaledByExp(Kr + j * K, k + j * ldk, last, minus: G + j * K, K) }
-        for c in 0..<K { VectorMath.scale(S + c * V, count: V, by: RecurrenceSIMD.exp(Float(last[c]))) }
-        BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kr, lda: K, b: v, ldb: ldv, beta: 1, c: S, ldc: V)
 
         // Intra-chunk scores A_ij = scale sum_c q_ic k_jc e^{G_ic - G_jc}, j <= i.
         var span = 0.0
         for c in 0..<K { span = max(span, -last[c]) }
         if span <= Recurrence.safeSpan {
             // One reference point R = G_L: q_i e^{G_i - R} lies in [1, e^span], k_j e^{R - G_j} (= Kr) in (0, 1].
+            // (Exponentiating G_i - R directly keeps 3e-7 accuracy; the left block times e^{-G_L} gave 7e-7.)
             for i in 0..<L { RecurrenceSIMD.scaledByExp(Qr + i * K, q + i * ldk, G + i * K, minus: last, K) }
-            BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: Qr, lda: K, b: Kr, ldb: K, beta: 0, c: A, ldc: C)
+            BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: Qr, lda: K, b: Kr, ldb: K, beta: 0, c: A, ldc: ld)
         } else {
             // Steep gates: per column block J = [s, e) the reference R = G_{e-1} makes both factors <= 1 for the
             // rows below the block; the block's own diagonal part is factorized when its span is small,
-            // otherwise summed directly with e^{G_i - G_j}, j <= i.
+            // otherwise summed directly with e^{G_i - G_j}, j <= i. Kr is borrowed, then restored for the state.
             var s = 0
             while s < L {
                 let e = min(s + Recurrence.glaSubBlock, L)
@@ -162,20 +163,27 @@ struct GatedChunk {
                     for i in rowStart..<L { RecurrenceSIMD.scaledByExp(Qr + i * K, q + i * ldk, G + i * K, minus: ref, K) }
                     BLAS.sgemm(
                         transB: true, m: L - rowStart, n: e - s, k: K, alpha: scale,
-                        a: Qr + rowStart * K, lda: K, b: Kr + s * K, ldb: K, beta: 0, c: A + rowStart * C + s, ldc: C)
+                        a: Qr + rowStart * K, lda: K, b: Kr + s * K, ldb: K, beta: 0, c: A + rowStart * ld + s, ldc: ld)
                 }
                 if !factorDiagonal {
                     for i in s..<e {
                         for j in s...i {
-                            A[i * C + j] = scale * Self.decayedDot(q + i * ldk, k + j * ldk, G + i * K, G + j * K, K)
+                            A[i * ld + j] = scale * Self.decayedDot(q + i * ldk, k + j * ldk, G + i * K, G + j * K, K)
                         }
                     }
                 }
                 s = e
             }
+            for j in 0..<L { RecurrenceSIMD.scaledByExp(Kr + j * K, k + j * ldk, last, minus: G + j * K, K) }
         }
-        for i in 0..<L { (A + i * C + i + 1).update(repeating: 0, count: L - i - 1) }
-        BLAS.sgemm(m: L, n: V, k: L, a: A, lda: C, b: v, ldb: ldv, beta: 1, c: o, ldc: ldv)
+        for i in 0..<L {
+            (A + i * ld + i + 1).update(repeating: 0, count: L - i - 1)
+            (Vc + i * V).update(from: v + i * ldv, count: V)
+        }
+        BLAS.sgemm(m: L, n: V, k: K + L, a: QA, lda: ld, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
+        // State: S = Diag(e^{G_L}) S + Kr^T V.
+        for c in 0..<K { VectorMath.scale(S + c * V, count: V, by: RecurrenceSIMD.exp(Float(last[c]))) }
+        BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kr, lda: K, b: Vc, ldb: V, beta: 1, c: S, ldc: V)
     }
 
     /// `row[j] *= exp(gi - G[j])` for `j < n`; callers pass `n <= i + 1`, so every exponent is <= 0.
