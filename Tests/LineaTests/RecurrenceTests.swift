@@ -66,7 +66,7 @@ enum RecurrenceFixture {
         (1, 1, 2, 64, 48), (3, 63, 2, 60, 40), (1, 64, 2, 128, 96), (3, 65, 2, 64, 72), (1, 200, 3, 60, 100),
     ]
 
-    /// reference == recurrent == chunked (C = 1, 16, 64) for outputs and final states, with an initial state,
+    /// reference == recurrent == chunked (C = 1, 16, 64, one chunk) for outputs and final states, with an initial state,
     /// under moderate, medium and stress gates.
     @Test(arguments: RecurrentMechanism.allCases)
     func formsAgree(_ m: RecurrentMechanism) throws {
@@ -80,7 +80,7 @@ enum RecurrenceFixture {
                 let label = "\(m.rawValue) B\(B) T\(T) H\(H) K\(K) V\(V) gates \(gates)"
                 let rec = F.expectClose(try Recurrence.forward(m, x, form: .recurrent), ref, tolerance: 2e-6, "\(label) recurrent")
                 worst = max(worst, rec.0, rec.1)
-                for c in [1, 16, 64] {
+                for c in [1, 16, 64, 1 << 20] {  // the last: the whole sequence in one chunk
                     let got = F.expectClose(try Recurrence.forward(m, x, form: .chunked(size: c)), ref, tolerance: 2e-6, "\(label) chunked(\(c))")
                     worst = max(worst, got.0, got.1)
                 }

@@ -13,9 +13,10 @@ import Foundation
 extension Recurrence {
     /// Chunked form for delta_rule and gated_delta_rule; parallel over B*H, GEMMs on OpenBLAS.
     /// O(B*H*T*(K*V + C*(K+V) + C^2)) time, O(C*(C+K+V) + K*V) workspace per (b,h).
-    static func chunkedDeltaForward(_ p: FastProblem, chunk C: Int) -> RecurrenceOutput {
+    static func chunkedDeltaForward(_ p: FastProblem, chunk: Int) -> RecurrenceOutput {
         let d = p.dims
         let (T, H, K, V) = (d.T, d.H, d.K, d.V)
+        let C = min(chunk, T)  // a chunk longer than the sequence needs no larger workspace
         let gated = p.mechanism.gateKind == .scalar
         var o = [Float](repeating: 0, count: d.B * T * H * V)
         var state = p.startingState()
@@ -23,15 +24,18 @@ extension Recurrence {
             let outP = SendablePointer(oBuf.baseAddress!), stateP = SendablePointer(sBuf.baseAddress!)
             Parallel.forEach(d.B * H) { bh in
                 let b = bh / H, h = bh % H
-                let S = stateP.base + bh * K * V
-                // Workspace: beta (C), M, Tm (C x C), Kb, W (C x K), U (C x V); cumulative gates G (C) in Float64.
-                let work = UnsafeMutablePointer<Float>.allocate(capacity: C + 2 * C * C + 2 * C * K + C * V)
+                // Workspace: beta (C), M, Tm (C x C), Kb, W (C x K), QP = [scale e^G Q | P] (C x (K+C)) and
+                // SU = [S ; U] ((K+C) x V), so the output is one GEMM; the state lives in SU's top K rows while the
+                // chunks run. Cumulative gates G (C) in Float64.
+                let work = UnsafeMutablePointer<Float>.allocate(capacity: C + 2 * C * C + 2 * C * K + C * (K + C) + (K + C) * V)
                 let G = UnsafeMutablePointer<Double>.allocate(capacity: C)
                 defer {
                     work.deallocate()
                     G.deallocate()
                 }
-                let bt = work, M = bt + C, Tm = M + C * C, Kb = Tm + C * C, W = Kb + C * K, U = W + C * K
+                let bt = work, M = bt + C, Tm = M + C * C, Kb = Tm + C * C, W = Kb + C * K, QP = W + C * K, S = QP + C * (K + C)
+                S.update(from: stateP.base + bh * K * V, count: K * V)
+                defer { (stateP.base + bh * K * V).update(from: S, count: K * V) }
                 p.q.withUnsafeBufferPointer { qb in p.k.withUnsafeBufferPointer { kb in p.v.withUnsafeBufferPointer { vb in
                 p.beta!.withUnsafeBufferPointer { betaBuf in
                     var t0 = 0
@@ -48,7 +52,7 @@ extension Recurrence {
                             L: L, C: C, K: K, V: V, ldk: H * K, ldv: H * V, scale: p.scale, gated: gated,
                             q: qb.baseAddress! + p.offset(b, t0, h, width: K), k: kb.baseAddress! + p.offset(b, t0, h, width: K),
                             v: vb.baseAddress! + p.offset(b, t0, h, width: V), o: outP.base + p.offset(b, t0, h, width: V),
-                            S: S, G: G, beta: bt, M: M, Tm: Tm, Kb: Kb, W: W, U: U)
+                            S: S, G: G, beta: bt, M: M, Tm: Tm, Kb: Kb, W: W, QP: QP)
                         chunk.run()
                         t0 += L
                     }
@@ -71,7 +75,9 @@ struct DeltaChunk {
     let S: UnsafeMutablePointer<Float>
     let G: UnsafePointer<Double>, beta: UnsafePointer<Float>
     let M: UnsafeMutablePointer<Float>, Tm: UnsafeMutablePointer<Float>
-    let Kb: UnsafeMutablePointer<Float>, W: UnsafeMutablePointer<Float>, U: UnsafeMutablePointer<Float>
+    let Kb: UnsafeMutablePointer<Float>, W: UnsafeMutablePointer<Float>
+    /// `[scale e^G Q | P]`, L x (K+L) with row stride K+C; `S` (K x V) is followed by room for U (L x V).
+    let QP: UnsafeMutablePointer<Float>
 
     /// O(L*K*V + L^2*(K+V) + L^3).
     func run() {
@@ -103,20 +109,19 @@ struct DeltaChunk {
         } else {
             BLAS.sgemm(m: L, n: K, k: L, a: Tm, lda: C, b: k, ldb: ldk, beta: 0, c: W, ldc: K)
         }
+        let U = S + K * V
         BLAS.sgemm(m: L, n: V, k: L, a: Tm, lda: C, b: v, ldb: ldv, beta: 0, c: U, ldc: V)
         BLAS.sgemm(m: L, n: V, k: K, alpha: -1, a: W, lda: K, b: S, ldb: V, beta: 1, c: U, ldc: V)
-        // 4. o = scale e^{G_i} q_i^T S_prev + P U, P_ij = scale e^{G_i - G_j} q_i·k_j (j <= i); M is reused for P.
-        BLAS.sgemm(m: L, n: V, k: K, alpha: scale, a: q, lda: ldk, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
-        if gated {
-            for i in 0..<L { VectorMath.scale(o + i * ldv, count: V, by: RecurrenceSIMD.exp(Float(G[i]))) }
-        }
-        BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: q, lda: ldk, b: k, ldb: ldk, beta: 0, c: M, ldc: C)
+        // 4. o = [scale e^{G_i} q_i | P] [S_prev ; U], P_ij = scale e^{G_i - G_j} q_i·k_j (j <= i).
+        let ld = K + C
+        for i in 0..<L { GatedChunk.scaleRow(QP + i * ld, q + i * ldk, gated ? scale * RecurrenceSIMD.exp(Float(G[i])) : scale, K) }
+        BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: q, lda: ldk, b: k, ldb: ldk, beta: 0, c: QP + K, ldc: ld)
         for i in 0..<L {
-            let row = M + i * C
+            let row = QP + K + i * ld
             if gated { GatedChunk.multiplyByExpDifference(row, G[i], G, i + 1) }
             (row + i + 1).update(repeating: 0, count: L - i - 1)
         }
-        BLAS.sgemm(m: L, n: V, k: L, a: M, lda: C, b: U, ldb: V, beta: 1, c: o, ldc: ldv)
+        BLAS.sgemm(m: L, n: V, k: K + L, a: QP, lda: ld, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
         // 5. S = e^{G_L} S + (e^{G_L - G_j} k_j)^T U.
         if gated {
             let last = G[L - 1]

@@ -16,9 +16,10 @@ extension Recurrence {
 
     /// Chunked form for linear_attn, retention, simple_gla and gla; parallel over B*H, GEMMs on OpenBLAS.
     /// O(B*H*T*(K*V + C*(K+V))) time, O(C*(C+K) + K*V) workspace per (b,h).
-    static func chunkedGatedForward(_ p: FastProblem, chunk C: Int) -> RecurrenceOutput {
+    static func chunkedGatedForward(_ p: FastProblem, chunk: Int) -> RecurrenceOutput {
         let d = p.dims
         let (T, H, K, V) = (d.T, d.H, d.K, d.V)
+        let C = min(chunk, T)  // a chunk longer than the sequence needs no larger workspace
         let kind = p.mechanism.gateKind
         var o = [Float](repeating: 0, count: d.B * T * H * V)
         var state = p.startingState()
@@ -26,16 +27,19 @@ extension Recurrence {
             let outP = SendablePointer(oBuf.baseAddress!), stateP = SendablePointer(sBuf.baseAddress!)
             Parallel.forEach(d.B * H) { bh in
                 let b = bh / H, h = bh % H
-                let S = stateP.base + bh * K * V
                 let gWidth = kind == .vector ? K : 1
-                // Workspace: A (C x C), Qr, Kr (C x K); cumulative gates G (C x gWidth) in Float64.
-                let work = UnsafeMutablePointer<Float>.allocate(capacity: C * C + 2 * C * K)
+                // Workspace: Qr, Kr (C x K), QA = [scale e^G Q | A] (C x (K+C)) and SV = [S ; V_chunk]
+                // ((K+C) x V), so the output is one GEMM; the state lives in SV's top K rows while the chunks run.
+                // Cumulative gates G (C x gWidth) in Float64.
+                let work = UnsafeMutablePointer<Float>.allocate(capacity: 2 * C * K + C * (K + C) + (K + C) * V)
                 let G = UnsafeMutablePointer<Double>.allocate(capacity: C * gWidth)
                 defer {
                     work.deallocate()
                     G.deallocate()
                 }
-                let A = work, Qr = A + C * C, Kr = Qr + C * K
+                let Qr = work, Kr = Qr + C * K, QA = Kr + C * K, S = QA + C * (K + C)
+                S.update(from: stateP.base + bh * K * V, count: K * V)
+                defer { (stateP.base + bh * K * V).update(from: S, count: K * V) }
                 let headLogDecay = retentionLogDecay(head: h)
                 p.q.withUnsafeBufferPointer { qb in p.k.withUnsafeBufferPointer { kb in p.v.withUnsafeBufferPointer { vb in
                     var t0 = 0
@@ -45,7 +49,7 @@ extension Recurrence {
                             L: L, C: C, K: K, V: V, ldk: H * K, ldv: H * V, scale: p.scale,
                             q: qb.baseAddress! + p.offset(b, t0, h, width: K), k: kb.baseAddress! + p.offset(b, t0, h, width: K),
                             v: vb.baseAddress! + p.offset(b, t0, h, width: V), o: outP.base + p.offset(b, t0, h, width: V),
-                            S: S, G: G, A: A, Qr: Qr, Kr: Kr)
+                            S: S, G: G, Qr: Qr, Kr: Kr, QA: QA)
                         switch kind {
                         case .none:
                             chunk.runScalar(decays: false)
@@ -90,56 +94,62 @@ struct GatedChunk {
     let S: UnsafeMutablePointer<Float>
     /// Local cumulative log decays, Float64 (differences of long sums keep their digits): L scalars, or L x K for gla.
     let G: UnsafePointer<Double>
-    let A: UnsafeMutablePointer<Float>, Qr: UnsafeMutablePointer<Float>, Kr: UnsafeMutablePointer<Float>
+    /// Scratch: L x K (two).
+    let Qr: UnsafeMutablePointer<Float>, Kr: UnsafeMutablePointer<Float>
+    /// `[scale e^G Q | A]`, L x (K+L) with row stride K+C; `S` (K x V) is followed by room for the chunk's V (L x V).
+    let QA: UnsafeMutablePointer<Float>
 
     /// Scalar (or no) decay: linear_attn, retention, simple_gla. O(L*K*V + L^2*(K+V)).
+    /// The output is one GEMM: `o = [scale e^G Q | A] [S_prev ; V]` with `A_ij = scale e^{G_i - G_j} q_i·k_j`, j <= i.
     func runScalar(decays: Bool) {
-        // Inter-chunk: o_i = scale e^{G_i} q_i^T S_prev.
-        BLAS.sgemm(m: L, n: V, k: K, alpha: scale, a: q, lda: ldk, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
-        if decays {
-            for i in 0..<L { VectorMath.scale(o + i * ldv, count: V, by: RecurrenceSIMD.exp(Float(G[i]))) }
-        }
-        // Intra-chunk: A = scale Q K^T, A_ij *= e^{G_i - G_j} for j <= i, 0 above the diagonal; o += A V.
-        BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: q, lda: ldk, b: k, ldb: ldk, beta: 0, c: A, ldc: C)
+        let ld = K + C  // row stride of QA
+        let Vc = S + K * V  // the chunk's values, copied under the state
         for i in 0..<L {
-            let row = A + i * C
+            Self.scaleRow(QA + i * ld, q + i * ldk, decays ? scale * RecurrenceSIMD.exp(Float(G[i])) : scale, K)
+            (Vc + i * V).update(from: v + i * ldv, count: V)
+        }
+        BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: q, lda: ldk, b: k, ldb: ldk, beta: 0, c: QA + K, ldc: ld)
+        for i in 0..<L {
+            let row = QA + K + i * ld
             if decays { Self.multiplyByExpDifference(row, G[i], G, i + 1) }
             (row + i + 1).update(repeating: 0, count: L - i - 1)
         }
-        BLAS.sgemm(m: L, n: V, k: L, a: A, lda: C, b: v, ldb: ldv, beta: 1, c: o, ldc: ldv)
+        BLAS.sgemm(m: L, n: V, k: K + L, a: QA, lda: ld, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
         // State: S = e^{G_L} S + (e^{G_L - G_j} k_j)^T V.
         if decays {
             let last = G[L - 1]
             for j in 0..<L { Self.scaleRow(Kr + j * K, k + j * ldk, RecurrenceSIMD.exp(Float(last - G[j])), K) }
             VectorMath.scale(S, count: K * V, by: RecurrenceSIMD.exp(Float(last)))
-            BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kr, lda: K, b: v, ldb: ldv, beta: 1, c: S, ldc: V)
+            BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kr, lda: K, b: Vc, ldb: V, beta: 1, c: S, ldc: V)
         } else {
-            BLAS.sgemm(transA: true, m: K, n: V, k: L, a: k, lda: ldk, b: v, ldb: ldv, beta: 1, c: S, ldc: V)
+            BLAS.sgemm(transA: true, m: K, n: V, k: L, a: k, lda: ldk, b: Vc, ldb: V, beta: 1, c: S, ldc: V)
         }
     }
 
     /// Vector decay over the K rows (gla). G is L x K. O(L*K*V + L^2*(K+V)) plus O(L*K*16) exps for steep gates.
+    /// The output is one GEMM: `o = [scale (q_i ∘ e^{G_i}) | A] [S_prev ; V]`.
     func runVector() {
         let last = G + (L - 1) * K
-        // Inter-chunk: o_i = scale (q_i ∘ e^{G_i})^T S_prev.
-        for i in 0..<L { RecurrenceSIMD.scaledByExp(Qr + i * K, q + i * ldk, G + i * K, minus: nil, K) }
-        BLAS.sgemm(m: L, n: V, k: K, alpha: scale, a: Qr, lda: K, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
-        // State: S = Diag(e^{G_L}) S + (k_j ∘ e^{G_L - G_j})^T V  (Kr kept for the intra term below).
+        let ld = K + C, A = QA + K, Vc = S + K * V
+        // Left block: scale q_i ∘ e^{G_i}. Kr_j = k_j ∘ e^{G_L - G_j} (for the state, and the intra term below).
+        for i in 0..<L {
+            RecurrenceSIMD.scaledByExp(QA + i * ld, q + i * ldk, G + i * K, minus: nil, K)
+            VectorMath.scale(QA + i * ld, count: K, by: scale)
+        }
         for j in 0..<L { RecurrenceSIMD.scaledByExp(Kr + j * K, k + j * ldk, last, minus: G + j * K, K) }
-        for c in 0..<K { VectorMath.scale(S + c * V, count: V, by: RecurrenceSIMD.exp(Float(last[c]))) }
-        BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kr, lda: K, b: v, ldb: ldv, beta: 1, c: S, ldc: V)
 
         // Intra-chunk scores A_ij = scale sum_c q_ic k_jc e^{G_ic - G_jc}, j <= i.
         var span = 0.0
         for c in 0..<K { span = max(span, -last[c]) }
         if span <= Recurrence.safeSpan {
             // One reference point R = G_L: q_i e^{G_i - R} lies in [1, e^span], k_j e^{R - G_j} (= Kr) in (0, 1].
+            // (Exponentiating G_i - R directly keeps 3e-7 accuracy; the left block times e^{-G_L} gave 7e-7.)
             for i in 0..<L { RecurrenceSIMD.scaledByExp(Qr + i * K, q + i * ldk, G + i * K, minus: last, K) }
-            BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: Qr, lda: K, b: Kr, ldb: K, beta: 0, c: A, ldc: C)
+            BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: Qr, lda: K, b: Kr, ldb: K, beta: 0, c: A, ldc: ld)
         } else {
             // Steep gates: per column block J = [s, e) the reference R = G_{e-1} makes both factors <= 1 for the
             // rows below the block; the block's own diagonal part is factorized when its span is small,
-            // otherwise summed directly with e^{G_i - G_j}, j <= i.
+            // otherwise summed directly with e^{G_i - G_j}, j <= i. Kr is borrowed, then restored for the state.
             var s = 0
             while s < L {
                 let e = min(s + Recurrence.glaSubBlock, L)
@@ -153,20 +163,27 @@ struct GatedChunk {
                     for i in rowStart..<L { RecurrenceSIMD.scaledByExp(Qr + i * K, q + i * ldk, G + i * K, minus: ref, K) }
                     BLAS.sgemm(
                         transB: true, m: L - rowStart, n: e - s, k: K, alpha: scale,
-                        a: Qr + rowStart * K, lda: K, b: Kr + s * K, ldb: K, beta: 0, c: A + rowStart * C + s, ldc: C)
+                        a: Qr + rowStart * K, lda: K, b: Kr + s * K, ldb: K, beta: 0, c: A + rowStart * ld + s, ldc: ld)
                 }
                 if !factorDiagonal {
                     for i in s..<e {
                         for j in s...i {
-                            A[i * C + j] = scale * Self.decayedDot(q + i * ldk, k + j * ldk, G + i * K, G + j * K, K)
+                            A[i * ld + j] = scale * Self.decayedDot(q + i * ldk, k + j * ldk, G + i * K, G + j * K, K)
                         }
                     }
                 }
                 s = e
             }
+            for j in 0..<L { RecurrenceSIMD.scaledByExp(Kr + j * K, k + j * ldk, last, minus: G + j * K, K) }
         }
-        for i in 0..<L { (A + i * C + i + 1).update(repeating: 0, count: L - i - 1) }
-        BLAS.sgemm(m: L, n: V, k: L, a: A, lda: C, b: v, ldb: ldv, beta: 1, c: o, ldc: ldv)
+        for i in 0..<L {
+            (A + i * ld + i + 1).update(repeating: 0, count: L - i - 1)
+            (Vc + i * V).update(from: v + i * ldv, count: V)
+        }
+        BLAS.sgemm(m: L, n: V, k: K + L, a: QA, lda: ld, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
+        // State: S = Diag(e^{G_L}) S + Kr^T V.
+        for c in 0..<K { VectorMath.scale(S + c * V, count: V, by: RecurrenceSIMD.exp(Float(last[c]))) }
+        BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kr, lda: K, b: Vc, ldb: V, beta: 1, c: S, ldc: V)
     }
 
     /// `row[j] *= exp(gi - G[j])` for `j < n`; callers pass `n <= i + 1`, so every exponent is <= 0.

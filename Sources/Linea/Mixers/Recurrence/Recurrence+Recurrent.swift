@@ -133,38 +133,44 @@ extension Recurrence {
         var o = [Float](repeating: 0, count: d.B * d.T * d.H * d.V)
         var state = p.startingState()
         o.withUnsafeMutableBufferPointer { oBuf in state.withUnsafeMutableBufferPointer { sBuf in
-            let outP = SendablePointer(oBuf.baseAddress!), stateP = SendablePointer(sBuf.baseAddress!)
-            Parallel.forEach(d.B * d.H) { bh in
-                let b = bh / d.H, h = bh % d.H
-                let S = stateP.base + bh * d.K * d.V
-                let gateExp = UnsafeMutablePointer<Float>.allocate(capacity: d.K)  // exp(g_t) for vector gates
-                defer { gateExp.deallocate() }
-                let headDecay = Float(exp(retentionLogDecay(head: h)))
-                p.q.withUnsafeBufferPointer { q in p.k.withUnsafeBufferPointer { k in p.v.withUnsafeBufferPointer { v in
-                    for t in 0..<d.T {
-                        let row = (b * d.T + t) * d.H + h
-                        let decay: TokenDecay
-                        switch p.mechanism.gateKind {
-                        case .none: decay = .none
-                        case .perHead: decay = .scalar(headDecay)
-                        case .scalar: decay = .scalar(exp(p.g![row]))
-                        case .vector:
-                            p.g!.withUnsafeBufferPointer { RecurrenceSIMD.expInto(gateExp, $0.baseAddress! + row * d.K, d.K) }
-                            decay = .vector(gateExp)
-                        }
-                        recurrentToken(
-                            S: S, K: d.K, V: d.V,
-                            q: q.baseAddress! + row * d.K, k: k.baseAddress! + row * d.K, v: v.baseAddress! + row * d.V,
-                            decay: decay, beta: p.beta?[row], scale: p.scale,
-                            o: outP.base + row * d.V)
-                    }
-                } } }
-            }
+            recurrentScan(p, state: SendablePointer(sBuf.baseAddress!), o: SendablePointer(oBuf.baseAddress!))
         } }
         if p.normalize { p.applyNormalizer(&o) }
         return RecurrenceOutput(
             o: Tensor(uncheckedShape: [d.B, d.T, d.H, d.V], scalars: o),
             finalState: Tensor(uncheckedShape: [d.B, d.H, d.K, d.V], scalars: state))
+    }
+
+    /// Runs the tokens of `p` on `stateP` (`[B,H,K,V]`) in place, writing the raw outputs `[B,T,H,V]` to `outP`
+    /// (no normalizer). Parallel over B*H. O(B*H*T*K*V).
+    static func recurrentScan(_ p: FastProblem, state stateP: SendablePointer<Float>, o outP: SendablePointer<Float>) {
+        let d = p.dims
+        Parallel.forEach(d.B * d.H) { bh in
+            let b = bh / d.H, h = bh % d.H
+            let S = stateP.base + bh * d.K * d.V
+            let gateExp = UnsafeMutablePointer<Float>.allocate(capacity: d.K)  // exp(g_t) for vector gates
+            defer { gateExp.deallocate() }
+            let headDecay = Float(exp(retentionLogDecay(head: h)))
+            p.q.withUnsafeBufferPointer { q in p.k.withUnsafeBufferPointer { k in p.v.withUnsafeBufferPointer { v in
+                for t in 0..<d.T {
+                    let row = (b * d.T + t) * d.H + h
+                    let decay: TokenDecay
+                    switch p.mechanism.gateKind {
+                    case .none: decay = .none
+                    case .perHead: decay = .scalar(headDecay)
+                    case .scalar: decay = .scalar(exp(p.g![row]))
+                    case .vector:
+                        p.g!.withUnsafeBufferPointer { RecurrenceSIMD.expInto(gateExp, $0.baseAddress! + row * d.K, d.K) }
+                        decay = .vector(gateExp)
+                    }
+                    recurrentToken(
+                        S: S, K: d.K, V: d.V,
+                        q: q.baseAddress! + row * d.K, k: k.baseAddress! + row * d.K, v: v.baseAddress! + row * d.V,
+                        decay: decay, beta: p.beta?[row], scale: p.scale,
+                        o: outP.base + row * d.V)
+                }
+            } } }
+        }
     }
 }
 
@@ -215,12 +221,14 @@ public struct RecurrentState: Sendable {
             try beta.expectShape([B, H], "beta")
             inputs.beta = try beta.reshaped([B, 1, H])
         }
-        inputs.initialState = state
         let dims = try Recurrence.validate(mechanism, inputs)
         let problem = FastProblem(mechanism, inputs, dims, scale: scale ?? 1 / Float(K).squareRoot())
-        if B * H * V == 0 { return try Tensor(zeros: [B, H, V]) }
-        let result = Recurrence.recurrentForward(problem)
-        state = result.finalState
-        return try result.o.reshaped([B, H, V])
+        var o = [Float](repeating: 0, count: B * H * V)
+        if B * H * V > 0 {
+            state.scalars.withUnsafeMutableBufferPointer { sBuf in o.withUnsafeMutableBufferPointer { oBuf in
+                Recurrence.recurrentScan(problem, state: SendablePointer(sBuf.baseAddress!), o: SendablePointer(oBuf.baseAddress!))
+            } }
+        }
+        return try Tensor(shape: [B, H, V], scalars: o)
     }
 }
