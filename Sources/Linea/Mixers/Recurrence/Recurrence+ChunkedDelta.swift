@@ -104,7 +104,7 @@ struct DeltaChunk {
         }
         // 3. W = Tm diag(e^G) K,  U = Tm V - W S_prev.
         if gated {
-            for j in 0..<L { GatedChunk.scaleRow(Kb + j * K, k + j * ldk, RecurrenceSIMD.exp(Float(G[j])), K) }
+            for j in 0..<L { GatedChunk.scaleRow(Kb + j * K, k + j * ldk, VectorMath.exp(Float(G[j])), K) }
             BLAS.sgemm(m: L, n: K, k: L, a: Tm, lda: C, b: Kb, ldb: K, beta: 0, c: W, ldc: K)
         } else {
             BLAS.sgemm(m: L, n: K, k: L, a: Tm, lda: C, b: k, ldb: ldk, beta: 0, c: W, ldc: K)
@@ -114,7 +114,7 @@ struct DeltaChunk {
         BLAS.sgemm(m: L, n: V, k: K, alpha: -1, a: W, lda: K, b: S, ldb: V, beta: 1, c: U, ldc: V)
         // 4. o = [scale e^{G_i} q_i | P] [S_prev ; U], P_ij = scale e^{G_i - G_j} q_i·k_j (j <= i).
         let ld = K + C
-        for i in 0..<L { GatedChunk.scaleRow(QP + i * ld, q + i * ldk, gated ? scale * RecurrenceSIMD.exp(Float(G[i])) : scale, K) }
+        for i in 0..<L { GatedChunk.scaleRow(QP + i * ld, q + i * ldk, gated ? scale * VectorMath.exp(Float(G[i])) : scale, K) }
         BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: q, lda: ldk, b: k, ldb: ldk, beta: 0, c: QP + K, ldc: ld)
         for i in 0..<L {
             let row = QP + K + i * ld
@@ -125,8 +125,8 @@ struct DeltaChunk {
         // 5. S = e^{G_L} S + (e^{G_L - G_j} k_j)^T U.
         if gated {
             let last = G[L - 1]
-            for j in 0..<L { GatedChunk.scaleRow(Kb + j * K, k + j * ldk, RecurrenceSIMD.exp(Float(last - G[j])), K) }
-            VectorMath.scale(S, count: K * V, by: RecurrenceSIMD.exp(Float(last)))
+            for j in 0..<L { GatedChunk.scaleRow(Kb + j * K, k + j * ldk, VectorMath.exp(Float(last - G[j])), K) }
+            VectorMath.scale(S, count: K * V, by: VectorMath.exp(Float(last)))
             BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kb, lda: K, b: U, ldb: V, beta: 1, c: S, ldc: V)
         } else {
             BLAS.sgemm(transA: true, m: K, n: V, k: L, a: k, lda: ldk, b: U, ldb: V, beta: 1, c: S, ldc: V)

@@ -105,7 +105,7 @@ struct GatedChunk {
         let ld = K + C  // row stride of QA
         let Vc = S + K * V  // the chunk's values, copied under the state
         for i in 0..<L {
-            Self.scaleRow(QA + i * ld, q + i * ldk, decays ? scale * RecurrenceSIMD.exp(Float(G[i])) : scale, K)
+            Self.scaleRow(QA + i * ld, q + i * ldk, decays ? scale * VectorMath.exp(Float(G[i])) : scale, K)
             (Vc + i * V).update(from: v + i * ldv, count: V)
         }
         BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: q, lda: ldk, b: k, ldb: ldk, beta: 0, c: QA + K, ldc: ld)
@@ -118,8 +118,8 @@ struct GatedChunk {
         // State: S = e^{G_L} S + (e^{G_L - G_j} k_j)^T V.
         if decays {
             let last = G[L - 1]
-            for j in 0..<L { Self.scaleRow(Kr + j * K, k + j * ldk, RecurrenceSIMD.exp(Float(last - G[j])), K) }
-            VectorMath.scale(S, count: K * V, by: RecurrenceSIMD.exp(Float(last)))
+            for j in 0..<L { Self.scaleRow(Kr + j * K, k + j * ldk, VectorMath.exp(Float(last - G[j])), K) }
+            VectorMath.scale(S, count: K * V, by: VectorMath.exp(Float(last)))
             BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kr, lda: K, b: Vc, ldb: V, beta: 1, c: S, ldc: V)
         } else {
             BLAS.sgemm(transA: true, m: K, n: V, k: L, a: k, lda: ldk, b: Vc, ldb: V, beta: 1, c: S, ldc: V)
@@ -182,7 +182,7 @@ struct GatedChunk {
         }
         BLAS.sgemm(m: L, n: V, k: K + L, a: QA, lda: ld, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
         // State: S = Diag(e^{G_L}) S + Kr^T V.
-        for c in 0..<K { VectorMath.scale(S + c * V, count: V, by: RecurrenceSIMD.exp(Float(last[c]))) }
+        for c in 0..<K { VectorMath.scale(S + c * V, count: V, by: VectorMath.exp(Float(last[c]))) }
         BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kr, lda: K, b: Vc, ldb: V, beta: 1, c: S, ldc: V)
     }
 
@@ -194,12 +194,12 @@ struct GatedChunk {
         let gi8 = SIMD8<Double>(repeating: gi)
         while j + 8 <= n {
             let rp = UnsafeMutableRawPointer(row + j)
-            let e = RecurrenceSIMD.exp(RecurrenceSIMD.narrow(gi8 - UnsafeRawPointer(G + j).loadUnaligned(as: SIMD8<Double>.self)))
+            let e = VectorMath.exp(RecurrenceSIMD.narrow(gi8 - UnsafeRawPointer(G + j).loadUnaligned(as: SIMD8<Double>.self)))
             rp.storeBytes(of: rp.loadUnaligned(as: SIMD8<Float>.self) * e, as: SIMD8<Float>.self)
             j += 8
         }
         while j < n {
-            row[j] *= RecurrenceSIMD.exp(Float(gi - G[j]))
+            row[j] *= VectorMath.exp(Float(gi - G[j]))
             j += 1
         }
     }
@@ -226,12 +226,12 @@ struct GatedChunk {
         var c = 0
         while c + 8 <= n {
             let d = UnsafeRawPointer(gx + c).loadUnaligned(as: SIMD8<Double>.self) - UnsafeRawPointer(gy + c).loadUnaligned(as: SIMD8<Double>.self)
-            acc8 += UnsafeRawPointer(x + c).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(y + c).loadUnaligned(as: SIMD8<Float>.self) * RecurrenceSIMD.exp(RecurrenceSIMD.narrow(d))
+            acc8 += UnsafeRawPointer(x + c).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(y + c).loadUnaligned(as: SIMD8<Float>.self) * VectorMath.exp(RecurrenceSIMD.narrow(d))
             c += 8
         }
         var acc = acc8.sum()
         while c < n {
-            acc += x[c] * y[c] * RecurrenceSIMD.exp(Float(gx[c] - gy[c]))
+            acc += x[c] * y[c] * VectorMath.exp(Float(gx[c] - gy[c]))
             c += 1
         }
         return acc

@@ -323,32 +323,6 @@ struct FastProblem: Sendable {
 // MARK: - SIMD helpers on raw pointers
 
 enum RecurrenceSIMD {
-    /// `exp(x)` on 8 lanes, relative error below 3e-7 on [-87, 88], 0 below -87.3 (and for -inf).
-    /// Written with bit tricks instead of `VectorMath.exp` because that one's `SIMD8<Int32>(_:rounding:)`
-    /// conversion compiles to a per-lane generic call (measured: it took about half of chunked simple_gla's time).
-    @inline(__always)
-    static func exp(_ x: SIMD8<Float>) -> SIMD8<Float> {
-        var xc = x
-        xc.replace(with: -87.3, where: x .< -87.3)
-        xc.replace(with: 88.3, where: x .> 88.3)
-        // Adding 1.5 * 2^23 rounds x*log2(e) to the nearest integer n, which then sits in the low mantissa bits of t.
-        let magic: Float = 12_582_912
-        let t = SIMD8<Float>(repeating: magic).addingProduct(xc, 1.442_695_04)
-        let n = t - magic
-        let r = xc.addingProduct(n, -0.693_145_751_953_125).addingProduct(n, -1.428_606_765_330_187_045e-06)
-        // exp(r) on |r| <= ln2/2: degree-6 Taylor polynomial, Horner with FMA.
-        var p = SIMD8<Float>(repeating: 1.0 / 120).addingProduct(r, 1.0 / 720)
-        p = SIMD8<Float>(repeating: 1.0 / 24).addingProduct(p, r)
-        p = SIMD8<Float>(repeating: 1.0 / 6).addingProduct(p, r)
-        p = SIMD8<Float>(repeating: 0.5).addingProduct(p, r)
-        p = SIMD8<Float>(repeating: 1).addingProduct(p, r)
-        p = SIMD8<Float>(repeating: 1).addingProduct(p, r)
-        let ni = unsafeBitCast(t, to: SIMD8<Int32>.self) &- Int32(bitPattern: magic.bitPattern)
-        var result = p * unsafeBitCast((ni &+ 127) &<< 23, to: SIMD8<Float>.self)
-        result.replace(with: 0, where: x .< -87.3)
-        return result
-    }
-
     /// Whether every element is finite: `x * 0` is NaN exactly for NaN and infinities. O(n).
     static func allFinite(_ x: UnsafeBufferPointer<Float>) -> Bool {
         guard let base = x.baseAddress else { return true }
@@ -412,12 +386,6 @@ enum RecurrenceSIMD {
         }
     }
 
-    /// Scalar `exp` through the same formula (loop tails and per-row factors).
-    @inline(__always)
-    static func exp(_ x: Float) -> Float {
-        exp(SIMD8<Float>(repeating: x))[0]
-    }
-
     /// `y[i] += a * x[i]` for `i < n`. O(n).
     @inline(__always)
     static func axpy(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointer<Float>, _ n: Int) {
@@ -440,12 +408,12 @@ enum RecurrenceSIMD {
     static func expInto(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int) {
         var i = 0
         while i + 8 <= n {
-            let e = RecurrenceSIMD.exp(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self))
+            let e = VectorMath.exp(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self))
             UnsafeMutableRawPointer(y + i).storeBytes(of: e, as: SIMD8<Float>.self)
             i += 8
         }
         while i < n {
-            y[i] = RecurrenceSIMD.exp(x[i])
+            y[i] = VectorMath.exp(x[i])
             i += 1
         }
     }
@@ -458,12 +426,12 @@ enum RecurrenceSIMD {
         while i + 8 <= n {
             var d = UnsafeRawPointer(e + i).loadUnaligned(as: SIMD8<Double>.self)
             if let r { d -= UnsafeRawPointer(r + i).loadUnaligned(as: SIMD8<Double>.self) }
-            let out = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) * RecurrenceSIMD.exp(narrow(d))
+            let out = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) * VectorMath.exp(narrow(d))
             UnsafeMutableRawPointer(y + i).storeBytes(of: out, as: SIMD8<Float>.self)
             i += 8
         }
         while i < n {
-            y[i] = x[i] * RecurrenceSIMD.exp(Float(e[i] - (r?[i] ?? 0)))
+            y[i] = x[i] * VectorMath.exp(Float(e[i] - (r?[i] ?? 0)))
             i += 1
         }
     }
