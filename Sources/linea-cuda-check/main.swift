@@ -1,0 +1,85 @@
+// linea-cuda-check: runs the CUDA-vs-CPU comparisons of the test suite on the GPU (prints a table, exits 1 on a
+// failure or when no GPU is present), then with `--bench` times the kernels at the issue's shapes.
+import Foundation
+import Linea
+import LineaCUDA
+
+let arguments = CommandLine.arguments.dropFirst()
+guard let ctx = try? CUDABackend.shared else {
+    print("linea-cuda-check: \(CUDABackend.unavailableReason ?? "unavailable")")
+    exit(1)
+}
+print("device: \(ctx.deviceName), \(ctx.architecture), \(ctx.multiprocessorCount) SMs, NVRTC \(ctx.nvrtcVersion), cache \(KernelCache.directory.path)")
+
+var failures = 0
+if !arguments.contains("--bench-only") {
+    let start = Date()
+    do {
+        for outcome in try CUDASelfCheck.runAll(context: ctx) {
+            print(outcome)
+            if !outcome.passed { failures += 1 }
+        }
+    } catch {
+        print("FAIL error: \(error)")
+        failures += 1
+    }
+    print(String(format: "checks: %d failure(s), %.1f s", failures, Date().timeIntervalSince(start)))
+}
+
+func bf16Buffer(_ count: Int, seed: UInt64) throws -> CUDABuffer {
+    let t = try Tensor.randomNormal([count], seed: seed)
+    return try CUDABuffer(context: ctx, copying: t.scalars.map(HalfPrecision.bfloat16Bits))
+}
+
+if arguments.contains("--bench") || arguments.contains("--bench-only") {
+    do {
+        // Flash attention forward, bf16, causal, B*T = 32768, H = 16, D = 128 (bf16 output, like SDPA).
+        for t in [2048, 8192] {
+            let shape = CUDAAttentionShape(batch: 32768 / t, queryLength: t, keyLength: t, queryHeads: 16, kvHeads: 16, headDim: 128)
+            let n = 32768 * 16 * 128
+            let q = try bf16Buffer(n, seed: 1), k = try bf16Buffer(n, seed: 2), v = try bf16Buffer(n, seed: 3)
+            let o = try CUDABuffer(context: ctx, byteCount: n * 2)
+            let lse = try CUDABuffer(context: ctx, byteCount: 32768 * 16 * 4)
+            for kernel in [CUDAAttention.Kernel.tensorCore, .portable] where kernel == .tensorCore || t == 2048 {
+                let time = try CUDABench.time(context: ctx, warmup: 3, iterations: kernel == .portable ? 3 : 10) {
+                    try CUDAAttention.forward(q: q, k: k, v: v, o: o, lse: lse, shape: shape, causal: true,
+                                              dtype: .bfloat16, outputDType: .bfloat16, kernel: kernel)
+                }
+                let tflops = shape.flops(causal: true) / (time.median * 1e-3) / 1e12
+                print(String(format: "bench flash_fwd %@ causal bf16 %@: median %.3f ms, min %.3f ms, %.1f TFLOP/s",
+                             kernel.rawValue, shape.description, time.median, time.min, tflops))
+            }
+        }
+        // Gated delta rule decode step, B = 64, H = 32, K = V = 128, vs a device-to-device copy of the state.
+        let (b, h, kd, vd) = (64, 32, 128, 128)
+        let stateBytes = b * h * kd * vd * 4
+        let state = try CUDABuffer(context: ctx, copying: try Tensor.randomNormal([b * h * kd * vd], seed: 5).scalars)
+        let other = try CUDABuffer(context: ctx, byteCount: stateBytes)
+        let copy = try CUDABench.time(context: ctx, warmup: 3, iterations: 20) { try other.copy(from: state) }
+        let copyRate = Double(2 * stateBytes) / (copy.median * 1e-3) / 1e9
+        print(String(format: "bench d2d copy %@: median %.4f ms, %.0f GB/s (read + write)", formatBytes(stateBytes), copy.median, copyRate))
+        for dtype in [DType.float32, .bfloat16] {
+            let e = dtype.byteCount
+            func input(_ count: Int, _ seed: UInt64, _ range: ClosedRange<Float>) throws -> CUDABuffer {
+                let t = try Tensor.randomUniform([count], seed: seed, in: range)
+                return dtype == .float32 ? try CUDABuffer(context: ctx, copying: t.scalars)
+                    : try CUDABuffer(context: ctx, copying: t.scalars.map(HalfPrecision.bfloat16Bits))
+            }
+            let q = try input(b * h * kd, 1, -0.1...0.1), k = try input(b * h * kd, 2, -0.1...0.1), v = try input(b * h * vd, 3, -1...1)
+            let g = try input(b * h, 4, -0.1 ... -0.01), beta = try input(b * h, 5, 0...1)
+            let o = try CUDABuffer(context: ctx, byteCount: b * h * vd * 4)
+            let time = try CUDABench.time(context: ctx, warmup: 3, iterations: 20) {
+                try CUDARecurrentStep.gatedDeltaRule(q: q, k: k, v: v, g: g, beta: beta, state: state, o: o,
+                                                     batchHeads: b * h, keyDim: kd, valueDim: vd, dtype: dtype)
+            }
+            let bytes = 2 * stateBytes + b * h * (2 * kd + vd + 2) * e + b * h * vd * 4
+            let rate = Double(bytes) / (time.median * 1e-3) / 1e9
+            print(String(format: "bench gdr_step %@ B=%d H=%d K=%d V=%d: median %.4f ms, %.0f GB/s = %.0f%% of d2d copy",
+                         dtype.rawValue, b, h, kd, vd, time.median, rate, 100 * rate / copyRate))
+        }
+    } catch {
+        print("FAIL bench error: \(error)")
+        failures += 1
+    }
+}
+exit(failures == 0 ? 0 : 1)
