@@ -14,24 +14,36 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV = os.environ.get("LINEA_NVRTC_VENV", os.path.join(os.path.expanduser("~"), ".cache", "linea", "nvrtc-venv"))
+CACHE = os.environ.get("LINEA_NVRTC_DIR", os.path.join(os.path.expanduser("~"), ".cache", "linea", "nvrtc"))
 NVRTC_PIN = "nvidia-cuda-nvrtc==13.0.88"
 
 
+def installed_nvrtc():
+    patterns = [os.path.join(CACHE, "nvidia", "*", "lib", "libnvrtc.so.13"),
+                os.path.join(CACHE, "venv", "lib", "python3*", "site-packages", "nvidia", "*", "lib", "libnvrtc.so.13")]
+    hits = sorted(h for p in patterns for h in glob.glob(p))
+    return hits[0] if hits else None
+
+
 def find_nvrtc():
+    """LINEA_NVRTC, else NVRTC installed from PyPI into ~/.cache/linea/nvrtc (pip --target, or a venv without pip)."""
     if os.environ.get("LINEA_NVRTC"):
         return os.environ["LINEA_NVRTC"]
-    for pattern in [os.path.join(VENV, "lib", "python3*", "site-packages", "nvidia", "*", "lib", "libnvrtc.so.13")]:
-        hits = sorted(glob.glob(pattern))
-        if hits:
-            return hits[0]
-    print(f"check_kernels: installing {NVRTC_PIN} into {VENV}", file=sys.stderr)
-    subprocess.check_call([sys.executable, "-m", "venv", VENV])
-    subprocess.check_call([os.path.join(VENV, "bin", "pip"), "install", "-q", NVRTC_PIN])
-    hits = sorted(glob.glob(os.path.join(VENV, "lib", "python3*", "site-packages", "nvidia", "*", "lib", "libnvrtc.so.13")))
-    if not hits:
+    found = installed_nvrtc()
+    if found:
+        return found
+    print(f"check_kernels: installing {NVRTC_PIN} into {CACHE}", file=sys.stderr)
+    try:
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                               "--target", CACHE, NVRTC_PIN])
+    except (subprocess.CalledProcessError, OSError):
+        venv = os.path.join(CACHE, "venv")
+        subprocess.check_call([sys.executable, "-m", "venv", venv])
+        subprocess.check_call([os.path.join(venv, "bin", "python3"), "-m", "pip", "install", "-q", NVRTC_PIN])
+    found = installed_nvrtc()
+    if not found:
         sys.exit("check_kernels: libnvrtc.so.13 not found after installing " + NVRTC_PIN)
-    return hits[0]
+    return found
 
 
 def extract_sources():

@@ -210,6 +210,15 @@ final class NVRTCAPI: @unchecked Sendable {
                 reason: "NVRTC (libnvrtc.so.13) not found; set LINEA_NVRTC to its path (tried \(NVRTCAPI.candidates.filter { !$0.isEmpty }))")
         }
         libraryName = lib
+        // NVRTC dlopens libnvrtc-builtins when compiling; when it was found by path, load its builtins from
+        // the same folder first so no LD_LIBRARY_PATH is needed.
+        if lib.contains("/") {
+            let dir = (lib as NSString).deletingLastPathComponent
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+            for name in names.sorted() where name.hasPrefix("libnvrtc-builtins.so.") && !name.contains(".alt.") {
+                _ = dlopen(dir + "/" + name, RTLD_NOW | RTLD_GLOBAL)
+            }
+        }
         func f<T>(_ name: String, as t: T.Type) throws -> T { try symbol(h, [name], as: t, library: lib) }
         createProgram = try f("nvrtcCreateProgram", as: nvrtcCreateProgramFn.self)
         compileProgram = try f("nvrtcCompileProgram", as: nvrtcCompileProgramFn.self)

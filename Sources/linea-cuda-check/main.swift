@@ -14,14 +14,22 @@ print("device: \(ctx.deviceName), \(ctx.architecture), \(ctx.multiprocessorCount
 var failures = 0
 if !arguments.contains("--bench-only") {
     let start = Date()
-    do {
-        for outcome in try CUDASelfCheck.runAll(context: ctx) {
-            print(outcome)
-            if !outcome.passed { failures += 1 }
+    var jobs: [(String, () throws -> [CUDASelfCheck.Outcome])] = CUDASelfCheck.attentionCases.map { c in
+        ("attention \(c.shape)", { try CUDASelfCheck.attention(c, context: ctx) })
+    }
+    jobs += CUDASelfCheck.recurrentCases.map { r in
+        ("gated_delta_rule \(r)", { try CUDASelfCheck.gatedDeltaRule(b: r.b, h: r.h, k: r.k, v: r.v, context: ctx) })
+    }
+    for (name, job) in jobs {
+        do {
+            for outcome in try job() {
+                print(outcome)
+                if !outcome.passed { failures += 1 }
+            }
+        } catch {
+            print("FAIL \(name): \(error)")
+            failures += 1
         }
-    } catch {
-        print("FAIL error: \(error)")
-        failures += 1
     }
     print(String(format: "checks: %d failure(s), %.1f s", failures, Date().timeIntervalSince(start)))
 }
