@@ -65,10 +65,11 @@ public enum CUDAAttention {
     /// Device-buffer variant (no transfers; queues the kernel on the buffers' context stream and returns).
     /// q, k, v hold `dtype` elements (`.float32` or `.bfloat16` bits); o holds `outputDType` (`.float32` or
     /// `.bfloat16`); lse (optional) holds fp32 `[B,T,Hq]`. Throws if a buffer is too small or an option is invalid.
+    /// `compileOptions` are extra NVRTC options (e.g. `-DLINEA_MMA_QSMEM=1`, for tuning experiments).
     public static func forward(
         q: CUDABuffer, k: CUDABuffer, v: CUDABuffer, o: CUDABuffer, lse: CUDABuffer?, shape: CUDAAttentionShape,
         scale: Float? = nil, causal: Bool = false, window: Int? = nil, dtype: DType = .bfloat16,
-        outputDType: DType = .bfloat16, kernel: Kernel = .auto
+        outputDType: DType = .bfloat16, kernel: Kernel = .auto, compileOptions: [String] = []
     ) throws {
         let s = shape
         for (name, value) in [("batch", s.batch), ("queryLength", s.queryLength), ("keyLength", s.keyLength),
@@ -110,7 +111,9 @@ public enum CUDAAttention {
                 argument: "lse", expected: ">= \(s.batch * s.queryLength * s.queryHeads * 4) bytes", actual: "\(lse.byteCount) bytes")
         }
         let ctx = q.context
+        // The tensor-core kernel takes the row max on unscaled scores, so it needs scale > 0.
         let canUseTensorCores = dtype == .bfloat16 && (s.headDim == 64 || s.headDim == 128) && ctx.computeCapability.major >= 8
+            && scaleValue > 0
         let useTensorCores: Bool
         switch kernel {
         case .auto: useTensorCores = canUseTensorCores
@@ -118,8 +121,8 @@ public enum CUDAAttention {
         case .tensorCore:
             guard canUseTensorCores else {
                 throw LineaError.invalidArgument(
-                    argument: "kernel", expected: "tensorCore only for bfloat16, headDim 64 or 128, sm_80+",
-                    actual: "\(dtype), headDim \(s.headDim), \(ctx.architecture)")
+                    argument: "kernel", expected: "tensorCore only for bfloat16, headDim 64 or 128, sm_80+, scale > 0",
+                    actual: "\(dtype), headDim \(s.headDim), \(ctx.architecture), scale \(scaleValue)")
             }
             useTensorCores = true
         }
@@ -132,7 +135,8 @@ public enum CUDAAttention {
             .float(scaleLog2), .int32(causal ? 1 : 0), .int32(Int32(window ?? 0)), .int32(outputDType == .bfloat16 ? 1 : 0),
         ]
         if useTensorCores {
-            let f = try ctx.function(source: CUDAKernels.attentionMMA, name: "linea_attn_mma_bf16_d\(s.headDim)")
+            let f = try ctx.function(
+                source: CUDAKernels.attentionMMA, name: "linea_attn_mma_bf16_d\(s.headDim)", options: compileOptions)
             let smem = (128 + 4 * 64) * (s.headDim + 8) * 2
             try ctx.launch(
                 f, grid: ((s.queryLength + 127) / 128, s.queryHeads, s.batch), block: (256, 1, 1), sharedBytes: smem,
@@ -140,7 +144,8 @@ public enum CUDAAttention {
         } else {
             let dmax = s.headDim <= 64 ? 64 : s.headDim <= 128 ? 128 : 256
             let f = try ctx.function(
-                source: CUDAKernels.attentionSimple, name: "linea_attn_simple_\(dtype == .float32 ? "f32" : "bf16")_d\(dmax)")
+                source: CUDAKernels.attentionSimple, name: "linea_attn_simple_\(dtype == .float32 ? "f32" : "bf16")_d\(dmax)",
+                options: compileOptions)
             let smem = (64 * s.headDim + 32 * (s.headDim + 1) + 32 * s.headDim) * 4
             try ctx.launch(
                 f, grid: ((s.queryLength + 63) / 64, s.queryHeads, s.batch), block: (256, 1, 1), sharedBytes: smem,

@@ -32,9 +32,11 @@ public enum CUDARecurrentStep {
 
     /// Device-buffer variant (queues the kernel, no transfers): q, k `[BH,K]`, v `[BH,V]`, g, beta `[BH]` in `dtype`;
     /// state `[BH,K,V]` fp32 updated in place; o `[BH,V]` fp32. K <= 256. Reads and writes the state once.
+    /// `columnsPerThread` (1 or 4; nil: 4 when V % 4 == 0) picks scalar or float4 state access.
     public static func gatedDeltaRule(
         q: CUDABuffer, k: CUDABuffer, v: CUDABuffer, g: CUDABuffer, beta: CUDABuffer, state: CUDABuffer, o: CUDABuffer,
-        batchHeads: Int, keyDim: Int, valueDim: Int, scale: Float? = nil, dtype: DType = .float32
+        batchHeads: Int, keyDim: Int, valueDim: Int, scale: Float? = nil, dtype: DType = .float32,
+        columnsPerThread: Int? = nil
     ) throws {
         for (name, value) in [("batchHeads", batchHeads), ("keyDim", keyDim), ("valueDim", valueDim)] where value < 1 {
             throw LineaError.invalidArgument(argument: name, expected: ">= 1", actual: "\(value)")
@@ -55,10 +57,15 @@ public enum CUDARecurrentStep {
             throw LineaError.shapeMismatch(argument: name, expected: ">= \(bytes) bytes", actual: "\(buffer.byteCount) bytes")
         }
         let ctx = state.context
-        let name = "linea_gdr_step_\(dtype == .float32 ? "f32" : "bf16")_k\(keyDim <= 128 ? 128 : 256)"
+        let vec = columnsPerThread ?? (valueDim % 4 == 0 ? 4 : 1)  // float4 columns when rows stay 16-byte aligned
+        guard vec == 1 || (vec == 4 && valueDim % 4 == 0) else {
+            throw LineaError.invalidArgument(
+                argument: "columnsPerThread", expected: "1, or 4 when valueDim % 4 == 0", actual: "\(vec) (valueDim \(valueDim))")
+        }
+        let name = "linea_gdr_step_\(dtype == .float32 ? "f32" : "bf16")_k\(keyDim <= 128 ? 128 : 256)_v\(vec)"
         let f = try ctx.function(source: CUDAKernels.recurrentStep, name: name)
         try ctx.launch(
-            f, grid: (batchHeads, (valueDim + 31) / 32, 1), block: (128, 1, 1),
+            f, grid: (batchHeads, (valueDim + 32 * vec - 1) / (32 * vec), 1), block: (256, 1, 1),
             arguments: [
                 .pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(g.address), .pointer(beta.address),
                 .pointer(state.address), .pointer(o.address), .int32(Int32(keyDim)), .int32(Int32(valueDim)),

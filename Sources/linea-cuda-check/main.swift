@@ -42,20 +42,42 @@ func bf16Buffer(_ count: Int, seed: UInt64) throws -> CUDABuffer {
 if arguments.contains("--bench") || arguments.contains("--bench-only") {
     do {
         // Flash attention forward, bf16, causal, B*T = 32768, H = 16, D = 128 (bf16 output, like SDPA).
+        // Tuning variants of the tensor-core kernel are timed side by side and checked against the portable kernel.
+        let variants: [[String]] = arguments.contains("--variants")
+            ? [[], ["-DLINEA_MMA_KLDM=0"], ["-DLINEA_MMA_QSMEM=1"], ["-DLINEA_MMA_QSMEM=1", "-DLINEA_MMA_MINB=2"]] : [[]]
         for t in [2048, 8192] {
             let shape = CUDAAttentionShape(batch: 32768 / t, queryLength: t, keyLength: t, queryHeads: 16, kvHeads: 16, headDim: 128)
             let n = 32768 * 16 * 128
             let q = try bf16Buffer(n, seed: 1), k = try bf16Buffer(n, seed: 2), v = try bf16Buffer(n, seed: 3)
             let o = try CUDABuffer(context: ctx, byteCount: n * 2)
             let lse = try CUDABuffer(context: ctx, byteCount: 32768 * 16 * 4)
-            for kernel in [CUDAAttention.Kernel.tensorCore, .portable] where kernel == .tensorCore || t == 2048 {
-                let time = try CUDABench.time(context: ctx, warmup: 3, iterations: kernel == .portable ? 3 : 10) {
+            var reference: [Float]? = nil
+            if t == 2048 {
+                let time = try CUDABench.time(context: ctx, warmup: 1, iterations: 3) {
                     try CUDAAttention.forward(q: q, k: k, v: v, o: o, lse: lse, shape: shape, causal: true,
-                                              dtype: .bfloat16, outputDType: .bfloat16, kernel: kernel)
+                                              dtype: .bfloat16, outputDType: .bfloat16, kernel: .portable)
+                }
+                print(String(format: "bench flash_fwd portable causal bf16 %@: median %.3f ms, %.1f TFLOP/s",
+                             shape.description, time.median, shape.flops(causal: true) / (time.median * 1e-3) / 1e12))
+                reference = try o.download(UInt16.self, count: n).map { HalfPrecision.float(bfloat16Bits: $0) }
+            }
+            for options in variants {
+                let time = try CUDABench.time(context: ctx, warmup: 3, iterations: 10) {
+                    try CUDAAttention.forward(q: q, k: k, v: v, o: o, lse: lse, shape: shape, causal: true,
+                                              dtype: .bfloat16, outputDType: .bfloat16, kernel: .tensorCore,
+                                              compileOptions: options)
+                }
+                var check = ""
+                if let reference {
+                    let got = try o.download(UInt16.self, count: n).map { HalfPrecision.float(bfloat16Bits: $0) }
+                    let stats = ErrorStats(got, reference)
+                    check = ", vs portable: \(stats)"
+                    if !(stats.relativeRMS <= 4e-3) { failures += 1; check += " FAIL" }
                 }
                 let tflops = shape.flops(causal: true) / (time.median * 1e-3) / 1e12
-                print(String(format: "bench flash_fwd %@ causal bf16 %@: median %.3f ms, min %.3f ms, %.1f TFLOP/s",
-                             kernel.rawValue, shape.description, time.median, time.min, tflops))
+                print(String(format: "bench flash_fwd tensorCore %@ causal bf16 %@: median %.3f ms, min %.3f ms, %.1f TFLOP/s%@",
+                             options.isEmpty ? "default" : options.joined(separator: " "), shape.description,
+                             time.median, time.min, tflops, check))
             }
         }
         // Gated delta rule decode step, B = 64, H = 32, K = V = 128, vs a device-to-device copy of the state.
@@ -76,14 +98,17 @@ if arguments.contains("--bench") || arguments.contains("--bench-only") {
             let q = try input(b * h * kd, 1, -0.1...0.1), k = try input(b * h * kd, 2, -0.1...0.1), v = try input(b * h * vd, 3, -1...1)
             let g = try input(b * h, 4, -0.1 ... -0.01), beta = try input(b * h, 5, 0...1)
             let o = try CUDABuffer(context: ctx, byteCount: b * h * vd * 4)
-            let time = try CUDABench.time(context: ctx, warmup: 3, iterations: 20) {
-                try CUDARecurrentStep.gatedDeltaRule(q: q, k: k, v: v, g: g, beta: beta, state: state, o: o,
-                                                     batchHeads: b * h, keyDim: kd, valueDim: vd, dtype: dtype)
+            for vec in [4, 1] {
+                let time = try CUDABench.time(context: ctx, warmup: 3, iterations: 20) {
+                    try CUDARecurrentStep.gatedDeltaRule(q: q, k: k, v: v, g: g, beta: beta, state: state, o: o,
+                                                         batchHeads: b * h, keyDim: kd, valueDim: vd, dtype: dtype,
+                                                         columnsPerThread: vec)
+                }
+                let bytes = 2 * stateBytes + b * h * (2 * kd + vd + 2) * e + b * h * vd * 4
+                let rate = Double(bytes) / (time.median * 1e-3) / 1e9
+                print(String(format: "bench gdr_step %@ columns/thread %d B=%d H=%d K=%d V=%d: median %.4f ms, %.0f GB/s = %.0f%% of d2d copy",
+                             dtype.rawValue, vec, b, h, kd, vd, time.median, rate, 100 * rate / copyRate))
             }
-            let bytes = 2 * stateBytes + b * h * (2 * kd + vd + 2) * e + b * h * vd * 4
-            let rate = Double(bytes) / (time.median * 1e-3) / 1e9
-            print(String(format: "bench gdr_step %@ B=%d H=%d K=%d V=%d: median %.4f ms, %.0f GB/s = %.0f%% of d2d copy",
-                         dtype.rawValue, b, h, kd, vd, time.median, rate, 100 * rate / copyRate))
         }
     } catch {
         print("FAIL bench error: \(error)")

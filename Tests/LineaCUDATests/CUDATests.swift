@@ -31,11 +31,12 @@ import Testing
         for kernel in CUDAKernels.all {
             #expect(!kernel.source.isEmpty, "\(kernel.name) is empty")
             #expect(!kernel.entries.isEmpty)
+            let declarations = kernel.source.split(separator: "\n").filter { $0.hasPrefix("extern \"C\" __global__ void ") }
             for entry in kernel.entries {
-                let declared = kernel.source.contains("extern \"C\" __global__ void __launch_bounds__(256) \(entry)(")
-                    || kernel.source.contains("extern \"C\" __global__ void __launch_bounds__(128) \(entry)(")
+                let declared = declarations.contains { $0.contains(" \(entry)(") }
                 #expect(declared, "\(kernel.name): no extern \"C\" __global__ entry \(entry)")
             }
+            #expect(declarations.count == kernel.entries.count, "\(kernel.name): \(declarations.count) entries declared")
         }
     }
 

@@ -12,7 +12,24 @@ extension CUDAKernels {
 // (!causal || j <= pos) && (window <= 0 || j > pos - window); empty rows give o = 0, lse = -inf.
 // Block: 256 threads = 8 warps x 16 query rows = 128 queries; key tiles of 64, double-buffered with cp.async.
 // Shared memory (bf16, rows padded to D + 8 to spread banks): Q[128], K[2][64], V[2][64].
+// Tuning switches (defaults are the measured best on H100): K fragments through ldmatrix, Q fragments re-read
+// from shared memory instead of held in registers, minimum resident blocks per SM for the register budget.
+#ifndef LINEA_MMA_KLDM
+#define LINEA_MMA_KLDM 1
+#endif
+#ifndef LINEA_MMA_QSMEM
+#define LINEA_MMA_QSMEM 0
+#endif
+#ifndef LINEA_MMA_MINB
+#define LINEA_MMA_MINB 1
+#endif
 #define LINEA_NEG_INF (__int_as_float(0xff800000))
+
+__device__ __forceinline__ float linea_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
 
 __device__ __forceinline__ unsigned linea_smem_addr(const void* p) {
     unsigned a;
@@ -36,6 +53,10 @@ __device__ __forceinline__ void linea_mma(float* c, const unsigned* a, unsigned 
                  "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void linea_ldmatrix_x4(unsigned* r, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(linea_smem_addr(p)));
 }
 __device__ __forceinline__ void linea_ldmatrix_x4_trans(unsigned* r, const void* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -92,16 +113,15 @@ __device__ __forceinline__ void linea_attn_mma(
     linea_cp_wait<1>();
     __syncthreads();
 
-    unsigned qf[KS][4];
     const int rowA = warp * 16 + g;
+    const int mat = lane >> 3, r8 = lane & 7;  // ldmatrix: this lane addresses row r8 of matrix `mat`
+    // A fragments of Q for k-step ks: matrices (rows 0-7 | 8-15) x (cols 0-7 | 8-15) of the warp's 16 rows.
+    const unsigned short* qLane = Qs + (warp * 16 + (mat & 1) * 8 + r8) * LD + (mat >> 1) * 8;
+#if !LINEA_MMA_QSMEM
+    unsigned qf[KS][4];
 #pragma unroll
-    for (int ks = 0; ks < KS; ++ks) {
-        const int col = ks * 16 + 2 * t;
-        qf[ks][0] = *(const unsigned*)&Qs[rowA * LD + col];
-        qf[ks][1] = *(const unsigned*)&Qs[(rowA + 8) * LD + col];
-        qf[ks][2] = *(const unsigned*)&Qs[rowA * LD + col + 8];
-        qf[ks][3] = *(const unsigned*)&Qs[(rowA + 8) * LD + col + 8];
-    }
+    for (int ks = 0; ks < KS; ++ks) linea_ldmatrix_x4(qf[ks], qLane + ks * 16);
+#endif
     float acc[NT][4];
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
@@ -128,26 +148,41 @@ __device__ __forceinline__ void linea_attn_mma(
         for (int nt = 0; nt < 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
 #pragma unroll
         for (int ks = 0; ks < KS; ++ks) {
+#if LINEA_MMA_QSMEM
+            unsigned qa[4];
+            linea_ldmatrix_x4(qa, qLane + ks * 16);
+#else
+            const unsigned* qa = qf[ks];
+#endif
+#if LINEA_MMA_KLDM
+            // B fragments of two key n-tiles at once: matrices (keys nt*8.. | (nt+1)*8..) x (d lo | d hi).
+#pragma unroll
+            for (int nt = 0; nt < 8; nt += 2) {
+                unsigned kf[4];
+                linea_ldmatrix_x4(kf, Kt + ((nt + (mat >> 1)) * 8 + r8) * LD + ks * 16 + (mat & 1) * 8);
+                linea_mma(s[nt], qa, kf[0], kf[1]);
+                linea_mma(s[nt + 1], qa, kf[2], kf[3]);
+            }
+#else
 #pragma unroll
             for (int nt = 0; nt < 8; ++nt) {
                 const unsigned short* kr = Kt + (nt * 8 + g) * LD + ks * 16 + 2 * t;
-                linea_mma(s[nt], qf[ks], *(const unsigned*)kr, *(const unsigned*)(kr + 8));
+                linea_mma(s[nt], qa, *(const unsigned*)kr, *(const unsigned*)(kr + 8));
             }
+#endif
         }
         const bool needMask = (n0 + BN > S) || (causal && n0 + BN - 1 > warpPosLo) ||
                               (window > 0 && n0 <= warpPosHi - window);
+        if (needMask) {  // raw scores; scale_log2 > 0 is applied inside the exponent below
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt) {
+            for (int nt = 0; nt < 8; ++nt) {
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                float x = s[nt][e] * scale_log2;
-                if (needMask) {
+                for (int e = 0; e < 4; ++e) {
                     const int j = n0 + nt * 8 + 2 * t + (e & 1);
                     const int pos = pos0 + (e >> 1) * 8;
                     const bool visible = j < S && (!causal || j <= pos) && (window <= 0 || j > pos - window);
-                    if (!visible) x = LINEA_NEG_INF;
+                    if (!visible) s[nt][e] = LINEA_NEG_INF;
                 }
-                s[nt][e] = x;
             }
         }
 #pragma unroll
@@ -157,14 +192,14 @@ __device__ __forceinline__ void linea_attn_mma(
             for (int nt = 0; nt < 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float mNew = fmaxf(mRow[r], mx);
+            const float mNew = fmaxf(mRow[r], mx * scale_log2);  // running max, log2 units
             const float mRef = mNew == LINEA_NEG_INF ? 0.f : mNew;
-            const float alpha = exp2f(mRow[r] - mRef);
+            const float alpha = linea_ex2(mRow[r] - mRef);
             float sum = 0.f;
 #pragma unroll
             for (int nt = 0; nt < 8; ++nt) {
-                s[nt][2 * r] = exp2f(s[nt][2 * r] - mRef);
-                s[nt][2 * r + 1] = exp2f(s[nt][2 * r + 1] - mRef);
+                s[nt][2 * r] = linea_ex2(fmaf(s[nt][2 * r], scale_log2, -mRef));
+                s[nt][2 * r + 1] = linea_ex2(fmaf(s[nt][2 * r + 1], scale_log2, -mRef));
                 sum += s[nt][2 * r] + s[nt][2 * r + 1];
             }
             lRow[r] = lRow[r] * alpha + sum;
@@ -179,7 +214,6 @@ __device__ __forceinline__ void linea_attn_mma(
             a[1] = linea_pack_bf16(s[2 * kk][2], s[2 * kk][3]);
             a[2] = linea_pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
             a[3] = linea_pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-            const int mat = lane >> 3, r8 = lane & 7;
             const unsigned short* vrow = Vt + (kk * 16 + (mat & 1) * 8 + r8) * LD + (mat >> 1) * 8;
 #pragma unroll
             for (int np = 0; np < NT / 2; ++np) {
@@ -213,13 +247,13 @@ __device__ __forceinline__ void linea_attn_mma(
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256) linea_attn_mma_bf16_d64(
+extern "C" __global__ void __launch_bounds__(256, LINEA_MMA_MINB) linea_attn_mma_bf16_d64(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
     int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_bf16) {
     linea_attn_mma<64>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_bf16);
 }
 
-extern "C" __global__ void __launch_bounds__(256) linea_attn_mma_bf16_d128(
+extern "C" __global__ void __launch_bounds__(256, LINEA_MMA_MINB) linea_attn_mma_bf16_d128(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
     int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_bf16) {
     linea_attn_mma<128>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_bf16);

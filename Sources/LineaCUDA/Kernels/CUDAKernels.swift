@@ -7,7 +7,7 @@ public enum CUDAKernels {
              ["f32", "bf16"].flatMap { t in [64, 128, 256].map { "linea_attn_simple_\(t)_d\($0)" } }),
             ("attention_mma", attentionMMA, ["linea_attn_mma_bf16_d64", "linea_attn_mma_bf16_d128"]),
             ("recurrent_step", recurrentStep,
-             ["f32", "bf16"].flatMap { t in [128, 256].map { "linea_gdr_step_\(t)_k\($0)" } }),
+             ["f32", "bf16"].flatMap { t in [128, 256].flatMap { k in [1, 4].map { "linea_gdr_step_\(t)_k\(k)_v\($0)" } } }),
         ]
     }
 }
