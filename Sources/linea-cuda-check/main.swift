@@ -43,8 +43,16 @@ if arguments.contains("--bench") || arguments.contains("--bench-only") {
     do {
         // Flash attention forward, bf16, causal, B*T = 32768, H = 16, D = 128 (bf16 output, like SDPA).
         // Tuning variants of the tensor-core kernel are timed side by side and checked against the portable kernel.
-        let variants: [[String]] = arguments.contains("--variants")
-            ? [[], ["-DLINEA_MMA_KLDM=0"], ["-DLINEA_MMA_QSMEM=1"], ["-DLINEA_MMA_QSMEM=1", "-DLINEA_MMA_MINB=2"]] : [[]]
+        typealias Config = CUDAAttention.TensorCoreConfig
+        let variants: [Config] = arguments.contains("--variants")
+            ? [.default,
+               Config(warps: 8, rowTilesPerWarp: 1, blockKeys: 64, qInSharedMemory: true, minBlocksPerSM: 2),
+               Config(warps: 8, rowTilesPerWarp: 2, qInSharedMemory: true, minBlocksPerSM: 1),
+               Config(warps: 4, rowTilesPerWarp: 2, blockKeys: 32, qInSharedMemory: true, minBlocksPerSM: 2),
+               Config(warps: 8, rowTilesPerWarp: 1, blockKeys: 128, qInSharedMemory: true, minBlocksPerSM: 1),
+               Config(warps: 8, rowTilesPerWarp: 1, blockKeys: 32, qInSharedMemory: false, minBlocksPerSM: 2),
+               Config(warps: 4, rowTilesPerWarp: 1, blockKeys: 64, qInSharedMemory: true, minBlocksPerSM: 3)]
+            : [.default]
         for t in [2048, 8192] {
             let shape = CUDAAttentionShape(batch: 32768 / t, queryLength: t, keyLength: t, queryHeads: 16, kvHeads: 16, headDim: 128)
             let n = 32768 * 16 * 128
@@ -61,11 +69,11 @@ if arguments.contains("--bench") || arguments.contains("--bench-only") {
                              shape.description, time.median, shape.flops(causal: true) / (time.median * 1e-3) / 1e12))
                 reference = try o.download(UInt16.self, count: n).map { HalfPrecision.float(bfloat16Bits: $0) }
             }
-            for options in variants {
+            for config in variants {
                 let time = try CUDABench.time(context: ctx, warmup: 3, iterations: 10) {
                     try CUDAAttention.forward(q: q, k: k, v: v, o: o, lse: lse, shape: shape, causal: true,
                                               dtype: .bfloat16, outputDType: .bfloat16, kernel: .tensorCore,
-                                              compileOptions: options)
+                                              tensorCoreConfig: config)
                 }
                 var check = ""
                 if let reference {
@@ -76,7 +84,7 @@ if arguments.contains("--bench") || arguments.contains("--bench-only") {
                 }
                 let tflops = shape.flops(causal: true) / (time.median * 1e-3) / 1e12
                 print(String(format: "bench flash_fwd tensorCore %@ causal bf16 %@: median %.3f ms, min %.3f ms, %.1f TFLOP/s%@",
-                             options.isEmpty ? "default" : options.joined(separator: " "), shape.description,
+                             "[\(config)]", shape.description,
                              time.median, time.min, tflops, check))
             }
         }

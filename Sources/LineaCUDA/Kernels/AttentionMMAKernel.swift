@@ -10,15 +10,22 @@ extension CUDAKernels {
 // q [B,T,Hq,D], k/v [B,S,Hkv,D] bf16; o [B,T,Hq,D] bf16 or fp32; lse [B,T,Hq] fp32 (natural log).
 // Masking as in the portable kernel: query i at pos = i + S - T sees j when
 // (!causal || j <= pos) && (window <= 0 || j > pos - window); empty rows give o = 0, lse = -inf.
-// Block: 256 threads = 8 warps x 16 query rows = 128 queries; key tiles of 64, double-buffered with cp.async.
-// Shared memory (bf16, rows padded to D + 8 to spread banks): Q[128], K[2][64], V[2][64].
-// Tuning switches (defaults are the measured best on H100): K fragments through ldmatrix, Q fragments re-read
-// from shared memory instead of held in registers, minimum resident blocks per SM for the register budget.
-#ifndef LINEA_MMA_KLDM
-#define LINEA_MMA_KLDM 1
+// Block: NW warps x (16 WM) query rows = BM queries; key tiles of BN, double-buffered with cp.async.
+// Shared memory (bf16, rows padded to D + 8 to spread banks): Q[BM], K[2][BN], V[2][BN].
+// Tuning switches (defaults are the measured best on H100; CUDAAttention.TensorCoreConfig mirrors them):
+// warps per block, keys per tile, 16-row m-subtiles per warp (each K/V fragment feeds WM MMAs), Q fragments re-read from
+// shared memory instead of held in registers, minimum resident blocks per SM (caps registers).
+#ifndef LINEA_MMA_NW
+#define LINEA_MMA_NW 8
+#endif
+#ifndef LINEA_MMA_WM
+#define LINEA_MMA_WM 2
+#endif
+#ifndef LINEA_MMA_BN
+#define LINEA_MMA_BN 32
 #endif
 #ifndef LINEA_MMA_QSMEM
-#define LINEA_MMA_QSMEM 0
+#define LINEA_MMA_QSMEM 1
 #endif
 #ifndef LINEA_MMA_MINB
 #define LINEA_MMA_MINB 1
@@ -83,7 +90,7 @@ __device__ __forceinline__ void linea_attn_mma(
     void* __restrict__ o, float* __restrict__ lse,
     int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_bf16)
 {
-    constexpr int BM = 128, BN = 64, LD = D + 8, NT = D / 8, KS = D / 16;
+    constexpr int WM = LINEA_MMA_WM, BM = 16 * WM * LINEA_MMA_NW, BN = LINEA_MMA_BN, SN = BN / 8, LD = D + 8, NT = D / 8, KS = D / 16;
     extern __shared__ uint4 linea_smem4[];
     unsigned short* Qs = (unsigned short*)linea_smem4;
     unsigned short* Ks = Qs + BM * LD;
@@ -113,21 +120,28 @@ __device__ __forceinline__ void linea_attn_mma(
     linea_cp_wait<1>();
     __syncthreads();
 
-    const int rowA = warp * 16 + g;
+    // Warp `warp` owns rows warp*16*WM + mi*16 + (g | g + 8) of the block, mi < WM.
+    const int rowW = warp * 16 * WM;
     const int mat = lane >> 3, r8 = lane & 7;  // ldmatrix: this lane addresses row r8 of matrix `mat`
-    // A fragments of Q for k-step ks: matrices (rows 0-7 | 8-15) x (cols 0-7 | 8-15) of the warp's 16 rows.
-    const unsigned short* qLane = Qs + (warp * 16 + (mat & 1) * 8 + r8) * LD + (mat >> 1) * 8;
+    // A fragments of Q (m-subtile mi, k-step ks): matrices (rows 0-7 | 8-15) x (cols 0-7 | 8-15).
+    const unsigned short* qLane = Qs + (rowW + (mat & 1) * 8 + r8) * LD + (mat >> 1) * 8;
 #if !LINEA_MMA_QSMEM
-    unsigned qf[KS][4];
+    unsigned qf[WM][KS][4];
 #pragma unroll
-    for (int ks = 0; ks < KS; ++ks) linea_ldmatrix_x4(qf[ks], qLane + ks * 16);
+    for (int mi = 0; mi < WM; ++mi)
+#pragma unroll
+        for (int ks = 0; ks < KS; ++ks) linea_ldmatrix_x4(qf[mi][ks], qLane + mi * 16 * LD + ks * 16);
 #endif
-    float acc[NT][4];
+    float acc[WM][NT][4];
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
-    float mRow[2] = {LINEA_NEG_INF, LINEA_NEG_INF}, lRow[2] = {0.f, 0.f};
-    const int pos0 = m0 + rowA + shift;  // row g; row g + 8 is pos0 + 8
-    const int warpPosLo = m0 + warp * 16 + shift, warpPosHi = warpPosLo + 15;
+    for (int mi = 0; mi < WM; ++mi)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) acc[mi][nt][0] = acc[mi][nt][1] = acc[mi][nt][2] = acc[mi][nt][3] = 0.f;
+    float mRow[WM][2], lRow[WM][2];
+#pragma unroll
+    for (int mi = 0; mi < WM; ++mi) { mRow[mi][0] = mRow[mi][1] = LINEA_NEG_INF; lRow[mi][0] = lRow[mi][1] = 0.f; }
+    const int pos0 = m0 + rowW + g + shift;  // position of row g of m-subtile 0
+    const int warpPosLo = m0 + rowW + shift, warpPosHi = warpPosLo + 16 * WM - 1;
 
     for (int it = 0; it < tiles; ++it) {
         const int n0 = nBegin + it * BN, buf = it & 1;
@@ -142,118 +156,135 @@ __device__ __forceinline__ void linea_attn_mma(
         __syncthreads();
         const unsigned short* Kt = Ks + buf * BN * LD;
         const unsigned short* Vt = Vs + buf * BN * LD;
+        // Rows of this warp that are all before the tile's first key see nothing of it (causal): skip the math.
+        if (causal && n0 > warpPosHi) { __syncthreads(); continue; }
 
-        float s[8][4];
+        float s[WM][SN][4];
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+        for (int mi = 0; mi < WM; ++mi)
+#pragma unroll
+            for (int nt = 0; nt < SN; ++nt) s[mi][nt][0] = s[mi][nt][1] = s[mi][nt][2] = s[mi][nt][3] = 0.f;
 #pragma unroll
         for (int ks = 0; ks < KS; ++ks) {
 #if LINEA_MMA_QSMEM
-            unsigned qa[4];
-            linea_ldmatrix_x4(qa, qLane + ks * 16);
-#else
-            const unsigned* qa = qf[ks];
-#endif
-#if LINEA_MMA_KLDM
-            // B fragments of two key n-tiles at once: matrices (keys nt*8.. | (nt+1)*8..) x (d lo | d hi).
+            unsigned qa[WM][4];
 #pragma unroll
-            for (int nt = 0; nt < 8; nt += 2) {
+            for (int mi = 0; mi < WM; ++mi) linea_ldmatrix_x4(qa[mi], qLane + mi * 16 * LD + ks * 16);
+#endif
+#pragma unroll
+            for (int nt = 0; nt < SN; nt += 2) {
+                // B fragments of two key n-tiles at once: matrices (keys nt*8.. | (nt+1)*8..) x (d lo | d hi).
                 unsigned kf[4];
                 linea_ldmatrix_x4(kf, Kt + ((nt + (mat >> 1)) * 8 + r8) * LD + ks * 16 + (mat & 1) * 8);
-                linea_mma(s[nt], qa, kf[0], kf[1]);
-                linea_mma(s[nt + 1], qa, kf[2], kf[3]);
-            }
-#else
 #pragma unroll
-            for (int nt = 0; nt < 8; ++nt) {
-                const unsigned short* kr = Kt + (nt * 8 + g) * LD + ks * 16 + 2 * t;
-                linea_mma(s[nt], qa, *(const unsigned*)kr, *(const unsigned*)(kr + 8));
-            }
+                for (int mi = 0; mi < WM; ++mi) {
+#if LINEA_MMA_QSMEM
+                    const unsigned* a = qa[mi];
+#else
+                    const unsigned* a = qf[mi][ks];
 #endif
+                    linea_mma(s[mi][nt], a, kf[0], kf[1]);
+                    linea_mma(s[mi][nt + 1], a, kf[2], kf[3]);
+                }
+            }
         }
         const bool needMask = (n0 + BN > S) || (causal && n0 + BN - 1 > warpPosLo) ||
                               (window > 0 && n0 <= warpPosHi - window);
         if (needMask) {  // raw scores; scale_log2 > 0 is applied inside the exponent below
 #pragma unroll
-            for (int nt = 0; nt < 8; ++nt) {
+            for (int mi = 0; mi < WM; ++mi)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int j = n0 + nt * 8 + 2 * t + (e & 1);
-                    const int pos = pos0 + (e >> 1) * 8;
-                    const bool visible = j < S && (!causal || j <= pos) && (window <= 0 || j > pos - window);
-                    if (!visible) s[nt][e] = LINEA_NEG_INF;
-                }
-            }
+                for (int nt = 0; nt < SN; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int j = n0 + nt * 8 + 2 * t + (e & 1);
+                        const int pos = pos0 + mi * 16 + (e >> 1) * 8;
+                        const bool visible = j < S && (!causal || j <= pos) && (window <= 0 || j > pos - window);
+                        if (!visible) s[mi][nt][e] = LINEA_NEG_INF;
+                    }
         }
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            float mx = LINEA_NEG_INF;
+        for (int mi = 0; mi < WM; ++mi) {
 #pragma unroll
-            for (int nt = 0; nt < 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float mNew = fmaxf(mRow[r], mx * scale_log2);  // running max, log2 units
-            const float mRef = mNew == LINEA_NEG_INF ? 0.f : mNew;
-            const float alpha = linea_ex2(mRow[r] - mRef);
-            float sum = 0.f;
+            for (int r = 0; r < 2; ++r) {
+                float mx = LINEA_NEG_INF;
 #pragma unroll
-            for (int nt = 0; nt < 8; ++nt) {
-                s[nt][2 * r] = linea_ex2(fmaf(s[nt][2 * r], scale_log2, -mRef));
-                s[nt][2 * r + 1] = linea_ex2(fmaf(s[nt][2 * r + 1], scale_log2, -mRef));
-                sum += s[nt][2 * r] + s[nt][2 * r + 1];
+                for (int nt = 0; nt < SN; ++nt) mx = fmaxf(mx, fmaxf(s[mi][nt][2 * r], s[mi][nt][2 * r + 1]));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                const float mNew = fmaxf(mRow[mi][r], mx * scale_log2);  // running max, log2 units
+                const float mRef = mNew == LINEA_NEG_INF ? 0.f : mNew;
+                const float alpha = linea_ex2(mRow[mi][r] - mRef);
+                float sum = 0.f;
+#pragma unroll
+                for (int nt = 0; nt < SN; ++nt) {
+                    s[mi][nt][2 * r] = linea_ex2(fmaf(s[mi][nt][2 * r], scale_log2, -mRef));
+                    s[mi][nt][2 * r + 1] = linea_ex2(fmaf(s[mi][nt][2 * r + 1], scale_log2, -mRef));
+                    sum += s[mi][nt][2 * r] + s[mi][nt][2 * r + 1];
+                }
+                lRow[mi][r] = lRow[mi][r] * alpha + sum;
+                mRow[mi][r] = mNew;
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt) { acc[mi][nt][2 * r] *= alpha; acc[mi][nt][2 * r + 1] *= alpha; }
             }
-            lRow[r] = lRow[r] * alpha + sum;
-            mRow[r] = mNew;
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt) { acc[nt][2 * r] *= alpha; acc[nt][2 * r + 1] *= alpha; }
         }
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk) {
-            unsigned a[4];
-            a[0] = linea_pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-            a[1] = linea_pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-            a[2] = linea_pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            a[3] = linea_pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            // P as A fragments: the S accumulators of n-tiles 2kk, 2kk+1 are exactly the 16x16 A layout.
+            unsigned a[WM][4];
+#pragma unroll
+            for (int mi = 0; mi < WM; ++mi) {
+                a[mi][0] = linea_pack_bf16(s[mi][2 * kk][0], s[mi][2 * kk][1]);
+                a[mi][1] = linea_pack_bf16(s[mi][2 * kk][2], s[mi][2 * kk][3]);
+                a[mi][2] = linea_pack_bf16(s[mi][2 * kk + 1][0], s[mi][2 * kk + 1][1]);
+                a[mi][3] = linea_pack_bf16(s[mi][2 * kk + 1][2], s[mi][2 * kk + 1][3]);
+            }
             const unsigned short* vrow = Vt + (kk * 16 + (mat & 1) * 8 + r8) * LD + (mat >> 1) * 8;
 #pragma unroll
             for (int np = 0; np < NT / 2; ++np) {
                 unsigned bv[4];
                 linea_ldmatrix_x4_trans(bv, vrow + np * 16);
-                linea_mma(acc[2 * np], a, bv[0], bv[1]);
-                linea_mma(acc[2 * np + 1], a, bv[2], bv[3]);
+#pragma unroll
+                for (int mi = 0; mi < WM; ++mi) {
+                    linea_mma(acc[mi][2 * np], a[mi], bv[0], bv[1]);
+                    linea_mma(acc[mi][2 * np + 1], a[mi], bv[2], bv[3]);
+                }
             }
         }
         __syncthreads();
     }
 
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        float l = lRow[r];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        const int i = m0 + rowA + r * 8;
-        if (i >= T) continue;
-        const float inv = l > 0.f ? 1.f / l : 0.f;
-        const long base = (((long)b * T + i) * Hq + h) * D;
+    for (int mi = 0; mi < WM; ++mi) {
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            const int d = nt * 8 + 2 * t;
-            const float x0 = acc[nt][2 * r] * inv, x1 = acc[nt][2 * r + 1] * inv;
-            if (out_bf16) *(unsigned*)((unsigned short*)o + base + d) = linea_pack_bf16(x0, x1);
-            else *(float2*)((float*)o + base + d) = make_float2(x0, x1);
+        for (int r = 0; r < 2; ++r) {
+            float l = lRow[mi][r];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            const int i = m0 + rowW + mi * 16 + g + r * 8;
+            if (i >= T) continue;
+            const float inv = l > 0.f ? 1.f / l : 0.f;
+            const long base = (((long)b * T + i) * Hq + h) * D;
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+                const int d = nt * 8 + 2 * t;
+                const float x0 = acc[mi][nt][2 * r] * inv, x1 = acc[mi][nt][2 * r + 1] * inv;
+                if (out_bf16) *(unsigned*)((unsigned short*)o + base + d) = linea_pack_bf16(x0, x1);
+                else *(float2*)((float*)o + base + d) = make_float2(x0, x1);
+            }
+            if (t == 0 && lse != 0)
+                lse[((long)b * T + i) * Hq + h] = l > 0.f ? (mRow[mi][r] + log2f(l)) * 0.69314718055994531f : LINEA_NEG_INF;
         }
-        if (t == 0 && lse != 0)
-            lse[((long)b * T + i) * Hq + h] = l > 0.f ? (mRow[r] + log2f(l)) * 0.69314718055994531f : LINEA_NEG_INF;
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256, LINEA_MMA_MINB) linea_attn_mma_bf16_d64(
+extern "C" __global__ void __launch_bounds__(32 * LINEA_MMA_NW, LINEA_MMA_MINB) linea_attn_mma_bf16_d64(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
     int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_bf16) {
     linea_attn_mma<64>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_bf16);
 }
 
-extern "C" __global__ void __launch_bounds__(256, LINEA_MMA_MINB) linea_attn_mma_bf16_d128(
+extern "C" __global__ void __launch_bounds__(32 * LINEA_MMA_NW, LINEA_MMA_MINB) linea_attn_mma_bf16_d128(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
     int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_bf16) {
     linea_attn_mma<128>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_bf16);
