@@ -132,7 +132,8 @@ final class DriverAPI: @unchecked Sendable {
             let why = dlerror().map { String(cString: $0) } ?? "dlopen failed"
             throw LineaError.unavailable(
                 what: "CUDA backend",
-                reason: "the CUDA driver library libcuda.so.1 not found (no NVIDIA driver on this machine?): \(why)")
+                reason: "the CUDA driver library libcuda.so.1 not found (no NVIDIA driver on this machine?); "
+                    + "tried \(DriverAPI.candidates.filter { !$0.isEmpty }), last error: \(why)")
         }
         func f<T>(_ names: String..., as t: T.Type) throws -> T { try symbol(h, names, as: t, library: lib) }
         cuInit = try f("cuInit", as: cuInitFn.self)
