@@ -57,7 +57,7 @@ public enum CUDAAttention {
         /// Query rows per block.
         public var blockRows: Int { 16 * rowTilesPerWarp * warps }
         /// NVRTC defines selecting this configuration.
-        var options: [String] {
+        public var options: [String] {
             ["-DLINEA_MMA_NW=\(warps)", "-DLINEA_MMA_WM=\(rowTilesPerWarp)", "-DLINEA_MMA_BN=\(blockKeys)",
              "-DLINEA_MMA_QSMEM=\(qInSharedMemory ? 1 : 0)", "-DLINEA_MMA_MINB=\(minBlocksPerSM)"]
         }
@@ -69,7 +69,8 @@ public enum CUDAAttention {
     /// Attention of q `[B,T,Hq,D]` over k, v `[B,S,Hkv,D]` (Hkv divides Hq). Inputs are uploaded as `dtype`
     /// (`.float32` or `.bfloat16`, rounded to nearest even); math in fp32. Causal masking is bottom-right aligned
     /// (query i at position i + S - T sees keys j <= that); `window` W keeps keys with pos - W < j <= pos (needs
-    /// `causal`). Returns o `[B,T,Hq,D]` and lse `[B,T,Hq]` (natural log; -inf and o = 0 where no key is visible).
+    /// `causal`). Returns o `[B,T,Hq,D]` (kept in fp32 on the device, not rounded to `dtype`) and lse `[B,T,Hq]`
+    /// (natural log; -inf and o = 0 where no key is visible). `.auto` picks tensor cores for bf16, D 64/128.
     /// O(B·Hq·T·S·D) work on the device, plus the transfers.
     public static func forward(
         q: Tensor, k: Tensor, v: Tensor, scale: Float? = nil, causal: Bool = false, window: Int? = nil,
@@ -179,7 +180,8 @@ public enum CUDAAttention {
                     actual: "\(c)")
             }
             let f = try ctx.function(
-                source: CUDAKernels.attentionMMA, name: "linea_attn_mma_bf16_d\(s.headDim)", options: c.options)
+                source: CUDAKernels.attentionMMA, name: "linea_attn_mma_bf16_d\(s.headDim)",
+                options: c == .default ? [] : c.options)  // the source's #define defaults are `.default`
             let rows = c.blockRows
             let smem = (rows + 4 * c.blockKeys) * (s.headDim + 8) * 2
             try ctx.launch(

@@ -30,18 +30,19 @@ public enum KernelCache {
         return base.appendingPathComponent("linea").appendingPathComponent("cuda")
     }
 
-    static func path(key: UInt64) -> URL {
+    /// The file that holds the image for `key`.
+    public static func path(key: UInt64) -> URL {
         directory.appendingPathComponent(String(format: "%016llx.cubin", key))
     }
 
-    /// The stored image for `key`, or nil.
-    static func load(key: UInt64) -> [UInt8]? {
+    /// The stored image for `key`, or nil; O(size).
+    public static func load(key: UInt64) -> [UInt8]? {
         guard let data = try? Data(contentsOf: path(key: key)), !data.isEmpty else { return nil }
         return [UInt8](data)
     }
 
-    /// Stores `image` under `key` (write to a temporary file, then rename, so readers never see half a file).
-    static func store(key: UInt64, image: [UInt8]) {
+    /// Stores `image` under `key`, O(size) (write to a temporary file, then rename, so readers never see half a file).
+    public static func store(key: UInt64, image: [UInt8]) {
         let fm = FileManager.default
         let target = path(key: key)
         do {

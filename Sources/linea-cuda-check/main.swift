@@ -12,6 +12,19 @@ guard let ctx = try? CUDABackend.shared else {
 print("device: \(ctx.deviceName), \(ctx.architecture), \(ctx.multiprocessorCount) SMs, NVRTC \(ctx.nvrtcVersion), cache \(KernelCache.directory.path)")
 
 var failures = 0
+// Compile (or load from the disk cache) every kernel entry once; a second run shows the cache at work.
+do {
+    let start = Date()
+    var count = 0
+    for kernel in CUDAKernels.all {
+        for entry in kernel.entries { _ = try ctx.function(source: kernel.source, name: entry); count += 1 }
+    }
+    print(String(format: "kernels: %d entries ready in %.2f s (NVRTC compile, or disk cache %@)", count,
+                 Date().timeIntervalSince(start), KernelCache.directory.path))
+} catch {
+    print("FAIL kernels: \(error)")
+    failures += 1
+}
 if !arguments.contains("--bench-only") {
     let start = Date()
     var jobs: [(String, () throws -> [CUDASelfCheck.Outcome])] = CUDASelfCheck.attentionCases.map { c in

@@ -40,12 +40,34 @@ import Testing
         }
     }
 
+    @Test func tensorCoreDefaultsMatchTheKernelSource() {
+        // `.default` launches the source compiled without -D options, so its #define defaults must agree.
+        for option in CUDAAttention.TensorCoreConfig.default.options {
+            let define = option.dropFirst(2).replacingOccurrences(of: "=", with: " ")  // "-DNAME=V" -> "NAME V"
+            #expect(CUDAKernels.attentionMMA.contains("#define \(define)\n"), "source default differs: \(option)")
+        }
+    }
+
     @Test func cacheKeyIsFNV1a64() {
         // Published FNV-1a 64 test vectors.
         #expect(KernelCache.fnv1a64(Array("".utf8)) == 0xcbf2_9ce4_8422_2325)
         #expect(KernelCache.fnv1a64(Array("a".utf8)) == 0xaf63_dc4c_8601_ec8c)
         #expect(KernelCache.fnv1a64(Array("foobar".utf8)) == 0x8594_4171_f739_67e8)
         #expect(KernelCache.key(source: "x", parts: ["sm_90"]) != KernelCache.key(source: "x", parts: ["sm_80"]))
+    }
+
+    @Test func diskCacheRoundTrips() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("linea-cache-test-\(getpid())")
+        setenv("LINEA_CUDA_CACHE", dir.path, 1)
+        defer { unsetenv("LINEA_CUDA_CACHE"); try? FileManager.default.removeItem(at: dir) }
+        let key = KernelCache.key(source: "extern \"C\" __global__ void f() {}", parts: ["sm_90", "13.0"])
+        #expect(KernelCache.load(key: key) == nil)
+        let image: [UInt8] = [0x7f, 0x45, 0x4c, 0x46, 1, 2, 3]
+        KernelCache.store(key: key, image: image)
+        #expect(KernelCache.path(key: key).path.hasPrefix(dir.path))
+        #expect(KernelCache.load(key: key) == image)
+        KernelCache.store(key: key, image: [9])  // replaces
+        #expect(KernelCache.load(key: key) == [9])
     }
 
     @Test func referenceAttentionMatchesHandComputedCases() throws {
