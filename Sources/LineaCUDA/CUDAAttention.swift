@@ -42,11 +42,14 @@ public enum CUDAAttention {
         public var qInSharedMemory: Bool
         /// Minimum resident blocks per SM (caps registers per thread).
         public var minBlocksPerSM: Int
+        /// Further NVRTC defines (e.g. `-DLINEA_MMA_SPLIT=0`, see the kernel source), for experiments.
+        public var extraOptions: [String] = []
 
         /// The measured default on H100 (see the kernel source).
-        /// (H100, causal D=128 bf16: 1.40 ms at T=2048 and 4.67 ms at T=8192 vs 1.40 / 4.94 for 16 rows/warp, 64 keys.)
+        /// (H100, causal D=128 bf16, B*T=32768, H=16: 1.30 ms at T=2048 and 4.34 ms at T=8192, vs 1.39 / 4.91 for
+        /// 16 rows/warp, and 1.42 / 4.82 for 32 keys/tile.)
         public static let `default` = TensorCoreConfig(
-            warps: 8, rowTilesPerWarp: 2, blockKeys: 32, qInSharedMemory: true, minBlocksPerSM: 1)
+            warps: 8, rowTilesPerWarp: 2, blockKeys: 64, qInSharedMemory: true, minBlocksPerSM: 1)
 
         /// Creates a configuration; checked when launched.
         public init(warps: Int, rowTilesPerWarp: Int, blockKeys: Int = 64, qInSharedMemory: Bool, minBlocksPerSM: Int) {
@@ -59,10 +62,11 @@ public enum CUDAAttention {
         /// NVRTC defines selecting this configuration.
         public var options: [String] {
             ["-DLINEA_MMA_NW=\(warps)", "-DLINEA_MMA_WM=\(rowTilesPerWarp)", "-DLINEA_MMA_BN=\(blockKeys)",
-             "-DLINEA_MMA_QSMEM=\(qInSharedMemory ? 1 : 0)", "-DLINEA_MMA_MINB=\(minBlocksPerSM)"]
+             "-DLINEA_MMA_QSMEM=\(qInSharedMemory ? 1 : 0)", "-DLINEA_MMA_MINB=\(minBlocksPerSM)"] + extraOptions
         }
         public var description: String {
             "warps \(warps), rows/warp \(16 * rowTilesPerWarp), keys/tile \(blockKeys), Q in \(qInSharedMemory ? "smem" : "regs"), min blocks \(minBlocksPerSM)"
+                + extraOptions.map { " \($0)" }.joined()
         }
     }
 

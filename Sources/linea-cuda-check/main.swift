@@ -59,12 +59,11 @@ if arguments.contains("--bench") || arguments.contains("--bench-only") {
         typealias Config = CUDAAttention.TensorCoreConfig
         let variants: [Config] = arguments.contains("--variants")
             ? [.default,
+               { var c = Config.default; c.extraOptions = ["-DLINEA_MMA_SPLIT=0"]; return c }(),
+               { var c = Config.default; c.extraOptions = ["-DLINEA_MMA_ONEBAR=0", "-DLINEA_MMA_SPLIT=0"]; return c }(),
                Config(warps: 8, rowTilesPerWarp: 1, blockKeys: 64, qInSharedMemory: true, minBlocksPerSM: 2),
-               Config(warps: 8, rowTilesPerWarp: 2, qInSharedMemory: true, minBlocksPerSM: 1),
-               Config(warps: 4, rowTilesPerWarp: 2, blockKeys: 32, qInSharedMemory: true, minBlocksPerSM: 2),
-               Config(warps: 8, rowTilesPerWarp: 1, blockKeys: 128, qInSharedMemory: true, minBlocksPerSM: 1),
-               Config(warps: 8, rowTilesPerWarp: 1, blockKeys: 32, qInSharedMemory: false, minBlocksPerSM: 2),
-               Config(warps: 4, rowTilesPerWarp: 1, blockKeys: 64, qInSharedMemory: true, minBlocksPerSM: 3)]
+               Config(warps: 8, rowTilesPerWarp: 2, blockKeys: 32, qInSharedMemory: true, minBlocksPerSM: 1),
+               Config(warps: 4, rowTilesPerWarp: 2, blockKeys: 32, qInSharedMemory: true, minBlocksPerSM: 2)]
             : [.default]
         for t in [2048, 8192] {
             let shape = CUDAAttentionShape(batch: 32768 / t, queryLength: t, keyLength: t, queryHeads: 16, kvHeads: 16, headDim: 128)

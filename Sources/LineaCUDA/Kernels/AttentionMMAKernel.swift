@@ -22,7 +22,7 @@ extension CUDAKernels {
 #define LINEA_MMA_WM 2
 #endif
 #ifndef LINEA_MMA_BN
-#define LINEA_MMA_BN 32
+#define LINEA_MMA_BN 64
 #endif
 #ifndef LINEA_MMA_QSMEM
 #define LINEA_MMA_QSMEM 1
@@ -30,7 +30,14 @@ extension CUDAKernels {
 #ifndef LINEA_MMA_MINB
 #define LINEA_MMA_MINB 1
 #endif
+#ifndef LINEA_MMA_ONEBAR
+#define LINEA_MMA_ONEBAR 1
+#endif
+#ifndef LINEA_MMA_SPLIT
+#define LINEA_MMA_SPLIT 1
+#endif
 #define LINEA_NEG_INF (__int_as_float(0xff800000))
+template <bool B> struct linea_bool { static constexpr bool value = B; };
 
 __device__ __forceinline__ float linea_ex2(float x) {
     float y;
@@ -145,6 +152,17 @@ __device__ __forceinline__ void linea_attn_mma(
 
     for (int it = 0; it < tiles; ++it) {
         const int n0 = nBegin + it * BN, buf = it & 1;
+#if LINEA_MMA_ONEBAR
+        // One barrier per tile: after it, tile `it` is visible to all and every warp is done with tile it - 1,
+        // whose buffer then receives tile it + 1 while this one is computed.
+        linea_cp_wait<0>();
+        __syncthreads();
+        if (it + 1 < tiles) {
+            linea_load_tile<D>(Ks + (buf ^ 1) * BN * LD, kb, n0 + BN, BN, S, kStride);
+            linea_load_tile<D>(Vs + (buf ^ 1) * BN * LD, vb, n0 + BN, BN, S, kStride);
+            linea_cp_commit();
+        }
+#else
         if (it + 1 < tiles) {
             linea_load_tile<D>(Ks + (buf ^ 1) * BN * LD, kb, n0 + BN, BN, S, kStride);
             linea_load_tile<D>(Vs + (buf ^ 1) * BN * LD, vb, n0 + BN, BN, S, kStride);
@@ -154,11 +172,21 @@ __device__ __forceinline__ void linea_attn_mma(
             linea_cp_wait<0>();
         }
         __syncthreads();
+#endif
         const unsigned short* Kt = Ks + buf * BN * LD;
         const unsigned short* Vt = Vs + buf * BN * LD;
         // Rows of this warp that are all before the tile's first key see nothing of it (causal): skip the math.
-        if (causal && n0 > warpPosHi) { __syncthreads(); continue; }
+        if (causal && n0 > warpPosHi) {
+#if !LINEA_MMA_ONEBAR
+            __syncthreads();
+#endif
+            continue;
+        }
 
+        const bool needMask = (n0 + BN > S) || (causal && n0 + BN - 1 > warpPosLo) ||
+                              (window > 0 && n0 <= warpPosHi - window);
+    auto body = [&](auto maskTag) {
+        constexpr bool kMask = decltype(maskTag)::value;
         float s[WM][SN][4];
 #pragma unroll
         for (int mi = 0; mi < WM; ++mi)
@@ -188,9 +216,7 @@ __device__ __forceinline__ void linea_attn_mma(
                 }
             }
         }
-        const bool needMask = (n0 + BN > S) || (causal && n0 + BN - 1 > warpPosLo) ||
-                              (window > 0 && n0 <= warpPosHi - window);
-        if (needMask) {  // raw scores; scale_log2 > 0 is applied inside the exponent below
+        if (kMask && (!LINEA_MMA_SPLIT ? needMask : true)) {  // raw scores; scale_log2 > 0 is applied inside the exponent below
 #pragma unroll
             for (int mi = 0; mi < WM; ++mi)
 #pragma unroll
@@ -251,7 +277,17 @@ __device__ __forceinline__ void linea_attn_mma(
                 }
             }
         }
+#if !LINEA_MMA_ONEBAR
         __syncthreads();
+#endif
+    };
+#if LINEA_MMA_SPLIT
+        // Two straight-line copies of the tile body (masked / unmasked) so that ptxas can interleave the
+        // QK^T MMAs of one row subtile with the softmax of the other.
+        if (needMask) body(linea_bool<true>()); else body(linea_bool<false>());
+#else
+        body(linea_bool<true>());
+#endif
     }
 
 #pragma unroll
