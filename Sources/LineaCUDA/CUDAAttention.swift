@@ -3,6 +3,7 @@ import Linea
 
 /// Sizes of one attention call: q `[batch, queryLength, queryHeads, headDim]`, k/v `[batch, keyLength, kvHeads, headDim]`.
 public struct CUDAAttentionShape: Sendable, Equatable, CustomStringConvertible {
+    /// B, T (queries), S (keys), Hq, Hkv, D.
     public var batch: Int, queryLength: Int, keyLength: Int, queryHeads: Int, kvHeads: Int, headDim: Int
 
     /// Creates a shape; `kvHeads` must divide `queryHeads` (GQA), checked at launch.
@@ -27,6 +28,7 @@ public struct CUDAAttentionShape: Sendable, Equatable, CustomStringConvertible {
 public enum CUDAAttention {
     /// Which kernel runs: the tensor-core kernel (bf16, D in {64, 128}, sm_80+), the portable one, or the best that fits.
     public enum Kernel: String, Sendable, CaseIterable {
+        /// `auto`: tensor cores when they take the call, else portable; `tensorCore`: throw if they cannot.
         case auto, tensorCore, portable
     }
 

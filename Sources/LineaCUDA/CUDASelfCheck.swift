@@ -80,8 +80,11 @@ public enum CUDAReference {
 public enum CUDASelfCheck {
     /// One comparison's outcome: the case, the kernel, errors of each output and the tolerance on relative RMS.
     public struct Outcome: Sendable, CustomStringConvertible {
+        /// Case and kernel, e.g. `attention B=1 ... causal BF16 tensorCore`.
         public let name: String
+        /// Error statistics of each output against the reference.
         public let errors: [(output: String, stats: ErrorStats)]
+        /// Largest relative RMS error accepted.
         public let tolerance: Double
         /// True when every output's relative RMS is within `tolerance` (NaN fails).
         public var passed: Bool { errors.allSatisfy { $0.stats.relativeRMS <= tolerance } }
@@ -93,9 +96,13 @@ public enum CUDASelfCheck {
 
     /// An attention case: shape, masking.
     public struct AttentionCase: Sendable {
+        /// Sizes.
         public let shape: CUDAAttentionShape
+        /// Causal (bottom-right aligned) masking.
         public let causal: Bool
+        /// Sliding window (with causal), or nil.
         public let window: Int?
+        /// Creates a case.
         public init(_ shape: CUDAAttentionShape, causal: Bool, window: Int? = nil) {
             self.shape = shape; self.causal = causal; self.window = window
         }

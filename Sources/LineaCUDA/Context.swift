@@ -22,8 +22,11 @@ public enum CUDABackend {
 
 /// One value passed to a kernel: device pointers, 32-bit ints and floats (the only kinds Linea's kernels take).
 public enum CUDAKernelArgument: Sendable {
+    /// A device address (`CUdeviceptr`, e.g. `CUDABuffer.address`).
     case pointer(UInt64)
+    /// A C `int`.
     case int32(Int32)
+    /// A C `float`.
     case float(Float)
 }
 

@@ -14,7 +14,8 @@ extension CUDAKernels {
 // Shared memory (bf16, rows padded to D + 8 to spread banks): Q[BM], K[2][BN], V[2][BN].
 // Tuning switches (defaults are the measured best on H100; CUDAAttention.TensorCoreConfig mirrors them):
 // warps per block, keys per tile, 16-row m-subtiles per warp (each K/V fragment feeds WM MMAs), Q fragments re-read from
-// shared memory instead of held in registers, minimum resident blocks per SM (caps registers).
+// shared memory instead of held in registers, minimum resident blocks per SM (caps registers), one barrier per
+// key tile (ONEBAR), separate straight-line bodies for masked and unmasked tiles (SPLIT).
 #ifndef LINEA_MMA_NW
 #define LINEA_MMA_NW 8
 #endif
