@@ -105,9 +105,10 @@ if arguments.contains("--bench") || arguments.contains("--bench-only") {
         let stateBytes = b * h * kd * vd * 4
         let state = try CUDABuffer(context: ctx, copying: try Tensor.randomNormal([b * h * kd * vd], seed: 5).scalars)
         let other = try CUDABuffer(context: ctx, byteCount: stateBytes)
-        let copy = try CUDABench.time(context: ctx, warmup: 3, iterations: 20) { try other.copy(from: state) }
+        let copy = try CUDABench.time(context: ctx, warmup: 5, iterations: 50) { try other.copy(from: state) }
         let copyRate = Double(2 * stateBytes) / (copy.median * 1e-3) / 1e9
-        print(String(format: "bench d2d copy %@: median %.4f ms, %.0f GB/s (read + write)", formatBytes(stateBytes), copy.median, copyRate))
+        print(String(format: "bench d2d copy %@: median %.4f ms (min %.4f), %.0f GB/s (read + write)", formatBytes(stateBytes),
+                     copy.median, copy.min, copyRate))
         for dtype in [DType.float32, .bfloat16] {
             let e = dtype.byteCount
             func input(_ count: Int, _ seed: UInt64, _ range: ClosedRange<Float>) throws -> CUDABuffer {
@@ -119,15 +120,15 @@ if arguments.contains("--bench") || arguments.contains("--bench-only") {
             let g = try input(b * h, 4, -0.1 ... -0.01), beta = try input(b * h, 5, 0...1)
             let o = try CUDABuffer(context: ctx, byteCount: b * h * vd * 4)
             for vec in [4, 1] {
-                let time = try CUDABench.time(context: ctx, warmup: 3, iterations: 20) {
+                let time = try CUDABench.time(context: ctx, warmup: 5, iterations: 50) {
                     try CUDARecurrentStep.gatedDeltaRule(q: q, k: k, v: v, g: g, beta: beta, state: state, o: o,
                                                          batchHeads: b * h, keyDim: kd, valueDim: vd, dtype: dtype,
                                                          columnsPerThread: vec)
                 }
                 let bytes = 2 * stateBytes + b * h * (2 * kd + vd + 2) * e + b * h * vd * 4
                 let rate = Double(bytes) / (time.median * 1e-3) / 1e9
-                print(String(format: "bench gdr_step %@ columns/thread %d B=%d H=%d K=%d V=%d: median %.4f ms, %.0f GB/s = %.0f%% of d2d copy",
-                             dtype.rawValue, vec, b, h, kd, vd, time.median, rate, 100 * rate / copyRate))
+                print(String(format: "bench gdr_step %@ columns/thread %d B=%d H=%d K=%d V=%d: median %.4f ms (min %.4f), %.0f GB/s = %.0f%% of d2d copy",
+                             dtype.rawValue, vec, b, h, kd, vd, time.median, time.min, rate, 100 * rate / copyRate))
             }
         }
     } catch {

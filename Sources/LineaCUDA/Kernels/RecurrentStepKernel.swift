@@ -42,23 +42,28 @@ __device__ __forceinline__ void linea_gdr_step(
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const long bh = blockIdx.x;
     const int c0 = (blockIdx.y * 32 + lane) * VEC;  // first column of this lane
+    const bool active = c0 < V;  // VEC = 4 requires V % 4 == 0, so all VEC columns are then in range
+    float* col = state + bh * (long)K * V + c0;
+    float s[R][VEC], u[VEC];
+    // Issue the state loads first: their latency then overlaps the k/q staging and the barrier.
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+        const int r = warp + LINEA_NW * i;
+        if (active && r < K) linea_vec<VEC>::load(col + (long)r * V, s[i]);
+    }
     for (int i = threadIdx.x; i < K; i += blockDim.x) {
         ks[i] = linea_load(k, bh * K + i);
         qs[i] = linea_load(q, bh * K + i) * scale;
     }
-    __syncthreads();
     const float decay = expf(linea_load(g, bh));
     const float bt = linea_load(beta, bh);
-    const bool active = c0 < V;  // VEC = 4 requires V % 4 == 0, so all VEC columns are then in range
-    float* col = state + bh * (long)K * V + c0;
-    float s[R][VEC], u[VEC];
+    __syncthreads();
 #pragma unroll
     for (int c = 0; c < VEC; ++c) u[c] = 0.f;
 #pragma unroll
     for (int i = 0; i < R; ++i) {
         const int r = warp + LINEA_NW * i;
         if (active && r < K) {
-            linea_vec<VEC>::load(col + (long)r * V, s[i]);
 #pragma unroll
             for (int c = 0; c < VEC; ++c) { s[i][c] *= decay; u[c] = fmaf(ks[r], s[i][c], u[c]); }
         }
