@@ -17,6 +17,8 @@ let package = Package(
     products: [
         .library(name: "Linea", targets: ["Linea"]),
         .executable(name: "linea", targets: ["linea"]),
+        .library(name: "LineaCUDA", targets: ["LineaCUDA"]),
+        .executable(name: "linea-cuda-check", targets: ["linea-cuda-check"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -38,6 +40,21 @@ let package = Package(
                 "Linea",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
+            swiftSettings: cpuFlags
+        ),
+        .target(
+            name: "LineaCUDA",
+            dependencies: ["Linea"],
+            swiftSettings: cpuFlags
+        ),
+        .executableTarget(
+            name: "linea-cuda-check",
+            dependencies: ["Linea", "LineaCUDA"],
+            swiftSettings: cpuFlags
+        ),
+        .testTarget(
+            name: "LineaCUDATests",
+            dependencies: ["Linea", "LineaCUDA"],
             swiftSettings: cpuFlags
         ),
         .testTarget(

@@ -1,0 +1,331 @@
+// CUDA C source of the tensor-core flash-attention forward kernel (bf16 inputs, sm_80 or newer).
+// Extracted by scripts/check_kernels.py: keep the markers.
+
+extension CUDAKernels {
+    // LINEA-KERNEL-BEGIN attention_mma
+    /// Flash attention forward on tensor cores (`mma.sync` m16n8k16 bf16, fp32 accumulation), header-free PTX.
+    /// Entries `linea_attn_mma_bf16_d64`, `linea_attn_mma_bf16_d128`.
+    public static let attentionMMA = #"""
+// Linea: flash attention forward, tensor cores (sm_80+), bf16 in, fp32 accumulate.
+// q [B,T,Hq,D], k/v [B,S,Hkv,D] bf16; o [B,T,Hq,D] bf16 or fp32; lse [B,T,Hq] fp32 (natural log).
+// Masking as in the portable kernel: query i at pos = i + S - T sees j when
+// (!causal || j <= pos) && (window <= 0 || j > pos - window); empty rows give o = 0, lse = -inf.
+// Block: NW warps x (16 WM) query rows = BM queries; key tiles of BN, double-buffered with cp.async.
+// Shared memory (bf16, rows padded to D + 8 to spread banks): Q[BM], K[2][BN], V[2][BN].
+// Tuning switches (defaults are the measured best on H100; CUDAAttention.TensorCoreConfig mirrors them):
+// warps per block, keys per tile, 16-row m-subtiles per warp (each K/V fragment feeds WM MMAs), Q fragments re-read from
+// shared memory instead of held in registers, minimum resident blocks per SM (caps registers), one barrier per
+// key tile (ONEBAR), separate straight-line bodies for masked and unmasked tiles (SPLIT).
+#ifndef LINEA_MMA_NW
+#define LINEA_MMA_NW 8
+#endif
+#ifndef LINEA_MMA_WM
+#define LINEA_MMA_WM 2
+#endif
+#ifndef LINEA_MMA_BN
+#define LINEA_MMA_BN 64
+#endif
+#ifndef LINEA_MMA_QSMEM
+#define LINEA_MMA_QSMEM 1
+#endif
+#ifndef LINEA_MMA_MINB
+#define LINEA_MMA_MINB 1
+#endif
+#ifndef LINEA_MMA_ONEBAR
+#define LINEA_MMA_ONEBAR 1
+#endif
+#ifndef LINEA_MMA_SPLIT
+#define LINEA_MMA_SPLIT 1
+#endif
+#define LINEA_NEG_INF (__int_as_float(0xff800000))
+template <bool B> struct linea_bool { static constexpr bool value = B; };
+
+__device__ __forceinline__ float linea_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+__device__ __forceinline__ unsigned linea_smem_addr(const void* p) {
+    unsigned a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+__device__ __forceinline__ void linea_cp_async16(void* dst, const void* src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+                 :: "r"(linea_smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void linea_cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void linea_cp_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
+
+__device__ __forceinline__ unsigned linea_pack_bf16(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ void linea_mma(float* c, const unsigned* a, unsigned b0, unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void linea_ldmatrix_x4(unsigned* r, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(linea_smem_addr(p)));
+}
+__device__ __forceinline__ void linea_ldmatrix_x4_trans(unsigned* r, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(linea_smem_addr(p)));
+}
+
+// Copies rows [row0, row0 + rows) of a [*, D] bf16 matrix with row stride `stride` (elements) into shared
+// memory with row stride D + 8; rows at or past `limit` are zero-filled.
+template <int D>
+__device__ __forceinline__ void linea_load_tile(unsigned short* dst, const unsigned short* src, int row0, int rows,
+                                                int limit, long stride) {
+    constexpr int CPR = D / 8;  // 16-byte chunks per row
+    for (int c = threadIdx.x; c < rows * CPR; c += blockDim.x) {
+        const int r = c / CPR, cc = c - r * CPR;
+        const bool valid = row0 + r < limit;
+        const unsigned short* s = valid ? src + (long)(row0 + r) * stride + cc * 8 : src;
+        linea_cp_async16(dst + r * (D + 8) + cc * 8, s, valid);
+    }
+}
+
+template <int D>
+__device__ __forceinline__ void linea_attn_mma(
+    const unsigned short* __restrict__ q, const unsigned short* __restrict__ k, const unsigned short* __restrict__ v,
+    void* __restrict__ o, float* __restrict__ lse,
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_bf16)
+{
+    constexpr int WM = LINEA_MMA_WM, BM = 16 * WM * LINEA_MMA_NW, BN = LINEA_MMA_BN, SN = BN / 8, LD = D + 8, NT = D / 8, KS = D / 16;
+    extern __shared__ uint4 linea_smem4[];
+    unsigned short* Qs = (unsigned short*)linea_smem4;
+    unsigned short* Ks = Qs + BM * LD;
+    unsigned short* Vs = Ks + 2 * BN * LD;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+    const int m0 = (gridDim.x - 1 - blockIdx.x) * BM;  // heaviest causal tiles first
+    const int h = blockIdx.y, b = blockIdx.z, hk = h / (Hq / Hkv);
+    const long qStride = (long)Hq * D, kStride = (long)Hkv * D;
+    const unsigned short* qb = q + (long)b * T * qStride + (long)h * D;
+    const unsigned short* kb = k + (long)b * S * kStride + (long)hk * D;
+    const unsigned short* vb = v + (long)b * S * kStride + (long)hk * D;
+
+    const int shift = S - T;
+    const int lastRow = min(m0 + BM, T) - 1;
+    int nBegin = 0, nEnd = S;
+    if (causal) nEnd = max(0, min(S, lastRow + shift + 1));
+    if (window > 0) nBegin = max(0, m0 + shift - window + 1);
+    const int tiles = nEnd > nBegin ? (nEnd - nBegin + BN - 1) / BN : 0;
+
+    linea_load_tile<D>(Qs, qb, m0, BM, T, qStride);
+    linea_cp_commit();
+    if (tiles > 0) {
+        linea_load_tile<D>(Ks, kb, nBegin, BN, S, kStride);
+        linea_load_tile<D>(Vs, vb, nBegin, BN, S, kStride);
+    }
+    linea_cp_commit();
+    linea_cp_wait<1>();
+    __syncthreads();
+
+    // Warp `warp` owns rows warp*16*WM + mi*16 + (g | g + 8) of the block, mi < WM.
+    const int rowW = warp * 16 * WM;
+    const int mat = lane >> 3, r8 = lane & 7;  // ldmatrix: this lane addresses row r8 of matrix `mat`
+    // A fragments of Q (m-subtile mi, k-step ks): matrices (rows 0-7 | 8-15) x (cols 0-7 | 8-15).
+    const unsigned short* qLane = Qs + (rowW + (mat & 1) * 8 + r8) * LD + (mat >> 1) * 8;
+#if !LINEA_MMA_QSMEM
+    unsigned qf[WM][KS][4];
+#pragma unroll
+    for (int mi = 0; mi < WM; ++mi)
+#pragma unroll
+        for (int ks = 0; ks < KS; ++ks) linea_ldmatrix_x4(qf[mi][ks], qLane + mi * 16 * LD + ks * 16);
+#endif
+    float acc[WM][NT][4];
+#pragma unroll
+    for (int mi = 0; mi < WM; ++mi)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) acc[mi][nt][0] = acc[mi][nt][1] = acc[mi][nt][2] = acc[mi][nt][3] = 0.f;
+    float mRow[WM][2], lRow[WM][2];
+#pragma unroll
+    for (int mi = 0; mi < WM; ++mi) { mRow[mi][0] = mRow[mi][1] = LINEA_NEG_INF; lRow[mi][0] = lRow[mi][1] = 0.f; }
+    const int pos0 = m0 + rowW + g + shift;  // position of row g of m-subtile 0
+    const int warpPosLo = m0 + rowW + shift, warpPosHi = warpPosLo + 16 * WM - 1;
+
+    for (int it = 0; it < tiles; ++it) {
+        const int n0 = nBegin + it * BN, buf = it & 1;
+#if LINEA_MMA_ONEBAR
+        // One barrier per tile: after it, tile `it` is visible to all and every warp is done with tile it - 1,
+        // whose buffer then receives tile it + 1 while this one is computed.
+        linea_cp_wait<0>();
+        __syncthreads();
+        if (it + 1 < tiles) {
+            linea_load_tile<D>(Ks + (buf ^ 1) * BN * LD, kb, n0 + BN, BN, S, kStride);
+            linea_load_tile<D>(Vs + (buf ^ 1) * BN * LD, vb, n0 + BN, BN, S, kStride);
+            linea_cp_commit();
+        }
+#else
+        if (it + 1 < tiles) {
+            linea_load_tile<D>(Ks + (buf ^ 1) * BN * LD, kb, n0 + BN, BN, S, kStride);
+            linea_load_tile<D>(Vs + (buf ^ 1) * BN * LD, vb, n0 + BN, BN, S, kStride);
+            linea_cp_commit();
+            linea_cp_wait<1>();
+        } else {
+            linea_cp_wait<0>();
+        }
+        __syncthreads();
+#endif
+        const unsigned short* Kt = Ks + buf * BN * LD;
+        const unsigned short* Vt = Vs + buf * BN * LD;
+        // Rows of this warp that are all before the tile's first key see nothing of it (causal): skip the math.
+        if (causal && n0 > warpPosHi) {
+#if !LINEA_MMA_ONEBAR
+            __syncthreads();
+#endif
+            continue;
+        }
+
+        const bool needMask = (n0 + BN > S) || (causal && n0 + BN - 1 > warpPosLo) ||
+                              (window > 0 && n0 <= warpPosHi - window);
+    auto body = [&](auto maskTag) {
+        constexpr bool kMask = decltype(maskTag)::value;
+        float s[WM][SN][4];
+#pragma unroll
+        for (int mi = 0; mi < WM; ++mi)
+#pragma unroll
+            for (int nt = 0; nt < SN; ++nt) s[mi][nt][0] = s[mi][nt][1] = s[mi][nt][2] = s[mi][nt][3] = 0.f;
+#pragma unroll
+        for (int ks = 0; ks < KS; ++ks) {
+#if LINEA_MMA_QSMEM
+            unsigned qa[WM][4];
+#pragma unroll
+            for (int mi = 0; mi < WM; ++mi) linea_ldmatrix_x4(qa[mi], qLane + mi * 16 * LD + ks * 16);
+#endif
+#pragma unroll
+            for (int nt = 0; nt < SN; nt += 2) {
+                // B fragments of two key n-tiles at once: matrices (keys nt*8.. | (nt+1)*8..) x (d lo | d hi).
+                unsigned kf[4];
+                linea_ldmatrix_x4(kf, Kt + ((nt + (mat >> 1)) * 8 + r8) * LD + ks * 16 + (mat & 1) * 8);
+#pragma unroll
+                for (int mi = 0; mi < WM; ++mi) {
+#if LINEA_MMA_QSMEM
+                    const unsigned* a = qa[mi];
+#else
+                    const unsigned* a = qf[mi][ks];
+#endif
+                    linea_mma(s[mi][nt], a, kf[0], kf[1]);
+                    linea_mma(s[mi][nt + 1], a, kf[2], kf[3]);
+                }
+            }
+        }
+        if (kMask && (!LINEA_MMA_SPLIT ? needMask : true)) {  // raw scores; scale_log2 > 0 is applied inside the exponent below
+#pragma unroll
+            for (int mi = 0; mi < WM; ++mi)
+#pragma unroll
+                for (int nt = 0; nt < SN; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int j = n0 + nt * 8 + 2 * t + (e & 1);
+                        const int pos = pos0 + mi * 16 + (e >> 1) * 8;
+                        const bool visible = j < S && (!causal || j <= pos) && (window <= 0 || j > pos - window);
+                        if (!visible) s[mi][nt][e] = LINEA_NEG_INF;
+                    }
+        }
+#pragma unroll
+        for (int mi = 0; mi < WM; ++mi) {
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                float mx = LINEA_NEG_INF;
+#pragma unroll
+                for (int nt = 0; nt < SN; ++nt) mx = fmaxf(mx, fmaxf(s[mi][nt][2 * r], s[mi][nt][2 * r + 1]));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                const float mNew = fmaxf(mRow[mi][r], mx * scale_log2);  // running max, log2 units
+                const float mRef = mNew == LINEA_NEG_INF ? 0.f : mNew;
+                const float alpha = linea_ex2(mRow[mi][r] - mRef);
+                float sum = 0.f;
+#pragma unroll
+                for (int nt = 0; nt < SN; ++nt) {
+                    s[mi][nt][2 * r] = linea_ex2(fmaf(s[mi][nt][2 * r], scale_log2, -mRef));
+                    s[mi][nt][2 * r + 1] = linea_ex2(fmaf(s[mi][nt][2 * r + 1], scale_log2, -mRef));
+                    sum += s[mi][nt][2 * r] + s[mi][nt][2 * r + 1];
+                }
+                lRow[mi][r] = lRow[mi][r] * alpha + sum;
+                mRow[mi][r] = mNew;
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt) { acc[mi][nt][2 * r] *= alpha; acc[mi][nt][2 * r + 1] *= alpha; }
+            }
+        }
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) {
+            // P as A fragments: the S accumulators of n-tiles 2kk, 2kk+1 are exactly the 16x16 A layout.
+            unsigned a[WM][4];
+#pragma unroll
+            for (int mi = 0; mi < WM; ++mi) {
+                a[mi][0] = linea_pack_bf16(s[mi][2 * kk][0], s[mi][2 * kk][1]);
+                a[mi][1] = linea_pack_bf16(s[mi][2 * kk][2], s[mi][2 * kk][3]);
+                a[mi][2] = linea_pack_bf16(s[mi][2 * kk + 1][0], s[mi][2 * kk + 1][1]);
+                a[mi][3] = linea_pack_bf16(s[mi][2 * kk + 1][2], s[mi][2 * kk + 1][3]);
+            }
+            const unsigned short* vrow = Vt + (kk * 16 + (mat & 1) * 8 + r8) * LD + (mat >> 1) * 8;
+#pragma unroll
+            for (int np = 0; np < NT / 2; ++np) {
+                unsigned bv[4];
+                linea_ldmatrix_x4_trans(bv, vrow + np * 16);
+#pragma unroll
+                for (int mi = 0; mi < WM; ++mi) {
+                    linea_mma(acc[mi][2 * np], a[mi], bv[0], bv[1]);
+                    linea_mma(acc[mi][2 * np + 1], a[mi], bv[2], bv[3]);
+                }
+            }
+        }
+#if !LINEA_MMA_ONEBAR
+        __syncthreads();
+#endif
+    };
+#if LINEA_MMA_SPLIT
+        // Two straight-line copies of the tile body (masked / unmasked) so that ptxas can interleave the
+        // QK^T MMAs of one row subtile with the softmax of the other.
+        if (needMask) body(linea_bool<true>()); else body(linea_bool<false>());
+#else
+        body(linea_bool<true>());
+#endif
+    }
+
+#pragma unroll
+    for (int mi = 0; mi < WM; ++mi) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            float l = lRow[mi][r];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            const int i = m0 + rowW + mi * 16 + g + r * 8;
+            if (i >= T) continue;
+            const float inv = l > 0.f ? 1.f / l : 0.f;
+            const long base = (((long)b * T + i) * Hq + h) * D;
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+                const int d = nt * 8 + 2 * t;
+                const float x0 = acc[mi][nt][2 * r] * inv, x1 = acc[mi][nt][2 * r + 1] * inv;
+                if (out_bf16) *(unsigned*)((unsigned short*)o + base + d) = linea_pack_bf16(x0, x1);
+                else *(float2*)((float*)o + base + d) = make_float2(x0, x1);
+            }
+            if (t == 0 && lse != 0)
+                lse[((long)b * T + i) * Hq + h] = l > 0.f ? (mRow[mi][r] + log2f(l)) * 0.69314718055994531f : LINEA_NEG_INF;
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(32 * LINEA_MMA_NW, LINEA_MMA_MINB) linea_attn_mma_bf16_d64(
+    const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_bf16) {
+    linea_attn_mma<64>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_bf16);
+}
+
+extern "C" __global__ void __launch_bounds__(32 * LINEA_MMA_NW, LINEA_MMA_MINB) linea_attn_mma_bf16_d128(
+    const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_bf16) {
+    linea_attn_mma<128>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_bf16);
+}
+"""#
+    // LINEA-KERNEL-END
+}

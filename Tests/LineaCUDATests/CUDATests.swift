@@ -1,0 +1,132 @@
+import Foundation
+import Linea
+import LineaCUDA
+import Testing
+
+/// Checks that run everywhere (no GPU needed): availability reporting, kernel sources, the CPU oracle, the hash.
+@Suite struct CUDAWithoutGPUTests {
+    @Test func backendReportsAvailabilityWithAClearMessage() throws {
+        if CUDABackend.isAvailable {
+            #expect(CUDABackend.unavailableReason == nil)
+            return
+        }
+        let reason = try #require(CUDABackend.unavailableReason)
+        #expect(reason.contains("CUDA backend is unavailable"), "\(reason)")
+        // On a machine without the driver the message names the missing library.
+        if ProcessInfo.processInfo.environment["LINEA_LIBCUDA"] == nil,
+           !FileManager.default.fileExists(atPath: "/usr/lib/x86_64-linux-gnu/libcuda.so.1") {
+            #expect(reason.contains("libcuda.so.1 not found"), "\(reason)")
+        }
+        do {
+            _ = try CUDABackend.shared
+            Issue.record("shared should throw without a GPU")
+        } catch let error as LineaError {
+            guard case .unavailable(let what, _) = error else { Issue.record("wrong error \(error)"); return }
+            #expect(what == "CUDA backend")
+        }
+    }
+
+    @Test func kernelSourcesDeclareTheirEntries() {
+        #expect(CUDAKernels.all.count == 3)
+        for kernel in CUDAKernels.all {
+            #expect(!kernel.source.isEmpty, "\(kernel.name) is empty")
+            #expect(!kernel.entries.isEmpty)
+            let declarations = kernel.source.split(separator: "\n").filter { $0.hasPrefix("extern \"C\" __global__ void ") }
+            for entry in kernel.entries {
+                let declared = declarations.contains { $0.contains(" \(entry)(") }
+                #expect(declared, "\(kernel.name): no extern \"C\" __global__ entry \(entry)")
+            }
+            #expect(declarations.count == kernel.entries.count, "\(kernel.name): \(declarations.count) entries declared")
+        }
+    }
+
+    @Test func tensorCoreDefaultsMatchTheKernelSource() {
+        // `.default` launches the source compiled without -D options, so its #define defaults must agree.
+        for option in CUDAAttention.TensorCoreConfig.default.options {
+            let define = option.dropFirst(2).replacingOccurrences(of: "=", with: " ")  // "-DNAME=V" -> "NAME V"
+            #expect(CUDAKernels.attentionMMA.contains("#define \(define)\n"), "source default differs: \(option)")
+        }
+    }
+
+    @Test func cacheKeyIsFNV1a64() {
+        // Published FNV-1a 64 test vectors.
+        #expect(KernelCache.fnv1a64(Array("".utf8)) == 0xcbf2_9ce4_8422_2325)
+        #expect(KernelCache.fnv1a64(Array("a".utf8)) == 0xaf63_dc4c_8601_ec8c)
+        #expect(KernelCache.fnv1a64(Array("foobar".utf8)) == 0x8594_4171_f739_67e8)
+        #expect(KernelCache.key(source: "x", parts: ["sm_90"]) != KernelCache.key(source: "x", parts: ["sm_80"]))
+    }
+
+    @Test func diskCacheRoundTrips() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("linea-cache-test-\(getpid())")
+        setenv("LINEA_CUDA_CACHE", dir.path, 1)
+        defer { unsetenv("LINEA_CUDA_CACHE"); try? FileManager.default.removeItem(at: dir) }
+        let key = KernelCache.key(source: "extern \"C\" __global__ void f() {}", parts: ["sm_90", "13.0"])
+        #expect(KernelCache.load(key: key) == nil)
+        let image: [UInt8] = [0x7f, 0x45, 0x4c, 0x46, 1, 2, 3]
+        KernelCache.store(key: key, image: image)
+        #expect(KernelCache.path(key: key).path.hasPrefix(dir.path))
+        #expect(KernelCache.load(key: key) == image)
+        KernelCache.store(key: key, image: [9])  // replaces
+        #expect(KernelCache.load(key: key) == [9])
+    }
+
+    @Test func referenceAttentionMatchesHandComputedCases() throws {
+        // One key: o = v and lse = scaled score. Causal with T > S: the first rows see nothing.
+        let q = try Tensor(shape: [1, 2, 1, 2], scalars: [1, 2, 3, 4])
+        let k = try Tensor(shape: [1, 1, 1, 2], scalars: [0.5, -1])
+        let v = try Tensor(shape: [1, 1, 1, 2], scalars: [7, 8])
+        let r = try CUDAReference.attention(q: q, k: k, v: v, scale: 1, causal: true)
+        #expect(r.lse.scalars[0] == -.infinity)
+        #expect(r.o.scalars[0...1] == [0, 0])
+        #expect(abs(r.lse.scalars[1] - (3 * 0.5 - 4)) < 1e-6)
+        #expect(r.o.scalars[2...3] == [7, 8])
+        // Two equal keys: lse = score + log 2, o = mean of values.
+        let k2 = try Tensor(shape: [1, 2, 1, 2], scalars: [1, 0, 1, 0])
+        let v2 = try Tensor(shape: [1, 2, 1, 2], scalars: [1, 2, 3, 6])
+        let r2 = try CUDAReference.attention(q: q, k: k2, v: v2, scale: 1, causal: false)
+        #expect(abs(r2.lse.scalars[0] - (1 + Float(log(2.0)))) < 1e-6)
+        #expect(r2.o.scalars[0...1] == [2, 4])
+    }
+
+    @Test func referenceGatedDeltaStepMatchesHandComputedCase() throws {
+        // K = V = 1: S' = e^g S; S'' = S' + beta k (v - k S'); o = scale q S''.
+        let (s0, g, beta, k, v, q) = (Float(2), Float(-0.5), Float(0.25), Float(0.8), Float(3), Float(1.5))
+        let r = try CUDAReference.gatedDeltaRuleStep(
+            q: Tensor(shape: [1, 1, 1], scalars: [q]), k: Tensor(shape: [1, 1, 1], scalars: [k]),
+            v: Tensor(shape: [1, 1, 1], scalars: [v]), g: Tensor(shape: [1, 1], scalars: [g]),
+            beta: Tensor(shape: [1, 1], scalars: [beta]), state: Tensor(shape: [1, 1, 1, 1], scalars: [s0]), scale: 1)
+        let decayed = Double(s0) * exp(Double(g))
+        let updated = decayed + Double(beta * k) * (Double(v) - Double(k) * decayed)
+        #expect(abs(Double(r.state.scalars[0]) - updated) < 1e-6)
+        #expect(abs(Double(r.o.scalars[0]) - Double(q) * updated) < 1e-6)
+    }
+}
+
+/// GPU comparisons against the CPU oracle (skipped when no GPU is present).
+@Suite(.enabled(if: CUDABackend.isAvailable, "needs an NVIDIA GPU, its driver and NVRTC"))
+struct CUDAKernelTests {
+    @Test(arguments: CUDASelfCheck.attentionCases.indices)
+    func flashAttentionMatchesReference(index: Int) throws {
+        let c = CUDASelfCheck.attentionCases[index]
+        for outcome in try CUDASelfCheck.attention(c, context: CUDABackend.shared) {
+            #expect(outcome.passed, "\(outcome)")
+        }
+    }
+
+    @Test(arguments: CUDASelfCheck.recurrentCases.indices)
+    func gatedDeltaRuleStepMatchesReference(index: Int) throws {
+        let r = CUDASelfCheck.recurrentCases[index]
+        for outcome in try CUDASelfCheck.gatedDeltaRule(b: r.b, h: r.h, k: r.k, v: r.v, context: CUDABackend.shared) {
+            #expect(outcome.passed, "\(outcome)")
+        }
+    }
+
+    @Test func invalidArgumentsThrow() throws {
+        let ctx = try CUDABackend.shared
+        let q = try Tensor(zeros: [1, 4, 3, 64]), k = try Tensor(zeros: [1, 4, 2, 64])
+        #expect(throws: LineaError.self) { try CUDAAttention.forward(q: q, k: k, v: k, context: ctx) }  // 2 does not divide 3
+        let k1 = try Tensor(zeros: [1, 4, 1, 64])
+        #expect(throws: LineaError.self) { try CUDAAttention.forward(q: q, k: k1, v: k1, causal: false, window: 2, context: ctx) }
+        #expect(throws: LineaError.self) { try CUDAAttention.forward(q: q, k: k1, v: k1, dtype: .float16, context: ctx) }
+    }
+}
