@@ -52,6 +52,21 @@ import Linea
         #expect(VectorMath.exp(0) == 1)
     }
 
+    @Test func vectorExp2MatchesLibm() {
+        var worst: Float = 0
+        var x: Float = -126
+        while x < 127 {
+            let got = VectorMath.exp2(x)
+            let want = Float(Foundation.exp2(Double(x)))
+            worst = max(worst, abs(got - want) / want)
+            x += 0.0071
+        }
+        #expect(worst < 3e-7, "worst relative error \(worst)")
+        #expect(VectorMath.exp2(-Float.infinity) == 0)
+        #expect(VectorMath.exp2(-127.5) == 0)
+        #expect(VectorMath.exp2(0) == 1 && VectorMath.exp2(3) == 8 && VectorMath.exp2(-1) == 0.5)
+    }
+
     @Test func errorStats() {
         let s = ErrorStats([1, 2, 3], [1, 2, 4])
         #expect(abs(s.maxAbs - 1) < 1e-12)

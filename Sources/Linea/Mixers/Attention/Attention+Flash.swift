@@ -13,7 +13,6 @@ extension Attention {
         var lse = [Float](repeating: -.infinity, count: p.B * p.T * p.Hq)
         let tiles = (p.T + queryBlock - 1) / queryBlock
         let heads = p.B * p.Hq
-        BLAS.setThreads(1)
         q.withUnsafeBufferPointer { qb in k.withUnsafeBufferPointer { kb in v.withUnsafeBufferPointer { vb in
             o.withUnsafeMutableBufferPointer { ob in lse.withUnsafeMutableBufferPointer { lb in
                 let ptrs = AttentionPointers(qb, kb, vb)
@@ -23,7 +22,7 @@ extension Attention {
                     let tile = tiles - 1 - item / heads
                     let (b, h) = ((item % heads) / p.Hq, item % p.Hq)
                     let i0 = tile * queryBlock, i1 = min(p.T, i0 + queryBlock)
-                    let scratch = TileScratch()
+                    let scratch = TileScratch(p)
                     defer { scratch.free() }
                     attendRows(p, ptrs, b: b, h: h, rows: i0..<i1, keys: 0..<p.S,
                                out: out.base + ((b * p.T + i0) * p.Hq + h) * p.Dv, ldo: p.Hq * p.Dv,
@@ -37,67 +36,141 @@ extension Attention {
 
     /// Attends query `rows` of head `(b, h)` to the keys in `keys` that each row may see. Writes the normalized output
     /// rows (stride `ldo`) and their log-sum-exp (stride `ldl`); a row that sees no key gets `o = 0`, `lse = -inf`.
-    /// Scores come from one GEMM per key tile, then an online softmax rescales the running output, then a second GEMM.
+    ///
+    /// Scores are formed transposed, `Sᵀ = K·Qᵀ` (keys as rows), so K is read in place and Qᵀ is packed once per
+    /// query tile; the online softmax then runs down the columns with every query's max and sum in vector lanes.
+    /// Scores carry a log2(e) factor, so only 2^x is needed. Both products use `MicroKernel.gemm`.
     static func attendRows(
         _ p: AttentionProblem, _ ptrs: AttentionPointers, b: Int, h: Int, rows: Range<Int>, keys: Range<Int>,
         out: UnsafeMutablePointer<Float>, ldo: Int, lse: UnsafeMutablePointer<Float>, ldl: Int, scratch: TileScratch
     ) {
-        let m = rows.count, bc = keyBlock
+        let m = rows.count, dvPad = scratch.dvPad, lds = scratch.scoreStride
+        let mPad = roundUp(m, MicroKernel.rows)
         let hk = h / (p.Hq / p.Hkv)
-        let (scores, rowMax, rowSum) = (scratch.scores, scratch.rowMax, scratch.rowSum)
+        let log2e: Float = 1.442_695_04, ln2: Float = 0.693_147_18
+        let (scores, colMax, colSum, acc) = (scratch.scores, scratch.colMax, scratch.colSum, scratch.output)
+        // Qᵀ times scale·log2(e): [D, lds], padded query columns zero.
+        let qT = scratch.queries
+        qT.initialize(repeating: 0, count: p.D * lds)
         for r in 0..<m {
-            (out + r * ldo).initialize(repeating: 0, count: p.Dv)
-            rowMax[r] = -.infinity
-            rowSum[r] = 0
+            let src = ptrs.q + ((b * p.T + rows.lowerBound + r) * p.Hq + h) * p.D
+            for d in 0..<p.D { qT[d * lds + r] = src[d] * (p.scale * log2e) }
         }
-        // Keys any row of the tile may see (ranges grow with the row under a causal mask).
-        let lo = max(keys.lowerBound, p.keyRange(query: rows.lowerBound).lo)
-        let hi = min(keys.upperBound, p.keyRange(query: rows.upperBound - 1).hi)
-        let qRows = ptrs.q + ((b * p.T + rows.lowerBound) * p.Hq + h) * p.D
+        acc.initialize(repeating: 0, count: mPad * dvPad)
+        colMax.initialize(repeating: -.infinity, count: lds)
+        colSum.initialize(repeating: 0, count: lds)
+        // Keys any query of the tile may see (ranges grow with the query under a causal mask).
+        let first = p.keyRange(query: rows.lowerBound), last = p.keyRange(query: rows.upperBound - 1)
+        let lo = max(keys.lowerBound, first.lo), hi = min(keys.upperBound, last.hi)
+        let kRow = ptrs.k + (b * p.S * p.Hkv + hk) * p.D, ldk = p.Hkv * p.D
         var j0 = lo
         while j0 < hi {
-            let n = min(bc, hi - j0)
-            BLAS.sgemm(transB: true, m: m, n: n, k: p.D, alpha: p.scale,
-                       a: qRows, lda: p.Hq * p.D,
-                       b: ptrs.k + ((b * p.S + j0) * p.Hkv + hk) * p.D, ldb: p.Hkv * p.D,
-                       c: scores, ldc: bc)
-            for r in 0..<m {
-                let row = scores + r * bc
-                let visible = p.keyRange(query: rows.lowerBound + r)
-                let cLo = max(0, max(visible.lo, keys.lowerBound) - j0)
-                let cHi = min(n, min(visible.hi, keys.upperBound) - j0)
-                if cHi <= cLo {
-                    row.initialize(repeating: 0, count: n)  // this row sees nothing in the tile
-                    continue
-                }
-                if cLo > 0 { row.initialize(repeating: -.infinity, count: cLo) }
-                if cHi < n { (row + cHi).initialize(repeating: -.infinity, count: n - cHi) }
-                let newMax = Swift.max(rowMax[r], VectorMath.max(row + cLo, count: cHi - cLo))
-                let tileSum = VectorMath.expShiftedInPlace(row, count: n, shift: newMax)
-                if rowMax[r] != newMax, rowSum[r] > 0 {
-                    let correction = VectorMath.exp(rowMax[r] - newMax)
-                    VectorMath.scale(out + r * ldo, count: p.Dv, by: correction)
-                    rowSum[r] *= correction
-                }
-                rowSum[r] += tileSum
-                rowMax[r] = newMax
+            let n = min(keyBlock, hi - j0)
+            // Sᵀ [n, lds] = K_tile · Qᵀ: whole 6-row blocks straight from k, the ragged tail through a padded copy.
+            let whole = n / MicroKernel.rows * MicroKernel.rows
+            MicroKernel.gemm(m: whole, n: lds, depth: p.D, a: kRow + j0 * ldk, aRowStride: ldk, aDepthStride: 1,
+                             b: qT, ldb: lds, c: scores, ldc: lds, accumulate: false)
+            if whole < n {
+                let tail = scratch.keyTail
+                tail.initialize(repeating: 0, count: MicroKernel.rows * p.D)
+                for r in whole..<n { (tail + (r - whole) * p.D).update(from: kRow + (j0 + r) * ldk, count: p.D) }
+                MicroKernel.gemm(m: MicroKernel.rows, n: lds, depth: p.D, a: tail, aRowStride: p.D, aDepthStride: 1,
+                                 b: qT, ldb: lds, c: scores + whole * lds, ldc: lds, accumulate: false)
             }
-            BLAS.sgemm(m: m, n: p.Dv, k: n,
-                       a: scores, lda: bc,
-                       b: ptrs.v + ((b * p.S + j0) * p.Hkv + hk) * p.Dv, ldb: p.Hkv * p.Dv,
-                       beta: 1, c: out, ldc: ldo)
+            // Mask: key j is visible to the queries whose range holds it, a contiguous run of columns.
+            let needsMask = j0 + n > first.hi || j0 < last.lo || j0 < keys.lowerBound || j0 + n > keys.upperBound
+            if needsMask {
+                for r in 0..<n {
+                    let (cLo, cHi) = visibleQueries(p, key: j0 + r, rows: rows, keys: keys)
+                    let row = scores + r * lds
+                    if cHi <= cLo {
+                        row.initialize(repeating: -.infinity, count: m)
+                        continue
+                    }
+                    if cLo > 0 { row.initialize(repeating: -.infinity, count: cLo) }
+                    if cHi < m { (row + cHi).initialize(repeating: -.infinity, count: m - cHi) }
+                }
+            }
+            onlineSoftmaxColumns(scores: scores, lds: lds, keys: n, columns: lds, colMax: colMax, colSum: colSum,
+                                 acc: acc, dvPad: dvPad, accRows: mPad)
+            // V tile [n, dvPad] (padded columns stay zero), then acc += P·V with P read transposed from Sᵀ.
+            let vt = scratch.values
+            for r in 0..<n { (vt + r * dvPad).update(from: ptrs.v + ((b * p.S + j0 + r) * p.Hkv + hk) * p.Dv, count: p.Dv) }
+            MicroKernel.gemm(m: mPad, n: dvPad, depth: n, a: scores, aRowStride: 1, aDepthStride: lds,
+                             b: vt, ldb: dvPad, c: acc, ldc: dvPad, accumulate: true)
             j0 += n
         }
         for r in 0..<m {
-            if rowSum[r] > 0 {
-                VectorMath.scale(out + r * ldo, count: p.Dv, by: 1 / rowSum[r])
-                lse[r * ldl] = rowMax[r] + log(rowSum[r])
+            let dst = out + r * ldo
+            if colSum[r] > 0 {
+                let inverse = 1 / colSum[r]
+                for e in 0..<p.Dv { dst[e] = acc[r * dvPad + e] * inverse }
+                lse[r * ldl] = (colMax[r] + log2(colSum[r])) * ln2
             } else {
+                dst.initialize(repeating: 0, count: p.Dv)
                 lse[r * ldl] = -.infinity
             }
         }
     }
+
+    /// Columns (queries `rows.lowerBound + c`) that may see `key`, as `[cLo, cHi)` within the tile.
+    @inline(__always)
+    static func visibleQueries(_ p: AttentionProblem, key j: Int, rows: Range<Int>, keys: Range<Int>) -> (Int, Int) {
+        guard keys.contains(j) else { return (0, 0) }
+        guard p.causal else { return (0, rows.count) }
+        // Query i sits at position i + S - T and sees j when j <= pos and (with a window W) j > pos - W.
+        let offset = p.S - p.T
+        let firstQuery = j - offset
+        let lastQuery = p.window.map { j - offset + $0 - 1 } ?? Int.max - 1
+        let cLo = max(0, firstQuery - rows.lowerBound)
+        let cHi = min(rows.count, lastQuery - rows.lowerBound + 1)
+        return (cLo, max(cLo, cHi))
+    }
+
+    /// One key tile of the online softmax, down the columns of `Sᵀ [keys, lds]` (one column per query):
+    /// updates each column's running max and sum, replaces the scores by `2^(s - max)`, rescales the rows of `acc`.
+    @inline(__always)
+    static func onlineSoftmaxColumns(
+        scores: UnsafeMutablePointer<Float>, lds: Int, keys n: Int, columns: Int,
+        colMax: UnsafeMutablePointer<Float>, colSum: UnsafeMutablePointer<Float>,
+        acc: UnsafeMutablePointer<Float>, dvPad: Int, accRows: Int
+    ) {
+        typealias V = SIMD8<Float>
+        var c = 0
+        while c < columns {
+            let maxAddress = UnsafeMutableRawPointer(colMax + c), sumAddress = UnsafeMutableRawPointer(colSum + c)
+            let oldMax = maxAddress.loadUnaligned(as: V.self)
+            var tileMax = V(repeating: -.infinity)
+            for r in 0..<n {
+                let s = UnsafeRawPointer(scores + r * lds + c).loadUnaligned(as: V.self)
+                tileMax.replace(with: s, where: s .> tileMax)
+            }
+            var newMax = oldMax
+            newMax.replace(with: tileMax, where: tileMax .> oldMax)
+            // A column that has seen no key yet shifts by 0, so 2^(-inf - 0) = 0 instead of NaN.
+            var shift = newMax
+            shift.replace(with: 0, where: newMax .== -V.Scalar.infinity)
+            let correction = VectorMath.exp2(oldMax - shift)
+            var sum = sumAddress.loadUnaligned(as: V.self) * correction
+            for r in 0..<n {
+                let address = UnsafeMutableRawPointer(scores + r * lds + c)
+                let e = VectorMath.exp2(address.loadUnaligned(as: V.self) - shift)
+                address.storeBytes(of: e, as: V.self)
+                sum += e
+            }
+            maxAddress.storeBytes(of: newMax, as: V.self)
+            sumAddress.storeBytes(of: sum, as: V.self)
+            for lane in 0..<8 where c + lane < accRows && correction[lane] != 1 {
+                VectorMath.scale(acc + (c + lane) * dvPad, count: dvPad, by: correction[lane])
+            }
+            c += 8
+        }
+    }
 }
+
+/// Smallest multiple of `step` that is >= `n`.
+@inline(__always)
+func roundUp(_ n: Int, _ step: Int) -> Int { (n + step - 1) / step * step }
 
 /// Base addresses of q, k, v for parallel work items (read only).
 struct AttentionPointers: @unchecked Sendable {
@@ -111,21 +184,32 @@ struct AttentionPointers: @unchecked Sendable {
     }
 }
 
-/// Per-work-item buffers of one tile: scores `[queryBlock, keyBlock]`, running row max and row sum.
+/// Per-work-item buffers of one query tile (padded to the micro-kernel's 6-row and 16-column blocks).
 struct TileScratch {
-    let scores: UnsafeMutablePointer<Float>
-    let rowMax: UnsafeMutablePointer<Float>
-    let rowSum: UnsafeMutablePointer<Float>
+    let scores: UnsafeMutablePointer<Float>   // Sᵀ [keyBlock + 6, scoreStride] (the ragged tail block writes 6 rows)
+    let queries: UnsafeMutablePointer<Float>  // Qᵀ [D, scoreStride]
+    let keyTail: UnsafeMutablePointer<Float>  // [6, D]: the last ragged block of key rows
+    let values: UnsafeMutablePointer<Float>   // [keyBlock, dvPad]
+    let output: UnsafeMutablePointer<Float>   // [scoreStride, dvPad]
+    let colMax: UnsafeMutablePointer<Float>   // [scoreStride]
+    let colSum: UnsafeMutablePointer<Float>   // [scoreStride]
+    let dvPad: Int
+    let scoreStride: Int
 
-    init() {
-        scores = .allocate(capacity: Attention.queryBlock * Attention.keyBlock)
-        rowMax = .allocate(capacity: Attention.queryBlock)
-        rowSum = .allocate(capacity: Attention.queryBlock)
+    init(_ p: AttentionProblem) {
+        dvPad = roundUp(p.Dv, MicroKernel.columns)
+        scoreStride = roundUp(roundUp(Attention.queryBlock, MicroKernel.rows), MicroKernel.columns)
+        scores = .allocate(capacity: (Attention.keyBlock + MicroKernel.rows) * scoreStride)
+        queries = .allocate(capacity: p.D * scoreStride)
+        keyTail = .allocate(capacity: MicroKernel.rows * p.D)
+        values = .allocate(capacity: Attention.keyBlock * dvPad)
+        values.initialize(repeating: 0, count: Attention.keyBlock * dvPad)  // padded columns stay zero
+        output = .allocate(capacity: scoreStride * dvPad)
+        colMax = .allocate(capacity: scoreStride)
+        colSum = .allocate(capacity: scoreStride)
     }
 
     func free() {
-        scores.deallocate()
-        rowMax.deallocate()
-        rowSum.deallocate()
+        for buffer in [scores, queries, keyTail, values, output, colMax, colSum] { buffer.deallocate() }
     }
 }

@@ -14,7 +14,6 @@ extension Attention {
         let rowCount = p.B * p.T * p.Hq
         var partialO = [Float](repeating: 0, count: parts * rowCount * p.Dv)
         var partialLSE = [Float](repeating: -.infinity, count: parts * rowCount)
-        BLAS.setThreads(1)
         q.withUnsafeBufferPointer { qb in k.withUnsafeBufferPointer { kb in v.withUnsafeBufferPointer { vb in
             partialO.withUnsafeMutableBufferPointer { ob in partialLSE.withUnsafeMutableBufferPointer { lb in
                 let ptrs = AttentionPointers(qb, kb, vb)
@@ -26,7 +25,7 @@ extension Attention {
                     let (b, h) = ((rest % heads) / p.Hq, rest % p.Hq)
                     let i0 = tile * queryBlock, i1 = min(p.T, i0 + queryBlock)
                     let keys = min(p.S, part * partLength)..<min(p.S, (part + 1) * partLength)
-                    let scratch = TileScratch()
+                    let scratch = TileScratch(p)
                     defer { scratch.free() }
                     attendRows(p, ptrs, b: b, h: h, rows: i0..<i1, keys: keys,
                                out: out.base + (part * rowCount + (b * p.T + i0) * p.Hq + h) * p.Dv, ldo: p.Hq * p.Dv,

@@ -1,0 +1,77 @@
+/// A register-blocked single-precision GEMM for the small, fixed-shape products inside fused kernels
+/// (flash attention's `QKᵀ` and `PV` tiles), where a BLAS call's packing and dispatch cost a third of the time.
+public enum MicroKernel {
+    /// Rows of C per register block.
+    public static let rows = 6
+    /// Columns of C per register block (two 8-lane vectors).
+    public static let columns = 16
+
+    /// `C[m x n] (+)= A[m x depth] · B[depth x n]`; B and C row-major (strides `ldb`, `ldc`); A's element
+    /// `(r, d)` at `a[r * aRowStride + d * aDepthStride]`, so A may be row-major (`lda, 1`) or transposed (`1, lda`).
+    /// Requires `m % 6 == 0` and `n % 16 == 0` (callers pad); `accumulate == false` overwrites C. O(m·n·depth).
+    @inlinable
+    public static func gemm(
+        m: Int, n: Int, depth: Int,
+        a: UnsafePointer<Float>, aRowStride: Int, aDepthStride: Int, b: UnsafePointer<Float>, ldb: Int,
+        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool
+    ) {
+        precondition(m % rows == 0 && n % columns == 0, "MicroKernel.gemm: m, n must be multiples of 6, 16")
+        // Column blocks outside: the `depth x 16` panel of B stays in L1 while every row block streams past it.
+        var j = 0
+        while j < n {
+            var i = 0
+            while i < m {
+                block(depth: depth, a: a + i * aRowStride, rs: aRowStride, ds: aDepthStride, b: b + j, ldb: ldb,
+                      c: c + i * ldc + j, ldc: ldc, accumulate: accumulate)
+                i += rows
+            }
+            j += columns
+        }
+    }
+
+    /// One 6 x 16 block of C kept in twelve vector registers over the whole depth.
+    @inlinable @inline(__always)
+    static func block(
+        depth: Int, a: UnsafePointer<Float>, rs: Int, ds: Int, b: UnsafePointer<Float>, ldb: Int,
+        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool
+    ) {
+        typealias V = SIMD8<Float>
+        @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+        @inline(__always) func store(_ v: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
+        var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
+        var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
+        if accumulate {
+            c00 = load(c); c01 = load(c + 8)
+            c10 = load(c + ldc); c11 = load(c + ldc + 8)
+            c20 = load(c + 2 * ldc); c21 = load(c + 2 * ldc + 8)
+            c30 = load(c + 3 * ldc); c31 = load(c + 3 * ldc + 8)
+            c40 = load(c + 4 * ldc); c41 = load(c + 4 * ldc + 8)
+            c50 = load(c + 5 * ldc); c51 = load(c + 5 * ldc + 8)
+        }
+        let a0 = a, a1 = a + rs, a2 = a + 2 * rs, a3 = a + 3 * rs, a4 = a + 4 * rs, a5 = a + 5 * rs
+        var pb = b
+        for step in 0..<depth {
+            let d = step * ds
+            let b0 = load(pb), b1 = load(pb + 8)
+            var x = V(repeating: a0[d])
+            c00 = c00.addingProduct(x, b0); c01 = c01.addingProduct(x, b1)
+            x = V(repeating: a1[d])
+            c10 = c10.addingProduct(x, b0); c11 = c11.addingProduct(x, b1)
+            x = V(repeating: a2[d])
+            c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1)
+            x = V(repeating: a3[d])
+            c30 = c30.addingProduct(x, b0); c31 = c31.addingProduct(x, b1)
+            x = V(repeating: a4[d])
+            c40 = c40.addingProduct(x, b0); c41 = c41.addingProduct(x, b1)
+            x = V(repeating: a5[d])
+            c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
+            pb += ldb
+        }
+        store(c00, c); store(c01, c + 8)
+        store(c10, c + ldc); store(c11, c + ldc + 8)
+        store(c20, c + 2 * ldc); store(c21, c + 2 * ldc + 8)
+        store(c30, c + 3 * ldc); store(c31, c + 3 * ldc + 8)
+        store(c40, c + 4 * ldc); store(c41, c + 4 * ldc + 8)
+        store(c50, c + 5 * ldc); store(c51, c + 5 * ldc + 8)
+    }
+}
