@@ -28,18 +28,24 @@ public enum Parallel {
     /// Runs `body(i)` for every `i` in `0..<count`, spread over `threadCount` threads; returns when all are done.
     /// Items are handed out dynamically, so uneven items (causal blocks) balance. O(count) calls.
     public static func forEach(_ count: Int, _ body: @Sendable (Int) -> Void) {
+        forEach(count) { item, _ in body(item) }
+    }
+
+    /// Like `forEach(_:_:)`, but also passes the worker's index in `0..<threadCount`, so each worker can reuse
+    /// its own scratch buffers across items.
+    public static func forEach(_ count: Int, _ body: @Sendable (_ item: Int, _ worker: Int) -> Void) {
         if count <= 0 { return }
         let workers = min(threadCount, count)
         if workers == 1 {
-            for i in 0..<count { body(i) }
+            for i in 0..<count { body(i, 0) }
             return
         }
         let next = AtomicCounter()
-        DispatchQueue.concurrentPerform(iterations: workers) { _ in
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
             while true {
                 let i = next.increment()
                 if i >= count { break }
-                body(i)
+                body(i, worker)
             }
         }
     }

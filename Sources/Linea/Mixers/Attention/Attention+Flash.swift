@@ -17,16 +17,16 @@ extension Attention {
             o.withUnsafeMutableBufferPointer { ob in lse.withUnsafeMutableBufferPointer { lb in
                 let ptrs = AttentionPointers(qb, kb, vb)
                 let out = SendablePointer(ob.baseAddress!), lseOut = SendablePointer(lb.baseAddress!)
-                Parallel.forEach(heads * tiles) { item in
+                let scratches = (0..<Parallel.threadCount).map { _ in TileScratch(p) }
+                defer { scratches.forEach { $0.free() } }
+                Parallel.forEach(heads * tiles) { item, worker in
                     // Last tiles first: under a causal mask they are the heaviest, so the load balances.
                     let tile = tiles - 1 - item / heads
                     let (b, h) = ((item % heads) / p.Hq, item % p.Hq)
                     let i0 = tile * queryBlock, i1 = min(p.T, i0 + queryBlock)
-                    let scratch = TileScratch(p)
-                    defer { scratch.free() }
                     attendRows(p, ptrs, b: b, h: h, rows: i0..<i1, keys: 0..<p.S,
                                out: out.base + ((b * p.T + i0) * p.Hq + h) * p.Dv, ldo: p.Hq * p.Dv,
-                               lse: lseOut.base + (b * p.T + i0) * p.Hq + h, ldl: p.Hq, scratch: scratch)
+                               lse: lseOut.base + (b * p.T + i0) * p.Hq + h, ldl: p.Hq, scratch: scratches[worker])
                 }
             } }
         } } }
@@ -185,7 +185,8 @@ struct AttentionPointers: @unchecked Sendable {
 }
 
 /// Per-work-item buffers of one query tile (padded to the micro-kernel's 6-row and 16-column blocks).
-struct TileScratch {
+/// Each worker owns one (`Parallel.forEach` hands out worker indices), so the raw buffers are never shared.
+struct TileScratch: @unchecked Sendable {
     let scores: UnsafeMutablePointer<Float>   // Sᵀ [keyBlock + 6, scoreStride] (the ragged tail block writes 6 rows)
     let queries: UnsafeMutablePointer<Float>  // Qᵀ [D, scoreStride]
     let keyTail: UnsafeMutablePointer<Float>  // [6, D]: the last ragged block of key rows

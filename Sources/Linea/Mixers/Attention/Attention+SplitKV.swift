@@ -18,18 +18,18 @@ extension Attention {
             partialO.withUnsafeMutableBufferPointer { ob in partialLSE.withUnsafeMutableBufferPointer { lb in
                 let ptrs = AttentionPointers(qb, kb, vb)
                 let out = SendablePointer(ob.baseAddress!), lseOut = SendablePointer(lb.baseAddress!)
-                Parallel.forEach(parts * heads * tiles) { item in
+                let scratches = (0..<Parallel.threadCount).map { _ in TileScratch(p) }
+                defer { scratches.forEach { $0.free() } }
+                Parallel.forEach(parts * heads * tiles) { item, worker in
                     let part = item % parts
                     let rest = item / parts
                     let tile = rest / heads
                     let (b, h) = ((rest % heads) / p.Hq, rest % p.Hq)
                     let i0 = tile * queryBlock, i1 = min(p.T, i0 + queryBlock)
                     let keys = min(p.S, part * partLength)..<min(p.S, (part + 1) * partLength)
-                    let scratch = TileScratch(p)
-                    defer { scratch.free() }
                     attendRows(p, ptrs, b: b, h: h, rows: i0..<i1, keys: keys,
                                out: out.base + (part * rowCount + (b * p.T + i0) * p.Hq + h) * p.Dv, ldo: p.Hq * p.Dv,
-                               lse: lseOut.base + part * rowCount + (b * p.T + i0) * p.Hq + h, ldl: p.Hq, scratch: scratch)
+                               lse: lseOut.base + part * rowCount + (b * p.T + i0) * p.Hq + h, ldl: p.Hq, scratch: scratches[worker])
                 }
             } }
         } } }
