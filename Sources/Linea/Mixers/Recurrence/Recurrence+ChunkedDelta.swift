@@ -113,23 +113,9 @@ struct DeltaChunk {
         BLAS.sgemm(m: L, n: V, k: L, a: Tm, lda: C, b: v, ldb: ldv, beta: 0, c: U, ldc: V)
         BLAS.sgemm(m: L, n: V, k: K, alpha: -1, a: W, lda: K, b: S, ldb: V, beta: 1, c: U, ldc: V)
         // 4. o = [scale e^{G_i} q_i | P] [S_prev ; U], P_ij = scale e^{G_i - G_j} q_i·k_j (j <= i).
-        let ld = K + C
-        for i in 0..<L { GatedChunk.scaleRow(QP + i * ld, q + i * ldk, gated ? scale * VectorMath.exp(Float(G[i])) : scale, K) }
-        BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: q, lda: ldk, b: k, ldb: ldk, beta: 0, c: QP + K, ldc: ld)
-        for i in 0..<L {
-            let row = QP + K + i * ld
-            if gated { GatedChunk.multiplyByExpDifference(row, G[i], G, i + 1) }
-            (row + i + 1).update(repeating: 0, count: L - i - 1)
-        }
-        BLAS.sgemm(m: L, n: V, k: K + L, a: QP, lda: ld, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
+        GatedChunk.outputWithScalarDecay(L: L, C: C, K: K, V: V, q: q, k: k, ldk: ldk, scale: scale, G: gated ? G : nil,
+                                         qa: QP, stateAndValues: S, o: o, ldo: ldv)
         // 5. S = e^{G_L} S + (e^{G_L - G_j} k_j)^T U.
-        if gated {
-            let last = G[L - 1]
-            for j in 0..<L { GatedChunk.scaleRow(Kb + j * K, k + j * ldk, VectorMath.exp(Float(last - G[j])), K) }
-            VectorMath.scale(S, count: K * V, by: VectorMath.exp(Float(last)))
-            BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kb, lda: K, b: U, ldb: V, beta: 1, c: S, ldc: V)
-        } else {
-            BLAS.sgemm(transA: true, m: K, n: V, k: L, a: k, lda: ldk, b: U, ldb: V, beta: 1, c: S, ldc: V)
-        }
+        GatedChunk.carryStateWithScalarDecay(L: L, K: K, V: V, k: k, ldk: ldk, G: gated ? G : nil, decayedKeys: Kb, values: U, S: S)
     }
 }

@@ -102,28 +102,11 @@ struct GatedChunk {
     /// Scalar (or no) decay: linear_attn, retention, simple_gla. O(L*K*V + L^2*(K+V)).
     /// The output is one GEMM: `o = [scale e^G Q | A] [S_prev ; V]` with `A_ij = scale e^{G_i - G_j} q_i·k_j`, j <= i.
     func runScalar(decays: Bool) {
-        let ld = K + C  // row stride of QA
         let Vc = S + K * V  // the chunk's values, copied under the state
-        for i in 0..<L {
-            Self.scaleRow(QA + i * ld, q + i * ldk, decays ? scale * VectorMath.exp(Float(G[i])) : scale, K)
-            (Vc + i * V).update(from: v + i * ldv, count: V)
-        }
-        BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: q, lda: ldk, b: k, ldb: ldk, beta: 0, c: QA + K, ldc: ld)
-        for i in 0..<L {
-            let row = QA + K + i * ld
-            if decays { Self.multiplyByExpDifference(row, G[i], G, i + 1) }
-            (row + i + 1).update(repeating: 0, count: L - i - 1)
-        }
-        BLAS.sgemm(m: L, n: V, k: K + L, a: QA, lda: ld, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
-        // State: S = e^{G_L} S + (e^{G_L - G_j} k_j)^T V.
-        if decays {
-            let last = G[L - 1]
-            for j in 0..<L { Self.scaleRow(Kr + j * K, k + j * ldk, VectorMath.exp(Float(last - G[j])), K) }
-            VectorMath.scale(S, count: K * V, by: VectorMath.exp(Float(last)))
-            BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kr, lda: K, b: Vc, ldb: V, beta: 1, c: S, ldc: V)
-        } else {
-            BLAS.sgemm(transA: true, m: K, n: V, k: L, a: k, lda: ldk, b: Vc, ldb: V, beta: 1, c: S, ldc: V)
-        }
+        for i in 0..<L { (Vc + i * V).update(from: v + i * ldv, count: V) }
+        Self.outputWithScalarDecay(L: L, C: C, K: K, V: V, q: q, k: k, ldk: ldk, scale: scale, G: decays ? G : nil,
+                                   qa: QA, stateAndValues: S, o: o, ldo: ldv)
+        Self.carryStateWithScalarDecay(L: L, K: K, V: V, k: k, ldk: ldk, G: decays ? G : nil, decayedKeys: Kr, values: Vc, S: S)
     }
 
     /// Vector decay over the K rows (gla). G is L x K. O(L*K*V + L^2*(K+V)) plus O(L*K*16) exps for steep gates.
@@ -184,6 +167,42 @@ struct GatedChunk {
         // State: S = Diag(e^{G_L}) S + Kr^T V.
         for c in 0..<K { VectorMath.scale(S + c * V, count: V, by: VectorMath.exp(Float(last[c]))) }
         BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kr, lda: K, b: Vc, ldb: V, beta: 1, c: S, ldc: V)
+    }
+
+    /// Chunk output under a scalar decay (or none when `G` is nil), as one GEMM:
+    /// `o = [scale e^{G_i} q_i | A] [S ; X]` with `A_ij = scale e^{G_i - G_j} q_i·k_j` for `j <= i`, where `X`
+    /// (L x V, the values or the delta rule's U) is stored right below the state S. `qa` is L x (K+C) workspace.
+    /// O(L·K·(L+V) + L²·V).
+    static func outputWithScalarDecay(
+        L: Int, C: Int, K: Int, V: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>, ldk: Int, scale: Float,
+        G: UnsafePointer<Double>?, qa: UnsafeMutablePointer<Float>, stateAndValues S: UnsafePointer<Float>,
+        o: UnsafeMutablePointer<Float>, ldo: Int
+    ) {
+        let ld = K + C
+        for i in 0..<L { scaleRow(qa + i * ld, q + i * ldk, G.map { scale * VectorMath.exp(Float($0[i])) } ?? scale, K) }
+        BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: q, lda: ldk, b: k, ldb: ldk, beta: 0, c: qa + K, ldc: ld)
+        for i in 0..<L {
+            let row = qa + K + i * ld
+            if let G { multiplyByExpDifference(row, G[i], G, i + 1) }
+            (row + i + 1).update(repeating: 0, count: L - i - 1)
+        }
+        BLAS.sgemm(m: L, n: V, k: K + L, a: qa, lda: ld, b: S, ldb: V, beta: 0, c: o, ldc: ldo)
+    }
+
+    /// State carried past a chunk under a scalar decay (or none when `G` is nil):
+    /// `S = e^{G_L} S + (e^{G_L - G_j} k_j)ᵀ X`, with `X` (L x V) the values or U. O(L·K·V).
+    static func carryStateWithScalarDecay(
+        L: Int, K: Int, V: Int, k: UnsafePointer<Float>, ldk: Int, G: UnsafePointer<Double>?,
+        decayedKeys: UnsafeMutablePointer<Float>, values X: UnsafePointer<Float>, S: UnsafeMutablePointer<Float>
+    ) {
+        if let G {
+            let last = G[L - 1]
+            for j in 0..<L { scaleRow(decayedKeys + j * K, k + j * ldk, VectorMath.exp(Float(last - G[j])), K) }
+            VectorMath.scale(S, count: K * V, by: VectorMath.exp(Float(last)))
+            BLAS.sgemm(transA: true, m: K, n: V, k: L, a: decayedKeys, lda: K, b: X, ldb: V, beta: 1, c: S, ldc: V)
+        } else {
+            BLAS.sgemm(transA: true, m: K, n: V, k: L, a: k, lda: ldk, b: X, ldb: V, beta: 1, c: S, ldc: V)
+        }
     }
 
     /// `row[j] *= exp(gi - G[j])` for `j < n`; callers pass `n <= i + 1`, so every exponent is <= 0.
