@@ -38,6 +38,7 @@ let package = Package(
             name: "linea",
             dependencies: [
                 "Linea",
+                "LineaCUDA",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: cpuFlags

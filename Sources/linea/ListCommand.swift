@@ -1,5 +1,6 @@
 import ArgumentParser
 import Linea
+import LineaCUDA
 
 /// `linea list`: mechanisms, their forms, available backends.
 struct ListCommand: ParsableCommand {
@@ -10,6 +11,11 @@ struct ListCommand: ParsableCommand {
         printTable(header: ["mechanism", "forms", "inputs", "what"], rows: rows)
         print("")
         print("backends: cpu (\(Parallel.threadCount) threads, OpenBLAS GEMM)")
-        print("          cuda: not built in this version")
+        // The CUDA kernels are reachable through the LineaCUDA library and `linea-cuda-check` for now.
+        if let reason = CUDABackend.unavailableReason {
+            print("          cuda: unavailable here (\(reason))")
+        } else {
+            print("          cuda: available (LineaCUDA, linea-cuda-check); not yet behind linea's --backend")
+        }
     }
 }
