@@ -6,7 +6,7 @@ import Linea
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Benchmark mechanisms over sequence lengths (default: a sweep of about 2 minutes on 2 cores).",
+        abstract: "Benchmark mechanisms over sequence lengths (default: a sweep of about 1 minute on 2 cores).",
         discussion: """
             Prints mechanism, form, T, ms (median), tokens/s, GFLOP/s, peak extra resident memory, then the fitted \
             exponent of time over T per mechanism and form, OpenBLAS sgemm's GFLOP/s measured in the same run, and \
