@@ -93,11 +93,15 @@ extension Attention {
             }
             onlineSoftmaxColumns(scores: scores, lds: lds, keys: n, columns: lds, colMax: colMax, colSum: colSum,
                                  acc: acc, dvPad: dvPad, accRows: mPad)
-            // V tile [n, dvPad] (padded columns stay zero), then acc += P·V with P read transposed from Sᵀ.
-            let vt = scratch.values
-            for r in 0..<n { (vt + r * dvPad).update(from: ptrs.v + ((b * p.S + j0 + r) * p.Hkv + hk) * p.Dv, count: p.Dv) }
+            // acc += P·V with P read transposed from Sᵀ; V in place when its rows fill whole 16-column blocks,
+            // else through a copy whose padded columns stay zero.
+            var vt = UnsafePointer(ptrs.v + ((b * p.S + j0) * p.Hkv + hk) * p.Dv), ldv = p.Hkv * p.Dv
+            if dvPad != p.Dv {
+                for r in 0..<n { (scratch.values + r * dvPad).update(from: vt + r * ldv, count: p.Dv) }
+                (vt, ldv) = (UnsafePointer(scratch.values), dvPad)
+            }
             MicroKernel.gemm(m: mPad, n: dvPad, depth: n, a: scores, aRowStride: 1, aDepthStride: lds,
-                             b: vt, ldb: dvPad, c: acc, ldc: dvPad, accumulate: true)
+                             b: vt, ldb: ldv, c: acc, ldc: dvPad, accumulate: true, rowBlocksOutside: true)
             j0 += n
         }
         for r in 0..<m {
