@@ -101,7 +101,7 @@ extension Attention {
                 (vt, ldv) = (UnsafePointer(scratch.values), dvPad)
             }
             MicroKernel.gemm(m: mPad, n: dvPad, depth: n, a: scores, aRowStride: 1, aDepthStride: lds,
-                             b: vt, ldb: ldv, c: acc, ldc: dvPad, accumulate: true, rowBlocksOutside: true)
+                             b: vt, ldb: ldv, c: acc, ldc: dvPad, accumulate: true)
             j0 += n
         }
         for r in 0..<m {
