@@ -11,11 +11,11 @@ struct ListCommand: ParsableCommand {
         printTable(header: ["mechanism", "forms", "inputs", "what"], rows: rows)
         print("")
         print("backends: cpu (\(Parallel.threadCount) threads, OpenBLAS GEMM)")
-        // The CUDA kernels are reachable through the LineaCUDA library and `linea-cuda-check` for now.
+        // The CUDA kernels are reachable through `verify --backend cuda`, the LineaCUDA library and linea-cuda-check.
         if let reason = CUDABackend.unavailableReason {
             print("          cuda: unavailable here (\(reason))")
         } else {
-            print("          cuda: available (LineaCUDA, linea-cuda-check); not yet behind linea's --backend")
+            print("          cuda: available: `linea verify --backend cuda` (attention, gated_delta_rule step), LineaCUDA library")
         }
     }
 }

@@ -11,19 +11,34 @@ struct VerifyCommand: ParsableCommand {
     @Option(help: "Only this mechanism (see `linea list`).")
     var mechanism: String?
 
-    @Option(help: "Pass when relative RMS error <= this (outputs and lse/state).")
-    var tolerance: Double = 1e-5
+    @Option(help: "Pass when relative RMS error <= this (outputs and lse/state); default 1e-5, 2e-3 for bf16.")
+    var tolerance: Double?
 
     @Option(help: "Seed of the random inputs.")
     var seed: UInt64 = 1
 
+    @Option(help: "Backend: cpu, or cuda (attention and the gated_delta_rule decode step so far).")
+    var backend: String = "cpu"
+
+    @Option(help: "Input precision on the cuda backend: f32 or bf16 (default tolerance then 2e-3).")
+    var dtype: String = "f32"
+
+    func validate() throws {
+        guard ["cpu", "cuda"].contains(backend) else { throw validationErrorList(argument: "--backend", got: backend, known: ["cpu", "cuda"]) }
+        guard ["f32", "bf16"].contains(dtype) else { throw validationErrorList(argument: "--dtype", got: dtype, known: ["f32", "bf16"]) }
+    }
+
     func run() throws {
         let selected = try mechanism.map { [try Mechanism.named($0)] } ?? Mechanism.all
+        let tolerance = self.tolerance ?? (dtype == "bf16" ? 2e-3 : 1e-5)
         var rows: [[String]] = []
         var failures = 0
         for m in selected {
             printError("verify: \(m.name) ...")
-            for check in try verificationChecks(m, seed: seed) {
+            let checks = backend == "cuda"
+                ? try cudaVerificationChecks(m, dtype: dtype == "bf16" ? .bfloat16 : .float32, seed: seed)
+                : try verificationChecks(m, seed: seed)
+            for check in checks {
                 let pass = check.errors.allSatisfy { $0.stats.relativeRMS <= tolerance }
                 failures += pass ? 0 : 1
                 let cells = check.errors.map { "\($0.name) " + String(format: "%.2e / %.2e", $0.stats.relativeRMS, $0.stats.maxAbs) }

@@ -49,7 +49,7 @@ func temporaryDirectory() throws -> URL {
     @Test func usageErrorsExitTwoWithoutStackTrace() throws {
         for args in [["frobnicate"], ["bench", "--lengths", "12,abc"], ["bench", "--mechanism", "nope"],
                      ["verify", "--mechanism", "nope"], ["bench", "--heads", "0"], ["bench", "--backend", "tpu"],
-                     ["bench", "--form", "sideways"]] {
+                     ["bench", "--form", "sideways"], ["verify", "--backend", "tpu"], ["verify", "--dtype", "f8"]] {
             let r = try runLinea(args)
             #expect(r.code == 2, "\(args): exit \(r.code), stderr: \(r.err)")
             #expect(r.err.contains("rror"), "\(args): \(r.err)")
@@ -61,6 +61,13 @@ func temporaryDirectory() throws -> URL {
         let r = try runLinea(["verify"])
         #expect(r.code == 0, "\(r.out)\(r.err)")
         #expect(r.out.contains(" 0 failed"))
+    }
+
+    @Test(.enabled(if: !FileManager.default.fileExists(atPath: "/dev/nvidiactl"), "this machine has an NVIDIA device"))
+    func verifyOnCUDAWithoutAGPUSaysWhy() throws {
+        let r = try runLinea(["verify", "--backend", "cuda", "--mechanism", "attention"])
+        #expect(r.code == 1, "\(r.err)")
+        #expect(r.err.contains("CUDA backend is unavailable"), "\(r.err)")
     }
 
     @Test func verifyFailsWithExitOneWhenToleranceIsImpossible() throws {
