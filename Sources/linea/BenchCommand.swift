@@ -57,7 +57,7 @@ struct BenchCommand: ParsableCommand {
         }
         let userLengths = try parsedLengths()
 
-        printError("bench: measuring OpenBLAS sgemm (n = 2048, \(Parallel.threadCount) threads) ...")
+        printError("bench: measuring OpenBLAS sgemm (n = \(Measure.sgemmSize), \(Parallel.threadCount) threads) ...")
         let sgemm = Measure.sgemmGFLOPs()
         var results: [BenchResult] = []
         for target in targets {
@@ -88,7 +88,7 @@ struct BenchCommand: ParsableCommand {
                  String(format: "%.0f%%", 100 * r.gflops / sgemm), formatBytes(r.peakBytes)]
             })
         print("")
-        print(String(format: "OpenBLAS sgemm, n = 2048, %d threads: %.1f GFLOP/s (same run)", Parallel.threadCount, sgemm))
+        print(String(format: "OpenBLAS sgemm, n = %d, %d threads: %.1f GFLOP/s (same run)", Measure.sgemmSize, Parallel.threadCount, sgemm))
         var seen = Set<String>()
         for r in results where seen.insert(r.mechanism + "/" + r.form).inserted {
             let points = results.filter { $0.mechanism == r.mechanism && $0.form == r.form }

@@ -41,8 +41,12 @@ enum Measure {
         return (times[times.count / 2] * 1000, max(0, peak - before))
     }
 
+    /// Side of the reference sgemm: 2048 fills a few cores; on a 16-core host an n = 2048 sgemm reached only
+    /// 223 GFLOP/s, less than half of what flash attention reached there, so more cores get 4096.
+    static let sgemmSize = Parallel.threadCount <= 4 ? 2048 : 4096
+
     /// Multi-threaded OpenBLAS sgemm rate at `n x n x n`, in GFLOP/s (the machine's practical GEMM limit).
-    static func sgemmGFLOPs(n: Int = 2048) -> Double {
+    static func sgemmGFLOPs(n: Int = sgemmSize) -> Double {
         let a = [Float](repeating: 0.5, count: n * n), b = [Float](repeating: 0.25, count: n * n)
         var c = [Float](repeating: 0, count: n * n)
         BLAS.setThreads(Parallel.threadCount)
