@@ -8,7 +8,7 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "Benchmark mechanisms over sequence lengths (default: a sweep of about 1 minute on 2 cores).",
         discussion: """
-            Prints mechanism, form, T, ms (median), tokens/s, GFLOP/s, peak extra resident memory, then the fitted \
+            Prints mechanism, form, T, ms (fastest of at least 3 runs), tokens/s, GFLOP/s, peak extra resident memory, then the fitted \
             exponent of time over T per mechanism and form, OpenBLAS sgemm's GFLOP/s measured in the same run, and \
             where each chunked recurrence overtakes flash attention. Recurrences run with input validation off \
             (the kernel alone). Progress goes to stderr.
