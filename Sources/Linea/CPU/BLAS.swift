@@ -2,8 +2,8 @@ import COpenBLAS
 
 /// Dense single-precision GEMM from OpenBLAS, row-major.
 public enum BLAS {
-    /// Sets OpenBLAS's own thread count. Linea's kernels call GEMM from inside `Parallel.forEach`,
-    /// so they run it single-threaded (`1`, the default Linea sets); a lone large GEMM may use all cores.
+    /// Sets OpenBLAS's own thread count. Kernels that call GEMM from inside `Parallel.forEach` set `1` first
+    /// (the chunked recurrences do); a lone large GEMM may use all cores.
     public static func setThreads(_ n: Int) {
         openblas_set_num_threads(Int32(n))
     }

@@ -1,9 +1,9 @@
 import Foundation
 
 extension Attention {
-    /// Query rows per tile (GEMM M dimension).
+    /// Queries per tile (columns of the transposed score tile `Sᵀ`).
     static let queryBlock = 128
-    /// Keys per tile (GEMM N dimension of QKᵀ, K dimension of PV).
+    /// Keys per tile (rows of `Sᵀ`; the depth of the `P·V` product).
     static let keyBlock = 256
 
     /// Flash form: one work item per (batch, head, query tile), keys streamed in tiles through an online softmax.
@@ -13,25 +13,45 @@ extension Attention {
         var lse = [Float](repeating: -.infinity, count: p.B * p.T * p.Hq)
         let tiles = (p.T + queryBlock - 1) / queryBlock
         let heads = p.B * p.Hq
+        attendTiles(p, q: q, k: k, v: v, o: &o, lse: &lse, count: heads * tiles) { item in
+            // Last tiles first: under a causal mask they are the heaviest, so the load balances.
+            let tile = tiles - 1 - item / heads
+            let (b, h) = ((item % heads) / p.Hq, item % p.Hq)
+            let i0 = tile * queryBlock
+            return TileItem(b: b, h: h, rows: i0..<min(p.T, i0 + queryBlock), keys: 0..<p.S,
+                            row: (b * p.T + i0) * p.Hq + h)
+        }
+        return AttentionOutput(o: Tensor(uncheckedShape: [p.B, p.T, p.Hq, p.Dv], scalars: o),
+                               lse: Tensor(uncheckedShape: [p.B, p.T, p.Hq], scalars: lse))
+    }
+
+    /// One work item: query `rows` of head `(b, h)` against `keys`; its first output row is `row` of the
+    /// `[rows, Dv]` / `[rows]` buffers (output row stride Hq).
+    struct TileItem {
+        let b: Int, h: Int
+        let rows: Range<Int>, keys: Range<Int>
+        let row: Int
+    }
+
+    /// Runs `attendRows` for `count` items in parallel, one scratch per worker, writing into `o` and `lse`.
+    static func attendTiles(
+        _ p: AttentionProblem, q: Tensor, k: Tensor, v: Tensor, o: inout [Float], lse: inout [Float], count: Int,
+        _ item: @Sendable (Int) -> TileItem
+    ) {
         q.withUnsafeBufferPointer { qb in k.withUnsafeBufferPointer { kb in v.withUnsafeBufferPointer { vb in
             o.withUnsafeMutableBufferPointer { ob in lse.withUnsafeMutableBufferPointer { lb in
                 let ptrs = AttentionPointers(qb, kb, vb)
                 let out = SendablePointer(ob.baseAddress!), lseOut = SendablePointer(lb.baseAddress!)
                 let scratches = (0..<Parallel.threadCount).map { _ in TileScratch(p) }
                 defer { scratches.forEach { $0.free() } }
-                Parallel.forEach(heads * tiles) { item, worker in
-                    // Last tiles first: under a causal mask they are the heaviest, so the load balances.
-                    let tile = tiles - 1 - item / heads
-                    let (b, h) = ((item % heads) / p.Hq, item % p.Hq)
-                    let i0 = tile * queryBlock, i1 = min(p.T, i0 + queryBlock)
-                    attendRows(p, ptrs, b: b, h: h, rows: i0..<i1, keys: 0..<p.S,
-                               out: out.base + ((b * p.T + i0) * p.Hq + h) * p.Dv, ldo: p.Hq * p.Dv,
-                               lse: lseOut.base + (b * p.T + i0) * p.Hq + h, ldl: p.Hq, scratch: scratches[worker])
+                Parallel.forEach(count) { index, worker in
+                    let t = item(index)
+                    attendRows(p, ptrs, b: t.b, h: t.h, rows: t.rows, keys: t.keys,
+                               out: out.base + t.row * p.Dv, ldo: p.Hq * p.Dv,
+                               lse: lseOut.base + t.row, ldl: p.Hq, scratch: scratches[worker])
                 }
             } }
         } } }
-        return AttentionOutput(o: Tensor(uncheckedShape: [p.B, p.T, p.Hq, p.Dv], scalars: o),
-                               lse: Tensor(uncheckedShape: [p.B, p.T, p.Hq], scalars: lse))
     }
 
     /// Attends query `rows` of head `(b, h)` to the keys in `keys` that each row may see. Writes the normalized output
@@ -78,10 +98,10 @@ extension Attention {
                                  b: qT, ldb: lds, c: scores + whole * lds, ldc: lds, accumulate: false)
             }
             // Mask: key j is visible to the queries whose range holds it, a contiguous run of columns.
-            let needsMask = j0 + n > first.hi || j0 < last.lo || j0 < keys.lowerBound || j0 + n > keys.upperBound
+            let needsMask = j0 + n > first.hi || j0 < last.lo  // the tile already lies inside `keys`
             if needsMask {
                 for r in 0..<n {
-                    let (cLo, cHi) = visibleQueries(p, key: j0 + r, rows: rows, keys: keys)
+                    let (cLo, cHi) = visibleQueries(p, key: j0 + r, rows: rows)
                     let row = scores + r * lds
                     if cHi <= cLo {
                         row.initialize(repeating: -.infinity, count: m)
@@ -119,8 +139,7 @@ extension Attention {
 
     /// Columns (queries `rows.lowerBound + c`) that may see `key`, as `[cLo, cHi)` within the tile.
     @inline(__always)
-    static func visibleQueries(_ p: AttentionProblem, key j: Int, rows: Range<Int>, keys: Range<Int>) -> (Int, Int) {
-        guard keys.contains(j) else { return (0, 0) }
+    static func visibleQueries(_ p: AttentionProblem, key j: Int, rows: Range<Int>) -> (Int, Int) {
         guard p.causal else { return (0, rows.count) }
         // Query i sits at position i + S - T and sees j when j <= pos and (with a window W) j > pos - W.
         let offset = p.S - p.T

@@ -14,25 +14,15 @@ extension Attention {
         let rowCount = p.B * p.T * p.Hq
         var partialO = [Float](repeating: 0, count: parts * rowCount * p.Dv)
         var partialLSE = [Float](repeating: -.infinity, count: parts * rowCount)
-        q.withUnsafeBufferPointer { qb in k.withUnsafeBufferPointer { kb in v.withUnsafeBufferPointer { vb in
-            partialO.withUnsafeMutableBufferPointer { ob in partialLSE.withUnsafeMutableBufferPointer { lb in
-                let ptrs = AttentionPointers(qb, kb, vb)
-                let out = SendablePointer(ob.baseAddress!), lseOut = SendablePointer(lb.baseAddress!)
-                let scratches = (0..<Parallel.threadCount).map { _ in TileScratch(p) }
-                defer { scratches.forEach { $0.free() } }
-                Parallel.forEach(parts * heads * tiles) { item, worker in
-                    let part = item % parts
-                    let rest = item / parts
-                    let tile = rest / heads
-                    let (b, h) = ((rest % heads) / p.Hq, rest % p.Hq)
-                    let i0 = tile * queryBlock, i1 = min(p.T, i0 + queryBlock)
-                    let keys = min(p.S, part * partLength)..<min(p.S, (part + 1) * partLength)
-                    attendRows(p, ptrs, b: b, h: h, rows: i0..<i1, keys: keys,
-                               out: out.base + (part * rowCount + (b * p.T + i0) * p.Hq + h) * p.Dv, ldo: p.Hq * p.Dv,
-                               lse: lseOut.base + part * rowCount + (b * p.T + i0) * p.Hq + h, ldl: p.Hq, scratch: scratches[worker])
-                }
-            } }
-        } } }
+        attendTiles(p, q: q, k: k, v: v, o: &partialO, lse: &partialLSE, count: parts * heads * tiles) { item in
+            let part = item % parts, rest = item / parts
+            let tile = rest / heads
+            let (b, h) = ((rest % heads) / p.Hq, rest % p.Hq)
+            let i0 = tile * queryBlock
+            return TileItem(b: b, h: h, rows: i0..<min(p.T, i0 + queryBlock),
+                            keys: min(p.S, part * partLength)..<min(p.S, (part + 1) * partLength),
+                            row: part * rowCount + (b * p.T + i0) * p.Hq + h)
+        }
         // Merge: lse = log Σ_p exp(lse_p), o = Σ_p exp(lse_p - lse) o_p.
         var o = [Float](repeating: 0, count: rowCount * p.Dv)
         var lse = [Float](repeating: -.infinity, count: rowCount)
