@@ -89,6 +89,14 @@ enum RecurrenceFixture {
         print("formsAgree \(m.rawValue): worst relative RMS \(String(format: "%.2e", worst))")
     }
 
+    /// Outputs of 4 MiB and more take the huge-page allocation path: chunked == recurrent there too.
+    @Test(arguments: [RecurrentMechanism.simpleGLA, .gatedDeltaRule])
+    func largeOutputs(_ m: RecurrentMechanism) throws {
+        let x = try F.inputs(m, B: 1, T: 4096, H: 4, K: 32, V: 64, seed: 21)  // o: 4096*4*64 floats = 4 MiB
+        _ = F.expectClose(try Recurrence.forward(m, x, form: .chunked(size: 64)), try Recurrence.forward(m, x, form: .recurrent),
+                          tolerance: 1e-5, "\(m.rawValue) large output")
+    }
+
     /// A longer sequence (T = 1000) for gated_delta_rule with q/k L2-normalized inside, and linear_attn with
     /// the normalizer on positive features.
     @Test func longerSequenceAndOptions() throws {

@@ -9,7 +9,7 @@ extension Attention {
     /// Flash form: one work item per (batch, head, query tile), keys streamed in tiles through an online softmax.
     /// Extra memory O(queryBlock · keyBlock) per thread; no `T x S` matrix is ever formed.
     static func flash(_ p: AttentionProblem, q: Tensor, k: Tensor, v: Tensor) -> AttentionOutput {
-        var o = [Float](repeating: 0, count: p.B * p.T * p.Hq * p.Dv)
+        var o = Allocation.zeros(p.B * p.T * p.Hq * p.Dv)
         var lse = [Float](repeating: -.infinity, count: p.B * p.T * p.Hq)
         let tiles = (p.T + queryBlock - 1) / queryBlock
         let heads = p.B * p.Hq

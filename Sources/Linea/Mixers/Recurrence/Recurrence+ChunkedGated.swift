@@ -21,7 +21,7 @@ extension Recurrence {
         let (T, H, K, V) = (d.T, d.H, d.K, d.V)
         let C = min(chunk, T)  // a chunk longer than the sequence needs no larger workspace
         let kind = p.mechanism.gateKind
-        var o = [Float](repeating: 0, count: d.B * T * H * V)
+        var o = Allocation.zeros(d.B * T * H * V)
         var state = p.startingState()
         o.withUnsafeMutableBufferPointer { oBuf in state.withUnsafeMutableBufferPointer { sBuf in
             let outP = SendablePointer(oBuf.baseAddress!), stateP = SendablePointer(sBuf.baseAddress!)

@@ -130,7 +130,7 @@ extension Recurrence {
     /// Recurrent form: a Float32 scan over T, parallel over B*H. O(B*H*T*K*V) time, O(K*V) state per (b,h).
     static func recurrentForward(_ p: FastProblem) -> RecurrenceOutput {
         let d = p.dims
-        var o = [Float](repeating: 0, count: d.B * d.T * d.H * d.V)
+        var o = Allocation.zeros(d.B * d.T * d.H * d.V)
         var state = p.startingState()
         o.withUnsafeMutableBufferPointer { oBuf in state.withUnsafeMutableBufferPointer { sBuf in
             recurrentScan(p, state: SendablePointer(sBuf.baseAddress!), o: SendablePointer(oBuf.baseAddress!))
