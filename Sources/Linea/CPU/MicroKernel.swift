@@ -9,15 +9,28 @@ public enum MicroKernel {
     /// `C[m x n] (+)= A[m x depth] · B[depth x n]`; B and C row-major (strides `ldb`, `ldc`); A's element
     /// `(r, d)` at `a[r * aRowStride + d * aDepthStride]`, so A may be row-major (`lda, 1`) or transposed (`1, lda`).
     /// Requires `m % 6 == 0` and `n % 16 == 0` (callers pad); `accumulate == false` overwrites C. O(m·n·depth).
+    /// Blocks of C run row by row (A's 6 rows stay in L1 while B streams) unless `columnBlocksOutside`, which keeps
+    /// one 16-column panel of B in L1 while A streams: better when B is larger than L1 and A is small.
     @inlinable
     public static func gemm(
         m: Int, n: Int, depth: Int,
         a: UnsafePointer<Float>, aRowStride: Int, aDepthStride: Int, b: UnsafePointer<Float>, ldb: Int,
-        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool
+        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, columnBlocksOutside: Bool = false
     ) {
         precondition(m % rows == 0 && n % columns == 0, "MicroKernel.gemm: m, n must be multiples of 6, 16")
-        // Row blocks outside: the A block (strided, or read transposed) stays in L1 while B streams past it;
-        // measured at least as fast as column blocks outside for both of flash attention's products.
+        if columnBlocksOutside {
+            var j = 0
+            while j < n {
+                var i = 0
+                while i < m {
+                    block(depth: depth, a: a + i * aRowStride, rs: aRowStride, ds: aDepthStride, b: b + j, ldb: ldb,
+                          c: c + i * ldc + j, ldc: ldc, accumulate: accumulate)
+                    i += rows
+                }
+                j += columns
+            }
+            return
+        }
         var i = 0
         while i < m {
             var j = 0

