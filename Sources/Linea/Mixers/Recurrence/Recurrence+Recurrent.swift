@@ -74,10 +74,10 @@ extension Recurrence {
             var (s0, s1, s2, s3) = (Vec(), Vec(), Vec(), Vec())
             for i in 0..<K {
                 let c = Vec(repeating: k[i] * decay.multiplier(i)), row = S + i * V + j
-                s0 += c * load(row)
-                s1 += c * load(row + 8)
-                s2 += c * load(row + 16)
-                s3 += c * load(row + 24)
+                s0 = s0.addingProduct(c, load(row))
+                s1 = s1.addingProduct(c, load(row + 8))
+                s2 = s2.addingProduct(c, load(row + 16))
+                s3 = s3.addingProduct(c, load(row + 24))
             }
             let b = Vec(repeating: beta)
             (w0, w1, w2, w3) = (b * (w0 - s0), b * (w1 - s1), b * (w2 - s2), b * (w3 - s3))
@@ -86,16 +86,17 @@ extension Recurrence {
         for i in 0..<K {
             let row = S + i * V + j
             let a = Vec(repeating: decay.multiplier(i)), ki = Vec(repeating: k[i]), qi = Vec(repeating: scale * q[i])
-            let r0 = a * load(row) + ki * w0, r1 = a * load(row + 8) + ki * w1
-            let r2 = a * load(row + 16) + ki * w2, r3 = a * load(row + 24) + ki * w3
+            // `addingProduct` is one FMA; Swift does not contract `a * x + y` by itself.
+            let r0 = (ki * w0).addingProduct(a, load(row)), r1 = (ki * w1).addingProduct(a, load(row + 8))
+            let r2 = (ki * w2).addingProduct(a, load(row + 16)), r3 = (ki * w3).addingProduct(a, load(row + 24))
             store(r0, row)
             store(r1, row + 8)
             store(r2, row + 16)
             store(r3, row + 24)
-            a0 += qi * r0
-            a1 += qi * r1
-            a2 += qi * r2
-            a3 += qi * r3
+            a0 = a0.addingProduct(qi, r0)
+            a1 = a1.addingProduct(qi, r1)
+            a2 = a2.addingProduct(qi, r2)
+            a3 = a3.addingProduct(qi, r3)
         }
         store(a0, o + j)
         store(a1, o + j + 8)
@@ -114,15 +115,17 @@ extension Recurrence {
         var write = UnsafeRawPointer(v + j).loadUnaligned(as: Vec.self)
         if let beta {
             var kS = Vec()
-            for i in 0..<K { kS += Vec(repeating: k[i] * decay.multiplier(i)) * UnsafeRawPointer(S + i * V + j).loadUnaligned(as: Vec.self) }
+            for i in 0..<K {
+                kS = kS.addingProduct(Vec(repeating: k[i] * decay.multiplier(i)), UnsafeRawPointer(S + i * V + j).loadUnaligned(as: Vec.self))
+            }
             write = Vec(repeating: beta) * (write - kS)
         }
         var acc = Vec()
         for i in 0..<K {
             let row = UnsafeMutableRawPointer(S + i * V + j)
-            let r = Vec(repeating: decay.multiplier(i)) * row.loadUnaligned(as: Vec.self) + Vec(repeating: k[i]) * write
+            let r = (Vec(repeating: k[i]) * write).addingProduct(Vec(repeating: decay.multiplier(i)), row.loadUnaligned(as: Vec.self))
             row.storeBytes(of: r, as: Vec.self)
-            acc += Vec(repeating: scale * q[i]) * r
+            acc = acc.addingProduct(Vec(repeating: scale * q[i]), r)
         }
         UnsafeMutableRawPointer(o + j).storeBytes(of: acc, as: Vec.self)
     }
