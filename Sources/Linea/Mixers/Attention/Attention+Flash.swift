@@ -15,9 +15,10 @@ extension Attention {
         let tiles = (p.T + queryBlock - 1) / queryBlock
         let heads = p.B * p.Hq
         attendTiles(p, q: q, k: k, v: v, o: &o, lse: &lse, count: heads * tiles) { item in
-            // Last tiles first: under a causal mask they are the heaviest, so the load balances.
-            let tile = tiles - 1 - item / heads
-            let (b, h) = ((item % heads) / p.Hq, item % p.Hq)
+            // A head's tiles one after another, so the workers share its keys and values in cache; last tiles
+            // first: under a causal mask they are the heaviest, so the lightest come last and the load balances.
+            let tile = tiles - 1 - item % tiles
+            let (b, h) = ((item / tiles) / p.Hq, (item / tiles) % p.Hq)
             let i0 = tile * queryBlock
             return TileItem(b: b, h: h, rows: i0..<min(p.T, i0 + queryBlock), keys: 0..<p.S,
                             row: (b * p.T + i0) * p.Hq + h)
