@@ -1,4 +1,4 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.1
 import PackageDescription
 
 // Hot loops need AVX2 + FMA: Swift's default x86-64 target has neither and turns SIMD math
@@ -22,6 +22,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // `swift package benchmark`; the malloc interposer trait stands in for jemalloc (not installed here).
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
         .systemLibrary(
@@ -62,6 +64,13 @@ let package = Package(
             name: "LineaTests",
             dependencies: ["Linea"],
             swiftSettings: cpuFlags
+        ),
+        .executableTarget(
+            name: "LineaBenchmarks",
+            dependencies: ["Linea", .product(name: "Benchmark", package: "benchmark")],
+            path: "Benchmarks/LineaBenchmarks",
+            swiftSettings: cpuFlags,
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
         // Runs the built `linea` binary: exit codes, messages, files written.
         .testTarget(
