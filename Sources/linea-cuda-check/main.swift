@@ -136,4 +136,5 @@ if arguments.contains("--bench") || arguments.contains("--bench-only") {
         failures += 1
     }
 }
+failures += decodeSection(ctx, arguments)  // Decode.swift: decode steps, split-KV, block-sparse
 exit(failures == 0 ? 0 : 1)

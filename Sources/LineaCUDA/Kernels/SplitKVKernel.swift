@@ -1,0 +1,309 @@
+// CUDA C source of the split-KV (flash-decoding) attention kernels. Extracted by scripts/check_kernels.py: keep the markers.
+
+extension CUDAKernels {
+    // LINEA-KERNEL-BEGIN attention_split_kv
+    /// Flash-decoding: few queries against a long KV. `linea_splitkv_{f32,bf16,f16}_d{64,128,256}_r{4,8}` (input
+    /// type, largest head dim, query rows per block) write per-partition partial results; `linea_splitkv_merge`
+    /// combines them through their log-sum-exp.
+    public static let attentionSplitKV = #"""
+// Linea: split-KV decode attention (flash-decoding).
+// q [B,T,Hq,D], k/v [B,S,Hkv,D] (fp32, bf16 or fp16). G = Hq / Hkv query heads share one KV head; the T*G query rows
+// of one (b, kv head) are handled together so K/V are read once per partition. Row r -> t = r / G, head hk*G + r % G.
+// Query t sits at position t + S - T (bottom-right aligned); causal rows see keys j <= that position.
+// Partial kernel: grid (partitions, B*Hkv, row groups of RB), block 128 = 4 warps, 4 RB (DMAX + 2) floats of dynamic
+// shared memory. Each partition covers keys
+// [p*len, min(S, (p+1)*len)). Within a warp LPK = DMAX/8 lanes hold one key (8 columns each) and 32/LPK keys are
+// processed side by side, each lane group with its own online softmax; groups, then warps, are merged at the end.
+// Partial o [P,B,T,Hq,D] fp32 (normalized within the partition), partial lse [P,B,T,Hq] fp32 in log2 units.
+// Merge kernel: grid (B*T*Hq), block 128: o = sum_p 2^(lse_p - M) o_p / sum_p 2^(lse_p - M), lse = ln2 (M + log2 sum)
+// (natural log), o = 0 and lse = -inf for a row that sees no key. Output fp32, bf16 or fp16 (out_kind 0, 1, 2).
+#define LINEA_SK_NW 4
+#define LINEA_SK_U 2
+#define LINEA_NEG_INF (__int_as_float(0xff800000))
+
+struct linea_bf16 { unsigned short x; };
+struct linea_f16 { unsigned short x; };
+__device__ __forceinline__ float linea_h2f(unsigned short h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+__device__ __forceinline__ float linea_bf2f(unsigned short h) { return __uint_as_float(((unsigned int)h) << 16); }
+
+// 8 consecutive elements starting at p (element offset c0 of a row of D), zero beyond D. FULL: all 8 in range and
+// 16-byte aligned (D == DMAX).
+template <bool FULL> __device__ __forceinline__ void linea_load8(const float* p, int c0, int D, float* x) {
+    if (FULL) {
+        float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
+        x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w; x[4] = b.x; x[5] = b.y; x[6] = b.z; x[7] = b.w;
+    } else {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) x[i] = c0 + i < D ? p[i] : 0.f;
+    }
+}
+template <bool FULL> __device__ __forceinline__ void linea_load8(const linea_bf16* p, int c0, int D, float* x) {
+    if (FULL) {
+        uint4 a = *(const uint4*)p;
+        unsigned int w[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) { x[2 * i] = __uint_as_float(w[i] << 16); x[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u); }
+    } else {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) x[i] = c0 + i < D ? linea_bf2f(p[i].x) : 0.f;
+    }
+}
+template <bool FULL> __device__ __forceinline__ void linea_load8(const linea_f16* p, int c0, int D, float* x) {
+    if (FULL) {
+        uint4 a = *(const uint4*)p;
+        unsigned int w[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            x[2 * i] = linea_h2f((unsigned short)(w[i] & 0xffffu)); x[2 * i + 1] = linea_h2f((unsigned short)(w[i] >> 16));
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) x[i] = c0 + i < D ? linea_h2f(p[i].x) : 0.f;
+    }
+}
+
+template <typename Tin, int DMAX, int RB, bool FULL>
+__device__ __forceinline__ void linea_splitkv_partial(
+    const Tin* __restrict__ q, const Tin* __restrict__ k, const Tin* __restrict__ v,
+    float* __restrict__ po, float* __restrict__ plse,
+    int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal)
+{
+    constexpr int LPK = DMAX / 8, KPW = 32 / LPK, STEP = KPW * LINEA_SK_U;  // keys per warp iteration
+    // Dynamic shared memory (one allocation for both FULL instances of an entry): acc [NW][RB][DMAX], m, l [NW][RB].
+    extern __shared__ float linea_sk_smem[];
+    float (*sm_acc)[RB][DMAX] = (float (*)[RB][DMAX])linea_sk_smem;
+    float (*sm_m)[RB] = (float (*)[RB])(linea_sk_smem + LINEA_SK_NW * RB * DMAX);
+    float (*sm_l)[RB] = (float (*)[RB])(linea_sk_smem + LINEA_SK_NW * RB * (DMAX + 1));
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int sub = lane % LPK, kg = lane / LPK, c0 = sub * 8;
+    const int part = blockIdx.x, b = blockIdx.y / Hkv, hk = blockIdx.y % Hkv;
+    const int G = Hq / Hkv, rows = T * G, r0 = blockIdx.z * RB;
+    const int nr = min(RB, rows - r0);
+    const int j0 = part * len, j1 = min(S, j0 + len);
+    float qr[RB][8], m[RB], l[RB], acc[RB][8];
+    int limit[RB];
+#pragma unroll
+    for (int r = 0; r < RB; ++r) {
+        const int row = r0 + min(r, nr - 1), t = row / G, h = hk * G + row % G;
+        linea_load8<FULL>(q + (((long)b * T + t) * Hq + h) * D + c0, c0, D, qr[r]);
+        limit[r] = causal ? t + S - T : S - 1;
+        m[r] = LINEA_NEG_INF; l[r] = 0.f;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[r][i] = 0.f;
+    }
+    const long kvRow = (long)Hkv * D;
+    const Tin* kb = k + (long)b * S * kvRow + (long)hk * D + c0;
+    const Tin* vb = v + (long)b * S * kvRow + (long)hk * D + c0;
+    for (int base = j0 + warp * STEP; base < j1; base += LINEA_SK_NW * STEP) {
+        float kr[LINEA_SK_U][8], vr[LINEA_SK_U][8];
+        int jj[LINEA_SK_U];
+#pragma unroll
+        for (int u = 0; u < LINEA_SK_U; ++u) {
+            jj[u] = base + u * KPW + kg;
+            const int j = min(jj[u], j1 - 1);  // out-of-range keys are masked below; load a valid row
+            linea_load8<FULL>(kb + (long)j * kvRow, c0, D, kr[u]);
+            linea_load8<FULL>(vb + (long)j * kvRow, c0, D, vr[u]);
+        }
+#pragma unroll
+        for (int r = 0; r < RB; ++r) {
+            if (r >= nr) break;  // uniform over the block
+            float s[LINEA_SK_U];
+#pragma unroll
+            for (int u = 0; u < LINEA_SK_U; ++u) {
+                float d = 0.f;
+#pragma unroll
+                for (int i = 0; i < 8; ++i) d = fmaf(qr[r][i], kr[u][i], d);
+#pragma unroll
+                for (int off = LPK / 2; off > 0; off >>= 1) d += __shfl_xor_sync(0xffffffffu, d, off);
+                s[u] = (jj[u] < j1 && jj[u] <= limit[r]) ? d * scale_log2 : LINEA_NEG_INF;
+            }
+            float mn = m[r];
+#pragma unroll
+            for (int u = 0; u < LINEA_SK_U; ++u) mn = fmaxf(mn, s[u]);
+            if (mn == LINEA_NEG_INF) continue;  // nothing visible yet for this lane group
+            const float alpha = exp2f(m[r] - mn);  // 0 when m was -inf
+            float p[LINEA_SK_U], ps = 0.f;
+#pragma unroll
+            for (int u = 0; u < LINEA_SK_U; ++u) { p[u] = exp2f(s[u] - mn); ps += p[u]; }
+            l[r] = l[r] * alpha + ps;
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                float a = acc[r][i] * alpha;
+#pragma unroll
+                for (int u = 0; u < LINEA_SK_U; ++u) a = fmaf(p[u], vr[u][i], a);
+                acc[r][i] = a;
+            }
+            m[r] = mn;
+        }
+    }
+    // Merge the lane groups of the warp (lanes with the same `sub`).
+#pragma unroll
+    for (int off = LPK; off < 32; off <<= 1) {
+#pragma unroll
+        for (int r = 0; r < RB; ++r) {
+            const float mo = __shfl_xor_sync(0xffffffffu, m[r], off), lo = __shfl_xor_sync(0xffffffffu, l[r], off);
+            const float mm = fmaxf(m[r], mo);
+            const float a = mm == LINEA_NEG_INF ? 0.f : exp2f(m[r] - mm), c = mm == LINEA_NEG_INF ? 0.f : exp2f(mo - mm);
+            l[r] = l[r] * a + lo * c;
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                const float ao = __shfl_xor_sync(0xffffffffu, acc[r][i], off);
+                acc[r][i] = acc[r][i] * a + ao * c;
+            }
+            m[r] = mm;
+        }
+    }
+    if (kg == 0) {
+#pragma unroll
+        for (int r = 0; r < RB; ++r) {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) sm_acc[warp][r][c0 + i] = acc[r][i];
+            if (sub == 0) { sm_m[warp][r] = m[r]; sm_l[warp][r] = l[r]; }
+        }
+    }
+    __syncthreads();
+    // Merge the warps: thread -> (row, column) pairs.
+    for (int idx = threadIdx.x; idx < nr * D; idx += blockDim.x) {
+        const int r = idx / D, c = idx - r * D;
+        float mm = LINEA_NEG_INF;
+#pragma unroll
+        for (int w = 0; w < LINEA_SK_NW; ++w) mm = fmaxf(mm, sm_m[w][r]);
+        float sum = 0.f, o = 0.f;
+        if (mm != LINEA_NEG_INF) {
+#pragma unroll
+            for (int w = 0; w < LINEA_SK_NW; ++w) {
+                const float f = exp2f(sm_m[w][r] - mm);
+                sum += sm_l[w][r] * f;
+                o += sm_acc[w][r][c] * f;
+            }
+        }
+        const int row = r0 + r, t = row / G, h = hk * G + row % G;
+        const long out = (((long)part * B + b) * T + t) * Hq + h;
+        po[out * D + c] = sum > 0.f ? o / sum : 0.f;
+        if (c == 0) plse[out] = sum > 0.f ? mm + log2f(sum) : LINEA_NEG_INF;
+    }
+}
+
+__device__ __forceinline__ unsigned short linea_f2bf(float x) {
+    unsigned int u = __float_as_uint(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (unsigned short)(u >> 16);
+}
+__device__ __forceinline__ unsigned short linea_f2h(float x) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x)); return h; }
+
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_merge(const float* po, const float* plse, void* o, float* lse, int P, int rowsTotal, int D, int out_kind) {
+    const long row = blockIdx.x;  // (b, t, h)
+    float mm = LINEA_NEG_INF;
+    for (int p = 0; p < P; ++p) mm = fmaxf(mm, plse[(long)p * rowsTotal + row]);
+    float sum = 0.f;
+    if (mm != LINEA_NEG_INF) for (int p = 0; p < P; ++p) sum += exp2f(plse[(long)p * rowsTotal + row] - mm);
+    for (int c = threadIdx.x; c < D; c += blockDim.x) {
+        float acc = 0.f;
+        if (sum > 0.f) {
+            for (int p = 0; p < P; ++p) {
+                const float w = plse[(long)p * rowsTotal + row];
+                if (w != LINEA_NEG_INF) acc += exp2f(w - mm) * po[((long)p * rowsTotal + row) * D + c];
+            }
+            acc /= sum;
+        }
+        const long i = row * D + c;
+        if (out_kind == 0) ((float*)o)[i] = acc;
+        else if (out_kind == 1) ((unsigned short*)o)[i] = linea_f2bf(acc);
+        else ((unsigned short*)o)[i] = linea_f2h(acc);
+    }
+    if (threadIdx.x == 0 && lse) lse[row] = sum > 0.f ? (mm + log2f(sum)) * 0.69314718055994531f : LINEA_NEG_INF;
+}
+
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d64_r4(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
+    if (D == 64) linea_splitkv_partial<float, 64, 4, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    else linea_splitkv_partial<float, 64, 4, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+}
+
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d64_r8(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
+    if (D == 64) linea_splitkv_partial<float, 64, 8, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    else linea_splitkv_partial<float, 64, 8, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+}
+
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d128_r4(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
+    if (D == 128) linea_splitkv_partial<float, 128, 4, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    else linea_splitkv_partial<float, 128, 4, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+}
+
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d128_r8(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
+    if (D == 128) linea_splitkv_partial<float, 128, 8, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    else linea_splitkv_partial<float, 128, 8, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+}
+
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d256_r4(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
+    if (D == 256) linea_splitkv_partial<float, 256, 4, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    else linea_splitkv_partial<float, 256, 4, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+}
+
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d256_r8(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
+    if (D == 256) linea_splitkv_partial<float, 256, 8, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    else linea_splitkv_partial<float, 256, 8, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+}
+
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d64_r4(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
+    if (D == 64) linea_splitkv_partial<linea_bf16, 64, 4, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    else linea_splitkv_partial<linea_bf16, 64, 4, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+}
+
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d64_r8(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
+    if (D == 64) linea_splitkv_partial<linea_bf16, 64, 8, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    else linea_splitkv_partial<linea_bf16, 64, 8, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+}
+
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d128_r4(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
+    if (D == 128) linea_splitkv_partial<linea_bf16, 128, 4, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    else linea_splitkv_partial<linea_bf16, 128, 4, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+}
+
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d128_r8(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
+    if (D == 128) linea_splitkv_partial<linea_bf16, 128, 8, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    else linea_splitkv_partial<linea_bf16, 128, 8, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+}
+
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d256_r4(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
+    if (D == 256) linea_splitkv_partial<linea_bf16, 256, 4, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    else linea_splitkv_partial<linea_bf16, 256, 4, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+}
+
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d256_r8(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
+    if (D == 256) linea_splitkv_partial<linea_bf16, 256, 8, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    else linea_splitkv_partial<linea_bf16, 256, 8, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+}
+
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d64_r4(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
+    if (D == 64) linea_splitkv_partial<linea_f16, 64, 4, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    else linea_splitkv_partial<linea_f16, 64, 4, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+}
+
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d64_r8(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
+    if (D == 64) linea_splitkv_partial<linea_f16, 64, 8, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    else linea_splitkv_partial<linea_f16, 64, 8, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+}
+
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d128_r4(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
+    if (D == 128) linea_splitkv_partial<linea_f16, 128, 4, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    else linea_splitkv_partial<linea_f16, 128, 4, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+}
+
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d128_r8(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
+    if (D == 128) linea_splitkv_partial<linea_f16, 128, 8, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    else linea_splitkv_partial<linea_f16, 128, 8, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+}
+
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d256_r4(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
+    if (D == 256) linea_splitkv_partial<linea_f16, 256, 4, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    else linea_splitkv_partial<linea_f16, 256, 4, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+}
+
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d256_r8(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
+    if (D == 256) linea_splitkv_partial<linea_f16, 256, 8, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    else linea_splitkv_partial<linea_f16, 256, 8, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+}
+"""#
+    // LINEA-KERNEL-END
+}
