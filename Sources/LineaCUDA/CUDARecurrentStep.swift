@@ -77,12 +77,15 @@ public enum CUDARecurrentStep {
     /// Device-buffer variant (queues one kernel, no transfers): q, k `[B·H,K]`, v `[B·H,V]`, g `[B·H]` or
     /// `[B·H,K]` (gla), beta `[B·H]`, all `dtype` (f32, bf16 or f16); state `[B·H,K,V]` fp32 updated in place;
     /// o `[B·H,V]` fp32. K <= 256. `columnsPerThread` (1 or 4; nil: 4 when V % 4 == 0) picks scalar or float4
-    /// state access. Reads and writes the state once: O(B·H·K·V) memory traffic.
+    /// state access; `warpsPerBlock` (8 or 16) the block size. Reads and writes the state once: O(B·H·K·V) memory traffic.
     public static func step(
         _ mechanism: RecurrentMechanism, q: CUDABuffer, k: CUDABuffer, v: CUDABuffer, g: CUDABuffer?, beta: CUDABuffer?,
         state: CUDABuffer, o: CUDABuffer, batch: Int, heads: Int, keyDim: Int, valueDim: Int, scale: Float? = nil,
-        dtype: DType = .float32, columnsPerThread: Int? = nil
+        dtype: DType = .float32, columnsPerThread: Int? = nil, warpsPerBlock: Int = 8
     ) throws {
+        guard warpsPerBlock == 8 || warpsPerBlock == 16 else {
+            throw LineaError.invalidArgument(argument: "warpsPerBlock", expected: "8 or 16", actual: "\(warpsPerBlock)")
+        }
         for (name, value) in [("batch", batch), ("heads", heads), ("keyDim", keyDim), ("valueDim", valueDim)] where value < 1 {
             throw LineaError.invalidArgument(argument: name, expected: ">= 1", actual: "\(value)")
         }
@@ -117,9 +120,10 @@ public enum CUDARecurrentStep {
                 argument: "columnsPerThread", expected: "1, or 4 when valueDim % 4 == 0", actual: "\(vec) (valueDim \(valueDim))")
         }
         let name = "linea_rec_step_\(suffix)_k\(keyDim <= 128 ? 128 : 256)_v\(vec)"
-        let f = try ctx.function(source: CUDAKernels.recurrentStep, name: name)
+        let f = try ctx.function(source: CUDAKernels.recurrentStep, name: name,
+                                 options: warpsPerBlock == 8 ? [] : ["-DLINEA_NW=\(warpsPerBlock)"])
         try ctx.launch(
-            f, grid: (bh, (valueDim + 32 * vec - 1) / (32 * vec), 1), block: (256, 1, 1),
+            f, grid: (bh, (valueDim + 32 * vec - 1) / (32 * vec), 1), block: (32 * warpsPerBlock, 1, 1),
             arguments: [
                 .int32(mechanismCode(mechanism)), .pointer(q.address), .pointer(k.address), .pointer(v.address),
                 .pointer(g?.address ?? 0), .pointer(beta?.address ?? 0), .pointer(state.address), .pointer(o.address),

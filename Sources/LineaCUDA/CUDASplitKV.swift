@@ -56,11 +56,12 @@ public enum CUDASplitKV {
 
     /// Device-buffer variant (queues two kernels, no transfers): q, k, v hold `dtype` elements (f32, bf16, f16);
     /// o holds `outputDType` (f32, bf16, f16); lse (optional) fp32 `[B,T,Hq]`. `workspace` (optional, at least
-    /// `workspaceBytes(shape, partitions:)`) avoids an allocation per call. Throws for invalid shapes or buffers.
+    /// `workspaceBytes(shape, partitions:)`) avoids an allocation per call. `options`: NVRTC defines for tuning
+    /// experiments (e.g. `-DLINEA_SK_U16=2`, see the kernel source). Throws for invalid shapes or buffers.
     public static func forward(
         q: CUDABuffer, k: CUDABuffer, v: CUDABuffer, o: CUDABuffer, lse: CUDABuffer?, shape: CUDAAttentionShape,
         scale: Float? = nil, causal: Bool = true, partitions: Int? = nil, dtype: DType = .bfloat16,
-        outputDType: DType = .bfloat16, workspace: CUDABuffer? = nil
+        outputDType: DType = .bfloat16, workspace: CUDABuffer? = nil, options: [String] = []
     ) throws {
         let s = shape
         for (name, value) in [("batch", s.batch), ("queryLength", s.queryLength), ("keyLength", s.keyLength),
@@ -103,8 +104,8 @@ public enum CUDASplitKV {
         if let lse, lse.byteCount < rowsTotal * 4 {
             throw LineaError.shapeMismatch(argument: "lse", expected: ">= \(rowsTotal * 4) bytes", actual: "\(lse.byteCount) bytes")
         }
-        // Keys per partition: a multiple of the 16 keys a block consumes per step, all partitions non-empty.
-        let len = ((s.keyLength + p - 1) / p + 15) / 16 * 16
+        // Keys per partition: a multiple of the 16-64 keys a block consumes per step, all partitions non-empty.
+        let len = ((s.keyLength + p - 1) / p + 63) / 64 * 64
         let parts = (s.keyLength + len - 1) / len
         let need = workspaceBytes(s, partitions: parts)
         let work = try workspace ?? CUDABuffer(context: ctx, byteCount: need)
@@ -115,7 +116,8 @@ public enum CUDASplitKV {
         let rows = s.queryLength * (s.queryHeads / s.kvHeads)
         let rb = rowsPerBlock(rows)
         let dmax = s.headDim <= 64 ? 64 : s.headDim <= 128 ? 128 : 256
-        let partial = try ctx.function(source: CUDAKernels.attentionSplitKV, name: "linea_splitkv_\(suffix)_d\(dmax)_r\(rb)")
+        let partial = try ctx.function(source: CUDAKernels.attentionSplitKV, name: "linea_splitkv_\(suffix)_d\(dmax)_r\(rb)",
+                                       options: options)
         try ctx.launch(
             partial, grid: (parts, s.batch * s.kvHeads, (rows + rb - 1) / rb), block: (128, 1, 1),
             sharedBytes: 4 * rb * (dmax + 2) * 4,
@@ -123,7 +125,7 @@ public enum CUDASplitKV {
                         .int32(Int32(s.batch)), .int32(Int32(s.queryLength)), .int32(Int32(s.keyLength)),
                         .int32(Int32(s.queryHeads)), .int32(Int32(s.kvHeads)), .int32(Int32(s.headDim)), .int32(Int32(len)),
                         .float(scaleValue * 1.4426950408889634), .int32(causal ? 1 : 0)])
-        let merge = try ctx.function(source: CUDAKernels.attentionSplitKV, name: "linea_splitkv_merge")
+        let merge = try ctx.function(source: CUDAKernels.attentionSplitKV, name: "linea_splitkv_merge", options: options)
         try ctx.launch(
             merge, grid: (rowsTotal, 1, 1), block: (128, 1, 1),
             arguments: [.pointer(po), .pointer(plse), .pointer(o.address), .pointer(lse?.address ?? 0), .int32(Int32(parts)),

@@ -73,6 +73,32 @@ private func benchSteps(_ ctx: CUDAContext) throws {
             cells.append(String(format: "%@ %.4f ms %.0f GB/s (%.0f%%)", m.rawValue, t.median, rate, 100 * rate / copy.gbps))
         }
         print("bench step \(dtype.rawValue) B=\(b) H=\(h) K=\(kd) V=\(vd): " + cells.joined(separator: "; "))
+        if dtype == .bfloat16 {
+            // Variant: 16 warps per block (half the rows per warp), checked against the default on the same state.
+            let s8 = try CUDABuffer(context: ctx, byteCount: stateBytes), s16 = try CUDABuffer(context: ctx, byteCount: stateBytes)
+            let o16 = try CUDABuffer(context: ctx, byteCount: b * h * vd * 4)
+            try s8.copy(from: state)
+            try s16.copy(from: state)
+            try CUDARecurrentStep.step(.gatedDeltaRule, q: q, k: k, v: v, g: g, beta: beta, state: s8, o: o, batch: b, heads: h,
+                                       keyDim: kd, valueDim: vd, dtype: dtype)
+            try CUDARecurrentStep.step(.gatedDeltaRule, q: q, k: k, v: v, g: g, beta: beta, state: s16, o: o16, batch: b, heads: h,
+                                       keyDim: kd, valueDim: vd, dtype: dtype, warpsPerBlock: 16)
+            let es = ErrorStats(try s16.download(Float.self, count: stateBytes / 4), try s8.download(Float.self, count: stateBytes / 4))
+            let eo = ErrorStats(try o16.download(Float.self, count: b * h * vd), try o.download(Float.self, count: b * h * vd))
+            var row: [String] = []
+            for m in [RecurrentMechanism.linearAttention, .gla, .gatedDeltaRule] {
+                let gate = m == .gatedDeltaRule ? 1 : m == .gla ? kd : 0
+                let delta = m == .gatedDeltaRule
+                let t = try CUDABench.time(context: ctx, warmup: 5, iterations: 50) {
+                    try CUDARecurrentStep.step(m, q: q, k: k, v: v, g: gate > 0 ? g : nil, beta: delta ? beta : nil, state: s16,
+                                               o: o16, batch: b, heads: h, keyDim: kd, valueDim: vd, dtype: dtype, warpsPerBlock: 16)
+                }
+                let bytes = 2 * stateBytes + b * h * (2 * kd + vd + gate + (delta ? 1 : 0)) * e + b * h * vd * 4
+                let rate = Double(bytes) / (t.median * 1e-3) / 1e9
+                row.append(String(format: "%@ %.4f ms %.0f GB/s (%.0f%%)", m.rawValue, t.median, rate, 100 * rate / copy.gbps))
+            }
+            print("bench step variant 16 warps/block \(dtype.rawValue): " + row.joined(separator: "; ") + "; vs 8 warps: state \(es), o \(eo)")
+        }
     }
 }
 
@@ -122,6 +148,15 @@ private func benchSplitKV(_ ctx: CUDAContext) throws -> Int {
             }
             let bytes = Double(2 * b * s * hkv * d * 2)
             let rate = bytes / (split.median * 1e-3) / 1e9
+            if s == 131072 && (b == 1 || b == 8) {
+                // Tuning variant: 2 key groups per warp step instead of 4 (fewer registers, less in flight).
+                let t2 = try CUDABench.time(context: ctx, warmup: 3, iterations: 20) {
+                    try CUDASplitKV.forward(q: q, k: k, v: v, o: o, lse: lse, shape: shape, causal: true, partitions: parts,
+                                            dtype: .bfloat16, outputDType: .bfloat16, workspace: work, options: ["-DLINEA_SK_U16=2"])
+                }
+                print(String(format: "bench split_kv variant -DLINEA_SK_U16=2 %@: %.4f ms, %.0f GB/s", shape.description, t2.median,
+                             bytes / (t2.median * 1e-3) / 1e9))
+            }
             print(String(format: "bench split_kv decode %@ bf16: split-KV %.4f ms (%d partitions) %.0f GB/s = %.0f%% of d2d copy; flash kernel %.4f ms (%.0f GB/s); split-KV %.1fx faster",
                          shape.description, split.median, parts, rate, 100 * rate / copy.gbps, flash.median,
                          bytes / (flash.median * 1e-3) / 1e9, flash.median / split.median))

@@ -18,7 +18,9 @@ extension CUDAKernels {
 // Merge kernel: grid (B*T*Hq), block 128: o = sum_p 2^(lse_p - M) o_p / sum_p 2^(lse_p - M), lse = ln2 (M + log2 sum)
 // (natural log), o = 0 and lse = -inf for a row that sees no key. Output fp32, bf16 or fp16 (out_kind 0, 1, 2).
 #define LINEA_SK_NW 4
-#define LINEA_SK_U 2
+#ifndef LINEA_SK_U16
+#define LINEA_SK_U16 4  // key groups per warp step for 16-bit inputs (2 for fp32); -D to tune
+#endif
 #define LINEA_NEG_INF (__int_as_float(0xff800000))
 
 struct linea_bf16 { unsigned short x; };
@@ -26,41 +28,54 @@ struct linea_f16 { unsigned short x; };
 __device__ __forceinline__ float linea_h2f(unsigned short h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
 __device__ __forceinline__ float linea_bf2f(unsigned short h) { return __uint_as_float(((unsigned int)h) << 16); }
 
-// 8 consecutive elements starting at p (element offset c0 of a row of D), zero beyond D. FULL: all 8 in range and
-// 16-byte aligned (D == DMAX).
-template <bool FULL> __device__ __forceinline__ void linea_load8(const float* p, int c0, int D, float* x) {
-    if (FULL) {
-        float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
-        x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w; x[4] = b.x; x[5] = b.y; x[6] = b.z; x[7] = b.w;
-    } else {
+// 8 consecutive elements of a row (element offset c0 of D), kept raw (as loaded) until used so that more keys fit
+// in registers: fp32 8 floats, bf16/fp16 4 words. FULL: all 8 in range and 16-byte aligned (D == DMAX).
+template <typename Tin> struct linea_raw8;
+template <> struct linea_raw8<float> {
+    float x[8];
+    template <bool FULL> __device__ __forceinline__ void load(const float* p, int c0, int D) {
+        if (FULL) {
+            float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
+            x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w; x[4] = b.x; x[5] = b.y; x[6] = b.z; x[7] = b.w;
+        } else {
 #pragma unroll
-        for (int i = 0; i < 8; ++i) x[i] = c0 + i < D ? p[i] : 0.f;
+            for (int i = 0; i < 8; ++i) x[i] = c0 + i < D ? p[i] : 0.f;
+        }
     }
-}
-template <bool FULL> __device__ __forceinline__ void linea_load8(const linea_bf16* p, int c0, int D, float* x) {
-    if (FULL) {
-        uint4 a = *(const uint4*)p;
-        unsigned int w[4] = {a.x, a.y, a.z, a.w};
+    __device__ __forceinline__ void get(float* y) const {
 #pragma unroll
-        for (int i = 0; i < 4; ++i) { x[2 * i] = __uint_as_float(w[i] << 16); x[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u); }
-    } else {
-#pragma unroll
-        for (int i = 0; i < 8; ++i) x[i] = c0 + i < D ? linea_bf2f(p[i].x) : 0.f;
+        for (int i = 0; i < 8; ++i) y[i] = x[i];
     }
-}
-template <bool FULL> __device__ __forceinline__ void linea_load8(const linea_f16* p, int c0, int D, float* x) {
-    if (FULL) {
-        uint4 a = *(const uint4*)p;
-        unsigned int w[4] = {a.x, a.y, a.z, a.w};
+};
+template <typename T16> struct linea_raw8_16 {
+    unsigned int w[4];
+    template <bool FULL> __device__ __forceinline__ void load(const T16* p, int c0, int D) {
+        if (FULL) {
+            uint4 a = *(const uint4*)p;
+            w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w;
+        } else {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const unsigned int lo = c0 + 2 * i < D ? p[2 * i].x : 0u, hi = c0 + 2 * i + 1 < D ? p[2 * i + 1].x : 0u;
+                w[i] = lo | (hi << 16);
+            }
+        }
+    }
+};
+template <> struct linea_raw8<linea_bf16> : linea_raw8_16<linea_bf16> {
+    __device__ __forceinline__ void get(float* y) const {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) { y[2 * i] = __uint_as_float(w[i] << 16); y[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u); }
+    }
+};
+template <> struct linea_raw8<linea_f16> : linea_raw8_16<linea_f16> {
+    __device__ __forceinline__ void get(float* y) const {
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            x[2 * i] = linea_h2f((unsigned short)(w[i] & 0xffffu)); x[2 * i + 1] = linea_h2f((unsigned short)(w[i] >> 16));
+            y[2 * i] = linea_h2f((unsigned short)(w[i] & 0xffffu)); y[2 * i + 1] = linea_h2f((unsigned short)(w[i] >> 16));
         }
-    } else {
-#pragma unroll
-        for (int i = 0; i < 8; ++i) x[i] = c0 + i < D ? linea_h2f(p[i].x) : 0.f;
     }
-}
+};
 
 template <typename Tin, int DMAX, int RB, bool FULL>
 __device__ __forceinline__ void linea_splitkv_partial(
@@ -68,7 +83,9 @@ __device__ __forceinline__ void linea_splitkv_partial(
     float* __restrict__ po, float* __restrict__ plse,
     int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal)
 {
-    constexpr int LPK = DMAX / 8, KPW = 32 / LPK, STEP = KPW * LINEA_SK_U;  // keys per warp iteration
+    // LPK lanes per key, KPW keys side by side, U of those per step (fewer for fp32, whose raw rows take twice the
+    // registers): STEP keys per warp step.
+    constexpr int LPK = DMAX / 8, KPW = 32 / LPK, U = sizeof(Tin) == 4 ? 2 : LINEA_SK_U16, STEP = KPW * U;
     // Dynamic shared memory (one allocation for both FULL instances of an entry): acc [NW][RB][DMAX], m, l [NW][RB].
     extern __shared__ float linea_sk_smem[];
     float (*sm_acc)[RB][DMAX] = (float (*)[RB][DMAX])linea_sk_smem;
@@ -85,7 +102,9 @@ __device__ __forceinline__ void linea_splitkv_partial(
 #pragma unroll
     for (int r = 0; r < RB; ++r) {
         const int row = r0 + min(r, nr - 1), t = row / G, h = hk * G + row % G;
-        linea_load8<FULL>(q + (((long)b * T + t) * Hq + h) * D + c0, c0, D, qr[r]);
+        linea_raw8<Tin> raw;
+        raw.template load<FULL>(q + (((long)b * T + t) * Hq + h) * D + c0, c0, D);
+        raw.get(qr[r]);
         limit[r] = causal ? t + S - T : S - 1;
         m[r] = LINEA_NEG_INF; l[r] = 0.f;
 #pragma unroll
@@ -94,46 +113,80 @@ __device__ __forceinline__ void linea_splitkv_partial(
     const long kvRow = (long)Hkv * D;
     const Tin* kb = k + (long)b * S * kvRow + (long)hk * D + c0;
     const Tin* vb = v + (long)b * S * kvRow + (long)hk * D + c0;
-    for (int base = j0 + warp * STEP; base < j1; base += LINEA_SK_NW * STEP) {
-        float kr[LINEA_SK_U][8], vr[LINEA_SK_U][8];
-        int jj[LINEA_SK_U];
+    // Software pipeline: the next step's K/V rows are loaded (raw) while the current ones are used.
+    linea_raw8<Tin> kn[U], vn[U];
+    int base = j0 + warp * STEP;
 #pragma unroll
-        for (int u = 0; u < LINEA_SK_U; ++u) {
-            jj[u] = base + u * KPW + kg;
-            const int j = min(jj[u], j1 - 1);  // out-of-range keys are masked below; load a valid row
-            linea_load8<FULL>(kb + (long)j * kvRow, c0, D, kr[u]);
-            linea_load8<FULL>(vb + (long)j * kvRow, c0, D, vr[u]);
+    for (int u = 0; u < U; ++u) {
+        const int j = min(base + u * KPW + kg, j1 - 1);  // out-of-range keys are masked below; load a valid row
+        kn[u].template load<FULL>(kb + (long)j * kvRow, c0, D);
+        vn[u].template load<FULL>(vb + (long)j * kvRow, c0, D);
+    }
+    for (; base < j1; base += LINEA_SK_NW * STEP) {
+        linea_raw8<Tin> kc[U], vc[U];
+        int jj[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) { kc[u] = kn[u]; vc[u] = vn[u]; jj[u] = base + u * KPW + kg; }
+        const int next = base + LINEA_SK_NW * STEP;
+        if (next < j1) {
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                const int j = min(next + u * KPW + kg, j1 - 1);
+                kn[u].template load<FULL>(kb + (long)j * kvRow, c0, D);
+                vn[u].template load<FULL>(vb + (long)j * kvRow, c0, D);
+            }
+        }
+        float s[RB][U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            float kr[8];
+            kc[u].get(kr);
+#pragma unroll
+            for (int r = 0; r < RB; ++r) {
+                float d = 0.f;
+#pragma unroll
+                for (int i = 0; i < 8; ++i) d = fmaf(qr[r][i], kr[i], d);
+                s[r][u] = d;
+            }
         }
 #pragma unroll
         for (int r = 0; r < RB; ++r) {
             if (r >= nr) break;  // uniform over the block
-            float s[LINEA_SK_U];
 #pragma unroll
-            for (int u = 0; u < LINEA_SK_U; ++u) {
-                float d = 0.f;
-#pragma unroll
-                for (int i = 0; i < 8; ++i) d = fmaf(qr[r][i], kr[u][i], d);
+            for (int u = 0; u < U; ++u) {
+                float d = s[r][u];
 #pragma unroll
                 for (int off = LPK / 2; off > 0; off >>= 1) d += __shfl_xor_sync(0xffffffffu, d, off);
-                s[u] = (jj[u] < j1 && jj[u] <= limit[r]) ? d * scale_log2 : LINEA_NEG_INF;
+                s[r][u] = (jj[u] < j1 && jj[u] <= limit[r]) ? d * scale_log2 : LINEA_NEG_INF;
             }
+        }
+#pragma unroll
+        for (int r = 0; r < RB; ++r) {
+            if (r >= nr) break;
             float mn = m[r];
 #pragma unroll
-            for (int u = 0; u < LINEA_SK_U; ++u) mn = fmaxf(mn, s[u]);
+            for (int u = 0; u < U; ++u) mn = fmaxf(mn, s[r][u]);
             if (mn == LINEA_NEG_INF) continue;  // nothing visible yet for this lane group
             const float alpha = exp2f(m[r] - mn);  // 0 when m was -inf
-            float p[LINEA_SK_U], ps = 0.f;
+            float ps = 0.f;
 #pragma unroll
-            for (int u = 0; u < LINEA_SK_U; ++u) { p[u] = exp2f(s[u] - mn); ps += p[u]; }
+            for (int u = 0; u < U; ++u) { s[r][u] = exp2f(s[r][u] - mn); ps += s[r][u]; }
             l[r] = l[r] * alpha + ps;
 #pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                float a = acc[r][i] * alpha;
-#pragma unroll
-                for (int u = 0; u < LINEA_SK_U; ++u) a = fmaf(p[u], vr[u][i], a);
-                acc[r][i] = a;
-            }
+            for (int i = 0; i < 8; ++i) acc[r][i] *= alpha;
             m[r] = mn;
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            float vr[8];
+            vc[u].get(vr);
+#pragma unroll
+            for (int r = 0; r < RB; ++r) {
+                if (r >= nr) break;
+                if (m[r] == LINEA_NEG_INF) continue;
+#pragma unroll
+                for (int i = 0; i < 8; ++i) acc[r][i] = fmaf(s[r][u], vr[i], acc[r][i]);
+            }
         }
     }
     // Merge the lane groups of the warp (lanes with the same `sub`).
