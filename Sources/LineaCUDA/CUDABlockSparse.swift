@@ -59,7 +59,7 @@ public enum CUDABlockSparse {
         guard mask.byteCount >= maskShape.reduce(1, *) else {
             throw LineaError.shapeMismatch(argument: "mask", expected: ">= \(maskShape.reduce(1, *)) bytes", actual: "\(mask.byteCount) bytes")
         }
-        let suffix = try CUDAUpload.suffix(dtype)
+        let inKind: Int32 = try CUDAUpload.suffix(dtype) == "f32" ? 0 : dtype == .bfloat16 ? 1 : 2
         let outKind: Int32
         switch outputDType {
         case .float32: outKind = 0
@@ -87,11 +87,12 @@ public enum CUDABlockSparse {
         let maskH = maskShape[1] == 1 ? 0 : qb * kb
         let maskB = maskShape[0] == 1 ? 0 : maskShape[1] * qb * kb
         let dmax = s.headDim <= 64 ? 64 : s.headDim <= 128 ? 128 : 256
-        let f = try ctx.function(source: CUDAKernels.attentionBlockSparse, name: "linea_attn_bsparse_\(suffix)_d\(dmax)")
+        let f = try ctx.function(source: CUDAKernels.attentionBlockSparse, name: "linea_attn_bsparse_d\(dmax)",
+                                 options: selecting("linea_attn_bsparse_d\(dmax)"))
         let smem = (64 * s.headDim + 32 * (s.headDim + 1) + 32 * s.headDim) * 4
         try ctx.launch(
             f, grid: ((s.queryLength + 63) / 64, s.queryHeads, s.batch), block: (256, 1, 1), sharedBytes: smem,
-            arguments: [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(mask.address),
+            arguments: [.pointer(q.address), .pointer(k.address), .pointer(v.address), .int32(inKind), .pointer(mask.address),
                         .pointer(o.address), .pointer(lse?.address ?? 0), .int32(Int32(s.queryLength)), .int32(Int32(s.keyLength)),
                         .int32(Int32(s.queryHeads)), .int32(Int32(s.kvHeads)), .int32(Int32(s.headDim)),
                         .int32(Int32(blockRows)), .int32(Int32(blockKeys)), .int32(Int32(maskB)), .int32(Int32(maskH)),

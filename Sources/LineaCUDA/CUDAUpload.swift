@@ -49,3 +49,8 @@ public enum CUDAUpload {
         }
     }
 }
+
+/// NVRTC options that compile only `entry` of a source whose entries are guarded by `LINEA_SELECT` /
+/// `LINEA_ONLY_<entry>` (the split-KV, decode-step and block-sparse sources): a first use then compiles one kernel,
+/// not every variant. Each selection is cached on its own.
+func selecting(_ entry: String) -> [String] { ["-DLINEA_SELECT", "-DLINEA_ONLY_\(entry)"] }

@@ -3,10 +3,11 @@
 extension CUDAKernels {
     // LINEA-KERNEL-BEGIN attention_block_sparse
     /// Flash-style attention over a block mask, skipping key tiles the mask drops for the whole query tile.
-    /// Entries `linea_attn_bsparse_{f32,bf16,f16}_d{64,128,256}` (input type, largest head dim handled).
+    /// Entries `linea_attn_bsparse_d{64,128,256}` (largest head dim handled); the input type is a launch argument
+    /// (it only changes the staging loads into fp32 shared memory).
     public static let attentionBlockSparse = #"""
 // Linea: block-sparse attention forward (CUDA cores, fp32 math).
-// q [B,T,Hq,D], k/v [B,S,Hkv,D] (fp32, bf16 or fp16); mask uint8 [Bm, Hm, QB, KB] (QB = ceil(T/bm), KB = ceil(S/bn);
+// q [B,T,Hq,D], k/v [B,S,Hkv,D] (fp32, bf16 or fp16 by in_kind 0/1/2); mask uint8 [Bm, Hm, QB, KB] (QB = ceil(T/bm), KB = ceil(S/bn);
 // strides maskB, maskH are 0 for a broadcast dimension): query i sees key j when mask[i/bm][j/bn] != 0 and (causal)
 // j <= i + S - T. o [B,T,Hq,D] (fp32, bf16 or fp16 by out_kind 0/1/2), lse [B,T,Hq] fp32 natural log (-inf, o = 0 for
 // rows that see nothing). Block 256 threads = 8 warps, 64 queries (8 per warp), key tiles of 32 (one key per lane);
@@ -14,14 +15,15 @@ extension CUDAKernels {
 // Dynamic shared memory: Qs[64][D] + Ks[32][D+1] + Vs[32][D] floats.
 #define LINEA_BM 64
 #define LINEA_BN 32
+// With -DLINEA_SELECT -DLINEA_ONLY_<entry>, only that entry is compiled (first use compiles one, not all).
 #define LINEA_NEG_INF (__int_as_float(0xff800000))
 
-struct linea_bf16 { unsigned short x; };
-struct linea_f16 { unsigned short x; };
-__device__ __forceinline__ float linea_load(const float* p, long i) { return p[i]; }
-__device__ __forceinline__ float linea_load(const linea_bf16* p, long i) { return __uint_as_float(((unsigned int)p[i].x) << 16); }
-__device__ __forceinline__ float linea_load(const linea_f16* p, long i) {
-    float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(p[i].x)); return f;
+// Element i of an fp32 (kind 0), bf16 (1) or fp16 (2) array, as fp32.
+__device__ __forceinline__ float linea_load(const void* p, long i, int kind) {
+    if (kind == 0) return ((const float*)p)[i];
+    const unsigned short h = ((const unsigned short*)p)[i];
+    if (kind == 1) return __uint_as_float(((unsigned int)h) << 16);
+    float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
 }
 __device__ __forceinline__ unsigned short linea_f2bf(float x) {
     unsigned int u = __float_as_uint(x);
@@ -31,9 +33,9 @@ __device__ __forceinline__ unsigned short linea_f2bf(float x) {
 }
 __device__ __forceinline__ unsigned short linea_f2h(float x) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x)); return h; }
 
-template <typename Tin, int NC>
+template <int NC>
 __device__ __forceinline__ void linea_attn_bsparse(
-    const Tin* __restrict__ q, const Tin* __restrict__ k, const Tin* __restrict__ v,
+    const void* __restrict__ q, const void* __restrict__ k, const void* __restrict__ v, int in_kind,
     const unsigned char* __restrict__ mask, void* __restrict__ o, float* __restrict__ lse,
     int T, int S, int Hq, int Hkv, int D, int bm, int bn, int maskB, int maskH, int QB, int KB,
     float scale_log2, int causal, int out_kind)
@@ -46,13 +48,12 @@ __device__ __forceinline__ void linea_attn_bsparse(
     const int m0 = blockIdx.x * LINEA_BM, h = blockIdx.y, b = blockIdx.z;
     const int hk = h / (Hq / Hkv);
     const long qRow = (long)Hq * D, kRow = (long)Hkv * D;
-    const Tin* qb = q + ((long)b * T) * qRow + (long)h * D;
-    const Tin* kb = k + ((long)b * S) * kRow + (long)hk * D;
-    const Tin* vb = v + ((long)b * S) * kRow + (long)hk * D;
+    const long qb = ((long)b * T) * qRow + (long)h * D;  // element offsets
+    const long kb = ((long)b * S) * kRow + (long)hk * D;
     const unsigned char* mb = mask + (long)b * maskB + (long)h * maskH;
     for (int idx = tid; idx < LINEA_BM * D; idx += blockDim.x) {
         int r = idx / D, d = idx - r * D;
-        Qs[idx] = (m0 + r < T) ? linea_load(qb, (long)(m0 + r) * qRow + d) : 0.f;
+        Qs[idx] = (m0 + r < T) ? linea_load(q, qb + (long)(m0 + r) * qRow + d, in_kind) : 0.f;
     }
     const int shift = S - T, lastRow = min(m0 + LINEA_BM, T) - 1;
     const int nEnd = causal ? max(0, min(S, lastRow + shift + 1)) : S;
@@ -77,8 +78,8 @@ __device__ __forceinline__ void linea_attn_bsparse(
         for (int idx = tid; idx < LINEA_BN * D; idx += blockDim.x) {
             int r = idx / D, d = idx - r * D;
             bool in = n0 + r < S;
-            Ks[r * (D + 1) + d] = in ? linea_load(kb, (long)(n0 + r) * kRow + d) : 0.f;
-            Vs[r * D + d] = in ? linea_load(vb, (long)(n0 + r) * kRow + d) : 0.f;
+            Ks[r * (D + 1) + d] = in ? linea_load(k, kb + (long)(n0 + r) * kRow + d, in_kind) : 0.f;
+            Vs[r * D + d] = in ? linea_load(v, kb + (long)(n0 + r) * kRow + d, in_kind) : 0.f;
         }
         __syncthreads();
         const int j = n0 + lane;
@@ -108,6 +109,7 @@ __device__ __forceinline__ void linea_attn_bsparse(
             m[r] = mNew;
 #pragma unroll
             for (int c = 0; c < NC; ++c) acc[r][c] *= alpha;
+#pragma unroll 4  // fully unrolled, 8 rows x 32 keys made NVRTC take ~7 s per entry
             for (int jj = 0; jj < LINEA_BN; ++jj) {
                 const float pj = __shfl_sync(0xffffffffu, p, jj);
                 const float* vr = Vs + jj * D;
@@ -141,41 +143,23 @@ __device__ __forceinline__ void linea_attn_bsparse(
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256) linea_attn_bsparse_f32_d64(const float* q, const float* k, const float* v, const unsigned char* mask, void* o, float* lse, int T, int S, int Hq, int Hkv, int D, int bm, int bn, int maskB, int maskH, int QB, int KB, float scale_log2, int causal, int out_kind) {
-    linea_attn_bsparse<float, 2>(q, k, v, mask, o, lse, T, S, Hq, Hkv, D, bm, bn, maskB, maskH, QB, KB, scale_log2, causal, out_kind);
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_attn_bsparse_d64)
+extern "C" __global__ void __launch_bounds__(256) linea_attn_bsparse_d64(const void* q, const void* k, const void* v, int in_kind, const unsigned char* mask, void* o, float* lse, int T, int S, int Hq, int Hkv, int D, int bm, int bn, int maskB, int maskH, int QB, int KB, float scale_log2, int causal, int out_kind) {
+    linea_attn_bsparse<2>(q, k, v, in_kind, mask, o, lse, T, S, Hq, Hkv, D, bm, bn, maskB, maskH, QB, KB, scale_log2, causal, out_kind);
 }
+#endif
 
-extern "C" __global__ void __launch_bounds__(256) linea_attn_bsparse_f32_d128(const float* q, const float* k, const float* v, const unsigned char* mask, void* o, float* lse, int T, int S, int Hq, int Hkv, int D, int bm, int bn, int maskB, int maskH, int QB, int KB, float scale_log2, int causal, int out_kind) {
-    linea_attn_bsparse<float, 4>(q, k, v, mask, o, lse, T, S, Hq, Hkv, D, bm, bn, maskB, maskH, QB, KB, scale_log2, causal, out_kind);
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_attn_bsparse_d128)
+extern "C" __global__ void __launch_bounds__(256) linea_attn_bsparse_d128(const void* q, const void* k, const void* v, int in_kind, const unsigned char* mask, void* o, float* lse, int T, int S, int Hq, int Hkv, int D, int bm, int bn, int maskB, int maskH, int QB, int KB, float scale_log2, int causal, int out_kind) {
+    linea_attn_bsparse<4>(q, k, v, in_kind, mask, o, lse, T, S, Hq, Hkv, D, bm, bn, maskB, maskH, QB, KB, scale_log2, causal, out_kind);
 }
+#endif
 
-extern "C" __global__ void __launch_bounds__(256) linea_attn_bsparse_f32_d256(const float* q, const float* k, const float* v, const unsigned char* mask, void* o, float* lse, int T, int S, int Hq, int Hkv, int D, int bm, int bn, int maskB, int maskH, int QB, int KB, float scale_log2, int causal, int out_kind) {
-    linea_attn_bsparse<float, 8>(q, k, v, mask, o, lse, T, S, Hq, Hkv, D, bm, bn, maskB, maskH, QB, KB, scale_log2, causal, out_kind);
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_attn_bsparse_d256)
+extern "C" __global__ void __launch_bounds__(256) linea_attn_bsparse_d256(const void* q, const void* k, const void* v, int in_kind, const unsigned char* mask, void* o, float* lse, int T, int S, int Hq, int Hkv, int D, int bm, int bn, int maskB, int maskH, int QB, int KB, float scale_log2, int causal, int out_kind) {
+    linea_attn_bsparse<8>(q, k, v, in_kind, mask, o, lse, T, S, Hq, Hkv, D, bm, bn, maskB, maskH, QB, KB, scale_log2, causal, out_kind);
 }
-
-extern "C" __global__ void __launch_bounds__(256) linea_attn_bsparse_bf16_d64(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, const unsigned char* mask, void* o, float* lse, int T, int S, int Hq, int Hkv, int D, int bm, int bn, int maskB, int maskH, int QB, int KB, float scale_log2, int causal, int out_kind) {
-    linea_attn_bsparse<linea_bf16, 2>(q, k, v, mask, o, lse, T, S, Hq, Hkv, D, bm, bn, maskB, maskH, QB, KB, scale_log2, causal, out_kind);
-}
-
-extern "C" __global__ void __launch_bounds__(256) linea_attn_bsparse_bf16_d128(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, const unsigned char* mask, void* o, float* lse, int T, int S, int Hq, int Hkv, int D, int bm, int bn, int maskB, int maskH, int QB, int KB, float scale_log2, int causal, int out_kind) {
-    linea_attn_bsparse<linea_bf16, 4>(q, k, v, mask, o, lse, T, S, Hq, Hkv, D, bm, bn, maskB, maskH, QB, KB, scale_log2, causal, out_kind);
-}
-
-extern "C" __global__ void __launch_bounds__(256) linea_attn_bsparse_bf16_d256(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, const unsigned char* mask, void* o, float* lse, int T, int S, int Hq, int Hkv, int D, int bm, int bn, int maskB, int maskH, int QB, int KB, float scale_log2, int causal, int out_kind) {
-    linea_attn_bsparse<linea_bf16, 8>(q, k, v, mask, o, lse, T, S, Hq, Hkv, D, bm, bn, maskB, maskH, QB, KB, scale_log2, causal, out_kind);
-}
-
-extern "C" __global__ void __launch_bounds__(256) linea_attn_bsparse_f16_d64(const linea_f16* q, const linea_f16* k, const linea_f16* v, const unsigned char* mask, void* o, float* lse, int T, int S, int Hq, int Hkv, int D, int bm, int bn, int maskB, int maskH, int QB, int KB, float scale_log2, int causal, int out_kind) {
-    linea_attn_bsparse<linea_f16, 2>(q, k, v, mask, o, lse, T, S, Hq, Hkv, D, bm, bn, maskB, maskH, QB, KB, scale_log2, causal, out_kind);
-}
-
-extern "C" __global__ void __launch_bounds__(256) linea_attn_bsparse_f16_d128(const linea_f16* q, const linea_f16* k, const linea_f16* v, const unsigned char* mask, void* o, float* lse, int T, int S, int Hq, int Hkv, int D, int bm, int bn, int maskB, int maskH, int QB, int KB, float scale_log2, int causal, int out_kind) {
-    linea_attn_bsparse<linea_f16, 4>(q, k, v, mask, o, lse, T, S, Hq, Hkv, D, bm, bn, maskB, maskH, QB, KB, scale_log2, causal, out_kind);
-}
-
-extern "C" __global__ void __launch_bounds__(256) linea_attn_bsparse_f16_d256(const linea_f16* q, const linea_f16* k, const linea_f16* v, const unsigned char* mask, void* o, float* lse, int T, int S, int Hq, int Hkv, int D, int bm, int bn, int maskB, int maskH, int QB, int KB, float scale_log2, int causal, int out_kind) {
-    linea_attn_bsparse<linea_f16, 8>(q, k, v, mask, o, lse, T, S, Hq, Hkv, D, bm, bn, maskB, maskH, QB, KB, scale_log2, causal, out_kind);
-}
+#endif
 """#
     // LINEA-KERNEL-END
 }

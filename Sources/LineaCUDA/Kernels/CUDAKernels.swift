@@ -12,7 +12,7 @@ public enum CUDAKernels {
              ["f32", "bf16", "f16"].flatMap { t in [64, 128, 256].flatMap { d in [4, 8].map { "linea_splitkv_\(t)_d\(d)_r\($0)" } } }
                 + ["linea_splitkv_merge"]),
             ("attention_block_sparse", attentionBlockSparse,
-             ["f32", "bf16", "f16"].flatMap { t in [64, 128, 256].map { "linea_attn_bsparse_\(t)_d\($0)" } }),
+             [64, 128, 256].map { "linea_attn_bsparse_d\($0)" }),
         ]
     }
 }

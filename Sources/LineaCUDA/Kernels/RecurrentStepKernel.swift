@@ -14,6 +14,7 @@ extension CUDAKernels {
 //   gated_delta_rule), exp(g_k) per row (gla);  write: S += k v^T, or the delta rule u = k^T S, S += beta k (v - u)^T.
 // Grid (BH, ceil(V / (32 VEC))), block 32 LINEA_NW threads (8 warps by default). Lane = VEC adjacent columns (VEC = 4: float4 loads, needs
 // V % 4 == 0); warp w owns rows k = w, w+8, ... Each state element is read once and written once (kept in registers).
+// With -DLINEA_SELECT -DLINEA_ONLY_<entry>, only that entry is compiled (first use compiles one, not all).
 #ifndef LINEA_NW
 #define LINEA_NW 8  // warps per block (-DLINEA_NW=16: 512 threads, half the rows per warp, fewer registers)
 #endif
@@ -149,53 +150,77 @@ __device__ __forceinline__ void linea_rec_dispatch(
     }
 }
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_f32_k128_v1)
 extern "C" __global__ void __launch_bounds__(32 * LINEA_NW, 2) linea_rec_step_f32_k128_v1(int mech, const float* q, const float* k, const float* v, const float* g, const float* beta, float* state, float* o, int K, int V, int H, float scale) {
     linea_rec_dispatch<float, 128, 1>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_f32_k128_v4)
 extern "C" __global__ void __launch_bounds__(32 * LINEA_NW, 2) linea_rec_step_f32_k128_v4(int mech, const float* q, const float* k, const float* v, const float* g, const float* beta, float* state, float* o, int K, int V, int H, float scale) {
     linea_rec_dispatch<float, 128, 4>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_f32_k256_v1)
 extern "C" __global__ void __launch_bounds__(32 * LINEA_NW) linea_rec_step_f32_k256_v1(int mech, const float* q, const float* k, const float* v, const float* g, const float* beta, float* state, float* o, int K, int V, int H, float scale) {
     linea_rec_dispatch<float, 256, 1>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_f32_k256_v4)
 extern "C" __global__ void __launch_bounds__(32 * LINEA_NW) linea_rec_step_f32_k256_v4(int mech, const float* q, const float* k, const float* v, const float* g, const float* beta, float* state, float* o, int K, int V, int H, float scale) {
     linea_rec_dispatch<float, 256, 4>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_bf16_k128_v1)
 extern "C" __global__ void __launch_bounds__(32 * LINEA_NW, 2) linea_rec_step_bf16_k128_v1(int mech, const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, const linea_bf16* g, const linea_bf16* beta, float* state, float* o, int K, int V, int H, float scale) {
     linea_rec_dispatch<linea_bf16, 128, 1>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_bf16_k128_v4)
 extern "C" __global__ void __launch_bounds__(32 * LINEA_NW, 2) linea_rec_step_bf16_k128_v4(int mech, const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, const linea_bf16* g, const linea_bf16* beta, float* state, float* o, int K, int V, int H, float scale) {
     linea_rec_dispatch<linea_bf16, 128, 4>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_bf16_k256_v1)
 extern "C" __global__ void __launch_bounds__(32 * LINEA_NW) linea_rec_step_bf16_k256_v1(int mech, const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, const linea_bf16* g, const linea_bf16* beta, float* state, float* o, int K, int V, int H, float scale) {
     linea_rec_dispatch<linea_bf16, 256, 1>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_bf16_k256_v4)
 extern "C" __global__ void __launch_bounds__(32 * LINEA_NW) linea_rec_step_bf16_k256_v4(int mech, const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, const linea_bf16* g, const linea_bf16* beta, float* state, float* o, int K, int V, int H, float scale) {
     linea_rec_dispatch<linea_bf16, 256, 4>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_f16_k128_v1)
 extern "C" __global__ void __launch_bounds__(32 * LINEA_NW, 2) linea_rec_step_f16_k128_v1(int mech, const linea_f16* q, const linea_f16* k, const linea_f16* v, const linea_f16* g, const linea_f16* beta, float* state, float* o, int K, int V, int H, float scale) {
     linea_rec_dispatch<linea_f16, 128, 1>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_f16_k128_v4)
 extern "C" __global__ void __launch_bounds__(32 * LINEA_NW, 2) linea_rec_step_f16_k128_v4(int mech, const linea_f16* q, const linea_f16* k, const linea_f16* v, const linea_f16* g, const linea_f16* beta, float* state, float* o, int K, int V, int H, float scale) {
     linea_rec_dispatch<linea_f16, 128, 4>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_f16_k256_v1)
 extern "C" __global__ void __launch_bounds__(32 * LINEA_NW) linea_rec_step_f16_k256_v1(int mech, const linea_f16* q, const linea_f16* k, const linea_f16* v, const linea_f16* g, const linea_f16* beta, float* state, float* o, int K, int V, int H, float scale) {
     linea_rec_dispatch<linea_f16, 256, 1>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_f16_k256_v4)
 extern "C" __global__ void __launch_bounds__(32 * LINEA_NW) linea_rec_step_f16_k256_v4(int mech, const linea_f16* q, const linea_f16* k, const linea_f16* v, const linea_f16* g, const linea_f16* beta, float* state, float* o, int K, int V, int H, float scale) {
     linea_rec_dispatch<linea_f16, 256, 4>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
 }
+#endif
 """#
     // LINEA-KERNEL-END
 }

@@ -21,6 +21,7 @@ extension CUDAKernels {
 #ifndef LINEA_SK_U16
 #define LINEA_SK_U16 4  // key groups per warp step for 16-bit inputs (2 for fp32); -D to tune
 #endif
+// With -DLINEA_SELECT -DLINEA_ONLY_<entry>, only that entry is compiled (first use compiles one, not all).
 #define LINEA_NEG_INF (__int_as_float(0xff800000))
 
 struct linea_bf16 { unsigned short x; };
@@ -29,13 +30,15 @@ __device__ __forceinline__ float linea_h2f(unsigned short h) { float f; asm("cvt
 __device__ __forceinline__ float linea_bf2f(unsigned short h) { return __uint_as_float(((unsigned int)h) << 16); }
 
 // 8 consecutive elements of a row (element offset c0 of D), kept raw (as loaded) until used so that more keys fit
-// in registers: fp32 8 floats, bf16/fp16 4 words. FULL: all 8 in range and 16-byte aligned (D == DMAX).
+// in registers: fp32 8 floats, bf16/fp16 4 words. VEC (D % 8 == 0, uniform): 16/32-byte aligned vector loads, lanes
+// past D read nothing; else guarded scalar loads.
 template <typename Tin> struct linea_raw8;
 template <> struct linea_raw8<float> {
     float x[8];
-    template <bool FULL> __device__ __forceinline__ void load(const float* p, int c0, int D) {
-        if (FULL) {
-            float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
+    __device__ __forceinline__ void load(const float* p, int c0, int D, bool VEC) {
+        if (VEC) {
+            float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
+            if (c0 < D) { a = *(const float4*)p; b = *(const float4*)(p + 4); }
             x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w; x[4] = b.x; x[5] = b.y; x[6] = b.z; x[7] = b.w;
         } else {
 #pragma unroll
@@ -49,9 +52,10 @@ template <> struct linea_raw8<float> {
 };
 template <typename T16> struct linea_raw8_16 {
     unsigned int w[4];
-    template <bool FULL> __device__ __forceinline__ void load(const T16* p, int c0, int D) {
-        if (FULL) {
-            uint4 a = *(const uint4*)p;
+    __device__ __forceinline__ void load(const T16* p, int c0, int D, bool VEC) {
+        if (VEC) {
+            uint4 a = make_uint4(0u, 0u, 0u, 0u);
+            if (c0 < D) a = *(const uint4*)p;
             w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w;
         } else {
 #pragma unroll
@@ -77,16 +81,17 @@ template <> struct linea_raw8<linea_f16> : linea_raw8_16<linea_f16> {
     }
 };
 
-template <typename Tin, int DMAX, int RB, bool FULL>
+template <typename Tin, int DMAX, int RB>
 __device__ __forceinline__ void linea_splitkv_partial(
     const Tin* __restrict__ q, const Tin* __restrict__ k, const Tin* __restrict__ v,
     float* __restrict__ po, float* __restrict__ plse,
     int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal)
 {
+    const bool VEC = (D & 7) == 0;
     // LPK lanes per key, KPW keys side by side, U of those per step (fewer for fp32, whose raw rows take twice the
     // registers): STEP keys per warp step.
     constexpr int LPK = DMAX / 8, KPW = 32 / LPK, U = sizeof(Tin) == 4 ? 2 : LINEA_SK_U16, STEP = KPW * U;
-    // Dynamic shared memory (one allocation for both FULL instances of an entry): acc [NW][RB][DMAX], m, l [NW][RB].
+    // Dynamic shared memory: acc [NW][RB][DMAX], m, l [NW][RB].
     extern __shared__ float linea_sk_smem[];
     float (*sm_acc)[RB][DMAX] = (float (*)[RB][DMAX])linea_sk_smem;
     float (*sm_m)[RB] = (float (*)[RB])(linea_sk_smem + LINEA_SK_NW * RB * DMAX);
@@ -103,7 +108,7 @@ __device__ __forceinline__ void linea_splitkv_partial(
     for (int r = 0; r < RB; ++r) {
         const int row = r0 + min(r, nr - 1), t = row / G, h = hk * G + row % G;
         linea_raw8<Tin> raw;
-        raw.template load<FULL>(q + (((long)b * T + t) * Hq + h) * D + c0, c0, D);
+        raw.load(q + (((long)b * T + t) * Hq + h) * D + c0, c0, D, VEC);
         raw.get(qr[r]);
         limit[r] = causal ? t + S - T : S - 1;
         m[r] = LINEA_NEG_INF; l[r] = 0.f;
@@ -119,8 +124,8 @@ __device__ __forceinline__ void linea_splitkv_partial(
 #pragma unroll
     for (int u = 0; u < U; ++u) {
         const int j = min(base + u * KPW + kg, j1 - 1);  // out-of-range keys are masked below; load a valid row
-        kn[u].template load<FULL>(kb + (long)j * kvRow, c0, D);
-        vn[u].template load<FULL>(vb + (long)j * kvRow, c0, D);
+        kn[u].load(kb + (long)j * kvRow, c0, D, VEC);
+        vn[u].load(vb + (long)j * kvRow, c0, D, VEC);
     }
     for (; base < j1; base += LINEA_SK_NW * STEP) {
         linea_raw8<Tin> kc[U], vc[U];
@@ -132,8 +137,8 @@ __device__ __forceinline__ void linea_splitkv_partial(
 #pragma unroll
             for (int u = 0; u < U; ++u) {
                 const int j = min(next + u * KPW + kg, j1 - 1);
-                kn[u].template load<FULL>(kb + (long)j * kvRow, c0, D);
-                vn[u].template load<FULL>(vb + (long)j * kvRow, c0, D);
+                kn[u].load(kb + (long)j * kvRow, c0, D, VEC);
+                vn[u].load(vb + (long)j * kvRow, c0, D, VEC);
             }
         }
         float s[RB][U];
@@ -245,6 +250,7 @@ __device__ __forceinline__ unsigned short linea_f2bf(float x) {
 }
 __device__ __forceinline__ unsigned short linea_f2h(float x) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x)); return h; }
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_merge)
 extern "C" __global__ void __launch_bounds__(128) linea_splitkv_merge(const float* po, const float* plse, void* o, float* lse, int P, int rowsTotal, int D, int out_kind) {
     const long row = blockIdx.x;  // (b, t, h)
     float mm = LINEA_NEG_INF;
@@ -267,96 +273,115 @@ extern "C" __global__ void __launch_bounds__(128) linea_splitkv_merge(const floa
     }
     if (threadIdx.x == 0 && lse) lse[row] = sum > 0.f ? (mm + log2f(sum)) * 0.69314718055994531f : LINEA_NEG_INF;
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f32_d64_r4)
 extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d64_r4(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    if (D == 64) linea_splitkv_partial<float, 64, 4, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
-    else linea_splitkv_partial<float, 64, 4, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    linea_splitkv_partial<float, 64, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f32_d64_r8)
 extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d64_r8(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    if (D == 64) linea_splitkv_partial<float, 64, 8, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
-    else linea_splitkv_partial<float, 64, 8, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    linea_splitkv_partial<float, 64, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f32_d128_r4)
 extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d128_r4(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    if (D == 128) linea_splitkv_partial<float, 128, 4, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
-    else linea_splitkv_partial<float, 128, 4, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    linea_splitkv_partial<float, 128, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f32_d128_r8)
 extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d128_r8(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    if (D == 128) linea_splitkv_partial<float, 128, 8, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
-    else linea_splitkv_partial<float, 128, 8, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    linea_splitkv_partial<float, 128, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f32_d256_r4)
 extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d256_r4(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    if (D == 256) linea_splitkv_partial<float, 256, 4, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
-    else linea_splitkv_partial<float, 256, 4, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    linea_splitkv_partial<float, 256, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f32_d256_r8)
 extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d256_r8(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    if (D == 256) linea_splitkv_partial<float, 256, 8, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
-    else linea_splitkv_partial<float, 256, 8, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    linea_splitkv_partial<float, 256, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_bf16_d64_r4)
 extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d64_r4(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    if (D == 64) linea_splitkv_partial<linea_bf16, 64, 4, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
-    else linea_splitkv_partial<linea_bf16, 64, 4, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    linea_splitkv_partial<linea_bf16, 64, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_bf16_d64_r8)
 extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d64_r8(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    if (D == 64) linea_splitkv_partial<linea_bf16, 64, 8, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
-    else linea_splitkv_partial<linea_bf16, 64, 8, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    linea_splitkv_partial<linea_bf16, 64, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_bf16_d128_r4)
 extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d128_r4(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    if (D == 128) linea_splitkv_partial<linea_bf16, 128, 4, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
-    else linea_splitkv_partial<linea_bf16, 128, 4, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    linea_splitkv_partial<linea_bf16, 128, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_bf16_d128_r8)
 extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d128_r8(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    if (D == 128) linea_splitkv_partial<linea_bf16, 128, 8, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
-    else linea_splitkv_partial<linea_bf16, 128, 8, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    linea_splitkv_partial<linea_bf16, 128, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_bf16_d256_r4)
 extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d256_r4(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    if (D == 256) linea_splitkv_partial<linea_bf16, 256, 4, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
-    else linea_splitkv_partial<linea_bf16, 256, 4, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    linea_splitkv_partial<linea_bf16, 256, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_bf16_d256_r8)
 extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d256_r8(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    if (D == 256) linea_splitkv_partial<linea_bf16, 256, 8, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
-    else linea_splitkv_partial<linea_bf16, 256, 8, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    linea_splitkv_partial<linea_bf16, 256, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f16_d64_r4)
 extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d64_r4(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    if (D == 64) linea_splitkv_partial<linea_f16, 64, 4, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
-    else linea_splitkv_partial<linea_f16, 64, 4, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    linea_splitkv_partial<linea_f16, 64, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f16_d64_r8)
 extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d64_r8(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    if (D == 64) linea_splitkv_partial<linea_f16, 64, 8, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
-    else linea_splitkv_partial<linea_f16, 64, 8, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    linea_splitkv_partial<linea_f16, 64, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f16_d128_r4)
 extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d128_r4(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    if (D == 128) linea_splitkv_partial<linea_f16, 128, 4, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
-    else linea_splitkv_partial<linea_f16, 128, 4, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    linea_splitkv_partial<linea_f16, 128, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f16_d128_r8)
 extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d128_r8(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    if (D == 128) linea_splitkv_partial<linea_f16, 128, 8, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
-    else linea_splitkv_partial<linea_f16, 128, 8, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    linea_splitkv_partial<linea_f16, 128, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f16_d256_r4)
 extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d256_r4(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    if (D == 256) linea_splitkv_partial<linea_f16, 256, 4, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
-    else linea_splitkv_partial<linea_f16, 256, 4, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    linea_splitkv_partial<linea_f16, 256, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f16_d256_r8)
 extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d256_r8(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    if (D == 256) linea_splitkv_partial<linea_f16, 256, 8, true>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
-    else linea_splitkv_partial<linea_f16, 256, 8, false>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+    linea_splitkv_partial<linea_f16, 256, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
 }
+#endif
 """#
     // LINEA-KERNEL-END
 }
