@@ -8,6 +8,23 @@ import LineaCUDA
 /// Runs the checks (unless `--bench-only`) and the benchmarks (with `--bench`/`--bench-only`); returns the failures.
 func decodeSection(_ ctx: CUDAContext, _ arguments: ArraySlice<String>) -> Int {
     var failures = 0
+    if arguments.contains("--split-kv") {  // only split-KV: its checks in three dtypes and its bench
+        for dtype in CUDAUpload.inputTypes {
+            for c in CUDAKernelChecks.splitKVCases {
+                do {
+                    let outcome = try CUDAKernelChecks.splitKV(b: c.b, t: c.t, s: c.s, hq: c.hq, hkv: c.hkv, d: c.d, causal: c.causal,
+                                                               partitions: c.partitions, dtype: dtype, context: ctx)
+                    print(outcome)
+                    if !outcome.passed { failures += 1 }
+                } catch {
+                    print("FAIL split_kv: \(error)")
+                    failures += 1
+                }
+            }
+        }
+        do { failures += try benchSplitKV(ctx) } catch { print("FAIL split_kv bench: \(error)"); failures += 1 }
+        return failures
+    }
     if !arguments.contains("--bench-only") {
         let start = Date()
         do {

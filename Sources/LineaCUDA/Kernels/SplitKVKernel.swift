@@ -253,16 +253,22 @@ __device__ __forceinline__ unsigned short linea_f2h(float x) { unsigned short h;
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_merge)
 extern "C" __global__ void __launch_bounds__(128) linea_splitkv_merge(const float* po, const float* plse, void* o, float* lse, int P, int rowsTotal, int D, int out_kind) {
     const long row = blockIdx.x;  // (b, t, h)
+    // Unrolled: the partitions' loads are independent, so several are in flight (a plain loop waits on each).
     float mm = LINEA_NEG_INF;
+#pragma unroll 8
     for (int p = 0; p < P; ++p) mm = fmaxf(mm, plse[(long)p * rowsTotal + row]);
     float sum = 0.f;
-    if (mm != LINEA_NEG_INF) for (int p = 0; p < P; ++p) sum += exp2f(plse[(long)p * rowsTotal + row] - mm);
+    if (mm != LINEA_NEG_INF) {
+#pragma unroll 8
+        for (int p = 0; p < P; ++p) sum += exp2f(plse[(long)p * rowsTotal + row] - mm);
+    }
     for (int c = threadIdx.x; c < D; c += blockDim.x) {
         float acc = 0.f;
         if (sum > 0.f) {
+#pragma unroll 8
             for (int p = 0; p < P; ++p) {
-                const float w = plse[(long)p * rowsTotal + row];
-                if (w != LINEA_NEG_INF) acc += exp2f(w - mm) * po[((long)p * rowsTotal + row) * D + c];
+                const float w = plse[(long)p * rowsTotal + row];  // -inf for an empty partition: weight 0
+                acc += exp2f(w - mm) * (w == LINEA_NEG_INF ? 0.f : po[((long)p * rowsTotal + row) * D + c]);
             }
             acc /= sum;
         }
