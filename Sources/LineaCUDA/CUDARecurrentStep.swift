@@ -1,60 +1,117 @@
 import Foundation
 import Linea
 
-/// Fused one-token (decode) recurrent steps on the GPU; the fp32 state is updated in place in one pass.
+/// Fused one-token (decode) recurrent steps on the GPU for the six mechanisms; the fp32 state is updated in place
+/// in one pass (each state element read and written once).
 public enum CUDARecurrentStep {
-    /// Gated delta rule step: q, k `[B,H,K]`, v `[B,H,V]`, g, beta `[B,H]`, state `[B,H,K,V]` (fp32, updated):
-    /// `S = exp(g) S; S = S + beta k (v - k^T S)^T; o = (scale q)^T S`. Inputs are uploaded as `dtype`
-    /// (`.float32` or `.bfloat16`). Returns o `[B,H,V]` and the new state. O(B·H·K·V) on the device, plus transfers.
-    public static func gatedDeltaRule(
-        q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, state: Tensor, scale: Float? = nil,
-        dtype: DType = .float32, context: CUDAContext? = nil
+    /// The kernel's mechanism switch: 0 linear_attn, 1 retention, 2 simple_gla, 3 gla, 4 delta_rule, 5 gated_delta_rule.
+    static func mechanismCode(_ m: RecurrentMechanism) -> Int32 {
+        switch m {
+        case .linearAttention: return 0
+        case .retention: return 1
+        case .simpleGLA: return 2
+        case .gla: return 3
+        case .deltaRule: return 4
+        case .gatedDeltaRule: return 5
+        }
+    }
+
+    /// Whether `m` reads a gate g, and whether it is per key (`[.., K]`, gla) rather than scalar.
+    static func gate(_ m: RecurrentMechanism) -> (used: Bool, vector: Bool) {
+        switch m {
+        case .simpleGLA, .gatedDeltaRule: return (true, false)
+        case .gla: return (true, true)
+        default: return (false, false)
+        }
+    }
+
+    /// Whether `m` is a delta rule (reads beta).
+    static func isDelta(_ m: RecurrentMechanism) -> Bool { m == .deltaRule || m == .gatedDeltaRule }
+
+    /// One decode step of `mechanism` (the CPU `Recurrence` conventions): q, k `[B,H,K]`, v `[B,H,V]`, g `[B,H]`
+    /// (simple_gla, gated_delta_rule) or `[B,H,K]` (gla), nil otherwise; beta `[B,H]` for the delta rules, nil
+    /// otherwise; state `[B,H,K,V]` fp32. Decay (none; retention's `1 - 2^(-5-h)`; `exp(g)`), write (`k v^T`, or
+    /// the delta rule), then `o = (scale q)^T S`. Inputs are uploaded as `dtype` (f32, bf16 or f16); the state
+    /// stays fp32. Returns o `[B,H,V]` and the new state. K <= 256. O(B·H·K·V) on the device, plus transfers.
+    public static func step(
+        _ mechanism: RecurrentMechanism, q: Tensor, k: Tensor, v: Tensor, g: Tensor? = nil, beta: Tensor? = nil,
+        state: Tensor, scale: Float? = nil, dtype: DType = .float32, context: CUDAContext? = nil
     ) throws -> (o: Tensor, state: Tensor) {
         try q.expectRank(3, "q", layout: "[B, H, K]")
         try v.expectRank(3, "v", layout: "[B, H, V]")
         let (b, h, kd, vd) = (q.shape[0], q.shape[1], q.shape[2], v.shape[2])
         try k.expectShape([b, h, kd], "k")
         try v.expectShape([b, h, vd], "v")
-        try g.expectShape([b, h], "g")
-        try beta.expectShape([b, h], "beta")
         try state.expectShape([b, h, kd, vd], "state")
+        let gate = gate(mechanism)
+        if gate.used {
+            guard let g else {
+                throw LineaError.invalidArgument(argument: "g", expected: "a log gate for \(mechanism.rawValue)", actual: "none")
+            }
+            try g.expectShape(gate.vector ? [b, h, kd] : [b, h], "g")
+        } else if let g {
+            throw LineaError.invalidArgument(argument: "g", expected: "none (\(mechanism.rawValue) takes no gate)", actual: "shape \(g.shape)")
+        }
+        if isDelta(mechanism) {
+            guard let beta else {
+                throw LineaError.invalidArgument(argument: "beta", expected: "write strengths [\(b),\(h)] for \(mechanism.rawValue)", actual: "none")
+            }
+            try beta.expectShape([b, h], "beta")
+        } else if let beta {
+            throw LineaError.invalidArgument(argument: "beta", expected: "none (\(mechanism.rawValue) is not a delta rule)", actual: "shape \(beta.shape)")
+        }
         let ctx = try context ?? CUDABackend.shared
-        let buffers = try [q, k, v, g, beta].map { try CUDAAttention.upload($0, dtype: dtype, context: ctx, argument: "dtype") }
+        let qb = try CUDAUpload.buffer(q, dtype: dtype, context: ctx), kb = try CUDAUpload.buffer(k, dtype: dtype, context: ctx)
+        let vb = try CUDAUpload.buffer(v, dtype: dtype, context: ctx)
+        let gb = try g.map { try CUDAUpload.buffer($0, dtype: dtype, context: ctx) }
+        let betab = try beta.map { try CUDAUpload.buffer($0, dtype: dtype, context: ctx) }
         let sb = try CUDABuffer(context: ctx, copying: state.scalars)
         let ob = try CUDABuffer(context: ctx, byteCount: b * h * vd * 4)
-        try gatedDeltaRule(
-            q: buffers[0], k: buffers[1], v: buffers[2], g: buffers[3], beta: buffers[4], state: sb, o: ob,
-            batchHeads: b * h, keyDim: kd, valueDim: vd, scale: scale, dtype: dtype)
+        try step(mechanism, q: qb, k: kb, v: vb, g: gb, beta: betab, state: sb, o: ob,
+                 batch: b, heads: h, keyDim: kd, valueDim: vd, scale: scale, dtype: dtype)
         let o = try Tensor(shape: [b, h, vd], scalars: ob.download(Float.self, count: b * h * vd))
         let s = try Tensor(shape: state.shape, scalars: sb.download(Float.self, count: state.count))
         return (o, s)
     }
 
-    /// Device-buffer variant (queues the kernel, no transfers): q, k `[BH,K]`, v `[BH,V]`, g, beta `[BH]` in `dtype`;
-    /// state `[BH,K,V]` fp32 updated in place; o `[BH,V]` fp32. K <= 256. Reads and writes the state once.
-    /// `columnsPerThread` (1 or 4; nil: 4 when V % 4 == 0) picks scalar or float4 state access.
-    public static func gatedDeltaRule(
-        q: CUDABuffer, k: CUDABuffer, v: CUDABuffer, g: CUDABuffer, beta: CUDABuffer, state: CUDABuffer, o: CUDABuffer,
-        batchHeads: Int, keyDim: Int, valueDim: Int, scale: Float? = nil, dtype: DType = .float32,
-        columnsPerThread: Int? = nil
+    /// Device-buffer variant (queues one kernel, no transfers): q, k `[B·H,K]`, v `[B·H,V]`, g `[B·H]` or
+    /// `[B·H,K]` (gla), beta `[B·H]`, all `dtype` (f32, bf16 or f16); state `[B·H,K,V]` fp32 updated in place;
+    /// o `[B·H,V]` fp32. K <= 256. `columnsPerThread` (1 or 4; nil: 4 when V % 4 == 0) picks scalar or float4
+    /// state access; `warpsPerBlock` (8 or 16) the block size. Reads and writes the state once: O(B·H·K·V) memory traffic.
+    public static func step(
+        _ mechanism: RecurrentMechanism, q: CUDABuffer, k: CUDABuffer, v: CUDABuffer, g: CUDABuffer?, beta: CUDABuffer?,
+        state: CUDABuffer, o: CUDABuffer, batch: Int, heads: Int, keyDim: Int, valueDim: Int, scale: Float? = nil,
+        dtype: DType = .float32, columnsPerThread: Int? = nil, warpsPerBlock: Int = 8
     ) throws {
-        for (name, value) in [("batchHeads", batchHeads), ("keyDim", keyDim), ("valueDim", valueDim)] where value < 1 {
+        guard warpsPerBlock == 8 || warpsPerBlock == 16 else {
+            throw LineaError.invalidArgument(argument: "warpsPerBlock", expected: "8 or 16", actual: "\(warpsPerBlock)")
+        }
+        for (name, value) in [("batch", batch), ("heads", heads), ("keyDim", keyDim), ("valueDim", valueDim)] where value < 1 {
             throw LineaError.invalidArgument(argument: name, expected: ">= 1", actual: "\(value)")
         }
         guard keyDim <= 256 else {
             throw LineaError.invalidArgument(argument: "keyDim", expected: "<= 256", actual: "\(keyDim)")
         }
-        guard dtype == .float32 || dtype == .bfloat16 else {
-            throw LineaError.invalidArgument(argument: "dtype", expected: "float32 or bfloat16", actual: "\(dtype)")
+        let suffix = try CUDAUpload.suffix(dtype)
+        let scaleValue = scale ?? 1 / Float(keyDim).squareRoot()
+        guard scaleValue.isFinite else {
+            throw LineaError.invalidArgument(argument: "scale", expected: "a finite value", actual: "\(scaleValue)")
         }
-        let e = dtype.byteCount
-        let needs: [(String, CUDABuffer, Int)] = [
-            ("q", q, batchHeads * keyDim * e), ("k", k, batchHeads * keyDim * e), ("v", v, batchHeads * valueDim * e),
-            ("g", g, batchHeads * e), ("beta", beta, batchHeads * e), ("state", state, batchHeads * keyDim * valueDim * 4),
-            ("o", o, batchHeads * valueDim * 4),
+        let bh = batch * heads, e = dtype.byteCount
+        let gate = gate(mechanism)
+        var needs: [(String, CUDABuffer?, Int)] = [
+            ("q", q, bh * keyDim * e), ("k", k, bh * keyDim * e), ("v", v, bh * valueDim * e),
+            ("state", state, bh * keyDim * valueDim * 4), ("o", o, bh * valueDim * 4),
         ]
-        for (name, buffer, bytes) in needs where buffer.byteCount < bytes {
-            throw LineaError.shapeMismatch(argument: name, expected: ">= \(bytes) bytes", actual: "\(buffer.byteCount) bytes")
+        if gate.used { needs.append(("g", g, bh * (gate.vector ? keyDim : 1) * e)) }
+        if isDelta(mechanism) { needs.append(("beta", beta, bh * e)) }
+        for (name, buffer, bytes) in needs {
+            guard let buffer else {
+                throw LineaError.invalidArgument(argument: name, expected: "a buffer for \(mechanism.rawValue)", actual: "nil")
+            }
+            if buffer.byteCount < bytes {
+                throw LineaError.shapeMismatch(argument: name, expected: ">= \(bytes) bytes", actual: "\(buffer.byteCount) bytes")
+            }
         }
         let ctx = state.context
         let vec = columnsPerThread ?? (valueDim % 4 == 0 ? 4 : 1)  // float4 columns when rows stay 16-byte aligned
@@ -62,14 +119,77 @@ public enum CUDARecurrentStep {
             throw LineaError.invalidArgument(
                 argument: "columnsPerThread", expected: "1, or 4 when valueDim % 4 == 0", actual: "\(vec) (valueDim \(valueDim))")
         }
-        let name = "linea_gdr_step_\(dtype == .float32 ? "f32" : "bf16")_k\(keyDim <= 128 ? 128 : 256)_v\(vec)"
-        let f = try ctx.function(source: CUDAKernels.recurrentStep, name: name)
+        let name = "linea_rec_step_\(suffix)_k\(keyDim <= 128 ? 128 : 256)_v\(vec)"
+        let f = try ctx.function(source: CUDAKernels.recurrentStep, name: name,
+                                 options: selecting(name) + (warpsPerBlock == 8 ? [] : ["-DLINEA_NW=\(warpsPerBlock)"]))
         try ctx.launch(
-            f, grid: (batchHeads, (valueDim + 32 * vec - 1) / (32 * vec), 1), block: (256, 1, 1),
+            f, grid: (bh, (valueDim + 32 * vec - 1) / (32 * vec), 1), block: (32 * warpsPerBlock, 1, 1),
             arguments: [
-                .pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(g.address), .pointer(beta.address),
-                .pointer(state.address), .pointer(o.address), .int32(Int32(keyDim)), .int32(Int32(valueDim)),
-                .float(scale ?? 1 / Float(keyDim).squareRoot()),
+                .int32(mechanismCode(mechanism)), .pointer(q.address), .pointer(k.address), .pointer(v.address),
+                .pointer(g?.address ?? 0), .pointer(beta?.address ?? 0), .pointer(state.address), .pointer(o.address),
+                .int32(Int32(keyDim)), .int32(Int32(valueDim)), .int32(Int32(heads)), .float(scaleValue),
             ])
+    }
+
+    /// Gated delta rule step: q, k `[B,H,K]`, v `[B,H,V]`, g, beta `[B,H]`, state `[B,H,K,V]` (fp32, updated):
+    /// `S = exp(g) S; S = S + beta k (v - k^T S)^T; o = (scale q)^T S`. Inputs are uploaded as `dtype`
+    /// (f32, bf16 or f16). Returns o `[B,H,V]` and the new state. O(B·H·K·V) on the device, plus transfers.
+    public static func gatedDeltaRule(
+        q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, state: Tensor, scale: Float? = nil,
+        dtype: DType = .float32, context: CUDAContext? = nil
+    ) throws -> (o: Tensor, state: Tensor) {
+        try step(.gatedDeltaRule, q: q, k: k, v: v, g: g, beta: beta, state: state, scale: scale, dtype: dtype, context: context)
+    }
+
+    /// Device-buffer gated delta rule step (queues the kernel, no transfers): q, k `[BH,K]`, v `[BH,V]`, g, beta
+    /// `[BH]` in `dtype`; state `[BH,K,V]` fp32 updated in place; o `[BH,V]` fp32. K <= 256.
+    public static func gatedDeltaRule(
+        q: CUDABuffer, k: CUDABuffer, v: CUDABuffer, g: CUDABuffer, beta: CUDABuffer, state: CUDABuffer, o: CUDABuffer,
+        batchHeads: Int, keyDim: Int, valueDim: Int, scale: Float? = nil, dtype: DType = .float32,
+        columnsPerThread: Int? = nil
+    ) throws {
+        try step(.gatedDeltaRule, q: q, k: k, v: v, g: g, beta: beta, state: state, o: o, batch: batchHeads, heads: 1,
+                 keyDim: keyDim, valueDim: valueDim, scale: scale, dtype: dtype, columnsPerThread: columnsPerThread)
+    }
+
+    /// Runs `inputs` (`[B,T,H,..]`, the CPU `Recurrence` layout) token by token through the decode step; returns o
+    /// `[B,T,H,V]` and the final state, as `Recurrence.forward` does. For checks (T kernel launches + transfers);
+    /// `normalize` and `useQKL2Norm` are not supported (throws).
+    public static func scan(
+        _ mechanism: RecurrentMechanism, _ inputs: RecurrenceInputs, dtype: DType = .float32, context: CUDAContext? = nil
+    ) throws -> RecurrenceOutput {
+        guard !inputs.normalize && !inputs.useQKL2Norm else {
+            throw LineaError.invalidArgument(argument: "inputs", expected: "normalize and useQKL2Norm off for the decode step",
+                                             actual: "normalize \(inputs.normalize), useQKL2Norm \(inputs.useQKL2Norm)")
+        }
+        try inputs.q.expectRank(4, "q", layout: "[B,T,H,K]")
+        try inputs.v.expectRank(4, "v", layout: "[B,T,H,V]")
+        let (b, t, h, kd, vd) = (inputs.q.shape[0], inputs.q.shape[1], inputs.q.shape[2], inputs.q.shape[3], inputs.v.shape[3])
+        var state = try inputs.initialState ?? Tensor(zeros: [b, h, kd, vd])
+        // Token i of a [B, T, H, width] tensor as [B, H, width] (or [B, H] when `scalar`).
+        func token(_ x: Tensor?, _ i: Int, _ scalar: Bool) throws -> Tensor? {
+            guard let x else { return nil }
+            let width = x.count / (b * t * h)
+            var values: [Float] = []
+            values.reserveCapacity(b * h * width)
+            for bi in 0..<b {
+                let start = (bi * t + i) * h * width
+                values += x.scalars[start..<(start + h * width)]
+            }
+            return try Tensor(shape: scalar ? [b, h] : [b, h, width], scalars: values)
+        }
+        var o = [Float](repeating: 0, count: b * t * h * vd)
+        let vectorGate = gate(mechanism).vector
+        for i in 0..<t {
+            let r = try step(mechanism, q: token(inputs.q, i, false)!, k: token(inputs.k, i, false)!, v: token(inputs.v, i, false)!,
+                             g: token(inputs.g, i, !vectorGate), beta: token(inputs.beta, i, true), state: state,
+                             scale: inputs.scale, dtype: dtype, context: context)
+            state = r.state
+            for bi in 0..<b {
+                let dst = (bi * t + i) * h * vd
+                for x in 0..<(h * vd) { o[dst + x] = r.o.scalars[bi * h * vd + x] }
+            }
+        }
+        return RecurrenceOutput(o: try Tensor(shape: [b, t, h, vd], scalars: o), finalState: state)
     }
 }

@@ -11,6 +11,7 @@ guard let ctx = try? CUDABackend.shared else {
 }
 print("device: \(ctx.deviceName), \(ctx.architecture), \(ctx.multiprocessorCount) SMs, NVRTC \(ctx.nvrtcVersion), cache \(KernelCache.directory.path)")
 
+if arguments.contains("--decode-only") { exit(decodeSection(ctx, arguments) == 0 ? 0 : 1) }  // Decode.swift only
 var failures = 0
 // Compile (or load from the disk cache) every kernel entry once; a second run shows the cache at work.
 do {
@@ -136,4 +137,5 @@ if arguments.contains("--bench") || arguments.contains("--bench-only") {
         failures += 1
     }
 }
+failures += decodeSection(ctx, arguments)  // Decode.swift: decode steps, split-KV, block-sparse
 exit(failures == 0 ? 0 : 1)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Linea
+import LineaCUDA
 
 /// `linea op NAME`: runs one operation on tensors from a safetensors file and writes the results to another.
 struct OpCommand: ParsableCommand {
@@ -24,18 +25,31 @@ struct OpCommand: ParsableCommand {
     @Option(help: "Sliding window W (attention, causal): query i sees keys j with i-W < j <= i.") var window: Int?
     @Flag(help: "linear_attn: divide by the normalizer (q·scale)·Σk as fla's normalize=True.") var normalize = false
     @Flag(help: "delta rules: L2-normalize q and k inside the kernel.") var qkL2Norm = false
+    @Option(help: "Backend: cpu, or cuda (attention: flash, or split_kv for decode; recurrences not yet).") var backend: String = "cpu"
+    @Option(help: "Input precision on the cuda backend: f32, bf16 or f16 (outputs are fp32).") var dtype: String = "f32"
 
     func validate() throws {
         guard chunkSize >= 1 else { throw ValidationError("--chunk-size: expected >= 1, got \(chunkSize)") }
         if let window, window < 1 { throw ValidationError("--window: expected >= 1, got \(window)") }
         _ = try Mechanism.named(name)
+        guard ["cpu", "cuda"].contains(backend) else { throw validationErrorList(argument: "--backend", got: backend, known: ["cpu", "cuda"]) }
+        guard ["f32", "bf16", "f16"].contains(dtype) else {
+            throw validationErrorList(argument: "--dtype", got: dtype, known: ["f32", "bf16", "f16"])
+        }
+        if backend == "cpu" && dtype != "f32" { throw ValidationError("--dtype \(dtype): only with --backend cuda (the cpu backend computes in f32)") }
     }
 
     func run() throws {
         let mechanism = try Mechanism.named(name)
+        if backend == "cuda", let reason = CUDABackend.unavailableReason { throw Failure(description: reason) }
         let file = try SafeTensorsFile(path: inputs)
         let results: [String: Tensor]
         switch mechanism.kind {
+        case .attention where backend == "cuda":
+            results = try runAttentionOnCUDA(file: file)
+        case .recurrence where backend == "cuda":
+            throw Failure(description: "linea op \(name) --backend cuda: not available on cuda yet (the chunked CUDA kernels "
+                + "are not in this build; the decode step alone would run token by token); use --backend cpu")
         case .attention:
             guard let f = AttentionForm(name: form ?? "flash") else {
                 throw validationErrorList(argument: "--form", got: form ?? "", known: mechanism.forms)
@@ -47,7 +61,9 @@ struct OpCommand: ParsableCommand {
         case .recurrence(let r):
             results = try runRecurrence(r, file: file)
         }
-        try SafeTensors.write(results, to: output, metadata: ["producer": "linea op \(name)", "form": form ?? "default"])
+        try SafeTensors.write(results, to: output, metadata: [
+            "producer": "linea op \(name)", "form": form ?? "default", "backend": backend,
+            "dtype": backend == "cuda" ? dtype : "f32"])
         printError("op: wrote \(results.keys.sorted().joined(separator: ", ")) to \(output)")
     }
 
@@ -64,5 +80,23 @@ struct OpCommand: ParsableCommand {
         inputs.useQKL2Norm = qkL2Norm
         let out = try Recurrence.forward(r, inputs, form: f)
         return ["o": out.o, "final_state": out.finalState]
+    }
+
+    /// Attention on the GPU: `flash` (default) through `CUDAAttention.forward`, `split_kv[:N]` through
+    /// `CUDASplitKV.forward` (decode: T <= 64, no window). Outputs fp32.
+    private func runAttentionOnCUDA(file: SafeTensorsFile) throws -> [String: Tensor] {
+        let type: DType = dtype == "bf16" ? .bfloat16 : dtype == "f16" ? .float16 : .float32
+        let (q, k, v) = (try file.tensor("q"), try file.tensor("k"), try file.tensor("v"))
+        switch AttentionForm(name: form ?? "flash") {
+        case .flash?:
+            let out = try CUDAAttention.forward(q: q, k: k, v: v, scale: scale, causal: causal, window: window, dtype: type)
+            return ["o": out.o, "lse": out.lse]
+        case .splitKV(let partitions)?:
+            if let window { throw ValidationError("--window \(window): split_kv on cuda takes no window") }
+            let out = try CUDASplitKV.forward(q: q, k: k, v: v, scale: scale, causal: causal, partitions: partitions, dtype: type)
+            return ["o": out.o, "lse": out.lse]
+        default:
+            throw validationErrorList(argument: "--form", got: form ?? "", known: ["flash", "split_kv", "split_kv:N"])
+        }
     }
 }

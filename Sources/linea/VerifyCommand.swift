@@ -17,26 +17,26 @@ struct VerifyCommand: ParsableCommand {
     @Option(help: "Seed of the random inputs.")
     var seed: UInt64 = 1
 
-    @Option(help: "Backend: cpu, or cuda (attention and the gated_delta_rule decode step so far).")
+    @Option(help: "Backend: cpu, or cuda (attention: flash, split-KV, block-sparse; the decode step of every recurrence).")
     var backend: String = "cpu"
 
-    @Option(help: "Input precision on the cuda backend: f32 or bf16 (default tolerance then 2e-3).")
+    @Option(help: "Input precision on the cuda backend: f32, bf16 or f16 (default tolerance then 2e-3).")
     var dtype: String = "f32"
 
     func validate() throws {
         guard ["cpu", "cuda"].contains(backend) else { throw validationErrorList(argument: "--backend", got: backend, known: ["cpu", "cuda"]) }
-        guard ["f32", "bf16"].contains(dtype) else { throw validationErrorList(argument: "--dtype", got: dtype, known: ["f32", "bf16"]) }
+        guard ["f32", "bf16", "f16"].contains(dtype) else { throw validationErrorList(argument: "--dtype", got: dtype, known: ["f32", "bf16", "f16"]) }
     }
 
     func run() throws {
         let selected = try mechanism.map { [try Mechanism.named($0)] } ?? Mechanism.all
-        let tolerance = self.tolerance ?? (dtype == "bf16" ? 2e-3 : 1e-5)
+        let tolerance = self.tolerance ?? (dtype == "f32" ? 1e-5 : 2e-3)
         var rows: [[String]] = []
         var failures = 0
         for m in selected {
             printError("verify: \(m.name) ...")
             let checks = backend == "cuda"
-                ? try cudaVerificationChecks(m, dtype: dtype == "bf16" ? .bfloat16 : .float32, seed: seed)
+                ? try cudaVerificationChecks(m, dtype: dtype == "bf16" ? .bfloat16 : dtype == "f16" ? .float16 : .float32, seed: seed)
                 : try verificationChecks(m, seed: seed)
             for check in checks {
                 let pass = check.errors.allSatisfy { $0.stats.relativeRMS <= tolerance }

@@ -27,7 +27,7 @@ import Testing
     }
 
     @Test func kernelSourcesDeclareTheirEntries() {
-        #expect(CUDAKernels.all.count == 3)
+        #expect(CUDAKernels.all.count >= 5)  // attention x2, recurrent step, split-KV, block-sparse (+ others)
         for kernel in CUDAKernels.all {
             #expect(!kernel.source.isEmpty, "\(kernel.name) is empty")
             #expect(!kernel.entries.isEmpty)

@@ -7,7 +7,12 @@ public enum CUDAKernels {
              ["f32", "bf16"].flatMap { t in [64, 128, 256].map { "linea_attn_simple_\(t)_d\($0)" } }),
             ("attention_mma", attentionMMA, ["linea_attn_mma_bf16_d64", "linea_attn_mma_bf16_d128"]),
             ("recurrent_step", recurrentStep,
-             ["f32", "bf16"].flatMap { t in [128, 256].flatMap { k in [1, 4].map { "linea_gdr_step_\(t)_k\(k)_v\($0)" } } }),
+             ["f32", "bf16", "f16"].flatMap { t in [128, 256].flatMap { k in [1, 4].map { "linea_rec_step_\(t)_k\(k)_v\($0)" } } }),
+            ("attention_split_kv", attentionSplitKV,
+             ["f32", "bf16", "f16"].flatMap { t in [64, 128, 256].flatMap { d in [4, 8].map { "linea_splitkv_\(t)_d\(d)_r\($0)" } } }
+                + ["linea_splitkv_merge"]),
+            ("attention_block_sparse", attentionBlockSparse,
+             [64, 128, 256].map { "linea_attn_bsparse_d\($0)" }),
         ]
     }
 }

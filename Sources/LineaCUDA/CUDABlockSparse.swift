@@ -1,0 +1,102 @@
+import Foundation
+import Linea
+
+/// Block-sparse attention on the GPU: exact softmax attention restricted to the blocks a `BlockMask` keeps
+/// (flash-style online softmax; key tiles of 32 that the mask drops for a whole 64-query tile are never loaded).
+public enum CUDABlockSparse {
+    /// Attention of q `[B,T,Hq,D]` over k, v `[B,S,Hkv,D]` (Hkv divides Hq, D <= 256) through `mask` (any block sizes
+    /// bm x bn, `[B or 1, Hq or 1, ceil(T/bm), ceil(S/bn)]`), optionally causal (bottom-right aligned). Inputs are
+    /// uploaded as `dtype` (f32, bf16, f16). Returns o `[B,T,Hq,D]` fp32 and lse `[B,T,Hq]` (o = 0, lse = -inf for a
+    /// row with no visible key), as `BlockSparseAttention.reference`. O(B·Hq·T·S·D·density) work, plus transfers.
+    public static func forward(
+        q: Tensor, k: Tensor, v: Tensor, mask: BlockMask, scale: Float? = nil, causal: Bool = false,
+        dtype: DType = .float32, context: CUDAContext? = nil
+    ) throws -> (o: Tensor, lse: Tensor) {
+        try q.expectRank(4, "q", layout: "[B, T, Hq, D]")
+        try k.expectRank(4, "k", layout: "[B, S, Hkv, D]")
+        let shape = CUDAAttentionShape(
+            batch: q.shape[0], queryLength: q.shape[1], keyLength: k.shape[1], queryHeads: q.shape[2],
+            kvHeads: k.shape[2], headDim: q.shape[3])
+        try k.expectShape([shape.batch, shape.keyLength, shape.kvHeads, shape.headDim], "k")
+        try v.expectShape(k.shape, "v")
+        let ctx = try context ?? CUDABackend.shared
+        let qb = try CUDAUpload.buffer(q, dtype: dtype, context: ctx)
+        let kb = try CUDAUpload.buffer(k, dtype: dtype, context: ctx)
+        let vb = try CUDAUpload.buffer(v, dtype: dtype, context: ctx)
+        let mb = try CUDABuffer(context: ctx, copying: mask.values)
+        let ob = try CUDABuffer(context: ctx, byteCount: q.count * 4)
+        let rows = shape.batch * shape.queryLength * shape.queryHeads
+        let lb = try CUDABuffer(context: ctx, byteCount: rows * 4)
+        try forward(q: qb, k: kb, v: vb, mask: mb, maskShape: mask.shape, blockRows: mask.blockRows, blockKeys: mask.blockKeys,
+                    o: ob, lse: lb, shape: shape, scale: scale, causal: causal, dtype: dtype, outputDType: .float32)
+        return (try Tensor(shape: q.shape, scalars: ob.download(Float.self, count: q.count)),
+                try Tensor(shape: [shape.batch, shape.queryLength, shape.queryHeads], scalars: lb.download(Float.self, count: rows)))
+    }
+
+    /// Device-buffer variant (queues one kernel): q, k, v hold `dtype` elements; mask holds one byte per block,
+    /// `maskShape` `[B or 1, Hq or 1, ceil(T/blockRows), ceil(S/blockKeys)]`; o holds `outputDType` (f32, bf16, f16);
+    /// lse (optional) fp32 `[B,T,Hq]`. Throws for invalid shapes, sizes or buffers.
+    public static func forward(
+        q: CUDABuffer, k: CUDABuffer, v: CUDABuffer, mask: CUDABuffer, maskShape: [Int], blockRows: Int, blockKeys: Int,
+        o: CUDABuffer, lse: CUDABuffer?, shape: CUDAAttentionShape, scale: Float? = nil, causal: Bool = false,
+        dtype: DType = .bfloat16, outputDType: DType = .bfloat16
+    ) throws {
+        let s = shape
+        for (name, value) in [("batch", s.batch), ("queryLength", s.queryLength), ("keyLength", s.keyLength),
+                              ("queryHeads", s.queryHeads), ("kvHeads", s.kvHeads), ("headDim", s.headDim)] where value < 1 {
+            throw LineaError.invalidArgument(argument: "shape.\(name)", expected: ">= 1", actual: "\(value)")
+        }
+        guard s.queryHeads % s.kvHeads == 0 else {
+            throw LineaError.invalidArgument(argument: "kvHeads", expected: "a divisor of queryHeads (\(s.queryHeads))", actual: "\(s.kvHeads)")
+        }
+        guard s.headDim <= 256 else {
+            throw LineaError.invalidArgument(argument: "headDim", expected: "<= 256", actual: "\(s.headDim)")
+        }
+        // Reuses BlockMask's checks of the layout against the call.
+        let layout = try BlockMask(shape: maskShape, blockRows: blockRows, blockKeys: blockKeys,
+                                   values: [UInt8](repeating: 0, count: maskShape.count == 4 ? maskShape.reduce(1, *) : 0))
+        try layout.validate(B: s.batch, Hq: s.queryHeads, T: s.queryLength, S: s.keyLength)
+        guard mask.byteCount >= maskShape.reduce(1, *) else {
+            throw LineaError.shapeMismatch(argument: "mask", expected: ">= \(maskShape.reduce(1, *)) bytes", actual: "\(mask.byteCount) bytes")
+        }
+        let inKind: Int32 = try CUDAUpload.suffix(dtype) == "f32" ? 0 : dtype == .bfloat16 ? 1 : 2
+        let outKind: Int32
+        switch outputDType {
+        case .float32: outKind = 0
+        case .bfloat16: outKind = 1
+        case .float16: outKind = 2
+        default: throw LineaError.invalidArgument(argument: "outputDType", expected: "float32, bfloat16 or float16", actual: "\(outputDType)")
+        }
+        let scaleValue = scale ?? 1 / Float(s.headDim).squareRoot()
+        guard scaleValue.isFinite else {
+            throw LineaError.invalidArgument(argument: "scale", expected: "a finite value", actual: "\(scaleValue)")
+        }
+        let qCount = s.batch * s.queryLength * s.queryHeads * s.headDim
+        let kCount = s.batch * s.keyLength * s.kvHeads * s.headDim
+        for (name, buffer, bytes) in [("q", q, qCount * dtype.byteCount), ("k", k, kCount * dtype.byteCount),
+                                      ("v", v, kCount * dtype.byteCount), ("o", o, qCount * outputDType.byteCount)]
+            where buffer.byteCount < bytes {
+            throw LineaError.shapeMismatch(argument: name, expected: ">= \(bytes) bytes for \(s)", actual: "\(buffer.byteCount) bytes")
+        }
+        if let lse, lse.byteCount < s.batch * s.queryLength * s.queryHeads * 4 {
+            throw LineaError.shapeMismatch(argument: "lse", expected: ">= \(s.batch * s.queryLength * s.queryHeads * 4) bytes",
+                                           actual: "\(lse.byteCount) bytes")
+        }
+        let ctx = q.context
+        let (qb, kb) = (maskShape[2], maskShape[3])
+        let maskH = maskShape[1] == 1 ? 0 : qb * kb
+        let maskB = maskShape[0] == 1 ? 0 : maskShape[1] * qb * kb
+        let dmax = s.headDim <= 64 ? 64 : s.headDim <= 128 ? 128 : 256
+        let f = try ctx.function(source: CUDAKernels.attentionBlockSparse, name: "linea_attn_bsparse_d\(dmax)",
+                                 options: selecting("linea_attn_bsparse_d\(dmax)"))
+        let smem = (64 * s.headDim + 32 * (s.headDim + 1) + 32 * s.headDim) * 4
+        try ctx.launch(
+            f, grid: ((s.queryLength + 63) / 64, s.queryHeads, s.batch), block: (256, 1, 1), sharedBytes: smem,
+            arguments: [.pointer(q.address), .pointer(k.address), .pointer(v.address), .int32(inKind), .pointer(mask.address),
+                        .pointer(o.address), .pointer(lse?.address ?? 0), .int32(Int32(s.queryLength)), .int32(Int32(s.keyLength)),
+                        .int32(Int32(s.queryHeads)), .int32(Int32(s.kvHeads)), .int32(Int32(s.headDim)),
+                        .int32(Int32(blockRows)), .int32(Int32(blockKeys)), .int32(Int32(maskB)), .int32(Int32(maskH)),
+                        .int32(Int32(qb)), .int32(Int32(kb)), .float(scaleValue * 1.4426950408889634), .int32(causal ? 1 : 0),
+                        .int32(outKind)])
+    }
+}
