@@ -46,7 +46,8 @@ public enum CUDAAttention {
         public var qInSharedMemory: Bool
         /// Minimum resident blocks per SM (caps registers per thread).
         public var minBlocksPerSM: Int
-        /// Further NVRTC defines (e.g. `-DLINEA_MMA_SPLIT=0`, see the kernel source), for experiments.
+        /// Further NVRTC defines (e.g. `-DLINEA_MMA_SPLIT=0`, see the kernel source), for experiments; also passed
+        /// to the wgmma kernel (its `LINEA_WG_*` switches).
         public var extraOptions: [String] = []
 
         /// The measured default on H100 (see the kernel source).
@@ -198,11 +199,11 @@ public enum CUDAAttention {
         case .wgmma:
             let f = try ctx.function(
                 source: CUDAKernels.attentionHopper, name: "linea_attn_wgmma_\(typeName)_d128",
-                options: CUDAKernels.attentionHopperOptions)
+                options: CUDAKernels.attentionHopperOptions + tensorCoreConfig.extraOptions)
             // Q tile + 3 stages of K and V tiles (128 x 128 16-bit each), plus 1 KiB to align the swizzled tiles.
             let smem = 1024 + 7 * 128 * 128 * 2
             try ctx.launch(
-                f, grid: (s.queryHeads, s.batch, (s.queryLength + 127) / 128), block: (256, 1, 1),
+                f, grid: ((s.queryLength + 127) / 128, s.queryHeads, s.batch), block: (256, 1, 1),
                 sharedBytes: smem, arguments: common + tail)
         case .tensorCore, .auto:
             let c = tensorCoreConfig

@@ -13,23 +13,25 @@ print("device: \(ctx.deviceName), \(ctx.architecture), \(ctx.multiprocessorCount
 
 var failures = 0
 // Compile (or load from the disk cache) every kernel entry once; a second run shows the cache at work.
-do {
-    let start = Date()
-    var count = 0
-    for kernel in CUDAKernels.all {
-        // The Hopper attention source is sm_90a-only: compiled with its option, and only on an sm_90 device.
-        let hopper = kernel.name == "attention_hopper"
-        if hopper && ctx.computeCapability.major != 9 { continue }
-        for entry in kernel.entries {
-            _ = try ctx.function(source: kernel.source, name: entry, options: hopper ? CUDAKernels.attentionHopperOptions : [])
-            count += 1
+if !arguments.contains("--skip-compile-all") {  // quick timing runs skip this: kernels then compile on first use
+    do {
+        let start = Date()
+        var count = 0
+        for kernel in CUDAKernels.all {
+            // The Hopper attention source is sm_90a-only: compiled with its option, and only on an sm_90 device.
+            let hopper = kernel.name == "attention_hopper"
+            if hopper && ctx.computeCapability.major != 9 { continue }
+            for entry in kernel.entries {
+                _ = try ctx.function(source: kernel.source, name: entry, options: hopper ? CUDAKernels.attentionHopperOptions : [])
+                count += 1
+            }
         }
+        print(String(format: "kernels: %d entries ready in %.2f s (NVRTC compile, or disk cache %@)", count,
+                     Date().timeIntervalSince(start), KernelCache.directory.path))
+    } catch {
+        print("FAIL kernels: \(error)")
+        failures += 1
     }
-    print(String(format: "kernels: %d entries ready in %.2f s (NVRTC compile, or disk cache %@)", count,
-                 Date().timeIntervalSince(start), KernelCache.directory.path))
-} catch {
-    print("FAIL kernels: \(error)")
-    failures += 1
 }
 if !arguments.contains("--bench-only") {
     let start = Date()
@@ -58,12 +60,14 @@ func bf16Buffer(_ count: Int, seed: UInt64) throws -> CUDABuffer {
     return try CUDABuffer(context: ctx, copying: t.scalars.map(HalfPrecision.bfloat16Bits))
 }
 
+var benchStage = "setup"  // the step a bench error came from
 if arguments.contains("--bench") || arguments.contains("--bench-only") {
     do {
         // Flash attention forward, bf16, causal, B*T = 32768, H = 16, D = 128 (bf16 output, like SDPA). The wgmma
         // (sm_90) and mma.sync kernels are timed side by side; every result is checked before it is timed: at
         // T = 2048 against the portable kernel, at longer T (the portable kernel is slow there) against mma.sync.
-        // `--attention-t 2048,8192` picks the lengths; `--variants` adds mma.sync tuning variants.
+        // `--attention-t 2048,8192` picks the lengths; `--variants` adds mma.sync tuning variants, `--wgmma-variants`
+        // wgmma ones (`LINEA_WG_*` defines); `--attention-only` stops after the attention timings.
         typealias Config = CUDAAttention.TensorCoreConfig
         let variants: [Config] = arguments.contains("--variants")
             ? [.default,
@@ -88,6 +92,7 @@ if arguments.contains("--bench") || arguments.contains("--bench-only") {
             func poison() throws { try o.upload([UInt16](repeating: 0x7fc0, count: n)) }  // NaN: unwritten outputs fail
             var reference: [Float]
             var referenceName: String
+            benchStage = "reference T=\(t)"
             if t == 2048 {
                 try poison()
                 let time = try CUDABench.time(context: ctx, warmup: 1, iterations: 3) {
@@ -104,8 +109,18 @@ if arguments.contains("--bench") || arguments.contains("--bench-only") {
                 reference = try output(); referenceName = "mma.sync"
             }
             var runs: [(String, CUDAAttention.Kernel, Config)] = variants.map { ("mma.sync [\($0)]", .tensorCore, $0) }
-            if hopper { runs.insert(("wgmma", .wgmma, .default), at: 0) }
+            if hopper {
+                let wgmmaVariants: [[String]] = arguments.contains("--wgmma-variants")
+                    ? [[], ["-DLINEA_WG_SKEW=0"]]
+                    : [[]]
+                runs.insert(contentsOf: wgmmaVariants.map { options in
+                    var c = Config.default
+                    c.extraOptions = options
+                    return ("wgmma" + options.map { " \($0)" }.joined(), .wgmma, c)
+                }, at: 0)
+            }
             for (name, kernel, config) in runs {
+                benchStage = "\(name) T=\(t)"
                 try poison()
                 let run = {
                     try CUDAAttention.forward(q: q, k: k, v: v, o: o, lse: lse, shape: shape, causal: true,
@@ -121,6 +136,7 @@ if arguments.contains("--bench") || arguments.contains("--bench-only") {
                              name, shape.description, time.median, time.min, tflops, check))
             }
         }
+        if arguments.contains("--attention-only") { exit(failures == 0 ? 0 : 1) }
         // Gated delta rule decode step, B = 64, H = 32, K = V = 128, vs a device-to-device copy of the state.
         let (b, h, kd, vd) = (64, 32, 128, 128)
         let stateBytes = b * h * kd * vd * 4
@@ -153,7 +169,7 @@ if arguments.contains("--bench") || arguments.contains("--bench-only") {
             }
         }
     } catch {
-        print("FAIL bench error: \(error)")
+        print("FAIL bench error (\(benchStage)): \(error)")
         failures += 1
     }
 }
