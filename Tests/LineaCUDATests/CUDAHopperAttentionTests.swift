@@ -7,7 +7,7 @@ import Testing
 @Suite struct CUDAHopperAttentionSourceTests {
     @Test func hopperSourceIsPinnedToSm90a() {
         // check_kernels.py and CUDAAttention both rely on these: wgmma exists only on the sm_90a target.
-        #expect(CUDAKernels.attentionHopper.contains("\n// linea-nvrtc-arch: sm_90a\n"))
+        #expect(CUDAKernels.attentionHopper.split(separator: "\n").contains("// linea-nvrtc-arch: sm_90a"))
         #expect(CUDAKernels.attentionHopperOptions == ["--gpu-architecture=sm_90a"])
         let hopper = CUDAKernels.all.first { $0.name == "attention_hopper" }
         #expect(hopper?.entries == ["linea_attn_wgmma_bf16_d128", "linea_attn_wgmma_f16_d128"])

@@ -11,6 +11,7 @@ extension CUDAKernels {
     /// (both operands in shared memory) and O += P V (P from registers), K/V tiles of 128 keys brought in with
     /// cp.async into three 128B-swizzled shared-memory stages. Entries `linea_attn_wgmma_{bf16,f16}_d128`.
     public static let attentionHopper = #"""
+// linea-nvrtc-arch: sm_90a
 // Linea: flash attention forward for sm_90a (H100). q [B,T,Hq,128], k/v [B,S,Hkv,128] (bf16 or fp16);
 // o [B,T,Hq,128] fp32 (out_mode 0), bf16 (1) or fp16 (2); lse [B,T,Hq] fp32 (natural log), may be null.
 // Masking as in the portable kernel: query i at pos = i + S - T sees j when
