@@ -4,6 +4,8 @@
 The sources are Swift raw string literals between `// LINEA-KERNEL-BEGIN <name>` and `// LINEA-KERNEL-END`.
 NVRTC comes from PyPI (nvidia-cuda-nvrtc, CUDA 13.0 line), installed into a private venv when not found;
 set LINEA_NVRTC to a libnvrtc.so path to use another. Exits 1 on any compile error, printing NVRTC's log.
+A source that contains the line `// linea-nvrtc-arch: sm_90a` (wgmma and other arch-specific instructions) is
+compiled for that architecture only (as compute_90a), whatever --arch says.
 Usage: scripts/check_kernels.py [--arch sm_90] [--arch sm_80] ...
 """
 import ctypes
@@ -99,7 +101,8 @@ def main():
     failed = 0
     for name, src, path in sources:
         entries = re.findall(r'extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?(\w+)\(', src)
-        for arch in archs:
+        pinned = re.search(r"^// linea-nvrtc-arch: (sm_\w+)$", src, re.M)
+        for arch in [pinned.group(1)] if pinned else archs:
             ok, msg = compile_ptx(lib, name, src, arch)
             status = "ok" if ok else "FAILED"
             print(f"[{status}] {name} ({path}) {arch}, NVRTC {major.value}.{minor.value}, entries {entries}: {msg}")

@@ -26,10 +26,12 @@ public struct CUDAAttentionShape: Sendable, Equatable, CustomStringConvertible {
 
 /// Flash attention forward on the GPU (exact softmax attention, O(T) extra memory).
 public enum CUDAAttention {
-    /// Which kernel runs: the tensor-core kernel (bf16, D in {64, 128}, sm_80+), the portable one, or the best that fits.
+    /// Which kernel runs: the Hopper wgmma kernel (bf16/fp16, D = 128, sm_90), the mma.sync tensor-core kernel
+    /// (bf16/fp16, D in {64, 128}, sm_80+), the portable one, or the best that fits.
     public enum Kernel: String, Sendable, CaseIterable {
-        /// `auto`: tensor cores when they take the call, else portable; `tensorCore`: throw if they cannot.
-        case auto, tensorCore, portable
+        /// `auto`: wgmma, else mma.sync, else portable, whichever first takes the call; `wgmma` and `tensorCore`
+        /// (mma.sync): throw if they cannot take it.
+        case auto, wgmma, tensorCore, portable
     }
 
     /// Launch shape of the tensor-core kernel (compile-time switches of `CUDAKernels.attentionMMA`).
@@ -44,7 +46,8 @@ public enum CUDAAttention {
         public var qInSharedMemory: Bool
         /// Minimum resident blocks per SM (caps registers per thread).
         public var minBlocksPerSM: Int
-        /// Further NVRTC defines (e.g. `-DLINEA_MMA_SPLIT=0`, see the kernel source), for experiments.
+        /// Further NVRTC defines (e.g. `-DLINEA_MMA_SPLIT=0`, see the kernel source), for experiments; also passed
+        /// to the wgmma kernel (its `LINEA_WG_*` switches).
         public var extraOptions: [String] = []
 
         /// The measured default on H100 (see the kernel source).
@@ -73,10 +76,10 @@ public enum CUDAAttention {
     }
 
     /// Attention of q `[B,T,Hq,D]` over k, v `[B,S,Hkv,D]` (Hkv divides Hq). Inputs are uploaded as `dtype`
-    /// (`.float32` or `.bfloat16`, rounded to nearest even); math in fp32. Causal masking is bottom-right aligned
+    /// (`.float32`, `.bfloat16` or `.float16`, rounded to nearest even); math in fp32. Causal masking is bottom-right aligned
     /// (query i at position i + S - T sees keys j <= that); `window` W keeps keys with pos - W < j <= pos (needs
     /// `causal`). Returns o `[B,T,Hq,D]` (kept in fp32 on the device, not rounded to `dtype`) and lse `[B,T,Hq]`
-    /// (natural log; -inf and o = 0 where no key is visible). `.auto` picks tensor cores for bf16, D 64/128.
+    /// (natural log; -inf and o = 0 where no key is visible). `.auto` picks tensor cores for bf16/fp16, D 64/128.
     /// O(B·Hq·T·S·D) work on the device, plus the transfers.
     public static func forward(
         q: Tensor, k: Tensor, v: Tensor, scale: Float? = nil, causal: Bool = false, window: Int? = nil,
@@ -90,9 +93,9 @@ public enum CUDAAttention {
         try k.expectShape([shape.batch, shape.keyLength, shape.kvHeads, shape.headDim], "k")
         try v.expectShape(k.shape, "v")
         let ctx = try context ?? CUDABackend.shared
-        let qb = try upload(q, dtype: dtype, context: ctx, argument: "dtype")
-        let kb = try upload(k, dtype: dtype, context: ctx, argument: "dtype")
-        let vb = try upload(v, dtype: dtype, context: ctx, argument: "dtype")
+        let qb = try CUDAUpload.buffer(q, dtype: dtype, context: ctx)
+        let kb = try CUDAUpload.buffer(k, dtype: dtype, context: ctx)
+        let vb = try CUDAUpload.buffer(v, dtype: dtype, context: ctx)
         let ob = try CUDABuffer(context: ctx, byteCount: q.count * 4)
         let lb = try CUDABuffer(context: ctx, byteCount: shape.batch * shape.queryLength * shape.queryHeads * 4)
         try forward(
@@ -106,8 +109,8 @@ public enum CUDAAttention {
     }
 
     /// Device-buffer variant (no transfers; queues the kernel on the buffers' context stream and returns).
-    /// q, k, v hold `dtype` elements (`.float32` or `.bfloat16` bits); o holds `outputDType` (`.float32` or
-    /// `.bfloat16`); lse (optional) holds fp32 `[B,T,Hq]`. Throws if a buffer is too small or an option is invalid.
+    /// q, k, v hold `dtype` elements (`.float32`, `.bfloat16` or `.float16` bits); o holds `outputDType` (`.float32`,
+    /// `.bfloat16` or `.float16`); lse (optional) holds fp32 `[B,T,Hq]`. Throws if a buffer is too small or an option is invalid.
     /// `tensorCoreConfig` picks the tensor-core kernel's launch shape (for tuning experiments).
     public static func forward(
         q: CUDABuffer, k: CUDABuffer, v: CUDABuffer, o: CUDABuffer, lse: CUDABuffer?, shape: CUDAAttentionShape,
@@ -126,11 +129,12 @@ public enum CUDAAttention {
         guard s.headDim <= 256 else {
             throw LineaError.invalidArgument(argument: "headDim", expected: "<= 256", actual: "\(s.headDim)")
         }
-        guard dtype == .float32 || dtype == .bfloat16 else {
-            throw LineaError.invalidArgument(argument: "dtype", expected: "float32 or bfloat16", actual: "\(dtype)")
+        let supported: [DType] = [.float32, .bfloat16, .float16]
+        guard supported.contains(dtype) else {
+            throw LineaError.invalidArgument(argument: "dtype", expected: "float32, bfloat16 or float16", actual: "\(dtype)")
         }
-        guard outputDType == .float32 || outputDType == .bfloat16 else {
-            throw LineaError.invalidArgument(argument: "outputDType", expected: "float32 or bfloat16", actual: "\(outputDType)")
+        guard supported.contains(outputDType) else {
+            throw LineaError.invalidArgument(argument: "outputDType", expected: "float32, bfloat16 or float16", actual: "\(outputDType)")
         }
         if let w = window {
             guard w >= 1 else { throw LineaError.invalidArgument(argument: "window", expected: ">= 1 or nil", actual: "\(w)") }
@@ -154,20 +158,32 @@ public enum CUDAAttention {
                 argument: "lse", expected: ">= \(s.batch * s.queryLength * s.queryHeads * 4) bytes", actual: "\(lse.byteCount) bytes")
         }
         let ctx = q.context
-        // The tensor-core kernel takes the row max on unscaled scores, so it needs scale > 0.
-        let canUseTensorCores = dtype == .bfloat16 && (s.headDim == 64 || s.headDim == 128) && ctx.computeCapability.major >= 8
+        // Both tensor-core kernels take the row max on unscaled scores, so they need scale > 0. The wgmma kernel
+        // exists for D = 128 only (its tiles, swizzle and register budget are laid out for that width) and needs
+        // an sm_90 device (wgmma is sm_90a-only); masks (causal, window), GQA and any T, S go through it. Other
+        // head dims fall back to mma.sync (D 64) or the portable kernel; fp32 inputs always take the portable one.
+        let half = dtype == .bfloat16 || dtype == .float16
+        let canUseTensorCores = half && (s.headDim == 64 || s.headDim == 128) && ctx.computeCapability.major >= 8
             && scaleValue > 0
-        let useTensorCores: Bool
+        let canUseWGMMA = half && s.headDim == 128 && ctx.computeCapability.major == 9 && scaleValue > 0
+        let chosen: Kernel
         switch kernel {
-        case .auto: useTensorCores = canUseTensorCores
-        case .portable: useTensorCores = false
+        case .auto: chosen = canUseWGMMA ? .wgmma : canUseTensorCores ? .tensorCore : .portable
+        case .portable: chosen = .portable
         case .tensorCore:
             guard canUseTensorCores else {
                 throw LineaError.invalidArgument(
-                    argument: "kernel", expected: "tensorCore only for bfloat16, headDim 64 or 128, sm_80+, scale > 0",
+                    argument: "kernel", expected: "tensorCore only for bfloat16/float16, headDim 64 or 128, sm_80+, scale > 0",
                     actual: "\(dtype), headDim \(s.headDim), \(ctx.architecture), scale \(scaleValue)")
             }
-            useTensorCores = true
+            chosen = .tensorCore
+        case .wgmma:
+            guard canUseWGMMA else {
+                throw LineaError.invalidArgument(
+                    argument: "kernel", expected: "wgmma only for bfloat16/float16, headDim 128, sm_90, scale > 0",
+                    actual: "\(dtype), headDim \(s.headDim), \(ctx.architecture), scale \(scaleValue)")
+            }
+            chosen = .wgmma
         }
         let scaleLog2 = scaleValue * 1.4426950408889634
         let common: [CUDAKernelArgument] = [
@@ -175,9 +191,21 @@ public enum CUDAAttention {
             .int32(Int32(s.queryLength)), .int32(Int32(s.keyLength)), .int32(Int32(s.queryHeads)), .int32(Int32(s.kvHeads)),
         ]
         let tail: [CUDAKernelArgument] = [
-            .float(scaleLog2), .int32(causal ? 1 : 0), .int32(Int32(window ?? 0)), .int32(outputDType == .bfloat16 ? 1 : 0),
+            .float(scaleLog2), .int32(causal ? 1 : 0), .int32(Int32(window ?? 0)),
+            .int32(outputDType == .bfloat16 ? 1 : outputDType == .float16 ? 2 : 0),
         ]
-        if useTensorCores {
+        let typeName = dtype == .float32 ? "f32" : dtype == .bfloat16 ? "bf16" : "f16"
+        switch chosen {
+        case .wgmma:
+            let f = try ctx.function(
+                source: CUDAKernels.attentionHopper, name: "linea_attn_wgmma_\(typeName)_d128",
+                options: CUDAKernels.attentionHopperOptions + tensorCoreConfig.extraOptions)
+            // Q tile + 3 stages of K and V tiles (128 x 128 16-bit each), plus 1 KiB to align the swizzled tiles.
+            let smem = 1024 + 7 * 128 * 128 * 2
+            try ctx.launch(
+                f, grid: ((s.queryLength + 127) / 128, s.queryHeads, s.batch), block: (256, 1, 1),
+                sharedBytes: smem, arguments: common + tail)
+        case .tensorCore, .auto:
             let c = tensorCoreConfig
             guard [1, 2, 4, 8, 16].contains(c.warps), [1, 2].contains(c.rowTilesPerWarp), (1...4).contains(c.minBlocksPerSM),
                   [32, 64, 128].contains(c.blockKeys) else {
@@ -186,31 +214,21 @@ public enum CUDAAttention {
                     actual: "\(c)")
             }
             let f = try ctx.function(
-                source: CUDAKernels.attentionMMA, name: "linea_attn_mma_bf16_d\(s.headDim)",
+                source: CUDAKernels.attentionMMA, name: "linea_attn_mma_\(typeName)_d\(s.headDim)",
                 options: c == .default ? [] : c.options)  // the source's #define defaults are `.default`
             let rows = c.blockRows
             let smem = (rows + 4 * c.blockKeys) * (s.headDim + 8) * 2
             try ctx.launch(
                 f, grid: ((s.queryLength + rows - 1) / rows, s.queryHeads, s.batch), block: (32 * c.warps, 1, 1),
                 sharedBytes: smem, arguments: common + tail)
-        } else {
+        case .portable:
             let dmax = s.headDim <= 64 ? 64 : s.headDim <= 128 ? 128 : 256
             let f = try ctx.function(
-                source: CUDAKernels.attentionSimple, name: "linea_attn_simple_\(dtype == .float32 ? "f32" : "bf16")_d\(dmax)")
+                source: CUDAKernels.attentionSimple, name: "linea_attn_simple_\(typeName)_d\(dmax)")
             let smem = (64 * s.headDim + 32 * (s.headDim + 1) + 32 * s.headDim) * 4
             try ctx.launch(
                 f, grid: ((s.queryLength + 63) / 64, s.queryHeads, s.batch), block: (256, 1, 1), sharedBytes: smem,
                 arguments: common + [.int32(Int32(s.headDim))] + tail)
-        }
-    }
-
-    /// Uploads `tensor` as fp32 or bf16 bits; throws for other dtypes.
-    static func upload(_ tensor: Tensor, dtype: DType, context: CUDAContext, argument: String) throws -> CUDABuffer {
-        switch dtype {
-        case .float32: return try CUDABuffer(context: context, copying: tensor.scalars)
-        case .bfloat16: return try CUDABuffer(context: context, copying: tensor.scalars.map(HalfPrecision.bfloat16Bits))
-        default:
-            throw LineaError.invalidArgument(argument: argument, expected: "float32 or bfloat16", actual: "\(dtype)")
         }
     }
 }

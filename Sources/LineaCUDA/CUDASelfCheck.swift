@@ -126,25 +126,35 @@ public enum CUDASelfCheck {
             AttentionCase(s(1, 65, 90, 3, 1, 128), causal: false),
             AttentionCase(s(1, 65, 65, 2, 2, 96), causal: false),
             AttentionCase(s(1, 70, 70, 2, 1, 40), causal: true),
+            // D = 128 across several 128-key tiles (the wgmma kernel's tile): T != S with GQA, window across tiles, non-causal.
+            AttentionCase(s(2, 257, 400, 2, 1, 128), causal: true),
+            AttentionCase(s(1, 500, 500, 2, 2, 128), causal: true, window: 150),
+            AttentionCase(s(1, 130, 300, 2, 2, 128), causal: false),
         ]
     }()
 
-    /// Runs `c` with every kernel that takes it (fp32 portable, bf16 portable, bf16 tensor cores) against
-    /// `CUDAReference.attention` on the same (rounded) inputs. Tolerances: 1e-5 fp32, 2e-3 bf16.
+    /// Runs `c` with every kernel that takes it (fp32 portable; bf16 and fp16 portable, mma.sync tensor cores and,
+    /// on sm_90 with D = 128, wgmma) against `CUDAReference.attention` on the same (rounded) inputs.
+    /// Tolerances: 1e-5 fp32, 2e-3 bf16/fp16.
     public static func attention(_ c: AttentionCase, seed: UInt64 = 1, context: CUDAContext) throws -> [Outcome] {
         let s = c.shape
         let q = try Tensor.randomNormal([s.batch, s.queryLength, s.queryHeads, s.headDim], seed: seed)
         let k = try Tensor.randomNormal([s.batch, s.keyLength, s.kvHeads, s.headDim], seed: seed + 1)
         let v = try Tensor.randomNormal([s.batch, s.keyLength, s.kvHeads, s.headDim], seed: seed + 2)
-        var variants: [(DType, CUDAAttention.Kernel)] = [(.float32, .portable), (.bfloat16, .portable)]
+        var variants: [(DType, CUDAAttention.Kernel)] = [(.float32, .portable), (.bfloat16, .portable), (.float16, .portable)]
         if (s.headDim == 64 || s.headDim == 128) && context.computeCapability.major >= 8 {
-            variants.append((.bfloat16, .tensorCore))
+            variants += [(.bfloat16, .tensorCore), (.float16, .tensorCore)]
+        }
+        if s.headDim == 128 && context.computeCapability.major == 9 {
+            variants += [(.bfloat16, .wgmma), (.float16, .wgmma)]
         }
         let mask = c.causal ? (c.window.map { "causal window \($0)" } ?? "causal") : "non-causal"
         var outcomes: [Outcome] = []
         var references: [DType: (o: Tensor, lse: Tensor)] = [:]
         for (dtype, kernel) in variants {
-            let round = { (t: Tensor) in dtype == .bfloat16 ? HalfPrecision.roundedToBFloat16(t) : t }
+            let round = { (t: Tensor) in
+                dtype == .bfloat16 ? HalfPrecision.roundedToBFloat16(t) : dtype == .float16 ? HalfPrecision.roundedToFloat16(t) : t
+            }
             if references[dtype] == nil {
                 references[dtype] = try CUDAReference.attention(q: round(q), k: round(k), v: round(v), causal: c.causal, window: c.window)
             }

@@ -14,17 +14,25 @@ print("device: \(ctx.deviceName), \(ctx.architecture), \(ctx.multiprocessorCount
 if arguments.contains("--decode-only") { exit(decodeSection(ctx, arguments) == 0 ? 0 : 1) }  // Decode.swift only
 var failures = 0
 // Compile (or load from the disk cache) every kernel entry once; a second run shows the cache at work.
-do {
-    let start = Date()
-    var count = 0
-    for kernel in CUDAKernels.all {
-        for entry in kernel.entries { _ = try ctx.function(source: kernel.source, name: entry); count += 1 }
+if !arguments.contains("--skip-compile-all") {  // quick timing runs skip this: kernels then compile on first use
+    do {
+        let start = Date()
+        var count = 0
+        for kernel in CUDAKernels.all {
+            // The Hopper attention source is sm_90a-only: compiled with its option, and only on an sm_90 device.
+            let hopper = kernel.name == "attention_hopper"
+            if hopper && ctx.computeCapability.major != 9 { continue }
+            for entry in kernel.entries {
+                _ = try ctx.function(source: kernel.source, name: entry, options: hopper ? CUDAKernels.attentionHopperOptions : [])
+                count += 1
+            }
+        }
+        print(String(format: "kernels: %d entries ready in %.2f s (NVRTC compile, or disk cache %@)", count,
+                     Date().timeIntervalSince(start), KernelCache.directory.path))
+    } catch {
+        print("FAIL kernels: \(error)")
+        failures += 1
     }
-    print(String(format: "kernels: %d entries ready in %.2f s (NVRTC compile, or disk cache %@)", count,
-                 Date().timeIntervalSince(start), KernelCache.directory.path))
-} catch {
-    print("FAIL kernels: \(error)")
-    failures += 1
 }
 if !arguments.contains("--bench-only") {
     let start = Date()
@@ -53,54 +61,83 @@ func bf16Buffer(_ count: Int, seed: UInt64) throws -> CUDABuffer {
     return try CUDABuffer(context: ctx, copying: t.scalars.map(HalfPrecision.bfloat16Bits))
 }
 
+var benchStage = "setup"  // the step a bench error came from
 if arguments.contains("--bench") || arguments.contains("--bench-only") {
     do {
-        // Flash attention forward, bf16, causal, B*T = 32768, H = 16, D = 128 (bf16 output, like SDPA).
-        // Tuning variants of the tensor-core kernel are timed side by side and checked against the portable kernel.
+        // Flash attention forward, bf16, causal, B*T = 32768, H = 16, D = 128 (bf16 output, like SDPA). The wgmma
+        // (sm_90) and mma.sync kernels are timed side by side; every result is checked before it is timed: at
+        // T = 2048 against the portable kernel, at longer T (the portable kernel is slow there) against mma.sync.
+        // `--attention-t 2048,8192` picks the lengths; `--variants` adds mma.sync tuning variants, `--wgmma-variants`
+        // wgmma ones (`LINEA_WG_*` defines); `--attention-only` stops after the attention timings.
         typealias Config = CUDAAttention.TensorCoreConfig
         let variants: [Config] = arguments.contains("--variants")
             ? [.default,
                { var c = Config.default; c.extraOptions = ["-DLINEA_MMA_SPLIT=0"]; return c }(),
-               { var c = Config.default; c.extraOptions = ["-DLINEA_MMA_ONEBAR=0", "-DLINEA_MMA_SPLIT=0"]; return c }(),
                Config(warps: 8, rowTilesPerWarp: 1, blockKeys: 64, qInSharedMemory: true, minBlocksPerSM: 2),
-               Config(warps: 8, rowTilesPerWarp: 2, blockKeys: 32, qInSharedMemory: true, minBlocksPerSM: 1),
                Config(warps: 4, rowTilesPerWarp: 2, blockKeys: 32, qInSharedMemory: true, minBlocksPerSM: 2)]
             : [.default]
-        for t in [2048, 8192] {
+        let lengths: [Int] = {
+            if let i = arguments.firstIndex(of: "--attention-t"), arguments.index(after: i) < arguments.endIndex {
+                return arguments[arguments.index(after: i)].split(separator: ",").compactMap { Int($0) }
+            }
+            return [2048, 8192, 32768]
+        }()
+        let hopper = ctx.computeCapability.major == 9
+        for t in lengths {
             let shape = CUDAAttentionShape(batch: 32768 / t, queryLength: t, keyLength: t, queryHeads: 16, kvHeads: 16, headDim: 128)
             let n = 32768 * 16 * 128
             let q = try bf16Buffer(n, seed: 1), k = try bf16Buffer(n, seed: 2), v = try bf16Buffer(n, seed: 3)
             let o = try CUDABuffer(context: ctx, byteCount: n * 2)
             let lse = try CUDABuffer(context: ctx, byteCount: 32768 * 16 * 4)
-            var reference: [Float]? = nil
+            func output() throws -> [Float] { try o.download(UInt16.self, count: n).map { HalfPrecision.float(bfloat16Bits: $0) } }
+            func poison() throws { try o.upload([UInt16](repeating: 0x7fc0, count: n)) }  // NaN: unwritten outputs fail
+            var reference: [Float]
+            var referenceName: String
+            benchStage = "reference T=\(t)"
             if t == 2048 {
+                try poison()
                 let time = try CUDABench.time(context: ctx, warmup: 1, iterations: 3) {
                     try CUDAAttention.forward(q: q, k: k, v: v, o: o, lse: lse, shape: shape, causal: true,
                                               dtype: .bfloat16, outputDType: .bfloat16, kernel: .portable)
                 }
                 print(String(format: "bench flash_fwd portable causal bf16 %@: median %.3f ms, %.1f TFLOP/s",
                              shape.description, time.median, shape.flops(causal: true) / (time.median * 1e-3) / 1e12))
-                reference = try o.download(UInt16.self, count: n).map { HalfPrecision.float(bfloat16Bits: $0) }
+                reference = try output(); referenceName = "portable"
+            } else {
+                try poison()
+                try CUDAAttention.forward(q: q, k: k, v: v, o: o, lse: lse, shape: shape, causal: true,
+                                          dtype: .bfloat16, outputDType: .bfloat16, kernel: .tensorCore)
+                reference = try output(); referenceName = "mma.sync"
             }
-            for config in variants {
-                let time = try CUDABench.time(context: ctx, warmup: 3, iterations: 10) {
+            var runs: [(String, CUDAAttention.Kernel, Config)] = variants.map { ("mma.sync [\($0)]", .tensorCore, $0) }
+            if hopper {
+                let wgmmaVariants: [[String]] = arguments.contains("--wgmma-variants")
+                    ? [[], ["-DLINEA_WG_SKEW=0"]]
+                    : [[]]
+                runs.insert(contentsOf: wgmmaVariants.map { options in
+                    var c = Config.default
+                    c.extraOptions = options
+                    return ("wgmma" + options.map { " \($0)" }.joined(), .wgmma, c)
+                }, at: 0)
+            }
+            for (name, kernel, config) in runs {
+                benchStage = "\(name) T=\(t)"
+                try poison()
+                let run = {
                     try CUDAAttention.forward(q: q, k: k, v: v, o: o, lse: lse, shape: shape, causal: true,
-                                              dtype: .bfloat16, outputDType: .bfloat16, kernel: .tensorCore,
-                                              tensorCoreConfig: config)
+                                              dtype: .bfloat16, outputDType: .bfloat16, kernel: kernel, tensorCoreConfig: config)
                 }
-                var check = ""
-                if let reference {
-                    let got = try o.download(UInt16.self, count: n).map { HalfPrecision.float(bfloat16Bits: $0) }
-                    let stats = ErrorStats(got, reference)
-                    check = ", vs portable: \(stats)"
-                    if !(stats.relativeRMS <= 4e-3) { failures += 1; check += " FAIL" }
-                }
+                try run()
+                let stats = ErrorStats(try output(), reference)
+                var check = ", vs \(referenceName): \(stats)"
+                if !(stats.relativeRMS <= 4e-3) { failures += 1; check += " FAIL (not timed)"; print("bench flash_fwd \(name) \(shape)\(check)"); continue }
+                let time = try CUDABench.time(context: ctx, warmup: 3, iterations: 10) { try run() }
                 let tflops = shape.flops(causal: true) / (time.median * 1e-3) / 1e12
-                print(String(format: "bench flash_fwd tensorCore %@ causal bf16 %@: median %.3f ms, min %.3f ms, %.1f TFLOP/s%@",
-                             "[\(config)]", shape.description,
-                             time.median, time.min, tflops, check))
+                print(String(format: "bench flash_fwd %@ causal bf16 %@: median %.3f ms, min %.3f ms, %.1f TFLOP/s%@",
+                             name, shape.description, time.median, time.min, tflops, check))
             }
         }
+        if arguments.contains("--attention-only") { exit(failures == 0 ? 0 : 1) }
         // Gated delta rule decode step, B = 64, H = 32, K = V = 128, vs a device-to-device copy of the state.
         let (b, h, kd, vd) = (64, 32, 128, 128)
         let stateBytes = b * h * kd * vd * 4
@@ -133,7 +170,7 @@ if arguments.contains("--bench") || arguments.contains("--bench-only") {
             }
         }
     } catch {
-        print("FAIL bench error: \(error)")
+        print("FAIL bench error (\(benchStage)): \(error)")
         failures += 1
     }
 }

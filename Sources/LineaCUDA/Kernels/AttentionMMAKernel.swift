@@ -1,13 +1,13 @@
-// CUDA C source of the tensor-core flash-attention forward kernel (bf16 inputs, sm_80 or newer).
+// CUDA C source of the tensor-core flash-attention forward kernel (bf16 or fp16 inputs, sm_80 or newer).
 // Extracted by scripts/check_kernels.py: keep the markers.
 
 extension CUDAKernels {
     // LINEA-KERNEL-BEGIN attention_mma
     /// Flash attention forward on tensor cores (`mma.sync` m16n8k16 bf16, fp32 accumulation), header-free PTX.
-    /// Entries `linea_attn_mma_bf16_d64`, `linea_attn_mma_bf16_d128`.
+    /// Entries `linea_attn_mma_{bf16,f16}_d{64,128}`.
     public static let attentionMMA = #"""
-// Linea: flash attention forward, tensor cores (sm_80+), bf16 in, fp32 accumulate.
-// q [B,T,Hq,D], k/v [B,S,Hkv,D] bf16; o [B,T,Hq,D] bf16 or fp32; lse [B,T,Hq] fp32 (natural log).
+// Linea: flash attention forward, tensor cores (sm_80+), bf16 or fp16 in, fp32 accumulate.
+// q [B,T,Hq,D], k/v [B,S,Hkv,D] bf16 or fp16; o [B,T,Hq,D] fp32, bf16 or fp16 (out_mode 0/1/2); lse [B,T,Hq] fp32 (natural log).
 // Masking as in the portable kernel: query i at pos = i + S - T sees j when
 // (!causal || j <= pos) && (window <= 0 || j > pos - window); empty rows give o = 0, lse = -inf.
 // Block: NW warps x (16 WM) query rows = BM queries; key tiles of BN, double-buffered with cp.async.
@@ -58,16 +58,24 @@ __device__ __forceinline__ void linea_cp_async16(void* dst, const void* src, boo
 __device__ __forceinline__ void linea_cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> __device__ __forceinline__ void linea_cp_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
 
-__device__ __forceinline__ unsigned linea_pack_bf16(float lo, float hi) {
+// F16 selects IEEE half operands (the f16 MMA and conversions) instead of bf16.
+template <bool F16> __device__ __forceinline__ unsigned linea_pack(float lo, float hi) {
     unsigned r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    if (F16) asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    else asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
     return r;
 }
-__device__ __forceinline__ void linea_mma(float* c, const unsigned* a, unsigned b0, unsigned b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+template <bool F16> __device__ __forceinline__ void linea_mma(float* c, const unsigned* a, unsigned b0, unsigned b1) {
+    if (F16)
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    else
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 __device__ __forceinline__ void linea_ldmatrix_x4(unsigned* r, const void* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -92,11 +100,11 @@ __device__ __forceinline__ void linea_load_tile(unsigned short* dst, const unsig
     }
 }
 
-template <int D>
+template <int D, bool F16>
 __device__ __forceinline__ void linea_attn_mma(
     const unsigned short* __restrict__ q, const unsigned short* __restrict__ k, const unsigned short* __restrict__ v,
     void* __restrict__ o, float* __restrict__ lse,
-    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_bf16)
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode)
 {
     constexpr int WM = LINEA_MMA_WM, BM = 16 * WM * LINEA_MMA_NW, BN = LINEA_MMA_BN, SN = BN / 8, LD = D + 8, NT = D / 8, KS = D / 16;
     extern __shared__ uint4 linea_smem4[];
@@ -212,8 +220,8 @@ __device__ __forceinline__ void linea_attn_mma(
 #else
                     const unsigned* a = qf[mi][ks];
 #endif
-                    linea_mma(s[mi][nt], a, kf[0], kf[1]);
-                    linea_mma(s[mi][nt + 1], a, kf[2], kf[3]);
+                    linea_mma<F16>(s[mi][nt], a, kf[0], kf[1]);
+                    linea_mma<F16>(s[mi][nt + 1], a, kf[2], kf[3]);
                 }
             }
         }
@@ -261,10 +269,10 @@ __device__ __forceinline__ void linea_attn_mma(
             unsigned a[WM][4];
 #pragma unroll
             for (int mi = 0; mi < WM; ++mi) {
-                a[mi][0] = linea_pack_bf16(s[mi][2 * kk][0], s[mi][2 * kk][1]);
-                a[mi][1] = linea_pack_bf16(s[mi][2 * kk][2], s[mi][2 * kk][3]);
-                a[mi][2] = linea_pack_bf16(s[mi][2 * kk + 1][0], s[mi][2 * kk + 1][1]);
-                a[mi][3] = linea_pack_bf16(s[mi][2 * kk + 1][2], s[mi][2 * kk + 1][3]);
+                a[mi][0] = linea_pack<F16>(s[mi][2 * kk][0], s[mi][2 * kk][1]);
+                a[mi][1] = linea_pack<F16>(s[mi][2 * kk][2], s[mi][2 * kk][3]);
+                a[mi][2] = linea_pack<F16>(s[mi][2 * kk + 1][0], s[mi][2 * kk + 1][1]);
+                a[mi][3] = linea_pack<F16>(s[mi][2 * kk + 1][2], s[mi][2 * kk + 1][3]);
             }
             const unsigned short* vrow = Vt + (kk * 16 + (mat & 1) * 8 + r8) * LD + (mat >> 1) * 8;
 #pragma unroll
@@ -273,8 +281,8 @@ __device__ __forceinline__ void linea_attn_mma(
                 linea_ldmatrix_x4_trans(bv, vrow + np * 16);
 #pragma unroll
                 for (int mi = 0; mi < WM; ++mi) {
-                    linea_mma(acc[mi][2 * np], a[mi], bv[0], bv[1]);
-                    linea_mma(acc[mi][2 * np + 1], a[mi], bv[2], bv[3]);
+                    linea_mma<F16>(acc[mi][2 * np], a[mi], bv[0], bv[1]);
+                    linea_mma<F16>(acc[mi][2 * np + 1], a[mi], bv[2], bv[3]);
                 }
             }
         }
@@ -306,7 +314,8 @@ __device__ __forceinline__ void linea_attn_mma(
             for (int nt = 0; nt < NT; ++nt) {
                 const int d = nt * 8 + 2 * t;
                 const float x0 = acc[mi][nt][2 * r] * inv, x1 = acc[mi][nt][2 * r + 1] * inv;
-                if (out_bf16) *(unsigned*)((unsigned short*)o + base + d) = linea_pack_bf16(x0, x1);
+                if (out_mode == 1) *(unsigned*)((unsigned short*)o + base + d) = linea_pack<false>(x0, x1);
+                else if (out_mode == 2) *(unsigned*)((unsigned short*)o + base + d) = linea_pack<true>(x0, x1);
                 else *(float2*)((float*)o + base + d) = make_float2(x0, x1);
             }
             if (t == 0 && lse != 0)
@@ -317,14 +326,25 @@ __device__ __forceinline__ void linea_attn_mma(
 
 extern "C" __global__ void __launch_bounds__(32 * LINEA_MMA_NW, LINEA_MMA_MINB) linea_attn_mma_bf16_d64(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_bf16) {
-    linea_attn_mma<64>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_bf16);
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode) {
+    linea_attn_mma<64, false>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode);
 }
 
 extern "C" __global__ void __launch_bounds__(32 * LINEA_MMA_NW, LINEA_MMA_MINB) linea_attn_mma_bf16_d128(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_bf16) {
-    linea_attn_mma<128>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_bf16);
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode) {
+    linea_attn_mma<128, false>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode);
+}
+extern "C" __global__ void __launch_bounds__(32 * LINEA_MMA_NW, LINEA_MMA_MINB) linea_attn_mma_f16_d64(
+    const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode) {
+    linea_attn_mma<64, true>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode);
+}
+
+extern "C" __global__ void __launch_bounds__(32 * LINEA_MMA_NW, LINEA_MMA_MINB) linea_attn_mma_f16_d128(
+    const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode) {
+    linea_attn_mma<128, true>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode);
 }
 """#
     // LINEA-KERNEL-END

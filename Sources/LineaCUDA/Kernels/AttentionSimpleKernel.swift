@@ -1,13 +1,13 @@
-// CUDA C source of the portable flash-attention forward kernel (fp32 or bf16 inputs, fp32 math).
+// CUDA C source of the portable flash-attention forward kernel (fp32, bf16 or fp16 inputs, fp32 math).
 // The text between the marker lines is extracted by scripts/check_kernels.py: keep the markers.
 
 extension CUDAKernels {
     // LINEA-KERNEL-BEGIN attention_simple
     /// Tiled online-softmax attention forward, no tensor cores; any head dim <= 256; any architecture.
-    /// Entries `linea_attn_simple_{f32,bf16}_d{64,128,256}` (the suffix is the largest head dim handled).
+    /// Entries `linea_attn_simple_{f32,bf16,f16}_d{64,128,256}` (the suffix is the largest head dim handled).
     public static let attentionSimple = #"""
 // Linea: flash attention forward, portable version.
-// q [B,T,Hq,D], k/v [B,S,Hkv,D] (fp32 or bf16), o [B,T,Hq,D] (fp32 or bf16), lse [B,T,Hq] fp32.
+// q [B,T,Hq,D], k/v [B,S,Hkv,D] (fp32, bf16 or fp16), o [B,T,Hq,D] (fp32, bf16 or fp16: out_mode 0/1/2), lse [B,T,Hq] fp32.
 // Query i sits at absolute position pos = i + S - T (bottom-right aligned) and sees key j when
 // (!causal || j <= pos) && (window <= 0 || j > pos - window). A row that sees nothing gets o = 0, lse = -inf.
 // Block: 256 threads = 8 warps, 64 queries (8 per warp), key tiles of 32 (one key per lane).
@@ -20,6 +20,18 @@ __device__ __forceinline__ float linea_load(const float* p, long i) { return p[i
 __device__ __forceinline__ float linea_load(const unsigned short* p, long i) {
     return __uint_as_float(((unsigned int)p[i]) << 16);
 }
+// IEEE half inputs are passed as this wrapper type so that overloads tell them from bf16 bits.
+struct linea_f16 { unsigned short bits; };
+__device__ __forceinline__ float linea_load(const linea_f16* p, long i) {
+    float y;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(y) : "h"(p[i].bits));
+    return y;
+}
+__device__ __forceinline__ unsigned short linea_to_f16(float x) {
+    unsigned short y;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(y) : "f"(x));
+    return y;
+}
 __device__ __forceinline__ unsigned short linea_to_bf16(float x) {
     unsigned int u = __float_as_uint(x);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40u);
@@ -31,7 +43,7 @@ template <typename Tin, int NC>
 __device__ __forceinline__ void linea_attn_simple(
     const Tin* __restrict__ q, const Tin* __restrict__ k, const Tin* __restrict__ v,
     void* __restrict__ o, float* __restrict__ lse,
-    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_bf16)
+    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode)
 {
     extern __shared__ float linea_smem[];
     float* Qs = linea_smem;
@@ -120,7 +132,8 @@ __device__ __forceinline__ void linea_attn_simple(
             int d = lane + 32 * c;
             if (d < D) {
                 float val = acc[r][c] * inv;
-                if (out_bf16) ((unsigned short*)o)[base + d] = linea_to_bf16(val);
+                if (out_mode == 1) ((unsigned short*)o)[base + d] = linea_to_bf16(val);
+                else if (out_mode == 2) ((unsigned short*)o)[base + d] = linea_to_f16(val);
                 else ((float*)o)[base + d] = val;
             }
         }
@@ -131,38 +144,55 @@ __device__ __forceinline__ void linea_attn_simple(
 
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_f32_d64(
     const float* q, const float* k, const float* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_bf16) {
-    linea_attn_simple<float, 2>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_bf16);
+    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode) {
+    linea_attn_simple<float, 2>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode);
 }
 
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_f32_d128(
     const float* q, const float* k, const float* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_bf16) {
-    linea_attn_simple<float, 4>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_bf16);
+    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode) {
+    linea_attn_simple<float, 4>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode);
 }
 
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_f32_d256(
     const float* q, const float* k, const float* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_bf16) {
-    linea_attn_simple<float, 8>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_bf16);
+    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode) {
+    linea_attn_simple<float, 8>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode);
 }
 
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_bf16_d64(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_bf16) {
-    linea_attn_simple<unsigned short, 2>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_bf16);
+    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode) {
+    linea_attn_simple<unsigned short, 2>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode);
 }
 
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_bf16_d128(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_bf16) {
-    linea_attn_simple<unsigned short, 4>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_bf16);
+    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode) {
+    linea_attn_simple<unsigned short, 4>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode);
 }
 
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_bf16_d256(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_bf16) {
-    linea_attn_simple<unsigned short, 8>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_bf16);
+    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode) {
+    linea_attn_simple<unsigned short, 8>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_f16_d64(
+    const linea_f16* q, const linea_f16* k, const linea_f16* v, void* o, float* lse,
+    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode) {
+    linea_attn_simple<linea_f16, 2>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode);
+}
+
+extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_f16_d128(
+    const linea_f16* q, const linea_f16* k, const linea_f16* v, void* o, float* lse,
+    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode) {
+    linea_attn_simple<linea_f16, 4>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode);
+}
+
+extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_f16_d256(
+    const linea_f16* q, const linea_f16* k, const linea_f16* v, void* o, float* lse,
+    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode) {
+    linea_attn_simple<linea_f16, 8>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode);
 }
 """#
     // LINEA-KERNEL-END

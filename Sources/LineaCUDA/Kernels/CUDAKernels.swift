@@ -1,11 +1,13 @@
 /// The CUDA C sources of Linea's kernels (compiled by NVRTC on first use) and their entry points.
 public enum CUDAKernels {
     /// Every kernel source with its name and `extern "C" __global__` entry points (for checks and tools).
+    /// `attention_hopper` needs `attentionHopperOptions` (sm_90a) and an sm_90 device.
     public static var all: [(name: String, source: String, entries: [String])] {
         [
             ("attention_simple", attentionSimple,
-             ["f32", "bf16"].flatMap { t in [64, 128, 256].map { "linea_attn_simple_\(t)_d\($0)" } }),
-            ("attention_mma", attentionMMA, ["linea_attn_mma_bf16_d64", "linea_attn_mma_bf16_d128"]),
+             ["f32", "bf16", "f16"].flatMap { t in [64, 128, 256].map { "linea_attn_simple_\(t)_d\($0)" } }),
+            ("attention_mma", attentionMMA, ["bf16", "f16"].flatMap { t in [64, 128].map { "linea_attn_mma_\(t)_d\($0)" } }),
+            ("attention_hopper", attentionHopper, ["linea_attn_wgmma_bf16_d128", "linea_attn_wgmma_f16_d128"]),
             ("recurrent_step", recurrentStep,
              ["f32", "bf16", "f16"].flatMap { t in [128, 256].flatMap { k in [1, 4].map { "linea_rec_step_\(t)_k\(k)_v\($0)" } } }),
             ("attention_split_kv", attentionSplitKV,
