@@ -85,6 +85,28 @@ public enum CUDAAttention {
         q: Tensor, k: Tensor, v: Tensor, scale: Float? = nil, causal: Bool = false, window: Int? = nil,
         dtype: DType = .float32, kernel: Kernel = .auto, context: CUDAContext? = nil
     ) throws -> (o: Tensor, lse: Tensor) {
+        try onHost(q: q, k: k, v: v, dtype: dtype, context: context) { io in
+            try forward(
+                q: io.q, k: io.k, v: io.v, o: io.o, lse: io.lse, shape: io.shape, scale: scale, causal: causal,
+                window: window, dtype: dtype, outputDType: .float32, kernel: kernel)
+        }
+    }
+
+    /// Device buffers of one host-tensor call: q, k, v uploaded as the call's dtype, fp32 o and lse, and the shape.
+    public struct HostCallBuffers {
+        /// Inputs on the device.
+        public let q: CUDABuffer, k: CUDABuffer, v: CUDABuffer
+        /// Outputs on the device: o `[B,T,Hq,D]` and lse `[B,T,Hq]`, fp32.
+        public let o: CUDABuffer, lse: CUDABuffer
+        /// Sizes read off q and k.
+        public let shape: CUDAAttentionShape
+    }
+
+    /// The host-tensor plumbing the attention kernels share: checks q `[B,T,Hq,D]` and k, v `[B,S,Hkv,D]`,
+    /// uploads them as `dtype`, runs `launch` on the buffers, and downloads o `[B,T,Hq,D]` and lse `[B,T,Hq]`. O(transfers).
+    public static func onHost(
+        q: Tensor, k: Tensor, v: Tensor, dtype: DType, context: CUDAContext?, _ launch: (HostCallBuffers) throws -> Void
+    ) throws -> (o: Tensor, lse: Tensor) {
         try q.expectRank(4, "q", layout: "[B, T, Hq, D]")
         try k.expectRank(4, "k", layout: "[B, S, Hkv, D]")
         let shape = CUDAAttentionShape(
@@ -93,19 +115,14 @@ public enum CUDAAttention {
         try k.expectShape([shape.batch, shape.keyLength, shape.kvHeads, shape.headDim], "k")
         try v.expectShape(k.shape, "v")
         let ctx = try context ?? CUDABackend.shared
-        let qb = try CUDAUpload.buffer(q, dtype: dtype, context: ctx)
-        let kb = try CUDAUpload.buffer(k, dtype: dtype, context: ctx)
-        let vb = try CUDAUpload.buffer(v, dtype: dtype, context: ctx)
-        let ob = try CUDABuffer(context: ctx, byteCount: q.count * 4)
-        let lb = try CUDABuffer(context: ctx, byteCount: shape.batch * shape.queryLength * shape.queryHeads * 4)
-        try forward(
-            q: qb, k: kb, v: vb, o: ob, lse: lb, shape: shape, scale: scale, causal: causal, window: window,
-            dtype: dtype, outputDType: .float32, kernel: kernel)
-        let o = try Tensor(shape: q.shape, scalars: ob.download(Float.self, count: q.count))
-        let lse = try Tensor(
-            shape: [shape.batch, shape.queryLength, shape.queryHeads],
-            scalars: lb.download(Float.self, count: shape.batch * shape.queryLength * shape.queryHeads))
-        return (o, lse)
+        let rows = shape.batch * shape.queryLength * shape.queryHeads
+        let io = HostCallBuffers(
+            q: try CUDAUpload.buffer(q, dtype: dtype, context: ctx), k: try CUDAUpload.buffer(k, dtype: dtype, context: ctx),
+            v: try CUDAUpload.buffer(v, dtype: dtype, context: ctx), o: try CUDABuffer(context: ctx, byteCount: q.count * 4),
+            lse: try CUDABuffer(context: ctx, byteCount: rows * 4), shape: shape)
+        try launch(io)
+        return (try Tensor(shape: q.shape, scalars: io.o.download(Float.self, count: q.count)),
+                try Tensor(shape: [shape.batch, shape.queryLength, shape.queryHeads], scalars: io.lse.download(Float.self, count: rows)))
     }
 
     /// Device-buffer variant (no transfers; queues the kernel on the buffers' context stream and returns).

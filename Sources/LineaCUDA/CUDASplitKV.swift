@@ -34,24 +34,10 @@ public enum CUDASplitKV {
         q: Tensor, k: Tensor, v: Tensor, scale: Float? = nil, causal: Bool = true, partitions: Int? = nil,
         dtype: DType = .bfloat16, context: CUDAContext? = nil
     ) throws -> (o: Tensor, lse: Tensor) {
-        try q.expectRank(4, "q", layout: "[B, T, Hq, D]")
-        try k.expectRank(4, "k", layout: "[B, S, Hkv, D]")
-        let shape = CUDAAttentionShape(
-            batch: q.shape[0], queryLength: q.shape[1], keyLength: k.shape[1], queryHeads: q.shape[2],
-            kvHeads: k.shape[2], headDim: q.shape[3])
-        try k.expectShape([shape.batch, shape.keyLength, shape.kvHeads, shape.headDim], "k")
-        try v.expectShape(k.shape, "v")
-        let ctx = try context ?? CUDABackend.shared
-        let qb = try CUDAUpload.buffer(q, dtype: dtype, context: ctx)
-        let kb = try CUDAUpload.buffer(k, dtype: dtype, context: ctx)
-        let vb = try CUDAUpload.buffer(v, dtype: dtype, context: ctx)
-        let ob = try CUDABuffer(context: ctx, byteCount: q.count * 4)
-        let rows = shape.batch * shape.queryLength * shape.queryHeads
-        let lb = try CUDABuffer(context: ctx, byteCount: rows * 4)
-        try forward(q: qb, k: kb, v: vb, o: ob, lse: lb, shape: shape, scale: scale, causal: causal,
-                    partitions: partitions, dtype: dtype, outputDType: .float32)
-        return (try Tensor(shape: q.shape, scalars: ob.download(Float.self, count: q.count)),
-                try Tensor(shape: [shape.batch, shape.queryLength, shape.queryHeads], scalars: lb.download(Float.self, count: rows)))
+        try CUDAAttention.onHost(q: q, k: k, v: v, dtype: dtype, context: context) { io in
+            try forward(q: io.q, k: io.k, v: io.v, o: io.o, lse: io.lse, shape: io.shape, scale: scale, causal: causal,
+                        partitions: partitions, dtype: dtype, outputDType: .float32)
+        }
     }
 
     /// Device-buffer variant (queues two kernels, no transfers): q, k, v hold `dtype` elements (f32, bf16, f16);

@@ -18,28 +18,14 @@ public enum MicroKernel {
         c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, columnBlocksOutside: Bool = false
     ) {
         precondition(m % rows == 0 && n % columns == 0, "MicroKernel.gemm: m, n must be multiples of 6, 16")
-        if columnBlocksOutside {
-            var j = 0
-            while j < n {
-                var i = 0
-                while i < m {
-                    block(depth: depth, a: a + i * aRowStride, rs: aRowStride, ds: aDepthStride, b: b + j, ldb: ldb,
-                          c: c + i * ldc + j, ldc: ldc, accumulate: accumulate)
-                    i += rows
-                }
-                j += columns
-            }
-            return
-        }
-        var i = 0
-        while i < m {
-            var j = 0
-            while j < n {
+        let (rowBlocks, columnBlocks) = (m / rows, n / columns)
+        let (outer, inner) = columnBlocksOutside ? (columnBlocks, rowBlocks) : (rowBlocks, columnBlocks)
+        for x in 0..<outer {
+            for y in 0..<inner {
+                let (i, j) = columnBlocksOutside ? (y * rows, x * columns) : (x * rows, y * columns)
                 block(depth: depth, a: a + i * aRowStride, rs: aRowStride, ds: aDepthStride, b: b + j, ldb: ldb,
                       c: c + i * ldc + j, ldc: ldc, accumulate: accumulate)
-                j += columns
             }
-            i += rows
         }
     }
 
