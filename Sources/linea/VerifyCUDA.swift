@@ -26,9 +26,13 @@ func cudaVerificationChecks(_ m: Mechanism, dtype: DType, seed: UInt64) throws -
             return VerificationCheck(form: "cuda flash", shape: shape,
                                      errors: [("o", ErrorStats(got.o, want.o)), ("lse", ErrorStats(got.lse, want.lse))])
         }
+    case .recurrence(.linearAttention): return try cudaChunkedChecks(.linearAttention, dtype: dtype, seed: seed)
+    case .recurrence(.retention): return try cudaChunkedChecks(.retention, dtype: dtype, seed: seed)
+    case .recurrence(.simpleGLA): return try cudaChunkedChecks(.simpleGLA, dtype: dtype, seed: seed)
+    case .recurrence(.deltaRule): return try cudaChunkedChecks(.deltaRule, dtype: dtype, seed: seed)
     case .recurrence(.gatedDeltaRule):
         // The fused decode step against the CPU reference over a few tokens.
-        return try [(2, 4, 128, 128), (64, 32, 128, 128), (1, 3, 60, 100)].enumerated().map { index, c in
+        return try cudaChunkedChecks(.gatedDeltaRule, dtype: dtype, seed: seed) + [(2, 4, 128, 128), (64, 32, 128, 128), (1, 3, 60, 100)].enumerated().map { index, c in
             let (B, H, K, V) = c
             var inputs = try Mechanism.randomInputs(.gatedDeltaRule, B: B, T: 4, H: H, K: K, V: V, seed: seed &+ UInt64(index) &* 10)
             (inputs.q, inputs.k, inputs.v) = (round(inputs.q), round(inputs.k), round(inputs.v))

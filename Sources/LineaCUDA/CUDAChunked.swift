@@ -1,0 +1,258 @@
+import Foundation
+import Linea
+
+/// Sizes of one chunked recurrence call: q, k `[B,T,H,K]`, v and o `[B,T,H,V]`, state `[B,H,K,V]`.
+public struct CUDAChunkedShape: Sendable, Equatable, CustomStringConvertible {
+    /// B, T, H, K, V.
+    public var batch: Int, length: Int, heads: Int, keyDim: Int, valueDim: Int
+
+    /// Creates a shape; checked at launch.
+    public init(batch: Int, length: Int, heads: Int, keyDim: Int, valueDim: Int) {
+        self.batch = batch; self.length = length; self.heads = heads; self.keyDim = keyDim; self.valueDim = valueDim
+    }
+
+    public var description: String { "B=\(batch) T=\(length) H=\(heads) K=\(keyDim) V=\(valueDim)" }
+}
+
+/// Chunked forward of the gated linear recurrences on the GPU (tensor cores, fp32 state): linear_attn, retention,
+/// simple_gla, delta_rule, gated_delta_rule. gla (vector gate) is not implemented on the GPU yet.
+public enum CUDAChunked {
+    /// Mechanisms with a CUDA chunked kernel.
+    public static let supported: [RecurrentMechanism] = [.linearAttention, .retention, .simpleGLA, .deltaRule, .gatedDeltaRule]
+
+    /// Runs `mechanism` over `inputs` (fla layout, as `Recurrence.forward`) on the GPU. q, k, v are uploaded as
+    /// bf16 (rounded to nearest even); g, beta and the state stay fp32; math in fp32 with bf16 tensor-core operands.
+    /// Returns o `[B,T,H,V]` (fp32, not rounded) and the final state `[B,H,K,V]`. Takes K and V in {64, 128}, `chunkSize` 64, `dtype` `.bfloat16`; `useQKL2Norm` is applied on the host; the linear_attn normalizer is
+    /// not supported (throws). O(B·H·T·(K·V + 64·(K+V))) work on the device, plus the transfers.
+    public static func forward(
+        _ mechanism: RecurrentMechanism, _ inputs: RecurrenceInputs, chunkSize: Int = 64, dtype: DType = .bfloat16,
+        context: CUDAContext? = nil
+    ) throws -> RecurrenceOutput {
+        try check(mechanism: mechanism, chunkSize: chunkSize, dtype: dtype, normalize: inputs.normalize)
+        var x = inputs
+        try x.q.expectRank(4, "q", layout: "[B,T,H,K]")
+        try x.v.expectRank(4, "v", layout: "[B,T,H,V]")
+        let (B, T, H, K) = (x.q.shape[0], x.q.shape[1], x.q.shape[2], x.q.shape[3])
+        let V = x.v.shape[3]
+        try x.k.expectShape([B, T, H, K], "k")
+        try x.v.expectShape([B, T, H, V], "v")
+        let gated = mechanism == .simpleGLA || mechanism == .gatedDeltaRule
+        let isDelta = mechanism == .deltaRule || mechanism == .gatedDeltaRule
+        if gated {
+            guard let g = x.g else { throw LineaError.invalidArgument(argument: "g", expected: "a log gate [B,T,H]", actual: "none") }
+            try g.expectShape([B, T, H], "g")
+        } else if let g = x.g {
+            throw LineaError.invalidArgument(argument: "g", expected: "none (\(mechanism.rawValue) takes no gate)", actual: "shape \(g.shape)")
+        }
+        if isDelta {
+            guard let beta = x.beta else { throw LineaError.invalidArgument(argument: "beta", expected: "[B,T,H]", actual: "none") }
+            try beta.expectShape([B, T, H], "beta")
+        } else if let beta = x.beta {
+            throw LineaError.invalidArgument(argument: "beta", expected: "none (not a delta rule)", actual: "shape \(beta.shape)")
+        }
+        if let s = x.initialState { try s.expectShape([B, H, K, V], "initial_state") }
+        let shape = CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: K, valueDim: V)
+        try checkShape(shape)
+        let ctx = try context ?? CUDABackend.shared
+        if x.useQKL2Norm {
+            x.q = try l2Normalized(x.q)
+            x.k = try l2Normalized(x.k)
+        }
+        func bf16(_ t: Tensor) throws -> CUDABuffer { try CUDABuffer(context: ctx, copying: t.scalars.map(HalfPrecision.bfloat16Bits)) }
+        let qb = try bf16(x.q), kb = try bf16(x.k), vb = try bf16(x.v)
+        var gb: CUDABuffer?
+        if mechanism == .retention {
+            gb = try retentionDecays(heads: H, context: ctx)
+        } else if let g = x.g {
+            gb = try CUDABuffer(context: ctx, copying: g.scalars)
+        }
+        let betab = try x.beta.map { try CUDABuffer(context: ctx, copying: $0.scalars) }
+        let h0 = try x.initialState.map { try CUDABuffer(context: ctx, copying: $0.scalars) }
+        let ht = try CUDABuffer(context: ctx, byteCount: max(1, B * H * K * V) * 4)
+        let ob = try CUDABuffer(context: ctx, byteCount: max(1, B * T * H * V) * 4)
+        if T == 0 {
+            let state = try x.initialState ?? Tensor(zeros: [B, H, K, V])
+            return RecurrenceOutput(o: try Tensor(zeros: [B, 0, H, V]), finalState: state)
+        }
+        try forward(mechanism, q: qb, k: kb, v: vb, g: gb, beta: betab, initialState: h0, finalState: ht, o: ob,
+                    shape: shape, scale: x.scale, outputDType: .float32)
+        let o = try Tensor(shape: [B, T, H, V], scalars: ob.download(Float.self, count: B * T * H * V))
+        let s = try Tensor(shape: [B, H, K, V], scalars: ht.download(Float.self, count: B * H * K * V))
+        return RecurrenceOutput(o: o, finalState: s)
+    }
+
+    /// Device-buffer variant (queues the kernels on the buffers' context stream, no transfers). q, k `[B,T,H,K]` and
+    /// v `[B,T,H,V]` hold bf16 bits; g holds fp32 log gates `[B,T,H]` (simple_gla, gated_delta_rule) or the per-head
+    /// log decays `[H]` of `retentionDecays` (retention), nil otherwise; beta fp32 `[B,T,H]` (delta rules);
+    /// initialState / finalState fp32 `[B,H,K,V]` (optional); o `[B,T,H,V]` in `outputDType` (`.bfloat16`, `.float32`).
+    /// The delta rules need `scratch` of `scratchBytes(shape)` (allocated per call when nil). `valueBlock` (32 or 64,
+    /// nil: 64 unless that leaves SMs idle) is the V slice one block owns. Throws for bad sizes or options.
+    public static func forward(
+        _ mechanism: RecurrentMechanism, q: CUDABuffer, k: CUDABuffer, v: CUDABuffer, g: CUDABuffer?, beta: CUDABuffer?,
+        initialState: CUDABuffer?, finalState: CUDABuffer?, o: CUDABuffer, shape: CUDAChunkedShape, scale: Float? = nil,
+        outputDType: DType = .bfloat16, scratch: CUDABuffer? = nil, valueBlock: Int? = nil
+    ) throws {
+        try check(mechanism: mechanism, chunkSize: 64, dtype: .bfloat16, normalize: false)
+        try checkShape(shape)
+        let s = shape
+        let (B, T, H, K, V) = (s.batch, s.length, s.heads, s.keyDim, s.valueDim)
+        guard T >= 1 else { throw LineaError.invalidArgument(argument: "shape.length", expected: ">= 1", actual: "\(T)") }
+        guard outputDType == .float32 || outputDType == .bfloat16 else {
+            throw LineaError.invalidArgument(argument: "outputDType", expected: "float32 or bfloat16", actual: "\(outputDType)")
+        }
+        let scaleValue = scale ?? 1 / Float(K).squareRoot()
+        guard scaleValue.isFinite else {
+            throw LineaError.invalidArgument(argument: "scale", expected: "a finite value", actual: "\(scaleValue)")
+        }
+        let isDelta = mechanism == .deltaRule || mechanism == .gatedDeltaRule
+        let gateMode: Int32 = switch mechanism {
+        case .retention: 1
+        case .simpleGLA, .gatedDeltaRule: 2
+        default: 0
+        }
+        var needs: [(String, CUDABuffer?, Int)] = [
+            ("q", q, B * T * H * K * 2), ("k", k, B * T * H * K * 2), ("v", v, B * T * H * V * 2),
+            ("o", o, B * T * H * V * outputDType.byteCount),
+        ]
+        if gateMode == 1 { needs.append(("g", g, H * 4)) }
+        if gateMode == 2 { needs.append(("g", g, B * T * H * 4)) }
+        if isDelta { needs.append(("beta", beta, B * T * H * 4)) }
+        if let initialState { needs.append(("initialState", initialState, B * H * K * V * 4)) }
+        if let finalState { needs.append(("finalState", finalState, B * H * K * V * 4)) }
+        for (name, buffer, bytes) in needs {
+            guard let buffer else {
+                throw LineaError.invalidArgument(argument: name, expected: "a buffer for \(mechanism.rawValue)", actual: "nil")
+            }
+            guard buffer.byteCount >= bytes else {
+                throw LineaError.shapeMismatch(argument: name, expected: ">= \(bytes) bytes for \(s)", actual: "\(buffer.byteCount) bytes")
+            }
+        }
+        let ctx = q.context
+        guard ctx.computeCapability.major >= 8 else {
+            throw LineaError.invalidArgument(argument: "device", expected: "sm_80 or newer (bf16 mma.sync)", actual: ctx.architecture)
+        }
+        let bv: Int
+        if let valueBlock {
+            guard valueBlock == 32 || valueBlock == 64, V % valueBlock == 0 else {
+                throw LineaError.invalidArgument(argument: "valueBlock", expected: "32 or 64, dividing V = \(V)", actual: "\(valueBlock)")
+            }
+            bv = valueBlock
+        } else {
+            bv = V % 64 == 0 && B * H * (V / 64) >= ctx.multiprocessorCount ? 64 : 32
+        }
+        var vInput = v
+        var w: CUDABuffer? = nil
+        var scratchOwned: CUDABuffer? = nil
+        if isDelta {
+            let need = scratchBytes(s)
+            let work: CUDABuffer
+            if let scratch {
+                guard scratch.byteCount >= need else {
+                    throw LineaError.shapeMismatch(argument: "scratch", expected: ">= \(need) bytes", actual: "\(scratch.byteCount) bytes")
+                }
+                work = scratch
+            } else {
+                scratchOwned = try CUDABuffer(context: ctx, byteCount: need)
+                work = scratchOwned!
+            }
+            // Scratch holds w [B,T,H,K] then u [B,T,H,V], bf16.
+            let wAddress = work.address, uAddress = work.address + UInt64(B * T * H * K * 2)
+            let prep = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_wy_k\(K)_v\(V)")
+            let smem = (64 * (K + 8) + 64 * (V + 8)) * 2 + (2 * 64 * 65 + 128) * 4
+            try ctx.launch(
+                prep, grid: ((T + 63) / 64, H, B), block: (128, 1, 1), sharedBytes: smem,
+                arguments: [.pointer(k.address), .pointer(v.address), .pointer(beta!.address), .pointer(g?.address ?? 0),
+                            .int32(gateMode), .pointer(wAddress), .pointer(uAddress), .int32(Int32(T)), .int32(Int32(H))])
+            w = work
+            vInput = work
+            _ = (wAddress, uAddress)
+            let f = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_fwd_k\(K)_v\(bv)_delta")
+            try launchForward(f, ctx: ctx, q: q.address, k: k.address, v: uAddress, w: wAddress, g: g?.address ?? 0,
+                              gateMode: gateMode, h0: initialState?.address ?? 0, ht: finalState?.address ?? 0, o: o.address,
+                              outBF16: outputDType == .bfloat16, shape: s, bv: bv, delta: true, scale: scaleValue)
+        } else {
+            let f = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_fwd_k\(K)_v\(bv)_plain")
+            try launchForward(f, ctx: ctx, q: q.address, k: k.address, v: vInput.address, w: 0, g: g?.address ?? 0,
+                              gateMode: gateMode, h0: initialState?.address ?? 0, ht: finalState?.address ?? 0, o: o.address,
+                              outBF16: outputDType == .bfloat16, shape: s, bv: bv, delta: false, scale: scaleValue)
+        }
+        if scratchOwned != nil { try ctx.synchronize() }  // keep the owned scratch alive until the kernels finish
+        _ = w
+    }
+
+    /// Bytes of the scratch buffer the delta rules need: w `[B,T,H,K]` and u `[B,T,H,V]` in bf16. O(1).
+    public static func scratchBytes(_ s: CUDAChunkedShape) -> Int {
+        s.batch * s.length * s.heads * (s.keyDim + s.valueDim) * 2
+    }
+
+    /// Retention's per-head log decays `log(1 - 2^(-5-h))`, `[H]` fp32 on the device (the `g` of the device variant).
+    public static func retentionDecays(heads: Int, context: CUDAContext) throws -> CUDABuffer {
+        try CUDABuffer(context: context, copying: (0..<max(1, heads)).map { Float(log1p(-pow(2, Double(-5 - $0)))) })
+    }
+
+    /// Matmul FLOPs of the chunked forward as computed (full 64 x 64 blocks; the delta prepass included). O(1).
+    public static func flops(_ mechanism: RecurrentMechanism, _ s: CUDAChunkedShape) -> Double {
+        Recurrence.chunkedFLOPs(mechanism, B: s.batch, T: s.length, H: s.heads, K: s.keyDim, V: s.valueDim, chunkSize: 64)
+    }
+
+    private static func launchForward(
+        _ f: CUDAFunction, ctx: CUDAContext, q: UInt64, k: UInt64, v: UInt64, w: UInt64, g: UInt64, gateMode: Int32,
+        h0: UInt64, ht: UInt64, o: UInt64, outBF16: Bool, shape s: CUDAChunkedShape, bv: Int, delta: Bool, scale: Float
+    ) throws {
+        let (K, C) = (s.keyDim, 64)
+        let lk = K + 8, lv = bv + 8
+        let elements = (delta ? 3 : 2) * 2 * C * lk + 2 * C * lv + 2 * C * lv + 2 * K * lv
+        let smem = elements * 2 + 4 * C * 4
+        try ctx.launch(
+            f, grid: (s.valueDim / bv, s.heads, s.batch), block: (128, 1, 1), sharedBytes: smem,
+            arguments: [.pointer(q), .pointer(k), .pointer(v), .pointer(w), .pointer(g), .int32(gateMode), .pointer(h0),
+                        .pointer(ht), .pointer(o), .int32(outBF16 ? 1 : 0), .int32(Int32(s.length)), .int32(Int32(s.heads)),
+                        .int32(Int32(s.valueDim)), .float(scale)])
+    }
+
+    private static func check(mechanism: RecurrentMechanism, chunkSize: Int, dtype: DType, normalize: Bool) throws {
+        guard supported.contains(mechanism) else {
+            throw LineaError.invalidArgument(
+                argument: "mechanism", expected: supported.map(\.rawValue).joined(separator: ", ") + " (CUDA chunked)",
+                actual: mechanism.rawValue)
+        }
+        guard chunkSize == 64 else {
+            throw LineaError.invalidArgument(argument: "chunkSize", expected: "64 (CUDA chunked kernels)", actual: "\(chunkSize)")
+        }
+        guard dtype == .bfloat16 else {
+            throw LineaError.invalidArgument(argument: "dtype", expected: "bfloat16 (CUDA chunked kernels)", actual: "\(dtype)")
+        }
+        guard !normalize else {
+            throw LineaError.invalidArgument(
+                argument: "normalize", expected: "false (the linear_attn normalizer has no CUDA kernel)", actual: "true")
+        }
+    }
+
+    private static func checkShape(_ s: CUDAChunkedShape) throws {
+        for (name, value) in [("batch", s.batch), ("heads", s.heads)] where value < 1 {
+            throw LineaError.invalidArgument(argument: "shape.\(name)", expected: ">= 1", actual: "\(value)")
+        }
+        guard s.length >= 0 else { throw LineaError.invalidArgument(argument: "shape.length", expected: ">= 0", actual: "\(s.length)") }
+        guard s.keyDim == 64 || s.keyDim == 128 else {
+            throw LineaError.invalidArgument(argument: "K", expected: "64 or 128 (CUDA chunked kernels)", actual: "\(s.keyDim)")
+        }
+        guard s.valueDim == 64 || s.valueDim == 128 else {
+            throw LineaError.invalidArgument(argument: "V", expected: "64 or 128 (CUDA chunked kernels)", actual: "\(s.valueDim)")
+        }
+    }
+
+    /// `x / sqrt(sum x^2 + 1e-6)` over the last axis (fla's use_qk_l2norm_in_kernel). O(count).
+    static func l2Normalized(_ x: Tensor) throws -> Tensor {
+        let n = x.shape.last ?? 1
+        var out = x.scalars
+        var start = 0
+        while start < out.count {
+            var sum: Float = 0
+            for i in start..<(start + n) { sum += out[i] * out[i] }
+            let inv = 1 / (sum + 1e-6).squareRoot()
+            for i in start..<(start + n) { out[i] *= inv }
+            start += n
+        }
+        return try Tensor(shape: x.shape, scalars: out)
+    }
+}
