@@ -155,10 +155,10 @@ public enum CUDAChunked {
                 scratchOwned = try CUDABuffer(context: ctx, byteCount: need)
                 work = scratchOwned!
             }
-            // Scratch holds w [B,T,H,K] then u [B,T,H,V], bf16.
+            // Scratch holds w [B,T,H,K] bf16, then u [B,T,H,V] fp32.
             let wAddress = work.address, uAddress = work.address + UInt64(B * T * H * K * 2)
             let prep = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_wy_k\(K)_v\(V)")
-            let smem = (64 * (K + 8) + 64 * (V + 8)) * 2 + (2 * 64 * 65 + 128) * 4
+            let smem = (64 * (K + 8) + 64 * (V + 8)) * 2 + (2 * 64 * 65 + 128 + 768) * 4  // tiles; L, A, gates, beta, block products
             try ctx.launch(
                 prep, grid: ((T + 63) / 64, H, B), block: (128, 1, 1), sharedBytes: smem,
                 arguments: [.pointer(k.address), .pointer(v.address), .pointer(beta!.address), .pointer(g?.address ?? 0),
@@ -180,9 +180,9 @@ public enum CUDAChunked {
         _ = w
     }
 
-    /// Bytes of the scratch buffer the delta rules need: w `[B,T,H,K]` and u `[B,T,H,V]` in bf16. O(1).
+    /// Bytes of the scratch buffer the delta rules need: w `[B,T,H,K]` bf16 and u `[B,T,H,V]` fp32. O(1).
     public static func scratchBytes(_ s: CUDAChunkedShape) -> Int {
-        s.batch * s.length * s.heads * (s.keyDim + s.valueDim) * 2
+        s.batch * s.length * s.heads * (s.keyDim * 2 + s.valueDim * 4)
     }
 
     /// Retention's per-head log decays `log(1 - 2^(-5-h))`, `[H]` fp32 on the device (the `g` of the device variant).
@@ -201,10 +201,11 @@ public enum CUDAChunked {
     ) throws {
         let (K, C) = (s.keyDim, 64)
         let lk = K + 8, lv = bv + 8
-        let elements = (delta ? 3 : 2) * 2 * C * lk + 2 * C * lv + 2 * C * lv + 2 * K * lv
-        let smem = elements * 2 + 4 * C * 4
+        // Mirrors the kernel's layout: q, k (, w) tiles x2; (U hi, lo;) decayed U hi, lo; state hi, lo; gates; v or u x2.
+        let elements = (delta ? 3 : 2) * 2 * C * lk + (delta ? 4 : 2) * C * lv + 2 * K * lv
+        let smem = elements * 2 + 8 * C * 4 + (delta ? 2 * C * (bv + 4) * 4 : 2 * C * lv * 2)
         try ctx.launch(
-            f, grid: (s.valueDim / bv, s.heads, s.batch), block: (128, 1, 1), sharedBytes: smem,
+            f, grid: (s.valueDim / bv, s.heads, s.batch), block: (256, 1, 1), sharedBytes: smem,
             arguments: [.pointer(q), .pointer(k), .pointer(v), .pointer(w), .pointer(g), .int32(gateMode), .pointer(h0),
                         .pointer(ht), .pointer(o), .int32(outBF16 ? 1 : 0), .int32(Int32(s.length)), .int32(Int32(s.heads)),
                         .int32(Int32(s.valueDim)), .float(scale)])

@@ -27,7 +27,7 @@ import Testing
     }
 
     @Test func kernelSourcesDeclareTheirEntries() {
-        #expect(CUDAKernels.all.count == 3)
+        #expect(CUDAKernels.all.count >= 3)
         for kernel in CUDAKernels.all {
             #expect(!kernel.source.isEmpty, "\(kernel.name) is empty")
             #expect(!kernel.entries.isEmpty)

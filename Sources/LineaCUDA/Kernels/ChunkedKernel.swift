@@ -18,19 +18,15 @@ extension CUDAKernels {
 //   delta only: U = u - w S                                   (u, w from the WY prepass; else U = v)
 //   o_i = scale e^{G_i} q_i S + sum_{j<=i} scale e^{G_i-G_j} (q_i.k_j) U_j
 //   S  <- e^{G_last} S + sum_j k_j (e^{G_last-G_j} U_j)^T
-// The bf16 operands made from fp32 values (the state, the decayed scores) are split into hi + lo bf16 parts (two
-// MMAs) so that their rounding stays near fp32 (LINEA_CH_SPLIT_S / LINEA_CH_SPLIT_A = 0 turn that off).
+// Every bf16 MMA operand made from fp32 values (the state, the decayed scores, U, the decayed U) is split into hi + lo
+// bf16 parts (x = hi + lo to ~16 bits; an extra MMA per part) so that the result stays within ~1e-4 of fp32 math;
+// plain bf16 rounding of these operands alone gives ~2e-3 relative error against an fp64 reference.
+// 8 warps: warp w computes output rows 16 (w % 4) .. for half of the BV columns, and one 16-row tile of the state.
 // Tiles arrive by cp.async, double-buffered one chunk ahead.
 //
 // linea_chunk_wy_*: the delta-rule prepass, one block per (chunk, head, batch): with L_ij = beta_i e^{G_i-G_j} k_i.k_j
-// (j < i), A = (I + L)^{-1} by forward substitution (fp32), w = A (beta e^G k), u = A (beta v), both stored bf16
-// in the layouts of k and v.
-#ifndef LINEA_CH_SPLIT_S
-#define LINEA_CH_SPLIT_S 1
-#endif
-#ifndef LINEA_CH_SPLIT_A
-#define LINEA_CH_SPLIT_A 1
-#endif
+// (j < i), A = (I + L)^{-1} by forward substitution (fp32), w = A (beta e^G k) stored bf16 [B,T,H,K] and
+// u = A (beta v) stored fp32 [B,T,H,V] (beta e^G folded into A's columns, split hi + lo).
 typedef unsigned short lc_bf16;
 template <int N> struct lc_int { static constexpr int value = N; };
 
@@ -105,24 +101,45 @@ __device__ __forceinline__ void lc_cumsum(float g0, float g1, float* G, int lane
     __syncwarp();
 }
 
+// Rows [row0, row0 + 64) x COLS fp32 columns into shared memory with row stride COLS + 4 (zero past `limit`).
+template <int COLS>
+__device__ __forceinline__ void lc_load_tile_f32(float* dst, const float* src, int row0, int limit, long stride) {
+    constexpr int CPR = COLS / 4;
+    for (int c = threadIdx.x; c < 64 * CPR; c += blockDim.x) {
+        const int r = c / CPR, cc = c - r * CPR;
+        const bool valid = row0 + r < limit;
+        const float* s = valid ? src + (long)(row0 + r) * stride + cc * 4 : src;
+        lc_cp_async16(dst + r * (COLS + 4) + cc * 4, s, valid);
+    }
+}
+
+// B fragments (k16 x n16: two n-tiles) of a [k][n] bf16 matrix in shared memory with row stride ld, at (k0, n0).
+__device__ __forceinline__ void lc_ldsm_b(unsigned* r, const lc_bf16* m, int ld, int k0, int n0, int mat, int r8) {
+    lc_ldsm_t(r, m + (k0 + (mat & 1) * 8 + r8) * ld + n0 + (mat >> 1) * 8);
+}
+
 template <int K, int BV, bool DELTA>
 __device__ __forceinline__ void lc_chunk_fwd(
-    const lc_bf16* __restrict__ q, const lc_bf16* __restrict__ k, const lc_bf16* __restrict__ v,
+    const lc_bf16* __restrict__ q, const lc_bf16* __restrict__ k, const void* __restrict__ v,
     const lc_bf16* __restrict__ w, const float* __restrict__ g, int gate_mode,
     const float* __restrict__ h0, float* __restrict__ ht, void* __restrict__ o, int out_bf16,
     int T, int H, int V, float scale)
 {
-    constexpr int C = 64, LK = K + 8, LV = BV + 8, KS = K / 16, NV = BV / 8, RW = K / 4, MT = RW / 16;
+    constexpr int C = 64, LK = K + 8, LV = BV + 8, LU = BV + 4, KS = K / 16, NV = BV / 8, NH = NV / 2;
+    // State ownership: 16-row m-tile `sm`, n-tiles [sn0, sn0 + SN) of this block's BV columns.
+    constexpr int SN = K == 128 ? NV : NV / 2;
     extern __shared__ uint4 lc_smem4[];
-    lc_bf16* Qs = (lc_bf16*)lc_smem4;          // [2][C][LK]
-    lc_bf16* Ks = Qs + 2 * C * LK;             // [2][C][LK]
-    lc_bf16* Ws = Ks + 2 * C * LK;             // [2][C][LK] (delta only)
-    lc_bf16* Us = Ws + (DELTA ? 2 * C * LK : 0);  // [2][C][LV] v (or u)
-    lc_bf16* Vn = Us + 2 * C * LV;             // [C][LV] U (delta)
-    lc_bf16* Vd = Vn + C * LV;                 // [C][LV] e^{G_last-G_j} U_j
-    lc_bf16* Sh = Vd + C * LV;                 // [K][LV] state, bf16 hi part
-    lc_bf16* Sl = Sh + K * LV;                 // [K][LV] state, bf16 lo part
-    float* Gall = (float*)(Sl + K * LV);       // [4][C] cumulative gates, one copy per warp
+    lc_bf16* Qs = (lc_bf16*)lc_smem4;                      // [2][C][LK]
+    lc_bf16* Ks = Qs + 2 * C * LK;                         // [2][C][LK]
+    lc_bf16* Ws = Ks + 2 * C * LK;                         // [2][C][LK] (delta)
+    lc_bf16* Vnh = Ws + (DELTA ? 2 * C * LK : 0);          // [C][LV] U hi (delta)
+    lc_bf16* Vnl = Vnh + (DELTA ? C * LV : 0);             // [C][LV] U lo (delta)
+    lc_bf16* Vdh = Vnl + (DELTA ? C * LV : 0);             // [C][LV] e^{G_last-G_j} U_j, hi
+    lc_bf16* Vdl = Vdh + C * LV;                           // [C][LV] ... lo
+    lc_bf16* Sh = Vdl + C * LV;                            // [K][LV] state hi
+    lc_bf16* Sl = Sh + K * LV;                             // [K][LV] state lo
+    float* Gall = (float*)(Sl + K * LV);                   // [8][C] cumulative gates, one copy per warp
+    void* Us = (void*)(Gall + 8 * C);                      // [2][C][LU] fp32 u (delta) or [2][C][LV] bf16 v
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
     const int mat = lane >> 3, r8 = lane & 7;
@@ -131,43 +148,45 @@ __device__ __forceinline__ void lc_chunk_fwd(
     const lc_bf16* qb = q + (long)b * T * kStride + (long)h * K;
     const lc_bf16* kb = k + (long)b * T * kStride + (long)h * K;
     const lc_bf16* wb = DELTA ? w + (long)b * T * kStride + (long)h * K : 0;
-    const lc_bf16* vb = v + (long)b * T * vStride + (long)h * V + v0;
+    const long vOff = (long)b * T * vStride + (long)h * V + v0;
     float* G = Gall + warp * C;
     const int NC = (T + C - 1) / C;
+    const int rt = warp & 3, ch = warp >> 2, r0 = 16 * rt, c0 = ch * (BV / 2);  // output rows, column half
+    const int sm = K == 128 ? warp : (warp & 3), sn0 = K == 128 ? 0 : (warp >> 2) * SN;
+    const bool hasLo = DELTA || gate_mode != 0;
 
     auto load = [&](int c, int buf) {
         lc_load_tile<K>(Qs + buf * C * LK, qb, c * C, T, kStride);
         lc_load_tile<K>(Ks + buf * C * LK, kb, c * C, T, kStride);
-        if (DELTA) lc_load_tile<K>(Ws + buf * C * LK, wb, c * C, T, kStride);
-        lc_load_tile<BV>(Us + buf * C * LV, vb, c * C, T, vStride);
+        if (DELTA) {
+            lc_load_tile<K>(Ws + buf * C * LK, wb, c * C, T, kStride);
+            lc_load_tile_f32<BV>((float*)Us + buf * C * LU, (const float*)v + vOff, c * C, T, vStride);
+        } else {
+            lc_load_tile<BV>((lc_bf16*)Us + buf * C * LV, (const lc_bf16*)v + vOff, c * C, T, vStride);
+        }
         lc_cp_commit();
     };
 
-    // State slice: warp rows RW*warp + mi*16 + gq (+8), columns nt*8 + 2tq (+1).
-    float S[MT][NV][4];
+    float S[SN][4];
     const long sBase = ((long)b * H + h) * K * V + v0;
 #pragma unroll
-    for (int mi = 0; mi < MT; ++mi)
+    for (int nt = 0; nt < SN; ++nt)
 #pragma unroll
-        for (int nt = 0; nt < NV; ++nt)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int row = RW * warp + mi * 16 + gq + 8 * (e >> 1), col = nt * 8 + 2 * tq + (e & 1);
-                S[mi][nt][e] = h0 ? h0[sBase + (long)row * V + col] : 0.f;
-            }
+        for (int e = 0; e < 4; ++e) {
+            const int row = sm * 16 + gq + 8 * (e >> 1), col = (sn0 + nt) * 8 + 2 * tq + (e & 1);
+            S[nt][e] = h0 ? h0[sBase + (long)row * V + col] : 0.f;
+        }
     auto storeState = [&]() {
 #pragma unroll
-        for (int mi = 0; mi < MT; ++mi)
+        for (int nt = 0; nt < SN; ++nt)
 #pragma unroll
-            for (int nt = 0; nt < NV; ++nt)
-#pragma unroll
-                for (int r = 0; r < 2; ++r) {
-                    const int row = RW * warp + mi * 16 + gq + 8 * r, col = nt * 8 + 2 * tq;
-                    unsigned hi, lo;
-                    lc_split(S[mi][nt][2 * r], S[mi][nt][2 * r + 1], hi, lo);
-                    *(unsigned*)(Sh + row * LV + col) = hi;
-                    *(unsigned*)(Sl + row * LV + col) = lo;
-                }
+            for (int r = 0; r < 2; ++r) {
+                const int row = sm * 16 + gq + 8 * r, col = (sn0 + nt) * 8 + 2 * tq;
+                unsigned hi, lo;
+                lc_split(S[nt][2 * r], S[nt][2 * r + 1], hi, lo);
+                *(unsigned*)(Sh + row * LV + col) = hi;
+                *(unsigned*)(Sl + row * LV + col) = lo;
+            }
     };
     storeState();
     load(0, 0);
@@ -185,36 +204,33 @@ __device__ __forceinline__ void lc_chunk_fwd(
             lc_cp_wait<0>();
         }
         lc_cumsum(g0, g1, G, lane);
-        __syncthreads();  // tiles of chunk c, the state of the previous chunk in Sh/Sl
+        __syncthreads();  // tiles of chunk c; the state before chunk c in Sh/Sl
         const lc_bf16* Qt = Qs + buf * C * LK;
         const lc_bf16* Kt = Ks + buf * C * LK;
-        const lc_bf16* Ut = Us + buf * C * LV;
         const float Glast = G[C - 1];
-        const int r0 = 16 * warp;  // this warp's query rows
 
-        // U (rows r0..r0+15) into Vn, and e^{G_last-G_j} U_j into Vd.
-        const lc_bf16* Un = Ut;
+        // U (delta: u - w S, rows r0.., columns c0..) split into Vnh/Vnl; e^{G_last-G_j} U_j split into Vdh/Vdl.
+        const lc_bf16* Un = DELTA ? Vnh : (const lc_bf16*)Us + buf * C * LV;
+        const lc_bf16* Ud = hasLo ? Vdh : Un;
         if (DELTA) {
             const lc_bf16* Wt = Ws + buf * C * LK;
-            float acc[NV][4];
+            const float* Ut = (const float*)Us + buf * C * LU;
+            float acc[NH][4];
 #pragma unroll
-            for (int nt = 0; nt < NV; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+            for (int nt = 0; nt < NH; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
 #pragma unroll
             for (int ks = 0; ks < KS; ++ks) {
                 unsigned a[4];
                 lc_ldsm(a, Wt + (r0 + (mat & 1) * 8 + r8) * LK + ks * 16 + (mat >> 1) * 8);
 #pragma unroll
-                for (int np = 0; np < NV / 2; ++np) {
-                    unsigned bh[4];
-                    const int off = (ks * 16 + (mat & 1) * 8 + r8) * LV + np * 16 + (mat >> 1) * 8;
-                    lc_ldsm_t(bh, Sh + off);
+                for (int np = 0; np < NH / 2; ++np) {
+                    unsigned bh[4], bl[4];
+                    lc_ldsm_b(bh, Sh, LV, ks * 16, c0 + np * 16, mat, r8);
+                    lc_ldsm_b(bl, Sl, LV, ks * 16, c0 + np * 16, mat, r8);
                     lc_mma(acc[2 * np], a, bh[0], bh[1]);
                     lc_mma(acc[2 * np + 1], a, bh[2], bh[3]);
-#if LINEA_CH_SPLIT_S
-                    lc_ldsm_t(bh, Sl + off);
-                    lc_mma(acc[2 * np], a, bh[0], bh[1]);
-                    lc_mma(acc[2 * np + 1], a, bh[2], bh[3]);
-#endif
+                    lc_mma(acc[2 * np], a, bl[0], bl[1]);
+                    lc_mma(acc[2 * np + 1], a, bl[2], bl[3]);
                 }
             }
 #pragma unroll
@@ -222,28 +238,34 @@ __device__ __forceinline__ void lc_chunk_fwd(
                 const int i = r0 + gq + 8 * r;
                 const float d = __expf(Glast - G[i]);
 #pragma unroll
-                for (int nt = 0; nt < NV; ++nt) {
-                    const int col = nt * 8 + 2 * tq;
-                    const unsigned u2 = *(const unsigned*)(Ut + i * LV + col);
-                    const float x0 = __uint_as_float(u2 << 16) - acc[nt][2 * r];
-                    const float x1 = __uint_as_float(u2 & 0xffff0000u) - acc[nt][2 * r + 1];
-                    *(unsigned*)(Vn + i * LV + col) = lc_pack(x0, x1);
-                    *(unsigned*)(Vd + i * LV + col) = lc_pack(x0 * d, x1 * d);
+                for (int nt = 0; nt < NH; ++nt) {
+                    const int col = c0 + nt * 8 + 2 * tq;
+                    const float2 u2 = *(const float2*)(Ut + i * LU + col);
+                    const float x0 = u2.x - acc[nt][2 * r], x1 = u2.y - acc[nt][2 * r + 1];
+                    unsigned hi, lo;
+                    lc_split(x0, x1, hi, lo);
+                    *(unsigned*)(Vnh + i * LV + col) = hi;
+                    *(unsigned*)(Vnl + i * LV + col) = lo;
+                    lc_split(x0 * d, x1 * d, hi, lo);
+                    *(unsigned*)(Vdh + i * LV + col) = hi;
+                    *(unsigned*)(Vdl + i * LV + col) = lo;
                 }
             }
-            Un = Vn;
-        } else if (gate_mode != 0) {
+            __syncthreads();
+        } else if (hasLo) {
             for (int p = tid; p < C * BV / 2; p += blockDim.x) {
                 const int i = p / (BV / 2), col = 2 * (p - i * (BV / 2));
-                const unsigned u2 = *(const unsigned*)(Ut + i * LV + col);
+                const unsigned u2 = *(const unsigned*)(Un + i * LV + col);
                 const float d = __expf(Glast - G[i]);
-                *(unsigned*)(Vd + i * LV + col) = lc_pack(__uint_as_float(u2 << 16) * d, __uint_as_float(u2 & 0xffff0000u) * d);
+                unsigned hi, lo;
+                lc_split(__uint_as_float(u2 << 16) * d, __uint_as_float(u2 & 0xffff0000u) * d, hi, lo);
+                *(unsigned*)(Vdh + i * LV + col) = hi;
+                *(unsigned*)(Vdl + i * LV + col) = lo;
             }
+            __syncthreads();
         }
-        const lc_bf16* Ud = (DELTA || gate_mode != 0) ? Vd : Ut;
-        if (DELTA || gate_mode != 0) __syncthreads();
 
-        // Outputs of rows r0..r0+15: scores against keys 0..r0+15 (the rest is masked).
+        // Outputs of rows r0..r0+15, columns c0..c0+BV/2: scores against keys 0..r0+15 (the rest is masked).
         {
             float s[8][4];
 #pragma unroll
@@ -254,7 +276,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
                 lc_ldsm(a, Qt + (r0 + (mat & 1) * 8 + r8) * LK + ks * 16 + (mat >> 1) * 8);
 #pragma unroll
                 for (int nt = 0; nt < 8; nt += 2) {
-                    if (nt > 2 * warp) break;
+                    if (nt > 2 * rt) break;
                     unsigned kf[4];
                     lc_ldsm(kf, Kt + ((nt + (mat >> 1)) * 8 + r8) * LK + ks * 16 + (mat & 1) * 8);
                     lc_mma(s[nt], a, kf[0], kf[1]);
@@ -271,36 +293,32 @@ __device__ __forceinline__ void lc_chunk_fwd(
                     const int i = r0 + gq + 8 * (e >> 1), j = nt * 8 + 2 * tq + (e & 1);
                     s[nt][e] = j <= i ? s[nt][e] * scale * __expf(Gi[e >> 1] - G[j]) : 0.f;
                 }
-            float acc[NV][4], qs[NV][4];
+            float acc[NH][4], qs[NH][4];
 #pragma unroll
-            for (int nt = 0; nt < NV; ++nt)
+            for (int nt = 0; nt < NH; ++nt)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) acc[nt][e] = qs[nt][e] = 0.f;
 #pragma unroll
             for (int kk = 0; kk < 4; ++kk) {
-                if (kk > warp) break;
+                if (kk > rt) break;
                 unsigned ah[4], al[4];
-#if LINEA_CH_SPLIT_A
                 lc_split(s[2 * kk][0], s[2 * kk][1], ah[0], al[0]);
                 lc_split(s[2 * kk][2], s[2 * kk][3], ah[1], al[1]);
                 lc_split(s[2 * kk + 1][0], s[2 * kk + 1][1], ah[2], al[2]);
                 lc_split(s[2 * kk + 1][2], s[2 * kk + 1][3], ah[3], al[3]);
-#else
-                ah[0] = lc_pack(s[2 * kk][0], s[2 * kk][1]);
-                ah[1] = lc_pack(s[2 * kk][2], s[2 * kk][3]);
-                ah[2] = lc_pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-                ah[3] = lc_pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#endif
 #pragma unroll
-                for (int np = 0; np < NV / 2; ++np) {
+                for (int np = 0; np < NH / 2; ++np) {
                     unsigned bv[4];
-                    lc_ldsm_t(bv, Un + (kk * 16 + (mat & 1) * 8 + r8) * LV + np * 16 + (mat >> 1) * 8);
+                    lc_ldsm_b(bv, Un, LV, kk * 16, c0 + np * 16, mat, r8);
                     lc_mma(acc[2 * np], ah, bv[0], bv[1]);
                     lc_mma(acc[2 * np + 1], ah, bv[2], bv[3]);
-#if LINEA_CH_SPLIT_A
                     lc_mma(acc[2 * np], al, bv[0], bv[1]);
                     lc_mma(acc[2 * np + 1], al, bv[2], bv[3]);
-#endif
+                    if (DELTA) {
+                        lc_ldsm_b(bv, Vnl, LV, kk * 16, c0 + np * 16, mat, r8);
+                        lc_mma(acc[2 * np], ah, bv[0], bv[1]);
+                        lc_mma(acc[2 * np + 1], ah, bv[2], bv[3]);
+                    }
                 }
             }
 #pragma unroll
@@ -308,17 +326,14 @@ __device__ __forceinline__ void lc_chunk_fwd(
                 unsigned a[4];
                 lc_ldsm(a, Qt + (r0 + (mat & 1) * 8 + r8) * LK + ks * 16 + (mat >> 1) * 8);
 #pragma unroll
-                for (int np = 0; np < NV / 2; ++np) {
-                    unsigned bh[4];
-                    const int off = (ks * 16 + (mat & 1) * 8 + r8) * LV + np * 16 + (mat >> 1) * 8;
-                    lc_ldsm_t(bh, Sh + off);
+                for (int np = 0; np < NH / 2; ++np) {
+                    unsigned bh[4], bl[4];
+                    lc_ldsm_b(bh, Sh, LV, ks * 16, c0 + np * 16, mat, r8);
+                    lc_ldsm_b(bl, Sl, LV, ks * 16, c0 + np * 16, mat, r8);
                     lc_mma(qs[2 * np], a, bh[0], bh[1]);
                     lc_mma(qs[2 * np + 1], a, bh[2], bh[3]);
-#if LINEA_CH_SPLIT_S
-                    lc_ldsm_t(bh, Sl + off);
-                    lc_mma(qs[2 * np], a, bh[0], bh[1]);
-                    lc_mma(qs[2 * np + 1], a, bh[2], bh[3]);
-#endif
+                    lc_mma(qs[2 * np], a, bl[0], bl[1]);
+                    lc_mma(qs[2 * np + 1], a, bl[2], bl[3]);
                 }
             }
 #pragma unroll
@@ -326,9 +341,9 @@ __device__ __forceinline__ void lc_chunk_fwd(
                 const int i = r0 + gq + 8 * r, t = c * C + i;
                 const float f = scale * __expf(Gi[r]);
                 if (t >= T) continue;
-                const long base = ((long)b * T + t) * vStride + (long)h * V + v0;
+                const long base = ((long)b * T + t) * vStride + (long)h * V + v0 + c0;
 #pragma unroll
-                for (int nt = 0; nt < NV; ++nt) {
+                for (int nt = 0; nt < NH; ++nt) {
                     const int col = nt * 8 + 2 * tq;
                     const float x0 = acc[nt][2 * r] + f * qs[nt][2 * r], x1 = acc[nt][2 * r + 1] + f * qs[nt][2 * r + 1];
                     if (out_bf16) *(unsigned*)((lc_bf16*)o + base + col) = lc_pack(x0, x1);
@@ -337,27 +352,27 @@ __device__ __forceinline__ void lc_chunk_fwd(
             }
         }
 
-        // State: S <- e^{G_last} S + K^T Vd (rows RW*warp ..).
+        // State: S <- e^{G_last} S + K^T Vd (m-tile sm, n-tiles sn0..).
         {
             const float d = __expf(Glast);
 #pragma unroll
-            for (int mi = 0; mi < MT; ++mi)
+            for (int nt = 0; nt < SN; ++nt)
 #pragma unroll
-                for (int nt = 0; nt < NV; ++nt)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) S[mi][nt][e] *= d;
+                for (int e = 0; e < 4; ++e) S[nt][e] *= d;
 #pragma unroll
             for (int kk = 0; kk < 4; ++kk) {
+                unsigned a[4];  // A = K^T: rows = key dims, columns = tokens
+                lc_ldsm_t(a, Kt + (kk * 16 + (mat >> 1) * 8 + r8) * LK + sm * 16 + (mat & 1) * 8);
 #pragma unroll
-                for (int mi = 0; mi < MT; ++mi) {
-                    unsigned a[4];  // A = K^T: rows = key dims, columns = tokens
-                    lc_ldsm_t(a, Kt + (kk * 16 + (mat >> 1) * 8 + r8) * LK + RW * warp + mi * 16 + (mat & 1) * 8);
-#pragma unroll
-                    for (int np = 0; np < NV / 2; ++np) {
-                        unsigned bv[4];
-                        lc_ldsm_t(bv, Ud + (kk * 16 + (mat & 1) * 8 + r8) * LV + np * 16 + (mat >> 1) * 8);
-                        lc_mma(S[mi][2 * np], a, bv[0], bv[1]);
-                        lc_mma(S[mi][2 * np + 1], a, bv[2], bv[3]);
+                for (int np = 0; np < SN / 2; ++np) {
+                    unsigned bv[4];
+                    lc_ldsm_b(bv, Ud, LV, kk * 16, (sn0 + 2 * np) * 8, mat, r8);
+                    lc_mma(S[2 * np], a, bv[0], bv[1]);
+                    lc_mma(S[2 * np + 1], a, bv[2], bv[3]);
+                    if (hasLo) {
+                        lc_ldsm_b(bv, Vdl, LV, kk * 16, (sn0 + 2 * np) * 8, mat, r8);
+                        lc_mma(S[2 * np], a, bv[0], bv[1]);
+                        lc_mma(S[2 * np + 1], a, bv[2], bv[3]);
                     }
                 }
             }
@@ -367,54 +382,52 @@ __device__ __forceinline__ void lc_chunk_fwd(
     }
     if (ht) {
 #pragma unroll
-        for (int mi = 0; mi < MT; ++mi)
+        for (int nt = 0; nt < SN; ++nt)
 #pragma unroll
-            for (int nt = 0; nt < NV; ++nt)
-#pragma unroll
-                for (int r = 0; r < 2; ++r) {
-                    const int row = RW * warp + mi * 16 + gq + 8 * r, col = nt * 8 + 2 * tq;
-                    *(float2*)(ht + sBase + (long)row * V + col) = make_float2(S[mi][nt][2 * r], S[mi][nt][2 * r + 1]);
-                }
+            for (int r = 0; r < 2; ++r) {
+                const int row = sm * 16 + gq + 8 * r, col = (sn0 + nt) * 8 + 2 * tq;
+                *(float2*)(ht + sBase + (long)row * V + col) = make_float2(S[nt][2 * r], S[nt][2 * r + 1]);
+            }
     }
 }
 
-extern "C" __global__ void __launch_bounds__(128) linea_chunk_fwd_k64_v32_plain(
-    const lc_bf16* q, const lc_bf16* k, const lc_bf16* v, const lc_bf16* w, const float* g, int gate_mode,
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v32_plain(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
     const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale) {
     lc_chunk_fwd<64, 32, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale);
 }
-extern "C" __global__ void __launch_bounds__(128) linea_chunk_fwd_k64_v64_plain(
-    const lc_bf16* q, const lc_bf16* k, const lc_bf16* v, const lc_bf16* w, const float* g, int gate_mode,
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v64_plain(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
     const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale) {
     lc_chunk_fwd<64, 64, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale);
 }
-extern "C" __global__ void __launch_bounds__(128) linea_chunk_fwd_k128_v32_plain(
-    const lc_bf16* q, const lc_bf16* k, const lc_bf16* v, const lc_bf16* w, const float* g, int gate_mode,
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v32_plain(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
     const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale) {
     lc_chunk_fwd<128, 32, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale);
 }
-extern "C" __global__ void __launch_bounds__(128) linea_chunk_fwd_k128_v64_plain(
-    const lc_bf16* q, const lc_bf16* k, const lc_bf16* v, const lc_bf16* w, const float* g, int gate_mode,
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v64_plain(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
     const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale) {
     lc_chunk_fwd<128, 64, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale);
 }
-extern "C" __global__ void __launch_bounds__(128) linea_chunk_fwd_k64_v32_delta(
-    const lc_bf16* q, const lc_bf16* k, const lc_bf16* v, const lc_bf16* w, const float* g, int gate_mode,
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v32_delta(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
     const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale) {
     lc_chunk_fwd<64, 32, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale);
 }
-extern "C" __global__ void __launch_bounds__(128) linea_chunk_fwd_k64_v64_delta(
-    const lc_bf16* q, const lc_bf16* k, const lc_bf16* v, const lc_bf16* w, const float* g, int gate_mode,
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v64_delta(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
     const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale) {
     lc_chunk_fwd<64, 64, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale);
 }
-extern "C" __global__ void __launch_bounds__(128) linea_chunk_fwd_k128_v32_delta(
-    const lc_bf16* q, const lc_bf16* k, const lc_bf16* v, const lc_bf16* w, const float* g, int gate_mode,
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v32_delta(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
     const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale) {
     lc_chunk_fwd<128, 32, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale);
 }
-extern "C" __global__ void __launch_bounds__(128) linea_chunk_fwd_k128_v64_delta(
-    const lc_bf16* q, const lc_bf16* k, const lc_bf16* v, const lc_bf16* w, const float* g, int gate_mode,
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v64_delta(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
     const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale) {
     lc_chunk_fwd<128, 64, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale);
 }
@@ -423,7 +436,7 @@ extern "C" __global__ void __launch_bounds__(128) linea_chunk_fwd_k128_v64_delta
 template <int K, int VD>
 __device__ __forceinline__ void lc_chunk_wy(
     const lc_bf16* __restrict__ k, const lc_bf16* __restrict__ v, const float* __restrict__ beta,
-    const float* __restrict__ g, int gate_mode, lc_bf16* __restrict__ w, lc_bf16* __restrict__ u, int T, int H)
+    const float* __restrict__ g, int gate_mode, lc_bf16* __restrict__ w, float* __restrict__ u, int T, int H)
 {
     constexpr int C = 64, LK = K + 8, LVV = VD + 8, LA = C + 1;
     extern __shared__ uint4 lc_smem4[];
@@ -433,6 +446,7 @@ __device__ __forceinline__ void lc_chunk_wy(
     float* A = L + C * LA;                 // [C][LA]
     float* G = A + C * LA;                 // [C]
     float* Bt = G + C;                     // [C]
+    float* X = Bt + C;                     // [3][16][16] block products
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
     const int mat = lane >> 3, r8 = lane & 7;
     const int c = blockIdx.x, h = blockIdx.y, b = blockIdx.z, t0 = c * C;
@@ -474,41 +488,39 @@ __device__ __forceinline__ void lc_chunk_wy(
             }
     }
     __syncthreads();
-    // A = (I + L)^{-1}: column j by forward substitution, A_ij = -sum_{j<=m<i} L_im A_mj (thread j, A_jj = 1).
-    if (tid < C) {
-        const int j = tid;
+    // A = (I + L)^{-1}, blockwise over 16 x 16 blocks: the diagonal blocks by forward substitution (warp d, lane =
+    // column), then block rows 1..3: A_ij = -A_ii sum_{j<=m<i} L_im A_mj.
+    if (lane < 16) {
+        const int d = warp, j = 16 * d + lane;
         for (int i = 0; i < j; ++i) A[i * LA + j] = 0.f;
         A[j * LA + j] = 1.f;
-        for (int i = j + 1; i < C; ++i) {
+        for (int i = j + 1; i < 16 * d + 16; ++i) {
             float s = 0.f;
             for (int m = j; m < i; ++m) s = fmaf(L[i * LA + m], A[m * LA + j], s);
             A[i * LA + j] = -s;
         }
     }
-    // Scale the tiles in place: row j of k by beta_j e^{G_j}, row j of v by beta_j.
-    for (int p = tid; p < C * K / 2; p += blockDim.x) {
-        const int j = p / (K / 2), col = 2 * (p - j * (K / 2));
-        unsigned* x = (unsigned*)(Ks + j * LK + col);
-        const float f = Bt[j] * __expf(G[j]);
-        *x = lc_pack(__uint_as_float(*x << 16) * f, __uint_as_float(*x & 0xffff0000u) * f);
-    }
-    for (int p = tid; p < C * VD / 2; p += blockDim.x) {
-        const int j = p / (VD / 2), col = 2 * (p - j * (VD / 2));
-        unsigned* x = (unsigned*)(Vs + j * LVV + col);
-        *x = lc_pack(__uint_as_float(*x << 16) * Bt[j], __uint_as_float(*x & 0xffff0000u) * Bt[j]);
-    }
     __syncthreads();
-    // Rows 16*warp .. of A (hi + lo bf16 A fragments), times the scaled tiles.
-    const int r0 = 16 * warp;
-    unsigned ah[4][4], al[4][4];
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-        for (int q4 = 0; q4 < 4; ++q4) {
-            const int i = r0 + gq + 8 * (q4 & 1), j = kk * 16 + 2 * tq + 8 * (q4 >> 1);
-            lc_split(A[i * LA + j], A[i * LA + j + 1], ah[kk][q4], al[kk][q4]);
+    for (int bi = 1; bi < 4; ++bi) {
+        for (int e = tid; e < bi * 256; e += blockDim.x) {
+            const int bj = e >> 8, i = 16 * bi + ((e >> 4) & 15), j = 16 * bj + (e & 15);
+            float s = 0.f;
+            for (int m = 16 * bj; m < 16 * bi; ++m) s = fmaf(L[i * LA + m], A[m * LA + j], s);
+            X[e] = s;
         }
-    auto product = [&](const lc_bf16* X, int ldx, auto nTag, lc_bf16* out, long stride) {
+        __syncthreads();
+        for (int e = tid; e < bi * 256; e += blockDim.x) {
+            const int bj = e >> 8, r = (e >> 4) & 15, cc = e & 15, i = 16 * bi + r;
+            float s = 0.f;
+#pragma unroll
+            for (int m = 0; m < 16; ++m) s = fmaf(A[i * LA + 16 * bi + m], X[(bj << 8) + (m << 4) + cc], s);
+            A[i * LA + 16 * bj + cc] = -s;
+        }
+        __syncthreads();
+    }
+    // Rows 16*warp .. of A diag(f) (f = beta e^G for w, beta for u; hi + lo bf16 A fragments) times the k or v tile.
+    const int r0 = 16 * warp;
+    auto product = [&](const lc_bf16* X, int ldx, auto nTag, auto fp32Tag, void* out, long stride, bool gated) {
         constexpr int N = decltype(nTag)::value;
         float acc[N / 8][4];
 #pragma unroll
@@ -516,14 +528,21 @@ __device__ __forceinline__ void lc_chunk_wy(
 #pragma unroll
         for (int kk = 0; kk < 4; ++kk) {
             if (kk > warp) break;  // A is lower triangular
+            unsigned ah[4], al[4];
+#pragma unroll
+            for (int q4 = 0; q4 < 4; ++q4) {
+                const int i = r0 + gq + 8 * (q4 & 1), j = kk * 16 + 2 * tq + 8 * (q4 >> 1);
+                const float f0 = gated ? Bt[j] * __expf(G[j]) : Bt[j], f1 = gated ? Bt[j + 1] * __expf(G[j + 1]) : Bt[j + 1];
+                lc_split(A[i * LA + j] * f0, A[i * LA + j + 1] * f1, ah[q4], al[q4]);
+            }
 #pragma unroll
             for (int np = 0; np < N / 16; ++np) {
                 unsigned bx[4];
                 lc_ldsm_t(bx, X + (kk * 16 + (mat & 1) * 8 + r8) * ldx + np * 16 + (mat >> 1) * 8);
-                lc_mma(acc[2 * np], ah[kk], bx[0], bx[1]);
-                lc_mma(acc[2 * np + 1], ah[kk], bx[2], bx[3]);
-                lc_mma(acc[2 * np], al[kk], bx[0], bx[1]);
-                lc_mma(acc[2 * np + 1], al[kk], bx[2], bx[3]);
+                lc_mma(acc[2 * np], ah, bx[0], bx[1]);
+                lc_mma(acc[2 * np + 1], ah, bx[2], bx[3]);
+                lc_mma(acc[2 * np], al, bx[0], bx[1]);
+                lc_mma(acc[2 * np + 1], al, bx[2], bx[3]);
             }
         }
 #pragma unroll
@@ -531,32 +550,34 @@ __device__ __forceinline__ void lc_chunk_wy(
             const int t = t0 + r0 + gq + 8 * r;
             if (t >= T) continue;
 #pragma unroll
-            for (int nt = 0; nt < N / 8; ++nt)
-                *(unsigned*)(out + ((long)b * T + t) * stride + (long)h * N + nt * 8 + 2 * tq) =
-                    lc_pack(acc[nt][2 * r], acc[nt][2 * r + 1]);
+            for (int nt = 0; nt < N / 8; ++nt) {
+                const long at = ((long)b * T + t) * stride + (long)h * N + nt * 8 + 2 * tq;
+                if (decltype(fp32Tag)::value) *(float2*)((float*)out + at) = make_float2(acc[nt][2 * r], acc[nt][2 * r + 1]);
+                else *(unsigned*)((lc_bf16*)out + at) = lc_pack(acc[nt][2 * r], acc[nt][2 * r + 1]);
+            }
         }
     };
-    product(Ks, LK, lc_int<K>(), w, kStride);
-    product(Vs, LVV, lc_int<VD>(), u, vStride);
+    product(Ks, LK, lc_int<K>(), lc_int<0>(), w, kStride, true);
+    product(Vs, LVV, lc_int<VD>(), lc_int<1>(), u, vStride, false);
 }
 
 extern "C" __global__ void __launch_bounds__(128) linea_chunk_wy_k64_v64(
-    const lc_bf16* k, const lc_bf16* v, const float* beta, const float* g, int gate_mode, lc_bf16* w, lc_bf16* u,
+    const lc_bf16* k, const lc_bf16* v, const float* beta, const float* g, int gate_mode, lc_bf16* w, float* u,
     int T, int H) {
     lc_chunk_wy<64, 64>(k, v, beta, g, gate_mode, w, u, T, H);
 }
 extern "C" __global__ void __launch_bounds__(128) linea_chunk_wy_k64_v128(
-    const lc_bf16* k, const lc_bf16* v, const float* beta, const float* g, int gate_mode, lc_bf16* w, lc_bf16* u,
+    const lc_bf16* k, const lc_bf16* v, const float* beta, const float* g, int gate_mode, lc_bf16* w, float* u,
     int T, int H) {
     lc_chunk_wy<64, 128>(k, v, beta, g, gate_mode, w, u, T, H);
 }
 extern "C" __global__ void __launch_bounds__(128) linea_chunk_wy_k128_v64(
-    const lc_bf16* k, const lc_bf16* v, const float* beta, const float* g, int gate_mode, lc_bf16* w, lc_bf16* u,
+    const lc_bf16* k, const lc_bf16* v, const float* beta, const float* g, int gate_mode, lc_bf16* w, float* u,
     int T, int H) {
     lc_chunk_wy<128, 64>(k, v, beta, g, gate_mode, w, u, T, H);
 }
 extern "C" __global__ void __launch_bounds__(128) linea_chunk_wy_k128_v128(
-    const lc_bf16* k, const lc_bf16* v, const float* beta, const float* g, int gate_mode, lc_bf16* w, lc_bf16* u,
+    const lc_bf16* k, const lc_bf16* v, const float* beta, const float* g, int gate_mode, lc_bf16* w, float* u,
     int T, int H) {
     lc_chunk_wy<128, 128>(k, v, beta, g, gate_mode, w, u, T, H);
 }
