@@ -131,58 +131,90 @@ public enum CUDAChunked {
         guard ctx.computeCapability.major >= 8 else {
             throw LineaError.invalidArgument(argument: "device", expected: "sm_80 or newer (bf16 mma.sync)", actual: ctx.architecture)
         }
-        let bv: Int
-        if let valueBlock {
-            guard valueBlock == 32 || valueBlock == 64, V % valueBlock == 0 else {
-                throw LineaError.invalidArgument(argument: "valueBlock", expected: "32 or 64, dividing V = \(V)", actual: "\(valueBlock)")
-            }
-            bv = valueBlock
-        } else {
-            bv = V % 64 == 0 && B * H * (V / 64) >= ctx.multiprocessorCount ? 64 : 32
+        if let valueBlock, !(valueBlock == 32 || valueBlock == 64) || V % valueBlock != 0 {
+            throw LineaError.invalidArgument(argument: "valueBlock", expected: "32 or 64, dividing V = \(V)", actual: "\(valueBlock)")
         }
-        var vInput = v
-        var w: CUDABuffer? = nil
+        let plan = Plan(mechanism, s, multiprocessors: ctx.multiprocessorCount, valueBlock: valueBlock)
+        let bv = plan.valueBlock
         var scratchOwned: CUDABuffer? = nil
-        if isDelta {
-            let need = scratchBytes(s)
-            let work: CUDABuffer
+        var work: CUDABuffer? = nil
+        if plan.scratchBytes > 0 {
             if let scratch {
-                guard scratch.byteCount >= need else {
-                    throw LineaError.shapeMismatch(argument: "scratch", expected: ">= \(need) bytes", actual: "\(scratch.byteCount) bytes")
+                guard scratch.byteCount >= plan.scratchBytes else {
+                    throw LineaError.shapeMismatch(
+                        argument: "scratch", expected: ">= \(plan.scratchBytes) bytes (scratchBytes)", actual: "\(scratch.byteCount) bytes")
                 }
                 work = scratch
             } else {
-                scratchOwned = try CUDABuffer(context: ctx, byteCount: need)
-                work = scratchOwned!
+                scratchOwned = try CUDABuffer(context: ctx, byteCount: plan.scratchBytes)
+                work = scratchOwned
             }
+        }
+        let common = (h0: initialState?.address ?? 0, ht: finalState?.address ?? 0, g: g?.address ?? 0)
+        if isDelta {
             // Scratch holds w [B,T,H,K] bf16, then u [B,T,H,V] fp32.
-            let wAddress = work.address, uAddress = work.address + UInt64(B * T * H * K * 2)
+            let wAddress = work!.address, uAddress = work!.address + UInt64(B * T * H * K * 2)
             let prep = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_wy_k\(K)_v\(V)")
             let smem = (64 * (K + 8) + 64 * (V + 8)) * 2 + (2 * 64 * 65 + 128 + 768) * 4  // tiles; L, A, gates, beta, block products
             try ctx.launch(
                 prep, grid: ((T + 63) / 64, H, B), block: (128, 1, 1), sharedBytes: smem,
-                arguments: [.pointer(k.address), .pointer(v.address), .pointer(beta!.address), .pointer(g?.address ?? 0),
+                arguments: [.pointer(k.address), .pointer(v.address), .pointer(beta!.address), .pointer(common.g),
                             .int32(gateMode), .pointer(wAddress), .pointer(uAddress), .int32(Int32(T)), .int32(Int32(H))])
-            w = work
-            vInput = work
-            _ = (wAddress, uAddress)
             let f = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_fwd_k\(K)_v\(bv)_delta")
-            try launchForward(f, ctx: ctx, q: q.address, k: k.address, v: uAddress, w: wAddress, g: g?.address ?? 0,
-                              gateMode: gateMode, h0: initialState?.address ?? 0, ht: finalState?.address ?? 0, o: o.address,
-                              outBF16: outputDType == .bfloat16, shape: s, bv: bv, delta: true, scale: scaleValue)
+            try launchForward(f, ctx: ctx, q: q.address, k: k.address, v: uAddress, w: wAddress, g: common.g,
+                              gateMode: gateMode, h0: common.h0, ht: common.ht, o: o.address,
+                              outBF16: outputDType == .bfloat16, shape: s, plan: plan, stateOnly: false, segments: (0, 0), scale: scaleValue)
         } else {
             let f = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_fwd_k\(K)_v\(bv)_plain")
-            try launchForward(f, ctx: ctx, q: q.address, k: k.address, v: vInput.address, w: 0, g: g?.address ?? 0,
-                              gateMode: gateMode, h0: initialState?.address ?? 0, ht: finalState?.address ?? 0, o: o.address,
-                              outBF16: outputDType == .bfloat16, shape: s, bv: bv, delta: false, scale: scaleValue)
+            var segments: (UInt64, UInt64) = (0, 0)
+            if plan.segments > 1 {
+                // Pass 1: the end state of every segment but the last from a zero state; pass 2 carries h0 through them.
+                segments = (work!.address, work!.address + UInt64(plan.segmentStateBytes))
+                try launchForward(f, ctx: ctx, q: q.address, k: k.address, v: v.address, w: 0, g: common.g,
+                                  gateMode: gateMode, h0: 0, ht: 0, o: o.address, outBF16: outputDType == .bfloat16,
+                                  shape: s, plan: plan, stateOnly: true, segments: segments, scale: scaleValue)
+            }
+            try launchForward(f, ctx: ctx, q: q.address, k: k.address, v: v.address, w: 0, g: common.g,
+                              gateMode: gateMode, h0: common.h0, ht: common.ht, o: o.address,
+                              outBF16: outputDType == .bfloat16, shape: s, plan: plan, stateOnly: false, segments: segments, scale: scaleValue)
         }
         if scratchOwned != nil { try ctx.synchronize() }  // keep the owned scratch alive until the kernels finish
-        _ = w
     }
 
-    /// Bytes of the scratch buffer the delta rules need: w `[B,T,H,K]` bf16 and u `[B,T,H,V]` fp32. O(1).
-    public static func scratchBytes(_ s: CUDAChunkedShape) -> Int {
-        s.batch * s.length * s.heads * (s.keyDim * 2 + s.valueDim * 4)
+    /// Launch plan: the V slice per block, and for the scalar-decay mechanisms the number of sequence segments run in
+    /// parallel (each segment's end state from a zero state first, then the outputs from the carried state) when
+    /// B·H·V/BV blocks alone would leave SMs idle.
+    struct Plan {
+        let valueBlock: Int, segmentChunks: Int, segments: Int, segmentStateBytes: Int, scratchBytes: Int
+
+        init(_ mechanism: RecurrentMechanism, _ s: CUDAChunkedShape, multiprocessors: Int, valueBlock: Int?) {
+            let (B, T, H, K, V) = (s.batch, s.length, s.heads, s.keyDim, s.valueDim)
+            let bv = valueBlock ?? (V % 64 == 0 && B * H * (V / 64) >= multiprocessors ? 64 : 32)
+            let isDelta = mechanism == .deltaRule || mechanism == .gatedDeltaRule
+            let chunks = max(1, (T + 63) / 64)
+            let blocks = B * H * (V / bv)
+            var perSegment = chunks
+            // Split only when the blocks do not fill one wave (1 block/SM at BV 64, 2 at BV 32): the end-state pass
+            // re-reads k and v, so at T = 8192 (256 blocks) splitting measured slower (1.17 vs 1.04 ms, linear_attn).
+            let slots = (bv == 32 ? 2 : 1) * multiprocessors
+            if !isDelta && blocks < multiprocessors && chunks >= 8 {
+                let p = min(max(2, slots / blocks), chunks / 4)
+                perSegment = (chunks + p - 1) / p
+            }
+            self.valueBlock = bv
+            segmentChunks = perSegment
+            segments = (chunks + perSegment - 1) / perSegment
+            segmentStateBytes = segments > 1 ? B * segments * H * K * V * 4 : 0
+            scratchBytes = isDelta ? B * T * H * (K * 2 + V * 4)
+                : segments > 1 ? segmentStateBytes + B * segments * H * 4 : 0
+        }
+    }
+
+    /// Bytes of scratch the device variant needs for this call: w `[B,T,H,K]` bf16 and u `[B,T,H,V]` fp32 for the
+    /// delta rules; the segment end states for the other mechanisms when the sequence is split (else 0). O(1).
+    public static func scratchBytes(_ mechanism: RecurrentMechanism, _ s: CUDAChunkedShape, context: CUDAContext,
+                                    valueBlock: Int? = nil) -> Int {
+        Plan(mechanism, s, multiprocessors: context.multiprocessorCount, valueBlock: valueBlock).scratchBytes
     }
 
     /// Retention's per-head log decays `log(1 - 2^(-5-h))`, `[H]` fp32 on the device (the `g` of the device variant).
@@ -197,18 +229,20 @@ public enum CUDAChunked {
 
     private static func launchForward(
         _ f: CUDAFunction, ctx: CUDAContext, q: UInt64, k: UInt64, v: UInt64, w: UInt64, g: UInt64, gateMode: Int32,
-        h0: UInt64, ht: UInt64, o: UInt64, outBF16: Bool, shape s: CUDAChunkedShape, bv: Int, delta: Bool, scale: Float
+        h0: UInt64, ht: UInt64, o: UInt64, outBF16: Bool, shape s: CUDAChunkedShape, plan: Plan, stateOnly: Bool,
+        segments: (UInt64, UInt64), scale: Float
     ) throws {
-        let (K, C) = (s.keyDim, 64)
+        let (K, C, bv, delta) = (s.keyDim, 64, plan.valueBlock, w != 0)
         let lk = K + 8, lv = bv + 8
         // Mirrors the kernel's layout: q, k (, w) tiles x2; (U hi, lo;) decayed U hi, lo; state hi, lo; gates; v or u x2.
         let elements = (delta ? 3 : 2) * 2 * C * lk + (delta ? 4 : 2) * C * lv + 2 * K * lv
         let smem = elements * 2 + 8 * C * 4 + (delta ? 2 * C * (bv + 4) * 4 : 2 * C * lv * 2)
         try ctx.launch(
-            f, grid: (s.valueDim / bv, s.heads, s.batch), block: (256, 1, 1), sharedBytes: smem,
+            f, grid: (s.valueDim / bv, s.heads, s.batch * plan.segments), block: (256, 1, 1), sharedBytes: smem,
             arguments: [.pointer(q), .pointer(k), .pointer(v), .pointer(w), .pointer(g), .int32(gateMode), .pointer(h0),
                         .pointer(ht), .pointer(o), .int32(outBF16 ? 1 : 0), .int32(Int32(s.length)), .int32(Int32(s.heads)),
-                        .int32(Int32(s.valueDim)), .float(scale)])
+                        .int32(Int32(s.valueDim)), .float(scale), .int32(Int32(plan.segmentChunks)), .int32(stateOnly ? 1 : 0),
+                        .pointer(segments.0), .pointer(segments.1)])
     }
 
     private static func check(mechanism: RecurrentMechanism, chunkSize: Int, dtype: DType, normalize: Bool) throws {

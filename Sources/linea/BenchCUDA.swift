@@ -35,7 +35,8 @@ extension BenchCommand {
             let beta = try CUDABuffer(context: ctx, copying: rng.floats(count: B * T * H, in: 0...1))
             let o = try CUDABuffer(context: ctx, byteCount: n * 2)
             let shape = CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: D, valueDim: D)
-            let scratch = try CUDABuffer(context: ctx, byteCount: CUDAChunked.scratchBytes(shape))
+            let scratchBytes = CUDAChunked.supported.map { CUDAChunked.scratchBytes($0, shape, context: ctx, valueBlock: valueBlock) }.max() ?? 0
+            let scratch = try CUDABuffer(context: ctx, byteCount: max(1, scratchBytes))
             let decays = try CUDAChunked.retentionDecays(heads: H, context: ctx)
             for m in targets {
                 printError("bench: cuda \(m.name) B = \(B) T = \(T) ...")
@@ -57,7 +58,8 @@ extension BenchCommand {
                     }
                     run = {
                         try CUDAChunked.forward(r, q: q, k: isDelta ? kUnit : k, v: v, g: gate, beta: isDelta ? beta : nil,
-                                                initialState: nil, finalState: nil, o: o, shape: shape, scratch: scratch)
+                                                initialState: nil, finalState: nil, o: o, shape: shape, scratch: scratch,
+                                                valueBlock: valueBlock)
                     }
                     flops = CUDAChunked.flops(r, shape)
                     form = "chunked"

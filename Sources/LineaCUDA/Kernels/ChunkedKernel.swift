@@ -52,6 +52,11 @@ __device__ __forceinline__ void lc_split(float x0, float x1, unsigned& hi, unsig
     hi = lc_pack(x0, x1);
     lo = lc_pack(x0 - __uint_as_float(hi << 16), x1 - __uint_as_float(hi & 0xffff0000u));
 }
+__device__ __forceinline__ float lc_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
 __device__ __forceinline__ float lc_bf(lc_bf16 x) { return __uint_as_float(((unsigned)x) << 16); }
 __device__ __forceinline__ void lc_mma(float* c, const unsigned* a, unsigned b0, unsigned b1) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
@@ -123,7 +128,8 @@ __device__ __forceinline__ void lc_chunk_fwd(
     const lc_bf16* __restrict__ q, const lc_bf16* __restrict__ k, const void* __restrict__ v,
     const lc_bf16* __restrict__ w, const float* __restrict__ g, int gate_mode,
     const float* __restrict__ h0, float* __restrict__ ht, void* __restrict__ o, int out_bf16,
-    int T, int H, int V, float scale)
+    int T, int H, int V, float scale, int seg_chunks, int state_only, float* __restrict__ seg_state,
+    float* __restrict__ seg_gate)
 {
     constexpr int C = 64, LK = K + 8, LV = BV + 8, LU = BV + 4, KS = K / 16, NV = BV / 8, NH = NV / 2;
     // State ownership: 16-row m-tile `sm`, n-tiles [sn0, sn0 + SN) of this block's BV columns.
@@ -143,14 +149,19 @@ __device__ __forceinline__ void lc_chunk_fwd(
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
     const int mat = lane >> 3, r8 = lane & 7;
-    const int v0 = blockIdx.x * BV, h = blockIdx.y, b = blockIdx.z;
+    // Segments of seg_chunks chunks: blockIdx.z = b * P + p. With state_only, a block runs segment p from a zero
+    // state and stores its end state and total log2 gate (seg_state [B*P,H,K,V], seg_gate [B*P,H]); otherwise it
+    // starts from h0 carried through the end states of segments 0..p-1 and writes outputs (and ht if last).
+    const int NC = (T + 64 - 1) / 64, P = (NC + seg_chunks - 1) / seg_chunks;
+    const int v0 = blockIdx.x * BV, h = blockIdx.y, b = blockIdx.z / P, p = blockIdx.z - b * P;
+    const int cBegin = p * seg_chunks, cEnd = min(NC, cBegin + seg_chunks);
+    if (state_only && p == P - 1) return;  // the last segment's end state is not needed
     const long kStride = (long)H * K, vStride = (long)H * V;
     const lc_bf16* qb = q + (long)b * T * kStride + (long)h * K;
     const lc_bf16* kb = k + (long)b * T * kStride + (long)h * K;
     const lc_bf16* wb = DELTA ? w + (long)b * T * kStride + (long)h * K : 0;
     const long vOff = (long)b * T * vStride + (long)h * V + v0;
     float* G = Gall + warp * C;
-    const int NC = (T + C - 1) / C;
     const int rt = warp & 3, ch = warp >> 2, r0 = 16 * rt, c0 = ch * (BV / 2);  // output rows, column half
     const int sm = K == 128 ? warp : (warp & 3), sn0 = K == 128 ? 0 : (warp >> 2) * SN;
     const bool hasLo = DELTA || gate_mode != 0;
@@ -174,8 +185,23 @@ __device__ __forceinline__ void lc_chunk_fwd(
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const int row = sm * 16 + gq + 8 * (e >> 1), col = (sn0 + nt) * 8 + 2 * tq + (e & 1);
-            S[nt][e] = h0 ? h0[sBase + (long)row * V + col] : 0.f;
+            S[nt][e] = h0 && !state_only ? h0[sBase + (long)row * V + col] : 0.f;
         }
+    if (!state_only) {
+        for (int pp = 0; pp < p; ++pp) {  // carry the state through the end states of the earlier segments
+            const long seg = (long)(b * P + pp) * H + h;
+            const float d = lc_ex2(seg_gate[seg]);
+            const float* st = seg_state + seg * K * V + v0;
+#pragma unroll
+            for (int nt = 0; nt < SN; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int row = sm * 16 + gq + 8 * (e >> 1), col = (sn0 + nt) * 8 + 2 * tq + (e & 1);
+                    S[nt][e] = fmaf(d, S[nt][e], st[(long)row * V + col]);
+                }
+        }
+    }
+    float gsum = 0.f;  // total log2 gate of this segment
     auto storeState = [&]() {
 #pragma unroll
         for (int nt = 0; nt < SN; ++nt)
@@ -189,13 +215,14 @@ __device__ __forceinline__ void lc_chunk_fwd(
             }
     };
     storeState();
-    load(0, 0);
-    float gn0 = lc_gate(g, gate_mode, b, h, 2 * lane, T, H), gn1 = lc_gate(g, gate_mode, b, h, 2 * lane + 1, T, H);
+    load(cBegin, cBegin & 1);
+    float gn0 = lc_gate(g, gate_mode, b, h, cBegin * C + 2 * lane, T, H);
+    float gn1 = lc_gate(g, gate_mode, b, h, cBegin * C + 2 * lane + 1, T, H);
 
-    for (int c = 0; c < NC; ++c) {
+    for (int c = cBegin; c < cEnd; ++c) {
         const int buf = c & 1;
         const float g0 = gn0, g1 = gn1;
-        if (c + 1 < NC) {
+        if (c + 1 < cEnd) {
             load(c + 1, buf ^ 1);
             gn0 = lc_gate(g, gate_mode, b, h, (c + 1) * C + 2 * lane, T, H);
             gn1 = lc_gate(g, gate_mode, b, h, (c + 1) * C + 2 * lane + 1, T, H);
@@ -203,11 +230,12 @@ __device__ __forceinline__ void lc_chunk_fwd(
         } else {
             lc_cp_wait<0>();
         }
-        lc_cumsum(g0, g1, G, lane);
+        lc_cumsum(g0 * 1.4426950408889634f, g1 * 1.4426950408889634f, G, lane);  // log2 units
         __syncthreads();  // tiles of chunk c; the state before chunk c in Sh/Sl
         const lc_bf16* Qt = Qs + buf * C * LK;
         const lc_bf16* Kt = Ks + buf * C * LK;
         const float Glast = G[C - 1];
+        gsum += Glast;
 
         // U (delta: u - w S, rows r0.., columns c0..) split into Vnh/Vnl; e^{G_last-G_j} U_j split into Vdh/Vdl.
         const lc_bf16* Un = DELTA ? Vnh : (const lc_bf16*)Us + buf * C * LV;
@@ -236,7 +264,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
                 const int i = r0 + gq + 8 * r;
-                const float d = __expf(Glast - G[i]);
+                const float d = lc_ex2(Glast - G[i]);
 #pragma unroll
                 for (int nt = 0; nt < NH; ++nt) {
                     const int col = c0 + nt * 8 + 2 * tq;
@@ -256,7 +284,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
             for (int p = tid; p < C * BV / 2; p += blockDim.x) {
                 const int i = p / (BV / 2), col = 2 * (p - i * (BV / 2));
                 const unsigned u2 = *(const unsigned*)(Un + i * LV + col);
-                const float d = __expf(Glast - G[i]);
+                const float d = lc_ex2(Glast - G[i]);
                 unsigned hi, lo;
                 lc_split(__uint_as_float(u2 << 16) * d, __uint_as_float(u2 & 0xffff0000u) * d, hi, lo);
                 *(unsigned*)(Vdh + i * LV + col) = hi;
@@ -266,7 +294,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
         }
 
         // Outputs of rows r0..r0+15, columns c0..c0+BV/2: scores against keys 0..r0+15 (the rest is masked).
-        {
+        if (!state_only) {
             float s[8][4];
 #pragma unroll
             for (int nt = 0; nt < 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
@@ -291,7 +319,8 @@ __device__ __forceinline__ void lc_chunk_fwd(
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     const int i = r0 + gq + 8 * (e >> 1), j = nt * 8 + 2 * tq + (e & 1);
-                    s[nt][e] = j <= i ? s[nt][e] * scale * __expf(Gi[e >> 1] - G[j]) : 0.f;
+                    if (nt > 2 * rt + 1) continue;  // all masked, never read
+                    s[nt][e] = (nt < 2 * rt || j <= i) ? s[nt][e] * scale * lc_ex2(Gi[e >> 1] - G[j]) : 0.f;
                 }
             float acc[NH][4], qs[NH][4];
 #pragma unroll
@@ -339,7 +368,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
                 const int i = r0 + gq + 8 * r, t = c * C + i;
-                const float f = scale * __expf(Gi[r]);
+                const float f = scale * lc_ex2(Gi[r]);
                 if (t >= T) continue;
                 const long base = ((long)b * T + t) * vStride + (long)h * V + v0 + c0;
 #pragma unroll
@@ -354,7 +383,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
 
         // State: S <- e^{G_last} S + K^T Vd (m-tile sm, n-tiles sn0..).
         {
-            const float d = __expf(Glast);
+            const float d = lc_ex2(Glast);
 #pragma unroll
             for (int nt = 0; nt < SN; ++nt)
 #pragma unroll
@@ -380,56 +409,67 @@ __device__ __forceinline__ void lc_chunk_fwd(
         __syncthreads();  // every warp is done with Sh/Sl and the tiles of chunk c
         storeState();
     }
-    if (ht) {
+    float* out = state_only ? seg_state + ((long)(b * P + p) * H + h) * K * V + v0 : (p == P - 1 ? ht : 0);
+    if (out) {
+        const long base = state_only ? 0 : sBase;
 #pragma unroll
         for (int nt = 0; nt < SN; ++nt)
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
                 const int row = sm * 16 + gq + 8 * r, col = (sn0 + nt) * 8 + 2 * tq;
-                *(float2*)(ht + sBase + (long)row * V + col) = make_float2(S[nt][2 * r], S[nt][2 * r + 1]);
+                *(float2*)(out + base + (long)row * V + col) = make_float2(S[nt][2 * r], S[nt][2 * r + 1]);
             }
     }
+    if (state_only && tid == 0 && blockIdx.x == 0) seg_gate[(long)(b * P + p) * H + h] = gsum;
 }
 
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v32_plain(
     const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale) {
-    lc_chunk_fwd<64, 32, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale);
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<64, 32, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v64_plain(
     const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale) {
-    lc_chunk_fwd<64, 64, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale);
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<64, 64, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v32_plain(
     const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale) {
-    lc_chunk_fwd<128, 32, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale);
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<128, 32, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v64_plain(
     const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale) {
-    lc_chunk_fwd<128, 64, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale);
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<128, 64, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v32_delta(
     const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale) {
-    lc_chunk_fwd<64, 32, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale);
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<64, 32, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v64_delta(
     const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale) {
-    lc_chunk_fwd<64, 64, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale);
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<64, 64, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v32_delta(
     const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale) {
-    lc_chunk_fwd<128, 32, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale);
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<128, 32, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v64_delta(
     const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale) {
-    lc_chunk_fwd<128, 64, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale);
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<128, 64, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
 }
 
 // Delta-rule prepass for one chunk: w = A (beta e^G k) [C,K], u = A (beta v) [C,V], A = (I + L)^{-1}.
