@@ -26,7 +26,7 @@ public enum CUDAChunked {
     /// not supported (throws). O(B·H·T·(K·V + 64·(K+V))) work on the device, plus the transfers.
     public static func forward(
         _ mechanism: RecurrentMechanism, _ inputs: RecurrenceInputs, chunkSize: Int = 64, dtype: DType = .bfloat16,
-        context: CUDAContext? = nil
+        valueBlock: Int? = nil, context: CUDAContext? = nil
     ) throws -> RecurrenceOutput {
         try check(mechanism: mechanism, chunkSize: chunkSize, dtype: dtype, normalize: inputs.normalize)
         var x = inputs
@@ -75,7 +75,7 @@ public enum CUDAChunked {
             return RecurrenceOutput(o: try Tensor(zeros: [B, 0, H, V]), finalState: state)
         }
         try forward(mechanism, q: qb, k: kb, v: vb, g: gb, beta: betab, initialState: h0, finalState: ht, o: ob,
-                    shape: shape, scale: x.scale, outputDType: .float32)
+                    shape: shape, scale: x.scale, outputDType: .float32, valueBlock: valueBlock)
         let o = try Tensor(shape: [B, T, H, V], scalars: ob.download(Float.self, count: B * T * H * V))
         let s = try Tensor(shape: [B, H, K, V], scalars: ht.download(Float.self, count: B * H * K * V))
         return RecurrenceOutput(o: o, finalState: s)
@@ -85,8 +85,9 @@ public enum CUDAChunked {
     /// v `[B,T,H,V]` hold bf16 bits; g holds fp32 log gates `[B,T,H]` (simple_gla, gated_delta_rule) or the per-head
     /// log decays `[H]` of `retentionDecays` (retention), nil otherwise; beta fp32 `[B,T,H]` (delta rules);
     /// initialState / finalState fp32 `[B,H,K,V]` (optional); o `[B,T,H,V]` in `outputDType` (`.bfloat16`, `.float32`).
-    /// The delta rules need `scratch` of `scratchBytes(shape)` (allocated per call when nil). `valueBlock` (32 or 64,
-    /// nil: 64 unless that leaves SMs idle) is the V slice one block owns. Throws for bad sizes or options.
+    /// `scratch` needs `scratchBytes(mechanism, shape, context:)` bytes (delta rules, split long sequences; allocated
+    /// per call, with a synchronize, when nil). `valueBlock` (32, 64, or 128 without the delta rule; nil: chosen per
+    /// shape) is the V slice one block owns. Throws for bad sizes or options.
     public static func forward(
         _ mechanism: RecurrentMechanism, q: CUDABuffer, k: CUDABuffer, v: CUDABuffer, g: CUDABuffer?, beta: CUDABuffer?,
         initialState: CUDABuffer?, finalState: CUDABuffer?, o: CUDABuffer, shape: CUDAChunkedShape, scale: Float? = nil,
@@ -131,8 +132,10 @@ public enum CUDAChunked {
         guard ctx.computeCapability.major >= 8 else {
             throw LineaError.invalidArgument(argument: "device", expected: "sm_80 or newer (bf16 mma.sync)", actual: ctx.architecture)
         }
-        if let valueBlock, !(valueBlock == 32 || valueBlock == 64) || V % valueBlock != 0 {
-            throw LineaError.invalidArgument(argument: "valueBlock", expected: "32 or 64, dividing V = \(V)", actual: "\(valueBlock)")
+        if let valueBlock, ![32, 64, 128].contains(valueBlock) || V % valueBlock != 0 || (valueBlock == 128 && isDelta) {
+            throw LineaError.invalidArgument(
+                argument: "valueBlock", expected: "32 or 64 (or 128 for the non-delta mechanisms), dividing V = \(V)",
+                actual: "\(valueBlock)")
         }
         let plan = Plan(mechanism, s, multiprocessors: ctx.multiprocessorCount, valueBlock: valueBlock)
         let bv = plan.valueBlock
@@ -189,8 +192,10 @@ public enum CUDAChunked {
 
         init(_ mechanism: RecurrentMechanism, _ s: CUDAChunkedShape, multiprocessors: Int, valueBlock: Int?) {
             let (B, T, H, K, V) = (s.batch, s.length, s.heads, s.keyDim, s.valueDim)
-            let bv = valueBlock ?? (V % 64 == 0 && B * H * (V / 64) >= multiprocessors ? 64 : 32)
             let isDelta = mechanism == .deltaRule || mechanism == .gatedDeltaRule
+            // One block per head (BV = V = 128, the scores computed once per head) when that fills the SMs.
+            let bv = valueBlock ?? (!isDelta && V == 128 && B * H >= multiprocessors ? 128
+                : V % 64 == 0 && B * H * (V / 64) >= multiprocessors ? 64 : 32)
             let chunks = max(1, (T + 63) / 64)
             let blocks = B * H * (V / bv)
             var perSegment = chunks

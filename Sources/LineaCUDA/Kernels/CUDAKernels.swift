@@ -10,6 +10,7 @@ public enum CUDAKernels {
              ["f32", "bf16"].flatMap { t in [128, 256].flatMap { k in [1, 4].map { "linea_gdr_step_\(t)_k\(k)_v\($0)" } } }),
             ("chunked", chunked,
              ["plain", "delta"].flatMap { m in [64, 128].flatMap { k in [32, 64].map { "linea_chunk_fwd_k\(k)_v\($0)_\(m)" } } }
+                + [64, 128].map { "linea_chunk_fwd_k\($0)_v128_plain" }
                 + [64, 128].flatMap { k in [64, 128].map { "linea_chunk_wy_k\(k)_v\($0)" } }),
         ]
     }

@@ -5,7 +5,8 @@ extension CUDAKernels {
     // LINEA-KERNEL-BEGIN chunked
     /// Chunked forward of the scalar-decay recurrences (linear_attn, retention, simple_gla) and, with the WY/UT
     /// prepass, the delta rules, on tensor cores (`mma.sync` m16n8k16 bf16, fp32 accumulation, fp32 state).
-    /// Entries `linea_chunk_fwd_k{64,128}_v{32,64}_{plain,delta}`, `linea_chunk_wy_k{64,128}_v{64,128}`.
+    /// Entries `linea_chunk_fwd_k{64,128}_v{32,64}_{plain,delta}`, `linea_chunk_fwd_k{64,128}_v128_plain`,
+    /// `linea_chunk_wy_k{64,128}_v{64,128}`.
     public static let chunked = #"""
 // Linea: chunked forward of S_t = a_t S_{t-1} (I - b_t k_t k_t^T) + b_t k_t v_t^T, o_t = scale q_t^T S_t, with a scalar
 // log gate per (b, t, h) (or a fixed one per head, or none), chunks of C = 64 tokens.
@@ -435,6 +436,12 @@ extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v64_plain(
     int state_only, float* seg_state, float* seg_gate) {
     lc_chunk_fwd<64, 64, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
 }
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v128_plain(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<64, 128, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v32_plain(
     const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
     const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
@@ -446,6 +453,12 @@ extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v64_plain
     const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
     int state_only, float* seg_state, float* seg_gate) {
     lc_chunk_fwd<128, 64, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v128_plain(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<128, 128, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v32_delta(
     const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
