@@ -24,6 +24,9 @@ extension CUDAKernels {
 // plain bf16 rounding of these operands alone gives ~2e-3 relative error against an fp64 reference.
 // 8 warps: warp w computes output rows 16 (w % 4) .. for half of the BV columns, and one 16-row tile of the state.
 // Tiles arrive by cp.async, double-buffered one chunk ahead.
+// Long sequences with few (batch, head) pairs (scalar decays only): the chunks are cut into P segments run in parallel;
+// a first launch (state_only) stores each segment's end state from a zero state and its total log2 gate, and the
+// second carries the initial state through those before its own segment (grid.z = B * P).
 //
 // linea_chunk_wy_*: the delta-rule prepass, one block per (chunk, head, batch): with L_ij = beta_i e^{G_i-G_j} k_i.k_j
 // (j < i), A = (I + L)^{-1} by forward substitution (fp32), w = A (beta e^G k) stored bf16 [B,T,H,K] and
