@@ -56,6 +56,20 @@ public enum CUDAChunked {
             throw LineaError.invalidArgument(argument: "beta", expected: "none (not a delta rule)", actual: "shape \(beta.shape)")
         }
         if let s = x.initialState { try s.expectShape([B, H, K, V], "initial_state") }
+        if x.validate {
+            // The ranges the CPU forms check (O(inputs)); `validate = false` skips them for trusted inputs.
+            if let g = x.g, let i = g.scalars.firstIndex(where: { !($0 <= 0) }) {
+                throw LineaError.invalidArgument(argument: "g", expected: "log gates <= 0", actual: "\(g.scalars[i]) at flat index \(i)")
+            }
+            if let beta = x.beta, let i = beta.scalars.firstIndex(where: { !(0...1).contains($0) }) {
+                throw LineaError.invalidArgument(argument: "beta", expected: "values in [0, 1]", actual: "\(beta.scalars[i]) at flat index \(i)")
+            }
+            for (t, name) in [(x.q, "q"), (x.k, "k"), (x.v, "v"), (x.initialState, "initial_state")] {
+                if let t, let i = t.scalars.firstIndex(where: { !$0.isFinite }) {
+                    throw LineaError.invalidArgument(argument: name, expected: "finite values", actual: "\(t.scalars[i]) at flat index \(i)")
+                }
+            }
+        }
         let shape = CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: K, valueDim: V)
         try checkShape(shape)
         let ctx = try context ?? CUDABackend.shared

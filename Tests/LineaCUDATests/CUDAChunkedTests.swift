@@ -25,19 +25,6 @@ struct CUDAChunkedTests {
         }
     }
 
-    @Test func unsupportedArgumentsThrow() throws {
-        let ctx = try CUDABackend.shared
-        let x = try Self.inputs(.simpleGLA, B: 1, T: 8, H: 1, K: 64, V: 64, seed: 1)
-        #expect(throws: LineaError.self) { try CUDAChunked.forward(.gla, x, context: ctx) }
-        #expect(throws: LineaError.self) { try CUDAChunked.forward(.simpleGLA, x, chunkSize: 32, context: ctx) }
-        #expect(throws: LineaError.self) { try CUDAChunked.forward(.simpleGLA, x, dtype: .float16, context: ctx) }
-        let odd = try Self.inputs(.linearAttention, B: 1, T: 8, H: 1, K: 60, V: 64, seed: 2)
-        #expect(throws: LineaError.self) { try CUDAChunked.forward(.linearAttention, odd, context: ctx) }
-        var normalized = try Self.inputs(.linearAttention, B: 1, T: 8, H: 1, K: 64, V: 64, seed: 3)
-        normalized.normalize = true
-        #expect(throws: LineaError.self) { try CUDAChunked.forward(.linearAttention, normalized, context: ctx) }
-    }
-
     /// Random inputs with an initial state: unit-norm keys for the delta rules, gates in [-1, -1e-4], beta in [0, 1].
     static func inputs(_ r: RecurrentMechanism, B: Int, T: Int, H: Int, K: Int, V: Int, seed: UInt64) throws -> RecurrenceInputs {
         var x = RecurrenceInputs(
@@ -54,5 +41,37 @@ struct CUDAChunkedTests {
             }
         }
         return x
+    }
+}
+
+/// Argument checks of the chunked kernels' API (no GPU needed).
+@Suite struct CUDAChunkedArgumentTests {
+    @Test func unsupportedArgumentsThrowBeforeTheGPU() throws {
+        // Argument checks run before the device is touched, so they hold with or without a GPU.
+        func expectError(_ argument: String, _ body: () throws -> Void) {
+            do {
+                try body()
+                Issue.record("expected an error naming \(argument)")
+            } catch let LineaError.invalidArgument(name, _, _) {
+                #expect(name == argument)
+            } catch {
+                Issue.record("expected invalidArgument(\(argument)), got \(error)")
+            }
+        }
+        let x = try CUDAChunkedTests.inputs(.simpleGLA, B: 1, T: 8, H: 1, K: 64, V: 64, seed: 1)
+        expectError("mechanism") { _ = try CUDAChunked.forward(.gla, x) }
+        expectError("chunkSize") { _ = try CUDAChunked.forward(.simpleGLA, x, chunkSize: 32) }
+        expectError("dtype") { _ = try CUDAChunked.forward(.simpleGLA, x, dtype: .float16) }
+        let odd = try CUDAChunkedTests.inputs(.linearAttention, B: 1, T: 8, H: 1, K: 60, V: 64, seed: 2)
+        expectError("K") { _ = try CUDAChunked.forward(.linearAttention, odd) }
+        var normalized = try CUDAChunkedTests.inputs(.linearAttention, B: 1, T: 8, H: 1, K: 64, V: 64, seed: 3)
+        normalized.normalize = true
+        expectError("normalize") { _ = try CUDAChunked.forward(.linearAttention, normalized) }
+        var positive = x
+        positive.g!.scalars[3] = 0.5
+        expectError("g") { _ = try CUDAChunked.forward(.simpleGLA, positive) }
+        var delta = try CUDAChunkedTests.inputs(.deltaRule, B: 1, T: 8, H: 1, K: 64, V: 64, seed: 4)
+        delta.beta!.scalars[0] = 1.5
+        expectError("beta") { _ = try CUDAChunked.forward(.deltaRule, delta) }
     }
 }
