@@ -23,23 +23,29 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Sequence lengths, comma-separated (default: per mechanism).")
     var lengths: String?
 
-    @Option(help: "Heads H.") var heads: Int = 8
-    @Option(help: "Head dimension K = V.") var dim: Int = 64
-    @Option(help: "Batch size B.") var batch: Int = 1
+    @Option(help: "Heads H (default 8 on cpu, 16 on cuda).") var heads: Int?
+    @Option(help: "Head dimension K = V (default 64 on cpu, 128 on cuda).") var dim: Int?
+    @Option(help: "Batch size B (default 1 on cpu; on cuda tokens / T).") var batch: Int?
+    @Option(help: "cuda: tokens B*T per point when --batch is not given.") var tokens: Int = 32768
+    @Option(help: "cuda: V columns per block of the chunked kernels (32, 64, or 128 without the delta rule; default: chosen per shape).")
+    var valueBlock: Int?
     @Option(help: "Chunk size of chunked forms.") var chunkSize: Int = 64
-    @Option(help: "Backend: cpu.") var backend: String = "cpu"
+    @Option(help: "Backend: cpu or cuda (cuda: bf16 chunked kernels and flash attention, CUDA-event timing).")
+    var backend: String = "cpu"
     @Option(help: "Write the results as a JSON array to this file.") var json: String?
     @Option(help: "Draw time over T on log-log axes into this SVG file.") var svg: String?
 
     func validate() throws {
-        guard heads >= 1, dim >= 1, batch >= 1, chunkSize >= 1 else {
-            throw ValidationError("--heads, --dim, --batch and --chunk-size must be >= 1")
+        guard (heads ?? 1) >= 1, (dim ?? 1) >= 1, (batch ?? 1) >= 1, chunkSize >= 1, tokens >= 1 else {
+            throw ValidationError("--heads, --dim, --batch, --tokens and --chunk-size must be >= 1")
         }
-        guard backend == "cpu" else { throw validationErrorList(argument: "--backend", got: backend, known: ["cpu"]) }
+        guard ["cpu", "cuda"].contains(backend) else {
+            throw validationErrorList(argument: "--backend", got: backend, known: ["cpu", "cuda"])
+        }
         _ = try parsedLengths()
     }
 
-    private func parsedLengths() throws -> [Int]? {
+    func parsedLengths() throws -> [Int]? {
         guard let lengths else { return nil }
         let values = lengths.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard !values.isEmpty, values.allSatisfy({ ($0 ?? 0) >= 1 }) else {
@@ -49,6 +55,8 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
+        if backend == "cuda" { return try runCUDA() }
+        let (heads, dim, batch) = (self.heads ?? 8, self.dim ?? 64, self.batch ?? 1)
         let names = mechanism?.split(separator: ",").map(String.init) ?? Mechanism.all.map(\.name)
         var targets: [BenchTarget] = []
         for name in names {

@@ -25,7 +25,7 @@ struct OpCommand: ParsableCommand {
     @Option(help: "Sliding window W (attention, causal): query i sees keys j with i-W < j <= i.") var window: Int?
     @Flag(help: "linear_attn: divide by the normalizer (q·scale)·Σk as fla's normalize=True.") var normalize = false
     @Flag(help: "delta rules: L2-normalize q and k inside the kernel.") var qkL2Norm = false
-    @Option(help: "Backend: cpu, or cuda (attention: flash, or split_kv for decode; recurrences not yet).") var backend: String = "cpu"
+    @Option(help: "Backend: cpu, or cuda (attention: flash, or split_kv for decode; recurrences: chunked, bf16).") var backend: String = "cpu"
     @Option(help: "Input precision on the cuda backend: f32, bf16 or f16 (outputs are fp32).") var dtype: String = "f32"
 
     func validate() throws {
@@ -47,9 +47,6 @@ struct OpCommand: ParsableCommand {
         switch mechanism.kind {
         case .attention where backend == "cuda":
             results = try runAttentionOnCUDA(file: file)
-        case .recurrence where backend == "cuda":
-            throw Failure(description: "linea op \(name) --backend cuda: not available on cuda yet (the chunked CUDA kernels "
-                + "are not in this build; the decode step alone would run token by token); use --backend cpu")
         case .attention:
             guard let f = AttentionForm(name: form ?? "flash") else {
                 throw validationErrorList(argument: "--form", got: form ?? "", known: mechanism.forms)
@@ -67,8 +64,16 @@ struct OpCommand: ParsableCommand {
         printError("op: wrote \(results.keys.sorted().joined(separator: ", ")) to \(output)")
     }
 
+    /// A recurrence on the CPU in any form, or on cuda through the chunked kernels (`CUDAChunked.forward`).
     private func runRecurrence(_ r: RecurrentMechanism, file: SafeTensorsFile) throws -> [String: Tensor] {
         let f = try Mechanism.recurrenceForm(form, chunkSize: chunkSize)
+        var cudaChunk: Int?
+        if backend == "cuda" {
+            guard case .chunked(let size) = f else {
+                throw ValidationError("--form \(form ?? ""): the cuda backend runs recurrences in the chunked form only")
+            }
+            cudaChunk = size
+        }
         let needed = Recurrence.requiredInputs(r)
         var inputs = RecurrenceInputs(
             q: try file.tensor("q"), k: try file.tensor("k"), v: try file.tensor("v"),
@@ -78,14 +83,18 @@ struct OpCommand: ParsableCommand {
             scale: scale)
         inputs.normalize = normalize
         inputs.useQKL2Norm = qkL2Norm
-        let out = try Recurrence.forward(r, inputs, form: f)
+        let out = try cudaChunk.map { try CUDAChunked.forward(r, inputs, chunkSize: $0, dtype: cudaDType) }
+            ?? Recurrence.forward(r, inputs, form: f)
         return ["o": out.o, "final_state": out.finalState]
     }
+
+    /// The `--dtype` inputs are uploaded as on the cuda backend.
+    private var cudaDType: DType { dtype == "bf16" ? .bfloat16 : dtype == "f16" ? .float16 : .float32 }
 
     /// Attention on the GPU: `flash` (default) through `CUDAAttention.forward`, `split_kv[:N]` through
     /// `CUDASplitKV.forward` (decode: T <= 64, no window). Outputs fp32.
     private func runAttentionOnCUDA(file: SafeTensorsFile) throws -> [String: Tensor] {
-        let type: DType = dtype == "bf16" ? .bfloat16 : dtype == "f16" ? .float16 : .float32
+        let type = cudaDType
         let (q, k, v) = (try file.tensor("q"), try file.tensor("k"), try file.tensor("v"))
         switch AttentionForm(name: form ?? "flash") {
         case .flash?:

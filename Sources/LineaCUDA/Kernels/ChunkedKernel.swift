@@ -1,0 +1,642 @@
+// CUDA C source of the chunked recurrence forward kernels (bf16 inputs, fp32 state, sm_80 or newer).
+// Extracted by scripts/check_kernels.py: keep the markers.
+
+extension CUDAKernels {
+    // LINEA-KERNEL-BEGIN chunked
+    /// Chunked forward of the scalar-decay recurrences (linear_attn, retention, simple_gla) and, with the WY/UT
+    /// prepass, the delta rules, on tensor cores (`mma.sync` m16n8k16 bf16, fp32 accumulation, fp32 state).
+    /// Entries `linea_chunk_fwd_k{64,128}_v{32,64}_{plain,delta}`, `linea_chunk_fwd_k{64,128}_v128_plain`,
+    /// `linea_chunk_wy_k{64,128}_v{64,128}`.
+    public static let chunked = #"""
+// Linea: chunked forward of S_t = a_t S_{t-1} (I - b_t k_t k_t^T) + b_t k_t v_t^T, o_t = scale q_t^T S_t, with a scalar
+// log gate per (b, t, h) (or a fixed one per head, or none), chunks of C = 64 tokens.
+// q, k [B,T,H,K], v [B,T,H,V] bf16; g [B,T,H] fp32 (gate_mode 2) or per-head log decay [H] (gate_mode 1) or none (0);
+// state h0/ht [B,H,K,V] fp32 (either may be null); o [B,T,H,V] bf16 or fp32.
+//
+// linea_chunk_fwd_*: one block of 4 warps per (V-block of BV columns, head, batch) walks the chunks in order and keeps
+// its K x BV slice of the state in fp32 registers (warp w owns rows w*K/4 ..). With G the inclusive cumulative log
+// gate inside the chunk (fp32) and S the state before the chunk, per chunk:
+//   delta only: U = u - w S                                   (u, w from the WY prepass; else U = v)
+//   o_i = scale e^{G_i} q_i S + sum_{j<=i} scale e^{G_i-G_j} (q_i.k_j) U_j
+//   S  <- e^{G_last} S + sum_j k_j (e^{G_last-G_j} U_j)^T
+// Every bf16 MMA operand made from fp32 values (the state, the decayed scores, U, the decayed U) is split into hi + lo
+// bf16 parts (x = hi + lo to ~16 bits; an extra MMA per part) so that the result stays within ~1e-4 of fp32 math;
+// plain bf16 rounding of these operands alone gives ~2e-3 relative error against an fp64 reference.
+// 8 warps: warp w computes output rows 16 (w % 4) .. for half of the BV columns, and one 16-row tile of the state.
+// Tiles arrive by cp.async, double-buffered one chunk ahead.
+// Long sequences with few (batch, head) pairs (scalar decays only): the chunks are cut into P segments run in parallel;
+// a first launch (state_only) stores each segment's end state from a zero state and its total log2 gate, and the
+// second carries the initial state through those before its own segment (grid.z = B * P).
+//
+// linea_chunk_wy_*: the delta-rule prepass, one block per (chunk, head, batch): with L_ij = beta_i e^{G_i-G_j} k_i.k_j
+// (j < i), A = (I + L)^{-1} by forward substitution (fp32), w = A (beta e^G k) stored bf16 [B,T,H,K] and
+// u = A (beta v) stored fp32 [B,T,H,V] (beta e^G folded into A's columns, split hi + lo).
+typedef unsigned short lc_bf16;
+template <int N> struct lc_int { static constexpr int value = N; };
+
+__device__ __forceinline__ unsigned lc_smem_addr(const void* p) {
+    unsigned a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+__device__ __forceinline__ void lc_cp_async16(void* dst, const void* src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(lc_smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void lc_cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void lc_cp_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
+
+// bf16x2 of (lo, hi), round to nearest even; lo lands in the low half (the lower address).
+__device__ __forceinline__ unsigned lc_pack(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+// hi = bf16(x), lo = bf16(x - hi) for a pair: hi + lo carries ~16 significant bits.
+__device__ __forceinline__ void lc_split(float x0, float x1, unsigned& hi, unsigned& lo) {
+    hi = lc_pack(x0, x1);
+    lo = lc_pack(x0 - __uint_as_float(hi << 16), x1 - __uint_as_float(hi & 0xffff0000u));
+}
+__device__ __forceinline__ float lc_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ float lc_bf(lc_bf16 x) { return __uint_as_float(((unsigned)x) << 16); }
+__device__ __forceinline__ void lc_mma(float* c, const unsigned* a, unsigned b0, unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void lc_ldsm(unsigned* r, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(lc_smem_addr(p)));
+}
+__device__ __forceinline__ void lc_ldsm_t(unsigned* r, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(lc_smem_addr(p)));
+}
+
+// Rows [row0, row0 + 64) x COLS bf16 columns of a matrix with row stride `stride` (elements) into shared memory with
+// row stride COLS + 8; rows at or past `limit` are zero-filled.
+template <int COLS>
+__device__ __forceinline__ void lc_load_tile(lc_bf16* dst, const lc_bf16* src, int row0, int limit, long stride) {
+    constexpr int CPR = COLS / 8;
+    for (int c = threadIdx.x; c < 64 * CPR; c += blockDim.x) {
+        const int r = c / CPR, cc = c - r * CPR;
+        const bool valid = row0 + r < limit;
+        const lc_bf16* s = valid ? src + (long)(row0 + r) * stride + cc * 8 : src;
+        lc_cp_async16(dst + r * (COLS + 8) + cc * 8, s, valid);
+    }
+}
+
+// Log gate of token t of (b, h) for this chunk (0 past the end, so cumulative sums stay flat there).
+__device__ __forceinline__ float lc_gate(const float* g, int gate_mode, int b, int h, int t, int T, int H) {
+    if (t >= T || gate_mode == 0) return 0.f;
+    return gate_mode == 1 ? g[h] : g[((long)b * T + t) * H + h];
+}
+
+// Inclusive cumulative sum of a chunk's 64 gates (lane holds tokens 2*lane, 2*lane+1) into G[64] (one warp).
+__device__ __forceinline__ void lc_cumsum(float g0, float g1, float* G, int lane) {
+    float s = g0 + g1;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const float n = __shfl_up_sync(0xffffffffu, s, o);
+        if (lane >= o) s += n;
+    }
+    const float before = s - g0 - g1;
+    G[2 * lane] = before + g0;
+    G[2 * lane + 1] = before + g0 + g1;
+    __syncwarp();
+}
+
+// Rows [row0, row0 + 64) x COLS fp32 columns into shared memory with row stride COLS + 4 (zero past `limit`).
+template <int COLS>
+__device__ __forceinline__ void lc_load_tile_f32(float* dst, const float* src, int row0, int limit, long stride) {
+    constexpr int CPR = COLS / 4;
+    for (int c = threadIdx.x; c < 64 * CPR; c += blockDim.x) {
+        const int r = c / CPR, cc = c - r * CPR;
+        const bool valid = row0 + r < limit;
+        const float* s = valid ? src + (long)(row0 + r) * stride + cc * 4 : src;
+        lc_cp_async16(dst + r * (COLS + 4) + cc * 4, s, valid);
+    }
+}
+
+// B fragments (k16 x n16: two n-tiles) of a [k][n] bf16 matrix in shared memory with row stride ld, at (k0, n0).
+__device__ __forceinline__ void lc_ldsm_b(unsigned* r, const lc_bf16* m, int ld, int k0, int n0, int mat, int r8) {
+    lc_ldsm_t(r, m + (k0 + (mat & 1) * 8 + r8) * ld + n0 + (mat >> 1) * 8);
+}
+
+template <int K, int BV, bool DELTA>
+__device__ __forceinline__ void lc_chunk_fwd(
+    const lc_bf16* __restrict__ q, const lc_bf16* __restrict__ k, const void* __restrict__ v,
+    const lc_bf16* __restrict__ w, const float* __restrict__ g, int gate_mode,
+    const float* __restrict__ h0, float* __restrict__ ht, void* __restrict__ o, int out_bf16,
+    int T, int H, int V, float scale, int seg_chunks, int state_only, float* __restrict__ seg_state,
+    float* __restrict__ seg_gate)
+{
+    constexpr int C = 64, LK = K + 8, LV = BV + 8, LU = BV + 4, KS = K / 16, NV = BV / 8, NH = NV / 2;
+    // State ownership: 16-row m-tile `sm`, n-tiles [sn0, sn0 + SN) of this block's BV columns.
+    constexpr int SN = K == 128 ? NV : NV / 2;
+    extern __shared__ uint4 lc_smem4[];
+    lc_bf16* Qs = (lc_bf16*)lc_smem4;                      // [2][C][LK]
+    lc_bf16* Ks = Qs + 2 * C * LK;                         // [2][C][LK]
+    lc_bf16* Ws = Ks + 2 * C * LK;                         // [2][C][LK] (delta)
+    lc_bf16* Vnh = Ws + (DELTA ? 2 * C * LK : 0);          // [C][LV] U hi (delta)
+    lc_bf16* Vnl = Vnh + (DELTA ? C * LV : 0);             // [C][LV] U lo (delta)
+    lc_bf16* Vdh = Vnl + (DELTA ? C * LV : 0);             // [C][LV] e^{G_last-G_j} U_j, hi
+    lc_bf16* Vdl = Vdh + C * LV;                           // [C][LV] ... lo
+    lc_bf16* Sh = Vdl + C * LV;                            // [K][LV] state hi
+    lc_bf16* Sl = Sh + K * LV;                             // [K][LV] state lo
+    float* Gall = (float*)(Sl + K * LV);                   // [8][C] cumulative gates, one copy per warp
+    void* Us = (void*)(Gall + 8 * C);                      // [2][C][LU] fp32 u (delta) or [2][C][LV] bf16 v
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
+    const int mat = lane >> 3, r8 = lane & 7;
+    // Segments of seg_chunks chunks: blockIdx.z = b * P + p. With state_only, a block runs segment p from a zero
+    // state and stores its end state and total log2 gate (seg_state [B*P,H,K,V], seg_gate [B*P,H]); otherwise it
+    // starts from h0 carried through the end states of segments 0..p-1 and writes outputs (and ht if last).
+    const int NC = (T + 64 - 1) / 64, P = (NC + seg_chunks - 1) / seg_chunks;
+    const int v0 = blockIdx.x * BV, h = blockIdx.y, b = blockIdx.z / P, p = blockIdx.z - b * P;
+    const int cBegin = p * seg_chunks, cEnd = min(NC, cBegin + seg_chunks);
+    if (state_only && p == P - 1) return;  // the last segment's end state is not needed
+    const long kStride = (long)H * K, vStride = (long)H * V;
+    const lc_bf16* qb = q + (long)b * T * kStride + (long)h * K;
+    const lc_bf16* kb = k + (long)b * T * kStride + (long)h * K;
+    const lc_bf16* wb = DELTA ? w + (long)b * T * kStride + (long)h * K : 0;
+    const long vOff = (long)b * T * vStride + (long)h * V + v0;
+    float* G = Gall + warp * C;
+    const int rt = warp & 3, ch = warp >> 2, r0 = 16 * rt, c0 = ch * (BV / 2);  // output rows, column half
+    const int sm = K == 128 ? warp : (warp & 3), sn0 = K == 128 ? 0 : (warp >> 2) * SN;
+    const bool hasLo = DELTA || gate_mode != 0;
+
+    auto load = [&](int c, int buf) {
+        lc_load_tile<K>(Qs + buf * C * LK, qb, c * C, T, kStride);
+        lc_load_tile<K>(Ks + buf * C * LK, kb, c * C, T, kStride);
+        if (DELTA) {
+            lc_load_tile<K>(Ws + buf * C * LK, wb, c * C, T, kStride);
+            lc_load_tile_f32<BV>((float*)Us + buf * C * LU, (const float*)v + vOff, c * C, T, vStride);
+        } else {
+            lc_load_tile<BV>((lc_bf16*)Us + buf * C * LV, (const lc_bf16*)v + vOff, c * C, T, vStride);
+        }
+        lc_cp_commit();
+    };
+
+    float S[SN][4];
+    const long sBase = ((long)b * H + h) * K * V + v0;
+#pragma unroll
+    for (int nt = 0; nt < SN; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int row = sm * 16 + gq + 8 * (e >> 1), col = (sn0 + nt) * 8 + 2 * tq + (e & 1);
+            S[nt][e] = h0 && !state_only ? h0[sBase + (long)row * V + col] : 0.f;
+        }
+    if (!state_only) {
+        for (int pp = 0; pp < p; ++pp) {  // carry the state through the end states of the earlier segments
+            const long seg = (long)(b * P + pp) * H + h;
+            const float d = lc_ex2(seg_gate[seg]);
+            const float* st = seg_state + seg * K * V + v0;
+#pragma unroll
+            for (int nt = 0; nt < SN; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int row = sm * 16 + gq + 8 * (e >> 1), col = (sn0 + nt) * 8 + 2 * tq + (e & 1);
+                    S[nt][e] = fmaf(d, S[nt][e], st[(long)row * V + col]);
+                }
+        }
+    }
+    float gsum = 0.f;  // total log2 gate of this segment
+    auto storeState = [&]() {
+#pragma unroll
+        for (int nt = 0; nt < SN; ++nt)
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const int row = sm * 16 + gq + 8 * r, col = (sn0 + nt) * 8 + 2 * tq;
+                unsigned hi, lo;
+                lc_split(S[nt][2 * r], S[nt][2 * r + 1], hi, lo);
+                *(unsigned*)(Sh + row * LV + col) = hi;
+                *(unsigned*)(Sl + row * LV + col) = lo;
+            }
+    };
+    storeState();
+    load(cBegin, cBegin & 1);
+    float gn0 = lc_gate(g, gate_mode, b, h, cBegin * C + 2 * lane, T, H);
+    float gn1 = lc_gate(g, gate_mode, b, h, cBegin * C + 2 * lane + 1, T, H);
+
+    for (int c = cBegin; c < cEnd; ++c) {
+        const int buf = c & 1;
+        const float g0 = gn0, g1 = gn1;
+        if (c + 1 < cEnd) {
+            load(c + 1, buf ^ 1);
+            gn0 = lc_gate(g, gate_mode, b, h, (c + 1) * C + 2 * lane, T, H);
+            gn1 = lc_gate(g, gate_mode, b, h, (c + 1) * C + 2 * lane + 1, T, H);
+            lc_cp_wait<1>();
+        } else {
+            lc_cp_wait<0>();
+        }
+        lc_cumsum(g0 * 1.4426950408889634f, g1 * 1.4426950408889634f, G, lane);  // log2 units
+        __syncthreads();  // tiles of chunk c; the state before chunk c in Sh/Sl
+        const lc_bf16* Qt = Qs + buf * C * LK;
+        const lc_bf16* Kt = Ks + buf * C * LK;
+        const float Glast = G[C - 1];
+        gsum += Glast;
+
+        // U (delta: u - w S, rows r0.., columns c0..) split into Vnh/Vnl; e^{G_last-G_j} U_j split into Vdh/Vdl.
+        const lc_bf16* Un = DELTA ? Vnh : (const lc_bf16*)Us + buf * C * LV;
+        const lc_bf16* Ud = hasLo ? Vdh : Un;
+        if (DELTA) {
+            const lc_bf16* Wt = Ws + buf * C * LK;
+            const float* Ut = (const float*)Us + buf * C * LU;
+            float acc[NH][4];
+#pragma unroll
+            for (int nt = 0; nt < NH; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+#pragma unroll
+            for (int ks = 0; ks < KS; ++ks) {
+                unsigned a[4];
+                lc_ldsm(a, Wt + (r0 + (mat & 1) * 8 + r8) * LK + ks * 16 + (mat >> 1) * 8);
+#pragma unroll
+                for (int np = 0; np < NH / 2; ++np) {
+                    unsigned bh[4], bl[4];
+                    lc_ldsm_b(bh, Sh, LV, ks * 16, c0 + np * 16, mat, r8);
+                    lc_ldsm_b(bl, Sl, LV, ks * 16, c0 + np * 16, mat, r8);
+                    lc_mma(acc[2 * np], a, bh[0], bh[1]);
+                    lc_mma(acc[2 * np + 1], a, bh[2], bh[3]);
+                    lc_mma(acc[2 * np], a, bl[0], bl[1]);
+                    lc_mma(acc[2 * np + 1], a, bl[2], bl[3]);
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const int i = r0 + gq + 8 * r;
+                const float d = lc_ex2(Glast - G[i]);
+#pragma unroll
+                for (int nt = 0; nt < NH; ++nt) {
+                    const int col = c0 + nt * 8 + 2 * tq;
+                    const float2 u2 = *(const float2*)(Ut + i * LU + col);
+                    const float x0 = u2.x - acc[nt][2 * r], x1 = u2.y - acc[nt][2 * r + 1];
+                    unsigned hi, lo;
+                    lc_split(x0, x1, hi, lo);
+                    *(unsigned*)(Vnh + i * LV + col) = hi;
+                    *(unsigned*)(Vnl + i * LV + col) = lo;
+                    lc_split(x0 * d, x1 * d, hi, lo);
+                    *(unsigned*)(Vdh + i * LV + col) = hi;
+                    *(unsigned*)(Vdl + i * LV + col) = lo;
+                }
+            }
+            __syncthreads();
+        } else if (hasLo) {
+            for (int p = tid; p < C * BV / 2; p += blockDim.x) {
+                const int i = p / (BV / 2), col = 2 * (p - i * (BV / 2));
+                const unsigned u2 = *(const unsigned*)(Un + i * LV + col);
+                const float d = lc_ex2(Glast - G[i]);
+                unsigned hi, lo;
+                lc_split(__uint_as_float(u2 << 16) * d, __uint_as_float(u2 & 0xffff0000u) * d, hi, lo);
+                *(unsigned*)(Vdh + i * LV + col) = hi;
+                *(unsigned*)(Vdl + i * LV + col) = lo;
+            }
+            __syncthreads();
+        }
+
+        // Outputs of rows r0..r0+15, columns c0..c0+BV/2: scores against keys 0..r0+15 (the rest is masked).
+        if (!state_only) {
+            float s[8][4];
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+            for (int ks = 0; ks < KS; ++ks) {
+                unsigned a[4];
+                lc_ldsm(a, Qt + (r0 + (mat & 1) * 8 + r8) * LK + ks * 16 + (mat >> 1) * 8);
+#pragma unroll
+                for (int nt = 0; nt < 8; nt += 2) {
+                    if (nt > 2 * rt) break;
+                    unsigned kf[4];
+                    lc_ldsm(kf, Kt + ((nt + (mat >> 1)) * 8 + r8) * LK + ks * 16 + (mat & 1) * 8);
+                    lc_mma(s[nt], a, kf[0], kf[1]);
+                    lc_mma(s[nt + 1], a, kf[2], kf[3]);
+                }
+            }
+            float Gi[2];
+            Gi[0] = G[r0 + gq];
+            Gi[1] = G[r0 + gq + 8];
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int i = r0 + gq + 8 * (e >> 1), j = nt * 8 + 2 * tq + (e & 1);
+                    if (nt > 2 * rt + 1) continue;  // all masked, never read
+                    s[nt][e] = (nt < 2 * rt || j <= i) ? s[nt][e] * scale * lc_ex2(Gi[e >> 1] - G[j]) : 0.f;
+                }
+            float acc[NH][4], qs[NH][4];
+#pragma unroll
+            for (int nt = 0; nt < NH; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc[nt][e] = qs[nt][e] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < 4; ++kk) {
+                if (kk > rt) break;
+                unsigned ah[4], al[4];
+                lc_split(s[2 * kk][0], s[2 * kk][1], ah[0], al[0]);
+                lc_split(s[2 * kk][2], s[2 * kk][3], ah[1], al[1]);
+                lc_split(s[2 * kk + 1][0], s[2 * kk + 1][1], ah[2], al[2]);
+                lc_split(s[2 * kk + 1][2], s[2 * kk + 1][3], ah[3], al[3]);
+#pragma unroll
+                for (int np = 0; np < NH / 2; ++np) {
+                    unsigned bv[4];
+                    lc_ldsm_b(bv, Un, LV, kk * 16, c0 + np * 16, mat, r8);
+                    lc_mma(acc[2 * np], ah, bv[0], bv[1]);
+                    lc_mma(acc[2 * np + 1], ah, bv[2], bv[3]);
+                    lc_mma(acc[2 * np], al, bv[0], bv[1]);
+                    lc_mma(acc[2 * np + 1], al, bv[2], bv[3]);
+                    if (DELTA) {
+                        lc_ldsm_b(bv, Vnl, LV, kk * 16, c0 + np * 16, mat, r8);
+                        lc_mma(acc[2 * np], ah, bv[0], bv[1]);
+                        lc_mma(acc[2 * np + 1], ah, bv[2], bv[3]);
+                    }
+                }
+            }
+#pragma unroll
+            for (int ks = 0; ks < KS; ++ks) {
+                unsigned a[4];
+                lc_ldsm(a, Qt + (r0 + (mat & 1) * 8 + r8) * LK + ks * 16 + (mat >> 1) * 8);
+#pragma unroll
+                for (int np = 0; np < NH / 2; ++np) {
+                    unsigned bh[4], bl[4];
+                    lc_ldsm_b(bh, Sh, LV, ks * 16, c0 + np * 16, mat, r8);
+                    lc_ldsm_b(bl, Sl, LV, ks * 16, c0 + np * 16, mat, r8);
+                    lc_mma(qs[2 * np], a, bh[0], bh[1]);
+                    lc_mma(qs[2 * np + 1], a, bh[2], bh[3]);
+                    lc_mma(qs[2 * np], a, bl[0], bl[1]);
+                    lc_mma(qs[2 * np + 1], a, bl[2], bl[3]);
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const int i = r0 + gq + 8 * r, t = c * C + i;
+                const float f = scale * lc_ex2(Gi[r]);
+                if (t >= T) continue;
+                const long base = ((long)b * T + t) * vStride + (long)h * V + v0 + c0;
+#pragma unroll
+                for (int nt = 0; nt < NH; ++nt) {
+                    const int col = nt * 8 + 2 * tq;
+                    const float x0 = acc[nt][2 * r] + f * qs[nt][2 * r], x1 = acc[nt][2 * r + 1] + f * qs[nt][2 * r + 1];
+                    if (out_bf16) *(unsigned*)((lc_bf16*)o + base + col) = lc_pack(x0, x1);
+                    else *(float2*)((float*)o + base + col) = make_float2(x0, x1);
+                }
+            }
+        }
+
+        // State: S <- e^{G_last} S + K^T Vd (m-tile sm, n-tiles sn0..).
+        {
+            const float d = lc_ex2(Glast);
+#pragma unroll
+            for (int nt = 0; nt < SN; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) S[nt][e] *= d;
+#pragma unroll
+            for (int kk = 0; kk < 4; ++kk) {
+                unsigned a[4];  // A = K^T: rows = key dims, columns = tokens
+                lc_ldsm_t(a, Kt + (kk * 16 + (mat >> 1) * 8 + r8) * LK + sm * 16 + (mat & 1) * 8);
+#pragma unroll
+                for (int np = 0; np < SN / 2; ++np) {
+                    unsigned bv[4];
+                    lc_ldsm_b(bv, Ud, LV, kk * 16, (sn0 + 2 * np) * 8, mat, r8);
+                    lc_mma(S[2 * np], a, bv[0], bv[1]);
+                    lc_mma(S[2 * np + 1], a, bv[2], bv[3]);
+                    if (hasLo) {
+                        lc_ldsm_b(bv, Vdl, LV, kk * 16, (sn0 + 2 * np) * 8, mat, r8);
+                        lc_mma(S[2 * np], a, bv[0], bv[1]);
+                        lc_mma(S[2 * np + 1], a, bv[2], bv[3]);
+                    }
+                }
+            }
+        }
+        __syncthreads();  // every warp is done with Sh/Sl and the tiles of chunk c
+        storeState();
+    }
+    float* out = state_only ? seg_state + ((long)(b * P + p) * H + h) * K * V + v0 : (p == P - 1 ? ht : 0);
+    if (out) {
+        const long base = state_only ? 0 : sBase;
+#pragma unroll
+        for (int nt = 0; nt < SN; ++nt)
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const int row = sm * 16 + gq + 8 * r, col = (sn0 + nt) * 8 + 2 * tq;
+                *(float2*)(out + base + (long)row * V + col) = make_float2(S[nt][2 * r], S[nt][2 * r + 1]);
+            }
+    }
+    if (state_only && tid == 0 && blockIdx.x == 0) seg_gate[(long)(b * P + p) * H + h] = gsum;
+}
+
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v32_plain(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<64, 32, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v64_plain(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<64, 64, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v128_plain(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<64, 128, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v32_plain(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<128, 32, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v64_plain(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<128, 64, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v128_plain(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<128, 128, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v32_delta(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<64, 32, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v64_delta(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<64, 64, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v32_delta(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<128, 32, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v64_delta(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<128, 64, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+
+// Delta-rule prepass for one chunk: w = A (beta e^G k) [C,K], u = A (beta v) [C,V], A = (I + L)^{-1}.
+template <int K, int VD>
+__device__ __forceinline__ void lc_chunk_wy(
+    const lc_bf16* __restrict__ k, const lc_bf16* __restrict__ v, const float* __restrict__ beta,
+    const float* __restrict__ g, int gate_mode, lc_bf16* __restrict__ w, float* __restrict__ u, int T, int H)
+{
+    constexpr int C = 64, LK = K + 8, LVV = VD + 8, LA = C + 1;
+    extern __shared__ uint4 lc_smem4[];
+    lc_bf16* Ks = (lc_bf16*)lc_smem4;      // [C][LK]
+    lc_bf16* Vs = Ks + C * LK;             // [C][LVV]
+    float* L = (float*)(Vs + C * LVV);     // [C][LA]
+    float* A = L + C * LA;                 // [C][LA]
+    float* G = A + C * LA;                 // [C]
+    float* Bt = G + C;                     // [C]
+    float* X = Bt + C;                     // [3][16][16] block products
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
+    const int mat = lane >> 3, r8 = lane & 7;
+    const int c = blockIdx.x, h = blockIdx.y, b = blockIdx.z, t0 = c * C;
+    const long kStride = (long)H * K, vStride = (long)H * VD;
+    lc_load_tile<K>(Ks, k + (long)b * T * kStride + (long)h * K, t0, T, kStride);
+    lc_load_tile<VD>(Vs, v + (long)b * T * vStride + (long)h * VD, t0, T, vStride);
+    lc_cp_commit();
+    if (warp == 0) {
+        lc_cumsum(lc_gate(g, gate_mode, b, h, t0 + 2 * lane, T, H), lc_gate(g, gate_mode, b, h, t0 + 2 * lane + 1, T, H), G, lane);
+    } else if (warp == 1) {
+        for (int i = lane; i < C; i += 32) Bt[i] = t0 + i < T ? beta[((long)b * T + t0 + i) * H + h] : 0.f;
+    }
+    lc_cp_wait<0>();
+    __syncthreads();
+    // L = strictly lower part of beta_i e^{G_i - G_j} k_i.k_j, rows 16*warp ..
+    {
+        const int r0 = 16 * warp;
+        float s[8][4];
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+        for (int ks = 0; ks < K / 16; ++ks) {
+            unsigned a[4];
+            lc_ldsm(a, Ks + (r0 + (mat & 1) * 8 + r8) * LK + ks * 16 + (mat >> 1) * 8);
+#pragma unroll
+            for (int nt = 0; nt < 8; nt += 2) {
+                unsigned kf[4];
+                lc_ldsm(kf, Ks + ((nt + (mat >> 1)) * 8 + r8) * LK + ks * 16 + (mat & 1) * 8);
+                lc_mma(s[nt], a, kf[0], kf[1]);
+                lc_mma(s[nt + 1], a, kf[2], kf[3]);
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int i = r0 + gq + 8 * (e >> 1), j = nt * 8 + 2 * tq + (e & 1);
+                L[i * LA + j] = j < i ? Bt[i] * __expf(G[i] - G[j]) * s[nt][e] : 0.f;
+            }
+    }
+    __syncthreads();
+    // A = (I + L)^{-1}, blockwise over 16 x 16 blocks: the diagonal blocks by forward substitution (warp d, lane =
+    // column), then block rows 1..3: A_ij = -A_ii sum_{j<=m<i} L_im A_mj.
+    if (lane < 16) {
+        const int d = warp, j = 16 * d + lane;
+        for (int i = 0; i < j; ++i) A[i * LA + j] = 0.f;
+        A[j * LA + j] = 1.f;
+        for (int i = j + 1; i < 16 * d + 16; ++i) {
+            float s = 0.f;
+            for (int m = j; m < i; ++m) s = fmaf(L[i * LA + m], A[m * LA + j], s);
+            A[i * LA + j] = -s;
+        }
+    }
+    __syncthreads();
+    for (int bi = 1; bi < 4; ++bi) {
+        for (int e = tid; e < bi * 256; e += blockDim.x) {
+            const int bj = e >> 8, i = 16 * bi + ((e >> 4) & 15), j = 16 * bj + (e & 15);
+            float s = 0.f;
+            for (int m = 16 * bj; m < 16 * bi; ++m) s = fmaf(L[i * LA + m], A[m * LA + j], s);
+            X[e] = s;
+        }
+        __syncthreads();
+        for (int e = tid; e < bi * 256; e += blockDim.x) {
+            const int bj = e >> 8, r = (e >> 4) & 15, cc = e & 15, i = 16 * bi + r;
+            float s = 0.f;
+#pragma unroll
+            for (int m = 0; m < 16; ++m) s = fmaf(A[i * LA + 16 * bi + m], X[(bj << 8) + (m << 4) + cc], s);
+            A[i * LA + 16 * bj + cc] = -s;
+        }
+        __syncthreads();
+    }
+    // Rows 16*warp .. of A diag(f) (f = beta e^G for w, beta for u; hi + lo bf16 A fragments) times the k or v tile.
+    const int r0 = 16 * warp;
+    auto product = [&](const lc_bf16* X, int ldx, auto nTag, auto fp32Tag, void* out, long stride, bool gated) {
+        constexpr int N = decltype(nTag)::value;
+        float acc[N / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < N / 8; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) {
+            if (kk > warp) break;  // A is lower triangular
+            unsigned ah[4], al[4];
+#pragma unroll
+            for (int q4 = 0; q4 < 4; ++q4) {
+                const int i = r0 + gq + 8 * (q4 & 1), j = kk * 16 + 2 * tq + 8 * (q4 >> 1);
+                const float f0 = gated ? Bt[j] * __expf(G[j]) : Bt[j], f1 = gated ? Bt[j + 1] * __expf(G[j + 1]) : Bt[j + 1];
+                lc_split(A[i * LA + j] * f0, A[i * LA + j + 1] * f1, ah[q4], al[q4]);
+            }
+#pragma unroll
+            for (int np = 0; np < N / 16; ++np) {
+                unsigned bx[4];
+                lc_ldsm_t(bx, X + (kk * 16 + (mat & 1) * 8 + r8) * ldx + np * 16 + (mat >> 1) * 8);
+                lc_mma(acc[2 * np], ah, bx[0], bx[1]);
+                lc_mma(acc[2 * np + 1], ah, bx[2], bx[3]);
+                lc_mma(acc[2 * np], al, bx[0], bx[1]);
+                lc_mma(acc[2 * np + 1], al, bx[2], bx[3]);
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int t = t0 + r0 + gq + 8 * r;
+            if (t >= T) continue;
+#pragma unroll
+            for (int nt = 0; nt < N / 8; ++nt) {
+                const long at = ((long)b * T + t) * stride + (long)h * N + nt * 8 + 2 * tq;
+                if (decltype(fp32Tag)::value) *(float2*)((float*)out + at) = make_float2(acc[nt][2 * r], acc[nt][2 * r + 1]);
+                else *(unsigned*)((lc_bf16*)out + at) = lc_pack(acc[nt][2 * r], acc[nt][2 * r + 1]);
+            }
+        }
+    };
+    product(Ks, LK, lc_int<K>(), lc_int<0>(), w, kStride, true);
+    product(Vs, LVV, lc_int<VD>(), lc_int<1>(), u, vStride, false);
+}
+
+extern "C" __global__ void __launch_bounds__(128) linea_chunk_wy_k64_v64(
+    const lc_bf16* k, const lc_bf16* v, const float* beta, const float* g, int gate_mode, lc_bf16* w, float* u,
+    int T, int H) {
+    lc_chunk_wy<64, 64>(k, v, beta, g, gate_mode, w, u, T, H);
+}
+extern "C" __global__ void __launch_bounds__(128) linea_chunk_wy_k64_v128(
+    const lc_bf16* k, const lc_bf16* v, const float* beta, const float* g, int gate_mode, lc_bf16* w, float* u,
+    int T, int H) {
+    lc_chunk_wy<64, 128>(k, v, beta, g, gate_mode, w, u, T, H);
+}
+extern "C" __global__ void __launch_bounds__(128) linea_chunk_wy_k128_v64(
+    const lc_bf16* k, const lc_bf16* v, const float* beta, const float* g, int gate_mode, lc_bf16* w, float* u,
+    int T, int H) {
+    lc_chunk_wy<128, 64>(k, v, beta, g, gate_mode, w, u, T, H);
+}
+extern "C" __global__ void __launch_bounds__(128) linea_chunk_wy_k128_v128(
+    const lc_bf16* k, const lc_bf16* v, const float* beta, const float* g, int gate_mode, lc_bf16* w, float* u,
+    int T, int H) {
+    lc_chunk_wy<128, 128>(k, v, beta, g, gate_mode, w, u, T, H);
+}
+"""#
+    // LINEA-KERNEL-END
+}

@@ -1,0 +1,109 @@
+import Foundation
+import Linea
+import LineaCUDA
+
+extension BenchCommand {
+    /// `linea bench --backend cuda`: the CUDA chunked kernels and causal flash attention, bf16, timed with CUDA events
+    /// (median of 10 runs after 3 warm-up runs). Default shapes: B*T = `tokens`, H = 16, K = V = 128,
+    /// T in {2048, 8192, 32768}.
+    func runCUDA() throws {
+        if let reason = CUDABackend.unavailableReason { throw Failure(description: reason) }
+        let ctx = try CUDABackend.shared
+        let names = mechanism?.split(separator: ",").map(String.init)
+            ?? [Mechanism.attention.name] + CUDAChunked.supported.map(\.rawValue)
+        var targets: [Mechanism] = []
+        for name in names {
+            let m = try Mechanism.named(name)
+            if case .recurrence(let r) = m.kind, !CUDAChunked.supported.contains(r) {
+                printError("bench: \(name) has no CUDA chunked kernel; skipped")
+                continue
+            }
+            targets.append(m)
+        }
+        let (H, D) = (heads ?? 16, dim ?? 128)
+        printError("bench: \(ctx.deviceName) (\(ctx.architecture)), bf16, H = \(H), K = V = \(D)")
+        var results: [BenchResult] = []
+        for T in try parsedLengths() ?? [2048, 8192, 32768] {
+            let B = batch ?? max(1, tokens / T)
+            let n = B * T * H * D
+            var rng = FastRandom(seed: UInt64(T))
+            let q = try CUDABuffer(context: ctx, copying: rng.bf16(count: n, amplitude: 1.7))
+            let k = try CUDABuffer(context: ctx, copying: rng.bf16(count: n, amplitude: 1.7))
+            let kUnit = try CUDABuffer(context: ctx, copying: rng.bf16(count: n, amplitude: (3 / Float(D)).squareRoot()))
+            let v = try CUDABuffer(context: ctx, copying: rng.bf16(count: n, amplitude: 1.7))
+            let g = try CUDABuffer(context: ctx, copying: rng.floats(count: B * T * H, in: -1...(-1e-4)))
+            let beta = try CUDABuffer(context: ctx, copying: rng.floats(count: B * T * H, in: 0...1))
+            let o = try CUDABuffer(context: ctx, byteCount: n * 2)
+            let shape = CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: D, valueDim: D)
+            let scratchBytes = CUDAChunked.supported.map { CUDAChunked.scratchBytes($0, shape, context: ctx, valueBlock: valueBlock) }.max() ?? 0
+            let scratch = try CUDABuffer(context: ctx, byteCount: max(1, scratchBytes))
+            let decays = try CUDAChunked.retentionDecays(heads: H, context: ctx)
+            for m in targets {
+                printError("bench: cuda \(m.name) B = \(B) T = \(T) ...")
+                let run: () throws -> Void
+                let flops: Double
+                let form: String
+                switch m.kind {
+                case .attention:
+                    let s = CUDAAttentionShape(batch: B, queryLength: T, keyLength: T, queryHeads: H, kvHeads: H, headDim: D)
+                    run = { try CUDAAttention.forward(q: q, k: k, v: v, o: o, lse: nil, shape: s, causal: true, dtype: .bfloat16, outputDType: .bfloat16) }
+                    flops = s.flops(causal: true)
+                    form = "flash"
+                case .recurrence(let r):
+                    let isDelta = r == .deltaRule || r == .gatedDeltaRule
+                    let gate: CUDABuffer? = switch r {
+                    case .retention: decays
+                    case .simpleGLA, .gatedDeltaRule: g
+                    default: nil
+                    }
+                    run = {
+                        try CUDAChunked.forward(r, q: q, k: isDelta ? kUnit : k, v: v, g: gate, beta: isDelta ? beta : nil,
+                                                initialState: nil, finalState: nil, o: o, shape: shape, scratch: scratch,
+                                                valueBlock: valueBlock)
+                    }
+                    flops = CUDAChunked.flops(r, shape)
+                    form = "chunked"
+                }
+                do {
+                    let t = try CUDABench.time(context: ctx, warmup: 3, iterations: 10, run)
+                    results.append(BenchResult(mechanism: m.name, form: form, backend: "cuda",
+                                               shape: BenchShape(B: B, T: T, H: H, K: D, V: D), ms: t.median, flops: flops, peakBytes: 0))
+                } catch let error as LineaError {
+                    printError("bench: skipped cuda \(m.name) T = \(T): \(error)")
+                }
+            }
+        }
+        printTable(
+            header: ["mechanism", "form", "B", "T", "H", "K", "ms", "tokens/s", "TFLOP/s"],
+            rows: results.map { r in
+                [r.mechanism, r.form, "\(r.shape.B)", "\(r.shape.T)", "\(r.shape.H)", "\(r.shape.K)",
+                 String(format: "%.3f", r.ms), String(format: "%.3g", r.tokensPerSecond), String(format: "%.1f", r.gflops / 1000)]
+            })
+        print("\(ctx.deviceName), bf16 inputs, median of 10 runs (CUDA events); FLOPs as computed by each kernel")
+        if let json { try writeJSON(results, to: json) }
+        if let svg { try writeSVG(results, to: svg) }
+    }
+}
+
+/// A fast xorshift generator for large benchmark inputs (not for statistics).
+struct FastRandom {
+    var state: UInt64
+
+    init(seed: UInt64) { state = seed &* 0x9E37_79B9_7F4A_7C15 | 1 }
+
+    /// A uniform Float in [0, 1).
+    mutating func next() -> Float {
+        state ^= state << 13; state ^= state >> 7; state ^= state << 17
+        return Float(state >> 40) * (1 / Float(1 << 24))
+    }
+
+    /// `count` bf16 bits uniform in [-amplitude, amplitude].
+    mutating func bf16(count: Int, amplitude: Float) -> [UInt16] {
+        (0..<count).map { _ in HalfPrecision.bfloat16Bits((2 * next() - 1) * amplitude) }
+    }
+
+    /// `count` Floats uniform in `range`.
+    mutating func floats(count: Int, in range: ClosedRange<Float>) -> [Float] {
+        (0..<count).map { _ in range.lowerBound + next() * (range.upperBound - range.lowerBound) }
+    }
+}

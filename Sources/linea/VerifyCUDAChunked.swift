@@ -1,0 +1,34 @@
+import Foundation
+import Linea
+import LineaCUDA
+
+/// `linea verify --backend cuda` for the chunked recurrence kernels: `CUDAChunked.forward` against the CPU Float64
+/// reference with q, k, v rounded to bf16 first (outputs and final states), on awkward lengths, with an initial state.
+func cudaChunkedChecks(_ r: RecurrentMechanism, dtype: DType, seed: UInt64) throws -> [VerificationCheck] {
+    guard CUDAChunked.supported.contains(r) else {
+        printError("verify: \(r.rawValue) has no CUDA chunked kernel yet; skipped")
+        return []
+    }
+    guard dtype == .bfloat16 else {
+        printError("verify: the CUDA chunked kernels take bf16 inputs only; \(r.rawValue) skipped for \(dtype.rawValue)")
+        return []
+    }
+    // (B, T, H, K, V, gate range): T around the chunk size of 64 and a long multi-chunk case; strong gates once.
+    let grid: [(Int, Int, Int, Int, Int, ClosedRange<Float>)] = [
+        (1, 1, 2, 64, 64, -1...(-1e-4)), (3, 63, 2, 128, 128, -1...(-1e-4)), (1, 64, 3, 64, 128, -1...(-1e-4)),
+        (3, 65, 2, 128, 64, -1...(-1e-4)), (1, 1000, 2, 128, 128, -1...(-1e-4)), (3, 200, 2, 64, 64, -20...(-1e-4)),
+    ]
+    // The T = 1000 case again with one block per head (BV = 128), which these small shapes never pick by themselves.
+    let blocks: [Int?] = Array(repeating: nil, count: grid.count) + (r == .deltaRule || r == .gatedDeltaRule ? [] : [128])
+    return try blocks.enumerated().map { index, valueBlock in
+        let (B, T, H, K, V, gates) = grid[index < grid.count ? index : 4]
+        var x = try Mechanism.randomInputs(r, B: B, T: T, H: H, K: K, V: V, seed: seed &+ UInt64(index) &* 10, gateRange: gates)
+        (x.q, x.k, x.v) = (HalfPrecision.roundedToBFloat16(x.q), HalfPrecision.roundedToBFloat16(x.k), HalfPrecision.roundedToBFloat16(x.v))
+        let want = try Recurrence.forward(r, x, form: .reference)
+        let got = try CUDAChunked.forward(r, x, dtype: .bfloat16, valueBlock: valueBlock)
+        let g = r == .simpleGLA || r == .gatedDeltaRule ? " g in [\(gates.lowerBound), \(gates.upperBound)]" : ""
+        return VerificationCheck(
+            form: "cuda chunked", shape: "B\(B) T\(T) H\(H) K\(K) V\(V)\(g)\(valueBlock.map { " BV\($0)" } ?? "") bf16",
+            errors: [("o", ErrorStats(got.o, want.o)), ("state", ErrorStats(got.finalState, want.finalState))])
+    }
+}
