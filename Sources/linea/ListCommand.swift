@@ -11,11 +11,13 @@ struct ListCommand: ParsableCommand {
         printTable(header: ["mechanism", "forms", "inputs", "what"], rows: rows)
         print("")
         print("backends: cpu (\(Parallel.threadCount) threads, OpenBLAS GEMM)")
-        // The CUDA kernels are reachable through `verify --backend cuda`, the LineaCUDA library and linea-cuda-check.
+        // The CUDA kernels are reachable through `op`, `verify` and `bench --backend cuda`, and the LineaCUDA library.
+        let coverage = "attention (flash, split_kv, block-sparse in the library), chunked "
+            + CUDAChunked.supported.map(\.rawValue).joined(separator: ", ") + ", decode steps of all recurrences"
         if let reason = CUDABackend.unavailableReason {
-            print("          cuda: unavailable here (\(reason))")
+            print("          cuda: unavailable here (\(reason)); it would cover \(coverage)")
         } else {
-            print("          cuda: available: `linea verify --backend cuda` (attention, gated_delta_rule step), LineaCUDA library")
+            print("          cuda: available: \(coverage)")
         }
     }
 }
