@@ -9,8 +9,10 @@ import Foundation
 
 extension Recurrence {
     /// Largest log-gate span that the GLA intra-chunk term splits as `q e^{G_i - R}` times `k e^{R - G_j}`:
-    /// factors stay within `[e^-40, e^40]`, far from Float32 overflow; wider spans use smaller blocks or a direct loop.
-    static let safeSpan = 40.0
+    /// factors stay within `[e^-60, e^60]` (1e-26 to 1e26, far inside Float32's normal range even after a
+    /// K-term sum); wider spans use smaller blocks or a direct loop. (At 40, 3% of 64-token chunks with gates
+    /// uniform in [-1, 0) crossed the limit at K = 128 and took the slower path.)
+    static let safeSpan = 60.0
     /// Sub-block size for GLA chunks whose gate span exceeds `safeSpan`.
     static let glaSubBlock = 16
 
@@ -31,13 +33,15 @@ extension Recurrence {
                 // Workspace: Qr, Kr (C x K), QA = [scale e^G Q | A] (C x (K+C)) and SV = [S ; V_chunk]
                 // ((K+C) x V), so the output is one GEMM; the state lives in SV's top K rows while the chunks run.
                 // Cumulative gates G (C x gWidth) in Float64.
-                let work = UnsafeMutablePointer<Float>.allocate(capacity: 2 * C * K + C * (K + C) + (K + C) * V)
+                // gla also packs the chunk's q and k rows (C x K each, after the rest).
+                let packed = kind == .vector ? 2 * C * K : 0
+                let work = UnsafeMutablePointer<Float>.allocate(capacity: 2 * C * K + C * (K + C) + (K + C) * V + packed)
                 let G = UnsafeMutablePointer<Double>.allocate(capacity: C * gWidth)
                 defer {
                     work.deallocate()
                     G.deallocate()
                 }
-                let Qr = work, Kr = Qr + C * K, QA = Kr + C * K, S = QA + C * (K + C)
+                let Qr = work, Kr = Qr + C * K, QA = Kr + C * K, S = QA + C * (K + C), Qc = S + (K + C) * V, Kc = Qc + C * K
                 S.update(from: stateP.base + bh * K * V, count: K * V)
                 defer { (stateP.base + bh * K * V).update(from: S, count: K * V) }
                 let headLogDecay = retentionLogDecay(head: h)
@@ -66,12 +70,22 @@ extension Recurrence {
                             }
                             chunk.runScalar(decays: true)
                         case .vector:
+                            // gla reads q and k rows several times: from contiguous copies, since in place their
+                            // rows lie H·K floats apart (4 KiB at 8 heads of 128) and share a few cache sets.
+                            let (qRows, kRows) = (qb.baseAddress! + p.offset(b, t0, h, width: K), kb.baseAddress! + p.offset(b, t0, h, width: K))
+                            for i in 0..<L {
+                                (Qc + i * K).update(from: qRows + i * H * K, count: K)
+                                (Kc + i * K).update(from: kRows + i * H * K, count: K)
+                            }
                             p.g!.withUnsafeBufferPointer { g in
                                 let gp = g.baseAddress! + p.offset(b, t0, h, width: K)
                                 for c in 0..<K { G[c] = Double(gp[c]) }
                                 for i in 1..<L { RecurrenceSIMD.accumulate(G + i * K, G + (i - 1) * K, gp + i * H * K, K) }
                             }
-                            chunk.runVector()
+                            GatedChunk(
+                                L: L, C: C, K: K, V: V, ldk: K, ldv: H * V, scale: p.scale, q: Qc, k: Kc,
+                                v: vb.baseAddress! + p.offset(b, t0, h, width: V), o: outP.base + p.offset(b, t0, h, width: V),
+                                S: S, G: G, Qr: Qr, Kr: Kr, QA: QA).runVector()
                         }
                         t0 += L
                     }
