@@ -24,6 +24,23 @@ public struct CUDAAttentionShape: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+extension CUDAAttentionShape {
+    /// Throws unless every size is >= 1, `kvHeads` divides `queryHeads` and `headDim <= 256` (the kernels' limits). O(1).
+    func validate() throws {
+        for (name, value) in [("batch", batch), ("queryLength", queryLength), ("keyLength", keyLength),
+                              ("queryHeads", queryHeads), ("kvHeads", kvHeads), ("headDim", headDim)] where value < 1 {
+            throw LineaError.invalidArgument(argument: "shape.\(name)", expected: ">= 1", actual: "\(value)")
+        }
+        guard queryHeads % kvHeads == 0 else {
+            throw LineaError.invalidArgument(
+                argument: "kvHeads", expected: "a divisor of queryHeads (\(queryHeads))", actual: "\(kvHeads)")
+        }
+        guard headDim <= 256 else {
+            throw LineaError.invalidArgument(argument: "headDim", expected: "<= 256", actual: "\(headDim)")
+        }
+    }
+}
+
 /// Flash attention forward on the GPU (exact softmax attention, O(T) extra memory).
 public enum CUDAAttention {
     /// Which kernel runs: the Hopper wgmma kernel (bf16/fp16, D = 128, sm_90), the mma.sync tensor-core kernel
@@ -135,17 +152,7 @@ public enum CUDAAttention {
         outputDType: DType = .bfloat16, kernel: Kernel = .auto, tensorCoreConfig: TensorCoreConfig = .default
     ) throws {
         let s = shape
-        for (name, value) in [("batch", s.batch), ("queryLength", s.queryLength), ("keyLength", s.keyLength),
-                              ("queryHeads", s.queryHeads), ("kvHeads", s.kvHeads), ("headDim", s.headDim)] where value < 1 {
-            throw LineaError.invalidArgument(argument: "shape.\(name)", expected: ">= 1", actual: "\(value)")
-        }
-        guard s.queryHeads % s.kvHeads == 0 else {
-            throw LineaError.invalidArgument(
-                argument: "kvHeads", expected: "a divisor of queryHeads (\(s.queryHeads))", actual: "\(s.kvHeads)")
-        }
-        guard s.headDim <= 256 else {
-            throw LineaError.invalidArgument(argument: "headDim", expected: "<= 256", actual: "\(s.headDim)")
-        }
+        try s.validate()
         let supported: [DType] = [.float32, .bfloat16, .float16]
         guard supported.contains(dtype) else {
             throw LineaError.invalidArgument(argument: "dtype", expected: "float32, bfloat16 or float16", actual: "\(dtype)")

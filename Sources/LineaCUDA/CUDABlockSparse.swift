@@ -29,16 +29,7 @@ public enum CUDABlockSparse {
         dtype: DType = .bfloat16, outputDType: DType = .bfloat16
     ) throws {
         let s = shape
-        for (name, value) in [("batch", s.batch), ("queryLength", s.queryLength), ("keyLength", s.keyLength),
-                              ("queryHeads", s.queryHeads), ("kvHeads", s.kvHeads), ("headDim", s.headDim)] where value < 1 {
-            throw LineaError.invalidArgument(argument: "shape.\(name)", expected: ">= 1", actual: "\(value)")
-        }
-        guard s.queryHeads % s.kvHeads == 0 else {
-            throw LineaError.invalidArgument(argument: "kvHeads", expected: "a divisor of queryHeads (\(s.queryHeads))", actual: "\(s.kvHeads)")
-        }
-        guard s.headDim <= 256 else {
-            throw LineaError.invalidArgument(argument: "headDim", expected: "<= 256", actual: "\(s.headDim)")
-        }
+        try s.validate()
         // Reuses BlockMask's checks of the layout against the call.
         let layout = try BlockMask(shape: maskShape, blockRows: blockRows, blockKeys: blockKeys,
                                    values: [UInt8](repeating: 0, count: maskShape.count == 4 ? maskShape.reduce(1, *) : 0))

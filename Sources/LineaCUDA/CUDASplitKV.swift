@@ -50,16 +50,7 @@ public enum CUDASplitKV {
         outputDType: DType = .bfloat16, workspace: CUDABuffer? = nil, options: [String] = []
     ) throws {
         let s = shape
-        for (name, value) in [("batch", s.batch), ("queryLength", s.queryLength), ("keyLength", s.keyLength),
-                              ("queryHeads", s.queryHeads), ("kvHeads", s.kvHeads), ("headDim", s.headDim)] where value < 1 {
-            throw LineaError.invalidArgument(argument: "shape.\(name)", expected: ">= 1", actual: "\(value)")
-        }
-        guard s.queryHeads % s.kvHeads == 0 else {
-            throw LineaError.invalidArgument(argument: "kvHeads", expected: "a divisor of queryHeads (\(s.queryHeads))", actual: "\(s.kvHeads)")
-        }
-        guard s.headDim <= 256 else {
-            throw LineaError.invalidArgument(argument: "headDim", expected: "<= 256", actual: "\(s.headDim)")
-        }
+        try s.validate()
         guard s.queryLength <= maxQueryLength else {
             throw LineaError.invalidArgument(argument: "queryLength", expected: "<= \(maxQueryLength) (split-KV is for decode)",
                                              actual: "\(s.queryLength)")
