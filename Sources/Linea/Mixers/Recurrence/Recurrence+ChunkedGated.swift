@@ -49,9 +49,18 @@ extension Recurrence {
                     var t0 = 0
                     while t0 < T {
                         let L = min(C, T - t0)
+                        var (q, k, ldk) = (qb.baseAddress! + p.offset(b, t0, h, width: K), kb.baseAddress! + p.offset(b, t0, h, width: K), H * K)
+                        if kind == .vector {
+                            // gla reads q and k rows several times: from contiguous copies, since in place their
+                            // rows lie H·K floats apart (4 KiB at 8 heads of 128) and share a few cache sets.
+                            for i in 0..<L {
+                                (Qc + i * K).update(from: q + i * ldk, count: K)
+                                (Kc + i * K).update(from: k + i * ldk, count: K)
+                            }
+                            (q, k, ldk) = (UnsafePointer(Qc), UnsafePointer(Kc), K)
+                        }
                         let chunk = GatedChunk(
-                            L: L, C: C, K: K, V: V, ldk: H * K, ldv: H * V, scale: p.scale,
-                            q: qb.baseAddress! + p.offset(b, t0, h, width: K), k: kb.baseAddress! + p.offset(b, t0, h, width: K),
+                            L: L, C: C, K: K, V: V, ldk: ldk, ldv: H * V, scale: p.scale, q: q, k: k,
                             v: vb.baseAddress! + p.offset(b, t0, h, width: V), o: outP.base + p.offset(b, t0, h, width: V),
                             S: S, G: G, Qr: Qr, Kr: Kr, QA: QA)
                         switch kind {
@@ -70,22 +79,12 @@ extension Recurrence {
                             }
                             chunk.runScalar(decays: true)
                         case .vector:
-                            // gla reads q and k rows several times: from contiguous copies, since in place their
-                            // rows lie H·K floats apart (4 KiB at 8 heads of 128) and share a few cache sets.
-                            let (qRows, kRows) = (qb.baseAddress! + p.offset(b, t0, h, width: K), kb.baseAddress! + p.offset(b, t0, h, width: K))
-                            for i in 0..<L {
-                                (Qc + i * K).update(from: qRows + i * H * K, count: K)
-                                (Kc + i * K).update(from: kRows + i * H * K, count: K)
-                            }
                             p.g!.withUnsafeBufferPointer { g in
                                 let gp = g.baseAddress! + p.offset(b, t0, h, width: K)
                                 for c in 0..<K { G[c] = Double(gp[c]) }
                                 for i in 1..<L { RecurrenceSIMD.accumulate(G + i * K, G + (i - 1) * K, gp + i * H * K, K) }
                             }
-                            GatedChunk(
-                                L: L, C: C, K: K, V: V, ldk: K, ldv: H * V, scale: p.scale, q: Qc, k: Kc,
-                                v: vb.baseAddress! + p.offset(b, t0, h, width: V), o: outP.base + p.offset(b, t0, h, width: V),
-                                S: S, G: G, Qr: Qr, Kr: Kr, QA: QA).runVector()
+                            chunk.runVector()
                         }
                         t0 += L
                     }
