@@ -39,6 +39,33 @@ extension CUDAAttentionShape {
             throw LineaError.invalidArgument(argument: "headDim", expected: "<= 256", actual: "\(headDim)")
         }
     }
+
+    /// The checks every attention launch shares, returning the scale to use (default 1/sqrt(D)): the shape
+    /// (`validate`), `dtype` and `outputDType` among f32, bf16 and f16, a finite scale, and buffers large enough for
+    /// q, k, v (`dtype` elements), o (`outputDType`) and lse (fp32, optional). O(1).
+    func checkLaunch(
+        q: CUDABuffer, k: CUDABuffer, v: CUDABuffer, o: CUDABuffer, lse: CUDABuffer?, dtype: DType, outputDType: DType,
+        scale: Float?
+    ) throws -> Float {
+        try validate()
+        _ = try CUDAUpload.typeCode(dtype)
+        _ = try CUDAUpload.typeCode(outputDType, argument: "outputDType")
+        let scaleValue = scale ?? 1 / Float(headDim).squareRoot()
+        guard scaleValue.isFinite else {
+            throw LineaError.invalidArgument(argument: "scale", expected: "a finite value", actual: "\(scaleValue)")
+        }
+        let qCount = batch * queryLength * queryHeads * headDim, kCount = batch * keyLength * kvHeads * headDim
+        for (name, buffer, bytes) in [("q", q, qCount * dtype.byteCount), ("k", k, kCount * dtype.byteCount),
+                                      ("v", v, kCount * dtype.byteCount), ("o", o, qCount * outputDType.byteCount)]
+            where buffer.byteCount < bytes {
+            throw LineaError.shapeMismatch(argument: name, expected: ">= \(bytes) bytes for \(self)", actual: "\(buffer.byteCount) bytes")
+        }
+        let rows = batch * queryLength * queryHeads
+        if let lse, lse.byteCount < rows * 4 {
+            throw LineaError.shapeMismatch(argument: "lse", expected: ">= \(rows * 4) bytes", actual: "\(lse.byteCount) bytes")
+        }
+        return scaleValue
+    }
 }
 
 /// Flash attention forward on the GPU (exact softmax attention, O(T) extra memory).
@@ -152,34 +179,12 @@ public enum CUDAAttention {
         outputDType: DType = .bfloat16, kernel: Kernel = .auto, tensorCoreConfig: TensorCoreConfig = .default
     ) throws {
         let s = shape
-        try s.validate()
-        let supported: [DType] = [.float32, .bfloat16, .float16]
-        guard supported.contains(dtype) else {
-            throw LineaError.invalidArgument(argument: "dtype", expected: "float32, bfloat16 or float16", actual: "\(dtype)")
-        }
-        guard supported.contains(outputDType) else {
-            throw LineaError.invalidArgument(argument: "outputDType", expected: "float32, bfloat16 or float16", actual: "\(outputDType)")
-        }
+        let scaleValue = try s.checkLaunch(q: q, k: k, v: v, o: o, lse: lse, dtype: dtype, outputDType: outputDType, scale: scale)
         if let w = window {
             guard w >= 1 else { throw LineaError.invalidArgument(argument: "window", expected: ">= 1 or nil", actual: "\(w)") }
             guard causal else {
                 throw LineaError.invalidArgument(argument: "window", expected: "nil when causal is false", actual: "\(w)")
             }
-        }
-        let scaleValue = scale ?? 1 / Float(s.headDim).squareRoot()
-        guard scaleValue.isFinite else {
-            throw LineaError.invalidArgument(argument: "scale", expected: "a finite value", actual: "\(scaleValue)")
-        }
-        let qBytes = s.batch * s.queryLength * s.queryHeads * s.headDim
-        let kBytes = s.batch * s.keyLength * s.kvHeads * s.headDim
-        for (name, buffer, elements, type) in [("q", q, qBytes, dtype), ("k", k, kBytes, dtype), ("v", v, kBytes, dtype),
-                                               ("o", o, qBytes, outputDType)] where buffer.byteCount < elements * type.byteCount {
-            throw LineaError.shapeMismatch(
-                argument: name, expected: ">= \(elements * type.byteCount) bytes for \(s)", actual: "\(buffer.byteCount) bytes")
-        }
-        if let lse, lse.byteCount < s.batch * s.queryLength * s.queryHeads * 4 {
-            throw LineaError.shapeMismatch(
-                argument: "lse", expected: ">= \(s.batch * s.queryLength * s.queryHeads * 4) bytes", actual: "\(lse.byteCount) bytes")
         }
         let ctx = q.context
         // Both tensor-core kernels take the row max on unscaled scores, so they need scale > 0. The wgmma kernel
@@ -216,7 +221,7 @@ public enum CUDAAttention {
         ]
         let tail: [CUDAKernelArgument] = [
             .float(scaleLog2), .int32(causal ? 1 : 0), .int32(Int32(window ?? 0)),
-            .int32(outputDType == .bfloat16 ? 1 : outputDType == .float16 ? 2 : 0),
+            .int32(try CUDAUpload.typeCode(outputDType, argument: "outputDType")),
         ]
         let typeName = dtype == .float32 ? "f32" : dtype == .bfloat16 ? "bf16" : "f16"
         switch chosen {

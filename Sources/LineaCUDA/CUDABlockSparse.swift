@@ -29,7 +29,7 @@ public enum CUDABlockSparse {
         dtype: DType = .bfloat16, outputDType: DType = .bfloat16
     ) throws {
         let s = shape
-        try s.validate()
+        let scaleValue = try s.checkLaunch(q: q, k: k, v: v, o: o, lse: lse, dtype: dtype, outputDType: outputDType, scale: scale)
         // Reuses BlockMask's checks of the layout against the call.
         let layout = try BlockMask(shape: maskShape, blockRows: blockRows, blockKeys: blockKeys,
                                    values: [UInt8](repeating: 0, count: maskShape.count == 4 ? maskShape.reduce(1, *) : 0))
@@ -37,29 +37,8 @@ public enum CUDABlockSparse {
         guard mask.byteCount >= maskShape.reduce(1, *) else {
             throw LineaError.shapeMismatch(argument: "mask", expected: ">= \(maskShape.reduce(1, *)) bytes", actual: "\(mask.byteCount) bytes")
         }
-        let inKind: Int32 = try CUDAUpload.suffix(dtype) == "f32" ? 0 : dtype == .bfloat16 ? 1 : 2
-        let outKind: Int32
-        switch outputDType {
-        case .float32: outKind = 0
-        case .bfloat16: outKind = 1
-        case .float16: outKind = 2
-        default: throw LineaError.invalidArgument(argument: "outputDType", expected: "float32, bfloat16 or float16", actual: "\(outputDType)")
-        }
-        let scaleValue = scale ?? 1 / Float(s.headDim).squareRoot()
-        guard scaleValue.isFinite else {
-            throw LineaError.invalidArgument(argument: "scale", expected: "a finite value", actual: "\(scaleValue)")
-        }
-        let qCount = s.batch * s.queryLength * s.queryHeads * s.headDim
-        let kCount = s.batch * s.keyLength * s.kvHeads * s.headDim
-        for (name, buffer, bytes) in [("q", q, qCount * dtype.byteCount), ("k", k, kCount * dtype.byteCount),
-                                      ("v", v, kCount * dtype.byteCount), ("o", o, qCount * outputDType.byteCount)]
-            where buffer.byteCount < bytes {
-            throw LineaError.shapeMismatch(argument: name, expected: ">= \(bytes) bytes for \(s)", actual: "\(buffer.byteCount) bytes")
-        }
-        if let lse, lse.byteCount < s.batch * s.queryLength * s.queryHeads * 4 {
-            throw LineaError.shapeMismatch(argument: "lse", expected: ">= \(s.batch * s.queryLength * s.queryHeads * 4) bytes",
-                                           actual: "\(lse.byteCount) bytes")
-        }
+        let inKind = try CUDAUpload.typeCode(dtype)
+        let outKind = try CUDAUpload.typeCode(outputDType, argument: "outputDType")
         let ctx = q.context
         let (qb, kb) = (maskShape[2], maskShape[3])
         let maskH = maskShape[1] == 1 ? 0 : qb * kb

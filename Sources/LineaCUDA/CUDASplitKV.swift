@@ -50,37 +50,17 @@ public enum CUDASplitKV {
         outputDType: DType = .bfloat16, workspace: CUDABuffer? = nil, options: [String] = []
     ) throws {
         let s = shape
-        try s.validate()
+        let scaleValue = try s.checkLaunch(q: q, k: k, v: v, o: o, lse: lse, dtype: dtype, outputDType: outputDType, scale: scale)
         guard s.queryLength <= maxQueryLength else {
             throw LineaError.invalidArgument(argument: "queryLength", expected: "<= \(maxQueryLength) (split-KV is for decode)",
                                              actual: "\(s.queryLength)")
         }
         let suffix = try CUDAUpload.suffix(dtype)
-        let outKind: Int32
-        switch outputDType {
-        case .float32: outKind = 0
-        case .bfloat16: outKind = 1
-        case .float16: outKind = 2
-        default: throw LineaError.invalidArgument(argument: "outputDType", expected: "float32, bfloat16 or float16", actual: "\(outputDType)")
-        }
-        let scaleValue = scale ?? 1 / Float(s.headDim).squareRoot()
-        guard scaleValue.isFinite else {
-            throw LineaError.invalidArgument(argument: "scale", expected: "a finite value", actual: "\(scaleValue)")
-        }
+        let outKind = try CUDAUpload.typeCode(outputDType, argument: "outputDType")
         let ctx = q.context
         let p = partitions ?? defaultPartitions(s, context: ctx)
         guard p >= 1 else { throw LineaError.invalidArgument(argument: "partitions", expected: ">= 1", actual: "\(p)") }
-        let qCount = s.batch * s.queryLength * s.queryHeads * s.headDim
-        let kCount = s.batch * s.keyLength * s.kvHeads * s.headDim
         let rowsTotal = s.batch * s.queryLength * s.queryHeads
-        for (name, buffer, bytes) in [("q", q, qCount * dtype.byteCount), ("k", k, kCount * dtype.byteCount),
-                                      ("v", v, kCount * dtype.byteCount), ("o", o, qCount * outputDType.byteCount)]
-            where buffer.byteCount < bytes {
-            throw LineaError.shapeMismatch(argument: name, expected: ">= \(bytes) bytes for \(s)", actual: "\(buffer.byteCount) bytes")
-        }
-        if let lse, lse.byteCount < rowsTotal * 4 {
-            throw LineaError.shapeMismatch(argument: "lse", expected: ">= \(rowsTotal * 4) bytes", actual: "\(lse.byteCount) bytes")
-        }
         // Keys per partition: a multiple of the 16-64 keys a block consumes per step, all partitions non-empty.
         let len = ((s.keyLength + p - 1) / p + 63) / 64 * 64
         let parts = (s.keyLength + len - 1) / len

@@ -29,6 +29,16 @@ public enum CUDAUpload {
         }
     }
 
+    /// The code the kernels take for an element type as a launch argument: 0 f32, 1 bf16, 2 f16; throws for others,
+    /// naming `argument`.
+    static func typeCode(_ dtype: DType, argument: String = "dtype") throws -> Int32 {
+        switch try suffix(dtype, argument: argument) {
+        case "f32": return 0
+        case "bf16": return 1
+        default: return 2
+        }
+    }
+
     /// The kernel-name suffix of an input type: `f32`, `bf16` or `f16`; throws for others, naming `argument`.
     static func suffix(_ dtype: DType, argument: String = "dtype") throws -> String {
         switch dtype {
