@@ -23,26 +23,6 @@ func measure(_ benchmark: Benchmark, flops: Double, _ body: () throws -> Void) t
     }
 }
 
-/// Random recurrence inputs of fla's shapes: unit-norm keys for the delta rules, gates in [-1, 0), beta in [0, 1].
-func recurrenceInputs(_ m: RecurrentMechanism, T: Int, H: Int, K: Int, V: Int) throws -> RecurrenceInputs {
-    var k = try Tensor.randomNormal([1, T, H, K], seed: 2)
-    let needs = Recurrence.requiredInputs(m)
-    if needs.contains("beta") {
-        k.scalars.withUnsafeMutableBufferPointer { p in
-            for row in 0..<(T * H) {
-                var sum: Float = 0
-                for i in 0..<K { sum += p[row * K + i] * p[row * K + i] }
-                for i in 0..<K { p[row * K + i] /= sum.squareRoot() }
-            }
-        }
-    }
-    var x = RecurrenceInputs(q: try .randomNormal([1, T, H, K], seed: 1), k: k, v: try .randomNormal([1, T, H, V], seed: 3))
-    if needs.contains("g") { x.g = try .randomUniform(m == .gla ? [1, T, H, K] : [1, T, H], seed: 4, in: -1...(-1e-4)) }
-    if needs.contains("beta") { x.beta = try .randomUniform([1, T, H], seed: 5) }
-    x.validate = false  // time the kernel, not the input checks
-    return x
-}
-
 let benchmarks: @Sendable () -> Void = {
     // Few, long iterations: each call takes milliseconds to seconds.
     Benchmark.defaultConfiguration = .init(
@@ -72,7 +52,8 @@ let benchmarks: @Sendable () -> Void = {
     for (m, T, dim) in [(RecurrentMechanism.simpleGLA, 16384, 64), (.simpleGLA, 65536, 64), (.gatedDeltaRule, 16384, 64),
                         (.simpleGLA, 16384, 128), (.gla, 16384, 128), (.gatedDeltaRule, 16384, 128)] {
         Benchmark("\(m.rawValue) chunked T=\(T) H=8 K=V=\(dim)") { benchmark in
-            let x = try recurrenceInputs(m, T: T, H: 8, K: dim, V: dim)
+            var x = try RecurrenceInputs.random(m, B: 1, T: T, H: 8, K: dim, V: dim, seed: 1)
+            x.validate = false  // time the kernel, not the input checks (as `linea bench`)
             try measure(benchmark, flops: Recurrence.chunkedFLOPs(m, B: 1, T: T, H: 8, K: dim, V: dim, chunkSize: 64)) {
                 blackHole(try Recurrence.forward(m, x, form: .chunked(size: 64)))
             }

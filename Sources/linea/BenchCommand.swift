@@ -166,7 +166,7 @@ struct BenchTarget {
             let formName = if case .chunked(let n) = f { n == RecurrenceForm.defaultChunkSize ? "chunked" : "chunked:\(n)" }
                 else { form ?? "chunked" }
             return BenchTarget(mechanism: m.name, form: formName, defaultLengths: [64, 256, 1024, 4096, 16384, 65536]) { s in
-                var inputs = try Mechanism.randomInputs(r, B: s.B, T: s.T, H: s.H, K: s.K, V: s.V, seed: 1)
+                var inputs = try RecurrenceInputs.random(r, B: s.B, T: s.T, H: s.H, K: s.K, V: s.V, seed: 1)
                 inputs.validate = false  // time the kernel alone (validation is one O(inputs) scan)
                 let flops = Recurrence.chunkedFLOPs(r, B: s.B, T: s.T, H: s.H, K: s.K, V: s.V,
                                                     chunkSize: { if case .chunked(let n) = f { n } else { 1 } }())

@@ -22,7 +22,7 @@ func cudaChunkedChecks(_ r: RecurrentMechanism, dtype: DType, seed: UInt64) thro
     let blocks: [Int?] = Array(repeating: nil, count: grid.count) + (r == .deltaRule || r == .gatedDeltaRule ? [] : [128])
     return try blocks.enumerated().map { index, valueBlock in
         let (B, T, H, K, V, gates) = grid[index < grid.count ? index : 4]
-        var x = try Mechanism.randomInputs(r, B: B, T: T, H: H, K: K, V: V, seed: seed &+ UInt64(index) &* 10, gateRange: gates)
+        var x = try RecurrenceInputs.random(r, B: B, T: T, H: H, K: K, V: V, seed: seed &+ UInt64(index) &* 10, gateRange: gates)
         (x.q, x.k, x.v) = (HalfPrecision.roundedToBFloat16(x.q), HalfPrecision.roundedToBFloat16(x.k), HalfPrecision.roundedToBFloat16(x.v))
         let want = try Recurrence.forward(r, x, form: .reference)
         let got = try CUDAChunked.forward(r, x, dtype: .bfloat16, valueBlock: valueBlock)

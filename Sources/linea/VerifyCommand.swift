@@ -109,7 +109,7 @@ private func recurrenceChecks(_ r: RecurrentMechanism, seed: UInt64) throws -> [
     var checks: [VerificationCheck] = []
     for (index, c) in grid.enumerated() {
         let (B, T, H, K, V, gates) = c
-        let inputs = try Mechanism.randomInputs(r, B: B, T: T, H: H, K: K, V: V, seed: seed &+ UInt64(index) &* 10, gateRange: gates)
+        let inputs = try RecurrenceInputs.random(r, B: B, T: T, H: H, K: K, V: V, seed: seed &+ UInt64(index) &* 10, gateRange: gates)
         let want = try Recurrence.forward(r, inputs, form: .reference)
         let hasGate = inputs.g != nil
         let shape = "B\(B) T\(T) H\(H) K\(K) V\(V)" + (hasGate ? " g in [\(Int(gates.lowerBound)), 0)" : "")

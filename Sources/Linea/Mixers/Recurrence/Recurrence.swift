@@ -71,6 +71,32 @@ public struct RecurrenceInputs: Sendable {
     }
 }
 
+extension RecurrenceInputs {
+    /// Random inputs in the ranges real models use: unit-norm keys for the delta rules, gates in `gateRange`,
+    /// beta in [0, 1], a random initial state (N(0, 0.1²)). Same numbers on every machine for a `seed`. O(B·T·H·(K+V)).
+    public static func random(_ r: RecurrentMechanism, B: Int, T: Int, H: Int, K: Int, V: Int, seed: UInt64,
+                             gateRange: ClosedRange<Float> = -1...(-1e-4), initialState: Bool = true) throws -> RecurrenceInputs {
+        let q = try Tensor.randomNormal([B, T, H, K], seed: seed)
+        var k = try Tensor.randomNormal([B, T, H, K], seed: seed + 1)
+        if r == .deltaRule || r == .gatedDeltaRule {
+            // The delta rules take L2-normalized keys.
+            for row in stride(from: 0, to: k.count, by: K) {
+                let norm = (k.scalars[row..<row + K].reduce(0) { $0 + $1 * $1 }).squareRoot()
+                for i in row..<row + K { k.scalars[i] /= max(norm, 1e-6) }
+            }
+        }
+        var inputs = RecurrenceInputs(q: q, k: k, v: try Tensor.randomNormal([B, T, H, V], seed: seed + 2))
+        switch r {
+        case .simpleGLA, .gatedDeltaRule: inputs.g = try Tensor.randomUniform([B, T, H], seed: seed + 3, in: gateRange)
+        case .gla: inputs.g = try Tensor.randomUniform([B, T, H, K], seed: seed + 3, in: gateRange)
+        default: break
+        }
+        if r == .deltaRule || r == .gatedDeltaRule { inputs.beta = try Tensor.randomUniform([B, T, H], seed: seed + 4) }
+        if initialState { inputs.initialState = try Tensor.randomNormal([B, H, K, V], seed: seed + 5, scale: 0.1) }
+        return inputs
+    }
+}
+
 /// Result of a recurrence call: outputs `o [B,T,H,V]` and the state after the last token `finalState [B,H,K,V]`.
 public struct RecurrenceOutput: Sendable {
     /// Outputs `[B,T,H,V]`.
