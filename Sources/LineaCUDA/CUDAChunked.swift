@@ -177,7 +177,7 @@ public enum CUDAChunked {
             // Scratch holds w [B,T,H,K] bf16, then u [B,T,H,V] fp32.
             let wAddress = work!.address, uAddress = work!.address + UInt64(B * T * H * K * 2)
             let prep = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_wy_k\(K)_v\(V)")
-            let smem = (64 * (K + 8) + 64 * (V + 8)) * 2 + (2 * 64 * 65 + 128 + 768) * 4  // tiles; L, A, gates, beta, block products
+            let smem = (64 * (K + 8) + 64 * (V + 8)) * 2 + (2 * 64 * 68 + 3 * 64) * 4  // tiles; L, A; gates, beta, beta e^G
             try ctx.launch(
                 prep, grid: ((T + 63) / 64, H, B), block: (128, 1, 1), sharedBytes: smem,
                 arguments: [.pointer(k.address), .pointer(v.address), .pointer(beta!.address), .pointer(common.g),
@@ -190,11 +190,17 @@ public enum CUDAChunked {
             let f = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_fwd_k\(K)_v\(bv)_plain")
             var segments: (UInt64, UInt64) = (0, 0)
             if plan.segments > 1 {
-                // Pass 1: the end state of every segment but the last from a zero state; pass 2 carries h0 through them.
+                // Pass 1: the end state of every segment but the last from a zero state; the scan turns them into the
+                // start states of segments 1..P-1 (h0 folded in); pass 2 runs every segment from its start state.
                 segments = (work!.address, work!.address + UInt64(plan.segmentStateBytes))
                 try launchForward(f, ctx: ctx, q: q.address, k: k.address, v: v.address, w: 0, g: common.g,
                                   gateMode: gateMode, h0: 0, ht: 0, o: o.address, outBF16: outputDType == .bfloat16,
                                   shape: s, plan: plan, stateOnly: true, segments: segments, scale: scaleValue)
+                let scan = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_seg_scan")
+                try ctx.launch(
+                    scan, grid: ((K * V + 255) / 256, H, B), block: (256, 1, 1), sharedBytes: 0,
+                    arguments: [.pointer(segments.0), .pointer(segments.1), .pointer(common.h0), .int32(Int32(plan.segments)),
+                                .int32(Int32(H)), .int32(Int32(K * V))])
             }
             try launchForward(f, ctx: ctx, q: q.address, k: k.address, v: v.address, w: 0, g: common.g,
                               gateMode: gateMode, h0: common.h0, ht: common.ht, o: o.address,
@@ -212,17 +218,17 @@ public enum CUDAChunked {
         init(_ mechanism: RecurrentMechanism, _ s: CUDAChunkedShape, multiprocessors: Int, valueBlock: Int?) {
             let (B, T, H, K, V) = (s.batch, s.length, s.heads, s.keyDim, s.valueDim)
             let isDelta = mechanism == .deltaRule || mechanism == .gatedDeltaRule
-            // One block per head (BV = V = 128, the scores computed once per head) when that fills the SMs.
-            let bv = valueBlock ?? (!isDelta && V == 128 && B * H >= multiprocessors ? 128
-                : V % 64 == 0 && B * H * (V / 64) >= multiprocessors ? 64 : 32)
+            // Scalar decays: one block per head (BV = V, the scores computed once per head), the sequence cut into
+            // segments until about two waves of blocks run (H100, linear_attn, B*T = 32768: 0.67 ms at T = 32768 with
+            // 16 segments against 1.04 ms with BV = 64 and 4). The delta rules cannot be cut: BV = 64 from 3/4 of a
+            // wave on (B = 4, T = 8192: 1.33 ms against 2.16 ms at BV = 32), else BV = 32 for more blocks.
+            let bv = valueBlock ?? (!isDelta ? min(V, 128)
+                : V % 64 == 0 && B * H * (V / 64) >= multiprocessors * 3 / 4 ? 64 : 32)
             let chunks = max(1, (T + 63) / 64)
             let blocks = B * H * (V / bv)
             var perSegment = chunks
-            // Split only when the blocks do not fill one wave (1 block/SM at BV 64, 2 at BV 32): the end-state pass
-            // re-reads k and v, so at T = 8192 (256 blocks) splitting measured slower (1.17 vs 1.04 ms, linear_attn).
-            let slots = (bv == 32 ? 2 : 1) * multiprocessors
             if !isDelta && blocks < multiprocessors && chunks >= 8 {
-                let p = min(max(2, slots / blocks), chunks / 4)
+                let p = min(max(2, 2 * multiprocessors / blocks), chunks / 4)
                 perSegment = (chunks + p - 1) / p
             }
             self.valueBlock = bv

@@ -25,8 +25,9 @@ extension CUDAKernels {
 // 8 warps: warp w computes output rows 16 (w % 4) .. for half of the BV columns, and one 16-row tile of the state.
 // Tiles arrive by cp.async, double-buffered one chunk ahead.
 // Long sequences with few (batch, head) pairs (scalar decays only): the chunks are cut into P segments run in parallel;
-// a first launch (state_only) stores each segment's end state from a zero state and its total log2 gate, and the
-// second carries the initial state through those before its own segment (grid.z = B * P).
+// a first launch (state_only) stores each segment's end state from a zero state and its total log2 gate,
+// linea_chunk_seg_scan turns those into the state at each segment's start, and the third launch runs every segment
+// from its start state (grid.z = B * P).
 //
 // linea_chunk_wy_*: the delta-rule prepass, one block per (chunk, head, batch): with L_ij = beta_i e^{G_i-G_j} k_i.k_j
 // (j < i), A = (I + L)^{-1} by forward substitution (fp32), w = A (beta e^G k) stored bf16 [B,T,H,K] and
@@ -39,8 +40,8 @@ __device__ __forceinline__ unsigned lc_smem_addr(const void* p) {
     asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
     return a;
 }
-__device__ __forceinline__ void lc_cp_async16(void* dst, const void* src, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(lc_smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0));
+__device__ __forceinline__ void lc_cp_async16(unsigned dst, const void* src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(valid ? 16 : 0));
 }
 __device__ __forceinline__ void lc_cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> __device__ __forceinline__ void lc_cp_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
@@ -68,14 +69,18 @@ __device__ __forceinline__ void lc_mma(float* c, const unsigned* a, unsigned b0,
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
-__device__ __forceinline__ void lc_ldsm(unsigned* r, const void* p) {
+// ldmatrix x4 (and transposed) from a 32-bit shared-memory address (bytes), or from a generic pointer into shared memory.
+__device__ __forceinline__ void lc_ldsm(unsigned* r, unsigned a) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(lc_smem_addr(p)));
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
 }
-__device__ __forceinline__ void lc_ldsm_t(unsigned* r, const void* p) {
+__device__ __forceinline__ void lc_ldsm_t(unsigned* r, unsigned a) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(lc_smem_addr(p)));
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
 }
+__device__ __forceinline__ void lc_ldsm(unsigned* r, const void* p) { lc_ldsm(r, lc_smem_addr(p)); }
+__device__ __forceinline__ void lc_sts(unsigned a, unsigned v) { asm volatile("st.shared.u32 [%0], %1;" :: "r"(a), "r"(v)); }
+__device__ __forceinline__ void lc_ldsm_t(unsigned* r, const void* p) { lc_ldsm_t(r, lc_smem_addr(p)); }
 
 // Rows [row0, row0 + 64) x COLS bf16 columns of a matrix with row stride `stride` (elements) into shared memory with
 // row stride COLS + 8; rows at or past `limit` are zero-filled.
@@ -86,7 +91,7 @@ __device__ __forceinline__ void lc_load_tile(lc_bf16* dst, const lc_bf16* src, i
         const int r = c / CPR, cc = c - r * CPR;
         const bool valid = row0 + r < limit;
         const lc_bf16* s = valid ? src + (long)(row0 + r) * stride + cc * 8 : src;
-        lc_cp_async16(dst + r * (COLS + 8) + cc * 8, s, valid);
+        lc_cp_async16(lc_smem_addr(dst) + (r * (COLS + 8) + cc * 8) * 2, s, valid);
     }
 }
 
@@ -118,13 +123,17 @@ __device__ __forceinline__ void lc_load_tile_f32(float* dst, const float* src, i
         const int r = c / CPR, cc = c - r * CPR;
         const bool valid = row0 + r < limit;
         const float* s = valid ? src + (long)(row0 + r) * stride + cc * 4 : src;
-        lc_cp_async16(dst + r * (COLS + 4) + cc * 4, s, valid);
+        lc_cp_async16(lc_smem_addr(dst) + (r * (COLS + 4) + cc * 4) * 4, s, valid);
     }
 }
 
-// B fragments (k16 x n16: two n-tiles) of a [k][n] bf16 matrix in shared memory with row stride ld, at (k0, n0).
-__device__ __forceinline__ void lc_ldsm_b(unsigned* r, const lc_bf16* m, int ld, int k0, int n0, int mat, int r8) {
-    lc_ldsm_t(r, m + (k0 + (mat & 1) * 8 + r8) * ld + n0 + (mat >> 1) * 8);
+// B fragments (k16 x n16: two n-tiles) of a [k][n] bf16 matrix at shared address m (bytes) with row stride ld
+// (elements), at (k0, n0); `lane_off` is lc_b_off(ld, lane), the part that depends only on the lane.
+__device__ __forceinline__ unsigned lc_b_off(int ld, int lane) {
+    return ((((lane >> 3) & 1) * 8 + (lane & 7)) * ld + (lane >> 4) * 8) * 2;
+}
+__device__ __forceinline__ void lc_ldsm_b(unsigned* r, unsigned m, int ld, int k0, int n0, unsigned lane_off) {
+    lc_ldsm_t(r, m + lane_off + (k0 * ld + n0) * 2);
 }
 
 template <int K, int BV, bool DELTA>
@@ -135,9 +144,14 @@ __device__ __forceinline__ void lc_chunk_fwd(
     int T, int H, int V, float scale, int seg_chunks, int state_only, float* __restrict__ seg_state,
     float* __restrict__ seg_gate)
 {
-    constexpr int C = 64, LK = K + 8, LV = BV + 8, LU = BV + 4, KS = K / 16, NV = BV / 8, NH = NV / 2;
-    // State ownership: 16-row m-tile `sm`, n-tiles [sn0, sn0 + SN) of this block's BV columns.
-    constexpr int SN = K == 128 ? NV : NV / 2;
+    // NW warps: warp w computes output rows 16 (w % 4) .. for BV / (NW / 4) of the columns (NH n-tiles), and owns the
+    // state's 16-row m-tile `sm`, n-tiles [sn0, sn0 + SN) of this block's BV columns. (16 warps measured no faster.)
+    constexpr int NW = 8, C = 64, LK = K + 8, LV = BV + 8, LU = BV + 4, KS = K / 16, NV = BV / 8, NH = NV / (NW / 4);
+    constexpr int MT = K / 16, SN = NV / (NW / MT);
+    static_assert(NH >= 2 && SN >= 2 && NW % MT == 0, "tile split");
+    // Skip the fully masked score tiles of the causal block (warp-uniform branches) when a warp has few output columns;
+    // with more, the straight-line code is faster (H100: 0.485 against 0.534 ms at BV = 128, linear_attn, T = 2048).
+    constexpr bool SKIP = NH <= 2;
     extern __shared__ uint4 lc_smem4[];
     lc_bf16* Qs = (lc_bf16*)lc_smem4;                      // [2][C][LK]
     lc_bf16* Ks = Qs + 2 * C * LK;                         // [2][C][LK]
@@ -148,14 +162,15 @@ __device__ __forceinline__ void lc_chunk_fwd(
     lc_bf16* Vdl = Vdh + C * LV;                           // [C][LV] ... lo
     lc_bf16* Sh = Vdl + C * LV;                            // [K][LV] state hi
     lc_bf16* Sl = Sh + K * LV;                             // [K][LV] state lo
-    float* Gall = (float*)(Sl + K * LV);                   // [8][C] cumulative gates, one copy per warp
-    void* Us = (void*)(Gall + 8 * C);                      // [2][C][LU] fp32 u (delta) or [2][C][LV] bf16 v
+    float* Gall = (float*)(Sl + K * LV);                   // [NW][C] cumulative gates, one copy per warp
+    void* Us = (void*)(Gall + NW * C);                     // [2][C][LU] fp32 u (delta) or [2][C][LV] bf16 v
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
     const int mat = lane >> 3, r8 = lane & 7;
     // Segments of seg_chunks chunks: blockIdx.z = b * P + p. With state_only, a block runs segment p from a zero
     // state and stores its end state and total log2 gate (seg_state [B*P,H,K,V], seg_gate [B*P,H]); otherwise it
-    // starts from h0 carried through the end states of segments 0..p-1 and writes outputs (and ht if last).
+    // starts from h0 (p = 0) or from the start state the scan left in seg_state[p - 1], and writes outputs (and ht if
+    // last).
     const int NC = (T + 64 - 1) / 64, P = (NC + seg_chunks - 1) / seg_chunks;
     const int v0 = blockIdx.x * BV, h = blockIdx.y, b = blockIdx.z / P, p = blockIdx.z - b * P;
     const int cBegin = p * seg_chunks, cEnd = min(NC, cBegin + seg_chunks);
@@ -166,12 +181,20 @@ __device__ __forceinline__ void lc_chunk_fwd(
     const lc_bf16* wb = DELTA ? w + (long)b * T * kStride + (long)h * K : 0;
     const long vOff = (long)b * T * vStride + (long)h * V + v0;
     float* G = Gall + warp * C;
-    const int rt = warp & 3, ch = warp >> 2, r0 = 16 * rt, c0 = ch * (BV / 2);  // output rows, column half
-    const int sm = K == 128 ? warp : (warp & 3), sn0 = K == 128 ? 0 : (warp >> 2) * SN;
+    const int rt = warp & 3, ch = warp >> 2, r0 = 16 * rt, c0 = ch * (BV / (NW / 4));  // output rows, column part
+    const int sm = warp % MT, sn0 = (warp / MT) * SN;
     const bool hasLo = DELTA || gate_mode != 0;
+    // 32-bit shared addresses (bytes) of the tiles, and the lane-dependent parts of the fragment addresses.
+    const unsigned sQ = lc_smem_addr(Qs), sK = lc_smem_addr(Ks), sW = lc_smem_addr(Ws), sVnh = lc_smem_addr(Vnh),
+                   sVnl = lc_smem_addr(Vnl), sVdh = lc_smem_addr(Vdh), sVdl = lc_smem_addr(Vdl), sSh = lc_smem_addr(Sh),
+                   sSl = lc_smem_addr(Sl), sU = lc_smem_addr(Us);
+    const unsigned aOff = ((r0 + (mat & 1) * 8 + r8) * LK + (mat >> 1) * 8) * 2;      // A rows r0.., of a [C][LK] tile
+    const unsigned kOff = ((mat >> 1) * 8 * LK + r8 * LK + (mat & 1) * 8) * 2;         // B = K^T from a [C][LK] tile
+    const unsigned ktOff = (((mat >> 1) * 8 + r8) * LK + sm * 16 + (mat & 1) * 8) * 2;  // A = K^T rows sm*16..
+    const unsigned bOff = lc_b_off(LV, lane);
 
     auto load = [&](int c, int buf) {
-        lc_load_tile<K>(Qs + buf * C * LK, qb, c * C, T, kStride);
+        if (!state_only) lc_load_tile<K>(Qs + buf * C * LK, qb, c * C, T, kStride);  // the end-state pass needs no q
         lc_load_tile<K>(Ks + buf * C * LK, kb, c * C, T, kStride);
         if (DELTA) {
             lc_load_tile<K>(Ws + buf * C * LK, wb, c * C, T, kStride);
@@ -189,22 +212,11 @@ __device__ __forceinline__ void lc_chunk_fwd(
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const int row = sm * 16 + gq + 8 * (e >> 1), col = (sn0 + nt) * 8 + 2 * tq + (e & 1);
-            S[nt][e] = h0 && !state_only ? h0[sBase + (long)row * V + col] : 0.f;
+            // Segment p > 0 starts from the state linea_chunk_seg_scan left in seg_state[p - 1] (h0 folded in).
+            const float* start = state_only ? 0 : p > 0 ? seg_state + ((long)(b * P + p - 1) * H + h) * K * V + v0 : h0;
+            const long off = p > 0 ? 0 : sBase;
+            S[nt][e] = start ? start[off + (long)row * V + col] : 0.f;
         }
-    if (!state_only) {
-        for (int pp = 0; pp < p; ++pp) {  // carry the state through the end states of the earlier segments
-            const long seg = (long)(b * P + pp) * H + h;
-            const float d = lc_ex2(seg_gate[seg]);
-            const float* st = seg_state + seg * K * V + v0;
-#pragma unroll
-            for (int nt = 0; nt < SN; ++nt)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int row = sm * 16 + gq + 8 * (e >> 1), col = (sn0 + nt) * 8 + 2 * tq + (e & 1);
-                    S[nt][e] = fmaf(d, S[nt][e], st[(long)row * V + col]);
-                }
-        }
-    }
     float gsum = 0.f;  // total log2 gate of this segment
     auto storeState = [&]() {
 #pragma unroll
@@ -214,11 +226,13 @@ __device__ __forceinline__ void lc_chunk_fwd(
                 const int row = sm * 16 + gq + 8 * r, col = (sn0 + nt) * 8 + 2 * tq;
                 unsigned hi, lo;
                 lc_split(S[nt][2 * r], S[nt][2 * r + 1], hi, lo);
-                *(unsigned*)(Sh + row * LV + col) = hi;
-                *(unsigned*)(Sl + row * LV + col) = lo;
+                lc_sts(sSh + (row * LV + col) * 2, hi);
+                lc_sts(sSl + (row * LV + col) * 2, lo);
             }
     };
-    storeState();
+    // The smem copy of the state feeds q S and (delta) w S; the end-state pass of the scalar decays reads neither.
+    const bool keepState = DELTA || !state_only;
+    if (keepState) storeState();
     load(cBegin, cBegin & 1);
     float gn0 = lc_gate(g, gate_mode, b, h, cBegin * C + 2 * lane, T, H);
     float gn1 = lc_gate(g, gate_mode, b, h, cBegin * C + 2 * lane + 1, T, H);
@@ -236,16 +250,14 @@ __device__ __forceinline__ void lc_chunk_fwd(
         }
         lc_cumsum(g0 * 1.4426950408889634f, g1 * 1.4426950408889634f, G, lane);  // log2 units
         __syncthreads();  // tiles of chunk c; the state before chunk c in Sh/Sl
-        const lc_bf16* Qt = Qs + buf * C * LK;
-        const lc_bf16* Kt = Ks + buf * C * LK;
         const float Glast = G[C - 1];
         gsum += Glast;
 
         // U (delta: u - w S, rows r0.., columns c0..) split into Vnh/Vnl; e^{G_last-G_j} U_j split into Vdh/Vdl.
-        const lc_bf16* Un = DELTA ? Vnh : (const lc_bf16*)Us + buf * C * LV;
-        const lc_bf16* Ud = hasLo ? Vdh : Un;
+        const unsigned sQt = sQ + buf * C * LK * 2, sKt = sK + buf * C * LK * 2;
+        const unsigned sUn = DELTA ? sVnh : sU + buf * C * LV * 2, sUd = hasLo ? sVdh : sUn;
         if (DELTA) {
-            const lc_bf16* Wt = Ws + buf * C * LK;
+            const unsigned sWt = sW + buf * C * LK * 2;
             const float* Ut = (const float*)Us + buf * C * LU;
             float acc[NH][4];
 #pragma unroll
@@ -253,12 +265,12 @@ __device__ __forceinline__ void lc_chunk_fwd(
 #pragma unroll
             for (int ks = 0; ks < KS; ++ks) {
                 unsigned a[4];
-                lc_ldsm(a, Wt + (r0 + (mat & 1) * 8 + r8) * LK + ks * 16 + (mat >> 1) * 8);
+                lc_ldsm(a, sWt + aOff + ks * 32);
 #pragma unroll
                 for (int np = 0; np < NH / 2; ++np) {
                     unsigned bh[4], bl[4];
-                    lc_ldsm_b(bh, Sh, LV, ks * 16, c0 + np * 16, mat, r8);
-                    lc_ldsm_b(bl, Sl, LV, ks * 16, c0 + np * 16, mat, r8);
+                    lc_ldsm_b(bh, sSh, LV, ks * 16, c0 + np * 16, bOff);
+                    lc_ldsm_b(bl, sSl, LV, ks * 16, c0 + np * 16, bOff);
                     lc_mma(acc[2 * np], a, bh[0], bh[1]);
                     lc_mma(acc[2 * np + 1], a, bh[2], bh[3]);
                     lc_mma(acc[2 * np], a, bl[0], bl[1]);
@@ -276,23 +288,26 @@ __device__ __forceinline__ void lc_chunk_fwd(
                     const float x0 = u2.x - acc[nt][2 * r], x1 = u2.y - acc[nt][2 * r + 1];
                     unsigned hi, lo;
                     lc_split(x0, x1, hi, lo);
-                    *(unsigned*)(Vnh + i * LV + col) = hi;
-                    *(unsigned*)(Vnl + i * LV + col) = lo;
+                    lc_sts(sVnh + (i * LV + col) * 2, hi);
+                    lc_sts(sVnl + (i * LV + col) * 2, lo);
                     lc_split(x0 * d, x1 * d, hi, lo);
-                    *(unsigned*)(Vdh + i * LV + col) = hi;
-                    *(unsigned*)(Vdl + i * LV + col) = lo;
+                    lc_sts(sVdh + (i * LV + col) * 2, hi);
+                    lc_sts(sVdl + (i * LV + col) * 2, lo);
                 }
             }
             __syncthreads();
         } else if (hasLo) {
-            for (int p = tid; p < C * BV / 2; p += blockDim.x) {
+#pragma unroll
+            for (int p = tid; p < C * BV / 2; p += NW * 32) {
                 const int i = p / (BV / 2), col = 2 * (p - i * (BV / 2));
-                const unsigned u2 = *(const unsigned*)(Un + i * LV + col);
+                const unsigned at = (i * LV + col) * 2;
+                unsigned u2;
+                asm volatile("ld.shared.u32 %0, [%1];" : "=r"(u2) : "r"(sUn + at));
                 const float d = lc_ex2(Glast - G[i]);
                 unsigned hi, lo;
                 lc_split(__uint_as_float(u2 << 16) * d, __uint_as_float(u2 & 0xffff0000u) * d, hi, lo);
-                *(unsigned*)(Vdh + i * LV + col) = hi;
-                *(unsigned*)(Vdl + i * LV + col) = lo;
+                lc_sts(sVdh + at, hi);
+                lc_sts(sVdl + at, lo);
             }
             __syncthreads();
         }
@@ -305,12 +320,12 @@ __device__ __forceinline__ void lc_chunk_fwd(
 #pragma unroll
             for (int ks = 0; ks < KS; ++ks) {
                 unsigned a[4];
-                lc_ldsm(a, Qt + (r0 + (mat & 1) * 8 + r8) * LK + ks * 16 + (mat >> 1) * 8);
+                lc_ldsm(a, sQt + aOff + ks * 32);
 #pragma unroll
                 for (int nt = 0; nt < 8; nt += 2) {
-                    if (nt > 2 * rt) break;
+                    if (SKIP && nt > 2 * rt) break;
                     unsigned kf[4];
-                    lc_ldsm(kf, Kt + ((nt + (mat >> 1)) * 8 + r8) * LK + ks * 16 + (mat & 1) * 8);
+                    lc_ldsm(kf, sKt + kOff + (nt * 8 * LK + ks * 16) * 2);
                     lc_mma(s[nt], a, kf[0], kf[1]);
                     lc_mma(s[nt + 1], a, kf[2], kf[3]);
                 }
@@ -323,7 +338,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     const int i = r0 + gq + 8 * (e >> 1), j = nt * 8 + 2 * tq + (e & 1);
-                    if (nt > 2 * rt + 1) continue;  // all masked, never read
+                    if (SKIP && nt > 2 * rt + 1) continue;  // all masked, never read when skipped
                     s[nt][e] = (nt < 2 * rt || j <= i) ? s[nt][e] * scale * lc_ex2(Gi[e >> 1] - G[j]) : 0.f;
                 }
             float acc[NH][4], qs[NH][4];
@@ -333,7 +348,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
                 for (int e = 0; e < 4; ++e) acc[nt][e] = qs[nt][e] = 0.f;
 #pragma unroll
             for (int kk = 0; kk < 4; ++kk) {
-                if (kk > rt) break;
+                if (SKIP && kk > rt) break;
                 unsigned ah[4], al[4];
                 lc_split(s[2 * kk][0], s[2 * kk][1], ah[0], al[0]);
                 lc_split(s[2 * kk][2], s[2 * kk][3], ah[1], al[1]);
@@ -342,13 +357,13 @@ __device__ __forceinline__ void lc_chunk_fwd(
 #pragma unroll
                 for (int np = 0; np < NH / 2; ++np) {
                     unsigned bv[4];
-                    lc_ldsm_b(bv, Un, LV, kk * 16, c0 + np * 16, mat, r8);
+                    lc_ldsm_b(bv, sUn, LV, kk * 16, c0 + np * 16, bOff);
                     lc_mma(acc[2 * np], ah, bv[0], bv[1]);
                     lc_mma(acc[2 * np + 1], ah, bv[2], bv[3]);
                     lc_mma(acc[2 * np], al, bv[0], bv[1]);
                     lc_mma(acc[2 * np + 1], al, bv[2], bv[3]);
                     if (DELTA) {
-                        lc_ldsm_b(bv, Vnl, LV, kk * 16, c0 + np * 16, mat, r8);
+                        lc_ldsm_b(bv, sVnl, LV, kk * 16, c0 + np * 16, bOff);
                         lc_mma(acc[2 * np], ah, bv[0], bv[1]);
                         lc_mma(acc[2 * np + 1], ah, bv[2], bv[3]);
                     }
@@ -357,12 +372,12 @@ __device__ __forceinline__ void lc_chunk_fwd(
 #pragma unroll
             for (int ks = 0; ks < KS; ++ks) {
                 unsigned a[4];
-                lc_ldsm(a, Qt + (r0 + (mat & 1) * 8 + r8) * LK + ks * 16 + (mat >> 1) * 8);
+                lc_ldsm(a, sQt + aOff + ks * 32);
 #pragma unroll
                 for (int np = 0; np < NH / 2; ++np) {
                     unsigned bh[4], bl[4];
-                    lc_ldsm_b(bh, Sh, LV, ks * 16, c0 + np * 16, mat, r8);
-                    lc_ldsm_b(bl, Sl, LV, ks * 16, c0 + np * 16, mat, r8);
+                    lc_ldsm_b(bh, sSh, LV, ks * 16, c0 + np * 16, bOff);
+                    lc_ldsm_b(bl, sSl, LV, ks * 16, c0 + np * 16, bOff);
                     lc_mma(qs[2 * np], a, bh[0], bh[1]);
                     lc_mma(qs[2 * np + 1], a, bh[2], bh[3]);
                     lc_mma(qs[2 * np], a, bl[0], bl[1]);
@@ -395,15 +410,15 @@ __device__ __forceinline__ void lc_chunk_fwd(
 #pragma unroll
             for (int kk = 0; kk < 4; ++kk) {
                 unsigned a[4];  // A = K^T: rows = key dims, columns = tokens
-                lc_ldsm_t(a, Kt + (kk * 16 + (mat >> 1) * 8 + r8) * LK + sm * 16 + (mat & 1) * 8);
+                lc_ldsm_t(a, sKt + ktOff + kk * 16 * LK * 2);
 #pragma unroll
                 for (int np = 0; np < SN / 2; ++np) {
                     unsigned bv[4];
-                    lc_ldsm_b(bv, Ud, LV, kk * 16, (sn0 + 2 * np) * 8, mat, r8);
+                    lc_ldsm_b(bv, sUd, LV, kk * 16, (sn0 + 2 * np) * 8, bOff);
                     lc_mma(S[2 * np], a, bv[0], bv[1]);
                     lc_mma(S[2 * np + 1], a, bv[2], bv[3]);
                     if (hasLo) {
-                        lc_ldsm_b(bv, Vdl, LV, kk * 16, (sn0 + 2 * np) * 8, mat, r8);
+                        lc_ldsm_b(bv, sVdl, LV, kk * 16, (sn0 + 2 * np) * 8, bOff);
                         lc_mma(S[2 * np], a, bv[0], bv[1]);
                         lc_mma(S[2 * np + 1], a, bv[2], bv[3]);
                     }
@@ -411,7 +426,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
             }
         }
         __syncthreads();  // every warp is done with Sh/Sl and the tiles of chunk c
-        storeState();
+        if (keepState) storeState();
     }
     float* out = state_only ? seg_state + ((long)(b * P + p) * H + h) * K * V + v0 : (p == P - 1 ? ht : 0);
     if (out) {
@@ -427,65 +442,38 @@ __device__ __forceinline__ void lc_chunk_fwd(
     if (state_only && tid == 0 && blockIdx.x == 0) seg_gate[(long)(b * P + p) * H + h] = gsum;
 }
 
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v32_plain(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<64, 32, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v64_plain(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<64, 64, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v128_plain(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<64, 128, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v32_plain(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<128, 32, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v64_plain(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<128, 64, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v128_plain(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<128, 128, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v32_delta(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<64, 32, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v64_delta(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<64, 64, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v32_delta(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<128, 32, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v64_delta(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<128, 64, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+#define LC_FWD_ENTRY(K, BV, DELTA, NAME)                                                                          \
+    extern "C" __global__ void __launch_bounds__(256) NAME(                                                        \
+        const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,           \
+        const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,           \
+        int state_only, float* seg_state, float* seg_gate) {                                                           \
+        lc_chunk_fwd<K, BV, DELTA>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks,         \
+                                   state_only, seg_state, seg_gate);                                                   \
+    }
+LC_FWD_ENTRY(64, 32, false, linea_chunk_fwd_k64_v32_plain)
+LC_FWD_ENTRY(64, 64, false, linea_chunk_fwd_k64_v64_plain)
+LC_FWD_ENTRY(64, 128, false, linea_chunk_fwd_k64_v128_plain)
+LC_FWD_ENTRY(128, 32, false, linea_chunk_fwd_k128_v32_plain)
+LC_FWD_ENTRY(128, 64, false, linea_chunk_fwd_k128_v64_plain)
+LC_FWD_ENTRY(128, 128, false, linea_chunk_fwd_k128_v128_plain)
+LC_FWD_ENTRY(64, 32, true, linea_chunk_fwd_k64_v32_delta)
+LC_FWD_ENTRY(64, 64, true, linea_chunk_fwd_k64_v64_delta)
+LC_FWD_ENTRY(128, 32, true, linea_chunk_fwd_k128_v32_delta)
+LC_FWD_ENTRY(128, 64, true, linea_chunk_fwd_k128_v64_delta)
+
+// Segment scan (scalar decays): seg_state [B*P,H,K*V] holds the end state of segments 0..P-2 from a zero state and
+// seg_gate [B*P,H] their total log2 gates; replaces seg_state[p] by the state after segment p from h0 (or zero):
+// S_{p+1} = 2^{gate_p} S_p + end_p. One thread per (b, h, state element), P - 1 steps.
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_seg_scan(
+    float* seg_state, const float* seg_gate, const float* h0, int P, int H, int KV) {
+    const int e = blockIdx.x * blockDim.x + threadIdx.x, h = blockIdx.y, b = blockIdx.z;
+    if (e >= KV) return;
+    float S = h0 ? h0[((long)b * H + h) * KV + e] : 0.f;
+    for (int p = 0; p + 1 < P; ++p) {
+        const long seg = (long)(b * P + p) * H + h;
+        S = fmaf(lc_ex2(seg_gate[seg]), S, seg_state[seg * KV + e]);
+        seg_state[seg * KV + e] = S;
+    }
 }
 
 // Delta-rule prepass for one chunk: w = A (beta e^G k) [C,K], u = A (beta v) [C,V], A = (I + L)^{-1}.
@@ -494,15 +482,15 @@ __device__ __forceinline__ void lc_chunk_wy(
     const lc_bf16* __restrict__ k, const lc_bf16* __restrict__ v, const float* __restrict__ beta,
     const float* __restrict__ g, int gate_mode, lc_bf16* __restrict__ w, float* __restrict__ u, int T, int H)
 {
-    constexpr int C = 64, LK = K + 8, LVV = VD + 8, LA = C + 1;
+    constexpr int C = 64, LK = K + 8, LVV = VD + 8, LA = C + 4;
     extern __shared__ uint4 lc_smem4[];
     lc_bf16* Ks = (lc_bf16*)lc_smem4;      // [C][LK]
     lc_bf16* Vs = Ks + C * LK;             // [C][LVV]
     float* L = (float*)(Vs + C * LVV);     // [C][LA]
     float* A = L + C * LA;                 // [C][LA]
     float* G = A + C * LA;                 // [C]
-    float* Bt = G + C;                     // [C]
-    float* X = Bt + C;                     // [3][16][16] block products
+    float* Bt = G + C;                     // [C] beta
+    float* Fw = Bt + C;                    // [C] beta e^G (the column factors of w)
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
     const int mat = lane >> 3, r8 = lane & 7;
     const int c = blockIdx.x, h = blockIdx.y, b = blockIdx.z, t0 = c * C;
@@ -517,20 +505,24 @@ __device__ __forceinline__ void lc_chunk_wy(
     }
     lc_cp_wait<0>();
     __syncthreads();
+    if (tid < C) Fw[tid] = Bt[tid] * __expf(G[tid]);  // read after the next barrier
     // L = strictly lower part of beta_i e^{G_i - G_j} k_i.k_j, rows 16*warp ..
     {
         const int r0 = 16 * warp;
+        const unsigned sKs = lc_smem_addr(Ks);
+        const unsigned aAt = sKs + ((r0 + (mat & 1) * 8 + r8) * LK + (mat >> 1) * 8) * 2;
+        const unsigned bAt = sKs + (((mat >> 1) * 8 + r8) * LK + (mat & 1) * 8) * 2;
         float s[8][4];
 #pragma unroll
         for (int nt = 0; nt < 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
 #pragma unroll
         for (int ks = 0; ks < K / 16; ++ks) {
             unsigned a[4];
-            lc_ldsm(a, Ks + (r0 + (mat & 1) * 8 + r8) * LK + ks * 16 + (mat >> 1) * 8);
+            lc_ldsm(a, aAt + ks * 32);
 #pragma unroll
             for (int nt = 0; nt < 8; nt += 2) {
                 unsigned kf[4];
-                lc_ldsm(kf, Ks + ((nt + (mat >> 1)) * 8 + r8) * LK + ks * 16 + (mat & 1) * 8);
+                lc_ldsm(kf, bAt + (nt * 8 * LK + ks * 16) * 2);
                 lc_mma(s[nt], a, kf[0], kf[1]);
                 lc_mma(s[nt + 1], a, kf[2], kf[3]);
             }
@@ -544,40 +536,35 @@ __device__ __forceinline__ void lc_chunk_wy(
             }
     }
     __syncthreads();
-    // A = (I + L)^{-1}, blockwise over 16 x 16 blocks: the diagonal blocks by forward substitution (warp d, lane =
-    // column), then block rows 1..3: A_ij = -A_ii sum_{j<=m<i} L_im A_mj.
-    if (lane < 16) {
-        const int d = warp, j = 16 * d + lane;
-        for (int i = 0; i < j; ++i) A[i * LA + j] = 0.f;
-        A[j * LA + j] = 1.f;
-        for (int i = j + 1; i < 16 * d + 16; ++i) {
-            float s = 0.f;
-            for (int m = j; m < i; ++m) s = fmaf(L[i * LA + m], A[m * LA + j], s);
-            A[i * LA + j] = -s;
+    // A = (I + L)^{-1} by forward substitution, one column per thread (threads 0..63) kept in registers:
+    // A_jj = 1, A_ij = -sum_{m<i} L_im A_mj for i > j (A_mj = 0 for m < j), four partial sums per row.
+    if (tid < C) {
+        const int j = tid;
+        float a[C];
+#pragma unroll
+        for (int i = 0; i < C; ++i) {
+            float s4[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+            for (int m = 0; m < (i & ~3); m += 4) {
+                const float4 l = *(const float4*)(L + i * LA + m);
+                s4[0] = fmaf(l.x, a[m], s4[0]);
+                s4[1] = fmaf(l.y, a[m + 1], s4[1]);
+                s4[2] = fmaf(l.z, a[m + 2], s4[2]);
+                s4[3] = fmaf(l.w, a[m + 3], s4[3]);
+            }
+#pragma unroll
+            for (int m = i & ~3; m < i; ++m) s4[m & 3] = fmaf(L[i * LA + m], a[m], s4[m & 3]);
+            const float sum = (s4[0] + s4[1]) + (s4[2] + s4[3]);
+            a[i] = i < j ? 0.f : i == j ? 1.f : -sum;
+            A[i * LA + j] = a[i];
         }
     }
     __syncthreads();
-    for (int bi = 1; bi < 4; ++bi) {
-        for (int e = tid; e < bi * 256; e += blockDim.x) {
-            const int bj = e >> 8, i = 16 * bi + ((e >> 4) & 15), j = 16 * bj + (e & 15);
-            float s = 0.f;
-            for (int m = 16 * bj; m < 16 * bi; ++m) s = fmaf(L[i * LA + m], A[m * LA + j], s);
-            X[e] = s;
-        }
-        __syncthreads();
-        for (int e = tid; e < bi * 256; e += blockDim.x) {
-            const int bj = e >> 8, r = (e >> 4) & 15, cc = e & 15, i = 16 * bi + r;
-            float s = 0.f;
-#pragma unroll
-            for (int m = 0; m < 16; ++m) s = fmaf(A[i * LA + 16 * bi + m], X[(bj << 8) + (m << 4) + cc], s);
-            A[i * LA + 16 * bj + cc] = -s;
-        }
-        __syncthreads();
-    }
     // Rows 16*warp .. of A diag(f) (f = beta e^G for w, beta for u; hi + lo bf16 A fragments) times the k or v tile.
     const int r0 = 16 * warp;
     auto product = [&](const lc_bf16* X, int ldx, auto nTag, auto fp32Tag, void* out, long stride, bool gated) {
         constexpr int N = decltype(nTag)::value;
+        const unsigned xAt = lc_smem_addr(X) + lc_b_off(ldx, lane);
         float acc[N / 8][4];
 #pragma unroll
         for (int nt = 0; nt < N / 8; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
@@ -588,13 +575,14 @@ __device__ __forceinline__ void lc_chunk_wy(
 #pragma unroll
             for (int q4 = 0; q4 < 4; ++q4) {
                 const int i = r0 + gq + 8 * (q4 & 1), j = kk * 16 + 2 * tq + 8 * (q4 >> 1);
-                const float f0 = gated ? Bt[j] * __expf(G[j]) : Bt[j], f1 = gated ? Bt[j + 1] * __expf(G[j + 1]) : Bt[j + 1];
+                const float* f = gated ? Fw : Bt;
+                const float f0 = f[j], f1 = f[j + 1];
                 lc_split(A[i * LA + j] * f0, A[i * LA + j + 1] * f1, ah[q4], al[q4]);
             }
 #pragma unroll
             for (int np = 0; np < N / 16; ++np) {
                 unsigned bx[4];
-                lc_ldsm_t(bx, X + (kk * 16 + (mat & 1) * 8 + r8) * ldx + np * 16 + (mat >> 1) * 8);
+                lc_ldsm_t(bx, xAt + (kk * 16 * ldx + np * 16) * 2);
                 lc_mma(acc[2 * np], ah, bx[0], bx[1]);
                 lc_mma(acc[2 * np + 1], ah, bx[2], bx[3]);
                 lc_mma(acc[2 * np], al, bx[0], bx[1]);
