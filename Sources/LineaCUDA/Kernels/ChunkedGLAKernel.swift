@@ -15,8 +15,8 @@ extension CUDAKernels {
 // fp32, computed in registers from the raw gates, which are prefetched one chunk ahead) and S the state before it:
 //   o_i = scale [ (q_i * 2^{G_i}) S + sum_{j<=i} (q_i * 2^{G_i - R}) . (k_j * 2^{R - G_j}) v_j ]
 //   S  <- diag(2^{G_last}) S + sum_j (k_j * 2^{G_last - G_j}) v_j^T
-// Warp w computes output rows 16 (w % 4) .. (its 16-row block I) for half of the BV columns. The intra-chunk scores of
-// block I use one reference row R per block: the block's middle row (rows 16 I + 8), so every factor stays within
+// Warp w computes output rows 16 I .. (its 16-row block I: w, or 7 - w for w >= 4) for half of the BV columns.
+// The intra-chunk scores of block I use one reference row R per block: the block's middle row (rows 16 I + 8), so every factor stays within
 // 2^{+-80} when the gates of the block span at most 80 (log2) in every channel; beyond that ("steep" gates) R is the
 // block's first row (factors <= 1 left of the block) and the 16 x 16 diagonal block is summed directly, channel by
 // channel, with 2^{G_i - G_j} <= 1.
@@ -118,7 +118,9 @@ __device__ __forceinline__ void lg_gla_fwd(
     const lg_bf16* kb = k + (long)b * T * kStride + (long)h * K;
     const lg_bf16* vb = v + (long)b * T * vStride + (long)h * V + v0;
     const float* gb = g + (long)b * T * kStride + (long)h * K;
-    const int I = warp & 3, r0 = 16 * I, c0 = (warp >> 2) * (BV / 2);  // output row block, column half
+    // Output row block I and column half: warps w and w + 4 share a scheduler, so they get blocks 3 - I and I
+    // (the triangular score work balanced across the four schedulers).
+    const int I = warp < 4 ? warp : 7 - warp, r0 = 16 * I, c0 = (warp >> 2) * (BV / 2);
     const int sm = K == 128 ? warp : (warp & 3), sn0 = K == 128 ? 0 : (warp >> 2) * SN;  // state m-tile, n-tiles
     const int grp = tid / CPR, gcol = (tid - grp * CPR) * 4, grow = grp * RPT;  // this thread's gate block
 
