@@ -16,8 +16,8 @@ extension CUDAKernels {
 //   o_i = scale [ (q_i * 2^{G_i}) S + sum_{j<=i} (q_i * 2^{G_i - R}) . (k_j * 2^{R - G_j}) v_j ]
 //   S  <- diag(2^{G_last}) S + sum_j (k_j * 2^{G_last - G_j}) v_j^T
 // Warp w computes output rows 16 I .. (its 16-row block I: w, or 7 - w for w >= 4) for half of the BV columns.
-// The intra-chunk scores of block I use one reference row R per block: the block's middle row (rows 16 I + 8), so every factor stays within
-// 2^{+-80} when the gates of the block span at most 80 (log2) in every channel; beyond that ("steep" gates) R is the
+// The intra-chunk scores of block I use one reference row R per block: the block's middle row (rows 16 I + 8), so
+// every factor stays within 2^{+-80} when the gates of the block span at most 80 (log2) in every channel; beyond that ("steep" gates) R is the
 // block's first row (factors <= 1 left of the block) and the 16 x 16 diagonal block is summed directly, channel by
 // channel, with 2^{G_i - G_j} <= 1.
 // Every bf16 MMA operand made from fp32 values (decayed q and k, scores, state) is split into hi + lo bf16 parts (an
@@ -26,6 +26,7 @@ extension CUDAKernels {
 // (state_only) stores each segment's end state from a zero state and its total log2 gate per channel, and the second
 // carries the initial state through those before its own segment (grid.z = B * P).
 typedef unsigned short lg_bf16;
+template <int N> struct lg_int { static constexpr int value = N; };
 
 __device__ __forceinline__ unsigned lg_smem_addr(const void* p) {
     unsigned a;
@@ -120,7 +121,7 @@ __device__ __forceinline__ void lg_gla_fwd(
     const float* gb = g + (long)b * T * kStride + (long)h * K;
     // Output row block I and column half: warps w and w + 4 share a scheduler, so they get blocks 3 - I and I
     // (the triangular score work balanced across the four schedulers).
-    const int I = warp < 4 ? warp : 7 - warp, r0 = 16 * I, c0 = (warp >> 2) * (BV / 2);
+    const int I = warp < 4 ? warp : 7 - warp, c0 = (warp >> 2) * (BV / 2);
     const int sm = K == 128 ? warp : (warp & 3), sn0 = K == 128 ? 0 : (warp >> 2) * SN;  // state m-tile, n-tiles
     const int grp = tid / CPR, gcol = (tid - grp * CPR) * 4, grow = grp * RPT;  // this thread's gate block
 
@@ -203,52 +204,50 @@ __device__ __forceinline__ void lg_gla_fwd(
         const int buf = c & 1;
         if (c + 1 < cEnd) load(c + 1, buf ^ 1);
         cumsum();
-        if (c + 1 < cEnd) {
-            loadGates(c + 1);
-            lg_cp_wait<1>();
-        } else {
-            lg_cp_wait<0>();
-        }
+        if (c + 1 < cEnd) lg_cp_wait<1>();
+        else lg_cp_wait<0>();
         __syncthreads();  // tiles of chunk c, its gates G; the state before chunk c in Sh/Sl
         const lg_bf16* Qt = Qs + buf * C * LK;
         const lg_bf16* Kt = Ks + buf * C * LK;
         const lg_bf16* Vt = Vs + buf * C * LV;
         const float* GL = G + (C - 1) * LG;
 
-        if (!state_only) {
-            // Steepness of row block I: the largest gate span of either half of the block over the channels.
+        // Outputs of row block I, compiled once per block (straight-line code: the triangular loop bounds are constants).
+        auto rows = [&](auto tag) {
+            constexpr int II = decltype(tag)::value, R0 = 16 * II;
+            // Steepness of row block II: the largest gate span of either half of the block over the channels.
             float span = 0.f;
             for (int cc = lane; cc < K; cc += 32) {
-                const float a = G[r0 * LG + cc], mid = G[(r0 + 8) * LG + cc], z = G[(r0 + 15) * LG + cc];
+                const float a = G[R0 * LG + cc], mid = G[(R0 + 8) * LG + cc], z = G[(R0 + 15) * LG + cc];
                 span = fmaxf(span, fmaxf(a - mid, mid - z));
             }
 #pragma unroll
             for (int m = 16; m; m >>= 1) span = fmaxf(span, __shfl_xor_sync(0xffffffffu, span, m));
             const bool steep = span > 80.f;
-            const float* Rg = G + (steep ? r0 : r0 + 8) * LG;
+            const float* Rg = G + (steep ? R0 : R0 + 8) * LG;
 
             float s[8][4], acc[NH][4];
 #pragma unroll
             for (int nt = 0; nt < 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
 #pragma unroll
             for (int nt = 0; nt < NH; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
-#pragma unroll
+#pragma unroll 1
             for (int ks = 0; ks < KS; ++ks) {
                 const int cA = ks * 16 + 2 * tq;
                 const float2 Ra = *(const float2*)(Rg + cA), Rb = *(const float2*)(Rg + cA + 8);
-                unsigned qh[4], ql[4], eh[4], el[4];  // q 2^{G - R} and q 2^G, rows r0.., channels ks*16..
+                unsigned qh[4], ql[4], eh[4], el[4];  // q 2^{G - R} and q 2^G, rows R0.., channels ks*16..
 #pragma unroll
                 for (int q4 = 0; q4 < 4; ++q4) {
-                    const int i = r0 + gq + 8 * (q4 & 1), cc = cA + 8 * (q4 >> 1);
+                    const int i = R0 + gq + 8 * (q4 & 1), cc = cA + 8 * (q4 >> 1);
                     const float2 qv = lg_pair(Qt + i * LK + cc), gv = *(const float2*)(G + i * LG + cc);
                     const float2 R = (q4 >> 1) ? Rb : Ra;
                     lg_split(qv.x * lg_ex2(gv.x - R.x), qv.y * lg_ex2(gv.y - R.y), qh[q4], ql[q4]);
                     lg_split(qv.x * lg_ex2(gv.x), qv.y * lg_ex2(gv.y), eh[q4], el[q4]);
                 }
-                // Scores against keys 0 .. r0 + 15 (B = (k 2^{R - G})^T, built in registers).
+                // Scores against keys 0 .. R0 + 15 (B = (k 2^{R - G})^T, built in registers).
 #pragma unroll
                 for (int nt = 0; nt < 8; ++nt) {
-                    if (nt > 2 * I + 1) break;
+                    if (nt > 2 * II + 1) break;
                     const int j = nt * 8 + gq;
                     const float2 k0 = lg_pair(Kt + j * LK + cA), k1 = lg_pair(Kt + j * LK + cA + 8);
                     const float2 g0 = *(const float2*)(G + j * LG + cA), g1 = *(const float2*)(G + j * LG + cA + 8);
@@ -276,11 +275,11 @@ __device__ __forceinline__ void lg_gla_fwd(
             // Diagonal block: causal mask; for steep gates the direct sum over channels.
 #pragma unroll
             for (int nt = 0; nt < 8; ++nt) {
-                if (nt > 2 * I + 1) break;
-                if (nt < 2 * I) continue;
+                if (nt > 2 * II + 1) break;
+                if (nt < 2 * II) continue;
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    const int i = r0 + gq + 8 * (e >> 1), j = nt * 8 + 2 * tq + (e & 1);
+                    const int i = R0 + gq + 8 * (e >> 1), j = nt * 8 + 2 * tq + (e & 1);
                     if (j > i) {
                         s[nt][e] = 0.f;
                     } else if (steep) {
@@ -298,7 +297,7 @@ __device__ __forceinline__ void lg_gla_fwd(
             // Intra-chunk part: scores (hi + lo) times v.
 #pragma unroll
             for (int kk = 0; kk < 4; ++kk) {
-                if (kk > I) break;
+                if (kk > II) break;
                 unsigned ah[4], al[4];
                 lg_split(s[2 * kk][0], s[2 * kk][1], ah[0], al[0]);
                 lg_split(s[2 * kk][2], s[2 * kk][3], ah[1], al[1]);
@@ -316,7 +315,7 @@ __device__ __forceinline__ void lg_gla_fwd(
             }
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
-                const int t = c * C + r0 + gq + 8 * r;
+                const int t = c * C + R0 + gq + 8 * r;
                 if (t >= T) continue;
                 const long base = ((long)b * T + t) * vStride + (long)h * V + v0 + c0;
 #pragma unroll
@@ -327,8 +326,17 @@ __device__ __forceinline__ void lg_gla_fwd(
                     else *(float2*)((float*)o + base + col) = make_float2(x0, x1);
                 }
             }
+        };
+        if (!state_only) {
+            switch (I) {
+            case 0: rows(lg_int<0>()); break;
+            case 1: rows(lg_int<1>()); break;
+            case 2: rows(lg_int<2>()); break;
+            default: rows(lg_int<3>()); break;
+            }
         }
 
+        if (c + 1 < cEnd) loadGates(c + 1);  // here, so that the prefetched gates hold registers only from now on
         // State: S <- diag(2^{G_last}) S + (k 2^{G_last - G})^T v (m-tile sm, n-tiles sn0..; A built in registers).
         {
             const int ch = 16 * sm + gq;
