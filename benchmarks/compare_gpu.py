@@ -49,12 +49,14 @@ def main():
     p.add_argument("--heads", type=int, default=16)
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--skip-linea", action="store_true", help="time only fla and SDPA")
+    p.add_argument("--only", default=None, help="comma-separated mechanisms to time (default: all)")
     a = p.parse_args()
     lengths = [int(t) for t in a.lengths.split(",")]
     H, D = a.heads, a.dim
     dev = torch.device("cuda")
     theirs = {}  # (mechanism, T) -> (kernel name, ms)
-    kernels = fla_kernels()
+    only = set(a.only.split(",")) if a.only else None
+    kernels = {n: f for n, f in fla_kernels().items() if only is None or n in only}
     torch.manual_seed(0)
     with torch.no_grad():
         for T in lengths:
@@ -75,9 +77,10 @@ def main():
                 except Exception as e:  # an fla kernel that fails on this GPU/shape is reported, not fatal
                     print(f"compare_gpu: fla {name} T={T} failed: {e}", file=sys.stderr)
             qs, ks, vs = (x[n].transpose(1, 2).contiguous() for n in ("q", "k", "v"))
-            ms = do_bench(lambda: F.scaled_dot_product_attention(qs, ks, vs, is_causal=True), warmup=25, rep=100,
-                          return_mode="median")
-            theirs[("attention", T)] = ("torch SDPA causal", ms)
+            if only is None or "attention" in only:
+                ms = do_bench(lambda: F.scaled_dot_product_attention(qs, ks, vs, is_causal=True), warmup=25, rep=100,
+                              return_mode="median")
+                theirs[("attention", T)] = ("torch SDPA causal", ms)
             print(f"compare_gpu: T={T} B={B} done (fla + SDPA)", file=sys.stderr)
             del x, qs, ks, vs
             torch.cuda.empty_cache()
@@ -87,7 +90,7 @@ def main():
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "linea.json")
             cmd = [a.linea, "bench", "--backend", "cuda", "--json", path, "--lengths", a.lengths,
-                   "--tokens", str(a.tokens), "--heads", str(H), "--dim", str(D)]
+                   "--tokens", str(a.tokens), "--heads", str(H), "--dim", str(D)] + (["--mechanism", a.only] if only else [])
             print("compare_gpu: " + " ".join(cmd), file=sys.stderr)
             subprocess.run(cmd, check=True, stdout=sys.stderr)
             with open(path) as f:

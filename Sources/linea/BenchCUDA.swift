@@ -10,11 +10,11 @@ extension BenchCommand {
         if let reason = CUDABackend.unavailableReason { throw Failure(description: reason) }
         let ctx = try CUDABackend.shared
         let names = mechanism?.split(separator: ",").map(String.init)
-            ?? [Mechanism.attention.name] + CUDAChunked.supported.map(\.rawValue)
+            ?? [Mechanism.attention.name] + CUDAChunked.supported.map(\.rawValue) + [RecurrentMechanism.gla.rawValue]
         var targets: [Mechanism] = []
         for name in names {
             let m = try Mechanism.named(name)
-            if case .recurrence(let r) = m.kind, !CUDAChunked.supported.contains(r) {
+            if case .recurrence(let r) = m.kind, !CUDAChunked.supported.contains(r), r != .gla {
                 printError("bench: \(name) has no CUDA chunked kernel; skipped")
                 continue
             }
@@ -35,7 +35,10 @@ extension BenchCommand {
             let beta = try CUDABuffer(context: ctx, copying: rng.floats(count: B * T * H, in: 0...1))
             let o = try CUDABuffer(context: ctx, byteCount: n * 2)
             let shape = CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: D, valueDim: D)
-            let scratchBytes = CUDAChunked.supported.map { CUDAChunked.scratchBytes($0, shape, context: ctx, valueBlock: valueBlock) }.max() ?? 0
+            let scratchBytes = max(CUDAChunked.supported.map { CUDAChunked.scratchBytes($0, shape, context: ctx, valueBlock: valueBlock) }.max() ?? 0,
+                                   CUDAChunkedGLA.scratchBytes(shape, context: ctx, valueBlock: valueBlock == 32 ? nil : valueBlock))
+            let gk = targets.contains { $0.name == RecurrentMechanism.gla.rawValue }  // gla's per-channel gates
+                ? try CUDABuffer(context: ctx, copying: rng.floats(count: n, in: -1...(-1e-4))) : nil
             let scratch = try CUDABuffer(context: ctx, byteCount: max(1, scratchBytes))
             let decays = try CUDAChunked.retentionDecays(heads: H, context: ctx)
             for m in targets {
@@ -56,7 +59,10 @@ extension BenchCommand {
                     case .simpleGLA, .gatedDeltaRule: g
                     default: nil
                     }
-                    run = {
+                    run = r == .gla ? {
+                        try CUDAChunkedGLA.forward(q: q, k: k, v: v, g: gk!, initialState: nil, finalState: nil, o: o, shape: shape,
+                                                   scratch: scratch, valueBlock: valueBlock == 32 ? nil : valueBlock)
+                    } : {
                         try CUDAChunked.forward(r, q: q, k: isDelta ? kUnit : k, v: v, g: gate, beta: isDelta ? beta : nil,
                                                 initialState: nil, finalState: nil, o: o, shape: shape, scratch: scratch,
                                                 valueBlock: valueBlock)

@@ -83,7 +83,10 @@ struct OpCommand: ParsableCommand {
             scale: scale)
         inputs.normalize = normalize
         inputs.useQKL2Norm = qkL2Norm
-        let out = try cudaChunk.map { try CUDAChunked.forward(r, inputs, chunkSize: $0, dtype: cudaDType) }
+        let out = try cudaChunk.map {
+            r == .gla ? try CUDAChunkedGLA.forward(inputs, chunkSize: $0, dtype: cudaDType)
+                : try CUDAChunked.forward(r, inputs, chunkSize: $0, dtype: cudaDType)
+        }
             ?? Recurrence.forward(r, inputs, form: f)
         return ["o": out.o, "final_state": out.finalState]
     }

@@ -11,7 +11,8 @@ func cudaVerificationChecks(_ m: Mechanism, dtype: DType, seed: UInt64) throws -
         return try cudaFlashChecks(dtype: dtype, seed: seed) + cudaSplitKVChecks(dtype: dtype, seed: seed)
             + cudaBlockSparseChecks(dtype: dtype, seed: seed)
     case .recurrence(let r):
-        return try cudaChunkedChecks(r, dtype: dtype, seed: seed) + cudaStepChecks(r, dtype: dtype, seed: seed)
+        return try cudaChunkedChecks(r, dtype: dtype, seed: seed) + cudaGLAChecks(r, dtype: dtype, seed: seed)
+            + cudaStepChecks(r, dtype: dtype, seed: seed)
     }
 }
 

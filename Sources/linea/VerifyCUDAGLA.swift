@@ -1,0 +1,34 @@
+import Foundation
+import Linea
+import LineaCUDA
+
+/// `linea verify --backend cuda` for the gla kernel: `CUDAChunkedGLA.forward` against the CPU Float64 reference with
+/// q, k, v rounded to bf16 first (outputs and final states): lengths around the chunk size, a long split sequence,
+/// both V blocks, with and without an initial state, ordinary, large and steep gates. Empty for other mechanisms.
+func cudaGLAChecks(_ r: RecurrentMechanism, dtype: DType, seed: UInt64) throws -> [VerificationCheck] {
+    guard r == .gla else { return [] }
+    guard dtype == .bfloat16 else {
+        printError("verify: the CUDA gla kernel takes bf16 inputs only; skipped for \(dtype.rawValue)")
+        return []
+    }
+    // (B, T, H, K, V, gate range, initial state, V block)
+    let normal: ClosedRange<Float> = -1...(-1e-4)
+    let grid: [(Int, Int, Int, Int, Int, ClosedRange<Float>, Bool, Int?)] = [
+        (1, 1, 2, 64, 64, normal, true, nil), (3, 63, 2, 128, 128, normal, true, nil), (1, 64, 3, 64, 128, normal, true, nil),
+        (3, 65, 2, 128, 64, normal, true, nil), (2, 100, 2, 64, 128, normal, false, nil),
+        (1, 1000, 2, 128, 128, normal, true, nil), (1, 1000, 2, 128, 128, normal, true, 64),
+        (2, 130, 2, 128, 128, -5...(-1e-4), true, nil), (3, 200, 2, 64, 64, -20...(-1e-4), true, nil),
+    ]
+    return try grid.enumerated().map { index, c in
+        let (B, T, H, K, V, gates, initial, valueBlock) = c
+        var x = try RecurrenceInputs.random(.gla, B: B, T: T, H: H, K: K, V: V, seed: seed &+ UInt64(index) &* 10,
+                                            gateRange: gates, initialState: initial)
+        (x.q, x.k, x.v) = (HalfPrecision.roundedToBFloat16(x.q), HalfPrecision.roundedToBFloat16(x.k), HalfPrecision.roundedToBFloat16(x.v))
+        let want = try Recurrence.forward(.gla, x, form: .reference)
+        let got = try CUDAChunkedGLA.forward(x, dtype: .bfloat16, valueBlock: valueBlock)
+        let shape = "B\(B) T\(T) H\(H) K\(K) V\(V) g in [\(gates.lowerBound), \(gates.upperBound)]"
+            + (initial ? "" : " no h0") + (valueBlock.map { " BV\($0)" } ?? "") + " bf16"
+        return VerificationCheck(form: "cuda chunked", shape: shape,
+                                 errors: [("o", ErrorStats(got.o, want.o)), ("state", ErrorStats(got.finalState, want.finalState))])
+    }
+}
