@@ -15,12 +15,12 @@ public struct CUDAChunkedShape: Sendable, Equatable, CustomStringConvertible {
     public var description: String { "B=\(batch) T=\(length) H=\(heads) K=\(keyDim) V=\(valueDim)" }
 }
 
-/// Chunked forward of the gated linear recurrences on the GPU (tensor cores, fp32 state): linear_attn, retention,
-/// simple_gla, delta_rule, gated_delta_rule. gla (vector gate) is not implemented on the GPU yet.
+/// Chunked forward of the scalar-gated linear recurrences on the GPU (tensor cores, fp32 state): linear_attn,
+/// retention, simple_gla, delta_rule, gated_delta_rule (gla, with its vector gate, is `CUDAChunkedGLA`).
 /// Design (Kernels/ChunkedKernel.swift): one block per (V slice, head, batch[, sequence segment]) walks its chunks in
-/// order with the state in registers (no per-chunk states in memory); the delta rules first run a parallel WY/UT
-/// prepass per chunk. Measured on an H100 against fla 0.6 in one run (benchmarks/compare_gpu.py): 0.4x-0.86x of fla's
-/// throughput; the kernels are issue-latency bound (8 warps/SM, hi/lo bf16 splits that keep the 2e-3 tolerance).
+/// order with the state in registers (no per-chunk states in memory); the scalar decays cut long sequences into
+/// segments whose start states come from an end-state pass and a scan; the delta rules first run a parallel WY/UT
+/// prepass per chunk. README.md has the H100 figures against fla 0.6 (benchmarks/compare_gpu.py).
 public enum CUDAChunked {
     /// Mechanisms with a CUDA chunked kernel.
     public static let supported: [RecurrentMechanism] = [.linearAttention, .retention, .simpleGLA, .deltaRule, .gatedDeltaRule]
