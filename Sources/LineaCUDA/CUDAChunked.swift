@@ -177,7 +177,7 @@ public enum CUDAChunked {
             // Scratch holds w [B,T,H,K] bf16, then u [B,T,H,V] fp32.
             let wAddress = work!.address, uAddress = work!.address + UInt64(B * T * H * K * 2)
             let prep = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_wy_k\(K)_v\(V)")
-            let smem = (64 * (K + 8) + 64 * (V + 8)) * 2 + (2 * 64 * 68 + 3 * 64) * 4  // tiles; L, A; gates, beta, beta e^G
+            let smem = (64 * (K + 8) + 64 * (V + 8)) * 2 + (64 * 68 + 3 * 64) * 4  // tiles; L (then A); gates, beta, beta e^G
             try ctx.launch(
                 prep, grid: ((T + 63) / 64, H, B), block: (128, 1, 1), sharedBytes: smem,
                 arguments: [.pointer(k.address), .pointer(v.address), .pointer(beta!.address), .pointer(common.g),

@@ -487,8 +487,8 @@ __device__ __forceinline__ void lc_chunk_wy(
     lc_bf16* Ks = (lc_bf16*)lc_smem4;      // [C][LK]
     lc_bf16* Vs = Ks + C * LK;             // [C][LVV]
     float* L = (float*)(Vs + C * LVV);     // [C][LA]
-    float* A = L + C * LA;                 // [C][LA]
-    float* G = A + C * LA;                 // [C]
+    float* A = L;                          // [C][LA], written over L once the inverse is done (4 blocks/SM)
+    float* G = L + C * LA;                 // [C]
     float* Bt = G + C;                     // [C] beta
     float* Fw = Bt + C;                    // [C] beta e^G (the column factors of w)
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
@@ -538,9 +538,9 @@ __device__ __forceinline__ void lc_chunk_wy(
     __syncthreads();
     // A = (I + L)^{-1} by forward substitution, one column per thread (threads 0..63) kept in registers:
     // A_jj = 1, A_ij = -sum_{m<i} L_im A_mj for i > j (A_mj = 0 for m < j), four partial sums per row.
+    const int j = tid;
+    float a[C];
     if (tid < C) {
-        const int j = tid;
-        float a[C];
 #pragma unroll
         for (int i = 0; i < C; ++i) {
             float s4[4] = {0.f, 0.f, 0.f, 0.f};
@@ -556,8 +556,12 @@ __device__ __forceinline__ void lc_chunk_wy(
             for (int m = i & ~3; m < i; ++m) s4[m & 3] = fmaf(L[i * LA + m], a[m], s4[m & 3]);
             const float sum = (s4[0] + s4[1]) + (s4[2] + s4[3]);
             a[i] = i < j ? 0.f : i == j ? 1.f : -sum;
-            A[i * LA + j] = a[i];
         }
+    }
+    __syncthreads();  // every column is done reading L
+    if (tid < C) {
+#pragma unroll
+        for (int i = 0; i < C; ++i) A[i * LA + j] = a[i];
     }
     __syncthreads();
     // Rows 16*warp .. of A diag(f) (f = beta e^G for w, beta for u; hi + lo bf16 A fragments) times the k or v tile.

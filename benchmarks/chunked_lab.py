@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Kernel lab for the CUDA chunked recurrences, for the GPU machine (python3 with torch and cupy; no Swift needed).
+
+Compiles the `chunked` kernel source straight out of Sources/LineaCUDA/Kernels/ChunkedKernel.swift with CuPy's NVRTC,
+launches it the way CUDAChunked does (same launch plan, mirrored here), checks it against an fp64 token-by-token
+recurrence on small shapes, and times it on the shapes of `linea bench --backend cuda` (bf16, H = 16, K = V = 128,
+B*T = 32768). Edit the kernel, rerun: one device call per variant instead of a Swift build.
+
+  python3 benchmarks/chunked_lab.py --check                     # checks, then times every mechanism
+  python3 benchmarks/chunked_lab.py --bv 64 --mech delta_rule   # force the V block
+  python3 benchmarks/chunked_lab.py --wy-only                   # time the delta rules' WY prepass alone
+  python3 benchmarks/chunked_lab.py --defines "-DFOO=1"         # extra NVRTC options for a variant
+"""
+import argparse, math, os, re, time
+import numpy as np, torch, cupy as cp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DELTA = ("delta_rule", "gated_delta_rule")
+ap = argparse.ArgumentParser()
+ap.add_argument("--mech", default="linear_attn,retention,simple_gla,delta_rule,gated_delta_rule")
+ap.add_argument("--T", default="2048,8192,32768", help="lengths timed (B = 32768 / T)")
+ap.add_argument("--check", action="store_true", help="compare with the fp64 recurrence first")
+ap.add_argument("--bv", type=int, default=0, help="V block (default: CUDAChunked's plan)")
+ap.add_argument("--segments", type=int, default=0, help="segments of the scalar decays (default: the plan's)")
+ap.add_argument("--wy-only", action="store_true", help="time only the WY prepass of the delta rules")
+ap.add_argument("--defines", default="", help="extra NVRTC options, space-separated")
+ap.add_argument("--reps", type=int, default=10)
+args = ap.parse_args()
+
+text = open(os.path.join(ROOT, "Sources/LineaCUDA/Kernels/ChunkedKernel.swift")).read()
+source = re.search(r'// LINEA-KERNEL-BEGIN chunked\n.*?#"""\n(.*?)\n"""#', text, re.S).group(1)
+started = time.time()
+module = cp.RawModule(code=source, options=("-std=c++17", "-arch=sm_90", "--use_fast_math") + tuple(args.defines.split()))
+module.compile()
+print(f"compiled in {time.time() - started:.1f}s", flush=True)
+SMS = torch.cuda.get_device_properties(0).multi_processor_count
+ptr = lambda t: np.uint64(t.data_ptr()) if t is not None else np.uint64(0)
+
+
+def function(name, smem):
+    f = module.get_function(name)
+    if smem > 48 * 1024:
+        f.max_dynamic_shared_size_bytes = smem
+    return f
+
+
+def plan(mech, B, T, H, V):
+    """CUDAChunked.Plan: (V block, chunks per segment, segments)."""
+    chunks = max(1, (T + 63) // 64)
+    if mech in DELTA:
+        bv = args.bv or (64 if V % 64 == 0 and B * H * (V // 64) >= SMS * 3 // 4 else 32)
+        return bv, chunks, 1
+    bv = args.bv or min(V, 128)
+    blocks = B * H * (V // bv)
+    p = 1 if blocks >= SMS or chunks < 8 else min(max(2, 2 * SMS // blocks), chunks // 4)
+    per = (chunks + (args.segments or p) - 1) // (args.segments or p)
+    return bv, per, (chunks + per - 1) // per
+
+
+def run(mech, q, k, v, g, beta, h0, scale, out_fp32=False):
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    delta = mech in DELTA
+    gate_mode = {"retention": 1, "simple_gla": 2, "gated_delta_rule": 2}.get(mech, 0)
+    o = torch.empty(B, T, H, V, device="cuda", dtype=torch.float32 if out_fp32 else torch.bfloat16)
+    ht = torch.empty(B, H, K, V, device="cuda", dtype=torch.float32)
+    bv, per, segs = plan(mech, B, T, H, V)
+    C, lk, lv = 64, K + 8, bv + 8
+    elements = (3 if delta else 2) * 2 * C * lk + (4 if delta else 2) * C * lv + 2 * K * lv
+    smem = elements * 2 + 8 * C * 4 + (2 * C * (bv + 4) * 4 if delta else 2 * C * lv * 2)
+    common = lambda state_only, ss, sg, h0_, ht_: (
+        ptr(q), ptr(k), ptr(u if delta else v), ptr(w if delta else None), ptr(g), np.int32(gate_mode), ptr(h0_), ptr(ht_),
+        ptr(o), np.int32(0 if out_fp32 else 1), np.int32(T), np.int32(H), np.int32(V), np.float32(scale), np.int32(per),
+        np.int32(state_only), ptr(ss), ptr(sg))
+    grid = (V // bv, H, B * segs)
+    if delta:
+        w = torch.empty(B, T, H, K, device="cuda", dtype=torch.bfloat16)
+        u = torch.empty(B, T, H, V, device="cuda", dtype=torch.float32)
+        wy_smem = (64 * (K + 8) + 64 * (V + 8)) * 2 + (64 * 68 + 3 * 64) * 4
+        function(f"linea_chunk_wy_k{K}_v{V}", wy_smem)(
+            ((T + 63) // 64, H, B), (128,), (ptr(k), ptr(v), ptr(beta), ptr(g), np.int32(gate_mode), ptr(w), ptr(u),
+                                             np.int32(T), np.int32(H)), shared_mem=wy_smem)
+        if args.wy_only:
+            return o, ht
+        function(f"linea_chunk_fwd_k{K}_v{bv}_delta", smem)(grid, (256,), common(0, None, None, h0, ht), shared_mem=smem)
+        return o, ht
+    f = function(f"linea_chunk_fwd_k{K}_v{bv}_plain", smem)
+    ss = sg = None
+    if segs > 1:
+        ss = torch.empty(B * segs * H * K * V, device="cuda", dtype=torch.float32)
+        sg = torch.empty(B * segs * H, device="cuda", dtype=torch.float32)
+        f(grid, (256,), common(1, ss, sg, None, None), shared_mem=smem)
+        function("linea_chunk_seg_scan", 0)(((K * V + 255) // 256, H, B), (256,),
+                                             (ptr(ss), ptr(sg), ptr(h0), np.int32(segs), np.int32(H), np.int32(K * V)))
+    f(grid, (256,), common(0, ss, sg, h0, ht), shared_mem=smem)
+    return o, ht
+
+
+def reference(mech, q, k, v, g, beta, scale, h0):
+    """Token-by-token fp64 recurrence on the GPU (small shapes)."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    q, k, v = q.double(), k.double(), v.double()
+    S = h0.double().clone() if h0 is not None else torch.zeros(B, H, K, V, dtype=torch.float64, device=q.device)
+    o = torch.empty(B, T, H, V, dtype=torch.float64, device=q.device)
+    for t in range(T):
+        if mech == "retention":
+            S = S * torch.exp(g.double())[None, :, None, None]
+        elif mech in ("simple_gla", "gated_delta_rule"):
+            S = S * torch.exp(g[:, t].double())[:, :, None, None]
+        kt, vt = k[:, t], v[:, t]
+        if mech in DELTA:
+            vt = beta[:, t].double()[:, :, None] * (vt - torch.einsum("bhk,bhkv->bhv", kt, S))
+        S = S + torch.einsum("bhk,bhv->bhkv", kt, vt)
+        o[:, t] = scale * torch.einsum("bhk,bhkv->bhv", q[:, t], S)
+    return o, S
+
+
+def inputs(mech, B, T, H, K, V, seed=0, with_h0=False):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    q = torch.randn(B, T, H, K, device="cuda", generator=gen).bfloat16()
+    k = torch.randn(B, T, H, K, device="cuda", generator=gen)
+    k = (torch.nn.functional.normalize(k, dim=-1) if mech in DELTA else k).bfloat16()
+    v = torch.randn(B, T, H, V, device="cuda", generator=gen).bfloat16()
+    g = beta = None
+    if mech == "retention":
+        g = torch.tensor([math.log1p(-2.0 ** (-5 - h)) for h in range(H)], device="cuda", dtype=torch.float32)
+    if mech in ("simple_gla", "gated_delta_rule"):
+        g = -torch.rand(B, T, H, device="cuda", generator=gen) * 0.3 - 0.01
+    if mech in DELTA:
+        beta = torch.rand(B, T, H, device="cuda", generator=gen)
+    h0 = torch.randn(B, H, K, V, device="cuda", generator=gen) * 0.1 if with_h0 else None
+    return q, k, v, g, beta, h0
+
+
+def rel_rms(a, b):
+    a, b = a.double(), b.double()
+    return ((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt().clamp_min(1e-30)).item()
+
+
+mechs = args.mech.split(",")
+if args.check:
+    for mech in mechs:
+        for B, T, H, K, V, with_h0 in [(2, 200, 3, 64, 64, True), (1, 333, 2, 128, 128, False),
+                                       (1, 256, 2, 128, 64, True), (1, 1500, 2, 128, 128, True)]:
+            q, k, v, g, beta, h0 = inputs(mech, B, T, H, K, V, seed=T, with_h0=with_h0)
+            o, ht = run(mech, q, k, v, g, beta, h0, K ** -0.5, out_fp32=True)
+            ro, rs = reference(mech, q, k, v, g, beta, K ** -0.5, h0)
+            print(f"check {mech:17s} B={B} T={T} H={H} K={K} V={V} h0={with_h0} plan={plan(mech, B, T, H, V)}: "
+                  f"o {rel_rms(o, ro):.2e} state {rel_rms(ht, rs):.2e}", flush=True)
+for T in [int(x) for x in args.T.split(",")]:
+    B, H, K, V = 32768 // T, 16, 128, 128
+    for mech in mechs:
+        if args.wy_only and mech not in DELTA:
+            continue
+        q, k, v, g, beta, _ = inputs(mech, B, T, H, K, V)
+        call = lambda: run(mech, q, k, v, g, beta, None, K ** -0.5)
+        call()
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(args.reps):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record(); call(); b.record(); torch.cuda.synchronize()
+            times.append(a.elapsed_time(b))
+        print(f"time {mech:17s} T={T:6d} B={B:3d} plan={plan(mech, B, T, H, V)}: {sorted(times)[len(times) // 2]:.3f} ms",
+              flush=True)
