@@ -22,8 +22,10 @@ public struct CUDAChunkedShape: Sendable, Equatable, CustomStringConvertible {
 /// segments whose start states come from an end-state pass and a scan; the delta rules first run a parallel WY/UT
 /// prepass per chunk. README.md has the H100 figures against fla 0.6 (benchmarks/compare_gpu.py).
 public enum CUDAChunked {
-    /// Mechanisms with a CUDA chunked kernel.
+    /// Mechanisms with a CUDA chunked kernel here.
     public static let supported: [RecurrentMechanism] = [.linearAttention, .retention, .simpleGLA, .deltaRule, .gatedDeltaRule]
+    /// Every mechanism with a CUDA chunked kernel: `supported` plus gla (`CUDAChunkedGLA`).
+    public static let covered: [RecurrentMechanism] = supported + [.gla]
 
     /// Runs `mechanism` over `inputs` (fla layout, as `Recurrence.forward`) on the GPU. q, k, v are uploaded as
     /// bf16 (rounded to nearest even); g, beta and the state stay fp32; math in fp32 with bf16 tensor-core operands.

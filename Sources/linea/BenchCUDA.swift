@@ -10,11 +10,11 @@ extension BenchCommand {
         if let reason = CUDABackend.unavailableReason { throw Failure(description: reason) }
         let ctx = try CUDABackend.shared
         let names = mechanism?.split(separator: ",").map(String.init)
-            ?? [Mechanism.attention.name] + CUDAChunked.supported.map(\.rawValue) + [RecurrentMechanism.gla.rawValue]
+            ?? [Mechanism.attention.name] + CUDAChunked.covered.map(\.rawValue)
         var targets: [Mechanism] = []
         for name in names {
             let m = try Mechanism.named(name)
-            if case .recurrence(let r) = m.kind, !CUDAChunked.supported.contains(r), r != .gla {
+            if case .recurrence(let r) = m.kind, !CUDAChunked.covered.contains(r) {
                 printError("bench: \(name) has no CUDA chunked kernel; skipped")
                 continue
             }

@@ -13,7 +13,7 @@ struct ListCommand: ParsableCommand {
         print("backends: cpu (\(Parallel.threadCount) threads, OpenBLAS GEMM)")
         // The CUDA kernels are reachable through `op`, `verify` and `bench --backend cuda`, and the LineaCUDA library.
         let coverage = "attention (flash, split_kv, block-sparse in the library), chunked "
-            + (CUDAChunked.supported + [.gla]).map(\.rawValue).joined(separator: ", ") + ", decode steps of all recurrences"
+            + CUDAChunked.covered.map(\.rawValue).joined(separator: ", ") + ", decode steps of all recurrences"
         if let reason = CUDABackend.unavailableReason {
             print("          cuda: unavailable here (\(reason)); it would cover \(coverage)")
         } else {
