@@ -75,13 +75,19 @@ def compile_ptx(lib, name, source, arch):
     log = ctypes.create_string_buffer(size.value)
     lib.nvrtcGetProgramLog(prog, log)
     ptx_size = ctypes.c_size_t()
+    ptx = ""
     if rc == 0:
         lib.nvrtcGetPTXSize(prog, ctypes.byref(ptx_size))
+        buffer = ctypes.create_string_buffer(ptx_size.value)
+        lib.nvrtcGetPTX(prog, buffer)
+        ptx = buffer.value.decode(errors="replace")
     lib.nvrtcDestroyProgram(ctypes.byref(prog))
     text = log.value.decode(errors="replace").strip()
     if rc != 0:
-        return False, f"nvrtcCompileProgram: {lib.nvrtcGetErrorString(rc).decode()}\n{text}"
-    return True, f"{ptx_size.value} bytes of PTX" + (f"\n{text}" if text else "")
+        return False, f"nvrtcCompileProgram: {lib.nvrtcGetErrorString(rc).decode()}\n{text}", []
+    # The entry points as compiled (macro-generated ones included).
+    entries = re.findall(r"^\.visible \.entry (\w+)\(", ptx, re.M)
+    return True, f"{ptx_size.value} bytes of PTX" + (f"\n{text}" if text else ""), entries
 
 
 def main():
@@ -100,10 +106,10 @@ def main():
         sys.exit("check_kernels: no kernel sources found")
     failed = 0
     for name, src, path in sources:
-        entries = re.findall(r'extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?(\w+)\(', src)
+        entries = []
         pinned = re.search(r"^// linea-nvrtc-arch: (sm_\w+)$", src, re.M)
         for arch in [pinned.group(1)] if pinned else archs:
-            ok, msg = compile_ptx(lib, name, src, arch)
+            ok, msg, entries = compile_ptx(lib, name, src, arch)
             status = "ok" if ok else "FAILED"
             print(f"[{status}] {name} ({path}) {arch}, NVRTC {major.value}.{minor.value}, entries {entries}: {msg}")
             failed += not ok
