@@ -79,8 +79,9 @@ __device__ __forceinline__ void lc_ldsm_t(unsigned* r, unsigned a) {
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
 }
 __device__ __forceinline__ void lc_ldsm(unsigned* r, const void* p) { lc_ldsm(r, lc_smem_addr(p)); }
-__device__ __forceinline__ void lc_sts(unsigned a, unsigned v) { asm volatile("st.shared.u32 [%0], %1;" :: "r"(a), "r"(v)); }
 __device__ __forceinline__ void lc_ldsm_t(unsigned* r, const void* p) { lc_ldsm_t(r, lc_smem_addr(p)); }
+// 32-bit store to a shared-memory address (bytes).
+__device__ __forceinline__ void lc_sts(unsigned a, unsigned v) { asm volatile("st.shared.u32 [%0], %1;" :: "r"(a), "r"(v)); }
 
 // Rows [row0, row0 + 64) x COLS bf16 columns of a matrix with row stride `stride` (elements) into shared memory with
 // row stride COLS + 8; rows at or past `limit` are zero-filled.
