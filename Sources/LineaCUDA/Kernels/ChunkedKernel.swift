@@ -443,24 +443,66 @@ __device__ __forceinline__ void lc_chunk_fwd(
     if (state_only && tid == 0 && blockIdx.x == 0) seg_gate[(long)(b * P + p) * H + h] = gsum;
 }
 
-#define LC_FWD_ENTRY(K, BV, DELTA, NAME)                                                                          \
-    extern "C" __global__ void __launch_bounds__(256) NAME(                                                        \
-        const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,           \
-        const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,           \
-        int state_only, float* seg_state, float* seg_gate) {                                                           \
-        lc_chunk_fwd<K, BV, DELTA>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks,         \
-                                   state_only, seg_state, seg_gate);                                                   \
-    }
-LC_FWD_ENTRY(64, 32, false, linea_chunk_fwd_k64_v32_plain)
-LC_FWD_ENTRY(64, 64, false, linea_chunk_fwd_k64_v64_plain)
-LC_FWD_ENTRY(64, 128, false, linea_chunk_fwd_k64_v128_plain)
-LC_FWD_ENTRY(128, 32, false, linea_chunk_fwd_k128_v32_plain)
-LC_FWD_ENTRY(128, 64, false, linea_chunk_fwd_k128_v64_plain)
-LC_FWD_ENTRY(128, 128, false, linea_chunk_fwd_k128_v128_plain)
-LC_FWD_ENTRY(64, 32, true, linea_chunk_fwd_k64_v32_delta)
-LC_FWD_ENTRY(64, 64, true, linea_chunk_fwd_k64_v64_delta)
-LC_FWD_ENTRY(128, 32, true, linea_chunk_fwd_k128_v32_delta)
-LC_FWD_ENTRY(128, 64, true, linea_chunk_fwd_k128_v64_delta)
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v32_plain(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<64, 32, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v64_plain(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<64, 64, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v128_plain(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<64, 128, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v32_plain(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<128, 32, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v64_plain(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<128, 64, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v128_plain(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<128, 128, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v32_delta(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<64, 32, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v64_delta(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<64, 64, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v32_delta(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<128, 32, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v64_delta(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<128, 64, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
 
 // Segment scan (scalar decays): seg_state [B*P,H,K*V] holds the end state of segments 0..P-2 from a zero state and
 // seg_gate [B*P,H] their total log2 gates; replaces seg_state[p] by the state after segment p from h0 (or zero):
