@@ -212,12 +212,20 @@ public enum CUDAChunked {
     }
 
     /// Launch plan: the V slice per block, and for the scalar-decay mechanisms the number of sequence segments run in
-    /// parallel (each segment's end state from a zero state first, then the outputs from the carried state) when
+    /// parallel (each segment's end state from a zero state, a scan to start states, then the outputs) when
     /// B·H·V/BV blocks alone would leave SMs idle.
-    struct Plan {
-        let valueBlock: Int, segmentChunks: Int, segments: Int, segmentStateBytes: Int, scratchBytes: Int
+    public struct Plan: Sendable, Equatable {
+        /// Columns of V per block (BV).
+        public let valueBlock: Int
+        /// Chunks of 64 tokens per segment, and the number of segments (1: the sequence is not cut).
+        public let segmentChunks: Int, segments: Int
+        /// Bytes of the segment end states `[B·segments, H, K, V]` fp32 (0 when not cut).
+        public let segmentStateBytes: Int
+        /// Bytes of device scratch the call needs (`scratchBytes(_:_:context:valueBlock:)`).
+        public let scratchBytes: Int
 
-        init(_ mechanism: RecurrentMechanism, _ s: CUDAChunkedShape, multiprocessors: Int, valueBlock: Int?) {
+        /// The plan `forward` uses on a device with `multiprocessors` SMs; `valueBlock` forces BV. O(1).
+        public init(_ mechanism: RecurrentMechanism, _ s: CUDAChunkedShape, multiprocessors: Int, valueBlock: Int?) {
             let (B, T, H, K, V) = (s.batch, s.length, s.heads, s.keyDim, s.valueDim)
             let isDelta = mechanism == .deltaRule || mechanism == .gatedDeltaRule
             // Scalar decays: one block per head (BV = V, the scores computed once per head), the sequence cut into

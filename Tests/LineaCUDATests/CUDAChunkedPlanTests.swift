@@ -1,0 +1,34 @@
+import Linea
+import LineaCUDA
+import Testing
+
+/// The launch plan of the chunked kernels (no GPU needed): the shapes measured on the H100 in README.md.
+@Suite struct CUDAChunkedPlanTests {
+    let sms = 132  // H100
+
+    func shape(_ B: Int, _ T: Int) -> CUDAChunkedShape {
+        CUDAChunkedShape(batch: B, length: T, heads: 16, keyDim: 128, valueDim: 128)
+    }
+
+    @Test func scalarDecaysRunOneBlockPerHeadAndCutLongSequences() {
+        let short = CUDAChunked.Plan(.linearAttention, shape(16, 2048), multiprocessors: sms, valueBlock: nil)
+        #expect(short.valueBlock == 128 && short.segments == 1 && short.scratchBytes == 0)
+        // B*H = 16 blocks: cut into 16 segments of 32 chunks, about two waves; end states [B*P,H,K,V] + gates [B*P,H].
+        let long = CUDAChunked.Plan(.simpleGLA, shape(1, 32768), multiprocessors: sms, valueBlock: nil)
+        #expect(long.valueBlock == 128 && long.segments == 16 && long.segmentChunks == 32)
+        #expect(long.scratchBytes == 16 * 16 * 128 * 128 * 4 + 16 * 16 * 4)
+        let mid = CUDAChunked.Plan(.retention, shape(4, 8192), multiprocessors: sms, valueBlock: nil)
+        #expect(mid.segments == 4 && mid.segmentChunks == 32)
+        // A forced V block is kept; short sequences are never cut.
+        let forced = CUDAChunked.Plan(.linearAttention, shape(1, 256), multiprocessors: sms, valueBlock: 64)
+        #expect(forced.valueBlock == 64 && forced.segments == 1)
+    }
+
+    @Test func deltaRulesAreNeverCutAndWidenTheirValueBlockFromThreeQuartersOfAWave() {
+        let mid = CUDAChunked.Plan(.gatedDeltaRule, shape(4, 8192), multiprocessors: sms, valueBlock: nil)
+        #expect(mid.valueBlock == 64 && mid.segments == 1)  // 128 blocks of 64 columns
+        let long = CUDAChunked.Plan(.deltaRule, shape(1, 32768), multiprocessors: sms, valueBlock: nil)
+        #expect(long.valueBlock == 32 && long.segments == 1)  // 32 blocks at BV = 64 would leave most SMs idle
+        #expect(long.scratchBytes == 32768 * 16 * (128 * 2 + 128 * 4))  // w bf16 and u fp32
+    }
+}
