@@ -36,51 +36,14 @@ public enum CUDAChunked {
         valueBlock: Int? = nil, context: CUDAContext? = nil
     ) throws -> RecurrenceOutput {
         try check(mechanism: mechanism, chunkSize: chunkSize, dtype: dtype, normalize: inputs.normalize)
-        var x = inputs
-        try x.q.expectRank(4, "q", layout: "[B,T,H,K]")
-        try x.v.expectRank(4, "v", layout: "[B,T,H,V]")
-        let (B, T, H, K) = (x.q.shape[0], x.q.shape[1], x.q.shape[2], x.q.shape[3])
-        let V = x.v.shape[3]
-        try x.k.expectShape([B, T, H, K], "k")
-        try x.v.expectShape([B, T, H, V], "v")
-        let gated = mechanism == .simpleGLA || mechanism == .gatedDeltaRule
-        let isDelta = mechanism == .deltaRule || mechanism == .gatedDeltaRule
-        if gated {
-            guard let g = x.g else { throw LineaError.invalidArgument(argument: "g", expected: "a log gate [B,T,H]", actual: "none") }
-            try g.expectShape([B, T, H], "g")
-        } else if let g = x.g {
-            throw LineaError.invalidArgument(argument: "g", expected: "none (\(mechanism.rawValue) takes no gate)", actual: "shape \(g.shape)")
-        }
-        if isDelta {
-            guard let beta = x.beta else { throw LineaError.invalidArgument(argument: "beta", expected: "[B,T,H]", actual: "none") }
-            try beta.expectShape([B, T, H], "beta")
-        } else if let beta = x.beta {
-            throw LineaError.invalidArgument(argument: "beta", expected: "none (not a delta rule)", actual: "shape \(beta.shape)")
-        }
-        if let s = x.initialState { try s.expectShape([B, H, K, V], "initial_state") }
-        if x.validate {
-            // The ranges the CPU forms check (O(inputs)); `validate = false` skips them for trusted inputs.
-            if let g = x.g, let i = g.scalars.firstIndex(where: { !($0 <= 0) }) {
-                throw LineaError.invalidArgument(argument: "g", expected: "log gates <= 0", actual: "\(g.scalars[i]) at flat index \(i)")
-            }
-            if let beta = x.beta, let i = beta.scalars.firstIndex(where: { !(0...1).contains($0) }) {
-                throw LineaError.invalidArgument(argument: "beta", expected: "values in [0, 1]", actual: "\(beta.scalars[i]) at flat index \(i)")
-            }
-            for (t, name) in [(x.q, "q"), (x.k, "k"), (x.v, "v"), (x.initialState, "initial_state")] {
-                if let t, let i = t.scalars.firstIndex(where: { !$0.isFinite }) {
-                    throw LineaError.invalidArgument(argument: name, expected: "finite values", actual: "\(t.scalars[i]) at flat index \(i)")
-                }
-            }
-        }
+        let (B, T, H, K, V) = try Recurrence.checkInputs(mechanism, inputs)
         let shape = CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: K, valueDim: V)
         try checkShape(shape)
         let ctx = try context ?? CUDABackend.shared
-        if x.useQKL2Norm {
-            x.q = try l2Normalized(x.q)
-            x.k = try l2Normalized(x.k)
-        }
-        func bf16(_ t: Tensor) throws -> CUDABuffer { try CUDABuffer(context: ctx, copying: t.scalars.map(HalfPrecision.bfloat16Bits)) }
-        let qb = try bf16(x.q), kb = try bf16(x.k), vb = try bf16(x.v)
+        let x = inputs.useQKL2Norm ? try inputs.qkL2Normalized() : inputs
+        let qb = try CUDAUpload.buffer(x.q, dtype: .bfloat16, context: ctx)
+        let kb = try CUDAUpload.buffer(x.k, dtype: .bfloat16, context: ctx)
+        let vb = try CUDAUpload.buffer(x.v, dtype: .bfloat16, context: ctx)
         var gb: CUDABuffer?
         if mechanism == .retention {
             gb = try retentionDecays(heads: H, context: ctx)
@@ -115,17 +78,9 @@ public enum CUDAChunked {
         outputDType: DType = .bfloat16, scratch: CUDABuffer? = nil, valueBlock: Int? = nil
     ) throws {
         try check(mechanism: mechanism, chunkSize: 64, dtype: .bfloat16, normalize: false)
-        try checkShape(shape)
         let s = shape
         let (B, T, H, K, V) = (s.batch, s.length, s.heads, s.keyDim, s.valueDim)
-        guard T >= 1 else { throw LineaError.invalidArgument(argument: "shape.length", expected: ">= 1", actual: "\(T)") }
-        guard outputDType == .float32 || outputDType == .bfloat16 else {
-            throw LineaError.invalidArgument(argument: "outputDType", expected: "float32 or bfloat16", actual: "\(outputDType)")
-        }
-        let scaleValue = scale ?? 1 / Float(K).squareRoot()
-        guard scaleValue.isFinite else {
-            throw LineaError.invalidArgument(argument: "scale", expected: "a finite value", actual: "\(scaleValue)")
-        }
+        let scaleValue = try launchScale(s, outputDType: outputDType, scale: scale)
         let isDelta = mechanism == .deltaRule || mechanism == .gatedDeltaRule
         let gateMode: Int32 = switch mechanism {
         case .retention: 1
@@ -141,18 +96,8 @@ public enum CUDAChunked {
         if isDelta { needs.append(("beta", beta, B * T * H * 4)) }
         if let initialState { needs.append(("initialState", initialState, B * H * K * V * 4)) }
         if let finalState { needs.append(("finalState", finalState, B * H * K * V * 4)) }
-        for (name, buffer, bytes) in needs {
-            guard let buffer else {
-                throw LineaError.invalidArgument(argument: name, expected: "a buffer for \(mechanism.rawValue)", actual: "nil")
-            }
-            guard buffer.byteCount >= bytes else {
-                throw LineaError.shapeMismatch(argument: name, expected: ">= \(bytes) bytes for \(s)", actual: "\(buffer.byteCount) bytes")
-            }
-        }
+        try checkBuffers(needs, s, for: mechanism.rawValue)
         let ctx = q.context
-        guard ctx.computeCapability.major >= 8 else {
-            throw LineaError.invalidArgument(argument: "device", expected: "sm_80 or newer (bf16 mma.sync)", actual: ctx.architecture)
-        }
         if let valueBlock, ![32, 64, 128].contains(valueBlock) || V % valueBlock != 0 || (valueBlock == 128 && isDelta) {
             throw LineaError.invalidArgument(
                 argument: "valueBlock", expected: "32 or 64 (or 128 for the non-delta mechanisms), dividing V = \(V)",
@@ -160,20 +105,7 @@ public enum CUDAChunked {
         }
         let plan = Plan(mechanism, s, multiprocessors: ctx.multiprocessorCount, valueBlock: valueBlock)
         let bv = plan.valueBlock
-        var scratchOwned: CUDABuffer? = nil
-        var work: CUDABuffer? = nil
-        if plan.scratchBytes > 0 {
-            if let scratch {
-                guard scratch.byteCount >= plan.scratchBytes else {
-                    throw LineaError.shapeMismatch(
-                        argument: "scratch", expected: ">= \(plan.scratchBytes) bytes (scratchBytes)", actual: "\(scratch.byteCount) bytes")
-                }
-                work = scratch
-            } else {
-                scratchOwned = try CUDABuffer(context: ctx, byteCount: plan.scratchBytes)
-                work = scratchOwned
-            }
-        }
+        let (work, owned) = try workspace(plan.scratchBytes, scratch: scratch, context: ctx)
         let common = (h0: initialState?.address ?? 0, ht: finalState?.address ?? 0, g: g?.address ?? 0)
         if isDelta {
             // Scratch holds w [B,T,H,K] bf16, then u [B,T,H,V] fp32.
@@ -208,7 +140,7 @@ public enum CUDAChunked {
                               gateMode: gateMode, h0: common.h0, ht: common.ht, o: o.address,
                               outBF16: outputDType == .bfloat16, shape: s, plan: plan, stateOnly: false, segments: segments, scale: scaleValue)
         }
-        if scratchOwned != nil { try ctx.synchronize() }  // keep the owned scratch alive until the kernels finish
+        try withExtendedLifetime(work) { if owned { try ctx.synchronize() } }  // an owned scratch outlives the kernels
     }
 
     /// Launch plan: the V slice per block, and for the scalar-decay mechanisms the number of sequence segments run in
@@ -291,6 +223,11 @@ public enum CUDAChunked {
                 argument: "mechanism", expected: supported.map(\.rawValue).joined(separator: ", ") + " (CUDA chunked)",
                 actual: mechanism.rawValue)
         }
+        try checkOptions(chunkSize: chunkSize, dtype: dtype, normalize: normalize)
+    }
+
+    /// The options every chunked kernel takes (also `CUDAChunkedGLA`'s): chunk 64, bf16 inputs, no normalizer. O(1).
+    static func checkOptions(chunkSize: Int, dtype: DType, normalize: Bool) throws {
         guard chunkSize == 64 else {
             throw LineaError.invalidArgument(argument: "chunkSize", expected: "64 (CUDA chunked kernels)", actual: "\(chunkSize)")
         }
@@ -303,7 +240,50 @@ public enum CUDAChunked {
         }
     }
 
-    private static func checkShape(_ s: CUDAChunkedShape) throws {
+    /// The checks of a device-variant launch (`CUDAChunkedGLA`'s too) before its buffers: the sizes, T >= 1, a bf16 or
+    /// fp32 output, a finite scale. Returns the scale (default 1/sqrt(K)). O(1).
+    static func launchScale(_ s: CUDAChunkedShape, outputDType: DType, scale: Float?) throws -> Float {
+        try checkShape(s)
+        guard s.length >= 1 else { throw LineaError.invalidArgument(argument: "shape.length", expected: ">= 1", actual: "\(s.length)") }
+        guard outputDType == .float32 || outputDType == .bfloat16 else {
+            throw LineaError.invalidArgument(argument: "outputDType", expected: "float32 or bfloat16", actual: "\(outputDType)")
+        }
+        let value = scale ?? 1 / Float(s.keyDim).squareRoot()
+        guard value.isFinite else {
+            throw LineaError.invalidArgument(argument: "scale", expected: "a finite value", actual: "\(value)")
+        }
+        return value
+    }
+
+    /// Throws unless every buffer (name, buffer, bytes needed) is there and large enough for `s`, and the device of the
+    /// first one runs bf16 `mma.sync` (sm_80+); `owner` names what needs a missing buffer. O(buffers).
+    static func checkBuffers(_ needs: [(String, CUDABuffer?, Int)], _ s: CUDAChunkedShape, for owner: String) throws {
+        for (name, buffer, bytes) in needs {
+            guard let buffer else {
+                throw LineaError.invalidArgument(argument: name, expected: "a buffer for \(owner)", actual: "nil")
+            }
+            guard buffer.byteCount >= bytes else {
+                throw LineaError.shapeMismatch(argument: name, expected: ">= \(bytes) bytes for \(s)", actual: "\(buffer.byteCount) bytes")
+            }
+        }
+        if let ctx = needs.first?.1?.context, ctx.computeCapability.major < 8 {
+            throw LineaError.invalidArgument(argument: "device", expected: "sm_80 or newer (bf16 mma.sync)", actual: ctx.architecture)
+        }
+    }
+
+    /// The scratch of a launch: none when `bytes` is 0, else `scratch` if it holds `bytes` (throws if smaller), else a
+    /// new buffer (`owned`: synchronize before it is dropped). O(1) plus the allocation.
+    static func workspace(_ bytes: Int, scratch: CUDABuffer?, context: CUDAContext) throws -> (buffer: CUDABuffer?, owned: Bool) {
+        guard bytes > 0 else { return (nil, false) }
+        guard let scratch else { return (try CUDABuffer(context: context, byteCount: bytes), true) }
+        guard scratch.byteCount >= bytes else {
+            throw LineaError.shapeMismatch(argument: "scratch", expected: ">= \(bytes) bytes (scratchBytes)", actual: "\(scratch.byteCount) bytes")
+        }
+        return (scratch, false)
+    }
+
+    /// B, H >= 1, T >= 0, K and V in {64, 128} (every chunked kernel, gla's too). O(1).
+    static func checkShape(_ s: CUDAChunkedShape) throws {
         for (name, value) in [("batch", s.batch), ("heads", s.heads)] where value < 1 {
             throw LineaError.invalidArgument(argument: "shape.\(name)", expected: ">= 1", actual: "\(value)")
         }
@@ -314,20 +294,5 @@ public enum CUDAChunked {
         guard s.valueDim == 64 || s.valueDim == 128 else {
             throw LineaError.invalidArgument(argument: "V", expected: "64 or 128 (CUDA chunked kernels)", actual: "\(s.valueDim)")
         }
-    }
-
-    /// `x / sqrt(sum x^2 + 1e-6)` over the last axis (fla's use_qk_l2norm_in_kernel). O(count).
-    static func l2Normalized(_ x: Tensor) throws -> Tensor {
-        let n = x.shape.last ?? 1
-        var out = x.scalars
-        var start = 0
-        while start < out.count {
-            var sum: Float = 0
-            for i in start..<(start + n) { sum += out[i] * out[i] }
-            let inv = 1 / (sum + 1e-6).squareRoot()
-            for i in start..<(start + n) { out[i] *= inv }
-            start += n
-        }
-        return try Tensor(shape: x.shape, scalars: out)
     }
 }

@@ -16,45 +16,20 @@ public enum CUDAChunkedGLA {
         _ inputs: RecurrenceInputs, chunkSize: Int = 64, dtype: DType = .bfloat16, valueBlock: Int? = nil,
         context: CUDAContext? = nil
     ) throws -> RecurrenceOutput {
-        try check(chunkSize: chunkSize, dtype: dtype, normalize: inputs.normalize)
-        var x = inputs
-        try x.q.expectRank(4, "q", layout: "[B,T,H,K]")
-        try x.v.expectRank(4, "v", layout: "[B,T,H,V]")
-        let (B, T, H, K) = (x.q.shape[0], x.q.shape[1], x.q.shape[2], x.q.shape[3])
-        let V = x.v.shape[3]
-        try x.k.expectShape([B, T, H, K], "k")
-        try x.v.expectShape([B, T, H, V], "v")
-        guard let g = x.g else { throw LineaError.invalidArgument(argument: "g", expected: "a log gate [B,T,H,K]", actual: "none") }
-        try g.expectShape([B, T, H, K], "g")
-        if let beta = x.beta {
-            throw LineaError.invalidArgument(argument: "beta", expected: "none (gla is not a delta rule)", actual: "shape \(beta.shape)")
-        }
-        if let s = x.initialState { try s.expectShape([B, H, K, V], "initial_state") }
-        if x.validate {
-            // The ranges the CPU forms check (O(inputs)); `validate = false` skips them for trusted inputs.
-            if let i = g.scalars.firstIndex(where: { !($0 <= 0) }) {
-                throw LineaError.invalidArgument(argument: "g", expected: "log gates <= 0", actual: "\(g.scalars[i]) at flat index \(i)")
-            }
-            for (t, name) in [(x.q, "q"), (x.k, "k"), (x.v, "v"), (x.initialState, "initial_state")] {
-                if let t, let i = t.scalars.firstIndex(where: { !$0.isFinite }) {
-                    throw LineaError.invalidArgument(argument: name, expected: "finite values", actual: "\(t.scalars[i]) at flat index \(i)")
-                }
-            }
-        }
+        try CUDAChunked.checkOptions(chunkSize: chunkSize, dtype: dtype, normalize: inputs.normalize)
+        let (B, T, H, K, V) = try Recurrence.checkInputs(.gla, inputs)
         let shape = CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: K, valueDim: V)
-        try checkShape(shape)
+        try CUDAChunked.checkShape(shape)
         if T == 0 {
-            let state = try x.initialState ?? Tensor(zeros: [B, H, K, V])
+            let state = try inputs.initialState ?? Tensor(zeros: [B, H, K, V])
             return RecurrenceOutput(o: try Tensor(zeros: [B, 0, H, V]), finalState: state)
         }
         let ctx = try context ?? CUDABackend.shared
-        if x.useQKL2Norm {
-            x.q = try l2Normalized(x.q)
-            x.k = try l2Normalized(x.k)
-        }
-        func bf16(_ t: Tensor) throws -> CUDABuffer { try CUDABuffer(context: ctx, copying: t.scalars.map(HalfPrecision.bfloat16Bits)) }
-        let qb = try bf16(x.q), kb = try bf16(x.k), vb = try bf16(x.v)
-        let gb = try CUDABuffer(context: ctx, copying: g.scalars)
+        let x = inputs.useQKL2Norm ? try inputs.qkL2Normalized() : inputs
+        let qb = try CUDAUpload.buffer(x.q, dtype: .bfloat16, context: ctx)
+        let kb = try CUDAUpload.buffer(x.k, dtype: .bfloat16, context: ctx)
+        let vb = try CUDAUpload.buffer(x.v, dtype: .bfloat16, context: ctx)
+        let gb = try CUDABuffer(context: ctx, copying: x.g!.scalars)  // present: checkInputs
         let h0 = try x.initialState.map { try CUDABuffer(context: ctx, copying: $0.scalars) }
         let ht = try CUDABuffer(context: ctx, byteCount: B * H * K * V * 4)
         let ob = try CUDABuffer(context: ctx, byteCount: B * T * H * V * 4)
@@ -75,48 +50,22 @@ public enum CUDAChunkedGLA {
         o: CUDABuffer, shape: CUDAChunkedShape, scale: Float? = nil, outputDType: DType = .bfloat16,
         scratch: CUDABuffer? = nil, valueBlock: Int? = nil
     ) throws {
-        try checkShape(shape)
         let s = shape
         let (B, T, H, K, V) = (s.batch, s.length, s.heads, s.keyDim, s.valueDim)
-        guard T >= 1 else { throw LineaError.invalidArgument(argument: "shape.length", expected: ">= 1", actual: "\(T)") }
-        guard outputDType == .float32 || outputDType == .bfloat16 else {
-            throw LineaError.invalidArgument(argument: "outputDType", expected: "float32 or bfloat16", actual: "\(outputDType)")
-        }
-        let scaleValue = scale ?? 1 / Float(K).squareRoot()
-        guard scaleValue.isFinite else {
-            throw LineaError.invalidArgument(argument: "scale", expected: "a finite value", actual: "\(scaleValue)")
-        }
+        let scaleValue = try CUDAChunked.launchScale(s, outputDType: outputDType, scale: scale)
         if let valueBlock, ![64, 128].contains(valueBlock) || V % valueBlock != 0 {
             throw LineaError.invalidArgument(argument: "valueBlock", expected: "64 or 128, dividing V = \(V)", actual: "\(valueBlock)")
         }
-        var needs: [(String, CUDABuffer, Int)] = [
+        var needs: [(String, CUDABuffer?, Int)] = [
             ("q", q, B * T * H * K * 2), ("k", k, B * T * H * K * 2), ("v", v, B * T * H * V * 2),
             ("g", g, B * T * H * K * 4), ("o", o, B * T * H * V * outputDType.byteCount),
         ]
         if let initialState { needs.append(("initialState", initialState, B * H * K * V * 4)) }
         if let finalState { needs.append(("finalState", finalState, B * H * K * V * 4)) }
-        for (name, buffer, bytes) in needs where buffer.byteCount < bytes {
-            throw LineaError.shapeMismatch(argument: name, expected: ">= \(bytes) bytes for \(s)", actual: "\(buffer.byteCount) bytes")
-        }
+        try CUDAChunked.checkBuffers(needs, s, for: "gla")
         let ctx = q.context
-        guard ctx.computeCapability.major >= 8 else {
-            throw LineaError.invalidArgument(argument: "device", expected: "sm_80 or newer (bf16 mma.sync)", actual: ctx.architecture)
-        }
         let plan = Plan(s, multiprocessors: ctx.multiprocessorCount, valueBlock: valueBlock)
-        var scratchOwned: CUDABuffer? = nil
-        var work: CUDABuffer? = nil
-        if plan.scratchBytes > 0 {
-            if let scratch {
-                guard scratch.byteCount >= plan.scratchBytes else {
-                    throw LineaError.shapeMismatch(
-                        argument: "scratch", expected: ">= \(plan.scratchBytes) bytes (scratchBytes)", actual: "\(scratch.byteCount) bytes")
-                }
-                work = scratch
-            } else {
-                scratchOwned = try CUDABuffer(context: ctx, byteCount: plan.scratchBytes)
-                work = scratchOwned
-            }
-        }
+        let (work, owned) = try CUDAChunked.workspace(plan.scratchBytes, scratch: scratch, context: ctx)
         let bv = plan.valueBlock
         let f = try ctx.function(source: CUDAKernels.chunkedGLA, name: "linea_gla_fwd_k\(K)_v\(bv)")
         // Mirrors the kernel's layout: q, k, v tiles x2, state hi + lo (bf16); gates and row-group sums (fp32).
@@ -135,7 +84,7 @@ public enum CUDAChunkedGLA {
         // Pass 1 (split sequences): the end state of every segment but the last from a zero state; pass 2 carries h0.
         if plan.segments > 1 { try launch(stateOnly: true) }
         try launch(stateOnly: false)
-        if scratchOwned != nil { try ctx.synchronize() }  // keep the owned scratch alive until the kernels finish
+        try withExtendedLifetime(work) { if owned { try ctx.synchronize() } }  // an owned scratch outlives the kernels
     }
 
     /// Launch plan: the V slice per block (V unless chosen), and the number of sequence segments run in parallel when
@@ -170,43 +119,5 @@ public enum CUDAChunkedGLA {
     /// Matmul FLOPs of the chunked forward as computed (full 64 x 64 blocks). O(1).
     public static func flops(_ s: CUDAChunkedShape) -> Double {
         Recurrence.chunkedFLOPs(.gla, B: s.batch, T: s.length, H: s.heads, K: s.keyDim, V: s.valueDim, chunkSize: 64)
-    }
-
-    private static func check(chunkSize: Int, dtype: DType, normalize: Bool) throws {
-        guard chunkSize == 64 else {
-            throw LineaError.invalidArgument(argument: "chunkSize", expected: "64 (CUDA chunked kernels)", actual: "\(chunkSize)")
-        }
-        guard dtype == .bfloat16 else {
-            throw LineaError.invalidArgument(argument: "dtype", expected: "bfloat16 (CUDA chunked kernels)", actual: "\(dtype)")
-        }
-        guard !normalize else {
-            throw LineaError.invalidArgument(argument: "normalize", expected: "false (linear_attn only)", actual: "true")
-        }
-    }
-
-    private static func checkShape(_ s: CUDAChunkedShape) throws {
-        for (name, value) in [("batch", s.batch), ("heads", s.heads)] where value < 1 {
-            throw LineaError.invalidArgument(argument: "shape.\(name)", expected: ">= 1", actual: "\(value)")
-        }
-        guard s.length >= 0 else { throw LineaError.invalidArgument(argument: "shape.length", expected: ">= 0", actual: "\(s.length)") }
-        guard s.keyDim == 64 || s.keyDim == 128 else {
-            throw LineaError.invalidArgument(argument: "K", expected: "64 or 128 (CUDA gla kernel)", actual: "\(s.keyDim)")
-        }
-        guard s.valueDim == 64 || s.valueDim == 128 else {
-            throw LineaError.invalidArgument(argument: "V", expected: "64 or 128 (CUDA gla kernel)", actual: "\(s.valueDim)")
-        }
-    }
-
-    /// `x / sqrt(sum x^2 + 1e-6)` over the last axis (fla's use_qk_l2norm_in_kernel). O(count).
-    private static func l2Normalized(_ x: Tensor) throws -> Tensor {
-        let n = x.shape.last ?? 1
-        var out = x.scalars
-        for start in stride(from: 0, to: out.count, by: max(1, n)) {
-            var sum: Float = 0
-            for i in start..<(start + n) { sum += out[i] * out[i] }
-            let inv = 1 / (sum + 1e-6).squareRoot()
-            for i in start..<(start + n) { out[i] *= inv }
-        }
-        return try Tensor(shape: x.shape, scalars: out)
     }
 }

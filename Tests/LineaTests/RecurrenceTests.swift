@@ -106,6 +106,10 @@ enum RecurrenceFixture {
         let ref = try Recurrence.forward(.gatedDeltaRule, x, form: .reference)
         _ = F.expectClose(try Recurrence.forward(.gatedDeltaRule, x, form: .recurrent), ref, tolerance: 1e-5, "gdr T1000 recurrent")
         _ = F.expectClose(try Recurrence.forward(.gatedDeltaRule, x, form: .chunked(size: 64)), ref, tolerance: 1e-5, "gdr T1000 chunked")
+        // Normalizing on the host first (what the CUDA paths do) gives the same result.
+        let host = try x.qkL2Normalized()
+        #expect(!host.useQKL2Norm)
+        _ = F.expectClose(try Recurrence.forward(.gatedDeltaRule, host, form: .reference), ref, tolerance: 1e-6, "gdr T1000 host-normalized")
 
         var la = RecurrenceInputs(
             q: try .randomUniform([2, 130, 2, 32], seed: 9), k: try .randomUniform([2, 130, 2, 32], seed: 10),

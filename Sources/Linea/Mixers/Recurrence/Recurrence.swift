@@ -72,6 +72,17 @@ public struct RecurrenceInputs: Sendable {
 }
 
 extension RecurrenceInputs {
+    /// These inputs with q and k L2-normalized per token (`x / sqrt(sum x^2 + 1e-6)`, what `useQKL2Norm` asks the
+    /// forms to do inside) and `useQKL2Norm` off. O(B·T·H·K).
+    public func qkL2Normalized() throws -> RecurrenceInputs {
+        var x = self
+        let K = q.shape.last ?? 1
+        x.q = try Tensor(shape: q.shape, scalars: FastProblem.l2Normalized(q.scalars, rowLength: K))
+        x.k = try Tensor(shape: k.shape, scalars: FastProblem.l2Normalized(k.scalars, rowLength: K))
+        x.useQKL2Norm = false
+        return x
+    }
+
     /// Random inputs in the ranges real models use: unit-norm keys for the delta rules, gates in `gateRange`,
     /// beta in [0, 1], a random initial state (N(0, 0.1²)). Same numbers on every machine for a `seed`. O(B·T·H·(K+V)).
     public static func random(_ r: RecurrentMechanism, B: Int, T: Int, H: Int, K: Int, V: Int, seed: UInt64,
@@ -202,6 +213,14 @@ extension Recurrence {
     /// Retention's log decay for head `h`: `log(1 - 2^(-5-h))` (fla's chunk_retention). O(1).
     static func retentionLogDecay(head h: Int) -> Double {
         log1p(-pow(2, Double(-5 - h)))
+    }
+
+    /// Checks shapes, presence and ranges of `inputs` for `mechanism` as every form (and the CUDA kernels) does, and
+    /// returns the sizes. O(inputs) when `inputs.validate`, else O(1).
+    public static func checkInputs(_ mechanism: RecurrentMechanism, _ inputs: RecurrenceInputs) throws
+        -> (B: Int, T: Int, H: Int, K: Int, V: Int) {
+        let d = try validate(mechanism, inputs)
+        return (d.B, d.T, d.H, d.K, d.V)
     }
 
     /// Checks shapes, presence and ranges of the inputs for `mechanism`; returns the sizes. O(inputs) when validating.
