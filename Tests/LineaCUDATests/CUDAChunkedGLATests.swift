@@ -31,31 +31,19 @@ struct CUDAChunkedGLATests {
 /// Argument checks of the gla kernel's API (no GPU needed: they run before the device is touched).
 @Suite struct CUDAChunkedGLAArgumentTests {
     @Test func unsupportedArgumentsThrowBeforeTheGPU() throws {
-        func expectError(_ argument: String, _ body: () throws -> Void) {
-            do {
-                try body()
-                Issue.record("expected an error naming \(argument)")
-            } catch let LineaError.invalidArgument(name, _, _) {
-                #expect(name == argument)
-            } catch let LineaError.shapeMismatch(name, _, _) {
-                #expect(name == argument)
-            } catch {
-                Issue.record("expected an error naming \(argument), got \(error)")
-            }
-        }
         let x = try RecurrenceInputs.random(.gla, B: 1, T: 8, H: 1, K: 64, V: 64, seed: 1)
-        expectError("chunkSize") { _ = try CUDAChunkedGLA.forward(x, chunkSize: 32) }
-        expectError("dtype") { _ = try CUDAChunkedGLA.forward(x, dtype: .float16) }
+        expectArgumentError("chunkSize", shapeMismatchToo: true) { _ = try CUDAChunkedGLA.forward(x, chunkSize: 32) }
+        expectArgumentError("dtype", shapeMismatchToo: true) { _ = try CUDAChunkedGLA.forward(x, dtype: .float16) }
         var scalarGate = x
         scalarGate.g = try Tensor(zeros: [1, 8, 1])
-        expectError("g") { _ = try CUDAChunkedGLA.forward(scalarGate) }
+        expectArgumentError("g", shapeMismatchToo: true) { _ = try CUDAChunkedGLA.forward(scalarGate) }
         var positive = x
         positive.g!.scalars[3] = 0.5
-        expectError("g") { _ = try CUDAChunkedGLA.forward(positive) }
+        expectArgumentError("g", shapeMismatchToo: true) { _ = try CUDAChunkedGLA.forward(positive) }
         let odd = try RecurrenceInputs.random(.gla, B: 1, T: 8, H: 1, K: 60, V: 64, seed: 2)
-        expectError("K") { _ = try CUDAChunkedGLA.forward(odd) }
+        expectArgumentError("K", shapeMismatchToo: true) { _ = try CUDAChunkedGLA.forward(odd) }
         var normalized = x
         normalized.normalize = true
-        expectError("normalize") { _ = try CUDAChunkedGLA.forward(normalized) }
+        expectArgumentError("normalize", shapeMismatchToo: true) { _ = try CUDAChunkedGLA.forward(normalized) }
     }
 }
