@@ -22,13 +22,22 @@ func cudaChunkedChecks(_ r: RecurrentMechanism, dtype: DType, seed: UInt64) thro
     let blocks: [Int?] = Array(repeating: nil, count: grid.count) + (r == .deltaRule || r == .gatedDeltaRule ? [] : [128])
     return try blocks.enumerated().map { index, valueBlock in
         let (B, T, H, K, V, gates) = grid[index < grid.count ? index : 4]
-        var x = try RecurrenceInputs.random(r, B: B, T: T, H: H, K: K, V: V, seed: seed &+ UInt64(index) &* 10, gateRange: gates)
-        (x.q, x.k, x.v) = (HalfPrecision.roundedToBFloat16(x.q), HalfPrecision.roundedToBFloat16(x.k), HalfPrecision.roundedToBFloat16(x.v))
-        let want = try Recurrence.forward(r, x, form: .reference)
-        let got = try CUDAChunked.forward(r, x, dtype: .bfloat16, valueBlock: valueBlock)
+        let x = try RecurrenceInputs.random(r, B: B, T: T, H: H, K: K, V: V, seed: seed &+ UInt64(index) &* 10, gateRange: gates)
         let g = r == .simpleGLA || r == .gatedDeltaRule ? " g in [\(gates.lowerBound), \(gates.upperBound)]" : ""
-        return VerificationCheck(
-            form: "cuda chunked", shape: "B\(B) T\(T) H\(H) K\(K) V\(V)\(g)\(valueBlock.map { " BV\($0)" } ?? "") bf16",
-            errors: [("o", ErrorStats(got.o, want.o)), ("state", ErrorStats(got.finalState, want.finalState))])
+        return try cudaChunkedCheck(r, x, shape: "B\(B) T\(T) H\(H) K\(K) V\(V)\(g)\(valueBlock.map { " BV\($0)" } ?? "") bf16") {
+            try CUDAChunked.forward(r, $0, dtype: .bfloat16, valueBlock: valueBlock)
+        }
     }
+}
+
+/// One check of a CUDA chunked forward (`CUDAChunked`, `CUDAChunkedGLA`): `forward` on `inputs` with q, k, v rounded
+/// to bf16, against the CPU Float64 reference on the same rounded inputs (outputs and final state).
+func cudaChunkedCheck(_ r: RecurrentMechanism, _ inputs: RecurrenceInputs, shape: String,
+                      _ forward: (RecurrenceInputs) throws -> RecurrenceOutput) throws -> VerificationCheck {
+    var x = inputs
+    (x.q, x.k, x.v) = (HalfPrecision.roundedToBFloat16(x.q), HalfPrecision.roundedToBFloat16(x.k), HalfPrecision.roundedToBFloat16(x.v))
+    let want = try Recurrence.forward(r, x, form: .reference)
+    let got = try forward(x)
+    return VerificationCheck(form: "cuda chunked", shape: shape,
+                             errors: [("o", ErrorStats(got.o, want.o)), ("state", ErrorStats(got.finalState, want.finalState))])
 }

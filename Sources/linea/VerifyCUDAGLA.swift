@@ -21,14 +21,10 @@ func cudaGLAChecks(_ r: RecurrentMechanism, dtype: DType, seed: UInt64) throws -
     ]
     return try grid.enumerated().map { index, c in
         let (B, T, H, K, V, gates, initial, valueBlock) = c
-        var x = try RecurrenceInputs.random(.gla, B: B, T: T, H: H, K: K, V: V, seed: seed &+ UInt64(index) &* 10,
+        let x = try RecurrenceInputs.random(.gla, B: B, T: T, H: H, K: K, V: V, seed: seed &+ UInt64(index) &* 10,
                                             gateRange: gates, initialState: initial)
-        (x.q, x.k, x.v) = (HalfPrecision.roundedToBFloat16(x.q), HalfPrecision.roundedToBFloat16(x.k), HalfPrecision.roundedToBFloat16(x.v))
-        let want = try Recurrence.forward(.gla, x, form: .reference)
-        let got = try CUDAChunkedGLA.forward(x, dtype: .bfloat16, valueBlock: valueBlock)
         let shape = "B\(B) T\(T) H\(H) K\(K) V\(V) g in [\(gates.lowerBound), \(gates.upperBound)]"
             + (initial ? "" : " no h0") + (valueBlock.map { " BV\($0)" } ?? "") + " bf16"
-        return VerificationCheck(form: "cuda chunked", shape: shape,
-                                 errors: [("o", ErrorStats(got.o, want.o)), ("state", ErrorStats(got.finalState, want.finalState))])
+        return try cudaChunkedCheck(.gla, x, shape: shape) { try CUDAChunkedGLA.forward($0, dtype: .bfloat16, valueBlock: valueBlock) }
     }
 }
