@@ -60,6 +60,11 @@ public final class CUDAContext: @unchecked Sendable {
     private let lock = NSLock()
     private var modules: [UInt64: OpaquePointer] = [:]
     private var functions: [String: CUDAFunction] = [:]
+    /// FNV-1a hashes of the sources seen, by the address of their UTF-8 bytes, so that a launch does not rehash a
+    /// kernel source (tens of µs for 30 KB) every time. The stored string keeps those bytes alive, so the address
+    /// names no other string while it is here; the equality check (O(1) when the storage is the same) covers
+    /// the temporary copies of small strings.
+    private var sourceHashes: [UInt: (source: String, hash: UInt64)] = [:]
     private var sharedLimits: [String: Int] = [:]
 
     /// Opens device `device` (primary context) and NVRTC; throws `LineaError.unavailable` when either is missing.
@@ -129,10 +134,10 @@ public final class CUDAContext: @unchecked Sendable {
     public func function(source: String, name: String, options: [String] = []) throws -> CUDAFunction {
         try makeCurrent()
         let allOptions = ["--gpu-architecture=\(architecture)", "--std=c++17", "-default-device"] + options
-        let key = KernelCache.key(source: source, parts: allOptions + [nvrtcVersion])
-        let functionKey = "\(key):\(name)"
         lock.lock()
         defer { lock.unlock() }
+        let key = KernelCache.key(sourceHash: sourceHash(source), parts: allOptions + [nvrtcVersion])
+        let functionKey = "\(key):\(name)"
         if let f = functions[functionKey] { return f }
         let module: OpaquePointer
         if let m = modules[key] {
@@ -155,6 +160,18 @@ public final class CUDAContext: @unchecked Sendable {
         let function = CUDAFunction(handle: f!, name: name)
         functions[functionKey] = function
         return function
+    }
+
+    /// `KernelCache.fnv1a64(source.utf8)`, remembered per source string (call with `lock` held). O(1) once seen.
+    private func sourceHash(_ source: String) -> UInt64 {
+        let address = source.utf8.withContiguousStorageIfAvailable { UInt(bitPattern: $0.baseAddress) } ?? 0
+        if address != 0, let known = sourceHashes[address], known.source == source { return known.hash }
+        let hash = KernelCache.fnv1a64(source.utf8)
+        if address != 0 {
+            if sourceHashes.count >= 64 { sourceHashes.removeAll() }  // sources built at run time (labs) come and go
+            sourceHashes[address] = (source, hash)
+        }
+        return hash
     }
 
     /// Queues `function` on the stream with the given grid, block, dynamic shared memory and arguments.
@@ -318,25 +335,29 @@ public final class CUDAEvent: @unchecked Sendable {
 
 /// Times device work with CUDA events.
 public enum CUDABench {
-    /// Runs `body` `warmup` times, then `iterations` times each between two events; returns the median and
-    /// minimum milliseconds per run. `body` must only queue work on `context`'s stream.
+    /// Runs `body` `warmup` times, then `iterations` times each between two events, as `triton.testing.do_bench` does:
+    /// every run is queued behind a 256 MiB fill that evicts L2, and the host waits only once, after the last run, so
+    /// the host's launch overhead overlaps the device's work instead of being counted. Returns the median and minimum
+    /// milliseconds per run. `body` must only queue work on `context`'s stream (a synchronizing call inside it puts
+    /// its host time back into the figure).
     public static func time(
         context: CUDAContext, warmup: Int = 3, iterations: Int = 10, _ body: () throws -> Void
     ) throws -> (median: Double, min: Double) {
         guard iterations > 0 else {
             throw LineaError.invalidArgument(argument: "iterations", expected: "> 0", actual: "\(iterations)")
         }
+        let flush = try CUDABuffer(context: context, byteCount: 256 << 20)
         for _ in 0..<warmup { try body() }
         try context.synchronize()
-        let start = try CUDAEvent(context: context), stop = try CUDAEvent(context: context)
-        var times: [Double] = []
-        for _ in 0..<iterations {
-            try start.record()
+        let starts = try (0..<iterations).map { _ in try CUDAEvent(context: context) }
+        let stops = try (0..<iterations).map { _ in try CUDAEvent(context: context) }
+        for i in 0..<iterations {
+            try flush.fill()
+            try starts[i].record()
             try body()
-            try stop.record()
-            times.append(try stop.milliseconds(since: start))
+            try stops[i].record()
         }
-        times.sort()
+        let times = try zip(starts, stops).map { try $0.1.milliseconds(since: $0.0) }.sorted()
         return (times[times.count / 2], times[0])
     }
 }

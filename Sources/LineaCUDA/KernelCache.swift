@@ -16,7 +16,12 @@ public enum KernelCache {
 
     /// Cache key of a source compiled with `parts` (options, versions): FNV-1a 64 over all, NUL-separated.
     public static func key(source: String, parts: [String]) -> UInt64 {
-        var hash = fnv1a64(source.utf8)
+        key(sourceHash: fnv1a64(source.utf8), parts: parts)
+    }
+
+    /// The same key from the source's FNV-1a 64 hash (`fnv1a64(source.utf8)`), for callers that keep it. O(parts).
+    public static func key(sourceHash: UInt64, parts: [String]) -> UInt64 {
+        var hash = sourceHash
         for part in parts { hash = fnv1a64([0] + Array(part.utf8), seed: hash) }
         return hash
     }

@@ -54,6 +54,10 @@ import Testing
         #expect(KernelCache.fnv1a64(Array("a".utf8)) == 0xaf63_dc4c_8601_ec8c)
         #expect(KernelCache.fnv1a64(Array("foobar".utf8)) == 0x8594_4171_f739_67e8)
         #expect(KernelCache.key(source: "x", parts: ["sm_90"]) != KernelCache.key(source: "x", parts: ["sm_80"]))
+        // The key from a kept source hash (what CUDAContext remembers per source) is the key from the source.
+        let source = CUDAKernels.chunked
+        #expect(KernelCache.key(sourceHash: KernelCache.fnv1a64(source.utf8), parts: ["sm_90", "13.0"])
+                == KernelCache.key(source: source, parts: ["sm_90", "13.0"]))
     }
 
     @Test func diskCacheRoundTrips() throws {
