@@ -27,8 +27,12 @@ ap.add_argument("--defines", default="", help="extra NVRTC options, space-separa
 ap.add_argument("--reps", type=int, default=10)
 args = ap.parse_args()
 
-text = open(os.path.join(ROOT, "Sources/LineaCUDA/Kernels/ChunkedKernel.swift")).read()
-source = re.search(r'// LINEA-KERNEL-BEGIN chunked\n.*?#"""\n(.*?)\n"""#', text, re.S).group(1)
+def literal(file, name):
+    text = open(os.path.join(ROOT, "Sources/LineaCUDA/Kernels", file)).read()
+    return re.search(r'// LINEA-KERNEL-BEGIN ' + name + r'\n.*?#"""\n(.*?)\n"""#', text, re.S).group(1)
+
+
+source = literal("ChunkedCommonKernel.swift", "chunked_common") + "\n" + literal("ChunkedKernel.swift", "chunked")
 started = time.time()
 module = cp.RawModule(code=source, options=("-std=c++17", "-arch=sm_90", "--use_fast_math") + tuple(args.defines.split()))
 module.compile()

@@ -5,7 +5,8 @@ extension CUDAKernels {
     // LINEA-KERNEL-BEGIN chunked_gla
     /// Chunked forward of gla (a log gate per key channel, fla's chunk_gla) on tensor cores (`mma.sync` m16n8k16 bf16,
     /// fp32 accumulation, fp32 state). Entries `linea_gla_fwd_k{64,128}_v{64,128}` (V block of 64 or 128 columns).
-    public static let chunkedGLA = #"""
+/// Prefixed with `chunkedCommon` (the device helpers it shares with `chunked`).
+    public static let chunkedGLA = chunkedCommon + #"""
 // Linea: chunked gla forward, S_t = diag(e^{g_t}) S_{t-1} + k_t v_t^T, o_t = scale q_t^T S_t, chunks of C = 64 tokens.
 // q, k [B,T,H,K], v [B,T,H,V] bf16; g [B,T,H,K] fp32 log gates; h0/ht [B,H,K,V] fp32 (either may be null);
 // o [B,T,H,V] bf16 or fp32.
@@ -25,73 +26,9 @@ extension CUDAKernels {
 // Long sequences with few (batch, head) pairs: the chunks are cut into P segments run in parallel; a first launch
 // (state_only) stores each segment's end state from a zero state and its total log2 gate per channel, and the second
 // carries the initial state through those before its own segment (grid.z = B * P).
-typedef unsigned short lg_bf16;
-template <int N> struct lg_int { static constexpr int value = N; };
-
-__device__ __forceinline__ unsigned lg_smem_addr(const void* p) {
-    unsigned a;
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-    return a;
-}
-__device__ __forceinline__ void lg_cp_async16(void* dst, const void* src, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(lg_smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void lg_cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void lg_cp_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
-
-// bf16x2 of (lo, hi), round to nearest even; lo lands in the low half (the lower address).
-__device__ __forceinline__ unsigned lg_pack(float lo, float hi) {
-    unsigned r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-// hi = bf16(x), lo = bf16(x - hi) for a pair: hi + lo carries ~16 significant bits.
-__device__ __forceinline__ void lg_split(float x0, float x1, unsigned& hi, unsigned& lo) {
-    hi = lg_pack(x0, x1);
-    lo = lg_pack(x0 - __uint_as_float(hi << 16), x1 - __uint_as_float(hi & 0xffff0000u));
-}
-__device__ __forceinline__ float lg_ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-__device__ __forceinline__ float lg_bf(lg_bf16 x) { return __uint_as_float(((unsigned)x) << 16); }
-// Two consecutive bf16 values (4-byte aligned) as floats.
-__device__ __forceinline__ float2 lg_pair(const lg_bf16* p) {
-    const unsigned u = *(const unsigned*)p;
-    return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u));
-}
-__device__ __forceinline__ void lg_mma(float* c, const unsigned* a, unsigned b0, unsigned b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ void lg_ldsm_t(unsigned* r, const void* p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(lg_smem_addr(p)));
-}
-// B fragments (k16 x n16: two n-tiles) of a [k][n] bf16 matrix in shared memory with row stride ld, at (k0, n0).
-__device__ __forceinline__ void lg_ldsm_b(unsigned* r, const lg_bf16* m, int ld, int k0, int n0, int mat, int r8) {
-    lg_ldsm_t(r, m + (k0 + (mat & 1) * 8 + r8) * ld + n0 + (mat >> 1) * 8);
-}
-
-// Rows [row0, row0 + 64) x COLS bf16 columns of a matrix with row stride `stride` (elements) into shared memory with
-// row stride COLS + 8; rows at or past `limit` are zero-filled.
-template <int COLS>
-__device__ __forceinline__ void lg_load_tile(lg_bf16* dst, const lg_bf16* src, int row0, int limit, long stride) {
-    constexpr int CPR = COLS / 8;
-    for (int c = threadIdx.x; c < 64 * CPR; c += blockDim.x) {
-        const int r = c / CPR, cc = c - r * CPR;
-        const bool valid = row0 + r < limit;
-        const lg_bf16* s = valid ? src + (long)(row0 + r) * stride + cc * 8 : src;
-        lg_cp_async16(dst + r * (COLS + 8) + cc * 8, s, valid);
-    }
-}
-
 template <int K, int BV>
 __device__ __forceinline__ void lg_gla_fwd(
-    const lg_bf16* __restrict__ q, const lg_bf16* __restrict__ k, const lg_bf16* __restrict__ v,
+    const lc_bf16* __restrict__ q, const lc_bf16* __restrict__ k, const lc_bf16* __restrict__ v,
     const float* __restrict__ g, const float* __restrict__ h0, float* __restrict__ ht, void* __restrict__ o,
     int out_bf16, int T, int H, int V, float scale, int seg_chunks, int state_only, float* __restrict__ seg_state,
     float* __restrict__ seg_gate)
@@ -99,25 +36,26 @@ __device__ __forceinline__ void lg_gla_fwd(
     constexpr int C = 64, LK = K + 8, LV = BV + 8, LG = K + 4, KS = K / 16, NV = BV / 8, NH = NV / 2;
     constexpr int SN = K == 128 ? NV : NV / 2;           // state n-tiles per warp
     constexpr int CPR = K / 4, RG = 256 / CPR, RPT = C / RG;  // gates: float4s per row, row groups, rows per thread
-    extern __shared__ uint4 lg_smem4[];
-    lg_bf16* Qs = (lg_bf16*)lg_smem4;          // [2][C][LK]
-    lg_bf16* Ks = Qs + 2 * C * LK;             // [2][C][LK]
-    lg_bf16* Vs = Ks + 2 * C * LK;             // [2][C][LV]
-    lg_bf16* Sh = Vs + 2 * C * LV;             // [K][LV] state hi
-    lg_bf16* Sl = Sh + K * LV;                 // [K][LV] state lo
+    extern __shared__ uint4 lc_smem4[];
+    lc_bf16* Qs = (lc_bf16*)lc_smem4;          // [2][C][LK]
+    lc_bf16* Ks = Qs + 2 * C * LK;             // [2][C][LK]
+    lc_bf16* Vs = Ks + 2 * C * LK;             // [2][C][LV]
+    lc_bf16* Sh = Vs + 2 * C * LV;             // [K][LV] state hi
+    lc_bf16* Sl = Sh + K * LV;                 // [K][LV] state lo
     float* G = (float*)(Sl + K * LV);          // [C][LG] cumulative log2 gates of the chunk
     float* Tot = G + C * LG;                   // [RG][K] row-group sums of the gates
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
-    const int mat = lane >> 3, r8 = lane & 7;
+    // 32-bit shared addresses (bytes) of the state halves, and the lane's part of the B-fragment addresses.
+    const unsigned sSh = lc_smem_addr(Sh), sSl = lc_smem_addr(Sl), bOff = lc_b_off(LV, lane);
     const int NC = (T + C - 1) / C, P = (NC + seg_chunks - 1) / seg_chunks;
     const int v0 = blockIdx.x * BV, h = blockIdx.y, b = blockIdx.z / P, p = blockIdx.z - b * P;
     const int cBegin = p * seg_chunks, cEnd = min(NC, cBegin + seg_chunks);
     if (state_only && p == P - 1) return;  // the last segment's end state is not needed
     const long kStride = (long)H * K, vStride = (long)H * V;
-    const lg_bf16* qb = q + (long)b * T * kStride + (long)h * K;
-    const lg_bf16* kb = k + (long)b * T * kStride + (long)h * K;
-    const lg_bf16* vb = v + (long)b * T * vStride + (long)h * V + v0;
+    const lc_bf16* qb = q + (long)b * T * kStride + (long)h * K;
+    const lc_bf16* kb = k + (long)b * T * kStride + (long)h * K;
+    const lc_bf16* vb = v + (long)b * T * vStride + (long)h * V + v0;
     const float* gb = g + (long)b * T * kStride + (long)h * K;
     // Output row block I and column half: warps w and w + 4 share a scheduler, so they get blocks 3 - I and I
     // (the triangular score work balanced across the four schedulers).
@@ -126,10 +64,10 @@ __device__ __forceinline__ void lg_gla_fwd(
     const int grp = tid / CPR, gcol = (tid - grp * CPR) * 4, grow = grp * RPT;  // this thread's gate block
 
     auto load = [&](int c, int buf) {
-        lg_load_tile<K>(Qs + buf * C * LK, qb, c * C, T, kStride);
-        lg_load_tile<K>(Ks + buf * C * LK, kb, c * C, T, kStride);
-        lg_load_tile<BV>(Vs + buf * C * LV, vb, c * C, T, vStride);
-        lg_cp_commit();
+        lc_load_tile<K>(Qs + buf * C * LK, qb, c * C, T, kStride);
+        lc_load_tile<K>(Ks + buf * C * LK, kb, c * C, T, kStride);
+        lc_load_tile<BV>(Vs + buf * C * LV, vb, c * C, T, vStride);
+        lc_cp_commit();
     };
     float4 gr[RPT];  // raw gates of rows grow.., columns gcol.. (0 past T, so the cumulative sums stay flat there)
     auto loadGates = [&](int c) {
@@ -172,7 +110,7 @@ __device__ __forceinline__ void lg_gla_fwd(
     if (!state_only) {
         for (int pp = 0; pp < p; ++pp) {  // carry the state through the end states of the earlier segments
             const long seg = (long)(b * P + pp) * H + h;
-            const float d0 = lg_ex2(seg_gate[seg * K + sm * 16 + gq]), d1 = lg_ex2(seg_gate[seg * K + sm * 16 + gq + 8]);
+            const float d0 = lc_ex2(seg_gate[seg * K + sm * 16 + gq]), d1 = lc_ex2(seg_gate[seg * K + sm * 16 + gq + 8]);
             const float* st = seg_state + seg * K * V + v0;
 #pragma unroll
             for (int nt = 0; nt < SN; ++nt)
@@ -191,7 +129,7 @@ __device__ __forceinline__ void lg_gla_fwd(
             for (int r = 0; r < 2; ++r) {
                 const int row = sm * 16 + gq + 8 * r, col = (sn0 + nt) * 8 + 2 * tq;
                 unsigned hi, lo;
-                lg_split(S[nt][2 * r], S[nt][2 * r + 1], hi, lo);
+                lc_split(S[nt][2 * r], S[nt][2 * r + 1], hi, lo);
                 *(unsigned*)(Sh + row * LV + col) = hi;
                 *(unsigned*)(Sl + row * LV + col) = lo;
             }
@@ -204,12 +142,13 @@ __device__ __forceinline__ void lg_gla_fwd(
         const int buf = c & 1;
         if (c + 1 < cEnd) load(c + 1, buf ^ 1);
         cumsum();
-        if (c + 1 < cEnd) lg_cp_wait<1>();
-        else lg_cp_wait<0>();
+        if (c + 1 < cEnd) lc_cp_wait<1>();
+        else lc_cp_wait<0>();
         __syncthreads();  // tiles of chunk c, its gates G; the state before chunk c in Sh/Sl
-        const lg_bf16* Qt = Qs + buf * C * LK;
-        const lg_bf16* Kt = Ks + buf * C * LK;
-        const lg_bf16* Vt = Vs + buf * C * LV;
+        const lc_bf16* Qt = Qs + buf * C * LK;
+        const lc_bf16* Kt = Ks + buf * C * LK;
+        const lc_bf16* Vt = Vs + buf * C * LV;
+        const unsigned sVt = lc_smem_addr(Vt);
         const float* GL = G + (C - 1) * LG;
 
         // Outputs of row block I, compiled once per block (straight-line code: the triangular loop bounds are constants).
@@ -239,37 +178,37 @@ __device__ __forceinline__ void lg_gla_fwd(
 #pragma unroll
                 for (int q4 = 0; q4 < 4; ++q4) {
                     const int i = R0 + gq + 8 * (q4 & 1), cc = cA + 8 * (q4 >> 1);
-                    const float2 qv = lg_pair(Qt + i * LK + cc), gv = *(const float2*)(G + i * LG + cc);
+                    const float2 qv = lc_pair(Qt + i * LK + cc), gv = *(const float2*)(G + i * LG + cc);
                     const float2 R = (q4 >> 1) ? Rb : Ra;
-                    lg_split(qv.x * lg_ex2(gv.x - R.x), qv.y * lg_ex2(gv.y - R.y), qh[q4], ql[q4]);
-                    lg_split(qv.x * lg_ex2(gv.x), qv.y * lg_ex2(gv.y), eh[q4], el[q4]);
+                    lc_split(qv.x * lc_ex2(gv.x - R.x), qv.y * lc_ex2(gv.y - R.y), qh[q4], ql[q4]);
+                    lc_split(qv.x * lc_ex2(gv.x), qv.y * lc_ex2(gv.y), eh[q4], el[q4]);
                 }
                 // Scores against keys 0 .. R0 + 15 (B = (k 2^{R - G})^T, built in registers).
 #pragma unroll
                 for (int nt = 0; nt < 8; ++nt) {
                     if (nt > 2 * II + 1) break;
                     const int j = nt * 8 + gq;
-                    const float2 k0 = lg_pair(Kt + j * LK + cA), k1 = lg_pair(Kt + j * LK + cA + 8);
+                    const float2 k0 = lc_pair(Kt + j * LK + cA), k1 = lc_pair(Kt + j * LK + cA + 8);
                     const float2 g0 = *(const float2*)(G + j * LG + cA), g1 = *(const float2*)(G + j * LG + cA + 8);
                     unsigned bh0, bl0, bh1, bl1;
-                    lg_split(k0.x * lg_ex2(Ra.x - g0.x), k0.y * lg_ex2(Ra.y - g0.y), bh0, bl0);
-                    lg_split(k1.x * lg_ex2(Rb.x - g1.x), k1.y * lg_ex2(Rb.y - g1.y), bh1, bl1);
-                    lg_mma(s[nt], qh, bh0, bh1);
-                    lg_mma(s[nt], ql, bh0, bh1);
-                    lg_mma(s[nt], qh, bl0, bl1);
+                    lc_split(k0.x * lc_ex2(Ra.x - g0.x), k0.y * lc_ex2(Ra.y - g0.y), bh0, bl0);
+                    lc_split(k1.x * lc_ex2(Rb.x - g1.x), k1.y * lc_ex2(Rb.y - g1.y), bh1, bl1);
+                    lc_mma(s[nt], qh, bh0, bh1);
+                    lc_mma(s[nt], ql, bh0, bh1);
+                    lc_mma(s[nt], qh, bl0, bl1);
                 }
                 // Inter-chunk part: (q 2^G) S, columns c0 .. c0 + BV/2.
 #pragma unroll
                 for (int np = 0; np < NH / 2; ++np) {
                     unsigned bh[4], bl[4];
-                    lg_ldsm_b(bh, Sh, LV, ks * 16, c0 + np * 16, mat, r8);
-                    lg_ldsm_b(bl, Sl, LV, ks * 16, c0 + np * 16, mat, r8);
-                    lg_mma(acc[2 * np], eh, bh[0], bh[1]);
-                    lg_mma(acc[2 * np + 1], eh, bh[2], bh[3]);
-                    lg_mma(acc[2 * np], el, bh[0], bh[1]);
-                    lg_mma(acc[2 * np + 1], el, bh[2], bh[3]);
-                    lg_mma(acc[2 * np], eh, bl[0], bl[1]);
-                    lg_mma(acc[2 * np + 1], eh, bl[2], bl[3]);
+                    lc_ldsm_b(bh, sSh, LV, ks * 16, c0 + np * 16, bOff);
+                    lc_ldsm_b(bl, sSl, LV, ks * 16, c0 + np * 16, bOff);
+                    lc_mma(acc[2 * np], eh, bh[0], bh[1]);
+                    lc_mma(acc[2 * np + 1], eh, bh[2], bh[3]);
+                    lc_mma(acc[2 * np], el, bh[0], bh[1]);
+                    lc_mma(acc[2 * np + 1], el, bh[2], bh[3]);
+                    lc_mma(acc[2 * np], eh, bl[0], bl[1]);
+                    lc_mma(acc[2 * np + 1], eh, bl[2], bl[3]);
                 }
             }
             // Diagonal block: causal mask; for steep gates the direct sum over channels.
@@ -285,10 +224,10 @@ __device__ __forceinline__ void lg_gla_fwd(
                     } else if (steep) {
                         float d = 0.f;
                         for (int cc = 0; cc < K; cc += 2) {
-                            const float2 qv = lg_pair(Qt + i * LK + cc), kv = lg_pair(Kt + j * LK + cc);
+                            const float2 qv = lc_pair(Qt + i * LK + cc), kv = lc_pair(Kt + j * LK + cc);
                             const float2 gi = *(const float2*)(G + i * LG + cc), gj = *(const float2*)(G + j * LG + cc);
-                            d = fmaf(qv.x * kv.x, lg_ex2(gi.x - gj.x), d);
-                            d = fmaf(qv.y * kv.y, lg_ex2(gi.y - gj.y), d);
+                            d = fmaf(qv.x * kv.x, lc_ex2(gi.x - gj.x), d);
+                            d = fmaf(qv.y * kv.y, lc_ex2(gi.y - gj.y), d);
                         }
                         s[nt][e] = d;
                     }
@@ -299,18 +238,18 @@ __device__ __forceinline__ void lg_gla_fwd(
             for (int kk = 0; kk < 4; ++kk) {
                 if (kk > II) break;
                 unsigned ah[4], al[4];
-                lg_split(s[2 * kk][0], s[2 * kk][1], ah[0], al[0]);
-                lg_split(s[2 * kk][2], s[2 * kk][3], ah[1], al[1]);
-                lg_split(s[2 * kk + 1][0], s[2 * kk + 1][1], ah[2], al[2]);
-                lg_split(s[2 * kk + 1][2], s[2 * kk + 1][3], ah[3], al[3]);
+                lc_split(s[2 * kk][0], s[2 * kk][1], ah[0], al[0]);
+                lc_split(s[2 * kk][2], s[2 * kk][3], ah[1], al[1]);
+                lc_split(s[2 * kk + 1][0], s[2 * kk + 1][1], ah[2], al[2]);
+                lc_split(s[2 * kk + 1][2], s[2 * kk + 1][3], ah[3], al[3]);
 #pragma unroll
                 for (int np = 0; np < NH / 2; ++np) {
                     unsigned bv[4];
-                    lg_ldsm_b(bv, Vt, LV, kk * 16, c0 + np * 16, mat, r8);
-                    lg_mma(acc[2 * np], ah, bv[0], bv[1]);
-                    lg_mma(acc[2 * np + 1], ah, bv[2], bv[3]);
-                    lg_mma(acc[2 * np], al, bv[0], bv[1]);
-                    lg_mma(acc[2 * np + 1], al, bv[2], bv[3]);
+                    lc_ldsm_b(bv, sVt, LV, kk * 16, c0 + np * 16, bOff);
+                    lc_mma(acc[2 * np], ah, bv[0], bv[1]);
+                    lc_mma(acc[2 * np + 1], ah, bv[2], bv[3]);
+                    lc_mma(acc[2 * np], al, bv[0], bv[1]);
+                    lc_mma(acc[2 * np + 1], al, bv[2], bv[3]);
                 }
             }
 #pragma unroll
@@ -322,17 +261,17 @@ __device__ __forceinline__ void lg_gla_fwd(
                 for (int nt = 0; nt < NH; ++nt) {
                     const int col = nt * 8 + 2 * tq;
                     const float x0 = scale * acc[nt][2 * r], x1 = scale * acc[nt][2 * r + 1];
-                    if (out_bf16) *(unsigned*)((lg_bf16*)o + base + col) = lg_pack(x0, x1);
+                    if (out_bf16) *(unsigned*)((lc_bf16*)o + base + col) = lc_pack(x0, x1);
                     else *(float2*)((float*)o + base + col) = make_float2(x0, x1);
                 }
             }
         };
         if (!state_only) {
             switch (I) {
-            case 0: rows(lg_int<0>()); break;
-            case 1: rows(lg_int<1>()); break;
-            case 2: rows(lg_int<2>()); break;
-            default: rows(lg_int<3>()); break;
+            case 0: rows(lc_int<0>()); break;
+            case 1: rows(lc_int<1>()); break;
+            case 2: rows(lc_int<2>()); break;
+            default: rows(lc_int<3>()); break;
             }
         }
 
@@ -343,7 +282,7 @@ __device__ __forceinline__ void lg_gla_fwd(
             const float gl0 = GL[ch], gl1 = GL[ch + 8];
             gsum0 += gl0;
             gsum1 += gl1;
-            const float d0 = lg_ex2(gl0), d1 = lg_ex2(gl1);
+            const float d0 = lc_ex2(gl0), d1 = lc_ex2(gl1);
 #pragma unroll
             for (int nt = 0; nt < SN; ++nt) {
                 S[nt][0] *= d0; S[nt][1] *= d0; S[nt][2] *= d1; S[nt][3] *= d1;
@@ -355,18 +294,18 @@ __device__ __forceinline__ void lg_gla_fwd(
                 for (int q4 = 0; q4 < 4; ++q4) {
                     const int row = ch + 8 * (q4 & 1), tok = 16 * kk + 2 * tq + 8 * (q4 >> 1);
                     const float gl = (q4 & 1) ? gl1 : gl0;
-                    const float x0 = lg_bf(Kt[tok * LK + row]) * lg_ex2(gl - G[tok * LG + row]);
-                    const float x1 = lg_bf(Kt[(tok + 1) * LK + row]) * lg_ex2(gl - G[(tok + 1) * LG + row]);
-                    lg_split(x0, x1, ah[q4], al[q4]);
+                    const float x0 = lc_bf(Kt[tok * LK + row]) * lc_ex2(gl - G[tok * LG + row]);
+                    const float x1 = lc_bf(Kt[(tok + 1) * LK + row]) * lc_ex2(gl - G[(tok + 1) * LG + row]);
+                    lc_split(x0, x1, ah[q4], al[q4]);
                 }
 #pragma unroll
                 for (int np = 0; np < SN / 2; ++np) {
                     unsigned bv[4];
-                    lg_ldsm_b(bv, Vt, LV, kk * 16, (sn0 + 2 * np) * 8, mat, r8);
-                    lg_mma(S[2 * np], ah, bv[0], bv[1]);
-                    lg_mma(S[2 * np + 1], ah, bv[2], bv[3]);
-                    lg_mma(S[2 * np], al, bv[0], bv[1]);
-                    lg_mma(S[2 * np + 1], al, bv[2], bv[3]);
+                    lc_ldsm_b(bv, sVt, LV, kk * 16, (sn0 + 2 * np) * 8, bOff);
+                    lc_mma(S[2 * np], ah, bv[0], bv[1]);
+                    lc_mma(S[2 * np + 1], ah, bv[2], bv[3]);
+                    lc_mma(S[2 * np], al, bv[0], bv[1]);
+                    lc_mma(S[2 * np + 1], al, bv[2], bv[3]);
                 }
             }
         }
@@ -392,22 +331,22 @@ __device__ __forceinline__ void lg_gla_fwd(
 }
 
 extern "C" __global__ void __launch_bounds__(256) linea_gla_fwd_k64_v64(
-    const lg_bf16* q, const lg_bf16* k, const lg_bf16* v, const float* g, const float* h0, float* ht, void* o,
+    const lc_bf16* q, const lc_bf16* k, const lc_bf16* v, const float* g, const float* h0, float* ht, void* o,
     int out_bf16, int T, int H, int V, float scale, int seg_chunks, int state_only, float* seg_state, float* seg_gate) {
     lg_gla_fwd<64, 64>(q, k, v, g, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_gla_fwd_k64_v128(
-    const lg_bf16* q, const lg_bf16* k, const lg_bf16* v, const float* g, const float* h0, float* ht, void* o,
+    const lc_bf16* q, const lc_bf16* k, const lc_bf16* v, const float* g, const float* h0, float* ht, void* o,
     int out_bf16, int T, int H, int V, float scale, int seg_chunks, int state_only, float* seg_state, float* seg_gate) {
     lg_gla_fwd<64, 128>(q, k, v, g, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_gla_fwd_k128_v64(
-    const lg_bf16* q, const lg_bf16* k, const lg_bf16* v, const float* g, const float* h0, float* ht, void* o,
+    const lc_bf16* q, const lc_bf16* k, const lc_bf16* v, const float* g, const float* h0, float* ht, void* o,
     int out_bf16, int T, int H, int V, float scale, int seg_chunks, int state_only, float* seg_state, float* seg_gate) {
     lg_gla_fwd<128, 64>(q, k, v, g, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_gla_fwd_k128_v128(
-    const lg_bf16* q, const lg_bf16* k, const lg_bf16* v, const float* g, const float* h0, float* ht, void* o,
+    const lc_bf16* q, const lc_bf16* k, const lc_bf16* v, const float* g, const float* h0, float* ht, void* o,
     int out_bf16, int T, int H, int V, float scale, int seg_chunks, int state_only, float* seg_state, float* seg_gate) {
     lg_gla_fwd<128, 128>(q, k, v, g, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
 }

@@ -6,8 +6,8 @@ extension CUDAKernels {
     /// Chunked forward of the scalar-decay recurrences (linear_attn, retention, simple_gla) and, with the WY/UT
     /// prepass, the delta rules, on tensor cores (`mma.sync` m16n8k16 bf16, fp32 accumulation, fp32 state).
     /// Entries `linea_chunk_fwd_k{64,128}_v{32,64}_{plain,delta}`, `linea_chunk_fwd_k{64,128}_v128_plain`,
-    /// `linea_chunk_wy_k{64,128}_v{64,128}`.
-    public static let chunked = #"""
+    /// `linea_chunk_wy_k{64,128}_v{64,128}`. Prefixed with `chunkedCommon` (the device helpers it shares with `chunkedGLA`).
+    public static let chunked = chunkedCommon + #"""
 // Linea: chunked forward of S_t = a_t S_{t-1} (I - b_t k_t k_t^T) + b_t k_t v_t^T, o_t = scale q_t^T S_t, with a scalar
 // log gate per (b, t, h) (or a fixed one per head, or none), chunks of C = 64 tokens.
 // q, k [B,T,H,K], v [B,T,H,V] bf16; g [B,T,H] fp32 (gate_mode 2) or per-head log decay [H] (gate_mode 1) or none (0);
@@ -32,70 +32,6 @@ extension CUDAKernels {
 // linea_chunk_wy_*: the delta-rule prepass, one block per (chunk, head, batch): with L_ij = beta_i e^{G_i-G_j} k_i.k_j
 // (j < i), A = (I + L)^{-1} by forward substitution (fp32), w = A (beta e^G k) stored bf16 [B,T,H,K] and
 // u = A (beta v) stored fp32 [B,T,H,V] (beta e^G folded into A's columns, split hi + lo).
-typedef unsigned short lc_bf16;
-template <int N> struct lc_int { static constexpr int value = N; };
-
-__device__ __forceinline__ unsigned lc_smem_addr(const void* p) {
-    unsigned a;
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-    return a;
-}
-__device__ __forceinline__ void lc_cp_async16(unsigned dst, const void* src, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void lc_cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void lc_cp_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
-
-// bf16x2 of (lo, hi), round to nearest even; lo lands in the low half (the lower address).
-__device__ __forceinline__ unsigned lc_pack(float lo, float hi) {
-    unsigned r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-// hi = bf16(x), lo = bf16(x - hi) for a pair: hi + lo carries ~16 significant bits.
-__device__ __forceinline__ void lc_split(float x0, float x1, unsigned& hi, unsigned& lo) {
-    hi = lc_pack(x0, x1);
-    lo = lc_pack(x0 - __uint_as_float(hi << 16), x1 - __uint_as_float(hi & 0xffff0000u));
-}
-__device__ __forceinline__ float lc_ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-__device__ __forceinline__ float lc_bf(lc_bf16 x) { return __uint_as_float(((unsigned)x) << 16); }
-__device__ __forceinline__ void lc_mma(float* c, const unsigned* a, unsigned b0, unsigned b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-// ldmatrix x4 (and transposed) from a 32-bit shared-memory address (bytes), or from a generic pointer into shared memory.
-__device__ __forceinline__ void lc_ldsm(unsigned* r, unsigned a) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
-}
-__device__ __forceinline__ void lc_ldsm_t(unsigned* r, unsigned a) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
-}
-__device__ __forceinline__ void lc_ldsm(unsigned* r, const void* p) { lc_ldsm(r, lc_smem_addr(p)); }
-__device__ __forceinline__ void lc_ldsm_t(unsigned* r, const void* p) { lc_ldsm_t(r, lc_smem_addr(p)); }
-// 32-bit store to a shared-memory address (bytes).
-__device__ __forceinline__ void lc_sts(unsigned a, unsigned v) { asm volatile("st.shared.u32 [%0], %1;" :: "r"(a), "r"(v)); }
-
-// Rows [row0, row0 + 64) x COLS bf16 columns of a matrix with row stride `stride` (elements) into shared memory with
-// row stride COLS + 8; rows at or past `limit` are zero-filled.
-template <int COLS>
-__device__ __forceinline__ void lc_load_tile(lc_bf16* dst, const lc_bf16* src, int row0, int limit, long stride) {
-    constexpr int CPR = COLS / 8;
-    for (int c = threadIdx.x; c < 64 * CPR; c += blockDim.x) {
-        const int r = c / CPR, cc = c - r * CPR;
-        const bool valid = row0 + r < limit;
-        const lc_bf16* s = valid ? src + (long)(row0 + r) * stride + cc * 8 : src;
-        lc_cp_async16(lc_smem_addr(dst) + (r * (COLS + 8) + cc * 8) * 2, s, valid);
-    }
-}
-
 // Log gate of token t of (b, h) for this chunk (0 past the end, so cumulative sums stay flat there).
 __device__ __forceinline__ float lc_gate(const float* g, int gate_mode, int b, int h, int t, int T, int H) {
     if (t >= T || gate_mode == 0) return 0.f;
@@ -126,15 +62,6 @@ __device__ __forceinline__ void lc_load_tile_f32(float* dst, const float* src, i
         const float* s = valid ? src + (long)(row0 + r) * stride + cc * 4 : src;
         lc_cp_async16(lc_smem_addr(dst) + (r * (COLS + 4) + cc * 4) * 4, s, valid);
     }
-}
-
-// B fragments (k16 x n16: two n-tiles) of a [k][n] bf16 matrix at shared address m (bytes) with row stride ld
-// (elements), at (k0, n0); `lane_off` is lc_b_off(ld, lane), the part that depends only on the lane.
-__device__ __forceinline__ unsigned lc_b_off(int ld, int lane) {
-    return ((((lane >> 3) & 1) * 8 + (lane & 7)) * ld + (lane >> 4) * 8) * 2;
-}
-__device__ __forceinline__ void lc_ldsm_b(unsigned* r, unsigned m, int ld, int k0, int n0, unsigned lane_off) {
-    lc_ldsm_t(r, m + lane_off + (k0 * ld + n0) * 2);
 }
 
 template <int K, int BV, bool DELTA>
