@@ -161,10 +161,12 @@ for T in [int(x) for x in args.T.split(",")]:
         call = lambda: run(mech, q, k, v, g, beta, None, K ** -0.5)
         call()
         torch.cuda.synchronize()
-        times = []
-        for _ in range(args.reps):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record(); call(); b.record(); torch.cuda.synchronize()
-            times.append(a.elapsed_time(b))
+        # As CUDABench.time and triton's do_bench: an L2-evicting fill before each run, one wait at the end.
+        flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(args.reps)]
+        for a, b in events:
+            flush.zero_(); a.record(); call(); b.record()
+        torch.cuda.synchronize()
+        times = [a.elapsed_time(b) for a, b in events]
         print(f"time {mech:17s} T={T:6d} B={B:3d} plan={plan(mech, B, T, H, V)}: {sorted(times)[len(times) // 2]:.3f} ms",
               flush=True)

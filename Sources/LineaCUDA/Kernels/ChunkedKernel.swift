@@ -121,6 +121,27 @@ __device__ __forceinline__ void lc_chunk_fwd(
     const unsigned ktOff = (((mat >> 1) * 8 + r8) * LK + sm * 16 + (mat & 1) * 8) * 2;  // A = K^T rows sm*16..
     const unsigned bOff = lc_b_off(LV, lane);
 
+    // out = X S for the rows r0.. of an A tile X at shared address sX ([C][LK] bf16) and the columns c0.. of the state
+    // (its hi and lo halves in Sh / Sl): q S for the outputs, and w S for the delta rules' U.
+    auto timesState = [&](float (*out)[4], unsigned sX) {
+#pragma unroll
+        for (int nt = 0; nt < NH; ++nt) out[nt][0] = out[nt][1] = out[nt][2] = out[nt][3] = 0.f;
+#pragma unroll
+        for (int ks = 0; ks < KS; ++ks) {
+            unsigned a[4];
+            lc_ldsm(a, sX + aOff + ks * 32);
+#pragma unroll
+            for (int np = 0; np < NH / 2; ++np) {
+                unsigned bh[4], bl[4];
+                lc_ldsm_b(bh, sSh, LV, ks * 16, c0 + np * 16, bOff);
+                lc_ldsm_b(bl, sSl, LV, ks * 16, c0 + np * 16, bOff);
+                lc_mma(out[2 * np], a, bh[0], bh[1]);
+                lc_mma(out[2 * np + 1], a, bh[2], bh[3]);
+                lc_mma(out[2 * np], a, bl[0], bl[1]);
+                lc_mma(out[2 * np + 1], a, bl[2], bl[3]);
+            }
+        }
+    };
     auto load = [&](int c, int buf) {
         if (!state_only) lc_load_tile<K>(Qs + buf * C * LK, qb, c * C, T, kStride);  // the end-state pass needs no q
         lc_load_tile<K>(Ks + buf * C * LK, kb, c * C, T, kStride);
@@ -188,23 +209,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
             const unsigned sWt = sW + buf * C * LK * 2;
             const float* Ut = (const float*)Us + buf * C * LU;
             float acc[NH][4];
-#pragma unroll
-            for (int nt = 0; nt < NH; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
-#pragma unroll
-            for (int ks = 0; ks < KS; ++ks) {
-                unsigned a[4];
-                lc_ldsm(a, sWt + aOff + ks * 32);
-#pragma unroll
-                for (int np = 0; np < NH / 2; ++np) {
-                    unsigned bh[4], bl[4];
-                    lc_ldsm_b(bh, sSh, LV, ks * 16, c0 + np * 16, bOff);
-                    lc_ldsm_b(bl, sSl, LV, ks * 16, c0 + np * 16, bOff);
-                    lc_mma(acc[2 * np], a, bh[0], bh[1]);
-                    lc_mma(acc[2 * np + 1], a, bh[2], bh[3]);
-                    lc_mma(acc[2 * np], a, bl[0], bl[1]);
-                    lc_mma(acc[2 * np + 1], a, bl[2], bl[3]);
-                }
-            }
+            timesState(acc, sWt);
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
                 const int i = r0 + gq + 8 * r;
@@ -273,7 +278,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
 #pragma unroll
             for (int nt = 0; nt < NH; ++nt)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) acc[nt][e] = qs[nt][e] = 0.f;
+                for (int e = 0; e < 4; ++e) acc[nt][e] = 0.f;
 #pragma unroll
             for (int kk = 0; kk < 4; ++kk) {
                 if (SKIP && kk > rt) break;
@@ -297,21 +302,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
                     }
                 }
             }
-#pragma unroll
-            for (int ks = 0; ks < KS; ++ks) {
-                unsigned a[4];
-                lc_ldsm(a, sQt + aOff + ks * 32);
-#pragma unroll
-                for (int np = 0; np < NH / 2; ++np) {
-                    unsigned bh[4], bl[4];
-                    lc_ldsm_b(bh, sSh, LV, ks * 16, c0 + np * 16, bOff);
-                    lc_ldsm_b(bl, sSl, LV, ks * 16, c0 + np * 16, bOff);
-                    lc_mma(qs[2 * np], a, bh[0], bh[1]);
-                    lc_mma(qs[2 * np + 1], a, bh[2], bh[3]);
-                    lc_mma(qs[2 * np], a, bl[0], bl[1]);
-                    lc_mma(qs[2 * np + 1], a, bl[2], bl[3]);
-                }
-            }
+            timesState(qs, sQt);
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
                 const int i = r0 + gq + 8 * r, t = c * C + i;
