@@ -4,7 +4,7 @@ import LineaCUDA
 
 extension BenchCommand {
     /// `linea bench --backend cuda`: the CUDA chunked kernels and causal flash attention, bf16, timed with CUDA events
-    /// (median of 10 runs after 3 warm-up runs). Default shapes: B*T = `tokens`, H = 16, K = V = 128,
+    /// (median of 10 runs after 3 warm-up runs, each behind an L2-evicting fill, as triton's do_bench). Default shapes: B*T = `tokens`, H = 16, K = V = 128,
     /// T in {2048, 8192, 32768}.
     func runCUDA() throws {
         if let reason = CUDABackend.unavailableReason { throw Failure(description: reason) }
@@ -85,7 +85,7 @@ extension BenchCommand {
                 [r.mechanism, r.form, "\(r.shape.B)", "\(r.shape.T)", "\(r.shape.H)", "\(r.shape.K)",
                  String(format: "%.3f", r.ms), String(format: "%.3g", r.tokensPerSecond), String(format: "%.1f", r.gflops / 1000)]
             })
-        print("\(ctx.deviceName), bf16 inputs, median of 10 runs (CUDA events); FLOPs as computed by each kernel")
+        print("\(ctx.deviceName), bf16 inputs, median of 10 runs (CUDA events, L2 evicted before each, as triton's do_bench); FLOPs as computed by each kernel")
         if let json { try writeJSON(results, to: json) }
         if let svg { try writeSVG(results, to: svg) }
     }
