@@ -78,6 +78,9 @@ public enum CUDAAttention {
         case auto, wgmma, tensorCore, portable
     }
 
+    /// Whether `.wgmma` runs the warp-specialized Hopper entry (`linea_attn_wgmma_ws_*`) rather than the v4 one.
+    static let wgmmaWarpSpecialized = true
+
     /// Launch shape of the tensor-core kernel (compile-time switches of `CUDAKernels.attentionMMA`).
     public struct TensorCoreConfig: Sendable, Equatable, CustomStringConvertible {
         /// Warps per block.
@@ -226,13 +229,17 @@ public enum CUDAAttention {
         let typeName = dtype == .float32 ? "f32" : dtype == .bfloat16 ? "bf16" : "f16"
         switch chosen {
         case .wgmma:
+            // `-DLINEA_WG_WS=1` / `=0` in extraOptions picks the warp-specialized entry (384 threads: a producer
+            // warpgroup and two ping-ponging consumers) or the v4 one (256 threads); otherwise `wgmmaWarpSpecialized`.
+            let extra = tensorCoreConfig.extraOptions
+            let ws = extra.contains("-DLINEA_WG_WS=1") || (wgmmaWarpSpecialized && !extra.contains("-DLINEA_WG_WS=0"))
             let f = try ctx.function(
-                source: CUDAKernels.attentionHopper, name: "linea_attn_wgmma_\(typeName)_d128",
-                options: CUDAKernels.attentionHopperOptions + tensorCoreConfig.extraOptions)
+                source: CUDAKernels.attentionHopper, name: "linea_attn_wgmma_\(ws ? "ws_" : "")\(typeName)_d128",
+                options: CUDAKernels.attentionHopperOptions + extra)
             // Q tile + 3 stages of K and V tiles (128 x 128 16-bit each), plus 1 KiB to align the swizzled tiles.
             let smem = 1024 + 7 * 128 * 128 * 2
             try ctx.launch(
-                f, grid: ((s.queryLength + 127) / 128, s.queryHeads, s.batch), block: (256, 1, 1),
+                f, grid: ((s.queryLength + 127) / 128, s.queryHeads, s.batch), block: (ws ? 384 : 256, 1, 1),
                 sharedBytes: smem, arguments: common + tail)
         case .tensorCore, .auto:
             let c = tensorCoreConfig
