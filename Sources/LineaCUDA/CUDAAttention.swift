@@ -78,6 +78,12 @@ public enum CUDAAttention {
         case auto, wgmma, tensorCore, portable
     }
 
+    /// Whether `.wgmma` runs the warp-specialized Hopper entry (`linea_attn_wgmma_ws_*`) rather than the v4 one.
+    static let wgmmaWarpSpecialized = true
+    /// The warp-specialized entry runs persistent (one block per SM) for at most this many 128-row query tiles
+    /// (H100, causal T = 2048: 0.674 ms persistent vs 0.709 one block per item; T = 8192: 1.97-2.81 vs 2.02).
+    static let wgmmaPersistentMaxQueryTiles = 16
+
     /// Launch shape of the tensor-core kernel (compile-time switches of `CUDAKernels.attentionMMA`).
     public struct TensorCoreConfig: Sendable, Equatable, CustomStringConvertible {
         /// Warps per block.
@@ -226,14 +232,33 @@ public enum CUDAAttention {
         let typeName = dtype == .float32 ? "f32" : dtype == .bfloat16 ? "bf16" : "f16"
         switch chosen {
         case .wgmma:
+            // `-DLINEA_WG_WS=1` / `=0` in extraOptions picks the warp-specialized entry (384 threads: a producer
+            // warpgroup and two ping-ponging consumers) or the v4 one (256 threads); otherwise `wgmmaWarpSpecialized`.
+            let extra = tensorCoreConfig.extraOptions
+            let ws = extra.contains("-DLINEA_WG_WS=1") || (wgmmaWarpSpecialized && !extra.contains("-DLINEA_WG_WS=0"))
             let f = try ctx.function(
-                source: CUDAKernels.attentionHopper, name: "linea_attn_wgmma_\(typeName)_d128",
-                options: CUDAKernels.attentionHopperOptions + tensorCoreConfig.extraOptions)
+                source: CUDAKernels.attentionHopper, name: "linea_attn_wgmma_\(ws ? "ws_" : "")\(typeName)_d128",
+                options: CUDAKernels.attentionHopperOptions + extra)
             // Q tile + 3 stages of K and V tiles (128 x 128 16-bit each), plus 1 KiB to align the swizzled tiles.
             let smem = 1024 + 7 * 128 * 128 * 2
-            try ctx.launch(
-                f, grid: ((s.queryLength + 127) / 128, s.queryHeads, s.batch), block: (256, 1, 1),
-                sharedBytes: smem, arguments: common + tail)
+            let queryTiles = (s.queryLength + 127) / 128
+            if ws {
+                // One block per (query tile, head, batch) item, or (by default up to `wgmmaPersistentMaxQueryTiles`
+                // query tiles; `-DLINEA_WG_PERSIST=1` / `=0` forces it either way) one block per SM walking the items,
+                // in groups of 4 (persistent) or 8 (batch, head) pairs (`-DLINEA_WG_GROUP=n` sets it).
+                let items = queryTiles * s.queryHeads * s.batch
+                let persistent = extra.contains("-DLINEA_WG_PERSIST=1")
+                    || (queryTiles <= wgmmaPersistentMaxQueryTiles && !extra.contains("-DLINEA_WG_PERSIST=0"))
+                let group = extra.lazy.compactMap { $0.hasPrefix("-DLINEA_WG_GROUP=") ? Int($0.dropFirst(17)) : nil }
+                    .first.map { max(1, $0) } ?? (persistent ? 4 : 8)
+                try ctx.launch(
+                    f, grid: (persistent ? min(items, ctx.multiprocessorCount) : items, 1, 1), block: (384, 1, 1),
+                    sharedBytes: smem, arguments: common + tail + [.int32(Int32(s.batch)), .int32(Int32(group))])
+            } else {
+                try ctx.launch(
+                    f, grid: (queryTiles, s.queryHeads, s.batch), block: (256, 1, 1), sharedBytes: smem,
+                    arguments: common + tail)
+            }
         case .tensorCore, .auto:
             let c = tensorCoreConfig
             guard [1, 2, 4, 8, 16].contains(c.warps), [1, 2].contains(c.rowTilesPerWarp), (1...4).contains(c.minBlocksPerSM),

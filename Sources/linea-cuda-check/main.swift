@@ -111,9 +111,15 @@ if arguments.contains("--bench") || arguments.contains("--bench-only") {
             }
             var runs: [(String, CUDAAttention.Kernel, Config)] = variants.map { ("mma.sync [\($0)]", .tensorCore, $0) }
             if hopper {
-                let wgmmaVariants: [[String]] = arguments.contains("--wgmma-variants")
+                var wgmmaVariants: [[String]] = arguments.contains("--wgmma-variants")
                     ? [[], ["-DLINEA_WG_SKEW=0"]]
                     : [[]]
+                // `--wgmma-defines "-DA=1 -DB=2;-DC=0"`: one timed variant per `;`-separated list (empty: the default).
+                if let i = arguments.firstIndex(of: "--wgmma-defines"), arguments.index(after: i) < arguments.endIndex {
+                    wgmmaVariants = arguments[arguments.index(after: i)].split(separator: ";", omittingEmptySubsequences: false)
+                        .map { $0.split(separator: " ").map(String.init) }
+                }
+                if t == lengths.first { failures += wgmmaVariantChecks(ctx, wgmmaVariants) }  // WGMMAChecks.swift
                 runs.insert(contentsOf: wgmmaVariants.map { options in
                     var c = Config.default
                     c.extraOptions = options

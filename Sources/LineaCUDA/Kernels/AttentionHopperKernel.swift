@@ -9,7 +9,9 @@ extension CUDAKernels {
     // LINEA-KERNEL-BEGIN attention_hopper
     /// Flash attention forward for Hopper: two warpgroups of 64 query rows, `wgmma` m64n128k16 for S = Q Kᵀ
     /// (both operands in shared memory) and O += P V (P from registers), K/V tiles of 128 keys brought in with
-    /// cp.async into three 128B-swizzled shared-memory stages. Entries `linea_attn_wgmma_{bf16,f16}_d128`.
+    /// cp.async into three 128B-swizzled shared-memory stages. Entries `linea_attn_wgmma_{bf16,f16}_d128` (v4: 256
+    /// threads, grid (query tiles, Hq, B)) and `linea_attn_wgmma_ws_{bf16,f16}_d128` (warp-specialized, 384 threads,
+    /// one-dimensional grid of work items, two more int arguments: B and the head-group size).
     public static let attentionHopper = #"""
 // linea-nvrtc-arch: sm_90a
 // Linea: flash attention forward for sm_90a (H100). q [B,T,Hq,128], k/v [B,S,Hkv,128] (bf16 or fp16);
@@ -202,6 +204,33 @@ __device__ __forceinline__ void linea_wg_rescale_pack(float* oacc, const float* 
     }
 }
 
+// Epilogue: o = O / l for this thread's two rows (bf16, fp16 or fp32 by out_mode), lse in natural log.
+__device__ __forceinline__ void linea_wg_store(
+    const float* oacc, const float* mRow, const float* lRow, void* __restrict__ o, float* __restrict__ lse, int rowA,
+    int tq, int b, int h, int T, int Hq, int out_mode)
+{
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        float l = lRow[r];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        const int i = rowA + 8 * r;
+        if (i >= T) continue;
+        const float inv = l > 0.f ? 1.f / l : 0.f;
+        const long obase = (((long)b * T + i) * Hq + h) * LINEA_WG_D;
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+            const int d = 8 * j + 2 * tq;
+            const float x0 = oacc[4 * j + 2 * r] * inv, x1 = oacc[4 * j + 2 * r + 1] * inv;
+            if (out_mode == 1) *(unsigned*)((unsigned short*)o + obase + d) = linea_wg_pack<false>(x0, x1);
+            else if (out_mode == 2) *(unsigned*)((unsigned short*)o + obase + d) = linea_wg_pack<true>(x0, x1);
+            else *(float2*)((float*)o + obase + d) = make_float2(x0, x1);
+        }
+        if (tq == 0 && lse != 0)
+            lse[((long)b * T + i) * Hq + h] = l > 0.f ? (mRow[r] + log2f(l)) * 0.69314718055994531f : LINEA_NEG_INF;
+    }
+}
+
 template <bool F16>
 __device__ __forceinline__ void linea_attn_wgmma(
     const unsigned short* __restrict__ q, const unsigned short* __restrict__ k, const unsigned short* __restrict__ v,
@@ -328,26 +357,244 @@ __device__ __forceinline__ void linea_attn_wgmma(
         }
     }
 
+    linea_wg_store(oacc, mRow, lRow, o, lse, rowA, tq, b, h, T, Hq, out_mode);
+}
+
+// ---- Warp-specialized variant (v7, entries linea_attn_wgmma_ws_*, the default): 384 threads = 2 consumer warpgroups
+// + 1 producer warpgroup (setmaxnreg moves its registers to the consumers), one-dimensional grid of work items
+// (query tile, head, batch), see linea_wg_item: one block per item, or a persistent grid walking them. The producer
+// copies each item's Q, then K_it and V_it into 3-stage rings with cp.async; each producer thread's
+// `cp.async.mbarrier.arrive.noinc` completes the stage's "full" mbarrier (128 arrivals) when its copies land, so no
+// consumer waits on copies it issued, and copies run up to 3 tiles ahead (across items too: the next item's Q comes
+// in once the last S of the current one has completed, while it drains and stores). Consumers release a stage on
+// its "empty" mbarrier (one arrival per consumer warp) once the GEMMs that read it have completed. No block-wide
+// barrier in the loop: with LINEA_WG_PINGPONG = 1 the two warpgroups take turns issuing their GEMMs (named barriers
+// 1 and 2, 256 threads), so one warpgroup's softmax runs while the other's GEMMs hold the tensor cores
+// (FlashAttention-3's schedule). Same math, masks, outputs and shared memory as the kernel above.
+#ifndef LINEA_WG_PINGPONG
+#define LINEA_WG_PINGPONG 1
+#endif
+// Registers per thread after setmaxnreg: 128 x PRODUCER + 256 x CONSUMER <= 65536.
+#ifndef LINEA_WG_PRODUCER_REGS
+#define LINEA_WG_PRODUCER_REGS 40
+#endif
+#ifndef LINEA_WG_CONSUMER_REGS
+#define LINEA_WG_CONSUMER_REGS 232
+#endif
+__device__ __forceinline__ void linea_wg_mbar_init(unsigned bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" :: "r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void linea_wg_mbar_wait(unsigned bar, unsigned parity) {
+    asm volatile("{\n.reg .pred done;\nLINEA_MBAR_WAIT:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+                 "@!done bra LINEA_MBAR_WAIT;\n}\n" :: "r"(bar), "r"(parity) : "memory");
+}
+__device__ __forceinline__ void linea_wg_mbar_arrive(unsigned bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" :: "r"(bar) : "memory");
+}
+// Arrives on `bar` once every cp.async this thread issued so far has landed.
+__device__ __forceinline__ void linea_wg_mbar_arrive_copies(unsigned bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" :: "r"(bar) : "memory");
+}
+__device__ __forceinline__ void linea_wg_bar_sync(int id) { asm volatile("bar.sync %0, 256;\n" :: "r"(id) : "memory"); }
+__device__ __forceinline__ void linea_wg_bar_arrive(int id) { asm volatile("bar.arrive %0, 256;\n" :: "r"(id)); }
+
+// linea_wg_load for the producer warpgroup (128 threads): thread p copies chunk p % 16 of rows p / 16 + 8 i (i < 16).
+__device__ __forceinline__ void linea_wg_load_wg(unsigned dst, const unsigned short* src, int row0, int limit, long stride, int p) {
+    const int r0 = p >> 4, ch = p & 15;
+    const unsigned d0 = dst + (ch >> 3) * (128 * 128) + r0 * 128 + (((ch & 7) ^ r0) << 4);
+    const unsigned short* s0 = src + (long)(row0 + r0) * stride + ch * 8;
+    const long step = 8 * stride;
+    if (row0 + 128 <= limit) {
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        float l = lRow[r];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        const int i = rowA + 8 * r;
-        if (i >= T) continue;
-        const float inv = l > 0.f ? 1.f / l : 0.f;
-        const long obase = (((long)b * T + i) * Hq + h) * LINEA_WG_D;
+        for (int i = 0; i < 16; ++i)
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" :: "r"(d0 + 1024 * i), "l"(s0 + i * step));
+    } else {
 #pragma unroll
-        for (int j = 0; j < 16; ++j) {
-            const int d = 8 * j + 2 * tq;
-            const float x0 = oacc[4 * j + 2 * r] * inv, x1 = oacc[4 * j + 2 * r + 1] * inv;
-            if (out_mode == 1) *(unsigned*)((unsigned short*)o + obase + d) = linea_wg_pack<false>(x0, x1);
-            else if (out_mode == 2) *(unsigned*)((unsigned short*)o + obase + d) = linea_wg_pack<true>(x0, x1);
-            else *(float2*)((float*)o + obase + d) = make_float2(x0, x1);
+        for (int i = 0; i < 16; ++i) {
+            const bool valid = row0 + r0 + 8 * i < limit;
+            linea_wg_cp16(d0 + 1024 * i, valid ? s0 + i * step : src, valid);
         }
-        if (tq == 0 && lse != 0)
-            lse[((long)b * T + i) * Hq + h] = l > 0.f ? (mRow[r] + log2f(l)) * 0.69314718055994531f : LINEA_NEG_INF;
     }
+}
+
+// Work item `round` of this block: item L = round P + (x, or P - 1 - x on odd rounds) of the P = gridDim.x blocks
+// (a grid of one block per item takes one item each; a persistent grid walks items in a snake so that heavy and
+// light rounds even out). Items come in groups of G (batch, head) pairs, heaviest causal query tile first within a
+// group (so that the blocks running together share a few heads' K/V in L2): rank r of group grp is pair
+// grp G + r % Gp, query tile nT - 1 - r / Gp. Sets the query tile start m0, head, batch and key-tile range;
+// returns false past the last item.
+__device__ __forceinline__ bool linea_wg_item(
+    int round, int nT, int pairs, int G, int Hq, int T, int S, int causal, int window, int& m0, int& h, int& b,
+    int& nBegin, int& tiles)
+{
+    const int P = gridDim.x, x = blockIdx.x;
+    const int L = round * P + ((round & 1) ? P - 1 - x : x);
+    if (L >= nT * pairs) return false;
+    const int grp = L / (G * nT), rank = L - grp * G * nT;
+    const int gp = min(G, pairs - grp * G);
+    const int pair = grp * G + rank % gp;
+    m0 = (nT - 1 - rank / gp) * LINEA_WG_BM;
+    b = pair / Hq; h = pair - b * Hq;
+    const int shift = S - T, lastRow = min(m0 + LINEA_WG_BM, T) - 1;
+    int nEnd = S;
+    nBegin = 0;
+    if (causal) nEnd = max(0, min(S, lastRow + shift + 1));
+    if (window > 0) nBegin = max(0, m0 + shift - window + 1);
+    tiles = nEnd > nBegin ? (nEnd - nBegin + LINEA_WG_BN - 1) / LINEA_WG_BN : 0;
+    return true;
+}
+
+template <bool F16>
+__device__ __forceinline__ void linea_attn_wgmma_ws(
+    const unsigned short* __restrict__ q, const unsigned short* __restrict__ k, const unsigned short* __restrict__ v,
+    void* __restrict__ o, float* __restrict__ lse,
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode, int B, int G)
+{
+    extern __shared__ __align__(1024) unsigned char linea_wg_smem_raw[];
+    __shared__ __align__(8) unsigned long long linea_wg_bars[14];
+    const unsigned base = (linea_wg_smem(linea_wg_smem_raw) + 1023u) & ~1023u;
+    const unsigned Qs = base, Ks = base + LINEA_WG_TILE, Vs = base + 4 * LINEA_WG_TILE;
+    // mbarriers (8 bytes each): Q full, K full [3], V full [3], K empty [3], V empty [3], Q empty. The K and V rings
+    // run on across the block's items: key tile c (counted over all of them) sits in stage c % 3, fill c / 3.
+    const unsigned barQ = linea_wg_smem(linea_wg_bars), barKf = barQ + 8, barVf = barQ + 32, barKe = barQ + 56,
+                   barVe = barQ + 80, barQe = barQ + 104;
+    // The warpgroup index through a shuffle, so that the compiler knows it is warp-uniform (wgmma in uniform branches).
+    const int tid = threadIdx.x, wg = __shfl_sync(0xffffffffu, tid >> 7, 0), wtid = tid & 127, warp = wtid >> 5;
+    const int lane = tid & 31, g = lane >> 2, tq = lane & 3;
+    const int nT = (T + LINEA_WG_BM - 1) / LINEA_WG_BM, pairs = B * Hq, group = Hq / Hkv;
+    const long qStride = (long)Hq * LINEA_WG_D, kStride = (long)Hkv * LINEA_WG_D;
+    const int shift = S - T;
+
+    if (tid == 0) {
+        linea_wg_mbar_init(barQ, 128);
+        linea_wg_mbar_init(barQe, 8);
+        for (int s = 0; s < 3; ++s) {
+            linea_wg_mbar_init(barKf + 8 * s, 128); linea_wg_mbar_init(barVf + 8 * s, 128);
+            linea_wg_mbar_init(barKe + 8 * s, 8); linea_wg_mbar_init(barVe + 8 * s, 8);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    int m0, h, b, nBegin, tiles;
+    if (wg == 2) {
+        // Producer warpgroup: Q of item r waits for the release of item r - 1's Q (after its last S); fill n of a
+        // K or V stage waits for release n - 1 of that stage.
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" :: "n"(LINEA_WG_PRODUCER_REGS));
+        int c0 = 0;
+        for (int round = 0; linea_wg_item(round, nT, pairs, G, Hq, T, S, causal, window, m0, h, b, nBegin, tiles); ++round) {
+            const unsigned short* kb = k + (long)b * S * kStride + (long)(h / group) * LINEA_WG_D;
+            const unsigned short* vb = v + (long)b * S * kStride + (long)(h / group) * LINEA_WG_D;
+            if (round > 0) linea_wg_mbar_wait(barQe, (round - 1) & 1);
+            linea_wg_load_wg(Qs, q + (long)b * T * qStride + (long)h * LINEA_WG_D, m0, T, qStride, wtid);
+            linea_wg_mbar_arrive_copies(barQ);
+            for (int it = 0; it < tiles; ++it) {
+                const int c = c0 + it, s = c % 3, n0 = nBegin + it * LINEA_WG_BN;
+                const unsigned parity = ((c / 3) & 1) ^ 1;
+                if (c >= 3) linea_wg_mbar_wait(barKe + 8 * s, parity);
+                linea_wg_load_wg(Ks + s * LINEA_WG_TILE, kb, n0, S, kStride, wtid);
+                linea_wg_mbar_arrive_copies(barKf + 8 * s);
+                if (c >= 3) linea_wg_mbar_wait(barVe + 8 * s, parity);
+                linea_wg_load_wg(Vs + s * LINEA_WG_TILE, vb, n0, S, kStride, wtid);
+                linea_wg_mbar_arrive_copies(barVf + 8 * s);
+            }
+            c0 += tiles;
+        }
+        linea_wg_wait_all();
+        return;
+    }
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" :: "n"(LINEA_WG_CONSUMER_REGS));
+
+    const unsigned qRows = Qs + wg * 64 * 128;
+    int c0 = 0;
+    for (int round = 0; linea_wg_item(round, nT, pairs, G, Hq, T, S, causal, window, m0, h, b, nBegin, tiles); ++round) {
+        const int rowA = m0 + 64 * wg + 16 * warp + g;
+        const int posA = rowA + shift;
+        const int wgPosLo = m0 + 64 * wg + shift, wgPosHi = wgPosLo + 63;
+        float oacc[64], sacc[64];
+        unsigned pa[32];
+#pragma unroll
+        for (int i = 0; i < 64; ++i) oacc[i] = 0.f;
+#pragma unroll
+        for (int i = 0; i < 32; ++i) pa[i] = 0u;
+        float mRow[2] = {LINEA_NEG_INF, LINEA_NEG_INF}, lRow[2] = {0.f, 0.f}, alpha[2];
+        linea_wg_mbar_wait(barQ, round & 1);
+        if (tiles == 0 && lane == 0) linea_wg_mbar_arrive(barQe);  // no S reads this Q
+        if (LINEA_WG_PINGPONG && wg == 1) linea_wg_bar_arrive(1);  // warpgroup 0 issues first
+        for (int it = 0; it <= tiles; ++it) {
+            const bool fresh = it < tiles;
+            const int n0 = nBegin + it * LINEA_WG_BN, c = c0 + it;
+            const int sK = c % 3, sV = (c + 2) % 3;  // stages of K_it and V_it-1
+            if (fresh) linea_wg_mbar_wait(barKf + 8 * sK, (c / 3) & 1);
+            if (it > 0) linea_wg_mbar_wait(barVf + 8 * sV, ((c - 1) / 3) & 1);
+            linea_wg_fence_proxy();  // the landed cp.async data (generic proxy) before the wgmma reads (async proxy)
+            const unsigned Kt = Ks + sK * LINEA_WG_TILE, Vp = Vs + sV * LINEA_WG_TILE;
+            auto issueS = [&]() {
+#pragma unroll
+                for (int ks = 0; ks < 8; ++ks) {
+                    const unsigned off = (ks >> 2) * (128 * 128) + (ks & 3) * 32;
+                    linea_wg_ss<F16>(sacc, linea_wg_desc(qRows + off, 16, 1024), linea_wg_desc(Kt + off, 16, 1024), ks > 0);
+                }
+                linea_wg_commit_group();
+            };
+            auto issuePV = [&]() {
+#pragma unroll
+                for (int kk = 0; kk < 8; ++kk)
+                    linea_wg_rs<F16, 1>(oacc, pa + 4 * kk, linea_wg_desc(Vp + kk * 2048, 128 * 128, 1024), 1);
+                linea_wg_commit_group();
+            };
+            if (LINEA_WG_PINGPONG) linea_wg_bar_sync(1 + wg);
+            if (fresh) {
+                linea_wg_fence();
+                issueS();
+                if (it > 0) issuePV();
+                // The other warpgroup may issue once S has completed (a named-barrier arrive between these GEMMs'
+                // issue and their wait makes ptxas serialize them, C7514); its GEMMs then queue behind this P V.
+                if (it > 0) linea_wg_wait<1>(); else linea_wg_wait<0>();
+                if (LINEA_WG_PINGPONG) linea_wg_bar_arrive(2 - wg);
+#pragma unroll
+                for (int i = 0; i < 64; ++i) linea_wg_touch(sacc[i]);
+                const bool needMask = (n0 + LINEA_WG_BN > S) || (causal && n0 + LINEA_WG_BN - 1 > wgPosLo) ||
+                                      (window > 0 && n0 <= wgPosHi - window);
+                linea_wg_softmax(sacc, mRow, lRow, alpha, needMask, n0, posA, tq, S, causal, window, scale_log2);
+                linea_wg_wait<0>();
+#pragma unroll
+                for (int i = 0; i < 64; ++i) linea_wg_touch(oacc[i]);
+                linea_wg_rescale_pack<F16>(oacc, sacc, pa, alpha);
+            } else {
+                if (it > 0) {
+                    linea_wg_fence();
+                    issuePV();
+                }
+                if (LINEA_WG_PINGPONG && wg == 0) linea_wg_bar_arrive(2);
+                linea_wg_wait<0>();
+#pragma unroll
+                for (int i = 0; i < 64; ++i) linea_wg_touch(oacc[i]);
+            }
+            // Every GEMM of this step has completed: release K_it and V_it-1, and Q after the last S (one arrival
+            // per warp), so the producer can bring the next item's Q while this one drains and stores.
+            if (lane == 0) {
+                if (fresh) linea_wg_mbar_arrive(barKe + 8 * sK);
+                if (it > 0) linea_wg_mbar_arrive(barVe + 8 * sV);
+                if (it == tiles - 1) linea_wg_mbar_arrive(barQe);
+            }
+        }
+        linea_wg_store(oacc, mRow, lRow, o, lse, rowA, tq, b, h, T, Hq, out_mode);
+        c0 += tiles;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(384, 1) linea_attn_wgmma_ws_bf16_d128(
+    const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode, int B, int G) {
+    linea_attn_wgmma_ws<false>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode, B, G);
+}
+
+extern "C" __global__ void __launch_bounds__(384, 1) linea_attn_wgmma_ws_f16_d128(
+    const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode, int B, int G) {
+    linea_attn_wgmma_ws<true>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode, B, G);
 }
 
 extern "C" __global__ void __launch_bounds__(256, 1) linea_attn_wgmma_bf16_d128(
