@@ -24,6 +24,7 @@ public enum CUDAChunkedSIMT {
         let (B, T, H, K, V) = try Recurrence.checkInputs(mechanism, inputs)
         let shape = CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: K, valueDim: V)
         try CUDAChunked.checkShape(shape)
+        try checkValueBlock(valueBlock, V: V)
         if T == 0 {
             let state = try inputs.initialState ?? Tensor(zeros: [B, H, K, V])
             return RecurrenceOutput(o: try Tensor(zeros: [B, 0, H, V]), finalState: state)
@@ -63,10 +64,7 @@ public enum CUDAChunkedSIMT {
         let s = shape
         let (B, T, H, K, V) = (s.batch, s.length, s.heads, s.keyDim, s.valueDim)
         let scaleValue = try CUDAChunked.launchScale(s, outputDType: outputDType, scale: scale)
-        if let valueBlock, ![32, 64].contains(valueBlock) || V % valueBlock != 0 {
-            throw LineaError.invalidArgument(argument: "valueBlock", expected: "32 or 64, dividing V = \(V) (f32/f16 chunked kernel)",
-                                             actual: "\(valueBlock)")
-        }
+        try checkValueBlock(valueBlock, V: V)
         let isDelta = mechanism == .deltaRule || mechanism == .gatedDeltaRule
         let mode: Int32 = switch mechanism {
         case .retention: 1
@@ -129,6 +127,13 @@ public enum CUDAChunkedSIMT {
             throw LineaError.invalidArgument(
                 argument: "mechanism", expected: CUDAChunked.covered.map(\.rawValue).joined(separator: ", ") + " (CUDA chunked)",
                 actual: mechanism.rawValue)
+        }
+    }
+
+    private static func checkValueBlock(_ valueBlock: Int?, V: Int) throws {
+        if let valueBlock, ![32, 64].contains(valueBlock) || V % valueBlock != 0 {
+            throw LineaError.invalidArgument(argument: "valueBlock", expected: "32 or 64, dividing V = \(V) (f32/f16 chunked kernel)",
+                                             actual: "\(valueBlock)")
         }
     }
 

@@ -34,11 +34,6 @@ struct CUDAChunkedSIMTTests {
     @Test func float32InputsMatchReference() throws { try matchesReference(.float32, tolerance: 1e-5) }
 
     @Test func float16InputsMatchReference() throws { try matchesReference(.float16, tolerance: 2e-3) }
-
-    @Test func badValueBlockThrows() throws {
-        let x = try RecurrenceInputs.random(.retention, B: 1, T: 8, H: 1, K: 64, V: 64, seed: 5)
-        expectArgumentError("valueBlock") { _ = try CUDAChunked.forward(.retention, x, dtype: .float32, valueBlock: 128) }
-    }
 }
 
 /// Argument checks of the f32/f16 chunked path (no GPU needed: they run before the device is touched).
@@ -58,5 +53,10 @@ struct CUDAChunkedSIMTTests {
         var delta = try RecurrenceInputs.random(.gatedDeltaRule, B: 1, T: 8, H: 1, K: 64, V: 64, seed: 4)
         delta.beta!.scalars[0] = -0.5
         expectArgumentError("beta") { _ = try CUDAChunkedSIMT.forward(.gatedDeltaRule, delta, dtype: .float16) }
+        // The CUDA-core kernel has V blocks of 32 and 64 only (the bf16 kernels also take 128).
+        let wide = try RecurrenceInputs.random(.retention, B: 1, T: 8, H: 1, K: 64, V: 128, seed: 5)
+        expectArgumentError("valueBlock") { _ = try CUDAChunked.forward(.retention, wide, dtype: .float32, valueBlock: 128) }
+        let gla = try RecurrenceInputs.random(.gla, B: 1, T: 8, H: 1, K: 64, V: 64, seed: 6)
+        expectArgumentError("valueBlock") { _ = try CUDAChunkedGLA.forward(gla, dtype: .float16, valueBlock: 48) }
     }
 }
