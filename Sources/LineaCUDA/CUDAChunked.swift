@@ -36,6 +36,9 @@ public enum CUDAChunked {
         valueBlock: Int? = nil, context: CUDAContext? = nil
     ) throws -> RecurrenceOutput {
         try check(mechanism: mechanism, chunkSize: chunkSize, dtype: dtype, normalize: inputs.normalize)
+        if dtype != .bfloat16 {  // f32, f16: the fp32 CUDA-core kernel
+            return try CUDAChunkedSIMT.forward(mechanism, inputs, dtype: dtype, valueBlock: valueBlock, context: context)
+        }
         let (B, T, H, K, V) = try Recurrence.checkInputs(mechanism, inputs)
         let shape = CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: K, valueDim: V)
         try checkShape(shape)
@@ -231,8 +234,8 @@ public enum CUDAChunked {
         guard chunkSize == 64 else {
             throw LineaError.invalidArgument(argument: "chunkSize", expected: "64 (CUDA chunked kernels)", actual: "\(chunkSize)")
         }
-        guard dtype == .bfloat16 else {
-            throw LineaError.invalidArgument(argument: "dtype", expected: "bfloat16 (CUDA chunked kernels)", actual: "\(dtype)")
+        guard dtype == .bfloat16 || CUDAChunkedSIMT.inputTypes.contains(dtype) else {
+            throw LineaError.invalidArgument(argument: "dtype", expected: "bfloat16, float32 or float16 (CUDA chunked kernels)", actual: "\(dtype)")
         }
         guard !normalize else {
             throw LineaError.invalidArgument(

@@ -17,6 +17,9 @@ public enum CUDAChunkedGLA {
         context: CUDAContext? = nil
     ) throws -> RecurrenceOutput {
         try CUDAChunked.checkOptions(chunkSize: chunkSize, dtype: dtype, normalize: inputs.normalize)
+        if dtype != .bfloat16 {  // f32, f16: the fp32 CUDA-core kernel
+            return try CUDAChunkedSIMT.forward(.gla, inputs, dtype: dtype, valueBlock: valueBlock, context: context)
+        }
         let (B, T, H, K, V) = try Recurrence.checkInputs(.gla, inputs)
         let shape = CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: K, valueDim: V)
         try CUDAChunked.checkShape(shape)

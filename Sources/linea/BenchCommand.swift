@@ -32,6 +32,8 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Chunk size of chunked forms.") var chunkSize: Int = 64
     @Option(help: "Backend: cpu or cuda (cuda: bf16 chunked kernels and flash attention, CUDA-event timing).")
     var backend: String = "cpu"
+    @Option(help: "cuda: input type, bf16 (tensor-core kernels, flash attention too) or f32, f16 (fp32 CUDA-core chunked kernel).")
+    var dtype: String = "bf16"
     @Option(help: "Write the results as a JSON array to this file.") var json: String?
     @Option(help: "Draw time over T on log-log axes into this SVG file.") var svg: String?
 
@@ -41,6 +43,9 @@ struct BenchCommand: ParsableCommand {
         }
         guard ["cpu", "cuda"].contains(backend) else {
             throw validationErrorList(argument: "--backend", got: backend, known: ["cpu", "cuda"])
+        }
+        guard ["bf16", "f32", "f16"].contains(dtype) else {
+            throw validationErrorList(argument: "--dtype", got: dtype, known: ["bf16", "f32", "f16"])
         }
         _ = try parsedLengths()
     }
@@ -55,7 +60,7 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
-        if backend == "cuda" { return try runCUDA() }
+        if backend == "cuda" { return dtype == "bf16" ? try runCUDA() : try runCUDASIMT() }
         let (heads, dim, batch) = (self.heads ?? 8, self.dim ?? 64, self.batch ?? 1)
         let names = mechanism?.split(separator: ",").map(String.init) ?? Mechanism.all.map(\.name)
         var targets: [BenchTarget] = []

@@ -3,14 +3,10 @@ import Linea
 import LineaCUDA
 
 /// `linea verify --backend cuda` for the chunked recurrence kernels: `CUDAChunked.forward` against the CPU Float64
-/// reference with q, k, v rounded to bf16 first (outputs and final states), on awkward lengths, with an initial state.
+/// reference with q, k, v rounded to `dtype` first (outputs and final states), on awkward lengths, with an initial state.
 func cudaChunkedChecks(_ r: RecurrentMechanism, dtype: DType, seed: UInt64) throws -> [VerificationCheck] {
     guard CUDAChunked.supported.contains(r) else {
         if r != .gla { printError("verify: \(r.rawValue) has no CUDA chunked kernel yet; skipped") }  // gla: VerifyCUDAGLA
-        return []
-    }
-    guard dtype == .bfloat16 else {
-        printError("verify: the CUDA chunked kernels take bf16 inputs only; \(r.rawValue) skipped for \(dtype.rawValue)")
         return []
     }
     // (B, T, H, K, V, gate range): T around the chunk size of 64 and a long multi-chunk case; strong gates once.
@@ -18,24 +14,27 @@ func cudaChunkedChecks(_ r: RecurrentMechanism, dtype: DType, seed: UInt64) thro
         (1, 1, 2, 64, 64, -1...(-1e-4)), (3, 63, 2, 128, 128, -1...(-1e-4)), (1, 64, 3, 64, 128, -1...(-1e-4)),
         (3, 65, 2, 128, 64, -1...(-1e-4)), (1, 1000, 2, 128, 128, -1...(-1e-4)), (3, 200, 2, 64, 64, -20...(-1e-4)),
     ]
-    // The T = 1000 case again with one block per head (BV = 128), which these small shapes never pick by themselves.
-    let blocks: [Int?] = Array(repeating: nil, count: grid.count) + (r == .deltaRule || r == .gatedDeltaRule ? [] : [128])
+    // The T = 1000 case again with a V block these small shapes never pick by themselves: one block per head
+    // (BV = 128, bf16 tensor-core kernel, not the delta rules), BV = 64 (f32/f16 CUDA-core kernel).
+    let extra: Int? = dtype != .bfloat16 ? 64 : r == .deltaRule || r == .gatedDeltaRule ? nil : 128
+    let blocks: [Int?] = Array(repeating: nil, count: grid.count) + (extra.map { [$0] } ?? [])
     return try blocks.enumerated().map { index, valueBlock in
         let (B, T, H, K, V, gates) = grid[index < grid.count ? index : 4]
         let x = try RecurrenceInputs.random(r, B: B, T: T, H: H, K: K, V: V, seed: seed &+ UInt64(index) &* 10, gateRange: gates)
         let g = r == .simpleGLA || r == .gatedDeltaRule ? " g in [\(gates.lowerBound), \(gates.upperBound)]" : ""
-        return try cudaChunkedCheck(r, x, shape: "B\(B) T\(T) H\(H) K\(K) V\(V)\(g)\(valueBlock.map { " BV\($0)" } ?? "") bf16") {
-            try CUDAChunked.forward(r, $0, dtype: .bfloat16, valueBlock: valueBlock)
+        let shape = "B\(B) T\(T) H\(H) K\(K) V\(V)\(g)\(valueBlock.map { " BV\($0)" } ?? "") \(dtype.rawValue.lowercased())"
+        return try cudaChunkedCheck(r, x, dtype: dtype, shape: shape) {
+            try CUDAChunked.forward(r, $0, dtype: dtype, valueBlock: valueBlock)
         }
     }
 }
 
 /// One check of a CUDA chunked forward (`CUDAChunked`, `CUDAChunkedGLA`): `forward` on `inputs` with q, k, v rounded
-/// to bf16, against the CPU Float64 reference on the same rounded inputs (outputs and final state).
-func cudaChunkedCheck(_ r: RecurrentMechanism, _ inputs: RecurrenceInputs, shape: String,
+/// to `dtype`, against the CPU Float64 reference on the same rounded inputs (outputs and final state).
+func cudaChunkedCheck(_ r: RecurrentMechanism, _ inputs: RecurrenceInputs, dtype: DType, shape: String,
                       _ forward: (RecurrenceInputs) throws -> RecurrenceOutput) throws -> VerificationCheck {
     var x = inputs
-    (x.q, x.k, x.v) = (HalfPrecision.roundedToBFloat16(x.q), HalfPrecision.roundedToBFloat16(x.k), HalfPrecision.roundedToBFloat16(x.v))
+    (x.q, x.k, x.v) = (CUDAUpload.rounded(x.q, dtype), CUDAUpload.rounded(x.k, dtype), CUDAUpload.rounded(x.v, dtype))
     let want = try Recurrence.forward(r, x, form: .reference)
     let got = try forward(x)
     return VerificationCheck(form: "cuda chunked", shape: shape,

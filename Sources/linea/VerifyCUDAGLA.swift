@@ -3,14 +3,10 @@ import Linea
 import LineaCUDA
 
 /// `linea verify --backend cuda` for the gla kernel: `CUDAChunkedGLA.forward` against the CPU Float64 reference with
-/// q, k, v rounded to bf16 first (outputs and final states): lengths around the chunk size, a long split sequence,
+/// q, k, v rounded to `dtype` first (outputs and final states): lengths around the chunk size, a long split sequence,
 /// both V blocks, with and without an initial state, ordinary, large and steep gates. Empty for other mechanisms.
 func cudaGLAChecks(_ r: RecurrentMechanism, dtype: DType, seed: UInt64) throws -> [VerificationCheck] {
     guard r == .gla else { return [] }
-    guard dtype == .bfloat16 else {
-        printError("verify: the CUDA gla kernel takes bf16 inputs only; skipped for \(dtype.rawValue)")
-        return []
-    }
     // (B, T, H, K, V, gate range, initial state, V block)
     let normal: ClosedRange<Float> = -1...(-1e-4)
     let grid: [(Int, Int, Int, Int, Int, ClosedRange<Float>, Bool, Int?)] = [
@@ -24,7 +20,7 @@ func cudaGLAChecks(_ r: RecurrentMechanism, dtype: DType, seed: UInt64) throws -
         let x = try RecurrenceInputs.random(.gla, B: B, T: T, H: H, K: K, V: V, seed: seed &+ UInt64(index) &* 10,
                                             gateRange: gates, initialState: initial)
         let shape = "B\(B) T\(T) H\(H) K\(K) V\(V) g in [\(gates.lowerBound), \(gates.upperBound)]"
-            + (initial ? "" : " no h0") + (valueBlock.map { " BV\($0)" } ?? "") + " bf16"
-        return try cudaChunkedCheck(.gla, x, shape: shape) { try CUDAChunkedGLA.forward($0, dtype: .bfloat16, valueBlock: valueBlock) }
+            + (initial ? "" : " no h0") + (valueBlock.map { " BV\($0)" } ?? "") + " \(dtype.rawValue.lowercased())"
+        return try cudaChunkedCheck(.gla, x, dtype: dtype, shape: shape) { try CUDAChunkedGLA.forward($0, dtype: dtype, valueBlock: valueBlock) }
     }
 }

@@ -33,7 +33,7 @@ struct CUDAChunkedGLATests {
     @Test func unsupportedArgumentsThrowBeforeTheGPU() throws {
         let x = try RecurrenceInputs.random(.gla, B: 1, T: 8, H: 1, K: 64, V: 64, seed: 1)
         expectArgumentError("chunkSize", shapeMismatchToo: true) { _ = try CUDAChunkedGLA.forward(x, chunkSize: 32) }
-        expectArgumentError("dtype", shapeMismatchToo: true) { _ = try CUDAChunkedGLA.forward(x, dtype: .float16) }
+        expectArgumentError("dtype", shapeMismatchToo: true) { _ = try CUDAChunkedGLA.forward(x, dtype: .float64) }
         var scalarGate = x
         scalarGate.g = try Tensor(zeros: [1, 8, 1])
         expectArgumentError("g", shapeMismatchToo: true) { _ = try CUDAChunkedGLA.forward(scalarGate) }

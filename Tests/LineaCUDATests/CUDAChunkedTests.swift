@@ -33,7 +33,7 @@ struct CUDAChunkedTests {
         let x = try RecurrenceInputs.random(.simpleGLA, B: 1, T: 8, H: 1, K: 64, V: 64, seed: 1)
         expectArgumentError("mechanism") { _ = try CUDAChunked.forward(.gla, x) }
         expectArgumentError("chunkSize") { _ = try CUDAChunked.forward(.simpleGLA, x, chunkSize: 32) }
-        expectArgumentError("dtype") { _ = try CUDAChunked.forward(.simpleGLA, x, dtype: .float16) }
+        expectArgumentError("dtype") { _ = try CUDAChunked.forward(.simpleGLA, x, dtype: .float64) }
         let odd = try RecurrenceInputs.random(.linearAttention, B: 1, T: 8, H: 1, K: 60, V: 64, seed: 2)
         expectArgumentError("K") { _ = try CUDAChunked.forward(.linearAttention, odd) }
         var normalized = try RecurrenceInputs.random(.linearAttention, B: 1, T: 8, H: 1, K: 64, V: 64, seed: 3)
