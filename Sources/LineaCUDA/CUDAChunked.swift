@@ -27,10 +27,11 @@ public enum CUDAChunked {
     /// Every mechanism with a CUDA chunked kernel: `supported` plus gla (`CUDAChunkedGLA`).
     public static let covered: [RecurrentMechanism] = supported + [.gla]
 
-    /// Runs `mechanism` over `inputs` (fla layout, as `Recurrence.forward`) on the GPU. q, k, v are uploaded as
-    /// bf16 (rounded to nearest even); g, beta and the state stay fp32; math in fp32 with bf16 tensor-core operands.
-    /// Returns o `[B,T,H,V]` (fp32, not rounded) and the final state `[B,H,K,V]`. Takes K and V in {64, 128}, `chunkSize` 64, `dtype` `.bfloat16`; `useQKL2Norm` is applied on the host; the linear_attn normalizer is
-    /// not supported (throws). O(B·H·T·(K·V + 64·(K+V))) work on the device, plus the transfers.
+    /// Runs `mechanism` over `inputs` (fla layout, as `Recurrence.forward`) on the GPU. q, k, v are uploaded in
+    /// `dtype` (rounded to nearest even): `.bfloat16` runs the tensor-core kernel (fp32 math, bf16 operands),
+    /// `.float16` / `.float32` the fp32 CUDA-core kernel (`CUDAChunkedSIMT`); g, beta and the state stay fp32.
+    /// Returns o `[B,T,H,V]` (fp32, not rounded) and the final state `[B,H,K,V]`. Takes K and V in {64, 128},
+    /// `chunkSize` 64; `useQKL2Norm` is applied on the host; the linear_attn normalizer is not supported (throws). O(B·H·T·(K·V + 64·(K+V))) work on the device, plus the transfers.
     public static func forward(
         _ mechanism: RecurrentMechanism, _ inputs: RecurrenceInputs, chunkSize: Int = 64, dtype: DType = .bfloat16,
         valueBlock: Int? = nil, context: CUDAContext? = nil
@@ -229,7 +230,7 @@ public enum CUDAChunked {
         try checkOptions(chunkSize: chunkSize, dtype: dtype, normalize: normalize)
     }
 
-    /// The options every chunked kernel takes (also `CUDAChunkedGLA`'s): chunk 64, bf16 inputs, no normalizer. O(1).
+    /// The options every chunked kernel takes (also `CUDAChunkedGLA`'s): chunk 64, bf16 / f32 / f16 inputs, no normalizer. O(1).
     static func checkOptions(chunkSize: Int, dtype: DType, normalize: Bool) throws {
         guard chunkSize == 64 else {
             throw LineaError.invalidArgument(argument: "chunkSize", expected: "64 (CUDA chunked kernels)", actual: "\(chunkSize)")

@@ -8,9 +8,10 @@ import Linea
 /// for gates too steep for that). Long sequences with few heads run in parallel segments (two launches).
 public enum CUDAChunkedGLA {
     /// Runs gla over `inputs` (fla layout, as `Recurrence.forward(.gla, ...)`: g `[B,T,H,K]` log gates <= 0) on the
-    /// GPU. q, k, v are uploaded as bf16 (rounded to nearest even); g and the state stay fp32. Returns o `[B,T,H,V]`
-    /// (fp32, not rounded) and the final state `[B,H,K,V]`. Takes K and V in {64, 128}, `chunkSize` 64, `dtype`
-    /// `.bfloat16`; `useQKL2Norm` is applied on the host; `normalize` is not supported (throws).
+    /// GPU. q, k, v are uploaded in `dtype` (`.bfloat16`: this tensor-core kernel; `.float16` / `.float32`: the fp32
+    /// CUDA-core kernel of `CUDAChunkedSIMT`); g and the state stay fp32. Returns o `[B,T,H,V]` (fp32, not rounded)
+    /// and the final state `[B,H,K,V]`. Takes K and V in {64, 128}, `chunkSize` 64; `useQKL2Norm` is applied on
+    /// the host; `normalize` is not supported (throws).
     /// O(B·H·T·(K·V + 64·(K+V))) work on the device, plus the transfers.
     public static func forward(
         _ inputs: RecurrenceInputs, chunkSize: Int = 64, dtype: DType = .bfloat16, valueBlock: Int? = nil,
