@@ -3,12 +3,14 @@ import Linea
 import LineaCUDA
 
 extension BenchCommand {
-    /// `linea bench --backend cuda`: the CUDA chunked kernels and causal flash attention, bf16, timed with CUDA events
-    /// (median of 10 runs after 3 warm-up runs, each behind an L2-evicting fill, as triton's do_bench). Default shapes: B*T = `tokens`, H = 16, K = V = 128,
-    /// T in {2048, 8192, 32768}.
+    /// `linea bench --backend cuda [--dtype bf16|f16|f32]`: causal flash attention and the chunked kernels (bf16: the
+    /// tensor-core kernels; f16, f32: the fp32 CUDA-core chunked kernel, `CUDAChunkedSIMT`), timed with CUDA events
+    /// (median of 10 runs after 3 warm-up runs, each behind an L2-evicting fill, as triton's do_bench). Default
+    /// shapes: B*T = `tokens`, H = 16, K = V = 128, T in {2048, 8192, 32768}.
     func runCUDA() throws {
         if let reason = CUDABackend.unavailableReason { throw Failure(description: reason) }
         let ctx = try CUDABackend.shared
+        let type: DType = dtype == "f16" ? .float16 : dtype == "f32" ? .float32 : .bfloat16
         let names = mechanism?.split(separator: ",").map(String.init)
             ?? [Mechanism.attention.name] + CUDAChunked.covered.map(\.rawValue)
         var targets: [Mechanism] = []
@@ -21,35 +23,41 @@ extension BenchCommand {
             targets.append(m)
         }
         let (H, D) = (heads ?? 16, dim ?? 128)
-        printError("bench: \(ctx.deviceName) (\(ctx.architecture)), bf16, H = \(H), K = V = \(D)")
+        let kernels = type == .bfloat16 ? "tensor-core chunked kernels" : "fp32 CUDA-core chunked kernel"
+        printError("bench: \(ctx.deviceName) (\(ctx.architecture)), \(dtype) (\(kernels)), H = \(H), K = V = \(D)")
         var results: [BenchResult] = []
         for T in try parsedLengths() ?? [2048, 8192, 32768] {
             let B = batch ?? max(1, tokens / T)
             let n = B * T * H * D
             var rng = FastRandom(seed: UInt64(T))
-            let q = try CUDABuffer(context: ctx, copying: rng.bf16(count: n, amplitude: 1.7))
-            let k = try CUDABuffer(context: ctx, copying: rng.bf16(count: n, amplitude: 1.7))
-            let kUnit = try CUDABuffer(context: ctx, copying: rng.bf16(count: n, amplitude: (3 / Float(D)).squareRoot()))
-            let v = try CUDABuffer(context: ctx, copying: rng.bf16(count: n, amplitude: 1.7))
+            func upload(_ amplitude: Float) throws -> CUDABuffer {  // uniform in [-amplitude, amplitude), as `type`
+                switch type {
+                case .bfloat16: try CUDABuffer(context: ctx, copying: rng.bf16(count: n, amplitude: amplitude))
+                case .float16: try CUDABuffer(context: ctx, copying: rng.floats(count: n, in: -amplitude...amplitude).map(HalfPrecision.float16Bits))
+                default: try CUDABuffer(context: ctx, copying: rng.floats(count: n, in: -amplitude...amplitude))
+                }
+            }
+            let (q, k, kUnit, v) = (try upload(1.7), try upload(1.7), try upload((3 / Float(D)).squareRoot()), try upload(1.7))
             let g = try CUDABuffer(context: ctx, copying: rng.floats(count: B * T * H, in: -1...(-1e-4)))
             let beta = try CUDABuffer(context: ctx, copying: rng.floats(count: B * T * H, in: 0...1))
-            let o = try CUDABuffer(context: ctx, byteCount: n * 2)
+            let o = try CUDABuffer(context: ctx, byteCount: n * type.byteCount)
             let shape = CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: D, valueDim: D)
-            let scratchBytes = max(CUDAChunked.supported.map { CUDAChunked.scratchBytes($0, shape, context: ctx, valueBlock: valueBlock) }.max() ?? 0,
-                                   CUDAChunkedGLA.scratchBytes(shape, context: ctx, valueBlock: valueBlock == 32 ? nil : valueBlock))
+            let scratchBytes = type != .bfloat16 ? 0
+                : max(CUDAChunked.supported.map { CUDAChunked.scratchBytes($0, shape, context: ctx, valueBlock: valueBlock) }.max() ?? 0,
+                      CUDAChunkedGLA.scratchBytes(shape, context: ctx, valueBlock: valueBlock == 32 ? nil : valueBlock))
             let gk = targets.contains { $0.name == RecurrentMechanism.gla.rawValue }  // gla's per-channel gates
                 ? try CUDABuffer(context: ctx, copying: rng.floats(count: n, in: -1...(-1e-4))) : nil
             let scratch = try CUDABuffer(context: ctx, byteCount: max(1, scratchBytes))
             let decays = try CUDAChunked.retentionDecays(heads: H, context: ctx)
             for m in targets {
-                printError("bench: cuda \(m.name) B = \(B) T = \(T) ...")
+                printError("bench: cuda \(m.name) \(dtype) B = \(B) T = \(T) ...")
                 let run: () throws -> Void
                 let flops: Double
                 let form: String
                 switch m.kind {
                 case .attention:
                     let s = CUDAAttentionShape(batch: B, queryLength: T, keyLength: T, queryHeads: H, kvHeads: H, headDim: D)
-                    run = { try CUDAAttention.forward(q: q, k: k, v: v, o: o, lse: nil, shape: s, causal: true, dtype: .bfloat16, outputDType: .bfloat16) }
+                    run = { try CUDAAttention.forward(q: q, k: k, v: v, o: o, lse: nil, shape: s, causal: true, dtype: type, outputDType: type) }
                     flops = s.flops(causal: true)
                     form = "flash"
                 case .recurrence(let r):
@@ -57,13 +65,19 @@ extension BenchCommand {
                     let gate: CUDABuffer? = switch r {
                     case .retention: decays
                     case .simpleGLA, .gatedDeltaRule: g
+                    case .gla: gk
                     default: nil
                     }
-                    run = r == .gla ? {
+                    let keys = isDelta ? kUnit : k
+                    run = type != .bfloat16 ? {
+                        try CUDAChunkedSIMT.forward(r, q: q, k: keys, v: v, g: gate, beta: isDelta ? beta : nil, initialState: nil,
+                                                    finalState: nil, o: o, shape: shape, inputDType: type, outputDType: type == .float32 ? .float32 : .bfloat16,
+                                                    valueBlock: valueBlock)
+                    } : r == .gla ? {
                         try CUDAChunkedGLA.forward(q: q, k: k, v: v, g: gk!, initialState: nil, finalState: nil, o: o, shape: shape,
                                                    scratch: scratch, valueBlock: valueBlock == 32 ? nil : valueBlock)
                     } : {
-                        try CUDAChunked.forward(r, q: q, k: isDelta ? kUnit : k, v: v, g: gate, beta: isDelta ? beta : nil,
+                        try CUDAChunked.forward(r, q: q, k: keys, v: v, g: gate, beta: isDelta ? beta : nil,
                                                 initialState: nil, finalState: nil, o: o, shape: shape, scratch: scratch,
                                                 valueBlock: valueBlock)
                     }
@@ -72,7 +86,7 @@ extension BenchCommand {
                 }
                 do {
                     let t = try CUDABench.time(context: ctx, warmup: 3, iterations: 10, run)
-                    results.append(BenchResult(mechanism: m.name, form: form, backend: "cuda",
+                    results.append(BenchResult(mechanism: m.name, form: type == .bfloat16 ? form : "\(form) \(dtype)", backend: "cuda",
                                                shape: BenchShape(B: B, T: T, H: H, K: D, V: D), ms: t.median, flops: flops, peakBytes: 0))
                 } catch let error as LineaError {
                     printError("bench: skipped cuda \(m.name) T = \(T): \(error)")
@@ -85,7 +99,7 @@ extension BenchCommand {
                 [r.mechanism, r.form, "\(r.shape.B)", "\(r.shape.T)", "\(r.shape.H)", "\(r.shape.K)",
                  String(format: "%.3f", r.ms), String(format: "%.3g", r.tokensPerSecond), String(format: "%.1f", r.gflops / 1000)]
             })
-        print("\(ctx.deviceName), bf16 inputs, median of 10 runs (CUDA events, L2 evicted before each, as triton's do_bench); FLOPs as computed by each kernel")
+        print("\(ctx.deviceName), \(dtype) inputs (\(kernels)), median of 10 runs (CUDA events, L2 evicted before each, as triton's do_bench); FLOPs as computed by each bf16 kernel")
         if let json { try writeJSON(results, to: json) }
         if let svg { try writeSVG(results, to: svg) }
     }

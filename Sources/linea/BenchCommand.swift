@@ -32,7 +32,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Chunk size of chunked forms.") var chunkSize: Int = 64
     @Option(help: "Backend: cpu or cuda (cuda: bf16 chunked kernels and flash attention, CUDA-event timing).")
     var backend: String = "cpu"
-    @Option(help: "cuda: input type, bf16 (tensor-core kernels, flash attention too) or f32, f16 (fp32 CUDA-core chunked kernel).")
+    @Option(help: "cuda: input type of every kernel timed: bf16, f16 or f32 (f16, f32: the chunked mechanisms run the fp32 CUDA-core kernel).")
     var dtype: String = "bf16"
     @Option(help: "Write the results as a JSON array to this file.") var json: String?
     @Option(help: "Draw time over T on log-log axes into this SVG file.") var svg: String?
@@ -60,7 +60,7 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
-        if backend == "cuda" { return dtype == "bf16" ? try runCUDA() : try runCUDASIMT() }
+        if backend == "cuda" { return try runCUDA() }
         let (heads, dim, batch) = (self.heads ?? 8, self.dim ?? 64, self.batch ?? 1)
         let names = mechanism?.split(separator: ",").map(String.init) ?? Mechanism.all.map(\.name)
         var targets: [BenchTarget] = []
