@@ -147,8 +147,7 @@ __device__ __forceinline__ void lg_gla_fwd(
         __syncthreads();  // tiles of chunk c, its gates G; the state before chunk c in Sh/Sl
         const lc_bf16* Qt = Qs + buf * C * LK;
         const lc_bf16* Kt = Ks + buf * C * LK;
-        const lc_bf16* Vt = Vs + buf * C * LV;
-        const unsigned sVt = lc_smem_addr(Vt);
+        const unsigned sVt = lc_smem_addr(Vs + buf * C * LV);
         const float* GL = G + (C - 1) * LG;
 
         // Outputs of row block I, compiled once per block (straight-line code: the triangular loop bounds are constants).
