@@ -51,6 +51,19 @@ __device__ __forceinline__ void lc_mma(float* c, const unsigned* a, unsigned b0,
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+// Two n-tiles at once: c0 += a b[0..1], c1 += a b[2..3], with b a k16 x n16 B fragment from lc_ldsm_b.
+__device__ __forceinline__ void lc_mma2(float* c0, float* c1, const unsigned* a, const unsigned* b) {
+    lc_mma(c0, a, b[0], b[1]);
+    lc_mma(c1, a, b[2], b[3]);
+}
+// The hi and lo bf16 A fragments (16 x k16) of two adjacent fp32 accumulator tiles s0, s1 (16 x 8 each): scores
+// reused as the left operand of the next product.
+__device__ __forceinline__ void lc_split_a(const float* s0, const float* s1, unsigned* hi, unsigned* lo) {
+    lc_split(s0[0], s0[1], hi[0], lo[0]);
+    lc_split(s0[2], s0[3], hi[1], lo[1]);
+    lc_split(s1[0], s1[1], hi[2], lo[2]);
+    lc_split(s1[2], s1[3], hi[3], lo[3]);
+}
 // ldmatrix x4 (and transposed) from a 32-bit shared-memory address (bytes), or from a generic pointer into shared memory.
 __device__ __forceinline__ void lc_ldsm(unsigned* r, unsigned a) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -65,16 +78,17 @@ __device__ __forceinline__ void lc_ldsm_t(unsigned* r, const void* p) { lc_ldsm_
 // 32-bit store to a shared-memory address (bytes).
 __device__ __forceinline__ void lc_sts(unsigned a, unsigned v) { asm volatile("st.shared.u32 [%0], %1;" :: "r"(a), "r"(v)); }
 
-// Rows [row0, row0 + 64) x COLS bf16 columns of a matrix with row stride `stride` (elements) into shared memory with
-// row stride COLS + 8; rows at or past `limit` are zero-filled.
-template <int COLS>
-__device__ __forceinline__ void lc_load_tile(lc_bf16* dst, const lc_bf16* src, int row0, int limit, long stride) {
-    constexpr int CPR = COLS / 8;
+// Rows [row0, row0 + 64) x COLS columns (bf16 or fp32 elements E) of a matrix with row stride `stride` (elements)
+// into shared memory with row stride COLS + 16 / sizeof(E) (16 bytes of padding); rows at or past `limit` are
+// zero-filled. 16-byte cp.async copies.
+template <int COLS, typename E>
+__device__ __forceinline__ void lc_load_tile(E* dst, const E* src, int row0, int limit, long stride) {
+    constexpr int PER = 16 / sizeof(E), CPR = COLS / PER;  // elements per copy, copies per row
     for (int c = threadIdx.x; c < 64 * CPR; c += blockDim.x) {
         const int r = c / CPR, cc = c - r * CPR;
         const bool valid = row0 + r < limit;
-        const lc_bf16* s = valid ? src + (long)(row0 + r) * stride + cc * 8 : src;
-        lc_cp_async16(lc_smem_addr(dst) + (r * (COLS + 8) + cc * 8) * 2, s, valid);
+        const E* s = valid ? src + (long)(row0 + r) * stride + cc * PER : src;
+        lc_cp_async16(lc_smem_addr(dst) + (r * (COLS + PER) + cc * PER) * (int)sizeof(E), s, valid);
     }
 }
 

@@ -202,12 +202,9 @@ __device__ __forceinline__ void lg_gla_fwd(
                     unsigned bh[4], bl[4];
                     lc_ldsm_b(bh, sSh, LV, ks * 16, c0 + np * 16, bOff);
                     lc_ldsm_b(bl, sSl, LV, ks * 16, c0 + np * 16, bOff);
-                    lc_mma(acc[2 * np], eh, bh[0], bh[1]);
-                    lc_mma(acc[2 * np + 1], eh, bh[2], bh[3]);
-                    lc_mma(acc[2 * np], el, bh[0], bh[1]);
-                    lc_mma(acc[2 * np + 1], el, bh[2], bh[3]);
-                    lc_mma(acc[2 * np], eh, bl[0], bl[1]);
-                    lc_mma(acc[2 * np + 1], eh, bl[2], bl[3]);
+                    lc_mma2(acc[2 * np], acc[2 * np + 1], eh, bh);
+                    lc_mma2(acc[2 * np], acc[2 * np + 1], el, bh);
+                    lc_mma2(acc[2 * np], acc[2 * np + 1], eh, bl);
                 }
             }
             // Diagonal block: causal mask; for steep gates the direct sum over channels.
@@ -237,18 +234,13 @@ __device__ __forceinline__ void lg_gla_fwd(
             for (int kk = 0; kk < 4; ++kk) {
                 if (kk > II) break;
                 unsigned ah[4], al[4];
-                lc_split(s[2 * kk][0], s[2 * kk][1], ah[0], al[0]);
-                lc_split(s[2 * kk][2], s[2 * kk][3], ah[1], al[1]);
-                lc_split(s[2 * kk + 1][0], s[2 * kk + 1][1], ah[2], al[2]);
-                lc_split(s[2 * kk + 1][2], s[2 * kk + 1][3], ah[3], al[3]);
+                lc_split_a(s[2 * kk], s[2 * kk + 1], ah, al);
 #pragma unroll
                 for (int np = 0; np < NH / 2; ++np) {
                     unsigned bv[4];
                     lc_ldsm_b(bv, sVt, LV, kk * 16, c0 + np * 16, bOff);
-                    lc_mma(acc[2 * np], ah, bv[0], bv[1]);
-                    lc_mma(acc[2 * np + 1], ah, bv[2], bv[3]);
-                    lc_mma(acc[2 * np], al, bv[0], bv[1]);
-                    lc_mma(acc[2 * np + 1], al, bv[2], bv[3]);
+                    lc_mma2(acc[2 * np], acc[2 * np + 1], ah, bv);
+                    lc_mma2(acc[2 * np], acc[2 * np + 1], al, bv);
                 }
             }
 #pragma unroll
@@ -301,10 +293,8 @@ __device__ __forceinline__ void lg_gla_fwd(
                 for (int np = 0; np < SN / 2; ++np) {
                     unsigned bv[4];
                     lc_ldsm_b(bv, sVt, LV, kk * 16, (sn0 + 2 * np) * 8, bOff);
-                    lc_mma(S[2 * np], ah, bv[0], bv[1]);
-                    lc_mma(S[2 * np + 1], ah, bv[2], bv[3]);
-                    lc_mma(S[2 * np], al, bv[0], bv[1]);
-                    lc_mma(S[2 * np + 1], al, bv[2], bv[3]);
+                    lc_mma2(S[2 * np], S[2 * np + 1], ah, bv);
+                    lc_mma2(S[2 * np], S[2 * np + 1], al, bv);
                 }
             }
         }

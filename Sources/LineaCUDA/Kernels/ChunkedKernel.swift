@@ -52,18 +52,6 @@ __device__ __forceinline__ void lc_cumsum(float g0, float g1, float* G, int lane
     __syncwarp();
 }
 
-// Rows [row0, row0 + 64) x COLS fp32 columns into shared memory with row stride COLS + 4 (zero past `limit`).
-template <int COLS>
-__device__ __forceinline__ void lc_load_tile_f32(float* dst, const float* src, int row0, int limit, long stride) {
-    constexpr int CPR = COLS / 4;
-    for (int c = threadIdx.x; c < 64 * CPR; c += blockDim.x) {
-        const int r = c / CPR, cc = c - r * CPR;
-        const bool valid = row0 + r < limit;
-        const float* s = valid ? src + (long)(row0 + r) * stride + cc * 4 : src;
-        lc_cp_async16(lc_smem_addr(dst) + (r * (COLS + 4) + cc * 4) * 4, s, valid);
-    }
-}
-
 template <int K, int BV, bool DELTA>
 __device__ __forceinline__ void lc_chunk_fwd(
     const lc_bf16* __restrict__ q, const lc_bf16* __restrict__ k, const void* __restrict__ v,
@@ -135,10 +123,8 @@ __device__ __forceinline__ void lc_chunk_fwd(
                 unsigned bh[4], bl[4];
                 lc_ldsm_b(bh, sSh, LV, ks * 16, c0 + np * 16, bOff);
                 lc_ldsm_b(bl, sSl, LV, ks * 16, c0 + np * 16, bOff);
-                lc_mma(out[2 * np], a, bh[0], bh[1]);
-                lc_mma(out[2 * np + 1], a, bh[2], bh[3]);
-                lc_mma(out[2 * np], a, bl[0], bl[1]);
-                lc_mma(out[2 * np + 1], a, bl[2], bl[3]);
+                lc_mma2(out[2 * np], out[2 * np + 1], a, bh);
+                lc_mma2(out[2 * np], out[2 * np + 1], a, bl);
             }
         }
     };
@@ -147,7 +133,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
         lc_load_tile<K>(Ks + buf * C * LK, kb, c * C, T, kStride);
         if (DELTA) {
             lc_load_tile<K>(Ws + buf * C * LK, wb, c * C, T, kStride);
-            lc_load_tile_f32<BV>((float*)Us + buf * C * LU, (const float*)v + vOff, c * C, T, vStride);
+            lc_load_tile<BV>((float*)Us + buf * C * LU, (const float*)v + vOff, c * C, T, vStride);
         } else {
             lc_load_tile<BV>((lc_bf16*)Us + buf * C * LV, (const lc_bf16*)v + vOff, c * C, T, vStride);
         }
@@ -259,8 +245,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
                     if (SKIP && nt > 2 * rt) break;
                     unsigned kf[4];
                     lc_ldsm(kf, sKt + kOff + (nt * 8 * LK + ks * 16) * 2);
-                    lc_mma(s[nt], a, kf[0], kf[1]);
-                    lc_mma(s[nt + 1], a, kf[2], kf[3]);
+                    lc_mma2(s[nt], s[nt + 1], a, kf);
                 }
             }
             float Gi[2];
@@ -283,22 +268,16 @@ __device__ __forceinline__ void lc_chunk_fwd(
             for (int kk = 0; kk < 4; ++kk) {
                 if (SKIP && kk > rt) break;
                 unsigned ah[4], al[4];
-                lc_split(s[2 * kk][0], s[2 * kk][1], ah[0], al[0]);
-                lc_split(s[2 * kk][2], s[2 * kk][3], ah[1], al[1]);
-                lc_split(s[2 * kk + 1][0], s[2 * kk + 1][1], ah[2], al[2]);
-                lc_split(s[2 * kk + 1][2], s[2 * kk + 1][3], ah[3], al[3]);
+                lc_split_a(s[2 * kk], s[2 * kk + 1], ah, al);
 #pragma unroll
                 for (int np = 0; np < NH / 2; ++np) {
                     unsigned bv[4];
                     lc_ldsm_b(bv, sUn, LV, kk * 16, c0 + np * 16, bOff);
-                    lc_mma(acc[2 * np], ah, bv[0], bv[1]);
-                    lc_mma(acc[2 * np + 1], ah, bv[2], bv[3]);
-                    lc_mma(acc[2 * np], al, bv[0], bv[1]);
-                    lc_mma(acc[2 * np + 1], al, bv[2], bv[3]);
+                    lc_mma2(acc[2 * np], acc[2 * np + 1], ah, bv);
+                    lc_mma2(acc[2 * np], acc[2 * np + 1], al, bv);
                     if (DELTA) {
                         lc_ldsm_b(bv, sVnl, LV, kk * 16, c0 + np * 16, bOff);
-                        lc_mma(acc[2 * np], ah, bv[0], bv[1]);
-                        lc_mma(acc[2 * np + 1], ah, bv[2], bv[3]);
+                        lc_mma2(acc[2 * np], acc[2 * np + 1], ah, bv);
                     }
                 }
             }
@@ -334,12 +313,10 @@ __device__ __forceinline__ void lc_chunk_fwd(
                 for (int np = 0; np < SN / 2; ++np) {
                     unsigned bv[4];
                     lc_ldsm_b(bv, sUd, LV, kk * 16, (sn0 + 2 * np) * 8, bOff);
-                    lc_mma(S[2 * np], a, bv[0], bv[1]);
-                    lc_mma(S[2 * np + 1], a, bv[2], bv[3]);
+                    lc_mma2(S[2 * np], S[2 * np + 1], a, bv);
                     if (hasLo) {
                         lc_ldsm_b(bv, sVdl, LV, kk * 16, (sn0 + 2 * np) * 8, bOff);
-                        lc_mma(S[2 * np], a, bv[0], bv[1]);
-                        lc_mma(S[2 * np + 1], a, bv[2], bv[3]);
+                        lc_mma2(S[2 * np], S[2 * np + 1], a, bv);
                     }
                 }
             }
@@ -484,8 +461,7 @@ __device__ __forceinline__ void lc_chunk_wy(
             for (int nt = 0; nt < 8; nt += 2) {
                 unsigned kf[4];
                 lc_ldsm(kf, bAt + (nt * 8 * LK + ks * 16) * 2);
-                lc_mma(s[nt], a, kf[0], kf[1]);
-                lc_mma(s[nt + 1], a, kf[2], kf[3]);
+                lc_mma2(s[nt], s[nt + 1], a, kf);
             }
         }
 #pragma unroll
@@ -548,10 +524,8 @@ __device__ __forceinline__ void lc_chunk_wy(
             for (int np = 0; np < N / 16; ++np) {
                 unsigned bx[4];
                 lc_ldsm_t(bx, xAt + (kk * 16 * ldx + np * 16) * 2);
-                lc_mma(acc[2 * np], ah, bx[0], bx[1]);
-                lc_mma(acc[2 * np + 1], ah, bx[2], bx[3]);
-                lc_mma(acc[2 * np], al, bx[0], bx[1]);
-                lc_mma(acc[2 * np + 1], al, bx[2], bx[3]);
+                lc_mma2(acc[2 * np], acc[2 * np + 1], ah, bx);
+                lc_mma2(acc[2 * np], acc[2 * np + 1], al, bx);
             }
         }
 #pragma unroll
