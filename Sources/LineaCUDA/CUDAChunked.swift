@@ -43,30 +43,41 @@ public enum CUDAChunked {
         let (B, T, H, K, V) = try Recurrence.checkInputs(mechanism, inputs)
         let shape = CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: K, valueDim: V)
         try checkShape(shape)
-        let ctx = try context ?? CUDABackend.shared
-        let x = inputs.useQKL2Norm ? try inputs.qkL2Normalized() : inputs
-        let qb = try CUDAUpload.buffer(x.q, dtype: .bfloat16, context: ctx)
-        let kb = try CUDAUpload.buffer(x.k, dtype: .bfloat16, context: ctx)
-        let vb = try CUDAUpload.buffer(x.v, dtype: .bfloat16, context: ctx)
-        var gb: CUDABuffer?
-        if mechanism == .retention {
-            gb = try retentionDecays(heads: H, context: ctx)
-        } else if let g = x.g {
-            gb = try CUDABuffer(context: ctx, copying: g.scalars)
+        return try run(mechanism, inputs, shape, dtype: .bfloat16, context: try context ?? CUDABackend.shared) { q, k, v, g, beta, h0, ht, o in
+            try forward(mechanism, q: q, k: k, v: v, g: g, beta: beta, initialState: h0, finalState: ht, o: o,
+                        shape: shape, scale: inputs.scale, outputDType: .float32, valueBlock: valueBlock)
         }
-        let betab = try x.beta.map { try CUDABuffer(context: ctx, copying: $0.scalars) }
-        let h0 = try x.initialState.map { try CUDABuffer(context: ctx, copying: $0.scalars) }
-        let ht = try CUDABuffer(context: ctx, byteCount: max(1, B * H * K * V) * 4)
-        let ob = try CUDABuffer(context: ctx, byteCount: max(1, B * T * H * V) * 4)
+    }
+
+    /// The host side of every chunked launcher (`CUDAChunkedGLA`'s and `CUDAChunkedSIMT`'s too), after its checks:
+    /// for T = 0 the initial (or zero) state and an empty o, without touching the GPU; else q, k, v uploaded as
+    /// `dtype` (L2-normalized first with `useQKL2Norm`), g (retention: the per-head decays), beta and the initial
+    /// state as fp32, `launch` run on those buffers and fp32 final-state and o buffers, and both downloaded.
+    /// O(B·T·H·(K+V) + B·H·K·V) transfers.
+    static func run(
+        _ mechanism: RecurrentMechanism, _ inputs: RecurrenceInputs, _ s: CUDAChunkedShape, dtype: DType, context: CUDAContext?,
+        _ launch: (_ q: CUDABuffer, _ k: CUDABuffer, _ v: CUDABuffer, _ g: CUDABuffer?, _ beta: CUDABuffer?,
+                   _ h0: CUDABuffer?, _ ht: CUDABuffer, _ o: CUDABuffer) throws -> Void
+    ) throws -> RecurrenceOutput {
+        let (B, T, H, K, V) = (s.batch, s.length, s.heads, s.keyDim, s.valueDim)
         if T == 0 {
-            let state = try x.initialState ?? Tensor(zeros: [B, H, K, V])
+            let state = try inputs.initialState ?? Tensor(zeros: [B, H, K, V])
             return RecurrenceOutput(o: try Tensor(zeros: [B, 0, H, V]), finalState: state)
         }
-        try forward(mechanism, q: qb, k: kb, v: vb, g: gb, beta: betab, initialState: h0, finalState: ht, o: ob,
-                    shape: shape, scale: x.scale, outputDType: .float32, valueBlock: valueBlock)
-        let o = try Tensor(shape: [B, T, H, V], scalars: ob.download(Float.self, count: B * T * H * V))
-        let s = try Tensor(shape: [B, H, K, V], scalars: ht.download(Float.self, count: B * H * K * V))
-        return RecurrenceOutput(o: o, finalState: s)
+        let ctx = try context ?? CUDABackend.shared
+        let x = inputs.useQKL2Norm ? try inputs.qkL2Normalized() : inputs
+        let q = try CUDAUpload.buffer(x.q, dtype: dtype, context: ctx)
+        let k = try CUDAUpload.buffer(x.k, dtype: dtype, context: ctx)
+        let v = try CUDAUpload.buffer(x.v, dtype: dtype, context: ctx)
+        let g = mechanism == .retention ? try retentionDecays(heads: H, context: ctx)
+            : try x.g.map { try CUDABuffer(context: ctx, copying: $0.scalars) }
+        let beta = try x.beta.map { try CUDABuffer(context: ctx, copying: $0.scalars) }
+        let h0 = try x.initialState.map { try CUDABuffer(context: ctx, copying: $0.scalars) }
+        let ht = try CUDABuffer(context: ctx, byteCount: B * H * K * V * 4)
+        let o = try CUDABuffer(context: ctx, byteCount: B * T * H * V * 4)
+        try launch(q, k, v, g, beta, h0, ht, o)
+        return RecurrenceOutput(o: try Tensor(shape: [B, T, H, V], scalars: o.download(Float.self, count: B * T * H * V)),
+                                finalState: try Tensor(shape: [B, H, K, V], scalars: ht.download(Float.self, count: B * H * K * V)))
     }
 
     /// Device-buffer variant (queues the kernels on the buffers' context stream, no transfers). q, k `[B,T,H,K]` and

@@ -24,24 +24,10 @@ public enum CUDAChunkedGLA {
         let (B, T, H, K, V) = try Recurrence.checkInputs(.gla, inputs)
         let shape = CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: K, valueDim: V)
         try CUDAChunked.checkShape(shape)
-        if T == 0 {
-            let state = try inputs.initialState ?? Tensor(zeros: [B, H, K, V])
-            return RecurrenceOutput(o: try Tensor(zeros: [B, 0, H, V]), finalState: state)
+        return try CUDAChunked.run(.gla, inputs, shape, dtype: .bfloat16, context: context) { q, k, v, g, _, h0, ht, o in
+            try forward(q: q, k: k, v: v, g: g!, initialState: h0, finalState: ht, o: o, shape: shape, scale: inputs.scale,  // g: checkInputs
+                        outputDType: .float32, valueBlock: valueBlock)
         }
-        let ctx = try context ?? CUDABackend.shared
-        let x = inputs.useQKL2Norm ? try inputs.qkL2Normalized() : inputs
-        let qb = try CUDAUpload.buffer(x.q, dtype: .bfloat16, context: ctx)
-        let kb = try CUDAUpload.buffer(x.k, dtype: .bfloat16, context: ctx)
-        let vb = try CUDAUpload.buffer(x.v, dtype: .bfloat16, context: ctx)
-        let gb = try CUDABuffer(context: ctx, copying: x.g!.scalars)  // present: checkInputs
-        let h0 = try x.initialState.map { try CUDABuffer(context: ctx, copying: $0.scalars) }
-        let ht = try CUDABuffer(context: ctx, byteCount: B * H * K * V * 4)
-        let ob = try CUDABuffer(context: ctx, byteCount: B * T * H * V * 4)
-        try forward(q: qb, k: kb, v: vb, g: gb, initialState: h0, finalState: ht, o: ob, shape: shape, scale: x.scale,
-                    outputDType: .float32, valueBlock: valueBlock)
-        let o = try Tensor(shape: [B, T, H, V], scalars: ob.download(Float.self, count: B * T * H * V))
-        let s = try Tensor(shape: [B, H, K, V], scalars: ht.download(Float.self, count: B * H * K * V))
-        return RecurrenceOutput(o: o, finalState: s)
     }
 
     /// Device-buffer variant (queues the kernels on the buffers' context stream, no transfers). q, k `[B,T,H,K]` and

@@ -25,26 +25,10 @@ public enum CUDAChunkedSIMT {
         let shape = CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: K, valueDim: V)
         try CUDAChunked.checkShape(shape)
         try checkValueBlock(valueBlock, V: V)
-        if T == 0 {
-            let state = try inputs.initialState ?? Tensor(zeros: [B, H, K, V])
-            return RecurrenceOutput(o: try Tensor(zeros: [B, 0, H, V]), finalState: state)
+        return try CUDAChunked.run(mechanism, inputs, shape, dtype: dtype, context: context) { q, k, v, g, beta, h0, ht, o in
+            try forward(mechanism, q: q, k: k, v: v, g: g, beta: beta, initialState: h0, finalState: ht, o: o,
+                        shape: shape, scale: inputs.scale, inputDType: dtype, outputDType: .float32, valueBlock: valueBlock)
         }
-        let ctx = try context ?? CUDABackend.shared
-        let x = inputs.useQKL2Norm ? try inputs.qkL2Normalized() : inputs
-        let qb = try CUDAUpload.buffer(x.q, dtype: dtype, context: ctx)
-        let kb = try CUDAUpload.buffer(x.k, dtype: dtype, context: ctx)
-        let vb = try CUDAUpload.buffer(x.v, dtype: dtype, context: ctx)
-        let gb = mechanism == .retention ? try CUDAChunked.retentionDecays(heads: H, context: ctx)
-            : try x.g.map { try CUDABuffer(context: ctx, copying: $0.scalars) }
-        let betab = try x.beta.map { try CUDABuffer(context: ctx, copying: $0.scalars) }
-        let h0 = try x.initialState.map { try CUDABuffer(context: ctx, copying: $0.scalars) }
-        let ht = try CUDABuffer(context: ctx, byteCount: B * H * K * V * 4)
-        let ob = try CUDABuffer(context: ctx, byteCount: B * T * H * V * 4)
-        try forward(mechanism, q: qb, k: kb, v: vb, g: gb, beta: betab, initialState: h0, finalState: ht, o: ob,
-                    shape: shape, scale: x.scale, inputDType: dtype, outputDType: .float32, valueBlock: valueBlock)
-        let o = try Tensor(shape: [B, T, H, V], scalars: ob.download(Float.self, count: B * T * H * V))
-        let s = try Tensor(shape: [B, H, K, V], scalars: ht.download(Float.self, count: B * H * K * V))
-        return RecurrenceOutput(o: o, finalState: s)
     }
 
     /// Device-buffer variant (queues one kernel on the buffers' context stream, no transfers). q, k `[B,T,H,K]` and
