@@ -10,6 +10,9 @@ B*T = 32768). Edit the kernel, rerun: one device call per variant instead of a S
   python3 benchmarks/chunked_lab.py --bv 64 --mech delta_rule   # force the V block
   python3 benchmarks/chunked_lab.py --wy-only                   # time the delta rules' WY prepass alone
   python3 benchmarks/chunked_lab.py --defines "-DFOO=1"         # extra NVRTC options for a variant
+  python3 benchmarks/chunked_lab.py --split --check             # scalar decays through chunked_split_lab.cu instead,
+                                                                # with the state and output kernels also timed alone
+  python3 benchmarks/chunked_lab.py --fla                       # fla's chunk kernel timed beside each row (do_bench)
 """
 import argparse, math, os, re, time
 import numpy as np, torch, cupy as cp
@@ -25,6 +28,9 @@ ap.add_argument("--segments", type=int, default=0, help="segments of the scalar 
 ap.add_argument("--wy-only", action="store_true", help="time only the WY prepass of the delta rules")
 ap.add_argument("--defines", default="", help="extra NVRTC options, space-separated")
 ap.add_argument("--reps", type=int, default=10)
+ap.add_argument("--split", action="store_true", help="scalar decays: the split lab kernels (chunked_split_lab.cu)")
+ap.add_argument("--split-bv", type=int, default=0, help="V block of the split state pass (default: the plan's)")
+ap.add_argument("--fla", action="store_true", help="also time fla's chunk kernel of each mechanism, same inputs")
 args = ap.parse_args()
 
 def literal(file, name):
@@ -32,17 +38,23 @@ def literal(file, name):
     return re.search(r'// LINEA-KERNEL-BEGIN ' + name + r'\n.*?#"""\n(.*?)\n"""#', text, re.S).group(1)
 
 
-source = literal("ChunkedCommonKernel.swift", "chunked_common") + "\n" + literal("ChunkedKernel.swift", "chunked")
+common_source = literal("ChunkedCommonKernel.swift", "chunked_common") + "\n"
+source = common_source + literal("ChunkedKernel.swift", "chunked")
 started = time.time()
 module = cp.RawModule(code=source, options=("-std=c++17", "-arch=sm_90", "--use_fast_math") + tuple(args.defines.split()))
 module.compile()
+split_module = None
+if args.split:
+    split_module = cp.RawModule(code=common_source + open(os.path.join(ROOT, "benchmarks", "chunked_split_lab.cu")).read(),
+                                options=("-std=c++17", "-arch=sm_90", "--use_fast_math") + tuple(args.defines.split()))
+    split_module.compile()
 print(f"compiled in {time.time() - started:.1f}s", flush=True)
 SMS = torch.cuda.get_device_properties(0).multi_processor_count
 ptr = lambda t: np.uint64(t.data_ptr()) if t is not None else np.uint64(0)
 
 
-def function(name, smem):
-    f = module.get_function(name)
+def function(name, smem, mod=None):
+    f = (mod or module).get_function(name)
     if smem > 48 * 1024:
         f.max_dynamic_shared_size_bytes = smem
     return f
@@ -61,7 +73,54 @@ def plan(mech, B, T, H, V):
     return bv, per, (chunks + per - 1) // per
 
 
+PART = None  # time only the "state" or the "out" kernel of the split path
+
+
+def split_plan(B, T, H, V):
+    """CUDAChunkedSplit's plan: (V block of the state pass, chunks per segment, segments)."""
+    bvs = args.split_bv or (64 if B * H * (V // 64) >= SMS else 32)
+    chunks = max(1, (T + 63) // 64)
+    blocks = B * H * (V // bvs)
+    p = 1 if blocks >= 2 * SMS or chunks < 8 else min(-(-3 * SMS // blocks), chunks // 4)
+    per = -(-chunks // (args.segments or p))
+    return bvs, per, -(-chunks // per)
+
+
+def run_split(mech, q, k, v, g, h0, scale, out_fp32=False):
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    gate_mode = {"retention": 1, "simple_gla": 2}.get(mech, 0)
+    NC = (T + 63) // 64
+    bvs, per, segs = split_plan(B, T, H, V)
+    o = torch.empty(B, T, H, V, device="cuda", dtype=torch.float32 if out_fp32 else torch.bfloat16)
+    ht = torch.empty(B, H, K, V, device="cuda", dtype=torch.float32)
+    hq = torch.empty(B, NC, H, K, V, device="cuda", dtype=torch.float16)
+    hs = torch.empty(B, NC, H, V // bvs, device="cuda", dtype=torch.float32)
+    ss = torch.empty(B * segs * H * K * V, device="cuda", dtype=torch.float32) if segs > 1 else None
+    sg = torch.empty(B * segs * H, device="cuda", dtype=torch.float32) if segs > 1 else None
+    smem_s = (2 * 64 * (K + 8) + 4 * 64 * (bvs + 8) + K * (bvs + 8)) * 2 + (4 * 64 + 4) * 4
+    state = function(f"linea_split_state_k{K}_v{bvs}", smem_s, split_module)
+    args_s = lambda end_only, h0_, ht_: (
+        ptr(k), ptr(v), ptr(g), np.int32(gate_mode), ptr(h0_), ptr(ht_), ptr(hq), ptr(hs), np.int32(T), np.int32(H),
+        np.int32(V), np.int32(per), np.int32(end_only), ptr(ss), ptr(sg))
+    if PART != "out":
+        if segs > 1:
+            state((V // bvs, H, B * segs), (128,), args_s(1, None, None), shared_mem=smem_s)
+            function("linea_chunk_seg_scan", 0)(((K * V + 255) // 256, H, B), (256,),
+                                                 (ptr(ss), ptr(sg), ptr(h0), np.int32(segs), np.int32(H), np.int32(K * V)))
+        state((V // bvs, H, B * segs), (128,), args_s(0, h0, ht), shared_mem=smem_s)
+    smem_o = (2 * 64 * (K + 8) + 64 * 72 + K * 72) * 2 + 4 * 64 * 4
+    if PART != "state":
+        function(f"linea_split_out_k{K}", smem_o, split_module)(
+            (V // 64, NC, B * H), (128,), (ptr(q), ptr(k), ptr(v), ptr(g), np.int32(gate_mode), ptr(hq), ptr(hs),
+                                           np.int32(bvs), ptr(o), np.int32(0 if out_fp32 else 1), np.int32(T),
+                                           np.int32(H), np.int32(V), np.float32(scale)), shared_mem=smem_o)
+    return o, ht
+
+
 def run(mech, q, k, v, g, beta, h0, scale, out_fp32=False):
+    if args.split and mech not in DELTA:
+        return run_split(mech, q, k, v, g, h0, scale, out_fp32)
     B, T, H, K = q.shape
     V = v.shape[-1]
     delta = mech in DELTA
@@ -150,7 +209,8 @@ if args.check:
             q, k, v, g, beta, h0 = inputs(mech, B, T, H, K, V, seed=T, with_h0=with_h0)
             o, ht = run(mech, q, k, v, g, beta, h0, K ** -0.5, out_fp32=True)
             ro, rs = reference(mech, q, k, v, g, beta, K ** -0.5, h0)
-            print(f"check {mech:17s} B={B} T={T} H={H} K={K} V={V} h0={with_h0} plan={plan(mech, B, T, H, V)}: "
+            shown = split_plan(B, T, H, V) if args.split and mech not in DELTA else plan(mech, B, T, H, V)
+            print(f"check {mech:17s} B={B} T={T} H={H} K={K} V={V} h0={with_h0} plan={shown}: "
                   f"o {rel_rms(o, ro):.2e} state {rel_rms(ht, rs):.2e}", flush=True)
 for T in [int(x) for x in args.T.split(",")]:
     B, H, K, V = 32768 // T, 16, 128, 128
@@ -159,14 +219,30 @@ for T in [int(x) for x in args.T.split(",")]:
             continue
         q, k, v, g, beta, _ = inputs(mech, B, T, H, K, V)
         call = lambda: run(mech, q, k, v, g, beta, None, K ** -0.5)
-        call()
-        torch.cuda.synchronize()
-        # As CUDABench.time and triton's do_bench: an L2-evicting fill before each run, one wait at the end.
-        flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(args.reps)]
-        for a, b in events:
-            flush.zero_(); a.record(); call(); b.record()
-        torch.cuda.synchronize()
-        times = [a.elapsed_time(b) for a, b in events]
-        print(f"time {mech:17s} T={T:6d} B={B:3d} plan={plan(mech, B, T, H, V)}: {sorted(times)[len(times) // 2]:.3f} ms",
-              flush=True)
+        for PART in ([None, "state", "out"] if args.split and mech not in DELTA else [None]):
+            call()
+            torch.cuda.synchronize()
+            # As CUDABench.time and triton's do_bench: an L2-evicting fill before each run, one wait at the end.
+            flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(args.reps)]
+            for a, b in events:
+                flush.zero_(); a.record(); call(); b.record()
+            torch.cuda.synchronize()
+            times = [a.elapsed_time(b) for a, b in events]
+            shown = split_plan(B, T, H, V) if args.split and mech not in DELTA else plan(mech, B, T, H, V)
+            print(f"time {mech:17s} T={T:6d} B={B:3d} plan={shown}{' ' + PART if PART else ''}: "
+                  f"{sorted(times)[len(times) // 2]:.3f} ms", flush=True)
+        PART = None
+        if args.fla:
+            from triton.testing import do_bench
+            from fla.ops.linear_attn import chunk_linear_attn
+            from fla.ops.retention import chunk_retention
+            from fla.ops.simple_gla import chunk_simple_gla
+            from fla.ops.delta_rule import chunk_delta_rule
+            from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+            theirs = {"linear_attn": lambda: chunk_linear_attn(q, k, v, normalize=False),
+                      "retention": lambda: chunk_retention(q, k, v),
+                      "simple_gla": lambda: chunk_simple_gla(q, k, v, g=g),
+                      "delta_rule": lambda: chunk_delta_rule(q, k, v, beta),
+                      "gated_delta_rule": lambda: chunk_gated_delta_rule(q, k, v, g, beta)}[mech]
+            print(f"fla  {mech:17s} T={T:6d} B={B:3d}: {do_bench(theirs, return_mode='median'):.3f} ms", flush=True)

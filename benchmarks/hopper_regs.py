@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Compiles the Hopper attention kernel source to sm_90a SASS with NVRTC (no GPU needed) and prints ptxas's
-resource report (registers, spills, shared memory) per entry. Usage: benchmarks/hopper_regs.py [-DNAME=VALUE ...]"""
+resource report (registers, spills, shared memory) per entry. Usage: benchmarks/hopper_regs.py [--source NAME]
+[-DNAME=VALUE ...] (NAME: a kernel literal of scripts/check_kernels.py, attention_hopper by default)."""
 import ctypes, glob, os, sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 import check_kernels as ck
@@ -10,10 +11,14 @@ for builtins in sorted(glob.glob(os.path.join(os.path.dirname(path), "libnvrtc-b
     if ".alt." not in builtins:
         ctypes.CDLL(builtins, mode=ctypes.RTLD_GLOBAL)
 lib = ctypes.CDLL(path)
-src = [s for n, s, _ in ck.extract_sources() if n == "attention_hopper"][0]
+argv = sys.argv[1:]
+name = "attention_hopper"
+if argv[:1] == ["--source"]:
+    name, argv = argv[1], argv[2:]
+src = [s for n, s, _ in ck.extract_sources() if n == name][0]
 prog = ctypes.c_void_p()
-lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), b"attention_hopper.cu", 0, None, None)
-opts = [b"--gpu-architecture=sm_90a", b"--std=c++17", b"--ptxas-options=-v"] + [a.encode() for a in sys.argv[1:]]
+lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), (name + ".cu").encode(), 0, None, None)
+opts = [b"--gpu-architecture=sm_90a", b"--std=c++17", b"--ptxas-options=-v"] + [a.encode() for a in argv]
 rc = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
 size = ctypes.c_size_t()
 lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
