@@ -30,6 +30,7 @@ ap.add_argument("--defines", default="", help="extra NVRTC options, space-separa
 ap.add_argument("--reps", type=int, default=10)
 ap.add_argument("--split", action="store_true", help="scalar decays: the split lab kernels (chunked_split_lab.cu)")
 ap.add_argument("--split-bv", type=int, default=0, help="V block of the split state pass (default: the plan's)")
+ap.add_argument("--old-end", action="store_true", help="segmented runs: the full kernel for the end-state pass")
 ap.add_argument("--fla", action="store_true", help="also time fla's chunk kernel of each mechanism, same inputs")
 args = ap.parse_args()
 
@@ -152,7 +153,11 @@ def run(mech, q, k, v, g, beta, h0, scale, out_fp32=False):
     if segs > 1:
         ss = torch.empty(B * segs * H * K * V, device="cuda", dtype=torch.float32)
         sg = torch.empty(B * segs * H, device="cuda", dtype=torch.float32)
-        f(grid, (256,), common(1, ss, sg, None, None), shared_mem=smem)
+        if args.old_end:
+            f(grid, (256,), common(1, ss, sg, None, None), shared_mem=smem)
+        else:  # the end-state entry: no q tiles, no smem copy of the state
+            end_smem = (2 * C * lk + 2 * C * lv) * 2 + 8 * C * 4 + 2 * C * lv * 2
+            function(f"linea_chunk_end_k{K}_v{bv}", end_smem)(grid, (256,), common(1, ss, sg, None, None), shared_mem=end_smem)
         function("linea_chunk_seg_scan", 0)(((K * V + 255) // 256, H, B), (256,),
                                              (ptr(ss), ptr(sg), ptr(h0), np.int32(segs), np.int32(H), np.int32(K * V)))
     f(grid, (256,), common(0, ss, sg, h0, ht), shared_mem=smem)

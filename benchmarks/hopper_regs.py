@@ -18,7 +18,7 @@ if argv[:1] == ["--source"]:
 src = [s for n, s, _ in ck.extract_sources() if n == name][0]
 prog = ctypes.c_void_p()
 lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), (name + ".cu").encode(), 0, None, None)
-opts = [b"--gpu-architecture=sm_90a", b"--std=c++17", b"--ptxas-options=-v"] + [a.encode() for a in argv]
+opts = [b"--gpu-architecture=sm_90a", b"--std=c++17", b"-default-device", b"--ptxas-options=-v"] + [a.encode() for a in argv]
 rc = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
 size = ctypes.c_size_t()
 lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))

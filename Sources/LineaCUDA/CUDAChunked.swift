@@ -139,10 +139,12 @@ public enum CUDAChunked {
             let f = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_fwd_k\(K)_v\(bv)_plain")
             var segments: (UInt64, UInt64) = (0, 0)
             if plan.segments > 1 {
-                // Pass 1: the end state of every segment but the last from a zero state; the scan turns them into the
-                // start states of segments 1..P-1 (h0 folded in); pass 2 runs every segment from its start state.
+                // Pass 1: the end state of every segment but the last from a zero state (the end-state entry: no q, no
+                // outputs, two blocks per SM); the scan turns them into the start states of segments 1..P-1 (h0 folded
+                // in); pass 2 runs every segment from its start state.
                 segments = (work!.address, work!.address + UInt64(plan.segmentStateBytes))
-                try launchForward(f, ctx: ctx, q: q.address, k: k.address, v: v.address, w: 0, g: common.g,
+                let end = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_end_k\(K)_v\(bv)")
+                try launchForward(end, ctx: ctx, q: q.address, k: k.address, v: v.address, w: 0, g: common.g,
                                   gateMode: gateMode, h0: 0, ht: 0, o: o.address, outBF16: outputDType == .bfloat16,
                                   shape: s, plan: plan, stateOnly: true, segments: segments, scale: scaleValue)
                 let scan = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_seg_scan")
@@ -222,7 +224,9 @@ public enum CUDAChunked {
         let (K, C, bv, delta) = (s.keyDim, 64, plan.valueBlock, w != 0)
         let lk = K + 8, lv = bv + 8
         // Mirrors the kernel's layout: q, k (, w) tiles x2; (U hi, lo;) decayed U hi, lo; state hi, lo; gates; v or u x2.
-        let elements = (delta ? 3 : 2) * 2 * C * lk + (delta ? 4 : 2) * C * lv + 2 * K * lv
+        // The end-state entry (stateOnly) has no q tiles and no state copy.
+        let elements = stateOnly ? 2 * C * lk + 2 * C * lv
+            : (delta ? 3 : 2) * 2 * C * lk + (delta ? 4 : 2) * C * lv + 2 * K * lv
         let smem = elements * 2 + 8 * C * 4 + (delta ? 2 * C * (bv + 4) * 4 : 2 * C * lv * 2)
         try ctx.launch(
             f, grid: (s.valueDim / bv, s.heads, s.batch * plan.segments), block: (256, 1, 1), sharedBytes: smem,

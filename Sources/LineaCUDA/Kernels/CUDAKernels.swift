@@ -19,6 +19,7 @@ public enum CUDAKernels {
             ("chunked", chunked,
              ["plain", "delta"].flatMap { m in [64, 128].flatMap { k in [32, 64].map { "linea_chunk_fwd_k\(k)_v\($0)_\(m)" } } }
                 + [64, 128].map { "linea_chunk_fwd_k\($0)_v128_plain" }
+                + [64, 128].flatMap { k in [32, 64, 128].map { "linea_chunk_end_k\(k)_v\($0)" } }
                 + [64, 128].flatMap { k in [64, 128].map { "linea_chunk_wy_k\(k)_v\($0)" } } + ["linea_chunk_seg_scan"]),
             ("chunked_gla", chunkedGLA, [64, 128].flatMap { k in [64, 128].map { "linea_gla_fwd_k\(k)_v\($0)" } }),
             ("chunked_simt", chunkedSIMT,

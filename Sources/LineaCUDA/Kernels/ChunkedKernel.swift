@@ -6,6 +6,7 @@ extension CUDAKernels {
     /// Chunked forward of the scalar-decay recurrences (linear_attn, retention, simple_gla) and, with the WY/UT
     /// prepass, the delta rules, on tensor cores (`mma.sync` m16n8k16 bf16, fp32 accumulation, fp32 state).
     /// Entries `linea_chunk_fwd_k{64,128}_v{32,64}_{plain,delta}`, `linea_chunk_fwd_k{64,128}_v128_plain`,
+    /// `linea_chunk_end_k{64,128}_v{32,64,128}` (the end-state pass of segmented runs), `linea_chunk_seg_scan`,
     /// `linea_chunk_wy_k{64,128}_v{64,128}`. Prefixed with `chunkedCommon` (the device helpers it shares with `chunkedGLA`).
     public static let chunked = chunkedCommon + #"""
 // Linea: chunked forward of S_t = a_t S_{t-1} (I - b_t k_t k_t^T) + b_t k_t v_t^T, o_t = scale q_t^T S_t, with a scalar
@@ -52,14 +53,18 @@ __device__ __forceinline__ void lc_cumsum(float g0, float g1, float* G, int lane
     __syncwarp();
 }
 
-template <int K, int BV, bool DELTA>
+// STATE_ONLY: the end-state pass compiled on its own (no q tile, no smem copy of the state, no output code), so that
+// it takes less shared memory and fewer registers than the full walk and two blocks fit on an SM.
+template <int K, int BV, bool DELTA, bool STATE_ONLY = false>
 __device__ __forceinline__ void lc_chunk_fwd(
     const lc_bf16* __restrict__ q, const lc_bf16* __restrict__ k, const void* __restrict__ v,
     const lc_bf16* __restrict__ w, const float* __restrict__ g, int gate_mode,
     const float* __restrict__ h0, float* __restrict__ ht, void* __restrict__ o, int out_bf16,
-    int T, int H, int V, float scale, int seg_chunks, int state_only, float* __restrict__ seg_state,
+    int T, int H, int V, float scale, int seg_chunks, int state_only_arg, float* __restrict__ seg_state,
     float* __restrict__ seg_gate)
 {
+    static_assert(!(STATE_ONLY && DELTA), "the delta rules are not cut into segments");
+    const int state_only = STATE_ONLY ? 1 : state_only_arg;
     // NW warps: warp w computes output rows 16 (w % 4) .. for BV / (NW / 4) of the columns (NH n-tiles), and owns the
     // state's 16-row m-tile `sm`, n-tiles [sn0, sn0 + SN) of this block's BV columns. (16 warps measured no faster.)
     constexpr int NW = 8, C = 64, LK = K + 8, LV = BV + 8, LU = BV + 4, KS = K / 16, NV = BV / 8, NH = NV / (NW / 4);
@@ -70,15 +75,15 @@ __device__ __forceinline__ void lc_chunk_fwd(
     constexpr bool SKIP = NH <= 2;
     extern __shared__ uint4 lc_smem4[];
     lc_bf16* Qs = (lc_bf16*)lc_smem4;                      // [2][C][LK]
-    lc_bf16* Ks = Qs + 2 * C * LK;                         // [2][C][LK]
+    lc_bf16* Ks = Qs + (STATE_ONLY ? 0 : 2 * C * LK);      // [2][C][LK]
     lc_bf16* Ws = Ks + 2 * C * LK;                         // [2][C][LK] (delta)
     lc_bf16* Vnh = Ws + (DELTA ? 2 * C * LK : 0);          // [C][LV] U hi (delta)
     lc_bf16* Vnl = Vnh + (DELTA ? C * LV : 0);             // [C][LV] U lo (delta)
     lc_bf16* Vdh = Vnl + (DELTA ? C * LV : 0);             // [C][LV] e^{G_last-G_j} U_j, hi
     lc_bf16* Vdl = Vdh + C * LV;                           // [C][LV] ... lo
     lc_bf16* Sh = Vdl + C * LV;                            // [K][LV] state hi
-    lc_bf16* Sl = Sh + K * LV;                             // [K][LV] state lo
-    float* Gall = (float*)(Sl + K * LV);                   // [NW][C] cumulative gates, one copy per warp
+    lc_bf16* Sl = Sh + (STATE_ONLY ? 0 : K * LV);          // [K][LV] state lo
+    float* Gall = (float*)(Sl + (STATE_ONLY ? 0 : K * LV)); // [NW][C] cumulative gates, one copy per warp
     void* Us = (void*)(Gall + NW * C);                     // [2][C][LU] fp32 u (delta) or [2][C][LV] bf16 v
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
@@ -373,6 +378,42 @@ extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v128_plai
     const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
     int state_only, float* seg_state, float* seg_gate) {
     lc_chunk_fwd<128, 128, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_end_k64_v32(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<64, 32, false, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_end_k64_v64(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<64, 64, false, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_end_k64_v128(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<64, 128, false, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_end_k128_v32(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<128, 32, false, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_end_k128_v64(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<128, 64, false, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+}
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_end_k128_v128(
+    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
+    int state_only, float* seg_state, float* seg_gate) {
+    lc_chunk_fwd<128, 128, false, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v32_delta(
     const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
