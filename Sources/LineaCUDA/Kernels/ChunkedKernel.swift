@@ -26,9 +26,9 @@ extension CUDAKernels {
 // 8 warps: warp w computes output rows 16 (w % 4) .. for half of the BV columns, and one 16-row tile of the state.
 // Tiles arrive by cp.async, double-buffered one chunk ahead.
 // Long sequences with few (batch, head) pairs (scalar decays only): the chunks are cut into P segments run in parallel;
-// a first launch (state_only) stores each segment's end state from a zero state and its total log2 gate,
-// linea_chunk_seg_scan turns those into the state at each segment's start, and the third launch runs every segment
-// from its start state (grid.z = B * P).
+// a first launch (linea_chunk_end_*: the state_only walk compiled on its own) stores each segment's end state from a
+// zero state and its total log2 gate, linea_chunk_seg_scan turns those into the state at each segment's start, and
+// the third launch runs every segment from its start state (grid.z = B * P).
 //
 // linea_chunk_wy_*: the delta-rule prepass, one block per (chunk, head, batch): with L_ij = beta_i e^{G_i-G_j} k_i.k_j
 // (j < i), A = (I + L)^{-1} by forward substitution (fp32), w = A (beta e^G k) stored bf16 [B,T,H,K] and
