@@ -42,26 +42,6 @@ __device__ __forceinline__ float ls_absmax2(unsigned bf2) {  // max |x| of a bf1
 __device__ __forceinline__ unsigned ls_bf16_to_f16(unsigned bf2, float up) {
     return ls_pack_f16(__uint_as_float(bf2 << 16) * up, __uint_as_float(bf2 & 0xffff0000u) * up);
 }
-__device__ __forceinline__ float ls_gate(const float* g, int gate_mode, int b, int h, int t, int T, int H) {
-    if (t >= T || gate_mode == 0) return 0.f;
-    return gate_mode == 1 ? g[h] : g[((long)b * T + t) * H + h];
-}
-// Inclusive cumulative sum (log2 units) of a chunk's 64 gates into G[64]; lane holds tokens 2 lane, 2 lane + 1.
-__device__ __forceinline__ void ls_cumsum(float g0, float g1, float* G, int lane) {
-    g0 *= 1.4426950408889634f;
-    g1 *= 1.4426950408889634f;
-    float s = g0 + g1;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        const float n = __shfl_up_sync(0xffffffffu, s, o);
-        if (lane >= o) s += n;
-    }
-    const float before = s - g0 - g1;
-    G[2 * lane] = before + g0;
-    G[2 * lane + 1] = before + g0 + g1;
-    __syncwarp();
-}
-
 template <int K, int BV>
 __device__ __forceinline__ void ls_state(
     const lc_bf16* __restrict__ k, const lc_bf16* __restrict__ v, const float* __restrict__ g, int gate_mode,
@@ -117,21 +97,21 @@ __device__ __forceinline__ void ls_state(
         lc_cp_commit();
     };
     load(cBegin, 0);
-    float gn0 = ls_gate(g, gate_mode, b, h, cBegin * C + 2 * lane, T, H);
-    float gn1 = ls_gate(g, gate_mode, b, h, cBegin * C + 2 * lane + 1, T, H);
+    float gn0 = lc_gate(g, gate_mode, b, h, cBegin * C + 2 * lane, T, H);
+    float gn1 = lc_gate(g, gate_mode, b, h, cBegin * C + 2 * lane + 1, T, H);
     float gsum = 0.f;  // total log2 gate of the segment
     for (int c = cBegin; c < cEnd; ++c) {
         const int buf = (c - cBegin) & 1;
         const float g0 = gn0, g1 = gn1;
         if (c + 1 < cEnd) {
             load(c + 1, buf ^ 1);
-            gn0 = ls_gate(g, gate_mode, b, h, (c + 1) * C + 2 * lane, T, H);
-            gn1 = ls_gate(g, gate_mode, b, h, (c + 1) * C + 2 * lane + 1, T, H);
+            gn0 = lc_gate(g, gate_mode, b, h, (c + 1) * C + 2 * lane, T, H);
+            gn1 = lc_gate(g, gate_mode, b, h, (c + 1) * C + 2 * lane + 1, T, H);
             lc_cp_wait<1>();
         } else {
             lc_cp_wait<0>();
         }
-        ls_cumsum(g0, g1, G, lane);
+        lc_cumsum(g0 * 1.4426950408889634f, g1 * 1.4426950408889634f, G, lane);  // log2 units
         const long cBase = ((long)b * NC + c) * H + h;
         if (!end_only) {
             float mx[NS];  // max |S| as a tree (a serial fmax chain is 64 dependent steps)
@@ -273,8 +253,8 @@ __device__ __forceinline__ void ls_out(
 #pragma unroll
     for (int nt = 0; nt < BV / 8; ++nt) hsc[nt] = hsRow[(v0 + nt * 8) / state_block];
     float* G = Gall + warp * C;
-    ls_cumsum(ls_gate(g, gate_mode, b, h, c * C + 2 * lane, T, H), ls_gate(g, gate_mode, b, h, c * C + 2 * lane + 1, T, H),
-              G, lane);
+    lc_cumsum(lc_gate(g, gate_mode, b, h, c * C + 2 * lane, T, H) * 1.4426950408889634f,
+              lc_gate(g, gate_mode, b, h, c * C + 2 * lane + 1, T, H) * 1.4426950408889634f, G, lane);  // log2 units
     const int r0 = 16 * warp;
     const unsigned sQ = lc_smem_addr(Qs), sK = lc_smem_addr(Ks), sV = lc_smem_addr(Vs), sH = lc_smem_addr(Hs);
     const unsigned aOff = ((r0 + (mat & 1) * 8 + r8) * LK + (mat >> 1) * 8) * 2;  // A rows r0.. of a [C][LK] tile

@@ -92,6 +92,27 @@ __device__ __forceinline__ void lc_load_tile(E* dst, const E* src, int row0, int
     }
 }
 
+// Log gate of token t of (b, h): g [B,T,H] (gate_mode 2), a fixed one per head g [H] (1) or none (0); 0 past the
+// end, so cumulative sums stay flat there.
+__device__ __forceinline__ float lc_gate(const float* g, int gate_mode, int b, int h, int t, int T, int H) {
+    if (t >= T || gate_mode == 0) return 0.f;
+    return gate_mode == 1 ? g[h] : g[((long)b * T + t) * H + h];
+}
+
+// Inclusive cumulative sum of a chunk's 64 gates (lane holds tokens 2*lane, 2*lane+1) into G[64] (one warp).
+__device__ __forceinline__ void lc_cumsum(float g0, float g1, float* G, int lane) {
+    float s = g0 + g1;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const float n = __shfl_up_sync(0xffffffffu, s, o);
+        if (lane >= o) s += n;
+    }
+    const float before = s - g0 - g1;
+    G[2 * lane] = before + g0;
+    G[2 * lane + 1] = before + g0 + g1;
+    __syncwarp();
+}
+
 // B fragments (k16 x n16: two n-tiles) of a [k][n] bf16 matrix at shared address m (bytes) with row stride ld
 // (elements), at (k0, n0); `lane_off` is lc_b_off(ld, lane), the part that depends only on the lane.
 __device__ __forceinline__ unsigned lc_b_off(int ld, int lane) {

@@ -33,25 +33,6 @@ extension CUDAKernels {
 // linea_chunk_wy_*: the delta-rule prepass, one block per (chunk, head, batch): with L_ij = beta_i e^{G_i-G_j} k_i.k_j
 // (j < i), A = (I + L)^{-1} by forward substitution (fp32), w = A (beta e^G k) stored bf16 [B,T,H,K] and
 // u = A (beta v) stored fp32 [B,T,H,V] (beta e^G folded into A's columns, split hi + lo).
-// Log gate of token t of (b, h) for this chunk (0 past the end, so cumulative sums stay flat there).
-__device__ __forceinline__ float lc_gate(const float* g, int gate_mode, int b, int h, int t, int T, int H) {
-    if (t >= T || gate_mode == 0) return 0.f;
-    return gate_mode == 1 ? g[h] : g[((long)b * T + t) * H + h];
-}
-
-// Inclusive cumulative sum of a chunk's 64 gates (lane holds tokens 2*lane, 2*lane+1) into G[64] (one warp).
-__device__ __forceinline__ void lc_cumsum(float g0, float g1, float* G, int lane) {
-    float s = g0 + g1;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        const float n = __shfl_up_sync(0xffffffffu, s, o);
-        if (lane >= o) s += n;
-    }
-    const float before = s - g0 - g1;
-    G[2 * lane] = before + g0;
-    G[2 * lane + 1] = before + g0 + g1;
-    __syncwarp();
-}
 
 // STATE_ONLY: the end-state pass compiled on its own (no q tile, no smem copy of the state, no output code), so that
 // it takes less shared memory and fewer registers than the full walk and two blocks fit on an SM.
