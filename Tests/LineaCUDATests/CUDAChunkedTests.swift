@@ -24,6 +24,30 @@ struct CUDAChunkedTests {
             #expect(state.relativeRMS <= 2e-3, "\(mechanism.rawValue) B\(B) T\(T) H\(H) K\(K) V\(V): state \(state)")
         }
     }
+
+    /// Sequences cut into segments at every V block and K, so that each end-state entry (`linea_chunk_end_k*_v*`,
+    /// the first pass of a segmented run) is checked, with an initial state folded in by the scan.
+    @Test(arguments: [RecurrentMechanism.linearAttention, .retention, .simpleGLA])
+    func segmentedRunsMatchReferenceAtEveryValueBlock(mechanism: RecurrentMechanism) throws {
+        let ctx = try CUDABackend.shared
+        for K in [64, 128] {
+            for valueBlock in [32, 64, 128] {
+                let (B, T, H, V) = (1, 1000, 2, 128)
+                let plan = CUDAChunked.Plan(mechanism, CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: K, valueDim: V),
+                                            multiprocessors: ctx.multiprocessorCount, valueBlock: valueBlock)
+                #expect(plan.segments > 1, "K\(K) BV\(valueBlock): not cut into segments")
+                var x = try RecurrenceInputs.random(mechanism, B: B, T: T, H: H, K: K, V: V, seed: UInt64(K + valueBlock))
+                (x.q, x.k, x.v) = (HalfPrecision.roundedToBFloat16(x.q), HalfPrecision.roundedToBFloat16(x.k),
+                                   HalfPrecision.roundedToBFloat16(x.v))
+                x.initialState = try Tensor(shape: [B, H, K, V], scalars: (0..<(B * H * K * V)).map { Float($0 % 7) * 0.05 - 0.15 })
+                let want = try Recurrence.forward(mechanism, x, form: .reference)
+                let got = try CUDAChunked.forward(mechanism, x, dtype: .bfloat16, valueBlock: valueBlock, context: ctx)
+                let o = ErrorStats(got.o, want.o), state = ErrorStats(got.finalState, want.finalState)
+                #expect(o.relativeRMS <= 2e-3, "\(mechanism.rawValue) K\(K) BV\(valueBlock) P\(plan.segments): o \(o)")
+                #expect(state.relativeRMS <= 2e-3, "\(mechanism.rawValue) K\(K) BV\(valueBlock) P\(plan.segments): state \(state)")
+            }
+        }
+    }
 }
 
 /// Argument checks of the chunked kernels' API (no GPU needed).
