@@ -74,11 +74,17 @@ def plan(mech, B, T, H, V):
     return bv, per, (chunks + per - 1) // per
 
 
+def seg_scan(ss, sg, h0, segs, B, H, KV):
+    """linea_chunk_seg_scan: segment end states (from a zero state) into segment start states, h0 folded in."""
+    function("linea_chunk_seg_scan", 0)(((KV + 255) // 256, H, B), (256,),
+                                         (ptr(ss), ptr(sg), ptr(h0), np.int32(segs), np.int32(H), np.int32(KV)))
+
+
 PART = None  # time only the "state" or the "out" kernel of the split path
 
 
 def split_plan(B, T, H, V):
-    """CUDAChunkedSplit's plan: (V block of the state pass, chunks per segment, segments)."""
+    """Launch plan of the split lab kernels: (V block of the state pass, chunks per segment, segments)."""
     bvs = args.split_bv or (64 if B * H * (V // 64) >= SMS else 32)
     chunks = max(1, (T + 63) // 64)
     blocks = B * H * (V // bvs)
@@ -107,8 +113,7 @@ def run_split(mech, q, k, v, g, h0, scale, out_fp32=False):
     if PART != "out":
         if segs > 1:
             state((V // bvs, H, B * segs), (128,), args_s(1, None, None), shared_mem=smem_s)
-            function("linea_chunk_seg_scan", 0)(((K * V + 255) // 256, H, B), (256,),
-                                                 (ptr(ss), ptr(sg), ptr(h0), np.int32(segs), np.int32(H), np.int32(K * V)))
+            seg_scan(ss, sg, h0, segs, B, H, K * V)
         state((V // bvs, H, B * segs), (128,), args_s(0, h0, ht), shared_mem=smem_s)
     smem_o = (2 * 64 * (K + 8) + 64 * 72 + K * 72) * 2 + 4 * 64 * 4
     if PART != "state":
@@ -117,6 +122,11 @@ def run_split(mech, q, k, v, g, h0, scale, out_fp32=False):
                                            np.int32(bvs), ptr(o), np.int32(0 if out_fp32 else 1), np.int32(T),
                                            np.int32(H), np.int32(V), np.float32(scale)), shared_mem=smem_o)
     return o, ht
+
+
+def shown_plan(mech, B, T, H, V):
+    """The plan a row ran with: the split lab kernels' or CUDAChunked's."""
+    return split_plan(B, T, H, V) if args.split and mech not in DELTA else plan(mech, B, T, H, V)
 
 
 def run(mech, q, k, v, g, beta, h0, scale, out_fp32=False):
@@ -158,8 +168,7 @@ def run(mech, q, k, v, g, beta, h0, scale, out_fp32=False):
         else:  # the end-state entry: no q tiles, no smem copy of the state
             end_smem = (2 * C * lk + 2 * C * lv) * 2 + 8 * C * 4 + 2 * C * lv * 2
             function(f"linea_chunk_end_k{K}_v{bv}", end_smem)(grid, (256,), common(1, ss, sg, None, None), shared_mem=end_smem)
-        function("linea_chunk_seg_scan", 0)(((K * V + 255) // 256, H, B), (256,),
-                                             (ptr(ss), ptr(sg), ptr(h0), np.int32(segs), np.int32(H), np.int32(K * V)))
+        seg_scan(ss, sg, h0, segs, B, H, K * V)
     f(grid, (256,), common(0, ss, sg, h0, ht), shared_mem=smem)
     return o, ht
 
@@ -214,8 +223,7 @@ if args.check:
             q, k, v, g, beta, h0 = inputs(mech, B, T, H, K, V, seed=T, with_h0=with_h0)
             o, ht = run(mech, q, k, v, g, beta, h0, K ** -0.5, out_fp32=True)
             ro, rs = reference(mech, q, k, v, g, beta, K ** -0.5, h0)
-            shown = split_plan(B, T, H, V) if args.split and mech not in DELTA else plan(mech, B, T, H, V)
-            print(f"check {mech:17s} B={B} T={T} H={H} K={K} V={V} h0={with_h0} plan={shown}: "
+            print(f"check {mech:17s} B={B} T={T} H={H} K={K} V={V} h0={with_h0} plan={shown_plan(mech, B, T, H, V)}: "
                   f"o {rel_rms(o, ro):.2e} state {rel_rms(ht, rs):.2e}", flush=True)
 for T in [int(x) for x in args.T.split(",")]:
     B, H, K, V = 32768 // T, 16, 128, 128
@@ -234,20 +242,13 @@ for T in [int(x) for x in args.T.split(",")]:
                 flush.zero_(); a.record(); call(); b.record()
             torch.cuda.synchronize()
             times = [a.elapsed_time(b) for a, b in events]
-            shown = split_plan(B, T, H, V) if args.split and mech not in DELTA else plan(mech, B, T, H, V)
-            print(f"time {mech:17s} T={T:6d} B={B:3d} plan={shown}{' ' + PART if PART else ''}: "
+            print(f"time {mech:17s} T={T:6d} B={B:3d} plan={shown_plan(mech, B, T, H, V)}{' ' + PART if PART else ''}: "
                   f"{sorted(times)[len(times) // 2]:.3f} ms", flush=True)
         PART = None
-        if args.fla:
+        if args.fla:  # compare_gpu.py's table of fla's kernels (the lab's delta-rule keys are already unit vectors)
             from triton.testing import do_bench
-            from fla.ops.linear_attn import chunk_linear_attn
-            from fla.ops.retention import chunk_retention
-            from fla.ops.simple_gla import chunk_simple_gla
-            from fla.ops.delta_rule import chunk_delta_rule
-            from fla.ops.gated_delta_rule import chunk_gated_delta_rule
-            theirs = {"linear_attn": lambda: chunk_linear_attn(q, k, v, normalize=False),
-                      "retention": lambda: chunk_retention(q, k, v),
-                      "simple_gla": lambda: chunk_simple_gla(q, k, v, g=g),
-                      "delta_rule": lambda: chunk_delta_rule(q, k, v, beta),
-                      "gated_delta_rule": lambda: chunk_gated_delta_rule(q, k, v, g, beta)}[mech]
+            from compare_gpu import fla_kernels
+            x = {"q": q, "k": k, "kn": k, "v": v, "g": g, "beta": beta}
+            kernel = fla_kernels()[mech]
+            theirs = lambda: kernel(x)
             print(f"fla  {mech:17s} T={T:6d} B={B:3d}: {do_bench(theirs, return_mode='median'):.3f} ms", flush=True)
