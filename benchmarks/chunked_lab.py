@@ -32,10 +32,13 @@ ap.add_argument("--split", action="store_true", help="scalar decays: the split l
 ap.add_argument("--split-bv", type=int, default=0, help="V block of the split state pass (default: the plan's)")
 ap.add_argument("--old-end", action="store_true", help="segmented runs: the full kernel for the end-state pass")
 ap.add_argument("--fla", action="store_true", help="also time fla's chunk kernel of each mechanism, same inputs")
+ap.add_argument("--end-only", action="store_true", help="segmented runs: time only the end-state pass and the scan")
+ap.add_argument("--kernel-file", default="", help="a ChunkedKernel.swift to take the chunked source from (A/B runs)")
 args = ap.parse_args()
 
 def literal(file, name):
-    text = open(os.path.join(ROOT, "Sources/LineaCUDA/Kernels", file)).read()
+    path = args.kernel_file if args.kernel_file and file == "ChunkedKernel.swift" else os.path.join(ROOT, "Sources/LineaCUDA/Kernels", file)
+    text = open(path).read()
     return re.search(r'// LINEA-KERNEL-BEGIN ' + name + r'\n.*?#"""\n(.*?)\n"""#', text, re.S).group(1)
 
 
@@ -65,8 +68,13 @@ def plan(mech, B, T, H, V):
     """CUDAChunked.Plan: (V block, chunks per segment, segments)."""
     chunks = max(1, (T + 63) // 64)
     if mech in DELTA:
-        bv = args.bv or (64 if V % 64 == 0 and B * H * (V // 64) >= SMS * 3 // 4 else 32)
-        return bv, chunks, 1
+        full = B * H * (V // 64) >= SMS * 3 // 4
+        if not args.segments and (full or chunks < 8):
+            return args.bv or (64 if full else 32), chunks, 1
+        bv = args.bv or 64
+        p = args.segments or min(max(2, SMS // (B * H * (V // bv))), chunks // 4)
+        per = -(-chunks // p)
+        return bv, per, -(-chunks // per)
     bv = args.bv or min(V, 128)
     blocks = B * H * (V // bv)
     p = 1 if blocks >= SMS or chunks < 8 else min(max(2, 2 * SMS // blocks), chunks // 4)
@@ -156,7 +164,17 @@ def run(mech, q, k, v, g, beta, h0, scale, out_fp32=False):
                                              np.int32(T), np.int32(H)), shared_mem=wy_smem)
         if args.wy_only:
             return o, ht
-        function(f"linea_chunk_fwd_k{K}_v{bv}_delta", smem)(grid, (256,), common(0, None, None, h0, ht), shared_mem=smem)
+        f = function(f"linea_chunk_fwd_k{K}_v{bv}_delta", smem)
+        ss = st = None
+        if segs > 1:  # end states and transitions of segments 0..P-2, the scan, then every segment from its start
+            ss = torch.empty(B * segs * H * K * V, device="cuda", dtype=torch.float32)
+            st = torch.empty(B * segs * H * K * K, device="cuda", dtype=torch.float32)
+            f(((V + K) // bv, H, B * segs), (256,), common(1, ss, st, None, None), shared_mem=smem)
+            function("linea_chunk_seg_scan_delta", 0)((V // 32, H, B), (256,), (
+                ptr(ss), ptr(st), ptr(h0), np.int32(segs), np.int32(H), np.int32(K), np.int32(V)))
+            if args.end_only:
+                return o, ht
+        f(grid, (256,), common(0, ss, st, h0, ht), shared_mem=smem)
         return o, ht
     f = function(f"linea_chunk_fwd_k{K}_v{bv}_plain", smem)
     ss = sg = None
@@ -169,6 +187,8 @@ def run(mech, q, k, v, g, beta, h0, scale, out_fp32=False):
             end_smem = (2 * C * lk + 2 * C * lv) * 2 + 8 * C * 4 + 2 * C * lv * 2
             function(f"linea_chunk_end_k{K}_v{bv}", end_smem)(grid, (256,), common(1, ss, sg, None, None), shared_mem=end_smem)
         seg_scan(ss, sg, h0, segs, B, H, K * V)
+        if args.end_only:
+            return o, ht
     f(grid, (256,), common(0, ss, sg, h0, ht), shared_mem=smem)
     return o, ht
 
@@ -219,7 +239,8 @@ mechs = args.mech.split(",")
 if args.check:
     for mech in mechs:
         for B, T, H, K, V, with_h0 in [(2, 200, 3, 64, 64, True), (1, 333, 2, 128, 128, False),
-                                       (1, 256, 2, 128, 64, True), (1, 1500, 2, 128, 128, True)]:
+                                       (1, 256, 2, 128, 64, True), (1, 1500, 2, 128, 128, True),
+                                       (1, 1100, 3, 64, 128, True)]:
             q, k, v, g, beta, h0 = inputs(mech, B, T, H, K, V, seed=T, with_h0=with_h0)
             o, ht = run(mech, q, k, v, g, beta, h0, K ** -0.5, out_fp32=True)
             ro, rs = reference(mech, q, k, v, g, beta, K ** -0.5, h0)

@@ -18,9 +18,10 @@ public struct CUDAChunkedShape: Sendable, Equatable, CustomStringConvertible {
 /// Chunked forward of the scalar-gated linear recurrences on the GPU (tensor cores, fp32 state): linear_attn,
 /// retention, simple_gla, delta_rule, gated_delta_rule (gla, with its vector gate, is `CUDAChunkedGLA`).
 /// Design (Kernels/ChunkedKernel.swift): one block per (V slice, head, batch[, sequence segment]) walks its chunks in
-/// order with the state in registers (no per-chunk states in memory); the scalar decays cut long sequences into
-/// segments whose start states come from an end-state pass and a scan; the delta rules first run a parallel WY/UT
-/// prepass per chunk. README.md has the H100 figures against fla 0.6 (benchmarks/compare_gpu.py).
+/// order with the state in registers (no per-chunk states in memory); long sequences are cut into segments whose
+/// start states come from an end-state pass and a scan (for the delta rules, each segment's K x K transition too);
+/// the delta rules first run a parallel WY/UT prepass per chunk. README.md has the figures against fla 0.6
+/// (benchmarks/compare_gpu.py).
 public enum CUDAChunked {
     /// Mechanisms with a CUDA chunked kernel here.
     public static let supported: [RecurrentMechanism] = [.linearAttention, .retention, .simpleGLA, .deltaRule, .gatedDeltaRule]
@@ -132,9 +133,24 @@ public enum CUDAChunked {
                 arguments: [.pointer(k.address), .pointer(v.address), .pointer(beta!.address), .pointer(common.g),
                             .int32(gateMode), .pointer(wAddress), .pointer(uAddress), .int32(Int32(T)), .int32(Int32(H))])
             let f = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_fwd_k\(K)_v\(bv)_delta")
+            var segments: (UInt64, UInt64) = (0, 0)
+            if plan.segments > 1 {
+                // Pass 1 (state_only, K / BV more column blocks): every segment's end state from zero and its
+                // transition M; the scan applies S_{p+1} = M_p S_p + E_p from h0; pass 2 runs every segment.
+                let states = uAddress + UInt64(B * T * H * V * 4)
+                segments = (states, states + UInt64(plan.segmentStateBytes))
+                try launchForward(f, ctx: ctx, q: q.address, k: k.address, v: uAddress, w: wAddress, g: common.g,
+                                  gateMode: gateMode, h0: 0, ht: 0, o: o.address, outBF16: outputDType == .bfloat16,
+                                  shape: s, plan: plan, stateOnly: true, segments: segments, scale: scaleValue)
+                let scan = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_seg_scan_delta")
+                try ctx.launch(
+                    scan, grid: (V / 32, H, B), block: (256, 1, 1), sharedBytes: 0,
+                    arguments: [.pointer(segments.0), .pointer(segments.1), .pointer(common.h0), .int32(Int32(plan.segments)),
+                                .int32(Int32(H)), .int32(Int32(K)), .int32(Int32(V))])
+            }
             try launchForward(f, ctx: ctx, q: q.address, k: k.address, v: uAddress, w: wAddress, g: common.g,
                               gateMode: gateMode, h0: common.h0, ht: common.ht, o: o.address,
-                              outBF16: outputDType == .bfloat16, shape: s, plan: plan, stateOnly: false, segments: (0, 0), scale: scaleValue)
+                              outBF16: outputDType == .bfloat16, shape: s, plan: plan, stateOnly: false, segments: segments, scale: scaleValue)
         } else {
             let f = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_fwd_k\(K)_v\(bv)_plain")
             var segments: (UInt64, UInt64) = (0, 0)
@@ -160,9 +176,9 @@ public enum CUDAChunked {
         try withExtendedLifetime(work) { if owned { try ctx.synchronize() } }  // an owned scratch outlives the kernels
     }
 
-    /// Launch plan: the V slice per block, and for the scalar-decay mechanisms the number of sequence segments run in
-    /// parallel (each segment's end state from a zero state, a scan to start states, then the outputs) when
-    /// B·H·V/BV blocks alone would leave SMs idle.
+    /// Launch plan: the V slice per block, and the number of sequence segments run in parallel (each segment's end
+    /// state from a zero state, and for the delta rules its transition; a scan to start states; then the outputs)
+    /// when B·H·V/BV blocks alone would leave SMs idle.
     public struct Plan: Sendable, Equatable {
         /// Columns of V per block (BV).
         public let valueBlock: Int
@@ -177,30 +193,36 @@ public enum CUDAChunked {
         public init(_ mechanism: RecurrentMechanism, _ s: CUDAChunkedShape, multiprocessors: Int, valueBlock: Int?) {
             let (B, T, H, K, V) = (s.batch, s.length, s.heads, s.keyDim, s.valueDim)
             let isDelta = mechanism == .deltaRule || mechanism == .gatedDeltaRule
+            let chunks = max(1, (T + 63) / 64)
             // Scalar decays: one block per head (BV = V, the scores computed once per head), the sequence cut into
             // segments until about two waves of blocks run (H100, linear_attn, B*T = 32768: 0.71 ms at T = 32768 with
-            // 16 segments against 1.04 ms with BV = 64 and 4). The delta rules cannot be cut: BV = 64 from 3/4 of a
-            // wave on (delta_rule, B = 4, T = 8192: 1.50 ms against 2.13 ms at BV = 32), else BV = 32 for more blocks.
-            let bv = valueBlock ?? (!isDelta ? min(V, 128)
-                : V % 64 == 0 && B * H * (V / 64) >= multiprocessors * 3 / 4 ? 64 : 32)
-            let chunks = max(1, (T + 63) / 64)
+            // 16 segments against 1.04 ms with BV = 64 and 4). Delta rules: BV = 64 (delta_rule, B = 4, T = 8192:
+            // 1.50 ms against 2.13 ms at BV = 32 on the H100); below 3/4 of a wave of blocks the sequence is cut into
+            // segments until about one wave runs (the full delta entry fits once per SM).
+            let deltaFull = B * H * (V / 64) >= multiprocessors * 3 / 4
+            let bv = valueBlock ?? (!isDelta ? min(V, 128) : deltaFull || chunks >= 8 ? 64 : 32)
             let blocks = B * H * (V / bv)
             var perSegment = chunks
             if !isDelta && blocks < multiprocessors && chunks >= 8 {
-                let p = min(max(2, 2 * multiprocessors / blocks), chunks / 4)
+                let p = min(max(2, multiprocessors / blocks), chunks / 4)
+                perSegment = (chunks + p - 1) / p
+            } else if isDelta && !deltaFull && chunks >= 8 {
+                let p = min(max(2, multiprocessors / blocks), chunks / 4)
                 perSegment = (chunks + p - 1) / p
             }
             self.valueBlock = bv
             segmentChunks = perSegment
             segments = (chunks + perSegment - 1) / perSegment
             segmentStateBytes = segments > 1 ? B * segments * H * K * V * 4 : 0
-            scratchBytes = isDelta ? B * T * H * (K * 2 + V * 4)
-                : segments > 1 ? segmentStateBytes + B * segments * H * 4 : 0
+            // Segmented runs add the segment end states and then the total gates [B·P,H] (scalar decays) or the
+            // transitions [B·P,H,K,K] (delta rules, after w and u).
+            let segmentExtra = segments > 1 ? segmentStateBytes + B * segments * H * (isDelta ? K * K : 1) * 4 : 0
+            scratchBytes = (isDelta ? B * T * H * (K * 2 + V * 4) : 0) + segmentExtra
         }
     }
 
     /// Bytes of scratch the device variant needs for this call: w `[B,T,H,K]` bf16 and u `[B,T,H,V]` fp32 for the
-    /// delta rules; the segment end states for the other mechanisms when the sequence is split (else 0). O(1).
+    /// delta rules, then, when the sequence is split, the segment end states and gates or transitions (else 0). O(1).
     public static func scratchBytes(_ mechanism: RecurrentMechanism, _ s: CUDAChunkedShape, context: CUDAContext,
                                     valueBlock: Int? = nil) -> Int {
         Plan(mechanism, s, multiprocessors: context.multiprocessorCount, valueBlock: valueBlock).scratchBytes
@@ -224,12 +246,15 @@ public enum CUDAChunked {
         let (K, C, bv, delta) = (s.keyDim, 64, plan.valueBlock, w != 0)
         let lk = K + 8, lv = bv + 8
         // Mirrors the kernel's layout: q, k (, w) tiles x2; (U hi, lo;) decayed U hi, lo; state hi, lo; gates; v or u x2.
-        // The end-state entry (stateOnly) has no q tiles and no state copy.
-        let elements = stateOnly ? 2 * C * lk + 2 * C * lv
+        // The end-state entry of the scalar decays (stateOnly) has no q tiles and no state copy; the delta rules run
+        // their full entry with state_only.
+        let elements = stateOnly && !delta ? 2 * C * lk + 2 * C * lv
             : (delta ? 3 : 2) * 2 * C * lk + (delta ? 4 : 2) * C * lv + 2 * K * lv
         let smem = elements * 2 + 8 * C * 4 + (delta ? 2 * C * (bv + 4) * 4 : 2 * C * lv * 2)
         try ctx.launch(
-            f, grid: (s.valueDim / bv, s.heads, s.batch * plan.segments), block: (256, 1, 1), sharedBytes: smem,
+            // The delta rules' end-state pass adds K / BV column blocks for the segment transitions.
+            f, grid: ((s.valueDim + (delta && stateOnly ? K : 0)) / bv, s.heads, s.batch * plan.segments),
+            block: (256, 1, 1), sharedBytes: smem,
             arguments: [.pointer(q), .pointer(k), .pointer(v), .pointer(w), .pointer(g), .int32(gateMode), .pointer(h0),
                         .pointer(ht), .pointer(o), .int32(outBF16 ? 1 : 0), .int32(Int32(s.length)), .int32(Int32(s.heads)),
                         .int32(Int32(s.valueDim)), .float(scale), .int32(Int32(plan.segmentChunks)), .int32(stateOnly ? 1 : 0),

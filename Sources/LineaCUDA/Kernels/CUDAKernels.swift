@@ -20,7 +20,7 @@ public enum CUDAKernels {
              ["plain", "delta"].flatMap { m in [64, 128].flatMap { k in [32, 64].map { "linea_chunk_fwd_k\(k)_v\($0)_\(m)" } } }
                 + [64, 128].map { "linea_chunk_fwd_k\($0)_v128_plain" }
                 + [64, 128].flatMap { k in [32, 64, 128].map { "linea_chunk_end_k\(k)_v\($0)" } }
-                + [64, 128].flatMap { k in [64, 128].map { "linea_chunk_wy_k\(k)_v\($0)" } } + ["linea_chunk_seg_scan"]),
+                + [64, 128].flatMap { k in [64, 128].map { "linea_chunk_wy_k\(k)_v\($0)" } } + ["linea_chunk_seg_scan", "linea_chunk_seg_scan_delta"]),
             ("chunked_gla", chunkedGLA, [64, 128].flatMap { k in [64, 128].map { "linea_gla_fwd_k\(k)_v\($0)" } }),
             ("chunked_simt", chunkedSIMT,
              ["f32", "f16"].flatMap { t in [64, 128].flatMap { k in [32, 64].map { "linea_chunk_simt_\(t)_k\(k)_v\($0)" } } }),

@@ -7,6 +7,7 @@ extension CUDAKernels {
     /// prepass, the delta rules, on tensor cores (`mma.sync` m16n8k16 bf16, fp32 accumulation, fp32 state).
     /// Entries `linea_chunk_fwd_k{64,128}_v{32,64}_{plain,delta}`, `linea_chunk_fwd_k{64,128}_v128_plain`,
     /// `linea_chunk_end_k{64,128}_v{32,64,128}` (the end-state pass of segmented runs), `linea_chunk_seg_scan`,
+    /// `linea_chunk_seg_scan_delta`,
     /// `linea_chunk_wy_k{64,128}_v{64,128}`. Prefixed with `chunkedCommon` (the device helpers it shares with `chunkedGLA`).
     public static let chunked = chunkedCommon + #"""
 // Linea: chunked forward of S_t = a_t S_{t-1} (I - b_t k_t k_t^T) + b_t k_t v_t^T, o_t = scale q_t^T S_t, with a scalar
@@ -25,10 +26,14 @@ extension CUDAKernels {
 // plain bf16 rounding of these operands alone gives ~2e-3 relative error against an fp64 reference.
 // 8 warps: warp w computes output rows 16 (w % 4) .. for half of the BV columns, and one 16-row tile of the state.
 // Tiles arrive by cp.async, double-buffered one chunk ahead.
-// Long sequences with few (batch, head) pairs (scalar decays only): the chunks are cut into P segments run in parallel;
-// a first launch (linea_chunk_end_*: the state_only walk compiled on its own) stores each segment's end state from a
-// zero state and its total log2 gate, linea_chunk_seg_scan turns those into the state at each segment's start, and
-// the third launch runs every segment from its start state (grid.z = B * P).
+// Long sequences with few (batch, head) pairs: the chunks are cut into P segments run in parallel; a first launch
+// stores each segment's end state from a zero state, a scan turns those into the state at each segment's start, and
+// the third launch runs every segment from its start state (grid.z = B * P). Scalar decays: the first launch is
+// linea_chunk_end_* (the state_only walk compiled on its own), which also stores the segment's total log2 gate for
+// linea_chunk_seg_scan. Delta rules: a segment maps its start state S to M S + E (M = the product of its chunks'
+// (e^{G_last} I - K^T diag(e^{G_last-G}) w), K x K; E its end state from zero), so the first launch (the delta entry
+// with state_only) has K / BV more column blocks that walk the identity with u = 0 and store M, and
+// linea_chunk_seg_scan_delta applies S_{p+1} = M_p S_p + E_p.
 //
 // linea_chunk_wy_*: the delta-rule prepass, one block per (chunk, head, batch): with L_ij = beta_i e^{G_i-G_j} k_i.k_j
 // (j < i), A = (I + L)^{-1} by forward substitution (fp32), w = A (beta e^G k) stored bf16 [B,T,H,K] and
@@ -44,7 +49,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
     int T, int H, int V, float scale, int seg_chunks, int state_only_arg, float* __restrict__ seg_state,
     float* __restrict__ seg_gate)
 {
-    static_assert(!(STATE_ONLY && DELTA), "the delta rules are not cut into segments");
+    static_assert(!(STATE_ONLY && DELTA), "the delta rules' end-state pass is their full entry with state_only");
     const int state_only = STATE_ONLY ? 1 : state_only_arg;
     // NW warps: warp w computes output rows 16 (w % 4) .. for BV / (NW / 4) of the columns (NH n-tiles), and owns the
     // state's 16-row m-tile `sm`, n-tiles [sn0, sn0 + SN) of this block's BV columns. (16 warps measured no faster.)
@@ -70,11 +75,14 @@ __device__ __forceinline__ void lc_chunk_fwd(
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
     const int mat = lane >> 3, r8 = lane & 7;
     // Segments of seg_chunks chunks: blockIdx.z = b * P + p. With state_only, a block runs segment p from a zero
-    // state and stores its end state and total log2 gate (seg_state [B*P,H,K,V], seg_gate [B*P,H]); otherwise it
-    // starts from h0 (p = 0) or from the start state the scan left in seg_state[p - 1], and writes outputs (and ht if
-    // last).
+    // state and stores its end state (seg_state [B*P,H,K,V]) and total log2 gate (seg_gate [B*P,H]; the delta rules:
+    // blocks x >= V / BV walk columns v0 = (x - V / BV) BV of the identity with u = 0 and store M, seg_gate then
+    // holding [B*P,H,K,K]); otherwise it starts from h0 (p = 0) or from the start state the scan left in
+    // seg_state[p - 1], and writes outputs (and ht if last).
     const int NC = (T + 64 - 1) / 64, P = (NC + seg_chunks - 1) / seg_chunks;
-    const int v0 = blockIdx.x * BV, h = blockIdx.y, b = blockIdx.z / P, p = blockIdx.z - b * P;
+    const bool trans = DELTA && (int)blockIdx.x >= V / BV;  // a transition block (delta, state_only only)
+    const int v0 = (trans ? blockIdx.x - V / BV : blockIdx.x) * BV, h = blockIdx.y, b = blockIdx.z / P,
+              p = blockIdx.z - b * P;
     const int cBegin = p * seg_chunks, cEnd = min(NC, cBegin + seg_chunks);
     if (state_only && p == P - 1) return;  // the last segment's end state is not needed
     const long kStride = (long)H * K, vStride = (long)H * V;
@@ -119,7 +127,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
         lc_load_tile<K>(Ks + buf * C * LK, kb, c * C, T, kStride);
         if (DELTA) {
             lc_load_tile<K>(Ws + buf * C * LK, wb, c * C, T, kStride);
-            lc_load_tile<BV>((float*)Us + buf * C * LU, (const float*)v + vOff, c * C, T, vStride);
+            if (!trans) lc_load_tile<BV>((float*)Us + buf * C * LU, (const float*)v + vOff, c * C, T, vStride);
         } else {
             lc_load_tile<BV>((lc_bf16*)Us + buf * C * LV, (const lc_bf16*)v + vOff, c * C, T, vStride);
         }
@@ -136,7 +144,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
             // Segment p > 0 starts from the state linea_chunk_seg_scan left in seg_state[p - 1] (h0 folded in).
             const float* start = state_only ? 0 : p > 0 ? seg_state + ((long)(b * P + p - 1) * H + h) * K * V + v0 : h0;
             const long off = p > 0 ? 0 : sBase;
-            S[nt][e] = start ? start[off + (long)row * V + col] : 0.f;
+            S[nt][e] = trans ? (row == v0 + col ? 1.f : 0.f) : start ? start[off + (long)row * V + col] : 0.f;
         }
     float gsum = 0.f;  // total log2 gate of this segment
     auto storeState = [&]() {
@@ -189,7 +197,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
 #pragma unroll
                 for (int nt = 0; nt < NH; ++nt) {
                     const int col = c0 + nt * 8 + 2 * tq;
-                    const float2 u2 = *(const float2*)(Ut + i * LU + col);
+                    const float2 u2 = trans ? make_float2(0.f, 0.f) : *(const float2*)(Ut + i * LU + col);
                     const float x0 = u2.x - acc[nt][2 * r], x1 = u2.y - acc[nt][2 * r + 1];
                     unsigned hi, lo;
                     lc_split(x0, x1, hi, lo);
@@ -310,7 +318,9 @@ __device__ __forceinline__ void lc_chunk_fwd(
         __syncthreads();  // every warp is done with Sh/Sl and the tiles of chunk c
         if (keepState) storeState();
     }
-    float* out = state_only ? seg_state + ((long)(b * P + p) * H + h) * K * V + v0 : (p == P - 1 ? ht : 0);
+    const int ld = trans ? K : V;  // row stride of what is stored: M [K,K] or a state [K,V]
+    float* out = !state_only ? (p == P - 1 ? ht : 0)
+        : (trans ? seg_gate : seg_state) + ((long)(b * P + p) * H + h) * K * ld + v0;
     if (out) {
         const long base = state_only ? 0 : sBase;
 #pragma unroll
@@ -318,10 +328,10 @@ __device__ __forceinline__ void lc_chunk_fwd(
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
                 const int row = sm * 16 + gq + 8 * r, col = (sn0 + nt) * 8 + 2 * tq;
-                *(float2*)(out + base + (long)row * V + col) = make_float2(S[nt][2 * r], S[nt][2 * r + 1]);
+                *(float2*)(out + base + (long)row * ld + col) = make_float2(S[nt][2 * r], S[nt][2 * r + 1]);
             }
     }
-    if (state_only && tid == 0 && blockIdx.x == 0) seg_gate[(long)(b * P + p) * H + h] = gsum;
+    if (!DELTA && state_only && tid == 0 && blockIdx.x == 0) seg_gate[(long)(b * P + p) * H + h] = gsum;
 }
 
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v32_plain(
@@ -433,6 +443,57 @@ extern "C" __global__ void __launch_bounds__(256) linea_chunk_seg_scan(
         const long seg = (long)(b * P + p) * H + h;
         S = fmaf(lc_ex2(seg_gate[seg]), S, seg_state[seg * KV + e]);
         seg_state[seg * KV + e] = S;
+    }
+}
+
+// Segment scan (delta rules): seg_state [B*P,H,K,V] holds E_p, the end state of segments 0..P-2 from a zero state, and
+// seg_trans [B*P,H,K,K] their transitions M_p; replaces seg_state[p] by S_{p+1} = M_p S_p + E_p (S_0 = h0 or zero), in
+// fp32. One block per (32 columns of V, h, b); M_p goes through shared memory 32 columns at a time. K <= 128.
+extern "C" __global__ void __launch_bounds__(256) linea_chunk_seg_scan_delta(
+    float* seg_state, const float* seg_trans, const float* h0, int P, int H, int K, int V) {
+    __shared__ float Ss[128][33], Ms[128][33];
+    const int tid = threadIdx.x, tx = tid & 7, ty = tid >> 3, v0 = blockIdx.x * 32, h = blockIdx.y, b = blockIdx.z;
+    const int R = K / 32;  // rows per thread: ty + 32 i
+    for (int e = tid; e < K * 32; e += 256) {
+        const int r = e >> 5, c = e & 31;
+        Ss[r][c] = h0 ? h0[(((long)b * H + h) * K + r) * V + v0 + c] : 0.f;
+    }
+    for (int p = 0; p + 1 < P; ++p) {
+        const long seg = (long)(b * P + p) * H + h;
+        float* E = seg_state + seg * K * V + v0;
+        const float* M = seg_trans + seg * K * K;
+        float acc[4][4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) acc[i][j] = i < R ? E[(long)(ty + 32 * i) * V + tx * 4 + j] : 0.f;
+        for (int m0 = 0; m0 < K; m0 += 32) {
+            __syncthreads();  // Ss complete; the previous Ms tile read
+            for (int e = tid; e < K * 32; e += 256) Ms[e >> 5][e & 31] = M[(long)(e >> 5) * K + m0 + (e & 31)];
+            __syncthreads();
+            for (int mm = 0; mm < 32; ++mm) {
+                float s[4];
+#pragma unroll
+                for (int j = 0; j < 4; ++j) s[j] = Ss[m0 + mm][tx * 4 + j];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    if (i >= R) break;
+                    const float m = Ms[ty + 32 * i][mm];
+#pragma unroll
+                    for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(m, s[j], acc[i][j]);
+                }
+            }
+        }
+        __syncthreads();  // every thread is done reading Ss
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            if (i >= R) break;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                Ss[ty + 32 * i][tx * 4 + j] = acc[i][j];
+                E[(long)(ty + 32 * i) * V + tx * 4 + j] = acc[i][j];
+            }
+        }
     }
 }
 
