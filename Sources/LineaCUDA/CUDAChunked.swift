@@ -204,7 +204,7 @@ public enum CUDAChunked {
             let blocks = B * H * (V / bv)
             var perSegment = chunks
             if !isDelta && blocks < multiprocessors && chunks >= 8 {
-                let p = min(max(2, multiprocessors / blocks), chunks / 4)
+                let p = min(max(2, 2 * multiprocessors / blocks), chunks / 4)
                 perSegment = (chunks + p - 1) / p
             } else if isDelta && !deltaFull && chunks >= 8 {
                 let p = min(max(2, multiprocessors / blocks), chunks / 4)
