@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# On the GPU machine, from the repository root (the device tool, carry [".device", ".whl"]): unpacks what
+# scripts/pack_device.sh packed, runs `linea verify --backend cuda` with bf16, f16 and f32 inputs and, when
+# .device/tests.tar.xz is there, the GPU test suites; with --compare, also benchmarks/compare_gpu.py (fla's wheels
+# installed from .whl when present). Full outputs go to $OUT (else /tmp/linea-device); a summary line each to stdout.
+set -u
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp/linea-device}
+mkdir -p "$out" /tmp/linea-d /tmp/linea-t
+unpack() { python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$1" "$2"; }
+unpack .device/linea.tar.xz /tmp/linea-d || { echo "device_check: no .device/linea.tar.xz (run scripts/pack_device.sh)" >&2; exit 1; }
+export LD_LIBRARY_PATH=/tmp/linea-d/lib
+status=0
+for dtype in bf16 f16 f32; do
+    /tmp/linea-d/linea verify --backend cuda --dtype "$dtype" > "$out/verify_$dtype.txt" 2>&1 || status=1
+    echo "verify $dtype: $(tail -1 "$out/verify_$dtype.txt")"
+done
+if [ -f .device/tests.tar.xz ]; then
+    unpack .device/tests.tar.xz /tmp/linea-t
+    (cd /tmp/linea-t && LD_LIBRARY_PATH=/tmp/linea-t/lib:/tmp/linea-d/lib ./LineaPackageTests.xctest \
+        --testing-library swift-testing --filter LineaCUDATests > "$out/tests.txt" 2>&1) || status=1
+    echo "GPU tests: $(tail -1 "$out/tests.txt") ($(grep -c ' skipped' "$out/tests.txt") suites or tests skipped)"
+fi
+if [ "${1:-}" = "--compare" ]; then
+    if compgen -G ".whl/*.whl" > /dev/null; then
+        python3 -m pip install -q --no-index --no-deps --target /tmp/linea-site .whl/*.whl
+        export PYTHONPATH=/tmp/linea-site
+    fi
+    python3 -u benchmarks/compare_gpu.py --linea /tmp/linea-d/linea > "$out/compare.txt" 2>&1 || status=1
+    tail -25 "$out/compare.txt"
+fi
+exit $status
