@@ -97,7 +97,7 @@ public enum CUDAChunked {
         let s = shape
         let (B, T, H, K, V) = (s.batch, s.length, s.heads, s.keyDim, s.valueDim)
         let scaleValue = try launchScale(s, outputDType: outputDType, scale: scale)
-        let isDelta = mechanism == .deltaRule || mechanism == .gatedDeltaRule
+        let isDelta = mechanism.isDelta
         let gateMode: Int32 = switch mechanism {
         case .retention: 1
         case .simpleGLA, .gatedDeltaRule: 2
@@ -192,7 +192,7 @@ public enum CUDAChunked {
         /// The plan `forward` uses on a device with `multiprocessors` SMs; `valueBlock` forces BV. O(1).
         public init(_ mechanism: RecurrentMechanism, _ s: CUDAChunkedShape, multiprocessors: Int, valueBlock: Int?) {
             let (B, T, H, K, V) = (s.batch, s.length, s.heads, s.keyDim, s.valueDim)
-            let isDelta = mechanism == .deltaRule || mechanism == .gatedDeltaRule
+            let isDelta = mechanism.isDelta
             let chunks = max(1, (T + 63) / 64)
             // Scalar decays: one block per head (BV = V, the scores computed once per head), the sequence cut into
             // segments until about two waves of blocks run (H100, linear_attn, B*T = 32768: 0.71 ms at T = 32768 with

@@ -49,7 +49,7 @@ public enum CUDAChunkedSIMT {
         let (B, T, H, K, V) = (s.batch, s.length, s.heads, s.keyDim, s.valueDim)
         let scaleValue = try CUDAChunked.launchScale(s, outputDType: outputDType, scale: scale)
         try checkValueBlock(valueBlock, V: V)
-        let isDelta = mechanism == .deltaRule || mechanism == .gatedDeltaRule
+        let isDelta = mechanism.isDelta
         let mode: Int32 = switch mechanism {
         case .retention: 1
         case .simpleGLA, .gatedDeltaRule: 2

@@ -17,7 +17,7 @@ public enum CUDAKernelChecks {
         _ mechanism: RecurrentMechanism, B: Int, T: Int, H: Int, K: Int, V: Int, dtype: DType, seed: UInt64
     ) throws -> RecurrenceInputs {
         let round = { (t: Tensor) in CUDAUpload.rounded(t, dtype) }
-        let delta = CUDARecurrentStep.isDelta(mechanism)
+        let delta = mechanism.isDelta
         var k = try Tensor.randomNormal([B, T, H, K], seed: seed + 1)
         if delta {
             for row in stride(from: 0, to: k.count, by: K) {

@@ -25,9 +25,6 @@ public enum CUDARecurrentStep {
         }
     }
 
-    /// Whether `m` is a delta rule (reads beta).
-    static func isDelta(_ m: RecurrentMechanism) -> Bool { m == .deltaRule || m == .gatedDeltaRule }
-
     /// One decode step of `mechanism` (the CPU `Recurrence` conventions): q, k `[B,H,K]`, v `[B,H,V]`, g `[B,H]`
     /// (simple_gla, gated_delta_rule) or `[B,H,K]` (gla), nil otherwise; beta `[B,H]` for the delta rules, nil
     /// otherwise; state `[B,H,K,V]` fp32. Decay (none; retention's `1 - 2^(-5-h)`; `exp(g)`), write (`k v^T`, or
@@ -52,7 +49,7 @@ public enum CUDARecurrentStep {
         } else if let g {
             throw LineaError.invalidArgument(argument: "g", expected: "none (\(mechanism.rawValue) takes no gate)", actual: "shape \(g.shape)")
         }
-        if isDelta(mechanism) {
+        if mechanism.isDelta {
             guard let beta else {
                 throw LineaError.invalidArgument(argument: "beta", expected: "write strengths [\(b),\(h)] for \(mechanism.rawValue)", actual: "none")
             }
@@ -104,7 +101,7 @@ public enum CUDARecurrentStep {
             ("state", state, bh * keyDim * valueDim * 4), ("o", o, bh * valueDim * 4),
         ]
         if gate.used { needs.append(("g", g, bh * (gate.vector ? keyDim : 1) * e)) }
-        if isDelta(mechanism) { needs.append(("beta", beta, bh * e)) }
+        if mechanism.isDelta { needs.append(("beta", beta, bh * e)) }
         for (name, buffer, bytes) in needs {
             guard let buffer else {
                 throw LineaError.invalidArgument(argument: name, expected: "a buffer for \(mechanism.rawValue)", actual: "nil")

@@ -80,7 +80,7 @@ private func benchSteps(_ ctx: CUDAContext) throws {
         var cells: [String] = []
         for m in RecurrentMechanism.allCases {
             let gate = (m == .simpleGLA || m == .gatedDeltaRule) ? 1 : m == .gla ? kd : 0
-            let delta = m == .deltaRule || m == .gatedDeltaRule
+            let delta = m.isDelta
             let t = try CUDABench.time(context: ctx, warmup: 5, iterations: 50) {
                 try CUDARecurrentStep.step(m, q: q, k: k, v: v, g: gate > 0 ? g : nil, beta: delta ? beta : nil, state: state, o: o,
                                            batch: b, heads: h, keyDim: kd, valueDim: vd, dtype: dtype)

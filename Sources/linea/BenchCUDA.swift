@@ -61,7 +61,7 @@ extension BenchCommand {
                     flops = s.flops(causal: true)
                     form = "flash"
                 case .recurrence(let r):
-                    let isDelta = r == .deltaRule || r == .gatedDeltaRule
+                    let isDelta = r.isDelta
                     let gate: CUDABuffer? = switch r {
                     case .retention: decays
                     case .simpleGLA, .gatedDeltaRule: g

@@ -17,7 +17,7 @@ func cudaChunkedChecks(_ r: RecurrentMechanism, dtype: DType, seed: UInt64) thro
     // The T = 1000 case (cut into segments by the bf16 kernels) again with a V block these small shapes never pick by
     // themselves: one block per head (BV = 128, bf16, scalar decays), BV = 32 (bf16, delta rules), BV = 64 (f32/f16
     // CUDA-core kernel).
-    let extra = dtype != .bfloat16 ? 64 : r == .deltaRule || r == .gatedDeltaRule ? 32 : 128
+    let extra = dtype != .bfloat16 ? 64 : r.isDelta ? 32 : 128
     let blocks: [Int?] = Array(repeating: nil, count: grid.count) + [extra]
     return try blocks.enumerated().map { index, valueBlock in
         let (B, T, H, K, V, gates) = grid[index < grid.count ? index : 4]

@@ -30,9 +30,8 @@ struct CUDAChunkedTests {
     @Test(arguments: CUDAChunked.supported)
     func segmentedRunsMatchReferenceAtEveryValueBlock(mechanism: RecurrentMechanism) throws {
         let ctx = try CUDABackend.shared
-        let isDelta = mechanism == .deltaRule || mechanism == .gatedDeltaRule
         for K in [64, 128] {
-            for valueBlock in isDelta ? [32, 64] : [32, 64, 128] {
+            for valueBlock in mechanism.isDelta ? [32, 64] : [32, 64, 128] {
                 let (B, T, H, V) = (1, 1000, 2, 128)
                 let plan = CUDAChunked.Plan(mechanism, CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: K, valueDim: V),
                                             multiprocessors: ctx.multiprocessorCount, valueBlock: valueBlock)

@@ -89,7 +89,7 @@ extension RecurrenceInputs {
                              gateRange: ClosedRange<Float> = -1...(-1e-4), initialState: Bool = true) throws -> RecurrenceInputs {
         let q = try Tensor.randomNormal([B, T, H, K], seed: seed)
         var k = try Tensor.randomNormal([B, T, H, K], seed: seed + 1)
-        if r == .deltaRule || r == .gatedDeltaRule {
+        if r.isDelta {
             // The delta rules take L2-normalized keys.
             for row in stride(from: 0, to: k.count, by: K) {
                 let norm = (k.scalars[row..<row + K].reduce(0) { $0 + $1 * $1 }).squareRoot()
@@ -102,7 +102,7 @@ extension RecurrenceInputs {
         case .gla: inputs.g = try Tensor.randomUniform([B, T, H, K], seed: seed + 3, in: gateRange)
         default: break
         }
-        if r == .deltaRule || r == .gatedDeltaRule { inputs.beta = try Tensor.randomUniform([B, T, H], seed: seed + 4) }
+        if r.isDelta { inputs.beta = try Tensor.randomUniform([B, T, H], seed: seed + 4) }
         if initialState { inputs.initialState = try Tensor.randomNormal([B, H, K, V], seed: seed + 5, scale: 0.1) }
         return inputs
     }
@@ -200,8 +200,8 @@ extension RecurrentMechanism {
         }
     }
 
-    /// Whether the write is the delta rule (needs beta).
-    var isDelta: Bool { self == .deltaRule || self == .gatedDeltaRule }
+    /// Whether the write is the delta rule (delta_rule, gated_delta_rule: needs beta). O(1).
+    public var isDelta: Bool { self == .deltaRule || self == .gatedDeltaRule }
 }
 
 /// Problem sizes after validation.
