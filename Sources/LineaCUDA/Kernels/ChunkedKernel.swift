@@ -479,8 +479,8 @@ __device__ __forceinline__ void lc_chunk_wy(
     const int mat = lane >> 3, r8 = lane & 7;
     const int c = blockIdx.x, h = blockIdx.y, b = blockIdx.z, t0 = c * C;
     const long kStride = (long)H * K, vStride = (long)H * VD;
-    lc_load_tile<K>(Ks, k + (long)b * T * kStride + (long)h * K, t0, T, kStride);
-    lc_load_tile<VD>(Vs, v + (long)b * T * vStride + (long)h * VD, t0, T, vStride);
+    lc_load_tile<K, lc_bf16, 128>(Ks, k + (long)b * T * kStride + (long)h * K, t0, T, kStride);
+    lc_load_tile<VD, lc_bf16, 128>(Vs, v + (long)b * T * vStride + (long)h * VD, t0, T, vStride);
     lc_cp_commit();
     if (warp == 0) {
         lc_cumsum(lc_gate(g, gate_mode, b, h, t0 + 2 * lane, T, H), lc_gate(g, gate_mode, b, h, t0 + 2 * lane + 1, T, H), G, lane);
