@@ -345,8 +345,9 @@ __device__ __forceinline__ void lc_chunk_fwd(
 // Entries linea_chunk_{fwd,end}_k{K}_v{BV}_{kind}: fwd the full walk, end the end-state pass of segmented runs; kind
 // plain (linear_attn), gated (retention, simple_gla), delta (delta_rule), gdelta (gated_delta_rule). One line each, so
 // that the entry names stay greppable (CUDATests.kernelSourcesDeclareTheirEntries).
+// The end-state entries of the scalar decays are held to 128 registers so that two blocks share an SM.
 #define LC_CHUNK_ENTRY(NAME, K, BV, DELTA, STATE_ONLY, GATED)                                                        \
-    extern "C" __global__ void __launch_bounds__(256) NAME(                                                          \
+    extern "C" __global__ void __launch_bounds__(256, (STATE_ONLY) && !(DELTA) ? 2 : 1) NAME(                       \
         const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,          \
         const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,          \
         float* seg_state, float* seg_gate) {                                                                         \
