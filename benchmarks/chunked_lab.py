@@ -150,7 +150,8 @@ def run(mech, q, k, v, g, beta, h0, scale, out_fp32=False):
     bv, per, segs = plan(mech, B, T, H, V)
     C, lk, lv = 64, K + 8, bv + 8
     elements = (3 if delta else 2) * 2 * C * lk + (4 if delta else 2) * C * lv + 2 * K * lv
-    smem = elements * 2 + 8 * C * 4 + (2 * C * (bv + 4) * 4 if delta else 2 * C * lv * 2)
+    # + the score fragments the warp pairs trade (16 KB, full entries only)
+    smem = elements * 2 + 8 * C * 4 + (2 * C * (bv + 4) * 4 if delta else 2 * C * lv * 2) + 16384
     kind = ("gdelta" if gate_mode else "delta") if delta else ("gated" if gate_mode else "plain")  # the entries' suffix
     common = lambda ss, sg, h0_, ht_: (
         ptr(q), ptr(k), ptr(u if delta else v), ptr(w if delta else None), ptr(g), np.int32(gate_mode), ptr(h0_), ptr(ht_),
@@ -171,7 +172,7 @@ def run(mech, q, k, v, g, beta, h0, scale, out_fp32=False):
         if segs > 1:  # end states and transitions of segments 0..P-2, the scan, then every segment from its start
             ss = torch.empty(B * segs * H * K * V, device="cuda", dtype=torch.float32)
             st = torch.empty(B * segs * H * K * K, device="cuda", dtype=torch.float32)
-            end_smem = smem - 2 * C * lk * 2  # the end-state entry has no q tiles
+            end_smem = smem - 2 * C * lk * 2 - 16384  # the end-state entry has no q tiles, trades no scores
             function(f"linea_chunk_end_k{K}_v{bv}_{kind}", end_smem)(((V + K) // bv, H, B * segs), (256,),
                                                                      common(ss, st, None, None), shared_mem=end_smem)
             function("linea_chunk_seg_scan_delta", 0)((V // 32, H, B), (256,), (

@@ -248,11 +248,12 @@ public enum CUDAChunked {
     ) throws {
         let (K, C, bv, delta) = (s.keyDim, 64, plan.valueBlock, w != 0)
         let lk = K + 8, lv = bv + 8
-        // Mirrors the kernel's layout: q, k (, w) tiles x2; (U hi, lo;) decayed U hi, lo; state hi, lo; gates; v or u x2.
-        // The end-state entries (stateOnly) have no q tiles, and those of the scalar decays no state copy.
+        // Mirrors the kernel's layout: q, k (, w) tiles x2; (U hi, lo;) decayed U hi, lo; state hi, lo; gates; v or u x2;
+        // the score fragments the warp pairs trade (16 KB). The end-state entries (stateOnly) have no q tiles and trade
+        // no scores, and those of the scalar decays keep no state copy.
         let elements = stateOnly && !delta ? 2 * C * lk + 2 * C * lv
             : (delta ? (stateOnly ? 2 : 3) : 2) * 2 * C * lk + (delta ? 4 : 2) * C * lv + 2 * K * lv
-        let smem = elements * 2 + 8 * C * 4 + (delta ? 2 * C * (bv + 4) * 4 : 2 * C * lv * 2)
+        let smem = elements * 2 + 8 * C * 4 + (delta ? 2 * C * (bv + 4) * 4 : 2 * C * lv * 2) + (stateOnly ? 0 : 16384)
         try ctx.launch(
             // The delta rules' end-state pass adds K / BV column blocks for the segment transitions.
             f, grid: ((s.valueDim + (delta && stateOnly ? K : 0)) / bv, s.heads, s.batch * plan.segments),

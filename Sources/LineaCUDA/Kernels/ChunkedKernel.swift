@@ -69,6 +69,8 @@ __device__ __forceinline__ void lc_chunk_fwd(
     lc_bf16* Sl = Sh + (STATE_ONLY && !DELTA ? 0 : K * LV); // [K][LV] state lo
     float* Gall = (float*)(Sl + (STATE_ONLY && !DELTA ? 0 : K * LV)); // [NW][C] cumulative gates, one copy per warp
     void* Us = (void*)(Gall + NW * C);                     // [2][C][LU] fp32 u (delta) or [2][C][LV] bf16 v
+    // [4 row tiles][2 key halves][2 key tiles][hi, lo][32 lanes] A fragments of the scores (full entries)
+    uint4* Pex = (uint4*)((char*)Us + (DELTA ? 2 * C * LU * 4 : 2 * C * LV * 2));
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
     const int mat = lane >> 3, r8 = lane & 7;
@@ -231,20 +233,23 @@ __device__ __forceinline__ void lc_chunk_fwd(
             __syncthreads();
         }
 
-        // Outputs of rows r0..r0+15, columns c0..c0+BV/2: scores against keys 0..r0+15 (the rest is masked).
+        // Outputs of rows r0..r0+15, columns c0..c0+BV/2. The scores of these rows against keys 0..r0+15 (the rest is
+        // masked) are shared by the pair of warps with the same rows (warp ^ 4): each computes the scores against its
+        // half of the keys (n-tiles 4 ch ..), decays, masks and splits them into hi + lo A fragments, and the pair trades
+        // fragments through shared memory (Pex) behind a named barrier of the two warps.
         if (!STATE_ONLY) {
-            float s[8][4];
+            float s[4][4];
 #pragma unroll
-            for (int nt = 0; nt < 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+            for (int nt = 0; nt < 4; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
 #pragma unroll
             for (int ks = 0; ks < KS; ++ks) {
                 unsigned a[4];
                 lc_ldsm(a, sQt + aOff + ks * 32);
 #pragma unroll
-                for (int nt = 0; nt < 8; nt += 2) {
-                    if (SKIP && nt > 2 * rt) break;
+                for (int nt = 0; nt < 4; nt += 2) {
+                    if (SKIP && 4 * ch + nt > 2 * rt) break;
                     unsigned kf[4];
-                    lc_ldsm(kf, sKt + kOff + (nt * 8 * LK + ks * 16) * 2);
+                    lc_ldsm(kf, sKt + kOff + ((4 * ch + nt) * 8 * LK + ks * 16) * 2);
                     lc_mma2(s[nt], s[nt + 1], a, kf);
                 }
             }
@@ -252,48 +257,69 @@ __device__ __forceinline__ void lc_chunk_fwd(
             Gi[0] = Gat(r0 + gq);
             Gi[1] = Gat(r0 + gq + 8);
 #pragma unroll
-            for (int nt = 0; nt < 8; ++nt)
+            for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    const int i = r0 + gq + 8 * (e >> 1), j = nt * 8 + 2 * tq + (e & 1);
-                    if (SKIP && nt > 2 * rt + 1) continue;  // all masked, never read when skipped
-                    s[nt][e] = (nt < 2 * rt || j <= i) ? s[nt][e] * scale * decay(Gi[e >> 1] - Gat(j)) : 0.f;
+                    const int n8 = 4 * ch + nt, i = r0 + gq + 8 * (e >> 1), j = n8 * 8 + 2 * tq + (e & 1);
+                    if (SKIP && n8 > 2 * rt + 1) continue;  // all masked, left at 0
+                    s[nt][e] = (n8 < 2 * rt || j <= i) ? s[nt][e] * scale * decay(Gi[e >> 1] - Gat(j)) : 0.f;
                 }
-            float acc[NH][4], qs[NH][4];
+            unsigned ph[2][2][4], pl[2][2][4];  // [own, partner's][key tile within the half][fragment]
 #pragma unroll
-            for (int nt = 0; nt < NH; ++nt)
+            for (int kk = 0; kk < 2; ++kk) {
+                lc_split_a(s[2 * kk], s[2 * kk + 1], ph[0][kk], pl[0][kk]);
+                uint4* slot = Pex + (((rt * 2 + ch) * 2 + kk) * 2) * 32 + lane;
+                slot[0] = make_uint4(ph[0][kk][0], ph[0][kk][1], ph[0][kk][2], ph[0][kk][3]);
+                slot[32] = make_uint4(pl[0][kk][0], pl[0][kk][1], pl[0][kk][2], pl[0][kk][3]);
+            }
+            // acc = f q S (f = scale e^{G_i}) while the partner finishes its scores, then += P U over both key halves.
+            float acc[NH][4];
+            timesState(acc, sQt);
 #pragma unroll
-                for (int e = 0; e < 4; ++e) acc[nt][e] = 0.f;
+            for (int r = 0; r < 2; ++r) {
+                const float f = scale * decay(Gi[r]);
 #pragma unroll
-            for (int kk = 0; kk < 4; ++kk) {
-                if (SKIP && kk > rt) break;
-                unsigned ah[4], al[4];
-                lc_split_a(s[2 * kk], s[2 * kk + 1], ah, al);
+                for (int nt = 0; nt < NH; ++nt) acc[nt][2 * r] *= f, acc[nt][2 * r + 1] *= f;
+            }
 #pragma unroll
-                for (int np = 0; np < NH / 2; ++np) {
-                    unsigned bv[4];
-                    lc_ldsm_b(bv, sUn, LV, kk * 16, c0 + np * 16, bOff);
-                    lc_mma2(acc[2 * np], acc[2 * np + 1], ah, bv);
-                    lc_mma2(acc[2 * np], acc[2 * np + 1], al, bv);
-                    if (DELTA) {
-                        lc_ldsm_b(bv, sVnl, LV, kk * 16, c0 + np * 16, bOff);
-                        lc_mma2(acc[2 * np], acc[2 * np + 1], ah, bv);
+            for (int half = 0; half < 2; ++half) {
+                if (half == 1) {
+                    asm volatile("bar.sync %0, 64;" :: "r"(1 + rt) : "memory");  // the pair's fragments are stored
+#pragma unroll
+                    for (int kk = 0; kk < 2; ++kk) {
+                        const uint4* slot = Pex + (((rt * 2 + (ch ^ 1)) * 2 + kk) * 2) * 32 + lane;
+                        const uint4 hi = slot[0], lo = slot[32];
+                        ph[1][kk][0] = hi.x, ph[1][kk][1] = hi.y, ph[1][kk][2] = hi.z, ph[1][kk][3] = hi.w;
+                        pl[1][kk][0] = lo.x, pl[1][kk][1] = lo.y, pl[1][kk][2] = lo.z, pl[1][kk][3] = lo.w;
+                    }
+                }
+#pragma unroll
+                for (int kk2 = 0; kk2 < 2; ++kk2) {
+                    const int kk = 2 * (ch ^ half) + kk2;  // key tile of 16
+                    if (SKIP && kk > rt) continue;
+#pragma unroll
+                    for (int np = 0; np < NH / 2; ++np) {
+                        unsigned bv[4];
+                        lc_ldsm_b(bv, sUn, LV, kk * 16, c0 + np * 16, bOff);
+                        lc_mma2(acc[2 * np], acc[2 * np + 1], ph[half][kk2], bv);
+                        lc_mma2(acc[2 * np], acc[2 * np + 1], pl[half][kk2], bv);
+                        if (DELTA) {
+                            lc_ldsm_b(bv, sVnl, LV, kk * 16, c0 + np * 16, bOff);
+                            lc_mma2(acc[2 * np], acc[2 * np + 1], ph[half][kk2], bv);
+                        }
                     }
                 }
             }
-            timesState(qs, sQt);
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
                 const int i = r0 + gq + 8 * r, t = c * C + i;
-                const float f = scale * decay(Gi[r]);
                 if (t >= T) continue;
                 const long base = ((long)b * T + t) * vStride + (long)h * V + v0 + c0;
 #pragma unroll
                 for (int nt = 0; nt < NH; ++nt) {
                     const int col = nt * 8 + 2 * tq;
-                    const float x0 = acc[nt][2 * r] + f * qs[nt][2 * r], x1 = acc[nt][2 * r + 1] + f * qs[nt][2 * r + 1];
-                    if (out_bf16) *(unsigned*)((lc_bf16*)o + base + col) = lc_pack(x0, x1);
-                    else *(float2*)((float*)o + base + col) = make_float2(x0, x1);
+                    if (out_bf16) *(unsigned*)((lc_bf16*)o + base + col) = lc_pack(acc[nt][2 * r], acc[nt][2 * r + 1]);
+                    else *(float2*)((float*)o + base + col) = make_float2(acc[nt][2 * r], acc[nt][2 * r + 1]);
                 }
             }
         }
