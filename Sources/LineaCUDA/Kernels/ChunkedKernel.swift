@@ -63,7 +63,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
     lc_bf16* Ws = Ks + 2 * C * LK;                         // [2][C][LK] (delta)
     lc_bf16* Vnh = Ws + (DELTA ? 2 * C * LK : 0);          // [C][LV] U hi (delta)
     lc_bf16* Vnl = Vnh + (DELTA ? C * LV : 0);             // [C][LV] U lo (delta)
-    lc_bf16* Vdh = Vnl + (DELTA ? C * LV : 0);             // [C][LV] e^{G_last-G_j} U_j, hi
+    lc_bf16* Vdh = Vnl + (DELTA ? C * LV : 0);             // [C][LV] e^{G_last-G_j} U_j, hi (gdelta; else unused)
     lc_bf16* Vdl = Vdh + C * LV;                           // [C][LV] ... lo
     lc_bf16* Sh = Vdl + C * LV;                            // [K][LV] state hi
     lc_bf16* Sl = Sh + (STATE_ONLY && !DELTA ? 0 : K * LV); // [K][LV] state lo
@@ -93,7 +93,6 @@ __device__ __forceinline__ void lc_chunk_fwd(
     float* G = Gall + warp * C;
     const int rt = warp & 3, ch = warp >> 2, r0 = 16 * rt, c0 = ch * (BV / (NW / 4));  // output rows, column part
     const int sm = warp % MT, sn0 = (warp / MT) * SN;
-    constexpr bool hasLo = DELTA || GATED;  // U or the decayed U are fp32 values: split hi + lo
     auto Gat = [&](int i) { return GATED ? G[i] : 0.f; };           // cumulative log2 gate (0 without a decay)
     auto decay = [&](float x) { return GATED ? lc_ex2(x) : 1.f; };  // 2^x
     // 32-bit shared addresses (bytes) of the tiles, and the lane-dependent parts of the fragment addresses.
@@ -186,11 +185,12 @@ __device__ __forceinline__ void lc_chunk_fwd(
         const float Glast = Gat(C - 1);
         gsum += Glast;
 
-        // U (delta: u - w S, rows r0.., columns c0..) split into Vnh/Vnl; e^{G_last-G_j} U_j split into Vdh/Vdl.
+        // Delta rules: U = u - w S (rows r0.., columns c0..) split into Vnh/Vnl and, with a decay, e^{G_last-G_j} U_j split
+        // into Vdh/Vdl. (The scalar decays use v as it is: their update decays the K^T fragments instead.)
         const unsigned sQt = sQ + buf * C * LK * 2, sKt = sK + buf * C * LK * 2;
-        // Without a decay the delta rules' decayed U is U itself (sVnh / sVnl).
+        // U (hi) for the outputs; the decayed U (hi, lo) for the delta rules' update (without a decay, U itself).
         const unsigned sUn = DELTA ? sVnh : sU + buf * C * LV * 2;
-        const unsigned sUd = !hasLo ? sUn : GATED ? sVdh : sVnh, sUdl = GATED ? sVdl : sVnl;
+        const unsigned sUd = GATED ? sVdh : sVnh, sUdl = GATED ? sVdl : sVnl;
         if (DELTA) {
             const unsigned sWt = sW + buf * C * LK * 2;
             const float* Ut = (const float*)Us + buf * C * LU;
@@ -215,20 +215,6 @@ __device__ __forceinline__ void lc_chunk_fwd(
                         lc_sts(sVdl + (i * LV + col) * 2, lo);
                     }
                 }
-            }
-            __syncthreads();
-        } else if (hasLo) {
-#pragma unroll
-            for (int p = tid; p < C * BV / 2; p += NW * 32) {
-                const int i = p / (BV / 2), col = 2 * (p - i * (BV / 2));
-                const unsigned at = (i * LV + col) * 2;
-                unsigned u2;
-                asm volatile("ld.shared.u32 %0, [%1];" : "=r"(u2) : "r"(sUn + at));
-                const float d = decay(Glast - Gat(i));
-                unsigned hi, lo;
-                lc_split(__uint_as_float(u2 << 16) * d, __uint_as_float(u2 & 0xffff0000u) * d, hi, lo);
-                lc_sts(sVdh + at, hi);
-                lc_sts(sVdl + at, lo);
             }
             __syncthreads();
         }
@@ -335,14 +321,26 @@ __device__ __forceinline__ void lc_chunk_fwd(
             }
 #pragma unroll
             for (int kk = 0; kk < 4; ++kk) {
-                unsigned a[4];  // A = K^T: rows = key dims, columns = tokens
+                unsigned a[4], al[4];  // A = K^T: rows = key dims, columns = tokens
                 lc_ldsm_t(a, sKt + ktOff + kk * 16 * LK * 2);
+                if (!DELTA && GATED) {
+                    // Scalar decays: K^T diag(e^{G_last-G_j}) (columns j = kk*16 + 2 tq (+1, +8, +9) in this lane) split
+                    // hi (in a) + lo, times the bf16 v tile: no decayed copy of v, no barrier for one.
+#pragma unroll
+                    for (int q4 = 0; q4 < 4; ++q4) {
+                        const int j = kk * 16 + 2 * tq + 8 * (q4 >> 1);
+                        const float x0 = __uint_as_float(a[q4] << 16) * lc_ex2(Glast - G[j]);
+                        const float x1 = __uint_as_float(a[q4] & 0xffff0000u) * lc_ex2(Glast - G[j + 1]);
+                        lc_split(x0, x1, a[q4], al[q4]);
+                    }
+                }
 #pragma unroll
                 for (int np = 0; np < SN / 2; ++np) {
                     unsigned bv[4];
-                    lc_ldsm_b(bv, sUd, LV, kk * 16, (sn0 + 2 * np) * 8, bOff);
+                    lc_ldsm_b(bv, DELTA ? sUd : sUn, LV, kk * 16, (sn0 + 2 * np) * 8, bOff);
                     lc_mma2(S[2 * np], S[2 * np + 1], a, bv);
-                    if (hasLo) {
+                    if (!DELTA && GATED) lc_mma2(S[2 * np], S[2 * np + 1], al, bv);
+                    if (DELTA) {
                         lc_ldsm_b(bv, sUdl, LV, kk * 16, (sn0 + 2 * np) * 8, bOff);
                         lc_mma2(S[2 * np], S[2 * np + 1], a, bv);
                     }
