@@ -32,7 +32,6 @@ ap.add_argument("--defines", default="", help="extra NVRTC options, space-separa
 ap.add_argument("--reps", type=int, default=10)
 ap.add_argument("--split", action="store_true", help="scalar decays: the split lab kernels (chunked_split_lab.cu)")
 ap.add_argument("--split-bv", type=int, default=0, help="V block of the split state pass (default: the plan's)")
-ap.add_argument("--old-end", action="store_true", help="segmented runs: the full kernel for the end-state pass")
 ap.add_argument("--fla", action="store_true", help="also time fla's chunk kernel of each mechanism, same inputs")
 ap.add_argument("--end-only", action="store_true", help="segmented runs: time only the end-state pass and the scan")
 ap.add_argument("--kernel-file", default="", help="a ChunkedKernel.swift to take the chunked source from (A/B runs)")
@@ -151,11 +150,13 @@ def run(mech, q, k, v, g, beta, h0, scale, out_fp32=False):
     bv, per, segs = plan(mech, B, T, H, V)
     C, lk, lv = 64, K + 8, bv + 8
     elements = (3 if delta else 2) * 2 * C * lk + (4 if delta else 2) * C * lv + 2 * K * lv
-    smem = elements * 2 + 8 * C * 4 + (2 * C * (bv + 4) * 4 if delta else 2 * C * lv * 2)
-    common = lambda state_only, ss, sg, h0_, ht_: (
+    # + the score fragments the warp pairs trade (16 KB, full entries only)
+    smem = elements * 2 + 8 * C * 4 + (2 * C * (bv + 4) * 4 if delta else 2 * C * lv * 2) + 16384
+    kind = ("gdelta" if gate_mode else "delta") if delta else ("gated" if gate_mode else "plain")  # the entries' suffix
+    common = lambda ss, sg, h0_, ht_: (
         ptr(q), ptr(k), ptr(u if delta else v), ptr(w if delta else None), ptr(g), np.int32(gate_mode), ptr(h0_), ptr(ht_),
         ptr(o), np.int32(0 if out_fp32 else 1), np.int32(T), np.int32(H), np.int32(V), np.float32(scale), np.int32(per),
-        np.int32(state_only), ptr(ss), ptr(sg))
+        ptr(ss), ptr(sg))
     grid = (V // bv, H, B * segs)
     if delta:
         w = torch.empty(B, T, H, K, device="cuda", dtype=torch.bfloat16)
@@ -166,32 +167,31 @@ def run(mech, q, k, v, g, beta, h0, scale, out_fp32=False):
                                              np.int32(T), np.int32(H)), shared_mem=wy_smem)
         if args.wy_only:
             return o, ht
-        f = function(f"linea_chunk_fwd_k{K}_v{bv}_delta", smem)
+        f = function(f"linea_chunk_fwd_k{K}_v{bv}_{kind}", smem)
         ss = st = None
         if segs > 1:  # end states and transitions of segments 0..P-2, the scan, then every segment from its start
             ss = torch.empty(B * segs * H * K * V, device="cuda", dtype=torch.float32)
             st = torch.empty(B * segs * H * K * K, device="cuda", dtype=torch.float32)
-            f(((V + K) // bv, H, B * segs), (256,), common(1, ss, st, None, None), shared_mem=smem)
+            end_smem = smem - 2 * C * lk * 2 - 16384  # the end-state entry has no q tiles, trades no scores
+            function(f"linea_chunk_end_k{K}_v{bv}_{kind}", end_smem)(((V + K) // bv, H, B * segs), (256,),
+                                                                     common(ss, st, None, None), shared_mem=end_smem)
             function("linea_chunk_seg_scan_delta", 0)((V // 32, H, B), (256,), (
                 ptr(ss), ptr(st), ptr(h0), np.int32(segs), np.int32(H), np.int32(K), np.int32(V)))
             if args.end_only:
                 return o, ht
-        f(grid, (256,), common(0, ss, st, h0, ht), shared_mem=smem)
+        f(grid, (256,), common(ss, st, h0, ht), shared_mem=smem)
         return o, ht
-    f = function(f"linea_chunk_fwd_k{K}_v{bv}_plain", smem)
+    f = function(f"linea_chunk_fwd_k{K}_v{bv}_{kind}", smem)
     ss = sg = None
     if segs > 1:
         ss = torch.empty(B * segs * H * K * V, device="cuda", dtype=torch.float32)
         sg = torch.empty(B * segs * H, device="cuda", dtype=torch.float32)
-        if args.old_end:
-            f(grid, (256,), common(1, ss, sg, None, None), shared_mem=smem)
-        else:  # the end-state entry: no q tiles, no smem copy of the state
-            end_smem = (2 * C * lk + 2 * C * lv) * 2 + 8 * C * 4 + 2 * C * lv * 2
-            function(f"linea_chunk_end_k{K}_v{bv}", end_smem)(grid, (256,), common(1, ss, sg, None, None), shared_mem=end_smem)
+        end_smem = (2 * C * lk + 2 * C * lv) * 2 + 8 * C * 4 + 2 * C * lv * 2  # no q tiles, no smem copy of the state
+        function(f"linea_chunk_end_k{K}_v{bv}_{kind}", end_smem)(grid, (256,), common(ss, sg, None, None), shared_mem=end_smem)
         seg_scan(ss, sg, h0, segs, B, H, K * V)
         if args.end_only:
             return o, ht
-    f(grid, (256,), common(0, ss, sg, h0, ht), shared_mem=smem)
+    f(grid, (256,), common(ss, sg, h0, ht), shared_mem=smem)
     return o, ht
 
 

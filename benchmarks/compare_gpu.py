@@ -57,6 +57,23 @@ def main():
     theirs = {}  # (mechanism, T) -> (kernel name, ms)
     only = set(a.only.split(",")) if a.only else None
     kernels = {n: f for n, f in fla_kernels().items() if only is None or n in only}
+    ours = {}
+    if not a.skip_linea:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "linea.json")
+            cmd = [a.linea, "bench", "--backend", "cuda", "--json", path, "--lengths", a.lengths,
+                   "--tokens", str(a.tokens), "--heads", str(H), "--dim", str(D)] + (["--mechanism", a.only] if only else [])
+            print("compare_gpu: " + " ".join(cmd), file=sys.stderr)
+            subprocess.run(cmd, check=True, stdout=sys.stderr)
+            with open(path) as f:
+                for r in json.load(f):
+                    ours[(r["mechanism"], r["T"])] = r["ms"]
+
+    def report(name, T, ms):  # one line per timing as it comes, before the table
+        oms = ours.get((name, T))
+        print(f"compare_gpu: {name} T={T}: theirs {ms:.3f} ms, ours " + (f"{oms:.3f} ms, {ms / oms:.2f}x" if oms else "n/a"),
+              file=sys.stderr, flush=True)
+
     torch.manual_seed(0)
     with torch.no_grad():
         for T in lengths:
@@ -74,6 +91,7 @@ def main():
                 try:
                     ms = do_bench(lambda: fn(x), warmup=25, rep=100, return_mode="median")
                     theirs[(name, T)] = (f"fla chunk_{name}", ms)
+                    report(name, T, ms)
                 except Exception as e:  # an fla kernel that fails on this GPU/shape is reported, not fatal
                     print(f"compare_gpu: fla {name} T={T} failed: {e}", file=sys.stderr)
             qs, ks, vs = (x[n].transpose(1, 2).contiguous() for n in ("q", "k", "v"))
@@ -81,21 +99,10 @@ def main():
                 ms = do_bench(lambda: F.scaled_dot_product_attention(qs, ks, vs, is_causal=True), warmup=25, rep=100,
                               return_mode="median")
                 theirs[("attention", T)] = ("torch SDPA causal", ms)
+                report("attention", T, ms)
             print(f"compare_gpu: T={T} B={B} done (fla + SDPA)", file=sys.stderr)
             del x, qs, ks, vs
             torch.cuda.empty_cache()
-
-    ours = {}
-    if not a.skip_linea:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "linea.json")
-            cmd = [a.linea, "bench", "--backend", "cuda", "--json", path, "--lengths", a.lengths,
-                   "--tokens", str(a.tokens), "--heads", str(H), "--dim", str(D)] + (["--mechanism", a.only] if only else [])
-            print("compare_gpu: " + " ".join(cmd), file=sys.stderr)
-            subprocess.run(cmd, check=True, stdout=sys.stderr)
-            with open(path) as f:
-                for r in json.load(f):
-                    ours[(r["mechanism"], r["T"])] = r["ms"]
 
     names = ["attention", "linear_attn", "retention", "simple_gla", "gla", "delta_rule", "gated_delta_rule"]
     rows = [("mechanism", "T", "B", "ours ms", "theirs ms", "theirs", "ours/theirs throughput")]

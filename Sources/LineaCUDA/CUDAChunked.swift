@@ -103,6 +103,8 @@ public enum CUDAChunked {
         case .simpleGLA, .gatedDeltaRule: 2
         default: 0
         }
+        // Entry suffix: the kernels are compiled per kind, so that linear_attn and delta_rule carry no gate code.
+        let kind = isDelta ? (gateMode == 0 ? "delta" : "gdelta") : (gateMode == 0 ? "plain" : "gated")
         var needs: [(String, CUDABuffer?, Int)] = [
             ("q", q, B * T * H * K * 2), ("k", k, B * T * H * K * 2), ("v", v, B * T * H * V * 2),
             ("o", o, B * T * H * V * outputDType.byteCount),
@@ -132,14 +134,15 @@ public enum CUDAChunked {
                 prep, grid: ((T + 63) / 64, H, B), block: (128, 1, 1), sharedBytes: smem,
                 arguments: [.pointer(k.address), .pointer(v.address), .pointer(beta!.address), .pointer(common.g),
                             .int32(gateMode), .pointer(wAddress), .pointer(uAddress), .int32(Int32(T)), .int32(Int32(H))])
-            let f = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_fwd_k\(K)_v\(bv)_delta")
+            let f = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_fwd_k\(K)_v\(bv)_\(kind)")
             var segments: (UInt64, UInt64) = (0, 0)
             if plan.segments > 1 {
-                // Pass 1 (state_only, K / BV more column blocks): every segment's end state from zero and its
+                // Pass 1 (the end-state entry, K / BV more column blocks): every segment's end state from zero and its
                 // transition M; the scan applies S_{p+1} = M_p S_p + E_p from h0; pass 2 runs every segment.
                 let states = uAddress + UInt64(B * T * H * V * 4)
                 segments = (states, states + UInt64(plan.segmentStateBytes))
-                try launchForward(f, ctx: ctx, q: q.address, k: k.address, v: uAddress, w: wAddress, g: common.g,
+                let end = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_end_k\(K)_v\(bv)_\(kind)")
+                try launchForward(end, ctx: ctx, q: q.address, k: k.address, v: uAddress, w: wAddress, g: common.g,
                                   gateMode: gateMode, h0: 0, ht: 0, o: o.address, outBF16: outputDType == .bfloat16,
                                   shape: s, plan: plan, stateOnly: true, segments: segments, scale: scaleValue)
                 let scan = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_seg_scan_delta")
@@ -152,14 +155,14 @@ public enum CUDAChunked {
                               gateMode: gateMode, h0: common.h0, ht: common.ht, o: o.address,
                               outBF16: outputDType == .bfloat16, shape: s, plan: plan, stateOnly: false, segments: segments, scale: scaleValue)
         } else {
-            let f = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_fwd_k\(K)_v\(bv)_plain")
+            let f = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_fwd_k\(K)_v\(bv)_\(kind)")
             var segments: (UInt64, UInt64) = (0, 0)
             if plan.segments > 1 {
                 // Pass 1: the end state of every segment but the last from a zero state (the end-state entry: no q, no
                 // outputs, two blocks per SM); the scan turns them into the start states of segments 1..P-1 (h0 folded
                 // in); pass 2 runs every segment from its start state.
                 segments = (work!.address, work!.address + UInt64(plan.segmentStateBytes))
-                let end = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_end_k\(K)_v\(bv)")
+                let end = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_end_k\(K)_v\(bv)_\(kind)")
                 try launchForward(end, ctx: ctx, q: q.address, k: k.address, v: v.address, w: 0, g: common.g,
                                   gateMode: gateMode, h0: 0, ht: 0, o: o.address, outBF16: outputDType == .bfloat16,
                                   shape: s, plan: plan, stateOnly: true, segments: segments, scale: scaleValue)
@@ -245,19 +248,19 @@ public enum CUDAChunked {
     ) throws {
         let (K, C, bv, delta) = (s.keyDim, 64, plan.valueBlock, w != 0)
         let lk = K + 8, lv = bv + 8
-        // Mirrors the kernel's layout: q, k (, w) tiles x2; (U hi, lo;) decayed U hi, lo; state hi, lo; gates; v or u x2.
-        // The end-state entry of the scalar decays (stateOnly) has no q tiles and no state copy; the delta rules run
-        // their full entry with state_only.
+        // Mirrors the kernel's layout: q, k (, w) tiles x2; (U hi, lo;) decayed U hi, lo; state hi, lo; gates; v or u x2;
+        // the score fragments the warp pairs trade (16 KB). The end-state entries (stateOnly) have no q tiles and trade
+        // no scores, and those of the scalar decays keep no state copy.
         let elements = stateOnly && !delta ? 2 * C * lk + 2 * C * lv
-            : (delta ? 3 : 2) * 2 * C * lk + (delta ? 4 : 2) * C * lv + 2 * K * lv
-        let smem = elements * 2 + 8 * C * 4 + (delta ? 2 * C * (bv + 4) * 4 : 2 * C * lv * 2)
+            : (delta ? (stateOnly ? 2 : 3) : 2) * 2 * C * lk + (delta ? 4 : 2) * C * lv + 2 * K * lv
+        let smem = elements * 2 + 8 * C * 4 + (delta ? 2 * C * (bv + 4) * 4 : 2 * C * lv * 2) + (stateOnly ? 0 : 16384)
         try ctx.launch(
             // The delta rules' end-state pass adds K / BV column blocks for the segment transitions.
             f, grid: ((s.valueDim + (delta && stateOnly ? K : 0)) / bv, s.heads, s.batch * plan.segments),
             block: (256, 1, 1), sharedBytes: smem,
             arguments: [.pointer(q), .pointer(k), .pointer(v), .pointer(w), .pointer(g), .int32(gateMode), .pointer(h0),
                         .pointer(ht), .pointer(o), .int32(outBF16 ? 1 : 0), .int32(Int32(s.length)), .int32(Int32(s.heads)),
-                        .int32(Int32(s.valueDim)), .float(scale), .int32(Int32(plan.segmentChunks)), .int32(stateOnly ? 1 : 0),
+                        .int32(Int32(s.valueDim)), .float(scale), .int32(Int32(plan.segmentChunks)),
                         .pointer(segments.0), .pointer(segments.1)])
     }
 

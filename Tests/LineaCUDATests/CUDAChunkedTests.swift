@@ -25,8 +25,8 @@ struct CUDAChunkedTests {
         }
     }
 
-    /// Sequences cut into segments at every V block and K, so that each end-state pass (`linea_chunk_end_k*_v*`, or
-    /// the delta entries with their transition blocks) is checked, with an initial state folded in by the scan.
+    /// Sequences cut into segments at every V block and K, so that each end-state entry (`linea_chunk_end_k*_v*_*`; the
+    /// delta rules' with their transition blocks) is checked, with an initial state folded in by the scan.
     @Test(arguments: CUDAChunked.supported)
     func segmentedRunsMatchReferenceAtEveryValueBlock(mechanism: RecurrentMechanism) throws {
         let ctx = try CUDABackend.shared

@@ -16,14 +16,25 @@ public enum CUDAKernels {
                 + ["linea_splitkv_merge"]),
             ("attention_block_sparse", attentionBlockSparse,
              [64, 128, 256].map { "linea_attn_bsparse_d\($0)" }),
-            ("chunked", chunked,
-             ["plain", "delta"].flatMap { m in [64, 128].flatMap { k in [32, 64].map { "linea_chunk_fwd_k\(k)_v\($0)_\(m)" } } }
-                + [64, 128].map { "linea_chunk_fwd_k\($0)_v128_plain" }
-                + [64, 128].flatMap { k in [32, 64, 128].map { "linea_chunk_end_k\(k)_v\($0)" } }
-                + [64, 128].flatMap { k in [64, 128].map { "linea_chunk_wy_k\(k)_v\($0)" } } + ["linea_chunk_seg_scan", "linea_chunk_seg_scan_delta"]),
+            ("chunked", chunked, chunkedEntries),
             ("chunked_gla", chunkedGLA, [64, 128].flatMap { k in [64, 128].map { "linea_gla_fwd_k\(k)_v\($0)" } }),
             ("chunked_simt", chunkedSIMT,
              ["f32", "f16"].flatMap { t in [64, 128].flatMap { k in [32, 64].map { "linea_chunk_simt_\(t)_k\(k)_v\($0)" } } }),
         ]
+    }
+
+    /// The entries of `chunked`: the full walk and end-state pass per K, V block and kind, the WY prepass, the scans.
+    static var chunkedEntries: [String] {
+        var names: [String] = []
+        for pass in ["fwd", "end"] {
+            for k in [64, 128] {
+                for v in [32, 64, 128] {
+                    let kinds = v == 128 ? ["plain", "gated"] : ["plain", "gated", "delta", "gdelta"]
+                    names += kinds.map { "linea_chunk_\(pass)_k\(k)_v\(v)_\($0)" }
+                }
+            }
+        }
+        names += [64, 128].flatMap { k in [64, 128].map { "linea_chunk_wy_k\(k)_v\($0)" } }
+        return names + ["linea_chunk_seg_scan", "linea_chunk_seg_scan_delta"]
     }
 }

@@ -80,15 +80,19 @@ __device__ __forceinline__ void lc_sts(unsigned a, unsigned v) { asm volatile("s
 
 // Rows [row0, row0 + 64) x COLS columns (bf16 or fp32 elements E) of a matrix with row stride `stride` (elements)
 // into shared memory with row stride COLS + 16 / sizeof(E) (16 bytes of padding); rows at or past `limit` are
-// zero-filled. 16-byte cp.async copies.
-template <int COLS, typename E>
+// zero-filled. 16-byte cp.async copies by the NT threads of the block (blockDim.x must be NT): thread t copies column
+// block t % CPR of rows t / CPR + i * ROWS, so the loop unrolls into one address add and one copy per row pass.
+template <int COLS, typename E, int NT = 256>
 __device__ __forceinline__ void lc_load_tile(E* dst, const E* src, int row0, int limit, long stride) {
-    constexpr int PER = 16 / sizeof(E), CPR = COLS / PER;  // elements per copy, copies per row
-    for (int c = threadIdx.x; c < 64 * CPR; c += blockDim.x) {
-        const int r = c / CPR, cc = c - r * CPR;
-        const bool valid = row0 + r < limit;
-        const E* s = valid ? src + (long)(row0 + r) * stride + cc * PER : src;
-        lc_cp_async16(lc_smem_addr(dst) + (r * (COLS + PER) + cc * PER) * (int)sizeof(E), s, valid);
+    constexpr int PER = 16 / sizeof(E), CPR = COLS / PER, ROWS = NT / CPR;  // elements per copy, copies per row, rows per pass
+    static_assert(NT % CPR == 0 && 64 % ROWS == 0, "tile split");
+    const int r = threadIdx.x / CPR, cc = threadIdx.x % CPR;
+    const E* s = src + (long)(row0 + r) * stride + cc * PER;
+    const unsigned d = lc_smem_addr(dst) + (r * (COLS + PER) + cc * PER) * (int)sizeof(E);
+#pragma unroll
+    for (int i = 0; i < 64 / ROWS; ++i) {
+        const bool valid = row0 + r + i * ROWS < limit;
+        lc_cp_async16(d + i * ROWS * (COLS + PER) * (int)sizeof(E), valid ? s + i * ROWS * stride : src, valid);
     }
 }
 

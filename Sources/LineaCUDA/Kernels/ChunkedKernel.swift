@@ -5,9 +5,9 @@ extension CUDAKernels {
     // LINEA-KERNEL-BEGIN chunked
     /// Chunked forward of the scalar-decay recurrences (linear_attn, retention, simple_gla) and, with the WY/UT
     /// prepass, the delta rules, on tensor cores (`mma.sync` m16n8k16 bf16, fp32 accumulation, fp32 state).
-    /// Entries `linea_chunk_fwd_k{64,128}_v{32,64}_{plain,delta}`, `linea_chunk_fwd_k{64,128}_v128_plain`,
-    /// `linea_chunk_end_k{64,128}_v{32,64,128}` (the end-state pass of segmented runs), `linea_chunk_seg_scan`,
-    /// `linea_chunk_seg_scan_delta`,
+    /// Entries `linea_chunk_{fwd,end}_k{64,128}_v{32,64,128}_{plain,gated}` and `linea_chunk_{fwd,end}_k{64,128}_v{32,64}_{delta,gdelta}`
+    /// (the full walk and the end-state pass of segmented runs; plain: linear_attn, gated: retention and simple_gla,
+    /// delta: delta_rule, gdelta: gated_delta_rule), `linea_chunk_seg_scan`, `linea_chunk_seg_scan_delta`,
     /// `linea_chunk_wy_k{64,128}_v{64,128}`. Prefixed with `chunkedCommon` (the device helpers it shares with `chunkedGLA`).
     public static let chunked = chunkedCommon + #"""
 // Linea: chunked forward of S_t = a_t S_{t-1} (I - b_t k_t k_t^T) + b_t k_t v_t^T, o_t = scale q_t^T S_t, with a scalar
@@ -29,28 +29,26 @@ extension CUDAKernels {
 // Long sequences with few (batch, head) pairs: the chunks are cut into P segments run in parallel; a first launch
 // stores each segment's end state from a zero state, a scan turns those into the state at each segment's start, and
 // the third launch runs every segment from its start state (grid.z = B * P). Scalar decays: the first launch is
-// linea_chunk_end_* (the state_only walk compiled on its own), which also stores the segment's total log2 gate for
+// linea_chunk_end_* (the walk compiled without q and outputs), which also stores the segment's total log2 gate for
 // linea_chunk_seg_scan. Delta rules: a segment maps its start state S to M S + E (M = the product of its chunks'
-// (e^{G_last} I - K^T diag(e^{G_last-G}) w), K x K; E its end state from zero), so the first launch (the delta entry
-// with state_only) has K / BV more column blocks that walk the identity with u = 0 and store M, and
+// (e^{G_last} I - K^T diag(e^{G_last-G}) w), K x K; E its end state from zero), so the first launch
+// (linea_chunk_end_*_delta) has K / BV more column blocks that walk the identity with u = 0 and store M, and
 // linea_chunk_seg_scan_delta applies S_{p+1} = M_p S_p + E_p.
 //
 // linea_chunk_wy_*: the delta-rule prepass, one block per (chunk, head, batch): with L_ij = beta_i e^{G_i-G_j} k_i.k_j
 // (j < i), A = (I + L)^{-1} by forward substitution (fp32), w = A (beta e^G k) stored bf16 [B,T,H,K] and
 // u = A (beta v) stored fp32 [B,T,H,V] (beta e^G folded into A's columns, split hi + lo).
 
-// STATE_ONLY: the end-state pass compiled on its own (no q tile, no smem copy of the state, no output code), so that
-// it takes less shared memory and fewer registers than the full walk and two blocks fit on an SM.
-template <int K, int BV, bool DELTA, bool STATE_ONLY = false>
+// STATE_ONLY: the end-state pass compiled on its own (no q tile, no output code; the scalar decays also without the
+// smem copy of the state, so that two blocks fit on an SM; the delta rules with the transition blocks).
+// GATED: a decay (gate_mode 1 or 2); without it (linear_attn, delta_rule) no gate is loaded and no decay computed.
+template <int K, int BV, bool DELTA, bool STATE_ONLY, bool GATED>
 __device__ __forceinline__ void lc_chunk_fwd(
     const lc_bf16* __restrict__ q, const lc_bf16* __restrict__ k, const void* __restrict__ v,
     const lc_bf16* __restrict__ w, const float* __restrict__ g, int gate_mode,
     const float* __restrict__ h0, float* __restrict__ ht, void* __restrict__ o, int out_bf16,
-    int T, int H, int V, float scale, int seg_chunks, int state_only_arg, float* __restrict__ seg_state,
-    float* __restrict__ seg_gate)
+    int T, int H, int V, float scale, int seg_chunks, float* __restrict__ seg_state, float* __restrict__ seg_gate)
 {
-    static_assert(!(STATE_ONLY && DELTA), "the delta rules' end-state pass is their full entry with state_only");
-    const int state_only = STATE_ONLY ? 1 : state_only_arg;
     // NW warps: warp w computes output rows 16 (w % 4) .. for BV / (NW / 4) of the columns (NH n-tiles), and owns the
     // state's 16-row m-tile `sm`, n-tiles [sn0, sn0 + SN) of this block's BV columns. (16 warps measured no faster.)
     constexpr int NW = 8, C = 64, LK = K + 8, LV = BV + 8, LU = BV + 4, KS = K / 16, NV = BV / 8, NH = NV / (NW / 4);
@@ -65,26 +63,28 @@ __device__ __forceinline__ void lc_chunk_fwd(
     lc_bf16* Ws = Ks + 2 * C * LK;                         // [2][C][LK] (delta)
     lc_bf16* Vnh = Ws + (DELTA ? 2 * C * LK : 0);          // [C][LV] U hi (delta)
     lc_bf16* Vnl = Vnh + (DELTA ? C * LV : 0);             // [C][LV] U lo (delta)
-    lc_bf16* Vdh = Vnl + (DELTA ? C * LV : 0);             // [C][LV] e^{G_last-G_j} U_j, hi
+    lc_bf16* Vdh = Vnl + (DELTA ? C * LV : 0);             // [C][LV] e^{G_last-G_j} U_j, hi (gdelta; else unused)
     lc_bf16* Vdl = Vdh + C * LV;                           // [C][LV] ... lo
     lc_bf16* Sh = Vdl + C * LV;                            // [K][LV] state hi
-    lc_bf16* Sl = Sh + (STATE_ONLY ? 0 : K * LV);          // [K][LV] state lo
-    float* Gall = (float*)(Sl + (STATE_ONLY ? 0 : K * LV)); // [NW][C] cumulative gates, one copy per warp
+    lc_bf16* Sl = Sh + (STATE_ONLY && !DELTA ? 0 : K * LV); // [K][LV] state lo
+    float* Gall = (float*)(Sl + (STATE_ONLY && !DELTA ? 0 : K * LV)); // [NW][C] cumulative gates, one copy per warp
     void* Us = (void*)(Gall + NW * C);                     // [2][C][LU] fp32 u (delta) or [2][C][LV] bf16 v
+    // [4 row tiles][2 key halves][2 key tiles][hi, lo][32 lanes] A fragments of the scores (full entries)
+    uint4* Pex = (uint4*)((char*)Us + (DELTA ? 2 * C * LU * 4 : 2 * C * LV * 2));
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
     const int mat = lane >> 3, r8 = lane & 7;
-    // Segments of seg_chunks chunks: blockIdx.z = b * P + p. With state_only, a block runs segment p from a zero
-    // state and stores its end state (seg_state [B*P,H,K,V]) and total log2 gate (seg_gate [B*P,H]; the delta rules:
-    // blocks x >= V / BV walk columns v0 = (x - V / BV) BV of the identity with u = 0 and store M, seg_gate then
-    // holding [B*P,H,K,K]); otherwise it starts from h0 (p = 0) or from the start state the scan left in
+    // Segments of seg_chunks chunks: blockIdx.z = b * P + p. In an end-state entry (STATE_ONLY), a block runs segment p from a zero
+    // state and stores its end state (seg_state [B*P,H,K,V]) and total log2 gate (seg_gate [B*P,H]; the delta rules'
+    // STATE_ONLY entries: blocks x >= V / BV walk columns v0 = (x - V / BV) BV of the identity with u = 0 and store M,
+    // seg_gate then holding [B*P,H,K,K]); otherwise it starts from h0 (p = 0) or from the start state the scan left in
     // seg_state[p - 1], and writes outputs (and ht if last).
     const int NC = (T + 64 - 1) / 64, P = (NC + seg_chunks - 1) / seg_chunks;
-    const bool trans = DELTA && (int)blockIdx.x >= V / BV;  // a transition block (delta, state_only only)
+    const bool trans = DELTA && STATE_ONLY && (int)blockIdx.x >= V / BV;  // a transition block
     const int v0 = (trans ? blockIdx.x - V / BV : blockIdx.x) * BV, h = blockIdx.y, b = blockIdx.z / P,
               p = blockIdx.z - b * P;
     const int cBegin = p * seg_chunks, cEnd = min(NC, cBegin + seg_chunks);
-    if (state_only && p == P - 1) return;  // the last segment's end state is not needed
+    if (STATE_ONLY && p == P - 1) return;  // the last segment's end state is not needed
     const long kStride = (long)H * K, vStride = (long)H * V;
     const lc_bf16* qb = q + (long)b * T * kStride + (long)h * K;
     const lc_bf16* kb = k + (long)b * T * kStride + (long)h * K;
@@ -93,7 +93,8 @@ __device__ __forceinline__ void lc_chunk_fwd(
     float* G = Gall + warp * C;
     const int rt = warp & 3, ch = warp >> 2, r0 = 16 * rt, c0 = ch * (BV / (NW / 4));  // output rows, column part
     const int sm = warp % MT, sn0 = (warp / MT) * SN;
-    const bool hasLo = DELTA || gate_mode != 0;
+    auto Gat = [&](int i) { return GATED ? G[i] : 0.f; };           // cumulative log2 gate (0 without a decay)
+    auto decay = [&](float x) { return GATED ? lc_ex2(x) : 1.f; };  // 2^x
     // 32-bit shared addresses (bytes) of the tiles, and the lane-dependent parts of the fragment addresses.
     const unsigned sQ = lc_smem_addr(Qs), sK = lc_smem_addr(Ks), sW = lc_smem_addr(Ws), sVnh = lc_smem_addr(Vnh),
                    sVnl = lc_smem_addr(Vnl), sVdh = lc_smem_addr(Vdh), sVdl = lc_smem_addr(Vdl), sSh = lc_smem_addr(Sh),
@@ -123,7 +124,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
         }
     };
     auto load = [&](int c, int buf) {
-        if (!state_only) lc_load_tile<K>(Qs + buf * C * LK, qb, c * C, T, kStride);  // the end-state pass needs no q
+        if (!STATE_ONLY) lc_load_tile<K>(Qs + buf * C * LK, qb, c * C, T, kStride);  // the end-state pass needs no q
         lc_load_tile<K>(Ks + buf * C * LK, kb, c * C, T, kStride);
         if (DELTA) {
             lc_load_tile<K>(Ws + buf * C * LK, wb, c * C, T, kStride);
@@ -142,7 +143,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
         for (int e = 0; e < 4; ++e) {
             const int row = sm * 16 + gq + 8 * (e >> 1), col = (sn0 + nt) * 8 + 2 * tq + (e & 1);
             // Segment p > 0 starts from the state linea_chunk_seg_scan left in seg_state[p - 1] (h0 folded in).
-            const float* start = state_only ? 0 : p > 0 ? seg_state + ((long)(b * P + p - 1) * H + h) * K * V + v0 : h0;
+            const float* start = STATE_ONLY ? 0 : p > 0 ? seg_state + ((long)(b * P + p - 1) * H + h) * K * V + v0 : h0;
             const long off = p > 0 ? 0 : sBase;
             S[nt][e] = trans ? (row == v0 + col ? 1.f : 0.f) : start ? start[off + (long)row * V + col] : 0.f;
         }
@@ -160,31 +161,36 @@ __device__ __forceinline__ void lc_chunk_fwd(
             }
     };
     // The smem copy of the state feeds q S and (delta) w S; the end-state pass of the scalar decays reads neither.
-    const bool keepState = DELTA || !state_only;
+    constexpr bool keepState = DELTA || !STATE_ONLY;
     if (keepState) storeState();
     load(cBegin, cBegin & 1);
-    float gn0 = lc_gate(g, gate_mode, b, h, cBegin * C + 2 * lane, T, H);
-    float gn1 = lc_gate(g, gate_mode, b, h, cBegin * C + 2 * lane + 1, T, H);
+    float gn0 = GATED ? lc_gate(g, gate_mode, b, h, cBegin * C + 2 * lane, T, H) : 0.f;
+    float gn1 = GATED ? lc_gate(g, gate_mode, b, h, cBegin * C + 2 * lane + 1, T, H) : 0.f;
 
     for (int c = cBegin; c < cEnd; ++c) {
         const int buf = c & 1;
         const float g0 = gn0, g1 = gn1;
         if (c + 1 < cEnd) {
             load(c + 1, buf ^ 1);
-            gn0 = lc_gate(g, gate_mode, b, h, (c + 1) * C + 2 * lane, T, H);
-            gn1 = lc_gate(g, gate_mode, b, h, (c + 1) * C + 2 * lane + 1, T, H);
+            if (GATED) {
+                gn0 = lc_gate(g, gate_mode, b, h, (c + 1) * C + 2 * lane, T, H);
+                gn1 = lc_gate(g, gate_mode, b, h, (c + 1) * C + 2 * lane + 1, T, H);
+            }
             lc_cp_wait<1>();
         } else {
             lc_cp_wait<0>();
         }
-        lc_cumsum(g0 * 1.4426950408889634f, g1 * 1.4426950408889634f, G, lane);  // log2 units
+        if (GATED) lc_cumsum(g0 * 1.4426950408889634f, g1 * 1.4426950408889634f, G, lane);  // log2 units
         __syncthreads();  // tiles of chunk c; the state before chunk c in Sh/Sl
-        const float Glast = G[C - 1];
+        const float Glast = Gat(C - 1);
         gsum += Glast;
 
-        // U (delta: u - w S, rows r0.., columns c0..) split into Vnh/Vnl; e^{G_last-G_j} U_j split into Vdh/Vdl.
+        // Delta rules: U = u - w S (rows r0.., columns c0..) split into Vnh/Vnl and, with a decay, e^{G_last-G_j} U_j split
+        // into Vdh/Vdl. (The scalar decays use v as it is: their update decays the K^T fragments instead.)
         const unsigned sQt = sQ + buf * C * LK * 2, sKt = sK + buf * C * LK * 2;
-        const unsigned sUn = DELTA ? sVnh : sU + buf * C * LV * 2, sUd = hasLo ? sVdh : sUn;
+        // U (hi) for the outputs; the decayed U (hi, lo) for the delta rules' update (without a decay, U itself).
+        const unsigned sUn = DELTA ? sVnh : sU + buf * C * LV * 2;
+        const unsigned sUd = GATED ? sVdh : sVnh, sUdl = GATED ? sVdl : sVnl;
         if (DELTA) {
             const unsigned sWt = sW + buf * C * LK * 2;
             const float* Ut = (const float*)Us + buf * C * LU;
@@ -193,7 +199,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
                 const int i = r0 + gq + 8 * r;
-                const float d = lc_ex2(Glast - G[i]);
+                const float d = decay(Glast - Gat(i));
 #pragma unroll
                 for (int nt = 0; nt < NH; ++nt) {
                     const int col = c0 + nt * 8 + 2 * tq;
@@ -203,113 +209,139 @@ __device__ __forceinline__ void lc_chunk_fwd(
                     lc_split(x0, x1, hi, lo);
                     lc_sts(sVnh + (i * LV + col) * 2, hi);
                     lc_sts(sVnl + (i * LV + col) * 2, lo);
-                    lc_split(x0 * d, x1 * d, hi, lo);
-                    lc_sts(sVdh + (i * LV + col) * 2, hi);
-                    lc_sts(sVdl + (i * LV + col) * 2, lo);
+                    if (GATED) {
+                        lc_split(x0 * d, x1 * d, hi, lo);
+                        lc_sts(sVdh + (i * LV + col) * 2, hi);
+                        lc_sts(sVdl + (i * LV + col) * 2, lo);
+                    }
                 }
-            }
-            __syncthreads();
-        } else if (hasLo) {
-#pragma unroll
-            for (int p = tid; p < C * BV / 2; p += NW * 32) {
-                const int i = p / (BV / 2), col = 2 * (p - i * (BV / 2));
-                const unsigned at = (i * LV + col) * 2;
-                unsigned u2;
-                asm volatile("ld.shared.u32 %0, [%1];" : "=r"(u2) : "r"(sUn + at));
-                const float d = lc_ex2(Glast - G[i]);
-                unsigned hi, lo;
-                lc_split(__uint_as_float(u2 << 16) * d, __uint_as_float(u2 & 0xffff0000u) * d, hi, lo);
-                lc_sts(sVdh + at, hi);
-                lc_sts(sVdl + at, lo);
             }
             __syncthreads();
         }
 
-        // Outputs of rows r0..r0+15, columns c0..c0+BV/2: scores against keys 0..r0+15 (the rest is masked).
-        if (!state_only) {
-            float s[8][4];
+        // Outputs of rows r0..r0+15, columns c0..c0+BV/2. The scores of these rows against keys 0..r0+15 (the rest is
+        // masked) are shared by the pair of warps with the same rows (warp ^ 4): each computes the scores against its
+        // half of the keys (n-tiles 4 ch ..), decays, masks and splits them into hi + lo A fragments, and the pair trades
+        // fragments through shared memory (Pex) behind a named barrier of the two warps.
+        if (!STATE_ONLY) {
+            float s[4][4];
 #pragma unroll
-            for (int nt = 0; nt < 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+            for (int nt = 0; nt < 4; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
 #pragma unroll
             for (int ks = 0; ks < KS; ++ks) {
                 unsigned a[4];
                 lc_ldsm(a, sQt + aOff + ks * 32);
 #pragma unroll
-                for (int nt = 0; nt < 8; nt += 2) {
-                    if (SKIP && nt > 2 * rt) break;
+                for (int nt = 0; nt < 4; nt += 2) {
+                    if (SKIP && 4 * ch + nt > 2 * rt) break;
                     unsigned kf[4];
-                    lc_ldsm(kf, sKt + kOff + (nt * 8 * LK + ks * 16) * 2);
+                    lc_ldsm(kf, sKt + kOff + ((4 * ch + nt) * 8 * LK + ks * 16) * 2);
                     lc_mma2(s[nt], s[nt + 1], a, kf);
                 }
             }
             float Gi[2];
-            Gi[0] = G[r0 + gq];
-            Gi[1] = G[r0 + gq + 8];
+            Gi[0] = Gat(r0 + gq);
+            Gi[1] = Gat(r0 + gq + 8);
 #pragma unroll
-            for (int nt = 0; nt < 8; ++nt)
+            for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    const int i = r0 + gq + 8 * (e >> 1), j = nt * 8 + 2 * tq + (e & 1);
-                    if (SKIP && nt > 2 * rt + 1) continue;  // all masked, never read when skipped
-                    s[nt][e] = (nt < 2 * rt || j <= i) ? s[nt][e] * scale * lc_ex2(Gi[e >> 1] - G[j]) : 0.f;
+                    const int n8 = 4 * ch + nt, i = r0 + gq + 8 * (e >> 1), j = n8 * 8 + 2 * tq + (e & 1);
+                    if (SKIP && n8 > 2 * rt + 1) continue;  // all masked, left at 0
+                    s[nt][e] = (n8 < 2 * rt || j <= i) ? s[nt][e] * scale * decay(Gi[e >> 1] - Gat(j)) : 0.f;
                 }
-            float acc[NH][4], qs[NH][4];
+            unsigned ph[2][2][4], pl[2][2][4];  // [own, partner's][key tile within the half][fragment]
 #pragma unroll
-            for (int nt = 0; nt < NH; ++nt)
+            for (int kk = 0; kk < 2; ++kk) {
+                lc_split_a(s[2 * kk], s[2 * kk + 1], ph[0][kk], pl[0][kk]);
+                uint4* slot = Pex + (((rt * 2 + ch) * 2 + kk) * 2) * 32 + lane;
+                slot[0] = make_uint4(ph[0][kk][0], ph[0][kk][1], ph[0][kk][2], ph[0][kk][3]);
+                slot[32] = make_uint4(pl[0][kk][0], pl[0][kk][1], pl[0][kk][2], pl[0][kk][3]);
+            }
+            // acc = f q S (f = scale e^{G_i}) while the partner finishes its scores, then += P U over both key halves.
+            float acc[NH][4];
+            timesState(acc, sQt);
 #pragma unroll
-                for (int e = 0; e < 4; ++e) acc[nt][e] = 0.f;
+            for (int r = 0; r < 2; ++r) {
+                const float f = scale * decay(Gi[r]);
 #pragma unroll
-            for (int kk = 0; kk < 4; ++kk) {
-                if (SKIP && kk > rt) break;
-                unsigned ah[4], al[4];
-                lc_split_a(s[2 * kk], s[2 * kk + 1], ah, al);
+                for (int nt = 0; nt < NH; ++nt) acc[nt][2 * r] *= f, acc[nt][2 * r + 1] *= f;
+            }
 #pragma unroll
-                for (int np = 0; np < NH / 2; ++np) {
-                    unsigned bv[4];
-                    lc_ldsm_b(bv, sUn, LV, kk * 16, c0 + np * 16, bOff);
-                    lc_mma2(acc[2 * np], acc[2 * np + 1], ah, bv);
-                    lc_mma2(acc[2 * np], acc[2 * np + 1], al, bv);
-                    if (DELTA) {
-                        lc_ldsm_b(bv, sVnl, LV, kk * 16, c0 + np * 16, bOff);
-                        lc_mma2(acc[2 * np], acc[2 * np + 1], ah, bv);
+            for (int half = 0; half < 2; ++half) {
+                if (half == 1) {
+                    asm volatile("bar.sync %0, 64;" :: "r"(1 + rt) : "memory");  // the pair's fragments are stored
+#pragma unroll
+                    for (int kk = 0; kk < 2; ++kk) {
+                        const uint4* slot = Pex + (((rt * 2 + (ch ^ 1)) * 2 + kk) * 2) * 32 + lane;
+                        const uint4 hi = slot[0], lo = slot[32];
+                        ph[1][kk][0] = hi.x, ph[1][kk][1] = hi.y, ph[1][kk][2] = hi.z, ph[1][kk][3] = hi.w;
+                        pl[1][kk][0] = lo.x, pl[1][kk][1] = lo.y, pl[1][kk][2] = lo.z, pl[1][kk][3] = lo.w;
+                    }
+                }
+#pragma unroll
+                for (int kk2 = 0; kk2 < 2; ++kk2) {
+                    const int kk = 2 * (ch ^ half) + kk2;  // key tile of 16
+                    if (SKIP && kk > rt) continue;
+#pragma unroll
+                    for (int np = 0; np < NH / 2; ++np) {
+                        unsigned bv[4];
+                        lc_ldsm_b(bv, sUn, LV, kk * 16, c0 + np * 16, bOff);
+                        lc_mma2(acc[2 * np], acc[2 * np + 1], ph[half][kk2], bv);
+                        lc_mma2(acc[2 * np], acc[2 * np + 1], pl[half][kk2], bv);
+                        if (DELTA) {
+                            lc_ldsm_b(bv, sVnl, LV, kk * 16, c0 + np * 16, bOff);
+                            lc_mma2(acc[2 * np], acc[2 * np + 1], ph[half][kk2], bv);
+                        }
                     }
                 }
             }
-            timesState(qs, sQt);
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
                 const int i = r0 + gq + 8 * r, t = c * C + i;
-                const float f = scale * lc_ex2(Gi[r]);
                 if (t >= T) continue;
                 const long base = ((long)b * T + t) * vStride + (long)h * V + v0 + c0;
 #pragma unroll
                 for (int nt = 0; nt < NH; ++nt) {
                     const int col = nt * 8 + 2 * tq;
-                    const float x0 = acc[nt][2 * r] + f * qs[nt][2 * r], x1 = acc[nt][2 * r + 1] + f * qs[nt][2 * r + 1];
-                    if (out_bf16) *(unsigned*)((lc_bf16*)o + base + col) = lc_pack(x0, x1);
-                    else *(float2*)((float*)o + base + col) = make_float2(x0, x1);
+                    if (out_bf16) *(unsigned*)((lc_bf16*)o + base + col) = lc_pack(acc[nt][2 * r], acc[nt][2 * r + 1]);
+                    else *(float2*)((float*)o + base + col) = make_float2(acc[nt][2 * r], acc[nt][2 * r + 1]);
                 }
             }
         }
 
         // State: S <- e^{G_last} S + K^T Vd (m-tile sm, n-tiles sn0..).
         {
-            const float d = lc_ex2(Glast);
+            if (GATED) {
+                const float d = lc_ex2(Glast);
 #pragma unroll
-            for (int nt = 0; nt < SN; ++nt)
+                for (int nt = 0; nt < SN; ++nt)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) S[nt][e] *= d;
+                    for (int e = 0; e < 4; ++e) S[nt][e] *= d;
+            }
 #pragma unroll
             for (int kk = 0; kk < 4; ++kk) {
-                unsigned a[4];  // A = K^T: rows = key dims, columns = tokens
+                unsigned a[4], al[4];  // A = K^T: rows = key dims, columns = tokens
                 lc_ldsm_t(a, sKt + ktOff + kk * 16 * LK * 2);
+                if (!DELTA && GATED) {
+                    // Scalar decays: K^T diag(e^{G_last-G_j}) (columns j = kk*16 + 2 tq (+1, +8, +9) in this lane) split
+                    // hi (in a) + lo, times the bf16 v tile: no decayed copy of v, no barrier for one.
+#pragma unroll
+                    for (int q4 = 0; q4 < 4; ++q4) {
+                        const int j = kk * 16 + 2 * tq + 8 * (q4 >> 1);
+                        const float x0 = __uint_as_float(a[q4] << 16) * lc_ex2(Glast - G[j]);
+                        const float x1 = __uint_as_float(a[q4] & 0xffff0000u) * lc_ex2(Glast - G[j + 1]);
+                        lc_split(x0, x1, a[q4], al[q4]);
+                    }
+                }
 #pragma unroll
                 for (int np = 0; np < SN / 2; ++np) {
                     unsigned bv[4];
-                    lc_ldsm_b(bv, sUd, LV, kk * 16, (sn0 + 2 * np) * 8, bOff);
+                    lc_ldsm_b(bv, DELTA ? sUd : sUn, LV, kk * 16, (sn0 + 2 * np) * 8, bOff);
                     lc_mma2(S[2 * np], S[2 * np + 1], a, bv);
-                    if (hasLo) {
-                        lc_ldsm_b(bv, sVdl, LV, kk * 16, (sn0 + 2 * np) * 8, bOff);
+                    if (!DELTA && GATED) lc_mma2(S[2 * np], S[2 * np + 1], al, bv);
+                    if (DELTA) {
+                        lc_ldsm_b(bv, sUdl, LV, kk * 16, (sn0 + 2 * np) * 8, bOff);
                         lc_mma2(S[2 * np], S[2 * np + 1], a, bv);
                     }
                 }
@@ -319,10 +351,10 @@ __device__ __forceinline__ void lc_chunk_fwd(
         if (keepState) storeState();
     }
     const int ld = trans ? K : V;  // row stride of what is stored: M [K,K] or a state [K,V]
-    float* out = !state_only ? (p == P - 1 ? ht : 0)
+    float* out = !STATE_ONLY ? (p == P - 1 ? ht : 0)
         : (trans ? seg_gate : seg_state) + ((long)(b * P + p) * H + h) * K * ld + v0;
     if (out) {
-        const long base = state_only ? 0 : sBase;
+        const long base = STATE_ONLY ? 0 : sBase;
 #pragma unroll
         for (int nt = 0; nt < SN; ++nt)
 #pragma unroll
@@ -331,105 +363,61 @@ __device__ __forceinline__ void lc_chunk_fwd(
                 *(float2*)(out + base + (long)row * ld + col) = make_float2(S[nt][2 * r], S[nt][2 * r + 1]);
             }
     }
-    if (!DELTA && state_only && tid == 0 && blockIdx.x == 0) seg_gate[(long)(b * P + p) * H + h] = gsum;
+    if (!DELTA && STATE_ONLY && tid == 0 && blockIdx.x == 0) seg_gate[(long)(b * P + p) * H + h] = gsum;
 }
 
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v32_plain(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<64, 32, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v64_plain(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<64, 64, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v128_plain(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<64, 128, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v32_plain(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<128, 32, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v64_plain(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<128, 64, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v128_plain(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<128, 128, false>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_end_k64_v32(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<64, 32, false, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_end_k64_v64(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<64, 64, false, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_end_k64_v128(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<64, 128, false, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_end_k128_v32(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<128, 32, false, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_end_k128_v64(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<128, 64, false, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_end_k128_v128(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<128, 128, false, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v32_delta(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<64, 32, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k64_v64_delta(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<64, 64, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v32_delta(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<128, 32, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-extern "C" __global__ void __launch_bounds__(256) linea_chunk_fwd_k128_v64_delta(
-    const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,
-    int state_only, float* seg_state, float* seg_gate) {
-    lc_chunk_fwd<128, 64, true>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
+// Entries linea_chunk_{fwd,end}_k{K}_v{BV}_{kind}: fwd the full walk, end the end-state pass of segmented runs; kind
+// plain (linear_attn), gated (retention, simple_gla), delta (delta_rule), gdelta (gated_delta_rule). One line each, so
+// that the entry names stay greppable (CUDATests.kernelSourcesDeclareTheirEntries).
+// The end-state entries of the scalar decays are held to 128 registers so that two blocks share an SM.
+#define LC_CHUNK_ENTRY(NAME, K, BV, DELTA, STATE_ONLY, GATED)                                                        \
+    extern "C" __global__ void __launch_bounds__(256, (STATE_ONLY) && !(DELTA) ? 2 : 1) NAME(                       \
+        const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,          \
+        const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,          \
+        float* seg_state, float* seg_gate) {                                                                         \
+        lc_chunk_fwd<K, BV, DELTA, STATE_ONLY, GATED>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, \
+                                                      seg_chunks, seg_state, seg_gate);                              \
+    }
+LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v32_plain, 64, 32, false, false, false)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v32_gated, 64, 32, false, false, true)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v32_delta, 64, 32, true, false, false)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v32_gdelta, 64, 32, true, false, true)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v64_plain, 64, 64, false, false, false)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v64_gated, 64, 64, false, false, true)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v64_delta, 64, 64, true, false, false)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v64_gdelta, 64, 64, true, false, true)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v128_plain, 64, 128, false, false, false)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v128_gated, 64, 128, false, false, true)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v32_plain, 128, 32, false, false, false)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v32_gated, 128, 32, false, false, true)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v32_delta, 128, 32, true, false, false)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v32_gdelta, 128, 32, true, false, true)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v64_plain, 128, 64, false, false, false)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v64_gated, 128, 64, false, false, true)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v64_delta, 128, 64, true, false, false)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v64_gdelta, 128, 64, true, false, true)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v128_plain, 128, 128, false, false, false)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v128_gated, 128, 128, false, false, true)
+LC_CHUNK_ENTRY(linea_chunk_end_k64_v32_plain, 64, 32, false, true, false)
+LC_CHUNK_ENTRY(linea_chunk_end_k64_v32_gated, 64, 32, false, true, true)
+LC_CHUNK_ENTRY(linea_chunk_end_k64_v32_delta, 64, 32, true, true, false)
+LC_CHUNK_ENTRY(linea_chunk_end_k64_v32_gdelta, 64, 32, true, true, true)
+LC_CHUNK_ENTRY(linea_chunk_end_k64_v64_plain, 64, 64, false, true, false)
+LC_CHUNK_ENTRY(linea_chunk_end_k64_v64_gated, 64, 64, false, true, true)
+LC_CHUNK_ENTRY(linea_chunk_end_k64_v64_delta, 64, 64, true, true, false)
+LC_CHUNK_ENTRY(linea_chunk_end_k64_v64_gdelta, 64, 64, true, true, true)
+LC_CHUNK_ENTRY(linea_chunk_end_k64_v128_plain, 64, 128, false, true, false)
+LC_CHUNK_ENTRY(linea_chunk_end_k64_v128_gated, 64, 128, false, true, true)
+LC_CHUNK_ENTRY(linea_chunk_end_k128_v32_plain, 128, 32, false, true, false)
+LC_CHUNK_ENTRY(linea_chunk_end_k128_v32_gated, 128, 32, false, true, true)
+LC_CHUNK_ENTRY(linea_chunk_end_k128_v32_delta, 128, 32, true, true, false)
+LC_CHUNK_ENTRY(linea_chunk_end_k128_v32_gdelta, 128, 32, true, true, true)
+LC_CHUNK_ENTRY(linea_chunk_end_k128_v64_plain, 128, 64, false, true, false)
+LC_CHUNK_ENTRY(linea_chunk_end_k128_v64_gated, 128, 64, false, true, true)
+LC_CHUNK_ENTRY(linea_chunk_end_k128_v64_delta, 128, 64, true, true, false)
+LC_CHUNK_ENTRY(linea_chunk_end_k128_v64_gdelta, 128, 64, true, true, true)
+LC_CHUNK_ENTRY(linea_chunk_end_k128_v128_plain, 128, 128, false, true, false)
+LC_CHUNK_ENTRY(linea_chunk_end_k128_v128_gated, 128, 128, false, true, true)
 
 // Segment scan (scalar decays): seg_state [B*P,H,K*V] holds the end state of segments 0..P-2 from a zero state and
 // seg_gate [B*P,H] their total log2 gates; replaces seg_state[p] by the state after segment p from h0 (or zero):
@@ -516,8 +504,8 @@ __device__ __forceinline__ void lc_chunk_wy(
     const int mat = lane >> 3, r8 = lane & 7;
     const int c = blockIdx.x, h = blockIdx.y, b = blockIdx.z, t0 = c * C;
     const long kStride = (long)H * K, vStride = (long)H * VD;
-    lc_load_tile<K>(Ks, k + (long)b * T * kStride + (long)h * K, t0, T, kStride);
-    lc_load_tile<VD>(Vs, v + (long)b * T * vStride + (long)h * VD, t0, T, vStride);
+    lc_load_tile<K, lc_bf16, 128>(Ks, k + (long)b * T * kStride + (long)h * K, t0, T, kStride);
+    lc_load_tile<VD, lc_bf16, 128>(Vs, v + (long)b * T * vStride + (long)h * VD, t0, T, vStride);
     lc_cp_commit();
     if (warp == 0) {
         lc_cumsum(lc_gate(g, gate_mode, b, h, t0 + 2 * lane, T, H), lc_gate(g, gate_mode, b, h, t0 + 2 * lane + 1, T, H), G, lane);
