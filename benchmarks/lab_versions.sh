@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Times several versions of the chunked kernel in one device call (same GPU, same run), with benchmarks/chunked_lab.py.
+#   here:             benchmarks/lab_versions.sh pack REV [REV ...]   # git revisions (or "work" for the working tree)
+#   on the GPU:       benchmarks/lab_versions.sh run [chunked_lab.py options, e.g. --check --T 2048]
+# pack writes, per revision, chunked_lab.py, compare_gpu.py and the two chunked kernel sources into
+# .device/lab/NN-REV/ with the repository's layout (so the lab compiles that revision's kernels); carry ".device/lab"
+# (and ".whl" for --fla). run runs each copy in order, writes its output to $OUT/lab-NN-REV.txt (at most 8 files come
+# back) and prints the timing lines of every version together.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+files="benchmarks/chunked_lab.py benchmarks/compare_gpu.py Sources/LineaCUDA/Kernels/ChunkedKernel.swift Sources/LineaCUDA/Kernels/ChunkedCommonKernel.swift"
+case "${1:-}" in
+pack)
+    shift
+    [ $# -ge 1 ] || { echo "lab_versions: pack needs at least one revision" >&2; exit 2; }
+    rm -rf .device/lab
+    n=0
+    for rev in "$@"; do
+        dir=.device/lab/$(printf %02d $n)-${rev//[^A-Za-z0-9._-]/_}
+        for f in $files; do
+            mkdir -p "$dir/$(dirname "$f")"
+            if [ "$rev" = work ]; then cp "$f" "$dir/$f"; else git show "$rev:$f" > "$dir/$f"; fi
+        done
+        echo "lab_versions: $dir" >&2
+        n=$((n + 1))
+    done
+    ;;
+run)
+    shift
+    out=${OUT:-/tmp/lab_versions}
+    mkdir -p "$out"
+    if compgen -G ".whl/*.whl" > /dev/null; then
+        python3 -m pip install -q --no-index --no-deps --target /tmp/lab-site .whl/*.whl
+        export PYTHONPATH=/tmp/lab-site
+    fi
+    for dir in .device/lab/*/; do
+        name=$(basename "$dir")
+        PYTHONPATH="${PYTHONPATH:-}:$dir/benchmarks" python3 -u "$dir/benchmarks/chunked_lab.py" "$@" > "$out/lab-$name.txt" 2>&1 \
+            || echo "lab_versions: $name exited with $?" >&2
+    done
+    for dir in .device/lab/*/; do
+        name=$(basename "$dir")
+        echo "== $name"
+        grep -h "^check\|^time\|^fla" "$out/lab-$name.txt" || tail -3 "$out/lab-$name.txt"
+    done
+    ;;
+*)
+    sed -n 2,8p "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+    ;;
+esac
