@@ -21,10 +21,12 @@ extension CUDAKernels {
 //   delta only: U = u - w S                                   (u, w from the WY prepass; else U = v)
 //   o_i = scale e^{G_i} q_i S + sum_{j<=i} scale e^{G_i-G_j} (q_i.k_j) U_j
 //   S  <- e^{G_last} S + sum_j k_j (e^{G_last-G_j} U_j)^T
-// Every bf16 MMA operand made from fp32 values (the state, the decayed scores, U, the decayed U) is split into hi + lo
+// Every bf16 MMA operand made from fp32 values (the state, the decayed scores, U, the decayed U or K) is split into hi + lo
 // bf16 parts (x = hi + lo to ~16 bits; an extra MMA per part) so that the result stays within ~1e-4 of fp32 math;
 // plain bf16 rounding of these operands alone gives ~2e-3 relative error against an fp64 reference.
-// 8 warps: warp w computes output rows 16 (w % 4) .. for half of the BV columns, and one 16-row tile of the state.
+// 8 warps: warp w computes output rows 16 (w % 4) .. for half of the BV columns (warps w and w ^ 4 share the scores of
+// those rows, half each), and one 16-row tile of the state. The decayed update of the scalar decays scales the columns
+// of the K^T fragments (e^{G_last-G_j}); the delta rules' scales U.
 // Tiles arrive by cp.async, double-buffered one chunk ahead.
 // Long sequences with few (batch, head) pairs: the chunks are cut into P segments run in parallel; a first launch
 // stores each segment's end state from a zero state, a scan turns those into the state at each segment's start, and
@@ -74,11 +76,11 @@ __device__ __forceinline__ void lc_chunk_fwd(
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
     const int mat = lane >> 3, r8 = lane & 7;
-    // Segments of seg_chunks chunks: blockIdx.z = b * P + p. In an end-state entry (STATE_ONLY), a block runs segment p from a zero
-    // state and stores its end state (seg_state [B*P,H,K,V]) and total log2 gate (seg_gate [B*P,H]; the delta rules'
-    // STATE_ONLY entries: blocks x >= V / BV walk columns v0 = (x - V / BV) BV of the identity with u = 0 and store M,
-    // seg_gate then holding [B*P,H,K,K]); otherwise it starts from h0 (p = 0) or from the start state the scan left in
-    // seg_state[p - 1], and writes outputs (and ht if last).
+    // Segments of seg_chunks chunks: blockIdx.z = b * P + p. In an end-state entry (STATE_ONLY), a block runs segment
+    // p from a zero state and stores its end state (seg_state [B*P,H,K,V]) and total log2 gate (seg_gate [B*P,H]; in
+    // the delta rules' entries, blocks x >= V / BV walk columns v0 = (x - V / BV) BV of the identity with u = 0 and
+    // store M, seg_gate then holding [B*P,H,K,K]); otherwise it starts from h0 (p = 0) or from the start state the scan
+    // left in seg_state[p - 1], and writes outputs (and ht if last).
     const int NC = (T + 64 - 1) / 64, P = (NC + seg_chunks - 1) / seg_chunks;
     const bool trans = DELTA && STATE_ONLY && (int)blockIdx.x >= V / BV;  // a transition block
     const int v0 = (trans ? blockIdx.x - V / BV : blockIdx.x) * BV, h = blockIdx.y, b = blockIdx.z / P,
