@@ -15,6 +15,8 @@ B*T = 32768). Edit the kernel, rerun: one device call per variant instead of a S
   python3 benchmarks/chunked_lab.py --fla                       # fla's chunk kernel timed beside each row (do_bench)
   python3 benchmarks/chunked_lab.py --end-only --T 32768        # segmented runs: only the end-state pass and the scan
   python3 benchmarks/chunked_lab.py --kernel-file OLD.swift     # the chunked source from another ChunkedKernel.swift
+                                                                # (same entries and arguments; across revisions that
+                                                                # changed them: benchmarks/lab_versions.sh)
 """
 import argparse, math, os, re, time
 import numpy as np, torch, cupy as cp
