@@ -92,8 +92,8 @@ __device__ __forceinline__ void ls_state(
                 S[mt][nt][e] = start ? start[startOff + (long)row * V + col] : 0.f;
             }
     auto load = [&](int c, int buf) {
-        lc_load_tile<K>(Ks + buf * C * LK, kb, c * C, T, kStride);
-        lc_load_tile<BV>(Vs + buf * C * LV, vb, c * C, T, vStride);
+        lc_load_tile<K, lc_bf16, 128>(Ks + buf * C * LK, kb, c * C, T, kStride);
+        lc_load_tile<BV, lc_bf16, 128>(Vs + buf * C * LV, vb, c * C, T, vStride);
         lc_cp_commit();
     };
     load(cBegin, 0);
@@ -241,12 +241,12 @@ __device__ __forceinline__ void ls_out(
     const int mat = lane >> 3, r8 = lane & 7;
     const int NC = (T + C - 1) / C, v0 = blockIdx.x * BV, c = blockIdx.y, b = blockIdx.z / H, h = blockIdx.z - b * H;
     const long kStride = (long)H * K, vStride = (long)H * V, cBase = ((long)b * NC + c) * H + h;
-    lc_load_tile<K>(Qs, q + (long)b * T * kStride + (long)h * K, c * C, T, kStride);
-    lc_load_tile<K>(Ks, k + (long)b * T * kStride + (long)h * K, c * C, T, kStride);
-    lc_load_tile<BV>(Vs, v + (long)b * T * vStride + (long)h * V + v0, c * C, T, vStride);
+    lc_load_tile<K, lc_bf16, 128>(Qs, q + (long)b * T * kStride + (long)h * K, c * C, T, kStride);
+    lc_load_tile<K, lc_bf16, 128>(Ks, k + (long)b * T * kStride + (long)h * K, c * C, T, kStride);
+    lc_load_tile<BV, lc_bf16, 128>(Vs, v + (long)b * T * vStride + (long)h * V + v0, c * C, T, vStride);
     const unsigned short* hqc = hq + cBase * K * V + v0;
 #pragma unroll
-    for (int r = 0; r < K; r += 64) lc_load_tile<BV>(Hs + r * LV, hqc + (long)r * V, 0, 64, V);
+    for (int r = 0; r < K; r += 64) lc_load_tile<BV, lc_bf16, 128>(Hs + r * LV, hqc + (long)r * V, 0, 64, V);
     lc_cp_commit();
     float hsc[BV / 8];  // the state's scale for each n-tile (loaded before the tiles are waited for)
     const float* hsRow = hs + cBase * (V / state_block);

@@ -82,7 +82,7 @@ __device__ __forceinline__ void lc_sts(unsigned a, unsigned v) { asm volatile("s
 // into shared memory with row stride COLS + 16 / sizeof(E) (16 bytes of padding); rows at or past `limit` are
 // zero-filled. 16-byte cp.async copies by the NT threads of the block (blockDim.x must be NT): thread t copies column
 // block t % CPR of rows t / CPR + i * ROWS, so the loop unrolls into one address add and one copy per row pass.
-template <int COLS, typename E, int NT = 256>
+template <int COLS, typename E, int NT>
 __device__ __forceinline__ void lc_load_tile(E* dst, const E* src, int row0, int limit, long stride) {
     constexpr int PER = 16 / sizeof(E), CPR = COLS / PER, ROWS = NT / CPR;  // elements per copy, copies per row, rows per pass
     static_assert(NT % CPR == 0 && 64 % ROWS == 0, "tile split");

@@ -64,9 +64,9 @@ __device__ __forceinline__ void lg_gla_fwd(
     const int grp = tid / CPR, gcol = (tid - grp * CPR) * 4, grow = grp * RPT;  // this thread's gate block
 
     auto load = [&](int c, int buf) {
-        lc_load_tile<K>(Qs + buf * C * LK, qb, c * C, T, kStride);
-        lc_load_tile<K>(Ks + buf * C * LK, kb, c * C, T, kStride);
-        lc_load_tile<BV>(Vs + buf * C * LV, vb, c * C, T, vStride);
+        lc_load_tile<K, lc_bf16, 256>(Qs + buf * C * LK, qb, c * C, T, kStride);
+        lc_load_tile<K, lc_bf16, 256>(Ks + buf * C * LK, kb, c * C, T, kStride);
+        lc_load_tile<BV, lc_bf16, 256>(Vs + buf * C * LV, vb, c * C, T, vStride);
         lc_cp_commit();
     };
     float4 gr[RPT];  // raw gates of rows grow.., columns gcol.. (0 past T, so the cumulative sums stay flat there)

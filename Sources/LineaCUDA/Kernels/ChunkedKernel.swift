@@ -126,13 +126,13 @@ __device__ __forceinline__ void lc_chunk_fwd(
         }
     };
     auto load = [&](int c, int buf) {
-        if (!STATE_ONLY) lc_load_tile<K>(Qs + buf * C * LK, qb, c * C, T, kStride);  // the end-state pass needs no q
-        lc_load_tile<K>(Ks + buf * C * LK, kb, c * C, T, kStride);
+        if (!STATE_ONLY) lc_load_tile<K, lc_bf16, NW * 32>(Qs + buf * C * LK, qb, c * C, T, kStride);  // the end-state pass needs no q
+        lc_load_tile<K, lc_bf16, NW * 32>(Ks + buf * C * LK, kb, c * C, T, kStride);
         if (DELTA) {
-            lc_load_tile<K>(Ws + buf * C * LK, wb, c * C, T, kStride);
-            if (!trans) lc_load_tile<BV>((float*)Us + buf * C * LU, (const float*)v + vOff, c * C, T, vStride);
+            lc_load_tile<K, lc_bf16, NW * 32>(Ws + buf * C * LK, wb, c * C, T, kStride);
+            if (!trans) lc_load_tile<BV, float, NW * 32>((float*)Us + buf * C * LU, (const float*)v + vOff, c * C, T, vStride);
         } else {
-            lc_load_tile<BV>((lc_bf16*)Us + buf * C * LV, (const lc_bf16*)v + vOff, c * C, T, vStride);
+            lc_load_tile<BV, lc_bf16, NW * 32>((lc_bf16*)Us + buf * C * LV, (const lc_bf16*)v + vOff, c * C, T, vStride);
         }
         lc_cp_commit();
     };
