@@ -37,6 +37,7 @@ ap.add_argument("--split-bv", type=int, default=0, help="V block of the split st
 ap.add_argument("--fla", action="store_true", help="also time fla's chunk kernel of each mechanism, same inputs")
 ap.add_argument("--end-only", action="store_true", help="segmented runs: time only the end-state pass and the scan")
 ap.add_argument("--kernel-file", default="", help="a ChunkedKernel.swift to take the chunked source from (A/B runs)")
+ap.add_argument("--fwdt", action="store_true", help="delta rules: the transposed full walk (linea_chunk_fwdt_*, BV = 64)")
 args = ap.parse_args()
 
 def literal(file, name):
@@ -151,8 +152,9 @@ def run(mech, q, k, v, g, beta, h0, scale, out_fp32=False):
     ht = torch.empty(B, H, K, V, device="cuda", dtype=torch.float32)
     bv, per, segs = plan(mech, B, T, H, V)
     C, lk, lv = 64, K + 8, bv + 8
-    elements = (3 if delta else 2) * 2 * C * lk + (4 if delta else 2) * C * lv + 2 * K * lv
-    # + the score fragments the warp pairs trade (16 KB, full entries only)
+    # CUDAChunked.launchForward's layout of the full entries: q, k (, w) tiles x2; delta: U hi, lo (gdelta: decayed U
+    # hi, lo); state hi, lo; gates; v or u x2; the score fragments the warp pairs trade (16 KB)
+    elements = (3 if delta else 2) * 2 * C * lk + ((4 if gate_mode else 2) * C * lv if delta else 0) + 2 * K * lv
     smem = elements * 2 + 8 * C * 4 + (2 * C * (bv + 4) * 4 if delta else 2 * C * lv * 2) + 16384
     kind = ("gdelta" if gate_mode else "delta") if delta else ("gated" if gate_mode else "plain")  # the entries' suffix
     common = lambda ss, sg, h0_, ht_: (
@@ -169,26 +171,36 @@ def run(mech, q, k, v, g, beta, h0, scale, out_fp32=False):
                                              np.int32(T), np.int32(H)), shared_mem=wy_smem)
         if args.wy_only:
             return o, ht
-        f = function(f"linea_chunk_fwd_k{K}_v{bv}_{kind}", smem)
+        if args.fwdt:
+            bv, smem = 64, 4 * C * lk * 2 + 2 * C * 72 * 2 + C * 68 * 4 + 4 * C * 4  # k x2, q, w; P hi, lo; u; gates
+            grid = (V // 64, H, B * segs)
+        f = function(f"linea_chunk_fwdt_k{K}_{kind}" if args.fwdt else f"linea_chunk_fwd_k{K}_v{bv}_{kind}", smem)
         ss = st = None
         if segs > 1:  # end states and transitions of segments 0..P-2, the scan, then every segment from its start
             ss = torch.empty(B * segs * H * K * V, device="cuda", dtype=torch.float32)
             st = torch.empty(B * segs * H * K * K, device="cuda", dtype=torch.float32)
-            end_smem = smem - 2 * C * lk * 2 - 16384  # the end-state entry has no q tiles, trades no scores
-            function(f"linea_chunk_end_k{K}_v{bv}_{kind}", end_smem)(((V + K) // bv, H, B * segs), (256,),
-                                                                     common(ss, st, None, None), shared_mem=end_smem)
+            end_smem = 2 * 2 * C * lk * 2 + 2 * C * 68 * 4 + 4 * C * 4  # k, w, u tiles x2; decays (lc_chunk_end_delta)
+            function(f"linea_chunk_end_k{K}_{kind}", end_smem)(
+                ((V + K) // 64, H, B * segs), (128,), (ptr(k), ptr(u), ptr(w), ptr(g), np.int32(gate_mode), np.int32(T),
+                                                       np.int32(H), np.int32(V), np.int32(per), ptr(ss), ptr(st)),
+                shared_mem=end_smem)
             function("linea_chunk_seg_scan_delta", 0)((V // 32, H, B), (256,), (
                 ptr(ss), ptr(st), ptr(h0), np.int32(segs), np.int32(H), np.int32(K), np.int32(V)))
             if args.end_only:
                 return o, ht
-        f(grid, (256,), common(ss, st, h0, ht), shared_mem=smem)
+        if args.fwdt:
+            f(grid, (128,), (ptr(q), ptr(k), ptr(u), ptr(w), ptr(g), np.int32(gate_mode), ptr(h0), ptr(ht), ptr(o),
+                             np.int32(0 if out_fp32 else 1), np.int32(T), np.int32(H), np.int32(V), np.float32(scale),
+                             np.int32(per), ptr(ss)), shared_mem=smem)
+        else:
+            f(grid, (256,), common(ss, st, h0, ht), shared_mem=smem)
         return o, ht
     f = function(f"linea_chunk_fwd_k{K}_v{bv}_{kind}", smem)
     ss = sg = None
     if segs > 1:
         ss = torch.empty(B * segs * H * K * V, device="cuda", dtype=torch.float32)
         sg = torch.empty(B * segs * H, device="cuda", dtype=torch.float32)
-        end_smem = (2 * C * lk + 2 * C * lv) * 2 + 8 * C * 4 + 2 * C * lv * 2  # no q tiles, no smem copy of the state
+        end_smem = 2 * C * lk * 2 + 8 * C * 4 + 2 * C * lv * 2  # no q tiles, no smem copy of the state
         function(f"linea_chunk_end_k{K}_v{bv}_{kind}", end_smem)(grid, (256,), common(ss, sg, None, None), shared_mem=end_smem)
         seg_scan(ss, sg, h0, segs, B, H, K * V)
         if args.end_only:

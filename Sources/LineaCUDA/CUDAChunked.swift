@@ -137,14 +137,18 @@ public enum CUDAChunked {
             let f = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_fwd_k\(K)_v\(bv)_\(kind)")
             var segments: (UInt64, UInt64) = (0, 0)
             if plan.segments > 1 {
-                // Pass 1 (the end-state entry, K / BV more column blocks): every segment's end state from zero and its
-                // transition M; the scan applies S_{p+1} = M_p S_p + E_p from h0; pass 2 runs every segment.
+                // Pass 1 (lc_chunk_end_delta: 4 warps per 64 columns of the state, then of the identity): every
+                // segment's end state from zero and its transition M; the scan applies S_{p+1} = M_p S_p + E_p from
+                // h0; pass 2 runs every segment.
                 let states = uAddress + UInt64(B * T * H * V * 4)
                 segments = (states, states + UInt64(plan.segmentStateBytes))
-                let end = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_end_k\(K)_v\(bv)_\(kind)")
-                try launchForward(end, ctx: ctx, q: q.address, k: k.address, v: uAddress, w: wAddress, g: common.g,
-                                  gateMode: gateMode, h0: 0, ht: 0, o: o.address, outBF16: outputDType == .bfloat16,
-                                  shape: s, plan: plan, stateOnly: true, segments: segments, scale: scaleValue)
+                let end = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_end_k\(K)_\(kind)")
+                try ctx.launch(
+                    end, grid: ((V + K) / 64, H, B * plan.segments), block: (128, 1, 1),
+                    sharedBytes: 2 * 2 * 64 * (K + 8) * 2 + 2 * 64 * 68 * 4 + 4 * 64 * 4,  // k, w, u tiles x2; decays
+                    arguments: [.pointer(k.address), .pointer(uAddress), .pointer(wAddress), .pointer(common.g),
+                                .int32(gateMode), .int32(Int32(T)), .int32(Int32(H)), .int32(Int32(V)),
+                                .int32(Int32(plan.segmentChunks)), .pointer(segments.0), .pointer(segments.1)])
                 let scan = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_seg_scan_delta")
                 try ctx.launch(
                     scan, grid: (V / 32, H, B), block: (256, 1, 1), sharedBytes: 0,
@@ -246,17 +250,16 @@ public enum CUDAChunked {
         h0: UInt64, ht: UInt64, o: UInt64, outBF16: Bool, shape s: CUDAChunkedShape, plan: Plan, stateOnly: Bool,
         segments: (UInt64, UInt64), scale: Float
     ) throws {
-        let (K, C, bv, delta) = (s.keyDim, 64, plan.valueBlock, w != 0)
+        let (K, C, bv, delta, gated) = (s.keyDim, 64, plan.valueBlock, w != 0, gateMode != 0)
         let lk = K + 8, lv = bv + 8
-        // Mirrors the kernel's layout: q, k (, w) tiles x2; (U hi, lo;) decayed U hi, lo; state hi, lo; gates; v or u x2;
-        // the score fragments the warp pairs trade (16 KB). The end-state entries (stateOnly) have no q tiles and trade
-        // no scores, and those of the scalar decays keep no state copy.
-        let elements = stateOnly && !delta ? 2 * C * lk + 2 * C * lv
-            : (delta ? (stateOnly ? 2 : 3) : 2) * 2 * C * lk + (delta ? 4 : 2) * C * lv + 2 * K * lv
+        // Mirrors lc_chunk_fwd's layout: q, k (, w) tiles x2; delta: U hi, lo (gdelta: decayed U hi, lo); state hi, lo;
+        // gates; v or u x2; the score fragments the warp pairs trade (16 KB). The end-state entries (stateOnly, scalar
+        // decays only) have no q tiles, keep no state copy and trade no scores.
+        let elements = (stateOnly ? 1 : delta ? 3 : 2) * 2 * C * lk + (delta ? (gated ? 4 : 2) : 0) * C * lv
+            + (stateOnly ? 0 : 2 * K * lv)
         let smem = elements * 2 + 8 * C * 4 + (delta ? 2 * C * (bv + 4) * 4 : 2 * C * lv * 2) + (stateOnly ? 0 : 16384)
         try ctx.launch(
-            // The delta rules' end-state pass adds K / BV column blocks for the segment transitions.
-            f, grid: ((s.valueDim + (delta && stateOnly ? K : 0)) / bv, s.heads, s.batch * plan.segments),
+            f, grid: (s.valueDim / bv, s.heads, s.batch * plan.segments),
             block: (256, 1, 1), sharedBytes: smem,
             arguments: [.pointer(q), .pointer(k), .pointer(v), .pointer(w), .pointer(g), .int32(gateMode), .pointer(h0),
                         .pointer(ht), .pointer(o), .int32(outBF16 ? 1 : 0), .int32(Int32(s.length)), .int32(Int32(s.heads)),

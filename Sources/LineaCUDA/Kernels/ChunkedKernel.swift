@@ -5,9 +5,9 @@ extension CUDAKernels {
     // LINEA-KERNEL-BEGIN chunked
     /// Chunked forward of the scalar-decay recurrences (linear_attn, retention, simple_gla) and, with the WY/UT
     /// prepass, the delta rules, on tensor cores (`mma.sync` m16n8k16 bf16, fp32 accumulation, fp32 state).
-    /// Entries `linea_chunk_{fwd,end}_k{64,128}_v{32,64,128}_{plain,gated}` and `linea_chunk_{fwd,end}_k{64,128}_v{32,64}_{delta,gdelta}`
-    /// (the full walk and the end-state pass of segmented runs; plain: linear_attn, gated: retention and simple_gla,
-    /// delta: delta_rule, gdelta: gated_delta_rule), `linea_chunk_seg_scan`, `linea_chunk_seg_scan_delta`,
+    /// Entries `linea_chunk_{fwd,end}_k{64,128}_v{32,64,128}_{plain,gated}`, `linea_chunk_fwd_k{64,128}_v{32,64}_{delta,gdelta}`
+    /// and `linea_chunk_end_k{64,128}_{delta,gdelta}` (the full walk and the end-state pass of segmented runs; plain:
+    /// linear_attn, gated: retention and simple_gla, delta: delta_rule, gdelta: gated_delta_rule), `linea_chunk_seg_scan`, `linea_chunk_seg_scan_delta`,
     /// `linea_chunk_wy_k{64,128}_v{64,128}`. Prefixed with `chunkedCommon` (the device helpers it shares with `chunkedGLA`).
     public static let chunked = chunkedCommon + #"""
 // Linea: chunked forward of S_t = a_t S_{t-1} (I - b_t k_t k_t^T) + b_t k_t v_t^T, o_t = scale q_t^T S_t, with a scalar
@@ -31,18 +31,18 @@ extension CUDAKernels {
 // Long sequences with few (batch, head) pairs: the chunks are cut into P segments run in parallel; a first launch
 // stores each segment's end state from a zero state, a scan turns those into the state at each segment's start, and
 // the third launch runs every segment from its start state (grid.z = B * P). Scalar decays: the first launch is
-// linea_chunk_end_* (the walk compiled without q and outputs), which also stores the segment's total log2 gate for
-// linea_chunk_seg_scan. Delta rules: a segment maps its start state S to M S + E (M = the product of its chunks'
-// (e^{G_last} I - K^T diag(e^{G_last-G}) w), K x K; E its end state from zero), so the first launch
-// (linea_chunk_end_*_delta) has K / BV more column blocks that walk the identity with u = 0 and store M, and
-// linea_chunk_seg_scan_delta applies S_{p+1} = M_p S_p + E_p.
+// linea_chunk_end_k*_v*_{plain,gated} (the walk compiled without q and outputs), which also stores the segment's total
+// log2 gate for linea_chunk_seg_scan. Delta rules: a segment maps its start state S to M S + E (M = the product of its
+// chunks' (e^{G_last} I - K^T diag(e^{G_last-G}) w), K x K; E its end state from zero); the first launch
+// (linea_chunk_end_k*_{delta,gdelta}, lc_chunk_end_delta below) stores both, and linea_chunk_seg_scan_delta applies
+// S_{p+1} = M_p S_p + E_p.
 //
 // linea_chunk_wy_*: the delta-rule prepass, one block per (chunk, head, batch): with L_ij = beta_i e^{G_i-G_j} k_i.k_j
 // (j < i), A = (I + L)^{-1} by forward substitution (fp32), w = A (beta e^G k) stored bf16 [B,T,H,K] and
 // u = A (beta v) stored fp32 [B,T,H,V] (beta e^G folded into A's columns, split hi + lo).
 
-// STATE_ONLY: the end-state pass compiled on its own (no q tile, no output code; the scalar decays also without the
-// smem copy of the state, so that two blocks fit on an SM; the delta rules with the transition blocks).
+// STATE_ONLY: the end-state pass of the scalar decays compiled on its own (no q tile, no output code, no smem copy of
+// the state, so that two blocks fit on an SM).
 // GATED: a decay (gate_mode 1 or 2); without it (linear_attn, delta_rule) no gate is loaded and no decay computed.
 template <int K, int BV, bool DELTA, bool STATE_ONLY, bool GATED>
 __device__ __forceinline__ void lc_chunk_fwd(
@@ -56,6 +56,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
     constexpr int NW = 8, C = 64, LK = K + 8, LV = BV + 8, LU = BV + 4, KS = K / 16, NV = BV / 8, NH = NV / (NW / 4);
     constexpr int MT = K / 16, SN = NV / (NW / MT);
     static_assert(NH >= 2 && SN >= 2 && NW % MT == 0, "tile split");
+    static_assert(!(DELTA && STATE_ONLY), "the delta rules' end-state pass is lc_chunk_end_delta");
     // Skip the fully masked score tiles of the causal block (warp-uniform branches) when a warp has few output columns;
     // with more, the straight-line code is faster (H100: 0.485 against 0.534 ms at BV = 128, linear_attn, T = 2048).
     constexpr bool SKIP = NH <= 2;
@@ -65,11 +66,11 @@ __device__ __forceinline__ void lc_chunk_fwd(
     lc_bf16* Ws = Ks + 2 * C * LK;                         // [2][C][LK] (delta)
     lc_bf16* Vnh = Ws + (DELTA ? 2 * C * LK : 0);          // [C][LV] U hi (delta)
     lc_bf16* Vnl = Vnh + (DELTA ? C * LV : 0);             // [C][LV] U lo (delta)
-    lc_bf16* Vdh = Vnl + (DELTA ? C * LV : 0);             // [C][LV] e^{G_last-G_j} U_j, hi (gdelta; else unused)
-    lc_bf16* Vdl = Vdh + C * LV;                           // [C][LV] ... lo
-    lc_bf16* Sh = Vdl + C * LV;                            // [K][LV] state hi
-    lc_bf16* Sl = Sh + (STATE_ONLY && !DELTA ? 0 : K * LV); // [K][LV] state lo
-    float* Gall = (float*)(Sl + (STATE_ONLY && !DELTA ? 0 : K * LV)); // [NW][C] cumulative gates, one copy per warp
+    lc_bf16* Vdh = Vnl + (DELTA ? C * LV : 0);             // [C][LV] e^{G_last-G_j} U_j, hi (gdelta)
+    lc_bf16* Vdl = Vdh + (DELTA && GATED ? C * LV : 0);    // [C][LV] ... lo
+    lc_bf16* Sh = Vdl + (DELTA && GATED ? C * LV : 0);     // [K][LV] state hi (full entries)
+    lc_bf16* Sl = Sh + (STATE_ONLY ? 0 : K * LV);          // [K][LV] state lo
+    float* Gall = (float*)(Sl + (STATE_ONLY ? 0 : K * LV)); // [NW][C] cumulative gates, one copy per warp
     void* Us = (void*)(Gall + NW * C);                     // [2][C][LU] fp32 u (delta) or [2][C][LV] bf16 v
     // [4 row tiles][2 key halves][2 key tiles][hi, lo][32 lanes] A fragments of the scores (full entries)
     uint4* Pex = (uint4*)((char*)Us + (DELTA ? 2 * C * LU * 4 : 2 * C * LV * 2));
@@ -77,14 +78,11 @@ __device__ __forceinline__ void lc_chunk_fwd(
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
     const int mat = lane >> 3, r8 = lane & 7;
     // Segments of seg_chunks chunks: blockIdx.z = b * P + p. In an end-state entry (STATE_ONLY), a block runs segment
-    // p from a zero state and stores its end state (seg_state [B*P,H,K,V]) and total log2 gate (seg_gate [B*P,H]; in
-    // the delta rules' entries, blocks x >= V / BV walk columns v0 = (x - V / BV) BV of the identity with u = 0 and
-    // store M, seg_gate then holding [B*P,H,K,K]); otherwise it starts from h0 (p = 0) or from the start state the scan
-    // left in seg_state[p - 1], and writes outputs (and ht if last).
+    // p from a zero state and stores its end state (seg_state [B*P,H,K,V]) and total log2 gate (seg_gate [B*P,H]);
+    // otherwise it starts from h0 (p = 0) or from the start state the scan left in seg_state[p - 1], and writes outputs
+    // (and ht if last).
     const int NC = (T + 64 - 1) / 64, P = (NC + seg_chunks - 1) / seg_chunks;
-    const bool trans = DELTA && STATE_ONLY && (int)blockIdx.x >= V / BV;  // a transition block
-    const int v0 = (trans ? blockIdx.x - V / BV : blockIdx.x) * BV, h = blockIdx.y, b = blockIdx.z / P,
-              p = blockIdx.z - b * P;
+    const int v0 = blockIdx.x * BV, h = blockIdx.y, b = blockIdx.z / P, p = blockIdx.z - b * P;
     const int cBegin = p * seg_chunks, cEnd = min(NC, cBegin + seg_chunks);
     if (STATE_ONLY && p == P - 1) return;  // the last segment's end state is not needed
     const long kStride = (long)H * K, vStride = (long)H * V;
@@ -130,7 +128,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
         lc_load_tile<K, lc_bf16, NW * 32>(Ks + buf * C * LK, kb, c * C, T, kStride);
         if (DELTA) {
             lc_load_tile<K, lc_bf16, NW * 32>(Ws + buf * C * LK, wb, c * C, T, kStride);
-            if (!trans) lc_load_tile<BV, float, NW * 32>((float*)Us + buf * C * LU, (const float*)v + vOff, c * C, T, vStride);
+            lc_load_tile<BV, float, NW * 32>((float*)Us + buf * C * LU, (const float*)v + vOff, c * C, T, vStride);
         } else {
             lc_load_tile<BV, lc_bf16, NW * 32>((lc_bf16*)Us + buf * C * LV, (const lc_bf16*)v + vOff, c * C, T, vStride);
         }
@@ -147,7 +145,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
             // Segment p > 0 starts from the state linea_chunk_seg_scan left in seg_state[p - 1] (h0 folded in).
             const float* start = STATE_ONLY ? 0 : p > 0 ? seg_state + ((long)(b * P + p - 1) * H + h) * K * V + v0 : h0;
             const long off = p > 0 ? 0 : sBase;
-            S[nt][e] = trans ? (row == v0 + col ? 1.f : 0.f) : start ? start[off + (long)row * V + col] : 0.f;
+            S[nt][e] = start ? start[off + (long)row * V + col] : 0.f;
         }
     float gsum = 0.f;  // total log2 gate of this segment
     auto storeState = [&]() {
@@ -162,9 +160,8 @@ __device__ __forceinline__ void lc_chunk_fwd(
                 lc_sts(sSl + (row * LV + col) * 2, lo);
             }
     };
-    // The smem copy of the state feeds q S and (delta) w S; the end-state pass of the scalar decays reads neither.
-    constexpr bool keepState = DELTA || !STATE_ONLY;
-    if (keepState) storeState();
+    // The smem copy of the state feeds q S and (delta) w S; the end-state pass reads neither.
+    if (!STATE_ONLY) storeState();
     load(cBegin, cBegin & 1);
     float gn0 = GATED ? lc_gate(g, gate_mode, b, h, cBegin * C + 2 * lane, T, H) : 0.f;
     float gn1 = GATED ? lc_gate(g, gate_mode, b, h, cBegin * C + 2 * lane + 1, T, H) : 0.f;
@@ -205,7 +202,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
 #pragma unroll
                 for (int nt = 0; nt < NH; ++nt) {
                     const int col = c0 + nt * 8 + 2 * tq;
-                    const float2 u2 = trans ? make_float2(0.f, 0.f) : *(const float2*)(Ut + i * LU + col);
+                    const float2 u2 = *(const float2*)(Ut + i * LU + col);
                     const float x0 = u2.x - acc[nt][2 * r], x1 = u2.y - acc[nt][2 * r + 1];
                     unsigned hi, lo;
                     lc_split(x0, x1, hi, lo);
@@ -350,11 +347,9 @@ __device__ __forceinline__ void lc_chunk_fwd(
             }
         }
         __syncthreads();  // every warp is done with Sh/Sl and the tiles of chunk c
-        if (keepState) storeState();
+        if (!STATE_ONLY) storeState();
     }
-    const int ld = trans ? K : V;  // row stride of what is stored: M [K,K] or a state [K,V]
-    float* out = !STATE_ONLY ? (p == P - 1 ? ht : 0)
-        : (trans ? seg_gate : seg_state) + ((long)(b * P + p) * H + h) * K * ld + v0;
+    float* out = !STATE_ONLY ? (p == P - 1 ? ht : 0) : seg_state + ((long)(b * P + p) * H + h) * K * V + v0;
     if (out) {
         const long base = STATE_ONLY ? 0 : sBase;
 #pragma unroll
@@ -362,18 +357,19 @@ __device__ __forceinline__ void lc_chunk_fwd(
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
                 const int row = sm * 16 + gq + 8 * r, col = (sn0 + nt) * 8 + 2 * tq;
-                *(float2*)(out + base + (long)row * ld + col) = make_float2(S[nt][2 * r], S[nt][2 * r + 1]);
+                *(float2*)(out + base + (long)row * V + col) = make_float2(S[nt][2 * r], S[nt][2 * r + 1]);
             }
     }
-    if (!DELTA && STATE_ONLY && tid == 0 && blockIdx.x == 0) seg_gate[(long)(b * P + p) * H + h] = gsum;
+    if (STATE_ONLY && tid == 0 && blockIdx.x == 0) seg_gate[(long)(b * P + p) * H + h] = gsum;
 }
 
-// Entries linea_chunk_{fwd,end}_k{K}_v{BV}_{kind}: fwd the full walk, end the end-state pass of segmented runs; kind
-// plain (linear_attn), gated (retention, simple_gla), delta (delta_rule), gdelta (gated_delta_rule). One line each, so
-// that the entry names stay greppable (CUDATests.kernelSourcesDeclareTheirEntries).
-// The end-state entries of the scalar decays are held to 128 registers so that two blocks share an SM.
+// Entries linea_chunk_fwd_k{K}_v{BV}_{kind}, the full walk, and linea_chunk_end_k{K}_v{BV}_{plain,gated}, the end-state
+// pass of the scalar decays' segmented runs; kind plain (linear_attn), gated (retention, simple_gla), delta (delta_rule),
+// gdelta (gated_delta_rule). One line each, so that the entry names stay greppable
+// (CUDATests.kernelSourcesDeclareTheirEntries). The end-state entries are held to 128 registers so that two blocks
+// share an SM.
 #define LC_CHUNK_ENTRY(NAME, K, BV, DELTA, STATE_ONLY, GATED)                                                        \
-    extern "C" __global__ void __launch_bounds__(256, (STATE_ONLY) && !(DELTA) ? 2 : 1) NAME(                       \
+    extern "C" __global__ void __launch_bounds__(256, (STATE_ONLY) ? 2 : 1) NAME(                                    \
         const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,          \
         const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,          \
         float* seg_state, float* seg_gate) {                                                                         \
@@ -402,24 +398,171 @@ LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v128_plain, 128, 128, false, false, false)
 LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v128_gated, 128, 128, false, false, true)
 LC_CHUNK_ENTRY(linea_chunk_end_k64_v32_plain, 64, 32, false, true, false)
 LC_CHUNK_ENTRY(linea_chunk_end_k64_v32_gated, 64, 32, false, true, true)
-LC_CHUNK_ENTRY(linea_chunk_end_k64_v32_delta, 64, 32, true, true, false)
-LC_CHUNK_ENTRY(linea_chunk_end_k64_v32_gdelta, 64, 32, true, true, true)
 LC_CHUNK_ENTRY(linea_chunk_end_k64_v64_plain, 64, 64, false, true, false)
 LC_CHUNK_ENTRY(linea_chunk_end_k64_v64_gated, 64, 64, false, true, true)
-LC_CHUNK_ENTRY(linea_chunk_end_k64_v64_delta, 64, 64, true, true, false)
-LC_CHUNK_ENTRY(linea_chunk_end_k64_v64_gdelta, 64, 64, true, true, true)
 LC_CHUNK_ENTRY(linea_chunk_end_k64_v128_plain, 64, 128, false, true, false)
 LC_CHUNK_ENTRY(linea_chunk_end_k64_v128_gated, 64, 128, false, true, true)
 LC_CHUNK_ENTRY(linea_chunk_end_k128_v32_plain, 128, 32, false, true, false)
 LC_CHUNK_ENTRY(linea_chunk_end_k128_v32_gated, 128, 32, false, true, true)
-LC_CHUNK_ENTRY(linea_chunk_end_k128_v32_delta, 128, 32, true, true, false)
-LC_CHUNK_ENTRY(linea_chunk_end_k128_v32_gdelta, 128, 32, true, true, true)
 LC_CHUNK_ENTRY(linea_chunk_end_k128_v64_plain, 128, 64, false, true, false)
 LC_CHUNK_ENTRY(linea_chunk_end_k128_v64_gated, 128, 64, false, true, true)
-LC_CHUNK_ENTRY(linea_chunk_end_k128_v64_delta, 128, 64, true, true, false)
-LC_CHUNK_ENTRY(linea_chunk_end_k128_v64_gdelta, 128, 64, true, true, true)
 LC_CHUNK_ENTRY(linea_chunk_end_k128_v128_plain, 128, 128, false, true, false)
 LC_CHUNK_ENTRY(linea_chunk_end_k128_v128_gated, 128, 128, false, true, true)
+
+// The delta rules' end-state pass of segmented runs: one block of 4 warps per (64 state columns, head, b * P + p)
+// walks segment p from a zero state. Blocks x < V / 64 own columns 64 x .. of the state and store them as E
+// (seg_state [B*P,H,K,V]); blocks x >= V / 64 walk columns 64 (x - V / 64) .. of the identity with u = 0 and store
+// them as M (seg_trans [B*P,H,K,K]). The last segment's blocks return at once (its end state is not needed).
+// Transposed, so that both products of a chunk take their left operand from registers and no warp waits for another
+// within a chunk: warp w keeps S^T for its 16 columns (16 x K fp32 accumulators) and, per chunk,
+//   U^T = u^T - S^T w^T                                      (A: S^T split hi + lo; B: the w tile)
+//   S^T <- e^{G_last} S^T + (U^T diag(e^{G_last - G_j})) k   (A: the decayed U^T split hi + lo; B: the k tile)
+// The tiles (k, w and, in E blocks, u) arrive by cp.async one chunk ahead; one block barrier per chunk. About 103 KB of
+// shared memory at K = 128 and at most 255 registers, so two blocks share an SM.
+template <int K, bool GATED>
+__device__ __forceinline__ void lc_chunk_end_delta(
+    const lc_bf16* __restrict__ k, const float* __restrict__ u, const lc_bf16* __restrict__ w,
+    const float* __restrict__ g, int gate_mode, int T, int H, int V, int seg_chunks,
+    float* __restrict__ seg_state, float* __restrict__ seg_trans)
+{
+    constexpr int C = 64, BV = 64, LK = K + 8, LU = BV + 4, KN = K / 8;
+    extern __shared__ uint4 lc_smem4[];
+    lc_bf16* Ks = (lc_bf16*)lc_smem4;       // [2][C][LK]
+    lc_bf16* Ws = Ks + 2 * C * LK;          // [2][C][LK]
+    float* Us = (float*)(Ws + 2 * C * LK);  // [2][C][LU] (E blocks)
+    float* Dall = Us + 2 * C * LU;          // [4][C] e^{G_last - G_j} (gdelta), one copy per warp
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
+    const int mat = lane >> 3, r8 = lane & 7;
+    const int NC = (T + C - 1) / C, P = (NC + seg_chunks - 1) / seg_chunks;
+    const bool trans = (int)blockIdx.x >= V / BV;  // a transition block
+    const int v0 = (trans ? blockIdx.x - V / BV : blockIdx.x) * BV, h = blockIdx.y, b = blockIdx.z / P,
+              p = blockIdx.z - b * P;
+    if (p == P - 1) return;
+    const int cBegin = p * seg_chunks, cEnd = min(NC, cBegin + seg_chunks);
+    const long kStride = (long)H * K, vStride = (long)H * V;
+    const lc_bf16* kb = k + (long)b * T * kStride + (long)h * K;
+    const lc_bf16* wb = w + (long)b * T * kStride + (long)h * K;
+    const float* ub = u + (long)b * T * vStride + (long)h * V + v0;
+    float* D = Dall + warp * C;
+    const int col0 = 16 * warp;  // the warp's columns col0 .. col0 + 15 of the block's 64
+    const unsigned sK = lc_smem_addr(Ks), sW = lc_smem_addr(Ws);
+    const unsigned wOff = ((mat >> 1) * 8 * LK + r8 * LK + (mat & 1) * 8) * 2;  // B = w^T (keys x tokens), [C][LK] tile
+    const unsigned kOff = lc_b_off(LK, lane);                                     // B = k (tokens x keys), [C][LK] tile
+    auto load = [&](int c, int buf) {
+        lc_load_tile<K, lc_bf16, 128>(Ks + buf * C * LK, kb, c * C, T, kStride);
+        lc_load_tile<K, lc_bf16, 128>(Ws + buf * C * LK, wb, c * C, T, kStride);
+        if (!trans) lc_load_tile<BV, float, 128>(Us + buf * C * LU, ub, c * C, T, vStride);
+        lc_cp_commit();
+    };
+    // St[n][e] = S[key 8 n + 2 tq + (e & 1)][column col0 + gq + 8 (e >> 1)]: zero, or the identity's columns.
+    float St[KN][4];
+#pragma unroll
+    for (int n = 0; n < KN; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+            St[n][e] = trans && 8 * n + 2 * tq + (e & 1) == v0 + col0 + gq + 8 * (e >> 1) ? 1.f : 0.f;
+    load(cBegin, cBegin & 1);
+    float gn0 = GATED ? lc_gate(g, gate_mode, b, h, cBegin * C + 2 * lane, T, H) : 0.f;
+    float gn1 = GATED ? lc_gate(g, gate_mode, b, h, cBegin * C + 2 * lane + 1, T, H) : 0.f;
+
+    for (int c = cBegin; c < cEnd; ++c) {
+        const int buf = c & 1;
+        lc_cp_wait<0>();
+        __syncthreads();  // the tiles of chunk c are in; every warp is done with those of chunk c - 1
+        if (c + 1 < cEnd) load(c + 1, buf ^ 1);
+        float last = 1.f;  // e^{G_last}
+        if (GATED) {
+            // Inclusive cumulative log2 gates of this lane's tokens 2 lane, 2 lane + 1, and the decays to the chunk end.
+            const float g0 = gn0 * 1.4426950408889634f, g1 = gn1 * 1.4426950408889634f;
+            if (c + 1 < cEnd) {
+                gn0 = lc_gate(g, gate_mode, b, h, (c + 1) * C + 2 * lane, T, H);
+                gn1 = lc_gate(g, gate_mode, b, h, (c + 1) * C + 2 * lane + 1, T, H);
+            }
+            float s = g0 + g1;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                const float n = __shfl_up_sync(0xffffffffu, s, o);
+                if (lane >= o) s += n;
+            }
+            const float Glast = __shfl_sync(0xffffffffu, s, 31);
+            *(float2*)(D + 2 * lane) = make_float2(lc_ex2(Glast - (s - g1)), lc_ex2(Glast - s));
+            __syncwarp();
+            last = lc_ex2(Glast);
+        }
+        const unsigned sWt = sW + buf * C * LK * 2, sKt = sK + buf * C * LK * 2;
+        // X = S^T w^T: 16 columns x 64 tokens (8 n-tiles of tokens).
+        float Ut[8][4];
+#pragma unroll
+        for (int n = 0; n < 8; ++n) Ut[n][0] = Ut[n][1] = Ut[n][2] = Ut[n][3] = 0.f;
+#pragma unroll
+        for (int ks = 0; ks < K / 16; ++ks) {
+            unsigned ah[4], al[4];
+            lc_split_a(St[2 * ks], St[2 * ks + 1], ah, al);
+#pragma unroll
+            for (int np = 0; np < 4; ++np) {
+                unsigned bw[4];
+                lc_ldsm(bw, sWt + wOff + (np * 16 * LK + ks * 16) * 2);
+                lc_mma2(Ut[2 * np], Ut[2 * np + 1], ah, bw);
+                lc_mma2(Ut[2 * np], Ut[2 * np + 1], al, bw);
+            }
+        }
+        // U^T = u^T - X (transition blocks: u = 0), times e^{G_last - G_j} per token j with a decay.
+        const float* Ub = Us + buf * C * LU;
+#pragma unroll
+        for (int n = 0; n < 8; ++n) {
+            const int j = 8 * n + 2 * tq;
+            const float2 d = GATED ? *(const float2*)(D + j) : make_float2(1.f, 1.f);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int col = col0 + gq + 8 * (e >> 1);
+                const float x = (trans ? 0.f : Ub[(j + (e & 1)) * LU + col]) - Ut[n][e];
+                Ut[n][e] = GATED ? x * ((e & 1) ? d.y : d.x) : x;
+            }
+        }
+        if (GATED) {
+#pragma unroll
+            for (int n = 0; n < KN; ++n)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) St[n][e] *= last;
+        }
+        // S^T += U^T k, 16 tokens at a time.
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) {
+            unsigned ah[4], al[4];
+            lc_split_a(Ut[2 * kk], Ut[2 * kk + 1], ah, al);
+#pragma unroll
+            for (int np = 0; np < K / 16; ++np) {
+                unsigned bk[4];
+                lc_ldsm_b(bk, sKt, LK, kk * 16, np * 16, kOff);
+                lc_mma2(St[2 * np], St[2 * np + 1], ah, bk);
+                lc_mma2(St[2 * np], St[2 * np + 1], al, bk);
+            }
+        }
+    }
+    const int ld = trans ? K : V;  // row stride of what is stored: M [K,K] or E [K,V]
+    float* out = (trans ? seg_trans : seg_state) + ((long)(b * P + p) * H + h) * K * ld + v0 + col0 + gq;
+#pragma unroll
+    for (int n = 0; n < KN; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) out[(long)(8 * n + 2 * tq + (e & 1)) * ld + 8 * (e >> 1)] = St[n][e];
+}
+
+#define LC_CHUNK_END_DELTA_ARGS                                                                                        \
+    const lc_bf16 *k, const float *u, const lc_bf16 *w, const float *g, int gate_mode, int T, int H, int V,           \
+        int seg_chunks, float *seg_state, float *seg_trans
+#define LC_CHUNK_END_DELTA_CALL k, u, w, g, gate_mode, T, H, V, seg_chunks, seg_state, seg_trans
+extern "C" __global__ void __launch_bounds__(128, 2) linea_chunk_end_k64_delta(LC_CHUNK_END_DELTA_ARGS) {
+    lc_chunk_end_delta<64, false>(LC_CHUNK_END_DELTA_CALL);
+}
+extern "C" __global__ void __launch_bounds__(128, 2) linea_chunk_end_k64_gdelta(LC_CHUNK_END_DELTA_ARGS) {
+    lc_chunk_end_delta<64, true>(LC_CHUNK_END_DELTA_CALL);
+}
+extern "C" __global__ void __launch_bounds__(128, 2) linea_chunk_end_k128_delta(LC_CHUNK_END_DELTA_ARGS) {
+    lc_chunk_end_delta<128, false>(LC_CHUNK_END_DELTA_CALL);
+}
+extern "C" __global__ void __launch_bounds__(128, 2) linea_chunk_end_k128_gdelta(LC_CHUNK_END_DELTA_ARGS) {
+    lc_chunk_end_delta<128, true>(LC_CHUNK_END_DELTA_CALL);
+}
 
 // Segment scan (scalar decays): seg_state [B*P,H,K*V] holds the end state of segments 0..P-2 from a zero state and
 // seg_gate [B*P,H] their total log2 gates; replaces seg_state[p] by the state after segment p from h0 (or zero):
