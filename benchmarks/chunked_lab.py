@@ -27,7 +27,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--mech", default="linear_attn,retention,simple_gla,delta_rule,gated_delta_rule")
 ap.add_argument("--T", default="2048,8192,32768", help="lengths timed (B = 32768 / T)")
 ap.add_argument("--check", action="store_true", help="compare with the fp64 recurrence first")
-ap.add_argument("--bv", type=int, default=0, help="V block (default: CUDAChunked's plan)")
+ap.add_argument("--bv", type=int, default=0, help="V block of the scalar decays (default: CUDAChunked's plan)")
 ap.add_argument("--segments", type=int, default=0, help="segments of the scalar decays (default: the plan's)")
 ap.add_argument("--wy-only", action="store_true", help="time only the WY prepass of the delta rules")
 ap.add_argument("--defines", default="", help="extra NVRTC options, space-separated")
@@ -37,7 +37,6 @@ ap.add_argument("--split-bv", type=int, default=0, help="V block of the split st
 ap.add_argument("--fla", action="store_true", help="also time fla's chunk kernel of each mechanism, same inputs")
 ap.add_argument("--end-only", action="store_true", help="segmented runs: time only the end-state pass and the scan")
 ap.add_argument("--kernel-file", default="", help="a ChunkedKernel.swift to take the chunked source from (A/B runs)")
-ap.add_argument("--fwdt", action="store_true", help="delta rules: the transposed full walk (linea_chunk_fwdt_*, BV = 64)")
 args = ap.parse_args()
 
 def literal(file, name):
@@ -71,14 +70,13 @@ def function(name, smem, mod=None):
 def plan(mech, B, T, H, V):
     """CUDAChunked.Plan: (V block, chunks per segment, segments)."""
     chunks = max(1, (T + 63) // 64)
-    if mech in DELTA:
+    if mech in DELTA:  # 64 columns per block
         full = B * H * (V // 64) >= SMS * 3 // 4
         if not args.segments and (full or chunks < 8):
-            return args.bv or (64 if full else 32), chunks, 1
-        bv = args.bv or 64
-        p = args.segments or min(max(2, SMS // (B * H * (V // bv))), chunks // 4)
+            return 64, chunks, 1
+        p = args.segments or min(max(2, 2 * SMS // (B * H * (V // 64))), chunks // 4)
         per = -(-chunks // p)
-        return bv, per, -(-chunks // per)
+        return 64, per, -(-chunks // per)
     bv = args.bv or min(V, 128)
     blocks = B * H * (V // bv)
     p = 1 if blocks >= SMS or chunks < 8 else min(max(2, 2 * SMS // blocks), chunks // 4)
@@ -152,15 +150,7 @@ def run(mech, q, k, v, g, beta, h0, scale, out_fp32=False):
     ht = torch.empty(B, H, K, V, device="cuda", dtype=torch.float32)
     bv, per, segs = plan(mech, B, T, H, V)
     C, lk, lv = 64, K + 8, bv + 8
-    # CUDAChunked.launchForward's layout of the full entries: q, k (, w) tiles x2; delta: U hi, lo (gdelta: decayed U
-    # hi, lo); state hi, lo; gates; v or u x2; the score fragments the warp pairs trade (16 KB)
-    elements = (3 if delta else 2) * 2 * C * lk + ((4 if gate_mode else 2) * C * lv if delta else 0) + 2 * K * lv
-    smem = elements * 2 + 8 * C * 4 + (2 * C * (bv + 4) * 4 if delta else 2 * C * lv * 2) + 16384
     kind = ("gdelta" if gate_mode else "delta") if delta else ("gated" if gate_mode else "plain")  # the entries' suffix
-    common = lambda ss, sg, h0_, ht_: (
-        ptr(q), ptr(k), ptr(u if delta else v), ptr(w if delta else None), ptr(g), np.int32(gate_mode), ptr(h0_), ptr(ht_),
-        ptr(o), np.int32(0 if out_fp32 else 1), np.int32(T), np.int32(H), np.int32(V), np.float32(scale), np.int32(per),
-        ptr(ss), ptr(sg))
     grid = (V // bv, H, B * segs)
     if delta:
         w = torch.empty(B, T, H, K, device="cuda", dtype=torch.bfloat16)
@@ -171,30 +161,30 @@ def run(mech, q, k, v, g, beta, h0, scale, out_fp32=False):
                                              np.int32(T), np.int32(H)), shared_mem=wy_smem)
         if args.wy_only:
             return o, ht
-        if args.fwdt:
-            bv, smem = 64, 4 * C * lk * 2 + 2 * C * 72 * 2 + C * 68 * 4 + 4 * C * 4  # k x2, q, w; P hi, lo; u; gates
-            grid = (V // 64, H, B * segs)
-        f = function(f"linea_chunk_fwdt_k{K}_{kind}" if args.fwdt else f"linea_chunk_fwd_k{K}_v{bv}_{kind}", smem)
+        smem = 4 * C * lk * 2 + 2 * C * 72 * 2 + C * 68 * 4 + 4 * C * 4  # k x2, q, w; scores hi, lo; u; gates
+        f = function(f"linea_chunk_fwd_k{K}_{kind}", smem)
         ss = st = None
         if segs > 1:  # end states and transitions of segments 0..P-2, the scan, then every segment from its start
             ss = torch.empty(B * segs * H * K * V, device="cuda", dtype=torch.float32)
             st = torch.empty(B * segs * H * K * K, device="cuda", dtype=torch.float32)
             end_smem = 2 * 2 * C * lk * 2 + 2 * C * 68 * 4 + 4 * C * 4  # k, w, u tiles x2; decays (lc_chunk_end_delta)
             function(f"linea_chunk_end_k{K}_{kind}", end_smem)(
-                ((V + K) // 64, H, B * segs), (128,), (ptr(k), ptr(u), ptr(w), ptr(g), np.int32(gate_mode), np.int32(T),
-                                                       np.int32(H), np.int32(V), np.int32(per), ptr(ss), ptr(st)),
+                ((V + K) // 64, H, B * segs), (128,), (ptr(k), ptr(u), ptr(w), ptr(g), np.int32(gate_mode), ptr(h0),
+                                                       np.int32(T), np.int32(H), np.int32(V), np.int32(per), ptr(ss), ptr(st)),
                 shared_mem=end_smem)
             function("linea_chunk_seg_scan_delta", 0)((V // 32, H, B), (256,), (
                 ptr(ss), ptr(st), ptr(h0), np.int32(segs), np.int32(H), np.int32(K), np.int32(V)))
             if args.end_only:
                 return o, ht
-        if args.fwdt:
-            f(grid, (128,), (ptr(q), ptr(k), ptr(u), ptr(w), ptr(g), np.int32(gate_mode), ptr(h0), ptr(ht), ptr(o),
-                             np.int32(0 if out_fp32 else 1), np.int32(T), np.int32(H), np.int32(V), np.float32(scale),
-                             np.int32(per), ptr(ss)), shared_mem=smem)
-        else:
-            f(grid, (256,), common(ss, st, h0, ht), shared_mem=smem)
+        f(grid, (128,), (ptr(q), ptr(k), ptr(u), ptr(w), ptr(g), np.int32(gate_mode), ptr(h0), ptr(ht), ptr(o),
+                         np.int32(0 if out_fp32 else 1), np.int32(T), np.int32(H), np.int32(V), np.float32(scale),
+                         np.int32(per), ptr(ss)), shared_mem=smem)
         return o, ht
+    # CUDAChunked.launchForward's layout: q, k tiles x2; state hi, lo; v x2; gates; the traded score fragments (16 KB)
+    smem = (2 * 2 * C * lk + 2 * K * lv + 2 * C * lv) * 2 + 8 * C * 4 + 16384
+    common = lambda ss, sg, h0_, ht_: (
+        ptr(q), ptr(k), ptr(v), ptr(g), np.int32(gate_mode), ptr(h0_), ptr(ht_), ptr(o), np.int32(0 if out_fp32 else 1),
+        np.int32(T), np.int32(H), np.int32(V), np.float32(scale), np.int32(per), ptr(ss), ptr(sg))
     f = function(f"linea_chunk_fwd_k{K}_v{bv}_{kind}", smem)
     ss = sg = None
     if segs > 1:
@@ -256,7 +246,7 @@ if args.check:
     for mech in mechs:
         for B, T, H, K, V, with_h0 in [(2, 200, 3, 64, 64, True), (1, 333, 2, 128, 128, False),
                                        (1, 256, 2, 128, 64, True), (1, 1500, 2, 128, 128, True),
-                                       (1, 1100, 3, 64, 128, True)]:
+                                       (1, 1100, 3, 64, 128, True), (1, 1200, 2, 128, 128, False)]:
             q, k, v, g, beta, h0 = inputs(mech, B, T, H, K, V, seed=T, with_h0=with_h0)
             o, ht = run(mech, q, k, v, g, beta, h0, K ** -0.5, out_fp32=True)
             ro, rs = reference(mech, q, k, v, g, beta, K ** -0.5, h0)

@@ -86,8 +86,8 @@ public enum CUDAChunked {
     /// log decays `[H]` of `retentionDecays` (retention), nil otherwise; beta fp32 `[B,T,H]` (delta rules);
     /// initialState / finalState fp32 `[B,H,K,V]` (optional); o `[B,T,H,V]` in `outputDType` (`.bfloat16`, `.float32`).
     /// `scratch` needs `scratchBytes(mechanism, shape, context:)` bytes (delta rules, split long sequences; allocated
-    /// per call, with a synchronize, when nil). `valueBlock` (32, 64, or 128 without the delta rule; nil: chosen per
-    /// shape) is the V slice one block owns. Throws for bad sizes or options.
+    /// per call, with a synchronize, when nil). `valueBlock` (32, 64 or 128 for the scalar decays, 64 for the delta
+    /// rules; nil: chosen per shape) is the V slice one block owns. Throws for bad sizes or options.
     public static func forward(
         _ mechanism: RecurrentMechanism, q: CUDABuffer, k: CUDABuffer, v: CUDABuffer, g: CUDABuffer?, beta: CUDABuffer?,
         initialState: CUDABuffer?, finalState: CUDABuffer?, o: CUDABuffer, shape: CUDAChunkedShape, scale: Float? = nil,
@@ -116,9 +116,9 @@ public enum CUDAChunked {
         if let finalState { needs.append(("finalState", finalState, B * H * K * V * 4)) }
         try checkBuffers(needs, s, for: mechanism.rawValue)
         let ctx = q.context
-        if let valueBlock, ![32, 64, 128].contains(valueBlock) || V % valueBlock != 0 || (valueBlock == 128 && isDelta) {
+        if let valueBlock, isDelta ? valueBlock != 64 : ![32, 64, 128].contains(valueBlock) || V % valueBlock != 0 {
             throw LineaError.invalidArgument(
-                argument: "valueBlock", expected: "32 or 64 (or 128 for the non-delta mechanisms), dividing V = \(V)",
+                argument: "valueBlock", expected: isDelta ? "64 (the delta rules)" : "32, 64 or 128, dividing V = \(V)",
                 actual: "\(valueBlock)")
         }
         let plan = Plan(mechanism, s, multiprocessors: ctx.multiprocessorCount, valueBlock: valueBlock)
@@ -134,7 +134,6 @@ public enum CUDAChunked {
                 prep, grid: ((T + 63) / 64, H, B), block: (128, 1, 1), sharedBytes: smem,
                 arguments: [.pointer(k.address), .pointer(v.address), .pointer(beta!.address), .pointer(common.g),
                             .int32(gateMode), .pointer(wAddress), .pointer(uAddress), .int32(Int32(T)), .int32(Int32(H))])
-            let f = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_fwd_k\(K)_v\(bv)_\(kind)")
             var segments: (UInt64, UInt64) = (0, 0)
             if plan.segments > 1 {
                 // Pass 1 (lc_chunk_end_delta: 4 warps per 64 columns of the state, then of the identity): every
@@ -147,7 +146,7 @@ public enum CUDAChunked {
                     end, grid: ((V + K) / 64, H, B * plan.segments), block: (128, 1, 1),
                     sharedBytes: 2 * 2 * 64 * (K + 8) * 2 + 2 * 64 * 68 * 4 + 4 * 64 * 4,  // k, w, u tiles x2; decays
                     arguments: [.pointer(k.address), .pointer(uAddress), .pointer(wAddress), .pointer(common.g),
-                                .int32(gateMode), .int32(Int32(T)), .int32(Int32(H)), .int32(Int32(V)),
+                                .int32(gateMode), .pointer(common.h0), .int32(Int32(T)), .int32(Int32(H)), .int32(Int32(V)),
                                 .int32(Int32(plan.segmentChunks)), .pointer(segments.0), .pointer(segments.1)])
                 let scan = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_seg_scan_delta")
                 try ctx.launch(
@@ -155,9 +154,15 @@ public enum CUDAChunked {
                     arguments: [.pointer(segments.0), .pointer(segments.1), .pointer(common.h0), .int32(Int32(plan.segments)),
                                 .int32(Int32(H)), .int32(Int32(K)), .int32(Int32(V))])
             }
-            try launchForward(f, ctx: ctx, q: q.address, k: k.address, v: uAddress, w: wAddress, g: common.g,
-                              gateMode: gateMode, h0: common.h0, ht: common.ht, o: o.address,
-                              outBF16: outputDType == .bfloat16, shape: s, plan: plan, stateOnly: false, segments: segments, scale: scaleValue)
+            // The full walk (lc_chunk_fwd_delta: 4 warps per 64 columns, two blocks per SM).
+            let f = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_fwd_k\(K)_\(kind)")
+            try ctx.launch(
+                f, grid: (V / 64, H, B * plan.segments), block: (128, 1, 1),
+                sharedBytes: 4 * 64 * (K + 8) * 2 + 2 * 64 * 72 * 2 + 64 * 68 * 4 + 4 * 64 * 4,  // k x2, q, w; scores hi, lo; u; gates
+                arguments: [.pointer(q.address), .pointer(k.address), .pointer(uAddress), .pointer(wAddress),
+                            .pointer(common.g), .int32(gateMode), .pointer(common.h0), .pointer(common.ht),
+                            .pointer(o.address), .int32(outputDType == .bfloat16 ? 1 : 0), .int32(Int32(T)), .int32(Int32(H)),
+                            .int32(Int32(V)), .float(scaleValue), .int32(Int32(plan.segmentChunks)), .pointer(segments.0)])
         } else {
             let f = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_fwd_k\(K)_v\(bv)_\(kind)")
             var segments: (UInt64, UInt64) = (0, 0)
@@ -167,7 +172,7 @@ public enum CUDAChunked {
                 // in); pass 2 runs every segment from its start state.
                 segments = (work!.address, work!.address + UInt64(plan.segmentStateBytes))
                 let end = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_end_k\(K)_v\(bv)_\(kind)")
-                try launchForward(end, ctx: ctx, q: q.address, k: k.address, v: v.address, w: 0, g: common.g,
+                try launchForward(end, ctx: ctx, q: q.address, k: k.address, v: v.address, g: common.g,
                                   gateMode: gateMode, h0: 0, ht: 0, o: o.address, outBF16: outputDType == .bfloat16,
                                   shape: s, plan: plan, stateOnly: true, segments: segments, scale: scaleValue)
                 let scan = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_seg_scan")
@@ -176,7 +181,7 @@ public enum CUDAChunked {
                     arguments: [.pointer(segments.0), .pointer(segments.1), .pointer(common.h0), .int32(Int32(plan.segments)),
                                 .int32(Int32(H)), .int32(Int32(K * V))])
             }
-            try launchForward(f, ctx: ctx, q: q.address, k: k.address, v: v.address, w: 0, g: common.g,
+            try launchForward(f, ctx: ctx, q: q.address, k: k.address, v: v.address, g: common.g,
                               gateMode: gateMode, h0: common.h0, ht: common.ht, o: o.address,
                               outBF16: outputDType == .bfloat16, shape: s, plan: plan, stateOnly: false, segments: segments, scale: scaleValue)
         }
@@ -203,18 +208,19 @@ public enum CUDAChunked {
             let chunks = max(1, (T + 63) / 64)
             // Scalar decays: one block per head (BV = V, the scores computed once per head), the sequence cut into
             // segments until about two waves of blocks run (H100, linear_attn, B*T = 32768: 0.71 ms at T = 32768 with
-            // 16 segments against 1.04 ms with BV = 64 and 4). Delta rules: BV = 64 (delta_rule, B = 4, T = 8192:
-            // 1.50 ms against 2.13 ms at BV = 32 on the H100); below 3/4 of a wave of blocks the sequence is cut into
-            // segments until about one wave runs (the full delta entry fits once per SM).
+            // 16 segments against 1.04 ms with BV = 64 and 4). Delta rules: BV = 64 (the transposed walk, 16 columns
+            // per warp, two blocks per SM); below 3/4 of a wave of blocks the sequence is cut into segments until about
+            // two blocks per SM run (H100, B = 1, T = 32768: gated_delta_rule 1.486 ms with 8 segments, 1.592 with 4;
+            // at B = 4, T = 8192, 128 blocks ran faster uncut than in 2 segments).
             let deltaFull = B * H * (V / 64) >= multiprocessors * 3 / 4
-            let bv = valueBlock ?? (!isDelta ? min(V, 128) : deltaFull || chunks >= 8 ? 64 : 32)
+            let bv = isDelta ? 64 : valueBlock ?? min(V, 128)
             let blocks = B * H * (V / bv)
             var perSegment = chunks
             if !isDelta && blocks < multiprocessors && chunks >= 8 {
                 let p = min(max(2, 2 * multiprocessors / blocks), chunks / 4)
                 perSegment = (chunks + p - 1) / p
             } else if isDelta && !deltaFull && chunks >= 8 {
-                let p = min(max(2, multiprocessors / blocks), chunks / 4)
+                let p = min(max(2, 2 * multiprocessors / blocks), chunks / 4)  // the full walk fits twice per SM
                 perSegment = (chunks + p - 1) / p
             }
             self.valueBlock = bv
@@ -245,23 +251,22 @@ public enum CUDAChunked {
         Recurrence.chunkedFLOPs(mechanism, B: s.batch, T: s.length, H: s.heads, K: s.keyDim, V: s.valueDim, chunkSize: 64)
     }
 
+    /// Launches a scalar-decay entry of lc_chunk_fwd (full walk or, `stateOnly`, end-state pass), 8 warps per block.
     private static func launchForward(
-        _ f: CUDAFunction, ctx: CUDAContext, q: UInt64, k: UInt64, v: UInt64, w: UInt64, g: UInt64, gateMode: Int32,
+        _ f: CUDAFunction, ctx: CUDAContext, q: UInt64, k: UInt64, v: UInt64, g: UInt64, gateMode: Int32,
         h0: UInt64, ht: UInt64, o: UInt64, outBF16: Bool, shape s: CUDAChunkedShape, plan: Plan, stateOnly: Bool,
         segments: (UInt64, UInt64), scale: Float
     ) throws {
-        let (K, C, bv, delta, gated) = (s.keyDim, 64, plan.valueBlock, w != 0, gateMode != 0)
+        let (K, C, bv) = (s.keyDim, 64, plan.valueBlock)
         let lk = K + 8, lv = bv + 8
-        // Mirrors lc_chunk_fwd's layout: q, k (, w) tiles x2; delta: U hi, lo (gdelta: decayed U hi, lo); state hi, lo;
-        // gates; v or u x2; the score fragments the warp pairs trade (16 KB). The end-state entries (stateOnly, scalar
-        // decays only) have no q tiles, keep no state copy and trade no scores.
-        let elements = (stateOnly ? 1 : delta ? 3 : 2) * 2 * C * lk + (delta ? (gated ? 4 : 2) : 0) * C * lv
-            + (stateOnly ? 0 : 2 * K * lv)
-        let smem = elements * 2 + 8 * C * 4 + (delta ? 2 * C * (bv + 4) * 4 : 2 * C * lv * 2) + (stateOnly ? 0 : 16384)
+        // Mirrors lc_chunk_fwd's layout: q, k tiles x2; state hi, lo; gates; v x2; the score fragments the warp pairs
+        // trade (16 KB). The end-state entries (stateOnly) have no q tiles, keep no state copy and trade no scores.
+        let elements = (stateOnly ? 1 : 2) * 2 * C * lk + (stateOnly ? 0 : 2 * K * lv) + 2 * C * lv
+        let smem = elements * 2 + 8 * C * 4 + (stateOnly ? 0 : 16384)
         try ctx.launch(
             f, grid: (s.valueDim / bv, s.heads, s.batch * plan.segments),
             block: (256, 1, 1), sharedBytes: smem,
-            arguments: [.pointer(q), .pointer(k), .pointer(v), .pointer(w), .pointer(g), .int32(gateMode), .pointer(h0),
+            arguments: [.pointer(q), .pointer(k), .pointer(v), .pointer(g), .int32(gateMode), .pointer(h0),
                         .pointer(ht), .pointer(o), .int32(outBF16 ? 1 : 0), .int32(Int32(s.length)), .int32(Int32(s.heads)),
                         .int32(Int32(s.valueDim)), .float(scale), .int32(Int32(plan.segmentChunks)),
                         .pointer(segments.0), .pointer(segments.1)])

@@ -79,7 +79,7 @@ extension BenchCommand {
                     } : {
                         try CUDAChunked.forward(r, q: q, k: keys, v: v, g: gate, beta: isDelta ? beta : nil,
                                                 initialState: nil, finalState: nil, o: o, shape: shape, scratch: scratch,
-                                                valueBlock: valueBlock)
+                                                valueBlock: isDelta ? nil : valueBlock)  // the delta kernels: 64 columns
                     }
                     flops = CUDAChunked.flops(r, shape)
                     form = "chunked"

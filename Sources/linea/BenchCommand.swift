@@ -27,7 +27,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Head dimension K = V (default 64 on cpu, 128 on cuda).") var dim: Int?
     @Option(help: "Batch size B (default 1 on cpu; on cuda tokens / T).") var batch: Int?
     @Option(help: "cuda: tokens B*T per point when --batch is not given.") var tokens: Int = 32768
-    @Option(help: "cuda: V columns per block of the chunked kernels (32, 64, or 128 without the delta rule; default: chosen per shape).")
+    @Option(help: "cuda: V columns per block of the bf16 scalar-decay and gla chunked kernels and of the f32/f16 CUDA-core kernel (32, 64, or 128 for the scalar decays; default: chosen per shape; the bf16 delta kernels always take 64).")
     var valueBlock: Int?
     @Option(help: "Chunk size of chunked forms.") var chunkSize: Int = 64
     @Option(help: "Backend: cpu or cuda (cuda: bf16 chunked kernels and flash attention, CUDA-event timing).")

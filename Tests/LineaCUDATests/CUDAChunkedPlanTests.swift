@@ -27,13 +27,13 @@ import Testing
     @Test func deltaRulesTakeSixtyFourColumnsAndCutLongSequencesIntoAboutOneWave() {
         let mid = CUDAChunked.Plan(.gatedDeltaRule, shape(4, 8192), multiprocessors: sms, valueBlock: nil)
         #expect(mid.valueBlock == 64 && mid.segments == 1)  // 128 blocks of 64 columns
-        // 32 blocks of 64 columns: cut into 4 segments of 128 chunks (128 blocks); w bf16, u fp32, then the segment
-        // end states [B*P,H,K,V] and transitions [B*P,H,K,K].
+        // 32 blocks of 64 columns: cut into 8 segments of 64 chunks (256 blocks, two per SM); w bf16, u fp32, then the
+        // segment end states [B*P,H,K,V] and transitions [B*P,H,K,K].
         let long = CUDAChunked.Plan(.deltaRule, shape(1, 32768), multiprocessors: sms, valueBlock: nil)
-        #expect(long.valueBlock == 64 && long.segments == 4 && long.segmentChunks == 128)
-        #expect(long.scratchBytes == 32768 * 16 * (128 * 2 + 128 * 4) + 2 * 4 * 16 * 128 * 128 * 4)
-        // Fewer than 8 chunks are never cut (BV = 32 for more blocks).
-        let short = CUDAChunked.Plan(.deltaRule, shape(1, 448), multiprocessors: sms, valueBlock: nil)
-        #expect(short.valueBlock == 32 && short.segments == 1)
+        #expect(long.valueBlock == 64 && long.segments == 8 && long.segmentChunks == 64)
+        #expect(long.scratchBytes == 32768 * 16 * (128 * 2 + 128 * 4) + 2 * 8 * 16 * 128 * 128 * 4)
+        // Fewer than 8 chunks are never cut; a forced V block is ignored (the delta kernels take 64 columns).
+        let short = CUDAChunked.Plan(.deltaRule, shape(1, 448), multiprocessors: sms, valueBlock: 32)
+        #expect(short.valueBlock == 64 && short.segments == 1)
     }
 }

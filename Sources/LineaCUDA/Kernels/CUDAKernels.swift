@@ -23,19 +23,18 @@ public enum CUDAKernels {
         ]
     }
 
-    /// The entries of `chunked`: the full walk and end-state pass per K, V block and kind (the delta rules' end-state pass
-    /// per K and kind), the WY prepass, the scans.
+    /// The entries of `chunked`: the full walk and end-state pass per K, V block and kind of the scalar decays, and per K
+    /// and kind of the delta rules; the WY prepass; the scans.
     static var chunkedEntries: [String] {
         var names: [String] = []
         for pass in ["fwd", "end"] {
             for k in [64, 128] {
                 for v in [32, 64, 128] {
-                    let kinds = v == 128 || pass == "end" ? ["plain", "gated"] : ["plain", "gated", "delta", "gdelta"]
-                    names += kinds.map { "linea_chunk_\(pass)_k\(k)_v\(v)_\($0)" }
+                    names += ["plain", "gated"].map { "linea_chunk_\(pass)_k\(k)_v\(v)_\($0)" }
                 }
+                names += ["delta", "gdelta"].map { "linea_chunk_\(pass)_k\(k)_\($0)" }
             }
         }
-        names += [64, 128].flatMap { k in ["delta", "gdelta"].map { "linea_chunk_end_k\(k)_\($0)" } }
         names += [64, 128].flatMap { k in [64, 128].map { "linea_chunk_wy_k\(k)_v\($0)" } }
         return names + ["linea_chunk_seg_scan", "linea_chunk_seg_scan_delta"]
     }

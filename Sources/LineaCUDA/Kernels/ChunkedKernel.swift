@@ -15,19 +15,20 @@ extension CUDAKernels {
 // q, k [B,T,H,K], v [B,T,H,V] bf16; g [B,T,H] fp32 (gate_mode 2) or per-head log decay [H] (gate_mode 1) or none (0);
 // state h0/ht [B,H,K,V] fp32 (either may be null); o [B,T,H,V] bf16 or fp32.
 //
-// linea_chunk_fwd_*: one block of 4 warps per (V-block of BV columns, head, batch) walks the chunks in order and keeps
-// its K x BV slice of the state in fp32 registers (warp w owns rows w*K/4 ..). With G the inclusive cumulative log
-// gate inside the chunk (fp32) and S the state before the chunk, per chunk:
-//   delta only: U = u - w S                                   (u, w from the WY prepass; else U = v)
+// linea_chunk_fwd_*: one block per (V-block of BV columns, head, batch) walks the chunks in order and keeps its K x BV
+// slice of the state in fp32 registers. With G the inclusive cumulative log gate inside the chunk (fp32) and S the
+// state before the chunk, per chunk:
+//   delta rules only: U = u - w S                             (u, w from the WY prepass; else U = v)
 //   o_i = scale e^{G_i} q_i S + sum_{j<=i} scale e^{G_i-G_j} (q_i.k_j) U_j
 //   S  <- e^{G_last} S + sum_j k_j (e^{G_last-G_j} U_j)^T
 // Every bf16 MMA operand made from fp32 values (the state, the decayed scores, U, the decayed U or K) is split into hi + lo
 // bf16 parts (x = hi + lo to ~16 bits; an extra MMA per part) so that the result stays within ~1e-4 of fp32 math;
 // plain bf16 rounding of these operands alone gives ~2e-3 relative error against an fp64 reference.
-// 8 warps: warp w computes output rows 16 (w % 4) .. for half of the BV columns (warps w and w ^ 4 share the scores of
-// those rows, half each), and one 16-row tile of the state. The decayed update of the scalar decays scales the columns
-// of the K^T fragments (e^{G_last-G_j}); the delta rules' scales U.
-// Tiles arrive by cp.async, double-buffered one chunk ahead.
+// Scalar decays (lc_chunk_fwd, 8 warps): warp w computes output rows 16 (w % 4) .. for half of the BV columns (warps w
+// and w ^ 4 share the scores of those rows, half each), and one 16-row tile of the state; the decayed update scales the
+// columns of the K^T fragments (e^{G_last-G_j}). Delta rules (lc_chunk_fwd_delta, 4 warps, BV = 64): transposed, each
+// warp keeps S^T for 16 columns and takes every product's left operand from its registers.
+// Tiles arrive by cp.async one chunk ahead.
 // Long sequences with few (batch, head) pairs: the chunks are cut into P segments run in parallel; a first launch
 // stores each segment's end state from a zero state, a scan turns those into the state at each segment's start, and
 // the third launch runs every segment from its start state (grid.z = B * P). Scalar decays: the first launch is
@@ -41,39 +42,33 @@ extension CUDAKernels {
 // (j < i), A = (I + L)^{-1} by forward substitution (fp32), w = A (beta e^G k) stored bf16 [B,T,H,K] and
 // u = A (beta v) stored fp32 [B,T,H,V] (beta e^G folded into A's columns, split hi + lo).
 
-// STATE_ONLY: the end-state pass of the scalar decays compiled on its own (no q tile, no output code, no smem copy of
-// the state, so that two blocks fit on an SM).
-// GATED: a decay (gate_mode 1 or 2); without it (linear_attn, delta_rule) no gate is loaded and no decay computed.
-template <int K, int BV, bool DELTA, bool STATE_ONLY, bool GATED>
+// The scalar decays' walk. STATE_ONLY: the end-state pass compiled on its own (no q tile, no output code, no smem copy
+// of the state, so that two blocks fit on an SM). GATED: a decay (gate_mode 1 or 2); without it (linear_attn) no gate
+// is loaded and no decay computed.
+template <int K, int BV, bool STATE_ONLY, bool GATED>
 __device__ __forceinline__ void lc_chunk_fwd(
-    const lc_bf16* __restrict__ q, const lc_bf16* __restrict__ k, const void* __restrict__ v,
-    const lc_bf16* __restrict__ w, const float* __restrict__ g, int gate_mode,
+    const lc_bf16* __restrict__ q, const lc_bf16* __restrict__ k, const lc_bf16* __restrict__ v,
+    const float* __restrict__ g, int gate_mode,
     const float* __restrict__ h0, float* __restrict__ ht, void* __restrict__ o, int out_bf16,
     int T, int H, int V, float scale, int seg_chunks, float* __restrict__ seg_state, float* __restrict__ seg_gate)
 {
     // NW warps: warp w computes output rows 16 (w % 4) .. for BV / (NW / 4) of the columns (NH n-tiles), and owns the
     // state's 16-row m-tile `sm`, n-tiles [sn0, sn0 + SN) of this block's BV columns. (16 warps measured no faster.)
-    constexpr int NW = 8, C = 64, LK = K + 8, LV = BV + 8, LU = BV + 4, KS = K / 16, NV = BV / 8, NH = NV / (NW / 4);
+    constexpr int NW = 8, C = 64, LK = K + 8, LV = BV + 8, KS = K / 16, NV = BV / 8, NH = NV / (NW / 4);
     constexpr int MT = K / 16, SN = NV / (NW / MT);
     static_assert(NH >= 2 && SN >= 2 && NW % MT == 0, "tile split");
-    static_assert(!(DELTA && STATE_ONLY), "the delta rules' end-state pass is lc_chunk_end_delta");
     // Skip the fully masked score tiles of the causal block (warp-uniform branches) when a warp has few output columns;
     // with more, the straight-line code is faster (H100: 0.485 against 0.534 ms at BV = 128, linear_attn, T = 2048).
     constexpr bool SKIP = NH <= 2;
     extern __shared__ uint4 lc_smem4[];
     lc_bf16* Qs = (lc_bf16*)lc_smem4;                      // [2][C][LK]
     lc_bf16* Ks = Qs + (STATE_ONLY ? 0 : 2 * C * LK);      // [2][C][LK]
-    lc_bf16* Ws = Ks + 2 * C * LK;                         // [2][C][LK] (delta)
-    lc_bf16* Vnh = Ws + (DELTA ? 2 * C * LK : 0);          // [C][LV] U hi (delta)
-    lc_bf16* Vnl = Vnh + (DELTA ? C * LV : 0);             // [C][LV] U lo (delta)
-    lc_bf16* Vdh = Vnl + (DELTA ? C * LV : 0);             // [C][LV] e^{G_last-G_j} U_j, hi (gdelta)
-    lc_bf16* Vdl = Vdh + (DELTA && GATED ? C * LV : 0);    // [C][LV] ... lo
-    lc_bf16* Sh = Vdl + (DELTA && GATED ? C * LV : 0);     // [K][LV] state hi (full entries)
+    lc_bf16* Sh = Ks + 2 * C * LK;                         // [K][LV] state hi (full entries)
     lc_bf16* Sl = Sh + (STATE_ONLY ? 0 : K * LV);          // [K][LV] state lo
     float* Gall = (float*)(Sl + (STATE_ONLY ? 0 : K * LV)); // [NW][C] cumulative gates, one copy per warp
-    void* Us = (void*)(Gall + NW * C);                     // [2][C][LU] fp32 u (delta) or [2][C][LV] bf16 v
+    lc_bf16* Us = (lc_bf16*)(Gall + NW * C);               // [2][C][LV] v
     // [4 row tiles][2 key halves][2 key tiles][hi, lo][32 lanes] A fragments of the scores (full entries)
-    uint4* Pex = (uint4*)((char*)Us + (DELTA ? 2 * C * LU * 4 : 2 * C * LV * 2));
+    uint4* Pex = (uint4*)(Us + 2 * C * LV);
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
     const int mat = lane >> 3, r8 = lane & 7;
@@ -88,7 +83,6 @@ __device__ __forceinline__ void lc_chunk_fwd(
     const long kStride = (long)H * K, vStride = (long)H * V;
     const lc_bf16* qb = q + (long)b * T * kStride + (long)h * K;
     const lc_bf16* kb = k + (long)b * T * kStride + (long)h * K;
-    const lc_bf16* wb = DELTA ? w + (long)b * T * kStride + (long)h * K : 0;
     const long vOff = (long)b * T * vStride + (long)h * V + v0;
     float* G = Gall + warp * C;
     const int rt = warp & 3, ch = warp >> 2, r0 = 16 * rt, c0 = ch * (BV / (NW / 4));  // output rows, column part
@@ -96,16 +90,15 @@ __device__ __forceinline__ void lc_chunk_fwd(
     auto Gat = [&](int i) { return GATED ? G[i] : 0.f; };           // cumulative log2 gate (0 without a decay)
     auto decay = [&](float x) { return GATED ? lc_ex2(x) : 1.f; };  // 2^x
     // 32-bit shared addresses (bytes) of the tiles, and the lane-dependent parts of the fragment addresses.
-    const unsigned sQ = lc_smem_addr(Qs), sK = lc_smem_addr(Ks), sW = lc_smem_addr(Ws), sVnh = lc_smem_addr(Vnh),
-                   sVnl = lc_smem_addr(Vnl), sVdh = lc_smem_addr(Vdh), sVdl = lc_smem_addr(Vdl), sSh = lc_smem_addr(Sh),
-                   sSl = lc_smem_addr(Sl), sU = lc_smem_addr(Us);
+    const unsigned sQ = lc_smem_addr(Qs), sK = lc_smem_addr(Ks), sSh = lc_smem_addr(Sh), sSl = lc_smem_addr(Sl),
+                   sU = lc_smem_addr(Us);
     const unsigned aOff = ((r0 + (mat & 1) * 8 + r8) * LK + (mat >> 1) * 8) * 2;      // A rows r0.., of a [C][LK] tile
     const unsigned kOff = ((mat >> 1) * 8 * LK + r8 * LK + (mat & 1) * 8) * 2;         // B = K^T from a [C][LK] tile
     const unsigned ktOff = (((mat >> 1) * 8 + r8) * LK + sm * 16 + (mat & 1) * 8) * 2;  // A = K^T rows sm*16..
     const unsigned bOff = lc_b_off(LV, lane);
 
     // out = X S for the rows r0.. of an A tile X at shared address sX ([C][LK] bf16) and the columns c0.. of the state
-    // (its hi and lo halves in Sh / Sl): q S for the outputs, and w S for the delta rules' U.
+    // (its hi and lo halves in Sh / Sl).
     auto timesState = [&](float (*out)[4], unsigned sX) {
 #pragma unroll
         for (int nt = 0; nt < NH; ++nt) out[nt][0] = out[nt][1] = out[nt][2] = out[nt][3] = 0.f;
@@ -126,12 +119,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
     auto load = [&](int c, int buf) {
         if (!STATE_ONLY) lc_load_tile<K, lc_bf16, NW * 32>(Qs + buf * C * LK, qb, c * C, T, kStride);  // the end-state pass needs no q
         lc_load_tile<K, lc_bf16, NW * 32>(Ks + buf * C * LK, kb, c * C, T, kStride);
-        if (DELTA) {
-            lc_load_tile<K, lc_bf16, NW * 32>(Ws + buf * C * LK, wb, c * C, T, kStride);
-            lc_load_tile<BV, float, NW * 32>((float*)Us + buf * C * LU, (const float*)v + vOff, c * C, T, vStride);
-        } else {
-            lc_load_tile<BV, lc_bf16, NW * 32>((lc_bf16*)Us + buf * C * LV, (const lc_bf16*)v + vOff, c * C, T, vStride);
-        }
+        lc_load_tile<BV, lc_bf16, NW * 32>(Us + buf * C * LV, v + vOff, c * C, T, vStride);
         lc_cp_commit();
     };
 
@@ -184,39 +172,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
         const float Glast = Gat(C - 1);
         gsum += Glast;
 
-        // Delta rules: U = u - w S (rows r0.., columns c0..) split into Vnh/Vnl and, with a decay, e^{G_last-G_j} U_j split
-        // into Vdh/Vdl. (The scalar decays use v as it is: their update decays the K^T fragments instead.)
-        const unsigned sQt = sQ + buf * C * LK * 2, sKt = sK + buf * C * LK * 2;
-        // U (hi) for the outputs; the decayed U (hi, lo) for the delta rules' update (without a decay, U itself).
-        const unsigned sUn = DELTA ? sVnh : sU + buf * C * LV * 2;
-        const unsigned sUd = GATED ? sVdh : sVnh, sUdl = GATED ? sVdl : sVnl;
-        if (DELTA) {
-            const unsigned sWt = sW + buf * C * LK * 2;
-            const float* Ut = (const float*)Us + buf * C * LU;
-            float acc[NH][4];
-            timesState(acc, sWt);
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                const int i = r0 + gq + 8 * r;
-                const float d = decay(Glast - Gat(i));
-#pragma unroll
-                for (int nt = 0; nt < NH; ++nt) {
-                    const int col = c0 + nt * 8 + 2 * tq;
-                    const float2 u2 = *(const float2*)(Ut + i * LU + col);
-                    const float x0 = u2.x - acc[nt][2 * r], x1 = u2.y - acc[nt][2 * r + 1];
-                    unsigned hi, lo;
-                    lc_split(x0, x1, hi, lo);
-                    lc_sts(sVnh + (i * LV + col) * 2, hi);
-                    lc_sts(sVnl + (i * LV + col) * 2, lo);
-                    if (GATED) {
-                        lc_split(x0 * d, x1 * d, hi, lo);
-                        lc_sts(sVdh + (i * LV + col) * 2, hi);
-                        lc_sts(sVdl + (i * LV + col) * 2, lo);
-                    }
-                }
-            }
-            __syncthreads();
-        }
+        const unsigned sQt = sQ + buf * C * LK * 2, sKt = sK + buf * C * LK * 2, sUn = sU + buf * C * LV * 2;
 
         // Outputs of rows r0..r0+15, columns c0..c0+BV/2. The scores of these rows against keys 0..r0+15 (the rest is
         // masked) are shared by the pair of warps with the same rows (warp ^ 4): each computes the scores against its
@@ -288,10 +244,6 @@ __device__ __forceinline__ void lc_chunk_fwd(
                         lc_ldsm_b(bv, sUn, LV, kk * 16, c0 + np * 16, bOff);
                         lc_mma2(acc[2 * np], acc[2 * np + 1], ph[half][kk2], bv);
                         lc_mma2(acc[2 * np], acc[2 * np + 1], pl[half][kk2], bv);
-                        if (DELTA) {
-                            lc_ldsm_b(bv, sVnl, LV, kk * 16, c0 + np * 16, bOff);
-                            lc_mma2(acc[2 * np], acc[2 * np + 1], ph[half][kk2], bv);
-                        }
                     }
                 }
             }
@@ -322,8 +274,8 @@ __device__ __forceinline__ void lc_chunk_fwd(
             for (int kk = 0; kk < 4; ++kk) {
                 unsigned a[4], al[4];  // A = K^T: rows = key dims, columns = tokens
                 lc_ldsm_t(a, sKt + ktOff + kk * 16 * LK * 2);
-                if (!DELTA && GATED) {
-                    // Scalar decays: K^T diag(e^{G_last-G_j}) (columns j = kk*16 + 2 tq (+1, +8, +9) in this lane) split
+                if (GATED) {
+                    // K^T diag(e^{G_last-G_j}) (columns j = kk*16 + 2 tq (+1, +8, +9) in this lane) split
                     // hi (in a) + lo, times the bf16 v tile: no decayed copy of v, no barrier for one.
 #pragma unroll
                     for (int q4 = 0; q4 < 4; ++q4) {
@@ -336,13 +288,9 @@ __device__ __forceinline__ void lc_chunk_fwd(
 #pragma unroll
                 for (int np = 0; np < SN / 2; ++np) {
                     unsigned bv[4];
-                    lc_ldsm_b(bv, DELTA ? sUd : sUn, LV, kk * 16, (sn0 + 2 * np) * 8, bOff);
+                    lc_ldsm_b(bv, sUn, LV, kk * 16, (sn0 + 2 * np) * 8, bOff);
                     lc_mma2(S[2 * np], S[2 * np + 1], a, bv);
-                    if (!DELTA && GATED) lc_mma2(S[2 * np], S[2 * np + 1], al, bv);
-                    if (DELTA) {
-                        lc_ldsm_b(bv, sUdl, LV, kk * 16, (sn0 + 2 * np) * 8, bOff);
-                        lc_mma2(S[2 * np], S[2 * np + 1], a, bv);
-                    }
+                    if (GATED) lc_mma2(S[2 * np], S[2 * np + 1], al, bv);
                 }
             }
         }
@@ -363,56 +311,281 @@ __device__ __forceinline__ void lc_chunk_fwd(
     if (STATE_ONLY && tid == 0 && blockIdx.x == 0) seg_gate[(long)(b * P + p) * H + h] = gsum;
 }
 
-// Entries linea_chunk_fwd_k{K}_v{BV}_{kind}, the full walk, and linea_chunk_end_k{K}_v{BV}_{plain,gated}, the end-state
-// pass of the scalar decays' segmented runs; kind plain (linear_attn), gated (retention, simple_gla), delta (delta_rule),
-// gdelta (gated_delta_rule). One line each, so that the entry names stay greppable
-// (CUDATests.kernelSourcesDeclareTheirEntries). The end-state entries are held to 128 registers so that two blocks
-// share an SM.
-#define LC_CHUNK_ENTRY(NAME, K, BV, DELTA, STATE_ONLY, GATED)                                                        \
+// Entries linea_chunk_{fwd,end}_k{K}_v{BV}_{plain,gated} of the scalar decays: fwd the full walk, end the end-state
+// pass of segmented runs; plain: linear_attn, gated: retention and simple_gla. One line each, so that the entry names
+// stay greppable (CUDATests.kernelSourcesDeclareTheirEntries). The end-state entries are held to 128 registers so that
+// two blocks share an SM.
+#define LC_CHUNK_ENTRY(NAME, K, BV, STATE_ONLY, GATED)                                                                \
     extern "C" __global__ void __launch_bounds__(256, (STATE_ONLY) ? 2 : 1) NAME(                                    \
-        const lc_bf16* q, const lc_bf16* k, const void* v, const lc_bf16* w, const float* g, int gate_mode,          \
-        const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,          \
-        float* seg_state, float* seg_gate) {                                                                         \
-        lc_chunk_fwd<K, BV, DELTA, STATE_ONLY, GATED>(q, k, v, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, \
-                                                      seg_chunks, seg_state, seg_gate);                              \
+        const lc_bf16* q, const lc_bf16* k, const lc_bf16* v, const float* g, int gate_mode, const float* h0,        \
+        float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks, float* seg_state,         \
+        float* seg_gate) {                                                                                           \
+        lc_chunk_fwd<K, BV, STATE_ONLY, GATED>(q, k, v, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale,           \
+                                               seg_chunks, seg_state, seg_gate);                                     \
     }
-LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v32_plain, 64, 32, false, false, false)
-LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v32_gated, 64, 32, false, false, true)
-LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v32_delta, 64, 32, true, false, false)
-LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v32_gdelta, 64, 32, true, false, true)
-LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v64_plain, 64, 64, false, false, false)
-LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v64_gated, 64, 64, false, false, true)
-LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v64_delta, 64, 64, true, false, false)
-LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v64_gdelta, 64, 64, true, false, true)
-LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v128_plain, 64, 128, false, false, false)
-LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v128_gated, 64, 128, false, false, true)
-LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v32_plain, 128, 32, false, false, false)
-LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v32_gated, 128, 32, false, false, true)
-LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v32_delta, 128, 32, true, false, false)
-LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v32_gdelta, 128, 32, true, false, true)
-LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v64_plain, 128, 64, false, false, false)
-LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v64_gated, 128, 64, false, false, true)
-LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v64_delta, 128, 64, true, false, false)
-LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v64_gdelta, 128, 64, true, false, true)
-LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v128_plain, 128, 128, false, false, false)
-LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v128_gated, 128, 128, false, false, true)
-LC_CHUNK_ENTRY(linea_chunk_end_k64_v32_plain, 64, 32, false, true, false)
-LC_CHUNK_ENTRY(linea_chunk_end_k64_v32_gated, 64, 32, false, true, true)
-LC_CHUNK_ENTRY(linea_chunk_end_k64_v64_plain, 64, 64, false, true, false)
-LC_CHUNK_ENTRY(linea_chunk_end_k64_v64_gated, 64, 64, false, true, true)
-LC_CHUNK_ENTRY(linea_chunk_end_k64_v128_plain, 64, 128, false, true, false)
-LC_CHUNK_ENTRY(linea_chunk_end_k64_v128_gated, 64, 128, false, true, true)
-LC_CHUNK_ENTRY(linea_chunk_end_k128_v32_plain, 128, 32, false, true, false)
-LC_CHUNK_ENTRY(linea_chunk_end_k128_v32_gated, 128, 32, false, true, true)
-LC_CHUNK_ENTRY(linea_chunk_end_k128_v64_plain, 128, 64, false, true, false)
-LC_CHUNK_ENTRY(linea_chunk_end_k128_v64_gated, 128, 64, false, true, true)
-LC_CHUNK_ENTRY(linea_chunk_end_k128_v128_plain, 128, 128, false, true, false)
-LC_CHUNK_ENTRY(linea_chunk_end_k128_v128_gated, 128, 128, false, true, true)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v32_plain, 64, 32, false, false)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v32_gated, 64, 32, false, true)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v64_plain, 64, 64, false, false)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v64_gated, 64, 64, false, true)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v128_plain, 64, 128, false, false)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v128_gated, 64, 128, false, true)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v32_plain, 128, 32, false, false)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v32_gated, 128, 32, false, true)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v64_plain, 128, 64, false, false)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v64_gated, 128, 64, false, true)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v128_plain, 128, 128, false, false)
+LC_CHUNK_ENTRY(linea_chunk_fwd_k128_v128_gated, 128, 128, false, true)
+LC_CHUNK_ENTRY(linea_chunk_end_k64_v32_plain, 64, 32, true, false)
+LC_CHUNK_ENTRY(linea_chunk_end_k64_v32_gated, 64, 32, true, true)
+LC_CHUNK_ENTRY(linea_chunk_end_k64_v64_plain, 64, 64, true, false)
+LC_CHUNK_ENTRY(linea_chunk_end_k64_v64_gated, 64, 64, true, true)
+LC_CHUNK_ENTRY(linea_chunk_end_k64_v128_plain, 64, 128, true, false)
+LC_CHUNK_ENTRY(linea_chunk_end_k64_v128_gated, 64, 128, true, true)
+LC_CHUNK_ENTRY(linea_chunk_end_k128_v32_plain, 128, 32, true, false)
+LC_CHUNK_ENTRY(linea_chunk_end_k128_v32_gated, 128, 32, true, true)
+LC_CHUNK_ENTRY(linea_chunk_end_k128_v64_plain, 128, 64, true, false)
+LC_CHUNK_ENTRY(linea_chunk_end_k128_v64_gated, 128, 64, true, true)
+LC_CHUNK_ENTRY(linea_chunk_end_k128_v128_plain, 128, 128, true, false)
+LC_CHUNK_ENTRY(linea_chunk_end_k128_v128_gated, 128, 128, true, true)
+
+// linea_chunk_fwd_k{K}_{delta,gdelta}: the delta rules' full walk, transposed (as lc_chunk_end_delta): one block of 4
+// warps per (64 columns of V, head, b * P + p); warp w keeps S^T for its 16 columns (16 x K fp32 accumulators). Per
+// chunk, with P_ij = scale e^{G_i - G_j} q_i.k_j (j <= i) computed once per block (warp w: rows 16 w ..), split hi + lo
+// into shared memory:
+//   U^T = u^T - S^T w^T,  Y = S^T q^T                (A: S^T split hi + lo, once for both)
+//   o^T = Y diag(scale e^{G_i}) + U^T P^T             (A: U^T split hi + lo; B: P from shared memory)
+//   S^T <- e^{G_last} S^T + (U^T diag(e^{G_last - G_j})) k
+// k arrives double-buffered one chunk ahead; q, w and u single-buffered, loaded for the next chunk once this chunk's
+// products with them are done (about 107 KB of shared memory at K = 128: two blocks per SM).
+template <int K, bool GATED>
+__device__ __forceinline__ void lc_chunk_fwd_delta(
+    const lc_bf16* __restrict__ q, const lc_bf16* __restrict__ k, const float* __restrict__ u,
+    const lc_bf16* __restrict__ w, const float* __restrict__ g, int gate_mode,
+    const float* __restrict__ h0, float* __restrict__ ht, void* __restrict__ o, int out_bf16,
+    int T, int H, int V, float scale, int seg_chunks, const float* __restrict__ seg_state)
+{
+    constexpr int C = 64, BV = 64, LK = K + 8, LU = BV + 4, LP = C + 8, KN = K / 8;
+    extern __shared__ uint4 lc_smem4[];
+    lc_bf16* Ks = (lc_bf16*)lc_smem4;       // [2][C][LK]
+    lc_bf16* Qs = Ks + 2 * C * LK;          // [C][LK]
+    lc_bf16* Ws = Qs + C * LK;              // [C][LK]
+    lc_bf16* Ph = Ws + C * LK;              // [C][LP] scores hi
+    lc_bf16* Pl = Ph + C * LP;              // [C][LP] scores lo
+    float* Us = (float*)(Pl + C * LP);      // [C][LU]
+    float* Gall = Us + C * LU;              // [4][C] cumulative log2 gates (gdelta), one copy per warp
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
+    const int mat = lane >> 3, r8 = lane & 7;
+    const int NC = (T + C - 1) / C, P = (NC + seg_chunks - 1) / seg_chunks;
+    const int v0 = blockIdx.x * BV, h = blockIdx.y, b = blockIdx.z / P, p = blockIdx.z - b * P;
+    const int cBegin = p * seg_chunks, cEnd = min(NC, cBegin + seg_chunks);
+    const long kStride = (long)H * K, vStride = (long)H * V;
+    const lc_bf16* qb = q + (long)b * T * kStride + (long)h * K;
+    const lc_bf16* kb = k + (long)b * T * kStride + (long)h * K;
+    const lc_bf16* wb = w + (long)b * T * kStride + (long)h * K;
+    const float* ub = u + (long)b * T * vStride + (long)h * V + v0;
+    float* G = Gall + warp * C;
+    const int r0 = 16 * warp, col0 = 16 * warp;  // the warp's score rows, and its state columns of the block's 64
+    const unsigned sK = lc_smem_addr(Ks), sQ = lc_smem_addr(Qs), sW = lc_smem_addr(Ws), sPh = lc_smem_addr(Ph),
+                   sPl = lc_smem_addr(Pl);
+    const unsigned aOff = ((r0 + (mat & 1) * 8 + r8) * LK + (mat >> 1) * 8) * 2;     // A = q rows r0.. ([C][LK])
+    const unsigned nOff = ((mat >> 1) * 8 * LK + r8 * LK + (mat & 1) * 8) * 2;       // B = X^T of a [C][LK] tile X
+    const unsigned pOff = ((mat >> 1) * 8 * LP + r8 * LP + (mat & 1) * 8) * 2;       // B = P^T of [C][LP] P
+    const unsigned kOff = lc_b_off(LK, lane);                                          // B = k (tokens x keys)
+    auto loadK = [&](int c, int buf) {
+        lc_load_tile<K, lc_bf16, 128>(Ks + buf * C * LK, kb, c * C, T, kStride);
+        lc_cp_commit();
+    };
+    auto loadQWU = [&](int c) {
+        lc_load_tile<K, lc_bf16, 128>(Qs, qb, c * C, T, kStride);
+        lc_load_tile<K, lc_bf16, 128>(Ws, wb, c * C, T, kStride);
+        lc_load_tile<BV, float, 128>(Us, ub, c * C, T, vStride);
+        lc_cp_commit();
+    };
+    // St[n][e] = S[key 8 n + 2 tq + (e & 1)][column v0 + col0 + gq + 8 (e >> 1)], from h0 (p = 0) or the start state
+    // the scan left in seg_state[p - 1].
+    float St[KN][4];
+    {
+        const float* start = p > 0 ? seg_state + ((long)(b * P + p - 1) * H + h) * K * V : h0 ? h0 + ((long)b * H + h) * K * V : 0;
+#pragma unroll
+        for (int n = 0; n < KN; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                St[n][e] = start ? start[(long)(8 * n + 2 * tq + (e & 1)) * V + v0 + col0 + gq + 8 * (e >> 1)] : 0.f;
+    }
+    loadK(cBegin, cBegin & 1);
+    loadQWU(cBegin);
+    float gn0 = GATED ? lc_gate(g, gate_mode, b, h, cBegin * C + 2 * lane, T, H) : 0.f;
+    float gn1 = GATED ? lc_gate(g, gate_mode, b, h, cBegin * C + 2 * lane + 1, T, H) : 0.f;
+
+    for (int c = cBegin; c < cEnd; ++c) {
+        const int buf = c & 1;
+        lc_cp_wait<0>();
+        __syncthreads();  // the tiles of chunk c are in; every warp is done with chunk c - 1 (k buffer, scores)
+        if (c + 1 < cEnd) loadK(c + 1, buf ^ 1);
+        if (GATED) {
+            lc_cumsum(gn0 * 1.4426950408889634f, gn1 * 1.4426950408889634f, G, lane);  // log2 units
+            if (c + 1 < cEnd) {
+                gn0 = lc_gate(g, gate_mode, b, h, (c + 1) * C + 2 * lane, T, H);
+                gn1 = lc_gate(g, gate_mode, b, h, (c + 1) * C + 2 * lane + 1, T, H);
+            }
+        }
+        const unsigned sKt = sK + buf * C * LK * 2;
+        // Scores of rows r0..r0+15 against keys 0..r0+15 (the rest is masked), decayed, split into Ph / Pl.
+        {
+            float s[8][4];
+#pragma unroll
+            for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+            for (int ks = 0; ks < K / 16; ++ks) {
+                unsigned a[4];
+                lc_ldsm(a, sQ + aOff + ks * 32);
+#pragma unroll
+                for (int np = 0; np < 4; ++np) {
+                    if (np > warp) break;
+                    unsigned kf[4];
+                    lc_ldsm(kf, sKt + nOff + (np * 16 * LK + ks * 16) * 2);
+                    lc_mma2(s[2 * np], s[2 * np + 1], a, kf);
+                }
+            }
+            const float Gi0 = GATED ? G[r0 + gq] : 0.f, Gi1 = GATED ? G[r0 + gq + 8] : 0.f;
+#pragma unroll
+            for (int n = 0; n < 8; ++n) {
+                if (n > 2 * warp + 1) break;
+#pragma unroll
+                for (int r = 0; r < 2; ++r) {
+                    const int i = r0 + gq + 8 * r, j = 8 * n + 2 * tq;
+                    const float Gi = r ? Gi1 : Gi0;
+                    const float d0 = GATED ? lc_ex2(Gi - G[j]) : 1.f, d1 = GATED ? lc_ex2(Gi - G[j + 1]) : 1.f;
+                    const float x0 = j <= i ? s[n][2 * r] * scale * d0 : 0.f;
+                    const float x1 = j + 1 <= i ? s[n][2 * r + 1] * scale * d1 : 0.f;
+                    unsigned hi, lo;
+                    lc_split(x0, x1, hi, lo);
+                    lc_sts(sPh + (i * LP + j) * 2, hi);
+                    lc_sts(sPl + (i * LP + j) * 2, lo);
+                }
+            }
+        }
+        // X = S^T w^T and Y = S^T q^T (16 columns x 64 tokens each), S^T split once per 16 keys.
+        float Ut[8][4], Ot[8][4];
+#pragma unroll
+        for (int n = 0; n < 8; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) Ut[n][e] = Ot[n][e] = 0.f;
+#pragma unroll
+        for (int ks = 0; ks < K / 16; ++ks) {
+            unsigned ah[4], al[4];
+            lc_split_a(St[2 * ks], St[2 * ks + 1], ah, al);
+#pragma unroll
+            for (int np = 0; np < 4; ++np) {
+                unsigned bf[4];
+                lc_ldsm(bf, sW + nOff + (np * 16 * LK + ks * 16) * 2);
+                lc_mma2(Ut[2 * np], Ut[2 * np + 1], ah, bf);
+                lc_mma2(Ut[2 * np], Ut[2 * np + 1], al, bf);
+                lc_ldsm(bf, sQ + nOff + (np * 16 * LK + ks * 16) * 2);
+                lc_mma2(Ot[2 * np], Ot[2 * np + 1], ah, bf);
+                lc_mma2(Ot[2 * np], Ot[2 * np + 1], al, bf);
+            }
+        }
+        // U^T = u^T - X; o^T = Y scale e^{G_i} so far.
+#pragma unroll
+        for (int n = 0; n < 8; ++n) {
+            const int j = 8 * n + 2 * tq;
+            const float f0 = scale * (GATED ? lc_ex2(G[j]) : 1.f), f1 = scale * (GATED ? lc_ex2(G[j + 1]) : 1.f);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                Ut[n][e] = Us[(j + (e & 1)) * LU + col0 + gq + 8 * (e >> 1)] - Ut[n][e];
+                Ot[n][e] *= (e & 1) ? f1 : f0;
+            }
+        }
+        __syncthreads();  // every warp's scores are in Ph / Pl; q, w and u of chunk c are no longer read
+        if (c + 1 < cEnd) loadQWU(c + 1);
+        // o^T += U^T P^T: key tiles kk (16 tokens j) against the output tokens i >= j.
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) {
+            unsigned uh[4], ul[4];
+            lc_split_a(Ut[2 * kk], Ut[2 * kk + 1], uh, ul);
+#pragma unroll
+            for (int np = 0; np < 4; ++np) {
+                if (np < kk) continue;  // output tokens 16 np .. all before key tile kk: masked
+                unsigned bh[4], bl[4];
+                lc_ldsm(bh, sPh + pOff + (np * 16 * LP + kk * 16) * 2);
+                lc_ldsm(bl, sPl + pOff + (np * 16 * LP + kk * 16) * 2);
+                lc_mma2(Ot[2 * np], Ot[2 * np + 1], uh, bh);
+                lc_mma2(Ot[2 * np], Ot[2 * np + 1], ul, bh);
+                lc_mma2(Ot[2 * np], Ot[2 * np + 1], uh, bl);
+            }
+        }
+        // Outputs: o[t = c C + 8 n + 2 tq (+1)][v0 + col0 + gq (+8)].
+#pragma unroll
+        for (int n = 0; n < 8; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int t = c * C + 8 * n + 2 * tq + (e & 1);
+                if (t >= T) continue;
+                const long at = ((long)b * T + t) * vStride + (long)h * V + v0 + col0 + gq + 8 * (e >> 1);
+                if (out_bf16) ((lc_bf16*)o)[at] = (lc_bf16)(lc_pack(Ot[n][e], 0.f) & 0xffffu);
+                else ((float*)o)[at] = Ot[n][e];
+            }
+        // State: S^T <- e^{G_last} S^T + (U^T diag(e^{G_last - G_j})) k.
+        if (GATED) {
+            const float Glast = G[C - 1], last = lc_ex2(Glast);
+#pragma unroll
+            for (int n = 0; n < KN; ++n)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) St[n][e] *= last;
+#pragma unroll
+            for (int n = 0; n < 8; ++n) {
+                const int j = 8 * n + 2 * tq;
+                const float d0 = lc_ex2(Glast - G[j]), d1 = lc_ex2(Glast - G[j + 1]);
+#pragma unroll
+                for (int e = 0; e < 4; ++e) Ut[n][e] *= (e & 1) ? d1 : d0;
+            }
+        }
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) {
+            unsigned ah[4], al[4];
+            lc_split_a(Ut[2 * kk], Ut[2 * kk + 1], ah, al);
+#pragma unroll
+            for (int np = 0; np < K / 16; ++np) {
+                unsigned bk[4];
+                lc_ldsm_b(bk, sKt, LK, kk * 16, np * 16, kOff);
+                lc_mma2(St[2 * np], St[2 * np + 1], ah, bk);
+                lc_mma2(St[2 * np], St[2 * np + 1], al, bk);
+            }
+        }
+    }
+    if (p == P - 1 && ht) {
+        float* out = ht + ((long)b * H + h) * K * V + v0 + col0 + gq;
+#pragma unroll
+        for (int n = 0; n < KN; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) out[(long)(8 * n + 2 * tq + (e & 1)) * V + 8 * (e >> 1)] = St[n][e];
+    }
+}
+
+#define LC_CHUNK_FWD_DELTA_ARGS                                                                                             \
+    const lc_bf16 *q, const lc_bf16 *k, const float *u, const lc_bf16 *w, const float *g, int gate_mode,              \
+        const float *h0, float *ht, void *o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,          \
+        const float *seg_state
+#define LC_CHUNK_FWD_DELTA_CALL q, k, u, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, seg_state
+extern "C" __global__ void __launch_bounds__(128, 2) linea_chunk_fwd_k64_delta(LC_CHUNK_FWD_DELTA_ARGS) {
+    lc_chunk_fwd_delta<64, false>(LC_CHUNK_FWD_DELTA_CALL);
+}
+extern "C" __global__ void __launch_bounds__(128, 2) linea_chunk_fwd_k64_gdelta(LC_CHUNK_FWD_DELTA_ARGS) {
+    lc_chunk_fwd_delta<64, true>(LC_CHUNK_FWD_DELTA_CALL);
+}
+extern "C" __global__ void __launch_bounds__(128, 2) linea_chunk_fwd_k128_delta(LC_CHUNK_FWD_DELTA_ARGS) {
+    lc_chunk_fwd_delta<128, false>(LC_CHUNK_FWD_DELTA_CALL);
+}
+extern "C" __global__ void __launch_bounds__(128, 2) linea_chunk_fwd_k128_gdelta(LC_CHUNK_FWD_DELTA_ARGS) {
+    lc_chunk_fwd_delta<128, true>(LC_CHUNK_FWD_DELTA_CALL);
+}
 
 // The delta rules' end-state pass of segmented runs: one block of 4 warps per (64 state columns, head, b * P + p)
 // walks segment p from a zero state. Blocks x < V / 64 own columns 64 x .. of the state and store them as E
 // (seg_state [B*P,H,K,V]); blocks x >= V / 64 walk columns 64 (x - V / 64) .. of the identity with u = 0 and store
-// them as M (seg_trans [B*P,H,K,K]). The last segment's blocks return at once (its end state is not needed).
+// them as M (seg_trans [B*P,H,K,K]). The last segment's blocks return at once (its end state is not needed), and so do
+// segment 0's transition blocks without an initial state h0 (M_0 multiplies h0 only).
 // Transposed, so that both products of a chunk take their left operand from registers and no warp waits for another
 // within a chunk: warp w keeps S^T for its 16 columns (16 x K fp32 accumulators) and, per chunk,
 //   U^T = u^T - S^T w^T                                      (A: S^T split hi + lo; B: the w tile)
@@ -422,7 +595,7 @@ LC_CHUNK_ENTRY(linea_chunk_end_k128_v128_gated, 128, 128, false, true, true)
 template <int K, bool GATED>
 __device__ __forceinline__ void lc_chunk_end_delta(
     const lc_bf16* __restrict__ k, const float* __restrict__ u, const lc_bf16* __restrict__ w,
-    const float* __restrict__ g, int gate_mode, int T, int H, int V, int seg_chunks,
+    const float* __restrict__ g, int gate_mode, const float* __restrict__ h0, int T, int H, int V, int seg_chunks,
     float* __restrict__ seg_state, float* __restrict__ seg_trans)
 {
     constexpr int C = 64, BV = 64, LK = K + 8, LU = BV + 4, KN = K / 8;
@@ -437,7 +610,7 @@ __device__ __forceinline__ void lc_chunk_end_delta(
     const bool trans = (int)blockIdx.x >= V / BV;  // a transition block
     const int v0 = (trans ? blockIdx.x - V / BV : blockIdx.x) * BV, h = blockIdx.y, b = blockIdx.z / P,
               p = blockIdx.z - b * P;
-    if (p == P - 1) return;
+    if (p == P - 1 || (trans && p == 0 && !h0)) return;
     const int cBegin = p * seg_chunks, cEnd = min(NC, cBegin + seg_chunks);
     const long kStride = (long)H * K, vStride = (long)H * V;
     const lc_bf16* kb = k + (long)b * T * kStride + (long)h * K;
@@ -548,9 +721,9 @@ __device__ __forceinline__ void lc_chunk_end_delta(
 }
 
 #define LC_CHUNK_END_DELTA_ARGS                                                                                        \
-    const lc_bf16 *k, const float *u, const lc_bf16 *w, const float *g, int gate_mode, int T, int H, int V,           \
-        int seg_chunks, float *seg_state, float *seg_trans
-#define LC_CHUNK_END_DELTA_CALL k, u, w, g, gate_mode, T, H, V, seg_chunks, seg_state, seg_trans
+    const lc_bf16 *k, const float *u, const lc_bf16 *w, const float *g, int gate_mode, const float *h0, int T, int H, \
+        int V, int seg_chunks, float *seg_state, float *seg_trans
+#define LC_CHUNK_END_DELTA_CALL k, u, w, g, gate_mode, h0, T, H, V, seg_chunks, seg_state, seg_trans
 extern "C" __global__ void __launch_bounds__(128, 2) linea_chunk_end_k64_delta(LC_CHUNK_END_DELTA_ARGS) {
     lc_chunk_end_delta<64, false>(LC_CHUNK_END_DELTA_CALL);
 }
@@ -580,8 +753,8 @@ extern "C" __global__ void __launch_bounds__(256) linea_chunk_seg_scan(
 }
 
 // Segment scan (delta rules): seg_state [B*P,H,K,V] holds E_p, the end state of segments 0..P-2 from a zero state, and
-// seg_trans [B*P,H,K,K] their transitions M_p; replaces seg_state[p] by S_{p+1} = M_p S_p + E_p (S_0 = h0 or zero), in
-// fp32. One block per (32 columns of V, h, b); M_p goes through shared memory 32 columns at a time. K <= 128.
+// seg_trans [B*P,H,K,K] their transitions M_p (M_0 only with h0); replaces seg_state[p] by S_{p+1} = M_p S_p + E_p
+// (S_0 = h0 or zero), in fp32. One block per (32 columns of V, h, b); M_p goes through shared memory 32 columns at a time. K <= 128.
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_seg_scan_delta(
     float* seg_state, const float* seg_trans, const float* h0, int P, int H, int K, int V) {
     __shared__ float Ss[128][33], Ms[128][33];
@@ -600,7 +773,7 @@ extern "C" __global__ void __launch_bounds__(256) linea_chunk_seg_scan_delta(
         for (int i = 0; i < 4; ++i)
 #pragma unroll
             for (int j = 0; j < 4; ++j) acc[i][j] = i < R ? E[(long)(ty + 32 * i) * V + tx * 4 + j] : 0.f;
-        for (int m0 = 0; m0 < K; m0 += 32) {
+        for (int m0 = 0; (p > 0 || h0) && m0 < K; m0 += 32) {  // S_0 = 0 without h0: S_1 = E_0
             __syncthreads();  // Ss complete; the previous Ms tile read
             for (int e = tid; e < K * 32; e += 256) Ms[e >> 5][e & 31] = M[(long)(e >> 5) * K + m0 + (e & 31)];
             __syncthreads();
