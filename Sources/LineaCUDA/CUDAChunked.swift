@@ -201,7 +201,8 @@ public enum CUDAChunked {
         /// Bytes of device scratch the call needs (`scratchBytes(_:_:context:valueBlock:)`).
         public let scratchBytes: Int
 
-        /// The plan `forward` uses on a device with `multiprocessors` SMs; `valueBlock` forces BV. O(1).
+        /// The plan `forward` uses on a device with `multiprocessors` SMs; `valueBlock` forces BV of the scalar decays
+        /// (the delta rules always take 64). O(1).
         public init(_ mechanism: RecurrentMechanism, _ s: CUDAChunkedShape, multiprocessors: Int, valueBlock: Int?) {
             let (B, T, H, K, V) = (s.batch, s.length, s.heads, s.keyDim, s.valueDim)
             let isDelta = mechanism.isDelta

@@ -27,12 +27,12 @@ struct CUDAChunkedTests {
 
     /// Sequences cut into segments at every V block and K, so that each end-state entry (`linea_chunk_end_k*_v*_*`, and
     /// the delta rules' `linea_chunk_end_k*_*` with their transition blocks) is checked, with an initial state folded in
-    /// by the scan.
+    /// by the scan and, for the delta rules, also without one (segment 0's transition is then skipped).
     @Test(arguments: CUDAChunked.supported)
     func segmentedRunsMatchReferenceAtEveryValueBlock(mechanism: RecurrentMechanism) throws {
         let ctx = try CUDABackend.shared
         for K in [64, 128] {
-            for valueBlock in mechanism.isDelta ? [64] : [32, 64, 128] {
+            for (valueBlock, initial) in mechanism.isDelta ? [(64, true), (64, false)] : [(32, true), (64, true), (128, true)] {
                 let (B, T, H, V) = (1, 1000, 2, 128)
                 let plan = CUDAChunked.Plan(mechanism, CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: K, valueDim: V),
                                             multiprocessors: ctx.multiprocessorCount, valueBlock: valueBlock)
@@ -40,12 +40,13 @@ struct CUDAChunkedTests {
                 var x = try RecurrenceInputs.random(mechanism, B: B, T: T, H: H, K: K, V: V, seed: UInt64(K + valueBlock))
                 (x.q, x.k, x.v) = (HalfPrecision.roundedToBFloat16(x.q), HalfPrecision.roundedToBFloat16(x.k),
                                    HalfPrecision.roundedToBFloat16(x.v))
-                x.initialState = try Tensor(shape: [B, H, K, V], scalars: (0..<(B * H * K * V)).map { Float($0 % 7) * 0.05 - 0.15 })
+                x.initialState = initial
+                    ? try Tensor(shape: [B, H, K, V], scalars: (0..<(B * H * K * V)).map { Float($0 % 7) * 0.05 - 0.15 }) : nil
                 let want = try Recurrence.forward(mechanism, x, form: .reference)
                 let got = try CUDAChunked.forward(mechanism, x, dtype: .bfloat16, valueBlock: valueBlock, context: ctx)
                 let o = ErrorStats(got.o, want.o), state = ErrorStats(got.finalState, want.finalState)
-                #expect(o.relativeRMS <= 2e-3, "\(mechanism.rawValue) K\(K) BV\(valueBlock) P\(plan.segments): o \(o)")
-                #expect(state.relativeRMS <= 2e-3, "\(mechanism.rawValue) K\(K) BV\(valueBlock) P\(plan.segments): state \(state)")
+                #expect(o.relativeRMS <= 2e-3, "\(mechanism.rawValue) K\(K) BV\(valueBlock) P\(plan.segments) h0 \(initial): o \(o)")
+                #expect(state.relativeRMS <= 2e-3, "\(mechanism.rawValue) K\(K) BV\(valueBlock) P\(plan.segments) h0 \(initial): state \(state)")
             }
         }
     }

@@ -5,9 +5,9 @@ extension CUDAKernels {
     // LINEA-KERNEL-BEGIN chunked
     /// Chunked forward of the scalar-decay recurrences (linear_attn, retention, simple_gla) and, with the WY/UT
     /// prepass, the delta rules, on tensor cores (`mma.sync` m16n8k16 bf16, fp32 accumulation, fp32 state).
-    /// Entries `linea_chunk_{fwd,end}_k{64,128}_v{32,64,128}_{plain,gated}`, `linea_chunk_fwd_k{64,128}_v{32,64}_{delta,gdelta}`
-    /// and `linea_chunk_end_k{64,128}_{delta,gdelta}` (the full walk and the end-state pass of segmented runs; plain:
-    /// linear_attn, gated: retention and simple_gla, delta: delta_rule, gdelta: gated_delta_rule), `linea_chunk_seg_scan`, `linea_chunk_seg_scan_delta`,
+    /// Entries `linea_chunk_{fwd,end}_k{64,128}_v{32,64,128}_{plain,gated}` and `linea_chunk_{fwd,end}_k{64,128}_{delta,gdelta}`
+    /// (the full walk and the end-state pass of segmented runs; plain: linear_attn, gated: retention and simple_gla,
+    /// delta: delta_rule, gdelta: gated_delta_rule; the delta rules' entries take 64 columns of V per block), `linea_chunk_seg_scan`, `linea_chunk_seg_scan_delta`,
     /// `linea_chunk_wy_k{64,128}_v{64,128}`. Prefixed with `chunkedCommon` (the device helpers it shares with `chunkedGLA`).
     public static let chunked = chunkedCommon + #"""
 // Linea: chunked forward of S_t = a_t S_{t-1} (I - b_t k_t k_t^T) + b_t k_t v_t^T, o_t = scale q_t^T S_t, with a scalar
@@ -148,7 +148,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
                 lc_sts(sSl + (row * LV + col) * 2, lo);
             }
     };
-    // The smem copy of the state feeds q S and (delta) w S; the end-state pass reads neither.
+    // The smem copy of the state feeds q S; the end-state pass does not read it.
     if (!STATE_ONLY) storeState();
     load(cBegin, cBegin & 1);
     float gn0 = GATED ? lc_gate(g, gate_mode, b, h, cBegin * C + 2 * lane, T, H) : 0.f;
