@@ -348,6 +348,34 @@ LC_CHUNK_ENTRY(linea_chunk_end_k128_v64_gated, 128, 64, true, true)
 LC_CHUNK_ENTRY(linea_chunk_end_k128_v128_plain, 128, 128, true, false)
 LC_CHUNK_ENTRY(linea_chunk_end_k128_v128_gated, 128, 128, true, true)
 
+// The transposed delta kernels (lc_chunk_fwd_delta, lc_chunk_end_delta) keep S^T for a warp's 16 columns as K / 8 fp32
+// accumulator n-tiles St[n][e] = S[key 8 n + 2 tq + (e & 1)][column gq + 8 (e >> 1)]; two adjacent n-tiles make one
+// A fragment. lc_st_update: S^T += U^T k, with U^T (16 columns x 64 tokens, 8 n-tiles) split hi + lo into A fragments
+// and k, a [64][K + 8] bf16 tile at shared address sKt (kOff = lc_b_off(K + 8, lane)), as B. 128 MMAs at K = 128.
+template <int K>
+__device__ __forceinline__ void lc_st_update(float (*St)[4], float (*Ut)[4], unsigned sKt, unsigned kOff) {
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+        unsigned ah[4], al[4];
+        lc_split_a(Ut[2 * kk], Ut[2 * kk + 1], ah, al);
+#pragma unroll
+        for (int np = 0; np < K / 16; ++np) {
+            unsigned bk[4];
+            lc_ldsm_b(bk, sKt, K + 8, kk * 16, np * 16, kOff);
+            lc_mma2(St[2 * np], St[2 * np + 1], ah, bk);
+            lc_mma2(St[2 * np], St[2 * np + 1], al, bk);
+        }
+    }
+}
+// Stores S^T into a [K, ld] fp32 matrix; `out` points at the lane's column gq of the warp's 16 (row 0).
+template <int K>
+__device__ __forceinline__ void lc_st_store(float* out, int ld, const float (*St)[4], int tq) {
+#pragma unroll
+    for (int n = 0; n < K / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) out[(long)(8 * n + 2 * tq + (e & 1)) * ld + 8 * (e >> 1)] = St[n][e];
+}
+
 // linea_chunk_fwd_k{K}_{delta,gdelta}: the delta rules' full walk, transposed (as lc_chunk_end_delta): one block of 4
 // warps per (64 columns of V, head, b * P + p); warp w keeps S^T for its 16 columns (16 x K fp32 accumulators). Per
 // chunk, with P_ij = scale e^{G_i - G_j} q_i.k_j (j <= i) computed once per block (warp w: rows 16 w ..), split hi + lo
@@ -541,26 +569,9 @@ __device__ __forceinline__ void lc_chunk_fwd_delta(
                 for (int e = 0; e < 4; ++e) Ut[n][e] *= (e & 1) ? d1 : d0;
             }
         }
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk) {
-            unsigned ah[4], al[4];
-            lc_split_a(Ut[2 * kk], Ut[2 * kk + 1], ah, al);
-#pragma unroll
-            for (int np = 0; np < K / 16; ++np) {
-                unsigned bk[4];
-                lc_ldsm_b(bk, sKt, LK, kk * 16, np * 16, kOff);
-                lc_mma2(St[2 * np], St[2 * np + 1], ah, bk);
-                lc_mma2(St[2 * np], St[2 * np + 1], al, bk);
-            }
-        }
+        lc_st_update<K>(St, Ut, sKt, kOff);
     }
-    if (p == P - 1 && ht) {
-        float* out = ht + ((long)b * H + h) * K * V + v0 + col0 + gq;
-#pragma unroll
-        for (int n = 0; n < KN; ++n)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) out[(long)(8 * n + 2 * tq + (e & 1)) * V + 8 * (e >> 1)] = St[n][e];
-    }
+    if (p == P - 1 && ht) lc_st_store<K>(ht + ((long)b * H + h) * K * V + v0 + col0 + gq, V, St, tq);
 }
 
 #define LC_CHUNK_FWD_DELTA_ARGS                                                                                             \
@@ -698,26 +709,10 @@ __device__ __forceinline__ void lc_chunk_end_delta(
 #pragma unroll
                 for (int e = 0; e < 4; ++e) St[n][e] *= last;
         }
-        // S^T += U^T k, 16 tokens at a time.
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk) {
-            unsigned ah[4], al[4];
-            lc_split_a(Ut[2 * kk], Ut[2 * kk + 1], ah, al);
-#pragma unroll
-            for (int np = 0; np < K / 16; ++np) {
-                unsigned bk[4];
-                lc_ldsm_b(bk, sKt, LK, kk * 16, np * 16, kOff);
-                lc_mma2(St[2 * np], St[2 * np + 1], ah, bk);
-                lc_mma2(St[2 * np], St[2 * np + 1], al, bk);
-            }
-        }
+        lc_st_update<K>(St, Ut, sKt, kOff);  // S^T += U^T k
     }
     const int ld = trans ? K : V;  // row stride of what is stored: M [K,K] or E [K,V]
-    float* out = (trans ? seg_trans : seg_state) + ((long)(b * P + p) * H + h) * K * ld + v0 + col0 + gq;
-#pragma unroll
-    for (int n = 0; n < KN; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) out[(long)(8 * n + 2 * tq + (e & 1)) * ld + 8 * (e >> 1)] = St[n][e];
+    lc_st_store<K>((trans ? seg_trans : seg_state) + ((long)(b * P + p) * H + h) * K * ld + v0 + col0 + gq, ld, St, tq);
 }
 
 #define LC_CHUNK_END_DELTA_ARGS                                                                                        \
