@@ -31,12 +31,16 @@ import Testing
         for kernel in CUDAKernels.all {
             #expect(!kernel.source.isEmpty, "\(kernel.name) is empty")
             #expect(!kernel.entries.isEmpty)
-            // An entry is declared by an `extern "C" __global__ void` line or, in the chunked source, one LC_CHUNK_ENTRY line.
-            let declarations = kernel.source.split(separator: "\n").filter {
-                $0.hasPrefix("extern \"C\" __global__ void ") || $0.hasPrefix("LC_CHUNK_ENTRY(")
+            // An entry is declared by an `extern "C" __global__ void` line or, in the chunked source, one LC_CHUNK_ENTRY
+            // or LC_DELTA_ENTRY line.
+            let macros = ["LC_CHUNK_ENTRY(", "LC_DELTA_ENTRY("]
+            let declarations = kernel.source.split(separator: "\n").filter { line in
+                line.hasPrefix("extern \"C\" __global__ void ") || macros.contains { line.hasPrefix($0) }
             }
             for entry in kernel.entries {
-                let declared = declarations.contains { $0.contains(" \(entry)(") || $0.hasPrefix("LC_CHUNK_ENTRY(\(entry),") }
+                let declared = declarations.contains { line in
+                    line.contains(" \(entry)(") || macros.contains { line.hasPrefix("\($0)\(entry),") }
+                }
                 #expect(declared, "\(kernel.name): no extern \"C\" __global__ entry \(entry)")
             }
             #expect(declarations.count == kernel.entries.count, "\(kernel.name): \(declarations.count) entries declared")

@@ -574,23 +574,12 @@ __device__ __forceinline__ void lc_chunk_fwd_delta(
     if (p == P - 1 && ht) lc_st_store<K>(ht + ((long)b * H + h) * K * V + v0 + col0 + gq, V, St, tq);
 }
 
-#define LC_CHUNK_FWD_DELTA_ARGS                                                                                             \
+// Arguments of the transposed delta kernels' entries, per kernel (LC_DELTA_ENTRY pastes the kernel's name).
+#define lc_chunk_fwd_delta_ARGS                                                                                        \
     const lc_bf16 *q, const lc_bf16 *k, const float *u, const lc_bf16 *w, const float *g, int gate_mode,              \
         const float *h0, float *ht, void *o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,          \
         const float *seg_state
-#define LC_CHUNK_FWD_DELTA_CALL q, k, u, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, seg_state
-extern "C" __global__ void __launch_bounds__(128, 2) linea_chunk_fwd_k64_delta(LC_CHUNK_FWD_DELTA_ARGS) {
-    lc_chunk_fwd_delta<64, false>(LC_CHUNK_FWD_DELTA_CALL);
-}
-extern "C" __global__ void __launch_bounds__(128, 2) linea_chunk_fwd_k64_gdelta(LC_CHUNK_FWD_DELTA_ARGS) {
-    lc_chunk_fwd_delta<64, true>(LC_CHUNK_FWD_DELTA_CALL);
-}
-extern "C" __global__ void __launch_bounds__(128, 2) linea_chunk_fwd_k128_delta(LC_CHUNK_FWD_DELTA_ARGS) {
-    lc_chunk_fwd_delta<128, false>(LC_CHUNK_FWD_DELTA_CALL);
-}
-extern "C" __global__ void __launch_bounds__(128, 2) linea_chunk_fwd_k128_gdelta(LC_CHUNK_FWD_DELTA_ARGS) {
-    lc_chunk_fwd_delta<128, true>(LC_CHUNK_FWD_DELTA_CALL);
-}
+#define lc_chunk_fwd_delta_CALL q, k, u, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, seg_state
 
 // The delta rules' end-state pass of segmented runs: one block of 4 warps per (64 state columns, head, b * P + p)
 // walks segment p from a zero state. Blocks x < V / 64 own columns 64 x .. of the state and store them as E
@@ -715,22 +704,23 @@ __device__ __forceinline__ void lc_chunk_end_delta(
     lc_st_store<K>((trans ? seg_trans : seg_state) + ((long)(b * P + p) * H + h) * K * ld + v0 + col0 + gq, ld, St, tq);
 }
 
-#define LC_CHUNK_END_DELTA_ARGS                                                                                        \
+#define lc_chunk_end_delta_ARGS                                                                                        \
     const lc_bf16 *k, const float *u, const lc_bf16 *w, const float *g, int gate_mode, const float *h0, int T, int H, \
         int V, int seg_chunks, float *seg_state, float *seg_trans
-#define LC_CHUNK_END_DELTA_CALL k, u, w, g, gate_mode, h0, T, H, V, seg_chunks, seg_state, seg_trans
-extern "C" __global__ void __launch_bounds__(128, 2) linea_chunk_end_k64_delta(LC_CHUNK_END_DELTA_ARGS) {
-    lc_chunk_end_delta<64, false>(LC_CHUNK_END_DELTA_CALL);
-}
-extern "C" __global__ void __launch_bounds__(128, 2) linea_chunk_end_k64_gdelta(LC_CHUNK_END_DELTA_ARGS) {
-    lc_chunk_end_delta<64, true>(LC_CHUNK_END_DELTA_CALL);
-}
-extern "C" __global__ void __launch_bounds__(128, 2) linea_chunk_end_k128_delta(LC_CHUNK_END_DELTA_ARGS) {
-    lc_chunk_end_delta<128, false>(LC_CHUNK_END_DELTA_CALL);
-}
-extern "C" __global__ void __launch_bounds__(128, 2) linea_chunk_end_k128_gdelta(LC_CHUNK_END_DELTA_ARGS) {
-    lc_chunk_end_delta<128, true>(LC_CHUNK_END_DELTA_CALL);
-}
+#define lc_chunk_end_delta_CALL k, u, w, g, gate_mode, h0, T, H, V, seg_chunks, seg_state, seg_trans
+
+// Entries linea_chunk_{fwd,end}_k{K}_{delta,gdelta} of the delta rules (4 warps, two blocks per SM), one line each as
+// LC_CHUNK_ENTRY's.
+#define LC_DELTA_ENTRY(NAME, KERNEL, K, GATED)                                                                        \
+    extern "C" __global__ void __launch_bounds__(128, 2) NAME(KERNEL##_ARGS) { KERNEL<K, GATED>(KERNEL##_CALL); }
+LC_DELTA_ENTRY(linea_chunk_fwd_k64_delta, lc_chunk_fwd_delta, 64, false)
+LC_DELTA_ENTRY(linea_chunk_fwd_k64_gdelta, lc_chunk_fwd_delta, 64, true)
+LC_DELTA_ENTRY(linea_chunk_fwd_k128_delta, lc_chunk_fwd_delta, 128, false)
+LC_DELTA_ENTRY(linea_chunk_fwd_k128_gdelta, lc_chunk_fwd_delta, 128, true)
+LC_DELTA_ENTRY(linea_chunk_end_k64_delta, lc_chunk_end_delta, 64, false)
+LC_DELTA_ENTRY(linea_chunk_end_k64_gdelta, lc_chunk_end_delta, 64, true)
+LC_DELTA_ENTRY(linea_chunk_end_k128_delta, lc_chunk_end_delta, 128, false)
+LC_DELTA_ENTRY(linea_chunk_end_k128_gdelta, lc_chunk_end_delta, 128, true)
 
 // Segment scan (scalar decays): seg_state [B*P,H,K*V] holds the end state of segments 0..P-2 from a zero state and
 // seg_gate [B*P,H] their total log2 gates; replaces seg_state[p] by the state after segment p from h0 (or zero):
