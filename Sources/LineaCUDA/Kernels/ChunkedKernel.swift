@@ -39,8 +39,9 @@ extension CUDAKernels {
 // S_{p+1} = M_p S_p + E_p.
 //
 // linea_chunk_wy_*: the delta-rule prepass, one block per (chunk, head, batch): with L_ij = beta_i e^{G_i-G_j} k_i.k_j
-// (j < i), A = (I + L)^{-1} by forward substitution (fp32), w = A (beta e^G k) stored bf16 [B,T,H,K] and
-// u = A (beta v) stored fp32 [B,T,H,V] (beta e^G folded into A's columns, split hi + lo).
+// (j < i), A = (I + L)^{-1} blocked by 16 (diagonal blocks by forward substitution in fp32, the others by 16 x 16
+// products), w = A (beta e^G k) stored bf16 [B,T,H,K] and u = A (beta v) stored fp32 [B,T,H,V] (beta e^G folded into
+// A's columns, split hi + lo).
 
 // The scalar decays' walk. STATE_ONLY: the end-state pass compiled on its own (no q tile, no output code, no smem copy
 // of the state, so that two blocks fit on an SM). GATED: a decay (gate_mode 1 or 2); without it (linear_attn) no gate
@@ -788,6 +789,32 @@ extern "C" __global__ void __launch_bounds__(256) linea_chunk_seg_scan_delta(
     }
 }
 
+// hi + lo bf16 fragments of a 16 x 16 fp32 block in shared memory (row stride ld): as the A operand (rows x k), and
+// as the B operand [k][n] of two n-tiles (b[0..1] n 0..7, b[2..3] n 8..15, as lc_mma2 takes them).
+__device__ __forceinline__ void lc_frag_a32(const float* p, int ld, int lane, unsigned* hi, unsigned* lo) {
+    const int gq = lane >> 2, tq = lane & 3;
+#pragma unroll
+    for (int q4 = 0; q4 < 4; ++q4) {
+        const float2 x = *(const float2*)(p + (gq + 8 * (q4 & 1)) * ld + 2 * tq + 8 * (q4 >> 1));
+        lc_split(x.x, x.y, hi[q4], lo[q4]);
+    }
+}
+__device__ __forceinline__ void lc_frag_b32(const float* p, int ld, int lane, unsigned* hi, unsigned* lo) {
+    const int gq = lane >> 2, tq = lane & 3;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const float* at = p + (2 * tq + 8 * (i & 1)) * ld + 8 * (i >> 1) + gq;
+        lc_split(at[0], at[ld], hi[i], lo[i]);
+    }
+}
+// c0, c1 += a b for hi + lo operands, in three passes (lo x lo dropped).
+__device__ __forceinline__ void lc_mma2_x3(float* c0, float* c1, const unsigned* ah, const unsigned* al,
+                                           const unsigned* bh, const unsigned* bl) {
+    lc_mma2(c0, c1, ah, bh);
+    lc_mma2(c0, c1, ah, bl);
+    lc_mma2(c0, c1, al, bh);
+}
+
 // Delta-rule prepass for one chunk: w = A (beta e^G k) [C,K], u = A (beta v) [C,V], A = (I + L)^{-1}.
 template <int K, int VD>
 __device__ __forceinline__ void lc_chunk_wy(
@@ -799,7 +826,7 @@ __device__ __forceinline__ void lc_chunk_wy(
     lc_bf16* Ks = (lc_bf16*)lc_smem4;      // [C][LK]
     lc_bf16* Vs = Ks + C * LK;             // [C][LVV]
     float* L = (float*)(Vs + C * LVV);     // [C][LA]
-    float* A = L;                          // [C][LA], written over L once the inverse is done (4 blocks/SM)
+    float* A = L;                          // [C][LA], written over L block by block (4 blocks/SM)
     float* G = L + C * LA;                 // [C]
     float* Bt = G + C;                     // [C] beta
     float* Fw = Bt + C;                    // [C] beta e^G (the column factors of w)
@@ -846,35 +873,72 @@ __device__ __forceinline__ void lc_chunk_wy(
                 L[i * LA + j] = j < i ? Bt[i] * __expf(G[i] - G[j]) * s[nt][e] : 0.f;
             }
     }
-    __syncthreads();
-    // A = (I + L)^{-1} by forward substitution, one column per thread (threads 0..63) kept in registers:
-    // A_jj = 1, A_ij = -sum_{m<i} L_im A_mj for i > j (A_mj = 0 for m < j), four partial sums per row.
-    const int j = tid;
-    float a[C];
-    if (tid < C) {
+    __syncwarp();  // until the first block barrier, warp r touches only its own rows r0 .. r0 + 15 of L and A
+    // A = (I + L)^{-1}, blocked by 16 (A_rj, r >= j: 16 x 16 blocks; warp r makes block row r, written over L's).
+    // Diagonal: A_rr = (I + L_rr)^{-1} by forward substitution in fp32, lane l solving column l & 15.
+    {
+        const int r0 = 16 * warp, j = lane & 15;
+        float* D = L + r0 * LA + r0;
+        float a[16];
 #pragma unroll
-        for (int i = 0; i < C; ++i) {
-            float s4[4] = {0.f, 0.f, 0.f, 0.f};
+        for (int i = 0; i < 16; ++i) {
+            float s0 = 0.f, s1 = 0.f;
 #pragma unroll
-            for (int m = 0; m < (i & ~3); m += 4) {
-                const float4 l = *(const float4*)(L + i * LA + m);
-                s4[0] = fmaf(l.x, a[m], s4[0]);
-                s4[1] = fmaf(l.y, a[m + 1], s4[1]);
-                s4[2] = fmaf(l.z, a[m + 2], s4[2]);
-                s4[3] = fmaf(l.w, a[m + 3], s4[3]);
+            for (int m = 0; m + 1 < i; m += 2) {
+                const float2 l = *(const float2*)(D + i * LA + m);
+                s0 = fmaf(l.x, a[m], s0);
+                s1 = fmaf(l.y, a[m + 1], s1);
             }
+            if (i & 1) s0 = fmaf(D[i * LA + i - 1], a[i - 1], s0);
+            a[i] = i < j ? 0.f : i == j ? 1.f : -(s0 + s1);
+        }
+        __syncwarp();  // the warp is done reading L_rr
+        if (lane < 16) {
 #pragma unroll
-            for (int m = i & ~3; m < i; ++m) s4[m & 3] = fmaf(L[i * LA + m], a[m], s4[m & 3]);
-            const float sum = (s4[0] + s4[1]) + (s4[2] + s4[3]);
-            a[i] = i < j ? 0.f : i == j ? 1.f : -sum;
+            for (int i = 0; i < 16; ++i) D[i * LA + j] = a[i];
+        }
+        __syncwarp();
+    }
+    // Off the diagonal: (I + L) A = I gives A_rj = -sum_{m=j}^{r-1} Z_rm A_mj with Z_rm = A_rr L_rm, by 16 x 16
+    // products on hi + lo bf16 operands (three passes, ~16 significant bits, as A's in the products below). Z first
+    // (warp r reads only its own rows), then one block barrier per distance d = r - j, so that A_mj (m - j < d) is in.
+    {
+        const int r0 = 16 * warp;
+        unsigned zh[3][4], zl[3][4];
+        unsigned dh[4], dl[4];
+        lc_frag_a32(L + r0 * LA + r0, LA, lane, dh, dl);
+#pragma unroll
+        for (int m = 0; m < 3; ++m) {
+            if (m >= warp) break;
+            float z[2][4] = {};
+            unsigned bh[4], bl[4];
+            lc_frag_b32(L + r0 * LA + 16 * m, LA, lane, bh, bl);
+            lc_mma2_x3(z[0], z[1], dh, dl, bh, bl);
+            lc_split_a(z[0], z[1], zh[m], zl[m]);
+        }
+        __syncthreads();  // every diagonal block of A is in
+#pragma unroll
+        for (int d = 1; d < 4; ++d) {
+            if (warp >= d) {
+                const int j = warp - d;
+                float acc[2][4] = {};
+#pragma unroll
+                for (int m = 0; m < 3; ++m) {
+                    if (m < j || m >= warp) continue;
+                    unsigned bh[4], bl[4];
+                    lc_frag_b32(L + 16 * m * LA + 16 * j, LA, lane, bh, bl);
+                    lc_mma2_x3(acc[0], acc[1], zh[m], zl[m], bh, bl);
+                }
+#pragma unroll
+                for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+                    for (int r = 0; r < 2; ++r)
+                        *(float2*)(L + (r0 + gq + 8 * r) * LA + 16 * j + 8 * nt + 2 * tq) =
+                            make_float2(-acc[nt][2 * r], -acc[nt][2 * r + 1]);
+            }
+            __syncthreads();
         }
     }
-    __syncthreads();  // every column is done reading L
-    if (tid < C) {
-#pragma unroll
-        for (int i = 0; i < C; ++i) A[i * LA + j] = a[i];
-    }
-    __syncthreads();
     // Rows 16*warp .. of A diag(f) (f = beta e^G for w, beta for u; hi + lo bf16 A fragments) times the k or v tile.
     const int r0 = 16 * warp;
     auto product = [&](const lc_bf16* X, int ldx, auto nTag, auto fp32Tag, void* out, long stride, bool gated) {
