@@ -79,9 +79,36 @@ def plan(mech, B, T, H, V):
         return 64, per, -(-chunks // per)
     bv = args.bv or min(V, 128)
     blocks = B * H * (V // bv)
-    p = 1 if blocks >= SMS or chunks < 8 else min(max(2, 2 * SMS // blocks), chunks // 4)
-    per = (chunks + (args.segments or p) - 1) // (args.segments or p)
-    return bv, per, (chunks + per - 1) // per
+    if args.segments:
+        per = -(-chunks // args.segments)
+        return bv, per, -(-chunks // per)
+    if blocks >= SMS or chunks < 8:
+        return bv, chunks, 1
+    return (bv,) + scalar_segments(chunks, blocks, SMS)
+
+
+def cut_cost(per, p, chunks, blocks, sms):
+    """CUDAChunked.Plan.cutCost: modelled time of a cut (walk steps), the last segments dispatched first."""
+    last, short, others = chunks - (p - 1) * per, blocks * (p - 1), sms - blocks
+    done = lambda t: others * (t // per) + blocks * (max(0, t - last) // per)
+    walk = last
+    if short > 0:
+        walk = max(last, min(e for r in range(1, short // others + 2) for e in (r * per, last + r * per) if done(e) >= short))
+    return walk + 0.6 * (-(-short // (2 * sms)) * per)
+
+
+def scalar_segments(chunks, blocks, sms):
+    """CUDAChunked.Plan.scalarSegments: (chunks per segment but the last, segments)."""
+    even = min(max(2, 2 * sms // blocks), chunks // 4)
+    per = -(-chunks // even)
+    best = (per, -(-chunks // per))
+    best_cost = 0.95 * cut_cost(*best, chunks, blocks, sms)
+    for p in range(2, max(2, min(chunks // 4, 4 * sms // blocks)) + 1):
+        for rounds in range(1, 5):
+            per = chunks // (p - 1 + rounds)
+            if per >= 4 and chunks - (p - 1) * per >= per and cut_cost(per, p, chunks, blocks, sms) < best_cost:
+                best, best_cost = (per, p), cut_cost(per, p, chunks, blocks, sms)
+    return best
 
 
 def seg_scan(ss, sg, h0, segs, B, H, KV):
@@ -184,7 +211,7 @@ def run(mech, q, k, v, g, beta, h0, scale, out_fp32=False):
     smem = (2 * 2 * C * lk + 2 * K * lv + 2 * C * lv) * 2 + 8 * C * 4 + 16384
     common = lambda ss, sg, h0_, ht_: (
         ptr(q), ptr(k), ptr(v), ptr(g), np.int32(gate_mode), ptr(h0_), ptr(ht_), ptr(o), np.int32(0 if out_fp32 else 1),
-        np.int32(T), np.int32(H), np.int32(V), np.float32(scale), np.int32(per), ptr(ss), ptr(sg))
+        np.int32(T), np.int32(H), np.int32(V), np.float32(scale), np.int32(per), np.int32(segs), ptr(ss), ptr(sg))
     f = function(f"linea_chunk_fwd_k{K}_v{bv}_{kind}", smem)
     ss = sg = None
     if segs > 1:

@@ -194,8 +194,12 @@ public enum CUDAChunked {
     public struct Plan: Sendable, Equatable {
         /// Columns of V per block (BV).
         public let valueBlock: Int
-        /// Chunks of 64 tokens per segment, and the number of segments (1: the sequence is not cut).
+        /// Chunks of 64 tokens in each segment but the last, and the number of segments (1: the sequence is not cut).
         public let segmentChunks: Int, segments: Int
+        /// Chunks of the last segment (the rest of the sequence; longer than `segmentChunks` in an uneven cut).
+        public var lastSegmentChunks: Int { chunks - (segments - 1) * segmentChunks }
+        /// Chunks of 64 tokens in the sequence.
+        public let chunks: Int
         /// Bytes of the segment end states `[B·segments, H, K, V]` fp32 (0 when not cut).
         public let segmentStateBytes: Int
         /// Bytes of device scratch the call needs (`scratchBytes(_:_:context:valueBlock:)`).
@@ -209,29 +213,72 @@ public enum CUDAChunked {
             let chunks = max(1, (T + 63) / 64)
             // Scalar decays: one block per head (BV = V, the scores computed once per head), the sequence cut into
             // segments until about two waves of blocks run (H100, linear_attn, B*T = 32768: 0.71 ms at T = 32768 with
-            // 16 segments against 1.04 ms with BV = 64 and 4). Delta rules: BV = 64 (the transposed walk, 16 columns
+            // 16 segments against 1.04 ms with BV = 64 and 4), or unevenly where `scalarSegments` finds that cheaper. Delta rules: BV = 64 (the transposed walk, 16 columns
             // per warp, two blocks per SM); below 3/4 of a wave of blocks the sequence is cut into segments until about
             // two blocks per SM run (H100, B = 1, T = 32768: gated_delta_rule 1.486 ms with 8 segments, 1.592 with 4;
             // at B = 4, T = 8192, 128 blocks ran faster uncut than in 2 segments).
             let deltaFull = B * H * (V / 64) >= multiprocessors * 3 / 4
             let bv = isDelta ? 64 : valueBlock ?? min(V, 128)
             let blocks = B * H * (V / bv)
-            var perSegment = chunks
+            var (perSegment, count) = (chunks, 1)
             if !isDelta && blocks < multiprocessors && chunks >= 8 {
-                let p = min(max(2, 2 * multiprocessors / blocks), chunks / 4)
-                perSegment = (chunks + p - 1) / p
+                (perSegment, count) = Plan.scalarSegments(chunks: chunks, blocks: blocks, multiprocessors: multiprocessors)
             } else if isDelta && !deltaFull && chunks >= 8 {
                 let p = min(max(2, 2 * multiprocessors / blocks), chunks / 4)  // the full walk fits twice per SM
                 perSegment = (chunks + p - 1) / p
+                count = (chunks + perSegment - 1) / perSegment
             }
             self.valueBlock = bv
+            self.chunks = chunks
             segmentChunks = perSegment
-            segments = (chunks + perSegment - 1) / perSegment
+            segments = count
             segmentStateBytes = segments > 1 ? B * segments * H * K * V * 4 : 0
             // Segmented runs add the segment end states and then the total gates [B·P,H] (scalar decays) or the
             // transitions [B·P,H,K,K] (delta rules, after w and u).
             let segmentExtra = segments > 1 ? segmentStateBytes + B * segments * H * (isDelta ? K * K : 1) * 4 : 0
             scratchBytes = (isDelta ? B * T * H * (K * 2 + V * 4) : 0) + segmentExtra
+        }
+
+        /// The scalar decays' cut of `chunks` for `blocks` blocks per segment (fewer than the SMs): (chunks per segment
+        /// but the last, segments). An even cut into about two waves, unless an uneven one is at least 5% cheaper in
+        /// `cutCost`: the last segments, dispatched first, then hold one SM each for longer while the other SMs run the
+        /// shorter segments in rounds, and the end-state pass, which runs only the shorter ones, gets shorter (H100,
+        /// B = 4, T = 8192: 5 segments, 16 chunks each and 64 for the last, rather than 4 of 32). O(P² · blocks / sms).
+        public static func scalarSegments(chunks: Int, blocks: Int, multiprocessors sms: Int) -> (Int, Int) {
+            let even = min(max(2, 2 * sms / blocks), chunks / 4)
+            let evenPer = (chunks + even - 1) / even
+            var best = (evenPer, (chunks + evenPer - 1) / evenPer)
+            let evenCost = cutCost(per: best.0, segments: best.1, chunks: chunks, blocks: blocks, sms: sms)
+            var bestCost = 0.95 * evenCost
+            for p in 2...max(2, min(chunks / 4, 4 * sms / blocks)) {
+                for rounds in 1...4 {
+                    let per = chunks / (p - 1 + rounds)  // the last segment about `rounds` times as long
+                    guard per >= 4, chunks - (p - 1) * per >= per else { continue }
+                    let cost = cutCost(per: per, segments: p, chunks: chunks, blocks: blocks, sms: sms)
+                    if cost < bestCost { (best, bestCost) = ((per, p), cost) }
+                }
+            }
+            return best
+        }
+
+        /// Modelled time of a cut, in chunk steps of the full walk. The walk runs one block per SM: the last segments
+        /// (dispatched first) hold `blocks` SMs until `last`; the shorter ones, `per` chunks each, go to whichever SM
+        /// frees first, the others from 0 and those from `last` on. The end-state pass runs the shorter ones two per SM,
+        /// a step there costing about 0.6 of a walk step (H100 lab, T = 8192). O(segments · blocks / (sms - blocks)).
+        public static func cutCost(per: Int, segments p: Int, chunks: Int, blocks: Int, sms: Int) -> Double {
+            let last = chunks - (p - 1) * per, short = blocks * (p - 1), others = sms - blocks
+            func done(by t: Int) -> Int { others * (t / per) + blocks * (max(0, t - last) / per) }
+            var walk = last
+            if short > 0 {
+                // The first round end (a multiple of `per`, from 0 or from `last`) by which every short segment is done.
+                var t = Int.max
+                for r in 1...(short / others + 1) {
+                    for end in [r * per, last + r * per] where end < t && done(by: end) >= short { t = end }
+                }
+                walk = max(last, t)
+            }
+            let end = (short + 2 * sms - 1) / (2 * sms) * per
+            return Double(walk) + 0.6 * Double(end)
         }
     }
 
@@ -270,7 +317,7 @@ public enum CUDAChunked {
             arguments: [.pointer(q), .pointer(k), .pointer(v), .pointer(g), .int32(gateMode), .pointer(h0),
                         .pointer(ht), .pointer(o), .int32(outBF16 ? 1 : 0), .int32(Int32(s.length)), .int32(Int32(s.heads)),
                         .int32(Int32(s.valueDim)), .float(scale), .int32(Int32(plan.segmentChunks)),
-                        .pointer(segments.0), .pointer(segments.1)])
+                        .int32(Int32(plan.segments)), .pointer(segments.0), .pointer(segments.1)])
     }
 
     private static func check(mechanism: RecurrentMechanism, chunkSize: Int, dtype: DType, normalize: Bool) throws {

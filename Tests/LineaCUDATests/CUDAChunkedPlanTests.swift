@@ -17,8 +17,12 @@ import Testing
         let long = CUDAChunked.Plan(.simpleGLA, shape(1, 32768), multiprocessors: sms, valueBlock: nil)
         #expect(long.valueBlock == 128 && long.segments == 16 && long.segmentChunks == 32)
         #expect(long.scratchBytes == 16 * 16 * 128 * 128 * 4 + 16 * 16 * 4)
+        // B*H = 64 blocks: an uneven cut, 4 segments of 16 chunks and a last one of 64 (dispatched first), rather than
+        // 4 of 32: the same walk in the model, half the end-state pass.
         let mid = CUDAChunked.Plan(.retention, shape(4, 8192), multiprocessors: sms, valueBlock: nil)
-        #expect(mid.segments == 4 && mid.segmentChunks == 32)
+        #expect(mid.segments == 5 && mid.segmentChunks == 16 && mid.lastSegmentChunks == 64)
+        #expect(CUDAChunked.Plan.cutCost(per: 16, segments: 5, chunks: 128, blocks: 64, sms: sms) == 64 + 0.6 * 16)
+        #expect(CUDAChunked.Plan.cutCost(per: 32, segments: 4, chunks: 128, blocks: 64, sms: sms) == 64 + 0.6 * 32)
         // A forced V block is kept; short sequences are never cut.
         let forced = CUDAChunked.Plan(.linearAttention, shape(1, 256), multiprocessors: sms, valueBlock: 64)
         #expect(forced.valueBlock == 64 && forced.segments == 1)

@@ -52,6 +52,29 @@ struct CUDAChunkedTests {
     }
 }
 
+extension CUDAChunkedTests {
+    /// An uneven cut (the last segment longer than the others, its blocks dispatched first): about half an SM's worth
+    /// of blocks (BV = 32, H heads) at T = 2048, where the plan takes one on this device.
+    @Test(arguments: CUDAChunked.supported.filter { !$0.isDelta })
+    func unevenSegmentsMatchReference(mechanism: RecurrentMechanism) throws {
+        let ctx = try CUDABackend.shared
+        let (B, T, K, V) = (1, 2048, 64, 128)
+        let H = max(1, ctx.multiprocessorCount / 2 / (V / 32))
+        let plan = CUDAChunked.Plan(mechanism, CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: K, valueDim: V),
+                                    multiprocessors: ctx.multiprocessorCount, valueBlock: 32)
+        #expect(plan.segments > 1 && plan.lastSegmentChunks > plan.segmentChunks, "not an uneven cut: \(plan)")
+        var x = try RecurrenceInputs.random(mechanism, B: B, T: T, H: H, K: K, V: V, seed: 7)
+        (x.q, x.k, x.v) = (HalfPrecision.roundedToBFloat16(x.q), HalfPrecision.roundedToBFloat16(x.k),
+                           HalfPrecision.roundedToBFloat16(x.v))
+        x.initialState = try Tensor(shape: [B, H, K, V], scalars: (0..<(B * H * K * V)).map { Float($0 % 5) * 0.04 - 0.08 })
+        let want = try Recurrence.forward(mechanism, x, form: .reference)
+        let got = try CUDAChunked.forward(mechanism, x, dtype: .bfloat16, valueBlock: 32, context: ctx)
+        let o = ErrorStats(got.o, want.o), state = ErrorStats(got.finalState, want.finalState)
+        #expect(o.relativeRMS <= 2e-3, "\(mechanism.rawValue) \(plan): o \(o)")
+        #expect(state.relativeRMS <= 2e-3, "\(mechanism.rawValue) \(plan): state \(state)")
+    }
+}
+
 /// Argument checks of the chunked kernels' API (no GPU needed).
 @Suite struct CUDAChunkedArgumentTests {
     @Test func unsupportedArgumentsThrowBeforeTheGPU() throws {

@@ -31,7 +31,8 @@ extension CUDAKernels {
 // Tiles arrive by cp.async one chunk ahead.
 // Long sequences with few (batch, head) pairs: the chunks are cut into P segments run in parallel; a first launch
 // stores each segment's end state from a zero state, a scan turns those into the state at each segment's start, and
-// the third launch runs every segment from its start state (grid.z = B * P). Scalar decays: the first launch is
+// the third launch runs every segment from its start state (grid.z = B * P; the scalar decays' last segment may be
+// longer than the others, and its blocks come first in the grid). Scalar decays: the first launch is
 // linea_chunk_end_k*_v*_{plain,gated} (the walk compiled without q and outputs), which also stores the segment's total
 // log2 gate for linea_chunk_seg_scan. Delta rules: a segment maps its start state S to M S + E (M = the product of its
 // chunks' (e^{G_last} I - K^T diag(e^{G_last-G}) w), K x K; E its end state from zero); the first launch
@@ -51,7 +52,8 @@ __device__ __forceinline__ void lc_chunk_fwd(
     const lc_bf16* __restrict__ q, const lc_bf16* __restrict__ k, const lc_bf16* __restrict__ v,
     const float* __restrict__ g, int gate_mode,
     const float* __restrict__ h0, float* __restrict__ ht, void* __restrict__ o, int out_bf16,
-    int T, int H, int V, float scale, int seg_chunks, float* __restrict__ seg_state, float* __restrict__ seg_gate)
+    int T, int H, int V, float scale, int seg_chunks, int segments, float* __restrict__ seg_state,
+    float* __restrict__ seg_gate)
 {
     // NW warps: warp w computes output rows 16 (w % 4) .. for BV / (NW / 4) of the columns (NH n-tiles), and owns the
     // state's 16-row m-tile `sm`, n-tiles [sn0, sn0 + SN) of this block's BV columns. (16 warps measured no faster.)
@@ -73,13 +75,14 @@ __device__ __forceinline__ void lc_chunk_fwd(
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
     const int mat = lane >> 3, r8 = lane & 7;
-    // Segments of seg_chunks chunks: blockIdx.z = b * P + p. In an end-state entry (STATE_ONLY), a block runs segment
-    // p from a zero state and stores its end state (seg_state [B*P,H,K,V]) and total log2 gate (seg_gate [B*P,H]);
-    // otherwise it starts from h0 (p = 0) or from the start state the scan left in seg_state[p - 1], and writes outputs
-    // (and ht if last).
-    const int NC = (T + 64 - 1) / 64, P = (NC + seg_chunks - 1) / seg_chunks;
-    const int v0 = blockIdx.x * BV, h = blockIdx.y, b = blockIdx.z / P, p = blockIdx.z - b * P;
-    const int cBegin = p * seg_chunks, cEnd = min(NC, cBegin + seg_chunks);
+    // P = `segments` segments: p < P - 1 of seg_chunks chunks, the last one the rest (it may be longer: its blocks
+    // are dispatched first, blockIdx.z = (P - 1 - p) * B + b, while the other SMs take the shorter segments). In an
+    // end-state entry (STATE_ONLY), a block runs segment p from a zero state and stores its end state (seg_state
+    // [B*P,H,K,V]) and total log2 gate (seg_gate [B*P,H]); otherwise it starts from h0 (p = 0) or from the start state
+    // the scan left in seg_state[p - 1], and writes outputs (and ht if last).
+    const int NC = (T + 64 - 1) / 64, P = segments, Bn = gridDim.z / P;
+    const int v0 = blockIdx.x * BV, h = blockIdx.y, p = P - 1 - (int)blockIdx.z / Bn, b = blockIdx.z % Bn;
+    const int cBegin = p * seg_chunks, cEnd = p == P - 1 ? NC : cBegin + seg_chunks;
     if (STATE_ONLY && p == P - 1) return;  // the last segment's end state is not needed
     const long kStride = (long)H * K, vStride = (long)H * V;
     const lc_bf16* qb = q + (long)b * T * kStride + (long)h * K;
@@ -319,10 +322,10 @@ __device__ __forceinline__ void lc_chunk_fwd(
 #define LC_CHUNK_ENTRY(NAME, K, BV, STATE_ONLY, GATED)                                                                \
     extern "C" __global__ void __launch_bounds__(256, (STATE_ONLY) ? 2 : 1) NAME(                                    \
         const lc_bf16* q, const lc_bf16* k, const lc_bf16* v, const float* g, int gate_mode, const float* h0,        \
-        float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks, float* seg_state,         \
-        float* seg_gate) {                                                                                           \
+        float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks, int segments,             \
+        float* seg_state, float* seg_gate) {                                                                         \
         lc_chunk_fwd<K, BV, STATE_ONLY, GATED>(q, k, v, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale,           \
-                                               seg_chunks, seg_state, seg_gate);                                     \
+                                               seg_chunks, segments, seg_state, seg_gate);                           \
     }
 LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v32_plain, 64, 32, false, false)
 LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v32_gated, 64, 32, false, true)
