@@ -53,8 +53,8 @@ struct CUDAChunkedTests {
 }
 
 extension CUDAChunkedTests {
-    /// An uneven cut (the last segment longer than the others, its blocks dispatched first): about half an SM's worth
-    /// of blocks (BV = 32, H heads) at T = 2048, where the plan takes one on this device.
+    /// An uneven cut (the last segment longer than the others, its blocks dispatched first): blocks for about half the
+    /// SMs (BV = 32, H heads) at T = 2048, a shape where the plan cuts unevenly on this device.
     @Test(arguments: CUDAChunked.supported.filter { !$0.isDelta })
     func unevenSegmentsMatchReference(mechanism: RecurrentMechanism) throws {
         let ctx = try CUDABackend.shared
