@@ -106,8 +106,9 @@ def scalar_segments(chunks, blocks, sms):
     for p in range(2, max(2, min(chunks // 4, 4 * sms // blocks)) + 1):
         for rounds in range(1, 5):
             per = chunks // (p - 1 + rounds)
-            if per >= 4 and chunks - (p - 1) * per >= per and cut_cost(per, p, chunks, blocks, sms) < best_cost:
-                best, best_cost = (per, p), cut_cost(per, p, chunks, blocks, sms)
+            cost = cut_cost(per, p, chunks, blocks, sms) if per >= 4 and chunks - (p - 1) * per >= per else best_cost
+            if cost < best_cost:
+                best, best_cost = (per, p), cost
     return best
 
 

@@ -273,7 +273,8 @@ public enum CUDAChunked {
                 // The first round end (a multiple of `per`, from 0 or from `last`) by which every short segment is done.
                 var t = Int.max
                 for r in 1...(short / others + 1) {
-                    for end in [r * per, last + r * per] where end < t && done(by: end) >= short { t = end }
+                    if r * per < t && done(by: r * per) >= short { t = r * per }
+                    if last + r * per < t && done(by: last + r * per) >= short { t = last + r * per }
                 }
                 walk = max(last, t)
             }
