@@ -31,9 +31,11 @@ let package = Package(
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]
         ),
+        // cpuid feature detection (C: Swift has no inline assembly).
+        .target(name: "CLineaCPU"),
         .target(
             name: "Linea",
-            dependencies: ["COpenBLAS"],
+            dependencies: ["COpenBLAS", "CLineaCPU"],
             swiftSettings: cpuFlags
         ),
         .executableTarget(

@@ -1,0 +1,27 @@
+#ifndef LINEA_CPU_H
+#define LINEA_CPU_H
+// x86-64 feature flags read from cpuid and checked against the registers the OS saves (xgetbv), so a flag is set
+// only where the instructions both exist and may be used. Zero on other architectures.
+
+/// One bit per feature in the value `linea_cpu_features` returns.
+enum {
+    LINEA_CPU_AVX2 = 1u << 0,
+    LINEA_CPU_FMA = 1u << 1,
+    LINEA_CPU_F16C = 1u << 2,
+    LINEA_CPU_AVX512F = 1u << 3,
+    LINEA_CPU_AVX512DQ = 1u << 4,
+    LINEA_CPU_AVX512BW = 1u << 5,
+    LINEA_CPU_AVX512VL = 1u << 6,
+    LINEA_CPU_AVX512BF16 = 1u << 7,
+    LINEA_CPU_AMX_TILE = 1u << 8,
+    LINEA_CPU_AMX_BF16 = 1u << 9,
+};
+
+/// The features of the running CPU (LINEA_CPU_* bits). O(1): a handful of cpuid instructions.
+unsigned linea_cpu_features(void);
+
+/// Writes the 12-character cpuid vendor string ("GenuineIntel", "AuthenticAMD") and a NUL into `out[13]`;
+/// an empty string off x86-64.
+void linea_cpu_vendor(char out[13]);
+
+#endif
