@@ -26,16 +26,11 @@ let package = Package(
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
-        .systemLibrary(
-            name: "COpenBLAS",
-            pkgConfig: "openblas",
-            providers: [.apt(["libopenblas-dev"])]
-        ),
         // cpuid feature detection (C: Swift has no inline assembly).
         .target(name: "CLineaCPU"),
         .target(
             name: "Linea",
-            dependencies: ["COpenBLAS", "CLineaCPU"],
+            dependencies: ["CLineaCPU"],
             swiftSettings: cpuFlags
         ),
         .executableTarget(

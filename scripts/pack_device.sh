@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Packs the static `linea` binary and the shared libraries it links that the GPU machine lacks (OpenBLAS,
-# libgfortran, libquadmath) into .device/linea.tar.xz for the device tool's carry (64 MiB in all: the stripped
-# binary and OpenBLAS are about 100 MB unpacked, about 20 MB packed). With --tests, also the release test binary
+# Packs the static `linea` binary and the shared libraries it needs that the GPU machine lacks (OpenBLAS, which it
+# loads with dlopen from lib/ beside itself, and OpenBLAS's libgfortran and libquadmath) into .device/linea.tar.xz
+# for the device tool's carry (64 MiB in all: the stripped binary and OpenBLAS are about 100 MB unpacked, about 20 MB packed). With --tests, also the release test binary
 # and the Swift runtime libraries it links into .device/tests.tar.xz (about 17 MB). scripts/device_check.sh unpacks
 # and runs both on the GPU machine.
 set -euo pipefail
@@ -12,12 +12,16 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/linea/lib" "$stage/tests/lib" .device
 strip -o "$stage/linea/linea" .build/release/linea
-for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0; do
-    path=$(ldd .build/release/linea | awk -v l="$lib" '$1 == l { print $3 }')
-    if [ -z "$path" ]; then echo "pack_device: $lib is not linked by linea" >&2; exit 1; fi
+# linea loads OpenBLAS with dlopen (from lib/ beside the binary first); the libraries OpenBLAS itself links come along.
+openblas=$(ldconfig -p | awk '$1 == "libopenblas.so.0" { print $NF; exit }')
+if [ -z "$openblas" ]; then echo "pack_device: libopenblas.so.0 not found (ldconfig -p)" >&2; exit 1; fi
+cp -L "$openblas" "$stage/linea/lib/libopenblas.so.0"
+for lib in libgfortran.so.5 libquadmath.so.0; do
+    path=$(ldd "$openblas" | awk -v l="$lib" '$1 == l { print $3 }')
+    if [ -z "$path" ]; then echo "pack_device: $lib is not linked by $openblas" >&2; exit 1; fi
     cp -L "$path" "$stage/linea/lib/$lib"
-    strip "$stage/linea/lib/$lib" 2>/dev/null || true
 done
+strip "$stage"/linea/lib/*.so* 2>/dev/null || true
 tar -C "$stage/linea" -cf - linea lib | xz -6 -T0 > .device/linea.tar.xz
 echo "pack_device: .device/linea.tar.xz, $(du -h .device/linea.tar.xz | cut -f1)" >&2
 if [ "${1:-}" = "--tests" ]; then

@@ -8,9 +8,10 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "Benchmark mechanisms over sequence lengths (default: a sweep of about 1 minute on 2 cores).",
         discussion: """
-            Prints mechanism, form, T, ms (fastest of at least 3 runs), tokens/s, GFLOP/s, peak extra resident memory, then the fitted \
-            exponent of time over T per mechanism and form, OpenBLAS sgemm's GFLOP/s measured in the same run, and \
-            where each chunked recurrence overtakes flash attention. Recurrences run with input validation off \
+            Prints the CPU's vendor and vector features and the BLAS library and core it runs, then per point: mechanism, form, \
+            T, ms (fastest of at least 3 runs), tokens/s, GFLOP/s, the GFLOP/s of an OpenBLAS sgemm timed just before \
+            the point and the point's share of it, peak extra resident memory; then the fitted exponent of time over T \
+            per mechanism and form, and where each chunked recurrence overtakes flash attention. Recurrences run with input validation off \
             (the kernel alone). Progress goes to stderr.
             """)
 
@@ -70,8 +71,8 @@ struct BenchCommand: ParsableCommand {
         }
         let userLengths = try parsedLengths()
 
-        printError("bench: measuring OpenBLAS sgemm (n = \(Measure.sgemmSize), \(Parallel.threadCount) threads) ...")
-        let sgemm = Measure.sgemmGFLOPs()
+        for line in Measure.hostDescription() { print(line) }
+        print("")
         var results: [BenchResult] = []
         for target in targets {
             for T in userLengths ?? target.defaultLengths {
@@ -79,29 +80,34 @@ struct BenchCommand: ParsableCommand {
                 let shape = BenchShape(B: batch, T: T, H: heads, K: dim, V: dim)
                 do {
                     let job = try target.setup(shape)
+                    // An sgemm timed right before each point: a share against one sample taken at start misleads
+                    // on a machine whose load changes during the sweep.
+                    let sgemm = Measure.sgemmGFLOPs(minSeconds: 0.25)
                     let timing = try Measure.run(job.run)
                     results.append(BenchResult(mechanism: target.mechanism, form: target.form, backend: backend, shape: shape,
-                                               ms: timing.ms, flops: job.flops, peakBytes: timing.peakExtra))
+                                               ms: timing.ms, flops: job.flops, peakBytes: timing.peakExtra,
+                                               sgemmGFLOPs: sgemm))
                 } catch let error as LineaError {
                     printError("bench: skipped \(target.mechanism) \(target.form) T = \(T): \(error)")
                 }
             }
         }
-        report(results, sgemm: sgemm)
+        report(results)
         if let json { try writeJSON(results, to: json) }
         if let svg { try writeSVG(results, to: svg) }
     }
 
-    private func report(_ results: [BenchResult], sgemm: Double) {
+    private func report(_ results: [BenchResult]) {
         printTable(
-            header: ["mechanism", "form", "B", "T", "H", "K", "ms", "tokens/s", "GFLOP/s", "% sgemm", "peak extra"],
+            header: ["mechanism", "form", "B", "T", "H", "K", "ms", "tokens/s", "GFLOP/s", "sgemm", "% sgemm", "peak extra"],
             rows: results.map { r in
                 [r.mechanism, r.form, "\(r.shape.B)", "\(r.shape.T)", "\(r.shape.H)", "\(r.shape.K)",
                  String(format: "%.2f", r.ms), String(format: "%.3g", r.tokensPerSecond), String(format: "%.1f", r.gflops),
-                 String(format: "%.0f%%", 100 * r.gflops / sgemm), formatBytes(r.peakBytes)]
+                 String(format: "%.1f", r.sgemmGFLOPs ?? 0), String(format: "%.0f%%", 100 * r.gflops / (r.sgemmGFLOPs ?? .nan)),
+                 formatBytes(r.peakBytes)]
             })
         print("")
-        print(String(format: "OpenBLAS sgemm, n = %d, %d threads: %.1f GFLOP/s (same run)", Measure.sgemmSize, Parallel.threadCount, sgemm))
+        print("sgemm: OpenBLAS n = \(Measure.sgemmSize), \(Parallel.threadCount) threads, GFLOP/s timed just before each point")
         var seen = Set<String>()
         for r in results where seen.insert(r.mechanism + "/" + r.form).inserted {
             let points = results.filter { $0.mechanism == r.mechanism && $0.form == r.form }
@@ -139,6 +145,8 @@ struct BenchResult {
     let mechanism: String, form: String, backend: String
     let shape: BenchShape
     let ms: Double, flops: Double, peakBytes: Int
+    /// The sgemm rate measured just before this point (CPU), nil on CUDA.
+    var sgemmGFLOPs: Double? = nil
     var tokensPerSecond: Double { Double(shape.B * shape.T) / (ms / 1000) }
     var gflops: Double { flops / (ms / 1000) / 1e9 }
 }

@@ -2,12 +2,16 @@ import Foundation
 import Linea
 
 extension BenchCommand {
-    /// Writes results as a JSON array with keys mechanism, form, backend, B, T, H, K, V, ms, tokens_per_s, gflops, peak_bytes.
+    /// Writes results as a JSON array with keys mechanism, form, backend, B, T, H, K, V, ms, tokens_per_s, gflops,
+    /// peak_bytes, and on the CPU sgemm_gflops (the sgemm timed just before the point).
     func writeJSON(_ results: [BenchResult], to path: String) throws {
         let objects: [[String: Any]] = results.map { r in
-            ["mechanism": r.mechanism, "form": r.form, "backend": r.backend,
-             "B": r.shape.B, "T": r.shape.T, "H": r.shape.H, "K": r.shape.K, "V": r.shape.V,
-             "ms": r.ms, "tokens_per_s": r.tokensPerSecond, "gflops": r.gflops, "peak_bytes": r.peakBytes]
+            var object: [String: Any] = [
+                "mechanism": r.mechanism, "form": r.form, "backend": r.backend,
+                "B": r.shape.B, "T": r.shape.T, "H": r.shape.H, "K": r.shape.K, "V": r.shape.V,
+                "ms": r.ms, "tokens_per_s": r.tokensPerSecond, "gflops": r.gflops, "peak_bytes": r.peakBytes]
+            if let sgemm = r.sgemmGFLOPs { object["sgemm_gflops"] = sgemm }
+            return object
         }
         let data = try JSONSerialization.data(withJSONObject: objects, options: [.prettyPrinted, .sortedKeys])
         do { try data.write(to: URL(fileURLWithPath: path), options: .atomic) } catch {

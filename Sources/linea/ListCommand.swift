@@ -11,6 +11,7 @@ struct ListCommand: ParsableCommand {
         printTable(header: ["mechanism", "forms", "inputs", "what"], rows: rows)
         print("")
         print("backends: cpu (\(Parallel.threadCount) threads, OpenBLAS GEMM)")
+        for line in Measure.hostDescription() { print("          " + line) }
         // The CUDA kernels are reachable through `op`, `verify` and `bench --backend cuda`, and the LineaCUDA library.
         let coverage = "attention (flash, split_kv, block-sparse in the library), chunked "
             + CUDAChunked.covered.map(\.rawValue).joined(separator: ", ") + ", decode steps of all recurrences"

@@ -46,17 +46,27 @@ enum Measure {
     static let sgemmSize = Parallel.threadCount <= 4 ? 2048 : 4096
 
     /// Multi-threaded OpenBLAS sgemm rate at `n x n x n`, in GFLOP/s (the machine's practical GEMM limit).
-    static func sgemmGFLOPs(n: Int = sgemmSize) -> Double {
+    static func sgemmGFLOPs(n: Int = sgemmSize, minSeconds: Double = 1) -> Double {
         let a = [Float](repeating: 0.5, count: n * n), b = [Float](repeating: 0.25, count: n * n)
         var c = [Float](repeating: 0, count: n * n)
         BLAS.setThreads(Parallel.threadCount)
         defer { BLAS.setThreads(1) }
         let time = a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
-            run(minSeconds: 1, maxRuns: 10) {
+            run(minSeconds: minSeconds, maxRuns: 10) {
                 BLAS.sgemm(m: n, n: n, k: n, a: ap.baseAddress!, lda: n, b: bp.baseAddress!, ldb: n, c: cp.baseAddress!, ldc: n)
             }
         } } }
         return 2 * Double(n) * Double(n) * Double(n) / (time.ms / 1000) / 1e9
+    }
+
+    /// What the CPU numbers ran on: the CPU's vendor and vector features, the BLAS library and core, and why.
+    static func hostDescription() -> [String] {
+        let blas = BLAS.info
+        let features = CPUFeatures.current
+        return [
+            "cpu: \(CPUFeatures.vendor.isEmpty ? "unknown" : CPUFeatures.vendor), \(Parallel.threadCount) threads, \(features)",
+            "blas: \(blas.library ?? "none") core \(blas.core) (\(blas.choice)); \(blas.config)",
+        ]
     }
 
     /// Least-squares slope of log(ms) over log(T): ~1 for linear mechanisms, ~2 for attention.

@@ -24,4 +24,8 @@ unsigned linea_cpu_features(void);
 /// an empty string off x86-64.
 void linea_cpu_vendor(char out[13]);
 
+
+
+/// The path of the shared library that holds `symbol` (dladdr), or NULL. Swift's Glibc module lacks dladdr.
+const char *linea_library_path(const void *symbol);
 #endif
