@@ -74,7 +74,7 @@ public enum BLAS {
     }
 
     /// The same product as a plain loop: used only when OpenBLAS is missing or a size exceeds its 32-bit indices.
-    static func portableSgemm(
+    package static func portableSgemm(
         transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
         b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {

@@ -1,0 +1,67 @@
+import Foundation
+import Linea
+import Testing
+
+@Suite struct BLASTests {
+    /// The core follows the feature flags, widest first; without AVX2 OpenBLAS keeps its own choice.
+    @Test func coreFollowsFeatureFlags() {
+        #expect(BLAS.core(for: [.avx2, .fma, .f16c, .avx512f, .avx512dq, .avx512bw, .avx512vl]) == "SkylakeX")
+        #expect(BLAS.core(for: [.avx2, .fma, .f16c, .avx512f]) == "Haswell")  // AVX-512 without BW/DQ/VL: too little
+        #expect(BLAS.core(for: [.avx2, .fma]) == "Haswell")
+        #expect(BLAS.core(for: [.avx2]) == nil)
+        #expect(BLAS.core(for: []) == nil)
+    }
+
+    /// On an x86-64 host with OpenBLAS installed (CI installs it), the library loads and runs the chosen core.
+    @Test func loadsOpenBLASWithTheChosenCore() throws {
+        let info = BLAS.info
+        #expect(info.library != nil, "\(info.choice)")
+        if let wanted = BLAS.core(for: .current), ProcessEnvironment.forcedCore == nil {
+            #expect(info.core.lowercased() == wanted.lowercased(), "\(info.core) (\(info.choice)), wanted \(wanted)")
+        }
+    }
+
+    /// OpenBLAS (every transpose) and the portable fallback against a Float64 triple loop, with alpha and beta.
+    @Test(arguments: [(false, false), (true, false), (false, true), (true, true)])
+    func sgemmMatchesTripleLoop(transA: Bool, transB: Bool) throws {
+        let (m, n, k, alpha, beta): (Int, Int, Int, Float, Float) = (13, 29, 70, 0.75, -0.5)
+        let (lda, ldb, ldc) = (transA ? m + 3 : k + 3, transB ? k + 1 : n + 1, n + 2)
+        let a = try Tensor.randomNormal([(transA ? k : m) * lda], seed: 1).scalars
+        let b = try Tensor.randomNormal([(transB ? n : k) * ldb], seed: 2).scalars
+        let c0 = try Tensor.randomNormal([m * ldc], seed: 3).scalars
+        var want = c0
+        for i in 0..<m {
+            for j in 0..<n {
+                var sum = 0.0
+                for p in 0..<k {
+                    sum += Double(transA ? a[p * lda + i] : a[i * lda + p]) * Double(transB ? b[j * ldb + p] : b[p * ldb + j])
+                }
+                want[i * ldc + j] = Float(Double(alpha) * sum + Double(beta) * Double(c0[i * ldc + j]))
+            }
+        }
+        for portable in [false, true] {
+            var c = c0
+            a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+                let (pa, pb, pc) = (ap.baseAddress!, bp.baseAddress!, cp.baseAddress!)
+                if portable {
+                    BLAS.portableSgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: pa, lda: lda,
+                                       b: pb, ldb: ldb, beta: beta, c: pc, ldc: ldc)
+                } else {
+                    BLAS.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: pa, lda: lda,
+                               b: pb, ldb: ldb, beta: beta, c: pc, ldc: ldc)
+                }
+            } } }
+            let stats = ErrorStats(c, want)
+            #expect(stats.relativeRMS < 1e-6, "portable \(portable): \(stats)")
+        }
+    }
+}
+
+/// The environment the BLAS choice reads.
+enum ProcessEnvironment {
+    static var forcedCore: String? {
+        guard let value = getenv("LINEA_BLAS_CORETYPE") else { return nil }
+        let text = String(cString: value)
+        return text.isEmpty || text == "auto" ? nil : text
+    }
+}
