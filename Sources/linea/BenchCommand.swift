@@ -35,6 +35,8 @@ struct BenchCommand: ParsableCommand {
     var backend: String = "cpu"
     @Option(help: "cuda: input type of every kernel timed: bf16, f16 or f32 (f16, f32: the chunked mechanisms run the fp32 CUDA-core kernel).")
     var dtype: String = "bf16"
+    @Flag(help: "cpu: time only the reference OpenBLAS sgemm (n = 2048, or 4096 above 4 threads; the '% sgemm' column's base) and print its GFLOP/s.")
+    var sgemm = false
     @Option(help: "Write the results as a JSON array to this file.") var json: String?
     @Option(help: "Draw time over T on log-log axes into this SVG file.") var svg: String?
 
@@ -62,6 +64,12 @@ struct BenchCommand: ParsableCommand {
 
     func run() throws {
         if backend == "cuda" { return try runCUDA() }
+        if sgemm {
+            for line in Measure.hostDescription() { print(line) }
+            let rate = Measure.sgemmGFLOPs()
+            print(String(format: "sgemm n = %d, %d threads: %.1f GFLOP/s", Measure.sgemmSize, Parallel.threadCount, rate))
+            return
+        }
         let (heads, dim, batch) = (self.heads ?? 8, self.dim ?? 64, self.batch ?? 1)
         let names = mechanism?.split(separator: ",").map(String.init) ?? Mechanism.all.map(\.name)
         var targets: [BenchTarget] = []
