@@ -61,9 +61,11 @@ enum RecurrenceFixture {
 @Suite struct RecurrenceTests {
     typealias F = RecurrenceFixture
 
-    /// (B, T, H, K, V): awkward sizes around the chunk boundary, V != K.
+    /// (B, T, H, K, V): awkward sizes around the chunk boundary, V != K; 21 heads make the chunked forms walk
+    /// three groups of seven heads across batch boundaries.
     static let shapes: [(Int, Int, Int, Int, Int)] = [
         (1, 1, 2, 64, 48), (3, 63, 2, 60, 40), (1, 64, 2, 128, 96), (3, 65, 2, 64, 72), (1, 200, 3, 60, 100),
+        (3, 70, 7, 24, 16),
     ]
 
     /// reference == recurrent == chunked (C = 1, 16, 64, one chunk) for outputs and final states, with an initial state,

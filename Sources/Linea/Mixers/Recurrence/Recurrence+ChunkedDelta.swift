@@ -11,57 +11,69 @@ import Foundation
 // and every exponent is <= 0.
 
 extension Recurrence {
-    /// Chunked form for delta_rule and gated_delta_rule; parallel over B*H, GEMMs on OpenBLAS.
+    /// Chunked form for delta_rule and gated_delta_rule; parallel over groups of heads, GEMMs on OpenBLAS.
     /// O(B*H*T*(K*V + C*(K+V) + C^2)) time, O(C*(C+K+V) + K*V) workspace per (b,h).
     static func chunkedDeltaForward(_ p: FastProblem, chunk: Int) -> RecurrenceOutput {
         let d = p.dims
-        let (T, H, K, V) = (d.T, d.H, d.K, d.V)
-        let C = min(chunk, T)  // a chunk longer than the sequence needs no larger workspace
-        let gated = p.mechanism.gateKind == .scalar
-        var o = Allocation.zeros(d.B * T * H * V)
+        let C = min(chunk, d.T)  // a chunk longer than the sequence needs no larger workspace
+        var o = Allocation.zeros(d.B * d.T * d.H * d.V)
         var state = p.startingState()
-        o.withUnsafeMutableBufferPointer { oBuf in state.withUnsafeMutableBufferPointer { sBuf in
-            let outP = SendablePointer(oBuf.baseAddress!), stateP = SendablePointer(sBuf.baseAddress!)
-            Parallel.forEach(d.B * H) { bh in
-                let b = bh / H, h = bh % H
-                // Workspace: beta (C), M, Tm (C x C), Kb, W (C x K), QP = [scale e^G Q | P] (C x (K+C)) and
-                // SU = [S ; U] ((K+C) x V), so the output is one GEMM; the state lives in SU's top K rows while the
-                // chunks run. Cumulative gates G (C) in Float64.
-                let work = UnsafeMutablePointer<Float>.allocate(capacity: C + 2 * C * C + 2 * C * K + C * (K + C) + (K + C) * V)
-                let G = UnsafeMutablePointer<Double>.allocate(capacity: C)
-                defer {
-                    work.deallocate()
-                    G.deallocate()
-                }
-                let bt = work, M = bt + C, Tm = M + C * C, Kb = Tm + C * C, W = Kb + C * K, QP = W + C * K, S = QP + C * (K + C)
-                S.update(from: stateP.base + bh * K * V, count: K * V)
-                defer { (stateP.base + bh * K * V).update(from: S, count: K * V) }
-                p.q.withUnsafeBufferPointer { qb in p.k.withUnsafeBufferPointer { kb in p.v.withUnsafeBufferPointer { vb in
-                p.beta!.withUnsafeBufferPointer { betaBuf in
-                    var t0 = 0
-                    while t0 < T {
-                        let L = min(C, T - t0)
-                        var sum = 0.0
-                        for i in 0..<L {
-                            let row = (b * T + t0 + i) * H + h
-                            if gated { sum += Double(p.g![row]) }
-                            G[i] = sum
-                            bt[i] = betaBuf[row]
-                        }
-                        let chunk = DeltaChunk(
-                            L: L, C: C, K: K, V: V, ldk: H * K, ldv: H * V, scale: p.scale, gated: gated,
-                            q: qb.baseAddress! + p.offset(b, t0, h, width: K), k: kb.baseAddress! + p.offset(b, t0, h, width: K),
-                            v: vb.baseAddress! + p.offset(b, t0, h, width: V), o: outP.base + p.offset(b, t0, h, width: V),
-                            S: S, G: G, beta: bt, M: M, Tm: Tm, Kb: Kb, W: W, QP: QP)
-                        chunk.run()
-                        t0 += L
-                    }
-                } } } }
-            }
-        } }
+        ChunkBuffers.with(p, o: &o, state: &state) { buffers in
+            walkHeads(count: d.B * d.H, T: d.T, chunk: C) { bh in DeltaHeadWalk(p, buffers, bh: bh, chunk: C) }
+        }
         return RecurrenceOutput(
-            o: Tensor(uncheckedShape: [d.B, T, H, V], scalars: o),
-            finalState: Tensor(uncheckedShape: [d.B, H, K, V], scalars: state))
+            o: Tensor(uncheckedShape: [d.B, d.T, d.H, d.V], scalars: o),
+            finalState: Tensor(uncheckedShape: [d.B, d.H, d.K, d.V], scalars: state))
+    }
+}
+
+/// One head's walk for the delta rules: its workspace and its state (inside the workspace).
+struct DeltaHeadWalk: HeadWalk {
+    let p: FastProblem
+    let buffers: ChunkBuffers
+    let b: Int, h: Int, bh: Int, C: Int
+    let gated: Bool
+    /// Workspace: beta (C), M, Tm (C x C), Kb, W (C x K), QP = [scale e^G Q | P] (C x (K+C)) and SU = [S ; U]
+    /// ((K+C) x V), so the output is one GEMM; the state lives in SU's top K rows while the chunks run.
+    let work: UnsafeMutablePointer<Float>
+    /// Cumulative gates of the chunk (C) in Float64.
+    let G: UnsafeMutablePointer<Double>
+
+    init(_ p: FastProblem, _ buffers: ChunkBuffers, bh: Int, chunk C: Int) {
+        let (H, K, V) = (p.dims.H, p.dims.K, p.dims.V)
+        (self.p, self.buffers, self.bh, self.C) = (p, buffers, bh, C)
+        (b, h) = (bh / H, bh % H)
+        gated = p.mechanism.gateKind == .scalar
+        work = .allocate(capacity: C + 2 * C * C + 2 * C * K + C * (K + C) + (K + C) * V)
+        G = .allocate(capacity: C)
+        state.update(from: buffers.state + bh * K * V, count: K * V)
+    }
+
+    private var state: UnsafeMutablePointer<Float> { work + C + 2 * C * C + 2 * C * p.dims.K + C * (p.dims.K + C) }
+
+    func finish() {
+        let (K, V) = (p.dims.K, p.dims.V)
+        (buffers.state + bh * K * V).update(from: state, count: K * V)
+        work.deallocate()
+        G.deallocate()
+    }
+
+    func step(_ t0: Int, _ L: Int) {
+        let (T, H, K, V) = (p.dims.T, p.dims.H, p.dims.K, p.dims.V)
+        let bt = work, M = bt + C, Tm = M + C * C, Kb = Tm + C * C, W = Kb + C * K, QP = W + C * K, S = QP + C * (K + C)
+        var sum = 0.0
+        for i in 0..<L {
+            let row = (b * T + t0 + i) * H + h
+            if gated { sum += Double(buffers.g![row]) }
+            G[i] = sum
+            bt[i] = buffers.beta![row]
+        }
+        let chunk = DeltaChunk(
+            L: L, C: C, K: K, V: V, ldk: H * K, ldv: H * V, scale: p.scale, gated: gated,
+            q: buffers.q + p.offset(b, t0, h, width: K), k: buffers.k + p.offset(b, t0, h, width: K),
+            v: buffers.v + p.offset(b, t0, h, width: V), o: buffers.o + p.offset(b, t0, h, width: V),
+            S: S, G: G, beta: bt, M: M, Tm: Tm, Kb: Kb, W: W, QP: QP)
+        chunk.run()
     }
 }
 

@@ -16,85 +16,94 @@ extension Recurrence {
     /// Sub-block size for GLA chunks whose gate span exceeds `safeSpan`.
     static let glaSubBlock = 16
 
-    /// Chunked form for linear_attn, retention, simple_gla and gla; parallel over B*H, GEMMs on OpenBLAS.
-    /// O(B*H*T*(K*V + C*(K+V))) time, O(C*(C+K) + K*V) workspace per (b,h).
+    /// Chunked form for linear_attn, retention, simple_gla and gla; parallel over groups of heads, GEMMs on
+    /// OpenBLAS. O(B*H*T*(K*V + C*(K+V))) time, O(C*(C+K) + K*V) workspace per (b,h).
     static func chunkedGatedForward(_ p: FastProblem, chunk: Int) -> RecurrenceOutput {
         let d = p.dims
-        let (T, H, K, V) = (d.T, d.H, d.K, d.V)
-        let C = min(chunk, T)  // a chunk longer than the sequence needs no larger workspace
-        let kind = p.mechanism.gateKind
-        var o = Allocation.zeros(d.B * T * H * V)
+        let C = min(chunk, d.T)  // a chunk longer than the sequence needs no larger workspace
+        var o = Allocation.zeros(d.B * d.T * d.H * d.V)
         var state = p.startingState()
-        o.withUnsafeMutableBufferPointer { oBuf in state.withUnsafeMutableBufferPointer { sBuf in
-            let outP = SendablePointer(oBuf.baseAddress!), stateP = SendablePointer(sBuf.baseAddress!)
-            Parallel.forEach(d.B * H) { bh in
-                let b = bh / H, h = bh % H
-                let gWidth = kind == .vector ? K : 1
-                // Workspace: Qr, Kr (C x K), QA = [scale e^G Q | A] (C x (K+C)) and SV = [S ; V_chunk]
-                // ((K+C) x V), so the output is one GEMM; the state lives in SV's top K rows while the chunks run.
-                // Cumulative gates G (C x gWidth) in Float64.
-                // gla also packs the chunk's q and k rows (C x K each, after the rest).
-                let packed = kind == .vector ? 2 * C * K : 0
-                let work = UnsafeMutablePointer<Float>.allocate(capacity: 2 * C * K + C * (K + C) + (K + C) * V + packed)
-                let G = UnsafeMutablePointer<Double>.allocate(capacity: C * gWidth)
-                defer {
-                    work.deallocate()
-                    G.deallocate()
-                }
-                let Qr = work, Kr = Qr + C * K, QA = Kr + C * K, S = QA + C * (K + C), Qc = S + (K + C) * V, Kc = Qc + C * K
-                S.update(from: stateP.base + bh * K * V, count: K * V)
-                defer { (stateP.base + bh * K * V).update(from: S, count: K * V) }
-                let headLogDecay = retentionLogDecay(head: h)
-                p.q.withUnsafeBufferPointer { qb in p.k.withUnsafeBufferPointer { kb in p.v.withUnsafeBufferPointer { vb in
-                    var t0 = 0
-                    while t0 < T {
-                        let L = min(C, T - t0)
-                        var (q, k, ldk) = (qb.baseAddress! + p.offset(b, t0, h, width: K), kb.baseAddress! + p.offset(b, t0, h, width: K), H * K)
-                        if kind == .vector {
-                            // gla reads q and k rows several times: from contiguous copies, since in place their
-                            // rows lie H·K floats apart (4 KiB at 8 heads of 128) and share a few cache sets.
-                            for i in 0..<L {
-                                (Qc + i * K).update(from: q + i * ldk, count: K)
-                                (Kc + i * K).update(from: k + i * ldk, count: K)
-                            }
-                            (q, k, ldk) = (UnsafePointer(Qc), UnsafePointer(Kc), K)
-                        }
-                        let chunk = GatedChunk(
-                            L: L, C: C, K: K, V: V, ldk: ldk, ldv: H * V, scale: p.scale, q: q, k: k,
-                            v: vb.baseAddress! + p.offset(b, t0, h, width: V), o: outP.base + p.offset(b, t0, h, width: V),
-                            S: S, G: G, Qr: Qr, Kr: Kr, QA: QA)
-                        switch kind {
-                        case .none:
-                            chunk.runScalar(decays: false)
-                        case .perHead:
-                            for i in 0..<L { G[i] = Double(i + 1) * headLogDecay }
-                            chunk.runScalar(decays: true)
-                        case .scalar:
-                            p.g!.withUnsafeBufferPointer { g in
-                                var sum = 0.0
-                                for i in 0..<L {
-                                    sum += Double(g[(b * T + t0 + i) * H + h])
-                                    G[i] = sum
-                                }
-                            }
-                            chunk.runScalar(decays: true)
-                        case .vector:
-                            p.g!.withUnsafeBufferPointer { g in
-                                let gp = g.baseAddress! + p.offset(b, t0, h, width: K)
-                                for c in 0..<K { G[c] = Double(gp[c]) }
-                                for i in 1..<L { RecurrenceSIMD.accumulate(G + i * K, G + (i - 1) * K, gp + i * H * K, K) }
-                            }
-                            chunk.runVector()
-                        }
-                        t0 += L
-                    }
-                } } }
-            }
-        } }
+        ChunkBuffers.with(p, o: &o, state: &state) { buffers in
+            walkHeads(count: d.B * d.H, T: d.T, chunk: C) { bh in GatedHeadWalk(p, buffers, bh: bh, chunk: C) }
+        }
         if p.normalize { p.applyNormalizer(&o) }
         return RecurrenceOutput(
-            o: Tensor(uncheckedShape: [d.B, T, H, V], scalars: o),
-            finalState: Tensor(uncheckedShape: [d.B, H, K, V], scalars: state))
+            o: Tensor(uncheckedShape: [d.B, d.T, d.H, d.V], scalars: o),
+            finalState: Tensor(uncheckedShape: [d.B, d.H, d.K, d.V], scalars: state))
+    }
+}
+
+/// One head's walk for the non-delta mechanisms: its workspace, its state (inside the workspace) and its gates.
+struct GatedHeadWalk: HeadWalk {
+    let p: FastProblem
+    let buffers: ChunkBuffers
+    let b: Int, h: Int, bh: Int, C: Int
+    let kind: GateKind
+    let headLogDecay: Double
+    /// Workspace: Qr, Kr (C x K), QA = [scale e^G Q | A] (C x (K+C)) and SV = [S ; V_chunk] ((K+C) x V), so the
+    /// output is one GEMM; the state lives in SV's top K rows while the chunks run; gla also packs the chunk's q and
+    /// k rows (C x K each, after the rest).
+    let work: UnsafeMutablePointer<Float>
+    /// Cumulative gates of the chunk, C x (K for gla, else 1), in Float64.
+    let G: UnsafeMutablePointer<Double>
+
+    init(_ p: FastProblem, _ buffers: ChunkBuffers, bh: Int, chunk C: Int) {
+        let (H, K, V) = (p.dims.H, p.dims.K, p.dims.V)
+        (self.p, self.buffers, self.bh, self.C) = (p, buffers, bh, C)
+        (b, h) = (bh / H, bh % H)
+        kind = p.mechanism.gateKind
+        headLogDecay = Recurrence.retentionLogDecay(head: h)
+        let packed = kind == .vector ? 2 * C * K : 0
+        work = .allocate(capacity: 2 * C * K + C * (K + C) + (K + C) * V + packed)
+        G = .allocate(capacity: C * (kind == .vector ? K : 1))
+        state.update(from: buffers.state + bh * K * V, count: K * V)
+    }
+
+    private var state: UnsafeMutablePointer<Float> { work + 2 * C * p.dims.K + C * (p.dims.K + C) }
+
+    func finish() {
+        let (K, V) = (p.dims.K, p.dims.V)
+        (buffers.state + bh * K * V).update(from: state, count: K * V)
+        work.deallocate()
+        G.deallocate()
+    }
+
+    func step(_ t0: Int, _ L: Int) {
+        let (T, H, K, V) = (p.dims.T, p.dims.H, p.dims.K, p.dims.V)
+        let Qr = work, Kr = Qr + C * K, QA = Kr + C * K, S = QA + C * (K + C), Qc = S + (K + C) * V, Kc = Qc + C * K
+        var (q, k, ldk) = (buffers.q + p.offset(b, t0, h, width: K), buffers.k + p.offset(b, t0, h, width: K), H * K)
+        if kind == .vector {
+            // gla reads q and k rows several times: from contiguous copies, since in place their rows lie H·K floats
+            // apart (4 KiB at 8 heads of 128) and share a few cache sets.
+            for i in 0..<L {
+                (Qc + i * K).update(from: q + i * ldk, count: K)
+                (Kc + i * K).update(from: k + i * ldk, count: K)
+            }
+            (q, k, ldk) = (UnsafePointer(Qc), UnsafePointer(Kc), K)
+        }
+        let chunk = GatedChunk(
+            L: L, C: C, K: K, V: V, ldk: ldk, ldv: H * V, scale: p.scale, q: q, k: k,
+            v: buffers.v + p.offset(b, t0, h, width: V), o: buffers.o + p.offset(b, t0, h, width: V),
+            S: S, G: G, Qr: Qr, Kr: Kr, QA: QA)
+        switch kind {
+        case .none:
+            chunk.runScalar(decays: false)
+        case .perHead:
+            for i in 0..<L { G[i] = Double(i + 1) * headLogDecay }
+            chunk.runScalar(decays: true)
+        case .scalar:
+            var sum = 0.0
+            for i in 0..<L {
+                sum += Double(buffers.g![(b * T + t0 + i) * H + h])
+                G[i] = sum
+            }
+            chunk.runScalar(decays: true)
+        case .vector:
+            let gp = buffers.g! + p.offset(b, t0, h, width: K)
+            for c in 0..<K { G[c] = Double(gp[c]) }
+            for i in 1..<L { RecurrenceSIMD.accumulate(G + i * K, G + (i - 1) * K, gp + i * H * K, K) }
+            chunk.runVector()
+        }
     }
 }
 
