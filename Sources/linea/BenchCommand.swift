@@ -36,10 +36,11 @@ struct BenchCommand: ParsableCommand {
     var dtype: String = "bf16"
     @Option(help: "Write the results as a JSON array to this file.") var json: String?
     @Option(help: "Draw time over T on log-log axes into this SVG file.") var svg: String?
+    @OptionGroup var memory: MemoryOptions
 
     func validate() throws {
-        guard (heads ?? 1) >= 1, (dim ?? 1) >= 1, (batch ?? 1) >= 1, chunkSize >= 1, tokens >= 1 else {
-            throw ValidationError("--heads, --dim, --batch, --tokens and --chunk-size must be >= 1")
+        for (name, value) in [("--heads", heads), ("--dim", dim), ("--batch", batch), ("--tokens", tokens), ("--chunk-size", chunkSize)] {
+            if let value, value < 1 { throw ValidationError("\(name): expected >= 1, got \(value)") }
         }
         guard ["cpu", "cuda"].contains(backend) else {
             throw validationErrorList(argument: "--backend", got: backend, known: ["cpu", "cuda"])
@@ -47,7 +48,19 @@ struct BenchCommand: ParsableCommand {
         guard ["bf16", "f32", "f16"].contains(dtype) else {
             throw validationErrorList(argument: "--dtype", got: dtype, known: ["bf16", "f32", "f16"])
         }
-        _ = try parsedLengths()
+        if let valueBlock, ![32, 64, 128].contains(valueBlock) {
+            throw ValidationError("--value-block: expected 32, 64 or 128, got \(valueBlock)")
+        }
+        // Every point's inputs, output and state must fit the memory limit (checked in Float64: no overflow).
+        let (B, H, D) = (batch ?? 1, heads ?? 16, dim ?? 128)
+        for T in try parsedLengths() ?? [65536] {
+            let b = backend == "cuda" && batch == nil ? max(1, tokens / T) : B
+            do {
+                try MemoryBudget.check([.init("q, k, v, o", [4, b, T, H, D]), .init("state", [b, H, D, D])])
+            } catch let error as LineaError {
+                throw ValidationError("--lengths \(T), --batch \(b), --heads \(H), --dim \(D): \(error)")
+            }
+        }
     }
 
     func parsedLengths() throws -> [Int]? {
