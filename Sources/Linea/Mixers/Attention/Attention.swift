@@ -99,7 +99,7 @@ public enum Attention {
             try checkFloat32Range(q: q, k: k, v: v, scale: problem.scale, form: form)
             out = splitKV(problem, q: q, k: k, v: v, partitions: partitions)
         }
-        if !options.allowNonFiniteOutputs { try out.checkFinite() }
+        if !options.allowNonFiniteOutputs { try out.checkFinite(form) }
         return out
     }
 
@@ -117,7 +117,8 @@ public enum Attention {
     package static func checkFloat32Range(q: Tensor, k: Tensor, v: Tensor, scale: Float, form: AttentionForm) throws {
         let (mq, mk, mv) = (q.maxMagnitude, k.maxMagnitude, v.maxMagnitude)
         let D = Double(q.shape.last ?? 1), S = Double(k.shape.count > 1 ? k.shape[1] : 1)
-        let ceiling = Double(Float.greatestFiniteMagnitude) / 16  // headroom for log2(e) and the running sums
+        // Flash scales q by log2(e) and subtracts running maxima: a score difference reaches 2·log2(e) times the bound.
+        let ceiling = Double(Float.greatestFiniteMagnitude) / 4
         let score = Double(mq) * Double(mk) * D * Double(abs(scale))
         guard score < ceiling else {
             throw LineaError.invalidArgument(
@@ -133,6 +134,7 @@ public enum Attention {
 
     /// FLOPs counted for throughput: `4·B·Hq·D·(visible query-key pairs)` (QKᵀ and PV), e.g. `2·T²·D·H` causal.
     public static func flops(B: Int, T: Int, S: Int, H: Int, D: Int, causal: Bool, window: Int? = nil) -> Double {
+        guard B > 0, T > 0, S > 0, H > 0, D > 0 else { return 0 }
         var pairs = 0.0
         if !causal {
             pairs = Double(T) * Double(S)
@@ -152,8 +154,8 @@ public enum Attention {
 
 extension AttentionOutput {
     /// Throws `LineaError.nonFinite` for NaN or an infinity in `o`, or NaN or +inf in `lse`. O(o + lse).
-    func checkFinite() throws {
-        let hint = "Float32 cannot hold this result (try form reference, or allowNonFiniteOutputs to keep it)"
+    func checkFinite(_ form: AttentionForm) throws {
+        let hint = form == .reference ? "the result exceeds Float32's range" : "Float32 cannot hold this result (try form reference)"
         try o.checkFiniteOutput("o", hint: hint)
         try lse.checkFiniteOutput("lse", allowNegativeInfinity: true, hint: hint)
     }

@@ -44,6 +44,7 @@ public struct BlockMask: Sendable, Equatable {
     public static func dense(T: Int, S: Int, blockRows: Int, blockKeys: Int) throws -> BlockMask {
         try checkBlocks(T: T, S: S, blockRows: blockRows, blockKeys: blockKeys)
         let shape = [1, 1, max(1, blocks(T, blockRows)), max(1, blocks(S, blockKeys))]
+        try Tensor.checkShape(shape)
         return try BlockMask(shape: shape, blockRows: blockRows, blockKeys: blockKeys,
                              values: [UInt8](repeating: 1, count: shape.reduce(1, *)))
     }
@@ -139,7 +140,7 @@ public enum BlockSparseAttention {
         }
         let out = AttentionOutput(o: Tensor(uncheckedShape: [p.B, p.T, p.Hq, p.Dv], scalars: o),
                                   lse: Tensor(uncheckedShape: [p.B, p.T, p.Hq], scalars: lse))
-        if !options.allowNonFiniteOutputs { try out.checkFinite() }
+        if !options.allowNonFiniteOutputs { try out.checkFinite(.reference) }
         return out
     }
 }
