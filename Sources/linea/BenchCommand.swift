@@ -48,6 +48,9 @@ struct BenchCommand: ParsableCommand {
         guard ["bf16", "f32", "f16"].contains(dtype) else {
             throw validationErrorList(argument: "--dtype", got: dtype, known: ["bf16", "f32", "f16"])
         }
+        if let form, case .splitKV(let n?)? = AttentionForm(name: form), n < 1 {
+            throw ValidationError("--form \(form): expected split_kv:N with N >= 1 partitions, got \(n)")
+        }
         if let valueBlock, ![32, 64, 128].contains(valueBlock) {
             throw ValidationError("--value-block: expected 32, 64 or 128, got \(valueBlock)")
         }

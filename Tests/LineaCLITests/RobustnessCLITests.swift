@@ -37,7 +37,11 @@ import Testing
         let out = dir.appendingPathComponent("out.safetensors").path
         let window = try runLinea(["op", "attention", "--inputs", input, "--output", out, "--window", "\(Int.max)"])
         #expect(window.code == 0, "\(window.err)")
-        let partitions = try runLinea(["op", "attention", "--inputs", input, "--output", out, "--form", "split_kv:100000"])
+        // One partition per key would need 128 MiB of partial outputs here; one per 16 keys needs 8 MiB.
+        let long = try Tensor.randomNormal([1, 2000, 1, 8], seed: 2)
+        let (_, longInput) = try write(["q": long, "k": long, "v": long])
+        let partitions = try runLinea(["op", "attention", "--inputs", longInput, "--output", out, "--form", "split_kv:100000",
+                                       "--max-memory", "64M"])
         #expect(partitions.code == 0, "\(partitions.err)")
         let usage: [([String], String)] = [
             (["op", "attention", "--inputs", input, "--output", out, "--scale", "nan"], "--scale: expected a finite number > 0, got nan"),
@@ -55,6 +59,7 @@ import Testing
             (["bench", "--heads", "0"], "--heads: expected >= 1, got 0"),
             (["bench", "--value-block", "7"], "--value-block: expected 32, 64 or 128, got 7"),
             (["bench", "--lengths", "-4"], "--lengths"),
+            (["bench", "--mechanism", "attention", "--form", "split_kv:0"], "--form split_kv:0"),
             (["verify", "--tolerance", "nan"], "--tolerance: expected a finite number >= 0"),
             (["verify", "--max-memory", "-1G"], "--max-memory"),
         ]

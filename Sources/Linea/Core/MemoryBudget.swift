@@ -43,16 +43,14 @@ public enum MemoryBudget {
         return Int(Double(pages) * Double(pageSize) * 0.8)
     }()
 
-    private static let storage = LockedValue<Int?>(nil)
+    /// The limit until one is set: `LINEA_MAX_MEMORY` when it parses (see `parseBytes`), else `physicalDefault`.
+    private static let storage = LockedValue<Int>(
+        ProcessInfo.processInfo.environment[environmentVariable].flatMap(parseBytes) ?? physicalDefault)
 
     /// Bytes one call may allocate. Default: `LINEA_MAX_MEMORY` when it parses (see `parseBytes`), else
     /// `physicalDefault`. Settable at any time, e.g. from a command-line flag.
     public static var limit: Int {
-        get {
-            if let value = storage.value { return value }
-            let env = ProcessInfo.processInfo.environment[environmentVariable].flatMap(parseBytes)
-            return env ?? physicalDefault
-        }
+        get { storage.value }
         set { storage.value = newValue }
     }
 
