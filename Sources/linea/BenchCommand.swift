@@ -54,14 +54,17 @@ struct BenchCommand: ParsableCommand {
         if let valueBlock, ![32, 64, 128].contains(valueBlock) {
             throw ValidationError("--value-block: expected 32, 64 or 128, got \(valueBlock)")
         }
+        for name in mechanism?.split(separator: ",") ?? [] { _ = try Mechanism.named(String(name), argument: "--mechanism") }
         // Every point's inputs, output and state must fit the memory limit (checked in Float64: no overflow).
-        let (B, H, D) = (batch ?? 1, heads ?? 16, dim ?? 128)
+        let cuda = backend == "cuda"
+        let (H, D) = (heads ?? (cuda ? 16 : 8), dim ?? (cuda ? 128 : 64))
         for T in try parsedLengths() ?? [65536] {
-            let b = backend == "cuda" && batch == nil ? max(1, tokens / T) : B
+            let B = batch ?? (cuda ? max(1, tokens / T) : 1)
             do {
-                try MemoryBudget.check([.init("q, k, v, o", [4, b, T, H, D]), .init("state", [b, H, D, D])])
+                try MemoryBudget.check([.init("q, k, v, o", [4, B, T, H, D]), .init("state", [B, H, D, D])])
             } catch let error as LineaError {
-                throw ValidationError("--lengths \(T), --batch \(b), --heads \(H), --dim \(D): \(error)")
+                let b = batch == nil && cuda ? "--tokens \(tokens) (B = \(B))" : "--batch \(B)"
+                throw ValidationError("--lengths \(T), \(b), --heads \(H), --dim \(D): \(error)")
             }
         }
     }

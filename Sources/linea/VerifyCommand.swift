@@ -34,7 +34,7 @@ struct VerifyCommand: ParsableCommand {
     }
 
     func run() throws {
-        let selected = try mechanism.map { [try Mechanism.named($0)] } ?? Mechanism.all
+        let selected = try mechanism.map { [try Mechanism.named($0, argument: "--mechanism")] } ?? Mechanism.all
         let tolerance = self.tolerance ?? (dtype == "f32" ? 1e-5 : 2e-3)
         var rows: [[String]] = []
         var failures = 0

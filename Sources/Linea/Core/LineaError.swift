@@ -40,7 +40,7 @@ public enum LineaError: Error, CustomStringConvertible, Equatable, Sendable {
 
 /// Formats a byte count with a binary unit, e.g. `1.5 GiB`.
 public func formatBytes(_ bytes: Int) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
     var value = Double(bytes)
     var unit = 0
     while value >= 1024, unit < units.count - 1 {
