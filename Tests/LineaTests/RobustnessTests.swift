@@ -53,6 +53,7 @@ import Testing
         #expect(Attention.flops(B: 1, T: 40, S: 30, H: 2, D: 16, causal: true, window: .max)
                 == Attention.flops(B: 1, T: 40, S: 30, H: 2, D: 16, causal: true))
         #expect(Attention.flops(B: 1, T: -1, S: 30, H: 2, D: 16, causal: true) == 0)
+        #expect(Attention.flops(B: 1, T: 40, S: 30, H: 2, D: 16, causal: true, window: .min) > 0)
     }
 
     @Test func manyMorePartitionsThanKeysStayCheap() throws {
@@ -97,6 +98,11 @@ import Testing
         try lse.checkFiniteOutput("lse", allowNegativeInfinity: true)
         #expect(throws: LineaError.self) { try lse.checkFiniteOutput("lse") }
         #expect(try Tensor(shape: [9], scalars: [1, -7, 3, .nan, 2, 0, 0, 0, -4]).maxMagnitude == 7)
+    }
+
+    @Test func errorStatsOfDifferentSizesAreInfinite() throws {
+        #expect(ErrorStats([1, 2], [1]).relativeRMS == .infinity)
+        #expect(ErrorStats(try Tensor(zeros: [2, 1]), try Tensor(zeros: [1, 2])).maxAbs == .infinity)
     }
 
     @Test func byteCountsParse() {

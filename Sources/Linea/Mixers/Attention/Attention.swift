@@ -144,7 +144,7 @@ public enum Attention {
             for i in 0..<T {
                 let pos = i + offset
                 let hi = min(S, pos + 1)
-                let lo = window.map { max(0, pos - min($0, S) + 1) } ?? 0  // W >= S sees every key: no overflow
+                let lo = window.map { max(0, pos - min(max($0, 1), S) + 1) } ?? 0  // W >= S sees every key: no overflow
                 pairs += Double(max(0, hi - lo))
             }
         }
