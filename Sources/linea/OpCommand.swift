@@ -36,8 +36,12 @@ struct OpCommand: ParsableCommand {
         if let window, window < 1 { throw ValidationError("--window: expected >= 1, got \(window)") }
         if let scale, !(scale.isFinite && scale > 0) { throw ValidationError("--scale: expected a finite number > 0, got \(scale)") }
         let mechanism = try Mechanism.named(name)
+        if normalize && name != RecurrentMechanism.linearAttention.rawValue {
+            throw ValidationError("--normalize: only for linear_attn (its normalizer), got it with \(name)")
+        }
         switch mechanism.kind {
         case .attention:
+            if let window, !causal { throw ValidationError("--window \(window): a sliding window is causal, got --no-causal") }
             switch AttentionForm(name: form ?? "flash") {
             case nil: throw validationErrorList(argument: "--form", got: form ?? "", known: mechanism.forms + ["split_kv:N"])
             case .splitKV(let n?)? where n < 1: throw ValidationError("--form \(form ?? ""): expected split_kv:N with N >= 1 partitions, got \(n)")

@@ -51,6 +51,8 @@ import Testing
             (["op", "attention", "--inputs", input, "--output", out, "--form", "split_kv:-5"], "--form split_kv:-5"),
             (["op", "attention", "--inputs", input, "--output", out, "--window=-3"], "--window: expected >= 1"),
             (["op", "gla", "--inputs", input, "--output", out, "--chunk-size", "0"], "--chunk-size: expected >= 1"),
+            (["op", "attention", "--inputs", input, "--output", out, "--no-causal", "--window", "4"], "--window 4: a sliding window is causal"),
+            (["op", "gla", "--inputs", input, "--output", out, "--normalize"], "--normalize: only for linear_attn"),
             (["op", "gla", "--inputs", input, "--output", out, "--form", "chunked:0"], "--form"),
             (["op", "attention", "--inputs", input, "--output", out, "--max-memory", "12Q"], "--max-memory: expected a byte count"),
             (["op", "attention", "--inputs", input, "--output", out, "--max-memory", "0"], "--max-memory"),
