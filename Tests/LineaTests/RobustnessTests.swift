@@ -89,6 +89,13 @@ import Testing
         inputs.allowNonFiniteOutputs = true
         let out = try Recurrence.forward(.gatedDeltaRule, inputs, form: .recurrent)
         #expect(out.o.scalars.contains { !$0.isFinite })
+        // Decode: a huge key makes the state, then o, overflow.
+        var decode = try RecurrentState(batch: 1, heads: 1, keyDim: 4, valueDim: 4)
+        let big = try Tensor(zeros: [1, 1, 4], value: 1e20), one = try Tensor(zeros: [1, 1], value: 1)
+        let text = message { _ = try decode.step(.deltaRule, q: big, k: big, v: big, beta: one) }
+        #expect(text.hasPrefix("o: expected finite values"), "\(text)")
+        let stateText = message { _ = try RecurrentState(batch: 1, heads: 1, keyDim: 1 << 20, valueDim: 1 << 20) }
+        #expect(stateText.hasPrefix("state: [1, 1, 1048576, 1048576] Float32 needs 4.0 TiB"), "\(stateText)")
     }
 
     @Test func nonFiniteOutputErrorNamesTheIndex() throws {

@@ -156,13 +156,18 @@ public enum Recurrence {
             out = mechanism.isDelta ? chunkedDeltaForward(problem, chunk: size) : chunkedGatedForward(problem, chunk: size)
         }
         if inputs.validate && !inputs.allowNonFiniteOutputs {
-            let hint = mechanism.isDelta && !inputs.useQKL2Norm
-                ? "the delta rules need keys of L2 norm <= 1 (normalize them, or use qk L2 normalization: --qk-l2-norm)"
-                : "the Float32 state overflowed (the reference form computes in Float64)"
+            let hint = nonFiniteHint(mechanism, l2Normalized: inputs.useQKL2Norm)
             try out.o.checkFiniteOutput("o", hint: hint)
             try out.finalState.checkFiniteOutput("final_state", hint: hint)
         }
         return out
+    }
+
+    /// Why outputs of `mechanism` went NaN or infinite, for `LineaError.nonFinite`. O(1).
+    static func nonFiniteHint(_ mechanism: RecurrentMechanism, l2Normalized: Bool) -> String {
+        mechanism.isDelta && !l2Normalized
+            ? "the delta rules need keys of L2 norm <= 1 (normalize them, or use qk L2 normalization: --qk-l2-norm)"
+            : "the Float32 state overflowed (the reference form computes in Float64)"
     }
 
     /// What a call allocates besides its inputs: `o`, the final state, L2-normalized copies of q and k, the
