@@ -55,13 +55,14 @@ struct BenchCommand: ParsableCommand {
             throw ValidationError("--value-block: expected 32, 64 or 128, got \(valueBlock)")
         }
         for name in mechanism?.split(separator: ",") ?? [] { _ = try Mechanism.named(String(name), argument: "--mechanism") }
-        // Every point's inputs, output and state must fit the memory limit (checked in Float64: no overflow).
+        // Every point's inputs (q, k, v, a gate up to [B, T, H, K]), output with slack, and state (initial and
+        // final) must fit the memory limit, checked in Float64 so no product can overflow.
         let cuda = backend == "cuda"
         let (H, D) = (heads ?? (cuda ? 16 : 8), dim ?? (cuda ? 128 : 64))
         for T in try parsedLengths() ?? [65536] {
             let B = batch ?? (cuda ? max(1, tokens / T) : 1)
             do {
-                try MemoryBudget.check([.init("q, k, v, o", [4, B, T, H, D]), .init("state", [B, H, D, D])])
+                try MemoryBudget.check([.init("q, k, v, g, o", [6, B, T, H, D]), .init("states", [2, B, H, D, D])])
             } catch let error as LineaError {
                 let b = batch == nil && cuda ? "--tokens \(tokens) (B = \(B))" : "--batch \(B)"
                 throw ValidationError("--lengths \(T), \(b), --heads \(H), --dim \(D): \(error)")
