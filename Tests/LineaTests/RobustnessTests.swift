@@ -33,6 +33,9 @@ import Testing
         inputs.validate = false
         let text = message { _ = try Recurrence.forward(.gla, inputs, form: .chunked(size: .max)) }
         #expect(text.contains("chunk workspace"), "\(text)")
+        // The estimate has no K x K term: a wide key with a short sequence fits.
+        let wide = try RecurrenceInputs.random(.deltaRule, B: 1, T: 2, H: 1, K: 1 << 16, V: 1, seed: 1)
+        _ = try Recurrence.forward(.deltaRule, wide, form: .chunked(size: 64))
     }
 
     @Test func shapesWhoseNonZeroExtentsOverflowAreRejected() throws {

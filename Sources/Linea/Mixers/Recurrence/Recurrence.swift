@@ -171,8 +171,8 @@ public enum Recurrence {
     }
 
     /// What a call allocates besides its inputs: `o`, the final state, L2-normalized copies of q and k, the
-    /// reference's Float64 state and the chunked form's per-thread workspace (bounded above by
-    /// `3·(C+K+1)·(C+K+V)` floats for chunk C). O(1).
+    /// reference's Float64 state and the chunked form's per-thread workspace (for chunk C at most
+    /// `(3C+1)·(C+5K)` floats of C x C and C x K blocks, and the `(K+C) x V` state-and-values block). O(1).
     static func buffers(_ mechanism: RecurrentMechanism, _ x: RecurrenceInputs, _ d: RecurrenceDims, form: RecurrenceForm)
         -> [MemoryBudget.Buffer] {
         let threads = max(1, min(Parallel.threadCount, d.B * d.H))
@@ -183,7 +183,7 @@ public enum Recurrence {
         case .recurrent: break
         case .chunked(let size):
             let C = min(size, d.T)
-            result.append(.init("chunk workspace", [threads, 3, C + d.K + 1, C + d.K + d.V]))
+            result += [.init("chunk workspace", [threads, 3 * C + 1, C + 5 * d.K]), .init("chunk state", [threads, d.K + C, d.V])]
         }
         return result
     }
