@@ -36,11 +36,19 @@ public enum MemoryBudget {
     /// The environment variable that sets the default limit, e.g. `LINEA_MAX_MEMORY=32G`.
     public static let environmentVariable = "LINEA_MAX_MEMORY"
 
-    /// 80% of physical memory (8 GiB when it cannot be read): large enough for any run that fits the machine.
+    /// 80% of physical memory, or of the container's cgroup limit when lower (8 GiB when neither can be read):
+    /// large enough for any run that fits the machine, small enough that the kernel's OOM killer does not come first.
     public static let physicalDefault: Int = {
         let pages = sysconf(Int32(_SC_PHYS_PAGES)), pageSize = sysconf(Int32(_SC_PAGESIZE))
-        guard pages > 0, pageSize > 0 else { return 8 << 30 }
-        return Int(Double(pages) * Double(pageSize) * 0.8)
+        var bytes = pages > 0 && pageSize > 0 ? Double(pages) * Double(pageSize) : Double(10 << 30)
+        for path in ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"] {
+            // "max" (no limit) does not parse; a v1 "no limit" is a huge number, above physical memory.
+            if let text = try? String(contentsOfFile: path, encoding: .utf8),
+               let limit = Double(text.trimmingCharacters(in: .whitespacesAndNewlines)), limit > 0 {
+                bytes = min(bytes, limit)
+            }
+        }
+        return Int(bytes * 0.8)
     }()
 
     /// The limit until one is set: `LINEA_MAX_MEMORY` when it parses (see `parseBytes`), else `physicalDefault`.
