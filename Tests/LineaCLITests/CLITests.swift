@@ -90,7 +90,8 @@ func temporaryDirectory() throws -> URL {
         #expect(r.err.contains("bench: attention flash T = 256"))  // progress on stderr
         let rows = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [[String: Any]]
         #expect(rows?.count == 2)
-        let keys: Set<String> = ["mechanism", "form", "backend", "B", "T", "H", "K", "V", "ms", "tokens_per_s", "gflops", "peak_bytes"]
+        let keys: Set<String> = ["mechanism", "form", "backend", "B", "T", "H", "K", "V", "ms", "tokens_per_s", "gflops", "peak_bytes",
+                                "sgemm_gflops"]
         #expect(rows.map { $0.allSatisfy { Set($0.keys) == keys } } == true)
         #expect(rows?.last?["T"] as? Int == 256)
         let drawing = try String(contentsOfFile: svg, encoding: .utf8)

@@ -41,7 +41,7 @@ extension Recurrence {
     /// Walks `count` heads (b·H + h) through `T` tokens in chunks of `C`: workers take groups of neighbouring heads
     /// (at least one group per thread) and step each group's heads chunk by chunk. O(count · T / C) steps.
     static func walkHeads<W: HeadWalk>(count: Int, T: Int, chunk C: Int, _ make: @Sendable @escaping (Int) -> W) {
-        let groups = max((count + headsPerGroup - 1) / headsPerGroup, min(Parallel.threadCount, count))
+        let groups = headGroups(count)
         Parallel.forEach(groups) { group in
             var walks = (group * count / groups ..< (group + 1) * count / groups).map(make)
             var t0 = 0
@@ -52,5 +52,16 @@ extension Recurrence {
             }
             for i in walks.indices { walks[i].finish() }
         }
+    }
+
+    /// How many groups `walkHeads` cuts `count` heads into.
+    static func headGroups(_ count: Int) -> Int {
+        max((count + headsPerGroup - 1) / headsPerGroup, min(Parallel.threadCount, count))
+    }
+
+    /// Most head walks (each with its workspace) alive at once while `walkHeads` runs `count` heads. O(1).
+    static func liveHeadWalks(_ count: Int) -> Int {
+        let groups = headGroups(count)
+        return min(count, min(groups, Parallel.threadCount) * ((count + groups - 1) / groups))
     }
 }

@@ -171,7 +171,7 @@ public enum Recurrence {
     }
 
     /// What a call allocates besides its inputs: `o`, the final state, L2-normalized copies of q and k, the
-    /// reference's Float64 state and the chunked form's per-thread workspace (for chunk C at most
+    /// reference's Float64 state and the chunked form's workspace per live head walk (for chunk C at most
     /// `(3C+1)·(C+5K)` floats of C x C and C x K blocks, and the `(K+C) x V` state-and-values block). O(1).
     static func buffers(_ mechanism: RecurrentMechanism, _ x: RecurrenceInputs, _ d: RecurrenceDims, form: RecurrenceForm)
         -> [MemoryBudget.Buffer] {
@@ -182,8 +182,8 @@ public enum Recurrence {
         case .reference: result.append(.init("reference state", [threads, d.K, d.V], elementBytes: 8))
         case .recurrent: break
         case .chunked(let size):
-            let C = min(size, d.T)
-            result += [.init("chunk workspace", [threads, 3 * C + 1, C + 5 * d.K]), .init("chunk state", [threads, d.K + C, d.V])]
+            let (C, live) = (min(size, d.T), liveHeadWalks(d.B * d.H))
+            result += [.init("chunk workspace", [live, 3 * C + 1, C + 5 * d.K]), .init("chunk state", [live, d.K + C, d.V])]
         }
         return result
     }
