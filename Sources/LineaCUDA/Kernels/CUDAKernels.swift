@@ -1,5 +1,76 @@
 /// The CUDA C sources of Linea's kernels (compiled by NVRTC on first use) and their entry points.
+/// The sources are the files in Kernels/cu, embedded into `files` by scripts/embed_kernels.py (EmbeddedKernels.swift), so
+/// the binary needs nothing beside it.
 public enum CUDAKernels {
+    /// Tiled online-softmax attention forward, no tensor cores; any head dim <= 256; any architecture.
+    /// Entries `linea_attn_simple_{f32,bf16,f16}_d{64,128,256}` (the suffix is the largest head dim handled).
+    public static let attentionSimple = file("attention_simple.cu")
+
+    /// Flash attention forward on tensor cores (`mma.sync` m16n8k16 bf16, fp32 accumulation), header-free PTX.
+    /// Entries `linea_attn_mma_{bf16,f16}_d{64,128}`.
+    public static let attentionMMA = file("attention_mma.cu")
+
+    /// Flash attention forward for Hopper: two warpgroups of 64 query rows, `wgmma` m64n128k16 for S = Q Kᵀ
+    /// (both operands in shared memory) and O += P V (P from registers), K/V tiles of 128 keys brought in with
+    /// cp.async into three 128B-swizzled shared-memory stages. Entries `linea_attn_wgmma_{bf16,f16}_d128` (v4: 256
+    /// threads, grid (query tiles, Hq, B)) and `linea_attn_wgmma_ws_{bf16,f16}_d128` (warp-specialized, 384 threads,
+    /// one-dimensional grid of work items, two more int arguments: B and the head-group size).
+    public static let attentionHopper = file("attention_hopper.cu")
+
+    /// NVRTC option that the Hopper attention kernel needs (wgmma is an sm_90a-only instruction).
+    public static let attentionHopperOptions = ["--gpu-architecture=sm_90a"]
+
+    /// Flash-decoding: few queries against a long KV. `linea_splitkv_{f32,bf16,f16}_d{64,128,256}_r{4,8}` (input
+    /// type, largest head dim, query rows per block) write per-partition partial results; `linea_splitkv_merge`
+    /// combines them through their log-sum-exp.
+    public static let attentionSplitKV = file("attention_split_kv.cu")
+
+    /// Flash-style attention over a block mask, skipping key tiles the mask drops for the whole query tile.
+    /// Entries `linea_attn_bsparse_d{64,128,256}` (largest head dim handled); the input type is a launch argument
+    /// (it only changes the staging loads into fp32 shared memory).
+    public static let attentionBlockSparse = file("attention_block_sparse.cu")
+
+    /// One-token recurrent step for the six mechanisms (a template over gate kind and delta write), fp32 state
+    /// updated in place in one pass. Entries `linea_rec_step_{f32,bf16,f16}_k{128,256}_v{1,4}` (input type, largest
+    /// key dim handled, columns per lane); the mechanism is a launch argument (uniform switch, 0...5 as
+    /// `CUDARecurrentStep.mechanismCode`).
+    public static let recurrentStep = file("recurrent_step.cu")
+
+    /// Chunked forward of the scalar-decay recurrences (linear_attn, retention, simple_gla) and, with the WY/UT
+    /// prepass, the delta rules, on tensor cores (`mma.sync` m16n8k16 bf16, fp32 accumulation, fp32 state).
+    /// Entries `linea_chunk_{fwd,end}_k{64,128}_v{32,64,128}_{plain,gated}` and `linea_chunk_{fwd,end}_k{64,128}_{delta,gdelta}`
+    /// (the full walk and the end-state pass of segmented runs; plain: linear_attn, gated: retention and simple_gla,
+    /// delta: delta_rule, gdelta: gated_delta_rule; the delta rules' entries take 64 columns of V per block),
+    /// `linea_chunk_seg_scan`, `linea_chunk_seg_scan_delta`, `linea_chunk_wy_k{64,128}_v{64,128}`.
+    /// Includes chunked_common.cuh.
+    public static let chunked = file("chunked.cu")
+
+    /// Chunked forward of gla (a log gate per key channel, fla's chunk_gla) on tensor cores (`mma.sync` m16n8k16 bf16,
+    /// fp32 accumulation, fp32 state). Entries `linea_gla_fwd_k{64,128}_v{64,128}` (V block of 64 or 128 columns).
+    /// Includes chunked_common.cuh.
+    public static let chunkedGLA = file("chunked_gla.cu")
+
+    /// Chunked forward of all six recurrences (linear_attn, retention, simple_gla, gla, delta_rule, gated_delta_rule)
+    /// in fp32 on CUDA cores (no tensor cores), for f32 or f16 inputs. Entries
+    /// `linea_chunk_simt_{f32,f16}_k{64,128}_v{32,64}` (input type, K, V block).
+    public static let chunkedSIMT = file("chunked_simt.cu")
+
+    /// The headers the sources `#include`, as (include name, text), passed to NVRTC with every compile (by
+    /// `CUDAContext.function`): chunked_common.cuh holds the device helpers of `chunked` and `chunkedGLA` (cp.async
+    /// tile loads, ldmatrix and `mma.sync` m16n8k16 bf16 wrappers, bf16 packing and the hi + lo split, the cumulative
+    /// gate sum).
+    public static let headers: [(name: String, source: String)] =
+        files.keys.filter { $0.hasSuffix(".cuh") }.sorted().map { ($0, files[$0]!) }
+
+    /// The embedded text of the kernel file `name`. A missing name is a build error of the package itself (a file
+    /// renamed without rerunning scripts/embed_kernels.py), which the source tests catch, so it traps.
+    static func file(_ name: String) -> String {
+        guard let text = files[name] else {
+            fatalError("Kernels/cu/\(name) is not embedded: run scripts/embed_kernels.py")
+        }
+        return text
+    }
+
     /// Every kernel source with its name and `extern "C" __global__` entry points (for checks and tools).
     /// `attention_hopper` needs `attentionHopperOptions` (sm_90a) and an sm_90 device.
     public static var all: [(name: String, source: String, entries: [String])] {

@@ -1,15 +1,3 @@
-// CUDA C source of the chunked recurrence forward kernels (bf16 inputs, fp32 state, sm_80 or newer).
-// Extracted by scripts/check_kernels.py: keep the markers.
-
-extension CUDAKernels {
-    // LINEA-KERNEL-BEGIN chunked
-    /// Chunked forward of the scalar-decay recurrences (linear_attn, retention, simple_gla) and, with the WY/UT
-    /// prepass, the delta rules, on tensor cores (`mma.sync` m16n8k16 bf16, fp32 accumulation, fp32 state).
-    /// Entries `linea_chunk_{fwd,end}_k{64,128}_v{32,64,128}_{plain,gated}` and `linea_chunk_{fwd,end}_k{64,128}_{delta,gdelta}`
-    /// (the full walk and the end-state pass of segmented runs; plain: linear_attn, gated: retention and simple_gla,
-    /// delta: delta_rule, gdelta: gated_delta_rule; the delta rules' entries take 64 columns of V per block), `linea_chunk_seg_scan`, `linea_chunk_seg_scan_delta`,
-    /// `linea_chunk_wy_k{64,128}_v{64,128}`. Prefixed with `chunkedCommon` (the device helpers it shares with `chunkedGLA`).
-    public static let chunked = chunkedCommon + #"""
 // Linea: chunked forward of S_t = a_t S_{t-1} (I - b_t k_t k_t^T) + b_t k_t v_t^T, o_t = scale q_t^T S_t, with a scalar
 // log gate per (b, t, h) (or a fixed one per head, or none), chunks of C = 64 tokens.
 // q, k [B,T,H,K], v [B,T,H,V] bf16; g [B,T,H] fp32 (gate_mode 2) or per-head log decay [H] (gate_mode 1) or none (0);
@@ -43,6 +31,8 @@ extension CUDAKernels {
 // (j < i), A = (I + L)^{-1} blocked by 16 (diagonal blocks by forward substitution in fp32, the others by 16 x 16
 // products), w = A (beta e^G k) stored bf16 [B,T,H,K] and u = A (beta v) stored fp32 [B,T,H,V] (beta e^G folded into
 // A's columns, split hi + lo).
+
+#include "chunked_common.cuh"
 
 // The scalar decays' walk. STATE_ONLY: the end-state pass compiled on its own (no q tile, no output code, no smem copy
 // of the state, so that two blocks fit on an SM). GATED: a decay (gate_mode 1 or 2); without it (linear_attn) no gate
@@ -1014,7 +1004,4 @@ extern "C" __global__ void __launch_bounds__(128) linea_chunk_wy_k128_v128(
     const lc_bf16* k, const lc_bf16* v, const float* beta, const float* g, int gate_mode, lc_bf16* w, float* u,
     int T, int H) {
     lc_chunk_wy<128, 128>(k, v, beta, g, gate_mode, w, u, T, H);
-}
-"""#
-    // LINEA-KERNEL-END
 }
