@@ -18,6 +18,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.dont_write_bytecode = True  # no __pycache__ in scripts/
 import embed_kernels  # noqa: E402  (the texts as the binary holds them)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
