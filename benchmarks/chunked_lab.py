@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Kernel lab for the CUDA chunked recurrences, for the GPU machine (python3 with torch and cupy; no Swift needed).
 
-Compiles the `chunked` kernel source straight out of Sources/LineaCUDA/Kernels/cu/chunked.cu with CuPy's NVRTC,
+Compiles the chunked kernel sources straight out of Sources/LineaCUDA/Kernels/cu (chunked_*.cu) with CuPy's NVRTC,
 launches it the way CUDAChunked does (same launch plan, mirrored here), checks it against an fp64 token-by-token
 recurrence on small shapes, and times it on the shapes of `linea bench --backend cuda` (bf16, H = 16, K = V = 128,
 B*T = 32768). Edit the kernel, rerun: one device call per variant instead of a Swift build.
@@ -14,7 +14,7 @@ B*T = 32768). Edit the kernel, rerun: one device call per variant instead of a S
                                                                 # with the state and output kernels also timed alone
   python3 benchmarks/chunked_lab.py --fla                       # fla's chunk kernel timed beside each row (do_bench)
   python3 benchmarks/chunked_lab.py --end-only --T 32768        # segmented runs: only the end-state pass and the scan
-  python3 benchmarks/chunked_lab.py --kernel-file OLD.cu        # the chunked source from another chunked.cu
+  python3 benchmarks/chunked_lab.py --kernel-file OLD.cu        # one source with every chunked entry instead
                                                                 # (same entries and arguments; across revisions that
                                                                 # changed them: benchmarks/lab_versions.sh)
 """
@@ -36,13 +36,15 @@ ap.add_argument("--split", action="store_true", help="scalar decays: the split l
 ap.add_argument("--split-bv", type=int, default=0, help="V block of the split state pass (default: the plan's)")
 ap.add_argument("--fla", action="store_true", help="also time fla's chunk kernel of each mechanism, same inputs")
 ap.add_argument("--end-only", action="store_true", help="segmented runs: time only the end-state pass and the scan")
-ap.add_argument("--kernel-file", default="", help="a chunked.cu to take the chunked source from (A/B runs)")
+ap.add_argument("--kernel-file", default="", help="one .cu with every chunked entry to compile instead (A/B runs)")
 args = ap.parse_args()
 
 KERNELS = os.path.join(ROOT, "Sources/LineaCUDA/Kernels/cu")
-# The sources `#include "chunked_common.cuh"`: NVRTC finds it on the include path (the library passes it by name).
+# The library compiles each stage on its own (chunked_fwd.cu, chunked_wy.cu, ...); the lab compiles them as one module.
+# Their headers (chunked_common.cuh, ...) come from the include path (the library passes them to NVRTC by name).
+UNITS = ["chunked_fwd.cu", "chunked_end.cu", "chunked_delta_fwd.cu", "chunked_delta_end.cu", "chunked_wy.cu", "chunked_scan.cu"]
 OPTIONS = ("-std=c++17", "-arch=sm_90", "--use_fast_math", "-I" + KERNELS) + tuple(args.defines.split())
-source = open(args.kernel_file or os.path.join(KERNELS, "chunked.cu")).read()
+source = open(args.kernel_file).read() if args.kernel_file else "".join(f'#include "{u}"\n' for u in UNITS)
 started = time.time()
 module = cp.RawModule(code=source, options=OPTIONS)
 module.compile()

@@ -2,17 +2,16 @@
 # Times several versions of the chunked kernel in one device call (same GPU, same run), with benchmarks/chunked_lab.py.
 #   here:             benchmarks/lab_versions.sh pack REV [REV ...]   # git revisions (or "work" for the working tree)
 #   on the GPU:       benchmarks/lab_versions.sh run [chunked_lab.py options, e.g. --check --T 2048]
-# pack writes, per revision, chunked_lab.py, compare_gpu.py and the chunked kernel sources (cu/chunked.cu and
-# cu/chunked_common.cuh, or the Swift files that held them before) into
+# pack writes, per revision, chunked_lab.py, compare_gpu.py and the kernel sources (the files in Kernels/cu, or the
+# Swift files that held the chunked ones before) into
 # .device/lab/NN-REV/ with the repository's layout (so the lab compiles that revision's kernels); carry ".device/lab"
 # (and ".whl" for --fla). run runs each copy in order, writes its output to $OUT/lab-NN-REV.txt (at most 8 files come
 # back) and prints the timing lines of every version together.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Each revision's lab reads its own layout: the kernel files, or the Swift literals of revisions before them.
-files="benchmarks/chunked_lab.py benchmarks/compare_gpu.py Sources/LineaCUDA/Kernels/cu/chunked.cu
-Sources/LineaCUDA/Kernels/cu/chunked_common.cuh Sources/LineaCUDA/Kernels/ChunkedKernel.swift
-Sources/LineaCUDA/Kernels/ChunkedCommonKernel.swift"
+files="benchmarks/chunked_lab.py benchmarks/compare_gpu.py Sources/LineaCUDA/Kernels/cu
+Sources/LineaCUDA/Kernels/ChunkedKernel.swift Sources/LineaCUDA/Kernels/ChunkedCommonKernel.swift"
 case "${1:-}" in
 pack)
     shift
@@ -21,8 +20,9 @@ pack)
     n=0
     for rev in "$@"; do
         dir=.device/lab/$(printf %02d $n)-${rev//[^A-Za-z0-9._-]/_}
-        for f in $files; do
-            if [ "$rev" = work ]; then [ -e "$f" ] || continue; else git cat-file -e "$rev:$f" 2>/dev/null || continue; fi
+        if [ "$rev" = work ]; then list=$(git ls-files --cached --others --exclude-standard -- $files); else list=$(git ls-tree -r --name-only "$rev" -- $files); fi
+        for f in $list; do
+            [ "$rev" != work ] || [ -e "$f" ] || continue  # deleted in the working tree
             mkdir -p "$dir/$(dirname "$f")"
             if [ "$rev" = work ]; then cp "$f" "$dir/$f"; else git show "$rev:$f" > "$dir/$f"; fi
         done

@@ -36,14 +36,28 @@ public enum CUDAKernels {
     /// `CUDARecurrentStep.mechanismCode`).
     public static let recurrentStep = file("recurrent_step.cu")
 
-    /// Chunked forward of the scalar-decay recurrences (linear_attn, retention, simple_gla) and, with the WY/UT
-    /// prepass, the delta rules, on tensor cores (`mma.sync` m16n8k16 bf16, fp32 accumulation, fp32 state).
-    /// Entries `linea_chunk_{fwd,end}_k{64,128}_v{32,64,128}_{plain,gated}` and `linea_chunk_{fwd,end}_k{64,128}_{delta,gdelta}`
-    /// (the full walk and the end-state pass of segmented runs; plain: linear_attn, gated: retention and simple_gla,
-    /// delta: delta_rule, gdelta: gated_delta_rule; the delta rules' entries take 64 columns of V per block),
-    /// `linea_chunk_seg_scan`, `linea_chunk_seg_scan_delta`, `linea_chunk_wy_k{64,128}_v{64,128}`.
-    /// Includes chunked_common.cuh.
-    public static let chunked = file("chunked.cu")
+    // The chunked forward of the scalar-decay recurrences (linear_attn, retention, simple_gla) and, with the WY/UT
+    // prepass, the delta rules, on tensor cores (`mma.sync` m16n8k16 bf16, fp32 accumulation, fp32 state), one compile
+    // unit per stage so that a first use compiles only the stages it launches (chunked_scalar.cuh has the method).
+    // plain: linear_attn, gated: retention and simple_gla, delta: delta_rule, gdelta: gated_delta_rule.
+
+    /// The scalar decays' full walk: `linea_chunk_fwd_k{64,128}_v{32,64,128}_{plain,gated}`.
+    public static let chunkedFwd = file("chunked_fwd.cu")
+
+    /// The scalar decays' end-state pass of segmented runs: `linea_chunk_end_k{64,128}_v{32,64,128}_{plain,gated}`.
+    public static let chunkedEnd = file("chunked_end.cu")
+
+    /// The delta rules' full walk (64 columns of V per block): `linea_chunk_fwd_k{64,128}_{delta,gdelta}`.
+    public static let chunkedDeltaFwd = file("chunked_delta_fwd.cu")
+
+    /// The delta rules' end-state pass of segmented runs: `linea_chunk_end_k{64,128}_{delta,gdelta}`.
+    public static let chunkedDeltaEnd = file("chunked_delta_end.cu")
+
+    /// The delta rules' WY prepass: `linea_chunk_wy_k{64,128}_v{64,128}`.
+    public static let chunkedWY = file("chunked_wy.cu")
+
+    /// The scans that join the segments of long runs: `linea_chunk_seg_scan`, `linea_chunk_seg_scan_delta`.
+    public static let chunkedScan = file("chunked_scan.cu")
 
     /// Chunked forward of gla (a log gate per key channel, fla's chunk_gla) on tensor cores (`mma.sync` m16n8k16 bf16,
     /// fp32 accumulation, fp32 state). Entries `linea_gla_fwd_k{64,128}_v{64,128}` (V block of 64 or 128 columns).
@@ -87,26 +101,22 @@ public enum CUDAKernels {
                 + ["linea_splitkv_merge"]),
             ("attention_block_sparse", attentionBlockSparse,
              [64, 128, 256].map { "linea_attn_bsparse_d\($0)" }),
-            ("chunked", chunked, chunkedEntries),
+            ("chunked_fwd", chunkedFwd, chunkedEntries(pass: "fwd")),
+            ("chunked_end", chunkedEnd, chunkedEntries(pass: "end")),
+            ("chunked_delta_fwd", chunkedDeltaFwd, ["delta", "gdelta"].flatMap { d in [64, 128].map { "linea_chunk_fwd_k\($0)_\(d)" } }),
+            ("chunked_delta_end", chunkedDeltaEnd, ["delta", "gdelta"].flatMap { d in [64, 128].map { "linea_chunk_end_k\($0)_\(d)" } }),
+            ("chunked_wy", chunkedWY, [64, 128].flatMap { k in [64, 128].map { "linea_chunk_wy_k\(k)_v\($0)" } }),
+            ("chunked_scan", chunkedScan, ["linea_chunk_seg_scan", "linea_chunk_seg_scan_delta"]),
             ("chunked_gla", chunkedGLA, [64, 128].flatMap { k in [64, 128].map { "linea_gla_fwd_k\(k)_v\($0)" } }),
             ("chunked_simt", chunkedSIMT,
              ["f32", "f16"].flatMap { t in [64, 128].flatMap { k in [32, 64].map { "linea_chunk_simt_\(t)_k\(k)_v\($0)" } } }),
         ]
     }
 
-    /// The entries of `chunked`: the full walk and end-state pass per K, V block and kind of the scalar decays, and per K
-    /// and kind of the delta rules; the WY prepass; the scans.
-    static var chunkedEntries: [String] {
-        var names: [String] = []
-        for pass in ["fwd", "end"] {
-            for k in [64, 128] {
-                for v in [32, 64, 128] {
-                    names += ["plain", "gated"].map { "linea_chunk_\(pass)_k\(k)_v\(v)_\($0)" }
-                }
-                names += ["delta", "gdelta"].map { "linea_chunk_\(pass)_k\(k)_\($0)" }
-            }
+    /// The scalar decays' entries of `pass` ("fwd": the full walk, "end": the end-state pass) per K, V block and kind.
+    static func chunkedEntries(pass: String) -> [String] {
+        [64, 128].flatMap { k in
+            [32, 64, 128].flatMap { v in ["plain", "gated"].map { "linea_chunk_\(pass)_k\(k)_v\(v)_\($0)" } }
         }
-        names += [64, 128].flatMap { k in [64, 128].map { "linea_chunk_wy_k\(k)_v\($0)" } }
-        return names + ["linea_chunk_seg_scan", "linea_chunk_seg_scan_delta"]
     }
 }

@@ -1,4 +1,4 @@
-// Included by chunked.cu and chunked_gla.cu; NVRTC gets it as a named header (CUDAKernels.headers).
+// Included by the chunked kernels (chunked_*.cu, chunked_gla.cu); NVRTC gets it as a named header (CUDAKernels.headers).
 #pragma once
 // Linea: device helpers of the chunked kernels (sm_80 or newer).
 typedef unsigned short lc_bf16;
