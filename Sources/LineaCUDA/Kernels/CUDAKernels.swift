@@ -70,9 +70,10 @@ public enum CUDAKernels {
     public static let chunkedSIMT = file("chunked_simt.cu")
 
     /// The headers the sources `#include`, as (include name, text), passed to NVRTC with every compile (by
-    /// `CUDAContext.function`): chunked_common.cuh holds the device helpers of `chunked` and `chunkedGLA` (cp.async
-    /// tile loads, ldmatrix and `mma.sync` m16n8k16 bf16 wrappers, bf16 packing and the hi + lo split, the cumulative
-    /// gate sum).
+    /// `CUDAContext.function`): chunked_common.cuh, the device helpers of the bf16 chunked kernels and `chunkedGLA`
+    /// (cp.async tile loads, ldmatrix and `mma.sync` m16n8k16 bf16 wrappers, bf16 packing and the hi + lo split, the
+    /// cumulative gate sum); chunked_scalar.cuh, the scalar decays' walk (`chunkedFwd`, `chunkedEnd`); chunked_delta.cuh,
+    /// the delta rules' transposed-state helpers (`chunkedDeltaFwd`, `chunkedDeltaEnd`).
     public static let headers: [(name: String, source: String)] =
         files.keys.filter { $0.hasSuffix(".cuh") }.sorted().map { ($0, files[$0]!) }
 
