@@ -45,6 +45,7 @@ let package = Package(
         .target(
             name: "LineaCUDA",
             dependencies: ["Linea"],
+            exclude: ["Kernels/cu"],  // the kernel files, embedded by scripts/embed_kernels.py (EmbeddedKernels.swift)
             swiftSettings: cpuFlags
         ),
         .executableTarget(

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Kernel lab for the CUDA chunked recurrences, for the GPU machine (python3 with torch and cupy; no Swift needed).
 
-Compiles the `chunked` kernel source straight out of Sources/LineaCUDA/Kernels/ChunkedKernel.swift with CuPy's NVRTC,
+Compiles the chunked kernel sources straight out of Sources/LineaCUDA/Kernels/cu (chunked_*.cu) with CuPy's NVRTC,
 launches it the way CUDAChunked does (same launch plan, mirrored here), checks it against an fp64 token-by-token
 recurrence on small shapes, and times it on the shapes of `linea bench --backend cuda` (bf16, H = 16, K = V = 128,
 B*T = 32768). Edit the kernel, rerun: one device call per variant instead of a Swift build.
@@ -14,7 +14,7 @@ B*T = 32768). Edit the kernel, rerun: one device call per variant instead of a S
                                                                 # with the state and output kernels also timed alone
   python3 benchmarks/chunked_lab.py --fla                       # fla's chunk kernel timed beside each row (do_bench)
   python3 benchmarks/chunked_lab.py --end-only --T 32768        # segmented runs: only the end-state pass and the scan
-  python3 benchmarks/chunked_lab.py --kernel-file OLD.swift     # the chunked source from another ChunkedKernel.swift
+  python3 benchmarks/chunked_lab.py --kernel-file OLD.cu        # one source with every chunked entry instead
                                                                 # (same entries and arguments; across revisions that
                                                                 # changed them: benchmarks/lab_versions.sh)
 """
@@ -36,24 +36,22 @@ ap.add_argument("--split", action="store_true", help="scalar decays: the split l
 ap.add_argument("--split-bv", type=int, default=0, help="V block of the split state pass (default: the plan's)")
 ap.add_argument("--fla", action="store_true", help="also time fla's chunk kernel of each mechanism, same inputs")
 ap.add_argument("--end-only", action="store_true", help="segmented runs: time only the end-state pass and the scan")
-ap.add_argument("--kernel-file", default="", help="a ChunkedKernel.swift to take the chunked source from (A/B runs)")
+ap.add_argument("--kernel-file", default="", help="one .cu with every chunked entry to compile instead (A/B runs)")
 args = ap.parse_args()
 
-def literal(file, name):
-    path = args.kernel_file if args.kernel_file and file == "ChunkedKernel.swift" else os.path.join(ROOT, "Sources/LineaCUDA/Kernels", file)
-    text = open(path).read()
-    return re.search(r'// LINEA-KERNEL-BEGIN ' + name + r'\n.*?#"""\n(.*?)\n"""#', text, re.S).group(1)
-
-
-common_source = literal("ChunkedCommonKernel.swift", "chunked_common") + "\n"
-source = common_source + literal("ChunkedKernel.swift", "chunked")
+KERNELS = os.path.join(ROOT, "Sources/LineaCUDA/Kernels/cu")
+# The library compiles each stage on its own (chunked_fwd.cu, chunked_wy.cu, ...); the lab compiles them as one module.
+# Their headers (chunked_common.cuh, ...) come from the include path (the library passes them to NVRTC by name).
+UNITS = ["chunked_fwd.cu", "chunked_end.cu", "chunked_delta_fwd.cu", "chunked_delta_end.cu", "chunked_wy.cu", "chunked_scan.cu"]
+OPTIONS = ("-std=c++17", "-arch=sm_90", "--use_fast_math", "-I" + KERNELS) + tuple(args.defines.split())
+source = open(args.kernel_file).read() if args.kernel_file else "".join(f'#include "{u}"\n' for u in UNITS)
 started = time.time()
-module = cp.RawModule(code=source, options=("-std=c++17", "-arch=sm_90", "--use_fast_math") + tuple(args.defines.split()))
+module = cp.RawModule(code=source, options=OPTIONS)
 module.compile()
 split_module = None
 if args.split:
-    split_module = cp.RawModule(code=common_source + open(os.path.join(ROOT, "benchmarks", "chunked_split_lab.cu")).read(),
-                                options=("-std=c++17", "-arch=sm_90", "--use_fast_math") + tuple(args.defines.split()))
+    split_module = cp.RawModule(code='#include "chunked_common.cuh"\n' + open(os.path.join(ROOT, "benchmarks", "chunked_split_lab.cu")).read(),
+                                options=OPTIONS)
     split_module.compile()
 print(f"compiled in {time.time() - started:.1f}s", flush=True)
 SMS = torch.cuda.get_device_properties(0).multi_processor_count

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Kernel lab for the CUDA recurrent decode steps, for the GPU machine (python3 with torch and cupy; no Swift needed).
 
-Compiles the `recurrent_step` source straight out of Sources/LineaCUDA/Kernels/RecurrentStepKernel.swift with CuPy's
+Compiles the `recurrent_step` source straight out of Sources/LineaCUDA/Kernels/cu/recurrent_step.cu with CuPy's
 NVRTC, launches it the way CUDARecurrentStep does, checks one step of every mechanism against an fp64 step, and times
 the issue's shape (bf16 inputs, B = 64, H = 32, K = V = 128, fp32 state in place) against a device-to-device copy of
 the state measured in the same process (bytes moved: the state read once and written once, as the copy does).
@@ -23,8 +23,7 @@ ap.add_argument("--reps", type=int, default=30)
 ap.add_argument("--rounds", type=int, default=3, help="rounds over the variants (interleaved, to see the spread)")
 args = ap.parse_args()
 
-text = open(os.path.join(ROOT, "Sources/LineaCUDA/Kernels/RecurrentStepKernel.swift")).read()
-source = re.search(r'// LINEA-KERNEL-BEGIN recurrent_step\n.*?#"""\n(.*?)\n"""#', text, re.S).group(1)
+source = open(os.path.join(ROOT, "Sources/LineaCUDA/Kernels/cu/recurrent_step.cu")).read()
 ptr = lambda t: np.uint64(t.data_ptr()) if t is not None else np.uint64(0)
 K = V = 128
 

@@ -2,13 +2,16 @@
 # Times several versions of the chunked kernel in one device call (same GPU, same run), with benchmarks/chunked_lab.py.
 #   here:             benchmarks/lab_versions.sh pack REV [REV ...]   # git revisions (or "work" for the working tree)
 #   on the GPU:       benchmarks/lab_versions.sh run [chunked_lab.py options, e.g. --check --T 2048]
-# pack writes, per revision, chunked_lab.py, compare_gpu.py and the two chunked kernel sources into
+# pack writes, per revision, chunked_lab.py, compare_gpu.py and the kernel sources (the files in Kernels/cu, or the
+# Swift files that held the chunked ones before) into
 # .device/lab/NN-REV/ with the repository's layout (so the lab compiles that revision's kernels); carry ".device/lab"
 # (and ".whl" for --fla). run runs each copy in order, writes its output to $OUT/lab-NN-REV.txt (at most 8 files come
 # back) and prints the timing lines of every version together.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-files="benchmarks/chunked_lab.py benchmarks/compare_gpu.py Sources/LineaCUDA/Kernels/ChunkedKernel.swift Sources/LineaCUDA/Kernels/ChunkedCommonKernel.swift"
+# Each revision's lab reads its own layout: the kernel files, or the Swift literals of revisions before them.
+files="benchmarks/chunked_lab.py benchmarks/compare_gpu.py Sources/LineaCUDA/Kernels/cu
+Sources/LineaCUDA/Kernels/ChunkedKernel.swift Sources/LineaCUDA/Kernels/ChunkedCommonKernel.swift"
 case "${1:-}" in
 pack)
     shift
@@ -17,7 +20,9 @@ pack)
     n=0
     for rev in "$@"; do
         dir=.device/lab/$(printf %02d $n)-${rev//[^A-Za-z0-9._-]/_}
-        for f in $files; do
+        if [ "$rev" = work ]; then list=$(git ls-files --cached --others --exclude-standard -- $files); else list=$(git ls-tree -r --name-only "$rev" -- $files); fi
+        for f in $list; do
+            [ "$rev" != work ] || [ -e "$f" ] || continue  # deleted in the working tree
             mkdir -p "$dir/$(dirname "$f")"
             if [ "$rev" = work ]; then cp "$f" "$dir/$f"; else git show "$rev:$f" > "$dir/$f"; fi
         done
@@ -45,7 +50,7 @@ run)
     done
     ;;
 *)
-    sed -n 2,8p "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n 2,9p "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

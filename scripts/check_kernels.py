@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
-"""Compiles every CUDA kernel source embedded in Sources/LineaCUDA to PTX with NVRTC (no GPU needed).
+"""Compiles every CUDA kernel file (Sources/LineaCUDA/Kernels/cu/*.cu) to PTX with NVRTC (no GPU needed).
 
-The sources are Swift raw string literals between `// LINEA-KERNEL-BEGIN <name>` and `// LINEA-KERNEL-END`.
+Each .cu file is compiled as the binary holds it (scripts/embed_kernels.py: a `#line` directive, then the file), with
+every .cuh file passed as a named NVRTC header, as CUDAContext.function does at run time.
 NVRTC comes from PyPI (nvidia-cuda-nvrtc, CUDA 13.0 line), installed into a private venv when not found;
 set LINEA_NVRTC to a libnvrtc.so path to use another. Exits 1 on any compile error, printing NVRTC's log.
-A source with the line `// linea-nvrtc-header` holds device helpers only (no entries needed), and one declared as
-`prefix + <literal>` is compiled with that prefix literal in front, as Swift builds it.
 A source that contains the line `// linea-nvrtc-arch: sm_90a` (wgmma and other arch-specific instructions) is
 compiled for that architecture only (as compute_90a), whatever --arch says.
-Usage: scripts/check_kernels.py [--arch sm_90] [--arch sm_80] ...
+With `--dump DIR`, writes each compiled PTX to DIR/<name>.<arch>.ptx (to diff the PTX of two revisions).
+Usage: scripts/check_kernels.py [--arch sm_90] [--arch sm_80] ... [--dump DIR]
 """
 import ctypes
 import glob
@@ -16,6 +16,10 @@ import os
 import re
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.dont_write_bytecode = True  # no __pycache__ in scripts/
+import embed_kernels  # noqa: E402  (the texts as the binary holds them)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("LINEA_NVRTC_DIR", os.path.join(os.path.expanduser("~"), ".cache", "linea", "nvrtc"))
@@ -50,32 +54,25 @@ def find_nvrtc():
     return found
 
 
-def extract_sources():
-    """Returns [(name, source, file)] for every marked kernel literal, as compiled: a literal declared as
-    `static let x = prefix + <literal>` starts with the literal `prefix` (e.g. chunkedCommon's device helpers)."""
-    found, literals = [], {}
-    pattern = re.compile(r'// LINEA-KERNEL-BEGIN (\w+)\n.*?static let (\w+) = (?:(\w+) \+ )?#"""\n(.*?)\n"""#\s*\n\s*'
-                         r'// LINEA-KERNEL-END', re.S)
-    for path in sorted(glob.glob(os.path.join(ROOT, "Sources", "LineaCUDA", "**", "*.swift"), recursive=True)):
-        text = open(path, encoding="utf-8").read()
-        begins = text.count("LINEA-KERNEL-BEGIN")
-        matches = pattern.findall(text)
-        if len(matches) != begins:
-            sys.exit(f"check_kernels: {path}: {begins} BEGIN markers but {len(matches)} well-formed kernel literals")
-        for name, swift_name, prefix, src in matches:
-            literals[swift_name] = src
-            found.append((name, src, prefix, os.path.relpath(path, ROOT)))
-    missing = [prefix for _, _, prefix, _ in found if prefix and prefix not in literals]
-    if missing:
-        sys.exit(f"check_kernels: prefix literals not found: {missing}")
-    return [(name, (literals[prefix] + src) if prefix else src, path) for name, src, prefix, path in found]
+def kernel_sources():
+    """Returns ([(name, source, path)] of the .cu files, [(include name, text)] of the .cuh headers), as embedded."""
+    units, headers = [], []
+    for path in embed_kernels.kernel_files():
+        base = os.path.basename(path)
+        if base.endswith(".cuh"):
+            headers.append((base, embed_kernels.embedded_text(path)))
+        else:
+            units.append((base[:-len(".cu")], embed_kernels.embedded_text(path), path))
+    return units, headers
 
 
-def compile_ptx(lib, name, source, arch):
+def compile_ptx(lib, name, source, headers, arch):
     prog = ctypes.c_void_p()
-    rc = lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), (name + ".cu").encode(), 0, None, None)
+    texts = (ctypes.c_char_p * len(headers))(*[text.encode() for _, text in headers])
+    names = (ctypes.c_char_p * len(headers))(*[include.encode() for include, _ in headers])
+    rc = lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), (name + ".cu").encode(), len(headers), texts, names)
     if rc != 0:
-        return False, f"nvrtcCreateProgram failed ({rc})"
+        return False, f"nvrtcCreateProgram failed ({rc})", [], ""
     opts = [f"--gpu-architecture=compute_{arch[3:]}".encode(), b"--std=c++17", b"-default-device"]
     arr = (ctypes.c_char_p * len(opts))(*opts)
     rc = lib.nvrtcCompileProgram(prog, len(opts), arr)
@@ -93,14 +90,15 @@ def compile_ptx(lib, name, source, arch):
     lib.nvrtcDestroyProgram(ctypes.byref(prog))
     text = log.value.decode(errors="replace").strip()
     if rc != 0:
-        return False, f"nvrtcCompileProgram: {lib.nvrtcGetErrorString(rc).decode()}\n{text}", []
+        return False, f"nvrtcCompileProgram: {lib.nvrtcGetErrorString(rc).decode()}\n{text}", [], ""
     # The entry points as compiled (macro-generated ones included).
     entries = re.findall(r"^\.visible \.entry (\w+)\(", ptx, re.M)
-    return True, f"{ptx_size.value} bytes of PTX" + (f"\n{text}" if text else ""), entries
+    return True, f"{ptx_size.value} bytes of PTX" + (f"\n{text}" if text else ""), entries, ptx
 
 
 def main():
     archs = [a for i, a in enumerate(sys.argv) if i > 0 and sys.argv[i - 1] == "--arch"] or ["sm_90"]
+    dump = next((a for i, a in enumerate(sys.argv) if i > 0 and sys.argv[i - 1] == "--dump"), None)
     path = find_nvrtc()
     # NVRTC dlopens libnvrtc-builtins at compile time; load it first from the same folder (no LD_LIBRARY_PATH).
     for builtins in sorted(glob.glob(os.path.join(os.path.dirname(path), "libnvrtc-builtins.so.*"))):
@@ -110,7 +108,7 @@ def main():
     lib.nvrtcGetErrorString.restype = ctypes.c_char_p
     major, minor = ctypes.c_int(), ctypes.c_int()
     lib.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
-    sources = extract_sources()
+    sources, headers = kernel_sources()
     if not sources:
         sys.exit("check_kernels: no kernel sources found")
     failed = 0
@@ -118,14 +116,18 @@ def main():
         entries = []
         pinned = re.search(r"^// linea-nvrtc-arch: (sm_\w+)$", src, re.M)
         for arch in [pinned.group(1)] if pinned else archs:
-            ok, msg, entries = compile_ptx(lib, name, src, arch)
+            ok, msg, entries, ptx = compile_ptx(lib, name, src, headers, arch)
+            if ok and dump:
+                os.makedirs(dump, exist_ok=True)
+                with open(os.path.join(dump, f"{name}.{arch}.ptx"), "w", encoding="utf-8") as out:
+                    out.write(ptx)
             status = "ok" if ok else "FAILED"
             print(f"[{status}] {name} ({path}) {arch}, NVRTC {major.value}.{minor.value}, entries {entries}: {msg}")
             failed += not ok
-        if not entries and "// linea-nvrtc-header" not in src:
+        if not entries:
             print(f"[FAILED] {name}: no extern \"C\" __global__ entry")
             failed += 1
-    print(f"check_kernels: {len(sources)} sources, {failed} failure(s)")
+    print(f"check_kernels: {len(sources)} sources, {len(headers)} headers, {failed} failure(s)")
     sys.exit(1 if failed else 0)
 
 

@@ -128,7 +128,7 @@ public enum CUDAChunked {
         if isDelta {
             // Scratch holds w [B,T,H,K] bf16, then u [B,T,H,V] fp32.
             let wAddress = work!.address, uAddress = work!.address + UInt64(B * T * H * K * 2)
-            let prep = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_wy_k\(K)_v\(V)")
+            let prep = try ctx.function(source: CUDAKernels.chunkedWY, name: "linea_chunk_wy_k\(K)_v\(V)")
             let smem = (64 * (K + 8) + 64 * (V + 8)) * 2 + (64 * 68 + 3 * 64) * 4  // tiles; L (then A); gates, beta, beta e^G
             try ctx.launch(
                 prep, grid: ((T + 63) / 64, H, B), block: (128, 1, 1), sharedBytes: smem,
@@ -141,21 +141,21 @@ public enum CUDAChunked {
                 // h0; pass 2 runs every segment.
                 let states = uAddress + UInt64(B * T * H * V * 4)
                 segments = (states, states + UInt64(plan.segmentStateBytes))
-                let end = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_end_k\(K)_\(kind)")
+                let end = try ctx.function(source: CUDAKernels.chunkedDeltaEnd, name: "linea_chunk_end_k\(K)_\(kind)")
                 try ctx.launch(
                     end, grid: ((V + K) / 64, H, B * plan.segments), block: (128, 1, 1),
                     sharedBytes: 2 * 2 * 64 * (K + 8) * 2 + 2 * 64 * 68 * 4 + 4 * 64 * 4,  // k, w, u tiles x2; decays
                     arguments: [.pointer(k.address), .pointer(uAddress), .pointer(wAddress), .pointer(common.g),
                                 .int32(gateMode), .pointer(common.h0), .int32(Int32(T)), .int32(Int32(H)), .int32(Int32(V)),
                                 .int32(Int32(plan.segmentChunks)), .pointer(segments.0), .pointer(segments.1)])
-                let scan = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_seg_scan_delta")
+                let scan = try ctx.function(source: CUDAKernels.chunkedScan, name: "linea_chunk_seg_scan_delta")
                 try ctx.launch(
                     scan, grid: (V / 32, H, B), block: (256, 1, 1), sharedBytes: 0,
                     arguments: [.pointer(segments.0), .pointer(segments.1), .pointer(common.h0), .int32(Int32(plan.segments)),
                                 .int32(Int32(H)), .int32(Int32(K)), .int32(Int32(V))])
             }
             // The full walk (lc_chunk_fwd_delta: 4 warps per 64 columns, two blocks per SM).
-            let f = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_fwd_k\(K)_\(kind)")
+            let f = try ctx.function(source: CUDAKernels.chunkedDeltaFwd, name: "linea_chunk_fwd_k\(K)_\(kind)")
             try ctx.launch(
                 f, grid: (V / 64, H, B * plan.segments), block: (128, 1, 1),
                 sharedBytes: 4 * 64 * (K + 8) * 2 + 2 * 64 * 72 * 2 + 64 * 68 * 4 + 4 * 64 * 4,  // k x2, q, w; scores hi, lo; u; gates
@@ -164,18 +164,18 @@ public enum CUDAChunked {
                             .pointer(o.address), .int32(outputDType == .bfloat16 ? 1 : 0), .int32(Int32(T)), .int32(Int32(H)),
                             .int32(Int32(V)), .float(scaleValue), .int32(Int32(plan.segmentChunks)), .pointer(segments.0)])
         } else {
-            let f = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_fwd_k\(K)_v\(bv)_\(kind)")
+            let f = try ctx.function(source: CUDAKernels.chunkedFwd, name: "linea_chunk_fwd_k\(K)_v\(bv)_\(kind)")
             var segments: (UInt64, UInt64) = (0, 0)
             if plan.segments > 1 {
                 // Pass 1: the end state of every segment but the last from a zero state (the end-state entry: no q, no
                 // outputs, two blocks per SM); the scan turns them into the start states of segments 1..P-1 (h0 folded
                 // in); pass 2 runs every segment from its start state.
                 segments = (work!.address, work!.address + UInt64(plan.segmentStateBytes))
-                let end = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_end_k\(K)_v\(bv)_\(kind)")
+                let end = try ctx.function(source: CUDAKernels.chunkedEnd, name: "linea_chunk_end_k\(K)_v\(bv)_\(kind)")
                 try launchForward(end, ctx: ctx, q: q.address, k: k.address, v: v.address, g: common.g,
                                   gateMode: gateMode, h0: 0, ht: 0, o: o.address, outBF16: outputDType == .bfloat16,
                                   shape: s, plan: plan, stateOnly: true, segments: segments, scale: scaleValue)
-                let scan = try ctx.function(source: CUDAKernels.chunked, name: "linea_chunk_seg_scan")
+                let scan = try ctx.function(source: CUDAKernels.chunkedScan, name: "linea_chunk_seg_scan")
                 try ctx.launch(
                     scan, grid: ((K * V + 255) / 256, H, B), block: (256, 1, 1), sharedBytes: 0,
                     arguments: [.pointer(segments.0), .pointer(segments.1), .pointer(common.h0), .int32(Int32(plan.segments)),

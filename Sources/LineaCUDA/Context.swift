@@ -129,14 +129,19 @@ public final class CUDAContext: @unchecked Sendable {
         try driver.check(driver.cuStreamSynchronize(stream), "cuStreamSynchronize")
     }
 
-    /// The kernel `name` from `source`, compiled for this device by NVRTC on first use; cached in memory
-    /// and on disk (see `KernelCache`), keyed by FNV-1a 64 of source, architecture, options and NVRTC version.
-    public func function(source: String, name: String, options: [String] = []) throws -> CUDAFunction {
+    /// The kernel `name` from `source`, compiled for this device by NVRTC on first use with `headers` (include name,
+    /// text) available to its `#include`s; cached in memory and on disk (see `KernelCache`), keyed by FNV-1a 64 of
+    /// source, headers, architecture, options and NVRTC version.
+    public func function(
+        source: String, name: String, options: [String] = [], headers: [(name: String, source: String)] = CUDAKernels.headers
+    ) throws -> CUDAFunction {
         try makeCurrent()
         let allOptions = ["--gpu-architecture=\(architecture)", "--std=c++17", "-default-device"] + options
         lock.lock()
         defer { lock.unlock() }
-        let key = KernelCache.key(sourceHash: sourceHash(source), parts: allOptions + [nvrtcVersion])
+        // A header's text is part of the key: editing one must not load an image compiled from the old text.
+        let headerParts = headers.flatMap { [$0.name, String(sourceHash($0.source), radix: 16)] }
+        let key = KernelCache.key(sourceHash: sourceHash(source), parts: allOptions + [nvrtcVersion] + headerParts)
         let functionKey = "\(key):\(name)"
         if let f = functions[functionKey] { return f }
         let module: OpaquePointer
@@ -147,7 +152,8 @@ public final class CUDAContext: @unchecked Sendable {
             if let cached = KernelCache.load(key: key) {
                 image = cached
             } else {
-                image = try nvrtc.compile(source: source, name: "linea_\(String(key, radix: 16)).cu", options: allOptions, cubin: true)
+                image = try nvrtc.compile(
+                    source: source, name: "linea_\(String(key, radix: 16)).cu", options: allOptions, headers: headers, cubin: true)
                 KernelCache.store(key: key, image: image)
             }
             var m: OpaquePointer?

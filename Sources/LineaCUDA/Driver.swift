@@ -248,11 +248,20 @@ final class NVRTCAPI: @unchecked Sendable {
         return "\(major).\(minor)"
     }
 
-    /// Compiles `source` with `options`; returns a CUBIN (`cubin == true`) or NUL-terminated PTX image.
-    /// Throws a `CUDAError` carrying the compile log on failure.
-    func compile(source: String, name: String, options: [String], cubin: Bool) throws -> [UInt8] {
+    /// Compiles `source` with `options` and the in-memory `headers` (include name, text) that it may `#include`;
+    /// returns a CUBIN (`cubin == true`) or NUL-terminated PTX image. Throws a `CUDAError` carrying the compile log.
+    func compile(
+        source: String, name: String, options: [String], headers: [(name: String, source: String)] = [], cubin: Bool
+    ) throws -> [UInt8] {
         var program: nvrtcProgram?
-        try check(createProgram(&program, source, name, 0, nil, nil), "nvrtcCreateProgram")
+        let headerTexts = headers.map { strdup($0.source) }, includeNames = headers.map { strdup($0.name) }
+        defer { (headerTexts + includeNames).forEach { free($0) } }
+        let created = headerTexts.map { UnsafePointer<CChar>($0) }.withUnsafeBufferPointer { texts in
+            includeNames.map { UnsafePointer<CChar>($0) }.withUnsafeBufferPointer { names in
+                createProgram(&program, source, name, Int32(headers.count), texts.baseAddress, names.baseAddress)
+            }
+        }
+        try check(created, "nvrtcCreateProgram")
         defer { _ = destroyProgram(&program) }
         let cOptions = options.map { strdup($0) }
         defer { cOptions.forEach { free($0) } }

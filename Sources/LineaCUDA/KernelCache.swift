@@ -1,7 +1,7 @@
 import Foundation
 
 /// Compiled kernel images on disk: `$LINEA_CUDA_CACHE` or `$XDG_CACHE_HOME/linea/cuda` or `~/.cache/linea/cuda`,
-/// one `<key>.cubin` per (source, options, architecture, NVRTC version). Failures to read or write are ignored
+/// one `<key>.cubin` per (source, headers, options, architecture, NVRTC version). Failures to read or write are ignored
 /// (the kernel is simply compiled again).
 public enum KernelCache {
     /// FNV-1a 64-bit hash of `bytes` (continuing from `seed`); O(n).

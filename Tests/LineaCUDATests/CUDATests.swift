@@ -47,6 +47,25 @@ import Testing
         }
     }
 
+    @Test func kernelFilesAreEmbeddedWithTheirPathsAndHeaders() {
+        // NVRTC names the repository's file and line in its messages only when each text starts with its #line.
+        let prefix = "#line 1 \"Sources/LineaCUDA/Kernels/cu/"
+        for kernel in CUDAKernels.all {
+            #expect(kernel.source.hasPrefix(prefix + "\(kernel.name).cu\"\n"), "\(kernel.name) lacks its #line")
+        }
+        #expect(CUDAKernels.headers.map(\.name) == ["chunked_common.cuh", "chunked_delta.cuh", "chunked_scalar.cuh"])
+        for header in CUDAKernels.headers {
+            #expect(header.source.hasPrefix(prefix + "\(header.name)\"\n"), "\(header.name) lacks its #line")
+        }
+        // Every #include names a header that CUDAContext.function hands to NVRTC.
+        for kernel in CUDAKernels.all {
+            for line in kernel.source.split(separator: "\n") where line.hasPrefix("#include ") {
+                let name = line.dropFirst("#include ".count).trimmingCharacters(in: CharacterSet(charactersIn: "\"<>"))
+                #expect(CUDAKernels.headers.contains { $0.name == name }, "\(kernel.name) includes \(name), not a kernel header")
+            }
+        }
+    }
+
     @Test func tensorCoreDefaultsMatchTheKernelSource() {
         // `.default` launches the source compiled without -D options, so its #define defaults must agree.
         for option in CUDAAttention.TensorCoreConfig.default.options {
@@ -62,7 +81,7 @@ import Testing
         #expect(KernelCache.fnv1a64(Array("foobar".utf8)) == 0x8594_4171_f739_67e8)
         #expect(KernelCache.key(source: "x", parts: ["sm_90"]) != KernelCache.key(source: "x", parts: ["sm_80"]))
         // The key from a kept source hash (what CUDAContext remembers per source) is the key from the source.
-        let source = CUDAKernels.chunked
+        let source = CUDAKernels.chunkedFwd
         #expect(KernelCache.key(sourceHash: KernelCache.fnv1a64(source.utf8), parts: ["sm_90", "13.0"])
                 == KernelCache.key(source: source, parts: ["sm_90", "13.0"]))
     }

@@ -1,5 +1,91 @@
 /// The CUDA C sources of Linea's kernels (compiled by NVRTC on first use) and their entry points.
+/// The sources are the files in Kernels/cu, embedded into `files` by scripts/embed_kernels.py (EmbeddedKernels.swift), so
+/// the binary needs nothing beside it.
 public enum CUDAKernels {
+    /// Tiled online-softmax attention forward, no tensor cores; any head dim <= 256; any architecture.
+    /// Entries `linea_attn_simple_{f32,bf16,f16}_d{64,128,256}` (the suffix is the largest head dim handled).
+    public static let attentionSimple = file("attention_simple.cu")
+
+    /// Flash attention forward on tensor cores (`mma.sync` m16n8k16 bf16, fp32 accumulation), header-free PTX.
+    /// Entries `linea_attn_mma_{bf16,f16}_d{64,128}`.
+    public static let attentionMMA = file("attention_mma.cu")
+
+    /// Flash attention forward for Hopper: two warpgroups of 64 query rows, `wgmma` m64n128k16 for S = Q Kᵀ
+    /// (both operands in shared memory) and O += P V (P from registers), K/V tiles of 128 keys brought in with
+    /// cp.async into three 128B-swizzled shared-memory stages. Entries `linea_attn_wgmma_{bf16,f16}_d128` (v4: 256
+    /// threads, grid (query tiles, Hq, B)) and `linea_attn_wgmma_ws_{bf16,f16}_d128` (warp-specialized, 384 threads,
+    /// one-dimensional grid of work items, two more int arguments: B and the head-group size).
+    public static let attentionHopper = file("attention_hopper.cu")
+
+    /// NVRTC option that the Hopper attention kernel needs (wgmma is an sm_90a-only instruction).
+    public static let attentionHopperOptions = ["--gpu-architecture=sm_90a"]
+
+    /// Flash-decoding: few queries against a long KV. `linea_splitkv_{f32,bf16,f16}_d{64,128,256}_r{4,8}` (input
+    /// type, largest head dim, query rows per block) write per-partition partial results; `linea_splitkv_merge`
+    /// combines them through their log-sum-exp.
+    public static let attentionSplitKV = file("attention_split_kv.cu")
+
+    /// Flash-style attention over a block mask, skipping key tiles the mask drops for the whole query tile.
+    /// Entries `linea_attn_bsparse_d{64,128,256}` (largest head dim handled); the input type is a launch argument
+    /// (it only changes the staging loads into fp32 shared memory).
+    public static let attentionBlockSparse = file("attention_block_sparse.cu")
+
+    /// One-token recurrent step for the six mechanisms (a template over gate kind and delta write), fp32 state
+    /// updated in place in one pass. Entries `linea_rec_step_{f32,bf16,f16}_k{128,256}_v{1,4}` (input type, largest
+    /// key dim handled, columns per lane); the mechanism is a launch argument (uniform switch, 0...5 as
+    /// `CUDARecurrentStep.mechanismCode`).
+    public static let recurrentStep = file("recurrent_step.cu")
+
+    // The chunked forward of the scalar-decay recurrences (linear_attn, retention, simple_gla) and, with the WY/UT
+    // prepass, the delta rules, on tensor cores (`mma.sync` m16n8k16 bf16, fp32 accumulation, fp32 state), one compile
+    // unit per stage so that a first use compiles only the stages it launches (chunked_scalar.cuh has the method).
+    // plain: linear_attn, gated: retention and simple_gla, delta: delta_rule, gdelta: gated_delta_rule.
+
+    /// The scalar decays' full walk: `linea_chunk_fwd_k{64,128}_v{32,64,128}_{plain,gated}`.
+    public static let chunkedFwd = file("chunked_fwd.cu")
+
+    /// The scalar decays' end-state pass of segmented runs: `linea_chunk_end_k{64,128}_v{32,64,128}_{plain,gated}`.
+    public static let chunkedEnd = file("chunked_end.cu")
+
+    /// The delta rules' full walk (64 columns of V per block): `linea_chunk_fwd_k{64,128}_{delta,gdelta}`.
+    public static let chunkedDeltaFwd = file("chunked_delta_fwd.cu")
+
+    /// The delta rules' end-state pass of segmented runs: `linea_chunk_end_k{64,128}_{delta,gdelta}`.
+    public static let chunkedDeltaEnd = file("chunked_delta_end.cu")
+
+    /// The delta rules' WY prepass: `linea_chunk_wy_k{64,128}_v{64,128}`.
+    public static let chunkedWY = file("chunked_wy.cu")
+
+    /// The scans that join the segments of long runs: `linea_chunk_seg_scan`, `linea_chunk_seg_scan_delta`.
+    public static let chunkedScan = file("chunked_scan.cu")
+
+    /// Chunked forward of gla (a log gate per key channel, fla's chunk_gla) on tensor cores (`mma.sync` m16n8k16 bf16,
+    /// fp32 accumulation, fp32 state). Entries `linea_gla_fwd_k{64,128}_v{64,128}` (V block of 64 or 128 columns).
+    /// Includes chunked_common.cuh.
+    public static let chunkedGLA = file("chunked_gla.cu")
+
+    /// Chunked forward of all six recurrences (linear_attn, retention, simple_gla, gla, delta_rule, gated_delta_rule)
+    /// in fp32 on CUDA cores (no tensor cores), for f32 or f16 inputs. Entries
+    /// `linea_chunk_simt_{f32,f16}_k{64,128}_v{32,64}` (input type, K, V block).
+    public static let chunkedSIMT = file("chunked_simt.cu")
+
+    /// The headers the sources `#include`, as (include name, text), passed to NVRTC with every compile (by
+    /// `CUDAContext.function`): chunked_common.cuh, the device helpers of the bf16 chunked kernels and `chunkedGLA`
+    /// (cp.async tile loads, ldmatrix and `mma.sync` m16n8k16 bf16 wrappers, bf16 packing and the hi + lo split, the
+    /// cumulative gate sum); chunked_scalar.cuh, the scalar decays' walk (`chunkedFwd`, `chunkedEnd`); chunked_delta.cuh,
+    /// the delta rules' transposed-state helpers (`chunkedDeltaFwd`, `chunkedDeltaEnd`).
+    public static let headers: [(name: String, source: String)] =
+        files.keys.filter { $0.hasSuffix(".cuh") }.sorted().map { ($0, files[$0]!) }
+
+    /// The embedded text of the kernel file `name`. A missing name is a build error of the package itself (a file
+    /// renamed without rerunning scripts/embed_kernels.py), which the source tests catch, so it traps.
+    static func file(_ name: String) -> String {
+        guard let text = files[name] else {
+            fatalError("Kernels/cu/\(name) is not embedded: run scripts/embed_kernels.py")
+        }
+        return text
+    }
+
     /// Every kernel source with its name and `extern "C" __global__` entry points (for checks and tools).
     /// `attention_hopper` needs `attentionHopperOptions` (sm_90a) and an sm_90 device.
     public static var all: [(name: String, source: String, entries: [String])] {
@@ -16,26 +102,22 @@ public enum CUDAKernels {
                 + ["linea_splitkv_merge"]),
             ("attention_block_sparse", attentionBlockSparse,
              [64, 128, 256].map { "linea_attn_bsparse_d\($0)" }),
-            ("chunked", chunked, chunkedEntries),
+            ("chunked_fwd", chunkedFwd, chunkedEntries(pass: "fwd")),
+            ("chunked_end", chunkedEnd, chunkedEntries(pass: "end")),
+            ("chunked_delta_fwd", chunkedDeltaFwd, ["delta", "gdelta"].flatMap { d in [64, 128].map { "linea_chunk_fwd_k\($0)_\(d)" } }),
+            ("chunked_delta_end", chunkedDeltaEnd, ["delta", "gdelta"].flatMap { d in [64, 128].map { "linea_chunk_end_k\($0)_\(d)" } }),
+            ("chunked_wy", chunkedWY, [64, 128].flatMap { k in [64, 128].map { "linea_chunk_wy_k\(k)_v\($0)" } }),
+            ("chunked_scan", chunkedScan, ["linea_chunk_seg_scan", "linea_chunk_seg_scan_delta"]),
             ("chunked_gla", chunkedGLA, [64, 128].flatMap { k in [64, 128].map { "linea_gla_fwd_k\(k)_v\($0)" } }),
             ("chunked_simt", chunkedSIMT,
              ["f32", "f16"].flatMap { t in [64, 128].flatMap { k in [32, 64].map { "linea_chunk_simt_\(t)_k\(k)_v\($0)" } } }),
         ]
     }
 
-    /// The entries of `chunked`: the full walk and end-state pass per K, V block and kind of the scalar decays, and per K
-    /// and kind of the delta rules; the WY prepass; the scans.
-    static var chunkedEntries: [String] {
-        var names: [String] = []
-        for pass in ["fwd", "end"] {
-            for k in [64, 128] {
-                for v in [32, 64, 128] {
-                    names += ["plain", "gated"].map { "linea_chunk_\(pass)_k\(k)_v\(v)_\($0)" }
-                }
-                names += ["delta", "gdelta"].map { "linea_chunk_\(pass)_k\(k)_\($0)" }
-            }
+    /// The scalar decays' entries of `pass` ("fwd": the full walk, "end": the end-state pass) per K, V block and kind.
+    static func chunkedEntries(pass: String) -> [String] {
+        [64, 128].flatMap { k in
+            [32, 64, 128].flatMap { v in ["plain", "gated"].map { "linea_chunk_\(pass)_k\(k)_v\(v)_\($0)" } }
         }
-        names += [64, 128].flatMap { k in [64, 128].map { "linea_chunk_wy_k\(k)_v\($0)" } }
-        return names + ["linea_chunk_seg_scan", "linea_chunk_seg_scan_delta"]
     }
 }

@@ -1,12 +1,3 @@
-// CUDA C source of the chunked gla forward kernel (vector log gate, bf16 inputs, fp32 state, sm_80 or newer).
-// Extracted by scripts/check_kernels.py: keep the markers.
-
-extension CUDAKernels {
-    // LINEA-KERNEL-BEGIN chunked_gla
-    /// Chunked forward of gla (a log gate per key channel, fla's chunk_gla) on tensor cores (`mma.sync` m16n8k16 bf16,
-    /// fp32 accumulation, fp32 state). Entries `linea_gla_fwd_k{64,128}_v{64,128}` (V block of 64 or 128 columns).
-/// Prefixed with `chunkedCommon` (the device helpers it shares with `chunked`).
-    public static let chunkedGLA = chunkedCommon + #"""
 // Linea: chunked gla forward, S_t = diag(e^{g_t}) S_{t-1} + k_t v_t^T, o_t = scale q_t^T S_t, chunks of C = 64 tokens.
 // q, k [B,T,H,K], v [B,T,H,V] bf16; g [B,T,H,K] fp32 log gates; h0/ht [B,H,K,V] fp32 (either may be null);
 // o [B,T,H,V] bf16 or fp32.
@@ -26,6 +17,9 @@ extension CUDAKernels {
 // Long sequences with few (batch, head) pairs: the chunks are cut into P segments run in parallel; a first launch
 // (state_only) stores each segment's end state from a zero state and its total log2 gate per channel, and the second
 // carries the initial state through those before its own segment (grid.z = B * P).
+
+#include "chunked_common.cuh"
+
 template <int K, int BV>
 __device__ __forceinline__ void lg_gla_fwd(
     const lc_bf16* __restrict__ q, const lc_bf16* __restrict__ k, const lc_bf16* __restrict__ v,
@@ -338,7 +332,4 @@ extern "C" __global__ void __launch_bounds__(256) linea_gla_fwd_k128_v128(
     const lc_bf16* q, const lc_bf16* k, const lc_bf16* v, const float* g, const float* h0, float* ht, void* o,
     int out_bf16, int T, int H, int V, float scale, int seg_chunks, int state_only, float* seg_state, float* seg_gate) {
     lg_gla_fwd<128, 128>(q, k, v, g, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
-}
-"""#
-    // LINEA-KERNEL-END
 }

@@ -1,13 +1,5 @@
-// CUDA C device helpers shared by the chunked kernels (bf16 tensor-core operands). Extracted by
-// scripts/check_kernels.py: keep the markers.
-
-extension CUDAKernels {
-    // LINEA-KERNEL-BEGIN chunked_common
-    /// Device helpers (no entries) that `chunked` and `chunkedGLA` start with: cp.async tile loads, ldmatrix and
-    /// `mma.sync` m16n8k16 bf16 wrappers on 32-bit shared addresses, bf16 packing and the hi + lo split, the
-    /// cumulative gate sum.
-    public static let chunkedCommon = #"""
-// linea-nvrtc-header: helpers only, compiled as the start of the sources that include them.
+// Included by the chunked kernels (chunked_*.cu, chunked_gla.cu); NVRTC gets it as a named header (CUDAKernels.headers).
+#pragma once
 // Linea: device helpers of the chunked kernels (sm_80 or newer).
 typedef unsigned short lc_bf16;
 template <int N> struct lc_int { static constexpr int value = N; };
@@ -124,8 +116,4 @@ __device__ __forceinline__ unsigned lc_b_off(int ld, int lane) {
 }
 __device__ __forceinline__ void lc_ldsm_b(unsigned* r, unsigned m, int ld, int k0, int n0, unsigned lane_off) {
     lc_ldsm_t(r, m + lane_off + (k0 * ld + n0) * 2);
-}
-
-"""#
-    // LINEA-KERNEL-END
 }

@@ -1,11 +1,3 @@
-// CUDA C source of the block-sparse attention kernel. Extracted by scripts/check_kernels.py: keep the markers.
-
-extension CUDAKernels {
-    // LINEA-KERNEL-BEGIN attention_block_sparse
-    /// Flash-style attention over a block mask, skipping key tiles the mask drops for the whole query tile.
-    /// Entries `linea_attn_bsparse_d{64,128,256}` (largest head dim handled); the input type is a launch argument
-    /// (it only changes the staging loads into fp32 shared memory).
-    public static let attentionBlockSparse = #"""
 // Linea: block-sparse attention forward (CUDA cores, fp32 math).
 // q [B,T,Hq,D], k/v [B,S,Hkv,D] (fp32, bf16 or fp16 by in_kind 0/1/2); mask uint8 [Bm, Hm, QB, KB] (QB = ceil(T/bm), KB = ceil(S/bn);
 // strides maskB, maskH are 0 for a broadcast dimension): query i sees key j when mask[i/bm][j/bn] != 0 and (causal)
@@ -160,6 +152,3 @@ extern "C" __global__ void __launch_bounds__(256) linea_attn_bsparse_d256(const 
     linea_attn_bsparse<8>(q, k, v, in_kind, mask, o, lse, T, S, Hq, Hkv, D, bm, bn, maskB, maskH, QB, KB, scale_log2, causal, out_kind);
 }
 #endif
-"""#
-    // LINEA-KERNEL-END
-}

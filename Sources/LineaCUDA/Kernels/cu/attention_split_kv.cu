@@ -1,11 +1,3 @@
-// CUDA C source of the split-KV (flash-decoding) attention kernels. Extracted by scripts/check_kernels.py: keep the markers.
-
-extension CUDAKernels {
-    // LINEA-KERNEL-BEGIN attention_split_kv
-    /// Flash-decoding: few queries against a long KV. `linea_splitkv_{f32,bf16,f16}_d{64,128,256}_r{4,8}` (input
-    /// type, largest head dim, query rows per block) write per-partition partial results; `linea_splitkv_merge`
-    /// combines them through their log-sum-exp.
-    public static let attentionSplitKV = #"""
 // Linea: split-KV decode attention (flash-decoding).
 // q [B,T,Hq,D], k/v [B,S,Hkv,D] (fp32, bf16 or fp16). G = Hq / Hkv query heads share one KV head; the T*G query rows
 // of one (b, kv head) are handled together so K/V are read once per partition. Row r -> t = r / G, head hk*G + r % G.
@@ -388,6 +380,3 @@ extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d256_r8(cons
     linea_splitkv_partial<linea_f16, 256, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
 }
 #endif
-"""#
-    // LINEA-KERNEL-END
-}

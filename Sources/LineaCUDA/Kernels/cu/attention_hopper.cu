@@ -1,18 +1,3 @@
-// CUDA C source of the Hopper (sm_90a) flash-attention forward kernel: wgmma, bf16 or fp16 inputs, D = 128.
-// Extracted by scripts/check_kernels.py: keep the markers. Compiled with `--gpu-architecture=sm_90a`
-// (wgmma exists only on the sm_90a target); CUDAAttention passes that option, so it is part of the cache key.
-
-extension CUDAKernels {
-    /// NVRTC option that the Hopper attention kernel needs (wgmma is an sm_90a-only instruction).
-    public static let attentionHopperOptions = ["--gpu-architecture=sm_90a"]
-
-    // LINEA-KERNEL-BEGIN attention_hopper
-    /// Flash attention forward for Hopper: two warpgroups of 64 query rows, `wgmma` m64n128k16 for S = Q Kᵀ
-    /// (both operands in shared memory) and O += P V (P from registers), K/V tiles of 128 keys brought in with
-    /// cp.async into three 128B-swizzled shared-memory stages. Entries `linea_attn_wgmma_{bf16,f16}_d128` (v4: 256
-    /// threads, grid (query tiles, Hq, B)) and `linea_attn_wgmma_ws_{bf16,f16}_d128` (warp-specialized, 384 threads,
-    /// one-dimensional grid of work items, two more int arguments: B and the head-group size).
-    public static let attentionHopper = #"""
 // linea-nvrtc-arch: sm_90a
 // Linea: flash attention forward for sm_90a (H100). q [B,T,Hq,128], k/v [B,S,Hkv,128] (bf16 or fp16);
 // o [B,T,Hq,128] fp32 (out_mode 0), bf16 (1) or fp16 (2); lse [B,T,Hq] fp32 (natural log), may be null.
@@ -607,7 +592,4 @@ extern "C" __global__ void __launch_bounds__(256, 1) linea_attn_wgmma_f16_d128(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
     int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode) {
     linea_attn_wgmma<true>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode);
-}
-"""#
-    // LINEA-KERNEL-END
 }

@@ -1,12 +1,3 @@
-// CUDA C source of the fp32 chunked recurrence forward kernel on CUDA cores (f32 or f16 inputs, fp32 state).
-// Extracted by scripts/check_kernels.py: keep the markers.
-
-extension CUDAKernels {
-    // LINEA-KERNEL-BEGIN chunked_simt
-    /// Chunked forward of all six recurrences (linear_attn, retention, simple_gla, gla, delta_rule, gated_delta_rule)
-    /// in fp32 on CUDA cores (no tensor cores), for f32 or f16 inputs. Entries
-    /// `linea_chunk_simt_{f32,f16}_k{64,128}_v{32,64}` (input type, K, V block).
-    public static let chunkedSIMT = #"""
 // Linea: chunked forward of S_t = diag(a_t) S_{t-1} (I - b_t k_t k_t^T) + b_t k_t v_t^T, o_t = scale q_t^T S_t, in fp32.
 // q, k [B,T,H,K], v [B,T,H,V] f32 or f16; g fp32: none (mode 0), per-head log decay [H] (mode 1), per-token log gate
 // [B,T,H] (mode 2), per-key log gate [B,T,H,K] (mode 3, gla); beta fp32 [B,T,H] (delta); h0/ht [B,H,K,V] fp32 (either
@@ -234,7 +225,4 @@ extern "C" __global__ void __launch_bounds__(256) linea_chunk_simt_f16_k128_v64(
     const lcs_f16* q, const lcs_f16* k, const lcs_f16* v, const float* g, const float* beta, int mode, int delta,
     const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int C) {
     lcs_chunk<lcs_f16, 128, 64>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, V, scale, C);
-}
-"""#
-    // LINEA-KERNEL-END
 }

@@ -1,12 +1,3 @@
-// CUDA C source of the fused recurrent decode steps. Extracted by scripts/check_kernels.py: keep the markers.
-
-extension CUDAKernels {
-    // LINEA-KERNEL-BEGIN recurrent_step
-    /// One-token recurrent step for the six mechanisms (a template over gate kind and delta write), fp32 state
-    /// updated in place in one pass. Entries `linea_rec_step_{f32,bf16,f16}_k{128,256}_v{1,4}` (input type, largest
-    /// key dim handled, columns per lane); the mechanism is a launch argument (uniform switch, 0...5 as
-    /// `CUDARecurrentStep.mechanismCode`).
-    public static let recurrentStep = #"""
 // Linea: fused recurrent decode step, S_t = Diag(a_t) S_{t-1} (I - b k k^T) + b k v^T, o = (scale q)^T S_t.
 // q, k [BH, K], v [BH, V], g [BH] (scalar) or [BH, K] (vector), beta [BH] (inputs fp32, bf16 or fp16);
 // state [BH, K, V] fp32 (in place); o [BH, V] fp32.
@@ -221,6 +212,3 @@ extern "C" __global__ void __launch_bounds__(32 * LINEA_NW) linea_rec_step_f16_k
     linea_rec_dispatch<linea_f16, 256, 4>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
 }
 #endif
-"""#
-    // LINEA-KERNEL-END
-}

@@ -1,11 +1,3 @@
-// CUDA C source of the tensor-core flash-attention forward kernel (bf16 or fp16 inputs, sm_80 or newer).
-// Extracted by scripts/check_kernels.py: keep the markers.
-
-extension CUDAKernels {
-    // LINEA-KERNEL-BEGIN attention_mma
-    /// Flash attention forward on tensor cores (`mma.sync` m16n8k16 bf16, fp32 accumulation), header-free PTX.
-    /// Entries `linea_attn_mma_{bf16,f16}_d{64,128}`.
-    public static let attentionMMA = #"""
 // Linea: flash attention forward, tensor cores (sm_80+), bf16 or fp16 in, fp32 accumulate.
 // q [B,T,Hq,D], k/v [B,S,Hkv,D] bf16 or fp16; o [B,T,Hq,D] fp32, bf16 or fp16 (out_mode 0/1/2); lse [B,T,Hq] fp32 (natural log).
 // Masking as in the portable kernel: query i at pos = i + S - T sees j when
@@ -345,7 +337,4 @@ extern "C" __global__ void __launch_bounds__(32 * LINEA_MMA_NW, LINEA_MMA_MINB) 
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
     int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode) {
     linea_attn_mma<128, true>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode);
-}
-"""#
-    // LINEA-KERNEL-END
 }

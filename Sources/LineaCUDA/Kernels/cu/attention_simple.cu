@@ -1,11 +1,3 @@
-// CUDA C source of the portable flash-attention forward kernel (fp32, bf16 or fp16 inputs, fp32 math).
-// The text between the marker lines is extracted by scripts/check_kernels.py: keep the markers.
-
-extension CUDAKernels {
-    // LINEA-KERNEL-BEGIN attention_simple
-    /// Tiled online-softmax attention forward, no tensor cores; any head dim <= 256; any architecture.
-    /// Entries `linea_attn_simple_{f32,bf16,f16}_d{64,128,256}` (the suffix is the largest head dim handled).
-    public static let attentionSimple = #"""
 // Linea: flash attention forward, portable version.
 // q [B,T,Hq,D], k/v [B,S,Hkv,D] (fp32, bf16 or fp16), o [B,T,Hq,D] (fp32, bf16 or fp16: out_mode 0/1/2), lse [B,T,Hq] fp32.
 // Query i sits at absolute position pos = i + S - T (bottom-right aligned) and sees key j when
@@ -193,7 +185,4 @@ extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_f16_d256(
     const linea_f16* q, const linea_f16* k, const linea_f16* v, void* o, float* lse,
     int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode) {
     linea_attn_simple<linea_f16, 8>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode);
-}
-"""#
-    // LINEA-KERNEL-END
 }

@@ -1,0 +1,15 @@
+// Linea: the scalar decays' end-state pass of segmented runs (chunked_scalar.cuh has the method).
+#include "chunked_scalar.cuh"
+
+LC_CHUNK_ENTRY(linea_chunk_end_k64_v32_plain, 64, 32, true, false)
+LC_CHUNK_ENTRY(linea_chunk_end_k64_v32_gated, 64, 32, true, true)
+LC_CHUNK_ENTRY(linea_chunk_end_k64_v64_plain, 64, 64, true, false)
+LC_CHUNK_ENTRY(linea_chunk_end_k64_v64_gated, 64, 64, true, true)
+LC_CHUNK_ENTRY(linea_chunk_end_k64_v128_plain, 64, 128, true, false)
+LC_CHUNK_ENTRY(linea_chunk_end_k64_v128_gated, 64, 128, true, true)
+LC_CHUNK_ENTRY(linea_chunk_end_k128_v32_plain, 128, 32, true, false)
+LC_CHUNK_ENTRY(linea_chunk_end_k128_v32_gated, 128, 32, true, true)
+LC_CHUNK_ENTRY(linea_chunk_end_k128_v64_plain, 128, 64, true, false)
+LC_CHUNK_ENTRY(linea_chunk_end_k128_v64_gated, 128, 64, true, true)
+LC_CHUNK_ENTRY(linea_chunk_end_k128_v128_plain, 128, 128, true, false)
+LC_CHUNK_ENTRY(linea_chunk_end_k128_v128_gated, 128, 128, true, true)
