@@ -33,9 +33,11 @@ let package = Package(
         ),
         // cpuid feature detection (C: Swift has no inline assembly).
         .target(name: "CLineaCPU"),
+        // The hot CPU kernels in AVX2 and AVX-512 builds, chosen at run time (clang's per-function target attribute).
+        .target(name: "CLineaKernels"),
         .target(
             name: "Linea",
-            dependencies: ["COpenBLAS", "CLineaCPU"],
+            dependencies: ["COpenBLAS", "CLineaCPU", "CLineaKernels"],
             swiftSettings: cpuFlags
         ),
         .executableTarget(

@@ -1,20 +1,16 @@
 import Foundation
 
 extension Attention {
-    /// Queries per tile (columns of the transposed score tile `Sᵀ`): a multiple of both 6 and 16, so neither product
-    /// computes padding. With 132 keys per tile, measured 20% faster single-threaded than 128 x 256 (T = 8192).
-    static let queryBlock = 144
-    /// Keys per tile (rows of `Sᵀ`; the depth of the `P·V` product): a multiple of 6, so only the last tile is ragged.
-    static let keyBlock = 132
-
     /// Flash form: one work item per (batch, head, query tile), keys streamed in tiles through an online softmax.
-    /// Extra memory O(queryBlock · keyBlock) per thread; no `T x S` matrix is ever formed.
+    /// Extra memory O(queryBlock · keyBlock) per thread; no `T x S` matrix is ever formed. Tiles of the width's
+    /// shape (`CPUKernels.queryBlock`, `keyBlock`: 144 x 132 for AVX2, 192 x 132 for AVX-512).
     static func flash(_ p: AttentionProblem, q: Tensor, k: Tensor, v: Tensor) -> AttentionOutput {
+        let kernels = CPUKernels.current, queryBlock = kernels.queryBlock
         var o = Allocation.zeros(p.B * p.T * p.Hq * p.Dv)
         var lse = [Float](repeating: -.infinity, count: p.B * p.T * p.Hq)
         let tiles = (p.T + queryBlock - 1) / queryBlock
         let heads = p.B * p.Hq
-        attendTiles(p, q: q, k: k, v: v, o: &o, lse: &lse, count: heads * tiles) { item in
+        attendTiles(p, kernels, q: q, k: k, v: v, o: &o, lse: &lse, count: heads * tiles) { item in
             // A head's tiles one after another, so the workers share its keys and values in cache; last tiles
             // first: under a causal mask they are the heaviest, so the lightest come last and the load balances.
             let tile = tiles - 1 - item % tiles
@@ -35,16 +31,16 @@ extension Attention {
         let row: Int
     }
 
-    /// Runs `attendRows` for `count` items in parallel, one scratch per worker, writing into `o` and `lse`.
+    /// Runs `attendRows` for `count` items in parallel with `kernels`, one scratch per worker, writing into `o` and `lse`.
     static func attendTiles(
-        _ p: AttentionProblem, q: Tensor, k: Tensor, v: Tensor, o: inout [Float], lse: inout [Float], count: Int,
+        _ p: AttentionProblem, _ kernels: CPUKernels, q: Tensor, k: Tensor, v: Tensor, o: inout [Float], lse: inout [Float], count: Int,
         _ item: @Sendable (Int) -> TileItem
     ) {
         q.withUnsafeBufferPointer { qb in k.withUnsafeBufferPointer { kb in v.withUnsafeBufferPointer { vb in
             o.withUnsafeMutableBufferPointer { ob in lse.withUnsafeMutableBufferPointer { lb in
                 let ptrs = AttentionPointers(qb, kb, vb)
                 let out = SendablePointer(ob.baseAddress!), lseOut = SendablePointer(lb.baseAddress!)
-                let scratches = (0..<Parallel.threadCount).map { _ in TileScratch(p) }
+                let scratches = (0..<Parallel.threadCount).map { _ in TileScratch(p, kernels) }
                 defer { scratches.forEach { $0.free() } }
                 Parallel.forEach(count) { index, worker in
                     let t = item(index)
@@ -61,13 +57,14 @@ extension Attention {
     ///
     /// Scores are formed transposed, `Sᵀ = K·Qᵀ` (keys as rows), so K is read in place and Qᵀ is packed once per
     /// query tile; the online softmax then runs down the columns with every query's max and sum in vector lanes.
-    /// Scores carry a log2(e) factor, so only 2^x is needed. Both products use `MicroKernel.gemm`.
+    /// Scores carry a log2(e) factor, so only 2^x is needed. The products and the softmax run in `scratch.kernels`
+    /// (called once per key tile, so the width's dispatch stays out of the inner loops).
     static func attendRows(
         _ p: AttentionProblem, _ ptrs: AttentionPointers, b: Int, h: Int, rows: Range<Int>, keys: Range<Int>,
         out: UnsafeMutablePointer<Float>, ldo: Int, lse: UnsafeMutablePointer<Float>, ldl: Int, scratch: TileScratch
     ) {
-        let m = rows.count, dvPad = scratch.dvPad, lds = scratch.scoreStride
-        let mPad = roundUp(m, MicroKernel.rows)
+        let m = rows.count, dvPad = scratch.dvPad, lds = scratch.scoreStride, kernels = scratch.kernels
+        let mPad = roundUp(m, kernels.rows)
         let hk = h / (p.Hq / p.Hkv)
         let log2e: Float = 1.442_695_04, ln2: Float = 0.693_147_18
         let (scores, colMax, colSum, acc) = (scratch.scores, scratch.colMax, scratch.colSum, scratch.output)
@@ -87,20 +84,20 @@ extension Attention {
         let kRow = ptrs.k + (b * p.S * p.Hkv + hk) * p.D, ldk = p.Hkv * p.D
         var j0 = lo
         while j0 < hi {
-            let n = min(keyBlock, hi - j0)
+            let n = min(kernels.keyBlock, hi - j0)
             // The key and value tiles are copied into contiguous scratch first: in place, their rows lie Hkv·D
             // floats apart (2 KiB at 8 heads of 64), so they fall into a few cache sets and evict each other while
             // the products sweep them again and again (measured at T = 16384, H = 8: 12-15% faster on one thread,
             // 22-28% on two).
-            // Keys are padded with zero rows to whole 6-row blocks; those scores are never read.
-            let nPad = roundUp(n, MicroKernel.rows)
+            // Keys are padded with zero rows to whole row blocks; those scores are never read.
+            let nPad = roundUp(n, kernels.rows)
             for r in 0..<n { (scratch.keys + r * p.D).update(from: kRow + (j0 + r) * ldk, count: p.D) }
             (scratch.keys + n * p.D).update(repeating: 0, count: (nPad - n) * p.D)
             let vRow = ptrs.v + ((b * p.S + j0) * p.Hkv + hk) * p.Dv, ldv = p.Hkv * p.Dv
             for r in 0..<n { (scratch.values + r * dvPad).update(from: vRow + r * ldv, count: p.Dv) }
-            // Sᵀ [n, lds] = K_tile · Qᵀ, column blocks outside: Qᵀ [D, 144] exceeds L1, its 16-column panels do not.
-            MicroKernel.gemm(m: nPad, n: lds, depth: p.D, a: scratch.keys, aRowStride: p.D, aDepthStride: 1,
-                             b: qT, ldb: lds, c: scores, ldc: lds, accumulate: false, columnBlocksOutside: true)
+            // Sᵀ [n, lds] = K_tile · Qᵀ, column blocks outside: Qᵀ [D, lds] exceeds L1, its panels do not.
+            kernels.gemm(m: nPad, n: lds, depth: p.D, a: scratch.keys, aRowStride: p.D, aDepthStride: 1,
+                         b: qT, ldb: lds, c: scores, ldc: lds, accumulate: false, columnBlocksOutside: true)
             // Mask: key j is visible to the queries whose range holds it, a contiguous run of columns.
             let needsMask = j0 + n > first.hi || j0 < last.lo  // the tile already lies inside `keys`
             if needsMask {
@@ -115,11 +112,11 @@ extension Attention {
                     if cHi < m { (row + cHi).initialize(repeating: -.infinity, count: m - cHi) }
                 }
             }
-            onlineSoftmaxColumns(scores: scores, lds: lds, keys: n, columns: lds, colMax: colMax, colSum: colSum,
-                                 acc: acc, dvPad: dvPad, accRows: mPad)
+            kernels.softmaxColumns(scores: scores, lds: lds, keys: n, columns: lds, colMax: colMax, colSum: colSum,
+                                   acc: acc, dvPad: dvPad, accRows: mPad)
             // acc += P·V with P read transposed from Sᵀ; the copied V's padded columns stay zero.
-            MicroKernel.gemm(m: mPad, n: dvPad, depth: n, a: scores, aRowStride: 1, aDepthStride: lds,
-                             b: scratch.values, ldb: dvPad, c: acc, ldc: dvPad, accumulate: true)
+            kernels.gemm(m: mPad, n: dvPad, depth: n, a: scores, aRowStride: 1, aDepthStride: lds,
+                         b: scratch.values, ldb: dvPad, c: acc, ldc: dvPad, accumulate: true, columnBlocksOutside: false)
             j0 += n
         }
         for r in 0..<m {
@@ -147,46 +144,6 @@ extension Attention {
         let cHi = min(rows.count, lastQuery - rows.lowerBound + 1)
         return (cLo, max(cLo, cHi))
     }
-
-    /// One key tile of the online softmax, down the columns of `Sᵀ [keys, lds]` (one column per query):
-    /// updates each column's running max and sum, replaces the scores by `2^(s - max)`, rescales the rows of `acc`.
-    @inline(__always)
-    static func onlineSoftmaxColumns(
-        scores: UnsafeMutablePointer<Float>, lds: Int, keys n: Int, columns: Int,
-        colMax: UnsafeMutablePointer<Float>, colSum: UnsafeMutablePointer<Float>,
-        acc: UnsafeMutablePointer<Float>, dvPad: Int, accRows: Int
-    ) {
-        typealias V = SIMD8<Float>
-        var c = 0
-        while c < columns {
-            let maxAddress = UnsafeMutableRawPointer(colMax + c), sumAddress = UnsafeMutableRawPointer(colSum + c)
-            let oldMax = maxAddress.loadUnaligned(as: V.self)
-            var tileMax = V(repeating: -.infinity)
-            for r in 0..<n {
-                let s = UnsafeRawPointer(scores + r * lds + c).loadUnaligned(as: V.self)
-                tileMax.replace(with: s, where: s .> tileMax)
-            }
-            var newMax = oldMax
-            newMax.replace(with: tileMax, where: tileMax .> oldMax)
-            // A column that has seen no key yet shifts by 0, so 2^(-inf - 0) = 0 instead of NaN.
-            var shift = newMax
-            shift.replace(with: 0, where: newMax .== -V.Scalar.infinity)
-            let correction = VectorMath.exp2(oldMax - shift)
-            var sum = sumAddress.loadUnaligned(as: V.self) * correction
-            for r in 0..<n {
-                let address = UnsafeMutableRawPointer(scores + r * lds + c)
-                let e = VectorMath.exp2Fast(address.loadUnaligned(as: V.self) - shift)
-                address.storeBytes(of: e, as: V.self)
-                sum += e
-            }
-            maxAddress.storeBytes(of: newMax, as: V.self)
-            sumAddress.storeBytes(of: sum, as: V.self)
-            for lane in 0..<8 where c + lane < accRows && correction[lane] != 1 {
-                VectorMath.scale(acc + (c + lane) * dvPad, count: dvPad, by: correction[lane])
-            }
-            c += 8
-        }
-    }
 }
 
 /// Smallest multiple of `step` that is >= `n`.
@@ -205,27 +162,30 @@ struct AttentionPointers: @unchecked Sendable {
     }
 }
 
-/// Per-work-item buffers of one query tile (padded to the micro-kernel's 6-row and 16-column blocks).
+/// Per-work-item buffers of one query tile (padded to the kernels' register blocks: 6 x 16 AVX2, 12 x 32 AVX-512).
 /// Each worker owns one (`Parallel.forEach` hands out worker indices), so the raw buffers are never shared.
 struct TileScratch: @unchecked Sendable {
-    let scores: UnsafeMutablePointer<Float>   // Sᵀ [keyBlock + 6, scoreStride] (the ragged tail block writes 6 rows)
+    let scores: UnsafeMutablePointer<Float>   // Sᵀ [keyBlock + rows, scoreStride] (the ragged tail block writes whole rows)
     let queries: UnsafeMutablePointer<Float>  // Qᵀ [D, scoreStride]
-    let keys: UnsafeMutablePointer<Float>     // [keyBlock + 6, D]: the key tile, zero rows up to a multiple of 6
+    let keys: UnsafeMutablePointer<Float>     // [keyBlock + rows, D]: the key tile, zero rows up to a multiple of rows
     let values: UnsafeMutablePointer<Float>   // [keyBlock, dvPad]
     let output: UnsafeMutablePointer<Float>   // [scoreStride, dvPad]
     let colMax: UnsafeMutablePointer<Float>   // [scoreStride]
     let colSum: UnsafeMutablePointer<Float>   // [scoreStride]
     let dvPad: Int
     let scoreStride: Int
+    let kernels: CPUKernels
 
-    init(_ p: AttentionProblem) {
-        dvPad = roundUp(p.Dv, MicroKernel.columns)
-        scoreStride = roundUp(roundUp(Attention.queryBlock, MicroKernel.rows), MicroKernel.columns)
-        scores = .allocate(capacity: (Attention.keyBlock + MicroKernel.rows) * scoreStride)
+    init(_ p: AttentionProblem, _ kernels: CPUKernels) {
+        self.kernels = kernels
+        let (rows, columns, keyBlock) = (kernels.rows, kernels.columns, kernels.keyBlock)
+        dvPad = roundUp(p.Dv, columns)
+        scoreStride = roundUp(roundUp(kernels.queryBlock, rows), columns)
+        scores = .allocate(capacity: (keyBlock + rows) * scoreStride)
         queries = .allocate(capacity: p.D * scoreStride)
-        keys = .allocate(capacity: (Attention.keyBlock + MicroKernel.rows) * p.D)
-        values = .allocate(capacity: Attention.keyBlock * dvPad)
-        values.initialize(repeating: 0, count: Attention.keyBlock * dvPad)  // padded columns stay zero
+        keys = .allocate(capacity: (keyBlock + rows) * p.D)
+        values = .allocate(capacity: keyBlock * dvPad)
+        values.initialize(repeating: 0, count: keyBlock * dvPad)  // padded columns stay zero
         output = .allocate(capacity: scoreStride * dvPad)
         colMax = .allocate(capacity: scoreStride)
         colSum = .allocate(capacity: scoreStride)
