@@ -55,8 +55,8 @@ extension Attention {
     /// Attends query `rows` of head `(b, h)` to the keys in `keys` that each row may see. Writes the normalized output
     /// rows (stride `ldo`) and their log-sum-exp (stride `ldl`); a row that sees no key gets `o = 0`, `lse = -inf`.
     ///
-    /// Scores are formed transposed, `Sᵀ = K·Qᵀ` (keys as rows), so K is read in place and Qᵀ is packed once per
-    /// query tile; the online softmax then runs down the columns with every query's max and sum in vector lanes.
+    /// Scores are formed transposed, `Sᵀ = K·Qᵀ` (keys as rows), so K is read as packed (row-major) and Qᵀ is packed
+    /// once per query tile; the online softmax then runs down the columns with every query's max and sum in vector lanes.
     /// Scores carry a log2(e) factor, so only 2^x is needed. The products and the softmax run in `scratch.kernels`
     /// (called once per key tile, so the width's dispatch stays out of the inner loops).
     static func attendRows(
@@ -81,22 +81,15 @@ extension Attention {
         // Keys any query of the tile may see (ranges grow with the query under a causal mask).
         let first = p.keyRange(query: rows.lowerBound), last = p.keyRange(query: rows.upperBound - 1)
         let lo = max(keys.lowerBound, first.lo), hi = min(keys.upperBound, last.hi)
-        let kRow = ptrs.k + (b * p.S * p.Hkv + hk) * p.D, ldk = p.Hkv * p.D
+        if lo < hi { scratch.pack(p, ptrs, b: b, hk: hk, keys: lo..<hi) }  // a split-KV part may see none
         var j0 = lo
         while j0 < hi {
             let n = min(kernels.keyBlock, hi - j0)
-            // The key and value tiles are copied into contiguous scratch first: in place, their rows lie Hkv·D
-            // floats apart (2 KiB at 8 heads of 64), so they fall into a few cache sets and evict each other while
-            // the products sweep them again and again (measured at T = 16384, H = 8: 12-15% faster on one thread,
-            // 22-28% on two).
-            // Keys are padded with zero rows to whole row blocks; those scores are never read.
+            // The last tile's keys run on to whole row blocks (real keys or the zero rows after S, packed too);
+            // their scores are never read.
             let nPad = roundUp(n, kernels.rows)
-            for r in 0..<n { (scratch.keys + r * p.D).update(from: kRow + (j0 + r) * ldk, count: p.D) }
-            (scratch.keys + n * p.D).update(repeating: 0, count: (nPad - n) * p.D)
-            let vRow = ptrs.v + ((b * p.S + j0) * p.Hkv + hk) * p.Dv, ldv = p.Hkv * p.Dv
-            for r in 0..<n { (scratch.values + r * dvPad).update(from: vRow + r * ldv, count: p.Dv) }
             // Sᵀ [n, lds] = K_tile · Qᵀ, column blocks outside: Qᵀ [D, lds] exceeds L1, its panels do not.
-            kernels.gemm(m: nPad, n: lds, depth: p.D, a: scratch.keys, aRowStride: p.D, aDepthStride: 1,
+            kernels.gemm(m: nPad, n: lds, depth: p.D, a: scratch.keys + j0 * p.D, aRowStride: p.D, aDepthStride: 1,
                          b: qT, ldb: lds, c: scores, ldc: lds, accumulate: false, columnBlocksOutside: true)
             // Mask: key j is visible to the queries whose range holds it, a contiguous run of columns.
             let needsMask = j0 + n > first.hi || j0 < last.lo  // the tile already lies inside `keys`
@@ -116,7 +109,8 @@ extension Attention {
                                    acc: acc, dvPad: dvPad, accRows: mPad)
             // acc += P·V with P read transposed from Sᵀ; the copied V's padded columns stay zero.
             kernels.gemm(m: mPad, n: dvPad, depth: n, a: scores, aRowStride: 1, aDepthStride: lds,
-                         b: scratch.values, ldb: dvPad, c: acc, ldc: dvPad, accumulate: true, columnBlocksOutside: false)
+                         b: scratch.values + j0 * dvPad, ldb: dvPad, c: acc, ldc: dvPad, accumulate: true,
+                         columnBlocksOutside: false)
             j0 += n
         }
         for r in 0..<m {
@@ -162,13 +156,20 @@ struct AttentionPointers: @unchecked Sendable {
     }
 }
 
-/// Per-work-item buffers of one query tile (padded to the kernels' register blocks: 6 x 16 AVX2, 12 x 32 AVX-512).
+/// Per-worker buffers: one query tile's, and the keys and values of the (batch, kv head) the worker last packed.
 /// Each worker owns one (`Parallel.forEach` hands out worker indices), so the raw buffers are never shared.
+///
+/// Keys and values are packed into contiguous rows before the products read them: in place, their rows lie Hkv·D
+/// floats apart (2 KiB at 8 heads of 64), so they fall into a few cache sets and evict each other while the products
+/// sweep them again and again (measured at T = 16384, H = 8: 12-15% faster on one thread, 22-28% on two). They are
+/// packed once per head and worker, not once per query tile: a head's query tiles run one after another, and
+/// copying each key tile afresh for every query tile cost 8-15% of flash's time (one AVX-512 thread, T = 4096-16384).
 struct TileScratch: @unchecked Sendable {
     let scores: UnsafeMutablePointer<Float>   // Sᵀ [keyBlock + rows, scoreStride] (the ragged tail block writes whole rows)
     let queries: UnsafeMutablePointer<Float>  // Qᵀ [D, scoreStride]
-    let keys: UnsafeMutablePointer<Float>     // [keyBlock + rows, D]: the key tile, zero rows up to a multiple of rows
-    let values: UnsafeMutablePointer<Float>   // [keyBlock, dvPad]
+    let keys: UnsafeMutablePointer<Float>     // [S + rows, D]: packed keys of one (b, kv head); rows S... zero
+    let values: UnsafeMutablePointer<Float>   // [S, dvPad]: packed values, padded columns zero
+    let packed: UnsafeMutablePointer<Int>     // [3]: the packed (b · Hkv + kv head) or -1, and its packed key range
     let output: UnsafeMutablePointer<Float>   // [scoreStride, dvPad]
     let colMax: UnsafeMutablePointer<Float>   // [scoreStride]
     let colSum: UnsafeMutablePointer<Float>   // [scoreStride]
@@ -183,15 +184,44 @@ struct TileScratch: @unchecked Sendable {
         scoreStride = roundUp(roundUp(kernels.queryBlock, rows), columns)
         scores = .allocate(capacity: (keyBlock + rows) * scoreStride)
         queries = .allocate(capacity: p.D * scoreStride)
-        keys = .allocate(capacity: (keyBlock + rows) * p.D)
-        values = .allocate(capacity: keyBlock * dvPad)
-        values.initialize(repeating: 0, count: keyBlock * dvPad)  // padded columns stay zero
+        keys = .allocate(capacity: (p.S + rows) * p.D)
+        (keys + p.S * p.D).initialize(repeating: 0, count: rows * p.D)
+        values = .allocate(capacity: p.S * dvPad)
+        packed = .allocate(capacity: 3)
+        packed.initialize(repeating: -1, count: 3)
         output = .allocate(capacity: scoreStride * dvPad)
         colMax = .allocate(capacity: scoreStride)
         colSum = .allocate(capacity: scoreStride)
     }
 
+    /// Makes `keys` rows `range` of kv head `hk` of batch `b` (and up to `rows - 1` more, which the last tile's row
+    /// block reads) packed in `keys` and `values`, copying only rows not packed yet for this head. O(D + Dv) per row.
+    func pack(_ p: AttentionProblem, _ ptrs: AttentionPointers, b: Int, hk: Int, keys range: Range<Int>) {
+        let head = b * p.Hkv + hk
+        let lo = range.lowerBound, hi = min(p.S, range.upperBound + kernels.rows - 1)
+        guard lo < hi else { return }
+        let (oldLo, oldHi) = (packed[1], packed[2])
+        if packed[0] != head || hi < oldLo || lo > oldHi {
+            copyRows(p, ptrs, b: b, hk: hk, lo..<hi)
+            (packed[0], packed[1], packed[2]) = (head, lo, hi)
+            return
+        }
+        if lo < oldLo { copyRows(p, ptrs, b: b, hk: hk, lo..<oldLo) }
+        if hi > oldHi { copyRows(p, ptrs, b: b, hk: hk, oldHi..<hi) }
+        (packed[1], packed[2]) = (min(lo, oldLo), max(hi, oldHi))
+    }
+
+    private func copyRows(_ p: AttentionProblem, _ ptrs: AttentionPointers, b: Int, hk: Int, _ rows: Range<Int>) {
+        for j in rows {
+            (keys + j * p.D).update(from: ptrs.k + ((b * p.S + j) * p.Hkv + hk) * p.D, count: p.D)
+            let dst = values + j * dvPad
+            dst.update(from: ptrs.v + ((b * p.S + j) * p.Hkv + hk) * p.Dv, count: p.Dv)
+            (dst + p.Dv).update(repeating: 0, count: dvPad - p.Dv)
+        }
+    }
+
     func free() {
         for buffer in [scores, queries, keys, values, output, colMax, colSum] { buffer.deallocate() }
+        packed.deallocate()
     }
 }
