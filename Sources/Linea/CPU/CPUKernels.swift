@@ -12,9 +12,10 @@ public struct CPUKernels: @unchecked Sendable {  // the table is immutable stati
         /// 16 floats per register, 32 registers (AVX-512 F, DQ, BW, VL): Skylake-SP and later, Zen 4 and later.
         case avx512
 
+        /// The name `LINEA_CPU_KERNELS` takes and `linea bench` prints: "avx2" or "avx512".
         public var description: String { rawValue }
 
-        /// Whether the running CPU can execute this build.
+        /// Whether the running CPU can execute this build (cpuid, read once). O(1).
         public var isSupported: Bool {
             switch self {
             case .avx2: true
@@ -69,6 +70,7 @@ public struct CPUKernels: @unchecked Sendable {  // the table is immutable stati
         return (width, nil)
     }
 
+    /// The build `with(_:_:)` set for this task, if any (task-local, so parallel tests each keep their own).
     @TaskLocal static var scoped: CPUKernels?
 
     /// The build the CPU kernels called from this task use: `selected`, or the one set by `with(_:_:)`.
