@@ -26,11 +26,13 @@ let package = Package(
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
-        // cpuid feature detection (C: Swift has no inline assembly).
+        // cpuid feature detection and dladdr (C: Swift has neither inline assembly nor dladdr).
         .target(name: "CLineaCPU"),
+        // The hot CPU kernels in AVX2 and AVX-512 builds, chosen at run time (clang's per-function target attribute).
+        .target(name: "CLineaKernels"),
         .target(
             name: "Linea",
-            dependencies: ["CLineaCPU"],
+            dependencies: ["CLineaCPU", "CLineaKernels"],
             swiftSettings: cpuFlags
         ),
         .executableTarget(

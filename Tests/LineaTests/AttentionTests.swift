@@ -29,10 +29,35 @@ struct AttentionCase: CustomStringConvertible, Sendable {
         AttentionCase(T: 5, S: 700, causal: false),
         AttentionCase(T: 100, S: 40),  // more queries than keys: the first 60 see nothing
         AttentionCase(T: 130, S: 520, window: 300),
+        AttentionCase(T: 613, S: 613, Hq: 2, Hkv: 1, D: 40, Dv: 24),  // several query and key tiles of either width
     ]
 
     @Test(arguments: grid)
     func fastFormsMatchReference(_ c: AttentionCase) throws {
+        try checkFastForms(c)
+    }
+
+    /// The AVX2 kernels, whatever this CPU would pick (they are what runs on hosts without AVX-512).
+    @Test(arguments: grid)
+    func fastFormsMatchReferenceAVX2(_ c: AttentionCase) throws {
+        let kernels = try #require(CPUKernels(.avx2))
+        try CPUKernels.with(kernels) {
+            #expect(CPUKernels.width == .avx2)
+            try checkFastForms(c)
+        }
+    }
+
+    @Test(.enabled(if: CPUKernels.Width.avx512.isSupported, "this CPU lacks AVX-512"), arguments: grid)
+    func fastFormsMatchReferenceAVX512(_ c: AttentionCase) throws {
+        let kernels = try #require(CPUKernels(.avx512))
+        try CPUKernels.with(kernels) {
+            #expect(CPUKernels.width == .avx512)
+            try checkFastForms(c)
+        }
+    }
+
+    /// Flash and split-KV (several partition counts) against the Float64 reference, with `CPUKernels.current`.
+    func checkFastForms(_ c: AttentionCase) throws {
         let (q, k, v) = try c.inputs(seed: 11)
         let options = AttentionOptions(causal: c.causal, window: c.window)
         let want = try Attention.forward(q: q, k: k, v: v, options: options, form: .reference)

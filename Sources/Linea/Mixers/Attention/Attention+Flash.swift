@@ -1,20 +1,16 @@
 import Foundation
 
 extension Attention {
-    /// Queries per tile (columns of the transposed score tile `Sᵀ`): a multiple of both 6 and 16, so neither product
-    /// computes padding. With 132 keys per tile, measured 20% faster single-threaded than 128 x 256 (T = 8192).
-    static let queryBlock = 144
-    /// Keys per tile (rows of `Sᵀ`; the depth of the `P·V` product): a multiple of 6, so only the last tile is ragged.
-    static let keyBlock = 132
-
     /// Flash form: one work item per (batch, head, query tile), keys streamed in tiles through an online softmax.
-    /// Extra memory O(queryBlock · keyBlock) per thread; no `T x S` matrix is ever formed.
+    /// Extra memory O(queryBlock · keyBlock) per thread; no `T x S` matrix is ever formed. Tiles of the width's
+    /// shape (`CPUKernels.queryBlock`, `keyBlock`: 144 x 132 for AVX2, 192 x 132 for AVX-512).
     static func flash(_ p: AttentionProblem, q: Tensor, k: Tensor, v: Tensor) -> AttentionOutput {
+        let kernels = CPUKernels.current, queryBlock = kernels.queryBlock
         var o = Allocation.zeros(p.B * p.T * p.Hq * p.Dv)
         var lse = [Float](repeating: -.infinity, count: p.B * p.T * p.Hq)
         let tiles = (p.T + queryBlock - 1) / queryBlock
         let heads = p.B * p.Hq
-        attendTiles(p, q: q, k: k, v: v, o: &o, lse: &lse, count: heads * tiles) { item in
+        attendTiles(p, kernels, q: q, k: k, v: v, o: &o, lse: &lse, count: heads * tiles) { item in
             // A head's tiles one after another, so the workers share its keys and values in cache; last tiles
             // first: under a causal mask they are the heaviest, so the lightest come last and the load balances.
             let tile = tiles - 1 - item % tiles
@@ -35,16 +31,16 @@ extension Attention {
         let row: Int
     }
 
-    /// Runs `attendRows` for `count` items in parallel, one scratch per worker, writing into `o` and `lse`.
+    /// Runs `attendRows` for `count` items in parallel with `kernels`, one scratch per worker, writing into `o` and `lse`.
     static func attendTiles(
-        _ p: AttentionProblem, q: Tensor, k: Tensor, v: Tensor, o: inout [Float], lse: inout [Float], count: Int,
+        _ p: AttentionProblem, _ kernels: CPUKernels, q: Tensor, k: Tensor, v: Tensor, o: inout [Float], lse: inout [Float], count: Int,
         _ item: @Sendable (Int) -> TileItem
     ) {
         q.withUnsafeBufferPointer { qb in k.withUnsafeBufferPointer { kb in v.withUnsafeBufferPointer { vb in
             o.withUnsafeMutableBufferPointer { ob in lse.withUnsafeMutableBufferPointer { lb in
                 let ptrs = AttentionPointers(qb, kb, vb)
                 let out = SendablePointer(ob.baseAddress!), lseOut = SendablePointer(lb.baseAddress!)
-                let scratches = (0..<Parallel.threadCount).map { _ in TileScratch(p) }
+                let scratches = (0..<Parallel.threadCount).map { _ in TileScratch(p, kernels) }
                 defer { scratches.forEach { $0.free() } }
                 Parallel.forEach(count) { index, worker in
                     let t = item(index)
@@ -59,15 +55,16 @@ extension Attention {
     /// Attends query `rows` of head `(b, h)` to the keys in `keys` that each row may see. Writes the normalized output
     /// rows (stride `ldo`) and their log-sum-exp (stride `ldl`); a row that sees no key gets `o = 0`, `lse = -inf`.
     ///
-    /// Scores are formed transposed, `Sᵀ = K·Qᵀ` (keys as rows), so K is read in place and Qᵀ is packed once per
-    /// query tile; the online softmax then runs down the columns with every query's max and sum in vector lanes.
-    /// Scores carry a log2(e) factor, so only 2^x is needed. Both products use `MicroKernel.gemm`.
+    /// Scores are formed transposed, `Sᵀ = K·Qᵀ` (keys as rows), so K is read as packed (row-major) and Qᵀ is packed
+    /// once per query tile; the online softmax then runs down the columns with every query's max and sum in vector lanes.
+    /// Scores carry a log2(e) factor, so only 2^x is needed. The products and the softmax run in `scratch.kernels`
+    /// (called once per key tile, so the width's dispatch stays out of the inner loops).
     static func attendRows(
         _ p: AttentionProblem, _ ptrs: AttentionPointers, b: Int, h: Int, rows: Range<Int>, keys: Range<Int>,
         out: UnsafeMutablePointer<Float>, ldo: Int, lse: UnsafeMutablePointer<Float>, ldl: Int, scratch: TileScratch
     ) {
-        let m = rows.count, dvPad = scratch.dvPad, lds = scratch.scoreStride
-        let mPad = roundUp(m, MicroKernel.rows)
+        let m = rows.count, dvPad = scratch.dvPad, lds = scratch.scoreStride, kernels = scratch.kernels
+        let mPad = roundUp(m, kernels.rows)
         let hk = h / (p.Hq / p.Hkv)
         let log2e: Float = 1.442_695_04, ln2: Float = 0.693_147_18
         let (scores, colMax, colSum, acc) = (scratch.scores, scratch.colMax, scratch.colSum, scratch.output)
@@ -84,23 +81,16 @@ extension Attention {
         // Keys any query of the tile may see (ranges grow with the query under a causal mask).
         let first = p.keyRange(query: rows.lowerBound), last = p.keyRange(query: rows.upperBound - 1)
         let lo = max(keys.lowerBound, first.lo), hi = min(keys.upperBound, last.hi)
-        let kRow = ptrs.k + (b * p.S * p.Hkv + hk) * p.D, ldk = p.Hkv * p.D
+        if lo < hi { scratch.pack(p, ptrs, b: b, hk: hk, keys: lo..<hi) }  // a split-KV part may see none
         var j0 = lo
         while j0 < hi {
-            let n = min(keyBlock, hi - j0)
-            // The key and value tiles are copied into contiguous scratch first: in place, their rows lie Hkv·D
-            // floats apart (2 KiB at 8 heads of 64), so they fall into a few cache sets and evict each other while
-            // the products sweep them again and again (measured at T = 16384, H = 8: 12-15% faster on one thread,
-            // 22-28% on two).
-            // Keys are padded with zero rows to whole 6-row blocks; those scores are never read.
-            let nPad = roundUp(n, MicroKernel.rows)
-            for r in 0..<n { (scratch.keys + r * p.D).update(from: kRow + (j0 + r) * ldk, count: p.D) }
-            (scratch.keys + n * p.D).update(repeating: 0, count: (nPad - n) * p.D)
-            let vRow = ptrs.v + ((b * p.S + j0) * p.Hkv + hk) * p.Dv, ldv = p.Hkv * p.Dv
-            for r in 0..<n { (scratch.values + r * dvPad).update(from: vRow + r * ldv, count: p.Dv) }
-            // Sᵀ [n, lds] = K_tile · Qᵀ, column blocks outside: Qᵀ [D, 144] exceeds L1, its 16-column panels do not.
-            MicroKernel.gemm(m: nPad, n: lds, depth: p.D, a: scratch.keys, aRowStride: p.D, aDepthStride: 1,
-                             b: qT, ldb: lds, c: scores, ldc: lds, accumulate: false, columnBlocksOutside: true)
+            let n = min(kernels.keyBlock, hi - j0)
+            // The last tile's keys run on to whole row blocks (real keys or the zero rows after S, packed too);
+            // their scores are never read.
+            let nPad = roundUp(n, kernels.rows)
+            // Sᵀ [n, lds] = K_tile · Qᵀ, column blocks outside: Qᵀ [D, lds] exceeds L1, its panels do not.
+            kernels.gemm(m: nPad, n: lds, depth: p.D, a: scratch.keys + j0 * p.D, aRowStride: p.D, aDepthStride: 1,
+                         b: qT, ldb: lds, c: scores, ldc: lds, accumulate: false, columnBlocksOutside: true)
             // Mask: key j is visible to the queries whose range holds it, a contiguous run of columns.
             let needsMask = j0 + n > first.hi || j0 < last.lo  // the tile already lies inside `keys`
             if needsMask {
@@ -115,11 +105,12 @@ extension Attention {
                     if cHi < m { (row + cHi).initialize(repeating: -.infinity, count: m - cHi) }
                 }
             }
-            onlineSoftmaxColumns(scores: scores, lds: lds, keys: n, columns: lds, colMax: colMax, colSum: colSum,
-                                 acc: acc, dvPad: dvPad, accRows: mPad)
+            kernels.softmaxColumns(scores: scores, lds: lds, keys: n, columns: lds, colMax: colMax, colSum: colSum,
+                                   acc: acc, dvPad: dvPad, accRows: mPad)
             // acc += P·V with P read transposed from Sᵀ; the copied V's padded columns stay zero.
-            MicroKernel.gemm(m: mPad, n: dvPad, depth: n, a: scores, aRowStride: 1, aDepthStride: lds,
-                             b: scratch.values, ldb: dvPad, c: acc, ldc: dvPad, accumulate: true)
+            kernels.gemm(m: mPad, n: dvPad, depth: n, a: scores, aRowStride: 1, aDepthStride: lds,
+                         b: scratch.values + j0 * dvPad, ldb: dvPad, c: acc, ldc: dvPad, accumulate: true,
+                         columnBlocksOutside: false)
             j0 += n
         }
         for r in 0..<m {
@@ -147,46 +138,6 @@ extension Attention {
         let cHi = min(rows.count, lastQuery - rows.lowerBound + 1)
         return (cLo, max(cLo, cHi))
     }
-
-    /// One key tile of the online softmax, down the columns of `Sᵀ [keys, lds]` (one column per query):
-    /// updates each column's running max and sum, replaces the scores by `2^(s - max)`, rescales the rows of `acc`.
-    @inline(__always)
-    static func onlineSoftmaxColumns(
-        scores: UnsafeMutablePointer<Float>, lds: Int, keys n: Int, columns: Int,
-        colMax: UnsafeMutablePointer<Float>, colSum: UnsafeMutablePointer<Float>,
-        acc: UnsafeMutablePointer<Float>, dvPad: Int, accRows: Int
-    ) {
-        typealias V = SIMD8<Float>
-        var c = 0
-        while c < columns {
-            let maxAddress = UnsafeMutableRawPointer(colMax + c), sumAddress = UnsafeMutableRawPointer(colSum + c)
-            let oldMax = maxAddress.loadUnaligned(as: V.self)
-            var tileMax = V(repeating: -.infinity)
-            for r in 0..<n {
-                let s = UnsafeRawPointer(scores + r * lds + c).loadUnaligned(as: V.self)
-                tileMax.replace(with: s, where: s .> tileMax)
-            }
-            var newMax = oldMax
-            newMax.replace(with: tileMax, where: tileMax .> oldMax)
-            // A column that has seen no key yet shifts by 0, so 2^(-inf - 0) = 0 instead of NaN.
-            var shift = newMax
-            shift.replace(with: 0, where: newMax .== -V.Scalar.infinity)
-            let correction = VectorMath.exp2(oldMax - shift)
-            var sum = sumAddress.loadUnaligned(as: V.self) * correction
-            for r in 0..<n {
-                let address = UnsafeMutableRawPointer(scores + r * lds + c)
-                let e = VectorMath.exp2Fast(address.loadUnaligned(as: V.self) - shift)
-                address.storeBytes(of: e, as: V.self)
-                sum += e
-            }
-            maxAddress.storeBytes(of: newMax, as: V.self)
-            sumAddress.storeBytes(of: sum, as: V.self)
-            for lane in 0..<8 where c + lane < accRows && correction[lane] != 1 {
-                VectorMath.scale(acc + (c + lane) * dvPad, count: dvPad, by: correction[lane])
-            }
-            c += 8
-        }
-    }
 }
 
 /// Smallest multiple of `step` that is >= `n`.
@@ -205,33 +156,72 @@ struct AttentionPointers: @unchecked Sendable {
     }
 }
 
-/// Per-work-item buffers of one query tile (padded to the micro-kernel's 6-row and 16-column blocks).
+/// Per-worker buffers: one query tile's, and the keys and values of the (batch, kv head) the worker last packed.
 /// Each worker owns one (`Parallel.forEach` hands out worker indices), so the raw buffers are never shared.
+///
+/// Keys and values are packed into contiguous rows before the products read them: in place, their rows lie Hkv·D
+/// floats apart (2 KiB at 8 heads of 64), so they fall into a few cache sets and evict each other while the products
+/// sweep them again and again (measured at T = 16384, H = 8: 12-15% faster on one thread, 22-28% on two). They are
+/// packed once per head and worker, not once per query tile: a head's query tiles run one after another, and
+/// copying each key tile afresh for every query tile cost 8-15% of flash's time (one AVX-512 thread, T = 4096-16384).
 struct TileScratch: @unchecked Sendable {
-    let scores: UnsafeMutablePointer<Float>   // Sᵀ [keyBlock + 6, scoreStride] (the ragged tail block writes 6 rows)
+    let scores: UnsafeMutablePointer<Float>   // Sᵀ [keyBlock + rows, scoreStride] (the ragged tail block writes whole rows)
     let queries: UnsafeMutablePointer<Float>  // Qᵀ [D, scoreStride]
-    let keys: UnsafeMutablePointer<Float>     // [keyBlock + 6, D]: the key tile, zero rows up to a multiple of 6
-    let values: UnsafeMutablePointer<Float>   // [keyBlock, dvPad]
+    let keys: UnsafeMutablePointer<Float>     // [S + rows, D]: packed keys of one (b, kv head); rows S... zero
+    let values: UnsafeMutablePointer<Float>   // [S, dvPad]: packed values, padded columns zero
+    let packed: UnsafeMutablePointer<Int>     // [3]: the packed (b · Hkv + kv head) or -1, and its packed key range
     let output: UnsafeMutablePointer<Float>   // [scoreStride, dvPad]
     let colMax: UnsafeMutablePointer<Float>   // [scoreStride]
     let colSum: UnsafeMutablePointer<Float>   // [scoreStride]
     let dvPad: Int
     let scoreStride: Int
+    let kernels: CPUKernels
 
-    init(_ p: AttentionProblem) {
-        dvPad = roundUp(p.Dv, MicroKernel.columns)
-        scoreStride = roundUp(roundUp(Attention.queryBlock, MicroKernel.rows), MicroKernel.columns)
-        scores = .allocate(capacity: (Attention.keyBlock + MicroKernel.rows) * scoreStride)
+    init(_ p: AttentionProblem, _ kernels: CPUKernels) {
+        self.kernels = kernels
+        let (rows, columns, keyBlock) = (kernels.rows, kernels.columns, kernels.keyBlock)
+        dvPad = roundUp(p.Dv, columns)
+        scoreStride = roundUp(roundUp(kernels.queryBlock, rows), columns)
+        scores = .allocate(capacity: (keyBlock + rows) * scoreStride)
         queries = .allocate(capacity: p.D * scoreStride)
-        keys = .allocate(capacity: (Attention.keyBlock + MicroKernel.rows) * p.D)
-        values = .allocate(capacity: Attention.keyBlock * dvPad)
-        values.initialize(repeating: 0, count: Attention.keyBlock * dvPad)  // padded columns stay zero
+        keys = .allocate(capacity: (p.S + rows) * p.D)
+        (keys + p.S * p.D).initialize(repeating: 0, count: rows * p.D)
+        values = .allocate(capacity: p.S * dvPad)
+        packed = .allocate(capacity: 3)
+        packed.initialize(repeating: -1, count: 3)
         output = .allocate(capacity: scoreStride * dvPad)
         colMax = .allocate(capacity: scoreStride)
         colSum = .allocate(capacity: scoreStride)
     }
 
+    /// Makes `keys` rows `range` of kv head `hk` of batch `b` (and up to `rows - 1` more, which the last tile's row
+    /// block reads) packed in `keys` and `values`, copying only rows not packed yet for this head. O(D + Dv) per row.
+    func pack(_ p: AttentionProblem, _ ptrs: AttentionPointers, b: Int, hk: Int, keys range: Range<Int>) {
+        let head = b * p.Hkv + hk
+        let lo = range.lowerBound, hi = min(p.S, range.upperBound + kernels.rows - 1)
+        guard lo < hi else { return }
+        let (oldLo, oldHi) = (packed[1], packed[2])
+        if packed[0] != head || hi < oldLo || lo > oldHi {
+            copyRows(p, ptrs, b: b, hk: hk, lo..<hi)
+            (packed[0], packed[1], packed[2]) = (head, lo, hi)
+            return
+        }
+        if lo < oldLo { copyRows(p, ptrs, b: b, hk: hk, lo..<oldLo) }
+        if hi > oldHi { copyRows(p, ptrs, b: b, hk: hk, oldHi..<hi) }
+        (packed[1], packed[2]) = (min(lo, oldLo), max(hi, oldHi))
+    }
+
+    private func copyRows(_ p: AttentionProblem, _ ptrs: AttentionPointers, b: Int, hk: Int, _ rows: Range<Int>) {
+        for j in rows {
+            (keys + j * p.D).update(from: ptrs.k + ((b * p.S + j) * p.Hkv + hk) * p.D, count: p.D)
+            let dst = values + j * dvPad
+            dst.update(from: ptrs.v + ((b * p.S + j) * p.Hkv + hk) * p.Dv, count: p.Dv)
+            (dst + p.Dv).update(repeating: 0, count: dvPad - p.Dv)
+        }
+    }
+
     func free() {
         for buffer in [scores, queries, keys, values, output, colMax, colSum] { buffer.deallocate() }
+        packed.deallocate()
     }
 }

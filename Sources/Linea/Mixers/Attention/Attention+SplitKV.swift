@@ -16,6 +16,7 @@ extension Attention {
     /// partial normalized output and lse; a merge weights the partials by `exp(lse_p - lse)`.
     /// Extra memory O(partitions · B · T · Hq · Dv): meant for few queries against a long KV.
     static func splitKV(_ p: AttentionProblem, q: Tensor, k: Tensor, v: Tensor, partitions requested: Int?) -> AttentionOutput {
+        let kernels = CPUKernels.current, (queryBlock, keyBlock) = (kernels.queryBlock, kernels.keyBlock)
         let tiles = (p.T + queryBlock - 1) / queryBlock
         let heads = p.B * p.Hq
         let parts = splitKVPartitions(p, requested: requested)
@@ -23,7 +24,7 @@ extension Attention {
         let rowCount = p.B * p.T * p.Hq
         var partialO = [Float](repeating: 0, count: parts * rowCount * p.Dv)
         var partialLSE = [Float](repeating: -.infinity, count: parts * rowCount)
-        attendTiles(p, q: q, k: k, v: v, o: &partialO, lse: &partialLSE, count: parts * heads * tiles) { item in
+        attendTiles(p, kernels, q: q, k: k, v: v, o: &partialO, lse: &partialLSE, count: parts * heads * tiles) { item in
             let part = item % parts, rest = item / parts
             let tile = rest / heads
             let (b, h) = ((rest % heads) / p.Hq, rest % p.Hq)

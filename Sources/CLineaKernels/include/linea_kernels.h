@@ -1,0 +1,37 @@
+#ifndef LINEA_KERNELS_H
+#define LINEA_KERNELS_H
+// The hot loops of flash attention in one build per vector width (AVX2 + FMA, AVX-512), chosen at run time.
+// Swift compiles the whole module for one target CPU (`-target-cpu haswell`); clang can compile single
+// functions for another with `__attribute__((target(...)))`, so the wider build lives here, behind one table.
+
+/// `C[m x n] (+)= A[m x depth] · B[depth x n]`: B and C row-major (strides ldb, ldc), A's element (r, d) at
+/// `a[r * a_row_stride + d * a_depth_stride]`. Needs m % rows == 0 and n % columns == 0 of the table it comes
+/// from. `column_blocks_outside` keeps one panel of B in L1 while A streams. O(m·n·depth).
+typedef void (*linea_gemm_fn)(long m, long n, long depth, const float *a, long a_row_stride, long a_depth_stride,
+                              const float *b, long ldb, float *c, long ldc, int accumulate,
+                              int column_blocks_outside);
+
+/// One key tile of flash attention's online softmax down the columns of `Sᵀ [keys, lds]` (one column per query,
+/// scores in log2 units): updates each column's running max and sum, replaces the scores by `2^(s - max)` and
+/// rescales rows `[0, acc_rows)` of `acc [., dv_pad]` by `2^(old max - new max)`. Needs columns % columns-of-the-gemm == 0.
+/// O(keys·columns + acc_rows·dv_pad).
+typedef void (*linea_softmax_fn)(float *scores, long lds, long keys, long columns, float *col_max, float *col_sum,
+                                 float *acc, long dv_pad, long acc_rows);
+
+/// One width's kernels and the shapes they want.
+typedef struct {
+    const char *name;    ///< "avx2" or "avx512"
+    long lanes;          ///< floats per vector register: 8 or 16
+    long rows, columns;  ///< the gemm's register block of C
+    long query_block, key_block;  ///< flash attention's tile: queries (multiple of rows and columns), keys (of rows)
+    linea_gemm_fn gemm;
+    linea_softmax_fn softmax_columns;
+} linea_kernel_table;
+
+/// The AVX2 + FMA build (x86-64 since Haswell / Zen 1; off x86-64, the same code for the host's 256-bit vectors).
+extern const linea_kernel_table linea_kernels_avx2;
+/// The AVX-512 (F, DQ, BW, VL) build, or NULL where this was not compiled for x86-64. Call only where the CPU
+/// has AVX-512: elsewhere its instructions fault.
+const linea_kernel_table *linea_kernels_avx512(void);
+
+#endif

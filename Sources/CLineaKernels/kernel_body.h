@@ -1,0 +1,152 @@
+// One width's kernels, included once per width by kernels.c with these defined:
+//   SUFFIX  name suffix (avx2, avx512)     TARGET  the function attribute that enables the width's instructions
+//   LANES   floats per vector               ROWS, CVECS  the gemm's register block: ROWS x (CVECS · LANES) of C
+//   QUERY_BLOCK, KEY_BLOCK  flash attention's tile for this block shape
+// The code is written once with clang's vector extensions; each width compiles it to its own registers.
+
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#define NAME(x) CAT(x, SUFFIX)
+#define VF NAME(vf)
+#define VI NAME(vi)
+#define INLINE static inline __attribute__((always_inline)) TARGET
+// Loops over the register block unrolled in full, so the accumulators stay in registers (not a stack array).
+#define UNROLL _Pragma("clang loop unroll(full)")
+
+typedef float VF __attribute__((vector_size(4 * LANES)));
+typedef int VI __attribute__((vector_size(4 * LANES)));
+
+INLINE VF NAME(load)(const float *p) { VF v; __builtin_memcpy(&v, p, sizeof v); return v; }
+INLINE void NAME(store)(float *p, VF v) { __builtin_memcpy(p, &v, sizeof v); }
+INLINE VF NAME(splat)(float x) {
+    VF v;  // lane by lane (clang makes it one broadcast); `(VF){} + x` would add a real 0.0 first
+    UNROLL for (int i = 0; i < LANES; i++) v[i] = x;
+    return v;
+}
+
+/// One ROWS x (CVECS·LANES) block of C, held in ROWS·CVECS registers over the whole depth.
+INLINE void NAME(block)(long depth, const float *a, long rs, long ds, const float *b, long ldb, float *c,
+                        long ldc, int accumulate) {
+    VF acc[ROWS][CVECS];
+    UNROLL for (int r = 0; r < ROWS; r++)
+        UNROLL for (int v = 0; v < CVECS; v++)
+            acc[r][v] = accumulate ? NAME(load)(c + r * ldc + v * LANES) : (VF){};
+    for (long k = 0; k < depth; k++) {
+        VF bv[CVECS];
+        UNROLL for (int v = 0; v < CVECS; v++) bv[v] = NAME(load)(b + v * LANES);
+        UNROLL for (int r = 0; r < ROWS; r++) {
+            VF x = NAME(splat)(a[r * rs]);
+            UNROLL for (int v = 0; v < CVECS; v++) acc[r][v] = __builtin_elementwise_fma(x, bv[v], acc[r][v]);
+        }
+        a += ds;
+        b += ldb;
+    }
+    UNROLL for (int r = 0; r < ROWS; r++)
+        UNROLL for (int v = 0; v < CVECS; v++) NAME(store)(c + r * ldc + v * LANES, acc[r][v]);
+}
+
+static TARGET void NAME(gemm)(long m, long n, long depth, const float *a, long rs, long ds, const float *b,
+                              long ldb, float *c, long ldc, int accumulate, int column_blocks_outside) {
+    const long columns = CVECS * LANES, row_blocks = m / ROWS, column_blocks = n / columns;
+    // Row blocks outside keep A's rows in L1 while B streams; column blocks outside keep one panel of B there.
+    long outer = column_blocks_outside ? column_blocks : row_blocks;
+    long inner = column_blocks_outside ? row_blocks : column_blocks;
+    for (long x = 0; x < outer; x++)
+        for (long y = 0; y < inner; y++) {
+            long i = (column_blocks_outside ? y : x) * ROWS, j = (column_blocks_outside ? x : y) * columns;
+            NAME(block)(depth, a + i * rs, rs, ds, b + j, ldb, c + i * ldc + j, ldc, accumulate);
+        }
+}
+
+/// 2^x, relative error below 2e-7; 0 for x <= -127 (and -inf). Degree-6 Taylor polynomial of 2^f, f = x - round(x).
+INLINE VF NAME(exp2)(VF x) {
+    x = __builtin_elementwise_max(x, NAME(splat)(-127));  // 2^n's exponent field becomes 0, so the result is 0
+    const float magic = 12582912.0f;  // 1.5·2^23: adding it rounds to an integer held in the low mantissa bits
+    VF shifted = x + magic;
+    VF f = x - (shifted - magic);  // in [-0.5, 0.5], exact
+    VF p = __builtin_elementwise_fma(f, NAME(splat)(1.540353e-4f), NAME(splat)(1.3333558e-3f));
+    p = __builtin_elementwise_fma(p, f, NAME(splat)(9.618129e-3f));
+    p = __builtin_elementwise_fma(p, f, NAME(splat)(5.550411e-2f));
+    p = __builtin_elementwise_fma(p, f, NAME(splat)(0.2402265f));
+    p = __builtin_elementwise_fma(p, f, NAME(splat)(0.6931472f));
+    p = __builtin_elementwise_fma(p, f, NAME(splat)(1.0f));
+    VI n = ((VI)shifted - (VI)NAME(splat)(magic) + 127) << 23;
+    return p * (VF)n;
+}
+
+/// 2^x for the inner loop, relative error below 5e-7, 0 for x <= -127: a degree-5 minimax polynomial, and the
+/// bias 127 folded into the rounding constant so one shift builds 2^round(x).
+INLINE VF NAME(exp2_fast)(VF x) {
+    x = __builtin_elementwise_max(x, NAME(splat)(-127));
+    const float magic = 12583039.0f;  // 1.5·2^23 + 127: the low bits hold round(x) + 127; the rest leave on the shift
+    VF shifted = x + magic;
+    VF f = x - (shifted - magic);
+    VF p = __builtin_elementwise_fma(f, NAME(splat)(1.2915651e-3f), NAME(splat)(9.6685356e-3f));
+    p = __builtin_elementwise_fma(p, f, NAME(splat)(5.5516887e-2f));
+    p = __builtin_elementwise_fma(p, f, NAME(splat)(0.24022265f));
+    p = __builtin_elementwise_fma(p, f, NAME(splat)(0.69314647f));
+    p = __builtin_elementwise_fma(p, f, NAME(splat)(1.0f));
+    return p * (VF)((VI)shifted << 23);
+}
+
+static TARGET void NAME(softmax_columns)(float *scores, long lds, long n, long columns, float *col_max,
+                                         float *col_sum, float *acc, long dv_pad, long acc_rows) {
+    // CVECS vectors of columns at a time, and rows in pairs: the running max and sum are chains of dependent
+    // operations down a column, so four chains side by side keep the vector units busy (one chain ran 2x slower).
+    enum { G = CVECS };
+    for (long c = 0; c < columns; c += G * LANES) {
+        VF new_max[G], shift[G], correction[G], sum0[G], sum1[G];
+        UNROLL for (int g = 0; g < G; g++) {
+            VF m0 = NAME(load)(col_max + c + g * LANES), m1 = m0;
+            long r = 0;
+            for (; r + 1 < n; r += 2) {
+                m0 = __builtin_elementwise_max(m0, NAME(load)(scores + r * lds + c + g * LANES));
+                m1 = __builtin_elementwise_max(m1, NAME(load)(scores + (r + 1) * lds + c + g * LANES));
+            }
+            if (r < n) m0 = __builtin_elementwise_max(m0, NAME(load)(scores + r * lds + c + g * LANES));
+            new_max[g] = __builtin_elementwise_max(m0, m1);
+            // A column that has seen no key yet shifts by 0, so 2^(-inf - 0) = 0 instead of NaN.
+            shift[g] = (VF)((VI)new_max[g] & ~(new_max[g] == NAME(splat)(-__builtin_inff())));
+            correction[g] = NAME(exp2)(NAME(load)(col_max + c + g * LANES) - shift[g]);
+            sum0[g] = NAME(load)(col_sum + c + g * LANES) * correction[g];
+            sum1[g] = (VF){};
+        }
+        long r = 0;
+        for (; r + 1 < n; r += 2)
+            UNROLL for (int g = 0; g < G; g++) {
+                float *p0 = scores + r * lds + c + g * LANES, *p1 = p0 + lds;
+                VF e0 = NAME(exp2_fast)(NAME(load)(p0) - shift[g]), e1 = NAME(exp2_fast)(NAME(load)(p1) - shift[g]);
+                NAME(store)(p0, e0);
+                NAME(store)(p1, e1);
+                sum0[g] += e0;
+                sum1[g] += e1;
+            }
+        if (r < n)
+            UNROLL for (int g = 0; g < G; g++) {
+                float *p0 = scores + r * lds + c + g * LANES;
+                VF e0 = NAME(exp2_fast)(NAME(load)(p0) - shift[g]);
+                NAME(store)(p0, e0);
+                sum0[g] += e0;
+            }
+        float factors[G * LANES];
+        UNROLL for (int g = 0; g < G; g++) {
+            NAME(store)(col_max + c + g * LANES, new_max[g]);
+            NAME(store)(col_sum + c + g * LANES, sum0[g] + sum1[g]);
+            NAME(store)(factors + g * LANES, correction[g]);
+        }
+        // The output rows of these queries, rescaled to the new max (most tiles leave the max, so skip factor 1).
+        for (long q = 0; q < G * LANES && c + q < acc_rows; q++) {
+            if (factors[q] == 1) continue;
+            float *row = acc + (c + q) * dv_pad;
+            for (long e = 0; e < dv_pad; e += LANES) NAME(store)(row + e, NAME(load)(row + e) * factors[q]);
+        }
+    }
+}
+
+#undef CAT_
+#undef CAT
+#undef NAME
+#undef VF
+#undef VI
+#undef INLINE
+#undef UNROLL
