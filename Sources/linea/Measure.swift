@@ -59,12 +59,14 @@ enum Measure {
         return 2 * Double(n) * Double(n) * Double(n) / (time.ms / 1000) / 1e9
     }
 
-    /// What the CPU numbers ran on: the CPU's vendor and vector features, the BLAS library and core, and why.
+    /// What the CPU numbers ran on: the CPU's vendor and vector features, the width of Linea's own kernels, the BLAS
+    /// library and core, and why.
     static func hostDescription() -> [String] {
         let blas = BLAS.info
         let features = CPUFeatures.current
         return [
-            "cpu: \(CPUFeatures.vendor.isEmpty ? "unknown" : CPUFeatures.vendor), \(Parallel.threadCount) threads, \(features)",
+            "cpu: \(CPUFeatures.vendor.isEmpty ? "unknown" : CPUFeatures.vendor), \(Parallel.threadCount) threads, \(features); "
+                + "kernels: \(CPUKernels.width) (LINEA_CPU_KERNELS=avx2|avx512 to choose)",
             "blas: \(blas.library ?? "none") core \(blas.core) (\(blas.choice)); \(blas.config)",
         ]
     }

@@ -4,7 +4,8 @@ extension Attention {
     /// The partitions split-KV runs: `requested` up to one per 16 keys (smaller partitions only multiply the
     /// partial outputs and the per-item setup: `split_kv:100000` would ask for gigabytes and minutes), or (nil)
     /// enough to give every thread two items, at most one per key tile. O(1).
-    static func splitKVPartitions(_ p: AttentionProblem, requested: Int?) -> Int {
+    static func splitKVPartitions(_ p: AttentionProblem, requested: Int?, kernels: CPUKernels = .current) -> Int {
+        let (queryBlock, keyBlock) = (kernels.queryBlock, kernels.keyBlock)
         let tiles = (p.T + queryBlock - 1) / queryBlock
         let heads = p.B * p.Hq
         let maxUseful = max(1, (p.S + keyBlock - 1) / keyBlock)
@@ -19,7 +20,7 @@ extension Attention {
         let kernels = CPUKernels.current, (queryBlock, keyBlock) = (kernels.queryBlock, kernels.keyBlock)
         let tiles = (p.T + queryBlock - 1) / queryBlock
         let heads = p.B * p.Hq
-        let parts = splitKVPartitions(p, requested: requested)
+        let parts = splitKVPartitions(p, requested: requested, kernels: kernels)
         let partLength = (p.S + parts - 1) / max(1, parts)
         let rowCount = p.B * p.T * p.Hq
         var partialO = [Float](repeating: 0, count: parts * rowCount * p.Dv)

@@ -212,15 +212,20 @@ struct AttentionProblem: Sendable {
     }
 
     /// What `form` allocates: outputs, the reference's score matrix, split-KV's partials, flash's per-thread tiles.
+    /// Each flash worker's tiles and its packed copy of one head's keys and values.
+    private var flashScratch: [MemoryBudget.Buffer] {
+        [.init("flash tiles", [Parallel.threadCount, 300, D + Dv + 200]), .init("packed keys and values", [Parallel.threadCount, S, D + Dv])]
+    }
+
     func buffers(_ form: AttentionForm) -> [MemoryBudget.Buffer] {
         var result = [MemoryBudget.Buffer("o", [B, T, Hq, Dv]), .init("lse", [B, T, Hq])]
         switch form {
         case .reference: result.append(.init("scores", [T, S], elementBytes: 8))
-        case .flash: result.append(.init("flash tiles", [Parallel.threadCount, 300, D + Dv + 200]))
+        case .flash: result += flashScratch
         case .splitKV(let requested):
             let parts = Attention.splitKVPartitions(self, requested: requested)
-            result += [.init("split-KV partial o", [parts, B, T, Hq, Dv]), .init("split-KV partial lse", [parts, B, T, Hq]),
-                       .init("flash tiles", [Parallel.threadCount, 300, D + Dv + 200])]
+            result += [.init("split-KV partial o", [parts, B, T, Hq, Dv]), .init("split-KV partial lse", [parts, B, T, Hq])]
+                + flashScratch
         }
         return result
     }
