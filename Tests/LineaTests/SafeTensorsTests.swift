@@ -273,6 +273,19 @@ struct MalformedCase: Sendable, CustomTestStringConvertible {
         #expect(viaRead == problem)
     }
 
+    /// Names from a file reach the terminal through error messages: control characters are escaped, long names cut.
+    @Test func namesInErrorsAreEscapedAndCut() throws {
+        let dir = try makeTempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("names.safetensors")
+        let long = String(repeating: "x", count: 5000)
+        try writeFile(fileBytes(#"{"a\u001b[2J\#(long)": {"dtype": "\u001b]0;", "shape": [1], "data_offsets": [0, 4]}}"#, [0, 0, 0, 0]), url)
+        let problem = problemText { _ = try SafeTensorsFile(path: url.path) }
+        #expect(problem.hasPrefix("entry 'a\\u{1b}[2Jxxx") && problem.contains("(5005 characters)"), "\(problem)")
+        #expect(problem.hasSuffix("unknown dtype '\\u{1b}]0;'"), "\(problem)")
+        #expect(!problem.contains("\u{1b}") && problem.count < 300, "\(problem)")
+    }
+
     @Test func missingFileAndDirectoryThrow() throws {
         let dir = try makeTempDir()
         defer { try? FileManager.default.removeItem(at: dir) }

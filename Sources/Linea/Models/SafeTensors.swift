@@ -36,6 +36,20 @@ private func nonRegularKind(_ mode: mode_t) -> String? {
     }
 }
 
+/// `text` for an error message: control and format characters escaped (a name read from a file could hold terminal
+/// escape sequences) and cut after 100 characters (a name may be megabytes long).
+private func printable(_ text: String) -> String {
+    var out = ""
+    for (i, scalar) in text.unicodeScalars.enumerated() {
+        if i == 100 { return out + "... (\(text.unicodeScalars.count) characters)" }
+        switch scalar.properties.generalCategory {
+        case .control, .format: out += "\\u{\(String(scalar.value, radix: 16))}"
+        default: out.unicodeScalars.append(scalar)
+        }
+    }
+    return out
+}
+
 /// Header length above which a file is refused as not a safetensors file (the reference implementation's limit).
 private let maxHeaderBytes = 100_000_000
 
@@ -148,7 +162,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
                 case let .object(pairs):
                     for (key, item) in pairs {
                         guard case let .string(text) = item else {
-                            throw problem("__metadata__ value for \"\(key)\" must be a string, found \(item.kindDescription)")
+                            throw problem("__metadata__ value for \"\(printable(key))\" must be a string, found \(item.kindDescription)")
                         }
                         metadata[key] = text
                     }
@@ -165,7 +179,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
             .map { (name: $0.key, begin: $0.value.begin, end: $0.value.end) }
             .sorted { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }
         for (a, b) in zip(ranges, ranges.dropFirst()) where b.begin < a.end {
-            throw problem("tensors '\(a.name)' (data_offsets [\(a.begin), \(a.end)]) and '\(b.name)' "
+            throw problem("tensors '\(printable(a.name))' (data_offsets [\(a.begin), \(a.end)]) and '\(printable(b.name))' "
                 + "(data_offsets [\(b.begin), \(b.end)]) overlap")
         }
         return (8 + headerLength, entries, metadata)
@@ -175,6 +189,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
     private static func parseEntry(
         name: String, value: JSONValue, bufferSize: Int, problem: (String) -> LineaError
     ) throws -> Entry {
+        let name = printable(name)  // only used in messages
         guard case let .object(fields) = value else {
             throw problem("entry '\(name)' must be an object with dtype, shape and data_offsets, found \(value.kindDescription)")
         }
@@ -207,7 +222,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
             throw problem("entry '\(name)': dtype must be a string, found \(dtypeValue.kindDescription)")
         }
         guard let elementSize = specElementSizes[dtypeName] else {
-            throw problem("entry '\(name)': unknown dtype '\(dtypeName)'")
+            throw problem("entry '\(name)': unknown dtype '\(printable(dtypeName))'")
         }
         let shape = try integers("shape", try field("shape"))
         let offsets = try integers("data_offsets", try field("data_offsets"))
@@ -243,9 +258,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
 
     private func entry(_ name: String) throws -> Entry {
         if let found = entries[name] { return found }
-        let shown = names.prefix(20).joined(separator: ", ")
+        let shown = names.prefix(20).map(printable).joined(separator: ", ")
         let more = names.count > 20 ? ", ... (\(names.count - 20) more)" : ""
-        throw LineaError.file(path: path, problem: "no tensor named '\(name)'; the file has: \(shown)\(more)")
+        throw LineaError.file(path: path, problem: "no tensor named '\(printable(name))'; the file has: \(shown)\(more)")
     }
 
     /// The stored element type of `name`; throws for a missing name or a dtype Linea cannot convert. O(1).
