@@ -226,7 +226,8 @@ public enum CUDAAttention {
             .int32(Int32(s.queryLength)), .int32(Int32(s.keyLength)), .int32(Int32(s.queryHeads)), .int32(Int32(s.kvHeads)),
         ]
         let tail: [CUDAKernelArgument] = [
-            .float(scaleLog2), .int32(causal ? 1 : 0), .int32(Int32(window ?? 0)),
+            // W >= S sees every key: clamped, so the kernel's int32 `pos - W + 1` cannot wrap for W near Int.max.
+            .float(scaleLog2), .int32(causal ? 1 : 0), .int32(Int32(clamping: min(window ?? 0, max(s.keyLength, 1)))),
             .int32(try CUDAUpload.typeCode(outputDType, argument: "outputDType")),
         ]
         let typeName = dtype == .float32 ? "f32" : dtype == .bfloat16 ? "bf16" : "f16"

@@ -52,7 +52,8 @@ public enum CUDABlockSparse {
             arguments: [.pointer(q.address), .pointer(k.address), .pointer(v.address), .int32(inKind), .pointer(mask.address),
                         .pointer(o.address), .pointer(lse?.address ?? 0), .int32(Int32(s.queryLength)), .int32(Int32(s.keyLength)),
                         .int32(Int32(s.queryHeads)), .int32(Int32(s.kvHeads)), .int32(Int32(s.headDim)),
-                        .int32(Int32(blockRows)), .int32(Int32(blockKeys)), .int32(Int32(maskB)), .int32(Int32(maskH)),
+                        // A block longer than the sequence is one block either way: clamping cannot change the mask.
+                        .int32(Int32(clamping: blockRows)), .int32(Int32(clamping: blockKeys)), .int32(Int32(maskB)), .int32(Int32(maskH)),
                         .int32(Int32(qb)), .int32(Int32(kb)), .float(scaleValue * 1.4426950408889634), .int32(causal ? 1 : 0),
                         .int32(outKind)])
     }

@@ -18,7 +18,7 @@ public enum CUDAKernelChecks {
     ) throws -> RecurrenceInputs {
         let round = { (t: Tensor) in CUDAUpload.rounded(t, dtype) }
         let delta = mechanism.isDelta
-        var k = try Tensor.randomNormal([B, T, H, K], seed: seed + 1)
+        var k = try Tensor.randomNormal([B, T, H, K], seed: seed &+ 1)
         if delta {
             for row in stride(from: 0, to: k.count, by: K) {
                 let norm = k.scalars[row..<row + K].reduce(0) { $0 + $1 * $1 }.squareRoot()
@@ -26,13 +26,13 @@ public enum CUDAKernelChecks {
             }
         }
         var inputs = RecurrenceInputs(q: round(try Tensor.randomNormal([B, T, H, K], seed: seed)), k: round(k),
-                                      v: round(try Tensor.randomNormal([B, T, H, V], seed: seed + 2)))
+                                      v: round(try Tensor.randomNormal([B, T, H, V], seed: seed &+ 2)))
         let gate = CUDARecurrentStep.gate(mechanism)
         if gate.used {
-            inputs.g = round(try Tensor.randomUniform(gate.vector ? [B, T, H, K] : [B, T, H], seed: seed + 3, in: -1 ... -1e-4))
+            inputs.g = round(try Tensor.randomUniform(gate.vector ? [B, T, H, K] : [B, T, H], seed: seed &+ 3, in: -1 ... -1e-4))
         }
-        if delta { inputs.beta = round(try Tensor.randomUniform([B, T, H], seed: seed + 4)) }
-        inputs.initialState = try Tensor.randomNormal([B, H, K, V], seed: seed + 5, scale: 0.1)
+        if delta { inputs.beta = round(try Tensor.randomUniform([B, T, H], seed: seed &+ 4)) }
+        inputs.initialState = try Tensor.randomNormal([B, H, K, V], seed: seed &+ 5, scale: 0.1)
         return inputs
     }
 
@@ -64,8 +64,8 @@ public enum CUDAKernelChecks {
         seed: UInt64 = 21, context: CUDAContext
     ) throws -> CUDASelfCheck.Outcome {
         let q = CUDAUpload.rounded(try Tensor.randomNormal([b, t, hq, d], seed: seed), dtype)
-        let k = CUDAUpload.rounded(try Tensor.randomNormal([b, s, hkv, d], seed: seed + 1), dtype)
-        let v = CUDAUpload.rounded(try Tensor.randomNormal([b, s, hkv, d], seed: seed + 2), dtype)
+        let k = CUDAUpload.rounded(try Tensor.randomNormal([b, s, hkv, d], seed: seed &+ 1), dtype)
+        let v = CUDAUpload.rounded(try Tensor.randomNormal([b, s, hkv, d], seed: seed &+ 2), dtype)
         let want = try Attention.forward(q: q, k: k, v: v, options: AttentionOptions(causal: causal), form: .reference)
         let got = try CUDASplitKV.forward(q: q, k: k, v: v, causal: causal, partitions: partitions, dtype: dtype, context: context)
         return CUDASelfCheck.Outcome(
@@ -86,10 +86,10 @@ public enum CUDAKernelChecks {
         dtype: DType, seed: UInt64 = 31, context: CUDAContext
     ) throws -> CUDASelfCheck.Outcome {
         let q = CUDAUpload.rounded(try Tensor.randomNormal([b, t, hq, d], seed: seed), dtype)
-        let k = CUDAUpload.rounded(try Tensor.randomNormal([b, s, hkv, d], seed: seed + 1), dtype)
-        let v = CUDAUpload.rounded(try Tensor.randomNormal([b, s, hkv, d], seed: seed + 2), dtype)
+        let k = CUDAUpload.rounded(try Tensor.randomNormal([b, s, hkv, d], seed: seed &+ 1), dtype)
+        let v = CUDAUpload.rounded(try Tensor.randomNormal([b, s, hkv, d], seed: seed &+ 2), dtype)
         let mask = try BlockMask.random(B: perHead ? b : 1, H: perHead ? hq : 1, T: t, S: s, blockRows: bm, blockKeys: bn,
-                                        density: density, seed: seed + 3)
+                                        density: density, seed: seed &+ 3)
         let want = try BlockSparseAttention.reference(q: q, k: k, v: v, mask: mask, options: AttentionOptions(causal: causal))
         let got = try CUDABlockSparse.forward(q: q, k: k, v: v, mask: mask, causal: causal, dtype: dtype, context: context)
         return CUDASelfCheck.Outcome(

@@ -139,8 +139,8 @@ public enum CUDASelfCheck {
     public static func attention(_ c: AttentionCase, seed: UInt64 = 1, context: CUDAContext) throws -> [Outcome] {
         let s = c.shape
         let q = try Tensor.randomNormal([s.batch, s.queryLength, s.queryHeads, s.headDim], seed: seed)
-        let k = try Tensor.randomNormal([s.batch, s.keyLength, s.kvHeads, s.headDim], seed: seed + 1)
-        let v = try Tensor.randomNormal([s.batch, s.keyLength, s.kvHeads, s.headDim], seed: seed + 2)
+        let k = try Tensor.randomNormal([s.batch, s.keyLength, s.kvHeads, s.headDim], seed: seed &+ 1)
+        let v = try Tensor.randomNormal([s.batch, s.keyLength, s.kvHeads, s.headDim], seed: seed &+ 2)
         var variants: [(DType, CUDAAttention.Kernel)] = [(.float32, .portable), (.bfloat16, .portable), (.float16, .portable)]
         if (s.headDim == 64 || s.headDim == 128) && context.computeCapability.major >= 8 {
             variants += [(.bfloat16, .tensorCore), (.float16, .tensorCore)]
@@ -178,15 +178,15 @@ public enum CUDASelfCheck {
     /// gates in [-3, -1e-4], beta in [0, 1], L2-normalized keys.
     public static func gatedDeltaRule(b: Int, h: Int, k kd: Int, v vd: Int, seed: UInt64 = 7, context: CUDAContext) throws -> [Outcome] {
         let q = try Tensor.randomNormal([b, h, kd], seed: seed)
-        var k = try Tensor.randomNormal([b, h, kd], seed: seed + 1)
+        var k = try Tensor.randomNormal([b, h, kd], seed: seed &+ 1)
         for row in 0..<(b * h) {
             let norm = (0..<kd).reduce(Float(0)) { $0 + k.scalars[row * kd + $1] * k.scalars[row * kd + $1] }.squareRoot()
             for x in 0..<kd { k.scalars[row * kd + x] /= norm }
         }
-        let v = try Tensor.randomNormal([b, h, vd], seed: seed + 2)
-        let g = try Tensor.randomUniform([b, h], seed: seed + 3, in: -3 ... -1e-4)
-        let beta = try Tensor.randomUniform([b, h], seed: seed + 4, in: 0...1)
-        let state = try Tensor.randomNormal([b, h, kd, vd], seed: seed + 5)
+        let v = try Tensor.randomNormal([b, h, vd], seed: seed &+ 2)
+        let g = try Tensor.randomUniform([b, h], seed: seed &+ 3, in: -3 ... -1e-4)
+        let beta = try Tensor.randomUniform([b, h], seed: seed &+ 4, in: 0...1)
+        let state = try Tensor.randomNormal([b, h, kd, vd], seed: seed &+ 5)
         var outcomes: [Outcome] = []
         for dtype in [DType.float32, .bfloat16] {
             let round = { (t: Tensor) in dtype == .bfloat16 ? HalfPrecision.roundedToBFloat16(t) : t }

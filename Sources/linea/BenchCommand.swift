@@ -36,10 +36,11 @@ struct BenchCommand: ParsableCommand {
     var dtype: String = "bf16"
     @Option(help: "Write the results as a JSON array to this file.") var json: String?
     @Option(help: "Draw time over T on log-log axes into this SVG file.") var svg: String?
+    @OptionGroup var memory: MemoryOptions
 
     func validate() throws {
-        guard (heads ?? 1) >= 1, (dim ?? 1) >= 1, (batch ?? 1) >= 1, chunkSize >= 1, tokens >= 1 else {
-            throw ValidationError("--heads, --dim, --batch, --tokens and --chunk-size must be >= 1")
+        for (name, value) in [("--heads", heads), ("--dim", dim), ("--batch", batch), ("--tokens", tokens), ("--chunk-size", chunkSize)] {
+            if let value, value < 1 { throw ValidationError("\(name): expected >= 1, got \(value)") }
         }
         guard ["cpu", "cuda"].contains(backend) else {
             throw validationErrorList(argument: "--backend", got: backend, known: ["cpu", "cuda"])
@@ -47,7 +48,26 @@ struct BenchCommand: ParsableCommand {
         guard ["bf16", "f32", "f16"].contains(dtype) else {
             throw validationErrorList(argument: "--dtype", got: dtype, known: ["bf16", "f32", "f16"])
         }
-        _ = try parsedLengths()
+        if let form, case .splitKV(let n?)? = AttentionForm(name: form), n < 1 {
+            throw ValidationError("--form \(form): expected split_kv:N with N >= 1 partitions, got \(n)")
+        }
+        if let valueBlock, ![32, 64, 128].contains(valueBlock) {
+            throw ValidationError("--value-block: expected 32, 64 or 128, got \(valueBlock)")
+        }
+        for name in mechanism?.split(separator: ",") ?? [] { _ = try Mechanism.named(String(name), argument: "--mechanism") }
+        // Every point's inputs (q, k, v, a gate up to [B, T, H, K]), output with slack, and state (initial and
+        // final) must fit the memory limit, checked in Float64 so no product can overflow.
+        let cuda = backend == "cuda"
+        let (H, D) = (heads ?? (cuda ? 16 : 8), dim ?? (cuda ? 128 : 64))
+        for T in try parsedLengths() ?? [65536] {
+            let B = batch ?? (cuda ? max(1, tokens / T) : 1)
+            do {
+                try MemoryBudget.check([.init("q, k, v, g, o", [6, B, T, H, D]), .init("states", [2, B, H, D, D])])
+            } catch let error as LineaError {
+                let b = batch == nil && cuda ? "--tokens \(tokens) (B = \(B))" : "--batch \(B)"
+                throw ValidationError("--lengths \(T), \(b), --heads \(H), --dim \(D): \(error)")
+            }
+        }
     }
 
     func parsedLengths() throws -> [Int]? {

@@ -27,11 +27,28 @@ struct OpCommand: ParsableCommand {
     @Flag(help: "delta rules: L2-normalize q and k inside the kernel.") var qkL2Norm = false
     @Option(help: "Backend: cpu, or cuda (attention: flash, or split_kv for decode; recurrences: chunked, bf16).") var backend: String = "cpu"
     @Option(help: "Input precision on the cuda backend: f32, bf16 or f16 (outputs are fp32).") var dtype: String = "f32"
+    @Flag(help: "Write NaN or infinite outputs instead of failing with exit 1 (-inf in lse, a query that sees no key, is always fine).")
+    var allowNonfinite = false
+    @OptionGroup var memory: MemoryOptions
 
     func validate() throws {
         guard chunkSize >= 1 else { throw ValidationError("--chunk-size: expected >= 1, got \(chunkSize)") }
         if let window, window < 1 { throw ValidationError("--window: expected >= 1, got \(window)") }
-        _ = try Mechanism.named(name)
+        if let scale, !(scale.isFinite && scale > 0) { throw ValidationError("--scale: expected a finite number > 0, got \(scale)") }
+        let mechanism = try Mechanism.named(name)
+        if normalize && name != RecurrentMechanism.linearAttention.rawValue {
+            throw ValidationError("--normalize: only for linear_attn (its normalizer), got it with \(name)")
+        }
+        switch mechanism.kind {
+        case .attention:
+            if let window, !causal { throw ValidationError("--window \(window): a sliding window is causal, got --no-causal") }
+            switch AttentionForm(name: form ?? "flash") {
+            case nil: throw validationErrorList(argument: "--form", got: form ?? "", known: mechanism.forms + ["split_kv:N"])
+            case .splitKV(let n?)? where n < 1: throw ValidationError("--form \(form ?? ""): expected split_kv:N with N >= 1 partitions, got \(n)")
+            default: break
+            }
+        case .recurrence: _ = try Mechanism.recurrenceForm(form, chunkSize: chunkSize)
+        }
         guard ["cpu", "cuda"].contains(backend) else { throw validationErrorList(argument: "--backend", got: backend, known: ["cpu", "cuda"]) }
         guard ["f32", "bf16", "f16"].contains(dtype) else {
             throw validationErrorList(argument: "--dtype", got: dtype, known: ["f32", "bf16", "f16"])
@@ -53,10 +70,16 @@ struct OpCommand: ParsableCommand {
             }
             let out = try Attention.forward(
                 q: try file.tensor("q"), k: try file.tensor("k"), v: try file.tensor("v"),
-                options: AttentionOptions(scale: scale, causal: causal, window: window), form: f)
+                options: AttentionOptions(scale: scale, causal: causal, window: window, allowNonFiniteOutputs: allowNonfinite), form: f)
             results = ["o": out.o, "lse": out.lse]
         case .recurrence(let r):
             results = try runRecurrence(r, file: file)
+        }
+        if !allowNonfinite {
+            // The cpu forms check their own outputs; this also covers the cuda kernels.
+            for (name, tensor) in results.sorted(by: { $0.key < $1.key }) {
+                try tensor.checkFiniteOutput(name, allowNegativeInfinity: name == "lse")
+            }
         }
         try SafeTensors.write(results, to: output, metadata: [
             "producer": "linea op \(name)", "form": form ?? "default", "backend": backend,
@@ -83,6 +106,7 @@ struct OpCommand: ParsableCommand {
             scale: scale)
         inputs.normalize = normalize
         inputs.useQKL2Norm = qkL2Norm
+        inputs.allowNonFiniteOutputs = allowNonfinite
         let out = try cudaChunk.map {
             r == .gla ? try CUDAChunkedGLA.forward(inputs, chunkSize: $0, dtype: cudaDType)
                 : try CUDAChunked.forward(r, inputs, chunkSize: $0, dtype: cudaDType)
@@ -99,6 +123,7 @@ struct OpCommand: ParsableCommand {
     private func runAttentionOnCUDA(file: SafeTensorsFile) throws -> [String: Tensor] {
         let type = cudaDType
         let (q, k, v) = (try file.tensor("q"), try file.tensor("k"), try file.tensor("v"))
+        try Attention.checkInputs(q: q, k: k, v: v, options: AttentionOptions(scale: scale, causal: causal, window: window), form: .flash)
         switch AttentionForm(name: form ?? "flash") {
         case .flash?:
             let out = try CUDAAttention.forward(q: q, k: k, v: v, scale: scale, causal: causal, window: window, dtype: type)

@@ -23,13 +23,18 @@ struct VerifyCommand: ParsableCommand {
     @Option(help: "Input precision on the cuda backend: f32, bf16 or f16 (default tolerance then 2e-3).")
     var dtype: String = "f32"
 
+    @OptionGroup var memory: MemoryOptions
+
     func validate() throws {
+        if let tolerance, !(tolerance.isFinite && tolerance >= 0) {
+            throw ValidationError("--tolerance: expected a finite number >= 0, got \(tolerance)")
+        }
         guard ["cpu", "cuda"].contains(backend) else { throw validationErrorList(argument: "--backend", got: backend, known: ["cpu", "cuda"]) }
         guard ["f32", "bf16", "f16"].contains(dtype) else { throw validationErrorList(argument: "--dtype", got: dtype, known: ["f32", "bf16", "f16"]) }
     }
 
     func run() throws {
-        let selected = try mechanism.map { [try Mechanism.named($0)] } ?? Mechanism.all
+        let selected = try mechanism.map { [try Mechanism.named($0, argument: "--mechanism")] } ?? Mechanism.all
         let tolerance = self.tolerance ?? (dtype == "f32" ? 1e-5 : 2e-3)
         var rows: [[String]] = []
         var failures = 0
@@ -83,8 +88,8 @@ private func attentionChecks(seed: UInt64) throws -> [VerificationCheck] {
         let (B, T, S, Hq, Hkv, D, Dv, causal, window) = c
         let s = seed &+ UInt64(index) &* 10
         let q = try Tensor.randomNormal([B, T, Hq, D], seed: s)
-        let k = try Tensor.randomNormal([B, S, Hkv, D], seed: s + 1)
-        let v = try Tensor.randomNormal([B, S, Hkv, Dv], seed: s + 2)
+        let k = try Tensor.randomNormal([B, S, Hkv, D], seed: s &+ 1)
+        let v = try Tensor.randomNormal([B, S, Hkv, Dv], seed: s &+ 2)
         let options = AttentionOptions(causal: causal, window: window)
         let want = try Attention.forward(q: q, k: k, v: v, options: options, form: .reference)
         let shape = "B\(B) T\(T) S\(S) Hq\(Hq) Hkv\(Hkv) D\(D) Dv\(Dv) \(causal ? "causal" : "full")\(window.map { " W\($0)" } ?? "")"

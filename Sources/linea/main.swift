@@ -26,7 +26,8 @@ do {
     var command = try LineaCommand.parseAsRoot()
     try command.run()
 } catch let error as LineaError {
-    printError("error: \(error)")
+    let hint = if case .nonFinite = error { " (linea op --allow-nonfinite writes them anyway)" } else { "" }
+    printError("error: \(error)\(hint)")
     exit(1)
 } catch let error as Failure {
     printError("error: \(error)")

@@ -2,8 +2,9 @@ import Foundation
 import Linea
 import Testing
 
-/// Runs the `linea` binary built next to the test runner; returns exit code, stdout and stderr.
-func runLinea(_ arguments: [String]) throws -> (code: Int32, out: String, err: String) {
+/// Runs the `linea` binary built next to the test runner with extra `environment` variables; returns exit code,
+/// stdout and stderr.
+func runLinea(_ arguments: [String], environment: [String: String] = [:]) throws -> (code: Int32, out: String, err: String) {
     let runner = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
     // The runner is <build>/LineaPackageTests.xctest (or inside a bundle); `linea` sits in <build>.
     var dir = runner.deletingLastPathComponent()
@@ -17,6 +18,9 @@ func runLinea(_ arguments: [String]) throws -> (code: Int32, out: String, err: S
     let process = Process()
     process.executableURL = binary
     process.arguments = arguments
+    if !environment.isEmpty {
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
     let out = Pipe(), err = Pipe()
     process.standardOutput = out
     process.standardError = err

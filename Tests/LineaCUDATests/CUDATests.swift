@@ -140,4 +140,15 @@ struct CUDAKernelTests {
         #expect(throws: LineaError.self) { try CUDAAttention.forward(q: q, k: k1, v: k1, causal: false, window: 2, context: ctx) }
         #expect(throws: LineaError.self) { try CUDAAttention.forward(q: q, k: k1, v: k1, dtype: .float64, context: ctx) }
     }
+
+    @Test func windowAndBlockSizesNearIntMaxMeanWholeSequences() throws {
+        let ctx = try CUDABackend.shared
+        let q = try Tensor.randomNormal([1, 40, 2, 64], seed: 1), kv = try Tensor.randomNormal([1, 30, 2, 64], seed: 2)
+        let want = try CUDAAttention.forward(q: q, k: kv, v: kv, causal: true, context: ctx)
+        let got = try CUDAAttention.forward(q: q, k: kv, v: kv, causal: true, window: .max, context: ctx)
+        #expect(ErrorStats(got.o, want.o).relativeRMS < 1e-6)
+        let mask = try BlockMask.dense(T: 40, S: 30, blockRows: .max, blockKeys: .max)
+        let sparse = try CUDABlockSparse.forward(q: q, k: kv, v: kv, mask: mask, causal: true, context: ctx)
+        #expect(ErrorStats(sparse.o, want.o).relativeRMS < 1e-5)
+    }
 }

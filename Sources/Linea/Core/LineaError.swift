@@ -12,6 +12,10 @@ public enum LineaError: Error, CustomStringConvertible, Equatable, Sendable {
     case file(path: String, problem: String)
     /// A requested feature or backend is not available here.
     case unavailable(what: String, reason: String)
+    /// The buffers a call would allocate exceed `MemoryBudget.limit` (`neededBytes` nil: the size overflows Int).
+    case overMemoryLimit(what: String, neededBytes: Int?, limitBytes: Int)
+    /// An output holds NaN or an infinity at `index` (a multi-index into the tensor's shape).
+    case nonFinite(tensor: String, value: Float, index: [Int], hint: String)
 
     public var description: String {
         switch self {
@@ -25,13 +29,18 @@ public enum LineaError: Error, CustomStringConvertible, Equatable, Sendable {
             return "\(path): \(problem)"
         case let .unavailable(what, reason):
             return "\(what) is unavailable: \(reason)"
+        case let .overMemoryLimit(what, needed, limit):
+            let size = needed.map(formatBytes) ?? "more than 8 EiB (its size overflows a 64-bit count)"
+            return "\(what) needs \(size), over the memory limit \(formatBytes(limit)) (raise it with --max-memory or LINEA_MAX_MEMORY)"
+        case let .nonFinite(tensor, value, index, hint):
+            return "\(tensor): expected finite values, got \(value) at index \(index)\(hint.isEmpty ? "" : "; " + hint)"
         }
     }
 }
 
 /// Formats a byte count with a binary unit, e.g. `1.5 GiB`.
 public func formatBytes(_ bytes: Int) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
     var value = Double(bytes)
     var unit = 0
     while value >= 1024, unit < units.count - 1 {

@@ -19,9 +19,10 @@ public struct SendableConstPointer<T>: @unchecked Sendable {
 
 /// Parallel loops over independent work items on all cores.
 public enum Parallel {
-    /// Number of worker threads used (defaults to the active processor count; env `LINEA_THREADS` overrides).
+    /// Number of worker threads used (defaults to the active processor count; env `LINEA_THREADS` overrides, up
+    /// to 1024: each worker owns scratch buffers, so an absurd count would exhaust memory).
     public static let threadCount: Int = {
-        if let text = ProcessInfo.processInfo.environment["LINEA_THREADS"], let n = Int(text), n > 0 { return n }
+        if let text = ProcessInfo.processInfo.environment["LINEA_THREADS"], let n = Int(text), n > 0 { return min(n, 1024) }
         return max(1, ProcessInfo.processInfo.activeProcessorCount)
     }()
 

@@ -23,6 +23,7 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
     /// A tensor of the given shape with every element equal to `value` (0 by default).
     public init(zeros shape: [Int], value: Float = 0) throws {
         try Tensor.checkShape(shape)
+        try MemoryBudget.check([.init("tensor", shape)])
         self.shape = shape
         self.scalars = [Float](repeating: value, count: shape.reduce(1, *))
     }
@@ -36,6 +37,7 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
     /// A tensor of standard-normal samples from `SeededRandom(seed)`, times `scale`; same numbers on every machine.
     public static func randomNormal(_ shape: [Int], seed: UInt64, scale: Float = 1) throws -> Tensor {
         try checkShape(shape)
+        try MemoryBudget.check([.init("tensor", shape)])
         var rng = SeededRandom(seed: seed)
         let count = shape.reduce(1, *)
         var values = [Float](repeating: 0, count: count)
@@ -46,6 +48,7 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
     /// A tensor of samples uniform in `[low, high)` from `SeededRandom(seed)`.
     public static func randomUniform(_ shape: [Int], seed: UInt64, in range: ClosedRange<Float> = 0...1) throws -> Tensor {
         try checkShape(shape)
+        try MemoryBudget.check([.init("tensor", shape)])
         var rng = SeededRandom(seed: seed)
         let count = shape.reduce(1, *)
         let width = Double(range.upperBound - range.lowerBound)
@@ -118,6 +121,40 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// The largest `|x|` over the elements (0 when empty; NaN is skipped). O(count), vectorized.
+    public var maxMagnitude: Float {
+        withUnsafeBufferPointer { p in
+            guard let base = p.baseAddress else { return 0 }
+            var m8 = SIMD8<Float>(repeating: 0)
+            var i = 0
+            while i + 8 <= p.count {
+                let x = UnsafeRawPointer(base + i).loadUnaligned(as: SIMD8<Float>.self)
+                let a = x.replacing(with: -x, where: x .< 0)
+                m8.replace(with: a, where: a .> m8)
+                i += 8
+            }
+            var m = m8.max()
+            while i < p.count {
+                m = max(m, abs(base[i]).isNaN ? 0 : abs(base[i]))
+                i += 1
+            }
+            return m
+        }
+    }
+
+    /// Throws `LineaError.nonFinite` naming `name` and the first NaN or infinity, for outputs; with
+    /// `allowNegativeInfinity`, -inf passes (the lse of a query that sees no key). O(count).
+    public func checkFiniteOutput(_ name: String, allowNegativeInfinity: Bool = false, hint: String = "") throws {
+        guard !withUnsafeBufferPointer({ RecurrenceSIMD.allFinite($0) }) else { return }
+        guard let bad = scalars.firstIndex(where: { $0.isNaN || $0 == .infinity || (!allowNegativeInfinity && $0 == -.infinity) })
+        else { return }
+        var index = [Int](repeating: 0, count: shape.count), rest = bad
+        for axis in stride(from: shape.count - 1, through: 0, by: -1) where shape[axis] > 0 {
+            (rest, index[axis]) = rest.quotientAndRemainder(dividingBy: shape[axis])
+        }
+        throw LineaError.nonFinite(tensor: name, value: scalars[bad], index: index, hint: hint)
+    }
+
     /// Reads the elements through a pointer, without copying.
     @inlinable
     public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
@@ -135,15 +172,17 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
         return "Tensor(shape: \(shape), [\(head)\(count > 6 ? ", ..." : "")])"
     }
 
+    /// Throws unless every extent is >= 0 and the product of the non-zero extents stays below 2^37 elements
+    /// (a zero extent must not hide an overflowing product: strides multiply the others).
     static func checkShape(_ shape: [Int]) throws {
         guard shape.allSatisfy({ $0 >= 0 }) else {
             throw LineaError.shapeMismatch(argument: "shape", expected: "non-negative extents", actual: "\(shape)")
         }
         var total = 1
-        for n in shape {
+        for n in shape where n > 0 {
             let (product, overflow) = total.multipliedReportingOverflow(by: n)
             guard !overflow, product <= Int(Int32.max) * 64 else {
-                throw LineaError.shapeMismatch(argument: "shape", expected: "fewer than 2^37 elements", actual: "\(shape)")
+                throw LineaError.shapeMismatch(argument: "shape", expected: "fewer than 2^37 elements (zero extents aside)", actual: "\(shape)")
             }
             total = product
         }
@@ -157,9 +196,13 @@ public struct ErrorStats: Sendable, CustomStringConvertible {
     /// `max |a - b|`.
     public let maxAbs: Double
 
-    /// Compares `actual` with `expected` element by element (NaN anywhere gives NaN statistics).
+    /// Compares `actual` with `expected` element by element (NaN anywhere gives NaN statistics; sizes that differ
+    /// give infinite ones, so every tolerance check fails instead of trapping).
     public init(_ actual: [Float], _ expected: [Float]) {
-        precondition(actual.count == expected.count, "ErrorStats: sizes differ (\(actual.count) vs \(expected.count))")
+        guard actual.count == expected.count else {
+            (relativeRMS, maxAbs) = (.infinity, .infinity)
+            return
+        }
         var diff2 = 0.0, ref2 = 0.0, maxAbs = 0.0
         for i in 0..<actual.count {
             let a = Double(actual[i]), b = Double(expected[i])
@@ -178,10 +221,9 @@ public struct ErrorStats: Sendable, CustomStringConvertible {
         self.maxAbs = maxAbs
     }
 
-    /// Compares two tensors (shapes must match).
+    /// Compares two tensors; shapes that differ give infinite statistics.
     public init(_ actual: Tensor, _ expected: Tensor) {
-        precondition(actual.shape == expected.shape, "ErrorStats: shapes differ (\(actual.shape) vs \(expected.shape))")
-        self.init(actual.scalars, expected.scalars)
+        self.init(actual.shape == expected.shape ? actual.scalars : [], expected.scalars)
     }
 
     public var description: String {

@@ -4,10 +4,10 @@ extension Attention {
     /// The oracle: per (batch, head), materializes the `T x S` scaled scores in Float64, masks, softmaxes, multiplies by v.
     /// Throws `LineaError.tooLarge` when one head's score matrix would exceed `referenceLimitBytes`.
     static func reference(_ p: AttentionProblem, q: Tensor, k: Tensor, v: Tensor) throws -> AttentionOutput {
-        let needed = p.T * p.S * MemoryLayout<Double>.size
-        guard needed <= referenceLimitBytes else {
+        let needed = Double(p.T) * Double(p.S) * 8  // Float64: T·S may overflow Int
+        guard needed <= Double(referenceLimitBytes) else {
             throw LineaError.tooLarge(what: "reference attention's T x S score matrix (T = \(p.T), S = \(p.S))",
-                                      limitBytes: referenceLimitBytes, neededBytes: needed)
+                                      limitBytes: referenceLimitBytes, neededBytes: Int(min(needed, 0x1p62)))
         }
         var o = [Float](repeating: 0, count: p.B * p.T * p.Hq * p.Dv)
         var lse = [Float](repeating: -.infinity, count: p.B * p.T * p.Hq)

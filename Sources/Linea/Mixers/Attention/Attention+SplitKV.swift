@@ -1,15 +1,24 @@
 import Foundation
 
 extension Attention {
+    /// The partitions split-KV runs: `requested` up to one per 16 keys (smaller partitions only multiply the
+    /// partial outputs and the per-item setup: `split_kv:100000` would ask for gigabytes and minutes), or (nil)
+    /// enough to give every thread two items, at most one per key tile. O(1).
+    static func splitKVPartitions(_ p: AttentionProblem, requested: Int?) -> Int {
+        let tiles = (p.T + queryBlock - 1) / queryBlock
+        let heads = p.B * p.Hq
+        let maxUseful = max(1, (p.S + keyBlock - 1) / keyBlock)
+        let automatic = (2 * Parallel.threadCount + heads * tiles - 1) / max(1, heads * tiles)
+        return max(1, min(requested ?? automatic, requested == nil ? maxUseful : (p.S + 15) / 16))
+    }
+
     /// Split-KV form for decode: each (batch, head, query tile, key partition) is an independent work item writing a
     /// partial normalized output and lse; a merge weights the partials by `exp(lse_p - lse)`.
     /// Extra memory O(partitions · B · T · Hq · Dv): meant for few queries against a long KV.
     static func splitKV(_ p: AttentionProblem, q: Tensor, k: Tensor, v: Tensor, partitions requested: Int?) -> AttentionOutput {
         let tiles = (p.T + queryBlock - 1) / queryBlock
         let heads = p.B * p.Hq
-        let maxUseful = max(1, (p.S + keyBlock - 1) / keyBlock)
-        let automatic = (2 * Parallel.threadCount + heads * tiles - 1) / max(1, heads * tiles)
-        let parts = max(1, min(requested ?? automatic, requested == nil ? maxUseful : max(1, p.S)))
+        let parts = splitKVPartitions(p, requested: requested)
         let partLength = (p.S + parts - 1) / max(1, parts)
         let rowCount = p.B * p.T * p.Hq
         var partialO = [Float](repeating: 0, count: parts * rowCount * p.Dv)

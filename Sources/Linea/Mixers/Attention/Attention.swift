@@ -7,7 +7,8 @@ public enum AttentionForm: Sendable, Equatable, CustomStringConvertible {
     /// Tiled with online softmax on GEMM tiles; O(T) extra memory. O(T·S·D) time.
     case flash
     /// Split-KV decode (flash-decoding / Lean Attention): the keys are cut into `partitions` ranges run in
-    /// parallel, partial results merged through their log-sum-exp. `nil` picks enough to fill the cores.
+    /// parallel, partial results merged through their log-sum-exp. `nil` picks enough to fill the cores; at most
+    /// one partition per 16 keys is used.
     case splitKV(partitions: Int?)
 
     /// All forms, for listings and verification grids.
@@ -44,12 +45,15 @@ public struct AttentionOptions: Sendable, Equatable {
     public var causal: Bool
     /// Sliding window `W` (causal only): query at position `p` sees keys `j` with `p - W < j <= p`.
     public var window: Int?
+    /// Return NaN or +inf in `o`/`lse` instead of throwing `LineaError.nonFinite` (-inf in lse is always allowed).
+    public var allowNonFiniteOutputs: Bool
 
-    /// Creates options; defaults: scale `1/sqrt(D)`, causal, no window.
-    public init(scale: Float? = nil, causal: Bool = true, window: Int? = nil) {
+    /// Creates options; defaults: scale `1/sqrt(D)`, causal, no window, non-finite outputs an error.
+    public init(scale: Float? = nil, causal: Bool = true, window: Int? = nil, allowNonFiniteOutputs: Bool = false) {
         self.scale = scale
         self.causal = causal
         self.window = window
+        self.allowNonFiniteOutputs = allowNonFiniteOutputs
     }
 }
 
@@ -72,7 +76,12 @@ public enum Attention {
         q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = AttentionOptions(), form: AttentionForm = .flash
     ) throws -> AttentionOutput {
         let problem = try AttentionProblem(q: q, k: k, v: v, options: options)
-        if problem.B * problem.T * problem.Hq == 0 || problem.S == 0 {
+        if case .splitKV(let n?) = form, n < 1 {
+            throw LineaError.invalidArgument(argument: "partitions", expected: ">= 1", actual: "\(n)")
+        }
+        let empty = problem.B * problem.T * problem.Hq == 0 || problem.S == 0
+        try MemoryBudget.check(empty ? Array(problem.buffers(form).prefix(2)) : problem.buffers(form))
+        if empty {
             // Nothing to attend to (or nobody asking): zero output, lse = -inf.
             return AttentionOutput(
                 o: Tensor(uncheckedShape: [problem.B, problem.T, problem.Hq, problem.Dv],
@@ -80,19 +89,52 @@ public enum Attention {
                 lse: Tensor(uncheckedShape: [problem.B, problem.T, problem.Hq],
                             scalars: [Float](repeating: -.infinity, count: problem.B * problem.T * problem.Hq)))
         }
+        let out: AttentionOutput
         switch form {
-        case .reference: return try reference(problem, q: q, k: k, v: v)
-        case .flash: return flash(problem, q: q, k: k, v: v)
+        case .reference: out = try reference(problem, q: q, k: k, v: v)
+        case .flash:
+            try checkFloat32Range(q: q, k: k, v: v, scale: problem.scale, form: form)
+            out = flash(problem, q: q, k: k, v: v)
         case .splitKV(let partitions):
-            if let n = partitions, n < 1 {
-                throw LineaError.invalidArgument(argument: "partitions", expected: ">= 1", actual: "\(n)")
-            }
-            return splitKV(problem, q: q, k: k, v: v, partitions: partitions)
+            try checkFloat32Range(q: q, k: k, v: v, scale: problem.scale, form: form)
+            out = splitKV(problem, q: q, k: k, v: v, partitions: partitions)
+        }
+        if !options.allowNonFiniteOutputs { try out.checkFinite(form) }
+        return out
+    }
+
+    /// The checks `forward` makes before computing, for other backends' callers: shapes, options, finite inputs
+    /// and, for a Float32 form, `checkFloat32Range`. O(q + k + v).
+    package static func checkInputs(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions, form: AttentionForm) throws {
+        let problem = try AttentionProblem(q: q, k: k, v: v, options: options)
+        if form != .reference { try checkFloat32Range(q: q, k: k, v: v, scale: problem.scale, form: form) }
+    }
+
+    /// Throws unless the Float32 forms (flash, split-KV, the CUDA kernels) can hold this problem's numbers:
+    /// a score `scale·q·k` is at most `max|q|·max|k|·D·|scale|`, and an unnormalized `P·V` row sum at most
+    /// `max|v|·S`; either beyond Float32's range turns the output into 0 or NaN where the Float64 reference is
+    /// finite. Assumes q, k, v [B, *, heads, D] already validated. O(q + k + v).
+    package static func checkFloat32Range(q: Tensor, k: Tensor, v: Tensor, scale: Float, form: AttentionForm) throws {
+        let (mq, mk, mv) = (q.maxMagnitude, k.maxMagnitude, v.maxMagnitude)
+        let D = Double(q.shape.last ?? 1), S = Double(k.shape.count > 1 ? k.shape[1] : 1)
+        // Flash scales q by log2(e) and subtracts running maxima: a score difference reaches 2·log2(e) times the bound.
+        let ceiling = Double(Float.greatestFiniteMagnitude) / 4
+        let score = Double(mq) * Double(mk) * D * Double(abs(scale))
+        guard score < ceiling else {
+            throw LineaError.invalidArgument(
+                argument: "q, k", expected: "max|q|·max|k|·D·|scale| below \(Float(ceiling)) so the \(form) form's Float32 scores stay finite (use form reference)",
+                actual: "max|q| = \(mq), max|k| = \(mk), D = \(Int(D)), scale = \(scale): " + String(format: "%.3g", score))
+        }
+        guard Double(mv) * S < ceiling else {
+            throw LineaError.invalidArgument(
+                argument: "v", expected: "max|v|·S below \(Float(ceiling)) so the \(form) form's Float32 sums stay finite (use form reference)",
+                actual: "max|v| = \(mv), S = \(Int(S))")
         }
     }
 
     /// FLOPs counted for throughput: `4·B·Hq·D·(visible query-key pairs)` (QKᵀ and PV), e.g. `2·T²·D·H` causal.
     public static func flops(B: Int, T: Int, S: Int, H: Int, D: Int, causal: Bool, window: Int? = nil) -> Double {
+        guard B > 0, T > 0, S > 0, H > 0, D > 0 else { return 0 }
         var pairs = 0.0
         if !causal {
             pairs = Double(T) * Double(S)
@@ -102,11 +144,20 @@ public enum Attention {
             for i in 0..<T {
                 let pos = i + offset
                 let hi = min(S, pos + 1)
-                let lo = window.map { max(0, pos - $0 + 1) } ?? 0
+                let lo = window.map { max(0, pos - min(max($0, 1), S) + 1) } ?? 0  // W >= S sees every key: no overflow
                 pairs += Double(max(0, hi - lo))
             }
         }
-        return 4 * Double(B * H) * pairs * Double(D)
+        return 4 * Double(B) * Double(H) * pairs * Double(D)
+    }
+}
+
+extension AttentionOutput {
+    /// Throws `LineaError.nonFinite` for NaN or an infinity in `o`, or NaN or +inf in `lse`. O(o + lse).
+    func checkFinite(_ form: AttentionForm) throws {
+        let hint = form == .reference ? "the result exceeds Float32's range" : "Float32 cannot hold this result (try form reference)"
+        try o.checkFiniteOutput("o", hint: hint)
+        try lse.checkFiniteOutput("lse", allowNegativeInfinity: true, hint: hint)
     }
 }
 
@@ -155,7 +206,23 @@ struct AttentionProblem: Sendable {
         try v.expectFinite("v")
         self.scale = scale
         self.causal = options.causal
-        self.window = options.window
+        // A window of S or more sees every key; clamping keeps `p - W + 1` far from Int.min for W near Int.max.
+        let keys = max(S, 1)
+        self.window = options.window.map { min($0, keys) }
+    }
+
+    /// What `form` allocates: outputs, the reference's score matrix, split-KV's partials, flash's per-thread tiles.
+    func buffers(_ form: AttentionForm) -> [MemoryBudget.Buffer] {
+        var result = [MemoryBudget.Buffer("o", [B, T, Hq, Dv]), .init("lse", [B, T, Hq])]
+        switch form {
+        case .reference: result.append(.init("scores", [T, S], elementBytes: 8))
+        case .flash: result.append(.init("flash tiles", [Parallel.threadCount, 300, D + Dv + 200]))
+        case .splitKV(let requested):
+            let parts = Attention.splitKVPartitions(self, requested: requested)
+            result += [.init("split-KV partial o", [parts, B, T, Hq, Dv]), .init("split-KV partial lse", [parts, B, T, Hq]),
+                       .init("flash tiles", [Parallel.threadCount, 300, D + Dv + 200])]
+        }
+        return result
     }
 
     /// Query `i`'s visible keys `[lo, hi)` (empty when `hi <= lo`).

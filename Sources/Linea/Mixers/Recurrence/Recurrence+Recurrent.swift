@@ -187,6 +187,7 @@ public struct RecurrentState: Sendable {
         guard keyDim >= 1 else {
             throw LineaError.invalidArgument(argument: "keyDim", expected: ">= 1", actual: "\(keyDim)")
         }
+        try MemoryBudget.check([.init("state", [batch, heads, keyDim, valueDim])])
         state = try Tensor(zeros: [batch, heads, keyDim, valueDim])
     }
 
@@ -201,10 +202,11 @@ public struct RecurrentState: Sendable {
 
     /// Advances every (b,h) by one token and returns `o [B,H,V]`. `q, k [B,H,K]`, `v [B,H,V]`, `g [B,H]`
     /// (`[B,H,K]` for gla), `beta [B,H]`; the same checks and arithmetic as the recurrent form. Keys are taken
-    /// as given (no L2 normalization, no linear_attn normalizer). O(B*H*K*V).
+    /// as given (no L2 normalization, no linear_attn normalizer). A NaN or infinite `o` throws
+    /// `LineaError.nonFinite` (the state keeps the step) unless `allowNonFiniteOutputs`. O(B*H*K*V).
     public mutating func step(
         _ mechanism: RecurrentMechanism, q: Tensor, k: Tensor, v: Tensor,
-        g: Tensor? = nil, beta: Tensor? = nil, scale: Float? = nil
+        g: Tensor? = nil, beta: Tensor? = nil, scale: Float? = nil, allowNonFiniteOutputs: Bool = false
     ) throws -> Tensor {
         try state.expectRank(4, "state", layout: "[B,H,K,V]")
         let (B, H, K, V) = (state.shape[0], state.shape[1], state.shape[2], state.shape[3])
@@ -232,6 +234,8 @@ public struct RecurrentState: Sendable {
                 Recurrence.recurrentScan(problem, state: SendablePointer(sBuf.baseAddress!), o: SendablePointer(oBuf.baseAddress!))
             } }
         }
-        return try Tensor(shape: [B, H, V], scalars: o)
+        let out = try Tensor(shape: [B, H, V], scalars: o)
+        if !allowNonFiniteOutputs { try out.checkFiniteOutput("o", hint: Recurrence.nonFiniteHint(mechanism, l2Normalized: false)) }
+        return out
     }
 }

@@ -56,8 +56,11 @@ public struct RecurrenceInputs: Sendable {
     /// L2-normalize q and k per token inside (`x / sqrt(sum x^2 + 1e-6)`, fla's use_qk_l2norm_in_kernel),
     /// before `scale`. Meant for the delta rules; accepted by every mechanism.
     public var useQKL2Norm: Bool = false
-    /// Check `g <= 0`, `beta` in `[0,1]` and that every input is finite (O(inputs)); off only for trusted inputs.
+    /// Check `g <= 0`, `beta` in `[0,1]` and that every input is finite, and after the call that `o` and the final
+    /// state are (O(inputs + outputs)); off only for trusted inputs.
     public var validate: Bool = true
+    /// With `validate`, return NaN or infinite outputs instead of throwing `LineaError.nonFinite`.
+    public var allowNonFiniteOutputs: Bool = false
 
     /// Gathers the inputs; options (`normalize`, `useQKL2Norm`, `validate`) are set on the value afterwards.
     public init(q: Tensor, k: Tensor, v: Tensor, g: Tensor? = nil, beta: Tensor? = nil, initialState: Tensor? = nil, scale: Float? = nil) {
@@ -87,8 +90,9 @@ extension RecurrenceInputs {
     /// beta in [0, 1], a random initial state (N(0, 0.1²)). Same numbers on every machine for a `seed`. O(B·T·H·(K+V)).
     public static func random(_ r: RecurrentMechanism, B: Int, T: Int, H: Int, K: Int, V: Int, seed: UInt64,
                              gateRange: ClosedRange<Float> = -1...(-1e-4), initialState: Bool = true) throws -> RecurrenceInputs {
+        guard K >= 1 else { throw LineaError.invalidArgument(argument: "K", expected: ">= 1", actual: "\(K)") }
         let q = try Tensor.randomNormal([B, T, H, K], seed: seed)
-        var k = try Tensor.randomNormal([B, T, H, K], seed: seed + 1)
+        var k = try Tensor.randomNormal([B, T, H, K], seed: seed &+ 1)
         if r.isDelta {
             // The delta rules take L2-normalized keys.
             for row in stride(from: 0, to: k.count, by: K) {
@@ -96,14 +100,14 @@ extension RecurrenceInputs {
                 for i in row..<row + K { k.scalars[i] /= max(norm, 1e-6) }
             }
         }
-        var inputs = RecurrenceInputs(q: q, k: k, v: try Tensor.randomNormal([B, T, H, V], seed: seed + 2))
+        var inputs = RecurrenceInputs(q: q, k: k, v: try Tensor.randomNormal([B, T, H, V], seed: seed &+ 2))
         switch r {
-        case .simpleGLA, .gatedDeltaRule: inputs.g = try Tensor.randomUniform([B, T, H], seed: seed + 3, in: gateRange)
-        case .gla: inputs.g = try Tensor.randomUniform([B, T, H, K], seed: seed + 3, in: gateRange)
+        case .simpleGLA, .gatedDeltaRule: inputs.g = try Tensor.randomUniform([B, T, H], seed: seed &+ 3, in: gateRange)
+        case .gla: inputs.g = try Tensor.randomUniform([B, T, H, K], seed: seed &+ 3, in: gateRange)
         default: break
         }
-        if r.isDelta { inputs.beta = try Tensor.randomUniform([B, T, H], seed: seed + 4) }
-        if initialState { inputs.initialState = try Tensor.randomNormal([B, H, K, V], seed: seed + 5, scale: 0.1) }
+        if r.isDelta { inputs.beta = try Tensor.randomUniform([B, T, H], seed: seed &+ 4) }
+        if initialState { inputs.initialState = try Tensor.randomNormal([B, H, K, V], seed: seed &+ 5, scale: 0.1) }
         return inputs
     }
 }
@@ -132,22 +136,56 @@ public enum Recurrence {
             throw LineaError.invalidArgument(argument: "chunk size", expected: ">= 1", actual: "\(size)")
         }
         let scale = inputs.scale ?? 1 / Float(dims.K).squareRoot()
-        if dims.B * dims.T * dims.H * dims.V == 0 {
+        let empty = dims.B * dims.T * dims.H * dims.V == 0
+        try MemoryBudget.check(buffers(mechanism, inputs, dims, form: empty ? .recurrent : form))
+        if empty {
             // Nothing to compute (T, B, H or V is 0): outputs are empty, the state passes through.
             let state = try inputs.initialState ?? Tensor(zeros: [dims.B, dims.H, dims.K, dims.V])
             return RecurrenceOutput(o: try Tensor(zeros: [dims.B, dims.T, dims.H, dims.V]), finalState: state)
         }
+        let out: RecurrenceOutput
         switch form {
         case .reference:
-            return referenceForward(mechanism, inputs, dims, scale: Double(scale))
+            out = referenceForward(mechanism, inputs, dims, scale: Double(scale))
         case .recurrent:
             let problem = FastProblem(mechanism, inputs, dims, scale: scale)
-            return recurrentForward(problem)
+            out = recurrentForward(problem)
         case let .chunked(size):
             BLAS.setThreads(1)
             let problem = FastProblem(mechanism, inputs, dims, scale: scale)
-            return mechanism.isDelta ? chunkedDeltaForward(problem, chunk: size) : chunkedGatedForward(problem, chunk: size)
+            out = mechanism.isDelta ? chunkedDeltaForward(problem, chunk: size) : chunkedGatedForward(problem, chunk: size)
         }
+        if inputs.validate && !inputs.allowNonFiniteOutputs {
+            let hint = nonFiniteHint(mechanism, l2Normalized: inputs.useQKL2Norm)
+            try out.o.checkFiniteOutput("o", hint: hint)
+            try out.finalState.checkFiniteOutput("final_state", hint: hint)
+        }
+        return out
+    }
+
+    /// Why outputs of `mechanism` went NaN or infinite, for `LineaError.nonFinite`. O(1).
+    static func nonFiniteHint(_ mechanism: RecurrentMechanism, l2Normalized: Bool) -> String {
+        mechanism.isDelta && !l2Normalized
+            ? "the delta rules need keys of L2 norm <= 1 (normalize them, or use qk L2 normalization: --qk-l2-norm)"
+            : "the Float32 state overflowed (the reference form computes in Float64)"
+    }
+
+    /// What a call allocates besides its inputs: `o`, the final state, L2-normalized copies of q and k, the
+    /// reference's Float64 state and the chunked form's per-thread workspace (for chunk C at most
+    /// `(3C+1)·(C+5K)` floats of C x C and C x K blocks, and the `(K+C) x V` state-and-values block). O(1).
+    static func buffers(_ mechanism: RecurrentMechanism, _ x: RecurrenceInputs, _ d: RecurrenceDims, form: RecurrenceForm)
+        -> [MemoryBudget.Buffer] {
+        let threads = max(1, min(Parallel.threadCount, d.B * d.H))
+        var result = [MemoryBudget.Buffer("o", [d.B, d.T, d.H, d.V]), .init("final_state", [d.B, d.H, d.K, d.V])]
+        if x.useQKL2Norm { result.append(.init("normalized q and k", [2, d.B, d.T, d.H, d.K])) }
+        switch form {
+        case .reference: result.append(.init("reference state", [threads, d.K, d.V], elementBytes: 8))
+        case .recurrent: break
+        case .chunked(let size):
+            let C = min(size, d.T)
+            result += [.init("chunk workspace", [threads, 3 * C + 1, C + 5 * d.K]), .init("chunk state", [threads, d.K + C, d.V])]
+        }
+        return result
     }
 
     /// Names of the inputs `mechanism` needs, e.g. `["q","k","v","g","beta"]` for gated_delta_rule. O(1).

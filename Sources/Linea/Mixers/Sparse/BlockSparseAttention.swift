@@ -19,6 +19,7 @@ public struct BlockMask: Sendable, Equatable {
         guard blockRows >= 1, blockKeys >= 1 else {
             throw LineaError.invalidArgument(argument: "mask block size", expected: ">= 1 queries and keys", actual: "\(blockRows) x \(blockKeys)")
         }
+        try Tensor.checkShape(shape)  // bounds the product below
         guard values.count == shape.reduce(1, *) else {
             throw LineaError.shapeMismatch(argument: "mask values", expected: "\(shape.reduce(1, *)) elements for \(shape)", actual: "\(values.count)")
         }
@@ -41,16 +42,35 @@ public struct BlockMask: Sendable, Equatable {
 
     /// A mask keeping every block (dense attention), `[1, 1, ceil(T/bm), ceil(S/bn)]`. O(blocks).
     public static func dense(T: Int, S: Int, blockRows: Int, blockKeys: Int) throws -> BlockMask {
-        let shape = [1, 1, max(1, (T + blockRows - 1) / max(1, blockRows)), max(1, (S + blockKeys - 1) / max(1, blockKeys))]
+        try checkBlocks(T: T, S: S, blockRows: blockRows, blockKeys: blockKeys)
+        let shape = [1, 1, max(1, blocks(T, blockRows)), max(1, blocks(S, blockKeys))]
+        try Tensor.checkShape(shape)
         return try BlockMask(shape: shape, blockRows: blockRows, blockKeys: blockKeys,
                              values: [UInt8](repeating: 1, count: shape.reduce(1, *)))
     }
 
     /// A seeded random mask of `[1 or B, 1 or H, ..]` blocks keeping about `density` of them. O(blocks).
     public static func random(B: Int, H: Int, T: Int, S: Int, blockRows: Int, blockKeys: Int, density: Float, seed: UInt64) throws -> BlockMask {
-        let shape = [B, H, (T + blockRows - 1) / blockRows, (S + blockKeys - 1) / blockKeys]
+        try checkBlocks(T: T, S: S, blockRows: blockRows, blockKeys: blockKeys)
+        let shape = [B, H, blocks(T, blockRows), blocks(S, blockKeys)]
+        try Tensor.checkShape(shape)
         let u = try Tensor.randomUniform([shape.reduce(1, *)], seed: seed)
         return try BlockMask(shape: shape, blockRows: blockRows, blockKeys: blockKeys, values: u.scalars.map { $0 < density ? 1 : 0 })
+    }
+
+    /// `ceil(n / size)` without the `n + size - 1` that overflows for n near Int.max (n >= 0, size >= 1). O(1).
+    static func blocks(_ n: Int, _ size: Int) -> Int {
+        n / size + (n % size == 0 ? 0 : 1)
+    }
+
+    /// Throws unless the lengths are >= 0 and the block sizes >= 1 (they divide). O(1).
+    static func checkBlocks(T: Int, S: Int, blockRows: Int, blockKeys: Int) throws {
+        guard T >= 0, S >= 0 else {
+            throw LineaError.invalidArgument(argument: "mask lengths", expected: "T, S >= 0", actual: "T = \(T), S = \(S)")
+        }
+        guard blockRows >= 1, blockKeys >= 1 else {
+            throw LineaError.invalidArgument(argument: "mask block size", expected: ">= 1 queries and keys", actual: "\(blockRows) x \(blockKeys)")
+        }
     }
 
     /// Whether query `i` of (batch b, head h) sees key `j` through the mask. O(1).
@@ -62,7 +82,7 @@ public struct BlockMask: Sendable, Equatable {
 
     /// Checks the mask fits an attention call with B batches, Hq heads, T queries, S keys. O(1).
     public func validate(B: Int, Hq: Int, T: Int, S: Int) throws {
-        let want = [(T + blockRows - 1) / blockRows, (S + blockKeys - 1) / blockKeys]
+        let want = [BlockMask.blocks(T, blockRows), BlockMask.blocks(S, blockKeys)]
         guard shape[0] == 1 || shape[0] == B, shape[1] == 1 || shape[1] == Hq, Array(shape[2...]) == want else {
             throw LineaError.shapeMismatch(
                 argument: "mask", expected: "[1 or \(B), 1 or \(Hq), \(want[0]), \(want[1])] (blocks of \(blockRows) x \(blockKeys))",
@@ -82,6 +102,7 @@ public enum BlockSparseAttention {
     ) throws -> AttentionOutput {
         let p = try AttentionProblem(q: q, k: k, v: v, options: options)
         try mask.validate(B: p.B, Hq: p.Hq, T: p.T, S: p.S)
+        try MemoryBudget.check(Array(p.buffers(.flash).prefix(2)) + [.init("scores", [p.S], elementBytes: 8)])
         var o = [Float](repeating: 0, count: p.B * p.T * p.Hq * p.Dv)
         var lse = [Float](repeating: -.infinity, count: p.B * p.T * p.Hq)
         var scores = [Double](repeating: 0, count: max(1, p.S))
@@ -117,7 +138,9 @@ public enum BlockSparseAttention {
                 }
             }
         }
-        return AttentionOutput(o: Tensor(uncheckedShape: [p.B, p.T, p.Hq, p.Dv], scalars: o),
-                               lse: Tensor(uncheckedShape: [p.B, p.T, p.Hq], scalars: lse))
+        let out = AttentionOutput(o: Tensor(uncheckedShape: [p.B, p.T, p.Hq, p.Dv], scalars: o),
+                                  lse: Tensor(uncheckedShape: [p.B, p.T, p.Hq], scalars: lse))
+        if !options.allowNonFiniteOutputs { try out.checkFinite(.reference) }
+        return out
     }
 }
