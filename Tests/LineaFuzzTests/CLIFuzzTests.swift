@@ -94,6 +94,10 @@ func runLineaBounded(_ arguments: [String], timeout: Double, in dir: URL) throws
         func maybe(_ p: Double, _ args: [String]) -> [String] { rng.chance(p) ? args : [] }
         // Mostly valid values, so that most runs get past option parsing; junk one time in eight.
         func value(_ valid: [String]) -> String { rng.chance(0.875) ? rng.pick(valid) : rng.pick(junk) }
+        // Sizes no run can hold: they must be refused up front under --max-memory 1G, not allocated or looped over.
+        let huge = ["1000000000", "4294967296", "9223372036854775807"]
+        // A 1 GiB budget on every run that takes one (sometimes a malformed or tiny one).
+        let memory = ["--max-memory", rng.chance(0.9) ? "1G" : rng.pick(["64M", "1k", "0", "-1G", "abc", "8E"])]
         switch rng.below(10) {
         case 0...5:
             let name = rng.chance(0.95) ? rng.pick(mechanisms) : rng.pick(junk)
@@ -106,34 +110,40 @@ func runLineaBounded(_ arguments: [String], timeout: Double, in dir: URL) throws
             let outputPath = rng.chance(0.92) ? output
                 : rng.pick([fifo, dir.path, dir.appendingPathComponent("no/such/dir/o.safetensors").path, ""])
             var args = ["op", name, "--inputs", inputPath, "--output", outputPath]
-            let attentionForms = ["flash", "reference", "split_kv", "split_kv:\(rng.pick(["1", "3", "0", "-2", "1000", "x"]))"]
-            let recurrenceForms = ["reference", "recurrent", "chunked", "chunked:\(rng.pick(["1", "5", "0", "x"]))", "auto"]
+            let attentionForms = ["flash", "reference", "split_kv", "split_kv:\(rng.pick(["1", "3", "0", "-2", "1000", "x"] + huge))"]
+            let recurrenceForms = ["reference", "recurrent", "chunked", "chunked:\(rng.pick(["1", "5", "0", "x"] + huge))", "auto"]
             let forms = rng.chance(0.9) == (name == "attention") ? attentionForms : recurrenceForms
             args += maybe(0.4, ["--form", value(forms)])
-            args += maybe(0.2, ["--chunk-size", value(["1", "2", "3", "16", "64", "1000"])])
+            args += memory
+            args += maybe(0.2, ["--chunk-size", value(["1", "2", "3", "16", "64", "1000"] + huge)])
             args += maybe(0.2, ["--scale", value(["1", "0.125", "0", "-1", "inf", "-inf", "1e38", "3.4e39", "1e-45"])])
-            args += maybe(0.2, ["--window", value(["1", "2", "17", "1000", "2147483648"])])
+            args += maybe(0.2, ["--window", value(["1", "2", "17", "1000", "2147483648"] + huge)])
+            args += maybe(0.2, ["--allow-nonfinite"])
             args += maybe(0.2, [rng.pick(["--causal", "--no-causal", "--normalize", "--qk-l2-norm"])])
             args += maybe(0.05, ["--backend", value(["cpu", "cuda"])])
             args += maybe(0.05, ["--dtype", value(["f32", "bf16", "f16"])])
             args += maybe(0.03, [rng.pick(junk + ["--frobnicate", "--inputs"])])
             return (args, bytes)
         case 6:
-            var args = ["verify", "--mechanism", rng.chance(0.95) ? rng.pick(mechanisms) : rng.pick(junk)]
+            var args = ["verify", "--mechanism", rng.chance(0.95) ? rng.pick(mechanisms) : rng.pick(junk)] + memory
             args += maybe(0.3, ["--tolerance", value(["0", "1e-5", "1", "-1", "inf"])])
-            args += maybe(0.3, ["--seed", value(["0", "1", "18446744073709551616"] + open(["18446744073709551615"]))])
+            args += maybe(0.3, ["--seed", value(["0", "1", "18446744073709551615", "18446744073709551616"])])
             args += maybe(0.1, ["--dtype", value(["f32", "bf16", "f16"])])
             args += maybe(0.05, ["--backend", value(["cpu", "cuda"])])
             return (args, nil)
         case 7, 8:
-            // Small sizes only: a legitimate large bench would run for minutes.
-            func small() -> String { rng.chance(0.95) ? String(1 + rng.below(rng.pick([2, 4, 8]))) : rng.pick(junk) }
+            // Small sizes or impossible ones: a legitimate large bench would run for minutes.
+            func small() -> String {
+                rng.chance(0.9) ? String(1 + rng.below(rng.pick([2, 4, 8]))) : rng.pick(rng.chance(0.5) ? huge : junk)
+            }
             var args = ["bench", "--mechanism", rng.chance(0.95) ? rng.pick(mechanisms) : rng.pick(junk),
                         "--lengths", rng.chance(0.85) ? (0..<(1 + rng.below(3))).map { _ in String(1 + rng.below(96)) }.joined(separator: ",")
-                            : rng.pick(junk + ["1,,2", ",", "16, 32", "0,16"]),
-                        "--heads", small(), "--dim", String(rng.pick([1, 2, 3, 8, 16, 32])), "--batch", small()]
+                            : rng.pick(junk + huge + ["1,,2", ",", "16, 32", "0,16", "16,1000000000"]),
+                        "--heads", small(), "--dim", rng.chance(0.9) ? String(rng.pick([1, 2, 3, 8, 16, 32])) : rng.pick(huge),
+                        "--batch", small()] + memory
             args += maybe(0.3, ["--form", value(["flash", "reference", "split_kv", "recurrent", "chunked"])])
-            args += maybe(0.2, ["--chunk-size", value(["1", "3", "16", "64"])])
+            args += maybe(0.2, ["--chunk-size", value(["1", "3", "16", "64"] + huge)])
+            args += maybe(0.05, ["--tokens", value(["1", "64"] + huge)])
             args += maybe(0.1, ["--json", rng.pick([dir.appendingPathComponent("b.json").path, fifo, dir.path, ""])])
             args += maybe(0.1, ["--svg", rng.pick([dir.appendingPathComponent("b.svg").path, fifo, dir.path, ""])])
             args += maybe(0.05, ["--backend", value(["cpu", "cuda"])])

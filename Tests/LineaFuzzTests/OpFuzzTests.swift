@@ -55,8 +55,8 @@ struct OpInputs {
     }
 }
 
-/// EXPLORATION ONLY: values known to crash, included when LINEA_FUZZ_OPEN is set.
-func open<T>(_ values: [T]) -> [T] { ProcessInfo.processInfo.environment["LINEA_FUZZ_OPEN"] != nil ? values : [] }
+/// One op call: a name for the reproducer, the call, and which of its outputs must be finite (nil: any values).
+typealias OpCall = (name: String, call: () throws -> [Tensor], finite: [Bool]?)
 
 @Suite struct OpFuzzTests {
     /// Attention (every form), block-sparse attention, every recurrence in every form and the decode step, on random
@@ -66,22 +66,24 @@ func open<T>(_ values: [T]) -> [T] { ProcessInfo.processInfo.environment["LINEA_
         try Fuzz.run("opEntryPointsReturnOrThrowLineaError", slot: 1) { rng, fuzzCase in
             var x = OpInputs(rng: SeededRandom(seed: rng.next()))
             let op = rng.below(10)
-            var call: () throws -> [Tensor]
-            var name: String
+            let c: OpCall
             switch op {
-            case 0...2:
-                (name, call) = attentionCase(&x, blockSparse: false)
-            case 3:
-                (name, call) = attentionCase(&x, blockSparse: true)
-            case 4...7:
-                (name, call) = recurrenceCase(&x)
-            default:
-                (name, call) = stepCase(&x)
+            case 0...2: c = attentionCase(&x, blockSparse: false)
+            case 3: c = attentionCase(&x, blockSparse: true)
+            case 4...7: c = recurrenceCase(&x)
+            default: c = stepCase(&x)
             }
-            fuzzCase.describe("\(name); " + x.log.joined(separator: "; "))
+            fuzzCase.describe("\(c.name); " + x.log.joined(separator: "; "))
             do {
-                for t in try call() where t.scalars.count != t.shape.reduce(1, *) || t.shape.contains(where: { $0 < 0 }) {
+                let outputs = try c.call()
+                for t in outputs where t.scalars.count != t.shape.reduce(1, *) || t.shape.contains(where: { $0 < 0 }) {
                     fuzzCase.fail("output of \(t.scalars.count) scalars for shape \(t.shape)")
+                }
+                // Without allowNonFiniteOutputs a result is finite (lse may be -inf: a query that sees no key).
+                for (t, finite) in zip(outputs, c.finite ?? []) where finite {
+                    if let bad = t.scalars.first(where: { $0.isNaN || $0 == .infinity }) {
+                        fuzzCase.fail("returned \(bad) in an output of shape \(t.shape) without allowNonFiniteOutputs")
+                    }
                 }
                 outcomes["ok", default: 0] += 1
             } catch is LineaError {
@@ -94,34 +96,36 @@ func open<T>(_ values: [T]) -> [T] { ProcessInfo.processInfo.environment["LINEA_
     }
 
     /// Attention or block-sparse attention with random GQA shapes, mask, window, scale and form.
-    private func attentionCase(_ x: inout OpInputs, blockSparse: Bool) -> (String, () throws -> [Tensor]) {
+    private func attentionCase(_ x: inout OpInputs, blockSparse: Bool) -> OpCall {
         var (B, T, S, Hkv, D, Dv) = (x.dim(), x.dim(), x.dim(), x.dim(), x.dim(), x.dim())
         var Hq = Hkv * (1 + x.rng.below(3))
         if x.rng.chance(0.05) { Hq += 1 }  // not a multiple of Hkv
-        if x.rng.chance(0.08) && (!blockSparse || !open([1]).isEmpty) {  // huge axes next to a zero-length one: every input and output is empty
-            switch x.rng.below(3) {
-            case 0: (B, T, S) = (0, x.huge(), x.huge())
+        if x.rng.chance(0.08) {  // huge axes next to a zero-length one: every input and output is empty
+            // Block-sparse keeps S small: its reference allocates S scores even for an empty problem (issue 15 report).
+            switch x.rng.below(blockSparse ? 1 : 3) {
+            case 0: (B, T, S) = (0, x.huge(), blockSparse ? S : x.huge())
             case 1: (T, S, B) = (0, 0, x.huge())
             default: (Hkv, Hq, S, D) = (0, 0, x.huge(), x.huge())
             }
         }
-        let window: Int? = x.rng.chance(0.6) ? nil : x.rng.pick([0, -1, 1, 2, 3, 17, 1 << 30, Int.min] + open([Int.max]))
-        let options = AttentionOptions(scale: x.scale(), causal: x.rng.chance(0.7), window: window)
+        let window: Int? = x.rng.chance(0.6) ? nil : x.rng.pick([0, -1, 1, 2, 3, 17, 1 << 30, Int.max, Int.min])
+        let options = AttentionOptions(scale: x.scale(), causal: x.rng.chance(0.7), window: window,
+                                       allowNonFiniteOutputs: x.rng.chance(0.3))
+        let finite = options.allowNonFiniteOutputs ? nil : [true, true]
         let form = x.rng.pick([AttentionForm.reference, .flash, .splitKV(partitions: nil), .splitKV(partitions: 1 + x.rng.below(9)),
                                .splitKV(partitions: x.rng.pick([0, -1, 1000, 1 << 20, Int.max]))])
         let q = x.tensor("q", [B, T, Hq, D]), k = x.tensor("k", [B, S, Hkv, D]), v = x.tensor("v", [B, S, Hkv, Dv])
-        guard let q, let k, let v else { return ("attention: inputs refused by Tensor", { [] }) }
+        guard let q, let k, let v else { return ("attention: inputs refused by Tensor", { [] }, nil) }
         if !blockSparse {
             return ("Attention.forward form \(form) options \(options)", {
                 let out = try Attention.forward(q: q, k: k, v: v, options: options, form: form)
                 return [out.o, out.lse]
-            })
+            }, finite)
         }
-        let (bm, bn) = (x.rng.pick([1, 2, 3, 16, 64, 0, -1] + open([1 << 40, Int.max])), x.rng.pick([1, 2, 5, 16, 128, 0] + open([Int.max])))
+        let (bm, bn) = (x.rng.pick([1, 2, 3, 16, 64, 0, -1, 1 << 40, Int.max]), x.rng.pick([1, 2, 5, 16, 128, 0, Int.max]))
         func blocks(_ n: Int, _ size: Int) -> Int { n == 0 || size < 1 ? 1 : (n - 1) / size + 1 }
-        var maskShape = [x.rng.chance(0.5) ? 1 : B, x.rng.chance(0.5) ? 1 : Hq,
+        let maskShape = [x.rng.chance(0.5) ? 1 : B, x.rng.chance(0.5) ? 1 : Hq,
                          x.rng.chance(0.05) ? 0 : blocks(T, bm), blocks(S, bn)]
-        if open([1]).isEmpty && maskShape.contains(where: { $0 > 1 << 20 }) { maskShape = [1, 1, 1, 1] }
         x.log.append("mask \(maskShape) blocks \(bm) x \(bn)")
         // As many values as the shape needs when that is small, else a few (the mask must refuse them).
         let needed = maskShape.reduce((1, false)) { acc, n in
@@ -133,11 +137,11 @@ func open<T>(_ values: [T]) -> [T] { ProcessInfo.processInfo.environment["LINEA_
             let mask = try BlockMask(shape: maskShape, blockRows: bm, blockKeys: bn, values: maskValues)
             let out = try BlockSparseAttention.reference(q: q, k: k, v: v, mask: mask, options: options)
             return [out.o, out.lse]
-        })
+        }, nil)  // the oracle form: it returns what the arithmetic gives
     }
 
     /// A recurrence of a random mechanism and form, with gates, strengths, initial state and flags at random.
-    private func recurrenceCase(_ x: inout OpInputs) -> (String, () throws -> [Tensor]) {
+    private func recurrenceCase(_ x: inout OpInputs) -> OpCall {
         let mechanism = x.rng.pick(RecurrentMechanism.allCases)
         var (B, T, H, K, V) = (x.dim(), x.dim(), x.dim(), x.dim(), x.dim())
         if x.rng.chance(0.08) {  // huge axes next to a zero-length one: every input, output and state is empty
@@ -156,22 +160,23 @@ func open<T>(_ values: [T]) -> [T] { ProcessInfo.processInfo.environment["LINEA_
         let beta = needsBeta ? x.tensor("beta", [B, T, H], fill: 0...1) : nil
         let state = x.rng.chance(0.3) ? x.tensor("initial_state", [B, H, K, V]) : nil
         guard let q, let k, let v, !needsG || g != nil, !needsBeta || beta != nil else {
-            return ("recurrence: inputs refused by Tensor", { [] })
+            return ("recurrence: inputs refused by Tensor", { [] }, nil)
         }
         var inputs = RecurrenceInputs(q: q, k: k, v: v, g: g, beta: beta, initialState: state, scale: x.scale())
         inputs.normalize = x.rng.chance(0.2)
         inputs.useQKL2Norm = x.rng.chance(0.2)
         inputs.validate = x.rng.chance(0.9)
+        inputs.allowNonFiniteOutputs = x.rng.chance(0.3)
         let name = "Recurrence.forward \(mechanism.rawValue) \(form) scale \(String(describing: inputs.scale)) normalize "
-            + "\(inputs.normalize) qkL2 \(inputs.useQKL2Norm) validate \(inputs.validate)"
+            + "\(inputs.normalize) qkL2 \(inputs.useQKL2Norm) validate \(inputs.validate) allowNonFinite \(inputs.allowNonFiniteOutputs)"
         return (name, {
             let out = try Recurrence.forward(mechanism, inputs, form: form)
             return [out.o, out.finalState]
-        })
+        }, inputs.validate && !inputs.allowNonFiniteOutputs ? [true, true] : nil)
     }
 
     /// One to three decode steps of a random mechanism from a zero or given state.
-    private func stepCase(_ x: inout OpInputs) -> (String, () throws -> [Tensor]) {
+    private func stepCase(_ x: inout OpInputs) -> OpCall {
         let mechanism = x.rng.pick(RecurrentMechanism.allCases)
         let (B, H, K, V) = (x.dim(), x.dim(), x.dim(), x.dim())
         let given = x.rng.chance(0.3) ? x.tensor("state", [B, H, K, V]) : nil
@@ -183,15 +188,16 @@ func open<T>(_ values: [T]) -> [T] { ProcessInfo.processInfo.environment["LINEA_
                                ? x.tensor("g", mechanism == .gla ? [B, H, K] : [B, H], fill: -3...0) : nil,
                            mechanism.isDelta || x.rng.chance(0.05) ? x.tensor("beta", [B, H], fill: 0...1) : nil))
         }
-        let scale = x.scale()
-        return ("RecurrentState.step \(mechanism.rawValue) [B,H,K,V] = [\(B),\(H),\(K),\(V)] x \(steps) scale \(String(describing: scale))", {
+        let scale = x.scale(), allow = x.rng.chance(0.3)
+        return ("RecurrentState.step \(mechanism.rawValue) [B,H,K,V] = [\(B),\(H),\(K),\(V)] x \(steps) scale \(String(describing: scale)) allowNonFinite \(allow)", {
             var decode = try given.map { try RecurrentState(state: $0) } ?? RecurrentState(batch: B, heads: H, keyDim: K, valueDim: V)
             var outputs: [Tensor] = []
             for (q, k, v, g, beta) in tokens {
                 guard let q, let k, let v else { continue }
-                outputs.append(try decode.step(mechanism, q: q, k: k, v: v, g: g, beta: beta, scale: scale))
+                outputs.append(try decode.step(mechanism, q: q, k: k, v: v, g: g, beta: beta, scale: scale,
+                                               allowNonFiniteOutputs: allow))
             }
             return outputs + [decode.state]
-        })
+        }, allow ? nil : Array(repeating: true, count: tokens.filter { $0.0 != nil && $0.1 != nil && $0.2 != nil }.count))
     }
 }
