@@ -58,11 +58,16 @@ func runLineaBounded(_ arguments: [String], timeout: Double, in dir: URL) throws
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let fifo = dir.appendingPathComponent("fifo").path
-        #expect(mkfifo(fifo, 0o600) == 0)
         let input = dir.appendingPathComponent("in.safetensors").path
         let output = dir.appendingPathComponent("out.safetensors").path
         var exits: [String: Int] = [:]
         try Fuzz.run("lineaExitsCleanlyOnMutatedFilesAndOptions", slot: 2) { rng, fuzzCase in
+            // A fresh FIFO each case: `bench --json fifo` renames a regular file over it (issue 15 report).
+            var info = stat()
+            if stat(fifo, &info) != 0 || info.st_mode & S_IFMT != S_IFIFO {
+                unlink(fifo)
+                #expect(mkfifo(fifo, 0o600) == 0)
+            }
             let (arguments, bytes) = try makeCase(&rng, input: input, output: output, fifo: fifo, dir: dir)
             if let bytes { try Data(bytes).write(to: URL(fileURLWithPath: input)) }
             let shown = arguments.map { $0.isEmpty || $0.contains(" ") ? "'\($0)'" : $0 }.joined(separator: " ")
