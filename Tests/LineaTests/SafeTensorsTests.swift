@@ -286,6 +286,25 @@ struct MalformedCase: Sendable, CustomTestStringConvertible {
         #expect(!problem.contains("\u{1b}") && problem.count < 300, "\(problem)")
     }
 
+    /// A sparse file declaring a 1 TiB tensor opens (the header is consistent) but reading it throws instead of
+    /// trapping in the allocation.
+    @Test func sparseTerabyteTensorIsRefusedBeforeAllocating() throws {
+        let dir = try makeTempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("sparse.safetensors").path
+        let header = fileBytes(#"{"big":{"dtype":"F32","shape":[1024,268435456],"data_offsets":[0,1099511627776]}}"#)
+        try writeFile(header, URL(fileURLWithPath: path))
+        #expect(truncate(path, off_t(header.count) + (1 << 40)) == 0)
+        let file = try SafeTensorsFile(path: path)
+        #expect(try file.shape(of: "big") == [1024, 268_435_456])
+        #expect {
+            _ = try file.tensor("big")
+        } throws: { error in
+            guard case let LineaError.overMemoryLimit(what, _, _) = error else { return false }
+            return what.contains("sparse.safetensors: tensor 'big'")
+        }
+    }
+
     @Test func missingFileAndDirectoryThrow() throws {
         let dir = try makeTempDir()
         defer { try? FileManager.default.removeItem(at: dir) }

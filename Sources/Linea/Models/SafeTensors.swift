@@ -278,11 +278,13 @@ public final class SafeTensorsFile: @unchecked Sendable {
         try entry(name).shape
     }
 
-    /// Reads `name` and converts it to a Float32 tensor (F32, F16, BF16 exact; F64 rounded to nearest).
-    /// O(elements), parallel over chunks for large tensors.
+    /// Reads `name` and converts it to a Float32 tensor (F32, F16, BF16 exact; F64 rounded to nearest); throws
+    /// `LineaError.overMemoryLimit` when the copy exceeds `MemoryBudget.limit`. O(elements), parallel over chunks.
     public func tensor(_ name: String) throws -> Tensor {
         let found = try entry(name)
         let dtype = try dtype(of: name)
+        // A sparse file declares terabytes in a few disk blocks: check the Float32 copy before allocating it.
+        try MemoryBudget.check([.init("\(path): tensor '\(printable(name))'", found.shape)])
         let count = (found.end - found.begin) / dtype.byteCount
         let source = SendableConstPointer(base.advanced(by: dataStart + found.begin).assumingMemoryBound(to: UInt8.self))
         let scalars = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
