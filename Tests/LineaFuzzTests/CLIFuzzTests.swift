@@ -58,6 +58,13 @@ func runLineaBounded(_ arguments: [String], timeout: Double, in dir: URL) throws
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let fifo = dir.appendingPathComponent("fifo").path
+        // q, k, v of 32 GiB each in a sparse file of a few disk blocks: must be refused under --max-memory 1G.
+        let sparse = dir.appendingPathComponent("sparse.safetensors").path
+        let gib32 = 1 << 35, header = [UInt8](#"{"k":{"dtype":"F32","shape":[1,1048576,64,128],"data_offsets":[34359738368,68719476736]},"#
+            .utf8) + [UInt8](#""q":{"dtype":"F32","shape":[1,1048576,64,128],"data_offsets":[0,34359738368]},"#.utf8)
+            + [UInt8](#""v":{"dtype":"F32","shape":[1,1048576,64,128],"data_offsets":[68719476736,103079215104]}}"#.utf8)
+        try Data(withUnsafeBytes(of: UInt64(header.count).littleEndian) { Array($0) } + header).write(to: URL(fileURLWithPath: sparse))
+        #expect(truncate(sparse, off_t(8 + header.count + 3 * gib32)) == 0)
         let input = dir.appendingPathComponent("in.safetensors").path
         let output = dir.appendingPathComponent("out.safetensors").path
         var exits: [String: Int] = [:]
@@ -68,7 +75,7 @@ func runLineaBounded(_ arguments: [String], timeout: Double, in dir: URL) throws
                 unlink(fifo)
                 #expect(mkfifo(fifo, 0o600) == 0)
             }
-            let (arguments, bytes) = try makeCase(&rng, input: input, output: output, fifo: fifo, dir: dir)
+            let (arguments, bytes) = try makeCase(&rng, input: input, output: output, fifo: fifo, sparse: sparse, dir: dir)
             if let bytes { try Data(bytes).write(to: URL(fileURLWithPath: input)) }
             let shown = arguments.map { $0.isEmpty || $0.contains(" ") ? "'\($0)'" : $0 }.joined(separator: " ")
             let file = bytes.map { " with \(input) = base64 \(Data($0).base64EncodedString())" } ?? ""
@@ -92,7 +99,7 @@ func runLineaBounded(_ arguments: [String], timeout: Double, in dir: URL) throws
     }
 
     /// One argv and, when it reads `input`, that file's bytes (nil: the path is used as it is).
-    private func makeCase(_ rng: inout SeededRandom, input: String, output: String, fifo: String, dir: URL) throws
+    private func makeCase(_ rng: inout SeededRandom, input: String, output: String, fifo: String, sparse: String, dir: URL) throws
         -> ([String], [UInt8]?) {
         let mechanisms = ["attention"] + RecurrentMechanism.allCases.map(\.rawValue)
         let junk = ["", "abc", "-1", "0", "nan", "1e400", "--", "-", "9223372036854775808", "\u{7}", "é"]
@@ -109,7 +116,7 @@ func runLineaBounded(_ arguments: [String], timeout: Double, in dir: URL) throws
             var bytes: [UInt8]? = try inputBytes(&rng, for: name)
             var inputPath = input
             if rng.chance(0.08) {
-                inputPath = rng.pick([fifo, dir.path, "/dev/null", "/dev/zero", dir.appendingPathComponent("missing").path, ""])
+                inputPath = rng.pick([fifo, sparse, sparse, dir.path, "/dev/null", "/dev/zero", dir.appendingPathComponent("missing").path, ""])
                 bytes = nil
             }
             let outputPath = rng.chance(0.92) ? output
