@@ -72,6 +72,11 @@ let package = Package(
             swiftSettings: cpuFlags,
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
+        // Bounded mutation fuzzing of the safetensors reader, the op entry points and `linea` (LINEA_FUZZ_SECONDS).
+        .testTarget(
+            name: "LineaFuzzTests",
+            dependencies: ["linea", "Linea"]
+        ),
         // Runs the built `linea` binary: exit codes, messages, files written.
         .testTarget(
             name: "LineaCLITests",

@@ -37,6 +37,14 @@ private func problemText(_ body: () throws -> Void) -> String {
     }
 }
 
+/// A string shared between a test and a helper thread.
+private final class LockedText: @unchecked Sendable {
+    private let lock = NSLock()
+    private var text = ""
+    func set(_ value: String) { lock.withLock { text = value } }
+    func get() -> String { lock.withLock { text } }
+}
+
 /// One malformed file image and the word its error must contain (described by the word, not the bytes).
 struct MalformedCase: Sendable, CustomTestStringConvertible {
     let bytes: [UInt8]
@@ -239,6 +247,8 @@ struct MalformedCase: Sendable, CustomTestStringConvertible {
         MalformedCase(fileBytes(#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#, [0, 0, 0, 0]), "beyond"),
         MalformedCase(fileBytes(#"{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 99999999999999999999]}}"#), "too large"),
         MalformedCase(fileBytes(#"{"a": {"dtype": "F32", "shape": [4294967296, 4294967296, 4], "data_offsets": [0, 4]}}"#), "too many elements"),
+        MalformedCase(fileBytes(#"{"a": {"dtype": "F32", "shape": [0, 4294967296, 4294967296], "data_offsets": [0, 0]}}"#), "too many elements"),
+        MalformedCase(fileBytes(#"{"a": {"dtype": "F32", "shape": [1], "data_offsets": [-99999999999999999999, 4]}}"#), "is negative"),
         MalformedCase(fileBytes(#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}"#,
                    [UInt8](repeating: 0, count: 8)), "overlap"),
         MalformedCase(fileBytes(#"{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}"#,
@@ -263,6 +273,38 @@ struct MalformedCase: Sendable, CustomTestStringConvertible {
         #expect(viaRead == problem)
     }
 
+    /// Names from a file reach the terminal through error messages: control characters are escaped, long names cut.
+    @Test func namesInErrorsAreEscapedAndCut() throws {
+        let dir = try makeTempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("names.safetensors")
+        let long = String(repeating: "x", count: 5000)
+        try writeFile(fileBytes(#"{"a\u001b[2J\#(long)": {"dtype": "\u001b]0;", "shape": [1], "data_offsets": [0, 4]}}"#, [0, 0, 0, 0]), url)
+        let problem = problemText { _ = try SafeTensorsFile(path: url.path) }
+        #expect(problem.hasPrefix("entry 'a\\u{1b}[2Jxxx") && problem.contains("(5005 characters)"), "\(problem)")
+        #expect(problem.hasSuffix("unknown dtype '\\u{1b}]0;'"), "\(problem)")
+        #expect(!problem.contains("\u{1b}") && problem.count < 300, "\(problem)")
+    }
+
+    /// A sparse file declaring a 1 TiB tensor opens (the header is consistent) but reading it throws instead of
+    /// trapping in the allocation.
+    @Test func sparseTerabyteTensorIsRefusedBeforeAllocating() throws {
+        let dir = try makeTempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("sparse.safetensors").path
+        let header = fileBytes(#"{"big":{"dtype":"F32","shape":[1024,268435456],"data_offsets":[0,1099511627776]}}"#)
+        try writeFile(header, URL(fileURLWithPath: path))
+        #expect(truncate(path, off_t(header.count) + (1 << 40)) == 0)
+        let file = try SafeTensorsFile(path: path)
+        #expect(try file.shape(of: "big") == [1024, 268_435_456])
+        #expect {
+            _ = try file.tensor("big")
+        } throws: { error in
+            guard case let LineaError.overMemoryLimit(what, _, _) = error else { return false }
+            return what.contains("sparse.safetensors: tensor 'big'")
+        }
+    }
+
     @Test func missingFileAndDirectoryThrow() throws {
         let dir = try makeTempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -272,6 +314,57 @@ struct MalformedCase: Sendable, CustomTestStringConvertible {
         // Writing into a missing directory fails cleanly.
         let deep = dir.appendingPathComponent("no/such/dir/x.safetensors").path
         #expect(problemText { try SafeTensors.write([:], to: deep) }.contains("temporary file"))
+    }
+
+    /// A FIFO, a socket, a device or a directory is refused at once, naming what it is; a FIFO with no writer
+    /// must not block open() (it did: `linea op --inputs fifo` hung).
+    @Test func nonRegularInputsAreRefusedWithoutBlocking() throws {
+        let dir = try makeTempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fifo = dir.appendingPathComponent("fifo").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let done = DispatchSemaphore(value: 0)
+        let result = LockedText()
+        Thread.detachNewThread {
+            result.set(problemText { _ = try SafeTensorsFile(path: fifo) })
+            done.signal()
+        }
+        if done.wait(timeout: .now() + 10) == .timedOut {
+            Issue.record("opening a FIFO blocked for 10 s")
+            let writer = open(fifo, O_WRONLY | O_NONBLOCK)  // a writer appears: the blocked open returns
+            done.wait()
+            close(writer)
+        }
+        #expect(result.get() == "expected a regular file, got a FIFO")
+
+        let socketPath = dir.appendingPathComponent("sock").path
+        let sock = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(sock) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let bytes = Array(socketPath.utf8.prefix(raw.count - 1))
+            raw.copyBytes(from: bytes)
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(sock, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        #expect(bound == 0)
+        #expect(problemText { _ = try SafeTensorsFile(path: socketPath) } == "expected a regular file, got a socket")
+        #expect(problemText { _ = try SafeTensorsFile(path: "/dev/null") } == "expected a regular file, got a character device")
+        #expect(problemText { _ = try SafeTensors.read(path: dir.path) } == "expected a regular file, got a directory")
+    }
+
+    /// Writing onto a FIFO (or a device) must not replace it by a regular file: as root that could be /dev/null.
+    @Test func writeRefusesNonRegularTargets() throws {
+        let dir = try makeTempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fifo = dir.appendingPathComponent("out.fifo").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let problem = problemText { try SafeTensors.write(["x": try Tensor(zeros: [2])], to: fifo) }
+        #expect(problem == "expected a regular file (or no file) to write, got a FIFO")
+        var info = stat()
+        #expect(stat(fifo, &info) == 0 && info.st_mode & S_IFMT == S_IFIFO, "the FIFO was replaced")
     }
 
     @Test func failedWriteKeepsTheOldFile() throws {
@@ -290,7 +383,7 @@ struct MalformedCase: Sendable, CustomTestStringConvertible {
         let sub = dir.appendingPathComponent("sub")
         try FileManager.default.createDirectory(at: sub, withIntermediateDirectories: false)
         _ = FileManager.default.createFile(atPath: sub.appendingPathComponent("x").path, contents: Data([1]))
-        #expect(problemText { try SafeTensors.write(good, to: sub.path) }.contains("rename"))
+        #expect(problemText { try SafeTensors.write(good, to: sub.path) }.contains("got a directory"))
 
         #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before)
         let names = try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted()

@@ -22,6 +22,34 @@ private func posixWrite(_ fd: Int32, _ bytes: UnsafeRawPointer, _ count: Int) ->
     write(fd, bytes, count)
 }
 
+/// What a non-regular file is ("a FIFO", "a directory", ...), or nil for a regular file; from `st_mode`.
+private func nonRegularKind(_ mode: mode_t) -> String? {
+    switch mode & S_IFMT {
+    case S_IFREG: return nil
+    case S_IFDIR: return "a directory"
+    case S_IFIFO: return "a FIFO"
+    case S_IFSOCK: return "a socket"
+    case S_IFCHR: return "a character device"
+    case S_IFBLK: return "a block device"
+    case S_IFLNK: return "a symbolic link"
+    default: return "a file of type 0o\(String(mode & S_IFMT, radix: 8))"
+    }
+}
+
+/// `text` for an error message: control and format characters escaped (a name read from a file could hold terminal
+/// escape sequences) and cut after 100 characters (a name may be megabytes long).
+private func printable(_ text: String) -> String {
+    var out = ""
+    for (i, scalar) in text.unicodeScalars.enumerated() {
+        if i == 100 { return out + "... (\(text.unicodeScalars.count) characters)" }
+        switch scalar.properties.generalCategory {
+        case .control, .format: out += "\\u{\(String(scalar.value, radix: 16))}"
+        default: out.unicodeScalars.append(scalar)
+        }
+    }
+    return out
+}
+
 /// Header length above which a file is refused as not a safetensors file (the reference implementation's limit).
 private let maxHeaderBytes = 100_000_000
 
@@ -58,14 +86,20 @@ public final class SafeTensorsFile: @unchecked Sendable {
         self.path = path
         func problem(_ text: String) -> LineaError { .file(path: path, problem: text) }
 
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw problem("cannot open for reading: \(String(cString: strerror(errno)))") }
+        // O_NONBLOCK: a FIFO without a writer would block open() forever; fstat then refuses it.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else {
+            let reason = String(cString: strerror(errno))
+            var info = stat()  // a socket fails open() with ENXIO: say what the path is instead
+            if stat(path, &info) == 0, let kind = nonRegularKind(info.st_mode) {
+                throw problem("expected a regular file, got \(kind)")
+            }
+            throw problem("cannot open for reading: \(reason)")
+        }
         defer { close(fd) }
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw problem("cannot stat: \(String(cString: strerror(errno)))") }
-        let kind = info.st_mode & S_IFMT
-        if kind == S_IFDIR { throw problem("is a directory, not a safetensors file") }
-        guard kind == S_IFREG else { throw problem("is not a regular file") }
+        if let kind = nonRegularKind(info.st_mode) { throw problem("expected a regular file, got \(kind)") }
         let fileSize = Int(info.st_size)
         guard fileSize >= 8 else {
             throw problem("file is \(fileSize) bytes, shorter than the 8-byte header length: truncated or not a safetensors file")
@@ -128,7 +162,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
                 case let .object(pairs):
                     for (key, item) in pairs {
                         guard case let .string(text) = item else {
-                            throw problem("__metadata__ value for \"\(key)\" must be a string, found \(item.kindDescription)")
+                            throw problem("__metadata__ value for \"\(printable(key))\" must be a string, found \(item.kindDescription)")
                         }
                         metadata[key] = text
                     }
@@ -145,7 +179,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
             .map { (name: $0.key, begin: $0.value.begin, end: $0.value.end) }
             .sorted { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }
         for (a, b) in zip(ranges, ranges.dropFirst()) where b.begin < a.end {
-            throw problem("tensors '\(a.name)' (data_offsets [\(a.begin), \(a.end)]) and '\(b.name)' "
+            throw problem("tensors '\(printable(a.name))' (data_offsets [\(a.begin), \(a.end)]) and '\(printable(b.name))' "
                 + "(data_offsets [\(b.begin), \(b.end)]) overlap")
         }
         return (8 + headerLength, entries, metadata)
@@ -155,6 +189,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
     private static func parseEntry(
         name: String, value: JSONValue, bufferSize: Int, problem: (String) -> LineaError
     ) throws -> Entry {
+        let name = printable(name)  // only used in messages
         guard case let .object(fields) = value else {
             throw problem("entry '\(name)' must be an object with dtype, shape and data_offsets, found \(value.kindDescription)")
         }
@@ -174,7 +209,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
                     guard n >= 0 else { throw problem("entry '\(name)': \(key) has a negative value \(n)") }
                     return n
                 case let .bigInteger(text):
-                    throw problem("entry '\(name)': \(key) value \(text) is too large (integer above 2^63)")
+                    let sign = text.hasPrefix("-") ? "negative" : "too large"
+                    throw problem("entry '\(name)': \(key) value \(text) is \(sign) (expected an integer in 0..<2^63)")
                 default:
                     throw problem("entry '\(name)': \(key) must contain integers, found \(item.kindDescription)")
                 }
@@ -186,7 +222,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
             throw problem("entry '\(name)': dtype must be a string, found \(dtypeValue.kindDescription)")
         }
         guard let elementSize = specElementSizes[dtypeName] else {
-            throw problem("entry '\(name)': unknown dtype '\(dtypeName)'")
+            throw problem("entry '\(name)': unknown dtype '\(printable(dtypeName))'")
         }
         let shape = try integers("shape", try field("shape"))
         let offsets = try integers("data_offsets", try field("data_offsets"))
@@ -197,12 +233,18 @@ public final class SafeTensorsFile: @unchecked Sendable {
         guard begin <= end else {
             throw problem("entry '\(name)': data_offsets begin \(begin) is after end \(end)")
         }
-        var byteCount = elementSize
-        for n in shape {
-            let (product, overflow) = byteCount.multipliedReportingOverflow(by: n)
-            guard !overflow else { throw problem("entry '\(name)': shape \(shape) has too many elements") }
-            byteCount = product
+        // The non-zero extents must multiply without overflow too: a zero-size tensor [0, 2^40, 2^40] would
+        // otherwise trap later in every stride or size computed over its other axes.
+        var extent = elementSize
+        for n in shape where n > 0 {
+            let (product, overflow) = extent.multipliedReportingOverflow(by: n)
+            guard !overflow else {
+                throw problem("entry '\(name)': shape \(shape) has too many elements (expected the product of its "
+                    + "extents times \(elementSize) bytes to fit in 2^63)")
+            }
+            extent = product
         }
+        let byteCount = shape.contains(0) ? 0 : extent
         guard byteCount == end - begin else {
             throw problem("entry '\(name)': shape \(shape) of \(dtypeName) (\(elementSize) bytes each) needs "
                 + "\(byteCount) bytes but data_offsets [\(begin), \(end)] give a size of \(end - begin)")
@@ -216,9 +258,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
 
     private func entry(_ name: String) throws -> Entry {
         if let found = entries[name] { return found }
-        let shown = names.prefix(20).joined(separator: ", ")
+        let shown = names.prefix(20).map(printable).joined(separator: ", ")
         let more = names.count > 20 ? ", ... (\(names.count - 20) more)" : ""
-        throw LineaError.file(path: path, problem: "no tensor named '\(name)'; the file has: \(shown)\(more)")
+        throw LineaError.file(path: path, problem: "no tensor named '\(printable(name))'; the file has: \(shown)\(more)")
     }
 
     /// The stored element type of `name`; throws for a missing name or a dtype Linea cannot convert. O(1).
@@ -236,11 +278,13 @@ public final class SafeTensorsFile: @unchecked Sendable {
         try entry(name).shape
     }
 
-    /// Reads `name` and converts it to a Float32 tensor (F32, F16, BF16 exact; F64 rounded to nearest).
-    /// O(elements), parallel over chunks for large tensors.
+    /// Reads `name` and converts it to a Float32 tensor (F32, F16, BF16 exact; F64 rounded to nearest); throws
+    /// `LineaError.overMemoryLimit` when the copy exceeds `MemoryBudget.limit`. O(elements), parallel over chunks.
     public func tensor(_ name: String) throws -> Tensor {
         let found = try entry(name)
         let dtype = try dtype(of: name)
+        // A sparse file declares terabytes in a few disk blocks: check the Float32 copy before allocating it.
+        try MemoryBudget.check([.init("\(path): tensor '\(printable(name))'", found.shape)])
         let count = (found.end - found.begin) / dtype.byteCount
         let source = SendableConstPointer(base.advanced(by: dataStart + found.begin).assumingMemoryBound(to: UInt8.self))
         let scalars = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
@@ -340,6 +384,11 @@ public enum SafeTensors {
         headerBytes += [UInt8](repeating: 0x20, count: (8 - headerBytes.count % 8) % 8)
         withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { headerBytes.insert(contentsOf: $0, at: 0) }
 
+        // The rename below would replace whatever is at `path`: a FIFO, a socket or (as root) /dev/null itself.
+        var info = stat()
+        if stat(path, &info) == 0, let kind = nonRegularKind(info.st_mode) {
+            throw problem("expected a regular file (or no file) to write, got \(kind)")
+        }
         let url = URL(fileURLWithPath: path)
         let directory = url.deletingLastPathComponent().path
         let temp = directory + "/." + url.lastPathComponent + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"

@@ -1,6 +1,6 @@
 /// A parsed JSON value, as used by the safetensors header (internal).
 /// Integers keep full 64-bit precision; objects keep their key order and reject duplicate keys.
-indirect enum JSONValue {
+enum JSONValue {
     case object([(key: String, value: JSONValue)])
     case array([JSONValue])
     case string(String)
