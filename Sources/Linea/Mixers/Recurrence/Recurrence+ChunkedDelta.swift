@@ -31,35 +31,28 @@ extension Recurrence {
 struct DeltaHeadWalk: HeadWalk {
     let p: FastProblem
     let buffers: ChunkBuffers
-    let b: Int, h: Int, bh: Int, C: Int
+    let b: Int, h: Int, C: Int
     let gated: Bool
     /// Workspace: beta (C), M, Tm (C x C), Kb, W (C x K), QP = [scale e^G Q | P] (C x (K+C)) and SU = [S ; U]
-    /// ((K+C) x V), so the output is one GEMM; the state lives in SU's top K rows while the chunks run.
-    let work: UnsafeMutablePointer<Float>
-    /// Cumulative gates of the chunk (C) in Float64.
-    let G: UnsafeMutablePointer<Double>
+    /// ((K+C) x V), so the output is one GEMM; the state lives in SU's top K rows while the chunks run. Cumulative
+    /// gates of the chunk (C) in Float64.
+    let space: HeadWorkspace
 
     init(_ p: FastProblem, _ buffers: ChunkBuffers, bh: Int, chunk C: Int) {
         let (H, K, V) = (p.dims.H, p.dims.K, p.dims.V)
-        (self.p, self.buffers, self.bh, self.C) = (p, buffers, bh, C)
+        (self.p, self.buffers, self.C) = (p, buffers, C)
         (b, h) = (bh / H, bh % H)
         gated = p.mechanism.gateKind == .scalar
-        work = .allocate(capacity: C + 2 * C * C + 2 * C * K + C * (K + C) + (K + C) * V)
-        G = .allocate(capacity: C)
-        state.update(from: buffers.state + bh * K * V, count: K * V)
+        let stateOffset = C + 2 * C * C + 2 * C * K + C * (K + C)
+        space = HeadWorkspace(buffers, bh: bh, K: K, V: V, floats: stateOffset + (K + C) * V, stateOffset: stateOffset,
+                              gates: C)
     }
 
-    private var state: UnsafeMutablePointer<Float> { work + C + 2 * C * C + 2 * C * p.dims.K + C * (p.dims.K + C) }
-
-    func finish() {
-        let (K, V) = (p.dims.K, p.dims.V)
-        (buffers.state + bh * K * V).update(from: state, count: K * V)
-        work.deallocate()
-        G.deallocate()
-    }
+    func finish() { space.release() }
 
     func step(_ t0: Int, _ L: Int) {
         let (T, H, K, V) = (p.dims.T, p.dims.H, p.dims.K, p.dims.V)
+        let (work, G) = (space.work, space.G)
         let bt = work, M = bt + C, Tm = M + C * C, Kb = Tm + C * C, W = Kb + C * K, QP = W + C * K, S = QP + C * (K + C)
         var sum = 0.0
         for i in 0..<L {

@@ -37,39 +37,30 @@ extension Recurrence {
 struct GatedHeadWalk: HeadWalk {
     let p: FastProblem
     let buffers: ChunkBuffers
-    let b: Int, h: Int, bh: Int, C: Int
+    let b: Int, h: Int, C: Int
     let kind: GateKind
     let headLogDecay: Double
     /// Workspace: Qr, Kr (C x K), QA = [scale e^G Q | A] (C x (K+C)) and SV = [S ; V_chunk] ((K+C) x V), so the
     /// output is one GEMM; the state lives in SV's top K rows while the chunks run; gla also packs the chunk's q and
-    /// k rows (C x K each, after the rest).
-    let work: UnsafeMutablePointer<Float>
-    /// Cumulative gates of the chunk, C x (K for gla, else 1), in Float64.
-    let G: UnsafeMutablePointer<Double>
+    /// k rows (C x K each, after the rest). Cumulative gates of the chunk, C x (K for gla, else 1), in Float64.
+    let space: HeadWorkspace
 
     init(_ p: FastProblem, _ buffers: ChunkBuffers, bh: Int, chunk C: Int) {
         let (H, K, V) = (p.dims.H, p.dims.K, p.dims.V)
-        (self.p, self.buffers, self.bh, self.C) = (p, buffers, bh, C)
+        (self.p, self.buffers, self.C) = (p, buffers, C)
         (b, h) = (bh / H, bh % H)
         kind = p.mechanism.gateKind
         headLogDecay = Recurrence.retentionLogDecay(head: h)
-        let packed = kind == .vector ? 2 * C * K : 0
-        work = .allocate(capacity: 2 * C * K + C * (K + C) + (K + C) * V + packed)
-        G = .allocate(capacity: C * (kind == .vector ? K : 1))
-        state.update(from: buffers.state + bh * K * V, count: K * V)
+        let stateOffset = 2 * C * K + C * (K + C), packed = kind == .vector ? 2 * C * K : 0
+        space = HeadWorkspace(buffers, bh: bh, K: K, V: V, floats: stateOffset + (K + C) * V + packed,
+                              stateOffset: stateOffset, gates: C * (kind == .vector ? K : 1))
     }
 
-    private var state: UnsafeMutablePointer<Float> { work + 2 * C * p.dims.K + C * (p.dims.K + C) }
-
-    func finish() {
-        let (K, V) = (p.dims.K, p.dims.V)
-        (buffers.state + bh * K * V).update(from: state, count: K * V)
-        work.deallocate()
-        G.deallocate()
-    }
+    func finish() { space.release() }
 
     func step(_ t0: Int, _ L: Int) {
         let (T, H, K, V) = (p.dims.T, p.dims.H, p.dims.K, p.dims.V)
+        let (work, G) = (space.work, space.G)
         let Qr = work, Kr = Qr + C * K, QA = Kr + C * K, S = QA + C * (K + C), Qc = S + (K + C) * V, Kc = Qc + C * K
         var (q, k, ldk) = (buffers.q + p.offset(b, t0, h, width: K), buffers.k + p.offset(b, t0, h, width: K), H * K)
         if kind == .vector {

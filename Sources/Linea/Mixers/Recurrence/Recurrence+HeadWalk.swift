@@ -33,6 +33,30 @@ struct ChunkBuffers: @unchecked Sendable {
     }
 }
 
+/// A head walk's scratch: `floats` Float32 values, of which `[stateOffset, stateOffset + K·V)` hold the head's state
+/// while the chunks run, and `gates` Float64 values; loads the state from the shared buffer, `release` stores it back.
+struct HeadWorkspace {
+    let work: UnsafeMutablePointer<Float>
+    let G: UnsafeMutablePointer<Double>
+    let state: UnsafeMutablePointer<Float>
+    private let shared: UnsafeMutablePointer<Float>
+    private let stateCount: Int
+
+    init(_ buffers: ChunkBuffers, bh: Int, K: Int, V: Int, floats: Int, stateOffset: Int, gates: Int) {
+        work = .allocate(capacity: floats)
+        G = .allocate(capacity: gates)
+        (state, shared, stateCount) = (work + stateOffset, buffers.state + bh * K * V, K * V)
+        state.update(from: shared, count: stateCount)
+    }
+
+    /// Writes the state back and frees the scratch.
+    func release() {
+        shared.update(from: state, count: stateCount)
+        work.deallocate()
+        G.deallocate()
+    }
+}
+
 extension Recurrence {
     /// Most heads a worker steps together: enough for a whole row at H = 8, few enough that their workspaces
     /// (about 130 KiB each at K = V = 64, chunk 64) stay in L2.
