@@ -143,6 +143,40 @@ static TARGET void NAME(softmax_columns)(float *scores, long lds, long n, long c
     }
 }
 
+/// `y[i][c] = x[i][c] · e^(e[i][c] - r[i][c])` for rows i < rows and c < n (row strides in elements; r may be NULL
+/// for 0; a stride of 0 repeats one row). The exponent is formed in Float64 and scaled by log2(e) there, so rounding
+/// it to Float32 costs what rounding the natural exponent would; then 2^x. O(rows·n).
+static TARGET void NAME(scaled_by_exp)(long rows, long n, float *y, long ldy, const float *x, long ldx,
+                                       const double *e, long lde, const double *r, long ldr) {
+    typedef double VD __attribute__((vector_size(8 * LANES)));
+    const double log2e = 1.4426950408889634;
+    for (long i = 0; i < rows; i++) {
+        float *yi = y + i * ldy;
+        const float *xi = x + i * ldx;
+        const double *ei = e + i * lde, *ri = r ? r + i * ldr : 0;
+        long c = 0;
+        for (; c + LANES <= n; c += LANES) {
+            VD d, rv = {0};
+            __builtin_memcpy(&d, ei + c, sizeof d);
+            if (ri) __builtin_memcpy(&rv, ri + c, sizeof rv);
+            NAME(store)(yi + c, NAME(load)(xi + c) * NAME(exp2)(__builtin_convertvector((d - rv) * log2e, VF)));
+        }
+        if (c < n) {  // the last, partial vector through a padded copy, so every element takes the same path
+            long count = n - c;
+            double dt[LANES] = {0}, rt[LANES] = {0};
+            float xt[LANES] = {0}, yt[LANES];
+            __builtin_memcpy(dt, ei + c, count * sizeof(double));
+            if (ri) __builtin_memcpy(rt, ri + c, count * sizeof(double));
+            __builtin_memcpy(xt, xi + c, count * sizeof(float));
+            VD d, rv;
+            __builtin_memcpy(&d, dt, sizeof d);
+            __builtin_memcpy(&rv, rt, sizeof rv);
+            NAME(store)(yt, NAME(load)(xt) * NAME(exp2)(__builtin_convertvector((d - rv) * log2e, VF)));
+            __builtin_memcpy(yi + c, yt, count * sizeof(float));
+        }
+    }
+}
+
 #undef CAT_
 #undef CAT
 #undef NAME

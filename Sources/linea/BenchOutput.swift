@@ -13,6 +13,7 @@ extension BenchCommand {
             if let sgemm = r.sgemmGFLOPs { object["sgemm_gflops"] = sgemm }
             return object
         }
+        try requireRegularOutput(path)
         let data = try JSONSerialization.data(withJSONObject: objects, options: [.prettyPrinted, .sortedKeys])
         do { try data.write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
             throw LineaError.file(path: path, problem: "cannot write JSON: \(error.localizedDescription)")
@@ -23,6 +24,7 @@ extension BenchCommand {
     /// Draws ms over T on log-log axes, one polyline per mechanism and form, into an SVG file.
     func writeSVG(_ results: [BenchResult], to path: String) throws {
         guard !results.isEmpty else { return }
+        try requireRegularOutput(path)
         let (width, height, margin) = (720.0, 480.0, 60.0)
         let xs = results.map { log10(Double($0.shape.T)) }, ys = results.map { log10($0.ms) }
         let (x0, x1) = (floor(xs.min()!), max(ceil(xs.max()!), floor(xs.min()!) + 1))

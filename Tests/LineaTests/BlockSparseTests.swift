@@ -24,6 +24,15 @@ import Testing
         #expect(eo.relativeRMS <= 1e-6 && el.relativeRMS <= 1e-6, "o \(eo); lse \(el)")
     }
 
+    /// No query row (B = 0) against a key axis of 2^33: empty outputs at once, no scratch sized by the key axis (64 GiB
+    /// of Float64 scores, which the memory limit would refuse).
+    @Test func emptyBatchWithAHugeKeyAxisReturnsAtOnce() throws {
+        let (T, S) = (1 << 20, 1 << 33)
+        let q = try Tensor(zeros: [0, T, 3, 4]), k = try Tensor(zeros: [0, S, 1, 4]), v = try Tensor(zeros: [0, S, 1, 7])
+        let got = try BlockSparseAttention.reference(q: q, k: k, v: v, mask: .dense(T: T, S: S, blockRows: 1 << 20, blockKeys: 1 << 20))
+        #expect(got.o.shape == [0, T, 3, 7] && got.lse.shape == [0, T, 3])
+    }
+
     @Test func droppedBlocksAreInvisibleAndEmptyRowsGiveZeroAndMinusInfinity() throws {
         // T = S = 4, blocks of 2: query block 0 sees key block 1 only, query block 1 sees nothing.
         let q = try Tensor.randomNormal([1, 4, 1, 8], seed: 1), k = try Tensor.randomNormal([1, 4, 1, 8], seed: 2)

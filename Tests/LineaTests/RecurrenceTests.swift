@@ -255,6 +255,21 @@ enum RecurrenceFixture {
     }
 
     /// Caller mistakes throw LineaError naming the argument.
+    /// gla's decayed rows run in the vector width's C kernel: chunked == reference at each width the CPU runs, with
+    /// steep gates (the sub-block path) and K not a multiple of either vector (the padded last vector).
+    @Test(arguments: CPUKernels.Width.allCases.filter(\.isSupported))
+    func glaAtEachWidth(_ width: CPUKernels.Width) throws {
+        let kernels = try #require(CPUKernels(width))
+        for (gates, K) in [(-0.5...(-1e-4), 60), (-20...(-1e-4), 24)] as [(ClosedRange<Float>, Int)] {
+            let x = try F.inputs(.gla, B: 2, T: 130, H: 3, K: K, V: 40, gates: gates, seed: 77)
+            let ref = try Recurrence.forward(.gla, x, form: .reference)
+            try CPUKernels.with(kernels) {
+                _ = F.expectClose(try Recurrence.forward(.gla, x, form: .chunked(size: 64)), ref, tolerance: 2e-6,
+                                  "gla \(width) K\(K) gates \(gates)")
+            }
+        }
+    }
+
     @Test func invalidInputsThrow() throws {
         let x = try F.inputs(.gatedDeltaRule, B: 1, T: 5, H: 2, K: 8, V: 4, seed: 51)
         func expectError(_ m: RecurrentMechanism, _ y: RecurrenceInputs, form: RecurrenceForm = .recurrent, _ argument: String) {

@@ -1,6 +1,6 @@
 #ifndef LINEA_KERNELS_H
 #define LINEA_KERNELS_H
-// The hot loops of flash attention in one build per vector width (AVX2 + FMA, AVX-512), chosen at run time.
+// The hot loops of flash attention (and gla's decayed rows) in one build per vector width (AVX2 + FMA, AVX-512), chosen at run time.
 // Swift compiles the whole module for one target CPU (`-target-cpu haswell`); clang can compile single
 // functions for another with `__attribute__((target(...)))`, so the wider build lives here, behind one table.
 
@@ -18,6 +18,11 @@ typedef void (*linea_gemm_fn)(long m, long n, long depth, const float *a, long a
 typedef void (*linea_softmax_fn)(float *scores, long lds, long keys, long columns, float *col_max, float *col_sum,
                                  float *acc, long dv_pad, long acc_rows);
 
+/// `y[i][c] = x[i][c] · e^(e[i][c] - r[i][c])` for i < rows, c < n; row strides in elements, a stride of 0 repeating
+/// one row; `r` may be NULL (0). The exponent is formed in Float64. O(rows·n).
+typedef void (*linea_scaled_by_exp_fn)(long rows, long n, float *y, long ldy, const float *x, long ldx,
+                                       const double *e, long lde, const double *r, long ldr);
+
 /// One width's kernels and the shapes they want.
 typedef struct {
     const char *name;    ///< "avx2" or "avx512"
@@ -26,6 +31,7 @@ typedef struct {
     long query_block, key_block;  ///< flash attention's tile: queries (multiple of rows and columns), keys (of rows)
     linea_gemm_fn gemm;
     linea_softmax_fn softmax_columns;
+    linea_scaled_by_exp_fn scaled_by_exp;
 } linea_kernel_table;
 
 /// The AVX2 + FMA build (x86-64 since Haswell / Zen 1; off x86-64, the same code for the host's 256-bit vectors).

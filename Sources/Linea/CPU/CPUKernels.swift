@@ -96,6 +96,15 @@ public struct CPUKernels: @unchecked Sendable {  // the table is immutable stati
                    columnBlocksOutside ? 1 : 0)
     }
 
+    /// `y[i][c] = x[i][c] · e^(e[i][c] - r[i][c])` for `i < rows`, `c < n` (row strides in elements; a stride of 0
+    /// repeats one row; `r` nil for 0), the exponent formed in Float64. O(rows·n).
+    func scaledByExp(
+        rows: Int, n: Int, y: UnsafeMutablePointer<Float>, ldy: Int, x: UnsafePointer<Float>, ldx: Int,
+        e: UnsafePointer<Double>, lde: Int, minus r: UnsafePointer<Double>?, ldr: Int
+    ) {
+        table.scaled_by_exp(rows, n, y, ldy, x, ldx, e, lde, r, ldr)
+    }
+
     /// One key tile of flash attention's online softmax down the columns of `Sᵀ [keys, lds]`: running max and sum
     /// per column, scores replaced by `2^(s - max)`, rows `0..<accRows` of `acc [., dvPad]` rescaled.
     /// `columns` a multiple of `self.columns`. O(keys·columns + accRows·dvPad).

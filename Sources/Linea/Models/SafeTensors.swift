@@ -22,6 +22,15 @@ private func posixWrite(_ fd: Int32, _ bytes: UnsafeRawPointer, _ count: Int) ->
     write(fd, bytes, count)
 }
 
+/// Throws `LineaError.file` unless nothing or a regular file is at `path`: an output written by rename would replace
+/// a FIFO, a socket or (as root) /dev/null itself.
+package func requireRegularOutput(_ path: String) throws {
+    var info = stat()
+    if stat(path, &info) == 0, let kind = nonRegularKind(info.st_mode) {
+        throw LineaError.file(path: path, problem: "expected a regular file (or no file) to write, got \(kind)")
+    }
+}
+
 /// What a non-regular file is ("a FIFO", "a directory", ...), or nil for a regular file; from `st_mode`.
 private func nonRegularKind(_ mode: mode_t) -> String? {
     switch mode & S_IFMT {
@@ -384,11 +393,7 @@ public enum SafeTensors {
         headerBytes += [UInt8](repeating: 0x20, count: (8 - headerBytes.count % 8) % 8)
         withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { headerBytes.insert(contentsOf: $0, at: 0) }
 
-        // The rename below would replace whatever is at `path`: a FIFO, a socket or (as root) /dev/null itself.
-        var info = stat()
-        if stat(path, &info) == 0, let kind = nonRegularKind(info.st_mode) {
-            throw problem("expected a regular file (or no file) to write, got \(kind)")
-        }
+        try requireRegularOutput(path)
         let url = URL(fileURLWithPath: path)
         let directory = url.deletingLastPathComponent().path
         let temp = directory + "/." + url.lastPathComponent + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"

@@ -40,6 +40,8 @@ struct GatedHeadWalk: HeadWalk {
     let b: Int, h: Int, C: Int
     let kind: GateKind
     let headLogDecay: Double
+    /// The vector width gla's decayed rows run at (read once: a task-local lookup per chunk would cost more).
+    let kernels = CPUKernels.current
     /// Workspace: Qr, Kr (C x K), QA = [scale e^G Q | A] (C x (K+C)) and SV = [S ; V_chunk] ((K+C) x V), so the
     /// output is one GEMM; the state lives in SV's top K rows while the chunks run; gla also packs the chunk's q and
     /// k rows (C x K each, after the rest). Cumulative gates of the chunk, C x (K for gla, else 1), in Float64.
@@ -93,7 +95,7 @@ struct GatedHeadWalk: HeadWalk {
             let gp = buffers.g! + p.offset(b, t0, h, width: K)
             for c in 0..<K { G[c] = Double(gp[c]) }
             for i in 1..<L { RecurrenceSIMD.accumulate(G + i * K, G + (i - 1) * K, gp + i * H * K, K) }
-            chunk.runVector()
+            chunk.runVector(kernels)
         }
     }
 }
@@ -124,15 +126,13 @@ struct GatedChunk {
 
     /// Vector decay over the K rows (gla). G is L x K. O(L*K*V + L^2*(K+V)) plus O(L*K*16) exps for steep gates.
     /// The output is one GEMM: `o = [scale (q_i ∘ e^{G_i}) | A] [S_prev ; V]`.
-    func runVector() {
+    func runVector(_ kernels: CPUKernels) {
         let last = G + (L - 1) * K
         let ld = K + C, A = QA + K, Vc = S + K * V
         // Left block: scale q_i ∘ e^{G_i}. Kr_j = k_j ∘ e^{G_L - G_j} (for the state, and the intra term below).
-        for i in 0..<L {
-            RecurrenceSIMD.scaledByExp(QA + i * ld, q + i * ldk, G + i * K, minus: nil, K)
-            VectorMath.scale(QA + i * ld, count: K, by: scale)
-        }
-        for j in 0..<L { RecurrenceSIMD.scaledByExp(Kr + j * K, k + j * ldk, last, minus: G + j * K, K) }
+        kernels.scaledByExp(rows: L, n: K, y: QA, ldy: ld, x: q, ldx: ldk, e: G, lde: K, minus: nil, ldr: 0)
+        for i in 0..<L { VectorMath.scale(QA + i * ld, count: K, by: scale) }
+        kernels.scaledByExp(rows: L, n: K, y: Kr, ldy: K, x: k, ldx: ldk, e: last, lde: 0, minus: G, ldr: K)
 
         // Intra-chunk scores A_ij = scale sum_c q_ic k_jc e^{G_ic - G_jc}, j <= i.
         var span = 0.0
@@ -140,7 +140,7 @@ struct GatedChunk {
         if span <= Recurrence.safeSpan {
             // One reference point R = G_L: q_i e^{G_i - R} lies in [1, e^span], k_j e^{R - G_j} (= Kr) in (0, 1].
             // (Exponentiating G_i - R directly keeps 3e-7 accuracy; the left block times e^{-G_L} gave 7e-7.)
-            for i in 0..<L { RecurrenceSIMD.scaledByExp(Qr + i * K, q + i * ldk, G + i * K, minus: last, K) }
+            kernels.scaledByExp(rows: L, n: K, y: Qr, ldy: K, x: q, ldx: ldk, e: G, lde: K, minus: last, ldr: 0)
             BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: Qr, lda: K, b: Kr, ldb: K, beta: 0, c: A, ldc: ld)
         } else {
             // Steep gates: per column block J = [s, e) the reference R = G_{e-1} makes both factors <= 1 for the
@@ -155,8 +155,10 @@ struct GatedChunk {
                 let factorDiagonal = blockSpan <= Recurrence.safeSpan
                 let rowStart = factorDiagonal ? s : e
                 if rowStart < L {
-                    for j in s..<e { RecurrenceSIMD.scaledByExp(Kr + j * K, k + j * ldk, ref, minus: G + j * K, K) }
-                    for i in rowStart..<L { RecurrenceSIMD.scaledByExp(Qr + i * K, q + i * ldk, G + i * K, minus: ref, K) }
+                    kernels.scaledByExp(rows: e - s, n: K, y: Kr + s * K, ldy: K, x: k + s * ldk, ldx: ldk, e: ref, lde: 0,
+                                        minus: G + s * K, ldr: K)
+                    kernels.scaledByExp(rows: L - rowStart, n: K, y: Qr + rowStart * K, ldy: K, x: q + rowStart * ldk,
+                                        ldx: ldk, e: G + rowStart * K, lde: K, minus: ref, ldr: 0)
                     BLAS.sgemm(
                         transB: true, m: L - rowStart, n: e - s, k: K, alpha: scale,
                         a: Qr + rowStart * K, lda: K, b: Kr + s * K, ldb: K, beta: 0, c: A + rowStart * ld + s, ldc: ld)
@@ -170,7 +172,7 @@ struct GatedChunk {
                 }
                 s = e
             }
-            for j in 0..<L { RecurrenceSIMD.scaledByExp(Kr + j * K, k + j * ldk, last, minus: G + j * K, K) }
+            kernels.scaledByExp(rows: L, n: K, y: Kr, ldy: K, x: k, ldx: ldk, e: last, lde: 0, minus: G, ldr: K)
         }
         for i in 0..<L {
             (A + i * ld + i + 1).update(repeating: 0, count: L - i - 1)

@@ -500,22 +500,4 @@ enum RecurrenceSIMD {
             i += 1
         }
     }
-
-    /// `y[i] = x[i] * exp(e[i] - r[i])` for `i < n` (`r` nil means 0): a row scaled by a decay. The exponent is
-    /// formed in Float64 because `e` and `r` are cumulative log gates whose Float32 difference would lose digits. O(n).
-    @inline(__always)
-    static func scaledByExp(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ e: UnsafePointer<Double>, minus r: UnsafePointer<Double>?, _ n: Int) {
-        var i = 0
-        while i + 8 <= n {
-            var d = UnsafeRawPointer(e + i).loadUnaligned(as: SIMD8<Double>.self)
-            if let r { d -= UnsafeRawPointer(r + i).loadUnaligned(as: SIMD8<Double>.self) }
-            let out = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) * VectorMath.exp(narrow(d))
-            UnsafeMutableRawPointer(y + i).storeBytes(of: out, as: SIMD8<Float>.self)
-            i += 8
-        }
-        while i < n {
-            y[i] = x[i] * VectorMath.exp(Float(e[i] - (r?[i] ?? 0)))
-            i += 1
-        }
-    }
 }

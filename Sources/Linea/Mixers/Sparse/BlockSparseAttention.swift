@@ -102,7 +102,13 @@ public enum BlockSparseAttention {
     ) throws -> AttentionOutput {
         let p = try AttentionProblem(q: q, k: k, v: v, options: options)
         try mask.validate(B: p.B, Hq: p.Hq, T: p.T, S: p.S)
-        try MemoryBudget.check(Array(p.buffers(.flash).prefix(2)) + [.init("scores", [p.S], elementBytes: 8)])
+        // No query row: nothing to score (a huge key axis must not size the scratch of an empty problem).
+        let empty = p.B * p.T * p.Hq == 0
+        try MemoryBudget.check(Array(p.buffers(.flash).prefix(2)) + [.init("scores", [empty ? 0 : p.S], elementBytes: 8)])
+        if empty {
+            return AttentionOutput(o: Tensor(uncheckedShape: [p.B, p.T, p.Hq, p.Dv], scalars: []),
+                                   lse: Tensor(uncheckedShape: [p.B, p.T, p.Hq], scalars: []))
+        }
         var o = [Float](repeating: 0, count: p.B * p.T * p.Hq * p.Dv)
         var lse = [Float](repeating: -.infinity, count: p.B * p.T * p.Hq)
         var scores = [Double](repeating: 0, count: max(1, p.S))
