@@ -47,7 +47,7 @@ let package = Package(
         .target(
             name: "LineaCUDA",
             dependencies: ["Linea"],
-            exclude: ["Kernels/cu"],  // the kernel files, embedded by scripts/embed_kernels.py (EmbeddedKernels.swift)
+            exclude: ["Kernels/cu"],  // the kernel files, embedded by scripts/embed_kernels.py (Kernels/Embedded)
             swiftSettings: cpuFlags
         ),
         .executableTarget(

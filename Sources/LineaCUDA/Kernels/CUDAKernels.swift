@@ -1,5 +1,5 @@
 /// The CUDA C sources of Linea's kernels (compiled by NVRTC on first use) and their entry points.
-/// The sources are the files in Kernels/cu, embedded into `files` by scripts/embed_kernels.py (EmbeddedKernels.swift), so
+/// The sources are the files in Kernels/cu, embedded into `files` by scripts/embed_kernels.py (Kernels/Embedded), so
 /// the binary needs nothing beside it.
 public enum CUDAKernels {
     /// Tiled online-softmax attention forward, no tensor cores; any head dim <= 256; any architecture.
