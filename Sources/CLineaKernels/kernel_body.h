@@ -143,6 +143,18 @@ static TARGET void NAME(softmax_columns)(float *scores, long lds, long n, long c
     }
 }
 
+/// `y[i] = 2^x[i]` for i < n with the softmax's `exp2_fast` (fast != 0) or the rescale's `exp2`; for tests of the
+/// formulas the kernels inline. O(n).
+static TARGET void NAME(exp2_array)(const float *x, float *y, long n, int fast) {
+    for (long i = 0; i < n; i += LANES) {
+        long count = n - i < LANES ? n - i : LANES;
+        float xt[LANES] = {0}, yt[LANES];
+        __builtin_memcpy(xt, x + i, count * sizeof(float));
+        NAME(store)(yt, fast ? NAME(exp2_fast)(NAME(load)(xt)) : NAME(exp2)(NAME(load)(xt)));
+        __builtin_memcpy(y + i, yt, count * sizeof(float));
+    }
+}
+
 /// `y[i][c] = x[i][c] · e^(e[i][c] - r[i][c])` for rows i < rows and c < n (row strides in elements; r may be NULL
 /// for 0; a stride of 0 repeats one row). The exponent is formed in Float64 and scaled by log2(e) there, so rounding
 /// it to Float32 costs what rounding the natural exponent would; then 2^x. O(rows·n).

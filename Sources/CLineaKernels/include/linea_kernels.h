@@ -23,6 +23,10 @@ typedef void (*linea_softmax_fn)(float *scores, long lds, long keys, long column
 typedef void (*linea_scaled_by_exp_fn)(long rows, long n, float *y, long ldy, const float *x, long ldx,
                                        const double *e, long lde, const double *r, long ldr);
 
+/// `y[i] = 2^x[i]` for i < n, through the softmax's degree-5 `exp2_fast` (fast != 0) or the degree-6 `exp2` of the
+/// rescale and of `scaled_by_exp`. O(n).
+typedef void (*linea_exp2_fn)(const float *x, float *y, long n, int fast);
+
 /// One width's kernels and the shapes they want.
 typedef struct {
     const char *name;    ///< "avx2" or "avx512"
@@ -32,6 +36,7 @@ typedef struct {
     linea_gemm_fn gemm;
     linea_softmax_fn softmax_columns;
     linea_scaled_by_exp_fn scaled_by_exp;
+    linea_exp2_fn exp2;
 } linea_kernel_table;
 
 /// The AVX2 + FMA build (x86-64 since Haswell / Zen 1; off x86-64, the same code for the host's 256-bit vectors).

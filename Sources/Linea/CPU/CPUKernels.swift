@@ -105,6 +105,16 @@ public struct CPUKernels: @unchecked Sendable {  // the table is immutable stati
         table.scaled_by_exp(rows, n, y, ldy, x, ldx, e, lde, r, ldr)
     }
 
+    /// `2^x` elementwise through the kernels' own formula: the softmax's degree-5 one (`fast`) or the degree-6 one of
+    /// the rescale and `scaledByExp`; for tests of their accuracy. O(count).
+    package func exp2(_ x: [Float], fast: Bool) -> [Float] {
+        var y = [Float](repeating: 0, count: x.count)
+        x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
+            if let xb = xp.baseAddress, let yb = yp.baseAddress { table.exp2(xb, yb, x.count, fast ? 1 : 0) }
+        } }
+        return y
+    }
+
     /// One key tile of flash attention's online softmax down the columns of `Sᵀ [keys, lds]`: running max and sum
     /// per column, scores replaced by `2^(s - max)`, rows `0..<accRows` of `acc [., dvPad]` rescaled.
     /// `columns` a multiple of `self.columns`. O(keys·columns + accRows·dvPad).
