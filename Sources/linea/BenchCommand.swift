@@ -86,7 +86,7 @@ struct BenchCommand: ParsableCommand {
         if backend == "cuda" { return try runCUDA() }
         if sgemm {
             for line in Measure.hostDescription() { print(line) }
-            let rate = Measure.sgemmGFLOPs()
+            let rate = Measure.SgemmReference().gflops(minSeconds: 1)
             print(String(format: "sgemm n = %d, %d threads: %.1f GFLOP/s", Measure.sgemmSize, Parallel.threadCount, rate))
             return
         }
@@ -101,6 +101,7 @@ struct BenchCommand: ParsableCommand {
 
         for line in Measure.hostDescription() { print(line) }
         print("")
+        let reference = Measure.SgemmReference()
         var results: [BenchResult] = []
         for target in targets {
             for T in userLengths ?? target.defaultLengths {
@@ -110,7 +111,7 @@ struct BenchCommand: ParsableCommand {
                     let job = try target.setup(shape)
                     // An sgemm timed right before each point: a share against one sample taken at start misleads
                     // on a machine whose load changes during the sweep.
-                    let sgemm = Measure.sgemmGFLOPs(minSeconds: 0.25)
+                    let sgemm = reference.gflops(minSeconds: 0.25)
                     let timing = try Measure.run(job.run)
                     results.append(BenchResult(mechanism: target.mechanism, form: target.form, backend: backend, shape: shape,
                                                ms: timing.ms, flops: job.flops, peakBytes: timing.peakExtra,

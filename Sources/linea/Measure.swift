@@ -45,18 +45,29 @@ enum Measure {
     /// 223 GFLOP/s, less than half of what flash attention reached there, so more cores get 4096.
     static let sgemmSize = Parallel.threadCount <= 4 ? 2048 : 4096
 
-    /// Multi-threaded OpenBLAS sgemm rate at `n x n x n`, in GFLOP/s (the machine's practical GEMM limit).
-    static func sgemmGFLOPs(n: Int = sgemmSize, minSeconds: Double = 1) -> Double {
-        let a = [Float](repeating: 0.5, count: n * n), b = [Float](repeating: 0.25, count: n * n)
-        var c = [Float](repeating: 0, count: n * n)
-        BLAS.setThreads(Parallel.threadCount)
-        defer { BLAS.setThreads(1) }
-        let time = a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
-            run(minSeconds: minSeconds, maxRuns: 10) {
-                BLAS.sgemm(m: n, n: n, k: n, a: ap.baseAddress!, lda: n, b: bp.baseAddress!, ldb: n, c: cp.baseAddress!, ldc: n)
-            }
-        } } }
-        return 2 * Double(n) * Double(n) * Double(n) / (time.ms / 1000) / 1e9
+    /// The reference sgemm (multi-threaded OpenBLAS at `n x n x n`, the machine's practical GEMM limit); its operands
+    /// are allocated once, so that timing it before every bench point does not allocate and fill 3·n² floats each time.
+    final class SgemmReference {
+        let n: Int
+        private var a: [Float], b: [Float], c: [Float]
+
+        init(n: Int = sgemmSize) {
+            self.n = n
+            (a, b, c) = ([Float](repeating: 0.5, count: n * n), [Float](repeating: 0.25, count: n * n), [Float](repeating: 0, count: n * n))
+        }
+
+        /// The rate at `n x n x n` on all threads, in GFLOP/s, fastest of runs lasting at least `minSeconds`.
+        func gflops(minSeconds: Double) -> Double {
+            BLAS.setThreads(Parallel.threadCount)
+            defer { BLAS.setThreads(1) }
+            let n = self.n
+            let time = a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+                run(minSeconds: minSeconds, maxRuns: 10) {
+                    BLAS.sgemm(m: n, n: n, k: n, a: ap.baseAddress!, lda: n, b: bp.baseAddress!, ldb: n, c: cp.baseAddress!, ldc: n)
+                }
+            } } }
+            return 2 * Double(n) * Double(n) * Double(n) / (time.ms / 1000) / 1e9
+        }
     }
 
     /// What the CPU numbers ran on: the CPU's vendor and vector features, the width of Linea's own kernels, the BLAS

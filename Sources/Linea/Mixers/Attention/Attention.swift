@@ -211,12 +211,12 @@ struct AttentionProblem: Sendable {
         self.window = options.window.map { min($0, keys) }
     }
 
-    /// What `form` allocates: outputs, the reference's score matrix, split-KV's partials, flash's per-thread tiles.
     /// Each flash worker's tiles and its packed copy of one head's keys and values.
     private var flashScratch: [MemoryBudget.Buffer] {
         [.init("flash tiles", [Parallel.threadCount, 300, D + Dv + 200]), .init("packed keys and values", [Parallel.threadCount, S, D + Dv])]
     }
 
+    /// What `form` allocates: outputs, the reference's score matrix, split-KV's partials, flash's per-thread tiles.
     func buffers(_ form: AttentionForm) -> [MemoryBudget.Buffer] {
         var result = [MemoryBudget.Buffer("o", [B, T, Hq, Dv]), .init("lse", [B, T, Hq])]
         switch form {
