@@ -235,6 +235,8 @@ public final class CUDABuffer: @unchecked Sendable {
     public let byteCount: Int
     /// The device address (`CUdeviceptr`); 0 for an empty buffer.
     public let address: UInt64
+    /// False for a view of memory another object owns (not freed here).
+    private let owned: Bool
 
     /// Allocates `byteCount` bytes of device memory (uninitialized); O(1).
     public init(context: CUDAContext, byteCount: Int) throws {
@@ -249,6 +251,15 @@ public final class CUDABuffer: @unchecked Sendable {
             try context.driver.check(context.driver.cuMemAlloc(&p, byteCount), "cuMemAlloc_v2(\(formatBytes(byteCount)))")
         }
         address = p
+        owned = true
+    }
+
+    /// A view of `byteCount` bytes at `address` that another object owns and frees (a `DeviceTensor`'s storage). O(1).
+    init(context: CUDAContext, viewing address: UInt64, byteCount: Int) {
+        self.context = context
+        self.address = address
+        self.byteCount = byteCount
+        owned = false
     }
 
     /// Allocates a buffer holding a copy of `values` (any trivial element type, e.g. Float or UInt16); O(n).
@@ -258,7 +269,7 @@ public final class CUDABuffer: @unchecked Sendable {
     }
 
     deinit {
-        if address != 0 {
+        if owned && address != 0 {
             _ = context.driver.cuCtxSetCurrent(context.context)
             _ = context.driver.cuMemFree(address)
         }

@@ -1,17 +1,3 @@
-/// Element types Linea reads and writes; compute is always Float32.
-public enum DType: String, Sendable, CaseIterable {
-    case float32 = "F32", float16 = "F16", bfloat16 = "BF16", float64 = "F64"
-
-    /// Bytes per element.
-    public var byteCount: Int {
-        switch self {
-        case .float32: return 4
-        case .float16, .bfloat16: return 2
-        case .float64: return 8
-        }
-    }
-}
-
 /// Conversions between Float32 and the 16-bit storage formats (round to nearest even).
 public enum HalfPrecision {
     /// Float32 -> bfloat16 bits, round to nearest even; NaN stays NaN.

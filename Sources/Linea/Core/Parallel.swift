@@ -52,6 +52,22 @@ public enum Parallel {
     }
 }
 
+extension Parallel {
+    /// Runs `body(i)` for every `i` in `0..<count`, split into one contiguous range per worker thread. Unlike
+    /// `forEach` it allocates nothing (no shared counter), for per-token loops that must stay allocation-free;
+    /// meant for items of equal cost. O(count) calls.
+    public static func forEachStatic(_ count: Int, _ body: @Sendable (Int) -> Void) {
+        let workers = min(threadCount, count)
+        if workers <= 1 {
+            for i in 0..<max(count, 0) { body(i) }
+            return
+        }
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            for i in (count * w / workers)..<(count * (w + 1) / workers) { body(i) }
+        }
+    }
+}
+
 /// A lock-protected counter handing out work-item indices.
 final class AtomicCounter: @unchecked Sendable {
     private var value = 0

@@ -67,7 +67,8 @@ private let maxHeaderBytes = 100_000_000
 /// Layout: u64 little-endian header length `N`, `N` bytes of JSON header (may end in whitespace padding),
 /// then the data buffer; `data_offsets` are relative to the buffer start. Opening costs O(header size);
 /// the data is only read by `tensor(_:)`. Tensors may leave gaps in the buffer but must not overlap.
-/// Dtypes of the spec outside `DType` (I64, U8, ...) are accepted at open and refused by `dtype(of:)`/`tensor(_:)`.
+/// Dtypes of the spec outside `DType` (I8, U16, F8_E4M3, ...) are accepted at open and refused by `dtype(of:)`; integer
+/// and bool tensors are read as stored by `deviceTensor(_:)`, never as Float32.
 /// The mapping is private and read-only; truncating the file on disk while it is open is not supported.
 public final class SafeTensorsFile: @unchecked Sendable {
     /// One tensor's header entry after validation.
@@ -292,6 +293,10 @@ public final class SafeTensorsFile: @unchecked Sendable {
     public func tensor(_ name: String) throws -> Tensor {
         let found = try entry(name)
         let dtype = try dtype(of: name)
+        guard dtype.isFloatingPoint else {
+            throw LineaError.file(path: path, problem: "tensor '\(printable(name))' holds \(dtype.rawValue) integers, not floats: "
+                + "read it with deviceTensor(_:) (as stored) instead of as Float32")
+        }
         // A sparse file declares terabytes in a few disk blocks: check the Float32 copy before allocating it.
         try MemoryBudget.check([.init("\(path): tensor '\(printable(name))'", found.shape)])
         let count = (found.end - found.begin) / dtype.byteCount
@@ -312,6 +317,22 @@ public final class SafeTensorsFile: @unchecked Sendable {
             initialized = count
         }
         return Tensor(uncheckedShape: found.shape, scalars: scalars)
+    }
+
+    /// `name` as stored (any supported dtype: bf16 stays bf16, I64 token ids, U8 masks), viewing the read-only file
+    /// mapping without a copy; the file stays mapped while the tensor lives. Move it with `to(_:)`. O(1).
+    public func deviceTensor(_ name: String) throws -> DeviceTensor {
+        let found = try entry(name)
+        let dtype = try dtype(of: name)
+        let storage = TensorStorage(device: .cpu, address: UInt(bitPattern: base.advanced(by: dataStart + found.begin)),
+                                    byteCount: found.end - found.begin, isWritable: false, owner: self)
+        guard UInt(bitPattern: base.advanced(by: dataStart + found.begin)) % UInt(dtype.byteCount) == 0 else {
+            // Kernels load whole elements: an odd offset (allowed by the format) gets an aligned copy.
+            let copy = try DeviceTensor.zeros(found.shape, dtype: dtype)
+            copy.storage.hostPointer!.copyMemory(from: UnsafeRawPointer(bitPattern: storage.address)!, byteCount: storage.byteCount)
+            return copy
+        }
+        return try DeviceTensor(storage: storage, dtype: dtype, shape: found.shape)
     }
 
     /// Converts elements `range` of little-endian `dtype` data at `source` (any alignment) into `target`.
@@ -351,6 +372,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
             for j in i..<range.upperBound {
                 target[j] = Float(source.loadUnaligned(fromByteOffset: 8 * j, as: Double.self))
             }
+        case .int32, .int64, .uint8, .bool:
+            preconditionFailure("tensor(_:) refuses integer dtypes before converting")
         }
     }
 }

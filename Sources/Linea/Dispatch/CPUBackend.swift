@@ -1,0 +1,143 @@
+import Foundation
+
+/// The host backend: always registered, takes every op in every float dtype (converting to Float32 where its
+/// kernels need it: a slower path, never a refusal).
+final class CPUBackend: Backend {
+    let device = Device.cpu
+
+    func allocate(byteCount: Int) throws -> TensorStorage {
+        try TensorStorage.host(byteCount: byteCount)
+    }
+
+    /// Host-to-host copy of any two views: one memcpy when both are packed, else one per innermost run. O(bytes).
+    func copy(_ source: DeviceTensor, into destination: DeviceTensor) throws {
+        guard source.device == .cpu, destination.device == .cpu else {
+            throw LineaError.unavailable(what: "copy \(source.device) -> \(destination.device)", reason: "the CPU backend copies host memory only")
+        }
+        guard let from = source.storage.hostPointer, let to = destination.storage.hostPointer, source.count > 0 else { return }
+        let e = source.dtype.byteCount
+        StridedRuns(source, destination).forEach { s, d, elements in
+            (to + d * e).copyMemory(from: from + s * e, byteCount: elements * e)
+        }
+    }
+
+    func supports(_ call: any OpCall) -> Support {
+        for (name, tensor) in call.tensors {
+            if let tensor, !tensor.dtype.isFloatingPoint {
+                return .unsupported("\(name) has dtype \(tensor.dtype.shortName); \(call.name) takes float tensors")
+            }
+        }
+        switch call {
+        case is RecurrenceCall, is RecurrentStepCall: return .supported
+        default: return .unsupported("the CPU backend has no \(call.name)")
+        }
+    }
+
+    func execute(_ call: any OpCall) throws {
+        switch call {
+        case let c as RecurrenceCall: try recurrence(c)
+        case let c as RecurrentStepCall: try step(c)
+        default: throw LineaError.unavailable(what: call.name, reason: "the CPU backend has no such op")
+        }
+    }
+
+    func synchronize() throws {}
+
+    /// A whole sequence through the host forms (inputs converted to Float32 tensors). O(inputs) plus the form.
+    private func recurrence(_ c: RecurrenceCall) throws {
+        var inputs = RecurrenceInputs(q: try c.q.host(), k: try c.k.host(), v: try c.v.host(), g: try c.g?.host(),
+                                      beta: try c.beta?.host(), initialState: try c.initialState?.host(), scale: c.scale)
+        inputs.useQKL2Norm = c.useQKL2Norm
+        inputs.validate = c.validate
+        inputs.allowNonFiniteOutputs = c.allowNonFiniteOutputs
+        let out = try Recurrence.forward(c.mechanism, inputs, form: c.form ?? .automatic(tokens: c.shape.T))
+        try c.o.copy(from: DeviceTensor(out.o))
+        try c.finalState.copy(from: DeviceTensor(out.finalState))
+    }
+
+    /// One token for every (b, value head) on the state in place; allocation-free when the inputs are packed f32.
+    /// O(B·HV·K·V), parallel over B·HV.
+    private func step(_ c: RecurrentStepCall) throws {
+        let s = c.shape
+        guard s.B * s.HV * s.V > 0 else { return }
+        func packed(_ x: DeviceTensor?) throws -> DeviceTensor? {
+            guard let x else { return nil }
+            return x.dtype == .float32 && x.isContiguous ? x : try DeviceTensor(x.host())
+        }
+        let (q, k, v, g, beta) = (try packed(c.q)!, try packed(c.k)!, try packed(c.v)!, try packed(c.g), try packed(c.beta))
+        guard c.state.isContiguous, c.o.isContiguous else {
+            throw LineaError.invalidArgument(argument: c.state.isContiguous ? "o" : "state", expected: "a packed tensor", actual: "a strided view")
+        }
+        func floats(_ x: DeviceTensor?) -> SendableConstPointer<Float>? {
+            x.map { SendableConstPointer(UnsafePointer(UnsafeMutablePointer<Float>(bitPattern: $0.address)!)) }
+        }
+        let (qp, kp, vp, gp, bp) = (floats(q)!, floats(k)!, floats(v)!, floats(g), floats(beta))
+        let stateP = SendablePointer(UnsafeMutablePointer<Float>(bitPattern: c.state.address)!)
+        let oP = SendablePointer(UnsafeMutablePointer<Float>(bitPattern: c.o.address)!)
+        let mechanism = c.mechanism, l2 = c.useQKL2Norm
+        let scale = c.scale ?? 1 / Float(s.K).squareRoot()
+        let (K, V, HV, group) = (s.K, s.V, s.HV, s.HV / s.H)
+        Parallel.forEachStatic(s.B * HV) { bhv in
+            let (b, hv) = bhv.quotientAndRemainder(dividingBy: HV)
+            let row = b * s.H + hv / group  // the q/k head this value head reads
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 3 * K) { scratch in
+                let qn = scratch.baseAddress!, kn = qn + K, gateExp = kn + K
+                var (qRow, kRow) = (qp.base + row * K, kp.base + row * K)
+                if l2 {
+                    Recurrence.l2Normalize(qRow, into: qn, count: K)
+                    Recurrence.l2Normalize(kRow, into: kn, count: K)
+                    (qRow, kRow) = (UnsafePointer(qn), UnsafePointer(kn))
+                }
+                let decay: TokenDecay
+                switch mechanism.gateKind {
+                case .none: decay = .none
+                case .perHead: decay = .scalar(Float(exp(Recurrence.retentionLogDecay(head: hv))))
+                case .scalar: decay = .scalar(exp(gp!.base[bhv]))
+                case .vector:
+                    for i in 0..<K { gateExp[i] = exp(gp!.base[bhv * K + i]) }
+                    decay = .vector(UnsafePointer(gateExp))
+                }
+                Recurrence.recurrentToken(S: stateP.base + bhv * K * V, K: K, V: V, q: qRow, k: kRow, v: vp.base + bhv * V,
+                                          decay: decay, beta: bp.map { $0.base[bhv] }, scale: scale, o: oP.base + bhv * V)
+            }
+        }
+    }
+}
+
+/// The packed runs shared by two views of equal shape: the innermost axes both store contiguously are merged into
+/// one run, and the outer axes are walked. O(runs · rank).
+package struct StridedRuns {
+    let shape: [Int], a: [Int], b: [Int], offsets: (Int, Int)
+
+    package init(_ x: DeviceTensor, _ y: DeviceTensor) {
+        (shape, a, b, offsets) = (x.shape, x.strides, y.strides, (x.offset, y.offset))
+    }
+
+    /// Calls `body(aOffset, bOffset, elements)` for each run, offsets in elements from the storages' starts.
+    package func forEach(_ body: (Int, Int, Int) throws -> Void) rethrows {
+        var inner = shape.count, run = 1
+        while inner > 0, a[inner - 1] == run, b[inner - 1] == run {
+            inner -= 1
+            run *= shape[inner]
+        }
+        let outer = shape.prefix(inner)
+        let total = outer.reduce(1, *)
+        guard total > 0, run > 0 else { return }
+        var index = [Int](repeating: 0, count: inner)
+        for _ in 0..<total {
+            var (oa, ob) = offsets
+            for axis in 0..<inner {
+                oa += index[axis] * a[axis]
+                ob += index[axis] * b[axis]
+            }
+            try body(oa, ob, run)
+            var axis = inner - 1
+            while axis >= 0 {
+                index[axis] += 1
+                if index[axis] < shape[axis] { break }
+                index[axis] = 0
+                axis -= 1
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+import Foundation
+import Linea
+
+/// The backend of one CUDA GPU for Linea's dispatch: device memory, transfers and the ops whose kernels live here.
+/// Ops queue on the context's stream; only transfers to the host wait. Register it once with `register(ordinal:)`.
+public final class CUDADeviceBackend: Backend, @unchecked Sendable {
+    /// The device this backend owns.
+    public let device: Device
+    /// The context every allocation and launch of this backend uses.
+    public let context: CUDAContext
+    private let counters = NSLock()
+    private var hostTransfers = 0
+    private var retentionDecayCache: [Int: CUDABuffer] = [:]
+
+    /// A backend on `context`'s GPU. O(1).
+    public init(context: CUDAContext, ordinal: Int) {
+        self.context = context
+        device = .cuda(ordinal)
+    }
+
+    /// Creates (device 0: shares `CUDABackend.shared`) and registers the backend of GPU `ordinal`, so that tensors on
+    /// `.cuda(ordinal)` dispatch here; throws `LineaError.unavailable` without a driver, device or NVRTC. O(1) after the first.
+    @discardableResult
+    public static func register(ordinal: Int = 0) throws -> CUDADeviceBackend {
+        if let existing = try? Backends.backend(for: .cuda(ordinal)) as? CUDADeviceBackend { return existing }
+        let context = ordinal == 0 ? try CUDABackend.shared : try CUDAContext(device: ordinal)
+        let backend = CUDADeviceBackend(context: context, ordinal: ordinal)
+        Backends.register(backend)
+        return backend
+    }
+
+    /// Host↔device copies made so far (each `copy` call that crossed PCIe counts once), for benchmarks that must
+    /// show none inside a loop. O(1).
+    public var hostTransferCount: Int {
+        counters.lock()
+        defer { counters.unlock() }
+        return hostTransfers
+    }
+
+    public func allocate(byteCount: Int) throws -> TensorStorage {
+        let buffer = try CUDABuffer(context: context, byteCount: byteCount)
+        try buffer.fill()
+        return TensorStorage(device: device, address: UInt(buffer.address), byteCount: byteCount, owner: buffer)
+    }
+
+    /// Host→device, device→host (waits for queued work, then returns with the bytes on the host) and
+    /// device→device (queued) copies, one per packed run of the two views. O(bytes).
+    public func copy(_ source: DeviceTensor, into destination: DeviceTensor) throws {
+        let e = source.dtype.byteCount
+        let d = context.driver
+        try context.makeCurrent()
+        switch (source.device, destination.device) {
+        case (.cpu, device):
+            try context.synchronize()  // the destination may still be read by queued kernels
+            try StridedRuns(source, destination).forEach { s, t, n in
+                try d.check(d.cuMemcpyHtoD(UInt64(destination.storage.address) + UInt64(t * e),
+                                           UnsafeRawPointer(bitPattern: source.storage.address + UInt(s * e)), n * e), "cuMemcpyHtoD_v2")
+            }
+            countTransfer()
+        case (device, .cpu):
+            try context.synchronize()
+            try StridedRuns(source, destination).forEach { s, t, n in
+                try d.check(d.cuMemcpyDtoH(UnsafeMutableRawPointer(bitPattern: destination.storage.address + UInt(t * e)),
+                                           UInt64(source.storage.address) + UInt64(s * e), n * e), "cuMemcpyDtoH_v2")
+            }
+            countTransfer()
+        case (device, device):
+            try StridedRuns(source, destination).forEach { s, t, n in
+                try d.check(d.cuMemcpyDtoDAsync(UInt64(destination.storage.address) + UInt64(t * e),
+                                                UInt64(source.storage.address) + UInt64(s * e), n * e, context.stream), "cuMemcpyDtoDAsync_v2")
+            }
+        default:
+            throw LineaError.unavailable(what: "copy \(source.device) -> \(destination.device)",
+                                         reason: "\(device)'s backend copies between the host and \(device) only (go through the host)")
+        }
+    }
+
+    private func countTransfer() {
+        counters.lock()
+        hostTransfers += 1
+        counters.unlock()
+    }
+
+    public func supports(_ call: any OpCall) -> Support {
+        for (name, tensor) in call.tensors {
+            if let tensor, !tensor.isContiguous { return .unsupported("\(name) is a strided view; the GPU kernels take packed tensors (contiguous())") }
+        }
+        switch call {
+        case let c as RecurrentStepCall: return stepSupport(c)
+        case let c as RecurrenceCall: return chunkedSupport(c)
+        default: return .unsupported("no CUDA kernel for \(call.name)")
+        }
+    }
+
+    public func execute(_ call: any OpCall) throws {
+        switch call {
+        case let c as RecurrentStepCall: try step(c)
+        case let c as RecurrenceCall: try chunked(c)
+        default: throw LineaError.unavailable(what: call.name, reason: "no CUDA kernel")
+        }
+    }
+
+    public func synchronize() throws { try context.synchronize() }
+
+    /// A non-owning buffer over a tensor's bytes, for the launchers. O(1).
+    private func buffer(_ x: DeviceTensor) -> CUDABuffer {
+        CUDABuffer(context: context, viewing: UInt64(x.address), byteCount: x.byteCount)
+    }
+
+    // MARK: Recurrences
+
+    /// The step kernel reads one input dtype (f32, bf16 or f16) for q, k, v, g, beta, K <= 256, one value head per
+    /// query head. O(1).
+    private func stepSupport(_ c: RecurrentStepCall) -> Support {
+        let inputs = [("k", c.k), ("v", c.v), ("g", c.g), ("beta", c.beta)]
+        guard CUDAUpload.inputTypes.contains(c.q.dtype) else { return .unsupported("q has dtype \(c.q.dtype.shortName); the step kernel takes f32, bf16 or f16") }
+        for (name, x) in inputs where x != nil && x!.dtype != c.q.dtype {
+            return .unsupported("\(name) has dtype \(x!.dtype.shortName), q \(c.q.dtype.shortName); the step kernel reads one input dtype")
+        }
+        if c.shape.K > 256 { return .unsupported("K = \(c.shape.K); the step kernel takes K <= 256") }
+        if c.shape.HV != c.shape.H { return .unsupported("HV = \(c.shape.HV) value heads for H = \(c.shape.H); the step kernel takes HV = H") }
+        if c.useQKL2Norm { return .unsupported("qk L2 normalization inside the step kernel is not implemented; normalize q and k first") }
+        return .supported
+    }
+
+    private func step(_ c: RecurrentStepCall) throws {
+        let s = c.shape
+        try CUDARecurrentStep.step(
+            c.mechanism, q: buffer(c.q), k: buffer(c.k), v: buffer(c.v), g: c.g.map(buffer), beta: c.beta.map(buffer),
+            state: buffer(c.state), o: buffer(c.o), batch: s.B, heads: s.HV, keyDim: s.K, valueDim: s.V, scale: c.scale, dtype: c.q.dtype)
+    }
+
+    /// The chunked kernels: q, k, v in one of f32, bf16, f16; g and beta f32; K, V in {64, 128}; chunk 64. O(1).
+    private func chunkedSupport(_ c: RecurrenceCall) -> Support {
+        if let form = c.form, form != .chunked(size: 64) { return .unsupported("form \(form); the GPU runs the chunked form with chunks of 64") }
+        guard CUDAUpload.inputTypes.contains(c.q.dtype), c.k.dtype == c.q.dtype, c.v.dtype == c.q.dtype else {
+            return .unsupported("q, k, v dtypes \(c.q.dtype.shortName), \(c.k.dtype.shortName), \(c.v.dtype.shortName); the chunked kernels take one of f32, bf16, f16 for all three")
+        }
+        for (name, x) in [("g", c.g), ("beta", c.beta)] where x != nil && x!.dtype != .float32 {
+            return .unsupported("\(name) has dtype \(x!.dtype.shortName); the chunked kernels read f32 gates")
+        }
+        for (name, n) in [("K", c.shape.K), ("V", c.shape.V)] where n != 64 && n != 128 {
+            return .unsupported("\(name) = \(n); the chunked kernels take 64 or 128")
+        }
+        if c.shape.HV != c.shape.H { return .unsupported("HV = \(c.shape.HV) value heads for H = \(c.shape.H); the chunked kernels take HV = H") }
+        if c.useQKL2Norm { return .unsupported("qk L2 normalization inside the chunked kernels is not implemented; normalize q and k first") }
+        return .supported
+    }
+
+    private func chunked(_ c: RecurrenceCall) throws {
+        let s = c.shape
+        let shape = CUDAChunkedShape(batch: s.B, length: s.T, heads: s.H, keyDim: s.K, valueDim: s.V)
+        if s.T == 0 || s.B * s.H == 0 {
+            if let h0 = c.initialState { try c.finalState.copy(from: h0) }
+            return
+        }
+        let (q, k, v, o) = (buffer(c.q), buffer(c.k), buffer(c.v), buffer(c.o))
+        let (h0, ht, beta) = (c.initialState.map(buffer), buffer(c.finalState), c.beta.map(buffer))
+        let g = c.mechanism == .retention ? try retentionDecays(heads: s.H) : c.g.map(buffer)
+        if c.q.dtype != .bfloat16 {
+            try CUDAChunkedSIMT.forward(c.mechanism, q: q, k: k, v: v, g: g, beta: beta, initialState: h0, finalState: ht, o: o,
+                                        shape: shape, scale: c.scale, inputDType: c.q.dtype, outputDType: .float32)
+        } else if c.mechanism == .gla {
+            try CUDAChunkedGLA.forward(q: q, k: k, v: v, g: g!, initialState: h0, finalState: ht, o: o, shape: shape,
+                                       scale: c.scale, outputDType: .float32)
+        } else {
+            try CUDAChunked.forward(c.mechanism, q: q, k: k, v: v, g: g, beta: beta, initialState: h0, finalState: ht, o: o,
+                                    shape: shape, scale: c.scale, outputDType: .float32)
+        }
+    }
+
+    /// Retention's per-head log decays on the device, made once per head count. O(H) the first time.
+    private func retentionDecays(heads: Int) throws -> CUDABuffer {
+        counters.lock()
+        defer { counters.unlock() }
+        if let found = retentionDecayCache[heads] { return found }
+        let made = try CUDAChunked.retentionDecays(heads: heads, context: context)
+        retentionDecayCache[heads] = made
+        return made
+    }
+}

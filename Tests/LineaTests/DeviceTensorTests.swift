@@ -1,0 +1,169 @@
+import Foundation
+import Testing
+import Linea
+
+/// A backend that claims a GPU ordinal but keeps host memory and runs nothing: enough to test the dispatch's
+/// device checks without a GPU.
+private final class FakeGPUBackend: Backend, @unchecked Sendable {
+    let device = Device.cuda(7)
+    func allocate(byteCount: Int) throws -> TensorStorage {
+        let host = try TensorStorage.host(byteCount: byteCount)
+        return TensorStorage(device: device, address: host.address, byteCount: byteCount, owner: host)
+    }
+    func copy(_ source: DeviceTensor, into destination: DeviceTensor) throws {
+        let e = source.dtype.byteCount
+        StridedRuns(source, destination).forEach { s, d, n in
+            UnsafeMutableRawPointer(bitPattern: destination.storage.address + UInt(d * e))!
+                .copyMemory(from: UnsafeRawPointer(bitPattern: source.storage.address + UInt(s * e))!, byteCount: n * e)
+        }
+    }
+    func supports(_ call: any OpCall) -> Support { .unsupported("the fake GPU runs nothing") }
+    func execute(_ call: any OpCall) throws {}
+    func synchronize() throws {}
+}
+
+/// `x` `[B,T,H,K]` with each head repeated `group` times along the head axis, `[B,T,H·group,K]`: what grouped value
+/// heads read without materializing it.
+private func repeatHeads(_ x: Tensor, _ group: Int) throws -> Tensor {
+    let (B, T, H, K) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    var out: [Float] = []
+    for bt in 0..<(B * T) {
+        for h in 0..<H {
+            for _ in 0..<group { out += x.scalars[((bt * H + h) * K)..<((bt * H + h + 1) * K)] }
+        }
+    }
+    return try Tensor(shape: [B, T, H * group, K], scalars: out)
+}
+
+/// Token `t` of a `[B,T,H,...]` tensor as `[B,H,...]`.
+private func token(_ x: Tensor, _ t: Int) throws -> Tensor {
+    let (B, T) = (x.shape[0], x.shape[1])
+    let row = x.count / (B * T)
+    var out: [Float] = []
+    for b in 0..<B { out += x.scalars[((b * T + t) * row)..<((b * T + t + 1) * row)] }
+    return try Tensor(shape: [B] + x.shape.dropFirst(2), scalars: out)
+}
+
+@Suite struct DeviceTensorTests {
+    @Test func floatRoundTripsKeepTheirDType() throws {
+        let x = try Tensor.randomNormal([3, 5], seed: 1)
+        #expect(try DeviceTensor(x).host() == x)
+        let bf = try DeviceTensor(x, dtype: .bfloat16)
+        #expect(bf.dtype == .bfloat16 && bf.byteCount == 30)
+        #expect(try bf.host() == HalfPrecision.roundedToBFloat16(x))
+        #expect(try DeviceTensor(x, dtype: .float16).host() == HalfPrecision.roundedToFloat16(x))
+        #expect(throws: LineaError.self) { try DeviceTensor(x, dtype: .int32) }
+    }
+
+    @Test func integersStayIntegers() throws {
+        let ids = try DeviceTensor(integers: [0, 151_643, -1, 7], shape: [2, 2])
+        #expect(ids.dtype == .int64)
+        #expect(try ids.hostIntegers() == [0, 151_643, -1, 7])
+        #expect(try DeviceTensor(integers: [3, 4], shape: [2], dtype: .int32).hostIntegers() == [3, 4])
+        #expect(throws: LineaError.invalidArgument(argument: "tensor", expected: "a float tensor to read as Float32 (hostIntegers() reads integers)",
+                                                   actual: "dtype i64")) { try ids.host() }
+        #expect(throws: LineaError.self) { try DeviceTensor(integers: [1 << 40], shape: [1], dtype: .int32) }
+        #expect(throws: LineaError.self) { try DeviceTensor(Tensor(zeros: [2])).hostIntegers() }
+    }
+
+    @Test func viewsShareStorage() throws {
+        // A KV cache [B=2, Smax=6, H=3, D=4] read as its first S = 4 rows, and one row written through a view.
+        let values = (0..<(2 * 6 * 3 * 4)).map(Float.init)
+        let cache = try DeviceTensor(Tensor(shape: [2, 6, 3, 4], scalars: values))
+        let first = try cache.narrowed(axis: 1, 0..<4)
+        #expect(first.shape == [2, 4, 3, 4] && !first.isContiguous)
+        let packed = try first.contiguous().host()
+        #expect(packed[1, 3, 2, 1] == values[((1 * 6 + 3) * 3 + 2) * 4 + 1])
+        let row = try cache.narrowed(axis: 1, 4..<5)
+        try row.copy(from: DeviceTensor(Tensor(zeros: [2, 1, 3, 4], value: -1)))
+        let after = try cache.host()
+        #expect(after[0, 4, 1, 2] == -1 && after[1, 4, 2, 3] == -1 && after[1, 5, 0, 0] == values[(1 * 6 + 5) * 12])
+        let second = try cache.selected(axis: 0, 1)
+        #expect(try second.host()[5, 0, 0] == values[(1 * 6 + 5) * 12])
+        #expect(throws: LineaError.self) { try cache.narrowed(axis: 1, 3..<7) }
+        #expect(throws: LineaError.self) { try cache.narrowed(axis: 4, 0..<1) }
+        #expect(throws: LineaError.self) { try cache.selected(axis: 0, 2) }
+        #expect(throws: LineaError.self) { try first.reshaped([32, 3]) }
+        #expect(try cache.reshaped([12, 12]).shape == [12, 12])
+    }
+
+    @Test func tensorsOnDifferentDevicesAreAnErrorNamingTheArgument() throws {
+        Backends.register(FakeGPUBackend())
+        let x = try RecurrenceInputs.random(.simpleGLA, B: 1, T: 3, H: 2, K: 4, V: 4, seed: 3, initialState: false)
+        let q = try DeviceTensor(x.q), k = try DeviceTensor(x.k)
+        let vGPU = try DeviceTensor(x.v).to(.cuda(7))
+        #expect(vGPU.device == .cuda(7))
+        #expect(try vGPU.host() == x.v)
+        #expect(throws: LineaError.invalidArgument(argument: "v", expected: "a tensor on cpu, where q is", actual: "a tensor on cuda:7")) {
+            try Recurrence.forward(.simpleGLA, q: q, k: k, v: vGPU, g: DeviceTensor(x.g!))
+        }
+        // All on the fake GPU: its backend refuses, with its reason, and nothing moves to the CPU behind the caller.
+        do {
+            _ = try Recurrence.forward(.simpleGLA, q: q.to(.cuda(7)), k: k.to(.cuda(7)), v: vGPU, g: DeviceTensor(x.g!).to(.cuda(7)))
+            Issue.record("expected an error")
+        } catch let LineaError.unavailable(what, reason) {
+            #expect(what == "simple_gla on cuda:7" && reason == "the fake GPU runs nothing")
+        }
+        #expect(throws: LineaError.self) { try DeviceTensor.zeros([2], on: .cuda(9)) }
+    }
+
+    @Test func forwardOnDeviceTensorsMatchesTheHostForms() throws {
+        for mechanism in RecurrentMechanism.allCases {
+            let x = try RecurrenceInputs.random(mechanism, B: 2, T: 70, H: 2, K: 8, V: 6, seed: 11)
+            let want = try Recurrence.forward(mechanism, x, form: .reference)
+            for dtype in [DType.float32, .bfloat16] {
+                func d(_ t: Tensor?) throws -> DeviceTensor? { try t.map { try DeviceTensor($0, dtype: dtype) } }
+                let got = try Recurrence.forward(mechanism, q: d(x.q)!, k: d(x.k)!, v: d(x.v)!, g: d(x.g), beta: d(x.beta),
+                                                 initialState: DeviceTensor(x.initialState!))
+                #expect(got.o.dtype == .float32 && got.o.shape == [2, 70, 2, 6])
+                // bf16 inputs: compared against the reference on the same rounded inputs.
+                var rounded = x
+                (rounded.q, rounded.k, rounded.v) = (try d(x.q)!.host(), try d(x.k)!.host(), try d(x.v)!.host())
+                (rounded.g, rounded.beta) = (try d(x.g)?.host(), try d(x.beta)?.host())
+                let expected = dtype == .float32 ? want : try Recurrence.forward(mechanism, rounded, form: .reference)
+                #expect(ErrorStats(try got.o.host(), expected.o).relativeRMS < 1e-5, "\(mechanism) \(dtype)")
+                #expect(ErrorStats(try got.finalState.host(), expected.finalState).relativeRMS < 1e-5, "\(mechanism) \(dtype)")
+            }
+        }
+    }
+
+    /// Decode steps on a resident state equal the reference over the whole sequence, with grouped value heads
+    /// (HV = 2H, checked against the reference on explicitly repeated q and k) and with qk L2 normalization.
+    @Test func stepsMatchTheReferenceWithGroupedValueHeads() throws {
+        for mechanism in RecurrentMechanism.allCases {
+            for (group, l2) in [(1, false), (2, false), (2, true)] {
+                let (B, T, H, K, V) = (2, 5, 2, 8, 12)
+                var x = try RecurrenceInputs.random(mechanism, B: B, T: T, H: H * group, K: K, V: V, seed: 5)
+                // q, k with H heads (unit keys for the plain delta rules); the oracle reads them repeated.
+                var heads = RecurrenceInputs(q: try Tensor.randomNormal([B, T, H, K], seed: 21), k: try Tensor.randomNormal([B, T, H, K], seed: 22),
+                                             v: x.v)
+                if mechanism.isDelta && !l2 { heads = try heads.qkL2Normalized() }
+                (x.q, x.k) = (try repeatHeads(heads.q, group), try repeatHeads(heads.k, group))
+                x.useQKL2Norm = l2
+                let want = try Recurrence.forward(mechanism, x, form: .reference)
+                let state = try DeviceTensor(x.initialState!)
+                let o = try DeviceTensor.zeros([B, H * group, V])
+                for t in 0..<T {
+                    try Recurrence.step(mechanism, q: DeviceTensor(token(heads.q, t)), k: DeviceTensor(token(heads.k, t)),
+                                        v: DeviceTensor(token(x.v, t)), g: x.g.map { try DeviceTensor(token($0, t)) },
+                                        beta: x.beta.map { try DeviceTensor(token($0, t)) }, state: state, o: o, useQKL2Norm: l2)
+                    #expect(ErrorStats(try o.host(), try token(want.o, t)).relativeRMS < 1e-5, "\(mechanism) group \(group) l2 \(l2) t \(t)")
+                }
+                #expect(ErrorStats(try state.host(), want.finalState).relativeRMS < 1e-5, "\(mechanism) group \(group) l2 \(l2)")
+            }
+        }
+    }
+
+    @Test func stepChecksItsArguments() throws {
+        let state = try DeviceTensor.zeros([1, 4, 8, 8])
+        let q = try DeviceTensor.zeros([1, 3, 8]), v = try DeviceTensor.zeros([1, 4, 8])
+        #expect(throws: LineaError.shapeMismatch(argument: "v", expected: "[1,1,HV,V] with HV a multiple of H = 3", actual: "[1, 1, 4, 8]")) {
+            try Recurrence.step(.linearAttention, q: q, k: q, v: v, state: state)
+        }
+        let q2 = try DeviceTensor.zeros([1, 2, 8])
+        #expect(throws: LineaError.self) { try Recurrence.step(.linearAttention, q: q2, k: q2, v: v, state: DeviceTensor.zeros([1, 4, 8, 8], dtype: .bfloat16)) }
+        #expect(throws: LineaError.self) { try Recurrence.step(.simpleGLA, q: q2, k: q2, v: v, state: state) }
+        let ids = try DeviceTensor(integers: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16], shape: [1, 2, 8])
+        #expect(throws: LineaError.self) { try Recurrence.step(.linearAttention, q: ids, k: q2, v: v, state: state) }
+    }
+}
