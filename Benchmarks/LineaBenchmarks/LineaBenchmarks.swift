@@ -49,6 +49,20 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    // Issue 16's allocation target: after the first step, a decode step allocates nothing on the heap
+    // (mallocCountTotal per iteration, one iteration = one token through every layer).
+    for batch in [1, 64] {
+        Benchmark("decode gated_delta_rule 24 layers B=\(batch) H=16 K=V=128 (cpu)",
+                  configuration: .init(metrics: [.wallClock, .mallocCountTotal], warmupIterations: 2,
+                                       maxDuration: .seconds(10), maxIterations: 20)) { benchmark in
+            let work = try RecurrentDecodeWorkload(.gatedDeltaRule, layers: 24, batch: batch, heads: 16, keyDim: 128, valueDim: 128)
+            try work.step()
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations { try work.step() }
+            benchmark.stopMeasurement()
+        }
+    }
+
     for (m, T, dim) in [(RecurrentMechanism.simpleGLA, 16384, 64), (.simpleGLA, 65536, 64), (.gatedDeltaRule, 16384, 64),
                         (.simpleGLA, 16384, 128), (.gla, 16384, 128), (.gatedDeltaRule, 16384, 128)] {
         Benchmark("\(m.rawValue) chunked T=\(T) H=8 K=V=\(dim)") { benchmark in

@@ -81,10 +81,12 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         counters.unlock()
     }
 
-    public func supports(_ call: any OpCall) -> Support {
-        for (name, tensor) in call.tensors {
-            if let tensor, !tensor.isContiguous { return .unsupported("\(name) is a strided view; the GPU kernels take packed tensors (contiguous())") }
+    public func supports<Call: OpCall>(_ call: Call) -> Support {
+        var strided: String?
+        call.forEachTensor { name, tensor in
+            if strided == nil, !tensor.isContiguous { strided = name }
         }
+        if let strided { return .unsupported("\(strided) is a strided view; the GPU kernels take packed tensors (contiguous())") }
         switch call {
         case let c as RecurrentStepCall: return stepSupport(c)
         case let c as RecurrenceCall: return chunkedSupport(c)
@@ -92,7 +94,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         }
     }
 
-    public func execute(_ call: any OpCall) throws {
+    public func execute<Call: OpCall>(_ call: Call) throws {
         switch call {
         case let c as RecurrentStepCall: try step(c)
         case let c as RecurrenceCall: try chunked(c)

@@ -37,12 +37,16 @@ struct BenchCommand: ParsableCommand {
     var dtype: String = "bf16"
     @Flag(help: "cpu: time only the reference OpenBLAS sgemm (n = 2048, or 4096 above 4 threads; the '% sgemm' column's base) and print its GFLOP/s.")
     var sgemm = false
+    @Flag(help: "Time a model's recurrent decode instead: --layers layers of gated_delta_rule steps on resident fp32 states (H = 16, K = V = 128 unless given), at --batch (default: 1 and 64), on --backend; reports the state traffic against a device-to-device copy and the host copies in the loop.")
+    var decode = false
+    @Option(help: "--decode: number of layers.") var layers: Int = 24
     @Option(help: "Write the results as a JSON array to this file.") var json: String?
     @Option(help: "Draw time over T on log-log axes into this SVG file.") var svg: String?
     @OptionGroup var memory: MemoryOptions
 
     func validate() throws {
-        for (name, value) in [("--heads", heads), ("--dim", dim), ("--batch", batch), ("--tokens", tokens), ("--chunk-size", chunkSize)] {
+        for (name, value) in [("--heads", heads), ("--dim", dim), ("--batch", batch), ("--tokens", tokens), ("--chunk-size", chunkSize),
+                              ("--layers", layers)] {
             if let value, value < 1 { throw ValidationError("\(name): expected >= 1, got \(value)") }
         }
         guard ["cpu", "cuda"].contains(backend) else {
@@ -61,6 +65,17 @@ struct BenchCommand: ParsableCommand {
         // Every point's inputs (q, k, v, a gate up to [B, T, H, K]), output with slack, and state (initial and
         // final) must fit the memory limit, checked in Float64 so no product can overflow.
         let cuda = backend == "cuda"
+        if decode {
+            let (H, D) = (heads ?? 16, dim ?? 128)
+            for B in batch.map({ [$0] }) ?? [1, 64] {
+                do {
+                    try MemoryBudget.check([.init("decode states", [layers + 1, B, H, D, D])])
+                } catch let error as LineaError {
+                    throw ValidationError("--decode --layers \(layers) --batch \(B) --heads \(H) --dim \(D): \(error)")
+                }
+            }
+            return
+        }
         let (H, D) = (heads ?? (cuda ? 16 : 8), dim ?? (cuda ? 128 : 64))
         for T in try parsedLengths() ?? [65536] {
             let B = batch ?? (cuda ? max(1, tokens / T) : 1)
@@ -83,6 +98,7 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
+        if decode { return try runDecode() }
         if backend == "cuda" { return try runCUDA() }
         if sgemm {
             for line in Measure.hostDescription() { print(line) }

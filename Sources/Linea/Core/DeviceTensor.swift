@@ -99,7 +99,15 @@ public struct DeviceTensor: Sendable, CustomStringConvertible {
     /// Address of the first element (host pointer on the CPU, `CUdeviceptr` on CUDA).
     public var address: UInt { storage.address + UInt(offset * dtype.byteCount) }
     /// True when the elements are packed row-major with no gaps (a view of a batch slice or of leading rows may be).
-    public var isContiguous: Bool { strides == DeviceTensor.contiguousStrides(shape) || count <= 1 }
+    public var isContiguous: Bool {
+        var running = 1
+        for axis in stride(from: shape.count - 1, through: 0, by: -1) where shape[axis] != 1 {
+            if shape[axis] == 0 { return true }
+            if strides[axis] != running { return false }
+            running *= shape[axis]
+        }
+        return true
+    }
 
     public var description: String {
         "DeviceTensor(\(shape), \(dtype.shortName), \(device)\(isContiguous ? "" : ", strided"))"

@@ -52,19 +52,112 @@ public enum Parallel {
     }
 }
 
+/// The work items of `Parallel.forEachStatic`: a value whose `run(_:)` handles one item (a struct rather than a
+/// closure, so that handing it to the parked threads allocates nothing).
+public protocol ParallelItems: Sendable {
+    /// Handles item `item`; called once for every item, from several threads at once.
+    func run(_ item: Int)
+    /// Calls `run(item)` on the value of this type at `pointer` (the threads' entry; keep the default).
+    static func run(at pointer: UnsafeRawPointer, _ item: Int)
+}
+
+extension ParallelItems {
+    /// Calls `run(item)` on the value at `pointer`. O(1) plus the item.
+    public static func run(at pointer: UnsafeRawPointer, _ item: Int) {
+        pointer.assumingMemoryBound(to: Self.self).pointee.run(item)
+    }
+}
+
 extension Parallel {
-    /// Runs `body(i)` for every `i` in `0..<count`, split into one contiguous range per worker thread. Unlike
-    /// `forEach` it allocates nothing (no shared counter), for per-token loops that must stay allocation-free;
-    /// meant for items of equal cost. O(count) calls.
-    public static func forEachStatic(_ count: Int, _ body: @Sendable (Int) -> Void) {
+    /// Runs `items.run(i)` for every `i` in `0..<count`, split into one contiguous range per worker thread. Unlike
+    /// `forEach` it allocates nothing after its first call: its helper threads are started once and parked between
+    /// calls (GCD's `concurrentPerform` allocates per call), for per-token loops that must stay allocation-free.
+    /// Meant for items of equal cost; calls from several threads take turns. O(count) calls.
+    public static func forEachStatic<Items: ParallelItems>(_ count: Int, _ items: Items) {
         let workers = min(threadCount, count)
         if workers <= 1 {
-            for i in 0..<max(count, 0) { body(i) }
+            for i in 0..<max(count, 0) { items.run(i) }
             return
         }
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
-            for i in (count * w / workers)..<(count * (w + 1) / workers) { body(i) }
+        withUnsafePointer(to: items) { StaticPool.shared.run(count, workers: workers, Items.self, UnsafeRawPointer($0)) }
+    }
+}
+
+/// The parked helper threads of `Parallel.forEachStatic`: `threadCount - 1` threads, each waiting on its own
+/// semaphore for a share of the current loop.
+private final class StaticPool: @unchecked Sendable {
+    static let shared = StaticPool(helpers: Parallel.threadCount - 1)
+
+    private let starts: [CountingSemaphore]
+    private let done = CountingSemaphore()
+    private let turn = NSLock()
+    /// The loop being run: the items' type and address (valid only while `run` holds `turn` and waits).
+    private var items: (type: any ParallelItems.Type, address: UnsafeRawPointer)?
+    private var count = 0, workers = 1
+
+    private init(helpers: Int) {
+        starts = (0..<helpers).map { _ in CountingSemaphore() }
+        for helper in 0..<helpers {
+            let thread = Thread { [unowned self] in
+                while true {
+                    starts[helper].wait()
+                    share(helper + 1)
+                    done.signal()
+                }
+            }
+            thread.stackSize = 1 << 20
+            thread.start()
         }
+    }
+
+    /// Items `[count·w/workers, count·(w+1)/workers)` of the current loop; helpers past `workers` have none.
+    private func share(_ w: Int) {
+        guard w < workers, let items else { return }
+        for i in (count * w / workers)..<(count * (w + 1) / workers) { items.type.run(at: items.address, i) }
+    }
+
+    func run(_ count: Int, workers: Int, _ type: any ParallelItems.Type, _ address: UnsafeRawPointer) {
+        turn.lock()
+        defer { turn.unlock() }
+        (items, self.count, self.workers) = ((type, address), count, workers)
+        for helper in 0..<(workers - 1) { starts[helper].signal() }
+        share(0)
+        for _ in 0..<(workers - 1) { done.wait() }
+        items = nil
+    }
+}
+
+/// A counting semaphore on a pthread mutex and condition variable, which never allocate once made (libdispatch's
+/// semaphores measured one heap allocation per wake-up here).
+private final class CountingSemaphore: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var value = 0
+
+    init() {
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(condition, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(condition)
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+        condition.deallocate()
+    }
+
+    func signal() {
+        pthread_mutex_lock(mutex)
+        value += 1
+        pthread_cond_signal(condition)
+        pthread_mutex_unlock(mutex)
+    }
+
+    func wait() {
+        pthread_mutex_lock(mutex)
+        while value == 0 { pthread_cond_wait(condition, mutex) }
+        value -= 1
+        pthread_mutex_unlock(mutex)
     }
 }
 

@@ -12,8 +12,9 @@ public enum Support: Sendable, Equatable {
 public protocol OpCall: Sendable {
     /// The op's name in messages, e.g. `gated_delta_rule step`.
     var name: String { get }
-    /// Every tensor of the call with its argument name, inputs first; nil for an absent optional input.
-    var tensors: [(name: String, tensor: DeviceTensor?)] { get }
+    /// Calls `body` with every tensor of the call and its argument name, inputs first (absent optional inputs
+    /// skipped). Allocation-free, so that a decode loop's dispatch allocates nothing.
+    func forEachTensor(_ body: (_ name: String, _ tensor: DeviceTensor) throws -> Void) rethrows
 }
 
 /// A device's memory, transfers and kernels. The CPU backend is always registered; LineaCUDA registers one per
@@ -27,9 +28,9 @@ public protocol Backend: AnyObject, Sendable {
     /// the CPU). Returns once the bytes may be read on the host when `destination` is on the CPU.
     func copy(_ source: DeviceTensor, into destination: DeviceTensor) throws
     /// Whether `call` runs here, with the reason when not (ggml's `supports_op`). O(1).
-    func supports(_ call: any OpCall) -> Support
+    func supports<Call: OpCall>(_ call: Call) -> Support
     /// Runs `call` (already checked by `supports`); outputs are written into the call's output tensors.
-    func execute(_ call: any OpCall) throws
+    func execute<Call: OpCall>(_ call: Call) throws
     /// Waits until every queued op of this backend has finished.
     func synchronize() throws
 }
@@ -61,13 +62,15 @@ public enum Backends {
     /// Runs `call` where its tensors live: all on one device (else an error naming the argument that differs), a
     /// backend that takes it (else an error with its reason; never a silent transfer). O(tensors) plus the op.
     public static func run(_ call: some OpCall) throws {
-        let present = call.tensors.compactMap { entry in entry.tensor.map { (entry.name, $0) } }
-        guard let (firstName, first) = present.first else { return }
-        for (name, tensor) in present where tensor.device != first.device {
-            throw LineaError.invalidArgument(
-                argument: name, expected: "a tensor on \(first.device), where \(firstName) is", actual: "a tensor on \(tensor.device)")
+        var first: (name: String, device: Device)?
+        try call.forEachTensor { name, tensor in
+            guard let (firstName, device) = first else { return first = (name, tensor.device) }
+            guard tensor.device == device else {
+                throw LineaError.invalidArgument(argument: name, expected: "a tensor on \(device), where \(firstName) is", actual: "a tensor on \(tensor.device)")
+            }
         }
-        let backend = try backend(for: first.device, argument: firstName)
+        guard let first else { return }
+        let backend = try backend(for: first.device, argument: first.name)
         if case let .unsupported(reason) = backend.supports(call) {
             throw LineaError.unavailable(what: "\(call.name) on \(first.device)", reason: reason)
         }

@@ -21,19 +21,21 @@ final class CPUBackend: Backend {
         }
     }
 
-    func supports(_ call: any OpCall) -> Support {
-        for (name, tensor) in call.tensors {
-            if let tensor, !tensor.dtype.isFloatingPoint {
-                return .unsupported("\(name) has dtype \(tensor.dtype.shortName); \(call.name) takes float tensors")
+    func supports<Call: OpCall>(_ call: Call) -> Support {
+        var refusal: String?
+        call.forEachTensor { name, tensor in
+            if refusal == nil, !tensor.dtype.isFloatingPoint {
+                refusal = "\(name) has dtype \(tensor.dtype.shortName); \(call.name) takes float tensors"
             }
         }
+        if let refusal { return .unsupported(refusal) }
         switch call {
         case is RecurrenceCall, is RecurrentStepCall: return .supported
         default: return .unsupported("the CPU backend has no \(call.name)")
         }
     }
 
-    func execute(_ call: any OpCall) throws {
+    func execute<Call: OpCall>(_ call: Call) throws {
         switch call {
         case let c as RecurrenceCall: try recurrence(c)
         case let c as RecurrentStepCall: try step(c)
@@ -68,37 +70,52 @@ final class CPUBackend: Backend {
         guard c.state.isContiguous, c.o.isContiguous else {
             throw LineaError.invalidArgument(argument: c.state.isContiguous ? "o" : "state", expected: "a packed tensor", actual: "a strided view")
         }
-        func floats(_ x: DeviceTensor?) -> SendableConstPointer<Float>? {
-            x.map { SendableConstPointer(UnsafePointer(UnsafeMutablePointer<Float>(bitPattern: $0.address)!)) }
+        func floats(_ x: DeviceTensor?) -> UnsafePointer<Float>? {
+            x.map { UnsafePointer(UnsafeMutablePointer<Float>(bitPattern: $0.address)!) }
         }
-        let (qp, kp, vp, gp, bp) = (floats(q)!, floats(k)!, floats(v)!, floats(g), floats(beta))
-        let stateP = SendablePointer(UnsafeMutablePointer<Float>(bitPattern: c.state.address)!)
-        let oP = SendablePointer(UnsafeMutablePointer<Float>(bitPattern: c.o.address)!)
-        let mechanism = c.mechanism, l2 = c.useQKL2Norm
-        let scale = c.scale ?? 1 / Float(s.K).squareRoot()
-        let (K, V, HV, group) = (s.K, s.V, s.HV, s.HV / s.H)
-        Parallel.forEachStatic(s.B * HV) { bhv in
-            let (b, hv) = bhv.quotientAndRemainder(dividingBy: HV)
-            let row = b * s.H + hv / group  // the q/k head this value head reads
+        let items = StepItems(
+            mechanism: c.mechanism, l2: c.useQKL2Norm, scale: c.scale ?? 1 / Float(s.K).squareRoot(), H: s.H, HV: s.HV, K: s.K, V: s.V,
+            q: floats(q)!, k: floats(k)!, v: floats(v)!, g: floats(g), beta: floats(beta),
+            state: UnsafeMutablePointer<Float>(bitPattern: c.state.address)!, o: UnsafeMutablePointer<Float>(bitPattern: c.o.address)!)
+        Parallel.forEachStatic(s.B * s.HV, items)
+    }
+}
+
+/// One decode token for each (b, value head) of a step call: the item `b·HV + hv` updates its K x V state in place.
+private struct StepItems: ParallelItems, @unchecked Sendable {
+    let mechanism: RecurrentMechanism, l2: Bool, scale: Float, H: Int, HV: Int, K: Int, V: Int
+    let q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, g: UnsafePointer<Float>?, beta: UnsafePointer<Float>?
+    let state: UnsafeMutablePointer<Float>, o: UnsafeMutablePointer<Float>
+
+    func run(_ bhv: Int) {
+        let (b, hv) = bhv.quotientAndRemainder(dividingBy: HV)
+        let row = b * H + hv / (HV / H)  // the q/k head this value head reads
+        var (qRow, kRow) = (q + row * K, k + row * K)
+        func token(_ decay: TokenDecay) {
+            Recurrence.recurrentToken(S: state + bhv * K * V, K: K, V: V, q: qRow, k: kRow, v: v + bhv * V,
+                                      decay: decay, beta: beta.map { $0[bhv] }, scale: scale, o: o + bhv * V)
+        }
+        switch mechanism.gateKind {
+        case .none where !l2: token(.none)
+        case .perHead where !l2: token(.scalar(Float(exp(Recurrence.retentionLogDecay(head: hv)))))
+        case .scalar where !l2: token(.scalar(exp(g![bhv])))
+        default:
+            // Normalized q, k and per-row decays need K-float rows: scratch only on this path (heap past 1 KiB).
             withUnsafeTemporaryAllocation(of: Float.self, capacity: 3 * K) { scratch in
                 let qn = scratch.baseAddress!, kn = qn + K, gateExp = kn + K
-                var (qRow, kRow) = (qp.base + row * K, kp.base + row * K)
                 if l2 {
                     Recurrence.l2Normalize(qRow, into: qn, count: K)
                     Recurrence.l2Normalize(kRow, into: kn, count: K)
                     (qRow, kRow) = (UnsafePointer(qn), UnsafePointer(kn))
                 }
-                let decay: TokenDecay
                 switch mechanism.gateKind {
-                case .none: decay = .none
-                case .perHead: decay = .scalar(Float(exp(Recurrence.retentionLogDecay(head: hv))))
-                case .scalar: decay = .scalar(exp(gp!.base[bhv]))
+                case .none: token(.none)
+                case .perHead: token(.scalar(Float(exp(Recurrence.retentionLogDecay(head: hv)))))
+                case .scalar: token(.scalar(exp(g![bhv])))
                 case .vector:
-                    for i in 0..<K { gateExp[i] = exp(gp!.base[bhv * K + i]) }
-                    decay = .vector(UnsafePointer(gateExp))
+                    for i in 0..<K { gateExp[i] = exp(g![bhv * K + i]) }
+                    token(.vector(UnsafePointer(gateExp)))
                 }
-                Recurrence.recurrentToken(S: stateP.base + bhv * K * V, K: K, V: V, q: qRow, k: kRow, v: vp.base + bhv * V,
-                                          decay: decay, beta: bp.map { $0.base[bhv] }, scale: scale, o: oP.base + bhv * V)
             }
         }
     }

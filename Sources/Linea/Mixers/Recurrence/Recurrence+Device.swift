@@ -8,36 +8,48 @@ public struct RecurrenceShape: Sendable, Equatable {
     public let B: Int, T: Int, H: Int, HV: Int, K: Int, V: Int
 
     /// Checks the shapes of a call in fla's layout (`q, k [B,T,H,K]`, `v [B,T,HV,V]`, `g [B,T,HV]` or `[B,T,HV,K]`
-    /// for gla, `beta [B,T,HV]`, state `[B,HV,K,V]`) and returns the sizes; every error names the argument. O(1).
-    public init(_ mechanism: RecurrentMechanism, q: [Int], k: [Int], v: [Int], g: [Int]?, beta: [Int]?, state: [Int]?) throws {
-        guard q.count == 4, q[3] >= 1 else {
-            throw LineaError.shapeMismatch(argument: "q", expected: "[B,T,H,K] with K >= 1", actual: "\(q)")
+    /// for gla, `beta [B,T,HV]`, state `[B,HV,K,V]`; with `step`, one token without the T axis: `q [B,H,K]`...) and
+    /// returns the sizes; every error names the argument. Allocation-free when the shapes are right (decode loops). O(1).
+    public init(_ mechanism: RecurrentMechanism, q: [Int], k: [Int], v: [Int], g: [Int]?, beta: [Int]?, state: [Int]?,
+                step: Bool = false) throws {
+        let axis = step ? 1 : 2  // the heads axis
+        guard q.count == axis + 2, q[axis + 1] >= 1 else {
+            throw LineaError.shapeMismatch(argument: "q", expected: step ? "[B,H,K] with K >= 1" : "[B,T,H,K] with K >= 1", actual: "\(q)")
         }
-        let (B, T, H, K) = (q[0], q[1], q[2], q[3])
+        let (B, T, H, K) = (q[0], step ? 1 : q[1], q[axis], q[axis + 1])
+        func layout(_ heads: String, _ last: String?) -> String {
+            "[" + ([String(B)] + (step ? [] : [String(T)]) + [heads] + (last.map { [$0] } ?? [])).joined(separator: ",") + "]"
+        }
+        func same(_ s: [Int], _ heads: Int, _ last: Int?) -> Bool {
+            guard s.count == axis + (last == nil ? 1 : 2), s[0] == B, step || s[1] == T, s[axis] == heads else { return false }
+            return last.map { s[axis + 1] == $0 } ?? true
+        }
         guard k == q else { throw LineaError.shapeMismatch(argument: "k", expected: "\(q)", actual: "\(k)") }
-        guard v.count == 4, v[0] == B, v[1] == T, (H == 0 && v[2] == 0) || (H > 0 && v[2] >= H && v[2] % H == 0) else {
-            throw LineaError.shapeMismatch(argument: "v", expected: "[\(B),\(T),HV,V] with HV a multiple of H = \(H)", actual: "\(v)")
+        guard v.count == q.count, v[0] == B, step || v[1] == T, (H == 0 && v[axis] == 0) || (H > 0 && v[axis] >= H && v[axis] % H == 0) else {
+            throw LineaError.shapeMismatch(argument: "v", expected: "\(layout("HV", "V")) with HV a multiple of H = \(H)", actual: "\(v)")
         }
-        let (HV, V) = (v[2], v[3])
+        let (HV, V) = (v[axis], v[axis + 1])
         let name = mechanism.rawValue
         switch mechanism.gateKind {
         case .scalar, .vector:
-            let want = mechanism.gateKind == .vector ? [B, T, HV, K] : [B, T, HV]
-            guard let g else { throw LineaError.invalidArgument(argument: "g", expected: "a log gate \(want) for \(name)", actual: "none") }
-            guard g == want else { throw LineaError.shapeMismatch(argument: "g", expected: "\(want)", actual: "\(g)") }
+            let last = mechanism.gateKind == .vector ? K : nil
+            guard let g else {
+                throw LineaError.invalidArgument(argument: "g", expected: "a log gate \(layout(String(HV), last.map(String.init))) for \(name)", actual: "none")
+            }
+            guard same(g, HV, last) else { throw LineaError.shapeMismatch(argument: "g", expected: layout(String(HV), last.map(String.init)), actual: "\(g)") }
         case .none, .perHead:
             if let g { throw LineaError.invalidArgument(argument: "g", expected: "none (\(name) takes no gate)", actual: "shape \(g)") }
         }
         if mechanism.isDelta {
             guard let beta else {
-                throw LineaError.invalidArgument(argument: "beta", expected: "write strengths [\(B),\(T),\(HV)] for \(name)", actual: "none")
+                throw LineaError.invalidArgument(argument: "beta", expected: "write strengths \(layout(String(HV), nil)) for \(name)", actual: "none")
             }
-            guard beta == [B, T, HV] else { throw LineaError.shapeMismatch(argument: "beta", expected: "[\(B),\(T),\(HV)]", actual: "\(beta)") }
+            guard same(beta, HV, nil) else { throw LineaError.shapeMismatch(argument: "beta", expected: layout(String(HV), nil), actual: "\(beta)") }
         } else if let beta {
             throw LineaError.invalidArgument(argument: "beta", expected: "none (\(name) is not a delta rule)", actual: "shape \(beta)")
         }
-        if let state, state != [B, HV, K, V] {
-            throw LineaError.shapeMismatch(argument: "initial_state", expected: "[\(B),\(HV),\(K),\(V)]", actual: "\(state)")
+        if let state, state.count != 4 || state[0] != B || state[1] != HV || state[2] != K || state[3] != V {
+            throw LineaError.shapeMismatch(argument: step ? "state" : "initial_state", expected: "[\(B),\(HV),\(K),\(V)]", actual: "\(state)")
         }
         (self.B, self.T, self.H, self.HV, self.K, self.V) = (B, T, H, HV, K, V)
     }
@@ -58,8 +70,15 @@ public struct RecurrenceCall: OpCall {
     public let scale: Float?, useQKL2Norm: Bool, validate: Bool, allowNonFiniteOutputs: Bool
 
     public var name: String { mechanism.rawValue }
-    public var tensors: [(name: String, tensor: DeviceTensor?)] {
-        [("q", q), ("k", k), ("v", v), ("g", g), ("beta", beta), ("initial_state", initialState), ("o", o), ("final_state", finalState)]
+    public func forEachTensor(_ body: (_ name: String, _ tensor: DeviceTensor) throws -> Void) rethrows {
+        try body("q", q)
+        try body("k", k)
+        try body("v", v)
+        if let g { try body("g", g) }
+        if let beta { try body("beta", beta) }
+        if let initialState { try body("initial_state", initialState) }
+        try body("o", o)
+        try body("final_state", finalState)
     }
 }
 
@@ -76,8 +95,14 @@ public struct RecurrentStepCall: OpCall {
     public let scale: Float?, useQKL2Norm: Bool
 
     public var name: String { "\(mechanism.rawValue) step" }
-    public var tensors: [(name: String, tensor: DeviceTensor?)] {
-        [("q", q), ("k", k), ("v", v), ("g", g), ("beta", beta), ("state", state), ("o", o)]
+    public func forEachTensor(_ body: (_ name: String, _ tensor: DeviceTensor) throws -> Void) rethrows {
+        try body("q", q)
+        try body("k", k)
+        try body("v", v)
+        if let g { try body("g", g) }
+        if let beta { try body("beta", beta) }
+        try body("state", state)
+        try body("o", o)
     }
 }
 
@@ -118,20 +143,16 @@ extension Recurrence {
         _ mechanism: RecurrentMechanism, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, g: DeviceTensor? = nil,
         beta: DeviceTensor? = nil, state: DeviceTensor, o: DeviceTensor? = nil, scale: Float? = nil, useQKL2Norm: Bool = false
     ) throws -> DeviceTensor {
-        func token(_ x: DeviceTensor?, _ name: String) throws -> [Int]? {
-            guard let x else { return nil }
-            guard x.rank >= 2 else { throw LineaError.shapeMismatch(argument: name, expected: "[B,H,...]", actual: "\(x.shape)") }
-            return [x.shape[0], 1] + x.shape.dropFirst()  // [B,H,X] as [B,1,H,X]
-        }
-        let s = try RecurrenceShape(mechanism, q: token(q, "q")!, k: token(k, "k")!, v: token(v, "v")!, g: token(g, "g"),
-                                    beta: token(beta, "beta"), state: state.shape)
-        try state.expectDType([.float32], "state")
+        let s = try RecurrenceShape(mechanism, q: q.shape, k: k.shape, v: v.shape, g: g?.shape, beta: beta?.shape, state: state.shape,
+                                    step: true)
+        // Checked without array literals: a decode loop calls this per layer and token and must not allocate.
+        if state.dtype != .float32 { try state.expectDType([.float32], "state") }
         guard state.storage.isWritable else {
             throw LineaError.invalidArgument(argument: "state", expected: "writable memory", actual: "a read-only mapping")
         }
         let out = try o ?? DeviceTensor.zeros([s.B, s.HV, s.V], on: q.device)
-        try out.expectShape([s.B, s.HV, s.V], "o")
-        try out.expectDType([.float32], "o")
+        if out.rank != 3 || out.shape[0] != s.B || out.shape[1] != s.HV || out.shape[2] != s.V { try out.expectShape([s.B, s.HV, s.V], "o") }
+        if out.dtype != .float32 { try out.expectDType([.float32], "o") }
         try Backends.run(RecurrentStepCall(mechanism: mechanism, shape: s, q: q, k: k, v: v, g: g, beta: beta, state: state, o: out,
                                            scale: scale, useQKL2Norm: useQKL2Norm))
         return out
