@@ -129,8 +129,14 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         let s = c.shape
         try CUDARecurrentStep.step(
             c.mechanism, q: buffer(c.q), k: buffer(c.k), v: buffer(c.v), g: c.g.map(buffer), beta: c.beta.map(buffer),
-            state: buffer(c.state), o: buffer(c.o), batch: s.B, heads: s.HV, keyDim: s.K, valueDim: s.V, scale: c.scale, dtype: c.q.dtype)
+            state: buffer(c.state), o: buffer(c.o), batch: s.B, heads: s.HV, keyDim: s.K, valueDim: s.V, scale: c.scale, dtype: c.q.dtype,
+            columnsPerThread: Self.stepColumns, warpsPerBlock: Self.stepWarps)
     }
+
+    /// Launch-plan overrides of the step kernel for measurements: `LINEA_STEP_WARPS` (8 or 16) and
+    /// `LINEA_STEP_COLUMNS` (1 or 4 columns per thread); the kernel's defaults otherwise.
+    static let stepWarps = Int(ProcessInfo.processInfo.environment["LINEA_STEP_WARPS"] ?? "") ?? 8
+    static let stepColumns = Int(ProcessInfo.processInfo.environment["LINEA_STEP_COLUMNS"] ?? "")
 
     /// The chunked kernels: q, k, v in one of f32, bf16, f16; g and beta f32; K, V in {64, 128}; chunk 64. O(1).
     private func chunkedSupport(_ c: RecurrenceCall) -> Support {

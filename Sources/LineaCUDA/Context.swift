@@ -66,6 +66,10 @@ public final class CUDAContext: @unchecked Sendable {
     /// the temporary copies of small strings.
     private var sourceHashes: [UInt: (source: String, hash: UInt64)] = [:]
     private var sharedLimits: [String: Int] = [:]
+    /// Functions by the identity of their lookup (name, options, the addresses of the source and header texts), so
+    /// that a launch in a decode loop skips the hashing of `function`. Each entry keeps its source and headers
+    /// alive, so their addresses name no other text while it is here.
+    private var byIdentity: [String: (source: String, headers: [(name: String, source: String)], function: CUDAFunction)] = [:]
 
     /// Opens device `device` (primary context) and NVRTC; throws `LineaError.unavailable` when either is missing.
     public init(device ordinal: Int = 0) throws {
@@ -136,9 +140,23 @@ public final class CUDAContext: @unchecked Sendable {
         source: String, name: String, options: [String] = [], headers: [(name: String, source: String)] = CUDAKernels.headers
     ) throws -> CUDAFunction {
         try makeCurrent()
-        let allOptions = ["--gpu-architecture=\(architecture)", "--std=c++17", "-default-device"] + options
+        let sourceAddress = source.utf8.withContiguousStorageIfAvailable { UInt(bitPattern: $0.baseAddress) } ?? 0
+        let identity = sourceAddress == 0 ? nil : "\(name)|\(options.joined(separator: " "))|\(sourceAddress)|\(source.utf8.count)|"
+            + "\(headers.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) })|\(headers.count)"
         lock.lock()
         defer { lock.unlock() }
+        if let identity, let known = byIdentity[identity] { return known.function }
+        let function = try lookUp(source: source, name: name, options: options, headers: headers)
+        if let identity {
+            if byIdentity.count >= 256 { byIdentity.removeAll() }  // sources built at run time (labs) come and go
+            byIdentity[identity] = (source, headers, function)
+        }
+        return function
+    }
+
+    /// `function`'s slow path (call with `lock` held): hash the texts, then the in-memory, disk or NVRTC compile.
+    private func lookUp(source: String, name: String, options: [String], headers: [(name: String, source: String)]) throws -> CUDAFunction {
+        let allOptions = ["--gpu-architecture=\(architecture)", "--std=c++17", "-default-device"] + options
         // A header's text is part of the key: editing one must not load an image compiled from the old text.
         let headerParts = headers.flatMap { [$0.name, String(sourceHash($0.source), radix: 16)] }
         let key = KernelCache.key(sourceHash: sourceHash(source), parts: allOptions + [nvrtcVersion] + headerParts)

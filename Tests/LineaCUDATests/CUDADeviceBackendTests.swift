@@ -1,0 +1,96 @@
+import Foundation
+import Linea
+import LineaCUDA
+import Testing
+
+/// The CUDA backend behind the one dispatch: device tensors, transfers, and the recurrences run where their inputs
+/// live, against the CPU oracle (skipped when no GPU is present).
+@Suite(.enabled(if: CUDABackend.isAvailable, "needs an NVIDIA GPU, its driver and NVRTC"), .serialized)
+struct CUDADeviceBackendTests {
+    static let gpu = Device.cuda(0)
+
+    init() throws { try CUDADeviceBackend.register() }
+
+    @Test func transfersAndViews() throws {
+        let x = try Tensor.randomNormal([2, 6, 3, 4], seed: 1)
+        let d = try DeviceTensor(x, on: Self.gpu)
+        #expect(d.device == Self.gpu)
+        #expect(try d.host() == x)
+        #expect(try DeviceTensor(x, dtype: .bfloat16, on: Self.gpu).host() == HalfPrecision.roundedToBFloat16(x))
+        // A KV cache's first rows read back through a strided view, and a row written into the cache on the device.
+        let first = try d.narrowed(axis: 1, 0..<4)
+        #expect(try first.host() == (try DeviceTensor(x).narrowed(axis: 1, 0..<4).host()))
+        try d.narrowed(axis: 1, 5..<6).copy(from: DeviceTensor(Tensor(zeros: [2, 1, 3, 4], value: 3)).to(Self.gpu))
+        let back = try d.host()
+        #expect(back[1, 5, 2, 3] == 3 && back[1, 4, 2, 3] == x[1, 4, 2, 3])
+        #expect(try DeviceTensor(integers: [5, 1 << 40], shape: [2], on: Self.gpu).hostIntegers() == [5, 1 << 40])
+    }
+
+    @Test(arguments: RecurrentMechanism.allCases, [DType.float32, .bfloat16, .float16])
+    func stepsRunOnTheDeviceWithoutHostCopies(_ m: RecurrentMechanism, _ dtype: DType) throws {
+        let backend = try CUDADeviceBackend.register()
+        let (B, T, H, K, V) = (2, 4, 3, 64, 64)
+        let x = try RecurrenceInputs.random(m, B: B, T: T, H: H, K: K, V: V, seed: 9)
+        func token(_ t: Tensor?, _ i: Int) throws -> DeviceTensor? {
+            guard let t else { return nil }
+            let row = t.count / (B * T)
+            var out: [Float] = []
+            for b in 0..<B { out += t.scalars[((b * T + i) * row)..<((b * T + i + 1) * row)] }
+            return try DeviceTensor(Tensor(shape: [B] + t.shape.dropFirst(2), scalars: out), dtype: dtype, on: Self.gpu)
+        }
+        let tokens = try (0..<T).map { i in (try token(x.q, i)!, try token(x.k, i)!, try token(x.v, i)!, try token(x.g, i), try token(x.beta, i)) }
+        let state = try DeviceTensor(x.initialState!, on: Self.gpu)
+        let o = try DeviceTensor.zeros([B, H, V], on: Self.gpu)
+        var outputs: [Tensor] = []
+        for (q, k, v, g, beta) in tokens {
+            let before = backend.hostTransferCount
+            try Recurrence.step(m, q: q, k: k, v: v, g: g, beta: beta, state: state, o: o)
+            #expect(backend.hostTransferCount == before, "a host copy inside the step")
+            outputs.append(try o.host())
+        }
+        // The oracle on the inputs as the device holds them.
+        var rounded = x
+        (rounded.q, rounded.k, rounded.v) = (CUDAUpload.rounded(x.q, dtype), CUDAUpload.rounded(x.k, dtype), CUDAUpload.rounded(x.v, dtype))
+        (rounded.g, rounded.beta) = (x.g.map { CUDAUpload.rounded($0, dtype) }, x.beta.map { CUDAUpload.rounded($0, dtype) })
+        let want = try Recurrence.forward(m, rounded, form: .reference)
+        let tolerance = dtype == .float32 ? 1e-5 : 2e-3
+        #expect(ErrorStats(try state.host(), want.finalState).relativeRMS < tolerance, "\(m) \(dtype) final state")
+        var last: [Float] = []
+        for b in 0..<B {
+            let start = (b * T + T - 1) * H * V
+            last += want.o.scalars[start..<(start + H * V)]
+        }
+        let lastWanted = try Tensor(shape: [B, H, V], scalars: last)
+        #expect(ErrorStats(outputs[T - 1], lastWanted).relativeRMS < tolerance, "\(m) \(dtype) last o")
+    }
+
+    @Test(arguments: RecurrentMechanism.allCases, [DType.float32, .bfloat16])
+    func chunkedForwardRunsWhereTheInputsLive(_ m: RecurrentMechanism, _ dtype: DType) throws {
+        let x = try RecurrenceInputs.random(m, B: 2, T: 200, H: 2, K: 64, V: 64, seed: 4)
+        func put(_ t: Tensor?, _ type: DType) throws -> DeviceTensor? { try t.map { try DeviceTensor($0, dtype: type, on: Self.gpu) } }
+        let got = try Recurrence.forward(m, q: put(x.q, dtype)!, k: put(x.k, dtype)!, v: put(x.v, dtype)!, g: put(x.g, .float32),
+                                         beta: put(x.beta, .float32), initialState: put(x.initialState, .float32))
+        #expect(got.o.device == Self.gpu && got.finalState.device == Self.gpu)
+        var rounded = x
+        (rounded.q, rounded.k, rounded.v) = (CUDAUpload.rounded(x.q, dtype), CUDAUpload.rounded(x.k, dtype), CUDAUpload.rounded(x.v, dtype))
+        let want = try Recurrence.forward(m, rounded, form: .reference)
+        let tolerance = dtype == .float32 ? 1e-5 : 2e-3
+        #expect(ErrorStats(try got.o.host(), want.o).relativeRMS < tolerance, "\(m) \(dtype) o")
+        #expect(ErrorStats(try got.finalState.host(), want.finalState).relativeRMS < tolerance, "\(m) \(dtype) final state")
+    }
+
+    @Test func refusalsNameTheReason() throws {
+        let q = try DeviceTensor.zeros([1, 2, 512], on: Self.gpu), v = try DeviceTensor.zeros([1, 2, 8], on: Self.gpu)
+        let state = try DeviceTensor.zeros([1, 2, 512, 8], on: Self.gpu)
+        do {
+            try Recurrence.step(.linearAttention, q: q, k: q, v: v, state: state)
+            Issue.record("expected K = 512 to be refused")
+        } catch let LineaError.unavailable(what, reason) {
+            #expect(what == "linear_attn step on cuda:0" && reason.contains("K <= 256"))
+        }
+        let hostV = try DeviceTensor.zeros([1, 2, 8])
+        #expect(throws: LineaError.invalidArgument(argument: "v", expected: "a tensor on cuda:0, where q is", actual: "a tensor on cpu")) {
+            try Recurrence.step(.linearAttention, q: q, k: q, v: hostV, state: state)
+        }
+    }
+}
