@@ -90,6 +90,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         switch call {
         case let c as RecurrentStepCall: return stepSupport(c)
         case let c as RecurrenceCall: return chunkedSupport(c)
+        case let c as AttentionCall: return attentionSupport(c)
         default: return .unsupported("no CUDA kernel for \(call.name)")
         }
     }
@@ -98,6 +99,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         switch call {
         case let c as RecurrentStepCall: try step(c)
         case let c as RecurrenceCall: try chunked(c)
+        case let c as AttentionCall: try attention(c)
         default: throw LineaError.unavailable(what: call.name, reason: "no CUDA kernel")
         }
     }
@@ -174,6 +176,42 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         } else {
             try CUDAChunked.forward(c.mechanism, q: q, k: k, v: v, g: g, beta: beta, initialState: h0, finalState: ht, o: o,
                                     shape: shape, scale: c.scale, outputDType: .float32)
+        }
+    }
+
+    // MARK: Attention
+
+    /// Flash (any T) and split-KV (decode) kernels: q, k, v of one dtype among f32, bf16, f16, D = Dv <= 256. O(1).
+    private func attentionSupport(_ c: AttentionCall) -> Support {
+        guard CUDAUpload.inputTypes.contains(c.q.dtype), c.k.dtype == c.q.dtype, c.v.dtype == c.q.dtype else {
+            return .unsupported("q, k, v dtypes \(c.q.dtype.shortName), \(c.k.dtype.shortName), \(c.v.dtype.shortName); the attention kernels take one of f32, bf16, f16 for all three")
+        }
+        let (D, Dv) = (c.q.shape[3], c.v.shape[3])
+        if D != Dv || D > 256 { return .unsupported("D = \(D), Dv = \(Dv); the attention kernels take D = Dv <= 256") }
+        if c.form == .reference { return .unsupported("the reference form runs on the CPU only (Float64)") }
+        if case .splitKV = c.form, c.options.window != nil { return .unsupported("split-KV has no sliding window on the GPU (flash has)") }
+        if case .splitKV = c.form, c.q.shape[1] > CUDASplitKV.maxQueryLength {
+            return .unsupported("T = \(c.q.shape[1]) queries; split-KV takes at most \(CUDASplitKV.maxQueryLength) (flash takes any)")
+        }
+        return .supported
+    }
+
+    private func attention(_ c: AttentionCall) throws {
+        let (B, T, Hq, D) = (c.q.shape[0], c.q.shape[1], c.q.shape[2], c.q.shape[3])
+        let (S, Hkv) = (c.k.shape[1], c.k.shape[2])
+        if B * T * Hq == 0 { return }
+        if S == 0 {
+            try c.lse.copy(from: DeviceTensor(Tensor(zeros: c.lse.shape, value: -.infinity)).to(device))
+            return
+        }
+        let shape = CUDAAttentionShape(batch: B, queryLength: T, keyLength: S, queryHeads: Hq, kvHeads: Hkv, headDim: D)
+        let (q, k, v, o, lse) = (buffer(c.q), buffer(c.k), buffer(c.v), buffer(c.o), buffer(c.lse))
+        if case .splitKV(let partitions) = c.form {
+            try CUDASplitKV.forward(q: q, k: k, v: v, o: o, lse: lse, shape: shape, scale: c.options.scale, causal: c.options.causal,
+                                    partitions: partitions, dtype: c.q.dtype, outputDType: .float32)
+        } else {
+            try CUDAAttention.forward(q: q, k: k, v: v, o: o, lse: lse, shape: shape, scale: c.options.scale, causal: c.options.causal,
+                                      window: c.options.window, dtype: c.q.dtype, outputDType: .float32)
         }
     }
 

@@ -79,6 +79,22 @@ struct CUDADeviceBackendTests {
         #expect(ErrorStats(try got.finalState.host(), want.finalState).relativeRMS < tolerance, "\(m) \(dtype) final state")
     }
 
+    @Test(arguments: [DType.float32, .bfloat16, .float16])
+    func attentionRunsWhereTheInputsLive(_ dtype: DType) throws {
+        let (B, T, S, Hq, Hkv, D) = (1, 5, 40, 4, 2, 64)
+        let q = try Tensor.randomNormal([B, T, Hq, D], seed: 1), k = try Tensor.randomNormal([B, S, Hkv, D], seed: 2)
+        let v = try Tensor.randomNormal([B, S, Hkv, D], seed: 3)
+        let want = try Attention.forward(q: CUDAUpload.rounded(q, dtype), k: CUDAUpload.rounded(k, dtype), v: CUDAUpload.rounded(v, dtype),
+                                         options: AttentionOptions(causal: true), form: .reference)
+        for form in [nil, AttentionForm.splitKV(partitions: nil)] {
+            let got = try Attention.forward(q: DeviceTensor(q, dtype: dtype, on: Self.gpu), k: DeviceTensor(k, dtype: dtype, on: Self.gpu),
+                                            v: DeviceTensor(v, dtype: dtype, on: Self.gpu), options: AttentionOptions(causal: true), form: form)
+            let tolerance = dtype == .float32 ? 1e-5 : 2e-3
+            #expect(ErrorStats(try got.o.host(), want.o).relativeRMS < tolerance, "\(dtype) \(String(describing: form))")
+            #expect(ErrorStats(try got.lse.host(), want.lse).relativeRMS < tolerance, "\(dtype) \(String(describing: form))")
+        }
+    }
+
     @Test func refusalsNameTheReason() throws {
         let q = try DeviceTensor.zeros([1, 2, 512], on: Self.gpu), v = try DeviceTensor.zeros([1, 2, 8], on: Self.gpu)
         let state = try DeviceTensor.zeros([1, 2, 512, 8], on: Self.gpu)

@@ -154,6 +154,22 @@ private func token(_ x: Tensor, _ t: Int) throws -> Tensor {
         }
     }
 
+    /// Attention on device tensors, the keys read from a preallocated cache through a view of its first S rows.
+    @Test func attentionReadsACacheView() throws {
+        let (B, T, S, Smax, Hq, Hkv, D) = (2, 3, 10, 16, 4, 2, 8)
+        let q = try Tensor.randomNormal([B, T, Hq, D], seed: 1)
+        let kCache = try DeviceTensor(Tensor.randomNormal([B, Smax, Hkv, D], seed: 2))
+        let vCache = try DeviceTensor(Tensor.randomNormal([B, Smax, Hkv, D], seed: 3))
+        let (k, v) = (try kCache.narrowed(axis: 1, 0..<S), try vCache.narrowed(axis: 1, 0..<S))
+        for options in [AttentionOptions(causal: true), AttentionOptions(causal: true, window: 4), AttentionOptions(causal: false)] {
+            let want = try Attention.forward(q: q, k: k.host(), v: v.host(), options: options, form: .reference)
+            let got = try Attention.forward(q: DeviceTensor(q), k: k, v: v, options: options)
+            #expect(ErrorStats(try got.o.host(), want.o).relativeRMS < 1e-5)
+            #expect(ErrorStats(try got.lse.host(), want.lse).relativeRMS < 1e-5)
+        }
+        #expect(throws: LineaError.self) { try Attention.forward(q: DeviceTensor(q), k: k, v: v.narrowed(axis: 1, 0..<S - 1)) }
+    }
+
     @Test func stepChecksItsArguments() throws {
         let state = try DeviceTensor.zeros([1, 4, 8, 8])
         let q = try DeviceTensor.zeros([1, 3, 8]), v = try DeviceTensor.zeros([1, 4, 8])

@@ -30,7 +30,7 @@ final class CPUBackend: Backend {
         }
         if let refusal { return .unsupported(refusal) }
         switch call {
-        case is RecurrenceCall, is RecurrentStepCall: return .supported
+        case is RecurrenceCall, is RecurrentStepCall, is AttentionCall: return .supported
         default: return .unsupported("the CPU backend has no \(call.name)")
         }
     }
@@ -39,6 +39,10 @@ final class CPUBackend: Backend {
         switch call {
         case let c as RecurrenceCall: try recurrence(c)
         case let c as RecurrentStepCall: try step(c)
+        case let c as AttentionCall:
+            let out = try Attention.forward(q: c.q.host(), k: c.k.host(), v: c.v.host(), options: c.options, form: c.form ?? .flash)
+            try c.o.copy(from: DeviceTensor(out.o))
+            try c.lse.copy(from: DeviceTensor(out.lse))
         default: throw LineaError.unavailable(what: call.name, reason: "the CPU backend has no such op")
         }
     }

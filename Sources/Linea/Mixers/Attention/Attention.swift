@@ -168,26 +168,38 @@ struct AttentionProblem: Sendable {
     let causal: Bool
     let window: Int?
 
+    /// Checks the shapes and options of `q [B,T,Hq,D]`, `k [B,S,Hkv,D]`, `v [B,S,Hkv,Dv]` and finite inputs.
     init(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions) throws {
-        try q.expectRank(4, "q", layout: "[B, T, Hq, D]")
-        try k.expectRank(4, "k", layout: "[B, S, Hkv, D]")
-        try v.expectRank(4, "v", layout: "[B, S, Hkv, Dv]")
-        (B, T, Hq, D) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
-        (S, Hkv, Dv) = (k.shape[1], k.shape[2], v.shape[3])
-        guard k.shape[0] == B, k.shape[3] == D else {
-            throw LineaError.shapeMismatch(argument: "k", expected: "[\(B), S, Hkv, \(D)] (batch and head dim of q)", actual: "\(k.shape)")
+        try self.init(q: q.shape, k: k.shape, v: v.shape, options: options)
+        try q.expectFinite("q")
+        try k.expectFinite("k")
+        try v.expectFinite("v")
+    }
+
+    /// Checks shapes and options only (any device's tensors). O(1).
+    init(q: [Int], k: [Int], v: [Int], options: AttentionOptions) throws {
+        func rank4(_ shape: [Int], _ name: String, _ layout: String) throws {
+            guard shape.count == 4 else { throw LineaError.shapeMismatch(argument: name, expected: layout, actual: "\(shape) (rank \(shape.count))") }
         }
-        guard v.shape[0] == B, v.shape[1] == S, v.shape[2] == Hkv else {
-            throw LineaError.shapeMismatch(argument: "v", expected: "[\(B), \(S), \(Hkv), Dv] (batch, length and heads of k)", actual: "\(v.shape)")
+        try rank4(q, "q", "[B, T, Hq, D]")
+        try rank4(k, "k", "[B, S, Hkv, D]")
+        try rank4(v, "v", "[B, S, Hkv, Dv]")
+        (B, T, Hq, D) = (q[0], q[1], q[2], q[3])
+        (S, Hkv, Dv) = (k[1], k[2], v[3])
+        guard k[0] == B, k[3] == D else {
+            throw LineaError.shapeMismatch(argument: "k", expected: "[\(B), S, Hkv, \(D)] (batch and head dim of q)", actual: "\(k)")
+        }
+        guard v[0] == B, v[1] == S, v[2] == Hkv else {
+            throw LineaError.shapeMismatch(argument: "v", expected: "[\(B), \(S), \(Hkv), Dv] (batch, length and heads of k)", actual: "\(v)")
         }
         guard Hkv > 0, Hq % Hkv == 0 else {
             throw LineaError.invalidArgument(argument: "k heads (Hkv)", expected: "a divisor of the \(Hq) query heads", actual: "\(Hkv)")
         }
         guard D > 0 else {
-            throw LineaError.shapeMismatch(argument: "q", expected: "head dim D >= 1", actual: "\(q.shape)")
+            throw LineaError.shapeMismatch(argument: "q", expected: "head dim D >= 1", actual: "\(q)")
         }
         guard Dv > 0 else {
-            throw LineaError.shapeMismatch(argument: "v", expected: "value dim Dv >= 1", actual: "\(v.shape)")
+            throw LineaError.shapeMismatch(argument: "v", expected: "value dim Dv >= 1", actual: "\(v)")
         }
         let scale = options.scale ?? 1 / Float(D).squareRoot()
         guard scale.isFinite, scale != 0 else {
@@ -201,9 +213,6 @@ struct AttentionProblem: Sendable {
                 throw LineaError.invalidArgument(argument: "window", expected: ">= 1", actual: "\(w)")
             }
         }
-        try q.expectFinite("q")
-        try k.expectFinite("k")
-        try v.expectFinite("v")
         self.scale = scale
         self.causal = options.causal
         // A window of S or more sees every key; clamping keeps `p - W + 1` far from Int.min for W near Int.max.

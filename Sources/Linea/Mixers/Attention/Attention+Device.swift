@@ -1,0 +1,39 @@
+/// Exact attention as a backend receives it: `q [B,T,Hq,D]`, `k [B,S,Hkv,D]`, `v [B,S,Hkv,Dv]` (one float dtype),
+/// `o [B,T,Hq,Dv]` and `lse [B,T,Hq]` (f32) preallocated on the inputs' device.
+public struct AttentionCall: OpCall {
+    /// Inputs.
+    public let q: DeviceTensor, k: DeviceTensor, v: DeviceTensor
+    /// Outputs, written by the call.
+    public let o: DeviceTensor, lse: DeviceTensor
+    /// Masking and scaling.
+    public let options: AttentionOptions
+    /// The form asked for (`nil`: flash, or split-KV for a few queries against many keys where the backend has it).
+    public let form: AttentionForm?
+
+    public var name: String { "attention" + (form.map { " \($0)" } ?? "") }
+    public func forEachTensor(_ body: (_ name: String, _ tensor: DeviceTensor) throws -> Void) rethrows {
+        try body("q", q)
+        try body("k", k)
+        try body("v", v)
+        try body("o", o)
+        try body("lse", lse)
+    }
+}
+
+extension Attention {
+    /// Exact softmax attention where the inputs live (all on one device): `q [B,T,Hq,D]`, `k [B,S,Hkv,D]`,
+    /// `v [B,S,Hkv,Dv]` (GQA: Hkv divides Hq), causal and sliding-window masks as `AttentionOptions`; returns
+    /// `o [B,T,Hq,Dv]` and `lse [B,T,Hq]` (f32) on that device. A preallocated KV cache is passed as its first S
+    /// rows (`cache.narrowed(axis: 1, 0..<S)`). O(B·Hq·T·S·D).
+    public static func forward(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, options: AttentionOptions = AttentionOptions(),
+                               form: AttentionForm? = nil) throws -> (o: DeviceTensor, lse: DeviceTensor) {
+        let p = try AttentionProblem(q: q.shape, k: k.shape, v: v.shape, options: options)
+        if case .splitKV(let n?) = form, n < 1 {
+            throw LineaError.invalidArgument(argument: "partitions", expected: ">= 1", actual: "\(n)")
+        }
+        let o = try DeviceTensor.zeros([p.B, p.T, p.Hq, p.Dv], on: q.device)
+        let lse = try DeviceTensor.zeros([p.B, p.T, p.Hq], on: q.device)
+        try Backends.run(AttentionCall(q: q, k: k, v: v, o: o, lse: lse, options: options, form: form))
+        return (o, lse)
+    }
+}
