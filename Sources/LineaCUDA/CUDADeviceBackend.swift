@@ -90,7 +90,10 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         switch call {
         case let c as RecurrentStepCall: return stepSupport(c)
         case let c as RecurrenceCall: return chunkedSupport(c)
-        case let c as AttentionCall: return attentionSupport(c)
+        case let c as AttentionCall: return attentionSupport(q: c.q, k: c.k, v: c.v, window: c.options.window, form: c.form)
+        case let c as BlockSparseCall:
+            if c.options.window != nil { return .unsupported("the block-sparse kernel has no sliding window (fold it into the mask)") }
+            return attentionSupport(q: c.q, k: c.k, v: c.v, window: nil, form: nil)
         default: return .unsupported("no CUDA kernel for \(call.name)")
         }
     }
@@ -100,6 +103,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         case let c as RecurrentStepCall: try step(c)
         case let c as RecurrenceCall: try chunked(c)
         case let c as AttentionCall: try attention(c)
+        case let c as BlockSparseCall: try blockSparse(c)
         default: throw LineaError.unavailable(what: call.name, reason: "no CUDA kernel")
         }
     }
@@ -182,16 +186,16 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
     // MARK: Attention
 
     /// Flash (any T) and split-KV (decode) kernels: q, k, v of one dtype among f32, bf16, f16, D = Dv <= 256. O(1).
-    private func attentionSupport(_ c: AttentionCall) -> Support {
-        guard CUDAUpload.inputTypes.contains(c.q.dtype), c.k.dtype == c.q.dtype, c.v.dtype == c.q.dtype else {
-            return .unsupported("q, k, v dtypes \(c.q.dtype.shortName), \(c.k.dtype.shortName), \(c.v.dtype.shortName); the attention kernels take one of f32, bf16, f16 for all three")
+    private func attentionSupport(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, window: Int?, form: AttentionForm?) -> Support {
+        guard CUDAUpload.inputTypes.contains(q.dtype), k.dtype == q.dtype, v.dtype == q.dtype else {
+            return .unsupported("q, k, v dtypes \(q.dtype.shortName), \(k.dtype.shortName), \(v.dtype.shortName); the attention kernels take one of f32, bf16, f16 for all three")
         }
-        let (D, Dv) = (c.q.shape[3], c.v.shape[3])
+        let (D, Dv) = (q.shape[3], v.shape[3])
         if D != Dv || D > 256 { return .unsupported("D = \(D), Dv = \(Dv); the attention kernels take D = Dv <= 256") }
-        if c.form == .reference { return .unsupported("the reference form runs on the CPU only (Float64)") }
-        if case .splitKV = c.form, c.options.window != nil { return .unsupported("split-KV has no sliding window on the GPU (flash has)") }
-        if case .splitKV = c.form, c.q.shape[1] > CUDASplitKV.maxQueryLength {
-            return .unsupported("T = \(c.q.shape[1]) queries; split-KV takes at most \(CUDASplitKV.maxQueryLength) (flash takes any)")
+        if form == .reference { return .unsupported("the reference form runs on the CPU only (Float64)") }
+        if case .splitKV = form, window != nil { return .unsupported("split-KV has no sliding window on the GPU (flash has)") }
+        if case .splitKV = form, q.shape[1] > CUDASplitKV.maxQueryLength {
+            return .unsupported("T = \(q.shape[1]) queries; split-KV takes at most \(CUDASplitKV.maxQueryLength) (flash takes any)")
         }
         return .supported
     }
@@ -213,6 +217,20 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
             try CUDAAttention.forward(q: q, k: k, v: v, o: o, lse: lse, shape: shape, scale: c.options.scale, causal: c.options.causal,
                                       window: c.options.window, dtype: c.q.dtype, outputDType: .float32)
         }
+    }
+
+    private func blockSparse(_ c: BlockSparseCall) throws {
+        let (B, T, Hq, D) = (c.q.shape[0], c.q.shape[1], c.q.shape[2], c.q.shape[3])
+        let (S, Hkv) = (c.k.shape[1], c.k.shape[2])
+        if B * T * Hq == 0 { return }
+        if S == 0 {
+            try c.lse.copy(from: DeviceTensor(Tensor(zeros: c.lse.shape, value: -.infinity)).to(device))
+            return
+        }
+        let shape = CUDAAttentionShape(batch: B, queryLength: T, keyLength: S, queryHeads: Hq, kvHeads: Hkv, headDim: D)
+        try CUDABlockSparse.forward(q: buffer(c.q), k: buffer(c.k), v: buffer(c.v), mask: buffer(c.mask), maskShape: c.mask.shape,
+                                    blockRows: c.blockRows, blockKeys: c.blockKeys, o: buffer(c.o), lse: buffer(c.lse), shape: shape,
+                                    scale: c.options.scale, causal: c.options.causal, dtype: c.q.dtype, outputDType: .float32)
     }
 
     /// Retention's per-head log decays on the device, made once per head count. O(H) the first time.

@@ -95,6 +95,20 @@ struct CUDADeviceBackendTests {
         }
     }
 
+    @Test func blockSparseRunsWhereTheInputsLive() throws {
+        let (B, T, S, H, D) = (1, 64, 64, 2, 64)
+        let q = try Tensor.randomNormal([B, T, H, D], seed: 1), k = try Tensor.randomNormal([B, S, H, D], seed: 2)
+        let v = try Tensor.randomNormal([B, S, H, D], seed: 3)
+        let mask = try BlockMask.random(B: B, H: H, T: T, S: S, blockRows: 16, blockKeys: 16, density: 0.5, seed: 4)
+        let want = try BlockSparseAttention.reference(q: q, k: k, v: v, mask: mask, options: AttentionOptions(causal: true))
+        let bytes = try DeviceTensor.zeros(mask.shape, dtype: .uint8)
+        bytes.storage.hostPointer!.copyMemory(from: mask.values, byteCount: mask.values.count)
+        let got = try BlockSparseAttention.forward(q: DeviceTensor(q, on: Self.gpu), k: DeviceTensor(k, on: Self.gpu), v: DeviceTensor(v, on: Self.gpu),
+                                                   mask: bytes.to(Self.gpu), blockRows: 16, blockKeys: 16, options: AttentionOptions(causal: true))
+        #expect(ErrorStats(try got.o.host(), want.o).relativeRMS < 1e-5)
+        #expect(ErrorStats(try got.lse.host(), want.lse).relativeRMS < 1e-5)
+    }
+
     @Test func refusalsNameTheReason() throws {
         let q = try DeviceTensor.zeros([1, 2, 512], on: Self.gpu), v = try DeviceTensor.zeros([1, 2, 8], on: Self.gpu)
         let state = try DeviceTensor.zeros([1, 2, 512, 8], on: Self.gpu)

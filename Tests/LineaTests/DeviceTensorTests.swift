@@ -170,6 +170,22 @@ private func token(_ x: Tensor, _ t: Int) throws -> Tensor {
         #expect(throws: LineaError.self) { try Attention.forward(q: DeviceTensor(q), k: k, v: v.narrowed(axis: 1, 0..<S - 1)) }
     }
 
+    @Test func blockSparseTakesAByteMask() throws {
+        let (B, T, S, H, D) = (1, 20, 20, 2, 8)
+        let q = try Tensor.randomNormal([B, T, H, D], seed: 1), k = try Tensor.randomNormal([B, S, H, D], seed: 2)
+        let v = try Tensor.randomNormal([B, S, H, D], seed: 3)
+        let mask = try BlockMask.random(B: B, H: H, T: T, S: S, blockRows: 8, blockKeys: 4, density: 0.5, seed: 4)
+        let want = try BlockSparseAttention.reference(q: q, k: k, v: v, mask: mask)
+        let bytes = try DeviceTensor.zeros(mask.shape, dtype: .uint8)
+        bytes.storage.hostPointer!.copyMemory(from: mask.values, byteCount: mask.values.count)
+        let got = try BlockSparseAttention.forward(q: DeviceTensor(q), k: DeviceTensor(k), v: DeviceTensor(v), mask: bytes, blockRows: 8, blockKeys: 4)
+        #expect(ErrorStats(try got.o.host(), want.o).relativeRMS < 1e-6)
+        #expect(throws: LineaError.self) {
+            try BlockSparseAttention.forward(q: DeviceTensor(q), k: DeviceTensor(k), v: DeviceTensor(v), mask: DeviceTensor(Tensor(zeros: mask.shape)),
+                                             blockRows: 8, blockKeys: 4)
+        }
+    }
+
     @Test func stepChecksItsArguments() throws {
         let state = try DeviceTensor.zeros([1, 4, 8, 8])
         let q = try DeviceTensor.zeros([1, 3, 8]), v = try DeviceTensor.zeros([1, 4, 8])

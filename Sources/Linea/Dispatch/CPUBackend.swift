@@ -24,13 +24,13 @@ final class CPUBackend: Backend {
     func supports<Call: OpCall>(_ call: Call) -> Support {
         var refusal: String?
         call.forEachTensor { name, tensor in
-            if refusal == nil, !tensor.dtype.isFloatingPoint {
+            if refusal == nil, !tensor.dtype.isFloatingPoint, !(call is BlockSparseCall && name == "mask") {
                 refusal = "\(name) has dtype \(tensor.dtype.shortName); \(call.name) takes float tensors"
             }
         }
         if let refusal { return .unsupported(refusal) }
         switch call {
-        case is RecurrenceCall, is RecurrentStepCall, is AttentionCall: return .supported
+        case is RecurrenceCall, is RecurrentStepCall, is AttentionCall, is BlockSparseCall: return .supported
         default: return .unsupported("the CPU backend has no \(call.name)")
         }
     }
@@ -41,6 +41,12 @@ final class CPUBackend: Backend {
         case let c as RecurrentStepCall: try step(c)
         case let c as AttentionCall:
             let out = try Attention.forward(q: c.q.host(), k: c.k.host(), v: c.v.host(), options: c.options, form: c.form ?? .flash)
+            try c.o.copy(from: DeviceTensor(out.o))
+            try c.lse.copy(from: DeviceTensor(out.lse))
+        case let c as BlockSparseCall:
+            let mask = try BlockMask(shape: c.mask.shape, blockRows: c.blockRows, blockKeys: c.blockKeys,
+                                     values: c.mask.hostIntegers().map { $0 != 0 ? 1 : 0 })
+            let out = try BlockSparseAttention.reference(q: c.q.host(), k: c.k.host(), v: c.v.host(), mask: mask, options: c.options)
             try c.o.copy(from: DeviceTensor(out.o))
             try c.lse.copy(from: DeviceTensor(out.lse))
         default: throw LineaError.unavailable(what: call.name, reason: "the CPU backend has no such op")
