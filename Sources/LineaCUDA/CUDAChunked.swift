@@ -41,7 +41,10 @@ public enum CUDAChunked {
         if dtype != .bfloat16 {  // f32, f16: the fp32 CUDA-core kernel
             return try CUDAChunkedSIMT.forward(mechanism, inputs, dtype: dtype, valueBlock: valueBlock, context: context)
         }
-        let (B, T, H, K, V) = try Recurrence.checkInputs(mechanism, inputs)
+        let (B, T, H, HV, K, V) = try Recurrence.checkInputs(mechanism, inputs)
+        guard HV == H else {
+            throw LineaError.shapeMismatch(argument: "v", expected: "[B,T,H,V] (grouped value heads run on the CPU for now)", actual: "\(inputs.v.shape)")
+        }
         let shape = CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: K, valueDim: V)
         try checkShape(shape)
         return try run(mechanism, inputs, shape, dtype: .bfloat16, context: try context ?? CUDABackend.shared) { q, k, v, g, beta, h0, ht, o in

@@ -21,7 +21,10 @@ public enum CUDAChunkedGLA {
         if dtype != .bfloat16 {  // f32, f16: the fp32 CUDA-core kernel
             return try CUDAChunkedSIMT.forward(.gla, inputs, dtype: dtype, valueBlock: valueBlock, context: context)
         }
-        let (B, T, H, K, V) = try Recurrence.checkInputs(.gla, inputs)
+        let (B, T, H, HV, K, V) = try Recurrence.checkInputs(.gla, inputs)
+        guard HV == H else {
+            throw LineaError.shapeMismatch(argument: "v", expected: "[B,T,H,V] (grouped value heads run on the CPU for now)", actual: "\(inputs.v.shape)")
+        }
         let shape = CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: K, valueDim: V)
         try CUDAChunked.checkShape(shape)
         return try CUDAChunked.run(.gla, inputs, shape, dtype: .bfloat16, context: context) { q, k, v, g, _, h0, ht, o in

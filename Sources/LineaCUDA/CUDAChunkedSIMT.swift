@@ -21,7 +21,10 @@ public enum CUDAChunkedSIMT {
         try checkMechanism(mechanism)
         try checkInputType(dtype)
         try CUDAChunked.checkOptions(chunkSize: 64, dtype: dtype, normalize: inputs.normalize)
-        let (B, T, H, K, V) = try Recurrence.checkInputs(mechanism, inputs)
+        let (B, T, H, HV, K, V) = try Recurrence.checkInputs(mechanism, inputs)
+        guard HV == H else {
+            throw LineaError.shapeMismatch(argument: "v", expected: "[B,T,H,V] (grouped value heads run on the CPU for now)", actual: "\(inputs.v.shape)")
+        }
         let shape = CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: K, valueDim: V)
         try CUDAChunked.checkShape(shape)
         try checkValueBlock(valueBlock, V: V)
