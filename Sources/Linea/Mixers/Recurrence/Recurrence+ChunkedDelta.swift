@@ -31,7 +31,8 @@ extension Recurrence {
 struct DeltaHeadWalk: HeadWalk {
     let p: FastProblem
     let buffers: ChunkBuffers
-    let b: Int, h: Int, C: Int
+    /// Batch entry, value head, the q/k head it reads, chunk size.
+    let b: Int, h: Int, kh: Int, C: Int
     let gated: Bool
     /// Workspace: beta (C), M, Tm (C x C), Kb, W (C x K), QP = [scale e^G Q | P] (C x (K+C)) and SU = [S ; U]
     /// ((K+C) x V), so the output is one GEMM; the state lives in SU's top K rows while the chunks run. Cumulative
@@ -42,6 +43,7 @@ struct DeltaHeadWalk: HeadWalk {
         let (HV, K, V) = (p.dims.HV, p.dims.K, p.dims.V)
         (self.p, self.buffers, self.C) = (p, buffers, C)
         (b, h) = (bh / HV, bh % HV)
+        kh = p.keyHead(h)
         gated = p.mechanism.gateKind == .scalar
         let stateOffset = C + 2 * C * C + 2 * C * K + C * (K + C)
         space = HeadWorkspace(buffers, bh: bh, K: K, V: V, floats: stateOffset + (K + C) * V, stateOffset: stateOffset,
@@ -63,7 +65,7 @@ struct DeltaHeadWalk: HeadWalk {
         }
         let chunk = DeltaChunk(
             L: L, C: C, K: K, V: V, ldk: H * K, ldv: HV * V, scale: p.scale, gated: gated,
-            q: buffers.q + p.keyOffset(b, t0, h), k: buffers.k + p.keyOffset(b, t0, h),
+            q: buffers.q + p.keyOffset(b, t0, kh), k: buffers.k + p.keyOffset(b, t0, kh),
             v: buffers.v + p.offset(b, t0, h, width: V), o: buffers.o + p.offset(b, t0, h, width: V),
             S: S, G: G, beta: bt, M: M, Tm: Tm, Kb: Kb, W: W, QP: QP)
         chunk.run()

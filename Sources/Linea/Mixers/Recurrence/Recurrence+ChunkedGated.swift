@@ -37,7 +37,8 @@ extension Recurrence {
 struct GatedHeadWalk: HeadWalk {
     let p: FastProblem
     let buffers: ChunkBuffers
-    let b: Int, h: Int, C: Int
+    /// Batch entry, value head, the q/k head it reads, chunk size.
+    let b: Int, h: Int, kh: Int, C: Int
     let kind: GateKind
     let headLogDecay: Double
     /// The vector width gla's decayed rows run at (read once: a task-local lookup per chunk would cost more).
@@ -51,6 +52,7 @@ struct GatedHeadWalk: HeadWalk {
         let (HV, K, V) = (p.dims.HV, p.dims.K, p.dims.V)
         (self.p, self.buffers, self.C) = (p, buffers, C)
         (b, h) = (bh / HV, bh % HV)
+        kh = p.keyHead(h)
         kind = p.mechanism.gateKind
         headLogDecay = Recurrence.retentionLogDecay(head: h)
         let stateOffset = 2 * C * K + C * (K + C), packed = kind == .vector ? 2 * C * K : 0
@@ -64,7 +66,7 @@ struct GatedHeadWalk: HeadWalk {
         let (T, H, HV, K, V) = (p.dims.T, p.dims.H, p.dims.HV, p.dims.K, p.dims.V)
         let (work, G) = (space.work, space.G)
         let Qr = work, Kr = Qr + C * K, QA = Kr + C * K, S = QA + C * (K + C), Qc = S + (K + C) * V, Kc = Qc + C * K
-        var (q, k, ldk) = (buffers.q + p.keyOffset(b, t0, h), buffers.k + p.keyOffset(b, t0, h), H * K)
+        var (q, k, ldk) = (buffers.q + p.keyOffset(b, t0, kh), buffers.k + p.keyOffset(b, t0, kh), H * K)
         if kind == .vector {
             // gla reads q and k rows several times: from contiguous copies, since in place their rows lie H·K floats
             // apart (4 KiB at 8 heads of 128) and share a few cache sets.

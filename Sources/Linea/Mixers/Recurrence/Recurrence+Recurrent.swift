@@ -149,14 +149,14 @@ extension Recurrence {
     static func recurrentScan(_ p: FastProblem, state stateP: SendablePointer<Float>, o outP: SendablePointer<Float>) {
         let d = p.dims
         Parallel.forEach(d.B * d.HV) { bh in
-            let b = bh / d.HV, h = bh % d.HV
+            let b = bh / d.HV, h = bh % d.HV, kh = p.keyHead(h)
             let S = stateP.base + bh * d.K * d.V
             let gateExp = UnsafeMutablePointer<Float>.allocate(capacity: d.K)  // exp(g_t) for vector gates
             defer { gateExp.deallocate() }
             let headDecay = Float(exp(retentionLogDecay(head: h)))
             p.q.withUnsafeBufferPointer { q in p.k.withUnsafeBufferPointer { k in p.v.withUnsafeBufferPointer { v in
                 for t in 0..<d.T {
-                    let row = (b * d.T + t) * d.HV + h, key = p.keyOffset(b, t, h)
+                    let row = (b * d.T + t) * d.HV + h, key = p.keyOffset(b, t, kh)
                     let decay: TokenDecay
                     switch p.mechanism.gateKind {
                     case .none: decay = .none

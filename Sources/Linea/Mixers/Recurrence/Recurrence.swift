@@ -381,10 +381,13 @@ struct FastProblem: Sendable {
         ((b * dims.T + t) * dims.HV + hv) * width
     }
 
-    /// Offset of the q/k row that value head (b, hv) reads at token `t`, in a `[B,T,H,K]` array.
+    /// The q/k head value head `hv` reads: `hv / (HV/H)`.
+    func keyHead(_ hv: Int) -> Int { hv / dims.group }
+
+    /// Offset of token `t` of q/k head (b, `keyHead`) in a `[B,T,H,K]` array.
     @inline(__always)
-    func keyOffset(_ b: Int, _ t: Int, _ hv: Int) -> Int {
-        ((b * dims.T + t) * dims.H + hv / dims.group) * dims.K
+    func keyOffset(_ b: Int, _ t: Int, _ keyHead: Int) -> Int {
+        ((b * dims.T + t) * dims.H + keyHead) * dims.K
     }
 
     /// The state tensor to start from: the initial state or zeros, `[B*HV*K*V]`.
@@ -400,10 +403,10 @@ struct FastProblem: Sendable {
         o.withUnsafeMutableBufferPointer { oBuf in
         let outP = SendablePointer(oBuf.baseAddress!)
         Parallel.forEach(d.B * d.HV) { bh in
-            let b = bh / d.HV, h = bh % d.HV
+            let b = bh / d.HV, h = bh % d.HV, kh = keyHead(h)
             var z = [Float](repeating: 0, count: d.K)
             for t in 0..<d.T {
-                let qk = keyOffset(b, t, h)
+                let qk = keyOffset(b, t, kh)
                 var den: Float = 0
                 for i in 0..<d.K {
                     z[i] += k[qk + i]
