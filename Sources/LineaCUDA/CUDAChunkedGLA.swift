@@ -8,10 +8,10 @@ import Linea
 /// for gates too steep for that). Long sequences with few heads run in parallel segments (two launches).
 public enum CUDAChunkedGLA {
     /// Runs gla over `inputs` (fla layout, as `Recurrence.forward(.gla, ...)`: g `[B,T,HV,K]` log gates <= 0, HV a
-    /// multiple of q/k's H) on the GPU. q, k, v are uploaded in `dtype` (`.bfloat16`: this tensor-core kernel; `.float16` / `.float32`: the fp32
-    /// CUDA-core kernel of `CUDAChunkedSIMT`); g and the state stay fp32. Returns o `[B,T,HV,V]` (fp32, not rounded)
-    /// and the final state `[B,HV,K,V]`. Takes K and V in {64, 128}, `chunkSize` 64; `useQKL2Norm` is applied on
-    /// the host; `normalize` is not supported (throws).
+    /// multiple of q/k's H) on the GPU. q, k, v are uploaded in `dtype` (`.bfloat16`: this tensor-core kernel;
+    /// `.float16` / `.float32`: the fp32 CUDA-core kernel of `CUDAChunkedSIMT`); g and the state stay fp32. Returns o
+    /// `[B,T,HV,V]` (fp32, not rounded) and the final state `[B,HV,K,V]`. Takes K and V in {64, 128}, `chunkSize` 64;
+    /// `useQKL2Norm` is applied on the host; `normalize` is not supported (throws).
     /// O(B·HV·T·(K·V + 64·(K+V))) work on the device, plus the transfers.
     public static func forward(
         _ inputs: RecurrenceInputs, chunkSize: Int = 64, dtype: DType = .bfloat16, valueBlock: Int? = nil,
@@ -66,7 +66,8 @@ public enum CUDAChunkedGLA {
                 arguments: [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(g.address),
                             .pointer(stateOnly ? 0 : initialState?.address ?? 0), .pointer(stateOnly ? 0 : finalState?.address ?? 0),
                             .pointer(o.address), .int32(outputDType == .bfloat16 ? 1 : 0), .int32(Int32(T)), .int32(Int32(HV)),
-                            .int32(Int32(s.group)), .int32(Int32(V)), .float(scaleValue), .int32(Int32(plan.segmentChunks)), .int32(stateOnly ? 1 : 0),
+                            .int32(Int32(s.group)), .int32(Int32(V)), .float(scaleValue), .int32(Int32(plan.segmentChunks)),
+                            .int32(stateOnly ? 1 : 0),
                             .pointer(segments.0), .pointer(segments.1)])
         }
         // Pass 1 (split sequences): the end state of every segment but the last from a zero state; pass 2 carries h0.

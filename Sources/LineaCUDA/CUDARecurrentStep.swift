@@ -76,8 +76,9 @@ public enum CUDARecurrentStep {
 
     /// Device-buffer variant (queues one kernel, no transfers): q, k `[B·H,K]`, v `[B·HV,V]` (HV = `valueHeads`, H when
     /// nil, a multiple of H), g `[B·HV]` or `[B·HV,K]` (gla), beta `[B·HV]`, all `dtype` (f32, bf16 or f16); state
-    /// `[B·HV,K,V]` fp32 updated in place; o `[B·HV,V]` fp32. K <= 256. `columnsPerThread` (1 or 4; nil: 4 when V % 4 == 0) picks scalar or float4
-    /// state access; `warpsPerBlock` (8 or 16) the block size. Reads and writes the state once: O(B·HV·K·V) memory traffic.
+    /// `[B·HV,K,V]` fp32 updated in place; o `[B·HV,V]` fp32. K <= 256. `columnsPerThread` (1 or 4; nil: 4 when
+    /// V % 4 == 0) picks scalar or float4 state access; `warpsPerBlock` (8 or 16) the block size. Reads and writes the
+    /// state once: O(B·HV·K·V) memory traffic.
     public static func step(
         _ mechanism: RecurrentMechanism, q: CUDABuffer, k: CUDABuffer, v: CUDABuffer, g: CUDABuffer?, beta: CUDABuffer?,
         state: CUDABuffer, o: CUDABuffer, batch: Int, heads: Int, valueHeads: Int? = nil, keyDim: Int, valueDim: Int,
