@@ -1,18 +1,27 @@
 import Foundation
 import Linea
 
-/// Sizes of one chunked recurrence call: q, k `[B,T,H,K]`, v and o `[B,T,H,V]`, state `[B,H,K,V]`.
+/// Sizes of one chunked recurrence call: q, k `[B,T,H,K]`, v and o `[B,T,HV,V]`, state `[B,HV,K,V]`, with HV a
+/// multiple of H (grouped value heads, fla's GVA: value head hv reads q/k head hv / (HV/H)).
 public struct CUDAChunkedShape: Sendable, Equatable, CustomStringConvertible {
-    /// B, T, H, K, V.
+    /// B, T, H (query/key heads), K, V.
     public var batch: Int, length: Int, heads: Int, keyDim: Int, valueDim: Int
+    /// HV: value (and state) heads, a multiple of `heads`.
+    public var valueHeads: Int
 
-    /// Creates a shape; checked at launch.
-    public init(batch: Int, length: Int, heads: Int, keyDim: Int, valueDim: Int) {
+    /// Creates a shape (`valueHeads` H when nil); checked at launch.
+    public init(batch: Int, length: Int, heads: Int, valueHeads: Int? = nil, keyDim: Int, valueDim: Int) {
         self.batch = batch; self.length = length; self.heads = heads; self.keyDim = keyDim; self.valueDim = valueDim
+        self.valueHeads = valueHeads ?? heads
     }
 
-    /// `B=.. T=.. H=.. K=.. V=..`.
-    public var description: String { "B=\(batch) T=\(length) H=\(heads) K=\(keyDim) V=\(valueDim)" }
+    /// Value heads per query/key head, HV / H (the kernels' `group`).
+    var group: Int { valueHeads / heads }
+
+    /// `B=.. T=.. H=.. [HV=..] K=.. V=..`.
+    public var description: String {
+        "B=\(batch) T=\(length) H=\(heads)\(valueHeads == heads ? "" : " HV=\(valueHeads)") K=\(keyDim) V=\(valueDim)"
+    }
 }
 
 /// Chunked forward of the scalar-gated linear recurrences on the GPU (tensor cores, fp32 state): linear_attn,
@@ -31,8 +40,9 @@ public enum CUDAChunked {
     /// Runs `mechanism` over `inputs` (fla layout, as `Recurrence.forward`) on the GPU. q, k, v are uploaded in
     /// `dtype` (rounded to nearest even): `.bfloat16` runs the tensor-core kernel (fp32 math, bf16 operands),
     /// `.float16` / `.float32` the fp32 CUDA-core kernel (`CUDAChunkedSIMT`); g, beta and the state stay fp32.
-    /// Returns o `[B,T,H,V]` (fp32, not rounded) and the final state `[B,H,K,V]`. Takes K and V in {64, 128},
-    /// `chunkSize` 64; `useQKL2Norm` is applied on the host; the linear_attn normalizer is not supported (throws). O(B·H·T·(K·V + 64·(K+V))) work on the device, plus the transfers.
+    /// Returns o `[B,T,HV,V]` (fp32, not rounded) and the final state `[B,HV,K,V]`. Takes K and V in {64, 128},
+    /// `chunkSize` 64; `useQKL2Norm` is applied on the host; the linear_attn normalizer is not supported (throws).
+    /// O(B·HV·T·(K·V + 64·(K+V))) work on the device, plus the transfers.
     public static func forward(
         _ mechanism: RecurrentMechanism, _ inputs: RecurrenceInputs, chunkSize: Int = 64, dtype: DType = .bfloat16,
         valueBlock: Int? = nil, context: CUDAContext? = nil
@@ -41,9 +51,7 @@ public enum CUDAChunked {
         if dtype != .bfloat16 {  // f32, f16: the fp32 CUDA-core kernel
             return try CUDAChunkedSIMT.forward(mechanism, inputs, dtype: dtype, valueBlock: valueBlock, context: context)
         }
-        let (B, T, H, K, V) = try Recurrence.checkInputs(mechanism, inputs)
-        let shape = CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: K, valueDim: V)
-        try checkShape(shape)
+        let shape = try checkedShape(mechanism, inputs)
         return try run(mechanism, inputs, shape, dtype: .bfloat16, context: try context ?? CUDABackend.shared) { q, k, v, g, beta, h0, ht, o in
             try forward(mechanism, q: q, k: k, v: v, g: g, beta: beta, initialState: h0, finalState: ht, o: o,
                         shape: shape, scale: inputs.scale, outputDType: .float32, valueBlock: valueBlock)
@@ -54,13 +62,13 @@ public enum CUDAChunked {
     /// for T = 0 the initial (or zero) state and an empty o, without touching the GPU; else q, k, v uploaded as
     /// `dtype` (L2-normalized first with `useQKL2Norm`), g (retention: the per-head decays), beta and the initial
     /// state as fp32, `launch` run on those buffers and fp32 final-state and o buffers, and both downloaded.
-    /// O(B·T·H·(K+V) + B·H·K·V) transfers.
+    /// O(B·T·(H·K + HV·V) + B·HV·K·V) transfers.
     static func run(
         _ mechanism: RecurrentMechanism, _ inputs: RecurrenceInputs, _ s: CUDAChunkedShape, dtype: DType, context: CUDAContext?,
         _ launch: (_ q: CUDABuffer, _ k: CUDABuffer, _ v: CUDABuffer, _ g: CUDABuffer?, _ beta: CUDABuffer?,
                    _ h0: CUDABuffer?, _ ht: CUDABuffer, _ o: CUDABuffer) throws -> Void
     ) throws -> RecurrenceOutput {
-        let (B, T, H, K, V) = (s.batch, s.length, s.heads, s.keyDim, s.valueDim)
+        let (B, T, H, K, V) = (s.batch, s.length, s.valueHeads, s.keyDim, s.valueDim)  // H: the state heads here
         if T == 0 {
             let state = try inputs.initialState ?? Tensor(zeros: [B, H, K, V])
             return RecurrenceOutput(o: try Tensor(zeros: [B, 0, H, V]), finalState: state)
@@ -82,9 +90,9 @@ public enum CUDAChunked {
     }
 
     /// Device-buffer variant (queues the kernels on the buffers' context stream, no transfers). q, k `[B,T,H,K]` and
-    /// v `[B,T,H,V]` hold bf16 bits; g holds fp32 log gates `[B,T,H]` (simple_gla, gated_delta_rule) or the per-head
-    /// log decays `[H]` of `retentionDecays` (retention), nil otherwise; beta fp32 `[B,T,H]` (delta rules);
-    /// initialState / finalState fp32 `[B,H,K,V]` (optional); o `[B,T,H,V]` in `outputDType` (`.bfloat16`, `.float32`).
+    /// v `[B,T,HV,V]` hold bf16 bits; g holds fp32 log gates `[B,T,HV]` (simple_gla, gated_delta_rule) or the per-head
+    /// log decays `[HV]` of `retentionDecays` (retention), nil otherwise; beta fp32 `[B,T,HV]` (delta rules);
+    /// initialState / finalState fp32 `[B,HV,K,V]` (optional); o `[B,T,HV,V]` in `outputDType` (`.bfloat16`, `.float32`).
     /// `scratch` needs `scratchBytes(mechanism, shape, context:)` bytes (delta rules, split long sequences; allocated
     /// per call, with a synchronize, when nil). `valueBlock` (32, 64 or 128 for the scalar decays, 64 for the delta
     /// rules; nil: chosen per shape) is the V slice one block owns. Throws for bad sizes or options.
@@ -95,7 +103,8 @@ public enum CUDAChunked {
     ) throws {
         try check(mechanism: mechanism, chunkSize: 64, dtype: .bfloat16, normalize: false)
         let s = shape
-        let (B, T, H, K, V) = (s.batch, s.length, s.heads, s.keyDim, s.valueDim)
+        let (B, T, H, HV, K, V) = (s.batch, s.length, s.heads, s.valueHeads, s.keyDim, s.valueDim)
+        let (heads, group) = (Int32(HV), Int32(s.group))  // the kernels' H (state heads) and HV / H
         let scaleValue = try launchScale(s, outputDType: outputDType, scale: scale)
         let isDelta = mechanism.isDelta
         let gateMode: Int32 = switch mechanism {
@@ -106,14 +115,14 @@ public enum CUDAChunked {
         // Entry suffix: the kernels are compiled per kind, so that linear_attn and delta_rule carry no gate code.
         let kind = isDelta ? (gateMode == 0 ? "delta" : "gdelta") : (gateMode == 0 ? "plain" : "gated")
         var needs: [(String, CUDABuffer?, Int)] = [
-            ("q", q, B * T * H * K * 2), ("k", k, B * T * H * K * 2), ("v", v, B * T * H * V * 2),
-            ("o", o, B * T * H * V * outputDType.byteCount),
+            ("q", q, B * T * H * K * 2), ("k", k, B * T * H * K * 2), ("v", v, B * T * HV * V * 2),
+            ("o", o, B * T * HV * V * outputDType.byteCount),
         ]
-        if gateMode == 1 { needs.append(("g", g, H * 4)) }
-        if gateMode == 2 { needs.append(("g", g, B * T * H * 4)) }
-        if isDelta { needs.append(("beta", beta, B * T * H * 4)) }
-        if let initialState { needs.append(("initialState", initialState, B * H * K * V * 4)) }
-        if let finalState { needs.append(("finalState", finalState, B * H * K * V * 4)) }
+        if gateMode == 1 { needs.append(("g", g, HV * 4)) }
+        if gateMode == 2 { needs.append(("g", g, B * T * HV * 4)) }
+        if isDelta { needs.append(("beta", beta, B * T * HV * 4)) }
+        if let initialState { needs.append(("initialState", initialState, B * HV * K * V * 4)) }
+        if let finalState { needs.append(("finalState", finalState, B * HV * K * V * 4)) }
         try checkBuffers(needs, s, for: mechanism.rawValue)
         let ctx = q.context
         if let valueBlock, isDelta ? valueBlock != 64 : ![32, 64, 128].contains(valueBlock) || V % valueBlock != 0 {
@@ -126,43 +135,45 @@ public enum CUDAChunked {
         let (work, owned) = try workspace(plan.scratchBytes, scratch: scratch, context: ctx)
         let common = (h0: initialState?.address ?? 0, ht: finalState?.address ?? 0, g: g?.address ?? 0)
         if isDelta {
-            // Scratch holds w [B,T,H,K] bf16, then u [B,T,H,V] fp32.
-            let wAddress = work!.address, uAddress = work!.address + UInt64(B * T * H * K * 2)
+            // Scratch holds w [B,T,HV,K] bf16, then u [B,T,HV,V] fp32.
+            let wAddress = work!.address, uAddress = work!.address + UInt64(B * T * HV * K * 2)
             let prep = try ctx.function(source: CUDAKernels.chunkedWY, name: "linea_chunk_wy_k\(K)_v\(V)")
             let smem = (64 * (K + 8) + 64 * (V + 8)) * 2 + (64 * 68 + 3 * 64) * 4  // tiles; L (then A); gates, beta, beta e^G
             try ctx.launch(
-                prep, grid: ((T + 63) / 64, H, B), block: (128, 1, 1), sharedBytes: smem,
+                prep, grid: ((T + 63) / 64, HV, B), block: (128, 1, 1), sharedBytes: smem,
                 arguments: [.pointer(k.address), .pointer(v.address), .pointer(beta!.address), .pointer(common.g),
-                            .int32(gateMode), .pointer(wAddress), .pointer(uAddress), .int32(Int32(T)), .int32(Int32(H))])
+                            .int32(gateMode), .pointer(wAddress), .pointer(uAddress), .int32(Int32(T)), .int32(heads),
+                            .int32(group)])
             var segments: (UInt64, UInt64) = (0, 0)
             if plan.segments > 1 {
                 // Pass 1 (lc_chunk_end_delta: 4 warps per 64 columns of the state, then of the identity): every
                 // segment's end state from zero and its transition M; the scan applies S_{p+1} = M_p S_p + E_p from
                 // h0; pass 2 runs every segment.
-                let states = uAddress + UInt64(B * T * H * V * 4)
+                let states = uAddress + UInt64(B * T * HV * V * 4)
                 segments = (states, states + UInt64(plan.segmentStateBytes))
                 let end = try ctx.function(source: CUDAKernels.chunkedDeltaEnd, name: "linea_chunk_end_k\(K)_\(kind)")
                 try ctx.launch(
-                    end, grid: ((V + K) / 64, H, B * plan.segments), block: (128, 1, 1),
+                    end, grid: ((V + K) / 64, HV, B * plan.segments), block: (128, 1, 1),
                     sharedBytes: 2 * 2 * 64 * (K + 8) * 2 + 2 * 64 * 68 * 4 + 4 * 64 * 4,  // k, w, u tiles x2; decays
                     arguments: [.pointer(k.address), .pointer(uAddress), .pointer(wAddress), .pointer(common.g),
-                                .int32(gateMode), .pointer(common.h0), .int32(Int32(T)), .int32(Int32(H)), .int32(Int32(V)),
+                                .int32(gateMode), .pointer(common.h0), .int32(Int32(T)), .int32(heads), .int32(group), .int32(Int32(V)),
                                 .int32(Int32(plan.segmentChunks)), .pointer(segments.0), .pointer(segments.1)])
                 let scan = try ctx.function(source: CUDAKernels.chunkedScan, name: "linea_chunk_seg_scan_delta")
                 try ctx.launch(
-                    scan, grid: (V / 32, H, B), block: (256, 1, 1), sharedBytes: 0,
+                    scan, grid: (V / 32, HV, B), block: (256, 1, 1), sharedBytes: 0,
                     arguments: [.pointer(segments.0), .pointer(segments.1), .pointer(common.h0), .int32(Int32(plan.segments)),
-                                .int32(Int32(H)), .int32(Int32(K)), .int32(Int32(V))])
+                                .int32(heads), .int32(Int32(K)), .int32(Int32(V))])
             }
             // The full walk (lc_chunk_fwd_delta: 4 warps per 64 columns, two blocks per SM).
             let f = try ctx.function(source: CUDAKernels.chunkedDeltaFwd, name: "linea_chunk_fwd_k\(K)_\(kind)")
             try ctx.launch(
-                f, grid: (V / 64, H, B * plan.segments), block: (128, 1, 1),
+                f, grid: (V / 64, HV, B * plan.segments), block: (128, 1, 1),
                 sharedBytes: 4 * 64 * (K + 8) * 2 + 2 * 64 * 72 * 2 + 64 * 68 * 4 + 4 * 64 * 4,  // k x2, q, w; scores hi, lo; u; gates
                 arguments: [.pointer(q.address), .pointer(k.address), .pointer(uAddress), .pointer(wAddress),
                             .pointer(common.g), .int32(gateMode), .pointer(common.h0), .pointer(common.ht),
-                            .pointer(o.address), .int32(outputDType == .bfloat16 ? 1 : 0), .int32(Int32(T)), .int32(Int32(H)),
-                            .int32(Int32(V)), .float(scaleValue), .int32(Int32(plan.segmentChunks)), .pointer(segments.0)])
+                            .pointer(o.address), .int32(outputDType == .bfloat16 ? 1 : 0), .int32(Int32(T)), .int32(heads),
+                            .int32(group), .int32(Int32(V)), .float(scaleValue), .int32(Int32(plan.segmentChunks)),
+                            .pointer(segments.0)])
         } else {
             let f = try ctx.function(source: CUDAKernels.chunkedFwd, name: "linea_chunk_fwd_k\(K)_v\(bv)_\(kind)")
             var segments: (UInt64, UInt64) = (0, 0)
@@ -177,9 +188,9 @@ public enum CUDAChunked {
                                   shape: s, plan: plan, stateOnly: true, segments: segments, scale: scaleValue)
                 let scan = try ctx.function(source: CUDAKernels.chunkedScan, name: "linea_chunk_seg_scan")
                 try ctx.launch(
-                    scan, grid: ((K * V + 255) / 256, H, B), block: (256, 1, 1), sharedBytes: 0,
+                    scan, grid: ((K * V + 255) / 256, HV, B), block: (256, 1, 1), sharedBytes: 0,
                     arguments: [.pointer(segments.0), .pointer(segments.1), .pointer(common.h0), .int32(Int32(plan.segments)),
-                                .int32(Int32(H)), .int32(Int32(K * V))])
+                                .int32(heads), .int32(Int32(K * V))])
             }
             try launchForward(f, ctx: ctx, q: q.address, k: k.address, v: v.address, g: common.g,
                               gateMode: gateMode, h0: common.h0, ht: common.ht, o: o.address,
@@ -190,7 +201,7 @@ public enum CUDAChunked {
 
     /// Launch plan: the V slice per block, and the number of sequence segments run in parallel (each segment's end
     /// state from a zero state, and for the delta rules its transition; a scan to start states; then the outputs)
-    /// when B·H·V/BV blocks alone would leave SMs idle.
+    /// when B·HV·V/BV blocks alone would leave SMs idle.
     public struct Plan: Sendable, Equatable {
         /// Columns of V per block (BV).
         public let valueBlock: Int
@@ -200,7 +211,7 @@ public enum CUDAChunked {
         public var lastSegmentChunks: Int { chunks - (segments - 1) * segmentChunks }
         /// Chunks of 64 tokens in the sequence.
         public let chunks: Int
-        /// Bytes of the segment end states `[B·segments, H, K, V]` fp32 (0 when not cut).
+        /// Bytes of the segment end states `[B·segments, HV, K, V]` fp32 (0 when not cut).
         public let segmentStateBytes: Int
         /// Bytes of device scratch the call needs (`scratchBytes(_:_:context:valueBlock:)`).
         public let scratchBytes: Int
@@ -208,7 +219,7 @@ public enum CUDAChunked {
         /// The plan `forward` uses on a device with `multiprocessors` SMs; `valueBlock` forces BV of the scalar decays
         /// (the delta rules always take 64). O(1).
         public init(_ mechanism: RecurrentMechanism, _ s: CUDAChunkedShape, multiprocessors: Int, valueBlock: Int?) {
-            let (B, T, H, K, V) = (s.batch, s.length, s.heads, s.keyDim, s.valueDim)
+            let (B, T, H, K, V) = (s.batch, s.length, s.valueHeads, s.keyDim, s.valueDim)  // H: the state heads here
             let isDelta = mechanism.isDelta
             let chunks = max(1, (T + 63) / 64)
             // Scalar decays: one block per head (BV = V, the scores computed once per head), the sequence cut into
@@ -283,21 +294,23 @@ public enum CUDAChunked {
         }
     }
 
-    /// Bytes of scratch the device variant needs for this call: w `[B,T,H,K]` bf16 and u `[B,T,H,V]` fp32 for the
+    /// Bytes of scratch the device variant needs for this call: w `[B,T,HV,K]` bf16 and u `[B,T,HV,V]` fp32 for the
     /// delta rules, then, when the sequence is split, the segment end states and gates or transitions (else 0). O(1).
     public static func scratchBytes(_ mechanism: RecurrentMechanism, _ s: CUDAChunkedShape, context: CUDAContext,
                                     valueBlock: Int? = nil) -> Int {
         Plan(mechanism, s, multiprocessors: context.multiprocessorCount, valueBlock: valueBlock).scratchBytes
     }
 
-    /// Retention's per-head log decays `log(1 - 2^(-5-h))`, `[H]` fp32 on the device (the `g` of the device variant).
+    /// Retention's per-head log decays `log(1 - 2^(-5-h))` for `heads` state heads (HV), `[HV]` fp32 on the device (the
+    /// `g` of the device variant).
     public static func retentionDecays(heads: Int, context: CUDAContext) throws -> CUDABuffer {
         try CUDABuffer(context: context, copying: (0..<max(1, heads)).map { Float(log1p(-pow(2, Double(-5 - $0)))) })
     }
 
     /// Matmul FLOPs of the chunked forward as computed (full 64 x 64 blocks; the delta prepass included). O(1).
     public static func flops(_ mechanism: RecurrentMechanism, _ s: CUDAChunkedShape) -> Double {
-        Recurrence.chunkedFLOPs(mechanism, B: s.batch, T: s.length, H: s.heads, K: s.keyDim, V: s.valueDim, chunkSize: 64)
+        Recurrence.chunkedFLOPs(mechanism, B: s.batch, T: s.length, H: s.heads, HV: s.valueHeads, K: s.keyDim, V: s.valueDim,
+                                chunkSize: 64)
     }
 
     /// Launches a scalar-decay entry of lc_chunk_fwd (full walk or, `stateOnly`, end-state pass), 8 warps per block.
@@ -313,11 +326,11 @@ public enum CUDAChunked {
         let elements = (stateOnly ? 1 : 2) * 2 * C * lk + (stateOnly ? 0 : 2 * K * lv) + 2 * C * lv
         let smem = elements * 2 + 8 * C * 4 + (stateOnly ? 0 : 16384)
         try ctx.launch(
-            f, grid: (s.valueDim / bv, s.heads, s.batch * plan.segments),
+            f, grid: (s.valueDim / bv, s.valueHeads, s.batch * plan.segments),
             block: (256, 1, 1), sharedBytes: smem,
             arguments: [.pointer(q), .pointer(k), .pointer(v), .pointer(g), .int32(gateMode), .pointer(h0),
-                        .pointer(ht), .pointer(o), .int32(outBF16 ? 1 : 0), .int32(Int32(s.length)), .int32(Int32(s.heads)),
-                        .int32(Int32(s.valueDim)), .float(scale), .int32(Int32(plan.segmentChunks)),
+                        .pointer(ht), .pointer(o), .int32(outBF16 ? 1 : 0), .int32(Int32(s.length)), .int32(Int32(s.valueHeads)),
+                        .int32(Int32(s.group)), .int32(Int32(s.valueDim)), .float(scale), .int32(Int32(plan.segmentChunks)),
                         .int32(Int32(plan.segments)), .pointer(segments.0), .pointer(segments.1)])
     }
 
@@ -386,10 +399,22 @@ public enum CUDAChunked {
         return (scratch, false)
     }
 
-    /// B, H >= 1, T >= 0, K and V in {64, 128} (every chunked kernel, gla's too). O(1).
+    /// The shape of `inputs` after `Recurrence.checkInputs` and `checkShape` (every chunked launcher's host side). O(inputs).
+    static func checkedShape(_ mechanism: RecurrentMechanism, _ inputs: RecurrenceInputs) throws -> CUDAChunkedShape {
+        let (B, T, H, HV, K, V) = try Recurrence.checkInputs(mechanism, inputs)
+        let shape = CUDAChunkedShape(batch: B, length: T, heads: H, valueHeads: HV, keyDim: K, valueDim: V)
+        try checkShape(shape)
+        return shape
+    }
+
+    /// B, H >= 1, HV a multiple of H, T >= 0, K and V in {64, 128} (every chunked kernel, gla's too). O(1).
     static func checkShape(_ s: CUDAChunkedShape) throws {
         for (name, value) in [("batch", s.batch), ("heads", s.heads)] where value < 1 {
             throw LineaError.invalidArgument(argument: "shape.\(name)", expected: ">= 1", actual: "\(value)")
+        }
+        guard s.valueHeads >= s.heads && s.valueHeads % s.heads == 0 else {
+            throw LineaError.invalidArgument(argument: "shape.valueHeads", expected: "a multiple of heads = \(s.heads)",
+                                             actual: "\(s.valueHeads)")
         }
         guard s.length >= 0 else { throw LineaError.invalidArgument(argument: "shape.length", expected: ">= 0", actual: "\(s.length)") }
         guard s.keyDim == 64 || s.keyDim == 128 else {

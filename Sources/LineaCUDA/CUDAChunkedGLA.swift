@@ -7,12 +7,12 @@ import Linea
 /// hi + lo operands, the intra-chunk scores use one reference row per 16-row block (a direct sum on the diagonal block
 /// for gates too steep for that). Long sequences with few heads run in parallel segments (two launches).
 public enum CUDAChunkedGLA {
-    /// Runs gla over `inputs` (fla layout, as `Recurrence.forward(.gla, ...)`: g `[B,T,H,K]` log gates <= 0) on the
-    /// GPU. q, k, v are uploaded in `dtype` (`.bfloat16`: this tensor-core kernel; `.float16` / `.float32`: the fp32
-    /// CUDA-core kernel of `CUDAChunkedSIMT`); g and the state stay fp32. Returns o `[B,T,H,V]` (fp32, not rounded)
-    /// and the final state `[B,H,K,V]`. Takes K and V in {64, 128}, `chunkSize` 64; `useQKL2Norm` is applied on
-    /// the host; `normalize` is not supported (throws).
-    /// O(B·H·T·(K·V + 64·(K+V))) work on the device, plus the transfers.
+    /// Runs gla over `inputs` (fla layout, as `Recurrence.forward(.gla, ...)`: g `[B,T,HV,K]` log gates <= 0, HV a
+    /// multiple of q/k's H) on the GPU. q, k, v are uploaded in `dtype` (`.bfloat16`: this tensor-core kernel;
+    /// `.float16` / `.float32`: the fp32 CUDA-core kernel of `CUDAChunkedSIMT`); g and the state stay fp32. Returns o
+    /// `[B,T,HV,V]` (fp32, not rounded) and the final state `[B,HV,K,V]`. Takes K and V in {64, 128}, `chunkSize` 64;
+    /// `useQKL2Norm` is applied on the host; `normalize` is not supported (throws).
+    /// O(B·HV·T·(K·V + 64·(K+V))) work on the device, plus the transfers.
     public static func forward(
         _ inputs: RecurrenceInputs, chunkSize: Int = 64, dtype: DType = .bfloat16, valueBlock: Int? = nil,
         context: CUDAContext? = nil
@@ -21,9 +21,7 @@ public enum CUDAChunkedGLA {
         if dtype != .bfloat16 {  // f32, f16: the fp32 CUDA-core kernel
             return try CUDAChunkedSIMT.forward(.gla, inputs, dtype: dtype, valueBlock: valueBlock, context: context)
         }
-        let (B, T, H, K, V) = try Recurrence.checkInputs(.gla, inputs)
-        let shape = CUDAChunkedShape(batch: B, length: T, heads: H, keyDim: K, valueDim: V)
-        try CUDAChunked.checkShape(shape)
+        let shape = try CUDAChunked.checkedShape(.gla, inputs)
         return try CUDAChunked.run(.gla, inputs, shape, dtype: .bfloat16, context: context) { q, k, v, g, _, h0, ht, o in
             try forward(q: q, k: k, v: v, g: g!, initialState: h0, finalState: ht, o: o, shape: shape, scale: inputs.scale,  // g: checkInputs
                         outputDType: .float32, valueBlock: valueBlock)
@@ -31,8 +29,8 @@ public enum CUDAChunkedGLA {
     }
 
     /// Device-buffer variant (queues the kernels on the buffers' context stream, no transfers). q, k `[B,T,H,K]` and
-    /// v `[B,T,H,V]` hold bf16 bits; g fp32 log gates `[B,T,H,K]`; initialState / finalState fp32 `[B,H,K,V]`
-    /// (optional); o `[B,T,H,V]` in `outputDType` (`.bfloat16`, `.float32`). `scratch` needs `scratchBytes(shape,
+    /// v `[B,T,HV,V]` hold bf16 bits; g fp32 log gates `[B,T,HV,K]`; initialState / finalState fp32 `[B,HV,K,V]`
+    /// (optional); o `[B,T,HV,V]` in `outputDType` (`.bfloat16`, `.float32`). `scratch` needs `scratchBytes(shape,
     /// context:)` bytes (split long sequences; allocated per call, with a synchronize, when nil). `valueBlock` (64 or
     /// 128, dividing V; nil: V) is the V slice one block owns. Throws for bad sizes or options.
     public static func forward(
@@ -41,17 +39,17 @@ public enum CUDAChunkedGLA {
         scratch: CUDABuffer? = nil, valueBlock: Int? = nil
     ) throws {
         let s = shape
-        let (B, T, H, K, V) = (s.batch, s.length, s.heads, s.keyDim, s.valueDim)
+        let (B, T, H, HV, K, V) = (s.batch, s.length, s.heads, s.valueHeads, s.keyDim, s.valueDim)
         let scaleValue = try CUDAChunked.launchScale(s, outputDType: outputDType, scale: scale)
         if let valueBlock, ![64, 128].contains(valueBlock) || V % valueBlock != 0 {
             throw LineaError.invalidArgument(argument: "valueBlock", expected: "64 or 128, dividing V = \(V)", actual: "\(valueBlock)")
         }
         var needs: [(String, CUDABuffer?, Int)] = [
-            ("q", q, B * T * H * K * 2), ("k", k, B * T * H * K * 2), ("v", v, B * T * H * V * 2),
-            ("g", g, B * T * H * K * 4), ("o", o, B * T * H * V * outputDType.byteCount),
+            ("q", q, B * T * H * K * 2), ("k", k, B * T * H * K * 2), ("v", v, B * T * HV * V * 2),
+            ("g", g, B * T * HV * K * 4), ("o", o, B * T * HV * V * outputDType.byteCount),
         ]
-        if let initialState { needs.append(("initialState", initialState, B * H * K * V * 4)) }
-        if let finalState { needs.append(("finalState", finalState, B * H * K * V * 4)) }
+        if let initialState { needs.append(("initialState", initialState, B * HV * K * V * 4)) }
+        if let finalState { needs.append(("finalState", finalState, B * HV * K * V * 4)) }
         try CUDAChunked.checkBuffers(needs, s, for: "gla")
         let ctx = q.context
         let plan = Plan(s, multiprocessors: ctx.multiprocessorCount, valueBlock: valueBlock)
@@ -64,11 +62,12 @@ public enum CUDAChunkedGLA {
             ? (work!.address, work!.address + UInt64(plan.segmentStateBytes)) : (0, 0)
         func launch(stateOnly: Bool) throws {
             try ctx.launch(
-                f, grid: (V / bv, H, B * plan.segments), block: (256, 1, 1), sharedBytes: smem,
+                f, grid: (V / bv, HV, B * plan.segments), block: (256, 1, 1), sharedBytes: smem,
                 arguments: [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(g.address),
                             .pointer(stateOnly ? 0 : initialState?.address ?? 0), .pointer(stateOnly ? 0 : finalState?.address ?? 0),
-                            .pointer(o.address), .int32(outputDType == .bfloat16 ? 1 : 0), .int32(Int32(T)), .int32(Int32(H)),
-                            .int32(Int32(V)), .float(scaleValue), .int32(Int32(plan.segmentChunks)), .int32(stateOnly ? 1 : 0),
+                            .pointer(o.address), .int32(outputDType == .bfloat16 ? 1 : 0), .int32(Int32(T)), .int32(Int32(HV)),
+                            .int32(Int32(s.group)), .int32(Int32(V)), .float(scaleValue), .int32(Int32(plan.segmentChunks)),
+                            .int32(stateOnly ? 1 : 0),
                             .pointer(segments.0), .pointer(segments.1)])
         }
         // Pass 1 (split sequences): the end state of every segment but the last from a zero state; pass 2 carries h0.
@@ -78,12 +77,12 @@ public enum CUDAChunkedGLA {
     }
 
     /// Launch plan: the V slice per block (V unless chosen), and the number of sequence segments run in parallel when
-    /// B·H·V/BV blocks alone would leave SMs idle (each segment's end state from a zero state first).
+    /// B·HV·V/BV blocks alone would leave SMs idle (each segment's end state from a zero state first).
     struct Plan {
         let valueBlock: Int, segmentChunks: Int, segments: Int, segmentStateBytes: Int, scratchBytes: Int
 
         init(_ s: CUDAChunkedShape, multiprocessors: Int, valueBlock: Int?) {
-            let (B, T, H, K, V) = (s.batch, s.length, s.heads, s.keyDim, s.valueDim)
+            let (B, T, H, K, V) = (s.batch, s.length, s.valueHeads, s.keyDim, s.valueDim)  // H: the state heads here
             let bv = valueBlock ?? V
             let chunks = max(1, (T + 63) / 64)
             let blocks = B * H * (V / bv)
@@ -108,6 +107,6 @@ public enum CUDAChunkedGLA {
 
     /// Matmul FLOPs of the chunked forward as computed (full 64 x 64 blocks). O(1).
     public static func flops(_ s: CUDAChunkedShape) -> Double {
-        Recurrence.chunkedFLOPs(.gla, B: s.batch, T: s.length, H: s.heads, K: s.keyDim, V: s.valueDim, chunkSize: 64)
+        CUDAChunked.flops(.gla, s)
     }
 }

@@ -11,42 +11,29 @@ public enum CUDAKernelChecks {
     /// Decode-step cases (B, H, K, V): K 64/128/256 and odd sizes (V % 4 != 0 takes the scalar path).
     public static let stepCases: [(b: Int, h: Int, k: Int, v: Int)] = [(2, 4, 128, 128), (1, 3, 60, 100), (1, 2, 256, 64), (3, 2, 100, 33)]
 
-    /// Random inputs of `mechanism` in model ranges (unit-norm keys for the delta rules, gates in [-1, -1e-4],
-    /// beta in [0, 1], a random initial state), `[B,T,H,..]`, rounded to `dtype`. Reproducible from `seed`.
+    /// Random inputs of `mechanism` in model ranges (`RecurrenceInputs.random`: unit-norm keys for the delta rules, gates
+    /// in [-1, -1e-4], beta in [0, 1], a random initial state), `[B,T,H,..]` with `HV` value heads (H when nil), q, k,
+    /// v, g and beta rounded to `dtype` (the step uploads them all in it). Reproducible from `seed`.
     public static func recurrenceInputs(
-        _ mechanism: RecurrentMechanism, B: Int, T: Int, H: Int, K: Int, V: Int, dtype: DType, seed: UInt64
+        _ mechanism: RecurrentMechanism, B: Int, T: Int, H: Int, HV: Int? = nil, K: Int, V: Int, dtype: DType, seed: UInt64
     ) throws -> RecurrenceInputs {
+        var x = try RecurrenceInputs.random(mechanism, B: B, T: T, H: H, HV: HV, K: K, V: V, seed: seed)
         let round = { (t: Tensor) in CUDAUpload.rounded(t, dtype) }
-        let delta = mechanism.isDelta
-        var k = try Tensor.randomNormal([B, T, H, K], seed: seed &+ 1)
-        if delta {
-            for row in stride(from: 0, to: k.count, by: K) {
-                let norm = k.scalars[row..<row + K].reduce(0) { $0 + $1 * $1 }.squareRoot()
-                for i in row..<row + K { k.scalars[i] /= max(norm, 1e-6) }
-            }
-        }
-        var inputs = RecurrenceInputs(q: round(try Tensor.randomNormal([B, T, H, K], seed: seed)), k: round(k),
-                                      v: round(try Tensor.randomNormal([B, T, H, V], seed: seed &+ 2)))
-        let gate = CUDARecurrentStep.gate(mechanism)
-        if gate.used {
-            inputs.g = round(try Tensor.randomUniform(gate.vector ? [B, T, H, K] : [B, T, H], seed: seed &+ 3, in: -1 ... -1e-4))
-        }
-        if delta { inputs.beta = round(try Tensor.randomUniform([B, T, H], seed: seed &+ 4)) }
-        inputs.initialState = try Tensor.randomNormal([B, H, K, V], seed: seed &+ 5, scale: 0.1)
-        return inputs
+        (x.q, x.k, x.v, x.g, x.beta) = (round(x.q), round(x.k), round(x.v), x.g.map(round), x.beta.map(round))
+        return x
     }
 
     /// `tokens` decode steps of `mechanism` on the GPU against `Recurrence.forward(.reference)`: outputs of every
-    /// token and the final state.
+    /// token and the final state; `hv` value heads (grouped, a multiple of `h`; h when nil).
     public static func step(
-        _ mechanism: RecurrentMechanism, b: Int, h: Int, k: Int, v: Int, tokens: Int = 4, dtype: DType,
+        _ mechanism: RecurrentMechanism, b: Int, h: Int, hv: Int? = nil, k: Int, v: Int, tokens: Int = 4, dtype: DType,
         seed: UInt64 = 11, context: CUDAContext
     ) throws -> CUDASelfCheck.Outcome {
-        let inputs = try recurrenceInputs(mechanism, B: b, T: tokens, H: h, K: k, V: v, dtype: dtype, seed: seed)
+        let inputs = try recurrenceInputs(mechanism, B: b, T: tokens, H: h, HV: hv, K: k, V: v, dtype: dtype, seed: seed)
         let want = try Recurrence.forward(mechanism, inputs, form: .reference)
         let got = try CUDARecurrentStep.scan(mechanism, inputs, dtype: dtype, context: context)
         return CUDASelfCheck.Outcome(
-            name: "\(mechanism.rawValue) step x\(tokens) B=\(b) H=\(h) K=\(k) V=\(v) \(dtype.rawValue)",
+            name: "\(mechanism.rawValue) step x\(tokens) B=\(b) H=\(h)\(hv.map { " HV=\($0)" } ?? "") K=\(k) V=\(v) \(dtype.rawValue)",
             errors: [("o", ErrorStats(got.o, want.o)), ("state", ErrorStats(got.finalState, want.finalState))],
             tolerance: tolerance(dtype))
     }

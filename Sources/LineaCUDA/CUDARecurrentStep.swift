@@ -25,35 +25,38 @@ public enum CUDARecurrentStep {
         }
     }
 
-    /// One decode step of `mechanism` (the CPU `Recurrence` conventions): q, k `[B,H,K]`, v `[B,H,V]`, g `[B,H]`
-    /// (simple_gla, gated_delta_rule) or `[B,H,K]` (gla), nil otherwise; beta `[B,H]` for the delta rules, nil
-    /// otherwise; state `[B,H,K,V]` fp32. Decay (none; retention's `1 - 2^(-5-h)`; `exp(g)`), write (`k v^T`, or
-    /// the delta rule), then `o = (scale q)^T S`. Inputs are uploaded as `dtype` (f32, bf16 or f16); the state
-    /// stays fp32. Returns o `[B,H,V]` and the new state. K <= 256. O(B·H·K·V) on the device, plus transfers.
+    /// One decode step of `mechanism` (the CPU `Recurrence` conventions): q, k `[B,H,K]`, v `[B,HV,V]` (HV a multiple
+    /// of H: value head hv reads q/k head hv / (HV/H)), g `[B,HV]` (simple_gla, gated_delta_rule) or `[B,HV,K]` (gla),
+    /// nil otherwise; beta `[B,HV]` for the delta rules, nil otherwise; state `[B,HV,K,V]` fp32. Decay (none;
+    /// retention's `1 - 2^(-5-h)`; `exp(g)`), write (`k v^T`, or the delta rule), then `o = (scale q)^T S`. Inputs are
+    /// uploaded as `dtype` (f32, bf16 or f16); the state stays fp32. Returns o `[B,HV,V]` and the new state. K <= 256.
+    /// O(B·HV·K·V) on the device, plus transfers.
     public static func step(
         _ mechanism: RecurrentMechanism, q: Tensor, k: Tensor, v: Tensor, g: Tensor? = nil, beta: Tensor? = nil,
         state: Tensor, scale: Float? = nil, dtype: DType = .float32, context: CUDAContext? = nil
     ) throws -> (o: Tensor, state: Tensor) {
         try q.expectRank(3, "q", layout: "[B, H, K]")
-        try v.expectRank(3, "v", layout: "[B, H, V]")
-        let (b, h, kd, vd) = (q.shape[0], q.shape[1], q.shape[2], v.shape[2])
+        try v.expectRank(3, "v", layout: "[B, HV, V]")
+        let (b, h, kd, hv, vd) = (q.shape[0], q.shape[1], q.shape[2], v.shape[1], v.shape[2])
         try k.expectShape([b, h, kd], "k")
-        try v.expectShape([b, h, vd], "v")
-        try state.expectShape([b, h, kd, vd], "state")
+        guard v.shape[0] == b, h > 0 && hv % h == 0 && hv >= h else {
+            throw LineaError.shapeMismatch(argument: "v", expected: "[\(b), HV, V] with HV a multiple of H = \(h)", actual: "\(v.shape)")
+        }
+        try state.expectShape([b, hv, kd, vd], "state")
         let gate = gate(mechanism)
         if gate.used {
             guard let g else {
                 throw LineaError.invalidArgument(argument: "g", expected: "a log gate for \(mechanism.rawValue)", actual: "none")
             }
-            try g.expectShape(gate.vector ? [b, h, kd] : [b, h], "g")
+            try g.expectShape(gate.vector ? [b, hv, kd] : [b, hv], "g")
         } else if let g {
             throw LineaError.invalidArgument(argument: "g", expected: "none (\(mechanism.rawValue) takes no gate)", actual: "shape \(g.shape)")
         }
         if mechanism.isDelta {
             guard let beta else {
-                throw LineaError.invalidArgument(argument: "beta", expected: "write strengths [\(b),\(h)] for \(mechanism.rawValue)", actual: "none")
+                throw LineaError.invalidArgument(argument: "beta", expected: "write strengths [\(b),\(hv)] for \(mechanism.rawValue)", actual: "none")
             }
-            try beta.expectShape([b, h], "beta")
+            try beta.expectShape([b, hv], "beta")
         } else if let beta {
             throw LineaError.invalidArgument(argument: "beta", expected: "none (\(mechanism.rawValue) is not a delta rule)", actual: "shape \(beta.shape)")
         }
@@ -63,21 +66,23 @@ public enum CUDARecurrentStep {
         let gb = try g.map { try CUDAUpload.buffer($0, dtype: dtype, context: ctx) }
         let betab = try beta.map { try CUDAUpload.buffer($0, dtype: dtype, context: ctx) }
         let sb = try CUDABuffer(context: ctx, copying: state.scalars)
-        let ob = try CUDABuffer(context: ctx, byteCount: b * h * vd * 4)
+        let ob = try CUDABuffer(context: ctx, byteCount: b * hv * vd * 4)
         try step(mechanism, q: qb, k: kb, v: vb, g: gb, beta: betab, state: sb, o: ob,
-                 batch: b, heads: h, keyDim: kd, valueDim: vd, scale: scale, dtype: dtype)
-        let o = try Tensor(shape: [b, h, vd], scalars: ob.download(Float.self, count: b * h * vd))
+                 batch: b, heads: h, valueHeads: hv, keyDim: kd, valueDim: vd, scale: scale, dtype: dtype)
+        let o = try Tensor(shape: [b, hv, vd], scalars: ob.download(Float.self, count: b * hv * vd))
         let s = try Tensor(shape: state.shape, scalars: sb.download(Float.self, count: state.count))
         return (o, s)
     }
 
-    /// Device-buffer variant (queues one kernel, no transfers): q, k `[B·H,K]`, v `[B·H,V]`, g `[B·H]` or
-    /// `[B·H,K]` (gla), beta `[B·H]`, all `dtype` (f32, bf16 or f16); state `[B·H,K,V]` fp32 updated in place;
-    /// o `[B·H,V]` fp32. K <= 256. `columnsPerThread` (1 or 4; nil: 4 when V % 4 == 0) picks scalar or float4
-    /// state access; `warpsPerBlock` (8 or 16) the block size. Reads and writes the state once: O(B·H·K·V) memory traffic.
+    /// Device-buffer variant (queues one kernel, no transfers): q, k `[B·H,K]`, v `[B·HV,V]` (HV = `valueHeads`, H when
+    /// nil, a multiple of H), g `[B·HV]` or `[B·HV,K]` (gla), beta `[B·HV]`, all `dtype` (f32, bf16 or f16); state
+    /// `[B·HV,K,V]` fp32 updated in place; o `[B·HV,V]` fp32. K <= 256. `columnsPerThread` (1 or 4; nil: 4 when
+    /// V % 4 == 0) picks scalar or float4 state access; `warpsPerBlock` (8 or 16) the block size. Reads and writes the
+    /// state once: O(B·HV·K·V) memory traffic.
     public static func step(
         _ mechanism: RecurrentMechanism, q: CUDABuffer, k: CUDABuffer, v: CUDABuffer, g: CUDABuffer?, beta: CUDABuffer?,
-        state: CUDABuffer, o: CUDABuffer, batch: Int, heads: Int, keyDim: Int, valueDim: Int, scale: Float? = nil,
+        state: CUDABuffer, o: CUDABuffer, batch: Int, heads: Int, valueHeads: Int? = nil, keyDim: Int, valueDim: Int,
+        scale: Float? = nil,
         dtype: DType = .float32, columnsPerThread: Int? = nil, warpsPerBlock: Int = 8
     ) throws {
         guard warpsPerBlock == 8 || warpsPerBlock == 16 else {
@@ -85,6 +90,10 @@ public enum CUDARecurrentStep {
         }
         for (name, value) in [("batch", batch), ("heads", heads), ("keyDim", keyDim), ("valueDim", valueDim)] where value < 1 {
             throw LineaError.invalidArgument(argument: name, expected: ">= 1", actual: "\(value)")
+        }
+        let valueHeads = valueHeads ?? heads
+        guard valueHeads >= heads && valueHeads % heads == 0 else {
+            throw LineaError.invalidArgument(argument: "valueHeads", expected: "a multiple of heads = \(heads)", actual: "\(valueHeads)")
         }
         guard keyDim <= 256 else {
             throw LineaError.invalidArgument(argument: "keyDim", expected: "<= 256", actual: "\(keyDim)")
@@ -94,10 +103,10 @@ public enum CUDARecurrentStep {
         guard scaleValue.isFinite else {
             throw LineaError.invalidArgument(argument: "scale", expected: "a finite value", actual: "\(scaleValue)")
         }
-        let bh = batch * heads, e = dtype.byteCount
+        let bh = batch * valueHeads, e = dtype.byteCount  // state heads
         let gate = gate(mechanism)
         var needs: [(String, CUDABuffer?, Int)] = [
-            ("q", q, bh * keyDim * e), ("k", k, bh * keyDim * e), ("v", v, bh * valueDim * e),
+            ("q", q, batch * heads * keyDim * e), ("k", k, batch * heads * keyDim * e), ("v", v, bh * valueDim * e),
             ("state", state, bh * keyDim * valueDim * 4), ("o", o, bh * valueDim * 4),
         ]
         if gate.used { needs.append(("g", g, bh * (gate.vector ? keyDim : 1) * e)) }
@@ -124,7 +133,8 @@ public enum CUDARecurrentStep {
             arguments: [
                 .int32(mechanismCode(mechanism)), .pointer(q.address), .pointer(k.address), .pointer(v.address),
                 .pointer(g?.address ?? 0), .pointer(beta?.address ?? 0), .pointer(state.address), .pointer(o.address),
-                .int32(Int32(keyDim)), .int32(Int32(valueDim)), .int32(Int32(heads)), .float(scaleValue),
+                .int32(Int32(keyDim)), .int32(Int32(valueDim)), .int32(Int32(valueHeads)), .int32(Int32(valueHeads / heads)),
+                .float(scaleValue),
             ])
     }
 
@@ -149,9 +159,9 @@ public enum CUDARecurrentStep {
                  keyDim: keyDim, valueDim: valueDim, scale: scale, dtype: dtype, columnsPerThread: columnsPerThread)
     }
 
-    /// Runs `inputs` (`[B,T,H,..]`, the CPU `Recurrence` layout) token by token through the decode step; returns o
-    /// `[B,T,H,V]` and the final state, as `Recurrence.forward` does. For checks (T kernel launches + transfers);
-    /// `normalize` and `useQKL2Norm` are not supported (throws).
+    /// Runs `inputs` (`[B,T,H,..]`, the CPU `Recurrence` layout, grouped value heads too) token by token through the
+    /// decode step; returns o `[B,T,HV,V]` and the final state, as `Recurrence.forward` does. For checks (T kernel
+    /// launches + transfers); `normalize` and `useQKL2Norm` are not supported (throws).
     public static func scan(
         _ mechanism: RecurrentMechanism, _ inputs: RecurrenceInputs, dtype: DType = .float32, context: CUDAContext? = nil
     ) throws -> RecurrenceOutput {
@@ -160,13 +170,13 @@ public enum CUDARecurrentStep {
                                              actual: "normalize \(inputs.normalize), useQKL2Norm \(inputs.useQKL2Norm)")
         }
         try inputs.q.expectRank(4, "q", layout: "[B,T,H,K]")
-        try inputs.v.expectRank(4, "v", layout: "[B,T,H,V]")
-        let (b, t, h, kd, vd) = (inputs.q.shape[0], inputs.q.shape[1], inputs.q.shape[2], inputs.q.shape[3], inputs.v.shape[3])
+        try inputs.v.expectRank(4, "v", layout: "[B,T,HV,V]")
+        let (b, t, kd, h, vd) = (inputs.q.shape[0], inputs.q.shape[1], inputs.q.shape[3], inputs.v.shape[2], inputs.v.shape[3])
         var state = try inputs.initialState ?? Tensor(zeros: [b, h, kd, vd])
-        // Token i of a [B, T, H, width] tensor as [B, H, width] (or [B, H] when `scalar`).
+        // Token i of a [B, T, heads, width] tensor as [B, heads, width] (or [B, heads] when `scalar`).
         func token(_ x: Tensor?, _ i: Int, _ scalar: Bool) throws -> Tensor? {
-            guard let x else { return nil }
-            let width = x.count / (b * t * h)
+            guard let x, x.rank >= 3 else { return x }
+            let h = x.shape[2], width = x.count / max(1, b * t * h)
             var values: [Float] = []
             values.reserveCapacity(b * h * width)
             for bi in 0..<b {

@@ -27,7 +27,7 @@ struct Mechanism {
 
     private static let recurrenceSummaries: [RecurrentMechanism: String] = [
         .linearAttention: "linear attention: S += k vᵀ (optional normalizer)",
-        .retention: "RetNet: fixed decay 1 - 2^(-5-h) per head",
+        .retention: "RetNet: fixed decay 1 - 2^(-5-h) per (value) head",
         .simpleGLA: "scalar gate per head (Mamba-2 SSD core)",
         .gla: "vector gate over K (GLA, HGRN2)",
         .deltaRule: "DeltaNet: delta-rule write with strength beta",

@@ -9,7 +9,9 @@ struct OpCommand: ParsableCommand {
         commandName: "op",
         abstract: "Run one operation on tensors named as in fla (q, k, v, g, beta, initial_state) from a safetensors file.",
         discussion: """
-            attention writes o and lse; the recurrences write o and final_state. The output is written atomically \
+            attention writes o and lse; the recurrences write o and final_state. For the recurrences, v, g, beta and \
+            initial_state may have a multiple HV of the H heads of q and k (grouped value heads, fla's GVA: value head \
+            hv reads q/k head hv / (HV/H)). The output is written atomically \
             (a temporary file renamed into place), so an existing file is replaced only when the run succeeds.
             """)
 

@@ -69,12 +69,13 @@ private func cudaBlockSparseChecks(dtype: DType, seed: UInt64) throws -> [Verifi
 }
 
 /// The fused decode step of `r` over 4 tokens against `Recurrence.forward(.reference)`, plus the gated delta rule at
-/// the bench shape (B 64, H 32, K = V = 128).
+/// the bench shape (B 64, H 32, K = V = 128) and grouped value heads (HV = 2H).
 private func cudaStepChecks(_ r: RecurrentMechanism, dtype: DType, seed: UInt64) throws -> [VerificationCheck] {
-    var cases = CUDAKernelChecks.stepCases
-    if r == .gatedDeltaRule { cases.append((64, 32, 128, 128)) }
+    var cases = CUDAKernelChecks.stepCases.map { ($0.b, $0.h, $0.h, $0.k, $0.v) }
+    if r == .gatedDeltaRule { cases.append((64, 32, 32, 128, 128)) }
+    cases.append((2, 2, 4, 128, 128))
     return try cases.enumerated().map { index, c in
-        check("cuda step", try CUDAKernelChecks.step(r, b: c.b, h: c.h, k: c.k, v: c.v, dtype: dtype,
+        check("cuda step", try CUDAKernelChecks.step(r, b: c.0, h: c.1, hv: c.2 == c.1 ? nil : c.2, k: c.3, v: c.4, dtype: dtype,
                                                      seed: seed &+ UInt64(index) &* 10, context: CUDABackend.shared))
     }
 }

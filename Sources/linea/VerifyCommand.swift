@@ -103,21 +103,25 @@ private func attentionChecks(seed: UInt64) throws -> [VerificationCheck] {
 }
 
 private func recurrenceChecks(_ r: RecurrentMechanism, seed: UInt64) throws -> [VerificationCheck] {
-    // (B, T, H, K, V, gate range): awkward lengths around the chunk size, K != V, steep gates down to -20.
-    let grid: [(Int, Int, Int, Int, Int, ClosedRange<Float>)] = [
-        (1, 1, 2, 64, 64, -1...(-1e-4)),
-        (3, 63, 2, 60, 32, -1...(-1e-4)),
-        (1, 65, 2, 64, 128, -20...(-1e-4)),
-        (2, 200, 2, 128, 64, -1...(-1e-4)),
-        (1, 1000, 1, 64, 64, -20...(-1e-4)),
+    // (B, T, H, HV, K, V, gate range): awkward lengths around the chunk size, K != V, steep gates down to -20, grouped
+    // value heads (HV = 2H, 4H).
+    let grid: [(Int, Int, Int, Int, Int, Int, ClosedRange<Float>)] = [
+        (1, 1, 2, 2, 64, 64, -1...(-1e-4)),
+        (3, 63, 2, 2, 60, 32, -1...(-1e-4)),
+        (1, 65, 2, 2, 64, 128, -20...(-1e-4)),
+        (2, 200, 2, 2, 128, 64, -1...(-1e-4)),
+        (1, 1000, 1, 1, 64, 64, -20...(-1e-4)),
+        (2, 130, 2, 4, 64, 32, -1...(-1e-4)),
+        (1, 70, 1, 4, 32, 64, -20...(-1e-4)),
     ]
     var checks: [VerificationCheck] = []
     for (index, c) in grid.enumerated() {
-        let (B, T, H, K, V, gates) = c
-        let inputs = try RecurrenceInputs.random(r, B: B, T: T, H: H, K: K, V: V, seed: seed &+ UInt64(index) &* 10, gateRange: gates)
+        let (B, T, H, HV, K, V, gates) = c
+        let inputs = try RecurrenceInputs.random(r, B: B, T: T, H: H, HV: HV, K: K, V: V, seed: seed &+ UInt64(index) &* 10,
+                                                 gateRange: gates)
         let want = try Recurrence.forward(r, inputs, form: .reference)
         let hasGate = inputs.g != nil
-        let shape = "B\(B) T\(T) H\(H) K\(K) V\(V)" + (hasGate ? " g in [\(Int(gates.lowerBound)), 0)" : "")
+        let shape = "B\(B) T\(T) H\(H)\(HV == H ? "" : " HV\(HV)") K\(K) V\(V)" + (hasGate ? " g in [\(Int(gates.lowerBound)), 0)" : "")
         for form in [RecurrenceForm.recurrent, .chunked(size: 64), .chunked(size: 16)] {
             let got = try Recurrence.forward(r, inputs, form: form)
             let name = if case .chunked(let n) = form { "chunked:\(n)" } else { "recurrent" }

@@ -18,6 +18,22 @@ import Testing
         }
     }
 
+    /// `linea op --backend cuda --dtype f32` on files whose v, g, beta and initial_state have HV = 2H heads matches
+    /// the Float64 reference (needs a GPU).
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: "/dev/nvidiactl"), "needs an NVIDIA device"),
+          arguments: [RecurrentMechanism.gatedDeltaRule, .simpleGLA])
+    func groupedValueHeadsOnCUDAMatchReference(_ r: RecurrentMechanism) throws {
+        let dir = try temporaryDirectory()
+        let (input, x) = try GroupedHeadsOpTests.writeGrouped(r, dir, B: 2, T: 100, H: 2, HV: 4, K: 64, V: 64)
+        let want = try Recurrence.forward(r, x, form: .reference)
+        let output = dir.appendingPathComponent("out.safetensors").path
+        let run = try runLinea(["op", r.rawValue, "--inputs", input, "--output", output, "--backend", "cuda", "--dtype", "f32"])
+        #expect(run.code == 0, "\(r): \(run.err)")
+        let got = try SafeTensors.read(path: output)
+        let eo = ErrorStats(got["o"]!, want.o), es = ErrorStats(got["final_state"]!, want.finalState)
+        #expect(eo.relativeRMS <= 1e-5 && es.relativeRMS <= 1e-5, "\(r) cuda: o \(eo); final_state \(es)")
+    }
+
     @Test func opBackendAndDTypeAreValidated() throws {
         let r = try runLinea(["op", "attention", "--inputs", "x", "--output", "y", "--backend", "tpu"])
         #expect(r.code == 2 && r.err.contains("--backend"), "\(r.err)")

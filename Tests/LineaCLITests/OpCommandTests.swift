@@ -122,3 +122,45 @@ import Testing
         }
     }
 }
+
+@Suite struct GroupedHeadsOpTests {
+    /// Writes a file whose v, g, beta and initial_state have HV = 2H heads (q and k have H) and returns its path
+    /// and tensors.
+    static func writeGrouped(_ r: RecurrentMechanism, _ dir: URL, B: Int, T: Int, H: Int, HV: Int, K: Int, V: Int)
+        throws -> (String, RecurrenceInputs) {
+        let x = try RecurrenceInputs.random(r, B: B, T: T, H: H, HV: HV, K: K, V: V, seed: 17)
+        var tensors = ["q": x.q, "k": x.k, "v": x.v, "initial_state": x.initialState!]
+        tensors["g"] = x.g
+        tensors["beta"] = x.beta
+        let path = dir.appendingPathComponent("grouped-\(r.rawValue)-\(HV).safetensors").path
+        try SafeTensors.write(tensors, to: path)
+        return (path, x)
+    }
+
+    /// gated_delta_rule and simple_gla with grouped value heads, every form, against the in-process Float64 reference.
+    @Test(arguments: [RecurrentMechanism.gatedDeltaRule, .simpleGLA])
+    func everyFormMatchesFloat64Reference(_ r: RecurrentMechanism) throws {
+        let dir = try temporaryDirectory()
+        let (input, x) = try Self.writeGrouped(r, dir, B: 2, T: 100, H: 2, HV: 4, K: 32, V: 24)
+        let want = try Recurrence.forward(r, x, form: .reference)
+        #expect(want.o.shape == [2, 100, 4, 24])
+        for form in ["reference", "recurrent", "chunked", "chunked:7"] {
+            let output = dir.appendingPathComponent("out-\(form).safetensors").path
+            let run = try runLinea(["op", r.rawValue, "--inputs", input, "--output", output, "--form", form, "--chunk-size", "32"])
+            #expect(run.code == 0, "\(r) \(form): \(run.err)")
+            let got = try SafeTensors.read(path: output)
+            let eo = ErrorStats(got["o"]!, want.o), es = ErrorStats(got["final_state"]!, want.finalState)
+            #expect(eo.relativeRMS <= 1e-5 && es.relativeRMS <= 1e-5, "\(r) \(form): o \(eo); final_state \(es)")
+        }
+    }
+
+    /// Value heads that are not a multiple of the q/k heads: exit 1, the error names v with what was expected.
+    @Test func valueHeadsNotAMultipleFail() throws {
+        let dir = try temporaryDirectory()
+        let (input, _) = try Self.writeGrouped(.simpleGLA, dir, B: 1, T: 8, H: 2, HV: 3, K: 8, V: 4)
+        let output = dir.appendingPathComponent("out.safetensors").path
+        let run = try runLinea(["op", "simple_gla", "--inputs", input, "--output", output])
+        #expect(run.code == 1 && run.err.contains("v: expected shape [1,8,HV,V] with HV a multiple of H = 2, got [1, 8, 3, 4]"), "\(run.err)")
+        #expect(!FileManager.default.fileExists(atPath: output))
+    }
+}

@@ -12,26 +12,27 @@ import Foundation
 
 extension Recurrence {
     /// Chunked form for delta_rule and gated_delta_rule; parallel over groups of heads, GEMMs on OpenBLAS.
-    /// O(B*H*T*(K*V + C*(K+V) + C^2)) time, O(C*(C+K+V) + K*V) workspace per (b,h).
+    /// O(B*HV*T*(K*V + C*(K+V) + C^2)) time, O(C*(C+K+V) + K*V) workspace per (b,hv).
     static func chunkedDeltaForward(_ p: FastProblem, chunk: Int) -> RecurrenceOutput {
         let d = p.dims
         let C = min(chunk, d.T)  // a chunk longer than the sequence needs no larger workspace
-        var o = Allocation.zeros(d.B * d.T * d.H * d.V)
+        var o = Allocation.zeros(d.B * d.T * d.HV * d.V)
         var state = p.startingState()
         ChunkBuffers.with(p, o: &o, state: &state) { buffers in
-            walkHeads(count: d.B * d.H, T: d.T, chunk: C) { bh in DeltaHeadWalk(p, buffers, bh: bh, chunk: C) }
+            walkHeads(count: d.B * d.HV, T: d.T, chunk: C) { bh in DeltaHeadWalk(p, buffers, bh: bh, chunk: C) }
         }
         return RecurrenceOutput(
-            o: Tensor(uncheckedShape: [d.B, d.T, d.H, d.V], scalars: o),
-            finalState: Tensor(uncheckedShape: [d.B, d.H, d.K, d.V], scalars: state))
+            o: Tensor(uncheckedShape: [d.B, d.T, d.HV, d.V], scalars: o),
+            finalState: Tensor(uncheckedShape: [d.B, d.HV, d.K, d.V], scalars: state))
     }
 }
 
-/// One head's walk for the delta rules: its workspace and its state (inside the workspace).
+/// One value head's walk for the delta rules: its workspace and its state (inside the workspace).
 struct DeltaHeadWalk: HeadWalk {
     let p: FastProblem
     let buffers: ChunkBuffers
-    let b: Int, h: Int, C: Int
+    /// Batch entry, value head, the q/k head it reads, chunk size.
+    let b: Int, h: Int, kh: Int, C: Int
     let gated: Bool
     /// Workspace: beta (C), M, Tm (C x C), Kb, W (C x K), QP = [scale e^G Q | P] (C x (K+C)) and SU = [S ; U]
     /// ((K+C) x V), so the output is one GEMM; the state lives in SU's top K rows while the chunks run. Cumulative
@@ -39,9 +40,10 @@ struct DeltaHeadWalk: HeadWalk {
     let space: HeadWorkspace
 
     init(_ p: FastProblem, _ buffers: ChunkBuffers, bh: Int, chunk C: Int) {
-        let (H, K, V) = (p.dims.H, p.dims.K, p.dims.V)
+        let (HV, K, V) = (p.dims.HV, p.dims.K, p.dims.V)
         (self.p, self.buffers, self.C) = (p, buffers, C)
-        (b, h) = (bh / H, bh % H)
+        (b, h) = (bh / HV, bh % HV)
+        kh = p.keyHead(h)
         gated = p.mechanism.gateKind == .scalar
         let stateOffset = C + 2 * C * C + 2 * C * K + C * (K + C)
         space = HeadWorkspace(buffers, bh: bh, K: K, V: V, floats: stateOffset + (K + C) * V, stateOffset: stateOffset,
@@ -51,19 +53,19 @@ struct DeltaHeadWalk: HeadWalk {
     func finish() { space.release() }
 
     func step(_ t0: Int, _ L: Int) {
-        let (T, H, K, V) = (p.dims.T, p.dims.H, p.dims.K, p.dims.V)
+        let (T, H, HV, K, V) = (p.dims.T, p.dims.H, p.dims.HV, p.dims.K, p.dims.V)
         let (work, G) = (space.work, space.G)
         let bt = work, M = bt + C, Tm = M + C * C, Kb = Tm + C * C, W = Kb + C * K, QP = W + C * K, S = QP + C * (K + C)
         var sum = 0.0
         for i in 0..<L {
-            let row = (b * T + t0 + i) * H + h
+            let row = (b * T + t0 + i) * HV + h
             if gated { sum += Double(buffers.g![row]) }
             G[i] = sum
             bt[i] = buffers.beta![row]
         }
         let chunk = DeltaChunk(
-            L: L, C: C, K: K, V: V, ldk: H * K, ldv: H * V, scale: p.scale, gated: gated,
-            q: buffers.q + p.offset(b, t0, h, width: K), k: buffers.k + p.offset(b, t0, h, width: K),
+            L: L, C: C, K: K, V: V, ldk: H * K, ldv: HV * V, scale: p.scale, gated: gated,
+            q: buffers.q + p.keyOffset(b, t0, kh), k: buffers.k + p.keyOffset(b, t0, kh),
             v: buffers.v + p.offset(b, t0, h, width: V), o: buffers.o + p.offset(b, t0, h, width: V),
             S: S, G: G, beta: bt, M: M, Tm: Tm, Kb: Kb, W: W, QP: QP)
         chunk.run()

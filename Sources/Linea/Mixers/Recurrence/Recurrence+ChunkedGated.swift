@@ -17,27 +17,28 @@ extension Recurrence {
     static let glaSubBlock = 16
 
     /// Chunked form for linear_attn, retention, simple_gla and gla; parallel over groups of heads, GEMMs on
-    /// OpenBLAS. O(B*H*T*(K*V + C*(K+V))) time, O(C*(C+K) + K*V) workspace per (b,h).
+    /// OpenBLAS. O(B*HV*T*(K*V + C*(K+V))) time, O(C*(C+K) + K*V) workspace per (b,hv).
     static func chunkedGatedForward(_ p: FastProblem, chunk: Int) -> RecurrenceOutput {
         let d = p.dims
         let C = min(chunk, d.T)  // a chunk longer than the sequence needs no larger workspace
-        var o = Allocation.zeros(d.B * d.T * d.H * d.V)
+        var o = Allocation.zeros(d.B * d.T * d.HV * d.V)
         var state = p.startingState()
         ChunkBuffers.with(p, o: &o, state: &state) { buffers in
-            walkHeads(count: d.B * d.H, T: d.T, chunk: C) { bh in GatedHeadWalk(p, buffers, bh: bh, chunk: C) }
+            walkHeads(count: d.B * d.HV, T: d.T, chunk: C) { bh in GatedHeadWalk(p, buffers, bh: bh, chunk: C) }
         }
         if p.normalize { p.applyNormalizer(&o) }
         return RecurrenceOutput(
-            o: Tensor(uncheckedShape: [d.B, d.T, d.H, d.V], scalars: o),
-            finalState: Tensor(uncheckedShape: [d.B, d.H, d.K, d.V], scalars: state))
+            o: Tensor(uncheckedShape: [d.B, d.T, d.HV, d.V], scalars: o),
+            finalState: Tensor(uncheckedShape: [d.B, d.HV, d.K, d.V], scalars: state))
     }
 }
 
-/// One head's walk for the non-delta mechanisms: its workspace, its state (inside the workspace) and its gates.
+/// One value head's walk for the non-delta mechanisms: its workspace, its state (inside the workspace) and its gates.
 struct GatedHeadWalk: HeadWalk {
     let p: FastProblem
     let buffers: ChunkBuffers
-    let b: Int, h: Int, C: Int
+    /// Batch entry, value head, the q/k head it reads, chunk size.
+    let b: Int, h: Int, kh: Int, C: Int
     let kind: GateKind
     let headLogDecay: Double
     /// The vector width gla's decayed rows run at (read once: a task-local lookup per chunk would cost more).
@@ -48,9 +49,10 @@ struct GatedHeadWalk: HeadWalk {
     let space: HeadWorkspace
 
     init(_ p: FastProblem, _ buffers: ChunkBuffers, bh: Int, chunk C: Int) {
-        let (H, K, V) = (p.dims.H, p.dims.K, p.dims.V)
+        let (HV, K, V) = (p.dims.HV, p.dims.K, p.dims.V)
         (self.p, self.buffers, self.C) = (p, buffers, C)
-        (b, h) = (bh / H, bh % H)
+        (b, h) = (bh / HV, bh % HV)
+        kh = p.keyHead(h)
         kind = p.mechanism.gateKind
         headLogDecay = Recurrence.retentionLogDecay(head: h)
         let stateOffset = 2 * C * K + C * (K + C), packed = kind == .vector ? 2 * C * K : 0
@@ -61,10 +63,10 @@ struct GatedHeadWalk: HeadWalk {
     func finish() { space.release() }
 
     func step(_ t0: Int, _ L: Int) {
-        let (T, H, K, V) = (p.dims.T, p.dims.H, p.dims.K, p.dims.V)
+        let (T, H, HV, K, V) = (p.dims.T, p.dims.H, p.dims.HV, p.dims.K, p.dims.V)
         let (work, G) = (space.work, space.G)
         let Qr = work, Kr = Qr + C * K, QA = Kr + C * K, S = QA + C * (K + C), Qc = S + (K + C) * V, Kc = Qc + C * K
-        var (q, k, ldk) = (buffers.q + p.offset(b, t0, h, width: K), buffers.k + p.offset(b, t0, h, width: K), H * K)
+        var (q, k, ldk) = (buffers.q + p.keyOffset(b, t0, kh), buffers.k + p.keyOffset(b, t0, kh), H * K)
         if kind == .vector {
             // gla reads q and k rows several times: from contiguous copies, since in place their rows lie H·K floats
             // apart (4 KiB at 8 heads of 128) and share a few cache sets.
@@ -75,7 +77,7 @@ struct GatedHeadWalk: HeadWalk {
             (q, k, ldk) = (UnsafePointer(Qc), UnsafePointer(Kc), K)
         }
         let chunk = GatedChunk(
-            L: L, C: C, K: K, V: V, ldk: ldk, ldv: H * V, scale: p.scale, q: q, k: k,
+            L: L, C: C, K: K, V: V, ldk: ldk, ldv: HV * V, scale: p.scale, q: q, k: k,
             v: buffers.v + p.offset(b, t0, h, width: V), o: buffers.o + p.offset(b, t0, h, width: V),
             S: S, G: G, Qr: Qr, Kr: Kr, QA: QA)
         switch kind {
@@ -87,14 +89,14 @@ struct GatedHeadWalk: HeadWalk {
         case .scalar:
             var sum = 0.0
             for i in 0..<L {
-                sum += Double(buffers.g![(b * T + t0 + i) * H + h])
+                sum += Double(buffers.g![(b * T + t0 + i) * HV + h])
                 G[i] = sum
             }
             chunk.runScalar(decays: true)
         case .vector:
             let gp = buffers.g! + p.offset(b, t0, h, width: K)
             for c in 0..<K { G[c] = Double(gp[c]) }
-            for i in 1..<L { RecurrenceSIMD.accumulate(G + i * K, G + (i - 1) * K, gp + i * H * K, K) }
+            for i in 1..<L { RecurrenceSIMD.accumulate(G + i * K, G + (i - 1) * K, gp + i * HV * K, K) }
             chunk.runVector(kernels)
         }
     }

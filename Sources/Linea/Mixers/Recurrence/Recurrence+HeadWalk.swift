@@ -2,7 +2,8 @@
 // apart, and a worker that walks one head through the whole sequence reads them as a strided stream, which the
 // hardware prefetchers serve poorly once the inputs no longer fit the last-level cache (measured 35-50% slower per
 // token than one contiguous head). So each worker takes a group of neighbouring heads and steps them together,
-// chunk by chunk: a chunk's rows of those heads are adjacent in memory and read as one stream.
+// chunk by chunk: a chunk's rows of those heads are adjacent in memory and read as one stream. The heads walked are
+// the value (state) heads, B·HV of them; with grouped value heads neighbours share their q and k rows.
 
 /// One head's chunked walk: its workspace and state, advanced one chunk at a time.
 protocol HeadWalk {
@@ -62,7 +63,7 @@ extension Recurrence {
     /// (about 130 KiB each at K = V = 64, chunk 64) stay in L2.
     static let headsPerGroup = 8
 
-    /// Walks `count` heads (b·H + h) through `T` tokens in chunks of `C`: workers take groups of neighbouring heads
+    /// Walks `count` value heads (b·HV + hv) through `T` tokens in chunks of `C`: workers take groups of neighbouring heads
     /// (at least one group per thread) and step each group's heads chunk by chunk. O(count · T / C) steps.
     static func walkHeads<W: HeadWalk>(count: Int, T: Int, chunk C: Int, _ make: @Sendable @escaping (Int) -> W) {
         let groups = headGroups(count)

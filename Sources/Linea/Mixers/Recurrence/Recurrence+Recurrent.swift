@@ -130,33 +130,33 @@ extension Recurrence {
         UnsafeMutableRawPointer(o + j).storeBytes(of: acc, as: Vec.self)
     }
 
-    /// Recurrent form: a Float32 scan over T, parallel over B*H. O(B*H*T*K*V) time, O(K*V) state per (b,h).
+    /// Recurrent form: a Float32 scan over T, parallel over B*HV. O(B*HV*T*K*V) time, O(K*V) state per (b,hv).
     static func recurrentForward(_ p: FastProblem) -> RecurrenceOutput {
         let d = p.dims
-        var o = Allocation.zeros(d.B * d.T * d.H * d.V)
+        var o = Allocation.zeros(d.B * d.T * d.HV * d.V)
         var state = p.startingState()
         o.withUnsafeMutableBufferPointer { oBuf in state.withUnsafeMutableBufferPointer { sBuf in
             recurrentScan(p, state: SendablePointer(sBuf.baseAddress!), o: SendablePointer(oBuf.baseAddress!))
         } }
         if p.normalize { p.applyNormalizer(&o) }
         return RecurrenceOutput(
-            o: Tensor(uncheckedShape: [d.B, d.T, d.H, d.V], scalars: o),
-            finalState: Tensor(uncheckedShape: [d.B, d.H, d.K, d.V], scalars: state))
+            o: Tensor(uncheckedShape: [d.B, d.T, d.HV, d.V], scalars: o),
+            finalState: Tensor(uncheckedShape: [d.B, d.HV, d.K, d.V], scalars: state))
     }
 
-    /// Runs the tokens of `p` on `stateP` (`[B,H,K,V]`) in place, writing the raw outputs `[B,T,H,V]` to `outP`
-    /// (no normalizer). Parallel over B*H. O(B*H*T*K*V).
+    /// Runs the tokens of `p` on `stateP` (`[B,HV,K,V]`) in place, writing the raw outputs `[B,T,HV,V]` to `outP`
+    /// (no normalizer). Parallel over B*HV. O(B*HV*T*K*V).
     static func recurrentScan(_ p: FastProblem, state stateP: SendablePointer<Float>, o outP: SendablePointer<Float>) {
         let d = p.dims
-        Parallel.forEach(d.B * d.H) { bh in
-            let b = bh / d.H, h = bh % d.H
+        Parallel.forEach(d.B * d.HV) { bh in
+            let b = bh / d.HV, h = bh % d.HV, kh = p.keyHead(h)
             let S = stateP.base + bh * d.K * d.V
             let gateExp = UnsafeMutablePointer<Float>.allocate(capacity: d.K)  // exp(g_t) for vector gates
             defer { gateExp.deallocate() }
             let headDecay = Float(exp(retentionLogDecay(head: h)))
             p.q.withUnsafeBufferPointer { q in p.k.withUnsafeBufferPointer { k in p.v.withUnsafeBufferPointer { v in
                 for t in 0..<d.T {
-                    let row = (b * d.T + t) * d.H + h
+                    let row = (b * d.T + t) * d.HV + h, key = p.keyOffset(b, t, kh)
                     let decay: TokenDecay
                     switch p.mechanism.gateKind {
                     case .none: decay = .none
@@ -168,7 +168,7 @@ extension Recurrence {
                     }
                     recurrentToken(
                         S: S, K: d.K, V: d.V,
-                        q: q.baseAddress! + row * d.K, k: k.baseAddress! + row * d.K, v: v.baseAddress! + row * d.V,
+                        q: q.baseAddress! + key, k: k.baseAddress! + key, v: v.baseAddress! + row * d.V,
                         decay: decay, beta: p.beta?[row], scale: p.scale,
                         o: outP.base + row * d.V)
                 }
@@ -177,9 +177,9 @@ extension Recurrence {
     }
 }
 
-/// Decode state for one-token steps: the recurrent form, the state `[B,H,K,V]` updated in place.
+/// Decode state for one-token steps: the recurrent form, the state `[B,HV,K,V]` updated in place.
 public struct RecurrentState: Sendable {
-    /// The recurrent state `[B,H,K,V]`, Float32.
+    /// The recurrent state `[B,HV,K,V]` (HV value heads), Float32.
     public var state: Tensor
 
     /// A zero state `[batch, heads, keyDim, valueDim]`; throws for negative sizes or `keyDim < 1`.
@@ -200,41 +200,44 @@ public struct RecurrentState: Sendable {
         self.state = state
     }
 
-    /// Advances every (b,h) by one token and returns `o [B,H,V]`. `q, k [B,H,K]`, `v [B,H,V]`, `g [B,H]`
-    /// (`[B,H,K]` for gla), `beta [B,H]`; the same checks and arithmetic as the recurrent form. Keys are taken
-    /// as given (no L2 normalization, no linear_attn normalizer). A NaN or infinite `o` throws
-    /// `LineaError.nonFinite` (the state keeps the step) unless `allowNonFiniteOutputs`. O(B*H*K*V).
+    /// Advances every (b,hv) by one token and returns `o [B,HV,V]`. `q, k [B,H,K]` (HV a multiple of H; value head
+    /// `hv` reads head `hv / (HV/H)`), `v [B,HV,V]`, `g [B,HV]` (`[B,HV,K]` for gla), `beta [B,HV]`; the same checks
+    /// and arithmetic as the recurrent form. Keys are taken as given (no L2 normalization, no linear_attn
+    /// normalizer). A NaN or infinite `o` throws `LineaError.nonFinite` (the state keeps the step) unless
+    /// `allowNonFiniteOutputs`. O(B*HV*K*V).
     public mutating func step(
         _ mechanism: RecurrentMechanism, q: Tensor, k: Tensor, v: Tensor,
         g: Tensor? = nil, beta: Tensor? = nil, scale: Float? = nil, allowNonFiniteOutputs: Bool = false
     ) throws -> Tensor {
         try state.expectRank(4, "state", layout: "[B,H,K,V]")
-        let (B, H, K, V) = (state.shape[0], state.shape[1], state.shape[2], state.shape[3])
+        let (B, HV, K, V) = (state.shape[0], state.shape[1], state.shape[2], state.shape[3])
         // Reuse the sequence checks with T = 1: [B,H,X] is [B,1,H,X] with the same elements.
+        try q.expectRank(3, "q", layout: "[B,H,K]")
+        let H = q.shape[1]
         try q.expectShape([B, H, K], "q")
         try k.expectShape([B, H, K], "k")
-        try v.expectShape([B, H, V], "v")
+        try v.expectShape([B, HV, V], "v")
         var inputs = RecurrenceInputs(
-            q: try q.reshaped([B, 1, H, K]), k: try k.reshaped([B, 1, H, K]), v: try v.reshaped([B, 1, H, V]),
+            q: try q.reshaped([B, 1, H, K]), k: try k.reshaped([B, 1, H, K]), v: try v.reshaped([B, 1, HV, V]),
             scale: scale)
         if let g {
             let gla = mechanism.gateKind == .vector
-            try g.expectShape(gla ? [B, H, K] : [B, H], "g")
-            inputs.g = try g.reshaped(gla ? [B, 1, H, K] : [B, 1, H])
+            try g.expectShape(gla ? [B, HV, K] : [B, HV], "g")
+            inputs.g = try g.reshaped(gla ? [B, 1, HV, K] : [B, 1, HV])
         }
         if let beta {
-            try beta.expectShape([B, H], "beta")
-            inputs.beta = try beta.reshaped([B, 1, H])
+            try beta.expectShape([B, HV], "beta")
+            inputs.beta = try beta.reshaped([B, 1, HV])
         }
         let dims = try Recurrence.validate(mechanism, inputs)
         let problem = FastProblem(mechanism, inputs, dims, scale: scale ?? 1 / Float(K).squareRoot())
-        var o = [Float](repeating: 0, count: B * H * V)
-        if B * H * V > 0 {
+        var o = [Float](repeating: 0, count: B * HV * V)
+        if B * HV * V > 0 {
             state.scalars.withUnsafeMutableBufferPointer { sBuf in o.withUnsafeMutableBufferPointer { oBuf in
                 Recurrence.recurrentScan(problem, state: SendablePointer(sBuf.baseAddress!), o: SendablePointer(oBuf.baseAddress!))
             } }
         }
-        let out = try Tensor(shape: [B, H, V], scalars: o)
+        let out = try Tensor(shape: [B, HV, V], scalars: o)
         if !allowNonFiniteOutputs { try out.checkFiniteOutput("o", hint: Recurrence.nonFiniteHint(mechanism, l2Normalized: false)) }
         return out
     }

@@ -1,30 +1,32 @@
 import Foundation
 
 extension Recurrence {
-    /// The oracle: the per-token recurrence in Float64, written for clarity. O(B*H*T*K*V) time, O(K*V) per (b,h).
+    /// The oracle: the per-token recurrence in Float64, written for clarity; value head `hv` reads q/k head
+    /// `hv / (HV/H)`. O(B*HV*T*K*V) time, O(K*V) per (b,hv).
     ///
     /// Per token: decay the state (`S *= a_t`), then for the delta rules `u = beta (v - S^T k)` on the decayed
     /// state (else `u = v`), `S += k u^T`, and `o = S^T (scale q)` from the updated state.
     static func referenceForward(_ mechanism: RecurrentMechanism, _ x: RecurrenceInputs, _ d: RecurrenceDims, scale: Double) -> RecurrenceOutput {
-        let (B, T, H, K, V) = (d.B, d.T, d.H, d.K, d.V)
-        var o = [Float](repeating: 0, count: B * T * H * V)
-        var finalState = x.initialState?.scalars ?? [Float](repeating: 0, count: B * H * K * V)
+        let (B, T, H, HV, K, V) = (d.B, d.T, d.H, d.HV, d.K, d.V)
+        var o = [Float](repeating: 0, count: B * T * HV * V)
+        var finalState = x.initialState?.scalars ?? [Float](repeating: 0, count: B * HV * K * V)
         let (q, k, v, g, beta) = (x.q.scalars, x.k.scalars, x.v.scalars, x.g?.scalars, x.beta?.scalars)
         let (l2, normalize) = (x.useQKL2Norm, x.normalize)
 
         o.withUnsafeMutableBufferPointer { oBuf in finalState.withUnsafeMutableBufferPointer { sBuf in
         let outP = SendablePointer(oBuf.baseAddress!), stateP = SendablePointer(sBuf.baseAddress!)
-        Parallel.forEach(B * H) { bh in
-            let b = bh / H, h = bh % H
+        Parallel.forEach(B * HV) { bh in
+            let b = bh / HV, h = bh % HV
             var S = (0..<(K * V)).map { Double(stateP.base[bh * K * V + $0]) }
             var z = [Double](repeating: 0, count: K)  // normalizer sum of keys
             var qt = [Double](repeating: 0, count: K), kt = [Double](repeating: 0, count: K)
             var u = [Double](repeating: 0, count: V)
             for t in 0..<T {
-                let row = (b * T + t) * H + h  // index of (b, t, h)
+                let row = (b * T + t) * HV + h  // index of (b, t, h) in v, g, beta and o
+                let keyRow = (b * T + t) * H + h / d.group  // the q/k head value head h reads
                 for i in 0..<K {
-                    qt[i] = Double(q[row * K + i])
-                    kt[i] = Double(k[row * K + i])
+                    qt[i] = Double(q[keyRow * K + i])
+                    kt[i] = Double(k[keyRow * K + i])
                 }
                 if l2 {
                     let qn = 1 / (qt.reduce(0) { $0 + $1 * $1 } + 1e-6).squareRoot()
@@ -86,7 +88,7 @@ extension Recurrence {
         }
         } }
         return RecurrenceOutput(
-            o: Tensor(uncheckedShape: [B, T, H, V], scalars: o),
-            finalState: Tensor(uncheckedShape: [B, H, K, V], scalars: finalState))
+            o: Tensor(uncheckedShape: [B, T, HV, V], scalars: o),
+            finalState: Tensor(uncheckedShape: [B, HV, K, V], scalars: finalState))
     }
 }

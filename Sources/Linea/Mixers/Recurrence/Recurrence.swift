@@ -14,13 +14,13 @@ public enum RecurrentMechanism: String, CaseIterable, Sendable {
     case linearAttention = "linear_attn"
     /// Fixed decay per head `gamma_h = 1 - 2^(-5-h)` (fla's chunk_retention).
     case retention
-    /// Scalar log gate `g [B,T,H]`: `S_t = exp(g_t) S_{t-1} + k v^T` (Mamba-2 SSD core).
+    /// Scalar log gate `g [B,T,HV]`: `S_t = exp(g_t) S_{t-1} + k v^T` (Mamba-2 SSD core).
     case simpleGLA = "simple_gla"
-    /// Vector log gate `g [B,T,H,K]`: `S_t = Diag(exp(g_t)) S_{t-1} + k v^T`.
+    /// Vector log gate `g [B,T,HV,K]`: `S_t = Diag(exp(g_t)) S_{t-1} + k v^T`.
     case gla
-    /// `S_t = S_{t-1} - beta_t k_t (k_t^T S_{t-1}) + beta_t k_t v_t^T` (DeltaNet), `beta [B,T,H]`.
+    /// `S_t = S_{t-1} - beta_t k_t (k_t^T S_{t-1}) + beta_t k_t v_t^T` (DeltaNet), `beta [B,T,HV]`.
     case deltaRule = "delta_rule"
-    /// `S_t = exp(g_t) S_{t-1}`, then the delta update (Gated DeltaNet), `g, beta [B,T,H]`.
+    /// `S_t = exp(g_t) S_{t-1}`, then the delta update (Gated DeltaNet), `g, beta [B,T,HV]`.
     case gatedDeltaRule = "gated_delta_rule"
 }
 
@@ -37,15 +37,16 @@ public enum RecurrenceForm: Sendable, Equatable {
     public static let defaultChunkSize = 64
 }
 
-/// Inputs of one recurrence call, in fla's layout (sequence-major, heads inside).
+/// Inputs of one recurrence call, in fla's layout (sequence-major, heads inside). Value heads `HV` are a multiple of
+/// the query/key heads `H` (grouped value heads, fla's GVA): value head `hv` reads q/k head `hv / (HV/H)`.
 public struct RecurrenceInputs: Sendable {
-    /// Queries `[B,T,H,K]`, keys `[B,T,H,K]`, values `[B,T,H,V]`.
+    /// Queries `[B,T,H,K]`, keys `[B,T,H,K]`, values `[B,T,HV,V]`.
     public var q: Tensor, k: Tensor, v: Tensor
-    /// Log-space gate (`<= 0`): `[B,T,H]` for simple_gla and gated_delta_rule, `[B,T,H,K]` for gla; nil otherwise.
+    /// Log-space gate (`<= 0`): `[B,T,HV]` for simple_gla and gated_delta_rule, `[B,T,HV,K]` for gla; nil otherwise.
     public var g: Tensor?
-    /// Delta-rule write strength in `[0,1]`, `[B,T,H]`; nil for the non-delta mechanisms.
+    /// Delta-rule write strength in `[0,1]`, `[B,T,HV]`; nil for the non-delta mechanisms.
     public var beta: Tensor?
-    /// State before the first token, `[B,H,K,V]`; zeros when nil.
+    /// State before the first token, `[B,HV,K,V]`; zeros when nil.
     public var initialState: Tensor?
     /// Query scale; `1/sqrt(K)` when nil.
     public var scale: Float?
@@ -87,10 +88,12 @@ extension RecurrenceInputs {
     }
 
     /// Random inputs in the ranges real models use: unit-norm keys for the delta rules, gates in `gateRange`,
-    /// beta in [0, 1], a random initial state (N(0, 0.1²)). Same numbers on every machine for a `seed`. O(B·T·H·(K+V)).
-    public static func random(_ r: RecurrentMechanism, B: Int, T: Int, H: Int, K: Int, V: Int, seed: UInt64,
+    /// beta in [0, 1], a random initial state (N(0, 0.1²)); `HV` value heads (H when nil). Same numbers on every
+    /// machine for a `seed`. O(B·T·(H·K + HV·V)).
+    public static func random(_ r: RecurrentMechanism, B: Int, T: Int, H: Int, HV: Int? = nil, K: Int, V: Int, seed: UInt64,
                              gateRange: ClosedRange<Float> = -1...(-1e-4), initialState: Bool = true) throws -> RecurrenceInputs {
         guard K >= 1 else { throw LineaError.invalidArgument(argument: "K", expected: ">= 1", actual: "\(K)") }
+        let HV = HV ?? H
         let q = try Tensor.randomNormal([B, T, H, K], seed: seed)
         var k = try Tensor.randomNormal([B, T, H, K], seed: seed &+ 1)
         if r.isDelta {
@@ -100,23 +103,23 @@ extension RecurrenceInputs {
                 for i in row..<row + K { k.scalars[i] /= max(norm, 1e-6) }
             }
         }
-        var inputs = RecurrenceInputs(q: q, k: k, v: try Tensor.randomNormal([B, T, H, V], seed: seed &+ 2))
+        var inputs = RecurrenceInputs(q: q, k: k, v: try Tensor.randomNormal([B, T, HV, V], seed: seed &+ 2))
         switch r {
-        case .simpleGLA, .gatedDeltaRule: inputs.g = try Tensor.randomUniform([B, T, H], seed: seed &+ 3, in: gateRange)
-        case .gla: inputs.g = try Tensor.randomUniform([B, T, H, K], seed: seed &+ 3, in: gateRange)
+        case .simpleGLA, .gatedDeltaRule: inputs.g = try Tensor.randomUniform([B, T, HV], seed: seed &+ 3, in: gateRange)
+        case .gla: inputs.g = try Tensor.randomUniform([B, T, HV, K], seed: seed &+ 3, in: gateRange)
         default: break
         }
-        if r.isDelta { inputs.beta = try Tensor.randomUniform([B, T, H], seed: seed &+ 4) }
-        if initialState { inputs.initialState = try Tensor.randomNormal([B, H, K, V], seed: seed &+ 5, scale: 0.1) }
+        if r.isDelta { inputs.beta = try Tensor.randomUniform([B, T, HV], seed: seed &+ 4) }
+        if initialState { inputs.initialState = try Tensor.randomNormal([B, HV, K, V], seed: seed &+ 5, scale: 0.1) }
         return inputs
     }
 }
 
-/// Result of a recurrence call: outputs `o [B,T,H,V]` and the state after the last token `finalState [B,H,K,V]`.
+/// Result of a recurrence call: outputs `o [B,T,HV,V]` and the state after the last token `finalState [B,HV,K,V]`.
 public struct RecurrenceOutput: Sendable {
-    /// Outputs `[B,T,H,V]`.
+    /// Outputs `[B,T,HV,V]`.
     public var o: Tensor
-    /// State after the last token, `[B,H,K,V]` (the initial state when T = 0).
+    /// State after the last token, `[B,HV,K,V]` (the initial state when T = 0).
     public var finalState: Tensor
 
     /// Wraps outputs and final state (shapes are the caller's responsibility).
@@ -129,19 +132,19 @@ public struct RecurrenceOutput: Sendable {
 /// Entry point for the gated linear recurrences.
 public enum Recurrence {
     /// Runs `mechanism` over the whole sequence in the chosen `form`; throws `LineaError` naming the bad argument.
-    /// Time O(B*H*T*K*V) for every form (chunked adds O(B*H*T*C*(K+V))); memory O(inputs + B*H*K*V).
+    /// Time O(B*HV*T*K*V) for every form (chunked adds O(B*HV*T*C*(K+V))); memory O(inputs + B*HV*K*V).
     public static func forward(_ mechanism: RecurrentMechanism, _ inputs: RecurrenceInputs, form: RecurrenceForm) throws -> RecurrenceOutput {
         let dims = try validate(mechanism, inputs)
         if case let .chunked(size) = form, size < 1 {
             throw LineaError.invalidArgument(argument: "chunk size", expected: ">= 1", actual: "\(size)")
         }
         let scale = inputs.scale ?? 1 / Float(dims.K).squareRoot()
-        let empty = dims.B * dims.T * dims.H * dims.V == 0
+        let empty = dims.B * dims.T * dims.HV * dims.V == 0
         try MemoryBudget.check(buffers(mechanism, inputs, dims, form: empty ? .recurrent : form))
         if empty {
-            // Nothing to compute (T, B, H or V is 0): outputs are empty, the state passes through.
-            let state = try inputs.initialState ?? Tensor(zeros: [dims.B, dims.H, dims.K, dims.V])
-            return RecurrenceOutput(o: try Tensor(zeros: [dims.B, dims.T, dims.H, dims.V]), finalState: state)
+            // Nothing to compute (T, B, HV or V is 0): outputs are empty, the state passes through.
+            let state = try inputs.initialState ?? Tensor(zeros: [dims.B, dims.HV, dims.K, dims.V])
+            return RecurrenceOutput(o: try Tensor(zeros: [dims.B, dims.T, dims.HV, dims.V]), finalState: state)
         }
         let out: RecurrenceOutput
         switch form {
@@ -175,14 +178,14 @@ public enum Recurrence {
     /// `(3C+1)·(C+5K)` floats of C x C and C x K blocks, and the `(K+C) x V` state-and-values block). O(1).
     static func buffers(_ mechanism: RecurrentMechanism, _ x: RecurrenceInputs, _ d: RecurrenceDims, form: RecurrenceForm)
         -> [MemoryBudget.Buffer] {
-        let threads = max(1, min(Parallel.threadCount, d.B * d.H))
-        var result = [MemoryBudget.Buffer("o", [d.B, d.T, d.H, d.V]), .init("final_state", [d.B, d.H, d.K, d.V])]
+        let threads = max(1, min(Parallel.threadCount, d.B * d.HV))
+        var result = [MemoryBudget.Buffer("o", [d.B, d.T, d.HV, d.V]), .init("final_state", [d.B, d.HV, d.K, d.V])]
         if x.useQKL2Norm { result.append(.init("normalized q and k", [2, d.B, d.T, d.H, d.K])) }
         switch form {
         case .reference: result.append(.init("reference state", [threads, d.K, d.V], elementBytes: 8))
         case .recurrent: break
         case .chunked(let size):
-            let (C, live) = (min(size, d.T), liveHeadWalks(d.B * d.H))
+            let (C, live) = (min(size, d.T), liveHeadWalks(d.B * d.HV))
             result += [.init("chunk workspace", [live, 3 * C + 1, C + 5 * d.K]), .init("chunk state", [live, d.K + C, d.V])]
         }
         return result
@@ -196,9 +199,10 @@ public enum Recurrence {
         return names
     }
 
-    /// Approximate floating-point operations of the chunked form (GEMMs as computed, full C x C blocks), for GFLOP/s.
-    /// O(1).
-    public static func chunkedFLOPs(_ mechanism: RecurrentMechanism, B: Int, T: Int, H: Int, K: Int, V: Int, chunkSize: Int) -> Double {
+    /// Approximate floating-point operations of the chunked form (GEMMs as computed, full C x C blocks), for GFLOP/s;
+    /// the work is per value head (`HV`, H when nil: q and k are read, not repeated). O(1).
+    public static func chunkedFLOPs(_ mechanism: RecurrentMechanism, B: Int, T: Int, H: Int, HV: Int? = nil, K: Int, V: Int,
+                                    chunkSize: Int) -> Double {
         let l = Double(max(1, min(chunkSize, T)))
         let k = Double(K), v = Double(V)
         let perToken: Double
@@ -209,7 +213,7 @@ public enum Recurrence {
             // Q S, Q K^T, A V, state update.
             perToken = 2 * l * (k + v) + 4 * k * v
         }
-        return Double(B) * Double(H) * Double(T) * perToken
+        return Double(B) * Double(HV ?? H) * Double(T) * perToken
     }
 }
 
@@ -242,23 +246,25 @@ extension RecurrentMechanism {
     public var isDelta: Bool { self == .deltaRule || self == .gatedDeltaRule }
 }
 
-/// Problem sizes after validation.
+/// Problem sizes after validation: `H` query/key heads, `HV` value (and state) heads, a multiple of H.
 struct RecurrenceDims: Sendable {
-    let B: Int, T: Int, H: Int, K: Int, V: Int
+    let B: Int, T: Int, H: Int, HV: Int, K: Int, V: Int
+    /// Value heads per query/key head (`HV/H`, 1 when H = 0): value head `hv` reads q/k head `hv / group`.
+    var group: Int { H == 0 ? 1 : HV / H }
 }
 
 extension Recurrence {
-    /// Retention's log decay for head `h`: `log(1 - 2^(-5-h))` (fla's chunk_retention). O(1).
+    /// Retention's log decay for state head `h` (a value head): `log(1 - 2^(-5-h))` (fla's chunk_retention). O(1).
     static func retentionLogDecay(head h: Int) -> Double {
         log1p(-pow(2, Double(-5 - h)))
     }
 
     /// Checks shapes, presence and ranges of `inputs` for `mechanism` as every form (and the CUDA kernels) does, and
-    /// returns the sizes. O(inputs) when `inputs.validate`, else O(1).
+    /// returns the sizes (`H` query/key heads, `HV` value heads). O(inputs) when `inputs.validate`, else O(1).
     public static func checkInputs(_ mechanism: RecurrentMechanism, _ inputs: RecurrenceInputs) throws
-        -> (B: Int, T: Int, H: Int, K: Int, V: Int) {
+        -> (B: Int, T: Int, H: Int, HV: Int, K: Int, V: Int) {
         let d = try validate(mechanism, inputs)
-        return (d.B, d.T, d.H, d.K, d.V)
+        return (d.B, d.T, d.H, d.HV, d.K, d.V)
     }
 
     /// Checks shapes, presence and ranges of the inputs for `mechanism`; returns the sizes. O(inputs) when validating.
@@ -270,18 +276,19 @@ extension Recurrence {
             throw LineaError.shapeMismatch(argument: "q", expected: "[B,T,H,K] with K >= 1", actual: "\(x.q.shape)")
         }
         try x.k.expectShape([B, T, H, K], "k")
-        try x.v.expectRank(4, "v", layout: "[B,T,H,V]")
-        guard Array(x.v.shape.prefix(3)) == [B, T, H] else {
-            throw LineaError.shapeMismatch(argument: "v", expected: "[\(B),\(T),\(H),V]", actual: "\(x.v.shape)")
+        try x.v.expectRank(4, "v", layout: "[B,T,HV,V]")
+        let (HV, V) = (x.v.shape[2], x.v.shape[3])
+        guard Array(x.v.shape.prefix(2)) == [B, T], HV == H || (H > 0 && HV > 0 && HV % H == 0) else {
+            throw LineaError.shapeMismatch(argument: "v", expected: "[\(B),\(T),HV,V] with HV a multiple of H = \(H)",
+                                           actual: "\(x.v.shape)")
         }
-        let V = x.v.shape[3]
         switch mechanism.gateKind {
         case .scalar, .vector:
             guard let g = x.g else {
-                let layout = mechanism.gateKind == .vector ? "[\(B),\(T),\(H),\(K)]" : "[\(B),\(T),\(H)]"
+                let layout = mechanism.gateKind == .vector ? "[\(B),\(T),\(HV),\(K)]" : "[\(B),\(T),\(HV)]"
                 throw LineaError.invalidArgument(argument: "g", expected: "a log gate \(layout) for \(name)", actual: "none")
             }
-            try g.expectShape(mechanism.gateKind == .vector ? [B, T, H, K] : [B, T, H], "g")
+            try g.expectShape(mechanism.gateKind == .vector ? [B, T, HV, K] : [B, T, HV], "g")
         case .none, .perHead:
             if let g = x.g {
                 throw LineaError.invalidArgument(argument: "g", expected: "none (\(name) takes no gate)", actual: "shape \(g.shape)")
@@ -289,13 +296,13 @@ extension Recurrence {
         }
         if mechanism.isDelta {
             guard let beta = x.beta else {
-                throw LineaError.invalidArgument(argument: "beta", expected: "write strengths [\(B),\(T),\(H)] for \(name)", actual: "none")
+                throw LineaError.invalidArgument(argument: "beta", expected: "write strengths [\(B),\(T),\(HV)] for \(name)", actual: "none")
             }
-            try beta.expectShape([B, T, H], "beta")
+            try beta.expectShape([B, T, HV], "beta")
         } else if let beta = x.beta {
             throw LineaError.invalidArgument(argument: "beta", expected: "none (\(name) is not a delta rule)", actual: "shape \(beta.shape)")
         }
-        if let s = x.initialState { try s.expectShape([B, H, K, V], "initial_state") }
+        if let s = x.initialState { try s.expectShape([B, HV, K, V], "initial_state") }
         if let scale = x.scale, !scale.isFinite {
             throw LineaError.invalidArgument(argument: "scale", expected: "a finite number", actual: "\(scale)")
         }
@@ -317,7 +324,7 @@ extension Recurrence {
                 throw LineaError.invalidArgument(argument: "beta", expected: "values in [0, 1]", actual: "\(beta.scalars[i]) at flat index \(i)")
             }
         }
-        return RecurrenceDims(B: B, T: T, H: H, K: K, V: V)
+        return RecurrenceDims(B: B, T: T, H: H, HV: HV, K: K, V: V)
     }
 }
 
@@ -368,35 +375,45 @@ struct FastProblem: Sendable {
         return out
     }
 
-    /// Offset of token `t` of (b, h) in a `[B,T,H,width]` array.
+    /// Offset of token `t` of value head (b, hv) in a `[B,T,HV,width]` array (v, o, g, beta).
     @inline(__always)
-    func offset(_ b: Int, _ t: Int, _ h: Int, width: Int) -> Int {
-        ((b * dims.T + t) * dims.H + h) * width
+    func offset(_ b: Int, _ t: Int, _ hv: Int, width: Int) -> Int {
+        ((b * dims.T + t) * dims.HV + hv) * width
     }
 
-    /// The state tensor to start from: the initial state or zeros, `[B*H*K*V]`.
+    /// The q/k head value head `hv` reads: `hv / (HV/H)`.
+    func keyHead(_ hv: Int) -> Int { hv / dims.group }
+
+    /// Offset of token `t` of q/k head (b, `keyHead`) in a `[B,T,H,K]` array.
+    @inline(__always)
+    func keyOffset(_ b: Int, _ t: Int, _ keyHead: Int) -> Int {
+        ((b * dims.T + t) * dims.H + keyHead) * dims.K
+    }
+
+    /// The state tensor to start from: the initial state or zeros, `[B*HV*K*V]`.
     func startingState() -> [Float] {
-        initialState ?? [Float](repeating: 0, count: dims.B * dims.H * dims.K * dims.V)
+        initialState ?? [Float](repeating: 0, count: dims.B * dims.HV * dims.K * dims.V)
     }
 
-    /// Divides each output row by `(scale*q_t)·z_t + 1e-10`, `z_t = sum_{s<=t} k_s` (linear_attn normalizer). O(B*T*H*(K+V)).
+    /// Divides each output row by `(scale*q_t)·z_t + 1e-10`, `z_t = sum_{s<=t} k_s` (linear_attn normalizer).
+    /// O(B*T*HV*(K+V)).
     func applyNormalizer(_ o: inout [Float]) {
         let d = dims
         let (q, k, scale) = (self.q, self.k, self.scale)
         o.withUnsafeMutableBufferPointer { oBuf in
         let outP = SendablePointer(oBuf.baseAddress!)
-        Parallel.forEach(d.B * d.H) { bh in
-            let b = bh / d.H, h = bh % d.H
+        Parallel.forEach(d.B * d.HV) { bh in
+            let b = bh / d.HV, h = bh % d.HV, kh = keyHead(h)
             var z = [Float](repeating: 0, count: d.K)
             for t in 0..<d.T {
-                let qk = ((b * d.T + t) * d.H + h) * d.K
+                let qk = keyOffset(b, t, kh)
                 var den: Float = 0
                 for i in 0..<d.K {
                     z[i] += k[qk + i]
                     den += q[qk + i] * z[i]
                 }
                 let inv = 1 / (scale * den + 1e-10)
-                VectorMath.scale(outP.base + ((b * d.T + t) * d.H + h) * d.V, count: d.V, by: inv)
+                VectorMath.scale(outP.base + offset(b, t, h, width: d.V), count: d.V, by: inv)
             }
         }
         }

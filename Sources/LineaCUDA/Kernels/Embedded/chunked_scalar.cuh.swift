@@ -11,8 +11,9 @@ extension CUDAKernels {
 #pragma once
 // Linea: chunked forward of S_t = a_t S_{t-1} (I - b_t k_t k_t^T) + b_t k_t v_t^T, o_t = scale q_t^T S_t, with a scalar
 // log gate per (b, t, h) (or a fixed one per head, or none), chunks of C = 64 tokens.
-// q, k [B,T,H,K], v [B,T,H,V] bf16; g [B,T,H] fp32 (gate_mode 2) or per-head log decay [H] (gate_mode 1) or none (0);
-// state h0/ht [B,H,K,V] fp32 (either may be null); o [B,T,H,V] bf16 or fp32.
+// q, k [B,T,H/group,K], v [B,T,H,V] bf16 (H value heads; value head h reads q/k head h / group, fla's GVA); g [B,T,H]
+// fp32 (gate_mode 2) or per-head log decay [H] (gate_mode 1) or none (0); state h0/ht [B,H,K,V] fp32 (either may be
+// null); o [B,T,H,V] bf16 or fp32.
 //
 // linea_chunk_fwd_*: one block per (V-block of BV columns, head, batch) walks the chunks in order and keeps its K x BV
 // slice of the state in fp32 registers. With G the inclusive cumulative log gate inside the chunk (fp32) and S the
@@ -53,7 +54,7 @@ __device__ __forceinline__ void lc_chunk_fwd(
     const lc_bf16* __restrict__ q, const lc_bf16* __restrict__ k, const lc_bf16* __restrict__ v,
     const float* __restrict__ g, int gate_mode,
     const float* __restrict__ h0, float* __restrict__ ht, void* __restrict__ o, int out_bf16,
-    int T, int H, int V, float scale, int seg_chunks, int segments, float* __restrict__ seg_state,
+    int T, int H, int group, int V, float scale, int seg_chunks, int segments, float* __restrict__ seg_state,
     float* __restrict__ seg_gate)
 {
     // NW warps: warp w computes output rows 16 (w % 4) .. for BV / (NW / 4) of the columns (NH n-tiles), and owns the
@@ -85,9 +86,9 @@ __device__ __forceinline__ void lc_chunk_fwd(
     const int v0 = blockIdx.x * BV, h = blockIdx.y, p = P - 1 - (int)blockIdx.z / Bn, b = blockIdx.z % Bn;
     const int cBegin = p * seg_chunks, cEnd = p == P - 1 ? NC : cBegin + seg_chunks;
     if (STATE_ONLY && p == P - 1) return;  // the last segment's end state is not needed
-    const long kStride = (long)H * K, vStride = (long)H * V;
-    const lc_bf16* qb = q + (long)b * T * kStride + (long)h * K;
-    const lc_bf16* kb = k + (long)b * T * kStride + (long)h * K;
+    const long kStride = (long)(H / group) * K, vStride = (long)H * V;  // q, k hold H / group heads
+    const lc_bf16* qb = q + (long)b * T * kStride + (long)(h / group) * K;
+    const lc_bf16* kb = k + (long)b * T * kStride + (long)(h / group) * K;
     const long vOff = (long)b * T * vStride + (long)h * V + v0;
     float* G = Gall + warp * C;
     const int rt = warp & 3, ch = warp >> 2, r0 = 16 * rt, c0 = ch * (BV / (NW / 4));  // output rows, column part
@@ -323,9 +324,9 @@ __device__ __forceinline__ void lc_chunk_fwd(
 #define LC_CHUNK_ENTRY(NAME, K, BV, STATE_ONLY, GATED)                                                                \
     extern "C" __global__ void __launch_bounds__(256, (STATE_ONLY) ? 2 : 1) NAME(                                    \
         const lc_bf16* q, const lc_bf16* k, const lc_bf16* v, const float* g, int gate_mode, const float* h0,        \
-        float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int seg_chunks, int segments,             \
-        float* seg_state, float* seg_gate) {                                                                         \
-        lc_chunk_fwd<K, BV, STATE_ONLY, GATED>(q, k, v, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale,           \
+        float* ht, void* o, int out_bf16, int T, int H, int group, int V, float scale, int seg_chunks,               \
+        int segments, float* seg_state, float* seg_gate) {                                                           \
+        lc_chunk_fwd<K, BV, STATE_ONLY, GATED>(q, k, v, g, gate_mode, h0, ht, o, out_bf16, T, H, group, V, scale,    \
                                                seg_chunks, segments, seg_state, seg_gate);                           \
     }
 

@@ -34,11 +34,11 @@ __device__ __forceinline__ void lc_mma2_x3(float* c0, float* c1, const unsigned*
     lc_mma2(c0, c1, al, bh);
 }
 
-// Delta-rule prepass for one chunk: w = A (beta e^G k) [C,K], u = A (beta v) [C,V], A = (I + L)^{-1}.
+// Delta-rule prepass for one chunk of value head h: w = A (beta e^G k) [C,K], u = A (beta v) [C,V], A = (I + L)^{-1}.
 template <int K, int VD>
 __device__ __forceinline__ void lc_chunk_wy(
     const lc_bf16* __restrict__ k, const lc_bf16* __restrict__ v, const float* __restrict__ beta,
-    const float* __restrict__ g, int gate_mode, lc_bf16* __restrict__ w, float* __restrict__ u, int T, int H)
+    const float* __restrict__ g, int gate_mode, lc_bf16* __restrict__ w, float* __restrict__ u, int T, int H, int group)
 {
     constexpr int C = 64, LK = K + 8, LVV = VD + 8, LA = C + 4;
     extern __shared__ uint4 lc_smem4[];
@@ -52,8 +52,9 @@ __device__ __forceinline__ void lc_chunk_wy(
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
     const int mat = lane >> 3, r8 = lane & 7;
     const int c = blockIdx.x, h = blockIdx.y, b = blockIdx.z, t0 = c * C;
-    const long kStride = (long)H * K, vStride = (long)H * VD;
-    lc_load_tile<K, lc_bf16, 128>(Ks, k + (long)b * T * kStride + (long)h * K, t0, T, kStride);
+    // k holds H / group heads (value head h reads k head h / group); v, w and u hold H.
+    const long kStride = (long)(H / group) * K, vStride = (long)H * VD;
+    lc_load_tile<K, lc_bf16, 128>(Ks, k + (long)b * T * kStride + (long)(h / group) * K, t0, T, kStride);
     lc_load_tile<VD, lc_bf16, 128>(Vs, v + (long)b * T * vStride + (long)h * VD, t0, T, vStride);
     lc_cp_commit();
     if (warp == 0) {
@@ -197,29 +198,29 @@ __device__ __forceinline__ void lc_chunk_wy(
             }
         }
     };
-    product(Ks, LK, lc_int<K>(), lc_int<0>(), w, kStride, true);
+    product(Ks, LK, lc_int<K>(), lc_int<0>(), w, (long)H * K, true);
     product(Vs, LVV, lc_int<VD>(), lc_int<1>(), u, vStride, false);
 }
 
 extern "C" __global__ void __launch_bounds__(128) linea_chunk_wy_k64_v64(
     const lc_bf16* k, const lc_bf16* v, const float* beta, const float* g, int gate_mode, lc_bf16* w, float* u,
-    int T, int H) {
-    lc_chunk_wy<64, 64>(k, v, beta, g, gate_mode, w, u, T, H);
+    int T, int H, int group) {
+    lc_chunk_wy<64, 64>(k, v, beta, g, gate_mode, w, u, T, H, group);
 }
 extern "C" __global__ void __launch_bounds__(128) linea_chunk_wy_k64_v128(
     const lc_bf16* k, const lc_bf16* v, const float* beta, const float* g, int gate_mode, lc_bf16* w, float* u,
-    int T, int H) {
-    lc_chunk_wy<64, 128>(k, v, beta, g, gate_mode, w, u, T, H);
+    int T, int H, int group) {
+    lc_chunk_wy<64, 128>(k, v, beta, g, gate_mode, w, u, T, H, group);
 }
 extern "C" __global__ void __launch_bounds__(128) linea_chunk_wy_k128_v64(
     const lc_bf16* k, const lc_bf16* v, const float* beta, const float* g, int gate_mode, lc_bf16* w, float* u,
-    int T, int H) {
-    lc_chunk_wy<128, 64>(k, v, beta, g, gate_mode, w, u, T, H);
+    int T, int H, int group) {
+    lc_chunk_wy<128, 64>(k, v, beta, g, gate_mode, w, u, T, H, group);
 }
 extern "C" __global__ void __launch_bounds__(128) linea_chunk_wy_k128_v128(
     const lc_bf16* k, const lc_bf16* v, const float* beta, const float* g, int gate_mode, lc_bf16* w, float* u,
-    int T, int H) {
-    lc_chunk_wy<128, 128>(k, v, beta, g, gate_mode, w, u, T, H);
+    int T, int H, int group) {
+    lc_chunk_wy<128, 128>(k, v, beta, g, gate_mode, w, u, T, H, group);
 }
 
 """#

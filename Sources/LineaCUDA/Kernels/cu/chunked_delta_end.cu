@@ -15,7 +15,7 @@
 template <int K, bool GATED>
 __device__ __forceinline__ void lc_chunk_end_delta(
     const lc_bf16* __restrict__ k, const float* __restrict__ u, const lc_bf16* __restrict__ w,
-    const float* __restrict__ g, int gate_mode, const float* __restrict__ h0, int T, int H, int V, int seg_chunks,
+    const float* __restrict__ g, int gate_mode, const float* __restrict__ h0, int T, int H, int group, int V, int seg_chunks,
     float* __restrict__ seg_state, float* __restrict__ seg_trans)
 {
     constexpr int C = 64, BV = 64, LK = K + 8, LU = BV + 4, KN = K / 8;
@@ -32,9 +32,10 @@ __device__ __forceinline__ void lc_chunk_end_delta(
               p = blockIdx.z - b * P;
     if (p == P - 1 || (trans && p == 0 && !h0)) return;
     const int cBegin = p * seg_chunks, cEnd = min(NC, cBegin + seg_chunks);
-    const long kStride = (long)H * K, vStride = (long)H * V;
-    const lc_bf16* kb = k + (long)b * T * kStride + (long)h * K;
-    const lc_bf16* wb = w + (long)b * T * kStride + (long)h * K;
+    // k holds H / group heads (value head h reads k head h / group); w and u hold H.
+    const long kStride = (long)(H / group) * K, wStride = (long)H * K, vStride = (long)H * V;
+    const lc_bf16* kb = k + (long)b * T * kStride + (long)(h / group) * K;
+    const lc_bf16* wb = w + (long)b * T * wStride + (long)h * K;
     const float* ub = u + (long)b * T * vStride + (long)h * V + v0;
     float* D = Dall + warp * C;
     const int col0 = 16 * warp;  // the warp's columns col0 .. col0 + 15 of the block's 64
@@ -43,7 +44,7 @@ __device__ __forceinline__ void lc_chunk_end_delta(
     const unsigned kOff = lc_b_off(LK, lane);                                     // B = k (tokens x keys), [C][LK] tile
     auto load = [&](int c, int buf) {
         lc_load_tile<K, lc_bf16, 128>(Ks + buf * C * LK, kb, c * C, T, kStride);
-        lc_load_tile<K, lc_bf16, 128>(Ws + buf * C * LK, wb, c * C, T, kStride);
+        lc_load_tile<K, lc_bf16, 128>(Ws + buf * C * LK, wb, c * C, T, wStride);
         if (!trans) lc_load_tile<BV, float, 128>(Us + buf * C * LU, ub, c * C, T, vStride);
         lc_cp_commit();
     };
@@ -126,8 +127,8 @@ __device__ __forceinline__ void lc_chunk_end_delta(
 
 #define lc_chunk_end_delta_ARGS                                                                                        \
     const lc_bf16 *k, const float *u, const lc_bf16 *w, const float *g, int gate_mode, const float *h0, int T, int H, \
-        int V, int seg_chunks, float *seg_state, float *seg_trans
-#define lc_chunk_end_delta_CALL k, u, w, g, gate_mode, h0, T, H, V, seg_chunks, seg_state, seg_trans
+        int group, int V, int seg_chunks, float *seg_state, float *seg_trans
+#define lc_chunk_end_delta_CALL k, u, w, g, gate_mode, h0, T, H, group, V, seg_chunks, seg_state, seg_trans
 
 LC_DELTA_ENTRY(linea_chunk_end_k64_delta, lc_chunk_end_delta, 64, false)
 LC_DELTA_ENTRY(linea_chunk_end_k64_gdelta, lc_chunk_end_delta, 64, true)

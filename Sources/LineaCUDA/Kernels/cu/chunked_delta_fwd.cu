@@ -15,7 +15,7 @@ __device__ __forceinline__ void lc_chunk_fwd_delta(
     const lc_bf16* __restrict__ q, const lc_bf16* __restrict__ k, const float* __restrict__ u,
     const lc_bf16* __restrict__ w, const float* __restrict__ g, int gate_mode,
     const float* __restrict__ h0, float* __restrict__ ht, void* __restrict__ o, int out_bf16,
-    int T, int H, int V, float scale, int seg_chunks, const float* __restrict__ seg_state)
+    int T, int H, int group, int V, float scale, int seg_chunks, const float* __restrict__ seg_state)
 {
     constexpr int C = 64, BV = 64, LK = K + 8, LU = BV + 4, LP = C + 8, KN = K / 8;
     extern __shared__ uint4 lc_smem4[];
@@ -31,10 +31,11 @@ __device__ __forceinline__ void lc_chunk_fwd_delta(
     const int NC = (T + C - 1) / C, P = (NC + seg_chunks - 1) / seg_chunks;
     const int v0 = blockIdx.x * BV, h = blockIdx.y, b = blockIdx.z / P, p = blockIdx.z - b * P;
     const int cBegin = p * seg_chunks, cEnd = min(NC, cBegin + seg_chunks);
-    const long kStride = (long)H * K, vStride = (long)H * V;
-    const lc_bf16* qb = q + (long)b * T * kStride + (long)h * K;
-    const lc_bf16* kb = k + (long)b * T * kStride + (long)h * K;
-    const lc_bf16* wb = w + (long)b * T * kStride + (long)h * K;
+    // q, k hold H / group heads (value head h reads head h / group); w, u and o hold H.
+    const long kStride = (long)(H / group) * K, wStride = (long)H * K, vStride = (long)H * V;
+    const lc_bf16* qb = q + (long)b * T * kStride + (long)(h / group) * K;
+    const lc_bf16* kb = k + (long)b * T * kStride + (long)(h / group) * K;
+    const lc_bf16* wb = w + (long)b * T * wStride + (long)h * K;
     const float* ub = u + (long)b * T * vStride + (long)h * V + v0;
     float* G = Gall + warp * C;
     const int r0 = 16 * warp, col0 = 16 * warp;  // the warp's score rows, and its state columns of the block's 64
@@ -50,7 +51,7 @@ __device__ __forceinline__ void lc_chunk_fwd_delta(
     };
     auto loadQWU = [&](int c) {
         lc_load_tile<K, lc_bf16, 128>(Qs, qb, c * C, T, kStride);
-        lc_load_tile<K, lc_bf16, 128>(Ws, wb, c * C, T, kStride);
+        lc_load_tile<K, lc_bf16, 128>(Ws, wb, c * C, T, wStride);
         lc_load_tile<BV, float, 128>(Us, ub, c * C, T, vStride);
         lc_cp_commit();
     };
@@ -212,9 +213,9 @@ __device__ __forceinline__ void lc_chunk_fwd_delta(
 // Arguments of the transposed delta kernels' entries, per kernel (LC_DELTA_ENTRY pastes the kernel's name).
 #define lc_chunk_fwd_delta_ARGS                                                                                        \
     const lc_bf16 *q, const lc_bf16 *k, const float *u, const lc_bf16 *w, const float *g, int gate_mode,              \
-        const float *h0, float *ht, void *o, int out_bf16, int T, int H, int V, float scale, int seg_chunks,          \
-        const float *seg_state
-#define lc_chunk_fwd_delta_CALL q, k, u, w, g, gate_mode, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, seg_state
+        const float *h0, float *ht, void *o, int out_bf16, int T, int H, int group, int V, float scale,               \
+        int seg_chunks, const float *seg_state
+#define lc_chunk_fwd_delta_CALL q, k, u, w, g, gate_mode, h0, ht, o, out_bf16, T, H, group, V, scale, seg_chunks, seg_state
 
 LC_DELTA_ENTRY(linea_chunk_fwd_k64_delta, lc_chunk_fwd_delta, 64, false)
 LC_DELTA_ENTRY(linea_chunk_fwd_k64_gdelta, lc_chunk_fwd_delta, 64, true)

@@ -1,6 +1,6 @@
 // Linea: chunked gla forward, S_t = diag(e^{g_t}) S_{t-1} + k_t v_t^T, o_t = scale q_t^T S_t, chunks of C = 64 tokens.
-// q, k [B,T,H,K], v [B,T,H,V] bf16; g [B,T,H,K] fp32 log gates; h0/ht [B,H,K,V] fp32 (either may be null);
-// o [B,T,H,V] bf16 or fp32.
+// q, k [B,T,H/group,K], v [B,T,H,V] bf16 (H value heads; value head h reads q/k head h / group, fla's GVA);
+// g [B,T,H,K] fp32 log gates; h0/ht [B,H,K,V] fp32 (either may be null); o [B,T,H,V] bf16 or fp32.
 //
 // One block of 8 warps per (V block of BV columns, head, batch[, sequence segment]) walks its chunks in order with its
 // K x BV slice of the state in fp32 registers. With G the inclusive cumulative log2 gate of the chunk (per channel,
@@ -24,7 +24,7 @@ template <int K, int BV>
 __device__ __forceinline__ void lg_gla_fwd(
     const lc_bf16* __restrict__ q, const lc_bf16* __restrict__ k, const lc_bf16* __restrict__ v,
     const float* __restrict__ g, const float* __restrict__ h0, float* __restrict__ ht, void* __restrict__ o,
-    int out_bf16, int T, int H, int V, float scale, int seg_chunks, int state_only, float* __restrict__ seg_state,
+    int out_bf16, int T, int H, int group, int V, float scale, int seg_chunks, int state_only, float* __restrict__ seg_state,
     float* __restrict__ seg_gate)
 {
     constexpr int C = 64, LK = K + 8, LV = BV + 8, LG = K + 4, KS = K / 16, NV = BV / 8, NH = NV / 2;
@@ -46,11 +46,12 @@ __device__ __forceinline__ void lg_gla_fwd(
     const int v0 = blockIdx.x * BV, h = blockIdx.y, b = blockIdx.z / P, p = blockIdx.z - b * P;
     const int cBegin = p * seg_chunks, cEnd = min(NC, cBegin + seg_chunks);
     if (state_only && p == P - 1) return;  // the last segment's end state is not needed
-    const long kStride = (long)H * K, vStride = (long)H * V;
-    const lc_bf16* qb = q + (long)b * T * kStride + (long)h * K;
-    const lc_bf16* kb = k + (long)b * T * kStride + (long)h * K;
+    // q, k hold H / group heads (value head h reads head h / group); g, v, o and the state hold H.
+    const long kStride = (long)(H / group) * K, gStride = (long)H * K, vStride = (long)H * V;
+    const lc_bf16* qb = q + (long)b * T * kStride + (long)(h / group) * K;
+    const lc_bf16* kb = k + (long)b * T * kStride + (long)(h / group) * K;
     const lc_bf16* vb = v + (long)b * T * vStride + (long)h * V + v0;
-    const float* gb = g + (long)b * T * kStride + (long)h * K;
+    const float* gb = g + (long)b * T * gStride + (long)h * K;
     // Output row block I and column half: warps w and w + 4 share a scheduler, so they get blocks 3 - I and I
     // (the triangular score work balanced across the four schedulers).
     const int I = warp < 4 ? warp : 7 - warp, c0 = (warp >> 2) * (BV / 2);
@@ -68,7 +69,7 @@ __device__ __forceinline__ void lg_gla_fwd(
 #pragma unroll
         for (int m = 0; m < RPT; ++m) {
             const int t = c * C + grow + m;
-            gr[m] = t < T ? __ldg((const float4*)(gb + (long)t * kStride + gcol)) : make_float4(0.f, 0.f, 0.f, 0.f);
+            gr[m] = t < T ? __ldg((const float4*)(gb + (long)t * gStride + gcol)) : make_float4(0.f, 0.f, 0.f, 0.f);
         }
     };
     // G = inclusive cumulative sum over the chunk's rows, in log2 units (two barriers inside).
@@ -315,21 +316,25 @@ __device__ __forceinline__ void lg_gla_fwd(
 
 extern "C" __global__ void __launch_bounds__(256) linea_gla_fwd_k64_v64(
     const lc_bf16* q, const lc_bf16* k, const lc_bf16* v, const float* g, const float* h0, float* ht, void* o,
-    int out_bf16, int T, int H, int V, float scale, int seg_chunks, int state_only, float* seg_state, float* seg_gate) {
-    lg_gla_fwd<64, 64>(q, k, v, g, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+    int out_bf16, int T, int H, int group, int V, float scale, int seg_chunks, int state_only, float* seg_state,
+    float* seg_gate) {
+    lg_gla_fwd<64, 64>(q, k, v, g, h0, ht, o, out_bf16, T, H, group, V, scale, seg_chunks, state_only, seg_state, seg_gate);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_gla_fwd_k64_v128(
     const lc_bf16* q, const lc_bf16* k, const lc_bf16* v, const float* g, const float* h0, float* ht, void* o,
-    int out_bf16, int T, int H, int V, float scale, int seg_chunks, int state_only, float* seg_state, float* seg_gate) {
-    lg_gla_fwd<64, 128>(q, k, v, g, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+    int out_bf16, int T, int H, int group, int V, float scale, int seg_chunks, int state_only, float* seg_state,
+    float* seg_gate) {
+    lg_gla_fwd<64, 128>(q, k, v, g, h0, ht, o, out_bf16, T, H, group, V, scale, seg_chunks, state_only, seg_state, seg_gate);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_gla_fwd_k128_v64(
     const lc_bf16* q, const lc_bf16* k, const lc_bf16* v, const float* g, const float* h0, float* ht, void* o,
-    int out_bf16, int T, int H, int V, float scale, int seg_chunks, int state_only, float* seg_state, float* seg_gate) {
-    lg_gla_fwd<128, 64>(q, k, v, g, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+    int out_bf16, int T, int H, int group, int V, float scale, int seg_chunks, int state_only, float* seg_state,
+    float* seg_gate) {
+    lg_gla_fwd<128, 64>(q, k, v, g, h0, ht, o, out_bf16, T, H, group, V, scale, seg_chunks, state_only, seg_state, seg_gate);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_gla_fwd_k128_v128(
     const lc_bf16* q, const lc_bf16* k, const lc_bf16* v, const float* g, const float* h0, float* ht, void* o,
-    int out_bf16, int T, int H, int V, float scale, int seg_chunks, int state_only, float* seg_state, float* seg_gate) {
-    lg_gla_fwd<128, 128>(q, k, v, g, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks, state_only, seg_state, seg_gate);
+    int out_bf16, int T, int H, int group, int V, float scale, int seg_chunks, int state_only, float* seg_state,
+    float* seg_gate) {
+    lg_gla_fwd<128, 128>(q, k, v, g, h0, ht, o, out_bf16, T, H, group, V, scale, seg_chunks, state_only, seg_state, seg_gate);
 }

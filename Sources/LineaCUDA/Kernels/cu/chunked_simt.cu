@@ -1,5 +1,6 @@
 // Linea: chunked forward of S_t = diag(a_t) S_{t-1} (I - b_t k_t k_t^T) + b_t k_t v_t^T, o_t = scale q_t^T S_t, in fp32.
-// q, k [B,T,H,K], v [B,T,H,V] f32 or f16; g fp32: none (mode 0), per-head log decay [H] (mode 1), per-token log gate
+// q, k [B,T,H/group,K] (value head h reads q/k head h / group, fla's GVA), v [B,T,H,V] f32 or f16; g fp32: none
+// (mode 0), per-head log decay [H] (mode 1), per-token log gate
 // [B,T,H] (mode 2), per-key log gate [B,T,H,K] (mode 3, gla); beta fp32 [B,T,H] (delta); h0/ht [B,H,K,V] fp32 (either
 // may be null); o [B,T,H,V] fp32 or bf16.
 //
@@ -46,7 +47,7 @@ template <typename T, int K, int BV>
 __device__ __forceinline__ void lcs_chunk(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const float* __restrict__ g,
     const float* __restrict__ beta, int mode, int delta, const float* __restrict__ h0, float* __restrict__ ht,
-    void* __restrict__ o, int out_bf16, int TT, int H, int V, float scale, int C)
+    void* __restrict__ o, int out_bf16, int TT, int H, int group, int V, float scale, int C)
 {
     constexpr int NT = 256, LK = K + 1, RG = 256 / BV, MR = 64 / RG, MS = K / RG;
     extern __shared__ float lcs_smem[];
@@ -60,7 +61,11 @@ __device__ __forceinline__ void lcs_chunk(
     float* Bt = P + C * LP;          // [C] beta
     float* G = Bt + C;               // [C][LK] (gla) or [C] cumulative log gates
     const int tid = threadIdx.x, v0 = blockIdx.x * BV, h = blockIdx.y, b = blockIdx.z;
-    const long bh = (long)b * H + h, kRow = (long)H * K, vRow = (long)H * V;
+    // q, k hold H / group heads (value head h reads head h / group); gla's g, v, o and the state hold H.
+    const long bh = (long)b * H + h, kRow = (long)(H / group) * K, gRow = (long)H * K, vRow = (long)H * V;
+    const T* qb = q + (long)b * TT * kRow + (long)(h / group) * K;
+    const T* kb = k + (long)b * TT * kRow + (long)(h / group) * K;
+    const float* gb = g + (vec ? (long)b * TT * gRow + (long)h * K : 0);
     const int c = tid % BV, r0 = tid / BV;
     auto gate = [&](int i, int d) { return vec ? G[i * LK + d] : G[i]; };
 
@@ -75,10 +80,10 @@ __device__ __forceinline__ void lcs_chunk(
         for (int e = tid; e < C * K; e += NT) {
             const int i = e / K, d = e - i * K, t = t0 + i;
             const bool ok = t < TT;
-            const long at = ((long)b * TT + t) * kRow + (long)h * K + d;
-            Qs[i * LK + d] = ok ? lcs_load(q, at) : 0.f;
-            Ks[i * LK + d] = ok ? lcs_load(k, at) : 0.f;
-            if (vec) G[i * LK + d] = ok ? g[at] : 0.f;
+            const long at = (long)t * kRow + d;
+            Qs[i * LK + d] = ok ? lcs_load(qb, at) : 0.f;
+            Ks[i * LK + d] = ok ? lcs_load(kb, at) : 0.f;
+            if (vec) G[i * LK + d] = ok ? gb[(long)t * gRow + d] : 0.f;
         }
         for (int e = tid; e < C * BV; e += NT) {
             const int i = e / BV, cc = e - i * BV, t = t0 + i;
@@ -188,41 +193,41 @@ __device__ __forceinline__ void lcs_chunk(
 
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_simt_f32_k64_v32(
     const float* q, const float* k, const float* v, const float* g, const float* beta, int mode, int delta,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int C) {
-    lcs_chunk<float, 64, 32>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, V, scale, C);
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int group, int V, float scale, int C) {
+    lcs_chunk<float, 64, 32>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, group, V, scale, C);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_simt_f32_k64_v64(
     const float* q, const float* k, const float* v, const float* g, const float* beta, int mode, int delta,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int C) {
-    lcs_chunk<float, 64, 64>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, V, scale, C);
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int group, int V, float scale, int C) {
+    lcs_chunk<float, 64, 64>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, group, V, scale, C);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_simt_f32_k128_v32(
     const float* q, const float* k, const float* v, const float* g, const float* beta, int mode, int delta,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int C) {
-    lcs_chunk<float, 128, 32>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, V, scale, C);
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int group, int V, float scale, int C) {
+    lcs_chunk<float, 128, 32>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, group, V, scale, C);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_simt_f32_k128_v64(
     const float* q, const float* k, const float* v, const float* g, const float* beta, int mode, int delta,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int C) {
-    lcs_chunk<float, 128, 64>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, V, scale, C);
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int group, int V, float scale, int C) {
+    lcs_chunk<float, 128, 64>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, group, V, scale, C);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_simt_f16_k64_v32(
     const lcs_f16* q, const lcs_f16* k, const lcs_f16* v, const float* g, const float* beta, int mode, int delta,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int C) {
-    lcs_chunk<lcs_f16, 64, 32>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, V, scale, C);
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int group, int V, float scale, int C) {
+    lcs_chunk<lcs_f16, 64, 32>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, group, V, scale, C);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_simt_f16_k64_v64(
     const lcs_f16* q, const lcs_f16* k, const lcs_f16* v, const float* g, const float* beta, int mode, int delta,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int C) {
-    lcs_chunk<lcs_f16, 64, 64>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, V, scale, C);
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int group, int V, float scale, int C) {
+    lcs_chunk<lcs_f16, 64, 64>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, group, V, scale, C);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_simt_f16_k128_v32(
     const lcs_f16* q, const lcs_f16* k, const lcs_f16* v, const float* g, const float* beta, int mode, int delta,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int C) {
-    lcs_chunk<lcs_f16, 128, 32>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, V, scale, C);
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int group, int V, float scale, int C) {
+    lcs_chunk<lcs_f16, 128, 32>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, group, V, scale, C);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_simt_f16_k128_v64(
     const lcs_f16* q, const lcs_f16* k, const lcs_f16* v, const float* g, const float* beta, int mode, int delta,
-    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int V, float scale, int C) {
-    lcs_chunk<lcs_f16, 128, 64>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, V, scale, C);
+    const float* h0, float* ht, void* o, int out_bf16, int T, int H, int group, int V, float scale, int C) {
+    lcs_chunk<lcs_f16, 128, 64>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, group, V, scale, C);
 }

@@ -1,6 +1,6 @@
 // Linea: fused recurrent decode step, S_t = Diag(a_t) S_{t-1} (I - b k k^T) + b k v^T, o = (scale q)^T S_t.
-// q, k [BH, K], v [BH, V], g [BH] (scalar) or [BH, K] (vector), beta [BH] (inputs fp32, bf16 or fp16);
-// state [BH, K, V] fp32 (in place); o [BH, V] fp32.
+// q, k [BH / group, K] (row bh / group for state bh: grouped value heads, fla's GVA), v [BH, V], g [BH] (scalar) or
+// [BH, K] (vector), beta [BH] (inputs fp32, bf16 or fp16); state [BH, K, V] fp32 (in place); o [BH, V] fp32.
 //   decay: none (linear_attn, delta_rule), gamma_h = 1 - 2^(-5-h) with h = bh % H (retention), exp(g) (simple_gla,
 //   gated_delta_rule), exp(g_k) per row (gla);  write: S += k v^T, or the delta rule u = k^T S, S += beta k (v - u)^T.
 // Grid (BH, ceil(V / (32 VEC))), block 32 LINEA_NW threads (8 warps by default). Lane = VEC adjacent columns (VEC = 4: float4 loads, needs
@@ -39,12 +39,12 @@ template <typename Tin, int KMAX, int VEC, int GATE, bool DELTA>
 __device__ __forceinline__ void linea_rec_step(
     const Tin* __restrict__ q, const Tin* __restrict__ k, const Tin* __restrict__ v,
     const Tin* __restrict__ g, const Tin* __restrict__ beta,
-    float* __restrict__ state, float* __restrict__ o, int K, int V, int H, float scale,
+    float* __restrict__ state, float* __restrict__ o, int K, int V, int H, int group, float scale,
     float* ks, float* qs, float* gs, float (*red)[32 * VEC])
 {
     constexpr int R = KMAX / LINEA_NW;  // rows per warp
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const long bh = blockIdx.x;
+    const long bh = blockIdx.x, qk = (long)((int)blockIdx.x / group) * K;  // q and k row of this state head
     const int c0 = (blockIdx.y * 32 + lane) * VEC;  // first column of this lane
     const bool active = c0 < V;  // VEC = 4 requires V % 4 == 0, so all VEC columns are then in range
     float* col = state + bh * (long)K * V + c0;
@@ -56,8 +56,8 @@ __device__ __forceinline__ void linea_rec_step(
         if (active && r < K) linea_vec<VEC>::load(col + (long)r * V, s[i]);
     }
     for (int i = threadIdx.x; i < K; i += blockDim.x) {
-        ks[i] = linea_load(k, bh * K + i);
-        qs[i] = linea_load(q, bh * K + i) * scale;
+        ks[i] = linea_load(k, qk + i);
+        qs[i] = linea_load(q, qk + i) * scale;
         if (GATE == 3) gs[i] = expf(linea_load(g, bh * K + i));
     }
     float decay = 1.f;
@@ -127,88 +127,88 @@ __device__ __forceinline__ void linea_rec_step(
 template <typename Tin, int KMAX, int VEC>
 __device__ __forceinline__ void linea_rec_dispatch(
     int mech, const Tin* q, const Tin* k, const Tin* v, const Tin* g, const Tin* beta,
-    float* state, float* o, int K, int V, int H, float scale)
+    float* state, float* o, int K, int V, int H, int group, float scale)
 {
     // One set of shared arrays for the six instances (declared in each, they would each take their own).
     __shared__ float ks[KMAX], qs[KMAX], gs[KMAX], red[LINEA_NW][32 * VEC];
     switch (mech) {
-    case 0: linea_rec_step<Tin, KMAX, VEC, 0, false>(q, k, v, g, beta, state, o, K, V, H, scale, ks, qs, gs, red); break;
-    case 1: linea_rec_step<Tin, KMAX, VEC, 1, false>(q, k, v, g, beta, state, o, K, V, H, scale, ks, qs, gs, red); break;
-    case 2: linea_rec_step<Tin, KMAX, VEC, 2, false>(q, k, v, g, beta, state, o, K, V, H, scale, ks, qs, gs, red); break;
-    case 3: linea_rec_step<Tin, KMAX, VEC, 3, false>(q, k, v, g, beta, state, o, K, V, H, scale, ks, qs, gs, red); break;
-    case 4: linea_rec_step<Tin, KMAX, VEC, 0, true>(q, k, v, g, beta, state, o, K, V, H, scale, ks, qs, gs, red); break;
-    default: linea_rec_step<Tin, KMAX, VEC, 2, true>(q, k, v, g, beta, state, o, K, V, H, scale, ks, qs, gs, red); break;
+    case 0: linea_rec_step<Tin, KMAX, VEC, 0, false>(q, k, v, g, beta, state, o, K, V, H, group, scale, ks, qs, gs, red); break;
+    case 1: linea_rec_step<Tin, KMAX, VEC, 1, false>(q, k, v, g, beta, state, o, K, V, H, group, scale, ks, qs, gs, red); break;
+    case 2: linea_rec_step<Tin, KMAX, VEC, 2, false>(q, k, v, g, beta, state, o, K, V, H, group, scale, ks, qs, gs, red); break;
+    case 3: linea_rec_step<Tin, KMAX, VEC, 3, false>(q, k, v, g, beta, state, o, K, V, H, group, scale, ks, qs, gs, red); break;
+    case 4: linea_rec_step<Tin, KMAX, VEC, 0, true>(q, k, v, g, beta, state, o, K, V, H, group, scale, ks, qs, gs, red); break;
+    default: linea_rec_step<Tin, KMAX, VEC, 2, true>(q, k, v, g, beta, state, o, K, V, H, group, scale, ks, qs, gs, red); break;
     }
 }
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_f32_k128_v1)
-extern "C" __global__ void __launch_bounds__(32 * LINEA_NW, 2) linea_rec_step_f32_k128_v1(int mech, const float* q, const float* k, const float* v, const float* g, const float* beta, float* state, float* o, int K, int V, int H, float scale) {
-    linea_rec_dispatch<float, 128, 1>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
+extern "C" __global__ void __launch_bounds__(32 * LINEA_NW, 2) linea_rec_step_f32_k128_v1(int mech, const float* q, const float* k, const float* v, const float* g, const float* beta, float* state, float* o, int K, int V, int H, int group, float scale) {
+    linea_rec_dispatch<float, 128, 1>(mech, q, k, v, g, beta, state, o, K, V, H, group, scale);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_f32_k128_v4)
-extern "C" __global__ void __launch_bounds__(32 * LINEA_NW, 2) linea_rec_step_f32_k128_v4(int mech, const float* q, const float* k, const float* v, const float* g, const float* beta, float* state, float* o, int K, int V, int H, float scale) {
-    linea_rec_dispatch<float, 128, 4>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
+extern "C" __global__ void __launch_bounds__(32 * LINEA_NW, 2) linea_rec_step_f32_k128_v4(int mech, const float* q, const float* k, const float* v, const float* g, const float* beta, float* state, float* o, int K, int V, int H, int group, float scale) {
+    linea_rec_dispatch<float, 128, 4>(mech, q, k, v, g, beta, state, o, K, V, H, group, scale);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_f32_k256_v1)
-extern "C" __global__ void __launch_bounds__(32 * LINEA_NW) linea_rec_step_f32_k256_v1(int mech, const float* q, const float* k, const float* v, const float* g, const float* beta, float* state, float* o, int K, int V, int H, float scale) {
-    linea_rec_dispatch<float, 256, 1>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
+extern "C" __global__ void __launch_bounds__(32 * LINEA_NW) linea_rec_step_f32_k256_v1(int mech, const float* q, const float* k, const float* v, const float* g, const float* beta, float* state, float* o, int K, int V, int H, int group, float scale) {
+    linea_rec_dispatch<float, 256, 1>(mech, q, k, v, g, beta, state, o, K, V, H, group, scale);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_f32_k256_v4)
-extern "C" __global__ void __launch_bounds__(32 * LINEA_NW) linea_rec_step_f32_k256_v4(int mech, const float* q, const float* k, const float* v, const float* g, const float* beta, float* state, float* o, int K, int V, int H, float scale) {
-    linea_rec_dispatch<float, 256, 4>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
+extern "C" __global__ void __launch_bounds__(32 * LINEA_NW) linea_rec_step_f32_k256_v4(int mech, const float* q, const float* k, const float* v, const float* g, const float* beta, float* state, float* o, int K, int V, int H, int group, float scale) {
+    linea_rec_dispatch<float, 256, 4>(mech, q, k, v, g, beta, state, o, K, V, H, group, scale);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_bf16_k128_v1)
-extern "C" __global__ void __launch_bounds__(32 * LINEA_NW, 2) linea_rec_step_bf16_k128_v1(int mech, const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, const linea_bf16* g, const linea_bf16* beta, float* state, float* o, int K, int V, int H, float scale) {
-    linea_rec_dispatch<linea_bf16, 128, 1>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
+extern "C" __global__ void __launch_bounds__(32 * LINEA_NW, 2) linea_rec_step_bf16_k128_v1(int mech, const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, const linea_bf16* g, const linea_bf16* beta, float* state, float* o, int K, int V, int H, int group, float scale) {
+    linea_rec_dispatch<linea_bf16, 128, 1>(mech, q, k, v, g, beta, state, o, K, V, H, group, scale);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_bf16_k128_v4)
-extern "C" __global__ void __launch_bounds__(32 * LINEA_NW, 2) linea_rec_step_bf16_k128_v4(int mech, const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, const linea_bf16* g, const linea_bf16* beta, float* state, float* o, int K, int V, int H, float scale) {
-    linea_rec_dispatch<linea_bf16, 128, 4>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
+extern "C" __global__ void __launch_bounds__(32 * LINEA_NW, 2) linea_rec_step_bf16_k128_v4(int mech, const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, const linea_bf16* g, const linea_bf16* beta, float* state, float* o, int K, int V, int H, int group, float scale) {
+    linea_rec_dispatch<linea_bf16, 128, 4>(mech, q, k, v, g, beta, state, o, K, V, H, group, scale);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_bf16_k256_v1)
-extern "C" __global__ void __launch_bounds__(32 * LINEA_NW) linea_rec_step_bf16_k256_v1(int mech, const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, const linea_bf16* g, const linea_bf16* beta, float* state, float* o, int K, int V, int H, float scale) {
-    linea_rec_dispatch<linea_bf16, 256, 1>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
+extern "C" __global__ void __launch_bounds__(32 * LINEA_NW) linea_rec_step_bf16_k256_v1(int mech, const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, const linea_bf16* g, const linea_bf16* beta, float* state, float* o, int K, int V, int H, int group, float scale) {
+    linea_rec_dispatch<linea_bf16, 256, 1>(mech, q, k, v, g, beta, state, o, K, V, H, group, scale);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_bf16_k256_v4)
-extern "C" __global__ void __launch_bounds__(32 * LINEA_NW) linea_rec_step_bf16_k256_v4(int mech, const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, const linea_bf16* g, const linea_bf16* beta, float* state, float* o, int K, int V, int H, float scale) {
-    linea_rec_dispatch<linea_bf16, 256, 4>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
+extern "C" __global__ void __launch_bounds__(32 * LINEA_NW) linea_rec_step_bf16_k256_v4(int mech, const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, const linea_bf16* g, const linea_bf16* beta, float* state, float* o, int K, int V, int H, int group, float scale) {
+    linea_rec_dispatch<linea_bf16, 256, 4>(mech, q, k, v, g, beta, state, o, K, V, H, group, scale);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_f16_k128_v1)
-extern "C" __global__ void __launch_bounds__(32 * LINEA_NW, 2) linea_rec_step_f16_k128_v1(int mech, const linea_f16* q, const linea_f16* k, const linea_f16* v, const linea_f16* g, const linea_f16* beta, float* state, float* o, int K, int V, int H, float scale) {
-    linea_rec_dispatch<linea_f16, 128, 1>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
+extern "C" __global__ void __launch_bounds__(32 * LINEA_NW, 2) linea_rec_step_f16_k128_v1(int mech, const linea_f16* q, const linea_f16* k, const linea_f16* v, const linea_f16* g, const linea_f16* beta, float* state, float* o, int K, int V, int H, int group, float scale) {
+    linea_rec_dispatch<linea_f16, 128, 1>(mech, q, k, v, g, beta, state, o, K, V, H, group, scale);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_f16_k128_v4)
-extern "C" __global__ void __launch_bounds__(32 * LINEA_NW, 2) linea_rec_step_f16_k128_v4(int mech, const linea_f16* q, const linea_f16* k, const linea_f16* v, const linea_f16* g, const linea_f16* beta, float* state, float* o, int K, int V, int H, float scale) {
-    linea_rec_dispatch<linea_f16, 128, 4>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
+extern "C" __global__ void __launch_bounds__(32 * LINEA_NW, 2) linea_rec_step_f16_k128_v4(int mech, const linea_f16* q, const linea_f16* k, const linea_f16* v, const linea_f16* g, const linea_f16* beta, float* state, float* o, int K, int V, int H, int group, float scale) {
+    linea_rec_dispatch<linea_f16, 128, 4>(mech, q, k, v, g, beta, state, o, K, V, H, group, scale);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_f16_k256_v1)
-extern "C" __global__ void __launch_bounds__(32 * LINEA_NW) linea_rec_step_f16_k256_v1(int mech, const linea_f16* q, const linea_f16* k, const linea_f16* v, const linea_f16* g, const linea_f16* beta, float* state, float* o, int K, int V, int H, float scale) {
-    linea_rec_dispatch<linea_f16, 256, 1>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
+extern "C" __global__ void __launch_bounds__(32 * LINEA_NW) linea_rec_step_f16_k256_v1(int mech, const linea_f16* q, const linea_f16* k, const linea_f16* v, const linea_f16* g, const linea_f16* beta, float* state, float* o, int K, int V, int H, int group, float scale) {
+    linea_rec_dispatch<linea_f16, 256, 1>(mech, q, k, v, g, beta, state, o, K, V, H, group, scale);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_rec_step_f16_k256_v4)
-extern "C" __global__ void __launch_bounds__(32 * LINEA_NW) linea_rec_step_f16_k256_v4(int mech, const linea_f16* q, const linea_f16* k, const linea_f16* v, const linea_f16* g, const linea_f16* beta, float* state, float* o, int K, int V, int H, float scale) {
-    linea_rec_dispatch<linea_f16, 256, 4>(mech, q, k, v, g, beta, state, o, K, V, H, scale);
+extern "C" __global__ void __launch_bounds__(32 * LINEA_NW) linea_rec_step_f16_k256_v4(int mech, const linea_f16* q, const linea_f16* k, const linea_f16* v, const linea_f16* g, const linea_f16* beta, float* state, float* o, int K, int V, int H, int group, float scale) {
+    linea_rec_dispatch<linea_f16, 256, 4>(mech, q, k, v, g, beta, state, o, K, V, H, group, scale);
 }
 #endif
