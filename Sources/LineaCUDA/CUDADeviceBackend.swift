@@ -117,8 +117,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
 
     // MARK: Recurrences
 
-    /// The step kernel reads one input dtype (f32, bf16 or f16) for q, k, v, g, beta, K <= 256, one value head per
-    /// query head. O(1).
+    /// The step kernel reads one input dtype (f32, bf16 or f16) for q, k, v, g, beta and K <= 256. O(1).
     private func stepSupport(_ c: RecurrentStepCall) -> Support {
         let inputs = [("k", c.k), ("v", c.v), ("g", c.g), ("beta", c.beta)]
         guard CUDAUpload.inputTypes.contains(c.q.dtype) else { return .unsupported("q has dtype \(c.q.dtype.shortName); the step kernel takes f32, bf16 or f16") }
@@ -126,7 +125,6 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
             return .unsupported("\(name) has dtype \(x!.dtype.shortName), q \(c.q.dtype.shortName); the step kernel reads one input dtype")
         }
         if c.shape.K > 256 { return .unsupported("K = \(c.shape.K); the step kernel takes K <= 256") }
-        if c.shape.HV != c.shape.H { return .unsupported("HV = \(c.shape.HV) value heads for H = \(c.shape.H); the step kernel takes HV = H") }
         if c.useQKL2Norm { return .unsupported("qk L2 normalization inside the step kernel is not implemented; normalize q and k first") }
         return .supported
     }
@@ -135,7 +133,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         let s = c.shape
         try CUDARecurrentStep.step(
             c.mechanism, q: buffer(c.q), k: buffer(c.k), v: buffer(c.v), g: c.g.map(buffer), beta: c.beta.map(buffer),
-            state: buffer(c.state), o: buffer(c.o), batch: s.B, heads: s.HV, keyDim: s.K, valueDim: s.V, scale: c.scale, dtype: c.q.dtype,
+            state: buffer(c.state), o: buffer(c.o), batch: s.B, heads: s.H, valueHeads: s.HV, keyDim: s.K, valueDim: s.V, scale: c.scale, dtype: c.q.dtype,
             columnsPerThread: Self.stepColumns, warpsPerBlock: Self.stepWarps)
     }
 
@@ -156,21 +154,20 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         for (name, n) in [("K", c.shape.K), ("V", c.shape.V)] where n != 64 && n != 128 {
             return .unsupported("\(name) = \(n); the chunked kernels take 64 or 128")
         }
-        if c.shape.HV != c.shape.H { return .unsupported("HV = \(c.shape.HV) value heads for H = \(c.shape.H); the chunked kernels take HV = H") }
         if c.useQKL2Norm { return .unsupported("qk L2 normalization inside the chunked kernels is not implemented; normalize q and k first") }
         return .supported
     }
 
     private func chunked(_ c: RecurrenceCall) throws {
         let s = c.shape
-        let shape = CUDAChunkedShape(batch: s.B, length: s.T, heads: s.H, keyDim: s.K, valueDim: s.V)
+        let shape = CUDAChunkedShape(batch: s.B, length: s.T, heads: s.H, valueHeads: s.HV, keyDim: s.K, valueDim: s.V)
         if s.T == 0 || s.B * s.H == 0 {
             if let h0 = c.initialState { try c.finalState.copy(from: h0) }
             return
         }
         let (q, k, v, o) = (buffer(c.q), buffer(c.k), buffer(c.v), buffer(c.o))
         let (h0, ht, beta) = (c.initialState.map(buffer), buffer(c.finalState), c.beta.map(buffer))
-        let g = c.mechanism == .retention ? try retentionDecays(heads: s.H) : c.g.map(buffer)
+        let g = c.mechanism == .retention ? try retentionDecays(heads: s.HV) : c.g.map(buffer)
         if c.q.dtype != .bfloat16 {
             try CUDAChunkedSIMT.forward(c.mechanism, q: q, k: k, v: v, g: g, beta: beta, initialState: h0, finalState: ht, o: o,
                                         shape: shape, scale: c.scale, inputDType: c.q.dtype, outputDType: .float32)

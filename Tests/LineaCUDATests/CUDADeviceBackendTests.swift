@@ -29,8 +29,14 @@ struct CUDADeviceBackendTests {
     @Test(arguments: RecurrentMechanism.allCases, [DType.float32, .bfloat16, .float16])
     func stepsRunOnTheDeviceWithoutHostCopies(_ m: RecurrentMechanism, _ dtype: DType) throws {
         let backend = try CUDADeviceBackend.register()
+        for group in [1, 2] { try steps(m, dtype, group: group, backend: backend) }
+    }
+
+    /// T decode steps with HV = group·H value heads, checked against the oracle, with no host copy inside a step.
+    private func steps(_ m: RecurrentMechanism, _ dtype: DType, group: Int, backend: CUDADeviceBackend) throws {
         let (B, T, H, K, V) = (2, 4, 3, 64, 64)
-        let x = try RecurrenceInputs.random(m, B: B, T: T, H: H, K: K, V: V, seed: 9)
+        let HV = H * group
+        let x = try RecurrenceInputs.random(m, B: B, T: T, H: H, HV: HV, K: K, V: V, seed: 9)
         func token(_ t: Tensor?, _ i: Int) throws -> DeviceTensor? {
             guard let t else { return nil }
             let row = t.count / (B * T)
@@ -40,7 +46,7 @@ struct CUDADeviceBackendTests {
         }
         let tokens = try (0..<T).map { i in (try token(x.q, i)!, try token(x.k, i)!, try token(x.v, i)!, try token(x.g, i), try token(x.beta, i)) }
         let state = try DeviceTensor(x.initialState!, on: Self.gpu)
-        let o = try DeviceTensor.zeros([B, H, V], on: Self.gpu)
+        let o = try DeviceTensor.zeros([B, HV, V], on: Self.gpu)
         var outputs: [Tensor] = []
         for (q, k, v, g, beta) in tokens {
             let before = backend.hostTransferCount
@@ -54,19 +60,24 @@ struct CUDADeviceBackendTests {
         (rounded.g, rounded.beta) = (x.g.map { CUDAUpload.rounded($0, dtype) }, x.beta.map { CUDAUpload.rounded($0, dtype) })
         let want = try Recurrence.forward(m, rounded, form: .reference)
         let tolerance = dtype == .float32 ? 1e-5 : 2e-3
-        #expect(ErrorStats(try state.host(), want.finalState).relativeRMS < tolerance, "\(m) \(dtype) final state")
+        #expect(ErrorStats(try state.host(), want.finalState).relativeRMS < tolerance, "\(m) \(dtype) HV = \(HV) final state")
         var last: [Float] = []
         for b in 0..<B {
-            let start = (b * T + T - 1) * H * V
-            last += want.o.scalars[start..<(start + H * V)]
+            let start = (b * T + T - 1) * HV * V
+            last += want.o.scalars[start..<(start + HV * V)]
         }
-        let lastWanted = try Tensor(shape: [B, H, V], scalars: last)
-        #expect(ErrorStats(outputs[T - 1], lastWanted).relativeRMS < tolerance, "\(m) \(dtype) last o")
+        let lastWanted = try Tensor(shape: [B, HV, V], scalars: last)
+        #expect(ErrorStats(outputs[T - 1], lastWanted).relativeRMS < tolerance, "\(m) \(dtype) HV = \(HV) last o")
     }
 
     @Test(arguments: RecurrentMechanism.allCases, [DType.float32, .bfloat16])
     func chunkedForwardRunsWhereTheInputsLive(_ m: RecurrentMechanism, _ dtype: DType) throws {
-        let x = try RecurrenceInputs.random(m, B: 2, T: 200, H: 2, K: 64, V: 64, seed: 4)
+        for group in [1, 2] { try chunkedForward(m, dtype, group: group) }
+    }
+
+    /// One chunked call on the GPU with HV = group·H value heads against the oracle.
+    private func chunkedForward(_ m: RecurrentMechanism, _ dtype: DType, group: Int) throws {
+        let x = try RecurrenceInputs.random(m, B: 2, T: 200, H: 2, HV: 2 * group, K: 64, V: 64, seed: 4)
         func put(_ t: Tensor?, _ type: DType) throws -> DeviceTensor? { try t.map { try DeviceTensor($0, dtype: type, on: Self.gpu) } }
         let got = try Recurrence.forward(m, q: put(x.q, dtype)!, k: put(x.k, dtype)!, v: put(x.v, dtype)!, g: put(x.g, .float32),
                                          beta: put(x.beta, .float32), initialState: put(x.initialState, .float32))
@@ -75,8 +86,8 @@ struct CUDADeviceBackendTests {
         (rounded.q, rounded.k, rounded.v) = (CUDAUpload.rounded(x.q, dtype), CUDAUpload.rounded(x.k, dtype), CUDAUpload.rounded(x.v, dtype))
         let want = try Recurrence.forward(m, rounded, form: .reference)
         let tolerance = dtype == .float32 ? 1e-5 : 2e-3
-        #expect(ErrorStats(try got.o.host(), want.o).relativeRMS < tolerance, "\(m) \(dtype) o")
-        #expect(ErrorStats(try got.finalState.host(), want.finalState).relativeRMS < tolerance, "\(m) \(dtype) final state")
+        #expect(ErrorStats(try got.o.host(), want.o).relativeRMS < tolerance, "\(m) \(dtype) HV = \(2 * group) o")
+        #expect(ErrorStats(try got.finalState.host(), want.finalState).relativeRMS < tolerance, "\(m) \(dtype) HV = \(2 * group) final state")
     }
 
     @Test(arguments: [DType.float32, .bfloat16, .float16])
