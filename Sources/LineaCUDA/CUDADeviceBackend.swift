@@ -12,10 +12,25 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
     private var hostTransfers = 0
     private var retentionDecayCache: [Int: CUDABuffer] = [:]
 
-    /// A backend on `context`'s GPU. O(1).
+    /// Whether allocations come from the device's stream-ordered pool (`cuMemAllocAsync`; else `cuMemAlloc`).
+    public let streamOrdered: Bool
+
+    /// A backend on `context`'s GPU. Its memory comes from the device's default stream-ordered pool, told to keep
+    /// what is freed (release threshold: unlimited), so that dropping a tensor never synchronizes and a decode
+    /// loop's scratch is recycled in place. O(1).
     public init(context: CUDAContext, ordinal: Int) {
         self.context = context
         device = .cuda(ordinal)
+        let d = context.driver
+        var pool: OpaquePointer?
+        var keepAll = UInt64.max
+        if let getPool = d.cuDeviceGetDefaultMemPool, let setAttribute = d.cuMemPoolSetAttribute, d.cuMemAllocAsync != nil,
+           d.cuMemFreeAsync != nil, getPool(&pool, context.device) == 0,
+           setAttribute(pool, 4 /* CU_MEMPOOL_ATTR_RELEASE_THRESHOLD */, &keepAll) == 0 {
+            streamOrdered = true
+        } else {
+            streamOrdered = false
+        }
     }
 
     /// Creates (device 0: shares `CUDABackend.shared`) and registers the backend of GPU `ordinal`, so that tensors on
@@ -37,24 +52,39 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         return hostTransfers
     }
 
+    /// Zeroed device memory, queued on the stream: from the stream-ordered pool (freed with `cuMemFreeAsync` on
+    /// the same stream when the storage goes, without waiting), else `cuMemAlloc`. O(1) plus the fill on the device.
     public func allocate(byteCount: Int) throws -> TensorStorage {
-        let buffer = try CUDABuffer(context: context, byteCount: byteCount)
-        try buffer.fill()
-        return TensorStorage(device: device, address: UInt(buffer.address), byteCount: byteCount, owner: buffer)
+        guard streamOrdered, byteCount > 0, let alloc = context.driver.cuMemAllocAsync, let free = context.driver.cuMemFreeAsync else {
+            let buffer = try CUDABuffer(context: context, byteCount: byteCount)
+            try buffer.fill()
+            return TensorStorage(device: device, address: UInt(buffer.address), byteCount: byteCount, owner: buffer)
+        }
+        try context.makeCurrent()
+        var address: UInt64 = 0
+        try context.driver.check(alloc(&address, byteCount, context.stream), "cuMemAllocAsync(\(formatBytes(byteCount)))")
+        try context.driver.check(context.driver.cuMemsetD8Async(address, 0, byteCount, context.stream), "cuMemsetD8Async")
+        let (ctx, stream, pointer) = (context, UInt(bitPattern: context.stream), address)
+        return TensorStorage(device: device, address: UInt(address), byteCount: byteCount, owner: context) {
+            _ = ctx.driver.cuCtxSetCurrent(ctx.context)
+            _ = free(pointer, OpaquePointer(bitPattern: stream))
+        }
     }
 
-    /// Host→device, device→host (waits for queued work, then returns with the bytes on the host) and
-    /// device→device (queued) copies, one per packed run of the two views. O(bytes).
+    /// Host→device (queued; the source may change once it returns), device→host (waits for queued work, then returns
+    /// with the bytes on the host) and device→device (queued) copies, one per packed run of the two views. O(bytes).
     public func copy(_ source: DeviceTensor, into destination: DeviceTensor) throws {
         let e = source.dtype.byteCount
         let d = context.driver
         try context.makeCurrent()
         switch (source.device, destination.device) {
         case (.cpu, device):
-            try context.synchronize()  // the destination may still be read by queued kernels
+            // Queued behind the kernels that may still read the destination; the driver stages pageable source bytes
+            // before returning, so the host may change them at once and nothing waits for the device.
             try StridedRuns(source, destination).forEach { s, t, n in
-                try d.check(d.cuMemcpyHtoD(UInt64(destination.storage.address) + UInt64(t * e),
-                                           UnsafeRawPointer(bitPattern: source.storage.address + UInt(s * e)), n * e), "cuMemcpyHtoD_v2")
+                try d.check(d.cuMemcpyHtoDAsync(UInt64(destination.storage.address) + UInt64(t * e),
+                                                UnsafeRawPointer(bitPattern: source.storage.address + UInt(s * e)), n * e, context.stream),
+                            "cuMemcpyHtoDAsync_v2")
             }
             countTransfer()
         case (device, .cpu):

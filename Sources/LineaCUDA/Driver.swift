@@ -30,6 +30,11 @@ typealias cuMemFreeFn = @convention(c) (CUdeviceptr) -> CUresult
 typealias cuMemcpyHtoDFn = @convention(c) (CUdeviceptr, UnsafeRawPointer?, Int) -> CUresult
 typealias cuMemcpyDtoHFn = @convention(c) (UnsafeMutableRawPointer?, CUdeviceptr, Int) -> CUresult
 typealias cuMemcpyDtoDAsyncFn = @convention(c) (CUdeviceptr, CUdeviceptr, Int, CUhandle?) -> CUresult
+typealias cuMemcpyHtoDAsyncFn = @convention(c) (CUdeviceptr, UnsafeRawPointer?, Int, CUhandle?) -> CUresult
+typealias cuMemAllocAsyncFn = @convention(c) (UnsafeMutablePointer<CUdeviceptr>?, Int, CUhandle?) -> CUresult
+typealias cuMemFreeAsyncFn = @convention(c) (CUdeviceptr, CUhandle?) -> CUresult
+typealias cuDeviceGetDefaultMemPoolFn = @convention(c) (UnsafeMutablePointer<CUhandle?>?, CUdevice) -> CUresult
+typealias cuMemPoolSetAttributeFn = @convention(c) (CUhandle?, Int32, UnsafeMutableRawPointer?) -> CUresult
 typealias cuMemsetD8AsyncFn = @convention(c) (CUdeviceptr, UInt8, Int, CUhandle?) -> CUresult
 typealias cuStreamCreateFn = @convention(c) (UnsafeMutablePointer<CUhandle?>?, UInt32) -> CUresult
 typealias cuHandleFn = @convention(c) (CUhandle?) -> CUresult  // cuStreamDestroy, cuStreamSynchronize, ...
@@ -106,6 +111,12 @@ final class DriverAPI: @unchecked Sendable {
     let cuMemcpyHtoD: cuMemcpyHtoDFn
     let cuMemcpyDtoH: cuMemcpyDtoHFn
     let cuMemcpyDtoDAsync: cuMemcpyDtoDAsyncFn
+    let cuMemcpyHtoDAsync: cuMemcpyHtoDAsyncFn
+    /// The stream-ordered allocator (CUDA 11.2+); nil on older drivers.
+    let cuMemAllocAsync: cuMemAllocAsyncFn?
+    let cuMemFreeAsync: cuMemFreeAsyncFn?
+    let cuDeviceGetDefaultMemPool: cuDeviceGetDefaultMemPoolFn?
+    let cuMemPoolSetAttribute: cuMemPoolSetAttributeFn?
     let cuMemsetD8Async: cuMemsetD8AsyncFn
     let cuStreamCreate: cuStreamCreateFn
     let cuStreamDestroy: cuHandleFn
@@ -151,6 +162,11 @@ final class DriverAPI: @unchecked Sendable {
         cuMemcpyHtoD = try f("cuMemcpyHtoD_v2", as: cuMemcpyHtoDFn.self)
         cuMemcpyDtoH = try f("cuMemcpyDtoH_v2", as: cuMemcpyDtoHFn.self)
         cuMemcpyDtoDAsync = try f("cuMemcpyDtoDAsync_v2", as: cuMemcpyDtoDAsyncFn.self)
+        cuMemcpyHtoDAsync = try f("cuMemcpyHtoDAsync_v2", as: cuMemcpyHtoDAsyncFn.self)
+        cuMemAllocAsync = try? f("cuMemAllocAsync", as: cuMemAllocAsyncFn.self)
+        cuMemFreeAsync = try? f("cuMemFreeAsync", as: cuMemFreeAsyncFn.self)
+        cuDeviceGetDefaultMemPool = try? f("cuDeviceGetDefaultMemPool", as: cuDeviceGetDefaultMemPoolFn.self)
+        cuMemPoolSetAttribute = try? f("cuMemPoolSetAttribute", as: cuMemPoolSetAttributeFn.self)
         cuMemsetD8Async = try f("cuMemsetD8Async", as: cuMemsetD8AsyncFn.self)
         cuStreamCreate = try f("cuStreamCreate", as: cuStreamCreateFn.self)
         cuStreamDestroy = try f("cuStreamDestroy_v2", "cuStreamDestroy", as: cuHandleFn.self)
