@@ -1,0 +1,293 @@
+import Foundation
+
+/// Float32 forms of the model ops on raw buffers (row-major, sizes given), vectorized and parallel over rows where
+/// large; each checks its buffer sizes and throws `LineaError` naming the argument. Outputs may alias inputs of the
+/// same shape for the elementwise ops and norms (each element is read before it is written).
+public enum CPUOps {
+    /// Rows handled per parallel item: about 32K elements, so small calls stay on the calling thread.
+    static let elementsPerItem = 1 << 15
+
+    /// A value that may cross into `Parallel.forEach` although the compiler cannot prove it safe: every user
+    /// writes disjoint rows.
+    struct Unchecked<T>: @unchecked Sendable { let value: T }
+
+    /// Runs `body` over `0..<rows` split into contiguous ranges, in parallel when `rows · width` is large.
+    static func forRows(_ rows: Int, width: Int, _ body: (Range<Int>) -> Void) {
+        let items = min(rows, max(1, rows * max(width, 1) / elementsPerItem), Parallel.threadCount * 4)
+        if items <= 1 {
+            if rows > 0 { body(0..<rows) }
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            let box = Unchecked(value: body)
+            Parallel.forEach(items) { i in box.value(rows * i / items..<rows * (i + 1) / items) }
+        }
+    }
+
+    // MARK: Matrix multiply
+
+    /// `out[m, n] = x[m, k] · weight[n, k]^T + bias[n]` (nn.Linear layout) through OpenBLAS sgemm. O(m·n·k).
+    public static func matmul(x: UnsafeBufferPointer<Float>, weight: UnsafeBufferPointer<Float>,
+                              bias: UnsafeBufferPointer<Float>? = nil, out: UnsafeMutableBufferPointer<Float>,
+                              m: Int, n: Int, k: Int) throws {
+        try checkMatmul(x: x.count, weight: weight.count, bias: bias?.count, out: out.count, m: m, n: n, k: k)
+        if m == 0 || n == 0 { return }
+        BLAS.sgemm(transB: true, m: m, n: n, k: k, a: x.baseAddress!, lda: k, b: weight.baseAddress!, ldb: k,
+                   c: out.baseAddress!, ldc: n)
+        if let bias { addBias(bias, out, m: m, n: n) }
+    }
+
+    /// The same product with bfloat16 weights (bits as `UInt16`), Float32 accumulation. Few rows (decode): each
+    /// weight row is widened into a cache-resident buffer and dotted with every input row, so the bf16 matrix is
+    /// read once. More rows: blocks of weight rows are widened and multiplied by sgemm. O(m·n·k).
+    public static func matmul(x: UnsafeBufferPointer<Float>, weightBF16 weight: UnsafeBufferPointer<UInt16>,
+                              bias: UnsafeBufferPointer<Float>? = nil, out: UnsafeMutableBufferPointer<Float>,
+                              m: Int, n: Int, k: Int) throws {
+        try checkMatmul(x: x.count, weight: weight.count, bias: bias?.count, out: out.count, m: m, n: n, k: k)
+        if m == 0 || n == 0 { return }
+        let (xp, wp, op) = (x.baseAddress!, weight.baseAddress!, out.baseAddress!)
+        if m < 16 {
+            forRows(n, width: m * k) { rows in
+                let wide = UnsafeMutablePointer<Float>.allocate(capacity: max(k, 1))
+                defer { wide.deallocate() }
+                for j in rows {
+                    widenBF16(wp + j * k, wide, count: k)
+                    for i in 0..<m { op[i * n + j] = dot(xp + i * k, wide, count: k) }
+                }
+            }
+        } else {
+            let blockRows = max(16, min(n, (1 << 20) / max(k, 1)))  // about 4 MiB of Float32 per block
+            let wide = UnsafeMutablePointer<Float>.allocate(capacity: max(blockRows * k, 1))
+            defer { wide.deallocate() }
+            for j0 in stride(from: 0, to: n, by: blockRows) {
+                let nb = min(blockRows, n - j0)
+                forRows(nb, width: k) { rows in
+                    widenBF16(wp + (j0 + rows.lowerBound) * k, wide + rows.lowerBound * k, count: rows.count * k)
+                }
+                BLAS.sgemm(transB: true, m: m, n: nb, k: k, a: xp, lda: k, b: wide, ldb: k, c: op + j0, ldc: n)
+            }
+        }
+        if let bias { addBias(bias, out, m: m, n: n) }
+    }
+
+    static func checkMatmul(x: Int, weight: Int, bias: Int?, out: Int, m: Int, n: Int, k: Int) throws {
+        try OpCheck.sizes(["m": m, "n": n, "k": k])
+        try OpCheck.count("x", x, m * k, "[m, k] = [\(m), \(k)]")
+        try OpCheck.count("weight", weight, n * k, "[n, k] = [\(n), \(k)]")
+        if let bias { try OpCheck.count("bias", bias, n, "[n] = [\(n)]") }
+        try OpCheck.count("out", out, m * n, "[m, n] = [\(m), \(n)]")
+    }
+
+    static func addBias(_ bias: UnsafeBufferPointer<Float>, _ out: UnsafeMutableBufferPointer<Float>, m: Int, n: Int) {
+        forRows(m, width: n) { rows in
+            for i in rows { for j in 0..<n { out[i * n + j] += bias[j] } }
+        }
+    }
+
+    /// bfloat16 bits to Float32 (exact: the bits are the high half). O(count).
+    @inline(__always)
+    static func widenBF16(_ src: UnsafePointer<UInt16>, _ dst: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { dst[i] = Float(bitPattern: UInt32(src[i]) << 16) }
+    }
+
+    /// `Σ a[i]·b[i]` with 16-lane FMA. O(count).
+    @inline(__always)
+    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+        var acc = SIMD16<Float>()
+        var i = 0
+        while i + 16 <= count {
+            acc.addProduct(UnsafeRawPointer(a + i).loadUnaligned(as: SIMD16<Float>.self),
+                           UnsafeRawPointer(b + i).loadUnaligned(as: SIMD16<Float>.self))
+            i += 16
+        }
+        var sum = acc.sum()
+        while i < count { sum += a[i] * b[i]; i += 1 }
+        return sum
+    }
+
+    // MARK: Embedding
+
+    /// Rows `table[ids[i]]` of a Float32 `[vocab, dim]` table into `out [ids.count, dim]`; an id outside
+    /// `0..<vocab` throws naming `ids`, the value and its index. O(ids.count·dim).
+    public static func embedding<ID: FixedWidthInteger>(ids: UnsafeBufferPointer<ID>, table: UnsafeBufferPointer<Float>,
+                                                        out: UnsafeMutableBufferPointer<Float>, vocab: Int, dim: Int) throws {
+        try checkEmbedding(ids: ids, table: table.count, out: out.count, vocab: vocab, dim: dim)
+        forRows(ids.count, width: dim) { rows in
+            for i in rows {
+                let row = Int(ids[i]) * dim
+                for c in 0..<dim { out[i * dim + c] = table[row + c] }
+            }
+        }
+    }
+
+    /// The same gather from a bfloat16 table (bits as `UInt16`), widened to Float32. O(ids.count·dim).
+    public static func embedding<ID: FixedWidthInteger>(ids: UnsafeBufferPointer<ID>, tableBF16 table: UnsafeBufferPointer<UInt16>,
+                                                        out: UnsafeMutableBufferPointer<Float>, vocab: Int, dim: Int) throws {
+        try checkEmbedding(ids: ids, table: table.count, out: out.count, vocab: vocab, dim: dim)
+        forRows(ids.count, width: dim) { rows in
+            for i in rows { widenBF16(table.baseAddress! + Int(ids[i]) * dim, out.baseAddress! + i * dim, count: dim) }
+        }
+    }
+
+    static func checkEmbedding<ID: FixedWidthInteger>(ids: UnsafeBufferPointer<ID>, table: Int, out: Int,
+                                                      vocab: Int, dim: Int) throws {
+        try OpCheck.sizes(["vocab": vocab, "dim": dim])
+        try OpCheck.count("table", table, vocab * dim, "[vocab, dim] = [\(vocab), \(dim)]")
+        try OpCheck.count("out", out, ids.count * dim, "[ids, dim] = [\(ids.count), \(dim)]")
+        for (i, id) in ids.enumerated() where id < 0 || id >= vocab {
+            throw LineaError.invalidArgument(argument: "ids", expected: "token ids in 0..<\(vocab)", actual: "\(id) at index \(i)")
+        }
+    }
+
+    // MARK: Norms
+
+    /// RMSNorm of `x [rows, dim]` into `out`: `x / sqrt(mean(x²) + eps) · w`, or `· (1 + w)` when `zeroCentered`
+    /// (Qwen3NextRMSNorm). O(rows·dim).
+    public static func rmsNorm(x: UnsafeBufferPointer<Float>, weight: UnsafeBufferPointer<Float>,
+                               out: UnsafeMutableBufferPointer<Float>, rows: Int, dim: Int, eps: Float,
+                               zeroCentered: Bool = false) throws {
+        try checkRows(["x": x.count, "out": out.count], rows: rows, dim: dim)
+        try OpCheck.count("weight", weight.count, dim, "[dim] = [\(dim)]")
+        let offset: Float = zeroCentered ? 1 : 0
+        forRows(rows, width: dim) { range in
+            for r in range {
+                let row = x.baseAddress! + r * dim
+                let inv = 1 / (sumOfSquares(row, count: dim) / Float(dim) + eps).squareRoot()
+                for c in 0..<dim { out[r * dim + c] = row[c] * inv * (offset + weight[c]) }
+            }
+        }
+    }
+
+    /// Gated RMSNorm (Qwen3NextRMSNormGated): `x / sqrt(mean(x²) + eps) · w · silu(gate)`, all `[rows, dim]`.
+    /// O(rows·dim).
+    public static func rmsNormGated(x: UnsafeBufferPointer<Float>, gate: UnsafeBufferPointer<Float>,
+                                    weight: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>,
+                                    rows: Int, dim: Int, eps: Float) throws {
+        try checkRows(["x": x.count, "gate": gate.count, "out": out.count], rows: rows, dim: dim)
+        try OpCheck.count("weight", weight.count, dim, "[dim] = [\(dim)]")
+        forRows(rows, width: dim) { range in
+            for r in range {
+                let row = x.baseAddress! + r * dim
+                let inv = 1 / (sumOfSquares(row, count: dim) / Float(dim) + eps).squareRoot()
+                for c in 0..<dim {
+                    let z = gate[r * dim + c]
+                    out[r * dim + c] = row[c] * inv * weight[c] * (z / (1 + VectorMath.exp(-z)))
+                }
+            }
+        }
+    }
+
+    /// L2 norm of each row of `x [rows, dim]` (fla's `l2norm`): `x / sqrt(Σ x² + eps)`. O(rows·dim).
+    public static func l2Norm(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>,
+                              rows: Int, dim: Int, eps: Float = 1e-6) throws {
+        try checkRows(["x": x.count, "out": out.count], rows: rows, dim: dim)
+        forRows(rows, width: dim) { range in
+            for r in range {
+                let row = x.baseAddress! + r * dim
+                let inv = 1 / (sumOfSquares(row, count: dim) + eps).squareRoot()
+                for c in 0..<dim { out[r * dim + c] = row[c] * inv }
+            }
+        }
+    }
+
+    static func checkRows(_ buffers: KeyValuePairs<String, Int>, rows: Int, dim: Int) throws {
+        try OpCheck.sizes(["rows": rows, "dim": dim])
+        for (name, count) in buffers { try OpCheck.count(name, count, rows * dim, "[rows, dim] = [\(rows), \(dim)]") }
+    }
+
+    @inline(__always)
+    static func sumOfSquares(_ a: UnsafePointer<Float>, count: Int) -> Float {
+        var acc = SIMD16<Float>()
+        var i = 0
+        while i + 16 <= count {
+            let v = UnsafeRawPointer(a + i).loadUnaligned(as: SIMD16<Float>.self)
+            acc.addProduct(v, v)
+            i += 16
+        }
+        var sum = acc.sum()
+        while i < count { sum += a[i] * a[i]; i += 1 }
+        return sum
+    }
+
+    // MARK: Elementwise
+
+    /// Applies `f` to 8 lanes at a time over `x` (and `y`, of the same size, checked by the caller) into `out` (a short tail is padded, so every element sees the same
+    /// formula), in parallel when large.
+    @inline(__always)
+    static func map(_ x: UnsafeBufferPointer<Float>, _ y: UnsafeBufferPointer<Float>?, _ out: UnsafeMutableBufferPointer<Float>,
+                    _ f: (SIMD8<Float>, SIMD8<Float>) -> SIMD8<Float>) throws {
+        try OpCheck.count("out", out.count, x.count, "the shape of the input")
+        let blocks = (x.count + 7) / 8
+        forRows(blocks, width: 8) { range in
+            for block in range {
+                let i = block * 8, n = min(8, x.count - i)
+                if n == 8 {
+                    let a = UnsafeRawPointer(x.baseAddress! + i).loadUnaligned(as: SIMD8<Float>.self)
+                    let b = y.map { UnsafeRawPointer($0.baseAddress! + i).loadUnaligned(as: SIMD8<Float>.self) } ?? a
+                    UnsafeMutableRawPointer(out.baseAddress! + i).storeBytes(of: f(a, b), as: SIMD8<Float>.self)
+                    continue
+                }
+                var a = SIMD8<Float>(), b = SIMD8<Float>()
+                for l in 0..<n { a[l] = x[i + l]; if let y { b[l] = y[i + l] } }
+                let r = f(a, b)
+                for l in 0..<n { out[i + l] = r[l] }
+            }
+        }
+    }
+
+    @inline(__always)
+    static func sigmoid8(_ x: SIMD8<Float>) -> SIMD8<Float> { 1 / (1 + VectorMath.exp(-x)) }
+
+    /// `out = x · sigmoid(x)` (SiLU). O(n).
+    public static func silu(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>) throws {
+        try map(x, nil, out) { a, _ in a * sigmoid8(a) }
+    }
+
+    /// `out = 1 / (1 + e^-x)`. O(n).
+    public static func sigmoid(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>) throws {
+        try map(x, nil, out) { a, _ in sigmoid8(a) }
+    }
+
+    /// `out = silu(gate) · up` (SwiGLU), elementwise. O(n).
+    public static func swiglu(gate: UnsafeBufferPointer<Float>, up: UnsafeBufferPointer<Float>,
+                              out: UnsafeMutableBufferPointer<Float>) throws {
+        try OpCheck.count("up", up.count, gate.count, "the shape of gate")
+        try map(gate, up, out) { g, u in g * sigmoid8(g) * u }
+    }
+
+    /// `out = a + b` (residual add), elementwise. O(n).
+    public static func add(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>,
+                           out: UnsafeMutableBufferPointer<Float>) throws {
+        try OpCheck.count("b", b.count, a.count, "the shape of a")
+        try map(a, b, out) { x, y in x + y }
+    }
+
+    /// GELU, exact (erf) or the tanh approximation (torch's `approximate`). O(n).
+    public static func gelu(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>,
+                            approximate: GELUApproximation = .none) throws {
+        switch approximate {
+        case .none:
+            try map(x, nil, out) { a, _ in
+                var e = SIMD8<Float>()
+                for l in 0..<8 { e[l] = Foundation.erf(a[l] * 0.707_106_781_186_547_5) }
+                return 0.5 * a * (1 + e)
+            }
+        case .tanh:
+            try map(x, nil, out) { a, _ in
+                let u = 0.797_884_560_802_865_4 * (a + 0.044715 * a * a * a)
+                // tanh(u) = 1 - 2 / (e^{2u} + 1): +1 and -1 at the extremes, no overflow.
+                return 0.5 * a * (2 - 2 / (VectorMath.exp(2 * u) + 1))
+            }
+        }
+    }
+
+    /// torch's softplus (beta 1, threshold 20): `x` above 20, else `log(1 + e^x)`. O(n).
+    public static func softplus(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>) throws {
+        try map(x, nil, out) { a, _ in
+            let e = VectorMath.exp(a)
+            var r = SIMD8<Float>()
+            for l in 0..<8 { r[l] = a[l] > 20 ? a[l] : Foundation.log1p(e[l]) }
+            return r
+        }
+    }
+}
