@@ -56,7 +56,7 @@ public enum CPUOps {
                 }
             }
         } else {
-            let blockRows = max(16, min(n, (1 << 20) / max(k, 1)))  // about 4 MiB of Float32 per block
+            let blockRows = max(16, min(n, (1 << 16) / max(k, 1)))  // about 256 KiB of Float32 per block
             let wide = UnsafeMutablePointer<Float>.allocate(capacity: max(blockRows * k, 1))
             defer { wide.deallocate() }
             for j0 in stride(from: 0, to: n, by: blockRows) {
@@ -267,17 +267,15 @@ public enum CPUOps {
                             approximate: GELUApproximation = .none) throws {
         switch approximate {
         case .none:
+            // x/2 · erfc(-x/√2): the same value as x/2 · (1 + erf(x/√2)) without cancellation for negative x.
             try map(x, nil, out) { a, _ in
                 var e = SIMD8<Float>()
-                for l in 0..<8 { e[l] = Foundation.erf(a[l] * 0.707_106_781_186_547_5) }
-                return 0.5 * a * (1 + e)
+                for l in 0..<8 { e[l] = Foundation.erfc(a[l] * -0.707_106_781_186_547_5) }
+                return 0.5 * a * e
             }
         case .tanh:
-            try map(x, nil, out) { a, _ in
-                let u = 0.797_884_560_802_865_4 * (a + 0.044715 * a * a * a)
-                // tanh(u) = 1 - 2 / (e^{2u} + 1): +1 and -1 at the extremes, no overflow.
-                return 0.5 * a * (2 - 2 / (VectorMath.exp(2 * u) + 1))
-            }
+            // x/2 · (1 + tanh(u)) = x · sigmoid(2u): no cancellation, no overflow.
+            try map(x, nil, out) { a, _ in a * sigmoid8(1.595_769_121_605_730_8 * (a + 0.044715 * a * a * a)) }
         }
     }
 
