@@ -137,6 +137,28 @@ func thrownArgument(_ body: () throws -> Void) -> String? {
         #expect(relRMS(sum, try ReferenceOps.add(wide(x), wide(y))) <= Self.tolerance)
     }
 
+    /// Element by element on a grid over [-30, 30] (rel-RMS hides a wrong formula on a narrow range, e.g. softplus's
+    /// threshold): relative error <= 1e-6, times 1 + x² for GELU, whose tail e^(-x²/2) turns the argument's rounding
+    /// (relative 6e-8) into a relative error growing with x² in any Float32 form.
+    @Test func activationsAreAccurateElementwise() throws {
+        let x = (0...600).map { Float($0) * 0.1 - 30 }
+        let cases: [(String, (UnsafeBufferPointer<Float>, UnsafeMutableBufferPointer<Float>) throws -> Void, (Double) -> Double, Bool)] = [
+            ("silu", { try CPUOps.silu(x: $0, out: $1) }, ReferenceOps.silu, false),
+            ("sigmoid", { try CPUOps.sigmoid(x: $0, out: $1) }, ReferenceOps.sigmoid, false),
+            ("softplus", { try CPUOps.softplus(x: $0, out: $1) }, ReferenceOps.softplus, false),
+            ("gelu", { try CPUOps.gelu(x: $0, out: $1) }, { ReferenceOps.gelu($0) }, true),
+            ("geluTanh", { try CPUOps.gelu(x: $0, out: $1, approximate: .tanh) }, { ReferenceOps.gelu($0, approximate: .tanh) }, true),
+        ]
+        for (name, op, f, gaussianTail) in cases {
+            let got = try output(x.count) { out in try withBuffers([x]) { try op($0[0], out) } }
+            for (i, v) in x.enumerated() {
+                let want = f(Double(v))
+                let tolerance = 1e-6 * (gaussianTail ? 1 + Double(v * v) : 1)
+                #expect(abs(Double(got[i]) - want) <= tolerance * abs(want) + 1e-37, "\(name)(\(v)) = \(got[i]), want \(want)")
+            }
+        }
+    }
+
     // MARK: rotary
 
     @Test(arguments: [(5, 3, 8, 8), (4, 2, 12, 8), (3, 5, 10, 6), (70, 4, 130, 64)])
@@ -228,9 +250,13 @@ func thrownArgument(_ body: () throws -> Void) -> String? {
     /// mass before them is < p, temperature 0 is argmax.
     @Test func samplingTruncationIsExact() throws {
         let logits: [Double] = [1, 3, 3, 2, 0]
+        // The tokens kept, the same on the CPU as in the reference.
         func kept(_ t: Double, _ k: Int, _ p: Double) throws -> [Int] {
-            try ReferenceOps.samplingDistribution(logits: logits, temperature: t, topK: k, topP: p).indices.filter {
-                try ReferenceOps.samplingDistribution(logits: logits, temperature: t, topK: k, topP: p)[$0] > 0 }
+            let want = try ReferenceOps.samplingDistribution(logits: logits, temperature: t, topK: k, topP: p)
+            let got = try output(logits.count) { out in try withBuffers([logits.map { Float($0) }]) {
+                try CPUOps.samplingProbabilities(logits: $0[0], probabilities: out, temperature: Float(t), topK: k, topP: Float(p)) } }
+            #expect(got.map { $0 > 0 } == want.map { $0 > 0 }, "t \(t) k \(k) p \(p)")
+            return want.indices.filter { want[$0] > 0 }
         }
         #expect(try kept(1, 1, 1) == [1, 2])  // both 3s tie with the first
         #expect(try kept(1, 3, 1) == [1, 2, 3])

@@ -136,11 +136,12 @@ public enum ReferenceOps {
     public static func sigmoid(_ x: Double) -> Double { 1 / (1 + Foundation.exp(-x)) }
     /// `x · sigmoid(x)`. O(1).
     public static func silu(_ x: Double) -> Double { x * sigmoid(x) }
-    /// GELU, exact (erf) or the tanh approximation. O(1).
+    /// GELU, exact (erf) or the tanh approximation, in forms without cancellation for negative x:
+    /// `x/2 · (1 + erf(x/√2)) = x/2 · erfc(-x/√2)`, `x/2 · (1 + tanh(u)) = x · sigmoid(2u)`. O(1).
     public static func gelu(_ x: Double, approximate: GELUApproximation = .none) -> Double {
         switch approximate {
-        case .none: return 0.5 * x * (1 + Foundation.erf(x / 2.0.squareRoot()))
-        case .tanh: return 0.5 * x * (1 + Foundation.tanh((2 / Double.pi).squareRoot() * (x + 0.044715 * x * x * x)))
+        case .none: return 0.5 * x * Foundation.erfc(-x / 2.0.squareRoot())
+        case .tanh: return x * sigmoid(2 * (2 / Double.pi).squareRoot() * (x + 0.044715 * x * x * x))
         }
     }
     /// torch's softplus (beta 1, threshold 20): `x` above 20, else `log(1 + e^x)`. O(1).
