@@ -16,10 +16,10 @@ public enum GELUApproximation: String, Sendable, CaseIterable {
     case tanh
 }
 
-/// Size checks shared by every op form: each failure names the argument.
-enum OpCheck {
+/// Size checks shared by every op form (the CUDA launchers too): each failure names the argument.
+package enum OpCheck {
     /// Throws `shapeMismatch` unless `count == expected`; `shape` describes the expected shape in words.
-    static func count(_ argument: String, _ count: Int, _ expected: Int, _ shape: @autoclosure () -> String) throws {
+    package static func count(_ argument: String, _ count: Int, _ expected: Int, _ shape: @autoclosure () -> String) throws {
         if count != expected {
             throw LineaError.shapeMismatch(argument: argument, expected: "\(shape()) (\(expected) elements)",
                                            actual: "\(count) elements")
@@ -27,14 +27,14 @@ enum OpCheck {
     }
 
     /// Throws `invalidArgument` unless `ok`.
-    static func value(_ argument: String, _ ok: Bool, _ expected: @autoclosure () -> String,
+    package static func value(_ argument: String, _ ok: Bool, _ expected: @autoclosure () -> String,
                       _ actual: @autoclosure () -> String) throws {
         if !ok { throw LineaError.invalidArgument(argument: argument, expected: expected(), actual: actual()) }
     }
 
     /// Throws unless every size is >= 0; returns their product (throwing on overflow).
     @discardableResult
-    static func sizes(_ pairs: KeyValuePairs<String, Int>) throws -> Int {
+    package static func sizes(_ pairs: KeyValuePairs<String, Int>) throws -> Int {
         var product = 1
         for (name, n) in pairs {
             try value(name, n >= 0, ">= 0", "\(n)")
@@ -46,7 +46,7 @@ enum OpCheck {
     }
 
     /// The rotary checks: `rotaryDim` even, in `2...headDim`, `theta > 0`, one position per token.
-    static func rotary(positions: Int, tokens: Int, heads: Int, headDim: Int, rotaryDim: Int, theta: Double) throws {
+    package static func rotary(positions: Int, tokens: Int, heads: Int, headDim: Int, rotaryDim: Int, theta: Double) throws {
         try sizes(["tokens": tokens, "heads": heads, "headDim": headDim])
         try value("rotaryDim", rotaryDim >= 2 && rotaryDim <= headDim && rotaryDim % 2 == 0,
                   "an even number in 2...headDim (\(headDim))", "\(rotaryDim)")
@@ -55,7 +55,7 @@ enum OpCheck {
     }
 
     /// The sampling checks: temperature >= 0, topK >= 0 (0 = off), topP in (0, 1].
-    static func sampling(temperature: Double, topK: Int, topP: Double) throws {
+    package static func sampling(temperature: Double, topK: Int, topP: Double) throws {
         try value("temperature", temperature >= 0 && temperature.isFinite, "a finite value >= 0", "\(temperature)")
         try value("topK", topK >= 0, ">= 0 (0 keeps every token)", "\(topK)")
         try value("topP", topP > 0 && topP <= 1, "a value in (0, 1]", "\(topP)")

@@ -2,7 +2,7 @@
 // Float tensors of one call share one element type T (f32, bf16 or f16: the entry's suffix); outputs are T unless
 // said otherwise. Entries (SUF = f32 | bf16 | f16):
 //   linea_embed_{i32,i64}_SUF   ids [n], table [vocab, dim] -> out [n, dim]; a bad id's row is zeroed and the first
-//                               bad position goes to *bad (atomicMin; the launcher starts it at INT_MAX)
+//                               bad position goes to *bad when not null (atomicMin; the launcher starts it at INT_MAX)
 //   linea_norm_SUF              one block per row of [rows, dim]: mode 0 RMSNorm (x w), 1 zero-centered (x (1 + w)),
 //                               2 gated (x w silu(gate)), 3 L2 norm (x / sqrt(sum x^2 + eps), w unused)
 //   linea_unary_SUF             op 0 silu, 1 sigmoid, 2 gelu (erf), 3 gelu (tanh), 4 softplus (threshold 20)
@@ -92,7 +92,7 @@ __device__ void embed(const ID* ids, const T* table, T* out, int n, int vocab, i
         const long id = (long)ids[row];
         if (id < 0 || id >= vocab) {
             st(out, e, 0.f);
-            if (c == 0) atomicMin(bad, (int)row);
+            if (c == 0 && bad) atomicMin(bad, (int)row);
         } else {
             out[e] = table[id * dim + c];
         }
@@ -116,7 +116,7 @@ __device__ void norm(const T* x, const T* gate, const T* w, T* out, int dim, flo
 }
 
 template <typename T>
-__device__ void unary(const T* x, T* out, long n, int op) {
+__device__ void unary(const T* x, T* out, int n, int op) {
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
         const float v = ld(x, i);
         float y;
@@ -132,7 +132,7 @@ __device__ void unary(const T* x, T* out, long n, int op) {
 }
 
 template <typename T>
-__device__ void binary(const T* a, const T* b, T* out, long n, int op) {
+__device__ void binary(const T* a, const T* b, T* out, int n, int op) {
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
         const float x = ld(a, i), y = ld(b, i);
         st(out, i, op == 0 ? x * sigmoidf_(x) * y : x + y);
@@ -334,8 +334,8 @@ extern "C" __global__ void linea_embed_i64_##SUF(const long long* ids, const T* 
 { embed(ids, table, out, n, vocab, dim, bad); } \
 extern "C" __global__ void __launch_bounds__(LINEA_THREADS) linea_norm_##SUF(const T* x, const T* gate, const T* w, T* out, \
     int dim, float eps, int mode) { norm(x, gate, w, out, dim, eps, mode); } \
-extern "C" __global__ void linea_unary_##SUF(const T* x, T* out, long long n, int op) { unary(x, out, n, op); } \
-extern "C" __global__ void linea_binary_##SUF(const T* a, const T* b, T* out, long long n, int op) { binary(a, b, out, n, op); } \
+extern "C" __global__ void linea_unary_##SUF(const T* x, T* out, int n, int op) { unary(x, out, n, op); } \
+extern "C" __global__ void linea_binary_##SUF(const T* a, const T* b, T* out, int n, int op) { binary(a, b, out, n, op); } \
 extern "C" __global__ void linea_rotary_##SUF(const T* x, const int* positions, T* out, int tokens, int heads, int headDim, \
     int rotaryDim, float theta, int layout) { rotary(x, positions, out, tokens, heads, headDim, rotaryDim, theta, layout); } \
 extern "C" __global__ void linea_conv1d_##SUF(const T* x, const T* w, const T* bias, T* state, T* out, int batch, int length, \
@@ -353,8 +353,8 @@ LINEA_ENTRIES(f16, linea_f16)
 
 // out [rows, cols] += bias [cols] (the matmul's bias after cuBLAS).
 #define LINEA_BIAS(SUF, T) \
-extern "C" __global__ void linea_add_bias_##SUF(T* out, const T* bias, long long rows, int cols) { \
-    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < rows * cols; e += (long long)gridDim.x * blockDim.x) \
+extern "C" __global__ void linea_add_bias_##SUF(T* out, const T* bias, int rows, int cols) { \
+    for (long e = blockIdx.x * (long)blockDim.x + threadIdx.x; e < (long)rows * cols; e += (long)gridDim.x * blockDim.x) \
         st(out, e, ld(out, e) + ld(bias, e % cols)); }
 LINEA_BIAS(f32, float)
 LINEA_BIAS(bf16, linea_bf16)
