@@ -88,19 +88,49 @@ extension CPUOps {
         }
         for i in 0..<n { p[i] = logits[i] / temperature }
         if topK > 0 && topK < n {
-            let kth = Array(UnsafeBufferPointer(start: p, count: n)).sorted(by: >)[topK - 1]
+            let kth = kthLargest(p, count: n, k: topK)
             for i in 0..<n where p[i] < kth { p[i] = -.infinity }
         }
         softmaxRow(p, p, count: n)
         guard topP < 1 else { return }
-        let order = (0..<n).filter { p[$0] > 0 }.sorted { p[$0] > p[$1] || (p[$0] == p[$1] && $0 < $1) }
+        // A token below `floor` comes after every token at or above it, so it is cut once their mass reaches topP (a
+        // margin covers the float sums' order): try high floors first, so that usually only a few tokens are sorted.
+        let maxP = VectorMath.max(p, count: n)
+        var candidates: [Int] = []
+        for floor in [maxP * 1e-3, maxP * 1e-6, 0] {
+            var mass: Float = 0
+            for i in 0..<n where p[i] >= floor { mass += p[i] }
+            if floor == 0 || mass >= topP + 1e-4 {
+                candidates = (0..<n).filter { p[$0] >= floor && p[$0] > 0 }
+                break
+            }
+        }
+        let order = candidates.sorted { p[$0] > p[$1] || (p[$0] == p[$1] && $0 < $1) }
         var before: Float = 0, cut = order.count
         for (rank, i) in order.enumerated() {
             if before >= topP { cut = rank; break }
             before += p[i]
         }
-        for i in order[cut...] { p[i] = 0 }
-        VectorMath.scale(p, count: n, by: 1 / before)
+        let kept = order[..<cut].map { ($0, p[$0] / before) }
+        p.initialize(repeating: 0, count: n)
+        for (i, q) in kept { p[i] = q }
+    }
+
+    /// The k-th largest of `x[0..<count]` (1 <= k < count): a descending buffer of the largest seen, O(count) for
+    /// most inputs and k <= 256 (O(count·k) at worst); larger k sorts. NaN is skipped.
+    static func kthLargest(_ x: UnsafePointer<Float>, count n: Int, k: Int) -> Float {
+        if k > 256 { return UnsafeBufferPointer(start: x, count: n).sorted(by: >)[k - 1] }
+        var top: [Float] = []
+        top.reserveCapacity(k + 1)
+        for i in 0..<n {
+            let v = x[i]
+            if top.count == k { if !(v > top[k - 1]) { continue }; top.removeLast() } else if v.isNaN { continue }
+            var j = top.count
+            top.append(v)
+            while j > 0 && top[j - 1] < v { top[j] = top[j - 1]; j -= 1 }
+            top[j] = v
+        }
+        return top[k - 1]
     }
 
     /// Samples one token per row of `logits [rows, vocab]` into `tokens [rows]` from `samplingProbabilities`: one

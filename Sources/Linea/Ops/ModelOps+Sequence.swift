@@ -67,17 +67,21 @@ extension CPUOps {
                 for row in range {
                     let (b, t) = (row / length, row % length)
                     let y = out.baseAddress! + row * channels
-                    for c in 0..<channels { y[c] = bias?[c] ?? 0 }
-                    for j in 0..<width {
-                        let time = t - s + j, w = taps.baseAddress! + j * channels
-                        if time >= 0 {
-                            let input = x.baseAddress! + (b * length + time) * channels
-                            for c in 0..<channels { y[c] += w[c] * input[c] }
-                        } else if let state {
-                            for c in 0..<channels { y[c] += w[c] * state[(b * channels + c) * s + s + time] }
+                    for c in stride(from: 0, to: channels, by: 8) {
+                        let n = min(8, channels - c)
+                        var acc = bias.map { load8($0.baseAddress! + c, n) } ?? SIMD8<Float>()
+                        for j in 0..<width {
+                            let time = t - s + j
+                            var input = SIMD8<Float>()
+                            if time >= 0 {
+                                input = load8(x.baseAddress! + (b * length + time) * channels + c, n)
+                            } else if let state {
+                                for l in 0..<n { input[l] = state[(b * channels + c + l) * s + s + time] }
+                            }
+                            acc.addProduct(load8(taps.baseAddress! + j * channels + c, n), input)
                         }
+                        store8(silu ? acc * sigmoid8(acc) : acc, y + c, n)
                     }
-                    if silu { for c in 0..<channels { y[c] = y[c] / (1 + VectorMath.exp(-y[c])) } }
                 }
             }
         }

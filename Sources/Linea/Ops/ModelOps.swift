@@ -90,19 +90,49 @@ public enum CPUOps {
         for i in 0..<count { dst[i] = Float(bitPattern: UInt32(src[i]) << 16) }
     }
 
-    /// `Σ a[i]·b[i]` with 16-lane FMA. O(count).
+    /// `Σ a[i]·b[i]`: four independent 16-lane FMA chains (one chain waits on the FMA latency). O(count).
     @inline(__always)
     static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
-        var acc = SIMD16<Float>()
+        func load(_ p: UnsafePointer<Float>, _ i: Int) -> SIMD16<Float> { UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<Float>.self) }
+        var (s0, s1, s2, s3) = (SIMD16<Float>(), SIMD16<Float>(), SIMD16<Float>(), SIMD16<Float>())
         var i = 0
-        while i + 16 <= count {
-            acc.addProduct(UnsafeRawPointer(a + i).loadUnaligned(as: SIMD16<Float>.self),
-                           UnsafeRawPointer(b + i).loadUnaligned(as: SIMD16<Float>.self))
-            i += 16
+        while i + 64 <= count {
+            s0.addProduct(load(a, i), load(b, i))
+            s1.addProduct(load(a, i + 16), load(b, i + 16))
+            s2.addProduct(load(a, i + 32), load(b, i + 32))
+            s3.addProduct(load(a, i + 48), load(b, i + 48))
+            i += 64
         }
-        var sum = acc.sum()
+        while i + 16 <= count { s0.addProduct(load(a, i), load(b, i)); i += 16 }
+        var sum = ((s0 + s1) + (s2 + s3)).sum()
         while i < count { sum += a[i] * b[i]; i += 1 }
         return sum
+    }
+
+    /// `y[i] = silu(y[i])`, or `y[i] *= silu(gate[i])` when `gate` is given, 8 lanes at a time. O(count).
+    @inline(__always)
+    static func applySiLU(_ y: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>? = nil, count: Int) {
+        for i in stride(from: 0, to: count, by: 8) {
+            let n = min(8, count - i), v = load8(y + i, n)
+            let z = gate.map { load8($0 + i, n) } ?? v
+            store8(gate == nil ? z * sigmoid8(z) : v * z * sigmoid8(z), y + i, n)
+        }
+    }
+
+    /// The `n <= 8` floats at `p` in the low lanes (zeros above). O(1).
+    @inline(__always)
+    static func load8(_ p: UnsafePointer<Float>, _ n: Int) -> SIMD8<Float> {
+        if n == 8 { return UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
+        var v = SIMD8<Float>()
+        for l in 0..<n { v[l] = p[l] }
+        return v
+    }
+
+    /// Stores the low `n <= 8` lanes of `v` at `p`. O(1).
+    @inline(__always)
+    static func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>, _ n: Int) {
+        if n == 8 { return UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self) }
+        for l in 0..<n { p[l] = v[l] }
     }
 
     // MARK: Embedding
@@ -169,10 +199,8 @@ public enum CPUOps {
             for r in range {
                 let row = x.baseAddress! + r * dim
                 let inv = 1 / (sumOfSquares(row, count: dim) / Float(dim) + eps).squareRoot()
-                for c in 0..<dim {
-                    let z = gate[r * dim + c]
-                    out[r * dim + c] = row[c] * inv * weight[c] * (z / (1 + VectorMath.exp(-z)))
-                }
+                for c in 0..<dim { out[r * dim + c] = row[c] * inv * weight[c] }
+                applySiLU(out.baseAddress! + r * dim, gate: gate.baseAddress! + r * dim, count: dim)
             }
         }
     }
@@ -220,17 +248,8 @@ public enum CPUOps {
         let blocks = (x.count + 7) / 8
         forRows(blocks, width: 8) { range in
             for block in range {
-                let i = block * 8, n = min(8, x.count - i)
-                if n == 8 {
-                    let a = UnsafeRawPointer(x.baseAddress! + i).loadUnaligned(as: SIMD8<Float>.self)
-                    let b = y.map { UnsafeRawPointer($0.baseAddress! + i).loadUnaligned(as: SIMD8<Float>.self) } ?? a
-                    UnsafeMutableRawPointer(out.baseAddress! + i).storeBytes(of: f(a, b), as: SIMD8<Float>.self)
-                    continue
-                }
-                var a = SIMD8<Float>(), b = SIMD8<Float>()
-                for l in 0..<n { a[l] = x[i + l]; if let y { b[l] = y[i + l] } }
-                let r = f(a, b)
-                for l in 0..<n { out[i + l] = r[l] }
+                let i = block * 8, n = min(8, x.count - i), a = load8(x.baseAddress! + i, n)
+                store8(f(a, y.map { load8($0.baseAddress! + i, n) } ?? a), out.baseAddress! + i, n)
             }
         }
     }
