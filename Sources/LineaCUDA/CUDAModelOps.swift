@@ -23,11 +23,11 @@ public enum CUDAModelOps {
     }
 
     /// Queues `name`'s suffixed entry (`<name>_<f32|bf16|f16>`) of model_ops.cu.
-    static func launch(_ name: String, _ dtype: DType, on context: CUDAContext, grid: Int, block: Int = threads,
-                       sharedBytes: Int = 0, _ arguments: [CUDAKernelArgument]) throws {
+    static func launch(_ name: String, _ dtype: DType, on context: CUDAContext, grid: Int, gridY: Int = 1,
+                       block: Int = threads, sharedBytes: Int = 0, _ arguments: [CUDAKernelArgument]) throws {
         let entry = "\(name)_\(try CUDAUpload.suffix(dtype))"
         let f = try context.function(source: CUDAKernels.file("model_ops.cu"), name: entry)
-        try context.launch(f, grid: (grid, 1, 1), block: (block, 1, 1), sharedBytes: sharedBytes, arguments: arguments)
+        try context.launch(f, grid: (grid, gridY, 1), block: (block, 1, 1), sharedBytes: sharedBytes, arguments: arguments)
     }
 
     /// Blocks for a grid-stride loop over `n` elements.
@@ -179,12 +179,14 @@ public enum CUDAModelOps {
         try OpCheck.value("width", (2...4).contains(width), "2...4", "\(width)")
         let e = dtype.byteCount, n = batch * length * channels
         try int32(["batch": batch, "length": length, "channels": channels, "x": n])
+        try OpCheck.value("length", length <= 65535 * 64, "<= \(65535 * 64) (65535 chunks of 64 steps)", "\(length)")
         try expect("x", x, bytes: n * e)
         try expect("out", out, bytes: n * e)
         try expect("weight", weight, bytes: channels * width * e)
         if let bias { try expect("bias", bias, bytes: channels * e) }
         if let state { try expect("state", state, bytes: batch * channels * (width - 1) * e) }
-        try launch("linea_conv1d", dtype, on: out.context, grid: (batch * channels + threads - 1) / threads, [
+        try launch("linea_conv1d", dtype, on: out.context, grid: (batch * channels + threads - 1) / threads,
+                   gridY: max(1, (length + 63) / 64), [
             .pointer(x.address), .pointer(weight.address), address(bias), address(state), .pointer(out.address),
             .int32(Int32(batch)), .int32(Int32(length)), .int32(Int32(channels)), .int32(Int32(width)), .int32(silu ? 1 : 0)])
     }

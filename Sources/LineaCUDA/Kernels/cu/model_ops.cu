@@ -10,7 +10,7 @@
 //   linea_rotary_SUF            x [tokens, heads, headDim], positions int32 [tokens]; layout 0 half-split, 1 interleaved;
 //                               angles in fp64; dims >= rotaryDim copied. out must not alias x.
 //   linea_conv1d_SUF            causal depthwise conv, x [B, T, C], w [C, W], bias [C] or null, state [B, C, W-1] or
-//                               null (read, then replaced by the last W-1 inputs); one thread per (b, c) walks T
+//                               null (read, then replaced by the last W-1 inputs); grid (ceil(B C / 256), ceil(T / 64))
 //   linea_softmax_SUF           one block per row
 //   linea_route_SUF             softmax, top-k (ties to the lower index), optional renormalization; weights f32, ids int32
 //   linea_argmax_SUF            one block per row, ties to the lower index; out int32
@@ -159,17 +159,25 @@ __device__ void rotary(const T* x, const int* positions, T* out, int tokens, int
     }
 }
 
+// Thread (b, c) of grid.x walks the chunk blockIdx.y of LINEA_CONV_CHUNK time steps (W - 1 <= 3 < the chunk, so only
+// chunk 0 reads the state; that thread also writes the new state, after its own reads).
+#define LINEA_CONV_CHUNK 64
 template <typename T>
 __device__ void conv1d(const T* x, const T* w, const T* bias, T* state, T* out, int batch, int length, int channels,
                        int width, int silu) {
     const long bc = blockIdx.x * (long)blockDim.x + threadIdx.x;
     if (bc >= (long)batch * channels) return;
     const int b = (int)(bc / channels), c = (int)(bc % channels), s = width - 1;
-    float win[4] = {0.f, 0.f, 0.f, 0.f}, taps[4] = {0.f, 0.f, 0.f, 0.f};  // win[j]: input at t - s + j
+    const int t0 = blockIdx.y * LINEA_CONV_CHUNK, t1 = min(t0 + LINEA_CONV_CHUNK, length);
+    float win[4] = {0.f, 0.f, 0.f, 0.f}, taps[4] = {0.f, 0.f, 0.f, 0.f}, old[3] = {0.f, 0.f, 0.f};  // win[j]: input at t - s + j
     for (int j = 0; j < width; ++j) taps[j] = ld(w, (long)c * width + j);
-    if (state) for (int j = 0; j < s; ++j) win[j] = ld(state, bc * s + j);
+    if (state && t0 == 0) for (int j = 0; j < s; ++j) old[j] = ld(state, bc * s + j);
+    for (int j = 0; j < s; ++j) {
+        const int time = t0 - s + j;
+        win[j] = time >= 0 ? ld(x, ((long)b * length + time) * channels + c) : old[s + time];
+    }
     const float bv = bias ? ld(bias, c) : 0.f;
-    for (int t = 0; t < length; ++t) {
+    for (int t = t0; t < t1; ++t) {
         const long at = ((long)b * length + t) * channels + c;
         win[s] = ld(x, at);
         float y = bv;
@@ -177,7 +185,11 @@ __device__ void conv1d(const T* x, const T* w, const T* bias, T* state, T* out, 
         st(out, at, silu ? y * sigmoidf_(y) : y);
         for (int j = 0; j < s; ++j) win[j] = win[j + 1];
     }
-    if (state) for (int j = 0; j < s; ++j) st(state, bc * s + j, win[j]);
+    if (state && t0 == 0)
+        for (int j = 0; j < s; ++j) {
+            const int time = length - s + j;
+            st(state, bc * s + j, time >= 0 ? ld(x, ((long)b * length + time) * channels + c) : old[s + time]);
+        }
 }
 
 template <typename T>
