@@ -338,6 +338,26 @@ func thrownArgument(_ body: () throws -> Void) -> String? {
         #expect(thrownArgument { _ = try ReferenceOps.matmul(x: [1, 2], weight: [1, 2], m: 1, n: 1, k: 3) } == "x")
     }
 
+    /// Empty sizes return without touching memory; k = 0 gives the bias (or zeros).
+    @Test func emptySizesAreFine() throws {
+        let none = UnsafeBufferPointer<Float>(start: nil, count: 0)
+        let noOut = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
+        let bias: [Float] = [1, 2, 3]
+        let got = try output(6) { out in try withBuffers([bias]) {
+            try CPUOps.matmul(x: none, weight: none, bias: $0[0], out: out, m: 2, n: 3, k: 0) } }
+        #expect(got == [1, 2, 3, 1, 2, 3])
+        try CPUOps.matmul(x: none, weightBF16: .init(start: nil, count: 0), out: noOut, m: 0, n: 3, k: 0)
+        try CPUOps.rmsNorm(x: none, weight: none, out: noOut, rows: 4, dim: 0, eps: 1e-6)
+        try CPUOps.l2Norm(x: none, out: noOut, rows: 0, dim: 8)
+        try CPUOps.softmax(x: none, out: noOut, rows: 3, cols: 0)
+        try CPUOps.silu(x: none, out: noOut)
+        try CPUOps.embedding(ids: UnsafeBufferPointer<Int32>(start: nil, count: 0), tableBF16: .init(start: nil, count: 0),
+                             out: noOut, vocab: 0, dim: 5)
+        try CPUOps.causalConv1d(x: none, weight: none, state: nil, out: noOut, batch: 2, length: 0, channels: 0, width: 3, silu: true)
+        #expect(thrownArgument { var r = SeededRandom(seed: 1)
+            try CPUOps.sample(logits: none, tokens: .init(start: nil, count: 0), rows: 0, vocab: 0, temperature: 1, random: &r) } == "vocab")
+    }
+
     // MARK: the reference against torch
 
     /// `ReferenceOps` against numbers computed once with torch (float64) by scripts/model_ops_torch.py, which

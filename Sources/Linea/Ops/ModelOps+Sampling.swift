@@ -4,7 +4,7 @@ extension CPUOps {
     /// Softmax over the last axis of `x [rows, cols]` into `out` (max-subtracted). O(rows·cols).
     public static func softmax(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>,
                                rows: Int, cols: Int) throws {
-        try checkRows(["x": x.count, "out": out.count], rows: rows, dim: cols)
+        guard try checkRows(["x": x.count, "out": out.count], rows: rows, dim: cols) else { return }
         forRows(rows, width: cols) { range in
             for r in range { softmaxRow(x.baseAddress! + r * cols, out.baseAddress! + r * cols, count: cols) }
         }
@@ -141,6 +141,7 @@ extension CPUOps {
                               rows: Int, vocab: Int, temperature: Float, topK: Int = 0, topP: Float = 1,
                               random: inout SeededRandom) throws {
         try checkRows(["logits": logits.count], rows: rows, dim: vocab)
+        try OpCheck.value("vocab", vocab >= 1, ">= 1", "\(vocab)")
         try OpCheck.count("tokens", tokens.count, rows, "[rows] = [\(rows)]")
         var p = [Float](repeating: 0, count: vocab)
         for r in 0..<rows {

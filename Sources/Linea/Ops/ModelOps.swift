@@ -30,8 +30,7 @@ public enum CPUOps {
     public static func matmul(x: UnsafeBufferPointer<Float>, weight: UnsafeBufferPointer<Float>,
                               bias: UnsafeBufferPointer<Float>? = nil, out: UnsafeMutableBufferPointer<Float>,
                               m: Int, n: Int, k: Int) throws {
-        try checkMatmul(x: x.count, weight: weight.count, bias: bias?.count, out: out.count, m: m, n: n, k: k)
-        if m == 0 || n == 0 { return }
+        guard try checkMatmul(x: x.count, weight: weight.count, bias: bias, out: out, m: m, n: n, k: k) else { return }
         BLAS.sgemm(transB: true, m: m, n: n, k: k, a: x.baseAddress!, lda: k, b: weight.baseAddress!, ldb: k,
                    c: out.baseAddress!, ldc: n)
         if let bias { addBias(bias, out, m: m, n: n) }
@@ -43,8 +42,7 @@ public enum CPUOps {
     public static func matmul(x: UnsafeBufferPointer<Float>, weightBF16 weight: UnsafeBufferPointer<UInt16>,
                               bias: UnsafeBufferPointer<Float>? = nil, out: UnsafeMutableBufferPointer<Float>,
                               m: Int, n: Int, k: Int) throws {
-        try checkMatmul(x: x.count, weight: weight.count, bias: bias?.count, out: out.count, m: m, n: n, k: k)
-        if m == 0 || n == 0 { return }
+        guard try checkMatmul(x: x.count, weight: weight.count, bias: bias, out: out, m: m, n: n, k: k) else { return }
         let (xp, wp, op) = (x.baseAddress!, weight.baseAddress!, out.baseAddress!)
         if m < 16 {
             forRows(n, width: m * k) { rows in
@@ -70,12 +68,18 @@ public enum CPUOps {
         if let bias { addBias(bias, out, m: m, n: n) }
     }
 
-    static func checkMatmul(x: Int, weight: Int, bias: Int?, out: Int, m: Int, n: Int, k: Int) throws {
+    /// Checks the sizes; false when nothing is left to multiply (out is then empty, or bias / zeros when k = 0).
+    static func checkMatmul(x: Int, weight: Int, bias: UnsafeBufferPointer<Float>?, out: UnsafeMutableBufferPointer<Float>,
+                            m: Int, n: Int, k: Int) throws -> Bool {
         try OpCheck.sizes(["m": m, "n": n, "k": k])
         try OpCheck.count("x", x, m * k, "[m, k] = [\(m), \(k)]")
         try OpCheck.count("weight", weight, n * k, "[n, k] = [\(n), \(k)]")
-        if let bias { try OpCheck.count("bias", bias, n, "[n] = [\(n)]") }
-        try OpCheck.count("out", out, m * n, "[m, n] = [\(m), \(n)]")
+        if let bias { try OpCheck.count("bias", bias.count, n, "[n] = [\(n)]") }
+        try OpCheck.count("out", out.count, m * n, "[m, n] = [\(m), \(n)]")
+        if m > 0 && n > 0 && k == 0 {
+            for i in 0..<m { for j in 0..<n { out[i * n + j] = bias?[j] ?? 0 } }
+        }
+        return m > 0 && n > 0 && k > 0
     }
 
     static func addBias(_ bias: UnsafeBufferPointer<Float>, _ out: UnsafeMutableBufferPointer<Float>, m: Int, n: Int) {
@@ -154,6 +158,7 @@ public enum CPUOps {
     public static func embedding<ID: FixedWidthInteger>(ids: UnsafeBufferPointer<ID>, tableBF16 table: UnsafeBufferPointer<UInt16>,
                                                         out: UnsafeMutableBufferPointer<Float>, vocab: Int, dim: Int) throws {
         try checkEmbedding(ids: ids, table: table.count, out: out.count, vocab: vocab, dim: dim)
+        if out.isEmpty { return }
         forRows(ids.count, width: dim) { rows in
             for i in rows { widenBF16(table.baseAddress! + Int(ids[i]) * dim, out.baseAddress! + i * dim, count: dim) }
         }
@@ -176,8 +181,9 @@ public enum CPUOps {
     public static func rmsNorm(x: UnsafeBufferPointer<Float>, weight: UnsafeBufferPointer<Float>,
                                out: UnsafeMutableBufferPointer<Float>, rows: Int, dim: Int, eps: Float,
                                zeroCentered: Bool = false) throws {
-        try checkRows(["x": x.count, "out": out.count], rows: rows, dim: dim)
+        let nonEmpty = try checkRows(["x": x.count, "out": out.count], rows: rows, dim: dim)
         try OpCheck.count("weight", weight.count, dim, "[dim] = [\(dim)]")
+        guard nonEmpty else { return }
         let offset: Float = zeroCentered ? 1 : 0
         forRows(rows, width: dim) { range in
             for r in range {
@@ -193,8 +199,9 @@ public enum CPUOps {
     public static func rmsNormGated(x: UnsafeBufferPointer<Float>, gate: UnsafeBufferPointer<Float>,
                                     weight: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>,
                                     rows: Int, dim: Int, eps: Float) throws {
-        try checkRows(["x": x.count, "gate": gate.count, "out": out.count], rows: rows, dim: dim)
+        let nonEmpty = try checkRows(["x": x.count, "gate": gate.count, "out": out.count], rows: rows, dim: dim)
         try OpCheck.count("weight", weight.count, dim, "[dim] = [\(dim)]")
+        guard nonEmpty else { return }
         forRows(rows, width: dim) { range in
             for r in range {
                 let row = x.baseAddress! + r * dim
@@ -208,7 +215,7 @@ public enum CPUOps {
     /// L2 norm of each row of `x [rows, dim]` (fla's `l2norm`): `x / sqrt(Σ x² + eps)`. O(rows·dim).
     public static func l2Norm(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>,
                               rows: Int, dim: Int, eps: Float = 1e-6) throws {
-        try checkRows(["x": x.count, "out": out.count], rows: rows, dim: dim)
+        guard try checkRows(["x": x.count, "out": out.count], rows: rows, dim: dim) else { return }
         forRows(rows, width: dim) { range in
             for r in range {
                 let row = x.baseAddress! + r * dim
@@ -218,9 +225,12 @@ public enum CPUOps {
         }
     }
 
-    static func checkRows(_ buffers: KeyValuePairs<String, Int>, rows: Int, dim: Int) throws {
+    /// Checks `[rows, dim]` buffers; false when they are empty (nothing to do).
+    @discardableResult
+    static func checkRows(_ buffers: KeyValuePairs<String, Int>, rows: Int, dim: Int) throws -> Bool {
         try OpCheck.sizes(["rows": rows, "dim": dim])
         for (name, count) in buffers { try OpCheck.count(name, count, rows * dim, "[rows, dim] = [\(rows), \(dim)]") }
+        return rows * dim > 0
     }
 
     @inline(__always)
