@@ -6,7 +6,12 @@ import Linea
 /// `LineaError` naming the argument. Float tensors of one call share `dtype` (f32, bf16 or f16), fp32 compute.
 public enum CUDAModelOps {
     /// Token id element types.
-    public enum IDType: Sendable { case int32, int64 }
+    public enum IDType: Sendable {
+        /// 32-bit ids (`torch.int32`).
+        case int32
+        /// 64-bit ids (`torch.long`, what tokenizers hand to PyTorch).
+        case int64
+    }
 
     static let threads = 256
 
@@ -48,6 +53,19 @@ public enum CUDAModelOps {
             try launch("linea_add_bias", outputDType, on: out.context, grid: blocks(m * n),
                        [.pointer(out.address), .pointer(bias.address), .int32(Int32(m)), .int32(Int32(n))])
         }
+    }
+
+    /// `out [count]` in `to` = `x [count]` in `from` (f32, bf16, f16; rounded to nearest even), e.g. f32
+    /// activations to bf16 for a bf16 `matmul`; the same type is a device copy. O(count).
+    public static func convert(x: CUDABuffer, from: DType, out: CUDABuffer, to: DType, count: Int) throws {
+        let (source, target) = (try CUDAUpload.suffix(from, argument: "from"), try CUDAUpload.suffix(to, argument: "to"))
+        try int32(["count": count])
+        try expect("x", x, bytes: count * from.byteCount)
+        try expect("out", out, bytes: count * to.byteCount)
+        if from == to { return try out.copy(from: x, byteCount: count * from.byteCount) }
+        let f = try out.context.function(source: CUDAKernels.file("model_ops.cu"), name: "linea_cast_\(source)_\(target)")
+        try out.context.launch(f, grid: (blocks(count), 1, 1), block: (threads, 1, 1),
+                               arguments: [.pointer(x.address), .pointer(out.address), .int32(Int32(count))])
     }
 
     /// Rows `table[ids[i]]` of `table [vocab, dim]` into `out [count, dim]` (both `dtype`), ids `[count]` of

@@ -53,6 +53,16 @@ struct CUDAModelOpsTests {
         }
     }
 
+    /// Conversions round to nearest even as the host's `HalfPrecision` does, and widen exactly.
+    @Test(arguments: dtypes, dtypes)
+    func convertRoundsAsTheHost(from: DType, to: DType) throws {
+        let d = try Device(from), x = Self.random(1001, seed: 17, scale: 30)
+        let out = try d.buffer(x.count, bytesPerElement: to.byteCount)
+        try CUDAModelOps.convert(x: d.up(x), from: from, out: out, to: to, count: x.count)
+        let want = try CUDAUpload.rounded(CUDAUpload.rounded(Tensor(shape: [x.count], scalars: x), from), to).scalars
+        #expect(try d.down(out, x.count, as: to) == want)
+    }
+
     @Test(arguments: dtypes)
     func embeddingGathersRowsAndNamesBadIds(dtype: DType) throws {
         let d = try Device(dtype), (vocab, dim) = (11, 13)

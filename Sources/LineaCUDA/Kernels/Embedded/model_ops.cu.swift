@@ -22,6 +22,7 @@ extension CUDAKernels {
 //   linea_route_SUF             softmax, top-k (ties to the lower index), optional renormalization; weights f32, ids int32
 //   linea_argmax_SUF            one block per row, ties to the lower index; out int32
 //   linea_add_bias_SUF          out [rows, cols] += bias [cols]
+//   linea_cast_SRC_DST          out = x converted between f32, bf16 and f16 (round to nearest even)
 //   linea_sample_SUF            one block per row: temperature, top-k (keeps ties with the k-th), top-p, then the first
 //                               token whose cumulative kept probability exceeds u[row] * kept mass; temperature 0: argmax
 #define LINEA_THREADS 256
@@ -378,6 +379,17 @@ extern "C" __global__ void linea_add_bias_##SUF(T* out, const T* bias, int rows,
 LINEA_BIAS(f32, float)
 LINEA_BIAS(bf16, linea_bf16)
 LINEA_BIAS(f16, linea_f16)
+
+// out [n] (DST) = x [n] (SRC), rounded to nearest even: e.g. f32 activations to bf16 for a bf16 cuBLAS GEMM.
+#define LINEA_CAST(S, SRC, D, DST) \
+extern "C" __global__ void linea_cast_##S##_##D(const SRC* x, DST* out, int n) { \
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) st(out, i, ld(x, i)); }
+LINEA_CAST(f32, float, bf16, linea_bf16)
+LINEA_CAST(f32, float, f16, linea_f16)
+LINEA_CAST(bf16, linea_bf16, f32, float)
+LINEA_CAST(f16, linea_f16, f32, float)
+LINEA_CAST(bf16, linea_bf16, f16, linea_f16)
+LINEA_CAST(f16, linea_f16, bf16, linea_bf16)
 
 """#
 }
