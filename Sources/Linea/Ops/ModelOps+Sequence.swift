@@ -1,0 +1,100 @@
+import Foundation
+
+extension CPUOps {
+    /// Rotary embedding of `x [tokens, heads, headDim]` (`[B, T, H, D]` is `tokens = B·T`) at `positions [tokens]`
+    /// into `out`: the first `rotaryDim` dims of each head rotate by `position · theta^(-2i/rotaryDim)` (angles in
+    /// Float64, so large positions keep their precision), pairs per `layout`; the rest are copied.
+    /// O(tokens·heads·headDim).
+    public static func rotary(x: UnsafeBufferPointer<Float>, positions: UnsafeBufferPointer<Int>,
+                              out: UnsafeMutableBufferPointer<Float>, tokens: Int, heads: Int, headDim: Int,
+                              rotaryDim: Int, theta: Double, layout: RotaryLayout) throws {
+        try OpCheck.rotary(positions: positions.count, tokens: tokens, heads: heads, headDim: headDim,
+                           rotaryDim: rotaryDim, theta: theta)
+        let shape = "[tokens, heads, headDim] = [\(tokens), \(heads), \(headDim)]"
+        try OpCheck.count("x", x.count, tokens * heads * headDim, shape)
+        try OpCheck.count("out", out.count, tokens * heads * headDim, shape)
+        let half = rotaryDim / 2
+        let frequencies = (0..<half).map { Foundation.pow(theta, -Double(2 * $0) / Double(rotaryDim)) }
+        forRows(tokens, width: heads * headDim) { range in
+            var cos = [Float](repeating: 0, count: half), sin = cos
+            for t in range {
+                for i in 0..<half {
+                    let angle = Double(positions[t]) * frequencies[i]
+                    cos[i] = Float(Foundation.cos(angle))
+                    sin[i] = Float(Foundation.sin(angle))
+                }
+                for h in 0..<heads {
+                    let base = (t * heads + h) * headDim
+                    for i in 0..<half {
+                        let (a, b) = layout == .halfSplit ? (base + i, base + i + half) : (base + 2 * i, base + 2 * i + 1)
+                        let (xa, xb) = (x[a], x[b])
+                        out[a] = xa * cos[i] - xb * sin[i]
+                        out[b] = xb * cos[i] + xa * sin[i]
+                    }
+                    for c in rotaryDim..<headDim { out[base + c] = x[base + c] }
+                }
+            }
+        }
+    }
+
+    /// Causal depthwise conv1d, channels-last: `out[b,t,c] = act(bias[c] + Σ_j w[c,j] · x[b, t-(width-1)+j, c])`
+    /// with `x, out [batch, length, channels]`, `weight [channels, width]`, width 2...4, SiLU when `silu`. Inputs
+    /// before t = 0 come from `state [batch, channels, width-1]` (zeros when nil), which is then replaced by the last
+    /// `width-1` inputs, oldest first (causal-conv1d's initial/final states; one token is `causal_conv1d_update`).
+    /// `out` must not alias `x`. O(batch·length·channels·width).
+    public static func causalConv1d(x: UnsafeBufferPointer<Float>, weight: UnsafeBufferPointer<Float>,
+                                    bias: UnsafeBufferPointer<Float>? = nil, state: UnsafeMutableBufferPointer<Float>?,
+                                    out: UnsafeMutableBufferPointer<Float>, batch: Int, length: Int, channels: Int,
+                                    width: Int, silu: Bool) throws {
+        try OpCheck.sizes(["batch": batch, "length": length, "channels": channels])
+        try OpCheck.value("width", (2...4).contains(width), "2...4", "\(width)")
+        let shape = "[batch, length, channels] = [\(batch), \(length), \(channels)]"
+        try OpCheck.count("x", x.count, batch * length * channels, shape)
+        try OpCheck.count("out", out.count, batch * length * channels, shape)
+        try OpCheck.count("weight", weight.count, channels * width, "[channels, width] = [\(channels), \(width)]")
+        if let bias { try OpCheck.count("bias", bias.count, channels, "[channels] = [\(channels)]") }
+        let s = width - 1
+        if let state {
+            try OpCheck.count("state", state.count, batch * channels * s,
+                              "[batch, channels, width-1] = [\(batch), \(channels), \(s)]")
+        }
+        if batch == 0 || channels == 0 { return }
+        // Taps as [width, channels], so the inner loop runs over contiguous channels.
+        var taps = [Float](repeating: 0, count: width * channels)
+        for c in 0..<channels { for j in 0..<width { taps[j * channels + c] = weight[c * width + j] } }
+        taps.withUnsafeBufferPointer { taps in
+            forRows(batch * length, width: channels * width) { range in
+                for row in range {
+                    let (b, t) = (row / length, row % length)
+                    let y = out.baseAddress! + row * channels
+                    for c in stride(from: 0, to: channels, by: 8) {
+                        let n = min(8, channels - c)
+                        var acc = bias.map { load8($0.baseAddress! + c, n) } ?? SIMD8<Float>()
+                        for j in 0..<width {
+                            let time = t - s + j
+                            var input = SIMD8<Float>()
+                            if time >= 0 {
+                                input = load8(x.baseAddress! + (b * length + time) * channels + c, n)
+                            } else if let state {
+                                for l in 0..<n { input[l] = state[(b * channels + c + l) * s + s + time] }
+                            }
+                            acc.addProduct(load8(taps.baseAddress! + j * channels + c, n), input)
+                        }
+                        store8(silu ? acc * sigmoid8(acc) : acc, y + c, n)
+                    }
+                }
+            }
+        }
+        // The new state: the last s inputs of [state, x]. Ascending j reads old entries at or after j, so in place.
+        guard let state else { return }
+        for b in 0..<batch {
+            for c in 0..<channels {
+                for j in 0..<s {
+                    let time = length - s + j
+                    state[(b * channels + c) * s + j] = time >= 0
+                        ? x[(b * length + time) * channels + c] : state[(b * channels + c) * s + s + time]
+                }
+            }
+        }
+    }
+}

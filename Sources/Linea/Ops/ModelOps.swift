@@ -1,0 +1,320 @@
+import Foundation
+
+/// Float32 forms of the model ops on raw buffers (row-major, sizes given), vectorized and parallel over rows where
+/// large; each checks its buffer sizes and throws `LineaError` naming the argument. Outputs may alias inputs of the
+/// same shape for the elementwise ops and norms (each element is read before it is written).
+public enum CPUOps {
+    /// Rows handled per parallel item: about 32K elements, so small calls stay on the calling thread.
+    static let elementsPerItem = 1 << 15
+
+    /// A value that may cross into `Parallel.forEach` although the compiler cannot prove it safe: every user
+    /// writes disjoint rows.
+    struct Unchecked<T>: @unchecked Sendable { let value: T }
+
+    /// Runs `body` over `0..<rows` split into contiguous ranges, in parallel when `rows · width` is large.
+    static func forRows(_ rows: Int, width: Int, _ body: (Range<Int>) -> Void) {
+        let items = min(rows, max(1, rows * max(width, 1) / elementsPerItem), Parallel.threadCount * 4)
+        if items <= 1 {
+            if rows > 0 { body(0..<rows) }
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            let box = Unchecked(value: body)
+            Parallel.forEach(items) { i in box.value(rows * i / items..<rows * (i + 1) / items) }
+        }
+    }
+
+    // MARK: Matrix multiply
+
+    /// `out[m, n] = x[m, k] · weight[n, k]^T + bias[n]` (nn.Linear layout) through OpenBLAS sgemm. O(m·n·k).
+    public static func matmul(x: UnsafeBufferPointer<Float>, weight: UnsafeBufferPointer<Float>,
+                              bias: UnsafeBufferPointer<Float>? = nil, out: UnsafeMutableBufferPointer<Float>,
+                              m: Int, n: Int, k: Int) throws {
+        guard try checkMatmul(x: x.count, weight: weight.count, bias: bias, out: out, m: m, n: n, k: k) else { return }
+        BLAS.sgemm(transB: true, m: m, n: n, k: k, a: x.baseAddress!, lda: k, b: weight.baseAddress!, ldb: k,
+                   c: out.baseAddress!, ldc: n)
+        if let bias { addBias(bias, out, m: m, n: n) }
+    }
+
+    /// The same product with bfloat16 weights (bits as `UInt16`), Float32 accumulation. Few rows (decode): each
+    /// weight row is widened into a cache-resident buffer and dotted with every input row, so the bf16 matrix is
+    /// read once. More rows: blocks of weight rows are widened and multiplied by sgemm. O(m·n·k).
+    public static func matmul(x: UnsafeBufferPointer<Float>, weightBF16 weight: UnsafeBufferPointer<UInt16>,
+                              bias: UnsafeBufferPointer<Float>? = nil, out: UnsafeMutableBufferPointer<Float>,
+                              m: Int, n: Int, k: Int) throws {
+        guard try checkMatmul(x: x.count, weight: weight.count, bias: bias, out: out, m: m, n: n, k: k) else { return }
+        let (xp, wp, op) = (x.baseAddress!, weight.baseAddress!, out.baseAddress!)
+        if m < 16 {
+            forRows(n, width: m * k) { rows in
+                let wide = UnsafeMutablePointer<Float>.allocate(capacity: max(k, 1))
+                defer { wide.deallocate() }
+                for j in rows {
+                    widenBF16(wp + j * k, wide, count: k)
+                    for i in 0..<m { op[i * n + j] = dot(xp + i * k, wide, count: k) }
+                }
+            }
+        } else {
+            let blockRows = max(16, min(n, (1 << 16) / max(k, 1)))  // about 256 KiB of Float32 per block
+            let wide = UnsafeMutablePointer<Float>.allocate(capacity: max(blockRows * k, 1))
+            defer { wide.deallocate() }
+            for j0 in stride(from: 0, to: n, by: blockRows) {
+                let nb = min(blockRows, n - j0)
+                forRows(nb, width: k) { rows in
+                    widenBF16(wp + (j0 + rows.lowerBound) * k, wide + rows.lowerBound * k, count: rows.count * k)
+                }
+                BLAS.sgemm(transB: true, m: m, n: nb, k: k, a: xp, lda: k, b: wide, ldb: k, c: op + j0, ldc: n)
+            }
+        }
+        if let bias { addBias(bias, out, m: m, n: n) }
+    }
+
+    /// Checks the sizes; false when nothing is left to multiply (out is then empty, or bias / zeros when k = 0).
+    static func checkMatmul(x: Int, weight: Int, bias: UnsafeBufferPointer<Float>?, out: UnsafeMutableBufferPointer<Float>,
+                            m: Int, n: Int, k: Int) throws -> Bool {
+        try OpCheck.sizes(["m": m, "n": n, "k": k])
+        try OpCheck.count("x", x, m * k, "[m, k] = [\(m), \(k)]")
+        try OpCheck.count("weight", weight, n * k, "[n, k] = [\(n), \(k)]")
+        if let bias { try OpCheck.count("bias", bias.count, n, "[n] = [\(n)]") }
+        try OpCheck.count("out", out.count, m * n, "[m, n] = [\(m), \(n)]")
+        if m > 0 && n > 0 && k == 0 {
+            for i in 0..<m { for j in 0..<n { out[i * n + j] = bias?[j] ?? 0 } }
+        }
+        return m > 0 && n > 0 && k > 0
+    }
+
+    static func addBias(_ bias: UnsafeBufferPointer<Float>, _ out: UnsafeMutableBufferPointer<Float>, m: Int, n: Int) {
+        forRows(m, width: n) { rows in
+            for i in rows { for j in 0..<n { out[i * n + j] += bias[j] } }
+        }
+    }
+
+    /// bfloat16 bits to Float32 (exact: the bits are the high half). O(count).
+    @inline(__always)
+    static func widenBF16(_ src: UnsafePointer<UInt16>, _ dst: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { dst[i] = Float(bitPattern: UInt32(src[i]) << 16) }
+    }
+
+    /// `Σ a[i]·b[i]`: four independent 16-lane FMA chains (one chain waits on the FMA latency). O(count).
+    @inline(__always)
+    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+        func load(_ p: UnsafePointer<Float>, _ i: Int) -> SIMD16<Float> { UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<Float>.self) }
+        var (s0, s1, s2, s3) = (SIMD16<Float>(), SIMD16<Float>(), SIMD16<Float>(), SIMD16<Float>())
+        var i = 0
+        while i + 64 <= count {
+            s0.addProduct(load(a, i), load(b, i))
+            s1.addProduct(load(a, i + 16), load(b, i + 16))
+            s2.addProduct(load(a, i + 32), load(b, i + 32))
+            s3.addProduct(load(a, i + 48), load(b, i + 48))
+            i += 64
+        }
+        while i + 16 <= count { s0.addProduct(load(a, i), load(b, i)); i += 16 }
+        var sum = ((s0 + s1) + (s2 + s3)).sum()
+        while i < count { sum += a[i] * b[i]; i += 1 }
+        return sum
+    }
+
+    /// `y[i] = silu(y[i])`, or `y[i] *= silu(gate[i])` when `gate` is given, 8 lanes at a time. O(count).
+    @inline(__always)
+    static func applySiLU(_ y: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>? = nil, count: Int) {
+        for i in stride(from: 0, to: count, by: 8) {
+            let n = min(8, count - i), v = load8(y + i, n)
+            let z = gate.map { load8($0 + i, n) } ?? v
+            store8(gate == nil ? z * sigmoid8(z) : v * z * sigmoid8(z), y + i, n)
+        }
+    }
+
+    /// The `n <= 8` floats at `p` in the low lanes (zeros above). O(1).
+    @inline(__always)
+    static func load8(_ p: UnsafePointer<Float>, _ n: Int) -> SIMD8<Float> {
+        if n == 8 { return UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
+        var v = SIMD8<Float>()
+        for l in 0..<n { v[l] = p[l] }
+        return v
+    }
+
+    /// Stores the low `n <= 8` lanes of `v` at `p`. O(1).
+    @inline(__always)
+    static func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>, _ n: Int) {
+        if n == 8 { return UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self) }
+        for l in 0..<n { p[l] = v[l] }
+    }
+
+    // MARK: Embedding
+
+    /// Rows `table[ids[i]]` of a Float32 `[vocab, dim]` table into `out [ids.count, dim]`; an id outside
+    /// `0..<vocab` throws naming `ids`, the value and its index. O(ids.count·dim).
+    public static func embedding<ID: FixedWidthInteger>(ids: UnsafeBufferPointer<ID>, table: UnsafeBufferPointer<Float>,
+                                                        out: UnsafeMutableBufferPointer<Float>, vocab: Int, dim: Int) throws {
+        try checkEmbedding(ids: ids, table: table.count, out: out.count, vocab: vocab, dim: dim)
+        forRows(ids.count, width: dim) { rows in
+            for i in rows {
+                let row = Int(ids[i]) * dim
+                for c in 0..<dim { out[i * dim + c] = table[row + c] }
+            }
+        }
+    }
+
+    /// The same gather from a bfloat16 table (bits as `UInt16`), widened to Float32. O(ids.count·dim).
+    public static func embedding<ID: FixedWidthInteger>(ids: UnsafeBufferPointer<ID>, tableBF16 table: UnsafeBufferPointer<UInt16>,
+                                                        out: UnsafeMutableBufferPointer<Float>, vocab: Int, dim: Int) throws {
+        try checkEmbedding(ids: ids, table: table.count, out: out.count, vocab: vocab, dim: dim)
+        if out.isEmpty { return }
+        forRows(ids.count, width: dim) { rows in
+            for i in rows { widenBF16(table.baseAddress! + Int(ids[i]) * dim, out.baseAddress! + i * dim, count: dim) }
+        }
+    }
+
+    static func checkEmbedding<ID: FixedWidthInteger>(ids: UnsafeBufferPointer<ID>, table: Int, out: Int,
+                                                      vocab: Int, dim: Int) throws {
+        try OpCheck.sizes(["vocab": vocab, "dim": dim])
+        try OpCheck.count("table", table, vocab * dim, "[vocab, dim] = [\(vocab), \(dim)]")
+        try OpCheck.count("out", out, ids.count * dim, "[ids, dim] = [\(ids.count), \(dim)]")
+        for (i, id) in ids.enumerated() where id < 0 || id >= vocab {
+            throw LineaError.invalidArgument(argument: "ids", expected: "token ids in 0..<\(vocab)", actual: "\(id) at index \(i)")
+        }
+    }
+
+    // MARK: Norms
+
+    /// RMSNorm of `x [rows, dim]` into `out`: `x / sqrt(mean(x²) + eps) · w`, or `· (1 + w)` when `zeroCentered`
+    /// (Qwen3NextRMSNorm). O(rows·dim).
+    public static func rmsNorm(x: UnsafeBufferPointer<Float>, weight: UnsafeBufferPointer<Float>,
+                               out: UnsafeMutableBufferPointer<Float>, rows: Int, dim: Int, eps: Float,
+                               zeroCentered: Bool = false) throws {
+        let nonEmpty = try checkRows(["x": x.count, "out": out.count], rows: rows, dim: dim)
+        try OpCheck.count("weight", weight.count, dim, "[dim] = [\(dim)]")
+        guard nonEmpty else { return }
+        let offset: Float = zeroCentered ? 1 : 0
+        forRows(rows, width: dim) { range in
+            for r in range {
+                let row = x.baseAddress! + r * dim
+                let inv = 1 / (sumOfSquares(row, count: dim) / Float(dim) + eps).squareRoot()
+                for c in 0..<dim { out[r * dim + c] = row[c] * inv * (offset + weight[c]) }
+            }
+        }
+    }
+
+    /// Gated RMSNorm (Qwen3NextRMSNormGated): `x / sqrt(mean(x²) + eps) · w · silu(gate)`, all `[rows, dim]`.
+    /// O(rows·dim).
+    public static func rmsNormGated(x: UnsafeBufferPointer<Float>, gate: UnsafeBufferPointer<Float>,
+                                    weight: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>,
+                                    rows: Int, dim: Int, eps: Float) throws {
+        let nonEmpty = try checkRows(["x": x.count, "gate": gate.count, "out": out.count], rows: rows, dim: dim)
+        try OpCheck.count("weight", weight.count, dim, "[dim] = [\(dim)]")
+        guard nonEmpty else { return }
+        forRows(rows, width: dim) { range in
+            for r in range {
+                let row = x.baseAddress! + r * dim
+                let inv = 1 / (sumOfSquares(row, count: dim) / Float(dim) + eps).squareRoot()
+                for c in 0..<dim { out[r * dim + c] = row[c] * inv * weight[c] }
+                applySiLU(out.baseAddress! + r * dim, gate: gate.baseAddress! + r * dim, count: dim)
+            }
+        }
+    }
+
+    /// L2 norm of each row of `x [rows, dim]` (fla's `l2norm`): `x / sqrt(Σ x² + eps)`. O(rows·dim).
+    public static func l2Norm(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>,
+                              rows: Int, dim: Int, eps: Float = 1e-6) throws {
+        guard try checkRows(["x": x.count, "out": out.count], rows: rows, dim: dim) else { return }
+        forRows(rows, width: dim) { range in
+            for r in range {
+                let row = x.baseAddress! + r * dim
+                let inv = 1 / (sumOfSquares(row, count: dim) + eps).squareRoot()
+                for c in 0..<dim { out[r * dim + c] = row[c] * inv }
+            }
+        }
+    }
+
+    /// Checks `[rows, dim]` buffers; false when they are empty (nothing to do).
+    @discardableResult
+    static func checkRows(_ buffers: KeyValuePairs<String, Int>, rows: Int, dim: Int) throws -> Bool {
+        try OpCheck.sizes(["rows": rows, "dim": dim])
+        for (name, count) in buffers { try OpCheck.count(name, count, rows * dim, "[rows, dim] = [\(rows), \(dim)]") }
+        return rows * dim > 0
+    }
+
+    @inline(__always)
+    static func sumOfSquares(_ a: UnsafePointer<Float>, count: Int) -> Float {
+        var acc = SIMD16<Float>()
+        var i = 0
+        while i + 16 <= count {
+            let v = UnsafeRawPointer(a + i).loadUnaligned(as: SIMD16<Float>.self)
+            acc.addProduct(v, v)
+            i += 16
+        }
+        var sum = acc.sum()
+        while i < count { sum += a[i] * a[i]; i += 1 }
+        return sum
+    }
+
+    // MARK: Elementwise
+
+    /// Applies `f` to 8 lanes at a time over `x` (and `y`, of the same size, checked by the caller) into `out` (a short tail is padded, so every element sees the same
+    /// formula), in parallel when large.
+    @inline(__always)
+    static func map(_ x: UnsafeBufferPointer<Float>, _ y: UnsafeBufferPointer<Float>?, _ out: UnsafeMutableBufferPointer<Float>,
+                    _ f: (SIMD8<Float>, SIMD8<Float>) -> SIMD8<Float>) throws {
+        try OpCheck.count("out", out.count, x.count, "the shape of the input")
+        let blocks = (x.count + 7) / 8
+        forRows(blocks, width: 8) { range in
+            for block in range {
+                let i = block * 8, n = min(8, x.count - i), a = load8(x.baseAddress! + i, n)
+                store8(f(a, y.map { load8($0.baseAddress! + i, n) } ?? a), out.baseAddress! + i, n)
+            }
+        }
+    }
+
+    @inline(__always)
+    static func sigmoid8(_ x: SIMD8<Float>) -> SIMD8<Float> { 1 / (1 + VectorMath.exp(-x)) }
+
+    /// `out = x · sigmoid(x)` (SiLU). O(n).
+    public static func silu(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>) throws {
+        try map(x, nil, out) { a, _ in a * sigmoid8(a) }
+    }
+
+    /// `out = 1 / (1 + e^-x)`. O(n).
+    public static func sigmoid(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>) throws {
+        try map(x, nil, out) { a, _ in sigmoid8(a) }
+    }
+
+    /// `out = silu(gate) · up` (SwiGLU), elementwise. O(n).
+    public static func swiglu(gate: UnsafeBufferPointer<Float>, up: UnsafeBufferPointer<Float>,
+                              out: UnsafeMutableBufferPointer<Float>) throws {
+        try OpCheck.count("up", up.count, gate.count, "the shape of gate")
+        try map(gate, up, out) { g, u in g * sigmoid8(g) * u }
+    }
+
+    /// `out = a + b` (residual add), elementwise. O(n).
+    public static func add(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>,
+                           out: UnsafeMutableBufferPointer<Float>) throws {
+        try OpCheck.count("b", b.count, a.count, "the shape of a")
+        try map(a, b, out) { x, y in x + y }
+    }
+
+    /// GELU, exact (erf) or the tanh approximation (torch's `approximate`). O(n).
+    public static func gelu(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>,
+                            approximate: GELUApproximation = .none) throws {
+        switch approximate {
+        case .none:
+            // x/2 · erfc(-x/√2): the same value as x/2 · (1 + erf(x/√2)) without cancellation for negative x.
+            try map(x, nil, out) { a, _ in
+                var e = SIMD8<Float>()
+                for l in 0..<8 { e[l] = Foundation.erfc(a[l] * -0.707_106_781_186_547_5) }
+                return 0.5 * a * e
+            }
+        case .tanh:
+            // x/2 · (1 + tanh(u)) = x · sigmoid(2u): no cancellation, no overflow.
+            try map(x, nil, out) { a, _ in a * sigmoid8(1.595_769_121_605_730_8 * (a + 0.044715 * a * a * a)) }
+        }
+    }
+
+    /// torch's softplus (beta 1, threshold 20): `x` above 20, else `log(1 + e^x)`. O(n).
+    public static func softplus(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>) throws {
+        try map(x, nil, out) { a, _ in
+            let e = VectorMath.exp(a)
+            var r = SIMD8<Float>()
+            for l in 0..<8 { r[l] = a[l] > 20 ? a[l] : Foundation.log1p(e[l]) }
+            return r
+        }
+    }
+}

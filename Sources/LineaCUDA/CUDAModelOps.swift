@@ -1,0 +1,273 @@
+import Foundation
+import Linea
+
+/// The model ops on device buffers (model_ops.cu; `CPUOps` semantics): each queues kernels on the buffers' context
+/// stream without transfers (except where said), checks sizes against the buffers' byte counts and throws
+/// `LineaError` naming the argument. Float tensors of one call share `dtype` (f32, bf16 or f16), fp32 compute.
+public enum CUDAModelOps {
+    /// Token id element types.
+    public enum IDType: Sendable {
+        /// 32-bit ids (`torch.int32`).
+        case int32
+        /// 64-bit ids (`torch.long`, what tokenizers hand to PyTorch).
+        case int64
+    }
+
+    static let threads = 256
+
+    /// Throws unless `buffer` holds at least `bytes` bytes.
+    static func expect(_ name: String, _ buffer: CUDABuffer, bytes: Int) throws {
+        if buffer.byteCount < bytes {
+            throw LineaError.shapeMismatch(argument: name, expected: ">= \(bytes) bytes", actual: "\(buffer.byteCount) bytes")
+        }
+    }
+
+    /// Throws unless every count fits the kernels' 32-bit int arguments.
+    static func int32(_ pairs: KeyValuePairs<String, Int>) throws {
+        for (name, v) in pairs { try OpCheck.value(name, v >= 0 && v <= Int(Int32.max), "0...\(Int32.max)", "\(v)") }
+    }
+
+    /// Queues `name`'s suffixed entry (`<name>_<f32|bf16|f16>`) of model_ops.cu.
+    static func launch(_ name: String, _ dtype: DType, on context: CUDAContext, grid: Int, gridY: Int = 1,
+                       block: Int = threads, sharedBytes: Int = 0, _ arguments: [CUDAKernelArgument]) throws {
+        let entry = "\(name)_\(try CUDAUpload.suffix(dtype))"
+        let f = try context.function(source: CUDAKernels.file("model_ops.cu"), name: entry)
+        try context.launch(f, grid: (grid, gridY, 1), block: (block, 1, 1), sharedBytes: sharedBytes, arguments: arguments)
+    }
+
+    /// Blocks for a grid-stride loop over `n` elements.
+    static func blocks(_ n: Int) -> Int { min((n + threads - 1) / threads, 8192) }
+
+    static func address(_ b: CUDABuffer?) -> CUDAKernelArgument { .pointer(b?.address ?? 0) }
+
+    // MARK: matmul, embedding
+
+    /// `out[m, n] = x[m, k] · weight[n, k]^T + bias[n]` through cuBLAS (`CUBLAS.linear`), x and weight in `dtype`,
+    /// out and bias in `outputDType`, fp32 accumulation. O(m·n·k) on the device.
+    public static func matmul(x: CUDABuffer, weight: CUDABuffer, bias: CUDABuffer? = nil, out: CUDABuffer,
+                              m: Int, n: Int, k: Int, dtype: DType, outputDType: DType = .float32) throws {
+        try int32(["m": m, "n": n, "k": k, "out": m * n])
+        if let bias { try expect("bias", bias, bytes: n * outputDType.byteCount) }
+        try CUBLAS.linear(x: x, weight: weight, out: out, m: m, n: n, k: k, dtype: dtype, outputDType: outputDType)
+        if let bias, m > 0, n > 0 {
+            try launch("linea_add_bias", outputDType, on: out.context, grid: blocks(m * n),
+                       [.pointer(out.address), .pointer(bias.address), .int32(Int32(m)), .int32(Int32(n))])
+        }
+    }
+
+    /// `out [count]` in `to` = `x [count]` in `from` (f32, bf16, f16; rounded to nearest even), e.g. f32
+    /// activations to bf16 for a bf16 `matmul`; the same type is a device copy. O(count).
+    public static func convert(x: CUDABuffer, from: DType, out: CUDABuffer, to: DType, count: Int) throws {
+        let (source, target) = (try CUDAUpload.suffix(from, argument: "from"), try CUDAUpload.suffix(to, argument: "to"))
+        try int32(["count": count])
+        try expect("x", x, bytes: count * from.byteCount)
+        try expect("out", out, bytes: count * to.byteCount)
+        if from == to { return try out.copy(from: x, byteCount: count * from.byteCount) }
+        let f = try out.context.function(source: CUDAKernels.file("model_ops.cu"), name: "linea_cast_\(source)_\(target)")
+        try out.context.launch(f, grid: (blocks(count), 1, 1), block: (threads, 1, 1),
+                               arguments: [.pointer(x.address), .pointer(out.address), .int32(Int32(count))])
+    }
+
+    /// Rows `table[ids[i]]` of `table [vocab, dim]` into `out [count, dim]` (both `dtype`), ids `[count]` of
+    /// `idType`. With `check` (default) it waits for the kernel and throws for an id outside `0..<vocab`, naming
+    /// `ids`, the value and its index (as `CPUOps.embedding`); without, such rows are zeros and nothing waits.
+    /// O(count·dim).
+    public static func embedding(ids: CUDABuffer, idType: IDType, table: CUDABuffer, out: CUDABuffer, count: Int,
+                                 vocab: Int, dim: Int, dtype: DType, check: Bool = true) throws {
+        try int32(["count": count, "vocab": vocab, "dim": dim, "out": count * dim])
+        let idBytes = idType == .int32 ? 4 : 8
+        try expect("ids", ids, bytes: count * idBytes)
+        try expect("table", table, bytes: vocab * dim * dtype.byteCount)
+        try expect("out", out, bytes: count * dim * dtype.byteCount)
+        let ctx = out.context
+        let bad = check ? try CUDABuffer(context: ctx, copying: [Int32.max]) : nil
+        try launch(idType == .int32 ? "linea_embed_i32" : "linea_embed_i64", dtype, on: ctx, grid: blocks(count * dim),
+                   [.pointer(ids.address), .pointer(table.address), .pointer(out.address), .int32(Int32(count)),
+                    .int32(Int32(vocab)), .int32(Int32(dim)), address(bad)])
+        guard let bad else { return }
+        let index = Int(try bad.download(Int32.self, count: 1)[0])
+        guard index != Int(Int32.max) else { return }
+        let value = idType == .int32 ? Int(try ids.download(Int32.self, count: index + 1)[index])
+            : Int(try ids.download(Int64.self, count: index + 1)[index])
+        throw LineaError.invalidArgument(argument: "ids", expected: "token ids in 0..<\(vocab)", actual: "\(value) at index \(index)")
+    }
+
+    // MARK: norms
+
+    static func norm(_ mode: Int32, x: CUDABuffer, gate: CUDABuffer?, weight: CUDABuffer?, out: CUDABuffer,
+                     rows: Int, dim: Int, eps: Float, dtype: DType) throws {
+        try int32(["rows": rows, "dim": dim])
+        let bytes = rows * dim * dtype.byteCount
+        try expect("x", x, bytes: bytes)
+        try expect("out", out, bytes: bytes)
+        if let gate { try expect("gate", gate, bytes: bytes) }
+        if let weight { try expect("weight", weight, bytes: dim * dtype.byteCount) }
+        try launch("linea_norm", dtype, on: out.context, grid: rows, [
+            .pointer(x.address), address(gate), address(weight), .pointer(out.address), .int32(Int32(dim)), .float(eps), .int32(mode)])
+    }
+
+    /// RMSNorm of `x [rows, dim]`: `x / sqrt(mean(x²) + eps) · w`, or `· (1 + w)` when `zeroCentered`. O(rows·dim).
+    public static func rmsNorm(x: CUDABuffer, weight: CUDABuffer, out: CUDABuffer, rows: Int, dim: Int, eps: Float,
+                               zeroCentered: Bool = false, dtype: DType) throws {
+        try norm(zeroCentered ? 1 : 0, x: x, gate: nil, weight: weight, out: out, rows: rows, dim: dim, eps: eps, dtype: dtype)
+    }
+
+    /// Gated RMSNorm: `x / sqrt(mean(x²) + eps) · w · silu(gate)`, all `[rows, dim]`. O(rows·dim).
+    public static func rmsNormGated(x: CUDABuffer, gate: CUDABuffer, weight: CUDABuffer, out: CUDABuffer, rows: Int,
+                                    dim: Int, eps: Float, dtype: DType) throws {
+        try norm(2, x: x, gate: gate, weight: weight, out: out, rows: rows, dim: dim, eps: eps, dtype: dtype)
+    }
+
+    /// L2 norm of each row (fla's `l2norm`): `x / sqrt(Σ x² + eps)`. O(rows·dim).
+    public static func l2Norm(x: CUDABuffer, out: CUDABuffer, rows: Int, dim: Int, eps: Float = 1e-6, dtype: DType) throws {
+        try norm(3, x: x, gate: nil, weight: nil, out: out, rows: rows, dim: dim, eps: eps, dtype: dtype)
+    }
+
+    // MARK: elementwise
+
+    static func unary(_ op: Int32, x: CUDABuffer, out: CUDABuffer, count: Int, dtype: DType) throws {
+        try int32(["count": count])
+        try expect("x", x, bytes: count * dtype.byteCount)
+        try expect("out", out, bytes: count * dtype.byteCount)
+        try launch("linea_unary", dtype, on: out.context, grid: blocks(count),
+                   [.pointer(x.address), .pointer(out.address), .int32(Int32(count)), .int32(op)])
+    }
+
+    static func binary(_ op: Int32, _ names: (String, String), a: CUDABuffer, b: CUDABuffer, out: CUDABuffer,
+                       count: Int, dtype: DType) throws {
+        try int32(["count": count])
+        try expect(names.0, a, bytes: count * dtype.byteCount)
+        try expect(names.1, b, bytes: count * dtype.byteCount)
+        try expect("out", out, bytes: count * dtype.byteCount)
+        try launch("linea_binary", dtype, on: out.context, grid: blocks(count),
+                   [.pointer(a.address), .pointer(b.address), .pointer(out.address), .int32(Int32(count)), .int32(op)])
+    }
+
+    /// `out = x · sigmoid(x)` over `count` elements. O(count).
+    public static func silu(x: CUDABuffer, out: CUDABuffer, count: Int, dtype: DType) throws {
+        try unary(0, x: x, out: out, count: count, dtype: dtype)
+    }
+    /// `out = 1 / (1 + e^-x)`. O(count).
+    public static func sigmoid(x: CUDABuffer, out: CUDABuffer, count: Int, dtype: DType) throws {
+        try unary(1, x: x, out: out, count: count, dtype: dtype)
+    }
+    /// GELU, exact (erf) or the tanh approximation. O(count).
+    public static func gelu(x: CUDABuffer, out: CUDABuffer, count: Int, approximate: GELUApproximation = .none, dtype: DType) throws {
+        try unary(approximate == .none ? 2 : 3, x: x, out: out, count: count, dtype: dtype)
+    }
+    /// torch's softplus (threshold 20). O(count).
+    public static func softplus(x: CUDABuffer, out: CUDABuffer, count: Int, dtype: DType) throws {
+        try unary(4, x: x, out: out, count: count, dtype: dtype)
+    }
+    /// `out = silu(gate) · up` (SwiGLU). O(count).
+    public static func swiglu(gate: CUDABuffer, up: CUDABuffer, out: CUDABuffer, count: Int, dtype: DType) throws {
+        try binary(0, ("gate", "up"), a: gate, b: up, out: out, count: count, dtype: dtype)
+    }
+    /// `out = a + b` (residual add). O(count).
+    public static func add(_ a: CUDABuffer, _ b: CUDABuffer, out: CUDABuffer, count: Int, dtype: DType) throws {
+        try binary(1, ("a", "b"), a: a, b: b, out: out, count: count, dtype: dtype)
+    }
+
+    // MARK: rotary, conv1d
+
+    /// Rotary embedding of `x [tokens, heads, headDim]` at int32 `positions [tokens]` (angles in fp64), the first
+    /// `rotaryDim` dims rotating per `layout`, the rest copied; `out` must not alias `x`. O(tokens·heads·headDim).
+    public static func rotary(x: CUDABuffer, positions: CUDABuffer, out: CUDABuffer, tokens: Int, heads: Int,
+                              headDim: Int, rotaryDim: Int, theta: Float, layout: RotaryLayout, dtype: DType) throws {
+        try OpCheck.rotary(positions: tokens, tokens: tokens, heads: heads, headDim: headDim, rotaryDim: rotaryDim,
+                           theta: Double(theta))
+        let n = tokens * heads * headDim
+        try int32(["tokens": tokens, "x": n])
+        try expect("positions", positions, bytes: tokens * 4)
+        try expect("x", x, bytes: n * dtype.byteCount)
+        try expect("out", out, bytes: n * dtype.byteCount)
+        try OpCheck.value("out", out.address != x.address || n == 0, "a buffer other than x", "x itself")
+        try launch("linea_rotary", dtype, on: out.context, grid: blocks(n), [
+            .pointer(x.address), .pointer(positions.address), .pointer(out.address), .int32(Int32(tokens)),
+            .int32(Int32(heads)), .int32(Int32(headDim)), .int32(Int32(rotaryDim)), .float(theta),
+            .int32(layout == .halfSplit ? 0 : 1)])
+    }
+
+    /// Causal depthwise conv1d, channels-last (`CPUOps.causalConv1d`): x, out `[batch, length, channels]`, weight
+    /// `[channels, width]` (2...4), bias `[channels]`, state `[batch, channels, width-1]` read then replaced by the
+    /// last `width-1` inputs (all `dtype`). O(batch·length·channels·width).
+    public static func causalConv1d(x: CUDABuffer, weight: CUDABuffer, bias: CUDABuffer? = nil, state: CUDABuffer?,
+                                    out: CUDABuffer, batch: Int, length: Int, channels: Int, width: Int, silu: Bool,
+                                    dtype: DType) throws {
+        try OpCheck.value("width", (2...4).contains(width), "2...4", "\(width)")
+        let e = dtype.byteCount, n = batch * length * channels
+        try int32(["batch": batch, "length": length, "channels": channels, "x": n])
+        try OpCheck.value("length", length <= 65535 * 64, "<= \(65535 * 64) (65535 chunks of 64 steps)", "\(length)")
+        try expect("x", x, bytes: n * e)
+        try expect("out", out, bytes: n * e)
+        try expect("weight", weight, bytes: channels * width * e)
+        if let bias { try expect("bias", bias, bytes: channels * e) }
+        if let state { try expect("state", state, bytes: batch * channels * (width - 1) * e) }
+        try launch("linea_conv1d", dtype, on: out.context, grid: (batch * channels + threads - 1) / threads,
+                   gridY: max(1, (length + 63) / 64), [
+            .pointer(x.address), .pointer(weight.address), address(bias), address(state), .pointer(out.address),
+            .int32(Int32(batch)), .int32(Int32(length)), .int32(Int32(channels)), .int32(Int32(width)), .int32(silu ? 1 : 0)])
+    }
+
+    // MARK: softmax, routing, argmax, sampling
+
+    static func rowsCols(_ name: String, _ x: CUDABuffer, rows: Int, cols: Int, dtype: DType) throws {
+        try int32(["rows": rows, "cols": cols])
+        try OpCheck.value("cols", cols >= 1, ">= 1", "\(cols)")
+        try expect(name, x, bytes: rows * cols * dtype.byteCount)
+    }
+
+    /// Softmax over the last axis of `x [rows, cols]` into `out`. O(rows·cols).
+    public static func softmax(x: CUDABuffer, out: CUDABuffer, rows: Int, cols: Int, dtype: DType) throws {
+        try rowsCols("x", x, rows: rows, cols: cols, dtype: dtype)
+        try expect("out", out, bytes: rows * cols * dtype.byteCount)
+        try launch("linea_softmax", dtype, on: out.context, grid: rows, [.pointer(x.address), .pointer(out.address), .int32(Int32(cols))])
+    }
+
+    /// MoE routing (`CPUOps.topKRouting`): softmax of `logits [rows, experts]` (`dtype`), top `k` (ties to the lower
+    /// index) into f32 `weights [rows, k]` and int32 `indices [rows, k]`, renormalized when `normalize`.
+    /// O(rows·experts·k).
+    public static func topKRouting(logits: CUDABuffer, weights: CUDABuffer, indices: CUDABuffer, rows: Int, experts: Int,
+                                   k: Int, normalize: Bool, dtype: DType) throws {
+        try rowsCols("logits", logits, rows: rows, cols: experts, dtype: dtype)
+        try OpCheck.value("k", k >= 1 && k <= experts, "1...experts (\(experts))", "\(k)")
+        try expect("weights", weights, bytes: rows * k * 4)
+        try expect("indices", indices, bytes: rows * k * 4)
+        try launch("linea_route", dtype, on: weights.context, grid: rows, sharedBytes: experts * 4, [
+            .pointer(logits.address), .pointer(weights.address), .pointer(indices.address), .int32(Int32(experts)),
+            .int32(Int32(k)), .int32(normalize ? 1 : 0)])
+    }
+
+    /// Index of each row's largest value of `x [rows, cols]` (ties to the lower index) into int32 `out [rows]`.
+    /// O(rows·cols).
+    public static func argmax(x: CUDABuffer, out: CUDABuffer, rows: Int, cols: Int, dtype: DType) throws {
+        try rowsCols("x", x, rows: rows, cols: cols, dtype: dtype)
+        try expect("out", out, bytes: rows * 4)
+        try launch("linea_argmax", dtype, on: out.context, grid: rows, [.pointer(x.address), .pointer(out.address), .int32(Int32(cols))])
+    }
+
+    /// The uniform draws `sample` reads, one per row (none at temperature 0), taken from `random` exactly as
+    /// `CPUOps.sample` takes them, so the same seed picks the same tokens on both devices. O(rows).
+    public static func draws(rows: Int, temperature: Float, random: inout SeededRandom) -> [Float] {
+        temperature == 0 ? [] : (0..<rows).map { _ in Float(random.nextUnit()) }
+    }
+
+    /// Samples one token per row of `logits [rows, vocab]` into int32 `tokens [rows]` as `CPUOps.sample`
+    /// (temperature, top-k keeping ties with the k-th, top-p, renormalized), with `uniforms [rows]` f32 from
+    /// `draws` (nil at temperature 0: argmax). O(rows·vocab·32) (bisections for the top-k and top-p thresholds).
+    public static func sample(logits: CUDABuffer, uniforms: CUDABuffer?, tokens: CUDABuffer, rows: Int, vocab: Int,
+                              temperature: Float, topK: Int = 0, topP: Float = 1, dtype: DType) throws {
+        try OpCheck.sampling(temperature: Double(temperature), topK: topK, topP: Double(topP))
+        try rowsCols("logits", logits, rows: rows, cols: vocab, dtype: dtype)
+        try expect("tokens", tokens, bytes: rows * 4)
+        if temperature != 0 {
+            guard let uniforms else {
+                throw LineaError.invalidArgument(argument: "uniforms", expected: "[\(rows)] draws for temperature \(temperature)", actual: "nil")
+            }
+            try expect("uniforms", uniforms, bytes: rows * 4)
+        }
+        try launch("linea_sample", dtype, on: tokens.context, grid: rows, [
+            .pointer(logits.address), address(uniforms), .pointer(tokens.address), .int32(Int32(vocab)),
+            .float(temperature), .int32(Int32(min(topK, Int(Int32.max)))), .float(topP)])
+    }
+}

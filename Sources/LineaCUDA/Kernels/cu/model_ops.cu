@@ -1,0 +1,385 @@
+// Linea: the ops a model needs besides the mixers (CPUOps / ReferenceOps semantics), fp32 compute.
+// Float tensors of one call share one element type T (f32, bf16 or f16: the entry's suffix); outputs are T unless
+// said otherwise. Entries (SUF = f32 | bf16 | f16):
+//   linea_embed_{i32,i64}_SUF   ids [n], table [vocab, dim] -> out [n, dim]; a bad id's row is zeroed and the first
+//                               bad position goes to *bad when not null (atomicMin; the launcher starts it at INT_MAX)
+//   linea_norm_SUF              one block per row of [rows, dim]: mode 0 RMSNorm (x w), 1 zero-centered (x (1 + w)),
+//                               2 gated (x w silu(gate)), 3 L2 norm (x / sqrt(sum x^2 + eps), w unused)
+//   linea_unary_SUF             op 0 silu, 1 sigmoid, 2 gelu (erf), 3 gelu (tanh), 4 softplus (threshold 20)
+//   linea_binary_SUF            op 0 swiglu silu(a) b, 1 add a + b
+//   linea_rotary_SUF            x [tokens, heads, headDim], positions int32 [tokens]; layout 0 half-split, 1 interleaved;
+//                               angles in fp64; dims >= rotaryDim copied. out must not alias x.
+//   linea_conv1d_SUF            causal depthwise conv, x [B, T, C], w [C, W], bias [C] or null, state [B, C, W-1] or
+//                               null (read, then replaced by the last W-1 inputs); grid (ceil(B C / 256), ceil(T / 64))
+//   linea_softmax_SUF           one block per row
+//   linea_route_SUF             softmax, top-k (ties to the lower index), optional renormalization; weights f32, ids int32
+//   linea_argmax_SUF            one block per row, ties to the lower index; out int32
+//   linea_add_bias_SUF          out [rows, cols] += bias [cols]
+//   linea_cast_SRC_DST          out = x converted between f32, bf16 and f16 (round to nearest even)
+//   linea_sample_SUF            one block per row: temperature, top-k (keeps ties with the k-th), top-p, then the first
+//                               token whose cumulative kept probability exceeds u[row] * kept mass; temperature 0: argmax
+#define LINEA_THREADS 256
+#define LINEA_INF __int_as_float(0x7f800000)
+
+struct linea_bf16 { unsigned short x; };
+struct linea_f16 { unsigned short x; };
+__device__ __forceinline__ float ld(const float* p, long i) { return p[i]; }
+__device__ __forceinline__ float ld(const linea_bf16* p, long i) { return __uint_as_float(((unsigned int)p[i].x) << 16); }
+__device__ __forceinline__ float ld(const linea_f16* p, long i) {
+    float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(p[i].x)); return f;
+}
+__device__ __forceinline__ void st(float* p, long i, float v) { p[i] = v; }
+__device__ __forceinline__ void st(linea_bf16* p, long i, float v) {
+    unsigned short h; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v)); p[i].x = h;
+}
+__device__ __forceinline__ void st(linea_f16* p, long i, float v) {
+    unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v)); p[i].x = h;
+}
+
+__device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + expf(-x)); }
+
+// Block-wide sum / max / int sum; every thread gets the result. blockDim.x a multiple of 32, <= 1024.
+__device__ float block_sum(float v) {
+    __shared__ float part[32];
+    __syncthreads();  // part may still be read by a previous call
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = v;
+    __syncthreads();
+    v = 0.f;
+    for (int w = 0; w < (int)(blockDim.x >> 5); ++w) v += part[w];
+    return v;
+}
+__device__ float block_max(float v) {
+    __shared__ float part[32];
+    __syncthreads();
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = v;
+    __syncthreads();
+    v = -LINEA_INF;
+    for (int w = 0; w < (int)(blockDim.x >> 5); ++w) v = fmaxf(v, part[w]);
+    return v;
+}
+__device__ int block_count(int v) {
+    __shared__ int part[32];
+    __syncthreads();
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = v;
+    __syncthreads();
+    v = 0;
+    for (int w = 0; w < (int)(blockDim.x >> 5); ++w) v += part[w];
+    return v;
+}
+// (value, index) of the largest value, ties to the lower index.
+__device__ void block_argmax(float& v, int& i) {
+    __shared__ float pv[32];
+    __shared__ int pi[32];
+    __syncthreads();
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, v, o);
+        int oi = __shfl_xor_sync(0xffffffffu, i, o);
+        if (ov > v || (ov == v && oi < i)) { v = ov; i = oi; }
+    }
+    if ((threadIdx.x & 31) == 0) { pv[threadIdx.x >> 5] = v; pi[threadIdx.x >> 5] = i; }
+    __syncthreads();
+    v = pv[0]; i = pi[0];
+    for (int w = 1; w < (int)(blockDim.x >> 5); ++w)
+        if (pv[w] > v || (pv[w] == v && pi[w] < i)) { v = pv[w]; i = pi[w]; }
+}
+
+template <typename ID, typename T>
+__device__ void embed(const ID* ids, const T* table, T* out, int n, int vocab, int dim, int* bad) {
+    for (long e = blockIdx.x * (long)blockDim.x + threadIdx.x; e < (long)n * dim; e += (long)gridDim.x * blockDim.x) {
+        const long row = e / dim, c = e % dim;
+        const long id = (long)ids[row];
+        if (id < 0 || id >= vocab) {
+            st(out, e, 0.f);
+            if (c == 0 && bad) atomicMin(bad, (int)row);
+        } else {
+            out[e] = table[id * dim + c];
+        }
+    }
+}
+
+template <typename T>
+__device__ void norm(const T* x, const T* gate, const T* w, T* out, int dim, float eps, int mode) {
+    const long base = (long)blockIdx.x * dim;
+    float ss = 0.f;
+    for (int c = threadIdx.x; c < dim; c += blockDim.x) { const float v = ld(x, base + c); ss = fmaf(v, v, ss); }
+    ss = block_sum(ss);
+    const float inv = mode == 3 ? rsqrtf(ss + eps) : rsqrtf(ss / (float)dim + eps);
+    for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+        float y = ld(x, base + c) * inv;
+        if (mode == 0 || mode == 2) y *= ld(w, c);
+        if (mode == 1) y *= 1.f + ld(w, c);
+        if (mode == 2) { const float z = ld(gate, base + c); y *= z * sigmoidf_(z); }
+        st(out, base + c, y);
+    }
+}
+
+template <typename T>
+__device__ void unary(const T* x, T* out, int n, int op) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        const float v = ld(x, i);
+        float y;
+        switch (op) {
+        case 0: y = v * sigmoidf_(v); break;
+        case 1: y = sigmoidf_(v); break;
+        case 2: y = 0.5f * v * erfcf(-v * 0.70710678118654752f); break;
+        case 3: y = v * sigmoidf_(1.5957691216057308f * (v + 0.044715f * v * v * v)); break;
+        default: y = v > 20.f ? v : log1pf(expf(v)); break;
+        }
+        st(out, i, y);
+    }
+}
+
+template <typename T>
+__device__ void binary(const T* a, const T* b, T* out, int n, int op) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        const float x = ld(a, i), y = ld(b, i);
+        st(out, i, op == 0 ? x * sigmoidf_(x) * y : x + y);
+    }
+}
+
+template <typename T>
+__device__ void rotary(const T* x, const int* positions, T* out, int tokens, int heads, int headDim, int rotaryDim,
+                       float theta, int layout) {
+    const long n = (long)tokens * heads * headDim;
+    const int half = rotaryDim / 2;
+    for (long e = blockIdx.x * (long)blockDim.x + threadIdx.x; e < n; e += (long)gridDim.x * blockDim.x) {
+        const int d = (int)(e % headDim);
+        if (d >= rotaryDim) { out[e] = x[e]; continue; }
+        const long t = e / ((long)heads * headDim);
+        // This dim's frequency index and partner; `first`: the pair's first element (x_a cos - x_b sin).
+        const int i = layout == 0 ? d % half : d / 2;
+        const bool first = layout == 0 ? d < half : (d & 1) == 0;
+        const long partner = layout == 0 ? (first ? e + half : e - half) : (first ? e + 1 : e - 1);
+        double s, c;
+        sincos((double)positions[t] * pow((double)theta, -2.0 * i / rotaryDim), &s, &c);
+        const float xv = ld(x, e), xp = ld(x, partner);
+        st(out, e, first ? xv * (float)c - xp * (float)s : xv * (float)c + xp * (float)s);
+    }
+}
+
+// Thread (b, c) of grid.x walks the chunk blockIdx.y of LINEA_CONV_CHUNK time steps (W - 1 <= 3 < the chunk, so only
+// chunk 0 reads the state; that thread also writes the new state, after its own reads).
+#define LINEA_CONV_CHUNK 64
+template <typename T>
+__device__ void conv1d(const T* x, const T* w, const T* bias, T* state, T* out, int batch, int length, int channels,
+                       int width, int silu) {
+    const long bc = blockIdx.x * (long)blockDim.x + threadIdx.x;
+    if (bc >= (long)batch * channels) return;
+    const int b = (int)(bc / channels), c = (int)(bc % channels), s = width - 1;
+    const int t0 = blockIdx.y * LINEA_CONV_CHUNK, t1 = min(t0 + LINEA_CONV_CHUNK, length);
+    float win[4] = {0.f, 0.f, 0.f, 0.f}, taps[4] = {0.f, 0.f, 0.f, 0.f}, old[3] = {0.f, 0.f, 0.f};  // win[j]: input at t - s + j
+    for (int j = 0; j < width; ++j) taps[j] = ld(w, (long)c * width + j);
+    if (state && t0 == 0) for (int j = 0; j < s; ++j) old[j] = ld(state, bc * s + j);
+    for (int j = 0; j < s; ++j) {
+        const int time = t0 - s + j;
+        win[j] = time >= 0 ? ld(x, ((long)b * length + time) * channels + c) : old[s + time];
+    }
+    const float bv = bias ? ld(bias, c) : 0.f;
+    for (int t = t0; t < t1; ++t) {
+        const long at = ((long)b * length + t) * channels + c;
+        win[s] = ld(x, at);
+        float y = bv;
+        for (int j = 0; j < width; ++j) y = fmaf(taps[j], win[j], y);
+        st(out, at, silu ? y * sigmoidf_(y) : y);
+        for (int j = 0; j < s; ++j) win[j] = win[j + 1];
+    }
+    if (state && t0 == 0)
+        for (int j = 0; j < s; ++j) {
+            const int time = length - s + j;
+            st(state, bc * s + j, time >= 0 ? ld(x, ((long)b * length + time) * channels + c) : old[s + time]);
+        }
+}
+
+template <typename T>
+__device__ void softmax(const T* x, T* out, int cols) {
+    const long base = (long)blockIdx.x * cols;
+    float m = -LINEA_INF;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) m = fmaxf(m, ld(x, base + c));
+    m = block_max(m);
+    float sum = 0.f;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) sum += expf(ld(x, base + c) - m);
+    const float inv = 1.f / block_sum(sum);
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) st(out, base + c, expf(ld(x, base + c) - m) * inv);
+}
+
+// Dynamic shared memory: experts floats.
+template <typename T>
+__device__ void route(const T* logits, float* weights, int* indices, int experts, int k, int normalize) {
+    extern __shared__ float p[];
+    const long base = (long)blockIdx.x * experts;
+    float m = -LINEA_INF;
+    for (int e = threadIdx.x; e < experts; e += blockDim.x) m = fmaxf(m, ld(logits, base + e));
+    m = block_max(m);
+    float sum = 0.f;
+    for (int e = threadIdx.x; e < experts; e += blockDim.x) { p[e] = expf(ld(logits, base + e) - m); sum += p[e]; }
+    const float inv = 1.f / block_sum(sum);  // its barrier also publishes p
+    for (int slot = 0; slot < k; ++slot) {
+        float v = -1.f;
+        int i = 0x7fffffff;
+        for (int e = threadIdx.x; e < experts; e += blockDim.x)
+            if (p[e] >= 0.f && (p[e] > v || (p[e] == v && e < i))) { v = p[e]; i = e; }
+        block_argmax(v, i);
+        if (threadIdx.x == 0) {
+            weights[(long)blockIdx.x * k + slot] = v * inv;
+            indices[(long)blockIdx.x * k + slot] = i;
+            p[i] = -1.f;  // taken
+        }
+        __syncthreads();
+    }
+    if (normalize && threadIdx.x == 0) {
+        float total = 0.f;
+        for (int slot = 0; slot < k; ++slot) total += weights[(long)blockIdx.x * k + slot];
+        for (int slot = 0; slot < k; ++slot) weights[(long)blockIdx.x * k + slot] /= total;
+    }
+}
+
+template <typename T>
+__device__ int row_argmax(const T* x, long base, int cols) {
+    float v = -LINEA_INF;
+    int i = 0x7fffffff;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        const float xv = ld(x, base + c);
+        if (xv > v || i == 0x7fffffff) { v = xv; i = c; }  // increasing c: the first of equals stays
+    }
+    block_argmax(v, i);
+    return i;
+}
+
+template <typename T>
+__device__ void argmax(const T* x, int* out, int cols) {
+    const int i = row_argmax(x, (long)blockIdx.x * cols, cols);
+    if (threadIdx.x == 0) out[blockIdx.x] = i;
+}
+
+// Order-preserving map of a float to an unsigned key, and back.
+__device__ __forceinline__ unsigned int fkey(float f) {
+    const unsigned int b = __float_as_uint(f);
+    return (b & 0x80000000u) ? ~b : b | 0x80000000u;
+}
+__device__ __forceinline__ float keyf(unsigned int k) {
+    return __uint_as_float((k & 0x80000000u) ? k & 0x7fffffffu : ~k);
+}
+
+template <typename T>
+__device__ void sample(const T* logits, const float* u, int* out, int vocab, float temperature, int topK, float topP) {
+    const long base = (long)blockIdx.x * vocab;
+    if (temperature == 0.f) {
+        const int i = row_argmax(logits, base, vocab);
+        if (threadIdx.x == 0) out[blockIdx.x] = i;
+        return;
+    }
+    const float invT = 1.f / temperature;
+    float m = -LINEA_INF;
+    for (int c = threadIdx.x; c < vocab; c += blockDim.x) m = fmaxf(m, ld(logits, base + c) * invT);
+    m = block_max(m);
+    // Top-k: the k-th largest scaled logit, the largest key with count(x >= key) >= k (bisection on the keys).
+    unsigned int kth = 0u;
+    if (topK > 0 && topK < vocab) {
+        unsigned int lo = 0u, hi = 0xffffffffu;  // count(>= lo) >= k holds; find the largest such
+        while (lo < hi) {
+            const unsigned int mid = lo + (hi - lo + 1) / 2;
+            int n = 0;
+            for (int c = threadIdx.x; c < vocab; c += blockDim.x) n += fkey(ld(logits, base + c) * invT) >= mid;
+            if (block_count(n) >= topK) lo = mid; else hi = mid - 1;
+        }
+        kth = lo;
+    }
+#define LINEA_P(c) (fkey(ld(logits, base + (c)) * invT) >= kth ? expf(ld(logits, base + (c)) * invT - m) * invZ : 0.f)
+    float z = 0.f;
+    for (int c = threadIdx.x; c < vocab; c += blockDim.x) {
+        const float x = ld(logits, base + c) * invT;
+        if (fkey(x) >= kth) z += expf(x - m);
+    }
+    const float invZ = 1.f / block_sum(z);
+    // Top-p: tokens with probability above pm are kept; ties at pm in index order while the mass before is < topP.
+    float pm = 0.f, above = 0.f;  // above: the mass strictly above pm
+    if (topP < 1.f) {
+        unsigned int lo = 0u, hi = __float_as_uint(1.f);  // smallest t (as bits, t >= 0) with mass(p > t) < topP
+        while (lo < hi) {
+            const unsigned int mid = lo + (hi - lo) / 2;
+            const float t = __uint_as_float(mid);
+            float s = 0.f;
+            for (int c = threadIdx.x; c < vocab; c += blockDim.x) { const float p = LINEA_P(c); if (p > t) s += p; }
+            if (block_sum(s) < topP) hi = mid; else lo = mid + 1;
+        }
+        pm = __uint_as_float(lo);
+        float s = 0.f;
+        for (int c = threadIdx.x; c < vocab; c += blockDim.x) { const float p = LINEA_P(c); if (p > pm) s += p; }
+        above = block_sum(s);
+    }
+    // Warp 0 walks the row in index order: kept mass first, then the token.
+    if (threadIdx.x >= 32) return;
+    const int lane = threadIdx.x;
+    float pass[2] = {0.f, 0.f};  // kept mass; then the target
+    for (int round = 0; round < 2; ++round) {
+        float cumulative = 0.f;
+        int ties = 0, last = 0;
+        const float target = round == 0 ? LINEA_INF : u[blockIdx.x] * pass[0];
+        for (int c0 = 0; c0 < vocab; c0 += 32) {
+            const int c = c0 + lane;
+            const float p = c < vocab ? LINEA_P(c) : 0.f;
+            const bool tie = topP < 1.f && p > 0.f && p == pm;
+            const unsigned int tieMask = __ballot_sync(0xffffffffu, tie);
+            const int tieRank = ties + __popc(tieMask & ((1u << lane) - 1u));
+            const bool kept = p > 0.f && (topP >= 1.f || p > pm || (tie && above + (float)tieRank * pm < topP));
+            ties += __popc(tieMask);
+            float w = kept ? p : 0.f;
+            for (int o = 1; o < 32; o <<= 1) { const float n = __shfl_up_sync(0xffffffffu, w, o); if (lane >= o) w += n; }
+            const unsigned int keptMask = __ballot_sync(0xffffffffu, kept);
+            if (keptMask) last = c0 + 31 - __clz(keptMask);
+            const unsigned int hit = __ballot_sync(0xffffffffu, kept && cumulative + w > target);
+            if (hit) { if (lane == 0) out[blockIdx.x] = c0 + __ffs(hit) - 1; return; }
+            cumulative += __shfl_sync(0xffffffffu, w, 31);
+        }
+        pass[round] = cumulative;
+        if (round == 1 && lane == 0) out[blockIdx.x] = last;
+    }
+#undef LINEA_P
+}
+
+#define LINEA_ENTRIES(SUF, T) \
+extern "C" __global__ void linea_embed_i32_##SUF(const int* ids, const T* table, T* out, int n, int vocab, int dim, int* bad) \
+{ embed(ids, table, out, n, vocab, dim, bad); } \
+extern "C" __global__ void linea_embed_i64_##SUF(const long long* ids, const T* table, T* out, int n, int vocab, int dim, int* bad) \
+{ embed(ids, table, out, n, vocab, dim, bad); } \
+extern "C" __global__ void __launch_bounds__(LINEA_THREADS) linea_norm_##SUF(const T* x, const T* gate, const T* w, T* out, \
+    int dim, float eps, int mode) { norm(x, gate, w, out, dim, eps, mode); } \
+extern "C" __global__ void linea_unary_##SUF(const T* x, T* out, int n, int op) { unary(x, out, n, op); } \
+extern "C" __global__ void linea_binary_##SUF(const T* a, const T* b, T* out, int n, int op) { binary(a, b, out, n, op); } \
+extern "C" __global__ void linea_rotary_##SUF(const T* x, const int* positions, T* out, int tokens, int heads, int headDim, \
+    int rotaryDim, float theta, int layout) { rotary(x, positions, out, tokens, heads, headDim, rotaryDim, theta, layout); } \
+extern "C" __global__ void linea_conv1d_##SUF(const T* x, const T* w, const T* bias, T* state, T* out, int batch, int length, \
+    int channels, int width, int silu) { conv1d(x, w, bias, state, out, batch, length, channels, width, silu); } \
+extern "C" __global__ void __launch_bounds__(LINEA_THREADS) linea_softmax_##SUF(const T* x, T* out, int cols) { softmax(x, out, cols); } \
+extern "C" __global__ void __launch_bounds__(LINEA_THREADS) linea_route_##SUF(const T* logits, float* weights, int* indices, \
+    int experts, int k, int normalize) { route(logits, weights, indices, experts, k, normalize); } \
+extern "C" __global__ void __launch_bounds__(LINEA_THREADS) linea_argmax_##SUF(const T* x, int* out, int cols) { argmax(x, out, cols); } \
+extern "C" __global__ void __launch_bounds__(LINEA_THREADS) linea_sample_##SUF(const T* logits, const float* u, int* out, int vocab, \
+    float temperature, int topK, float topP) { sample(logits, u, out, vocab, temperature, topK, topP); }
+
+LINEA_ENTRIES(f32, float)
+LINEA_ENTRIES(bf16, linea_bf16)
+LINEA_ENTRIES(f16, linea_f16)
+
+// out [rows, cols] += bias [cols] (the matmul's bias after cuBLAS).
+#define LINEA_BIAS(SUF, T) \
+extern "C" __global__ void linea_add_bias_##SUF(T* out, const T* bias, int rows, int cols) { \
+    for (long e = blockIdx.x * (long)blockDim.x + threadIdx.x; e < (long)rows * cols; e += (long)gridDim.x * blockDim.x) \
+        st(out, e, ld(out, e) + ld(bias, e % cols)); }
+LINEA_BIAS(f32, float)
+LINEA_BIAS(bf16, linea_bf16)
+LINEA_BIAS(f16, linea_f16)
+
+// out [n] (DST) = x [n] (SRC), rounded to nearest even: e.g. f32 activations to bf16 for a bf16 cuBLAS GEMM.
+#define LINEA_CAST(S, SRC, D, DST) \
+extern "C" __global__ void linea_cast_##S##_##D(const SRC* x, DST* out, int n) { \
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) st(out, i, ld(x, i)); }
+LINEA_CAST(f32, float, bf16, linea_bf16)
+LINEA_CAST(f32, float, f16, linea_f16)
+LINEA_CAST(bf16, linea_bf16, f32, float)
+LINEA_CAST(f16, linea_f16, f32, float)
+LINEA_CAST(bf16, linea_bf16, f16, linea_f16)
+LINEA_CAST(f16, linea_f16, bf16, linea_bf16)
