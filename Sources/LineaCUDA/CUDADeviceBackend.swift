@@ -121,6 +121,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         case let c as RecurrentStepCall: return stepSupport(c)
         case let c as RecurrenceCall: return chunkedSupport(c)
         case let c as AttentionCall: return attentionSupport(q: c.q, k: c.k, v: c.v, window: c.options.window, form: c.form)
+        case let c as ModelOpCall: return modelOpSupport(c)
         case let c as BlockSparseCall:
             if c.options.window != nil { return .unsupported("the block-sparse kernel has no sliding window (fold it into the mask)") }
             return attentionSupport(q: c.q, k: c.k, v: c.v, window: nil, form: nil)
@@ -133,6 +134,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         case let c as RecurrentStepCall: try step(c)
         case let c as RecurrenceCall: try chunked(c)
         case let c as AttentionCall: try attention(c)
+        case let c as ModelOpCall: try modelOp(c)
         case let c as BlockSparseCall: try blockSparse(c)
         default: throw LineaError.unavailable(what: call.name, reason: "no CUDA kernel")
         }
@@ -141,7 +143,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
     public func synchronize() throws { try context.synchronize() }
 
     /// A non-owning buffer over a tensor's bytes, for the launchers. O(1).
-    private func buffer(_ x: DeviceTensor) -> CUDABuffer {
+    func buffer(_ x: DeviceTensor) -> CUDABuffer {
         CUDABuffer(context: context, viewing: UInt64(x.address), byteCount: x.byteCount)
     }
 

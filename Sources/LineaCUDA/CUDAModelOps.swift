@@ -246,15 +246,9 @@ public enum CUDAModelOps {
         try launch("linea_argmax", dtype, on: out.context, grid: rows, [.pointer(x.address), .pointer(out.address), .int32(Int32(cols))])
     }
 
-    /// The uniform draws `sample` reads, one per row (none at temperature 0), taken from `random` exactly as
-    /// `CPUOps.sample` takes them, so the same seed picks the same tokens on both devices. O(rows).
-    public static func draws(rows: Int, temperature: Float, random: inout SeededRandom) -> [Float] {
-        temperature == 0 ? [] : (0..<rows).map { _ in Float(random.nextUnit()) }
-    }
-
     /// Samples one token per row of `logits [rows, vocab]` into int32 `tokens [rows]` as `CPUOps.sample`
     /// (temperature, top-k keeping ties with the k-th, top-p, renormalized), with `uniforms [rows]` f32 from
-    /// `draws` (nil at temperature 0: argmax). O(rows·vocab·32) (bisections for the top-k and top-p thresholds).
+    /// `CPUOps.draws` (nil at temperature 0: argmax). O(rows·vocab·32) (bisections for the top-k and top-p thresholds).
     public static func sample(logits: CUDABuffer, uniforms: CUDABuffer?, tokens: CUDABuffer, rows: Int, vocab: Int,
                               temperature: Float, topK: Int = 0, topP: Float = 1, dtype: DType) throws {
         try OpCheck.sampling(temperature: Double(temperature), topK: topK, topP: Double(topP))

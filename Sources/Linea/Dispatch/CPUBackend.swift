@@ -22,6 +22,7 @@ final class CPUBackend: Backend {
     }
 
     func supports<Call: OpCall>(_ call: Call) -> Support {
+        if call is ModelOpCall { return .supported }  // dtypes checked by `Ops`: integer ids, positions and indices belong
         var refusal: String?
         call.forEachTensor { name, tensor in
             if refusal == nil, !tensor.dtype.isFloatingPoint, !(call is BlockSparseCall && name == "mask") {
@@ -43,6 +44,7 @@ final class CPUBackend: Backend {
             let out = try Attention.forward(q: c.q.host(), k: c.k.host(), v: c.v.host(), options: c.options, form: c.form ?? .flash)
             try c.o.copy(from: DeviceTensor(out.o))
             try c.lse.copy(from: DeviceTensor(out.lse))
+        case let c as ModelOpCall: try modelOp(c)
         case let c as BlockSparseCall:
             let mask = try BlockMask(shape: c.mask.shape, blockRows: c.blockRows, blockKeys: c.blockKeys,
                                      values: c.mask.hostIntegers().map { $0 != 0 ? 1 : 0 })

@@ -133,16 +133,33 @@ extension CPUOps {
         return top[k - 1]
     }
 
-    /// Samples one token per row of `logits [rows, vocab]` into `tokens [rows]` from `samplingProbabilities`: one
-    /// uniform draw `u` per row from `random` (none at temperature 0, which is argmax), the first token in index
-    /// order whose cumulative probability exceeds `u`. The same seed gives the same tokens on every machine.
+    /// The uniform draws `sample` reads, one per row from `random` (none at temperature 0), the same on every device. O(rows).
+    public static func draws(rows: Int, temperature: Float, random: inout SeededRandom) -> [Float] {
+        temperature == 0 ? [] : (0..<rows).map { _ in Float(random.nextUnit()) }
+    }
+
+    /// Samples one token per row of `logits [rows, vocab]` into `tokens [rows]` from `samplingProbabilities`, with
+    /// the row's draw from `draws(rows:temperature:random:)` (none at temperature 0, which is argmax): the first token
+    /// in index order whose cumulative probability exceeds it. The same seed gives the same tokens on every machine.
     /// O(rows·vocab·log vocab).
     public static func sample(logits: UnsafeBufferPointer<Float>, tokens: UnsafeMutableBufferPointer<Int32>,
                               rows: Int, vocab: Int, temperature: Float, topK: Int = 0, topP: Float = 1,
                               random: inout SeededRandom) throws {
+        let uniforms = draws(rows: rows, temperature: temperature, random: &random)
+        try uniforms.withUnsafeBufferPointer {
+            try sample(logits: logits, tokens: tokens, rows: rows, vocab: vocab, temperature: temperature, topK: topK, topP: topP,
+                       uniforms: temperature == 0 ? nil : $0)
+        }
+    }
+
+    /// `sample` with the draws given: `uniforms [rows]` in [0, 1) (nil at temperature 0). O(rows·vocab·log vocab).
+    public static func sample(logits: UnsafeBufferPointer<Float>, tokens: UnsafeMutableBufferPointer<Int32>,
+                              rows: Int, vocab: Int, temperature: Float, topK: Int = 0, topP: Float = 1,
+                              uniforms: UnsafeBufferPointer<Float>?) throws {
         try checkRows(["logits": logits.count], rows: rows, dim: vocab)
         try OpCheck.value("vocab", vocab >= 1, ">= 1", "\(vocab)")
         try OpCheck.count("tokens", tokens.count, rows, "[rows] = [\(rows)]")
+        if temperature != 0 { try OpCheck.count("uniforms", uniforms?.count ?? 0, rows, "[rows] = [\(rows)] draws") }
         var p = [Float](repeating: 0, count: vocab)
         for r in 0..<rows {
             let row = UnsafeBufferPointer(rebasing: logits[r * vocab..<(r + 1) * vocab])
@@ -154,7 +171,7 @@ extension CPUOps {
             try p.withUnsafeMutableBufferPointer { p in
                 try samplingProbabilities(logits: row, probabilities: p, temperature: temperature, topK: topK, topP: topP)
             }
-            let u = Float(random.nextUnit())
+            let u = uniforms![r]
             var cumulative: Float = 0, token = 0
             for i in 0..<vocab where p[i] > 0 {
                 cumulative += p[i]

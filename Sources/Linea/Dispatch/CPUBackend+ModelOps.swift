@@ -1,0 +1,126 @@
+extension CPUBackend {
+    /// Runs a model op with `CPUOps`: float inputs read as Float32 (bf16 weights of a matmul or an embedding read
+    /// in place), outputs computed in Float32 and stored in their dtype. O(inputs) conversions plus the op.
+    func modelOp(_ c: ModelOpCall) throws {
+        func floats(_ name: String) throws -> [Float] { try c[name]!.host().scalars }
+        let out = c["out"]
+        let x = c["x"] ?? c["gate"] ?? c["a"] ?? c["table"]!
+        let width = x.shape.last ?? 1, rows = x.count / max(width, 1)
+        var result = [Float](repeating: 0, count: out?.count ?? 0)
+        try result.withUnsafeMutableBufferPointer { o in
+            switch c.kind {
+            case .matmul:
+                let (w, n) = (c["weight"]!, c["weight"]!.shape[0])
+                let xs = try floats("x"), bias = try c["bias"].map { try $0.host().scalars }
+                try xs.withUnsafeBufferPointer { xp in try withOptional(bias) { bp in
+                    if let bits = packedBF16(w) {
+                        try CPUOps.matmul(x: xp, weightBF16: bits, bias: bp, out: o, m: rows, n: n, k: width)
+                    } else {
+                        try floats("weight").withUnsafeBufferPointer { try CPUOps.matmul(x: xp, weight: $0, bias: bp, out: o, m: rows, n: n, k: width) }
+                    }
+                } }
+            case .embedding:
+                let table = c["table"]!
+                let ids = try c["ids"]!.hostIntegers()
+                try ids.withUnsafeBufferPointer { ip in
+                    if let bits = packedBF16(table) {
+                        try CPUOps.embedding(ids: ip, tableBF16: bits, out: o, vocab: table.shape[0], dim: table.shape[1])
+                    } else {
+                        try floats("table").withUnsafeBufferPointer {
+                            try CPUOps.embedding(ids: ip, table: $0, out: o, vocab: table.shape[0], dim: table.shape[1])
+                        }
+                    }
+                }
+            case let .rmsNorm(eps, zeroCentered):
+                try floats("x").withUnsafeBufferPointer { xp in try floats("weight").withUnsafeBufferPointer {
+                    try CPUOps.rmsNorm(x: xp, weight: $0, out: o, rows: rows, dim: width, eps: eps, zeroCentered: zeroCentered)
+                } }
+            case let .rmsNormGated(eps):
+                try floats("x").withUnsafeBufferPointer { xp in try floats("gate").withUnsafeBufferPointer { gp in
+                    try floats("weight").withUnsafeBufferPointer {
+                        try CPUOps.rmsNormGated(x: xp, gate: gp, weight: $0, out: o, rows: rows, dim: width, eps: eps)
+                    }
+                } }
+            case let .l2Norm(eps):
+                try floats("x").withUnsafeBufferPointer { try CPUOps.l2Norm(x: $0, out: o, rows: rows, dim: width, eps: eps) }
+            case .silu: try floats("x").withUnsafeBufferPointer { try CPUOps.silu(x: $0, out: o) }
+            case .sigmoid: try floats("x").withUnsafeBufferPointer { try CPUOps.sigmoid(x: $0, out: o) }
+            case .softplus: try floats("x").withUnsafeBufferPointer { try CPUOps.softplus(x: $0, out: o) }
+            case let .gelu(approximate): try floats("x").withUnsafeBufferPointer { try CPUOps.gelu(x: $0, out: o, approximate: approximate) }
+            case .softmax: try floats("x").withUnsafeBufferPointer { try CPUOps.softmax(x: $0, out: o, rows: rows, cols: width) }
+            case .swiglu:
+                try floats("gate").withUnsafeBufferPointer { g in try floats("up").withUnsafeBufferPointer { try CPUOps.swiglu(gate: g, up: $0, out: o) } }
+            case .add:
+                try floats("a").withUnsafeBufferPointer { a in try floats("b").withUnsafeBufferPointer { try CPUOps.add(a, $0, out: o) } }
+            case let .rotary(theta, rotaryDim, layout):
+                let (heads, headDim) = (x.shape[x.rank - 2], width)
+                try c["positions"]!.hostIntegers().withUnsafeBufferPointer { pp in try floats("x").withUnsafeBufferPointer {
+                    try CPUOps.rotary(x: $0, positions: pp, out: o, tokens: pp.count, heads: heads, headDim: headDim,
+                                      rotaryDim: rotaryDim, theta: Double(theta), layout: layout)
+                } }
+            case let .causalConv1d(silu):
+                let (w, stateTensor) = (c["weight"]!, c["state"])
+                var state = try stateTensor?.host().scalars
+                let bias = try c["bias"].map { try $0.host().scalars }
+                try floats("x").withUnsafeBufferPointer { xp in try floats("weight").withUnsafeBufferPointer { wp in try withOptional(bias) { bp in
+                    try withOptionalMutable(&state) { sp in
+                        try CPUOps.causalConv1d(x: xp, weight: wp, bias: bp, state: sp, out: o, batch: x.shape[0], length: x.shape[1],
+                                                channels: x.shape[2], width: w.shape[1], silu: silu)
+                    }
+                } } }
+                if let stateTensor, let state { try stateTensor.copy(from: DeviceTensor(Tensor(uncheckedShape: stateTensor.shape, scalars: state), dtype: stateTensor.dtype)) }
+            case let .topKRouting(k, normalize):
+                let (weights, indices) = (c["weights"]!, c["indices"]!)
+                var picked = [Int32](repeating: 0, count: indices.count), scores = [Float](repeating: 0, count: weights.count)
+                try floats("x").withUnsafeBufferPointer { lp in try scores.withUnsafeMutableBufferPointer { wp in try picked.withUnsafeMutableBufferPointer {
+                    try CPUOps.topKRouting(logits: lp, weights: wp, indices: $0, rows: rows, experts: width, k: k, normalize: normalize)
+                } } }
+                try weights.copy(from: DeviceTensor(Tensor(uncheckedShape: weights.shape, scalars: scores)))
+                try store(picked, into: indices)
+            case .argmax:
+                var picked = [Int32](repeating: 0, count: rows)
+                try floats("x").withUnsafeBufferPointer { xp in try picked.withUnsafeMutableBufferPointer {
+                    try CPUOps.argmax(x: xp, out: $0, rows: rows, cols: width)
+                } }
+                try store(picked, into: out!)
+            case let .sample(temperature, topK, topP):
+                var picked = [Int32](repeating: 0, count: rows)
+                let uniforms = try c["uniforms"].map { try $0.host().scalars }
+                try floats("x").withUnsafeBufferPointer { xp in try picked.withUnsafeMutableBufferPointer { tp in try withOptional(uniforms) {
+                    try CPUOps.sample(logits: xp, tokens: tp, rows: rows, vocab: width, temperature: temperature, topK: topK, topP: topP, uniforms: $0)
+                } } }
+                try store(picked, into: out!)
+            }
+        }
+        if let out, out.dtype.isFloatingPoint {
+            try out.copy(from: DeviceTensor(Tensor(uncheckedShape: out.shape, scalars: result), dtype: out.dtype))
+        }
+    }
+
+    /// The bf16 bits of a packed bf16 tensor in host memory, read in place; nil for other tensors. O(1).
+    private func packedBF16(_ x: DeviceTensor) -> UnsafeBufferPointer<UInt16>? {
+        guard x.dtype == .bfloat16, x.isContiguous, let p = UnsafePointer<UInt16>(bitPattern: x.address) else { return nil }
+        return UnsafeBufferPointer(start: p, count: x.count)
+    }
+
+    /// Writes i32 values into a packed i32 host tensor.
+    private func store(_ values: [Int32], into target: DeviceTensor) throws {
+        let host = try DeviceTensor.zeros(target.shape, dtype: .int32)
+        values.withUnsafeBytes { bytes in
+            if let base = bytes.baseAddress { host.storage.hostPointer!.copyMemory(from: base, byteCount: bytes.count) }
+        }
+        try target.copy(from: host)
+    }
+}
+
+/// Calls `body` with a buffer over `values`, or nil when there are none.
+private func withOptional<R>(_ values: [Float]?, _ body: (UnsafeBufferPointer<Float>?) throws -> R) rethrows -> R {
+    guard let values else { return try body(nil) }
+    return try values.withUnsafeBufferPointer { try body($0) }
+}
+
+/// Calls `body` with a mutable buffer over `values`, or nil when there are none.
+private func withOptionalMutable<R>(_ values: inout [Float]?, _ body: (UnsafeMutableBufferPointer<Float>?) throws -> R) rethrows -> R {
+    guard values != nil else { return try body(nil) }
+    return try values!.withUnsafeMutableBufferPointer { try body($0) }
+}

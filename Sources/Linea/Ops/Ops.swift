@@ -1,0 +1,230 @@
+/// One model op as a backend receives it: its kind, named inputs and preallocated outputs, shapes already checked.
+public struct ModelOpCall: OpCall {
+    /// The ops and their settings.
+    public enum Kind: Sendable, Equatable {
+        case matmul, embedding, softmax, argmax, silu, sigmoid, softplus, swiglu, add
+        case rmsNorm(eps: Float, zeroCentered: Bool), rmsNormGated(eps: Float), l2Norm(eps: Float)
+        case gelu(GELUApproximation)
+        case rotary(theta: Float, rotaryDim: Int, layout: RotaryLayout)
+        case causalConv1d(silu: Bool)
+        case topKRouting(k: Int, normalize: Bool)
+        case sample(temperature: Float, topK: Int, topP: Float)
+    }
+
+    /// What to compute.
+    public let kind: Kind
+    /// Inputs by argument name (`x`, `weight`, `bias`, `gate`, `up`, `ids`, `table`, `positions`, `state` (conv1d,
+    /// updated in place), `uniforms` (sampling draws)).
+    public let inputs: [(name: String, tensor: DeviceTensor)]
+    /// Outputs by name (`out`; routing's `weights` and `indices`).
+    public let outputs: [(name: String, tensor: DeviceTensor)]
+
+    public var name: String { "\(kind)".split(separator: "(").first.map(String.init) ?? "op" }
+
+    public func forEachTensor(_ body: (_ name: String, _ tensor: DeviceTensor) throws -> Void) rethrows {
+        for (name, tensor) in inputs { try body(name, tensor) }
+        for (name, tensor) in outputs { try body(name, tensor) }
+    }
+
+    /// The input or output named `name`, if the call has one. O(arguments).
+    public subscript(_ name: String) -> DeviceTensor? {
+        inputs.first { $0.name == name }?.tensor ?? outputs.first { $0.name == name }?.tensor
+    }
+}
+
+/// The ops a model needs besides its mixers, on device tensors, run where their inputs live (CPU or GPU).
+/// Float outputs take the dtype of the first float input (bf16 in, bf16 out; compute is Float32); indices and
+/// tokens are i32. Shapes are checked here for every backend; errors name the argument.
+public enum Ops {
+    /// `x [..., K] · weight[N, K]^T + bias[N]` (nn.Linear), `[..., N]`; weight f32, bf16 or f16 (bf16 weights stay
+    /// bf16 on both devices), fp32 accumulation. O(rows·N·K).
+    public static func matmul(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor? = nil) throws -> DeviceTensor {
+        try float(x, "x")
+        try float(weight, "weight")
+        try weight.expectRank(2, "weight", layout: "[N, K] (nn.Linear)")
+        let (n, k) = (weight.shape[0], weight.shape[1])
+        try lastAxis(x, k, "x", "[..., \(k)] (K of weight)")
+        if let bias { try bias.expectShape([n], "bias") }
+        let out = try DeviceTensor.zeros(Array(x.shape.dropLast()) + [n], dtype: x.dtype, on: x.device)
+        try run(.matmul, ["x": x, "weight": weight, "bias": bias], out)
+        return out
+    }
+
+    /// Rows of `table [V, D]` at integer `ids [...]` (i32 or i64), `[..., D]` in the table's dtype; an id outside
+    /// `0..<V` is an error naming it. O(ids·D).
+    public static func embedding(ids: DeviceTensor, table: DeviceTensor) throws -> DeviceTensor {
+        try ids.expectDType([.int32, .int64], "ids")
+        try float(table, "table")
+        try table.expectRank(2, "table", layout: "[vocab, D]")
+        let out = try DeviceTensor.zeros(ids.shape + [table.shape[1]], dtype: table.dtype, on: table.device)
+        try run(.embedding, ["ids": ids, "table": table], out)
+        return out
+    }
+
+    /// RMSNorm over the last axis: `x · rsqrt(mean(x²) + eps) · w`, or `· (1 + w)` when `zeroCentered` (Qwen3-Next,
+    /// Gemma); `weight [D]`. O(n).
+    public static func rmsNorm(_ x: DeviceTensor, weight: DeviceTensor, eps: Float = 1e-6, zeroCentered: Bool = false) throws -> DeviceTensor {
+        try norm(.rmsNorm(eps: eps, zeroCentered: zeroCentered), x, weight: weight, gate: nil)
+    }
+
+    /// Gated RMSNorm (Qwen3-Next, Mamba-2): `rmsnorm(x) · w · silu(gate)`; `gate` shaped as `x`, `weight [D]`. O(n).
+    public static func rmsNormGated(_ x: DeviceTensor, gate: DeviceTensor, weight: DeviceTensor, eps: Float = 1e-6) throws -> DeviceTensor {
+        try norm(.rmsNormGated(eps: eps), x, weight: weight, gate: gate)
+    }
+
+    /// `x / sqrt(sum x² + eps)` over the last axis (fla's l2norm). O(n).
+    public static func l2Norm(_ x: DeviceTensor, eps: Float = 1e-6) throws -> DeviceTensor {
+        try float(x, "x")
+        return try elementwise(.l2Norm(eps: eps), ["x": x])
+    }
+
+    /// `x · sigmoid(x)`. O(n).
+    public static func silu(_ x: DeviceTensor) throws -> DeviceTensor { try unary(.silu, x) }
+    /// `1 / (1 + e^-x)`. O(n).
+    public static func sigmoid(_ x: DeviceTensor) throws -> DeviceTensor { try unary(.sigmoid, x) }
+    /// torch's softplus (`log(1 + e^x)`, x above 20 passed through). O(n).
+    public static func softplus(_ x: DeviceTensor) throws -> DeviceTensor { try unary(.softplus, x) }
+    /// GELU, exact (erf) or the tanh approximation (`gelu_pytorch_tanh`). O(n).
+    public static func gelu(_ x: DeviceTensor, approximate: GELUApproximation = .none) throws -> DeviceTensor {
+        try unary(.gelu(approximate), x)
+    }
+    /// Softmax over the last axis. O(n).
+    public static func softmax(_ x: DeviceTensor) throws -> DeviceTensor { try unary(.softmax, x) }
+
+    /// `silu(gate) · up` (the SwiGLU MLP's middle), shapes equal. O(n).
+    public static func swiglu(gate: DeviceTensor, up: DeviceTensor) throws -> DeviceTensor {
+        try binary(.swiglu, ("gate", gate), ("up", up))
+    }
+
+    /// `a + b` (the residual add), shapes equal. O(n).
+    public static func add(_ a: DeviceTensor, _ b: DeviceTensor) throws -> DeviceTensor {
+        try binary(.add, ("a", a), ("b", b))
+    }
+
+    /// Rotary embedding of `x [..., T, H, D]` at integer `positions` (one per token row: `[T]` or `[B, T]`): the
+    /// first `rotaryDim` dims (default D; partial rotary below) turn by `position · theta^(-2i/rotaryDim)` in the
+    /// half-split (`rotate_half`) or interleaved layout, the rest pass through. O(n).
+    public static func rotary(_ x: DeviceTensor, positions: DeviceTensor, theta: Float = 10_000, rotaryDim: Int? = nil,
+                              layout: RotaryLayout = .halfSplit) throws -> DeviceTensor {
+        try float(x, "x")
+        guard x.rank >= 3 else { throw LineaError.shapeMismatch(argument: "x", expected: "[..., T, H, D]", actual: "\(x.shape)") }
+        try positions.expectDType([.int32, .int64], "positions")
+        let tokens = x.count / max(1, x.shape[x.rank - 1] * x.shape[x.rank - 2])
+        guard positions.count == tokens else {
+            throw LineaError.shapeMismatch(argument: "positions", expected: "\(tokens) positions (one per token row of x \(x.shape))",
+                                           actual: "\(positions.shape)")
+        }
+        let dims = rotaryDim ?? x.shape[x.rank - 1]
+        return try elementwise(.rotary(theta: theta, rotaryDim: dims, layout: layout), ["x": x, "positions": positions])
+    }
+
+    /// Causal depthwise conv1d over `x [B, T, C]` with `weight [C, W]` (W in 2...4), optional `bias [C]` and SiLU;
+    /// `state [B, C, W-1]` (the last W-1 inputs, zeros for a fresh sequence) is read and replaced, so a prefill
+    /// followed by one-token steps equals one call. O(B·T·C·W).
+    public static func causalConv1d(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor? = nil, state: DeviceTensor? = nil,
+                                    silu: Bool = false) throws -> DeviceTensor {
+        try float(x, "x")
+        try x.expectRank(3, "x", layout: "[B, T, C]")
+        let (b, c) = (x.shape[0], x.shape[2])
+        try weight.expectRank(2, "weight", layout: "[C, W]")
+        guard weight.shape[0] == c, (2...4).contains(weight.shape[1]) else {
+            throw LineaError.shapeMismatch(argument: "weight", expected: "[\(c), W] with W in 2...4", actual: "\(weight.shape)")
+        }
+        if let bias { try bias.expectShape([c], "bias") }
+        if let state {
+            try state.expectShape([b, c, weight.shape[1] - 1], "state")
+            guard state.storage.isWritable else {
+                throw LineaError.invalidArgument(argument: "state", expected: "writable memory", actual: "a read-only mapping")
+            }
+        }
+        return try elementwise(.causalConv1d(silu: silu), ["x": x, "weight": weight, "bias": bias, "state": state])
+    }
+
+    /// Mixture-of-experts routing: softmax over `logits [R, E]`, the `k` largest (ties to the lower index), their
+    /// weights renormalized to sum 1 when `normalize` (`norm_topk_prob`); `weights [R, k]` f32, `indices [R, k]` i32.
+    /// O(R·E·k).
+    public static func topKRouting(_ logits: DeviceTensor, k: Int, normalize: Bool) throws -> (weights: DeviceTensor, indices: DeviceTensor) {
+        try float(logits, "logits")
+        try logits.expectRank(2, "logits", layout: "[rows, experts]")
+        guard (1...logits.shape[1]).contains(k) else {
+            throw LineaError.invalidArgument(argument: "k", expected: "1...\(logits.shape[1]) (the experts)", actual: "\(k)")
+        }
+        let weights = try DeviceTensor.zeros([logits.shape[0], k], on: logits.device)
+        let indices = try DeviceTensor.zeros([logits.shape[0], k], dtype: .int32, on: logits.device)
+        try Backends.run(ModelOpCall(kind: .topKRouting(k: k, normalize: normalize), inputs: [("x", logits)],
+                                     outputs: [("weights", weights), ("indices", indices)]))
+        return (weights, indices)
+    }
+
+    /// The index of the largest value of each row of `x [R, N]` (the first on ties), `[R]` i32. O(R·N).
+    public static func argmax(_ x: DeviceTensor) throws -> DeviceTensor {
+        try float(x, "x")
+        try x.expectRank(2, "x", layout: "[rows, N]")
+        let out = try DeviceTensor.zeros([x.shape[0]], dtype: .int32, on: x.device)
+        try run(.argmax, ["x": x], out)
+        return out
+    }
+
+    /// One token per row of `logits [R, V]`, `[R]` i32: temperature (0: argmax), top-k (0: off; ties with the k-th
+    /// kept) and top-p (1: off), one uniform draw per row from `random`, so a seed picks the same tokens on every
+    /// device and machine. O(R·V·log V).
+    public static func sample(_ logits: DeviceTensor, temperature: Float, topK: Int = 0, topP: Float = 1,
+                              random: inout SeededRandom) throws -> DeviceTensor {
+        try float(logits, "logits")
+        try logits.expectRank(2, "logits", layout: "[rows, vocab]")
+        try OpCheck.sampling(temperature: Double(temperature), topK: topK, topP: Double(topP))
+        let rows = logits.shape[0]
+        let uniforms = temperature == 0 ? nil
+            : try DeviceTensor(Tensor(shape: [rows], scalars: (0..<rows).map { _ in Float(random.nextUnit()) }), on: logits.device)
+        let out = try DeviceTensor.zeros([rows], dtype: .int32, on: logits.device)
+        try run(.sample(temperature: temperature, topK: topK, topP: topP), ["x": logits, "uniforms": uniforms], out)
+        return out
+    }
+
+    // MARK: Shared checks
+
+    private static func float(_ x: DeviceTensor, _ name: String) throws {
+        try x.expectDType([.float32, .bfloat16, .float16], name)
+    }
+
+    private static func lastAxis(_ x: DeviceTensor, _ n: Int, _ name: String, _ layout: String) throws {
+        guard x.rank >= 1, x.shape[x.rank - 1] == n else { throw LineaError.shapeMismatch(argument: name, expected: layout, actual: "\(x.shape)") }
+    }
+
+    private static func norm(_ kind: ModelOpCall.Kind, _ x: DeviceTensor, weight: DeviceTensor, gate: DeviceTensor?) throws -> DeviceTensor {
+        try float(x, "x")
+        try float(weight, "weight")
+        try lastAxis(x, weight.count, "x", "[..., \(weight.count)] (the weight's length)")
+        try weight.expectRank(1, "weight", layout: "[D]")
+        if let gate { try gate.expectShape(x.shape, "gate") }
+        return try elementwise(kind, ["x": x, "weight": weight, "gate": gate])
+    }
+
+    private static func unary(_ kind: ModelOpCall.Kind, _ x: DeviceTensor) throws -> DeviceTensor {
+        try float(x, "x")
+        return try elementwise(kind, ["x": x])
+    }
+
+    private static func binary(_ kind: ModelOpCall.Kind, _ a: (String, DeviceTensor), _ b: (String, DeviceTensor)) throws -> DeviceTensor {
+        try float(a.1, a.0)
+        try float(b.1, b.0)
+        try b.1.expectShape(a.1.shape, b.0)
+        guard b.1.dtype == a.1.dtype else {
+            throw LineaError.invalidArgument(argument: b.0, expected: "dtype \(a.1.dtype.shortName) (as \(a.0))", actual: b.1.dtype.shortName)
+        }
+        return try elementwise(kind, [a.0: a.1, b.0: b.1])
+    }
+
+    /// Runs `kind` with an output shaped and typed as the first input. O(1) plus the op.
+    private static func elementwise(_ kind: ModelOpCall.Kind, _ inputs: KeyValuePairs<String, DeviceTensor?>) throws -> DeviceTensor {
+        let x = inputs.first!.value!
+        let out = try DeviceTensor.zeros(x.shape, dtype: x.dtype, on: x.device)
+        try run(kind, inputs, out)
+        return out
+    }
+
+    private static func run(_ kind: ModelOpCall.Kind, _ inputs: KeyValuePairs<String, DeviceTensor?>, _ out: DeviceTensor) throws {
+        try Backends.run(ModelOpCall(kind: kind, inputs: inputs.compactMap { entry in entry.value.map { (entry.key, $0) } },
+                                     outputs: [("out", out)]))
+    }
+}

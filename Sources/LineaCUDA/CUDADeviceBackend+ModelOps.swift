@@ -1,0 +1,76 @@
+import Linea
+
+extension CUDADeviceBackend {
+    /// The model-op kernels read one float dtype (f32, bf16, f16) for every float input of a call (a matmul's
+    /// activations are converted to its weight's dtype on the device), i32 positions for rotary, i32 or i64 ids. O(1).
+    func modelOpSupport(_ c: ModelOpCall) -> Support {
+        let x = c["x"] ?? c["gate"] ?? c["a"] ?? c["table"]!
+        for (name, tensor) in c.inputs where tensor.dtype.isFloatingPoint && name != "uniforms" && !(c.kind == .matmul && name == "weight") {
+            guard tensor.dtype == x.dtype else {
+                return .unsupported("\(name) has dtype \(tensor.dtype.shortName), \(c.inputs[0].name) \(x.dtype.shortName); the GPU op kernels read one dtype per call")
+            }
+        }
+        guard CUDAUpload.inputTypes.contains(x.dtype) else { return .unsupported("dtype \(x.dtype.shortName); the GPU op kernels take f32, bf16, f16") }
+        if case .rotary = c.kind, c["positions"]!.dtype != .int32 {
+            return .unsupported("positions are \(c["positions"]!.dtype.shortName); the GPU rotary kernel reads i32 positions")
+        }
+        return .supported
+    }
+
+    /// Runs a model op with `CUDAModelOps` / cuBLAS on the tensors' device buffers (queued; the embedding waits to
+    /// check its ids). O(1) launches.
+    func modelOp(_ c: ModelOpCall) throws {
+        let x = c["x"] ?? c["gate"] ?? c["a"] ?? c["table"]!
+        let (dtype, width) = (x.dtype, x.shape.last ?? 1)
+        let rows = x.count / max(width, 1)
+        let out = c["out"].map { buffer($0) }
+        func input(_ name: String) -> CUDABuffer? { c[name].map { buffer($0) } }
+        switch c.kind {
+        case .matmul:
+            let weight = c["weight"]!
+            var activations = buffer(x)
+            var converted: DeviceTensor?
+            if weight.dtype != dtype {
+                converted = try DeviceTensor.zeros(x.shape, dtype: weight.dtype, on: device)
+                try CUDAModelOps.convert(x: activations, from: dtype, out: buffer(converted!), to: weight.dtype, count: x.count)
+                activations = buffer(converted!)
+            }
+            try CUDAModelOps.matmul(x: activations, weight: buffer(weight), bias: input("bias"), out: out!, m: rows, n: weight.shape[0],
+                                    k: width, dtype: weight.dtype, outputDType: dtype)
+            withExtendedLifetime(converted) {}  // freed in stream order after the product
+        case .embedding:
+            let (ids, table) = (c["ids"]!, c["table"]!)
+            try CUDAModelOps.embedding(ids: buffer(ids), idType: ids.dtype == .int32 ? .int32 : .int64, table: buffer(table), out: out!,
+                                       count: ids.count, vocab: table.shape[0], dim: table.shape[1], dtype: dtype)
+        case let .rmsNorm(eps, zeroCentered):
+            try CUDAModelOps.rmsNorm(x: buffer(x), weight: input("weight")!, out: out!, rows: rows, dim: width, eps: eps,
+                                     zeroCentered: zeroCentered, dtype: dtype)
+        case let .rmsNormGated(eps):
+            try CUDAModelOps.rmsNormGated(x: buffer(x), gate: input("gate")!, weight: input("weight")!, out: out!, rows: rows, dim: width,
+                                          eps: eps, dtype: dtype)
+        case let .l2Norm(eps): try CUDAModelOps.l2Norm(x: buffer(x), out: out!, rows: rows, dim: width, eps: eps, dtype: dtype)
+        case .silu: try CUDAModelOps.silu(x: buffer(x), out: out!, count: x.count, dtype: dtype)
+        case .sigmoid: try CUDAModelOps.sigmoid(x: buffer(x), out: out!, count: x.count, dtype: dtype)
+        case .softplus: try CUDAModelOps.softplus(x: buffer(x), out: out!, count: x.count, dtype: dtype)
+        case let .gelu(approximate): try CUDAModelOps.gelu(x: buffer(x), out: out!, count: x.count, approximate: approximate, dtype: dtype)
+        case .softmax: try CUDAModelOps.softmax(x: buffer(x), out: out!, rows: rows, cols: width, dtype: dtype)
+        case .swiglu: try CUDAModelOps.swiglu(gate: buffer(x), up: input("up")!, out: out!, count: x.count, dtype: dtype)
+        case .add: try CUDAModelOps.add(buffer(x), input("b")!, out: out!, count: x.count, dtype: dtype)
+        case let .rotary(theta, rotaryDim, layout):
+            let tokens = c["positions"]!.count
+            try CUDAModelOps.rotary(x: buffer(x), positions: input("positions")!, out: out!, tokens: tokens, heads: x.shape[x.rank - 2],
+                                    headDim: width, rotaryDim: rotaryDim, theta: theta, layout: layout, dtype: dtype)
+        case let .causalConv1d(silu):
+            try CUDAModelOps.causalConv1d(x: buffer(x), weight: input("weight")!, bias: input("bias"), state: input("state"), out: out!,
+                                          batch: x.shape[0], length: x.shape[1], channels: x.shape[2], width: c["weight"]!.shape[1],
+                                          silu: silu, dtype: dtype)
+        case let .topKRouting(k, normalize):
+            try CUDAModelOps.topKRouting(logits: buffer(x), weights: buffer(c["weights"]!), indices: buffer(c["indices"]!), rows: rows,
+                                         experts: width, k: k, normalize: normalize, dtype: dtype)
+        case .argmax: try CUDAModelOps.argmax(x: buffer(x), out: out!, rows: rows, cols: width, dtype: dtype)
+        case let .sample(temperature, topK, topP):
+            try CUDAModelOps.sample(logits: buffer(x), uniforms: input("uniforms"), tokens: out!, rows: rows, vocab: width,
+                                    temperature: temperature, topK: topK, topP: topP, dtype: dtype)
+        }
+    }
+}

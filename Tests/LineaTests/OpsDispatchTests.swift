@@ -1,0 +1,111 @@
+import Foundation
+import Linea
+import Testing
+
+/// The model ops on device tensors (`Ops`, CPU backend) against the Float64 `ReferenceOps`, in f32 and bf16 (the
+/// reference then reads the bf16-rounded inputs, and the output is rounded once more).
+@Suite struct OpsDispatchTests {
+    static let dtypes: [DType] = [.float32, .bfloat16]
+
+    static func tolerance(_ dtype: DType) -> Double { dtype == .float32 ? 1e-5 : 2e-3 }
+
+    /// A seeded tensor on the CPU as `dtype`, and the Float64 values the op reads (rounded through `dtype`).
+    static func input(_ shape: [Int], seed: UInt64, _ dtype: DType, scale: Float = 1) throws -> (DeviceTensor, [Double]) {
+        let t = try DeviceTensor(Tensor.randomNormal(shape, seed: seed, scale: scale), dtype: dtype)
+        return (t, try t.host().scalars.map(Double.init))
+    }
+
+    static func check(_ got: DeviceTensor, _ want: [Double], _ dtype: DType, _ what: String) throws {
+        let stats = ErrorStats(try got.host().scalars, want.map { Float($0) })
+        #expect(stats.relativeRMS <= tolerance(dtype), "\(what) \(dtype): \(stats)")
+    }
+
+    @Test(arguments: dtypes)
+    func matmulAndEmbedding(_ dtype: DType) throws {
+        let (m, n, k) = (5, 33, 47)
+        let (x, xs) = try Self.input([m, k], seed: 1, dtype), (w, ws) = try Self.input([n, k], seed: 2, dtype)
+        let (b, bs) = try Self.input([n], seed: 3, dtype)
+        try Self.check(try Ops.matmul(x, weight: w, bias: b), try ReferenceOps.matmul(x: xs, weight: ws, bias: bs, m: m, n: n, k: k), dtype, "matmul")
+        // f32 activations against bf16 weights (the weights stay bf16).
+        let (x32, xs32) = try Self.input([2, 3, k], seed: 4, .float32)
+        let got = try Ops.matmul(x32, weight: w)
+        #expect(got.shape == [2, 3, n] && got.dtype == .float32)
+        try Self.check(got, try ReferenceOps.matmul(x: xs32, weight: ws, m: 6, n: n, k: k), .float32, "matmul f32 x \(dtype) w")
+        let ids = try DeviceTensor(integers: [3, 0, 32, 7], shape: [2, 2])
+        try Self.check(try Ops.embedding(ids: ids, table: w), try ReferenceOps.embedding(ids: [3, 0, 32, 7], table: ws, vocab: n, dim: k), dtype, "embedding")
+        #expect(throws: LineaError.self) { try Ops.embedding(ids: DeviceTensor(integers: [33], shape: [1]), table: w) }
+        #expect(throws: LineaError.self) { try Ops.embedding(ids: x, table: w) }
+        #expect(throws: LineaError.shapeMismatch(argument: "x", expected: "[..., 33] (K of weight)", actual: "[5, 47]")) { try Ops.matmul(x, weight: w.narrowed(axis: 1, 0..<33)) }
+    }
+
+    @Test(arguments: dtypes)
+    func normsAndActivations(_ dtype: DType) throws {
+        let (rows, d) = (6, 37)
+        let (x, xs) = try Self.input([2, 3, d], seed: 5, dtype, scale: 3), (z, zs) = try Self.input([2, 3, d], seed: 6, dtype)
+        let (w, ws) = try Self.input([d], seed: 7, dtype)
+        for zeroCentered in [false, true] {
+            try Self.check(try Ops.rmsNorm(x, weight: w, eps: 1e-6, zeroCentered: zeroCentered),
+                           try ReferenceOps.rmsNorm(x: xs, weight: ws, rows: rows, dim: d, eps: 1e-6, zeroCentered: zeroCentered), dtype, "rmsNorm")
+        }
+        try Self.check(try Ops.rmsNormGated(x, gate: z, weight: w, eps: 1e-5),
+                       try ReferenceOps.rmsNormGated(x: xs, gate: zs, weight: ws, rows: rows, dim: d, eps: 1e-5), dtype, "rmsNormGated")
+        try Self.check(try Ops.l2Norm(x), try ReferenceOps.l2Norm(x: xs, rows: rows, dim: d), dtype, "l2Norm")
+        try Self.check(try Ops.silu(x), xs.map(ReferenceOps.silu), dtype, "silu")
+        try Self.check(try Ops.sigmoid(x), xs.map(ReferenceOps.sigmoid), dtype, "sigmoid")
+        try Self.check(try Ops.softplus(x), xs.map(ReferenceOps.softplus), dtype, "softplus")
+        for approximate in GELUApproximation.allCases {
+            try Self.check(try Ops.gelu(x, approximate: approximate), xs.map { ReferenceOps.gelu($0, approximate: approximate) }, dtype, "gelu")
+        }
+        try Self.check(try Ops.softmax(x), try ReferenceOps.softmax(x: xs, rows: rows, cols: d), dtype, "softmax")
+        try Self.check(try Ops.swiglu(gate: x, up: z), try ReferenceOps.swiglu(gate: xs, up: zs), dtype, "swiglu")
+        try Self.check(try Ops.add(x, z), try ReferenceOps.add(xs, zs), dtype, "add")
+        #expect(throws: LineaError.self) { try Ops.add(x, w) }
+        #expect(throws: LineaError.self) { try Ops.rmsNorm(x, weight: z) }
+    }
+
+    @Test(arguments: dtypes)
+    func rotaryAndConv(_ dtype: DType) throws {
+        let (b, t, h, d) = (2, 5, 3, 16)
+        let (x, xs) = try Self.input([b, t, h, d], seed: 8, dtype)
+        let positions = (0..<(b * t)).map { $0 % t + 3 }
+        let p = try DeviceTensor(integers: positions, shape: [b, t], dtype: .int32)
+        for layout in RotaryLayout.allCases {
+            for rotaryDim in [d, 4] {
+                try Self.check(try Ops.rotary(x, positions: p, theta: 10_000, rotaryDim: rotaryDim, layout: layout),
+                               try ReferenceOps.rotary(x: xs, positions: positions, tokens: b * t, heads: h, headDim: d, rotaryDim: rotaryDim,
+                                                       theta: 10_000, layout: layout), dtype, "rotary \(layout) \(rotaryDim)")
+            }
+        }
+        // A prefill of 4 tokens then one-token steps, the state carried, equals the reference over all 7.
+        let (c, width) = (9, 4)
+        let (seq, seqs) = try Self.input([1, 7, c], seed: 9, dtype), (w, ws) = try Self.input([c, width], seed: 10, dtype)
+        let (bias, biases) = try Self.input([c], seed: 11, dtype)
+        let want = try ReferenceOps.causalConv1d(x: seqs, weight: ws, bias: biases, state: nil, batch: 1, length: 7, channels: c,
+                                                 width: width, silu: true)
+        let state = try DeviceTensor.zeros([1, c, width - 1], dtype: dtype)
+        var got: [Float] = []
+        for range in [0..<4, 4..<5, 5..<6, 6..<7] {
+            got += try Ops.causalConv1d(seq.narrowed(axis: 1, range).contiguous(), weight: w, bias: bias, state: state, silu: true).host().scalars
+        }
+        #expect(ErrorStats(got, want.y.map { Float($0) }).relativeRMS <= Self.tolerance(dtype), "conv1d \(dtype)")
+    }
+
+    @Test func routingArgmaxAndSampling() throws {
+        let (rows, experts) = (4, 10)
+        let (logits, ls) = try Self.input([rows, experts], seed: 12, .float32, scale: 2)
+        let routed = try Ops.topKRouting(logits, k: 3, normalize: true)
+        let want = try ReferenceOps.topKRouting(logits: ls, rows: rows, experts: experts, k: 3, normalize: true)
+        #expect(try routed.indices.hostIntegers() == want.indices)
+        try Self.check(routed.weights, want.weights, .float32, "routing weights")
+        #expect(try Ops.argmax(logits).hostIntegers() == (try ReferenceOps.argmax(x: ls, rows: rows, cols: experts)))
+        // Each row's token is the one the reference distribution gives for the same draw.
+        var random = SeededRandom(seed: 99), mirror = SeededRandom(seed: 99)
+        let tokens = try Ops.sample(logits, temperature: 0.8, topK: 5, topP: 0.9, random: &random).hostIntegers()
+        for r in 0..<rows {
+            let p = try ReferenceOps.samplingDistribution(logits: Array(ls[r * experts..<(r + 1) * experts]), temperature: 0.8, topK: 5, topP: 0.9)
+            #expect(tokens[r] == ReferenceOps.sample(distribution: p, u: Double(Float(mirror.nextUnit()))))
+        }
+        #expect(try Ops.sample(logits, temperature: 0, random: &random).hostIntegers() == (try ReferenceOps.argmax(x: ls, rows: rows, cols: experts)))
+        #expect(throws: LineaError.self) { try Ops.topKRouting(logits, k: 11, normalize: false) }
+    }
+}
