@@ -105,6 +105,27 @@ extension BenchCommand {
     }
 }
 
+extension BenchCommand {
+    /// `linea bench --backend cuda --matmul`: `Ops.matmul` on device tensors (nn.Linear layout, `--dtype` x and
+    /// weights, output preallocated) at a 1B-parameter model's projection shapes, CUDA-event timed as the kernels.
+    func runMatmul() throws {
+        guard backend == "cuda" else { throw Failure(description: "--matmul: times the GPU matrix multiply; add --backend cuda") }
+        if let reason = CUDABackend.unavailableReason { throw Failure(description: reason) }
+        let cuda = try CUDADeviceBackend.register()
+        let type: DType = dtype == "f16" ? .float16 : dtype == "f32" ? .float32 : .bfloat16
+        var rows: [[String]] = []
+        for (m, k, n) in [(4096, 2048, 6144), (1, 2048, 6144), (4096, 6144, 2048), (1, 6144, 2048)] {
+            let x = try DeviceTensor(Tensor.randomNormal([m, k], seed: 1), dtype: type, on: cuda.device)
+            let w = try DeviceTensor(Tensor.randomNormal([n, k], seed: 2, scale: 0.02), dtype: type, on: cuda.device)
+            let out = try DeviceTensor.zeros([m, n], dtype: type, on: cuda.device)
+            let t = try CUDABench.time(context: cuda.context, warmup: 5, iterations: 20) { _ = try Ops.matmul(x, weight: w, out: out) }
+            rows.append(["\(m)", "\(k)", "\(n)", String(format: "%.4f", t.median), String(format: "%.1f", 2 * Double(m * n * k) / (t.median / 1e3) / 1e12)])
+        }
+        printTable(header: ["M", "K", "N", "ms", "TFLOP/s"], rows: rows)
+        print("\(cuda.context.deviceName), \(dtype) x and weights, out = x · W^T (\((try? CUBLAS.library.get()) ?? "cuBLAS")), median of 20 runs (CUDA events, L2 evicted before each)")
+    }
+}
+
 /// A fast xorshift generator for large benchmark inputs (not for statistics).
 struct FastRandom {
     var state: UInt64

@@ -40,6 +40,8 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Time a model's recurrent decode instead: --layers layers of gated_delta_rule steps on resident fp32 states (H = 16, K = V = 128 unless given), at --batch (default: 1 and 64), on --backend; reports the state traffic against a device-to-device copy and the host copies in the loop.")
     var decode = false
     @Option(help: "--decode: number of layers.") var layers: Int = 24
+    @Flag(help: "cuda: time Ops.matmul (cuBLAS, --dtype inputs and weights) at a 1B model's projection shapes instead (M x K times K x N: 4096x2048x6144, 1x2048x6144, 4096x6144x2048, 1x6144x2048).")
+    var matmul = false
     @Option(help: "Write the results as a JSON array to this file.") var json: String?
     @Option(help: "Draw time over T on log-log axes into this SVG file.") var svg: String?
     @OptionGroup var memory: MemoryOptions
@@ -99,6 +101,7 @@ struct BenchCommand: ParsableCommand {
 
     func run() throws {
         if decode { return try runDecode() }
+        if matmul { return try runMatmul() }
         if backend == "cuda" { return try runCUDA() }
         if sgemm {
             for line in Measure.hostDescription() { print(line) }

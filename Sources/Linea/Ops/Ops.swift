@@ -36,18 +36,22 @@ public struct ModelOpCall: OpCall {
 /// Float outputs take the dtype of the first float input (bf16 in, bf16 out; compute is Float32); indices and
 /// tokens are i32. Shapes are checked here for every backend; errors name the argument.
 public enum Ops {
-    /// `x [..., K] · weight[N, K]^T + bias[N]` (nn.Linear), `[..., N]`; weight f32, bf16 or f16 (bf16 weights stay
-    /// bf16 on both devices), fp32 accumulation. O(rows·N·K).
-    public static func matmul(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor? = nil) throws -> DeviceTensor {
+    /// `x [..., K] · weight[N, K]^T + bias[N]` (nn.Linear), `[..., N]` in x's dtype; weight f32, bf16 or f16 (bf16
+    /// weights stay bf16 on both devices), fp32 accumulation. `out` (allocated when nil) lets a loop reuse its
+    /// output. O(rows·N·K).
+    public static func matmul(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor? = nil, out: DeviceTensor? = nil) throws -> DeviceTensor {
         try float(x, "x")
         try float(weight, "weight")
         try weight.expectRank(2, "weight", layout: "[N, K] (nn.Linear)")
         let (n, k) = (weight.shape[0], weight.shape[1])
         try lastAxis(x, k, "x", "[..., \(k)] (K of weight)")
         if let bias { try bias.expectShape([n], "bias") }
-        let out = try DeviceTensor.zeros(Array(x.shape.dropLast()) + [n], dtype: x.dtype, on: x.device)
-        try run(.matmul, ["x": x, "weight": weight, "bias": bias], out)
-        return out
+        let shape = Array(x.shape.dropLast()) + [n]
+        let result = try out ?? DeviceTensor.zeros(shape, dtype: x.dtype, on: x.device)
+        try result.expectShape(shape, "out")
+        try result.expectDType([x.dtype], "out")
+        try run(.matmul, ["x": x, "weight": weight, "bias": bias], result)
+        return result
     }
 
     /// Rows of `table [V, D]` at integer `ids [...]` (i32 or i64), `[..., D]` in the table's dtype; an id outside
