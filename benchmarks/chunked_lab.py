@@ -184,7 +184,7 @@ def run(mech, q, k, v, g, beta, h0, scale, out_fp32=False):
         wy_smem = (64 * (K + 8) + 64 * (V + 8)) * 2 + (64 * 68 + 3 * 64) * 4
         function(f"linea_chunk_wy_k{K}_v{V}", wy_smem)(
             ((T + 63) // 64, H, B), (128,), (ptr(k), ptr(v), ptr(beta), ptr(g), np.int32(gate_mode), ptr(w), ptr(u),
-                                             np.int32(T), np.int32(H)), shared_mem=wy_smem)
+                                             np.int32(T), np.int32(H), np.int32(1)), shared_mem=wy_smem)
         if args.wy_only:
             return o, ht
         smem = 4 * C * lk * 2 + 2 * C * 72 * 2 + C * 68 * 4 + 4 * C * 4  # k x2, q, w; scores hi, lo; u; gates
@@ -196,21 +196,23 @@ def run(mech, q, k, v, g, beta, h0, scale, out_fp32=False):
             end_smem = 2 * 2 * C * lk * 2 + 2 * C * 68 * 4 + 4 * C * 4  # k, w, u tiles x2; decays (lc_chunk_end_delta)
             function(f"linea_chunk_end_k{K}_{kind}", end_smem)(
                 ((V + K) // 64, H, B * segs), (128,), (ptr(k), ptr(u), ptr(w), ptr(g), np.int32(gate_mode), ptr(h0),
-                                                       np.int32(T), np.int32(H), np.int32(V), np.int32(per), ptr(ss), ptr(st)),
+                                                       np.int32(T), np.int32(H), np.int32(1), np.int32(V), np.int32(per),
+                                                       ptr(ss), ptr(st)),
                 shared_mem=end_smem)
             function("linea_chunk_seg_scan_delta", 0)((V // 32, H, B), (256,), (
                 ptr(ss), ptr(st), ptr(h0), np.int32(segs), np.int32(H), np.int32(K), np.int32(V)))
             if args.end_only:
                 return o, ht
         f(grid, (128,), (ptr(q), ptr(k), ptr(u), ptr(w), ptr(g), np.int32(gate_mode), ptr(h0), ptr(ht), ptr(o),
-                         np.int32(0 if out_fp32 else 1), np.int32(T), np.int32(H), np.int32(V), np.float32(scale),
-                         np.int32(per), ptr(ss)), shared_mem=smem)
+                         np.int32(0 if out_fp32 else 1), np.int32(T), np.int32(H), np.int32(1), np.int32(V),
+                         np.float32(scale), np.int32(per), ptr(ss)), shared_mem=smem)
         return o, ht
     # CUDAChunked.launchForward's layout: q, k tiles x2; state hi, lo; v x2; gates; the traded score fragments (16 KB)
     smem = (2 * 2 * C * lk + 2 * K * lv + 2 * C * lv) * 2 + 8 * C * 4 + 16384
     common = lambda ss, sg, h0_, ht_: (
         ptr(q), ptr(k), ptr(v), ptr(g), np.int32(gate_mode), ptr(h0_), ptr(ht_), ptr(o), np.int32(0 if out_fp32 else 1),
-        np.int32(T), np.int32(H), np.int32(V), np.float32(scale), np.int32(per), np.int32(segs), ptr(ss), ptr(sg))
+        np.int32(T), np.int32(H), np.int32(1), np.int32(V), np.float32(scale), np.int32(per), np.int32(segs), ptr(ss),
+        ptr(sg))
     f = function(f"linea_chunk_fwd_k{K}_v{bv}_{kind}", smem)
     ss = sg = None
     if segs > 1:

@@ -46,7 +46,7 @@ def inputs(BH, seed):
 def launch(f, nw, mech, q, k, v, g, beta, state, o, H, scale):
     BH = q.shape[0]
     f((BH, 1, 1), (32 * nw, 1, 1), (np.int32(MECHS.index(mech)), ptr(q), ptr(k), ptr(v), ptr(g), ptr(beta), ptr(state), ptr(o),
-                                   np.int32(K), np.int32(V), np.int32(H), np.float32(scale)))
+                                   np.int32(K), np.int32(V), np.int32(H), np.int32(1), np.float32(scale)))
 
 
 def reference(mech, q, k, v, g, beta, S, H, scale):

@@ -7,7 +7,11 @@ NVRTC comes from PyPI (nvidia-cuda-nvrtc, CUDA 13.0 line), installed into a priv
 set LINEA_NVRTC to a libnvrtc.so path to use another. Exits 1 on any compile error, printing NVRTC's log.
 A source that contains the line `// linea-nvrtc-arch: sm_90a` (wgmma and other arch-specific instructions) is
 compiled for that architecture only (as compute_90a), whatever --arch says.
-With `--dump DIR`, writes each compiled PTX to DIR/<name>.<arch>.ptx (to diff the PTX of two revisions).
+A source that contains lines `// linea-nvrtc-variant: TAG -OPTION...` (a module the launchers compile with those
+options, e.g. the grouped value heads' -DLINEA_GVA=1; words after the options are a comment) is also compiled once per
+such line with its options.
+With `--dump DIR`, writes each compiled PTX to DIR/<name>.<arch>.ptx, a variant's to DIR/<name>.<TAG>.<arch>.ptx (to diff
+the PTX of two revisions).
 Usage: scripts/check_kernels.py [--arch sm_90] [--arch sm_80] ... [--dump DIR]
 """
 import ctypes
@@ -66,14 +70,14 @@ def kernel_sources():
     return units, headers
 
 
-def compile_ptx(lib, name, source, headers, arch):
+def compile_ptx(lib, name, source, headers, arch, extra=()):
     prog = ctypes.c_void_p()
     texts = (ctypes.c_char_p * len(headers))(*[text.encode() for _, text in headers])
     names = (ctypes.c_char_p * len(headers))(*[include.encode() for include, _ in headers])
     rc = lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), (name + ".cu").encode(), len(headers), texts, names)
     if rc != 0:
         return False, f"nvrtcCreateProgram failed ({rc})", [], ""
-    opts = [f"--gpu-architecture=compute_{arch[3:]}".encode(), b"--std=c++17", b"-default-device"]
+    opts = [f"--gpu-architecture=compute_{arch[3:]}".encode(), b"--std=c++17", b"-default-device"] + [o.encode() for o in extra]
     arr = (ctypes.c_char_p * len(opts))(*opts)
     rc = lib.nvrtcCompileProgram(prog, len(opts), arr)
     size = ctypes.c_size_t()
@@ -115,15 +119,23 @@ def main():
     for name, src, path in sources:
         entries = []
         pinned = re.search(r"^// linea-nvrtc-arch: (sm_\w+)$", src, re.M)
+        variants = [("", [])] + [(m.group(1), m.group(2).split())
+                                 for m in re.finditer(r"^// linea-nvrtc-variant: (\w+)((?: -\S+)+)", src, re.M)]
         for arch in [pinned.group(1)] if pinned else archs:
-            ok, msg, entries, ptx = compile_ptx(lib, name, src, headers, arch)
-            if ok and dump:
-                os.makedirs(dump, exist_ok=True)
-                with open(os.path.join(dump, f"{name}.{arch}.ptx"), "w", encoding="utf-8") as out:
-                    out.write(ptx)
-            status = "ok" if ok else "FAILED"
-            print(f"[{status}] {name} ({path}) {arch}, NVRTC {major.value}.{minor.value}, entries {entries}: {msg}")
-            failed += not ok
+            for tag, extra in variants:
+                ok, msg, found, ptx = compile_ptx(lib, name, src, headers, arch, extra)
+                if ok and dump:
+                    os.makedirs(dump, exist_ok=True)
+                    with open(os.path.join(dump, f"{name}.{tag + '.' if tag else ''}{arch}.ptx"), "w", encoding="utf-8") as out:
+                        out.write(ptx)
+                if not tag:
+                    entries = found
+                elif ok and found != entries:
+                    ok, msg = False, f"variant {tag} has entries {found}, not the source's {entries}"
+                status = "ok" if ok else "FAILED"
+                shown = f" {' '.join(extra)}" if tag else ""
+                print(f"[{status}] {name} ({path}) {arch}{shown}, NVRTC {major.value}.{minor.value}, entries {found}: {msg}")
+                failed += not ok
         if not entries:
             print(f"[FAILED] {name}: no extern \"C\" __global__ entry")
             failed += 1

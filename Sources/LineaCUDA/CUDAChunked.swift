@@ -105,6 +105,7 @@ public enum CUDAChunked {
         let s = shape
         let (B, T, H, HV, K, V) = (s.batch, s.length, s.heads, s.valueHeads, s.keyDim, s.valueDim)
         let (heads, group) = (Int32(HV), Int32(s.group))  // the kernels' H (state heads) and HV / H
+        let grouped = CUDAKernels.options(group: s.group)  // the grouped-heads modules when HV > H
         let scaleValue = try launchScale(s, outputDType: outputDType, scale: scale)
         let isDelta = mechanism.isDelta
         let gateMode: Int32 = switch mechanism {
@@ -137,7 +138,7 @@ public enum CUDAChunked {
         if isDelta {
             // Scratch holds w [B,T,HV,K] bf16, then u [B,T,HV,V] fp32.
             let wAddress = work!.address, uAddress = work!.address + UInt64(B * T * HV * K * 2)
-            let prep = try ctx.function(source: CUDAKernels.chunkedWY, name: "linea_chunk_wy_k\(K)_v\(V)")
+            let prep = try ctx.function(source: CUDAKernels.chunkedWY, name: "linea_chunk_wy_k\(K)_v\(V)", options: grouped)
             let smem = (64 * (K + 8) + 64 * (V + 8)) * 2 + (64 * 68 + 3 * 64) * 4  // tiles; L (then A); gates, beta, beta e^G
             try ctx.launch(
                 prep, grid: ((T + 63) / 64, HV, B), block: (128, 1, 1), sharedBytes: smem,
@@ -151,7 +152,8 @@ public enum CUDAChunked {
                 // h0; pass 2 runs every segment.
                 let states = uAddress + UInt64(B * T * HV * V * 4)
                 segments = (states, states + UInt64(plan.segmentStateBytes))
-                let end = try ctx.function(source: CUDAKernels.chunkedDeltaEnd, name: "linea_chunk_end_k\(K)_\(kind)")
+                let end = try ctx.function(source: CUDAKernels.chunkedDeltaEnd, name: "linea_chunk_end_k\(K)_\(kind)",
+                                           options: grouped)
                 try ctx.launch(
                     end, grid: ((V + K) / 64, HV, B * plan.segments), block: (128, 1, 1),
                     sharedBytes: 2 * 2 * 64 * (K + 8) * 2 + 2 * 64 * 68 * 4 + 4 * 64 * 4,  // k, w, u tiles x2; decays
@@ -165,7 +167,7 @@ public enum CUDAChunked {
                                 .int32(heads), .int32(Int32(K)), .int32(Int32(V))])
             }
             // The full walk (lc_chunk_fwd_delta: 4 warps per 64 columns, two blocks per SM).
-            let f = try ctx.function(source: CUDAKernels.chunkedDeltaFwd, name: "linea_chunk_fwd_k\(K)_\(kind)")
+            let f = try ctx.function(source: CUDAKernels.chunkedDeltaFwd, name: "linea_chunk_fwd_k\(K)_\(kind)", options: grouped)
             try ctx.launch(
                 f, grid: (V / 64, HV, B * plan.segments), block: (128, 1, 1),
                 sharedBytes: 4 * 64 * (K + 8) * 2 + 2 * 64 * 72 * 2 + 64 * 68 * 4 + 4 * 64 * 4,  // k x2, q, w; scores hi, lo; u; gates
@@ -175,14 +177,15 @@ public enum CUDAChunked {
                             .int32(group), .int32(Int32(V)), .float(scaleValue), .int32(Int32(plan.segmentChunks)),
                             .pointer(segments.0)])
         } else {
-            let f = try ctx.function(source: CUDAKernels.chunkedFwd, name: "linea_chunk_fwd_k\(K)_v\(bv)_\(kind)")
+            let f = try ctx.function(source: CUDAKernels.chunkedFwd, name: "linea_chunk_fwd_k\(K)_v\(bv)_\(kind)", options: grouped)
             var segments: (UInt64, UInt64) = (0, 0)
             if plan.segments > 1 {
                 // Pass 1: the end state of every segment but the last from a zero state (the end-state entry: no q, no
                 // outputs, two blocks per SM); the scan turns them into the start states of segments 1..P-1 (h0 folded
                 // in); pass 2 runs every segment from its start state.
                 segments = (work!.address, work!.address + UInt64(plan.segmentStateBytes))
-                let end = try ctx.function(source: CUDAKernels.chunkedEnd, name: "linea_chunk_end_k\(K)_v\(bv)_\(kind)")
+                let end = try ctx.function(source: CUDAKernels.chunkedEnd, name: "linea_chunk_end_k\(K)_v\(bv)_\(kind)",
+                                           options: grouped)
                 try launchForward(end, ctx: ctx, q: q.address, k: k.address, v: v.address, g: common.g,
                                   gateMode: gateMode, h0: 0, ht: 0, o: o.address, outBF16: outputDType == .bfloat16,
                                   shape: s, plan: plan, stateOnly: true, segments: segments, scale: scaleValue)

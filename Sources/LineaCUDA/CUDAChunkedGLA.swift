@@ -55,7 +55,8 @@ public enum CUDAChunkedGLA {
         let plan = Plan(s, multiprocessors: ctx.multiprocessorCount, valueBlock: valueBlock)
         let (work, owned) = try CUDAChunked.workspace(plan.scratchBytes, scratch: scratch, context: ctx)
         let bv = plan.valueBlock
-        let f = try ctx.function(source: CUDAKernels.chunkedGLA, name: "linea_gla_fwd_k\(K)_v\(bv)")
+        let f = try ctx.function(source: CUDAKernels.chunkedGLA, name: "linea_gla_fwd_k\(K)_v\(bv)",
+                                 options: CUDAKernels.options(group: s.group))
         // Mirrors the kernel's layout: q, k, v tiles x2, state hi + lo (bf16); gates and row-group sums (fp32).
         let smem = (4 * 64 * (K + 8) + 2 * 64 * (bv + 8) + 2 * K * (bv + 8)) * 2 + (64 * (K + 4) + 1024) * 4
         let segments: (UInt64, UInt64) = plan.segments > 1

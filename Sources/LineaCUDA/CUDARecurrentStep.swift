@@ -127,7 +127,8 @@ public enum CUDARecurrentStep {
         }
         let name = "linea_rec_step_\(suffix)_k\(keyDim <= 128 ? 128 : 256)_v\(vec)"
         let f = try ctx.function(source: CUDAKernels.recurrentStep, name: name,
-                                 options: selecting(name) + (warpsPerBlock == 8 ? [] : ["-DLINEA_NW=\(warpsPerBlock)"]))
+                                 options: selecting(name) + (warpsPerBlock == 8 ? [] : ["-DLINEA_NW=\(warpsPerBlock)"])
+                                     + CUDAKernels.options(group: valueHeads / heads))
         try ctx.launch(
             f, grid: (bh, (valueDim + 32 * vec - 1) / (32 * vec), 1), block: (32 * warpsPerBlock, 1, 1),
             arguments: [

@@ -47,6 +47,24 @@ import Testing
         }
     }
 
+    @Test func groupedHeadSourcesDeclareTheirVariant() {
+        // A source whose kernels take `group` (itself or through a header it includes) reads q/k grouped only when
+        // compiled with groupedHeadsOptions, which its launcher passes for group > 1; scripts/check_kernels.py compiles
+        // that module from the source's variant line, so every such source needs the line, with those options.
+        let marker = "// linea-nvrtc-variant: gva " + CUDAKernels.groupedHeadsOptions.joined(separator: " ")
+        let groupedHeaders = CUDAKernels.headers.filter { $0.source.contains("int group") }.map(\.name)
+        var grouped = 0
+        for kernel in CUDAKernels.all {
+            let takesGroup = kernel.source.contains("int group")
+                || groupedHeaders.contains { kernel.source.contains("#include \"\($0)\"") }
+            grouped += takesGroup ? 1 : 0
+            #expect(kernel.source.contains(marker + " ") == takesGroup, "\(kernel.name): variant line \(takesGroup ? "missing" : "without group")")
+        }
+        #expect(grouped == 8)  // the chunked fwd, end, delta fwd, delta end, wy, gla and simt sources, the decode step
+        #expect(CUDAKernels.options(group: 1).isEmpty)
+        #expect(CUDAKernels.options(group: 4) == CUDAKernels.groupedHeadsOptions)
+    }
+
     @Test func kernelFilesAreEmbeddedWithTheirPathsAndHeaders() {
         // NVRTC names the repository's file and line in its messages only when each text starts with its #line.
         let prefix = "#line 1 \"Sources/LineaCUDA/Kernels/cu/"

@@ -69,6 +69,17 @@ public enum CUDAKernels {
     /// `linea_chunk_simt_{f32,f16}_k{64,128}_v{32,64}` (input type, K, V block).
     public static let chunkedSIMT = file("chunked_simt.cu")
 
+    /// NVRTC options of the grouped-value-head modules (fla's GVA: HV = group·H state heads, q and k `[B,T,H,K]`, value
+    /// head h reading q/k head h / group). Only a source compiled with them reads q/k that way; without them the
+    /// kernels ignore their `group` argument and compile as for HV = H (no grouped addressing: it cost gated_delta_rule
+    /// 3-5% on an H100). The chunked kernels and the decode step take them (each source says so in its
+    /// `// linea-nvrtc-variant: gva` line, which scripts/check_kernels.py compiles); `options(group:)` picks them.
+    public static let groupedHeadsOptions = ["-DLINEA_GVA=1"]
+
+    /// The options of a launch with `group` = HV / H value heads per q/k head: `groupedHeadsOptions` when `group` > 1,
+    /// else none. O(1).
+    public static func options(group: Int) -> [String] { group > 1 ? groupedHeadsOptions : [] }
+
     /// The headers the sources `#include`, as (include name, text), passed to NVRTC with every compile (by
     /// `CUDAContext.function`): chunked_common.cuh, the device helpers of the bf16 chunked kernels and `chunkedGLA`
     /// (cp.async tile loads, ldmatrix and `mma.sync` m16n8k16 bf16 wrappers, bf16 packing and the hi + lo split, the

@@ -6,6 +6,7 @@ extension CUDAKernels {
     static let embedded_chunked_end_cu = #"""
 #line 1 "Sources/LineaCUDA/Kernels/cu/chunked_end.cu"
 // Linea: the scalar decays' end-state pass of segmented runs (chunked_scalar.cuh has the method).
+// linea-nvrtc-variant: gva -DLINEA_GVA=1  (grouped value heads, HV > H: chunked_common.cuh)
 #include "chunked_scalar.cuh"
 
 LC_CHUNK_ENTRY(linea_chunk_end_k64_v32_plain, 64, 32, true, false)

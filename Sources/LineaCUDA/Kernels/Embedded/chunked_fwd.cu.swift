@@ -6,6 +6,7 @@ extension CUDAKernels {
     static let embedded_chunked_fwd_cu = #"""
 #line 1 "Sources/LineaCUDA/Kernels/cu/chunked_fwd.cu"
 // Linea: the scalar decays' full walk (chunked_scalar.cuh has the method).
+// linea-nvrtc-variant: gva -DLINEA_GVA=1  (grouped value heads, HV > H: chunked_common.cuh)
 #include "chunked_scalar.cuh"
 
 LC_CHUNK_ENTRY(linea_chunk_fwd_k64_v32_plain, 64, 32, false, false)

@@ -25,6 +25,7 @@ extension CUDAKernels {
 // (state_only) stores each segment's end state from a zero state and its total log2 gate per channel, and the second
 // carries the initial state through those before its own segment (grid.z = B * P).
 
+// linea-nvrtc-variant: gva -DLINEA_GVA=1  (grouped value heads, HV > H: chunked_common.cuh)
 #include "chunked_common.cuh"
 
 template <int K, int BV>
@@ -53,10 +54,12 @@ __device__ __forceinline__ void lg_gla_fwd(
     const int v0 = blockIdx.x * BV, h = blockIdx.y, b = blockIdx.z / P, p = blockIdx.z - b * P;
     const int cBegin = p * seg_chunks, cEnd = min(NC, cBegin + seg_chunks);
     if (state_only && p == P - 1) return;  // the last segment's end state is not needed
-    // q, k hold H / group heads (value head h reads head h / group); g, v, o and the state hold H.
-    const long kStride = (long)(H / group) * K, gStride = (long)H * K, vStride = (long)H * V;
-    const lc_bf16* qb = q + (long)b * T * kStride + (long)(h / group) * K;
-    const lc_bf16* kb = k + (long)b * T * kStride + (long)(h / group) * K;
+    // g, v, o and the state hold H heads; q, k hold H / group under LINEA_GVA (value head h reads head hk = h / group),
+    // else H.
+    const int hk = LINEA_GVA ? h / group : h;
+    const long gStride = (long)H * K, kStride = LINEA_GVA ? (long)(H / group) * K : gStride, vStride = (long)H * V;
+    const lc_bf16* qb = q + (long)b * T * kStride + (long)hk * K;
+    const lc_bf16* kb = k + (long)b * T * kStride + (long)hk * K;
     const lc_bf16* vb = v + (long)b * T * vStride + (long)h * V + v0;
     const float* gb = g + (long)b * T * gStride + (long)h * K;
     // Output row block I and column half: warps w and w + 4 share a scheduler, so they get blocks 3 - I and I

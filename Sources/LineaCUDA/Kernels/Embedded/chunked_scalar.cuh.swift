@@ -86,9 +86,11 @@ __device__ __forceinline__ void lc_chunk_fwd(
     const int v0 = blockIdx.x * BV, h = blockIdx.y, p = P - 1 - (int)blockIdx.z / Bn, b = blockIdx.z % Bn;
     const int cBegin = p * seg_chunks, cEnd = p == P - 1 ? NC : cBegin + seg_chunks;
     if (STATE_ONLY && p == P - 1) return;  // the last segment's end state is not needed
-    const long kStride = (long)(H / group) * K, vStride = (long)H * V;  // q, k hold H / group heads
-    const lc_bf16* qb = q + (long)b * T * kStride + (long)(h / group) * K;
-    const lc_bf16* kb = k + (long)b * T * kStride + (long)(h / group) * K;
+    // v, o and the state hold H heads; q, k hold H / group under LINEA_GVA (value head h reads head hk = h / group).
+    const int hk = LINEA_GVA ? h / group : h;
+    const long kStride = (long)(LINEA_GVA ? H / group : H) * K, vStride = (long)H * V;
+    const lc_bf16* qb = q + (long)b * T * kStride + (long)hk * K;
+    const lc_bf16* kb = k + (long)b * T * kStride + (long)hk * K;
     const long vOff = (long)b * T * vStride + (long)h * V + v0;
     float* G = Gall + warp * C;
     const int rt = warp & 3, ch = warp >> 2, r0 = 16 * rt, c0 = ch * (BV / (NW / 4));  // output rows, column part

@@ -6,6 +6,7 @@ extension CUDAKernels {
     static let embedded_chunked_wy_cu = #"""
 #line 1 "Sources/LineaCUDA/Kernels/cu/chunked_wy.cu"
 // Linea: the delta rules' WY prepass (chunked_scalar.cuh's overview).
+// linea-nvrtc-variant: gva -DLINEA_GVA=1  (grouped value heads, HV > H: chunked_common.cuh)
 #include "chunked_common.cuh"
 
 // hi + lo bf16 fragments of a 16 x 16 fp32 block in shared memory (row stride ld): as the A operand (rows x k), and
@@ -52,9 +53,10 @@ __device__ __forceinline__ void lc_chunk_wy(
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
     const int mat = lane >> 3, r8 = lane & 7;
     const int c = blockIdx.x, h = blockIdx.y, b = blockIdx.z, t0 = c * C;
-    // k holds H / group heads (value head h reads k head h / group); v, w and u hold H.
-    const long kStride = (long)(H / group) * K, vStride = (long)H * VD;
-    lc_load_tile<K, lc_bf16, 128>(Ks, k + (long)b * T * kStride + (long)(h / group) * K, t0, T, kStride);
+    // v, w and u hold H heads; k holds H / group under LINEA_GVA (value head h reads k head hk = h / group), else H.
+    const int hk = LINEA_GVA ? h / group : h;
+    const long wStride = (long)H * K, kStride = LINEA_GVA ? (long)(H / group) * K : wStride, vStride = (long)H * VD;
+    lc_load_tile<K, lc_bf16, 128>(Ks, k + (long)b * T * kStride + (long)hk * K, t0, T, kStride);
     lc_load_tile<VD, lc_bf16, 128>(Vs, v + (long)b * T * vStride + (long)h * VD, t0, T, vStride);
     lc_cp_commit();
     if (warp == 0) {
@@ -198,7 +200,7 @@ __device__ __forceinline__ void lc_chunk_wy(
             }
         }
     };
-    product(Ks, LK, lc_int<K>(), lc_int<0>(), w, (long)H * K, true);
+    product(Ks, LK, lc_int<K>(), lc_int<0>(), w, wStride, true);
     product(Vs, LVV, lc_int<VD>(), lc_int<1>(), u, vStride, false);
 }
 

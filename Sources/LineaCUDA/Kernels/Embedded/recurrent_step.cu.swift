@@ -13,8 +13,12 @@ extension CUDAKernels {
 // Grid (BH, ceil(V / (32 VEC))), block 32 LINEA_NW threads (8 warps by default). Lane = VEC adjacent columns (VEC = 4: float4 loads, needs
 // V % 4 == 0); warp w owns rows k = w, w+8, ... Each state element is read once and written once (kept in registers).
 // With -DLINEA_SELECT -DLINEA_ONLY_<entry>, only that entry is compiled (first use compiles one, not all).
+// linea-nvrtc-variant: gva -DLINEA_GVA=1  (grouped value heads, group > 1)
 #ifndef LINEA_NW
 #define LINEA_NW 8  // warps per block (-DLINEA_NW=16: 512 threads, half the rows per warp, fewer registers)
+#endif
+#ifndef LINEA_GVA
+#define LINEA_GVA 0  // 1: grouped value heads (group > 1; CUDAKernels.groupedHeadsOptions), else q, k [BH, K]
 #endif
 
 struct linea_bf16 { unsigned short x; };
@@ -51,7 +55,8 @@ __device__ __forceinline__ void linea_rec_step(
 {
     constexpr int R = KMAX / LINEA_NW;  // rows per warp
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const long bh = blockIdx.x, qk = (long)((int)blockIdx.x / group) * K;  // q and k row of this state head
+    // The q and k row of this state head: bh / group with -DLINEA_GVA=1, else bh (`group` unused).
+    const long bh = blockIdx.x, qk = LINEA_GVA ? (long)((int)blockIdx.x / group) : bh;
     const int c0 = (blockIdx.y * 32 + lane) * VEC;  // first column of this lane
     const bool active = c0 < V;  // VEC = 4 requires V % 4 == 0, so all VEC columns are then in range
     float* col = state + bh * (long)K * V + c0;
@@ -63,8 +68,8 @@ __device__ __forceinline__ void linea_rec_step(
         if (active && r < K) linea_vec<VEC>::load(col + (long)r * V, s[i]);
     }
     for (int i = threadIdx.x; i < K; i += blockDim.x) {
-        ks[i] = linea_load(k, qk + i);
-        qs[i] = linea_load(q, qk + i) * scale;
+        ks[i] = linea_load(k, qk * K + i);
+        qs[i] = linea_load(q, qk * K + i) * scale;
         if (GATE == 3) gs[i] = expf(linea_load(g, bh * K + i));
     }
     float decay = 1.f;

@@ -4,6 +4,16 @@
 typedef unsigned short lc_bf16;
 template <int N> struct lc_int { static constexpr int value = N; };
 
+// Grouped value heads (fla's GVA: value head h of H reads q/k head h / group, q and k [B,T,H/group,K] with their own
+// row stride) are compiled in only with -DLINEA_GVA=1 (CUDAKernels.groupedHeadsOptions: a module of its own, which the
+// launchers load when group > 1; each source's `linea-nvrtc-variant` line has scripts/check_kernels.py compile it).
+// By default `group` is ignored: q/k head h, and q, k share the row stride of w (delta rules) or g (gla), as the code
+// was before grouped heads (same PTX; the grouped addressing cost gated_delta_rule 3-5% on an H100). The kernels write
+// `LINEA_GVA ? grouped : plain` inline: through a helper function the plain form compiles to other PTX.
+#ifndef LINEA_GVA
+#define LINEA_GVA 0
+#endif
+
 __device__ __forceinline__ unsigned lc_smem_addr(const void* p) {
     unsigned a;
     asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));

@@ -1,4 +1,5 @@
 // Linea: the delta rules' end-state pass of segmented runs.
+// linea-nvrtc-variant: gva -DLINEA_GVA=1  (grouped value heads, HV > H: chunked_common.cuh)
 #include "chunked_delta.cuh"
 
 // The delta rules' end-state pass of segmented runs: one block of 4 warps per (64 state columns, head, b * P + p)
@@ -32,9 +33,10 @@ __device__ __forceinline__ void lc_chunk_end_delta(
               p = blockIdx.z - b * P;
     if (p == P - 1 || (trans && p == 0 && !h0)) return;
     const int cBegin = p * seg_chunks, cEnd = min(NC, cBegin + seg_chunks);
-    // k holds H / group heads (value head h reads k head h / group); w and u hold H.
-    const long kStride = (long)(H / group) * K, wStride = (long)H * K, vStride = (long)H * V;
-    const lc_bf16* kb = k + (long)b * T * kStride + (long)(h / group) * K;
+    // w and u hold H heads; k holds H / group under LINEA_GVA (value head h reads k head hk = h / group), else H.
+    const int hk = LINEA_GVA ? h / group : h;
+    const long wStride = (long)H * K, kStride = LINEA_GVA ? (long)(H / group) * K : wStride, vStride = (long)H * V;
+    const lc_bf16* kb = k + (long)b * T * kStride + (long)hk * K;
     const lc_bf16* wb = w + (long)b * T * wStride + (long)h * K;
     const float* ub = u + (long)b * T * vStride + (long)h * V + v0;
     float* D = Dall + warp * C;

@@ -1,4 +1,5 @@
 // Linea: the delta rules' full walk.
+// linea-nvrtc-variant: gva -DLINEA_GVA=1  (grouped value heads, HV > H: chunked_common.cuh)
 #include "chunked_delta.cuh"
 
 // linea_chunk_fwd_k{K}_{delta,gdelta}: the delta rules' full walk, transposed (as lc_chunk_end_delta): one block of 4
@@ -31,10 +32,11 @@ __device__ __forceinline__ void lc_chunk_fwd_delta(
     const int NC = (T + C - 1) / C, P = (NC + seg_chunks - 1) / seg_chunks;
     const int v0 = blockIdx.x * BV, h = blockIdx.y, b = blockIdx.z / P, p = blockIdx.z - b * P;
     const int cBegin = p * seg_chunks, cEnd = min(NC, cBegin + seg_chunks);
-    // q, k hold H / group heads (value head h reads head h / group); w, u and o hold H.
-    const long kStride = (long)(H / group) * K, wStride = (long)H * K, vStride = (long)H * V;
-    const lc_bf16* qb = q + (long)b * T * kStride + (long)(h / group) * K;
-    const lc_bf16* kb = k + (long)b * T * kStride + (long)(h / group) * K;
+    // w, u and o hold H heads; q, k hold H / group under LINEA_GVA (value head h reads head hk = h / group), else H.
+    const int hk = LINEA_GVA ? h / group : h;
+    const long wStride = (long)H * K, kStride = LINEA_GVA ? (long)(H / group) * K : wStride, vStride = (long)H * V;
+    const lc_bf16* qb = q + (long)b * T * kStride + (long)hk * K;
+    const lc_bf16* kb = k + (long)b * T * kStride + (long)hk * K;
     const lc_bf16* wb = w + (long)b * T * wStride + (long)h * K;
     const float* ub = u + (long)b * T * vStride + (long)h * V + v0;
     float* G = Gall + warp * C;

@@ -13,7 +13,11 @@
 //   o_i = scale (q_i * e^{G_i}) S + sum_{j<=i} scale [sum_d q_id k_jd e^{G_id-G_jd}] U_j
 //   S  <- diag(e^{G_last}) S + sum_j (k_j * e^{G_last-G_j}) U_j^T
 // Every exponent is a difference G_i - G_j with j <= i (or G_i itself), so <= 0: no factor exceeds 1.
+// linea-nvrtc-variant: gva -DLINEA_GVA=1  (grouped value heads, HV > H: chunked_common.cuh)
 typedef unsigned short lcs_f16;
+#ifndef LINEA_GVA
+#define LINEA_GVA 0  // 1: grouped value heads, group > 1 (chunked_common.cuh has the note)
+#endif
 
 __device__ __forceinline__ float lcs_load(const float* p, long i) { return p[i]; }
 __device__ __forceinline__ float lcs_load(const lcs_f16* p, long i) {
@@ -61,11 +65,11 @@ __device__ __forceinline__ void lcs_chunk(
     float* Bt = P + C * LP;          // [C] beta
     float* G = Bt + C;               // [C][LK] (gla) or [C] cumulative log gates
     const int tid = threadIdx.x, v0 = blockIdx.x * BV, h = blockIdx.y, b = blockIdx.z;
-    // q, k hold H / group heads (value head h reads head h / group); gla's g, v, o and the state hold H.
-    const long bh = (long)b * H + h, kRow = (long)(H / group) * K, gRow = (long)H * K, vRow = (long)H * V;
-    const T* qb = q + (long)b * TT * kRow + (long)(h / group) * K;
-    const T* kb = k + (long)b * TT * kRow + (long)(h / group) * K;
-    const float* gb = g + (vec ? (long)b * TT * gRow + (long)h * K : 0);
+    // gla's g, v, o and the state hold H heads; q, k hold H / group under LINEA_GVA (value head h reads head
+    // hk = h / group), else H (then q, k and g share one index).
+    const int hk = LINEA_GVA ? h / group : h;
+    const long bh = (long)b * H + h, gRow = (long)H * K, kRow = LINEA_GVA ? (long)(H / group) * K : gRow,
+               vRow = (long)H * V;
     const int c = tid % BV, r0 = tid / BV;
     auto gate = [&](int i, int d) { return vec ? G[i * LK + d] : G[i]; };
 
@@ -80,10 +84,10 @@ __device__ __forceinline__ void lcs_chunk(
         for (int e = tid; e < C * K; e += NT) {
             const int i = e / K, d = e - i * K, t = t0 + i;
             const bool ok = t < TT;
-            const long at = (long)t * kRow + d;
-            Qs[i * LK + d] = ok ? lcs_load(qb, at) : 0.f;
-            Ks[i * LK + d] = ok ? lcs_load(kb, at) : 0.f;
-            if (vec) G[i * LK + d] = ok ? gb[(long)t * gRow + d] : 0.f;
+            const long at = ((long)b * TT + t) * kRow + (long)hk * K + d;
+            Qs[i * LK + d] = ok ? lcs_load(q, at) : 0.f;
+            Ks[i * LK + d] = ok ? lcs_load(k, at) : 0.f;
+            if (vec) G[i * LK + d] = ok ? g[LINEA_GVA ? ((long)b * TT + t) * gRow + (long)h * K + d : at] : 0.f;
         }
         for (int e = tid; e < C * BV; e += NT) {
             const int i = e / BV, cc = e - i * BV, t = t0 + i;
