@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine, from the repository root (the device tool, carry [".device", ".whl"]): unpacks what
 # scripts/pack_device.sh packed, runs `linea verify --backend cuda` with bf16, f16 and f32 inputs and, when
-# .device/tests.tar.xz is there, the GPU test suites; with --compare, also benchmarks/compare_gpu.py (fla's wheels
+# .device/tests.tar.xz is there, the GPU test suites; with --compare, also lab/compare_gpu.py (fla's wheels
 # installed from .whl when present). Full outputs go to $OUT (else /tmp/linea-device); a summary line each to stdout.
 set -u
 cd "$(dirname "$0")/.."
@@ -26,7 +26,7 @@ if [ "${1:-}" = "--compare" ]; then
         python3 -m pip install -q --no-index --no-deps --target /tmp/linea-site .whl/*.whl
         export PYTHONPATH=/tmp/linea-site
     fi
-    python3 -u benchmarks/compare_gpu.py --linea /tmp/linea-d/linea > "$out/compare.txt" 2>&1 || status=1
+    python3 -u lab/compare_gpu.py --linea /tmp/linea-d/linea > "$out/compare.txt" 2>&1 || status=1
     tail -25 "$out/compare.txt"
 fi
 exit $status

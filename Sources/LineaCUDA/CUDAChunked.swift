@@ -30,7 +30,7 @@ public struct CUDAChunkedShape: Sendable, Equatable, CustomStringConvertible {
 /// order with the state in registers (no per-chunk states in memory); long sequences are cut into segments whose
 /// start states come from an end-state pass and a scan (for the delta rules, each segment's K x K transition too);
 /// the delta rules first run a parallel WY/UT prepass per chunk. README.md has the figures against fla 0.6
-/// (benchmarks/compare_gpu.py).
+/// (lab/compare_gpu.py).
 public enum CUDAChunked {
     /// Mechanisms with a CUDA chunked kernel here.
     public static let supported: [RecurrentMechanism] = [.linearAttention, .retention, .simpleGLA, .deltaRule, .gatedDeltaRule]

@@ -6,17 +6,17 @@ launches it the way CUDAChunked does (same launch plan, mirrored here), checks i
 recurrence on small shapes, and times it on the shapes of `linea bench --backend cuda` (bf16, H = 16, K = V = 128,
 B*T = 32768). Edit the kernel, rerun: one device call per variant instead of a Swift build.
 
-  python3 benchmarks/chunked_lab.py --check                     # checks, then times every mechanism
-  python3 benchmarks/chunked_lab.py --bv 64 --mech delta_rule   # force the V block
-  python3 benchmarks/chunked_lab.py --wy-only                   # time the delta rules' WY prepass alone
-  python3 benchmarks/chunked_lab.py --defines "-DFOO=1"         # extra NVRTC options for a variant
-  python3 benchmarks/chunked_lab.py --split --check             # scalar decays through chunked_split_lab.cu instead,
+  python3 lab/chunked_lab.py --check                     # checks, then times every mechanism
+  python3 lab/chunked_lab.py --bv 64 --mech delta_rule   # force the V block
+  python3 lab/chunked_lab.py --wy-only                   # time the delta rules' WY prepass alone
+  python3 lab/chunked_lab.py --defines "-DFOO=1"         # extra NVRTC options for a variant
+  python3 lab/chunked_lab.py --split --check             # scalar decays through chunked_split_lab.cu instead,
                                                                 # with the state and output kernels also timed alone
-  python3 benchmarks/chunked_lab.py --fla                       # fla's chunk kernel timed beside each row (do_bench)
-  python3 benchmarks/chunked_lab.py --end-only --T 32768        # segmented runs: only the end-state pass and the scan
-  python3 benchmarks/chunked_lab.py --kernel-file OLD.cu        # one source with every chunked entry instead
+  python3 lab/chunked_lab.py --fla                       # fla's chunk kernel timed beside each row (do_bench)
+  python3 lab/chunked_lab.py --end-only --T 32768        # segmented runs: only the end-state pass and the scan
+  python3 lab/chunked_lab.py --kernel-file OLD.cu        # one source with every chunked entry instead
                                                                 # (same entries and arguments; across revisions that
-                                                                # changed them: benchmarks/lab_versions.sh)
+                                                                # changed them: lab/lab_versions.sh)
 """
 import argparse, math, os, re, time
 import numpy as np, torch, cupy as cp

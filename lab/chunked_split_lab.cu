@@ -1,6 +1,6 @@
 // Lab kernel, not part of the library: a split chunked forward of the scalar-decay recurrences, tried in session 5
-// against the library's fused walk (Sources/LineaCUDA/Kernels/cu/chunked_fwd.cu). benchmarks/chunked_lab.py --split
-// compiles it after the chunked_common.cuh helpers and launches it; benchmarks/chunked_cuda_notes.md has what it measured.
+// against the library's fused walk (Sources/LineaCUDA/Kernels/cu/chunked_fwd.cu). lab/chunked_lab.py --split
+// compiles it after the chunked_common.cuh helpers and launches it; lab/chunked_cuda_notes.md has what it measured.
 // Linea: split chunked forward of S_t = a_t S_{t-1} + k_t v_t^T, o_t = scale q_t^T S_t (a_t = e^{g_t}: a scalar log
 // gate per (b, t, h), a fixed one per head, or none), chunks of C = 64 tokens.
 // q, k [B,T,H,K], v [B,T,H,V] bf16; g [B,T,H] fp32 (gate_mode 2) or per-head log decay [H] (gate_mode 1) or none (0);

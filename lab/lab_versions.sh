@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Times several versions of the chunked kernel in one device call (same GPU, same run), with benchmarks/chunked_lab.py.
-#   here:             benchmarks/lab_versions.sh pack REV [REV ...]   # git revisions (or "work" for the working tree)
-#   on the GPU:       benchmarks/lab_versions.sh run [chunked_lab.py options, e.g. --check --T 2048]
+# Times several versions of the chunked kernel in one device call (same GPU, same run), with lab/chunked_lab.py.
+#   here:             lab/lab_versions.sh pack REV [REV ...]   # git revisions (or "work" for the working tree)
+#   on the GPU:       lab/lab_versions.sh run [chunked_lab.py options, e.g. --check --T 2048]
 # pack writes, per revision, chunked_lab.py, compare_gpu.py and the kernel sources (the files in Kernels/cu, or the
 # Swift files that held the chunked ones before) into
 # .device/lab/NN-REV/ with the repository's layout (so the lab compiles that revision's kernels); carry ".device/lab"
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Each revision's lab reads its own layout: the kernel files, or the Swift literals of revisions before them.
-files="benchmarks/chunked_lab.py benchmarks/compare_gpu.py Sources/LineaCUDA/Kernels/cu
+files="lab/chunked_lab.py lab/compare_gpu.py Sources/LineaCUDA/Kernels/cu
 Sources/LineaCUDA/Kernels/ChunkedKernel.swift Sources/LineaCUDA/Kernels/ChunkedCommonKernel.swift"
 case "${1:-}" in
 pack)
@@ -40,7 +40,7 @@ run)
     fi
     for dir in .device/lab/*/; do
         name=$(basename "$dir")
-        PYTHONPATH="${PYTHONPATH:-}:$dir/benchmarks" python3 -u "$dir/benchmarks/chunked_lab.py" "$@" > "$out/lab-$name.txt" 2>&1 \
+        PYTHONPATH="${PYTHONPATH:-}:$dir/benchmarks" python3 -u "$dir/lab/chunked_lab.py" "$@" > "$out/lab-$name.txt" 2>&1 \
             || echo "lab_versions: $name exited with $?" >&2
     done
     for dir in .device/lab/*/; do

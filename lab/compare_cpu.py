@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Linea's CPU path beside PyTorch and numpy, in one run on one machine.
 
-  python3 benchmarks/compare_cpu.py --linea .build/release/linea [--threads 2] [--lengths 4096,16384]
+  python3 lab/compare_cpu.py --linea .build/release/linea [--threads 2] [--lengths 4096,16384]
 
 Prints the CPU (vendor, model, vector flags), then:
   - sgemm, n = 2048: Linea's (`linea bench --sgemm`: OpenBLAS as Linea loads it) against

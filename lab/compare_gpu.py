@@ -6,7 +6,7 @@ PyTorch SDPA on the same shapes, in one run on one GPU. Prints ours/theirs ms an
 Shapes (as `linea bench --backend cuda`): bf16, B*T = --tokens, H = --heads, K = V = --dim, T in --lengths.
 fla gets fla's layout [B,T,H,K] (l2-normalized keys for the delta rules, logsigmoid gates, sigmoid beta); SDPA gets
 [B,H,T,D], causal. Timing: triton.testing.do_bench, median.
-Usage: python3 benchmarks/compare_gpu.py --linea path/to/linea [--lengths 2048,8192,32768]
+Usage: python3 lab/compare_gpu.py --linea path/to/linea [--lengths 2048,8192,32768]
 """
 import argparse
 import json

@@ -6,8 +6,8 @@ NVRTC, launches it the way CUDARecurrentStep does, checks one step of every mech
 the issue's shape (bf16 inputs, B = 64, H = 32, K = V = 128, fp32 state in place) against a device-to-device copy of
 the state measured in the same process (bytes moved: the state read once and written once, as the copy does).
 
-  python3 benchmarks/decode_lab.py                          # check, then time the six mechanisms
-  python3 benchmarks/decode_lab.py --variants "=;-DLINEA_NW=16"   # several NVRTC define sets, side by side
+  python3 lab/decode_lab.py                          # check, then time the six mechanisms
+  python3 lab/decode_lab.py --variants "=;-DLINEA_NW=16"   # several NVRTC define sets, side by side
 """
 import argparse, os, re, time
 import numpy as np, torch, cupy as cp

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Compiles the Hopper attention kernel source to sm_90a SASS with NVRTC (no GPU needed) and prints ptxas's
-resource report (registers, spills, shared memory) per entry. Usage: benchmarks/hopper_regs.py [--source NAME]
+resource report (registers, spills, shared memory) per entry. Usage: lab/hopper_regs.py [--source NAME]
 [-DNAME=VALUE ...] (NAME: a kernel literal of scripts/check_kernels.py, attention_hopper by default)."""
 import ctypes, glob, os, sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
