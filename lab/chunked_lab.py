@@ -50,7 +50,7 @@ module = cp.RawModule(code=source, options=OPTIONS)
 module.compile()
 split_module = None
 if args.split:
-    split_module = cp.RawModule(code='#include "chunked_common.cuh"\n' + open(os.path.join(ROOT, "benchmarks", "chunked_split_lab.cu")).read(),
+    split_module = cp.RawModule(code='#include "chunked_common.cuh"\n' + open(os.path.join(ROOT, "lab", "chunked_split_lab.cu")).read(),
                                 options=OPTIONS)
     split_module.compile()
 print(f"compiled in {time.time() - started:.1f}s", flush=True)

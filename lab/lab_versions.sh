@@ -10,7 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Each revision's lab reads its own layout: the kernel files, or the Swift literals of revisions before them.
-files="lab/chunked_lab.py lab/compare_gpu.py Sources/LineaCUDA/Kernels/cu
+# The lab was benchmarks/ before session 15: both places are listed, each revision has one.
+files="lab/chunked_lab.py lab/compare_gpu.py lab/chunked_split_lab.cu benchmarks/chunked_lab.py benchmarks/compare_gpu.py
+benchmarks/chunked_split_lab.cu Sources/LineaCUDA/Kernels/cu
 Sources/LineaCUDA/Kernels/ChunkedKernel.swift Sources/LineaCUDA/Kernels/ChunkedCommonKernel.swift"
 case "${1:-}" in
 pack)
@@ -40,7 +42,8 @@ run)
     fi
     for dir in .device/lab/*/; do
         name=$(basename "$dir")
-        PYTHONPATH="${PYTHONPATH:-}:$dir/benchmarks" python3 -u "$dir/lab/chunked_lab.py" "$@" > "$out/lab-$name.txt" 2>&1 \
+        lab=$dir/lab; [ -d "$lab" ] || lab=$dir/benchmarks
+        PYTHONPATH="${PYTHONPATH:-}:$lab" python3 -u "$lab/chunked_lab.py" "$@" > "$out/lab-$name.txt" 2>&1 \
             || echo "lab_versions: $name exited with $?" >&2
     done
     for dir in .device/lab/*/; do
