@@ -31,7 +31,7 @@ public enum CUDAModelOps {
     static func launch(_ name: String, _ dtype: DType, on context: CUDAContext, grid: Int, gridY: Int = 1,
                        block: Int = threads, sharedBytes: Int = 0, _ arguments: [CUDAKernelArgument]) throws {
         let entry = "\(name)_\(try CUDAUpload.suffix(dtype))"
-        let f = try context.function(source: CUDAKernels.file("model_ops.cu"), name: entry)
+        let f = try context.function(source: CUDAKernels.modelOps, name: entry)
         try context.launch(f, grid: (grid, gridY, 1), block: (block, 1, 1), sharedBytes: sharedBytes, arguments: arguments)
     }
 
@@ -63,7 +63,7 @@ public enum CUDAModelOps {
         try expect("x", x, bytes: count * from.byteCount)
         try expect("out", out, bytes: count * to.byteCount)
         if from == to { return try out.copy(from: x, byteCount: count * from.byteCount) }
-        let f = try out.context.function(source: CUDAKernels.file("model_ops.cu"), name: "linea_cast_\(source)_\(target)")
+        let f = try out.context.function(source: CUDAKernels.modelOps, name: "linea_cast_\(source)_\(target)")
         try out.context.launch(f, grid: (blocks(count), 1, 1), block: (threads, 1, 1),
                                arguments: [.pointer(x.address), .pointer(out.address), .int32(Int32(count))])
     }

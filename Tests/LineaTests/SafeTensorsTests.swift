@@ -206,14 +206,18 @@ struct MalformedCase: Sendable, CustomTestStringConvertible {
         let dir = try makeTempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
         let url = dir.appendingPathComponent("ints.safetensors")
-        let header = #"{"ids":{"dtype":"I64","shape":[2],"data_offsets":[0,16]},"w":{"dtype":"F32","shape":[1],"data_offsets":[16,20]}}"#
-        try writeFile(fileBytes(header, [UInt8](repeating: 0, count: 20)), url)
-        let file = try SafeTensorsFile(path: url.path)  // I64 is a valid spec dtype: open succeeds
-        #expect(file.names == ["ids", "w"])
+        let header = #"{"ids":{"dtype":"I64","shape":[2],"data_offsets":[0,16]},"q8":{"dtype":"I8","shape":[2],"data_offsets":[20,22]},"w":{"dtype":"F32","shape":[1],"data_offsets":[16,20]}}"#
+        let ids = leBytes([Int64(151_643), Int64(-2)])
+        try writeFile(fileBytes(header, ids + [UInt8](repeating: 0, count: 6)), url)
+        let file = try SafeTensorsFile(path: url.path)  // I64 and I8 are valid spec dtypes: open succeeds
+        #expect(file.names == ["ids", "q8", "w"])
         #expect(try file.shape(of: "ids") == [2])
-        #expect(problemText { _ = try file.tensor("ids") }.contains("not supported"))
-        #expect(problemText { _ = try file.dtype(of: "ids") }.contains("I64"))
-        #expect(problemText { _ = try file.tensor("nope") } == "no tensor named 'nope'; the file has: ids, w")
+        // Integers are read as stored, never as Float32 (a token id is not a float).
+        #expect(try file.dtype(of: "ids") == .int64)
+        #expect(try file.deviceTensor("ids").hostIntegers() == [151_643, -2])
+        #expect(problemText { _ = try file.tensor("ids") }.contains("holds I64 integers, not floats"))
+        #expect(problemText { _ = try file.dtype(of: "q8") }.contains("not supported"))
+        #expect(problemText { _ = try file.tensor("nope") } == "no tensor named 'nope'; the file has: ids, q8, w")
         #expect(problemText { _ = try file.shape(of: "nope") }.contains("no tensor named"))
         #expect(try file.tensor("w").scalars == [0])
     }

@@ -69,6 +69,11 @@ public enum CUDAKernels {
     /// `linea_chunk_simt_{f32,f16}_k{64,128}_v{32,64}` (input type, K, V block).
     public static let chunkedSIMT = file("chunked_simt.cu")
 
+    /// The ops a model needs besides its mixers (embedding, norms, activations, rotary, causal conv1d, softmax, MoE
+    /// routing, argmax, sampling, the matmul bias, dtype casts), one module for f32, bf16 and f16. Entries
+    /// `linea_<op>_{f32,bf16,f16}` and `linea_cast_<from>_<to>`.
+    public static let modelOps = file("model_ops.cu")
+
     /// NVRTC options of the grouped-value-head modules (fla's GVA: HV = group·H state heads, q and k `[B,T,H,K]`, value
     /// head h reading q/k head h / group). Only a source compiled with them reads q/k that way; without them the
     /// kernels ignore their `group` argument and compile as for HV = H (no grouped addressing: it cost gated_delta_rule
@@ -122,8 +127,17 @@ public enum CUDAKernels {
             ("chunked_gla", chunkedGLA, [64, 128].flatMap { k in [64, 128].map { "linea_gla_fwd_k\(k)_v\($0)" } }),
             ("chunked_simt", chunkedSIMT,
              ["f32", "f16"].flatMap { t in [64, 128].flatMap { k in [32, 64].map { "linea_chunk_simt_\(t)_k\(k)_v\($0)" } } }),
+            ("model_ops", modelOps,
+             ["f32", "bf16", "f16"].flatMap { t in
+                 ["embed_i32", "embed_i64", "norm", "unary", "binary", "rotary", "conv1d", "softmax", "route", "argmax", "sample",
+                  "add_bias"].map { "linea_\($0)_\(t)" }
+             } + modelOpsCasts),
         ]
     }
+
+    /// model_ops.cu's dtype casts (every ordered pair of f32, bf16, f16).
+    static let modelOpsCasts = [("f32", "bf16"), ("f32", "f16"), ("bf16", "f32"), ("f16", "f32"), ("bf16", "f16"), ("f16", "bf16")]
+        .map { "linea_cast_\($0.0)_\($0.1)" }
 
     /// The scalar decays' entries of `pass` ("fwd": the full walk, "end": the end-state pass) per K, V block and kind.
     static func chunkedEntries(pass: String) -> [String] {
