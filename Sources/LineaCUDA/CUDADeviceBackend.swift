@@ -229,15 +229,21 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         return .supported
     }
 
-    private func attention(_ c: AttentionCall) throws {
-        let (B, T, Hq, D) = (c.q.shape[0], c.q.shape[1], c.q.shape[2], c.q.shape[3])
-        let (S, Hkv) = (c.k.shape[1], c.k.shape[2])
-        if B * T * Hq == 0 { return }
+    /// The launch shape of an attention call on `q`, `k`, or nil when there is nothing to launch: no query row, or no
+    /// key (then lse is set to -inf; o stays 0). O(1) plus that fill.
+    private func attentionShape(q: DeviceTensor, k: DeviceTensor, lse: DeviceTensor) throws -> CUDAAttentionShape? {
+        let (B, T, Hq, D) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
+        let (S, Hkv) = (k.shape[1], k.shape[2])
+        if B * T * Hq == 0 { return nil }
         if S == 0 {
-            try c.lse.copy(from: DeviceTensor(Tensor(zeros: c.lse.shape, value: -.infinity)).to(device))
-            return
+            try lse.copy(from: DeviceTensor(Tensor(zeros: lse.shape, value: -.infinity)).to(device))
+            return nil
         }
-        let shape = CUDAAttentionShape(batch: B, queryLength: T, keyLength: S, queryHeads: Hq, kvHeads: Hkv, headDim: D)
+        return CUDAAttentionShape(batch: B, queryLength: T, keyLength: S, queryHeads: Hq, kvHeads: Hkv, headDim: D)
+    }
+
+    private func attention(_ c: AttentionCall) throws {
+        guard let shape = try attentionShape(q: c.q, k: c.k, lse: c.lse) else { return }
         let (q, k, v, o, lse) = (buffer(c.q), buffer(c.k), buffer(c.v), buffer(c.o), buffer(c.lse))
         if case .splitKV(let partitions) = c.form {
             try CUDASplitKV.forward(q: q, k: k, v: v, o: o, lse: lse, shape: shape, scale: c.options.scale, causal: c.options.causal,
@@ -249,14 +255,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
     }
 
     private func blockSparse(_ c: BlockSparseCall) throws {
-        let (B, T, Hq, D) = (c.q.shape[0], c.q.shape[1], c.q.shape[2], c.q.shape[3])
-        let (S, Hkv) = (c.k.shape[1], c.k.shape[2])
-        if B * T * Hq == 0 { return }
-        if S == 0 {
-            try c.lse.copy(from: DeviceTensor(Tensor(zeros: c.lse.shape, value: -.infinity)).to(device))
-            return
-        }
-        let shape = CUDAAttentionShape(batch: B, queryLength: T, keyLength: S, queryHeads: Hq, kvHeads: Hkv, headDim: D)
+        guard let shape = try attentionShape(q: c.q, k: c.k, lse: c.lse) else { return }
         try CUDABlockSparse.forward(q: buffer(c.q), k: buffer(c.k), v: buffer(c.v), mask: buffer(c.mask), maskShape: c.mask.shape,
                                     blockRows: c.blockRows, blockKeys: c.blockKeys, o: buffer(c.o), lse: buffer(c.lse), shape: shape,
                                     scale: c.options.scale, causal: c.options.causal, dtype: c.q.dtype, outputDType: .float32)
