@@ -65,13 +65,14 @@ typealias OpCall = (name: String, call: () throws -> [Tensor], finite: [Bool]?)
         var outcomes: [String: Int] = [:]
         try Fuzz.run("opEntryPointsReturnOrThrowLineaError", slot: 1) { rng, fuzzCase in
             var x = OpInputs(rng: SeededRandom(seed: rng.next()))
-            let op = rng.below(10)
+            let op = rng.below(13)
             let c: OpCall
             switch op {
             case 0...2: c = attentionCase(&x, blockSparse: false)
             case 3: c = attentionCase(&x, blockSparse: true)
             case 4...7: c = recurrenceCase(&x)
-            default: c = stepCase(&x)
+            case 8...9: c = stepCase(&x)
+            default: c = deviceCase(&x)
             }
             fuzzCase.describe("\(c.name); " + x.log.joined(separator: "; "))
             do {
@@ -173,6 +174,90 @@ typealias OpCall = (name: String, call: () throws -> [Tensor], finite: [Bool]?)
             let out = try Recurrence.forward(mechanism, inputs, form: form)
             return [out.o, out.finalState]
         }, inputs.validate && !inputs.allowNonFiniteOutputs ? [true, true] : nil)
+    }
+
+    /// The device-tensor API on the CPU backend: the recurrences and attention through the dispatch, a model op, or a
+    /// view, with random dtypes (integers where floats belong, too), shapes and arguments.
+    private func deviceCase(_ x: inout OpInputs) -> OpCall {
+        let dtypes: [DType] = [.float32, .float32, .bfloat16, .float16, .int32, .int64]
+        func put(_ t: Tensor?, _ name: String, _ x: inout OpInputs) -> DeviceTensor? {
+            guard let t else { return nil }
+            let dtype = x.rng.chance(0.9) ? DType.float32 : x.rng.pick(dtypes)
+            x.log.append("\(name) as \(dtype.shortName)")
+            if dtype.isFloatingPoint { return try? DeviceTensor(t, dtype: dtype) }
+            return try? DeviceTensor(integers: t.scalars.map { $0.isFinite ? Int(max(-1e9, min(1e9, $0))) : 0 }, shape: t.shape, dtype: dtype)
+        }
+        func floats(_ d: DeviceTensor) throws -> Tensor {
+            d.dtype.isFloatingPoint ? try d.host() : try Tensor(shape: d.shape, scalars: d.hostIntegers().map(Float.init))
+        }
+        let (B, T, H, K, V) = (x.dim(), x.dim(), x.dim(), x.dim(), x.dim())
+        let HV = H * (1 + x.rng.below(2)) + (x.rng.chance(0.05) ? 1 : 0)
+        let mechanism = x.rng.pick(RecurrentMechanism.allCases)
+        switch x.rng.below(5) {
+        case 0, 1:
+            let step = x.rng.chance(0.5)
+            let lead = step ? [B] : [B, T]
+            let q = put(x.tensor("q", lead + [H, K]), "q", &x), k = put(x.tensor("k", lead + [H, K]), "k", &x)
+            let v = put(x.tensor("v", lead + [HV, V]), "v", &x)
+            let g = put(x.tensor("g", lead + (mechanism == .gla ? [HV, K] : [HV]), fill: -3...0), "g", &x)
+            let beta = put(x.tensor("beta", lead + [HV], fill: 0...1), "beta", &x)
+            let state = put(x.tensor("state", [B, HV, K, V]), "state", &x)
+            let gates = Recurrence.requiredInputs(mechanism)
+            guard let q, let k, let v else { return ("device recurrence: inputs refused", { [] }, nil) }
+            let (gIn, betaIn) = (gates.contains("g") || x.rng.chance(0.05) ? g : nil, gates.contains("beta") || x.rng.chance(0.05) ? beta : nil)
+            let l2 = x.rng.chance(0.3)
+            return ("Recurrence.\(step ? "step" : "forward") (device) \(mechanism.rawValue) l2 \(l2)", {
+                if step {
+                    guard let state else { return [] }
+                    return [try floats(Recurrence.step(mechanism, q: q, k: k, v: v, g: gIn, beta: betaIn, state: state, useQKL2Norm: l2))]
+                }
+                let out = try Recurrence.forward(mechanism, q: q, k: k, v: v, g: gIn, beta: betaIn, initialState: state,
+                                                 useQKL2Norm: l2, allowNonFiniteOutputs: true)
+                return [try floats(out.o), try floats(out.finalState)]
+            }, nil)
+        case 2:
+            let q = put(x.tensor("q", [B, T, H, K]), "q", &x), k = put(x.tensor("k", [B, V, H, K]), "k", &x)
+            let v = put(x.tensor("v", [B, V, H, K]), "v", &x)
+            guard let q, let k, let v else { return ("device attention: inputs refused", { [] }, nil) }
+            let options = AttentionOptions(causal: x.rng.chance(0.5), window: x.rng.chance(0.7) ? nil : x.rng.pick([0, 1, 3, Int.max]),
+                                           allowNonFiniteOutputs: true)
+            return ("Attention.forward (device) \(options)", {
+                let out = try Attention.forward(q: q, k: k, v: v, options: options)
+                return [try floats(out.o), try floats(out.lse)]
+            }, nil)
+        case 3:
+            let a = put(x.tensor("a", [B, T, K]), "a", &x), b = put(x.tensor("b", [B, T, K]), "b", &x)
+            let w = put(x.tensor("w", x.rng.chance(0.5) ? [K] : [V, K]), "w", &x)
+            let ids = put(x.tensor("ids", [B, T], fill: -1...Float(V + 1)), "ids", &x)
+            let pos = put(x.tensor("positions", [B], fill: 0...100), "positions", &x)
+            guard let a, let b, let w else { return ("device ops: inputs refused", { [] }, nil) }
+            let which = x.rng.below(9), k = x.rng.pick([0, 1, 2, K, K + 1])
+            var random = SeededRandom(seed: x.rng.next())
+            return ("Ops #\(which) k \(k)", {
+                let out: DeviceTensor
+                switch which {
+                case 0: out = try Ops.matmul(a, weight: w)
+                case 1: out = try Ops.rmsNorm(a, weight: w, zeroCentered: true)
+                case 2: out = try Ops.rmsNormGated(a, gate: b, weight: w)
+                case 3: out = try Ops.swiglu(gate: a, up: b)
+                case 4: out = try Ops.embedding(ids: ids ?? a, table: w)
+                case 5: out = try Ops.rotary(a.reshaped([B, T, 1, K]), positions: pos ?? a, rotaryDim: k)
+                case 6: out = try Ops.causalConv1d(a, weight: w, state: b)
+                case 7: out = try Ops.topKRouting(a.reshaped([B * T, K]), k: k, normalize: true).weights
+                default: out = try Ops.sample(a.reshaped([B * T, K]), temperature: Float(k) / 2, topK: k, topP: 0.9, random: &random)
+                }
+                return [try floats(out)]
+            }, nil)
+        default:
+            guard let t = put(x.tensor("t", [B, T, K]), "t", &x) else { return ("views: input refused", { [] }, nil) }
+            let (axis, lo, hi) = (x.rng.pick([0, 1, 2, 3, -1]), x.rng.pick([0, 1, 2, -1]), x.rng.pick([0, 1, 2, 5, Int.max]))
+            return ("views axis \(axis) \(lo)..\(hi)", {
+                guard lo <= hi else { return [] }
+                let view = try t.narrowed(axis: axis, lo..<hi)
+                try view.copy(from: view.contiguous())
+                return [try floats(view.contiguous()), try floats(t.selected(axis: axis, lo)), try floats(view.reshaped([view.count]))]
+            }, nil)
+        }
     }
 
     /// One to three decode steps of a random mechanism from a zero or given state.

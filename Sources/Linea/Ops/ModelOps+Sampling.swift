@@ -43,7 +43,8 @@ extension CPUOps {
                 var total: Float = 0
                 for slot in 0..<k {
                     var best = -1
-                    for e in 0..<experts where p[e] >= 0 && (best < 0 || p[e] > p[best]) { best = e }
+                    // -1 marks a taken expert (probabilities are >= 0; NaN ones from non-finite logits stay pickable).
+                    for e in 0..<experts where p[e] != -1 && (best < 0 || p[e] > p[best]) { best = e }
                     weights[r * k + slot] = p[best]
                     indices[r * k + slot] = Int32(best)
                     total += p[best]
@@ -119,7 +120,10 @@ extension CPUOps {
     /// The k-th largest of `x[0..<count]` (1 <= k < count): a descending buffer of the largest seen, O(count) for
     /// most inputs and k <= 256 (O(count·k) at worst); larger k sorts. NaN is skipped.
     static func kthLargest(_ x: UnsafePointer<Float>, count n: Int, k: Int) -> Float {
-        if k > 256 { return UnsafeBufferPointer(start: x, count: n).sorted(by: >)[k - 1] }
+        if k > 256 {
+            let sorted = UnsafeBufferPointer(start: x, count: n).filter { !$0.isNaN }.sorted(by: >)
+            return sorted.count >= k ? sorted[k - 1] : -.infinity
+        }
         var top: [Float] = []
         top.reserveCapacity(k + 1)
         for i in 0..<n {
@@ -130,7 +134,7 @@ extension CPUOps {
             while j > 0 && top[j - 1] < v { top[j] = top[j - 1]; j -= 1 }
             top[j] = v
         }
-        return top[k - 1]
+        return top.count == k ? top[k - 1] : -.infinity  // fewer than k non-NaN values: keep them all
     }
 
     /// The uniform draws `sample` reads, one per row from `random` (none at temperature 0), the same on every device. O(rows).

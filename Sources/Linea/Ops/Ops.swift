@@ -150,7 +150,7 @@ public enum Ops {
     public static func topKRouting(_ logits: DeviceTensor, k: Int, normalize: Bool) throws -> (weights: DeviceTensor, indices: DeviceTensor) {
         try float(logits, "logits")
         try logits.expectRank(2, "logits", layout: "[rows, experts]")
-        guard (1...logits.shape[1]).contains(k) else {
+        guard k >= 1, k <= logits.shape[1] else {
             throw LineaError.invalidArgument(argument: "k", expected: "1...\(logits.shape[1]) (the experts)", actual: "\(k)")
         }
         let weights = try DeviceTensor.zeros([logits.shape[0], k], on: logits.device)
