@@ -20,7 +20,7 @@ typealias cublasGemmExFn = @convention(c) (
 /// Dense GEMM on the GPU through cuBLAS (`libcublas.so.13`, else `.12`; env `LINEA_LIBCUBLAS` first), loaded with
 /// dlopen on first use like the driver, so nothing links against CUDA. One cuBLAS handle per context, bound to the
 /// context's stream.
-public enum CUBLAS {
+package enum CUBLAS {
     /// The loaded entry points, or why cuBLAS could not be loaded.
     static let api: Result<API, Error> = Result { try API() }
 

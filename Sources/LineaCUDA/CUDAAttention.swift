@@ -2,7 +2,7 @@ import Foundation
 import Linea
 
 /// Sizes of one attention call: q `[batch, queryLength, queryHeads, headDim]`, k/v `[batch, keyLength, kvHeads, headDim]`.
-public struct CUDAAttentionShape: Sendable, Equatable, CustomStringConvertible {
+package struct CUDAAttentionShape: Sendable, Equatable, CustomStringConvertible {
     /// B, T (queries), S (keys), Hq, Hkv, D.
     public var batch: Int, queryLength: Int, keyLength: Int, queryHeads: Int, kvHeads: Int, headDim: Int
 
@@ -69,7 +69,7 @@ extension CUDAAttentionShape {
 }
 
 /// Flash attention forward on the GPU (exact softmax attention, O(T) extra memory).
-public enum CUDAAttention {
+package enum CUDAAttention {
     /// Which kernel runs: the Hopper wgmma kernel (bf16/fp16, D = 128, sm_90), the mma.sync tensor-core kernel
     /// (bf16/fp16, D in {64, 128}, sm_80+), the portable one, or the best that fits.
     public enum Kernel: String, Sendable, CaseIterable {

@@ -3,7 +3,7 @@ import Linea
 
 /// Block-sparse attention on the GPU: exact softmax attention restricted to the blocks a `BlockMask` keeps
 /// (flash-style online softmax; key tiles of 32 that the mask drops for a whole 64-query tile are never loaded).
-public enum CUDABlockSparse {
+package enum CUDABlockSparse {
     /// Attention of q `[B,T,Hq,D]` over k, v `[B,S,Hkv,D]` (Hkv divides Hq, D <= 256) through `mask` (any block sizes
     /// bm x bn, `[B or 1, Hq or 1, ceil(T/bm), ceil(S/bn)]`), optionally causal (bottom-right aligned). Inputs are
     /// uploaded as `dtype` (f32, bf16, f16). Returns o `[B,T,Hq,D]` fp32 and lse `[B,T,Hq]` (o = 0, lse = -inf for a

@@ -3,7 +3,7 @@ import Linea
 
 /// Sizes of one chunked recurrence call: q, k `[B,T,H,K]`, v and o `[B,T,HV,V]`, state `[B,HV,K,V]`, with HV a
 /// multiple of H (grouped value heads, fla's GVA: value head hv reads q/k head hv / (HV/H)).
-public struct CUDAChunkedShape: Sendable, Equatable, CustomStringConvertible {
+package struct CUDAChunkedShape: Sendable, Equatable, CustomStringConvertible {
     /// B, T, H (query/key heads), K, V.
     public var batch: Int, length: Int, heads: Int, keyDim: Int, valueDim: Int
     /// HV: value (and state) heads, a multiple of `heads`.
@@ -31,7 +31,7 @@ public struct CUDAChunkedShape: Sendable, Equatable, CustomStringConvertible {
 /// start states come from an end-state pass and a scan (for the delta rules, each segment's K x K transition too);
 /// the delta rules first run a parallel WY/UT prepass per chunk. README.md has the figures against fla 0.6
 /// (lab/compare_gpu.py).
-public enum CUDAChunked {
+package enum CUDAChunked {
     /// Mechanisms with a CUDA chunked kernel here.
     public static let supported: [RecurrentMechanism] = [.linearAttention, .retention, .simpleGLA, .deltaRule, .gatedDeltaRule]
     /// Every mechanism with a CUDA chunked kernel: `supported` plus gla (`CUDAChunkedGLA`).

@@ -6,7 +6,7 @@ import Linea
 /// segment]) walks its chunks in order with the state in registers; the per-channel decays enter as scaled bf16
 /// hi + lo operands, the intra-chunk scores use one reference row per 16-row block (a direct sum on the diagonal block
 /// for gates too steep for that). Long sequences with few heads run in parallel segments (two launches).
-public enum CUDAChunkedGLA {
+package enum CUDAChunkedGLA {
     /// Runs gla over `inputs` (fla layout, as `Recurrence.forward(.gla, ...)`: g `[B,T,HV,K]` log gates <= 0, HV a
     /// multiple of q/k's H) on the GPU. q, k, v are uploaded in `dtype` (`.bfloat16`: this tensor-core kernel;
     /// `.float16` / `.float32`: the fp32 CUDA-core kernel of `CUDAChunkedSIMT`); g and the state stay fp32. Returns o

@@ -5,7 +5,7 @@ import Linea
 /// `CUDAChunked` / `CUDAChunkedGLA` on tensor cores; both route `.float32` and `.float16` here). Design
 /// (Kernels/ChunkedSIMTKernel.swift): one block per (V slice, head, batch) walks its chunks in order with the fp32
 /// state in shared memory; the delta rules solve their WY/UT system per chunk by forward substitution.
-public enum CUDAChunkedSIMT {
+package enum CUDAChunkedSIMT {
     /// Input element types of this path: fp32 and fp16.
     public static let inputTypes: [DType] = [.float32, .float16]
 

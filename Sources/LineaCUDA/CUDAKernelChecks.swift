@@ -4,7 +4,7 @@ import Linea
 /// GPU-vs-CPU comparisons of the decode steps, split-KV decode attention and block-sparse attention, shared by the
 /// tests, `linea verify --backend cuda` and `linea-cuda-check`. Inputs are rounded to the dtype first, so only the
 /// kernel's own error is measured; tolerance on relative RMS: 1e-5 for fp32, 2e-3 for bf16 / fp16.
-public enum CUDAKernelChecks {
+package enum CUDAKernelChecks {
     /// Tolerance on relative RMS for `dtype`.
     public static func tolerance(_ dtype: DType) -> Double { dtype == .float32 ? 1e-5 : 2e-3 }
 

@@ -4,7 +4,7 @@ import Linea
 /// The model ops on device buffers (model_ops.cu; `CPUOps` semantics): each queues kernels on the buffers' context
 /// stream without transfers (except where said), checks sizes against the buffers' byte counts and throws
 /// `LineaError` naming the argument. Float tensors of one call share `dtype` (f32, bf16 or f16), fp32 compute.
-public enum CUDAModelOps {
+package enum CUDAModelOps {
     /// Token id element types.
     public enum IDType: Sendable {
         /// 32-bit ids (`torch.int32`).

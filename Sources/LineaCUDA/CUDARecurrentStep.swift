@@ -3,7 +3,7 @@ import Linea
 
 /// Fused one-token (decode) recurrent steps on the GPU for the six mechanisms; the fp32 state is updated in place
 /// in one pass (each state element read and written once).
-public enum CUDARecurrentStep {
+package enum CUDARecurrentStep {
     /// The kernel's mechanism switch: 0 linear_attn, 1 retention, 2 simple_gla, 3 gla, 4 delta_rule, 5 gated_delta_rule.
     static func mechanismCode(_ m: RecurrentMechanism) -> Int32 {
         switch m {

@@ -2,7 +2,7 @@ import Foundation
 import Linea
 
 /// Plain CPU loops (Float64 accumulation) that the CUDA kernels are checked against.
-public enum CUDAReference {
+package enum CUDAReference {
     /// Softmax attention, same conventions as `CUDAAttention.forward`: q `[B,T,Hq,D]`, k/v `[B,S,Hkv,D]`;
     /// returns o `[B,T,Hq,D]` and lse `[B,T,Hq]` (-inf, o = 0 for rows with no visible key). O(B·Hq·T·S·D).
     public static func attention(
@@ -77,7 +77,7 @@ public enum CUDAReference {
 }
 
 /// GPU-vs-CPU comparisons shared by the test suite and the `linea-cuda-check` tool.
-public enum CUDASelfCheck {
+package enum CUDASelfCheck {
     /// One comparison's outcome: the case, the kernel, errors of each output and the tolerance on relative RMS.
     public struct Outcome: Sendable, CustomStringConvertible {
         /// Case and kernel, e.g. `attention B=1 ... causal BF16 tensorCore`.

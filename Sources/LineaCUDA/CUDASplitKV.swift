@@ -4,7 +4,7 @@ import Linea
 /// Split-KV decode attention on the GPU (flash-decoding): a few queries against a long KV cache. The keys are cut
 /// into partitions processed by separate blocks (so a small batch still fills the GPU), each writing a partial
 /// output and log-sum-exp; a second kernel merges them. K and V are read once (per 4 or 8 query rows of a KV head).
-public enum CUDASplitKV {
+package enum CUDASplitKV {
     /// Largest query length accepted (the kernel keeps all query rows of a KV head in registers, 8 at a time).
     public static let maxQueryLength = 64
 

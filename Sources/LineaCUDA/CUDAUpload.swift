@@ -2,7 +2,7 @@ import Foundation
 import Linea
 
 /// Host-to-device uploads of Float32 tensors in the input element types the kernels read.
-public enum CUDAUpload {
+package enum CUDAUpload {
     /// Input element types the kernels of this file set accept: fp32, bf16 and fp16 (rounded to nearest even).
     public static let inputTypes: [DType] = [.float32, .bfloat16, .float16]
 

@@ -21,7 +21,7 @@ public enum CUDABackend {
 }
 
 /// One value passed to a kernel: device pointers, 32-bit ints and floats (the only kinds Linea's kernels take).
-public enum CUDAKernelArgument: Sendable {
+package enum CUDAKernelArgument: Sendable {
     /// A device address (`CUdeviceptr`, e.g. `CUDABuffer.address`).
     case pointer(UInt64)
     /// A C `int`.
@@ -31,7 +31,7 @@ public enum CUDAKernelArgument: Sendable {
 }
 
 /// A kernel entry point loaded from a compiled module.
-public struct CUDAFunction: @unchecked Sendable {
+package struct CUDAFunction: @unchecked Sendable {
     let handle: OpaquePointer
     /// The `extern "C"` entry name.
     public let name: String
@@ -136,7 +136,7 @@ public final class CUDAContext: @unchecked Sendable {
     /// The kernel `name` from `source`, compiled for this device by NVRTC on first use with `headers` (include name,
     /// text) available to its `#include`s; cached in memory and on disk (see `KernelCache`), keyed by FNV-1a 64 of
     /// source, headers, architecture, options and NVRTC version.
-    public func function(
+    package func function(
         source: String, name: String, options: [String] = [], headers: [(name: String, source: String)] = CUDAKernels.headers
     ) throws -> CUDAFunction {
         try makeCurrent()
@@ -200,7 +200,7 @@ public final class CUDAContext: @unchecked Sendable {
 
     /// Queues `function` on the stream with the given grid, block, dynamic shared memory and arguments.
     /// Raises the function's dynamic shared-memory limit first when `sharedBytes` exceeds 48 KiB.
-    public func launch(
+    package func launch(
         _ function: CUDAFunction, grid: (Int, Int, Int), block: (Int, Int, Int), sharedBytes: Int = 0,
         arguments: [CUDAKernelArgument]
     ) throws {
@@ -339,7 +339,7 @@ public final class CUDABuffer: @unchecked Sendable {
 }
 
 /// A CUDA event on the context's stream, for timing (freed on deinit).
-public final class CUDAEvent: @unchecked Sendable {
+package final class CUDAEvent: @unchecked Sendable {
     let context: CUDAContext
     let handle: OpaquePointer
 
@@ -369,7 +369,7 @@ public final class CUDAEvent: @unchecked Sendable {
 }
 
 /// Times device work with CUDA events.
-public enum CUDABench {
+package enum CUDABench {
     /// Runs `body` `warmup` times, then `iterations` times each between two events, as `triton.testing.do_bench` does:
     /// every run is queued behind a 256 MiB fill that evicts L2, and the host waits only once, after the last run, so
     /// the host's launch overhead overlaps the device's work instead of being counted. Returns the median and minimum

@@ -3,7 +3,7 @@ import Foundation
 /// Compiled kernel images on disk: `$LINEA_CUDA_CACHE` or `$XDG_CACHE_HOME/linea/cuda` or `~/.cache/linea/cuda`,
 /// one `<key>.cubin` per (source, headers, options, architecture, NVRTC version). Failures to read or write are ignored
 /// (the kernel is simply compiled again).
-public enum KernelCache {
+package enum KernelCache {
     /// FNV-1a 64-bit hash of `bytes` (continuing from `seed`); O(n).
     public static func fnv1a64<S: Sequence>(_ bytes: S, seed: UInt64 = 0xcbf2_9ce4_8422_2325) -> UInt64 where S.Element == UInt8 {
         var hash = seed

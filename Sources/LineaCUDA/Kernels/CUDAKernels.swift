@@ -1,7 +1,7 @@
 /// The CUDA C sources of Linea's kernels (compiled by NVRTC on first use) and their entry points.
 /// The sources are the files in Kernels/cu, embedded into `files` by scripts/embed_kernels.py (Kernels/Embedded), so
 /// the binary needs nothing beside it.
-public enum CUDAKernels {
+package enum CUDAKernels {
     /// Tiled online-softmax attention forward, no tensor cores; any head dim <= 256; any architecture.
     /// Entries `linea_attn_simple_{f32,bf16,f16}_d{64,128,256}` (the suffix is the largest head dim handled).
     public static let attentionSimple = file("attention_simple.cu")
