@@ -199,3 +199,27 @@ private func token(_ x: Tensor, _ t: Int) throws -> Tensor {
         #expect(throws: LineaError.self) { try Recurrence.step(.linearAttention, q: ids, k: q2, v: v, state: state) }
     }
 }
+
+/// Counts its items into a shared buffer, and optionally runs a nested static loop inside each item.
+private struct CountingItems: ParallelItems, @unchecked Sendable {
+    let counts: UnsafeMutablePointer<Int>, nested: Bool, inner: Int
+    func run(_ item: Int) {
+        counts[item] += 1
+        if nested { Parallel.forEachStatic(inner, CountingItems(counts: counts + 1000 + item * inner, nested: false, inner: 0)) }
+    }
+}
+
+@Suite struct StaticLoopTests {
+    /// Every item runs exactly once, also for loops nested inside the parked threads' items (no deadlock: the inner
+    /// loops run on their callers' threads).
+    @Test func everyItemOnceAndNestingRuns() {
+        let counts = UnsafeMutablePointer<Int>.allocate(capacity: 1000 + 64 * 7)
+        defer { counts.deallocate() }
+        counts.initialize(repeating: 0, count: 1000 + 64 * 7)
+        Parallel.forEachStatic(1000, CountingItems(counts: counts, nested: false, inner: 0))
+        #expect((0..<1000).allSatisfy { counts[$0] == 1 })
+        counts.initialize(repeating: 0, count: 1000 + 64 * 7)
+        Parallel.forEachStatic(64, CountingItems(counts: counts, nested: true, inner: 7))
+        #expect((0..<64).allSatisfy { counts[$0] == 1 } && (1000..<(1000 + 64 * 7)).allSatisfy { counts[$0] == 1 })
+    }
+}

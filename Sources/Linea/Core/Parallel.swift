@@ -72,7 +72,8 @@ extension Parallel {
     /// Runs `items.run(i)` for every `i` in `0..<count`, split into one contiguous range per worker thread. Unlike
     /// `forEach` it allocates nothing after its first call: its helper threads are started once and parked between
     /// calls (GCD's `concurrentPerform` allocates per call), for per-token loops that must stay allocation-free.
-    /// Meant for items of equal cost; calls from several threads take turns. O(count) calls.
+    /// Meant for items of equal cost; while the threads run one loop, another (from another thread, or nested) runs on
+    /// its caller's thread. O(count) calls.
     public static func forEachStatic<Items: ParallelItems>(_ count: Int, _ items: Items) {
         let workers = min(threadCount, count)
         if workers <= 1 {
@@ -116,8 +117,13 @@ private final class StaticPool: @unchecked Sendable {
         for i in (count * w / workers)..<(count * (w + 1) / workers) { items.type.run(at: items.address, i) }
     }
 
+    /// Runs the loop on the parked threads; when they are busy (another thread's loop, or this call nested inside one
+    /// of their items) it runs on the calling thread instead of waiting, so nesting cannot deadlock.
     func run(_ count: Int, workers: Int, _ type: any ParallelItems.Type, _ address: UnsafeRawPointer) {
-        turn.lock()
+        guard turn.try() else {
+            for i in 0..<count { type.run(at: address, i) }
+            return
+        }
         defer { turn.unlock() }
         (items, self.count, self.workers) = ((type, address), count, workers)
         for helper in 0..<(workers - 1) { starts[helper].signal() }
