@@ -111,6 +111,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         counters.unlock()
     }
 
+    /// Packed tensors only; per op, the dtypes and sizes its kernels take (each refusal says which and why). O(1).
     public func supports<Call: OpCall>(_ call: Call) -> Support {
         var strided: String?
         call.forEachTensor { name, tensor in
@@ -129,6 +130,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         }
     }
 
+    /// Queues the call's kernels on the context's stream (no host transfer). O(1) launches.
     public func execute<Call: OpCall>(_ call: Call) throws {
         switch call {
         case let c as RecurrentStepCall: try step(c)
@@ -140,6 +142,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         }
     }
 
+    /// Waits for the stream.
     public func synchronize() throws { try context.synchronize() }
 
     /// A non-owning buffer over a tensor's bytes, for the launchers. O(1).

@@ -138,6 +138,7 @@ private struct StepItems: ParallelItems, @unchecked Sendable {
 package struct StridedRuns {
     let shape: [Int], a: [Int], b: [Int], offsets: (Int, Int)
 
+    /// The runs of `x` and `y` (same shape). O(rank).
     package init(_ x: DeviceTensor, _ y: DeviceTensor) {
         (shape, a, b, offsets) = (x.shape, x.strides, y.strides, (x.offset, y.offset))
     }
