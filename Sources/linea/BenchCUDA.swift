@@ -109,7 +109,6 @@ extension BenchCommand {
     /// `linea bench --backend cuda --matmul`: `Ops.matmul` on device tensors (nn.Linear layout, `--dtype` x and
     /// weights, output preallocated) at a 1B-parameter model's projection shapes, CUDA-event timed as the kernels.
     func runMatmul() throws {
-        guard backend == "cuda" else { throw Failure(description: "--matmul: times the GPU matrix multiply; add --backend cuda") }
         if let reason = CUDABackend.unavailableReason { throw Failure(description: reason) }
         let cuda = try CUDADeviceBackend.register()
         let type: DType = dtype == "f16" ? .float16 : dtype == "f32" ? .float32 : .bfloat16

@@ -67,6 +67,7 @@ struct BenchCommand: ParsableCommand {
         // Every point's inputs (q, k, v, a gate up to [B, T, H, K]), output with slack, and state (initial and
         // final) must fit the memory limit, checked in Float64 so no product can overflow.
         let cuda = backend == "cuda"
+        if matmul && !cuda { throw ValidationError("--matmul: expected --backend cuda (it times the GPU matrix multiply), got --backend \(backend)") }
         if decode {
             let (H, D) = (heads ?? 16, dim ?? 128)
             for B in batch.map({ [$0] }) ?? [1, 64] {

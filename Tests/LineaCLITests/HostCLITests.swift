@@ -14,6 +14,18 @@ import Testing
         #expect(bench.code == 0, "\(bench.err)")
         #expect(bench.out.contains("blas: ") && bench.out.contains("% sgemm"), "\(bench.out)")
     }
+
+    /// `linea bench --decode` on the CPU: one row per batch size with the state traffic beside a copy; `--matmul` is a
+    /// GPU benchmark, so without `--backend cuda` it is a usage error.
+    @Test func decodeBenchPrintsItsTable() throws {
+        let r = try runLinea(["bench", "--decode", "--layers", "2", "--heads", "2", "--dim", "16"])
+        #expect(r.code == 0, "\(r.err)")
+        #expect(r.out.contains("decode: 2 layers of gated_delta_rule steps, H = 2, K = V = 16, fp32 state on cpu"), "\(r.out)")
+        let rows = r.out.split(separator: "\n").filter { $0.hasPrefix("1 ") || $0.hasPrefix("64 ") }
+        #expect(rows.count == 2 && rows.allSatisfy { $0.contains("%") }, "\(r.out)")
+        let matmul = try runLinea(["bench", "--matmul"])
+        #expect(matmul.code == 2 && matmul.err.contains("--matmul: expected --backend cuda"), "\(matmul.err)")
+    }
 }
 
 @Suite struct BenchOutputTests {
