@@ -108,11 +108,7 @@ package enum CUDAChunked {
         let grouped = CUDAKernels.options(group: s.group)  // the grouped-heads modules when HV > H
         let scaleValue = try launchScale(s, outputDType: outputDType, scale: scale)
         let isDelta = mechanism.isDelta
-        let gateMode: Int32 = switch mechanism {
-        case .retention: 1
-        case .simpleGLA, .gatedDeltaRule: 2
-        default: 0
-        }
+        let gateMode = mechanism.gateKind.kernelCode  // gla (3) has its own kernels
         // Entry suffix: the kernels are compiled per kind, so that linear_attn and delta_rule carry no gate code.
         let kind = isDelta ? (gateMode == 0 ? "delta" : "gdelta") : (gateMode == 0 ? "plain" : "gated")
         var needs: [(String, CUDABuffer?, Int)] = [

@@ -48,12 +48,7 @@ package enum CUDAChunkedSIMT {
         let scaleValue = try CUDAChunked.launchScale(s, outputDType: outputDType, scale: scale)
         try checkValueBlock(valueBlock, V: V)
         let isDelta = mechanism.isDelta
-        let mode: Int32 = switch mechanism {
-        case .retention: 1
-        case .simpleGLA, .gatedDeltaRule: 2
-        case .gla: 3
-        default: 0
-        }
+        let mode = mechanism.gateKind.kernelCode
         let e = inputDType.byteCount
         var needs: [(String, CUDABuffer?, Int)] = [
             ("q", q, B * T * H * K * e), ("k", k, B * T * H * K * e), ("v", v, B * T * HV * V * e),

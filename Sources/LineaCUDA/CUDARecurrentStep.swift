@@ -18,11 +18,7 @@ package enum CUDARecurrentStep {
 
     /// Whether `m` reads a gate g, and whether it is per key (`[.., K]`, gla) rather than scalar.
     static func gate(_ m: RecurrentMechanism) -> (used: Bool, vector: Bool) {
-        switch m {
-        case .simpleGLA, .gatedDeltaRule: return (true, false)
-        case .gla: return (true, true)
-        default: return (false, false)
-        }
+        (m.gateKind.readsGate, m.gateKind == .vector)
     }
 
     /// One decode step of `mechanism` (the CPU `Recurrence` conventions): q, k `[B,H,K]`, v `[B,HV,V]` (HV a multiple

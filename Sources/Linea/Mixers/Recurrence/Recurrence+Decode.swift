@@ -29,7 +29,7 @@ public struct RecurrentDecodeWorkload: Sendable {
                                                 seed: seed &+ UInt64(layer) &* 16, initialState: false).qkL2Normalized()
             let v = try Tensor.randomNormal([batch, hv, valueDim], seed: seed &+ UInt64(layer) &* 16 &+ 7)
             let gWidth = mechanism.gateKind == .vector ? [keyDim] : []
-            let g = mechanism.gateKind == .scalar || mechanism.gateKind == .vector
+            let g = mechanism.gateKind.readsGate
                 ? try Tensor.randomUniform([batch, hv] + gWidth, seed: seed &+ UInt64(layer) &* 16 &+ 8, in: -1...(-1e-4)) : nil
             let beta = mechanism.isDelta ? try Tensor.randomUniform([batch, hv], seed: seed &+ UInt64(layer) &* 16 &+ 9) : nil
             func put(_ t: Tensor) throws -> DeviceTensor { try DeviceTensor(t, dtype: dtype, on: device) }

@@ -194,7 +194,7 @@ public enum Recurrence {
     /// Names of the inputs `mechanism` needs, e.g. `["q","k","v","g","beta"]` for gated_delta_rule. O(1).
     public static func requiredInputs(_ mechanism: RecurrentMechanism) -> [String] {
         var names = ["q", "k", "v"]
-        if mechanism.gateKind == .scalar || mechanism.gateKind == .vector { names.append("g") }
+        if mechanism.gateKind.readsGate { names.append("g") }
         if mechanism.isDelta { names.append("beta") }
         return names
     }
@@ -220,7 +220,7 @@ public enum Recurrence {
 // MARK: - Mechanism properties (internal)
 
 /// How a mechanism decays its state.
-enum GateKind: Sendable, Equatable {
+package enum GateKind: Sendable, Equatable {
     /// No decay (a = 1).
     case none
     /// A fixed log decay per head (retention).
@@ -229,11 +229,24 @@ enum GateKind: Sendable, Equatable {
     case scalar
     /// A log gate per (b,t,h,k), decaying the rows of the state.
     case vector
+
+    /// The gate mode the CUDA kernels take as an argument: 0 none, 1 per head, 2 scalar, 3 vector.
+    package var kernelCode: Int32 {
+        switch self {
+        case .none: return 0
+        case .perHead: return 1
+        case .scalar: return 2
+        case .vector: return 3
+        }
+    }
+
+    /// Whether a log gate `g` is an input (scalar or vector).
+    package var readsGate: Bool { self == .scalar || self == .vector }
 }
 
 extension RecurrentMechanism {
     /// How the state decays.
-    var gateKind: GateKind {
+    package var gateKind: GateKind {
         switch self {
         case .linearAttention, .deltaRule: return .none
         case .retention: return .perHead
