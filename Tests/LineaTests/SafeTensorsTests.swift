@@ -426,3 +426,42 @@ struct MalformedCase: Sendable, CustomTestStringConvertible {
         }
     }
 }
+
+@Suite struct SafeTensorsCheckpointTests {
+    /// A sharded checkpoint folder: two shards and an index, each tensor read from its shard as stored.
+    @Test func shardsThroughTheIndex() throws {
+        let dir = try makeTempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let a = try Tensor.randomNormal([2, 3], seed: 1), b = try Tensor.randomNormal([4], seed: 2)
+        try SafeTensors.write(["model.embed.weight": a], to: dir.appendingPathComponent("model-00001-of-00002.safetensors").path)
+        try SafeTensors.write(["lm_head.weight": b, "unlisted": b], to: dir.appendingPathComponent("model-00002-of-00002.safetensors").path)
+        let index = #"{"metadata": {"total_size": 40}, "weight_map": {"model.embed.weight": "model-00001-of-00002.safetensors", "lm_head.weight": "model-00002-of-00002.safetensors"}}"#
+        try writeFile(Array(index.utf8), dir.appendingPathComponent("model.safetensors.index.json"))
+        let checkpoint = try SafeTensorsCheckpoint(directory: dir.path)
+        #expect(checkpoint.names == ["lm_head.weight", "model.embed.weight"])
+        #expect(try checkpoint.deviceTensor("model.embed.weight").host() == a)
+        #expect(try checkpoint.deviceTensor("lm_head.weight").host() == b)
+        #expect(try checkpoint.shape(of: "model.embed.weight") == [2, 3])
+        #expect(try checkpoint.dtype(of: "lm_head.weight") == .float32)
+        #expect(problemText { _ = try checkpoint.deviceTensor("unlisted") }.contains("no tensor named 'unlisted'"))
+        // Errors name what is wrong: a shard outside the folder, a listed tensor its shard lacks, a missing shard.
+        for (map, expected) in [(#"{"x": "../model.safetensors"}"#, "expected a file name inside the folder"),
+                                (#"{"nope": "model-00001-of-00002.safetensors"}"#, "no tensor named 'nope'"),
+                                (#"{"x": "gone.safetensors"}"#, "cannot open"), (#"{"x": 3}"#, "expected a shard file name")] {
+            try writeFile(Array(#"{"weight_map": \#(map)}"#.utf8), dir.appendingPathComponent("model.safetensors.index.json"))
+            #expect(problemText { _ = try SafeTensorsCheckpoint(directory: dir.path) }.contains(expected), "\(map)")
+        }
+        try writeFile(Array("{".utf8), dir.appendingPathComponent("model.safetensors.index.json"))
+        #expect(problemText { _ = try SafeTensorsCheckpoint(directory: dir.path) }.contains("not JSON"))
+    }
+
+    @Test func singleFileOrNothing() throws {
+        let dir = try makeTempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        #expect(problemText { _ = try SafeTensorsCheckpoint(directory: dir.path) }.contains("found neither"))
+        try SafeTensors.write(["w": Tensor(zeros: [3], value: 2)], to: dir.appendingPathComponent("model.safetensors").path)
+        let checkpoint = try SafeTensorsCheckpoint(directory: dir.path)
+        #expect(checkpoint.names == ["w"])
+        #expect(try checkpoint.deviceTensor("w").host().scalars == [2, 2, 2])
+    }
+}
