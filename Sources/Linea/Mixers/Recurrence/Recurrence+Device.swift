@@ -13,10 +13,17 @@ public struct RecurrenceShape: Sendable, Equatable {
     public init(_ mechanism: RecurrentMechanism, q: [Int], k: [Int], v: [Int], g: [Int]?, beta: [Int]?, state: [Int]?,
                 step: Bool = false) throws {
         let axis = step ? 1 : 2  // the heads axis
-        guard q.count == axis + 2, q[axis + 1] >= 1 else {
-            throw LineaError.shapeMismatch(argument: "q", expected: step ? "[B,H,K] with K >= 1" : "[B,T,H,K] with K >= 1", actual: "\(q)")
+        let lead = step ? "[B," : "[B,T,"
+        func rank(_ shape: [Int], _ argument: String, _ layout: @autoclosure () -> String) throws {
+            guard shape.count == axis + 2 else {
+                throw LineaError.shapeMismatch(argument: argument, expected: layout(), actual: "\(shape) (rank \(shape.count))")
+            }
         }
+        try rank(q, "q", lead + "H,K]")
+        guard q[axis + 1] >= 1 else { throw LineaError.shapeMismatch(argument: "q", expected: lead + "H,K] with K >= 1", actual: "\(q)") }
         let (B, T, H, K) = (q[0], step ? 1 : q[1], q[axis], q[axis + 1])
+        // Built on the error paths only: the checks themselves compare extents, so a decode loop allocates nothing.
+        func expected(_ heads: Int, _ last: Int?) -> [Int] { [B] + (step ? [] : [T]) + [heads] + (last.map { [$0] } ?? []) }
         func layout(_ heads: String, _ last: String?) -> String {
             "[" + ([String(B)] + (step ? [] : [String(T)]) + [heads] + (last.map { [$0] } ?? [])).joined(separator: ",") + "]"
         }
@@ -25,7 +32,8 @@ public struct RecurrenceShape: Sendable, Equatable {
             return last.map { s[axis + 1] == $0 } ?? true
         }
         guard k == q else { throw LineaError.shapeMismatch(argument: "k", expected: "\(q)", actual: "\(k)") }
-        guard v.count == q.count, v[0] == B, step || v[1] == T, (H == 0 && v[axis] == 0) || (H > 0 && v[axis] >= H && v[axis] % H == 0) else {
+        try rank(v, "v", lead + "HV,V]")
+        guard v[0] == B, step || v[1] == T, (H == 0 && v[axis] == 0) || (H > 0 && v[axis] >= H && v[axis] % H == 0) else {
             throw LineaError.shapeMismatch(argument: "v", expected: "\(layout("HV", "V")) with HV a multiple of H = \(H)", actual: "\(v)")
         }
         let (HV, V) = (v[axis], v[axis + 1])
@@ -36,7 +44,7 @@ public struct RecurrenceShape: Sendable, Equatable {
             guard let g else {
                 throw LineaError.invalidArgument(argument: "g", expected: "a log gate \(layout(String(HV), last.map(String.init))) for \(name)", actual: "none")
             }
-            guard same(g, HV, last) else { throw LineaError.shapeMismatch(argument: "g", expected: layout(String(HV), last.map(String.init)), actual: "\(g)") }
+            guard same(g, HV, last) else { throw LineaError.shapeMismatch(argument: "g", expected: "\(expected(HV, last))", actual: "\(g)") }
         case .none, .perHead:
             if let g { throw LineaError.invalidArgument(argument: "g", expected: "none (\(name) takes no gate)", actual: "shape \(g)") }
         }
@@ -44,12 +52,12 @@ public struct RecurrenceShape: Sendable, Equatable {
             guard let beta else {
                 throw LineaError.invalidArgument(argument: "beta", expected: "write strengths \(layout(String(HV), nil)) for \(name)", actual: "none")
             }
-            guard same(beta, HV, nil) else { throw LineaError.shapeMismatch(argument: "beta", expected: layout(String(HV), nil), actual: "\(beta)") }
+            guard same(beta, HV, nil) else { throw LineaError.shapeMismatch(argument: "beta", expected: "\(expected(HV, nil))", actual: "\(beta)") }
         } else if let beta {
             throw LineaError.invalidArgument(argument: "beta", expected: "none (\(name) is not a delta rule)", actual: "shape \(beta)")
         }
         if let state, state.count != 4 || state[0] != B || state[1] != HV || state[2] != K || state[3] != V {
-            throw LineaError.shapeMismatch(argument: step ? "state" : "initial_state", expected: "[\(B),\(HV),\(K),\(V)]", actual: "\(state)")
+            throw LineaError.shapeMismatch(argument: step ? "state" : "initial_state", expected: "\([B, HV, K, V])", actual: "\(state)")
         }
         (self.B, self.T, self.H, self.HV, self.K, self.V) = (B, T, H, HV, K, V)
     }

@@ -283,39 +283,8 @@ extension Recurrence {
     /// Checks shapes, presence and ranges of the inputs for `mechanism`; returns the sizes. O(inputs) when validating.
     static func validate(_ mechanism: RecurrentMechanism, _ x: RecurrenceInputs) throws -> RecurrenceDims {
         let name = mechanism.rawValue
-        try x.q.expectRank(4, "q", layout: "[B,T,H,K]")
-        let (B, T, H, K) = (x.q.shape[0], x.q.shape[1], x.q.shape[2], x.q.shape[3])
-        guard K >= 1 else {
-            throw LineaError.shapeMismatch(argument: "q", expected: "[B,T,H,K] with K >= 1", actual: "\(x.q.shape)")
-        }
-        try x.k.expectShape([B, T, H, K], "k")
-        try x.v.expectRank(4, "v", layout: "[B,T,HV,V]")
-        let (HV, V) = (x.v.shape[2], x.v.shape[3])
-        guard Array(x.v.shape.prefix(2)) == [B, T], HV == H || (H > 0 && HV > 0 && HV % H == 0) else {
-            throw LineaError.shapeMismatch(argument: "v", expected: "[\(B),\(T),HV,V] with HV a multiple of H = \(H)",
-                                           actual: "\(x.v.shape)")
-        }
-        switch mechanism.gateKind {
-        case .scalar, .vector:
-            guard let g = x.g else {
-                let layout = mechanism.gateKind == .vector ? "[\(B),\(T),\(HV),\(K)]" : "[\(B),\(T),\(HV)]"
-                throw LineaError.invalidArgument(argument: "g", expected: "a log gate \(layout) for \(name)", actual: "none")
-            }
-            try g.expectShape(mechanism.gateKind == .vector ? [B, T, HV, K] : [B, T, HV], "g")
-        case .none, .perHead:
-            if let g = x.g {
-                throw LineaError.invalidArgument(argument: "g", expected: "none (\(name) takes no gate)", actual: "shape \(g.shape)")
-            }
-        }
-        if mechanism.isDelta {
-            guard let beta = x.beta else {
-                throw LineaError.invalidArgument(argument: "beta", expected: "write strengths [\(B),\(T),\(HV)] for \(name)", actual: "none")
-            }
-            try beta.expectShape([B, T, HV], "beta")
-        } else if let beta = x.beta {
-            throw LineaError.invalidArgument(argument: "beta", expected: "none (\(name) is not a delta rule)", actual: "shape \(beta.shape)")
-        }
-        if let s = x.initialState { try s.expectShape([B, HV, K, V], "initial_state") }
+        let s = try RecurrenceShape(mechanism, q: x.q.shape, k: x.k.shape, v: x.v.shape, g: x.g?.shape, beta: x.beta?.shape,
+                                    state: x.initialState?.shape)
         if let scale = x.scale, !scale.isFinite {
             throw LineaError.invalidArgument(argument: "scale", expected: "a finite number", actual: "\(scale)")
         }
@@ -337,7 +306,7 @@ extension Recurrence {
                 throw LineaError.invalidArgument(argument: "beta", expected: "values in [0, 1]", actual: "\(beta.scalars[i]) at flat index \(i)")
             }
         }
-        return RecurrenceDims(B: B, T: T, H: H, HV: HV, K: K, V: V)
+        return RecurrenceDims(B: s.B, T: s.T, H: s.H, HV: s.HV, K: s.K, V: s.V)
     }
 }
 
