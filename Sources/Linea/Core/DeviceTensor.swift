@@ -270,18 +270,8 @@ public struct DeviceTensor: Sendable, CustomStringConvertible {
                                              actual: "dtype \(dtype.shortName)")
         }
         let packed = try to(.cpu).contiguous()
-        let n = count
-        var scalars = [Float](repeating: 0, count: n)
-        if n > 0, let p = packed.storage.hostPointer?.advanced(by: packed.offset * dtype.byteCount) {
-            for i in 0..<n {
-                switch dtype {
-                case .float32: scalars[i] = p.load(fromByteOffset: 4 * i, as: Float.self)
-                case .bfloat16: scalars[i] = HalfPrecision.float(bfloat16Bits: p.load(fromByteOffset: 2 * i, as: UInt16.self))
-                case .float16: scalars[i] = HalfPrecision.float(float16Bits: p.load(fromByteOffset: 2 * i, as: UInt16.self))
-                default: scalars[i] = Float(p.load(fromByteOffset: 8 * i, as: Double.self))
-                }
-            }
-        }
+        let source = packed.storage.hostPointer?.advanced(by: packed.offset * dtype.byteCount)
+        let scalars = source.map { SafeTensorsFile.floats(dtype, from: $0, count: count) } ?? []
         return Tensor(uncheckedShape: shape, scalars: scalars)
     }
 

@@ -300,22 +300,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
         // A sparse file declares terabytes in a few disk blocks: check the Float32 copy before allocating it.
         try MemoryBudget.check([.init("\(path): tensor '\(printable(name))'", found.shape)])
         let count = (found.end - found.begin) / dtype.byteCount
-        let source = SendableConstPointer(base.advanced(by: dataStart + found.begin).assumingMemoryBound(to: UInt8.self))
-        let scalars = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-            let target = SendablePointer(buffer.baseAddress ?? UnsafeMutablePointer<Float>(bitPattern: 16)!)
-            let chunk = 1 << 20
-            let chunks = (count + chunk - 1) / chunk
-            let body: @Sendable (Int) -> Void = { c in
-                let lo = c * chunk, hi = min(count, lo + chunk)
-                SafeTensorsFile.convert(dtype, from: UnsafeRawPointer(source.base), to: target.base, range: lo..<hi)
-            }
-            if chunks <= 1 {
-                if count > 0 { body(0) }
-            } else {
-                Parallel.forEach(chunks, body)
-            }
-            initialized = count
-        }
+        let scalars = SafeTensorsFile.floats(dtype, from: base.advanced(by: dataStart + found.begin), count: count)
         return Tensor(uncheckedShape: found.shape, scalars: scalars)
     }
 
@@ -333,6 +318,27 @@ public final class SafeTensorsFile: @unchecked Sendable {
             return copy
         }
         return try DeviceTensor(storage: storage, dtype: dtype, shape: found.shape)
+    }
+
+    /// `count` little-endian float elements of `dtype` at `source` (any alignment) as Float32 (F32, F16, BF16 exact; F64
+    /// rounded to nearest), converted in parallel chunks of 1M elements. O(count).
+    static func floats(_ dtype: DType, from source: UnsafeRawPointer, count: Int) -> [Float] {
+        let source = SendableConstPointer(source.assumingMemoryBound(to: UInt8.self))
+        return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            let target = SendablePointer(buffer.baseAddress ?? UnsafeMutablePointer<Float>(bitPattern: 16)!)
+            let chunk = 1 << 20
+            let chunks = (count + chunk - 1) / chunk
+            let body: @Sendable (Int) -> Void = { c in
+                let lo = c * chunk, hi = min(count, lo + chunk)
+                SafeTensorsFile.convert(dtype, from: UnsafeRawPointer(source.base), to: target.base, range: lo..<hi)
+            }
+            if chunks <= 1 {
+                if count > 0 { body(0) }
+            } else {
+                Parallel.forEach(chunks, body)
+            }
+            initialized = count
+        }
     }
 
     /// Converts elements `range` of little-endian `dtype` data at `source` (any alignment) into `target`.
