@@ -4,10 +4,10 @@ extension CUDADeviceBackend {
     /// The model-op kernels read one float dtype (f32, bf16, f16) for every float input of a call (a matmul's
     /// activations are converted to its weight's dtype on the device), i32 positions for rotary, i32 or i64 ids. O(1).
     func modelOpSupport(_ c: ModelOpCall) -> Support {
-        let x = c["x"] ?? c["gate"] ?? c["a"] ?? c["table"]!
+        let x = c.primary.tensor
         for (name, tensor) in c.inputs where tensor.dtype.isFloatingPoint && name != "uniforms" && !(c.kind == .matmul && name == "weight") {
             guard tensor.dtype == x.dtype else {
-                return .unsupported("\(name) has dtype \(tensor.dtype.shortName), \(c.inputs[0].name) \(x.dtype.shortName); the GPU op kernels read one dtype per call")
+                return .unsupported("\(name) has dtype \(tensor.dtype.shortName), \(c.primary.name) \(x.dtype.shortName); the GPU op kernels read one dtype per call")
             }
         }
         guard CUDAUpload.inputTypes.contains(x.dtype) else { return .unsupported("dtype \(x.dtype.shortName); the GPU op kernels take f32, bf16, f16") }
@@ -20,7 +20,7 @@ extension CUDADeviceBackend {
     /// Runs a model op with `CUDAModelOps` / cuBLAS on the tensors' device buffers (queued; the embedding waits to
     /// check its ids). O(1) launches.
     func modelOp(_ c: ModelOpCall) throws {
-        let x = c["x"] ?? c["gate"] ?? c["a"] ?? c["table"]!
+        let x = c.primary.tensor
         let (dtype, width) = (x.dtype, x.shape.last ?? 1)
         let rows = x.count / max(width, 1)
         let out = c["out"].map { buffer($0) }

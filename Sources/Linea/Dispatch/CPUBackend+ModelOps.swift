@@ -4,7 +4,7 @@ extension CPUBackend {
     func modelOp(_ c: ModelOpCall) throws {
         func floats(_ name: String) throws -> [Float] { try c[name]!.host().scalars }
         let out = c["out"]
-        let x = c["x"] ?? c["gate"] ?? c["a"] ?? c["table"]!
+        let x = c.primary.tensor
         let width = x.shape.last ?? 1, rows = x.count / max(width, 1)
         var result = [Float](repeating: 0, count: out?.count ?? 0)
         try result.withUnsafeMutableBufferPointer { o in

@@ -30,6 +30,12 @@ public struct ModelOpCall: OpCall {
     public subscript(_ name: String) -> DeviceTensor? {
         inputs.first { $0.name == name }?.tensor ?? outputs.first { $0.name == name }?.tensor
     }
+
+    /// The first float input (`x`, `gate`, `a`, or an embedding's `table`): its dtype is the call's compute dtype and
+    /// its last axis the row width. O(arguments).
+    public var primary: (name: String, tensor: DeviceTensor) {
+        inputs.first { $0.tensor.dtype.isFloatingPoint }!
+    }
 }
 
 /// The ops a model needs besides its mixers, on device tensors, run where their inputs live (CPU or GPU).
@@ -178,8 +184,8 @@ public enum Ops {
         try logits.expectRank(2, "logits", layout: "[rows, vocab]")
         try OpCheck.sampling(temperature: Double(temperature), topK: topK, topP: Double(topP))
         let rows = logits.shape[0]
-        let uniforms = temperature == 0 ? nil
-            : try DeviceTensor(Tensor(shape: [rows], scalars: (0..<rows).map { _ in Float(random.nextUnit()) }), on: logits.device)
+        let draws = CPUOps.draws(rows: rows, temperature: temperature, random: &random)
+        let uniforms = temperature == 0 ? nil : try DeviceTensor(Tensor(shape: [rows], scalars: draws), on: logits.device)
         let out = try DeviceTensor.zeros([rows], dtype: .int32, on: logits.device)
         try run(.sample(temperature: temperature, topK: topK, topP: topP), ["x": logits, "uniforms": uniforms], out)
         return out
