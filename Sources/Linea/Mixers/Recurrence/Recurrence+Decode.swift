@@ -25,16 +25,13 @@ public struct RecurrentDecodeWorkload: Sendable {
         var inputs: [(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, g: DeviceTensor?, beta: DeviceTensor?)] = []
         var (states, outputs): ([DeviceTensor], [DeviceTensor]) = ([], [])
         for layer in 0..<layers {
-            let x = try RecurrenceInputs.random(mechanism, B: batch, T: 1, H: heads, K: keyDim, V: valueDim,
+            let x = try RecurrenceInputs.random(mechanism, B: batch, T: 1, H: heads, HV: hv, K: keyDim, V: valueDim,
                                                 seed: seed &+ UInt64(layer) &* 16, initialState: false).qkL2Normalized()
-            let v = try Tensor.randomNormal([batch, hv, valueDim], seed: seed &+ UInt64(layer) &* 16 &+ 7)
-            let gWidth = mechanism.gateKind == .vector ? [keyDim] : []
-            let g = mechanism.gateKind.readsGate
-                ? try Tensor.randomUniform([batch, hv] + gWidth, seed: seed &+ UInt64(layer) &* 16 &+ 8, in: -1...(-1e-4)) : nil
-            let beta = mechanism.isDelta ? try Tensor.randomUniform([batch, hv], seed: seed &+ UInt64(layer) &* 16 &+ 9) : nil
-            func put(_ t: Tensor) throws -> DeviceTensor { try DeviceTensor(t, dtype: dtype, on: device) }
-            inputs.append((try put(x.q.reshaped([batch, heads, keyDim])), try put(x.k.reshaped([batch, heads, keyDim])), try put(v),
-                           try g.map(put), try beta.map(put)))
+            // One token: [B,1,heads,...] read as [B,heads,...].
+            func put(_ t: Tensor?) throws -> DeviceTensor? {
+                try t.map { try DeviceTensor($0.reshaped([batch] + $0.shape.dropFirst(2)), dtype: dtype, on: device) }
+            }
+            inputs.append((try put(x.q)!, try put(x.k)!, try put(x.v)!, try put(x.g), try put(x.beta)))
             states.append(try DeviceTensor.zeros([batch, hv, keyDim, valueDim], on: device))
             outputs.append(try DeviceTensor.zeros([batch, hv, valueDim], on: device))
         }
