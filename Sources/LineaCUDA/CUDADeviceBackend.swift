@@ -239,7 +239,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         let (S, Hkv) = (k.shape[1], k.shape[2])
         if B * T * Hq == 0 { return nil }
         if S == 0 {
-            try lse.copy(from: DeviceTensor(Tensor(zeros: lse.shape, value: -.infinity)).to(device))
+            try lse.copy(from: Tensor(zeros: lse.shape, value: -.infinity))
             return nil
         }
         return CUDAAttentionShape(batch: B, queryLength: T, keyLength: S, queryHeads: Hq, kvHeads: Hkv, headDim: D)

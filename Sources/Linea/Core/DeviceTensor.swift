@@ -139,19 +139,7 @@ public struct DeviceTensor: Sendable, CustomStringConvertible {
             throw LineaError.invalidArgument(argument: "dtype", expected: "f32, bf16 or f16 for a Float32 tensor", actual: dtype.shortName)
         }
         let host = try DeviceTensor.zeros(tensor.shape, dtype: dtype)
-        let p = host.storage.hostPointer
-        tensor.withUnsafeBufferPointer { src in
-            guard let p, let base = src.baseAddress else { return }
-            switch dtype {
-            case .float32: p.copyMemory(from: base, byteCount: src.count * 4)
-            case .bfloat16:
-                let out = p.assumingMemoryBound(to: UInt16.self)
-                for i in 0..<src.count { out[i] = HalfPrecision.bfloat16Bits(base[i]) }
-            default:
-                let out = p.assumingMemoryBound(to: UInt16.self)
-                for i in 0..<src.count { out[i] = HalfPrecision.float16Bits(base[i]) }
-            }
-        }
+        try host.copy(from: tensor)
         self = try host.to(device)
     }
 
@@ -260,6 +248,31 @@ public struct DeviceTensor: Sendable, CustomStringConvertible {
         }
         let side = device == .cpu ? source.device : device
         try Backends.backend(for: side, argument: side == device ? "destination" : "source").copy(source, into: self)
+    }
+
+    /// Stores a host Float32 tensor of this shape into this tensor in its dtype (f32, bf16 or f16; 16-bit types
+    /// rounded to nearest even): in place for packed host memory, else through one staging tensor. O(n).
+    public func copy(from tensor: Tensor) throws {
+        try tensor.expectShape(shape, "source")
+        guard dtype == .float32 || dtype == .bfloat16 || dtype == .float16 else {
+            throw LineaError.invalidArgument(argument: "destination", expected: "f32, bf16 or f16 to hold Float32 values", actual: dtype.shortName)
+        }
+        guard device == .cpu, isContiguous else { return try copy(from: DeviceTensor(tensor, dtype: dtype)) }
+        guard storage.isWritable else {
+            throw LineaError.invalidArgument(argument: "destination", expected: "writable memory", actual: "a read-only mapping")
+        }
+        tensor.withUnsafeBufferPointer { src in
+            guard let base = src.baseAddress, let p = UnsafeMutableRawPointer(bitPattern: address) else { return }
+            switch dtype {
+            case .float32: p.copyMemory(from: base, byteCount: src.count * 4)
+            case .bfloat16:
+                let out = p.assumingMemoryBound(to: UInt16.self)
+                for i in 0..<src.count { out[i] = HalfPrecision.bfloat16Bits(base[i]) }
+            default:
+                let out = p.assumingMemoryBound(to: UInt16.self)
+                for i in 0..<src.count { out[i] = HalfPrecision.float16Bits(base[i]) }
+            }
+        }
     }
 
     /// The elements converted to a host Float32 `Tensor` (one transfer when on a GPU); throws for integer and

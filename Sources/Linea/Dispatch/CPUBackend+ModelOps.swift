@@ -68,14 +68,14 @@ extension CPUBackend {
                                                 channels: x.shape[2], width: w.shape[1], silu: silu)
                     }
                 } } }
-                if let stateTensor, let state { try stateTensor.copy(from: DeviceTensor(Tensor(uncheckedShape: stateTensor.shape, scalars: state), dtype: stateTensor.dtype)) }
+                if let stateTensor, let state { try stateTensor.copy(from: Tensor(uncheckedShape: stateTensor.shape, scalars: state)) }
             case let .topKRouting(k, normalize):
                 let (weights, indices) = (c["weights"]!, c["indices"]!)
                 var picked = [Int32](repeating: 0, count: indices.count), scores = [Float](repeating: 0, count: weights.count)
                 try floats("x").withUnsafeBufferPointer { lp in try scores.withUnsafeMutableBufferPointer { wp in try picked.withUnsafeMutableBufferPointer {
                     try CPUOps.topKRouting(logits: lp, weights: wp, indices: $0, rows: rows, experts: width, k: k, normalize: normalize)
                 } } }
-                try weights.copy(from: DeviceTensor(Tensor(uncheckedShape: weights.shape, scalars: scores)))
+                try weights.copy(from: Tensor(uncheckedShape: weights.shape, scalars: scores))
                 try store(picked, into: indices)
             case .argmax:
                 var picked = [Int32](repeating: 0, count: rows)
@@ -93,7 +93,7 @@ extension CPUBackend {
             }
         }
         if let out, out.dtype.isFloatingPoint {
-            try out.copy(from: DeviceTensor(Tensor(uncheckedShape: out.shape, scalars: result), dtype: out.dtype))
+            try out.copy(from: Tensor(uncheckedShape: out.shape, scalars: result))
         }
     }
 

@@ -42,15 +42,15 @@ final class CPUBackend: Backend {
         case let c as RecurrentStepCall: try step(c)
         case let c as AttentionCall:
             let out = try Attention.forward(q: c.q.host(), k: c.k.host(), v: c.v.host(), options: c.options, form: c.form ?? .flash)
-            try c.o.copy(from: DeviceTensor(out.o))
-            try c.lse.copy(from: DeviceTensor(out.lse))
+            try c.o.copy(from: out.o)
+            try c.lse.copy(from: out.lse)
         case let c as ModelOpCall: try modelOp(c)
         case let c as BlockSparseCall:
             let mask = try BlockMask(shape: c.mask.shape, blockRows: c.blockRows, blockKeys: c.blockKeys,
                                      values: c.mask.hostIntegers().map { $0 != 0 ? 1 : 0 })
             let out = try BlockSparseAttention.reference(q: c.q.host(), k: c.k.host(), v: c.v.host(), mask: mask, options: c.options)
-            try c.o.copy(from: DeviceTensor(out.o))
-            try c.lse.copy(from: DeviceTensor(out.lse))
+            try c.o.copy(from: out.o)
+            try c.lse.copy(from: out.lse)
         default: throw LineaError.unavailable(what: call.name, reason: "the CPU backend has no such op")
         }
     }
@@ -65,8 +65,8 @@ final class CPUBackend: Backend {
         inputs.validate = c.validate
         inputs.allowNonFiniteOutputs = c.allowNonFiniteOutputs
         let out = try Recurrence.forward(c.mechanism, inputs, form: c.form ?? .automatic(tokens: c.shape.T))
-        try c.o.copy(from: DeviceTensor(out.o))
-        try c.finalState.copy(from: DeviceTensor(out.finalState))
+        try c.o.copy(from: out.o)
+        try c.finalState.copy(from: out.finalState)
     }
 
     /// One token for every (b, value head) on the state in place; allocation-free when the inputs are packed f32.
