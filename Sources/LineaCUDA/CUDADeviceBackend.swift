@@ -55,15 +55,30 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
     /// Zeroed device memory, queued on the stream: from the stream-ordered pool (freed with `cuMemFreeAsync` on
     /// the same stream when the storage goes, without waiting), else `cuMemAlloc`. O(1) plus the fill on the device.
     public func allocate(byteCount: Int) throws -> TensorStorage {
+        try allocate(byteCount: byteCount, fill: 0)
+    }
+
+    /// Device memory left as the pool hands it over (no fill queued), for outputs an op writes whole; filled with
+    /// 0xFF bytes (NaN in every float dtype) when `LINEA_POISON_UNINITIALIZED=1`, so a test run catches an element
+    /// a kernel forgot to write. O(1).
+    public func allocateUninitialized(byteCount: Int) throws -> TensorStorage {
+        try allocate(byteCount: byteCount, fill: Self.poison ? 0xFF : nil)
+    }
+
+    static let poison = ProcessInfo.processInfo.environment["LINEA_POISON_UNINITIALIZED"] == "1"
+
+    private func allocate(byteCount: Int, fill: UInt8?) throws -> TensorStorage {
         guard streamOrdered, byteCount > 0, let alloc = context.driver.cuMemAllocAsync, let free = context.driver.cuMemFreeAsync else {
             let buffer = try CUDABuffer(context: context, byteCount: byteCount)
-            try buffer.fill()
+            if let fill { try buffer.fill(byte: fill) }
             return TensorStorage(device: device, address: UInt(buffer.address), byteCount: byteCount, owner: buffer)
         }
         try context.makeCurrent()
         var address: UInt64 = 0
         try context.driver.check(alloc(&address, byteCount, context.stream), "cuMemAllocAsync(\(formatBytes(byteCount)))")
-        try context.driver.check(context.driver.cuMemsetD8Async(address, 0, byteCount, context.stream), "cuMemsetD8Async")
+        if let fill {
+            try context.driver.check(context.driver.cuMemsetD8Async(address, fill, byteCount, context.stream), "cuMemsetD8Async")
+        }
         let (ctx, stream, pointer) = (context, UInt(bitPattern: context.stream), address)
         return TensorStorage(device: device, address: UInt(address), byteCount: byteCount, owner: context) {
             _ = ctx.driver.cuCtxSetCurrent(ctx.context)
@@ -190,6 +205,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
             return .unsupported("\(name) = \(n); the chunked kernels take 64 or 128")
         }
         if c.useQKL2Norm { return .unsupported("qk L2 normalization inside the chunked kernels is not implemented; normalize q and k first") }
+        if c.o.dtype != .float32 && c.o.dtype != .bfloat16 { return .unsupported("o has dtype \(c.o.dtype.shortName); the chunked kernels write f32 or bf16") }
         return .supported
     }
 
@@ -197,7 +213,8 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         let s = c.shape
         let shape = CUDAChunkedShape(batch: s.B, length: s.T, heads: s.H, valueHeads: s.HV, keyDim: s.K, valueDim: s.V)
         if s.T == 0 || s.B * s.H == 0 {
-            if let h0 = c.initialState { try c.finalState.copy(from: h0) }
+            // The outputs come uninitialized: o is empty here, the final state is the initial one (or zero).
+            try c.finalState.copy(from: c.initialState ?? DeviceTensor(Tensor(zeros: c.finalState.shape), on: device))
             return
         }
         let (q, k, v, o) = (buffer(c.q), buffer(c.k), buffer(c.v), buffer(c.o))
@@ -205,14 +222,23 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         let g = c.mechanism == .retention ? try retentionDecays(heads: s.HV) : c.g.map(buffer)
         if c.q.dtype != .bfloat16 {
             try CUDAChunkedSIMT.forward(c.mechanism, q: q, k: k, v: v, g: g, beta: beta, initialState: h0, finalState: ht, o: o,
-                                        shape: shape, scale: c.scale, inputDType: c.q.dtype, outputDType: .float32)
-        } else if c.mechanism == .gla {
+                                        shape: shape, scale: c.scale, inputDType: c.q.dtype, outputDType: c.o.dtype)
+            return
+        }
+        // Scratch from the stream-ordered pool: freed without waiting once the kernels are queued (a scratch the
+        // launchers allocated themselves would cost a synchronize per call).
+        let bytes = c.mechanism == .gla ? CUDAChunkedGLA.scratchBytes(shape, context: context)
+            : CUDAChunked.scratchBytes(c.mechanism, shape, context: context)
+        let scratch = bytes > 0 ? try allocateUninitialized(byteCount: bytes) : nil
+        let work = scratch.map { CUDABuffer(context: context, viewing: UInt64($0.address), byteCount: $0.byteCount) }
+        if c.mechanism == .gla {
             try CUDAChunkedGLA.forward(q: q, k: k, v: v, g: g!, initialState: h0, finalState: ht, o: o, shape: shape,
-                                       scale: c.scale, outputDType: .float32)
+                                       scale: c.scale, outputDType: c.o.dtype, scratch: work)
         } else {
             try CUDAChunked.forward(c.mechanism, q: q, k: k, v: v, g: g, beta: beta, initialState: h0, finalState: ht, o: o,
-                                    shape: shape, scale: c.scale, outputDType: .float32)
+                                    shape: shape, scale: c.scale, outputDType: c.o.dtype, scratch: work)
         }
+        withExtendedLifetime(scratch) {}  // its cuMemFreeAsync is queued behind the kernels
     }
 
     // MARK: Attention
@@ -234,31 +260,32 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
 
     /// The launch shape of an attention call on `q`, `k`, or nil when there is nothing to launch: no query row, or no
     /// key (then lse is set to -inf; o stays 0). O(1) plus that fill.
-    private func attentionShape(q: DeviceTensor, k: DeviceTensor, lse: DeviceTensor) throws -> CUDAAttentionShape? {
+    private func attentionShape(q: DeviceTensor, k: DeviceTensor, o: DeviceTensor, lse: DeviceTensor) throws -> CUDAAttentionShape? {
         let (B, T, Hq, D) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
         let (S, Hkv) = (k.shape[1], k.shape[2])
         if B * T * Hq == 0 { return nil }
-        if S == 0 {
+        if S == 0 {  // the outputs come uninitialized: o = 0, lse = -inf
             try lse.copy(from: Tensor(zeros: lse.shape, value: -.infinity))
+            try o.copy(from: Tensor(zeros: o.shape))
             return nil
         }
         return CUDAAttentionShape(batch: B, queryLength: T, keyLength: S, queryHeads: Hq, kvHeads: Hkv, headDim: D)
     }
 
     private func attention(_ c: AttentionCall) throws {
-        guard let shape = try attentionShape(q: c.q, k: c.k, lse: c.lse) else { return }
+        guard let shape = try attentionShape(q: c.q, k: c.k, o: c.o, lse: c.lse) else { return }
         let (q, k, v, o, lse) = (buffer(c.q), buffer(c.k), buffer(c.v), buffer(c.o), buffer(c.lse))
         if case .splitKV(let partitions) = c.form {
             try CUDASplitKV.forward(q: q, k: k, v: v, o: o, lse: lse, shape: shape, scale: c.options.scale, causal: c.options.causal,
-                                    partitions: partitions, dtype: c.q.dtype, outputDType: .float32)
+                                    partitions: partitions, dtype: c.q.dtype, outputDType: c.o.dtype)
         } else {
             try CUDAAttention.forward(q: q, k: k, v: v, o: o, lse: lse, shape: shape, scale: c.options.scale, causal: c.options.causal,
-                                      window: c.options.window, dtype: c.q.dtype, outputDType: .float32)
+                                      window: c.options.window, dtype: c.q.dtype, outputDType: c.o.dtype)
         }
     }
 
     private func blockSparse(_ c: BlockSparseCall) throws {
-        guard let shape = try attentionShape(q: c.q, k: c.k, lse: c.lse) else { return }
+        guard let shape = try attentionShape(q: c.q, k: c.k, o: c.o, lse: c.lse) else { return }
         try CUDABlockSparse.forward(q: buffer(c.q), k: buffer(c.k), v: buffer(c.v), mask: buffer(c.mask), maskShape: c.mask.shape,
                                     blockRows: c.blockRows, blockKeys: c.blockKeys, o: buffer(c.o), lse: buffer(c.lse), shape: shape,
                                     scale: c.options.scale, causal: c.options.causal, dtype: c.q.dtype, outputDType: .float32)

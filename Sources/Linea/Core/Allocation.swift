@@ -18,15 +18,24 @@ enum Allocation {
         let bytes = count * MemoryLayout<Float>.stride
         guard bytes >= hugePageThreshold else { return [Float](repeating: 0, count: count) }
         return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-            let base = buffer.baseAddress!
-            adviseHugePages(UnsafeMutableRawPointer(base), bytes: bytes)
-            let block = 1 << 19  // floats per work item: 2 MiB, one huge page
-            let target = SendablePointer(base)
-            Parallel.forEach((count + block - 1) / block) { i in
-                let start = i * block
-                (target.base + start).initialize(repeating: 0, count: min(block, count - start))
-            }
+            zeroFill(UnsafeMutableRawPointer(buffer.baseAddress!), bytes: bytes)
             initialized = count
+        }
+    }
+
+    /// Zeroes `bytes` fresh bytes at `base`: huge pages advised and the work (hence the first-touch page faults)
+    /// spread over the worker threads when large. O(bytes).
+    static func zeroFill(_ base: UnsafeMutableRawPointer, bytes: Int) {
+        guard bytes >= hugePageThreshold else {
+            base.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+            return
+        }
+        adviseHugePages(base, bytes: bytes)
+        let block = 2 << 20  // bytes per work item: one huge page
+        let target = SendablePointer(base.assumingMemoryBound(to: UInt8.self))
+        Parallel.forEach((bytes + block - 1) / block) { i in
+            let start = i * block
+            (target.base + start).initialize(repeating: 0, count: min(block, bytes - start))
         }
     }
 

@@ -41,7 +41,7 @@ public final class TensorStorage: @unchecked Sendable {
         guard posix_memalign(&raw, 64, max(byteCount, 64)) == 0, let raw else {
             throw LineaError.overMemoryLimit(what: "\(what): allocation failed", neededBytes: byteCount, limitBytes: MemoryBudget.limit)
         }
-        memset(raw, 0, byteCount)
+        Allocation.zeroFill(raw, bytes: byteCount)
         let address = UInt(bitPattern: raw)
         return TensorStorage(device: .cpu, address: address, byteCount: byteCount) {
             free(UnsafeMutableRawPointer(bitPattern: address))
@@ -133,6 +133,15 @@ public struct DeviceTensor: Sendable, CustomStringConvertible {
         return DeviceTensor(storage: storage, dtype: dtype, shape: shape, strides: contiguousStrides(shape), offset: 0)
     }
 
+    /// A new tensor on `device` whose elements are undefined until written: for an op's outputs, which it writes
+    /// whole (a GPU then skips the fill). O(1) on a GPU.
+    public static func uninitialized(_ shape: [Int], dtype: DType = .float32, on device: Device = .cpu) throws -> DeviceTensor {
+        try Tensor.checkShape(shape)
+        let storage = try Backends.backend(for: device, argument: "device").allocateUninitialized(
+            byteCount: shape.reduce(1, *) * dtype.byteCount)
+        return DeviceTensor(storage: storage, dtype: dtype, shape: shape, strides: contiguousStrides(shape), offset: 0)
+    }
+
     /// `tensor`'s elements stored as `dtype` (a float type; 16-bit types round to nearest even) on `device`. O(n).
     public init(_ tensor: Tensor, dtype: DType = .float32, on device: Device = .cpu) throws {
         guard dtype.isFloatingPoint, dtype != .float64 else {
@@ -143,11 +152,11 @@ public struct DeviceTensor: Sendable, CustomStringConvertible {
         self = try host.to(device)
     }
 
-    /// Integers (token ids, positions) stored as `dtype` (`.int32` or `.int64`) in `shape` on `device`; throws
-    /// for a value `int32` cannot hold. O(n).
+    /// Integers (token ids, positions; a mask) stored as `dtype` (i32, i64, u8 or bool) in `shape` on `device`;
+    /// throws for a value the dtype cannot hold. O(n).
     public init(integers: [Int], shape: [Int], dtype: DType = .int64, on device: Device = .cpu) throws {
-        guard dtype == .int32 || dtype == .int64 else {
-            throw LineaError.invalidArgument(argument: "dtype", expected: "i32 or i64 for integers", actual: dtype.shortName)
+        guard !dtype.isFloatingPoint else {
+            throw LineaError.invalidArgument(argument: "dtype", expected: "i32, i64, u8 or bool for integers", actual: dtype.shortName)
         }
         try Tensor.checkShape(shape)
         guard shape.reduce(1, *) == integers.count else {
@@ -157,17 +166,35 @@ public struct DeviceTensor: Sendable, CustomStringConvertible {
         let host = try DeviceTensor.zeros(shape, dtype: dtype)
         if let p = host.storage.hostPointer {
             for (i, value) in integers.enumerated() {
-                if dtype == .int64 {
-                    p.storeBytes(of: Int64(value), toByteOffset: 8 * i, as: Int64.self)
-                } else {
+                switch dtype {
+                case .int64: p.storeBytes(of: Int64(value), toByteOffset: 8 * i, as: Int64.self)
+                case .int32:
                     guard let narrow = Int32(exactly: value) else {
                         throw LineaError.invalidArgument(argument: "integers", expected: "values that fit i32", actual: "\(value) at index \(i)")
                     }
                     p.storeBytes(of: narrow, toByteOffset: 4 * i, as: Int32.self)
+                default:  // u8, bool (a mask)
+                    guard let narrow = UInt8(exactly: value), dtype != .bool || narrow <= 1 else {
+                        throw LineaError.invalidArgument(argument: "integers", expected: dtype == .bool ? "0 or 1" : "values in 0...255",
+                                                         actual: "\(value) at index \(i)")
+                    }
+                    p.storeBytes(of: narrow, toByteOffset: i, as: UInt8.self)
                 }
             }
         }
         self = try host.to(device)
+    }
+
+    /// The elements of a packed f32 host tensor, read in place (package: the CPU kernels' view). O(1).
+    package var floats: UnsafeBufferPointer<Float> {
+        precondition(device == .cpu && dtype == .float32 && isContiguous, "floats: a packed f32 host tensor")
+        return UnsafeBufferPointer(start: UnsafePointer(bitPattern: address), count: count)
+    }
+
+    /// The elements of a packed f32 host tensor, written in place. O(1).
+    package var mutableFloats: UnsafeMutableBufferPointer<Float> {
+        precondition(device == .cpu && dtype == .float32 && isContiguous, "mutableFloats: a packed f32 host tensor")
+        return UnsafeMutableBufferPointer(start: UnsafeMutablePointer(bitPattern: address), count: count)
     }
 
     // MARK: Views (no copy)
@@ -315,6 +342,13 @@ public struct DeviceTensor: Sendable, CustomStringConvertible {
     public func expectRank(_ rank: Int, _ argument: String, layout: String) throws {
         guard shape.count == rank else {
             throw LineaError.shapeMismatch(argument: argument, expected: layout, actual: "\(shape) (rank \(shape.count))")
+        }
+    }
+
+    /// Throws unless `dtype` is one an op writes its float outputs in: f32, bf16 or f16. O(1).
+    public static func expectOutputDType(_ dtype: DType) throws {
+        guard dtype == .float32 || dtype == .bfloat16 || dtype == .float16 else {
+            throw LineaError.invalidArgument(argument: "outputDType", expected: "f32, bf16 or f16", actual: dtype.shortName)
         }
     }
 

@@ -24,6 +24,8 @@ public protocol Backend: AnyObject, Sendable {
     var device: Device { get }
     /// `byteCount` bytes of zeroed memory on the device.
     func allocate(byteCount: Int) throws -> TensorStorage
+    /// `byteCount` bytes whose contents are undefined, for outputs an op writes whole (no fill to pay for).
+    func allocateUninitialized(byteCount: Int) throws -> TensorStorage
     /// Copies `source` into `destination` (same shape and dtype; one of them on this device, the other on it or on
     /// the CPU). Returns once the bytes may be read on the host when `destination` is on the CPU.
     func copy(_ source: DeviceTensor, into destination: DeviceTensor) throws
@@ -33,6 +35,11 @@ public protocol Backend: AnyObject, Sendable {
     func execute<Call: OpCall>(_ call: Call) throws
     /// Waits until every queued op of this backend has finished.
     func synchronize() throws
+}
+
+extension Backend {
+    /// Zeroed memory unless the backend has a cheaper way (the CPU's fill costs little next to any op). O(byteCount).
+    public func allocateUninitialized(byteCount: Int) throws -> TensorStorage { try allocate(byteCount: byteCount) }
 }
 
 /// The registered backends, and the one dispatch every public op goes through.

@@ -57,16 +57,72 @@ final class CPUBackend: Backend {
 
     func synchronize() throws {}
 
-    /// A whole sequence through the host forms (inputs converted to Float32 tensors). O(inputs) plus the form.
+    /// A whole sequence: the fast forms read packed f32 inputs in place and write o and the state in place (a 16-bit
+    /// or strided tensor is converted first); the reference form goes through host tensors. O(inputs) plus the form.
     private func recurrence(_ c: RecurrenceCall) throws {
+        let s = c.shape, form = c.form ?? .automatic(tokens: c.shape.T)
+        guard form != .reference else { return try recurrenceOnHostTensors(c, form: form) }
+        if case .chunked(let size) = form, size < 1 {
+            throw LineaError.invalidArgument(argument: "chunk size", expected: ">= 1", actual: "\(size)")
+        }
+        if let scale = c.scale, !scale.isFinite {
+            throw LineaError.invalidArgument(argument: "scale", expected: "a finite number", actual: "\(scale)")
+        }
+        let q = try Self.packed(c.q)!, k = try Self.packed(c.k)!, v = try Self.packed(c.v)!
+        let g = try Self.packed(c.g), beta = try Self.packed(c.beta), h0 = try Self.packed(c.initialState)
+        if c.validate {
+            for (x, argument) in [(q, "q"), (k, "k"), (v, "v"), (g, "g"), (beta, "beta"), (h0, "initial_state")] {
+                if let x { try Recurrence.checkValues(x.floats, argument) }
+            }
+        }
+        let dims = RecurrenceDims(B: s.B, T: s.T, H: s.H, HV: s.HV, K: s.K, V: s.V)
+        // Outputs in place when packed f32 (as Recurrence.forward allocates them), else through one f32 staging tensor.
+        let o = c.o.dtype == .float32 && c.o.isContiguous ? c.o : try DeviceTensor.zeros(c.o.shape)
+        let state = c.finalState.dtype == .float32 && c.finalState.isContiguous ? c.finalState : try DeviceTensor.zeros(c.finalState.shape)
+        if let h0 { try state.copy(from: h0) } else { Allocation.zeroFill(UnsafeMutableRawPointer(bitPattern: state.address)!, bytes: state.byteCount) }
+        let (qn, kn) = c.useQKL2Norm ? (try Self.l2Normalized(q, K: s.K), try Self.l2Normalized(k, K: s.K)) : (q, k)
+        if s.B * s.T * s.HV * s.V > 0 {
+            let problem = FastProblem(mechanism: c.mechanism, dims: dims, scale: c.scale ?? 1 / Float(s.K).squareRoot(),
+                                      q: qn.floats.baseAddress!, k: kn.floats.baseAddress!, v: v.floats.baseAddress!,
+                                      g: g?.floats.baseAddress, beta: beta?.floats.baseAddress, normalize: false)
+            Recurrence.run(problem, form: form, o: o.mutableFloats.baseAddress!, state: state.mutableFloats.baseAddress!)
+        }
+        if c.validate && !c.allowNonFiniteOutputs {
+            let hint = Recurrence.nonFiniteHint(c.mechanism, l2Normalized: c.useQKL2Norm)
+            for (name, x) in [("o", o), ("final_state", state)] where !RecurrenceSIMD.allFinite(x.floats) {
+                try x.host().checkFiniteOutput(name, hint: hint)
+            }
+        }
+        if o.address != c.o.address { try c.o.copy(from: o.host()) }
+        if state.address != c.finalState.address { try c.finalState.copy(from: state) }
+    }
+
+    /// The reference form on host tensors (inputs converted to Float32 tensors, outputs copied back). O(inputs) plus the form.
+    private func recurrenceOnHostTensors(_ c: RecurrenceCall, form: RecurrenceForm) throws {
         var inputs = RecurrenceInputs(q: try c.q.host(), k: try c.k.host(), v: try c.v.host(), g: try c.g?.host(),
                                       beta: try c.beta?.host(), initialState: try c.initialState?.host(), scale: c.scale)
         inputs.useQKL2Norm = c.useQKL2Norm
         inputs.validate = c.validate
         inputs.allowNonFiniteOutputs = c.allowNonFiniteOutputs
-        let out = try Recurrence.forward(c.mechanism, inputs, form: c.form ?? .automatic(tokens: c.shape.T))
+        let out = try Recurrence.forward(c.mechanism, inputs, form: form)
         try c.o.copy(from: out.o)
         try c.finalState.copy(from: out.finalState)
+    }
+
+    /// `x` as a packed f32 host tensor: itself when it is one, else a converted copy. O(1) or O(n).
+    static func packed(_ x: DeviceTensor?) throws -> DeviceTensor? {
+        guard let x else { return nil }
+        return x.dtype == .float32 && x.isContiguous ? x : try DeviceTensor(x.host())
+    }
+
+    /// Rows of `K` floats scaled to unit L2 norm (fla's in-kernel qk normalization), in a new tensor. O(n).
+    static func l2Normalized(_ x: DeviceTensor, K: Int) throws -> DeviceTensor {
+        let out = try DeviceTensor.uninitialized(x.shape)
+        let (src, dst) = (x.floats.baseAddress, out.mutableFloats.baseAddress)
+        if let src, let dst {
+            for row in stride(from: 0, to: x.count, by: K) { Recurrence.l2Normalize(src + row, into: dst + row, count: K) }
+        }
+        return out
     }
 
     /// One token for every (b, value head) on the state in place; allocation-free when the inputs are packed f32.
@@ -74,11 +130,7 @@ final class CPUBackend: Backend {
     private func step(_ c: RecurrentStepCall) throws {
         let s = c.shape
         guard s.B * s.HV * s.V > 0 else { return }
-        func packed(_ x: DeviceTensor?) throws -> DeviceTensor? {
-            guard let x else { return nil }
-            return x.dtype == .float32 && x.isContiguous ? x : try DeviceTensor(x.host())
-        }
-        let (q, k, v, g, beta) = (try packed(c.q)!, try packed(c.k)!, try packed(c.v)!, try packed(c.g), try packed(c.beta))
+        let (q, k, v, g, beta) = (try Self.packed(c.q)!, try Self.packed(c.k)!, try Self.packed(c.v)!, try Self.packed(c.g), try Self.packed(c.beta))
         guard c.state.isContiguous, c.o.isContiguous else {
             throw LineaError.invalidArgument(argument: c.state.isContiguous ? "o" : "state", expected: "a packed tensor", actual: "a strided view")
         }

@@ -23,16 +23,19 @@ public struct AttentionCall: OpCall {
 extension Attention {
     /// Exact softmax attention where the inputs live (all on one device): `q [B,T,Hq,D]`, `k [B,S,Hkv,D]`,
     /// `v [B,S,Hkv,Dv]` (GQA: Hkv divides Hq), causal and sliding-window masks as `AttentionOptions`; returns
-    /// `o [B,T,Hq,Dv]` and `lse [B,T,Hq]` (f32) on that device. A preallocated KV cache is passed as its first S
+    /// `o [B,T,Hq,Dv]` (`outputDType`: f32, bf16 or f16) and `lse [B,T,Hq]` (f32) on that device. A preallocated KV cache is passed as its first S
     /// rows (`cache.narrowed(axis: 1, 0..<S)`). O(B·Hq·T·S·D).
     public static func forward(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, options: AttentionOptions = AttentionOptions(),
-                               form: AttentionForm? = nil) throws -> (o: DeviceTensor, lse: DeviceTensor) {
+                               form: AttentionForm? = nil, outputDType: DType = .float32) throws -> (o: DeviceTensor, lse: DeviceTensor) {
         let p = try AttentionProblem(q: q.shape, k: k.shape, v: v.shape, options: options)
         if case .splitKV(let n?) = form, n < 1 {
             throw LineaError.invalidArgument(argument: "partitions", expected: ">= 1", actual: "\(n)")
         }
-        let o = try DeviceTensor.zeros([p.B, p.T, p.Hq, p.Dv], on: q.device)
-        let lse = try DeviceTensor.zeros([p.B, p.T, p.Hq], on: q.device)
+        try DeviceTensor.expectOutputDType(outputDType)
+        try MemoryBudget.check([.init("o", [p.B, p.T, p.Hq, p.Dv]), .init("lse", [p.B, p.T, p.Hq])])
+        // Every row of o and lse is written by the op (o = 0, lse = -inf for a row that sees no key).
+        let o = try DeviceTensor.uninitialized([p.B, p.T, p.Hq, p.Dv], dtype: outputDType, on: q.device)
+        let lse = try DeviceTensor.uninitialized([p.B, p.T, p.Hq], on: q.device)
         try Backends.run(AttentionCall(q: q, k: k, v: v, o: o, lse: lse, options: options, form: form))
         return (o, lse)
     }

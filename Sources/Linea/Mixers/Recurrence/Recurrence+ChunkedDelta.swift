@@ -10,23 +10,6 @@ import Foundation
 //     S_new = e^{G_L} S_prev + sum_j e^{G_L - G_j} k_j u_j^T
 // and every exponent is <= 0.
 
-extension Recurrence {
-    /// Chunked form for delta_rule and gated_delta_rule; parallel over groups of heads, GEMMs on OpenBLAS.
-    /// O(B*HV*T*(K*V + C*(K+V) + C^2)) time, O(C*(C+K+V) + K*V) workspace per (b,hv).
-    static func chunkedDeltaForward(_ p: FastProblem, chunk: Int) -> RecurrenceOutput {
-        let d = p.dims
-        let C = min(chunk, d.T)  // a chunk longer than the sequence needs no larger workspace
-        var o = Allocation.zeros(d.B * d.T * d.HV * d.V)
-        var state = p.startingState()
-        ChunkBuffers.with(p, o: &o, state: &state) { buffers in
-            walkHeads(count: d.B * d.HV, T: d.T, chunk: C) { bh in DeltaHeadWalk(p, buffers, bh: bh, chunk: C) }
-        }
-        return RecurrenceOutput(
-            o: Tensor(uncheckedShape: [d.B, d.T, d.HV, d.V], scalars: o),
-            finalState: Tensor(uncheckedShape: [d.B, d.HV, d.K, d.V], scalars: state))
-    }
-}
-
 /// One value head's walk for the delta rules: its workspace and its state (inside the workspace).
 struct DeltaHeadWalk: HeadWalk {
     let p: FastProblem

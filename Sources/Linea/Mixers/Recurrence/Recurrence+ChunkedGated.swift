@@ -15,22 +15,6 @@ extension Recurrence {
     static let safeSpan = 60.0
     /// Sub-block size for GLA chunks whose gate span exceeds `safeSpan`.
     static let glaSubBlock = 16
-
-    /// Chunked form for linear_attn, retention, simple_gla and gla; parallel over groups of heads, GEMMs on
-    /// OpenBLAS. O(B*HV*T*(K*V + C*(K+V))) time, O(C*(C+K) + K*V) workspace per (b,hv).
-    static func chunkedGatedForward(_ p: FastProblem, chunk: Int) -> RecurrenceOutput {
-        let d = p.dims
-        let C = min(chunk, d.T)  // a chunk longer than the sequence needs no larger workspace
-        var o = Allocation.zeros(d.B * d.T * d.HV * d.V)
-        var state = p.startingState()
-        ChunkBuffers.with(p, o: &o, state: &state) { buffers in
-            walkHeads(count: d.B * d.HV, T: d.T, chunk: C) { bh in GatedHeadWalk(p, buffers, bh: bh, chunk: C) }
-        }
-        if p.normalize { p.applyNormalizer(&o) }
-        return RecurrenceOutput(
-            o: Tensor(uncheckedShape: [d.B, d.T, d.HV, d.V], scalars: o),
-            finalState: Tensor(uncheckedShape: [d.B, d.HV, d.K, d.V], scalars: state))
-    }
 }
 
 /// One value head's walk for the non-delta mechanisms: its workspace, its state (inside the workspace) and its gates.

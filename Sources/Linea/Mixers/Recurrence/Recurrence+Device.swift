@@ -129,13 +129,15 @@ extension Recurrence {
     public static func forward(
         _ mechanism: RecurrentMechanism, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, g: DeviceTensor? = nil,
         beta: DeviceTensor? = nil, initialState: DeviceTensor? = nil, scale: Float? = nil, form: RecurrenceForm? = nil,
-        useQKL2Norm: Bool = false, validate: Bool = true, allowNonFiniteOutputs: Bool = false
+        useQKL2Norm: Bool = false, validate: Bool = true, allowNonFiniteOutputs: Bool = false, outputDType: DType = .float32
     ) throws -> (o: DeviceTensor, finalState: DeviceTensor) {
         let s = try RecurrenceShape(mechanism, q: q.shape, k: k.shape, v: v.shape, g: g?.shape, beta: beta?.shape, state: initialState?.shape)
         try initialState?.expectDType([.float32], "initial_state")
+        try DeviceTensor.expectOutputDType(outputDType)
         try MemoryBudget.check([.init("o", [s.B, s.T, s.HV, s.V]), .init("final_state", [s.B, s.HV, s.K, s.V])])
-        let o = try DeviceTensor.zeros([s.B, s.T, s.HV, s.V], on: q.device)
-        let finalState = try DeviceTensor.zeros([s.B, s.HV, s.K, s.V], on: q.device)
+        // Both are written whole by the op.
+        let o = try DeviceTensor.uninitialized([s.B, s.T, s.HV, s.V], dtype: outputDType, on: q.device)
+        let finalState = try DeviceTensor.uninitialized([s.B, s.HV, s.K, s.V], on: q.device)
         try Backends.run(RecurrenceCall(
             mechanism: mechanism, shape: s, q: q, k: k, v: v, g: g, beta: beta, initialState: initialState, o: o,
             finalState: finalState, form: form, scale: scale, useQKL2Norm: useQKL2Norm, validate: validate,

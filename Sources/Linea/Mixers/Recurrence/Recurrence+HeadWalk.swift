@@ -18,20 +18,6 @@ struct ChunkBuffers: @unchecked Sendable {
     let q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>
     let g: UnsafePointer<Float>?, beta: UnsafePointer<Float>?
     let o: UnsafeMutablePointer<Float>, state: UnsafeMutablePointer<Float>
-
-    /// Runs `body` with the problem's inputs and the given output and state arrays as raw buffers.
-    static func with<R>(_ p: FastProblem, o: inout [Float], state: inout [Float], _ body: (ChunkBuffers) -> R) -> R {
-        p.q.withUnsafeBufferPointer { q in p.k.withUnsafeBufferPointer { k in p.v.withUnsafeBufferPointer { v in
-            (p.g ?? []).withUnsafeBufferPointer { g in (p.beta ?? []).withUnsafeBufferPointer { beta in
-                o.withUnsafeMutableBufferPointer { o in state.withUnsafeMutableBufferPointer { state in
-                    body(ChunkBuffers(
-                        q: q.baseAddress!, k: k.baseAddress!, v: v.baseAddress!,
-                        g: p.g == nil ? nil : g.baseAddress, beta: p.beta == nil ? nil : beta.baseAddress,
-                        o: o.baseAddress!, state: state.baseAddress!))
-                } }
-            } }
-        } } }
-    }
 }
 
 /// A head walk's scratch: `floats` Float32 values, of which `[stateOffset, stateOffset + K·V)` hold the head's state

@@ -130,20 +130,6 @@ extension Recurrence {
         UnsafeMutableRawPointer(o + j).storeBytes(of: acc, as: Vec.self)
     }
 
-    /// Recurrent form: a Float32 scan over T, parallel over B*HV. O(B*HV*T*K*V) time, O(K*V) state per (b,hv).
-    static func recurrentForward(_ p: FastProblem) -> RecurrenceOutput {
-        let d = p.dims
-        var o = Allocation.zeros(d.B * d.T * d.HV * d.V)
-        var state = p.startingState()
-        o.withUnsafeMutableBufferPointer { oBuf in state.withUnsafeMutableBufferPointer { sBuf in
-            recurrentScan(p, state: SendablePointer(sBuf.baseAddress!), o: SendablePointer(oBuf.baseAddress!))
-        } }
-        if p.normalize { p.applyNormalizer(&o) }
-        return RecurrenceOutput(
-            o: Tensor(uncheckedShape: [d.B, d.T, d.HV, d.V], scalars: o),
-            finalState: Tensor(uncheckedShape: [d.B, d.HV, d.K, d.V], scalars: state))
-    }
-
     /// Runs the tokens of `p` on `stateP` (`[B,HV,K,V]`) in place, writing the raw outputs `[B,T,HV,V]` to `outP`
     /// (no normalizer). Parallel over B*HV. O(B*HV*T*K*V).
     static func recurrentScan(_ p: FastProblem, state stateP: SendablePointer<Float>, o outP: SendablePointer<Float>) {
@@ -154,7 +140,8 @@ extension Recurrence {
             let gateExp = UnsafeMutablePointer<Float>.allocate(capacity: d.K)  // exp(g_t) for vector gates
             defer { gateExp.deallocate() }
             let headDecay = Float(exp(retentionLogDecay(head: h)))
-            p.q.withUnsafeBufferPointer { q in p.k.withUnsafeBufferPointer { k in p.v.withUnsafeBufferPointer { v in
+            do {
+                let (q, k, v) = (p.q, p.k, p.v)
                 for t in 0..<d.T {
                     let row = (b * d.T + t) * d.HV + h, key = p.keyOffset(b, t, kh)
                     let decay: TokenDecay
@@ -163,16 +150,16 @@ extension Recurrence {
                     case .perHead: decay = .scalar(headDecay)
                     case .scalar: decay = .scalar(exp(p.g![row]))
                     case .vector:
-                        p.g!.withUnsafeBufferPointer { RecurrenceSIMD.expInto(gateExp, $0.baseAddress! + row * d.K, d.K) }
+                        RecurrenceSIMD.expInto(gateExp, p.g! + row * d.K, d.K)
                         decay = .vector(gateExp)
                     }
                     recurrentToken(
                         S: S, K: d.K, V: d.V,
-                        q: q.baseAddress! + key, k: k.baseAddress! + key, v: v.baseAddress! + row * d.V,
+                        q: q + key, k: k + key, v: v + row * d.V,
                         decay: decay, beta: p.beta?[row], scale: p.scale,
                         o: outP.base + row * d.V)
                 }
-            } } }
+            }
         }
     }
 }
@@ -230,11 +217,12 @@ public struct RecurrentState: Sendable {
             inputs.beta = try beta.reshaped([B, 1, HV])
         }
         let dims = try Recurrence.validate(mechanism, inputs)
-        let problem = FastProblem(mechanism, inputs, dims, scale: scale ?? 1 / Float(K).squareRoot())
         var o = [Float](repeating: 0, count: B * HV * V)
         if B * HV * V > 0 {
             state.scalars.withUnsafeMutableBufferPointer { sBuf in o.withUnsafeMutableBufferPointer { oBuf in
-                Recurrence.recurrentScan(problem, state: SendablePointer(sBuf.baseAddress!), o: SendablePointer(oBuf.baseAddress!))
+                FastProblem.with(mechanism, inputs, dims, scale: scale ?? 1 / Float(K).squareRoot()) { problem in
+                    Recurrence.recurrentScan(problem, state: SendablePointer(sBuf.baseAddress!), o: SendablePointer(oBuf.baseAddress!))
+                }
             } }
         }
         let out = try Tensor(shape: [B, HV, V], scalars: o)

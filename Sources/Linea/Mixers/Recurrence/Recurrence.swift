@@ -147,16 +147,17 @@ public enum Recurrence {
             return RecurrenceOutput(o: try Tensor(zeros: [dims.B, dims.T, dims.HV, dims.V]), finalState: state)
         }
         let out: RecurrenceOutput
-        switch form {
-        case .reference:
+        if form == .reference {
             out = referenceForward(mechanism, inputs, dims, scale: Double(scale))
-        case .recurrent:
-            let problem = FastProblem(mechanism, inputs, dims, scale: scale)
-            out = recurrentForward(problem)
-        case let .chunked(size):
-            BLAS.setThreads(1)
-            let problem = FastProblem(mechanism, inputs, dims, scale: scale)
-            out = mechanism.isDelta ? chunkedDeltaForward(problem, chunk: size) : chunkedGatedForward(problem, chunk: size)
+        } else {
+            let d = dims
+            var o = Allocation.zeros(d.B * d.T * d.HV * d.V)
+            var state = inputs.initialState?.scalars ?? [Float](repeating: 0, count: d.B * d.HV * d.K * d.V)
+            o.withUnsafeMutableBufferPointer { o in state.withUnsafeMutableBufferPointer { state in
+                FastProblem.with(mechanism, inputs, dims, scale: scale) { run($0, form: form, o: o.baseAddress!, state: state.baseAddress!) }
+            } }
+            out = RecurrenceOutput(o: Tensor(uncheckedShape: [d.B, d.T, d.HV, d.V], scalars: o),
+                                   finalState: Tensor(uncheckedShape: [d.B, d.HV, d.K, d.V], scalars: state))
         }
         if inputs.validate && !inputs.allowNonFiniteOutputs {
             let hint = nonFiniteHint(mechanism, l2Normalized: inputs.useQKL2Norm)
@@ -164,6 +165,27 @@ public enum Recurrence {
             try out.finalState.checkFiniteOutput("final_state", hint: hint)
         }
         return out
+    }
+
+    /// A fast form (recurrent or chunked) of `p`: writes `o [B,T,HV,V]` (zeroed by the caller) and advances `state
+    /// [B,HV,K,V]` (the initial state, or zeros) in place, applying linear_attn's normalizer when asked.
+    /// O(B·HV·T·K·V).
+    static func run(_ p: FastProblem, form: RecurrenceForm, o: UnsafeMutablePointer<Float>, state: UnsafeMutablePointer<Float>) {
+        let d = p.dims
+        guard d.B * d.T * d.HV * d.V > 0 else { return }
+        if case .chunked(let size) = form {
+            BLAS.setThreads(1)
+            let buffers = ChunkBuffers(q: p.q, k: p.k, v: p.v, g: p.g, beta: p.beta, o: o, state: state)
+            let C = min(size, d.T)  // a chunk longer than the sequence needs no larger workspace
+            if p.mechanism.isDelta {
+                walkHeads(count: d.B * d.HV, T: d.T, chunk: C) { bh in DeltaHeadWalk(p, buffers, bh: bh, chunk: C) }
+            } else {
+                walkHeads(count: d.B * d.HV, T: d.T, chunk: C) { bh in GatedHeadWalk(p, buffers, bh: bh, chunk: C) }
+            }
+        } else {
+            recurrentScan(p, state: SendablePointer(state), o: SendablePointer(o))
+        }
+        if p.normalize { p.applyNormalizer(o) }
     }
 
     /// Why outputs of `mechanism` went NaN or infinite, for `LineaError.nonFinite`. O(1).
@@ -292,54 +314,59 @@ extension Recurrence {
             throw LineaError.invalidArgument(argument: "normalize", expected: "false (only linear_attn has a normalizer)", actual: "true for \(name)")
         }
         if x.validate {
-            // A SIMD pass first; the element-wise scans only run to name the first bad element.
             for (tensor, argument) in [(x.q, "q"), (x.k, "k"), (x.v, "v"), (x.g, "g"), (x.beta, "beta"), (x.initialState, "initial_state")] {
-                guard let tensor, !tensor.withUnsafeBufferPointer({ RecurrenceSIMD.allFinite($0) }) else { continue }
-                try tensor.expectFinite(argument)
-            }
-            if let g = x.g, !g.withUnsafeBufferPointer({ RecurrenceSIMD.allWithin($0, -Float.infinity, 0) }),
-               let i = g.scalars.firstIndex(where: { $0 > 0 }) {
-                throw LineaError.invalidArgument(argument: "g", expected: "log gates <= 0", actual: "\(g.scalars[i]) at flat index \(i)")
-            }
-            if let beta = x.beta, !beta.withUnsafeBufferPointer({ RecurrenceSIMD.allWithin($0, 0, 1) }),
-               let i = beta.scalars.firstIndex(where: { !(0...1).contains($0) }) {
-                throw LineaError.invalidArgument(argument: "beta", expected: "values in [0, 1]", actual: "\(beta.scalars[i]) at flat index \(i)")
+                try tensor?.withUnsafeBufferPointer { try checkValues($0, argument) }
             }
         }
         return RecurrenceDims(B: s.B, T: s.T, H: s.H, HV: s.HV, K: s.K, V: s.V)
+    }
+
+    /// Throws naming `argument` at its first NaN or infinity, or, for `g`, a log gate above 0 and, for `beta`, a value
+    /// outside [0, 1] (with its flat index and value); a SIMD pass first, the element-wise scan only to name it. O(n).
+    static func checkValues(_ values: UnsafeBufferPointer<Float>, _ argument: String) throws {
+        if !RecurrenceSIMD.allFinite(values), let i = values.firstIndex(where: { !$0.isFinite }) {
+            throw LineaError.invalidArgument(argument: argument, expected: "finite values", actual: "\(values[i]) at flat index \(i)")
+        }
+        if argument == "g", !RecurrenceSIMD.allWithin(values, -Float.infinity, 0), let i = values.firstIndex(where: { $0 > 0 }) {
+            throw LineaError.invalidArgument(argument: "g", expected: "log gates <= 0", actual: "\(values[i]) at flat index \(i)")
+        }
+        if argument == "beta", !RecurrenceSIMD.allWithin(values, 0, 1), let i = values.firstIndex(where: { !(0...1).contains($0) }) {
+            throw LineaError.invalidArgument(argument: "beta", expected: "values in [0, 1]", actual: "\(values[i]) at flat index \(i)")
+        }
     }
 }
 
 // MARK: - Float32 problem shared by the recurrent and chunked forms
 
-/// Validated Float32 inputs for the fast forms, with q and k L2-normalized when asked.
-struct FastProblem: Sendable {
+/// The fast forms' view of validated Float32 inputs: packed `[B,T,H,K]` q and k, `[B,T,HV,V]` v, gates and betas,
+/// as raw pointers valid for one call (host arrays through `with`, or a CPU device tensor's memory).
+struct FastProblem: @unchecked Sendable {
     let mechanism: RecurrentMechanism
     let dims: RecurrenceDims
     let scale: Float
-    let q: [Float], k: [Float], v: [Float]
-    let g: [Float]?
-    let beta: [Float]?
-    let initialState: [Float]?
+    let q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>
+    let g: UnsafePointer<Float>?
+    let beta: UnsafePointer<Float>?
     let normalize: Bool
 
-    init(_ mechanism: RecurrentMechanism, _ x: RecurrenceInputs, _ dims: RecurrenceDims, scale: Float) {
-        self.mechanism = mechanism
-        self.dims = dims
-        self.scale = scale
-        if x.useQKL2Norm {
-            q = FastProblem.l2Normalized(x.q.scalars, rowLength: dims.K)
-            k = FastProblem.l2Normalized(x.k.scalars, rowLength: dims.K)
-        } else {
-            q = x.q.scalars
-            k = x.k.scalars
-        }
-        v = x.v.scalars
-        g = x.g?.scalars
-        beta = x.beta?.scalars
-        initialState = x.initialState?.scalars
-        normalize = x.normalize
+    /// Runs `body` on the arrays of `x` (q and k L2-normalized first when asked). O(inputs) when normalizing, else O(1).
+    static func with<R>(_ mechanism: RecurrentMechanism, _ x: RecurrenceInputs, _ dims: RecurrenceDims, scale: Float,
+                        _ body: (FastProblem) -> R) -> R {
+        let q = x.useQKL2Norm ? l2Normalized(x.q.scalars, rowLength: dims.K) : x.q.scalars
+        let k = x.useQKL2Norm ? l2Normalized(x.k.scalars, rowLength: dims.K) : x.k.scalars
+        return q.withUnsafeBufferPointer { q in k.withUnsafeBufferPointer { k in x.v.scalars.withUnsafeBufferPointer { v in
+            (x.g?.scalars ?? []).withUnsafeBufferPointer { g in (x.beta?.scalars ?? []).withUnsafeBufferPointer { beta in
+                body(FastProblem(mechanism: mechanism, dims: dims, scale: scale, q: base(q), k: base(k), v: base(v),
+                                 g: x.g == nil ? nil : base(g), beta: x.beta == nil ? nil : base(beta), normalize: x.normalize))
+            } }
+        } } }
     }
+
+    /// A buffer's first element; an empty buffer (which no form reads) gives a pointer to a dummy element.
+    static func base(_ buffer: UnsafeBufferPointer<Float>) -> UnsafePointer<Float> {
+        buffer.baseAddress ?? UnsafePointer(empty)
+    }
+    nonisolated(unsafe) private static let empty = UnsafeMutablePointer<Float>.allocate(capacity: 1)
 
     /// `x / sqrt(sum x^2 + 1e-6)` for each row of `rowLength` elements. O(count).
     static func l2Normalized(_ x: [Float], rowLength n: Int) -> [Float] {
@@ -372,18 +399,11 @@ struct FastProblem: Sendable {
         ((b * dims.T + t) * dims.H + keyHead) * dims.K
     }
 
-    /// The state tensor to start from: the initial state or zeros, `[B*HV*K*V]`.
-    func startingState() -> [Float] {
-        initialState ?? [Float](repeating: 0, count: dims.B * dims.HV * dims.K * dims.V)
-    }
-
     /// Divides each output row by `(scale*q_t)·z_t + 1e-10`, `z_t = sum_{s<=t} k_s` (linear_attn normalizer).
     /// O(B*T*HV*(K+V)).
-    func applyNormalizer(_ o: inout [Float]) {
+    func applyNormalizer(_ o: UnsafeMutablePointer<Float>) {
         let d = dims
-        let (q, k, scale) = (self.q, self.k, self.scale)
-        o.withUnsafeMutableBufferPointer { oBuf in
-        let outP = SendablePointer(oBuf.baseAddress!)
+        let outP = SendablePointer(o)
         Parallel.forEach(d.B * d.HV) { bh in
             let b = bh / d.HV, h = bh % d.HV, kh = keyHead(h)
             var z = [Float](repeating: 0, count: d.K)
@@ -391,13 +411,12 @@ struct FastProblem: Sendable {
                 let qk = keyOffset(b, t, kh)
                 var den: Float = 0
                 for i in 0..<d.K {
-                    z[i] += k[qk + i]
-                    den += q[qk + i] * z[i]
+                    z[i] += self.k[qk + i]
+                    den += self.q[qk + i] * z[i]
                 }
                 let inv = 1 / (scale * den + 1e-10)
                 VectorMath.scale(outP.base + offset(b, t, h, width: d.V), count: d.V, by: inv)
             }
-        }
         }
     }
 }

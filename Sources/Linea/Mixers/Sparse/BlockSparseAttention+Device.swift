@@ -32,6 +32,7 @@ extension BlockSparseAttention {
         let layout = try BlockMask(shape: mask.shape, blockRows: blockRows, blockKeys: blockKeys,
                                    values: [UInt8](repeating: 0, count: mask.rank == 4 ? mask.count : 0))
         try layout.validate(B: p.B, Hq: p.Hq, T: p.T, S: p.S)
+        try MemoryBudget.check([.init("o", [p.B, p.T, p.Hq, p.Dv]), .init("lse", [p.B, p.T, p.Hq])])
         let o = try DeviceTensor.zeros([p.B, p.T, p.Hq, p.Dv], on: q.device)
         let lse = try DeviceTensor.zeros([p.B, p.T, p.Hq], on: q.device)
         try Backends.run(BlockSparseCall(q: q, k: k, v: v, mask: mask, blockRows: blockRows, blockKeys: blockKeys, o: o, lse: lse,
