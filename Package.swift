@@ -18,7 +18,6 @@ let package = Package(
         .library(name: "Linea", targets: ["Linea"]),
         .executable(name: "linea", targets: ["linea"]),
         .library(name: "LineaCUDA", targets: ["LineaCUDA"]),
-        .executable(name: "linea-cuda-check", targets: ["linea-cuda-check"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -48,11 +47,6 @@ let package = Package(
             name: "LineaCUDA",
             dependencies: ["Linea"],
             exclude: ["Kernels/cu"],  // the kernel files, embedded by scripts/embed_kernels.py (Kernels/Embedded)
-            swiftSettings: cpuFlags
-        ),
-        .executableTarget(
-            name: "linea-cuda-check",
-            dependencies: ["Linea", "LineaCUDA"],
             swiftSettings: cpuFlags
         ),
         .testTarget(

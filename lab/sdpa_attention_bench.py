@@ -1,4 +1,4 @@
-# PyTorch SDPA causal forward, bf16, B*T = 32768, H = 16, D = 128 (same shapes as linea-cuda-check --bench).
+# PyTorch SDPA causal forward, bf16, B*T = 32768, H = 16, D = 128 (same shapes as `linea bench --backend cuda`).
 import sys, torch, torch.nn.functional as F
 print("torch", torch.__version__, torch.cuda.get_device_name(0))
 def bench(fn, warm=3, it=10):

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Linea
+import LineaCUDA
 
 /// `linea bench`: time mechanisms and forms over sequence lengths; table, exponent fit, JSON and SVG.
 struct BenchCommand: ParsableCommand {
@@ -15,25 +16,23 @@ struct BenchCommand: ParsableCommand {
             (the kernel alone). Progress goes to stderr.
             """)
 
-    @Option(help: "Mechanisms, comma-separated (default: all). See `linea list`.")
+    @Option(help: "Ops, comma-separated (default: every op with a form on the backend). See `linea list`.")
     var mechanism: String?
 
-    @Option(help: "Form to time (default: the fast form of each mechanism: attention flash, recurrences chunked).")
+    @Option(help: "Form to time (default: the fast form of each op on the backend: attention flash, recurrences chunked).")
     var form: String?
 
-    @Option(help: "Sequence lengths, comma-separated (default: per mechanism).")
+    @Option(help: "Sequence lengths, comma-separated (default: per op and backend).")
     var lengths: String?
 
     @Option(help: "Heads H (default 8 on cpu, 16 on cuda).") var heads: Int?
     @Option(help: "Head dimension K = V (default 64 on cpu, 128 on cuda).") var dim: Int?
     @Option(help: "Batch size B (default 1 on cpu; on cuda tokens / T).") var batch: Int?
     @Option(help: "cuda: tokens B*T per point when --batch is not given.") var tokens: Int = 32768
-    @Option(help: "cuda: V columns per block of the bf16 scalar-decay and gla chunked kernels and of the f32/f16 CUDA-core kernel (32, 64, or 128 for the scalar decays; default: chosen per shape; the bf16 delta kernels always take 64).")
-    var valueBlock: Int?
     @Option(help: "Chunk size of chunked forms.") var chunkSize: Int = 64
-    @Option(help: "Backend: cpu or cuda (cuda: bf16 chunked kernels and flash attention, CUDA-event timing).")
+    @Option(help: "Backend: cpu or cuda (CUDA-event timing).")
     var backend: String = "cpu"
-    @Option(help: "cuda: input type of every kernel timed: bf16, f16 or f32 (f16, f32: the chunked mechanisms run the fp32 CUDA-core kernel).")
+    @Option(help: "cuda: input type of every op timed: bf16, f16 or f32 (f16, f32: the chunked recurrences run the fp32 CUDA-core kernel).")
     var dtype: String = "bf16"
     @Flag(help: "cpu: time only the reference OpenBLAS sgemm (n = 2048, or 4096 above 4 threads; the '% sgemm' column's base) and print its GFLOP/s.")
     var sgemm = false
@@ -57,13 +56,9 @@ struct BenchCommand: ParsableCommand {
         guard ["bf16", "f32", "f16"].contains(dtype) else {
             throw validationErrorList(argument: "--dtype", got: dtype, known: ["bf16", "f32", "f16"])
         }
-        if let form, case .splitKV(let n?)? = AttentionForm(name: form), n < 1 {
-            throw ValidationError("--form \(form): expected split_kv:N with N >= 1 partitions, got \(n)")
+        for f in try families(on: backend == "cuda" ? .cuda(0) : .cpu) {
+            if let form { try checkUsage(f, form: resolved(form), options: OpOptions()) }
         }
-        if let valueBlock, ![32, 64, 128].contains(valueBlock) {
-            throw ValidationError("--value-block: expected 32, 64 or 128, got \(valueBlock)")
-        }
-        for name in mechanism?.split(separator: ",") ?? [] { _ = try Mechanism.named(String(name), argument: "--mechanism") }
         // Every point's inputs (q, k, v, a gate up to [B, T, H, K]), output with slack, and state (initial and
         // final) must fit the memory limit, checked in Float64 so no product can overflow.
         let cuda = backend == "cuda"
@@ -100,48 +95,70 @@ struct BenchCommand: ParsableCommand {
         return values.map { $0! }
     }
 
+    /// The `--mechanism` families, else every family with a form on `device`.
+    func families(on device: Device) throws -> [any OpFamily] {
+        try mechanism.map { try $0.split(separator: ",").map { try family(String($0), argument: "--mechanism") } }
+            ?? OpFamilies.all.filter { !$0.forms(on: device).isEmpty }
+    }
+
+    /// `chunked` with `--chunk-size`.
+    func resolved(_ form: String) -> String {
+        form == "chunked" && chunkSize != RecurrenceForm.defaultChunkSize ? "chunked:\(chunkSize)" : form
+    }
+
     func run() throws {
         if decode { return try runDecode() }
         if matmul { return try runMatmul() }
-        if backend == "cuda" { return try runCUDA() }
         if sgemm {
             for line in Measure.hostDescription() { print(line) }
             let rate = Measure.SgemmReference().gflops(minSeconds: 1)
             print(String(format: "sgemm n = %d, %d threads: %.1f GFLOP/s", Measure.sgemmSize, Parallel.threadCount, rate))
             return
         }
-        let (heads, dim, batch) = (self.heads ?? 8, self.dim ?? 64, self.batch ?? 1)
-        let names = mechanism?.split(separator: ",").map(String.init) ?? Mechanism.all.map(\.name)
-        var targets: [BenchTarget] = []
-        for name in names {
-            let m = try Mechanism.named(name)
-            targets.append(try BenchTarget.make(m, form: form, chunkSize: chunkSize))
-        }
+        let cuda = backend == "cuda"
+        let device = try openDevice(backend)
+        let type: DType = cuda ? DType(name: dtype) ?? .bfloat16 : .float32
+        let (heads, dim) = (self.heads ?? (cuda ? 16 : 8), self.dim ?? (cuda ? 128 : 64))
+        let families = try families(on: device)
         let userLengths = try parsedLengths()
-
-        for line in Measure.hostDescription() { print(line) }
-        print("")
-        let reference = Measure.SgemmReference()
+        if cuda {
+            printError("bench: \(try CUDABackend.shared.deviceName), \(dtype) inputs, H = \(heads), K = V = \(dim)")
+        } else {
+            for line in Measure.hostDescription() { print(line) }
+            print("")
+        }
+        let reference = cuda ? nil : Measure.SgemmReference()
         var results: [BenchResult] = []
-        for target in targets {
-            for T in userLengths ?? target.defaultLengths {
-                printError("bench: \(target.mechanism) \(target.form) T = \(T) ...")
-                let shape = BenchShape(B: batch, T: T, H: heads, K: dim, V: dim)
+        for f in families {
+            guard let form = (self.form ?? f.forms(on: device).first).map(resolved) else {
+                printError("bench: \(f.name) has no form on \(device) to time; skipped")
+                continue
+            }
+            for T in userLengths ?? f.benchLengths(on: device) {
+                let B = batch ?? (cuda ? max(1, tokens / T) : 1)
+                printError("bench: \(f.name) \(form) B = \(B) T = \(T) ...")
                 do {
-                    let job = try target.setup(shape)
-                    // An sgemm timed right before each point: a share against one sample taken at start misleads
-                    // on a machine whose load changes during the sweep.
-                    let sgemm = reference.gflops(minSeconds: 0.25)
-                    let timing = try Measure.run(job.run)
-                    results.append(BenchResult(mechanism: target.mechanism, form: target.form, backend: backend, shape: shape,
-                                               ms: timing.ms, flops: job.flops, peakBytes: timing.peakExtra,
-                                               sgemmGFLOPs: sgemm))
+                    let c = try f.benchCase(BenchSize(B: B, T: T, H: heads, D: dim), form: form, dtype: type)
+                    let inputs = try f.upload(c.makeInputs(1), form: form, dtype: type, on: device)
+                    let work = { _ = try f.run(form, inputs, options: c.options) }
+                    var result = BenchResult(mechanism: f.name, form: form + (cuda && type != .bfloat16 ? " \(dtype)" : ""), backend: backend,
+                                             shape: BenchShape(B: B, T: T, H: heads, K: dim, V: dim), ms: 0, flops: c.flops, peakBytes: 0)
+                    if let reference {
+                        // An sgemm timed right before each point: a share against one sample taken at start misleads
+                        // on a machine whose load changes during the sweep.
+                        result.sgemmGFLOPs = reference.gflops(minSeconds: 0.25)
+                        let timing = try Measure.run(work)
+                        (result.ms, result.peakBytes) = (timing.ms, timing.peakExtra)
+                    } else {
+                        result.ms = try timeOnGPU(work)
+                    }
+                    results.append(result)
                 } catch let error as LineaError {
-                    printError("bench: skipped \(target.mechanism) \(target.form) T = \(T): \(error)")
+                    printError("bench: skipped \(f.name) \(form) T = \(T): \(error)")
                 }
             }
         }
-        report(results)
+        if cuda { reportGPU(results) } else { report(results) }
         if let json { try writeJSON(results, to: json) }
         if let svg { try writeSVG(results, to: svg) }
     }
@@ -167,8 +184,8 @@ struct BenchCommand: ParsableCommand {
                 print(String(format: "%@ %@: time ~ T^%.2f over %@", r.mechanism, r.form, e, span))
             }
         }
-        let flash = results.filter { $0.mechanism == Mechanism.attention.name && $0.form == "flash" }
-        for name in Set(results.map(\.mechanism)).sorted() where name != Mechanism.attention.name && !flash.isEmpty {
+        let flash = results.filter { $0.mechanism == "attention" && $0.form == "flash" }
+        for name in Set(results.map(\.mechanism)).sorted() where name != "attention" && !flash.isEmpty {
             let mine = results.filter { $0.mechanism == name }
             let both = flash.compactMap { f in mine.first { $0.shape.T == f.shape.T && $0.form.hasPrefix("chunked") }.map { (f, $0) } }
             guard !both.isEmpty else { continue }
@@ -193,47 +210,9 @@ struct BenchShape: Codable {
 struct BenchResult {
     let mechanism: String, form: String, backend: String
     let shape: BenchShape
-    let ms: Double, flops: Double, peakBytes: Int
+    var ms: Double, flops: Double, peakBytes: Int
     /// The sgemm rate measured just before this point (CPU), nil on CUDA.
     var sgemmGFLOPs: Double? = nil
     var tokensPerSecond: Double { Double(shape.B * shape.T) / (ms / 1000) }
     var gflops: Double { flops / (ms / 1000) / 1e9 }
-}
-
-/// A mechanism and form that can be set up at a shape and then timed.
-struct BenchTarget {
-    let mechanism: String
-    let form: String
-    let defaultLengths: [Int]
-    /// Builds inputs for a shape (untimed) and returns the timed work and its FLOP count.
-    let setup: (BenchShape) throws -> (run: () throws -> Void, flops: Double)
-
-    static func make(_ m: Mechanism, form: String?, chunkSize: Int) throws -> BenchTarget {
-        switch m.kind {
-        case .attention:
-            guard let f = AttentionForm(name: form ?? "flash") else {
-                throw validationErrorList(argument: "--form", got: form ?? "", known: m.forms)
-            }
-            return BenchTarget(mechanism: m.name, form: f.description, defaultLengths: [64, 256, 1024, 4096, 16384]) { s in
-                // split_kv is a decode form: one query per sequence against T keys.
-                let queries = if case .splitKV = f { 1 } else { s.T }
-                let q = try Tensor.randomNormal([s.B, queries, s.H, s.K], seed: 1)
-                let k = try Tensor.randomNormal([s.B, s.T, s.H, s.K], seed: 2)
-                let v = try Tensor.randomNormal([s.B, s.T, s.H, s.V], seed: 3)
-                let flops = Attention.flops(B: s.B, T: queries, S: s.T, H: s.H, D: s.K, causal: true)
-                return ({ _ = try Attention.forward(q: q, k: k, v: v, form: f) }, flops)
-            }
-        case .recurrence(let r):
-            let f = try Mechanism.recurrenceForm(form, chunkSize: chunkSize)
-            let formName = if case .chunked(let n) = f { n == RecurrenceForm.defaultChunkSize ? "chunked" : "chunked:\(n)" }
-                else { form ?? "chunked" }
-            return BenchTarget(mechanism: m.name, form: formName, defaultLengths: [64, 256, 1024, 4096, 16384, 65536]) { s in
-                var inputs = try RecurrenceInputs.random(r, B: s.B, T: s.T, H: s.H, K: s.K, V: s.V, seed: 1)
-                inputs.validate = false  // time the kernel alone (validation is one O(inputs) scan)
-                let flops = Recurrence.chunkedFLOPs(r, B: s.B, T: s.T, H: s.H, K: s.K, V: s.V,
-                                                    chunkSize: { if case .chunked(let n) = f { n } else { 1 } }())
-                return ({ _ = try Recurrence.forward(r, inputs, form: f) }, flops)
-            }
-        }
-    }
 }

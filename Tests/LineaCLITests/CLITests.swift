@@ -87,7 +87,7 @@ func temporaryDirectory() throws -> URL {
                               "--json", json, "--svg", svg])
         #expect(r.code == 0, "\(r.err)")
         #expect(r.out.contains("time ~ T^") && r.out.contains("sgemm"))
-        #expect(r.err.contains("bench: attention flash T = 256"))  // progress on stderr
+        #expect(r.err.contains("bench: attention flash B = 1 T = 256"))  // progress on stderr
         let rows = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [[String: Any]]
         #expect(rows?.count == 2)
         let keys: Set<String> = ["mechanism", "form", "backend", "B", "T", "H", "K", "V", "ms", "tokens_per_s", "gflops", "peak_bytes",

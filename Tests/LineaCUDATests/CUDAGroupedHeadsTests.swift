@@ -4,8 +4,8 @@ import LineaCUDA
 import Testing
 
 /// Grouped value heads (HV a multiple of H, fla's GVA) on the GPU against the CPU Float64 reference on the same
-/// rounded inputs: the chunked kernels (bf16 tensor cores, f32/f16 CUDA cores) and the decode step (skipped when no
-/// GPU is present).
+/// rounded inputs: the chunked kernels called directly (bf16 tensor cores, f32/f16 CUDA cores); the dispatch and the
+/// decode step at HV > H are in the op-case table (skipped when no GPU is present).
 @Suite(.enabled(if: CUDABackend.isAvailable, "needs an NVIDIA GPU, its driver and NVRTC"))
 struct CUDAGroupedHeadsTests {
     static let dtypes: [DType] = [.bfloat16, .float16, .float32]
@@ -27,32 +27,8 @@ struct CUDAGroupedHeadsTests {
             let o = ErrorStats(got.o, want.o), state = ErrorStats(got.finalState, want.finalState)
             let name = "\(r.rawValue) \(dtype) B\(B) T\(T) H\(H) HV\(HV) K\(K) V\(V)"
             #expect(got.o.shape == [B, T, HV, V] && got.finalState.shape == [B, HV, K, V], "\(name)")
-            #expect(o.relativeRMS <= CUDAKernelChecks.tolerance(dtype), "\(name): o \(o)")
-            #expect(state.relativeRMS <= CUDAKernelChecks.tolerance(dtype), "\(name): state \(state)")
-        }
-    }
-
-    /// Four decode steps at HV = 2H (`CUDAKernelChecks.step`: g and beta are uploaded in the dtype too, so rounded first).
-    @Test(arguments: RecurrentMechanism.allCases, dtypes)
-    func decodeStepMatchesReference(_ r: RecurrentMechanism, _ dtype: DType) throws {
-        for (b, h, hv, k, v) in [(2, 2, 4, 128, 128), (1, 3, 6, 64, 33)] {
-            let outcome = try CUDAKernelChecks.step(r, b: b, h: h, hv: hv, k: k, v: v, dtype: dtype, context: CUDABackend.shared)
-            #expect(outcome.passed, "\(outcome)")
-        }
-    }
-}
-
-/// Grouped-head argument checks and plans (no GPU needed: they run before the device is touched).
-@Suite struct CUDAGroupedHeadsArgumentTests {
-    @Test func valueHeadsNotAMultipleThrowBeforeTheGPU() throws {
-        var x = try RecurrenceInputs.random(.gatedDeltaRule, B: 1, T: 8, H: 2, HV: 4, K: 64, V: 64, seed: 1)
-        x.v = try .randomNormal([1, 8, 3, 64], seed: 2)
-        for dtype in CUDAGroupedHeadsTests.dtypes {
-            expectArgumentError("v", shapeMismatchToo: true) { _ = try CUDAChunked.forward(.gatedDeltaRule, x, dtype: dtype) }
-        }
-        let q = try Tensor(zeros: [1, 2, 64]), s = try Tensor(zeros: [1, 3, 64, 64])
-        expectArgumentError("v", shapeMismatchToo: true) {
-            _ = try CUDARecurrentStep.step(.linearAttention, q: q, k: q, v: try Tensor(zeros: [1, 3, 64]), state: s)
+            #expect(o.relativeRMS <= (dtype == .float32 ? 1e-5 : 2e-3), "\(name): o \(o)")
+            #expect(state.relativeRMS <= (dtype == .float32 ? 1e-5 : 2e-3), "\(name): state \(state)")
         }
     }
 

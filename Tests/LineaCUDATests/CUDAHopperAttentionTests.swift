@@ -44,7 +44,8 @@ struct CUDAHopperAttentionTests {
         let round = { (x: Tensor) in
             c.dtype == .bfloat16 ? HalfPrecision.roundedToBFloat16(x) : HalfPrecision.roundedToFloat16(x)
         }
-        let want = try CUDAReference.attention(q: round(q), k: round(k), v: round(v), causal: c.causal, window: c.window)
+        let want = try Attention.forward(q: round(q), k: round(k), v: round(v), options: AttentionOptions(causal: c.causal, window: c.window),
+                                         form: .reference)
         let got = try CUDAAttention.forward(
             q: q, k: k, v: v, causal: c.causal, window: c.window, dtype: c.dtype, kernel: .wgmma, context: CUDABackend.shared)
         let o = ErrorStats(got.o, want.o), lse = ErrorStats(got.lse, want.lse)

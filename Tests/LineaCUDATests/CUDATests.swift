@@ -127,55 +127,32 @@ import Testing
         KernelCache.store(key: key, image: [9])  // replaces
         #expect(KernelCache.load(key: key) == [9])
     }
-
-    @Test func referenceAttentionMatchesHandComputedCases() throws {
-        // One key: o = v and lse = scaled score. Causal with T > S: the first rows see nothing.
-        let q = try Tensor(shape: [1, 2, 1, 2], scalars: [1, 2, 3, 4])
-        let k = try Tensor(shape: [1, 1, 1, 2], scalars: [0.5, -1])
-        let v = try Tensor(shape: [1, 1, 1, 2], scalars: [7, 8])
-        let r = try CUDAReference.attention(q: q, k: k, v: v, scale: 1, causal: true)
-        #expect(r.lse.scalars[0] == -.infinity)
-        #expect(r.o.scalars[0...1] == [0, 0])
-        #expect(abs(r.lse.scalars[1] - (3 * 0.5 - 4)) < 1e-6)
-        #expect(r.o.scalars[2...3] == [7, 8])
-        // Two equal keys: lse = score + log 2, o = mean of values.
-        let k2 = try Tensor(shape: [1, 2, 1, 2], scalars: [1, 0, 1, 0])
-        let v2 = try Tensor(shape: [1, 2, 1, 2], scalars: [1, 2, 3, 6])
-        let r2 = try CUDAReference.attention(q: q, k: k2, v: v2, scale: 1, causal: false)
-        #expect(abs(r2.lse.scalars[0] - (1 + Float(log(2.0)))) < 1e-6)
-        #expect(r2.o.scalars[0...1] == [2, 4])
-    }
-
-    @Test func referenceGatedDeltaStepMatchesHandComputedCase() throws {
-        // K = V = 1: S' = e^g S; S'' = S' + beta k (v - k S'); o = scale q S''.
-        let (s0, g, beta, k, v, q) = (Float(2), Float(-0.5), Float(0.25), Float(0.8), Float(3), Float(1.5))
-        let r = try CUDAReference.gatedDeltaRuleStep(
-            q: Tensor(shape: [1, 1, 1], scalars: [q]), k: Tensor(shape: [1, 1, 1], scalars: [k]),
-            v: Tensor(shape: [1, 1, 1], scalars: [v]), g: Tensor(shape: [1, 1], scalars: [g]),
-            beta: Tensor(shape: [1, 1], scalars: [beta]), state: Tensor(shape: [1, 1, 1, 1], scalars: [s0]), scale: 1)
-        let decayed = Double(s0) * exp(Double(g))
-        let updated = decayed + Double(beta * k) * (Double(v) - Double(k) * decayed)
-        #expect(abs(Double(r.state.scalars[0]) - updated) < 1e-6)
-        #expect(abs(Double(r.o.scalars[0]) - Double(q) * updated) < 1e-6)
-    }
 }
 
 /// GPU comparisons against the CPU oracle (skipped when no GPU is present).
 @Suite(.enabled(if: CUDABackend.isAvailable, "needs an NVIDIA GPU, its driver and NVRTC"))
 struct CUDAKernelTests {
-    @Test(arguments: CUDASelfCheck.attentionCases.indices)
-    func flashAttentionMatchesReference(index: Int) throws {
-        let c = CUDASelfCheck.attentionCases[index]
-        for outcome in try CUDASelfCheck.attention(c, context: CUDABackend.shared) {
-            #expect(outcome.passed, "\(outcome)")
-        }
-    }
-
-    @Test(arguments: CUDASelfCheck.recurrentCases.indices)
-    func gatedDeltaRuleStepMatchesReference(index: Int) throws {
-        let r = CUDASelfCheck.recurrentCases[index]
-        for outcome in try CUDASelfCheck.gatedDeltaRule(b: r.b, h: r.h, k: r.k, v: r.v, context: CUDABackend.shared) {
-            #expect(outcome.passed, "\(outcome)")
+    /// Every attention kernel variant that takes a case of the attention table (fp32 portable; bf16 and fp16
+    /// portable, mma.sync tensor cores and, on sm_90 with D = 128, wgmma), not only the one the dispatch picks,
+    /// against `Attention.forward(.reference)` on the inputs rounded to the dtype.
+    @Test(arguments: AttentionFamily().cases.indices)
+    func everyFlashVariantMatchesReference(index: Int) throws {
+        let c = AttentionFamily().cases[index]
+        guard c.gpuForms?.contains("flash") ?? true else { return }
+        let ctx = try CUDABackend.shared
+        let x = try c.makeInputs(UInt64(1 + index))
+        let D = x["q"]!.shape[3]
+        var variants: [(DType, CUDAAttention.Kernel)] = [(.float32, .portable), (.bfloat16, .portable), (.float16, .portable)]
+        if (D == 64 || D == 128) && ctx.computeCapability.major >= 8 { variants += [(.bfloat16, .tensorCore), (.float16, .tensorCore)] }
+        if D == 128 && ctx.computeCapability.major == 9 { variants += [(.bfloat16, .wgmma), (.float16, .wgmma)] }
+        for (dtype, kernel) in variants {
+            let (q, k, v) = (CUDAUpload.rounded(x["q"]!, dtype), CUDAUpload.rounded(x["k"]!, dtype), CUDAUpload.rounded(x["v"]!, dtype))
+            let want = try Attention.forward(q: q, k: k, v: v, options: AttentionOptions(causal: c.options.causal, window: c.options.window),
+                                             form: .reference)
+            let got = try CUDAAttention.forward(q: q, k: k, v: v, causal: c.options.causal, window: c.options.window, dtype: dtype,
+                                                kernel: kernel, context: ctx)
+            let (o, lse) = (ErrorStats(got.o, want.o), ErrorStats(got.lse, want.lse))
+            #expect(o.relativeRMS <= c.tolerance(dtype) && lse.relativeRMS <= c.tolerance(dtype), "\(c.label) \(dtype) \(kernel): o \(o), lse \(lse)")
         }
     }
 
