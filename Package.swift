@@ -19,6 +19,7 @@ let package = Package(
         .executable(name: "linea", targets: ["linea"]),
         .library(name: "LineaCUDA", targets: ["LineaCUDA"]),
         .executable(name: "linea-cuda-check", targets: ["linea-cuda-check"]),
+        .library(name: "LineaLM", targets: ["LineaLM"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -48,6 +49,13 @@ let package = Package(
             name: "LineaCUDA",
             dependencies: ["Linea"],
             exclude: ["Kernels/cu"],  // the kernel files, embedded by scripts/embed_kernels.py (Kernels/Embedded)
+            swiftSettings: cpuFlags
+        ),
+        // The model runtime: tokenizer, checkpoints, generation. Imports Linea only.
+        .target(
+            name: "LineaLM",
+            dependencies: ["Linea"],
+            path: "Sources/LineaLM",
             swiftSettings: cpuFlags
         ),
         .executableTarget(
