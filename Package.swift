@@ -69,6 +69,12 @@ let package = Package(
             swiftSettings: cpuFlags
         ),
         .testTarget(
+            name: "LineaLMTests",
+            dependencies: ["LineaLM"],
+            exclude: ["Fixtures"],
+            swiftSettings: cpuFlags
+        ),
+        .testTarget(
             name: "LineaTests",
             dependencies: ["Linea"],
             swiftSettings: cpuFlags
