@@ -67,6 +67,17 @@ import Testing
         #expect(try tokenizer.applyChatTemplate(conversations["multi_turn"]!) == item.expected)
     }
 
+    @Test func unsupportedConfigTemplateStillEncodes() throws {
+        let folder = Fixtures.root.appendingPathComponent("qwen2")
+        let config = Data(#"{"eos_token": "<|im_end|>", "chat_template": "{% filter upper %}x{% endfilter %}"}"#.utf8)
+        let tokenizer = try Tokenizer(tokenizerJSON: Data(contentsOf: folder.appendingPathComponent("tokenizer.json")), configJSON: config)
+        #expect(!tokenizer.encode("hello").isEmpty)
+        #expect(tokenizer.chatTemplate == nil)
+        #expect(throws: TokenizerError.templateSyntax(construct: "unsupported tag {% filter %}", line: 1)) {
+            try tokenizer.applyChatTemplate([ChatMessage(role: "user", content: "hi")])
+        }
+    }
+
     @Test func jinjaSubset() throws {
         func render(_ source: String, _ context: [String: TemplateValue] = [:]) throws -> String {
             try ChatTemplate(source).render(context: context)

@@ -14,12 +14,19 @@ public indirect enum TemplateValue: Sendable, Equatable, ExpressibleByStringLite
         }
     }
 
+    /// Python's None (JSON null).
     case none
+    /// A boolean.
     case bool(Bool)
+    /// An integer.
     case int(Int)
+    /// A float.
     case double(Double)
+    /// A string.
     case string(String)
+    /// A list.
     case array([TemplateValue])
+    /// A dict, in key order.
     case object([Entry])
 
     /// A string value. O(1).

@@ -11,8 +11,10 @@ public final class Tokenizer: @unchecked Sendable {
     public let addedTokens: [AddedToken]
     /// The beginning- and end-of-sequence tokens of tokenizer_config.json, if it names them.
     public let bosToken: String?, eosToken: String?
-    /// The chat template of tokenizer_config.json (or chat_template.jinja beside it), if any.
-    public let chatTemplate: ChatTemplate?
+    /// The chat template of tokenizer_config.json (or chat_template.jinja beside it), if any and if it parses.
+    public var chatTemplate: ChatTemplate? { try? parsedTemplate?.get() }
+    /// A template the renderer cannot parse does not stop encoding; `applyChatTemplate` reports why.
+    private let parsedTemplate: Result<ChatTemplate, TokenizerError>?
 
     let model: BPEModel
     let normalizer: Normalizer?
@@ -22,6 +24,7 @@ public final class Tokenizer: @unchecked Sendable {
     /// Token text by id; nil where no token has that id.
     let tokens: [String?]
     let specialIDs: Set<Int>
+    private let addedIDs: [String: Int]
     private let rawMatcher: AddedTokenMatcher
     private let normalizedMatcher: AddedTokenMatcher
     private let cacheLock = NSLock()
@@ -82,6 +85,7 @@ public final class Tokenizer: @unchecked Sendable {
         }
         addedTokens = added.values.sorted { $0.id < $1.id }
         specialIDs = Set(addedTokens.filter(\.special).map(\.id))
+        addedIDs = Dictionary(addedTokens.map { ($0.content, $0.id) }) { first, _ in first }
 
         let size = max(model.vocab.values.max().map { $0 + 1 } ?? 0, addedTokens.last.map { $0.id + 1 } ?? 0)
         var tokens = [String?](repeating: nil, count: size)
@@ -96,7 +100,7 @@ public final class Tokenizer: @unchecked Sendable {
         bosToken = try config.flatMap { try Tokenizer.tokenText($0, "bos_token") }
         eosToken = try config.flatMap { try Tokenizer.tokenText($0, "eos_token") }
         let templateText = try templateOverride ?? config.flatMap { try Tokenizer.templateText($0) }
-        chatTemplate = try templateText.map { try ChatTemplate($0) }
+        parsedTemplate = templateText.map { text in Result { try ChatTemplate(text) }.mapError { ($0 as? TokenizerError) ?? .templateRender(problem: "\($0)") } }
     }
 
     private static func parse(_ data: Data, name: String) throws -> Any {
@@ -125,8 +129,7 @@ public final class Tokenizer: @unchecked Sendable {
 
     /// The id of a token's exact text (vocabulary or added token), or nil. O(1).
     public func id(of token: String) -> Int? {
-        if let added = addedTokens.first(where: { $0.content == token }) { return added.id }
-        return model.vocab[token]
+        addedIDs[token] ?? model.vocab[token]
     }
 
     /// The text of the token with this id, or nil when no token has it. O(1).
@@ -135,7 +138,7 @@ public final class Tokenizer: @unchecked Sendable {
     /// Whether the id is a special added token (dropped when decoding with `skipSpecialTokens`). O(1).
     public func isSpecial(_ id: Int) -> Bool { specialIDs.contains(id) }
 
-    /// The ids of `bosToken` and `eosToken`, when the config names them and they exist. O(added tokens).
+    /// The ids of `bosToken` and `eosToken`, when the config names them and they exist. O(1).
     public var bosTokenID: Int? { bosToken.flatMap { id(of: $0) } }
     /// See `bosTokenID`.
     public var eosTokenID: Int? { eosToken.flatMap { id(of: $0) } }
@@ -214,10 +217,10 @@ extension Tokenizer {
     /// O(template work).
     public func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool = true,
                                   variables: [String: TemplateValue] = [:]) throws -> String {
-        guard let chatTemplate else {
+        guard let parsedTemplate else {
             throw TokenizerError.malformed(field: "chat_template", problem: "tokenizer_config.json has no chat template")
         }
-        return try chatTemplate.render(messages: messages, addGenerationPrompt: addGenerationPrompt,
+        return try parsedTemplate.get().render(messages: messages, addGenerationPrompt: addGenerationPrompt,
                                        bosToken: bosToken, eosToken: eosToken, variables: variables)
     }
 }
