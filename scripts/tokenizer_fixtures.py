@@ -11,6 +11,8 @@ expected renders come from transformers' own `render_jinja_template` (jinja2 wit
 lstrip_blocks, its tojson and raise_exception), as `apply_chat_template(..., tokenize=False)` calls it.
 
 Run from the repository root: python3 scripts/tokenizer_fixtures.py
+(The trainer breaks ties between equally frequent pairs differently from run to run for the sentencepiece-style
+tokenizer, so a rerun may rewrite spbpe/ with a different but equally valid vocabulary and its expectations.)
 """
 import importlib
 import json
@@ -25,7 +27,7 @@ for module, package in [("tokenizers", "tokenizers"), ("transformers", "transfor
         subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", package])
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers.utils.chat_template_utils import render_jinja_template
+from transformers.utils.chat_template_utils import _compile_jinja_template, render_jinja_template
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "LineaLMTests", "Fixtures")
 
@@ -248,6 +250,43 @@ def render_templates():
     print(f"chat templates: {len(cases)} cases")
 
 
+# Small templates probing one Jinja rule each, rendered by transformers' own compiled environment.
+SNIPPETS = [
+    ("{{ 'a' }}\n{{ 'b' }}\n", {}),
+    ("  {% if true %}\n  x\n  {% endif %}\n  {{ 'y' }}\n", {}),
+    ("{# note #}\nA  {# inline #}  B\n  {#- strip -#}  C", {}),
+    ("a {%+ if true %}b{% endif %} c\n{%- if true -%}\n  d  \n{%- endif %}", {}),
+    ("{{ [1, 'two', 3.5, none, true, {'k': 'v'}] }}|{{ {'b': 1, 'a': [2]} }}|{{ 2.0 }}|{{ 1e20 }}|{{ 0.1 + 0.2 }}", {}),
+    ("{{ {'b': 1, 'a': [2, {'c': none}], 'q': \"it's\"} | tojson }}|{{ {'x': [1, 2]} | tojson(indent=2) }}", {}),
+    ("{{ '  pad  ' | trim }}|{{ 'abc' | length }}|{{ ['a', 'b'] | join('-') }}|{{ x | default('dflt') }}", {}),
+    ("{% for k, v in {'one': 1, 'two': 2} | items %}{{ loop.index }}{{ k }}={{ v }}{{ ',' if not loop.last }}{% endfor %}", {}),
+    ("{{ [1, 2, 3, 4] | reject('equalto', 2) | list }}|{{ [{'n': 'a'}, {'n': 'b'}] | map(attribute='n') | join }}", {}),
+    ("{% for x in 'abcde' %}{{ loop.revindex }}{{ x }}{{ loop.previtem }}{% if x == 'c' %}{% break %}{% endif %}{% endfor %}", {}),
+    ("{% for x in range(6) %}{% if x is odd %}{% continue %}{% endif %}{{ x }}{% else %}empty{% endfor %}|{% for x in [] %}x{% else %}empty{% endfor %}", {}),
+    ("{{ 'a b  c'.split() }}|{{ 'a,b,c'.split(',', 1) }}|{{ 'xxhixx'.strip('x') }}|{{ 'Hello'.startswith(('He', 'x')) }}|{{ 'abc'.upper() }}", {}),
+    ("{{ 'hello'[1:3] }}|{{ 'hello'[-2:] }}|{{ [1, 2, 3, 4, 5][::2] }}|{{ [1, 2, 3][::-1] }}|{{ 'abc'[-1] }}|{{ [1, 2, 3][5:] }}", {}),
+    ("{{ 7 / 2 }}|{{ 7 // 2 }}|{{ -7 // 2 }}|{{ 7 % 3 }}|{{ -7 % 3 }}|{{ 2 ** 10 }}|{{ 1 + 2.5 }}|{{ 'a' ~ 1 ~ none }}|{{ 'ab' * 3 }}", {}),
+    ("{{ 'b' in 'abc' }}|{{ 3 not in [1, 2] }}|{{ 'k' in {'k': 1} }}|{{ 1 == 1.0 }}|{{ 'a' < 'b' }}|{{ not none }}|{{ none or 'x' }}|{{ 0 and 1 }}", {}),
+    ("{{ x is defined }}|{{ x is undefined }}|{{ none is none }}|{{ 's' is string }}|{{ 3 is number }}|{{ [] is iterable }}|{{ {} is mapping }}|{{ 4 is divisibleby 2 }}", {}),
+    ("{% macro greet(name, punct='!') -%}Hi {{ name }}{{ punct }}{%- endmacro %}{{ greet('A') }} {{ greet('B', '?') }} {{ greet(name='C', punct='.') }}", {}),
+    ("{% set ns = namespace(total=0, seen=[]) %}{% for i in [3, 4] %}{% set ns.total = ns.total + i %}{% endfor %}{{ ns.total }}", {}),
+    ("{% set y = 1 %}{% for i in [1, 2] %}{% set y = y + i %}{{ y }}{% endfor %}|{{ y }}", {}),
+    ("{% set block %}inner {{ 1 + 1 }}{% endset %}[{{ block }}]|{{ 'yes' if flag else 'no' }}|{{ 'only' if false }}|", {"flag": True}),
+    ("{{ messages[0]['content'] | trim }}|{{ messages | length }}|{{ messages[-1].role }}|{{ messages[1:] | length }}", {"messages": [{"role": "user", "content": " hi "}, {"role": "assistant", "content": "yo"}]}),
+    ("{{ \"esc\\\"aped\\n\\t\" }}|{{ 'uni\\u00e9' }}|{{ 'caf\u00e9' | upper }}", {}),
+]
+
+
+def render_snippets():
+    cases = []
+    for template, context in SNIPPETS:
+        rendered = _compile_jinja_template(template).render(**context)
+        cases.append({"template": template, "context": context, "expected": rendered})
+    with open(os.path.join(ROOT, "jinja_snippets.json"), "w", encoding="utf-8") as f:
+        json.dump(cases, f, ensure_ascii=False, indent=1)
+    print(f"jinja snippets: {len(cases)} cases")
+
+
 def main():
     os.makedirs(ROOT, exist_ok=True)
     with open(os.path.join(ROOT, "templates", "qwen3.jinja"), encoding="utf-8") as f:
@@ -261,6 +300,7 @@ def main():
     name, data = sentencepiece_style()
     write_tokenizer(name, data, {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
     render_templates()
+    render_snippets()
 
 
 if __name__ == "__main__":

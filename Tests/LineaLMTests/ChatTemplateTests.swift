@@ -78,6 +78,30 @@ import Testing
         }
     }
 
+    /// Converts a JSON value of the fixtures (contexts hold no dict whose key order matters).
+    static func templateValue(_ value: Any) -> TemplateValue {
+        switch value {
+        case let text as String: return .string(text)
+        case let number as NSNumber:
+            if String(cString: number.objCType) == "c" { return .bool(number.boolValue) }
+            return Double(number.intValue) == number.doubleValue ? .int(number.intValue) : .double(number.doubleValue)
+        case let items as [Any]: return .array(items.map(templateValue))
+        case let object as [String: Any]: return .object(object.keys.sorted().map { .init($0, templateValue(object[$0]!)) })
+        default: return .none
+        }
+    }
+
+    @Test func snippetsRenderLikeJinja() throws {
+        let data = try Data(contentsOf: Fixtures.root.appendingPathComponent("jinja_snippets.json"))
+        let snippets = try #require(try JSONSerialization.jsonObject(with: data) as? [[String: Any]])
+        #expect(snippets.count > 20)
+        for snippet in snippets {
+            let source = snippet["template"] as! String
+            let context = (snippet["context"] as! [String: Any]).mapValues(ChatTemplateTests.templateValue)
+            #expect(try ChatTemplate(source).render(context: context) == snippet["expected"] as! String, "\(source.debugDescription)")
+        }
+    }
+
     @Test func jinjaSubset() throws {
         func render(_ source: String, _ context: [String: TemplateValue] = [:]) throws -> String {
             try ChatTemplate(source).render(context: context)
