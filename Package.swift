@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "Linea", targets: ["Linea"]),
         .executable(name: "linea", targets: ["linea"]),
         .library(name: "LineaCUDA", targets: ["LineaCUDA"]),
+        .library(name: "LineaLM", targets: ["LineaLM"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -49,9 +50,22 @@ let package = Package(
             exclude: ["Kernels/cu"],  // the kernel files, embedded by scripts/embed_kernels.py (Kernels/Embedded)
             swiftSettings: cpuFlags
         ),
+        // The model runtime: tokenizer, checkpoints, generation. Imports Linea only.
+        .target(
+            name: "LineaLM",
+            dependencies: ["Linea"],
+            path: "Sources/LineaLM",
+            swiftSettings: cpuFlags
+        ),
         .testTarget(
             name: "LineaCUDATests",
             dependencies: ["Linea", "LineaCUDA"],
+            swiftSettings: cpuFlags
+        ),
+        .testTarget(
+            name: "LineaLMTests",
+            dependencies: ["LineaLM"],
+            exclude: ["Fixtures"],
             swiftSettings: cpuFlags
         ),
         .testTarget(
