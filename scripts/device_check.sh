@@ -3,8 +3,9 @@
 # scripts/pack_device.sh packed, runs `linea verify --backend cuda` with bf16, f16 and f32 inputs and, when
 # .device/tests.tar.xz is there, the GPU test suites; with --compare, also lab/compare_gpu.py (fla's wheels
 # installed from .whl when present). Full outputs go to $OUT (else /tmp/linea-device); a summary line each to stdout.
-# LINEA_SKIP_VERIFY=1 skips the verify runs. Outputs the ops write whole are allocated filled with NaN
-# (LINEA_POISON_UNINITIALIZED=1), so an element a kernel forgets to write fails the checks.
+# LINEA_SKIP_VERIFY=1 skips the verify runs. In verify and the tests, outputs the ops write whole are allocated filled
+# with NaN (LINEA_POISON_UNINITIALIZED=1), so an element a kernel forgets to write fails the checks (not in the timed
+# comparison: the fill would be timed).
 set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/linea-device}
@@ -12,15 +13,14 @@ mkdir -p "$out" /tmp/linea-d /tmp/linea-t
 unpack() { python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$1" "$2"; }
 unpack .device/linea.tar.xz /tmp/linea-d || { echo "device_check: no .device/linea.tar.xz (run scripts/pack_device.sh)" >&2; exit 1; }
 export LD_LIBRARY_PATH=/tmp/linea-d/lib
-export LINEA_POISON_UNINITIALIZED=1
 status=0
 for dtype in $([ "${LINEA_SKIP_VERIFY:-0}" = 1 ] || echo bf16 f16 f32); do
-    /tmp/linea-d/linea verify --backend cuda --dtype "$dtype" > "$out/verify_$dtype.txt" 2>&1 || status=1
+    LINEA_POISON_UNINITIALIZED=1 /tmp/linea-d/linea verify --backend cuda --dtype "$dtype" > "$out/verify_$dtype.txt" 2>&1 || status=1
     echo "verify $dtype: $(tail -1 "$out/verify_$dtype.txt")"
 done
 if [ -f .device/tests.tar.xz ]; then
     unpack .device/tests.tar.xz /tmp/linea-t
-    (cd /tmp/linea-t && LD_LIBRARY_PATH=/tmp/linea-t/lib:/tmp/linea-d/lib ./LineaPackageTests.xctest \
+    (cd /tmp/linea-t && LINEA_POISON_UNINITIALIZED=1 LD_LIBRARY_PATH=/tmp/linea-t/lib:/tmp/linea-d/lib ./LineaPackageTests.xctest \
         --testing-library swift-testing --filter LineaCUDATests > "$out/tests.txt" 2>&1) || status=1
     echo "GPU tests: $(tail -1 "$out/tests.txt") ($(grep -c ' skipped' "$out/tests.txt") suites or tests skipped)"
 fi
