@@ -40,6 +40,7 @@ let package = Package(
             dependencies: [
                 "Linea",
                 "LineaCUDA",
+                "LineaLM",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: cpuFlags

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Linea
+import LineaLM
 
 /// The `linea` command-line tool.
 struct LineaCommand: ParsableCommand {
@@ -8,7 +9,8 @@ struct LineaCommand: ParsableCommand {
         commandName: "linea",
         abstract: "Attention and sequence mixing in linear time and memory: verify, benchmark, run.",
         discussion: "Exit codes: 0 success, 1 failure (a check failed, bad data in a file), 2 usage error.",
-        subcommands: [ListCommand.self, VerifyCommand.self, BenchCommand.self, OpCommand.self])
+        subcommands: [ListCommand.self, VerifyCommand.self, BenchCommand.self, OpCommand.self, GenerateCommand.self, LogitsCommand.self,
+                      TokenizeCommand.self])
 }
 
 /// A failure that is not a usage error: printed without help text, exit code 1.
@@ -28,6 +30,9 @@ do {
 } catch let error as LineaError {
     let hint = if case .nonFinite = error { " (linea op --allow-nonfinite writes them anyway)" } else { "" }
     printError("error: \(error)\(hint)")
+    exit(1)
+} catch let error as TokenizerError {
+    printError("error: \(error)")
     exit(1)
 } catch let error as Failure {
     printError("error: \(error)")

@@ -1,0 +1,150 @@
+import Foundation
+import Linea
+
+/// Hugging Face's `llama`: RMSNorm, grouped-query attention with rotary embeddings (half-split), a SwiGLU MLP,
+/// optional biases and tied embeddings.
+public final class Llama: CausalLM {
+    /// The config fields the forward reads.
+    struct Config {
+        let vocab: Int, hidden: Int, layers: Int, heads: Int, kvHeads: Int, headDim: Int, intermediate: Int
+        let eps: Float, theta: Float, maxContext: Int?, tied: Bool, attentionBias: Bool, mlpBias: Bool
+
+        init(_ c: ConfigFields) throws {
+            vocab = try c.int("vocab_size")
+            hidden = try c.int("hidden_size")
+            layers = try c.int("num_hidden_layers")
+            heads = try c.int("num_attention_heads")
+            kvHeads = try c.int("num_key_value_heads", default: heads)
+            headDim = try c.int("head_dim", default: hidden / max(heads, 1))
+            intermediate = try c.int("intermediate_size")
+            eps = Float(try c.double("rms_norm_eps", default: 1e-6))
+            theta = Float(try RopeConfig.theta(c, default: 10_000))
+            maxContext = try c.optionalInt("max_position_embeddings")
+            tied = try c.bool("tie_word_embeddings", default: false)
+            attentionBias = try c.bool("attention_bias", default: false)
+            mlpBias = try c.bool("mlp_bias", default: false)
+            let act = try c.string("hidden_act", default: "silu")
+            guard act == "silu" else { throw c.unsupported("hidden_act", "silu") }
+            _ = try c.double("attention_dropout", default: 0)  // training only
+            try RopeConfig.checkNoScaling(c)
+            guard try c.int("pretraining_tp", default: 1) == 1 else { throw c.unsupported("pretraining_tp", "1") }
+            for (name, n) in [("vocab_size", vocab), ("hidden_size", hidden), ("num_hidden_layers", layers), ("num_attention_heads", heads),
+                              ("head_dim", headDim), ("intermediate_size", intermediate)] where n < 1 {
+                throw LineaError.invalidArgument(argument: "\(c.source): \(name)", expected: ">= 1", actual: "\(n)")
+            }
+            guard kvHeads >= 1, heads % kvHeads == 0 else {
+                throw LineaError.invalidArgument(argument: "\(c.source): num_key_value_heads", expected: "a divisor of num_attention_heads (\(heads))",
+                                                 actual: "\(kvHeads)")
+            }
+        }
+    }
+
+    /// One decoder layer's weights.
+    struct Layer {
+        let inputNorm: DeviceTensor, postNorm: DeviceTensor
+        let q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, o: DeviceTensor
+        let qBias: DeviceTensor?, kBias: DeviceTensor?, vBias: DeviceTensor?, oBias: DeviceTensor?
+        let gate: DeviceTensor, up: DeviceTensor, down: DeviceTensor
+        let gateBias: DeviceTensor?, upBias: DeviceTensor?, downBias: DeviceTensor?
+    }
+
+    public let modelType: String
+    public var vocabularySize: Int { config.vocab }
+    public var maxContext: Int? { config.maxContext }
+    public let device: Device
+    let config: Config
+    let embed: DeviceTensor, norm: DeviceTensor, head: DeviceTensor
+    let layers: [Layer]
+    /// Activations' dtype: f32 on the CPU.
+    let compute: DType
+
+    /// Reads the config and takes every weight (throws naming a missing, misshapen or left-over tensor). O(weights).
+    init(config fields: ConfigFields, weights w: Weights, modelType: String) throws {
+        let c = try Config(fields)
+        (config, self.modelType, device) = (c, modelType, w.device)
+        compute = .float32
+        embed = try w.take("model.embed_tokens.weight", [c.vocab, c.hidden])
+        norm = try w.take("model.norm.weight", [c.hidden])
+        head = c.tied && !w.has("lm_head.weight") ? embed : try w.take("lm_head.weight", [c.vocab, c.hidden])
+        let (q, kv) = (c.heads * c.headDim, c.kvHeads * c.headDim)
+        layers = try (0..<c.layers).map { i in
+            let p = "model.layers.\(i)."
+            func bias(_ name: String, _ n: Int, _ present: Bool) throws -> DeviceTensor? { present ? try w.take(p + name, [n]) : nil }
+            return Layer(
+                inputNorm: try w.take(p + "input_layernorm.weight", [c.hidden]), postNorm: try w.take(p + "post_attention_layernorm.weight", [c.hidden]),
+                q: try w.take(p + "self_attn.q_proj.weight", [q, c.hidden]), k: try w.take(p + "self_attn.k_proj.weight", [kv, c.hidden]),
+                v: try w.take(p + "self_attn.v_proj.weight", [kv, c.hidden]), o: try w.take(p + "self_attn.o_proj.weight", [c.hidden, q]),
+                qBias: try bias("self_attn.q_proj.bias", q, c.attentionBias), kBias: try bias("self_attn.k_proj.bias", kv, c.attentionBias),
+                vBias: try bias("self_attn.v_proj.bias", kv, c.attentionBias), oBias: try bias("self_attn.o_proj.bias", c.hidden, c.attentionBias),
+                gate: try w.take(p + "mlp.gate_proj.weight", [c.intermediate, c.hidden]), up: try w.take(p + "mlp.up_proj.weight", [c.intermediate, c.hidden]),
+                down: try w.take(p + "mlp.down_proj.weight", [c.hidden, c.intermediate]),
+                gateBias: try bias("mlp.gate_proj.bias", c.intermediate, c.mlpBias), upBias: try bias("mlp.up_proj.bias", c.intermediate, c.mlpBias),
+                downBias: try bias("mlp.down_proj.bias", c.hidden, c.mlpBias))
+        }
+        w.skip { $0.hasSuffix("rotary_emb.inv_freq") }
+        try w.finish()
+    }
+
+    public func makeCache(batch: Int, capacity: Int) throws -> ModelCache {
+        let cache = ModelCache(batch: batch, capacity: capacity, layers: config.layers)
+        for i in 0..<config.layers {
+            cache.layers[i]["k"] = try DeviceTensor.zeros([batch, capacity, config.kvHeads, config.headDim], dtype: compute, on: device)
+            cache.layers[i]["v"] = try DeviceTensor.zeros([batch, capacity, config.kvHeads, config.headDim], dtype: compute, on: device)
+        }
+        return cache
+    }
+
+    public func forward(_ ids: DeviceTensor, cache: ModelCache, lastOnly: Bool) throws -> DeviceTensor {
+        let c = config
+        try ids.expectRank(2, "ids", layout: "[B, T]")
+        let (B, T) = (ids.shape[0], ids.shape[1])
+        guard B == cache.batch else { throw LineaError.shapeMismatch(argument: "ids", expected: "[\(cache.batch), T] (the cache's batch)", actual: "\(ids.shape)") }
+        try cache.reserve(T)
+        let start = cache.length
+        let positions = try ModelMath.positions(from: start, count: T, on: device)
+        var h = try ModelMath.cast(Ops.embedding(ids: ids, table: embed), compute)
+        for (i, layer) in layers.enumerated() {
+            let x = try Ops.rmsNorm(h, weight: layer.inputNorm, eps: c.eps)
+            let q = try Ops.rotary(Ops.matmul(x, weight: layer.q, bias: layer.qBias).reshaped([B, T, c.heads, c.headDim]), positions: positions,
+                                   theta: c.theta)
+            let k = try Ops.rotary(Ops.matmul(x, weight: layer.k, bias: layer.kBias).reshaped([B, T, c.kvHeads, c.headDim]), positions: positions,
+                                   theta: c.theta)
+            let v = try Ops.matmul(x, weight: layer.v, bias: layer.vBias).reshaped([B, T, c.kvHeads, c.headDim])
+            let (kCache, vCache) = (cache.layers[i]["k"]!, cache.layers[i]["v"]!)
+            try kCache.narrowed(axis: 1, start..<(start + T)).copy(from: k)
+            try vCache.narrowed(axis: 1, start..<(start + T)).copy(from: v)
+            let attention = try Attention.forward(q: q, k: kCache.narrowed(axis: 1, 0..<(start + T)), v: vCache.narrowed(axis: 1, 0..<(start + T)),
+                                                  options: AttentionOptions(causal: true))
+            h = try Ops.add(h, Ops.matmul(attention.o.reshaped([B, T, c.heads * c.headDim]), weight: layer.o, bias: layer.oBias))
+            let y = try Ops.rmsNorm(h, weight: layer.postNorm, eps: c.eps)
+            let mlp = try Ops.swiglu(gate: Ops.matmul(y, weight: layer.gate, bias: layer.gateBias), up: Ops.matmul(y, weight: layer.up, bias: layer.upBias))
+            h = try Ops.add(h, Ops.matmul(mlp, weight: layer.down, bias: layer.downBias))
+        }
+        cache.length += T
+        let last = lastOnly ? try ModelMath.lastToken(h) : h
+        return try ModelMath.cast(Ops.matmul(Ops.rmsNorm(last, weight: norm, eps: c.eps), weight: head), .float32)
+    }
+}
+
+/// Rotary settings as configs write them: `rope_theta`, or `rope_parameters` (transformers 5) holding it.
+enum RopeConfig {
+    /// The base theta. O(1).
+    static func theta(_ c: ConfigFields, default fallback: Double) throws -> Double {
+        if let p = try c.object("rope_parameters") {
+            let type = try p.string("rope_type", default: "default")
+            guard type == "default" else { throw p.unsupported("rope_type", "default") }
+            let theta = try p.double("rope_theta", default: fallback)
+            p.ignore(["partial_rotary_factor"])
+            if let unknown = p.unknownKeys.first { throw p.unsupported(unknown, "rope_type and rope_theta only") }
+            return theta
+        }
+        return try c.double("rope_theta", default: fallback)
+    }
+
+    /// Throws for a `rope_scaling` other than none (the scaled variants are not implemented yet). O(1).
+    static func checkNoScaling(_ c: ConfigFields) throws {
+        guard let s = try c.object("rope_scaling") else { return }
+        let type = try s.string("rope_type", default: s.has("type") ? try s.string("type") : "default")
+        guard type == "default" else { throw c.unsupported("rope_scaling", "none or rope_type default") }
+    }
+}

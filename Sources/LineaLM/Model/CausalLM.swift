@@ -1,0 +1,62 @@
+import Foundation
+import Linea
+
+/// A loaded causal language model: the forward over new tokens that continues a cache.
+public protocol CausalLM: AnyObject {
+    /// The `model_type` it was loaded as.
+    var modelType: String { get }
+    /// Logit rows per token.
+    var vocabularySize: Int { get }
+    /// The longest context the config allows (`max_position_embeddings`), nil when unbounded.
+    var maxContext: Int? { get }
+    /// Where the weights live and the forward runs.
+    var device: Device { get }
+    /// A fresh cache for `batch` sequences of up to `capacity` tokens (attention layers preallocate their keys and
+    /// values; recurrent layers hold a fixed-size state). O(layers + capacity · kv width).
+    func makeCache(batch: Int, capacity: Int) throws -> ModelCache
+    /// Logits `[B, T, vocab]` f32 (`[B, 1, vocab]` with `lastOnly`) for `ids [B, T]` (i64 or i32, on `device`)
+    /// continuing `cache`, which then holds them too. Prefill and decode are the same call.
+    func forward(_ ids: DeviceTensor, cache: ModelCache, lastOnly: Bool) throws -> DeviceTensor
+}
+
+/// What a model keeps between calls: per layer its keys and values or its recurrent and convolution states.
+public final class ModelCache {
+    /// Sequences and the most tokens each may hold.
+    public let batch: Int, capacity: Int
+    /// Tokens held so far (the position of the next one).
+    public internal(set) var length = 0
+    /// Per layer, named tensors (`k`, `v`; `state`, `conv`).
+    var layers: [[String: DeviceTensor]]
+
+    /// An empty cache of `layers` layers. O(layers).
+    init(batch: Int, capacity: Int, layers: Int) {
+        (self.batch, self.capacity) = (batch, capacity)
+        self.layers = Array(repeating: [:], count: layers)
+    }
+
+    /// Throws unless `tokens` more fit. O(1).
+    func reserve(_ tokens: Int) throws {
+        guard length + tokens <= capacity else {
+            throw LineaError.invalidArgument(argument: "tokens", expected: "at most \(capacity) in the cache (its capacity)",
+                                             actual: "\(length) held + \(tokens) new")
+        }
+    }
+}
+
+/// Small tensor helpers the architectures share.
+enum ModelMath {
+    /// `x` in `dtype` (itself when already so); a conversion goes through the host. O(n).
+    static func cast(_ x: DeviceTensor, _ dtype: DType) throws -> DeviceTensor {
+        x.dtype == dtype ? x : try DeviceTensor(x.host(), dtype: dtype, on: x.device)
+    }
+
+    /// Positions `start ..< start + T` as i32 on `device`. O(T).
+    static func positions(from start: Int, count: Int, on device: Device) throws -> DeviceTensor {
+        try DeviceTensor(integers: Array(start..<(start + count)), shape: [count], dtype: .int32, on: device)
+    }
+
+    /// The last token's rows of `h [B, T, D]` as `[B, 1, D]`, packed. O(B·D).
+    static func lastToken(_ h: DeviceTensor) throws -> DeviceTensor {
+        try h.narrowed(axis: 1, (h.shape[1] - 1)..<h.shape[1]).contiguous()
+    }
+}

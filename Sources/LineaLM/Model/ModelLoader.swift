@@ -1,0 +1,49 @@
+import Foundation
+import Linea
+
+/// A checkpoint folder as Hugging Face saves it, loaded: the model, its generation settings and what the loader
+/// noticed (config fields it does not know).
+public struct LoadedModel {
+    /// The model.
+    public let model: any CausalLM
+    /// End-of-sequence ids from generation_config.json (else config.json), empty when none.
+    public let eosTokenIDs: [Int]
+    /// Config fields the runtime does not read, as warnings for the user.
+    public let warnings: [String]
+
+    /// Config fields every model type carries that do not change inference.
+    static let metadata = ["architectures", "model_type", "torch_dtype", "dtype", "transformers_version", "use_cache", "bos_token_id",
+                           "eos_token_id", "pad_token_id", "initializer_range", "output_attentions", "output_hidden_states",
+                           "return_dict", "_name_or_path", "tie_word_embeddings"]
+
+    /// Loads `directory` (config.json, model.safetensors or an index of shards) onto `device`: weights in their file
+    /// dtype, memory-mapped on the CPU. Throws naming the field or tensor at fault. O(weights).
+    public static func load(directory: String, device: Device = .cpu) throws -> LoadedModel {
+        let configPath = (directory as NSString).appendingPathComponent("config.json")
+        guard let data = FileManager.default.contents(atPath: configPath) else {
+            throw LineaError.file(path: configPath, problem: "cannot be read (a model folder holds config.json and *.safetensors)")
+        }
+        let config = try ConfigFields(json: data, source: "config.json")
+        let type = try config.string("model_type")
+        let weights = Weights(try SafeTensorsCheckpoint(directory: directory), device: device)
+        let model: any CausalLM
+        switch type {
+        case "llama": model = try Llama(config: config, weights: weights, modelType: type)
+        default:
+            throw LineaError.invalidArgument(argument: "config.json: model_type", expected: "one of llama", actual: "'\(type)'")
+        }
+        config.ignore(metadata)
+        let warnings = config.unknownKeys.map { "config.json: field '\($0)' is not read by the \(type) runtime; ignored" }
+        return LoadedModel(model: model, eosTokenIDs: try eosIDs(directory: directory, config: config), warnings: warnings)
+    }
+
+    /// `eos_token_id` (an id or a list) from generation_config.json, else config.json. O(1).
+    static func eosIDs(directory: String, config: ConfigFields) throws -> [Int] {
+        let path = (directory as NSString).appendingPathComponent("generation_config.json")
+        if let data = FileManager.default.contents(atPath: path),
+           let ids = try ConfigFields(json: data, source: "generation_config.json").ints("eos_token_id") {
+            return ids
+        }
+        return try config.ints("eos_token_id") ?? []
+    }
+}
