@@ -1,0 +1,386 @@
+#!/usr/bin/env python3
+"""Builds LineaLM's model parity fixtures under Tests/LineaLMTests/Fixtures/models (issue 17, item 7).
+
+Each fixture is a tiny checkpoint of random weights, built with Hugging Face transformers on the CPU in
+float32, together with the reference outputs the Swift tests compare against:
+
+    models/<name>/config.json             as save_pretrained writes it
+    models/<name>/generation_config.json  when transformers writes one
+    models/<name>/model.safetensors       f32 weights, as save_pretrained writes them (tied weights left out)
+    models/<name>/expected.safetensors    input_ids_48 I64 [1,48], input_ids_1 I64 [1,1],
+                                          logits_48 F32 [1,48,vocab], logits_1 F32 [1,1,vocab],
+                                          greedy_48 I64 [1,16], greedy_1 I64 [1,16],
+                                          top2_gap_48 F32 [16], top2_gap_1 F32 [16]
+
+The logits are one forward over the whole prompt without a cache. The greedy continuations are computed by
+repeated full forwards (argmax of the last position, append, forward again), never through transformers'
+cached decode: that path is what the fixtures are meant to check Linea's against, and transformers has had it
+wrong for some of these models (Mamba-1's selective scan starts every multi-token forward from a zero state,
+so a prefill that follows cached tokens drops them; the hybrid models' prefill in pieces, its PR #45513). `generate` is still run and compared, and a disagreement is printed as a
+warning rather than failing the script. The end-of-sequence id never stops a continuation: it is 16 tokens
+whatever comes out. top2_gap_* is the gap between the largest and the second largest logit at each greedy
+step, so a consumer with rounding of its own can tell a near-tie from a real disagreement.
+
+Only the torch paths run: flash-linear-attention, causal-conv1d and mamba-ssm must not be importable (the
+script stops if one is), so the Gated DeltaNet goes through transformers' torch_chunk_gated_delta_rule and
+torch_recurrent_gated_delta_rule, and Mamba/Mamba-2 through their torch scans.
+
+Versions used for the committed fixtures: transformers 5.25.0 (the newest release, which has qwen3_next and
+qwen3_5), torch 2.15.0 (CPU), safetensors 0.8.0. The script installs the pinned transformers and safetensors
+with pip when they are missing or of another version.
+
+Run from anywhere: python3 scripts/model_fixtures.py
+"""
+import copy
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+
+TRANSFORMERS_VERSION = "5.25.0"
+SAFETENSORS_VERSION = "0.8.0"
+
+
+def ensure(distribution, version):
+    try:
+        if importlib.metadata.version(distribution) == version:
+            return
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", f"{distribution}=={version}"])
+
+
+ensure("transformers", TRANSFORMERS_VERSION)
+ensure("safetensors", SAFETENSORS_VERSION)
+
+# transformers silently prefers these packages' kernels when they are importable; the references must come
+# from the torch code, which is what every user without a GPU runs.
+for module in ["fla", "causal_conv1d", "mamba_ssm"]:
+    if importlib.util.find_spec(module) is not None:
+        sys.exit(f"{module} is installed: uninstall it so that transformers runs its torch fallback")
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModelForCausalLM,
+    GenerationConfig,
+    LlamaConfig,
+    Mamba2Config,
+    MambaConfig,
+    Qwen3_5TextConfig,
+    Qwen3NextConfig,
+)
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "LineaLMTests", "Fixtures", "models")
+
+# Sizes: the seven folders must stay under 4 MB together (issue 17 allows 5 MB with the tokenizer fixtures'
+# 0.6 MB). Embeddings and the 48-token logits grow with the vocabulary and exercise nothing, so the vocabulary
+# is 256; the families whose small real checkpoints tie their embeddings (Qwen3.5, Mamba-2) tie them here
+# too, and the Qwen dense MLPs are 64 wide.
+VOCAB = 256
+HIDDEN = 64
+NEW_TOKENS = 16
+PROMPT_LENGTHS = [48, 1]
+
+# transformers' default initializer_range (0.02) leaves a model this narrow nearly linear: attention almost
+# uniform, router scores almost equal and the logits within ~0.1 of each other, so that greedy steps are
+# near-ties and a wrong rotary or gate would barely move the logits. A wider init gives every mechanism a
+# visible effect on the outputs.
+INIT_RANGE = 0.1
+
+# The files a fixture folder may hold; anything else save_pretrained writes is an error.
+ALLOWED_FILES = {"config.json", "generation_config.json", "model.safetensors", "expected.safetensors"}
+
+
+def llama_config(tied):
+    rope = {"rope_type": "default", "rope_theta": 10000.0}
+    if tied:
+        # original_max_position_embeddings is small so that the llama3 rule meets all three of its cases at
+        # head_dim 16: the shortest wavelength kept, the longest divided by factor, two in between smoothed.
+        rope = {
+            "rope_type": "llama3",
+            "rope_theta": 10000.0,
+            "factor": 4.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        }
+    return LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-6,
+        rope_parameters=rope,
+        tie_word_embeddings=tied,
+        initializer_range=INIT_RANGE,
+    )
+
+
+def qwen3_next_config(dense):
+    layers = 4
+    return Qwen3NextConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        # The dense MLP's width; with mlp_only_layers empty no layer has one, but both variants carry it
+        # so that their configs differ in mlp_only_layers alone.
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        # Three Gated DeltaNet layers, then gated softmax attention: the real models' pattern, every fourth.
+        layer_types=["linear_attention"] * 3 + ["full_attention"],
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25},
+        max_position_embeddings=256,
+        rms_norm_eps=1e-6,
+        linear_conv_kernel_dim=4,
+        linear_key_head_dim=16,
+        linear_value_head_dim=16,
+        linear_num_key_heads=2,
+        # More value heads than key heads: each key head is shared by two value heads.
+        linear_num_value_heads=4,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=32,
+        decoder_sparse_step=1,
+        norm_topk_prob=True,
+        # The dense variant keeps the same mixers and isolates the mixture of experts.
+        mlp_only_layers=list(range(layers)) if dense else [],
+        tie_word_embeddings=False,
+        initializer_range=INIT_RANGE,
+    )
+
+
+def qwen3_5_config():
+    # Qwen3.5's text model: Qwen3-Next's mixers with split input projections and a dense MLP. The
+    # multimodal rotary fields are there because real checkpoints carry them; with text positions (the same
+    # for the three grids) they change nothing. mrope_section sums to the rotary pairs (16 * 0.25 / 2).
+    return Qwen3_5TextConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        layer_types=["linear_attention"] * 3 + ["full_attention"],
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "partial_rotary_factor": 0.25,
+            "mrope_section": [1, 1, 0],
+            "mrope_interleaved": True,
+        },
+        max_position_embeddings=256,
+        rms_norm_eps=1e-6,
+        linear_conv_kernel_dim=4,
+        linear_key_head_dim=16,
+        linear_value_head_dim=16,
+        linear_num_key_heads=2,
+        linear_num_value_heads=4,
+        tie_word_embeddings=True,
+        initializer_range=INIT_RANGE,
+    )
+
+
+def mamba2_config():
+    # hidden 64 * expand 2 = 4 heads of 32; two groups of B and C shared by two heads each. chunk_size 16 puts
+    # the 48-token prompt over three chunks. time_step_limit stays (0, inf), which config.json writes as a
+    # bare Infinity.
+    return Mamba2Config(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=2,
+        num_heads=4,
+        head_dim=32,
+        expand=2,
+        state_size=16,
+        n_groups=2,
+        conv_kernel=4,
+        chunk_size=16,
+        tie_word_embeddings=True,
+        initializer_range=INIT_RANGE,
+    )
+
+
+def mamba_config():
+    return MambaConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=2,
+        state_size=16,
+        conv_kernel=4,
+        expand=2,
+        # Real Mamba-1 checkpoints tie their embeddings, but here the two mixers barely move the residual
+        # stream, so that tied logits peak at the current token and greedy decoding repeats the prompt's last
+        # token whatever the mixers compute. An output head of its own makes the continuation depend on them.
+        tie_word_embeddings=False,
+        initializer_range=INIT_RANGE,
+    )
+
+
+# (folder, seed, config builder). Each seed is fixed so that a rerun writes the same bytes.
+ARCHITECTURES = [
+    ("llama", 1001, lambda: llama_config(tied=False)),
+    ("llama_tied", 1002, lambda: llama_config(tied=True)),
+    ("qwen3_next", 1003, lambda: qwen3_next_config(dense=False)),
+    ("qwen3_next_dense", 1004, lambda: qwen3_next_config(dense=True)),
+    ("mamba2", 1005, mamba2_config),
+    ("qwen3_5", 1006, qwen3_5_config),
+    ("mamba", 1007, mamba_config),
+]
+
+
+def perturb_vectors(model, generator):
+    # Initializers set norm weights, biases, dt_bias and D to constants (ones or zeros). A loader that
+    # ignored one of them, or read it with the wrong centering (Qwen's (1 + w) norms), would still match;
+    # noise on every vector parameter makes each of them count.
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.dim() == 1:
+                noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
+                parameter.add_(0.1 * noise)
+
+
+def special_ids(model):
+    ids = set()
+    for source in (model.config, model.generation_config):
+        for field in ("eos_token_id", "bos_token_id", "pad_token_id"):
+            value = getattr(source, field, None)
+            if value is None:
+                continue
+            ids.update(value if isinstance(value, (list, tuple)) else [value])
+    return ids
+
+
+def random_prompt(length, generator, excluded):
+    allowed = torch.tensor([i for i in range(VOCAB) if i not in excluded], dtype=torch.int64)
+    picks = torch.randint(0, len(allowed), (1, length), generator=generator)
+    return allowed[picks]
+
+
+@torch.no_grad()
+def full_logits(model, input_ids):
+    return model(input_ids=input_ids, use_cache=False).logits
+
+
+@torch.no_grad()
+def greedy_by_full_forwards(model, input_ids):
+    # The reference semantics of a greedy continuation: every step sees the whole sequence afresh.
+    sequence = input_ids
+    tokens, gaps = [], []
+    for _ in range(NEW_TOKENS):
+        last = full_logits(model, sequence)[0, -1]
+        top2 = torch.topk(last, 2).values
+        token = torch.argmax(last)
+        tokens.append(int(token))
+        gaps.append(float(top2[0] - top2[1]))
+        sequence = torch.cat([sequence, token.view(1, 1)], dim=1)
+    return torch.tensor([tokens], dtype=torch.int64), torch.tensor(gaps, dtype=torch.float32)
+
+
+@torch.no_grad()
+def greedy_by_generate(model, input_ids):
+    # The end-of-sequence id has to go from the model's own generation config: generate fills a None in the
+    # config it is given from there, and min_new_tokens would then mask that id out of the logits, changing
+    # the argmax whenever it wins. With no id at all, nothing is masked and nothing stops early.
+    saved = model.generation_config
+    model.generation_config = copy.deepcopy(saved)
+    model.generation_config.eos_token_id = None
+    try:
+        config = GenerationConfig(
+            do_sample=False,
+            max_new_tokens=NEW_TOKENS,
+            min_new_tokens=NEW_TOKENS,
+            eos_token_id=None,
+            pad_token_id=0,
+        )
+        output = model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            generation_config=config,
+        )
+    finally:
+        model.generation_config = saved
+    return output[:, input_ids.shape[1]:]
+
+
+def folder_bytes(directory):
+    return sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory))
+
+
+def build(name, seed, make_config):
+    torch.manual_seed(seed)
+    config = make_config()
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.eval()
+    perturb_vectors(model, torch.Generator().manual_seed(seed + 1))
+
+    prompt_generator = torch.Generator().manual_seed(seed + 2)
+    excluded = special_ids(model)
+    expected = {}
+    for length in PROMPT_LENGTHS:
+        input_ids = random_prompt(length, prompt_generator, excluded)
+        tokens, gaps = greedy_by_full_forwards(model, input_ids)
+        expected[f"input_ids_{length}"] = input_ids
+        expected[f"logits_{length}"] = full_logits(model, input_ids).float().contiguous()
+        expected[f"greedy_{length}"] = tokens
+        expected[f"top2_gap_{length}"] = gaps
+
+        generated = greedy_by_generate(model, input_ids)
+        if generated.shape != tokens.shape:
+            print(f"WARNING {name}: generate made {generated.shape[1]} tokens for the {length}-token prompt")
+        elif not torch.equal(generated, tokens):
+            first = int((generated != tokens).int().argmax())
+            print(f"WARNING {name}: generate disagrees with full forwards for the {length}-token prompt "
+                  f"from step {first} (gap there {gaps[first]:.3g}):\n  full     {tokens.tolist()[0]}\n"
+                  f"  generate {generated.tolist()[0]}")
+
+    directory = os.path.join(ROOT, name)
+    shutil.rmtree(directory, ignore_errors=True)
+    # transformers 5 always writes safetensors (safe_serialization is gone from save_pretrained's arguments),
+    # and by default in the checkpoint's original layout: Qwen3-Next's experts one by one, as released.
+    model.save_pretrained(directory)
+    save_file(expected, os.path.join(directory, "expected.safetensors"))
+    extra = set(os.listdir(directory)) - ALLOWED_FILES
+    if extra:
+        sys.exit(f"{name}: save_pretrained wrote unexpected files {sorted(extra)}")
+
+    # The saved files must reproduce the logits on their own, through the same loading path a user takes.
+    reloaded = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    for length in PROMPT_LENGTHS:
+        again = full_logits(reloaded, expected[f"input_ids_{length}"])
+        difference = float((again - expected[f"logits_{length}"]).abs().max())
+        if difference >= 1e-5:
+            sys.exit(f"{name}: reloaded logits differ by {difference:.3g} for the {length}-token prompt")
+
+    parameters = sum(p.numel() for p in model.parameters())
+    size = folder_bytes(directory)
+    print(f"{name:18s} {config.model_type:14s} {parameters:8d} parameters  {size / 1024:7.1f} KiB  "
+          f"min gap {min(float(expected['top2_gap_48'].min()), float(expected['top2_gap_1'].min())):.3g}")
+    return size
+
+
+def main():
+    print(f"transformers {transformers.__version__}, torch {torch.__version__}")
+    transformers.utils.logging.disable_progress_bar()
+    torch.set_num_threads(1)  # the machine is shared; these models are tiny anyway
+    os.makedirs(ROOT, exist_ok=True)
+    total = 0
+    for name, seed, make_config in ARCHITECTURES:
+        total += build(name, seed, make_config)
+    print(f"total {total / 1024:.1f} KiB in {os.path.normpath(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
