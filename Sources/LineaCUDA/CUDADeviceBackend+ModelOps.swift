@@ -56,6 +56,7 @@ extension CUDADeviceBackend {
         case .softmax: try CUDAModelOps.softmax(x: buffer(x), out: out!, rows: rows, cols: width, dtype: dtype)
         case .swiglu: try CUDAModelOps.swiglu(gate: buffer(x), up: input("up")!, out: out!, count: x.count, dtype: dtype)
         case .add: try CUDAModelOps.add(buffer(x), input("b")!, out: out!, count: x.count, dtype: dtype)
+        case .mul: try CUDAModelOps.mul(buffer(x), input("b")!, out: out!, count: x.count, dtype: dtype)
         case let .rotary(theta, rotaryDim, layout):
             let tokens = c["positions"]!.count
             try CUDAModelOps.rotary(x: buffer(x), positions: input("positions")!, out: out!, tokens: tokens, heads: x.shape[x.rank - 2],

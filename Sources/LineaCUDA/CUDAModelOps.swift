@@ -167,6 +167,10 @@ package enum CUDAModelOps {
     public static func add(_ a: CUDABuffer, _ b: CUDABuffer, out: CUDABuffer, count: Int, dtype: DType) throws {
         try binary(1, ("a", "b"), a: a, b: b, out: out, count: count, dtype: dtype)
     }
+    /// `out = a · b`. O(count).
+    public static func mul(_ a: CUDABuffer, _ b: CUDABuffer, out: CUDABuffer, count: Int, dtype: DType) throws {
+        try binary(2, ("a", "b"), a: a, b: b, out: out, count: count, dtype: dtype)
+    }
 
     // MARK: rotary, conv1d
 

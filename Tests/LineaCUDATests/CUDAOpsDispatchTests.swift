@@ -46,6 +46,7 @@ struct CUDAOpsDispatchTests {
         try agree(dtype, "softmax", [x]) { try Ops.softmax($0[0]) }
         try agree(dtype, "swiglu", [x, z]) { try Ops.swiglu(gate: $0[0], up: $0[1]) }
         try agree(dtype, "add", [x, z]) { try Ops.add($0[0], $0[1]) }
+        try agree(dtype, "mul", [x, z]) { try Ops.mul($0[0], $0[1]) }
         let positions = try DeviceTensor(integers: (0..<15).map { $0 * 7 }, shape: [3, 5], dtype: .int32)
         for layout in RotaryLayout.allCases {
             try agree(dtype, "rotary \(layout)", [t([3, 5, 2, 64], 8), positions]) {

@@ -59,6 +59,7 @@ import Testing
         try Self.check(try Ops.softmax(x), try ReferenceOps.softmax(x: xs, rows: rows, cols: d), dtype, "softmax")
         try Self.check(try Ops.swiglu(gate: x, up: z), try ReferenceOps.swiglu(gate: xs, up: zs), dtype, "swiglu")
         try Self.check(try Ops.add(x, z), try ReferenceOps.add(xs, zs), dtype, "add")
+        try Self.check(try Ops.mul(x, z), zip(xs, zs).map { $0 * $1 }, dtype, "mul")
         #expect(throws: LineaError.self) { try Ops.add(x, w) }
         #expect(throws: LineaError.self) { try Ops.rmsNorm(x, weight: z) }
     }

@@ -52,6 +52,8 @@ extension CPUBackend {
                 try floats("gate").withUnsafeBufferPointer { g in try floats("up").withUnsafeBufferPointer { try CPUOps.swiglu(gate: g, up: $0, out: o) } }
             case .add:
                 try floats("a").withUnsafeBufferPointer { a in try floats("b").withUnsafeBufferPointer { try CPUOps.add(a, $0, out: o) } }
+            case .mul:
+                try floats("a").withUnsafeBufferPointer { a in try floats("b").withUnsafeBufferPointer { try CPUOps.mul(a, $0, out: o) } }
             case let .rotary(theta, rotaryDim, layout):
                 let (heads, headDim) = (x.shape[x.rank - 2], width)
                 try c["positions"]!.hostIntegers().withUnsafeBufferPointer { pp in try floats("x").withUnsafeBufferPointer {

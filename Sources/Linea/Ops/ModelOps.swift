@@ -291,6 +291,13 @@ public enum CPUOps {
         try map(a, b, out) { x, y in x + y }
     }
 
+    /// `out = a · b`. O(n).
+    public static func mul(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>,
+                           out: UnsafeMutableBufferPointer<Float>) throws {
+        try OpCheck.count("b", b.count, a.count, "the shape of a")
+        try map(a, b, out) { x, y in x * y }
+    }
+
     /// GELU, exact (erf) or the tanh approximation (torch's `approximate`). O(n).
     public static func gelu(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>,
                             approximate: GELUApproximation = .none) throws {

@@ -2,7 +2,7 @@
 public struct ModelOpCall: OpCall {
     /// The ops and their settings.
     public enum Kind: Sendable, Equatable {
-        case matmul, embedding, softmax, argmax, silu, sigmoid, softplus, swiglu, add
+        case matmul, embedding, softmax, argmax, silu, sigmoid, softplus, swiglu, add, mul
         case rmsNorm(eps: Float, zeroCentered: Bool), rmsNormGated(eps: Float), l2Norm(eps: Float)
         case gelu(GELUApproximation)
         case rotary(theta: Float, rotaryDim: Int, layout: RotaryLayout)
@@ -109,6 +109,11 @@ public enum Ops {
     /// `a + b` (the residual add), shapes equal. O(n).
     public static func add(_ a: DeviceTensor, _ b: DeviceTensor) throws -> DeviceTensor {
         try binary(.add, ("a", a), ("b", b))
+    }
+
+    /// `a · b` element by element (an output gate, a routing weight), shapes equal. O(n).
+    public static func mul(_ a: DeviceTensor, _ b: DeviceTensor) throws -> DeviceTensor {
+        try binary(.mul, ("a", a), ("b", b))
     }
 
     /// Rotary embedding of `x [..., T, H, D]` at integer `positions` (one per token row: `[T]` or `[B, T]`): the

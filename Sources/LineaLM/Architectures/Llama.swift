@@ -18,7 +18,9 @@ public final class Llama: CausalLM {
             headDim = try c.int("head_dim", default: hidden / max(heads, 1))
             intermediate = try c.int("intermediate_size")
             eps = Float(try c.double("rms_norm_eps", default: 1e-6))
-            theta = Float(try RopeConfig.theta(c, default: 10_000))
+            let rope = try RopeConfig.read(c, defaultTheta: 10_000)
+            guard rope.partial == 1 else { throw c.unsupported("partial_rotary_factor", "1") }
+            theta = Float(rope.theta)
             maxContext = try c.optionalInt("max_position_embeddings")
             tied = try c.bool("tie_word_embeddings", default: false)
             attentionBias = try c.bool("attention_bias", default: false)
@@ -26,7 +28,6 @@ public final class Llama: CausalLM {
             let act = try c.string("hidden_act", default: "silu")
             guard act == "silu" else { throw c.unsupported("hidden_act", "silu") }
             _ = try c.double("attention_dropout", default: 0)  // training only
-            try RopeConfig.checkNoScaling(c)
             guard try c.int("pretraining_tp", default: 1) == 1 else { throw c.unsupported("pretraining_tp", "1") }
             for (name, n) in [("vocab_size", vocab), ("hidden_size", hidden), ("num_hidden_layers", layers), ("num_attention_heads", heads),
                               ("head_dim", headDim), ("intermediate_size", intermediate)] where n < 1 {
@@ -126,25 +127,28 @@ public final class Llama: CausalLM {
     }
 }
 
-/// Rotary settings as configs write them: `rope_theta`, or `rope_parameters` (transformers 5) holding it.
+/// Rotary settings as configs write them: `rope_theta` and `partial_rotary_factor` at the top level, or inside
+/// `rope_parameters` (transformers 5).
 enum RopeConfig {
-    /// The base theta. O(1).
-    static func theta(_ c: ConfigFields, default fallback: Double) throws -> Double {
+    /// The base theta and the fraction of each head's dims that rotate. O(1).
+    static func read(_ c: ConfigFields, defaultTheta: Double) throws -> (theta: Double, partial: Double) {
+        var partial = try c.double("partial_rotary_factor", default: 1)
+        var theta = try c.double("rope_theta", default: defaultTheta)
         if let p = try c.object("rope_parameters") {
             let type = try p.string("rope_type", default: "default")
             guard type == "default" else { throw p.unsupported("rope_type", "default") }
-            let theta = try p.double("rope_theta", default: fallback)
-            p.ignore(["partial_rotary_factor"])
-            if let unknown = p.unknownKeys.first { throw p.unsupported(unknown, "rope_type and rope_theta only") }
-            return theta
+            theta = try p.double("rope_theta", default: theta)
+            partial = try p.double("partial_rotary_factor", default: partial)
+            if let unknown = p.unknownKeys.first { throw p.unsupported(unknown, "rope_type, rope_theta and partial_rotary_factor only") }
         }
-        return try c.double("rope_theta", default: fallback)
-    }
-
-    /// Throws for a `rope_scaling` other than none (the scaled variants are not implemented yet). O(1).
-    static func checkNoScaling(_ c: ConfigFields) throws {
-        guard let s = try c.object("rope_scaling") else { return }
-        let type = try s.string("rope_type", default: s.has("type") ? try s.string("type") : "default")
-        guard type == "default" else { throw c.unsupported("rope_scaling", "none or rope_type default") }
+        if let s = try c.object("rope_scaling") {
+            let type = try s.has("rope_type") ? s.string("rope_type") : s.string("type", default: "default")
+            guard type == "default" else { throw c.unsupported("rope_scaling", "none or rope_type default") }
+        }
+        guard theta > 0, partial > 0, partial <= 1 else {
+            throw LineaError.invalidArgument(argument: "\(c.source): rope", expected: "theta > 0 and partial_rotary_factor in (0, 1]",
+                                             actual: "theta \(theta), partial_rotary_factor \(partial)")
+        }
+        return (theta, partial)
     }
 }

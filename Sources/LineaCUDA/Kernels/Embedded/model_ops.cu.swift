@@ -13,7 +13,7 @@ extension CUDAKernels {
 //   linea_norm_SUF              one block per row of [rows, dim]: mode 0 RMSNorm (x w), 1 zero-centered (x (1 + w)),
 //                               2 gated (x w silu(gate)), 3 L2 norm (x / sqrt(sum x^2 + eps), w unused)
 //   linea_unary_SUF             op 0 silu, 1 sigmoid, 2 gelu (erf), 3 gelu (tanh), 4 softplus (threshold 20)
-//   linea_binary_SUF            op 0 swiglu silu(a) b, 1 add a + b
+//   linea_binary_SUF            op 0 swiglu silu(a) b, 1 add a + b, 2 mul a b
 //   linea_rotary_SUF            x [tokens, heads, headDim], positions int32 [tokens]; layout 0 half-split, 1 interleaved;
 //                               angles in fp64; dims >= rotaryDim copied. out must not alias x.
 //   linea_conv1d_SUF            causal depthwise conv, x [B, T, C], w [C, W], bias [C] or null, state [B, C, W-1] or
@@ -143,7 +143,7 @@ template <typename T>
 __device__ void binary(const T* a, const T* b, T* out, int n, int op) {
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
         const float x = ld(a, i), y = ld(b, i);
-        st(out, i, op == 0 ? x * sigmoidf_(x) * y : x + y);
+        st(out, i, op == 0 ? x * sigmoidf_(x) * y : op == 1 ? x + y : x * y);
     }
 }
 

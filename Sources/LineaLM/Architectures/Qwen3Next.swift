@@ -1,0 +1,313 @@
+import Foundation
+import Linea
+
+/// Hugging Face's `qwen3_next`: Gated DeltaNet layers (grouped value heads, a short SiLU convolution, gated RMSNorm on
+/// the output) with gated full-attention layers between them (q/k RMSNorm, partial rotary, a sigmoid output gate),
+/// zero-centered RMSNorms, and a sparse mixture of experts with a gated shared expert (or a dense SwiGLU MLP).
+public final class Qwen3Next: CausalLM {
+    /// The config fields the forward reads.
+    struct Config {
+        let vocab: Int, hidden: Int, layers: Int, eps: Float, maxContext: Int?, tied: Bool
+        let fullAttention: [Bool]
+        // Full attention.
+        let heads: Int, kvHeads: Int, headDim: Int, theta: Float, rotaryDim: Int, attentionBias: Bool
+        // Gated DeltaNet.
+        let keyHeads: Int, valueHeads: Int, keyDim: Int, valueDim: Int, convWidth: Int
+        // MLP and experts.
+        let intermediate: Int, experts: Int, topK: Int, normalizeTopK: Bool, expertIntermediate: Int, sharedIntermediate: Int
+        let sparse: [Bool]
+
+        init(_ c: ConfigFields) throws {
+            vocab = try c.int("vocab_size")
+            hidden = try c.int("hidden_size")
+            layers = try c.int("num_hidden_layers")
+            eps = Float(try c.double("rms_norm_eps", default: 1e-6))
+            maxContext = try c.optionalInt("max_position_embeddings")
+            tied = try c.bool("tie_word_embeddings", default: false)
+            heads = try c.int("num_attention_heads")
+            kvHeads = try c.int("num_key_value_heads", default: heads)
+            headDim = try c.int("head_dim", default: hidden / max(heads, 1))
+            attentionBias = try c.bool("attention_bias", default: false)
+            let rope = try RopeConfig.read(c, defaultTheta: 10_000)
+            theta = Float(rope.theta)
+            rotaryDim = Int(Double(headDim) * rope.partial)
+            keyHeads = try c.int("linear_num_key_heads")
+            valueHeads = try c.int("linear_num_value_heads")
+            keyDim = try c.int("linear_key_head_dim")
+            valueDim = try c.int("linear_value_head_dim")
+            convWidth = try c.int("linear_conv_kernel_dim", default: 4)
+            intermediate = try c.int("intermediate_size")
+            experts = try c.int("num_experts", default: 0)
+            topK = try c.int("num_experts_per_tok", default: 1)
+            normalizeTopK = try c.bool("norm_topk_prob", default: true)
+            expertIntermediate = try c.int("moe_intermediate_size", default: intermediate)
+            sharedIntermediate = try c.int("shared_expert_intermediate_size", default: 0)
+            let sparseStep = try c.int("decoder_sparse_step", default: 1)
+            let mlpOnly = Set(try c.ints("mlp_only_layers") ?? [])
+            let (count, expertCount) = (layers, experts)
+            sparse = (0..<count).map { i in !mlpOnly.contains(i) && expertCount > 0 && sparseStep > 0 && (i + 1) % sparseStep == 0 }
+            if let types = try c.strings("layer_types") {
+                guard types.count == layers else {
+                    throw LineaError.invalidArgument(argument: "\(c.source): layer_types", expected: "\(layers) entries (num_hidden_layers)",
+                                                     actual: "\(types.count)")
+                }
+                fullAttention = try types.map { t in
+                    guard t == "full_attention" || t == "linear_attention" else { throw c.unsupported("layer_types", "full_attention or linear_attention") }
+                    return t == "full_attention"
+                }
+            } else {
+                let interval = try c.int("full_attention_interval", default: 4)
+                fullAttention = (0..<count).map { interval > 0 && ($0 + 1) % interval == 0 }
+            }
+            guard try c.string("hidden_act", default: "silu") == "silu" else { throw c.unsupported("hidden_act", "silu") }
+            c.ignore(["attention_dropout", "router_aux_loss_coef", "output_router_logits", "full_attention_interval", "partial_rotary_factor"])
+            for (name, n) in [("vocab_size", vocab), ("hidden_size", hidden), ("num_hidden_layers", layers), ("num_attention_heads", heads),
+                              ("head_dim", headDim), ("linear_num_key_heads", keyHeads), ("linear_key_head_dim", keyDim),
+                              ("linear_value_head_dim", valueDim), ("intermediate_size", intermediate)] where n < 1 {
+                throw LineaError.invalidArgument(argument: "\(c.source): \(name)", expected: ">= 1", actual: "\(n)")
+            }
+            guard kvHeads >= 1, heads % kvHeads == 0 else {
+                throw LineaError.invalidArgument(argument: "\(c.source): num_key_value_heads", expected: "a divisor of num_attention_heads (\(heads))", actual: "\(kvHeads)")
+            }
+            guard valueHeads >= keyHeads, valueHeads % keyHeads == 0 else {
+                throw LineaError.invalidArgument(argument: "\(c.source): linear_num_value_heads",
+                                                 expected: "a multiple of linear_num_key_heads (\(keyHeads))", actual: "\(valueHeads)")
+            }
+            guard (2...4).contains(convWidth) else { throw c.unsupported("linear_conv_kernel_dim", "2, 3 or 4") }
+            guard rotaryDim >= 2, rotaryDim % 2 == 0 else {
+                throw LineaError.invalidArgument(argument: "\(c.source): partial_rotary_factor", expected: "an even number of rotary dims >= 2",
+                                                 actual: "\(rotaryDim) of head_dim \(headDim)")
+            }
+            if experts > 0 && !(1...experts).contains(topK) {
+                throw LineaError.invalidArgument(argument: "\(c.source): num_experts_per_tok", expected: "1...\(experts)", actual: "\(topK)")
+            }
+        }
+
+        /// Value heads per key head, and the widths of the concatenated q, k, v (the convolution's channels).
+        var group: Int { valueHeads / keyHeads }
+        var convChannels: Int { 2 * keyHeads * keyDim + valueHeads * valueDim }
+    }
+
+    /// A Gated DeltaNet mixer's weights.
+    struct LinearMixer {
+        let qkvz: DeviceTensor, ba: DeviceTensor, conv: DeviceTensor, aLog: [Float], dtBias: [Float], norm: DeviceTensor, out: DeviceTensor
+    }
+
+    /// A gated full-attention mixer's weights.
+    struct AttentionMixer {
+        let q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, o: DeviceTensor, qNorm: DeviceTensor, kNorm: DeviceTensor
+        let qBias: DeviceTensor?, kBias: DeviceTensor?, vBias: DeviceTensor?, oBias: DeviceTensor?
+    }
+
+    /// A SwiGLU MLP's weights (the dense MLP, one expert, the shared expert).
+    struct MLP {
+        let gate: DeviceTensor, up: DeviceTensor, down: DeviceTensor
+
+        func callAsFunction(_ x: DeviceTensor) throws -> DeviceTensor {
+            try Ops.matmul(Ops.swiglu(gate: Ops.matmul(x, weight: gate), up: Ops.matmul(x, weight: up)), weight: down)
+        }
+    }
+
+    /// One decoder layer.
+    struct Layer {
+        let inputNorm: DeviceTensor, postNorm: DeviceTensor
+        let linear: LinearMixer?, attention: AttentionMixer?
+        let mlp: MLP?, router: DeviceTensor?, experts: [MLP], shared: MLP?, sharedGate: DeviceTensor?
+    }
+
+    public let modelType: String
+    public var vocabularySize: Int { config.vocab }
+    public var maxContext: Int? { config.maxContext }
+    public let device: Device
+    let config: Config
+    let embed: DeviceTensor, norm: DeviceTensor, head: DeviceTensor
+    let layers: [Layer]
+
+    /// Reads the config and takes every weight under `model.` (throws naming a missing, misshapen or left-over
+    /// tensor). O(weights).
+    init(config fields: ConfigFields, weights w: Weights, modelType: String) throws {
+        let c = try Config(fields)
+        (config, self.modelType, device) = (c, modelType, w.device)
+        embed = try w.take("model.embed_tokens.weight", [c.vocab, c.hidden])
+        norm = try w.take("model.norm.weight", [c.hidden])
+        head = c.tied && !w.has("lm_head.weight") ? embed : try w.take("lm_head.weight", [c.vocab, c.hidden])
+        func mlp(_ p: String, _ width: Int) throws -> MLP {
+            MLP(gate: try w.take(p + "gate_proj.weight", [width, c.hidden]), up: try w.take(p + "up_proj.weight", [width, c.hidden]),
+                down: try w.take(p + "down_proj.weight", [c.hidden, width]))
+        }
+        layers = try (0..<c.layers).map { i in
+            let p = "model.layers.\(i)."
+            var linear: LinearMixer?, attention: AttentionMixer?
+            if c.fullAttention[i] {
+                let a = p + "self_attn."
+                func bias(_ name: String, _ n: Int) throws -> DeviceTensor? { c.attentionBias ? try w.take(a + name, [n]) : nil }
+                attention = AttentionMixer(
+                    q: try w.take(a + "q_proj.weight", [2 * c.heads * c.headDim, c.hidden]), k: try w.take(a + "k_proj.weight", [c.kvHeads * c.headDim, c.hidden]),
+                    v: try w.take(a + "v_proj.weight", [c.kvHeads * c.headDim, c.hidden]), o: try w.take(a + "o_proj.weight", [c.hidden, c.heads * c.headDim]),
+                    qNorm: try w.take(a + "q_norm.weight", [c.headDim]), kNorm: try w.take(a + "k_norm.weight", [c.headDim]),
+                    qBias: try bias("q_proj.bias", 2 * c.heads * c.headDim), kBias: try bias("k_proj.bias", c.kvHeads * c.headDim),
+                    vBias: try bias("v_proj.bias", c.kvHeads * c.headDim), oBias: try bias("o_proj.bias", c.hidden))
+            } else {
+                let l = p + "linear_attn."
+                let (keyWidth, valueWidth) = (c.keyHeads * c.keyDim, c.valueHeads * c.valueDim)
+                linear = LinearMixer(
+                    qkvz: try w.take(l + "in_proj_qkvz.weight", [2 * keyWidth + 2 * valueWidth, c.hidden]),
+                    ba: try w.take(l + "in_proj_ba.weight", [2 * c.valueHeads, c.hidden]),
+                    conv: try w.take(l + "conv1d.weight", [c.convChannels, 1, c.convWidth]).reshaped([c.convChannels, c.convWidth]),
+                    aLog: try w.take(l + "A_log", [c.valueHeads]).host().scalars, dtBias: try w.take(l + "dt_bias", [c.valueHeads]).host().scalars,
+                    norm: try w.take(l + "norm.weight", [c.valueDim]), out: try w.take(l + "out_proj.weight", [c.hidden, valueWidth]))
+            }
+            let sparse = c.sparse[i]
+            return Layer(
+                inputNorm: try w.take(p + "input_layernorm.weight", [c.hidden]), postNorm: try w.take(p + "post_attention_layernorm.weight", [c.hidden]),
+                linear: linear, attention: attention,
+                mlp: sparse ? nil : try mlp(p + "mlp.", c.intermediate),
+                router: sparse ? try w.take(p + "mlp.gate.weight", [c.experts, c.hidden]) : nil,
+                experts: sparse ? try (0..<c.experts).map { try mlp(p + "mlp.experts.\($0).", c.expertIntermediate) } : [],
+                shared: sparse && c.sharedIntermediate > 0 ? try mlp(p + "mlp.shared_expert.", c.sharedIntermediate) : nil,
+                sharedGate: sparse && c.sharedIntermediate > 0 ? try w.take(p + "mlp.shared_expert_gate.weight", [1, c.hidden]) : nil)
+        }
+        try w.finish()
+    }
+
+    public func makeCache(batch: Int, capacity: Int) throws -> ModelCache {
+        let c = config
+        let cache = ModelCache(batch: batch, capacity: capacity, layers: c.layers)
+        for i in 0..<c.layers {
+            if c.fullAttention[i] {
+                cache.layers[i]["k"] = try DeviceTensor.zeros([batch, capacity, c.kvHeads, c.headDim], on: device)
+                cache.layers[i]["v"] = try DeviceTensor.zeros([batch, capacity, c.kvHeads, c.headDim], on: device)
+            } else {
+                cache.layers[i]["state"] = try DeviceTensor.zeros([batch, c.valueHeads, c.keyDim, c.valueDim], on: device)
+                cache.layers[i]["conv"] = try DeviceTensor.zeros([batch, c.convChannels, c.convWidth - 1], on: device)
+            }
+        }
+        return cache
+    }
+
+    public func forward(_ ids: DeviceTensor, cache: ModelCache, lastOnly: Bool) throws -> DeviceTensor {
+        let c = config
+        try ids.expectRank(2, "ids", layout: "[B, T]")
+        let (B, T) = (ids.shape[0], ids.shape[1])
+        guard B == cache.batch else { throw LineaError.shapeMismatch(argument: "ids", expected: "[\(cache.batch), T] (the cache's batch)", actual: "\(ids.shape)") }
+        try cache.reserve(T)
+        let start = cache.length
+        let positions = try ModelMath.positions(from: start, count: T, on: device)
+        var h = try ModelMath.cast(Ops.embedding(ids: ids, table: embed), .float32)
+        for (i, layer) in layers.enumerated() {
+            let x = try Ops.rmsNorm(h, weight: layer.inputNorm, eps: c.eps, zeroCentered: true)
+            let mixed = if let linear = layer.linear {
+                try gatedDeltaNet(x, linear, cache: &cache.layers[i])
+            } else {
+                try attention(x, layer.attention!, positions: positions, start: start, cache: cache.layers[i])
+            }
+            h = try Ops.add(h, mixed)
+            let y = try Ops.rmsNorm(h, weight: layer.postNorm, eps: c.eps, zeroCentered: true)
+            h = try Ops.add(h, layer.mlp.map { try $0(y) } ?? moe(y, layer))
+        }
+        cache.length += T
+        let last = lastOnly ? try ModelMath.lastToken(h) : h
+        return try ModelMath.cast(Ops.matmul(Ops.rmsNorm(last, weight: norm, eps: c.eps, zeroCentered: true), weight: head), .float32)
+    }
+
+    /// `x`'s elements `range` of the last axis, packed. O(n).
+    private func slice(_ x: DeviceTensor, _ range: Range<Int>) throws -> DeviceTensor {
+        try x.narrowed(axis: x.rank - 1, range).contiguous()
+    }
+
+    /// The Gated DeltaNet mixer: projections laid out per key head ([q | k | v | z] and [b | a] for each group of
+    /// value heads), the causal SiLU convolution over [q, k, v] with its carried state, L2-normalized q and k, the
+    /// gated delta rule from the carried state (g = -e^A_log · softplus(a + dt_bias), beta = sigmoid(b)), then a
+    /// gated RMSNorm per value head and the output projection.
+    private func gatedDeltaNet(_ x: DeviceTensor, _ m: LinearMixer, cache: inout [String: DeviceTensor]) throws -> DeviceTensor {
+        let c = config
+        let (B, T) = (x.shape[0], x.shape[1])
+        let (g, hk, hv) = (c.group, c.keyDim, c.valueDim)
+        let (keyWidth, valueWidth) = (c.keyHeads * hk, c.valueHeads * hv)
+        let qkvz = try Ops.matmul(x, weight: m.qkvz).reshaped([B, T, c.keyHeads, 2 * hk + 2 * g * hv])
+        let ba = try Ops.matmul(x, weight: m.ba).reshaped([B, T, c.keyHeads, 2 * g]).host()
+        let channels = try DeviceTensor.zeros([B, T, c.convChannels], on: device)
+        try channels.narrowed(axis: 2, 0..<keyWidth).copy(from: slice(qkvz, 0..<hk).reshaped([B, T, keyWidth]))
+        try channels.narrowed(axis: 2, keyWidth..<(2 * keyWidth)).copy(from: slice(qkvz, hk..<(2 * hk)).reshaped([B, T, keyWidth]))
+        try channels.narrowed(axis: 2, (2 * keyWidth)..<c.convChannels)
+            .copy(from: slice(qkvz, (2 * hk)..<(2 * hk + g * hv)).reshaped([B, T, valueWidth]))
+        let z = try slice(qkvz, (2 * hk + g * hv)..<(2 * hk + 2 * g * hv)).reshaped([B, T, c.valueHeads, hv])
+        let conv = try Ops.causalConv1d(channels, weight: m.conv, state: cache["conv"]!, silu: true)
+        let q = try Ops.l2Norm(slice(conv, 0..<keyWidth).reshaped([B, T, c.keyHeads, hk]))
+        let k = try Ops.l2Norm(slice(conv, keyWidth..<(2 * keyWidth)).reshaped([B, T, c.keyHeads, hk]))
+        let v = try slice(conv, (2 * keyWidth)..<c.convChannels).reshaped([B, T, c.valueHeads, hv])
+        // Gates on the host: [B, T, HV] values, small beside the projections.
+        var beta = [Float](repeating: 0, count: B * T * c.valueHeads), decay = beta
+        for row in 0..<(B * T) {
+            for kh in 0..<c.keyHeads {
+                for j in 0..<g {
+                    let (head, base) = (kh * g + j, (row * c.keyHeads + kh) * 2 * g)
+                    let (b, a) = (ba.scalars[base + j], ba.scalars[base + g + j])
+                    beta[row * c.valueHeads + head] = 1 / (1 + exp(-b))
+                    let shifted = a + m.dtBias[head]
+                    let softplus = shifted > 20 ? shifted : log1p(exp(shifted))
+                    decay[row * c.valueHeads + head] = -exp(m.aLog[head]) * softplus
+                }
+            }
+        }
+        let out = try Recurrence.forward(
+            .gatedDeltaRule, q: q, k: k, v: v, g: DeviceTensor(Tensor(shape: [B, T, c.valueHeads], scalars: decay), on: device),
+            beta: DeviceTensor(Tensor(shape: [B, T, c.valueHeads], scalars: beta), on: device), initialState: cache["state"]!)
+        cache["state"] = out.finalState
+        let normed = try Ops.rmsNormGated(out.o, gate: z, weight: m.norm, eps: c.eps)
+        return try Ops.matmul(normed.reshaped([B, T, valueWidth]), weight: m.out)
+    }
+
+    /// Gated full attention: q carries its gate ([q | gate] per head), q and k get a zero-centered RMSNorm over the head
+    /// dim and partial rotary, the keys and values go to the cache, and the output is gated by sigmoid(gate).
+    private func attention(_ x: DeviceTensor, _ m: AttentionMixer, positions: DeviceTensor, start: Int,
+                           cache: [String: DeviceTensor]) throws -> DeviceTensor {
+        let c = config
+        let (B, T, hd) = (x.shape[0], x.shape[1], c.headDim)
+        let qg = try Ops.matmul(x, weight: m.q, bias: m.qBias).reshaped([B, T, c.heads, 2 * hd])
+        let gate = try slice(qg, hd..<(2 * hd)).reshaped([B, T, c.heads * hd])
+        let q = try Ops.rotary(Ops.rmsNorm(slice(qg, 0..<hd), weight: m.qNorm, eps: c.eps, zeroCentered: true), positions: positions,
+                               theta: c.theta, rotaryDim: c.rotaryDim)
+        let k = try Ops.rotary(Ops.rmsNorm(Ops.matmul(x, weight: m.k, bias: m.kBias).reshaped([B, T, c.kvHeads, hd]), weight: m.kNorm,
+                                           eps: c.eps, zeroCentered: true), positions: positions, theta: c.theta, rotaryDim: c.rotaryDim)
+        let v = try Ops.matmul(x, weight: m.v, bias: m.vBias).reshaped([B, T, c.kvHeads, hd])
+        let (kCache, vCache) = (cache["k"]!, cache["v"]!)
+        try kCache.narrowed(axis: 1, start..<(start + T)).copy(from: k)
+        try vCache.narrowed(axis: 1, start..<(start + T)).copy(from: v)
+        let o = try Attention.forward(q: q, k: kCache.narrowed(axis: 1, 0..<(start + T)), v: vCache.narrowed(axis: 1, 0..<(start + T)),
+                                      options: AttentionOptions(causal: true)).o
+        return try Ops.matmul(Ops.mul(o.reshaped([B, T, c.heads * hd]), Ops.sigmoid(gate)), weight: m.o, bias: m.oBias)
+    }
+
+    /// The sparse MoE block: softmax routing to the top-k experts (renormalized when `norm_topk_prob`), each expert
+    /// run on the rows routed to it, plus the shared expert gated by sigmoid(x · w). The gather and the weighted sum run
+    /// on the host. O(rows · k · expert width · hidden).
+    private func moe(_ y: DeviceTensor, _ layer: Layer) throws -> DeviceTensor {
+        let c = config
+        let rows = y.count / c.hidden
+        let flat = try y.reshaped([rows, c.hidden])
+        let routing = try Ops.topKRouting(Ops.matmul(flat, weight: layer.router!), k: c.topK, normalize: c.normalizeTopK)
+        let (indices, weights, inputs) = (try routing.indices.hostIntegers(), try routing.weights.host().scalars, try flat.host().scalars)
+        var sum = [Float](repeating: 0, count: rows * c.hidden)
+        for (e, expert) in layer.experts.enumerated() {
+            let picked = (0..<(rows * c.topK)).filter { indices[$0] == e }
+            guard !picked.isEmpty else { continue }
+            var gathered = [Float](repeating: 0, count: picked.count * c.hidden)
+            for (r, slot) in picked.enumerated() {
+                let row = slot / c.topK
+                gathered.replaceSubrange((r * c.hidden)..<((r + 1) * c.hidden), with: inputs[(row * c.hidden)..<((row + 1) * c.hidden)])
+            }
+            let out = try expert(DeviceTensor(Tensor(shape: [picked.count, c.hidden], scalars: gathered), on: device)).host().scalars
+            for (r, slot) in picked.enumerated() {
+                let (row, weight) = (slot / c.topK, weights[slot])
+                for d in 0..<c.hidden { sum[row * c.hidden + d] += weight * out[r * c.hidden + d] }
+            }
+        }
+        if let shared = layer.shared, let sharedGate = layer.sharedGate {
+            let out = try shared(flat).host().scalars
+            let gate = try Ops.sigmoid(Ops.matmul(flat, weight: sharedGate)).host().scalars
+            for row in 0..<rows { for d in 0..<c.hidden { sum[row * c.hidden + d] += gate[row] * out[row * c.hidden + d] } }
+        }
+        return try DeviceTensor(Tensor(shape: y.shape, scalars: sum), on: device)
+    }
+}
