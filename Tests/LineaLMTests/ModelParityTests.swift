@@ -1,0 +1,121 @@
+import Foundation
+import Linea
+import LineaLM
+import Testing
+
+/// The model fixtures (scripts/model_fixtures.py: tiny random checkpoints saved by transformers, with their logits
+/// and greedy continuations) against the runtime on the CPU.
+@Suite struct ModelParityTests {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/models")
+    /// The fixtures whose architecture the runtime implements.
+    static let supported = ["llama", "qwen3_next", "qwen3_next_dense"]
+
+    static func load(_ name: String) throws -> (LoadedModel, SafeTensorsFile) {
+        let dir = fixtures.appendingPathComponent(name)
+        return (try LoadedModel.load(directory: dir.path), try SafeTensorsFile(path: dir.appendingPathComponent("expected.safetensors").path))
+    }
+
+    /// Logits of the full forward within rel-RMS 1e-3 of transformers' (f32 weights), and the same 16 greedy tokens,
+    /// for a 48-token and a 1-token prompt.
+    @Test(arguments: supported)
+    func logitsAndGreedyTokensMatchTransformers(_ name: String) throws {
+        let (loaded, expected) = try Self.load(name)
+        for n in [48, 1] {
+            let ids = try expected.deviceTensor("input_ids_\(n)")
+            let logits = try loaded.model.forward(ids, cache: loaded.model.makeCache(batch: 1, capacity: n), lastOnly: false).host()
+            let error = ErrorStats(logits, try expected.tensor("logits_\(n)"))
+            #expect(error.relativeRMS <= 1e-3, "\(name) T=\(n): logits \(error)")
+            let greedy = try Generator(model: loaded.model).generate(prompt: ids.hostIntegers(), maxTokens: 16, stopAtEOS: false).ids
+            #expect(greedy == (try expected.deviceTensor("greedy_\(n)").hostIntegers()), "\(name) T=\(n)")
+        }
+    }
+
+    /// A prompt fed in pieces (a chunked piece, a single token, a recurrent piece) gives the logits of one full
+    /// forward (rel-RMS <= 1e-4): the carried states, conv states and key/value caches continue exactly.
+    @Test(arguments: supported)
+    func piecesContinueLikeOneForward(_ name: String) throws {
+        let (loaded, _) = try Self.load(name)
+        let model = loaded.model
+        var random = SeededRandom(seed: 5)
+        let tokens = (0..<150).map { _ in Int(random.next() % UInt64(model.vocabularySize)) }
+        func ids(_ range: Range<Int>) throws -> DeviceTensor { try DeviceTensor(integers: Array(tokens[range]), shape: [1, range.count]) }
+        let full = try model.forward(ids(0..<150), cache: model.makeCache(batch: 1, capacity: 150), lastOnly: false).host()
+        let cache = try model.makeCache(batch: 1, capacity: 150)
+        var pieces: [Float] = []
+        for range in [0..<70, 70..<71, 71..<100, 100..<101, 101..<150] {
+            pieces += try model.forward(ids(range), cache: cache, lastOnly: false).host().scalars
+        }
+        let error = ErrorStats(pieces, full.scalars)
+        #expect(error.relativeRMS <= 1e-4, "\(name): \(error)")
+        #expect(cache.length == 150)
+    }
+}
+
+/// Bad checkpoints, configs and prompts end in errors naming the tensor, field or argument.
+@Suite struct ModelLoaderErrorTests {
+    /// A copy of the llama fixture in a fresh folder, with `change` applied to its tensors and config.
+    static func mutatedLlama(_ change: (inout [String: Tensor], inout [String: Any]) throws -> Void) throws -> String {
+        let source = ModelParityTests.fixtures.appendingPathComponent("llama")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("linea-lm-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        var tensors = try SafeTensors.read(path: source.appendingPathComponent("model.safetensors").path)
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: source.appendingPathComponent("config.json"))) as! [String: Any]
+        try change(&tensors, &config)
+        try SafeTensors.write(tensors, to: dir.appendingPathComponent("model.safetensors").path)
+        try JSONSerialization.data(withJSONObject: config).write(to: dir.appendingPathComponent("config.json"))
+        return dir.path
+    }
+
+    static func message(_ body: () throws -> Void) -> String {
+        do { try body() } catch { return "\(error)" }
+        return "no error"
+    }
+
+    @Test func missingExtraAndMisshapenWeightsAreNamed() throws {
+        let missing = try Self.mutatedLlama { t, _ in t["model.layers.1.mlp.up_proj.weight"] = nil }
+        #expect(Self.message { _ = try LoadedModel.load(directory: missing) }.contains("weight model.layers.1.mlp.up_proj.weight"))
+        let extra = try Self.mutatedLlama { t, _ in t["model.layers.0.extra.weight"] = try Tensor(zeros: [2]) }
+        #expect(Self.message { _ = try LoadedModel.load(directory: extra) }.contains("left over: model.layers.0.extra.weight"))
+        let misshapen = try Self.mutatedLlama { t, _ in t["model.norm.weight"] = try Tensor(zeros: [63]) }
+        let text = Self.message { _ = try LoadedModel.load(directory: misshapen) }
+        #expect(text.contains("model.norm.weight") && text.contains("[64]") && text.contains("[63]"), "\(text)")
+    }
+
+    @Test func configValuesItCannotHonorAreErrorsAndUnknownFieldsWarnings() throws {
+        let gelu = try Self.mutatedLlama { _, c in c["hidden_act"] = "gelu" }
+        #expect(Self.message { _ = try LoadedModel.load(directory: gelu) }.contains("hidden_act"))
+        let scaled = try Self.mutatedLlama { _, c in c["rope_scaling"] = ["rope_type": "yarn", "factor": 4] }
+        #expect(Self.message { _ = try LoadedModel.load(directory: scaled) }.contains("rope_scaling"))
+        let unknownType = try Self.mutatedLlama { _, c in c["model_type"] = "gpt_neo" }
+        #expect(Self.message { _ = try LoadedModel.load(directory: unknownType) }.contains("model_type"))
+        let extraField = try Self.mutatedLlama { _, c in c["sliding_window_pattern"] = 6 }
+        #expect(try LoadedModel.load(directory: extraField).warnings.contains { $0.contains("sliding_window_pattern") })
+        let badType = try Self.mutatedLlama { _, c in c["num_hidden_layers"] = "two" }
+        #expect(Self.message { _ = try LoadedModel.load(directory: badType) }.contains("num_hidden_layers"))
+    }
+
+    @Test func truncatedCheckpointIsAnError() throws {
+        let dir = try Self.mutatedLlama { _, _ in }
+        let path = (dir as NSString).appendingPathComponent("model.safetensors")
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        try data.prefix(data.count / 2).write(to: URL(fileURLWithPath: path))
+        #expect(Self.message { _ = try LoadedModel.load(directory: dir) } != "no error")
+    }
+
+    @Test func badPromptsAreNamed() throws {
+        let (loaded, _) = try ModelParityTests.load("llama")
+        let generator = Generator(model: loaded.model)
+        #expect(Self.message { _ = try generator.generate(prompt: [], maxTokens: 4) }.contains("prompt"))
+        #expect(Self.message { _ = try generator.generate(prompt: [1, 999_999], maxTokens: 4) }.contains("999999"))
+        #expect(Self.message { _ = try generator.generate(prompt: [1, 2], maxTokens: 1000) }.contains("max_position_embeddings"))
+        let cache = try loaded.model.makeCache(batch: 1, capacity: 2)
+        #expect(Self.message { _ = try loaded.model.forward(DeviceTensor(integers: [1, 2, 3], shape: [1, 3]), cache: cache, lastOnly: true) }
+            .contains("capacity"))
+    }
+
+    @Test func infinityTokensInConfigsRead() throws {
+        let c = try ConfigFields(json: Data(#"{"a": Infinity, "b": {"__float__": "-Infinity"}, "s": "Infinity in text", "n": NaN}"#.utf8), source: "x")
+        #expect(try c.double("a") == .infinity && c.double("b") == -.infinity && c.double("n").isNaN)
+        #expect(try c.string("s") == "Infinity in text")
+    }
+}
