@@ -30,8 +30,9 @@ public struct LoadedModel {
         switch type {
         case "llama": model = try Llama(config: config, weights: weights, modelType: type)
         case "qwen3_next": model = try Qwen3Next(config: config, weights: weights, modelType: type)
+        case "mamba2": model = try Mamba2(config: config, weights: weights, modelType: type)
         default:
-            throw LineaError.invalidArgument(argument: "config.json: model_type", expected: "one of llama, qwen3_next", actual: "'\(type)'")
+            throw LineaError.invalidArgument(argument: "config.json: model_type", expected: "one of llama, qwen3_next, mamba2", actual: "'\(type)'")
         }
         config.ignore(metadata)
         let warnings = config.unknownKeys.map { "config.json: field '\($0)' is not read by the \(type) runtime; ignored" }
