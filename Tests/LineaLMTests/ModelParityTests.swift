@@ -8,7 +8,7 @@ import Testing
 @Suite struct ModelParityTests {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/models")
     /// The fixtures whose architecture the runtime implements.
-    static let supported = ["llama", "qwen3_next", "qwen3_next_dense", "mamba2"]
+    static let supported = ["llama", "qwen3_next", "qwen3_next_dense", "qwen3_5", "mamba2"]
 
     static func load(_ name: String) throws -> (LoadedModel, SafeTensorsFile) {
         let dir = fixtures.appendingPathComponent(name)
@@ -48,6 +48,30 @@ import Testing
         let error = ErrorStats(pieces, full.scalars)
         #expect(error.relativeRMS <= 1e-4, "\(name): \(error)")
         #expect(cache.length == 150)
+    }
+
+    /// Qwen3.5 as its real checkpoints ship: the text config nested in a conditional-generation config, the text
+    /// weights under `model.language_model.`, vision-tower weights beside them (skipped with a note).
+    @Test func qwen35MultimodalLayoutLoadsItsTextModel() throws {
+        let source = Self.fixtures.appendingPathComponent("qwen3_5")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("linea-qwen35-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        var tensors: [String: Tensor] = [:]
+        for (name, tensor) in try SafeTensors.read(path: source.appendingPathComponent("model.safetensors").path) {
+            tensors[name.hasPrefix("model.") ? "model.language_model." + name.dropFirst(6) : name] = tensor
+        }
+        tensors["model.visual.patch_embed.proj.weight"] = try Tensor(zeros: [4, 3])
+        try SafeTensors.write(tensors, to: dir.appendingPathComponent("model.safetensors").path)
+        let text = try JSONSerialization.jsonObject(with: Data(contentsOf: source.appendingPathComponent("config.json")))
+        let nested: [String: Any] = ["model_type": "qwen3_5", "architectures": ["Qwen3_5ForConditionalGeneration"], "text_config": text,
+                                     "vision_config": ["depth": 1], "image_token_id": 5, "tie_word_embeddings": true]
+        try JSONSerialization.data(withJSONObject: nested).write(to: dir.appendingPathComponent("config.json"))
+        let loaded = try LoadedModel.load(directory: dir.path)
+        #expect(loaded.warnings.contains { $0.contains("vision-tower") }, "\(loaded.warnings)")
+        let expected = try SafeTensorsFile(path: source.appendingPathComponent("expected.safetensors").path)
+        let logits = try loaded.model.forward(expected.deviceTensor("input_ids_48"), cache: loaded.model.makeCache(batch: 1, capacity: 48),
+                                              lastOnly: false).host()
+        #expect(ErrorStats(logits, try expected.tensor("logits_48")).relativeRMS <= 1e-3)
     }
 }
 

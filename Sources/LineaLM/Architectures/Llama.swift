@@ -139,6 +139,9 @@ enum RopeConfig {
             guard type == "default" else { throw p.unsupported("rope_type", "default") }
             theta = try p.double("rope_theta", default: theta)
             partial = try p.double("partial_rotary_factor", default: partial)
+            // Qwen3.5's multimodal rotary: for text every position component is the token index, so the sections all
+            // turn by the same angle and the rotation is the plain one.
+            p.ignore(["mrope_section", "mrope_interleaved"])
             if let unknown = p.unknownKeys.first { throw p.unsupported(unknown, "rope_type, rope_theta and partial_rotary_factor only") }
         }
         if let s = try c.object("rope_scaling") {

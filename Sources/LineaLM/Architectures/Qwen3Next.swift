@@ -1,7 +1,7 @@
 import Foundation
 import Linea
 
-/// Hugging Face's `qwen3_next`: Gated DeltaNet layers (grouped value heads, a short SiLU convolution, gated RMSNorm on
+/// Hugging Face's `qwen3_next` and `qwen3_5_text` (Qwen3.5's text model: split input projections): Gated DeltaNet layers (grouped value heads, a short SiLU convolution, gated RMSNorm on
 /// the output) with gated full-attention layers between them (q/k RMSNorm, partial rotary, a sigmoid output gate),
 /// zero-centered RMSNorms, and a sparse mixture of experts with a gated shared expert (or a dense SwiGLU MLP).
 public final class Qwen3Next: CausalLM {
@@ -90,7 +90,14 @@ public final class Qwen3Next: CausalLM {
 
     /// A Gated DeltaNet mixer's weights.
     struct LinearMixer {
-        let qkvz: DeviceTensor, ba: DeviceTensor, conv: DeviceTensor, aLog: [Float], dtBias: [Float], norm: DeviceTensor, out: DeviceTensor
+        /// Qwen3-Next fuses the input projections per key head ([q | k | v | z] and [b | a] for each group of value
+        /// heads); Qwen3.5 splits them into [q | k | v], z, b and a.
+        enum Projections {
+            case fused(qkvz: DeviceTensor, ba: DeviceTensor)
+            case split(qkv: DeviceTensor, z: DeviceTensor, b: DeviceTensor, a: DeviceTensor)
+        }
+        let projections: Projections
+        let conv: DeviceTensor, aLog: [Float], dtBias: [Float], norm: DeviceTensor, out: DeviceTensor
     }
 
     /// A gated full-attention mixer's weights.
@@ -150,9 +157,15 @@ public final class Qwen3Next: CausalLM {
             } else {
                 let l = p + "linear_attn."
                 let (keyWidth, valueWidth) = (c.keyHeads * c.keyDim, c.valueHeads * c.valueDim)
+                let projections: LinearMixer.Projections = w.has(l + "in_proj_qkv.weight")
+                    ? .split(qkv: try w.take(l + "in_proj_qkv.weight", [c.convChannels, c.hidden]),
+                             z: try w.take(l + "in_proj_z.weight", [valueWidth, c.hidden]),
+                             b: try w.take(l + "in_proj_b.weight", [c.valueHeads, c.hidden]),
+                             a: try w.take(l + "in_proj_a.weight", [c.valueHeads, c.hidden]))
+                    : .fused(qkvz: try w.take(l + "in_proj_qkvz.weight", [2 * keyWidth + 2 * valueWidth, c.hidden]),
+                             ba: try w.take(l + "in_proj_ba.weight", [2 * c.valueHeads, c.hidden]))
                 linear = LinearMixer(
-                    qkvz: try w.take(l + "in_proj_qkvz.weight", [2 * keyWidth + 2 * valueWidth, c.hidden]),
-                    ba: try w.take(l + "in_proj_ba.weight", [2 * c.valueHeads, c.hidden]),
+                    projections: projections,
                     conv: try w.take(l + "conv1d.weight", [c.convChannels, 1, c.convWidth]).reshaped([c.convChannels, c.convWidth]),
                     aLog: try w.take(l + "A_log", [c.valueHeads]).host().scalars, dtBias: try w.take(l + "dt_bias", [c.valueHeads]).host().scalars,
                     norm: try w.take(l + "norm.weight", [c.valueDim]), out: try w.take(l + "out_proj.weight", [c.hidden, valueWidth]))
@@ -215,8 +228,7 @@ public final class Qwen3Next: CausalLM {
         try x.narrowed(axis: x.rank - 1, range).contiguous()
     }
 
-    /// The Gated DeltaNet mixer: projections laid out per key head ([q | k | v | z] and [b | a] for each group of
-    /// value heads), the causal SiLU convolution over [q, k, v] with its carried state, L2-normalized q and k, the
+    /// The Gated DeltaNet mixer: the input projections (fused per key head or split), the causal SiLU convolution over [q, k, v] with its carried state, L2-normalized q and k, the
     /// gated delta rule from the carried state (g = -e^A_log · softplus(a + dt_bias), beta = sigmoid(b)), then a
     /// gated RMSNorm per value head and the output projection.
     private func gatedDeltaNet(_ x: DeviceTensor, _ m: LinearMixer, cache: inout [String: DeviceTensor]) throws -> DeviceTensor {
@@ -224,31 +236,43 @@ public final class Qwen3Next: CausalLM {
         let (B, T) = (x.shape[0], x.shape[1])
         let (g, hk, hv) = (c.group, c.keyDim, c.valueDim)
         let (keyWidth, valueWidth) = (c.keyHeads * hk, c.valueHeads * hv)
-        let qkvz = try Ops.matmul(x, weight: m.qkvz).reshaped([B, T, c.keyHeads, 2 * hk + 2 * g * hv])
-        let ba = try Ops.matmul(x, weight: m.ba).reshaped([B, T, c.keyHeads, 2 * g]).host()
-        let channels = try DeviceTensor.zeros([B, T, c.convChannels], on: device)
-        try channels.narrowed(axis: 2, 0..<keyWidth).copy(from: slice(qkvz, 0..<hk).reshaped([B, T, keyWidth]))
-        try channels.narrowed(axis: 2, keyWidth..<(2 * keyWidth)).copy(from: slice(qkvz, hk..<(2 * hk)).reshaped([B, T, keyWidth]))
-        try channels.narrowed(axis: 2, (2 * keyWidth)..<c.convChannels)
-            .copy(from: slice(qkvz, (2 * hk)..<(2 * hk + g * hv)).reshaped([B, T, valueWidth]))
-        let z = try slice(qkvz, (2 * hk + g * hv)..<(2 * hk + 2 * g * hv)).reshaped([B, T, c.valueHeads, hv])
+        var (channels, z, b, a): (DeviceTensor, DeviceTensor, [Float], [Float])
+        switch m.projections {
+        case let .split(qkv, zWeight, bWeight, aWeight):
+            channels = try Ops.matmul(x, weight: qkv)
+            z = try Ops.matmul(x, weight: zWeight).reshaped([B, T, c.valueHeads, hv])
+            (b, a) = (try Ops.matmul(x, weight: bWeight).host().scalars, try Ops.matmul(x, weight: aWeight).host().scalars)
+        case let .fused(qkvzWeight, baWeight):
+            let qkvz = try Ops.matmul(x, weight: qkvzWeight).reshaped([B, T, c.keyHeads, 2 * hk + 2 * g * hv])
+            channels = try DeviceTensor.zeros([B, T, c.convChannels], on: device)
+            try channels.narrowed(axis: 2, 0..<keyWidth).copy(from: slice(qkvz, 0..<hk).reshaped([B, T, keyWidth]))
+            try channels.narrowed(axis: 2, keyWidth..<(2 * keyWidth)).copy(from: slice(qkvz, hk..<(2 * hk)).reshaped([B, T, keyWidth]))
+            try channels.narrowed(axis: 2, (2 * keyWidth)..<c.convChannels)
+                .copy(from: slice(qkvz, (2 * hk)..<(2 * hk + g * hv)).reshaped([B, T, valueWidth]))
+            z = try slice(qkvz, (2 * hk + g * hv)..<(2 * hk + 2 * g * hv)).reshaped([B, T, c.valueHeads, hv])
+            // [b | a] per key head, to value-head order.
+            let ba = try Ops.matmul(x, weight: baWeight).host().scalars
+            (b, a) = ([Float](repeating: 0, count: B * T * c.valueHeads), [Float](repeating: 0, count: B * T * c.valueHeads))
+            for row in 0..<(B * T) {
+                for kh in 0..<c.keyHeads {
+                    for j in 0..<g {
+                        let base = (row * c.keyHeads + kh) * 2 * g
+                        (b[row * c.valueHeads + kh * g + j], a[row * c.valueHeads + kh * g + j]) = (ba[base + j], ba[base + g + j])
+                    }
+                }
+            }
+        }
         let conv = try Ops.causalConv1d(channels, weight: m.conv, state: cache["conv"]!, silu: true)
         let q = try Ops.l2Norm(slice(conv, 0..<keyWidth).reshaped([B, T, c.keyHeads, hk]))
         let k = try Ops.l2Norm(slice(conv, keyWidth..<(2 * keyWidth)).reshaped([B, T, c.keyHeads, hk]))
         let v = try slice(conv, (2 * keyWidth)..<c.convChannels).reshaped([B, T, c.valueHeads, hv])
         // Gates on the host: [B, T, HV] values, small beside the projections.
-        var beta = [Float](repeating: 0, count: B * T * c.valueHeads), decay = beta
-        for row in 0..<(B * T) {
-            for kh in 0..<c.keyHeads {
-                for j in 0..<g {
-                    let (head, base) = (kh * g + j, (row * c.keyHeads + kh) * 2 * g)
-                    let (b, a) = (ba.scalars[base + j], ba.scalars[base + g + j])
-                    beta[row * c.valueHeads + head] = 1 / (1 + exp(-b))
-                    let shifted = a + m.dtBias[head]
-                    let softplus = shifted > 20 ? shifted : log1p(exp(shifted))
-                    decay[row * c.valueHeads + head] = -exp(m.aLog[head]) * softplus
-                }
-            }
+        var beta = b, decay = a
+        for i in 0..<(B * T * c.valueHeads) {
+            let head = i % c.valueHeads
+            beta[i] = 1 / (1 + exp(-b[i]))
+            let shifted = a[i] + m.dtBias[head]
+            decay[i] = -exp(m.aLog[head]) * (shifted > 20 ? shifted : log1p(exp(shifted)))
         }
         let out = try Recurrence.forward(
             .gatedDeltaRule, q: q, k: k, v: v, g: DeviceTensor(Tensor(shape: [B, T, c.valueHeads], scalars: decay), on: device),

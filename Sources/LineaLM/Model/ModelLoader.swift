@@ -23,20 +23,34 @@ public struct LoadedModel {
         guard let data = FileManager.default.contents(atPath: configPath) else {
             throw LineaError.file(path: configPath, problem: "cannot be read (a model folder holds config.json and *.safetensors)")
         }
-        let config = try ConfigFields(json: data, source: "config.json")
-        let type = try config.string("model_type")
-        let weights = Weights(try SafeTensorsCheckpoint(directory: directory), device: device)
+        let outer = try ConfigFields(json: data, source: "config.json")
+        var notes: [String] = []
+        var (config, type) = (outer, try outer.string("model_type"))
+        let checkpoint = try SafeTensorsCheckpoint(directory: directory)
+        var weights = Weights(checkpoint, device: device)
+        if type == "qwen3_5", let text = try outer.object("text_config") {
+            // The multimodal layout real Qwen3.5 checkpoints ship: the text model's config nested, its weights under
+            // model.language_model., the vision tower's skipped.
+            (config, type) = (text, try text.string("model_type", default: "qwen3_5_text"))
+            weights = Weights(checkpoint, device: device) { $0.hasPrefix("model.") ? "model.language_model." + $0.dropFirst(6) : $0 }
+            let vision = checkpoint.names.filter { $0.hasPrefix("model.visual.") || $0.hasPrefix("mtp.") }
+            weights.skip { $0.hasPrefix("model.visual.") || $0.hasPrefix("mtp.") }
+            if !vision.isEmpty { notes.append("skipped \(vision.count) vision-tower and multi-token-prediction tensors (text generation only)") }
+            outer.ignore(["vision_config", "image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id", "text_config"])
+            outer.ignore(metadata)
+            notes += outer.unknownKeys.map { "config.json: field '\($0)' is not read by the runtime; ignored" }
+        }
         let model: any CausalLM
         switch type {
         case "llama": model = try Llama(config: config, weights: weights, modelType: type)
-        case "qwen3_next": model = try Qwen3Next(config: config, weights: weights, modelType: type)
+        case "qwen3_next", "qwen3_5_text": model = try Qwen3Next(config: config, weights: weights, modelType: type)
         case "mamba2": model = try Mamba2(config: config, weights: weights, modelType: type)
         default:
-            throw LineaError.invalidArgument(argument: "config.json: model_type", expected: "one of llama, qwen3_next, mamba2", actual: "'\(type)'")
+            throw LineaError.invalidArgument(argument: "config.json: model_type", expected: "one of llama, qwen3_next, qwen3_5 (text), qwen3_5_text, mamba2", actual: "'\(type)'")
         }
         config.ignore(metadata)
-        let warnings = config.unknownKeys.map { "config.json: field '\($0)' is not read by the \(type) runtime; ignored" }
-        return LoadedModel(model: model, eosTokenIDs: try eosIDs(directory: directory, config: config), warnings: warnings)
+        let warnings = notes + config.unknownKeys.map { "\(config.source): field '\($0)' is not read by the \(type) runtime; ignored" }
+        return LoadedModel(model: model, eosTokenIDs: try eosIDs(directory: directory, config: outer), warnings: warnings)
     }
 
     /// `eos_token_id` (an id or a list) from generation_config.json, else config.json. O(1).

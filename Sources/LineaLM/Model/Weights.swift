@@ -9,22 +9,23 @@ public final class Weights {
     public let checkpoint: SafeTensorsCheckpoint
     /// Where the tensors go.
     public let device: Device
-    /// A prefix every name is read under (`model.language_model.` for Qwen3.5's multimodal layout), after `model.`.
-    let prefix: String
+    /// Maps an architecture's tensor name to the checkpoint's (Qwen3.5's multimodal layout keeps the text model under
+    /// `model.language_model.`).
+    let rename: @Sendable (String) -> String
     private var taken: Set<String> = []
 
-    /// The tensors of `checkpoint` for `device`, names read under `prefix`. O(1).
-    public init(_ checkpoint: SafeTensorsCheckpoint, device: Device, prefix: String = "") {
-        (self.checkpoint, self.device, self.prefix) = (checkpoint, device, prefix)
+    /// The tensors of `checkpoint` for `device`, names mapped by `rename`. O(1).
+    public init(_ checkpoint: SafeTensorsCheckpoint, device: Device, rename: @escaping @Sendable (String) -> String = { $0 }) {
+        (self.checkpoint, self.device, self.rename) = (checkpoint, device, rename)
     }
 
     /// Whether the checkpoint has `name`. O(1).
-    public func has(_ name: String) -> Bool { checkpoint.names.contains(prefix + name) }
+    public func has(_ name: String) -> Bool { checkpoint.names.contains(rename(name)) }
 
     /// The tensor `name` of shape `shape` on the device; an error names a missing tensor or a wrong shape. O(1) on the
     /// CPU (mapped), O(bytes) to a GPU.
     public func take(_ name: String, _ shape: [Int]) throws -> DeviceTensor {
-        let full = prefix + name
+        let full = rename(name)
         guard checkpoint.names.contains(full) else {
             throw LineaError.invalidArgument(argument: "weight \(full)", expected: "a tensor of shape \(shape) in the checkpoint", actual: "none")
         }
