@@ -1,0 +1,75 @@
+import Foundation
+import Linea
+import Testing
+
+/// `linea generate`, `linea logits` and `linea tokenize` on the committed fixtures.
+@Suite struct ModelCLITests {
+    static let models = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("LineaLMTests/Fixtures/models")
+
+    /// Greedy ids from `--input-ids` are transformers' greedy continuation; `logits` writes the full forward's logits.
+    @Test func generateAndLogitsMatchTheFixture() throws {
+        let dir = Self.models.appendingPathComponent("qwen3_next").path
+        let expected = try SafeTensorsFile(path: dir + "/expected.safetensors")
+        let ids = try expected.deviceTensor("input_ids_48").hostIntegers()
+        let r = try runLinea(["generate", "--model", dir, "--input-ids", ids.map(String.init).joined(separator: ","), "--max-tokens", "16",
+                              "--ignore-eos"])
+        #expect(r.code == 0, "\(r.err)")
+        let want = try expected.deviceTensor("greedy_48").hostIntegers().map(String.init).joined(separator: " ")
+        #expect(r.out.trimmingCharacters(in: .whitespacesAndNewlines) == want, "\(r.out)")
+        #expect(r.err.contains("prefill 48 tokens at") && r.err.contains("decode 16 tokens at") && r.err.contains("peak resident memory"), "\(r.err)")
+
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("linea-logits-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        let input = tmp.appendingPathComponent("ids.safetensors").path, output = tmp.appendingPathComponent("logits.safetensors").path
+        try writeIDs(ids, to: input)
+        let logits = try runLinea(["logits", "--model", dir, "--inputs", input, "--output", output])
+        #expect(logits.code == 0, "\(logits.err)")
+        #expect(ErrorStats(try SafeTensorsFile(path: output).tensor("logits"), try expected.tensor("logits_48")).relativeRMS <= 1e-3)
+        // An id outside the vocabulary is named, and nothing is written.
+        try writeIDs([1, 9999], to: input)
+        try FileManager.default.removeItem(atPath: output)
+        let bad = try runLinea(["logits", "--model", dir, "--inputs", input, "--output", output])
+        #expect(bad.code == 1 && bad.err.contains("input_ids") && bad.err.contains("9999"), "\(bad.err)")
+        #expect(!FileManager.default.fileExists(atPath: output))
+    }
+
+    @Test func usageAndModelErrorsAreClear() throws {
+        let dir = Self.models.appendingPathComponent("llama").path
+        for (args, code, text) in [
+            (["generate", "--model", dir], Int32(2), "exactly one of --prompt and --input-ids"),
+            (["generate", "--model", dir, "--input-ids", "1,x"], 2, "--input-ids: expected comma-separated token ids"),
+            (["generate", "--model", dir, "--prompt", ""], 2, "--prompt: expected some text"),
+            (["generate", "--model", dir, "--input-ids", "1", "--top-p", "0"], 2, "--top-p"),
+            (["generate", "--model", dir, "--input-ids", "1,2", "--max-tokens", "1000"], 1, "max_position_embeddings"),
+            (["generate", "--model", "/nonexistent", "--input-ids", "1"], 1, "config.json"),
+            (["generate", "--model", dir, "--prompt", "hello"], 1, "tokenizer.json"),
+        ] {
+            let r = try runLinea(args)
+            #expect(r.code == code && r.err.contains(text), "\(args): \(r.code) \(r.err)")
+        }
+    }
+
+    /// Sampling is reproducible from its seed and differs across seeds.
+    @Test func samplingFollowsItsSeed() throws {
+        let dir = Self.models.appendingPathComponent("mamba2").path
+        func run(_ seed: Int) throws -> String {
+            let r = try runLinea(["generate", "--model", dir, "--input-ids", "5,6,7", "--max-tokens", "24", "--temperature", "1.5",
+                                  "--top-k", "50", "--top-p", "0.95", "--seed", "\(seed)", "--ignore-eos"])
+            #expect(r.code == 0, "\(r.err)")
+            return r.out
+        }
+        #expect(try run(1) == run(1))
+        #expect(try run(1) != run(2))
+    }
+
+    func writeIDs(_ ids: [Int], to path: String) throws {
+        // I64 ids as a safetensors file: the header, then little-endian 8-byte integers.
+        let header = #"{"input_ids":{"dtype":"I64","shape":[1,\#(ids.count)],"data_offsets":[0,\#(8 * ids.count)]}}"#
+        var data = Data()
+        withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { data.append(contentsOf: $0) }
+        data.append(contentsOf: Array(header.utf8))
+        for id in ids { withUnsafeBytes(of: Int64(id).littleEndian) { data.append(contentsOf: $0) } }
+        try data.write(to: URL(fileURLWithPath: path))
+    }
+}
