@@ -97,7 +97,7 @@ struct MalformedCase: Sendable, CustomTestStringConvertible {
         try SafeTensors.write(tensors, to: path2, metadata: metadata)
         #expect(try Data(contentsOf: URL(fileURLWithPath: path2)) == Data(bytes))
         // No metadata and no tensors is still a valid file: "{}" padded with 6 spaces.
-        try SafeTensors.write([:], to: path2)
+        try SafeTensors.write([String: Tensor](), to: path2)
         #expect([UInt8](try Data(contentsOf: URL(fileURLWithPath: path2))) == [8, 0, 0, 0, 0, 0, 0, 0] + Array("{}      ".utf8))
         let emptyFile = try SafeTensorsFile(path: path2)
         #expect(emptyFile.names.isEmpty && emptyFile.metadata.isEmpty)
@@ -317,7 +317,7 @@ struct MalformedCase: Sendable, CustomTestStringConvertible {
         #expect(problemText { _ = try SafeTensorsFile(path: dir.path) }.contains("directory"))
         // Writing into a missing directory fails cleanly.
         let deep = dir.appendingPathComponent("no/such/dir/x.safetensors").path
-        #expect(problemText { try SafeTensors.write([:], to: deep) }.contains("temporary file"))
+        #expect(problemText { try SafeTensors.write([String: Tensor](), to: deep) }.contains("temporary file"))
     }
 
     /// A FIFO, a socket, a device or a directory is refused at once, naming what it is; a FIFO with no writer

@@ -395,28 +395,56 @@ public enum SafeTensors {
         return result
     }
 
-    /// Writes `tensors` as F32 to `path` with optional string `metadata`: keys sorted, header space-padded to a
-    /// multiple of 8 bytes, tensors packed back to back (each 4-byte aligned). Writes a temporary file in the same
-    /// directory and renames it over `path`, so an existing file is replaced whole or not at all. O(total bytes).
+    /// Writes `tensors` as F32 to `path` with optional string `metadata` (see `write(_:to:metadata:)` on device
+    /// tensors). O(total bytes).
     public static func write(_ tensors: [String: Tensor], to path: String, metadata: [String: String] = [:]) throws {
+        var entries: [Entry] = []
+        for name in tensors.keys.sorted() {
+            let t = tensors[name]!
+            guard t.shape.allSatisfy({ $0 >= 0 }), t.scalars.count == t.shape.reduce(1, *) else {
+                throw LineaError.file(path: path, problem: "tensor '\(name)' has \(t.scalars.count) scalars for shape \(t.shape)")
+            }
+            entries.append(Entry(name: name, dtype: .float32, shape: t.shape, byteCount: 4 * t.scalars.count) { body in
+                try t.withUnsafeBufferPointer { try body(UnsafeRawBufferPointer($0)) }
+            })
+        }
+        try write(entries, to: path, metadata: metadata)
+    }
+
+    /// Writes `tensors` in their own dtypes (brought to the host) to `path` with optional string `metadata`.
+    /// O(total bytes).
+    public static func write(_ tensors: [String: DeviceTensor], to path: String, metadata: [String: String] = [:]) throws {
+        let entries = try tensors.keys.sorted().map { name in
+            let t = try tensors[name]!.to(.cpu).contiguous()
+            return Entry(name: name, dtype: t.dtype, shape: t.shape, byteCount: t.byteCount) { body in
+                try body(UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: t.address), count: t.byteCount))
+            }
+        }
+        try write(entries, to: path, metadata: metadata)
+    }
+
+    /// One tensor to write: its header fields and a way to reach its bytes.
+    private struct Entry {
+        let name: String, dtype: DType, shape: [Int], byteCount: Int
+        let bytes: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void
+    }
+
+    /// Writes `entries` (sorted by name) to `path`: keys sorted, header space-padded to a multiple of 8 bytes, tensors
+    /// packed back to back. Writes a temporary file in the same directory and renames it over `path`, so an existing
+    /// file is replaced whole or not at all. O(total bytes).
+    private static func write(_ entries: [Entry], to path: String, metadata: [String: String]) throws {
         func problem(_ text: String) -> LineaError { .file(path: path, problem: text) }
-        let names = tensors.keys.sorted()
         var parts: [String] = []
         if !metadata.isEmpty {
             let pairs = metadata.keys.sorted().map { "\(JSONWriter.quoted($0)):\(JSONWriter.quoted(metadata[$0]!))" }
             parts.append("\"__metadata__\":{" + pairs.joined(separator: ",") + "}")
         }
         var offset = 0
-        for name in names {
-            let t = tensors[name]!
-            guard name != "__metadata__" else { throw problem("a tensor may not be named '__metadata__'") }
-            guard t.shape.allSatisfy({ $0 >= 0 }), t.scalars.count == t.shape.reduce(1, *) else {
-                throw problem("tensor '\(name)' has \(t.scalars.count) scalars for shape \(t.shape)")
-            }
-            let end = offset + 4 * t.scalars.count
-            let shape = t.shape.map(String.init).joined(separator: ",")
-            parts.append("\(JSONWriter.quoted(name)):{\"dtype\":\"F32\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(end)]}")
-            offset = end
+        for e in entries {
+            guard e.name != "__metadata__" else { throw problem("a tensor may not be named '__metadata__'") }
+            let shape = e.shape.map(String.init).joined(separator: ",")
+            parts.append("\(JSONWriter.quoted(e.name)):{\"dtype\":\"\(e.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + e.byteCount)]}")
+            offset += e.byteCount
         }
         var headerBytes = Array(("{" + parts.joined(separator: ",") + "}").utf8)
         headerBytes += [UInt8](repeating: 0x20, count: (8 - headerBytes.count % 8) % 8)
@@ -433,8 +461,8 @@ public enum SafeTensors {
         var closed = false
         do {
             try writeAll(fd, headerBytes, problem: problem)
-            for name in names {
-                try tensors[name]!.withUnsafeBufferPointer { try writeAll(fd, UnsafeRawBufferPointer($0), problem: problem) }
+            for e in entries where e.byteCount > 0 {
+                try e.bytes { try writeAll(fd, $0, problem: problem) }
             }
             guard fsync(fd) == 0 else { throw problem("fsync failed: \(String(cString: strerror(errno)))") }
             closed = true
