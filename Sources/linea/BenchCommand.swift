@@ -41,11 +41,26 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "--decode: number of layers.") var layers: Int = 24
     @Flag(help: "cuda: time Ops.matmul (cuBLAS, --dtype inputs and weights) at a 1B model's projection shapes instead (M x K times K x N: 4096x2048x6144, 1x2048x6144, 4096x6144x2048, 1x6144x2048).")
     var matmul = false
+    @Option(help: "Time a checkpoint instead: prefill and decode tokens/s of the model in this folder (with --prompt-tokens, --new-tokens, --batch, --device).")
+    var model: String?
+    @Option(help: "--model: prompt lengths, comma-separated.") var promptTokens: String = "512,4096"
+    @Option(help: "--model: new tokens decoded after each prompt.") var newTokens: Int = 128
+    @Option(help: "--model: device, cpu or cuda.") var device: String = "cpu"
     @Option(help: "Write the results as a JSON array to this file.") var json: String?
     @Option(help: "Draw time over T on log-log axes into this SVG file.") var svg: String?
     @OptionGroup var memory: MemoryOptions
 
     func validate() throws {
+        if model != nil {
+            let prompts = promptTokens.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard !prompts.isEmpty, prompts.allSatisfy({ ($0 ?? 0) >= 1 }) else {
+                throw ValidationError("--prompt-tokens: expected comma-separated positive integers, got '\(promptTokens)'")
+            }
+            guard newTokens >= 0 else { throw ValidationError("--new-tokens: expected >= 0, got \(newTokens)") }
+            guard ["cpu", "cuda"].contains(device) else { throw validationErrorList(argument: "--device", got: device, known: ["cpu", "cuda"]) }
+            if let batch, batch < 1 { throw ValidationError("--batch: expected >= 1, got \(batch)") }
+            return
+        }
         for (name, value) in [("--heads", heads), ("--dim", dim), ("--batch", batch), ("--tokens", tokens), ("--chunk-size", chunkSize),
                               ("--layers", layers)] {
             if let value, value < 1 { throw ValidationError("\(name): expected >= 1, got \(value)") }
@@ -107,6 +122,12 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
+        if let model {
+            var options = try ModelOptions.parse(["--model", model, "--device", device])
+            options.model = model
+            let prompts = promptTokens.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            return try ModelBench(options: options, promptTokens: prompts, newTokens: newTokens, batch: batch ?? 1).run()
+        }
         if decode { return try runDecode() }
         if matmul { return try runMatmul() }
         if sgemm {

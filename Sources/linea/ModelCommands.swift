@@ -159,3 +159,71 @@ struct TokenizeCommand: ParsableCommand {
         print(tokenizer.encode(source).map(String.init).joined(separator: " "))
     }
 }
+
+/// `linea model`: checkpoint tools.
+struct ModelCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "model", abstract: "Checkpoint tools.", subcommands: [ModelInitCommand.self])
+}
+
+/// `linea model init`: a checkpoint of random weights.
+struct ModelInitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init", abstract: "Write a checkpoint of random weights of an architecture at about a parameter count (for benchmarks and tests).")
+
+    @Option(help: "Architecture: \(ModelInit.types.joined(separator: ", ")).") var type: String
+    @Option(help: "About this many parameters, e.g. 100M, 1.5B.") var size: String
+    @Option(help: "Output folder (created).") var output: String
+    @Option(help: "Weight dtype: f32, bf16 or f16.") var dtype: String = "f32"
+    @Option(help: "Vocabulary size (50257: GPT-2's byte-level BPE, which llama.cpp converts as is).") var vocab: Int = 50257
+    @Option(help: "Seed of the weights.") var seed: UInt64 = 0
+
+    func validate() throws {
+        guard ModelInit.types.contains(type) else { throw validationErrorList(argument: "--type", got: type, known: ModelInit.types) }
+        guard ModelInit.parseSize(size) != nil else { throw ValidationError("--size: expected a count such as 100M or 1.5B, got '\(size)'") }
+        guard ["f32", "bf16", "f16"].contains(dtype) else { throw validationErrorList(argument: "--dtype", got: dtype, known: ["f32", "bf16", "f16"]) }
+        guard vocab >= 2 else { throw ValidationError("--vocab: expected >= 2, got \(vocab)") }
+    }
+
+    func run() throws {
+        let config = try ModelInit.config(type: type, parameters: ModelInit.parseSize(size)!, vocab: vocab)
+        try MemoryBudget.check([.init("weights", [ModelInit.parseSize(size)!])])
+        let count = try ModelInit.write(config: config, dtype: DType(name: dtype)!, seed: seed, to: output)
+        printError(String(format: "model init: %@ with %.1fM parameters (hidden %@, %@ layers) in %@", type, Double(count) / 1e6,
+                          "\(config["hidden_size"]!)", "\(config["num_hidden_layers"]!)", output))
+    }
+}
+
+/// `linea bench --model`: prefill and decode tokens/s of a checkpoint.
+struct ModelBench {
+    let options: ModelOptions
+    let promptTokens: [Int], newTokens: Int, batch: Int
+
+    func run() throws {
+        let loaded = try options.load()
+        let model = loaded.model
+        var rows: [[String]] = []
+        for prompt in promptTokens {
+            var random = SeededRandom(seed: UInt64(prompt))
+            let ids = (0..<(batch * prompt)).map { _ in Int(random.next() % UInt64(model.vocabularySize)) }
+            let cache = try model.makeCache(batch: batch, capacity: prompt + newTokens)
+            printError("bench: \(model.modelType) prefill B = \(batch) T = \(prompt) ...")
+            let before = Measure.residentBytes().current
+            let start = Date()
+            var logits = try model.forward(DeviceTensor(integers: ids, shape: [batch, prompt], on: model.device), cache: cache, lastOnly: true)
+            try Backends.backend(for: model.device).synchronize()
+            let prefill = Date().timeIntervalSince(start)
+            let decodeStart = Date()
+            for _ in 0..<newTokens {
+                let next = try Ops.argmax(logits.reshaped([batch, model.vocabularySize])).hostIntegers()
+                logits = try model.forward(DeviceTensor(integers: next, shape: [batch, 1], on: model.device), cache: cache, lastOnly: true)
+            }
+            try Backends.backend(for: model.device).synchronize()
+            let decode = Date().timeIntervalSince(decodeStart)
+            rows.append([model.modelType, "\(batch)", "\(prompt)", String(format: "%.1f", Double(batch * prompt) / prefill), "\(newTokens)",
+                         String(format: "%.1f", Double(batch * newTokens) / max(decode, 1e-9)),
+                         formatBytes(max(0, Measure.residentBytes().peak - before))])
+        }
+        printTable(header: ["model", "B", "prompt", "prefill tokens/s", "new", "decode tokens/s", "peak extra"], rows: rows)
+        print("\(options.device), \(Parallel.threadCount) threads; decode greedy after the prompt; tokens/s count every sequence of the batch")
+    }
+}

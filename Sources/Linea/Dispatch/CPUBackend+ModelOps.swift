@@ -2,21 +2,29 @@ extension CPUBackend {
     /// Runs a model op with `CPUOps`: float inputs read as Float32 (bf16 weights of a matmul or an embedding read
     /// in place), outputs computed in Float32 and stored in their dtype. O(inputs) conversions plus the op.
     func modelOp(_ c: ModelOpCall) throws {
-        func floats(_ name: String) throws -> [Float] { try c[name]!.host().scalars }
+        // Packed f32 host tensors (activations, f32 weights) are read in place; others are converted once.
+        func withFloats<R>(_ name: String, _ body: (UnsafeBufferPointer<Float>) throws -> R) throws -> R {
+            let t = c[name]!
+            if t.device == .cpu, t.dtype == .float32, t.isContiguous { return try body(t.floats) }
+            return try t.host().scalars.withUnsafeBufferPointer(body)
+        }
         let out = c["out"]
         let x = c.primary.tensor
         let width = x.shape.last ?? 1, rows = x.count / max(width, 1)
-        var result = [Float](repeating: 0, count: out?.count ?? 0)
-        try result.withUnsafeMutableBufferPointer { o in
+        // A packed f32 output is written in place; others through a Float32 buffer stored in their dtype after.
+        let direct = out.map { $0.device == .cpu && $0.dtype == .float32 && $0.isContiguous } ?? false
+        var result = [Float](repeating: 0, count: direct ? 0 : out?.count ?? 0)
+        try result.withUnsafeMutableBufferPointer { buffer in
+            let o = direct ? out!.mutableFloats : buffer
             switch c.kind {
             case .matmul:
                 let (w, n) = (c["weight"]!, c["weight"]!.shape[0])
-                let xs = try floats("x"), bias = try c["bias"].map { try $0.host().scalars }
-                try xs.withUnsafeBufferPointer { xp in try withOptional(bias) { bp in
+                let bias = try c["bias"].map { try $0.host().scalars }
+                try withFloats("x") { xp in try withOptional(bias) { bp in
                     if let bits = packedBF16(w) {
                         try CPUOps.matmul(x: xp, weightBF16: bits, bias: bp, out: o, m: rows, n: n, k: width)
                     } else {
-                        try floats("weight").withUnsafeBufferPointer { try CPUOps.matmul(x: xp, weight: $0, bias: bp, out: o, m: rows, n: n, k: width) }
+                        try withFloats("weight") { try CPUOps.matmul(x: xp, weight: $0, bias: bp, out: o, m: rows, n: n, k: width) }
                     }
                 } }
             case .embedding:
@@ -26,37 +34,37 @@ extension CPUBackend {
                     if let bits = packedBF16(table) {
                         try CPUOps.embedding(ids: ip, tableBF16: bits, out: o, vocab: table.shape[0], dim: table.shape[1])
                     } else {
-                        try floats("table").withUnsafeBufferPointer {
+                        try withFloats("table") {
                             try CPUOps.embedding(ids: ip, table: $0, out: o, vocab: table.shape[0], dim: table.shape[1])
                         }
                     }
                 }
             case let .rmsNorm(eps, zeroCentered):
-                try floats("x").withUnsafeBufferPointer { xp in try floats("weight").withUnsafeBufferPointer {
+                try withFloats("x") { xp in try withFloats("weight") {
                     try CPUOps.rmsNorm(x: xp, weight: $0, out: o, rows: rows, dim: width, eps: eps, zeroCentered: zeroCentered)
                 } }
             case let .rmsNormGated(eps):
-                try floats("x").withUnsafeBufferPointer { xp in try floats("gate").withUnsafeBufferPointer { gp in
-                    try floats("weight").withUnsafeBufferPointer {
+                try withFloats("x") { xp in try withFloats("gate") { gp in
+                    try withFloats("weight") {
                         try CPUOps.rmsNormGated(x: xp, gate: gp, weight: $0, out: o, rows: rows, dim: width, eps: eps)
                     }
                 } }
             case let .l2Norm(eps):
-                try floats("x").withUnsafeBufferPointer { try CPUOps.l2Norm(x: $0, out: o, rows: rows, dim: width, eps: eps) }
-            case .silu: try floats("x").withUnsafeBufferPointer { try CPUOps.silu(x: $0, out: o) }
-            case .sigmoid: try floats("x").withUnsafeBufferPointer { try CPUOps.sigmoid(x: $0, out: o) }
-            case .softplus: try floats("x").withUnsafeBufferPointer { try CPUOps.softplus(x: $0, out: o) }
-            case let .gelu(approximate): try floats("x").withUnsafeBufferPointer { try CPUOps.gelu(x: $0, out: o, approximate: approximate) }
-            case .softmax: try floats("x").withUnsafeBufferPointer { try CPUOps.softmax(x: $0, out: o, rows: rows, cols: width) }
+                try withFloats("x") { try CPUOps.l2Norm(x: $0, out: o, rows: rows, dim: width, eps: eps) }
+            case .silu: try withFloats("x") { try CPUOps.silu(x: $0, out: o) }
+            case .sigmoid: try withFloats("x") { try CPUOps.sigmoid(x: $0, out: o) }
+            case .softplus: try withFloats("x") { try CPUOps.softplus(x: $0, out: o) }
+            case let .gelu(approximate): try withFloats("x") { try CPUOps.gelu(x: $0, out: o, approximate: approximate) }
+            case .softmax: try withFloats("x") { try CPUOps.softmax(x: $0, out: o, rows: rows, cols: width) }
             case .swiglu:
-                try floats("gate").withUnsafeBufferPointer { g in try floats("up").withUnsafeBufferPointer { try CPUOps.swiglu(gate: g, up: $0, out: o) } }
+                try withFloats("gate") { g in try withFloats("up") { try CPUOps.swiglu(gate: g, up: $0, out: o) } }
             case .add:
-                try floats("a").withUnsafeBufferPointer { a in try floats("b").withUnsafeBufferPointer { try CPUOps.add(a, $0, out: o) } }
+                try withFloats("a") { a in try withFloats("b") { try CPUOps.add(a, $0, out: o) } }
             case .mul:
-                try floats("a").withUnsafeBufferPointer { a in try floats("b").withUnsafeBufferPointer { try CPUOps.mul(a, $0, out: o) } }
+                try withFloats("a") { a in try withFloats("b") { try CPUOps.mul(a, $0, out: o) } }
             case let .rotary(theta, rotaryDim, layout):
                 let (heads, headDim) = (x.shape[x.rank - 2], width)
-                try c["positions"]!.hostIntegers().withUnsafeBufferPointer { pp in try floats("x").withUnsafeBufferPointer {
+                try c["positions"]!.hostIntegers().withUnsafeBufferPointer { pp in try withFloats("x") {
                     try CPUOps.rotary(x: $0, positions: pp, out: o, tokens: pp.count, heads: heads, headDim: headDim,
                                       rotaryDim: rotaryDim, theta: Double(theta), layout: layout)
                 } }
@@ -64,7 +72,7 @@ extension CPUBackend {
                 let (w, stateTensor) = (c["weight"]!, c["state"])
                 var state = try stateTensor?.host().scalars
                 let bias = try c["bias"].map { try $0.host().scalars }
-                try floats("x").withUnsafeBufferPointer { xp in try floats("weight").withUnsafeBufferPointer { wp in try withOptional(bias) { bp in
+                try withFloats("x") { xp in try withFloats("weight") { wp in try withOptional(bias) { bp in
                     try withOptionalMutable(&state) { sp in
                         try CPUOps.causalConv1d(x: xp, weight: wp, bias: bp, state: sp, out: o, batch: x.shape[0], length: x.shape[1],
                                                 channels: x.shape[2], width: w.shape[1], silu: silu)
@@ -74,27 +82,27 @@ extension CPUBackend {
             case let .topKRouting(k, normalize):
                 let (weights, indices) = (c["weights"]!, c["indices"]!)
                 var picked = [Int32](repeating: 0, count: indices.count), scores = [Float](repeating: 0, count: weights.count)
-                try floats("x").withUnsafeBufferPointer { lp in try scores.withUnsafeMutableBufferPointer { wp in try picked.withUnsafeMutableBufferPointer {
+                try withFloats("x") { lp in try scores.withUnsafeMutableBufferPointer { wp in try picked.withUnsafeMutableBufferPointer {
                     try CPUOps.topKRouting(logits: lp, weights: wp, indices: $0, rows: rows, experts: width, k: k, normalize: normalize)
                 } } }
                 try weights.copy(from: Tensor(uncheckedShape: weights.shape, scalars: scores))
                 try store(picked, into: indices)
             case .argmax:
                 var picked = [Int32](repeating: 0, count: rows)
-                try floats("x").withUnsafeBufferPointer { xp in try picked.withUnsafeMutableBufferPointer {
+                try withFloats("x") { xp in try picked.withUnsafeMutableBufferPointer {
                     try CPUOps.argmax(x: xp, out: $0, rows: rows, cols: width)
                 } }
                 try store(picked, into: out!)
             case let .sample(temperature, topK, topP):
                 var picked = [Int32](repeating: 0, count: rows)
                 let uniforms = try c["uniforms"].map { try $0.host().scalars }
-                try floats("x").withUnsafeBufferPointer { xp in try picked.withUnsafeMutableBufferPointer { tp in try withOptional(uniforms) {
+                try withFloats("x") { xp in try picked.withUnsafeMutableBufferPointer { tp in try withOptional(uniforms) {
                     try CPUOps.sample(logits: xp, tokens: tp, rows: rows, vocab: width, temperature: temperature, topK: topK, topP: topP, uniforms: $0)
                 } } }
                 try store(picked, into: out!)
             }
         }
-        if let out, out.dtype.isFloatingPoint {
+        if let out, out.dtype.isFloatingPoint, !direct {
             try out.copy(from: Tensor(uncheckedShape: out.shape, scalars: result))
         }
     }
