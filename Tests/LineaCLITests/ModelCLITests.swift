@@ -73,3 +73,18 @@ import Testing
         try data.write(to: URL(fileURLWithPath: path))
     }
 }
+
+/// `linea model init` writes a checkpoint each architecture loads back, and `linea bench --model` times it.
+@Suite struct ModelInitCLITests {
+    @Test(arguments: ["llama", "qwen3_next", "qwen3_5_text", "mamba2"])
+    func initThenBench(_ type: String) throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("linea-init-\(type)-\(UUID().uuidString)").path
+        let made = try runLinea(["model", "init", "--type", type, "--size", "3M", "--vocab", "300", "--output", dir, "--dtype", "bf16"])
+        #expect(made.code == 0 && made.err.contains("parameters"), "\(made.err)")
+        let bench = try runLinea(["bench", "--model", dir, "--prompt-tokens", "70", "--new-tokens", "3", "--batch", "2"])
+        #expect(bench.code == 0, "\(bench.err)")
+        #expect(bench.out.contains("prefill tokens/s") && bench.out.contains(type), "\(bench.out)")
+        let bad = try runLinea(["model", "init", "--type", "gpt9", "--size", "3M", "--output", dir])
+        #expect(bad.code == 2 && bad.err.contains("--type"), "\(bad.err)")
+    }
+}

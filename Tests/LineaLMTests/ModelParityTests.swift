@@ -50,6 +50,23 @@ import Testing
         #expect(cache.length == 150)
     }
 
+    /// Two sequences in one batch give each one's own logits, in a prefill and in the decode step after it.
+    @Test(arguments: supported)
+    func batchedSequencesMatchSingleOnes(_ name: String) throws {
+        let model = try Self.load(name).0.model
+        let rows = [(0..<40).map { ($0 * 7 + 3) % model.vocabularySize }, (0..<40).map { ($0 * 11 + 5) % model.vocabularySize }]
+        let batched = try model.makeCache(batch: 2, capacity: 41)
+        var got = try model.forward(DeviceTensor(integers: rows[0] + rows[1], shape: [2, 40]), cache: batched, lastOnly: false).host().scalars
+        got += try model.forward(DeviceTensor(integers: [1, 2], shape: [2, 1]), cache: batched, lastOnly: false).host().scalars
+        var want: [Float] = [], steps: [Float] = []
+        for (i, row) in rows.enumerated() {
+            let cache = try model.makeCache(batch: 1, capacity: 41)
+            want += try model.forward(DeviceTensor(integers: row, shape: [1, 40]), cache: cache, lastOnly: false).host().scalars
+            steps += try model.forward(DeviceTensor(integers: [i + 1], shape: [1, 1]), cache: cache, lastOnly: false).host().scalars
+        }
+        #expect(ErrorStats(got, want + steps).relativeRMS <= 1e-5, "\(name)")
+    }
+
     /// Qwen3.5 as its real checkpoints ship: the text config nested in a conditional-generation config, the text
     /// weights under `model.language_model.`, vision-tower weights beside them (skipped with a note).
     @Test func qwen35MultimodalLayoutLoadsItsTextModel() throws {

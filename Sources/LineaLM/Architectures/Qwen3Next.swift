@@ -205,7 +205,7 @@ public final class Qwen3Next: CausalLM {
         guard B == cache.batch else { throw LineaError.shapeMismatch(argument: "ids", expected: "[\(cache.batch), T] (the cache's batch)", actual: "\(ids.shape)") }
         try cache.reserve(T)
         let start = cache.length
-        let positions = try ModelMath.positions(from: start, count: T, on: device)
+        let positions = try ModelMath.positions(from: start, count: T, batch: B, on: device)
         var h = try ModelMath.cast(Ops.embedding(ids: ids, table: embed), .float32)
         for (i, layer) in layers.enumerated() {
             let x = try Ops.rmsNorm(h, weight: layer.inputNorm, eps: c.eps, zeroCentered: true)

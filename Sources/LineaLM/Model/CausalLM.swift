@@ -50,9 +50,10 @@ enum ModelMath {
         x.dtype == dtype ? x : try DeviceTensor(x.host(), dtype: dtype, on: x.device)
     }
 
-    /// Positions `start ..< start + T` as i32 on `device`. O(T).
-    static func positions(from start: Int, count: Int, on device: Device) throws -> DeviceTensor {
-        try DeviceTensor(integers: Array(start..<(start + count)), shape: [count], dtype: .int32, on: device)
+    /// Positions `start ..< start + T` for each of `batch` sequences, `[batch, T]` i32 on `device`. O(batch·T).
+    static func positions(from start: Int, count: Int, batch: Int, on device: Device) throws -> DeviceTensor {
+        let row = Array(start..<(start + count))
+        return try DeviceTensor(integers: Array((0..<batch).map { _ in row }.joined()), shape: [batch, count], dtype: .int32, on: device)
     }
 
     /// The last token's rows of `h [B, T, D]` as `[B, 1, D]`, packed. O(B·D).
