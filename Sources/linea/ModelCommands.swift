@@ -5,8 +5,14 @@ import LineaLM
 
 /// `--model` and `--device`, shared by the model commands.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "Model folder: config.json, *.safetensors, tokenizer.json (as Hugging Face saves them).") var model: String
+    @Option(help: "Model folder: config.json, *.safetensors, tokenizer.json (as Hugging Face saves them); default: the built-in demo model (Models/demo).")
+    var model: String = ModelOptions.demo
     @Option(help: "Device: cpu, or cuda (GPU 0).") var device: String = "cpu"
+
+    /// The built-in demo model, in the repository this binary was built from ($LINEA_DEMO_MODEL overrides).
+    static let demo = ProcessInfo.processInfo.environment["LINEA_DEMO_MODEL"]
+        ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Models/demo").path
 
     func validate() throws {
         guard ["cpu", "cuda"].contains(device) else { throw validationErrorList(argument: "--device", got: device, known: ["cpu", "cuda"]) }
@@ -134,7 +140,7 @@ struct TokenizeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tokenize", abstract: "Print the token ids of a text (space-separated, one line), or with --decode the text of ids exactly.")
 
-    @Option(help: "Model folder holding tokenizer.json.") var model: String
+    @Option(help: "Model folder holding tokenizer.json (default: the built-in demo model).") var model: String = ModelOptions.demo
     @Option(help: "The text.") var text: String?
     @Option(help: "A file whose contents are the text.") var file: String?
     @Option(help: "Token ids to decode, comma-separated.") var decode: String?

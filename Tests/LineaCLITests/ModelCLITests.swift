@@ -50,6 +50,17 @@ import Testing
         }
     }
 
+    /// `linea tokenize` prints the tokenizer's ids on one line and, with --decode, the text exactly.
+    @Test func tokenizeRoundTrips() throws {
+        let dir = Self.models.deletingLastPathComponent().appendingPathComponent("qwen2").path
+        let ids = try runLinea(["tokenize", "--model", dir, "--text", "Hello world"])
+        #expect(ids.code == 0 && ids.out == "811 799\n", "\(ids.out) \(ids.err)")
+        let text = try runLinea(["tokenize", "--model", dir, "--decode", "811,799"])
+        #expect(text.code == 0 && text.out == "Hello world", "\(text.out)")
+        let bad = try runLinea(["tokenize", "--model", dir, "--decode", "811,99999"])
+        #expect(bad.code == 1 && bad.err.contains("99999"), "\(bad.err)")
+    }
+
     /// Sampling is reproducible from its seed and differs across seeds.
     @Test func samplingFollowsItsSeed() throws {
         let dir = Self.models.appendingPathComponent("mamba2").path
