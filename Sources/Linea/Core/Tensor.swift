@@ -122,24 +122,25 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// The largest `|x|` over the elements (0 when empty; NaN is skipped). O(count), vectorized.
-    public var maxMagnitude: Float {
-        withUnsafeBufferPointer { p in
-            guard let base = p.baseAddress else { return 0 }
-            var m8 = SIMD8<Float>(repeating: 0)
-            var i = 0
-            while i + 8 <= p.count {
-                let x = UnsafeRawPointer(base + i).loadUnaligned(as: SIMD8<Float>.self)
-                let a = x.replacing(with: -x, where: x .< 0)
-                m8.replace(with: a, where: a .> m8)
-                i += 8
-            }
-            var m = m8.max()
-            while i < p.count {
-                m = max(m, abs(base[i]).isNaN ? 0 : abs(base[i]))
-                i += 1
-            }
-            return m
+    public var maxMagnitude: Float { withUnsafeBufferPointer(Tensor.maxMagnitude) }
+
+    /// The largest `|x|` in `p` (0 when empty; NaN is skipped). O(count), vectorized.
+    static func maxMagnitude(_ p: UnsafeBufferPointer<Float>) -> Float {
+        guard let base = p.baseAddress else { return 0 }
+        var m8 = SIMD8<Float>(repeating: 0)
+        var i = 0
+        while i + 8 <= p.count {
+            let x = UnsafeRawPointer(base + i).loadUnaligned(as: SIMD8<Float>.self)
+            let a = x.replacing(with: -x, where: x .< 0)
+            m8.replace(with: a, where: a .> m8)
+            i += 8
         }
+        var m = m8.max()
+        while i < p.count {
+            m = max(m, abs(base[i]).isNaN ? 0 : abs(base[i]))
+            i += 1
+        }
+        return m
     }
 
     /// Throws `LineaError.nonFinite` naming `name` and the first NaN or infinity, for outputs; with

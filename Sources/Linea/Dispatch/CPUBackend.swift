@@ -41,6 +41,7 @@ final class CPUBackend: Backend {
         case let c as RecurrenceCall: try recurrence(c)
         case let c as RecurrentStepCall: try step(c)
         case let c as AttentionCall:
+            if try attentionInPlace(c) { return }
             let out = try Attention.forward(q: c.q.host(), k: c.k.host(), v: c.v.host(), options: c.options, form: c.form ?? .flash)
             try c.o.copy(from: out.o)
             try c.lse.copy(from: out.lse)
@@ -95,6 +96,24 @@ final class CPUBackend: Backend {
         }
         if o.address != c.o.address { try c.o.copy(from: o.host()) }
         if state.address != c.finalState.address { try c.finalState.copy(from: state) }
+    }
+
+    /// The flash form on the tensors' own memory when every tensor is packed f32 (a decode step against a KV cache
+    /// then copies nothing); false when the call needs the host path (another form or layout, or inputs that fail a
+    /// check: that path then names the problem). O(the form).
+    private func attentionInPlace(_ c: AttentionCall) throws -> Bool {
+        guard c.form == nil || c.form == .flash, [c.q, c.k, c.v, c.o, c.lse].allSatisfy({ $0.dtype == .float32 && $0.isContiguous }) else { return false }
+        let p = try AttentionProblem(q: c.q.shape, k: c.k.shape, v: c.v.shape, options: c.options)
+        guard p.B * p.T * p.Hq > 0, p.S > 0 else { return false }
+        let (q, k, v) = (c.q.floats, c.k.floats, c.v.floats)
+        guard [q, k, v].allSatisfy(RecurrenceSIMD.allFinite) else { return false }
+        try Attention.checkFloat32Range(maxQ: Tensor.maxMagnitude(q), maxK: Tensor.maxMagnitude(k), maxV: Tensor.maxMagnitude(v),
+                                        D: p.D, S: p.S, scale: p.scale, form: .flash)
+        Attention.flash(p, AttentionPointers(q, k, v), o: c.o.mutableFloats.baseAddress!, lse: c.lse.mutableFloats.baseAddress!)
+        if !c.options.allowNonFiniteOutputs && !RecurrenceSIMD.allFinite(c.o.floats) {
+            try AttentionOutput(o: c.o.host(), lse: c.lse.host()).checkFinite(.flash)
+        }
+        return true
     }
 
     /// The reference form on host tensors (inputs converted to Float32 tensors, outputs copied back). O(inputs) plus the form.

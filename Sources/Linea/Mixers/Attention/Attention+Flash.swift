@@ -5,12 +5,24 @@ extension Attention {
     /// Extra memory O(queryBlock · keyBlock) per thread; no `T x S` matrix is ever formed. Tiles of the width's
     /// shape (`CPUKernels.queryBlock`, `keyBlock`: 144 x 132 for AVX2, 192 x 132 for AVX-512).
     static func flash(_ p: AttentionProblem, q: Tensor, k: Tensor, v: Tensor) -> AttentionOutput {
-        let kernels = CPUKernels.current, queryBlock = kernels.queryBlock
         var o = Allocation.zeros(p.B * p.T * p.Hq * p.Dv)
         var lse = [Float](repeating: -.infinity, count: p.B * p.T * p.Hq)
+        q.withUnsafeBufferPointer { qb in k.withUnsafeBufferPointer { kb in v.withUnsafeBufferPointer { vb in
+            o.withUnsafeMutableBufferPointer { ob in lse.withUnsafeMutableBufferPointer { lb in
+                flash(p, AttentionPointers(qb, kb, vb), o: ob.baseAddress!, lse: lb.baseAddress!)
+            } }
+        } } }
+        return AttentionOutput(o: Tensor(uncheckedShape: [p.B, p.T, p.Hq, p.Dv], scalars: o),
+                               lse: Tensor(uncheckedShape: [p.B, p.T, p.Hq], scalars: lse))
+    }
+
+    /// The flash form on packed Float32 buffers: `o [B,T,Hq,Dv]` and `lse [B,T,Hq]` written whole (the CPU backend
+    /// runs it on device tensors' memory, without copies). Same cost as `flash`.
+    static func flash(_ p: AttentionProblem, _ ptrs: AttentionPointers, o: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
+        let kernels = CPUKernels.current, queryBlock = kernels.queryBlock
         let tiles = (p.T + queryBlock - 1) / queryBlock
         let heads = p.B * p.Hq
-        attendTiles(p, kernels, q: q, k: k, v: v, o: &o, lse: &lse, count: heads * tiles) { item in
+        attendTiles(p, kernels, ptrs, o: o, lse: lse, count: heads * tiles) { item in
             // A head's tiles one after another, so the workers share its keys and values in cache; last tiles
             // first: under a causal mask they are the heaviest, so the lightest come last and the load balances.
             let tile = tiles - 1 - item % tiles
@@ -19,8 +31,6 @@ extension Attention {
             return TileItem(b: b, h: h, rows: i0..<min(p.T, i0 + queryBlock), keys: 0..<p.S,
                             row: (b * p.T + i0) * p.Hq + h)
         }
-        return AttentionOutput(o: Tensor(uncheckedShape: [p.B, p.T, p.Hq, p.Dv], scalars: o),
-                               lse: Tensor(uncheckedShape: [p.B, p.T, p.Hq], scalars: lse))
     }
 
     /// One work item: query `rows` of head `(b, h)` against `keys`; its first output row is `row` of the
@@ -33,23 +43,18 @@ extension Attention {
 
     /// Runs `attendRows` for `count` items in parallel with `kernels`, one scratch per worker, writing into `o` and `lse`.
     static func attendTiles(
-        _ p: AttentionProblem, _ kernels: CPUKernels, q: Tensor, k: Tensor, v: Tensor, o: inout [Float], lse: inout [Float], count: Int,
-        _ item: @Sendable (Int) -> TileItem
+        _ p: AttentionProblem, _ kernels: CPUKernels, _ ptrs: AttentionPointers, o: UnsafeMutablePointer<Float>,
+        lse: UnsafeMutablePointer<Float>, count: Int, _ item: @Sendable (Int) -> TileItem
     ) {
-        q.withUnsafeBufferPointer { qb in k.withUnsafeBufferPointer { kb in v.withUnsafeBufferPointer { vb in
-            o.withUnsafeMutableBufferPointer { ob in lse.withUnsafeMutableBufferPointer { lb in
-                let ptrs = AttentionPointers(qb, kb, vb)
-                let out = SendablePointer(ob.baseAddress!), lseOut = SendablePointer(lb.baseAddress!)
-                let scratches = (0..<Parallel.threadCount).map { _ in TileScratch(p, kernels) }
-                defer { scratches.forEach { $0.free() } }
-                Parallel.forEach(count) { index, worker in
-                    let t = item(index)
-                    attendRows(p, ptrs, b: t.b, h: t.h, rows: t.rows, keys: t.keys,
-                               out: out.base + t.row * p.Dv, ldo: p.Hq * p.Dv,
-                               lse: lseOut.base + t.row, ldl: p.Hq, scratch: scratches[worker])
-                }
-            } }
-        } } }
+        let out = SendablePointer(o), lseOut = SendablePointer(lse)
+        let scratches = (0..<Parallel.threadCount).map { _ in TileScratch(p, kernels) }
+        defer { scratches.forEach { $0.free() } }
+        Parallel.forEach(count) { index, worker in
+            let t = item(index)
+            attendRows(p, ptrs, b: t.b, h: t.h, rows: t.rows, keys: t.keys,
+                       out: out.base + t.row * p.Dv, ldo: p.Hq * p.Dv,
+                       lse: lseOut.base + t.row, ldl: p.Hq, scratch: scratches[worker])
+        }
     }
 
     /// Attends query `rows` of head `(b, h)` to the keys in `keys` that each row may see. Writes the normalized output
@@ -65,6 +70,9 @@ extension Attention {
     ) {
         let m = rows.count, dvPad = scratch.dvPad, lds = scratch.scoreStride, kernels = scratch.kernels
         let mPad = roundUp(m, kernels.rows)
+        // Score columns actually used: a decode tile (a few queries) runs its products and softmax on them alone,
+        // not on the whole query block (192 columns for one query made decode 2x slower at S = 4096).
+        let cols = min(lds, roundUp(mPad, kernels.columns))
         let hk = h / (p.Hq / p.Hkv)
         let log2e: Float = 1.442_695_04, ln2: Float = 0.693_147_18
         let (scores, colMax, colSum, acc) = (scratch.scores, scratch.colMax, scratch.colSum, scratch.output)
@@ -89,7 +97,7 @@ extension Attention {
             // their scores are never read.
             let nPad = roundUp(n, kernels.rows)
             // Sᵀ [n, lds] = K_tile · Qᵀ, column blocks outside: Qᵀ [D, lds] exceeds L1, its panels do not.
-            kernels.gemm(m: nPad, n: lds, depth: p.D, a: scratch.keys + j0 * p.D, aRowStride: p.D, aDepthStride: 1,
+            kernels.gemm(m: nPad, n: cols, depth: p.D, a: scratch.keys + j0 * p.D, aRowStride: p.D, aDepthStride: 1,
                          b: qT, ldb: lds, c: scores, ldc: lds, accumulate: false, columnBlocksOutside: true)
             // Mask: key j is visible to the queries whose range holds it, a contiguous run of columns.
             let needsMask = j0 + n > first.hi || j0 < last.lo  // the tile already lies inside `keys`
@@ -105,7 +113,7 @@ extension Attention {
                     if cHi < m { (row + cHi).initialize(repeating: -.infinity, count: m - cHi) }
                 }
             }
-            kernels.softmaxColumns(scores: scores, lds: lds, keys: n, columns: lds, colMax: colMax, colSum: colSum,
+            kernels.softmaxColumns(scores: scores, lds: lds, keys: n, columns: cols, colMax: colMax, colSum: colSum,
                                    acc: acc, dvPad: dvPad, accRows: mPad)
             // acc += P·V with P read transposed from Sᵀ; the copied V's padded columns stay zero.
             kernels.gemm(m: mPad, n: dvPad, depth: n, a: scores, aRowStride: 1, aDepthStride: lds,
@@ -150,9 +158,7 @@ struct AttentionPointers: @unchecked Sendable {
 
     /// Callers return early for empty problems, so every buffer here has a base address.
     init(_ q: UnsafeBufferPointer<Float>, _ k: UnsafeBufferPointer<Float>, _ v: UnsafeBufferPointer<Float>) {
-        self.q = q.baseAddress!
-        self.k = k.baseAddress!
-        self.v = v.baseAddress!
+        (self.q, self.k, self.v) = (q.baseAddress!, k.baseAddress!, v.baseAddress!)
     }
 }
 

@@ -25,15 +25,20 @@ extension Attention {
         let rowCount = p.B * p.T * p.Hq
         var partialO = [Float](repeating: 0, count: parts * rowCount * p.Dv)
         var partialLSE = [Float](repeating: -.infinity, count: parts * rowCount)
-        attendTiles(p, kernels, q: q, k: k, v: v, o: &partialO, lse: &partialLSE, count: parts * heads * tiles) { item in
-            let part = item % parts, rest = item / parts
-            let tile = rest / heads
-            let (b, h) = ((rest % heads) / p.Hq, rest % p.Hq)
-            let i0 = tile * queryBlock
-            return TileItem(b: b, h: h, rows: i0..<min(p.T, i0 + queryBlock),
-                            keys: min(p.S, part * partLength)..<min(p.S, (part + 1) * partLength),
-                            row: part * rowCount + (b * p.T + i0) * p.Hq + h)
-        }
+        q.withUnsafeBufferPointer { qb in k.withUnsafeBufferPointer { kb in v.withUnsafeBufferPointer { vb in
+            partialO.withUnsafeMutableBufferPointer { ob in partialLSE.withUnsafeMutableBufferPointer { lb in
+                attendTiles(p, kernels, AttentionPointers(qb, kb, vb), o: ob.baseAddress!, lse: lb.baseAddress!,
+                            count: parts * heads * tiles) { item in
+                    let part = item % parts, rest = item / parts
+                    let tile = rest / heads
+                    let (b, h) = ((rest % heads) / p.Hq, rest % p.Hq)
+                    let i0 = tile * queryBlock
+                    return TileItem(b: b, h: h, rows: i0..<min(p.T, i0 + queryBlock),
+                                    keys: min(p.S, part * partLength)..<min(p.S, (part + 1) * partLength),
+                                    row: part * rowCount + (b * p.T + i0) * p.Hq + h)
+                }
+            } }
+        } } }
         // Merge: lse = log Σ_p exp(lse_p), o = Σ_p exp(lse_p - lse) o_p.
         var o = [Float](repeating: 0, count: rowCount * p.Dv)
         var lse = [Float](repeating: -.infinity, count: rowCount)

@@ -115,8 +115,13 @@ public enum Attention {
     /// `max|v|·S`; either beyond Float32's range turns the output into 0 or NaN where the Float64 reference is
     /// finite. Assumes q, k, v [B, *, heads, D] already validated. O(q + k + v).
     package static func checkFloat32Range(q: Tensor, k: Tensor, v: Tensor, scale: Float, form: AttentionForm) throws {
-        let (mq, mk, mv) = (q.maxMagnitude, k.maxMagnitude, v.maxMagnitude)
-        let D = Double(q.shape.last ?? 1), S = Double(k.shape.count > 1 ? k.shape[1] : 1)
+        try checkFloat32Range(maxQ: q.maxMagnitude, maxK: k.maxMagnitude, maxV: v.maxMagnitude, D: q.shape.last ?? 1,
+                              S: k.shape.count > 1 ? k.shape[1] : 1, scale: scale, form: form)
+    }
+
+    /// `checkFloat32Range` from the inputs' largest magnitudes. O(1).
+    static func checkFloat32Range(maxQ mq: Float, maxK mk: Float, maxV mv: Float, D d: Int, S s: Int, scale: Float, form: AttentionForm) throws {
+        let (D, S) = (Double(d), Double(s))
         // Flash scales q by log2(e) and subtracts running maxima: a score difference reaches 2·log2(e) times the bound.
         let ceiling = Double(Float.greatestFiniteMagnitude) / 4
         let score = Double(mq) * Double(mk) * D * Double(abs(scale))
