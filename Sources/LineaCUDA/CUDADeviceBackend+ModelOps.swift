@@ -57,10 +57,10 @@ extension CUDADeviceBackend {
         case .swiglu: try CUDAModelOps.swiglu(gate: buffer(x), up: input("up")!, out: out!, count: x.count, dtype: dtype)
         case .add: try CUDAModelOps.add(buffer(x), input("b")!, out: out!, count: x.count, dtype: dtype)
         case .mul: try CUDAModelOps.mul(buffer(x), input("b")!, out: out!, count: x.count, dtype: dtype)
-        case let .rotary(theta, rotaryDim, layout):
+        case let .rotary(theta, rotaryDim, layout, scaling):
             let tokens = c["positions"]!.count
             try CUDAModelOps.rotary(x: buffer(x), positions: input("positions")!, out: out!, tokens: tokens, heads: x.shape[x.rank - 2],
-                                    headDim: width, rotaryDim: rotaryDim, theta: theta, layout: layout, dtype: dtype)
+                                    headDim: width, rotaryDim: rotaryDim, theta: theta, layout: layout, scaling: scaling, dtype: dtype)
         case let .causalConv1d(silu):
             try CUDAModelOps.causalConv1d(x: buffer(x), weight: input("weight")!, bias: input("bias"), state: input("state"), out: out!,
                                           batch: x.shape[0], length: x.shape[1], channels: x.shape[2], width: c["weight"]!.shape[1],

@@ -175,9 +175,11 @@ package enum CUDAModelOps {
     // MARK: rotary, conv1d
 
     /// Rotary embedding of `x [tokens, heads, headDim]` at int32 `positions [tokens]` (angles in fp64), the first
-    /// `rotaryDim` dims rotating per `layout`, the rest copied; `out` must not alias `x`. O(tokens·heads·headDim).
+    /// `rotaryDim` dims rotating per `layout` (frequencies scaled as Llama 3 when `scaling`), the rest copied; `out` must
+    /// not alias `x`. O(tokens·heads·headDim).
     public static func rotary(x: CUDABuffer, positions: CUDABuffer, out: CUDABuffer, tokens: Int, heads: Int,
-                              headDim: Int, rotaryDim: Int, theta: Float, layout: RotaryLayout, dtype: DType) throws {
+                              headDim: Int, rotaryDim: Int, theta: Float, layout: RotaryLayout, scaling: RotaryScaling? = nil,
+                              dtype: DType) throws {
         try OpCheck.rotary(positions: tokens, tokens: tokens, heads: heads, headDim: headDim, rotaryDim: rotaryDim,
                            theta: Double(theta))
         let n = tokens * heads * headDim
@@ -189,7 +191,8 @@ package enum CUDAModelOps {
         try launch("linea_rotary", dtype, on: out.context, grid: blocks(n), [
             .pointer(x.address), .pointer(positions.address), .pointer(out.address), .int32(Int32(tokens)),
             .int32(Int32(heads)), .int32(Int32(headDim)), .int32(Int32(rotaryDim)), .float(theta),
-            .int32(layout == .halfSplit ? 0 : 1)])
+            .int32(layout == .halfSplit ? 0 : 1), .float(Float(scaling?.factor ?? 0)), .float(Float(scaling?.lowFrequencyFactor ?? 0)),
+            .float(Float(scaling?.highFrequencyFactor ?? 0)), .float(Float(scaling?.originalContext ?? 0))])
     }
 
     /// Causal depthwise conv1d, channels-last (`CPUOps.causalConv1d`): x, out `[batch, length, channels]`, weight

@@ -52,6 +52,10 @@ struct CUDAOpsDispatchTests {
             try agree(dtype, "rotary \(layout)", [t([3, 5, 2, 64], 8), positions]) {
                 try Ops.rotary($0[0], positions: $0[1], theta: 1e6, rotaryDim: 16, layout: layout)
             }
+            let scaling = try RotaryScaling(factor: 8, lowFrequencyFactor: 1, highFrequencyFactor: 4, originalContext: 64)
+            try agree(dtype, "rotary llama3 \(layout)", [t([3, 5, 2, 64], 8), positions]) {
+                try Ops.rotary($0[0], positions: $0[1], theta: 1e4, layout: layout, scaling: scaling)
+            }
         }
         try agree(dtype, "causalConv1d", [t([2, 9, 40], 9), t([40, 4], 10), t([40], 11), t([2, 40, 3], 12)]) {
             try Ops.causalConv1d($0[0], weight: $0[1], bias: $0[2], state: $0[3], silu: true)

@@ -76,6 +76,11 @@ import Testing
                                try ReferenceOps.rotary(x: xs, positions: positions, tokens: b * t, heads: h, headDim: d, rotaryDim: rotaryDim,
                                                        theta: 10_000, layout: layout), dtype, "rotary \(layout) \(rotaryDim)")
             }
+            // Llama 3's scaling: wavelengths of these 8 frequencies span all three bands at a context of 64.
+            let scaling = try RotaryScaling(factor: 8, lowFrequencyFactor: 1, highFrequencyFactor: 4, originalContext: 64)
+            try Self.check(try Ops.rotary(x, positions: p, theta: 10_000, layout: layout, scaling: scaling),
+                           try ReferenceOps.rotary(x: xs, positions: positions, tokens: b * t, heads: h, headDim: d, rotaryDim: d,
+                                                   theta: 10_000, layout: layout, scaling: scaling), dtype, "rotary llama3 \(layout)")
         }
         // A prefill of 4 tokens then one-token steps, the state carried, equals the reference over all 7.
         let (c, width) = (9, 4)

@@ -62,11 +62,11 @@ extension CPUBackend {
                 try withFloats("a") { a in try withFloats("b") { try CPUOps.add(a, $0, out: o) } }
             case .mul:
                 try withFloats("a") { a in try withFloats("b") { try CPUOps.mul(a, $0, out: o) } }
-            case let .rotary(theta, rotaryDim, layout):
+            case let .rotary(theta, rotaryDim, layout, scaling):
                 let (heads, headDim) = (x.shape[x.rank - 2], width)
                 try c["positions"]!.hostIntegers().withUnsafeBufferPointer { pp in try withFloats("x") {
                     try CPUOps.rotary(x: $0, positions: pp, out: o, tokens: pp.count, heads: heads, headDim: headDim,
-                                      rotaryDim: rotaryDim, theta: Double(theta), layout: layout)
+                                      rotaryDim: rotaryDim, theta: Double(theta), layout: layout, scaling: scaling)
                 } }
             case let .causalConv1d(silu):
                 let (w, stateTensor) = (c["weight"]!, c["state"])

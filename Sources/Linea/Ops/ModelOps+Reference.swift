@@ -1,5 +1,34 @@
 import Foundation
 
+/// Llama 3's rotary frequency scaling (`rope_scaling` of type `llama3`): frequencies whose wavelength exceeds
+/// `originalContext / lowFrequencyFactor` are divided by `factor`, those below `originalContext / highFrequencyFactor`
+/// kept, and those between interpolated smoothly.
+public struct RotaryScaling: Sendable, Equatable, Hashable {
+    /// The slowdown of the low frequencies, and the two bounds (as fractions of the original context).
+    public let factor: Double, lowFrequencyFactor: Double, highFrequencyFactor: Double
+    /// The context length the model was first trained at.
+    public let originalContext: Double
+
+    /// A scaling; throws unless factor > 0 and high > low > 0 and the context > 0. O(1).
+    public init(factor: Double, lowFrequencyFactor: Double, highFrequencyFactor: Double, originalContext: Double) throws {
+        guard factor > 0, lowFrequencyFactor > 0, highFrequencyFactor > lowFrequencyFactor, originalContext > 0 else {
+            throw LineaError.invalidArgument(argument: "rope scaling", expected: "factor > 0, high_freq_factor > low_freq_factor > 0, original context > 0",
+                                             actual: "factor \(factor), low \(lowFrequencyFactor), high \(highFrequencyFactor), context \(originalContext)")
+        }
+        (self.factor, self.lowFrequencyFactor, self.highFrequencyFactor, self.originalContext) =
+            (factor, lowFrequencyFactor, highFrequencyFactor, originalContext)
+    }
+
+    /// The scaled inverse frequency (radians per position) for the plain `frequency`. O(1).
+    public func scaled(_ frequency: Double) -> Double {
+        let wavelength = 2 * Double.pi / frequency
+        if wavelength < originalContext / highFrequencyFactor { return frequency }
+        if wavelength > originalContext / lowFrequencyFactor { return frequency / factor }
+        let smooth = (originalContext / wavelength - lowFrequencyFactor) / (highFrequencyFactor - lowFrequencyFactor)
+        return (1 - smooth) * frequency / factor + smooth * frequency
+    }
+}
+
 /// How rotary embeddings pair the dimensions they rotate.
 public enum RotaryLayout: String, Sendable, CaseIterable {
     /// Dimension `i` pairs with `i + rotaryDim/2` (Llama, Qwen: `rotate_half`).
@@ -163,7 +192,7 @@ public enum ReferenceOps {
     /// [tokens]`: the first `rotaryDim` dims of each head rotate by `position · theta^(-2i/rotaryDim)`, the rest are
     /// copied (HF `partial_rotary_factor`). O(tokens·heads·headDim).
     public static func rotary(x: [Double], positions: [Int], tokens: Int, heads: Int, headDim: Int, rotaryDim: Int,
-                              theta: Double, layout: RotaryLayout) throws -> [Double] {
+                              theta: Double, layout: RotaryLayout, scaling: RotaryScaling? = nil) throws -> [Double] {
         try OpCheck.rotary(positions: positions.count, tokens: tokens, heads: heads, headDim: headDim,
                            rotaryDim: rotaryDim, theta: theta)
         try OpCheck.count("x", x.count, tokens * heads * headDim, "[tokens, heads, headDim] = [\(tokens), \(heads), \(headDim)]")
@@ -173,7 +202,8 @@ public enum ReferenceOps {
             for h in 0..<heads {
                 let base = (t * heads + h) * headDim
                 for i in 0..<half {
-                    let angle = Double(positions[t]) * Foundation.pow(theta, -Double(2 * i) / Double(rotaryDim))
+                    let plain = Foundation.pow(theta, -Double(2 * i) / Double(rotaryDim))
+                    let angle = Double(positions[t]) * (scaling?.scaled(plain) ?? plain)
                     let (a, b) = layout == .halfSplit ? (base + i, base + i + half) : (base + 2 * i, base + 2 * i + 1)
                     y[a] = x[a] * Foundation.cos(angle) - x[b] * Foundation.sin(angle)
                     y[b] = x[b] * Foundation.cos(angle) + x[a] * Foundation.sin(angle)

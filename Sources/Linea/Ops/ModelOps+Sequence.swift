@@ -7,14 +7,17 @@ extension CPUOps {
     /// O(tokens·heads·headDim).
     public static func rotary(x: UnsafeBufferPointer<Float>, positions: UnsafeBufferPointer<Int>,
                               out: UnsafeMutableBufferPointer<Float>, tokens: Int, heads: Int, headDim: Int,
-                              rotaryDim: Int, theta: Double, layout: RotaryLayout) throws {
+                              rotaryDim: Int, theta: Double, layout: RotaryLayout, scaling: RotaryScaling? = nil) throws {
         try OpCheck.rotary(positions: positions.count, tokens: tokens, heads: heads, headDim: headDim,
                            rotaryDim: rotaryDim, theta: theta)
         let shape = "[tokens, heads, headDim] = [\(tokens), \(heads), \(headDim)]"
         try OpCheck.count("x", x.count, tokens * heads * headDim, shape)
         try OpCheck.count("out", out.count, tokens * heads * headDim, shape)
         let half = rotaryDim / 2
-        let frequencies = (0..<half).map { Foundation.pow(theta, -Double(2 * $0) / Double(rotaryDim)) }
+        let frequencies = (0..<half).map { i in
+            let plain = Foundation.pow(theta, -Double(2 * i) / Double(rotaryDim))
+            return scaling?.scaled(plain) ?? plain
+        }
         forRows(tokens, width: heads * headDim) { range in
             var cos = [Float](repeating: 0, count: half), sin = cos
             for t in range {

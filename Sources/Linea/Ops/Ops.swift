@@ -5,7 +5,7 @@ public struct ModelOpCall: OpCall {
         case matmul, embedding, softmax, argmax, silu, sigmoid, softplus, swiglu, add, mul
         case rmsNorm(eps: Float, zeroCentered: Bool), rmsNormGated(eps: Float), l2Norm(eps: Float)
         case gelu(GELUApproximation)
-        case rotary(theta: Float, rotaryDim: Int, layout: RotaryLayout)
+        case rotary(theta: Float, rotaryDim: Int, layout: RotaryLayout, scaling: RotaryScaling?)
         case causalConv1d(silu: Bool)
         case topKRouting(k: Int, normalize: Bool)
         case sample(temperature: Float, topK: Int, topP: Float)
@@ -118,9 +118,9 @@ public enum Ops {
 
     /// Rotary embedding of `x [..., T, H, D]` at integer `positions` (one per token row: `[T]` or `[B, T]`): the
     /// first `rotaryDim` dims (default D; partial rotary below) turn by `position · theta^(-2i/rotaryDim)` in the
-    /// half-split (`rotate_half`) or interleaved layout, the rest pass through. O(n).
+    /// half-split (`rotate_half`) or interleaved layout, the rest pass through; `scaling`: Llama 3's frequency scaling. O(n).
     public static func rotary(_ x: DeviceTensor, positions: DeviceTensor, theta: Float = 10_000, rotaryDim: Int? = nil,
-                              layout: RotaryLayout = .halfSplit) throws -> DeviceTensor {
+                              layout: RotaryLayout = .halfSplit, scaling: RotaryScaling? = nil) throws -> DeviceTensor {
         try float(x, "x")
         guard x.rank >= 3 else { throw LineaError.shapeMismatch(argument: "x", expected: "[..., T, H, D]", actual: "\(x.shape)") }
         try positions.expectDType([.int32, .int64], "positions")
@@ -130,7 +130,7 @@ public enum Ops {
                                            actual: "\(positions.shape)")
         }
         let dims = rotaryDim ?? x.shape[x.rank - 1]
-        return try elementwise(.rotary(theta: theta, rotaryDim: dims, layout: layout), ["x": x, "positions": positions])
+        return try elementwise(.rotary(theta: theta, rotaryDim: dims, layout: layout, scaling: scaling), ["x": x, "positions": positions])
     }
 
     /// Causal depthwise conv1d over `x [B, T, C]` with `weight [C, W]` (W in 2...4), optional `bias [C]` and SiLU;

@@ -7,7 +7,7 @@ public final class Llama: CausalLM {
     /// The config fields the forward reads.
     struct Config {
         let vocab: Int, hidden: Int, layers: Int, heads: Int, kvHeads: Int, headDim: Int, intermediate: Int
-        let eps: Float, theta: Float, maxContext: Int?, tied: Bool, attentionBias: Bool, mlpBias: Bool
+        let eps: Float, theta: Float, scaling: RotaryScaling?, maxContext: Int?, tied: Bool, attentionBias: Bool, mlpBias: Bool
 
         init(_ c: ConfigFields) throws {
             vocab = try c.int("vocab_size")
@@ -20,7 +20,7 @@ public final class Llama: CausalLM {
             eps = Float(try c.double("rms_norm_eps", default: 1e-6))
             let rope = try RopeConfig.read(c, defaultTheta: 10_000)
             guard rope.partial == 1 else { throw c.unsupported("partial_rotary_factor", "1") }
-            theta = Float(rope.theta)
+            (theta, scaling) = (Float(rope.theta), rope.scaling)
             maxContext = try c.optionalInt("max_position_embeddings")
             tied = try c.bool("tie_word_embeddings", default: false)
             attentionBias = try c.bool("attention_bias", default: false)
@@ -107,9 +107,9 @@ public final class Llama: CausalLM {
         for (i, layer) in layers.enumerated() {
             let x = try Ops.rmsNorm(h, weight: layer.inputNorm, eps: c.eps)
             let q = try Ops.rotary(Ops.matmul(x, weight: layer.q, bias: layer.qBias).reshaped([B, T, c.heads, c.headDim]), positions: positions,
-                                   theta: c.theta)
+                                   theta: c.theta, scaling: c.scaling)
             let k = try Ops.rotary(Ops.matmul(x, weight: layer.k, bias: layer.kBias).reshaped([B, T, c.kvHeads, c.headDim]), positions: positions,
-                                   theta: c.theta)
+                                   theta: c.theta, scaling: c.scaling)
             let v = try Ops.matmul(x, weight: layer.v, bias: layer.vBias).reshaped([B, T, c.kvHeads, c.headDim])
             let (kCache, vCache) = (cache.layers[i]["k"]!, cache.layers[i]["v"]!)
             try kCache.narrowed(axis: 1, start..<(start + T)).copy(from: k)
@@ -130,28 +130,41 @@ public final class Llama: CausalLM {
 /// Rotary settings as configs write them: `rope_theta` and `partial_rotary_factor` at the top level, or inside
 /// `rope_parameters` (transformers 5).
 enum RopeConfig {
-    /// The base theta and the fraction of each head's dims that rotate. O(1).
-    static func read(_ c: ConfigFields, defaultTheta: Double) throws -> (theta: Double, partial: Double) {
+    /// The base theta, the fraction of each head's dims that rotate, and Llama 3's frequency scaling if any (in
+    /// `rope_scaling`, or in `rope_parameters` as transformers 5 writes it). O(1).
+    static func read(_ c: ConfigFields, defaultTheta: Double) throws -> (theta: Double, partial: Double, scaling: RotaryScaling?) {
         var partial = try c.double("partial_rotary_factor", default: 1)
         var theta = try c.double("rope_theta", default: defaultTheta)
+        var scaling: RotaryScaling?
+        /// A `rope_type` and its fields: default, or llama3's.
+        func readType(_ o: ConfigFields) throws {
+            let type = try o.has("rope_type") ? o.string("rope_type") : o.string("type", default: "default")
+            switch type {
+            case "default": break
+            case "llama3":
+                scaling = try RotaryScaling(factor: o.double("factor"), lowFrequencyFactor: o.double("low_freq_factor"),
+                                            highFrequencyFactor: o.double("high_freq_factor"),
+                                            originalContext: o.double("original_max_position_embeddings"))
+            default: throw o.unsupported("rope_type", "default or llama3")
+            }
+        }
         if let p = try c.object("rope_parameters") {
-            let type = try p.string("rope_type", default: "default")
-            guard type == "default" else { throw p.unsupported("rope_type", "default") }
+            try readType(p)
             theta = try p.double("rope_theta", default: theta)
             partial = try p.double("partial_rotary_factor", default: partial)
             // Qwen3.5's multimodal rotary: for text every position component is the token index, so the sections all
             // turn by the same angle and the rotation is the plain one.
             p.ignore(["mrope_section", "mrope_interleaved"])
-            if let unknown = p.unknownKeys.first { throw p.unsupported(unknown, "rope_type, rope_theta and partial_rotary_factor only") }
+            if let unknown = p.unknownKeys.first { throw p.unsupported(unknown, "the fields of rope_type default or llama3") }
         }
         if let s = try c.object("rope_scaling") {
-            let type = try s.has("rope_type") ? s.string("rope_type") : s.string("type", default: "default")
-            guard type == "default" else { throw c.unsupported("rope_scaling", "none or rope_type default") }
+            try readType(s)
+            if let unknown = s.unknownKeys.first { throw s.unsupported(unknown, "the fields of rope_type default or llama3") }
         }
         guard theta > 0, partial > 0, partial <= 1 else {
             throw LineaError.invalidArgument(argument: "\(c.source): rope", expected: "theta > 0 and partial_rotary_factor in (0, 1]",
                                              actual: "theta \(theta), partial_rotary_factor \(partial)")
         }
-        return (theta, partial)
+        return (theta, partial, scaling)
     }
 }

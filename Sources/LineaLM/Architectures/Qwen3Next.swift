@@ -30,6 +30,7 @@ public final class Qwen3Next: CausalLM {
             attentionBias = try c.bool("attention_bias", default: false)
             let rope = try RopeConfig.read(c, defaultTheta: 10_000)
             theta = Float(rope.theta)
+            if rope.scaling != nil { throw c.unsupported("rope_scaling", "none or rope_type default") }
             rotaryDim = Int(Double(headDim) * rope.partial)
             keyHeads = try c.int("linear_num_key_heads")
             valueHeads = try c.int("linear_num_value_heads")

@@ -149,7 +149,7 @@ __device__ void binary(const T* a, const T* b, T* out, int n, int op) {
 
 template <typename T>
 __device__ void rotary(const T* x, const int* positions, T* out, int tokens, int heads, int headDim, int rotaryDim,
-                       float theta, int layout) {
+                       float theta, int layout, float factor, float lowFactor, float highFactor, float context) {
     const long n = (long)tokens * heads * headDim;
     const int half = rotaryDim / 2;
     for (long e = blockIdx.x * (long)blockDim.x + threadIdx.x; e < n; e += (long)gridDim.x * blockDim.x) {
@@ -161,7 +161,16 @@ __device__ void rotary(const T* x, const int* positions, T* out, int tokens, int
         const bool first = layout == 0 ? d < half : (d & 1) == 0;
         const long partner = layout == 0 ? (first ? e + half : e - half) : (first ? e + 1 : e - 1);
         double s, c;
-        sincos((double)positions[t] * pow((double)theta, -2.0 * i / rotaryDim), &s, &c);
+        double frequency = pow((double)theta, -2.0 * i / rotaryDim);
+        if (factor > 0.f) {  // Llama 3: long wavelengths slowed by `factor`, short ones kept, the band between blended
+            const double wavelength = 6.283185307179586 / frequency;
+            if (wavelength > context / lowFactor) frequency /= factor;
+            else if (wavelength >= context / highFactor) {
+                const double smooth = (context / wavelength - lowFactor) / (highFactor - lowFactor);
+                frequency = (1.0 - smooth) * frequency / factor + smooth * frequency;
+            }
+        }
+        sincos((double)positions[t] * frequency, &s, &c);
         const float xv = ld(x, e), xp = ld(x, partner);
         st(out, e, first ? xv * (float)c - xp * (float)s : xv * (float)c + xp * (float)s);
     }
@@ -357,7 +366,8 @@ extern "C" __global__ void __launch_bounds__(LINEA_THREADS) linea_norm_##SUF(con
 extern "C" __global__ void linea_unary_##SUF(const T* x, T* out, int n, int op) { unary(x, out, n, op); } \
 extern "C" __global__ void linea_binary_##SUF(const T* a, const T* b, T* out, int n, int op) { binary(a, b, out, n, op); } \
 extern "C" __global__ void linea_rotary_##SUF(const T* x, const int* positions, T* out, int tokens, int heads, int headDim, \
-    int rotaryDim, float theta, int layout) { rotary(x, positions, out, tokens, heads, headDim, rotaryDim, theta, layout); } \
+    int rotaryDim, float theta, int layout, float factor, float lowFactor, float highFactor, float context) { \
+    rotary(x, positions, out, tokens, heads, headDim, rotaryDim, theta, layout, factor, lowFactor, highFactor, context); } \
 extern "C" __global__ void linea_conv1d_##SUF(const T* x, const T* w, const T* bias, T* state, T* out, int batch, int length, \
     int channels, int width, int silu) { conv1d(x, w, bias, state, out, batch, length, channels, width, silu); } \
 extern "C" __global__ void __launch_bounds__(LINEA_THREADS) linea_softmax_##SUF(const T* x, T* out, int cols) { softmax(x, out, cols); } \
