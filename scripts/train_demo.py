@@ -36,6 +36,9 @@ What it does, in order:
    side can repeat it exactly). The folder must stay under 20 MB; the script checks.
 5. Greedy and sampled continuations of a few prompts, printed at the end.
 
+The committed model: 1,300 steps (5.3M tokens, about 4.8 passes over the 1.1M training tokens) in 33.0 minutes,
+final training loss 2.276 (mean of the last 50 steps), held-out perplexity 14.858 (perplexity.json).
+
 Reproducing: python3 scripts/train_demo.py (about 35 minutes on one core). It pins transformers 5.25.0 and
 tokenizers 0.23.3 (installing them with pip when another version is there); the committed model was trained with
 torch 2.15.0. Runs with the same versions on the same kind of CPU give the same weights; other CPUs may round
@@ -332,7 +335,8 @@ def main():
     while len(stream(tokenizer, used)) < EVAL_TOKENS:
         used.append(heldout[len(used)])
     heldout_text = "".join(c + EOS for c in used)
-    heldout_ids = torch.tensor(tokenizer(heldout_text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+    heldout_ids = torch.tensor(tokenizer.backend_tokenizer.encode(heldout_text, add_special_tokens=False).ids,
+                               dtype=torch.long)
     assert torch.equal(heldout_ids, stream(tokenizer, used)), "heldout.txt does not encode as its chapters do"
 
     config = model_config()
