@@ -47,7 +47,8 @@ struct GenerateCommand: ParsableCommand {
         discussion: "Prefill and decode tokens/s and the peak resident memory go to stderr at the end.")
 
     @OptionGroup var options: ModelOptions
-    @Option(help: "The prompt text (tokenized with the model's tokenizer.json).") var prompt: String?
+    @Option(help: "The prompt text (tokenized with the model's tokenizer.json; default without --input-ids: 'In the beginning').")
+    var prompt: String?
     @Option(help: "The prompt as token ids, comma-separated; the new ids are printed space-separated.") var inputIds: String?
     @Flag(help: "Wrap the prompt in the model's chat template as one user message.") var chat = false
     @Option(help: "Most new tokens.") var maxTokens: Int = 64
@@ -60,7 +61,7 @@ struct GenerateCommand: ParsableCommand {
     @Flag(help: "Do not stop at the end-of-sequence ids.") var ignoreEos = false
 
     func validate() throws {
-        guard (prompt == nil) != (inputIds == nil) else { throw ValidationError("expected exactly one of --prompt and --input-ids") }
+        if prompt != nil && inputIds != nil { throw ValidationError("expected one of --prompt and --input-ids, got both") }
         guard maxTokens >= 0 else { throw ValidationError("--max-tokens: expected >= 0, got \(maxTokens)") }
         if let temperature, !(temperature.isFinite && temperature >= 0) { throw ValidationError("--temperature: expected a finite number >= 0, got \(temperature)") }
         if greedy, let temperature, temperature > 0 { throw ValidationError("--greedy: not with --temperature \(temperature)") }
@@ -90,7 +91,8 @@ struct GenerateCommand: ParsableCommand {
             out.write(Data("\n".utf8))
         } else {
             let tokenizer = try options.tokenizer()
-            let text = chat ? try tokenizer.applyChatTemplate([ChatMessage(role: "user", content: prompt!)]) : prompt!
+            let prompt = self.prompt ?? "In the beginning"
+            let text = chat ? try tokenizer.applyChatTemplate([ChatMessage(role: "user", content: prompt)]) : prompt
             let ids = tokenizer.encode(text, addSpecialTokens: !chat)
             var stream = tokenizer.streamingDecoder(skipSpecialTokens: true)
             result = try generator.generate(prompt: ids, maxTokens: maxTokens, sampling: sampling, stopAtEOS: !ignoreEos) { id in

@@ -37,7 +37,7 @@ import Testing
     @Test func usageAndModelErrorsAreClear() throws {
         let dir = Self.models.appendingPathComponent("llama").path
         for (args, code, text) in [
-            (["generate", "--model", dir], Int32(2), "exactly one of --prompt and --input-ids"),
+            (["generate", "--model", dir, "--prompt", "a", "--input-ids", "1"], Int32(2), "expected one of --prompt and --input-ids, got both"),
             (["generate", "--model", dir, "--input-ids", "1,x"], 2, "--input-ids: expected comma-separated token ids"),
             (["generate", "--model", dir, "--prompt", ""], 2, "--prompt: expected some text"),
             (["generate", "--model", dir, "--input-ids", "1", "--top-p", "0"], 2, "--top-p"),
@@ -59,6 +59,13 @@ import Testing
         #expect(text.code == 0 && text.out == "Hello world", "\(text.out)")
         let bad = try runLinea(["tokenize", "--model", dir, "--decode", "811,99999"])
         #expect(bad.code == 1 && bad.err.contains("99999"), "\(bad.err)")
+    }
+
+    /// `linea generate` with no options: the built-in demo model continues "In the beginning" with text.
+    @Test func generateRunsTheDemoModelByDefault() throws {
+        let r = try runLinea(["generate", "--max-tokens", "12"])
+        #expect(r.code == 0, "\(r.err)")
+        #expect(r.out.split(separator: " ").count >= 5, "\(r.out)")
     }
 
     /// Sampling is reproducible from its seed and differs across seeds.
