@@ -56,14 +56,11 @@ public final class Llama: CausalLM {
     let config: Config
     let embed: DeviceTensor, norm: DeviceTensor, head: DeviceTensor
     let layers: [Layer]
-    /// Activations' dtype: f32 on the CPU.
-    let compute: DType
 
     /// Reads the config and takes every weight (throws naming a missing, misshapen or left-over tensor). O(weights).
     init(config fields: ConfigFields, weights w: Weights, modelType: String) throws {
         let c = try Config(fields)
         (config, self.modelType, device) = (c, modelType, w.device)
-        compute = .float32
         embed = try w.take("model.embed_tokens.weight", [c.vocab, c.hidden])
         norm = try w.take("model.norm.weight", [c.hidden])
         head = c.tied && !w.has("lm_head.weight") ? embed : try w.take("lm_head.weight", [c.vocab, c.hidden])
@@ -89,21 +86,17 @@ public final class Llama: CausalLM {
     public func makeCache(batch: Int, capacity: Int) throws -> ModelCache {
         let cache = ModelCache(batch: batch, capacity: capacity, layers: config.layers)
         for i in 0..<config.layers {
-            cache.layers[i]["k"] = try DeviceTensor.zeros([batch, capacity, config.kvHeads, config.headDim], dtype: compute, on: device)
-            cache.layers[i]["v"] = try DeviceTensor.zeros([batch, capacity, config.kvHeads, config.headDim], dtype: compute, on: device)
+            cache.layers[i]["k"] = try DeviceTensor.zeros([batch, capacity, config.kvHeads, config.headDim], on: device)
+            cache.layers[i]["v"] = try DeviceTensor.zeros([batch, capacity, config.kvHeads, config.headDim], on: device)
         }
         return cache
     }
 
     public func forward(_ ids: DeviceTensor, cache: ModelCache, lastOnly: Bool) throws -> DeviceTensor {
         let c = config
-        try ids.expectRank(2, "ids", layout: "[B, T]")
-        let (B, T) = (ids.shape[0], ids.shape[1])
-        guard B == cache.batch else { throw LineaError.shapeMismatch(argument: "ids", expected: "[\(cache.batch), T] (the cache's batch)", actual: "\(ids.shape)") }
-        try cache.reserve(T)
-        let start = cache.length
+        let (B, T, start) = try ModelMath.begin(ids, cache)
         let positions = try ModelMath.positions(from: start, count: T, batch: B, on: device)
-        var h = try ModelMath.cast(Ops.embedding(ids: ids, table: embed), compute)
+        var h = try ModelMath.cast(Ops.embedding(ids: ids, table: embed), .float32)
         for (i, layer) in layers.enumerated() {
             let x = try Ops.rmsNorm(h, weight: layer.inputNorm, eps: c.eps)
             let q = try Ops.rotary(Ops.matmul(x, weight: layer.q, bias: layer.qBias).reshaped([B, T, c.heads, c.headDim]), positions: positions,

@@ -105,11 +105,7 @@ public final class Mamba2: CausalLM {
 
     public func forward(_ ids: DeviceTensor, cache: ModelCache, lastOnly: Bool) throws -> DeviceTensor {
         let c = config
-        try ids.expectRank(2, "ids", layout: "[B, T]")
-        guard ids.shape[0] == cache.batch else {
-            throw LineaError.shapeMismatch(argument: "ids", expected: "[\(cache.batch), T] (the cache's batch)", actual: "\(ids.shape)")
-        }
-        try cache.reserve(ids.shape[1])
+        _ = try ModelMath.begin(ids, cache)
         var h = try ModelMath.cast(Ops.embedding(ids: ids, table: embed), .float32)
         for (i, layer) in layers.enumerated() {
             h = try Ops.add(h, mixer(Ops.rmsNorm(h, weight: layer.norm, eps: c.eps), layer, cache: &cache.layers[i]))

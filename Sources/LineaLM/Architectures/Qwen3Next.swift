@@ -201,11 +201,7 @@ public final class Qwen3Next: CausalLM {
 
     public func forward(_ ids: DeviceTensor, cache: ModelCache, lastOnly: Bool) throws -> DeviceTensor {
         let c = config
-        try ids.expectRank(2, "ids", layout: "[B, T]")
-        let (B, T) = (ids.shape[0], ids.shape[1])
-        guard B == cache.batch else { throw LineaError.shapeMismatch(argument: "ids", expected: "[\(cache.batch), T] (the cache's batch)", actual: "\(ids.shape)") }
-        try cache.reserve(T)
-        let start = cache.length
+        let (B, T, start) = try ModelMath.begin(ids, cache)
         let positions = try ModelMath.positions(from: start, count: T, batch: B, on: device)
         var h = try ModelMath.cast(Ops.embedding(ids: ids, table: embed), .float32)
         for (i, layer) in layers.enumerated() {

@@ -50,6 +50,18 @@ enum ModelMath {
         x.dtype == dtype ? x : try DeviceTensor(x.host(), dtype: dtype, on: x.device)
     }
 
+    /// Checks `ids [B, T]` against `cache` (its batch, room for T more tokens); returns B, T and the first new
+    /// position. O(1).
+    static func begin(_ ids: DeviceTensor, _ cache: ModelCache) throws -> (B: Int, T: Int, start: Int) {
+        try ids.expectRank(2, "ids", layout: "[B, T]")
+        let (B, T) = (ids.shape[0], ids.shape[1])
+        guard B == cache.batch else {
+            throw LineaError.shapeMismatch(argument: "ids", expected: "[\(cache.batch), T] (the cache's batch)", actual: "\(ids.shape)")
+        }
+        try cache.reserve(T)
+        return (B, T, cache.length)
+    }
+
     /// Positions `start ..< start + T` for each of `batch` sequences, `[batch, T]` i32 on `device`. O(batch·T).
     static func positions(from start: Int, count: Int, batch: Int, on device: Device) throws -> DeviceTensor {
         let row = Array(start..<(start + count))
