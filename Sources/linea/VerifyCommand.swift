@@ -43,6 +43,7 @@ struct VerifyCommand: ParsableCommand {
         var failures = 0
         for f in selected {
             printError("verify: \(f.name) ...")
+            if f.forms(on: target).isEmpty { printError("verify: \(f.name) has no form on \(target) beside its reference; nothing to compare") }
             for (index, c) in f.cases.enumerated() {
                 for form in f.forms(of: c, on: target) {
                     var check = try f.check(c, form: form, on: target, dtype: dtype, seed: seed &+ UInt64(index) &* 10)
