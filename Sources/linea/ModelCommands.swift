@@ -84,7 +84,7 @@ struct GenerateCommand: ParsableCommand {
         if let inputIds {
             var first = true
             result = try generator.generate(prompt: try parseIDs(inputIds, argument: "--input-ids"), maxTokens: maxTokens, sampling: sampling,
-                                            stopAtEOS: !ignoreEos) { id in
+                                            stopAtEOS: !ignoreEos, keepIDs: false) { id in
                 out.write(Data(((first ? "" : " ") + "\(id)").utf8))
                 first = false
             }
@@ -95,7 +95,7 @@ struct GenerateCommand: ParsableCommand {
             let text = chat ? try tokenizer.applyChatTemplate([ChatMessage(role: "user", content: prompt)]) : prompt
             let ids = tokenizer.encode(text, addSpecialTokens: !chat)
             var stream = tokenizer.streamingDecoder(skipSpecialTokens: true)
-            result = try generator.generate(prompt: ids, maxTokens: maxTokens, sampling: sampling, stopAtEOS: !ignoreEos) { id in
+            result = try generator.generate(prompt: ids, maxTokens: maxTokens, sampling: sampling, stopAtEOS: !ignoreEos, keepIDs: false) { id in
                 out.write(Data(try stream.next(id).utf8))
             }
             out.write(Data((stream.finish() + "\n").utf8))

@@ -68,6 +68,22 @@ import Testing
         #expect(r.out.split(separator: " ").count >= 5, "\(r.out)")
     }
 
+    /// Decoding 100,000 tokens with a recurrent-only 2-layer model (the mamba2 fixture) ends at the peak resident
+    /// memory of 10,000 tokens, within 5%: nothing grows with the sequence.
+    @Test func longDecodeKeepsMemoryFlat() throws {
+        let dir = Self.models.appendingPathComponent("mamba2").path
+        func peak(_ tokens: Int) throws -> Double {
+            let r = try runLinea(["generate", "--model", dir, "--input-ids", "5", "--max-tokens", "\(tokens)", "--ignore-eos"])
+            #expect(r.code == 0, "\(r.err)")
+            let text = r.err.components(separatedBy: "peak resident memory ").last ?? ""
+            let parts = text.split(separator: " ")
+            let value = Double(parts.first ?? "") ?? .nan
+            return parts.count > 1 && parts[1].hasPrefix("GiB") ? value * 1024 : value  // MiB
+        }
+        let (short, long) = (try peak(10_000), try peak(100_000))
+        #expect(long <= short * 1.05, "10,000 tokens: \(short) MiB, 100,000 tokens: \(long) MiB")
+    }
+
     /// Sampling is reproducible from its seed and differs across seeds.
     @Test func samplingFollowsItsSeed() throws {
         let dir = Self.models.appendingPathComponent("mamba2").path

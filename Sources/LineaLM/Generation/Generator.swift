@@ -41,10 +41,12 @@ public struct Generator {
     }
 
     /// Generates up to `maxTokens` ids after `prompt` (ids in [0, vocab)), calling `onToken` with each as it comes;
-    /// the prompt is prefilled in pieces of `prefillChunk` tokens. Returns the new ids and the timings.
+    /// the prompt is prefilled in pieces of `prefillChunk` tokens. Returns the new ids (none kept when `keepIDs` is
+    /// false: a streaming caller's memory then stays flat however long it runs) and the timings.
     /// O(prompt + maxTokens) forwards' worth of work.
     public func generate(prompt: [Int], maxTokens: Int, sampling: SamplingOptions = SamplingOptions(), prefillChunk: Int = 2048,
-                         stopAtEOS: Bool = true, onToken: (Int) throws -> Void = { _ in }) throws -> (ids: [Int], stats: Stats) {
+                         stopAtEOS: Bool = true, keepIDs: Bool = true,
+                         onToken: (Int) throws -> Void = { _ in }) throws -> (ids: [Int], stats: Stats) {
         guard !prompt.isEmpty else { throw LineaError.invalidArgument(argument: "prompt", expected: "at least one token", actual: "none") }
         guard maxTokens >= 0 else { throw LineaError.invalidArgument(argument: "maxTokens", expected: ">= 0", actual: "\(maxTokens)") }
         guard prefillChunk >= 1 else { throw LineaError.invalidArgument(argument: "prefillChunk", expected: ">= 1", actual: "\(prefillChunk)") }
@@ -61,7 +63,8 @@ public struct Generator {
         guard maxTokens > 0 else { return ([], stats) }
         let cache = try model.makeCache(batch: 1, capacity: capacity)
         var random = SeededRandom(seed: sampling.seed)
-        var seen = prompt
+        // The ids the repetition penalty applies to: a set, bounded by the vocabulary.
+        var seen = sampling.repetitionPenalty == 1 ? [] : Set(prompt)
         var logits: DeviceTensor?
         let start = Date()
         var offset = 0
@@ -75,13 +78,13 @@ public struct Generator {
         let decodeStart = Date()
         while true {
             let next = try choose(logits!, seen: seen, sampling: sampling, random: &random)
-            out.append(next)
-            seen.append(next)
+            if keepIDs { out.append(next) }
+            if sampling.repetitionPenalty != 1 { seen.insert(next) }
+            stats.newTokens += 1
             try onToken(next)
-            if out.count == maxTokens || (stopAtEOS && eosTokenIDs.contains(next)) { break }
+            if stats.newTokens == maxTokens || (stopAtEOS && eosTokenIDs.contains(next)) { break }
             logits = try model.forward(ids([next]), cache: cache, lastOnly: true)
         }
-        stats.newTokens = out.count
         stats.decodeSeconds = Date().timeIntervalSince(decodeStart)
         return (out, stats)
     }
@@ -92,11 +95,11 @@ public struct Generator {
     }
 
     /// The next id from `logits [1, 1, vocab]`: argmax when greedy, else a seeded draw after the penalty. O(vocab).
-    func choose(_ logits: DeviceTensor, seen: [Int], sampling: SamplingOptions, random: inout SeededRandom) throws -> Int {
+    func choose(_ logits: DeviceTensor, seen: Set<Int>, sampling: SamplingOptions, random: inout SeededRandom) throws -> Int {
         var row = try logits.reshaped([1, logits.shape[2]])
         if sampling.repetitionPenalty != 1 {
             var host = try row.host()
-            for id in Set(seen) {
+            for id in seen {
                 let x = host.scalars[id]
                 host.scalars[id] = x > 0 ? x / sampling.repetitionPenalty : x * sampling.repetitionPenalty
             }
