@@ -72,7 +72,7 @@ struct BenchCommand: ParsableCommand {
             throw validationErrorList(argument: "--dtype", got: dtype, known: ["bf16", "f32", "f16"])
         }
         for f in try families(on: backend == "cuda" ? .cuda(0) : .cpu) {
-            if let form { try checkUsage(f, form: resolved(form), options: OpOptions()) }
+            if let form { try checkUsage(f, form: linea.form(form, chunkSize: chunkSize), options: OpOptions()) }
         }
         // Every point's inputs (q, k, v, a gate up to [B, T, H, K]), output with slack, and state (initial and
         // final) must fit the memory limit, checked in Float64 so no product can overflow.
@@ -116,11 +116,6 @@ struct BenchCommand: ParsableCommand {
             ?? OpFamilies.all.filter { !$0.forms(on: device).isEmpty }
     }
 
-    /// `chunked` with `--chunk-size`.
-    func resolved(_ form: String) -> String {
-        form == "chunked" && chunkSize != RecurrenceForm.defaultChunkSize ? "chunked:\(chunkSize)" : form
-    }
-
     func run() throws {
         if let model {
             var options = try ModelOptions.parse(["--model", model, "--device", device])
@@ -151,10 +146,11 @@ struct BenchCommand: ParsableCommand {
         let reference = cuda ? nil : Measure.SgemmReference()
         var results: [BenchResult] = []
         for f in families {
-            guard let form = (self.form ?? f.forms(on: device).first).map(resolved) else {
+            guard let chosen = self.form ?? f.forms(on: device).first else {
                 printError("bench: \(f.name) has no form on \(device) to time; skipped")
                 continue
             }
+            let form = linea.form(chosen, chunkSize: chunkSize)
             for T in userLengths ?? f.benchLengths(on: device) {
                 let B = batch ?? (cuda ? max(1, tokens / T) : 1)
                 printError("bench: \(f.name) \(form) B = \(B) T = \(T) ...")

@@ -5,10 +5,16 @@ import LineaCUDA
 
 /// The family called `name` (`linea list`), or a usage error naming `argument` and listing the known names.
 func family(_ name: String, argument: String = "name") throws -> any OpFamily {
-    guard let found = OpFamilies.all.first(where: { $0.name == name }) else {
+    do {
+        return try OpFamilies.named(name, argument: argument)
+    } catch {
         throw validationErrorList(argument: argument, got: name, known: OpFamilies.all.map(\.name))
     }
-    return found
+}
+
+/// `chunked` as `chunked:N` when `--chunk-size` is not the default; other forms unchanged.
+func form(_ form: String, chunkSize: Int) -> String {
+    form == "chunked" && chunkSize != RecurrenceForm.defaultChunkSize ? "chunked:\(chunkSize)" : form
 }
 
 /// A family's check of a form and options as a usage error (exit 2) naming the option.
@@ -29,6 +35,9 @@ struct BackendOptions: ParsableArguments {
         guard ["cpu", "cuda"].contains(backend) else { throw validationErrorList(argument: "--backend", got: backend, known: ["cpu", "cuda"]) }
         if let dtype, !["f32", "bf16", "f16"].contains(dtype) {
             throw validationErrorList(argument: "--dtype", got: dtype, known: ["f32", "bf16", "f16"])
+        }
+        if backend == "cpu", let dtype, dtype != "f32" {
+            throw ValidationError("--dtype \(dtype): only with --backend cuda (the cpu backend computes in f32)")
         }
     }
 

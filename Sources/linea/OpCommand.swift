@@ -48,16 +48,12 @@ struct OpCommand: ParsableCommand {
 
     /// The form to run: `--form`, else the family's default on the backend; `chunked` takes `--chunk-size`.
     func resolvedForm(_ f: any OpFamily) -> String {
-        let chosen = form ?? f.forms(on: device.backend == "cuda" ? .cuda(0) : .cpu).first ?? "reference"
-        return chosen == "chunked" && chunkSize != RecurrenceForm.defaultChunkSize ? "chunked:\(chunkSize)" : chosen
+        linea.form(form ?? f.forms(on: device.backend == "cuda" ? .cuda(0) : .cpu).first ?? "reference", chunkSize: chunkSize)
     }
 
     func validate() throws {
         guard chunkSize >= 1 else { throw ValidationError("--chunk-size: expected >= 1, got \(chunkSize)") }
         if let scale, !(scale.isFinite && scale > 0) { throw ValidationError("--scale: expected a finite number > 0, got \(scale)") }
-        if device.backend == "cpu", let dtype = device.dtype, dtype != "f32" {
-            throw ValidationError("--dtype \(dtype): only with --backend cuda (the cpu backend computes in f32)")
-        }
         let f = try family(name)
         try checkUsage(f, form: resolvedForm(f), options: options())
     }

@@ -30,9 +30,6 @@ struct VerifyCommand: ParsableCommand {
             throw ValidationError("--tolerance: expected a finite number >= 0, got \(tolerance)")
         }
         if let mechanism { _ = try family(mechanism, argument: "--mechanism") }
-        if device.backend == "cpu", let dtype = device.dtype, dtype != "f32" {
-            throw ValidationError("--dtype \(dtype): only with --backend cuda (the cpu backend computes in f32)")
-        }
     }
 
     func run() throws {

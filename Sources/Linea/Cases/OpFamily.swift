@@ -147,6 +147,14 @@ public struct OpCaseResult: Sendable {
 }
 
 extension OpFamily {
+    /// `x[name]`, or an error naming the input this family is missing. O(1).
+    func need<T>(_ x: [String: T], _ name: String) throws -> T {
+        guard let found = x[name] else {
+            throw LineaError.invalidArgument(argument: name, expected: "an input tensor \(name) for \(self.name)", actual: "none")
+        }
+        return found
+    }
+
     /// The forms `c` runs in on `device`. O(forms).
     public func forms(of c: OpCase, on device: Device) -> [String] {
         (device == .cpu ? c.cpuForms : c.gpuForms) ?? forms(on: device)

@@ -63,7 +63,7 @@ public final class Llama: CausalLM {
         (config, self.modelType, device) = (c, modelType, w.device)
         embed = try w.take("model.embed_tokens.weight", [c.vocab, c.hidden])
         norm = try w.take("model.norm.weight", [c.hidden])
-        head = c.tied && !w.has("lm_head.weight") ? embed : try w.take("lm_head.weight", [c.vocab, c.hidden])
+        head = try w.head(tied: c.tied, embedding: embed)
         let (q, kv) = (c.heads * c.headDim, c.kvHeads * c.headDim)
         layers = try (0..<c.layers).map { i in
             let p = "model.layers.\(i)."
@@ -115,8 +115,7 @@ public final class Llama: CausalLM {
             h = try Ops.add(h, Ops.matmul(mlp, weight: layer.down, bias: layer.downBias))
         }
         cache.length += T
-        let last = lastOnly ? try ModelMath.lastToken(h) : h
-        return try ModelMath.cast(Ops.matmul(Ops.rmsNorm(last, weight: norm, eps: c.eps), weight: head), .float32)
+        return try ModelMath.logits(h, norm: norm, eps: c.eps, head: head, lastOnly: lastOnly)
     }
 }
 

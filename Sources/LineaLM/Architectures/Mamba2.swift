@@ -76,7 +76,7 @@ public final class Mamba2: CausalLM {
         (config, self.modelType, device) = (c, modelType, w.device)
         embed = try w.take("backbone.embeddings.weight", [c.vocab, c.hidden])
         norm = try w.take("backbone.norm_f.weight", [c.hidden])
-        head = c.tied && !w.has("lm_head.weight") ? embed : try w.take("lm_head.weight", [c.vocab, c.hidden])
+        head = try w.head(tied: c.tied, embedding: embed)
         let projection = c.inner + c.convChannels + c.heads
         layers = try (0..<c.layers).map { i in
             let p = "backbone.layers.\(i)."
@@ -111,33 +111,28 @@ public final class Mamba2: CausalLM {
             h = try Ops.add(h, mixer(Ops.rmsNorm(h, weight: layer.norm, eps: c.eps), layer, cache: &cache.layers[i]))
         }
         cache.length += ids.shape[1]
-        let last = lastOnly ? try ModelMath.lastToken(h) : h
-        return try ModelMath.cast(Ops.matmul(Ops.rmsNorm(last, weight: norm, eps: c.eps), weight: head), .float32)
+        return try ModelMath.logits(h, norm: norm, eps: c.eps, head: head, lastOnly: lastOnly)
     }
 
-    /// `x`'s elements `range` of the last axis, packed. O(n).
-    private func slice(_ x: DeviceTensor, _ range: Range<Int>) throws -> DeviceTensor {
-        try x.narrowed(axis: x.rank - 1, range).contiguous()
-    }
 
     /// The Mamba-2 mixer on `x [B, T, hidden]`, continuing the layer's conv and SSM states.
     private func mixer(_ x: DeviceTensor, _ m: Layer, cache: inout [String: DeviceTensor]) throws -> DeviceTensor {
         let c = config
         let (B, T, H, P, N, G, I) = (x.shape[0], x.shape[1], c.heads, c.headDim, c.state, c.groups, c.inner)
         let projected = try Ops.matmul(x, weight: m.inProj, bias: m.inBias)
-        let z = try slice(projected, 0..<I).host().scalars
-        let rawDT = try slice(projected, (I + c.convChannels)..<(I + c.convChannels + H)).host().scalars
-        let conv = try Ops.causalConv1d(slice(projected, I..<(I + c.convChannels)), weight: m.conv, bias: m.convBias,
+        let z = try ModelMath.slice(projected, 0..<I).host().scalars
+        let rawDT = try ModelMath.slice(projected, (I + c.convChannels)..<(I + c.convChannels + H)).host().scalars
+        let conv = try Ops.causalConv1d(ModelMath.slice(projected, I..<(I + c.convChannels)), weight: m.conv, bias: m.convBias,
                                         state: cache["conv"]!, silu: true)
-        let xs = try slice(conv, 0..<I).host().scalars
-        let keys = try slice(conv, I..<(I + G * N)).reshaped([B, T, G, N])
-        let queries = try slice(conv, (I + G * N)..<(I + 2 * G * N)).reshaped([B, T, G, N])
+        let xs = try ModelMath.slice(conv, 0..<I).host().scalars
+        let keys = try ModelMath.slice(conv, I..<(I + G * N)).reshaped([B, T, G, N])
+        let queries = try ModelMath.slice(conv, (I + G * N)..<(I + 2 * G * N)).reshaped([B, T, G, N])
         // dt = clamp(softplus(dt + dt_bias), limit); the scan reads v = dt·x and the log decay g = dt·A.
         var v = [Float](repeating: 0, count: B * T * I), g = [Float](repeating: 0, count: B * T * H)
         for row in 0..<(B * T) {
             for head in 0..<H {
                 let shifted = rawDT[row * H + head] + m.dtBias[head]
-                let dt = min(max(shifted > 20 ? shifted : log1p(exp(shifted)), c.dtMin), c.dtMax)
+                let dt = min(max(ModelMath.softplus(shifted), c.dtMin), c.dtMax)
                 g[row * H + head] = dt * m.a[head]
                 for p in 0..<P { v[(row * H + head) * P + p] = dt * xs[(row * H + head) * P + p] }
             }

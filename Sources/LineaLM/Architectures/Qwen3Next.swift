@@ -138,7 +138,7 @@ public final class Qwen3Next: CausalLM {
         (config, self.modelType, device) = (c, modelType, w.device)
         embed = try w.take("model.embed_tokens.weight", [c.vocab, c.hidden])
         norm = try w.take("model.norm.weight", [c.hidden])
-        head = c.tied && !w.has("lm_head.weight") ? embed : try w.take("lm_head.weight", [c.vocab, c.hidden])
+        head = try w.head(tied: c.tied, embedding: embed)
         func mlp(_ p: String, _ width: Int) throws -> MLP {
             MLP(gate: try w.take(p + "gate_proj.weight", [width, c.hidden]), up: try w.take(p + "up_proj.weight", [width, c.hidden]),
                 down: try w.take(p + "down_proj.weight", [c.hidden, width]))
@@ -216,14 +216,9 @@ public final class Qwen3Next: CausalLM {
             h = try Ops.add(h, layer.mlp.map { try $0(y) } ?? moe(y, layer))
         }
         cache.length += T
-        let last = lastOnly ? try ModelMath.lastToken(h) : h
-        return try ModelMath.cast(Ops.matmul(Ops.rmsNorm(last, weight: norm, eps: c.eps, zeroCentered: true), weight: head), .float32)
+        return try ModelMath.logits(h, norm: norm, eps: c.eps, zeroCentered: true, head: head, lastOnly: lastOnly)
     }
 
-    /// `x`'s elements `range` of the last axis, packed. O(n).
-    private func slice(_ x: DeviceTensor, _ range: Range<Int>) throws -> DeviceTensor {
-        try x.narrowed(axis: x.rank - 1, range).contiguous()
-    }
 
     /// The Gated DeltaNet mixer: the input projections (fused per key head or split), the causal SiLU convolution over [q, k, v] with its carried state, L2-normalized q and k, the
     /// gated delta rule from the carried state (g = -e^A_log · softplus(a + dt_bias), beta = sigmoid(b)), then a
@@ -242,11 +237,11 @@ public final class Qwen3Next: CausalLM {
         case let .fused(qkvzWeight, baWeight):
             let qkvz = try Ops.matmul(x, weight: qkvzWeight).reshaped([B, T, c.keyHeads, 2 * hk + 2 * g * hv])
             channels = try DeviceTensor.zeros([B, T, c.convChannels], on: device)
-            try channels.narrowed(axis: 2, 0..<keyWidth).copy(from: slice(qkvz, 0..<hk).reshaped([B, T, keyWidth]))
-            try channels.narrowed(axis: 2, keyWidth..<(2 * keyWidth)).copy(from: slice(qkvz, hk..<(2 * hk)).reshaped([B, T, keyWidth]))
+            try channels.narrowed(axis: 2, 0..<keyWidth).copy(from: ModelMath.slice(qkvz, 0..<hk).reshaped([B, T, keyWidth]))
+            try channels.narrowed(axis: 2, keyWidth..<(2 * keyWidth)).copy(from: ModelMath.slice(qkvz, hk..<(2 * hk)).reshaped([B, T, keyWidth]))
             try channels.narrowed(axis: 2, (2 * keyWidth)..<c.convChannels)
-                .copy(from: slice(qkvz, (2 * hk)..<(2 * hk + g * hv)).reshaped([B, T, valueWidth]))
-            z = try slice(qkvz, (2 * hk + g * hv)..<(2 * hk + 2 * g * hv)).reshaped([B, T, c.valueHeads, hv])
+                .copy(from: ModelMath.slice(qkvz, (2 * hk)..<(2 * hk + g * hv)).reshaped([B, T, valueWidth]))
+            z = try ModelMath.slice(qkvz, (2 * hk + g * hv)..<(2 * hk + 2 * g * hv)).reshaped([B, T, c.valueHeads, hv])
             // [b | a] per key head, to value-head order.
             let ba = try Ops.matmul(x, weight: baWeight).host().scalars
             (b, a) = ([Float](repeating: 0, count: B * T * c.valueHeads), [Float](repeating: 0, count: B * T * c.valueHeads))
@@ -260,16 +255,16 @@ public final class Qwen3Next: CausalLM {
             }
         }
         let conv = try Ops.causalConv1d(channels, weight: m.conv, state: cache["conv"]!, silu: true)
-        let q = try Ops.l2Norm(slice(conv, 0..<keyWidth).reshaped([B, T, c.keyHeads, hk]))
-        let k = try Ops.l2Norm(slice(conv, keyWidth..<(2 * keyWidth)).reshaped([B, T, c.keyHeads, hk]))
-        let v = try slice(conv, (2 * keyWidth)..<c.convChannels).reshaped([B, T, c.valueHeads, hv])
+        let q = try Ops.l2Norm(ModelMath.slice(conv, 0..<keyWidth).reshaped([B, T, c.keyHeads, hk]))
+        let k = try Ops.l2Norm(ModelMath.slice(conv, keyWidth..<(2 * keyWidth)).reshaped([B, T, c.keyHeads, hk]))
+        let v = try ModelMath.slice(conv, (2 * keyWidth)..<c.convChannels).reshaped([B, T, c.valueHeads, hv])
         // Gates on the host: [B, T, HV] values, small beside the projections.
         var beta = b, decay = a
         for i in 0..<(B * T * c.valueHeads) {
             let head = i % c.valueHeads
             beta[i] = 1 / (1 + exp(-b[i]))
             let shifted = a[i] + m.dtBias[head]
-            decay[i] = -exp(m.aLog[head]) * (shifted > 20 ? shifted : log1p(exp(shifted)))
+            decay[i] = -exp(m.aLog[head]) * ModelMath.softplus(shifted)
         }
         let out = try Recurrence.forward(
             .gatedDeltaRule, q: q, k: k, v: v, g: DeviceTensor(Tensor(shape: [B, T, c.valueHeads], scalars: decay), on: device),
@@ -286,8 +281,8 @@ public final class Qwen3Next: CausalLM {
         let c = config
         let (B, T, hd) = (x.shape[0], x.shape[1], c.headDim)
         let qg = try Ops.matmul(x, weight: m.q, bias: m.qBias).reshaped([B, T, c.heads, 2 * hd])
-        let gate = try slice(qg, hd..<(2 * hd)).reshaped([B, T, c.heads * hd])
-        let q = try Ops.rotary(Ops.rmsNorm(slice(qg, 0..<hd), weight: m.qNorm, eps: c.eps, zeroCentered: true), positions: positions,
+        let gate = try ModelMath.slice(qg, hd..<(2 * hd)).reshaped([B, T, c.heads * hd])
+        let q = try Ops.rotary(Ops.rmsNorm(ModelMath.slice(qg, 0..<hd), weight: m.qNorm, eps: c.eps, zeroCentered: true), positions: positions,
                                theta: c.theta, rotaryDim: c.rotaryDim)
         let k = try Ops.rotary(Ops.rmsNorm(Ops.matmul(x, weight: m.k, bias: m.kBias).reshaped([B, T, c.kvHeads, hd]), weight: m.kNorm,
                                            eps: c.eps, zeroCentered: true), positions: positions, theta: c.theta, rotaryDim: c.rotaryDim)

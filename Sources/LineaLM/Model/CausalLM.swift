@@ -68,8 +68,19 @@ enum ModelMath {
         return try DeviceTensor(integers: Array((0..<batch).map { _ in row }.joined()), shape: [batch, count], dtype: .int32, on: device)
     }
 
-    /// The last token's rows of `h [B, T, D]` as `[B, 1, D]`, packed. O(B·D).
-    static func lastToken(_ h: DeviceTensor) throws -> DeviceTensor {
-        try h.narrowed(axis: 1, (h.shape[1] - 1)..<h.shape[1]).contiguous()
+    /// Logits f32 from the last hidden states `h [B, T, D]`: the final RMSNorm and the output head, on every token
+    /// or (`lastOnly`) the last one only. O(B·T·D·vocab).
+    static func logits(_ h: DeviceTensor, norm: DeviceTensor, eps: Float, zeroCentered: Bool = false, head: DeviceTensor,
+                       lastOnly: Bool) throws -> DeviceTensor {
+        let rows = lastOnly ? try h.narrowed(axis: 1, (h.shape[1] - 1)..<h.shape[1]).contiguous() : h
+        return try cast(Ops.matmul(Ops.rmsNorm(rows, weight: norm, eps: eps, zeroCentered: zeroCentered), weight: head), .float32)
     }
+
+    /// `x`'s elements `range` of the last axis, packed (splitting a fused projection). O(n).
+    static func slice(_ x: DeviceTensor, _ range: Range<Int>) throws -> DeviceTensor {
+        try x.narrowed(axis: x.rank - 1, range).contiguous()
+    }
+
+    /// torch's softplus, `log(1 + e^x)` with x above 20 passed through, on the host (gate math). O(1).
+    static func softplus(_ x: Float) -> Float { x > 20 ? x : log1p(exp(x)) }
 }

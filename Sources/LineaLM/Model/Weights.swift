@@ -74,9 +74,10 @@ public final class Weights {
         return tensor
     }
 
-    /// The tensor `name` when present (for optional biases). O(1) or the upload.
-    public func takeIfPresent(_ name: String, _ shape: [Int]) throws -> DeviceTensor? {
-        has(name) ? try take(name, shape) : nil
+    /// The output head: `lm_head.weight` (the embedding's shape), or the embedding itself when tied and the
+    /// checkpoint has no separate copy. O(1) or the upload.
+    public func head(tied: Bool, embedding: DeviceTensor) throws -> DeviceTensor {
+        tied && !has("lm_head.weight") ? embedding : try take("lm_head.weight", embedding.shape)
     }
 
     /// Marks names as used on purpose (a tied head's missing copy, buffers such as rotary frequencies). O(n).

@@ -100,9 +100,3 @@ public struct AttentionFamily: OpFamily {
         }
     }
 }
-
-/// `x[name]`, or an error naming the missing input.
-func need<T>(_ x: [String: T], _ name: String) throws -> T {
-    guard let found = x[name] else { throw LineaError.invalidArgument(argument: name, expected: "an input tensor \(name)", actual: "none") }
-    return found
-}

@@ -72,14 +72,10 @@ public struct RecurrenceFamily: OpFamily {
 
     /// Host inputs as `RecurrenceInputs` with the options applied.
     private func hostInputs(_ x: [String: Tensor], options: OpOptions) throws -> RecurrenceInputs {
-        func need(_ n: String) throws -> Tensor {
-            guard let t = x[n] else { throw LineaError.invalidArgument(argument: n, expected: "a tensor \(n) for \(name)", actual: "none") }
-            return t
-        }
         let required = Recurrence.requiredInputs(mechanism)
-        var inputs = RecurrenceInputs(q: try need("q"), k: try need("k"), v: try need("v"),
-                                      g: required.contains("g") ? try need("g") : nil,
-                                      beta: required.contains("beta") ? try need("beta") : nil,
+        var inputs = RecurrenceInputs(q: try need(x, "q"), k: try need(x, "k"), v: try need(x, "v"),
+                                      g: required.contains("g") ? try need(x, "g") : nil,
+                                      beta: required.contains("beta") ? try need(x, "beta") : nil,
                                       initialState: x["initial_state"], scale: options.scale)
         inputs.normalize = options.normalize
         inputs.useQKL2Norm = options.useQKL2Norm
@@ -100,13 +96,9 @@ public struct RecurrenceFamily: OpFamily {
     public func run(_ form: String, _ x: [String: DeviceTensor], options: OpOptions) throws -> [String: DeviceTensor] {
         try check(form: form, options: options)
         let (parsed, step) = try Self.parse(form)
-        func need(_ n: String) throws -> DeviceTensor {
-            guard let t = x[n] else { throw LineaError.invalidArgument(argument: n, expected: "a tensor \(n) for \(name)", actual: "none") }
-            return t
-        }
         let required = Recurrence.requiredInputs(mechanism)
-        let (q, k, v) = (try need("q"), try need("k"), try need("v"))
-        let g = required.contains("g") ? try need("g") : nil, beta = required.contains("beta") ? try need("beta") : nil
+        let (q, k, v) = (try need(x, "q"), try need(x, "k"), try need(x, "v"))
+        let g = required.contains("g") ? try need(x, "g") : nil, beta = required.contains("beta") ? try need(x, "beta") : nil
         if options.normalize {
             // The normalizer lives in the host forms only; on the CPU they run directly.
             guard q.device == .cpu else {
