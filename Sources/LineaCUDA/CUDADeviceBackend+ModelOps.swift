@@ -55,8 +55,12 @@ extension CUDADeviceBackend {
         case let .gelu(approximate): try CUDAModelOps.gelu(x: buffer(x), out: out!, count: x.count, approximate: approximate, dtype: dtype)
         case .softmax: try CUDAModelOps.softmax(x: buffer(x), out: out!, rows: rows, cols: width, dtype: dtype)
         case .swiglu: try CUDAModelOps.swiglu(gate: buffer(x), up: input("up")!, out: out!, count: x.count, dtype: dtype)
-        case .add: try CUDAModelOps.add(buffer(x), input("b")!, out: out!, count: x.count, dtype: dtype)
-        case .mul: try CUDAModelOps.mul(buffer(x), input("b")!, out: out!, count: x.count, dtype: dtype)
+        case .add, .mul:
+            let b = c["b"]!
+            try CUDAModelOps.binary(c.kind == .add ? 1 : 2, ("a", "b"), a: buffer(x), b: buffer(b), out: out!, count: x.count,
+                                    repeating: b.count, inner: Ops.broadcastInner(x.shape, b.shape) ?? 1, dtype: dtype)
+        case .cast: try CUDAModelOps.convert(x: buffer(x), from: dtype, out: out!, to: c["out"]!.dtype, count: x.count)
+        case let .clamp(low, high): try CUDAModelOps.clamp(x: buffer(x), out: out!, count: x.count, low: low, high: high, dtype: dtype)
         case let .rotary(theta, rotaryDim, layout, scaling):
             let tokens = c["positions"]!.count
             try CUDAModelOps.rotary(x: buffer(x), positions: input("positions")!, out: out!, tokens: tokens, heads: x.shape[x.rank - 2],

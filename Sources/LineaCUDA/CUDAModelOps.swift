@@ -125,22 +125,32 @@ package enum CUDAModelOps {
 
     // MARK: elementwise
 
-    static func unary(_ op: Int32, x: CUDABuffer, out: CUDABuffer, count: Int, dtype: DType) throws {
+    static func unary(_ op: Int32, x: CUDABuffer, out: CUDABuffer, count: Int, low: Float = 0, high: Float = 0, dtype: DType) throws {
         try int32(["count": count])
         try expect("x", x, bytes: count * dtype.byteCount)
         try expect("out", out, bytes: count * dtype.byteCount)
         try launch("linea_unary", dtype, on: out.context, grid: blocks(count),
-                   [.pointer(x.address), .pointer(out.address), .int32(Int32(count)), .int32(op)])
+                   [.pointer(x.address), .pointer(out.address), .int32(Int32(count)), .int32(op), .float(low), .float(high)])
     }
 
+    /// `out[i] = a[i] op b[(i / inner) % repeating]` (b broadcast; `repeating` nil: b as long as a). O(count).
     static func binary(_ op: Int32, _ names: (String, String), a: CUDABuffer, b: CUDABuffer, out: CUDABuffer,
-                       count: Int, dtype: DType) throws {
+                       count: Int, repeating: Int? = nil, inner: Int = 1, dtype: DType) throws {
+        let bCount = repeating ?? count
         try int32(["count": count])
+        try OpCheck.value(names.1, inner >= 1 && bCount >= 1 && count % (inner * bCount) == 0,
+                          "runs that tile \(names.0) (\(count) elements, runs of \(inner))", "\(bCount) elements")
         try expect(names.0, a, bytes: count * dtype.byteCount)
-        try expect(names.1, b, bytes: count * dtype.byteCount)
+        try expect(names.1, b, bytes: bCount * dtype.byteCount)
         try expect("out", out, bytes: count * dtype.byteCount)
         try launch("linea_binary", dtype, on: out.context, grid: blocks(count),
-                   [.pointer(a.address), .pointer(b.address), .pointer(out.address), .int32(Int32(count)), .int32(op)])
+                   [.pointer(a.address), .pointer(b.address), .pointer(out.address), .int32(Int32(count)), .int32(op),
+                    .int32(Int32(bCount)), .int32(Int32(inner))])
+    }
+
+    /// `out = min(max(x, low), high)`. O(count).
+    public static func clamp(x: CUDABuffer, out: CUDABuffer, count: Int, low: Float, high: Float, dtype: DType) throws {
+        try unary(5, x: x, out: out, count: count, low: low, high: high, dtype: dtype)
     }
 
     /// `out = x · sigmoid(x)` over `count` elements. O(count).

@@ -47,6 +47,9 @@ struct CUDAOpsDispatchTests {
         try agree(dtype, "swiglu", [x, z]) { try Ops.swiglu(gate: $0[0], up: $0[1]) }
         try agree(dtype, "add", [x, z]) { try Ops.add($0[0], $0[1]) }
         try agree(dtype, "mul", [x, z]) { try Ops.mul($0[0], $0[1]) }
+        try agree(dtype, "add broadcast [64]", [x, w]) { try Ops.add($0[0], $0[1]) }
+        try agree(dtype, "mul broadcast [5, 1]", [x, t([5, 1], 13)]) { try Ops.mul($0[0], $0[1]) }
+        try agree(dtype, "clamp", [x]) { try Ops.clamp($0[0], min: -1, max: 0.5) }
         let positions = try DeviceTensor(integers: (0..<15).map { $0 * 7 }, shape: [3, 5], dtype: .int32)
         for layout in RotaryLayout.allCases {
             try agree(dtype, "rotary \(layout)", [t([3, 5, 2, 64], 8), positions]) {

@@ -60,7 +60,18 @@ import Testing
         try Self.check(try Ops.swiglu(gate: x, up: z), try ReferenceOps.swiglu(gate: xs, up: zs), dtype, "swiglu")
         try Self.check(try Ops.add(x, z), try ReferenceOps.add(xs, zs), dtype, "add")
         try Self.check(try Ops.mul(x, z), zip(xs, zs).map { $0 * $1 }, dtype, "mul")
-        #expect(throws: LineaError.self) { try Ops.add(x, w) }
+        // b broadcast: [d] over the last axis, [3, 1, 1] over the second, one element.
+        let (y, ys) = try Self.input([2, 3, 4, d], seed: 9, dtype), (m, ms) = try Self.input([3, 1, 1], seed: 10, dtype)
+        let (s, ss) = try Self.input([1], seed: 11, dtype)
+        try Self.check(try Ops.add(x, w), xs.indices.map { xs[$0] + ws[$0 % d] }, dtype, "add [d]")
+        try Self.check(try Ops.mul(y, m), ys.indices.map { ys[$0] * ms[($0 / (4 * d)) % 3] }, dtype, "mul [3, 1, 1]")
+        try Self.check(try Ops.mul(y, s), ys.map { $0 * ss[0] }, dtype, "mul [1]")
+        try Self.check(try Ops.clamp(x, min: -0.5, max: 1), xs.map { min(max($0, -0.5), 1) }, dtype, "clamp")
+        #expect(throws: LineaError.shapeMismatch(argument: "b", expected: "broadcastable to a's [2, 3, 37] (each axis 1 or a's, those not 1 adjacent)",
+                                                 actual: "[3]")) { try Ops.add(x, m.reshaped([3])) }
+        #expect(throws: LineaError.self) { try Ops.add(w, x) }
+        #expect(throws: LineaError.self) { try Ops.mul(y, DeviceTensor.zeros([2, 1, 4, d], dtype: dtype)) }
+        #expect(throws: LineaError.self) { try Ops.clamp(x, min: 1, max: 0) }
         #expect(throws: LineaError.self) { try Ops.rmsNorm(x, weight: z) }
     }
 

@@ -58,10 +58,13 @@ extension CPUBackend {
             case .softmax: try withFloats("x") { try CPUOps.softmax(x: $0, out: o, rows: rows, cols: width) }
             case .swiglu:
                 try withFloats("gate") { g in try withFloats("up") { try CPUOps.swiglu(gate: g, up: $0, out: o) } }
-            case .add:
-                try withFloats("a") { a in try withFloats("b") { try CPUOps.add(a, $0, out: o) } }
-            case .mul:
-                try withFloats("a") { a in try withFloats("b") { try CPUOps.mul(a, $0, out: o) } }
+            case .add, .mul:
+                let inner = Ops.broadcastInner(x.shape, c["b"]!.shape) ?? 1
+                try withFloats("a") { a in try withFloats("b") {
+                    try c.kind == .add ? CPUOps.add(a, $0, out: o, inner: inner) : CPUOps.mul(a, $0, out: o, inner: inner)
+                } }
+            case .cast: try withFloats("x") { if let source = $0.baseAddress { o.baseAddress!.update(from: source, count: $0.count) } }
+            case let .clamp(low, high): try withFloats("x") { try CPUOps.clamp(x: $0, out: o, low: low, high: high) }
             case let .rotary(theta, rotaryDim, layout, scaling):
                 let (heads, headDim) = (x.shape[x.rank - 2], width)
                 try c["positions"]!.hostIntegers().withUnsafeBufferPointer { pp in try withFloats("x") {

@@ -292,18 +292,42 @@ public enum CPUOps {
         try map(gate, up, out) { g, u in g * sigmoid8(g) * u }
     }
 
-    /// `out = a + b` (residual add), elementwise. O(n).
+    /// `out = a + b` (residual add); `a[i]` meets `b[(i / inner) % b.count]` (b broadcast, `Ops.add`). O(n).
     public static func add(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>,
-                           out: UnsafeMutableBufferPointer<Float>) throws {
-        try OpCheck.count("b", b.count, a.count, "the shape of a")
-        try map(a, b, out) { x, y in x + y }
+                           out: UnsafeMutableBufferPointer<Float>, inner: Int = 1) throws {
+        try broadcast(a, b, out, inner: inner) { x, y in x + y }
     }
 
-    /// `out = a · b`. O(n).
+    /// `out = a · b`, `b` broadcast as in `add`. O(n).
     public static func mul(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>,
-                           out: UnsafeMutableBufferPointer<Float>) throws {
-        try OpCheck.count("b", b.count, a.count, "the shape of a")
-        try map(a, b, out) { x, y in x * y }
+                           out: UnsafeMutableBufferPointer<Float>, inner: Int = 1) throws {
+        try broadcast(a, b, out, inner: inner) { x, y in x * y }
+    }
+
+    /// `out = min(max(x, low), high)`. O(n).
+    public static func clamp(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>, low: Float, high: Float) throws {
+        try map(x, nil, out) { a, _ in a.clamped(lowerBound: SIMD8(repeating: low), upperBound: SIMD8(repeating: high)) }
+    }
+
+    /// `out[i] = f(a[i], b[(i / inner) % b.count])`, b's runs tiling a. O(n).
+    static func broadcast(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>, _ out: UnsafeMutableBufferPointer<Float>,
+                          inner: Int, _ f: (SIMD8<Float>, SIMD8<Float>) -> SIMD8<Float>) throws {
+        guard b.count != a.count || inner != 1 else { return try map(a, b, out, f) }
+        try OpCheck.value("b", inner >= 1 && !b.isEmpty && a.count % (inner * b.count) == 0,
+                          "a length whose repeats tile a (\(a.count) elements, runs of \(inner))", "\(b.count) elements")
+        try OpCheck.count("out", out.count, a.count, "the shape of a")
+        let runs = a.count / inner
+        forRows(runs, width: inner) { range in
+            for run in range {
+                let y = SIMD8<Float>(repeating: b[run % b.count]), base = run * inner
+                var j = 0
+                while j < inner {
+                    let n = min(8, inner - j)
+                    store8(f(load8(a.baseAddress! + base + j, n), y), out.baseAddress! + base + j, n)
+                    j += n
+                }
+            }
+        }
     }
 
     /// GELU, exact (erf) or the tanh approximation (torch's `approximate`). O(n).

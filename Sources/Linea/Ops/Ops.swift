@@ -3,6 +3,7 @@ public struct ModelOpCall: OpCall {
     /// The ops and their settings.
     public enum Kind: Sendable, Equatable {
         case matmul, embedding, softmax, argmax, silu, sigmoid, softplus, swiglu, add, mul
+        case clamp(min: Float, max: Float), cast
         case rmsNorm(eps: Float, zeroCentered: Bool), rmsNormGated(eps: Float), l2Norm(eps: Float)
         case gelu(GELUApproximation)
         case rotary(theta: Float, rotaryDim: Int, layout: RotaryLayout, scaling: RotaryScaling?)
@@ -106,14 +107,47 @@ public enum Ops {
         try binary(.swiglu, ("gate", gate), ("up", up))
     }
 
-    /// `a + b` (the residual add), shapes equal. O(n).
+    /// `a + b` (the residual add, a per-head bias); `b` broadcasts to `a`'s shape (numpy's rules, its axes other than 1
+    /// adjacent: `[H]` or `[H, 1]` over `[B, T, H, P]`). O(n).
     public static func add(_ a: DeviceTensor, _ b: DeviceTensor) throws -> DeviceTensor {
-        try binary(.add, ("a", a), ("b", b))
+        try broadcasting(.add, a, b)
     }
 
-    /// `a · b` element by element (an output gate, a routing weight), shapes equal. O(n).
+    /// `a · b` element by element (an output gate, a per-head scale); `b` broadcasts to `a`'s shape as in `add`. O(n).
     public static func mul(_ a: DeviceTensor, _ b: DeviceTensor) throws -> DeviceTensor {
-        try binary(.mul, ("a", a), ("b", b))
+        try broadcasting(.mul, a, b)
+    }
+
+    /// `x` clamped to `[min, max]` (either bound infinite for none). O(n).
+    public static func clamp(_ x: DeviceTensor, min: Float, max: Float) throws -> DeviceTensor {
+        guard !min.isNaN, !max.isNaN, min <= max else {
+            throw LineaError.invalidArgument(argument: "min", expected: "min <= max, neither NaN", actual: "min \(min), max \(max)")
+        }
+        return try unary(.clamp(min: min, max: max), x)
+    }
+
+    /// `x` converted to the float `dtype` (round to nearest even); `x` itself when already so. O(n).
+    public static func cast(_ x: DeviceTensor, to dtype: DType) throws -> DeviceTensor {
+        try float(x, "x")
+        guard dtype.isFloatingPoint else {
+            throw LineaError.invalidArgument(argument: "dtype", expected: "f32, bf16 or f16", actual: dtype.shortName)
+        }
+        if x.dtype == dtype { return x }
+        let out = try DeviceTensor.uninitialized(x.shape, dtype: dtype, on: x.device)
+        try run(.cast, ["x": x], out)
+        return out
+    }
+
+    /// How `b` repeats over `a` when it broadcasts to `a`'s shape: `a`'s element `i` reads `b[(i / inner) % b.count]`,
+    /// where `inner` is the product of `a`'s axes after `b`'s last axis other than 1; nil when `b` does not broadcast
+    /// that way (an axis that is neither 1 nor `a`'s, more axes than `a`, or a 1 between its other axes). O(rank).
+    package static func broadcastInner(_ a: [Int], _ b: [Int]) -> Int? {
+        guard b.count <= a.count else { return nil }
+        let aligned = [Int](repeating: 1, count: a.count - b.count) + b
+        let kept = aligned.indices.filter { aligned[$0] != 1 }
+        guard let first = kept.first, let last = kept.last else { return a.reduce(1, *) }  // b is one element
+        for axis in first...last where aligned[axis] != a[axis] { return nil }
+        return a[(last + 1)...].reduce(1, *)
     }
 
     /// Rotary embedding of `x [..., T, H, D]` at integer `positions` (one per token row: `[T]` or `[B, T]`): the
@@ -224,6 +258,20 @@ public enum Ops {
         try float(a.1, a.0)
         try float(b.1, b.0)
         try b.1.expectShape(a.1.shape, b.0)
+        return try sameDType(kind, a, b)
+    }
+
+    private static func broadcasting(_ kind: ModelOpCall.Kind, _ a: DeviceTensor, _ b: DeviceTensor) throws -> DeviceTensor {
+        try float(a, "a")
+        try float(b, "b")
+        guard broadcastInner(a.shape, b.shape) != nil else {
+            throw LineaError.shapeMismatch(argument: "b", expected: "broadcastable to a's \(a.shape) (each axis 1 or a's, those not 1 adjacent)",
+                                           actual: "\(b.shape)")
+        }
+        return try sameDType(kind, ("a", a), ("b", b))
+    }
+
+    private static func sameDType(_ kind: ModelOpCall.Kind, _ a: (String, DeviceTensor), _ b: (String, DeviceTensor)) throws -> DeviceTensor {
         guard b.1.dtype == a.1.dtype else {
             throw LineaError.invalidArgument(argument: b.0, expected: "dtype \(a.1.dtype.shortName) (as \(a.0))", actual: b.1.dtype.shortName)
         }

@@ -96,7 +96,7 @@ public final class Llama: CausalLM {
         let c = config
         let (B, T, start) = try ModelMath.begin(ids, cache)
         let positions = try ModelMath.positions(from: start, count: T, batch: B, on: device)
-        var h = try ModelMath.cast(Ops.embedding(ids: ids, table: embed), .float32)
+        var h = try Ops.cast(Ops.embedding(ids: ids, table: embed), to: .float32)
         for (i, layer) in layers.enumerated() {
             let x = try Ops.rmsNorm(h, weight: layer.inputNorm, eps: c.eps)
             let q = try Ops.rotary(Ops.matmul(x, weight: layer.q, bias: layer.qBias).reshaped([B, T, c.heads, c.headDim]), positions: positions,

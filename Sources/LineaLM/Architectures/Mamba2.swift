@@ -55,10 +55,10 @@ public final class Mamba2: CausalLM {
         var convChannels: Int { inner + 2 * groups * state }
     }
 
-    /// One block's weights (the A_log, D and dt_bias vectors on the host: the gating runs there).
+    /// One block's weights; the per-head vectors as f32: `a = -e^A_log`, `d [H, 1]` (broadcast over a head's channels), `dtBias`.
     struct Layer {
         let norm: DeviceTensor, inProj: DeviceTensor, inBias: DeviceTensor?, conv: DeviceTensor, convBias: DeviceTensor?
-        let a: [Float], d: [Float], dtBias: [Float], gatedNorm: [Float], outProj: DeviceTensor, outBias: DeviceTensor?
+        let a: DeviceTensor, d: DeviceTensor, dtBias: DeviceTensor, gatedNorm: DeviceTensor, outProj: DeviceTensor, outBias: DeviceTensor?
     }
 
     public let modelType: String
@@ -68,6 +68,8 @@ public final class Mamba2: CausalLM {
     let config: Config
     let embed: DeviceTensor, norm: DeviceTensor, head: DeviceTensor
     let layers: [Layer]
+    /// Ones of one group's width: the gated norm normalizes each group, then scales by the whole weight.
+    let unitWeight: DeviceTensor
 
     /// Reads the config and takes every weight under `backbone.` (throws naming a missing, misshapen or left-over
     /// tensor). O(weights).
@@ -86,11 +88,13 @@ public final class Mamba2: CausalLM {
                 inBias: c.bias ? try w.take(m + "in_proj.bias", [projection]) : nil,
                 conv: try w.take(m + "conv1d.weight", [c.convChannels, 1, c.convWidth]).reshaped([c.convChannels, c.convWidth]),
                 convBias: c.convBias ? try w.take(m + "conv1d.bias", [c.convChannels]) : nil,
-                a: try w.take(m + "A_log", [c.heads]).host().scalars.map { -exp($0) }, d: try w.take(m + "D", [c.heads]).host().scalars,
-                dtBias: try w.take(m + "dt_bias", [c.heads]).host().scalars, gatedNorm: try w.take(m + "norm.weight", [c.inner]).host().scalars,
+                a: try ModelMath.negExp(w.take(m + "A_log", [c.heads])), d: try Ops.cast(w.take(m + "D", [c.heads]), to: .float32).reshaped([c.heads, 1]),
+                dtBias: try Ops.cast(w.take(m + "dt_bias", [c.heads]), to: .float32),
+                gatedNorm: try Ops.cast(w.take(m + "norm.weight", [c.inner]), to: .float32),
                 outProj: try w.take(m + "out_proj.weight", [c.hidden, c.inner]), outBias: c.bias ? try w.take(m + "out_proj.bias", [c.hidden]) : nil)
         }
         try w.finish()
+        unitWeight = try DeviceTensor(Tensor(zeros: [c.inner / c.groups], value: 1), on: device)
     }
 
     public func makeCache(batch: Int, capacity: Int) throws -> ModelCache {
@@ -106,7 +110,7 @@ public final class Mamba2: CausalLM {
     public func forward(_ ids: DeviceTensor, cache: ModelCache, lastOnly: Bool) throws -> DeviceTensor {
         let c = config
         _ = try ModelMath.begin(ids, cache)
-        var h = try ModelMath.cast(Ops.embedding(ids: ids, table: embed), .float32)
+        var h = try Ops.cast(Ops.embedding(ids: ids, table: embed), to: .float32)
         for (i, layer) in layers.enumerated() {
             h = try Ops.add(h, mixer(Ops.rmsNorm(h, weight: layer.norm, eps: c.eps), layer, cache: &cache.layers[i]))
         }
@@ -120,44 +124,21 @@ public final class Mamba2: CausalLM {
         let c = config
         let (B, T, H, P, N, G, I) = (x.shape[0], x.shape[1], c.heads, c.headDim, c.state, c.groups, c.inner)
         let projected = try Ops.matmul(x, weight: m.inProj, bias: m.inBias)
-        let z = try ModelMath.slice(projected, 0..<I).host().scalars
-        let rawDT = try ModelMath.slice(projected, (I + c.convChannels)..<(I + c.convChannels + H)).host().scalars
+        let z = try ModelMath.slice(projected, 0..<I).reshaped([B, T, H, P])
         let conv = try Ops.causalConv1d(ModelMath.slice(projected, I..<(I + c.convChannels)), weight: m.conv, bias: m.convBias,
                                         state: cache["conv"]!, silu: true)
-        let xs = try ModelMath.slice(conv, 0..<I).host().scalars
+        let xs = try ModelMath.slice(conv, 0..<I).reshaped([B, T, H, P])
         let keys = try ModelMath.slice(conv, I..<(I + G * N)).reshaped([B, T, G, N])
         let queries = try ModelMath.slice(conv, (I + G * N)..<(I + 2 * G * N)).reshaped([B, T, G, N])
         // dt = clamp(softplus(dt + dt_bias), limit); the scan reads v = dt·x and the log decay g = dt·A.
-        var v = [Float](repeating: 0, count: B * T * I), g = [Float](repeating: 0, count: B * T * H)
-        for row in 0..<(B * T) {
-            for head in 0..<H {
-                let shifted = rawDT[row * H + head] + m.dtBias[head]
-                let dt = min(max(ModelMath.softplus(shifted), c.dtMin), c.dtMax)
-                g[row * H + head] = dt * m.a[head]
-                for p in 0..<P { v[(row * H + head) * P + p] = dt * xs[(row * H + head) * P + p] }
-            }
-        }
-        let scan = try Recurrence.forward(
-            .simpleGLA, q: queries, k: keys, v: DeviceTensor(Tensor(shape: [B, T, H, P], scalars: v), on: device),
-            g: DeviceTensor(Tensor(shape: [B, T, H], scalars: g), on: device), initialState: cache["state"]!, scale: 1)
+        var dt = try Ops.softplus(Ops.add(ModelMath.slice(projected, (I + c.convChannels)..<(I + c.convChannels + H)), m.dtBias))
+        if c.dtMin > 0 || c.dtMax < .infinity { dt = try Ops.clamp(dt, min: c.dtMin, max: c.dtMax) }
+        let scan = try Recurrence.forward(.simpleGLA, q: queries, k: keys, v: Ops.mul(xs, dt.reshaped([B, T, H, 1])), g: Ops.mul(dt, m.a),
+                                          initialState: cache["state"]!, scale: 1)
         cache["state"] = scan.finalState
         // y + D·x, gated by silu(z), then RMS-normalized over each group of I/G channels and scaled by the weight.
-        var y = try scan.o.host().scalars
-        let width = I / G
-        for row in 0..<(B * T) {
-            for j in 0..<I {
-                let (index, head) = (row * I + j, j / P)
-                let gate = z[index]
-                y[index] = (y[index] + m.d[head] * xs[index]) * (gate / (1 + exp(-gate)))
-            }
-            for group in 0..<G {
-                let base = row * I + group * width
-                var sum: Float = 0
-                for j in 0..<width { sum += y[base + j] * y[base + j] }
-                let scale = 1 / (sum / Float(width) + c.eps).squareRoot()
-                for j in 0..<width { y[base + j] *= scale * m.gatedNorm[group * width + j] }
-            }
-        }
-        return try Ops.matmul(DeviceTensor(Tensor(shape: [B, T, I], scalars: y), on: device), weight: m.outProj, bias: m.outBias)
+        let gated = try Ops.mul(Ops.add(scan.o, Ops.mul(xs, m.d)), Ops.silu(z)).reshaped([B, T, G, I / G])
+        let y = try Ops.mul(Ops.rmsNorm(gated, weight: unitWeight, eps: c.eps).reshaped([B, T, I]), m.gatedNorm)
+        return try Ops.matmul(y, weight: m.outProj, bias: m.outBias)
     }
 }

@@ -98,7 +98,9 @@ public final class Qwen3Next: CausalLM {
             case split(qkv: DeviceTensor, z: DeviceTensor, b: DeviceTensor, a: DeviceTensor)
         }
         let projections: Projections
-        let conv: DeviceTensor, aLog: [Float], dtBias: [Float], norm: DeviceTensor, out: DeviceTensor
+        /// `-e^A_log` and `dt_bias` per value head, f32.
+        let negA: DeviceTensor, dtBias: DeviceTensor
+        let conv: DeviceTensor, norm: DeviceTensor, out: DeviceTensor
     }
 
     /// A gated full-attention mixer's weights.
@@ -167,8 +169,9 @@ public final class Qwen3Next: CausalLM {
                              ba: try w.take(l + "in_proj_ba.weight", [2 * c.valueHeads, c.hidden]))
                 linear = LinearMixer(
                     projections: projections,
+                    negA: try ModelMath.negExp(w.take(l + "A_log", [c.valueHeads])),
+                    dtBias: try Ops.cast(w.take(l + "dt_bias", [c.valueHeads]), to: .float32),
                     conv: try w.take(l + "conv1d.weight", [c.convChannels, 1, c.convWidth]).reshaped([c.convChannels, c.convWidth]),
-                    aLog: try w.take(l + "A_log", [c.valueHeads]).host().scalars, dtBias: try w.take(l + "dt_bias", [c.valueHeads]).host().scalars,
                     norm: try w.take(l + "norm.weight", [c.valueDim]), out: try w.take(l + "out_proj.weight", [c.hidden, valueWidth]))
             }
             let sparse = c.sparse[i]
@@ -203,7 +206,7 @@ public final class Qwen3Next: CausalLM {
         let c = config
         let (B, T, start) = try ModelMath.begin(ids, cache)
         let positions = try ModelMath.positions(from: start, count: T, batch: B, on: device)
-        var h = try ModelMath.cast(Ops.embedding(ids: ids, table: embed), .float32)
+        var h = try Ops.cast(Ops.embedding(ids: ids, table: embed), to: .float32)
         for (i, layer) in layers.enumerated() {
             let x = try Ops.rmsNorm(h, weight: layer.inputNorm, eps: c.eps, zeroCentered: true)
             let mixed = if let linear = layer.linear {
@@ -228,12 +231,12 @@ public final class Qwen3Next: CausalLM {
         let (B, T) = (x.shape[0], x.shape[1])
         let (g, hk, hv) = (c.group, c.keyDim, c.valueDim)
         let (keyWidth, valueWidth) = (c.keyHeads * hk, c.valueHeads * hv)
-        var (channels, z, b, a): (DeviceTensor, DeviceTensor, [Float], [Float])
+        var (channels, z, b, a): (DeviceTensor, DeviceTensor, DeviceTensor, DeviceTensor)
         switch m.projections {
         case let .split(qkv, zWeight, bWeight, aWeight):
             channels = try Ops.matmul(x, weight: qkv)
             z = try Ops.matmul(x, weight: zWeight).reshaped([B, T, c.valueHeads, hv])
-            (b, a) = (try Ops.matmul(x, weight: bWeight).host().scalars, try Ops.matmul(x, weight: aWeight).host().scalars)
+            (b, a) = (try Ops.matmul(x, weight: bWeight), try Ops.matmul(x, weight: aWeight))
         case let .fused(qkvzWeight, baWeight):
             let qkvz = try Ops.matmul(x, weight: qkvzWeight).reshaped([B, T, c.keyHeads, 2 * hk + 2 * g * hv])
             channels = try DeviceTensor.zeros([B, T, c.convChannels], on: device)
@@ -242,33 +245,17 @@ public final class Qwen3Next: CausalLM {
             try channels.narrowed(axis: 2, (2 * keyWidth)..<c.convChannels)
                 .copy(from: ModelMath.slice(qkvz, (2 * hk)..<(2 * hk + g * hv)).reshaped([B, T, valueWidth]))
             z = try ModelMath.slice(qkvz, (2 * hk + g * hv)..<(2 * hk + 2 * g * hv)).reshaped([B, T, c.valueHeads, hv])
-            // [b | a] per key head, to value-head order.
-            let ba = try Ops.matmul(x, weight: baWeight).host().scalars
-            (b, a) = ([Float](repeating: 0, count: B * T * c.valueHeads), [Float](repeating: 0, count: B * T * c.valueHeads))
-            for row in 0..<(B * T) {
-                for kh in 0..<c.keyHeads {
-                    for j in 0..<g {
-                        let base = (row * c.keyHeads + kh) * 2 * g
-                        (b[row * c.valueHeads + kh * g + j], a[row * c.valueHeads + kh * g + j]) = (ba[base + j], ba[base + g + j])
-                    }
-                }
-            }
+            // [b | a] per key head: b and a each in value-head order.
+            let ba = try Ops.matmul(x, weight: baWeight).reshaped([B, T, c.keyHeads, 2 * g])
+            (b, a) = (try ModelMath.slice(ba, 0..<g).reshaped([B, T, c.valueHeads]), try ModelMath.slice(ba, g..<(2 * g)).reshaped([B, T, c.valueHeads]))
         }
         let conv = try Ops.causalConv1d(channels, weight: m.conv, state: cache["conv"]!, silu: true)
         let q = try Ops.l2Norm(ModelMath.slice(conv, 0..<keyWidth).reshaped([B, T, c.keyHeads, hk]))
         let k = try Ops.l2Norm(ModelMath.slice(conv, keyWidth..<(2 * keyWidth)).reshaped([B, T, c.keyHeads, hk]))
         let v = try ModelMath.slice(conv, (2 * keyWidth)..<c.convChannels).reshaped([B, T, c.valueHeads, hv])
-        // Gates on the host: [B, T, HV] values, small beside the projections.
-        var beta = b, decay = a
-        for i in 0..<(B * T * c.valueHeads) {
-            let head = i % c.valueHeads
-            beta[i] = 1 / (1 + exp(-b[i]))
-            let shifted = a[i] + m.dtBias[head]
-            decay[i] = -exp(m.aLog[head]) * ModelMath.softplus(shifted)
-        }
-        let out = try Recurrence.forward(
-            .gatedDeltaRule, q: q, k: k, v: v, g: DeviceTensor(Tensor(shape: [B, T, c.valueHeads], scalars: decay), on: device),
-            beta: DeviceTensor(Tensor(shape: [B, T, c.valueHeads], scalars: beta), on: device), initialState: cache["state"]!)
+        // beta = sigmoid(b), g = -e^A_log · softplus(a + dt_bias), per value head.
+        let decay = try Ops.mul(Ops.softplus(Ops.add(a, m.dtBias)), m.negA)
+        let out = try Recurrence.forward(.gatedDeltaRule, q: q, k: k, v: v, g: decay, beta: Ops.sigmoid(b), initialState: cache["state"]!)
         cache["state"] = out.finalState
         let normed = try Ops.rmsNormGated(out.o, gate: z, weight: m.norm, eps: c.eps)
         return try Ops.matmul(normed.reshaped([B, T, valueWidth]), weight: m.out)

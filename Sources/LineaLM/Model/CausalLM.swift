@@ -45,11 +45,6 @@ public final class ModelCache {
 
 /// Small tensor helpers the architectures share.
 enum ModelMath {
-    /// `x` in `dtype` (itself when already so); a conversion goes through the host. O(n).
-    static func cast(_ x: DeviceTensor, _ dtype: DType) throws -> DeviceTensor {
-        x.dtype == dtype ? x : try DeviceTensor(x.host(), dtype: dtype, on: x.device)
-    }
-
     /// Checks `ids [B, T]` against `cache` (its batch, room for T more tokens); returns B, T and the first new
     /// position. O(1).
     static func begin(_ ids: DeviceTensor, _ cache: ModelCache) throws -> (B: Int, T: Int, start: Int) {
@@ -73,7 +68,7 @@ enum ModelMath {
     static func logits(_ h: DeviceTensor, norm: DeviceTensor, eps: Float, zeroCentered: Bool = false, head: DeviceTensor,
                        lastOnly: Bool) throws -> DeviceTensor {
         let rows = lastOnly ? try h.narrowed(axis: 1, (h.shape[1] - 1)..<h.shape[1]).contiguous() : h
-        return try cast(Ops.matmul(Ops.rmsNorm(rows, weight: norm, eps: eps, zeroCentered: zeroCentered), weight: head), .float32)
+        return try Ops.cast(Ops.matmul(Ops.rmsNorm(rows, weight: norm, eps: eps, zeroCentered: zeroCentered), weight: head), to: .float32)
     }
 
     /// `x`'s elements `range` of the last axis, packed (splitting a fused projection). O(n).
@@ -81,6 +76,8 @@ enum ModelMath {
         try x.narrowed(axis: x.rank - 1, range).contiguous()
     }
 
-    /// torch's softplus, `log(1 + e^x)` with x above 20 passed through, on the host (gate math). O(1).
-    static func softplus(_ x: Float) -> Float { x > 20 ? x : log1p(exp(x)) }
+    /// `-e^x` of a small weight vector (A_log to the decay rate A), as f32 on its device; computed once at load. O(n).
+    static func negExp(_ x: DeviceTensor) throws -> DeviceTensor {
+        try DeviceTensor(Tensor(shape: x.shape, scalars: x.host().scalars.map { -exp($0) }), on: x.device)
+    }
 }

@@ -12,8 +12,9 @@ extension CUDAKernels {
 //                               bad position goes to *bad when not null (atomicMin; the launcher starts it at INT_MAX)
 //   linea_norm_SUF              one block per row of [rows, dim]: mode 0 RMSNorm (x w), 1 zero-centered (x (1 + w)),
 //                               2 gated (x w silu(gate)), 3 L2 norm (x / sqrt(sum x^2 + eps), w unused)
-//   linea_unary_SUF             op 0 silu, 1 sigmoid, 2 gelu (erf), 3 gelu (tanh), 4 softplus (threshold 20)
-//   linea_binary_SUF            op 0 swiglu silu(a) b, 1 add a + b, 2 mul a b
+//   linea_unary_SUF             op 0 silu, 1 sigmoid, 2 gelu (erf), 3 gelu (tanh), 4 softplus (threshold 20),
+//                               5 clamp to [lo, hi]
+//   linea_binary_SUF            op 0 swiglu silu(a) b, 1 add a + b, 2 mul a b; a[i] meets b[(i / inner) % bn] (b broadcast)
 //   linea_rotary_SUF            x [tokens, heads, headDim], positions int32 [tokens]; layout 0 half-split, 1 interleaved;
 //                               angles in fp64; dims >= rotaryDim copied. out must not alias x.
 //   linea_conv1d_SUF            causal depthwise conv, x [B, T, C], w [C, W], bias [C] or null, state [B, C, W-1] or
@@ -124,7 +125,7 @@ __device__ void norm(const T* x, const T* gate, const T* w, T* out, int dim, flo
 }
 
 template <typename T>
-__device__ void unary(const T* x, T* out, int n, int op) {
+__device__ void unary(const T* x, T* out, int n, int op, float lo, float hi) {
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
         const float v = ld(x, i);
         float y;
@@ -133,16 +134,17 @@ __device__ void unary(const T* x, T* out, int n, int op) {
         case 1: y = sigmoidf_(v); break;
         case 2: y = 0.5f * v * erfcf(-v * 0.70710678118654752f); break;
         case 3: y = v * sigmoidf_(1.5957691216057308f * (v + 0.044715f * v * v * v)); break;
-        default: y = v > 20.f ? v : log1pf(expf(v)); break;
+        case 4: y = v > 20.f ? v : log1pf(expf(v)); break;
+        default: y = fminf(fmaxf(v, lo), hi); break;
         }
         st(out, i, y);
     }
 }
 
 template <typename T>
-__device__ void binary(const T* a, const T* b, T* out, int n, int op) {
+__device__ void binary(const T* a, const T* b, T* out, int n, int op, int bn, int inner) {
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
-        const float x = ld(a, i), y = ld(b, i);
+        const float x = ld(a, i), y = ld(b, (i / inner) % bn);
         st(out, i, op == 0 ? x * sigmoidf_(x) * y : op == 1 ? x + y : x * y);
     }
 }
@@ -363,8 +365,9 @@ extern "C" __global__ void linea_embed_i64_##SUF(const long long* ids, const T* 
 { embed(ids, table, out, n, vocab, dim, bad); } \
 extern "C" __global__ void __launch_bounds__(LINEA_THREADS) linea_norm_##SUF(const T* x, const T* gate, const T* w, T* out, \
     int dim, float eps, int mode) { norm(x, gate, w, out, dim, eps, mode); } \
-extern "C" __global__ void linea_unary_##SUF(const T* x, T* out, int n, int op) { unary(x, out, n, op); } \
-extern "C" __global__ void linea_binary_##SUF(const T* a, const T* b, T* out, int n, int op) { binary(a, b, out, n, op); } \
+extern "C" __global__ void linea_unary_##SUF(const T* x, T* out, int n, int op, float lo, float hi) { unary(x, out, n, op, lo, hi); } \
+extern "C" __global__ void linea_binary_##SUF(const T* a, const T* b, T* out, int n, int op, int bn, int inner) { \
+    binary(a, b, out, n, op, bn, inner); } \
 extern "C" __global__ void linea_rotary_##SUF(const T* x, const int* positions, T* out, int tokens, int heads, int headDim, \
     int rotaryDim, float theta, int layout, float factor, float lowFactor, float highFactor, float context) { \
     rotary(x, positions, out, tokens, heads, headDim, rotaryDim, theta, layout, factor, lowFactor, highFactor, context); } \
