@@ -83,6 +83,9 @@ package enum CUDAAttention {
     /// The warp-specialized entry runs persistent (one block per SM) for at most this many 128-row query tiles
     /// (H100, causal T = 2048: 0.674 ms persistent vs 0.709 one block per item; T = 8192: 1.97-2.81 vs 2.02).
     static let wgmmaPersistentMaxQueryTiles = 16
+    /// NVRTC defines for the wgmma kernel from `LINEA_ATTN_OPTIONS` (space-separated, e.g. `-DLINEA_WG_GROUP=8`): launch-plan
+    /// experiments through `linea bench` without a rebuild.
+    static let experimentOptions = (ProcessInfo.processInfo.environment["LINEA_ATTN_OPTIONS"] ?? "").split(separator: " ").map(String.init)
 
     /// Launch shape of the tensor-core kernel (compile-time switches of `CUDAKernels.attentionMMA`).
     public struct TensorCoreConfig: Sendable, Equatable, CustomStringConvertible {
@@ -235,7 +238,7 @@ package enum CUDAAttention {
         case .wgmma:
             // `-DLINEA_WG_WS=1` / `=0` in extraOptions picks the warp-specialized entry (384 threads: a producer
             // warpgroup and two ping-ponging consumers) or the v4 one (256 threads); otherwise `wgmmaWarpSpecialized`.
-            let extra = tensorCoreConfig.extraOptions
+            let extra = tensorCoreConfig.extraOptions + experimentOptions
             let ws = extra.contains("-DLINEA_WG_WS=1") || (wgmmaWarpSpecialized && !extra.contains("-DLINEA_WG_WS=0"))
             let f = try ctx.function(
                 source: CUDAKernels.attentionHopper, name: "linea_attn_wgmma_\(ws ? "ws_" : "")\(typeName)_d128",
