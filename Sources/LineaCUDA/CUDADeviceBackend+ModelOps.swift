@@ -11,6 +11,9 @@ extension CUDADeviceBackend {
             }
         }
         guard CUDAUpload.inputTypes.contains(x.dtype) else { return .unsupported("dtype \(x.dtype.shortName); the GPU op kernels take f32, bf16, f16") }
+        if c.kind == .indexAdd, c["rows"]!.dtype != .int32 {
+            return .unsupported("rows are \(c["rows"]!.dtype.shortName); the GPU index-add kernel reads i32 rows")
+        }
         if case .rotary = c.kind, c["positions"]!.dtype != .int32 {
             return .unsupported("positions are \(c["positions"]!.dtype.shortName); the GPU rotary kernel reads i32 positions")
         }
@@ -59,6 +62,10 @@ extension CUDADeviceBackend {
             let b = c["b"]!
             try CUDAModelOps.binary(c.kind == .add ? 1 : 2, ("a", "b"), a: buffer(x), b: buffer(b), out: out!, count: x.count,
                                     repeating: b.count, inner: Ops.broadcastInner(x.shape, b.shape) ?? 1, dtype: dtype)
+        case .indexAdd:
+            let target = c["out"]!
+            try CUDAModelOps.indexAdd(values: buffer(x), rows: input("rows")!, weights: input("weights"), target: out!, count: c["rows"]!.count,
+                                      dim: target.shape[1], targetRows: target.shape[0])
         case .cast: try CUDAModelOps.convert(x: buffer(x), from: dtype, out: out!, to: c["out"]!.dtype, count: x.count)
         case let .clamp(low, high): try CUDAModelOps.clamp(x: buffer(x), out: out!, count: x.count, low: low, high: high, dtype: dtype)
         case let .rotary(theta, rotaryDim, layout, scaling):

@@ -92,6 +92,27 @@ package enum CUDAModelOps {
         throw LineaError.invalidArgument(argument: "ids", expected: "token ids in 0..<\(vocab)", actual: "\(value) at index \(index)")
     }
 
+    /// `target[rows[i]] += weights[i] · values[i]` over `values [n, dim]` (f32; int32 rows; weights nil: 1), in place on
+    /// `target [targetRows, dim]`; waits and throws for a row outside the target, naming it. O(n·dim).
+    public static func indexAdd(values: CUDABuffer, rows: CUDABuffer, weights: CUDABuffer?, target: CUDABuffer, count: Int, dim: Int,
+                                targetRows: Int) throws {
+        try int32(["count": count, "dim": dim, "values": count * dim, "target": targetRows * dim])
+        try expect("values", values, bytes: count * dim * 4)
+        try expect("rows", rows, bytes: count * 4)
+        if let weights { try expect("weights", weights, bytes: count * 4) }
+        try expect("target", target, bytes: targetRows * dim * 4)
+        let ctx = target.context
+        let bad = try CUDABuffer(context: ctx, copying: [Int32.max])
+        let f = try ctx.function(source: CUDAKernels.modelOps, name: "linea_index_add_f32")
+        try ctx.launch(f, grid: (blocks(count * dim), 1, 1), block: (threads, 1, 1), arguments: [
+            .pointer(values.address), .pointer(rows.address), address(weights), .pointer(target.address), .int32(Int32(count)),
+            .int32(Int32(dim)), .int32(Int32(targetRows)), .pointer(bad.address)])
+        let index = Int(try bad.download(Int32.self, count: 1)[0])
+        guard index != Int(Int32.max) else { return }
+        let value = Int(try rows.download(Int32.self, count: index + 1)[index])
+        throw LineaError.invalidArgument(argument: "rows", expected: "row ids in 0..<\(targetRows)", actual: "\(value) at index \(index)")
+    }
+
     // MARK: norms
 
     static func norm(_ mode: Int32, x: CUDABuffer, gate: CUDABuffer?, weight: CUDABuffer?, out: CUDABuffer,

@@ -50,6 +50,17 @@ struct CUDAOpsDispatchTests {
         try agree(dtype, "add broadcast [64]", [x, w]) { try Ops.add($0[0], $0[1]) }
         try agree(dtype, "mul broadcast [5, 1]", [x, t([5, 1], 13)]) { try Ops.mul($0[0], $0[1]) }
         try agree(dtype, "clamp", [x]) { try Ops.clamp($0[0], min: -1, max: 0.5) }
+        if dtype == .float32 {
+            let rows = try DeviceTensor(integers: [2, 0, 2, 1], shape: [4], dtype: .int32)
+            try agree(dtype, "indexAdd", [t([3, 64], 14), rows, t([4, 64], 15), t([4], 16)]) {
+                try Ops.indexAdd($0[0], rows: $0[1], values: $0[2], weights: $0[3])
+                return $0[0]
+            }
+            #expect(throws: LineaError.invalidArgument(argument: "rows", expected: "row ids in 0..<3", actual: "-1 at index 1")) {
+                try Ops.indexAdd(t([3, 64], 14).to(Self.gpu), rows: DeviceTensor(integers: [0, -1, 1, 1], shape: [4], dtype: .int32).to(Self.gpu),
+                                 values: t([4, 64], 15).to(Self.gpu))
+            }
+        }
         let positions = try DeviceTensor(integers: (0..<15).map { $0 * 7 }, shape: [3, 5], dtype: .int32)
         for layout in RotaryLayout.allCases {
             try agree(dtype, "rotary \(layout)", [t([3, 5, 2, 64], 8), positions]) {

@@ -75,6 +75,30 @@ import Testing
         #expect(throws: LineaError.self) { try Ops.rmsNorm(x, weight: z) }
     }
 
+    /// indexAdd: repeated rows accumulate, weights scale each row, a bad row id is an error naming it.
+    @Test func indexAddMatchesReference() throws {
+        let (target, ts) = try Self.input([4, 9], seed: 20, .float32), (values, vs) = try Self.input([5, 9], seed: 21, .float32)
+        let (weights, ws) = try Self.input([5], seed: 22, .float32)
+        let rows = [3, 0, 3, 1, 2]
+        var want = ts
+        for (i, r) in rows.enumerated() { for d in 0..<9 { want[r * 9 + d] += ws[i] * vs[i * 9 + d] } }
+        for dtype in [DType.int32, .int64] {
+            let t = try DeviceTensor(target.host())
+            try Ops.indexAdd(t, rows: DeviceTensor(integers: rows, shape: [5], dtype: dtype), values: values, weights: weights)
+            try Self.check(t, want, .float32, "indexAdd \(dtype)")
+        }
+        let unweighted = try DeviceTensor(target.host())
+        try Ops.indexAdd(unweighted, rows: DeviceTensor(integers: rows, shape: [5], dtype: .int32), values: values)
+        var plain = ts
+        for (i, r) in rows.enumerated() { for d in 0..<9 { plain[r * 9 + d] += vs[i * 9 + d] } }
+        try Self.check(unweighted, plain, .float32, "indexAdd unweighted")
+        #expect(throws: LineaError.invalidArgument(argument: "rows", expected: "row ids in 0..<4", actual: "4 at index 1")) {
+            try Ops.indexAdd(target, rows: DeviceTensor(integers: [0, 4, 1, 1, 1], shape: [5], dtype: .int32), values: values)
+        }
+        #expect(throws: LineaError.self) { try Ops.indexAdd(DeviceTensor(target.host(), dtype: .bfloat16), rows: DeviceTensor(integers: rows, shape: [5]), values: values) }
+        #expect(throws: LineaError.self) { try Ops.indexAdd(target, rows: DeviceTensor(integers: rows, shape: [5]), values: values.narrowed(axis: 0, 0..<4)) }
+    }
+
     @Test(arguments: dtypes)
     func rotaryAndConv(_ dtype: DType) throws {
         let (b, t, h, d) = (2, 5, 3, 16)

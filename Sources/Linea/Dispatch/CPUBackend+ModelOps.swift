@@ -64,6 +64,10 @@ extension CPUBackend {
                     try c.kind == .add ? CPUOps.add(a, $0, out: o, inner: inner) : CPUOps.mul(a, $0, out: o, inner: inner)
                 } }
             case .cast: try withFloats("x") { if let source = $0.baseAddress { o.baseAddress!.update(from: source, count: $0.count) } }
+            case .indexAdd:
+                // `o` is the target itself (packed f32, checked by Ops.indexAdd): added to in place.
+                let (ids, scale) = (try c["rows"]!.hostIntegers(), try c["weights"].map { try $0.host().scalars })
+                try withFloats("values") { try CPUOps.indexAdd(into: o, rows: ids, values: $0, weights: scale) }
             case let .clamp(low, high): try withFloats("x") { try CPUOps.clamp(x: $0, out: o, low: low, high: high) }
             case let .rotary(theta, rotaryDim, layout, scaling):
                 let (heads, headDim) = (x.shape[x.rank - 2], width)

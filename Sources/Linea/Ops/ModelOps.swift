@@ -304,6 +304,20 @@ public enum CPUOps {
         try broadcast(a, b, out, inner: inner) { x, y in x * y }
     }
 
+    /// `target[rows[i]] += weights[i] · values[i]` for the rows of `values [n, D]`, in place; a row id
+    /// outside the target is an error naming it (rows before it already added). O(n·D).
+    public static func indexAdd(into target: UnsafeMutableBufferPointer<Float>, rows: [Int], values: UnsafeBufferPointer<Float>,
+                                weights: [Float]?) throws {
+        guard !rows.isEmpty else { return }
+        let dim = values.count / rows.count
+        let targetRows = dim == 0 ? 0 : target.count / dim
+        for (i, row) in rows.enumerated() {
+            try OpCheck.value("rows", (0..<targetRows).contains(row) || dim == 0, "row ids in 0..<\(targetRows)", "\(row) at index \(i)")
+            let w = weights?[i] ?? 1
+            for d in 0..<dim { target[row * dim + d] += w * values[i * dim + d] }
+        }
+    }
+
     /// `out = min(max(x, low), high)`. O(n).
     public static func clamp(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>, low: Float, high: Float) throws {
         try map(x, nil, out) { a, _ in a.clamped(lowerBound: SIMD8(repeating: low), upperBound: SIMD8(repeating: high)) }

@@ -3,7 +3,7 @@ public struct ModelOpCall: OpCall {
     /// The ops and their settings.
     public enum Kind: Sendable, Equatable {
         case matmul, embedding, softmax, argmax, silu, sigmoid, softplus, swiglu, add, mul
-        case clamp(min: Float, max: Float), cast
+        case clamp(min: Float, max: Float), cast, indexAdd
         case rmsNorm(eps: Float, zeroCentered: Bool), rmsNormGated(eps: Float), l2Norm(eps: Float)
         case gelu(GELUApproximation)
         case rotary(theta: Float, rotaryDim: Int, layout: RotaryLayout, scaling: RotaryScaling?)
@@ -187,6 +187,28 @@ public enum Ops {
             }
         }
         return try elementwise(.causalConv1d(silu: silu), ["x": x, "weight": weight, "bias": bias, "state": state])
+    }
+
+    /// `target[rows[i]] += weights[i] · values[i]` for each row i of `values [n, D]` (torch's `index_add_` with a weight
+    /// per row; `weights` nil: 1), in place on `target [R, D]`; all f32, `rows [n]` i32 (or i64 on the CPU). A mixture of
+    /// experts adds each expert's outputs into the rows routed to it. A row id outside `0..<R` is an error naming it
+    /// (what was added before it stays). O(n·D).
+    public static func indexAdd(_ target: DeviceTensor, rows: DeviceTensor, values: DeviceTensor, weights: DeviceTensor? = nil) throws {
+        try target.expectDType([.float32], "target")
+        try values.expectDType([.float32], "values")
+        try target.expectRank(2, "target", layout: "[R, D]")
+        try values.expectShape([rows.count, target.shape[1]], "values")
+        try rows.expectDType([.int32, .int64], "rows")
+        try rows.expectRank(1, "rows", layout: "[n]")
+        if let weights {
+            try weights.expectDType([.float32], "weights")
+            try weights.expectShape([rows.count], "weights")
+        }
+        guard target.isContiguous, target.storage.isWritable else {
+            throw LineaError.invalidArgument(argument: "target", expected: "a packed writable tensor (updated in place)", actual: "a view or a read-only mapping")
+        }
+        try Backends.run(ModelOpCall(kind: .indexAdd, inputs: [("values", values), ("rows", rows)] + (weights.map { [("weights", $0)] } ?? []),
+                                     outputs: [("out", target)]))
     }
 
     /// Mixture-of-experts routing: softmax over `logits [R, E]`, the `k` largest (ties to the lower index), their

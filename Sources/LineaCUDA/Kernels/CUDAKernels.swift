@@ -131,7 +131,7 @@ package enum CUDAKernels {
              ["f32", "bf16", "f16"].flatMap { t in
                  ["embed_i32", "embed_i64", "norm", "unary", "binary", "rotary", "conv1d", "softmax", "route", "argmax", "sample",
                   "add_bias"].map { "linea_\($0)_\(t)" }
-             } + modelOpsCasts),
+             } + modelOpsCasts + ["linea_index_add_f32"]),
         ]
     }
 

@@ -16,6 +16,8 @@
 //   linea_route_SUF             softmax, top-k (ties to the lower index), optional renormalization; weights f32, ids int32
 //   linea_argmax_SUF            one block per row, ties to the lower index; out int32
 //   linea_add_bias_SUF          out [rows, cols] += bias [cols]
+//   linea_index_add_f32         target [R, dim] += w[i] values [i] at rows[i] (int32; w null: 1); a bad row is skipped and
+//                               the first goes to *bad as for the embedding
 //   linea_cast_SRC_DST          out = x converted between f32, bf16 and f16 (round to nearest even)
 //   linea_sample_SUF            one block per row: temperature, top-k (keeps ties with the k-th), top-p, then the first
 //                               token whose cumulative kept probability exceeds u[row] * kept mass; temperature 0: argmax
@@ -385,6 +387,20 @@ extern "C" __global__ void linea_add_bias_##SUF(T* out, const T* bias, int rows,
 LINEA_BIAS(f32, float)
 LINEA_BIAS(bf16, linea_bf16)
 LINEA_BIAS(f16, linea_f16)
+
+// Rows of one call may repeat (atomicAdd), so a mixture of experts can add several experts' outputs in one call.
+extern "C" __global__ void linea_index_add_f32(const float* values, const int* rows, const float* w, float* target, int n, int dim,
+                                               int targetRows, int* bad) {
+    for (long e = blockIdx.x * (long)blockDim.x + threadIdx.x; e < (long)n * dim; e += (long)gridDim.x * blockDim.x) {
+        const long i = e / dim, c = e % dim;
+        const int row = rows[i];
+        if (row < 0 || row >= targetRows) {
+            if (c == 0 && bad) atomicMin(bad, (int)i);
+        } else {
+            atomicAdd(target + (long)row * dim + c, (w ? w[i] : 1.f) * values[e]);
+        }
+    }
+}
 
 // out [n] (DST) = x [n] (SRC), rounded to nearest even: e.g. f32 activations to bf16 for a bf16 cuBLAS GEMM.
 #define LINEA_CAST(S, SRC, D, DST) \
