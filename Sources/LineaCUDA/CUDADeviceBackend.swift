@@ -11,6 +11,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
     private let counters = NSLock()
     private var hostTransfers = 0
     private var retentionDecayCache: [Int: CUDABuffer] = [:]
+    private let staging: CUDAStaging
 
     /// Whether allocations come from the device's stream-ordered pool (`cuMemAllocAsync`; else `cuMemAlloc`).
     public let streamOrdered: Bool
@@ -21,6 +22,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
     public init(context: CUDAContext, ordinal: Int) {
         self.context = context
         device = .cuda(ordinal)
+        staging = CUDAStaging(context: context)
         let d = context.driver
         var pool: OpaquePointer?
         var keepAll = UInt64.max
@@ -94,12 +96,12 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         try context.makeCurrent()
         switch (source.device, destination.device) {
         case (.cpu, device):
-            // Queued behind the kernels that may still read the destination; the driver stages pageable source bytes
-            // before returning, so the host may change them at once and nothing waits for the device.
+            // Queued behind the kernels that may still read the destination; the source bytes are staged (pinned slots
+            // for large runs, the driver's bounce buffer for small ones) before this returns, so the host may change
+            // them at once and nothing waits for the device.
             try StridedRuns(source, destination).forEach { s, t, n in
-                try d.check(d.cuMemcpyHtoDAsync(UInt64(destination.storage.address) + UInt64(t * e),
-                                                UnsafeRawPointer(bitPattern: source.storage.address + UInt(s * e)), n * e, context.stream),
-                            "cuMemcpyHtoDAsync_v2")
+                guard let from = UnsafeRawPointer(bitPattern: source.storage.address + UInt(s * e)), n > 0 else { return }
+                try staging.upload(from: from, to: UInt64(destination.storage.address) + UInt64(t * e), byteCount: n * e)
             }
             countTransfer()
         case (device, .cpu):

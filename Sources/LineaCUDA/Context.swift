@@ -359,6 +359,11 @@ package final class CUDAEvent: @unchecked Sendable {
         try context.driver.check(context.driver.cuEventRecord(handle, context.stream), "cuEventRecord")
     }
 
+    /// Waits until the work queued before the last `record()` has run (at once if never recorded).
+    public func synchronize() throws {
+        try context.driver.check(context.driver.cuEventSynchronize(handle), "cuEventSynchronize")
+    }
+
     /// Milliseconds between `start` and this event, waiting for this event first.
     public func milliseconds(since start: CUDAEvent) throws -> Double {
         try context.driver.check(context.driver.cuEventSynchronize(handle), "cuEventSynchronize")

@@ -27,6 +27,8 @@ typealias cuCtxSetCurrentFn = @convention(c) (CUhandle?) -> CUresult
 typealias cuCtxSynchronizeFn = @convention(c) () -> CUresult
 typealias cuMemAllocFn = @convention(c) (UnsafeMutablePointer<CUdeviceptr>?, Int) -> CUresult
 typealias cuMemFreeFn = @convention(c) (CUdeviceptr) -> CUresult
+typealias cuMemAllocHostFn = @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>?, Int) -> CUresult
+typealias cuMemFreeHostFn = @convention(c) (UnsafeMutableRawPointer?) -> CUresult
 typealias cuMemcpyHtoDFn = @convention(c) (CUdeviceptr, UnsafeRawPointer?, Int) -> CUresult
 typealias cuMemcpyDtoHFn = @convention(c) (UnsafeMutableRawPointer?, CUdeviceptr, Int) -> CUresult
 typealias cuMemcpyDtoDAsyncFn = @convention(c) (CUdeviceptr, CUdeviceptr, Int, CUhandle?) -> CUresult
@@ -108,6 +110,8 @@ final class DriverAPI: @unchecked Sendable {
     let cuCtxSynchronize: cuCtxSynchronizeFn
     let cuMemAlloc: cuMemAllocFn
     let cuMemFree: cuMemFreeFn
+    let cuMemAllocHost: cuMemAllocHostFn
+    let cuMemFreeHost: cuMemFreeHostFn
     let cuMemcpyHtoD: cuMemcpyHtoDFn
     let cuMemcpyDtoH: cuMemcpyDtoHFn
     let cuMemcpyDtoDAsync: cuMemcpyDtoDAsyncFn
@@ -159,6 +163,8 @@ final class DriverAPI: @unchecked Sendable {
         cuCtxSynchronize = try f("cuCtxSynchronize", as: cuCtxSynchronizeFn.self)
         cuMemAlloc = try f("cuMemAlloc_v2", as: cuMemAllocFn.self)
         cuMemFree = try f("cuMemFree_v2", as: cuMemFreeFn.self)
+        cuMemAllocHost = try f("cuMemAllocHost_v2", as: cuMemAllocHostFn.self)
+        cuMemFreeHost = try f("cuMemFreeHost", as: cuMemFreeHostFn.self)
         cuMemcpyHtoD = try f("cuMemcpyHtoD_v2", as: cuMemcpyHtoDFn.self)
         cuMemcpyDtoH = try f("cuMemcpyDtoH_v2", as: cuMemcpyDtoHFn.self)
         cuMemcpyDtoDAsync = try f("cuMemcpyDtoDAsync_v2", as: cuMemcpyDtoDAsyncFn.self)

@@ -26,6 +26,23 @@ struct CUDADeviceBackendTests {
         #expect(try DeviceTensor(integers: [5, 1 << 40], shape: [2], on: Self.gpu).hostIntegers() == [5, 1 << 40])
     }
 
+    /// Uploads larger than the two pinned staging slots arrive whole, and the source may be overwritten as soon as the
+    /// upload returns (each slice was staged before it); several uploads queued back to back reuse the slots.
+    @Test func largeUploadsGoThroughPinnedStaging() throws {
+        let count = 5_000_003  // ~20 MB: three slices of 8 MiB, the last one partial
+        var source = (0..<count).map { Float($0 % 9_973) }
+        let first = try DeviceTensor(Tensor(shape: [count], scalars: source)).to(Self.gpu)
+        let host = try DeviceTensor(Tensor(shape: [count], scalars: source))
+        let second = try host.to(Self.gpu)
+        host.mutableFloats.update(repeating: -1)  // after the upload returned
+        source.withUnsafeMutableBufferPointer { $0.update(repeating: -2) }
+        let want = (0..<count).map { Float($0 % 9_973) }
+        #expect(try first.host().scalars == want)
+        #expect(try second.host().scalars == want)
+        let strided = try DeviceTensor(Tensor(shape: [2, count / 2], scalars: Array(want[0..<(count / 2 * 2)]))).narrowed(axis: 1, 1..<(count / 2))
+        #expect(try strided.to(Self.gpu).host() == (try strided.host()))
+    }
+
     @Test(arguments: RecurrentMechanism.allCases, [DType.float32, .bfloat16, .float16])
     func stepsRunOnTheDeviceWithoutHostCopies(_ m: RecurrentMechanism, _ dtype: DType) throws {
         let backend = try CUDADeviceBackend.register()
