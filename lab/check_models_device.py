@@ -4,7 +4,12 @@ For each folder under Tests/LineaLMTests/Fixtures/models: `linea logits --device
 rel-RMS against transformers' logits, and `linea generate --input-ids ... --max-tokens 16 --device DEVICE` against
 transformers' greedy continuation. Prints one line per model; exits non-zero when a model fails.
 
-    python3 lab/check_models_device.py --linea PATH [--device cuda] [--tolerance 1e-4]
+With --bf16 (needs torch with a GPU and transformers): the fixture's weights rounded to bf16 into a scratch folder,
+transformers run in bf16 on cuda as the reference (full forwards, greedy by full forwards, each step's top-2 gap),
+Linea on the same bf16 weights; the greedy tokens must match up to the first step whose reference top-2 gap is below
+--gap (bf16 rounding can flip such a step, and every later token with it).
+
+    python3 lab/check_models_device.py --linea PATH [--device cuda] [--tolerance 1e-4] [--bf16 [--gap 0.05]]
 """
 import argparse
 import os
@@ -19,17 +24,58 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 FIXTURES = os.path.join(ROOT, "Tests/LineaLMTests/Fixtures/models")
 
 
+def rel_rms(a, b):
+    return float(np.sqrt(np.mean((a - b) ** 2)) / max(np.sqrt(np.mean(b ** 2)), 1e-30))
+
+
+def bf16_reference(folder, expected, out, device):
+    """The fixture with bf16 weights in `out`, and transformers' bf16 logits and greedy tokens on `device`."""
+    import shutil
+    import torch
+    from safetensors.torch import load_file as load_torch, save_file as save_torch
+    from transformers import AutoModelForCausalLM
+    shutil.copytree(folder, out, ignore=shutil.ignore_patterns("expected.safetensors", "*.safetensors"))
+    for file in os.listdir(folder):
+        if file.endswith(".safetensors") and file != "expected.safetensors":
+            tensors = load_torch(os.path.join(folder, file))
+            save_torch({k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in tensors.items()}, os.path.join(out, file))
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.bfloat16).to(device).eval()
+    ids = torch.from_numpy(expected["input_ids_48"]).to(device)
+    result = {"input_ids_48": expected["input_ids_48"]}
+    with torch.inference_mode():
+        result["logits_48"] = model(ids, use_cache=False).logits.float().cpu().numpy()
+        tokens, gaps = ids, []
+        for _ in range(16):
+            last = model(tokens, use_cache=False).logits[0, -1].float()
+            top = torch.topk(last, 2).values
+            gaps.append(float(top[0] - top[1]))
+            tokens = torch.cat([tokens, last.argmax().view(1, 1)], dim=1)
+    result["greedy_48"] = tokens[:, ids.shape[1]:].cpu().numpy()
+    result["top2_gap_48"] = np.array(gaps, dtype=np.float32)
+    return out, result
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--linea", required=True)
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--tolerance", type=float, default=1e-4, help="largest rel-RMS of the logits")
+    parser.add_argument("--tolerance", type=float, default=None, help="largest rel-RMS of the logits (1e-4; 2e-2 with --bf16)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 weights and compute against transformers in bf16 on cuda")
+    parser.add_argument("--gap", type=float, default=0.05, help="--bf16: greedy steps must agree while the reference's top-2 gap exceeds this")
     args = parser.parse_args()
+    args.tolerance = args.tolerance or (2e-2 if args.bf16 else 1e-4)
     failed = 0
     with tempfile.TemporaryDirectory() as scratch:
         for name in sorted(os.listdir(FIXTURES)):
             folder = os.path.join(FIXTURES, name)
             expected = load_file(os.path.join(folder, "expected.safetensors"))
+            truth = expected["logits_48"].astype(np.float64)  # f32 weights, transformers on the CPU
+            if args.bf16:
+                try:
+                    folder, expected = bf16_reference(folder, expected, os.path.join(scratch, name), args.device)
+                except Exception as error:  # a model type this transformers lacks
+                    print(f"{name:18} no bf16 reference: {str(error)[-200:]}")
+                    continue
             ids = expected["input_ids_48"]
             inputs, output = os.path.join(scratch, "in.safetensors"), os.path.join(scratch, "out.safetensors")
             save_file({"input_ids": ids}, inputs)
@@ -43,15 +89,23 @@ def main():
                 failed += 1
                 continue
             ours, theirs = load_file(output)["logits"].astype(np.float64), expected["logits_48"].astype(np.float64)
-            rel = float(np.sqrt(np.mean((ours - theirs) ** 2)) / max(np.sqrt(np.mean(theirs ** 2)), 1e-30))
+            rel = rel_rms(ours, theirs)
             run = subprocess.run([args.linea, "generate", "--model", folder, "--device", args.device, "--input-ids",
                                   ",".join(str(int(i)) for i in ids[0]), "--max-tokens", "16", "--ignore-eos"], capture_output=True, text=True)
             greedy = [int(t) for t in run.stdout.split()] if run.returncode == 0 else None
-            same = greedy == [int(t) for t in expected["greedy_48"][0]]
+            reference = [int(t) for t in expected["greedy_48"][0]]
+            if args.bf16 and greedy is not None:
+                # Compare up to the first step the rounding may flip (reference top-2 gap below --gap), that step included.
+                close = [i for i, g in enumerate(expected["top2_gap_48"]) if g < args.gap]
+                upto = close[0] + 1 if close else len(reference)
+                same = greedy[:upto] == reference[:upto]
+            else:
+                same = greedy == reference
             ok = rel <= args.tolerance and same
             failed += 0 if ok else 1
             speed = run.stderr.strip().splitlines()[-1] if run.stderr.strip() else ""
-            print(f"{name:18} logits rel-RMS {rel:.2e}  greedy {'identical' if same else f'DIFFERS {greedy}'}  "
+            against_f32 = f"  (vs f32: linea {rel_rms(ours, truth):.2e}, transformers bf16 {rel_rms(theirs, truth):.2e})" if args.bf16 else ""
+            print(f"{name:18} logits rel-RMS {rel:.2e}{against_f32}  greedy {'identical' if same else f'DIFFERS {greedy}'}  "
                   f"{'ok' if ok else 'FAILED'}  ({speed})")
     sys.exit(1 if failed else 0)
 
