@@ -29,7 +29,7 @@ Versions used for the committed fixtures: transformers 5.25.0 (the newest releas
 qwen3_5), torch 2.15.0 (CPU), safetensors 0.8.0. The script installs the pinned transformers and safetensors
 with pip when they are missing or of another version.
 
-Run from anywhere: python3 scripts/model_fixtures.py
+Run from anywhere: python3 scripts/model_fixtures.py [FOLDER ...]  (default: every fixture)
 """
 import copy
 import importlib
@@ -71,6 +71,7 @@ from transformers import (  # noqa: E402
     LlamaConfig,
     Mamba2Config,
     MambaConfig,
+    Qwen3_5MoeTextConfig,
     Qwen3_5TextConfig,
     Qwen3NextConfig,
 )
@@ -193,6 +194,40 @@ def qwen3_5_config():
     )
 
 
+def qwen3_5_moe_config():
+    # Qwen3.5's MoE text model: Qwen3.5's mixers with every layer's MLP a sparse mixture of experts (the router
+    # always renormalizes its top-k) plus a gated shared expert; no dense MLP and no intermediate_size.
+    return Qwen3_5MoeTextConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=4,
+        layer_types=["linear_attention"] * 3 + ["full_attention"],
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "partial_rotary_factor": 0.25,
+            "mrope_section": [1, 1, 0],
+            "mrope_interleaved": True,
+        },
+        max_position_embeddings=256,
+        rms_norm_eps=1e-6,
+        linear_conv_kernel_dim=4,
+        linear_key_head_dim=16,
+        linear_value_head_dim=16,
+        linear_num_key_heads=2,
+        linear_num_value_heads=4,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=32,
+        tie_word_embeddings=False,
+        initializer_range=INIT_RANGE,
+    )
+
+
 def mamba2_config():
     # hidden 64 * expand 2 = 4 heads of 32; two groups of B and C shared by two heads each. chunk_size 16 puts
     # the 48-token prompt over three chunks. time_step_limit stays (0, inf), which config.json writes as a
@@ -238,6 +273,7 @@ ARCHITECTURES = [
     ("mamba2", 1005, mamba2_config),
     ("qwen3_5", 1006, qwen3_5_config),
     ("mamba", 1007, mamba_config),
+    ("qwen3_5_moe", 1008, qwen3_5_moe_config),
 ]
 
 
@@ -377,8 +413,10 @@ def main():
     torch.set_num_threads(1)  # the machine is shared; these models are tiny anyway
     os.makedirs(ROOT, exist_ok=True)
     total = 0
+    only = set(sys.argv[1:])  # folder names to rebuild (default: all)
     for name, seed, make_config in ARCHITECTURES:
-        total += build(name, seed, make_config)
+        if not only or name in only:
+            total += build(name, seed, make_config)
     print(f"total {total / 1024:.1f} KiB in {os.path.normpath(ROOT)}")
 
 

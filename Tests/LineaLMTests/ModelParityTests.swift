@@ -8,7 +8,7 @@ import Testing
 @Suite struct ModelParityTests {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/models")
     /// The fixtures whose architecture the runtime implements.
-    static let supported = ["llama", "llama_tied", "qwen3_next", "qwen3_next_dense", "qwen3_5", "mamba2"]
+    static let supported = ["llama", "llama_tied", "qwen3_next", "qwen3_next_dense", "qwen3_5", "qwen3_5_moe", "mamba2"]
 
     static func load(_ name: String) throws -> (LoadedModel, SafeTensorsFile) {
         let dir = fixtures.appendingPathComponent(name)
@@ -89,6 +89,36 @@ import Testing
         let logits = try loaded.model.forward(expected.deviceTensor("input_ids_48"), cache: loaded.model.makeCache(batch: 1, capacity: 48),
                                               lastOnly: false).host()
         #expect(ErrorStats(logits, try expected.tensor("logits_48")).relativeRMS <= 1e-3)
+    }
+
+    /// Qwen3.5-MoE's experts stacked as transformers 5 holds them (gate_up_proj [E, 2I, H], down_proj [E, H, I]) load
+    /// to the logits of the expert-by-expert checkpoint.
+    @Test func stackedExpertsLoadLikeSeparateOnes() throws {
+        let source = Self.fixtures.appendingPathComponent("qwen3_5_moe")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("linea-moe-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        var tensors = try SafeTensors.read(path: source.appendingPathComponent("model.safetensors").path)
+        let experts = Set(tensors.keys.compactMap { name in name.range(of: "mlp.experts.").map { String(name[..<$0.upperBound]) } })
+        #expect(!experts.isEmpty)
+        for prefix in experts {
+            var gateUp: [Float] = [], down: [Float] = []
+            var e = 0
+            while let gate = tensors.removeValue(forKey: prefix + "\(e).gate_proj.weight") {
+                gateUp += gate.scalars + tensors.removeValue(forKey: prefix + "\(e).up_proj.weight")!.scalars
+                down += tensors.removeValue(forKey: prefix + "\(e).down_proj.weight")!.scalars
+                e += 1
+            }
+            let (width, hidden) = (32, 64)
+            tensors[prefix + "gate_up_proj"] = try Tensor(shape: [e, 2 * width, hidden], scalars: gateUp)
+            tensors[prefix + "down_proj"] = try Tensor(shape: [e, hidden, width], scalars: down)
+        }
+        try SafeTensors.write(tensors, to: dir.appendingPathComponent("model.safetensors").path)
+        try FileManager.default.copyItem(at: source.appendingPathComponent("config.json"), to: dir.appendingPathComponent("config.json"))
+        let loaded = try LoadedModel.load(directory: dir.path)
+        let expected = try SafeTensorsFile(path: source.appendingPathComponent("expected.safetensors").path)
+        let logits = try loaded.model.forward(expected.deviceTensor("input_ids_48"), cache: loaded.model.makeCache(batch: 1, capacity: 48),
+                                              lastOnly: false).host()
+        #expect(ErrorStats(logits, try expected.tensor("logits_48")).relativeRMS <= 1e-5)
     }
 }
 

@@ -1,7 +1,7 @@
 import Foundation
 import Linea
 
-/// Hugging Face's `qwen3_next` and `qwen3_5_text` (Qwen3.5's text model: split input projections): Gated DeltaNet layers (grouped value heads, a short SiLU convolution, gated RMSNorm on
+/// Hugging Face's `qwen3_next`, `qwen3_5_text` and `qwen3_5_moe_text` (Qwen3.5's text models: split input projections): Gated DeltaNet layers (grouped value heads, a short SiLU convolution, gated RMSNorm on
 /// the output) with gated full-attention layers between them (q/k RMSNorm, partial rotary, a sigmoid output gate),
 /// zero-centered RMSNorms, and a sparse mixture of experts with a gated shared expert (or a dense SwiGLU MLP).
 public final class Qwen3Next: CausalLM {
@@ -37,8 +37,9 @@ public final class Qwen3Next: CausalLM {
             keyDim = try c.int("linear_key_head_dim")
             valueDim = try c.int("linear_value_head_dim")
             convWidth = try c.int("linear_conv_kernel_dim", default: 4)
-            intermediate = try c.int("intermediate_size")
             experts = try c.int("num_experts", default: 0)
+            // Qwen3.5's MoE models have no dense MLP and no intermediate_size.
+            intermediate = experts > 0 ? try c.int("intermediate_size", default: 0) : try c.int("intermediate_size")
             topK = try c.int("num_experts_per_tok", default: 1)
             normalizeTopK = try c.bool("norm_topk_prob", default: true)
             expertIntermediate = try c.int("moe_intermediate_size", default: intermediate)
@@ -64,7 +65,7 @@ public final class Qwen3Next: CausalLM {
             c.ignore(["attention_dropout", "router_aux_loss_coef", "output_router_logits", "full_attention_interval", "partial_rotary_factor"])
             for (name, n) in [("vocab_size", vocab), ("hidden_size", hidden), ("num_hidden_layers", layers), ("num_attention_heads", heads),
                               ("head_dim", headDim), ("linear_num_key_heads", keyHeads), ("linear_key_head_dim", keyDim),
-                              ("linear_value_head_dim", valueDim), ("intermediate_size", intermediate)] where n < 1 {
+                              ("linear_value_head_dim", valueDim), ("intermediate_size", sparse.allSatisfy { $0 } ? 1 : intermediate)] where n < 1 {
                 throw LineaError.invalidArgument(argument: "\(c.source): \(name)", expected: ">= 1", actual: "\(n)")
             }
             guard kvHeads >= 1, heads % kvHeads == 0 else {
@@ -145,6 +146,19 @@ public final class Qwen3Next: CausalLM {
             MLP(gate: try w.take(p + "gate_proj.weight", [width, c.hidden]), up: try w.take(p + "up_proj.weight", [width, c.hidden]),
                 down: try w.take(p + "down_proj.weight", [c.hidden, width]))
         }
+        // Experts one by one (as released), or stacked as transformers 5 holds them: gate_up_proj [E, 2I, H] (gate
+        // rows, then up rows) and down_proj [E, H, I]; each expert then reads views of the stacked tensors.
+        func experts(_ p: String) throws -> [MLP] {
+            let width = c.expertIntermediate
+            guard w.has(p + "gate_up_proj") else { return try (0..<c.experts).map { try mlp(p + "\($0).", width) } }
+            let gateUp = try w.take(p + "gate_up_proj", [c.experts, 2 * width, c.hidden])
+            let down = try w.take(p + "down_proj", [c.experts, c.hidden, width])
+            return try (0..<c.experts).map { e in
+                let both = try gateUp.narrowed(axis: 0, e..<(e + 1)).reshaped([2 * width, c.hidden])
+                return MLP(gate: try both.narrowed(axis: 0, 0..<width), up: try both.narrowed(axis: 0, width..<(2 * width)),
+                           down: try down.narrowed(axis: 0, e..<(e + 1)).reshaped([c.hidden, width]))
+            }
+        }
         layers = try (0..<c.layers).map { i in
             let p = "model.layers.\(i)."
             var linear: LinearMixer?, attention: AttentionMixer?
@@ -180,7 +194,7 @@ public final class Qwen3Next: CausalLM {
                 linear: linear, attention: attention,
                 mlp: sparse ? nil : try mlp(p + "mlp.", c.intermediate),
                 router: sparse ? try w.take(p + "mlp.gate.weight", [c.experts, c.hidden]) : nil,
-                experts: sparse ? try (0..<c.experts).map { try mlp(p + "mlp.experts.\($0).", c.expertIntermediate) } : [],
+                experts: sparse ? try experts(p + "mlp.experts.") : [],
                 shared: sparse && c.sharedIntermediate > 0 ? try mlp(p + "mlp.shared_expert.", c.sharedIntermediate) : nil,
                 sharedGate: sparse && c.sharedIntermediate > 0 ? try w.take(p + "mlp.shared_expert_gate.weight", [1, c.hidden]) : nil)
         }

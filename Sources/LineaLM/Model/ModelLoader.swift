@@ -28,10 +28,10 @@ public struct LoadedModel {
         var (config, type) = (outer, try outer.string("model_type"))
         let checkpoint = try SafeTensorsCheckpoint(directory: directory)
         var weights = Weights(checkpoint, device: device)
-        if type == "qwen3_5", let text = try outer.object("text_config") {
+        if type == "qwen3_5" || type == "qwen3_5_moe", let text = try outer.object("text_config") {
             // The multimodal layout real Qwen3.5 checkpoints ship: the text model's config nested, its weights under
             // model.language_model., the vision tower's skipped.
-            (config, type) = (text, try text.string("model_type", default: "qwen3_5_text"))
+            (config, type) = (text, try text.string("model_type", default: type + "_text"))
             weights = Weights(checkpoint, device: device) { $0.hasPrefix("model.") ? "model.language_model." + $0.dropFirst(6) : $0 }
             let vision = checkpoint.names.filter { $0.hasPrefix("model.visual.") || $0.hasPrefix("mtp.") }
             weights.skip { $0.hasPrefix("model.visual.") || $0.hasPrefix("mtp.") }
@@ -43,10 +43,10 @@ public struct LoadedModel {
         let model: any CausalLM
         switch type {
         case "llama": model = try Llama(config: config, weights: weights, modelType: type)
-        case "qwen3_next", "qwen3_5_text": model = try Qwen3Next(config: config, weights: weights, modelType: type)
+        case "qwen3_next", "qwen3_5_text", "qwen3_5_moe_text": model = try Qwen3Next(config: config, weights: weights, modelType: type)
         case "mamba2": model = try Mamba2(config: config, weights: weights, modelType: type)
         default:
-            throw LineaError.invalidArgument(argument: "config.json: model_type", expected: "one of llama, qwen3_next, qwen3_5 (text), qwen3_5_text, mamba2", actual: "'\(type)'")
+            throw LineaError.invalidArgument(argument: "config.json: model_type", expected: "one of llama, qwen3_next, qwen3_5 (text), qwen3_5_text, qwen3_5_moe (text), qwen3_5_moe_text, mamba2", actual: "'\(type)'")
         }
         config.ignore(metadata)
         let warnings = notes + config.unknownKeys.map { "\(config.source): field '\($0)' is not read by the \(type) runtime; ignored" }
