@@ -786,6 +786,22 @@ def greedy_by_cache(model, input_ids):
     return torch.tensor([tokens], dtype=torch.int64), torch.stack(lasts)
 
 
+def save_with_metadata(tensors, path, metadata):
+    # safetensors writes its __metadata__ in hash-map order, which changes from run to run; the header is
+    # rewritten with sorted keys (same length, so the data offsets stay) so that a rerun writes the same bytes.
+    save_file(tensors, path, metadata=metadata)
+    with open(path, "rb") as f:
+        data = f.read()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + length])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (length - len(text))
+    if len(text) != length:
+        sys.exit(f"{path}: the sorted header does not fit the original one")
+    with open(path, "wb") as f:
+        f.write(data[:8] + text + data[8 + length:])
+
+
 def folder_bytes(directory):
     return sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory))
 
@@ -854,7 +870,7 @@ def build(name, seed, make_config):
         "transformers": transformers.__version__,
         "built_by": "scripts/fla_fixtures.py (fla's model classes on the CPU, kernels replaced by torch references)",
     }
-    save_file(expected, os.path.join(directory, "expected.safetensors"), metadata=metadata)
+    save_with_metadata(expected, os.path.join(directory, "expected.safetensors"), metadata)
     extra = set(os.listdir(directory)) - ALLOWED_FILES
     if extra:
         sys.exit(f"{name}: save_pretrained wrote unexpected files {sorted(extra)}")
