@@ -67,6 +67,7 @@ import transformers  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForCausalLM,
+    FalconMambaConfig,
     GenerationConfig,
     LlamaConfig,
     Mamba2Config,
@@ -264,6 +265,21 @@ def mamba_config():
     )
 
 
+def falcon_mamba_config():
+    # Mamba-1 with dt, B and C RMS-normalized (no weight) before the scan.
+    return FalconMambaConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=2,
+        state_size=16,
+        conv_kernel=4,
+        expand=2,
+        mixer_rms_eps=1e-6,
+        tie_word_embeddings=False,
+        initializer_range=INIT_RANGE,
+    )
+
+
 # (folder, seed, config builder). Each seed is fixed so that a rerun writes the same bytes.
 ARCHITECTURES = [
     ("llama", 1001, lambda: llama_config(tied=False)),
@@ -274,6 +290,7 @@ ARCHITECTURES = [
     ("qwen3_5", 1006, qwen3_5_config),
     ("mamba", 1007, mamba_config),
     ("qwen3_5_moe", 1008, qwen3_5_moe_config),
+    ("falcon_mamba", 1009, falcon_mamba_config),
 ]
 
 

@@ -31,7 +31,7 @@ final class CPUBackend: Backend {
         }
         if let refusal { return .unsupported(refusal) }
         switch call {
-        case is RecurrenceCall, is RecurrentStepCall, is AttentionCall, is BlockSparseCall: return .supported
+        case is RecurrenceCall, is RecurrentStepCall, is AttentionCall, is BlockSparseCall, is SelectiveScanCall: return .supported
         default: return .unsupported("the CPU backend has no \(call.name)")
         }
     }
@@ -52,6 +52,7 @@ final class CPUBackend: Backend {
             let out = try BlockSparseAttention.reference(q: c.q.host(), k: c.k.host(), v: c.v.host(), mask: mask, options: c.options)
             try c.o.copy(from: out.o)
             try c.lse.copy(from: out.lse)
+        case let c as SelectiveScanCall: try c.runOnCPU()
         default: throw LineaError.unavailable(what: call.name, reason: "the CPU backend has no such op")
         }
     }
