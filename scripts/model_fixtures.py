@@ -163,70 +163,45 @@ def qwen3_next_config(dense):
     )
 
 
+# Qwen3.5's text mixers: Qwen3-Next's with split input projections. The multimodal rotary fields are there because
+# real checkpoints carry them; with text positions (the same for the three grids) they change nothing. mrope_section
+# sums to the rotary pairs (16 * 0.25 / 2).
+QWEN3_5_MIXERS = dict(
+    vocab_size=VOCAB,
+    hidden_size=HIDDEN,
+    num_hidden_layers=4,
+    layer_types=["linear_attention"] * 3 + ["full_attention"],
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    rope_parameters={
+        "rope_type": "default",
+        "rope_theta": 10000.0,
+        "partial_rotary_factor": 0.25,
+        "mrope_section": [1, 1, 0],
+        "mrope_interleaved": True,
+    },
+    max_position_embeddings=256,
+    rms_norm_eps=1e-6,
+    linear_conv_kernel_dim=4,
+    linear_key_head_dim=16,
+    linear_value_head_dim=16,
+    linear_num_key_heads=2,
+    linear_num_value_heads=4,
+    initializer_range=INIT_RANGE,
+)
+
+
 def qwen3_5_config():
-    # Qwen3.5's text model: Qwen3-Next's mixers with split input projections and a dense MLP. The
-    # multimodal rotary fields are there because real checkpoints carry them; with text positions (the same
-    # for the three grids) they change nothing. mrope_section sums to the rotary pairs (16 * 0.25 / 2).
-    return Qwen3_5TextConfig(
-        vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        intermediate_size=64,
-        num_hidden_layers=4,
-        layer_types=["linear_attention"] * 3 + ["full_attention"],
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        rope_parameters={
-            "rope_type": "default",
-            "rope_theta": 10000.0,
-            "partial_rotary_factor": 0.25,
-            "mrope_section": [1, 1, 0],
-            "mrope_interleaved": True,
-        },
-        max_position_embeddings=256,
-        rms_norm_eps=1e-6,
-        linear_conv_kernel_dim=4,
-        linear_key_head_dim=16,
-        linear_value_head_dim=16,
-        linear_num_key_heads=2,
-        linear_num_value_heads=4,
-        tie_word_embeddings=True,
-        initializer_range=INIT_RANGE,
-    )
+    # Qwen3.5's dense text model.
+    return Qwen3_5TextConfig(**QWEN3_5_MIXERS, intermediate_size=64, tie_word_embeddings=True)
 
 
 def qwen3_5_moe_config():
-    # Qwen3.5's MoE text model: Qwen3.5's mixers with every layer's MLP a sparse mixture of experts (the router
-    # always renormalizes its top-k) plus a gated shared expert; no dense MLP and no intermediate_size.
-    return Qwen3_5MoeTextConfig(
-        vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        num_hidden_layers=4,
-        layer_types=["linear_attention"] * 3 + ["full_attention"],
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        rope_parameters={
-            "rope_type": "default",
-            "rope_theta": 10000.0,
-            "partial_rotary_factor": 0.25,
-            "mrope_section": [1, 1, 0],
-            "mrope_interleaved": True,
-        },
-        max_position_embeddings=256,
-        rms_norm_eps=1e-6,
-        linear_conv_kernel_dim=4,
-        linear_key_head_dim=16,
-        linear_value_head_dim=16,
-        linear_num_key_heads=2,
-        linear_num_value_heads=4,
-        num_experts=4,
-        num_experts_per_tok=2,
-        moe_intermediate_size=32,
-        shared_expert_intermediate_size=32,
-        tie_word_embeddings=False,
-        initializer_range=INIT_RANGE,
-    )
+    # Qwen3.5's MoE text model: every layer's MLP a sparse mixture of experts (the router always renormalizes its
+    # top-k) plus a gated shared expert; no dense MLP and no intermediate_size.
+    return Qwen3_5MoeTextConfig(**QWEN3_5_MIXERS, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                                shared_expert_intermediate_size=32, tie_word_embeddings=False)
 
 
 def mamba2_config():

@@ -108,14 +108,8 @@ public final class Mamba2: CausalLM {
     }
 
     public func forward(_ ids: DeviceTensor, cache: ModelCache, lastOnly: Bool) throws -> DeviceTensor {
-        let c = config
-        _ = try ModelMath.begin(ids, cache)
-        var h = try Ops.cast(Ops.embedding(ids: ids, table: embed), to: .float32)
-        for (i, layer) in layers.enumerated() {
-            h = try Ops.add(h, mixer(Ops.rmsNorm(h, weight: layer.norm, eps: c.eps), layer, cache: &cache.layers[i]))
-        }
-        cache.length += ids.shape[1]
-        return try ModelMath.logits(h, norm: norm, eps: c.eps, head: head, lastOnly: lastOnly)
+        try ModelMath.residualStack(ids, cache: cache, embed: embed, norms: layers.map(\.norm), eps: config.eps, finalNorm: norm, head: head,
+                                    lastOnly: lastOnly) { i, x, layerCache in try mixer(x, layers[i], cache: &layerCache) }
     }
 
 

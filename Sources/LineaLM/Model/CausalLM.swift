@@ -76,6 +76,20 @@ enum ModelMath {
         try x.narrowed(axis: x.rank - 1, range).contiguous()
     }
 
+    /// The pre-norm residual stack of the state-space models: the embedding (as f32), `h += mixer(layer, rmsNorm(h),
+    /// its cache)` per layer, then the final norm and the head. O(layers · the mixer).
+    static func residualStack(_ ids: DeviceTensor, cache: ModelCache, embed: DeviceTensor, norms: [DeviceTensor], eps: Float,
+                              finalNorm: DeviceTensor, head: DeviceTensor, lastOnly: Bool,
+                              mixer: (Int, DeviceTensor, inout [String: DeviceTensor]) throws -> DeviceTensor) throws -> DeviceTensor {
+        _ = try begin(ids, cache)
+        var h = try Ops.cast(Ops.embedding(ids: ids, table: embed), to: .float32)
+        for (i, norm) in norms.enumerated() {
+            h = try Ops.add(h, mixer(i, Ops.rmsNorm(h, weight: norm, eps: eps), &cache.layers[i]))
+        }
+        cache.length += ids.shape[1]
+        return try logits(h, norm: finalNorm, eps: eps, head: head, lastOnly: lastOnly)
+    }
+
     /// `-e^x` of a small weight vector (A_log to the decay rate A), as f32 on its device; computed once at load. O(n).
     static func negExp(_ x: DeviceTensor) throws -> DeviceTensor {
         try DeviceTensor(Tensor(shape: x.shape, scalars: x.host().scalars.map { -exp($0) }), on: x.device)
