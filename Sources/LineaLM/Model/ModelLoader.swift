@@ -46,8 +46,11 @@ public struct LoadedModel {
         case "qwen3_next", "qwen3_5_text", "qwen3_5_moe_text": model = try Qwen3Next(config: config, weights: weights, modelType: type)
         case "mamba2": model = try Mamba2(config: config, weights: weights, modelType: type)
         case "gated_deltanet": model = try FLAGatedDeltaNet.load(config: config, weights: weights, modelType: type)
+        case "gla": model = try FLAGLA.load(config: config, weights: weights, modelType: type)
+        case "delta_net": model = try FLADeltaNet.load(config: config, weights: weights, modelType: type)
+        case "retnet": model = try FLARetNet.load(config: config, weights: weights, modelType: type)
         default:
-            throw LineaError.invalidArgument(argument: "config.json: model_type", expected: "one of llama, qwen3_next, qwen3_5 (text), qwen3_5_text, qwen3_5_moe (text), qwen3_5_moe_text, mamba2, gated_deltanet", actual: "'\(type)'")
+            throw LineaError.invalidArgument(argument: "config.json: model_type", expected: "one of llama, qwen3_next, qwen3_5 (text), qwen3_5_text, qwen3_5_moe (text), qwen3_5_moe_text, mamba2, gated_deltanet, gla, delta_net, retnet", actual: "'\(type)'")
         }
         config.ignore(metadata)
         let warnings = notes + config.unknownKeys.map { "\(config.source): field '\($0)' is not read by the \(type) runtime; ignored" }
