@@ -238,7 +238,7 @@ struct ShortConv {
 }
 
 /// Helpers the fla mixers share.
-enum FLAMath {
+package enum FLAMath {
     /// `x [B, T, H, D]` with each head repeated `group` times in a row (head h reads head h / group), as fla repeats
     /// key and value heads to the query heads. O(n · group).
     static func repeatHeads(_ x: DeviceTensor, _ group: Int) throws -> DeviceTensor {
@@ -253,6 +253,19 @@ enum FLAMath {
     /// A one-element f32 tensor on `device` (a scale to broadcast). O(1).
     static func scalar(_ value: Float, on device: Device) throws -> DeviceTensor {
         try DeviceTensor(Tensor(shape: [1], scalars: [value]), on: device)
+    }
+
+    /// `1 / d` element by element from device ops (Linea has no divide op), for `|d|` in about [1e-11, 1e18]: RMSNorm
+    /// over each pair `(c, d)` with `c = 1e-15` gives `c·√2/|d|` and `√2·sign(d)`, exact to f32 rounding because
+    /// `c²` is below f32's resolution of `d²` there; the weight removes the constants. O(n).
+    package static func reciprocal(_ d: DeviceTensor) throws -> DeviceTensor {
+        let c: Float = 1e-15
+        let pairs = try Ops.add(DeviceTensor.zeros([d.count, 2], on: d.device), DeviceTensor(Tensor(shape: [2], scalars: [c, 0]), on: d.device))
+        try pairs.narrowed(axis: 1, 1..<2).copy(from: d.reshaped([d.count, 1]))
+        let root2 = Float(2).squareRoot()
+        let weight = try DeviceTensor(Tensor(shape: [2], scalars: [1 / (c * root2), 1 / root2]), on: d.device)
+        let parts = try Ops.rmsNorm(pairs, weight: weight, eps: 1e-35)
+        return try Ops.mul(ModelMath.slice(parts, 0..<1), ModelMath.slice(parts, 1..<2)).reshaped(d.shape)
     }
 
     /// The short-conv width, checked: Linea's conv1d takes 2 to 4 taps. O(1).
