@@ -62,8 +62,8 @@ package enum FLALinearAttention {
             if c.featureMap == "elementwise_product" {
                 let qMap = try HadamardMap(w, p + "feature_map_q.", dim: c.keyDim)
                 // A tied map is one module, saved under both names (equal tensors) or under q's only: q's serves both.
-                let kCopy = !c.tiedMaps || w.has(p + "feature_map_k.layer1.weight") ? try HadamardMap(w, p + "feature_map_k.", dim: c.keyDim) : qMap
-                (self.qMap, kMap) = (qMap, c.tiedMaps ? qMap : kCopy)
+                let kMap = !c.tiedMaps || w.has(p + "feature_map_k.layer1.weight") ? try HadamardMap(w, p + "feature_map_k.", dim: c.keyDim) : qMap
+                (self.qMap, self.kMap) = (qMap, c.tiedMaps ? qMap : kMap)
             } else {
                 (qMap, kMap) = (nil, nil)
             }
@@ -88,12 +88,8 @@ package enum FLALinearAttention {
             }
             if c.normQ { q = try FLALinearAttention.sumNormalized(q) }
             if c.normK { k = try FLALinearAttention.sumNormalized(k) }
-            guard c.normalize else {
-                let out = try Recurrence.forward(.linearAttention, q: q, k: k, v: v, initialState: cache["state"]!)
-                cache["state"] = out.finalState
-                return try Ops.matmul(Ops.rmsNorm(out.o, weight: norm, eps: c.eps).reshaped([B, T, c.heads * c.valueDim]), weight: o)
-            }
-            let out = try FLALinearAttention.normalized(q: q, k: k, v: v, state: cache["state"]!)
+            let out = c.normalize ? try FLALinearAttention.normalized(q: q, k: k, v: v, state: cache["state"]!)
+                : try Recurrence.forward(.linearAttention, q: q, k: k, v: v, initialState: cache["state"]!)
             cache["state"] = out.finalState
             return try Ops.matmul(Ops.rmsNorm(out.o, weight: norm, eps: c.eps).reshaped([B, T, c.heads * c.valueDim]), weight: o)
         }
