@@ -92,7 +92,7 @@ extension CUDAChunkedTests {
         positive.g!.scalars[3] = 0.5
         expectArgumentError("g") { _ = try CUDAChunked.forward(.simpleGLA, positive) }
         var delta = try RecurrenceInputs.random(.deltaRule, B: 1, T: 8, H: 1, K: 64, V: 64, seed: 4)
-        delta.beta!.scalars[0] = 1.5
+        delta.beta!.scalars[0] = 2.5
         expectArgumentError("beta") { _ = try CUDAChunked.forward(.deltaRule, delta) }
     }
 }

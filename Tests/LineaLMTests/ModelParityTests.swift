@@ -8,7 +8,9 @@ import Testing
 @Suite struct ModelParityTests {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/models")
     /// The fixtures whose architecture the runtime implements.
-    static let supported = ["llama", "llama_tied", "qwen3_next", "qwen3_next_dense", "qwen3_5", "qwen3_5_moe", "mamba2", "mamba", "falcon_mamba"]
+    static let supported = ["llama", "llama_tied", "qwen3_next", "qwen3_next_dense", "qwen3_5", "qwen3_5_moe", "mamba2", "mamba", "falcon_mamba",
+                            "fla_gated_deltanet", "fla_gla", "fla_delta_net", "fla_retnet", "fla_transformer", "fla_linear_attn",
+                            "fla_linear_attn_norm", "fla_mamba2"]
 
     static func load(_ name: String) throws -> (LoadedModel, SafeTensorsFile) {
         let dir = fixtures.appendingPathComponent(name)
@@ -125,8 +127,8 @@ import Testing
 /// Bad checkpoints, configs and prompts end in errors naming the tensor, field or argument.
 @Suite struct ModelLoaderErrorTests {
     /// A copy of the llama fixture in a fresh folder, with `change` applied to its tensors and config.
-    static func mutatedLlama(_ change: (inout [String: Tensor], inout [String: Any]) throws -> Void) throws -> String {
-        let source = ModelParityTests.fixtures.appendingPathComponent("llama")
+    static func mutatedLlama(_ fixture: String = "llama", _ change: (inout [String: Tensor], inout [String: Any]) throws -> Void) throws -> String {
+        let source = ModelParityTests.fixtures.appendingPathComponent(fixture)
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("linea-lm-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         var tensors = try SafeTensors.read(path: source.appendingPathComponent("model.safetensors").path)
@@ -163,6 +165,25 @@ import Testing
         #expect(try LoadedModel.load(directory: extraField).warnings.contains { $0.contains("sliding_window_pattern") })
         let badType = try Self.mutatedLlama { _, c in c["num_hidden_layers"] = "two" }
         #expect(Self.message { _ = try LoadedModel.load(directory: badType) }.contains("num_hidden_layers"))
+    }
+
+    /// fla's configs: every fixture's fields are all read or known to be irrelevant; what the runtime cannot honor is
+    /// an error naming the field.
+    @Test func flaConfigsAreReadStrictly() throws {
+        for name in ModelParityTests.supported where name.hasPrefix("fla_") {
+            #expect(try ModelParityTests.load(name).0.warnings.isEmpty, "\(name)")
+        }
+        let cases: [(String, String, Any)] = [("fla_gla", "attnres_block_size", 4), ("fla_delta_net", "qk_norm", "sum"),
+                                              ("fla_mamba2", "norm_before_gate", true), ("fla_gla", "hidden_act", "powlu"),
+                                              ("fla_linear_attn", "feature_map", "hedgehog")]
+        for (fixture, field, value) in cases {
+            let dir = try Self.mutatedLlama(fixture) { _, c in c[field] = value }
+            #expect(Self.message { _ = try LoadedModel.load(directory: dir) }.contains(field), "\(fixture) \(field)")
+        }
+        let outside = try Self.mutatedLlama("fla_gated_deltanet") { _, c in c["attn"] = ["layers": [7], "num_heads": 4] }
+        #expect(Self.message { _ = try LoadedModel.load(directory: outside) }.contains("layers"))
+        let extra = try Self.mutatedLlama("fla_retnet") { _, c in c["some_new_field"] = 1 }
+        #expect(try LoadedModel.load(directory: extra).warnings.contains { $0.contains("some_new_field") })
     }
 
     @Test func truncatedCheckpointIsAnError() throws {

@@ -91,6 +91,23 @@ enum RecurrenceFixture {
         print("formsAgree \(m.rawValue): worst relative RMS \(String(format: "%.2e", worst))")
     }
 
+    /// Betas in [0, 2] (fla's allow_neg_eigval: negative eigenvalues of the transition) are accepted, and every form
+    /// still agrees with the reference, also on device tensors.
+    @Test(arguments: [RecurrentMechanism.deltaRule, .gatedDeltaRule])
+    func betaUpToTwo(_ m: RecurrentMechanism) throws {
+        var x = try F.inputs(m, B: 2, T: 70, H: 2, K: 24, V: 16, seed: 61)
+        x.beta = try Tensor(shape: x.beta!.shape, scalars: x.beta!.scalars.map { 2 * $0 })
+        #expect(x.beta!.scalars.contains { $0 > 1.5 })
+        let ref = try Recurrence.forward(m, x, form: .reference)
+        _ = F.expectClose(try Recurrence.forward(m, x, form: .recurrent), ref, tolerance: 2e-6, "\(m.rawValue) recurrent")
+        for c in [1, 16, 64] {
+            _ = F.expectClose(try Recurrence.forward(m, x, form: .chunked(size: c)), ref, tolerance: 2e-6, "\(m.rawValue) chunked(\(c))")
+        }
+        let device = try Recurrence.forward(m, q: DeviceTensor(x.q), k: DeviceTensor(x.k), v: DeviceTensor(x.v), g: x.g.map { try DeviceTensor($0) },
+                                            beta: DeviceTensor(x.beta!), initialState: DeviceTensor(x.initialState!))
+        #expect(ErrorStats(try device.o.host(), ref.o).relativeRMS <= 2e-6)
+    }
+
     /// Outputs of 4 MiB and more take the huge-page allocation path: chunked == recurrent there too.
     @Test(arguments: [RecurrentMechanism.simpleGLA, .gatedDeltaRule])
     func largeOutputs(_ m: RecurrentMechanism) throws {
@@ -288,7 +305,7 @@ enum RecurrenceFixture {
         y.validate = false
         _ = try Recurrence.forward(.gatedDeltaRule, y, form: .recurrent)  // unchecked on request
         y = x
-        y.beta!.scalars[0] = 1.5
+        y.beta!.scalars[0] = 2.5
         expectError(.gatedDeltaRule, y, "beta")
         y = x
         y.initialState = try Tensor(zeros: [1, 2, 4, 8])

@@ -5,6 +5,10 @@ import Linea
 /// [z | x B C | dt], a causal SiLU convolution over x, B, C with its carried state, the SSD scan, a D skip, a gated
 /// RMSNorm over groups of channels, the output projection — and a residual add.
 ///
+/// flash-linear-attention's `mamba2` shares the model_type, the weight names and the forward but names its fields
+/// differently (`norm_eps`, `dt_limit`, ...) and adds options (`rmsnorm`, `norm_before_gate`, `D_has_hdim`): a
+/// config with any of fla's fields is read by fla's names.
+///
 /// The SSD scan is simple_gla with grouped heads: per head h, `S_t = e^{dt_t·A_h} S_{t-1} + B_t (dt_t x_t)ᵀ` and
 /// `y_t = C_tᵀ S_t`, so q = C, k = B (n_groups key heads), v = dt·x, g = dt·A and scale 1.
 public final class Mamba2: CausalLM {
@@ -13,34 +17,51 @@ public final class Mamba2: CausalLM {
         let vocab: Int, hidden: Int, layers: Int, eps: Float, tied: Bool
         let heads: Int, headDim: Int, state: Int, groups: Int, convWidth: Int, inner: Int, convBias: Bool, bias: Bool
         let dtMin: Float, dtMax: Float
+        /// fla only: the gated RMSNorm on the output (else `y · silu(z)`), and D per channel instead of per head.
+        let gatedNorm: Bool, dPerChannel: Bool
 
         init(_ c: ConfigFields) throws {
+            let fla = ["norm_eps", "dt_limit", "rmsnorm", "D_has_hdim", "norm_before_gate"].contains { c.values[$0] != nil }
             vocab = try c.int("vocab_size")
             hidden = try c.int("hidden_size")
             layers = try c.int("num_hidden_layers")
-            eps = Float(try c.double("layer_norm_epsilon", default: 1e-5))
+            eps = Float(try c.double(fla ? "norm_eps" : "layer_norm_epsilon", default: 1e-5))
             tied = try c.bool("tie_word_embeddings", default: true)
-            heads = try c.int("num_heads")
             headDim = try c.int("head_dim")
             state = try c.int("state_size")
             groups = try c.int("n_groups", default: 1)
             convWidth = try c.int("conv_kernel", default: 4)
             let expand = try c.double("expand", default: 2)
             inner = Int(expand * Double(hidden))
+            // fla derives the head count (and writes it too).
+            heads = fla ? try c.optionalInt("num_heads") ?? inner / max(headDim, 1) : try c.int("num_heads")
             convBias = try c.bool("use_conv_bias", default: true)
             bias = try c.bool("use_bias", default: false)
-            if c.has("time_step_limit") {
-                guard let limit = c.values["time_step_limit"] as? [Any], limit.count == 2,
+            let limitKey = fla ? "dt_limit" : "time_step_limit"
+            if c.has(limitKey) {
+                guard let limit = c.values[limitKey] as? [Any], limit.count == 2,
                       let low = ConfigFields.number(limit[0]), let high = ConfigFields.number(limit[1]) else {
-                    throw c.unsupported("time_step_limit", "[low, high] (numbers or {\"__float__\": \"Infinity\"})")
+                    throw c.unsupported(limitKey, "[low, high] (numbers or {\"__float__\": \"Infinity\"})")
                 }
                 (dtMin, dtMax) = (Float(low), Float(high))
             } else {
                 (dtMin, dtMax) = (0, .infinity)
             }
             guard try c.string("hidden_act", default: "silu") == "silu" else { throw c.unsupported("hidden_act", "silu") }
+            if fla {
+                gatedNorm = try c.bool("rmsnorm", default: true)
+                dPerChannel = try c.bool("D_has_hdim", default: false)
+                // transformers ignores this field (it always gates first); fla honors it.
+                if try c.bool("norm_before_gate", default: false) { throw c.unsupported("norm_before_gate", "false (gate, then norm)") }
+                // Initialization only, or kernel choices.
+                c.ignore(["dt_min", "dt_max", "dt_init_floor", "A_init_range", "conv_init", "fuse_norm", "fuse_cross_entropy",
+                          "fuse_linear_cross_entropy", "use_l2warp"])
+            } else {
+                (gatedNorm, dPerChannel) = (true, false)
+                c.ignore(["norm_before_gate"])
+            }
             c.ignore(["chunk_size", "time_step_rank", "time_step_min", "time_step_max", "time_step_floor", "residual_in_fp32",
-                      "rescale_prenorm_residual", "layer_types", "norm_before_gate"])
+                      "rescale_prenorm_residual", "layer_types"])
             guard inner == heads * headDim else {
                 throw LineaError.invalidArgument(argument: "\(c.source): num_heads", expected: "num_heads · head_dim = expand · hidden_size (\(inner))",
                                                  actual: "\(heads) · \(headDim)")
@@ -55,10 +76,11 @@ public final class Mamba2: CausalLM {
         var convChannels: Int { inner + 2 * groups * state }
     }
 
-    /// One block's weights; the per-head vectors as f32: `a = -e^A_log`, `d [H, 1]` (broadcast over a head's channels), `dtBias`.
+    /// One block's weights; the per-head vectors as f32: `a = -e^A_log`, `d [H, 1]` (broadcast over a head's channels;
+    /// `[H, P]` per channel), `dtBias`; `gatedNorm` nil when fla's `rmsnorm` is off.
     struct Layer {
         let norm: DeviceTensor, inProj: DeviceTensor, inBias: DeviceTensor?, conv: DeviceTensor, convBias: DeviceTensor?
-        let a: DeviceTensor, d: DeviceTensor, dtBias: DeviceTensor, gatedNorm: DeviceTensor, outProj: DeviceTensor, outBias: DeviceTensor?
+        let a: DeviceTensor, d: DeviceTensor, dtBias: DeviceTensor, gatedNorm: DeviceTensor?, outProj: DeviceTensor, outBias: DeviceTensor?
     }
 
     public let modelType: String
@@ -88,9 +110,9 @@ public final class Mamba2: CausalLM {
                 inBias: c.bias ? try w.take(m + "in_proj.bias", [projection]) : nil,
                 conv: try w.take(m + "conv1d.weight", [c.convChannels, 1, c.convWidth]).reshaped([c.convChannels, c.convWidth]),
                 convBias: c.convBias ? try w.take(m + "conv1d.bias", [c.convChannels]) : nil,
-                a: try ModelMath.negExp(w.take(m + "A_log", [c.heads])), d: try Ops.cast(w.take(m + "D", [c.heads]), to: .float32).reshaped([c.heads, 1]),
+                a: try ModelMath.negExp(w.take(m + "A_log", [c.heads])), d: try Ops.cast(w.take(m + "D", c.dPerChannel ? [c.inner] : [c.heads]), to: .float32).reshaped([c.heads, c.dPerChannel ? c.headDim : 1]),
                 dtBias: try Ops.cast(w.take(m + "dt_bias", [c.heads]), to: .float32),
-                gatedNorm: try Ops.cast(w.take(m + "norm.weight", [c.inner]), to: .float32),
+                gatedNorm: c.gatedNorm ? try Ops.cast(w.take(m + "norm.weight", [c.inner]), to: .float32) : nil,
                 outProj: try w.take(m + "out_proj.weight", [c.hidden, c.inner]), outBias: c.bias ? try w.take(m + "out_proj.bias", [c.hidden]) : nil)
         }
         try w.finish()
@@ -132,7 +154,8 @@ public final class Mamba2: CausalLM {
         cache["state"] = scan.finalState
         // y + D·x, gated by silu(z), then RMS-normalized over each group of I/G channels and scaled by the weight.
         let gated = try Ops.mul(Ops.add(scan.o, Ops.mul(xs, m.d)), Ops.silu(z)).reshaped([B, T, G, I / G])
-        let y = try Ops.mul(Ops.rmsNorm(gated, weight: unitWeight, eps: c.eps).reshaped([B, T, I]), m.gatedNorm)
+        let y = try m.gatedNorm.map { try Ops.mul(Ops.rmsNorm(gated, weight: unitWeight, eps: c.eps).reshaped([B, T, I]), $0) }
+            ?? gated.reshaped([B, T, I])
         return try Ops.matmul(y, weight: m.outProj, bias: m.outBias)
     }
 }

@@ -44,7 +44,7 @@ public struct RecurrenceInputs: Sendable {
     public var q: Tensor, k: Tensor, v: Tensor
     /// Log-space gate (`<= 0`): `[B,T,HV]` for simple_gla and gated_delta_rule, `[B,T,HV,K]` for gla; nil otherwise.
     public var g: Tensor?
-    /// Delta-rule write strength in `[0,1]`, `[B,T,HV]`; nil for the non-delta mechanisms.
+    /// Delta-rule write strength in `[0,2]` (above 1: fla's `allow_neg_eigval`), `[B,T,HV]`; nil for the non-delta mechanisms.
     public var beta: Tensor?
     /// State before the first token, `[B,HV,K,V]`; zeros when nil.
     public var initialState: Tensor?
@@ -57,7 +57,7 @@ public struct RecurrenceInputs: Sendable {
     /// L2-normalize q and k per token inside (`x / sqrt(sum x^2 + 1e-6)`, fla's use_qk_l2norm_in_kernel),
     /// before `scale`. Meant for the delta rules; accepted by every mechanism.
     public var useQKL2Norm: Bool = false
-    /// Check `g <= 0`, `beta` in `[0,1]` and that every input is finite, and after the call that `o` and the final
+    /// Check `g <= 0`, `beta` in `[0,2]` and that every input is finite, and after the call that `o` and the final
     /// state are (O(inputs + outputs)); off only for trusted inputs.
     public var validate: Bool = true
     /// With `validate`, return NaN or infinite outputs instead of throwing `LineaError.nonFinite`.
@@ -322,7 +322,7 @@ extension Recurrence {
     }
 
     /// Throws naming `argument` at its first NaN or infinity, or, for `g`, a log gate above 0 and, for `beta`, a value
-    /// outside [0, 1] (with its flat index and value); a SIMD pass first, the element-wise scan only to name it. O(n).
+    /// outside [0, 2] (with its flat index and value); a SIMD pass first, the element-wise scan only to name it. O(n).
     static func checkValues(_ values: UnsafeBufferPointer<Float>, _ argument: String) throws {
         if !RecurrenceSIMD.allFinite(values), let i = values.firstIndex(where: { !$0.isFinite }) {
             throw LineaError.invalidArgument(argument: argument, expected: "finite values", actual: "\(values[i]) at flat index \(i)")
@@ -330,8 +330,10 @@ extension Recurrence {
         if argument == "g", !RecurrenceSIMD.allWithin(values, -Float.infinity, 0), let i = values.firstIndex(where: { $0 > 0 }) {
             throw LineaError.invalidArgument(argument: "g", expected: "log gates <= 0", actual: "\(values[i]) at flat index \(i)")
         }
-        if argument == "beta", !RecurrenceSIMD.allWithin(values, 0, 1), let i = values.firstIndex(where: { !(0...1).contains($0) }) {
-            throw LineaError.invalidArgument(argument: "beta", expected: "values in [0, 1]", actual: "\(values[i]) at flat index \(i)")
+        // Up to 2, not 1: fla's allow_neg_eigval doubles beta so that I - beta k kᵀ (unit k) has eigenvalues in [-1, 1];
+        // every form computes the same recurrence for such betas (the chunked solve stays unit lower triangular).
+        if argument == "beta", !RecurrenceSIMD.allWithin(values, 0, 2), let i = values.firstIndex(where: { !(0...2).contains($0) }) {
+            throw LineaError.invalidArgument(argument: "beta", expected: "values in [0, 2]", actual: "\(values[i]) at flat index \(i)")
         }
     }
 }
