@@ -55,12 +55,13 @@ extension CUDADeviceBackend {
         case .silu: try CUDAModelOps.silu(x: buffer(x), out: out!, count: x.count, dtype: dtype)
         case .sigmoid: try CUDAModelOps.sigmoid(x: buffer(x), out: out!, count: x.count, dtype: dtype)
         case .softplus: try CUDAModelOps.softplus(x: buffer(x), out: out!, count: x.count, dtype: dtype)
+        case .exp: try CUDAModelOps.unary(6, x: buffer(x), out: out!, count: x.count, dtype: dtype)
         case let .gelu(approximate): try CUDAModelOps.gelu(x: buffer(x), out: out!, count: x.count, approximate: approximate, dtype: dtype)
         case .softmax: try CUDAModelOps.softmax(x: buffer(x), out: out!, rows: rows, cols: width, dtype: dtype)
         case .swiglu: try CUDAModelOps.swiglu(gate: buffer(x), up: input("up")!, out: out!, count: x.count, dtype: dtype)
-        case .add, .mul:
+        case .add, .mul, .div:
             let b = c["b"]!
-            try CUDAModelOps.binary(c.kind == .add ? 1 : 2, ("a", "b"), a: buffer(x), b: buffer(b), out: out!, count: x.count,
+            try CUDAModelOps.binary(c.kind == .add ? 1 : c.kind == .mul ? 2 : 3, ("a", "b"), a: buffer(x), b: buffer(b), out: out!, count: x.count,
                                     repeating: b.count, inner: Ops.broadcastInner(x.shape, b.shape) ?? 1, dtype: dtype)
         case .indexAdd:
             let target = c["out"]!

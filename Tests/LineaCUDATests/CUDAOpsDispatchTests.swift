@@ -50,6 +50,8 @@ struct CUDAOpsDispatchTests {
         try agree(dtype, "add broadcast [64]", [x, w]) { try Ops.add($0[0], $0[1]) }
         try agree(dtype, "mul broadcast [5, 1]", [x, t([5, 1], 13)]) { try Ops.mul($0[0], $0[1]) }
         try agree(dtype, "clamp", [x]) { try Ops.clamp($0[0], min: -1, max: 0.5) }
+        try agree(dtype, "exp", [x]) { try Ops.exp($0[0]) }
+        try agree(dtype, "div broadcast [5, 1]", [x, t([5, 1], 17)]) { try Ops.div($0[0], Ops.add(Ops.mul($0[1], $0[1]), Ops.exp($0[1]))) }
         if dtype == .float32 {
             let rows = try DeviceTensor(integers: [2, 0, 2, 1], shape: [4], dtype: .int32)
             try agree(dtype, "indexAdd", [t([3, 64], 14), rows, t([4, 64], 15), t([4], 16)]) {

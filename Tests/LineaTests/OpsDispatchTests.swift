@@ -67,6 +67,9 @@ import Testing
         try Self.check(try Ops.mul(y, m), ys.indices.map { ys[$0] * ms[($0 / (4 * d)) % 3] }, dtype, "mul [3, 1, 1]")
         try Self.check(try Ops.mul(y, s), ys.map { $0 * ss[0] }, dtype, "mul [1]")
         try Self.check(try Ops.clamp(x, min: -0.5, max: 1), xs.map { min(max($0, -0.5), 1) }, dtype, "clamp")
+        let den = try DeviceTensor(Tensor.randomUniform([d], seed: 12, in: 0.25...2), dtype: dtype), dens = try den.host().scalars.map(Double.init)
+        try Self.check(try Ops.div(x, den), xs.indices.map { xs[$0] / dens[$0 % d] }, dtype, "div [d]")
+        try Self.check(try Ops.exp(x), xs.map { Foundation.exp($0) }, dtype, "exp")
         #expect(throws: LineaError.shapeMismatch(argument: "b", expected: "broadcastable to a's [2, 3, 37] (each axis 1 or a's, those not 1 adjacent)",
                                                  actual: "[3]")) { try Ops.add(x, m.reshaped([3])) }
         #expect(throws: LineaError.self) { try Ops.add(w, x) }

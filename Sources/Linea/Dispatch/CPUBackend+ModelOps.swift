@@ -58,11 +58,16 @@ extension CPUBackend {
             case .softmax: try withFloats("x") { try CPUOps.softmax(x: $0, out: o, rows: rows, cols: width) }
             case .swiglu:
                 try withFloats("gate") { g in try withFloats("up") { try CPUOps.swiglu(gate: g, up: $0, out: o) } }
-            case .add, .mul:
+            case .add, .mul, .div:
                 let inner = Ops.broadcastInner(x.shape, c["b"]!.shape) ?? 1
                 try withFloats("a") { a in try withFloats("b") {
-                    try c.kind == .add ? CPUOps.add(a, $0, out: o, inner: inner) : CPUOps.mul(a, $0, out: o, inner: inner)
+                    switch c.kind {
+                    case .add: try CPUOps.add(a, $0, out: o, inner: inner)
+                    case .mul: try CPUOps.mul(a, $0, out: o, inner: inner)
+                    default: try CPUOps.div(a, $0, out: o, inner: inner)
+                    }
                 } }
+            case .exp: try withFloats("x") { try CPUOps.exp(x: $0, out: o) }
             case .cast: try withFloats("x") { if let source = $0.baseAddress { o.baseAddress!.update(from: source, count: $0.count) } }
             case .indexAdd:
                 // `o` is the target itself (packed f32, checked by Ops.indexAdd): added to in place.

@@ -318,6 +318,17 @@ public enum CPUOps {
         }
     }
 
+    /// `out = a / b`, `b` broadcast as in `add`. O(n).
+    public static func div(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>,
+                           out: UnsafeMutableBufferPointer<Float>, inner: Int = 1) throws {
+        try broadcast(a, b, out, inner: inner) { x, y in x / y }
+    }
+
+    /// `out = e^x`. O(n).
+    public static func exp(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>) throws {
+        try map(x, nil, out) { a, _ in VectorMath.exp(a) }
+    }
+
     /// `out = min(max(x, low), high)`. O(n).
     public static func clamp(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>, low: Float, high: Float) throws {
         try map(x, nil, out) { a, _ in a.clamped(lowerBound: SIMD8(repeating: low), upperBound: SIMD8(repeating: high)) }

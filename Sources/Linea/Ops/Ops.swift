@@ -2,7 +2,7 @@
 public struct ModelOpCall: OpCall {
     /// The ops and their settings.
     public enum Kind: Sendable, Equatable {
-        case matmul, embedding, softmax, argmax, silu, sigmoid, softplus, swiglu, add, mul
+        case matmul, embedding, softmax, argmax, silu, sigmoid, softplus, exp, swiglu, add, mul, div
         case clamp(min: Float, max: Float), cast, indexAdd
         case rmsNorm(eps: Float, zeroCentered: Bool), rmsNormGated(eps: Float), l2Norm(eps: Float)
         case gelu(GELUApproximation)
@@ -117,6 +117,14 @@ public enum Ops {
     public static func mul(_ a: DeviceTensor, _ b: DeviceTensor) throws -> DeviceTensor {
         try broadcasting(.mul, a, b)
     }
+
+    /// `a / b` element by element (a normalizer), `b` broadcast to `a`'s shape as in `add`. O(n).
+    public static func div(_ a: DeviceTensor, _ b: DeviceTensor) throws -> DeviceTensor {
+        try broadcasting(.div, a, b)
+    }
+
+    /// `e^x`. O(n).
+    public static func exp(_ x: DeviceTensor) throws -> DeviceTensor { try unary(.exp, x) }
 
     /// `x` clamped to `[min, max]` (either bound infinite for none). O(n).
     public static func clamp(_ x: DeviceTensor, min: Float, max: Float) throws -> DeviceTensor {

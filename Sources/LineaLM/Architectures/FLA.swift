@@ -255,19 +255,6 @@ package enum FLAMath {
         try DeviceTensor(Tensor(shape: [1], scalars: [value]), on: device)
     }
 
-    /// `1 / d` element by element from device ops (Linea has no divide op), for `|d|` in about [1e-11, 1e18]: RMSNorm
-    /// over each pair `(c, d)` with `c = 1e-15` gives `c·√2/|d|` and `√2·sign(d)`, exact to f32 rounding because
-    /// `c²` is below f32's resolution of `d²` there; the weight removes the constants. O(n).
-    package static func reciprocal(_ d: DeviceTensor) throws -> DeviceTensor {
-        let c: Float = 1e-15
-        let pairs = try Ops.add(DeviceTensor.zeros([d.count, 2], on: d.device), DeviceTensor(Tensor(shape: [2], scalars: [c, 0]), on: d.device))
-        try pairs.narrowed(axis: 1, 1..<2).copy(from: d.reshaped([d.count, 1]))
-        let root2 = Float(2).squareRoot()
-        let weight = try DeviceTensor(Tensor(shape: [2], scalars: [1 / (c * root2), 1 / root2]), on: d.device)
-        let parts = try Ops.rmsNorm(pairs, weight: weight, eps: 1e-35)
-        return try Ops.mul(ModelMath.slice(parts, 0..<1), ModelMath.slice(parts, 1..<2)).reshaped(d.shape)
-    }
-
     /// The short-conv width, checked: Linea's conv1d takes 2 to 4 taps. O(1).
     static func convWidth(_ c: ConfigFields, _ key: String = "conv_size") throws -> Int {
         let width = try c.int(key, default: 4)

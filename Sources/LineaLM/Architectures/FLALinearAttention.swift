@@ -108,16 +108,13 @@ package enum FLALinearAttention {
         // Rows of [B·T·H, ...]: a [B,T,H,1] divisor would not broadcast when T = 1 < B.
         let rows = B * T * H
         let denominator = try Ops.add(ModelMath.slice(out.o, V..<(V + 1)).reshaped([rows, 1]), FLAMath.scalar(1e-10, on: v.device))
-        let o = try Ops.mul(ModelMath.slice(out.o, 0..<V).reshaped([rows, V]), FLAMath.reciprocal(denominator))
+        let o = try Ops.div(ModelMath.slice(out.o, 0..<V).reshaped([rows, V]), denominator)
         return (try o.reshaped([B, T, H, V]), out.finalState)
     }
 
-    /// fla's `elu_p1`: `x + 1` above 0, `e^x` below: `max(x, 0) + e^min(x, 0)`, with `e^n = sigmoid(n) / sigmoid(-n)`
-    /// (Linea has no exp op). O(n).
+    /// fla's `elu_p1`: `x + 1` above 0, `e^x` below: `max(x, 0) + e^min(x, 0)`. O(n).
     package static func eluPlusOne(_ x: DeviceTensor) throws -> DeviceTensor {
-        let negative = try Ops.clamp(x, min: -.infinity, max: 0)
-        let exp = try Ops.mul(Ops.sigmoid(negative), FLAMath.reciprocal(Ops.sigmoid(Ops.mul(negative, FLAMath.scalar(-1, on: x.device)))))
-        return try Ops.add(Ops.clamp(x, min: 0, max: .infinity), exp)
+        try Ops.add(Ops.clamp(x, min: 0, max: .infinity), Ops.exp(Ops.clamp(x, min: -.infinity, max: 0)))
     }
 
     /// fla's `norm_q` / `norm_k`: `x / (sum over the head dim of x + 1e-4)` for `x [B, T, H, K]`. O(n).
@@ -126,7 +123,7 @@ package enum FLALinearAttention {
         let rows = try x.reshaped([x.count / K, K])
         let ones = try DeviceTensor(Tensor(zeros: [1, K], value: 1), on: x.device)
         let sums = try Ops.add(Ops.matmul(rows, weight: ones), FLAMath.scalar(1e-4, on: x.device))
-        return try Ops.mul(rows, FLAMath.reciprocal(sums)).reshaped(x.shape)
+        return try Ops.div(rows, sums).reshaped(x.shape)
     }
 
     /// Loads a `linear_attn` checkpoint. O(weights).

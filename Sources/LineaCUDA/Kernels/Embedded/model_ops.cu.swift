@@ -13,8 +13,8 @@ extension CUDAKernels {
 //   linea_norm_SUF              one block per row of [rows, dim]: mode 0 RMSNorm (x w), 1 zero-centered (x (1 + w)),
 //                               2 gated (x w silu(gate)), 3 L2 norm (x / sqrt(sum x^2 + eps), w unused)
 //   linea_unary_SUF             op 0 silu, 1 sigmoid, 2 gelu (erf), 3 gelu (tanh), 4 softplus (threshold 20),
-//                               5 clamp to [lo, hi]
-//   linea_binary_SUF            op 0 swiglu silu(a) b, 1 add a + b, 2 mul a b; a[i] meets b[(i / inner) % bn] (b broadcast)
+//                               5 clamp to [lo, hi], 6 exp
+//   linea_binary_SUF            op 0 swiglu silu(a) b, 1 add a + b, 2 mul a b, 3 div a / b; a[i] meets b[(i / inner) % bn] (b broadcast)
 //   linea_rotary_SUF            x [tokens, heads, headDim], positions int32 [tokens]; layout 0 half-split, 1 interleaved;
 //                               angles in fp64; dims >= rotaryDim copied. out must not alias x.
 //   linea_conv1d_SUF            causal depthwise conv, x [B, T, C], w [C, W], bias [C] or null, state [B, C, W-1] or
@@ -137,7 +137,8 @@ __device__ void unary(const T* x, T* out, int n, int op, float lo, float hi) {
         case 2: y = 0.5f * v * erfcf(-v * 0.70710678118654752f); break;
         case 3: y = v * sigmoidf_(1.5957691216057308f * (v + 0.044715f * v * v * v)); break;
         case 4: y = v > 20.f ? v : log1pf(expf(v)); break;
-        default: y = fminf(fmaxf(v, lo), hi); break;
+        case 5: y = fminf(fmaxf(v, lo), hi); break;
+        default: y = expf(v); break;
         }
         st(out, i, y);
     }
@@ -147,7 +148,7 @@ template <typename T>
 __device__ void binary(const T* a, const T* b, T* out, int n, int op, int bn, int inner) {
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
         const float x = ld(a, i), y = ld(b, (i / inner) % bn);
-        st(out, i, op == 0 ? x * sigmoidf_(x) * y : op == 1 ? x + y : x * y);
+        st(out, i, op == 0 ? x * sigmoidf_(x) * y : op == 1 ? x + y : op == 2 ? x * y : x / y);
     }
 }
 
