@@ -4,7 +4,7 @@ import Linea
 /// Fused one-token (decode) recurrent steps on the GPU for the six mechanisms; the fp32 state is updated in place
 /// in one pass (each state element read and written once).
 package enum CUDARecurrentStep {
-    /// The kernel's mechanism switch: 0 linear_attn, 1 retention, 2 simple_gla, 3 gla, 4 delta_rule, 5 gated_delta_rule.
+    /// The kernel's mechanism switch: 0 linear_attn, 1 retention, 2 simple_gla, 3 gla, 4 delta_rule, 5 gated_delta_rule, 6 kda.
     static func mechanismCode(_ m: RecurrentMechanism) -> Int32 {
         switch m {
         case .linearAttention: return 0
@@ -13,6 +13,7 @@ package enum CUDARecurrentStep {
         case .gla: return 3
         case .deltaRule: return 4
         case .gatedDeltaRule: return 5
+        case .kda: return 6
         }
     }
 

@@ -23,7 +23,7 @@ enum RecurrenceFixture {
         }
         var x = RecurrenceInputs(q: q, k: k, v: v)
         if required.contains("g") {
-            x.g = try Tensor.randomUniform(m == .gla ? [B, T, H, K] : [B, T, H], seed: seed + 3, in: gates)
+            x.g = try Tensor.randomUniform(m.gateKind == .vector ? [B, T, H, K] : [B, T, H], seed: seed + 3, in: gates)
         }
         if required.contains("beta") { x.beta = try Tensor.randomUniform([B, T, H], seed: seed + 4) }
         if withState { x.initialState = try Tensor.randomNormal([B, H, K, V], seed: seed + 5, scale: 0.5) }
@@ -82,7 +82,7 @@ enum RecurrenceFixture {
                 let label = "\(m.rawValue) B\(B) T\(T) H\(H) K\(K) V\(V) gates \(gates)"
                 let rec = F.expectClose(try Recurrence.forward(m, x, form: .recurrent), ref, tolerance: 2e-6, "\(label) recurrent")
                 worst = max(worst, rec.0, rec.1)
-                for c in [1, 16, 64, 1 << 20] {  // the last: the whole sequence in one chunk
+                for c in m.hasChunkedForm ? [1, 16, 64, 1 << 20] : [] {  // the last: the whole sequence in one chunk
                     let got = F.expectClose(try Recurrence.forward(m, x, form: .chunked(size: c)), ref, tolerance: 2e-6, "\(label) chunked(\(c))")
                     worst = max(worst, got.0, got.1)
                 }
@@ -197,11 +197,24 @@ enum RecurrenceFixture {
         }
     }
 
+    /// kda has no chunked form yet: asking for it is an error naming the form, and the automatic form picks the scan.
+    @Test func kdaChunkedIsRefusedAndAutoScans() throws {
+        let x = try F.inputs(.kda, B: 1, T: 100, H: 2, K: 16, V: 8, seed: 3)
+        #expect(throws: LineaError.unavailable(what: "kda chunked", reason: "no chunked form yet; the recurrent form and the step run it")) {
+            try Recurrence.forward(.kda, x, form: .chunked(size: 64))
+        }
+        #expect(RecurrenceForm.automatic(tokens: 100, mechanism: .kda) == .recurrent)
+        let auto = try Recurrence.forward(.kda, q: DeviceTensor(x.q), k: DeviceTensor(x.k), v: DeviceTensor(x.v), g: DeviceTensor(x.g!), beta: DeviceTensor(x.beta!),
+                                          initialState: x.initialState.map { try DeviceTensor($0) })
+        _ = F.expectClose(RecurrenceOutput(o: try auto.o.host(), finalState: try auto.finalState.host()),
+                          try Recurrence.forward(.kda, x, form: .reference), tolerance: 1e-5, "kda auto")
+    }
+
     /// One call over T tokens == two calls (70 + 60 tokens) passing the state, for the recurrent and chunked forms.
     @Test(arguments: RecurrentMechanism.allCases)
     func splitSequenceCarriesState(_ m: RecurrentMechanism) throws {
         let x = try F.inputs(m, B: 2, T: 130, H: 2, K: 32, V: 40, seed: 21)
-        for form in [RecurrenceForm.recurrent, .chunked(size: 16), .chunked(size: 64)] {
+        for form in [RecurrenceForm.recurrent] + (m.hasChunkedForm ? [.chunked(size: 16), .chunked(size: 64)] : []) {
             let whole = try Recurrence.forward(m, x, form: form)
             var first = x, second = x
             for (part, range) in [(0, 0..<70), (1, 70..<130)] {

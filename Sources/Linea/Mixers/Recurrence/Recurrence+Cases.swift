@@ -20,6 +20,7 @@ public struct RecurrenceFamily: OpFamily {
         case .gla: "vector gate over K (GLA, HGRN2)"
         case .deltaRule: "DeltaNet: delta-rule write with strength beta"
         case .gatedDeltaRule: "Gated DeltaNet: scalar gate + delta rule"
+        case .kda: "Kimi Delta Attention: vector gate over K + delta rule"
         }
     }
 
@@ -31,7 +32,8 @@ public struct RecurrenceFamily: OpFamily {
 
     /// CPU: chunked (64), recurrent, chunked:16, step; GPU: the chunked kernels and the step kernel.
     public func forms(on device: Device) -> [String] {
-        device == .cpu ? ["chunked", "recurrent", "chunked:16", "step"] : ["chunked", "step"]
+        guard mechanism.hasChunkedForm else { return device == .cpu ? ["recurrent", "step"] : ["step"] }
+        return device == .cpu ? ["chunked", "recurrent", "chunked:16", "step"] : ["chunked", "step"]
     }
 
     /// The step kernel reads q, k, v, g and beta in one dtype; the chunked kernels read f32 gates; states are f32.
@@ -105,7 +107,7 @@ public struct RecurrenceFamily: OpFamily {
                 throw LineaError.unavailable(what: "\(name) --normalize on \(q.device)", reason: "the normalizer is implemented on the CPU only")
             }
             let host = try hostInputs(x.mapValues { try $0.host() }, options: options)
-            let out = try Recurrence.forward(mechanism, host, form: parsed ?? .automatic(tokens: host.q.shape[1]))
+            let out = try Recurrence.forward(mechanism, host, form: parsed ?? .automatic(tokens: host.q.shape[1], mechanism: mechanism))
             return ["o": try DeviceTensor(out.o, dtype: options.outputDType), "final_state": try DeviceTensor(out.finalState)]
         }
         if step { return try steps(q: q, k: k, v: v, g: g, beta: beta, initialState: x["initial_state"], options: options) }

@@ -22,6 +22,8 @@ public enum RecurrentMechanism: String, CaseIterable, Sendable {
     case deltaRule = "delta_rule"
     /// `S_t = exp(g_t) S_{t-1}`, then the delta update (Gated DeltaNet), `g, beta [B,T,HV]`.
     case gatedDeltaRule = "gated_delta_rule"
+    /// `S_t = Diag(exp(g_t)) S_{t-1}`, then the delta update (Kimi Delta Attention), `g [B,T,HV,K]`, `beta [B,T,HV]`.
+    case kda
 }
 
 /// Which algorithm computes a recurrence; all give the same numbers up to rounding.
@@ -106,7 +108,7 @@ extension RecurrenceInputs {
         var inputs = RecurrenceInputs(q: q, k: k, v: try Tensor.randomNormal([B, T, HV, V], seed: seed &+ 2))
         switch r {
         case .simpleGLA, .gatedDeltaRule: inputs.g = try Tensor.randomUniform([B, T, HV], seed: seed &+ 3, in: gateRange)
-        case .gla: inputs.g = try Tensor.randomUniform([B, T, HV, K], seed: seed &+ 3, in: gateRange)
+        case .gla, .kda: inputs.g = try Tensor.randomUniform([B, T, HV, K], seed: seed &+ 3, in: gateRange)
         default: break
         }
         if r.isDelta { inputs.beta = try Tensor.randomUniform([B, T, HV], seed: seed &+ 4) }
@@ -135,9 +137,7 @@ public enum Recurrence {
     /// Time O(B*HV*T*K*V) for every form (chunked adds O(B*HV*T*C*(K+V))); memory O(inputs + B*HV*K*V).
     public static func forward(_ mechanism: RecurrentMechanism, _ inputs: RecurrenceInputs, form: RecurrenceForm) throws -> RecurrenceOutput {
         let dims = try validate(mechanism, inputs)
-        if case let .chunked(size) = form, size < 1 {
-            throw LineaError.invalidArgument(argument: "chunk size", expected: ">= 1", actual: "\(size)")
-        }
+        try checkForm(mechanism, form)
         let scale = inputs.scale ?? 1 / Float(dims.K).squareRoot()
         let empty = dims.B * dims.T * dims.HV * dims.V == 0
         try MemoryBudget.check(buffers(mechanism, inputs, dims, form: empty ? .recurrent : form))
@@ -186,6 +186,15 @@ public enum Recurrence {
             recurrentScan(p, state: SendablePointer(state), o: SendablePointer(o))
         }
         if p.normalize { p.applyNormalizer(o) }
+    }
+
+    /// Throws for a chunk size below 1, and for the chunked form of a mechanism that has none (kda). O(1).
+    static func checkForm(_ mechanism: RecurrentMechanism, _ form: RecurrenceForm) throws {
+        guard case let .chunked(size) = form else { return }
+        if size < 1 { throw LineaError.invalidArgument(argument: "chunk size", expected: ">= 1", actual: "\(size)") }
+        if !mechanism.hasChunkedForm {
+            throw LineaError.unavailable(what: "\(mechanism.rawValue) chunked", reason: "no chunked form yet; the recurrent form and the step run it")
+        }
     }
 
     /// Why outputs of `mechanism` went NaN or infinite, for `LineaError.nonFinite`. O(1).
@@ -273,12 +282,16 @@ extension RecurrentMechanism {
         case .linearAttention, .deltaRule: return .none
         case .retention: return .perHead
         case .simpleGLA, .gatedDeltaRule: return .scalar
-        case .gla: return .vector
+        case .gla, .kda: return .vector
         }
     }
 
     /// Whether the write is the delta rule (delta_rule, gated_delta_rule: needs beta). O(1).
-    public var isDelta: Bool { self == .deltaRule || self == .gatedDeltaRule }
+    public var isDelta: Bool { self == .deltaRule || self == .gatedDeltaRule || self == .kda }
+
+    /// Whether the chunked form (CPU and GPU) takes it: every mechanism but kda, whose per-channel decay inside the
+    /// delta rule's WY representation is not written yet.
+    public var hasChunkedForm: Bool { self != .kda }
 }
 
 /// Problem sizes after validation: `H` query/key heads, `HV` value (and state) heads, a multiple of H.

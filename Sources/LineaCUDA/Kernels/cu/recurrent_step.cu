@@ -2,7 +2,7 @@
 // q, k [BH / group, K] (row bh / group for state bh: grouped value heads, fla's GVA), v [BH, V], g [BH] (scalar) or
 // [BH, K] (vector), beta [BH] (inputs fp32, bf16 or fp16); state [BH, K, V] fp32 (in place); o [BH, V] fp32.
 //   decay: none (linear_attn, delta_rule), gamma_h = 1 - 2^(-5-h) with h = bh % H (retention), exp(g) (simple_gla,
-//   gated_delta_rule), exp(g_k) per row (gla);  write: S += k v^T, or the delta rule u = k^T S, S += beta k (v - u)^T.
+//   gated_delta_rule), exp(g_k) per row (gla, kda);  write: S += k v^T, or the delta rule u = k^T S, S += beta k (v - u)^T.
 // Grid (BH, ceil(V / (32 VEC))), block 32 LINEA_NW threads (8 warps by default). Lane = VEC adjacent columns (VEC = 4: float4 loads, needs
 // V % 4 == 0); warp w owns rows k = w, w+8, ... Each state element is read once and written once (kept in registers).
 // With -DLINEA_SELECT -DLINEA_ONLY_<entry>, only that entry is compiled (first use compiles one, not all).
@@ -128,7 +128,7 @@ __device__ __forceinline__ void linea_rec_step(
     }
 }
 
-// mech: 0 linear_attn, 1 retention, 2 simple_gla, 3 gla, 4 delta_rule, 5 gated_delta_rule (uniform over the grid).
+// mech: 0 linear_attn, 1 retention, 2 simple_gla, 3 gla, 4 delta_rule, 5 gated_delta_rule, 6 kda (uniform over the grid).
 template <typename Tin, int KMAX, int VEC>
 __device__ __forceinline__ void linea_rec_dispatch(
     int mech, const Tin* q, const Tin* k, const Tin* v, const Tin* g, const Tin* beta,
@@ -142,7 +142,8 @@ __device__ __forceinline__ void linea_rec_dispatch(
     case 2: linea_rec_step<Tin, KMAX, VEC, 2, false>(q, k, v, g, beta, state, o, K, V, H, group, scale, ks, qs, gs, red); break;
     case 3: linea_rec_step<Tin, KMAX, VEC, 3, false>(q, k, v, g, beta, state, o, K, V, H, group, scale, ks, qs, gs, red); break;
     case 4: linea_rec_step<Tin, KMAX, VEC, 0, true>(q, k, v, g, beta, state, o, K, V, H, group, scale, ks, qs, gs, red); break;
-    default: linea_rec_step<Tin, KMAX, VEC, 2, true>(q, k, v, g, beta, state, o, K, V, H, group, scale, ks, qs, gs, red); break;
+    case 5: linea_rec_step<Tin, KMAX, VEC, 2, true>(q, k, v, g, beta, state, o, K, V, H, group, scale, ks, qs, gs, red); break;
+    default: linea_rec_step<Tin, KMAX, VEC, 3, true>(q, k, v, g, beta, state, o, K, V, H, group, scale, ks, qs, gs, red); break;
     }
 }
 
