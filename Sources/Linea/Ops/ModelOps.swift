@@ -77,11 +77,11 @@ public enum CPUOps {
     }
 
     /// `out [m, n] = x [m, k] · weight [n, k]^T` for m < 4 through the vector width's gemv kernel (each weight read once
-    /// for all m rows), the rows of the matrix split evenly over the parked threads when it is large. O(m·n·k).
+    /// for all m rows), the rows of the matrix split into up to 4 parts per thread when it is large. O(m·n·k).
     static func gemv(x: UnsafePointer<Float>, weight: UnsafeRawPointer, bf16: Bool, out: UnsafeMutablePointer<Float>,
                      m: Int, n: Int, k: Int) {
         let items = GEMVItems(kernels: CPUKernels.current, x: x, weight: weight, bf16: bf16, out: out, m: m, n: n, k: k,
-                              parts: min(Parallel.threadCount, max(1, n * k / elementsPerItem)))
+                              parts: min(4 * Parallel.threadCount, max(1, n * k / elementsPerItem)))
         Parallel.forEachStatic(items.parts, items)
     }
 
