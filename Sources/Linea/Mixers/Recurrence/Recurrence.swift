@@ -424,16 +424,18 @@ struct FastProblem: @unchecked Sendable {
 // MARK: - SIMD helpers on raw pointers
 
 enum RecurrenceSIMD {
-    /// Whether every element is finite: `x * 0` is NaN exactly for NaN and infinities. O(n).
+    /// Whether every element is finite: `x * 0` is NaN exactly for NaN and infinities. Four independent 16-lane sums
+    /// (one chain waits on the add latency: a decode step checks each layer's state, about 1 MiB, twice). O(n).
     static func allFinite(_ x: UnsafeBufferPointer<Float>) -> Bool {
         guard let base = x.baseAddress else { return true }
-        var acc8 = SIMD8<Float>(repeating: 0)
+        func load(_ i: Int) -> SIMD16<Float> { UnsafeRawPointer(base + i).loadUnaligned(as: SIMD16<Float>.self) * 0 }
+        var (a0, a1, a2, a3) = (SIMD16<Float>(), SIMD16<Float>(), SIMD16<Float>(), SIMD16<Float>())
         var i = 0
-        while i + 8 <= x.count {
-            acc8 += UnsafeRawPointer(base + i).loadUnaligned(as: SIMD8<Float>.self) * 0
-            i += 8
+        while i + 64 <= x.count {
+            (a0, a1, a2, a3) = (a0 + load(i), a1 + load(i + 16), a2 + load(i + 32), a3 + load(i + 48))
+            i += 64
         }
-        var acc = acc8.sum()
+        var acc = ((a0 + a1) + (a2 + a3)).sum()
         while i < x.count {
             acc += base[i] * 0
             i += 1
