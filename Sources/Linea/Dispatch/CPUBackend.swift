@@ -9,6 +9,11 @@ final class CPUBackend: Backend {
         try TensorStorage.host(byteCount: byteCount)
     }
 
+    /// Not zeroed: the op writes every element (a decode step's recurrent state is about 1 MiB a layer).
+    func allocateUninitialized(byteCount: Int) throws -> TensorStorage {
+        try TensorStorage.host(byteCount: byteCount, zeroed: false)
+    }
+
     /// Host-to-host copy of any two views: one memcpy when both are packed, else one per innermost run. O(bytes).
     func copy(_ source: DeviceTensor, into destination: DeviceTensor) throws {
         guard source.device == .cpu, destination.device == .cpu else {
@@ -79,6 +84,9 @@ final class CPUBackend: Backend {
         let dims = RecurrenceDims(B: s.B, T: s.T, H: s.H, HV: s.HV, K: s.K, V: s.V)
         // Outputs in place when packed f32 (as Recurrence.forward allocates them), else through one f32 staging tensor.
         let o = c.o.dtype == .float32 && c.o.isContiguous ? c.o : try DeviceTensor.zeros(c.o.shape)
+        if o.address == c.o.address, o.byteCount > 0 {  // the forms expect o zeroed (it may come uninitialized)
+            Allocation.zeroFill(UnsafeMutableRawPointer(bitPattern: o.address)!, bytes: o.byteCount)
+        }
         let state = c.finalState.dtype == .float32 && c.finalState.isContiguous ? c.finalState : try DeviceTensor.zeros(c.finalState.shape)
         if let h0 { try state.copy(from: h0) } else { Allocation.zeroFill(UnsafeMutableRawPointer(bitPattern: state.address)!, bytes: state.byteCount) }
         let (qn, kn) = c.useQKL2Norm ? (try Self.l2Normalized(q, K: s.K), try Self.l2Normalized(k, K: s.K)) : (q, k)
