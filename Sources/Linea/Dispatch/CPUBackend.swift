@@ -106,8 +106,8 @@ final class CPUBackend: Backend {
         if state.address != c.finalState.address { try c.finalState.copy(from: state) }
     }
 
-    /// The flash form on the tensors' own memory when every tensor is packed f32 (a decode step against a KV cache
-    /// then copies nothing); false when the call needs the host path (another form or layout, or inputs that fail a
+    /// The flash form (one query per head without a form asked for: `Attention.decodeOne`) on the tensors' own memory
+    /// when every tensor is packed f32 (a decode step against a KV cache then copies nothing); false when the call needs the host path (another form or layout, or inputs that fail a
     /// check: that path then names the problem). O(the form).
     private func attentionInPlace(_ c: AttentionCall) throws -> Bool {
         guard c.form == nil || c.form == .flash, [c.q, c.k, c.v, c.o, c.lse].allSatisfy({ $0.dtype == .float32 && $0.isContiguous }) else { return false }
@@ -117,7 +117,12 @@ final class CPUBackend: Backend {
         guard [q, k, v].allSatisfy(RecurrenceSIMD.allFinite) else { return false }
         try Attention.checkFloat32Range(maxQ: Tensor.maxMagnitude(q), maxK: Tensor.maxMagnitude(k), maxV: Tensor.maxMagnitude(v),
                                         D: p.D, S: p.S, scale: p.scale, form: .flash)
-        Attention.flash(p, AttentionPointers(q, k, v), o: c.o.mutableFloats.baseAddress!, lse: c.lse.mutableFloats.baseAddress!)
+        let (o, lse) = (c.o.mutableFloats.baseAddress!, c.lse.mutableFloats.baseAddress!)
+        if c.form == nil && p.T == 1 {  // a decode step: one query per head
+            Attention.decodeOne(p, AttentionPointers(q, k, v), o: o, lse: lse)
+        } else {
+            Attention.flash(p, AttentionPointers(q, k, v), o: o, lse: lse)
+        }
         if !c.options.allowNonFiniteOutputs && !RecurrenceSIMD.allFinite(c.o.floats) {
             try AttentionOutput(o: c.o.host(), lse: c.lse.host()).checkFinite(.flash)
         }
