@@ -119,6 +119,28 @@ enum RecurrenceFixture {
         }
     }
 
+    /// A decode step with a state large enough to be copied and checked in parallel parts matches the reference, and
+    /// a NaN in any part of it is named.
+    @Test func deviceRecurrenceCopiesAndChecksALargeStateInParts() throws {
+        let (H, K, V) = (16, 128, 128)  // 262144 floats: 4 parts
+        let q = try Tensor.randomNormal([1, 1, H, K], seed: 64, scale: 0.05), v = try Tensor.randomNormal([1, 1, H, V], seed: 65)
+        let g = try Tensor(zeros: [1, 1, H], value: -0.5), state = try Tensor.randomNormal([1, H, K, V], seed: 66)
+        let want = try Recurrence.forward(.simpleGLA, RecurrenceInputs(q: q, k: q, v: v, g: g, initialState: state), form: .reference)
+        let got = try Recurrence.forward(.simpleGLA, q: DeviceTensor(q), k: DeviceTensor(q), v: DeviceTensor(v), g: DeviceTensor(g),
+                                         initialState: DeviceTensor(state))
+        #expect(ErrorStats(try got.o.host(), want.o).relativeRMS < 1e-5)
+        #expect(ErrorStats(try got.finalState.host(), want.finalState).relativeRMS < 1e-5)
+        for position in [1, 100_000, 200_000, 262_143] {
+            var bad = state
+            bad.scalars[position] = .nan
+            let error = #expect(throws: LineaError.self) {
+                _ = try Recurrence.forward(.simpleGLA, q: DeviceTensor(q), k: DeviceTensor(q), v: DeviceTensor(v), g: DeviceTensor(g),
+                                           initialState: DeviceTensor(bad))
+            }
+            #expect(error?.description.hasPrefix("initial_state") == true, "position \(position): \(String(describing: error))")
+        }
+    }
+
     @Test func longerSequenceAndOptions() throws {
         var x = try F.inputs(.gatedDeltaRule, B: 1, T: 1000, H: 2, K: 64, V: 64, seed: 7)
         x.k = try Tensor.randomNormal([1, 1000, 2, 64], seed: 8)  // not normalized: the kernel does it

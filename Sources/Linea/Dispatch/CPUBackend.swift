@@ -77,7 +77,7 @@ final class CPUBackend: Backend {
         let q = try Self.packed(c.q)!, k = try Self.packed(c.k)!, v = try Self.packed(c.v)!
         let g = try Self.packed(c.g), beta = try Self.packed(c.beta), h0 = try Self.packed(c.initialState)
         if c.validate {
-            for (x, argument) in [(q, "q"), (k, "k"), (v, "v"), (g, "g"), (beta, "beta"), (h0, "initial_state")] {
+            for (x, argument) in [(q, "q"), (k, "k"), (v, "v"), (g, "g"), (beta, "beta")] {
                 if let x { try Recurrence.checkValues(x.floats, argument) }
             }
         }
@@ -88,7 +88,13 @@ final class CPUBackend: Backend {
             Allocation.zeroFill(UnsafeMutableRawPointer(bitPattern: o.address)!, bytes: o.byteCount)
         }
         let state = c.finalState.dtype == .float32 && c.finalState.isContiguous ? c.finalState : try DeviceTensor.zeros(c.finalState.shape)
-        if let h0 { try state.copy(from: h0) } else { Allocation.zeroFill(UnsafeMutableRawPointer(bitPattern: state.address)!, bytes: state.byteCount) }
+        if let h0 {
+            // Copied and checked in one parallel pass (the state is the largest input of a decode step).
+            let finite = RecurrenceSIMD.allFiniteParallel(h0.floats, copyTo: state.mutableFloats.baseAddress)
+            if c.validate && !finite { try Recurrence.checkValues(h0.floats, "initial_state") }
+        } else {
+            Allocation.zeroFill(UnsafeMutableRawPointer(bitPattern: state.address)!, bytes: state.byteCount)
+        }
         let (qn, kn) = c.useQKL2Norm ? (try Self.l2Normalized(q, K: s.K), try Self.l2Normalized(k, K: s.K)) : (q, k)
         if s.B * s.T * s.HV * s.V > 0 {
             let problem = FastProblem(mechanism: c.mechanism, dims: dims, scale: c.scale ?? 1 / Float(s.K).squareRoot(),
@@ -98,7 +104,7 @@ final class CPUBackend: Backend {
         }
         if c.validate && !c.allowNonFiniteOutputs {
             let hint = Recurrence.nonFiniteHint(c.mechanism, l2Normalized: c.useQKL2Norm)
-            for (name, x) in [("o", o), ("final_state", state)] where !RecurrenceSIMD.allFinite(x.floats) {
+            for (name, x) in [("o", o), ("final_state", state)] where !RecurrenceSIMD.allFiniteParallel(x.floats) {
                 try x.host().checkFiniteOutput(name, hint: hint)
             }
         }

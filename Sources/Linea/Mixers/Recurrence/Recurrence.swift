@@ -443,6 +443,29 @@ enum RecurrenceSIMD {
         return acc == 0
     }
 
+    /// Whether every element of `x` is finite, copying it to `target` on the way when given; split over the worker
+    /// threads past 64K elements (a decode step copies and checks each layer's state, about 1 MiB, on every token).
+    /// O(n).
+    static func allFiniteParallel(_ x: UnsafeBufferPointer<Float>, copyTo target: UnsafeMutablePointer<Float>? = nil) -> Bool {
+        guard let base = x.baseAddress else { return true }
+        let parts = min(4 * Parallel.threadCount, max(1, x.count >> 16))
+        return withUnsafeTemporaryAllocation(of: Bool.self, capacity: parts) { finite in
+            Parallel.forEachStatic(parts, FiniteParts(x: base, count: x.count, parts: parts, target: target, finite: finite.baseAddress!))
+            return finite.allSatisfy { $0 }
+        }
+    }
+
+    /// The parts of `allFiniteParallel`: part `i` copies and checks its range and writes its own flag.
+    private struct FiniteParts: ParallelItems, @unchecked Sendable {
+        let x: UnsafePointer<Float>, count: Int, parts: Int, target: UnsafeMutablePointer<Float>?, finite: UnsafeMutablePointer<Bool>
+
+        func run(_ i: Int) {
+            let range = count * i / parts..<count * (i + 1) / parts
+            target?.advanced(by: range.lowerBound).update(from: x + range.lowerBound, count: range.count)
+            finite[i] = allFinite(UnsafeBufferPointer(start: x + range.lowerBound, count: range.count))
+        }
+    }
+
     /// Whether every (finite) element lies in `[low, high]`. O(n).
     static func allWithin(_ x: UnsafeBufferPointer<Float>, _ low: Float, _ high: Float) -> Bool {
         guard let base = x.baseAddress else { return true }
