@@ -21,7 +21,7 @@
 
 // 144 queries (a multiple of 6 and 16) x 132 keys (of 6): measured 20% faster than 128 x 256 on one thread.
 const linea_kernel_table linea_kernels_avx2 = {
-    "avx2", 8, 6, 16, 144, 132, gemm_avx2, softmax_columns_avx2, scaled_by_exp_avx2, exp2_array_avx2,
+    "avx2", 8, 6, 16, 144, 132, gemm_avx2, softmax_columns_avx2, scaled_by_exp_avx2, exp2_array_avx2, gemv_avx2,
 };
 
 #if defined(__x86_64__)
@@ -33,7 +33,7 @@ const linea_kernel_table linea_kernels_avx2 = {
 #include "kernel_body.h"
 
 static const linea_kernel_table avx512 = {
-    "avx512", 16, 12, 32, 192, 132, gemm_avx512, softmax_columns_avx512, scaled_by_exp_avx512, exp2_array_avx512,
+    "avx512", 16, 12, 32, 192, 132, gemm_avx512, softmax_columns_avx512, scaled_by_exp_avx512, exp2_array_avx512, gemv_avx512,
 };
 
 const linea_kernel_table *linea_kernels_avx512(void) { return &avx512; }

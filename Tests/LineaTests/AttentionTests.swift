@@ -37,6 +37,22 @@ struct AttentionCase: CustomStringConvertible, Sendable {
         try checkFastForms(c)
     }
 
+    /// One query per head with no form asked for (a decode step: the CPU backend's `decodeOne` on device tensors)
+    /// against the reference: GQA and MQA, head dims off the 16-lane width, windows shorter and longer than S.
+    @Test(arguments: [
+        AttentionCase(T: 1, S: 1), AttentionCase(B: 2, T: 1, S: 7, Hq: 6, Hkv: 2, D: 40, Dv: 24),
+        AttentionCase(T: 1, S: 300, Hq: 4, Hkv: 1, D: 32, Dv: 48, causal: false), AttentionCase(T: 1, S: 300, Hq: 4, Hkv: 2, window: 37),
+        AttentionCase(T: 1, S: 20, window: 64),
+    ])
+    func decodeStepMatchesReference(_ c: AttentionCase) throws {
+        let (q, k, v) = try c.inputs(seed: 21)
+        let options = AttentionOptions(causal: c.causal, window: c.window)
+        let want = try Attention.forward(q: q, k: k, v: v, options: options, form: .reference)
+        let got = try Attention.forward(q: DeviceTensor(q), k: DeviceTensor(k), v: DeviceTensor(v), options: options)
+        let eo = ErrorStats(try got.o.host(), want.o), el = ErrorStats(try got.lse.host(), want.lse)
+        #expect(eo.relativeRMS <= 1e-5 && el.relativeRMS <= 1e-5, "\(c): o \(eo); lse \(el)")
+    }
+
     /// The AVX2 kernels, whatever this CPU would pick (they are what runs on hosts without AVX-512).
     @Test(arguments: grid)
     func fastFormsMatchReferenceAVX2(_ c: AttentionCase) throws {

@@ -45,6 +45,23 @@ private func token(_ x: Tensor, _ t: Int) throws -> Tensor {
 }
 
 @Suite struct DeviceTensorTests {
+    /// Host buffers of 64 KiB and more are reused by size once freed: a reused one still comes back zeroed from
+    /// `zeros`, and a recurrence whose outputs come uninitialized from a dirty reused buffer still matches the reference.
+    @Test func reusedHostBuffersStartClean() throws {
+        let n = 300_000  // 1.2 MB
+        _ = try DeviceTensor(Tensor(shape: [n], scalars: [Float](repeating: 7, count: n)))  // freed at once, kept
+        #expect(try DeviceTensor.zeros([n]).host().scalars.allSatisfy { $0 == 0 })
+        let (T, H, K, V) = (128, 4, 16, 64)  // o is 128 KiB
+        let q = try Tensor.randomNormal([1, T, H, K], seed: 71, scale: 0.1), k = try Tensor.randomNormal([1, T, H, K], seed: 72, scale: 0.1)
+        let v = try Tensor.randomNormal([1, T, H, V], seed: 73), g = try Tensor(zeros: [1, T, H], value: -0.1)
+        let want = try Recurrence.forward(.simpleGLA, RecurrenceInputs(q: q, k: k, v: v, g: g), form: .reference)
+        for form in [RecurrenceForm.recurrent, .chunked(size: 32)] {
+            for _ in 0..<2 { _ = try DeviceTensor(Tensor(shape: [T * H * V], scalars: [Float](repeating: .nan, count: T * H * V))) }
+            let got = try Recurrence.forward(.simpleGLA, q: DeviceTensor(q), k: DeviceTensor(k), v: DeviceTensor(v), g: DeviceTensor(g), form: form)
+            #expect(ErrorStats(try got.o.host().scalars, want.o.scalars).relativeRMS < 1e-5, "\(form)")
+        }
+    }
+
     @Test func floatRoundTripsKeepTheirDType() throws {
         let x = try Tensor.randomNormal([3, 5], seed: 1)
         #expect(try DeviceTensor(x).host() == x)

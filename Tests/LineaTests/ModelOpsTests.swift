@@ -72,6 +72,31 @@ func thrownArgument(_ body: () throws -> Void) -> String? {
         }
     }
 
+    /// The decode product (m < 4: the gemv kernel, rows split over the threads) of each vector width, element by element
+    /// against the reference, f32 and bf16 weights: depths with whole 4-vector steps, single vectors and a partial tail,
+    /// row counts that split unevenly and are no multiple of 16.
+    @Test(arguments: CPUKernels.Width.allCases)
+    func decodeMatmulMatchesReferenceElementwise(_ width: CPUKernels.Width) throws {
+        guard let kernels = CPUKernels(width) else { return }  // this CPU lacks AVX-512
+        try CPUKernels.with(kernels) {
+            for (m, n, k) in [(1, 1000, 203), (2, 515, 259), (3, 130, 640), (1, 7, 1)] {
+                let x = random(m * k, seed: 5), w = random(n * k, seed: 6)
+                let wBF16 = w.map(HalfPrecision.bfloat16Bits)
+                let got = try output(m * n) { out in try withBuffers([x, w]) { try CPUOps.matmul(x: $0[0], weight: $0[1], out: out, m: m, n: n, k: k) } }
+                let gotBF16 = try output(m * n) { out in
+                    try withBuffers([x]) { f in try withBuffers([wBF16]) { try CPUOps.matmul(x: f[0], weightBF16: $0[0], out: out, m: m, n: n, k: k) } }
+                }
+                let want = try ReferenceOps.matmul(x: wide(x), weight: wide(w), m: m, n: n, k: k)
+                let wantBF16 = try ReferenceOps.matmul(x: wide(x), weight: wBF16.map { Double(HalfPrecision.float(bfloat16Bits: $0)) },
+                                                       m: m, n: n, k: k)
+                let bound = 1e-5 * Double(k).squareRoot()  // a dot of k unit normals has size about sqrt(k)
+                let worst = zip(got, want).map { abs(Double($0) - $1) }.max() ?? 0
+                let worstBF16 = zip(gotBF16, wantBF16).map { abs(Double($0) - $1) }.max() ?? 0
+                #expect(worst <= bound && worstBF16 <= bound, "\(width) m \(m) n \(n) k \(k): \(worst), bf16 \(worstBF16)")
+            }
+        }
+    }
+
     @Test func embeddingGathersRowsAndNamesBadIds() throws {
         let (vocab, dim) = (11, 13)
         let table = random(vocab * dim, seed: 4), tableBF16 = table.map(HalfPrecision.bfloat16Bits)

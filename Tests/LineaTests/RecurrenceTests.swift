@@ -118,6 +118,46 @@ enum RecurrenceFixture {
 
     /// A longer sequence (T = 1000) for gated_delta_rule with q/k L2-normalized inside, and linear_attn with
     /// the normalizer on positive features.
+    /// The CPU path's finiteness check (four 16-lane sums, then a scalar tail) finds a NaN or an infinity wherever it
+    /// sits in the initial state (a decode step's check), and passes a finite one.
+    @Test func deviceRecurrenceFindsNonFiniteStateAnywhere() throws {
+        let (H, K, V) = (2, 16, 33)  // a state of 1056 floats: 16 blocks of 64, then 32 more
+        let q = try DeviceTensor(Tensor.randomNormal([1, 1, H, K], seed: 61, scale: 0.1))
+        let v = try DeviceTensor(Tensor.randomNormal([1, 1, H, V], seed: 62))
+        let state = try Tensor.randomNormal([1, H, K, V], seed: 63)
+        _ = try Recurrence.forward(.linearAttention, q: q, k: q, v: v, initialState: DeviceTensor(state))
+        for position in [0, 21, 38, 63, 100, 1023, 1024, 1055] {
+            var bad = state
+            bad.scalars[position] = position % 2 == 0 ? .nan : -.infinity
+            let error = #expect(throws: LineaError.self, "position \(position)") {
+                _ = try Recurrence.forward(.linearAttention, q: q, k: q, v: v, initialState: DeviceTensor(bad))
+            }
+            #expect(error?.description.hasPrefix("initial_state") == true, "position \(position): \(String(describing: error))")
+        }
+    }
+
+    /// A decode step with a state large enough to be copied and checked in parallel parts matches the reference, and
+    /// a NaN in any part of it is named.
+    @Test func deviceRecurrenceCopiesAndChecksALargeStateInParts() throws {
+        let (H, K, V) = (16, 128, 128)  // 262144 floats: 4 parts
+        let q = try Tensor.randomNormal([1, 1, H, K], seed: 64, scale: 0.05), v = try Tensor.randomNormal([1, 1, H, V], seed: 65)
+        let g = try Tensor(zeros: [1, 1, H], value: -0.5), state = try Tensor.randomNormal([1, H, K, V], seed: 66)
+        let want = try Recurrence.forward(.simpleGLA, RecurrenceInputs(q: q, k: q, v: v, g: g, initialState: state), form: .reference)
+        let got = try Recurrence.forward(.simpleGLA, q: DeviceTensor(q), k: DeviceTensor(q), v: DeviceTensor(v), g: DeviceTensor(g),
+                                         initialState: DeviceTensor(state))
+        #expect(ErrorStats(try got.o.host(), want.o).relativeRMS < 1e-5)
+        #expect(ErrorStats(try got.finalState.host(), want.finalState).relativeRMS < 1e-5)
+        for position in [1, 100_000, 200_000, 262_143] {
+            var bad = state
+            bad.scalars[position] = .nan
+            let error = #expect(throws: LineaError.self) {
+                _ = try Recurrence.forward(.simpleGLA, q: DeviceTensor(q), k: DeviceTensor(q), v: DeviceTensor(v), g: DeviceTensor(g),
+                                           initialState: DeviceTensor(bad))
+            }
+            #expect(error?.description.hasPrefix("initial_state") == true, "position \(position): \(String(describing: error))")
+        }
+    }
+
     @Test func longerSequenceAndOptions() throws {
         var x = try F.inputs(.gatedDeltaRule, B: 1, T: 1000, H: 2, K: 64, V: 64, seed: 7)
         x.k = try Tensor.randomNormal([1, 1000, 2, 64], seed: 8)  // not normalized: the kernel does it

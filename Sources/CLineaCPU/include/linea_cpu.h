@@ -26,6 +26,28 @@ void linea_cpu_vendor(char out[13]);
 
 
 
+// Atomics on plain `long`s shared between threads, for Parallel's spinning pool (Swift's `Atomic` needs macOS 15).
+// Sequentially consistent: the pool's park / wake handshake relies on a store then a load not being reordered.
+
+/// Loads `*p`.
+static inline long linea_atomic_load(const long *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+/// Stores `v` into `*p`.
+static inline void linea_atomic_store(long *p, long v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+/// Adds `v` to `*p`; returns the new value.
+static inline long linea_atomic_add(long *p, long v) { return __atomic_add_fetch(p, v, __ATOMIC_SEQ_CST); }
+/// Replaces `*p` by `desired` if it holds `expected`; returns whether it did.
+static inline int linea_atomic_cas(long *p, long expected, long desired) {
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+/// Tells the core this thread is spinning (x86 `pause`: frees the pipeline for the other hyperthread, saves power).
+static inline void linea_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
 /// The path of the shared library that holds `symbol` (dladdr), or NULL. Swift's Glibc module lacks dladdr.
 const char *linea_library_path(const void *symbol);
 #endif

@@ -27,6 +27,12 @@ typedef void (*linea_scaled_by_exp_fn)(long rows, long n, float *y, long ldy, co
 /// rescale and of `scaled_by_exp`. O(n).
 typedef void (*linea_exp2_fn)(const float *x, float *y, long n, int fast);
 
+/// `out[i * ldo + j] = Σ_d x[i * k + d] · w[j * k + d]` for input rows i < m (1 to 3) and outputs j in [j0, j1): the
+/// product with an nn.Linear weight `w [n, k]`, Float32 (bf16 == 0) or bfloat16 bits widened exactly, summed in
+/// Float32. Reads each weight once for all m rows (decode is bound by streaming the matrix). O(m·(j1 - j0)·k).
+typedef void (*linea_gemv_fn)(long m, long j0, long j1, long k, const float *x, const void *w, int bf16, float *out,
+                              long ldo);
+
 /// One width's kernels and the shapes they want.
 typedef struct {
     const char *name;    ///< "avx2" or "avx512"
@@ -37,6 +43,7 @@ typedef struct {
     linea_softmax_fn softmax_columns;
     linea_scaled_by_exp_fn scaled_by_exp;
     linea_exp2_fn exp2;
+    linea_gemv_fn gemv;
 } linea_kernel_table;
 
 /// The AVX2 + FMA build (x86-64 since Haswell / Zen 1; off x86-64, the same code for the host's 256-bit vectors).

@@ -96,6 +96,16 @@ public struct CPUKernels: @unchecked Sendable {  // the table is immutable stati
                    columnBlocksOutside ? 1 : 0)
     }
 
+    /// `out[i·ldo + j] = Σ_d x[i·k + d] · w[j·k + d]` for input rows `i < m` (1...3) and outputs `j` in `rows`: the
+    /// product with an nn.Linear weight `[n, k]`, Float32 or bfloat16 bits (widened exactly), summed in Float32.
+    /// O(m·rows.count·k).
+    @inline(__always)
+    func gemv(m: Int, rows: Range<Int>, k: Int, x: UnsafePointer<Float>, weight: UnsafeRawPointer, bf16: Bool,
+              out: UnsafeMutablePointer<Float>, ldo: Int) {
+        precondition((1...3).contains(m), "gemv: m must be 1...3")
+        table.gemv(m, rows.lowerBound, rows.upperBound, k, x, weight, bf16 ? 1 : 0, out, ldo)
+    }
+
     /// `y[i][c] = x[i][c] · e^(e[i][c] - r[i][c])` for `i < rows`, `c < n` (row strides in elements; a stride of 0
     /// repeats one row; `r` nil for 0), the exponent formed in Float64. O(rows·n).
     func scaledByExp(

@@ -1,3 +1,4 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -50,5 +51,43 @@ enum Allocation {
             _ = madvise(p, end - first, MADV_HUGEPAGE)
         }
         #endif
+    }
+}
+
+/// Freed host tensor buffers of 64 KiB and more, kept by size for the next allocation of that size (64 MiB in all at
+/// most): a decode step allocates the same few sizes every token (recurrent states, logits), and glibc handed such
+/// buffers back to the kernel, so each reuse paid a page fault per 4 KiB (mamba2 130M decode measured 82 -> 90
+/// tokens/s with malloc's trimming off).
+final class HostBuffers: @unchecked Sendable {  // every field is touched under `lock`
+    static let shared = HostBuffers()
+    /// The smallest size kept, and the most bytes kept in all.
+    static let minimum = 64 << 10, limit = 64 << 20
+
+    private let lock = NSLock()
+    private var kept: [Int: [UInt]] = [:]
+    private var bytes = 0
+
+    /// A kept buffer of exactly `byteCount` bytes (64-byte aligned, contents undefined), or nil. O(1).
+    func take(_ byteCount: Int) -> UnsafeMutableRawPointer? {
+        guard byteCount >= Self.minimum else { return nil }
+        lock.lock()
+        defer { lock.unlock() }
+        guard let address = kept[byteCount]?.popLast() else { return nil }
+        bytes -= byteCount
+        return UnsafeMutableRawPointer(bitPattern: address)
+    }
+
+    /// Keeps the `posix_memalign` buffer at `address` for reuse, or frees it when it is small or the cache is full. O(1).
+    func give(_ address: UInt, byteCount: Int) {
+        if byteCount >= Self.minimum {
+            lock.lock()
+            defer { lock.unlock() }
+            if bytes + byteCount <= Self.limit {
+                kept[byteCount, default: []].append(address)
+                bytes += byteCount
+                return
+            }
+        }
+        free(UnsafeMutableRawPointer(bitPattern: address))
     }
 }

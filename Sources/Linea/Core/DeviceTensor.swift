@@ -33,18 +33,21 @@ public final class TensorStorage: @unchecked Sendable {
 
     deinit { release?() }
 
-    /// `byteCount` zeroed bytes of host memory, 64-byte aligned; throws `overMemoryLimit` past the budget or when
-    /// the allocation fails. O(byteCount).
-    public static func host(byteCount: Int, what: String = "tensor") throws -> TensorStorage {
+    /// `byteCount` bytes of host memory, 64-byte aligned, zeroed unless `zeroed` is false (the caller then writes
+    /// every byte); large buffers are reused from `HostBuffers`. Throws `overMemoryLimit` past the budget or when the
+    /// allocation fails. O(byteCount) when zeroed, else O(1).
+    public static func host(byteCount: Int, what: String = "tensor", zeroed: Bool = true) throws -> TensorStorage {
         try MemoryBudget.check([.init(what, [byteCount], elementBytes: 1)])
-        var raw: UnsafeMutableRawPointer?
-        guard posix_memalign(&raw, 64, max(byteCount, 64)) == 0, let raw else {
-            throw LineaError.overMemoryLimit(what: "\(what): allocation failed", neededBytes: byteCount, limitBytes: MemoryBudget.limit)
+        var raw = HostBuffers.shared.take(byteCount)
+        if raw == nil {
+            guard posix_memalign(&raw, 64, max(byteCount, 64)) == 0, raw != nil else {
+                throw LineaError.overMemoryLimit(what: "\(what): allocation failed", neededBytes: byteCount, limitBytes: MemoryBudget.limit)
+            }
         }
-        Allocation.zeroFill(raw, bytes: byteCount)
-        let address = UInt(bitPattern: raw)
+        if zeroed { Allocation.zeroFill(raw!, bytes: byteCount) }
+        let address = UInt(bitPattern: raw!)
         return TensorStorage(device: .cpu, address: address, byteCount: byteCount) {
-            free(UnsafeMutableRawPointer(bitPattern: address))
+            HostBuffers.shared.give(address, byteCount: byteCount)
         }
     }
 

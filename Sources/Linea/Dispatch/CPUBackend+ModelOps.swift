@@ -82,12 +82,14 @@ extension CPUBackend {
                 } }
             case let .causalConv1d(silu):
                 let (w, stateTensor) = (c["weight"]!, c["state"])
-                var state = try stateTensor?.host().scalars
+                // A packed f32 host state (a decode cache's) is updated in place; others through a host copy.
+                let inPlace = stateTensor.map { $0.device == .cpu && $0.dtype == .float32 && $0.isContiguous } ?? false
+                var state = inPlace ? nil : try stateTensor?.host().scalars
                 let bias = try c["bias"].map { try $0.host().scalars }
                 try withFloats("x") { xp in try withFloats("weight") { wp in try withOptional(bias) { bp in
                     try withOptionalMutable(&state) { sp in
-                        try CPUOps.causalConv1d(x: xp, weight: wp, bias: bp, state: sp, out: o, batch: x.shape[0], length: x.shape[1],
-                                                channels: x.shape[2], width: w.shape[1], silu: silu)
+                        try CPUOps.causalConv1d(x: xp, weight: wp, bias: bp, state: inPlace ? stateTensor!.mutableFloats : sp, out: o,
+                                                batch: x.shape[0], length: x.shape[1], channels: x.shape[2], width: w.shape[1], silu: silu)
                     }
                 } } }
                 if let stateTensor, let state { try stateTensor.copy(from: Tensor(uncheckedShape: stateTensor.shape, scalars: state)) }

@@ -9,6 +9,11 @@ final class CPUBackend: Backend {
         try TensorStorage.host(byteCount: byteCount)
     }
 
+    /// Not zeroed: the op writes every element (a decode step's recurrent state is about 1 MiB a layer).
+    func allocateUninitialized(byteCount: Int) throws -> TensorStorage {
+        try TensorStorage.host(byteCount: byteCount, zeroed: false)
+    }
+
     /// Host-to-host copy of any two views: one memcpy when both are packed, else one per innermost run. O(bytes).
     func copy(_ source: DeviceTensor, into destination: DeviceTensor) throws {
         guard source.device == .cpu, destination.device == .cpu else {
@@ -71,15 +76,24 @@ final class CPUBackend: Backend {
         let q = try Self.packed(c.q)!, k = try Self.packed(c.k)!, v = try Self.packed(c.v)!
         let g = try Self.packed(c.g), beta = try Self.packed(c.beta), h0 = try Self.packed(c.initialState)
         if c.validate {
-            for (x, argument) in [(q, "q"), (k, "k"), (v, "v"), (g, "g"), (beta, "beta"), (h0, "initial_state")] {
+            for (x, argument) in [(q, "q"), (k, "k"), (v, "v"), (g, "g"), (beta, "beta")] {
                 if let x { try Recurrence.checkValues(x.floats, argument) }
             }
         }
         let dims = RecurrenceDims(B: s.B, T: s.T, H: s.H, HV: s.HV, K: s.K, V: s.V)
         // Outputs in place when packed f32 (as Recurrence.forward allocates them), else through one f32 staging tensor.
         let o = c.o.dtype == .float32 && c.o.isContiguous ? c.o : try DeviceTensor.zeros(c.o.shape)
+        if o.address == c.o.address, o.byteCount > 0 {  // the forms expect o zeroed (it may come uninitialized)
+            Allocation.zeroFill(UnsafeMutableRawPointer(bitPattern: o.address)!, bytes: o.byteCount)
+        }
         let state = c.finalState.dtype == .float32 && c.finalState.isContiguous ? c.finalState : try DeviceTensor.zeros(c.finalState.shape)
-        if let h0 { try state.copy(from: h0) } else { Allocation.zeroFill(UnsafeMutableRawPointer(bitPattern: state.address)!, bytes: state.byteCount) }
+        if let h0 {
+            // Copied and checked in one parallel pass (the state is the largest input of a decode step).
+            let finite = RecurrenceSIMD.allFiniteParallel(h0.floats, copyTo: state.mutableFloats.baseAddress)
+            if c.validate && !finite { try Recurrence.checkValues(h0.floats, "initial_state") }
+        } else {
+            Allocation.zeroFill(UnsafeMutableRawPointer(bitPattern: state.address)!, bytes: state.byteCount)
+        }
         let (qn, kn) = c.useQKL2Norm ? (try Self.l2Normalized(q, K: s.K), try Self.l2Normalized(k, K: s.K)) : (q, k)
         if s.B * s.T * s.HV * s.V > 0 {
             let problem = FastProblem(mechanism: c.mechanism, dims: dims, scale: c.scale ?? 1 / Float(s.K).squareRoot(),
@@ -89,7 +103,7 @@ final class CPUBackend: Backend {
         }
         if c.validate && !c.allowNonFiniteOutputs {
             let hint = Recurrence.nonFiniteHint(c.mechanism, l2Normalized: c.useQKL2Norm)
-            for (name, x) in [("o", o), ("final_state", state)] where !RecurrenceSIMD.allFinite(x.floats) {
+            for (name, x) in [("o", o), ("final_state", state)] where !RecurrenceSIMD.allFiniteParallel(x.floats) {
                 try x.host().checkFiniteOutput(name, hint: hint)
             }
         }
@@ -97,8 +111,8 @@ final class CPUBackend: Backend {
         if state.address != c.finalState.address { try c.finalState.copy(from: state) }
     }
 
-    /// The flash form on the tensors' own memory when every tensor is packed f32 (a decode step against a KV cache
-    /// then copies nothing); false when the call needs the host path (another form or layout, or inputs that fail a
+    /// The flash form (one query per head without a form asked for: `Attention.decodeOne`) on the tensors' own memory
+    /// when every tensor is packed f32 (a decode step against a KV cache then copies nothing); false when the call needs the host path (another form or layout, or inputs that fail a
     /// check: that path then names the problem). O(the form).
     private func attentionInPlace(_ c: AttentionCall) throws -> Bool {
         guard c.form == nil || c.form == .flash, [c.q, c.k, c.v, c.o, c.lse].allSatisfy({ $0.dtype == .float32 && $0.isContiguous }) else { return false }
@@ -108,7 +122,12 @@ final class CPUBackend: Backend {
         guard [q, k, v].allSatisfy(RecurrenceSIMD.allFinite) else { return false }
         try Attention.checkFloat32Range(maxQ: Tensor.maxMagnitude(q), maxK: Tensor.maxMagnitude(k), maxV: Tensor.maxMagnitude(v),
                                         D: p.D, S: p.S, scale: p.scale, form: .flash)
-        Attention.flash(p, AttentionPointers(q, k, v), o: c.o.mutableFloats.baseAddress!, lse: c.lse.mutableFloats.baseAddress!)
+        let (o, lse) = (c.o.mutableFloats.baseAddress!, c.lse.mutableFloats.baseAddress!)
+        if c.form == nil && p.T == 1 {  // a decode step: one query per head
+            Attention.decodeOne(p, AttentionPointers(q, k, v), o: o, lse: lse)
+        } else {
+            Attention.flash(p, AttentionPointers(q, k, v), o: o, lse: lse)
+        }
         if !c.options.allowNonFiniteOutputs && !RecurrenceSIMD.allFinite(c.o.floats) {
             try AttentionOutput(o: c.o.host(), lse: c.lse.host()).checkFinite(.flash)
         }

@@ -35,24 +35,24 @@ public enum CPUOps {
         if m < 4 {
             // Decode: dot products straight off the weight rows (sgemm would first pack the whole matrix: a second
             // pass over the memory a one-token step is bound by; measured 24 -> 45 tokens/s on a 120M model).
-            forRows(n, width: m * k) { rows in
-                for j in rows { for i in 0..<m { op[i * n + j] = dot(xp + i * k, wp + j * k, count: k) } }
-            }
+            gemv(x: xp, weight: UnsafeRawPointer(wp), bf16: false, out: op, m: m, n: n, k: k)
         } else {
             BLAS.sgemm(transB: true, m: m, n: n, k: k, a: xp, lda: k, b: wp, ldb: k, c: op, ldc: n)
         }
         if let bias { addBias(bias, out, m: m, n: n) }
     }
 
-    /// The same product with bfloat16 weights (bits as `UInt16`), Float32 accumulation. Few rows (decode): each
-    /// weight row is widened into a cache-resident buffer and dotted with every input row, so the bf16 matrix is
-    /// read once. More rows: blocks of weight rows are widened and multiplied by sgemm. O(m·n·k).
+    /// The same product with bfloat16 weights (bits as `UInt16`), Float32 accumulation. Decode (m < 4): widened in
+    /// registers by the gemv kernel. Up to 16 rows: each weight row is widened into a cache-resident buffer and dotted
+    /// with every input row, so the bf16 matrix is read once. More rows: blocks of weight rows are widened and multiplied by sgemm. O(m·n·k).
     public static func matmul(x: UnsafeBufferPointer<Float>, weightBF16 weight: UnsafeBufferPointer<UInt16>,
                               bias: UnsafeBufferPointer<Float>? = nil, out: UnsafeMutableBufferPointer<Float>,
                               m: Int, n: Int, k: Int) throws {
         guard try checkMatmul(x: x.count, weight: weight.count, bias: bias, out: out, m: m, n: n, k: k) else { return }
         let (xp, wp, op) = (x.baseAddress!, weight.baseAddress!, out.baseAddress!)
-        if m < 16 {
+        if m < 4 {
+            gemv(x: xp, weight: UnsafeRawPointer(wp), bf16: true, out: op, m: m, n: n, k: k)
+        } else if m < 16 {
             forRows(n, width: m * k) { rows in
                 let wide = UnsafeMutablePointer<Float>.allocate(capacity: max(k, 1))
                 defer { wide.deallocate() }
@@ -74,6 +74,29 @@ public enum CPUOps {
             }
         }
         if let bias { addBias(bias, out, m: m, n: n) }
+    }
+
+    /// `out [m, n] = x [m, k] · weight [n, k]^T` for m < 4 through the vector width's gemv kernel (each weight read once
+    /// for all m rows), the rows of the matrix split into up to 4 parts per thread when it is large. O(m·n·k).
+    static func gemv(x: UnsafePointer<Float>, weight: UnsafeRawPointer, bf16: Bool, out: UnsafeMutablePointer<Float>,
+                     m: Int, n: Int, k: Int) {
+        let items = GEMVItems(kernels: CPUKernels.current, x: x, weight: weight, bf16: bf16, out: out, m: m, n: n, k: k,
+                              parts: min(4 * Parallel.threadCount, max(1, n * k / elementsPerItem)))
+        Parallel.forEachStatic(items.parts, items)
+    }
+
+    /// One part of a gemv per item: a contiguous range of output rows starting at a multiple of 16 (its outputs then
+    /// start a cache line of their own, which no other thread writes).
+    struct GEMVItems: ParallelItems, @unchecked Sendable {  // each item writes its own range of out
+        let kernels: CPUKernels
+        let x: UnsafePointer<Float>, weight: UnsafeRawPointer, bf16: Bool, out: UnsafeMutablePointer<Float>
+        let m: Int, n: Int, k: Int, parts: Int
+
+        func run(_ item: Int) {
+            func edge(_ p: Int) -> Int { p == parts ? n : (n * p / parts) & ~15 }
+            let rows = edge(item)..<edge(item + 1)
+            if !rows.isEmpty { kernels.gemv(m: m, rows: rows, k: k, x: x, weight: weight, bf16: bf16, out: out, ldo: n) }
+        }
     }
 
     /// Checks the sizes; false when nothing is left to multiply (out is then empty, or bias / zeros when k = 0).

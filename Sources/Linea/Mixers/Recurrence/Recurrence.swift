@@ -439,21 +439,46 @@ struct FastProblem: @unchecked Sendable {
 // MARK: - SIMD helpers on raw pointers
 
 enum RecurrenceSIMD {
-    /// Whether every element is finite: `x * 0` is NaN exactly for NaN and infinities. O(n).
+    /// Whether every element is finite: `x * 0` is NaN exactly for NaN and infinities. Four independent 16-lane sums
+    /// (one chain waits on the add latency: a decode step checks each layer's state, about 1 MiB, twice). O(n).
     static func allFinite(_ x: UnsafeBufferPointer<Float>) -> Bool {
         guard let base = x.baseAddress else { return true }
-        var acc8 = SIMD8<Float>(repeating: 0)
+        func load(_ i: Int) -> SIMD16<Float> { UnsafeRawPointer(base + i).loadUnaligned(as: SIMD16<Float>.self) * 0 }
+        var (a0, a1, a2, a3) = (SIMD16<Float>(), SIMD16<Float>(), SIMD16<Float>(), SIMD16<Float>())
         var i = 0
-        while i + 8 <= x.count {
-            acc8 += UnsafeRawPointer(base + i).loadUnaligned(as: SIMD8<Float>.self) * 0
-            i += 8
+        while i + 64 <= x.count {
+            (a0, a1, a2, a3) = (a0 + load(i), a1 + load(i + 16), a2 + load(i + 32), a3 + load(i + 48))
+            i += 64
         }
-        var acc = acc8.sum()
+        var acc = ((a0 + a1) + (a2 + a3)).sum()
         while i < x.count {
             acc += base[i] * 0
             i += 1
         }
         return acc == 0
+    }
+
+    /// Whether every element of `x` is finite, copying it to `target` on the way when given; split over the worker
+    /// threads past 64K elements (a decode step copies and checks each layer's state, about 1 MiB, on every token).
+    /// O(n).
+    static func allFiniteParallel(_ x: UnsafeBufferPointer<Float>, copyTo target: UnsafeMutablePointer<Float>? = nil) -> Bool {
+        guard let base = x.baseAddress else { return true }
+        let parts = min(4 * Parallel.threadCount, max(1, x.count >> 16))
+        return withUnsafeTemporaryAllocation(of: Bool.self, capacity: parts) { finite in
+            Parallel.forEachStatic(parts, FiniteParts(x: base, count: x.count, parts: parts, target: target, finite: finite.baseAddress!))
+            return finite.allSatisfy { $0 }
+        }
+    }
+
+    /// The parts of `allFiniteParallel`: part `i` copies and checks its range and writes its own flag.
+    private struct FiniteParts: ParallelItems, @unchecked Sendable {
+        let x: UnsafePointer<Float>, count: Int, parts: Int, target: UnsafeMutablePointer<Float>?, finite: UnsafeMutablePointer<Bool>
+
+        func run(_ i: Int) {
+            let range = count * i / parts..<count * (i + 1) / parts
+            target?.advanced(by: range.lowerBound).update(from: x + range.lowerBound, count: range.count)
+            finite[i] = allFinite(UnsafeBufferPointer(start: x + range.lowerBound, count: range.count))
+        }
     }
 
     /// Whether every (finite) element lies in `[low, high]`. O(n).
