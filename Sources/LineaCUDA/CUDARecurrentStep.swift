@@ -1,7 +1,7 @@
 import Foundation
 import Linea
 
-/// Fused one-token (decode) recurrent steps on the GPU for the six mechanisms; the fp32 state is updated in place
+/// Fused one-token (decode) recurrent steps on the GPU for the seven mechanisms; the fp32 state is updated in place
 /// in one pass (each state element read and written once).
 package enum CUDARecurrentStep {
     /// The kernel's mechanism switch: 0 linear_attn, 1 retention, 2 simple_gla, 3 gla, 4 delta_rule, 5 gated_delta_rule, 6 kda.

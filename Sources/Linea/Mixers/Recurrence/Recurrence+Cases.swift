@@ -1,6 +1,6 @@
 import Foundation
 
-/// One of the six recurrences as an op family: fla's inputs (`q, k [B,T,H,K]`, `v [B,T,HV,V]`, g, beta,
+/// One of the seven recurrences as an op family: fla's inputs (`q, k [B,T,H,K]`, `v [B,T,HV,V]`, g, beta,
 /// initial_state), outputs `o` and `final_state`; forms `recurrent`, `chunked[:N]` and `step` (the decode step run
 /// token by token over the sequence, the state updated in place), `reference` on the CPU.
 public struct RecurrenceFamily: OpFamily {

@@ -8,7 +8,7 @@ import Foundation
 // from the updated state S_t (fla's fused_recurrent order). Three forms give the same numbers:
 // `reference` (Float64 loop, the oracle), `recurrent` (Float32 scan, O(K*V) memory) and `chunked` (GEMMs).
 
-/// The six recurrences of the `S_t = Diag(a_t) S_{t-1} (I - b_t k_t k_t^T) + b_t k_t v_t^T` family (fla names).
+/// The seven recurrences of the `S_t = Diag(a_t) S_{t-1} (I - b_t k_t k_t^T) + b_t k_t v_t^T` family (fla names).
 public enum RecurrentMechanism: String, CaseIterable, Sendable {
     /// `a = 1`, plain `k v^T` add; optional normalizer (`RecurrenceInputs.normalize`).
     case linearAttention = "linear_attn"
