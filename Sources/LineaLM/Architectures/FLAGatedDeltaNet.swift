@@ -74,11 +74,9 @@ enum FLAGatedDeltaNet {
             let decay = try Ops.mul(Ops.softplus(Ops.add(Ops.matmul(x, weight: a), dtBias)), negA)
             var beta = try Ops.sigmoid(Ops.matmul(x, weight: b))
             if c.negativeEigenvalues { beta = try Ops.mul(beta, FLAMath.scalar(2, on: x.device)) }
-            let out = try Recurrence.forward(.gatedDeltaRule, q: q.reshaped([B, T, c.heads, c.keyDim]), k: k.reshaped([B, T, c.heads, c.keyDim]),
-                                             v: v.reshaped([B, T, c.valueHeads, c.valueDim]), g: decay, beta: beta,
-                                             initialState: cache["state"]!, useQKL2Norm: true)
-            cache["state"] = out.finalState
-            return try Ops.matmul(FLAMath.gatedNorm(out.o, gate: g.map { try Ops.matmul(x, weight: $0).reshaped(out.o.shape) },
+            let out = try ModelMath.recurrence(.gatedDeltaRule, q: q.reshaped([B, T, c.heads, c.keyDim]), k: k.reshaped([B, T, c.heads, c.keyDim]),
+                                               v: v.reshaped([B, T, c.valueHeads, c.valueDim]), g: decay, beta: beta, useQKL2Norm: true, cache: &cache)
+            return try Ops.matmul(FLAMath.gatedNorm(out, gate: g.map { try Ops.matmul(x, weight: $0).reshaped(out.shape) },
                                                     weight: norm, eps: c.eps, sigmoid: c.sigmoidGate).reshaped([B, T, c.valueHeads * c.valueDim]),
                                   weight: o)
         }

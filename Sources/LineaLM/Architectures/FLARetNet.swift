@@ -52,11 +52,9 @@ enum FLARetNet {
             let q = try Ops.rotary(Ops.matmul(x, weight: q).reshaped([B, T, c.heads, c.keyDim]), positions: positions)
             let k = try Ops.rotary(Ops.matmul(x, weight: k).reshaped([B, T, c.kvHeads, c.keyDim]), positions: positions)
             let v = try Ops.matmul(x, weight: v).reshaped([B, T, c.kvHeads, c.valueDim])
-            let out = try Recurrence.forward(.retention, q: q, k: FLAMath.repeatHeads(k, group), v: FLAMath.repeatHeads(v, group),
-                                             initialState: cache["state"]!)
-            cache["state"] = out.finalState
-            let gate = try g.map { try Ops.matmul(x, weight: $0).reshaped(out.o.shape) }
-            return try Ops.matmul(FLAMath.gatedNorm(out.o, gate: gate, weight: norm, eps: c.eps).reshaped([B, T, c.heads * c.valueDim]), weight: o)
+            let out = try ModelMath.recurrence(.retention, q: q, k: FLAMath.repeatHeads(k, group), v: FLAMath.repeatHeads(v, group), cache: &cache)
+            let gate = try g.map { try Ops.matmul(x, weight: $0).reshaped(out.shape) }
+            return try Ops.matmul(FLAMath.gatedNorm(out, gate: gate, weight: norm, eps: c.eps).reshaped([B, T, c.heads * c.valueDim]), weight: o)
         }
     }
 

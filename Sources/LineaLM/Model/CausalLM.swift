@@ -94,16 +94,18 @@ enum ModelMath {
     /// one token steps the cached state in place (a decode allocates no new state), more run the whole-sequence
     /// forward and replace it. O(B·T·HV·K·V).
     static func recurrence(_ mechanism: RecurrentMechanism, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, g: DeviceTensor? = nil,
-                           beta: DeviceTensor? = nil, scale: Float? = nil, cache: inout [String: DeviceTensor]) throws -> DeviceTensor {
+                           beta: DeviceTensor? = nil, scale: Float? = nil, useQKL2Norm: Bool = false,
+                           cache: inout [String: DeviceTensor]) throws -> DeviceTensor {
         let (B, T, HV, V) = (v.shape[0], v.shape[1], v.shape[2], v.shape[3])
         guard T == 1 else {
-            let out = try Recurrence.forward(mechanism, q: q, k: k, v: v, g: g, beta: beta, initialState: cache["state"]!, scale: scale)
+            let out = try Recurrence.forward(mechanism, q: q, k: k, v: v, g: g, beta: beta, initialState: cache["state"]!, scale: scale,
+                                             useQKL2Norm: useQKL2Norm)
             cache["state"] = out.finalState
             return out.o
         }
         func token(_ x: DeviceTensor?) throws -> DeviceTensor? { try x?.reshaped([B] + Array(x!.shape.dropFirst(2))) }
         return try Recurrence.step(mechanism, q: token(q)!, k: token(k)!, v: token(v)!, g: token(g), beta: token(beta), state: cache["state"]!,
-                                   scale: scale).reshaped([B, 1, HV, V])
+                                   scale: scale, useQKL2Norm: useQKL2Norm).reshaped([B, 1, HV, V])
     }
 
     /// `-e^x` of a small weight vector (A_log to the decay rate A), as f32 on its device; computed once at load. O(n).
