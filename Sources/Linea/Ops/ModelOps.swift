@@ -62,7 +62,8 @@ public enum CPUOps {
                 }
             }
         } else {
-            let blockRows = max(16, min(n, (1 << 16) / max(k, 1)))  // about 256 KiB of Float32 per block
+            // Each sgemm call packs x again: blocks of at least 4·m rows (256 KiB of Float32 at the least) amortize it.
+            let blockRows = max(16, min(n, max(1 << 16, 4 * m * k) / max(k, 1)))
             let wide = UnsafeMutablePointer<Float>.allocate(capacity: max(blockRows * k, 1))
             defer { wide.deallocate() }
             for j0 in stride(from: 0, to: n, by: blockRows) {
