@@ -2,6 +2,20 @@ import Testing
 import Linea
 
 @Suite struct TensorTests {
+    /// One pass gives the largest magnitude of finite data, and nil for a NaN or an infinity anywhere (vector body or tail).
+    @Test func finiteMaxMagnitudeFindsNonFiniteValues() {
+        var values = (0..<21).map { Float($0) - 13.5 }
+        #expect(values.withUnsafeBufferPointer(Tensor.finiteMaxMagnitude) == 13.5)
+        #expect([Float]().withUnsafeBufferPointer(Tensor.finiteMaxMagnitude) == 0)
+        for bad in [Float.nan, .infinity, -.infinity] {
+            for index in [0, 9, 20] {
+                values[index] = bad
+                #expect(values.withUnsafeBufferPointer(Tensor.finiteMaxMagnitude) == nil, "\(bad) at \(index)")
+                values[index] = 1
+            }
+        }
+    }
+
     @Test func shapeAndStrides() throws {
         let t = try Tensor(zeros: [2, 3, 4])
         #expect(t.strides == [12, 4, 1])

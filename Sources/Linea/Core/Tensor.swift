@@ -143,6 +143,29 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
         return m
     }
 
+    /// The largest `|x|` in `p` (0 when empty), or nil when an element is NaN or infinite: the finiteness check and the
+    /// range of `maxMagnitude` in one pass (a decode step's attention reads its whole KV cache for both). O(count).
+    package static func finiteMaxMagnitude(_ p: UnsafeBufferPointer<Float>) -> Float? {
+        guard let base = p.baseAddress else { return 0 }
+        var (m8, poison) = (SIMD8<Float>(repeating: 0), SIMD8<Float>(repeating: 0))
+        var i = 0
+        while i + 8 <= p.count {
+            let x = UnsafeRawPointer(base + i).loadUnaligned(as: SIMD8<Float>.self)
+            let a = x.replacing(with: -x, where: x .< 0)
+            m8.replace(with: a, where: a .> m8)
+            poison += x - x  // 0 for a finite x, NaN for NaN or an infinity
+            i += 8
+        }
+        var m = m8.max()
+        var tail: Float = poison.sum()
+        while i < p.count {
+            tail += base[i] - base[i]
+            m = max(m, abs(base[i]))
+            i += 1
+        }
+        return tail.isNaN ? nil : m
+    }
+
     /// Throws `LineaError.nonFinite` naming `name` and the first NaN or infinity, for outputs; with
     /// `allowNegativeInfinity`, -inf passes (the lse of a query that sees no key). O(count).
     public func checkFiniteOutput(_ name: String, allowNegativeInfinity: Bool = false, hint: String = "") throws {

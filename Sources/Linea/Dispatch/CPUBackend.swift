@@ -119,9 +119,10 @@ final class CPUBackend: Backend {
         let p = try AttentionProblem(q: c.q.shape, k: c.k.shape, v: c.v.shape, options: c.options)
         guard p.B * p.T * p.Hq > 0, p.S > 0 else { return false }
         let (q, k, v) = (c.q.floats, c.k.floats, c.v.floats)
-        guard [q, k, v].allSatisfy(RecurrenceSIMD.allFinite) else { return false }
-        try Attention.checkFloat32Range(maxQ: Tensor.maxMagnitude(q), maxK: Tensor.maxMagnitude(k), maxV: Tensor.maxMagnitude(v),
-                                        D: p.D, S: p.S, scale: p.scale, form: .flash)
+        guard let maxQ = Tensor.finiteMaxMagnitude(q), let maxK = Tensor.finiteMaxMagnitude(k), let maxV = Tensor.finiteMaxMagnitude(v) else {
+            return false
+        }
+        try Attention.checkFloat32Range(maxQ: maxQ, maxK: maxK, maxV: maxV, D: p.D, S: p.S, scale: p.scale, form: .flash)
         let (o, lse) = (c.o.mutableFloats.baseAddress!, c.lse.mutableFloats.baseAddress!)
         if c.form == nil && p.T == 1 {  // a decode step: one query per head
             Attention.decodeOne(p, AttentionPointers(q, k, v), o: o, lse: lse)
