@@ -92,13 +92,8 @@ public final class Mamba: CausalLM {
     }
 
     public func makeCache(batch: Int, capacity: Int) throws -> ModelCache {
-        let c = config
-        let cache = ModelCache(batch: batch, capacity: capacity, layers: c.layers)
-        for i in 0..<c.layers {
-            cache.layers[i]["state"] = try DeviceTensor.zeros([batch, c.inner, c.state], on: device)
-            cache.layers[i]["conv"] = try DeviceTensor.zeros([batch, c.inner, c.convWidth - 1], on: device)
-        }
-        return cache
+        try ModelMath.recurrentCache(batch: batch, capacity: capacity, layers: config.layers, state: [config.inner, config.state],
+                                     convChannels: config.inner, convWidth: config.convWidth, device: device)
     }
 
     public func forward(_ ids: DeviceTensor, cache: ModelCache, lastOnly: Bool) throws -> DeviceTensor {

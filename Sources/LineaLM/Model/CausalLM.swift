@@ -76,6 +76,18 @@ enum ModelMath {
         try x.narrowed(axis: x.rank - 1, range).contiguous()
     }
 
+    /// A state-space model's cache: per layer a zero state `[batch] + state` and conv state `[batch, convChannels,
+    /// convWidth - 1]`. O(layers · state).
+    static func recurrentCache(batch: Int, capacity: Int, layers: Int, state: [Int], convChannels: Int, convWidth: Int,
+                               device: Device) throws -> ModelCache {
+        let cache = ModelCache(batch: batch, capacity: capacity, layers: layers)
+        for i in 0..<layers {
+            cache.layers[i]["state"] = try DeviceTensor.zeros([batch] + state, on: device)
+            cache.layers[i]["conv"] = try DeviceTensor.zeros([batch, convChannels, convWidth - 1], on: device)
+        }
+        return cache
+    }
+
     /// The pre-norm residual stack of the state-space models: the embedding (as f32), `h += mixer(layer, rmsNorm(h),
     /// its cache)` per layer, then the final norm and the head. O(layers · the mixer).
     static func residualStack(_ ids: DeviceTensor, cache: ModelCache, embed: DeviceTensor, norms: [DeviceTensor], eps: Float,
