@@ -64,14 +64,7 @@ EINOPS_VERSION = "0.8.2"
 TRANSFORMERS_VERSION = "5.25.0"
 SAFETENSORS_VERSION = "0.8.0"
 
-
-def ensure(distribution, version):
-    try:
-        if importlib.metadata.version(distribution) == version:
-            return
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", f"{distribution}=={version}"])
+from fixture_common import ensure, folder_bytes, full_logits, random_prompt, special_ids  # noqa: E402
 
 
 def ensure_fla():
@@ -737,28 +730,6 @@ def perturb_vectors(model, generator):
                 parameter.add_(0.1 * noise)
 
 
-def special_ids(model):
-    ids = set()
-    for source in (model.config, model.generation_config):
-        for field in ("eos_token_id", "bos_token_id", "pad_token_id"):
-            value = getattr(source, field, None)
-            if value is None:
-                continue
-            ids.update(value if isinstance(value, (list, tuple)) else [value])
-    return ids
-
-
-def random_prompt(length, generator, excluded):
-    allowed = torch.tensor([i for i in range(VOCAB) if i not in excluded], dtype=torch.int64)
-    picks = torch.randint(0, len(allowed), (1, length), generator=generator)
-    return allowed[picks]
-
-
-@torch.no_grad()
-def full_logits(model, input_ids):
-    return model(input_ids=input_ids, use_cache=False).logits
-
-
 @torch.no_grad()
 def greedy_by_full_forwards(model, input_ids):
     sequence = input_ids
@@ -807,10 +778,6 @@ def save_with_metadata(tensors, path, metadata):
         f.write(data[:8] + text + data[8 + length:])
 
 
-def folder_bytes(directory):
-    return sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory))
-
-
 def reference_outputs(make_config, seed):
     from transformers import AutoModelForCausalLM
     torch.manual_seed(seed)
@@ -821,7 +788,7 @@ def reference_outputs(make_config, seed):
     excluded = special_ids(model)
     expected, steps = {}, {}
     for length in PROMPT_LENGTHS:
-        input_ids = random_prompt(length, prompt_generator, excluded)
+        input_ids = random_prompt(length, prompt_generator, excluded, VOCAB)
         tokens, gaps, steps[length] = greedy_by_full_forwards(model, input_ids)
         expected[f"input_ids_{length}"] = input_ids
         expected[f"logits_{length}"] = full_logits(model, input_ids).float().contiguous()

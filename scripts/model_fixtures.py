@@ -33,24 +33,15 @@ Run from anywhere: python3 scripts/model_fixtures.py [FOLDER ...]  (default: eve
 """
 import copy
 import importlib
-import importlib.metadata
 import importlib.util
 import os
 import shutil
-import subprocess
 import sys
 
 TRANSFORMERS_VERSION = "5.25.0"
 SAFETENSORS_VERSION = "0.8.0"
 
-
-def ensure(distribution, version):
-    try:
-        if importlib.metadata.version(distribution) == version:
-            return
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", f"{distribution}=={version}"])
+from fixture_common import ensure, folder_bytes, full_logits, random_prompt, special_ids  # noqa: E402
 
 
 ensure("transformers", TRANSFORMERS_VERSION)
@@ -280,28 +271,6 @@ def perturb_vectors(model, generator):
                 parameter.add_(0.1 * noise)
 
 
-def special_ids(model):
-    ids = set()
-    for source in (model.config, model.generation_config):
-        for field in ("eos_token_id", "bos_token_id", "pad_token_id"):
-            value = getattr(source, field, None)
-            if value is None:
-                continue
-            ids.update(value if isinstance(value, (list, tuple)) else [value])
-    return ids
-
-
-def random_prompt(length, generator, excluded):
-    allowed = torch.tensor([i for i in range(VOCAB) if i not in excluded], dtype=torch.int64)
-    picks = torch.randint(0, len(allowed), (1, length), generator=generator)
-    return allowed[picks]
-
-
-@torch.no_grad()
-def full_logits(model, input_ids):
-    return model(input_ids=input_ids, use_cache=False).logits
-
-
 @torch.no_grad()
 def greedy_by_full_forwards(model, input_ids):
     # The reference semantics of a greedy continuation: every step sees the whole sequence afresh.
@@ -343,10 +312,6 @@ def greedy_by_generate(model, input_ids):
     return output[:, input_ids.shape[1]:]
 
 
-def folder_bytes(directory):
-    return sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory))
-
-
 def build(name, seed, make_config):
     torch.manual_seed(seed)
     config = make_config()
@@ -358,7 +323,7 @@ def build(name, seed, make_config):
     excluded = special_ids(model)
     expected = {}
     for length in PROMPT_LENGTHS:
-        input_ids = random_prompt(length, prompt_generator, excluded)
+        input_ids = random_prompt(length, prompt_generator, excluded, VOCAB)
         tokens, gaps = greedy_by_full_forwards(model, input_ids)
         expected[f"input_ids_{length}"] = input_ids
         expected[f"logits_{length}"] = full_logits(model, input_ids).float().contiguous()

@@ -58,15 +58,7 @@ import time
 TRANSFORMERS_VERSION = "5.25.0"
 TOKENIZERS_VERSION = "0.23.3"
 
-
-def ensure(distribution, version):
-    try:
-        if importlib.metadata.version(distribution) == version:
-            return
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", f"{distribution}=={version}"])
-
+from fixture_common import ensure  # noqa: E402
 
 ensure("transformers", TRANSFORMERS_VERSION)
 ensure("tokenizers", TOKENIZERS_VERSION)
