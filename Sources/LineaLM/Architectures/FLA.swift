@@ -250,6 +250,13 @@ package enum FLAMath {
         return try out.reshaped([B, T, H * group, D])
     }
 
+    /// A recurrent mixer's cache: the zero state `state` (batch first) and each short convolution's state. O(state).
+    static func recurrentCache(state: [Int], convs: [ShortConv], device: Device) throws -> [String: DeviceTensor] {
+        var cache = ["state": try DeviceTensor.zeros(state, on: device)]
+        for conv in convs { cache[conv.name] = try conv.state(batch: state[0], device: device) }
+        return cache
+    }
+
     /// A one-element f32 tensor on `device` (a scale to broadcast). O(1).
     static func scalar(_ value: Float, on device: Device) throws -> DeviceTensor {
         try DeviceTensor(Tensor(shape: [1], scalars: [value]), on: device)

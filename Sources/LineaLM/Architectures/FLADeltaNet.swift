@@ -52,9 +52,7 @@ enum FLADeltaNet {
         }
 
         func makeCache(batch: Int, capacity: Int, device: Device) throws -> [String: DeviceTensor] {
-            var cache = ["state": try DeviceTensor.zeros([batch, c.heads, c.keyDim, c.valueDim], on: device)]
-            for conv in convs { cache[conv.name] = try conv.state(batch: batch, device: device) }
-            return cache
+            try FLAMath.recurrentCache(state: [batch, c.heads, c.keyDim, c.valueDim], convs: convs, device: device)
         }
 
         func forward(_ x: DeviceTensor, positions: DeviceTensor, start: Int, cache: inout [String: DeviceTensor]) throws -> DeviceTensor {
