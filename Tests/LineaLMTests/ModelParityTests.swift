@@ -93,6 +93,15 @@ import Testing
         #expect(ErrorStats(logits, try expected.tensor("logits_48")).relativeRMS <= 1e-3)
     }
 
+    /// A decode step whose recurrent state went non-finite is an error naming the output, as a prefill's is.
+    @Test func nonFiniteStateInADecodeStepIsAnError() throws {
+        let model = try Self.load("mamba2").0.model
+        let cache = try model.makeCache(batch: 1, capacity: 4)
+        let state = cache.layers[0]["state"]!
+        try state.copy(from: Tensor(shape: state.shape, scalars: [Float](repeating: .nan, count: state.count)))
+        #expect(throws: LineaError.self) { try model.forward(DeviceTensor(integers: [3], shape: [1, 1]), cache: cache, lastOnly: true) }
+    }
+
     /// Qwen3.5-MoE's experts stacked as transformers 5 holds them (gate_up_proj [E, 2I, H], down_proj [E, H, I]) load
     /// to the logits of the expert-by-expert checkpoint.
     @Test func stackedExpertsLoadLikeSeparateOnes() throws {

@@ -26,7 +26,7 @@ public final class ModelCache {
     /// Tokens held so far (the position of the next one).
     public internal(set) var length = 0
     /// Per layer, named tensors (`k`, `v`; `state`, `conv`).
-    var layers: [[String: DeviceTensor]]
+    package var layers: [[String: DeviceTensor]]
 
     /// An empty cache of `layers` layers. O(layers).
     init(batch: Int, capacity: Int, layers: Int) {
@@ -116,8 +116,12 @@ enum ModelMath {
             return out.o
         }
         func token(_ x: DeviceTensor?) throws -> DeviceTensor? { try x?.reshaped([B] + Array(x!.shape.dropFirst(2))) }
-        return try Recurrence.step(mechanism, q: token(q)!, k: token(k)!, v: token(v)!, g: token(g), beta: token(beta), state: cache["state"]!,
-                                   scale: scale, useQKL2Norm: useQKL2Norm).reshaped([B, 1, HV, V])
+        let o = try Recurrence.step(mechanism, q: token(q)!, k: token(k)!, v: token(v)!, g: token(g), beta: token(beta), state: cache["state"]!,
+                                    scale: scale, useQKL2Norm: useQKL2Norm)
+        // The step does not check values; on the CPU its output is checked as the whole-sequence forward checks its own
+        // (a NaN or infinity in the state reaches o through q). A GPU check would cost a synchronizing copy per layer.
+        if o.device == .cpu { try o.host().checkFiniteOutput("o") }
+        return try o.reshaped([B, 1, HV, V])
     }
 
     /// `-e^x` of a small weight vector (A_log to the decay rate A), as f32 on its device; computed once at load. O(n).
