@@ -67,7 +67,9 @@ func thrownArgument(_ body: () throws -> Void) -> String? {
                     try CPUOps.matmul(x: f[0], weightBF16: h[0], bias: withBias ? f[1] : nil, out: out, m: m, n: n, k: k)
                 } }
             }
-            let wantBF16 = try ReferenceOps.matmul(x: wide(x), weight: wRounded, bias: b, m: m, n: n, k: k)
+            // With AVX512-BF16, prefills (m >= 16) round x to bf16 too.
+            let xBF16 = m >= 16 && CPUKernels.current.hasBF16Products ? x.map { HalfPrecision.float(bfloat16Bits: HalfPrecision.bfloat16Bits($0)) } : x
+            let wantBF16 = try ReferenceOps.matmul(x: wide(xBF16), weight: wRounded, bias: b, m: m, n: n, k: k)
             #expect(relRMS(gotBF16, wantBF16) <= Self.tolerance, "bf16 bias \(withBias)")
         }
     }
@@ -93,6 +95,27 @@ func thrownArgument(_ body: () throws -> Void) -> String? {
                 let worst = zip(got, want).map { abs(Double($0) - $1) }.max() ?? 0
                 let worstBF16 = zip(gotBF16, wantBF16).map { abs(Double($0) - $1) }.max() ?? 0
                 #expect(worst <= bound && worstBF16 <= bound, "\(width) m \(m) n \(n) k \(k): \(worst), bf16 \(worstBF16)")
+            }
+        }
+    }
+
+    /// The prefill product with bf16 weights (m >= 16) of each vector width, element by element: on the avx512 build
+    /// of a CPU with AVX512-BF16, x rounded to bf16 and `vdpbf16ps` (12 x 32 blocks of out, 256-deep weight panels),
+    /// else x kept in Float32. Odd depths (a zero pad), depths over one panel, columns and rows past the last whole block.
+    @Test(arguments: CPUKernels.Width.allCases)
+    func prefillMatmulBF16MatchesReferenceElementwise(_ width: CPUKernels.Width) throws {
+        guard let kernels = CPUKernels(width) else { return }  // this CPU lacks AVX-512
+        try CPUKernels.with(kernels) {
+            for (m, n, k) in [(16, 33, 1), (29, 70, 257), (40, 31, 513), (17, 300, 64), (100, 96, 37)] {
+                let x = random(m * k, seed: 7), w = random(n * k, seed: 8).map(HalfPrecision.bfloat16Bits)
+                let got = try output(m * n) { out in
+                    try withBuffers([x]) { f in try withBuffers([w]) { try CPUOps.matmul(x: f[0], weightBF16: $0[0], out: out, m: m, n: n, k: k) } }
+                }
+                let xUsed = kernels.hasBF16Products ? x.map { HalfPrecision.float(bfloat16Bits: HalfPrecision.bfloat16Bits($0)) } : x
+                let want = try ReferenceOps.matmul(x: wide(xUsed), weight: w.map { Double(HalfPrecision.float(bfloat16Bits: $0)) },
+                                                   m: m, n: n, k: k)
+                let worst = zip(got, want).map { abs(Double($0) - $1) }.max() ?? 0
+                #expect(worst <= 1e-5 * Double(k).squareRoot(), "\(width) bf16 products \(kernels.hasBF16Products) m \(m) n \(n) k \(k): \(worst)")
             }
         }
     }

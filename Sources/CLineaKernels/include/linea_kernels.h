@@ -1,5 +1,6 @@
 #ifndef LINEA_KERNELS_H
 #define LINEA_KERNELS_H
+#include <stdint.h>
 // The hot loops of flash attention (and gla's decayed rows) in one build per vector width (AVX2 + FMA, AVX-512), chosen at run time.
 // Swift compiles the whole module for one target CPU (`-target-cpu haswell`); clang can compile single
 // functions for another with `__attribute__((target(...)))`, so the wider build lives here, behind one table.
@@ -51,5 +52,19 @@ extern const linea_kernel_table linea_kernels_avx2;
 /// The AVX-512 (F, DQ, BW, VL) build, or NULL where this was not compiled for x86-64. Call only where the CPU
 /// has AVX-512: elsewhere its instructions fault.
 const linea_kernel_table *linea_kernels_avx512(void);
+
+/// 1 where this was compiled for x86-64 with the AVX512-BF16 product below (call it only where the CPU has
+/// AVX512-BF16 too), else 0.
+int linea_has_bf16_gemm(void);
+
+/// `y[r * ldy + c] = bf16(x[r * cols + c])`, rounded to nearest even (NaN stays NaN), and `y[r * ldy + c] = 0` for
+/// cols <= c < ldy. Needs AVX512-BF16. O(rows·ldy).
+void linea_round_bf16(const float *x, uint16_t *y, long rows, long cols, long ldy);
+
+/// `out[i * ldo + j] = Σ_d x[i * ldx + d] · w[j * k + d]` for i < m and j in [j0, j1): bf16 inputs (x padded with a
+/// zero to an even ldx when k is odd), Float32 sums, through `vdpbf16ps` on 12 x 32 blocks of out with the weight
+/// packed 256 deep at a time. Needs AVX512-BF16. O(m·(j1 - j0)·k).
+void linea_gemm_bf16(long m, long j0, long j1, long k, const uint16_t *x, long ldx, const uint16_t *w, float *out,
+                     long ldo);
 
 #endif

@@ -38,6 +38,12 @@ public struct CPUKernels: @unchecked Sendable {  // the table is immutable stati
         }
     }
 
+    /// Whether bf16 products may round their Float32 input to bf16 and run on `vdpbf16ps`: the avx512 build, on a
+    /// CPU with AVX512-BF16. O(1).
+    public var hasBF16Products: Bool {
+        width == .avx512 && linea_has_bf16_gemm() != 0 && CPUFeatures.current.contains(.avx512bf16)
+    }
+
     /// Rows of C in the GEMM's register block (6 for AVX2, 12 for AVX-512): `m` must be a multiple.
     public var rows: Int { table.rows }
     /// Columns of C in the GEMM's register block (16 for AVX2, 32 for AVX-512): `n` must be a multiple.

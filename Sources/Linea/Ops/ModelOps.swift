@@ -1,4 +1,5 @@
 import Foundation
+import CLineaKernels
 
 /// Float32 forms of the model ops on raw buffers (row-major, sizes given), vectorized and parallel over rows where
 /// large; each checks its buffer sizes and throws `LineaError` naming the argument. Outputs may alias inputs of the
@@ -44,7 +45,9 @@ public enum CPUOps {
 
     /// The same product with bfloat16 weights (bits as `UInt16`), Float32 accumulation. Decode (m < 4): widened in
     /// registers by the gemv kernel. Up to 16 rows: each weight row is widened into a cache-resident buffer and dotted
-    /// with every input row, so the bf16 matrix is read once. More rows: blocks of weight rows are widened and multiplied by sgemm. O(m·n·k).
+    /// with every input row, so the bf16 matrix is read once. More rows: with AVX512-BF16 (and the avx512 kernels
+    /// selected), x rounded to bf16 and multiplied by `vdpbf16ps`; elsewhere blocks of weight rows widened and
+    /// multiplied by sgemm. O(m·n·k).
     public static func matmul(x: UnsafeBufferPointer<Float>, weightBF16 weight: UnsafeBufferPointer<UInt16>,
                               bias: UnsafeBufferPointer<Float>? = nil, out: UnsafeMutableBufferPointer<Float>,
                               m: Int, n: Int, k: Int) throws {
@@ -61,6 +64,8 @@ public enum CPUOps {
                     for i in 0..<m { op[i * n + j] = dot(xp + i * k, wide, count: k) }
                 }
             }
+        } else if CPUKernels.current.hasBF16Products {
+            bf16Products(x: xp, weight: wp, out: op, m: m, n: n, k: k)
         } else {
             // Each sgemm call packs x again: blocks of at least 4·m rows (256 KiB of Float32 at the least) amortize it.
             let blockRows = max(16, min(n, max(1 << 16, 4 * m * k) / max(k, 1)))
@@ -75,6 +80,34 @@ public enum CPUOps {
             }
         }
         if let bias { addBias(bias, out, m: m, n: n) }
+    }
+
+    /// `out [m, n] = bf16(x) [m, k] · weight [n, k]^T` through the AVX512-BF16 kernel: x rounded to bf16 once (as
+    /// llama.cpp and torch's bf16 matmul do), then strips of 32 output columns spread over the threads. O(m·n·k).
+    static func bf16Products(x: UnsafePointer<Float>, weight: UnsafePointer<UInt16>, out: UnsafeMutablePointer<Float>,
+                             m: Int, n: Int, k: Int) {
+        let ldx = (k + 1) & ~1
+        let rounded = UnsafeMutablePointer<UInt16>.allocate(capacity: m * ldx)
+        defer { rounded.deallocate() }
+        forRows(m, width: k) { rows in
+            linea_round_bf16(x + rows.lowerBound * k, rounded + rows.lowerBound * ldx, rows.count, k, ldx)
+        }
+        let strips = (n + 31) / 32
+        let items = BF16ProductItems(x: rounded, ldx: ldx, weight: weight, out: out, m: m, n: n, k: k,
+                                     parts: min(strips, 4 * Parallel.threadCount))
+        Parallel.forEachStatic(items.parts, items)
+    }
+
+    /// One part of a bf16 product per item: a contiguous range of 32-column strips of out.
+    struct BF16ProductItems: ParallelItems, @unchecked Sendable {  // each item writes its own columns of out
+        let x: UnsafePointer<UInt16>, ldx: Int, weight: UnsafePointer<UInt16>, out: UnsafeMutablePointer<Float>
+        let m: Int, n: Int, k: Int, parts: Int
+
+        func run(_ item: Int) {
+            let strips = (n + 31) / 32
+            let j0 = strips * item / parts * 32, j1 = min(n, strips * (item + 1) / parts * 32)
+            if j0 < j1 { linea_gemm_bf16(m, j0, j1, k, x, ldx, weight, out, n) }
+        }
     }
 
     /// `out [m, n] = x [m, k] · weight [n, k]^T` for m < 4 through the vector width's gemv kernel (each weight read once
