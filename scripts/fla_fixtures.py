@@ -34,10 +34,11 @@ loudly (no driver), so a missed path cannot pass silently. `--self-test` checks 
 against an independent float64 per-token loop of the one recurrence in DESIGN.md (with initial state,
 grouped heads and state layout), and prefill-in-two-pieces against one prefill.
 
-The committed fixtures were also run with fla's real Triton kernels on an H100 (only flash_attn, absent
-there, replaced by flash_attn_func_torch below): the 48- and 1-token logits agree to rel-RMS <= 2e-6, cached
-decode too (lab/notes/fla-models.md has the table; the chunk kernels used above 64 tokens differ by ~1e-3 in
-float32 because of TF32).
+The fixtures as they were at hidden 64 (commit 154f341 and before) were also run with fla's real Triton kernels
+on an H100 (only flash_attn, absent there, replaced by flash_attn_func_torch below): the 48- and 1-token logits
+agree to rel-RMS <= 2e-6, cached decode too (lab/notes/fla-models.md has the table; the chunk kernels used above
+64 tokens differ by ~1e-3 in float32 because of TF32). The present ones (hidden 32, same patches, same layer
+code) have not been run on a GPU.
 
 fla and fla-core (pure Python) and einops are installed with pip into .build_fla-python/ in the repository
 root (ignored by git), never into the interpreter's site-packages: scripts/model_fixtures.py refuses to run
@@ -116,13 +117,19 @@ from fla.ops.simple_gla.naive import naive_recurrent_simple_gla  # noqa: E402
 
 ROOT = os.path.join(REPO, "Tests", "LineaLMTests", "Fixtures", "models")
 VOCAB = 256
-HIDDEN = 64
+HIDDEN = 32
 NEW_TOKENS = 16
 PROMPT_LENGTHS = [48, 1]
-# As in model_fixtures.py: a wider init than fla's 0.02 so that every mechanism moves the logits.
-INIT_RANGE = 0.1
+# As in model_fixtures.py: a wider init than fla's 0.02 so that every mechanism moves the logits (0.14 at hidden
+# 32, the scale 0.1 gave at hidden 64; with 0.1 the seed search below found no fla_gla seed that passed, its
+# continuations mostly one token repeated).
+INIT_RANGE = 0.14
 ALLOWED_FILES = {"config.json", "generation_config.json", "model.safetensors", "expected.safetensors"}
-SIZE_LIMIT = 3_000_000  # all fla fixtures together
+# Sizes: hidden 32 (the residual stream; head counts, head dims, windows and conv kernels are as the configs'
+# comments say), so that the whole Tests/LineaLMTests/Fixtures folder stays under 4.5 MB (issue 17 allows 5 MB):
+# these eight folders take at most SIZE_LIMIT, scripts/model_fixtures.py's nine at most 2.2 MB, the tokenizer
+# fixtures 0.6 MB. The 48-token logits (48 KiB) and the embeddings (32 KiB) are a third to a half of each folder.
+SIZE_LIMIT = 1_600_000  # all fla fixtures together
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -657,8 +664,8 @@ def linear_attn_config():
 def linear_attn_norm_config():
     from fla.models import LinearAttentionConfig
     # The classic form: elu + 1 feature map with the running normalizer (norm_feature_map), norm_q/norm_k; one
-    # layer, intermediate_size left None so that GatedMLP's rounding rule sets it (2/3 * 64 * hidden_ratio 4
-    # = 170, up to the next multiple of 256: 256).
+    # layer, intermediate_size left None so that GatedMLP's rounding rule sets it (2/3 * 32 * hidden_ratio 4
+    # = 85, up to the next multiple of 256: 256).
     return LinearAttentionConfig(**common(
         num_hidden_layers=1, num_heads=4, expand_k=0.5, expand_v=1.0, hidden_ratio=4, intermediate_size=None,
         feature_map="elu", norm_feature_map=True, norm_q=True, norm_k=True, norm_eps=1e-6,
@@ -688,7 +695,7 @@ def gated_deltanet_config():
 
 def mamba2_config():
     from fla.models import Mamba2Config
-    # fla's Mamba-2: 8 heads of 16 (hidden 64 * expand 2), chunk 16 (three chunks in the 48-token prompt),
+    # fla's Mamba-2: 4 heads of 16 (hidden 32 * expand 2), chunk 16 (three chunks in the 48-token prompt),
     # fla's field names (norm_eps, dt_limit, rmsnorm, norm_before_gate, D_has_hdim). One group of B/C: with
     # n_groups > 1, fla 0.6.0's torch prefill (fla/layers/mamba2.py, torch_forward: B.repeat(1, 1, H // G, 1))
     # gives head h the group h % G, while its decode step and the CUDA kernels it uses on a GPU

@@ -113,13 +113,13 @@ import Testing
         #expect(!experts.isEmpty)
         for prefix in experts {
             var gateUp: [Float] = [], down: [Float] = []
-            var e = 0
+            var e = 0, width = 0, hidden = 0
             while let gate = tensors.removeValue(forKey: prefix + "\(e).gate_proj.weight") {
+                (width, hidden) = (gate.shape[0], gate.shape[1])  // each expert's gate_proj is [I, H]
                 gateUp += gate.scalars + tensors.removeValue(forKey: prefix + "\(e).up_proj.weight")!.scalars
                 down += tensors.removeValue(forKey: prefix + "\(e).down_proj.weight")!.scalars
                 e += 1
             }
-            let (width, hidden) = (32, 64)
             tensors[prefix + "gate_up_proj"] = try Tensor(shape: [e, 2 * width, hidden], scalars: gateUp)
             tensors[prefix + "down_proj"] = try Tensor(shape: [e, hidden, width], scalars: down)
         }
@@ -158,9 +158,13 @@ import Testing
         #expect(Self.message { _ = try LoadedModel.load(directory: missing) }.contains("weight model.layers.1.mlp.up_proj.weight"))
         let extra = try Self.mutatedLlama { t, _ in t["model.layers.0.extra.weight"] = try Tensor(zeros: [2]) }
         #expect(Self.message { _ = try LoadedModel.load(directory: extra) }.contains("left over: model.layers.0.extra.weight"))
-        let misshapen = try Self.mutatedLlama { t, _ in t["model.norm.weight"] = try Tensor(zeros: [63]) }
+        var hidden = 0
+        let misshapen = try Self.mutatedLlama { t, c in
+            hidden = c["hidden_size"] as! Int
+            t["model.norm.weight"] = try Tensor(zeros: [hidden - 1])
+        }
         let text = Self.message { _ = try LoadedModel.load(directory: misshapen) }
-        #expect(text.contains("model.norm.weight") && text.contains("[64]") && text.contains("[63]"), "\(text)")
+        #expect(text.contains("model.norm.weight") && text.contains("[\(hidden)]") && text.contains("[\(hidden - 1)]"), "\(text)")
     }
 
     @Test func configValuesItCannotHonorAreErrorsAndUnknownFieldsWarnings() throws {
