@@ -54,14 +54,16 @@ enum Allocation {
     }
 }
 
-/// Freed host tensor buffers of 64 KiB and more, kept by size for the next allocation of that size (64 MiB in all at
-/// most): a decode step allocates the same few sizes every token (recurrent states, logits), and glibc handed such
-/// buffers back to the kernel, so each reuse paid a page fault per 4 KiB (mamba2 130M decode measured 82 -> 90
-/// tokens/s with malloc's trimming off).
+/// Freed host tensor buffers of 64 KiB and more, kept by size for the next allocation of that size (an eighth of the
+/// memory budget in all at most, between 64 MiB and 2 GiB): a decode step allocates the same few sizes every token
+/// (recurrent states, logits) and a prefill the same activations every layer, and glibc hands such buffers back to
+/// the kernel, so each reuse paid a page fault and a kernel zero-fill per page (mamba2 130M decode measured 82 -> 90
+/// tokens/s with malloc's trimming off; its 4096-token prefill spent 23% of its time in the kernel's page clearing
+/// with a 64 MiB cache).
 final class HostBuffers: @unchecked Sendable {  // every field is touched under `lock`
     static let shared = HostBuffers()
     /// The smallest size kept, and the most bytes kept in all.
-    static let minimum = 64 << 10, limit = 64 << 20
+    static let minimum = 64 << 10, limit = min(max(64 << 20, MemoryBudget.limit / 8), 2 << 30)
 
     private let lock = NSLock()
     private var kept: [Int: [UInt]] = [:]

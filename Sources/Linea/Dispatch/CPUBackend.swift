@@ -9,10 +9,16 @@ final class CPUBackend: Backend {
         try TensorStorage.host(byteCount: byteCount)
     }
 
-    /// Not zeroed: the op writes every element (a decode step's recurrent state is about 1 MiB a layer).
+    /// Not zeroed: the op writes every element (a decode step's recurrent state is about 1 MiB a layer). Filled with
+    /// 0xFF bytes (NaN in every float dtype) when `LINEA_POISON_UNINITIALIZED=1`, so a test run catches an element an
+    /// op forgot to write.
     func allocateUninitialized(byteCount: Int) throws -> TensorStorage {
-        try TensorStorage.host(byteCount: byteCount, zeroed: false)
+        let storage = try TensorStorage.host(byteCount: byteCount, zeroed: false)
+        if Self.poison, let p = storage.hostPointer { memset(p, 0xFF, byteCount) }
+        return storage
     }
+
+    static let poison = ProcessInfo.processInfo.environment["LINEA_POISON_UNINITIALIZED"] == "1"
 
     /// Host-to-host copy of any two views: one memcpy when both are packed, else one per innermost run. O(bytes).
     func copy(_ source: DeviceTensor, into destination: DeviceTensor) throws {

@@ -398,6 +398,22 @@ public enum CPUOps {
         try OpCheck.value("b", inner >= 1 && !b.isEmpty && a.count % (inner * b.count) == 0,
                           "a length whose repeats tile a (\(a.count) elements, runs of \(inner))", "\(b.count) elements")
         try OpCheck.count("out", out.count, a.count, "the shape of a")
+        if inner == 1 {
+            // b repeats element by element ([..., H] by [H]): whole periods of b, vector by vector.
+            let period = b.count
+            forRows(a.count / period, width: period) { range in
+                for row in range {
+                    let base = row * period
+                    var j = 0
+                    while j < period {
+                        let n = min(8, period - j)
+                        store8(f(load8(a.baseAddress! + base + j, n), load8(b.baseAddress! + j, n)), out.baseAddress! + base + j, n)
+                        j += n
+                    }
+                }
+            }
+            return
+        }
         let runs = a.count / inner
         forRows(runs, width: inner) { range in
             for run in range {

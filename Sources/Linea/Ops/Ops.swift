@@ -54,7 +54,7 @@ public enum Ops {
         try lastAxis(x, k, "x", "[..., \(k)] (K of weight)")
         if let bias { try bias.expectShape([n], "bias") }
         let shape = Array(x.shape.dropLast()) + [n]
-        let result = try out ?? DeviceTensor.zeros(shape, dtype: x.dtype, on: x.device)
+        let result = try out ?? DeviceTensor.uninitialized(shape, dtype: x.dtype, on: x.device)
         try result.expectShape(shape, "out")
         try result.expectDType([x.dtype], "out")
         try run(.matmul, ["x": x, "weight": weight, "bias": bias], result)
@@ -67,7 +67,7 @@ public enum Ops {
         try ids.expectDType([.int32, .int64], "ids")
         try float(table, "table")
         try table.expectRank(2, "table", layout: "[vocab, D]")
-        let out = try DeviceTensor.zeros(ids.shape + [table.shape[1]], dtype: table.dtype, on: table.device)
+        let out = try DeviceTensor.uninitialized(ids.shape + [table.shape[1]], dtype: table.dtype, on: table.device)
         try run(.embedding, ["ids": ids, "table": table], out)
         return out
     }
@@ -308,10 +308,11 @@ public enum Ops {
         return try elementwise(kind, [a.0: a.1, b.0: b.1])
     }
 
-    /// Runs `kind` with an output shaped and typed as the first input. O(1) plus the op.
+    /// Runs `kind` with an output shaped and typed as the first input (left unfilled: the op writes every element).
+    /// O(1) plus the op.
     private static func elementwise(_ kind: ModelOpCall.Kind, _ inputs: KeyValuePairs<String, DeviceTensor?>) throws -> DeviceTensor {
         let x = inputs.first!.value!
-        let out = try DeviceTensor.zeros(x.shape, dtype: x.dtype, on: x.device)
+        let out = try DeviceTensor.uninitialized(x.shape, dtype: x.dtype, on: x.device)
         try run(kind, inputs, out)
         return out
     }
