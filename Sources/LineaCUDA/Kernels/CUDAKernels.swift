@@ -74,6 +74,10 @@ package enum CUDAKernels {
     /// `linea_<op>_{f32,bf16,f16}` and `linea_cast_<from>_<to>`.
     public static let modelOps = file("model_ops.cu")
 
+    /// Mamba-1's selective scan (mamba_ssm's selective_scan_fn), fp32 state, lane groups of 16 or 32 per channel.
+    /// Entries `linea_sscan_{f32,bf16,f16}_s{16,32}_p{1,2}` (sequence type, lanes per channel, states per lane).
+    public static let selectiveScan = file("selective_scan.cu")
+
     /// NVRTC options of the grouped-value-head modules (fla's GVA: HV = group·H state heads, q and k `[B,T,H,K]`, value
     /// head h reading q/k head h / group). Only a source compiled with them reads q/k that way; without them the
     /// kernels ignore their `group` argument and compile as for HV = H (no grouped addressing: it cost gated_delta_rule
@@ -127,6 +131,8 @@ package enum CUDAKernels {
             ("chunked_gla", chunkedGLA, [64, 128].flatMap { k in [64, 128].map { "linea_gla_fwd_k\(k)_v\($0)" } }),
             ("chunked_simt", chunkedSIMT,
              ["f32", "f16"].flatMap { t in [64, 128].flatMap { k in [32, 64].map { "linea_chunk_simt_\(t)_k\(k)_v\($0)" } } }),
+            ("selective_scan", selectiveScan,
+             ["f32", "bf16", "f16"].flatMap { t in ["s16_p1", "s32_p1", "s32_p2"].map { "linea_sscan_\(t)_\($0)" } }),
             ("model_ops", modelOps,
              ["f32", "bf16", "f16"].flatMap { t in
                  ["embed_i32", "embed_i64", "norm", "unary", "binary", "rotary", "conv1d", "softmax", "route", "argmax", "sample",
