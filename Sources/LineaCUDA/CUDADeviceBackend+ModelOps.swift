@@ -67,6 +67,9 @@ extension CUDADeviceBackend {
             let target = c["out"]!
             try CUDAModelOps.indexAdd(values: buffer(x), rows: input("rows")!, weights: input("weights"), target: out!, count: c["rows"]!.count,
                                       dim: target.shape[1], targetRows: target.shape[0])
+        case .transposeLastTwo:
+            let r = x.shape[x.rank - 2]
+            try CUDAModelOps.transposeLastTwo(x: buffer(x), out: out!, batches: x.count / max(r * width, 1), rows: r, cols: width, dtype: dtype)
         case .cast: try CUDAModelOps.convert(x: buffer(x), from: dtype, out: out!, to: c["out"]!.dtype, count: x.count)
         case let .clamp(low, high): try CUDAModelOps.clamp(x: buffer(x), out: out!, count: x.count, low: low, high: high, dtype: dtype)
         case let .rotary(theta, rotaryDim, layout, scaling):

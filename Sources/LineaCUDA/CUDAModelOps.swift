@@ -174,6 +174,18 @@ package enum CUDAModelOps {
         try unary(5, x: x, out: out, count: count, low: low, high: high, dtype: dtype)
     }
 
+    /// `out [batches, cols, rows]` = `x [batches, rows, cols]` (the last two axes swapped) through 32 x 32 shared-memory
+    /// tiles. O(batches·rows·cols).
+    public static func transposeLastTwo(x: CUDABuffer, out: CUDABuffer, batches: Int, rows: Int, cols: Int, dtype: DType) throws {
+        try int32(["batches": batches, "rows": rows, "cols": cols, "count": batches * rows * cols])
+        try expect("x", x, bytes: batches * rows * cols * dtype.byteCount)
+        try expect("out", out, bytes: batches * rows * cols * dtype.byteCount)
+        guard batches * rows * cols > 0 else { return }
+        let f = try out.context.function(source: CUDAKernels.modelOps, name: "linea_transpose_\(try CUDAUpload.suffix(dtype))")
+        try out.context.launch(f, grid: ((cols + 31) / 32, (rows + 31) / 32, batches), block: (32, 8, 1),
+                               arguments: [.pointer(x.address), .pointer(out.address), .int32(Int32(rows)), .int32(Int32(cols))])
+    }
+
     /// `out = x · sigmoid(x)` over `count` elements. O(count).
     public static func silu(x: CUDABuffer, out: CUDABuffer, count: Int, dtype: DType) throws {
         try unary(0, x: x, out: out, count: count, dtype: dtype)
