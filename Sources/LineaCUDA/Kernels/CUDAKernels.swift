@@ -70,7 +70,7 @@ package enum CUDAKernels {
     public static let chunkedSIMT = file("chunked_simt.cu")
 
     /// The ops a model needs besides its mixers (embedding, norms, activations, rotary, causal conv1d, softmax, MoE
-    /// routing, argmax, sampling, the matmul bias, dtype casts, transposes), one module for f32, bf16 and f16. Entries
+    /// routing, argmax, sampling, the matmul bias, dtype casts, transposes, pads), one module for f32, bf16 and f16. Entries
     /// `linea_<op>_{f32,bf16,f16}` and `linea_cast_<from>_<to>`.
     public static let modelOps = file("model_ops.cu")
 
@@ -136,7 +136,7 @@ package enum CUDAKernels {
             ("model_ops", modelOps,
              ["f32", "bf16", "f16"].flatMap { t in
                  ["embed_i32", "embed_i64", "norm", "unary", "binary", "rotary", "conv1d", "softmax", "route", "argmax", "sample",
-                  "add_bias", "transpose"].map { "linea_\($0)_\(t)" }
+                  "add_bias", "transpose", "pad2d"].map { "linea_\($0)_\(t)" }
              } + modelOpsCasts + ["linea_index_add_f32"]),
         ]
     }
