@@ -43,6 +43,7 @@ final class CPUBackend: Backend {
         if let refusal { return .unsupported(refusal) }
         switch call {
         case is RecurrenceCall, is RecurrentStepCall, is AttentionCall, is BlockSparseCall, is SelectiveScanCall: return .supported
+        case is NeighborhoodCall: return .supported
         default: return .unsupported("the CPU backend has no \(call.name)")
         }
     }
@@ -64,6 +65,7 @@ final class CPUBackend: Backend {
             try c.o.copy(from: out.o)
             try c.lse.copy(from: out.lse)
         case let c as SelectiveScanCall: try c.runOnCPU()
+        case let c as NeighborhoodCall: try c.runOnCPU()
         default: throw LineaError.unavailable(what: call.name, reason: "the CPU backend has no such op")
         }
     }
