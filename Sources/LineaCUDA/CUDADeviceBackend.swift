@@ -179,16 +179,24 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
             return .unsupported("\(name) has dtype \(x!.dtype.shortName), q \(c.q.dtype.shortName); the step kernel reads one input dtype")
         }
         if c.shape.K > 256 { return .unsupported("K = \(c.shape.K); the step kernel takes K <= 256") }
-        if c.useQKL2Norm { return .unsupported("qk L2 normalization inside the step kernel is not implemented; normalize q and k first") }
         return .supported
     }
 
     private func step(_ c: RecurrentStepCall) throws {
         let s = c.shape
+        let (q, k) = c.useQKL2Norm ? (try l2Normalized(c.q, dim: s.K), try l2Normalized(c.k, dim: s.K)) : (c.q, c.k)
         try CUDARecurrentStep.step(
-            c.mechanism, q: buffer(c.q), k: buffer(c.k), v: buffer(c.v), g: c.g.map(buffer), beta: c.beta.map(buffer),
+            c.mechanism, q: buffer(q), k: buffer(k), v: buffer(c.v), g: c.g.map(buffer), beta: c.beta.map(buffer),
             state: buffer(c.state), o: buffer(c.o), batch: s.B, heads: s.H, valueHeads: s.HV, keyDim: s.K, valueDim: s.V, scale: c.scale, dtype: c.q.dtype,
             columnsPerThread: Self.stepColumns, warpsPerBlock: Self.stepWarps)
+    }
+
+    /// `x / sqrt(sum x^2 + 1e-6)` over rows of `dim` (the CPU forms' qk L2 normalization) by the norm kernel, ahead of a
+    /// recurrence's kernels. O(n).
+    private func l2Normalized(_ x: DeviceTensor, dim: Int) throws -> DeviceTensor {
+        let out = try DeviceTensor.uninitialized(x.shape, dtype: x.dtype, on: device)
+        try CUDAModelOps.l2Norm(x: buffer(x), out: buffer(out), rows: x.count / max(dim, 1), dim: dim, eps: 1e-6, dtype: x.dtype)
+        return out
     }
 
     /// Launch-plan overrides of the step kernel for measurements: `LINEA_STEP_WARPS` (8 or 16) and
@@ -210,7 +218,6 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         for (name, n) in [("K", c.shape.K), ("V", c.shape.V)] where n < 1 || n > 128 {
             return .unsupported("\(name) = \(n); the chunked kernels take 1 to 128")
         }
-        if c.useQKL2Norm { return .unsupported("qk L2 normalization inside the chunked kernels is not implemented; normalize q and k first") }
         if c.o.dtype != .float32 && c.o.dtype != .bfloat16 { return .unsupported("o has dtype \(c.o.dtype.shortName); the chunked kernels write f32 or bf16") }
         return .supported
     }
@@ -222,9 +229,10 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
             try c.finalState.copy(from: c.initialState ?? DeviceTensor(Tensor(zeros: c.finalState.shape), on: device))
             return
         }
+        let (q, k) = c.useQKL2Norm ? (try l2Normalized(c.q, dim: s.K), try l2Normalized(c.k, dim: s.K)) : (c.q, c.k)
         let (kp, vp) = (s.K <= 64 ? 64 : 128, s.V <= 64 ? 64 : 128)
-        guard kp == s.K && vp == s.V else { return try chunkedPadded(c, keyDim: kp, valueDim: vp) }
-        try chunked(c, q: c.q, k: c.k, v: c.v, g: c.g, initialState: c.initialState, o: c.o, finalState: c.finalState,
+        guard kp == s.K && vp == s.V else { return try chunkedPadded(c, q: q, k: k, keyDim: kp, valueDim: vp) }
+        try chunked(c, q: q, k: k, v: c.v, g: c.g, initialState: c.initialState, o: c.o, finalState: c.finalState,
                     shape: CUDAChunkedShape(batch: s.B, length: s.T, heads: s.H, valueHeads: s.HV, keyDim: s.K, valueDim: s.V))
     }
 
@@ -232,7 +240,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
     /// `keyDim`, v to `valueDim`, the state to both; zero key channels and value columns leave the rest of the state
     /// and of o as they would be, so o and the final state are the padded results cropped. The scale stays 1/sqrt(K).
     /// O(padded inputs) besides the kernels.
-    private func chunkedPadded(_ c: RecurrenceCall, keyDim kp: Int, valueDim vp: Int) throws {
+    private func chunkedPadded(_ c: RecurrenceCall, q qt: DeviceTensor, k kt: DeviceTensor, keyDim kp: Int, valueDim vp: Int) throws {
         let s = c.shape
         func padded(_ x: DeviceTensor, n: Int, rows: Int, cols: Int, toRows: Int, toCols: Int) throws -> DeviceTensor {
             let out = try DeviceTensor.uninitialized([n, toRows, toCols], dtype: x.dtype, on: device)
@@ -240,8 +248,8 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
             return out
         }
         let qkRows = s.B * s.T * s.H, vRows = s.B * s.T * s.HV, states = s.B * s.HV
-        let q = try padded(c.q, n: 1, rows: qkRows, cols: s.K, toRows: qkRows, toCols: kp)
-        let k = try padded(c.k, n: 1, rows: qkRows, cols: s.K, toRows: qkRows, toCols: kp)
+        let q = try padded(qt, n: 1, rows: qkRows, cols: s.K, toRows: qkRows, toCols: kp)
+        let k = try padded(kt, n: 1, rows: qkRows, cols: s.K, toRows: qkRows, toCols: kp)
         let v = try padded(c.v, n: 1, rows: vRows, cols: s.V, toRows: vRows, toCols: vp)
         let perChannel = c.g.map { $0.count == vRows * s.K } ?? false
         let g = try perChannel ? padded(c.g!, n: 1, rows: vRows, cols: s.K, toRows: vRows, toCols: kp) : c.g
