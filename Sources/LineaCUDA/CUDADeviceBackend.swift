@@ -198,7 +198,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
 
     /// The chunked kernels: q, k, v in one of f32, bf16, f16; g and beta f32; K, V in {64, 128}; chunk 64. O(1).
     private func chunkedSupport(_ c: RecurrenceCall) -> Support {
-        if !c.mechanism.hasChunkedForm { return .unsupported("\(c.mechanism.rawValue) has no chunked kernel yet (its decode step runs on the GPU)") }
+        if !c.mechanism.hasGPUChunkedForm { return .unsupported("\(c.mechanism.rawValue) has no chunked kernel yet (its decode step runs on the GPU)") }
         if let form = c.form, form != .chunked(size: 64) { return .unsupported("form \(form); the GPU runs the chunked form with chunks of 64") }
         guard CUDAUpload.inputTypes.contains(c.q.dtype), c.k.dtype == c.q.dtype, c.v.dtype == c.q.dtype else {
             return .unsupported("q, k, v dtypes \(c.q.dtype.shortName), \(c.k.dtype.shortName), \(c.v.dtype.shortName); the chunked kernels take one of f32, bf16, f16 for all three")

@@ -105,7 +105,7 @@ import Testing
         let inputs = RecurrenceInputs(q: tensors["q"]!, k: tensors["k"]!, v: tensors["v"]!, g: tensors["g"], beta: tensors["beta"],
                                       initialState: tensors["initial_state"])
         let want = try Recurrence.forward(r, inputs, form: .reference)
-        for form in ["reference", "recurrent"] + (r.hasChunkedForm ? ["chunked", "chunked:7"] : []) {
+        for form in ["reference", "recurrent", "chunked", "chunked:7"] {
             let output = dir.appendingPathComponent("out-\(form).safetensors").path
             let run = try runLinea(["op", r.rawValue, "--inputs", input, "--output", output, "--form", form, "--chunk-size", "32"])
             #expect(run.code == 0, "\(r) \(form): \(run.err)")

@@ -73,9 +73,9 @@ final class CPUBackend: Backend {
     /// A whole sequence: the fast forms read packed f32 inputs in place and write o and the state in place (a 16-bit
     /// or strided tensor is converted first); the reference form goes through host tensors. O(inputs) plus the form.
     private func recurrence(_ c: RecurrenceCall) throws {
-        let s = c.shape, form = c.form ?? .automatic(tokens: c.shape.T, mechanism: c.mechanism)
+        let s = c.shape, form = c.form ?? .automatic(tokens: c.shape.T)
         guard form != .reference else { return try recurrenceOnHostTensors(c, form: form) }
-        try Recurrence.checkForm(c.mechanism, form)
+        try Recurrence.checkForm(form)
         if let scale = c.scale, !scale.isFinite {
             throw LineaError.invalidArgument(argument: "scale", expected: "a finite number", actual: "\(scale)")
         }

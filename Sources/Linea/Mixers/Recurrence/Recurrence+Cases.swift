@@ -30,10 +30,10 @@ public struct RecurrenceFamily: OpFamily {
 
     public var outputs: [String] { ["o", "final_state"] }
 
-    /// CPU: chunked (64), recurrent, chunked:16, step; GPU: the chunked kernels and the step kernel.
+    /// CPU: chunked (64), recurrent, chunked:16, step; GPU: the chunked kernels (not kda's yet) and the step kernel.
     public func forms(on device: Device) -> [String] {
-        guard mechanism.hasChunkedForm else { return device == .cpu ? ["recurrent", "step"] : ["step"] }
-        return device == .cpu ? ["chunked", "recurrent", "chunked:16", "step"] : ["chunked", "step"]
+        guard device == .cpu else { return mechanism.hasGPUChunkedForm ? ["chunked", "step"] : ["step"] }
+        return ["chunked", "recurrent", "chunked:16", "step"]
     }
 
     /// The step kernel reads q, k, v, g and beta in one dtype; the chunked kernels read f32 gates; states are f32.
@@ -107,7 +107,7 @@ public struct RecurrenceFamily: OpFamily {
                 throw LineaError.unavailable(what: "\(name) --normalize on \(q.device)", reason: "the normalizer is implemented on the CPU only")
             }
             let host = try hostInputs(x.mapValues { try $0.host() }, options: options)
-            let out = try Recurrence.forward(mechanism, host, form: parsed ?? .automatic(tokens: host.q.shape[1], mechanism: mechanism))
+            let out = try Recurrence.forward(mechanism, host, form: parsed ?? .automatic(tokens: host.q.shape[1]))
             return ["o": try DeviceTensor(out.o, dtype: options.outputDType), "final_state": try DeviceTensor(out.finalState)]
         }
         if step { return try steps(q: q, k: k, v: v, g: g, beta: beta, initialState: x["initial_state"], options: options) }
@@ -163,11 +163,11 @@ public struct RecurrenceFamily: OpFamily {
         let r = mechanism
         return grid.map { c in
             let (B, T, H, HV, K, V, gates, h0) = c
-            let gated = r == .simpleGLA || r == .gatedDeltaRule || r == .gla
+            let gated = r.gateKind.readsGate
             let label = "B\(B) T\(T) H\(H)\(HV == H ? "" : " HV\(HV)") K\(K) V\(V)"
                 + (gated ? " g in [\(Int(gates.lowerBound)), 0)" : "") + (h0 ? "" : " no h0")
             var gpu: [String] = K <= 256 ? ["step"] : []
-            if [64, 128].contains(K) && [64, 128].contains(V) { gpu.insert("chunked", at: 0) }
+            if [64, 128].contains(K) && [64, 128].contains(V) && r.hasGPUChunkedForm { gpu.insert("chunked", at: 0) }
             // The step form costs T launches per token on a GPU: the long sequences are left to the chunked form there.
             if T > 200 { gpu.removeAll { $0 == "step" } }
             return OpCase(label: label, gpuForms: gpu,

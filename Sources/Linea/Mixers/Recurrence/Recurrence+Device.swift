@@ -117,8 +117,8 @@ public struct RecurrentStepCall: OpCall {
 extension RecurrenceForm {
     /// What `form: nil` runs for `tokens` tokens: the recurrent scan for up to 64 tokens, chunks of 64 beyond, as
     /// fla's layers switch to `fused_recurrent` for short inputs. O(1).
-    public static func automatic(tokens: Int, mechanism: RecurrentMechanism? = nil) -> RecurrenceForm {
-        tokens <= 64 || mechanism?.hasChunkedForm == false ? .recurrent : .chunked(size: defaultChunkSize)
+    public static func automatic(tokens: Int) -> RecurrenceForm {
+        tokens <= 64 ? .recurrent : .chunked(size: defaultChunkSize)
     }
 }
 

@@ -137,7 +137,7 @@ public enum Recurrence {
     /// Time O(B*HV*T*K*V) for every form (chunked adds O(B*HV*T*C*(K+V))); memory O(inputs + B*HV*K*V).
     public static func forward(_ mechanism: RecurrentMechanism, _ inputs: RecurrenceInputs, form: RecurrenceForm) throws -> RecurrenceOutput {
         let dims = try validate(mechanism, inputs)
-        try checkForm(mechanism, form)
+        try checkForm(form)
         let scale = inputs.scale ?? 1 / Float(dims.K).squareRoot()
         let empty = dims.B * dims.T * dims.HV * dims.V == 0
         try MemoryBudget.check(buffers(mechanism, inputs, dims, form: empty ? .recurrent : form))
@@ -188,12 +188,10 @@ public enum Recurrence {
         if p.normalize { p.applyNormalizer(o) }
     }
 
-    /// Throws for a chunk size below 1, and for the chunked form of a mechanism that has none (kda). O(1).
-    static func checkForm(_ mechanism: RecurrentMechanism, _ form: RecurrenceForm) throws {
-        guard case let .chunked(size) = form else { return }
-        if size < 1 { throw LineaError.invalidArgument(argument: "chunk size", expected: ">= 1", actual: "\(size)") }
-        if !mechanism.hasChunkedForm {
-            throw LineaError.unavailable(what: "\(mechanism.rawValue) chunked", reason: "no chunked form yet; the recurrent form and the step run it")
+    /// Throws for a chunk size below 1. O(1).
+    static func checkForm(_ form: RecurrenceForm) throws {
+        if case let .chunked(size) = form, size < 1 {
+            throw LineaError.invalidArgument(argument: "chunk size", expected: ">= 1", actual: "\(size)")
         }
     }
 
@@ -289,9 +287,9 @@ extension RecurrentMechanism {
     /// Whether the write is the delta rule (delta_rule, gated_delta_rule: needs beta). O(1).
     public var isDelta: Bool { self == .deltaRule || self == .gatedDeltaRule || self == .kda }
 
-    /// Whether the chunked form (CPU and GPU) takes it: every mechanism but kda, whose per-channel decay inside the
-    /// delta rule's WY representation is not written yet.
-    public var hasChunkedForm: Bool { self != .kda }
+    /// Whether the GPU's chunked kernels take it: every mechanism but kda, whose per-channel decay inside the delta rule's
+    /// WY representation has no kernel yet (the CPU runs every mechanism chunked; kda's decode step runs on the GPU).
+    public var hasGPUChunkedForm: Bool { self != .kda }
 }
 
 /// Problem sizes after validation: `H` query/key heads, `HV` value (and state) heads, a multiple of H.
