@@ -180,6 +180,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         }
         if c.shape.K > 256 { return .unsupported("K = \(c.shape.K); the step kernel takes K <= 256") }
         if c.useQKL2Norm { return .unsupported("qk L2 normalization inside the step kernel is not implemented; normalize q and k first") }
+        if !c.activations.isEmpty { return .unsupported(Self.noActivations) }
         return .supported
     }
 
@@ -196,6 +197,9 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
     static let stepWarps = Int(ProcessInfo.processInfo.environment["LINEA_STEP_WARPS"] ?? "") ?? 8
     static let stepColumns = Int(ProcessInfo.processInfo.environment["LINEA_STEP_COLUMNS"] ?? "")
 
+    /// Why a call with kda's in-kernel activations does not run here.
+    static let noActivations = "kda's in-kernel gate and beta activations (use_gate_in_kernel, use_beta_sigmoid_in_kernel) are not implemented on the GPU; activate g and beta first"
+
     /// The chunked kernels: q, k, v in one of f32, bf16, f16; g and beta f32; K, V in {64, 128}; chunk 64. O(1).
     private func chunkedSupport(_ c: RecurrenceCall) -> Support {
         if !c.mechanism.hasGPUChunkedForm { return .unsupported("\(c.mechanism.rawValue) has no chunked kernel yet (its decode step runs on the GPU)") }
@@ -210,6 +214,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
             return .unsupported("\(name) = \(n); the chunked kernels take 64 or 128")
         }
         if c.useQKL2Norm { return .unsupported("qk L2 normalization inside the chunked kernels is not implemented; normalize q and k first") }
+        if !c.activations.isEmpty { return .unsupported(Self.noActivations) }
         if c.o.dtype != .float32 && c.o.dtype != .bfloat16 { return .unsupported("o has dtype \(c.o.dtype.shortName); the chunked kernels write f32 or bf16") }
         return .supported
     }

@@ -154,6 +154,37 @@ import Testing
         }
     }
 
+    /// kda's in-kernel activations from the flags (`--gate-in-kernel --beta-sigmoid`, with A_log and dt_bias read from the
+    /// file) in every form against the in-process reference; a dt_bias of the wrong length exits 1 naming it, the flags
+    /// on another op exit 2.
+    @Test func kdaActivationFlags() throws {
+        let dir = try temporaryDirectory()
+        let x = try RecurrenceInputs.randomKDA(B: 1, T: 70, H: 1, HV: 2, K: 16, V: 8, seed: 3,
+                                               activations: InKernelActivations(gateInKernel: true, betaSigmoid: true))
+        var tensors = ["q": x.q, "k": x.k, "v": x.v, "g": x.g!, "beta": x.beta!, "A_log": x.aLog!, "dt_bias": x.dtBias!]
+        let input = dir.appendingPathComponent("kda.safetensors").path
+        try SafeTensors.write(tensors, to: input)
+        var noState = x
+        noState.initialState = nil
+        let want = try Recurrence.forward(.kda, noState, form: .reference)
+        let flags = ["--gate-in-kernel", "--beta-sigmoid"]
+        for form in ["reference", "recurrent", "chunked", "step"] {
+            let output = dir.appendingPathComponent("out-\(form).safetensors").path
+            let run = try runLinea(["op", "kda", "--inputs", input, "--output", output, "--form", form, "--chunk-size", "32"] + flags)
+            #expect(run.code == 0, "\(form): \(run.err)")
+            let got = try SafeTensors.read(path: output)
+            let eo = ErrorStats(got["o"]!, want.o), es = ErrorStats(got["final_state"]!, want.finalState)
+            #expect(eo.relativeRMS <= 1e-5 && es.relativeRMS <= 1e-5, "\(form): o \(eo); final_state \(es)")
+        }
+        let output = dir.appendingPathComponent("out.safetensors").path
+        tensors["dt_bias"] = try .randomNormal([31], seed: 1)
+        try SafeTensors.write(tensors, to: input)
+        let bad = try runLinea(["op", "kda", "--inputs", input, "--output", output] + flags)
+        #expect(bad.code == 1 && bad.err.contains("dt_bias: expected shape [HV*K] = [32]"), "\(bad.err)")
+        let other = try runLinea(["op", "gla", "--inputs", input, "--output", output, "--gate-in-kernel"])
+        #expect(other.code == 2 && other.err.contains("kda only"), "\(other.err)")
+    }
+
     /// Value heads that are not a multiple of the q/k heads: exit 1, the error names v with what was expected.
     @Test func valueHeadsNotAMultipleFail() throws {
         let dir = try temporaryDirectory()
