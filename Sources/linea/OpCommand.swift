@@ -29,7 +29,7 @@ struct OpCommand: ParsableCommand {
     @Flag(help: "delta rules: L2-normalize q and k inside the kernel.") var qkL2Norm = false
     @Flag(help: "kda: g is the raw gate, activated inside as -exp(A_log)·softplus(g + dt_bias) (fla's use_gate_in_kernel; inputs A_log [HV], dt_bias [HV*K]).")
     var gateInKernel = false
-    @Option(help: "kda with --gate-in-kernel: the gate lower_bound·sigmoid(exp(A_log)·(g + dt_bias)) instead (fla's lower_bound, < 0; A_log optional).")
+    @Option(parsing: .unconditional, help: "kda with --gate-in-kernel: the gate lower_bound·sigmoid(exp(A_log)·(g + dt_bias)) instead (fla's lower_bound, < 0; A_log optional).")
     var lowerBound: Float?
     @Flag(help: "kda: beta is given as logits, activated inside by a sigmoid (fla's use_beta_sigmoid_in_kernel).") var betaSigmoid = false
     @Flag(help: "kda with --beta-sigmoid: beta = 2·sigmoid(beta) (fla's allow_neg_eigval).") var allowNegEigval = false

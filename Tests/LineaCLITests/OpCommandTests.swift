@@ -183,6 +183,8 @@ import Testing
         #expect(bad.code == 1 && bad.err.contains("dt_bias: expected shape [HV*K] = [32]"), "\(bad.err)")
         let other = try runLinea(["op", "gla", "--inputs", input, "--output", output, "--gate-in-kernel"])
         #expect(other.code == 2 && other.err.contains("kda only"), "\(other.err)")
+        let positive = try runLinea(["op", "kda", "--inputs", input, "--output", output, "--gate-in-kernel", "--lower-bound", "1"])
+        #expect(positive.code == 2 && positive.err.contains("lower_bound: expected a finite number < 0"), "\(positive.err)")
     }
 
     /// Value heads that are not a multiple of the q/k heads: exit 1, the error names v with what was expected.

@@ -27,6 +27,18 @@ public struct InKernelActivations: Sendable, Equatable {
     /// Whether every option is off (the inputs are taken as activated). O(1).
     public var isEmpty: Bool { self == InKernelActivations() }
 
+    /// Throws for a lower bound that is not finite and < 0 or comes without the gate, and for allow_neg_eigval without
+    /// the beta sigmoid (fla's chunk_kda checks). O(1).
+    public func check() throws {
+        if let bound = lowerBound {
+            if !gateInKernel { throw LineaError.invalidArgument(argument: "lower_bound", expected: "use_gate_in_kernel", actual: "\(bound) without it") }
+            if !(bound.isFinite && bound < 0) { throw LineaError.invalidArgument(argument: "lower_bound", expected: "a finite number < 0", actual: "\(bound)") }
+        }
+        if allowNegEigval && !betaSigmoid {
+            throw LineaError.invalidArgument(argument: "allow_neg_eigval", expected: "use_beta_sigmoid_in_kernel", actual: "without it")
+        }
+    }
+
     /// The log gate of raw `x` in Float64 (the reference): `a` is `exp(A_log)` (1 without A_log), `bias` dt_bias's entry.
     func gate(_ x: Double, a: Double, bias: Double) -> Double {
         if let lowerBound { return Double(lowerBound) * ReferenceOps.sigmoid(a * (x + bias)) }
@@ -123,8 +135,8 @@ public struct InKernelActivations: Sendable, Equatable {
 
 extension Recurrence {
     /// Checks the in-kernel activations of a call with `HV` value heads of `K` keys: only kda takes them; A_log `[HV]`
-    /// and dt_bias `[HV·K]` only with `gateInKernel`, A_log required unless a lower bound is set; the lower bound finite
-    /// and < 0; allow_neg_eigval only with the beta sigmoid. Allocation-free when nothing is set. O(1).
+    /// and dt_bias `[HV·K]` only with `gateInKernel`, A_log required unless a lower bound is set; then the options
+    /// themselves (`InKernelActivations.check`). Allocation-free when nothing is set. O(1).
     static func checkActivations(_ mechanism: RecurrentMechanism, _ a: InKernelActivations, aLog: [Int]?, dtBias: [Int]?,
                                  HV: Int, K: Int) throws {
         guard !a.isEmpty || aLog != nil || dtBias != nil else { return }
@@ -145,13 +157,7 @@ extension Recurrence {
             throw LineaError.invalidArgument(argument: "A_log", expected: "[HV] = [\(HV)] for use_gate_in_kernel (optional only with a lower_bound)",
                                              actual: "none")
         }
-        if let bound = a.lowerBound {
-            if !a.gateInKernel { throw LineaError.invalidArgument(argument: "lower_bound", expected: "use_gate_in_kernel", actual: "\(bound) without it") }
-            if !(bound.isFinite && bound < 0) { throw LineaError.invalidArgument(argument: "lower_bound", expected: "a finite number < 0", actual: "\(bound)") }
-        }
-        if a.allowNegEigval && !a.betaSigmoid {
-            throw LineaError.invalidArgument(argument: "allow_neg_eigval", expected: "use_beta_sigmoid_in_kernel", actual: "without it")
-        }
+        try a.check()
     }
 }
 

@@ -71,6 +71,7 @@ public struct RecurrenceFamily: OpFamily {
         if !options.activations.isEmpty && mechanism != .kda {
             throw LineaError.invalidArgument(argument: "--gate-in-kernel", expected: "kda (its in-kernel gate and beta activations)", actual: name)
         }
+        try options.activations.check()
         if options.normalize && form == "step" {
             throw LineaError.invalidArgument(argument: "--normalize", expected: "a whole-sequence form (the step keeps no normalizer state)",
                                              actual: "--form step")
