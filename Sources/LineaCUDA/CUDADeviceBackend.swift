@@ -179,6 +179,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
             return .unsupported("\(name) has dtype \(x!.dtype.shortName), q \(c.q.dtype.shortName); the step kernel reads one input dtype")
         }
         if c.shape.K > 256 { return .unsupported("K = \(c.shape.K); the step kernel takes K <= 256") }
+        if !c.activations.isEmpty { return .unsupported(Self.noActivations) }
         return .supported
     }
 
@@ -204,10 +205,13 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
     static let stepWarps = Int(ProcessInfo.processInfo.environment["LINEA_STEP_WARPS"] ?? "") ?? 8
     static let stepColumns = Int(ProcessInfo.processInfo.environment["LINEA_STEP_COLUMNS"] ?? "")
 
+    /// Why a call with kda's in-kernel activations does not run here.
+    static let noActivations = "kda's in-kernel gate and beta activations (use_gate_in_kernel, use_beta_sigmoid_in_kernel) are not implemented on the GPU; activate g and beta first"
+
     /// The chunked kernels: q, k, v in one of f32, bf16, f16; g and beta f32; K, V <= 128 (under 64 or between 64 and
     /// 128 padded with zeros to 64 or 128); chunk 64. O(1).
     private func chunkedSupport(_ c: RecurrenceCall) -> Support {
-        if !c.mechanism.hasChunkedForm { return .unsupported("\(c.mechanism.rawValue) has no chunked kernel yet (its decode step runs on the GPU)") }
+        if !c.mechanism.hasGPUChunkedForm { return .unsupported("\(c.mechanism.rawValue) has no chunked kernel yet (its decode step runs on the GPU)") }
         if let form = c.form, form != .chunked(size: 64) { return .unsupported("form \(form); the GPU runs the chunked form with chunks of 64") }
         guard CUDAUpload.inputTypes.contains(c.q.dtype), c.k.dtype == c.q.dtype, c.v.dtype == c.q.dtype else {
             return .unsupported("q, k, v dtypes \(c.q.dtype.shortName), \(c.k.dtype.shortName), \(c.v.dtype.shortName); the chunked kernels take one of f32, bf16, f16 for all three")
@@ -218,6 +222,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         for (name, n) in [("K", c.shape.K), ("V", c.shape.V)] where n < 1 || n > 128 {
             return .unsupported("\(name) = \(n); the chunked kernels take 1 to 128")
         }
+        if !c.activations.isEmpty { return .unsupported(Self.noActivations) }
         if c.o.dtype != .float32 && c.o.dtype != .bfloat16 { return .unsupported("o has dtype \(c.o.dtype.shortName); the chunked kernels write f32 or bf16") }
         return .supported
     }

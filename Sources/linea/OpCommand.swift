@@ -12,11 +12,12 @@ struct OpCommand: ParsableCommand {
             reads q, k, v [B, *spatial, heads, D] with --kernel-size 5,3 [--stride 2,3] [--dilation 1,2] [--causal 1,0] \
             (NATTEN's na1d/na2d/na3d; the number of kernel sizes is the grid's rank). For the recurrences, \
             v, g, beta and initial_state may have a multiple HV of the H heads of q and k (grouped value heads, fla's \
-            GVA: value head hv reads q/k head hv / (HV/H)). The output is written atomically (a temporary file renamed \
+            GVA: value head hv reads q/k head hv / (HV/H)); kda with --gate-in-kernel also reads A_log [HV] and dt_bias \
+            [HV*K]. The output is written atomically (a temporary file renamed \
             into place), so an existing file is replaced only when the run succeeds.
             """)
 
-    @Argument(help: "The op: attention, block_sparse, neighborhood, linear_attn, retention, simple_gla, gla, delta_rule, gated_delta_rule.")
+    @Argument(help: "The op: attention, block_sparse, neighborhood, linear_attn, retention, simple_gla, gla, delta_rule, gated_delta_rule, kda, selective_scan.")
     var name: String
 
     @Option(help: "Input safetensors file.") var inputs: String
@@ -34,6 +35,12 @@ struct OpCommand: ParsableCommand {
     @Option(help: "neighborhood: dilation per axis, or one for every axis.") var dilation: String?
     @Option(name: .customLong("causal-axes"), help: "neighborhood: causal per axis, 0 or 1 (e.g. 1,0; also written --causal 1,0).")
     var causalAxes: String?
+    @Flag(help: "kda: g is the raw gate, activated inside as -exp(A_log)·softplus(g + dt_bias) (fla's use_gate_in_kernel; inputs A_log [HV], dt_bias [HV*K]).")
+    var gateInKernel = false
+    @Option(parsing: .unconditional, help: "kda with --gate-in-kernel: the gate lower_bound·sigmoid(exp(A_log)·(g + dt_bias)) instead (fla's lower_bound, < 0; A_log optional).")
+    var lowerBound: Float?
+    @Flag(help: "kda: beta is given as logits, activated inside by a sigmoid (fla's use_beta_sigmoid_in_kernel).") var betaSigmoid = false
+    @Flag(help: "kda with --beta-sigmoid: beta = 2·sigmoid(beta) (fla's allow_neg_eigval).") var allowNegEigval = false
     @Option(parsing: .singleValue, help: "An op's own integer setting, NAME=VALUE (block_sparse: block_rows, block_keys; default 64).")
     var set: [String] = []
     @Flag(help: "Write NaN or infinite outputs instead of failing with exit 1 (-inf in lse, a query that sees no key, is always fine).")
@@ -46,6 +53,7 @@ struct OpCommand: ParsableCommand {
         var o = OpOptions()
         (o.scale, o.causal, o.window, o.normalize, o.useQKL2Norm) = (scale, causal, window, normalize, qkL2Norm)
         o.allowNonFiniteOutputs = allowNonfinite
+        o.activations = InKernelActivations(gateInKernel: gateInKernel, lowerBound: lowerBound, betaSigmoid: betaSigmoid, allowNegEigval: allowNegEigval)
         for item in set {
             let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
             guard parts.count == 2, let value = Int(parts[1]) else { throw ValidationError("--set: expected NAME=INTEGER, got '\(item)'") }
@@ -81,6 +89,9 @@ struct OpCommand: ParsableCommand {
         guard chunkSize >= 1 else { throw ValidationError("--chunk-size: expected >= 1, got \(chunkSize)") }
         if let scale, !(scale.isFinite && scale > 0) { throw ValidationError("--scale: expected a finite number > 0, got \(scale)") }
         let f = try family(name)
+        if try name != RecurrentMechanism.kda.rawValue && !options().activations.isEmpty {
+            throw ValidationError("--gate-in-kernel, --lower-bound, --beta-sigmoid, --allow-neg-eigval: kda only, got \(name)")
+        }
         try checkUsage(f, form: resolvedForm(f), options: options())
     }
 
