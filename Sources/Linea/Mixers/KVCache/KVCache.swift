@@ -229,6 +229,13 @@ enum KVMath {
         return try Attention.forward(q: q, k: k, v: v, options: options, form: form)
     }
 
+    /// Rows `0..<rows` of a new uninitialized `[B, allocated, heads, width]` tensor: the caches size their per-call
+    /// buffers by their bound, not by what a call reads, so that the host buffer cache (which reuses exact sizes)
+    /// serves every call from one buffer instead of keeping one per size while a cache fills. O(1).
+    static func scratch(_ B: Int, rows: Int, allocated: Int, heads: Int, width: Int, on device: Device) throws -> DeviceTensor {
+        try DeviceTensor.uninitialized([B, max(rows, allocated), heads, width], on: device).narrowed(axis: 1, 0..<rows)
+    }
+
     /// Copies rows `rows` (axis 1) of `source` into `destination` from row `at` on. O(rows · row bytes).
     static func copyRows(_ source: DeviceTensor, _ rows: Range<Int>, into destination: DeviceTensor, at: Int) throws {
         guard !rows.isEmpty else { return }

@@ -63,8 +63,8 @@ final class SinkWindowKVCache: KVCache {
         let m = n > sinks ? max(0, min(n - sinks, window - T)) : 0  // window tokens that survive this call
         let first = n - m, length = s + m + T
         try placeSinks(shift: first - s, rotation)
-        let gathered = (k: try DeviceTensor.uninitialized([shape.B, length, shape.Hkv, shape.D], on: shape.device),
-                        v: try DeviceTensor.uninitialized([shape.B, length, shape.Hkv, shape.Dv], on: shape.device))
+        let gathered = (k: try KVMath.scratch(shape.B, rows: length, allocated: boundTokens + T, heads: shape.Hkv, width: shape.D, on: shape.device),
+                        v: try KVMath.scratch(shape.B, rows: length, allocated: boundTokens + T, heads: shape.Hkv, width: shape.Dv, on: shape.device))
         let pairs = (0..<s).map { (from: $0, to: $0) } + (first..<n).map { (from: slot($0), to: s + $0 - first) }
         try KVMath.copyRows(keys, into: gathered.k, pairs: pairs)
         try KVMath.copyRows(values, into: gathered.v, pairs: pairs)

@@ -53,15 +53,19 @@ final class StreamingVLMKVCache: KVCache {
         }
         survivors.sort { $0.index < $1.index }
         let kept = survivors.count, length = kept + T
-        let gathered = (k: try DeviceTensor.uninitialized([shape.B, length, shape.Hkv, shape.D], on: shape.device),
-                        v: try DeviceTensor.uninitialized([shape.B, length, shape.Hkv, shape.Dv], on: shape.device))
+        let rows = boundTokens + T
+        let whole = (k: try DeviceTensor.uninitialized([shape.B, rows, shape.Hkv, shape.D], on: shape.device),
+                     v: try DeviceTensor.uninitialized([shape.B, rows, shape.Hkv, shape.Dv], on: shape.device))
+        let gathered = (k: try whole.k.narrowed(axis: 1, 0..<length), v: try whole.v.narrowed(axis: 1, 0..<length))
         let pairs = survivors.enumerated().map { (from: $1.slot, to: $0) }
         try KVMath.copyRows(keys, into: gathered.k, pairs: pairs)
         try KVMath.copyRows(values, into: gathered.v, pairs: pairs)
         try KVMath.copyRows(k, 0..<T, into: gathered.k, at: kept)
         try KVMath.copyRows(v, 0..<T, into: gathered.v, at: kept)
-        let o = try KVMath.attention(q: KVMath.rotate(q, rotation, Array(kept..<length)), k: KVMath.rotate(gathered.k, rotation, Array(0..<length)),
-                                     v: gathered.v, options: options).o
+        // Every allocated row rotated (those past `length` are never read): the output's size then stays one per call
+        // length, which the host buffer cache reuses, instead of one per kept count while the windows fill.
+        let rotated = try KVMath.rotate(whole.k, rotation, Array(0..<rows)).narrowed(axis: 1, 0..<length)
+        let o = try KVMath.attention(q: KVMath.rotate(q, rotation, Array(kept..<length)), k: rotated, v: gathered.v, options: options).o
         var writes: [(from: Int, to: Int)] = []
         for t in 0..<T {
             let i = n + t, slot: Int

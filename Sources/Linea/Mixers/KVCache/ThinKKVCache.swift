@@ -56,7 +56,7 @@ final class ThinKKVCache: KVCache {
         if channels.isEmpty { channels = select(q: qr, k: kr) }
         try values.narrowed(axis: 1, n..<(n + T)).copy(from: v)
         let whole = min(recent, n), old = n - whole
-        let gathered = try DeviceTensor.uninitialized([shape.B, whole + T, shape.Hkv, shape.D])
+        let gathered = try KVMath.scratch(shape.B, rows: whole + T, allocated: recent + T, heads: shape.Hkv, width: shape.D, on: .cpu)
         try KVMath.copyRows(recentKeys, into: gathered, pairs: (old..<n).map { (from: $0 % recent, to: $0 - old) })
         try KVMath.copyRows(kr, 0..<T, into: gathered, at: whole)
         let scale = options.scale ?? 1 / Float(shape.D).squareRoot()

@@ -57,8 +57,9 @@ final class TopKPagesKVCache: KVCache {
         }
         let selected = select(qr, candidates: candidates)
         let length = sinks + pages * pageSize + (N - lastRecent)
-        let gathered = (k: try DeviceTensor.uninitialized([shape.B, length, shape.Hkv, shape.D]),
-                        v: try DeviceTensor.uninitialized([shape.B, length, shape.Hkv, shape.Dv]))
+        let most = sinks + (pages + 1) * pageSize + window  // the longest read: the window starts at most a page early
+        let gathered = (k: try KVMath.scratch(shape.B, rows: length, allocated: most, heads: shape.Hkv, width: shape.D, on: .cpu),
+                        v: try KVMath.scratch(shape.B, rows: length, allocated: most, heads: shape.Hkv, width: shape.Dv, on: .cpu))
         for b in 0..<shape.B {
             for h in 0..<shape.Hkv {
                 let tokens = Array(0..<sinks) + selected[b * shape.Hkv + h].flatMap { sinks + $0 * pageSize..<sinks + ($0 + 1) * pageSize }
@@ -122,12 +123,12 @@ final class TopKPagesKVCache: KVCache {
     }
 
     /// Copies the rows `tokens` of head `h` of sequence `b` of `source [B, capacityRows, Hkv, W]` into rows 0... of
-    /// `destination [B, tokens.count, Hkv, W]`. O(tokens·W).
+    /// `destination [B, tokens.count, Hkv, W]` (a view: rows of a larger buffer). O(tokens·W).
     private func gather(_ tokens: [Int], b: Int, h: Int, from source: DeviceTensor, into destination: DeviceTensor, capacityRows: Int) {
-        let (Hkv, W, L) = (shape.Hkv, source.shape[3], destination.shape[1])
-        let (src, dst) = (source.floats.baseAddress!, destination.mutableFloats.baseAddress!)
+        let (Hkv, W, strides) = (shape.Hkv, source.shape[3], destination.strides)
+        let (src, dst) = (source.floats.baseAddress!, UnsafeMutablePointer<Float>(bitPattern: destination.address)!)
         for (j, i) in tokens.enumerated() {
-            (dst + ((b * L + j) * Hkv + h) * W).update(from: src + ((b * capacityRows + i) * Hkv + h) * W, count: W)
+            (dst + b * strides[0] + j * strides[1] + h * strides[2]).update(from: src + ((b * capacityRows + i) * Hkv + h) * W, count: W)
         }
     }
 }
