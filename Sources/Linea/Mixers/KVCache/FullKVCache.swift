@@ -25,12 +25,7 @@ final class FullKVCache: KVCache {
     func attend(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, kinds: [KVTokenKind]?, rotation: KVRotation?,
                 options: AttentionOptions) throws -> DeviceTensor {
         let T = try shape.check(q: q, k: k, v: v, kinds: kinds, options: options, allowsWindow: true)
-        let n = tokensSeen
-        guard n + T <= capacity else {
-            throw LineaError.invalidArgument(argument: "tokens", expected: "at most \(capacity) in the full KV cache (its capacity)",
-                                             actual: "\(n) held + \(T) new")
-        }
-        let positions = Array(n..<(n + T))
+        let n = tokensSeen, positions = try shape.positions(held: n, adding: T, capacity: capacity, cache: "full")
         try keys.narrowed(axis: 1, n..<(n + T)).copy(from: KVMath.rotate(k, rotation, positions))
         try values.narrowed(axis: 1, n..<(n + T)).copy(from: v)
         (tokensSeen, window) = (n + T, options.window)

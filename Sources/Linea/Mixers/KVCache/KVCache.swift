@@ -188,6 +188,16 @@ struct KVShape {
     /// Bytes of `tokens` f32 rows of keys `keyWidth` wide and values. O(1).
     func bytes(tokens: Int, keyWidth: Int? = nil) -> Int { 4 * B * tokens * Hkv * ((keyWidth ?? D) + Dv) }
 
+    /// The stream positions `held..<held + T` of a call's tokens; throws unless they fit in a cache of `capacity`
+    /// tokens (`cache` names it). O(T).
+    func positions(held: Int, adding T: Int, capacity: Int, cache: String) throws -> [Int] {
+        guard held + T <= capacity else {
+            throw LineaError.invalidArgument(argument: "tokens", expected: "at most \(capacity) in the \(cache) KV cache (its capacity)",
+                                             actual: "\(held) held + \(T) new")
+        }
+        return Array(held..<(held + T))
+    }
+
     /// Checks one call's `q [B, T, Hq, D]`, `k [B, T, Hkv, D]`, `v [B, T, Hkv, Dv]` (f32, on the cache's device), its
     /// kinds (one per token) and options (causal; a sliding window only where `window` allows); returns T. O(1).
     func check(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, kinds: [KVTokenKind]?, options: AttentionOptions,

@@ -46,12 +46,7 @@ final class ThinKKVCache: KVCache {
     func attend(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, kinds: [KVTokenKind]?, rotation: KVRotation?,
                 options: AttentionOptions) throws -> DeviceTensor {
         let T = try shape.check(q: q, k: k, v: v, kinds: kinds, options: options)
-        let n = tokensSeen
-        guard n + T <= capacity else {
-            throw LineaError.invalidArgument(argument: "tokens", expected: "at most \(capacity) in the think KV cache (its capacity)",
-                                             actual: "\(n) held + \(T) new")
-        }
-        let positions = Array(n..<(n + T))
+        let n = tokensSeen, positions = try shape.positions(held: n, adding: T, capacity: capacity, cache: "think")
         let (qr, kr) = (try KVMath.rotate(q, rotation, positions).contiguous(), try KVMath.rotate(k, rotation, positions).contiguous())
         if channels.isEmpty { channels = select(q: qr, k: kr) }
         try values.narrowed(axis: 1, n..<(n + T)).copy(from: v)

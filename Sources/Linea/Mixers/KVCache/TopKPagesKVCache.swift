@@ -39,12 +39,7 @@ final class TopKPagesKVCache: KVCache {
     func attend(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, kinds: [KVTokenKind]?, rotation: KVRotation?,
                 options: AttentionOptions) throws -> DeviceTensor {
         let T = try shape.check(q: q, k: k, v: v, kinds: kinds, options: options)
-        let n = tokensSeen
-        guard n + T <= capacity else {
-            throw LineaError.invalidArgument(argument: "tokens", expected: "at most \(capacity) in the topk KV cache (its capacity)",
-                                             actual: "\(n) held + \(T) new")
-        }
-        let positions = Array(n..<(n + T))
+        let n = tokensSeen, positions = try shape.positions(held: n, adding: T, capacity: capacity, cache: "topk")
         let qr = try KVMath.rotate(q, rotation, positions).contiguous()
         try store(KVMath.rotate(k, rotation, positions).contiguous(), v, n: n)
         let N = n + T
