@@ -7,7 +7,10 @@ public typealias KVRotation = (_ x: DeviceTensor, _ positions: [Int]) throws -> 
 /// What a token is, for caches that keep the kinds apart (StreamingVLM keeps a long window of text and a short one
 /// of vision tokens).
 public enum KVTokenKind: Sendable, Equatable {
-    case text, vision
+    /// A text token (StreamingVLM's long window).
+    case text
+    /// A vision token (StreamingVLM's short window).
+    case vision
 }
 
 /// One attention layer's key/value cache: it takes each call's new keys and values, attends the call's queries over
@@ -95,6 +98,7 @@ public enum KVCacheConfig: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// The name and sizes, as the command line prints them.
     public var description: String {
         switch self {
         case .full: return "full"
