@@ -34,6 +34,10 @@ def bf16_reference(folder, expected, out, device):
     import torch
     from safetensors.torch import load_file as load_torch, save_file as save_torch
     from transformers import AutoModelForCausalLM
+    try:
+        import fla  # noqa: F401  (registers fla's model types with transformers' Auto classes)
+    except ImportError:
+        pass
     shutil.copytree(folder, out, ignore=shutil.ignore_patterns("expected.safetensors", "*.safetensors"))
     for file in os.listdir(folder):
         if file.endswith(".safetensors") and file != "expected.safetensors":

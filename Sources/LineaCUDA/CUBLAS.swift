@@ -80,9 +80,10 @@ package enum CUBLAS {
 
     /// Queues `out[m, n] = x[m, k] · weight[n, k]^T` (nn.Linear layout, row-major) on the context's stream: x and
     /// weight in `dtype` (f32, bf16 or f16), out in `outputDType`, fp32 accumulation (CUBLAS_COMPUTE_32F: no TF32 for
-    /// f32). Buffers are checked against their byte counts. O(m·n·k) on the device.
+    /// f32); with `accumulate`, out's values are added in fp32 before its one rounding. Buffers are checked against
+    /// their byte counts. O(m·n·k) on the device.
     public static func linear(x: CUDABuffer, weight: CUDABuffer, out: CUDABuffer, m: Int, n: Int, k: Int,
-                              dtype: DType, outputDType: DType = .float32) throws {
+                              dtype: DType, outputDType: DType = .float32, accumulate: Bool = false) throws {
         for (name, v) in [("m", m), ("n", n), ("k", k)] where v < 0 || v > Int(Int32.max) {
             throw LineaError.invalidArgument(argument: name, expected: "0...\(Int32.max)", actual: "\(v)")
         }
@@ -91,11 +92,11 @@ package enum CUBLAS {
         try CUDAModelOps.expect("weight", weight, bytes: n * k * dtype.byteCount)
         try CUDAModelOps.expect("out", out, bytes: m * n * outputDType.byteCount)
         if m == 0 || n == 0 { return }
-        if k == 0 { return try out.fill(byte: 0) }
+        if k == 0 { return accumulate ? () : try out.fill(byte: 0) }
         let api = try api.get()
         let h = try handle(out.context, api)
         try out.context.makeCurrent()
-        var alpha: Float = 1, beta: Float = 0
+        var alpha: Float = 1, beta: Float = accumulate ? 1 : 0
         // Row-major y = x W^T is column-major y^T = W x^T: A = W (k x n, transposed), B = x^T (k x m).
         let status = withUnsafePointer(to: &alpha) { al in withUnsafePointer(to: &beta) { be in
             api.gemmEx(h, 1, 0, Int32(n), Int32(m), Int32(k), al, weight.address, a, Int32(k), x.address, a, Int32(k),

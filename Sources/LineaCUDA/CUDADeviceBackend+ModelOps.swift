@@ -1,14 +1,14 @@
 import Linea
 
 extension CUDADeviceBackend {
-    /// The model-op kernels read one float dtype (f32, bf16, f16) for every float input of a call (a matmul's
-    /// activations are converted to its weight's dtype on the device), i32 positions for rotary, i32 or i64 ids. O(1).
+    /// The model-op kernels read one float dtype (f32, bf16, f16) for every float input of a call: others are converted
+    /// to the primary input's dtype on the device first (a bf16 norm weight beside f32 activations; a matmul's
+    /// activations go to its weight's dtype), except a conv state, updated in place. I32 positions for rotary, i32 or
+    /// i64 ids. O(1).
     func modelOpSupport(_ c: ModelOpCall) -> Support {
         let x = c.primary.tensor
-        for (name, tensor) in c.inputs where tensor.dtype.isFloatingPoint && name != "uniforms" && !(c.kind == .matmul && name == "weight") {
-            guard tensor.dtype == x.dtype else {
-                return .unsupported("\(name) has dtype \(tensor.dtype.shortName), \(c.primary.name) \(x.dtype.shortName); the GPU op kernels read one dtype per call")
-            }
+        if let state = c["state"], state.dtype != x.dtype {
+            return .unsupported("state has dtype \(state.dtype.shortName), \(c.primary.name) \(x.dtype.shortName); the GPU conv updates its state in place in the input dtype")
         }
         guard CUDAUpload.inputTypes.contains(x.dtype) else { return .unsupported("dtype \(x.dtype.shortName); the GPU op kernels take f32, bf16, f16") }
         if c.kind == .indexAdd, c["rows"]!.dtype != .int32 {
@@ -27,7 +27,16 @@ extension CUDADeviceBackend {
         let (dtype, width) = (x.dtype, x.shape.last ?? 1)
         let rows = x.count / max(width, 1)
         let out = c["out"].map { buffer($0) }
-        func input(_ name: String) -> CUDABuffer? { c[name].map { buffer($0) } }
+        // Float inputs in another dtype than x, converted on the device (freed in stream order after the op).
+        var converted: [String: DeviceTensor] = [:]
+        for (name, t) in c.inputs where t.dtype.isFloatingPoint && t.dtype != dtype && !["uniforms", "state"].contains(name)
+            && !(c.kind == .matmul && name == "weight") {
+            let copy = try DeviceTensor.uninitialized(t.shape, dtype: dtype, on: device)
+            try CUDAModelOps.convert(x: buffer(t), from: t.dtype, out: buffer(copy), to: dtype, count: t.count)
+            converted[name] = copy
+        }
+        defer { withExtendedLifetime(converted) {} }
+        func input(_ name: String) -> CUDABuffer? { (converted[name] ?? c[name]).map { buffer($0) } }
         switch c.kind {
         case .matmul:
             let weight = c["weight"]!
@@ -61,12 +70,15 @@ extension CUDADeviceBackend {
         case .swiglu: try CUDAModelOps.swiglu(gate: buffer(x), up: input("up")!, out: out!, count: x.count, dtype: dtype)
         case .add, .mul, .div:
             let b = c["b"]!
-            try CUDAModelOps.binary(c.kind == .add ? 1 : c.kind == .mul ? 2 : 3, ("a", "b"), a: buffer(x), b: buffer(b), out: out!, count: x.count,
+            try CUDAModelOps.binary(c.kind == .add ? 1 : c.kind == .mul ? 2 : 3, ("a", "b"), a: buffer(x), b: input("b")!, out: out!, count: x.count,
                                     repeating: b.count, inner: Ops.broadcastInner(x.shape, b.shape) ?? 1, dtype: dtype)
         case .indexAdd:
             let target = c["out"]!
             try CUDAModelOps.indexAdd(values: buffer(x), rows: input("rows")!, weights: input("weights"), target: out!, count: c["rows"]!.count,
                                       dim: target.shape[1], targetRows: target.shape[0])
+        case .transposeLastTwo:
+            let r = x.shape[x.rank - 2]
+            try CUDAModelOps.transposeLastTwo(x: buffer(x), out: out!, batches: x.count / max(r * width, 1), rows: r, cols: width, dtype: dtype)
         case .cast: try CUDAModelOps.convert(x: buffer(x), from: dtype, out: out!, to: c["out"]!.dtype, count: x.count)
         case let .clamp(low, high): try CUDAModelOps.clamp(x: buffer(x), out: out!, count: x.count, low: low, high: high, dtype: dtype)
         case let .rotary(theta, rotaryDim, layout, scaling):

@@ -143,6 +143,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         case let c as BlockSparseCall:
             if c.options.window != nil { return .unsupported("the block-sparse kernel has no sliding window (fold it into the mask)") }
             return attentionSupport(q: c.q, k: c.k, v: c.v, window: nil, form: nil)
+        case let c as SelectiveScanCall: return selectiveScanSupport(c)
         default: return .unsupported("no CUDA kernel for \(call.name)")
         }
     }
@@ -155,6 +156,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         case let c as AttentionCall: try attention(c)
         case let c as ModelOpCall: try modelOp(c)
         case let c as BlockSparseCall: try blockSparse(c)
+        case let c as SelectiveScanCall: try selectiveScan(c)
         default: throw LineaError.unavailable(what: call.name, reason: "no CUDA kernel")
         }
     }
@@ -177,16 +179,25 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
             return .unsupported("\(name) has dtype \(x!.dtype.shortName), q \(c.q.dtype.shortName); the step kernel reads one input dtype")
         }
         if c.shape.K > 256 { return .unsupported("K = \(c.shape.K); the step kernel takes K <= 256") }
-        if c.useQKL2Norm { return .unsupported("qk L2 normalization inside the step kernel is not implemented; normalize q and k first") }
+        if !c.activations.isEmpty { return .unsupported(Self.noActivations) }
         return .supported
     }
 
     private func step(_ c: RecurrentStepCall) throws {
         let s = c.shape
+        let (q, k) = c.useQKL2Norm ? (try l2Normalized(c.q, dim: s.K), try l2Normalized(c.k, dim: s.K)) : (c.q, c.k)
         try CUDARecurrentStep.step(
-            c.mechanism, q: buffer(c.q), k: buffer(c.k), v: buffer(c.v), g: c.g.map(buffer), beta: c.beta.map(buffer),
+            c.mechanism, q: buffer(q), k: buffer(k), v: buffer(c.v), g: c.g.map(buffer), beta: c.beta.map(buffer),
             state: buffer(c.state), o: buffer(c.o), batch: s.B, heads: s.H, valueHeads: s.HV, keyDim: s.K, valueDim: s.V, scale: c.scale, dtype: c.q.dtype,
             columnsPerThread: Self.stepColumns, warpsPerBlock: Self.stepWarps)
+    }
+
+    /// `x / sqrt(sum x^2 + 1e-6)` over rows of `dim` (the CPU forms' qk L2 normalization) by the norm kernel, ahead of a
+    /// recurrence's kernels. O(n).
+    private func l2Normalized(_ x: DeviceTensor, dim: Int) throws -> DeviceTensor {
+        let out = try DeviceTensor.uninitialized(x.shape, dtype: x.dtype, on: device)
+        try CUDAModelOps.l2Norm(x: buffer(x), out: buffer(out), rows: x.count / max(dim, 1), dim: dim, eps: 1e-6, dtype: x.dtype)
+        return out
     }
 
     /// Launch-plan overrides of the step kernel for measurements: `LINEA_STEP_WARPS` (8 or 16) and
@@ -194,9 +205,13 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
     static let stepWarps = Int(ProcessInfo.processInfo.environment["LINEA_STEP_WARPS"] ?? "") ?? 8
     static let stepColumns = Int(ProcessInfo.processInfo.environment["LINEA_STEP_COLUMNS"] ?? "")
 
-    /// The chunked kernels: q, k, v in one of f32, bf16, f16; g and beta f32; K, V in {64, 128}; chunk 64. O(1).
+    /// Why a call with kda's in-kernel activations does not run here.
+    static let noActivations = "kda's in-kernel gate and beta activations (use_gate_in_kernel, use_beta_sigmoid_in_kernel) are not implemented on the GPU; activate g and beta first"
+
+    /// The chunked kernels: q, k, v in one of f32, bf16, f16; g and beta f32; K, V <= 128 (under 64 or between 64 and
+    /// 128 padded with zeros to 64 or 128); chunk 64. O(1).
     private func chunkedSupport(_ c: RecurrenceCall) -> Support {
-        if !c.mechanism.hasChunkedForm { return .unsupported("\(c.mechanism.rawValue) has no chunked kernel yet (its decode step runs on the GPU)") }
+        if !c.mechanism.hasGPUChunkedForm { return .unsupported("\(c.mechanism.rawValue) has no chunked kernel yet (its decode step runs on the GPU)") }
         if let form = c.form, form != .chunked(size: 64) { return .unsupported("form \(form); the GPU runs the chunked form with chunks of 64") }
         guard CUDAUpload.inputTypes.contains(c.q.dtype), c.k.dtype == c.q.dtype, c.v.dtype == c.q.dtype else {
             return .unsupported("q, k, v dtypes \(c.q.dtype.shortName), \(c.k.dtype.shortName), \(c.v.dtype.shortName); the chunked kernels take one of f32, bf16, f16 for all three")
@@ -204,28 +219,67 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         for (name, x) in [("g", c.g), ("beta", c.beta)] where x != nil && x!.dtype != .float32 {
             return .unsupported("\(name) has dtype \(x!.dtype.shortName); the chunked kernels read f32 gates")
         }
-        for (name, n) in [("K", c.shape.K), ("V", c.shape.V)] where n != 64 && n != 128 {
-            return .unsupported("\(name) = \(n); the chunked kernels take 64 or 128")
+        for (name, n) in [("K", c.shape.K), ("V", c.shape.V)] where n < 1 || n > 128 {
+            return .unsupported("\(name) = \(n); the chunked kernels take 1 to 128")
         }
-        if c.useQKL2Norm { return .unsupported("qk L2 normalization inside the chunked kernels is not implemented; normalize q and k first") }
+        if !c.activations.isEmpty { return .unsupported(Self.noActivations) }
         if c.o.dtype != .float32 && c.o.dtype != .bfloat16 { return .unsupported("o has dtype \(c.o.dtype.shortName); the chunked kernels write f32 or bf16") }
         return .supported
     }
 
     private func chunked(_ c: RecurrenceCall) throws {
         let s = c.shape
-        let shape = CUDAChunkedShape(batch: s.B, length: s.T, heads: s.H, valueHeads: s.HV, keyDim: s.K, valueDim: s.V)
         if s.T == 0 || s.B * s.H == 0 {
             // The outputs come uninitialized: o is empty here, the final state is the initial one (or zero).
             try c.finalState.copy(from: c.initialState ?? DeviceTensor(Tensor(zeros: c.finalState.shape), on: device))
             return
         }
-        let (q, k, v, o) = (buffer(c.q), buffer(c.k), buffer(c.v), buffer(c.o))
-        let (h0, ht, beta) = (c.initialState.map(buffer), buffer(c.finalState), c.beta.map(buffer))
-        let g = c.mechanism == .retention ? try retentionDecays(heads: s.HV) : c.g.map(buffer)
+        let (q, k) = c.useQKL2Norm ? (try l2Normalized(c.q, dim: s.K), try l2Normalized(c.k, dim: s.K)) : (c.q, c.k)
+        let (kp, vp) = (s.K <= 64 ? 64 : 128, s.V <= 64 ? 64 : 128)
+        guard kp == s.K && vp == s.V else { return try chunkedPadded(c, q: q, k: k, keyDim: kp, valueDim: vp) }
+        try chunked(c, q: q, k: k, v: c.v, g: c.g, initialState: c.initialState, o: c.o, finalState: c.finalState,
+                    shape: CUDAChunkedShape(batch: s.B, length: s.T, heads: s.H, valueHeads: s.HV, keyDim: s.K, valueDim: s.V))
+    }
+
+    /// The chunked kernels at head dims they take: q, k (and gla's per-channel g, 0 = no decay) padded with zeros to
+    /// `keyDim`, v to `valueDim`, the state to both; zero key channels and value columns leave the rest of the state
+    /// and of o as they would be, so o and the final state are the padded results cropped. The scale stays 1/sqrt(K).
+    /// O(padded inputs) besides the kernels.
+    private func chunkedPadded(_ c: RecurrenceCall, q qt: DeviceTensor, k kt: DeviceTensor, keyDim kp: Int, valueDim vp: Int) throws {
+        let s = c.shape
+        func padded(_ x: DeviceTensor, n: Int, rows: Int, cols: Int, toRows: Int, toCols: Int) throws -> DeviceTensor {
+            let out = try DeviceTensor.uninitialized([n, toRows, toCols], dtype: x.dtype, on: device)
+            try CUDAModelOps.pad2d(x: buffer(x), out: buffer(out), n: n, xRows: rows, xCols: cols, rows: toRows, cols: toCols, dtype: x.dtype)
+            return out
+        }
+        let qkRows = s.B * s.T * s.H, vRows = s.B * s.T * s.HV, states = s.B * s.HV
+        let q = try padded(qt, n: 1, rows: qkRows, cols: s.K, toRows: qkRows, toCols: kp)
+        let k = try padded(kt, n: 1, rows: qkRows, cols: s.K, toRows: qkRows, toCols: kp)
+        let v = try padded(c.v, n: 1, rows: vRows, cols: s.V, toRows: vRows, toCols: vp)
+        let perChannel = c.g.map { $0.count == vRows * s.K } ?? false
+        let g = try perChannel ? padded(c.g!, n: 1, rows: vRows, cols: s.K, toRows: vRows, toCols: kp) : c.g
+        let h0 = try c.initialState.map { try padded($0, n: states, rows: s.K, cols: s.V, toRows: kp, toCols: vp) }
+        let o = try DeviceTensor.uninitialized([vRows, vp], dtype: c.o.dtype, on: device)
+        let ht = try DeviceTensor.uninitialized([states, kp, vp], on: device)
+        try chunked(c, q: q, k: k, v: v, g: g, initialState: h0, o: o, finalState: ht,
+                    shape: CUDAChunkedShape(batch: s.B, length: s.T, heads: s.H, valueHeads: s.HV, keyDim: kp, valueDim: vp),
+                    scale: c.scale ?? 1 / Float(s.K).squareRoot())
+        try CUDAModelOps.pad2d(x: buffer(o), out: buffer(c.o), n: 1, xRows: vRows, xCols: vp, rows: vRows, cols: s.V, dtype: c.o.dtype)
+        try CUDAModelOps.pad2d(x: buffer(ht), out: buffer(c.finalState), n: states, xRows: kp, xCols: vp, rows: s.K, cols: s.V, dtype: .float32)
+    }
+
+    /// The chunked kernels on tensors of `shape` (K, V in {64, 128}). O(1) launches.
+    private func chunked(_ c: RecurrenceCall, q qt: DeviceTensor, k kt: DeviceTensor, v vt: DeviceTensor, g gt: DeviceTensor?,
+                         initialState: DeviceTensor?, o ot: DeviceTensor, finalState: DeviceTensor, shape: CUDAChunkedShape,
+                         scale: Float? = nil) throws {
+        let s = c.shape
+        let (q, k, v, o) = (buffer(qt), buffer(kt), buffer(vt), buffer(ot))
+        let (h0, ht, beta) = (initialState.map(buffer), buffer(finalState), c.beta.map(buffer))
+        let g = c.mechanism == .retention ? try retentionDecays(heads: s.HV) : gt.map(buffer)
+        let scale = scale ?? c.scale
         if c.q.dtype != .bfloat16 {
             try CUDAChunkedSIMT.forward(c.mechanism, q: q, k: k, v: v, g: g, beta: beta, initialState: h0, finalState: ht, o: o,
-                                        shape: shape, scale: c.scale, inputDType: c.q.dtype, outputDType: c.o.dtype)
+                                        shape: shape, scale: scale, inputDType: c.q.dtype, outputDType: c.o.dtype)
             return
         }
         // Scratch from the stream-ordered pool: freed without waiting once the kernels are queued (a scratch the
@@ -236,10 +290,10 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         let work = scratch.map { CUDABuffer(context: context, viewing: UInt64($0.address), byteCount: $0.byteCount) }
         if c.mechanism == .gla {
             try CUDAChunkedGLA.forward(q: q, k: k, v: v, g: g!, initialState: h0, finalState: ht, o: o, shape: shape,
-                                       scale: c.scale, outputDType: c.o.dtype, scratch: work)
+                                       scale: scale, outputDType: c.o.dtype, scratch: work)
         } else {
             try CUDAChunked.forward(c.mechanism, q: q, k: k, v: v, g: g, beta: beta, initialState: h0, finalState: ht, o: o,
-                                    shape: shape, scale: c.scale, outputDType: c.o.dtype, scratch: work)
+                                    shape: shape, scale: scale, outputDType: c.o.dtype, scratch: work)
         }
         withExtendedLifetime(scratch) {}  // its cuMemFreeAsync is queued behind the kernels
     }

@@ -48,11 +48,15 @@ package enum CUDAModelOps {
                               m: Int, n: Int, k: Int, dtype: DType, outputDType: DType = .float32) throws {
         try int32(["m": m, "n": n, "k": k, "out": m * n])
         if let bias { try expect("bias", bias, bytes: n * outputDType.byteCount) }
-        try CUBLAS.linear(x: x, weight: weight, out: out, m: m, n: n, k: k, dtype: dtype, outputDType: outputDType)
         if let bias, m > 0, n > 0 {
+            // out = bias first, then the product added in fp32 by cuBLAS's epilogue: one rounding of x·W + b into a 16-bit
+            // out, as the CPU rounds (adding the bias to a rounded product rounded twice: 3e-3 rel-RMS in bf16).
+            try expect("out", out, bytes: m * n * outputDType.byteCount)
+            try out.fill(byte: 0)
             try launch("linea_add_bias", outputDType, on: out.context, grid: blocks(m * n),
                        [.pointer(out.address), .pointer(bias.address), .int32(Int32(m)), .int32(Int32(n))])
         }
+        try CUBLAS.linear(x: x, weight: weight, out: out, m: m, n: n, k: k, dtype: dtype, outputDType: outputDType, accumulate: bias != nil)
     }
 
     /// `out [count]` in `to` = `x [count]` in `from` (f32, bf16, f16; rounded to nearest even), e.g. f32
@@ -172,6 +176,31 @@ package enum CUDAModelOps {
     /// `out = min(max(x, low), high)`. O(count).
     public static func clamp(x: CUDABuffer, out: CUDABuffer, count: Int, low: Float, high: Float, dtype: DType) throws {
         try unary(5, x: x, out: out, count: count, low: low, high: high, dtype: dtype)
+    }
+
+    /// `out [batches, cols, rows]` = `x [batches, rows, cols]` (the last two axes swapped) through 32 x 32 shared-memory
+    /// tiles. O(batches·rows·cols).
+    public static func transposeLastTwo(x: CUDABuffer, out: CUDABuffer, batches: Int, rows: Int, cols: Int, dtype: DType) throws {
+        try int32(["batches": batches, "rows": rows, "cols": cols, "count": batches * rows * cols])
+        try expect("x", x, bytes: batches * rows * cols * dtype.byteCount)
+        try expect("out", out, bytes: batches * rows * cols * dtype.byteCount)
+        guard batches * rows * cols > 0 else { return }
+        let f = try out.context.function(source: CUDAKernels.modelOps, name: "linea_transpose_\(try CUDAUpload.suffix(dtype))")
+        try out.context.launch(f, grid: ((cols + 31) / 32, (rows + 31) / 32, batches), block: (32, 8, 1),
+                               arguments: [.pointer(x.address), .pointer(out.address), .int32(Int32(rows)), .int32(Int32(cols))])
+    }
+
+    /// `out [n, rows, cols]` = `x [n, xRows, xCols]` where both have the element, zeros elsewhere: pads (or crops) the
+    /// last two axes, e.g. a head dimension to the width a kernel takes. O(n·rows·cols).
+    public static func pad2d(x: CUDABuffer, out: CUDABuffer, n: Int, xRows: Int, xCols: Int, rows: Int, cols: Int, dtype: DType) throws {
+        try int32(["n": n, "xRows": xRows, "xCols": xCols, "rows": rows, "cols": cols, "count": n * max(rows * cols, xRows * xCols)])
+        try expect("x", x, bytes: n * xRows * xCols * dtype.byteCount)
+        try expect("out", out, bytes: n * rows * cols * dtype.byteCount)
+        guard n * rows * cols > 0 else { return }
+        try launch("linea_pad2d", dtype, on: out.context, grid: blocks(n * rows * cols), [
+            .pointer(x.address), .pointer(out.address), .int32(Int32(n)), .int32(Int32(xRows)), .int32(Int32(xCols)),
+            .int32(Int32(rows)), .int32(Int32(cols)),
+        ])
     }
 
     /// `out = x · sigmoid(x)` over `count` elements. O(count).

@@ -159,13 +159,13 @@ package enum CUDARecurrentStep {
 
     /// Runs `inputs` (`[B,T,H,..]`, the CPU `Recurrence` layout, grouped value heads too) token by token through the
     /// decode step; returns o `[B,T,HV,V]` and the final state, as `Recurrence.forward` does. For checks (T kernel
-    /// launches + transfers); `normalize` and `useQKL2Norm` are not supported (throws).
+    /// launches + transfers); `normalize`, `useQKL2Norm` and kda's in-kernel activations are not supported (throws).
     public static func scan(
         _ mechanism: RecurrentMechanism, _ inputs: RecurrenceInputs, dtype: DType = .float32, context: CUDAContext? = nil
     ) throws -> RecurrenceOutput {
-        guard !inputs.normalize && !inputs.useQKL2Norm else {
-            throw LineaError.invalidArgument(argument: "inputs", expected: "normalize and useQKL2Norm off for the decode step",
-                                             actual: "normalize \(inputs.normalize), useQKL2Norm \(inputs.useQKL2Norm)")
+        guard !inputs.normalize && !inputs.useQKL2Norm && inputs.activations.isEmpty else {
+            throw LineaError.invalidArgument(argument: "inputs", expected: "normalize, useQKL2Norm and the in-kernel activations off for the decode step",
+                                             actual: "normalize \(inputs.normalize), useQKL2Norm \(inputs.useQKL2Norm), \(inputs.activations)")
         }
         try inputs.q.expectRank(4, "q", layout: "[B,T,H,K]")
         try inputs.v.expectRank(4, "v", layout: "[B,T,HV,V]")

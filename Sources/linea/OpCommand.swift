@@ -8,13 +8,16 @@ struct OpCommand: ParsableCommand {
         commandName: "op",
         abstract: "Run one op (see `linea list`) on tensors named as in fla (q, k, v, g, beta, initial_state, mask) from a safetensors file.",
         discussion: """
-            attention and block_sparse write o and lse; the recurrences write o and final_state. For the recurrences, \
+            attention, block_sparse and neighborhood write o and lse; the recurrences write o and final_state. neighborhood \
+            reads q, k, v [B, *spatial, heads, D] with --kernel-size 5,3 [--stride 2,3] [--dilation 1,2] [--causal 1,0] \
+            (NATTEN's na1d/na2d/na3d; the number of kernel sizes is the grid's rank). For the recurrences, \
             v, g, beta and initial_state may have a multiple HV of the H heads of q and k (grouped value heads, fla's \
-            GVA: value head hv reads q/k head hv / (HV/H)). The output is written atomically (a temporary file renamed \
+            GVA: value head hv reads q/k head hv / (HV/H)); kda with --gate-in-kernel also reads A_log [HV] and dt_bias \
+            [HV*K]. The output is written atomically (a temporary file renamed \
             into place), so an existing file is replaced only when the run succeeds.
             """)
 
-    @Argument(help: "The op: attention, block_sparse, linear_attn, retention, simple_gla, gla, delta_rule, gated_delta_rule.")
+    @Argument(help: "The op: attention, block_sparse, neighborhood, linear_attn, retention, simple_gla, gla, delta_rule, gated_delta_rule, kda, selective_scan.")
     var name: String
 
     @Option(help: "Input safetensors file.") var inputs: String
@@ -26,6 +29,18 @@ struct OpCommand: ParsableCommand {
     @Option(help: "Sliding window W (attention, causal): query i sees keys j with i-W < j <= i.") var window: Int?
     @Flag(help: "linear_attn: divide by the normalizer (q·scale)·Σk as fla's normalize=True.") var normalize = false
     @Flag(help: "delta rules: L2-normalize q and k inside the kernel.") var qkL2Norm = false
+    @Option(help: "neighborhood: kernel size per spatial axis, comma-separated; their count is the grid's rank (e.g. 5,3).")
+    var kernelSize: String?
+    @Option(help: "neighborhood: stride per axis (1...kernel), or one for every axis.") var stride: String?
+    @Option(help: "neighborhood: dilation per axis, or one for every axis.") var dilation: String?
+    @Option(name: .customLong("causal-axes"), help: "neighborhood: causal per axis, 0 or 1 (e.g. 1,0; also written --causal 1,0).")
+    var causalAxes: String?
+    @Flag(help: "kda: g is the raw gate, activated inside as -exp(A_log)·softplus(g + dt_bias) (fla's use_gate_in_kernel; inputs A_log [HV], dt_bias [HV*K]).")
+    var gateInKernel = false
+    @Option(parsing: .unconditional, help: "kda with --gate-in-kernel: the gate lower_bound·sigmoid(exp(A_log)·(g + dt_bias)) instead (fla's lower_bound, < 0; A_log optional).")
+    var lowerBound: Float?
+    @Flag(help: "kda: beta is given as logits, activated inside by a sigmoid (fla's use_beta_sigmoid_in_kernel).") var betaSigmoid = false
+    @Flag(help: "kda with --beta-sigmoid: beta = 2·sigmoid(beta) (fla's allow_neg_eigval).") var allowNegEigval = false
     @Option(parsing: .singleValue, help: "An op's own integer setting, NAME=VALUE (block_sparse: block_rows, block_keys; default 64).")
     var set: [String] = []
     @Flag(help: "Write NaN or infinite outputs instead of failing with exit 1 (-inf in lse, a query that sees no key, is always fine).")
@@ -38,12 +53,31 @@ struct OpCommand: ParsableCommand {
         var o = OpOptions()
         (o.scale, o.causal, o.window, o.normalize, o.useQKL2Norm) = (scale, causal, window, normalize, qkL2Norm)
         o.allowNonFiniteOutputs = allowNonfinite
+        o.activations = InKernelActivations(gateInKernel: gateInKernel, lowerBound: lowerBound, betaSigmoid: betaSigmoid, allowNegEigval: allowNegEigval)
         for item in set {
             let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
             guard parts.count == 2, let value = Int(parts[1]) else { throw ValidationError("--set: expected NAME=INTEGER, got '\(item)'") }
             o.settings[parts[0]] = value
         }
+        if let kernelSize {
+            let lists = try NeighborhoodOptions.settings(kernelSize: kernelSize, stride: stride, dilation: dilation, causal: causalAxes)
+            o.settings.merge(lists) { _, list in list }
+        } else if stride ?? dilation ?? causalAxes != nil {
+            throw ValidationError("--stride, --dilation, --causal AXES: expected with --kernel-size (neighborhood)")
+        }
         return o
+    }
+
+    /// `linea op ... --causal 1,0` (a per-axis list: neighborhood) as `--causal-axes 1,0`, so that `--causal` alone stays
+    /// attention's flag; other arguments unchanged. O(arguments).
+    static func causalAxesArguments(_ arguments: [String]) -> [String] {
+        guard arguments.first == "op" else { return arguments }
+        let word = /(0|1|true|false)(,(0|1|true|false))*/
+        var result = arguments
+        for i in result.indices.dropLast() where result[i] == "--causal" && result[i + 1].wholeMatch(of: word) != nil {
+            result[i] = "--causal-axes"
+        }
+        return result.map { $0.hasPrefix("--causal=") ? "--causal-axes=" + $0.dropFirst("--causal=".count) : $0 }
     }
 
     /// The form to run: `--form`, else the family's default on the backend; `chunked` takes `--chunk-size`.
@@ -55,6 +89,9 @@ struct OpCommand: ParsableCommand {
         guard chunkSize >= 1 else { throw ValidationError("--chunk-size: expected >= 1, got \(chunkSize)") }
         if let scale, !(scale.isFinite && scale > 0) { throw ValidationError("--scale: expected a finite number > 0, got \(scale)") }
         let f = try family(name)
+        if try name != RecurrentMechanism.kda.rawValue && !options().activations.isEmpty {
+            throw ValidationError("--gate-in-kernel, --lower-bound, --beta-sigmoid, --allow-neg-eigval: kda only, got \(name)")
+        }
         try checkUsage(f, form: resolvedForm(f), options: options())
     }
 

@@ -25,7 +25,7 @@ func printError(_ text: String) {
 
 // Parse and run by hand so that usage errors exit 2 and data/compute errors exit 1, never with a stack trace.
 do {
-    var command = try LineaCommand.parseAsRoot()
+    var command = try LineaCommand.parseAsRoot(OpCommand.causalAxesArguments(Array(CommandLine.arguments.dropFirst())))
     try command.run()
 } catch let error as LineaError {
     let hint = if case .nonFinite = error { " (linea op --allow-nonfinite writes them anyway)" } else { "" }

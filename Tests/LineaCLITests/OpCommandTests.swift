@@ -105,7 +105,7 @@ import Testing
         let inputs = RecurrenceInputs(q: tensors["q"]!, k: tensors["k"]!, v: tensors["v"]!, g: tensors["g"], beta: tensors["beta"],
                                       initialState: tensors["initial_state"])
         let want = try Recurrence.forward(r, inputs, form: .reference)
-        for form in ["reference", "recurrent"] + (r.hasChunkedForm ? ["chunked", "chunked:7"] : []) {
+        for form in ["reference", "recurrent", "chunked", "chunked:7"] {
             let output = dir.appendingPathComponent("out-\(form).safetensors").path
             let run = try runLinea(["op", r.rawValue, "--inputs", input, "--output", output, "--form", form, "--chunk-size", "32"])
             #expect(run.code == 0, "\(r) \(form): \(run.err)")
@@ -152,6 +152,39 @@ import Testing
             let eo = ErrorStats(got["o"]!, want.o), es = ErrorStats(got["final_state"]!, want.finalState)
             #expect(eo.relativeRMS <= 1e-5 && es.relativeRMS <= 1e-5, "\(r) \(form): o \(eo); final_state \(es)")
         }
+    }
+
+    /// kda's in-kernel activations from the flags (`--gate-in-kernel --beta-sigmoid`, with A_log and dt_bias read from the
+    /// file) in every form against the in-process reference; a dt_bias of the wrong length exits 1 naming it, the flags
+    /// on another op exit 2.
+    @Test func kdaActivationFlags() throws {
+        let dir = try temporaryDirectory()
+        let x = try RecurrenceInputs.randomKDA(B: 1, T: 70, H: 1, HV: 2, K: 16, V: 8, seed: 3,
+                                               activations: InKernelActivations(gateInKernel: true, betaSigmoid: true))
+        var tensors = ["q": x.q, "k": x.k, "v": x.v, "g": x.g!, "beta": x.beta!, "A_log": x.aLog!, "dt_bias": x.dtBias!]
+        let input = dir.appendingPathComponent("kda.safetensors").path
+        try SafeTensors.write(tensors, to: input)
+        var noState = x
+        noState.initialState = nil
+        let want = try Recurrence.forward(.kda, noState, form: .reference)
+        let flags = ["--gate-in-kernel", "--beta-sigmoid"]
+        for form in ["reference", "recurrent", "chunked", "step"] {
+            let output = dir.appendingPathComponent("out-\(form).safetensors").path
+            let run = try runLinea(["op", "kda", "--inputs", input, "--output", output, "--form", form, "--chunk-size", "32"] + flags)
+            #expect(run.code == 0, "\(form): \(run.err)")
+            let got = try SafeTensors.read(path: output)
+            let eo = ErrorStats(got["o"]!, want.o), es = ErrorStats(got["final_state"]!, want.finalState)
+            #expect(eo.relativeRMS <= 1e-5 && es.relativeRMS <= 1e-5, "\(form): o \(eo); final_state \(es)")
+        }
+        let output = dir.appendingPathComponent("out.safetensors").path
+        tensors["dt_bias"] = try .randomNormal([31], seed: 1)
+        try SafeTensors.write(tensors, to: input)
+        let bad = try runLinea(["op", "kda", "--inputs", input, "--output", output] + flags)
+        #expect(bad.code == 1 && bad.err.contains("dt_bias: expected shape [HV*K] = [32]"), "\(bad.err)")
+        let other = try runLinea(["op", "gla", "--inputs", input, "--output", output, "--gate-in-kernel"])
+        #expect(other.code == 2 && other.err.contains("kda only"), "\(other.err)")
+        let positive = try runLinea(["op", "kda", "--inputs", input, "--output", output, "--gate-in-kernel", "--lower-bound", "1"])
+        #expect(positive.code == 2 && positive.err.contains("lower_bound: expected a finite number < 0"), "\(positive.err)")
     }
 
     /// Value heads that are not a multiple of the q/k heads: exit 1, the error names v with what was expected.

@@ -106,6 +106,21 @@ struct CUDAModelOpsTests {
         #expect(d.rel(try d.down(out, rows * dim), try ReferenceOps.l2Norm(x: d.seen(x), rows: rows, dim: dim)) <= d.tolerance, "l2")
     }
 
+    /// The last two axes swapped through shared-memory tiles, value for value: partial tiles, several batches.
+    @Test(arguments: [(1, 3, 5), (2, 33, 70), (3, 64, 32), (1, 1000, 17)], dtypes)
+    func transposeSwapsTheLastTwoAxes(shape: (Int, Int, Int), dtype: DType) throws {
+        let d = try Device(dtype)
+        let (batches, rows, cols) = shape
+        let count = batches * rows * cols
+        let x = Self.random(count, seed: 12)
+        let (xb, out) = (try d.up(x), try d.buffer(count))
+        try CUDAModelOps.transposeLastTwo(x: xb, out: out, batches: batches, rows: rows, cols: cols, dtype: dtype)
+        let seen = d.seen(x)
+        var want = [Double](repeating: 0, count: count)
+        for b in 0..<batches { for i in 0..<rows { for j in 0..<cols { want[(b * cols + j) * rows + i] = seen[(b * rows + i) * cols + j] } } }
+        #expect(try d.down(out, count).map(Double.init) == want)
+    }
+
     @Test(arguments: [1, 33, 100_003], dtypes)
     func activationsMatchReference(count: Int, dtype: DType) throws {
         let d = try Device(dtype)

@@ -37,7 +37,7 @@ import Linea
             let ref = try Recurrence.forward(m, x, form: .reference)
             #expect(ref.o.shape == [B, T, HV, V] && ref.finalState.shape == [B, HV, K, V])
             let label = "\(m.rawValue) B\(B) T\(T) H\(H) HV\(HV) K\(K) V\(V)"
-            let chunked: [RecurrenceForm] = m.hasChunkedForm ? [.chunked(size: 16), .chunked(size: 64), .chunked(size: 1 << 20)] : []
+            let chunked: [RecurrenceForm] = [.chunked(size: 16), .chunked(size: 64), .chunked(size: 1 << 20)]
             for form in [RecurrenceForm.recurrent] + chunked {
                 _ = F.expectClose(try Recurrence.forward(m, x, form: form), ref, tolerance: 1e-5, "\(label) \(form)")
             }

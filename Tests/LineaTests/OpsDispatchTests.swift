@@ -79,6 +79,23 @@ import Testing
     }
 
     /// indexAdd: repeated rows accumulate, weights scale each row, a bad row id is an error naming it.
+    /// The last two axes swapped, value for value: shapes under, at and past the 32 x 32 tile, a batch axis.
+    @Test(arguments: dtypes)
+    func transposeLastTwoSwapsTheAxes(_ dtype: DType) throws {
+        for shape in [[3, 5], [2, 33, 70], [1, 64, 32], [2, 3, 1, 9]] {
+            let (x, xs) = try Self.input(shape, seed: 11, dtype)
+            let got = try Ops.transposeLastTwo(x)
+            let (r, c) = (shape[shape.count - 2], shape[shape.count - 1])
+            #expect(got.shape == Array(shape.dropLast(2)) + [c, r] && got.dtype == dtype)
+            var want = [Double](repeating: 0, count: xs.count)
+            for b in 0..<(xs.count / (r * c)) { for i in 0..<r { for j in 0..<c { want[b * r * c + j * r + i] = xs[b * r * c + i * c + j] } } }
+            #expect(try got.host().scalars.map(Double.init) == want, "\(shape) \(dtype)")
+        }
+        #expect(throws: LineaError.shapeMismatch(argument: "x", expected: "[..., R, C] (rank >= 2)", actual: "[4]")) {
+            try Ops.transposeLastTwo(DeviceTensor.zeros([4]))
+        }
+    }
+
     @Test func indexAddMatchesReference() throws {
         let (target, ts) = try Self.input([4, 9], seed: 20, .float32), (values, vs) = try Self.input([5, 9], seed: 21, .float32)
         let (weights, ws) = try Self.input([5], seed: 22, .float32)

@@ -82,7 +82,7 @@ enum RecurrenceFixture {
                 let label = "\(m.rawValue) B\(B) T\(T) H\(H) K\(K) V\(V) gates \(gates)"
                 let rec = F.expectClose(try Recurrence.forward(m, x, form: .recurrent), ref, tolerance: 2e-6, "\(label) recurrent")
                 worst = max(worst, rec.0, rec.1)
-                for c in m.hasChunkedForm ? [1, 16, 64, 1 << 20] : [] {  // the last: the whole sequence in one chunk
+                for c in [1, 16, 64, 1 << 20] {  // the last: the whole sequence in one chunk
                     let got = F.expectClose(try Recurrence.forward(m, x, form: .chunked(size: c)), ref, tolerance: 2e-6, "\(label) chunked(\(c))")
                     worst = max(worst, got.0, got.1)
                 }
@@ -237,24 +237,22 @@ enum RecurrenceFixture {
         }
     }
 
-    /// kda has no chunked form yet: asking for it is an error naming the form, and the automatic form picks the scan.
-    @Test func kdaChunkedIsRefusedAndAutoScans() throws {
+    /// The automatic form scans up to 64 tokens and runs chunks of 64 beyond, kda included, on device tensors.
+    @Test func kdaAutoRunsChunked() throws {
+        #expect(RecurrenceForm.automatic(tokens: 64) == .recurrent && RecurrenceForm.automatic(tokens: 100) == .chunked(size: 64))
         let x = try F.inputs(.kda, B: 1, T: 100, H: 2, K: 16, V: 8, seed: 3)
-        #expect(throws: LineaError.unavailable(what: "kda chunked", reason: "no chunked form yet; the recurrent form and the step run it")) {
-            try Recurrence.forward(.kda, x, form: .chunked(size: 64))
-        }
-        #expect(RecurrenceForm.automatic(tokens: 100, mechanism: .kda) == .recurrent)
         let auto = try Recurrence.forward(.kda, q: DeviceTensor(x.q), k: DeviceTensor(x.k), v: DeviceTensor(x.v), g: DeviceTensor(x.g!), beta: DeviceTensor(x.beta!),
                                           initialState: x.initialState.map { try DeviceTensor($0) })
-        _ = F.expectClose(RecurrenceOutput(o: try auto.o.host(), finalState: try auto.finalState.host()),
-                          try Recurrence.forward(.kda, x, form: .reference), tolerance: 1e-5, "kda auto")
+        let chunked = try Recurrence.forward(.kda, x, form: .chunked(size: 64))
+        #expect(try auto.o.host() == chunked.o && auto.finalState.host() == chunked.finalState)
+        _ = F.expectClose(chunked, try Recurrence.forward(.kda, x, form: .reference), tolerance: 1e-5, "kda auto")
     }
 
     /// One call over T tokens == two calls (70 + 60 tokens) passing the state, for the recurrent and chunked forms.
     @Test(arguments: RecurrentMechanism.allCases)
     func splitSequenceCarriesState(_ m: RecurrentMechanism) throws {
         let x = try F.inputs(m, B: 2, T: 130, H: 2, K: 32, V: 40, seed: 21)
-        for form in [RecurrenceForm.recurrent] + (m.hasChunkedForm ? [.chunked(size: 16), .chunked(size: 64)] : []) {
+        for form in [RecurrenceForm.recurrent, .chunked(size: 16), .chunked(size: 64)] {
             let whole = try Recurrence.forward(m, x, form: form)
             var first = x, second = x
             for (part, range) in [(0, 0..<70), (1, 70..<130)] {
@@ -311,11 +309,11 @@ enum RecurrenceFixture {
     }
 
     /// Gates of -20 on every token over 4096 tokens: the chunked form stays finite and equals the recurrent one.
-    @Test(arguments: [RecurrentMechanism.simpleGLA, .gla, .gatedDeltaRule])
+    @Test(arguments: [RecurrentMechanism.simpleGLA, .gla, .gatedDeltaRule, .kda])
     func steepGatesOverLongSequencesStayFinite(_ m: RecurrentMechanism) throws {
         let (T, K, V) = (4096, 32, 32)
         var x = try F.inputs(m, B: 1, T: T, H: 1, K: K, V: V, seed: 41)
-        x.g = try Tensor(zeros: m == .gla ? [1, T, 1, K] : [1, T, 1], value: -20)
+        x.g = try Tensor(zeros: m.gateKind == .vector ? [1, T, 1, K] : [1, T, 1], value: -20)
         let rec = try Recurrence.forward(m, x, form: .recurrent)
         for c in [64, 256] {
             let got = try Recurrence.forward(m, x, form: .chunked(size: c))

@@ -13,6 +13,8 @@ public struct OpOptions: Sendable, Equatable {
     public var normalize = false
     /// Delta rules: L2-normalize q and k inside the op.
     public var useQKL2Norm = false
+    /// kda: fla's in-kernel activations of a raw gate (with the inputs A_log and dt_bias) and of beta logits.
+    public var activations = InKernelActivations()
     /// Check the inputs' values (gates, betas, finiteness) before running; benchmarks turn it off to time the kernel.
     public var validate = true
     /// Write NaN or infinite outputs instead of throwing.
@@ -123,6 +125,7 @@ public enum OpFamilies {
     /// Every family, in `linea list`'s order.
     public static let all: [any OpFamily] = [AttentionFamily(), BlockSparseFamily()] + RecurrentMechanism.allCases.map(RecurrenceFamily.init)
         + [SelectiveScanFamily()]
+        + [NeighborhoodFamily()]
 
     /// The family called `name`; throws naming `argument` and listing the known names. O(families).
     public static func named(_ name: String, argument: String = "name") throws -> any OpFamily {

@@ -74,6 +74,9 @@ extension CPUBackend {
                 let (ids, scale) = (try c["rows"]!.hostIntegers(), try c["weights"].map { try $0.host().scalars })
                 try withFloats("values") { try CPUOps.indexAdd(into: o, rows: ids, values: $0, weights: scale) }
             case let .clamp(low, high): try withFloats("x") { try CPUOps.clamp(x: $0, out: o, low: low, high: high) }
+            case .transposeLastTwo:
+                let (r, cols) = (x.shape[x.rank - 2], width)
+                try withFloats("x") { try CPUOps.transposeLastTwo(x: $0, out: o, batches: x.count / max(r * cols, 1), rows: r, cols: cols) }
             case let .rotary(theta, rotaryDim, layout, scaling):
                 let (heads, headDim) = (x.shape[x.rank - 2], width)
                 try c["positions"]!.hostIntegers().withUnsafeBufferPointer { pp in try withFloats("x") {

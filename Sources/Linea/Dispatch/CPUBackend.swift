@@ -43,6 +43,7 @@ final class CPUBackend: Backend {
         if let refusal { return .unsupported(refusal) }
         switch call {
         case is RecurrenceCall, is RecurrentStepCall, is AttentionCall, is BlockSparseCall, is SelectiveScanCall: return .supported
+        case is NeighborhoodCall: return .supported
         default: return .unsupported("the CPU backend has no \(call.name)")
         }
     }
@@ -64,6 +65,7 @@ final class CPUBackend: Backend {
             try c.o.copy(from: out.o)
             try c.lse.copy(from: out.lse)
         case let c as SelectiveScanCall: try c.runOnCPU()
+        case let c as NeighborhoodCall: try c.runOnCPU()
         default: throw LineaError.unavailable(what: call.name, reason: "the CPU backend has no such op")
         }
     }
@@ -73,18 +75,31 @@ final class CPUBackend: Backend {
     /// A whole sequence: the fast forms read packed f32 inputs in place and write o and the state in place (a 16-bit
     /// or strided tensor is converted first); the reference form goes through host tensors. O(inputs) plus the form.
     private func recurrence(_ c: RecurrenceCall) throws {
-        let s = c.shape, form = c.form ?? .automatic(tokens: c.shape.T, mechanism: c.mechanism)
+        let s = c.shape, form = c.form ?? .automatic(tokens: c.shape.T)
         guard form != .reference else { return try recurrenceOnHostTensors(c, form: form) }
-        try Recurrence.checkForm(c.mechanism, form)
+        try Recurrence.checkForm(form)
         if let scale = c.scale, !scale.isFinite {
             throw LineaError.invalidArgument(argument: "scale", expected: "a finite number", actual: "\(scale)")
         }
         let q = try Self.packed(c.q)!, k = try Self.packed(c.k)!, v = try Self.packed(c.v)!
-        let g = try Self.packed(c.g), beta = try Self.packed(c.beta), h0 = try Self.packed(c.initialState)
+        var g = try Self.packed(c.g), beta = try Self.packed(c.beta)
+        let h0 = try Self.packed(c.initialState)
+        let (aLog, dtBias, act) = (try Self.packed(c.aLog), try Self.packed(c.dtBias), c.activations)
         if c.validate {
-            for (x, argument) in [(q, "q"), (k, "k"), (v, "v"), (g, "g"), (beta, "beta")] {
-                if let x { try Recurrence.checkValues(x.floats, argument) }
+            for (x, argument, raw) in [(q, "q", false), (k, "k", false), (v, "v", false), (g, "g", act.gateInKernel), (beta, "beta", act.betaSigmoid),
+                                       (aLog, "A_log", true), (dtBias, "dt_bias", true)] {
+                if let x { try Recurrence.checkValues(x.floats, argument, finiteOnly: raw) }
             }
+        }
+        // kda's in-kernel activations: the raw gate and beta logits activated into new tensors first.
+        if act.gateInKernel, let raw = g, raw.count > 0 {
+            g = try DeviceTensor.uninitialized(raw.shape)
+            act.activateGates(raw.floats.baseAddress!, count: raw.count, HV: s.HV, K: s.K, aLog: aLog?.floats.baseAddress,
+                              dtBias: dtBias?.floats.baseAddress, into: g!.mutableFloats.baseAddress!)
+        }
+        if act.betaSigmoid, let raw = beta, raw.count > 0 {
+            beta = try DeviceTensor.uninitialized(raw.shape)
+            act.activateBetas(raw.floats.baseAddress!, count: raw.count, into: beta!.mutableFloats.baseAddress!)
         }
         let dims = RecurrenceDims(B: s.B, T: s.T, H: s.H, HV: s.HV, K: s.K, V: s.V)
         // Outputs in place when packed f32 (as Recurrence.forward allocates them), else through one f32 staging tensor.
@@ -146,6 +161,7 @@ final class CPUBackend: Backend {
         var inputs = RecurrenceInputs(q: try c.q.host(), k: try c.k.host(), v: try c.v.host(), g: try c.g?.host(),
                                       beta: try c.beta?.host(), initialState: try c.initialState?.host(), scale: c.scale)
         inputs.useQKL2Norm = c.useQKL2Norm
+        (inputs.activations, inputs.aLog, inputs.dtBias) = (c.activations, try c.aLog?.host(), try c.dtBias?.host())
         inputs.validate = c.validate
         inputs.allowNonFiniteOutputs = c.allowNonFiniteOutputs
         let out = try Recurrence.forward(c.mechanism, inputs, form: form)
@@ -181,9 +197,11 @@ final class CPUBackend: Backend {
         func floats(_ x: DeviceTensor?) -> UnsafePointer<Float>? {
             x.map { UnsafePointer(UnsafeMutablePointer<Float>(bitPattern: $0.address)!) }
         }
+        let (aLog, dtBias) = (try Self.packed(c.aLog), try Self.packed(c.dtBias))
         let items = StepItems(
             mechanism: c.mechanism, l2: c.useQKL2Norm, scale: c.scale ?? 1 / Float(s.K).squareRoot(), H: s.H, HV: s.HV, K: s.K, V: s.V,
             q: floats(q)!, k: floats(k)!, v: floats(v)!, g: floats(g), beta: floats(beta),
+            activations: c.activations, aLog: floats(aLog), dtBias: floats(dtBias),
             state: UnsafeMutablePointer<Float>(bitPattern: c.state.address)!, o: UnsafeMutablePointer<Float>(bitPattern: c.o.address)!)
         Parallel.forEachStatic(s.B * s.HV, items)
     }
@@ -193,15 +211,18 @@ final class CPUBackend: Backend {
 private struct StepItems: ParallelItems, @unchecked Sendable {
     let mechanism: RecurrentMechanism, l2: Bool, scale: Float, H: Int, HV: Int, K: Int, V: Int
     let q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, g: UnsafePointer<Float>?, beta: UnsafePointer<Float>?
+    /// kda's in-kernel activations and their parameters.
+    let activations: InKernelActivations, aLog: UnsafePointer<Float>?, dtBias: UnsafePointer<Float>?
     let state: UnsafeMutablePointer<Float>, o: UnsafeMutablePointer<Float>
 
     func run(_ bhv: Int) {
         let (b, hv) = bhv.quotientAndRemainder(dividingBy: HV)
         let row = b * H + hv / (HV / H)  // the q/k head this value head reads
         var (qRow, kRow) = (q + row * K, k + row * K)
+        let bt = beta.map { activations.betaSigmoid ? activations.beta8(SIMD8(repeating: $0[bhv]))[0] : $0[bhv] }
         func token(_ decay: TokenDecay) {
             Recurrence.recurrentToken(S: state + bhv * K * V, K: K, V: V, q: qRow, k: kRow, v: v + bhv * V,
-                                      decay: decay, beta: beta.map { $0[bhv] }, scale: scale, o: o + bhv * V)
+                                      decay: decay, beta: bt, scale: scale, o: o + bhv * V)
         }
         switch mechanism.gateKind {
         case .none where !l2: token(.none)
@@ -221,7 +242,12 @@ private struct StepItems: ParallelItems, @unchecked Sendable {
                 case .perHead: token(.scalar(Float(exp(Recurrence.retentionLogDecay(head: hv)))))
                 case .scalar: token(.scalar(exp(g![bhv])))
                 case .vector:
-                    for i in 0..<K { gateExp[i] = exp(g![bhv * K + i]) }
+                    if activations.gateInKernel {
+                        activations.activateGateRow(g! + bhv * K, head: hv, K: K, aLog: aLog, dtBias: dtBias, into: gateExp)
+                        for i in 0..<K { gateExp[i] = exp(gateExp[i]) }
+                    } else {
+                        for i in 0..<K { gateExp[i] = exp(g![bhv * K + i]) }
+                    }
                     token(.vector(UnsafePointer(gateExp)))
                 }
             }

@@ -386,6 +386,27 @@ public enum CPUOps {
         try map(x, nil, out) { a, _ in VectorMath.exp(a) }
     }
 
+    /// `out [batches, cols, rows]` = `x [batches, rows, cols]` with the last two axes swapped, in 32 x 32 tiles (both
+    /// sides stream whole cache lines). O(n).
+    public static func transposeLastTwo(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>, batches: Int, rows: Int,
+                                        cols: Int) throws {
+        try OpCheck.sizes(["batches": batches, "rows": rows, "cols": cols])
+        try OpCheck.count("x", x.count, batches * rows * cols, "[batches, rows, cols] = [\(batches), \(rows), \(cols)]")
+        try OpCheck.count("out", out.count, batches * rows * cols, "[batches, cols, rows] = [\(batches), \(cols), \(rows)]")
+        let tile = 32, rowTiles = (rows + tile - 1) / tile
+        forRows(batches * rowTiles, width: tile * cols) { range in
+            for item in range {
+                let (b, r0) = (item / rowTiles, item % rowTiles * tile)
+                let (src, dst) = (x.baseAddress! + b * rows * cols, out.baseAddress! + b * rows * cols)
+                for c0 in stride(from: 0, to: cols, by: tile) {
+                    for c in c0..<min(c0 + tile, cols) {
+                        for r in r0..<min(r0 + tile, rows) { dst[c * rows + r] = src[r * cols + c] }
+                    }
+                }
+            }
+        }
+    }
+
     /// `out = min(max(x, low), high)`. O(n).
     public static func clamp(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>, low: Float, high: Float) throws {
         try map(x, nil, out) { a, _ in a.clamped(lowerBound: SIMD8(repeating: low), upperBound: SIMD8(repeating: high)) }

@@ -3,7 +3,7 @@ public struct ModelOpCall: OpCall {
     /// The ops and their settings.
     public enum Kind: Sendable, Equatable {
         case matmul, embedding, softmax, argmax, silu, sigmoid, softplus, exp, swiglu, add, mul, div
-        case clamp(min: Float, max: Float), cast, indexAdd
+        case clamp(min: Float, max: Float), cast, indexAdd, transposeLastTwo
         case rmsNorm(eps: Float, zeroCentered: Bool), rmsNormGated(eps: Float), l2Norm(eps: Float)
         case gelu(GELUApproximation)
         case rotary(theta: Float, rotaryDim: Int, layout: RotaryLayout, scaling: RotaryScaling?)
@@ -132,6 +132,17 @@ public enum Ops {
             throw LineaError.invalidArgument(argument: "min", expected: "min <= max, neither NaN", actual: "min \(min), max \(max)")
         }
         return try unary(.clamp(min: min, max: max), x)
+    }
+
+    /// `x [..., R, C]` as `[..., C, R]` (the last two axes swapped), packed: channels-last activations to the
+    /// channels-first layout a scan reads, and back. O(n).
+    public static func transposeLastTwo(_ x: DeviceTensor) throws -> DeviceTensor {
+        try float(x, "x")
+        guard x.rank >= 2 else { throw LineaError.shapeMismatch(argument: "x", expected: "[..., R, C] (rank >= 2)", actual: "\(x.shape)") }
+        let out = try DeviceTensor.uninitialized(Array(x.shape.dropLast(2)) + [x.shape[x.rank - 1], x.shape[x.rank - 2]], dtype: x.dtype,
+                                                 on: x.device)
+        try run(.transposeLastTwo, ["x": x], out)
+        return out
     }
 
     /// `x` converted to the float `dtype` (round to nearest even); `x` itself when already so. O(n).

@@ -70,9 +70,13 @@ package enum CUDAKernels {
     public static let chunkedSIMT = file("chunked_simt.cu")
 
     /// The ops a model needs besides its mixers (embedding, norms, activations, rotary, causal conv1d, softmax, MoE
-    /// routing, argmax, sampling, the matmul bias, dtype casts), one module for f32, bf16 and f16. Entries
+    /// routing, argmax, sampling, the matmul bias, dtype casts, transposes, pads), one module for f32, bf16 and f16. Entries
     /// `linea_<op>_{f32,bf16,f16}` and `linea_cast_<from>_<to>`.
     public static let modelOps = file("model_ops.cu")
+
+    /// Mamba-1's selective scan (mamba_ssm's selective_scan_fn), fp32 state, lane groups of 16 or 32 per channel.
+    /// Entries `linea_sscan_{f32,bf16,f16}_s{16,32}_p{1,2}` (sequence type, lanes per channel, states per lane).
+    public static let selectiveScan = file("selective_scan.cu")
 
     /// NVRTC options of the grouped-value-head modules (fla's GVA: HV = group·H state heads, q and k `[B,T,H,K]`, value
     /// head h reading q/k head h / group). Only a source compiled with them reads q/k that way; without them the
@@ -127,10 +131,12 @@ package enum CUDAKernels {
             ("chunked_gla", chunkedGLA, [64, 128].flatMap { k in [64, 128].map { "linea_gla_fwd_k\(k)_v\($0)" } }),
             ("chunked_simt", chunkedSIMT,
              ["f32", "f16"].flatMap { t in [64, 128].flatMap { k in [32, 64].map { "linea_chunk_simt_\(t)_k\(k)_v\($0)" } } }),
+            ("selective_scan", selectiveScan,
+             ["f32", "bf16", "f16"].flatMap { t in ["s16_p1", "s32_p1", "s32_p2"].map { "linea_sscan_\(t)_\($0)" } }),
             ("model_ops", modelOps,
              ["f32", "bf16", "f16"].flatMap { t in
                  ["embed_i32", "embed_i64", "norm", "unary", "binary", "rotary", "conv1d", "softmax", "route", "argmax", "sample",
-                  "add_bias"].map { "linea_\($0)_\(t)" }
+                  "add_bias", "transpose", "pad2d"].map { "linea_\($0)_\(t)" }
              } + modelOpsCasts + ["linea_index_add_f32"]),
         ]
     }

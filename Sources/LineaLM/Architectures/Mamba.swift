@@ -7,7 +7,7 @@ import Linea
 /// skip, gated by silu(z)) from the carried state, the output projection — and a residual add.
 ///
 /// The scan reads channels first (`[B, D, L]`, as mamba_ssm); the projections run channels last, so the mixer
-/// transposes between the two on the host. The selective scan has no GPU kernel yet, so the model runs on the CPU.
+/// transposes between the two where the tensors live (`Ops.transposeLastTwo`).
 public final class Mamba: CausalLM {
     /// The config fields the forward reads.
     struct Config {
@@ -66,9 +66,6 @@ public final class Mamba: CausalLM {
     /// tensor). O(weights).
     init(config fields: ConfigFields, weights w: Weights, modelType: String) throws {
         let c = try Config(fields, falcon: modelType == "falcon_mamba")
-        guard w.device == .cpu else {
-            throw LineaError.unavailable(what: "\(modelType) on \(w.device)", reason: "the selective scan has no GPU kernel yet; use --device cpu")
-        }
         (config, self.modelType, device) = (c, modelType, w.device)
         embed = try w.take("backbone.embeddings.weight", [c.vocab, c.hidden])
         norm = try w.take("backbone.norm_f.weight", [c.hidden])
@@ -123,15 +120,6 @@ public final class Mamba: CausalLM {
         return try Ops.matmul(swapped(scan.o), weight: m.outProj, bias: m.outBias)
     }
 
-    /// `[B, T, C]` to `[B, C, T]` (or back: the last two axes swapped), on the host. O(n).
-    private func swapped(_ x: DeviceTensor) throws -> DeviceTensor {
-        let (b, rows, cols) = (x.shape[0], x.shape[1], x.shape[2])
-        let v = try x.host().scalars
-        var out = [Float](repeating: 0, count: v.count)
-        for batch in 0..<b {
-            let base = batch * rows * cols
-            for r in 0..<rows { for col in 0..<cols { out[base + col * rows + r] = v[base + r * cols + col] } }
-        }
-        return try DeviceTensor(Tensor(shape: [b, cols, rows], scalars: out), on: device)
-    }
+    /// `[B, T, C]` to `[B, C, T]` (or back: the last two axes swapped). O(n).
+    private func swapped(_ x: DeviceTensor) throws -> DeviceTensor { try Ops.transposeLastTwo(x) }
 }

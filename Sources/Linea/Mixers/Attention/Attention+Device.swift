@@ -36,7 +36,10 @@ extension Attention {
         // Every row of o and lse is written by the op (o = 0, lse = -inf for a row that sees no key).
         let o = try DeviceTensor.uninitialized([p.B, p.T, p.Hq, p.Dv], dtype: outputDType, on: q.device)
         let lse = try DeviceTensor.uninitialized([p.B, p.T, p.Hq], on: q.device)
-        try Backends.run(AttentionCall(q: q, k: k, v: v, o: o, lse: lse, options: options, form: form))
+        // A GPU's kernels read packed tensors: a KV cache read as its first S rows of several sequences is a strided
+        // view there, copied once (the CPU forms read strided views in place).
+        func packed(_ x: DeviceTensor) throws -> DeviceTensor { x.device == .cpu ? x : try x.contiguous() }
+        try Backends.run(AttentionCall(q: packed(q), k: packed(k), v: packed(v), o: o, lse: lse, options: options, form: form))
         return (o, lse)
     }
 }

@@ -1,8 +1,9 @@
 import Foundation
 
 /// One of the seven recurrences as an op family: fla's inputs (`q, k [B,T,H,K]`, `v [B,T,HV,V]`, g, beta,
-/// initial_state), outputs `o` and `final_state`; forms `recurrent`, `chunked[:N]` and `step` (the decode step run
-/// token by token over the sequence, the state updated in place), `reference` on the CPU.
+/// initial_state; kda also fla's `A_log` and `dt_bias` for its in-kernel gate), outputs `o` and `final_state`; forms
+/// `recurrent`, `chunked[:N]` and `step` (the decode step run token by token over the sequence, the state updated in
+/// place), `reference` on the CPU.
 public struct RecurrenceFamily: OpFamily {
     /// The mechanism.
     public let mechanism: RecurrentMechanism
@@ -26,14 +27,15 @@ public struct RecurrenceFamily: OpFamily {
 
     public var inputs: [OpInput] {
         Recurrence.requiredInputs(mechanism).map { OpInput($0) } + [OpInput("initial_state", optional: true)]
+            + (mechanism == .kda ? [OpInput("A_log", optional: true), OpInput("dt_bias", optional: true)] : [])
     }
 
     public var outputs: [String] { ["o", "final_state"] }
 
-    /// CPU: chunked (64), recurrent, chunked:16, step; GPU: the chunked kernels and the step kernel.
+    /// CPU: chunked (64), recurrent, chunked:16, step; GPU: the chunked kernels (not kda's yet) and the step kernel.
     public func forms(on device: Device) -> [String] {
-        guard mechanism.hasChunkedForm else { return device == .cpu ? ["recurrent", "step"] : ["step"] }
-        return device == .cpu ? ["chunked", "recurrent", "chunked:16", "step"] : ["chunked", "step"]
+        guard device == .cpu else { return mechanism.hasGPUChunkedForm ? ["chunked", "step"] : ["step"] }
+        return ["chunked", "recurrent", "chunked:16", "step"]
     }
 
     /// The step kernel reads q, k, v, g and beta in one dtype; the chunked kernels read f32 gates; states are f32.
@@ -66,6 +68,10 @@ public struct RecurrenceFamily: OpFamily {
         if options.normalize && mechanism != .linearAttention {
             throw LineaError.invalidArgument(argument: "--normalize", expected: "linear_attn (its normalizer)", actual: name)
         }
+        if !options.activations.isEmpty && mechanism != .kda {
+            throw LineaError.invalidArgument(argument: "--gate-in-kernel", expected: "kda (its in-kernel gate and beta activations)", actual: name)
+        }
+        try options.activations.check()
         if options.normalize && form == "step" {
             throw LineaError.invalidArgument(argument: "--normalize", expected: "a whole-sequence form (the step keeps no normalizer state)",
                                              actual: "--form step")
@@ -81,6 +87,7 @@ public struct RecurrenceFamily: OpFamily {
                                       initialState: x["initial_state"], scale: options.scale)
         inputs.normalize = options.normalize
         inputs.useQKL2Norm = options.useQKL2Norm
+        (inputs.activations, inputs.aLog, inputs.dtBias) = (options.activations, x["A_log"], x["dt_bias"])
         inputs.validate = options.validate
         inputs.allowNonFiniteOutputs = options.allowNonFiniteOutputs
         return inputs
@@ -107,21 +114,22 @@ public struct RecurrenceFamily: OpFamily {
                 throw LineaError.unavailable(what: "\(name) --normalize on \(q.device)", reason: "the normalizer is implemented on the CPU only")
             }
             let host = try hostInputs(x.mapValues { try $0.host() }, options: options)
-            let out = try Recurrence.forward(mechanism, host, form: parsed ?? .automatic(tokens: host.q.shape[1], mechanism: mechanism))
+            let out = try Recurrence.forward(mechanism, host, form: parsed ?? .automatic(tokens: host.q.shape[1]))
             return ["o": try DeviceTensor(out.o, dtype: options.outputDType), "final_state": try DeviceTensor(out.finalState)]
         }
-        if step { return try steps(q: q, k: k, v: v, g: g, beta: beta, initialState: x["initial_state"], options: options) }
+        if step { return try steps(q: q, k: k, v: v, g: g, beta: beta, initialState: x["initial_state"], aLog: x["A_log"], dtBias: x["dt_bias"],
+                                   options: options) }
         let out = try Recurrence.forward(
             mechanism, q: q, k: k, v: v, g: g, beta: beta, initialState: x["initial_state"], scale: options.scale, form: parsed,
-            useQKL2Norm: options.useQKL2Norm, validate: options.validate, allowNonFiniteOutputs: options.allowNonFiniteOutputs,
-            outputDType: options.outputDType)
+            useQKL2Norm: options.useQKL2Norm, activations: options.activations, aLog: x["A_log"], dtBias: x["dt_bias"],
+            validate: options.validate, allowNonFiniteOutputs: options.allowNonFiniteOutputs, outputDType: options.outputDType)
         return ["o": out.o, "final_state": out.finalState]
     }
 
     /// The decode step over every token in turn (`Recurrence.step` on a state copied from the initial one): what a
     /// model's decode loop runs, checked against the whole-sequence reference. O(T) steps.
     private func steps(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, g: DeviceTensor?, beta: DeviceTensor?,
-                       initialState: DeviceTensor?, options: OpOptions) throws -> [String: DeviceTensor] {
+                       initialState: DeviceTensor?, aLog: DeviceTensor?, dtBias: DeviceTensor?, options: OpOptions) throws -> [String: DeviceTensor] {
         let s = try RecurrenceShape(mechanism, q: q.shape, k: k.shape, v: v.shape, g: g?.shape, beta: beta?.shape, state: initialState?.shape)
         let device = q.device
         let state = try DeviceTensor.zeros([s.B, s.HV, s.K, s.V], on: device)
@@ -132,7 +140,7 @@ public struct RecurrenceFamily: OpFamily {
         for t in 0..<s.T {
             func at(_ x: DeviceTensor?) throws -> DeviceTensor? { try x?.selected(axis: 1, t).contiguous() }
             try Recurrence.step(mechanism, q: at(q)!, k: at(k)!, v: at(v)!, g: at(g), beta: at(beta), state: state, o: token,
-                                scale: options.scale, useQKL2Norm: options.useQKL2Norm)
+                                scale: options.scale, useQKL2Norm: options.useQKL2Norm, activations: options.activations, aLog: aLog, dtBias: dtBias)
             if let staged {  // a 16-bit o: converted through the host (a test path, not a decode loop's)
                 try staged.copy(from: token)
                 try o.selected(axis: 1, t).copy(from: DeviceTensor(staged.host(), dtype: options.outputDType, on: device))
@@ -145,7 +153,36 @@ public struct RecurrenceFamily: OpFamily {
 
     /// The verification grid: lengths around the chunk size, K != V, steep gates down to -20, grouped value heads
     /// (HV = 2H, 4H), no initial state once; the GPU takes the chunked form at K, V in {64, 128} and the step at K <= 256.
+    /// kda adds its in-kernel activations (CPU only).
     public var cases: [OpCase] {
+        grid + (mechanism == .kda ? Self.activationCases : [])
+    }
+
+    /// kda's in-kernel activations: the gate with A_log and dt_bias (steep once, and with qk L2 normalization), the
+    /// lower-bound gate with and without A_log, beta logits (doubled once); CPU forms only.
+    static var activationCases: [OpCase] {
+        let (gate, bounded) = (InKernelActivations(gateInKernel: true, betaSigmoid: true), InKernelActivations(gateInKernel: true, lowerBound: -5))
+        let bothDoubled = InKernelActivations(gateInKernel: true, lowerBound: -5, betaSigmoid: true, allowNegEigval: true)
+        // (B, T, H, HV, K, V, activations, gate shift, A_log, qk L2 norm)
+        let rows: [(Int, Int, Int, Int, Int, Int, InKernelActivations, Float, Bool, Bool)] = [
+            (2, 130, 2, 4, 64, 32, gate, 0, true, false), (1, 100, 2, 2, 64, 64, gate, 8, true, true),
+            (3, 65, 2, 2, 128, 128, bothDoubled, 0, false, false), (1, 70, 1, 2, 32, 48, bounded, 0, true, false),
+        ]
+        return rows.map { B, T, H, HV, K, V, activations, shift, aLog, l2 in
+            var options = OpOptions()
+            (options.activations, options.useQKL2Norm) = (activations, l2)
+            let label = "B\(B) T\(T) H\(H) HV\(HV) K\(K) V\(V) " + (activations.lowerBound == nil ? "gate in kernel" : "lower-bound gate")
+                + (aLog ? "" : " no A_log") + (shift > 0 ? " steep" : "") + (activations.betaSigmoid ? " beta sigmoid" : "")
+                + (activations.allowNegEigval ? " x2" : "") + (l2 ? " qk l2" : "")
+            return OpCase(label: label, options: options, gpuForms: [],
+                          flops: Recurrence.chunkedFLOPs(.kda, B: B, T: T, H: H, HV: HV, K: K, V: V, chunkSize: RecurrenceForm.defaultChunkSize)) { seed in
+                try tensors(.randomKDA(B: B, T: T, H: H, HV: HV, K: K, V: V, seed: seed, activations: activations, gateShift: shift, aLog: aLog))
+            }
+        }
+    }
+
+    /// The grid every mechanism runs.
+    private var grid: [OpCase] {
         // (B, T, H, HV, K, V, gate range, initial state)
         let normal: ClosedRange<Float> = -1...(-1e-4), steep: ClosedRange<Float> = -20...(-1e-4)
         let grid: [(Int, Int, Int, Int, Int, Int, ClosedRange<Float>, Bool)] = [
@@ -163,11 +200,11 @@ public struct RecurrenceFamily: OpFamily {
         let r = mechanism
         return grid.map { c in
             let (B, T, H, HV, K, V, gates, h0) = c
-            let gated = r == .simpleGLA || r == .gatedDeltaRule || r == .gla
+            let gated = r.gateKind.readsGate
             let label = "B\(B) T\(T) H\(H)\(HV == H ? "" : " HV\(HV)") K\(K) V\(V)"
                 + (gated ? " g in [\(Int(gates.lowerBound)), 0)" : "") + (h0 ? "" : " no h0")
             var gpu: [String] = K <= 256 ? ["step"] : []
-            if [64, 128].contains(K) && [64, 128].contains(V) { gpu.insert("chunked", at: 0) }
+            if [64, 128].contains(K) && [64, 128].contains(V) && r.hasGPUChunkedForm { gpu.insert("chunked", at: 0) }
             // The step form costs T launches per token on a GPU: the long sequences are left to the chunked form there.
             if T > 200 { gpu.removeAll { $0 == "step" } }
             return OpCase(label: label, gpuForms: gpu,
@@ -184,6 +221,8 @@ public struct RecurrenceFamily: OpFamily {
         x["g"] = inputs.g
         x["beta"] = inputs.beta
         x["initial_state"] = inputs.initialState
+        x["A_log"] = inputs.aLog
+        x["dt_bias"] = inputs.dtBias
         return x
     }
 

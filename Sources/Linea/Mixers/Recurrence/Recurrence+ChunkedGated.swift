@@ -52,12 +52,7 @@ struct GatedHeadWalk: HeadWalk {
         let Qr = work, Kr = Qr + C * K, QA = Kr + C * K, S = QA + C * (K + C), Qc = S + (K + C) * V, Kc = Qc + C * K
         var (q, k, ldk) = (buffers.q + p.keyOffset(b, t0, kh), buffers.k + p.keyOffset(b, t0, kh), H * K)
         if kind == .vector {
-            // gla reads q and k rows several times: from contiguous copies, since in place their rows lie H·K floats
-            // apart (4 KiB at 8 heads of 128) and share a few cache sets.
-            for i in 0..<L {
-                (Qc + i * K).update(from: q + i * ldk, count: K)
-                (Kc + i * K).update(from: k + i * ldk, count: K)
-            }
+            buffers.packKeys(p, b: b, t0: t0, L: L, kh: kh, q: Qc, k: Kc)
             (q, k, ldk) = (UnsafePointer(Qc), UnsafePointer(Kc), K)
         }
         let chunk = GatedChunk(
@@ -78,9 +73,7 @@ struct GatedHeadWalk: HeadWalk {
             }
             chunk.runScalar(decays: true)
         case .vector:
-            let gp = buffers.g! + p.offset(b, t0, h, width: K)
-            for c in 0..<K { G[c] = Double(gp[c]) }
-            for i in 1..<L { RecurrenceSIMD.accumulate(G + i * K, G + (i - 1) * K, gp + i * HV * K, K) }
+            buffers.cumulativeVectorGates(p, b: b, t0: t0, L: L, h: h, into: G)
             chunk.runVector(kernels)
         }
     }
@@ -113,61 +106,98 @@ struct GatedChunk {
     /// Vector decay over the K rows (gla). G is L x K. O(L*K*V + L^2*(K+V)) plus O(L*K*16) exps for steep gates.
     /// The output is one GEMM: `o = [scale (q_i ∘ e^{G_i}) | A] [S_prev ; V]`.
     func runVector(_ kernels: CPUKernels) {
-        let last = G + (L - 1) * K
-        let ld = K + C, A = QA + K, Vc = S + K * V
-        // Left block: scale q_i ∘ e^{G_i}. Kr_j = k_j ∘ e^{G_L - G_j} (for the state, and the intra term below).
+        let ld = K + C, Vc = S + K * V
+        Self.decayedQueriesAndKeys(L: L, K: K, ld: ld, q: q, k: k, ldk: ldk, scale: scale, G: G, QA: QA, Kr: Kr, kernels)
+        // Intra-chunk scores A_ij = scale sum_c q_ic k_jc e^{G_ic - G_jc}, j <= i.
+        Self.vectorScores(L: L, K: K, k: k, ldk: ldk, G: G, decayedKeys: Kr, scratch: Qr, kernels,
+                          DecayedScores(x: q, ldx: ldk, alpha: scale, A: QA + K, lda: ld))
+        for i in 0..<L { (Vc + i * V).update(from: v + i * ldv, count: V) }
+        Self.vectorOutputAndState(L: L, K: K, V: V, ld: ld, G: G, QA: QA, Kr: Kr, S: S, o: o, ldo: ldv)
+    }
+
+    /// The per-channel decays of a chunk's queries and keys: `QA`'s left block (row stride `ld`) = `scale q_i ∘ e^{G_i}`,
+    /// `Kr_j = k_j ∘ e^{G_L - G_j}` (L x K), both exponents <= 0. O(L·K).
+    static func decayedQueriesAndKeys(L: Int, K: Int, ld: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>, ldk: Int, scale: Float,
+                                      G: UnsafePointer<Double>, QA: UnsafeMutablePointer<Float>, Kr: UnsafeMutablePointer<Float>,
+                                      _ kernels: CPUKernels) {
         kernels.scaledByExp(rows: L, n: K, y: QA, ldy: ld, x: q, ldx: ldk, e: G, lde: K, minus: nil, ldr: 0)
         for i in 0..<L { VectorMath.scale(QA + i * ld, count: K, by: scale) }
-        kernels.scaledByExp(rows: L, n: K, y: Kr, ldy: K, x: k, ldx: ldk, e: last, lde: 0, minus: G, ldr: K)
+        kernels.scaledByExp(rows: L, n: K, y: Kr, ldy: K, x: k, ldx: ldk, e: G + (L - 1) * K, lde: 0, minus: G, ldr: K)
+    }
 
-        // Intra-chunk scores A_ij = scale sum_c q_ic k_jc e^{G_ic - G_jc}, j <= i.
+    /// Output and state of a chunk under a per-channel decay, from `QA = [scale q ∘ e^G | A]` (L x (K+L), row stride
+    /// `ld`; A's entries above the diagonal are zeroed here), `X` (L x V: the values or U) stored right below the state S
+    /// and `Kr` from `decayedQueriesAndKeys`: `o = QA [S ; X]`, then `S = Diag(e^{G_L}) S + Krᵀ X`. O(L·V·(K+L) + K·V·L).
+    static func vectorOutputAndState(L: Int, K: Int, V: Int, ld: Int, G: UnsafePointer<Double>, QA: UnsafeMutablePointer<Float>,
+                                     Kr: UnsafePointer<Float>, S: UnsafeMutablePointer<Float>, o: UnsafeMutablePointer<Float>, ldo: Int) {
+        for i in 0..<L { (QA + K + i * ld + i + 1).update(repeating: 0, count: L - i - 1) }
+        BLAS.sgemm(m: L, n: V, k: K + L, a: QA, lda: ld, b: S, ldb: V, beta: 0, c: o, ldc: ldo)
+        let last = G + (L - 1) * K
+        for c in 0..<K { VectorMath.scale(S + c * V, count: V, by: VectorMath.exp(Float(last[c]))) }
+        BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kr, lda: K, b: S + K * V, ldb: V, beta: 1, c: S, ldc: V)
+    }
+
+    /// Where `vectorScores` writes `A_ij = alpha sum_c x_ic k_jc e^{G_ic - G_jc}`: the left rows `x` (row stride `ldx`)
+    /// and the L x L output `A` (row stride `lda`).
+    struct DecayedScores {
+        let x: UnsafePointer<Float>, ldx: Int, alpha: Float, A: UnsafeMutablePointer<Float>, lda: Int
+    }
+
+    /// Intra-chunk scores under a per-channel decay, for each target: `A_ij = alpha sum_c x_ic k_jc e^{G_ic - G_jc}`
+    /// for `j <= i` (entries above the diagonal are left undefined). `G` is L x K; `decayedKeys` holds `k ∘ e^{G_L - G}`
+    /// (L x K) on entry and again on return; `scratch` is L x K. O(targets · L²·K) plus O(L·K·16) exps for steep gates.
+    static func vectorScores(L: Int, K: Int, k: UnsafePointer<Float>, ldk: Int, G: UnsafePointer<Double>,
+                             decayedKeys Kr: UnsafeMutablePointer<Float>, scratch Xr: UnsafeMutablePointer<Float>,
+                             _ kernels: CPUKernels, _ first: DecayedScores, _ second: DecayedScores? = nil) {
+        @inline(__always) func each(_ body: (DecayedScores) -> Void) {
+            body(first)
+            if let second { body(second) }
+        }
+        let last = G + (L - 1) * K
         var span = 0.0
         for c in 0..<K { span = max(span, -last[c]) }
         if span <= Recurrence.safeSpan {
-            // One reference point R = G_L: q_i e^{G_i - R} lies in [1, e^span], k_j e^{R - G_j} (= Kr) in (0, 1].
+            // One reference point R = G_L: x_i e^{G_i - R} lies in [1, e^span], k_j e^{R - G_j} (= Kr) in (0, 1].
             // (Exponentiating G_i - R directly keeps 3e-7 accuracy; the left block times e^{-G_L} gave 7e-7.)
-            kernels.scaledByExp(rows: L, n: K, y: Qr, ldy: K, x: q, ldx: ldk, e: G, lde: K, minus: last, ldr: 0)
-            BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: scale, a: Qr, lda: K, b: Kr, ldb: K, beta: 0, c: A, ldc: ld)
-        } else {
-            // Steep gates: per column block J = [s, e) the reference R = G_{e-1} makes both factors <= 1 for the
-            // rows below the block; the block's own diagonal part is factorized when its span is small,
-            // otherwise summed directly with e^{G_i - G_j}, j <= i. Kr is borrowed, then restored for the state.
-            var s = 0
-            while s < L {
-                let e = min(s + Recurrence.glaSubBlock, L)
-                let ref = G + (e - 1) * K
-                var blockSpan = 0.0
-                for c in 0..<K { blockSpan = max(blockSpan, G[s * K + c] - ref[c]) }
-                let factorDiagonal = blockSpan <= Recurrence.safeSpan
-                let rowStart = factorDiagonal ? s : e
+            each { t in
+                kernels.scaledByExp(rows: L, n: K, y: Xr, ldy: K, x: t.x, ldx: t.ldx, e: G, lde: K, minus: last, ldr: 0)
+                BLAS.sgemm(transB: true, m: L, n: L, k: K, alpha: t.alpha, a: Xr, lda: K, b: Kr, ldb: K, beta: 0, c: t.A, ldc: t.lda)
+            }
+            return
+        }
+        // Steep gates: per column block J = [s, e) the reference R = G_{e-1} makes both factors <= 1 for the rows below
+        // the block; the block's own diagonal part is factorized when its span is small, otherwise summed directly with
+        // e^{G_i - G_j}, j <= i. Kr is borrowed, then restored.
+        var s = 0
+        while s < L {
+            let e = min(s + Recurrence.glaSubBlock, L)
+            let ref = G + (e - 1) * K
+            var blockSpan = 0.0
+            for c in 0..<K { blockSpan = max(blockSpan, G[s * K + c] - ref[c]) }
+            let factorDiagonal = blockSpan <= Recurrence.safeSpan
+            let rowStart = factorDiagonal ? s : e
+            if rowStart < L {
+                kernels.scaledByExp(rows: e - s, n: K, y: Kr + s * K, ldy: K, x: k + s * ldk, ldx: ldk, e: ref, lde: 0,
+                                    minus: G + s * K, ldr: K)
+            }
+            each { t in
                 if rowStart < L {
-                    kernels.scaledByExp(rows: e - s, n: K, y: Kr + s * K, ldy: K, x: k + s * ldk, ldx: ldk, e: ref, lde: 0,
-                                        minus: G + s * K, ldr: K)
-                    kernels.scaledByExp(rows: L - rowStart, n: K, y: Qr + rowStart * K, ldy: K, x: q + rowStart * ldk,
-                                        ldx: ldk, e: G + rowStart * K, lde: K, minus: ref, ldr: 0)
-                    BLAS.sgemm(
-                        transB: true, m: L - rowStart, n: e - s, k: K, alpha: scale,
-                        a: Qr + rowStart * K, lda: K, b: Kr + s * K, ldb: K, beta: 0, c: A + rowStart * ld + s, ldc: ld)
+                    kernels.scaledByExp(rows: L - rowStart, n: K, y: Xr + rowStart * K, ldy: K, x: t.x + rowStart * t.ldx,
+                                        ldx: t.ldx, e: G + rowStart * K, lde: K, minus: ref, ldr: 0)
+                    BLAS.sgemm(transB: true, m: L - rowStart, n: e - s, k: K, alpha: t.alpha, a: Xr + rowStart * K, lda: K,
+                               b: Kr + s * K, ldb: K, beta: 0, c: t.A + rowStart * t.lda + s, ldc: t.lda)
                 }
                 if !factorDiagonal {
                     for i in s..<e {
                         for j in s...i {
-                            A[i * ld + j] = scale * Self.decayedDot(q + i * ldk, k + j * ldk, G + i * K, G + j * K, K)
+                            t.A[i * t.lda + j] = t.alpha * decayedDot(t.x + i * t.ldx, k + j * ldk, G + i * K, G + j * K, K)
                         }
                     }
                 }
-                s = e
             }
-            kernels.scaledByExp(rows: L, n: K, y: Kr, ldy: K, x: k, ldx: ldk, e: last, lde: 0, minus: G, ldr: K)
+            s = e
         }
-        for i in 0..<L {
-            (A + i * ld + i + 1).update(repeating: 0, count: L - i - 1)
-            (Vc + i * V).update(from: v + i * ldv, count: V)
-        }
-        BLAS.sgemm(m: L, n: V, k: K + L, a: QA, lda: ld, b: S, ldb: V, beta: 0, c: o, ldc: ldv)
-        // State: S = Diag(e^{G_L}) S + Kr^T V.
-        for c in 0..<K { VectorMath.scale(S + c * V, count: V, by: VectorMath.exp(Float(last[c]))) }
-        BLAS.sgemm(transA: true, m: K, n: V, k: L, a: Kr, lda: K, b: Vc, ldb: V, beta: 1, c: S, ldc: V)
+        kernels.scaledByExp(rows: L, n: K, y: Kr, ldy: K, x: k, ldx: ldk, e: last, lde: 0, minus: G, ldr: K)
     }
 
     /// Chunk output under a scalar decay (or none when `G` is nil), as one GEMM:

@@ -76,6 +76,8 @@ public struct RecurrenceCall: OpCall {
     public let form: RecurrenceForm?
     /// Query scale, `1/sqrt(K)` when nil; qk L2 normalization; input/output checks (see `RecurrenceInputs`).
     public let scale: Float?, useQKL2Norm: Bool, validate: Bool, allowNonFiniteOutputs: Bool
+    /// kda's in-kernel activations of a raw g and beta, with `A_log [HV]` and `dt_bias [HV*K]` (f32).
+    public let activations: InKernelActivations, aLog: DeviceTensor?, dtBias: DeviceTensor?
 
     public var name: String { mechanism.rawValue }
     public func forEachTensor(_ body: (_ name: String, _ tensor: DeviceTensor) throws -> Void) rethrows {
@@ -85,6 +87,8 @@ public struct RecurrenceCall: OpCall {
         if let g { try body("g", g) }
         if let beta { try body("beta", beta) }
         if let initialState { try body("initial_state", initialState) }
+        if let aLog { try body("A_log", aLog) }
+        if let dtBias { try body("dt_bias", dtBias) }
         try body("o", o)
         try body("final_state", finalState)
     }
@@ -101,6 +105,8 @@ public struct RecurrentStepCall: OpCall {
     public let state: DeviceTensor, o: DeviceTensor
     /// Query scale, `1/sqrt(K)` when nil; qk L2 normalization inside.
     public let scale: Float?, useQKL2Norm: Bool
+    /// kda's in-kernel activations of a raw g and beta, with `A_log [HV]` and `dt_bias [HV*K]` (f32).
+    public let activations: InKernelActivations, aLog: DeviceTensor?, dtBias: DeviceTensor?
 
     public var name: String { "\(mechanism.rawValue) step" }
     public func forEachTensor(_ body: (_ name: String, _ tensor: DeviceTensor) throws -> Void) rethrows {
@@ -109,6 +115,8 @@ public struct RecurrentStepCall: OpCall {
         try body("v", v)
         if let g { try body("g", g) }
         if let beta { try body("beta", beta) }
+        if let aLog { try body("A_log", aLog) }
+        if let dtBias { try body("dt_bias", dtBias) }
         try body("state", state)
         try body("o", o)
     }
@@ -117,22 +125,27 @@ public struct RecurrentStepCall: OpCall {
 extension RecurrenceForm {
     /// What `form: nil` runs for `tokens` tokens: the recurrent scan for up to 64 tokens, chunks of 64 beyond, as
     /// fla's layers switch to `fused_recurrent` for short inputs. O(1).
-    public static func automatic(tokens: Int, mechanism: RecurrentMechanism? = nil) -> RecurrenceForm {
-        tokens <= 64 || mechanism?.hasChunkedForm == false ? .recurrent : .chunked(size: defaultChunkSize)
+    public static func automatic(tokens: Int) -> RecurrenceForm {
+        tokens <= 64 ? .recurrent : .chunked(size: defaultChunkSize)
     }
 }
 
 extension Recurrence {
     /// Runs `mechanism` over whole sequences where the inputs live (all on one device), in fla's layout with grouped
     /// value heads (`v [B,T,HV,V]`, HV a multiple of H); returns `o [B,T,HV,V]` f32 and the final state
-    /// `[B,HV,K,V]` f32 on that device. `form` nil picks per shape (`RecurrenceForm.automatic`). O(B·HV·T·K·V).
+    /// `[B,HV,K,V]` f32 on that device. `form` nil picks per shape (`RecurrenceForm.automatic`). kda takes fla's
+    /// in-kernel activations with f32 `aLog [HV]` and `dtBias [HV*K]`. O(B·HV·T·K·V).
     public static func forward(
         _ mechanism: RecurrentMechanism, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, g: DeviceTensor? = nil,
         beta: DeviceTensor? = nil, initialState: DeviceTensor? = nil, scale: Float? = nil, form: RecurrenceForm? = nil,
-        useQKL2Norm: Bool = false, validate: Bool = true, allowNonFiniteOutputs: Bool = false, outputDType: DType = .float32
+        useQKL2Norm: Bool = false, activations: InKernelActivations = .init(), aLog: DeviceTensor? = nil, dtBias: DeviceTensor? = nil,
+        validate: Bool = true, allowNonFiniteOutputs: Bool = false, outputDType: DType = .float32
     ) throws -> (o: DeviceTensor, finalState: DeviceTensor) {
         let s = try RecurrenceShape(mechanism, q: q.shape, k: k.shape, v: v.shape, g: g?.shape, beta: beta?.shape, state: initialState?.shape)
+        try checkActivations(mechanism, activations, aLog: aLog?.shape, dtBias: dtBias?.shape, HV: s.HV, K: s.K)
         try initialState?.expectDType([.float32], "initial_state")
+        try aLog?.expectDType([.float32], "A_log")
+        try dtBias?.expectDType([.float32], "dt_bias")
         try DeviceTensor.expectOutputDType(outputDType)
         try MemoryBudget.check([.init("o", [s.B, s.T, s.HV, s.V]), .init("final_state", [s.B, s.HV, s.K, s.V])])
         // Both are written whole by the op.
@@ -141,20 +154,25 @@ extension Recurrence {
         try Backends.run(RecurrenceCall(
             mechanism: mechanism, shape: s, q: q, k: k, v: v, g: g, beta: beta, initialState: initialState, o: o,
             finalState: finalState, form: form, scale: scale, useQKL2Norm: useQKL2Norm, validate: validate,
-            allowNonFiniteOutputs: allowNonFiniteOutputs))
+            allowNonFiniteOutputs: allowNonFiniteOutputs, activations: activations, aLog: aLog, dtBias: dtBias))
         return (o, finalState)
     }
 
     /// One decode step of `mechanism` where the inputs live: `q, k [B,H,K]`, `v [B,HV,V]`, `g [B,HV]` (`[B,HV,K]`
     /// for gla), `beta [B,HV]`; the f32 `state [B,HV,K,V]` is updated in place on its device and `o [B,HV,V]` f32 is
-    /// written (allocated when nil; pass one to keep a decode loop free of allocations). Returns `o`. O(B·HV·K·V).
+    /// written (allocated when nil; pass one to keep a decode loop free of allocations). kda takes fla's in-kernel
+    /// activations with f32 `aLog [HV]` and `dtBias [HV*K]`. Returns `o`. O(B·HV·K·V).
     @discardableResult
     public static func step(
         _ mechanism: RecurrentMechanism, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, g: DeviceTensor? = nil,
-        beta: DeviceTensor? = nil, state: DeviceTensor, o: DeviceTensor? = nil, scale: Float? = nil, useQKL2Norm: Bool = false
+        beta: DeviceTensor? = nil, state: DeviceTensor, o: DeviceTensor? = nil, scale: Float? = nil, useQKL2Norm: Bool = false,
+        activations: InKernelActivations = .init(), aLog: DeviceTensor? = nil, dtBias: DeviceTensor? = nil
     ) throws -> DeviceTensor {
         let s = try RecurrenceShape(mechanism, q: q.shape, k: k.shape, v: v.shape, g: g?.shape, beta: beta?.shape, state: state.shape,
                                     step: true)
+        try checkActivations(mechanism, activations, aLog: aLog?.shape, dtBias: dtBias?.shape, HV: s.HV, K: s.K)
+        if let aLog, aLog.dtype != .float32 { try aLog.expectDType([.float32], "A_log") }
+        if let dtBias, dtBias.dtype != .float32 { try dtBias.expectDType([.float32], "dt_bias") }
         // Checked without array literals: a decode loop calls this per layer and token and must not allocate.
         if state.dtype != .float32 { try state.expectDType([.float32], "state") }
         guard state.storage.isWritable else {
@@ -164,7 +182,7 @@ extension Recurrence {
         if out.rank != 3 || out.shape[0] != s.B || out.shape[1] != s.HV || out.shape[2] != s.V { try out.expectShape([s.B, s.HV, s.V], "o") }
         if out.dtype != .float32 { try out.expectDType([.float32], "o") }
         try Backends.run(RecurrentStepCall(mechanism: mechanism, shape: s, q: q, k: k, v: v, g: g, beta: beta, state: state, o: out,
-                                           scale: scale, useQKL2Norm: useQKL2Norm))
+                                           scale: scale, useQKL2Norm: useQKL2Norm, activations: activations, aLog: aLog, dtBias: dtBias))
         return out
     }
 }

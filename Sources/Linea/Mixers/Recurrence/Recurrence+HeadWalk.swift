@@ -20,6 +20,27 @@ struct ChunkBuffers: @unchecked Sendable {
     let o: UnsafeMutablePointer<Float>, state: UnsafeMutablePointer<Float>
 }
 
+extension ChunkBuffers {
+    /// Copies the q and k rows of tokens `t0 ..< t0 + L` of q/k head (b, `kh`) to `q` and `k` (L x K each): the vector
+    /// gates read them several times, and in place their rows lie H·K floats apart (4 KiB at 8 heads of 128) and share
+    /// a few cache sets. O(L·K).
+    func packKeys(_ p: FastProblem, b: Int, t0: Int, L: Int, kh: Int, q: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>) {
+        let (K, ld, start) = (p.dims.K, p.dims.H * p.dims.K, p.keyOffset(b, t0, kh))
+        for i in 0..<L {
+            (q + i * K).update(from: self.q + start + i * ld, count: K)
+            (k + i * K).update(from: self.k + start + i * ld, count: K)
+        }
+    }
+
+    /// The chunk's cumulative per-channel log gates `G_i = g_{t0} + ... + g_{t0+i}` of value head (b, h) in Float64
+    /// (differences of long sums keep their digits), L x K. O(L·K).
+    func cumulativeVectorGates(_ p: FastProblem, b: Int, t0: Int, L: Int, h: Int, into G: UnsafeMutablePointer<Double>) {
+        let K = p.dims.K, gp = g! + p.offset(b, t0, h, width: K)
+        for c in 0..<K { G[c] = Double(gp[c]) }
+        for i in 1..<L { RecurrenceSIMD.accumulate(G + i * K, G + (i - 1) * K, gp + i * p.dims.HV * K, K) }
+    }
+}
+
 /// A head walk's scratch: `floats` Float32 values, of which `[stateOffset, stateOffset + K·V)` hold the head's state
 /// while the chunks run, and `gates` Float64 values; loads the state from the shared buffer, `release` stores it back.
 struct HeadWorkspace {

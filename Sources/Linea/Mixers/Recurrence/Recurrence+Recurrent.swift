@@ -190,11 +190,12 @@ public struct RecurrentState: Sendable {
     /// Advances every (b,hv) by one token and returns `o [B,HV,V]`. `q, k [B,H,K]` (HV a multiple of H; value head
     /// `hv` reads head `hv / (HV/H)`), `v [B,HV,V]`, `g [B,HV]` (`[B,HV,K]` for gla), `beta [B,HV]`; the same checks
     /// and arithmetic as the recurrent form. Keys are taken as given (no L2 normalization, no linear_attn
-    /// normalizer). A NaN or infinite `o` throws `LineaError.nonFinite` (the state keeps the step) unless
-    /// `allowNonFiniteOutputs`. O(B*HV*K*V).
+    /// normalizer); kda takes fla's in-kernel activations with `aLog [HV]` and `dtBias [HV*K]`. A NaN or infinite `o`
+    /// throws `LineaError.nonFinite` (the state keeps the step) unless `allowNonFiniteOutputs`. O(B*HV*K*V).
     public mutating func step(
         _ mechanism: RecurrentMechanism, q: Tensor, k: Tensor, v: Tensor,
-        g: Tensor? = nil, beta: Tensor? = nil, scale: Float? = nil, allowNonFiniteOutputs: Bool = false
+        g: Tensor? = nil, beta: Tensor? = nil, scale: Float? = nil, activations: InKernelActivations = .init(),
+        aLog: Tensor? = nil, dtBias: Tensor? = nil, allowNonFiniteOutputs: Bool = false
     ) throws -> Tensor {
         try state.expectRank(4, "state", layout: "[B,H,K,V]")
         let (B, HV, K, V) = (state.shape[0], state.shape[1], state.shape[2], state.shape[3])
@@ -216,6 +217,7 @@ public struct RecurrentState: Sendable {
             try beta.expectShape([B, HV], "beta")
             inputs.beta = try beta.reshaped([B, 1, HV])
         }
+        (inputs.activations, inputs.aLog, inputs.dtBias) = (activations, aLog, dtBias)
         let dims = try Recurrence.validate(mechanism, inputs)
         var o = [Float](repeating: 0, count: B * HV * V)
         if B * HV * V > 0 {

@@ -5,13 +5,15 @@ extension Recurrence {
     /// `hv / (HV/H)`. O(B*HV*T*K*V) time, O(K*V) per (b,hv).
     ///
     /// Per token: decay the state (`S *= a_t`), then for the delta rules `u = beta (v - S^T k)` on the decayed
-    /// state (else `u = v`), `S += k u^T`, and `o = S^T (scale q)` from the updated state.
+    /// state (else `u = v`), `S += k u^T`, and `o = S^T (scale q)` from the updated state. kda's in-kernel
+    /// activations turn the raw gate and beta into the log decay and the write strength token by token.
     static func referenceForward(_ mechanism: RecurrentMechanism, _ x: RecurrenceInputs, _ d: RecurrenceDims, scale: Double) -> RecurrenceOutput {
         let (B, T, H, HV, K, V) = (d.B, d.T, d.H, d.HV, d.K, d.V)
         var o = [Float](repeating: 0, count: B * T * HV * V)
         var finalState = x.initialState?.scalars ?? [Float](repeating: 0, count: B * HV * K * V)
         let (q, k, v, g, beta) = (x.q.scalars, x.k.scalars, x.v.scalars, x.g?.scalars, x.beta?.scalars)
-        let (l2, normalize) = (x.useQKL2Norm, x.normalize)
+        let (l2, normalize, act) = (x.useQKL2Norm, x.normalize, x.activations)
+        let (aLog, dtBias) = (x.aLog?.scalars, x.dtBias?.scalars)
 
         o.withUnsafeMutableBufferPointer { oBuf in finalState.withUnsafeMutableBufferPointer { sBuf in
         let outP = SendablePointer(oBuf.baseAddress!), stateP = SendablePointer(sBuf.baseAddress!)
@@ -48,8 +50,10 @@ extension Recurrence {
                     let a = exp(Double(g![row]))
                     for i in 0..<(K * V) { S[i] *= a }
                 case .vector:
+                    let factor = aLog.map { exp(Double($0[h])) } ?? 1  // exp(A_log) of the in-kernel gate
                     for i in 0..<K {
-                        let a = exp(Double(g![row * K + i]))
+                        let raw = Double(g![row * K + i])
+                        let a = exp(act.gateInKernel ? act.gate(raw, a: factor, bias: dtBias.map { Double($0[h * K + i]) } ?? 0) : raw)
                         for j in 0..<V { S[i * V + j] *= a }
                     }
                 }
@@ -57,7 +61,7 @@ extension Recurrence {
                 // 2. Write: u = beta (v - S^T k) for the delta rules, else u = v; S <- S + k u^T.
                 for j in 0..<V { u[j] = Double(v[row * V + j]) }
                 if mechanism.isDelta {
-                    let bt = Double(beta![row])
+                    let bt = act.betaSigmoid ? act.beta(Double(beta![row])) : Double(beta![row])
                     for j in 0..<V {
                         var kS = 0.0
                         for i in 0..<K { kS += kt[i] * S[i * V + j] }

@@ -59,13 +59,17 @@ public struct RecurrenceInputs: Sendable {
     /// L2-normalize q and k per token inside (`x / sqrt(sum x^2 + 1e-6)`, fla's use_qk_l2norm_in_kernel),
     /// before `scale`. Meant for the delta rules; accepted by every mechanism.
     public var useQKL2Norm: Bool = false
+    /// kda: fla's in-kernel activations of a raw `g` and `beta` (use_gate_in_kernel, use_beta_sigmoid_in_kernel...).
+    public var activations = InKernelActivations()
+    /// kda with `activations.gateInKernel`: fla's `A_log [HV]` (optional with a lower bound) and `dt_bias [HV*K]`.
+    public var aLog: Tensor?, dtBias: Tensor?
     /// Check `g <= 0`, `beta` in `[0,2]` and that every input is finite, and after the call that `o` and the final
     /// state are (O(inputs + outputs)); off only for trusted inputs.
     public var validate: Bool = true
     /// With `validate`, return NaN or infinite outputs instead of throwing `LineaError.nonFinite`.
     public var allowNonFiniteOutputs: Bool = false
 
-    /// Gathers the inputs; options (`normalize`, `useQKL2Norm`, `validate`) are set on the value afterwards.
+    /// Gathers the inputs; options (`normalize`, `useQKL2Norm`, `activations`, `validate`) are set on the value afterwards.
     public init(q: Tensor, k: Tensor, v: Tensor, g: Tensor? = nil, beta: Tensor? = nil, initialState: Tensor? = nil, scale: Float? = nil) {
         self.q = q
         self.k = k
@@ -137,7 +141,7 @@ public enum Recurrence {
     /// Time O(B*HV*T*K*V) for every form (chunked adds O(B*HV*T*C*(K+V))); memory O(inputs + B*HV*K*V).
     public static func forward(_ mechanism: RecurrentMechanism, _ inputs: RecurrenceInputs, form: RecurrenceForm) throws -> RecurrenceOutput {
         let dims = try validate(mechanism, inputs)
-        try checkForm(mechanism, form)
+        try checkForm(form)
         let scale = inputs.scale ?? 1 / Float(dims.K).squareRoot()
         let empty = dims.B * dims.T * dims.HV * dims.V == 0
         try MemoryBudget.check(buffers(mechanism, inputs, dims, form: empty ? .recurrent : form))
@@ -188,12 +192,10 @@ public enum Recurrence {
         if p.normalize { p.applyNormalizer(o) }
     }
 
-    /// Throws for a chunk size below 1, and for the chunked form of a mechanism that has none (kda). O(1).
-    static func checkForm(_ mechanism: RecurrentMechanism, _ form: RecurrenceForm) throws {
-        guard case let .chunked(size) = form else { return }
-        if size < 1 { throw LineaError.invalidArgument(argument: "chunk size", expected: ">= 1", actual: "\(size)") }
-        if !mechanism.hasChunkedForm {
-            throw LineaError.unavailable(what: "\(mechanism.rawValue) chunked", reason: "no chunked form yet; the recurrent form and the step run it")
+    /// Throws for a chunk size below 1. O(1).
+    static func checkForm(_ form: RecurrenceForm) throws {
+        if case let .chunked(size) = form, size < 1 {
+            throw LineaError.invalidArgument(argument: "chunk size", expected: ">= 1", actual: "\(size)")
         }
     }
 
@@ -212,6 +214,8 @@ public enum Recurrence {
         let threads = max(1, min(Parallel.threadCount, d.B * d.HV))
         var result = [MemoryBudget.Buffer("o", [d.B, d.T, d.HV, d.V]), .init("final_state", [d.B, d.HV, d.K, d.V])]
         if x.useQKL2Norm { result.append(.init("normalized q and k", [2, d.B, d.T, d.H, d.K])) }
+        if x.activations.gateInKernel && form != .reference { result.append(.init("activated g", [d.B, d.T, d.HV, d.K])) }
+        if x.activations.betaSigmoid && form != .reference { result.append(.init("activated beta", [d.B, d.T, d.HV])) }
         switch form {
         case .reference: result.append(.init("reference state", [threads, d.K, d.V], elementBytes: 8))
         case .recurrent: break
@@ -289,9 +293,9 @@ extension RecurrentMechanism {
     /// Whether the write is the delta rule (delta_rule, gated_delta_rule: needs beta). O(1).
     public var isDelta: Bool { self == .deltaRule || self == .gatedDeltaRule || self == .kda }
 
-    /// Whether the chunked form (CPU and GPU) takes it: every mechanism but kda, whose per-channel decay inside the
-    /// delta rule's WY representation is not written yet.
-    public var hasChunkedForm: Bool { self != .kda }
+    /// Whether the GPU's chunked kernels take it: every mechanism but kda, whose per-channel decay inside the delta rule's
+    /// WY representation has no kernel yet (the CPU runs every mechanism chunked; kda's decode step runs on the GPU).
+    public var hasGPUChunkedForm: Bool { self != .kda }
 }
 
 /// Problem sizes after validation: `H` query/key heads, `HV` value (and state) heads, a multiple of H.
@@ -326,20 +330,25 @@ extension Recurrence {
         if x.normalize && mechanism != .linearAttention {
             throw LineaError.invalidArgument(argument: "normalize", expected: "false (only linear_attn has a normalizer)", actual: "true for \(name)")
         }
+        try checkActivations(mechanism, x.activations, aLog: x.aLog?.shape, dtBias: x.dtBias?.shape, HV: s.HV, K: s.K)
         if x.validate {
-            for (tensor, argument) in [(x.q, "q"), (x.k, "k"), (x.v, "v"), (x.g, "g"), (x.beta, "beta"), (x.initialState, "initial_state")] {
-                try tensor?.withUnsafeBufferPointer { try checkValues($0, argument) }
+            let (rawG, rawBeta) = (x.activations.gateInKernel, x.activations.betaSigmoid)
+            for (tensor, argument, raw) in [(x.q, "q", false), (x.k, "k", false), (x.v, "v", false), (x.g, "g", rawG), (x.beta, "beta", rawBeta),
+                                            (x.initialState, "initial_state", false), (x.aLog, "A_log", true), (x.dtBias, "dt_bias", true)] {
+                try tensor?.withUnsafeBufferPointer { try checkValues($0, argument, finiteOnly: raw) }
             }
         }
         return RecurrenceDims(B: s.B, T: s.T, H: s.H, HV: s.HV, K: s.K, V: s.V)
     }
 
-    /// Throws naming `argument` at its first NaN or infinity, or, for `g`, a log gate above 0 and, for `beta`, a value
-    /// outside [0, 2] (with its flat index and value); a SIMD pass first, the element-wise scan only to name it. O(n).
-    static func checkValues(_ values: UnsafeBufferPointer<Float>, _ argument: String) throws {
+    /// Throws naming `argument` at its first NaN or infinity, or, unless `finiteOnly` (a raw gate or beta logits), for
+    /// `g` a log gate above 0 and for `beta` a value outside [0, 2] (with its flat index and value); a SIMD pass first,
+    /// the element-wise scan only to name it. O(n).
+    static func checkValues(_ values: UnsafeBufferPointer<Float>, _ argument: String, finiteOnly: Bool = false) throws {
         if !RecurrenceSIMD.allFinite(values), let i = values.firstIndex(where: { !$0.isFinite }) {
             throw LineaError.invalidArgument(argument: argument, expected: "finite values", actual: "\(values[i]) at flat index \(i)")
         }
+        if finiteOnly { return }
         if argument == "g", !RecurrenceSIMD.allWithin(values, -Float.infinity, 0), let i = values.firstIndex(where: { $0 > 0 }) {
             throw LineaError.invalidArgument(argument: "g", expected: "log gates <= 0", actual: "\(values[i]) at flat index \(i)")
         }
@@ -364,13 +373,15 @@ struct FastProblem: @unchecked Sendable {
     let beta: UnsafePointer<Float>?
     let normalize: Bool
 
-    /// Runs `body` on the arrays of `x` (q and k L2-normalized first when asked). O(inputs) when normalizing, else O(1).
+    /// Runs `body` on the arrays of `x` (q and k L2-normalized, g and beta activated first when asked). O(inputs) when
+    /// normalizing or activating, else O(1).
     static func with<R>(_ mechanism: RecurrentMechanism, _ x: RecurrenceInputs, _ dims: RecurrenceDims, scale: Float,
                         _ body: (FastProblem) -> R) -> R {
         let q = x.useQKL2Norm ? l2Normalized(x.q.scalars, rowLength: dims.K) : x.q.scalars
         let k = x.useQKL2Norm ? l2Normalized(x.k.scalars, rowLength: dims.K) : x.k.scalars
+        let (gates, betas) = x.activations.activated(g: x.g?.scalars, beta: x.beta?.scalars, HV: dims.HV, K: dims.K, aLog: x.aLog, dtBias: x.dtBias)
         return q.withUnsafeBufferPointer { q in k.withUnsafeBufferPointer { k in x.v.scalars.withUnsafeBufferPointer { v in
-            (x.g?.scalars ?? []).withUnsafeBufferPointer { g in (x.beta?.scalars ?? []).withUnsafeBufferPointer { beta in
+            (gates ?? []).withUnsafeBufferPointer { g in (betas ?? []).withUnsafeBufferPointer { beta in
                 body(FastProblem(mechanism: mechanism, dims: dims, scale: scale, q: base(q), k: base(k), v: base(v),
                                  g: x.g == nil ? nil : base(g), beta: x.beta == nil ? nil : base(beta), normalize: x.normalize))
             } }

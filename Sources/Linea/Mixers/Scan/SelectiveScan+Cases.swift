@@ -2,8 +2,8 @@ import Foundation
 
 /// Mamba-1's selective scan as an op family: `u, delta, A, B, C` and the optional `D, z, delta_bias, initial_state`
 /// in, `o [B,D,L]` and `final_state [B,D,N]` out; `--set delta_softplus=1` applies softplus to `delta + delta_bias`.
-/// Forms on the CPU: `scan` (the whole sequence, channels in parallel) and `step` (token by token, the state carried
-/// as a decode carries it). No GPU kernel yet.
+/// Forms on either device: `scan` (the whole sequence, channels in parallel) and `step` (token by token, the state
+/// carried as a decode carries it); the GPU's kernel holds N <= 64 states per channel.
 public struct SelectiveScanFamily: OpFamily {
     /// The family. O(1).
     public init() {}
@@ -15,7 +15,7 @@ public struct SelectiveScanFamily: OpFamily {
     }
     public var outputs: [String] { ["o", "final_state"] }
 
-    public func forms(on device: Device) -> [String] { device == .cpu ? ["scan", "step"] : [] }
+    public func forms(on device: Device) -> [String] { ["scan", "step"] }
 
     /// The per-channel parameters and the state stay f32 (as mamba_ssm keeps them); the sequences take the compute dtype.
     public func inputDType(_ name: String, form: String, compute dtype: DType) -> DType {
@@ -99,12 +99,13 @@ public struct SelectiveScanFamily: OpFamily {
 
     static func flops(B: Int, D: Int, L: Int, N: Int) -> Double { 7 * Double(B) * Double(D) * Double(L) * Double(N) }
 
-    /// One token, grouped and plain B/C, every optional input, softplus on and off, N below, at and above 8 lanes.
+    /// One token, grouped and plain B/C, every optional input, softplus on and off, N below, at and above 8 lanes and
+    /// past the GPU's 32 lanes (two states a lane), channel counts that split into odd blocks.
     public var cases: [OpCase] {
         // (B, D, L, N, groups, softplus, optional inputs)
         let grid: [(Int, Int, Int, Int, Int?, Bool, Bool)] = [
             (1, 4, 1, 16, nil, false, false), (2, 6, 37, 5, 2, true, true), (1, 3, 130, 16, nil, true, false),
-            (2, 8, 64, 8, 4, false, true), (1, 5, 200, 20, 1, true, true),
+            (2, 8, 64, 8, 4, false, true), (1, 5, 200, 20, 1, true, true), (1, 40, 70, 40, nil, true, true),
         ]
         return grid.map { c in
             let (B, D, L, N, groups, softplus, optional) = c

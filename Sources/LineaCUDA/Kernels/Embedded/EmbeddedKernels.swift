@@ -22,5 +22,6 @@ extension CUDAKernels {
         "chunked_wy.cu": embedded_chunked_wy_cu,
         "model_ops.cu": embedded_model_ops_cu,
         "recurrent_step.cu": embedded_recurrent_step_cu,
+        "selective_scan.cu": embedded_selective_scan_cu,
     ]
 }

@@ -18,6 +18,10 @@
 //   linea_add_bias_SUF          out [rows, cols] += bias [cols]
 //   linea_index_add_f32         target [R, dim] += w[i] values [i] at rows[i] (int32; w null: 1); a bad row is skipped and
 //                               the first goes to *bad as for the embedding
+//   linea_transpose_SUF         x [batches, rows, cols] -> out [batches, cols, rows]; 32 x 32 tiles, block (32, 8),
+//                               grid (ceil(cols / 32), ceil(rows / 32), batches)
+//   linea_pad2d_SUF             out [n, rows, cols] = x [n, xRows, xCols] where both have the element, else 0 (pads
+//                               or crops the last two axes)
 //   linea_cast_SRC_DST          out = x converted between f32, bf16 and f16 (round to nearest even)
 //   linea_sample_SUF            one block per row: temperature, top-k (keeps ties with the k-th), top-p, then the first
 //                               token whose cumulative kept probability exceeds u[row] * kept mass; temperature 0: argmax
@@ -354,6 +358,24 @@ __device__ void sample(const T* logits, const float* u, int* out, int vocab, flo
 #undef LINEA_P
 }
 
+// One 32 x 32 tile through shared memory (a padded row: the column reads hit 32 banks), so both the reads and the
+// writes are coalesced.
+template <typename T>
+__device__ void transpose(const T* x, T* out, int rows, int cols) {
+    __shared__ float tile[32][33];
+    const long base = (long)blockIdx.z * rows * cols;
+    const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
+    for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+        const int r = r0 + i, c = c0 + threadIdx.x;
+        if (r < rows && c < cols) tile[i][threadIdx.x] = ld(x, base + (long)r * cols + c);
+    }
+    __syncthreads();
+    for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+        const int c = c0 + i, r = r0 + threadIdx.x;
+        if (r < rows && c < cols) st(out, base + (long)c * rows + r, tile[threadIdx.x][i]);
+    }
+}
+
 #define LINEA_ENTRIES(SUF, T) \
 extern "C" __global__ void linea_embed_i32_##SUF(const int* ids, const T* table, T* out, int n, int vocab, int dim, int* bad) \
 { embed(ids, table, out, n, vocab, dim, bad); } \
@@ -361,6 +383,11 @@ extern "C" __global__ void linea_embed_i64_##SUF(const long long* ids, const T* 
 { embed(ids, table, out, n, vocab, dim, bad); } \
 extern "C" __global__ void __launch_bounds__(LINEA_THREADS) linea_norm_##SUF(const T* x, const T* gate, const T* w, T* out, \
     int dim, float eps, int mode) { norm(x, gate, w, out, dim, eps, mode); } \
+extern "C" __global__ void linea_transpose_##SUF(const T* x, T* out, int rows, int cols) { transpose(x, out, rows, cols); } \
+extern "C" __global__ void linea_pad2d_##SUF(const T* x, T* out, int n, int xRows, int xCols, int rows, int cols) { \
+    for (long e = blockIdx.x * (long)blockDim.x + threadIdx.x; e < (long)n * rows * cols; e += (long)gridDim.x * blockDim.x) { \
+        const int c = (int)(e % cols), r = (int)(e / cols % rows); const long i = e / ((long)rows * cols); \
+        st(out, e, r < xRows && c < xCols ? ld(x, (i * xRows + r) * xCols + c) : 0.f); } } \
 extern "C" __global__ void linea_unary_##SUF(const T* x, T* out, int n, int op, float lo, float hi) { unary(x, out, n, op, lo, hi); } \
 extern "C" __global__ void linea_binary_##SUF(const T* a, const T* b, T* out, int n, int op, int bn, int inner) { \
     binary(a, b, out, n, op, bn, inner); } \
