@@ -59,6 +59,8 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Repetition penalty (1: off).") var repetitionPenalty: Float = 1
     @Option(help: "Seed of the sampling draws.") var seed: UInt64 = 0
     @Flag(help: "Do not stop at the end-of-sequence ids.") var ignoreEos = false
+    @Option(help: "KV cache of the attention layers: \(KVCacheConfig.names.joined(separator: ", ")) (sizes below).") var kvCache: String = "full"
+    @OptionGroup var kvSizes: KVCacheOptions
 
     func validate() throws {
         if prompt != nil && inputIds != nil { throw ValidationError("expected one of --prompt and --input-ids, got both") }
@@ -71,6 +73,7 @@ struct GenerateCommand: ParsableCommand {
         if let inputIds { _ = try parseIDs(inputIds, argument: "--input-ids") }
         if chat && inputIds != nil { throw ValidationError("--chat: only with --prompt (the template renders text)") }
         if prompt == "" { throw ValidationError("--prompt: expected some text, got an empty prompt") }
+        _ = try kvSizes.config(name: kvCache, flag: "--kv-cache")
     }
 
     func run() throws {
@@ -79,12 +82,13 @@ struct GenerateCommand: ParsableCommand {
         (sampling.temperature, sampling.topK, sampling.topP) = (temperature ?? 0, topK, topP)
         (sampling.repetitionPenalty, sampling.seed) = (repetitionPenalty, seed)
         let generator = Generator(model: loaded.model, eosTokenIDs: loaded.eosTokenIDs)
+        let kv = try kvSizes.config(name: kvCache, flag: "--kv-cache")
         let out = FileHandle.standardOutput
         let result: (ids: [Int], stats: Generator.Stats)
         if let inputIds {
             var first = true
             result = try generator.generate(prompt: try parseIDs(inputIds, argument: "--input-ids"), maxTokens: maxTokens, sampling: sampling,
-                                            stopAtEOS: !ignoreEos, keepIDs: false) { id in
+                                            stopAtEOS: !ignoreEos, keepIDs: false, kvCache: kv) { id in
                 out.write(Data(((first ? "" : " ") + "\(id)").utf8))
                 first = false
             }
@@ -95,7 +99,8 @@ struct GenerateCommand: ParsableCommand {
             let text = chat ? try tokenizer.applyChatTemplate([ChatMessage(role: "user", content: prompt)]) : prompt
             let ids = tokenizer.encode(text, addSpecialTokens: !chat)
             var stream = tokenizer.streamingDecoder(skipSpecialTokens: true)
-            result = try generator.generate(prompt: ids, maxTokens: maxTokens, sampling: sampling, stopAtEOS: !ignoreEos, keepIDs: false) { id in
+            result = try generator.generate(prompt: ids, maxTokens: maxTokens, sampling: sampling, stopAtEOS: !ignoreEos, keepIDs: false,
+                                            kvCache: kv) { id in
                 out.write(Data(try stream.next(id).utf8))
             }
             out.write(Data((stream.finish() + "\n").utf8))
@@ -103,7 +108,8 @@ struct GenerateCommand: ParsableCommand {
         let s = result.stats
         printError(String(format: "generate: prefill %d tokens at %.1f tokens/s, decode %d tokens at %.1f tokens/s, peak resident memory %@",
                           s.promptTokens, Double(s.promptTokens) / max(s.prefillSeconds, 1e-9), s.newTokens,
-                          Double(max(s.newTokens - 1, 0)) / max(s.decodeSeconds, 1e-9), formatBytes(Measure.residentBytes().peak)))
+                          Double(max(s.newTokens - 1, 0)) / max(s.decodeSeconds, 1e-9), formatBytes(Measure.residentBytes().peak))
+                   + (kv == .full ? "" : ", kv cache \(kv)"))
     }
 }
 

@@ -10,7 +10,7 @@ struct LineaCommand: ParsableCommand {
         abstract: "Attention and sequence mixing in linear time and memory: verify, benchmark, run.",
         discussion: "Exit codes: 0 success, 1 failure (a check failed, bad data in a file), 2 usage error.",
         subcommands: [ListCommand.self, VerifyCommand.self, BenchCommand.self, OpCommand.self, GenerateCommand.self, LogitsCommand.self,
-                      TokenizeCommand.self, ModelCommand.self])
+                      TokenizeCommand.self, ModelCommand.self, StreamCommand.self])
 }
 
 /// A failure that is not a usage error: printed without help text, exit code 1.

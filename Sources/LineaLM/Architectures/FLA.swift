@@ -13,9 +13,15 @@ protocol FLAMixer {
 /// `transformer`): embeddings, blocks of RMSNorm, a mixer (the type's own, or softmax attention at the layers fla's
 /// hybrid `attn` spec names), RMSNorm and fla's GatedMLP, then the final RMSNorm and the head.
 public final class FLAModel: CausalLM {
+    /// A block's token mixer: softmax attention (its cache a KV cache) or the type's own recurrent mixer.
+    enum Mixer {
+        case attention(FLAAttention)
+        case recurrent(any FLAMixer)
+    }
+
     /// One block's weights.
     struct Block {
-        let attnNorm: DeviceTensor, mlpNorm: DeviceTensor, mixer: any FLAMixer, mlp: GatedMLP
+        let attnNorm: DeviceTensor, mlpNorm: DeviceTensor, mixer: Mixer, mlp: GatedMLP
     }
 
     public let modelType: String
@@ -27,10 +33,10 @@ public final class FLAModel: CausalLM {
     let blocks: [Block]
 
     /// Reads the block config, takes the shared weights under `model.` and builds each layer's mixer: fla's
-    /// softmax attention where the hybrid spec says, else `mixer(layer, prefix)` (its weights under `prefix`,
-    /// `model.layers.{i}.attn.`). Throws naming a missing, misshapen or left-over tensor. O(weights).
-    init(config fields: ConfigFields, weights w: Weights, modelType: String, hiddenRatio: Double,
-         mixer: (_ layer: Int, _ prefix: String) throws -> any FLAMixer) throws {
+    /// softmax attention where the hybrid spec says (every layer with `everyLayer`), else `mixer(layer, prefix)` (its
+    /// weights under `prefix`, `model.layers.{i}.attn.`). Throws naming a missing, misshapen or left-over tensor. O(weights).
+    init(config fields: ConfigFields, weights w: Weights, modelType: String, hiddenRatio: Double, everyLayer: FLAAttention.Spec? = nil,
+         mixer: ((_ layer: Int, _ prefix: String) throws -> any FLAMixer)? = nil) throws {
         let c = try FLAConfig(fields, hiddenRatio: hiddenRatio)
         (config, self.modelType, device) = (c, modelType, w.device)
         embed = try w.take("model.embeddings.weight", [c.vocab, c.hidden])
@@ -38,10 +44,12 @@ public final class FLAModel: CausalLM {
         head = try w.head(tied: c.tied, embedding: embed)
         blocks = try (0..<c.layers).map { i in
             let p = "model.layers.\(i)."
-            let m: any FLAMixer = if let spec = c.attention[i] {
-                try FLAAttention(spec, hidden: c.hidden, weights: w, prefix: p + "attn.")
+            let m: Mixer = if let spec = c.attention[i] ?? everyLayer {
+                .attention(try FLAAttention(spec, hidden: c.hidden, weights: w, prefix: p + "attn."))
+            } else if let mixer {
+                .recurrent(try mixer(i, p + "attn."))
             } else {
-                try mixer(i, p + "attn.")
+                throw LineaError.invalidArgument(argument: "\(modelType): layer \(i)", expected: "a mixer", actual: "none")
             }
             return Block(attnNorm: try w.take(p + "attn_norm.weight", [c.hidden]), mlpNorm: try w.take(p + "mlp_norm.weight", [c.hidden]),
                          mixer: m, mlp: try GatedMLP(w, p + "mlp.", hidden: c.hidden, width: c.intermediate))
@@ -49,10 +57,13 @@ public final class FLAModel: CausalLM {
         try w.finish()
     }
 
-    public func makeCache(batch: Int, capacity: Int) throws -> ModelCache {
-        let cache = ModelCache(batch: batch, capacity: capacity, layers: config.layers)
+    public func makeCache(batch: Int, capacity: Int, kvCache: KVCacheConfig) throws -> ModelCache {
+        let cache = ModelCache(batch: batch, capacity: capacity, layers: config.layers, kvCache: kvCache)
         for (i, block) in blocks.enumerated() {
-            cache.layers[i] = try block.mixer.makeCache(batch: batch, capacity: capacity, device: device)
+            switch block.mixer {
+            case .attention(let a): try cache.addKV(layer: i, kvHeads: a.spec.kvHeads, headDim: a.spec.headDim, device: device)
+            case .recurrent(let m): cache.layers[i] = try m.makeCache(batch: batch, capacity: capacity, device: device)
+            }
         }
         return cache
     }
@@ -63,7 +74,11 @@ public final class FLAModel: CausalLM {
         var h = try Ops.cast(Ops.embedding(ids: ids, table: embed), to: .float32)
         for (i, block) in blocks.enumerated() {
             let x = try Ops.rmsNorm(h, weight: block.attnNorm, eps: config.eps)
-            h = try Ops.add(h, block.mixer.forward(x, positions: positions, start: start, cache: &cache.layers[i]))
+            let mixed = switch block.mixer {
+            case .attention(let a): try a.forward(x, kv: cache.kv[i]!)
+            case .recurrent(let m): try m.forward(x, positions: positions, start: start, cache: &cache.layers[i])
+            }
+            h = try Ops.add(h, mixed)
             h = try Ops.add(h, block.mlp(Ops.rmsNorm(h, weight: block.mlpNorm, eps: config.eps)))
         }
         cache.length += T
@@ -128,8 +143,8 @@ struct FLAConfig {
 
 /// fla's softmax attention (`fla/layers/attn.py`): q, k, v projections (biases with `qkv_bias`), optional per-head
 /// RMSNorm of q and k (eps 1e-5), NeoX rotary over the whole head, causal attention with GQA and an optional
-/// window, the output projection. The cache keeps every key and value (the window is applied by the mask).
-struct FLAAttention: FLAMixer {
+/// window, the output projection, over the layer's KV cache (the full one applies the window by the mask).
+struct FLAAttention {
     /// The shape of one attention layer.
     struct Spec {
         let heads: Int, kvHeads: Int, headDim: Int, qkvBias: Bool, window: Int?, theta: Float, qkNorm: Bool
@@ -174,12 +189,8 @@ struct FLAAttention: FLAMixer {
         kNorm = s.qkNorm ? try w.take(p + "k_norm.weight", [s.headDim]) : nil
     }
 
-    func makeCache(batch: Int, capacity: Int, device: Device) throws -> [String: DeviceTensor] {
-        ["k": try DeviceTensor.zeros([batch, capacity, spec.kvHeads, spec.headDim], on: device),
-         "v": try DeviceTensor.zeros([batch, capacity, spec.kvHeads, spec.headDim], on: device)]
-    }
-
-    func forward(_ x: DeviceTensor, positions: DeviceTensor, start: Int, cache: inout [String: DeviceTensor]) throws -> DeviceTensor {
+    /// The layer on `x [B, T, hidden]` continuing its KV cache `kv`. O(B·T·(hidden² + kept·hidden)).
+    func forward(_ x: DeviceTensor, kv: any KVCache) throws -> DeviceTensor {
         let s = spec
         let (B, T) = (x.shape[0], x.shape[1])
         var q = try Ops.matmul(x, weight: q, bias: qBias).reshaped([B, T, s.heads, s.headDim])
@@ -189,14 +200,9 @@ struct FLAAttention: FLAMixer {
             // fla's attention builds these norms without its config's norm_eps: RMSNorm's default 1e-5.
             (q, k) = (try Ops.rmsNorm(q, weight: qNorm, eps: 1e-5), try Ops.rmsNorm(k, weight: kNorm, eps: 1e-5))
         }
-        q = try Ops.rotary(q, positions: positions, theta: s.theta)
-        k = try Ops.rotary(k, positions: positions, theta: s.theta)
-        let (kCache, vCache) = (cache["k"]!, cache["v"]!)
-        try kCache.narrowed(axis: 1, start..<(start + T)).copy(from: k)
-        try vCache.narrowed(axis: 1, start..<(start + T)).copy(from: v)
-        let attention = try Attention.forward(q: q, k: kCache.narrowed(axis: 1, 0..<(start + T)), v: vCache.narrowed(axis: 1, 0..<(start + T)),
-                                              options: AttentionOptions(causal: true, window: s.window))
-        return try Ops.matmul(attention.o.reshaped([B, T, s.heads * s.headDim]), weight: o)
+        let out = try kv.attend(q: q, k: k, v: v, kinds: nil, rotation: ModelMath.rotation(theta: s.theta, on: x.device),
+                                options: AttentionOptions(causal: true, window: s.window))
+        return try Ops.matmul(out.reshaped([B, T, s.heads * s.headDim]), weight: o)
     }
 }
 

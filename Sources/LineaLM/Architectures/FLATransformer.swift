@@ -7,9 +7,6 @@ enum FLATransformer {
     /// Loads a `transformer` checkpoint. O(weights).
     static func load(config: ConfigFields, weights: Weights, modelType: String) throws -> FLAModel {
         let spec = try FLAAttention.Spec(config, hidden: config.int("hidden_size"), qkNorm: nil)
-        let hidden = try config.int("hidden_size")
-        return try FLAModel(config: config, weights: weights, modelType: modelType, hiddenRatio: 4) { _, p in
-            try FLAAttention(spec, hidden: hidden, weights: weights, prefix: p)
-        }
+        return try FLAModel(config: config, weights: weights, modelType: modelType, hiddenRatio: 4, everyLayer: spec)
     }
 }

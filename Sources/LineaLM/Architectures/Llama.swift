@@ -83,33 +83,25 @@ public final class Llama: CausalLM {
         try w.finish()
     }
 
-    public func makeCache(batch: Int, capacity: Int) throws -> ModelCache {
-        let cache = ModelCache(batch: batch, capacity: capacity, layers: config.layers)
-        for i in 0..<config.layers {
-            cache.layers[i]["k"] = try DeviceTensor.zeros([batch, capacity, config.kvHeads, config.headDim], on: device)
-            cache.layers[i]["v"] = try DeviceTensor.zeros([batch, capacity, config.kvHeads, config.headDim], on: device)
-        }
+    public func makeCache(batch: Int, capacity: Int, kvCache: KVCacheConfig) throws -> ModelCache {
+        let cache = ModelCache(batch: batch, capacity: capacity, layers: config.layers, kvCache: kvCache)
+        for i in 0..<config.layers { try cache.addKV(layer: i, kvHeads: config.kvHeads, headDim: config.headDim, device: device) }
         return cache
     }
 
     public func forward(_ ids: DeviceTensor, cache: ModelCache, lastOnly: Bool) throws -> DeviceTensor {
         let c = config
-        let (B, T, start) = try ModelMath.begin(ids, cache)
-        let positions = try ModelMath.positions(from: start, count: T, batch: B, on: device)
+        let (B, T, _) = try ModelMath.begin(ids, cache)
+        let rotation = ModelMath.rotation(theta: c.theta, scaling: c.scaling, on: device)
         var h = try Ops.cast(Ops.embedding(ids: ids, table: embed), to: .float32)
         for (i, layer) in layers.enumerated() {
             let x = try Ops.rmsNorm(h, weight: layer.inputNorm, eps: c.eps)
-            let q = try Ops.rotary(Ops.matmul(x, weight: layer.q, bias: layer.qBias).reshaped([B, T, c.heads, c.headDim]), positions: positions,
-                                   theta: c.theta, scaling: c.scaling)
-            let k = try Ops.rotary(Ops.matmul(x, weight: layer.k, bias: layer.kBias).reshaped([B, T, c.kvHeads, c.headDim]), positions: positions,
-                                   theta: c.theta, scaling: c.scaling)
+            // q and k go to the KV cache before rotation: it places them (stream positions, or its slots).
+            let q = try Ops.matmul(x, weight: layer.q, bias: layer.qBias).reshaped([B, T, c.heads, c.headDim])
+            let k = try Ops.matmul(x, weight: layer.k, bias: layer.kBias).reshaped([B, T, c.kvHeads, c.headDim])
             let v = try Ops.matmul(x, weight: layer.v, bias: layer.vBias).reshaped([B, T, c.kvHeads, c.headDim])
-            let (kCache, vCache) = (cache.layers[i]["k"]!, cache.layers[i]["v"]!)
-            try kCache.narrowed(axis: 1, start..<(start + T)).copy(from: k)
-            try vCache.narrowed(axis: 1, start..<(start + T)).copy(from: v)
-            let attention = try Attention.forward(q: q, k: kCache.narrowed(axis: 1, 0..<(start + T)), v: vCache.narrowed(axis: 1, 0..<(start + T)),
-                                                  options: AttentionOptions(causal: true))
-            h = try Ops.add(h, Ops.matmul(attention.o.reshaped([B, T, c.heads * c.headDim]), weight: layer.o, bias: layer.oBias))
+            let o = try cache.kv[i]!.attend(q: q, k: k, v: v, kinds: nil, rotation: rotation, options: AttentionOptions(causal: true))
+            h = try Ops.add(h, Ops.matmul(o.reshaped([B, T, c.heads * c.headDim]), weight: layer.o, bias: layer.oBias))
             let y = try Ops.rmsNorm(h, weight: layer.postNorm, eps: c.eps)
             let mlp = try Ops.swiglu(gate: Ops.matmul(y, weight: layer.gate, bias: layer.gateBias), up: Ops.matmul(y, weight: layer.up, bias: layer.upBias))
             h = try Ops.add(h, Ops.matmul(mlp, weight: layer.down, bias: layer.downBias))

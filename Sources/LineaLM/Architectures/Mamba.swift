@@ -88,7 +88,8 @@ public final class Mamba: CausalLM {
         unitState = try DeviceTensor(Tensor(zeros: [c.state], value: 1), on: device)
     }
 
-    public func makeCache(batch: Int, capacity: Int) throws -> ModelCache {
+    /// No attention layer: `kvCache` has nothing to apply to.
+    public func makeCache(batch: Int, capacity: Int, kvCache: KVCacheConfig) throws -> ModelCache {
         try ModelMath.recurrentCache(batch: batch, capacity: capacity, layers: config.layers, state: [config.inner, config.state],
                                      convChannels: config.inner, convWidth: config.convWidth, device: device)
     }

@@ -119,7 +119,8 @@ public final class Mamba2: CausalLM {
         unitWeight = try DeviceTensor(Tensor(zeros: [c.inner / c.groups], value: 1), on: device)
     }
 
-    public func makeCache(batch: Int, capacity: Int) throws -> ModelCache {
+    /// No attention layer: `kvCache` has nothing to apply to.
+    public func makeCache(batch: Int, capacity: Int, kvCache: KVCacheConfig) throws -> ModelCache {
         try ModelMath.recurrentCache(batch: batch, capacity: capacity, layers: config.layers, state: [config.heads, config.state, config.headDim],
                                      convChannels: config.convChannels, convWidth: config.convWidth, device: device)
     }

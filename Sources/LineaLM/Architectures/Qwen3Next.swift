@@ -201,13 +201,12 @@ public final class Qwen3Next: CausalLM {
         try w.finish()
     }
 
-    public func makeCache(batch: Int, capacity: Int) throws -> ModelCache {
+    public func makeCache(batch: Int, capacity: Int, kvCache: KVCacheConfig) throws -> ModelCache {
         let c = config
-        let cache = ModelCache(batch: batch, capacity: capacity, layers: c.layers)
+        let cache = ModelCache(batch: batch, capacity: capacity, layers: c.layers, kvCache: kvCache)
         for i in 0..<c.layers {
             if c.fullAttention[i] {
-                cache.layers[i]["k"] = try DeviceTensor.zeros([batch, capacity, c.kvHeads, c.headDim], on: device)
-                cache.layers[i]["v"] = try DeviceTensor.zeros([batch, capacity, c.kvHeads, c.headDim], on: device)
+                try cache.addKV(layer: i, kvHeads: c.kvHeads, headDim: c.headDim, device: device)
             } else {
                 cache.layers[i]["state"] = try DeviceTensor.zeros([batch, c.valueHeads, c.keyDim, c.valueDim], on: device)
                 cache.layers[i]["conv"] = try DeviceTensor.zeros([batch, c.convChannels, c.convWidth - 1], on: device)
@@ -218,15 +217,15 @@ public final class Qwen3Next: CausalLM {
 
     public func forward(_ ids: DeviceTensor, cache: ModelCache, lastOnly: Bool) throws -> DeviceTensor {
         let c = config
-        let (B, T, start) = try ModelMath.begin(ids, cache)
-        let positions = try ModelMath.positions(from: start, count: T, batch: B, on: device)
+        let (_, T, _) = try ModelMath.begin(ids, cache)
+        let rotation = ModelMath.rotation(theta: c.theta, rotaryDim: c.rotaryDim, on: device)
         var h = try Ops.cast(Ops.embedding(ids: ids, table: embed), to: .float32)
         for (i, layer) in layers.enumerated() {
             let x = try Ops.rmsNorm(h, weight: layer.inputNorm, eps: c.eps, zeroCentered: true)
             let mixed = if let linear = layer.linear {
                 try gatedDeltaNet(x, linear, cache: &cache.layers[i])
             } else {
-                try attention(x, layer.attention!, positions: positions, start: start, cache: cache.layers[i])
+                try attention(x, layer.attention!, kv: cache.kv[i]!, rotation: rotation)
             }
             h = try Ops.add(h, mixed)
             let y = try Ops.rmsNorm(h, weight: layer.postNorm, eps: c.eps, zeroCentered: true)
@@ -275,23 +274,16 @@ public final class Qwen3Next: CausalLM {
     }
 
     /// Gated full attention: q carries its gate ([q | gate] per head), q and k get a zero-centered RMSNorm over the head
-    /// dim and partial rotary, the keys and values go to the cache, and the output is gated by sigmoid(gate).
-    private func attention(_ x: DeviceTensor, _ m: AttentionMixer, positions: DeviceTensor, start: Int,
-                           cache: [String: DeviceTensor]) throws -> DeviceTensor {
+    /// dim and partial rotary (applied by the KV cache, which places them), and the output is gated by sigmoid(gate).
+    private func attention(_ x: DeviceTensor, _ m: AttentionMixer, kv: any KVCache, rotation: @escaping KVRotation) throws -> DeviceTensor {
         let c = config
         let (B, T, hd) = (x.shape[0], x.shape[1], c.headDim)
         let qg = try Ops.matmul(x, weight: m.q, bias: m.qBias).reshaped([B, T, c.heads, 2 * hd])
         let gate = try ModelMath.slice(qg, hd..<(2 * hd)).reshaped([B, T, c.heads * hd])
-        let q = try Ops.rotary(Ops.rmsNorm(ModelMath.slice(qg, 0..<hd), weight: m.qNorm, eps: c.eps, zeroCentered: true), positions: positions,
-                               theta: c.theta, rotaryDim: c.rotaryDim)
-        let k = try Ops.rotary(Ops.rmsNorm(Ops.matmul(x, weight: m.k, bias: m.kBias).reshaped([B, T, c.kvHeads, hd]), weight: m.kNorm,
-                                           eps: c.eps, zeroCentered: true), positions: positions, theta: c.theta, rotaryDim: c.rotaryDim)
+        let q = try Ops.rmsNorm(ModelMath.slice(qg, 0..<hd), weight: m.qNorm, eps: c.eps, zeroCentered: true)
+        let k = try Ops.rmsNorm(Ops.matmul(x, weight: m.k, bias: m.kBias).reshaped([B, T, c.kvHeads, hd]), weight: m.kNorm, eps: c.eps, zeroCentered: true)
         let v = try Ops.matmul(x, weight: m.v, bias: m.vBias).reshaped([B, T, c.kvHeads, hd])
-        let (kCache, vCache) = (cache["k"]!, cache["v"]!)
-        try kCache.narrowed(axis: 1, start..<(start + T)).copy(from: k)
-        try vCache.narrowed(axis: 1, start..<(start + T)).copy(from: v)
-        let o = try Attention.forward(q: q, k: kCache.narrowed(axis: 1, 0..<(start + T)), v: vCache.narrowed(axis: 1, 0..<(start + T)),
-                                      options: AttentionOptions(causal: true)).o
+        let o = try kv.attend(q: q, k: k, v: v, kinds: nil, rotation: rotation, options: AttentionOptions(causal: true))
         return try Ops.matmul(Ops.mul(o.reshaped([B, T, c.heads * hd]), Ops.sigmoid(gate)), weight: m.o, bias: m.oBias)
     }
 

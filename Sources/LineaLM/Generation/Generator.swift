@@ -41,11 +41,13 @@ public struct Generator {
     }
 
     /// Generates up to `maxTokens` ids after `prompt` (ids in [0, vocab)), calling `onToken` with each as it comes;
-    /// the prompt is prefilled in pieces of `prefillChunk` tokens. Returns the new ids (none kept when `keepIDs` is
-    /// false: a streaming caller's memory then stays flat however long it runs) and the timings.
+    /// the prompt is prefilled in pieces of `prefillChunk` tokens (at most the KV cache's window). Attention layers
+    /// keep what `kvCache` says: a bounded cache (sink-window, streaming-vlm) places tokens at its slots, so a model's
+    /// `max_position_embeddings` then bounds the cache, not the stream. Returns the new ids (none kept when `keepIDs`
+    /// is false: a streaming caller's memory then stays flat however long it runs) and the timings.
     /// O(prompt + maxTokens) forwards' worth of work.
     public func generate(prompt: [Int], maxTokens: Int, sampling: SamplingOptions = SamplingOptions(), prefillChunk: Int = 2048,
-                         stopAtEOS: Bool = true, keepIDs: Bool = true,
+                         stopAtEOS: Bool = true, keepIDs: Bool = true, kvCache: KVCacheConfig = .full,
                          onToken: (Int) throws -> Void = { _ in }) throws -> (ids: [Int], stats: Stats) {
         guard !prompt.isEmpty else { throw LineaError.invalidArgument(argument: "prompt", expected: "at least one token", actual: "none") }
         guard maxTokens >= 0 else { throw LineaError.invalidArgument(argument: "maxTokens", expected: ">= 0", actual: "\(maxTokens)") }
@@ -55,13 +57,21 @@ public struct Generator {
         }
         let capacity = prompt.count + maxTokens
         if let limit = model.maxContext, capacity > limit {
-            throw LineaError.invalidArgument(argument: "prompt", expected: "prompt + new tokens <= \(limit) (max_position_embeddings)",
-                                             actual: "\(prompt.count) + \(maxTokens)")
+            if let span = kvCache.positionSpan {
+                guard span <= limit else {
+                    throw LineaError.invalidArgument(argument: "kv cache", expected: "positions within \(limit) (max_position_embeddings)",
+                                                     actual: "\(kvCache), spanning \(span)")
+                }
+            } else {
+                throw LineaError.invalidArgument(argument: "prompt", expected: "prompt + new tokens <= \(limit) (max_position_embeddings)",
+                                                 actual: "\(prompt.count) + \(maxTokens)")
+            }
         }
         var stats = Stats()
         stats.promptTokens = prompt.count
         guard maxTokens > 0 else { return ([], stats) }
-        let cache = try model.makeCache(batch: 1, capacity: capacity)
+        let cache = try model.makeCache(batch: 1, capacity: capacity, kvCache: kvCache)
+        let piece = min(prefillChunk, kvCache.longestPiece ?? prefillChunk)
         var random = SeededRandom(seed: sampling.seed)
         // The ids the repetition penalty applies to: a set, bounded by the vocabulary.
         var seen = sampling.repetitionPenalty == 1 ? [] : Set(prompt)
@@ -69,9 +79,9 @@ public struct Generator {
         let start = Date()
         var offset = 0
         while offset < prompt.count {
-            let piece = Array(prompt[offset..<min(prompt.count, offset + prefillChunk)])
-            logits = try model.forward(ids(piece), cache: cache, lastOnly: true)
-            offset += piece.count
+            let tokens = Array(prompt[offset..<min(prompt.count, offset + piece)])
+            logits = try model.forward(ids(tokens), cache: cache, lastOnly: true)
+            offset += tokens.count
         }
         stats.prefillSeconds = Date().timeIntervalSince(start)
         var out: [Int] = []

@@ -11,27 +11,43 @@ public protocol CausalLM: AnyObject {
     var maxContext: Int? { get }
     /// Where the weights live and the forward runs.
     var device: Device { get }
-    /// A fresh cache for `batch` sequences of up to `capacity` tokens (attention layers preallocate their keys and
-    /// values; recurrent layers hold a fixed-size state). O(layers + capacity · kv width).
-    func makeCache(batch: Int, capacity: Int) throws -> ModelCache
+    /// A fresh cache for `batch` sequences of up to `capacity` tokens: each attention layer gets a KV cache of policy
+    /// `kvCache` (full preallocates `capacity` rows), each recurrent layer its fixed-size state. O(layers + bound).
+    func makeCache(batch: Int, capacity: Int, kvCache: KVCacheConfig) throws -> ModelCache
     /// Logits `[B, T, vocab]` f32 (`[B, 1, vocab]` with `lastOnly`) for `ids [B, T]` (i64 or i32, on `device`)
     /// continuing `cache`, which then holds them too. Prefill and decode are the same call.
     func forward(_ ids: DeviceTensor, cache: ModelCache, lastOnly: Bool) throws -> DeviceTensor
 }
 
-/// What a model keeps between calls: per layer its keys and values or its recurrent and convolution states.
+extension CausalLM {
+    /// A fresh cache with full KV caches (every token kept). O(layers + capacity · kv width).
+    public func makeCache(batch: Int, capacity: Int) throws -> ModelCache { try makeCache(batch: batch, capacity: capacity, kvCache: .full) }
+}
+
+/// What a model keeps between calls: per layer its KV cache or its recurrent and convolution states.
 public final class ModelCache {
     /// Sequences and the most tokens each may hold.
     public let batch: Int, capacity: Int
-    /// Tokens held so far (the position of the next one).
+    /// The KV-cache policy of its attention layers.
+    public let kvCache: KVCacheConfig
+    /// Tokens seen so far (the stream position of the next one).
     public internal(set) var length = 0
-    /// Per layer, named tensors (`k`, `v`; `state`, `conv`).
+    /// Per layer, named tensors (`state`, `conv`).
     package var layers: [[String: DeviceTensor]]
+    /// Per layer, an attention layer's KV cache (nil for a recurrent layer).
+    public internal(set) var kv: [(any KVCache)?]
 
     /// An empty cache of `layers` layers. O(layers).
-    init(batch: Int, capacity: Int, layers: Int) {
-        (self.batch, self.capacity) = (batch, capacity)
+    init(batch: Int, capacity: Int, layers: Int, kvCache: KVCacheConfig = .full) {
+        (self.batch, self.capacity, self.kvCache) = (batch, capacity, kvCache)
         self.layers = Array(repeating: [:], count: layers)
+        kv = Array(repeating: nil, count: layers)
+    }
+
+    /// Gives layer `layer` a KV cache of the cache's policy for `kvHeads` heads of `headDim` (keys and values).
+    /// O(the policy's bound).
+    func addKV(layer: Int, kvHeads: Int, headDim: Int, device: Device) throws {
+        kv[layer] = try kvCache.make(batch: batch, capacity: capacity, kvHeads: kvHeads, headDim: headDim, valueDim: headDim, device: device)
     }
 
     /// Throws unless `tokens` more fit. O(1).
@@ -59,8 +75,19 @@ enum ModelMath {
 
     /// Positions `start ..< start + T` for each of `batch` sequences, `[batch, T]` i32 on `device`. O(batch·T).
     static func positions(from start: Int, count: Int, batch: Int, on device: Device) throws -> DeviceTensor {
-        let row = Array(start..<(start + count))
-        return try DeviceTensor(integers: Array((0..<batch).map { _ in row }.joined()), shape: [batch, count], dtype: .int32, on: device)
+        try positions(Array(start..<(start + count)), batch: batch, on: device)
+    }
+
+    /// `row` for each of `batch` sequences, `[batch, row.count]` i32 on `device`. O(batch·T).
+    static func positions(_ row: [Int], batch: Int, on device: Device) throws -> DeviceTensor {
+        try DeviceTensor(integers: Array((0..<batch).map { _ in row }.joined()), shape: [batch, row.count], dtype: .int32, on: device)
+    }
+
+    /// The rotary embedding (half-split) as a KV cache applies it to `x [B, T, H, D]` at the positions it chooses.
+    static func rotation(theta: Float, rotaryDim: Int? = nil, scaling: RotaryScaling? = nil, on device: Device) -> KVRotation {
+        { x, row in
+            try Ops.rotary(x, positions: positions(row, batch: x.shape[0], on: device), theta: theta, rotaryDim: rotaryDim, scaling: scaling)
+        }
     }
 
     /// Logits f32 from the last hidden states `h [B, T, D]`: the final RMSNorm and the output head, on every token
