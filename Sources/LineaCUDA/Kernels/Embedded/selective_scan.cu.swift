@@ -22,13 +22,7 @@ extension CUDAKernels {
 #define LINEA_SCAN_MAX_CHANNELS 16
 #define LINEA_SCAN_MAX_STATE 64
 
-struct linea_bf16 { unsigned short x; };
-struct linea_f16 { unsigned short x; };
-__device__ __forceinline__ float ld(const float* p, long i) { return p[i]; }
-__device__ __forceinline__ float ld(const linea_bf16* p, long i) { return __uint_as_float(((unsigned int)p[i].x) << 16); }
-__device__ __forceinline__ float ld(const linea_f16* p, long i) {
-    float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(p[i].x)); return f;
-}
+#include "element_io.cuh"
 
 template <typename T, int S, int P>
 __device__ void sscan(const T* u, const T* delta, const float* A, const T* Bm, const T* Cm, const float* Dv, const T* z,

@@ -28,20 +28,7 @@
 #define LINEA_THREADS 256
 #define LINEA_INF __int_as_float(0x7f800000)
 
-struct linea_bf16 { unsigned short x; };
-struct linea_f16 { unsigned short x; };
-__device__ __forceinline__ float ld(const float* p, long i) { return p[i]; }
-__device__ __forceinline__ float ld(const linea_bf16* p, long i) { return __uint_as_float(((unsigned int)p[i].x) << 16); }
-__device__ __forceinline__ float ld(const linea_f16* p, long i) {
-    float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(p[i].x)); return f;
-}
-__device__ __forceinline__ void st(float* p, long i, float v) { p[i] = v; }
-__device__ __forceinline__ void st(linea_bf16* p, long i, float v) {
-    unsigned short h; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v)); p[i].x = h;
-}
-__device__ __forceinline__ void st(linea_f16* p, long i, float v) {
-    unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v)); p[i].x = h;
-}
+#include "element_io.cuh"
 
 __device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + expf(-x)); }
 
