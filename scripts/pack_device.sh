@@ -3,7 +3,7 @@
 # loads with dlopen from lib/ beside itself, and OpenBLAS's libgfortran and libquadmath) into .device/linea.tar.xz
 # for the device tool's carry (64 MiB in all: the stripped binary and OpenBLAS are about 100 MB unpacked, about 20 MB packed). With --tests, also the release test binary
 # and the Swift runtime libraries it links into .device/tests.tar.xz (about 17 MB). scripts/device_check.sh unpacks
-# and runs both on the GPU machine.
+# and runs both on the GPU machine; scripts/device_models.sh runs the model runtime there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
