@@ -35,7 +35,11 @@ import Testing
                 c[key] = nil
             }
             #expect(c["first_k_dense_replace"] != nil && c["linear_attn_config"] != nil)
+            // Fields of Moonshot's config that change nothing here.
+            c["mla_use_nope"] = true; c["use_grouped_topk"] = true; c["moe_layer_freq"] = 1; c["rope_theta"] = 10000.0
+            c["num_nextn_predict_layers"] = 0; c["moe_router_activation_func"] = "sigmoid"
         }
+        #expect(try LoadedModel.load(directory: dir).warnings.isEmpty)
         #expect(try Self.logits48(dir) <= 1e-5)
     }
 
@@ -90,6 +94,9 @@ import Testing
             ("moe_router_activation_func", { c in c["moe_router_activation_func"] = "softmax" }),
             ("mlp_layer_types", { c in c["mlp_layer_types"] = ["dense", "moe", "sparse", "sparse"] }),
             ("hidden_act", { c in c["hidden_act"] = "gelu" }),
+            ("mla_use_nope", { c in c["mla_use_nope"] = false }),
+            ("gate_lower_bound", { c in moonshot(&c)
+                c["linear_attn_config"] = ["kda_layers": [1, 2, 3], "full_attn_layers": [4], "head_dim": 8, "num_heads": 2, "gate_lower_bound": -5.0] }),
         ]
         for (field, change) in cases {
             let dir = try Self.mutated { _, c in change(&c) }

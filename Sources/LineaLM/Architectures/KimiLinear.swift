@@ -86,9 +86,17 @@ public final class KimiLinear: CausalLM {
                 let dense = try c.int("first_k_dense_replace", default: 1)
                 sparse = (0..<count).map { $0 >= dense }
             }
+            // linear_attn_config's other fields (gate_lower_bound, use_full_rank_gate: other models' KDA) would change
+            // the layer: an error naming the field.
+            linear?.ignore(["kda_layers", "full_attn_layers"])  // read above unless layer_types came first
+            if let linear, let other = linear.unknownKeys.first {
+                throw linear.unsupported(other, "absent (kimi_linear's linear_attn_config: kda_layers, full_attn_layers, num_heads, head_dim, short_conv_kernel_size)")
+            }
+            // transformers' MLA is NoPE (Moonshot's mla_use_nope true): the rotary fields are not used.
+            if c.has("mla_use_nope"), try !c.bool("mla_use_nope", default: true) { throw c.unsupported("mla_use_nope", "true (MLA without rotary)") }
             c.ignore(["first_k_dense_replace", "linear_num_heads", "linear_head_dim", "linear_conv_kernel_dim", "head_dim", "qk_head_dim",
                       "initializer_range", "attention_dropout", "output_router_logits", "pretraining_tp", "router_aux_loss_coef",
-                      "use_grouped_topk", "mla_use_nope", "moe_layer_freq"])
+                      "use_grouped_topk", "moe_layer_freq", "rope_theta", "rope_scaling", "num_nextn_predict_layers"])
             heads = try c.int("num_attention_heads")
             let kvHeads = try c.int("num_key_value_heads", default: heads)
             guard kvHeads == heads else {
