@@ -173,9 +173,22 @@ public final class KimiLinear: CausalLM {
     }
 
     /// An MLA mixer's weights.
+    /// `keyUp[h]` is head h's k_nope rows of kv_b_proj transposed, `[kv_lora_rank, qk_nope_head_dim]` (q_nope · it is q
+    /// in the latent's space); `valueUp[h]` its v rows, `[v_head_dim, kv_lora_rank]`.
     struct LatentMixer {
         let q: DeviceTensor?, qA: DeviceTensor?, qABias: DeviceTensor?, qANorm: DeviceTensor?, qB: DeviceTensor?
-        let kvA: DeviceTensor, kvABias: DeviceTensor?, kvANorm: DeviceTensor, kvB: DeviceTensor, o: DeviceTensor, oBias: DeviceTensor?
+        let kvA: DeviceTensor, kvABias: DeviceTensor?, kvANorm: DeviceTensor, o: DeviceTensor, oBias: DeviceTensor?
+        let keyUp: [DeviceTensor], valueUp: [DeviceTensor]
+
+        init(q: DeviceTensor?, qA: DeviceTensor?, qABias: DeviceTensor?, qANorm: DeviceTensor?, qB: DeviceTensor?, kvA: DeviceTensor,
+             kvABias: DeviceTensor?, kvANorm: DeviceTensor, kvB: DeviceTensor, o: DeviceTensor, oBias: DeviceTensor?, heads: Int, nope: Int, value: Int) throws {
+            (self.q, self.qA, self.qABias, self.qANorm, self.qB) = (q, qA, qABias, qANorm, qB)
+            (self.kvA, self.kvABias, self.kvANorm, self.o, self.oBias) = (kvA, kvABias, kvANorm, o, oBias)
+            let per = nope + value
+            let f32 = try Ops.cast(kvB, to: .float32)
+            keyUp = try (0..<heads).map { h in try Ops.transposeLastTwo(f32.narrowed(axis: 0, (h * per)..<(h * per + nope)).contiguous()) }
+            valueUp = try (0..<heads).map { h in try f32.narrowed(axis: 0, (h * per + nope)..<((h + 1) * per)).contiguous() }
+        }
     }
 
     struct Layer {
@@ -230,20 +243,22 @@ public final class KimiLinear: CausalLM {
                 func bias(_ name: String, _ n: Int) throws -> DeviceTensor? { c.attentionBias ? try w.take(a + name, [n]) : nil }
                 let qWidth = c.heads * c.qkDim
                 if let r = c.qRank {
-                    latent = LatentMixer(
+                    latent = try LatentMixer(
                         q: nil, qA: try w.take(a + "q_a_proj.weight", [r, c.hidden]), qABias: try bias("q_a_proj.bias", r),
                         qANorm: try w.take(a + "q_a_layernorm.weight", [r]), qB: try w.take(a + "q_b_proj.weight", [qWidth, r]),
                         kvA: try w.take(a + "kv_a_proj_with_mqa.weight", [c.kvRank + c.ropeDim, c.hidden]),
                         kvABias: try bias("kv_a_proj_with_mqa.bias", c.kvRank + c.ropeDim), kvANorm: try w.take(a + "kv_a_layernorm.weight", [c.kvRank]),
                         kvB: try w.take(a + "kv_b_proj.weight", [c.heads * (c.nopeDim + c.valueDim), c.kvRank]),
-                        o: try w.take(a + "o_proj.weight", [c.hidden, c.heads * c.valueDim]), oBias: try bias("o_proj.bias", c.hidden))
+                        o: try w.take(a + "o_proj.weight", [c.hidden, c.heads * c.valueDim]), oBias: try bias("o_proj.bias", c.hidden),
+                        heads: c.heads, nope: c.nopeDim, value: c.valueDim)
                 } else {
-                    latent = LatentMixer(
+                    latent = try LatentMixer(
                         q: try w.take(a + "q_proj.weight", [qWidth, c.hidden]), qA: nil, qABias: nil, qANorm: nil, qB: nil,
                         kvA: try w.take(a + "kv_a_proj_with_mqa.weight", [c.kvRank + c.ropeDim, c.hidden]),
                         kvABias: try bias("kv_a_proj_with_mqa.bias", c.kvRank + c.ropeDim), kvANorm: try w.take(a + "kv_a_layernorm.weight", [c.kvRank]),
                         kvB: try w.take(a + "kv_b_proj.weight", [c.heads * (c.nopeDim + c.valueDim), c.kvRank]),
-                        o: try w.take(a + "o_proj.weight", [c.hidden, c.heads * c.valueDim]), oBias: try bias("o_proj.bias", c.hidden))
+                        o: try w.take(a + "o_proj.weight", [c.hidden, c.heads * c.valueDim]), oBias: try bias("o_proj.bias", c.hidden),
+                        heads: c.heads, nope: c.nopeDim, value: c.valueDim)
                 }
             } else {
                 // One conv over [q | k | v] (transformers) or three (Moonshot's q_conv1d, k_conv1d, v_conv1d).
@@ -290,9 +305,8 @@ public final class KimiLinear: CausalLM {
         let cache = ModelCache(batch: batch, capacity: capacity, layers: c.layers)
         for i in 0..<c.layers {
             if c.fullAttention[i] {
-                // The expanded keys and values per head (not the compressed latent).
-                cache.layers[i]["k"] = try DeviceTensor.zeros([batch, capacity, c.heads, c.qkDim], on: device)
-                cache.layers[i]["v"] = try DeviceTensor.zeros([batch, capacity, c.heads, c.valueDim], on: device)
+                // The compressed latent (normed kv_nope, then the shared k_rot) per token, as one key/value head.
+                cache.layers[i]["latent"] = try DeviceTensor.zeros([batch, capacity, 1, c.kvRank + c.ropeDim], on: device)
             } else {
                 cache.layers[i]["state"] = try DeviceTensor.zeros([batch, c.linearHeads, c.linearDim, c.linearDim], on: device)
                 cache.layers[i]["conv"] = try DeviceTensor.zeros([batch, 3 * c.linearWidth, c.convWidth - 1], on: device)
@@ -343,33 +357,46 @@ public final class KimiLinear: CausalLM {
         return try Ops.matmul(normed.reshaped([B, T, width]), weight: m.out)
     }
 
-    /// Multi-head latent attention without rotary: q per head (direct or through its low-rank, normed latent), the KV
-    /// latent RMS-normed (eps 1e-6, transformers' default for these norms) and expanded to k_nope and v per head, the
-    /// shared k_rot appended to every head's key; expanded keys and values go to the cache. Scale 1/sqrt(nope + rope).
+    /// Multi-head latent attention without rotary, over the cached latent: q per head (direct or through its low-rank,
+    /// normed latent) split into q_nope and q_rot; q_nope is taken into the latent's space by each head's k_nope
+    /// up-projection (the absorbed form: q_nope · k_nope = (q_nope · W_uk) · c), so every head attends over one shared
+    /// key [c | k_rot] (c the KV latent RMS-normed, eps 1e-6 as transformers' default for these norms) and value c at
+    /// the scale 1/sqrt(nope + rope) of the expanded heads; each head's output returns through its v up-projection. The
+    /// cache holds kv_lora_rank + qk_rope_head_dim numbers a token. O(T · S · H · (kv_lora_rank + rope)).
     private func latentAttention(_ x: DeviceTensor, _ m: LatentMixer, start: Int, cache: [String: DeviceTensor]) throws -> DeviceTensor {
         let c = config
         let (B, T) = (x.shape[0], x.shape[1])
-        let (H, Dn, Dr, Dv) = (c.heads, c.nopeDim, c.ropeDim, c.valueDim)
+        let (H, Dn, Dr, Dv, R) = (c.heads, c.nopeDim, c.ropeDim, c.valueDim, c.kvRank)
         let qFlat = if let q = m.q {
             try Ops.matmul(x, weight: q)
         } else {
             try Ops.matmul(Ops.rmsNorm(Ops.matmul(x, weight: m.qA!, bias: m.qABias), weight: m.qANorm!, eps: 1e-6), weight: m.qB!)
         }
         let q = try qFlat.reshaped([B, T, H, c.qkDim])
-        let compressed = try Ops.matmul(x, weight: m.kvA, bias: m.kvABias)
-        let latent = try Ops.rmsNorm(ModelMath.slice(compressed, 0..<c.kvRank), weight: m.kvANorm, eps: 1e-6)
-        let kv = try Ops.matmul(latent, weight: m.kvB).reshaped([B, T, H, Dn + Dv])
-        let (kCache, vCache) = (cache["k"]!, cache["v"]!)
-        let kNew = try kCache.narrowed(axis: 1, start..<(start + T))
-        if Dn > 0 { try kNew.narrowed(axis: 3, 0..<Dn).copy(from: ModelMath.slice(kv, 0..<Dn)) }
-        if Dr > 0 {
-            let rot = try ModelMath.slice(compressed, c.kvRank..<(c.kvRank + Dr)).reshaped([B, T, 1, Dr])
-            for h in 0..<H { try kNew.narrowed(axis: 2, h..<(h + 1)).narrowed(axis: 3, Dn..<(Dn + Dr)).copy(from: rot) }
+        // The absorbed query [q_nope · W_uk | q_rot] per head.
+        let query = try DeviceTensor.zeros([B, T, H, R + Dr], on: device)
+        for h in 0..<H {
+            let head = try q.narrowed(axis: 2, h..<(h + 1)).contiguous().reshaped([B, T, c.qkDim])
+            if Dn > 0 {
+                try query.narrowed(axis: 2, h..<(h + 1)).narrowed(axis: 3, 0..<R)
+                    .copy(from: Ops.matmul(ModelMath.slice(head, 0..<Dn), weight: m.keyUp[h]).reshaped([B, T, 1, R]))
+            }
+            if Dr > 0 { try query.narrowed(axis: 2, h..<(h + 1)).narrowed(axis: 3, R..<(R + Dr)).copy(from: ModelMath.slice(head, Dn..<(Dn + Dr)).reshaped([B, T, 1, Dr])) }
         }
-        try vCache.narrowed(axis: 1, start..<(start + T)).copy(from: ModelMath.slice(kv, Dn..<(Dn + Dv)))
-        let o = try Attention.forward(q: q, k: kCache.narrowed(axis: 1, 0..<(start + T)), v: vCache.narrowed(axis: 1, 0..<(start + T)),
-                                      options: AttentionOptions(causal: true)).o
-        return try Ops.matmul(o.reshaped([B, T, H * Dv]), weight: m.o, bias: m.oBias)
+        let compressed = try Ops.matmul(x, weight: m.kvA, bias: m.kvABias)
+        let latent = try Ops.rmsNorm(ModelMath.slice(compressed, 0..<R), weight: m.kvANorm, eps: 1e-6)
+        let cached = try cache["latent"]!.narrowed(axis: 1, start..<(start + T))
+        try cached.narrowed(axis: 3, 0..<R).copy(from: latent.reshaped([B, T, 1, R]))
+        if Dr > 0 { try cached.narrowed(axis: 3, R..<(R + Dr)).copy(from: ModelMath.slice(compressed, R..<(R + Dr)).reshaped([B, T, 1, Dr])) }
+        let keys = try cache["latent"]!.narrowed(axis: 1, 0..<(start + T))
+        let o = try Attention.forward(q: query, k: keys, v: keys.narrowed(axis: 3, 0..<R).contiguous(),
+                                      options: AttentionOptions(scale: 1 / Float(c.qkDim).squareRoot(), causal: true)).o
+        let out = try DeviceTensor.zeros([B, T, H, Dv], on: device)
+        for h in 0..<H {
+            try out.narrowed(axis: 2, h..<(h + 1))
+                .copy(from: Ops.matmul(o.narrowed(axis: 2, h..<(h + 1)).contiguous().reshaped([B, T, R]), weight: m.valueUp[h]).reshaped([B, T, 1, Dv]))
+        }
+        return try Ops.matmul(out.reshaped([B, T, H * Dv]), weight: m.o, bias: m.oBias)
     }
 
     /// The experts' routing as transformers' KimiLinearTopkRouter: sigmoid scores of f32 logits, the correction bias
