@@ -60,6 +60,7 @@ from transformers import (  # noqa: E402
     AutoModelForCausalLM,
     FalconMambaConfig,
     GenerationConfig,
+    KimiLinearConfig,
     LlamaConfig,
     Mamba2Config,
     MambaConfig,
@@ -71,8 +72,8 @@ from transformers import (  # noqa: E402
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "LineaLMTests", "Fixtures", "models")
 
 # Sizes: issue 17 wants the committed fixtures under 5 MB, and the whole Tests/LineaLMTests/Fixtures folder is
-# kept under 4.5 MB: the tokenizer fixtures take 0.6 MB, scripts/fla_fixtures.py's eight folders at most 1.6 MB, and
-# these nine folders at most SIZE_LIMIT. Embeddings and the 48-token logits grow with the vocabulary and exercise
+# kept under 5 MB: the tokenizer fixtures take 0.6 MB, scripts/fla_fixtures.py's eight folders at most 1.6 MB, and
+# these ten folders at most SIZE_LIMIT (kimi_linear, the tenth, takes 0.23 MB). Embeddings and the 48-token logits grow with the vocabulary and exercise
 # nothing, so the vocabulary is 256 (the logits alone are 48 KiB a fixture); the families whose small real
 # checkpoints tie their embeddings (Qwen3.5, Mamba-2) tie them here too. The residual stream is 32 wide: every
 # mechanism below is a matter of head counts, head dims, kernel sizes and layer patterns, which are kept as the
@@ -81,7 +82,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "
 # 16, and their Gated DeltaNet heads 8 (keys and values).
 VOCAB = 256
 HIDDEN = 32
-SIZE_LIMIT = 2_200_000  # these nine folders together
+SIZE_LIMIT = 2_450_000  # these ten folders together
 NEW_TOKENS = 16
 PROMPT_LENGTHS = [48, 1]
 
@@ -255,6 +256,47 @@ def falcon_mamba_config():
     )
 
 
+def kimi_linear_config():
+    # Kimi-Linear written as Moonshot's checkpoints write it: the KDA and MLA layers 1-indexed under
+    # linear_attn_config (three KDA layers, then MLA: the released 3:1 pattern), the first layer's MLP dense per
+    # first_k_dense_replace, the experts' fields under Moonshot's names (num_experts, num_experts_per_token,
+    # num_expert_group, moe_renormalize, num_shared_experts). Six experts in two groups of three with one group
+    # kept, so that the grouped top-k changes the choice; two KDA heads of 8, experts (and the shared expert) 4 wide, a dense MLP 16 wide and a KV latent of 8 keep the folder
+    # under 250 KB; q_lora_rank null as released; MLA's value heads (8) are
+    # narrower than its query/key heads (8 nope + 8 shared, unrotated: Kimi-Linear's MLA has no rotary).
+    return KimiLinearConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=16,
+        moe_intermediate_size=4,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        kv_lora_rank=8,
+        q_lora_rank=None,
+        qk_nope_head_dim=8,
+        qk_rope_head_dim=8,
+        v_head_dim=8,
+        num_experts=6,
+        num_experts_per_token=2,
+        num_expert_group=2,
+        topk_group=1,
+        moe_renormalize=True,
+        num_shared_experts=1,
+        routed_scaling_factor=2.446,
+        linear_attn_config={"kda_layers": [1, 2, 3], "full_attn_layers": [4], "head_dim": 8, "num_heads": 2,
+                            "short_conv_kernel_size": 4},
+        first_k_dense_replace=1,
+        rms_norm_eps=1e-5,
+        model_max_length=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+        initializer_range=INIT_RANGE,
+    )
+
+
 # (folder, seed, config builder). Each seed is fixed so that a rerun writes the same bytes.
 ARCHITECTURES = [
     ("llama", 1001, lambda: llama_config(tied=False)),
@@ -266,6 +308,7 @@ ARCHITECTURES = [
     ("mamba", 1007, mamba_config),
     ("qwen3_5_moe", 1008, qwen3_5_moe_config),
     ("falcon_mamba", 1009, falcon_mamba_config),
+    ("kimi_linear", 1010, kimi_linear_config),
 ]
 
 
@@ -278,6 +321,11 @@ def perturb_vectors(model, generator):
             if parameter.dim() == 1:
                 noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
                 parameter.add_(0.1 * noise)
+        # Kimi-Linear's router bias is a buffer (zeros at init): noise makes the biased choice differ from the
+        # unbiased weights it gathers.
+        for name, buffer in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                buffer.add_(0.1 * torch.randn(buffer.shape, generator=generator, dtype=buffer.dtype))
 
 
 @torch.no_grad()

@@ -110,7 +110,7 @@ import Testing
 
 /// `linea model init` writes a checkpoint each architecture loads back, and `linea bench --model` times it.
 @Suite struct ModelInitCLITests {
-    @Test(arguments: ["llama", "qwen3_next", "qwen3_5_text", "mamba2"])
+    @Test(arguments: ["llama", "qwen3_next", "qwen3_5_text", "mamba2", "kimi_linear"])
     func initThenBench(_ type: String) throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("linea-init-\(type)-\(UUID().uuidString)").path
         let made = try runLinea(["model", "init", "--type", type, "--size", "3M", "--vocab", "300", "--output", dir, "--dtype", "bf16"])

@@ -8,7 +8,7 @@ import Testing
 @Suite struct ModelParityTests {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/models")
     /// The fixtures whose architecture the runtime implements.
-    static let supported = ["llama", "llama_tied", "qwen3_next", "qwen3_next_dense", "qwen3_5", "qwen3_5_moe", "mamba2", "mamba", "falcon_mamba",
+    static let supported = ["llama", "llama_tied", "qwen3_next", "qwen3_next_dense", "qwen3_5", "qwen3_5_moe", "mamba2", "mamba", "falcon_mamba", "kimi_linear",
                             "fla_gated_deltanet", "fla_gla", "fla_delta_net", "fla_retnet", "fla_transformer", "fla_linear_attn",
                             "fla_linear_attn_norm", "fla_mamba2"]
 

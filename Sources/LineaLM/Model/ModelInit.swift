@@ -6,7 +6,7 @@ import Linea
 /// always match what it reads).
 public enum ModelInit {
     /// The architectures it makes.
-    public static let types = ["llama", "qwen3_next", "qwen3_5_text", "mamba2"]
+    public static let types = ["llama", "qwen3_next", "qwen3_5_text", "mamba2", "kimi_linear"]
 
     /// Reads `100M`, `1.5B`, `800K` or a plain count. O(1).
     public static func parseSize(_ text: String) -> Int? {
@@ -27,6 +27,8 @@ public enum ModelInit {
             let perLayer: Double = switch type {
             case "llama": 4 * Double(h * h) + 3 * Double(h) * Double(inter(h))
             case "mamba2": 6 * Double(h * h) + Double(h) * 300
+            // 3 KDA layers (~4.2h²) per MLA layer (~4.5h²); 8 experts h/2 wide and a shared one (13.5h²) in all but the first.
+            case "kimi_linear": (3 * 4.2 + 4.5) / 4 * Double(h * h) + 13.5 * Double(h * h)
             default: (3 * 8 + 3.5) / 4 * Double(h * h) + 3 * Double(h) * Double(3 * h)  // 3 Gated DeltaNet layers per attention layer
             }
             let head = type == "llama" ? 2 : 1  // llama's head untied
@@ -57,6 +59,21 @@ public enum ModelInit {
                      "tie_word_embeddings": true, "hidden_act": "silu"]) { $1 }
             if type == "qwen3_next" { c["num_experts"] = 0 }
         }
+        if type == "kimi_linear" {
+            // As Moonshot writes it: three KDA layers per MLA layer, 1-indexed under linear_attn_config; the first
+            // layer's MLP dense; 8 experts (top 2) h/2 wide with one shared expert; MLA without a q latent.
+            L = max(4, (L + 2) / 4 * 4)
+            let heads = max(2, h / 128)
+            c = ["model_type": type, "vocab_size": vocab, "hidden_size": h, "rms_norm_eps": 1e-5, "model_max_length": 65536,
+                 "eos_token_id": 0, "bos_token_id": 0, "pad_token_id": 0, "num_hidden_layers": L, "hidden_act": "silu", "tie_word_embeddings": false,
+                 "linear_attn_config": ["kda_layers": (1...L).filter { $0 % 4 != 0 }, "full_attn_layers": (1...L).filter { $0 % 4 == 0 },
+                                        "head_dim": 128, "num_heads": heads, "short_conv_kernel_size": 4],
+                 "num_attention_heads": heads, "num_key_value_heads": heads, "kv_lora_rank": min(512, h / 2), "q_lora_rank": NSNull(),
+                 "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128, "intermediate_size": 3 * h,
+                 "first_k_dense_replace": 1, "num_experts": 8, "num_experts_per_token": 2, "num_expert_group": 1, "topk_group": 1,
+                 "moe_renormalize": true, "num_shared_experts": 1, "routed_scaling_factor": 2.446, "moe_intermediate_size": h / 2,
+                 "moe_router_activation_func": "sigmoid"]
+        }
         return c
     }
 
@@ -68,10 +85,19 @@ public enum ModelInit {
         let fields = try ConfigFields(json: data, source: "config.json")
         let type = try fields.string("model_type")
         // Qwen3.5's split projections exist; nothing else optional does (untied llama heads are made explicitly).
-        let weights = Weights(randomSeed: seed, dtype: dtype) { type == "qwen3_5_text" && $0.hasSuffix("in_proj_qkv.weight") }
+        // kimi_linear's are made in Moonshot's layout (q/k/v convs apart, block_sparse_moe., the router's correction bias).
+        let weights = Weights(randomSeed: seed, dtype: dtype) { name in
+            switch type {
+            case "qwen3_5_text": name.hasSuffix("in_proj_qkv.weight")
+            case "kimi_linear": name.hasSuffix("q_conv1d.weight") || name.hasSuffix("block_sparse_moe.gate.weight")
+                || name.hasSuffix("e_score_correction_bias")
+            default: false
+            }
+        }
         switch type {
         case "llama": _ = try Llama(config: fields, weights: weights, modelType: type)
         case "mamba2": _ = try Mamba2(config: fields, weights: weights, modelType: type)
+        case "kimi_linear": _ = try KimiLinear(config: fields, weights: weights, modelType: type)
         default: _ = try Qwen3Next(config: fields, weights: weights, modelType: type)
         }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)

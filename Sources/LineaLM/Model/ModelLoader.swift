@@ -46,6 +46,7 @@ public struct LoadedModel {
         case "qwen3_next", "qwen3_5_text", "qwen3_5_moe_text": model = try Qwen3Next(config: config, weights: weights, modelType: type)
         case "mamba2": model = try Mamba2(config: config, weights: weights, modelType: type)
         case "mamba", "falcon_mamba": model = try Mamba(config: config, weights: weights, modelType: type)
+        case "kimi_linear": model = try KimiLinear(config: config, weights: weights, modelType: type)
         case "gated_deltanet": model = try FLAGatedDeltaNet.load(config: config, weights: weights, modelType: type)
         case "gla": model = try FLAGLA.load(config: config, weights: weights, modelType: type)
         case "delta_net": model = try FLADeltaNet.load(config: config, weights: weights, modelType: type)
@@ -53,7 +54,7 @@ public struct LoadedModel {
         case "transformer": model = try FLATransformer.load(config: config, weights: weights, modelType: type)
         case "linear_attn": model = try FLALinearAttention.load(config: config, weights: weights, modelType: type)
         default:
-            throw LineaError.invalidArgument(argument: "config.json: model_type", expected: "one of llama, qwen3_next, qwen3_5 (text), qwen3_5_text, qwen3_5_moe (text), qwen3_5_moe_text, mamba2 (Hugging Face's or fla's), mamba, falcon_mamba, gated_deltanet, gla, delta_net, retnet, transformer, linear_attn", actual: "'\(type)'")
+            throw LineaError.invalidArgument(argument: "config.json: model_type", expected: "one of llama, qwen3_next, qwen3_5 (text), qwen3_5_text, qwen3_5_moe (text), qwen3_5_moe_text, mamba2 (Hugging Face's or fla's), mamba, falcon_mamba, kimi_linear, gated_deltanet, gla, delta_net, retnet, transformer, linear_attn", actual: "'\(type)'")
         }
         config.ignore(metadata)
         let warnings = notes + config.unknownKeys.map { "\(config.source): field '\($0)' is not read by the \(type) runtime; ignored" }
