@@ -45,6 +45,8 @@ struct BenchCommand: ParsableCommand {
     var model: String?
     @Option(help: "--model: prompt lengths, comma-separated.") var promptTokens: String = "512,4096"
     @Option(help: "--model: new tokens decoded after each prompt.") var newTokens: Int = 128
+    @Option(help: "--model: timed prefills per prompt length (the median is reported), after one untimed warm-up prefill.")
+    var prefillReps: Int = 2
     @Option(help: "--model: device, cpu or cuda.") var device: String = "cpu"
     @Option(help: "Write the results as a JSON array to this file.") var json: String?
     @Option(help: "Draw time over T on log-log axes into this SVG file.") var svg: String?
@@ -57,6 +59,7 @@ struct BenchCommand: ParsableCommand {
                 throw ValidationError("--prompt-tokens: expected comma-separated positive integers, got '\(promptTokens)'")
             }
             guard newTokens >= 0 else { throw ValidationError("--new-tokens: expected >= 0, got \(newTokens)") }
+            guard (1...100).contains(prefillReps) else { throw ValidationError("--prefill-reps: expected 1...100, got \(prefillReps)") }
             guard ["cpu", "cuda"].contains(device) else { throw validationErrorList(argument: "--device", got: device, known: ["cpu", "cuda"]) }
             if let batch, batch < 1 { throw ValidationError("--batch: expected >= 1, got \(batch)") }
             return
@@ -121,7 +124,7 @@ struct BenchCommand: ParsableCommand {
             var options = try ModelOptions.parse(["--model", model, "--device", device])
             options.model = model
             let prompts = promptTokens.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-            return try ModelBench(options: options, promptTokens: prompts, newTokens: newTokens, batch: batch ?? 1).run()
+            return try ModelBench(options: options, promptTokens: prompts, newTokens: newTokens, batch: batch ?? 1, prefillReps: prefillReps).run()
         }
         if decode { return try runDecode() }
         if matmul { return try runMatmul() }

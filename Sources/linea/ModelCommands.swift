@@ -207,10 +207,12 @@ struct ModelInitCommand: ParsableCommand {
     }
 }
 
-/// `linea bench --model`: prefill and decode tokens/s of a checkpoint.
+/// `linea bench --model`: prefill and decode tokens/s of a checkpoint. Per prompt length, one untimed prefill first
+/// (weights paged in, GPU kernels compiled, buffers cached, as llama-bench and the transformers comparisons warm up),
+/// then the median of `prefillReps` timed prefills, each into a fresh cache; the decode continues the last.
 struct ModelBench {
     let options: ModelOptions
-    let promptTokens: [Int], newTokens: Int, batch: Int
+    let promptTokens: [Int], newTokens: Int, batch: Int, prefillReps: Int
 
     func run() throws {
         let loaded = try options.load()
@@ -219,13 +221,17 @@ struct ModelBench {
         for prompt in promptTokens {
             var random = SeededRandom(seed: UInt64(prompt))
             let ids = (0..<(batch * prompt)).map { _ in Int(random.next() % UInt64(model.vocabularySize)) }
-            let cache = try model.makeCache(batch: batch, capacity: prompt + newTokens)
-            printError("bench: \(model.modelType) prefill B = \(batch) T = \(prompt) ...")
+            printError("bench: \(model.modelType) prefill B = \(batch) T = \(prompt) (1 warm-up + \(prefillReps) timed) ...")
             let before = Measure.residentBytes().current
-            let start = Date()
-            var logits = try model.forward(DeviceTensor(integers: ids, shape: [batch, prompt], on: model.device), cache: cache, lastOnly: true)
-            try Backends.backend(for: model.device).synchronize()
-            let prefill = Date().timeIntervalSince(start)
+            var times: [Double] = [], cache: ModelCache!, logits: DeviceTensor!
+            for rep in 0...prefillReps {
+                cache = try model.makeCache(batch: batch, capacity: prompt + newTokens)
+                let start = Date()
+                logits = try model.forward(DeviceTensor(integers: ids, shape: [batch, prompt], on: model.device), cache: cache, lastOnly: true)
+                try Backends.backend(for: model.device).synchronize()
+                if rep > 0 { times.append(Date().timeIntervalSince(start)) }
+            }
+            let prefill = times.sorted()[times.count / 2]
             let decodeStart = Date()
             for _ in 0..<newTokens {
                 let next = try Ops.argmax(logits.reshaped([batch, model.vocabularySize])).hostIntegers()

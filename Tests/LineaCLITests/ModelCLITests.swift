@@ -118,6 +118,9 @@ import Testing
         let bench = try runLinea(["bench", "--model", dir, "--prompt-tokens", "70", "--new-tokens", "3", "--batch", "2"])
         #expect(bench.code == 0, "\(bench.err)")
         #expect(bench.out.contains("prefill tokens/s") && bench.out.contains(type), "\(bench.out)")
+        #expect(bench.err.contains("1 warm-up + 2 timed"), "\(bench.err)")
+        let noReps = try runLinea(["bench", "--model", dir, "--prefill-reps", "0"])
+        #expect(noReps.code == 2 && noReps.err.contains("--prefill-reps: expected 1...100, got 0"), "\(noReps.err)")
         let bad = try runLinea(["model", "init", "--type", "gpt9", "--size", "3M", "--output", dir])
         #expect(bad.code == 2 && bad.err.contains("--type"), "\(bad.err)")
     }
