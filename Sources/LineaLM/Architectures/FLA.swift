@@ -206,22 +206,6 @@ struct FLAAttention {
     }
 }
 
-/// fla's GatedMLP (`fla/modules/mlp.py`): `down(silu(gate(x)) · up(x))`, no biases.
-struct GatedMLP {
-    let gate: DeviceTensor, up: DeviceTensor, down: DeviceTensor
-
-    /// Takes `gate_proj`, `up_proj`, `down_proj` under `p`. O(weights).
-    init(_ w: Weights, _ p: String, hidden: Int, width: Int) throws {
-        gate = try w.take(p + "gate_proj.weight", [width, hidden])
-        up = try w.take(p + "up_proj.weight", [width, hidden])
-        down = try w.take(p + "down_proj.weight", [hidden, width])
-    }
-
-    func callAsFunction(_ x: DeviceTensor) throws -> DeviceTensor {
-        try Ops.matmul(Ops.swiglu(gate: Ops.matmul(x, weight: gate), up: Ops.matmul(x, weight: up)), weight: down)
-    }
-}
-
 /// fla's ShortConvolution: a depthwise causal conv1d (weight `[C, 1, W]`, no bias) with optional SiLU, its last
 /// W-1 inputs carried in the cache under `name`.
 struct ShortConv {

@@ -157,14 +157,6 @@ public final class KimiLinear: CausalLM {
         }
     }
 
-    struct MLP {
-        let gate: DeviceTensor, up: DeviceTensor, down: DeviceTensor
-
-        func callAsFunction(_ x: DeviceTensor) throws -> DeviceTensor {
-            try Ops.matmul(Ops.swiglu(gate: Ops.matmul(x, weight: gate), up: Ops.matmul(x, weight: up)), weight: down)
-        }
-    }
-
     /// A KDA mixer's weights; `negA` is `-e^A_log` repeated over each head's channels `[H·K]` (f32), `dtBias` f32.
     struct DeltaMixer {
         let q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, conv: DeviceTensor
@@ -194,7 +186,7 @@ public final class KimiLinear: CausalLM {
     struct Layer {
         let inputNorm: DeviceTensor, postNorm: DeviceTensor
         let delta: DeltaMixer?, latent: LatentMixer?
-        let mlp: MLP?, router: DeviceTensor?, bias: [Float], experts: [MLP], shared: MLP?
+        let mlp: GatedMLP?, router: DeviceTensor?, bias: [Float], experts: [GatedMLP], shared: GatedMLP?
     }
 
     public let modelType: String
@@ -212,25 +204,14 @@ public final class KimiLinear: CausalLM {
         norm = try w.take("model.norm.weight", [c.hidden])
         head = try w.head(tied: c.tied, embedding: embed)
         let device = w.device
-        func mlp(_ p: String, _ width: Int) throws -> MLP {
-            MLP(gate: try w.take(p + "gate_proj.weight", [width, c.hidden]), up: try w.take(p + "up_proj.weight", [width, c.hidden]),
-                down: try w.take(p + "down_proj.weight", [c.hidden, width]))
-        }
-        func experts(_ p: String) throws -> [MLP] {
+        func mlp(_ p: String, _ width: Int) throws -> GatedMLP { try GatedMLP(w, p, hidden: c.hidden, width: width) }
+        func experts(_ p: String) throws -> [GatedMLP] {
             let width = c.expertIntermediate
-            if w.has(p + "gate_up_proj") {
-                let gateUp = try w.take(p + "gate_up_proj", [c.experts, 2 * width, c.hidden])
-                let down = try w.take(p + "down_proj", [c.experts, c.hidden, width])
-                return try (0..<c.experts).map { e in
-                    let both = try gateUp.narrowed(axis: 0, e..<(e + 1)).reshaped([2 * width, c.hidden])
-                    return MLP(gate: try both.narrowed(axis: 0, 0..<width), up: try both.narrowed(axis: 0, width..<(2 * width)),
-                               down: try down.narrowed(axis: 0, e..<(e + 1)).reshaped([c.hidden, width]))
-                }
-            }
+            if let stacked = try GatedMLP.stacked(w, p, count: c.experts, hidden: c.hidden, width: width) { return stacked }
             if w.has(p + "0.gate_proj.weight") { return try (0..<c.experts).map { try mlp(p + "\($0).", width) } }
             // Moonshot's release: w1 gate, w3 up, w2 down.
             return try (0..<c.experts).map { e in
-                MLP(gate: try w.take(p + "\(e).w1.weight", [width, c.hidden]), up: try w.take(p + "\(e).w3.weight", [width, c.hidden]),
+                GatedMLP(gate: try w.take(p + "\(e).w1.weight", [width, c.hidden]), up: try w.take(p + "\(e).w3.weight", [width, c.hidden]),
                     down: try w.take(p + "\(e).w2.weight", [c.hidden, width]))
             }
         }
@@ -443,14 +424,7 @@ public final class KimiLinear: CausalLM {
         let routing = Self.route(logits: logits, rows: rows, experts: c.experts, bias: layer.bias, groups: c.groups, topKGroups: c.topKGroups,
                                  topK: c.topK, normalize: c.normalizeTopK, scaling: c.scaling)
         let slotWeights = try DeviceTensor(Tensor(shape: [rows * c.topK, 1], scalars: routing.weights), on: device)
-        var sum = try DeviceTensor.zeros([rows, c.hidden], on: device)
-        for (e, expert) in layer.experts.enumerated() {
-            let slots = routing.indices.indices.filter { routing.indices[$0] == e }
-            guard !slots.isEmpty else { continue }
-            let picked = try DeviceTensor(integers: slots.map { $0 / c.topK }, shape: [slots.count], dtype: .int32, on: device)
-            let weights = try Ops.embedding(ids: DeviceTensor(integers: slots, shape: [slots.count], dtype: .int32, on: device), table: slotWeights)
-            try Ops.indexAdd(sum, rows: picked, values: expert(Ops.embedding(ids: picked, table: flat)), weights: weights.reshaped([slots.count]))
-        }
+        var sum = try GatedMLP.routed(layer.experts, flat: flat, indices: routing.indices, slotWeights: slotWeights, topK: c.topK)
         if let shared = layer.shared { sum = try Ops.add(sum, shared(flat)) }
         return try sum.reshaped(y.shape)
     }

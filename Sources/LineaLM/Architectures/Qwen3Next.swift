@@ -110,20 +110,11 @@ public final class Qwen3Next: CausalLM {
         let qBias: DeviceTensor?, kBias: DeviceTensor?, vBias: DeviceTensor?, oBias: DeviceTensor?
     }
 
-    /// A SwiGLU MLP's weights (the dense MLP, one expert, the shared expert).
-    struct MLP {
-        let gate: DeviceTensor, up: DeviceTensor, down: DeviceTensor
-
-        func callAsFunction(_ x: DeviceTensor) throws -> DeviceTensor {
-            try Ops.matmul(Ops.swiglu(gate: Ops.matmul(x, weight: gate), up: Ops.matmul(x, weight: up)), weight: down)
-        }
-    }
-
     /// One decoder layer.
     struct Layer {
         let inputNorm: DeviceTensor, postNorm: DeviceTensor
         let linear: LinearMixer?, attention: AttentionMixer?
-        let mlp: MLP?, router: DeviceTensor?, experts: [MLP], shared: MLP?, sharedGate: DeviceTensor?
+        let mlp: GatedMLP?, router: DeviceTensor?, experts: [GatedMLP], shared: GatedMLP?, sharedGate: DeviceTensor?
     }
 
     public let modelType: String
@@ -142,22 +133,11 @@ public final class Qwen3Next: CausalLM {
         embed = try w.take("model.embed_tokens.weight", [c.vocab, c.hidden])
         norm = try w.take("model.norm.weight", [c.hidden])
         head = try w.head(tied: c.tied, embedding: embed)
-        func mlp(_ p: String, _ width: Int) throws -> MLP {
-            MLP(gate: try w.take(p + "gate_proj.weight", [width, c.hidden]), up: try w.take(p + "up_proj.weight", [width, c.hidden]),
-                down: try w.take(p + "down_proj.weight", [c.hidden, width]))
-        }
-        // Experts one by one (as released), or stacked as transformers 5 holds them: gate_up_proj [E, 2I, H] (gate
-        // rows, then up rows) and down_proj [E, H, I]; each expert then reads views of the stacked tensors.
-        func experts(_ p: String) throws -> [MLP] {
-            let width = c.expertIntermediate
-            guard w.has(p + "gate_up_proj") else { return try (0..<c.experts).map { try mlp(p + "\($0).", width) } }
-            let gateUp = try w.take(p + "gate_up_proj", [c.experts, 2 * width, c.hidden])
-            let down = try w.take(p + "down_proj", [c.experts, c.hidden, width])
-            return try (0..<c.experts).map { e in
-                let both = try gateUp.narrowed(axis: 0, e..<(e + 1)).reshaped([2 * width, c.hidden])
-                return MLP(gate: try both.narrowed(axis: 0, 0..<width), up: try both.narrowed(axis: 0, width..<(2 * width)),
-                           down: try down.narrowed(axis: 0, e..<(e + 1)).reshaped([c.hidden, width]))
-            }
+        func mlp(_ p: String, _ width: Int) throws -> GatedMLP { try GatedMLP(w, p, hidden: c.hidden, width: width) }
+        // Experts one by one (as released), or stacked as transformers 5 holds them.
+        func experts(_ p: String) throws -> [GatedMLP] {
+            try GatedMLP.stacked(w, p, count: c.experts, hidden: c.hidden, width: c.expertIntermediate)
+                ?? (0..<c.experts).map { try mlp(p + "\($0).", c.expertIntermediate) }
         }
         layers = try (0..<c.layers).map { i in
             let p = "model.layers.\(i)."
@@ -296,15 +276,8 @@ public final class Qwen3Next: CausalLM {
         let flat = try y.reshaped([rows, c.hidden])
         let routing = try Ops.topKRouting(Ops.matmul(flat, weight: layer.router!), k: c.topK, normalize: c.normalizeTopK)
         let indices = try routing.indices.hostIntegers()
-        let slotWeights = try routing.weights.reshaped([rows * c.topK, 1])
-        var sum = try DeviceTensor.zeros([rows, c.hidden], on: device)
-        for (e, expert) in layer.experts.enumerated() {
-            let slots = indices.indices.filter { indices[$0] == e }
-            guard !slots.isEmpty else { continue }
-            let picked = try DeviceTensor(integers: slots.map { $0 / c.topK }, shape: [slots.count], dtype: .int32, on: device)
-            let weights = try Ops.embedding(ids: DeviceTensor(integers: slots, shape: [slots.count], dtype: .int32, on: device), table: slotWeights)
-            try Ops.indexAdd(sum, rows: picked, values: expert(Ops.embedding(ids: picked, table: flat)), weights: weights.reshaped([slots.count]))
-        }
+        var sum = try GatedMLP.routed(layer.experts, flat: flat, indices: indices, slotWeights: routing.weights.reshaped([rows * c.topK, 1]),
+                                      topK: c.topK)
         if let shared = layer.shared, let sharedGate = layer.sharedGate {
             sum = try Ops.add(sum, Ops.mul(shared(flat), Ops.sigmoid(Ops.matmul(flat, weight: sharedGate))))
         }
