@@ -64,10 +64,8 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
     /// 0xFF bytes (NaN in every float dtype) when `LINEA_POISON_UNINITIALIZED=1`, so a test run catches an element
     /// a kernel forgot to write. O(1).
     public func allocateUninitialized(byteCount: Int) throws -> TensorStorage {
-        try allocate(byteCount: byteCount, fill: Self.poison ? 0xFF : nil)
+        try allocate(byteCount: byteCount, fill: Backends.poisonUninitialized ? 0xFF : nil)
     }
-
-    static let poison = ProcessInfo.processInfo.environment["LINEA_POISON_UNINITIALIZED"] == "1"
 
     private func allocate(byteCount: Int, fill: UInt8?) throws -> TensorStorage {
         guard streamOrdered, byteCount > 0, let alloc = context.driver.cuMemAllocAsync, let free = context.driver.cuMemFreeAsync else {

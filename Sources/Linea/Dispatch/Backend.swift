@@ -44,6 +44,10 @@ extension Backend {
 
 /// The registered backends, and the one dispatch every public op goes through.
 public enum Backends {
+    /// `LINEA_POISON_UNINITIALIZED=1`: every backend fills the outputs it allocates uninitialized with 0xFF bytes (NaN in
+    /// every float dtype), so a test run catches an element an op forgot to write. Read once.
+    public static let poisonUninitialized = ProcessInfo.processInfo.environment["LINEA_POISON_UNINITIALIZED"] == "1"
+
     private static let registry = LockedValue<[Device: any Backend]>([.cpu: CPUBackend()])
 
     /// Adds (or replaces) the backend of `backend.device`. O(1).

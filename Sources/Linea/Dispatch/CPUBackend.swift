@@ -14,11 +14,9 @@ final class CPUBackend: Backend {
     /// op forgot to write.
     func allocateUninitialized(byteCount: Int) throws -> TensorStorage {
         let storage = try TensorStorage.host(byteCount: byteCount, zeroed: false)
-        if Self.poison, let p = storage.hostPointer { memset(p, 0xFF, byteCount) }
+        if Backends.poisonUninitialized, let p = storage.hostPointer { memset(p, 0xFF, byteCount) }
         return storage
     }
-
-    static let poison = ProcessInfo.processInfo.environment["LINEA_POISON_UNINITIALIZED"] == "1"
 
     /// Host-to-host copy of any two views: one memcpy when both are packed, else one per innermost run. O(bytes).
     func copy(_ source: DeviceTensor, into destination: DeviceTensor) throws {
