@@ -15,11 +15,12 @@ private struct CountingItems: ParallelItems, @unchecked Sendable {
     @Test func everyItemRunsOnce() {
         let slots = UnsafeMutablePointer<Int>.allocate(capacity: 64)
         defer { slots.deallocate() }
-        for round in 0..<2000 {
+        for round in 0..<20_000 {
             let count = round % 64 + 1
             slots.initialize(repeating: 0, count: 64)
             Parallel.forEachStatic(count, CountingItems(slots: slots))
-            #expect((0..<64).allSatisfy { slots[$0] == ($0 < count ? 1 : 0) }, "static loop \(round) of \(count) items")
+            let wrong = (0..<64).filter { slots[$0] != ($0 < count ? 1 : 0) }.map { "slot \($0) = \(slots[$0])" }
+            #expect(wrong.isEmpty, "static loop \(round) of \(count) items: \(wrong)")
         }
         let outer = UnsafeMutablePointer<Int>.allocate(capacity: 8 * 16)
         defer { outer.deallocate() }

@@ -112,16 +112,18 @@ private final class StaticPool: @unchecked Sendable {
 
     private let starts: [CountingSemaphore]
     private let turn = NSLock()
-    /// Counters shared with the helpers through atomics: the loop's next unclaimed run in the low 32 bits under the
-    /// loop's number (so a helper still on the last loop claims nothing of this one), the runs finished, then per
-    /// helper a flag that is 1 while it is parked (or about to be) on its semaphore.
+    /// Counters shared with the helpers through atomics: the claim word (the loop's number in bits 32..62, its run
+    /// count in bits 16..31, the next unclaimed run in bits 0..15), the runs finished, then per helper a flag that is 1
+    /// while it is parked (or about to be) on its semaphore. The run count travels in the claim word because a helper
+    /// that read the last loop's exhausted word could otherwise see this loop's larger `runs` before the word changes
+    /// and claim a run of this loop twice (seen: items run twice in ParallelTests on 2 cores).
     private let counters: UnsafeMutablePointer<Int>
     private var next: UnsafeMutablePointer<Int> { counters }
     private var finished: UnsafeMutablePointer<Int> { counters + 1 }
     private func parked(_ helper: Int) -> UnsafeMutablePointer<Int> { counters + 2 + helper }
-    /// The loop being run: the items' type and address, item count and runs (read only by a thread that claimed a run).
+    /// The loop being run: the items' type and address and item count (read only by a thread that claimed a run).
     private var items: (type: any ParallelItems.Type, address: UnsafeRawPointer)?
-    private var count = 0, runs = 0, loop = 0
+    private var count = 0, loop = 0
 
     private init(helpers: Int) {
         starts = (0..<helpers).map { _ in CountingSemaphore() }
@@ -160,9 +162,9 @@ private final class StaticPool: @unchecked Sendable {
         var ran = 0
         while true {
             let claim = linea_atomic_load(next)
-            guard claim >> 32 == loop, claim & 0xFFFF_FFFF < runs else { return ran }
+            let r = claim & 0xFFFF, runs = (claim >> 16) & 0xFFFF
+            guard claim >> 32 == loop, r < runs else { return ran }
             guard linea_atomic_cas(next, claim, claim + 1) != 0 else { continue }
-            let r = claim & 0xFFFF_FFFF
             if let items {
                 for i in (count * r / runs)..<(count * (r + 1) / runs) { items.type.run(at: items.address, i) }
             }
@@ -181,9 +183,10 @@ private final class StaticPool: @unchecked Sendable {
         defer { turn.unlock() }
         // The loop is published before its runs open (a thread reads it only after claiming one).
         loop = (loop + 1) & 0x7FFF_FFFF
-        (items, self.count, runs) = ((type, address), count, min(count, 4 * workers))
+        let runs = min(count, 4 * workers)  // at most 4 * 1024 threads: fits the claim word's 16 bits
+        (items, self.count) = ((type, address), count)
         linea_atomic_store(finished, 0)
-        linea_atomic_store(next, loop << 32)
+        linea_atomic_store(next, loop << 32 | runs << 16)
         for helper in 0..<starts.count where linea_atomic_cas(parked(helper), 1, 0) != 0 { starts[helper].signal() }
         work(loop: loop)
         // Runs a helper claimed are running now; past a few thousand spins it was preempted, so give up the core.
