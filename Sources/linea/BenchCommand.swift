@@ -48,6 +48,8 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "--model: timed prefills per prompt length (the median is reported), after one untimed warm-up prefill.")
     var prefillReps: Int = 2
     @Option(help: "--model: device, cpu or cuda.") var device: String = "cpu"
+    @Option(help: "cpu: time each recurrence (--mechanism, default all) over 1 and N in-process context-parallel ranks and print the efficiency.")
+    var contextParallel: Int?
     @Option(help: "Write the results as a JSON array to this file.") var json: String?
     @Option(help: "Draw time over T on log-log axes into this SVG file.") var svg: String?
     @OptionGroup var memory: MemoryOptions
@@ -70,6 +72,9 @@ struct BenchCommand: ParsableCommand {
         }
         guard ["cpu", "cuda"].contains(backend) else {
             throw validationErrorList(argument: "--backend", got: backend, known: ["cpu", "cuda"])
+        }
+        if let contextParallel, contextParallel < 1 || backend != "cpu" {
+            throw ValidationError("--context-parallel: expected N >= 1 on --backend cpu, got \(contextParallel) on \(backend)")
         }
         guard ["bf16", "f32", "f16"].contains(dtype) else {
             throw validationErrorList(argument: "--dtype", got: dtype, known: ["bf16", "f32", "f16"])
@@ -127,6 +132,7 @@ struct BenchCommand: ParsableCommand {
             return try ModelBench(options: options, promptTokens: prompts, newTokens: newTokens, batch: batch ?? 1, prefillReps: prefillReps).run()
         }
         if decode { return try runDecode() }
+        if let contextParallel { return try runContextParallel(contextParallel) }
         if matmul { return try runMatmul() }
         if sgemm {
             for line in Measure.hostDescription() { print(line) }

@@ -45,6 +45,8 @@ struct OpCommand: ParsableCommand {
     var set: [String] = []
     @Flag(help: "Write NaN or infinite outputs instead of failing with exit 1 (-inf in lse, a query that sees no key, is always fine).")
     var allowNonfinite = false
+    @Option(help: "Recurrences on the cpu: run over N in-process context-parallel ranks (contiguous slices of T, one thread each; same outputs).")
+    var contextParallel: Int?
     @OptionGroup var device: BackendOptions
     @OptionGroup var memory: MemoryOptions
 
@@ -93,6 +95,12 @@ struct OpCommand: ParsableCommand {
             throw ValidationError("--gate-in-kernel, --lower-bound, --beta-sigmoid, --allow-neg-eigval: kda only, got \(name)")
         }
         try checkUsage(f, form: resolvedForm(f), options: options())
+        if let contextParallel {
+            guard contextParallel >= 1 else { throw ValidationError("--context-parallel: expected >= 1, got \(contextParallel)") }
+            guard f is RecurrenceFamily, device.backend == "cpu" else {
+                throw ValidationError("--context-parallel: expected a recurrence on --backend cpu, got \(name) on \(device.backend)")
+            }
+        }
     }
 
     func run() throws {
@@ -117,7 +125,11 @@ struct OpCommand: ParsableCommand {
         // The CPU forms check their inputs' values and their outputs themselves; the GPU kernels check shapes only.
         if target != .cpu { try f.checkValues(host, form: form, options: options) }
         var results: [String: Tensor] = [:]
-        for (name, tensor) in try f.run(form, uploaded, options: options) { results[name] = try tensor.host() }
+        if let ranks = contextParallel, let recurrence = f as? RecurrenceFamily {
+            results = try recurrence.runContextParallel(form, host, options: options, ranks: ranks)
+        } else {
+            for (name, tensor) in try f.run(form, uploaded, options: options) { results[name] = try tensor.host() }
+        }
         if !allowNonfinite && target != .cpu {
             for (name, tensor) in results.sorted(by: { $0.key < $1.key }) {
                 try tensor.checkFiniteOutput(name, allowNegativeInfinity: name == "lse")

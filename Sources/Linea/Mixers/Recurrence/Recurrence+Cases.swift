@@ -79,7 +79,7 @@ public struct RecurrenceFamily: OpFamily {
     }
 
     /// Host inputs as `RecurrenceInputs` with the options applied.
-    private func hostInputs(_ x: [String: Tensor], options: OpOptions) throws -> RecurrenceInputs {
+    func hostInputs(_ x: [String: Tensor], options: OpOptions) throws -> RecurrenceInputs {
         let required = Recurrence.requiredInputs(mechanism)
         var inputs = RecurrenceInputs(q: try need(x, "q"), k: try need(x, "k"), v: try need(x, "v"),
                                       g: required.contains("g") ? try need(x, "g") : nil,
