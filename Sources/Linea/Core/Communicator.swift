@@ -1,5 +1,9 @@
 import Foundation
 
+// An NCCL implementation (not written yet: no machine with several GPUs to test it) would map allGather to
+// ncclAllGather on device buffers (libnccl.so.2 through dlopen, NCCL_NVLS_ENABLE=0), abort to ncclCommAbort, and the
+// timeout to polling ncclCommGetAsyncError while the stream is not done, aborting past the deadline.
+
 /// A group of ranks exchanging Float32 buffers, NCCL's model: every rank calls the same collectives in the same order,
 /// and a collective that cannot complete (a rank missing, ranks disagreeing on sizes) throws on every rank.
 public protocol Communicator: Sendable {

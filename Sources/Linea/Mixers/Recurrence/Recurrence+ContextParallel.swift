@@ -39,32 +39,46 @@ extension Recurrence {
     public static func contextParallelForward(_ mechanism: RecurrentMechanism, _ inputs: RecurrenceInputs, form: RecurrenceForm,
                                               ranks: Int, lengths: [Int]? = nil, timeout: Double = 300) throws -> RecurrenceOutput {
         let d = try validate(mechanism, inputs)
-        let lengths = try contextParallelLengths(T: d.T, ranks: ranks, lengths: lengths)
-        let starts = lengths.indices.map { lengths[..<$0].reduce(0, +) }
-        let slices = try lengths.indices.map { r in
+        let outs = try contextParallelRun(mechanism, contextParallelSlices(inputs, ranks: ranks, lengths: lengths), form: form, timeout: timeout)
+        // The slices' outputs back in one [B,T,HV,V] tensor.
+        let row = d.HV * d.V
+        var o = Allocation.zeros(d.B * d.T * row)
+        var start = 0
+        for out in outs {
+            let n = out.o.shape[1]
+            for b in 0..<d.B {
+                o.replaceSubrange((b * d.T + start) * row..<(b * d.T + start + n) * row, with: out.o.scalars[b * n * row..<(b + 1) * n * row])
+            }
+            start += n
+        }
+        return RecurrenceOutput(o: Tensor(uncheckedShape: [d.B, d.T, d.HV, d.V], scalars: o), finalState: outs[0].finalState)
+    }
+
+    /// `inputs` cut into `ranks` contiguous slices of `lengths` tokens (as evenly as possible when nil): q, k, v, g and
+    /// beta sliced, the initial state on slice 0 only. O(inputs).
+    public static func contextParallelSlices(_ inputs: RecurrenceInputs, ranks: Int, lengths: [Int]? = nil) throws -> [RecurrenceInputs] {
+        guard inputs.q.rank == 4 else { throw LineaError.shapeMismatch(argument: "q", expected: "[B,T,H,K]", actual: "\(inputs.q.shape)") }
+        let lengths = try contextParallelLengths(T: inputs.q.shape[1], ranks: ranks, lengths: lengths)
+        var start = 0
+        return try lengths.enumerated().map { r, n in
+            let range = start..<(start + n)
+            start += n
             var x = inputs
-            let range = starts[r]..<(starts[r] + lengths[r])
             (x.q, x.k, x.v) = (try sliceTokens(inputs.q, range), try sliceTokens(inputs.k, range), try sliceTokens(inputs.v, range))
             x.g = try inputs.g.map { try sliceTokens($0, range) }
             x.beta = try inputs.beta.map { try sliceTokens($0, range) }
             if r > 0 { x.initialState = nil }
             return x
         }
-        let results = try InProcessGroup(size: ranks, timeout: timeout).run { c in
+    }
+
+    /// Runs `contextParallelForward` on `slices` (one per rank, as `contextParallelSlices` cuts them) over an in-process
+    /// group, one thread per rank; returns each rank's output, or throws the first rank's error. O(forward) over the ranks.
+    public static func contextParallelRun(_ mechanism: RecurrentMechanism, _ slices: [RecurrenceInputs], form: RecurrenceForm,
+                                          timeout: Double = 300) throws -> [RecurrenceOutput] {
+        try InProcessGroup(size: slices.count, timeout: timeout).run { c in
             try contextParallelForward(mechanism, slices[c.rank], form: form, communicator: c)
-        }
-        let outs = try results.map { try $0.get() }
-        // The slices' outputs back in one [B,T,HV,V] tensor.
-        let row = d.HV * d.V
-        var o = Allocation.zeros(d.B * d.T * row)
-        for (r, out) in outs.enumerated() where lengths[r] > 0 {
-            for b in 0..<d.B {
-                let source = b * lengths[r] * row
-                o.replaceSubrange((b * d.T + starts[r]) * row..<(b * d.T + starts[r] + lengths[r]) * row,
-                                  with: out.o.scalars[source..<source + lengths[r] * row])
-            }
-        }
-        return RecurrenceOutput(o: Tensor(uncheckedShape: [d.B, d.T, d.HV, d.V], scalars: o), finalState: outs[0].finalState)
+        }.map { try $0.get() }
     }
 
     /// The slice lengths of `ranks` ranks over `T` tokens: `lengths` checked (one per rank, each >= 1, summing to T),
@@ -81,14 +95,19 @@ extension Recurrence {
         return lengths
     }
 
-    /// Tokens `range` of a `[B,T,...]` tensor. O(B·range·inner).
+    /// Tokens `range` of a `[B,T,...]` tensor (the tensor itself for the whole range). O(B·range·inner).
     static func sliceTokens(_ x: Tensor, _ range: Range<Int>) throws -> Tensor {
         let (B, T) = (x.shape[0], x.shape[1])
-        let inner = x.shape.dropFirst(2).reduce(1, *)
-        var out: [Float] = []
-        out.reserveCapacity(B * range.count * inner)
-        for b in 0..<B { out += x.scalars[(b * T + range.lowerBound) * inner..<(b * T + range.upperBound) * inner] }
-        return try Tensor(shape: [B, range.count] + Array(x.shape.dropFirst(2)), scalars: out)
+        guard range != 0..<T else { return x }
+        guard range.lowerBound >= 0, range.upperBound <= T else {
+            throw LineaError.invalidArgument(argument: "token range", expected: "within 0..<\(T)", actual: "\(range)")
+        }
+        let inner = x.shape.dropFirst(2).reduce(1, *), n = range.count * inner
+        var out = Allocation.zeros(B * n)
+        out.withUnsafeMutableBufferPointer { out in x.withUnsafeBufferPointer { x in
+            for b in 0..<B where n > 0 { (out.baseAddress! + b * n).update(from: x.baseAddress! + (b * T + range.lowerBound) * inner, count: n) }
+        } }
+        return Tensor(uncheckedShape: [B, range.count] + Array(x.shape.dropFirst(2)), scalars: out)
     }
 
     /// The steps of `contextParallelForward` on one rank (see the comment at the top of the file).
@@ -116,7 +135,7 @@ extension Recurrence {
         var x = slice
         (x.validate, x.allowNonFiniteOutputs) = (false, true)
         var transition = [Float](repeating: 0, count: heads * width)
-        var widened: Tensor?
+        var widened: Tensor?, diagonal: [Float] = []
         var o: [Float], end: [Float]
         if c.rank > 0 && full {
             let wide = try forward(mechanism, widenedForTransition(x, d), form: form)
@@ -131,7 +150,7 @@ extension Recurrence {
             if c.rank > 0 { x.initialState = nil }
             let out = try forward(mechanism, x, form: form)
             (o, end) = (out.o.scalars, out.finalState.scalars)
-            if c.rank > 0 { transition = diagonalTransition(mechanism, x, d) }
+            if c.rank > 0 { (diagonal, transition) = diagonalReadout(mechanism, x, d, scale: scale) }
         }
         // 3. Exchange (M, E), then fold: S = E_0, S <- M_j S + E_j for each later rank j; this rank's initial state is S
         // before its own step, the final state S after the last.
@@ -149,7 +168,7 @@ extension Recurrence {
             if let widened {
                 addReadout(widened.scalars, offset: V, ld: HV * (V + K), initial, &o, d)
             } else {
-                addReadout(diagonalReadout(mechanism, x, d, scale: scale), offset: 0, ld: HV * K, initial, &o, d)
+                addReadout(diagonal, offset: 0, ld: HV * K, initial, &o, d)
             }
         }
         let out = RecurrenceOutput(o: Tensor(uncheckedShape: [B, T, HV, V], scalars: o), finalState: Tensor(uncheckedShape: [B, HV, K, V], scalars: state))
@@ -178,53 +197,42 @@ extension Recurrence {
         return wide
     }
 
-    /// The slice's log gate of token `t`, channel `c` of value head (b, hv), 0 for linear_attn. O(1).
-    private static func logGate(_ m: RecurrentMechanism, _ x: RecurrenceInputs, _ d: RecurrenceDims, b: Int, t: Int, hv: Int, c: Int) -> Double {
-        switch m.gateKind {
-        case .none: return 0
-        case .perHead: return retentionLogDecay(head: hv)
-        case .scalar: return Double(x.g!.scalars[(b * d.T + t) * d.HV + hv])
-        case .vector: return Double(x.g!.scalars[((b * d.T + t) * d.HV + hv) * d.K + c])
-        }
-    }
-
-    /// The diagonal transition of a slice without the delta rule: `exp(sum_t g_t)` per (b, hv, channel), `[B,HV,K]`.
-    /// O(B·T·HV·K).
-    private static func diagonalTransition(_ m: RecurrentMechanism, _ x: RecurrenceInputs, _ d: RecurrenceDims) -> [Float] {
-        var out = [Float](repeating: 0, count: d.B * d.HV * d.K)
-        for b in 0..<d.B {
-            for hv in 0..<d.HV {
-                let channels = m.gateKind == .vector ? d.K : 1
-                for c in 0..<channels {
-                    var sum = 0.0
-                    for t in 0..<d.T { sum += logGate(m, x, d, b: b, t: t, hv: hv, c: c) }
-                    for i in (channels == 1 ? 0..<d.K : c..<c + 1) { out[(b * d.HV + hv) * d.K + i] = Float(exp(sum)) }
-                }
-            }
-        }
-        return out
-    }
-
-    /// The readout of a slice without the delta rule: `R_i = scale q_i ∘ exp(G_i)` (q L2-normalized when asked) as
-    /// `[B,T,HV,K]`, G_i the cumulative log gate through token i (the decay comes before the read). O(B·T·HV·K).
-    private static func diagonalReadout(_ m: RecurrentMechanism, _ x: RecurrenceInputs, _ d: RecurrenceDims, scale: Float) -> [Float] {
+    /// For a slice without the delta rule: the readout `R_i = scale q_i ∘ exp(G_i)` (`[B,T,HV,K]`, q L2-normalized when
+    /// asked; G_i the cumulative log gate through token i, the decay coming before the read) and the diagonal transition
+    /// `exp(G_T)` (`[B,HV,K]`). Cumulative gates in Float64; heads in parallel. O(B·T·HV·K).
+    private static func diagonalReadout(_ m: RecurrentMechanism, _ x: RecurrenceInputs, _ d: RecurrenceDims, scale: Float)
+        -> (readout: [Float], transition: [Float]) {
         let q = x.useQKL2Norm ? FastProblem.l2Normalized(x.q.scalars, rowLength: d.K) : x.q.scalars
-        var out = Allocation.zeros(d.B * d.T * d.HV * d.K)
-        var G = [Double](repeating: 0, count: d.K)
-        for b in 0..<d.B {
-            for hv in 0..<d.HV {
-                G.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+        var readout = Allocation.zeros(d.B * d.T * d.HV * d.K), transition = [Float](repeating: 0, count: d.B * d.HV * d.K)
+        let (K, vector) = (d.K, m.gateKind == .vector)
+        let gates = x.g?.scalars ?? []
+        q.withUnsafeBufferPointer { q in gates.withUnsafeBufferPointer { g in
+        readout.withUnsafeMutableBufferPointer { r in transition.withUnsafeMutableBufferPointer { tr in
+            let (q, g, r, tr) = (SendableConstPointer(q.baseAddress!), SendableConstPointer(g.baseAddress ?? q.baseAddress!),
+                                 SendablePointer(r.baseAddress!), SendablePointer(tr.baseAddress!))
+            Parallel.forEach(d.B * d.HV) { bh in
+                let (b, hv) = (bh / d.HV, bh % d.HV)
+                var G = [Double](repeating: 0, count: K), logDecay = [Float](repeating: 0, count: K), decay = [Float](repeating: 0, count: K)
                 for t in 0..<d.T {
-                    let (row, keyRow) = ((b * d.T + t) * d.HV + hv, (b * d.T + t) * d.H + hv / d.group)
-                    // One decay per token unless the gate is per channel.
-                    let channels = m.gateKind == .vector ? d.K : 1
-                    for c in 0..<channels { G[c] += logGate(m, x, d, b: b, t: t, hv: hv, c: c) }
-                    let decay = (0..<channels).map { Float(exp(G[$0])) }
-                    for c in 0..<d.K { out[row * d.K + c] = scale * q[keyRow * d.K + c] * decay[channels == 1 ? 0 : c] }
+                    let row = (b * d.T + t) * d.HV + hv, keyRow = (b * d.T + t) * d.H + hv / d.group
+                    switch m.gateKind {
+                    case .none: break
+                    case .perHead: G[0] += retentionLogDecay(head: hv)
+                    case .scalar: G[0] += Double(g.base[row])
+                    case .vector: G.withUnsafeMutableBufferPointer { RecurrenceSIMD.accumulate($0.baseAddress!, $0.baseAddress!, g.base + row * K, K) }
+                    }
+                    if vector {
+                        for c in 0..<K { logDecay[c] = Float(G[c]) }
+                        RecurrenceSIMD.expInto(&decay, logDecay, K)
+                    } else {
+                        decay.withUnsafeMutableBufferPointer { $0.update(repeating: Float(exp(G[0]))) }
+                    }
+                    for c in 0..<K { r.base[row * K + c] = scale * q.base[keyRow * K + c] * decay[c] }
+                    if t == d.T - 1 { (tr.base + bh * K).update(from: decay, count: K) }
                 }
             }
-        }
-        return out
+        } } } }
+        return (readout, transition)
     }
 
     /// One fold step `S <- M S + E` over every head: M full K x K (`full`) or diagonal (K). O(heads·K·K·V) or O(heads·K·V).
