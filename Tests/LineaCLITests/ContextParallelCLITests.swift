@@ -31,4 +31,15 @@ import Testing
         #expect(many.code == 1 && many.err.contains("ranks"), "\(many.err)")
         #expect(!FileManager.default.fileExists(atPath: out))
     }
+
+    /// `linea bench --context-parallel 2` prints both ranks' times and the efficiency; N = 0 or a GPU backend is a usage error.
+    @Test func benchReportsEfficiency() throws {
+        let r = try runLinea(["bench", "--context-parallel", "2", "--mechanism", "gla,delta_rule", "--lengths", "128", "--heads", "2", "--dim", "16"])
+        #expect(r.code == 0, "\(r.err)")
+        #expect(r.out.contains("efficiency") && r.out.contains("gla") && r.out.contains("delta_rule"), "\(r.out)")
+        let zero = try runLinea(["bench", "--context-parallel", "0"])
+        #expect(zero.code == 2 && zero.err.contains("--context-parallel"), "\(zero.err)")
+        let other = try runLinea(["bench", "--context-parallel", "2", "--mechanism", "attention"])
+        #expect(other.code == 2 && other.err.contains("recurrence"), "\(other.err)")
+    }
 }
