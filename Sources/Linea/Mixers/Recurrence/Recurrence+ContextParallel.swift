@@ -139,12 +139,8 @@ extension Recurrence {
         var o: [Float], end: [Float]
         if c.rank > 0 && full {
             let wide = try forward(mechanism, widenedForTransition(x, d), form: form)
-            (o, end) = (Allocation.zeros(B * T * HV * V), Allocation.zeros(heads * K * V))
-            for row in 0..<(B * T * HV) { o.replaceSubrange(row * V..<(row + 1) * V, with: wide.o.scalars[row * (V + K)..<row * (V + K) + V]) }
-            for row in 0..<(heads * K) {
-                end.replaceSubrange(row * V..<(row + 1) * V, with: wide.finalState.scalars[row * (V + K)..<row * (V + K) + V])
-                transition.replaceSubrange(row * K..<(row + 1) * K, with: wide.finalState.scalars[row * (V + K) + V..<(row + 1) * (V + K)])
-            }
+            o = columns(wide.o.scalars, width: V + K, 0..<V)
+            (end, transition) = (columns(wide.finalState.scalars, width: V + K, 0..<V), columns(wide.finalState.scalars, width: V + K, V..<V + K))
             widened = wide.o
         } else {
             if c.rank > 0 { x.initialState = nil }
@@ -180,13 +176,25 @@ extension Recurrence {
         return out
     }
 
+    /// Columns `range` of every row of a row-major array whose rows are `width` floats. O(rows·range).
+    private static func columns(_ x: [Float], width: Int, _ range: Range<Int>) -> [Float] {
+        let rows = x.count / width
+        var out = Allocation.zeros(rows * range.count)
+        out.withUnsafeMutableBufferPointer { out in x.withUnsafeBufferPointer { x in
+            for row in 0..<rows { (out.baseAddress! + row * range.count).update(from: x.baseAddress! + row * width + range.lowerBound, count: range.count) }
+        } }
+        return out
+    }
+
     /// `x` with values `[v | 0]` (`[B,T,HV,V+K]`) from the initial state `[0 | I]` (`[B,HV,K,V+K]`): run forward, its
     /// right K columns give the transition (final state) and the readout (outputs). O(B·T·HV·(V+K) + B·HV·K·(V+K)).
     private static func widenedForTransition(_ x: RecurrenceInputs, _ d: RecurrenceDims) throws -> RecurrenceInputs {
         let (K, V, W) = (d.K, d.V, d.V + d.K)
         try MemoryBudget.check([.init("widened values", [d.B, d.T, d.HV, W]), .init("widened outputs", [d.B, d.T, d.HV, W])])
         var values = Allocation.zeros(d.B * d.T * d.HV * W)
-        for row in 0..<(d.B * d.T * d.HV) { values.replaceSubrange(row * W..<row * W + V, with: x.v.scalars[row * V..<(row + 1) * V]) }
+        values.withUnsafeMutableBufferPointer { out in x.v.withUnsafeBufferPointer { v in
+            for row in 0..<(d.B * d.T * d.HV) { (out.baseAddress! + row * W).update(from: v.baseAddress! + row * V, count: V) }
+        } }
         var state = Allocation.zeros(d.B * d.HV * K * W)
         for head in 0..<(d.B * d.HV) {
             for i in 0..<K { state[(head * K + i) * W + V + i] = 1 }
