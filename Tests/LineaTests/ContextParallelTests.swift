@@ -163,10 +163,19 @@ import Linea
         #expect(throws: LineaError.self) { try group.communicator(rank: 2).barrier() }
     }
 
-    /// linear_attn's normalizer is refused (its running key sum is not exchanged), on every rank.
-    @Test func normalizerRefused() throws {
-        var x = try RecurrenceInputs.random(.linearAttention, B: 1, T: 10, H: 1, K: 4, V: 4, seed: 2)
-        x.normalize = true
-        #expect(throws: LineaError.self) { try Recurrence.contextParallelForward(.linearAttention, x, form: .recurrent, ranks: 2, timeout: 30) }
+    /// linear_attn's normalizer (its running key sum carried across ranks), with grouped value heads and qk L2
+    /// normalization once; positive q and k keep the denominators away from 0.
+    @Test func normalizerAcrossRanks() throws {
+        for l2 in [false, true] {
+            var x = try RecurrenceInputs.random(.linearAttention, B: 2, T: 70, H: 2, HV: 4, K: 16, V: 8, seed: 2)
+            x.q = try .randomUniform(x.q.shape, seed: 10)
+            x.k = try .randomUniform(x.k.shape, seed: 11)
+            (x.normalize, x.useQKL2Norm) = (true, l2)
+            let one = try Recurrence.forward(.linearAttention, x, form: .chunked(size: 16))
+            for (n, lengths) in [(2, [35, 35]), (3, [1, 40, 29]), (8, nil)] {
+                let split = try Recurrence.contextParallelForward(.linearAttention, x, form: .chunked(size: 16), ranks: n, lengths: lengths, timeout: 60)
+                Self.expectClose(split, one, "normalize l2 \(l2) N = \(n)")
+            }
+        }
     }
 }

@@ -21,7 +21,7 @@ extension Recurrence {
     /// whole sequence (the same on every rank). Rank 0's `initialState` starts the sequence; the others must have none.
     /// Every rank must call it with the same mechanism, sizes and options, or every rank throws naming the difference.
     /// Time O(T_r·K·V·B·HV) (delta rules: the slice runs at width V + K) plus O(ranks·B·HV·K·K·V) for the fold;
-    /// exchanges ranks·B·HV·(K·K + K·V) floats (K + K·V without the delta rule).
+    /// exchanges ranks·B·HV·(K·K + K·V) floats (K + K·V without the delta rule; K more for linear_attn's normalizer).
     public static func contextParallelForward(_ mechanism: RecurrentMechanism, _ slice: RecurrenceInputs, form: RecurrenceForm,
                                               communicator: any Communicator) throws -> RecurrenceOutput {
         do {
@@ -115,10 +115,6 @@ extension Recurrence {
                                             _ c: any Communicator) throws -> RecurrenceOutput {
         let d = try validate(mechanism, slice)
         try checkForm(form)
-        if slice.normalize {
-            throw LineaError.invalidArgument(argument: "normalize", expected: "false with context parallelism (the normalizer's key sum is not exchanged)",
-                                             actual: "true")
-        }
         let scale = slice.scale ?? 1 / Float(d.K).squareRoot()
         // 1. Agree on the problem: every rank sees every rank's header and throws the same error on a difference.
         let header = ContextParallelHeader(mechanism, slice, d, scale: scale)
@@ -133,7 +129,7 @@ extension Recurrence {
         let full = mechanism.isDelta
         let width = full ? K * K : K
         var x = slice
-        (x.validate, x.allowNonFiniteOutputs) = (false, true)
+        (x.validate, x.allowNonFiniteOutputs, x.normalize) = (false, true, false)
         var transition = [Float](repeating: 0, count: heads * width)
         var widened: Tensor?, diagonal: [Float] = []
         var o: [Float], end: [Float]
@@ -148,16 +144,20 @@ extension Recurrence {
             (o, end) = (out.o.scalars, out.finalState.scalars)
             if c.rank > 0 { (diagonal, transition) = diagonalReadout(mechanism, x, d, scale: scale) }
         }
-        // 3. Exchange (M, E), then fold: S = E_0, S <- M_j S + E_j for each later rank j; this rank's initial state is S
-        // before its own step, the final state S after the last.
-        let all = try c.allGather(transition + end)
-        let per = transition.count + end.count
-        var state = Array(all[(per - end.count)..<per])
+        // 3. Exchange (M, E) (and linear_attn's key sums for its normalizer), then fold: S = E_0, S <- M_j S + E_j for each
+        // later rank j; this rank's initial state is S before its own step, the final state S after the last.
+        let keys = slice.normalize ? keySums(x, d) : []
+        let all = try c.allGather(transition + end + keys)
+        let (per, e, z) = (transition.count + end.count + keys.count, transition.count, transition.count + end.count)
+        var state = Array(all[e..<z])
         var initial: [Float]?
+        var keysBefore = [Float](repeating: 0, count: keys.count)
         for j in 1..<c.size {
             if j == c.rank { initial = state }
-            state = foldStep(all[(j * per)..<(j * per + transition.count)], all[(j * per + transition.count)..<((j + 1) * per)], state,
-                             full: full, heads: heads, K: K, V: V)
+            state = foldStep(all[(j * per)..<(j * per + e)], all[(j * per + e)..<(j * per + z)], state, full: full, heads: heads, K: K, V: V)
+        }
+        for j in 0..<c.rank {
+            for i in keysBefore.indices { keysBefore[i] += all[j * per + z + i] }
         }
         // 4. o_i += R_i S_initial.
         if let initial {
@@ -167,6 +167,7 @@ extension Recurrence {
                 addReadout(diagonal, offset: 0, ld: HV * K, initial, &o, d)
             }
         }
+        if slice.normalize { normalize(&o, x, d, scale: scale, keysBefore: keysBefore) }
         let out = RecurrenceOutput(o: Tensor(uncheckedShape: [B, T, HV, V], scalars: o), finalState: Tensor(uncheckedShape: [B, HV, K, V], scalars: state))
         if slice.validate && !slice.allowNonFiniteOutputs {
             let hint = nonFiniteHint(mechanism, l2Normalized: slice.useQKL2Norm)
@@ -243,6 +244,45 @@ extension Recurrence {
         return (readout, transition)
     }
 
+    /// linear_attn: the sum of the keys each value head reads over the slice, `[B,HV,K]` (L2-normalized keys when asked).
+    /// O(B·T·HV·K).
+    private static func keySums(_ x: RecurrenceInputs, _ d: RecurrenceDims) -> [Float] {
+        let k = x.useQKL2Norm ? FastProblem.l2Normalized(x.k.scalars, rowLength: d.K) : x.k.scalars
+        var sums = [Float](repeating: 0, count: d.B * d.HV * d.K)
+        for b in 0..<d.B {
+            for t in 0..<d.T {
+                for hv in 0..<d.HV {
+                    let (key, sum) = (((b * d.T + t) * d.H + hv / d.group) * d.K, (b * d.HV + hv) * d.K)
+                    for c in 0..<d.K { sums[sum + c] += k[key + c] }
+                }
+            }
+        }
+        return sums
+    }
+
+    /// linear_attn's normalizer on a slice (as `FastProblem.applyNormalizer`): divides `o_t` by
+    /// `(scale q_t)·z_t + 1e-10`, `z_t` the earlier ranks' key sums `keysBefore [B,HV,K]` plus the slice's keys through t.
+    /// O(B·T·HV·(K+V)).
+    private static func normalize(_ o: inout [Float], _ x: RecurrenceInputs, _ d: RecurrenceDims, scale: Float, keysBefore: [Float]) {
+        let q = x.useQKL2Norm ? FastProblem.l2Normalized(x.q.scalars, rowLength: d.K) : x.q.scalars
+        let k = x.useQKL2Norm ? FastProblem.l2Normalized(x.k.scalars, rowLength: d.K) : x.k.scalars
+        for b in 0..<d.B {
+            for hv in 0..<d.HV {
+                var z = Array(keysBefore[(b * d.HV + hv) * d.K..<(b * d.HV + hv + 1) * d.K])
+                for t in 0..<d.T {
+                    let key = ((b * d.T + t) * d.H + hv / d.group) * d.K
+                    var den: Float = 0
+                    for c in 0..<d.K {
+                        z[c] += k[key + c]
+                        den += q[key + c] * z[c]
+                    }
+                    let (inv, row) = (1 / (scale * den + 1e-10), ((b * d.T + t) * d.HV + hv) * d.V)
+                    for j in 0..<d.V { o[row + j] *= inv }
+                }
+            }
+        }
+    }
+
     /// One fold step `S <- M S + E` over every head: M full K x K (`full`) or diagonal (K). O(heads·K·K·V) or O(heads·K·V).
     private static func foldStep(_ m: ArraySlice<Float>, _ e: ArraySlice<Float>, _ s: [Float], full: Bool, heads: Int, K: Int, V: Int) -> [Float] {
         var next = Array(e)
@@ -280,7 +320,7 @@ extension Recurrence {
 struct ContextParallelHeader {
     /// Field names, in the order sent; `T` and `initial_state` may differ between ranks (checked on their own).
     static let fields = ["mechanism", "B", "H", "HV", "K", "V", "T", "initial_state", "scale", "qk L2 norm", "in-kernel activations",
-                         "lower_bound", "A_log", "dt_bias"]
+                         "lower_bound", "A_log", "dt_bias", "normalize"]
     /// The fields as integers (scale and lower_bound as their bit patterns).
     let values: [Int]
 
@@ -289,7 +329,7 @@ struct ContextParallelHeader {
         let activations = (a.gateInKernel ? 1 : 0) | (a.betaSigmoid ? 2 : 0) | (a.allowNegEigval ? 4 : 0)
         values = [RecurrentMechanism.allCases.firstIndex(of: m)!, d.B, d.H, d.HV, d.K, d.V, d.T, x.initialState == nil ? 0 : 1,
                   Int(scale.bitPattern), x.useQKL2Norm ? 1 : 0, activations, Int(a.lowerBound?.bitPattern ?? 0),
-                  x.aLog == nil ? 0 : 1, x.dtBias == nil ? 0 : 1]
+                  x.aLog == nil ? 0 : 1, x.dtBias == nil ? 0 : 1, x.normalize ? 1 : 0]
     }
 
     /// The values as floats carrying their 32 bits (sizes fit: a tensor has fewer than 2^32 rows). O(fields).
