@@ -11,7 +11,8 @@ import Foundation
 // M and R come out of the existing forms exactly, with no new kernel: the delta rules run the slice on the values
 // widened to [v | 0] from the initial state [0 | I] (K more columns): the right K columns carry I through the same
 // updates with nothing written, so they end as M, and their outputs are R (the forms are linear in the state, so the two
-// column blocks do not mix). The diagonal mechanisms need no wider pass: M = exp(sum of log gates) per channel and
+// column blocks do not mix). Chaining the chunks' WY transitions (Diag(e^{G_L}) - Krᵀ W, then K x K products) would cost
+// the same order, O(T·K²) per head, and need new code in every form and backend. The diagonal mechanisms need no wider pass: M = exp(sum of log gates) per channel and
 // R_i = scale q_i ∘ exp(G_i), G_i the slice's cumulative log gate through token i. Rank 0 runs from the caller's initial
 // state, so its end state already carries it and nobody else needs it.
 
