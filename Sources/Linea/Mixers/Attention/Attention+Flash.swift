@@ -39,6 +39,8 @@ extension Attention {
         let b: Int, h: Int
         let rows: Range<Int>, keys: Range<Int>
         let row: Int
+        /// Block-sparse attention's kept key ranges (ascending, disjoint), attended instead of `keys` when set.
+        var keyRuns: [Range<Int>]? = nil
     }
 
     /// Runs `attendRows` for `count` items in parallel with `kernels`, one scratch per worker, writing into `o` and `lse`.
@@ -51,6 +53,11 @@ extension Attention {
         defer { scratches.forEach { $0.free() } }
         Parallel.forEach(count) { index, worker in
             let t = item(index)
+            if let runs = t.keyRuns {
+                attendRows(p, ptrs, b: t.b, h: t.h, rows: t.rows, keyRuns: runs, out: out.base + t.row * p.Dv, ldo: p.Hq * p.Dv,
+                           lse: lseOut.base + t.row, ldl: p.Hq, scratch: scratches[worker])
+                return
+            }
             attendRows(p, ptrs, b: t.b, h: t.h, rows: t.rows, keys: t.keys,
                        out: out.base + t.row * p.Dv, ldo: p.Hq * p.Dv,
                        lse: lseOut.base + t.row, ldl: p.Hq, scratch: scratches[worker])
@@ -66,6 +73,15 @@ extension Attention {
     /// (called once per key tile, so the width's dispatch stays out of the inner loops).
     static func attendRows(
         _ p: AttentionProblem, _ ptrs: AttentionPointers, b: Int, h: Int, rows: Range<Int>, keys: Range<Int>,
+        out: UnsafeMutablePointer<Float>, ldo: Int, lse: UnsafeMutablePointer<Float>, ldl: Int, scratch: TileScratch
+    ) {
+        attendRows(p, ptrs, b: b, h: h, rows: rows, keyRuns: CollectionOfOne(keys), out: out, ldo: ldo, lse: lse, ldl: ldl, scratch: scratch)
+    }
+
+    /// `attendRows` over several ascending, disjoint key ranges (block-sparse attention's kept key blocks): one online
+    /// softmax runs through all of them, so the cost is that of the keys in `keyRuns` alone.
+    static func attendRows<Runs: Collection<Range<Int>>>(
+        _ p: AttentionProblem, _ ptrs: AttentionPointers, b: Int, h: Int, rows: Range<Int>, keyRuns: Runs,
         out: UnsafeMutablePointer<Float>, ldo: Int, lse: UnsafeMutablePointer<Float>, ldl: Int, scratch: TileScratch
     ) {
         let m = rows.count, dvPad = scratch.dvPad, lds = scratch.scoreStride, kernels = scratch.kernels
@@ -88,38 +104,43 @@ extension Attention {
         colSum.initialize(repeating: 0, count: lds)
         // Keys any query of the tile may see (ranges grow with the query under a causal mask).
         let first = p.keyRange(query: rows.lowerBound), last = p.keyRange(query: rows.upperBound - 1)
-        let lo = max(keys.lowerBound, first.lo), hi = min(keys.upperBound, last.hi)
+        // One packed range spans every run (packing them one by one would evict each other's rows).
+        let span = (keyRuns.first?.lowerBound ?? 0)..<(keyRuns.reduce(0) { max($0, $1.upperBound) })
+        let lo = max(span.lowerBound, first.lo), hi = min(span.upperBound, last.hi)
         if lo < hi { scratch.pack(p, ptrs, b: b, hk: hk, keys: lo..<hi) }  // a split-KV part may see none
-        var j0 = lo
-        while j0 < hi {
-            let n = min(kernels.keyBlock, hi - j0)
-            // The last tile's keys run on to whole row blocks (real keys or the zero rows after S, packed too);
-            // their scores are never read.
-            let nPad = roundUp(n, kernels.rows)
-            // Sᵀ [n, lds] = K_tile · Qᵀ, column blocks outside: Qᵀ [D, lds] exceeds L1, its panels do not.
-            kernels.gemm(m: nPad, n: cols, depth: p.D, a: scratch.keys + j0 * p.D, aRowStride: p.D, aDepthStride: 1,
-                         b: qT, ldb: lds, c: scores, ldc: lds, accumulate: false, columnBlocksOutside: true)
-            // Mask: key j is visible to the queries whose range holds it, a contiguous run of columns.
-            let needsMask = j0 + n > first.hi || j0 < last.lo  // the tile already lies inside `keys`
-            if needsMask {
-                for r in 0..<n {
-                    let (cLo, cHi) = visibleQueries(p, key: j0 + r, rows: rows)
-                    let row = scores + r * lds
-                    if cHi <= cLo {
-                        row.initialize(repeating: -.infinity, count: m)
-                        continue
+        for run in keyRuns {
+            var j0 = max(run.lowerBound, lo)
+            let runEnd = min(run.upperBound, hi)
+            while j0 < runEnd {
+                let n = min(kernels.keyBlock, runEnd - j0)
+                // The last tile's keys run on to whole row blocks (real keys or the zero rows after S, packed too);
+                // their scores are never read.
+                let nPad = roundUp(n, kernels.rows)
+                // Sᵀ [n, lds] = K_tile · Qᵀ, column blocks outside: Qᵀ [D, lds] exceeds L1, its panels do not.
+                kernels.gemm(m: nPad, n: cols, depth: p.D, a: scratch.keys + j0 * p.D, aRowStride: p.D, aDepthStride: 1,
+                             b: qT, ldb: lds, c: scores, ldc: lds, accumulate: false, columnBlocksOutside: true)
+                // Mask: key j is visible to the queries whose range holds it, a contiguous run of columns.
+                let needsMask = j0 + n > first.hi || j0 < last.lo  // the tile already lies inside `keys`
+                if needsMask {
+                    for r in 0..<n {
+                        let (cLo, cHi) = visibleQueries(p, key: j0 + r, rows: rows)
+                        let row = scores + r * lds
+                        if cHi <= cLo {
+                            row.initialize(repeating: -.infinity, count: m)
+                            continue
+                        }
+                        if cLo > 0 { row.initialize(repeating: -.infinity, count: cLo) }
+                        if cHi < m { (row + cHi).initialize(repeating: -.infinity, count: m - cHi) }
                     }
-                    if cLo > 0 { row.initialize(repeating: -.infinity, count: cLo) }
-                    if cHi < m { (row + cHi).initialize(repeating: -.infinity, count: m - cHi) }
                 }
+                kernels.softmaxColumns(scores: scores, lds: lds, keys: n, columns: cols, colMax: colMax, colSum: colSum,
+                                       acc: acc, dvPad: dvPad, accRows: mPad)
+                // acc += P·V with P read transposed from Sᵀ; the copied V's padded columns stay zero.
+                kernels.gemm(m: mPad, n: dvPad, depth: n, a: scores, aRowStride: 1, aDepthStride: lds,
+                             b: scratch.values + j0 * dvPad, ldb: dvPad, c: acc, ldc: dvPad, accumulate: true,
+                             columnBlocksOutside: false)
+                j0 += n
             }
-            kernels.softmaxColumns(scores: scores, lds: lds, keys: n, columns: cols, colMax: colMax, colSum: colSum,
-                                   acc: acc, dvPad: dvPad, accRows: mPad)
-            // acc += P·V with P read transposed from Sᵀ; the copied V's padded columns stay zero.
-            kernels.gemm(m: mPad, n: dvPad, depth: n, a: scores, aRowStride: 1, aDepthStride: lds,
-                         b: scratch.values + j0 * dvPad, ldb: dvPad, c: acc, ldc: dvPad, accumulate: true,
-                         columnBlocksOutside: false)
-            j0 += n
         }
         for r in 0..<m {
             let dst = out + r * ldo
