@@ -51,9 +51,8 @@ import Testing
         let eo = ErrorStats(got.o, want.o)
         #expect(eo.relativeRMS <= 1e-5, "o \(eo)")
         // lse: -inf exactly where the reference has it, close elsewhere.
-        for (a, b) in zip(got.lse.scalars, want.lse.scalars) {
-            #expect(a == b || abs(a - b) <= 1e-4 * max(1, abs(b)), "lse \(a) vs \(b)")
-        }
+        let far = zip(got.lse.scalars, want.lse.scalars).filter { a, b in !(a == b || abs(a - b) <= 1e-4 * max(1, abs(b))) }
+        #expect(far.isEmpty, "lse: \(far.count) differ, first \(far.first.map { "\($0)" } ?? "")")
         // Through the device API (the CPU backend's path).
         let bytes = try DeviceTensor(integers: mask.values.map(Int.init), shape: mask.shape, dtype: .uint8)
         let device = try BlockSparseAttention.forward(q: DeviceTensor(q), k: DeviceTensor(k), v: DeviceTensor(v), mask: bytes,
@@ -176,7 +175,7 @@ import Testing
     // MARK: MInference
 
     @Test func mInferenceAShapeKeepsTheBlocksOfSinksAndLocalWindows() throws {
-        let (T, S, bs, sinks, window) = (100, 120, 16, 5, 20)
+        let (T, S, bs, sinks, window) = (100, 120, 16, 5, 21)  // windows start on block edges
         let q = try Tensor.randomNormal([1, T, 1, 8], seed: 61), k = try Tensor.randomNormal([1, S, 1, 8], seed: 62)
         let sel = try BlockSelector.mInference(q: q, k: k, blockSize: bs, patterns: [.aShape(sinks: sinks, window: window)])
         #expect(sel.patterns == [.aShape(sinks: sinks, window: window)])
@@ -191,7 +190,7 @@ import Testing
     }
 
     @Test func mInferenceVerticalSlashKeepsEveryBlockHoldingASelectedColumnOrDiagonal() throws {
-        let (T, S, D, bs, vertical, slash) = (160, 160, 8, 16, 34, 104)
+        let (T, S, D, bs, vertical, slash) = (384, 384, 8, 16, 34, 104)  // rows far past the forced diagonals
         let q = try Tensor.randomNormal([1, T, 1, D], seed: 71), k = try Tensor.randomNormal([1, S, 1, D], seed: 72)
         let sel = try BlockSelector.mInference(q: q, k: k, blockSize: bs, patterns: [.verticalSlash(vertical: vertical, slash: slash)])
         // The last 64 queries' attention, summed per column and per diagonal.

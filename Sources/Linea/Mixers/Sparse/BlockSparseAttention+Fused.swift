@@ -28,6 +28,26 @@ extension BlockSparseAttention {
         return out
     }
 
+    /// The CPU backend's call run on the tensors' own memory when q, k, v, o and lse are packed f32 with finite inputs
+    /// (no host copies); false when they are not, for the caller to go through host tensors. Same cost as `fused`.
+    static func fusedInPlace(_ c: BlockSparseCall, mask: BlockMask) throws -> Bool {
+        guard [c.q, c.k, c.v, c.o, c.lse].allSatisfy({ $0.dtype == .float32 && $0.isContiguous }) else { return false }
+        let p = try AttentionProblem(q: c.q.shape, k: c.k.shape, v: c.v.shape, options: c.options)
+        try mask.validate(B: p.B, Hq: p.Hq, T: p.T, S: p.S)
+        guard p.B * p.T * p.Hq > 0, p.S > 0 else { return false }
+        let (q, k, v) = (c.q.floats, c.k.floats, c.v.floats)
+        guard let maxQ = Tensor.finiteMaxMagnitude(q), let maxK = Tensor.finiteMaxMagnitude(k), let maxV = Tensor.finiteMaxMagnitude(v) else {
+            return false  // the host path names the non-finite input
+        }
+        try Attention.checkFloat32Range(maxQ: maxQ, maxK: maxK, maxV: maxV, D: p.D, S: p.S, scale: p.scale, form: .flash)
+        try MemoryBudget.check(Array(p.buffers(.flash).dropFirst(2)))
+        fused(p, AttentionPointers(q, k, v), mask: mask, o: c.o.mutableFloats.baseAddress!, lse: c.lse.mutableFloats.baseAddress!)
+        if !c.options.allowNonFiniteOutputs && !RecurrenceSIMD.allFinite(c.o.floats) {
+            try AttentionOutput(o: c.o.host(), lse: c.lse.host()).checkFinite(.flash)
+        }
+        return true
+    }
+
     /// The fused form on packed Float32 buffers (a non-empty, validated problem); writes every element of `o` and `lse`.
     /// Same cost as `fused`.
     static func fused(_ p: AttentionProblem, _ ptrs: AttentionPointers, mask: BlockMask, o: UnsafeMutablePointer<Float>,
