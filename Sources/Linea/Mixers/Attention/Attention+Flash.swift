@@ -87,8 +87,13 @@ extension Attention {
         let m = rows.count, dvPad = scratch.dvPad, lds = scratch.scoreStride, kernels = scratch.kernels
         let mPad = roundUp(m, kernels.rows)
         // Score columns actually used: a decode tile (a few queries) runs its products and softmax on them alone,
-        // not on the whole query block (192 columns for one query made decode 2x slower at S = 4096).
-        let cols = min(lds, roundUp(mPad, kernels.columns))
+        // not on the whole query block (192 columns for one query made decode 2x slower at S = 4096). Rounded up from
+        // m, not from mPad (a 64-row block-sparse tile would run 96 columns for its 72 padded rows); P·V reads mPad
+        // columns, so those past `cols` are zeroed once here and stay zero (P = 0 for the padded rows).
+        let cols = min(lds, roundUp(m, kernels.columns))
+        if mPad > cols {
+            for r in 0..<kernels.keyBlock { (scratch.scores + r * lds + cols).initialize(repeating: 0, count: mPad - cols) }
+        }
         let hk = h / (p.Hq / p.Hkv)
         let log2e: Float = 1.442_695_04, ln2: Float = 0.693_147_18
         let (scores, colMax, colSum, acc) = (scratch.scores, scratch.colMax, scratch.colSum, scratch.output)
