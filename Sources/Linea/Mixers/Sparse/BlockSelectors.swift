@@ -125,6 +125,7 @@ public enum BlockSelector {
                                              actual: "\(patterns.count)")
         }
         guard lastQueries >= 1 else { throw LineaError.invalidArgument(argument: "last queries", expected: ">= 1", actual: "\(lastQueries)") }
+        try MemoryBudget.check([.init("last queries' attention", [Parallel.threadCount, min(lastQueries, g.T) + 2, g.S], elementBytes: 8)])
         for pattern in patterns {
             switch pattern {
             case let .aShape(sinks, window):
