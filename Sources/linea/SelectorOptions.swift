@@ -28,11 +28,11 @@ struct SelectorOptions: ParsableArguments {
         guard tau > 0, tau <= 1 else { throw ValidationError("--tau: expected a threshold in (0, 1], got \(tau)") }
         guard xattnStride >= 1 else { throw ValidationError("--xattn-stride: expected >= 1, got \(xattnStride)") }
         guard topK >= 1 else { throw ValidationError("--top-k: expected >= 1, got \(topK)") }
-        if selector == "minference" { _ = try patterns(heads: nil) }
+        if selector == "minference" { _ = try patterns() }
     }
 
     /// The MInference patterns `--pattern` names (nil: search over all three). O(heads).
-    func patterns(heads: Int?) throws -> [MInferencePattern]? {
+    func patterns() throws -> [MInferencePattern]? {
         guard pattern != "search" else { return nil }
         return try pattern.split(separator: ",").map { name in
             switch name.trimmingCharacters(in: .whitespaces) {
@@ -54,7 +54,7 @@ struct SelectorOptions: ParsableArguments {
         case "topk":
             return try BlockSelector.topK(q: q, k: k, blockSize: blockSize ?? 64, topK: topK, options: attention)
         default:
-            let given = try patterns(heads: nil)
+            let given = try patterns()
             let candidates: [MInferencePattern] = [.aShape(sinks: sinks, window: local), .verticalSlash(vertical: vertical, slash: slash),
                                                    .blockSparse(topK: topK)]
             return try BlockSelector.mInference(q: q, k: k, blockSize: blockSize ?? 64, patterns: given ?? candidates, search: given == nil,
