@@ -25,6 +25,9 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Sequence lengths, comma-separated (default: per op and backend).")
     var lengths: String?
 
+    @Option(help: "block_sparse: share of the 64 x 64 blocks its random causal mask keeps, in (0, 1] (default 0.5); attention flash is timed beside it and the speed-up printed.")
+    var density: Float?
+
     @Option(help: "Heads H (default 8 on cpu, 16 on cuda).") var heads: Int?
     @Option(help: "Head dimension K = V (default 64 on cpu, 128 on cuda).") var dim: Int?
     @Option(help: "Batch size B (default 1 on cpu; on cuda tokens / T).") var batch: Int?
@@ -76,6 +79,7 @@ struct BenchCommand: ParsableCommand {
         if let contextParallel, contextParallel < 1 || backend != "cpu" {
             throw ValidationError("--context-parallel: expected N >= 1 on --backend cpu, got \(contextParallel) on \(backend)")
         }
+        if let density, !(density > 0 && density <= 1) { throw ValidationError("--density: expected a share in (0, 1], got \(density)") }
         guard ["bf16", "f32", "f16"].contains(dtype) else {
             throw validationErrorList(argument: "--dtype", got: dtype, known: ["bf16", "f32", "f16"])
         }
@@ -144,7 +148,10 @@ struct BenchCommand: ParsableCommand {
         let device = try openDevice(backend)
         let type: DType = cuda ? DType(name: dtype) ?? .bfloat16 : .float32
         let (heads, dim) = (self.heads ?? (cuda ? 16 : 8), self.dim ?? (cuda ? 128 : 64))
-        let families = try families(on: device)
+        var families = try families(on: device)
+        if density != nil, families.contains(where: { $0.name == "block_sparse" }), !families.contains(where: { $0.name == "attention" }) {
+            families.append(try family("attention", argument: "--mechanism"))  // the dense baseline of the speed-up
+        }
         let userLengths = try parsedLengths()
         if cuda {
             printError("bench: \(try CUDABackend.shared.deviceName), \(dtype) inputs, H = \(heads), K = V = \(dim)")
@@ -164,7 +171,9 @@ struct BenchCommand: ParsableCommand {
                 let B = batch ?? (cuda ? max(1, tokens / T) : 1)
                 printError("bench: \(f.name) \(form) B = \(B) T = \(T) ...")
                 do {
-                    let c = try f.benchCase(BenchSize(B: B, T: T, H: heads, D: dim), form: form, dtype: type)
+                    var size = BenchSize(B: B, T: T, H: heads, D: dim)
+                    size.density = density
+                    let c = try f.benchCase(size, form: form, dtype: type)
                     let inputs = try f.upload(c.makeInputs(1), form: form, dtype: type, on: device)
                     let work = { _ = try f.run(form, inputs, options: c.options) }
                     var result = BenchResult(mechanism: f.name, form: form + (cuda && type != .bfloat16 ? " \(dtype)" : ""), backend: backend,
@@ -185,6 +194,11 @@ struct BenchCommand: ParsableCommand {
             }
         }
         if cuda { reportGPU(results) } else { report(results) }
+        for sparse in results where sparse.mechanism == "block_sparse" {
+            guard let density, let dense = results.first(where: { $0.mechanism == "attention" && $0.shape.T == sparse.shape.T }) else { continue }
+            print(String(format: "block_sparse %@ at density %g is %.2fx faster than attention %@ at T = %d (%.2f ms vs %.2f ms)",
+                         sparse.form, density, dense.ms / sparse.ms, dense.form, sparse.shape.T, sparse.ms, dense.ms))
+        }
         if let json { try writeJSON(results, to: json) }
         if let svg { try writeSVG(results, to: svg) }
     }

@@ -49,6 +49,7 @@ struct OpCommand: ParsableCommand {
     var contextParallel: Int?
     @OptionGroup var device: BackendOptions
     @OptionGroup var memory: MemoryOptions
+    @OptionGroup var selection: SelectorOptions
 
     /// The options the flags describe.
     func options() throws -> OpOptions {
@@ -61,6 +62,7 @@ struct OpCommand: ParsableCommand {
             guard parts.count == 2, let value = Int(parts[1]) else { throw ValidationError("--set: expected NAME=INTEGER, got '\(item)'") }
             o.settings[parts[0]] = value
         }
+        if let size = selection.blockSize { (o.settings["block_rows"], o.settings["block_keys"]) = (size, size) }
         if let kernelSize {
             let lists = try NeighborhoodOptions.settings(kernelSize: kernelSize, stride: stride, dilation: dilation, causal: causalAxes)
             o.settings.merge(lists) { _, list in list }
@@ -91,6 +93,9 @@ struct OpCommand: ParsableCommand {
         guard chunkSize >= 1 else { throw ValidationError("--chunk-size: expected >= 1, got \(chunkSize)") }
         if let scale, !(scale.isFinite && scale > 0) { throw ValidationError("--scale: expected a finite number > 0, got \(scale)") }
         let f = try family(name)
+        if name != "block_sparse" && (selection.selector != nil || selection.blockSize != nil) {
+            throw ValidationError("--selector, --block-size: block_sparse only, got \(name)")
+        }
         if try name != RecurrentMechanism.kda.rawValue && !options().activations.isEmpty {
             throw ValidationError("--gate-in-kernel, --lower-bound, --beta-sigmoid, --allow-neg-eigval: kda only, got \(name)")
         }
@@ -106,11 +111,13 @@ struct OpCommand: ParsableCommand {
     func run() throws {
         let f = try family(name)
         let target = try device.device()
-        let (form, options, dtype) = (resolvedForm(f), try options(), device.inputDType())
+        let (form, dtype) = (resolvedForm(f), device.inputDType())
+        var options = try options()
         let file = try SafeTensorsFile(path: inputs)
         var host: [String: Tensor] = [:]
         var uploaded: [String: DeviceTensor] = [:]
-        for input in f.inputs where !input.optional || file.names.contains(input.name) {
+        let selecting = selection.selector != nil
+        for input in f.inputs where (!input.optional || file.names.contains(input.name)) && !(selecting && input.name == "mask") {
             let type = f.inputDType(input.name, form: form, compute: dtype)
             if type.isFloatingPoint {
                 host[input.name] = try file.tensor(input.name)
@@ -122,9 +129,21 @@ struct OpCommand: ParsableCommand {
                     : try stored.to(target)
             }
         }
+        var results: [String: Tensor] = [:]
+        if let chosen = try selection.select(q: host["q"]!, k: host["k"]!, options: options) {
+            let mask = chosen.mask
+            uploaded["mask"] = try DeviceTensor(integers: mask.values.map(Int.init), shape: mask.shape, dtype: .uint8, on: target)
+            (options.settings["block_rows"], options.settings["block_keys"]) = (mask.blockRows, mask.blockKeys)
+            results["mask"] = try Tensor(shape: mask.shape, scalars: mask.values.map(Float.init))
+            results["density"] = try Tensor(shape: [1], scalars: [Float(chosen.density)])
+            let error = try chosen.outputError(q: host["q"]!, k: host["k"]!, v: host["v"]!,
+                                               options: AttentionOptions(scale: options.scale, causal: options.causal))
+            let heads = chosen.patterns.isEmpty ? "" : "; heads: " + chosen.patterns.map(\.description).joined(separator: ", ")
+            printError(String(format: "op: %@ kept %d of %d visible blocks (density %.4f); rel-RMS against dense attention %.3g",
+                              selection.selector!, chosen.kept, chosen.visible, chosen.density, error) + heads)
+        }
         // The CPU forms check their inputs' values and their outputs themselves; the GPU kernels check shapes only.
         if target != .cpu { try f.checkValues(host, form: form, options: options) }
-        var results: [String: Tensor] = [:]
         if let ranks = contextParallel, let recurrence = f as? RecurrenceFamily {
             results = try recurrence.runContextParallel(form, host, options: options, ranks: ranks)
         } else {

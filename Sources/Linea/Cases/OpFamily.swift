@@ -79,6 +79,8 @@ public struct OpCase: Sendable {
 public struct BenchSize: Sendable, Codable, Equatable {
     /// Batch, length, heads, head dimension.
     public let B: Int, T: Int, H: Int, D: Int
+    /// block_sparse: the share of blocks its mask keeps (nil: the family's default).
+    public var density: Float? = nil
 
     /// A size. O(1).
     public init(B: Int, T: Int, H: Int, D: Int) {

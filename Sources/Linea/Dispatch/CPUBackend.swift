@@ -59,7 +59,8 @@ final class CPUBackend: Backend {
         case let c as BlockSparseCall:
             let mask = try BlockMask(shape: c.mask.shape, blockRows: c.blockRows, blockKeys: c.blockKeys,
                                      values: c.mask.hostIntegers().map { $0 != 0 ? 1 : 0 })
-            let out = try BlockSparseAttention.reference(q: c.q.host(), k: c.k.host(), v: c.v.host(), mask: mask, options: c.options)
+            if try BlockSparseAttention.fusedInPlace(c, mask: mask) { return }
+            let out = try BlockSparseAttention.fused(q: c.q.host(), k: c.k.host(), v: c.v.host(), mask: mask, options: c.options)
             try c.o.copy(from: out.o)
             try c.lse.copy(from: out.lse)
         case let c as SelectiveScanCall: try c.runOnCPU()

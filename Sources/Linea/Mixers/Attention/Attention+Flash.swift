@@ -39,6 +39,8 @@ extension Attention {
         let b: Int, h: Int
         let rows: Range<Int>, keys: Range<Int>
         let row: Int
+        /// Block-sparse attention's kept key ranges (ascending, disjoint), attended instead of `keys` when set.
+        var keyRuns: [Range<Int>]? = nil
     }
 
     /// Runs `attendRows` for `count` items in parallel with `kernels`, one scratch per worker, writing into `o` and `lse`.
@@ -51,6 +53,11 @@ extension Attention {
         defer { scratches.forEach { $0.free() } }
         Parallel.forEach(count) { index, worker in
             let t = item(index)
+            if let runs = t.keyRuns {
+                attendRows(p, ptrs, b: t.b, h: t.h, rows: t.rows, keyRuns: runs, out: out.base + t.row * p.Dv, ldo: p.Hq * p.Dv,
+                           lse: lseOut.base + t.row, ldl: p.Hq, scratch: scratches[worker])
+                return
+            }
             attendRows(p, ptrs, b: t.b, h: t.h, rows: t.rows, keys: t.keys,
                        out: out.base + t.row * p.Dv, ldo: p.Hq * p.Dv,
                        lse: lseOut.base + t.row, ldl: p.Hq, scratch: scratches[worker])
@@ -68,11 +75,25 @@ extension Attention {
         _ p: AttentionProblem, _ ptrs: AttentionPointers, b: Int, h: Int, rows: Range<Int>, keys: Range<Int>,
         out: UnsafeMutablePointer<Float>, ldo: Int, lse: UnsafeMutablePointer<Float>, ldl: Int, scratch: TileScratch
     ) {
+        attendRows(p, ptrs, b: b, h: h, rows: rows, keyRuns: CollectionOfOne(keys), out: out, ldo: ldo, lse: lse, ldl: ldl, scratch: scratch)
+    }
+
+    /// `attendRows` over several ascending, disjoint key ranges (block-sparse attention's kept key blocks): one online
+    /// softmax runs through all of them, so the cost is that of the keys in `keyRuns` alone.
+    static func attendRows<Runs: Collection<Range<Int>>>(
+        _ p: AttentionProblem, _ ptrs: AttentionPointers, b: Int, h: Int, rows: Range<Int>, keyRuns: Runs,
+        out: UnsafeMutablePointer<Float>, ldo: Int, lse: UnsafeMutablePointer<Float>, ldl: Int, scratch: TileScratch
+    ) {
         let m = rows.count, dvPad = scratch.dvPad, lds = scratch.scoreStride, kernels = scratch.kernels
         let mPad = roundUp(m, kernels.rows)
         // Score columns actually used: a decode tile (a few queries) runs its products and softmax on them alone,
-        // not on the whole query block (192 columns for one query made decode 2x slower at S = 4096).
-        let cols = min(lds, roundUp(mPad, kernels.columns))
+        // not on the whole query block (192 columns for one query made decode 2x slower at S = 4096). Rounded up from
+        // m, not from mPad (a 64-row block-sparse tile would run 96 columns for its 72 padded rows); P·V reads mPad
+        // columns, so those past `cols` are zeroed once here and stay zero (P = 0 for the padded rows).
+        let cols = min(lds, roundUp(m, kernels.columns))
+        if mPad > cols {
+            for r in 0..<kernels.keyBlock { (scratch.scores + r * lds + cols).initialize(repeating: 0, count: mPad - cols) }
+        }
         let hk = h / (p.Hq / p.Hkv)
         let log2e: Float = 1.442_695_04, ln2: Float = 0.693_147_18
         let (scores, colMax, colSum, acc) = (scratch.scores, scratch.colMax, scratch.colSum, scratch.output)
@@ -88,22 +109,23 @@ extension Attention {
         colSum.initialize(repeating: 0, count: lds)
         // Keys any query of the tile may see (ranges grow with the query under a causal mask).
         let first = p.keyRange(query: rows.lowerBound), last = p.keyRange(query: rows.upperBound - 1)
-        let lo = max(keys.lowerBound, first.lo), hi = min(keys.upperBound, last.hi)
+        // One packed range spans every run (packing them one by one would evict each other's rows).
+        let span = (keyRuns.first?.lowerBound ?? 0)..<(keyRuns.reduce(0) { max($0, $1.upperBound) })
+        let lo = max(span.lowerBound, first.lo), hi = min(span.upperBound, last.hi)
         if lo < hi { scratch.pack(p, ptrs, b: b, hk: hk, keys: lo..<hi) }  // a split-KV part may see none
-        var j0 = lo
-        while j0 < hi {
-            let n = min(kernels.keyBlock, hi - j0)
-            // The last tile's keys run on to whole row blocks (real keys or the zero rows after S, packed too);
-            // their scores are never read.
+        // One key tile: Sᵀ = K·Qᵀ, the causal mask where the tile needs it, the online softmax, acc += P·V.
+        func attend(_ n: Int, keys tileKeys: UnsafePointer<Float>, values tileValues: UnsafePointer<Float>, needsMask: Bool,
+                    key: (Int) -> Int) {
+            // The last tile's keys run on to whole row blocks (real keys, the zero rows after S, or earlier gathered
+            // keys); their scores are never read.
             let nPad = roundUp(n, kernels.rows)
             // Sᵀ [n, lds] = K_tile · Qᵀ, column blocks outside: Qᵀ [D, lds] exceeds L1, its panels do not.
-            kernels.gemm(m: nPad, n: cols, depth: p.D, a: scratch.keys + j0 * p.D, aRowStride: p.D, aDepthStride: 1,
+            kernels.gemm(m: nPad, n: cols, depth: p.D, a: tileKeys, aRowStride: p.D, aDepthStride: 1,
                          b: qT, ldb: lds, c: scores, ldc: lds, accumulate: false, columnBlocksOutside: true)
             // Mask: key j is visible to the queries whose range holds it, a contiguous run of columns.
-            let needsMask = j0 + n > first.hi || j0 < last.lo  // the tile already lies inside `keys`
             if needsMask {
                 for r in 0..<n {
-                    let (cLo, cHi) = visibleQueries(p, key: j0 + r, rows: rows)
+                    let (cLo, cHi) = visibleQueries(p, key: key(r), rows: rows)
                     let row = scores + r * lds
                     if cHi <= cLo {
                         row.initialize(repeating: -.infinity, count: m)
@@ -117,10 +139,38 @@ extension Attention {
                                    acc: acc, dvPad: dvPad, accRows: mPad)
             // acc += P·V with P read transposed from Sᵀ; the copied V's padded columns stay zero.
             kernels.gemm(m: mPad, n: dvPad, depth: n, a: scores, aRowStride: 1, aDepthStride: lds,
-                         b: scratch.values + j0 * dvPad, ldb: dvPad, c: acc, ldc: dvPad, accumulate: true,
-                         columnBlocksOutside: false)
-            j0 += n
+                         b: tileValues, ldb: dvPad, c: acc, ldc: dvPad, accumulate: true, columnBlocksOutside: false)
         }
+        // Several runs (a block-sparse row): their keys are gathered into whole tiles, so the products run on tiles of
+        // `keyBlock` keys rather than on one small block each (64-key blocks ran at half of flash's rate).
+        let gather = keyRuns.count > 1
+        var gathered = 0, gatheredNeedsMask = false
+        let (gatherKeys, gatherValues, gatherIndex) = (scratch.gatherKeys, scratch.gatherValues, scratch.gatherIndex)
+        for run in keyRuns {
+            var j0 = max(run.lowerBound, lo)
+            let runEnd = min(run.upperBound, hi)
+            while j0 < runEnd {
+                // A tile past the first query's keys or before the last query's window needs the mask.
+                guard gather else {
+                    let n = min(kernels.keyBlock, runEnd - j0)
+                    attend(n, keys: scratch.keys + j0 * p.D, values: scratch.values + j0 * dvPad,
+                           needsMask: j0 + n > first.hi || j0 < last.lo) { j0 + $0 }
+                    j0 += n
+                    continue
+                }
+                let n = min(kernels.keyBlock - gathered, runEnd - j0)
+                (gatherKeys + gathered * p.D).update(from: scratch.keys + j0 * p.D, count: n * p.D)
+                (gatherValues + gathered * dvPad).update(from: scratch.values + j0 * dvPad, count: n * dvPad)
+                for r in 0..<n { gatherIndex[gathered + r] = j0 + r }
+                gatheredNeedsMask = gatheredNeedsMask || j0 + n > first.hi || j0 < last.lo
+                (gathered, j0) = (gathered + n, j0 + n)
+                if gathered == kernels.keyBlock {
+                    attend(gathered, keys: gatherKeys, values: gatherValues, needsMask: gatheredNeedsMask) { gatherIndex[$0] }
+                    (gathered, gatheredNeedsMask) = (0, false)
+                }
+            }
+        }
+        if gathered > 0 { attend(gathered, keys: gatherKeys, values: gatherValues, needsMask: gatheredNeedsMask) { gatherIndex[$0] } }
         for r in 0..<m {
             let dst = out + r * ldo
             if colSum[r] > 0 {
@@ -179,6 +229,9 @@ struct TileScratch: @unchecked Sendable {
     let output: UnsafeMutablePointer<Float>   // [scoreStride, dvPad]
     let colMax: UnsafeMutablePointer<Float>   // [scoreStride]
     let colSum: UnsafeMutablePointer<Float>   // [scoreStride]
+    let gatherKeys: UnsafeMutablePointer<Float>    // [keyBlock + rows, D]: block-sparse keys gathered into one tile
+    let gatherValues: UnsafeMutablePointer<Float>  // [keyBlock, dvPad]: their values
+    let gatherIndex: UnsafeMutablePointer<Int>     // [keyBlock]: their key positions
     let dvPad: Int
     let scoreStride: Int
     let kernels: CPUKernels
@@ -198,6 +251,10 @@ struct TileScratch: @unchecked Sendable {
         output = .allocate(capacity: scoreStride * dvPad)
         colMax = .allocate(capacity: scoreStride)
         colSum = .allocate(capacity: scoreStride)
+        gatherKeys = .allocate(capacity: (keyBlock + rows) * p.D)
+        gatherKeys.initialize(repeating: 0, count: (keyBlock + rows) * p.D)  // padding rows stay finite
+        gatherValues = .allocate(capacity: keyBlock * dvPad)
+        gatherIndex = .allocate(capacity: keyBlock)
     }
 
     /// Makes `keys` rows `range` of kv head `hk` of batch `b` (and up to `rows - 1` more, which the last tile's row
@@ -227,7 +284,8 @@ struct TileScratch: @unchecked Sendable {
     }
 
     func free() {
-        for buffer in [scores, queries, keys, values, output, colMax, colSum] { buffer.deallocate() }
+        for buffer in [scores, queries, keys, values, output, colMax, colSum, gatherKeys, gatherValues] { buffer.deallocate() }
         packed.deallocate()
+        gatherIndex.deallocate()
     }
 }

@@ -1,8 +1,8 @@
 import Foundation
 
 /// Block-sparse attention as an op family: attention's `q, k, v` and a block `mask [Bm,Hm,QB,KB]` (u8, non-zero
-/// keeps; `--set block_rows=N,block_keys=N`, 64 by default), `o` and `lse` out. The GPU skips dropped blocks; on the
-/// CPU the op is the Float64 reference itself, so only the GPU has a form to verify.
+/// keeps; `--set block_rows=N,block_keys=N`, 64 by default), `o` and `lse` out. The fused form (CPU and GPU) skips
+/// dropped blocks; `reference` is the Float64 oracle.
 public struct BlockSparseFamily: OpFamily {
     /// The family. O(1).
     public init() {}
@@ -12,13 +12,13 @@ public struct BlockSparseFamily: OpFamily {
     public var inputs: [OpInput] { [OpInput("q"), OpInput("k"), OpInput("v"), OpInput("mask")] }
     public var outputs: [String] { ["o", "lse"] }
 
-    public func forms(on device: Device) -> [String] { device == .cpu ? [] : ["fused"] }
+    public func forms(on device: Device) -> [String] { ["fused"] }
 
     public func inputDType(_ name: String, form: String, compute dtype: DType) -> DType { name == "mask" ? .uint8 : dtype }
 
     public func check(form: String, options: OpOptions) throws {
         guard form == "fused" || form == "reference" else {
-            throw LineaError.invalidArgument(argument: "--form", expected: "fused (the GPU) or reference (the CPU)", actual: "'\(form)'")
+            throw LineaError.invalidArgument(argument: "--form", expected: "fused or reference", actual: "'\(form)'")
         }
         for key in options.settings.keys where key != "block_rows" && key != "block_keys" {
             throw LineaError.invalidArgument(argument: "--set", expected: "block_rows or block_keys", actual: "'\(key)'")
@@ -49,6 +49,16 @@ public struct BlockSparseFamily: OpFamily {
     public func run(_ form: String, _ x: [String: DeviceTensor], options: OpOptions) throws -> [String: DeviceTensor] {
         try check(form: form, options: options)
         let b = blocks(options)
+        if form == "reference" {  // the oracle on host copies, whatever the device
+            var host: [String: Tensor] = [:]
+            for (name, t) in x {
+                host[name] = t.dtype.isFloatingPoint ? try t.host()
+                    : try Tensor(shape: t.shape, scalars: t.hostIntegers().map { $0 != 0 ? 1 : 0 })
+            }
+            let out = try reference(host, options: options)
+            let device = try need(x, "q").device
+            return try out.mapValues { try DeviceTensor($0, on: device) }
+        }
         let out = try BlockSparseAttention.forward(q: need(x, "q"), k: need(x, "k"), v: need(x, "v"), mask: need(x, "mask"),
                                                    blockRows: b.rows, blockKeys: b.keys, options: AttentionFamily.attentionOptions(options))
         return ["o": out.o, "lse": out.lse]
@@ -79,13 +89,14 @@ public struct BlockSparseFamily: OpFamily {
 
     public func benchLengths(on device: Device) -> [Int] { device == .cpu ? [256, 1024, 4096] : [2048, 8192, 32768] }
 
-    /// Causal with a random mask keeping half the blocks of 64 x 64.
+    /// Causal with a random mask keeping `s.density` (default half) of the blocks of 64 x 64.
     public func benchCase(_ s: BenchSize, form: String, dtype: DType) throws -> OpCase {
         var options = OpOptions()
         options.settings = ["block_rows": 64, "block_keys": 64]
-        return OpCase(label: "B\(s.B) T\(s.T) H\(s.H) D\(s.D) density 0.5", options: options,
-                      flops: 0.5 * Attention.flops(B: s.B, T: s.T, S: s.T, H: s.H, D: s.D, causal: true)) { seed in
-            let mask = try BlockMask.random(B: 1, H: 1, T: s.T, S: s.T, blockRows: 64, blockKeys: 64, density: 0.5, seed: seed &+ 3)
+        let density = s.density ?? 0.5
+        return OpCase(label: "B\(s.B) T\(s.T) H\(s.H) D\(s.D) density \(density)", options: options,
+                      flops: Double(density) * Attention.flops(B: s.B, T: s.T, S: s.T, H: s.H, D: s.D, causal: true)) { seed in
+            let mask = try BlockMask.random(B: 1, H: 1, T: s.T, S: s.T, blockRows: 64, blockKeys: 64, density: density, seed: seed &+ 3)
             return ["q": try Tensor.randomNormal([s.B, s.T, s.H, s.D], seed: seed), "k": try Tensor.randomNormal([s.B, s.T, s.H, s.D], seed: seed &+ 1),
                     "v": try Tensor.randomNormal([s.B, s.T, s.H, s.D], seed: seed &+ 2),
                     "mask": try Tensor(shape: mask.shape, scalars: mask.values.map(Float.init))]

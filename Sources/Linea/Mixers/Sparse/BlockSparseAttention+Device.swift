@@ -24,7 +24,7 @@ public struct BlockSparseCall: OpCall {
 extension BlockSparseAttention {
     /// Block-sparse attention where the inputs live: `q [B,T,Hq,D]`, `k [B,S,Hkv,D]`, `v [B,S,Hkv,Dv]`, `mask`
     /// `[Bm,Hm,ceil(T/blockRows),ceil(S/blockKeys)]` u8 or bool (Bm in {1,B}, Hm in {1,Hq}); returns `o`, `lse` (f32)
-    /// on that device. The CPU runs the Float64 reference (O(B·Hq·T·S·D)); the GPU skips dropped blocks.
+    /// on that device. Both devices skip dropped blocks (the CPU runs `fused`): O(kept blocks · block area · (D + Dv)).
     public static func forward(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, mask: DeviceTensor, blockRows: Int, blockKeys: Int,
                                options: AttentionOptions = AttentionOptions()) throws -> (o: DeviceTensor, lse: DeviceTensor) {
         let p = try AttentionProblem(q: q.shape, k: k.shape, v: v.shape, options: options)

@@ -1,0 +1,419 @@
+import Foundation
+
+/// A block mask chosen by a selector, and how much of the attention it keeps.
+public struct BlockSelection: Sendable {
+    /// The chosen mask, `[B, Hq, ceil(T/bs), ceil(S/bs)]` with square blocks.
+    public let mask: BlockMask
+    /// Kept blocks, summed over batches and heads (a selector keeps only blocks some query can see).
+    public let kept: Int
+    /// Blocks holding at least one (query, key) pair the causal mask lets through (all blocks when not causal).
+    public let visible: Int
+    /// MInference: the pattern each head `[Hq]` ran (chosen by the search or given); empty for the other selectors.
+    public let patterns: [MInferencePattern]
+
+    /// `kept / visible`, the share of the causal-valid blocks the mask keeps (0 when none is visible). O(1).
+    public var density: Double { visible == 0 ? 0 : Double(kept) / Double(visible) }
+
+    /// Relative RMS error `rms(o_sparse - o_dense) / rms(o_dense)` of attention through this mask (the fused form)
+    /// against dense flash attention over the same q `[B,T,Hq,D]`, k, v. O(B·Hq·T·S·D) (the dense run).
+    public func outputError(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = AttentionOptions()) throws -> Double {
+        let sparse = try BlockSparseAttention.fused(q: q, k: k, v: v, mask: mask, options: options)
+        let dense = try Attention.forward(q: q, k: k, v: v, options: options, form: .flash)
+        return BlockSelector.relativeRMS(sparse.o.scalars, dense.o.scalars)
+    }
+}
+
+/// One of MInference's per-head sparse patterns (Jiang et al. 2024), with its budgets.
+public enum MInferencePattern: Sendable, Equatable, CustomStringConvertible {
+    /// A-shape (StreamingLLM's): the first `sinks` keys plus a local window of `window` keys before each query.
+    case aShape(sinks: Int, window: Int)
+    /// Vertical-slash: the `vertical` key columns and `slash` diagonals (query position - key) with the most attention
+    /// from the last queries; the first 30 columns and the 100 most local diagonals always count among them, as in MInference.
+    case verticalSlash(vertical: Int, slash: Int)
+    /// Block-sparse: the `topK` key blocks of highest mean-pooled score per query block (and the diagonal).
+    case blockSparse(topK: Int)
+
+    public var description: String {
+        switch self {
+        case let .aShape(s, w): return "a-shape(sinks \(s), window \(w))"
+        case let .verticalSlash(v, s): return "vertical-slash(vertical \(v), slash \(s))"
+        case let .blockSparse(k): return "block-sparse(top \(k))"
+        }
+    }
+}
+
+/// Prefill selectors: each reads q `[B,T,Hq,D]` and k `[B,S,Hkv,D]` (GQA: query head h reads key head h / (Hq/Hkv))
+/// and returns a per-head `BlockMask` of square `blockSize` blocks for `BlockSparseAttention`. With a causal mask
+/// (aligned bottom-right: query i sits at position i + S - T) only blocks some query can see are ever kept.
+public enum BlockSelector {
+    /// XAttention (Xu et al. 2025, mit-han-lab/x-attention's `xattn_estimate`): per head, strided antidiagonal scores
+    /// `scale/stride · Σ_q q[r·s + s-1-q] · k[c·s + q]` between groups of `stride` queries and keys (zero past T or S),
+    /// softmax over each query group's visible key groups, summed into blocks; per query block the first key block and
+    /// the diagonal blocks (causal) are kept, then the others by descending score while the kept sum is below
+    /// `tau` times the row's sum: the smallest such prefix reaching tau (tau = 1 keeps every visible block). Not causal:
+    /// nothing is forced.
+    /// `stride` must divide `blockSize`. O(B·Hq·T·S·D / stride) time, O(S/stride + blocks) memory per worker.
+    public static func xAttention(q: Tensor, k: Tensor, blockSize: Int = 128, stride: Int = 8, tau: Double = 0.9,
+                                  options: AttentionOptions = AttentionOptions()) throws -> BlockSelection {
+        let g = try Grid(q: q, k: k, blockSize: blockSize, options: options)
+        guard tau > 0, tau <= 1 else { throw LineaError.invalidArgument(argument: "tau", expected: "a threshold in (0, 1]", actual: "\(tau)") }
+        guard stride >= 1 else { throw LineaError.invalidArgument(argument: "stride", expected: ">= 1", actual: "\(stride)") }
+        guard blockSize % stride == 0 else {
+            throw LineaError.invalidArgument(argument: "stride", expected: "a divisor of the block size \(blockSize)", actual: "\(stride)")
+        }
+        return try g.select(q: q, k: k) { b, h, keep in
+            let scores = g.antidiagonalBlockScores(q: q, k: k, b: b, h: h, stride: stride)
+            for I in 0..<g.QB {
+                let row = Array(scores[I * g.KB..<(I + 1) * g.KB])
+                for J in xAttentionRow(row, forced: g.causal ? g.forced(I) : [], visible: g.visibleBlocks(I), tau: tau) { keep(I, J) }
+            }
+        }
+    }
+
+    /// XAttention's choice in one query block row: `forced` blocks, then the other `visible` ones by descending `scores`
+    /// (ties: lower index first) while the sum kept so far is below `tau · Σ scores`. O(KB log KB).
+    static func xAttentionRow(_ scores: [Double], forced: [Int], visible: Range<Int>, tau: Double) -> [Int] {
+        if tau >= 1 { return Array(visible) }  // the whole row (a rounded running sum could stop one block short)
+        let required = tau * scores.reduce(0, +)
+        var kept = forced
+        var sum = forced.reduce(0.0) { $0 + scores[$1] }
+        let forcedSet = Set(forced)
+        let others = visible.filter { !forcedSet.contains($0) }.sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
+        for j in others where sum < required {
+            kept.append(j)
+            sum += scores[j]
+        }
+        return kept
+    }
+
+    /// Top-k blocks: per head and query block, the `topK` visible key blocks of highest `scale · mean(q rows) ·
+    /// mean(k rows)` (ties: lower index first), plus the diagonal blocks when causal. O(B·Hq·(T + S)·D + B·Hq·QB·KB·(D + log KB)).
+    public static func topK(q: Tensor, k: Tensor, blockSize: Int = 64, topK: Int,
+                            options: AttentionOptions = AttentionOptions()) throws -> BlockSelection {
+        let g = try Grid(q: q, k: k, blockSize: blockSize, options: options)
+        guard topK >= 1 else { throw LineaError.invalidArgument(argument: "top-k", expected: ">= 1 blocks per query block", actual: "\(topK)") }
+        return try g.select(q: q, k: k) { b, h, keep in
+            let scores = g.pooledBlockScores(q: q, k: k, b: b, h: h)
+            for I in 0..<g.QB {
+                for J in topKRow(scores, I, g, topK) { keep(I, J) }
+            }
+        }
+    }
+
+    /// One query block row of `topK`. O(KB log KB).
+    static func topKRow(_ scores: [Double], _ I: Int, _ g: Grid, _ topK: Int) -> [Int] {
+        let ranked = g.visibleBlocks(I).sorted { a, b in
+            let (x, y) = (scores[I * g.KB + a], scores[I * g.KB + b])
+            return x > y || (x == y && a < b)
+        }
+        return Array(ranked.prefix(topK)) + (g.causal ? g.diagonal(I) : [])
+    }
+
+    /// MInference: per head, one of `patterns` (one for every head, or one per query head, `[1 or Hq]`), converted to
+    /// blocks conservatively: a block is kept when it holds any selected key column or diagonal, or any key of the
+    /// A-shape (vertical-slash is index-sparse in MInference; here it runs as this block superset, so its error is at most
+    /// the exact index form's). With `search`, each head instead takes the pattern among `patterns` whose mask keeps the
+    /// largest share of the exact attention of the last `lastQueries` queries (MInference's estimate window, 64), ties
+    /// to the fewer blocks; budgets are the caller's, so compare patterns of similar cost. Causal only.
+    /// O(B·Hq·(lastQueries·S·D + QB·KB·(budgets + D))).
+    public static func mInference(q: Tensor, k: Tensor, blockSize: Int = 64, patterns: [MInferencePattern], search: Bool = false,
+                                  lastQueries: Int = 64, options: AttentionOptions = AttentionOptions()) throws -> BlockSelection {
+        let g = try Grid(q: q, k: k, blockSize: blockSize, options: options)
+        guard g.causal else { throw LineaError.invalidArgument(argument: "causal", expected: "causal attention (MInference's patterns are causal)", actual: "causal = false") }
+        guard !patterns.isEmpty, search || patterns.count == 1 || patterns.count == g.Hq else {
+            throw LineaError.invalidArgument(argument: "patterns", expected: search ? ">= 1 candidates" : "1 or \(g.Hq) (one per query head)",
+                                             actual: "\(patterns.count)")
+        }
+        guard lastQueries >= 1 else { throw LineaError.invalidArgument(argument: "last queries", expected: ">= 1", actual: "\(lastQueries)") }
+        try MemoryBudget.check([.init("last queries' attention", [Parallel.threadCount, min(lastQueries, g.T) + 2, g.S], elementBytes: 8)])
+        for pattern in patterns {
+            switch pattern {
+            case let .aShape(sinks, window):
+                guard sinks >= 0, window >= 1 else {
+                    throw LineaError.invalidArgument(argument: "a-shape", expected: "sinks >= 0 and window >= 1", actual: "sinks \(sinks), window \(window)")
+                }
+            case let .verticalSlash(vertical, slash):
+                guard vertical >= 1, slash >= 1 else {
+                    throw LineaError.invalidArgument(argument: "vertical-slash", expected: "vertical >= 1 and slash >= 1", actual: "vertical \(vertical), slash \(slash)")
+                }
+            case let .blockSparse(top):
+                guard top >= 1 else { throw LineaError.invalidArgument(argument: "top-k", expected: ">= 1 blocks per query block", actual: "\(top)") }
+            }
+        }
+        let chosenOut = SendableArray(repeating: patterns[0], count: g.B * g.Hq)
+        let selection = try g.select(q: q, k: k) { b, h, keep in
+            let needsEstimate = search || patterns.contains { if case .verticalSlash = $0 { return true } else { return false } }
+            let estimate = needsEstimate ? g.lastQueryAttention(q: q, k: k, b: b, h: h, last: lastQueries) : nil
+            var pooled: [Double]?
+            func mask(_ pattern: MInferencePattern) -> [UInt8] {
+                var m = [UInt8](repeating: 0, count: g.QB * g.KB)
+                switch pattern {
+                case let .aShape(sinks, window):
+                    for I in 0..<g.QB {
+                        let first = max(0, g.positions(I).first)
+                        for J in g.visibleBlocks(I) where J * g.bs < sinks || (J + 1) * g.bs - 1 >= first - window + 1 { m[I * g.KB + J] = 1 }
+                    }
+                case let .verticalSlash(vertical, slash):
+                    let e = estimate!
+                    let columns = topIndices(e.columns, forcedBelow: 30, count: vertical)
+                    let diagonals = topIndices(e.diagonals, forcedBelow: 100, count: slash)
+                    for I in 0..<g.QB {
+                        let (first, last) = g.positions(I)
+                        guard last >= 0 else { continue }
+                        for j in columns where j <= last { m[I * g.KB + j / g.bs] = 1 }
+                        for d in diagonals {
+                            // Keys j = pos - d for the block's positions pos in [max(first, 0), last].
+                            let lo = max(0, max(first, 0) - d), hi = min(g.S - 1, last - d)
+                            guard lo <= hi else { continue }
+                            for J in (lo / g.bs)...(hi / g.bs) { m[I * g.KB + J] = 1 }
+                        }
+                    }
+                case let .blockSparse(top):
+                    if pooled == nil { pooled = g.pooledBlockScores(q: q, k: k, b: b, h: h) }
+                    for I in 0..<g.QB { for J in topKRow(pooled!, I, g, top) { m[I * g.KB + J] = 1 } }
+                }
+                return m
+            }
+            var pattern = patterns[search || patterns.count == 1 ? 0 : h]
+            var best = mask(pattern)
+            if search, let e = estimate {
+                var bestRecall = e.recall(best, g)
+                for candidate in patterns.dropFirst() {
+                    let m = mask(candidate), r = e.recall(m, g)
+                    if r > bestRecall + 1e-12 || (abs(r - bestRecall) <= 1e-12 && m.reduce(0) { $0 + Int($1) } < best.reduce(0) { $0 + Int($1) }) {
+                        (pattern, best, bestRecall) = (candidate, m, r)
+                    }
+                }
+            }
+            chosenOut.base[b * g.Hq + h] = pattern
+            for I in 0..<g.QB { for J in 0..<g.KB where best[I * g.KB + J] != 0 { keep(I, J) } }
+        }
+        return BlockSelection(mask: selection.mask, kept: selection.kept, visible: selection.visible,
+                              patterns: Array(chosenOut.take().prefix(g.Hq)))
+    }
+
+    /// The `count` indices of largest `values` (ties: lower index first), the indices below `forcedBelow` first. O(n log n).
+    static func topIndices(_ values: [Double], forcedBelow: Int, count: Int) -> [Int] {
+        let ranked = values.indices.sorted { a, b in
+            let (fa, fb) = (a < forcedBelow, b < forcedBelow)
+            if fa != fb { return fa }
+            return values[a] > values[b] || (values[a] == values[b] && a < b)
+        }
+        return Array(ranked.prefix(count))
+    }
+
+    /// `rms(got - want) / rms(want)` in Float64 (the plain RMS of the difference when `want` is all zero). O(n).
+    static func relativeRMS(_ got: [Float], _ want: [Float]) -> Double {
+        var diff = 0.0, norm = 0.0
+        for (a, b) in zip(got, want) {
+            diff += (Double(a) - Double(b)) * (Double(a) - Double(b))
+            norm += Double(b) * Double(b)
+        }
+        return norm > 0 ? (diff / norm).squareRoot() : (diff / Double(max(1, got.count))).squareRoot()
+    }
+}
+
+/// A buffer parallel workers write disjoint elements of; `take()` returns it as an array and frees it.
+private struct SendableArray<T>: @unchecked Sendable {
+    let base: UnsafeMutablePointer<T>
+    let count: Int
+    init(repeating value: T, count: Int) {
+        (base, self.count) = (.allocate(capacity: max(1, count)), count)
+        base.initialize(repeating: value, count: count)
+    }
+    func take() -> [T] {
+        defer { base.deinitialize(count: count); base.deallocate() }
+        return Array(UnsafeBufferPointer(start: base, count: count))
+    }
+}
+
+extension BlockSelector {
+    /// Shapes and block geometry of one selector call.
+    struct Grid: Sendable {
+        let B: Int, T: Int, S: Int, Hq: Int, Hkv: Int, D: Int
+        let bs: Int, QB: Int, KB: Int
+        let scale: Double
+        let causal: Bool
+
+        /// Checks q `[B,T,Hq,D]`, k `[B,S,Hkv,D]` (finite), the options (no window) and the block size. O(q + k).
+        init(q: Tensor, k: Tensor, blockSize: Int, options: AttentionOptions) throws {
+            guard blockSize >= 1 else { throw LineaError.invalidArgument(argument: "block size", expected: ">= 1", actual: "\(blockSize)") }
+            guard options.window == nil else {
+                throw LineaError.invalidArgument(argument: "window", expected: "none (a selector's mask replaces the window)", actual: "\(options.window!)")
+            }
+            let p = try AttentionProblem(q: q.shape, k: k.shape, v: k.shape, options: options)
+            try q.expectFinite("q")
+            try k.expectFinite("k")
+            (B, T, S, Hq, Hkv, D) = (p.B, p.T, p.S, p.Hq, p.Hkv, p.D)
+            guard T >= 1, S >= 1 else {
+                throw LineaError.shapeMismatch(argument: "q, k", expected: "T >= 1 queries and S >= 1 keys to select blocks over", actual: "T = \(T), S = \(S)")
+            }
+            (bs, QB, KB) = (blockSize, BlockMask.blocks(T, blockSize), BlockMask.blocks(S, blockSize))
+            (scale, causal) = (Double(p.scale), p.causal)
+            try MemoryBudget.check([.init("selected mask", [B, Hq, QB, KB], elementBytes: 1),
+                                    .init("block scores", [Parallel.threadCount, 3, QB, KB], elementBytes: 8)])
+        }
+
+        /// Positions (as keys) of query block I's first and last query: `[I·bs, min(T, (I+1)·bs) - 1] + S - T`. O(1).
+        func positions(_ I: Int) -> (first: Int, last: Int) {
+            let offset = causal ? S - T : 0
+            return (I * bs + offset, min(T, (I + 1) * bs) - 1 + offset)
+        }
+
+        /// Key blocks holding a pair query block I may see: all when not causal, else those starting at or before its
+        /// last query's position. O(1).
+        func visibleBlocks(_ I: Int) -> Range<Int> {
+            guard causal else { return 0..<KB }
+            let last = positions(I).last
+            return 0..<(last < 0 ? 0 : min(KB, last / bs + 1))
+        }
+
+        /// Causal: the key blocks holding query block I's own positions. O(1).
+        func diagonal(_ I: Int) -> [Int] {
+            let (first, last) = positions(I)
+            guard last >= 0 else { return [] }
+            return Array((max(0, first) / bs)...(last / bs))
+        }
+
+        /// XAttention's always-kept blocks of row I: the first key block and the diagonal ones (those it can see). O(1).
+        func forced(_ I: Int) -> [Int] {
+            let d = diagonal(I)
+            return d.isEmpty ? [] : (d.first == 0 ? d : [0] + d)
+        }
+
+        /// Runs `choose` per (batch, head) in parallel; it marks blocks through `keep(I, J)`. Builds the mask
+        /// `[B, Hq, QB, KB]` and counts the kept and the visible blocks. O(mask) plus `choose`.
+        func select(q: Tensor, k: Tensor,
+                    _ choose: @Sendable (_ b: Int, _ h: Int, _ keep: (Int, Int) -> Void) -> Void) throws -> BlockSelection {
+            let out = SendableArray(repeating: UInt8(0), count: B * Hq * QB * KB)
+            let (QB, KB) = (self.QB, self.KB)
+            Parallel.forEach(B * Hq) { head in
+                let base = out.base + head * QB * KB
+                choose(head / Hq, head % Hq) { I, J in base[I * KB + J] = 1 }
+            }
+            let values = out.take()
+            var visible = 0
+            for I in 0..<QB { visible += visibleBlocks(I).count }
+            let kept = values.reduce(0) { $0 + Int($1) }
+            let mask = try BlockMask(shape: [B, Hq, QB, KB], blockRows: bs, blockKeys: bs, values: values)
+            return BlockSelection(mask: mask, kept: kept, visible: visible * B * Hq, patterns: [])
+        }
+
+        /// XAttention's block scores of head (b, h), `[QB, KB]`: per query group r of `stride` queries, the softmax of
+        /// its antidiagonal scores over the visible key groups (those whose first key is at or before the group's last
+        /// query position), summed into the blocks holding the groups. O(T·S·D / stride).
+        func antidiagonalBlockScores(q: Tensor, k: Tensor, b: Int, h: Int, stride s: Int) -> [Double] {
+            let hk = h / (Hq / Hkv)
+            let (R, C) = (BlockMask.blocks(T, s), BlockMask.blocks(S, s))
+            var blocks = [Double](repeating: 0, count: QB * KB)
+            var row = [Double](repeating: 0, count: C)
+            let factor = scale / Double(s)
+            q.scalars.withUnsafeBufferPointer { qs in k.scalars.withUnsafeBufferPointer { ks in
+                for r in 0..<R {
+                    let lastPosition = min(T - 1, r * s + s - 1) + (causal ? S - T : 0)
+                    guard lastPosition >= 0 else { continue }
+                    let visible = causal ? min(C, lastPosition / s + 1) : C
+                    var m = -Double.infinity
+                    for c in 0..<visible {
+                        var dot: Float = 0
+                        for t in 0..<s {
+                            let (i, j) = (r * s + s - 1 - t, c * s + t)
+                            guard i < T, j < S else { continue }
+                            let qp = qs.baseAddress! + ((b * T + i) * Hq + h) * D, kp = ks.baseAddress! + ((b * S + j) * Hkv + hk) * D
+                            for d in 0..<D { dot += qp[d] * kp[d] }
+                        }
+                        row[c] = Double(dot) * factor
+                        m = max(m, row[c])
+                    }
+                    var sum = 0.0
+                    for c in 0..<visible {
+                        row[c] = Foundation.exp(row[c] - m)
+                        sum += row[c]
+                    }
+                    let I = r * s / bs
+                    for c in 0..<visible { blocks[I * KB + c * s / bs] += row[c] / sum }
+                }
+            } }
+            return blocks
+        }
+
+        /// `scale · mean(q rows of block I) · mean(k rows of block J)` for head (b, h), `[QB, KB]`. O((T + S)·D + QB·KB·D).
+        func pooledBlockScores(q: Tensor, k: Tensor, b: Int, h: Int) -> [Double] {
+            let hk = h / (Hq / Hkv)
+            func pool(_ x: Tensor, length: Int, heads: Int, head: Int, blocks: Int) -> [Double] {
+                var out = [Double](repeating: 0, count: blocks * D)
+                for t in 0..<length {
+                    let base = ((b * length + t) * heads + head) * D
+                    for d in 0..<D { out[t / bs * D + d] += Double(x.scalars[base + d]) }
+                }
+                for I in 0..<blocks {
+                    let n = Double(min(length, (I + 1) * bs) - I * bs)
+                    for d in 0..<D { out[I * D + d] /= n }
+                }
+                return out
+            }
+            let qm = pool(q, length: T, heads: Hq, head: h, blocks: QB), km = pool(k, length: S, heads: Hkv, head: hk, blocks: KB)
+            var scores = [Double](repeating: 0, count: QB * KB)
+            for I in 0..<QB {
+                for J in 0..<KB {
+                    var dot = 0.0
+                    for d in 0..<D { dot += qm[I * D + d] * km[J * D + d] }
+                    scores[I * KB + J] = scale * dot
+                }
+            }
+            return scores
+        }
+
+        /// Exact causal attention of head (b, h)'s last `last` queries (MInference's estimate), kept as probabilities and
+        /// summed per key column and per diagonal (position - key). O(last · S · D).
+        func lastQueryAttention(q: Tensor, k: Tensor, b: Int, h: Int, last: Int) -> LastQueries {
+            let hk = h / (Hq / Hkv)
+            let n = min(last, T)
+            var e = LastQueries(first: T - n, probabilities: [Double](repeating: 0, count: n * S),
+                                columns: [Double](repeating: 0, count: S), diagonals: [Double](repeating: 0, count: S))
+            for r in 0..<n {
+                let i = T - n + r
+                let position = i + S - T
+                guard position >= 0 else { continue }
+                let visible = min(S, position + 1)
+                var m = -Double.infinity
+                for j in 0..<visible {
+                    var dot = 0.0
+                    let qb = ((b * T + i) * Hq + h) * D, kb = ((b * S + j) * Hkv + hk) * D
+                    for d in 0..<D { dot += Double(q.scalars[qb + d]) * Double(k.scalars[kb + d]) }
+                    e.probabilities[r * S + j] = scale * dot
+                    m = max(m, scale * dot)
+                }
+                var sum = 0.0
+                for j in 0..<visible {
+                    e.probabilities[r * S + j] = Foundation.exp(e.probabilities[r * S + j] - m)
+                    sum += e.probabilities[r * S + j]
+                }
+                for j in 0..<visible {
+                    e.probabilities[r * S + j] /= sum
+                    e.columns[j] += e.probabilities[r * S + j]
+                    e.diagonals[position - j] += e.probabilities[r * S + j]
+                }
+            }
+            return e
+        }
+    }
+
+    /// The last queries' attention of one head: probabilities `[n, S]` from query `first` on, and their sums per key
+    /// column and per diagonal.
+    struct LastQueries {
+        let first: Int
+        var probabilities: [Double], columns: [Double], diagonals: [Double]
+
+        /// The mean over these queries of the attention a block mask `[QB, KB]` keeps. O(n · S).
+        func recall(_ mask: [UInt8], _ g: Grid) -> Double {
+            let n = probabilities.count / g.S
+            var total = 0.0
+            for r in 0..<n {
+                let I = (first + r) / g.bs
+                for j in 0..<g.S where mask[I * g.KB + j / g.bs] != 0 { total += probabilities[r * g.S + j] }
+            }
+            return total / Double(max(1, n))
+        }
+    }
+}
