@@ -14,7 +14,7 @@ import Testing
     /// fft == direct within 1e-5 (f32), with and without D: one token, odd and prime lengths, filters shorter and
     /// longer than the sequence, B·H well above the thread count.
     @Test(arguments: [(1, 1, 1, 1), (1, 1, 1, 5), (2, 3, 7, 7), (1, 2, 63, 63), (1, 2, 65, 30), (2, 2, 127, 300), (1, 1, 4099, 4099),
-                      (3, 3 * Parallel.threadCount + 1, 211, 211), (1, 4, 3000, 17)])
+                      (3, 3 * Parallel.threadCount + 1, 211, 211), (1, 4, 3000, 17), (1, 1, 8192, 8192)])
     func fftEqualsDirect(_ B: Int, _ H: Int, _ L: Int, _ Lk: Int) throws {
         let x = try Self.inputs(B: B, H: H, L: L, Lk: Lk, seed: UInt64(L + H))
         for D in [nil, x.D] {
@@ -25,6 +25,23 @@ import Testing
             let device = try LongConv.forward(u: DeviceTensor(x.u), k: DeviceTensor(x.k), D: D.map { try DeviceTensor($0) }, form: .fft).host()
             #expect(device == got, "the dispatch runs the same fft form")
         }
+    }
+
+    /// Calls from several threads at once, each at its own size, so that FFTW plans are made concurrently (the planner
+    /// runs under a lock): every result equals its reference.
+    @Test func concurrentCallsPlanSafely() throws {
+        let lengths = [19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67]
+        let errors = LockedErrors()
+        DispatchQueue.concurrentPerform(iterations: lengths.count) { i in
+            do {
+                let x = try Self.inputs(B: 2, H: 3, L: lengths[i] * 7, Lk: lengths[i] * 7, seed: UInt64(i))
+                let e = ErrorStats(try LongConv.forward(u: x.u, k: x.k, D: x.D, form: .fft), try LongConv.reference(u: x.u, k: x.k, D: x.D))
+                if !(e.relativeRMS <= 1e-5) { errors.append("L \(lengths[i] * 7): \(e)") }
+            } catch {
+                errors.append("L \(lengths[i] * 7): \(error)")
+            }
+        }
+        #expect(errors.values.isEmpty, "\(errors.values)")
     }
 
     /// The definition on numbers worked by hand: o[t] = Σ_{s<=t} k[s]·u[t-s] + D·u[t].
@@ -217,4 +234,12 @@ import Testing
             try Hyena.forward(projections: Tensor(zeros: [1, 9, 4], value: .infinity), filters: filters)
         }
     }
+}
+
+/// Messages collected from several threads.
+final class LockedErrors: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: [String] = []
+    func append(_ message: String) { lock.withLock { stored.append(message) } }
+    var values: [String] { lock.withLock { stored } }
 }
