@@ -47,6 +47,8 @@ import Testing
         #expect(code == 1 && err.contains("'k'"), "\(err)")
         (code, err) = try run(["u": u, "k": k], ["--form", "chunked"])
         #expect(code == 2 && err.contains("--form"), "\(err)")
+        (code, err) = try run(["u": u, "k": k], ["--scale", "2"])
+        #expect(code == 2 && err.contains("--scale: expected no attention or linear-attention option for long_conv"), "\(err)")
         #expect(!FileManager.default.fileExists(atPath: out), "no output is written on failure")
         let list = try runLinea(["list"])
         #expect(list.code == 0 && list.out.contains("long_conv"), "\(list.out)")

@@ -27,9 +27,9 @@ public struct LongConvFamily: OpFamily {
         if let key = options.settings.keys.sorted().first {
             throw LineaError.invalidArgument(argument: "--set", expected: "no settings for long_conv", actual: "'\(key)'")
         }
-        if options.window != nil || options.normalize || options.useQKL2Norm || options.scale != nil {
-            throw LineaError.invalidArgument(argument: "--window", expected: "no attention or linear-attention options for long_conv",
-                                             actual: "one given")
+        for (given, option) in [(options.window != nil, "--window"), (options.scale != nil, "--scale"), (options.normalize, "--normalize"),
+                                (options.useQKL2Norm, "--qk-l2-norm")] where given {
+            throw LineaError.invalidArgument(argument: option, expected: "no attention or linear-attention option for long_conv", actual: "one given")
         }
     }
 
