@@ -30,9 +30,11 @@ let package = Package(
         .target(name: "CLineaCPU"),
         // The hot CPU kernels in AVX2 and AVX-512 builds, chosen at run time (clang's per-function target attribute).
         .target(name: "CLineaKernels"),
+        // FFTW 3 in single precision (long convolutions by FFT): Debian's libfftw3-dev, installed by scripts/setup.sh.
+        .systemLibrary(name: "CFFTW", pkgConfig: "fftw3f", providers: [.apt(["libfftw3-dev"]), .brew(["fftw"])]),
         .target(
             name: "Linea",
-            dependencies: ["CLineaCPU", "CLineaKernels"],
+            dependencies: ["CLineaCPU", "CLineaKernels", "CFFTW"],
             swiftSettings: cpuFlags
         ),
         .executableTarget(

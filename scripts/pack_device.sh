@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Packs the static `linea` binary and the shared libraries it needs that the GPU machine lacks (OpenBLAS, which it
-# loads with dlopen from lib/ beside itself, and OpenBLAS's libgfortran and libquadmath) into .device/linea.tar.xz
+# loads with dlopen from lib/ beside itself, and OpenBLAS's libgfortran and libquadmath; FFTW's libfftw3f, which it
+# links: the device scripts put lib/ on LD_LIBRARY_PATH) into .device/linea.tar.xz
 # for the device tool's carry (64 MiB in all: the stripped binary and OpenBLAS are about 100 MB unpacked, about 20 MB packed). With --tests, also the release test binary
 # and the Swift runtime libraries it links into .device/tests.tar.xz (about 17 MB). scripts/device_check.sh unpacks
 # and runs both on the GPU machine; scripts/device_models.sh runs the model runtime there.
@@ -21,6 +22,10 @@ for lib in libgfortran.so.5 libquadmath.so.0; do
     if [ -z "$path" ]; then echo "pack_device: $lib is not linked by $openblas" >&2; exit 1; fi
     cp -L "$path" "$stage/linea/lib/$lib"
 done
+# linea links libfftw3f.so.3 (long convolutions by FFT); it depends on libc and libm only.
+fftw=$(ldd .build/release/linea | awk '$1 == "libfftw3f.so.3" { print $3 }')
+if [ -z "$fftw" ]; then echo "pack_device: libfftw3f.so.3 is not linked by .build/release/linea (ldd)" >&2; exit 1; fi
+cp -L "$fftw" "$stage/linea/lib/libfftw3f.so.3"
 strip "$stage"/linea/lib/*.so* 2>/dev/null || true
 tar -C "$stage/linea" -cf - linea lib | xz -6 -T0 > .device/linea.tar.xz
 echo "pack_device: .device/linea.tar.xz, $(du -h .device/linea.tar.xz | cut -f1)" >&2

@@ -13,11 +13,12 @@ struct OpCommand: ParsableCommand {
             (NATTEN's na1d/na2d/na3d; the number of kernel sizes is the grid's rank). For the recurrences, \
             v, g, beta and initial_state may have a multiple HV of the H heads of q and k (grouped value heads, fla's \
             GVA: value head hv reads q/k head hv / (HV/H)); kda with --gate-in-kernel also reads A_log [HV] and dt_bias \
-            [HV*K]. The output is written atomically (a temporary file renamed \
+            [HV*K]. long_conv reads u [B, H, L], k [H, Lk] and optionally D [H] and writes o [B, H, L] \
+            (o[b,h,t] = sum_{s<=t} k[h,s] u[b,h,t-s] + D[h] u[b,h,t]; --form fft or direct). The output is written atomically (a temporary file renamed \
             into place), so an existing file is replaced only when the run succeeds.
             """)
 
-    @Argument(help: "The op: attention, block_sparse, neighborhood, linear_attn, retention, simple_gla, gla, delta_rule, gated_delta_rule, kda, selective_scan.")
+    @Argument(help: "The op: attention, block_sparse, neighborhood, linear_attn, retention, simple_gla, gla, delta_rule, gated_delta_rule, kda, selective_scan, long_conv.")
     var name: String
 
     @Option(help: "Input safetensors file.") var inputs: String

@@ -128,6 +128,7 @@ public enum OpFamilies {
     public static let all: [any OpFamily] = [AttentionFamily(), BlockSparseFamily()] + RecurrentMechanism.allCases.map(RecurrenceFamily.init)
         + [SelectiveScanFamily()]
         + [NeighborhoodFamily()]
+        + [LongConvFamily()]
 
     /// The family called `name`; throws naming `argument` and listing the known names. O(families).
     public static func named(_ name: String, argument: String = "name") throws -> any OpFamily {

@@ -42,6 +42,7 @@ final class CPUBackend: Backend {
         switch call {
         case is RecurrenceCall, is RecurrentStepCall, is AttentionCall, is BlockSparseCall, is SelectiveScanCall: return .supported
         case is NeighborhoodCall: return .supported
+        case is LongConvCall: return .supported
         default: return .unsupported("the CPU backend has no \(call.name)")
         }
     }
@@ -65,6 +66,7 @@ final class CPUBackend: Backend {
             try c.lse.copy(from: out.lse)
         case let c as SelectiveScanCall: try c.runOnCPU()
         case let c as NeighborhoodCall: try c.runOnCPU()
+        case let c as LongConvCall: try c.runOnCPU()
         default: throw LineaError.unavailable(what: call.name, reason: "the CPU backend has no such op")
         }
     }

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Builds Tests/LineaLMTests/Fixtures/longconv/fftconv.safetensors: long convolutions computed with torch.fft as
+safari's `fftconv` computes them (H3, Hyena: rfft of u and k at size 2L, k's spectrum divided by 2L, irfft with
+norm="forward", the first L values, plus u·D; no GELU here), and S4D convolution kernels from S4D's closed form
+(state-spaces' S4DKernel: ZOH, `K = 2·Re(einsum(C·(exp(dt·A) - 1)/A, exp(dt·A·l)))`), for LongConvTests to compare
+Linea's forms against. Everything is computed in float64 from float32 inputs.
+
+safari's fftconv reads k[..., :2L]: taps from L to 2L - 1 would wrap around its size-2L circular product into the
+first L outputs, so its Hyena cuts each filter to the sequence length first. The case with a filter longer than the
+sequence stores the whole filter and the output of fftconv on its first L taps (Linea ignores taps >= L).
+
+Case `c<i>` stores u [B, H, L], k [H, Lk], D [H] (when used) and o [B, H, L]; case `s<i>` stores A, B, C [H, N, 2]
+(real, imaginary), dt [H] and K [H, L]. The file is small (under 100 KB).
+"""
+import json
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixture_common import ensure  # noqa: E402
+
+SAFETENSORS_VERSION = "0.8.0"
+ensure("safetensors", SAFETENSORS_VERSION)
+
+import torch  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+# (B, H, L, Lk, with D): odd and prime lengths, one token, a short filter (zero-padded), a long one (cut).
+CONV_CASES = [(2, 3, 64, 64, True), (1, 4, 101, 40, True), (1, 2, 129, 129, False), (2, 2, 50, 150, True), (1, 1, 1, 1, True),
+              (1, 2, 997, 997, False)]
+# (H, N, L): S4D-Lin initialization (A = -1/2 + i·π·n), random complex B and C, dt log-uniform in [0.001, 0.1].
+S4D_CASES = [(2, 4, 64), (3, 16, 300)]
+
+
+def fftconv(u, k, D):
+    """safari's fftconv without the GELU, in float64."""
+    L = u.shape[-1]
+    n = 2 * L
+    k_f = torch.fft.rfft(k, n=n) / n
+    u_f = torch.fft.rfft(u, n=n)
+    y = torch.fft.irfft(u_f * k_f, n=n, norm="forward")[..., :L]
+    return y if D is None else y + u * D.unsqueeze(-1)
+
+
+def s4d_kernel(A, B, C, dt, L):
+    """S4D's Vandermonde kernel with B kept apart (S4DKernel folds it into C), in complex128."""
+    dtA = A * dt.unsqueeze(-1)
+    coefficient = C * B * (torch.exp(dtA) - 1.0) / A
+    powers = torch.exp(dtA.unsqueeze(-1) * torch.arange(L, dtype=torch.float64))
+    return 2 * torch.einsum("hn,hnl->hl", coefficient, powers).real
+
+
+def main():
+    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "LineaLMTests", "Fixtures", "longconv")
+    os.makedirs(out_dir, exist_ok=True)
+    generator = torch.Generator().manual_seed(21)
+    tensors, metadata = {}, {"torch": torch.__version__}
+    for i, (B, H, L, Lk, with_d) in enumerate(CONV_CASES):
+        u = torch.randn(B, H, L, generator=generator)
+        decay = torch.exp(-3 * torch.arange(Lk, dtype=torch.float32) / Lk)
+        k = torch.randn(H, Lk, generator=generator) * decay
+        D = torch.randn(H, generator=generator) if with_d else None
+        o = fftconv(u.double(), k[:, :L].double(), None if D is None else D.double())
+        for name, t in [("u", u), ("k", k), ("D", D), ("o", o)]:
+            if t is not None:
+                tensors[f"c{i}.{name}"] = t.contiguous().float()
+        metadata[f"c{i}"] = json.dumps({"B": B, "H": H, "L": L, "Lk": Lk, "D": with_d})
+    for i, (H, N, L) in enumerate(S4D_CASES):
+        A = torch.complex(torch.full((H, N), -0.5), math.pi * torch.arange(N, dtype=torch.float32).repeat(H, 1))
+        B = torch.complex(torch.randn(H, N, generator=generator), torch.randn(H, N, generator=generator))
+        C = torch.complex(torch.randn(H, N, generator=generator), torch.randn(H, N, generator=generator)) * 0.5
+        log_dt = torch.rand(H, generator=generator) * (math.log(0.1) - math.log(0.001)) + math.log(0.001)
+        dt = torch.exp(log_dt)
+        K = s4d_kernel(A.to(torch.complex128), B.to(torch.complex128), C.to(torch.complex128), dt.double(), L)
+        for name, t in [("A", torch.view_as_real(A)), ("B", torch.view_as_real(B)), ("C", torch.view_as_real(C)), ("dt", dt), ("K", K)]:
+            tensors[f"s{i}.{name}"] = t.contiguous().float()
+        metadata[f"s{i}"] = json.dumps({"H": H, "N": N, "L": L})
+    path = os.path.join(out_dir, "fftconv.safetensors")
+    save_file(tensors, path, metadata=metadata)
+    print(f"wrote {len(CONV_CASES)} convolutions and {len(S4D_CASES)} S4D kernels to {os.path.normpath(path)} "
+          f"({os.path.getsize(path)} bytes)")
+
+
+if __name__ == "__main__":
+    main()
