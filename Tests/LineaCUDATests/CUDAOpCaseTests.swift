@@ -20,6 +20,7 @@ struct CUDAOpCaseTests {
                 ran += 1
             }
         }
-        #expect(ran > 0, "\(name): no case ran on the GPU")
+        // A family with GPU forms must run some case there; one without (CPU-only so far) has nothing to check.
+        #expect(ran > 0 || family.forms(on: device).isEmpty, "\(name): no case ran on the GPU")
     }
 }

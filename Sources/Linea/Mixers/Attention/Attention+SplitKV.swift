@@ -17,7 +17,7 @@ extension Attention {
     /// partial normalized output and lse; a merge weights the partials by `exp(lse_p - lse)`.
     /// Extra memory O(partitions · B · T · Hq · Dv): meant for few queries against a long KV.
     static func splitKV(_ p: AttentionProblem, q: Tensor, k: Tensor, v: Tensor, partitions requested: Int?) -> AttentionOutput {
-        let kernels = CPUKernels.current, (queryBlock, keyBlock) = (kernels.queryBlock, kernels.keyBlock)
+        let kernels = CPUKernels.current, queryBlock = kernels.queryBlock
         let tiles = (p.T + queryBlock - 1) / queryBlock
         let heads = p.B * p.Hq
         let parts = splitKVPartitions(p, requested: requested, kernels: kernels)
