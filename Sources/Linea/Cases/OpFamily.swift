@@ -129,6 +129,7 @@ public enum OpFamilies {
         + [SelectiveScanFamily()]
         + [NeighborhoodFamily()]
         + [LongConvFamily()]
+        + FeatureMapKind.allCases.map(FeatureMapFamily.init)
 
     /// The family called `name`; throws naming `argument` and listing the known names. O(families).
     public static func named(_ name: String, argument: String = "name") throws -> any OpFamily {
