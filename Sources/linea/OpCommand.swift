@@ -18,10 +18,10 @@ struct OpCommand: ParsableCommand {
             into place), so an existing file is replaced only when the run succeeds.
             """)
 
-    @Argument(help: "The op: attention, block_sparse, neighborhood, linear_attn, retention, simple_gla, gla, delta_rule, gated_delta_rule, kda, selective_scan, long_conv.")
+    @Argument(help: "The op: attention, block_sparse, neighborhood, linear_attn, retention, simple_gla, gla, delta_rule, gated_delta_rule, kda, selective_scan, long_conv, linear_attn_<feature map>, scan_order.")
     var name: String
 
-    @Option(help: "Input safetensors file.") var inputs: String
+    @Option(help: "Input safetensors file (every op but scan_order).") var inputs: String?
     @Option(help: "Output safetensors file.") var output: String
     @Option(help: "Form (see `linea list`; default: the fast one on the backend).") var form: String?
     @Option(help: "Chunk size of the chunked form.") var chunkSize: Int = 64
@@ -48,6 +48,8 @@ struct OpCommand: ParsableCommand {
     var allowNonfinite = false
     @Option(help: "Recurrences on the cpu: run over N in-process context-parallel ranks (contiguous slices of T, one thread each; same outputs).")
     var contextParallel: Int?
+    @Option(help: "scan_order: raster, bidirectional, cross, hilbert, zigzag or rotary-major.") var order: String?
+    @Option(help: "scan_order: the grid's sizes, outermost first: H,W or T,H,W (e.g. 16,16 or 8,16,16).") var grid: String?
     @OptionGroup var device: BackendOptions
     @OptionGroup var memory: MemoryOptions
     @OptionGroup var selection: SelectorOptions
@@ -91,6 +93,9 @@ struct OpCommand: ParsableCommand {
     }
 
     func validate() throws {
+        if name == ScanOrderOp.name { return try validateScanOrder() }
+        if order ?? grid != nil { throw ValidationError("--order, --grid: expected with scan_order, got \(name)") }
+        guard inputs != nil else { throw ValidationError("--inputs: expected a safetensors file for \(name), got none") }
         guard chunkSize >= 1 else { throw ValidationError("--chunk-size: expected >= 1, got \(chunkSize)") }
         if let scale, !(scale.isFinite && scale > 0) { throw ValidationError("--scale: expected a finite number > 0, got \(scale)") }
         let f = try family(name)
@@ -110,11 +115,12 @@ struct OpCommand: ParsableCommand {
     }
 
     func run() throws {
+        if name == ScanOrderOp.name { return try runScanOrder() }
         let f = try family(name)
         let target = try device.device()
         let (form, dtype) = (resolvedForm(f), device.inputDType())
         var options = try options()
-        let file = try SafeTensorsFile(path: inputs)
+        let file = try SafeTensorsFile(path: inputs ?? "")
         var host: [String: Tensor] = [:]
         var uploaded: [String: DeviceTensor] = [:]
         let selecting = selection.selector != nil
