@@ -23,7 +23,9 @@ public enum FeatureMapKind: String, CaseIterable, Sendable {
     /// Based's second-order Taylor map `[1, x', x' (x) x' / sqrt 2]` with `x' = x / K^(1/4)`: the kernel is
     /// `1 + s + s^2/2` of `s = q . k / sqrt(K)` (1 + K + K^2 features).
     case taylor2
-    /// Hedgehog: `[softmax(x W_h), softmax(-x W_h)]` over F features of a given per-head map `W [H, K, F]` (2F features).
+    /// Hedgehog: `[softmax(x W_h), softmax(-x W_h)]`, two softmaxes each over F features, of a given per-head map
+    /// `W [H, K, F]` without bias (2F features; as the authors' code, where fla's older map takes one softmax over
+    /// `[2xW, -2xW]`).
     case hedgehog
     /// cosFormer: `[relu(x) cos(theta_t), relu(x) sin(theta_t)]`, `theta_t = (pi/2) (t+1) / T`, so the kernel is
     /// `relu(q) . relu(k) cos(theta_t - theta_s)` (2K features).
