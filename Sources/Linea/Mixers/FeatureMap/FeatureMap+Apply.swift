@@ -2,53 +2,38 @@ import Foundation
 
 extension FeatureMap {
     /// phi of every row of `x [B,T,H,K]` in Float32, `[B,T,H,F]`: the projections (Performer's, Hedgehog's, the
-    /// hashing's) as GEMMs, the rest element-wise. `query` picks Performer's stabilizer: the row's own maximum for a
-    /// query, the maximum over the (b, h) sequence for keys (both cancel with the normalizer). `performer` is
-    /// `performerProjection` in Float32. O(B·T·H·F·K) with a projection, O(B·T·H·F) without.
+    /// hashing's) as GEMMs, then the rows in parallel blocks with the vector exp. `query` picks Performer's
+    /// stabilizer: the row's own maximum for a query, the maximum over the (b, h) sequence for keys (both cancel with
+    /// the normalizer). `performer` is `performerProjection` in Float32. O(B·T·H·F·K) with a projection, else O(B·T·H·F).
     func apply(_ x: Tensor, query: Bool, performer: [Float]?) -> Tensor {
         let (B, T, H, K) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let F = featureCount(K: K), rows = B * T * H
-        var out = [Float](repeating: 0, count: rows * F)
-        let x = x.scalars
+        guard rows > 0 else { return Tensor(uncheckedShape: [B, T, H, F], scalars: []) }
         let quarter = Float(1 / pow(Double(K), 0.25))
-        switch kind {
-        case .identity:
-            out = x
-        case .elu:
-            for i in 0..<out.count { out[i] = x[i] > 0 ? x[i] + 1 : Foundation.exp(x[i]) }
-        case .relu:
-            for i in 0..<out.count { out[i] = max(x[i], 0) }
-        case .cosformer:
-            for r in 0..<rows {
-                let t = (r / H) % T
-                let theta = Double.pi / 2 * Double(t + 1) / Double(T)
-                let (c, s) = (Float(cos(theta)), Float(sin(theta)))
-                for i in 0..<K {
-                    let v = max(x[r * K + i], 0)
-                    out[r * F + i] = v * c
-                    out[r * F + K + i] = v * s
-                }
-            }
-        case .taylor2:
-            let half = Float(0.5.squareRoot())
-            for r in 0..<rows {
-                let o = r * F
-                out[o] = 1
-                for i in 0..<K { out[o + 1 + i] = x[r * K + i] * quarter }
-                for i in 0..<K {
-                    let a = out[o + 1 + i] * half
-                    for j in 0..<K { out[o + 1 + K + i * K + j] = a * out[o + 1 + j] }
-                }
-            }
-        case .performer:
-            let m = F
-            var proj = [Float](repeating: 0, count: rows * m)
-            let scaled = x.map { $0 * quarter }
-            scaled.withUnsafeBufferPointer { a in performer!.withUnsafeBufferPointer { w in proj.withUnsafeMutableBufferPointer { c in
-                BLAS.sgemm(transB: true, m: rows, n: m, k: K, a: a.baseAddress!, lda: K, b: w.baseAddress!, ldb: K, c: c.baseAddress!, ldc: m)
+        let xs = kind == .performer ? x.scalars.map { $0 * quarter } : x.scalars
+        // Projections `[rows, n]`: Performer's x' wᵀ (n = m), or x W_h per head (n = F or b).
+        var proj: [Float] = []
+        var n = 0
+        if kind == .performer {
+            n = F
+            proj = Allocation.zeros(rows * n)
+            xs.withUnsafeBufferPointer { a in performer!.withUnsafeBufferPointer { w in proj.withUnsafeMutableBufferPointer { c in
+                BLAS.sgemm(transB: true, m: rows, n: n, k: K, a: a.baseAddress!, lda: K, b: w.baseAddress!, ldb: K, c: c.baseAddress!, ldc: n)
             } } }
-            var stabilizer = [Float](repeating: 0, count: rows)  // per row for queries, per (b, h) for keys
-            for r in 0..<rows { stabilizer[r] = proj[r * m..<(r + 1) * m].max()! }
+        } else if let w = weights {
+            n = w.shape[2]
+            proj = Allocation.zeros(rows * n)
+            xs.withUnsafeBufferPointer { a in w.withUnsafeBufferPointer { w in proj.withUnsafeMutableBufferPointer { c in
+                for h in 0..<H {  // head h's rows are every H-th row of x
+                    BLAS.sgemm(m: B * T, n: n, k: K, a: a.baseAddress! + h * K, lda: H * K, b: w.baseAddress! + h * K * n, ldb: n,
+                               c: c.baseAddress! + h * n, ldc: H * n)
+                }
+            } } }
+        }
+        // Performer's stabilizer per row: its own maximum (queries) or its (b, h) sequence's (keys).
+        var stabilizer = [Float](repeating: 0, count: kind == .performer ? rows : 0)
+        if kind == .performer {
+            proj.withUnsafeBufferPointer { p in for r in 0..<rows { stabilizer[r] = VectorMath.max(p.baseAddress! + r * n, count: n) } }
             if !query {
                 for b in 0..<B {
                     for h in 0..<H {
@@ -58,42 +43,83 @@ extension FeatureMap {
                     }
                 }
             }
-            let norm = 1 / Float(m).squareRoot()
-            for r in 0..<rows {
-                var half: Float = 0
-                for i in 0..<K { half += scaled[r * K + i] * scaled[r * K + i] }
-                half /= 2
-                for f in 0..<m { out[r * m + f] = Foundation.exp(proj[r * m + f] - half - stabilizer[r]) * norm }
-            }
-        case .hedgehog, .hashing:
-            let w = weights!, n = w.shape[2]
-            var proj = [Float](repeating: 0, count: rows * n)
-            x.withUnsafeBufferPointer { a in w.withUnsafeBufferPointer { w in proj.withUnsafeMutableBufferPointer { c in
-                for h in 0..<H {  // head h's rows are every H-th row of x
-                    BLAS.sgemm(m: B * T, n: n, k: K, a: a.baseAddress! + h * K, lda: H * K, b: w.baseAddress! + h * K * n, ldb: n,
-                               c: c.baseAddress! + h * n, ldc: H * n)
-                }
-            } } }
-            for r in 0..<rows {
-                let p = proj[r * n..<(r + 1) * n], o = r * F
-                if kind == .hashing {
-                    for i in 0..<n { out[o + (p[p.startIndex + i] >= 0 ? i : n + i)] = 1 }
-                } else {
-                    let (top, bottom) = (p.max()!, p.min()!)
-                    var (up, down): (Float, Float) = (0, 0)
-                    for i in 0..<n {
-                        out[o + i] = Foundation.exp(p[p.startIndex + i] - top)
-                        out[o + n + i] = Foundation.exp(bottom - p[p.startIndex + i])
-                        up += out[o + i]
-                        down += out[o + n + i]
-                    }
-                    for i in 0..<n {
-                        out[o + i] /= up
-                        out[o + n + i] /= down
-                    }
-                }
-            }
         }
+        var out = Allocation.zeros(rows * F)  // large: huge pages, zeroed in parallel
+        let blocks = max(1, min(rows, 8 * Parallel.threadCount))
+        let (kind, width) = (self.kind, n)
+        if proj.isEmpty { proj = [0] }  // pointers below need an element
+        if stabilizer.isEmpty { stabilizer = [0] }
+        out.withUnsafeMutableBufferPointer { buffer in xs.withUnsafeBufferPointer { xb in
+        proj.withUnsafeBufferPointer { pb in stabilizer.withUnsafeBufferPointer { sb in
+            // Raw pointers: arrays captured by the parallel closure cost a retain and a bounds check per element.
+            let (outP, xP, pP, sP) = (SendablePointer(buffer.baseAddress!), SendableConstPointer(xb.baseAddress!),
+                                      SendableConstPointer(pb.baseAddress!), SendableConstPointer(sb.baseAddress!))
+            Parallel.forEach(blocks) { block in
+                let (xs, projection, stabilizers) = (xP.base, pP.base, sP.base)
+                var scratch = [Float](repeating: 0, count: max(2 * width, K))
+                scratch.withUnsafeMutableBufferPointer { tmp in
+                    let tmp = tmp.baseAddress!
+                    for r in rows * block / blocks..<rows * (block + 1) / blocks {
+                        let o = outP.base + r * F
+                        let xr = r * K
+                        switch kind {
+                        case .identity:
+                            for i in 0..<K { o[i] = xs[xr + i] }
+                        case .elu:
+                            for i in 0..<K { tmp[i] = min(xs[xr + i], 0) }
+                            RecurrenceSIMD.expInto(o, tmp, K)
+                            for i in 0..<K where xs[xr + i] > 0 { o[i] = xs[xr + i] + 1 }
+                        case .relu:
+                            for i in 0..<K { o[i] = max(xs[xr + i], 0) }
+                        case .cosformer:
+                            let theta = Double.pi / 2 * Double((r / H) % T + 1) / Double(T)
+                            let (c, s) = (Float(cos(theta)), Float(sin(theta)))
+                            for i in 0..<K {
+                                let v = max(xs[xr + i], 0)
+                                o[i] = v * c
+                                o[K + i] = v * s
+                            }
+                        case .taylor2:
+                            o[0] = 1
+                            for i in 0..<K { o[1 + i] = xs[xr + i] * quarter }
+                            let half = Float(0.5.squareRoot())
+                            for i in 0..<K {
+                                let a = o[1 + i] * half
+                                for j in 0..<K { o[1 + K + i * K + j] = a * o[1 + j] }
+                            }
+                        case .performer:
+                            var half: Float = 0
+                            for i in 0..<K { half += xs[xr + i] * xs[xr + i] }
+                            let shift = half / 2 + stabilizers[r]
+                            for f in 0..<width { tmp[f] = projection[r * width + f] - shift }
+                            RecurrenceSIMD.expInto(o, tmp, width)
+                            VectorMath.scale(o, count: width, by: 1 / Float(width).squareRoot())
+                        case .hashing:
+                            for i in 0..<width { o[projection[r * width + i] >= 0 ? i : width + i] = 1 }
+                        case .hedgehog:
+                            let p = r * width
+                            var (top, bottom) = (projection[p], projection[p])
+                            for i in 0..<width {
+                                top = max(top, projection[p + i])
+                                bottom = min(bottom, projection[p + i])
+                            }
+                            for i in 0..<width {
+                                tmp[i] = projection[p + i] - top
+                                tmp[width + i] = bottom - projection[p + i]
+                            }
+                            RecurrenceSIMD.expInto(o, tmp, 2 * width)
+                            var (up, down): (Float, Float) = (0, 0)
+                            for i in 0..<width {
+                                up += o[i]
+                                down += o[width + i]
+                            }
+                            VectorMath.scale(o, count: width, by: 1 / up)
+                            VectorMath.scale(o + width, count: width, by: 1 / down)
+                        }
+                    }
+                }
+            }
+        } } } }
         return Tensor(uncheckedShape: [B, T, H, F], scalars: out)
     }
 

@@ -55,7 +55,7 @@ public enum FeatureMapAttention {
     static func nonCausal(phiQ: Tensor, phiK: Tensor, state: Tensor, shape s: RecurrenceShape, scale: Float, normalize: Bool) -> Tensor {
         let (B, T, H, HV, V) = (s.B, s.T, s.H, s.HV, s.V)
         let F = phiQ.shape[3], group = HV / H
-        var o = [Float](repeating: 0, count: B * T * HV * V)
+        var o = Allocation.zeros(B * T * HV * V)
         phiQ.withUnsafeBufferPointer { pq in state.withUnsafeBufferPointer { st in o.withUnsafeMutableBufferPointer { out in
             for b in 0..<B {
                 for hv in 0..<HV {
