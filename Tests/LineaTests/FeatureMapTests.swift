@@ -92,6 +92,10 @@ import Testing
         #expect(message(FeatureMap(.hedgehog)).hasPrefix("hedgehog_weight: expected a weight tensor"))
         #expect(message(FeatureMap(.hashing, weights: try Tensor(zeros: [1, 8, 4]))).hasPrefix("hash_proj: expected shape [2, 8, F]"))
         #expect(message(FeatureMap(.performer, features: 0)).hasPrefix("features: expected 1..."))
+        let wide = try Tensor.randomNormal([1, 2, 1, 512], seed: 1)
+        #expect(throws: LineaError.invalidArgument(argument: "features", expected: "m·K² <= 2^32 (m <= 16384 at K = 512)", actual: "65536")) {
+            try FeatureMapAttention.forward(q: wide, k: wide, v: wide, map: FeatureMap(.performer, features: 1 << 16))
+        }
         #expect(message(FeatureMap(.relu), v: try Tensor(zeros: [1, 4, 3, 8])).hasPrefix("v: expected shape"))
         #expect(message(FeatureMap(.relu), options: FeatureMapOptions(scale: -1)).hasPrefix("scale: expected a finite number > 0"))
         var nan = v

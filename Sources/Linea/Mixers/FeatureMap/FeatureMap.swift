@@ -81,6 +81,11 @@ public struct FeatureMap: Sendable {
             guard features >= 1 && features <= 1 << 20 else {
                 throw LineaError.invalidArgument(argument: "features", expected: "1...\(1 << 20) random features", actual: "\(features)")
             }
+            // Drawing the orthogonal blocks costs about m·K² (Gram-Schmidt): bounded so that a call cannot run for hours.
+            guard Double(features) * Double(K) * Double(K) <= 0x1p32 else {
+                throw LineaError.invalidArgument(argument: "features", expected: "m·K² <= 2^32 (m <= \(Int(0x1p32 / Double(max(K, 1) * max(K, 1)))) at K = \(K))",
+                                                 actual: "\(features)")
+            }
         case .taylor2:
             guard K <= 256 else {
                 throw LineaError.invalidArgument(argument: "K", expected: "<= 256 for taylor2 (1 + K + K^2 features)", actual: "\(K)")

@@ -27,6 +27,7 @@ public enum FeatureMapAttention {
                         .init("kernel output", [s.B, s.T, s.HV, s.V])]
             if map.kind == .performer || map.kind == .hedgehog { buffers.append(.init("projections", [2, s.B, s.T, s.H, F])) }
         }
+        if map.kind == .performer { buffers.append(.init("performer projection", [3, map.features, s.K])) }  // Float64 and a Float32 copy
         try MemoryBudget.check(buffers)
         if s.B * s.T * s.HV * s.V == 0 { return try Tensor(zeros: [s.B, s.T, s.HV, s.V]) }
         let scale = Double(options.scale ?? 1)
