@@ -13,6 +13,7 @@ struct ListCommand: ParsableCommand {
              f.inputs.map { $0.name + ($0.optional ? "?" : "") }.joined(separator: ", "), f.summary]
         }
         printTable(header: ["op", "cpu forms", "cuda forms", "inputs", "what"], rows: rows)
+        print("scan_order: `linea op scan_order --order \(ScanOrderKind.allCases.map(\.rawValue).joined(separator: "|")) --grid H,W or T,H,W --output FILE`")
         print("")
         print("backends: cpu (\(Parallel.threadCount) threads, OpenBLAS GEMM)")
         for line in Measure.hostDescription() { print("          " + line) }

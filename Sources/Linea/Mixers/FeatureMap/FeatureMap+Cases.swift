@@ -101,6 +101,7 @@ public struct FeatureMapFamily: OpFamily {
 
     /// Seeded inputs for `kind`: q, k, v standard normal (identity: q, k uniform in [0, 1), so that its normalizer
     /// stays away from zero), Hedgehog's weights N(0, 1/K) with F = `width`, hashing's projections N(0, 1) with b = `width`.
+    /// O(B·T·(H·K + HV·V) + H·K·width).
     public static func inputs(_ kind: FeatureMapKind, B: Int, T: Int, H: Int, HV: Int, K: Int, V: Int, width: Int = 8,
                               seed: UInt64) throws -> [String: Tensor] {
         var x: [String: Tensor] = [:]
