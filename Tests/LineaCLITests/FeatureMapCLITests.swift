@@ -67,5 +67,8 @@ import Testing
             #expect(r.out.contains(label), "\(label) missing from: \(r.out)")
         }
         #expect(!r.out.contains("FAIL"))
+        // A fast form off its reference (here: any difference at all) is the one failure: exit 1.
+        let strict = try runLinea(["verify", "--approx", "--tolerance", "0"])
+        #expect(strict.code == 1 && strict.out.contains("FAIL"), "\(strict.code) \(strict.out)")
     }
 }

@@ -85,6 +85,12 @@ import Testing
         for i in 0..<want.count { want.scalars[i] += backward.scalars[i] }
         #expect(ErrorStats(got, want).maxAbs == 0, "\(ErrorStats(got, want))")
         #expect(ErrorStats(forward, want).relativeRMS > 0.1)  // the reversed scan contributes
+        // The same through device tensors and the dispatch's simple_gla (here on the CPU).
+        let onDevice = try order.mix(try inputs.map { try DeviceTensor($0) }) { t in
+            try Recurrence.forward(.simpleGLA, q: t[0], k: t[1], v: t[2], g: t[3], form: .chunked(size: 8)).o
+        }
+        let deviceError = ErrorStats(try onDevice.host(), want)
+        #expect(deviceError.relativeRMS <= 1e-6, "\(deviceError)")
         let both = try order.mix(inputs, merge: .concatenate, mixer: mixer)
         #expect(both.shape == [B, N, H, 2 * V])
         #expect(both.scalars[3 * V ..< 4 * V] == backward.scalars[V ..< 2 * V])  // row (b 0, token 0, head 1): its second half

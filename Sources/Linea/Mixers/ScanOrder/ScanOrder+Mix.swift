@@ -86,3 +86,26 @@ extension ScanOrder {
         return Tensor(uncheckedShape: x.shape, scalars: out)
     }
 }
+
+extension ScanOrder {
+    /// `mix` on device tensors `[B, N, ...]` (f32, all on one device): each scan's inputs are gathered on the host and
+    /// uploaded to that device, the `mixer` runs there (e.g. `Recurrence.forward` on a GPU), and its f32 output comes
+    /// back to be put in raster order and merged; the result lives on the inputs' device. The permutes cross the host
+    /// (no device gather kernel yet). O(scans · (mixer + elements)).
+    public func mix(_ inputs: [DeviceTensor], merge: ScanMerge = .sum, mixer: ([DeviceTensor]) throws -> DeviceTensor) throws -> DeviceTensor {
+        guard let device = inputs.first?.device else {
+            throw LineaError.invalidArgument(argument: "inputs", expected: "at least one tensor", actual: "none")
+        }
+        for (i, x) in inputs.enumerated() {
+            guard x.device == device else {
+                throw LineaError.invalidArgument(argument: "inputs[\(i)]", expected: "a tensor on \(device) (as inputs[0])", actual: "\(x.device)")
+            }
+            try x.expectDType([.float32], "inputs[\(i)]")
+        }
+        let host = try inputs.map { try $0.host() }
+        let merged = try mix(host, merge: merge) { scanned in
+            try mixer(scanned.map { try DeviceTensor($0, on: device) }).host()
+        }
+        return try DeviceTensor(merged, on: device)
+    }
+}
