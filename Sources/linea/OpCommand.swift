@@ -137,13 +137,14 @@ struct OpCommand: ParsableCommand {
             }
         }
         var results: [String: Tensor] = [:]
-        if let chosen = try selection.select(q: host["q"]!, k: host["k"]!, options: options) {
+        // Only block_sparse takes a selector (checked above); other ops may have no q at all (long_conv).
+        if selecting, let q = host["q"], let k = host["k"], let chosen = try selection.select(q: q, k: k, options: options) {
             let mask = chosen.mask
             uploaded["mask"] = try DeviceTensor(integers: mask.values.map(Int.init), shape: mask.shape, dtype: .uint8, on: target)
             (options.settings["block_rows"], options.settings["block_keys"]) = (mask.blockRows, mask.blockKeys)
             results["mask"] = try Tensor(shape: mask.shape, scalars: mask.values.map(Float.init))
             results["density"] = try Tensor(shape: [1], scalars: [Float(chosen.density)])
-            let error = try chosen.outputError(q: host["q"]!, k: host["k"]!, v: host["v"]!,
+            let error = try chosen.outputError(q: q, k: k, v: host["v"]!,
                                                options: AttentionOptions(scale: options.scale, causal: options.causal))
             let heads = chosen.patterns.isEmpty ? "" : "; heads: " + chosen.patterns.map(\.description).joined(separator: ", ")
             printError(String(format: "op: %@ kept %d of %d visible blocks (density %.4f); rel-RMS against dense attention %.3g",
