@@ -10,7 +10,9 @@ first L outputs, so its Hyena cuts each filter to the sequence length first. The
 sequence stores the whole filter and the output of fftconv on its first L taps (Linea ignores taps >= L).
 
 Case `c<i>` stores u [B, H, L], k [H, Lk], D [H] (when used) and o [B, H, L]; case `s<i>` stores A, B, C [H, N, 2]
-(real, imaginary), dt [H] and K [H, L]. The file is small (under 100 KB).
+(real, imaginary), dt [H] and K [H, L]; case `h<i>` stores a Hyena operator of order N as safari's
+`HyenaOperator.forward` runs it after its short filter (one head): projections [B, (N+1)·D, L], filters [N-1, D, L],
+bias [N-1, D] and y [B, D, L]. The file is small (under 100 KB).
 """
 import json
 import math
@@ -31,6 +33,8 @@ CONV_CASES = [(2, 3, 64, 64, True), (1, 4, 101, 40, True), (1, 2, 129, 129, Fals
               (1, 2, 997, 997, False)]
 # (H, N, L): S4D-Lin initialization (A = -1/2 + i·π·n), random complex B and C, dt log-uniform in [0.001, 0.1].
 S4D_CASES = [(2, 4, 64), (3, 16, 300)]
+# (order N, B, D, L): Hyena operators.
+HYENA_CASES = [(2, 2, 4, 50), (3, 1, 3, 77)]
 
 
 def fftconv(u, k, D):
@@ -49,6 +53,15 @@ def s4d_kernel(A, B, C, dt, L):
     coefficient = C * B * (torch.exp(dtA) - 1.0) / A
     powers = torch.exp(dtA.unsqueeze(-1) * torch.arange(L, dtype=torch.float64))
     return 2 * torch.einsum("hn,hnl->hl", coefficient, powers).real
+
+
+def hyena(uc, filters, bias):
+    """safari's HyenaOperator.forward from its short filter's output on (one head, no inner factor, no dropout)."""
+    D = filters.shape[1]
+    *x, v = uc.split(D, dim=1)
+    for o, x_i in enumerate(reversed(x[1:])):
+        v = fftconv(v * x_i, filters[o], bias[o])
+    return v * x[0]
 
 
 def main():
@@ -76,6 +89,15 @@ def main():
         for name, t in [("A", torch.view_as_real(A)), ("B", torch.view_as_real(B)), ("C", torch.view_as_real(C)), ("dt", dt), ("K", K)]:
             tensors[f"s{i}.{name}"] = t.contiguous().float()
         metadata[f"s{i}"] = json.dumps({"H": H, "N": N, "L": L})
+    for i, (N, B, D, L) in enumerate(HYENA_CASES):
+        uc = torch.randn(B, (N + 1) * D, L, generator=generator)
+        decay = torch.exp(-3 * torch.arange(L, dtype=torch.float32) / L)
+        filters = torch.randn(N - 1, D, L, generator=generator) * decay * 0.5
+        bias = torch.randn(N - 1, D, generator=generator)
+        y = hyena(uc.double(), filters.double(), bias.double())
+        for name, t in [("projections", uc), ("filters", filters), ("bias", bias), ("y", y)]:
+            tensors[f"h{i}.{name}"] = t.contiguous().float()
+        metadata[f"h{i}"] = json.dumps({"N": N, "B": B, "D": D, "L": L})
     path = os.path.join(out_dir, "fftconv.safetensors")
     save_file(tensors, path, metadata=metadata)
     print(f"wrote {len(CONV_CASES)} convolutions and {len(S4D_CASES)} S4D kernels to {os.path.normpath(path)} "

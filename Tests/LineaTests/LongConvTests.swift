@@ -73,12 +73,14 @@ import Testing
         }
     }
 
+    /// The torch fixture of scripts/longconv_fixtures.py.
+    static let fixturePath = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../LineaLMTests/Fixtures/longconv/fftconv.safetensors").path
+
     /// torch.fft's outputs as safari's fftconv computes them, and S4D's closed-form kernels (scripts/longconv_fixtures.py,
     /// float64): both forms match, a filter longer than the sequence included (the fixture cut it to L, as Hyena does).
     @Test func matchesTorchFFTConvAndS4D() throws {
-        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .appendingPathComponent("../LineaLMTests/Fixtures/longconv/fftconv.safetensors").path
-        let file = try SafeTensorsFile(path: path)
+        let file = try SafeTensorsFile(path: LongConvTests.fixturePath)
         let conv = file.metadata.keys.filter { $0.hasPrefix("c") }.sorted(), s4d = file.metadata.keys.filter { $0.hasPrefix("s") }.sorted()
         #expect(conv.count == 6 && s4d.count == 2)
         for name in conv {
@@ -197,41 +199,59 @@ import Testing
         }
     }
 
-    /// Hyena of orders 1 to 3: the fft form (f32 convolutions and gates) equals the Float64 reference; order 1 with one
-    /// gate of ones is one long convolution.
-    @Test(arguments: [(1, 2, 4, 33, 33), (2, 2, 8, 200, 200), (3, 1, 6, 1000, 64), (2, 3, 5, 1, 1)])
+    /// Hyena of orders 2 to 4: the fft form (f32 convolutions and gates) equals the Float64 reference; order 2 with
+    /// gates of ones is one long convolution of v.
+    @Test(arguments: [(2, 2, 4, 33, 33), (3, 2, 8, 200, 200), (4, 1, 6, 1000, 64), (3, 3, 5, 1, 1)])
     func hyenaFormsAgree(_ N: Int, _ B: Int, _ D: Int, _ L: Int, _ Lk: Int) throws {
         let projections = try Tensor.randomNormal([B, (N + 1) * D, L], seed: 1)
-        let filters = try Tensor.randomNormal([N, D, Lk], seed: 2, scale: 0.3), bias = try Tensor.randomNormal([N, D], seed: 3)
+        let filters = try Tensor.randomNormal([N - 1, D, Lk], seed: 2, scale: 0.3), bias = try Tensor.randomNormal([N - 1, D], seed: 3)
         for b in [nil, bias] {
             let want = try Hyena.forward(projections: projections, filters: filters, bias: b, form: .direct)
             let got = try Hyena.forward(projections: projections, filters: filters, bias: b, form: .fft)
             #expect(got.shape == [B, D, L] && ErrorStats(got, want).relativeRMS <= 1e-5, "N\(N) B\(B) D\(D) L\(L): \(ErrorStats(got, want))")
         }
-        if N == 1 {
+        if N == 2 {
             var ones = projections
-            for b in 0..<B { for i in (D * L)..<(2 * D * L) { ones.scalars[b * 2 * D * L + i] = 1 } }
+            for b in 0..<B { for i in 0..<(2 * D * L) { ones.scalars[b * 3 * D * L + i] = 1 } }
             var v = try Tensor(zeros: [B, D, L])
-            for b in 0..<B { for i in 0..<(D * L) { v.scalars[b * D * L + i] = projections.scalars[b * 2 * D * L + i] } }
+            for b in 0..<B { for i in 0..<(D * L) { v.scalars[b * D * L + i] = projections.scalars[b * 3 * D * L + 2 * D * L + i] } }
             let conv = try LongConv.reference(u: v, k: filters.reshaped([D, Lk]), D: bias.reshaped([D]))
             #expect(ErrorStats(try Hyena.forward(projections: ones, filters: filters, bias: bias, form: .direct), conv).relativeRMS <= 1e-6)
         }
     }
 
+    /// Both forms against safari's `HyenaOperator.forward` loop (`*x, v = split`, gate by `reversed(x[1:])` then
+    /// fftconv with the filter's bias, `y = v * x[0]`) run by torch in float64 (scripts/longconv_fixtures.py).
+    @Test func hyenaMatchesSafari() throws {
+        let file = try SafeTensorsFile(path: LongConvTests.fixturePath)
+        var cases = 0
+        for i in 0... {
+            guard file.names.contains("h\(i).projections") else { break }
+            let (projections, filters, bias, y) = try (file.tensor("h\(i).projections"), file.tensor("h\(i).filters"),
+                                                       file.tensor("h\(i).bias"), file.tensor("h\(i).y"))
+            for form in [LongConvForm.direct, .fft] {
+                let got = try Hyena.forward(projections: projections, filters: filters, bias: bias, form: form)
+                #expect(ErrorStats(got, y).relativeRMS <= 1e-5, "h\(i) \(form): \(ErrorStats(got, y))")
+            }
+            cases += 1
+        }
+        #expect(cases >= 2)
+    }
+
     @Test func hyenaBadArgumentsAreNamed() throws {
         let filters = try Tensor(zeros: [2, 3, 4])
-        #expect(throws: LineaError.shapeMismatch(argument: "projections", expected: "[B, 9, L] ((N + 1)·D channels: v, x_1...x_2) with B, L >= 1",
-                                                 actual: "[1, 6, 4]")) {
-            try Hyena.forward(projections: Tensor(zeros: [1, 6, 4]), filters: filters)
+        #expect(throws: LineaError.shapeMismatch(argument: "projections", expected: "[B, 12, L] ((N + 1)·D channels: x_0...x_2, v) with B, L >= 1",
+                                                 actual: "[1, 9, 4]")) {
+            try Hyena.forward(projections: Tensor(zeros: [1, 9, 4]), filters: filters)
         }
-        #expect(throws: LineaError.shapeMismatch(argument: "filters", expected: "[N, D, Lk] with N, D, Lk >= 1", actual: "[0, 3, 4]")) {
+        #expect(throws: LineaError.shapeMismatch(argument: "filters", expected: "[N-1, D, Lk] with N-1, D, Lk >= 1", actual: "[0, 3, 4]")) {
             try Hyena.forward(projections: Tensor(zeros: [1, 3, 4]), filters: Tensor(zeros: [0, 3, 4]))
         }
         #expect(throws: LineaError.shapeMismatch(argument: "bias", expected: "[2, 3]", actual: "[3]")) {
-            try Hyena.forward(projections: Tensor(zeros: [1, 9, 4]), filters: filters, bias: Tensor(zeros: [3]))
+            try Hyena.forward(projections: Tensor(zeros: [1, 12, 4]), filters: filters, bias: Tensor(zeros: [3]))
         }
         #expect(throws: LineaError.invalidArgument(argument: "projections", expected: "finite values", actual: "inf at flat index 0")) {
-            try Hyena.forward(projections: Tensor(zeros: [1, 9, 4], value: .infinity), filters: filters)
+            try Hyena.forward(projections: Tensor(zeros: [1, 12, 4], value: .infinity), filters: filters)
         }
     }
 }

@@ -3,9 +3,10 @@ import Foundation
 extension FeatureMap {
     /// phi of every row of `x [B,T,H,K]` in Float32, `[B,T,H,F]`: the projections (Performer's, Hedgehog's, the
     /// hashing's) as GEMMs, then the rows in parallel blocks with the vector exp. `query` picks Performer's
-    /// stabilizer: the row's own maximum for a query, the maximum over the (b, h) sequence for keys (both cancel with
-    /// the normalizer). `performer` is `performerProjection` in Float32. O(B·T·H·F·K) with a projection, else O(B·T·H·F).
-    func apply(_ x: Tensor, query: Bool, performer: [Float]?) -> Tensor {
+    /// stabilizer when `stabilized` (only then: they cancel with the normalizer alone): the row's own maximum for a
+    /// query, the maximum over the (b, h) sequence for keys. `performer` is `performerProjection` in Float32.
+    /// O(B·T·H·F·K) with a projection, else O(B·T·H·F).
+    func apply(_ x: Tensor, query: Bool, performer: [Float]?, stabilized: Bool) -> Tensor {
         let (B, T, H, K) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let F = featureCount(K: K), rows = B * T * H
         guard rows > 0 else { return Tensor(uncheckedShape: [B, T, H, F], scalars: []) }
@@ -32,7 +33,7 @@ extension FeatureMap {
         }
         // Performer's stabilizer per row: its own maximum (queries) or its (b, h) sequence's (keys).
         var stabilizer = [Float](repeating: 0, count: kind == .performer ? rows : 0)
-        if kind == .performer {
+        if kind == .performer && stabilized {
             proj.withUnsafeBufferPointer { p in for r in 0..<rows { stabilizer[r] = VectorMath.max(p.baseAddress! + r * n, count: n) } }
             if !query {
                 for b in 0..<B {
@@ -126,8 +127,8 @@ extension FeatureMap {
     }
 
     /// phi of every row of `x [B,T,H,K]` in Float64 (the reference's map, written element by element), `[B,T,H,F]`
-    /// flattened; Performer's projection in Float64. O(B·T·H·F·K).
-    func referenceApply(_ x: Tensor, query: Bool, performer: [Double]?) -> [Double] {
+    /// flattened; Performer's projection in Float64, its stabilizers as in `apply`. O(B·T·H·F·K).
+    func referenceApply(_ x: Tensor, query: Bool, performer: [Double]?, stabilized: Bool) -> [Double] {
         let (B, T, H, K) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let F = featureCount(K: K)
         var out = [Double](repeating: 0, count: B * T * H * F)
@@ -170,7 +171,7 @@ extension FeatureMap {
                 let xs = row.map { $0 * quarter }
                 let half = xs.reduce(0) { $0 + $1 * $1 } / 2
                 let dots = (0..<F).map { f in (0..<K).reduce(0.0) { $0 + performer![f * K + $1] * xs[$1] } }
-                let stabilizer = query ? dots.max()! : keyMax[b * H + h]
+                let stabilizer = stabilized ? (query ? dots.max()! : keyMax[b * H + h]) : 0
                 for f in 0..<F { out[o + f] = exp(dots[f] - half - stabilizer) / Double(F).squareRoot() }
             case .hedgehog, .hashing:
                 let w = weights!, n = w.shape[2]

@@ -17,8 +17,9 @@ public enum FeatureMapKind: String, CaseIterable, Sendable {
     case elu
     /// `phi(x) = max(x, 0)` (K features).
     case relu
-    /// Performer's FAVOR+: `exp(w_i . x' - |x'|^2/2 - stabilizer) / sqrt(m)` with `x' = x / K^(1/4)` and m positive
-    /// orthogonal random features `w` (seeded), an unbiased estimate of `exp(q . k / sqrt(K))`.
+    /// Performer's FAVOR+: `exp(w_i . x' - |x'|^2/2) / sqrt(m)` with `x' = x / K^(1/4)` and m positive orthogonal
+    /// random features `w` (seeded), an unbiased estimate of `exp(q . k / sqrt(K))`; with the normalizer, a
+    /// stabilizer is subtracted inside the exp (the query row's maximum, the key sequence's), which cancels there.
     case performer
     /// Based's second-order Taylor map `[1, x', x' (x) x' / sqrt 2]` with `x' = x / K^(1/4)`: the kernel is
     /// `1 + s + s^2/2` of `s = q . k / sqrt(K)` (1 + K + K^2 features).

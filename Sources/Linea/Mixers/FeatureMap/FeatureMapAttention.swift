@@ -37,7 +37,10 @@ public enum FeatureMapAttention {
             o = reference(q: q, k: k, v: v, map: map, performer: performer, shape: s, scale: scale, options: options)
         } else {
             let p32 = performer?.map { Float($0) }
-            let pq = map.apply(q, query: true, performer: p32), pk = map.apply(k, query: false, performer: p32)
+            // Performer's stabilizers only cancel in the normalized output: without the normalizer they would scale o.
+            let stable = options.normalize
+            let pq = map.apply(q, query: true, performer: p32, stabilized: stable)
+            let pk = map.apply(k, query: false, performer: p32, stabilized: stable)
             var x = RecurrenceInputs(q: pq, k: pk, v: v, scale: Float(scale))
             (x.validate, x.allowNonFiniteOutputs) = (options.validate, options.allowNonFiniteOutputs)
             x.normalize = options.causal && options.normalize
@@ -89,7 +92,8 @@ public enum FeatureMapAttention {
                           options: FeatureMapOptions) -> Tensor {
         let (B, T, H, HV, V) = (s.B, s.T, s.H, s.HV, s.V)
         let F = map.featureCount(K: s.K), group = HV / H
-        let pq = map.referenceApply(q, query: true, performer: performer), pk = map.referenceApply(k, query: false, performer: performer)
+        let pq = map.referenceApply(q, query: true, performer: performer, stabilized: options.normalize)
+        let pk = map.referenceApply(k, query: false, performer: performer, stabilized: options.normalize)
         var o = [Float](repeating: 0, count: B * T * HV * V)
         let (vs, causal, normalize) = (v.scalars, options.causal, options.normalize)
         o.withUnsafeMutableBufferPointer { buffer in
