@@ -76,8 +76,8 @@ struct BenchCommand: ParsableCommand {
         guard ["cpu", "cuda"].contains(backend) else {
             throw validationErrorList(argument: "--backend", got: backend, known: ["cpu", "cuda"])
         }
-        if let contextParallel, contextParallel < 1 || backend != "cpu" {
-            throw ValidationError("--context-parallel: expected N >= 1 on --backend cpu, got \(contextParallel) on \(backend)")
+        if let contextParallel, !(1...InProcessGroup.maxSize).contains(contextParallel) || backend != "cpu" {
+            throw ValidationError("--context-parallel: expected N in 1...\(InProcessGroup.maxSize) on --backend cpu, got \(contextParallel) on \(backend)")
         }
         if let density, !(density > 0 && density <= 1) { throw ValidationError("--density: expected a share in (0, 1], got \(density)") }
         guard ["bf16", "f32", "f16"].contains(dtype) else {

@@ -107,7 +107,9 @@ struct OpCommand: ParsableCommand {
         }
         try checkUsage(f, form: resolvedForm(f), options: options())
         if let contextParallel {
-            guard contextParallel >= 1 else { throw ValidationError("--context-parallel: expected >= 1, got \(contextParallel)") }
+            guard (1...InProcessGroup.maxSize).contains(contextParallel) else {
+                throw ValidationError("--context-parallel: expected 1...\(InProcessGroup.maxSize), got \(contextParallel)")
+            }
             guard f is RecurrenceFamily, device.backend == "cpu" else {
                 throw ValidationError("--context-parallel: expected a recurrence on --backend cpu, got \(name) on \(device.backend)")
             }

@@ -153,13 +153,21 @@ import Linea
         #expect(Self.errors(kinds).allSatisfy { $0?.contains("rank 1: allGather") == true }, "\(Self.errors(kinds))")
     }
 
-    /// A rank that never arrives: the others time out naming it (short timeout), and the group stays failed.
-    @Test func missingRankTimesOut() throws {
+    /// A rank that returns without joining: the others fail at once naming it (no wait for the timeout). A rank that
+    /// comes too late: the others time out naming it, and the group stays failed, for the late rank too.
+    @Test func missingRankFailsTheCollective() throws {
+        let started = Date()
+        let early = try InProcessGroup(size: 3, timeout: 30).run { c in if c.rank != 2 { _ = try c.allGather([1, 2]) } }
+        let errors = Self.errors(early)
+        #expect(errors[0...1].allSatisfy { $0?.contains("rank 2 returned without joining it") == true }, "\(errors)")
+        #expect(errors[2] == nil && Date().timeIntervalSince(started) < 20)
         let group = try InProcessGroup(size: 3, timeout: 0.2)
-        let results = group.run { c in if c.rank != 2 { _ = try c.allGather([1, 2]) } }
-        let errors = Self.errors(results)
-        #expect(errors[0...1].allSatisfy { $0?.contains("timed out") == true && $0?.contains("rank(s) 2") == true }, "\(errors)")
-        #expect(errors[2] == nil)
+        let late = group.run { c in
+            if c.rank == 2 { Thread.sleep(forTimeInterval: 1) }
+            _ = try c.allGather([1, 2])
+        }
+        let lateErrors = Self.errors(late)
+        #expect(lateErrors.allSatisfy { $0?.contains("timed out") == true && $0?.contains("rank(s) 2") == true }, "\(lateErrors)")
         #expect(throws: LineaError.self) { try group.communicator(rank: 2).barrier() }
     }
 

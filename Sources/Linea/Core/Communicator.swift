@@ -22,8 +22,11 @@ public protocol Communicator: Sendable {
 
 /// N ranks in one process exchanging host memory, one thread per rank: the communicator the CPU and the tests use.
 /// A collective waits at most `timeout` seconds for the other ranks, then fails the whole group with a message naming
-/// the ranks that never came; after any failure every collective on the group throws at once.
+/// the ranks that never came; a rank that returns or throws without joining a collective fails it at once (so a slow
+/// but valid run needs no short timeout); after any failure every collective on the group throws at once.
 public final class InProcessGroup: @unchecked Sendable {  // mutable state only under `condition`
+    /// The most ranks a group takes: each is a thread with an 8 MiB stack.
+    public static let maxSize = 256
     /// The number of ranks.
     public let size: Int
     /// Seconds a rank waits in a collective for the others.
@@ -35,10 +38,14 @@ public final class InProcessGroup: @unchecked Sendable {  // mutable state only 
     private var round = 0
     private var result: [Float] = []
     private var failure: LineaError?
+    /// Ranks whose body has returned: a collective they did not join can never complete.
+    private var exited: Set<Int> = []
 
     /// A group of `size` ranks (>= 1) whose collectives time out after `timeout` seconds (> 0). O(1).
-    public init(size: Int, timeout: Double = 300) throws {
-        guard size >= 1 else { throw LineaError.invalidArgument(argument: "ranks", expected: ">= 1", actual: "\(size)") }
+    public init(size: Int, timeout: Double = 3600) throws {
+        guard (1...Self.maxSize).contains(size) else {
+            throw LineaError.invalidArgument(argument: "ranks", expected: "1...\(Self.maxSize) (one thread each)", actual: "\(size)")
+        }
         guard timeout > 0, timeout.isFinite else { throw LineaError.invalidArgument(argument: "timeout", expected: "a finite number of seconds > 0", actual: "\(timeout)") }
         (self.size, self.timeout) = (size, timeout)
     }
@@ -61,7 +68,7 @@ public final class InProcessGroup: @unchecked Sendable {  // mutable state only 
             let thread = Thread { [self] in
                 let communicator = InProcessCommunicator(group: self, rank: rank)
                 let result = Result { try body(communicator) }
-                if case .failure(let error) = result { abort(reason: "rank \(rank) failed: \(error)") }
+                if case .failure(let error) = result { abort(reason: "rank \(rank) failed: \(error)") } else { exit(rank) }
                 results.set(rank, result)
                 done.leave()
             }
@@ -80,12 +87,31 @@ public final class InProcessGroup: @unchecked Sendable {  // mutable state only 
         condition.broadcast()
     }
 
+    /// Records that `rank`'s body returned; fails a collective the others are waiting in, which it can no longer join.
+    /// O(1).
+    private func exit(_ rank: Int) {
+        condition.lock()
+        defer { condition.unlock() }
+        exited.insert(rank)
+        if !arrivals.isEmpty { fail(returnedEarly(rank, op: arrivals.values.first!.op)) }
+    }
+
+    /// The error of a collective that rank `rank` left without joining. O(1).
+    private func returnedEarly(_ rank: Int, op: String) -> LineaError {
+        .unavailable(what: "\(op) (collective \(round)) of the \(size)-rank in-process group",
+                     reason: "rank \(rank) returned without joining it")
+    }
+
     /// One collective from `rank`: waits for every rank, checks that all called `op` with buffers of one size, and
     /// returns the buffers concatenated in rank order. O(size * count).
     func collective(rank: Int, op: String, _ buffer: [Float]) throws -> [Float] {
         condition.lock()
         defer { condition.unlock() }
         if let failure { throw failure }
+        if let gone = exited.first {
+            fail(returnedEarly(gone, op: op))
+            throw failure!
+        }
         let mine = round
         arrivals[rank] = (op, buffer)
         if arrivals.count == size {

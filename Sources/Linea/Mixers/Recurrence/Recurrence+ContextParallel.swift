@@ -38,7 +38,7 @@ extension Recurrence {
     /// `lengths` tokens (T split as evenly as possible when nil); a collective waits at most `timeout` seconds. Same
     /// outputs and final state up to rounding. O(forward) time over the ranks plus the fold.
     public static func contextParallelForward(_ mechanism: RecurrentMechanism, _ inputs: RecurrenceInputs, form: RecurrenceForm,
-                                              ranks: Int, lengths: [Int]? = nil, timeout: Double = 300) throws -> RecurrenceOutput {
+                                              ranks: Int, lengths: [Int]? = nil, timeout: Double = 3600) throws -> RecurrenceOutput {
         let d = try validate(mechanism, inputs)
         let outs = try contextParallelRun(mechanism, contextParallelSlices(inputs, ranks: ranks, lengths: lengths), form: form, timeout: timeout)
         // The slices' outputs back in one [B,T,HV,V] tensor.
@@ -76,7 +76,7 @@ extension Recurrence {
     /// Runs `contextParallelForward` on `slices` (one per rank, as `contextParallelSlices` cuts them) over an in-process
     /// group, one thread per rank; returns each rank's output, or throws the first rank's error. O(forward) over the ranks.
     public static func contextParallelRun(_ mechanism: RecurrentMechanism, _ slices: [RecurrenceInputs], form: RecurrenceForm,
-                                          timeout: Double = 300) throws -> [RecurrenceOutput] {
+                                          timeout: Double = 3600) throws -> [RecurrenceOutput] {
         try InProcessGroup(size: slices.count, timeout: timeout).run { c in
             try contextParallelForward(mechanism, slices[c.rank], form: form, communicator: c)
         }.map { try $0.get() }

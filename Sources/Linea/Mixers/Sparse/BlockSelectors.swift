@@ -316,9 +316,10 @@ extension BlockSelector {
                     var m = -Double.infinity
                     for c in 0..<visible {
                         var dot: Float = 0
-                        for t in 0..<s {
+                        // Only the t with i < T and j < S: a stride far beyond T or S must not loop over it.
+                        let (first, end) = (max(0, r * s + s - T), min(s, S - c * s))
+                        for t in first..<max(first, end) {
                             let (i, j) = (r * s + s - 1 - t, c * s + t)
-                            guard i < T, j < S else { continue }
                             let qp = qs.baseAddress! + ((b * T + i) * Hq + h) * D, kp = ks.baseAddress! + ((b * S + j) * Hkv + hk) * D
                             for d in 0..<D { dot += qp[d] * kp[d] }
                         }
