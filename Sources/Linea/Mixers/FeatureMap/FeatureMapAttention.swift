@@ -5,8 +5,8 @@ import Foundation
 public enum FeatureMapAttention {
     /// `o_t = sum_s w_ts v_s` (divided by `sum_s w_ts + 1e-10` with `normalize`), `w_ts = scale phi(q_t) . phi(k_s)`
     /// over `s <= t` (causal) or every s. `form` `.reference` builds the weights in Float64 (O(B·HV·T²·(F+V)));
-    /// `.chunked` and `.recurrent` map q and k, then run linear_attn's kernel of that form (causal: its outputs and
-    /// normalizer; otherwise its final state S, and `o = scale phi(Q) S` by one GEMM per head), O(B·HV·T·F·V) plus the map.
+    /// `.chunked` and `.recurrent` map q and k, then (causal) run linear_attn's kernel of that form with its normalizer,
+    /// or (not causal) form `S = phi(K)ᵀ V` and `o = scale phi(Q) S` by GEMMs; O(B·HV·T·F·V) plus the map.
     public static func forward(q: Tensor, k: Tensor, v: Tensor, map: FeatureMap, options: FeatureMapOptions = FeatureMapOptions(),
                                form: RecurrenceForm = .chunked(size: RecurrenceForm.defaultChunkSize)) throws -> Tensor {
         let s = try RecurrenceShape(.linearAttention, q: q.shape, k: k.shape, v: v.shape, g: nil, beta: nil, state: nil)
@@ -41,12 +41,13 @@ public enum FeatureMapAttention {
             let stable = options.normalize
             let pq = map.apply(q, query: true, performer: p32, stabilized: stable)
             let pk = map.apply(k, query: false, performer: p32, stabilized: stable)
-            var x = RecurrenceInputs(q: pq, k: pk, v: v, scale: Float(scale))
-            (x.validate, x.allowNonFiniteOutputs) = (options.validate, options.allowNonFiniteOutputs)
-            x.normalize = options.causal && options.normalize
-            let out = try Recurrence.forward(.linearAttention, x, form: form)
-            o = options.causal ? out.o : nonCausal(phiQ: pq, phiK: pk, state: out.finalState, shape: s, scale: Float(scale),
-                                                  normalize: options.normalize)
+            if options.causal {
+                var x = RecurrenceInputs(q: pq, k: pk, v: v, scale: Float(scale))
+                (x.validate, x.allowNonFiniteOutputs, x.normalize) = (options.validate, options.allowNonFiniteOutputs, options.normalize)
+                o = try Recurrence.forward(.linearAttention, x, form: form).o
+            } else {
+                o = nonCausal(phiQ: pq, phiK: pk, v: v, shape: s, scale: Float(scale), normalize: options.normalize)
+            }
         }
         if options.validate && !options.allowNonFiniteOutputs {
             try o.checkFiniteOutput("o", hint: "a normalizer near zero (a map with features of both signs) or a Float32 overflow")
@@ -54,20 +55,24 @@ public enum FeatureMapAttention {
         return o
     }
 
-    /// Every query against every key from linear_attn's final state `S [B,HV,F,V]` (the sum of `phi(k_s) v_sᵀ`):
+    /// Every query against every key, by two GEMMs per value head: the state `S = sum_s phi(k_s) v_sᵀ [F,V]`, then
     /// `o_t = scale phi(q_t)ᵀ S`, divided by `scale phi(q_t) . sum_s phi(k_s) + 1e-10` with `normalize`. O(B·HV·T·F·V).
-    static func nonCausal(phiQ: Tensor, phiK: Tensor, state: Tensor, shape s: RecurrenceShape, scale: Float, normalize: Bool) -> Tensor {
+    static func nonCausal(phiQ: Tensor, phiK: Tensor, v: Tensor, shape s: RecurrenceShape, scale: Float, normalize: Bool) -> Tensor {
         let (B, T, H, HV, V) = (s.B, s.T, s.H, s.HV, s.V)
         let F = phiQ.shape[3], group = HV / H
         var o = Allocation.zeros(B * T * HV * V)
-        phiQ.withUnsafeBufferPointer { pq in state.withUnsafeBufferPointer { st in o.withUnsafeMutableBufferPointer { out in
+        var state = [Float](repeating: 0, count: F * V)
+        phiQ.withUnsafeBufferPointer { pq in phiK.withUnsafeBufferPointer { pk in v.withUnsafeBufferPointer { pv in
+        state.withUnsafeMutableBufferPointer { st in o.withUnsafeMutableBufferPointer { out in
             for b in 0..<B {
                 for hv in 0..<HV {
+                    BLAS.sgemm(transA: true, m: F, n: V, k: T, a: pk.baseAddress! + (b * T * H + hv / group) * F, lda: H * F,
+                               b: pv.baseAddress! + (b * T * HV + hv) * V, ldb: HV * V, c: st.baseAddress!, ldc: V)
                     BLAS.sgemm(m: T, n: V, k: F, alpha: scale, a: pq.baseAddress! + (b * T * H + hv / group) * F, lda: H * F,
-                               b: st.baseAddress! + (b * HV + hv) * F * V, ldb: V, c: out.baseAddress! + (b * T * HV + hv) * V, ldc: HV * V)
+                               b: st.baseAddress!, ldb: V, c: out.baseAddress! + (b * T * HV + hv) * V, ldc: HV * V)
                 }
             }
-        } } }
+        } } } } }
         if normalize {
             for b in 0..<B {
                 for h in 0..<H {

@@ -19,7 +19,7 @@ public struct BlockSelection: Sendable {
     public func outputError(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = AttentionOptions()) throws -> Double {
         let sparse = try BlockSparseAttention.fused(q: q, k: k, v: v, mask: mask, options: options)
         let dense = try Attention.forward(q: q, k: k, v: v, options: options, form: .flash)
-        return BlockSelector.relativeRMS(sparse.o.scalars, dense.o.scalars)
+        return ErrorStats(sparse.o.scalars, dense.o.scalars).relativeRMS
     }
 }
 
@@ -200,16 +200,6 @@ public enum BlockSelector {
             return values[a] > values[b] || (values[a] == values[b] && a < b)
         }
         return Array(ranked.prefix(count))
-    }
-
-    /// `rms(got - want) / rms(want)` in Float64 (the plain RMS of the difference when `want` is all zero). O(n).
-    static func relativeRMS(_ got: [Float], _ want: [Float]) -> Double {
-        var diff = 0.0, norm = 0.0
-        for (a, b) in zip(got, want) {
-            diff += (Double(a) - Double(b)) * (Double(a) - Double(b))
-            norm += Double(b) * Double(b)
-        }
-        return norm > 0 ? (diff / norm).squareRoot() : (diff / Double(max(1, got.count))).squareRoot()
     }
 }
 
