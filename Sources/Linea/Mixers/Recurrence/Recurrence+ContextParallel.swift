@@ -261,27 +261,17 @@ extension Recurrence {
         return sums
     }
 
-    /// linear_attn's normalizer on a slice (as `FastProblem.applyNormalizer`): divides `o_t` by
-    /// `(scale q_t)·z_t + 1e-10`, `z_t` the earlier ranks' key sums `keysBefore [B,HV,K]` plus the slice's keys through t.
-    /// O(B·T·HV·(K+V)).
+    /// linear_attn's normalizer on a slice: `normalizeLinearAttention` with the earlier ranks' key sums
+    /// `keysBefore [B,HV,K]` (q and k L2-normalized first with `useQKL2Norm`). O(B·T·HV·(K+V)).
     private static func normalize(_ o: inout [Float], _ x: RecurrenceInputs, _ d: RecurrenceDims, scale: Float, keysBefore: [Float]) {
         let q = x.useQKL2Norm ? FastProblem.l2Normalized(x.q.scalars, rowLength: d.K) : x.q.scalars
         let k = x.useQKL2Norm ? FastProblem.l2Normalized(x.k.scalars, rowLength: d.K) : x.k.scalars
-        for b in 0..<d.B {
-            for hv in 0..<d.HV {
-                var z = Array(keysBefore[(b * d.HV + hv) * d.K..<(b * d.HV + hv + 1) * d.K])
-                for t in 0..<d.T {
-                    let key = ((b * d.T + t) * d.H + hv / d.group) * d.K
-                    var den: Float = 0
-                    for c in 0..<d.K {
-                        z[c] += k[key + c]
-                        den += q[key + c] * z[c]
-                    }
-                    let (inv, row) = (1 / (scale * den + 1e-10), ((b * d.T + t) * d.HV + hv) * d.V)
-                    for j in 0..<d.V { o[row + j] *= inv }
-                }
+        o.withUnsafeMutableBufferPointer { o in q.withUnsafeBufferPointer { q in k.withUnsafeBufferPointer { k in
+            guard let ob = o.baseAddress, let qb = q.baseAddress, let kb = k.baseAddress else { return }
+            keysBefore.withUnsafeBufferPointer { before in
+                normalizeLinearAttention(ob, q: qb, k: kb, dims: d, scale: scale, keysBefore: before.baseAddress)
             }
-        }
+        } } }
     }
 
     /// One fold step `S <- M S + E` over every head: M full K x K (`full`) or diagonal (K). O(heads·K·K·V) or O(heads·K·V).

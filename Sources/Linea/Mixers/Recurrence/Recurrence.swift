@@ -428,20 +428,30 @@ struct FastProblem: @unchecked Sendable {
     /// Divides each output row by `(scale*q_t)·z_t + 1e-10`, `z_t = sum_{s<=t} k_s` (linear_attn normalizer).
     /// O(B*T*HV*(K+V)).
     func applyNormalizer(_ o: UnsafeMutablePointer<Float>) {
-        let d = dims
-        let outP = SendablePointer(o)
+        Recurrence.normalizeLinearAttention(o, q: q, k: k, dims: dims, scale: scale, keysBefore: nil)
+    }
+}
+
+extension Recurrence {
+    /// linear_attn's normalizer: divides each row of `o [B,T,HV,V]` by `(scale q_t)·z_t + 1e-10`, `z_t` the sum of the
+    /// keys `k [B,T,H,K]` through t plus `keysBefore [B,HV,K]` (earlier tokens' key sums, e.g. other ranks'; zero when
+    /// nil). Value heads in parallel. O(B·T·HV·(K+V)).
+    static func normalizeLinearAttention(_ o: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                                         dims d: RecurrenceDims, scale: Float, keysBefore: UnsafePointer<Float>?) {
+        let (outP, qP, kP) = (SendablePointer(o), SendableConstPointer(q), SendableConstPointer(k))
+        let before = keysBefore.map { SendableConstPointer($0) }
         Parallel.forEach(d.B * d.HV) { bh in
-            let b = bh / d.HV, h = bh % d.HV, kh = keyHead(h)
+            let (b, hv) = (bh / d.HV, bh % d.HV)
             var z = [Float](repeating: 0, count: d.K)
+            if let before { for i in 0..<d.K { z[i] = before.base[bh * d.K + i] } }
             for t in 0..<d.T {
-                let qk = keyOffset(b, t, kh)
+                let key = ((b * d.T + t) * d.H + hv / d.group) * d.K
                 var den: Float = 0
                 for i in 0..<d.K {
-                    z[i] += self.k[qk + i]
-                    den += self.q[qk + i] * z[i]
+                    z[i] += kP.base[key + i]
+                    den += qP.base[key + i] * z[i]
                 }
-                let inv = 1 / (scale * den + 1e-10)
-                VectorMath.scale(outP.base + offset(b, t, h, width: d.V), count: d.V, by: inv)
+                VectorMath.scale(outP.base + ((b * d.T + t) * d.HV + hv) * d.V, count: d.V, by: 1 / (scale * den + 1e-10))
             }
         }
     }
