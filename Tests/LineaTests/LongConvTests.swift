@@ -4,7 +4,7 @@ import Testing
 
 /// Long convolutions: the fft form against the Float64 direct form (the op table's cases run in OpCaseTests too),
 /// hand-computed values, filters shorter and longer than the sequence, the argument checks; S4D's kernel forms;
-/// the Hyena operator's forms.
+/// the Hyena operator's forms, and its implicit filters generated from safari's weights.
 @Suite struct LongConvTests {
     static func inputs(B: Int, H: Int, L: Int, Lk: Int, seed: UInt64) throws -> (u: Tensor, k: Tensor, D: Tensor) {
         (try Tensor.randomNormal([B, H, L], seed: seed), try Tensor.randomNormal([H, Lk], seed: seed + 1, scale: 0.5),
@@ -252,6 +252,133 @@ import Testing
         }
         #expect(throws: LineaError.invalidArgument(argument: "projections", expected: "finite values", actual: "inf at flat index 0")) {
             try Hyena.forward(projections: Tensor(zeros: [1, 12, 4], value: .infinity), filters: filters)
+        }
+    }
+}
+
+extension LongConvTests {
+    /// Fixture case `f<i>`'s settings (its metadata JSON) and the filter built from its weights; `givenEmbedding` passes
+    /// the stored z instead of computing it.
+    static func fixtureFilter(_ file: SafeTensorsFile, _ name: String, givenEmbedding: Bool = false) throws -> (HyenaFilter, [String: Any]) {
+        let settings = try JSONSerialization.jsonObject(with: Data(file.metadata[name]!.utf8)) as! [String: Any]
+        let filter = try HyenaFilter(order: settings["N"] as! Int, maxLength: settings["Lmax"] as! Int, embeddingDim: settings["E"] as! Int,
+                                     embedding: givenEmbedding ? file.tensor("\(name).z") : nil,
+                                     weights: (0..<4).map { try file.tensor("\(name).w\($0)") }, biases: (0..<3).map { try file.tensor("\(name).b\($0)") },
+                                     frequencies: (0..<3).map { try file.tensor("\(name).freq\($0)") }, deltas: file.tensor("\(name).deltas"),
+                                     shift: Float(settings["shift"] as! Double), normalized: settings["normalized"] as! Bool,
+                                     bias: file.tensor("\(name).bias"))
+        return (filter, settings)
+    }
+
+    /// safari's HyenaFilter re-implemented by torch in float64 (scripts/longconv_fixtures.py: two inner Sin layers,
+    /// modulation on, one case normalized with a shift): the embedding, the taps `filter(L)` gives, their rearrangement
+    /// into [N-1, D, L] and the bias into [N-1, D], and the operator with the generated filters in both forms.
+    @Test func hyenaFilterMatchesSafari() throws {
+        let file = try SafeTensorsFile(path: LongConvTests.fixturePath)
+        let names = file.metadata.keys.filter { $0.hasPrefix("f") }.sorted()
+        #expect(names.count == 2)
+        for name in names {
+            let (filter, settings) = try Self.fixtureFilter(file, name)
+            let L = settings["L"] as! Int
+            let z = try file.tensor("\(name).z")
+            #expect(ErrorStats(filter.embedding.scalars, z.scalars).relativeRMS <= 1e-6, "\(name) embedding")
+            let want = try file.tensor("\(name).k")
+            let k = try filter.implicitFilter(length: L)
+            #expect(k.shape == Array(want.shape.dropFirst()) && ErrorStats(k.scalars, want.scalars).relativeRMS <= 1e-5,
+                    "\(name) k: \(ErrorStats(k.scalars, want.scalars))")
+            let given = try Self.fixtureFilter(file, name, givenEmbedding: true).0.implicitFilter(length: L)
+            #expect(ErrorStats(given, k).relativeRMS <= 1e-6, "\(name) with the stored embedding")
+            let (filters, bias) = try filter.filters(length: L)
+            let (wantFilters, wantBias) = (try file.tensor("\(name).filters"), try file.tensor("\(name).bias_od"))
+            #expect(filters.shape == wantFilters.shape && ErrorStats(filters, wantFilters).relativeRMS <= 1e-5,
+                    "\(name) filters: \(ErrorStats(filters, wantFilters))")
+            #expect(bias == wantBias, "\(name) bias [N-1, D]")
+            let (projections, y) = (try file.tensor("\(name).projections"), try file.tensor("\(name).y"))
+            for form in LongConvForm.allCases {
+                let got = try Hyena.forward(projections: projections, filter: filter, form: form)
+                #expect(got.shape == y.shape && ErrorStats(got, y).relativeRMS <= 1e-5, "\(name) \(form): \(ErrorStats(got, y))")
+            }
+        }
+    }
+
+    /// Without modulation the taps are the MLP's alone: equal to modulation by a window of ones (deltas 0, shift 0), and
+    /// a shift s adds s times the unmodulated taps.
+    @Test func hyenaFilterModulationSwitch() throws {
+        let (F, C) = (6, 4)
+        let weights = [try Tensor.randomNormal([F, 3], seed: 1), try Tensor.randomNormal([C, F], seed: 2, scale: 0.4)]
+        let biases = [try Tensor.randomNormal([F], seed: 3)], frequencies = [try Tensor(zeros: [1, F], value: 1.3)]
+        func make(_ deltas: Tensor, shift: Float = 0, modulate: Bool) throws -> Tensor {
+            try HyenaFilter(order: 3, maxLength: 30, weights: weights, biases: biases, frequencies: frequencies, deltas: deltas, shift: shift,
+                            modulate: modulate, bias: nil).implicitFilter(length: 30)
+        }
+        let rates = try Tensor.randomNormal([C], seed: 4, scale: 3)
+        let plain = try make(rates, modulate: false)
+        #expect(ErrorStats(try make(Tensor(zeros: [C]), modulate: true), plain).relativeRMS <= 1e-7)
+        let windowed = try make(rates, modulate: true), shifted = try make(rates, shift: 0.25, modulate: true)
+        #expect(ErrorStats(shifted.scalars, zip(windowed.scalars, plain.scalars).map { $0 + 0.25 * $1 }).relativeRMS <= 1e-6)
+        #expect(ErrorStats(windowed, plain).relativeRMS > 0.1, "the window decays the taps")
+        #expect(try HyenaFilter(order: 3, maxLength: 30, weights: weights, biases: biases, frequencies: frequencies, deltas: rates,
+                                bias: nil).filters(length: 30).bias == nil)
+    }
+
+    @Test func hyenaFilterBadWeightsAreNamed() throws {
+        let (F, E) = (5, 3)
+        let weights = [try Tensor(zeros: [F, E]), try Tensor(zeros: [F, F]), try Tensor(zeros: [6, F])]
+        let biases = [try Tensor(zeros: [F]), try Tensor(zeros: [F])], frequencies = [try Tensor(zeros: [1, F]), try Tensor(zeros: [1, F])]
+        let deltas = try Tensor(zeros: [1, 1, 6]), bias = try Tensor(zeros: [6])
+        func make(order: Int = 3, maxLength: Int = 16, embeddingDim: Int = E, embedding: Tensor? = nil, weights w: [Tensor]? = nil,
+                  biases b: [Tensor]? = nil, frequencies f: [Tensor]? = nil, deltas d: Tensor? = nil, bias s: Tensor? = nil) throws -> HyenaFilter {
+            try HyenaFilter(order: order, maxLength: maxLength, embeddingDim: embeddingDim, embedding: embedding, weights: w ?? weights,
+                            biases: b ?? biases, frequencies: f ?? frequencies, deltas: d ?? deltas, bias: s ?? bias)
+        }
+        let filter = try make()
+        #expect(filter.width == 3 && filter.order == 3)
+        #expect(throws: LineaError.shapeMismatch(argument: "weights[0]", expected: "[F, 3] with F >= 1 (the MLP width, embedding dim)", actual: "[5, 5]")) {
+            try make(weights: [weights[1], weights[1], weights[2]])
+        }
+        #expect(throws: LineaError.shapeMismatch(argument: "weights[1]", expected: "[5, 5]", actual: "[5, 3]")) {
+            try make(weights: [weights[0], weights[0], weights[2]])
+        }
+        #expect(throws: LineaError.shapeMismatch(argument: "weights[2]", expected: "[(N-1)·D, 5] with N-1 = 4, D >= 1", actual: "[6, 5]")) {
+            try make(order: 5)
+        }
+        #expect(throws: LineaError.invalidArgument(argument: "biases", expected: "2 (one per linear layer but the last)", actual: "1")) {
+            try make(biases: [biases[0]])
+        }
+        #expect(throws: LineaError.shapeMismatch(argument: "biases[1]", expected: "[5] (leading ones allowed)", actual: "[4]")) {
+            try make(biases: [biases[0], Tensor(zeros: [4])])
+        }
+        #expect(throws: LineaError.shapeMismatch(argument: "frequencies[0]", expected: "[5] (leading ones allowed)", actual: "[2, 5]")) {
+            try make(frequencies: [Tensor(zeros: [2, F]), frequencies[1]])
+        }
+        #expect(throws: LineaError.shapeMismatch(argument: "deltas", expected: "[6] (leading ones allowed)", actual: "[1, 1, 3]")) {
+            try make(deltas: Tensor(zeros: [1, 1, 3]))
+        }
+        #expect(throws: LineaError.shapeMismatch(argument: "bias", expected: "[6] (leading ones allowed)", actual: "[3, 2]")) {
+            try make(bias: Tensor(zeros: [3, 2]))
+        }
+        #expect(throws: LineaError.shapeMismatch(argument: "embedding", expected: "[16, E] or [1, 16, E] with E odd and >= 3", actual: "[1, 15, 3]")) {
+            try make(embedding: Tensor(zeros: [1, 15, 3]))
+        }
+        #expect(throws: LineaError.invalidArgument(argument: "embeddingDim", expected: "an odd E >= 3 (time, cosine and sine bands)", actual: "4")) {
+            try make(embeddingDim: 4)
+        }
+        #expect(throws: LineaError.invalidArgument(argument: "order", expected: "an operator order N >= 2", actual: "1")) { try make(order: 1) }
+        #expect(throws: LineaError.invalidArgument(argument: "frequencies[1]", expected: "finite values", actual: "nan at flat index 2")) {
+            var bad = frequencies[1]
+            bad.scalars[2] = .nan
+            return try make(frequencies: [frequencies[0], bad])
+        }
+        #expect(throws: LineaError.invalidArgument(argument: "length", expected: "1...16 (the filter's maxLength)", actual: "17")) {
+            try filter.filters(length: 17)
+        }
+        #expect(throws: LineaError.shapeMismatch(argument: "projections",
+                                                 expected: "[B, 12, L] with B >= 1 and 1 <= L <= 16 (the filter's maxLength)", actual: "[1, 12, 17]")) {
+            try Hyena.forward(projections: Tensor(zeros: [1, 12, 17]), filter: filter)
+        }
+        #expect(throws: LineaError.shapeMismatch(argument: "projections",
+                                                 expected: "[B, 12, L] with B >= 1 and 1 <= L <= 16 (the filter's maxLength)", actual: "[1, 9, 8]")) {
+            try Hyena.forward(projections: Tensor(zeros: [1, 9, 8]), filter: filter)
         }
     }
 }
