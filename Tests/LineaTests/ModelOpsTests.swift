@@ -368,7 +368,7 @@ func thrownArgument(_ body: () throws -> Void) -> String? {
     @Test func badSizesNameTheArgument() throws {
         let a = [Float](repeating: 1, count: 12)
         var o = [Float](repeating: 0, count: 12)
-        try withBuffers([a, [Float](repeating: 1, count: 5)]) { b in o.withUnsafeMutableBufferPointer { out in
+        withBuffers([a, [Float](repeating: 1, count: 5)]) { b in o.withUnsafeMutableBufferPointer { out in
             #expect(thrownArgument { try CPUOps.matmul(x: b[0], weight: b[1], out: out, m: 3, n: 4, k: 4) } == "weight")
             #expect(thrownArgument { try CPUOps.rmsNorm(x: b[0], weight: b[1], out: out, rows: 3, dim: 4, eps: 1e-6) } == "weight")
             #expect(thrownArgument { try CPUOps.swiglu(gate: b[0], up: b[1], out: out) } == "up")
