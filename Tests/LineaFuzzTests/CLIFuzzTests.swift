@@ -102,6 +102,8 @@ func runLineaBounded(_ arguments: [String], timeout: Double, in dir: URL) throws
     private func makeCase(_ rng: inout SeededRandom, input: String, output: String, fifo: String, sparse: String, dir: URL) throws
         -> ([String], [UInt8]?) {
         let mechanisms = ["attention"] + RecurrentMechanism.allCases.map(\.rawValue)
+        // The other op families: long convolutions, feature maps, block-sparse with a selector choosing its mask.
+        let others = ["long_conv", "linear_attn_elu", "linear_attn_performer", "linear_attn_cosformer", "linear_attn_taylor2", "block_sparse"]
         let junk = ["", "abc", "-1", "0", "nan", "1e400", "--", "-", "9223372036854775808", "\u{7}", "é"]
         func maybe(_ p: Double, _ args: [String]) -> [String] { rng.chance(p) ? args : [] }
         // Mostly valid values, so that most runs get past option parsing; junk one time in eight.
@@ -112,7 +114,7 @@ func runLineaBounded(_ arguments: [String], timeout: Double, in dir: URL) throws
         let memory = ["--max-memory", rng.chance(0.9) ? "1G" : rng.pick(["64M", "1k", "0", "-1G", "abc", "8E"])]
         switch rng.below(10) {
         case 0...5:
-            let name = rng.chance(0.95) ? rng.pick(mechanisms) : rng.pick(junk)
+            let name = rng.chance(0.95) ? rng.pick(rng.chance(0.75) ? mechanisms : others) : rng.pick(junk)
             var bytes: [UInt8]? = try inputBytes(&rng, for: name)
             var inputPath = input
             if rng.chance(0.08) {
@@ -134,8 +136,20 @@ func runLineaBounded(_ arguments: [String], timeout: Double, in dir: URL) throws
             args += maybe(0.2, [rng.pick(["--causal", "--no-causal", "--normalize", "--qk-l2-norm"])])
             args += maybe(0.05, ["--backend", value(["cpu", "cuda"])])
             args += maybe(0.05, ["--dtype", value(["f32", "bf16", "f16"])])
+            args += maybe(0.1, ["--context-parallel", value(["1", "2", "3", "8", "257", "0"] + huge)])
+            args += maybe(name == "block_sparse" ? 0.8 : 0.05, ["--selector", value(["xattention", "minference", "topk"])])
+            args += maybe(0.1, ["--tau", value(["0.5", "0.9", "1", "0", "1.5", "nan"])])
+            args += maybe(0.1, ["--top-k", value(["1", "2", "0", "-1"] + huge)])
+            args += maybe(0.1, ["--block-size", value(["1", "2", "16", "64", "0"] + huge)])
+            args += maybe(0.1, ["--xattn-stride", value(["1", "2", "8", "0"] + huge)])
+            args += maybe(0.05, ["--pattern", value(["a-shape", "vertical-slash", "block-sparse", "search"])])
+            args += maybe(0.1, ["--set", value(["features=16", "seed=3", "features=0", "block_rows=7", "features=4294967296"])])
             args += maybe(0.03, [rng.pick(junk + ["--frobnicate", "--inputs"])])
             return (args, bytes)
+        case 9 where rng.chance(0.5):
+            let grids = ["16,16", "3,5,7", "1,1", "1,4096", "0,4", "4", "2,2,2,2", "100000,100000", "9223372036854775807,2", "16,x"]
+            let orders = ["raster", "bidirectional", "cross", "hilbert", "zigzag", "rotary-major"]
+            return (["op", "scan_order", "--order", value(orders), "--grid", value(grids), "--output", output] + memory, nil)
         case 6:
             var args = ["verify", "--mechanism", rng.chance(0.95) ? rng.pick(mechanisms) : rng.pick(junk)] + memory
             args += maybe(0.3, ["--tolerance", value(["0", "1e-5", "1", "-1", "inf"])])
@@ -170,7 +184,11 @@ func runLineaBounded(_ arguments: [String], timeout: Double, in dir: URL) throws
     private func inputBytes(_ rng: inout SeededRandom, for name: String) throws -> [UInt8] {
         let (B, T, H, K, V) = (1 + rng.below(2), rng.below(20), 1 + rng.below(3), 1 + rng.below(8), 1 + rng.below(8))
         var tensors: [String: Tensor]
-        if let mechanism = RecurrentMechanism(rawValue: name) {
+        if name == "long_conv" {
+            let L = rng.below(40), Lk = rng.chance(0.7) ? L : rng.below(60)
+            tensors = ["u": try .randomNormal([B, H, L], seed: 1), "k": try .randomNormal([H, Lk], seed: 2)]
+            if rng.chance(0.5) { tensors["D"] = try .randomNormal([H], seed: 3) }
+        } else if let mechanism = RecurrentMechanism(rawValue: name) {
             let x = try RecurrenceInputs.random(mechanism, B: B, T: T, H: H, K: K, V: V, seed: rng.next() >> 1,
                                                 initialState: rng.chance(0.3))
             tensors = ["q": x.q, "k": x.k, "v": x.v]
@@ -179,7 +197,8 @@ func runLineaBounded(_ arguments: [String], timeout: Double, in dir: URL) throws
             tensors["initial_state"] = x.initialState
         } else {
             let S = rng.chance(0.7) ? T : rng.below(20)
-            tensors = ["q": try .randomNormal([B, T, H * 2, K], seed: 1), "k": try .randomNormal([B, S, H, K], seed: 2),
+            let queryHeads = name.hasPrefix("linear_attn_") ? H : H * 2  // feature maps: as many q heads as k heads
+            tensors = ["q": try .randomNormal([B, T, queryHeads, K], seed: 1), "k": try .randomNormal([B, S, H, K], seed: 2),
                        "v": try .randomNormal([B, S, H, V], seed: 3)]
         }
         switch rng.below(8) {
