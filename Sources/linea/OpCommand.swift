@@ -102,6 +102,10 @@ struct OpCommand: ParsableCommand {
         if name != "block_sparse" && (selection.selector != nil || selection.blockSize != nil) {
             throw ValidationError("--selector, --block-size: block_sparse only, got \(name)")
         }
+        if selection.selector != nil, let shape = set.first(where: { $0.hasPrefix("block_rows=") || $0.hasPrefix("block_keys=") }) {
+            // A selector's mask has square blocks of --block-size (default 64): a --set block shape would be ignored.
+            throw ValidationError("--set \(shape): with --selector the blocks are square, use --block-size N")
+        }
         if try name != RecurrentMechanism.kda.rawValue && !options().activations.isEmpty {
             throw ValidationError("--gate-in-kernel, --lower-bound, --beta-sigmoid, --allow-neg-eigval: kda only, got \(name)")
         }

@@ -28,7 +28,8 @@ import Testing
         }
         let output = dir.appendingPathComponent("bad.safetensors").path
         for (flags, message) in [(["--selector", "xattention", "--tau", "1.5"], "--tau"), (["--selector", "topk", "--top-k", "0"], "--top-k"),
-                                 (["--selector", "magic"], "--selector"), (["--selector", "topk", "--block-size", "0"], "--block-size")] {
+                                 (["--selector", "magic"], "--selector"), (["--selector", "topk", "--block-size", "0"], "--block-size"),
+                                 (["--selector", "topk", "--set", "block_rows=32"], "use --block-size")] {
             let r = try runLinea(["op", "block_sparse", "--inputs", input, "--output", output] + flags)
             #expect(r.code == 2 && r.err.contains(message), "\(flags): \(r.err)")
         }
