@@ -43,15 +43,8 @@ public final class KimiLinear: CausalLM {
             linearDim = try linear?.has("head_dim") == true ? linear!.int("head_dim") : c.int("linear_head_dim", default: 128)
             convWidth = try linear?.has("short_conv_kernel_size") == true ? linear!.int("short_conv_kernel_size")
                 : c.int("linear_conv_kernel_dim", default: 4)
-            if let types = try c.strings("layer_types") {
-                guard types.count == layers else {
-                    throw LineaError.invalidArgument(argument: "\(c.source): layer_types", expected: "\(layers) entries (num_hidden_layers)",
-                                                     actual: "\(types.count)")
-                }
-                fullAttention = try types.map { t in
-                    guard t == "full_attention" || t == "linear_attention" else { throw c.unsupported("layer_types", "full_attention or linear_attention") }
-                    return t == "full_attention"
-                }
+            if let flags = try c.layerFlags("layer_types", layers: layers, allowed: ["full_attention", "linear_attention"], flagged: "full_attention") {
+                fullAttention = flags
             } else if let linear, linear.has("kda_layers"), linear.has("full_attn_layers") {
                 // 1-indexed in Moonshot's config; every layer must be named exactly once.
                 let kda = try linear.ints("kda_layers") ?? [], full = try linear.ints("full_attn_layers") ?? []
@@ -73,15 +66,8 @@ public final class KimiLinear: CausalLM {
             } else {
                 fullAttention = (0..<count).map { $0 > 0 && $0 % 4 == 0 }
             }
-            if let types = try c.strings("mlp_layer_types") {
-                guard types.count == layers else {
-                    throw LineaError.invalidArgument(argument: "\(c.source): mlp_layer_types", expected: "\(layers) entries (num_hidden_layers)",
-                                                     actual: "\(types.count)")
-                }
-                sparse = try types.map { t in
-                    guard t == "dense" || t == "sparse" else { throw c.unsupported("mlp_layer_types", "dense or sparse") }
-                    return t == "sparse"
-                }
+            if let flags = try c.layerFlags("mlp_layer_types", layers: layers, allowed: ["dense", "sparse"], flagged: "sparse") {
+                sparse = flags
             } else {
                 let dense = try c.int("first_k_dense_replace", default: 1)
                 sparse = (0..<count).map { $0 >= dense }

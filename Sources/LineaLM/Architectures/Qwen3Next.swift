@@ -48,15 +48,8 @@ public final class Qwen3Next: CausalLM {
             let mlpOnly = Set(try c.ints("mlp_only_layers") ?? [])
             let (count, expertCount) = (layers, experts)
             sparse = (0..<count).map { i in !mlpOnly.contains(i) && expertCount > 0 && sparseStep > 0 && (i + 1) % sparseStep == 0 }
-            if let types = try c.strings("layer_types") {
-                guard types.count == layers else {
-                    throw LineaError.invalidArgument(argument: "\(c.source): layer_types", expected: "\(layers) entries (num_hidden_layers)",
-                                                     actual: "\(types.count)")
-                }
-                fullAttention = try types.map { t in
-                    guard t == "full_attention" || t == "linear_attention" else { throw c.unsupported("layer_types", "full_attention or linear_attention") }
-                    return t == "full_attention"
-                }
+            if let flags = try c.layerFlags("layer_types", layers: layers, allowed: ["full_attention", "linear_attention"], flagged: "full_attention") {
+                fullAttention = flags
             } else {
                 let interval = try c.int("full_attention_interval", default: 4)
                 fullAttention = (0..<count).map { interval > 0 && ($0 + 1) % interval == 0 }

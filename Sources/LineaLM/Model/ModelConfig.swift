@@ -95,6 +95,20 @@ public final class ConfigFields: @unchecked Sendable {
         return a
     }
 
+    /// A per-layer list of kinds (e.g. `layer_types`, each "full_attention" or "linear_attention") as flags, true where
+    /// the kind is `flagged`; nil when absent; an error naming the field for a length other than `layers` or a kind
+    /// outside `allowed`. O(n).
+    public func layerFlags(_ key: String, layers: Int, allowed: [String], flagged: String) throws -> [Bool]? {
+        guard let types = try strings(key) else { return nil }
+        guard types.count == layers else {
+            throw LineaError.invalidArgument(argument: field(key), expected: "\(layers) entries (num_hidden_layers)", actual: "\(types.count)")
+        }
+        return try types.map { t in
+            guard allowed.contains(t) else { throw unsupported(key, allowed.joined(separator: " or ")) }
+            return t == flagged
+        }
+    }
+
     /// An array of integers (a lone integer reads as one), or nil when absent. O(n).
     public func ints(_ key: String) throws -> [Int]? {
         guard has(key) else { return nil }
