@@ -191,48 +191,37 @@ extension FeatureMap {
         return out
     }
 
-    /// `y[i] = max(x[i], 0)` for `i < n`, 8 lanes at a time. O(n).
+    /// `y[i] = f(x[i])` for `i < n`, 8 lanes at a time (the last partial vector zero-padded). O(n).
+    @inline(__always)
+    static func lanes(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, _ n: Int, _ f: (SIMD8<Float>) -> SIMD8<Float>) {
+        var i = 0
+        while i + 8 <= n {
+            UnsafeMutableRawPointer(y + i).storeBytes(of: f(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)), as: SIMD8<Float>.self)
+            i += 8
+        }
+        if i < n {
+            var v = SIMD8<Float>()
+            for j in 0..<(n - i) { v[j] = x[i + j] }
+            let r = f(v)
+            for j in 0..<(n - i) { y[i + j] = r[j] }
+        }
+    }
+
+    /// `y[i] = max(x[i], 0)` for `i < n`. O(n).
     @inline(__always)
     static func relu(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, _ n: Int) {
-        var i = 0
-        while i + 8 <= n {
-            let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
-            UnsafeMutableRawPointer(y + i).storeBytes(of: v.replacing(with: 0, where: v .< 0), as: SIMD8<Float>.self)
-            i += 8
-        }
-        while i < n {
-            y[i] = max(x[i], 0)
-            i += 1
-        }
+        lanes(x, into: y, n) { $0.replacing(with: 0, where: $0 .< 0) }
     }
 
-    /// `y[i] = a * x[i]` for `i < n`, 8 lanes at a time. O(n).
+    /// `y[i] = a * x[i]` for `i < n`. O(n).
     @inline(__always)
     static func scale(_ x: UnsafePointer<Float>, by a: Float, into y: UnsafeMutablePointer<Float>, _ n: Int) {
-        var i = 0
-        while i + 8 <= n {
-            let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
-            UnsafeMutableRawPointer(y + i).storeBytes(of: v * a, as: SIMD8<Float>.self)
-            i += 8
-        }
-        while i < n {
-            y[i] = a * x[i]
-            i += 1
-        }
+        lanes(x, into: y, n) { $0 * a }
     }
 
-    /// `y[i] = x[i] + b` for `i < n`, 8 lanes at a time. O(n).
+    /// `y[i] = x[i] + b` for `i < n`. O(n).
     @inline(__always)
     static func shift(_ x: UnsafePointer<Float>, by b: Float, into y: UnsafeMutablePointer<Float>, _ n: Int) {
-        var i = 0
-        while i + 8 <= n {
-            let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
-            UnsafeMutableRawPointer(y + i).storeBytes(of: v + b, as: SIMD8<Float>.self)
-            i += 8
-        }
-        while i < n {
-            y[i] = x[i] + b
-            i += 1
-        }
+        lanes(x, into: y, n) { $0 + b }
     }
 }
