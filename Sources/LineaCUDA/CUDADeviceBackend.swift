@@ -135,7 +135,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         if let strided { return .unsupported("\(strided) is a strided view; the GPU kernels take packed tensors (contiguous())") }
         switch call {
         case let c as RecurrentStepCall: return stepSupport(c)
-        case let c as RecurrenceCall: return chunkedSupport(c)
+        case let c as RecurrenceCall: return Self.scans(c) ? scanSupport(c) : chunkedSupport(c)
         case let c as AttentionCall: return attentionSupport(q: c.q, k: c.k, v: c.v, window: c.options.window, form: c.form)
         case let c as ModelOpCall: return modelOpSupport(c)
         case let c as BlockSparseCall:
@@ -150,7 +150,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
     public func execute<Call: OpCall>(_ call: Call) throws {
         switch call {
         case let c as RecurrentStepCall: try step(c)
-        case let c as RecurrenceCall: try chunked(c)
+        case let c as RecurrenceCall: try Self.scans(c) ? scan(c) : chunked(c)
         case let c as AttentionCall: try attention(c)
         case let c as ModelOpCall: try modelOp(c)
         case let c as BlockSparseCall: try blockSparse(c)
@@ -190,6 +190,45 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
             columnsPerThread: Self.stepColumns, warpsPerBlock: Self.stepWarps)
     }
 
+    /// Whether a whole-sequence call runs the recurrent scan kernel: asked for (`form` recurrent), or the automatic
+    /// form of a mechanism without a chunked kernel (kda). O(1).
+    static func scans(_ c: RecurrenceCall) -> Bool {
+        c.form == .recurrent || (c.form == nil && !c.mechanism.hasGPUChunkedForm)
+    }
+
+    /// The scan kernel: q, k, v in one of f32, bf16, f16; g and beta f32; K <= 256; o f32 or bf16. O(1).
+    private func scanSupport(_ c: RecurrenceCall) -> Support {
+        guard CUDAUpload.inputTypes.contains(c.q.dtype), c.k.dtype == c.q.dtype, c.v.dtype == c.q.dtype else {
+            return .unsupported("q, k, v dtypes \(c.q.dtype.shortName), \(c.k.dtype.shortName), \(c.v.dtype.shortName); the recurrent kernel takes one of f32, bf16, f16 for all three")
+        }
+        for (name, x) in [("g", c.g), ("beta", c.beta)] where x != nil && x!.dtype != .float32 {
+            return .unsupported("\(name) has dtype \(x!.dtype.shortName); the recurrent kernel reads f32 gates")
+        }
+        if c.shape.K > 256 { return .unsupported("K = \(c.shape.K); the recurrent kernel takes K <= 256") }
+        if !c.activations.isEmpty { return .unsupported(Self.noActivations) }
+        if c.o.dtype != .float32 && c.o.dtype != .bfloat16 { return .unsupported("o has dtype \(c.o.dtype.shortName); the recurrent kernel writes f32 or bf16") }
+        return .supported
+    }
+
+    /// An empty call (T = 0 or no heads) done: o is empty, the final state is the initial one (or zeros; the outputs
+    /// come uninitialized). Returns whether the call was empty. O(state).
+    private func finishedEmpty(_ c: RecurrenceCall) throws -> Bool {
+        guard c.shape.T == 0 || c.shape.B * c.shape.H == 0 else { return false }
+        try c.finalState.copy(from: c.initialState ?? DeviceTensor(Tensor(zeros: c.finalState.shape), on: device))
+        return true
+    }
+
+    private func scan(_ c: RecurrenceCall) throws {
+        let s = c.shape
+        if try finishedEmpty(c) { return }
+        let (q, k) = c.useQKL2Norm ? (try l2Normalized(c.q, dim: s.K), try l2Normalized(c.k, dim: s.K)) : (c.q, c.k)
+        let g = c.mechanism == .retention ? nil : c.g.map(buffer)
+        try CUDARecurrentStep.sequence(
+            c.mechanism, q: buffer(q), k: buffer(k), v: buffer(c.v), g: g, beta: c.beta.map(buffer),
+            initialState: c.initialState.map(buffer), finalState: buffer(c.finalState), o: buffer(c.o), batch: s.B, length: s.T,
+            heads: s.H, valueHeads: s.HV, keyDim: s.K, valueDim: s.V, scale: c.scale, dtype: c.q.dtype, outputDType: c.o.dtype)
+    }
+
     /// `x / sqrt(sum x^2 + 1e-6)` over rows of `dim` (the CPU forms' qk L2 normalization) by the norm kernel, ahead of a
     /// recurrence's kernels. O(n).
     private func l2Normalized(_ x: DeviceTensor, dim: Int) throws -> DeviceTensor {
@@ -227,11 +266,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
 
     private func chunked(_ c: RecurrenceCall) throws {
         let s = c.shape
-        if s.T == 0 || s.B * s.H == 0 {
-            // The outputs come uninitialized: o is empty here, the final state is the initial one (or zero).
-            try c.finalState.copy(from: c.initialState ?? DeviceTensor(Tensor(zeros: c.finalState.shape), on: device))
-            return
-        }
+        if try finishedEmpty(c) { return }
         let (q, k) = c.useQKL2Norm ? (try l2Normalized(c.q, dim: s.K), try l2Normalized(c.k, dim: s.K)) : (c.q, c.k)
         let (kp, vp) = (s.K <= 64 ? 64 : 128, s.V <= 64 ? 64 : 128)
         guard kp == s.K && vp == s.V else { return try chunkedPadded(c, q: q, k: k, keyDim: kp, valueDim: vp) }

@@ -1,8 +1,8 @@
 import Foundation
 import Linea
 
-/// Fused one-token (decode) recurrent steps on the GPU for the seven mechanisms; the fp32 state is updated in place
-/// in one pass (each state element read and written once).
+/// Fused recurrent forms on the GPU for the seven mechanisms: the one-token (decode) step, the fp32 state updated in
+/// place in one pass, and the whole-sequence scan (fla's fused_recurrent), the state kept in registers over T tokens.
 package enum CUDARecurrentStep {
     /// The kernel's mechanism switch: 0 linear_attn, 1 retention, 2 simple_gla, 3 gla, 4 delta_rule, 5 gated_delta_rule, 6 kda.
     static func mechanismCode(_ m: RecurrentMechanism) -> Int32 {
@@ -133,6 +133,64 @@ package enum CUDARecurrentStep {
                 .pointer(g?.address ?? 0), .pointer(beta?.address ?? 0), .pointer(state.address), .pointer(o.address),
                 .int32(Int32(keyDim)), .int32(Int32(valueDim)), .int32(Int32(valueHeads)), .int32(Int32(valueHeads / heads)),
                 .float(scaleValue),
+            ])
+    }
+
+    /// The whole-sequence recurrent scan (fla's fused_recurrent; queues one kernel, no transfers), fla's layout: q, k
+    /// `[B,T,H,K]` and v `[B,T,HV,V]` in `dtype` (f32, bf16 or f16), g `[B,T,HV]` (`[B,T,HV,K]` for gla and kda) and beta
+    /// `[B,T,HV]` f32, initialState `[B,HV,K,V]` f32 (nil: zeros), finalState `[B,HV,K,V]` f32 written, o `[B,T,HV,V]` in
+    /// `outputDType` (f32 or bf16). K <= 256. Each block keeps its state columns in registers for all T tokens: the
+    /// state is read and written once; O(B·T·HV·K·V) work, T steps in sequence.
+    public static func sequence(
+        _ mechanism: RecurrentMechanism, q: CUDABuffer, k: CUDABuffer, v: CUDABuffer, g: CUDABuffer?, beta: CUDABuffer?,
+        initialState: CUDABuffer?, finalState: CUDABuffer, o: CUDABuffer, batch: Int, length: Int, heads: Int, valueHeads: Int,
+        keyDim: Int, valueDim: Int, scale: Float? = nil, dtype: DType = .float32, outputDType: DType = .float32
+    ) throws {
+        for (name, value) in [("batch", batch), ("length", length), ("heads", heads), ("keyDim", keyDim), ("valueDim", valueDim)] where value < 1 {
+            throw LineaError.invalidArgument(argument: name, expected: ">= 1", actual: "\(value)")
+        }
+        guard valueHeads >= heads && valueHeads % heads == 0 else {
+            throw LineaError.invalidArgument(argument: "valueHeads", expected: "a multiple of heads = \(heads)", actual: "\(valueHeads)")
+        }
+        guard keyDim <= 256 else { throw LineaError.invalidArgument(argument: "keyDim", expected: "<= 256", actual: "\(keyDim)") }
+        guard outputDType == .float32 || outputDType == .bfloat16 else {
+            throw LineaError.invalidArgument(argument: "outputDType", expected: "f32 or bf16", actual: outputDType.shortName)
+        }
+        let suffix = try CUDAUpload.suffix(dtype)
+        let scaleValue = scale ?? 1 / Float(keyDim).squareRoot()
+        guard scaleValue.isFinite else { throw LineaError.invalidArgument(argument: "scale", expected: "a finite value", actual: "\(scaleValue)") }
+        let (tokens, states, e) = (batch * length, batch * valueHeads, dtype.byteCount)
+        let gate = gate(mechanism)
+        var needs: [(String, CUDABuffer?, Int)] = [
+            ("q", q, tokens * heads * keyDim * e), ("k", k, tokens * heads * keyDim * e), ("v", v, tokens * valueHeads * valueDim * e),
+            ("final_state", finalState, states * keyDim * valueDim * 4), ("o", o, tokens * valueHeads * valueDim * outputDType.byteCount),
+        ]
+        if let initialState { needs.append(("initial_state", initialState, states * keyDim * valueDim * 4)) }
+        if gate.used { needs.append(("g", g, tokens * valueHeads * (gate.vector ? keyDim : 1) * 4)) }
+        if mechanism.isDelta { needs.append(("beta", beta, tokens * valueHeads * 4)) }
+        for (name, buffer, bytes) in needs {
+            guard let buffer else {
+                throw LineaError.invalidArgument(argument: name, expected: "a buffer for \(mechanism.rawValue)", actual: "nil")
+            }
+            if buffer.byteCount < bytes {
+                throw LineaError.shapeMismatch(argument: name, expected: ">= \(bytes) bytes", actual: "\(buffer.byteCount) bytes")
+            }
+        }
+        // float4 columns when rows stay 16-byte aligned and there are blocks enough for the SMs; else one column a lane
+        // (four times the blocks: a batch-1 prefill of 16 heads would otherwise run on 16 SMs).
+        let vec = valueDim % 4 == 0 && states * ((valueDim + 127) / 128) >= 256 ? 4 : 1
+        let name = "linea_rec_seq_\(suffix)_k\(keyDim <= 128 ? 128 : 256)_v\(vec)"
+        let ctx = finalState.context
+        let f = try ctx.function(source: CUDAKernels.recurrentStep, name: name,
+                                 options: selecting(name) + CUDAKernels.options(group: valueHeads / heads))
+        try ctx.launch(
+            f, grid: (states, (valueDim + 32 * vec - 1) / (32 * vec), 1), block: (256, 1, 1),
+            arguments: [
+                .int32(mechanismCode(mechanism)), .pointer(q.address), .pointer(k.address), .pointer(v.address),
+                .pointer(g?.address ?? 0), .pointer(beta?.address ?? 0), .pointer(initialState?.address ?? 0),
+                .pointer(finalState.address), .pointer(o.address), .int32(outputDType == .bfloat16 ? 1 : 0),
+                .int32(Int32(length)), .int32(Int32(keyDim)), .int32(Int32(valueDim)), .int32(Int32(valueHeads)),
+                .int32(Int32(valueHeads / heads)), .float(scaleValue),
             ])
     }
 

@@ -30,10 +30,11 @@ package enum CUDAKernels {
     /// (it only changes the staging loads into fp32 shared memory).
     public static let attentionBlockSparse = file("attention_block_sparse.cu")
 
-    /// One-token recurrent step for the six mechanisms (a template over gate kind and delta write), fp32 state
-    /// updated in place in one pass. Entries `linea_rec_step_{f32,bf16,f16}_k{128,256}_v{1,4}` (input type, largest
-    /// key dim handled, columns per lane); the mechanism is a launch argument (uniform switch, 0...5 as
-    /// `CUDARecurrentStep.mechanismCode`).
+    /// The recurrent forms of the seven mechanisms (a template over gate kind and delta write), fp32 state: the
+    /// one-token step, updated in place in one pass (`linea_rec_step_*`), and the whole-sequence scan, the state in
+    /// registers over T tokens (`linea_rec_seq_*`). Entries `linea_rec_{step,seq}_{f32,bf16,f16}_k{128,256}_v{1,4}`
+    /// (input type, largest key dim handled, columns per lane); the mechanism is a launch argument (uniform switch,
+    /// 0...6 as `CUDARecurrentStep.mechanismCode`).
     public static let recurrentStep = file("recurrent_step.cu")
 
     // The chunked forward of the scalar-decay recurrences (linear_attn, retention, simple_gla) and, with the WY/UT
@@ -117,7 +118,9 @@ package enum CUDAKernels {
             ("attention_hopper", attentionHopper,
              ["bf16", "f16"].flatMap { ["linea_attn_wgmma_\($0)_d128", "linea_attn_wgmma_ws_\($0)_d128"] }),
             ("recurrent_step", recurrentStep,
-             ["f32", "bf16", "f16"].flatMap { t in [128, 256].flatMap { k in [1, 4].map { "linea_rec_step_\(t)_k\(k)_v\($0)" } } }),
+             ["step", "seq"].flatMap { f in
+                 ["f32", "bf16", "f16"].flatMap { t in [128, 256].flatMap { k in [1, 4].map { "linea_rec_\(f)_\(t)_k\(k)_v\($0)" } } }
+             }),
             ("attention_split_kv", attentionSplitKV,
              ["f32", "bf16", "f16"].flatMap { t in [64, 128, 256].flatMap { d in [4, 8].map { "linea_splitkv_\(t)_d\(d)_r\($0)" } } }
                 + ["linea_splitkv_merge"]),
