@@ -8,11 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-swift build -c release --static-swift-stdlib --product linea
+# The static build has its own scratch folder: sharing .build with the tests' build would rebuild everything twice.
+swift build -c release --static-swift-stdlib --product linea --scratch-path .build-static
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/linea/lib" "$stage/tests/lib" .device
-strip -o "$stage/linea/linea" .build/release/linea
+strip -o "$stage/linea/linea" .build-static/release/linea
 # linea loads OpenBLAS with dlopen (from lib/ beside the binary first); the libraries OpenBLAS itself links come along.
 openblas=$(ldconfig -p | awk '$1 == "libopenblas.so.0" { print $NF; exit }')
 if [ -z "$openblas" ]; then echo "pack_device: libopenblas.so.0 not found (ldconfig -p)" >&2; exit 1; fi
@@ -23,8 +24,8 @@ for lib in libgfortran.so.5 libquadmath.so.0; do
     cp -L "$path" "$stage/linea/lib/$lib"
 done
 # linea links libfftw3f.so.3 (long convolutions by FFT); it depends on libc and libm only.
-fftw=$(ldd .build/release/linea | awk '$1 == "libfftw3f.so.3" { print $3 }')
-if [ -z "$fftw" ]; then echo "pack_device: libfftw3f.so.3 is not linked by .build/release/linea (ldd)" >&2; exit 1; fi
+fftw=$(ldd .build-static/release/linea | awk '$1 == "libfftw3f.so.3" { print $3 }')
+if [ -z "$fftw" ]; then echo "pack_device: libfftw3f.so.3 is not linked by .build-static/release/linea (ldd)" >&2; exit 1; fi
 cp -L "$fftw" "$stage/linea/lib/libfftw3f.so.3"
 strip "$stage"/linea/lib/*.so* 2>/dev/null || true
 tar -C "$stage/linea" -cf - linea lib | xz -6 -T0 > .device/linea.tar.xz
