@@ -82,6 +82,27 @@ import Testing
         _ = try Attention.forward(q: v, k: v, v: bigV, form: .reference)  // Float64 holds it
     }
 
+    /// The one-query decode path on device tensors skips the scan of the KV cache before it attends; a bad key or value
+    /// far back in the cache must still end in an error naming it (found after the step, from its non-finite o or lse).
+    @Test func decodeStepNamesABadKeyOrValueAnywhereInTheCache() throws {
+        let q = try Tensor.randomNormal([1, 1, 2, 8], seed: 1)
+        let k = try Tensor.randomNormal([1, 300, 2, 8], seed: 2), v = try Tensor.randomNormal([1, 300, 2, 8], seed: 3)
+        func replaced(_ x: Tensor, at i: Int, by value: Float) throws -> Tensor {
+            var s = x.scalars
+            s[i] = value
+            return try Tensor(shape: x.shape, scalars: s)
+        }
+        func decode(_ q: Tensor, _ k: Tensor, _ v: Tensor) throws { _ = try Attention.forward(q: DeviceTensor(q), k: DeviceTensor(k), v: DeviceTensor(v)) }
+        try decode(q, k, v)
+        #expect(message { try decode(q, try replaced(k, at: 4000, by: .nan), v) }.hasPrefix("k: expected finite values"))
+        #expect(message { try decode(q, k, try replaced(v, at: 33, by: .infinity)) }.hasPrefix("v: expected finite values"))
+        // Scores that overflow Float32: q·k of a key row of 1e38s.
+        var big = k.scalars
+        for i in 2000..<2008 { big[i] = 1e38 }
+        let text = message { try decode(try Tensor(zeros: q.shape, value: 10), try Tensor(shape: k.shape, scalars: big), v) }
+        #expect(text.hasPrefix("q, k: expected max|q|·max|k|·D·|scale| below"), "\(text)")
+    }
+
     @Test func deltaRuleOnUnnormalizedKeysIsAnError() throws {
         var inputs = try RecurrenceInputs.random(.gatedDeltaRule, B: 1, T: 64, H: 1, K: 16, V: 16, seed: 1, gateRange: -1e-4...(-1e-5))
         inputs.k = try Tensor(shape: inputs.k.shape, scalars: inputs.k.scalars.map { $0 * 40 })

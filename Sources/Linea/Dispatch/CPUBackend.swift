@@ -141,14 +141,25 @@ final class CPUBackend: Backend {
         let p = try AttentionProblem(q: c.q.shape, k: c.k.shape, v: c.v.shape, options: c.options)
         guard p.B * p.T * p.Hq > 0, p.S > 0 else { return false }
         let (q, k, v) = (c.q.floats, c.k.floats, c.v.floats)
-        guard let maxQ = Tensor.finiteMaxMagnitude(q), let maxK = Tensor.finiteMaxMagnitude(k), let maxV = Tensor.finiteMaxMagnitude(v) else {
-            return false
+        // Whether the inputs are finite and small enough for Float32 scores (false: the host path names the bad input).
+        func inputsInRange() throws -> Bool {
+            guard let maxQ = Tensor.finiteMaxMagnitude(q), let maxK = Tensor.finiteMaxMagnitude(k), let maxV = Tensor.finiteMaxMagnitude(v) else {
+                return false
+            }
+            try Attention.checkFloat32Range(maxQ: maxQ, maxK: maxK, maxV: maxV, D: p.D, S: p.S, scale: p.scale, form: .flash)
+            return true
         }
-        try Attention.checkFloat32Range(maxQ: maxQ, maxK: maxK, maxV: maxV, D: p.D, S: p.S, scale: p.scale, form: .flash)
         let (o, lse) = (c.o.mutableFloats.baseAddress!, c.lse.mutableFloats.baseAddress!)
-        if c.form == nil && p.T == 1 {  // a decode step: one query per head
+        if c.form == nil && p.T == 1 {
+            // A decode step, one query per head: scanning the whole KV cache first would read it twice per step. A
+            // non-finite or overflowing key or value makes o or lse non-finite, so the scan runs only then, to name it.
+            guard Tensor.finiteMaxMagnitude(q) != nil else { return false }
             Attention.decodeOne(p, AttentionPointers(q, k, v), o: o, lse: lse)
+            if !RecurrenceSIMD.allFinite(c.o.floats) || !RecurrenceSIMD.allFinite(c.lse.floats) {
+                guard try inputsInRange() else { return false }
+            }
         } else {
+            guard try inputsInRange() else { return false }
             Attention.flash(p, AttentionPointers(q, k, v), o: o, lse: lse)
         }
         if !c.options.allowNonFiniteOutputs && !RecurrenceSIMD.allFinite(c.o.floats) {
