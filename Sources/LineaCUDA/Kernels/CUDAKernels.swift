@@ -30,6 +30,11 @@ package enum CUDAKernels {
     /// (it only changes the staging loads into fp32 shared memory).
     public static let attentionBlockSparse = file("attention_block_sparse.cu")
 
+    /// Neighborhood attention (NATTEN) forward on a 1-D/2-D/3-D grid: query tiles of 64 against the box of keys their
+    /// windows cover, key tiles of 32 in shared memory, online softmax. Entries `linea_natten_d{64,128,256}` (largest
+    /// value head dim handled); input and output types are launch arguments.
+    public static let attentionNeighborhood = file("attention_neighborhood.cu")
+
     /// One-token recurrent step for the six mechanisms (a template over gate kind and delta write), fp32 state
     /// updated in place in one pass. Entries `linea_rec_step_{f32,bf16,f16}_k{128,256}_v{1,4}` (input type, largest
     /// key dim handled, columns per lane); the mechanism is a launch argument (uniform switch, 0...5 as
@@ -123,6 +128,7 @@ package enum CUDAKernels {
                 + ["linea_splitkv_merge"]),
             ("attention_block_sparse", attentionBlockSparse,
              [64, 128, 256].map { "linea_attn_bsparse_d\($0)" }),
+            ("attention_neighborhood", attentionNeighborhood, [64, 128, 256].map { "linea_natten_d\($0)" }),
             ("chunked_fwd", chunkedFwd, chunkedEntries(pass: "fwd")),
             ("chunked_end", chunkedEnd, chunkedEntries(pass: "end")),
             ("chunked_delta_fwd", chunkedDeltaFwd, ["delta", "gdelta"].flatMap { d in [64, 128].map { "linea_chunk_fwd_k\($0)_\(d)" } }),
