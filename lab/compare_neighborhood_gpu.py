@@ -7,7 +7,8 @@ Default point (the issue's): a 2-D grid of 64 x 64 tokens, kernel 13 x 13, 8 hea
 times neighborhood on a square grid of side floor(sqrt(T)) with kernel min(13, side), so --side sets T = side^2 and
 --kernel must stay 13 for the Linea column (other kernels time only SDPA and NATTEN).
 
-Before timing, --check compares Linea's output (`linea op neighborhood --backend cuda`, f32 inputs, through safetensors
+Linea is timed twice: LINEA_NATTEN_KERNEL=auto (the tensor-core kernel for bf16, D in {64, 128}) and =portable (the
+fp32 CUDA-core kernel). Before timing, --check compares Linea's output (`linea op neighborhood --backend cuda`, f32 inputs, through safetensors
 files; needs the safetensors package) and NATTEN's (if present) against the masked SDPA in fp32, which validates the
 mask this script builds as well as the kernel.
 
@@ -95,26 +96,27 @@ def natten_na2d():
     return lambda q, k, v, kernel: na2d(q, k, v, kernel_size=kernel)
 
 
-def linea_bench(linea, side, B, H, D):
-    """Linea's median ms at the bench's neighborhood point (2-D side x side, kernel 13), bf16."""
+def linea_bench(linea, side, B, H, D, kernel="auto"):
+    """Linea's median ms at the bench's neighborhood point (2-D side x side, kernel 13), bf16, with LINEA_NATTEN_KERNEL =
+    `kernel` (auto: tensor cores where they fit; portable: the fp32 CUDA-core kernel)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "linea.json")
         cmd = [linea, "bench", "--backend", "cuda", "--mechanism", "neighborhood", "--lengths", str(side * side),
                "--batch", str(B), "--heads", str(H), "--dim", str(D), "--dtype", "bf16", "--json", path]
         print("compare_neighborhood_gpu: " + " ".join(cmd), file=sys.stderr)
-        subprocess.run(cmd, check=True, stdout=sys.stderr)
+        subprocess.run(cmd, check=True, stdout=sys.stderr, env=dict(os.environ, LINEA_NATTEN_KERNEL=kernel))
         with open(path) as f:
             rows = [r for r in json.load(f) if r["mechanism"] == "neighborhood"]
         return rows[0]["ms"] if rows else None
 
 
-def linea_op(linea, q, k, v, kernel):
-    """Linea's o for f32 q, k, v [B, X, Y, H, D] through `linea op neighborhood --backend cuda`."""
+def linea_op(linea, q, k, v, kernel, dtype="f32"):
+    """Linea's o for q, k, v [B, X, Y, H, D] (sent as f32, uploaded as `dtype`) through `linea op neighborhood --backend cuda`."""
     from safetensors.torch import load_file, save_file
     with tempfile.TemporaryDirectory() as tmp:
         inp, out = os.path.join(tmp, "in.safetensors"), os.path.join(tmp, "out.safetensors")
         save_file({"q": q.float().cpu().contiguous(), "k": k.float().cpu().contiguous(), "v": v.float().cpu().contiguous()}, inp)
-        cmd = [linea, "op", "neighborhood", "--backend", "cuda", "--inputs", inp, "--output", out,
+        cmd = [linea, "op", "neighborhood", "--backend", "cuda", "--dtype", dtype, "--inputs", inp, "--output", out,
                "--kernel-size", ",".join(str(x) for x in kernel)]
         subprocess.run(cmd, check=True, stdout=sys.stderr)
         return load_file(out)["o"]
@@ -145,15 +147,17 @@ def main():
         ref = F.scaled_dot_product_attention(*(t.reshape(B, N, H, D).transpose(1, 2) for t in (q, k, v)), attn_mask=mask)
         ref = ref.transpose(1, 2).reshape(B, X, X, H, D)
         if a.linea:
-            got = linea_op(a.linea, q, k, v, [K, K]).to(dev)
-            err = ((got - ref).norm() / ref.norm()).item()
-            print(f"compare_neighborhood_gpu: check linea vs masked SDPA (f32): rel err {err:.2e}", file=sys.stderr)
+            for dtype in ["f32", "bf16"]:  # bf16 at D in {64, 128}: the tensor-core kernel (inputs rounded, so ~1e-2)
+                got = linea_op(a.linea, q, k, v, [K, K], dtype).to(dev)
+                err = ((got - ref).norm() / ref.norm()).item()
+                print(f"compare_neighborhood_gpu: check linea {dtype} inputs vs masked SDPA (f32): rel err {err:.2e}", file=sys.stderr)
         if na2d:
             got = na2d(q, k, v, K)
             err = ((got.float() - ref).norm() / ref.norm()).item()
             print(f"compare_neighborhood_gpu: check natten vs masked SDPA (f32): rel err {err:.2e}", file=sys.stderr)
 
     ours = linea_bench(a.linea, X, B, H, D) if a.linea and K == 13 else None
+    portable = linea_bench(a.linea, X, B, H, D, "portable") if a.linea and K == 13 else None
     if a.linea and K != 13:
         print("compare_neighborhood_gpu: linea bench times kernel 13 only; Linea column n/a", file=sys.stderr)
     q, k, v = (torch.randn(B, X, X, H, D, device=dev, dtype=torch.bfloat16) for _ in range(3))
@@ -162,7 +166,7 @@ def main():
         sdpa = bench(lambda: F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask))
         dense = bench(lambda: F.scaled_dot_product_attention(qs, ks, vs))  # no mask (flash): the dense lower bound
         theirs = bench(lambda: na2d(q, k, v, K)) if na2d else None
-    rows = [("linea (cuda kernel)", ours), ("sdpa + neighborhood mask", sdpa), ("sdpa dense, no mask", dense), ("natten na2d", theirs)]
+    rows = [("linea (auto: tensor cores)", ours), ("linea portable (fp32 cores)", portable), ("sdpa + neighborhood mask", sdpa), ("sdpa dense, no mask", dense), ("natten na2d", theirs)]
     print(f"{'what':28} {'ms':>9} {'sdpa_mask/this':>15}")
     for name, ms in rows:
         print(f"{name:28} " + (f"{ms:9.4f} {sdpa / ms:15.2f}" if ms else f"{'n/a':>9} {'':>15}"))

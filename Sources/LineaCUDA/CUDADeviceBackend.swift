@@ -374,7 +374,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         try CUDANeighborhood.forward(q: buffer(c.q), k: buffer(c.k), v: buffer(c.v), o: buffer(c.o), lse: buffer(c.lse),
                                      batch: c.q.shape[0], spatial: Array(c.q.shape[1...r]), queryHeads: c.q.shape[r + 1],
                                      kvHeads: c.k.shape[r + 1], headDim: c.q.shape[r + 2], valueDim: c.v.shape[r + 2],
-                                     options: c.options, dtype: c.q.dtype, outputDType: c.o.dtype)
+                                     options: c.options, dtype: c.q.dtype, outputDType: c.o.dtype, kernel: CUDANeighborhood.dispatchKernel)
     }
 
     /// Retention's per-head log decays on the device, made once per head count. O(H) the first time.

@@ -8,6 +8,16 @@ package enum CUDANeighborhood {
     /// The largest q/k head dim D and value head dim Dv the kernel takes.
     package static let maxHeadDim = 256
 
+    /// Which kernel runs: `tensorCore` (mma.sync, bf16/f16 inputs, D = Dv in {64, 128}, scale > 0, sm_80+), `portable`
+    /// (fp32 CUDA cores, any input type, D, Dv <= 256), or `auto`: tensor cores where they fit, else portable.
+    package enum Kernel: String, Sendable, CaseIterable {
+        case auto, tensorCore = "tensor_core", portable
+    }
+
+    /// The dispatch's choice: `LINEA_NATTEN_KERNEL` (auto, tensor_core or portable; to compare the two or to step
+    /// around one), else auto.
+    package static let dispatchKernel = Kernel(rawValue: ProcessInfo.processInfo.environment["LINEA_NATTEN_KERNEL"] ?? "") ?? .auto
+
     /// Device-buffer form (queues one kernel): q `[B,*spatial,Hq,D]`, k `[B,*spatial,Hkv,D]`, v `[B,*spatial,Hkv,Dv]`
     /// hold `dtype` elements (f32, bf16, f16; Hkv divides Hq, D and Dv <= 256); o `[B,*spatial,Hq,Dv]` holds
     /// `outputDType`; lse (optional) fp32 `[B,*spatial,Hq]`, natural log. Throws for invalid settings, shapes or buffers.
@@ -15,7 +25,7 @@ package enum CUDANeighborhood {
     package static func forward(
         q: CUDABuffer, k: CUDABuffer, v: CUDABuffer, o: CUDABuffer, lse: CUDABuffer?, batch B: Int, spatial: [Int],
         queryHeads Hq: Int, kvHeads Hkv: Int, headDim D: Int, valueDim Dv: Int, options: NeighborhoodOptions,
-        dtype: DType = .bfloat16, outputDType: DType = .float32
+        dtype: DType = .bfloat16, outputDType: DType = .float32, kernel: Kernel = .auto
     ) throws {
         try options.validate(spatial: spatial)
         guard B >= 0, Hq >= 0 else {
@@ -50,7 +60,7 @@ package enum CUDANeighborhood {
         let (r, pad) = (options.rank, 3 - options.rank)
         let ones = [Int](repeating: 1, count: pad)
         let L: [Int] = ones + spatial
-        let kernel: [Int] = ones + options.kernelSize
+        let kernelSize: [Int] = ones + options.kernelSize
         let stride: [Int] = ones + (options.stride ?? [Int](repeating: 1, count: r))
         let dilation: [Int] = ones + (options.dilation ?? [Int](repeating: 1, count: r))
         let causal: [Bool] = [Bool](repeating: false, count: pad) + (options.causal ?? [Bool](repeating: false, count: r))
@@ -65,19 +75,35 @@ package enum CUDANeighborhood {
             throw LineaError.invalidArgument(argument: "q", expected: "< 2^31 query tiles", actual: "\(blocks)")
         }
 
-        let entry = "linea_natten_d\(Dv <= 64 ? 64 : Dv <= 128 ? 128 : 256)"
         let ctx = q.context
+        let half = dtype == .bfloat16 || dtype == .float16
+        let fitsTensorCores = half && D == Dv && (D == 64 || D == 128) && scale > 0 && ctx.computeCapability.major >= 8
+        if kernel == .tensorCore && !fitsTensorCores {
+            throw LineaError.invalidArgument(argument: "kernel", expected: "tensor_core with bf16/f16 inputs, D = Dv in {64, 128}, scale > 0, sm_80+",
+                                             actual: "\(dtype), D \(D), Dv \(Dv), scale \(scale), \(ctx.architecture)")
+        }
+        var ints: [Int] = L + kernelSize + stride + dilation
+        ints += [causalBits] + tile + tilesPerGroup
+        let rest: [CUDAKernelArgument] = ints.map { .int32(Int32($0)) } + [.float(scale * 1.4426950408889634)]
+        if fitsTensorCores && kernel != .portable {
+            let entry = "linea_natten_mma_\(dtype == .bfloat16 ? "bf16" : "f16")_d\(D)"
+            let f = try ctx.function(source: CUDAKernels.attentionNeighborhood, name: entry, options: selecting(entry))
+            // Qs[64] + Ks[2][64] + Vs[2][64] rows of D + 8 16-bit elements, Win[64][6] + Tok[64] + KY[2][64][4] ints.
+            let smem = 320 * (D + 8) * 2 + (64 * 6 + 64 + 2 * 64 * 4) * 4
+            let head: [CUDAKernelArgument] = [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(o.address),
+                                              .pointer(lse?.address ?? 0), .int32(outKind), .int32(Int32(Hq)), .int32(Int32(Hkv))]
+            try ctx.launch(f, grid: (blocks, Hq, B), block: (128, 1, 1), sharedBytes: smem, arguments: head + rest)
+            return
+        }
+        let entry = "linea_natten_d\(Dv <= 64 ? 64 : Dv <= 128 ? 128 : 256)"
         let f = try ctx.function(source: CUDAKernels.attentionNeighborhood, name: entry, options: selecting(entry))
         let d4 = (D + 3) / 4 * 4
         // Qs[64][D4] + Kt[D4][33] + Vs[32][Dv] + Ps[64][32] floats, Win[64][6] + Tok[64] + KTok[32] ints (the kernel's layout).
         let smem = (64 * d4 + 33 * d4 + 32 * Dv + 64 * 32 + 64 * 6 + 64 + 32) * 4
-        var ints: [Int] = [Hq, Hkv, D, Dv]
-        ints += L + kernel + stride + dilation
-        ints += [causalBits] + tile + tilesPerGroup
-        let pointers: [CUDAKernelArgument] = [.pointer(q.address), .pointer(k.address), .pointer(v.address), .int32(inKind),
-                                              .pointer(o.address), .pointer(lse?.address ?? 0), .int32(outKind)]
-        let rest: [CUDAKernelArgument] = ints.map { .int32(Int32($0)) } + [.float(scale * 1.4426950408889634)]
-        try ctx.launch(f, grid: (blocks, Hq, B), block: (256, 1, 1), sharedBytes: smem, arguments: pointers + rest)
+        let head: [CUDAKernelArgument] = [.pointer(q.address), .pointer(k.address), .pointer(v.address), .int32(inKind),
+                                          .pointer(o.address), .pointer(lse?.address ?? 0), .int32(outKind), .int32(Int32(Hq)),
+                                          .int32(Int32(Hkv)), .int32(Int32(D)), .int32(Int32(Dv))]
+        try ctx.launch(f, grid: (blocks, Hq, B), block: (256, 1, 1), sharedBytes: smem, arguments: head + rest)
     }
 
     /// The query tile (per axis, padded to three) for dilation groups at most `groupLengths` long: up to 64 queries,

@@ -3,9 +3,10 @@ import Linea
 import LineaCUDA
 import Testing
 
-/// Neighborhood attention on the GPU (LineaCUDA's kernel, through the dispatch and called directly) against the CPU's
-/// Float64 reference on the same rounded inputs: 1-D, 2-D and 3-D grids, dilation, strides, causal axes, GQA, D != Dv,
-/// head dims up to 256, f32, bf16 and f16 inputs, bf16 output (skipped when no GPU is present).
+/// Neighborhood attention on the GPU (LineaCUDA's kernels, through the dispatch and called directly: tensor cores and
+/// the portable one) against the CPU's Float64 reference on the same rounded inputs: 1-D, 2-D and 3-D grids, dilation,
+/// strides, causal axes, GQA, D != Dv, head dims up to 256, f32, bf16 and f16 inputs, bf16 output (skipped when no GPU
+/// is present).
 @Suite(.enabled(if: CUDABackend.isAvailable, "needs an NVIDIA GPU, its driver and NVRTC"))
 struct CUDANeighborhoodTests {
     typealias N = NeighborhoodOptions
@@ -45,15 +46,46 @@ struct CUDANeighborhoodTests {
             let (o, lse) = (ErrorStats(try got.o.host(), want.o), ErrorStats(try got.lse.host(), want.lse))
             let name = "\(dtype) B\(s.0) grid \(s.1) Hq\(s.2) Hkv\(s.3) D\(s.4) Dv\(s.5) \(s.6)"
             #expect(got.o.shape == want.o.shape && got.lse.shape == want.lse.shape, "\(name)")
-            // Same rounded inputs on both sides: only fp32 against Float64 arithmetic differs.
-            #expect(o.relativeRMS <= 1e-5 && lse.relativeRMS <= 1e-5, "\(name): o \(o), lse \(lse)")
+            // Same rounded inputs on both sides: only fp32 against Float64 arithmetic differs, but for the tensor-core
+            // kernel (bf16/f16 at D = Dv in {64, 128}), which rounds P to the input type.
+            let tensorCores = dtype != .float32 && s.4 == s.5 && (s.4 == 64 || s.4 == 128)
+            let bound = tensorCores ? (dtype == .bfloat16 ? 1e-2 : 2e-3) : 1e-5
+            #expect(o.relativeRMS <= bound && lse.relativeRMS <= 1e-4, "\(name): o \(o), lse \(lse)")
+        }
+    }
+
+    /// Both kernels called directly (tensor cores and the portable one) on every shape at D = Dv = 64 and 128, bf16
+    /// and f16 inputs, f32 output. The tensor-core kernel rounds P to the input type before P·V: bf16-sized errors.
+    @Test(arguments: [CUDANeighborhood.Kernel.tensorCore, .portable], [DType.bfloat16, .float16])
+    func bothKernelsMatchReference(_ kernel: CUDANeighborhood.Kernel, _ dtype: DType) throws {
+        let ctx = try CUDABackend.shared
+        for (index, s) in Self.shapes.enumerated() {
+            for D in [64, 128] {
+                let shape = (s.0, s.1, s.2, s.3, D, D, s.6)
+                let (B, spatial, Hq, Hkv, _, _, options) = shape
+                let x = try Self.inputs(shape, seed: UInt64(900 + 10 * index + D), dtype: dtype)
+                let want = try NeighborhoodAttention.forward(q: x.q, k: x.k, v: x.v, options: options, form: .reference)
+                let rows = B * spatial.reduce(1, *) * Hq
+                let o = try CUDABuffer(context: ctx, byteCount: rows * D * 4), lse = try CUDABuffer(context: ctx, byteCount: rows * 4)
+                try CUDANeighborhood.forward(q: CUDAUpload.buffer(x.q, dtype: dtype, context: ctx), k: CUDAUpload.buffer(x.k, dtype: dtype, context: ctx),
+                                             v: CUDAUpload.buffer(x.v, dtype: dtype, context: ctx), o: o, lse: lse, batch: B, spatial: spatial,
+                                             queryHeads: Hq, kvHeads: Hkv, headDim: D, valueDim: D, options: options, dtype: dtype,
+                                             outputDType: .float32, kernel: kernel)
+                let got = try Tensor(shape: want.o.shape, scalars: o.download(Float.self, count: rows * D))
+                let gotLSE = try Tensor(shape: want.lse.shape, scalars: lse.download(Float.self, count: rows))
+                let (eo, el) = (ErrorStats(got, want.o), ErrorStats(gotLSE, want.lse))
+                let bound = kernel == .tensorCore ? (dtype == .bfloat16 ? 1e-2 : 2e-3) : 1e-5
+                let name = "\(kernel) \(dtype) grid \(spatial) Hq\(Hq) Hkv\(Hkv) D\(D) \(options)"
+                #expect(eo.relativeRMS <= bound && el.relativeRMS <= 1e-4, "\(name): o \(eo), lse \(el)")
+            }
         }
     }
 
     /// The kernel's bf16 output (the dispatch writes f32): within bf16's rounding of the f32 result.
-    @Test func bfloat16OutputMatchesReference() throws {
+    @Test(arguments: [CUDANeighborhood.Kernel.tensorCore, .portable])
+    func bfloat16OutputMatchesReference(_ kernel: CUDANeighborhood.Kernel) throws {
         let ctx = try CUDABackend.shared
-        let s = Self.shapes[5]
+        let s = (2, [20, 13], 4, 2, 64, 64, Self.shapes[5].6)
         let (B, spatial, Hq, Hkv, D, Dv, options) = s
         let x = try Self.inputs(s, seed: 11, dtype: .bfloat16)
         let want = try NeighborhoodAttention.forward(q: x.q, k: x.k, v: x.v, options: options, form: .reference)
@@ -61,11 +93,12 @@ struct CUDANeighborhoodTests {
         let o = try CUDABuffer(context: ctx, byteCount: rows * Dv * 2), lse = try CUDABuffer(context: ctx, byteCount: rows * 4)
         try CUDANeighborhood.forward(q: CUDAUpload.buffer(x.q, dtype: .bfloat16, context: ctx), k: CUDAUpload.buffer(x.k, dtype: .bfloat16, context: ctx),
                                      v: CUDAUpload.buffer(x.v, dtype: .bfloat16, context: ctx), o: o, lse: lse, batch: B, spatial: spatial,
-                                     queryHeads: Hq, kvHeads: Hkv, headDim: D, valueDim: Dv, options: options, dtype: .bfloat16, outputDType: .bfloat16)
+                                     queryHeads: Hq, kvHeads: Hkv, headDim: D, valueDim: Dv, options: options, dtype: .bfloat16, outputDType: .bfloat16,
+                                     kernel: kernel)
         let got = try Tensor(shape: want.o.shape, scalars: CUDAUpload.download(o, dtype: .bfloat16, count: rows * Dv))
         let gotLSE = try Tensor(shape: want.lse.shape, scalars: lse.download(Float.self, count: rows))
-        #expect(ErrorStats(got, want.o).relativeRMS <= 5e-3, "o \(ErrorStats(got, want.o))")
-        #expect(ErrorStats(gotLSE, want.lse).relativeRMS <= 1e-5, "lse \(ErrorStats(gotLSE, want.lse))")
+        #expect(ErrorStats(got, want.o).relativeRMS <= 1e-2, "\(kernel) o \(ErrorStats(got, want.o))")
+        #expect(ErrorStats(gotLSE, want.lse).relativeRMS <= 1e-4, "\(kernel) lse \(ErrorStats(gotLSE, want.lse))")
     }
 
     /// The dispatch refuses the reference form on the GPU, and the launcher throws naming a bad argument.
