@@ -142,6 +142,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
             if c.options.window != nil { return .unsupported("the block-sparse kernel has no sliding window (fold it into the mask)") }
             return attentionSupport(q: c.q, k: c.k, v: c.v, window: nil, form: nil)
         case let c as SelectiveScanCall: return selectiveScanSupport(c)
+        case let c as NeighborhoodCall: return neighborhoodSupport(c)
         default: return .unsupported("no CUDA kernel for \(call.name)")
         }
     }
@@ -155,6 +156,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         case let c as ModelOpCall: try modelOp(c)
         case let c as BlockSparseCall: try blockSparse(c)
         case let c as SelectiveScanCall: try selectiveScan(c)
+        case let c as NeighborhoodCall: try neighborhood(c)
         default: throw LineaError.unavailable(what: call.name, reason: "no CUDA kernel")
         }
     }
@@ -379,6 +381,35 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         try CUDABlockSparse.forward(q: buffer(c.q), k: buffer(c.k), v: buffer(c.v), mask: buffer(c.mask), maskShape: c.mask.shape,
                                     blockRows: c.blockRows, blockKeys: c.blockKeys, o: buffer(c.o), lse: buffer(c.lse), shape: shape,
                                     scale: c.options.scale, causal: c.options.causal, dtype: c.q.dtype, outputDType: .float32)
+    }
+
+    /// The neighborhood kernel: the fused form, q, k, v of one dtype among f32, bf16, f16, D and Dv <= 256, o among
+    /// f32, bf16, f16 and lse f32. O(1).
+    private func neighborhoodSupport(_ c: NeighborhoodCall) -> Support {
+        if c.form == .reference { return .unsupported("the reference form runs on the CPU only (Float64)") }
+        guard CUDAUpload.inputTypes.contains(c.q.dtype), c.k.dtype == c.q.dtype, c.v.dtype == c.q.dtype else {
+            return .unsupported("q, k, v dtypes \(c.q.dtype.shortName), \(c.k.dtype.shortName), \(c.v.dtype.shortName); the neighborhood kernel takes one of f32, bf16, f16 for all three")
+        }
+        if !CUDAUpload.inputTypes.contains(c.o.dtype) || c.lse.dtype != .float32 {
+            return .unsupported("o, lse dtypes \(c.o.dtype.shortName), \(c.lse.dtype.shortName); the neighborhood kernel writes o as f32, bf16 or f16 and lse as f32")
+        }
+        let (D, Dv) = (c.q.shape.last ?? 0, c.v.shape.last ?? 0)
+        if D > CUDANeighborhood.maxHeadDim || Dv > CUDANeighborhood.maxHeadDim {
+            return .unsupported("D = \(D), Dv = \(Dv); the neighborhood kernel takes head dims <= \(CUDANeighborhood.maxHeadDim)")
+        }
+        return .supported
+    }
+
+    private func neighborhood(_ c: NeighborhoodCall) throws {
+        let r = c.options.rank
+        // The call's shapes were checked by NeighborhoodAttention.forward; the launcher checks them again against the buffers.
+        guard c.q.shape.count == r + 3, c.v.shape.count == r + 3, c.k.shape.count == r + 3 else {
+            throw LineaError.shapeMismatch(argument: "q", expected: "[B, \(r) spatial axes, heads, D]", actual: "\(c.q.shape)")
+        }
+        try CUDANeighborhood.forward(q: buffer(c.q), k: buffer(c.k), v: buffer(c.v), o: buffer(c.o), lse: buffer(c.lse),
+                                     batch: c.q.shape[0], spatial: Array(c.q.shape[1...r]), queryHeads: c.q.shape[r + 1],
+                                     kvHeads: c.k.shape[r + 1], headDim: c.q.shape[r + 2], valueDim: c.v.shape[r + 2],
+                                     options: c.options, dtype: c.q.dtype, outputDType: c.o.dtype, kernel: CUDANeighborhood.dispatchKernel)
     }
 
     /// Retention's per-head log decays on the device, made once per head count. O(H) the first time.

@@ -30,6 +30,12 @@ package enum CUDAKernels {
     /// (it only changes the staging loads into fp32 shared memory).
     public static let attentionBlockSparse = file("attention_block_sparse.cu")
 
+    /// Neighborhood attention (NATTEN) forward on a 1-D/2-D/3-D grid: query tiles of 64 against the box of keys their
+    /// windows cover, online softmax. Entries `linea_natten_d{64,128,256}` (fp32 CUDA cores, key tiles of 32; largest
+    /// value head dim handled; input and output types are launch arguments) and `linea_natten_mma_{bf16,f16}_d{64,128}`
+    /// (mma.sync m16n8k16, key tiles of 64 gathered with cp.async, D = Dv).
+    public static let attentionNeighborhood = file("attention_neighborhood.cu")
+
     /// The recurrent forms of the seven mechanisms (a template over gate kind and delta write), fp32 state: the
     /// one-token step, updated in place in one pass (`linea_rec_step_*`), and the whole-sequence scan, the state in
     /// registers over T tokens (`linea_rec_seq_*`). Entries `linea_rec_{step,seq}_{f32,bf16,f16}_k{128,256}_v{1,4}`
@@ -126,6 +132,8 @@ package enum CUDAKernels {
                 + ["linea_splitkv_merge"]),
             ("attention_block_sparse", attentionBlockSparse,
              [64, 128, 256].map { "linea_attn_bsparse_d\($0)" }),
+            ("attention_neighborhood", attentionNeighborhood,
+             [64, 128, 256].map { "linea_natten_d\($0)" } + ["bf16", "f16"].flatMap { t in [64, 128].map { "linea_natten_mma_\(t)_d\($0)" } }),
             ("chunked_fwd", chunkedFwd, chunkedEntries(pass: "fwd")),
             ("chunked_end", chunkedEnd, chunkedEntries(pass: "end")),
             ("chunked_delta_fwd", chunkedDeltaFwd, ["delta", "gdelta"].flatMap { d in [64, 128].map { "linea_chunk_fwd_k\($0)_\(d)" } }),

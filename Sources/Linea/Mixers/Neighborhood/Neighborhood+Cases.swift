@@ -72,7 +72,7 @@ extension NeighborhoodOptions {
 /// Neighborhood attention (NATTEN) as an op family: `q [B,*spatial,Hq,D]`, `k`, `v [B,*spatial,Hkv,D|Dv]` in, `o` and
 /// `lse` out, the grid's rank from the kernel sizes in `OpOptions.settings` (`NeighborhoodOptions.settingNames`);
 /// `OpOptions.causal` is attention's flag and is not read: causal axes are `causal_<axis>`. Form `fused` on the CPU
-/// (and `reference`); cpu only: no GPU kernel yet.
+/// (and `reference`) and on CUDA GPUs (LineaCUDA's neighborhood kernel).
 public struct NeighborhoodFamily: OpFamily {
     /// The family. O(1).
     public init() {}
@@ -82,8 +82,8 @@ public struct NeighborhoodFamily: OpFamily {
     public var inputs: [OpInput] { [OpInput("q"), OpInput("k"), OpInput("v")] }
     public var outputs: [String] { ["o", "lse"] }
 
-    /// cpu only: the GPU has no neighborhood kernel yet, so verification and tests skip it there.
-    public func forms(on device: Device) -> [String] { device == .cpu ? ["fused"] : [] }
+    /// `fused` everywhere: the CPU's tiled form, the GPU's neighborhood kernel.
+    public func forms(on device: Device) -> [String] { ["fused"] }
 
     public func inputDType(_ name: String, form: String, compute dtype: DType) -> DType { dtype }
 

@@ -46,7 +46,7 @@ public struct NeighborhoodCall: OpCall {
 extension NeighborhoodAttention {
     /// Neighborhood attention where the inputs live (all on one device): shapes and rules as `forward(q:k:v:options:form:)`
     /// on host tensors; returns `o [B,*spatial,Hq,Dv]` and `lse [B,*spatial,Hq]`, f32, on that device. The CPU runs both
-    /// forms; no GPU kernel yet (the dispatch says so). O(B·Hq·N·kernel volume·D) fused.
+    /// forms; a CUDA GPU runs the fused one (LineaCUDA's kernel). O(B·Hq·N·kernel volume·D) fused.
     public static func forward(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, options: NeighborhoodOptions,
                                form: NeighborhoodForm = .fused) throws -> (o: DeviceTensor, lse: DeviceTensor) {
         let p = try NeighborhoodProblem(q: q.shape, k: k.shape, v: v.shape, options: options)

@@ -7,6 +7,7 @@ extension CUDAKernels {
         "attention_block_sparse.cu": embedded_attention_block_sparse_cu,
         "attention_hopper.cu": embedded_attention_hopper_cu,
         "attention_mma.cu": embedded_attention_mma_cu,
+        "attention_neighborhood.cu": embedded_attention_neighborhood_cu,
         "attention_simple.cu": embedded_attention_simple_cu,
         "attention_split_kv.cu": embedded_attention_split_kv_cu,
         "chunked_common.cuh": embedded_chunked_common_cuh,
