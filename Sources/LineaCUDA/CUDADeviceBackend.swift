@@ -142,6 +142,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
             if c.options.window != nil { return .unsupported("the block-sparse kernel has no sliding window (fold it into the mask)") }
             return attentionSupport(q: c.q, k: c.k, v: c.v, window: nil, form: nil)
         case let c as SelectiveScanCall: return selectiveScanSupport(c)
+        case let c as LongConvCall: return longConvSupport(c)
         default: return .unsupported("no CUDA kernel for \(call.name)")
         }
     }
@@ -155,6 +156,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         case let c as ModelOpCall: try modelOp(c)
         case let c as BlockSparseCall: try blockSparse(c)
         case let c as SelectiveScanCall: try selectiveScan(c)
+        case let c as LongConvCall: try longConv(c)
         default: throw LineaError.unavailable(what: call.name, reason: "no CUDA kernel")
         }
     }
