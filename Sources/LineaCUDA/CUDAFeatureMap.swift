@@ -2,18 +2,17 @@ import Foundation
 import Linea
 
 extension CUDADeviceBackend {
-    /// The map kernels and linear_attn's chunked kernel: causal, form chunked of 64, f32 q, k, v and o; every map but
-    /// hedgehog and hashing; Performer with its projection. O(1).
+    /// The map kernels and linear_attn's chunked kernel: causal, form chunked of 64, f32 q, k, v and o; Performer,
+    /// hedgehog and hashing with their f32 weights. O(1).
     func featureMapSupport(_ c: FeatureMapCall) -> Support {
-        if c.kind == .hedgehog || c.kind == .hashing {
-            return .unsupported("the \(c.kind.rawValue) map's per-head projection has no GPU kernel yet (it runs on the CPU)")
-        }
         if !c.causal { return .unsupported("non-causal feature-map attention runs on the CPU only") }
         if c.form != .chunked(size: 64) { return .unsupported("form \(c.form); the GPU runs the chunked form with chunks of 64") }
         for (name, x) in [("q", c.q), ("k", c.k), ("v", c.v), ("o", c.o)] where x.dtype != .float32 {
             return .unsupported("\(name) has dtype \(x.dtype.shortName); the feature-map kernels take f32 (FeatureMapAttention.forward casts)")
         }
-        if c.kind == .performer && c.projection?.dtype != .float32 { return .unsupported("Performer needs its f32 projection [m, K]") }
+        if c.kind == .performer || c.kind.weightInput != nil, c.projection?.dtype != .float32 {
+            return .unsupported("\(c.kind.rawValue) needs its f32 weights (\(c.kind.weightInput ?? "the projection [m, K]"))")
+        }
         return .supported
     }
 
@@ -24,7 +23,8 @@ extension CUDADeviceBackend {
     func featureMap(_ c: FeatureMapCall) throws {
         let s = c.shape
         guard s.B * s.T * s.HV * s.V > 0 else { return }
-        let F = FeatureMap(c.kind, features: c.projection?.shape[0] ?? 64).featureCount(K: s.K)
+        let F = c.kind.weightInput != nil ? 2 * (c.projection?.shape.last ?? 0)
+            : FeatureMap(c.kind, features: c.projection?.shape[0] ?? 64).featureCount(K: s.K)
         let rows = s.B * s.T * s.H, valueRows = s.B * s.T * s.HV
         let columns = s.V + (c.normalize ? 1 : 0)
         try CUDAModelOps.int32(["B·T·H": rows, "B·T·HV": valueRows, "F": F, "B·T·H·F": rows * F, "B·T·HV·(V+1)": valueRows * columns])
@@ -59,19 +59,32 @@ extension CUDADeviceBackend {
     }
 
     /// phi of `x [B,T,H,K]` as `[B,T,H,F]` f32 (identity: x itself). Performer: `x (W K^(-1/4))ᵀ` by cuBLAS, then the
-    /// exp with the stabilizers of `FeatureMap.apply` when normalized (the query row's max, the key sequence's). O(rows·F),
-    /// Performer O(rows·m·K).
+    /// exp with the stabilizers of `FeatureMap.apply` when normalized (the query row's max, the key sequence's);
+    /// hedgehog and hashing: the per-head projection `x W_h`, then the two-sided features. O(rows·F), with a
+    /// projection O(rows·n·K).
     private func mapped(_ c: FeatureMapCall, _ x: DeviceTensor, query: Bool, features F: Int) throws -> DeviceTensor {
         let s = c.shape, rows = s.B * s.T * s.H
         if c.kind == .identity { return x }
         let quarter = Float(1 / pow(Double(s.K), 0.25))
         let phi = try DeviceTensor.uninitialized([s.B, s.T, s.H, F], on: device)
+        if c.kind.weightInput != nil, let w = c.projection {
+            let n = F / 2
+            let projected = try DeviceTensor.uninitialized([rows, n], on: device)
+            try launchFeatureMap("linea_fmap_headproj", elements: rows * n, [
+                pointer(x), pointer(w), pointer(projected), .int32(Int32(rows)), .int32(Int32(s.K)), .int32(Int32(s.H)), .int32(Int32(n)),
+            ])
+            let f = try context.function(source: CUDAKernels.featureMap, name: "linea_fmap_twosided")
+            try context.launch(f, grid: ((rows + 7) / 8, 1, 1), block: (256, 1, 1), arguments: [  // a warp per row
+                pointer(projected), pointer(phi), .int32(Int32(rows)), .int32(Int32(n)), .int32(c.kind == .hashing ? 1 : 0),
+            ])
+            return phi
+        }
         guard c.kind == .performer, let w = c.projection else {
             let code: Int32 = switch c.kind {
             case .elu: 1
             case .relu: 2
             case .taylor2: 3
-            default: 4  // cosformer (hedgehog and hashing are refused by featureMapSupport)
+            default: 4  // cosformer (the maps with weights are handled above)
             }
             try launchFeatureMap("linea_fmap_map", elements: rows * F, [
                 pointer(x), pointer(phi), .int32(Int32(rows)), .int32(Int32(s.K)), .int32(Int32(F)), .int32(Int32(s.T)), .int32(Int32(s.H)),

@@ -4,8 +4,7 @@ import Foundation
 /// (and the map's weights: `hedgehog_weight [H,K,F]`, `hash_proj [H,K,b]`) in, `o [B,T,HV,V]` out; `OpOptions.causal`,
 /// `normalize` and `scale` (1 when nil) apply, Performer reads `--set features=M` (64) and `--set seed=S` (0).
 /// Forms `chunked[:N]` and `recurrent` (linear_attn's kernels after the map) on the CPU, `reference` (Float64, quadratic);
-/// on a GPU `chunked` (the map on the device, then linear_attn's chunked kernel), causal only, for every map but
-/// hedgehog and hashing (their per-head projections have no GPU kernel yet).
+/// on a GPU `chunked` (the map on the device, then linear_attn's chunked kernel), causal only.
 public struct FeatureMapFamily: OpFamily {
     /// The map.
     public let kind: FeatureMapKind
@@ -31,13 +30,8 @@ public struct FeatureMapFamily: OpFamily {
     public var inputs: [OpInput] { [OpInput("q"), OpInput("k"), OpInput("v")] + (kind.weightInput.map { [OpInput($0)] } ?? []) }
     public var outputs: [String] { ["o"] }
 
-    /// Both forms on the CPU; `chunked` on a GPU for the maps it has kernels for.
-    public func forms(on device: Device) -> [String] {
-        device == .cpu ? ["chunked", "recurrent"] : Self.onGPU.contains(kind) ? ["chunked"] : []
-    }
-
-    /// The maps that run on a GPU.
-    static let onGPU: [FeatureMapKind] = [.identity, .elu, .relu, .performer, .taylor2, .cosformer]
+    /// Both forms on the CPU; `chunked` on a GPU.
+    public func forms(on device: Device) -> [String] { device == .cpu ? ["chunked", "recurrent"] : ["chunked"] }
 
     public func inputDType(_ name: String, form: String, compute dtype: DType) -> DType { .float32 }
 
@@ -103,10 +97,9 @@ public struct FeatureMapFamily: OpFamily {
         let q = try need(x, "q")
         guard q.device != .cpu else { return ["o": try DeviceTensor(forward(x.mapValues { try $0.host() }, form: form, options: options))] }
         try check(form: form, options: options)
-        guard kind.weightInput == nil else {
-            throw LineaError.unavailable(what: "\(name) on \(q.device)", reason: "its per-head projection runs on the CPU only")
-        }
-        return ["o": try FeatureMapAttention.forward(q: q, k: need(x, "k"), v: need(x, "v"), map: map(options, weights: nil),
+        // A FeatureMap holds its weights on the host (they are validated there); the device forward uploads them again.
+        let weights = try kind.weightInput.map { try need(x, $0).host() }
+        return ["o": try FeatureMapAttention.forward(q: q, k: need(x, "k"), v: need(x, "v"), map: map(options, weights: weights),
                                                      options: Self.mapOptions(options), form: Self.parse(form))]
     }
 
@@ -155,7 +148,7 @@ public struct FeatureMapFamily: OpFamily {
     }
 
     public func benchLengths(on device: Device) -> [Int] {
-        device == .cpu ? [256, 1024, 4096, 16384] : forms(on: device).isEmpty ? [] : [1024, 4096, 16384, 32768]
+        device == .cpu ? [256, 1024, 4096, 16384] : [1024, 4096, 16384, 32768]
     }
 
     /// Causal, normalized, H heads of D (taylor2: D = 16, as Based projects to 16 dimensions first); weights of width 64.

@@ -1,11 +1,12 @@
 import Foundation
 
-/// Feature-map linear attention as a backend receives it: `q, k [B,T,H,K]`, `v [B,T,HV,V]` (f32), Performer's projection
-/// `[m,K]` (f32, already scaled by K^(-1/4), on the inputs' device) and `o [B,T,HV,V]` (f32) preallocated.
+/// Feature-map linear attention as a backend receives it: `q, k [B,T,H,K]`, `v [B,T,HV,V]` (f32), the map's weights
+/// (f32, on the inputs' device: Performer's projection `[m,K]` already scaled by K^(-1/4), hedgehog's or the
+/// hashing's `[H,K,n]`) and `o [B,T,HV,V]` (f32) preallocated.
 public struct FeatureMapCall: OpCall {
     /// The map and the sizes.
     public let kind: FeatureMapKind, shape: RecurrenceShape
-    /// Inputs.
+    /// Inputs; `projection` holds the map's weights (nil for the maps without).
     public let q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, projection: DeviceTensor?
     /// The output, written whole by the call.
     public let o: DeviceTensor
@@ -19,7 +20,7 @@ public struct FeatureMapCall: OpCall {
         try body("q", q)
         try body("k", k)
         try body("v", v)
-        if let projection { try body("performer projection", projection) }
+        if let projection { try body(kind.weightInput ?? "performer projection", projection) }
         try body("o", o)
     }
 }
@@ -27,9 +28,9 @@ public struct FeatureMapCall: OpCall {
 extension FeatureMapAttention {
     /// `forward` where the inputs live (all on one device): returns `o [B,T,HV,V]` f32 there. On the CPU it is the host
     /// form. On a GPU the map runs on the device, then linear_attn's chunked kernel (form `.chunked(size: 64)`; the
-    /// normalizer as a column of ones appended to v); q, k, v are cast to f32 first; causal only, not hedgehog or
-    /// hashing (the backend says so). No value checks there (nothing waits for the device).
-    /// O(B·HV·T·F·V) plus the map (Performer: O(B·T·H·m·K) by GEMM).
+    /// normalizer as a column of ones appended to v); q, k, v are cast to f32 first, the map's weights uploaded; causal
+    /// only (the backend says so). No value checks there (nothing waits for the device).
+    /// O(B·HV·T·F·V) plus the map (with a projection: O(B·T·H·n·K)).
     public static func forward(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, map: FeatureMap, options: FeatureMapOptions = FeatureMapOptions(),
                                form: RecurrenceForm = .chunked(size: RecurrenceForm.defaultChunkSize)) throws -> DeviceTensor {
         let device = q.device
@@ -52,6 +53,8 @@ extension FeatureMapAttention {
             let quarter = 1 / pow(Double(s.K), 0.25)
             let w = FeatureMap.performerProjection(features: map.features, K: s.K, seed: map.seed).map { Float($0 * quarter) }
             projection = try DeviceTensor(Tensor(shape: [map.features, s.K], scalars: w), on: device)
+        } else if let weights = map.weights, map.kind.weightInput != nil {
+            projection = try DeviceTensor(weights, on: device)
         }
         let o = try DeviceTensor.uninitialized([s.B, s.T, s.HV, s.V], on: device)
         try Backends.run(FeatureMapCall(kind: map.kind, shape: s, q: Ops.cast(q, to: .float32), k: Ops.cast(k, to: .float32),

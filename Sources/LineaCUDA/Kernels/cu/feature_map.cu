@@ -13,7 +13,9 @@
 //   linea_fmap_accum      acc [rows, accCols] columns c0 ... c0 + n - 1 += y [rows, width] columns 0 ... n - 1
 //   linea_fmap_finish     o [rows, V] = acc [rows, accCols]'s first V columns, divided by acc[r, V] + 1e-10 when
 //                         normalize
-// Grid-stride loops with 64-bit indices except the two row kernels (warp per row; block per (b, h)).
+//   linea_fmap_headproj   p [rows, n] = x [rows, K] w[h] of per-head weights w [H, K, n] (hedgehog, hashing)
+//   linea_fmap_twosided   phi [rows, 2n] of p [rows, n], a warp per row: hedgehog's two softmaxes or the hashing's codes
+// Grid-stride loops with 64-bit indices except the row kernels (a warp per row; seqmax a block per (b, h)).
 // No LINEA_SELECT guards: the module is small, so one compile serves every entry.
 
 #define LINEA_FMAP_STRIDE_LOOP(total) \
@@ -116,5 +118,63 @@ extern "C" __global__ void linea_fmap_finish(const float* acc, float* o, int row
         const int j = (int)(i - r * V);
         const float v = acc[r * accCols + j];
         o[i] = normalize ? v / (acc[r * accCols + V] + 1e-10f) : v;
+    }
+}
+
+// Hedgehog's and the hashing's per-head projection: p [rows, n] = x [rows, K] times w [H, K, n] of head r % H; one
+// thread per output (adjacent threads read adjacent columns of w).
+extern "C" __global__ void linea_fmap_headproj(const float* x, const float* w, float* p, int rows, int K, int H, int n) {
+    LINEA_FMAP_STRIDE_LOOP((long)rows * n) {
+        const long r = i / n;
+        const int j = (int)(i - r * n);
+        const float* row = x + r * K;
+        const float* wh = w + (long)(r % H) * K * n + j;
+        float sum = 0.f;
+        for (int k = 0; k < K; ++k) sum = fmaf(row[k], wh[(long)k * n], sum);
+        p[i] = sum;
+    }
+}
+
+// Two-sided features of p [rows, n] into phi [rows, 2n], one warp per row: mode 0 hedgehog [softmax(p), softmax(-p)]
+// (each shifted by its max), mode 1 hashing [p >= 0, p < 0] as 1 / 0.
+extern "C" __global__ void linea_fmap_twosided(const float* p, float* phi, int rows, int n, int mode) {
+    const int lane = threadIdx.x & 31;
+    const long r = (blockIdx.x * (long)blockDim.x + threadIdx.x) >> 5;
+    if (r >= rows) return;  // whole warps leave together
+    const float* pr = p + r * n;
+    float* out = phi + r * 2 * n;
+    if (mode == 1) {
+        for (int j = lane; j < n; j += 32) {
+            const bool up = pr[j] >= 0.f;
+            out[j] = up ? 1.f : 0.f;
+            out[n + j] = up ? 0.f : 1.f;
+        }
+        return;
+    }
+    float top = -__int_as_float(0x7f800000), bottom = __int_as_float(0x7f800000);
+    for (int j = lane; j < n; j += 32) {
+        top = fmaxf(top, pr[j]);
+        bottom = fminf(bottom, pr[j]);
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        top = fmaxf(top, __shfl_xor_sync(0xffffffffu, top, o));
+        bottom = fminf(bottom, __shfl_xor_sync(0xffffffffu, bottom, o));
+    }
+    float sumUp = 0.f, sumDown = 0.f;
+    for (int j = lane; j < n; j += 32) {
+        const float a = expf(pr[j] - top), b = expf(bottom - pr[j]);
+        out[j] = a;
+        out[n + j] = b;
+        sumUp += a;
+        sumDown += b;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        sumUp += __shfl_xor_sync(0xffffffffu, sumUp, o);
+        sumDown += __shfl_xor_sync(0xffffffffu, sumDown, o);
+    }
+    const float iu = 1.f / sumUp, id = 1.f / sumDown;
+    for (int j = lane; j < n; j += 32) {  // the lane reads back only what it wrote
+        out[j] *= iu;
+        out[n + j] *= id;
     }
 }
