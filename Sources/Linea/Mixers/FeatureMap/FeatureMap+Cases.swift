@@ -97,9 +97,8 @@ public struct FeatureMapFamily: OpFamily {
         let q = try need(x, "q")
         guard q.device != .cpu else { return ["o": try DeviceTensor(forward(x.mapValues { try $0.host() }, form: form, options: options))] }
         try check(form: form, options: options)
-        // A FeatureMap holds its weights on the host (they are validated there); the device forward uploads them again.
-        let weights = try kind.weightInput.map { try need(x, $0).host() }
-        return ["o": try FeatureMapAttention.forward(q: q, k: need(x, "k"), v: need(x, "v"), map: map(options, weights: weights),
+        let weights = try kind.weightInput.map { try need(x, $0) }
+        return ["o": try FeatureMapAttention.forward(q: q, k: need(x, "k"), v: need(x, "v"), map: map(options, weights: nil), weights: weights,
                                                      options: Self.mapOptions(options), form: Self.parse(form))]
     }
 
