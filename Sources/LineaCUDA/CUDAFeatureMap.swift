@@ -2,10 +2,9 @@ import Foundation
 import Linea
 
 extension CUDADeviceBackend {
-    /// The map kernels and linear_attn's chunked kernel: causal, form chunked of 64, f32 q, k, v and o; Performer,
-    /// hedgehog and hashing with their f32 weights. O(1).
+    /// The map kernels and linear_attn's chunked kernel: form chunked of 64, f32 q, k, v and o; Performer, hedgehog and
+    /// hashing with their f32 weights. O(1).
     func featureMapSupport(_ c: FeatureMapCall) -> Support {
-        if !c.causal { return .unsupported("non-causal feature-map attention runs on the CPU only") }
         if c.form != .chunked(size: 64) { return .unsupported("form \(c.form); the GPU runs the chunked form with chunks of 64") }
         for (name, x) in [("q", c.q), ("k", c.k), ("v", c.v), ("o", c.o)] where x.dtype != .float32 {
             return .unsupported("\(name) has dtype \(x.dtype.shortName); the feature-map kernels take f32 (FeatureMapAttention.forward casts)")
@@ -19,7 +18,8 @@ extension CUDADeviceBackend {
     /// phi(q) and phi(k) by the map kernels (Performer: the projection by cuBLAS first), then linear_attn's chunked
     /// kernel over blocks of at most 128 features and 128 value columns (its largest K and V), the blocks' outputs
     /// summed: the output is linear in both. With the normalizer, v gets a column of ones, whose output is
-    /// `scale phi(q_t) . sum_{s<=t} phi(k_s)`, the denominator. O(B·HV·T·F·V) plus the map.
+    /// `scale phi(q_t) . sum_{s<=t} phi(k_s)`, the denominator. Not causal: each block's final state (the sum over the
+    /// whole sequence) read out by every query, `scale phi(q_t) S`. O(B·HV·T·F·V) plus the map.
     func featureMap(_ c: FeatureMapCall) throws {
         let s = c.shape
         guard s.B * s.T * s.HV * s.V > 0 else { return }
@@ -29,11 +29,12 @@ extension CUDADeviceBackend {
         let columns = s.V + (c.normalize ? 1 : 0)
         try CUDAModelOps.int32(["B·T·H": rows, "B·T·HV": valueRows, "F": F, "B·T·H·F": rows * F, "B·T·HV·(V+1)": valueRows * columns])
         let phiQ = try mapped(c, c.q, query: true, features: F), phiK = try mapped(c, c.k, query: false, features: F)
-        func attend(_ q: DeviceTensor, _ k: DeviceTensor, _ v: DeviceTensor) throws -> DeviceTensor {
+        func run(_ q: DeviceTensor, _ k: DeviceTensor, _ v: DeviceTensor) throws -> (o: DeviceTensor, finalState: DeviceTensor) {
             try Recurrence.forward(.linearAttention, q: q, k: k, v: v, scale: c.scale, form: .chunked(size: 64), validate: false,
-                                   allowNonFiniteOutputs: true).o
+                                   allowNonFiniteOutputs: true)
         }
-        if F <= 128 && columns <= 128 && !c.normalize {
+        func attend(_ q: DeviceTensor, _ k: DeviceTensor, _ v: DeviceTensor) throws -> DeviceTensor { try run(q, k, v).o }
+        if F <= 128 && columns <= 128 && !c.normalize && c.causal {
             return try c.o.copy(from: attend(phiQ, phiK, c.v))
         }
         let accumulated = try DeviceTensor.zeros([valueRows, columns], on: device)
@@ -46,6 +47,14 @@ extension CUDADeviceBackend {
                 let n = min(128, columns - v0)
                 let v = try block(c.v, rows: valueRows, columns: s.V, from: v0, width: n, shape: [s.B, s.T, s.HV, n],
                                   ones: c.normalize ? s.V : -1)
+                if !c.causal {
+                    let state = try run(q, k, v).finalState
+                    try launchFeatureMap("linea_fmap_readout", elements: valueRows * n, [
+                        pointer(q), pointer(state), pointer(accumulated), .int32(Int32(s.B)), .int32(Int32(s.T)), .int32(Int32(s.H)),
+                        .int32(Int32(s.HV)), .int32(Int32(width)), .int32(Int32(n)), .int32(Int32(columns)), .int32(Int32(v0)), .float(c.scale),
+                    ])
+                    continue
+                }
                 let o = try attend(q, k, v)
                 try launchFeatureMap("linea_fmap_accum", elements: valueRows * n, [
                     pointer(o), pointer(accumulated), .int32(Int32(valueRows)), .int32(Int32(n)), .int32(Int32(columns)), .int32(Int32(v0)),

@@ -17,14 +17,14 @@ struct CUDAFeatureMapTests {
     static let shapes: [(Int, Int, Int, Int, Int, Int)] = [(1, 1, 2, 2, 16, 16), (2, 65, 2, 4, 16, 32), (1, 130, 1, 1, 32, 16),
                                                            (1, 70, 2, 2, 16, 128), (1, 40, 1, 1, 64, 8)]
 
-    @Test(arguments: maps)
-    func causalMatchesTheCPU(_ kind: FeatureMapKind) throws {
+    @Test(arguments: maps, [true, false])
+    func matchesTheCPU(_ kind: FeatureMapKind, causal: Bool) throws {
         for (index, (B, T, H, HV, K, V)) in Self.shapes.enumerated() {
             for normalize in [false, true] {
                 for features in kind == .performer ? [64, 300] : [64] {
                     let x = try FeatureMapFamily.inputs(kind, B: B, T: T, H: H, HV: HV, K: K, V: V, seed: UInt64(7 * index + 1))
                     let map = FeatureMap(kind, features: features, seed: 3, weights: kind.weightInput.flatMap { x[$0] })
-                    let options = FeatureMapOptions(causal: true, normalize: normalize, scale: index == 2 ? 0.5 : nil)
+                    let options = FeatureMapOptions(causal: causal, normalize: normalize, scale: index == 2 ? 0.5 : nil)
                     let want = try FeatureMapAttention.forward(q: x["q"]!, k: x["k"]!, v: x["v"]!, map: map, options: options, form: .reference)
                     let cpu = try FeatureMapAttention.forward(q: x["q"]!, k: x["k"]!, v: x["v"]!, map: map, options: options)
                     let o = try FeatureMapAttention.forward(q: DeviceTensor(x["q"]!, on: Self.gpu), k: DeviceTensor(x["k"]!, on: Self.gpu),
@@ -32,7 +32,7 @@ struct CUDAFeatureMapTests {
                     #expect(o.device == Self.gpu && o.shape == [B, T, HV, V])
                     let got = try o.host()
                     let (stats, cpuStats) = (ErrorStats(got, want), ErrorStats(cpu, want))
-                    let label = "\(kind.rawValue) B\(B) T\(T) H\(H) HV\(HV) K\(K) V\(V) normalize \(normalize) m\(features)"
+                    let label = "\(kind.rawValue) B\(B) T\(T) H\(H) HV\(HV) K\(K) V\(V) causal \(causal) normalize \(normalize) m\(features)"
                     // As close to the reference as the CPU's Float32 form, within a factor (other summation orders).
                     #expect(stats.relativeRMS <= max(1e-5, 4 * cpuStats.relativeRMS), "\(label): GPU \(stats), CPU \(cpuStats)")
                 }
@@ -53,11 +53,11 @@ struct CUDAFeatureMapTests {
         #expect(stats.relativeRMS <= 1e-5, "\(stats)")
     }
 
-    /// What the GPU does not take is refused with a reason, not run wrong: non-causal, the recurrent form.
+    /// What the GPU does not take is refused with a reason, not run wrong: the recurrent form, chunks other than 64.
     @Test func unsupportedCallsAreRefused() throws {
         let x = try FeatureMapFamily.inputs(.hedgehog, B: 1, T: 8, H: 1, HV: 1, K: 16, V: 16, seed: 5)
         let (q, k, v) = (try DeviceTensor(x["q"]!, on: Self.gpu), try DeviceTensor(x["k"]!, on: Self.gpu), try DeviceTensor(x["v"]!, on: Self.gpu))
-        #expect(throws: LineaError.self) { try FeatureMapAttention.forward(q: q, k: k, v: v, map: FeatureMap(.elu), options: FeatureMapOptions(causal: false)) }
+        #expect(throws: LineaError.self) { try FeatureMapAttention.forward(q: q, k: k, v: v, map: FeatureMap(.elu), form: .chunked(size: 32)) }
         #expect(throws: LineaError.self) { try FeatureMapAttention.forward(q: q, k: k, v: v, map: FeatureMap(.elu), form: .recurrent) }
     }
 }

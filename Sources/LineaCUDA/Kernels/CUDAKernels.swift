@@ -84,8 +84,8 @@ package enum CUDAKernels {
 
     /// Feature-map linear attention's maps (elu + 1, relu, taylor2, cosformer, Performer's exp with its stabilizers,
     /// hedgehog's and the hashing's per-head projections and two-sided features) and the column blocks, sums and
-    /// normalizer around linear_attn's chunked kernel. Entries `linea_fmap_{map,performer,seqmax,cols,accum,finish,
-    /// headproj,twosided}` (f32).
+    /// normalizer around linear_attn's chunked kernel, and the non-causal read-out from its final state. Entries
+    /// `linea_fmap_{map,performer,seqmax,cols,accum,finish,headproj,twosided,readout}` (f32).
     public static let featureMap = file("feature_map.cu")
 
     /// NVRTC options of the grouped-value-head modules (fla's GVA: HV = group·H state heads, q and k `[B,T,H,K]`, value
@@ -144,7 +144,7 @@ package enum CUDAKernels {
              ["f32", "f16"].flatMap { t in [64, 128].flatMap { k in [32, 64].map { "linea_chunk_simt_\(t)_k\(k)_v\($0)" } } }),
             ("selective_scan", selectiveScan,
              ["f32", "bf16", "f16"].flatMap { t in ["s16_p1", "s32_p1", "s32_p2"].map { "linea_sscan_\(t)_\($0)" } }),
-            ("feature_map", featureMap, ["map", "performer", "seqmax", "cols", "accum", "finish", "headproj", "twosided"].map { "linea_fmap_\($0)" }),
+            ("feature_map", featureMap, ["map", "performer", "seqmax", "cols", "accum", "finish", "headproj", "twosided", "readout"].map { "linea_fmap_\($0)" }),
             ("long_conv", longConv, ["f32", "bf16", "f16"].flatMap { ["linea_lconv_pad_\($0)", "linea_lconv_out_\($0)"] } + ["linea_lconv_mul"]),
             ("model_ops", modelOps,
              ["f32", "bf16", "f16"].flatMap { t in

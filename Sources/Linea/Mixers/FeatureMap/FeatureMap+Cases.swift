@@ -4,7 +4,7 @@ import Foundation
 /// (and the map's weights: `hedgehog_weight [H,K,F]`, `hash_proj [H,K,b]`) in, `o [B,T,HV,V]` out; `OpOptions.causal`,
 /// `normalize` and `scale` (1 when nil) apply, Performer reads `--set features=M` (64) and `--set seed=S` (0).
 /// Forms `chunked[:N]` and `recurrent` (linear_attn's kernels after the map) on the CPU, `reference` (Float64, quadratic);
-/// on a GPU `chunked` (the map on the device, then linear_attn's chunked kernel), causal only.
+/// on a GPU `chunked` (the map on the device, then linear_attn's chunked kernel).
 public struct FeatureMapFamily: OpFamily {
     /// The map.
     public let kind: FeatureMapKind
@@ -123,7 +123,7 @@ public struct FeatureMapFamily: OpFamily {
     }
 
     /// Causal and not, with and without the normalizer, on T = 1, 65 (GQA, V != K) and 130 (chunk 64 crossed twice);
-    /// Performer also at 300 features (three feature blocks on a GPU, as taylor2's 273). Causal cases only on a GPU.
+    /// Performer also at 300 features (three feature blocks on a GPU, as taylor2's 273).
     public var cases: [OpCase] {
         // (B, T, H, HV, K, V)
         let sizes = [(1, 1, 2, 2, 16, 16), (2, 65, 2, 4, 16, 32), (1, 130, 1, 1, kind == .taylor2 ? 16 : 32, 16)]
@@ -137,7 +137,7 @@ public struct FeatureMapFamily: OpFamily {
                     let label = "B\(B) T\(T) H\(H)\(HV == H ? "" : " HV\(HV)") K\(K) V\(V)" + (causal ? " causal" : " non-causal")
                         + (normalize ? " normalized" : "") + (options.settings["features"].map { " m\($0)" } ?? "")
                     let mapKind = self.kind
-                    result.append(OpCase(label: label, options: options, gpuForms: causal ? nil : []) { seed in
+                    result.append(OpCase(label: label, options: options, gpuForms: nil) { seed in
                         try Self.inputs(mapKind, B: B, T: T, H: H, HV: HV, K: K, V: V, seed: seed)
                     })
                 }

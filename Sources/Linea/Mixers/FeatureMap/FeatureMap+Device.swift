@@ -28,7 +28,8 @@ public struct FeatureMapCall: OpCall {
 extension FeatureMapAttention {
     /// `forward` where the inputs live (all on one device): returns `o [B,T,HV,V]` f32 there. On the CPU it is the host
     /// form. On a GPU the map runs on the device, then linear_attn's chunked kernel (form `.chunked(size: 64)`; the
-    /// normalizer as a column of ones appended to v); q, k, v are cast to f32 first; causal only (the backend says so).
+    /// normalizer as a column of ones appended to v; not causal: its final state read out by every query); q, k, v are
+    /// cast to f32 first.
     /// Hedgehog's or the hashing's `[H,K,n]` come as `weights` on the device, else from `map.weights` (uploaded per
     /// call); Performer's projection is drawn once per (m, K, seed, device) and kept. No value checks on a GPU (nothing
     /// waits for the device). O(B·HV·T·F·V) plus the map (with a projection: O(B·T·H·n·K)).

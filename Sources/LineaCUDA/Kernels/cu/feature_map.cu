@@ -15,6 +15,7 @@
 //                         normalize
 //   linea_fmap_headproj   p [rows, n] = x [rows, K] w[h] of per-head weights w [H, K, n] (hedgehog, hashing)
 //   linea_fmap_twosided   phi [rows, 2n] of p [rows, n], a warp per row: hedgehog's two softmaxes or the hashing's codes
+//   linea_fmap_readout    non-causal: acc columns c0 ... += scale phi(q_t) S with S the whole sequence's state
 // Grid-stride loops with 64-bit indices except the row kernels (a warp per row; seqmax a block per (b, h)).
 // No LINEA_SELECT guards: the module is small, so one compile serves every entry.
 
@@ -176,5 +177,22 @@ extern "C" __global__ void linea_fmap_twosided(const float* p, float* phi, int r
     for (int j = lane; j < n; j += 32) {  // the lane reads back only what it wrote
         out[j] *= iu;
         out[n + j] *= id;
+    }
+}
+
+// Non-causal read-out: acc [B T HV, accCols] columns c0 ... c0 + n - 1 += scale phi(q_t) S of the whole sequence's state
+// S [B, HV, F, n] (linear_attn's final state over a block of F features and n value columns), q [B, T, H, F]; value
+// head hv reads q head hv / (HV / H). One thread per output.
+extern "C" __global__ void linea_fmap_readout(const float* q, const float* S, float* acc, int B, int T, int H, int HV, int F, int n,
+                                              int accCols, int c0, float scale) {
+    LINEA_FMAP_STRIDE_LOOP((long)B * T * HV * n) {
+        const long row = i / n;  // (b T + t) HV + hv
+        const int j = (int)(i - row * n), hv = (int)(row % HV);
+        const long bt = row / HV, b = bt / T;
+        const float* qr = q + (bt * H + hv / (HV / H)) * F;
+        const float* s = S + (b * HV + hv) * (long)F * n + j;
+        float sum = 0.f;
+        for (int f = 0; f < F; ++f) sum = fmaf(qr[f], s[(long)f * n], sum);
+        acc[row * accCols + c0 + j] += scale * sum;
     }
 }
