@@ -143,6 +143,8 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
             return attentionSupport(q: c.q, k: c.k, v: c.v, window: nil, form: nil)
         case let c as SelectiveScanCall: return selectiveScanSupport(c)
         case let c as NeighborhoodCall: return neighborhoodSupport(c)
+        case let c as LongConvCall: return longConvSupport(c)
+        case let c as FeatureMapCall: return featureMapSupport(c)
         default: return .unsupported("no CUDA kernel for \(call.name)")
         }
     }
@@ -157,6 +159,8 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         case let c as BlockSparseCall: try blockSparse(c)
         case let c as SelectiveScanCall: try selectiveScan(c)
         case let c as NeighborhoodCall: try neighborhood(c)
+        case let c as LongConvCall: try longConv(c)
+        case let c as FeatureMapCall: try featureMap(c)
         default: throw LineaError.unavailable(what: call.name, reason: "no CUDA kernel")
         }
     }

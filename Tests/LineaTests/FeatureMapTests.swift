@@ -124,4 +124,22 @@ import Testing
         #expect(message(FeatureMap(.elu), v: nan).hasPrefix("v: expected finite values"))
         #expect(throws: LineaError.self) { try FeatureMapFamily(.relu).check(form: "chunked", options: { var o = OpOptions(); o.settings["features"] = 4; return o }()) }
     }
+
+    /// The device entry on CPU tensors is the host form, weights given in the map or as a tensor alike.
+    @Test func deviceEntryOnTheCPUIsTheHostForm() throws {
+        for kind in FeatureMapKind.allCases {
+            let x = try FeatureMapFamily.inputs(kind, B: 1, T: 20, H: 2, HV: 4, K: 8, V: 8, seed: 4)
+            let map = FeatureMap(kind, features: 16, seed: 1, weights: kind.weightInput.flatMap { x[$0] })
+            let options = FeatureMapOptions(causal: true, normalize: true)
+            let want = try FeatureMapAttention.forward(q: x["q"]!, k: x["k"]!, v: x["v"]!, map: map, options: options)
+            let (q, k, v) = (try DeviceTensor(x["q"]!), try DeviceTensor(x["k"]!), try DeviceTensor(x["v"]!))
+            #expect(try FeatureMapAttention.forward(q: q, k: k, v: v, map: map, options: options).host().scalars == want.scalars, "\(kind)")
+            if let name = kind.weightInput {
+                var bare = map
+                bare.weights = nil
+                let got = try FeatureMapAttention.forward(q: q, k: k, v: v, map: bare, weights: DeviceTensor(x[name]!), options: options)
+                #expect(try got.host().scalars == want.scalars, "\(kind) with weights as a tensor")
+            }
+        }
+    }
 }

@@ -85,6 +85,16 @@ package enum CUDAKernels {
     /// Entries `linea_sscan_{f32,bf16,f16}_s{16,32}_p{1,2}` (sequence type, lanes per channel, states per lane).
     public static let selectiveScan = file("selective_scan.cu")
 
+    /// The long convolution's steps around cuFFT (zero-pad into the in-place layout, spectral product, crop plus D u).
+    /// Entries `linea_lconv_{pad,out}_{f32,bf16,f16}` (input type) and `linea_lconv_mul`.
+    public static let longConv = file("long_conv.cu")
+
+    /// Feature-map linear attention's maps (elu + 1, relu, taylor2, cosformer, Performer's exp with its stabilizers,
+    /// hedgehog's and the hashing's per-head projections and two-sided features) and the column blocks, sums and
+    /// normalizer around linear_attn's chunked kernel, and the non-causal read-out from its final state. Entries
+    /// `linea_fmap_{map,performer,seqmax,cols,accum,finish,headproj,twosided,readout}` (f32).
+    public static let featureMap = file("feature_map.cu")
+
     /// NVRTC options of the grouped-value-head modules (fla's GVA: HV = group·H state heads, q and k `[B,T,H,K]`, value
     /// head h reading q/k head h / group). Only a source compiled with them reads q/k that way; without them the
     /// kernels ignore their `group` argument and compile as for HV = H (no grouped addressing: it cost gated_delta_rule
@@ -145,6 +155,8 @@ package enum CUDAKernels {
              ["f32", "f16"].flatMap { t in [64, 128].flatMap { k in [32, 64].map { "linea_chunk_simt_\(t)_k\(k)_v\($0)" } } }),
             ("selective_scan", selectiveScan,
              ["f32", "bf16", "f16"].flatMap { t in ["s16_p1", "s32_p1", "s32_p2"].map { "linea_sscan_\(t)_\($0)" } }),
+            ("feature_map", featureMap, ["map", "performer", "seqmax", "cols", "accum", "finish", "headproj", "twosided", "readout"].map { "linea_fmap_\($0)" }),
+            ("long_conv", longConv, ["f32", "bf16", "f16"].flatMap { ["linea_lconv_pad_\($0)", "linea_lconv_out_\($0)"] } + ["linea_lconv_mul"]),
             ("model_ops", modelOps,
              ["f32", "bf16", "f16"].flatMap { t in
                  ["embed_i32", "embed_i64", "norm", "unary", "binary", "rotary", "conv1d", "softmax", "route", "argmax", "sample",

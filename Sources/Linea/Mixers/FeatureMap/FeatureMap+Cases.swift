@@ -3,7 +3,8 @@ import Foundation
 /// Feature-map linear attention with one map as an op family, `linear_attn_<map>`: `q, k [B,T,H,K]`, `v [B,T,HV,V]`
 /// (and the map's weights: `hedgehog_weight [H,K,F]`, `hash_proj [H,K,b]`) in, `o [B,T,HV,V]` out; `OpOptions.causal`,
 /// `normalize` and `scale` (1 when nil) apply, Performer reads `--set features=M` (64) and `--set seed=S` (0).
-/// Forms `chunked[:N]` and `recurrent` (linear_attn's kernels after the map) on the CPU, `reference` (Float64, quadratic).
+/// Forms `chunked[:N]` and `recurrent` (linear_attn's kernels after the map) on the CPU, `reference` (Float64, quadratic);
+/// on a GPU `chunked` (the map on the device, then linear_attn's chunked kernel).
 public struct FeatureMapFamily: OpFamily {
     /// The map.
     public let kind: FeatureMapKind
@@ -29,8 +30,8 @@ public struct FeatureMapFamily: OpFamily {
     public var inputs: [OpInput] { [OpInput("q"), OpInput("k"), OpInput("v")] + (kind.weightInput.map { [OpInput($0)] } ?? []) }
     public var outputs: [String] { ["o"] }
 
-    /// CPU only: the map runs on host tensors (no GPU kernel for the maps yet).
-    public func forms(on device: Device) -> [String] { device == .cpu ? ["chunked", "recurrent"] : [] }
+    /// Both forms on the CPU; `chunked` on a GPU.
+    public func forms(on device: Device) -> [String] { device == .cpu ? ["chunked", "recurrent"] : ["chunked"] }
 
     public func inputDType(_ name: String, form: String, compute dtype: DType) -> DType { .float32 }
 
@@ -93,10 +94,12 @@ public struct FeatureMapFamily: OpFamily {
     }
 
     public func run(_ form: String, _ x: [String: DeviceTensor], options: OpOptions) throws -> [String: DeviceTensor] {
-        for (name, t) in x where t.device != .cpu {
-            throw LineaError.unavailable(what: "\(self.name) on \(t.device)", reason: "the feature maps run on the CPU only (input \(name))")
-        }
-        return ["o": try DeviceTensor(forward(x.mapValues { try $0.host() }, form: form, options: options))]
+        let q = try need(x, "q")
+        guard q.device != .cpu else { return ["o": try DeviceTensor(forward(x.mapValues { try $0.host() }, form: form, options: options))] }
+        try check(form: form, options: options)
+        let weights = try kind.weightInput.map { try need(x, $0) }
+        return ["o": try FeatureMapAttention.forward(q: q, k: need(x, "k"), v: need(x, "v"), map: map(options, weights: nil), weights: weights,
+                                                     options: Self.mapOptions(options), form: Self.parse(form))]
     }
 
     /// Seeded inputs for `kind`: q, k, v standard normal (identity: q, k uniform in [0, 1), so that its normalizer
@@ -120,7 +123,7 @@ public struct FeatureMapFamily: OpFamily {
     }
 
     /// Causal and not, with and without the normalizer, on T = 1, 65 (GQA, V != K) and 130 (chunk 64 crossed twice);
-    /// Performer also at 300 features.
+    /// Performer also at 300 features (three feature blocks on a GPU, as taylor2's 273).
     public var cases: [OpCase] {
         // (B, T, H, HV, K, V)
         let sizes = [(1, 1, 2, 2, 16, 16), (2, 65, 2, 4, 16, 32), (1, 130, 1, 1, kind == .taylor2 ? 16 : 32, 16)]
@@ -134,7 +137,7 @@ public struct FeatureMapFamily: OpFamily {
                     let label = "B\(B) T\(T) H\(H)\(HV == H ? "" : " HV\(HV)") K\(K) V\(V)" + (causal ? " causal" : " non-causal")
                         + (normalize ? " normalized" : "") + (options.settings["features"].map { " m\($0)" } ?? "")
                     let mapKind = self.kind
-                    result.append(OpCase(label: label, options: options, gpuForms: []) { seed in
+                    result.append(OpCase(label: label, options: options, gpuForms: nil) { seed in
                         try Self.inputs(mapKind, B: B, T: T, H: H, HV: HV, K: K, V: V, seed: seed)
                     })
                 }
@@ -143,7 +146,9 @@ public struct FeatureMapFamily: OpFamily {
         return result
     }
 
-    public func benchLengths(on device: Device) -> [Int] { device == .cpu ? [256, 1024, 4096, 16384] : [] }
+    public func benchLengths(on device: Device) -> [Int] {
+        device == .cpu ? [256, 1024, 4096, 16384] : [1024, 4096, 16384, 32768]
+    }
 
     /// Causal, normalized, H heads of D (taylor2: D = 16, as Based projects to 16 dimensions first); weights of width 64.
     public func benchCase(_ s: BenchSize, form: String, dtype: DType) throws -> OpCase {

@@ -2,7 +2,7 @@ import Foundation
 
 /// The causal long convolution (safari's fftconv without the GELU) as an op family: `u [B,H,L]`, `k [H,Lk]` and the
 /// optional skip `D [H]` in, `o [B,H,L]` out. Forms on the CPU: `fft` (FFTW, O(L log L)) and `direct` (the Float64
-/// sum, also called `reference`); cpu only: no GPU kernel yet.
+/// sum, also called `reference`); on a GPU: `fft` (cuFFT, loaded at run time).
 public struct LongConvFamily: OpFamily {
     /// The family. O(1).
     public init() {}
@@ -12,8 +12,8 @@ public struct LongConvFamily: OpFamily {
     public var inputs: [OpInput] { [OpInput("u"), OpInput("k"), OpInput("D", optional: true)] }
     public var outputs: [String] { ["o"] }
 
-    /// cpu only: no cuFFT path yet, so verification and the GPU tests skip it there.
-    public func forms(on device: Device) -> [String] { device == .cpu ? ["fft", "direct"] : [] }
+    /// The CPU runs both; a GPU the fft form (cuFFT), the direct one being the Float64 reference.
+    public func forms(on device: Device) -> [String] { device == .cpu ? ["fft", "direct"] : ["fft"] }
 
     public func inputDType(_ name: String, form: String, compute dtype: DType) -> DType { dtype }
 

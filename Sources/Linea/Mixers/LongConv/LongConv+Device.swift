@@ -47,8 +47,9 @@ public struct LongConvCall: OpCall {
 
 extension LongConv {
     /// The convolution where the inputs live (all on one device, float dtypes): returns `o [B,H,L]`, f32, on that device.
-    /// `validate` checks the inputs finite; the output is checked finite unless `allowNonFiniteOutputs`. The CPU runs
-    /// both forms; no GPU kernel yet (the dispatch says so). O(B·H·L log L) fft, O(B·H·L·min(L, Lk)) direct.
+    /// On the CPU `validate` checks the inputs finite and the output is checked finite unless `allowNonFiniteOutputs`;
+    /// the CPU runs both forms. A GPU runs the fft form by cuFFT (u, k, D of one dtype) without value checks (nothing
+    /// waits for the device). O(B·H·L log L) fft, O(B·H·L·min(L, Lk)) direct.
     public static func forward(u: DeviceTensor, k: DeviceTensor, D: DeviceTensor? = nil, form: LongConvForm = .fft, validate: Bool = true,
                                allowNonFiniteOutputs: Bool = false) throws -> DeviceTensor {
         let s = try shape(u: u.shape, k: k.shape, D: D?.shape)

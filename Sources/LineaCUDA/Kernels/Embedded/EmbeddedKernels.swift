@@ -22,6 +22,8 @@ extension CUDAKernels {
         "chunked_simt.cu": embedded_chunked_simt_cu,
         "chunked_wy.cu": embedded_chunked_wy_cu,
         "element_io.cuh": embedded_element_io_cuh,
+        "feature_map.cu": embedded_feature_map_cu,
+        "long_conv.cu": embedded_long_conv_cu,
         "model_ops.cu": embedded_model_ops_cu,
         "recurrent_step.cu": embedded_recurrent_step_cu,
         "selective_scan.cu": embedded_selective_scan_cu,
