@@ -339,13 +339,13 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
 
     // MARK: Attention
 
-    /// Flash (any T) and split-KV (decode) kernels: q, k, v of one dtype among f32, bf16, f16, D = Dv <= 256. O(1).
+    /// Flash (any T) and split-KV (decode) kernels: q, k, v of one dtype among f32, bf16, f16, head dims <= 256. O(1).
     private func attentionSupport(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, window: Int?, form: AttentionForm?) -> Support {
         guard CUDAUpload.inputTypes.contains(q.dtype), k.dtype == q.dtype, v.dtype == q.dtype else {
             return .unsupported("q, k, v dtypes \(q.dtype.shortName), \(k.dtype.shortName), \(v.dtype.shortName); the attention kernels take one of f32, bf16, f16 for all three")
         }
         let (D, Dv) = (q.shape[3], v.shape[3])
-        if D != Dv || D > 256 { return .unsupported("D = \(D), Dv = \(Dv); the attention kernels take D = Dv <= 256") }
+        if max(D, Dv) > 256 { return .unsupported("D = \(D), Dv = \(Dv); the attention kernels take head dims <= 256") }
         if form == .reference { return .unsupported("the reference form runs on the CPU only (Float64)") }
         if case .splitKV = form, window != nil { return .unsupported("split-KV has no sliding window on the GPU (flash has)") }
         if case .splitKV = form, q.shape[1] > CUDASplitKV.maxQueryLength {
@@ -369,14 +369,37 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
     }
 
     private func attention(_ c: AttentionCall) throws {
-        guard let shape = try attentionShape(q: c.q, k: c.k, o: c.o, lse: c.lse) else { return }
-        let (q, k, v, o, lse) = (buffer(c.q), buffer(c.k), buffer(c.v), buffer(c.o), buffer(c.lse))
+        let (D, Dv) = (c.q.shape[3], c.v.shape[3])
+        // The kernels take one head dim: the narrower side is padded with zeros (zero key channels add nothing to the
+        // scores, zero value columns give o columns that are cropped), the scale staying 1/sqrt(D).
+        let width = max(D, Dv)
+        func widened(_ x: DeviceTensor) throws -> DeviceTensor {
+            let d = x.shape[3]
+            guard d != width else { return x }
+            let out = try DeviceTensor.uninitialized(Array(x.shape.dropLast()) + [width], dtype: x.dtype, on: device)
+            try CUDAModelOps.pad2d(x: buffer(x), out: buffer(out), n: 1, xRows: x.count / max(d, 1), xCols: d, rows: x.count / max(d, 1),
+                                   cols: width, dtype: x.dtype)
+            return out
+        }
+        let (qt, kt, vt) = (try widened(c.q), try widened(c.k), try widened(c.v))
+        let cropped = Dv != width
+        let ot = cropped ? try DeviceTensor.uninitialized(Array(c.o.shape.dropLast()) + [width], dtype: c.o.dtype, on: device) : c.o
+        guard let shape = try attentionShape(q: qt, k: kt, o: ot, lse: c.lse) else {
+            if cropped { try c.o.copy(from: Tensor(zeros: c.o.shape)) }
+            return
+        }
+        let scale = c.options.scale ?? 1 / Float(D).squareRoot()
+        let (q, k, v, o, lse) = (buffer(qt), buffer(kt), buffer(vt), buffer(ot), buffer(c.lse))
         if case .splitKV(let partitions) = c.form {
-            try CUDASplitKV.forward(q: q, k: k, v: v, o: o, lse: lse, shape: shape, scale: c.options.scale, causal: c.options.causal,
+            try CUDASplitKV.forward(q: q, k: k, v: v, o: o, lse: lse, shape: shape, scale: scale, causal: c.options.causal,
                                     partitions: partitions, dtype: c.q.dtype, outputDType: c.o.dtype)
         } else {
-            try CUDAAttention.forward(q: q, k: k, v: v, o: o, lse: lse, shape: shape, scale: c.options.scale, causal: c.options.causal,
+            try CUDAAttention.forward(q: q, k: k, v: v, o: o, lse: lse, shape: shape, scale: scale, causal: c.options.causal,
                                       window: c.options.window, dtype: c.q.dtype, outputDType: c.o.dtype)
+        }
+        if cropped {
+            try CUDAModelOps.pad2d(x: o, out: buffer(c.o), n: 1, xRows: c.o.count / max(Dv, 1), xCols: width, rows: c.o.count / max(Dv, 1),
+                                   cols: Dv, dtype: c.o.dtype)
         }
     }
 

@@ -65,10 +65,8 @@ package enum CUFFT {
 
     /// The plan of `batch` in-place transforms of size `n` (forward real-to-complex, or `inverse` complex-to-real) on
     /// `context`'s stream, made on first use (cuFFT allocates its work area then, which may wait for the device). O(1)
-    /// when cached.
+    /// when cached. The caller holds `lock`.
     static func plan(_ context: CUDAContext, n: Int, batch: Int, inverse: Bool, _ api: API) throws -> Int32 {
-        lock.lock()
-        defer { lock.unlock() }
         let key = PlanKey(context: ObjectIdentifier(context), n: n, batch: batch, inverse: inverse)
         if let found = plans[key] { return found }
         if plans.count >= maxPlans {
@@ -113,6 +111,10 @@ package enum CUFFT {
         var first = 0
         while first < rows {
             let count = min(perBatch, rows - first)
+            // One host thread at a time per plan (cuFFT's rule): two threads executing a cached plan at once share its
+            // work area. Holding the lock over the queueing only costs the launch, not the transform.
+            lock.lock()
+            defer { lock.unlock() }
             let plan = try plan(buffer.context, n: n, batch: count, inverse: inverse, api)
             try buffer.context.makeCurrent()
             let address = buffer.address + UInt64(first * p * 4)

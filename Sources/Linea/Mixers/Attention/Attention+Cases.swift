@@ -54,7 +54,7 @@ public struct AttentionFamily: OpFamily {
     }
 
     /// Awkward lengths (1, 63, 65, 1000), GQA and MQA, D != Dv, decode against a long KV, T != S, windows, D of 40
-    /// to 256; the GPU kernels take D = Dv <= 256, and split-KV a few queries without a window.
+    /// to 256; the GPU kernels take head dims <= 256 (D != Dv by zero padding), and split-KV a few queries without a window.
     public var cases: [OpCase] {
         // (B, T, S, Hq, Hkv, D, Dv, causal, window, split-KV partitions on the GPU: nil none, 0 automatic)
         let grid: [(Int, Int, Int, Int, Int, Int, Int, Bool, Int?, Int?)] = [
@@ -75,7 +75,7 @@ public struct AttentionFamily: OpFamily {
             (options.causal, options.window) = (causal, window)
             let label = "B\(B) T\(T) S\(S) Hq\(Hq) Hkv\(Hkv) D\(D)\(Dv == D ? "" : " Dv\(Dv)") \(causal ? "causal" : "full")"
                 + (window.map { " W\($0)" } ?? "")
-            var gpu = D == Dv && D <= 256 ? ["flash"] : []
+            var gpu = max(D, Dv) <= 256 ? ["flash"] : []
             if let partitions, !gpu.isEmpty { gpu.append(partitions == 0 ? "split_kv" : "split_kv:\(partitions)") }
             return OpCase(label: label, options: options, gpuForms: gpu,
                           flops: Attention.flops(B: B, T: T, S: S, H: Hq, D: D, causal: causal, window: window)) { seed in
