@@ -38,7 +38,15 @@ def fla_kernels():
     table["gla"] = lambda x: chunk_gla(x["q"], x["k"], x["v"], g=x["gk"])
     table["delta_rule"] = lambda x: chunk_delta_rule(x["q"], x["kn"], x["v"], x["beta"])
     table["gated_delta_rule"] = lambda x: chunk_gated_delta_rule(x["q"], x["kn"], x["v"], x["g"], x["beta"])
+    try:
+        from fla.ops.kda import chunk_kda
+        table["kda"] = lambda x: chunk_kda(x["q"], x["kn"], x["v"], x["gk"], x["beta"])
+    except ImportError as e:
+        print(f"compare_gpu: fla kda unavailable: {e}", file=sys.stderr)
     return table
+
+
+NAMES = ["attention", "linear_attn", "retention", "simple_gla", "gla", "delta_rule", "gated_delta_rule", "kda"]
 
 
 def main():
@@ -49,20 +57,21 @@ def main():
     p.add_argument("--heads", type=int, default=16)
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--skip-linea", action="store_true", help="time only fla and SDPA")
-    p.add_argument("--only", default=None, help="comma-separated mechanisms to time (default: all)")
+    p.add_argument("--only", default=None, help="comma-separated mechanisms to time (default: all that have a counterpart here)")
     a = p.parse_args()
     lengths = [int(t) for t in a.lengths.split(",")]
     H, D = a.heads, a.dim
     dev = torch.device("cuda")
     theirs = {}  # (mechanism, T) -> (kernel name, ms)
-    only = set(a.only.split(",")) if a.only else None
-    kernels = {n: f for n, f in fla_kernels().items() if only is None or n in only}
+    # Only what has a counterpart here: `linea bench` alone would also time every other family (minutes more).
+    only = a.only.split(",") if a.only else NAMES
+    kernels = {n: f for n, f in fla_kernels().items() if n in only}
     ours = {}
     if not a.skip_linea:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "linea.json")
             cmd = [a.linea, "bench", "--backend", "cuda", "--json", path, "--lengths", a.lengths,
-                   "--tokens", str(a.tokens), "--heads", str(H), "--dim", str(D)] + (["--mechanism", a.only] if only else [])
+                   "--tokens", str(a.tokens), "--heads", str(H), "--dim", str(D)] + ["--mechanism", ",".join(only)]
             print("compare_gpu: " + " ".join(cmd), file=sys.stderr)
             subprocess.run(cmd, check=True, stdout=sys.stderr)
             with open(path) as f:
@@ -95,7 +104,7 @@ def main():
                 except Exception as e:  # an fla kernel that fails on this GPU/shape is reported, not fatal
                     print(f"compare_gpu: fla {name} T={T} failed: {e}", file=sys.stderr)
             qs, ks, vs = (x[n].transpose(1, 2).contiguous() for n in ("q", "k", "v"))
-            if only is None or "attention" in only:
+            if "attention" in only:
                 ms = do_bench(lambda: F.scaled_dot_product_attention(qs, ks, vs, is_causal=True), warmup=25, rep=100,
                               return_mode="median")
                 theirs[("attention", T)] = ("torch SDPA causal", ms)
@@ -104,9 +113,8 @@ def main():
             del x, qs, ks, vs
             torch.cuda.empty_cache()
 
-    names = ["attention", "linear_attn", "retention", "simple_gla", "gla", "delta_rule", "gated_delta_rule"]
     rows = [("mechanism", "T", "B", "ours ms", "theirs ms", "theirs", "ours/theirs throughput")]
-    for name in names:
+    for name in NAMES:
         for T in lengths:
             if (name, T) not in theirs and (name, T) not in ours:
                 continue

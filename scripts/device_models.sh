@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine, from the repository root (the device tool, carry [".device", ".whl"]): the model runtime on cuda.
-# Unpacks .device/linea.tar.xz (scripts/pack_device.sh), seeds the kernel cache from .device/cache when present (the
-# cubins a previous call wrote to $OUT/cache: NVRTC compiles cost minutes on a fresh machine), installs fla's wheels
+# Unpacks .device/linea.tar.xz (scripts/pack_device.sh), seeds the kernel cache from .device/cache.tar when present (a
+# previous call's $OUT/cache.tar: NVRTC compiles cost minutes on a fresh machine; written back there at the end), installs fla's wheels
 # from .whl, then: the parity fixtures through `linea logits/generate --device cuda` (f32 weights, then bf16 weights
 # against transformers' bf16 on cuda), the demo, and lab/compare_gpu_models.py (issue 17's GPU speed; batches from
 # $BATCHES, default 1,16) until $DEADLINE seconds (default 540) after the start. Outputs to stdout and $OUT.
@@ -9,9 +9,10 @@ set -u
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 out=${OUT:-/tmp/linea-device}
-export LINEA_CUDA_CACHE=$out/cache
+export LINEA_CUDA_CACHE=/tmp/linea-cache
 mkdir -p /tmp/linea-d "$LINEA_CUDA_CACHE"
-[ -d .device/cache ] && cp .device/cache/* "$LINEA_CUDA_CACHE"/ 2>/dev/null
+[ -f .device/cache.tar ] && tar -C "$LINEA_CUDA_CACHE" -xf .device/cache.tar
+trap 'tar -C "$LINEA_CUDA_CACHE" -cf "$out/cache.tar" .' EXIT
 python3 -c "import tarfile; tarfile.open('.device/linea.tar.xz').extractall('/tmp/linea-d')" || { echo "device_models: no .device/linea.tar.xz" >&2; exit 1; }
 export LD_LIBRARY_PATH=/tmp/linea-d/lib
 L=/tmp/linea-d/linea
