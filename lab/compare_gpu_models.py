@@ -102,21 +102,21 @@ def main():
         fla_version = fla.__version__
     except ImportError:
         fla_version = "not installed (torch fallbacks)"
-    rows = []
-    for batch in [int(b) for b in a.batches.split(",")]:
-        ours = bench_linea(a.linea, ckpt, batch, prompts, a.new_tokens)
-        theirs = bench_transformers(ckpt, batch, prompts, a.new_tokens, a.reps)
-        for P in prompts:
-            (lp, ld), (tp, td) = ours[P], theirs[P]
-            rows.append((batch, P, lp, tp, lp / tp, ld, td, ld / td))
     config = json.load(open(os.path.join(ckpt, "config.json")))
     print(f"# {torch.cuda.get_device_name()}; {a.type} {a.size} bf16 (hidden {config.get('hidden_size')}, "
           f"{config.get('num_hidden_layers')} layers); torch {torch.__version__}, transformers {transformers.__version__}, "
           f"fla {fla_version}; {a.new_tokens} new tokens; tokens/s count every sequence of the batch")
     header = ("B", "prompt", "prefill linea", "transformers", "ratio", "decode linea", "transformers", "ratio")
-    print("  ".join(f"{h:>13}" for h in header))
-    for b, p, lp, tp, rp, ld, td, rd in rows:
-        print("  ".join(f"{v:>13}" for v in (b, p, f"{lp:.0f}", f"{tp:.0f}", f"{rp:.2f}x", f"{ld:.1f}", f"{td:.1f}", f"{rd:.2f}x")))
+    print("  ".join(f"{h:>13}" for h in header), flush=True)
+    # Each batch's rows as soon as they are measured (a caller's time limit keeps what came before it).
+    for batch in [int(b) for b in a.batches.split(",")]:
+        ours = bench_linea(a.linea, ckpt, batch, prompts, a.new_tokens)
+        log(f"linea B={batch}: {ours}")
+        theirs = bench_transformers(ckpt, batch, prompts, a.new_tokens, a.reps)
+        for P in prompts:
+            (lp, ld), (tp, td) = ours[P], theirs[P]
+            print("  ".join(f"{v:>13}" for v in (batch, P, f"{lp:.0f}", f"{tp:.0f}", f"{lp / tp:.2f}x", f"{ld:.1f}", f"{td:.1f}",
+                                                   f"{ld / td:.2f}x")), flush=True)
 
 
 if __name__ == "__main__":
