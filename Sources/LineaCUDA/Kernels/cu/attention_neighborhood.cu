@@ -15,23 +15,7 @@
 #define LINEA_NA_KEYS 32
 // With -DLINEA_SELECT -DLINEA_ONLY_<entry>, only that entry is compiled (first use compiles one, not all).
 #define LINEA_NEG_INF (__int_as_float(0xff800000))
-
-// Element i of an fp32 (kind 0), bf16 (1) or fp16 (2) array, as fp32.
-__device__ __forceinline__ float linea_na_load(const void* p, long i, int kind) {
-    if (kind == 0) return ((const float*)p)[i];
-    const unsigned short h = ((const unsigned short*)p)[i];
-    if (kind == 1) return __uint_as_float(((unsigned int)h) << 16);
-    float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
-}
-
-// Stores fp32 x as element i of an fp32 (0), bf16 (1) or fp16 (2) array, rounding to nearest even.
-__device__ __forceinline__ void linea_na_store(void* p, long i, int kind, float x) {
-    if (kind == 0) { ((float*)p)[i] = x; return; }
-    unsigned short h;
-    if (kind == 1) asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(x));
-    else asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
-    ((unsigned short*)p)[i] = h;
-}
+#include "element_io.cuh"
 
 // Window [start, end) (group coordinates) of the query at group coordinate xi in a dilation group of n tokens, as
 // NeighborhoodAxis.window: causal, the stride group's last query is the leader and the window ends at the query;
@@ -119,7 +103,7 @@ __device__ __forceinline__ void linea_natten(
     __syncthreads();
     for (int idx = tid; idx < LINEA_NA_ROWS * D4; idx += blockDim.x) {
         const int r = idx / D4, d = idx - r * D4, tok = Tok[r];
-        Qs[idx] = (tok >= 0 && d < D) ? linea_na_load(q, (((long)b * N + tok) * Hq + h) * D + d, in_kind) * scale_log2 : 0.f;
+        Qs[idx] = (tok >= 0 && d < D) ? ld_kind(q, (((long)b * N + tok) * Hq + h) * D + d, in_kind) * scale_log2 : 0.f;
     }
 
     float m[8], l[8], acc[8][NC];
@@ -145,11 +129,11 @@ __device__ __forceinline__ void linea_natten(
         __syncthreads();
         for (int idx = tid; idx < LINEA_NA_KEYS * D4; idx += blockDim.x) {
             const int j = idx / D4, d = idx - j * D4, tok = KTok[j];
-            Kt[d * (LINEA_NA_KEYS + 1) + j] = (tok >= 0 && d < D) ? linea_na_load(k, (((long)b * N + tok) * Hkv + hk) * D + d, in_kind) : 0.f;
+            Kt[d * (LINEA_NA_KEYS + 1) + j] = (tok >= 0 && d < D) ? ld_kind(k, (((long)b * N + tok) * Hkv + hk) * D + d, in_kind) : 0.f;
         }
         for (int idx = tid; idx < LINEA_NA_KEYS * Dv; idx += blockDim.x) {
             const int j = idx / Dv, e = idx - j * Dv, tok = KTok[j];
-            Vs[idx] = tok >= 0 ? linea_na_load(v, (((long)b * N + tok) * Hkv + hk) * Dv + e, in_kind) : 0.f;
+            Vs[idx] = tok >= 0 ? ld_kind(v, (((long)b * N + tok) * Hkv + hk) * Dv + e, in_kind) : 0.f;
         }
         __syncthreads();
 
@@ -231,7 +215,7 @@ __device__ __forceinline__ void linea_natten(
 #pragma unroll
         for (int c = 0; c < NC; ++c) {
             const int e = lane + 32 * c;
-            if (e < Dv) linea_na_store(o, base + e, out_kind, acc[r][c] * inv);
+            if (e < Dv) st_kind(o, base + e, out_kind, acc[r][c] * inv);
         }
         if (lane == 0 && lse != 0)
             lse[((long)b * N + tok) * Hq + h] = l[r] > 0.f ? (m[r] + log2f(l[r])) * 0.69314718055994531f : LINEA_NEG_INF;
