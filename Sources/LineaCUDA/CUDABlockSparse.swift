@@ -27,16 +27,17 @@ package enum CUDABlockSparse {
     /// Attention of q `[B,T,Hq,D]` over k, v `[B,S,Hkv,D]` (Hkv divides Hq, D <= 256) through `mask` (any block sizes
     /// bm x bn, `[B or 1, Hq or 1, ceil(T/bm), ceil(S/bn)]`), optionally causal (bottom-right aligned). Inputs are
     /// uploaded as `dtype` (f32, bf16, f16). Returns o `[B,T,Hq,D]` fp32 and lse `[B,T,Hq]` (o = 0, lse = -inf for a
-    /// row with no visible key), as `BlockSparseAttention.reference`. O(B·Hq·T·S·D·density) work, plus transfers.
+    /// row with no visible key), as `BlockSparseAttention.reference`; `kernel` as in the device-buffer variant.
+    /// O(B·Hq·T·S·D·density) work, plus transfers.
     public static func forward(
         q: Tensor, k: Tensor, v: Tensor, mask: BlockMask, scale: Float? = nil, causal: Bool = false,
-        dtype: DType = .float32, context: CUDAContext? = nil
+        dtype: DType = .float32, kernel: Kernel = .auto, context: CUDAContext? = nil
     ) throws -> (o: Tensor, lse: Tensor) {
         try CUDAAttention.onHost(q: q, k: k, v: v, dtype: dtype, context: context) { io in
             let mb = try CUDABuffer(context: io.q.context, copying: mask.values)
             try forward(q: io.q, k: io.k, v: io.v, mask: mb, maskShape: mask.shape, blockRows: mask.blockRows,
                         blockKeys: mask.blockKeys, o: io.o, lse: io.lse, shape: io.shape, scale: scale, causal: causal,
-                        dtype: dtype, outputDType: .float32)
+                        dtype: dtype, outputDType: .float32, kernel: kernel)
         }
     }
 
