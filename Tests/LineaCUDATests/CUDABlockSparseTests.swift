@@ -67,6 +67,34 @@ struct CUDABlockSparseTests {
         }
     }
 
+    /// The device-buffer entry writing o as bf16 and f16 (the kernels' packed stores), both kernels.
+    @Test(arguments: [DType.bfloat16, .float16])
+    func halfOutputMatchesReference(_ outputDType: DType) throws {
+        let ctx = try CUDABackend.shared
+        let c = Self.cases[1]
+        let mask = try Self.mask(c, seed: 7)
+        let q = CUDAUpload.rounded(try Tensor.randomNormal([c.B, c.T, c.Hq, c.D], seed: 7), .bfloat16)
+        let k = CUDAUpload.rounded(try Tensor.randomNormal([c.B, c.S, c.Hkv, c.D], seed: 8), .bfloat16)
+        let v = CUDAUpload.rounded(try Tensor.randomNormal([c.B, c.S, c.Hkv, c.D], seed: 9), .bfloat16)
+        let want = try BlockSparseAttention.reference(q: q, k: k, v: v, mask: mask, options: AttentionOptions(causal: c.causal))
+        let rows = c.B * c.T * c.Hq
+        let shape = CUDAAttentionShape(batch: c.B, queryLength: c.T, keyLength: c.S, queryHeads: c.Hq, kvHeads: c.Hkv, headDim: c.D)
+        var kernels: [CUDABlockSparse.Kernel] = [.portable]
+        if ctx.computeCapability.major >= 8 { kernels.append(.tensorCore) }
+        for kernel in kernels {
+            let o = try CUDABuffer(context: ctx, byteCount: rows * c.D * 2), lse = try CUDABuffer(context: ctx, byteCount: rows * 4)
+            try CUDABlockSparse.forward(
+                q: CUDAUpload.buffer(q, dtype: .bfloat16, context: ctx), k: CUDAUpload.buffer(k, dtype: .bfloat16, context: ctx),
+                v: CUDAUpload.buffer(v, dtype: .bfloat16, context: ctx), mask: CUDABuffer(context: ctx, copying: mask.values),
+                maskShape: mask.shape, blockRows: mask.blockRows, blockKeys: mask.blockKeys, o: o, lse: lse, shape: shape,
+                causal: c.causal, dtype: .bfloat16, outputDType: outputDType, kernel: kernel)
+            let got = try Tensor(shape: want.o.shape, scalars: CUDAUpload.download(o, dtype: outputDType, count: rows * c.D))
+            let gotLSE = try Tensor(shape: want.lse.shape, scalars: lse.download(Float.self, count: rows))
+            #expect(ErrorStats(got, want.o).relativeRMS <= 1e-2, "\(kernel) \(outputDType) o \(ErrorStats(got, want.o))")
+            #expect(ErrorStats(gotLSE, want.lse).relativeRMS <= 5e-3, "\(kernel) lse \(ErrorStats(gotLSE, want.lse))")
+        }
+    }
+
     @Test func tensorCoreRefusesWhatItCannotTake() throws {
         let ctx = try CUDABackend.shared
         let q = try Tensor.randomNormal([1, 128, 1, 64], seed: 1), kv = try Tensor.randomNormal([1, 128, 1, 64], seed: 2)
