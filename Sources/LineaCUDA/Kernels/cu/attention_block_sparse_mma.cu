@@ -8,6 +8,9 @@
 // Needs bn % 64 == 0 (a key tile lies in one key block) and bm % (16 WM) == 0 (a warp's rows lie in one query block:
 // when a tile spans several query blocks, a warp whose own block drops the key block skips its math); the host checks both.
 // Shared memory (dynamic): Q[BM], K[2][BN], V[2][BN] rows of D + 8 16-bit elements, then the bitmask words.
+// Launch shapes other than the default, from CUDABlockSparse's LINEA_BSPARSE_MMA="warps rowTiles":
+// linea-nvrtc-variant: w8m1 -DLINEA_BSM_NW=8 -DLINEA_BSM_WM=1  (128-query tiles)
+// linea-nvrtc-variant: w4m2 -DLINEA_BSM_NW=4 -DLINEA_BSM_WM=2  (32 rows per warp)
 #ifndef LINEA_BSM_NW
 #define LINEA_BSM_NW 4
 #endif
