@@ -2,31 +2,53 @@ import Foundation
 import Linea
 
 /// Block-sparse attention on the GPU: exact softmax attention restricted to the blocks a `BlockMask` keeps
-/// (flash-style online softmax; key tiles of 32 that the mask drops for a whole 64-query tile are never loaded).
+/// (flash-style online softmax; key tiles that the mask drops for a whole query tile are never loaded).
 package enum CUDABlockSparse {
+    /// Which kernel runs: tensor cores (`mma.sync`, bf16/f16, D 64 or 128, sm_80+, scale > 0, blockRows a multiple
+    /// of 16 x `tensorCoreRowTiles` and blockKeys of 64, or longer than the sequence), the portable fp32 one, or
+    /// (`auto`) tensor cores when they fit. `tensorCore` throws when they do not.
+    public enum Kernel: String, Sendable, CaseIterable {
+        case auto, tensorCore = "tensor_core", portable
+    }
+
+    /// `LINEA_BSPARSE_KERNEL=portable|tensor_core` replaces `.auto` (checks and timing without a rebuild).
+    static let kernelOverride = Kernel(rawValue: ProcessInfo.processInfo.environment["LINEA_BSPARSE_KERNEL"] ?? "") ?? .auto
+    /// Tensor-core launch shape from `LINEA_BSPARSE_MMA="warps rowTiles"` (warps 2/4/8, 16-row subtiles per warp 1/2;
+    /// default "4 1": 64-query tiles, one per 64-row mask block, so no warp idles on a block its tile-mate keeps).
+    static let tensorCoreShape: (warps: Int, rowTiles: Int) = {
+        let w = (ProcessInfo.processInfo.environment["LINEA_BSPARSE_MMA"] ?? "").split(separator: " ").compactMap { Int($0) }
+        return w.count == 2 && [2, 4, 8].contains(w[0]) && [1, 2].contains(w[1]) ? (w[0], w[1]) : (4, 1)
+    }()
+    /// Rows per warp of the tensor-core kernel: mask blocks must hold whole multiples of it.
+    static var tensorCoreRowTiles: Int { tensorCoreShape.rowTiles }
+    /// Key blocks the tensor-core kernel's shared bitmask holds (one bit each, 4 KiB).
+    static let tensorCoreMaxKeyBlocks = 32768
+
     /// Attention of q `[B,T,Hq,D]` over k, v `[B,S,Hkv,D]` (Hkv divides Hq, D <= 256) through `mask` (any block sizes
     /// bm x bn, `[B or 1, Hq or 1, ceil(T/bm), ceil(S/bn)]`), optionally causal (bottom-right aligned). Inputs are
     /// uploaded as `dtype` (f32, bf16, f16). Returns o `[B,T,Hq,D]` fp32 and lse `[B,T,Hq]` (o = 0, lse = -inf for a
-    /// row with no visible key), as `BlockSparseAttention.reference`. O(B·Hq·T·S·D·density) work, plus transfers.
+    /// row with no visible key), as `BlockSparseAttention.reference`; `kernel` as in the device-buffer variant.
+    /// O(B·Hq·T·S·D·density) work, plus transfers.
     public static func forward(
         q: Tensor, k: Tensor, v: Tensor, mask: BlockMask, scale: Float? = nil, causal: Bool = false,
-        dtype: DType = .float32, context: CUDAContext? = nil
+        dtype: DType = .float32, kernel: Kernel = .auto, context: CUDAContext? = nil
     ) throws -> (o: Tensor, lse: Tensor) {
         try CUDAAttention.onHost(q: q, k: k, v: v, dtype: dtype, context: context) { io in
             let mb = try CUDABuffer(context: io.q.context, copying: mask.values)
             try forward(q: io.q, k: io.k, v: io.v, mask: mb, maskShape: mask.shape, blockRows: mask.blockRows,
                         blockKeys: mask.blockKeys, o: io.o, lse: io.lse, shape: io.shape, scale: scale, causal: causal,
-                        dtype: dtype, outputDType: .float32)
+                        dtype: dtype, outputDType: .float32, kernel: kernel)
         }
     }
 
     /// Device-buffer variant (queues one kernel): q, k, v hold `dtype` elements; mask holds one byte per block,
     /// `maskShape` `[B or 1, Hq or 1, ceil(T/blockRows), ceil(S/blockKeys)]`; o holds `outputDType` (f32, bf16, f16);
-    /// lse (optional) fp32 `[B,T,Hq]`. Throws for invalid shapes, sizes or buffers.
+    /// lse (optional) fp32 `[B,T,Hq]`. `kernel` picks the kernel (`.auto` follows `LINEA_BSPARSE_KERNEL`). Throws for
+    /// invalid shapes, sizes or buffers, or a `.tensorCore` call it cannot take.
     public static func forward(
         q: CUDABuffer, k: CUDABuffer, v: CUDABuffer, mask: CUDABuffer, maskShape: [Int], blockRows: Int, blockKeys: Int,
         o: CUDABuffer, lse: CUDABuffer?, shape: CUDAAttentionShape, scale: Float? = nil, causal: Bool = false,
-        dtype: DType = .bfloat16, outputDType: DType = .bfloat16
+        dtype: DType = .bfloat16, outputDType: DType = .bfloat16, kernel: Kernel = .auto
     ) throws {
         let s = shape
         let scaleValue = try s.checkLaunch(q: q, k: k, v: v, o: o, lse: lse, dtype: dtype, outputDType: outputDType, scale: scale)
@@ -43,6 +65,42 @@ package enum CUDABlockSparse {
         let (qb, kb) = (maskShape[2], maskShape[3])
         let maskH = maskShape[1] == 1 ? 0 : qb * kb
         let maskB = maskShape[0] == 1 ? 0 : maskShape[1] * qb * kb
+        let scaleLog2 = scaleValue * 1.4426950408889634
+        // A block at least as long as the sequence is one block whatever its size: rounded to the tile multiples, so
+        // that whole-sequence masks (e.g. `.max` sizes) also fit the tensor-core kernel.
+        let (warps, rowTiles) = tensorCoreShape
+        let warpRows = 16 * rowTiles
+        let bmTC = blockRows >= s.queryLength ? (max(s.queryLength, 1) + warpRows - 1) / warpRows * warpRows : blockRows
+        let bnTC = blockKeys >= s.keyLength ? (max(s.keyLength, 1) + 63) / 64 * 64 : blockKeys
+        let half = dtype == .bfloat16 || dtype == .float16
+        let fits = half && (s.headDim == 64 || s.headDim == 128) && ctx.computeCapability.major >= 8 && scaleValue > 0
+            && bmTC % warpRows == 0 && bnTC % 64 == 0 && bmTC <= Int(Int32.max) && bnTC <= Int(Int32.max)
+            && kb <= tensorCoreMaxKeyBlocks
+        let chosen = kernel == .auto ? kernelOverride : kernel
+        if chosen == .tensorCore && !fits {
+            throw LineaError.invalidArgument(
+                argument: "kernel",
+                expected: "tensorCore only for bfloat16/float16, headDim 64 or 128, sm_80+, scale > 0, blockRows % \(warpRows) == 0, blockKeys % 64 == 0, <= \(tensorCoreMaxKeyBlocks) key blocks",
+                actual: "\(dtype), headDim \(s.headDim), \(ctx.architecture), scale \(scaleValue), blocks \(blockRows) x \(blockKeys), \(kb) key blocks")
+        }
+        if fits && chosen != .portable {
+            let typeName = dtype == .bfloat16 ? "bf16" : "f16"
+            let name = "linea_attn_bsparse_mma_\(typeName)_d\(s.headDim)"
+            let shapeOptions = (warps, rowTiles) == (4, 1) ? [] : ["-DLINEA_BSM_NW=\(warps)", "-DLINEA_BSM_WM=\(rowTiles)"]
+            let f = try ctx.function(source: CUDAKernels.attentionBlockSparseMMA, name: name, options: selecting(name) + shapeOptions)
+            let tileRows = warpRows * warps
+            // Q, two K and two V tiles of 64 keys (rows padded to D + 8 halves), then the kept-key-block bitmask.
+            let smem = (tileRows + 4 * 64) * (s.headDim + 8) * 2 + max(1, (kb + 31) / 32) * 4
+            try ctx.launch(
+                f, grid: ((s.queryLength + tileRows - 1) / tileRows, s.queryHeads, s.batch), block: (32 * warps, 1, 1),
+                sharedBytes: smem,
+                arguments: [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(mask.address),
+                            .pointer(o.address), .pointer(lse?.address ?? 0), .int32(Int32(s.queryLength)), .int32(Int32(s.keyLength)),
+                            .int32(Int32(s.queryHeads)), .int32(Int32(s.kvHeads)), .int32(Int32(bmTC)), .int32(Int32(bnTC)),
+                            .int32(Int32(maskB)), .int32(Int32(maskH)), .int32(Int32(kb)), .float(scaleLog2),
+                            .int32(causal ? 1 : 0), .int32(outKind)])
+            return
+        }
         let dmax = s.headDim <= 64 ? 64 : s.headDim <= 128 ? 128 : 256
         let f = try ctx.function(source: CUDAKernels.attentionBlockSparse, name: "linea_attn_bsparse_d\(dmax)",
                                  options: selecting("linea_attn_bsparse_d\(dmax)"))
@@ -54,7 +112,7 @@ package enum CUDABlockSparse {
                         .int32(Int32(s.queryHeads)), .int32(Int32(s.kvHeads)), .int32(Int32(s.headDim)),
                         // A block longer than the sequence is one block either way: clamping cannot change the mask.
                         .int32(Int32(clamping: blockRows)), .int32(Int32(clamping: blockKeys)), .int32(Int32(maskB)), .int32(Int32(maskH)),
-                        .int32(Int32(qb)), .int32(Int32(kb)), .float(scaleValue * 1.4426950408889634), .int32(causal ? 1 : 0),
+                        .int32(Int32(qb)), .int32(Int32(kb)), .float(scaleLog2), .int32(causal ? 1 : 0),
                         .int32(outKind)])
     }
 }

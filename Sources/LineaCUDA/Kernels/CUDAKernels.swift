@@ -30,6 +30,11 @@ package enum CUDAKernels {
     /// (it only changes the staging loads into fp32 shared memory).
     public static let attentionBlockSparse = file("attention_block_sparse.cu")
 
+    /// Block-sparse attention on tensor cores (`mma.sync` m16n8k16, fp32 accumulation): the flash loop of
+    /// attention_mma.cu over the key tiles of 64 the mask keeps (bn % 64 == 0, bm % 16 == 0 by default).
+    /// Entries `linea_attn_bsparse_mma_{bf16,f16}_d{64,128}`.
+    public static let attentionBlockSparseMMA = file("attention_block_sparse_mma.cu")
+
     /// Neighborhood attention (NATTEN) forward on a 1-D/2-D/3-D grid: query tiles of 64 against the box of keys their
     /// windows cover, online softmax. Entries `linea_natten_d{64,128,256}` (fp32 CUDA cores, key tiles of 32; largest
     /// value head dim handled; input and output types are launch arguments) and `linea_natten_mma_{bf16,f16}_d{64,128}`
@@ -142,6 +147,8 @@ package enum CUDAKernels {
                 + ["linea_splitkv_merge"]),
             ("attention_block_sparse", attentionBlockSparse,
              [64, 128, 256].map { "linea_attn_bsparse_d\($0)" }),
+            ("attention_block_sparse_mma", attentionBlockSparseMMA,
+             ["bf16", "f16"].flatMap { t in [64, 128].map { "linea_attn_bsparse_mma_\(t)_d\($0)" } }),
             ("attention_neighborhood", attentionNeighborhood,
              [64, 128, 256].map { "linea_natten_d\($0)" } + ["bf16", "f16"].flatMap { t in [64, 128].map { "linea_natten_mma_\(t)_d\($0)" } }),
             ("chunked_fwd", chunkedFwd, chunkedEntries(pass: "fwd")),

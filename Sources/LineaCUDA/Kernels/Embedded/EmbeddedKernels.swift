@@ -5,6 +5,7 @@ extension CUDAKernels {
     /// Every kernel file's text by file name (each in the generated file of the same name beside this one).
     static let files: [String: String] = [
         "attention_block_sparse.cu": embedded_attention_block_sparse_cu,
+        "attention_block_sparse_mma.cu": embedded_attention_block_sparse_mma_cu,
         "attention_hopper.cu": embedded_attention_hopper_cu,
         "attention_mma.cu": embedded_attention_mma_cu,
         "attention_neighborhood.cu": embedded_attention_neighborhood_cu,
