@@ -25,6 +25,7 @@ extension CUDAKernels {
         "element_io.cuh": embedded_element_io_cuh,
         "feature_map.cu": embedded_feature_map_cu,
         "long_conv.cu": embedded_long_conv_cu,
+        "mma_tiles.cuh": embedded_mma_tiles_cuh,
         "model_ops.cu": embedded_model_ops_cu,
         "recurrent_step.cu": embedded_recurrent_step_cu,
         "selective_scan.cu": embedded_selective_scan_cu,
