@@ -140,6 +140,8 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         case let c as ModelOpCall: return modelOpSupport(c)
         case let c as BlockSparseCall:
             if c.options.window != nil { return .unsupported("the block-sparse kernel has no sliding window (fold it into the mask)") }
+            // Dense attention pads D != Dv (attention(_:)); the block-sparse kernels read v and write o at q's head dim.
+            if c.q.shape[3] != c.v.shape[3] { return .unsupported("D = \(c.q.shape[3]), Dv = \(c.v.shape[3]); the block-sparse kernels take D = Dv") }
             return attentionSupport(q: c.q, k: c.k, v: c.v, window: nil, form: nil)
         case let c as SelectiveScanCall: return selectiveScanSupport(c)
         case let c as NeighborhoodCall: return neighborhoodSupport(c)

@@ -154,6 +154,15 @@ struct CUDADeviceBackendTests {
         } catch let LineaError.unavailable(what, reason) {
             #expect(what == "linear_attn step on cuda:0" && reason.contains("K <= 256"))
         }
+        // Dense attention pads D != Dv; the block-sparse kernels do not, and say so.
+        let (bq, bv) = (try DeviceTensor.zeros([1, 8, 2, 64], on: Self.gpu), try DeviceTensor.zeros([1, 8, 2, 32], on: Self.gpu))
+        let mask = try DeviceTensor.zeros([1, 1, 1, 1], dtype: .uint8, on: Self.gpu)
+        do {
+            _ = try BlockSparseAttention.forward(q: bq, k: bq, v: bv, mask: mask, blockRows: 64, blockKeys: 64)
+            Issue.record("expected D != Dv to be refused by the block-sparse kernels")
+        } catch let LineaError.unavailable(_, reason) {
+            #expect(reason.contains("D = 64, Dv = 32"), "\(reason)")
+        }
         let hostV = try DeviceTensor.zeros([1, 2, 8])
         #expect(throws: LineaError.invalidArgument(argument: "v", expected: "a tensor on cuda:0, where q is", actual: "a tensor on cpu")) {
             try Recurrence.step(.linearAttention, q: q, k: q, v: hostV, state: state)
