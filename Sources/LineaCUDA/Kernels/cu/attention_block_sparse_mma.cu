@@ -106,7 +106,7 @@ __device__ __forceinline__ void linea_attn_bsm(
     for (int buf = 0; n0 >= 0; buf ^= 1) {
         // The tile after n0: the next tile of the same key block, else the first of the next kept block.
         const int cb = n0 / bn;
-        const int nNext = (n0 + BN < min(nEnd, (cb + 1) * bn)) ? n0 + BN : linea_bsm_next_block(bits, cb + 1, cbEnd, bn);
+        const int nNext = ((long)n0 + BN < min((long)nEnd, (long)(cb + 1) * bn)) ? n0 + BN : linea_bsm_next_block(bits, cb + 1, cbEnd, bn);
         // One barrier per tile (as attention_mma.cu): tile n0 is then visible and every warp is done with the
         // previous one, whose buffer receives tile nNext while this one is computed.
         linea_cp_wait<0>();
