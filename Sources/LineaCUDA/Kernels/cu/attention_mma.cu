@@ -170,54 +170,8 @@ __device__ __forceinline__ void linea_attn_mma(
                         if (!visible) s[mi][nt][e] = LINEA_NEG_INF;
                     }
         }
-#pragma unroll
-        for (int mi = 0; mi < WM; ++mi) {
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                float mx = LINEA_NEG_INF;
-#pragma unroll
-                for (int nt = 0; nt < SN; ++nt) mx = fmaxf(mx, fmaxf(s[mi][nt][2 * r], s[mi][nt][2 * r + 1]));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                const float mNew = fmaxf(mRow[mi][r], mx * scale_log2);  // running max, log2 units
-                const float mRef = mNew == LINEA_NEG_INF ? 0.f : mNew;
-                const float alpha = linea_ex2(mRow[mi][r] - mRef);
-                float sum = 0.f;
-#pragma unroll
-                for (int nt = 0; nt < SN; ++nt) {
-                    s[mi][nt][2 * r] = linea_ex2(fmaf(s[mi][nt][2 * r], scale_log2, -mRef));
-                    s[mi][nt][2 * r + 1] = linea_ex2(fmaf(s[mi][nt][2 * r + 1], scale_log2, -mRef));
-                    sum += s[mi][nt][2 * r] + s[mi][nt][2 * r + 1];
-                }
-                lRow[mi][r] = lRow[mi][r] * alpha + sum;
-                mRow[mi][r] = mNew;
-#pragma unroll
-                for (int nt = 0; nt < NT; ++nt) { acc[mi][nt][2 * r] *= alpha; acc[mi][nt][2 * r + 1] *= alpha; }
-            }
-        }
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) {
-            // P as A fragments: the S accumulators of n-tiles 2kk, 2kk+1 are exactly the 16x16 A layout.
-            unsigned a[WM][4];
-#pragma unroll
-            for (int mi = 0; mi < WM; ++mi) {
-                a[mi][0] = linea_pack<F16>(s[mi][2 * kk][0], s[mi][2 * kk][1]);
-                a[mi][1] = linea_pack<F16>(s[mi][2 * kk][2], s[mi][2 * kk][3]);
-                a[mi][2] = linea_pack<F16>(s[mi][2 * kk + 1][0], s[mi][2 * kk + 1][1]);
-                a[mi][3] = linea_pack<F16>(s[mi][2 * kk + 1][2], s[mi][2 * kk + 1][3]);
-            }
-            const unsigned short* vrow = Vt + (kk * 16 + (mat & 1) * 8 + r8) * LD + (mat >> 1) * 8;
-#pragma unroll
-            for (int np = 0; np < NT / 2; ++np) {
-                unsigned bv[4];
-                linea_ldmatrix_x4_trans(bv, vrow + np * 16);
-#pragma unroll
-                for (int mi = 0; mi < WM; ++mi) {
-                    linea_mma<F16>(acc[mi][2 * np], a[mi], bv[0], bv[1]);
-                    linea_mma<F16>(acc[mi][2 * np + 1], a[mi], bv[2], bv[3]);
-                }
-            }
-        }
+        linea_mma_softmax<WM, SN, NT>(s, mRow, lRow, acc, scale_log2);
+        linea_mma_pv<WM, SN, NT, BN, LD, F16>(s, Vt, mat, r8, acc);
 #if !LINEA_MMA_ONEBAR
         __syncthreads();
 #endif
@@ -231,29 +185,7 @@ __device__ __forceinline__ void linea_attn_mma(
 #endif
     }
 
-#pragma unroll
-    for (int mi = 0; mi < WM; ++mi) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            float l = lRow[mi][r];
-            l += __shfl_xor_sync(0xffffffffu, l, 1);
-            l += __shfl_xor_sync(0xffffffffu, l, 2);
-            const int i = m0 + rowW + mi * 16 + g + r * 8;
-            if (i >= T) continue;
-            const float inv = l > 0.f ? 1.f / l : 0.f;
-            const long base = (((long)b * T + i) * Hq + h) * D;
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
-                const int d = nt * 8 + 2 * t;
-                const float x0 = acc[mi][nt][2 * r] * inv, x1 = acc[mi][nt][2 * r + 1] * inv;
-                if (out_mode == 1) *(unsigned*)((unsigned short*)o + base + d) = linea_pack<false>(x0, x1);
-                else if (out_mode == 2) *(unsigned*)((unsigned short*)o + base + d) = linea_pack<true>(x0, x1);
-                else *(float2*)((float*)o + base + d) = make_float2(x0, x1);
-            }
-            if (t == 0 && lse != 0)
-                lse[((long)b * T + i) * Hq + h] = l > 0.f ? (mRow[mi][r] + log2f(l)) * 0.69314718055994531f : LINEA_NEG_INF;
-        }
-    }
+    linea_mma_store<WM, NT, D>(acc, mRow, lRow, m0 + rowW, g, t, T, Hq, h, b, o, lse, out_mode);
 }
 
 extern "C" __global__ void __launch_bounds__(32 * LINEA_MMA_NW, LINEA_MMA_MINB) linea_attn_mma_bf16_d64(
