@@ -117,7 +117,8 @@ package enum CUDAKernels {
     /// cumulative gate sum); chunked_scalar.cuh, the scalar decays' walk (`chunkedFwd`, `chunkedEnd`); chunked_delta.cuh,
     /// the delta rules' transposed-state helpers (`chunkedDeltaFwd`, `chunkedDeltaEnd`); element_io.cuh, the f32 / bf16 /
     /// f16 element types with fp32 loads and stores (`modelOps`, `selectiveScan` and others); mma_tiles.cuh, the mma.sync
-    /// attention kernels' cp.async, ldmatrix, MMA and tile-load helpers (`attentionMMA`, the tensor-core block-sparse kernel).
+    /// attention kernels' cp.async, ldmatrix, MMA, tile-load, online-softmax, P·V and epilogue steps (`attentionMMA`, the
+    /// tensor-core block-sparse and neighborhood kernels).
     public static let headers: [(name: String, source: String)] =
         files.keys.filter { $0.hasSuffix(".cuh") }.sorted().map { ($0, files[$0]!) }
 

@@ -248,39 +248,7 @@ extern "C" __global__ void __launch_bounds__(256) linea_natten_d256(LINEA_NA_PAR
 // attention_mma.cu), the window test per (row, key) on the S accumulators. A warp skips a key tile none of its 16 rows
 // sees. Dynamic shared memory: Qs[64][D+8] + Ks[2][64][D+8] + Vs[2][64][D+8] (16-bit), then ints Win[64][6] (start and
 // length per axis; length 0 masks everything) + Tok[64] + KY[2][64][4] (group coordinates of the tile's keys).
-__device__ __forceinline__ unsigned linea_na_smem_addr(const void* p) {
-    unsigned a;
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-    return a;
-}
-__device__ __forceinline__ void linea_na_cp16(void* dst, const void* src, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(linea_na_smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void linea_na_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void linea_na_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
-__device__ __forceinline__ float linea_na_ex2(float x) { float y; asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
-template <bool F16> __device__ __forceinline__ unsigned linea_na_pack(float lo, float hi) {
-    unsigned r;
-    if (F16) asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    else asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-template <bool F16> __device__ __forceinline__ void linea_na_mma(float* c, const unsigned* a, unsigned b0, unsigned b1) {
-    if (F16)
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    else
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ void linea_na_ldsm_x4(unsigned* r, const void* p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(linea_na_smem_addr(p)));
-}
-__device__ __forceinline__ void linea_na_ldsm_x4_trans(unsigned* r, const void* p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(linea_na_smem_addr(p)));
-}
+#include "mma_tiles.cuh"
 
 // Box coordinates of key j (row-major over nb[0] x nb[1] x nb[2]) as group coordinates y; its token; -1 past the box.
 __device__ __forceinline__ int linea_na_key(int j, int total, const int* bs, const int* nb, const int* g, const int* DL,
@@ -304,8 +272,8 @@ __device__ __forceinline__ void linea_na_gather_kv(unsigned short* kd, unsigned 
         int y[3];
         const int tok = linea_na_key(n0 + r, total, bs, nb, g, DL, L1, L2, y);
         const long off = tok >= 0 ? (long)tok * stride + cc * 8 : 0;
-        linea_na_cp16(kd + r * (D + 8) + cc * 8, kb + off, tok >= 0);
-        linea_na_cp16(vd + r * (D + 8) + cc * 8, vb + off, tok >= 0);
+        linea_cp_async16(kd + r * (D + 8) + cc * 8, kb + off, tok >= 0);
+        linea_cp_async16(vd + r * (D + 8) + cc * 8, vb + off, tok >= 0);
     }
     if (threadIdx.x < 64) {
         int y[3];
@@ -385,11 +353,11 @@ __device__ __forceinline__ void linea_natten_mma(
     const unsigned short* vb = v + (long)b * N * kStride + (long)hk * D;
     for (int c = tid; c < 64 * (D / 8); c += blockDim.x) {
         const int r = c / (D / 8), cc = c - r * (D / 8), tok = Tok[r];
-        linea_na_cp16(Qs + r * LD + cc * 8, qb + (tok >= 0 ? (long)tok * qStride + cc * 8 : 0), tok >= 0);
+        linea_cp_async16(Qs + r * LD + cc * 8, qb + (tok >= 0 ? (long)tok * qStride + cc * 8 : 0), tok >= 0);
     }
     linea_na_gather_kv<D>(Ks, Vs, KY, kb, vb, kStride, 0, total, bs, nb, g, DL, L1, L2);
-    linea_na_commit();
-    linea_na_wait_all();
+    linea_cp_commit();
+    linea_cp_wait<0>();
     __syncthreads();
 
     // Warp `warp` owns rows warp*16 + (gq | gq + 8); their windows stay in registers.
@@ -403,7 +371,7 @@ __device__ __forceinline__ void linea_natten_mma(
     const int mat = lane >> 3, r8 = lane & 7;  // ldmatrix: this lane addresses row r8 of matrix `mat`
     unsigned qf[KS][4];
 #pragma unroll
-    for (int ks = 0; ks < KS; ++ks) linea_na_ldsm_x4(qf[ks], Qs + (rowW + (mat & 1) * 8 + r8) * LD + (mat >> 1) * 8 + ks * 16);
+    for (int ks = 0; ks < KS; ++ks) linea_ldmatrix_x4(qf[ks], Qs + (rowW + (mat & 1) * 8 + r8) * LD + (mat >> 1) * 8 + ks * 16);
     float acc[NT][4];
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
@@ -414,12 +382,12 @@ __device__ __forceinline__ void linea_natten_mma(
         const int n0 = it * BN, buf = it & 1;
         // One barrier per tile: after it, tile `it` is visible to all and every warp is done with tile it - 1, whose
         // buffers then receive tile it + 1 while this one is computed.
-        linea_na_wait_all();
+        linea_cp_wait<0>();
         __syncthreads();
         if (it + 1 < tiles) {
             linea_na_gather_kv<D>(Ks + (buf ^ 1) * BN * LD, Vs + (buf ^ 1) * BN * LD, KY + (buf ^ 1) * BN * 4, kb, vb, kStride,
                                   n0 + BN, total, bs, nb, g, DL, L1, L2);
-            linea_na_commit();
+            linea_cp_commit();
         }
         const unsigned short* Kt = Ks + buf * BN * LD;
         const unsigned short* Vt = Vs + buf * BN * LD;
@@ -451,9 +419,9 @@ __device__ __forceinline__ void linea_natten_mma(
             for (int nt = 0; nt < SN; nt += 2) {
                 // B fragments of two key n-tiles at once: matrices (keys nt*8.. | (nt+1)*8..) x (d lo | d hi).
                 unsigned kf[4];
-                linea_na_ldsm_x4(kf, Kt + ((nt + (mat >> 1)) * 8 + r8) * LD + ks * 16 + (mat & 1) * 8);
-                linea_na_mma<F16>(s[nt], qf[ks], kf[0], kf[1]);
-                linea_na_mma<F16>(s[nt + 1], qf[ks], kf[2], kf[3]);
+                linea_ldmatrix_x4(kf, Kt + ((nt + (mat >> 1)) * 8 + r8) * LD + ks * 16 + (mat & 1) * 8);
+                linea_mma<F16>(s[nt], qf[ks], kf[0], kf[1]);
+                linea_mma<F16>(s[nt + 1], qf[ks], kf[2], kf[3]);
             }
         }
 #pragma unroll
@@ -461,45 +429,11 @@ __device__ __forceinline__ void linea_natten_mma(
 #pragma unroll
             for (int e = 0; e < 4; ++e)
                 if (!((vis >> (nt * 4 + e)) & 1ull)) s[nt][e] = LINEA_NEG_INF;
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            float mx = LINEA_NEG_INF;
-#pragma unroll
-            for (int nt = 0; nt < SN; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float mNew = fmaxf(mRow[r], mx * scale_log2);  // running max in log2 units (scale_log2 > 0)
-            const float mRef = mNew == LINEA_NEG_INF ? 0.f : mNew;
-            const float alpha = linea_na_ex2(mRow[r] - mRef);
-            float sum = 0.f;
-#pragma unroll
-            for (int nt = 0; nt < SN; ++nt) {
-                s[nt][2 * r] = linea_na_ex2(fmaf(s[nt][2 * r], scale_log2, -mRef));
-                s[nt][2 * r + 1] = linea_na_ex2(fmaf(s[nt][2 * r + 1], scale_log2, -mRef));
-                sum += s[nt][2 * r] + s[nt][2 * r + 1];
-            }
-            lRow[r] = lRow[r] * alpha + sum;
-            mRow[r] = mNew;
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt) { acc[nt][2 * r] *= alpha; acc[nt][2 * r + 1] *= alpha; }
-        }
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) {
-            // P as A fragments: the S accumulators of n-tiles 2kk, 2kk+1 are exactly the 16x16 A layout.
-            unsigned a[4];
-            a[0] = linea_na_pack<F16>(s[2 * kk][0], s[2 * kk][1]);
-            a[1] = linea_na_pack<F16>(s[2 * kk][2], s[2 * kk][3]);
-            a[2] = linea_na_pack<F16>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            a[3] = linea_na_pack<F16>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-            const unsigned short* vrow = Vt + (kk * 16 + (mat & 1) * 8 + r8) * LD + (mat >> 1) * 8;
-#pragma unroll
-            for (int np = 0; np < NT / 2; ++np) {
-                unsigned bv[4];
-                linea_na_ldsm_x4_trans(bv, vrow + np * 16);
-                linea_na_mma<F16>(acc[2 * np], a, bv[0], bv[1]);
-                linea_na_mma<F16>(acc[2 * np + 1], a, bv[2], bv[3]);
-            }
-        }
+        // The flash loop's steps shared with attention_mma.cu, on this warp's one 16-row subtile.
+        linea_mma_softmax<1, SN, NT>(reinterpret_cast<float (&)[1][SN][4]>(s), reinterpret_cast<float (&)[1][2]>(mRow),
+                                     reinterpret_cast<float (&)[1][2]>(lRow), reinterpret_cast<float (&)[1][NT][4]>(acc), scale_log2);
+        linea_mma_pv<1, SN, NT, BN, LD, F16>(reinterpret_cast<const float (&)[1][SN][4]>(s), Vt, mat, r8,
+                                             reinterpret_cast<float (&)[1][NT][4]>(acc));
     }
 
 #pragma unroll
@@ -515,8 +449,8 @@ __device__ __forceinline__ void linea_natten_mma(
         for (int nt = 0; nt < NT; ++nt) {
             const int d = nt * 8 + 2 * t;
             const float v0 = acc[nt][2 * r] * inv, v1 = acc[nt][2 * r + 1] * inv;
-            if (out_kind == 1) *(unsigned*)((unsigned short*)o + base + d) = linea_na_pack<false>(v0, v1);
-            else if (out_kind == 2) *(unsigned*)((unsigned short*)o + base + d) = linea_na_pack<true>(v0, v1);
+            if (out_kind == 1) *(unsigned*)((unsigned short*)o + base + d) = linea_pack<false>(v0, v1);
+            else if (out_kind == 2) *(unsigned*)((unsigned short*)o + base + d) = linea_pack<true>(v0, v1);
             else *(float2*)((float*)o + base + d) = make_float2(v0, v1);
         }
         if (t == 0 && lse != 0)
