@@ -5,11 +5,11 @@ extension CUDAKernels {
     /// The text of Sources/LineaCUDA/Kernels/cu/mma_tiles.cuh, after a `#line 1` line so that NVRTC names the file and line.
     static let embedded_mma_tiles_cuh = #"""
 #line 1 "Sources/LineaCUDA/Kernels/cu/mma_tiles.cuh"
-// Linea: device helpers of the mma.sync (m16n8k16, sm_80+) attention kernels, attention_mma.cu,
-// attention_block_sparse_mma.cu and the neighborhood tensor-core kernel: base-2 exponent, cp.async 16-byte copies into shared memory with commit / wait,
-// bf16 or f16 packing, the MMA itself, ldmatrix (plain and transposed) and a tile load of [rows, D] 16-bit rows into
-// shared memory with row stride D + 8; and the flash loop's shared steps: a tile's online softmax, the P V product and
-// the epilogue's normalized stores of o and lse. Its includers define LINEA_NEG_INF first.
+// Linea: device helpers of the mma.sync (m16n8k16, sm_80+) attention kernels (attention_mma.cu,
+// attention_block_sparse_mma.cu, the neighborhood tensor-core kernel): base-2 exponent, cp.async 16-byte copies into
+// shared memory with commit / wait, bf16 or f16 packing, the MMA itself, ldmatrix (plain and transposed), a tile load
+// of [rows, D] 16-bit rows into shared memory with row stride D + 8; and the flash loop's shared steps: a tile's online
+// softmax, the P V product and the epilogue's normalized stores of o and lse. Its includers define LINEA_NEG_INF first.
 #pragma once
 template <bool B> struct linea_bool { static constexpr bool value = B; };
 
