@@ -320,6 +320,23 @@ public final class SafeTensorsFile: @unchecked Sendable {
         return try DeviceTensor(storage: storage, dtype: dtype, shape: found.shape)
     }
 
+    /// The 2-D tensors `names` (one dtype, equal columns) as one `[sum of rows, columns]` view when the file stores
+    /// them back to back in that order (a sorted writer puts `gate_proj` just before `up_proj`), else nil: one matmul
+    /// can then read several projections of the same input. O(names).
+    public func adjacentRows(_ names: [String]) throws -> DeviceTensor? {
+        guard let first = names.first else { return nil }
+        let found = try names.map(entry)
+        let dtype = try self.dtype(of: first)
+        for (i, e) in found.enumerated() {
+            guard e.shape.count == 2, e.shape[1] == found[0].shape[1], try self.dtype(of: names[i]) == dtype,
+                  i == 0 || found[i - 1].end == e.begin else { return nil }
+        }
+        let address = UInt(bitPattern: base.advanced(by: dataStart + found[0].begin))
+        guard address % UInt(dtype.byteCount) == 0 else { return nil }
+        let storage = TensorStorage(device: .cpu, address: address, byteCount: found.last!.end - found[0].begin, isWritable: false, owner: self)
+        return try DeviceTensor(storage: storage, dtype: dtype, shape: [found.reduce(0) { $0 + $1.shape[0] }, found[0].shape[1]])
+    }
+
     /// `count` little-endian float elements of `dtype` at `source` (any alignment) as Float32 (F32, F16, BF16 exact; F64
     /// rounded to nearest), converted in parallel chunks of 1M elements. O(count).
     static func floats(_ dtype: DType, from source: UnsafeRawPointer, count: Int) -> [Float] {

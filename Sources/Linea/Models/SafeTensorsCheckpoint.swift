@@ -50,6 +50,13 @@ public final class SafeTensorsCheckpoint: @unchecked Sendable {
         try file(for: name).deviceTensor(name)
     }
 
+    /// `names` as one `[sum of rows, columns]` view when one shard stores them back to back in that order, else nil
+    /// (`SafeTensorsFile.adjacentRows`). O(names).
+    public func adjacentRows(_ names: [String]) throws -> DeviceTensor? {
+        guard let shard = names.first.flatMap({ shardOf[$0] }), names.allSatisfy({ shardOf[$0] == shard }) else { return nil }
+        return try shards[shard]!.adjacentRows(names)
+    }
+
     /// The stored shape of `name`. O(1).
     public func shape(of name: String) throws -> [Int] { try file(for: name).shape(of: name) }
 

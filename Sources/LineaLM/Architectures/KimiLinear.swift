@@ -197,8 +197,8 @@ public final class KimiLinear: CausalLM {
             if w.has(p + "0.gate_proj.weight") { return try (0..<c.experts).map { try mlp(p + "\($0).", width) } }
             // Moonshot's release: w1 gate, w3 up, w2 down.
             return try (0..<c.experts).map { e in
-                GatedMLP(gate: try w.take(p + "\(e).w1.weight", [width, c.hidden]), up: try w.take(p + "\(e).w3.weight", [width, c.hidden]),
-                    down: try w.take(p + "\(e).w2.weight", [c.hidden, width]))
+                GatedMLP(.separate(gate: try w.take(p + "\(e).w1.weight", [width, c.hidden]), up: try w.take(p + "\(e).w3.weight", [width, c.hidden])),
+                         down: try w.take(p + "\(e).w2.weight", [c.hidden, width]))
             }
         }
         let (H, K, width) = (c.linearHeads, c.linearDim, c.linearWidth)

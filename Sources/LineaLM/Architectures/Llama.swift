@@ -45,8 +45,7 @@ public final class Llama: CausalLM {
         let inputNorm: DeviceTensor, postNorm: DeviceTensor
         let q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, o: DeviceTensor
         let qBias: DeviceTensor?, kBias: DeviceTensor?, vBias: DeviceTensor?, oBias: DeviceTensor?
-        let gate: DeviceTensor, up: DeviceTensor, down: DeviceTensor
-        let gateBias: DeviceTensor?, upBias: DeviceTensor?, downBias: DeviceTensor?
+        let mlp: GatedMLP
     }
 
     public let modelType: String
@@ -74,10 +73,7 @@ public final class Llama: CausalLM {
                 v: try w.take(p + "self_attn.v_proj.weight", [kv, c.hidden]), o: try w.take(p + "self_attn.o_proj.weight", [c.hidden, q]),
                 qBias: try bias("self_attn.q_proj.bias", q, c.attentionBias), kBias: try bias("self_attn.k_proj.bias", kv, c.attentionBias),
                 vBias: try bias("self_attn.v_proj.bias", kv, c.attentionBias), oBias: try bias("self_attn.o_proj.bias", c.hidden, c.attentionBias),
-                gate: try w.take(p + "mlp.gate_proj.weight", [c.intermediate, c.hidden]), up: try w.take(p + "mlp.up_proj.weight", [c.intermediate, c.hidden]),
-                down: try w.take(p + "mlp.down_proj.weight", [c.hidden, c.intermediate]),
-                gateBias: try bias("mlp.gate_proj.bias", c.intermediate, c.mlpBias), upBias: try bias("mlp.up_proj.bias", c.intermediate, c.mlpBias),
-                downBias: try bias("mlp.down_proj.bias", c.hidden, c.mlpBias))
+                mlp: try GatedMLP(w, p + "mlp.", hidden: c.hidden, width: c.intermediate, bias: c.mlpBias))
         }
         w.skip { $0.hasSuffix("rotary_emb.inv_freq") }
         try w.finish()
@@ -103,8 +99,7 @@ public final class Llama: CausalLM {
             let o = try cache.kv[i]!.attend(q: q, k: k, v: v, kinds: nil, rotation: rotation, options: AttentionOptions(causal: true))
             h = try Ops.add(h, Ops.matmul(o.reshaped([B, T, c.heads * c.headDim]), weight: layer.o, bias: layer.oBias))
             let y = try Ops.rmsNorm(h, weight: layer.postNorm, eps: c.eps)
-            let mlp = try Ops.swiglu(gate: Ops.matmul(y, weight: layer.gate, bias: layer.gateBias), up: Ops.matmul(y, weight: layer.up, bias: layer.upBias))
-            h = try Ops.add(h, Ops.matmul(mlp, weight: layer.down, bias: layer.downBias))
+            h = try Ops.add(h, layer.mlp(y))
         }
         cache.length += T
         return try ModelMath.logits(h, norm: norm, eps: c.eps, head: head, lastOnly: lastOnly)

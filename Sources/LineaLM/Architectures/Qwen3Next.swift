@@ -86,10 +86,12 @@ public final class Qwen3Next: CausalLM {
     /// A Gated DeltaNet mixer's weights.
     struct LinearMixer {
         /// Qwen3-Next fuses the input projections per key head ([q | k | v | z] and [b | a] for each group of value
-        /// heads); Qwen3.5 splits them into [q | k | v], z, b and a.
+        /// heads); Qwen3.5 splits them into [q | k | v], z, b and a, which a checkpoint written in name order stores
+        /// back to back as a, b, qkv, z: then one matmul computes all four (`stacked`, rows [a | b | qkv | z]).
         enum Projections {
             case fused(qkvz: DeviceTensor, ba: DeviceTensor)
             case split(qkv: DeviceTensor, z: DeviceTensor, b: DeviceTensor, a: DeviceTensor)
+            case stacked(DeviceTensor)
         }
         let projections: Projections
         /// `-e^A_log` and `dt_bias` per value head, f32.
@@ -147,13 +149,13 @@ public final class Qwen3Next: CausalLM {
             } else {
                 let l = p + "linear_attn."
                 let (keyWidth, valueWidth) = (c.keyHeads * c.keyDim, c.valueHeads * c.valueDim)
-                let projections: LinearMixer.Projections = w.has(l + "in_proj_qkv.weight")
-                    ? .split(qkv: try w.take(l + "in_proj_qkv.weight", [c.convChannels, c.hidden]),
-                             z: try w.take(l + "in_proj_z.weight", [valueWidth, c.hidden]),
-                             b: try w.take(l + "in_proj_b.weight", [c.valueHeads, c.hidden]),
-                             a: try w.take(l + "in_proj_a.weight", [c.valueHeads, c.hidden]))
-                    : .fused(qkvz: try w.take(l + "in_proj_qkvz.weight", [2 * keyWidth + 2 * valueWidth, c.hidden]),
+                let split = [(l + "in_proj_a.weight", [c.valueHeads, c.hidden]), (l + "in_proj_b.weight", [c.valueHeads, c.hidden]),
+                             (l + "in_proj_qkv.weight", [c.convChannels, c.hidden]), (l + "in_proj_z.weight", [valueWidth, c.hidden])]
+                let projections: LinearMixer.Projections = !w.has(split[2].0) ? .fused(qkvz: try w.take(l + "in_proj_qkvz.weight", [2 * keyWidth + 2 * valueWidth, c.hidden]),
                              ba: try w.take(l + "in_proj_ba.weight", [2 * c.valueHeads, c.hidden]))
+                    : try w.takeRows(split).map { .stacked($0) }
+                    ?? .split(qkv: try w.take(split[2].0, split[2].1), z: try w.take(split[3].0, split[3].1),
+                              b: try w.take(split[1].0, split[1].1), a: try w.take(split[0].0, split[0].1))
                 linear = LinearMixer(
                     projections: projections,
                     negA: try ModelMath.negExp(w.take(l + "A_log", [c.valueHeads])),
@@ -223,6 +225,11 @@ public final class Qwen3Next: CausalLM {
             channels = try Ops.matmul(x, weight: qkv)
             z = try Ops.matmul(x, weight: zWeight).reshaped([B, T, c.valueHeads, hv])
             (b, a) = (try Ops.matmul(x, weight: bWeight), try Ops.matmul(x, weight: aWeight))
+        case let .stacked(weight):
+            let (HV, all) = (c.valueHeads, try Ops.matmul(x, weight: weight))
+            (a, b) = (try ModelMath.slice(all, 0..<HV), try ModelMath.slice(all, HV..<(2 * HV)))
+            channels = try ModelMath.slice(all, (2 * HV)..<(2 * HV + c.convChannels))
+            z = try ModelMath.slice(all, (2 * HV + c.convChannels)..<(2 * HV + c.convChannels + valueWidth)).reshaped([B, T, c.valueHeads, hv])
         case let .fused(qkvzWeight, baWeight):
             let qkvz = try Ops.matmul(x, weight: qkvzWeight).reshaped([B, T, c.keyHeads, 2 * hk + 2 * g * hv])
             channels = try DeviceTensor.zeros([B, T, c.convChannels], on: device)

@@ -1,25 +1,48 @@
 import Linea
 
-/// A SwiGLU MLP without biases, `down(silu(gate(x)) · up(x))`: fla's GatedMLP, the Qwen and Kimi-Linear dense MLPs,
-/// their experts and shared experts.
+/// A SwiGLU MLP, `down(silu(gate(x)) · up(x))`: fla's GatedMLP, the Qwen and Kimi-Linear dense MLPs, their experts
+/// and shared experts, and Llama's MLP (with its optional biases).
 struct GatedMLP {
-    let gate: DeviceTensor, up: DeviceTensor, down: DeviceTensor
+    /// The gate and up projections stacked by rows (`[2 · width, hidden]`: one matmul for both), or each on its own
+    /// with optional biases.
+    enum Projections {
+        case stacked(DeviceTensor)
+        case separate(gate: DeviceTensor, up: DeviceTensor, gateBias: DeviceTensor? = nil, upBias: DeviceTensor? = nil)
+    }
+    let projections: Projections, down: DeviceTensor, downBias: DeviceTensor?
 
-    /// The three projections as given (views of stacked experts, or Moonshot's w1 / w3 / w2). O(1).
-    init(gate: DeviceTensor, up: DeviceTensor, down: DeviceTensor) {
-        (self.gate, self.up, self.down) = (gate, up, down)
+    /// The projections as given (views of stacked experts, or Moonshot's w1 / w3 / w2). O(1).
+    init(_ projections: Projections, down: DeviceTensor, downBias: DeviceTensor? = nil) {
+        (self.projections, self.down, self.downBias) = (projections, down, downBias)
     }
 
-    /// Takes `gate_proj`, `up_proj`, `down_proj` under `p`. O(weights).
-    init(_ w: Weights, _ p: String, hidden: Int, width: Int) throws {
-        gate = try w.take(p + "gate_proj.weight", [width, hidden])
-        up = try w.take(p + "up_proj.weight", [width, hidden])
-        down = try w.take(p + "down_proj.weight", [hidden, width])
+    /// Takes `gate_proj`, `up_proj`, `down_proj` under `p` (with their `.bias` when `bias`); gate and up as one
+    /// stacked tensor when the checkpoint stores them back to back (never with biases, which sit between them in name
+    /// order). O(weights).
+    init(_ w: Weights, _ p: String, hidden: Int, width: Int, bias: Bool = false) throws {
+        let (gate, up) = (p + "gate_proj.weight", p + "up_proj.weight")
+        func biasOf(_ name: String, _ n: Int) throws -> DeviceTensor? { bias ? try w.take(p + name + ".bias", [n]) : nil }
+        if !bias, let both = try w.takeRows([(gate, [width, hidden]), (up, [width, hidden])]) {
+            projections = .stacked(both)
+        } else {
+            projections = .separate(gate: try w.take(gate, [width, hidden]), up: try w.take(up, [width, hidden]),
+                                    gateBias: try biasOf("gate_proj", width), upBias: try biasOf("up_proj", width))
+        }
+        (down, downBias) = (try w.take(p + "down_proj.weight", [hidden, width]), try biasOf("down_proj", hidden))
     }
 
     /// `x [..., hidden]` through the MLP. O(rows · hidden · width).
     func callAsFunction(_ x: DeviceTensor) throws -> DeviceTensor {
-        try Ops.matmul(Ops.swiglu(gate: Ops.matmul(x, weight: gate), up: Ops.matmul(x, weight: up)), weight: down)
+        let middle: DeviceTensor
+        switch projections {
+        case let .stacked(both):
+            let width = both.shape[0] / 2, gateUp = try Ops.matmul(x, weight: both)
+            let half = { (r: Range<Int>) in try gateUp.narrowed(axis: gateUp.rank - 1, r).contiguous() }
+            middle = try Ops.swiglu(gate: half(0..<width), up: half(width..<(2 * width)))
+        case let .separate(gate, up, gateBias, upBias):
+            middle = try Ops.swiglu(gate: Ops.matmul(x, weight: gate, bias: gateBias), up: Ops.matmul(x, weight: up, bias: upBias))
+        }
+        return try Ops.matmul(middle, weight: down, bias: downBias)
     }
 
     /// Experts stacked as transformers 5 holds them under `p`: `gate_up_proj [E, 2I, H]` (gate rows, then up rows) and
@@ -30,8 +53,7 @@ struct GatedMLP {
         let down = try w.take(p + "down_proj", [count, hidden, width])
         return try (0..<count).map { e in
             let both = try gateUp.narrowed(axis: 0, e..<(e + 1)).reshaped([2 * width, hidden])
-            return GatedMLP(gate: try both.narrowed(axis: 0, 0..<width), up: try both.narrowed(axis: 0, width..<(2 * width)),
-                            down: try down.narrowed(axis: 0, e..<(e + 1)).reshaped([hidden, width]))
+            return GatedMLP(.stacked(both), down: try down.narrowed(axis: 0, e..<(e + 1)).reshaped([hidden, width]))
         }
     }
 

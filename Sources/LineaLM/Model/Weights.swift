@@ -40,6 +40,24 @@ public final class Weights {
     /// CPU (mapped), O(bytes) to a GPU.
     public func take(_ name: String, _ shape: [Int]) throws -> DeviceTensor {
         guard let checkpoint else { return try make(name, shape) }
+        let full = try checked(name, shape, in: checkpoint)
+        taken.insert(full)
+        return try checkpoint.deviceTensor(full).to(device)
+    }
+
+    /// The 2-D tensors `parts` (name, shape) stacked by rows as one tensor on the device when the checkpoint stores
+    /// them back to back in that order (so one matmul computes all their projections of an input), else nil and none
+    /// of them taken (take them one by one); nil in random mode. Errors as `take`. O(1) on the CPU, O(bytes) to a GPU.
+    public func takeRows(_ parts: [(name: String, shape: [Int])]) throws -> DeviceTensor? {
+        guard let checkpoint else { return nil }
+        let names = try parts.map { try checked($0.name, $0.shape, in: checkpoint) }
+        guard let rows = try checkpoint.adjacentRows(names) else { return nil }
+        taken.formUnion(names)
+        return try rows.to(device)
+    }
+
+    /// The checkpoint's name for `name` after checking that it is there with `shape`. O(1).
+    private func checked(_ name: String, _ shape: [Int], in checkpoint: SafeTensorsCheckpoint) throws -> String {
         let full = rename(name)
         guard checkpoint.names.contains(full) else {
             throw LineaError.invalidArgument(argument: "weight \(full)", expected: "a tensor of shape \(shape) in the checkpoint", actual: "none")
@@ -48,8 +66,7 @@ public final class Weights {
         guard found == shape else {
             throw LineaError.shapeMismatch(argument: "weight \(full)", expected: "\(shape)", actual: "\(found)")
         }
-        taken.insert(full)
-        return try checkpoint.deviceTensor(full).to(device)
+        return full
     }
 
     /// A random tensor for `name`, by what the name says it is: norms 1 (0 for a zero-centered norm is as good: the
