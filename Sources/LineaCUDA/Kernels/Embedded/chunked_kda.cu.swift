@@ -533,15 +533,16 @@ __device__ __forceinline__ void lk_kda_walk(
     if (ht) lc_st_store<K>(ht + ((long)b * H + h) * K * V + v0 + col0 + gq, V, St, tq);
 }
 
+// Entries (the declarations start their lines, as CUDATests' entry check reads them).
 #define LK_PREP(K, VD)                                                                                                \
-    extern "C" __global__ void __launch_bounds__(128, 2) linea_kda_prep_k##K##_v##VD(                                 \
+extern "C" __global__ void __launch_bounds__(128, 2) linea_kda_prep_k##K##_v##VD(                                 \
         const lc_bf16* q, const lc_bf16* k, const lc_bf16* v, const float* g, const float* beta, int T, int H,        \
         int group, float scale, lc_bf16* w, float* u, lc_bf16* qgh, lc_bf16* qgl, lc_bf16* kdh, lc_bf16* kdl,         \
         lc_bf16* aqh, lc_bf16* aql, float* gl) {                                                                      \
         lk_kda_prep<K, VD>(q, k, v, g, beta, T, H, group, scale, w, u, qgh, qgl, kdh, kdl, aqh, aql, gl);             \
     }
 #define LK_WALK(K, BV)                                                                                                \
-    extern "C" __global__ void __launch_bounds__(2 * BV) linea_kda_walk_k##K##_v##BV(                                 \
+extern "C" __global__ void __launch_bounds__(2 * BV) linea_kda_walk_k##K##_v##BV(                                 \
         const lc_bf16* qgh, const lc_bf16* qgl, const lc_bf16* kdh, const lc_bf16* kdl, const lc_bf16* w,             \
         const float* u, const lc_bf16* aqh, const lc_bf16* aql, const float* gl, const float* h0, float* ht, void* o,  \
         int out_bf16, int T, int H, int V, float scale) {                                                             \
