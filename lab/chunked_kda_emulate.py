@@ -131,12 +131,17 @@ def prepass(q, k, v, g, beta, scale):
     return w, u, qg, kd, Ah, Al, ex2(G[C - 1])
 
 
-def kda_chunked(q, k, v, g, beta, h0, scale):
-    """The kernel pair on [B,T,H,K] q, k (bf16 values), v [B,T,HV,V], g [B,T,HV,K], beta [B,T,HV], h0 [B,HV,K,V]."""
+def kda_chunked(q, k, v, g, beta, h0, scale, segments=1):
+    """The kernels on [B,T,H,K] q, k (bf16 values), v [B,T,HV,V], g [B,T,HV,K], beta [B,T,HV], h0 [B,HV,K,V]:
+    the prepass per chunk, then (segments > 1, cut as CUDAChunkedKDA.Plan cuts) the end-state pass per segment (end
+    state from zero, and the transition from the identity with u = 0), the scan S_{p+1} = M_p S_p + E_p in fp32, and
+    the walk of every segment from its start state."""
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
     group = HV // H
     NC = (T + C - 1) // C
+    per = (NC + segments - 1) // segments
+    P = (NC + per - 1) // per
     o = np.zeros((B, T, HV, V), np.float32)
     ht = np.zeros((B, HV, K, V), np.float32)
 
@@ -146,22 +151,41 @@ def kda_chunked(q, k, v, g, beta, h0, scale):
         out[:n] = x[c * C:c * C + n]
         return out
 
+    def step(S, pre, u_zero=False):
+        """One chunk of the walk (the end-state pass when u_zero or no outputs are wanted): (S after, o^T rows)."""
+        w, u, qg, kd, Ah, Al, gl = pre
+        # Transposed in the kernel (S^T as the hi + lo left operand); the same products.
+        Sh, Sl = split(S)
+        U = ((0 if u_zero else u) - (mm(w, Sh) + mm(w, Sl))).astype(np.float32)
+        Ot = (np.float32(scale) * (mm(qg[0], Sh) + mm(qg[0], Sl) + mm(qg[1], Sh))).astype(np.float32)
+        Uh, Ul = split(U)
+        Ot = (Ot + mm(Ah, Uh) + mm(Ah, Ul) + mm(Al, Uh)).astype(np.float32)
+        S = (S * gl[:, None] + mm(kd[0].T, Uh) + mm(kd[0].T, Ul) + mm(kd[1].T, Uh)).astype(np.float32)
+        return S, Ot
+
     for b in range(B):
         for h in range(HV):
             hk = h // group
-            S = h0[b, h].astype(np.float32).copy() if h0 is not None else np.zeros((K, V), np.float32)
-            for c in range(NC):
-                w, u, qg, kd, Ah, Al, gl = prepass(rows(q[b, :, hk], c), rows(k[b, :, hk], c), rows(v[b, :, h], c),
-                                                    rows(g[b, :, h], c), rows(beta[b, :, h], c), scale)
-                # Walk (transposed in the kernel: S^T as the hi + lo left operand; same products).
-                Sh, Sl = split(S)
-                U = (u - (mm(w, Sh) + mm(w, Sl))).astype(np.float32)
-                Ot = (np.float32(scale) * (mm(qg[0], Sh) + mm(qg[0], Sl) + mm(qg[1], Sh))).astype(np.float32)
-                Uh, Ul = split(U)
-                Ot = (Ot + mm(Ah, Uh) + mm(Ah, Ul) + mm(Al, Uh)).astype(np.float32)
-                n = min(C, T - c * C)
-                o[b, c * C:c * C + n, h] = Ot[:n]
-                S = (S * gl[:, None] + mm(kd[0].T, Uh) + mm(kd[0].T, Ul) + mm(kd[1].T, Uh)).astype(np.float32)
+            pre = [prepass(rows(q[b, :, hk], c), rows(k[b, :, hk], c), rows(v[b, :, h], c), rows(g[b, :, h], c),
+                           rows(beta[b, :, h], c), scale) for c in range(NC)]
+            start = [h0[b, h].astype(np.float32).copy() if h0 is not None else np.zeros((K, V), np.float32)]
+            if P > 1:
+                E, M = [], []
+                for p in range(P - 1):  # lk_kda_end: the last segment's blocks return at once
+                    Se, Sm = np.zeros((K, V), np.float32), np.eye(K, dtype=np.float32)
+                    for c in range(p * per, min(NC, (p + 1) * per)):
+                        Se = step(Se, pre[c])[0]
+                        Sm = step(Sm, pre[c], u_zero=True)[0]
+                    E.append(Se)
+                    M.append(Sm)
+                for p in range(P - 1):  # linea_chunk_seg_scan_delta (fp32 sums)
+                    start.append((mm(M[p], start[p]) + E[p]).astype(np.float32))
+            for p in range(P):
+                S = start[p]
+                for c in range(p * per, min(NC, (p + 1) * per)):
+                    S, Ot = step(S, pre[c])
+                    n = min(C, T - c * C)
+                    o[b, c * C:c * C + n, h] = Ot[:n]
             ht[b, h] = S
     return o, ht
 
@@ -186,22 +210,29 @@ def kda_reference(q, k, v, g, beta, h0, scale):
     return o, ht
 
 
-def case(name, B, T, H, HV, K, V, gate, h0=True, seed=0, mixed=False):
+def case(name, B, T, H, HV, K, V, gate, h0=True, seed=0, mixed=False, repo=False, segments=1):
+    """One comparison. Default inputs as kda layers feed it (q, k L2-normalized, sigmoid beta, a unit initial state);
+    `repo`: as RecurrenceInputs.random draws them for the Swift GPU tests (q N(0, 1) unnormalized, beta U(0, 1),
+    initial state N(0, 0.1^2))."""
     steep_blocks[0] = steep_blocks[1] = 0
     rng = np.random.default_rng(seed)
     q = rng.standard_normal((B, T, H, K)).astype(np.float32)
     k = rng.standard_normal((B, T, H, K)).astype(np.float32)
-    q /= np.linalg.norm(q, axis=-1, keepdims=True)  # kda runs with q, k L2-normalized
+    if not repo:
+        q /= np.linalg.norm(q, axis=-1, keepdims=True)  # kda runs with q, k L2-normalized
     k /= np.linalg.norm(k, axis=-1, keepdims=True)
     q, k = bf16(q), bf16(k)
     v = bf16(rng.standard_normal((B, T, HV, V)).astype(np.float32))
     g = (-rng.uniform(gate[0], gate[1], (B, T, HV, K))).astype(np.float32)
     if mixed:  # steep gates in half of the channels only, mild ones in the rest
         g[..., ::2] = -rng.uniform(0.001, 0.1, g[..., ::2].shape)
-    beta = (1 / (1 + np.exp(-rng.standard_normal((B, T, HV))))).astype(np.float32)
-    s0 = rng.standard_normal((B, HV, K, V)).astype(np.float32) if h0 else None
+    if repo:
+        beta = rng.uniform(0, 1, (B, T, HV)).astype(np.float32)
+    else:
+        beta = (1 / (1 + np.exp(-rng.standard_normal((B, T, HV))))).astype(np.float32)
+    s0 = (rng.standard_normal((B, HV, K, V)) * (0.1 if repo else 1)).astype(np.float32) if h0 else None
     scale = K ** -0.5
-    o, ht = kda_chunked(q, k, v, g, beta, s0, scale)
+    o, ht = kda_chunked(q, k, v, g, beta, s0, scale, segments)
     ro, rh = kda_reference(q, k, v, g, beta, s0, scale)
     rel = lambda a, r: float(np.sqrt(np.mean((a - r) ** 2)) / max(np.sqrt(np.mean(r ** 2)), 1e-30))
     eo, eh = rel(o, ro), rel(ht, rh)
@@ -209,7 +240,7 @@ def case(name, B, T, H, HV, K, V, gate, h0=True, seed=0, mixed=False):
     finite = bool(np.isfinite(o).all() and np.isfinite(ht).all())
     chunk_sum = float(np.min(np.cumsum(g[..., :min(T, C), :], axis=1)[:, -1]))
     ok = finite and eo <= 2e-3 and eh <= 2e-3
-    print(f"{'ok ' if ok else 'BAD'} {name:38s} o rel-RMS {eo:.2e}  state rel-RMS {eh:.2e}  finite {finite}  "
+    print(f"{'ok ' if ok else 'BAD'} {name:44s} o rel-RMS {eo:.2e}  state rel-RMS {eh:.2e}  finite {finite}  "
           f"min first-chunk log decay {chunk_sum:.0f}  steep blocks {steep_blocks[0]}/{steep_blocks[1]}")
     return ok
 
@@ -226,6 +257,14 @@ def main():
         ("B1 T64 H1 HV2 K128 V128 mixed steep", 1, 64, 1, 2, 128, 128, (5.0, 12.0), True, 1, True),
         ("B2 T70 H1 K128 V64 steep no h0", 2, 70, 1, 1, 128, 64, (6.0, 9.0), False, 2),
         ("B1 T100 H1 K64 V64 extreme (2^-30/token)", 1, 100, 1, 1, 64, 64, (15.0, 25.0), True, 3),
+        # As the Swift GPU tests draw their inputs (CUDAChunkedKDATests).
+        ("repo: B3 T63 H2 K128 V128 g in [-1, 0)", 3, 63, 2, 2, 128, 128, (1e-4, 1.0), True, 4, False, True),
+        ("repo: B2 T130 H2 K128 V128 g in [-20, 0)", 2, 130, 2, 2, 128, 128, (1e-4, 20.0), True, 5, False, True),
+        ("repo: B1 T300 H1 HV4 K128 V64 g in [-0.1, 0)", 1, 300, 1, 4, 128, 64, (1e-4, 0.1), False, 6, False, True),
+        # Split sequences (the end-state pass, the scan, the walk from the start states): an even and an uneven cut.
+        ("segments 4: B1 T1000 H1 K64 V64 mild", 1, 1000, 1, 1, 64, 64, (1e-4, 0.1), True, 7, False, True, 4),
+        ("segments 3: B1 T530 H1 HV2 K128 V64 no h0", 1, 530, 1, 2, 128, 64, (1e-4, 1.0), False, 8, False, True, 3),
+        ("segments 2: B1 T300 H1 K64 V128 steep", 1, 300, 1, 1, 64, 128, (1e-4, 20.0), True, 9, False, True, 2),
     ]
     if len(sys.argv) > 1 and sys.argv[1] == "quick":
         cases = cases[:1]

@@ -5,7 +5,9 @@ import Linea
 /// the GPU: tensor cores, fp32 state, bf16 q, k, v. Design (Kernels/cu/chunked_kda.cu): a prepass per (chunk, value
 /// head) builds what does not depend on the state (the WY form w, u, the decayed q and k, the intra-chunk scores, with
 /// one reference row per 16-row block and a direct sum for steep gates); a walk per (V slice, value head) then carries
-/// the state in registers through the chunks. No sequence segments: one block per (V slice, value head, batch).
+/// the state in registers through the chunks. Long sequences with few heads are cut into segments walked in parallel:
+/// an end-state pass gives each segment's end state from zero and its K x K transition, a scan joins them (as the
+/// delta rules' `CUDAChunked` does).
 package enum CUDAChunkedKDA {
     /// Runs kda over `inputs` (fla layout, as `Recurrence.forward(.kda, ...)`: g `[B,T,HV,K]` activated log gates <= 0,
     /// beta `[B,T,HV]`, HV a multiple of q/k's H) on the GPU with q, k, v uploaded as bf16 (the only input type of this
@@ -67,32 +69,64 @@ package enum CUDAChunkedKDA {
                         .pointer(beta.address), .int32(Int32(T)), .int32(Int32(HV)), .int32(Int32(s.group)), .float(scaleValue),
                         .pointer(at[0]), .pointer(at[5]), .pointer(at[1]), .pointer(at[2]), .pointer(at[3]), .pointer(at[4]),
                         .pointer(at[6]), .pointer(at[7]), .pointer(at[8])])
+        var segments: (UInt64, UInt64) = (0, 0)
+        if plan.segments > 1 {
+            // Every segment's end state from zero and its transition M (lk_kda_end: 4 warps per 64 columns of the
+            // state, then of the identity); the scan applies S_{p+1} = M_p S_p + E_p from h0 into the E slots.
+            segments = (at[9], at[10])
+            let end = try ctx.function(source: CUDAKernels.chunkedKDA, name: "linea_kda_end_k\(K)", options: options)
+            try ctx.launch(
+                end, grid: ((V + K) / 64, HV, B * plan.segments), block: (128, 1, 1),
+                sharedBytes: 6 * 64 * (K + 8) * 2 + 2 * 64 * 68 * 4 + 2 * K * 4,  // decayed k hi/lo, w; u; 2^{G_last} (x2)
+                arguments: [.pointer(at[3]), .pointer(at[4]), .pointer(at[0]), .pointer(at[5]), .pointer(at[8]),
+                            .pointer(initialState?.address ?? 0), .int32(Int32(T)), .int32(Int32(HV)), .int32(Int32(V)),
+                            .int32(Int32(plan.segmentChunks)), .pointer(segments.0), .pointer(segments.1)])
+            let scan = try ctx.function(source: CUDAKernels.chunkedScan, name: "linea_chunk_seg_scan_delta")
+            try ctx.launch(
+                scan, grid: (V / 32, HV, B), block: (256, 1, 1), sharedBytes: 0,
+                arguments: [.pointer(segments.0), .pointer(segments.1), .pointer(initialState?.address ?? 0),
+                            .int32(Int32(plan.segments)), .int32(Int32(HV)), .int32(Int32(K)), .int32(Int32(V))])
+        }
         let bv = plan.valueBlock
         let walk = try ctx.function(source: CUDAKernels.chunkedKDA, name: "linea_kda_walk_k\(K)_v\(bv)", options: options)
         // Mirrors lk_kda_walk's layout: decayed k hi/lo and A_qk hi/lo x2, q 2^G hi/lo, w (bf16); u, 2^{G_last} x2 (fp32).
         let walkShared = (7 * 64 * (K + 8) + 4 * 64 * 72) * 2 + (64 * (bv + 4) + 2 * K) * 4
         try ctx.launch(
-            walk, grid: (V / bv, HV, B), block: (2 * bv, 1, 1), sharedBytes: walkShared,
+            walk, grid: (V / bv, HV, B * plan.segments), block: (2 * bv, 1, 1), sharedBytes: walkShared,
             arguments: [.pointer(at[1]), .pointer(at[2]), .pointer(at[3]), .pointer(at[4]), .pointer(at[0]), .pointer(at[5]),
                         .pointer(at[6]), .pointer(at[7]), .pointer(at[8]), .pointer(initialState?.address ?? 0),
                         .pointer(finalState?.address ?? 0), .pointer(o.address), .int32(outputDType == .bfloat16 ? 1 : 0),
-                        .int32(Int32(T)), .int32(Int32(HV)), .int32(Int32(V)), .float(scaleValue)])
+                        .int32(Int32(T)), .int32(Int32(HV)), .int32(Int32(V)), .float(scaleValue),
+                        .int32(Int32(plan.segmentChunks)), .pointer(segments.0)])
         try withExtendedLifetime(work) { if owned { try ctx.synchronize() } }  // an owned scratch outlives the kernels
     }
 
     /// Launch plan: the walk's V slice (BV = 128 with 8 warps when V = 128 and B·HV blocks fill the SMs, else 64 with 4
-    /// warps, for more blocks) and the scratch layout.
+    /// warps, for more blocks; one walk block per SM either way, by its shared memory), the sequence segments (below
+    /// 3/4 of the SMs in walk blocks and from 8 chunks on, about one block per SM, each segment at least 4 chunks;
+    /// `LINEA_KDA_SEGMENTS` forces a count for measurements) and the scratch layout.
     struct Plan {
-        let valueBlock: Int, chunks: Int, offsets: [Int], scratchBytes: Int
+        let valueBlock: Int, chunks: Int, segmentChunks: Int, segments: Int, offsets: [Int], scratchBytes: Int
 
         init(_ s: CUDAChunkedShape, multiprocessors: Int, valueBlock: Int?) {
             let (B, T, H, K, V) = (s.batch, s.length, s.valueHeads, s.keyDim, s.valueDim)  // H: the state heads here
             chunks = max(1, (T + 63) / 64)
-            self.valueBlock = valueBlock ?? (V == 128 && B * H >= multiprocessors ? 128 : 64)
+            let bv = valueBlock ?? (V == 128 && B * H >= multiprocessors ? 128 : 64)
+            self.valueBlock = bv
+            let blocks = B * H * (V / bv)
+            var wanted = blocks < multiprocessors * 3 / 4 && chunks >= 8 ? min(max(2, multiprocessors / blocks), chunks / 4) : 1
+            if let forced = Int(ProcessInfo.processInfo.environment["LINEA_KDA_SEGMENTS"] ?? ""), forced >= 1 {
+                wanted = min(forced, chunks)
+            }
+            segmentChunks = (chunks + wanted - 1) / wanted
+            segments = (chunks + segmentChunks - 1) / segmentChunks
             // w, q 2^G hi, lo, k 2^{G_last - G} hi, lo [B,T,HV,K] bf16; u [B,T,HV,V] fp32; A_qk hi, lo [B,T,HV,64]
-            // bf16; 2^{G_last} [B,chunks,HV,K] fp32 (every size a multiple of 16 bytes).
+            // bf16; 2^{G_last} [B,chunks,HV,K] fp32; split runs: the segment end states [B·P,HV,K,V] and transitions
+            // [B·P,HV,K,K] fp32 (every size a multiple of 16 bytes).
             let rows = B * T * H
+            let split = segments > 1 ? [B * segments * H * K * V * 4, B * segments * H * K * K * 4] : []
             let sizes = [Int](repeating: rows * K * 2, count: 5) + [rows * V * 4, rows * 64 * 2, rows * 64 * 2, B * chunks * H * K * 4]
+                + split
             var offsets: [Int] = []
             var total = 0
             for size in sizes {
@@ -105,7 +139,7 @@ package enum CUDAChunkedKDA {
     }
 
     /// Bytes of scratch the device variant needs for this shape (the prepass's outputs, about
-    /// B·T·HV·(10 K + 4 V + 256) bytes). O(1).
+    /// B·T·HV·(10 K + 4 V + 256) bytes, and for split sequences the segments' end states and transitions). O(1).
     public static func scratchBytes(_ s: CUDAChunkedShape, context: CUDAContext, valueBlock: Int? = nil) -> Int {
         Plan(s, multiprocessors: context.multiprocessorCount, valueBlock: valueBlock).scratchBytes
     }

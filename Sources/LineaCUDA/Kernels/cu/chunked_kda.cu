@@ -13,6 +13,9 @@
 //     in order with S^T in fp32 registers (the delta rules' transposed layout, chunked_delta.cuh; warp w owns 16
 //     columns) and per chunk runs
 //        U^T = u^T - S^T w^T,  o^T = scale S^T (q 2^G)^T + U^T A_qk^T,  S^T <- S^T diag(2^{G_last}) + U^T (k 2^{G_last - G})
+//  Long sequences with few heads: the chunks are cut into P segments walked in parallel (grid.z = B * P); first
+//  linea_kda_end_k{K} gives each segment's end state from zero and its K x K transition, and the delta rules' scan
+//  (chunked_scan.cu) turns them into the segments' start states.
 // Every exponent the kernels take is <= 0 except the bounded reference-row factors below, so a chunk whose summed
 // log decay is far below -100 stays finite (what underflows is below the fp32 resolution of the sums it enters).
 // The intra-chunk scores use gla's reference rows (chunked_gla.cu): warp I forms rows 16 I .. of A_kk and A_qk as
@@ -367,7 +370,8 @@ __device__ __forceinline__ void lk_kda_walk(
     const lc_bf16* __restrict__ qgh, const lc_bf16* __restrict__ qgl, const lc_bf16* __restrict__ kdh,
     const lc_bf16* __restrict__ kdl, const lc_bf16* __restrict__ w, const float* __restrict__ u,
     const lc_bf16* __restrict__ aqh, const lc_bf16* __restrict__ aql, const float* __restrict__ gl,
-    const float* __restrict__ h0, float* __restrict__ ht, void* __restrict__ o, int out_bf16, int T, int H, int V, float scale)
+    const float* __restrict__ h0, float* __restrict__ ht, void* __restrict__ o, int out_bf16, int T, int H, int V, float scale,
+    int seg_chunks, const float* __restrict__ seg_state)
 {
     constexpr int C = 64, NW = BV / 16, NTH = 32 * NW, LK = K + 8, LU = BV + 4, LP = C + 8, KN = K / 8;
     extern __shared__ uint4 lc_smem4[];
@@ -382,8 +386,9 @@ __device__ __forceinline__ void lk_kda_walk(
     float* Gl = Us + C * LU;             // [2][K] 2^{G_last}
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
     const int mat = lane >> 3, r8 = lane & 7;
-    const int NC = (T + C - 1) / C;
-    const int v0 = blockIdx.x * BV, h = blockIdx.y, b = blockIdx.z;
+    const int NC = (T + C - 1) / C, P = (NC + seg_chunks - 1) / seg_chunks;
+    const int v0 = blockIdx.x * BV, h = blockIdx.y, b = blockIdx.z / P, p = blockIdx.z - b * P;
+    const int cBegin = p * seg_chunks, cEnd = min(NC, cBegin + seg_chunks);
     const long kStride = (long)H * K, vStride = (long)H * V, pStride = (long)H * C;
     const long kBase = (long)b * T * kStride + (long)h * K, pBase = (long)b * T * pStride + (long)h * C;
     const float* ub = u + (long)b * T * vStride + (long)h * V + v0;
@@ -409,23 +414,24 @@ __device__ __forceinline__ void lk_kda_walk(
         lc_load_tile<BV, float, NTH>(Us, ub, c * C, T, vStride);
         lc_cp_commit();
     };
-    // St[n][e] = S[key 8 n + 2 tq + (e & 1)][column v0 + col0 + gq + 8 (e >> 1)].
+    // St[n][e] = S[key 8 n + 2 tq + (e & 1)][column v0 + col0 + gq + 8 (e >> 1)], from h0 (p = 0) or the start state
+    // the scan left in seg_state[p - 1].
     float St[KN][4];
     {
-        const float* start = h0 ? h0 + ((long)b * H + h) * K * V : 0;
+        const float* start = p > 0 ? seg_state + ((long)(b * P + p - 1) * H + h) * K * V : h0 ? h0 + ((long)b * H + h) * K * V : 0;
 #pragma unroll
         for (int n = 0; n < KN; ++n)
 #pragma unroll
             for (int e = 0; e < 4; ++e)
                 St[n][e] = start ? start[(long)(8 * n + 2 * tq + (e & 1)) * V + v0 + col0 + gq + 8 * (e >> 1)] : 0.f;
     }
-    loadAhead(0, 0);
-    loadQWU(0);
-    for (int c = 0; c < NC; ++c) {
+    loadAhead(cBegin, cBegin & 1);
+    loadQWU(cBegin);
+    for (int c = cBegin; c < cEnd; ++c) {
         const int buf = c & 1;
         lc_cp_wait<0>();
         __syncthreads();  // chunk c's tiles are in; every warp is done with chunk c - 1's (the other buffer)
-        if (c + 1 < NC) loadAhead(c + 1, buf ^ 1);
+        if (c + 1 < cEnd) loadAhead(c + 1, buf ^ 1);
         // X = S^T w^T and Y = S^T (q 2^G)^T (16 columns x 64 tokens each), S^T split once per 16 keys.
         float Ut[8][4], Ot[8][4];
 #pragma unroll
@@ -460,7 +466,7 @@ __device__ __forceinline__ void lk_kda_walk(
             }
         }
         __syncthreads();  // q 2^G, w and u of chunk c are no longer read
-        if (c + 1 < NC) loadQWU(c + 1);
+        if (c + 1 < cEnd) loadQWU(c + 1);
         // o^T += U^T A_qk^T: key tiles kk (16 tokens j) against the output tokens i >= j.
         const unsigned sPht = sPh + buf * C * LP * 2, sPlt = sPl + buf * C * LP * 2;
 #pragma unroll
@@ -523,7 +529,113 @@ __device__ __forceinline__ void lk_kda_walk(
             }
         }
     }
-    if (ht) lc_st_store<K>(ht + ((long)b * H + h) * K * V + v0 + col0 + gq, V, St, tq);
+    if (p == P - 1 && ht) lc_st_store<K>(ht + ((long)b * H + h) * K * V + v0 + col0 + gq, V, St, tq);
+}
+
+// The end-state pass of segmented runs (as lc_chunk_end_delta): one block of 4 warps per (64 state columns, value head,
+// b * P + p) walks segment p from a zero state. Blocks x < V / 64 own columns 64 x .. of the state and store them as E
+// (seg_state [B*P,H,K,V]); blocks x >= V / 64 walk columns 64 (x - V / 64) .. of the identity with u = 0 and store
+// them as M (seg_trans [B*P,H,K,K]): per chunk the state map is S -> (diag(2^{G_last}) - (k 2^{G_last - G})^T w) S +
+// (k 2^{G_last - G})^T u, so the scan (linea_chunk_seg_scan_delta) joins segments by S_{p+1} = M_p S_p + E_p. The last
+// segment's blocks return at once, and so do segment 0's transition blocks without h0. About 140 KB of shared memory
+// at K = 128 (tiles double-buffered).
+template <int K>
+__device__ __forceinline__ void lk_kda_end(
+    const lc_bf16* __restrict__ kdh, const lc_bf16* __restrict__ kdl, const lc_bf16* __restrict__ w,
+    const float* __restrict__ u, const float* __restrict__ gl, const float* __restrict__ h0, int T, int H, int V,
+    int seg_chunks, float* __restrict__ seg_state, float* __restrict__ seg_trans)
+{
+    constexpr int C = 64, BV = 64, LK = K + 8, LU = BV + 4, KN = K / 8;
+    extern __shared__ uint4 lc_smem4[];
+    lc_bf16* KDh = (lc_bf16*)lc_smem4;   // [2][C][LK]
+    lc_bf16* KDl = KDh + 2 * C * LK;     // [2][C][LK]
+    lc_bf16* Ws = KDl + 2 * C * LK;      // [2][C][LK]
+    float* Us = (float*)(Ws + 2 * C * LK);  // [2][C][LU] (E blocks)
+    float* Gl = Us + 2 * C * LU;         // [2][K]
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
+    const int mat = lane >> 3, r8 = lane & 7;
+    const int NC = (T + C - 1) / C, P = (NC + seg_chunks - 1) / seg_chunks;
+    const bool trans = (int)blockIdx.x >= V / BV;
+    const int v0 = (trans ? blockIdx.x - V / BV : blockIdx.x) * BV, h = blockIdx.y, b = blockIdx.z / P,
+              p = blockIdx.z - b * P;
+    if (p == P - 1 || (trans && p == 0 && !h0)) return;
+    const int cBegin = p * seg_chunks, cEnd = min(NC, cBegin + seg_chunks);
+    const long kStride = (long)H * K, vStride = (long)H * V, kBase = (long)b * T * kStride + (long)h * K;
+    const float* ub = u + (long)b * T * vStride + (long)h * V + v0;
+    const int col0 = 16 * warp;
+    const unsigned sKDh = lc_smem_addr(KDh), sKDl = lc_smem_addr(KDl), sW = lc_smem_addr(Ws);
+    const unsigned wOff = ((mat >> 1) * 8 * LK + r8 * LK + (mat & 1) * 8) * 2;  // B = w^T (keys x tokens)
+    const unsigned kOff = lc_b_off(LK, lane);                                     // B = decayed k (tokens x keys)
+    auto load = [&](int c, int buf) {
+        lc_load_tile<K, lc_bf16, 128>(KDh + buf * C * LK, kdh + kBase, c * C, T, kStride);
+        lc_load_tile<K, lc_bf16, 128>(KDl + buf * C * LK, kdl + kBase, c * C, T, kStride);
+        lc_load_tile<K, lc_bf16, 128>(Ws + buf * C * LK, w + kBase, c * C, T, kStride);
+        if (!trans) lc_load_tile<BV, float, 128>(Us + buf * C * LU, ub, c * C, T, vStride);
+        if (tid < K / 4)
+            lc_cp_async16(lc_smem_addr(Gl + buf * K + 4 * tid), gl + (((long)b * NC + c) * H + h) * K + 4 * tid, true);
+        lc_cp_commit();
+    };
+    // St[n][e] = S[key 8 n + 2 tq + (e & 1)][column col0 + gq + 8 (e >> 1)]: zero, or the identity's columns.
+    float St[KN][4];
+#pragma unroll
+    for (int n = 0; n < KN; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+            St[n][e] = trans && 8 * n + 2 * tq + (e & 1) == v0 + col0 + gq + 8 * (e >> 1) ? 1.f : 0.f;
+    load(cBegin, cBegin & 1);
+    for (int c = cBegin; c < cEnd; ++c) {
+        const int buf = c & 1;
+        lc_cp_wait<0>();
+        __syncthreads();  // chunk c's tiles are in; every warp is done with chunk c - 1's
+        if (c + 1 < cEnd) load(c + 1, buf ^ 1);
+        float Ut[8][4];
+#pragma unroll
+        for (int n = 0; n < 8; ++n) Ut[n][0] = Ut[n][1] = Ut[n][2] = Ut[n][3] = 0.f;
+        const unsigned sWt = sW + buf * C * LK * 2;
+#pragma unroll
+        for (int ks = 0; ks < K / 16; ++ks) {
+            unsigned ah[4], al[4];
+            lc_split_a(St[2 * ks], St[2 * ks + 1], ah, al);
+#pragma unroll
+            for (int np = 0; np < 4; ++np) {
+                unsigned bw[4];
+                lc_ldsm(bw, sWt + wOff + (np * 16 * LK + ks * 16) * 2);
+                lc_mma2(Ut[2 * np], Ut[2 * np + 1], ah, bw);
+                lc_mma2(Ut[2 * np], Ut[2 * np + 1], al, bw);
+            }
+        }
+        const float* Ub = Us + buf * C * LU;
+#pragma unroll
+        for (int n = 0; n < 8; ++n) {
+            const int j = 8 * n + 2 * tq;
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                Ut[n][e] = (trans ? 0.f : Ub[(j + (e & 1)) * LU + col0 + gq + 8 * (e >> 1)]) - Ut[n][e];
+        }
+        const float* gb = Gl + buf * K;
+#pragma unroll
+        for (int n = 0; n < KN; ++n) {
+            const float2 d = *(const float2*)(gb + 8 * n + 2 * tq);
+            St[n][0] *= d.x; St[n][1] *= d.y; St[n][2] *= d.x; St[n][3] *= d.y;
+        }
+        const unsigned kh = sKDh + buf * C * LK * 2 + kOff, kl = sKDl + buf * C * LK * 2 + kOff;
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) {
+            unsigned ah[4], al[4];
+            lc_split_a(Ut[2 * kk], Ut[2 * kk + 1], ah, al);
+#pragma unroll
+            for (int np = 0; np < K / 16; ++np) {
+                unsigned bk[4];
+                lc_ldsm_t(bk, kh + (kk * 16 * LK + np * 16) * 2);
+                lc_mma2(St[2 * np], St[2 * np + 1], ah, bk);
+                lc_mma2(St[2 * np], St[2 * np + 1], al, bk);
+                lc_ldsm_t(bk, kl + (kk * 16 * LK + np * 16) * 2);
+                lc_mma2(St[2 * np], St[2 * np + 1], ah, bk);
+            }
+        }
+    }
+    const int ld = trans ? K : V;  // row stride of what is stored: M [K,K] or E [K,V]
+    lc_st_store<K>((trans ? seg_trans : seg_state) + ((long)(b * P + p) * H + h) * K * ld + v0 + col0 + gq, ld, St, tq);
 }
 
 // Entries (the declarations start their lines, as CUDATests' entry check reads them).
@@ -538,8 +650,15 @@ extern "C" __global__ void __launch_bounds__(128, 2) linea_kda_prep_k##K##_v##VD
 extern "C" __global__ void __launch_bounds__(2 * BV) linea_kda_walk_k##K##_v##BV(                                 \
         const lc_bf16* qgh, const lc_bf16* qgl, const lc_bf16* kdh, const lc_bf16* kdl, const lc_bf16* w,             \
         const float* u, const lc_bf16* aqh, const lc_bf16* aql, const float* gl, const float* h0, float* ht, void* o,  \
-        int out_bf16, int T, int H, int V, float scale) {                                                             \
-        lk_kda_walk<K, BV>(qgh, qgl, kdh, kdl, w, u, aqh, aql, gl, h0, ht, o, out_bf16, T, H, V, scale);              \
+        int out_bf16, int T, int H, int V, float scale, int seg_chunks, const float* seg_state) {                    \
+        lk_kda_walk<K, BV>(qgh, qgl, kdh, kdl, w, u, aqh, aql, gl, h0, ht, o, out_bf16, T, H, V, scale, seg_chunks,   \
+                           seg_state);                                                                                \
+    }
+#define LK_END(K)                                                                                                     \
+extern "C" __global__ void __launch_bounds__(128) linea_kda_end_k##K(                                                 \
+        const lc_bf16* kdh, const lc_bf16* kdl, const lc_bf16* w, const float* u, const float* gl, const float* h0,  \
+        int T, int H, int V, int seg_chunks, float* seg_state, float* seg_trans) {                                    \
+        lk_kda_end<K>(kdh, kdl, w, u, gl, h0, T, H, V, seg_chunks, seg_state, seg_trans);                             \
     }
 LK_PREP(64, 64)
 LK_PREP(64, 128)
@@ -549,3 +668,5 @@ LK_WALK(64, 64)
 LK_WALK(64, 128)
 LK_WALK(128, 64)
 LK_WALK(128, 128)
+LK_END(64)
+LK_END(128)
