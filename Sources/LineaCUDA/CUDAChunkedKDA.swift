@@ -103,19 +103,22 @@ package enum CUDAChunkedKDA {
 
     /// Launch plan: the walk's V slice (BV = 128 with 8 warps when V = 128 and B·HV blocks fill the SMs, else 64 with 4
     /// warps, for more blocks; one walk block per SM either way, by its shared memory), the sequence segments (below
-    /// 3/4 of the SMs in walk blocks and from 8 chunks on, about one block per SM, each segment at least 4 chunks;
-    /// `LINEA_KDA_SEGMENTS` forces a count for measurements) and the scratch layout.
+    /// 3/4 of the SMs in walk blocks and from 8 chunks on, about one block per SM, each segment at least 4 chunks)
+    /// and the scratch layout. Untuned: for measurements `LINEA_KDA_BV` (64, 128) forces the V slice where `valueBlock`
+    /// is nil, and `LINEA_KDA_SEGMENTS` the number of segments (1: no cut).
     struct Plan {
         let valueBlock: Int, chunks: Int, segmentChunks: Int, segments: Int, offsets: [Int], scratchBytes: Int
 
         init(_ s: CUDAChunkedShape, multiprocessors: Int, valueBlock: Int?) {
             let (B, T, H, K, V) = (s.batch, s.length, s.valueHeads, s.keyDim, s.valueDim)  // H: the state heads here
             chunks = max(1, (T + 63) / 64)
-            let bv = valueBlock ?? (V == 128 && B * H >= multiprocessors ? 128 : 64)
+            let environment = ProcessInfo.processInfo.environment
+            let forcedBlock = Int(environment["LINEA_KDA_BV"] ?? "").flatMap { [64, 128].contains($0) && V % $0 == 0 ? $0 : nil }
+            let bv = valueBlock ?? forcedBlock ?? (V == 128 && B * H >= multiprocessors ? 128 : 64)
             self.valueBlock = bv
             let blocks = B * H * (V / bv)
             var wanted = blocks < multiprocessors * 3 / 4 && chunks >= 8 ? min(max(2, multiprocessors / blocks), chunks / 4) : 1
-            if let forced = Int(ProcessInfo.processInfo.environment["LINEA_KDA_SEGMENTS"] ?? ""), forced >= 1 {
+            if let forced = Int(environment["LINEA_KDA_SEGMENTS"] ?? ""), forced >= 1 {
                 wanted = min(forced, chunks)
             }
             segmentChunks = (chunks + wanted - 1) / wanted
