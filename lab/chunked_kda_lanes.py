@@ -3,7 +3,7 @@
 line by line, over emulated ldmatrix (x4, .trans), mma.sync m16n8k16 (row.col) and shuffles, with shared-memory tiles
 addressed through the kernels' byte offsets (lc_b_off, nOff, pOff, kOff, the A-fragment offsets). Values stay fp64 and
 lc_split gives (x, 0), so every result must match the plain matrix formula to ~1e-12: what is checked is which element
-goes where, not rounding (lab/chunked_kda_emulate.py checks the numerics). Covered: lk_kda_prep's scores (reference rows,
+goes where, not rounding (lab/chunked_kda_emulate.py checks the numerics). Covered: lk_kda_prep's cumulative gates (row groups), its scores (reference rows,
 the steep direct sums, the masks, L and A_qk as stored), its product (T diag(beta) times k 2^G or v, with the stored
 layout of w and u), and one chunk of lk_kda_walk (U, o with the lane-pair shuffle of its store, the state update with
 the per-key decay) and of lk_kda_end's transition blocks.
@@ -249,6 +249,33 @@ def f32(x):
         return np.where(np.abs(x) > np.finfo(np.float32).max, np.copysign(np.inf, x), x)
 
 
+def prep_gates(K, g, n_valid):
+    """lk_kda_prep's cumulative gates: 128 threads, thread (grp, gcol) sums its RPT rows of 4 channels, then adds the
+    earlier row groups' totals; rows at or past n_valid read 0. Returns G [64][K] (log2 units)."""
+    CPR = K // 4
+    RG = 128 // CPR
+    RPT = C // RG
+    G = np.full((C, K), np.nan)
+    Tot = np.zeros((RG, K))
+    runs = {}
+    for tid in range(128):
+        grp, gcol = tid // CPR, (tid % CPR) * 4
+        srun, out = np.zeros(4), []
+        for m in range(RPT):
+            t = grp * RPT + m
+            srun = srun + (g[t, gcol:gcol + 4] * 1.4426950408889634 if t < n_valid else 0)
+            out.append(srun)
+        Tot[grp, gcol:gcol + 4] = srun
+        runs[tid] = out
+    for tid in range(128):
+        grp, gcol = tid // CPR, (tid % CPR) * 4
+        off = Tot[:grp, gcol:gcol + 4].sum(0)
+        for m in range(RPT):
+            assert np.isnan(G[grp * RPT + m, gcol]).all(), "G element written twice"
+            G[grp * RPT + m, gcol:gcol + 4] = runs[tid][m] + off
+    return G
+
+
 def rel(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
@@ -291,11 +318,14 @@ def main():
         # lk_kda_end's transition block: the identity's columns with u = 0.
         _, M = walk_chunk(K, min(K, 64), np.eye(K)[:, :min(K, 64)], qg, kd, w, u, want_qk, gl, scale, V, 0, trans=True)
         e7 = rel(M, (np.diag(gl) - kd.T @ w)[:, :min(K, 64)])
-        errs = [e1, e2, e3, e4, e5, e6, e7]
+        graw = -rng.uniform(0, 1, (C, K))
+        Gk = prep_gates(K, graw, 50)
+        e8 = rel(Gk, np.cumsum(np.where(np.arange(C)[:, None] < 50, graw, 0), axis=0) * 1.4426950408889634)
+        errs = [e1, e2, e3, e4, e5, e6, e7, e8]
         good = max(errs) < 1e-9 and unstored
         ok &= good
         print(f"{'ok ' if good else 'BAD'} K{K} V{V} BV{BV} log2 gates/token in -{gates}: steep blocks {steeps}/4; max rel err "
-              f"L {e1:.1e} A_qk {e2:.1e} w {e3:.1e} u {e4:.1e} o {e5:.1e} S {e6:.1e} M {e7:.1e}; rows past T unstored {unstored}")
+              f"G {e8:.1e} L {e1:.1e} A_qk {e2:.1e} w {e3:.1e} u {e4:.1e} o {e5:.1e} S {e6:.1e} M {e7:.1e}; rows past T unstored {unstored}")
     print("all ok" if ok else "FAILED")
     sys.exit(0 if ok else 1)
 
