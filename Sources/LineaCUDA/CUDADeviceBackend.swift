@@ -199,11 +199,14 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
     }
 
     /// Whether a whole-sequence call runs the recurrent scan kernel: asked for (`form` recurrent), the automatic form
-    /// of a mechanism without a chunked kernel, or kda with f32 / f16 inputs in its automatic or chunked form (kda's
-    /// chunked kernel takes bf16 only, `CUDAChunkedKDA`). O(1).
+    /// of a mechanism without a chunked kernel, and kda where its chunked kernel (`CUDAChunkedKDA`: bf16, K and V up
+    /// to 128) does not apply: f32 / f16 inputs in the automatic or chunked form, larger heads in the automatic form
+    /// (kda ran only the scan kernel before, up to K = 256). O(1).
     static func scans(_ c: RecurrenceCall) -> Bool {
-        c.form == .recurrent || (c.form == nil && !c.mechanism.hasGPUChunkedForm)
-            || (c.mechanism == .kda && c.q.dtype != .bfloat16 && (c.form == nil || c.form == .chunked(size: 64)))
+        if c.form == .recurrent || (c.form == nil && !c.mechanism.hasGPUChunkedForm) { return true }
+        guard c.mechanism == .kda else { return false }
+        return (c.form == nil && (c.shape.K > 128 || c.shape.V > 128))
+            || (c.q.dtype != .bfloat16 && (c.form == nil || c.form == .chunked(size: 64)))
     }
 
     /// The scan kernel: q, k, v in one of f32, bf16, f16; g and beta f32; K <= 256; o f32 or bf16. O(1).
