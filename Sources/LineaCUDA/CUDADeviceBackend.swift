@@ -198,10 +198,15 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
             columnsPerThread: Self.stepColumns, warpsPerBlock: Self.stepWarps)
     }
 
-    /// Whether a whole-sequence call runs the recurrent scan kernel: asked for (`form` recurrent), or the automatic
-    /// form of a mechanism without a chunked kernel (kda). O(1).
+    /// Whether a whole-sequence call runs the recurrent scan kernel: asked for (`form` recurrent), the automatic form
+    /// of a mechanism without a chunked kernel, and kda where its chunked kernel (`CUDAChunkedKDA`: bf16, K and V up
+    /// to 128) does not apply: f32 / f16 inputs in the automatic or chunked form, larger heads in the automatic form
+    /// (kda ran only the scan kernel before, up to K = 256). O(1).
     static func scans(_ c: RecurrenceCall) -> Bool {
-        c.form == .recurrent || (c.form == nil && !c.mechanism.hasGPUChunkedForm)
+        if c.form == .recurrent || (c.form == nil && !c.mechanism.hasGPUChunkedForm) { return true }
+        guard c.mechanism == .kda else { return false }
+        return (c.form == nil && (c.shape.K > 128 || c.shape.V > 128))
+            || (c.q.dtype != .bfloat16 && (c.form == nil || c.form == .chunked(size: 64)))
     }
 
     /// The scan kernel: q, k, v in one of f32, bf16, f16; g and beta f32; K <= 256; o f32 or bf16. O(1).
@@ -326,11 +331,15 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         // Scratch from the stream-ordered pool: freed without waiting once the kernels are queued (a scratch the
         // launchers allocated themselves would cost a synchronize per call).
         let bytes = c.mechanism == .gla ? CUDAChunkedGLA.scratchBytes(shape, context: context)
+            : c.mechanism == .kda ? CUDAChunkedKDA.scratchBytes(shape, context: context)
             : CUDAChunked.scratchBytes(c.mechanism, shape, context: context)
         let scratch = bytes > 0 ? try allocateUninitialized(byteCount: bytes) : nil
         let work = scratch.map { CUDABuffer(context: context, viewing: UInt64($0.address), byteCount: $0.byteCount) }
         if c.mechanism == .gla {
             try CUDAChunkedGLA.forward(q: q, k: k, v: v, g: g!, initialState: h0, finalState: ht, o: o, shape: shape,
+                                       scale: scale, outputDType: c.o.dtype, scratch: work)
+        } else if c.mechanism == .kda {
+            try CUDAChunkedKDA.forward(q: q, k: k, v: v, g: g!, beta: beta!, initialState: h0, finalState: ht, o: o, shape: shape,
                                        scale: scale, outputDType: c.o.dtype, scratch: work)
         } else {
             try CUDAChunked.forward(c.mechanism, q: q, k: k, v: v, g: g, beta: beta, initialState: h0, finalState: ht, o: o,

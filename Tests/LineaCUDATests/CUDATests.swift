@@ -70,7 +70,7 @@ import Testing
             grouped += takesGroup ? 1 : 0
             #expect(kernel.source.contains(marker + " ") == takesGroup, "\(kernel.name): variant line \(takesGroup ? "missing" : "without group")")
         }
-        #expect(grouped == 8)  // the chunked fwd, end, delta fwd, delta end, wy, gla and simt sources, the decode step
+        #expect(grouped == 9)  // the chunked fwd, end, delta fwd, delta end, wy, gla, kda and simt sources, the decode step
         #expect(CUDAKernels.options(group: 1).isEmpty)
         #expect(CUDAKernels.options(group: 4) == CUDAKernels.groupedHeadsOptions)
     }

@@ -76,6 +76,11 @@ package enum CUDAKernels {
     /// Includes chunked_common.cuh.
     public static let chunkedGLA = file("chunked_gla.cu")
 
+    /// Chunked forward of kda (the delta rule with a log decay per key channel, fla's chunk_kda) on tensor cores: the
+    /// prepass `linea_kda_prep_k{64,128}_v{64,128}`, the walk `linea_kda_walk_k{64,128}_v{64,128}` (V block) and the
+    /// end-state pass of split sequences `linea_kda_end_k{64,128}`.
+    public static let chunkedKDA = file("chunked_kda.cu")
+
     /// Chunked forward of all six recurrences (linear_attn, retention, simple_gla, gla, delta_rule, gated_delta_rule)
     /// in fp32 on CUDA cores (no tensor cores), for f32 or f16 inputs. Entries
     /// `linea_chunk_simt_{f32,f16}_k{64,128}_v{32,64}` (input type, K, V block).
@@ -160,6 +165,9 @@ package enum CUDAKernels {
             ("chunked_wy", chunkedWY, [64, 128].flatMap { k in [64, 128].map { "linea_chunk_wy_k\(k)_v\($0)" } }),
             ("chunked_scan", chunkedScan, ["linea_chunk_seg_scan", "linea_chunk_seg_scan_delta"]),
             ("chunked_gla", chunkedGLA, [64, 128].flatMap { k in [64, 128].map { "linea_gla_fwd_k\(k)_v\($0)" } }),
+            ("chunked_kda", chunkedKDA,
+             ["prep", "walk"].flatMap { p in [64, 128].flatMap { k in [64, 128].map { "linea_kda_\(p)_k\(k)_v\($0)" } } }
+                + [64, 128].map { "linea_kda_end_k\($0)" }),
             ("chunked_simt", chunkedSIMT,
              ["f32", "f16"].flatMap { t in [64, 128].flatMap { k in [32, 64].map { "linea_chunk_simt_\(t)_k\(k)_v\($0)" } } }),
             ("selective_scan", selectiveScan,

@@ -32,8 +32,8 @@ public struct RecurrenceFamily: OpFamily {
 
     public var outputs: [String] { ["o", "final_state"] }
 
-    /// CPU: chunked (64), recurrent, chunked:16, step; GPU: the chunked kernels (not kda's yet), the recurrent scan
-    /// kernel and the step kernel.
+    /// CPU: chunked (64), recurrent, chunked:16, step; GPU: the chunked kernels (kda's with bf16 inputs; f32 and f16
+    /// run its recurrent kernel), the recurrent scan kernel and the step kernel.
     public func forms(on device: Device) -> [String] {
         guard device == .cpu else { return (mechanism.hasGPUChunkedForm ? ["chunked"] : []) + ["recurrent", "step"] }
         return ["chunked", "recurrent", "chunked:16", "step"]

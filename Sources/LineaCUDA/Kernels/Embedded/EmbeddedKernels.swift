@@ -18,6 +18,7 @@ extension CUDAKernels {
         "chunked_end.cu": embedded_chunked_end_cu,
         "chunked_fwd.cu": embedded_chunked_fwd_cu,
         "chunked_gla.cu": embedded_chunked_gla_cu,
+        "chunked_kda.cu": embedded_chunked_kda_cu,
         "chunked_scalar.cuh": embedded_chunked_scalar_cuh,
         "chunked_scan.cu": embedded_chunked_scan_cu,
         "chunked_simt.cu": embedded_chunked_simt_cu,
