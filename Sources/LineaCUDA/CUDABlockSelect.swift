@@ -1,0 +1,78 @@
+import Foundation
+import Linea
+
+extension CUDADeviceBackend {
+    /// Largest dynamic shared memory a selector row kernel asks for: past it the row's scores are recomputed in the
+    /// second pass instead of kept (a bigger request would only lower occupancy further). 96 KiB.
+    static let blockSelectSharedLimit = 96 * 1024
+
+    /// The scoring kernels: q, k of one dtype among f32, bf16, f16, f32 outputs; XAttention's query group (stride x D
+    /// floats) in shared memory; sizes that fit the kernels' 32-bit indices. O(1).
+    func blockScoresSupport(_ c: BlockScoresCall) -> Support {
+        guard CUDAUpload.inputTypes.contains(c.q.dtype), c.k.dtype == c.q.dtype else {
+            return .unsupported("q, k dtypes \(c.q.dtype.shortName), \(c.k.dtype.shortName); the scoring kernels take one of f32, bf16, f16 for both")
+        }
+        for x in [c.blocks, c.columns, c.diagonals].compactMap({ $0 }) where x.dtype != .float32 {
+            return .unsupported("an output has dtype \(x.dtype.shortName); the scoring kernels write f32")
+        }
+        let (T, D, S) = (c.q.shape[1], c.q.shape[3], c.k.shape[1])
+        if case let .antidiagonal(stride) = c.kind, stride * D * 4 > Self.blockSelectSharedLimit {
+            return .unsupported("stride \(stride) x D \(D): the XAttention kernel keeps a query group in \(Self.blockSelectSharedLimit / 1024) KiB of shared memory")
+        }
+        let rows = c.q.shape[0] * c.q.shape[2] * max(T, S)
+        if rows > Int(Int32.max) || c.blocks.count > Int(Int32.max) || c.k.count > Int(Int32.max) * 32 {
+            return .unsupported("B·Hq·max(T, S) = \(rows); the scoring kernels index heads and rows in 32 bits")
+        }
+        return .supported
+    }
+
+    /// Queues the scores `c.kind` asks for into `c`'s zeroed outputs (one kernel; pooled: two pooling kernels into
+    /// f32 scratch, then the products). O(the scoring; see `BlockSelector.scores`).
+    func blockScores(_ c: BlockScoresCall) throws {
+        let (B, T, Hq, D) = (c.q.shape[0], c.q.shape[1], c.q.shape[2], c.q.shape[3])
+        let (S, Hkv) = (c.k.shape[1], c.k.shape[2])
+        guard B * T * Hq * D > 0, S > 0 else { return }
+        let kind = try CUDAUpload.typeCode(c.q.dtype)
+        let bs = c.blockSize
+        let (QB, KB) = ((T + bs - 1) / bs, (S + bs - 1) / bs)
+        let limit = min(context.maxSharedMemoryPerBlock, Self.blockSelectSharedLimit)
+        func i32(_ x: Int) -> CUDAKernelArgument { .int32(Int32(x)) }
+        func pointer(_ x: DeviceTensor?) -> CUDAKernelArgument { .pointer(x.map { UInt64($0.address) } ?? 0) }
+        switch c.kind {
+        case let .antidiagonal(stride):
+            let (R, C) = ((T + stride - 1) / stride, (S + stride - 1) / stride)
+            let (groupBytes, rowBytes) = (stride * D * 4, C * 4)
+            let cached = groupBytes + rowBytes <= limit
+            let f = try context.function(source: CUDAKernels.blockSelect, name: "linea_bsel_antidiag")
+            try context.launch(f, grid: (B * Hq * R, 1, 1), block: (256, 1, 1), sharedBytes: groupBytes + (cached ? rowBytes : 0), arguments: [
+                pointer(c.q), pointer(c.k), .int32(kind), pointer(c.blocks), i32(B), i32(T), i32(S), i32(Hq), i32(Hkv), i32(D), i32(stride),
+                i32(bs), i32(c.causal ? 1 : 0), .float(c.scale / Float(stride)), i32(cached ? 1 : 0),
+            ])
+        case .pooled:
+            let qm = try DeviceTensor.uninitialized([B, Hq, QB, D], on: device)
+            let km = try DeviceTensor.uninitialized([B, Hkv, KB, D], on: device)
+            let pool = try context.function(source: CUDAKernels.blockSelect, name: "linea_bsel_pool")
+            for (x, out, L, H) in [(c.q, qm, T, Hq), (c.k, km, S, Hkv)] {
+                try context.launch(pool, grid: (Self.gridStride(out.count), 1, 1), block: (256, 1, 1), arguments: [
+                    pointer(x), .int32(kind), pointer(out), i32(B), i32(L), i32(H), i32(D), i32(bs),
+                ])
+            }
+            let f = try context.function(source: CUDAKernels.blockSelect, name: "linea_bsel_pooled")
+            try context.launch(f, grid: (Self.gridStride(c.blocks.count), 1, 1), block: (256, 1, 1), arguments: [
+                pointer(qm), pointer(km), pointer(c.blocks), i32(B), i32(Hq), i32(Hkv), i32(QB), i32(KB), i32(D), .float(c.scale),
+            ])
+        case let .lastQueries(count):
+            let n = min(count, T)
+            let (queryBytes, rowBytes) = (D * 4, S * 4)
+            let cached = queryBytes + rowBytes <= limit
+            let f = try context.function(source: CUDAKernels.blockSelect, name: "linea_bsel_lastq")
+            try context.launch(f, grid: (B * Hq * n, 1, 1), block: (256, 1, 1), sharedBytes: queryBytes + (cached ? rowBytes : 0), arguments: [
+                pointer(c.q), pointer(c.k), .int32(kind), pointer(c.columns), pointer(c.diagonals), pointer(c.blocks), i32(B), i32(T),
+                i32(S), i32(Hq), i32(Hkv), i32(D), i32(n), i32(bs), .float(c.scale), i32(cached ? 1 : 0),
+            ])
+        }
+    }
+
+    /// Thread blocks of 256 for a grid-stride loop over `elements`, at most 65,536. O(1).
+    static func gridStride(_ elements: Int) -> Int { max(1, min((elements + 255) / 256, 1 << 16)) }
+}
