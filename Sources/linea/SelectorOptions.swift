@@ -44,19 +44,27 @@ struct SelectorOptions: ParsableArguments {
         }
     }
 
-    /// Runs the selector on host q and k (nil without `--selector`). O(the selector).
-    func select(q: Tensor, k: Tensor, options: OpOptions) throws -> BlockSelection? {
+    /// Runs the selector (nil without `--selector`): on host q and k, or, given `device` copies on a GPU, its scoring
+    /// kernels there and the host's selection of the downloaded scores. O(the selector).
+    func select(q: Tensor, k: Tensor, device: (q: DeviceTensor, k: DeviceTensor)? = nil, options: OpOptions) throws -> BlockSelection? {
         guard let selector else { return nil }
         let attention = AttentionOptions(scale: options.scale, causal: options.causal, window: options.window)
+        let gpu = device.flatMap { $0.q.device == .cpu ? nil : $0 }
         switch selector {
         case "xattention":
+            if let gpu { return try BlockSelector.xAttention(q: gpu.q, k: gpu.k, blockSize: blockSize ?? 64, stride: xattnStride, tau: tau, options: attention) }
             return try BlockSelector.xAttention(q: q, k: k, blockSize: blockSize ?? 64, stride: xattnStride, tau: tau, options: attention)
         case "topk":
+            if let gpu { return try BlockSelector.topK(q: gpu.q, k: gpu.k, blockSize: blockSize ?? 64, topK: topK, options: attention) }
             return try BlockSelector.topK(q: q, k: k, blockSize: blockSize ?? 64, topK: topK, options: attention)
         default:
             let given = try patterns()
             let candidates: [MInferencePattern] = [.aShape(sinks: sinks, window: local), .verticalSlash(vertical: vertical, slash: slash),
                                                    .blockSparse(topK: topK)]
+            if let gpu {
+                return try BlockSelector.mInference(q: gpu.q, k: gpu.k, blockSize: blockSize ?? 64, patterns: given ?? candidates,
+                                                    search: given == nil, options: attention)
+            }
             return try BlockSelector.mInference(q: q, k: k, blockSize: blockSize ?? 64, patterns: given ?? candidates, search: given == nil,
                                                 options: attention)
         }
