@@ -19,9 +19,10 @@ extension CUDADeviceBackend {
         if case let .antidiagonal(stride) = c.kind, stride * D * 4 > Self.blockSelectSharedLimit {
             return .unsupported("stride \(stride) x D \(D): the XAttention kernel keeps a query group in \(Self.blockSelectSharedLimit / 1024) KiB of shared memory")
         }
+        // Element offsets are 64-bit in the kernels; the grid (a block per query group or row) and the sizes are not.
         let rows = c.q.shape[0] * c.q.shape[2] * max(T, S)
-        if rows > Int(Int32.max) || c.blocks.count > Int(Int32.max) || c.k.count > Int(Int32.max) * 32 {
-            return .unsupported("B·Hq·max(T, S) = \(rows); the scoring kernels index heads and rows in 32 bits")
+        if rows > Int(Int32.max) {
+            return .unsupported("B·Hq·max(T, S) = \(rows); the scoring kernels launch a block per query row or group (32-bit grid)")
         }
         return .supported
     }

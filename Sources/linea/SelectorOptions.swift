@@ -19,6 +19,10 @@ struct SelectorOptions: ParsableArguments {
     @Option(help: "minference a-shape: local window of keys before each query.") var local: Int = 1024
     @Option(help: "minference vertical-slash: key columns kept.") var vertical: Int = 1000
     @Option(help: "minference vertical-slash: diagonals kept.") var slash: Int = 6096
+    @Option(help: "block_sparse --selector: run the selector N times and print the last run's time (2: a time without the kernels' first load).")
+    var selectorRuns: Int = 1
+    @Flag(inversion: .prefixedNo, help: "block_sparse --selector: print the error against dense attention (run on the CPU, O(T^2): skip it for long sequences).")
+    var selectorError = true
 
     static let names = ["xattention", "minference", "topk"]
 
@@ -28,6 +32,7 @@ struct SelectorOptions: ParsableArguments {
         guard tau > 0, tau <= 1 else { throw ValidationError("--tau: expected a threshold in (0, 1], got \(tau)") }
         guard xattnStride >= 1 else { throw ValidationError("--xattn-stride: expected >= 1, got \(xattnStride)") }
         guard topK >= 1 else { throw ValidationError("--top-k: expected >= 1, got \(topK)") }
+        guard selectorRuns >= 1 else { throw ValidationError("--selector-runs: expected >= 1, got \(selectorRuns)") }
         if selector == "minference" { _ = try patterns() }
     }
 
