@@ -15,7 +15,13 @@ extension CUDADeviceBackend {
         for x in [c.blocks, c.columns, c.diagonals].compactMap({ $0 }) where x.dtype != .float32 {
             return .unsupported("an output has dtype \(x.dtype.shortName); the scoring kernels write f32")
         }
+        guard c.q.rank == 4, c.k.rank == 4 else { return .unsupported("q \(c.q.shape), k \(c.k.shape); the scoring kernels take [B, T, H, D]") }
         let (T, D, S) = (c.q.shape[1], c.q.shape[3], c.k.shape[1])
+        guard c.k.shape[0] == c.q.shape[0], c.k.shape[3] == D, c.k.shape[2] >= 1, c.q.shape[2] % c.k.shape[2] == 0, c.blockSize >= 1 else {
+            return .unsupported("q \(c.q.shape), k \(c.k.shape), block size \(c.blockSize): expected one B and D, Hkv dividing Hq, a block size >= 1")
+        }
+        if case let .antidiagonal(stride) = c.kind, stride < 1 { return .unsupported("stride \(stride); expected >= 1") }
+        if case let .lastQueries(count) = c.kind, count < 1 { return .unsupported("last queries \(count); expected >= 1") }
         if case let .antidiagonal(stride) = c.kind, stride * D * 4 > Self.blockSelectSharedLimit {
             return .unsupported("stride \(stride) x D \(D): the XAttention kernel keeps a query group in \(Self.blockSelectSharedLimit / 1024) KiB of shared memory")
         }
@@ -37,6 +43,13 @@ extension CUDADeviceBackend {
         let bs = c.blockSize
         let (QB, KB) = ((T + bs - 1) / bs, (S + bs - 1) / bs)
         let limit = min(context.maxSharedMemoryPerBlock, Self.blockSelectSharedLimit)
+        // The kernels write where the shapes say: outputs of other sizes (a call not made by BlockSelector.scores) are refused.
+        var (rows, sums): (Int, [Int]?) = (QB, nil)
+        if case let .lastQueries(count) = c.kind { (rows, sums) = ((T - 1) / bs - (T - min(count, T)) / bs + 1, [B, Hq, S]) }
+        guard c.blocks.shape == [B, Hq, rows, KB], c.columns?.shape == sums, c.diagonals?.shape == sums else {
+            throw LineaError.shapeMismatch(argument: "block scores", expected: "blocks [\(B), \(Hq), \(rows), \(KB)]\(sums.map { ", columns and diagonals \($0)" } ?? "")",
+                                           actual: "blocks \(c.blocks.shape), columns \(c.columns?.shape ?? []), diagonals \(c.diagonals?.shape ?? [])")
+        }
         func i32(_ x: Int) -> CUDAKernelArgument { .int32(Int32(x)) }
         func pointer(_ x: DeviceTensor?) -> CUDAKernelArgument { .pointer(x.map { UInt64($0.address) } ?? 0) }
         switch c.kind {
