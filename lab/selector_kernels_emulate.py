@@ -289,7 +289,8 @@ def main():
     # multiple of 32, a stride larger than what is left of the sequence.
     for B, T, S, Hq, Hkv, D, bs, s, causal in [(1, 37, 37, 2, 1, 40, 8, 4, True), (2, 20, 45, 2, 2, 8, 8, 8, True),
                                                 (1, 45, 20, 4, 2, 16, 16, 4, True), (1, 30, 30, 2, 1, 8, 8, 2, False),
-                                                (1, 5, 9, 1, 1, 4, 16, 16, True)]:
+                                                (1, 5, 9, 1, 1, 4, 16, 16, True), (1, 33, 21, 2, 2, 70, 4, 1, True),
+                                                (1, 21, 33, 3, 1, 8, 4, 4, False)]:
         q = rng.standard_normal((B, T, Hq, D)).astype(np.float32)
         k = rng.standard_normal((B, S, Hkv, D)).astype(np.float32)
         scale = 1 / math.sqrt(D)

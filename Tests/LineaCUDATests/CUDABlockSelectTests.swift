@@ -113,7 +113,8 @@ struct CUDABlockSelectTests {
         let got = try BlockSparseAttention.forward(q: gq, k: gk, v: gv, selection: sel)
         #expect(got.o.device == Self.gpu)
         let want = try BlockSparseAttention.reference(q: q, k: k, v: v, mask: sel.mask)
-        #expect(ErrorStats(try got.o.host(), want.o).relativeRMS <= 1e-4)
+        // The block-sparse kernel's own tolerance (CUDABlockSparseTests) is what this checks, not the selection.
+        #expect(ErrorStats(try got.o.host(), want.o).relativeRMS <= 1e-3)
     }
 
     @Test func unsupportedCallsAreRefused() throws {
