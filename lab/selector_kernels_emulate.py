@@ -8,7 +8,8 @@ the online (max, sum) per warp merged across warps, the cached pass (threads str
 recomputed one (warps again, lane 0 adding), the atomics' target indices, and the grid-stride loops of the pooling
 kernels with a small grid so that every thread takes several elements. Accumulation is float32 as on the GPU (the
 order differs from the CPU's Float64, hence a tolerance); every target index is bounds-checked, so an out-of-range
-index fails loudly instead of wrapping. No GPU needed. Keep it in step with block_select.cu when either changes.
+index fails loudly instead of wrapping. XAttention's gemm path (linea_bsel_groups, X = Q' K'ᵀ by cuBLAS in row chunks,
+linea_bsel_rowsoftmax) is emulated too, with a scratch small enough to split X into several chunks. No GPU needed. Keep it in step with block_select.cu when either changes.
 Usage: python3 lab/selector_kernels_emulate.py
 """
 import math
@@ -106,6 +107,60 @@ def emu_antidiag(q, k, bs, s, causal, scale, cached):
             x = row[c] if cached else score(c)
             assert c * s // bs < KB
             put(blocks, base + c * s // bs, math.exp(x - m) * inv)
+    return blocks.reshape(B, Hq, QB, KB)
+
+
+def emu_groups(x, b, hh, s, reverse, grid):
+    """linea_bsel_groups: out [G, s D] of head hh in batch b, rows reversed within a group for q, zero past L."""
+    B, L, H, D = x.shape
+    G = cdiv(L, s)
+    out = np.full(G * s * D, np.nan, dtype=np.float32)
+    xf = x.reshape(-1)
+    for tid in range(grid * THREADS):
+        for i in range(tid, G * s * D, grid * THREADS):
+            g = i // (s * D)
+            e = i - g * s * D
+            t, d = e // D, e % D
+            row = g * s + s - 1 - t if reverse else g * s + t
+            assert np.isnan(out[i])
+            out[i] = xf[((b * L + row) * H + hh) * D + d] if row < L else 0.0
+    return out.reshape(G, s * D)
+
+
+def emu_antidiag_gemm(q, k, bs, s, causal, scale, scratch):
+    """CUDABlockSelect's gemm path: per (b, kv head) K', per query head Q', row chunks of X = Q' K'[:n]ᵀ (n: the
+    chunk's last row's visible groups), then linea_bsel_rowsoftmax per row into the head's blocks."""
+    B, T, Hq, D = q.shape
+    S, Hkv = k.shape[1], k.shape[2]
+    R, C = cdiv(T, s), cdiv(S, s)
+    QB, KB = cdiv(T, bs), cdiv(S, bs)
+    blocks = np.zeros(B * Hq * QB * KB, dtype=np.float32)
+    chunk = max(1, min(R, scratch // C))
+    factor = scale / s
+    for b in range(B):
+        for hk in range(Hkv):
+            kg = emu_groups(k, b, hk, s, False, grid=2)
+            for h in range(hk * (Hq // Hkv), (hk + 1) * (Hq // Hkv)):
+                qg = emu_groups(q, b, h, s, True, grid=2)
+                for r0 in range(0, R, chunk):
+                    rows = min(chunk, R - r0)
+                    last = min(T - 1, (r0 + rows - 1) * s + s - 1) + (S - T if causal else 0)
+                    if last < 0:
+                        continue
+                    n = min(C, last // s + 1) if causal else C
+                    X = (qg[r0:r0 + rows].astype(np.float64) @ kg[:n].astype(np.float64).T).astype(np.float32)  # cuBLAS, fp32
+                    head = (b * Hq + h) * QB * KB
+                    for bid in range(rows):  # linea_bsel_rowsoftmax
+                        r = r0 + bid
+                        lp = min(T - 1, r * s + s - 1) + (S - T if causal else 0)
+                        if lp < 0:
+                            continue
+                        visible = min(n, min(C, lp // s + 1) if causal else C)
+                        x = X[bid, :visible].astype(np.float64) * factor
+                        p = np.exp(x - x.max())
+                        p /= p.sum()
+                        for c in range(visible):
+                            put(blocks, head + (r * s // bs) * KB + c * s // bs, p[c])
     return blocks.reshape(B, Hq, QB, KB)
 
 
@@ -298,6 +353,9 @@ def main():
         want = ref_antidiag(q, k, bs, s, causal, scale)
         for cached in (True, False):
             ok &= close(f"antidiag {label} stride {s} causal {causal} cached {cached}", emu_antidiag(q, k, bs, s, causal, scale, cached), want)
+        for scratch in (1 << 26, 20):
+            ok &= close(f"antidiag gemm {label} stride {s} causal {causal} scratch {scratch}",
+                        emu_antidiag_gemm(q, k, bs, s, causal, scale, scratch), want)
         ok &= close(f"pooled {label}", emu_pooled(q, k, bs, scale, grid=1), ref_pooled(q, k, bs, scale))
         if causal:
             for n in (16, 64):

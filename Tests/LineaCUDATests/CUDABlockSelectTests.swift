@@ -66,6 +66,29 @@ struct CUDABlockSelectTests {
         }
     }
 
+    /// XAttention's two GPU paths (the CUDA-core kernel, and X = Q' K'ᵀ on cuBLAS then the row softmax; also in row
+    /// chunks of a small scratch) against the CPU's scores.
+    @Test(arguments: grid.indices, [DType.float32, .bfloat16])
+    func bothAntidiagonalPathsMatchTheCPU(_ index: Int, dtype: DType) throws {
+        let backend = try CUDADeviceBackend.register()
+        let c = Self.grid[index]
+        let (_, _, _, _, _, D, bs, causal) = c
+        let (q, k) = try Self.inputs(c, seed: UInt64(500 + index))
+        let (cq, ck) = (try DeviceTensor(q, dtype: dtype), try DeviceTensor(k, dtype: dtype))
+        let (gq, gk) = (try cq.to(Self.gpu), try ck.to(Self.gpu))
+        let scale = 1 / Float(D).squareRoot()
+        for stride in [8, 2] {
+            let want = try BlockSelector.scores(.antidiagonal(stride: stride), q: cq, k: ck, blockSize: bs,
+                                                options: AttentionOptions(scale: scale, causal: causal)).blocks
+            for (path, scratch) in [(CUDADeviceBackend.AntidiagonalPath.simt, 1 << 26), (.gemm, 1 << 26), (.gemm, 3000)] {
+                let blocks = try DeviceTensor.zeros(want.shape, on: Self.gpu)
+                try backend.antidiagonalScores(q: gq, k: gk, blocks: blocks, blockSize: bs, stride: stride, scale: scale, causal: causal,
+                                               path: path, scratchScores: scratch)
+                try Self.compare(blocks, want.to(Self.gpu), "\(path) scratch \(scratch) stride \(stride) case \(index) \(dtype.shortName)")
+            }
+        }
+    }
+
     /// Rows too long for shared memory: the kernels recompute the scores in their second pass.
     @Test func longRowsAreRecomputed() throws {
         let c = (1, 64, 30_000, 2, 1, 32, 64, true)

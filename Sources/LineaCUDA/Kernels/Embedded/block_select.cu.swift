@@ -22,6 +22,8 @@ extension CUDAKernels {
 //   linea_bsel_lastq     one thread block per (b, h, r) of the last n queries (i = T - n + r, causal): their softmax
 //                        over the keys j <= i + S - T, added into columns [B, Hq, S] at j, diagonals [B, Hq, S] at
 //                        position - j and mass [B, Hq, rows, KB] at (i / bs - (T - n) / bs, j / bs)
+//   linea_bsel_groups    XAttention's gemm path: one head's q (rows reversed per group) or k as [groups, s D]
+//   linea_bsel_rowsoftmax  XAttention's gemm path: rows of X = Q' K'ᵀ (cuBLAS) softmaxed and added into the blocks
 // The two row kernels compute each score with a warp (lanes over D, a shuffle sum), keep an online max and sum, then
 // either reread the scores they kept in dynamic shared memory (`cached`: the launcher's choice when the row fits) or
 // recompute them (same order, same value) for the second pass.
@@ -209,6 +211,46 @@ extern "C" __global__ void __launch_bounds__(LINEA_BSEL_THREADS) linea_bsel_last
             }
         }
     }
+}
+
+// ---- XAttention's scores as a GEMM (CUDABlockSelect's `gemm` path): the antidiagonal score of query group r and key
+// group c is one dot product of length s D between Q'[r] = (q[r s + s-1], ..., q[r s]) and K'[c] = (k[c s], ...,
+// k[c s + s-1]) (rows past T or S zero), so X = Q' K'ᵀ runs on cuBLAS (tensor cores for bf16 / f16); these kernels
+// build Q', K' and turn rows of X into the block sums.
+
+// out [G, s D] (G = ceil(L / s)) of head hh in batch b of x [B, L, H, D], same element type: out[g, t D + d] =
+// x[row] with row = g s + s-1-t (reverse) or g s + t, zero past L.
+extern "C" __global__ void linea_bsel_groups(const void* x, void* out, int kind, int b, int L, int H, int hh, int D, int s,
+                                             int reverse) {
+    const int G = (L + s - 1) / s;
+    LINEA_BSEL_STRIDE_LOOP((long)G * s * D) {
+        const long g = i / ((long)s * D);
+        const int e = (int)(i - g * s * D), t = e / D, d = e - t * D;
+        const long row = reverse ? g * s + s - 1 - t : g * s + t;
+        st_kind(out, i, kind, row < L ? ld_kind(x, (((long)b * L + row) * H + hh) * D + d, kind) : 0.f);
+    }
+}
+
+// One thread block per row r = r0 + blockIdx.x of X [rows, n] (f32, row r at X + blockIdx.x n): softmax of factor X
+// over the visible groups c (n covers them), added into one head's blocks [QB, KB] at (r s / bs, c s / bs).
+extern "C" __global__ void __launch_bounds__(LINEA_BSEL_THREADS) linea_bsel_rowsoftmax(
+    const float* X, int n, float* blocks, int r0, int T, int S, int s, int bs, int causal, float factor) {
+    const int r = r0 + blockIdx.x, C = (S + s - 1) / s, KB = (S + bs - 1) / bs;
+    const int lastPosition = min(T - 1, r * s + s - 1) + (causal ? S - T : 0);
+    if (lastPosition < 0) return;  // uniform over the block
+    const int visible = min(n, causal ? min(C, lastPosition / s + 1) : C);
+    const float* x = X + (long)blockIdx.x * n;
+    float m = LINEA_BSEL_NEG_INF, l = 0.f;
+    for (int c = threadIdx.x; c < visible; c += blockDim.x) linea_bsel_merge(m, l, x[c] * factor, 1.f);
+    // Lanes first (the block merge reads each warp's lane 0).
+    for (int o = 16; o > 0; o >>= 1) {
+        const float m2 = __shfl_xor_sync(0xffffffffu, m, o), l2 = __shfl_xor_sync(0xffffffffu, l, o);
+        linea_bsel_merge(m, l, m2, l2);
+    }
+    linea_bsel_block_stats(m, l);
+    const float inv = 1.f / l;
+    float* out = blocks + (long)(r * s / bs) * KB;
+    for (int c = threadIdx.x; c < visible; c += blockDim.x) atomicAdd(out + (long)c * s / bs, expf(x[c] * factor - m) * inv);
 }
 
 """#
