@@ -147,6 +147,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         case let c as NeighborhoodCall: return neighborhoodSupport(c)
         case let c as LongConvCall: return longConvSupport(c)
         case let c as FeatureMapCall: return featureMapSupport(c)
+        case let c as BlockScoresCall: return blockScoresSupport(c)
         default: return .unsupported("no CUDA kernel for \(call.name)")
         }
     }
@@ -163,6 +164,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         case let c as NeighborhoodCall: try neighborhood(c)
         case let c as LongConvCall: try longConv(c)
         case let c as FeatureMapCall: try featureMap(c)
+        case let c as BlockScoresCall: try blockScores(c)
         default: throw LineaError.unavailable(what: call.name, reason: "no CUDA kernel")
         }
     }

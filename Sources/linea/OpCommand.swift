@@ -144,17 +144,27 @@ struct OpCommand: ParsableCommand {
         }
         var results: [String: Tensor] = [:]
         // Only block_sparse takes a selector (checked above); other ops may have no q at all (long_conv).
-        if selecting, let q = host["q"], let k = host["k"], let chosen = try selection.select(q: q, k: k, options: options) {
+        // On a GPU the selector scores there (BlockSelector's device forms); the time includes the scores' download.
+        var started = Date()
+        var selected: BlockSelection?
+        if selecting, let q = host["q"], let k = host["k"] {
+            for _ in 0..<selection.selectorRuns {
+                started = Date()
+                selected = try selection.select(q: q, k: k, device: uploaded["q"].flatMap { dq in uploaded["k"].map { (dq, $0) } }, options: options)
+            }
+        }
+        if let chosen = selected, let q = host["q"], let k = host["k"] {
+            let selectSeconds = Date().timeIntervalSince(started)
             let mask = chosen.mask
             uploaded["mask"] = try DeviceTensor(integers: mask.values.map(Int.init), shape: mask.shape, dtype: .uint8, on: target)
             (options.settings["block_rows"], options.settings["block_keys"]) = (mask.blockRows, mask.blockKeys)
             results["mask"] = try Tensor(shape: mask.shape, scalars: mask.values.map(Float.init))
             results["density"] = try Tensor(shape: [1], scalars: [Float(chosen.density)])
-            let error = try chosen.outputError(q: q, k: k, v: host["v"]!,
+            let error = !selection.selectorError ? Double.nan : try chosen.outputError(q: q, k: k, v: host["v"]!,
                                                options: AttentionOptions(scale: options.scale, causal: options.causal))
             let heads = chosen.patterns.isEmpty ? "" : "; heads: " + chosen.patterns.map(\.description).joined(separator: ", ")
-            printError(String(format: "op: %@ kept %d of %d visible blocks (density %.4f); rel-RMS against dense attention %.3g",
-                              selection.selector!, chosen.kept, chosen.visible, chosen.density, error) + heads)
+            printError(String(format: "op: %@ kept %d of %d visible blocks (density %.4f); rel-RMS against dense attention %.3g; selected on %@ in %.1f ms",
+                              selection.selector!, chosen.kept, chosen.visible, chosen.density, error, "\(target)", selectSeconds * 1000) + heads)
         }
         // The CPU forms check their inputs' values and their outputs themselves; the GPU kernels check shapes only.
         if target != .cpu { try f.checkValues(host, form: form, options: options) }

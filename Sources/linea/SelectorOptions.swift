@@ -19,6 +19,10 @@ struct SelectorOptions: ParsableArguments {
     @Option(help: "minference a-shape: local window of keys before each query.") var local: Int = 1024
     @Option(help: "minference vertical-slash: key columns kept.") var vertical: Int = 1000
     @Option(help: "minference vertical-slash: diagonals kept.") var slash: Int = 6096
+    @Option(help: "block_sparse --selector: run the selector N times and print the last run's time (2: a time without the kernels' first load).")
+    var selectorRuns: Int = 1
+    @Flag(inversion: .prefixedNo, help: "block_sparse --selector: print the error against dense attention (run on the CPU, O(T^2): skip it for long sequences).")
+    var selectorError = true
 
     static let names = ["xattention", "minference", "topk"]
 
@@ -28,6 +32,7 @@ struct SelectorOptions: ParsableArguments {
         guard tau > 0, tau <= 1 else { throw ValidationError("--tau: expected a threshold in (0, 1], got \(tau)") }
         guard xattnStride >= 1 else { throw ValidationError("--xattn-stride: expected >= 1, got \(xattnStride)") }
         guard topK >= 1 else { throw ValidationError("--top-k: expected >= 1, got \(topK)") }
+        guard selectorRuns >= 1 else { throw ValidationError("--selector-runs: expected >= 1, got \(selectorRuns)") }
         if selector == "minference" { _ = try patterns() }
     }
 
@@ -44,19 +49,27 @@ struct SelectorOptions: ParsableArguments {
         }
     }
 
-    /// Runs the selector on host q and k (nil without `--selector`). O(the selector).
-    func select(q: Tensor, k: Tensor, options: OpOptions) throws -> BlockSelection? {
+    /// Runs the selector (nil without `--selector`): on host q and k, or, given `device` copies on a GPU, its scoring
+    /// kernels there and the host's selection of the downloaded scores. O(the selector).
+    func select(q: Tensor, k: Tensor, device: (q: DeviceTensor, k: DeviceTensor)? = nil, options: OpOptions) throws -> BlockSelection? {
         guard let selector else { return nil }
         let attention = AttentionOptions(scale: options.scale, causal: options.causal, window: options.window)
+        let gpu = device.flatMap { $0.q.device == .cpu ? nil : $0 }
         switch selector {
         case "xattention":
+            if let gpu { return try BlockSelector.xAttention(q: gpu.q, k: gpu.k, blockSize: blockSize ?? 64, stride: xattnStride, tau: tau, options: attention) }
             return try BlockSelector.xAttention(q: q, k: k, blockSize: blockSize ?? 64, stride: xattnStride, tau: tau, options: attention)
         case "topk":
+            if let gpu { return try BlockSelector.topK(q: gpu.q, k: gpu.k, blockSize: blockSize ?? 64, topK: topK, options: attention) }
             return try BlockSelector.topK(q: q, k: k, blockSize: blockSize ?? 64, topK: topK, options: attention)
         default:
             let given = try patterns()
             let candidates: [MInferencePattern] = [.aShape(sinks: sinks, window: local), .verticalSlash(vertical: vertical, slash: slash),
                                                    .blockSparse(topK: topK)]
+            if let gpu {
+                return try BlockSelector.mInference(q: gpu.q, k: gpu.k, blockSize: blockSize ?? 64, patterns: given ?? candidates,
+                                                    search: given == nil, options: attention)
+            }
             return try BlockSelector.mInference(q: q, k: k, blockSize: blockSize ?? 64, patterns: given ?? candidates, search: given == nil,
                                                 options: attention)
         }

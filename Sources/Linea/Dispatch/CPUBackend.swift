@@ -43,6 +43,7 @@ final class CPUBackend: Backend {
         case is RecurrenceCall, is RecurrentStepCall, is AttentionCall, is BlockSparseCall, is SelectiveScanCall: return .supported
         case is NeighborhoodCall: return .supported
         case is LongConvCall: return .supported
+        case is BlockScoresCall: return .supported
         default: return .unsupported("the CPU backend has no \(call.name)")
         }
     }
@@ -67,6 +68,7 @@ final class CPUBackend: Backend {
         case let c as SelectiveScanCall: try c.runOnCPU()
         case let c as NeighborhoodCall: try c.runOnCPU()
         case let c as LongConvCall: try c.runOnCPU()
+        case let c as BlockScoresCall: try c.runOnCPU()
         default: throw LineaError.unavailable(what: call.name, reason: "the CPU backend has no such op")
         }
     }

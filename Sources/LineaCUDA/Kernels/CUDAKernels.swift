@@ -105,6 +105,12 @@ package enum CUDAKernels {
     /// `linea_fmap_{map,performer,seqmax,cols,accum,finish,headproj,twosided,readout}` (f32).
     public static let featureMap = file("feature_map.cu")
 
+    /// The prefill selectors' scoring (`BlockScoresCall`): XAttention's strided antidiagonal block scores, the pooled
+    /// block scores (block means of q and k, then their products) and MInference's last-queries sums, fp32 on CUDA
+    /// cores; the input type is a launch argument. Entries `linea_bsel_{antidiag,pool,pooled,lastq}`, and the steps
+    /// around cuBLAS of XAttention's GEMM path, `linea_bsel_{groups,rowsoftmax}`.
+    public static let blockSelect = file("block_select.cu")
+
     /// NVRTC options of the grouped-value-head modules (fla's GVA: HV = group·H state heads, q and k `[B,T,H,K]`, value
     /// head h reading q/k head h / group). Only a source compiled with them reads q/k that way; without them the
     /// kernels ignore their `group` argument and compile as for HV = H (no grouped addressing: it cost gated_delta_rule
@@ -173,6 +179,7 @@ package enum CUDAKernels {
             ("selective_scan", selectiveScan,
              ["f32", "bf16", "f16"].flatMap { t in ["s16_p1", "s32_p1", "s32_p2"].map { "linea_sscan_\(t)_\($0)" } }),
             ("feature_map", featureMap, ["map", "performer", "seqmax", "cols", "accum", "finish", "headproj", "twosided", "readout"].map { "linea_fmap_\($0)" }),
+            ("block_select", blockSelect, ["antidiag", "pool", "pooled", "lastq", "groups", "rowsoftmax"].map { "linea_bsel_\($0)" }),
             ("long_conv", longConv, ["f32", "bf16", "f16"].flatMap { ["linea_lconv_pad_\($0)", "linea_lconv_out_\($0)"] } + ["linea_lconv_mul"]),
             ("model_ops", modelOps,
              ["f32", "bf16", "f16"].flatMap { t in

@@ -56,13 +56,24 @@ public enum BlockSelector {
     public static func xAttention(q: Tensor, k: Tensor, blockSize: Int = 128, stride: Int = 8, tau: Double = 0.9,
                                   options: AttentionOptions = AttentionOptions()) throws -> BlockSelection {
         let g = try Grid(q: q, k: k, blockSize: blockSize, options: options)
+        try checkXAttention(blockSize: blockSize, stride: stride, tau: tau)
+        return try xAttention(g, Scorer(q: q, k: k, g, stride: stride), tau: tau)
+    }
+
+    /// Throws unless tau is in (0, 1] and `stride` (>= 1) divides `blockSize`. O(1).
+    static func checkXAttention(blockSize: Int, stride: Int, tau: Double) throws {
         guard tau > 0, tau <= 1 else { throw LineaError.invalidArgument(argument: "tau", expected: "a threshold in (0, 1]", actual: "\(tau)") }
         guard stride >= 1 else { throw LineaError.invalidArgument(argument: "stride", expected: ">= 1", actual: "\(stride)") }
         guard blockSize % stride == 0 else {
             throw LineaError.invalidArgument(argument: "stride", expected: "a divisor of the block size \(blockSize)", actual: "\(stride)")
         }
-        return try g.select(q: q, k: k) { b, h, keep in
-            let scores = g.antidiagonalBlockScores(q: q, k: k, b: b, h: h, stride: stride)
+    }
+
+    /// XAttention's selection from `scores.antidiagonal` (the host's or a device's): the part every device shares.
+    /// O(B·Hq·QB·KB log KB) plus the scorer.
+    static func xAttention(_ g: Grid, _ scores: Scorer, tau: Double) throws -> BlockSelection {
+        try g.select { b, h, keep in
+            let scores = scores.antidiagonal(b, h)
             for I in 0..<g.QB {
                 let row = Array(scores[I * g.KB..<(I + 1) * g.KB])
                 for J in xAttentionRow(row, forced: g.causal ? g.forced(I) : [], visible: g.visibleBlocks(I), tau: tau) { keep(I, J) }
@@ -92,8 +103,13 @@ public enum BlockSelector {
                             options: AttentionOptions = AttentionOptions()) throws -> BlockSelection {
         let g = try Grid(q: q, k: k, blockSize: blockSize, options: options)
         guard topK >= 1 else { throw LineaError.invalidArgument(argument: "top-k", expected: ">= 1 blocks per query block", actual: "\(topK)") }
-        return try g.select(q: q, k: k) { b, h, keep in
-            let scores = g.pooledBlockScores(q: q, k: k, b: b, h: h)
+        return try Self.topK(g, Scorer(q: q, k: k, g), topK: topK)
+    }
+
+    /// Top-k's selection from `scores.pooled` (the host's or a device's). O(B·Hq·QB·KB log KB) plus the scorer.
+    static func topK(_ g: Grid, _ scores: Scorer, topK: Int) throws -> BlockSelection {
+        try g.select { b, h, keep in
+            let scores = scores.pooled(b, h)
             for I in 0..<g.QB {
                 for J in topKRow(scores, I, g, topK) { keep(I, J) }
             }
@@ -119,13 +135,21 @@ public enum BlockSelector {
     public static func mInference(q: Tensor, k: Tensor, blockSize: Int = 64, patterns: [MInferencePattern], search: Bool = false,
                                   lastQueries: Int = 64, options: AttentionOptions = AttentionOptions()) throws -> BlockSelection {
         let g = try Grid(q: q, k: k, blockSize: blockSize, options: options)
+        try checkMInference(g, patterns: patterns, search: search, lastQueries: lastQueries)
+        return try mInference(g, Scorer(q: q, k: k, g, lastQueries: lastQueries), patterns: patterns, search: search)
+    }
+
+    /// Throws unless the call is causal, `patterns` fit `search` and the heads, their budgets are >= 1 and the last
+    /// queries' scratch fits the memory budget. O(patterns).
+    static func checkMInference(_ g: Grid, patterns: [MInferencePattern], search: Bool, lastQueries: Int) throws {
         guard g.causal else { throw LineaError.invalidArgument(argument: "causal", expected: "causal attention (MInference's patterns are causal)", actual: "causal = false") }
         guard !patterns.isEmpty, search || patterns.count == 1 || patterns.count == g.Hq else {
             throw LineaError.invalidArgument(argument: "patterns", expected: search ? ">= 1 candidates" : "1 or \(g.Hq) (one per query head)",
                                              actual: "\(patterns.count)")
         }
         guard lastQueries >= 1 else { throw LineaError.invalidArgument(argument: "last queries", expected: ">= 1", actual: "\(lastQueries)") }
-        try MemoryBudget.check([.init("last queries' attention", [Parallel.threadCount, min(lastQueries, g.T) + 2, g.S], elementBytes: 8)])
+        // Per worker: one query's scores, the column and diagonal sums ([S] each), the block mass (below [S] too).
+        try MemoryBudget.check([.init("last queries' attention", [Parallel.threadCount, 4, g.S], elementBytes: 8)])
         for pattern in patterns {
             switch pattern {
             case let .aShape(sinks, window):
@@ -140,10 +164,19 @@ public enum BlockSelector {
                 guard top >= 1 else { throw LineaError.invalidArgument(argument: "top-k", expected: ">= 1 blocks per query block", actual: "\(top)") }
             }
         }
+    }
+
+    /// Whether MInference reads the last queries' attention: a search, or a vertical-slash pattern. O(patterns).
+    static func needsEstimate(_ patterns: [MInferencePattern], search: Bool) -> Bool {
+        search || patterns.contains { if case .verticalSlash = $0 { return true } else { return false } }
+    }
+
+    /// MInference's masks and search from `scores.lastQueries` and `scores.pooled` (the host's or a device's), the
+    /// part every device shares. O(B·Hq·QB·KB·(budgets + patterns)) plus the scorer.
+    static func mInference(_ g: Grid, _ scores: Scorer, patterns: [MInferencePattern], search: Bool) throws -> BlockSelection {
         let chosenOut = SendableArray(repeating: patterns[0], count: g.B * g.Hq)
-        let selection = try g.select(q: q, k: k) { b, h, keep in
-            let needsEstimate = search || patterns.contains { if case .verticalSlash = $0 { return true } else { return false } }
-            let estimate = needsEstimate ? g.lastQueryAttention(q: q, k: k, b: b, h: h, last: lastQueries) : nil
+        let selection = try g.select { b, h, keep in
+            let estimate = needsEstimate(patterns, search: search) ? scores.lastQueries(b, h) : nil
             var pooled: [Double]?
             func mask(_ pattern: MInferencePattern) -> [UInt8] {
                 var m = [UInt8](repeating: 0, count: g.QB * g.KB)
@@ -169,7 +202,7 @@ public enum BlockSelector {
                         }
                     }
                 case let .blockSparse(top):
-                    if pooled == nil { pooled = g.pooledBlockScores(q: q, k: k, b: b, h: h) }
+                    if pooled == nil { pooled = scores.pooled(b, h) }
                     for I in 0..<g.QB { for J in topKRow(pooled!, I, g, top) { m[I * g.KB + J] = 1 } }
                 }
                 return m
@@ -227,13 +260,18 @@ extension BlockSelector {
 
         /// Checks q `[B,T,Hq,D]`, k `[B,S,Hkv,D]` (finite), the options (no window) and the block size. O(q + k).
         init(q: Tensor, k: Tensor, blockSize: Int, options: AttentionOptions) throws {
+            try self.init(q: q.shape, k: k.shape, blockSize: blockSize, options: options)
+            try q.expectFinite("q")
+            try k.expectFinite("k")
+        }
+
+        /// The shape checks of `init(q:k:blockSize:options:)` alone, for tensors on a device (values not read). O(1).
+        init(q: [Int], k: [Int], blockSize: Int, options: AttentionOptions) throws {
             guard blockSize >= 1 else { throw LineaError.invalidArgument(argument: "block size", expected: ">= 1", actual: "\(blockSize)") }
             guard options.window == nil else {
                 throw LineaError.invalidArgument(argument: "window", expected: "none (a selector's mask replaces the window)", actual: "\(options.window!)")
             }
-            let p = try AttentionProblem(q: q.shape, k: k.shape, v: k.shape, options: options)
-            try q.expectFinite("q")
-            try k.expectFinite("k")
+            let p = try AttentionProblem(q: q, k: k, v: k, options: options)
             (B, T, S, Hq, Hkv, D) = (p.B, p.T, p.S, p.Hq, p.Hkv, p.D)
             guard T >= 1, S >= 1 else {
                 throw LineaError.shapeMismatch(argument: "q, k", expected: "T >= 1 queries and S >= 1 keys to select blocks over", actual: "T = \(T), S = \(S)")
@@ -273,8 +311,7 @@ extension BlockSelector {
 
         /// Runs `choose` per (batch, head) in parallel; it marks blocks through `keep(I, J)`. Builds the mask
         /// `[B, Hq, QB, KB]` and counts the kept and the visible blocks. O(mask) plus `choose`.
-        func select(q: Tensor, k: Tensor,
-                    _ choose: @Sendable (_ b: Int, _ h: Int, _ keep: (Int, Int) -> Void) -> Void) throws -> BlockSelection {
+        func select(_ choose: @Sendable (_ b: Int, _ h: Int, _ keep: (Int, Int) -> Void) -> Void) throws -> BlockSelection {
             let out = SendableArray(repeating: UInt8(0), count: B * Hq * QB * KB)
             let (QB, KB) = (self.QB, self.KB)
             Parallel.forEach(B * Hq) { head in
@@ -355,15 +392,14 @@ extension BlockSelector {
             return scores
         }
 
-        /// Exact causal attention of head (b, h)'s last `last` queries (MInference's estimate), kept as probabilities and
-        /// summed per key column and per diagonal (position - key). O(last · S · D).
+        /// Exact causal attention of head (b, h)'s last `last` queries (MInference's estimate), summed per key column,
+        /// per diagonal (position - key) and per (query block, key block). O(last · S · D) time, O(S) memory.
         func lastQueryAttention(q: Tensor, k: Tensor, b: Int, h: Int, last: Int) -> LastQueries {
             let hk = h / (Hq / Hkv)
-            let n = min(last, T)
-            var e = LastQueries(first: T - n, probabilities: [Double](repeating: 0, count: n * S),
-                                columns: [Double](repeating: 0, count: S), diagonals: [Double](repeating: 0, count: S))
-            for r in 0..<n {
-                let i = T - n + r
+            var e = LastQueries(self, last: last)
+            var p = [Double](repeating: 0, count: S)
+            for r in 0..<e.count {
+                let i = T - e.count + r
                 let position = i + S - T
                 guard position >= 0 else { continue }
                 let visible = min(S, position + 1)
@@ -372,39 +408,91 @@ extension BlockSelector {
                     var dot = 0.0
                     let qb = ((b * T + i) * Hq + h) * D, kb = ((b * S + j) * Hkv + hk) * D
                     for d in 0..<D { dot += Double(q.scalars[qb + d]) * Double(k.scalars[kb + d]) }
-                    e.probabilities[r * S + j] = scale * dot
+                    p[j] = scale * dot
                     m = max(m, scale * dot)
                 }
                 var sum = 0.0
                 for j in 0..<visible {
-                    e.probabilities[r * S + j] = Foundation.exp(e.probabilities[r * S + j] - m)
-                    sum += e.probabilities[r * S + j]
+                    p[j] = Foundation.exp(p[j] - m)
+                    sum += p[j]
                 }
+                let row = (i / bs - e.firstBlock) * KB
                 for j in 0..<visible {
-                    e.probabilities[r * S + j] /= sum
-                    e.columns[j] += e.probabilities[r * S + j]
-                    e.diagonals[position - j] += e.probabilities[r * S + j]
+                    p[j] /= sum
+                    e.columns[j] += p[j]
+                    e.diagonals[position - j] += p[j]
+                    e.mass[row + j / bs] += p[j]
                 }
             }
             return e
         }
     }
 
-    /// The last queries' attention of one head: probabilities `[n, S]` from query `first` on, and their sums per key
-    /// column and per diagonal.
-    struct LastQueries {
-        let first: Int
-        var probabilities: [Double], columns: [Double], diagonals: [Double]
+    /// The last queries' attention of one head, summed three ways: per key column and per diagonal (position - key),
+    /// `[S]` each, and per block, `mass [rows, KB]` for the query blocks `firstBlock ..< firstBlock + rows` that hold
+    /// the last queries: all that vertical-slash and the search read, so a device downloads only these.
+    struct LastQueries: Sendable {
+        /// The queries averaged over, min(last, T) (those at negative positions count, with no attention).
+        let count: Int
+        /// The query block of the first of them, (T - count) / bs.
+        let firstBlock: Int
+        var columns: [Double], diagonals: [Double], mass: [Double]
 
-        /// The mean over these queries of the attention a block mask `[QB, KB]` keeps. O(n · S).
+        /// Zeros for `last` queries of grid `g`. O(S + KB).
+        init(_ g: Grid, last: Int) {
+            count = min(last, g.T)
+            firstBlock = (g.T - count) / g.bs
+            let rows = (g.T - 1) / g.bs - firstBlock + 1
+            (columns, diagonals, mass) = ([Double](repeating: 0, count: g.S), [Double](repeating: 0, count: g.S),
+                                          [Double](repeating: 0, count: rows * g.KB))
+        }
+
+        /// Query blocks `mass` covers. O(1).
+        func rows(_ g: Grid) -> Int { mass.count / g.KB }
+
+        /// The mean over these queries of the attention a block mask `[QB, KB]` keeps. O(rows · KB).
         func recall(_ mask: [UInt8], _ g: Grid) -> Double {
-            let n = probabilities.count / g.S
             var total = 0.0
-            for r in 0..<n {
-                let I = (first + r) / g.bs
-                for j in 0..<g.S where mask[I * g.KB + j / g.bs] != 0 { total += probabilities[r * g.S + j] }
+            for r in 0..<rows(g) {
+                let I = firstBlock + r
+                for J in 0..<g.KB where mask[I * g.KB + J] != 0 { total += mass[r * g.KB + J] }
             }
-            return total / Double(max(1, n))
+            return total / Double(max(1, count))
+        }
+    }
+
+    /// Where a selection's scores come from, per head (b, h): XAttention's antidiagonal block scores and the pooled
+    /// block scores (`[QB, KB]` each) and MInference's last-queries sums. The host's computes each head when asked
+    /// (in the selection's parallel loop); a device's reads arrays downloaded once. The selection code is the same.
+    struct Scorer: Sendable {
+        var antidiagonal: @Sendable (_ b: Int, _ h: Int) -> [Double] = { _, _ in [] }
+        var pooled: @Sendable (_ b: Int, _ h: Int) -> [Double] = { _, _ in [] }
+        var lastQueries: @Sendable (_ b: Int, _ h: Int) -> LastQueries
+
+        /// The host's scores of q and k (Float64 sums but for XAttention's dot products, in Float32 as before). O(1)
+        /// here; each call costs its `Grid` method.
+        init(q: Tensor, k: Tensor, _ g: Grid, stride: Int = 1, lastQueries last: Int = 64) {
+            antidiagonal = { b, h in g.antidiagonalBlockScores(q: q, k: k, b: b, h: h, stride: stride) }
+            pooled = { b, h in g.pooledBlockScores(q: q, k: k, b: b, h: h) }
+            lastQueries = { b, h in g.lastQueryAttention(q: q, k: k, b: b, h: h, last: last) }
+        }
+
+        /// Scores read from arrays: `blocks` `[B, Hq, QB, KB]` (the antidiagonal or pooled scores, as `kind` says),
+        /// `pooled` likewise, and the last queries' `columns`, `diagonals` `[B, Hq, S]` and `mass` `[B, Hq, rows, KB]`
+        /// (empty when unused). O(1); each call copies one head's slice, O(QB·KB) or O(S).
+        init(_ g: Grid, antidiagonal: [Float] = [], pooled: [Float] = [], columns: [Float] = [], diagonals: [Float] = [],
+             mass: [Float] = [], lastQueries last: Int = 64) {
+            let area = g.QB * g.KB
+            let slice: @Sendable ([Float], Int, Int) -> [Double] = { x, head, n in x[head * n..<(head + 1) * n].map(Double.init) }
+            self.antidiagonal = { b, h in slice(antidiagonal, b * g.Hq + h, area) }
+            self.pooled = { b, h in slice(pooled, b * g.Hq + h, area) }
+            self.lastQueries = { b, h in
+                var e = LastQueries(g, last: last)
+                let head = b * g.Hq + h
+                (e.columns, e.diagonals, e.mass) = (slice(columns, head, g.S), slice(diagonals, head, g.S),
+                                                    slice(mass, head, e.mass.count))
+                return e
+            }
         }
     }
 }
