@@ -28,7 +28,7 @@ fftw=$(ldd .build-static/release/linea | awk '$1 == "libfftw3f.so.3" { print $3 
 if [ -z "$fftw" ]; then echo "pack_device: libfftw3f.so.3 is not linked by .build-static/release/linea (ldd)" >&2; exit 1; fi
 cp -L "$fftw" "$stage/linea/lib/libfftw3f.so.3"
 strip "$stage"/linea/lib/*.so* 2>/dev/null || true
-tar -C "$stage/linea" -cf - linea lib | xz -6 -T0 > "$stage/linea.tar.xz"
+tar -C "$stage/linea" -cf - linea lib | xz -9e -T0 > "$stage/linea.tar.xz"
 mv "$stage/linea.tar.xz" .device/linea.tar.xz  # whole or not at all for a device call that copies .device meanwhile
 echo "pack_device: .device/linea.tar.xz, $(du -h .device/linea.tar.xz | cut -f1)" >&2
 if [ "${1:-}" = "--tests" ]; then
@@ -37,7 +37,7 @@ if [ "${1:-}" = "--tests" ]; then
     strip -o "$stage/tests/LineaPackageTests.xctest" "$binary"
     for path in $(ldd "$binary" | awk '$3 ~ /\/swift\/linux\// { print $3 }'); do cp -L "$path" "$stage/tests/lib/"; done
     strip "$stage"/tests/lib/*.so 2>/dev/null || true
-    tar -C "$stage/tests" -cf - . | xz -6 -T0 > "$stage/tests.tar.xz"
+    tar -C "$stage/tests" -cf - . | xz -9e -T0 > "$stage/tests.tar.xz"
     mv "$stage/tests.tar.xz" .device/tests.tar.xz
     echo "pack_device: .device/tests.tar.xz, $(du -h .device/tests.tar.xz | cut -f1)" >&2
 fi
