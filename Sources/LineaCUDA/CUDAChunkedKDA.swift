@@ -89,8 +89,7 @@ package enum CUDAChunkedKDA {
         }
         let bv = plan.valueBlock
         let walk = try ctx.function(source: CUDAKernels.chunkedKDA, name: "linea_kda_walk_k\(K)_v\(bv)", options: options)
-        // Mirrors lk_kda_walk's layout: decayed k hi/lo and A_qk hi/lo x2, q 2^G hi/lo, w (bf16); u, 2^{G_last} x2 (fp32).
-        let walkShared = (7 * 64 * (K + 8) + 4 * 64 * 72) * 2 + (64 * (bv + 4) + 2 * K) * 4
+        let walkShared = Self.walkSharedBytes(keyDim: K, valueBlock: bv)
         try ctx.launch(
             walk, grid: (V / bv, HV, B * plan.segments), block: (2 * bv, 1, 1), sharedBytes: walkShared,
             arguments: [.pointer(at[1]), .pointer(at[2]), .pointer(at[3]), .pointer(at[4]), .pointer(at[0]), .pointer(at[5]),
@@ -99,6 +98,18 @@ package enum CUDAChunkedKDA {
                         .int32(Int32(T)), .int32(Int32(HV)), .int32(Int32(V)), .float(scaleValue),
                         .int32(Int32(plan.segmentChunks)), .pointer(segments.0)])
         try withExtendedLifetime(work) { if owned { try ctx.synchronize() } }  // an owned scratch outlives the kernels
+    }
+
+    /// The walk's shared memory, mirroring lk_kda_walk's layout: decayed k hi/lo and A_qk hi/lo x2, q 2^G hi/lo, w
+    /// (bf16); u, 2^{G_last} x2 (fp32). O(1).
+    static func walkSharedBytes(keyDim K: Int, valueBlock bv: Int) -> Int {
+        (7 * 64 * (K + 8) + 4 * 64 * 72) * 2 + (64 * (bv + 4) + 2 * K) * 4
+    }
+
+    /// Whether the kernels run on `context`'s device with keys `keyDim` (64 or 128) wide: sm_80 or newer and the
+    /// narrowest walk's shared memory within the per-block limit (A100's 163 KB holds K = 64 only). O(1).
+    public static func fits(keyDim: Int, context: CUDAContext) -> Bool {
+        context.computeCapability.major >= 8 && walkSharedBytes(keyDim: keyDim, valueBlock: 64) <= context.maxSharedMemoryPerBlock
     }
 
     /// Launch plan: the walk's V slice (BV = 128 with 8 warps when V = 128 and B·HV blocks fill the SMs, else 64 with 4
@@ -119,7 +130,7 @@ package enum CUDAChunkedKDA {
             let blocks = B * H * (V / bv)
             var wanted = blocks < multiprocessors * 3 / 4 && chunks >= 8 ? min(max(2, multiprocessors / blocks), chunks / 4) : 1
             if let forced = Int(environment["LINEA_KDA_SEGMENTS"] ?? ""), forced >= 1 {
-                wanted = min(forced, chunks)
+                wanted = min(forced, chunks, max(1, 65_535 / max(B, 1)))  // grid.z = B · segments
             }
             segmentChunks = (chunks + wanted - 1) / wanted
             segments = (chunks + segmentChunks - 1) / segmentChunks

@@ -135,7 +135,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         if let strided { return .unsupported("\(strided) is a strided view; the GPU kernels take packed tensors (contiguous())") }
         switch call {
         case let c as RecurrentStepCall: return stepSupport(c)
-        case let c as RecurrenceCall: return Self.scans(c) ? scanSupport(c) : chunkedSupport(c)
+        case let c as RecurrenceCall: return scans(c) ? scanSupport(c) : chunkedSupport(c)
         case let c as AttentionCall: return attentionSupport(q: c.q, k: c.k, v: c.v, window: c.options.window, form: c.form)
         case let c as ModelOpCall: return modelOpSupport(c)
         case let c as BlockSparseCall:
@@ -156,7 +156,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
     public func execute<Call: OpCall>(_ call: Call) throws {
         switch call {
         case let c as RecurrentStepCall: try step(c)
-        case let c as RecurrenceCall: try Self.scans(c) ? scan(c) : chunked(c)
+        case let c as RecurrenceCall: try scans(c) ? scan(c) : chunked(c)
         case let c as AttentionCall: try attention(c)
         case let c as ModelOpCall: try modelOp(c)
         case let c as BlockSparseCall: try blockSparse(c)
@@ -203,12 +203,14 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
     /// Whether a whole-sequence call runs the recurrent scan kernel: asked for (`form` recurrent), the automatic form
     /// of a mechanism without a chunked kernel, and kda where its chunked kernel (`CUDAChunkedKDA`: bf16, K and V up
     /// to 128) does not apply: f32 / f16 inputs in the automatic or chunked form, larger heads in the automatic form
-    /// (kda ran only the scan kernel before, up to K = 256). O(1).
-    static func scans(_ c: RecurrenceCall) -> Bool {
+    /// (kda ran only the scan kernel before, up to K = 256), and devices whose shared memory or architecture the
+    /// chunked kda kernel does not fit (before sm_80; A100's 163 KB at K > 64). O(1).
+    func scans(_ c: RecurrenceCall) -> Bool {
         if c.form == .recurrent || (c.form == nil && !c.mechanism.hasGPUChunkedForm) { return true }
         guard c.mechanism == .kda else { return false }
         return (c.form == nil && (c.shape.K > 128 || c.shape.V > 128))
             || (c.q.dtype != .bfloat16 && (c.form == nil || c.form == .chunked(size: 64)))
+            || !CUDAChunkedKDA.fits(keyDim: c.shape.K <= 64 ? 64 : 128, context: context)
     }
 
     /// The scan kernel: q, k, v in one of f32, bf16, f16; g and beta f32; K <= 256; o f32 or bf16. O(1).
