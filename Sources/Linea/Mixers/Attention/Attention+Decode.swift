@@ -13,43 +13,49 @@ extension Attention {
         // The query sits at position S - 1: it sees every key, or the last W with a window (a window is causal).
         let first = p.window.map { max(0, p.S - $0) } ?? 0
         let keys = p.S - first, group = p.Hq / p.Hkv
+        // The query heads of one key/value head go together: each key and value row is read once for all of them
+        // (with grouped heads the cache is the bulk of a long decode's attention traffic). Per head the sums run in
+        // the same order as one head alone.
         Parallel.forEach(p.B * p.Hkv) { item, _ in
             let (b, hk) = item.quotientAndRemainder(dividingBy: p.Hkv)
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: max(keys, 1)) { scores in
-                let s = scores.baseAddress!
+            let heads = (b * p.Hq + hk * group)..<(b * p.Hq + (hk + 1) * group)
+            for h in heads { (out.base + h * p.Dv).initialize(repeating: 0, count: p.Dv) }
+            guard keys > 0 else {
+                for h in heads { lseOut.base[h] = -.infinity }
+                return
+            }
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: keys * group + 2 * group) { buffer in
+                let s = buffer.baseAddress!, high = s + keys * group, sum = high + group  // s[g * keys + j]
+                high.initialize(repeating: -.infinity, count: group)
+                sum.initialize(repeating: 0, count: group)
+                for j in 0..<keys {
+                    let k = ptrs.k + ((b * p.S + first + j) * p.Hkv + hk) * p.D
+                    for g in 0..<group {
+                        let score = p.scale * CPUOps.dot(ptrs.q + (heads.lowerBound + g) * p.D, k, count: p.D)
+                        s[g * keys + j] = score
+                        high[g] = max(high[g], score)
+                    }
+                }
                 for g in 0..<group {
-                    let h = hk * group + g
-                    let q = ptrs.q + (b * p.Hq + h) * p.D
-                    let row = out.base + (b * p.Hq + h) * p.Dv
-                    row.initialize(repeating: 0, count: p.Dv)
-                    guard keys > 0 else {
-                        lseOut.base[b * p.Hq + h] = -.infinity
-                        continue
-                    }
-                    var high = -Float.infinity
-                    for j in 0..<keys {
-                        let k = ptrs.k + ((b * p.S + first + j) * p.Hkv + hk) * p.D
-                        s[j] = p.scale * CPUOps.dot(q, k, count: p.D)
-                        high = max(high, s[j])
-                    }
-                    var sum: Float = 0
+                    let row = s + g * keys
                     var j = 0
                     while j + 8 <= keys {
-                        let e = VectorMath.exp(UnsafeRawPointer(s + j).loadUnaligned(as: SIMD8<Float>.self) - high)
-                        UnsafeMutableRawPointer(s + j).storeBytes(of: e, as: SIMD8<Float>.self)
-                        sum += e.sum()
+                        let e = VectorMath.exp(UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<Float>.self) - high[g])
+                        UnsafeMutableRawPointer(row + j).storeBytes(of: e, as: SIMD8<Float>.self)
+                        sum[g] += e.sum()
                         j += 8
                     }
                     while j < keys {
-                        s[j] = VectorMath.exp(s[j] - high)
-                        sum += s[j]
+                        row[j] = VectorMath.exp(row[j] - high[g])
+                        sum[g] += row[j]
                         j += 1
                     }
-                    for j in 0..<keys {
-                        addScaled(row, ptrs.v + ((b * p.S + first + j) * p.Hkv + hk) * p.Dv, s[j] / sum, count: p.Dv)
-                    }
-                    lseOut.base[b * p.Hq + h] = high + log(sum)
                 }
+                for j in 0..<keys {
+                    let v = ptrs.v + ((b * p.S + first + j) * p.Hkv + hk) * p.Dv
+                    for g in 0..<group { addScaled(out.base + (heads.lowerBound + g) * p.Dv, v, s[g * keys + j] / sum[g], count: p.Dv) }
+                }
+                for g in 0..<group { lseOut.base[heads.lowerBound + g] = high[g] + log(sum[g]) }
             }
         }
     }
