@@ -65,6 +65,31 @@ __device__ __forceinline__ void lc_mma2(float* c0, float* c1, const unsigned* a,
     lc_mma(c0, a, b[0], b[1]);
     lc_mma(c1, a, b[2], b[3]);
 }
+// hi + lo bf16 fragments of a 16 x 16 fp32 block in shared memory (row stride ld): as the A operand (rows x k), and
+// as the B operand [k][n] of two n-tiles (b[0..1] n 0..7, b[2..3] n 8..15, as lc_mma2 takes them) (the WY inverses).
+__device__ __forceinline__ void lc_frag_a32(const float* p, int ld, int lane, unsigned* hi, unsigned* lo) {
+    const int gq = lane >> 2, tq = lane & 3;
+#pragma unroll
+    for (int q4 = 0; q4 < 4; ++q4) {
+        const float2 x = *(const float2*)(p + (gq + 8 * (q4 & 1)) * ld + 2 * tq + 8 * (q4 >> 1));
+        lc_split(x.x, x.y, hi[q4], lo[q4]);
+    }
+}
+__device__ __forceinline__ void lc_frag_b32(const float* p, int ld, int lane, unsigned* hi, unsigned* lo) {
+    const int gq = lane >> 2, tq = lane & 3;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const float* at = p + (2 * tq + 8 * (i & 1)) * ld + 8 * (i >> 1) + gq;
+        lc_split(at[0], at[ld], hi[i], lo[i]);
+    }
+}
+// c0, c1 += a b for hi + lo operands, in three passes (lo x lo dropped).
+__device__ __forceinline__ void lc_mma2_x3(float* c0, float* c1, const unsigned* ah, const unsigned* al,
+                                           const unsigned* bh, const unsigned* bl) {
+    lc_mma2(c0, c1, ah, bh);
+    lc_mma2(c0, c1, ah, bl);
+    lc_mma2(c0, c1, al, bh);
+}
 // The hi and lo bf16 A fragments (16 x k16) of two adjacent fp32 accumulator tiles s0, s1 (16 x 8 each): scores
 // reused as the left operand of the next product.
 __device__ __forceinline__ void lc_split_a(const float* s0, const float* s1, unsigned* hi, unsigned* lo) {

@@ -9,32 +9,6 @@ extension CUDAKernels {
 // linea-nvrtc-variant: gva -DLINEA_GVA=1  (grouped value heads, HV > H: chunked_common.cuh)
 #include "chunked_common.cuh"
 
-// hi + lo bf16 fragments of a 16 x 16 fp32 block in shared memory (row stride ld): as the A operand (rows x k), and
-// as the B operand [k][n] of two n-tiles (b[0..1] n 0..7, b[2..3] n 8..15, as lc_mma2 takes them).
-__device__ __forceinline__ void lc_frag_a32(const float* p, int ld, int lane, unsigned* hi, unsigned* lo) {
-    const int gq = lane >> 2, tq = lane & 3;
-#pragma unroll
-    for (int q4 = 0; q4 < 4; ++q4) {
-        const float2 x = *(const float2*)(p + (gq + 8 * (q4 & 1)) * ld + 2 * tq + 8 * (q4 >> 1));
-        lc_split(x.x, x.y, hi[q4], lo[q4]);
-    }
-}
-__device__ __forceinline__ void lc_frag_b32(const float* p, int ld, int lane, unsigned* hi, unsigned* lo) {
-    const int gq = lane >> 2, tq = lane & 3;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const float* at = p + (2 * tq + 8 * (i & 1)) * ld + 8 * (i >> 1) + gq;
-        lc_split(at[0], at[ld], hi[i], lo[i]);
-    }
-}
-// c0, c1 += a b for hi + lo operands, in three passes (lo x lo dropped).
-__device__ __forceinline__ void lc_mma2_x3(float* c0, float* c1, const unsigned* ah, const unsigned* al,
-                                           const unsigned* bh, const unsigned* bl) {
-    lc_mma2(c0, c1, ah, bh);
-    lc_mma2(c0, c1, ah, bl);
-    lc_mma2(c0, c1, al, bh);
-}
-
 // Delta-rule prepass for one chunk of value head h: w = A (beta e^G k) [C,K], u = A (beta v) [C,V], A = (I + L)^{-1}.
 template <int K, int VD>
 __device__ __forceinline__ void lc_chunk_wy(

@@ -28,32 +28,6 @@
 // linea-nvrtc-variant: gva -DLINEA_GVA=1  (grouped value heads, HV > H: chunked_common.cuh)
 #include "chunked_delta.cuh"
 
-// hi + lo bf16 fragments of a 16 x 16 fp32 block in shared memory (row stride ld), as the A operand (rows x k) and
-// as the B operand [k][n] of two n-tiles (as lc_mma2 takes them); the inverse's products, as in chunked_wy.cu.
-__device__ __forceinline__ void lk_frag_a32(const float* p, int ld, int lane, unsigned* hi, unsigned* lo) {
-    const int gq = lane >> 2, tq = lane & 3;
-#pragma unroll
-    for (int q4 = 0; q4 < 4; ++q4) {
-        const float2 x = *(const float2*)(p + (gq + 8 * (q4 & 1)) * ld + 2 * tq + 8 * (q4 >> 1));
-        lc_split(x.x, x.y, hi[q4], lo[q4]);
-    }
-}
-__device__ __forceinline__ void lk_frag_b32(const float* p, int ld, int lane, unsigned* hi, unsigned* lo) {
-    const int gq = lane >> 2, tq = lane & 3;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const float* at = p + (2 * tq + 8 * (i & 1)) * ld + 8 * (i >> 1) + gq;
-        lc_split(at[0], at[ld], hi[i], lo[i]);
-    }
-}
-// c0, c1 += a b for hi + lo operands on both sides, three passes (lo x lo dropped).
-__device__ __forceinline__ void lk_mma2_x3(float* c0, float* c1, const unsigned* ah, const unsigned* al,
-                                           const unsigned* bh, const unsigned* bl) {
-    lc_mma2(c0, c1, ah, bh);
-    lc_mma2(c0, c1, ah, bl);
-    lc_mma2(c0, c1, al, bh);
-}
-
 // The prepass of one chunk of value head h. Outputs (rows past T not written): w [B,T,H,K] bf16, u [B,T,H,V] fp32,
 // qgh/qgl = q 2^G and kdh/kdl = k 2^{G_last - G} [B,T,H,K] bf16 (hi, lo), aqh/aql = A_qk [B,T,H,64] bf16 (hi, lo; zero
 // above the diagonal), gl = 2^{G_last} [B,NC,H,K] fp32. About 104 KB of shared memory at K = V = 128 (two blocks/SM).
@@ -282,14 +256,14 @@ __device__ __forceinline__ void lk_kda_prep(
     {
         const int r0 = 16 * warp;
         unsigned zh[3][4], zl[3][4], dh[4], dl[4];
-        lk_frag_a32(L + r0 * LA + r0, LA, lane, dh, dl);
+        lc_frag_a32(L + r0 * LA + r0, LA, lane, dh, dl);
 #pragma unroll
         for (int m = 0; m < 3; ++m) {
             if (m >= warp) break;
             float z[2][4] = {};
             unsigned bh[4], bl[4];
-            lk_frag_b32(L + r0 * LA + 16 * m, LA, lane, bh, bl);
-            lk_mma2_x3(z[0], z[1], dh, dl, bh, bl);
+            lc_frag_b32(L + r0 * LA + 16 * m, LA, lane, bh, bl);
+            lc_mma2_x3(z[0], z[1], dh, dl, bh, bl);
             lc_split_a(z[0], z[1], zh[m], zl[m]);
         }
         __syncthreads();  // every diagonal block of T is in (and k 2^G's tiles)
@@ -302,8 +276,8 @@ __device__ __forceinline__ void lk_kda_prep(
                 for (int m = 0; m < 3; ++m) {
                     if (m < j || m >= warp) continue;
                     unsigned bh[4], bl[4];
-                    lk_frag_b32(L + 16 * m * LA + 16 * j, LA, lane, bh, bl);
-                    lk_mma2_x3(acc[0], acc[1], zh[m], zl[m], bh, bl);
+                    lc_frag_b32(L + 16 * m * LA + 16 * j, LA, lane, bh, bl);
+                    lc_mma2_x3(acc[0], acc[1], zh[m], zl[m], bh, bl);
                 }
 #pragma unroll
                 for (int nt = 0; nt < 2; ++nt)
