@@ -9,14 +9,15 @@ struct CUDAChunkedKDATests {
     /// (B, T, H, HV, K, V, gate range, initial state, V block): lengths around the chunk size and not a multiple of it,
     /// grouped value heads, steep gates (a chunk's summed log decay far below -100 and 16-row blocks past the
     /// reference-row bound), no initial state, both walk widths; the T = 1000 and T = 2000 ones have so few heads that
-    /// they run in sequence segments (CUDAChunkedKDA.Plan: 3 and 8 on an H100), the end-state pass and scan included.
+    /// they run in sequence segments (CUDAChunkedKDA.Plan: 4 and 8 on an H100), the end-state pass and scan included,
+    /// once without an initial state (the scan then starts from zeros).
     static let cases: [(Int, Int, Int, Int, Int, Int, ClosedRange<Float>, Bool, Int?)] = [
         (1, 1, 2, 2, 64, 64, -1...(-1e-4), true, nil), (3, 63, 2, 2, 128, 128, -1...(-1e-4), true, nil),
         (1, 64, 1, 1, 64, 128, -1...(-1e-4), true, nil), (3, 65, 2, 2, 128, 64, -1...(-1e-4), false, nil),
         (1, 1000, 2, 2, 128, 128, -1...(-1e-4), true, 128), (1, 1000, 2, 2, 128, 128, -0.1...(-1e-4), true, 64),
         (2, 130, 2, 2, 128, 128, -20...(-1e-4), true, nil), (1, 200, 1, 1, 64, 64, -20...(-5), true, nil),
         (2, 130, 2, 4, 64, 128, -1...(-1e-4), true, nil), (1, 300, 1, 4, 128, 64, -20...(-1e-4), false, nil),
-        (1, 2000, 1, 1, 64, 64, -0.2...(-1e-4), true, nil),
+        (1, 2000, 1, 1, 64, 64, -0.2...(-1e-4), true, nil), (1, 1000, 2, 2, 128, 128, -1...(-1e-4), false, 64),
     ]
 
     @Test func kdaForwardMatchesReference() throws {
