@@ -178,27 +178,8 @@ __device__ __forceinline__ void lc_chunk_fwd_delta(
                 lc_mma2(Ot[2 * np], Ot[2 * np + 1], uh, bl);
             }
         }
-        // Outputs: Ot[n][e] is o[t = c C + 8 n + 2 tq + (e & 1)][v0 + col0 + gq + 8 (e >> 1)]. Lanes gq and gq ^ 1 swap
-        // one value of each pair, so that a lane holds two adjacent columns of one token: the even lane token
-        // 2 tq, the odd one 2 tq + 1, columns gq & ~1 and the next (one 4-byte bf16 pair or one float2 store).
-        {
-            const int odd = gq & 1;
-            const long chunkAt = ((long)b * T + c * C) * vStride + (long)h * V + v0 + col0 + (gq & ~1);
-#pragma unroll
-            for (int n = 0; n < 8; ++n) {
-                const int tc = 8 * n + 2 * tq + odd;  // token within the chunk
-#pragma unroll
-                for (int hh = 0; hh < 2; ++hh) {
-                    const float lo = Ot[n][2 * hh], hi = Ot[n][2 * hh + 1];  // tokens 2 tq, 2 tq + 1 of column gq
-                    const float other = __shfl_xor_sync(0xffffffffu, odd ? lo : hi, 4);
-                    const float x0 = odd ? other : lo, x1 = odd ? hi : other;
-                    if (c * C + tc >= T) continue;
-                    const long at = chunkAt + (long)tc * vStride + 8 * hh;
-                    if (out_bf16) *(unsigned*)((lc_bf16*)o + at) = lc_pack(x0, x1);
-                    else *(float2*)((float*)o + at) = make_float2(x0, x1);
-                }
-            }
-        }
+        // The chunk's outputs, columns v0 + col0 + the warp's 16.
+        lc_store_ot(Ot, o, out_bf16, ((long)b * T + c * C) * vStride + (long)h * V + v0 + col0 + (gq & ~1), vStride, c * C, T, gq, tq);
         // State: S^T <- e^{G_last} S^T + (U^T diag(e^{G_last - G_j})) k.
         if (GATED) {
             const float Glast = G[C - 1], last = lc_ex2(Glast);

@@ -31,6 +31,29 @@ __device__ __forceinline__ void lc_st_store(float* out, int ld, const float (*St
         for (int e = 0; e < 4; ++e) out[(long)(8 * n + 2 * tq + (e & 1)) * ld + 8 * (e >> 1)] = St[n][e];
 }
 
+// Stores a transposed walk's outputs of one chunk: Ot[n][e] = o[token 8 n + 2 tq + (e & 1)][column gq + 8 (e >> 1)] of
+// the warp's 16 columns, `first` the chunk's first token, `at` the offset of its row and of the warp's column gq & ~1.
+// Lanes gq and gq ^ 1 trade one value of each pair so that a lane holds two adjacent columns of one token (one 4-byte
+// bf16 pair or one float2 store); tokens from T on are not written.
+__device__ __forceinline__ void lc_store_ot(const float (*Ot)[4], void* o, int out_bf16, long at, long stride, int first,
+                                            int T, int gq, int tq) {
+    const int odd = gq & 1;
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+        const int tc = 8 * n + 2 * tq + odd;  // token within the chunk
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+            const float lo = Ot[n][2 * hh], hi = Ot[n][2 * hh + 1];  // tokens 2 tq, 2 tq + 1 of column gq
+            const float other = __shfl_xor_sync(0xffffffffu, odd ? lo : hi, 4);
+            const float x0 = odd ? other : lo, x1 = odd ? hi : other;
+            if (first + tc >= T) continue;
+            const long to = at + (long)tc * stride + 8 * hh;
+            if (out_bf16) *(unsigned*)((lc_bf16*)o + to) = lc_pack(x0, x1);
+            else *(float2*)((float*)o + to) = make_float2(x0, x1);
+        }
+    }
+}
+
 // Entries linea_chunk_{fwd,end}_k{K}_{delta,gdelta} of the delta rules (4 warps, two blocks per SM), one line each as
 // LC_CHUNK_ENTRY's.
 #define LC_DELTA_ENTRY(NAME, KERNEL, K, GATED)                                                                        \

@@ -458,26 +458,8 @@ __device__ __forceinline__ void lk_kda_walk(
                 lc_mma2(Ot[2 * np], Ot[2 * np + 1], uh, bl);
             }
         }
-        // Outputs: Ot[n][e] is o[t = c C + 8 n + 2 tq + (e & 1)][v0 + col0 + gq + 8 (e >> 1)]; lanes gq and gq ^ 1
-        // trade one value of each pair so that a lane stores two adjacent columns of one token (as the delta walk).
-        {
-            const int odd = gq & 1;
-            const long chunkAt = ((long)b * T + c * C) * vStride + (long)h * V + v0 + col0 + (gq & ~1);
-#pragma unroll
-            for (int n = 0; n < 8; ++n) {
-                const int tc = 8 * n + 2 * tq + odd;
-#pragma unroll
-                for (int hh = 0; hh < 2; ++hh) {
-                    const float lo = Ot[n][2 * hh], hi = Ot[n][2 * hh + 1];
-                    const float other = __shfl_xor_sync(0xffffffffu, odd ? lo : hi, 4);
-                    const float x0 = odd ? other : lo, x1 = odd ? hi : other;
-                    if (c * C + tc >= T) continue;
-                    const long at = chunkAt + (long)tc * vStride + 8 * hh;
-                    if (out_bf16) *(unsigned*)((lc_bf16*)o + at) = lc_pack(x0, x1);
-                    else *(float2*)((float*)o + at) = make_float2(x0, x1);
-                }
-            }
-        }
+        // The chunk's outputs, columns v0 + col0 + the warp's 16.
+        lc_store_ot(Ot, o, out_bf16, ((long)b * T + c * C) * vStride + (long)h * V + v0 + col0 + (gq & ~1), vStride, c * C, T, gq, tq);
         // State: S^T <- S^T diag(2^{G_last}) + U^T (k 2^{G_last - G}) (U^T and the decayed k both hi + lo).
         {
             const float* gb = Gl + buf * K;
