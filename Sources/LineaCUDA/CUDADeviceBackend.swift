@@ -200,13 +200,12 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
             columnsPerThread: Self.stepColumns, warpsPerBlock: Self.stepWarps)
     }
 
-    /// Whether a whole-sequence call runs the recurrent scan kernel: asked for (`form` recurrent), the automatic form
-    /// of a mechanism without a chunked kernel, and kda where its chunked kernel (`CUDAChunkedKDA`: bf16, K and V up
-    /// to 128) does not apply: f32 / f16 inputs in the automatic or chunked form, larger heads in the automatic form
-    /// (kda ran only the scan kernel before, up to K = 256), and devices whose shared memory or architecture the
-    /// chunked kda kernel does not fit (before sm_80; A100's 163 KB at K > 64). O(1).
+    /// Whether a whole-sequence call runs the recurrent scan kernel: asked for (`form` recurrent), and kda where its
+    /// chunked kernel (`CUDAChunkedKDA`: bf16, K and V up to 128) does not apply: f32 / f16 inputs in the automatic or
+    /// chunked form, larger heads in the automatic form (the scan kernel takes K up to 256), and devices whose shared
+    /// memory or architecture the chunked kda kernel does not fit (before sm_80; A100's 163 KB at K > 64). O(1).
     func scans(_ c: RecurrenceCall) -> Bool {
-        if c.form == .recurrent || (c.form == nil && !c.mechanism.hasGPUChunkedForm) { return true }
+        if c.form == .recurrent { return true }
         guard c.mechanism == .kda else { return false }
         return (c.form == nil && (c.shape.K > 128 || c.shape.V > 128))
             || (c.q.dtype != .bfloat16 && (c.form == nil || c.form == .chunked(size: 64)))
@@ -265,7 +264,6 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
     /// The chunked kernels: q, k, v in one of f32, bf16, f16; g and beta f32; K, V <= 128 (under 64 or between 64 and
     /// 128 padded with zeros to 64 or 128); chunk 64. O(1).
     private func chunkedSupport(_ c: RecurrenceCall) -> Support {
-        if !c.mechanism.hasGPUChunkedForm { return .unsupported("\(c.mechanism.rawValue) has no chunked kernel yet (its decode step runs on the GPU)") }
         if let form = c.form, form != .chunked(size: 64) { return .unsupported("form \(form); the GPU runs the chunked form with chunks of 64") }
         guard CUDAUpload.inputTypes.contains(c.q.dtype), c.k.dtype == c.q.dtype, c.v.dtype == c.q.dtype else {
             return .unsupported("q, k, v dtypes \(c.q.dtype.shortName), \(c.k.dtype.shortName), \(c.v.dtype.shortName); the chunked kernels take one of f32, bf16, f16 for all three")

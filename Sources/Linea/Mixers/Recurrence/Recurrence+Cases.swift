@@ -35,7 +35,7 @@ public struct RecurrenceFamily: OpFamily {
     /// CPU: chunked (64), recurrent, chunked:16, step; GPU: the chunked kernels (kda's with bf16 inputs; f32 and f16
     /// run its recurrent kernel), the recurrent scan kernel and the step kernel.
     public func forms(on device: Device) -> [String] {
-        guard device == .cpu else { return (mechanism.hasGPUChunkedForm ? ["chunked"] : []) + ["recurrent", "step"] }
+        guard device == .cpu else { return ["chunked", "recurrent", "step"] }
         return ["chunked", "recurrent", "chunked:16", "step"]
     }
 
@@ -205,7 +205,7 @@ public struct RecurrenceFamily: OpFamily {
             let label = "B\(B) T\(T) H\(H)\(HV == H ? "" : " HV\(HV)") K\(K) V\(V)"
                 + (gated ? " g in [\(Int(gates.lowerBound)), 0)" : "") + (h0 ? "" : " no h0")
             var gpu: [String] = K <= 256 ? ["recurrent", "step"] : []
-            if [64, 128].contains(K) && [64, 128].contains(V) && r.hasGPUChunkedForm { gpu.insert("chunked", at: 0) }
+            if [64, 128].contains(K) && [64, 128].contains(V) { gpu.insert("chunked", at: 0) }
             // The step form costs T launches per token on a GPU: the long sequences are left to the chunked form there.
             if T > 200 { gpu.removeAll { $0 == "step" } }
             return OpCase(label: label, gpuForms: gpu,

@@ -292,10 +292,6 @@ extension RecurrentMechanism {
 
     /// Whether the write is the delta rule (delta_rule, gated_delta_rule: needs beta). O(1).
     public var isDelta: Bool { self == .deltaRule || self == .gatedDeltaRule || self == .kda }
-
-    /// Whether the GPU's chunked kernels take it: every mechanism (kda's chunked kernel takes bf16 inputs; with f32 or
-    /// f16 inputs its automatic and chunked forms run the recurrent kernel on the GPU).
-    public var hasGPUChunkedForm: Bool { true }
 }
 
 /// Problem sizes after validation: `H` query/key heads, `HV` value (and state) heads, a multiple of H.
