@@ -160,10 +160,10 @@ struct OpCommand: ParsableCommand {
             (options.settings["block_rows"], options.settings["block_keys"]) = (mask.blockRows, mask.blockKeys)
             results["mask"] = try Tensor(shape: mask.shape, scalars: mask.values.map(Float.init))
             results["density"] = try Tensor(shape: [1], scalars: [Float(chosen.density)])
-            let error = !selection.selectorError ? Double.nan : try chosen.outputError(q: q, k: k, v: host["v"]!,
-                                               options: AttentionOptions(scale: options.scale, causal: options.causal))
+            let error = !selection.selectorError ? "not computed (--no-selector-error)" : String(format: "%.3g", try chosen.outputError(
+                q: q, k: k, v: host["v"]!, options: AttentionOptions(scale: options.scale, causal: options.causal)))
             let heads = chosen.patterns.isEmpty ? "" : "; heads: " + chosen.patterns.map(\.description).joined(separator: ", ")
-            printError(String(format: "op: %@ kept %d of %d visible blocks (density %.4f); rel-RMS against dense attention %.3g; selected on %@ in %.1f ms",
+            printError(String(format: "op: %@ kept %d of %d visible blocks (density %.4f); rel-RMS against dense attention %@; selected on %@ in %.1f ms",
                               selection.selector!, chosen.kept, chosen.visible, chosen.density, error, "\(target)", selectSeconds * 1000) + heads)
         }
         // The CPU forms check their inputs' values and their outputs themselves; the GPU kernels check shapes only.
