@@ -335,6 +335,33 @@ __device__ __forceinline__ void lk_kda_prep(
     product(Vs, Vs, LV, lc_int<VD>(), lc_int<1>(), u, vStride);
 }
 
+// One chunk's state step of the walk and the end pass: S^T <- S^T diag(2^{G_last}) + U^T (k 2^{G_last - G}), with
+// gl = 2^{G_last} [K] and the decayed k as hi + lo [64][K + 8] bf16 tiles at shared addresses kh, kl (lane offset
+// included); U^T split hi + lo, lo x lo dropped.
+template <int K>
+__device__ __forceinline__ void lk_state_step(float (*St)[4], float (*Ut)[4], const float* gl, unsigned kh, unsigned kl, int tq) {
+    constexpr int LK = K + 8;
+#pragma unroll
+    for (int n = 0; n < K / 8; ++n) {
+        const float2 d = *(const float2*)(gl + 8 * n + 2 * tq);
+        St[n][0] *= d.x; St[n][1] *= d.y; St[n][2] *= d.x; St[n][3] *= d.y;
+    }
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+        unsigned ah[4], al[4];
+        lc_split_a(Ut[2 * kk], Ut[2 * kk + 1], ah, al);
+#pragma unroll
+        for (int np = 0; np < K / 16; ++np) {
+            unsigned bk[4];
+            lc_ldsm_t(bk, kh + (kk * 16 * LK + np * 16) * 2);
+            lc_mma2(St[2 * np], St[2 * np + 1], ah, bk);
+            lc_mma2(St[2 * np], St[2 * np + 1], al, bk);
+            lc_ldsm_t(bk, kl + (kk * 16 * LK + np * 16) * 2);
+            lc_mma2(St[2 * np], St[2 * np + 1], ah, bk);
+        }
+    }
+}
+
 // The walk over the chunks of (BV columns from blockIdx.x * BV, value head, batch), BV / 16 warps. Shared memory:
 // k 2^{G_last - G} hi/lo, A_qk hi/lo and 2^{G_last} double-buffered (one chunk ahead); q 2^G hi/lo, w and u single-
 // buffered, loaded for the next chunk once this chunk's products with them are done (as lc_chunk_fwd_delta). About
@@ -460,30 +487,7 @@ __device__ __forceinline__ void lk_kda_walk(
         }
         // The chunk's outputs, columns v0 + col0 + the warp's 16.
         lc_store_ot(Ot, o, out_bf16, ((long)b * T + c * C) * vStride + (long)h * V + v0 + col0 + (gq & ~1), vStride, c * C, T, gq, tq);
-        // State: S^T <- S^T diag(2^{G_last}) + U^T (k 2^{G_last - G}) (U^T and the decayed k both hi + lo).
-        {
-            const float* gb = Gl + buf * K;
-#pragma unroll
-            for (int n = 0; n < KN; ++n) {
-                const float2 d = *(const float2*)(gb + 8 * n + 2 * tq);
-                St[n][0] *= d.x; St[n][1] *= d.y; St[n][2] *= d.x; St[n][3] *= d.y;
-            }
-            const unsigned kh = sKDh + buf * C * LK * 2 + kOff, kl = sKDl + buf * C * LK * 2 + kOff;
-#pragma unroll
-            for (int kk = 0; kk < 4; ++kk) {
-                unsigned ah[4], al[4];
-                lc_split_a(Ut[2 * kk], Ut[2 * kk + 1], ah, al);
-#pragma unroll
-                for (int np = 0; np < K / 16; ++np) {
-                    unsigned bk[4];
-                    lc_ldsm_t(bk, kh + (kk * 16 * LK + np * 16) * 2);
-                    lc_mma2(St[2 * np], St[2 * np + 1], ah, bk);
-                    lc_mma2(St[2 * np], St[2 * np + 1], al, bk);
-                    lc_ldsm_t(bk, kl + (kk * 16 * LK + np * 16) * 2);
-                    lc_mma2(St[2 * np], St[2 * np + 1], ah, bk);
-                }
-            }
-        }
+        lk_state_step<K>(St, Ut, Gl + buf * K, sKDh + buf * C * LK * 2 + kOff, sKDl + buf * C * LK * 2 + kOff, tq);
     }
     if (p == P - 1 && ht) lc_st_store<K>(ht + ((long)b * H + h) * K * V + v0 + col0 + gq, V, St, tq);
 }
@@ -568,27 +572,7 @@ __device__ __forceinline__ void lk_kda_end(
             for (int e = 0; e < 4; ++e)
                 Ut[n][e] = (trans ? 0.f : Ub[(j + (e & 1)) * LU + col0 + gq + 8 * (e >> 1)]) - Ut[n][e];
         }
-        const float* gb = Gl + buf * K;
-#pragma unroll
-        for (int n = 0; n < KN; ++n) {
-            const float2 d = *(const float2*)(gb + 8 * n + 2 * tq);
-            St[n][0] *= d.x; St[n][1] *= d.y; St[n][2] *= d.x; St[n][3] *= d.y;
-        }
-        const unsigned kh = sKDh + buf * C * LK * 2 + kOff, kl = sKDl + buf * C * LK * 2 + kOff;
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk) {
-            unsigned ah[4], al[4];
-            lc_split_a(Ut[2 * kk], Ut[2 * kk + 1], ah, al);
-#pragma unroll
-            for (int np = 0; np < K / 16; ++np) {
-                unsigned bk[4];
-                lc_ldsm_t(bk, kh + (kk * 16 * LK + np * 16) * 2);
-                lc_mma2(St[2 * np], St[2 * np + 1], ah, bk);
-                lc_mma2(St[2 * np], St[2 * np + 1], al, bk);
-                lc_ldsm_t(bk, kl + (kk * 16 * LK + np * 16) * 2);
-                lc_mma2(St[2 * np], St[2 * np + 1], ah, bk);
-            }
-        }
+        lk_state_step<K>(St, Ut, Gl + buf * K, sKDh + buf * C * LK * 2 + kOff, sKDl + buf * C * LK * 2 + kOff, tq);
     }
     const int ld = trans ? K : V;  // row stride of what is stored: M [K,K] or E [K,V]
     lc_st_store<K>((trans ? seg_trans : seg_state) + ((long)(b * P + p) * H + h) * K * ld + v0 + col0 + gq, ld, St, tq);
