@@ -153,9 +153,10 @@ public final class Qwen3Next: CausalLM {
                              (l + "in_proj_qkv.weight", [c.convChannels, c.hidden]), (l + "in_proj_z.weight", [valueWidth, c.hidden])]
                 let projections: LinearMixer.Projections = !w.has(split[2].0) ? .fused(qkvz: try w.take(l + "in_proj_qkvz.weight", [2 * keyWidth + 2 * valueWidth, c.hidden]),
                              ba: try w.take(l + "in_proj_ba.weight", [2 * c.valueHeads, c.hidden]))
-                    : try w.takeRows(split).map { .stacked($0) }
-                    ?? .split(qkv: try w.take(split[2].0, split[2].1), z: try w.take(split[3].0, split[3].1),
-                              b: try w.take(split[1].0, split[1].1), a: try w.take(split[0].0, split[0].1))
+                    : try w.takeRows(split).map { .stacked($0) } ?? {
+                        let t = try split.map { try w.take($0.0, $0.1) }  // a, b, qkv, z
+                        return .split(qkv: t[2], z: t[3], b: t[1], a: t[0])
+                    }()
                 linear = LinearMixer(
                     projections: projections,
                     negA: try ModelMath.negExp(w.take(l + "A_log", [c.valueHeads])),

@@ -37,8 +37,7 @@ struct GatedMLP {
         switch projections {
         case let .stacked(both):
             let width = both.shape[0] / 2, gateUp = try Ops.matmul(x, weight: both)
-            let half = { (r: Range<Int>) in try gateUp.narrowed(axis: gateUp.rank - 1, r).contiguous() }
-            middle = try Ops.swiglu(gate: half(0..<width), up: half(width..<(2 * width)))
+            middle = try Ops.swiglu(gate: ModelMath.slice(gateUp, 0..<width), up: ModelMath.slice(gateUp, width..<(2 * width)))
         case let .separate(gate, up, gateBias, upBias):
             middle = try Ops.swiglu(gate: Ops.matmul(x, weight: gate, bias: gateBias), up: Ops.matmul(x, weight: up, bias: upBias))
         }
