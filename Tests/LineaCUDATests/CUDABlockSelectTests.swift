@@ -119,10 +119,12 @@ struct CUDABlockSelectTests {
                             try BlockSelector.topK(q: q, k: k, blockSize: bs, topK: top, options: options), "topk case \(index) k \(top)")
         }
         guard causal else { return }
-        let candidates: [MInferencePattern] = [.aShape(sinks: 16, window: 64), .verticalSlash(vertical: 60, slash: 150), .blockSparse(topK: 2)]
+        // Vertical-slash takes T == S only.
+        let candidates: [MInferencePattern] = [.aShape(sinks: 16, window: 64), .blockSparse(topK: 2)]
+            + (c.1 == c.2 ? [.verticalSlash(vertical: 60, slash: 150)] : [])
         Self.expectSame(try BlockSelector.mInference(q: gq, k: gk, blockSize: bs, patterns: candidates, search: true),
                         try BlockSelector.mInference(q: q, k: k, blockSize: bs, patterns: candidates, search: true), "minference search case \(index)")
-        let perHead = (0..<Hq).map { candidates[$0 % 3] }
+        let perHead = (0..<Hq).map { candidates[$0 % candidates.count] }
         Self.expectSame(try BlockSelector.mInference(q: gq, k: gk, blockSize: bs, patterns: perHead),
                         try BlockSelector.mInference(q: q, k: k, blockSize: bs, patterns: perHead), "minference per head case \(index)")
     }
@@ -137,6 +139,17 @@ struct CUDABlockSelectTests {
         #expect(got.o.device == Self.gpu)
         let want = try BlockSparseAttention.reference(q: q, k: k, v: v, mask: sel.mask)
         // The block-sparse kernel's own tolerance (CUDABlockSparseTests) is what this checks, not the selection.
+        #expect(ErrorStats(try got.o.host(), want.o).relativeRMS <= 1e-3)
+    }
+
+    /// Vertical-slash's exact keys on the GPU: its mask of 64 x 1-key blocks through the portable kernel.
+    @Test func attentionThroughAGPUVerticalSlashSelectionAttendsItsExactKeys() throws {
+        let (q, k) = try Self.inputs((1, 300, 300, 2, 1, 64, 64, true), seed: 31)
+        let v = try Tensor.randomNormal(k.shape, seed: 37)
+        let (gq, gk, gv) = (try DeviceTensor(q, on: Self.gpu), try DeviceTensor(k, on: Self.gpu), try DeviceTensor(v, on: Self.gpu))
+        let sel = try BlockSelector.mInference(q: gq, k: gk, patterns: [.verticalSlash(vertical: 40, slash: 60)])
+        let got = try BlockSparseAttention.forward(q: gq, k: gk, v: gv, selection: sel)
+        let want = try BlockSparseAttention.reference(q: q, k: k, v: v, selection: sel)
         #expect(ErrorStats(try got.o.host(), want.o).relativeRMS <= 1e-3)
     }
 

@@ -20,6 +20,7 @@ import Testing
         #expect(got.mask == want.mask, "\(label): \(zip(got.mask.values, want.mask.values).filter { $0 != $1 }.count) blocks differ")
         #expect(got.kept == want.kept && got.visible == want.visible && got.density == want.density, "\(label)")
         #expect(got.patterns == want.patterns, "\(label)")
+        #expect(got.keys == want.keys, "\(label): exact keys")
     }
 
     @Test(arguments: grid.indices)
@@ -36,10 +37,13 @@ import Testing
         Self.expectSame(try BlockSelector.topK(q: dq, k: dk, blockSize: bs, topK: 2, options: options),
                         try BlockSelector.topK(q: q, k: k, blockSize: bs, topK: 2, options: options), "topk \(index)")
         guard causal else { return }
-        let candidates: [MInferencePattern] = [.aShape(sinks: 8, window: 24), .verticalSlash(vertical: 40, slash: 110), .blockSparse(topK: 2)]
+        // Vertical-slash takes T == S only.
+        let candidates: [MInferencePattern] = [.aShape(sinks: 8, window: 24), .blockSparse(topK: 2)]
+            + (c.1 == c.2 ? [.verticalSlash(vertical: 40, slash: 110)] : [])
         Self.expectSame(try BlockSelector.mInference(q: dq, k: dk, blockSize: bs, patterns: candidates, search: true, lastQueries: 48),
                         try BlockSelector.mInference(q: q, k: k, blockSize: bs, patterns: candidates, search: true, lastQueries: 48),
                         "minference search \(index)")
+        guard c.1 == c.2 else { return }
         let perHead = Array(repeating: MInferencePattern.verticalSlash(vertical: 35, slash: 105), count: c.3)
         Self.expectSame(try BlockSelector.mInference(q: dq, k: dk, blockSize: bs, patterns: perHead),
                         try BlockSelector.mInference(q: q, k: k, blockSize: bs, patterns: perHead), "minference vertical-slash \(index)")
@@ -92,6 +96,11 @@ import Testing
         let want = try BlockSparseAttention.reference(q: q, k: k, v: v, mask: sel.mask)
         #expect(ErrorStats(try got.o.host(), want.o).relativeRMS <= 1e-5)
         #expect(try sel.deviceMask(on: .cpu).shape == sel.mask.shape)
+        // Exact keys (vertical-slash) run as 1-key blocks: the device call attends exactly them.
+        let vs = try BlockSelector.mInference(q: q, k: k, blockSize: 32, patterns: [.verticalSlash(vertical: 30, slash: 50)])
+        let exact = try BlockSparseAttention.forward(q: DeviceTensor(q), k: DeviceTensor(k), v: DeviceTensor(v), selection: vs)
+        #expect(ErrorStats(try exact.o.host(), try BlockSparseAttention.reference(q: q, k: k, v: v, selection: vs).o).relativeRMS <= 1e-5)
+        #expect(try vs.deviceMask(on: .cpu).shape == [vs.mask.shape[0], vs.mask.shape[1], vs.mask.shape[2], k.shape[1]])
     }
 
     @Test func deviceSelectorsCheckTheirArguments() throws {

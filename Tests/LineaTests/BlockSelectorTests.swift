@@ -189,28 +189,142 @@ import Testing
         }
     }
 
-    @Test func mInferenceVerticalSlashKeepsEveryBlockHoldingASelectedColumnOrDiagonal() throws {
-        let (T, S, D, bs, vertical, slash) = (384, 384, 8, 16, 34, 104)  // rows far past the forced diagonals
-        let q = try Tensor.randomNormal([1, T, 1, D], seed: 71), k = try Tensor.randomNormal([1, S, 1, D], seed: 72)
+    /// MInference's `convert_vertical_slash_indexes` loop for one query block, written out as it reads (vertical
+    /// indexes ascending, slash offsets descending, blocks of `bs` for both M and N), then its tiles and columns as a
+    /// key set, cut to the keys the kernel lets the block's last query see (key < T and key <= that query).
+    static func minferenceKeys(T: Int, bs: Int, columns: [Int], slashes: [Int]) -> [Set<Int>] {
+        let v = columns.sorted(), s = slashes.sorted(by: >)
+        return (0..<(T + bs - 1) / bs).map { I in
+            let endM = I * bs + bs
+            var blockOffsets: [Int] = [], columnIndex: [Int] = []
+            var vp = 0, sp = 0
+            var vIdx = endM + bs, sIdx = -1
+            if vp < v.count { vIdx = v[vp]; vp += 1 }
+            if sp < s.count { sIdx = s[sp]; sp += 1 }
+            while sIdx >= endM && sp < s.count { sIdx = s[sp]; sp += 1 }
+            sIdx = sIdx >= endM ? endM + bs : max(endM - sIdx, bs)
+            var rangeStart = sIdx - bs, rangeEnd = sIdx
+            func save() { var idx = rangeStart; while idx < rangeEnd { blockOffsets.append(idx); idx += bs } }
+            while true {
+                if vIdx < rangeEnd {
+                    if vIdx < rangeStart { columnIndex.append(vIdx) }
+                    if vp < v.count { vIdx = v[vp]; vp += 1 } else { vIdx = endM + bs }
+                } else {
+                    if sp < s.count { sIdx = max(endM - s[sp], bs); sp += 1 } else { save(); break }
+                    if sIdx > rangeEnd + bs {
+                        save()
+                        (rangeStart, rangeEnd) = (sIdx - bs, sIdx)
+                    } else if sIdx > rangeEnd {
+                        rangeEnd += bs
+                    }
+                }
+            }
+            let lastQuery = min(T, endM) - 1
+            return Set((blockOffsets.flatMap { $0..<$0 + bs } + columnIndex).filter { $0 >= 0 && $0 < T && $0 <= lastQuery })
+        }
+    }
+
+    static func keySet(_ runs: [Range<Int>]) -> Set<Int> { Set(runs.flatMap { Array($0) }) }
+
+    @Test func verticalSlashKeysAreMInferencesIndexSets() throws {
+        // (T, bs, columns, slash offsets): T not a multiple of 64 or below it; adjacent (64 apart), overlapping (< 64
+        // apart) and distant slash ranges; columns inside ranges, between them, past the last range's end; offsets past
+        // a block's end (skipped there) and beyond T's start (clamped to the first tile).
+        let cases: [(Int, Int, [Int], [Int])] = [
+            (200, 64, [0, 1, 5, 70, 100, 130, 150, 199], [0, 10, 64, 128, 190]),
+            (256, 64, [3, 64, 65, 127, 128, 200, 255], [0, 1, 2, 63, 64, 150]),
+            (300, 64, Array(stride(from: 0, to: 300, by: 7)), [5, 70, 200, 260, 299]),
+            (50, 64, [0, 10, 49], [0, 20, 40]),
+            (130, 16, [0, 17, 33, 90, 129], [0, 3, 16, 40, 41, 100]),
+            (128, 64, [1, 100], [120]),  // no offset below block 0's end: its columns alone (causally cut)
+        ]
+        for (T, bs, columns, slashes) in cases {
+            let got = BlockSelector.verticalSlashKeys(T: T, blockSize: bs, columns: columns, diagonals: slashes)
+            let want = Self.minferenceKeys(T: T, bs: bs, columns: columns, slashes: slashes)
+            #expect(got.count == want.count)
+            for (I, runs) in got.enumerated() {
+                #expect(Self.keySet(runs) == want[I], "T \(T) bs \(bs) row \(I)")
+                #expect(zip(runs, runs.dropFirst()).allSatisfy { $0.upperBound < $1.lowerBound } && runs.allSatisfy { !$0.isEmpty },
+                        "runs ascending, disjoint, merged: \(runs)")
+            }
+        }
+        // Seeded random lists, as the selector makes them (distinct indices below T).
+        var rng = SeededRandom(seed: 7)
+        for trial in 0..<40 {
+            let T = 1 + Int(rng.next() % 400), bs = [16, 32, 64][trial % 3]
+            let columns = Array(Set((0..<Int(rng.next() % 40)).map { _ in Int(rng.next() % UInt64(T)) }))
+            let slashes = Array(Set((0..<1 + Int(rng.next() % 40)).map { _ in Int(rng.next() % UInt64(T)) }))
+            let got = BlockSelector.verticalSlashKeys(T: T, blockSize: bs, columns: columns, diagonals: slashes)
+            #expect(got.map(Self.keySet) == Self.minferenceKeys(T: T, bs: bs, columns: columns, slashes: slashes), "trial \(trial)")
+        }
+    }
+
+    @Test(arguments: [(384, 16), (200, 64), (100, 32)])
+    func mInferenceVerticalSlashAttendsMInferencesKeysOfItsTopColumnsAndDiagonals(_ c: (Int, Int)) throws {
+        let (T, bs) = c
+        let (D, vertical, slash) = (8, 34, 20)  // slash below MInference's floor of 50 diagonals
+        let q = try Tensor.randomNormal([1, T, 1, D], seed: 71), k = try Tensor.randomNormal([1, T, 1, D], seed: 72)
         let sel = try BlockSelector.mInference(q: q, k: k, blockSize: bs, patterns: [.verticalSlash(vertical: vertical, slash: slash)])
         // The last 64 queries' attention, summed per column and per diagonal.
-        var columns = [Double](repeating: 0, count: S), diagonals = [Double](repeating: 0, count: S)
-        for i in T - 64..<T {
+        var columns = [Double](repeating: 0, count: T), diagonals = [Double](repeating: 0, count: T)
+        for i in max(0, T - 64)..<T {
             let s = (0...i).map { Self.dot(q, i * D, k, $0 * D, D: D) / Double(D).squareRoot() }
             let m = s.max()!, z = s.reduce(0.0) { $0 + exp($1 - m) }
             for j in 0...i { columns[j] += exp(s[j] - m) / z; diagonals[i - j] += exp(s[j] - m) / z }
         }
-        func top(_ x: [Double], forced: Int, _ n: Int) -> Set<Int> {
-            Set(Array(0..<forced) + (forced..<S).sorted { x[$0] > x[$1] || (x[$0] == x[$1] && $0 < $1) }.prefix(n - forced))
+        // The n largest, the indices below `forced` first (MInference makes them infinite; among them, by value here).
+        func top(_ x: [Double], forced: Int, _ n: Int) -> [Int] {
+            let byValue = { (a: Int, b: Int) in x[a] > x[b] || (x[a] == x[b] && a < b) }
+            return Array(((0..<min(forced, T)).sorted(by: byValue) + (min(forced, T)..<T).sorted(by: byValue)).prefix(n))
         }
-        let (cols, diags) = (top(columns, forced: 30, vertical), top(diagonals, forced: 100, slash))
-        for I in 0..<T / bs {
-            var want = Set<Int>()
-            for i in I * bs..<(I + 1) * bs { for j in 0...i where cols.contains(j) || diags.contains(i - j) { want.insert(j / bs) } }
-            #expect(Self.kept(sel.mask, b: 0, h: 0, I) == want, "row \(I)")
-        }
+        let want = Self.minferenceKeys(T: T, bs: bs, columns: top(columns, forced: 30, max(vertical, 30)),
+                                       slashes: top(diagonals, forced: 100, max(slash, 50)))
+        let keys = try #require(sel.keys)
+        #expect(keys.map(Self.keySet) == want)
+        // The mask holds exactly the blocks of those keys; the density counts the attended causal pairs.
+        for I in 0..<want.count { #expect(Self.kept(sel.mask, b: 0, h: 0, I) == Set(want[I].map { $0 / bs }), "row \(I)") }
+        let attended = (0..<T).reduce(0) { n, i in n + want[i / bs].filter { $0 <= i }.count }
+        #expect(sel.pairs?.attended == attended && sel.pairs?.visible == T * (T + 1) / 2)
+        #expect(abs(sel.density - Double(attended) / Double(T * (T + 1) / 2)) < 1e-12)
     }
 
+    @Test func attentionOverExactKeysEqualsItsReferenceAndOutputErrorUsesThem() throws {
+        let (T, Hq, Hkv, D) = (200, 4, 2, 32)
+        let q = try Tensor.randomNormal([1, T, Hq, D], seed: 95), k = try Tensor.randomNormal([1, T, Hkv, D], seed: 96)
+        let v = try Tensor.randomNormal([1, T, Hkv, D], seed: 97)
+        // Per head: vertical-slash twice, a block pattern twice (their rows attend their blocks' keys).
+        let patterns: [MInferencePattern] = [.verticalSlash(vertical: 30, slash: 50), .aShape(sinks: 8, window: 40),
+                                             .verticalSlash(vertical: 40, slash: 60), .blockSparse(topK: 1)]
+        let sel = try BlockSelector.mInference(q: q, k: k, patterns: patterns)
+        let keys = try #require(sel.keys)
+        // The oracle over the keys equals the mask oracle over the same keys as 1-key blocks, and the fused form both.
+        let want = try BlockSparseAttention.reference(q: q, k: k, v: v, selection: sel)
+        let exact = try sel.exactMask()
+        #expect(exact.blockKeys == 1 && exact.shape == [1, Hq, 4, T])
+        for (row, runs) in keys.enumerated() {
+            let ones = Set((0..<T).filter { exact.values[row * T + $0] != 0 })
+            #expect(ones == Self.keySet(runs))
+        }
+        #expect(ErrorStats(want.o, try BlockSparseAttention.reference(q: q, k: k, v: v, mask: exact).o).relativeRMS == 0)
+        let fused = try BlockSparseAttention.fused(q: q, k: k, v: v, selection: sel)
+        #expect(ErrorStats(fused.o, want.o).relativeRMS <= 1e-5)
+        #expect(ErrorStats(fused.lse, want.lse).maxAbs <= 1e-4)
+        #expect(ErrorStats(try BlockSparseAttention.fused(q: q, k: k, v: v, mask: exact).o, want.o).relativeRMS <= 1e-5)
+        // The block pattern heads attend their blocks: as through the mask.
+        let superset = try BlockSparseAttention.reference(q: q, k: k, v: v, mask: sel.mask)
+        let dense = try Attention.forward(q: q, k: k, v: v, options: AttentionOptions(), form: .flash)
+        func head(_ x: Tensor, _ h: Int) -> [Float] {
+            var out: [Float] = []
+            for i in 0..<T { out += x.scalars[(i * Hq + h) * D..<(i * Hq + h + 1) * D] }
+            return out
+        }
+        for h in [1, 3] { #expect(head(want.o, h) == head(superset.o, h)) }
+        #expect(ErrorStats(head(want.o, 0), head(superset.o, 0)).relativeRMS > 1e-3, "the exact keys are fewer than the blocks'")
+        // outputError: against dense, through the exact keys (not the blocks holding them).
+        let error = try sel.outputError(q: q, k: k, v: v)
+        #expect(abs(error - ErrorStats(fused.o.scalars, dense.o.scalars).relativeRMS) < 1e-12)
+        #expect(abs(error - ErrorStats(superset.o.scalars, dense.o.scalars).relativeRMS) > 1e-4)
+    }
     @Test func mInferenceTakesPatternsPerHeadAndTheSearchPicksTheBestRecall() throws {
         let (T, D, bs) = (128, 8, 16)
         let q = try Tensor.randomNormal([1, T, 3, D], seed: 81), k = try Tensor.randomNormal([1, T, 3, D], seed: 82)
@@ -288,6 +402,10 @@ import Testing
         expectError("vertical-slash") { try BlockSelector.mInference(q: q, k: k, blockSize: 8, patterns: [.verticalSlash(vertical: 0, slash: 5)]) }
         expectError("patterns") { try BlockSelector.mInference(q: q, k: k, blockSize: 8, patterns: [.blockSparse(topK: 1), .blockSparse(topK: 1), .blockSparse(topK: 1)]) }
         expectError("causal") { try BlockSelector.mInference(q: q, k: k, patterns: [.blockSparse(topK: 1)], options: AttentionOptions(causal: false)) }
+        expectError("causal") { try BlockSelector.mInference(q: q, k: k, patterns: [.verticalSlash(vertical: 1, slash: 1)], options: AttentionOptions(causal: false)) }
+        let longer = try Tensor.randomNormal([1, 40, 1, 8], seed: 4)
+        expectError("T == S") { try BlockSelector.mInference(q: q, k: longer, blockSize: 8, patterns: [.verticalSlash(vertical: 1, slash: 1)]) }
+        expectError("T == S") { try BlockSelector.mInference(q: q, k: longer, blockSize: 8, patterns: [.aShape(sinks: 1, window: 4), .verticalSlash(vertical: 1, slash: 1)], search: true) }
         expectError("window") { try BlockSelector.topK(q: q, k: k, topK: 1, options: AttentionOptions(window: 4)) }
         expectError("q") { try BlockSelector.topK(q: try q.reshaped([32, 2, 8]), k: k, topK: 1) }
         expectError("k") { try BlockSelector.topK(q: q, k: try Tensor.randomNormal([1, 32, 1, 4], seed: 3), topK: 1) }

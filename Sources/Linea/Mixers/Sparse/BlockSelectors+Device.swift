@@ -158,18 +158,22 @@ extension BlockSelector {
 }
 
 extension BlockSelection {
-    /// The chosen mask as a u8 tensor `[B, Hq, QB, KB]` on `device`, as `BlockSparseAttention.forward` takes it. O(mask).
+    /// `exactMask()` as a u8 tensor on `device` (`[B, Hq, QB, KB]`, or `[B, Hq, QB, S]` of 1-key blocks with exact
+    /// keys), as `BlockSparseAttention.forward` takes it. O(that mask).
     public func deviceMask(on device: Device) throws -> DeviceTensor {
-        try DeviceTensor(integers: mask.values.map(Int.init), shape: mask.shape, dtype: .uint8, on: device)
+        let exact = try exactMask()
+        return try DeviceTensor(integers: exact.values.map(Int.init), shape: exact.shape, dtype: .uint8, on: device)
     }
 }
 
 extension BlockSparseAttention {
-    /// Block-sparse attention through a selector's mask (square blocks), where q `[B,T,Hq,D]`, k, v live: the mask
-    /// uploaded, then `forward(q:k:v:mask:...)`. O(kept blocks · block area · (D + Dv)).
+    /// Block-sparse attention through a selector's choice where q `[B,T,Hq,D]`, k, v live: its `exactMask()` uploaded
+    /// (exact keys as 1-key blocks: on CUDA the portable kernel takes them), then `forward(q:k:v:mask:...)`.
+    /// O(kept blocks · block area · (D + Dv)), or with exact keys O(attended keys · blockRows · (D + Dv)) plus the mask.
     public static func forward(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, selection: BlockSelection,
                                options: AttentionOptions = AttentionOptions()) throws -> (o: DeviceTensor, lse: DeviceTensor) {
-        try forward(q: q, k: k, v: v, mask: selection.deviceMask(on: q.device), blockRows: selection.mask.blockRows,
-                    blockKeys: selection.mask.blockKeys, options: options)
+        let exact = try selection.exactMask()
+        let mask = try DeviceTensor(integers: exact.values.map(Int.init), shape: exact.shape, dtype: .uint8, on: q.device)
+        return try forward(q: q, k: k, v: v, mask: mask, blockRows: exact.blockRows, blockKeys: exact.blockKeys, options: options)
     }
 }

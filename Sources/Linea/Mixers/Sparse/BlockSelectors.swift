@@ -2,7 +2,7 @@ import Foundation
 
 /// A block mask chosen by a selector, and how much of the attention it keeps.
 public struct BlockSelection: Sendable {
-    /// The chosen mask, `[B, Hq, ceil(T/bs), ceil(S/bs)]` with square blocks.
+    /// The chosen mask, `[B, Hq, ceil(T/bs), ceil(S/bs)]` with square blocks; with `keys`, the blocks holding them.
     public let mask: BlockMask
     /// Kept blocks, summed over batches and heads (a selector keeps only blocks some query can see).
     public let kept: Int
@@ -10,16 +10,45 @@ public struct BlockSelection: Sendable {
     public let visible: Int
     /// MInference: the pattern each head `[Hq]` ran (chosen by the search or given); empty for the other selectors.
     public let patterns: [MInferencePattern]
+    /// The exact keys attended when they are finer than `mask` (MInference's vertical-slash): per (batch, head, query
+    /// block) row `[B·Hq·QB]`, ascending disjoint key runs (each query also applies the causal mask); nil: `mask` is exact.
+    public let keys: [[Range<Int>]]?
+    /// With `keys`: attended (query, key) pairs and causal-visible pairs, summed over batches and heads; nil without.
+    public let pairs: (attended: Int, visible: Int)?
+    /// Keys of the call, S (the mask's key blocks round it up).
+    let keyLength: Int
 
-    /// `kept / visible`, the share of the causal-valid blocks the mask keeps (0 when none is visible). O(1).
-    public var density: Double { visible == 0 ? 0 : Double(kept) / Double(visible) }
+    /// A selection over S = `keyLength` keys; `keys` and `pairs` only for exact key sets. O(1).
+    init(mask: BlockMask, kept: Int, visible: Int, patterns: [MInferencePattern], keyLength: Int, keys: [[Range<Int>]]? = nil,
+         pairs: (attended: Int, visible: Int)? = nil) {
+        (self.mask, self.kept, self.visible, self.patterns) = (mask, kept, visible, patterns)
+        (self.keyLength, self.keys, self.pairs) = (keyLength, keys, pairs)
+    }
 
-    /// Relative RMS error `rms(o_sparse - o_dense) / rms(o_dense)` of attention through this mask (the fused form)
-    /// against dense flash attention over the same q `[B,T,Hq,D]`, k, v. O(B·Hq·T·S·D) (the dense run).
+    /// The share of the attention kept: with `keys`, attended over causal-visible (query, key) pairs (MInference's
+    /// density); else `kept / visible` blocks. 0 when nothing is visible. O(1).
+    public var density: Double {
+        guard let pairs else { return visible == 0 ? 0 : Double(kept) / Double(visible) }
+        return pairs.visible == 0 ? 0 : Double(pairs.attended) / Double(pairs.visible)
+    }
+
+    /// Relative RMS error `rms(o_sparse - o_dense) / rms(o_dense)` of attention through this selection (the fused
+    /// form, over `keys` when set) against dense flash attention over the same q `[B,T,Hq,D]`, k, v. O(B·Hq·T·S·D).
     public func outputError(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = AttentionOptions()) throws -> Double {
-        let sparse = try BlockSparseAttention.fused(q: q, k: k, v: v, mask: mask, options: options)
+        let sparse = try BlockSparseAttention.fused(q: q, k: k, v: v, selection: self, options: options)
         let dense = try Attention.forward(q: q, k: k, v: v, options: options, form: .flash)
         return ErrorStats(sparse.o.scalars, dense.o.scalars).relativeRMS
+    }
+
+    /// The mask attending exactly this selection: `mask`, or with `keys` one of `mask.blockRows` x 1-key blocks
+    /// `[B, Hq, QB, S]`, for the devices' block-sparse kernels (they take masks only). O(B·Hq·QB·S) with keys.
+    public func exactMask() throws -> BlockMask {
+        guard let keys else { return mask }
+        let shape = [mask.shape[0], mask.shape[1], mask.shape[2], keyLength]
+        try MemoryBudget.check([.init("exact key mask", shape, elementBytes: 1)])
+        var values = [UInt8](repeating: 0, count: shape.reduce(1, *))
+        for (row, runs) in keys.enumerated() { for run in runs { for j in run { values[row * keyLength + j] = 1 } } }
+        return try BlockMask(shape: shape, blockRows: mask.blockRows, blockKeys: 1, values: values)
     }
 }
 
@@ -125,12 +154,13 @@ public enum BlockSelector {
         return Array(ranked.prefix(topK)) + (g.causal ? g.diagonal(I) : [])
     }
 
-    /// MInference: per head, one of `patterns` (one for every head, or one per query head, `[1 or Hq]`), converted to
-    /// blocks conservatively: a block is kept when it holds any selected key column or diagonal, or any key of the
-    /// A-shape (vertical-slash is index-sparse in MInference; here it runs as this block superset, so its error is at most
-    /// the exact index form's). With `search`, each head instead takes the pattern among `patterns` whose mask keeps the
-    /// largest share of the exact attention of the last `lastQueries` queries (MInference's estimate window, 64), ties
-    /// to the fewer blocks; budgets are the caller's, so compare patterns of similar cost. Causal only.
+    /// MInference: per head, one of `patterns` (one for every head, or one per query head, `[1 or Hq]`). A-shape and
+    /// block-sparse are block masks (a block is kept when it holds any key of the A-shape); vertical-slash attends
+    /// MInference's exact keys (`verticalSlashKeys`; the selection's `keys`, its `mask` the blocks holding them; T == S).
+    /// With `search`, each head instead takes the pattern among `patterns` whose mask keeps the largest share of the
+    /// exact attention of the last `lastQueries` queries (MInference's estimate window, 64), ties to the fewer blocks
+    /// (vertical-slash by its blocks: an upper bound of its keys' share); budgets are the caller's, so compare patterns
+    /// of similar cost. Causal only.
     /// O(B·Hq·(lastQueries·S·D + QB·KB·(budgets + D))).
     public static func mInference(q: Tensor, k: Tensor, blockSize: Int = 64, patterns: [MInferencePattern], search: Bool = false,
                                   lastQueries: Int = 64, options: AttentionOptions = AttentionOptions()) throws -> BlockSelection {
@@ -160,6 +190,11 @@ public enum BlockSelector {
                 guard vertical >= 1, slash >= 1 else {
                     throw LineaError.invalidArgument(argument: "vertical-slash", expected: "vertical >= 1 and slash >= 1", actual: "vertical \(vertical), slash \(slash)")
                 }
+                // MInference's key sets are defined for a square causal problem (its kernels take one length).
+                guard g.T == g.S else {
+                    throw LineaError.shapeMismatch(argument: "q, k (vertical-slash)", expected: "as many queries as keys (T == S)",
+                                                   actual: "T = \(g.T), S = \(g.S)")
+                }
             case let .blockSparse(top):
                 guard top >= 1 else { throw LineaError.invalidArgument(argument: "top-k", expected: ">= 1 blocks per query block", actual: "\(top)") }
             }
@@ -175,11 +210,15 @@ public enum BlockSelector {
     /// part every device shares. O(B·Hq·QB·KB·(budgets + patterns)) plus the scorer.
     static func mInference(_ g: Grid, _ scores: Scorer, patterns: [MInferencePattern], search: Bool) throws -> BlockSelection {
         let chosenOut = SendableArray(repeating: patterns[0], count: g.B * g.Hq)
+        let exact = patterns.contains { if case .verticalSlash = $0 { return true } else { return false } }
+        let keysOut = SendableArray<[Range<Int>]?>(repeating: nil, count: exact ? g.B * g.Hq * g.QB : 0)
         let selection = try g.select { b, h, keep in
             let estimate = needsEstimate(patterns, search: search) ? scores.lastQueries(b, h) : nil
             var pooled: [Double]?
+            var keys: [[Range<Int>]] = []
             func mask(_ pattern: MInferencePattern) -> [UInt8] {
                 var m = [UInt8](repeating: 0, count: g.QB * g.KB)
+                keys = []
                 switch pattern {
                 case let .aShape(sinks, window):
                     for I in 0..<g.QB {
@@ -187,19 +226,13 @@ public enum BlockSelector {
                         for J in g.visibleBlocks(I) where J * g.bs < sinks || (J + 1) * g.bs - 1 >= first - window + 1 { m[I * g.KB + J] = 1 }
                     }
                 case let .verticalSlash(vertical, slash):
+                    // vertical_and_slash_kernel's budgets: at least 30 columns and 50 diagonals (at most T, by prefix).
                     let e = estimate!
-                    let columns = topIndices(e.columns, forcedBelow: 30, count: vertical)
-                    let diagonals = topIndices(e.diagonals, forcedBelow: 100, count: slash)
-                    for I in 0..<g.QB {
-                        let (first, last) = g.positions(I)
-                        guard last >= 0 else { continue }
-                        for j in columns where j <= last { m[I * g.KB + j / g.bs] = 1 }
-                        for d in diagonals {
-                            // Keys j = pos - d for the block's positions pos in [max(first, 0), last].
-                            let lo = max(0, max(first, 0) - d), hi = min(g.S - 1, last - d)
-                            guard lo <= hi else { continue }
-                            for J in (lo / g.bs)...(hi / g.bs) { m[I * g.KB + J] = 1 }
-                        }
+                    let columns = topIndices(e.columns, forcedBelow: 30, count: max(vertical, 30))
+                    let diagonals = topIndices(e.diagonals, forcedBelow: 100, count: max(slash, 50))
+                    keys = verticalSlashKeys(T: g.T, blockSize: g.bs, columns: columns, diagonals: diagonals)
+                    for (I, runs) in keys.enumerated() {
+                        for run in runs { for J in (run.lowerBound / g.bs)...((run.upperBound - 1) / g.bs) { m[I * g.KB + J] = 1 } }
                     }
                 case let .blockSparse(top):
                     if pooled == nil { pooled = scores.pooled(b, h) }
@@ -208,21 +241,65 @@ public enum BlockSelector {
                 return m
             }
             var pattern = patterns[search || patterns.count == 1 ? 0 : h]
-            var best = mask(pattern)
+            var best = mask(pattern), bestKeys = keys
             if search, let e = estimate {
                 var bestRecall = e.recall(best, g)
                 for candidate in patterns.dropFirst() {
                     let m = mask(candidate), r = e.recall(m, g)
                     if r > bestRecall + 1e-12 || (abs(r - bestRecall) <= 1e-12 && m.reduce(0) { $0 + Int($1) } < best.reduce(0) { $0 + Int($1) }) {
-                        (pattern, best, bestRecall) = (candidate, m, r)
+                        (pattern, best, bestRecall, bestKeys) = (candidate, m, r, keys)
                     }
                 }
             }
             chosenOut.base[b * g.Hq + h] = pattern
+            for (I, runs) in bestKeys.enumerated() { keysOut.base[(b * g.Hq + h) * g.QB + I] = runs }
             for I in 0..<g.QB { for J in 0..<g.KB where best[I * g.KB + J] != 0 { keep(I, J) } }
         }
-        return BlockSelection(mask: selection.mask, kept: selection.kept, visible: selection.visible,
-                              patterns: Array(chosenOut.take().prefix(g.Hq)))
+        let chosen = Array(chosenOut.take().prefix(g.Hq))
+        guard exact else {
+            return BlockSelection(mask: selection.mask, kept: selection.kept, visible: selection.visible, patterns: chosen, keyLength: g.S)
+        }
+        // Every row gets keys: a block pattern's head attends its blocks' keys.
+        let blockRuns = BlockSparseAttention.keyRuns(selection.mask, S: g.S)
+        let keys = keysOut.take().enumerated().map { row, runs in runs ?? blockRuns[row] }
+        return BlockSelection(mask: selection.mask, kept: selection.kept, visible: selection.visible, patterns: chosen, keyLength: g.S,
+                              keys: keys, pairs: g.pairs(keys))
+    }
+
+    /// MInference's vertical-slash keys (`convert_vertical_slash_indexes`, blocks of `blockSize`, 64 there) for T
+    /// queries over as many keys: per query block [m0, m1 = m0 + bs) (m1 unclipped), each diagonal offset d < m1
+    /// (query position - key; farthest first) gives the key range [max(m1 - d, bs) - bs, max(m1 - d, bs)); a range
+    /// starting within bs keys after the current one's end extends it by bs, else a new one starts; the `columns`
+    /// before the last range's end are attended too (no diagonal below m1: the range [m1, m1 + bs), so every column
+    /// below it). Runs are clipped to the keys the block's last query can see. Returns `[QB]` ascending disjoint
+    /// runs. O(QB·(V + D)·log(V + D)) for V columns and D diagonals.
+    public static func verticalSlashKeys(T: Int, blockSize bs: Int = 64, columns: [Int], diagonals: [Int]) -> [[Range<Int>]] {
+        let offsets = diagonals.sorted(by: >), sortedColumns = columns.sorted()
+        return (0..<BlockMask.blocks(T, bs)).map { I in
+            let (m1, visible) = ((I + 1) * bs, min(T, (I + 1) * bs))
+            var ranges: [Range<Int>] = []
+            for d in offsets where d < m1 {
+                let end = max(m1 - d, bs)
+                if let last = ranges.last, end <= last.upperBound + bs {
+                    if end > last.upperBound { ranges[ranges.count - 1] = last.lowerBound..<last.upperBound + bs }
+                } else {
+                    ranges.append(end - bs..<end)
+                }
+            }
+            if ranges.isEmpty { ranges = [m1..<m1 + bs] }
+            let lastEnd = ranges.last!.upperBound
+            let pieces = (ranges + sortedColumns.filter { $0 >= 0 && $0 < lastEnd }.map { $0..<$0 + 1 })
+                .map { $0.clamped(to: 0..<visible) }.filter { !$0.isEmpty }.sorted { $0.lowerBound < $1.lowerBound }
+            var runs: [Range<Int>] = []
+            for piece in pieces {
+                if let last = runs.last, piece.lowerBound <= last.upperBound {
+                    runs[runs.count - 1] = last.lowerBound..<max(last.upperBound, piece.upperBound)
+                } else {
+                    runs.append(piece)
+                }
+            }
+            return runs
+        }
     }
 
     /// The `count` indices of largest `values` (ties: lower index first), the indices below `forcedBelow` first. O(n log n).
@@ -323,7 +400,27 @@ extension BlockSelector {
             for I in 0..<QB { visible += visibleBlocks(I).count }
             let kept = values.reduce(0) { $0 + Int($1) }
             let mask = try BlockMask(shape: [B, Hq, QB, KB], blockRows: bs, blockKeys: bs, values: values)
-            return BlockSelection(mask: mask, kept: kept, visible: visible * B * Hq, patterns: [])
+            return BlockSelection(mask: mask, kept: kept, visible: visible * B * Hq, patterns: [], keyLength: S)
+        }
+
+        /// Attended (query, key) pairs of exact key runs `[B·Hq·QB]` (each query's runs cut at its position when
+        /// causal) and the pairs visible to all queries of the B·Hq heads. O(rows · (runs + bs · runs past the block's start)).
+        func pairs(_ keys: [[Range<Int>]]) -> (attended: Int, visible: Int) {
+            var attended = 0, visible = 0
+            for (row, runs) in keys.enumerated() {
+                let I = row % QB, total = runs.reduce(0) { $0 + $1.count }
+                for i in I * bs..<min(T, (I + 1) * bs) {
+                    let end = causal ? i + S - T + 1 : S  // keys below `end` are visible to query i
+                    var count = total
+                    for run in runs.reversed() {
+                        guard run.upperBound > end else { break }
+                        count -= run.upperBound - max(run.lowerBound, end)
+                    }
+                    attended += max(0, count)
+                    visible += max(0, min(S, end))
+                }
+            }
+            return (attended, visible)
         }
 
         /// XAttention's block scores of head (b, h), `[QB, KB]`: per query group r of `stride` queries, the softmax of

@@ -8,6 +8,21 @@ extension BlockSparseAttention {
     public static func fused(
         q: Tensor, k: Tensor, v: Tensor, mask: BlockMask, options: AttentionOptions = AttentionOptions()
     ) throws -> AttentionOutput {
+        try fused(q: q, k: k, v: v, mask: mask, runs: nil, options: options)
+    }
+
+    /// `fused` through a selector's choice: its exact `keys` when it has them (each row's runs, the causal mask on
+    /// top), else its mask. O(attended keys · blockRows · (D + Dv)) plus flash's tile padding.
+    public static func fused(
+        q: Tensor, k: Tensor, v: Tensor, selection: BlockSelection, options: AttentionOptions = AttentionOptions()
+    ) throws -> AttentionOutput {
+        try fused(q: q, k: k, v: v, mask: selection.mask, runs: selection.keys, options: options)
+    }
+
+    /// `fused` over `runs` (key runs per mask row `[Bm·Hm·QB]`, as `keyRuns` gives) when set, else the mask's. Same cost.
+    static func fused(
+        q: Tensor, k: Tensor, v: Tensor, mask: BlockMask, runs: [[Range<Int>]]?, options: AttentionOptions
+    ) throws -> AttentionOutput {
         let p = try AttentionProblem(q: q, k: k, v: v, options: options)
         try mask.validate(B: p.B, Hq: p.Hq, T: p.T, S: p.S)
         let empty = p.B * p.T * p.Hq == 0 || p.S == 0
@@ -18,7 +33,7 @@ extension BlockSparseAttention {
             try Attention.checkFloat32Range(q: q, k: k, v: v, scale: p.scale, form: .flash)
             q.withUnsafeBufferPointer { qb in k.withUnsafeBufferPointer { kb in v.withUnsafeBufferPointer { vb in
                 o.withUnsafeMutableBufferPointer { ob in lse.withUnsafeMutableBufferPointer { lb in
-                    fused(p, AttentionPointers(qb, kb, vb), mask: mask, o: ob.baseAddress!, lse: lb.baseAddress!)
+                    fused(p, AttentionPointers(qb, kb, vb), mask: mask, runs: runs, o: ob.baseAddress!, lse: lb.baseAddress!)
                 } }
             } } }
         }
@@ -48,17 +63,17 @@ extension BlockSparseAttention {
         return true
     }
 
-    /// The fused form on packed Float32 buffers (a non-empty, validated problem); writes every element of `o` and `lse`.
-    /// Same cost as `fused`.
-    static func fused(_ p: AttentionProblem, _ ptrs: AttentionPointers, mask: BlockMask, o: UnsafeMutablePointer<Float>,
-                      lse: UnsafeMutablePointer<Float>) {
+    /// The fused form on packed Float32 buffers (a non-empty, validated problem), over `runs` per mask row when set,
+    /// else the mask's; writes every element of `o` and `lse`. Same cost as `fused`.
+    static func fused(_ p: AttentionProblem, _ ptrs: AttentionPointers, mask: BlockMask, runs given: [[Range<Int>]]? = nil,
+                      o: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
         let kernels = CPUKernels.current
         // A mask row of more queries than flash's tile runs as several tiles with the same key blocks.
         let tileRows = min(mask.blockRows, kernels.queryBlock)
         let rowBlocks = mask.shape[2]
         let tilesPerBlock = BlockMask.blocks(min(mask.blockRows, p.T), tileRows)
         let tiles = rowBlocks * tilesPerBlock
-        let runs = keyRuns(mask, p)
+        let runs = given ?? keyRuns(mask, S: p.S)
         let (Bm, Hm) = (mask.shape[0], mask.shape[1])
         Attention.attendTiles(p, kernels, ptrs, o: o, lse: lse, count: p.B * p.Hq * tiles) { item in
             // A head's tiles one after another (workers share its packed keys), the last (heaviest, causal) first.
@@ -74,7 +89,7 @@ extension BlockSparseAttention {
     }
 
     /// Per mask row `[Bm·Hm·QB]`, its kept key blocks merged into ascending runs of key positions (clipped to S). O(blocks).
-    static func keyRuns(_ mask: BlockMask, _ p: AttentionProblem) -> [[Range<Int>]] {
+    static func keyRuns(_ mask: BlockMask, S: Int) -> [[Range<Int>]] {
         let keyBlocks = mask.shape[3]
         let rows = mask.shape[0] * mask.shape[1] * mask.shape[2]
         return (0..<rows).map { r in
@@ -84,7 +99,7 @@ extension BlockSparseAttention {
                 guard mask.values[r * keyBlocks + j] != 0 else { j += 1; continue }
                 let start = j
                 while j < keyBlocks, mask.values[r * keyBlocks + j] != 0 { j += 1 }
-                runs.append(start * mask.blockKeys..<min(p.S, j * mask.blockKeys))
+                runs.append(start * mask.blockKeys..<min(S, j * mask.blockKeys))
             }
             return runs
         }

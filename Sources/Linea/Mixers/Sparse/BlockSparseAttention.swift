@@ -100,6 +100,31 @@ public enum BlockSparseAttention {
     public static func reference(
         q: Tensor, k: Tensor, v: Tensor, mask: BlockMask, options: AttentionOptions = AttentionOptions()
     ) throws -> AttentionOutput {
+        try reference(q: q, k: k, v: v, mask: mask, options: options) { b, h, i, j in mask.keeps(b: b, h: h, query: i, key: j) }
+    }
+
+    /// The oracle through a selector's choice: query i of head (b, h) sees key j when j lies in a run of its row of
+    /// `selection.keys` (a binary search), else when the mask keeps it; the causal mask on top. Same cost as `reference`.
+    public static func reference(
+        q: Tensor, k: Tensor, v: Tensor, selection: BlockSelection, options: AttentionOptions = AttentionOptions()
+    ) throws -> AttentionOutput {
+        guard let keys = selection.keys else { return try reference(q: q, k: k, v: v, mask: selection.mask, options: options) }
+        let (Hq, QB, bs) = (selection.mask.shape[1], selection.mask.shape[2], selection.mask.blockRows)
+        return try reference(q: q, k: k, v: v, mask: selection.mask, options: options) { b, h, i, j in
+            let runs = keys[(b * Hq + h) * QB + i / bs]
+            var (lo, hi) = (0, runs.count)  // the first run ending after j
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if runs[mid].upperBound <= j { lo = mid + 1 } else { hi = mid }
+            }
+            return lo < runs.count && runs[lo].contains(j)
+        }
+    }
+
+    /// The oracle with query i of head (b, h) seeing key j when `keeps(b, h, i, j)` (and the causal mask lets it). O(B·Hq·T·S·D).
+    static func reference(
+        q: Tensor, k: Tensor, v: Tensor, mask: BlockMask, options: AttentionOptions, keeps: (Int, Int, Int, Int) -> Bool
+    ) throws -> AttentionOutput {
         let p = try AttentionProblem(q: q, k: k, v: v, options: options)
         try mask.validate(B: p.B, Hq: p.Hq, T: p.T, S: p.S)
         // No query row: nothing to score (a huge key axis must not size the scratch of an empty problem).
@@ -122,7 +147,7 @@ public enum BlockSparseAttention {
                     let qBase = ((b * p.T + i) * p.Hq + h) * p.D
                     var m = -Double.infinity
                     for j in 0..<p.S {
-                        guard j >= lo, j < hi, mask.keeps(b: b, h: h, query: i, key: j) else { scores[j] = -.infinity; continue }
+                        guard j >= lo, j < hi, keeps(b, h, i, j) else { scores[j] = -.infinity; continue }
                         let kBase = ((b * p.S + j) * p.Hkv + hk) * p.D
                         var dot = 0.0
                         for d in 0..<p.D { dot += Double(q.scalars[qBase + d]) * Double(k.scalars[kBase + d]) }
