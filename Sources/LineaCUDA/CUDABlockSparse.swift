@@ -56,6 +56,10 @@ package enum CUDABlockSparse {
         let layout = try BlockMask(shape: maskShape, blockRows: blockRows, blockKeys: blockKeys,
                                    values: [UInt8](repeating: 0, count: maskShape.count == 4 ? maskShape.reduce(1, *) : 0))
         try layout.validate(B: s.batch, Hq: s.queryHeads, T: s.queryLength, S: s.keyLength)
+        // The kernels take the mask's strides as 32-bit ints (exact-key masks of 1-key blocks grow as T·S / 64).
+        guard maskShape.reduce(1, *) <= Int(Int32.max) else {
+            throw LineaError.invalidArgument(argument: "mask", expected: "<= \(Int32.max) blocks (32-bit strides)", actual: "\(maskShape)")
+        }
         guard mask.byteCount >= maskShape.reduce(1, *) else {
             throw LineaError.shapeMismatch(argument: "mask", expected: ">= \(maskShape.reduce(1, *)) bytes", actual: "\(mask.byteCount) bytes")
         }

@@ -155,7 +155,8 @@ struct OpCommand: ParsableCommand {
         }
         if let chosen = selected, let q = host["q"], let k = host["k"] {
             let selectSeconds = Date().timeIntervalSince(started)
-            let mask = chosen.mask
+            // Exact keys (vertical-slash) run as a mask of 1-key blocks on either backend, never as the block superset.
+            let mask = try chosen.exactMask()
             uploaded["mask"] = try DeviceTensor(integers: mask.values.map(Int.init), shape: mask.shape, dtype: .uint8, on: target)
             (options.settings["block_rows"], options.settings["block_keys"]) = (mask.blockRows, mask.blockKeys)
             results["mask"] = try Tensor(shape: mask.shape, scalars: mask.values.map(Float.init))
@@ -163,8 +164,10 @@ struct OpCommand: ParsableCommand {
             let error = !selection.selectorError ? "not computed (--no-selector-error)" : String(format: "%.3g", try chosen.outputError(
                 q: q, k: k, v: host["v"]!, options: AttentionOptions(scale: options.scale, causal: options.causal)))
             let heads = chosen.patterns.isEmpty ? "" : "; heads: " + chosen.patterns.map(\.description).joined(separator: ", ")
-            printError(String(format: "op: %@ kept %d of %d visible blocks (density %.4f); rel-RMS against dense attention %@; selected on %@ in %.1f ms",
-                              selection.selector!, chosen.kept, chosen.visible, chosen.density, error, "\(target)", selectSeconds * 1000) + heads)
+            let share = chosen.pairs.map { "exact keys: \($0.attended) of \($0.visible) visible pairs, mask of \(mask.blockRows)x1 blocks written" }
+                ?? "blocks"
+            printError(String(format: "op: %@ kept %d of %d visible blocks (density %.4f, %@); rel-RMS against dense attention %@; selected on %@ in %.1f ms",
+                              selection.selector!, chosen.kept, chosen.visible, chosen.density, share, error, "\(target)", selectSeconds * 1000) + heads)
         }
         // The CPU forms check their inputs' values and their outputs themselves; the GPU kernels check shapes only.
         if target != .cpu { try f.checkValues(host, form: form, options: options) }

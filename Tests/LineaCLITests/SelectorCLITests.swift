@@ -26,6 +26,18 @@ import Testing
             let kept = mask.values.filter { $0 != 0 }.count
             #expect(abs(Double(got["density"]!.scalars[0]) - Double(kept) / Double(Hq * 21)) < 1e-6)  // 21 causal blocks of 6 x 6
         }
+        // Vertical-slash attends its exact keys: the mask written (and run) has blocks of 16 queries x 1 key.
+        let exactOut = dir.appendingPathComponent("out-vs.safetensors").path
+        let vs = try runLinea(["op", "block_sparse", "--inputs", input, "--output", exactOut, "--selector", "minference", "--block-size", "16",
+                               "--pattern", "vertical-slash", "--vertical", "30", "--slash", "50"])
+        #expect(vs.code == 0 && vs.err.contains("exact keys"), "\(vs.err)")
+        let got = try SafeTensors.read(path: exactOut)
+        let mask = try BlockMask(tensor: got["mask"]!, blockRows: 16, blockKeys: 1)
+        #expect(mask.shape == [1, Hq, 6, T])
+        let sel = try BlockSelector.mInference(q: t["q"]!, k: t["k"]!, blockSize: 16, patterns: [.verticalSlash(vertical: 30, slash: 50)])
+        #expect(mask == (try sel.exactMask()))
+        #expect(ErrorStats(got["o"]!, try BlockSparseAttention.reference(q: t["q"]!, k: t["k"]!, v: t["v"]!, mask: mask).o).relativeRMS <= 1e-5)
+        #expect(abs(Double(got["density"]!.scalars[0]) - sel.density) < 1e-6 && sel.pairs != nil)
         let output = dir.appendingPathComponent("bad.safetensors").path
         for (flags, message) in [(["--selector", "xattention", "--tau", "1.5"], "--tau"), (["--selector", "topk", "--top-k", "0"], "--top-k"),
                                  (["--selector", "magic"], "--selector"), (["--selector", "topk", "--block-size", "0"], "--block-size"),
