@@ -17,8 +17,8 @@ struct SelectorOptions: ParsableArguments {
     var pattern: String = "search"
     @Option(help: "minference a-shape: sink keys.") var sinks: Int = 128
     @Option(help: "minference a-shape: local window of keys before each query.") var local: Int = 1024
-    @Option(help: "minference vertical-slash: key columns kept.") var vertical: Int = 1000
-    @Option(help: "minference vertical-slash: diagonals kept.") var slash: Int = 6096
+    @Option(help: "minference vertical-slash: key columns kept (at least 30, as MInference).") var vertical: Int = 1000
+    @Option(help: "minference vertical-slash: diagonals kept (at least 50, as MInference; T == S only).") var slash: Int = 6096
     @Option(help: "block_sparse --selector: run the selector N times and print the last run's time (2: a time without the kernels' first load).")
     var selectorRuns: Int = 1
     @Flag(inversion: .prefixedNo, help: "block_sparse --selector: print the error against dense attention (run on the CPU, O(T^2): skip it for long sequences).")
@@ -64,8 +64,9 @@ struct SelectorOptions: ParsableArguments {
             return try BlockSelector.topK(q: q, k: k, blockSize: blockSize ?? 64, topK: topK, options: attention)
         default:
             let given = try patterns()
-            let candidates: [MInferencePattern] = [.aShape(sinks: sinks, window: local), .verticalSlash(vertical: vertical, slash: slash),
-                                                   .blockSparse(topK: topK)]
+            // Vertical-slash's key sets need T == S: the search leaves it out otherwise (naming it still errors).
+            let candidates: [MInferencePattern] = [.aShape(sinks: sinks, window: local)]
+                + (q.shape[1] == k.shape[1] ? [.verticalSlash(vertical: vertical, slash: slash)] : []) + [.blockSparse(topK: topK)]
             if let gpu {
                 return try BlockSelector.mInference(q: gpu.q, k: gpu.k, blockSize: blockSize ?? 64, patterns: given ?? candidates,
                                                     search: given == nil, options: attention)

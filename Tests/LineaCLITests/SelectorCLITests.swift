@@ -38,6 +38,14 @@ import Testing
         #expect(mask == (try sel.exactMask()))
         #expect(ErrorStats(got["o"]!, try BlockSparseAttention.reference(q: t["q"]!, k: t["k"]!, v: t["v"]!, mask: mask).o).relativeRMS <= 1e-5)
         #expect(abs(Double(got["density"]!.scalars[0]) - sel.density) < 1e-6 && sel.pairs != nil)
+        // T != S: the search leaves vertical-slash out; naming it is refused.
+        let uneven = dir.appendingPathComponent("uneven.safetensors").path
+        try SafeTensors.write(["q": try Tensor.randomNormal([1, 64, Hq, D], seed: 4), "k": t["k"]!, "v": t["v"]!], to: uneven)
+        let searched = try runLinea(["op", "block_sparse", "--inputs", uneven, "--output", exactOut, "--selector", "minference", "--block-size", "16"])
+        #expect(searched.code == 0 && !searched.err.contains("vertical-slash"), "\(searched.err)")
+        let refused = try runLinea(["op", "block_sparse", "--inputs", uneven, "--output", exactOut, "--selector", "minference", "--block-size", "16",
+                                    "--pattern", "vertical-slash"])
+        #expect(refused.code == 1 && refused.err.contains("T == S"), "\(refused.err)")
         let output = dir.appendingPathComponent("bad.safetensors").path
         for (flags, message) in [(["--selector", "xattention", "--tau", "1.5"], "--tau"), (["--selector", "topk", "--top-k", "0"], "--top-k"),
                                  (["--selector", "magic"], "--selector"), (["--selector", "topk", "--block-size", "0"], "--block-size"),
