@@ -270,9 +270,11 @@ public enum BlockSelector {
     /// queries over as many keys: per query block [m0, m1 = m0 + bs) (m1 unclipped), each diagonal offset d < m1
     /// (query position - key; farthest first) gives the key range [max(m1 - d, bs) - bs, max(m1 - d, bs)); a range
     /// starting within bs keys after the current one's end extends it by bs, else a new one starts; the `columns`
-    /// before the last range's end are attended too (no diagonal below m1: the range [m1, m1 + bs), so every column
-    /// below it). Runs are clipped to the keys the block's last query can see. Returns `[QB]` ascending disjoint
-    /// runs. O(QB·(V + D)·log(V + D)) for V columns and D diagonals.
+    /// before the last range's end are attended too (no diagonal below m1, or none at all: the range [m1, m1 + bs), so
+    /// every column below it; the selector always has one, and the kernel, which never gets an empty list, would read
+    /// an empty one as offset -1). Runs are clipped to the keys the block's last query can see (the causal mask then
+    /// applies per query; MInference's kernel skips it for columns, which lie before the block when a diagonal is below
+    /// m1). Returns `[QB]` ascending disjoint runs. O(QB·(V + D)·log(V + D)) for V columns and D diagonals.
     public static func verticalSlashKeys(T: Int, blockSize bs: Int = 64, columns: [Int], diagonals: [Int]) -> [[Range<Int>]] {
         let offsets = diagonals.sorted(by: >), sortedColumns = columns.sorted()
         return (0..<BlockMask.blocks(T, bs)).map { I in
