@@ -58,8 +58,6 @@ enum Measure {
 
         /// The rate at `n x n x n` on all threads, in GFLOP/s, fastest of runs lasting at least `minSeconds`.
         func gflops(minSeconds: Double) -> Double {
-            BLAS.setThreads(Parallel.threadCount)
-            defer { BLAS.setThreads(1) }
             let n = self.n
             let time = a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
                 run(minSeconds: minSeconds, maxRuns: 10) {

@@ -21,6 +21,20 @@ import Testing
         }
     }
 
+    /// A chunked recurrence runs OpenBLAS on one thread per worker and then gives the lone GEMMs after it (a model's
+    /// projections) Linea's thread count back; other tests' recurrences may hold it at 1 for a while, hence the wait.
+    @Test func chunkedRecurrenceGivesOpenBLASItsThreadsBack() async throws {
+        guard BLAS.info.library != nil, Parallel.threadCount > 1 else { return }
+        let inputs = try RecurrenceInputs.random(.gatedDeltaRule, B: 1, T: 200, H: 2, K: 16, V: 16, seed: 5)
+        _ = try Recurrence.forward(.gatedDeltaRule, inputs, form: .chunked(size: 64))
+        var waited = 0
+        while BLAS.threads != Parallel.threadCount, waited < 200 {
+            try await Task.sleep(nanoseconds: 50_000_000)
+            waited += 1
+        }
+        #expect(BLAS.threads == Parallel.threadCount, "OpenBLAS threads \(BLAS.threads), Linea's \(Parallel.threadCount)")
+    }
+
     /// OpenBLAS (every transpose) and the portable fallback against a Float64 triple loop, with alpha and beta.
     @Test(arguments: [(false, false), (true, false), (false, true), (true, true)])
     func sgemmMatchesTripleLoop(transA: Bool, transB: Bool) throws {

@@ -26,11 +26,30 @@ public enum BLAS {
     /// The loaded library's description.
     public static var info: Info { runtime.info }
 
-    /// Sets OpenBLAS's own thread count. Kernels that call GEMM from inside `Parallel.forEach` set `1` first
-    /// (the chunked recurrences do); a lone large GEMM may use all cores.
+    /// Sets OpenBLAS's own thread count (`Parallel.threadCount` from the load on, so a lone large GEMM, a model's
+    /// projection, uses all of Linea's cores). Kernels that call GEMM from `Parallel.forEach`'s workers run inside
+    /// `singleThreaded` instead.
     public static func setThreads(_ n: Int) {
         runtime.setThreads?(Int32(clamping: n))
     }
+
+    /// Runs `body` with OpenBLAS on one thread (its sgemm calls come from every worker at once), and puts
+    /// `Parallel.threadCount` back when the last such region ends: regions may overlap (context-parallel ranks).
+    /// Leaving one thread set made every projection after a model's first chunked layer run on one core. O(body).
+    public static func singleThreaded<R>(_ body: () throws -> R) rethrows -> R {
+        singleThreadedRegions.enter()
+        defer { singleThreadedRegions.leave() }
+        return try body()
+    }
+
+    /// The count of open `singleThreaded` regions; the first sets one thread, the last restores the default.
+    private final class Regions: @unchecked Sendable {  // `count` only under `lock`
+        private let lock = NSLock()
+        private var count = 0
+        func enter() { lock.withLock { count += 1; if count == 1 { BLAS.setThreads(1) } } }
+        func leave() { lock.withLock { count -= 1; if count == 0 { BLAS.setThreads(Parallel.threadCount) } } }
+    }
+    private static let singleThreadedRegions = Regions()
 
     /// OpenBLAS's current thread count (1 for the portable fallback).
     public static var threads: Int { runtime.getThreads.map { Int($0()) } ?? 1 }
@@ -154,9 +173,11 @@ public enum BLAS {
                 core: corename?().map { String(cString: $0) } ?? "unknown",
                 config: config?().map { String(cString: $0) } ?? "unknown",
                 choice: choice)
+            let setThreads = symbol("openblas_set_num_threads", as: (@convention(c) (Int32) -> Void).self)
+            setThreads?(Int32(clamping: Parallel.threadCount))  // OpenBLAS's own default is every core, not LINEA_THREADS
             return Runtime(
                 sgemm: unsafeBitCast(sgemm, to: SgemmFn.self),
-                setThreads: symbol("openblas_set_num_threads", as: (@convention(c) (Int32) -> Void).self),
+                setThreads: setThreads,
                 getThreads: symbol("openblas_get_num_threads", as: (@convention(c) () -> Int32).self),
                 info: info)
         }

@@ -178,13 +178,14 @@ public enum Recurrence {
         let d = p.dims
         guard d.B * d.T * d.HV * d.V > 0 else { return }
         if case .chunked(let size) = form {
-            BLAS.setThreads(1)
             let buffers = ChunkBuffers(q: p.q, k: p.k, v: p.v, g: p.g, beta: p.beta, o: o, state: state)
             let C = min(size, d.T)  // a chunk longer than the sequence needs no larger workspace
-            if p.mechanism.isDelta {
-                walkHeads(count: d.B * d.HV, T: d.T, chunk: C) { bh in DeltaHeadWalk(p, buffers, bh: bh, chunk: C) }
-            } else {
-                walkHeads(count: d.B * d.HV, T: d.T, chunk: C) { bh in GatedHeadWalk(p, buffers, bh: bh, chunk: C) }
+            BLAS.singleThreaded {
+                if p.mechanism.isDelta {
+                    walkHeads(count: d.B * d.HV, T: d.T, chunk: C) { bh in DeltaHeadWalk(p, buffers, bh: bh, chunk: C) }
+                } else {
+                    walkHeads(count: d.B * d.HV, T: d.T, chunk: C) { bh in GatedHeadWalk(p, buffers, bh: bh, chunk: C) }
+                }
             }
         } else {
             recurrentScan(p, state: SendablePointer(state), o: SendablePointer(o))
