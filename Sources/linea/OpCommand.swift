@@ -157,7 +157,7 @@ struct OpCommand: ParsableCommand {
             let selectSeconds = Date().timeIntervalSince(started)
             // Exact keys (vertical-slash) run as a mask of 1-key blocks on either backend, never as the block superset.
             let mask = try chosen.exactMask()
-            uploaded["mask"] = try DeviceTensor(integers: mask.values.map(Int.init), shape: mask.shape, dtype: .uint8, on: target)
+            uploaded["mask"] = try mask.deviceTensor(on: target)
             (options.settings["block_rows"], options.settings["block_keys"]) = (mask.blockRows, mask.blockKeys)
             results["mask"] = try Tensor(shape: mask.shape, scalars: mask.values.map(Float.init))
             results["density"] = try Tensor(shape: [1], scalars: [Float(chosen.density)])

@@ -157,12 +157,18 @@ extension BlockSelector {
     }
 }
 
+extension BlockMask {
+    /// The mask's values as a u8 tensor of its shape on `device`, as `BlockSparseAttention.forward` takes them. O(mask).
+    public func deviceTensor(on device: Device) throws -> DeviceTensor {
+        try DeviceTensor(integers: values.map(Int.init), shape: shape, dtype: .uint8, on: device)
+    }
+}
+
 extension BlockSelection {
     /// `exactMask()` as a u8 tensor on `device` (`[B, Hq, QB, KB]`, or `[B, Hq, QB, S]` of 1-key blocks with exact
     /// keys), as `BlockSparseAttention.forward` takes it. O(that mask).
     public func deviceMask(on device: Device) throws -> DeviceTensor {
-        let exact = try exactMask()
-        return try DeviceTensor(integers: exact.values.map(Int.init), shape: exact.shape, dtype: .uint8, on: device)
+        try exactMask().deviceTensor(on: device)
     }
 }
 
@@ -173,7 +179,7 @@ extension BlockSparseAttention {
     public static func forward(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, selection: BlockSelection,
                                options: AttentionOptions = AttentionOptions()) throws -> (o: DeviceTensor, lse: DeviceTensor) {
         let exact = try selection.exactMask()
-        let mask = try DeviceTensor(integers: exact.values.map(Int.init), shape: exact.shape, dtype: .uint8, on: q.device)
-        return try forward(q: q, k: k, v: v, mask: mask, blockRows: exact.blockRows, blockKeys: exact.blockKeys, options: options)
+        return try forward(q: q, k: k, v: v, mask: exact.deviceTensor(on: q.device), blockRows: exact.blockRows,
+                           blockKeys: exact.blockKeys, options: options)
     }
 }
