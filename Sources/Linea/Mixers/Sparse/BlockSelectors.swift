@@ -203,22 +203,27 @@ public enum BlockSelector {
 
     /// Whether MInference reads the last queries' attention: a search, or a vertical-slash pattern. O(patterns).
     static func needsEstimate(_ patterns: [MInferencePattern], search: Bool) -> Bool {
-        search || patterns.contains { if case .verticalSlash = $0 { return true } else { return false } }
+        search || hasVerticalSlash(patterns)
+    }
+
+    /// Whether any of `patterns` is vertical-slash (whose selection then carries exact keys). O(patterns).
+    static func hasVerticalSlash(_ patterns: [MInferencePattern]) -> Bool {
+        patterns.contains { if case .verticalSlash = $0 { return true } else { return false } }
     }
 
     /// MInference's masks and search from `scores.lastQueries` and `scores.pooled` (the host's or a device's), the
     /// part every device shares. O(B·Hq·QB·KB·(budgets + patterns)) plus the scorer.
     static func mInference(_ g: Grid, _ scores: Scorer, patterns: [MInferencePattern], search: Bool) throws -> BlockSelection {
         let chosenOut = SendableArray(repeating: patterns[0], count: g.B * g.Hq)
-        let exact = patterns.contains { if case .verticalSlash = $0 { return true } else { return false } }
+        let exact = hasVerticalSlash(patterns)
         let keysOut = SendableArray<[Range<Int>]?>(repeating: nil, count: exact ? g.B * g.Hq * g.QB : 0)
         let selection = try g.select { b, h, keep in
             let estimate = needsEstimate(patterns, search: search) ? scores.lastQueries(b, h) : nil
             var pooled: [Double]?
-            var keys: [[Range<Int>]] = []
-            func mask(_ pattern: MInferencePattern) -> [UInt8] {
+            // A pattern's blocks, and for vertical-slash its exact key runs per query block (empty for the others).
+            func mask(_ pattern: MInferencePattern) -> (blocks: [UInt8], keys: [[Range<Int>]]) {
                 var m = [UInt8](repeating: 0, count: g.QB * g.KB)
-                keys = []
+                var keys: [[Range<Int>]] = []
                 switch pattern {
                 case let .aShape(sinks, window):
                     for I in 0..<g.QB {
@@ -238,14 +243,14 @@ public enum BlockSelector {
                     if pooled == nil { pooled = scores.pooled(b, h) }
                     for I in 0..<g.QB { for J in topKRow(pooled!, I, g, top) { m[I * g.KB + J] = 1 } }
                 }
-                return m
+                return (m, keys)
             }
             var pattern = patterns[search || patterns.count == 1 ? 0 : h]
-            var best = mask(pattern), bestKeys = keys
+            var (best, bestKeys) = mask(pattern)
             if search, let e = estimate {
                 var bestRecall = e.recall(best, g)
                 for candidate in patterns.dropFirst() {
-                    let m = mask(candidate), r = e.recall(m, g)
+                    let (m, keys) = mask(candidate), r = e.recall(m, g)
                     if r > bestRecall + 1e-12 || (abs(r - bestRecall) <= 1e-12 && m.reduce(0) { $0 + Int($1) } < best.reduce(0) { $0 + Int($1) }) {
                         (pattern, best, bestRecall, bestKeys) = (candidate, m, r, keys)
                     }
