@@ -4,14 +4,20 @@ import Linea
 /// Block-sparse attention on the GPU: exact softmax attention restricted to the blocks a `BlockMask` keeps
 /// (flash-style online softmax; key tiles that the mask drops for a whole query tile are never loaded).
 package enum CUDABlockSparse {
-    /// Which kernel runs: tensor cores (`mma.sync`, bf16/f16, D 64 or 128, sm_80+, scale > 0, blockRows a multiple
-    /// of 16 x `tensorCoreRowTiles` and blockKeys of 64, or longer than the sequence), the portable fp32 one, or
-    /// (`auto`) tensor cores when they fit. `tensorCore` throws when they do not.
+    /// Which kernel runs: the Hopper one (`wgmma`, warp-specialized as dense flash: bf16/f16, D 128, sm_90, scale > 0,
+    /// blockRows and blockKeys multiples of 128 or longer than the sequence, at most `wgmmaMaxKeyBlocks` key blocks),
+    /// tensor cores (`mma.sync`, bf16/f16, D 64 or 128, sm_80+, scale > 0, blockRows a multiple of 16 x
+    /// `tensorCoreRowTiles` and blockKeys of 64, or longer than the sequence), the portable fp32 one, or (`auto`) the
+    /// first of these that fits. `wgmma` and `tensorCore` throw when they do not.
     public enum Kernel: String, Sendable, CaseIterable {
-        case auto, tensorCore = "tensor_core", portable
+        case auto, wgmma, tensorCore = "tensor_core", portable
     }
 
-    /// `LINEA_BSPARSE_KERNEL=portable|tensor_core` replaces `.auto` (checks and timing without a rebuild).
+    /// Key blocks the wgmma kernel's shared bitmask holds (one bit each, 1 KiB: the rest of the SM's shared memory
+    /// holds the Q tile and three stages of K and V).
+    static let wgmmaMaxKeyBlocks = 8192
+
+    /// `LINEA_BSPARSE_KERNEL=portable|tensor_core|wgmma` replaces `.auto` (checks and timing without a rebuild).
     static let kernelOverride = Kernel(rawValue: ProcessInfo.processInfo.environment["LINEA_BSPARSE_KERNEL"] ?? "") ?? .auto
     /// Tensor-core launch shape from `LINEA_BSPARSE_MMA="warps rowTiles"` (warps 2/4/8, 16-row subtiles per warp 1/2;
     /// default "4 1": 64-query tiles, one per 64-row mask block, so no warp idles on a block its tile-mate keeps).
@@ -80,7 +86,33 @@ package enum CUDABlockSparse {
         let fits = half && (s.headDim == 64 || s.headDim == 128) && ctx.computeCapability.major >= 8 && scaleValue > 0
             && bmTC % warpRows == 0 && bnTC % 64 == 0 && bmTC <= Int(Int32.max) && bnTC <= Int(Int32.max)
             && kb <= tensorCoreMaxKeyBlocks
+        let bmWG = blockRows >= s.queryLength ? (max(s.queryLength, 1) + 127) / 128 * 128 : blockRows
+        let bnWG = blockKeys >= s.keyLength ? (max(s.keyLength, 1) + 127) / 128 * 128 : blockKeys
+        let fitsWGMMA = half && s.headDim == 128 && ctx.computeCapability.major == 9 && scaleValue > 0
+            && bmWG % 128 == 0 && bnWG % 128 == 0 && bmWG <= Int(Int32.max) && bnWG <= Int(Int32.max) && kb <= wgmmaMaxKeyBlocks
         let chosen = kernel == .auto ? kernelOverride : kernel
+        if chosen == .wgmma && !fitsWGMMA {
+            throw LineaError.invalidArgument(
+                argument: "kernel",
+                expected: "wgmma only for bfloat16/float16, headDim 128, sm_90, scale > 0, blockRows and blockKeys multiples of 128, <= \(wgmmaMaxKeyBlocks) key blocks",
+                actual: "\(dtype), headDim \(s.headDim), \(ctx.architecture), scale \(scaleValue), blocks \(blockRows) x \(blockKeys), \(kb) key blocks")
+        }
+        if fitsWGMMA && (chosen == .auto || chosen == .wgmma) {
+            let typeName = dtype == .bfloat16 ? "bf16" : "f16"
+            let f = try ctx.function(source: CUDAKernels.attentionHopper, name: "linea_attn_wgmma_bsparse_\(typeName)_d128",
+                                     options: CUDAKernels.attentionHopperOptions)
+            // One block per (128-row query tile, head, batch) item, as the dense kernel's launch; its shared memory
+            // (Q, three stages of K and V, 1 KiB of alignment) beside the kernel's static bitmask.
+            let items = (s.queryLength + 127) / 128 * s.queryHeads * s.batch
+            try ctx.launch(
+                f, grid: (items, 1, 1), block: (384, 1, 1), sharedBytes: 1024 + 7 * 128 * 128 * 2,
+                arguments: [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(o.address),
+                            .pointer(lse?.address ?? 0), .int32(Int32(s.queryLength)), .int32(Int32(s.keyLength)),
+                            .int32(Int32(s.queryHeads)), .int32(Int32(s.kvHeads)), .float(scaleLog2), .int32(causal ? 1 : 0),
+                            .int32(outKind), .int32(Int32(s.batch)), .int32(8), .pointer(mask.address),
+                            .int32(Int32(bmWG)), .int32(Int32(bnWG)), .int32(Int32(maskB)), .int32(Int32(maskH)), .int32(Int32(kb))])
+            return
+        }
         if chosen == .tensorCore && !fits {
             throw LineaError.invalidArgument(
                 argument: "kernel",

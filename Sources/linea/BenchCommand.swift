@@ -25,8 +25,11 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Sequence lengths, comma-separated (default: per op and backend).")
     var lengths: String?
 
-    @Option(help: "block_sparse: share of the 64 x 64 blocks its random causal mask keeps, in (0, 1] (default 0.5); attention flash is timed beside it and the speed-up printed.")
+    @Option(help: "block_sparse: share of the blocks its random causal mask keeps, in (0, 1] (default 0.5); attention flash is timed beside it and the speed-up printed.")
     var density: Float?
+
+    @Option(help: "block_sparse: rows = keys of its mask's blocks (default 64).")
+    var blockSize: Int?
 
     @Option(help: "Heads H (default 8 on cpu, 16 on cuda).") var heads: Int?
     @Option(help: "Head dimension K = V (default 64 on cpu, 128 on cuda).") var dim: Int?
@@ -80,6 +83,7 @@ struct BenchCommand: ParsableCommand {
             throw ValidationError("--context-parallel: expected N in 1...\(InProcessGroup.maxSize) on --backend cpu, got \(contextParallel) on \(backend)")
         }
         if let density, !(density > 0 && density <= 1) { throw ValidationError("--density: expected a share in (0, 1], got \(density)") }
+        if let blockSize, !(1...65536).contains(blockSize) { throw ValidationError("--block-size: expected 1...65536, got \(blockSize)") }
         guard ["bf16", "f32", "f16"].contains(dtype) else {
             throw validationErrorList(argument: "--dtype", got: dtype, known: ["bf16", "f32", "f16"])
         }
@@ -173,6 +177,7 @@ struct BenchCommand: ParsableCommand {
                 do {
                     var size = BenchSize(B: B, T: T, H: heads, D: dim)
                     size.density = density
+                    size.blockSize = blockSize
                     let c = try f.benchCase(size, form: form, dtype: type)
                     let inputs = try f.upload(c.makeInputs(1), form: form, dtype: type, on: device)
                     let work = { _ = try f.run(form, inputs, options: c.options) }

@@ -3,7 +3,7 @@ import Linea
 import LineaCUDA
 import Testing
 
-/// Block-sparse attention on the GPU, the tensor-core kernel and the portable one, against the CPU's Float64 reference
+/// Block-sparse attention on the GPU, the Hopper (wgmma), tensor-core and portable kernels, against the CPU's Float64 reference
 /// on the same rounded inputs: random densities, causal (S = T, S < T, S > T), GQA, masks broadcast over batch or
 /// heads, query blocks that keep nothing, T and S not multiples of 64, block sizes shorter and longer than the tiles,
 /// bf16 and f16 (skipped when no GPU is present).
@@ -28,7 +28,18 @@ struct CUDABlockSparseTests {
         Case(B: 1, T: 197, S: 2500, Hq: 2, Hkv: 1, D: 64, blockRows: 64, blockKeys: 64, causal: false, maskB: 1, maskH: 2, density: 0.1, emptyBlock: true),
         Case(B: 1, T: 300, S: 400, Hq: 2, Hkv: 2, D: 128, blockRows: 96, blockKeys: 192, causal: true, maskB: 1, maskH: 2, density: 0.5, emptyBlock: false),
         Case(B: 1, T: 64, S: 64, Hq: 1, Hkv: 1, D: 128, blockRows: 64, blockKeys: 64, causal: false, maskB: 1, maskH: 1, density: 0, emptyBlock: false),
+        // Blocks of 128 multiples with D = 128: the Hopper kernel's cases (several tiles per block, partial last blocks).
+        Case(B: 2, T: 700, S: 700, Hq: 4, Hkv: 2, D: 128, blockRows: 128, blockKeys: 128, causal: true, maskB: 1, maskH: 4, density: 0.4, emptyBlock: true),
+        Case(B: 1, T: 300, S: 900, Hq: 2, Hkv: 1, D: 128, blockRows: 256, blockKeys: 128, causal: true, maskB: 1, maskH: 2, density: 0.5, emptyBlock: false),
+        Case(B: 1, T: 520, S: 260, Hq: 2, Hkv: 2, D: 128, blockRows: 128, blockKeys: 256, causal: true, maskB: 1, maskH: 1, density: 0.6, emptyBlock: true),
+        Case(B: 2, T: 333, S: 1000, Hq: 2, Hkv: 2, D: 128, blockRows: .max, blockKeys: 384, causal: false, maskB: 2, maskH: 1, density: 0.3, emptyBlock: false),
+        Case(B: 1, T: 150, S: 150, Hq: 2, Hkv: 2, D: 128, blockRows: .max, blockKeys: .max, causal: true, maskB: 1, maskH: 1, density: 1, emptyBlock: false),
     ]
+
+    /// Whether the Hopper kernel takes the case: D = 128 and blocks of 128 multiples (or longer than the sequence).
+    static func wgmmaFits(_ c: Case) -> Bool {
+        c.D == 128 && (c.blockRows >= c.T || c.blockRows % 128 == 0) && (c.blockKeys >= c.S || c.blockKeys % 128 == 0)
+    }
 
     /// The case's mask: seeded random blocks, query block 1 (0 when there is one) cleared when `emptyBlock`.
     static func mask(_ c: Case, seed: UInt64) throws -> BlockMask {
@@ -52,6 +63,7 @@ struct CUDABlockSparseTests {
         let mask = try Self.mask(c, seed: seed)
         var kernels: [CUDABlockSparse.Kernel] = [.portable, .auto]
         if ctx.computeCapability.major >= 8 { kernels.append(.tensorCore) }
+        if ctx.computeCapability.major == 9 && Self.wgmmaFits(c) { kernels.append(.wgmma) }
         for dtype in [DType.bfloat16, .float16] {
             let q = CUDAUpload.rounded(try Tensor.randomNormal([c.B, c.T, c.Hq, c.D], seed: seed), dtype)
             let k = CUDAUpload.rounded(try Tensor.randomNormal([c.B, c.S, c.Hkv, c.D], seed: seed &+ 1), dtype)
@@ -67,11 +79,11 @@ struct CUDABlockSparseTests {
         }
     }
 
-    /// The device-buffer entry writing o as bf16 and f16 (the kernels' packed stores), both kernels.
-    @Test(arguments: [DType.bfloat16, .float16])
-    func halfOutputMatchesReference(_ outputDType: DType) throws {
+    /// The device-buffer entry writing o as bf16 and f16 (the kernels' packed stores), every kernel that takes the case.
+    @Test(arguments: [DType.bfloat16, .float16], [1, 8])
+    func halfOutputMatchesReference(_ outputDType: DType, caseIndex: Int) throws {
         let ctx = try CUDABackend.shared
-        let c = Self.cases[1]
+        let c = Self.cases[caseIndex]
         let mask = try Self.mask(c, seed: 7)
         let q = CUDAUpload.rounded(try Tensor.randomNormal([c.B, c.T, c.Hq, c.D], seed: 7), .bfloat16)
         let k = CUDAUpload.rounded(try Tensor.randomNormal([c.B, c.S, c.Hkv, c.D], seed: 8), .bfloat16)
@@ -81,6 +93,7 @@ struct CUDABlockSparseTests {
         let shape = CUDAAttentionShape(batch: c.B, queryLength: c.T, keyLength: c.S, queryHeads: c.Hq, kvHeads: c.Hkv, headDim: c.D)
         var kernels: [CUDABlockSparse.Kernel] = [.portable]
         if ctx.computeCapability.major >= 8 { kernels.append(.tensorCore) }
+        if ctx.computeCapability.major == 9 && Self.wgmmaFits(c) { kernels.append(.wgmma) }
         for kernel in kernels {
             let o = try CUDABuffer(context: ctx, byteCount: rows * c.D * 2), lse = try CUDABuffer(context: ctx, byteCount: rows * 4)
             try CUDABlockSparse.forward(
@@ -105,6 +118,9 @@ struct CUDABlockSparseTests {
         let dense = try BlockMask.dense(T: 128, S: 128, blockRows: 64, blockKeys: 64)
         #expect(throws: LineaError.self) {  // fp32 inputs
             try CUDABlockSparse.forward(q: q, k: kv, v: kv, mask: dense, dtype: .float32, kernel: .tensorCore, context: ctx)
+        }
+        #expect(throws: LineaError.self) {  // wgmma: D = 64 and 64-row blocks
+            try CUDABlockSparse.forward(q: q, k: kv, v: kv, mask: dense, dtype: .bfloat16, kernel: .wgmma, context: ctx)
         }
         // The portable kernel takes both; `auto` falls back to it.
         let want = try CUDABlockSparse.forward(q: q, k: kv, v: kv, mask: keys32, dtype: .bfloat16, kernel: .portable, context: ctx)

@@ -81,6 +81,8 @@ public struct BenchSize: Sendable, Codable, Equatable {
     public let B: Int, T: Int, H: Int, D: Int
     /// block_sparse: the share of blocks its mask keeps (nil: the family's default).
     public var density: Float? = nil
+    /// block_sparse: the mask's block rows = block keys (nil: the family's default).
+    public var blockSize: Int? = nil
 
     /// A size. O(1).
     public init(B: Int, T: Int, H: Int, D: Int) {

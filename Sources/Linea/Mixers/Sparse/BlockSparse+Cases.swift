@@ -64,12 +64,14 @@ public struct BlockSparseFamily: OpFamily {
         return ["o": out.o, "lse": out.lse]
     }
 
-    /// Masks per head and broadcast, densities 0.4 to 1, blocks of 16x48 to 128x128, T != S, a partial last block.
+    /// Masks per head and broadcast, densities 0.4 to 1, blocks of 16x48 to 128x256, T != S, a partial last block.
     public var cases: [OpCase] {
         // (B, T, S, Hq, Hkv, D, block rows, block keys, mask per (batch, head), density, causal)
         let grid: [(Int, Int, Int, Int, Int, Int, Int, Int, Bool, Float, Bool)] = [
             (1, 200, 200, 4, 2, 64, 64, 64, true, 0.5, true), (2, 130, 300, 2, 2, 128, 64, 64, true, 0.4, false),
             (1, 100, 100, 2, 1, 96, 16, 48, false, 0.5, true), (1, 64, 256, 2, 2, 64, 128, 128, false, 1.0, false),
+            // D = 128 with blocks of 128 multiples: the sm_90 kernel's cases.
+            (1, 400, 600, 4, 2, 128, 128, 256, true, 0.5, true), (2, 300, 300, 2, 1, 128, 128, 128, false, 0.6, false),
         ]
         return grid.map { c in
             let (B, T, S, Hq, Hkv, D, bm, bn, perHead, density, causal) = c
@@ -89,14 +91,15 @@ public struct BlockSparseFamily: OpFamily {
 
     public func benchLengths(on device: Device) -> [Int] { device == .cpu ? [256, 1024, 4096] : [2048, 8192, 32768] }
 
-    /// Causal with a random mask keeping `s.density` (default half) of the blocks of 64 x 64.
+    /// Causal with a random mask keeping `s.density` (default half) of the blocks of `s.blockSize` (default 64) squared.
     public func benchCase(_ s: BenchSize, form: String, dtype: DType) throws -> OpCase {
         var options = OpOptions()
-        options.settings = ["block_rows": 64, "block_keys": 64]
+        let block = s.blockSize ?? 64
+        options.settings = ["block_rows": block, "block_keys": block]
         let density = s.density ?? 0.5
-        return OpCase(label: "B\(s.B) T\(s.T) H\(s.H) D\(s.D) density \(density)", options: options,
+        return OpCase(label: "B\(s.B) T\(s.T) H\(s.H) D\(s.D) density \(density) blocks \(block)", options: options,
                       flops: Double(density) * Attention.flops(B: s.B, T: s.T, S: s.T, H: s.H, D: s.D, causal: true)) { seed in
-            let mask = try BlockMask.random(B: 1, H: 1, T: s.T, S: s.T, blockRows: 64, blockKeys: 64, density: density, seed: seed &+ 3)
+            let mask = try BlockMask.random(B: 1, H: 1, T: s.T, S: s.T, blockRows: block, blockKeys: block, density: density, seed: seed &+ 3)
             return ["q": try Tensor.randomNormal([s.B, s.T, s.H, s.D], seed: seed), "k": try Tensor.randomNormal([s.B, s.T, s.H, s.D], seed: seed &+ 1),
                     "v": try Tensor.randomNormal([s.B, s.T, s.H, s.D], seed: seed &+ 2),
                     "mask": try Tensor(shape: mask.shape, scalars: mask.values.map(Float.init))]

@@ -430,14 +430,45 @@ __device__ __forceinline__ bool linea_wg_item(
     return true;
 }
 
-template <bool F16>
+// Block-sparse walk (SPARSE entries): the key tiles of an item are those of the key blocks its query block keeps,
+// read from a bitmask of kept key blocks that the whole block builds in shared memory before the roles split.
+// Mask blocks are bm x bn with bm, bn multiples of 128, so an item's rows lie in one query block and a key tile in
+// one key block; the launch is one block per item (not persistent: the bitmask is the item's).
+#define LINEA_WG_SPARSE_WORDS 256  // bitmask words: at most 8192 key blocks (the host checks)
+struct LineaWgSparse {
+    const unsigned char* mask;  // uint8 [Bm, Hm, QB, KB], strides maskB, maskH (0 for a broadcast dimension)
+    int bm, bn, maskB, maskH, KB;
+};
+// The first key of the kept tile after tile n0 (n0 < 0: the first kept tile), or -1 past the last: the next tile of
+// n0's key block if it holds one below nEnd, else the first tile of the next set bit of `bits` below cbEnd.
+__device__ __forceinline__ int linea_wg_next_tile(const unsigned* bits, int n0, int bn, int cbEnd, int nEnd) {
+    int c = 0;
+    if (n0 >= 0) {
+        const int cb = n0 / bn;
+        if ((long)n0 + LINEA_WG_BN < min((long)nEnd, (long)(cb + 1) * bn)) return n0 + LINEA_WG_BN;
+        c = cb + 1;
+    }
+    while (c < cbEnd) {
+        const unsigned w = bits[c >> 5] >> (c & 31);
+        if (w != 0u) {
+            c += __ffs(w) - 1;
+            return c < cbEnd ? c * bn : -1;
+        }
+        c = (c | 31) + 1;
+    }
+    return -1;
+}
+
+template <bool F16, bool SPARSE>
 __device__ __forceinline__ void linea_attn_wgmma_ws(
     const unsigned short* __restrict__ q, const unsigned short* __restrict__ k, const unsigned short* __restrict__ v,
     void* __restrict__ o, float* __restrict__ lse,
-    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode, int B, int G)
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode, int B, int G,
+    LineaWgSparse sp = LineaWgSparse())
 {
     extern __shared__ __align__(1024) unsigned char linea_wg_smem_raw[];
     __shared__ __align__(8) unsigned long long linea_wg_bars[14];
+    __shared__ unsigned linea_wg_bits[SPARSE ? LINEA_WG_SPARSE_WORDS + 1 : 1];  // kept key blocks, then their count
     const unsigned base = (linea_wg_smem(linea_wg_smem_raw) + 1023u) & ~1023u;
     const unsigned Qs = base, Ks = base + LINEA_WG_TILE, Vs = base + 4 * LINEA_WG_TILE;
     // mbarriers (8 bytes each): Q full, K full [3], V full [3], K empty [3], V empty [3], Q empty. The K and V rings
@@ -459,23 +490,44 @@ __device__ __forceinline__ void linea_attn_wgmma_ws(
             linea_wg_mbar_init(barKe + 8 * s, 8); linea_wg_mbar_init(barVe + 8 * s, 8);
         }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+        if (SPARSE) linea_wg_bits[LINEA_WG_SPARSE_WORDS] = 0u;
     }
     __syncthreads();
 
     int m0, h, b, nBegin, tiles;
+    // Sparse: the item's kept key blocks below cbEnd (causal: past the last row's position nothing is visible), 32 per
+    // ballot, and its tile count: bn / 128 per kept block, fewer in the block that holds key nEnd - 1.
+    int nEnd = S, cbEnd = 0;
+    if (SPARSE) {
+        if (!linea_wg_item(0, nT, pairs, G, Hq, T, S, causal, 0, m0, h, b, nBegin, tiles)) return;  // a grid past the items
+        nEnd = causal ? max(0, min(S, min(m0 + LINEA_WG_BM, T) - 1 + shift + 1)) : S;
+        cbEnd = nEnd > 0 ? (nEnd - 1) / sp.bn + 1 : 0;
+        const unsigned char* row = sp.mask + (long)b * sp.maskB + (long)h * sp.maskH + (long)(m0 / sp.bm) * sp.KB;
+        for (int w = tid >> 5; w * 32 < cbEnd; w += 12) {
+            const int c = w * 32 + lane;
+            const unsigned word = __ballot_sync(0xffffffffu, c < cbEnd && row[c] != 0);
+            if (lane == 0) { linea_wg_bits[w] = word; atomicAdd(&linea_wg_bits[LINEA_WG_SPARSE_WORDS], __popc(word)); }
+        }
+        __syncthreads();
+        const int perBlock = sp.bn / LINEA_WG_BN, last = cbEnd - 1;
+        tiles = (int)linea_wg_bits[LINEA_WG_SPARSE_WORDS] * perBlock;
+        if (last >= 0 && ((linea_wg_bits[last >> 5] >> (last & 31)) & 1u))
+            tiles -= perBlock - (nEnd - last * sp.bn + LINEA_WG_BN - 1) / LINEA_WG_BN;
+    }
     if (wg == 2) {
         // Producer warpgroup: Q of item r waits for the release of item r - 1's Q (after its last S); fill n of a
         // K or V stage waits for release n - 1 of that stage.
         asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" :: "n"(LINEA_WG_PRODUCER_REGS));
         int c0 = 0;
-        for (int round = 0; linea_wg_item(round, nT, pairs, G, Hq, T, S, causal, window, m0, h, b, nBegin, tiles); ++round) {
+        for (int round = 0; SPARSE ? round == 0 : linea_wg_item(round, nT, pairs, G, Hq, T, S, causal, window, m0, h, b, nBegin, tiles); ++round) {
             const unsigned short* kb = k + (long)b * S * kStride + (long)(h / group) * LINEA_WG_D;
             const unsigned short* vb = v + (long)b * S * kStride + (long)(h / group) * LINEA_WG_D;
             if (round > 0) linea_wg_mbar_wait(barQe, (round - 1) & 1);
             linea_wg_load_wg(Qs, q + (long)b * T * qStride + (long)h * LINEA_WG_D, m0, T, qStride, wtid);
             linea_wg_mbar_arrive_copies(barQ);
-            for (int it = 0; it < tiles; ++it) {
-                const int c = c0 + it, s = c % 3, n0 = nBegin + it * LINEA_WG_BN;
+            int n0 = SPARSE ? linea_wg_next_tile(linea_wg_bits, -1, sp.bn, cbEnd, nEnd) : nBegin;
+            for (int it = 0; it < tiles; ++it, n0 = SPARSE ? linea_wg_next_tile(linea_wg_bits, n0, sp.bn, cbEnd, nEnd) : n0 + LINEA_WG_BN) {
+                const int c = c0 + it, s = c % 3;
                 const unsigned parity = ((c / 3) & 1) ^ 1;
                 if (c >= 3) linea_wg_mbar_wait(barKe + 8 * s, parity);
                 linea_wg_load_wg(Ks + s * LINEA_WG_TILE, kb, n0, S, kStride, wtid);
@@ -493,7 +545,7 @@ __device__ __forceinline__ void linea_attn_wgmma_ws(
 
     const unsigned qRows = Qs + wg * 64 * 128;
     int c0 = 0;
-    for (int round = 0; linea_wg_item(round, nT, pairs, G, Hq, T, S, causal, window, m0, h, b, nBegin, tiles); ++round) {
+    for (int round = 0; SPARSE ? round == 0 : linea_wg_item(round, nT, pairs, G, Hq, T, S, causal, window, m0, h, b, nBegin, tiles); ++round) {
         const int rowA = m0 + 64 * wg + 16 * warp + g;
         const int posA = rowA + shift;
         const int wgPosLo = m0 + 64 * wg + shift, wgPosHi = wgPosLo + 63;
@@ -507,9 +559,10 @@ __device__ __forceinline__ void linea_attn_wgmma_ws(
         linea_wg_mbar_wait(barQ, round & 1);
         if (tiles == 0 && lane == 0) linea_wg_mbar_arrive(barQe);  // no S reads this Q
         if (LINEA_WG_PINGPONG && wg == 1) linea_wg_bar_arrive(1);  // warpgroup 0 issues first
-        for (int it = 0; it <= tiles; ++it) {
+        int n0 = SPARSE ? linea_wg_next_tile(linea_wg_bits, -1, sp.bn, cbEnd, nEnd) : nBegin;  // key tile it
+        for (int it = 0; it <= tiles; ++it, n0 = SPARSE ? linea_wg_next_tile(linea_wg_bits, n0, sp.bn, cbEnd, nEnd) : n0 + LINEA_WG_BN) {
             const bool fresh = it < tiles;
-            const int n0 = nBegin + it * LINEA_WG_BN, c = c0 + it;
+            const int c = c0 + it;
             const int sK = c % 3, sV = (c + 2) % 3;  // stages of K_it and V_it-1
             if (fresh) linea_wg_mbar_wait(barKf + 8 * sK, (c / 3) & 1);
             if (it > 0) linea_wg_mbar_wait(barVf + 8 * sV, ((c - 1) / 3) & 1);
@@ -573,13 +626,29 @@ __device__ __forceinline__ void linea_attn_wgmma_ws(
 extern "C" __global__ void __launch_bounds__(384, 1) linea_attn_wgmma_ws_bf16_d128(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
     int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode, int B, int G) {
-    linea_attn_wgmma_ws<false>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode, B, G);
+    linea_attn_wgmma_ws<false, false>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode, B, G);
 }
 
 extern "C" __global__ void __launch_bounds__(384, 1) linea_attn_wgmma_ws_f16_d128(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
     int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode, int B, int G) {
-    linea_attn_wgmma_ws<true>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode, B, G);
+    linea_attn_wgmma_ws<true, false>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode, B, G);
+}
+
+// Block-sparse attention (as attention_block_sparse_mma.cu's mask convention: query i sees key j when
+// mask[i / bm][j / bn] != 0 and, causal, j <= i + S - T) on the warp-specialized kernel; bm, bn multiples of 128,
+// at most 8192 key blocks, one block per (query tile, head, batch) item (grid nT B Hq, G as the dense launch).
+#define LINEA_WG_BSPARSE_PARAMS const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse, \
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int out_mode, int B, int G, const unsigned char* mask, \
+    int bm, int bn, int maskB, int maskH, int KB
+extern "C" __global__ void __launch_bounds__(384, 1) linea_attn_wgmma_bsparse_bf16_d128(LINEA_WG_BSPARSE_PARAMS) {
+    linea_attn_wgmma_ws<false, true>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, 0, out_mode, B, G,
+                                     LineaWgSparse{mask, bm, bn, maskB, maskH, KB});
+}
+
+extern "C" __global__ void __launch_bounds__(384, 1) linea_attn_wgmma_bsparse_f16_d128(LINEA_WG_BSPARSE_PARAMS) {
+    linea_attn_wgmma_ws<true, true>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, 0, out_mode, B, G,
+                                    LineaWgSparse{mask, bm, bn, maskB, maskH, KB});
 }
 
 extern "C" __global__ void __launch_bounds__(256, 1) linea_attn_wgmma_bf16_d128(
