@@ -217,11 +217,8 @@ INLINE float NAME(hsum)(VF v) {
 
 /// Output j of the M input rows: one weight row against every input row, U vectors of depth per step so M·U
 /// accumulator chains hide the FMA latency. Rows are taken one after another, so the matrix is read as one sequential
-/// stream, and prefetched GEMV_AHEAD bytes ahead: the hardware prefetcher stops at 4 KiB page boundaries, and
-/// memory-mapped weights sit on 4 KiB pages (measured 87 -> 110 tokens/s on one core of a 120M f32 model); as
-/// non-temporal prefetches, since each weight is read once (48 -> 51 GB/s on 2 cores). The depth's last partial vector
-/// goes through zero-padded copies.
-#define GEMV_AHEAD 4096
+/// stream, prefetched (non-temporal) GEMV_AHEAD bytes ahead when the width's instantiation sets it (see kernels.c).
+/// The depth's last partial vector goes through zero-padded copies.
 INLINE void NAME(gemv_row)(const int M, const int U, long k, const float *x, const void *w, int bf16, long j,
                            float *out, long ldo) {
     const long size = bf16 ? 2 : 4, line_elements = 64 / size;
@@ -230,7 +227,8 @@ INLINE void NAME(gemv_row)(const int M, const int U, long k, const float *x, con
     UNROLL for (int i = 0; i < M; i++) UNROLL for (int u = 0; u < U; u++) acc[i][u] = (VF){};
     long d = 0;
     for (; d + U * LANES <= k; d += U * LANES) {
-        for (long e = 0; e < U * LANES; e += line_elements) __builtin_prefetch(row + (d + e) * size + GEMV_AHEAD, 0, 0);
+        if (GEMV_AHEAD > 0)
+            for (long e = 0; e < U * LANES; e += line_elements) __builtin_prefetch(row + (d + e) * size + GEMV_AHEAD, 0, 0);
         VF wv[4];
         UNROLL for (int u = 0; u < U; u++) wv[u] = NAME(load_weight)(w, bf16, j * k + d + u * LANES);
         UNROLL for (int i = 0; i < M; i++)
