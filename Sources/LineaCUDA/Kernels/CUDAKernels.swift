@@ -14,7 +14,8 @@ package enum CUDAKernels {
     /// (both operands in shared memory) and O += P V (P from registers), K/V tiles of 128 keys brought in with
     /// cp.async into three 128B-swizzled shared-memory stages. Entries `linea_attn_wgmma_{bf16,f16}_d128` (v4: 256
     /// threads, grid (query tiles, Hq, B)) and `linea_attn_wgmma_ws_{bf16,f16}_d128` (warp-specialized, 384 threads,
-    /// one-dimensional grid of work items, two more int arguments: B and the head-group size).
+    /// one-dimensional grid of work items, two more int arguments: B and the head-group size), and the latter's
+    /// block-sparse form `linea_attn_wgmma_bsparse_{bf16,f16}_d128` (a block mask's kept 128-key tiles only).
     public static let attentionHopper = file("attention_hopper.cu")
 
     /// NVRTC option that the Hopper attention kernel needs (wgmma is an sm_90a-only instruction).
@@ -150,7 +151,7 @@ package enum CUDAKernels {
              ["f32", "bf16", "f16"].flatMap { t in [64, 128, 256].map { "linea_attn_simple_\(t)_d\($0)" } }),
             ("attention_mma", attentionMMA, ["bf16", "f16"].flatMap { t in [64, 128].map { "linea_attn_mma_\(t)_d\($0)" } }),
             ("attention_hopper", attentionHopper,
-             ["bf16", "f16"].flatMap { ["linea_attn_wgmma_\($0)_d128", "linea_attn_wgmma_ws_\($0)_d128"] }),
+             ["bf16", "f16"].flatMap { ["linea_attn_wgmma_\($0)_d128", "linea_attn_wgmma_ws_\($0)_d128", "linea_attn_wgmma_bsparse_\($0)_d128"] }),
             ("recurrent_step", recurrentStep,
              ["step", "seq"].flatMap { f in
                  ["f32", "bf16", "f16"].flatMap { t in [128, 256].flatMap { k in [1, 4].map { "linea_rec_\(f)_\(t)_k\(k)_v\($0)" } } }
