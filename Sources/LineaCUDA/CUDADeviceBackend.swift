@@ -124,6 +124,16 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         counters.lock()
         hostTransfers += 1
         counters.unlock()
+        let thread = Thread.current.threadDictionary
+        thread[Self.threadTransfersKey] = ((thread[Self.threadTransfersKey] as? Int) ?? 0) + 1
+    }
+
+    private static let threadTransfersKey = "linea.cuda.hostTransfers"
+
+    /// Host↔device copies that the calling thread made so far: what a test running beside others checks (their
+    /// copies count in `hostTransferCount` too). O(1).
+    public var hostTransferCountOnThisThread: Int {
+        (Thread.current.threadDictionary[Self.threadTransfersKey] as? Int) ?? 0
     }
 
     /// Packed tensors only; per op, the dtypes and sizes its kernels take (each refusal says which and why). O(1).
