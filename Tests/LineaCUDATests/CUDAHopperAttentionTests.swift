@@ -10,8 +10,8 @@ import Testing
         #expect(CUDAKernels.attentionHopper.split(separator: "\n").contains("// linea-nvrtc-arch: sm_90a"))
         #expect(CUDAKernels.attentionHopperOptions == ["--gpu-architecture=sm_90a"])
         let hopper = CUDAKernels.all.first { $0.name == "attention_hopper" }
-        #expect(hopper?.entries == ["linea_attn_wgmma_bf16_d128", "linea_attn_wgmma_ws_bf16_d128",
-                                    "linea_attn_wgmma_f16_d128", "linea_attn_wgmma_ws_f16_d128"])
+        #expect(hopper?.entries == ["linea_attn_wgmma_bf16_d128", "linea_attn_wgmma_ws_bf16_d128", "linea_attn_wgmma_bsparse_bf16_d128",
+                                    "linea_attn_wgmma_f16_d128", "linea_attn_wgmma_ws_f16_d128", "linea_attn_wgmma_bsparse_f16_d128"])
         #expect(CUDAKernels.attentionHopper.contains("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16"))
         #expect(CUDAKernels.attentionHopper.contains("wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16"))
     }
