@@ -130,7 +130,8 @@ package enum CUDAKernels {
     /// the delta rules' transposed-state helpers (`chunkedDeltaFwd`, `chunkedDeltaEnd`); element_io.cuh, the f32 / bf16 /
     /// f16 element types with fp32 loads and stores (`modelOps`, `selectiveScan` and others); mma_tiles.cuh, the mma.sync
     /// attention kernels' cp.async, ldmatrix, MMA, tile-load, online-softmax, P·V and epilogue steps (`attentionMMA`, the
-    /// tensor-core block-sparse and neighborhood kernels).
+    /// tensor-core block-sparse and neighborhood kernels); block_bits.cuh, the block-sparse kernels' walk over their
+    /// bitmask of kept key blocks.
     public static let headers: [(name: String, source: String)] =
         files.keys.filter { $0.hasSuffix(".cuh") }.sorted().map { ($0, files[$0]!) }
 

@@ -11,6 +11,7 @@ extension CUDAKernels {
         "attention_neighborhood.cu": embedded_attention_neighborhood_cu,
         "attention_simple.cu": embedded_attention_simple_cu,
         "attention_split_kv.cu": embedded_attention_split_kv_cu,
+        "block_bits.cuh": embedded_block_bits_cuh,
         "block_select.cu": embedded_block_select_cu,
         "chunked_common.cuh": embedded_chunked_common_cuh,
         "chunked_delta.cuh": embedded_chunked_delta_cuh,

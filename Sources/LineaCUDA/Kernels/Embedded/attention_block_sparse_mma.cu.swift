@@ -27,19 +27,13 @@ extension CUDAKernels {
 #define LINEA_BSM_BN 64
 #define LINEA_NEG_INF (__int_as_float(0xff800000))
 #include "mma_tiles.cuh"
+#include "block_bits.cuh"
 
 
 // The first kept key tile at or after key block c (its first key), or -1: the next set bit of `bits` below cbEnd.
 __device__ __forceinline__ int linea_bsm_next_block(const unsigned* bits, int c, int cbEnd, int bn) {
-    while (c < cbEnd) {
-        const unsigned w = bits[c >> 5] >> (c & 31);
-        if (w != 0u) {
-            c += __ffs(w) - 1;
-            return c < cbEnd ? c * bn : -1;
-        }
-        c = (c | 31) + 1;
-    }
-    return -1;
+    const int kept = linea_next_set_bit(bits, c, cbEnd);
+    return kept < 0 ? -1 : kept * bn;
 }
 
 template <int D, bool F16>

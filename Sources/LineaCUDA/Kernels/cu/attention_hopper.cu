@@ -29,6 +29,7 @@
 #define LINEA_WG_BN 128
 #define LINEA_WG_D 128
 #define LINEA_WG_TILE (128 * 128 * 2)
+#include "block_bits.cuh"
 
 __device__ __forceinline__ float linea_wg_ex2(float x) {
     float y;
@@ -448,15 +449,8 @@ __device__ __forceinline__ int linea_wg_next_tile(const unsigned* bits, int n0, 
         if ((long)n0 + LINEA_WG_BN < min((long)nEnd, (long)(cb + 1) * bn)) return n0 + LINEA_WG_BN;
         c = cb + 1;
     }
-    while (c < cbEnd) {
-        const unsigned w = bits[c >> 5] >> (c & 31);
-        if (w != 0u) {
-            c += __ffs(w) - 1;
-            return c < cbEnd ? c * bn : -1;
-        }
-        c = (c | 31) + 1;
-    }
-    return -1;
+    const int kept = linea_next_set_bit(bits, c, cbEnd);
+    return kept < 0 ? -1 : kept * bn;
 }
 
 template <bool F16, bool SPARSE>
