@@ -81,7 +81,7 @@ import Testing
         for kernel in CUDAKernels.all {
             #expect(kernel.source.hasPrefix(prefix + "\(kernel.name).cu\"\n"), "\(kernel.name) lacks its #line")
         }
-        #expect(CUDAKernels.headers.map(\.name) == ["chunked_common.cuh", "chunked_delta.cuh", "chunked_scalar.cuh", "element_io.cuh", "mma_tiles.cuh"])
+        #expect(CUDAKernels.headers.map(\.name) == ["block_bits.cuh", "chunked_common.cuh", "chunked_delta.cuh", "chunked_scalar.cuh", "element_io.cuh", "mma_tiles.cuh"])
         for header in CUDAKernels.headers {
             #expect(header.source.hasPrefix(prefix + "\(header.name)\"\n"), "\(header.name) lacks its #line")
         }
