@@ -10,7 +10,8 @@ extension CUDAKernels {
 // o [B,T,Hq,128] fp32 (out_mode 0), bf16 (1) or fp16 (2); lse [B,T,Hq] fp32 (natural log), may be null.
 // Masking as in the portable kernel: query i at pos = i + S - T sees j when
 // (!causal || j <= pos) && (window <= 0 || j > pos - window); empty rows give o = 0, lse = -inf.
-// Needs scale_log2 > 0 (the row max is taken on raw scores).
+// Needs scale_log2 > 0 (the row max is taken on raw scores). The warp-specialized kernel below also has block-sparse
+// entries (linea_attn_wgmma_bsparse_*, at the end): the same loop over the key tiles that a block mask keeps.
 //
 // Block: 256 threads = 2 warpgroups; warpgroup w owns query rows m0 + 64 w .. + 63. Grid (ceil(T/128), Hq, B),
 // query tiles in reverse, so the heaviest causal tiles of a head start first and the blocks running together
