@@ -77,17 +77,20 @@ package enum CUDABlockSparse {
         let maskB = maskShape[0] == 1 ? 0 : maskShape[1] * qb * kb
         let scaleLog2 = scaleValue * 1.4426950408889634
         // A block at least as long as the sequence is one block whatever its size: rounded to the tile multiples, so
-        // that whole-sequence masks (e.g. `.max` sizes) also fit the tensor-core kernel.
+        // that whole-sequence masks (e.g. `.max` sizes) also fit the tensor-core kernels.
+        func tiled(_ block: Int, length: Int, multiple: Int) -> Int {
+            block >= length ? (max(length, 1) + multiple - 1) / multiple * multiple : block
+        }
         let (warps, rowTiles) = tensorCoreShape
         let warpRows = 16 * rowTiles
-        let bmTC = blockRows >= s.queryLength ? (max(s.queryLength, 1) + warpRows - 1) / warpRows * warpRows : blockRows
-        let bnTC = blockKeys >= s.keyLength ? (max(s.keyLength, 1) + 63) / 64 * 64 : blockKeys
+        let bmTC = tiled(blockRows, length: s.queryLength, multiple: warpRows)
+        let bnTC = tiled(blockKeys, length: s.keyLength, multiple: 64)
         let half = dtype == .bfloat16 || dtype == .float16
         let fits = half && (s.headDim == 64 || s.headDim == 128) && ctx.computeCapability.major >= 8 && scaleValue > 0
             && bmTC % warpRows == 0 && bnTC % 64 == 0 && bmTC <= Int(Int32.max) && bnTC <= Int(Int32.max)
             && kb <= tensorCoreMaxKeyBlocks
-        let bmWG = blockRows >= s.queryLength ? (max(s.queryLength, 1) + 127) / 128 * 128 : blockRows
-        let bnWG = blockKeys >= s.keyLength ? (max(s.keyLength, 1) + 127) / 128 * 128 : blockKeys
+        let bmWG = tiled(blockRows, length: s.queryLength, multiple: 128)
+        let bnWG = tiled(blockKeys, length: s.keyLength, multiple: 128)
         let fitsWGMMA = half && s.headDim == 128 && ctx.computeCapability.major == 9 && scaleValue > 0
             && bmWG % 128 == 0 && bnWG % 128 == 0 && bmWG <= Int(Int32.max) && bnWG <= Int(Int32.max) && kb <= wgmmaMaxKeyBlocks
         let chosen = kernel == .auto ? kernelOverride : kernel

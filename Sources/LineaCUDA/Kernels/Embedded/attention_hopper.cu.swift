@@ -502,7 +502,7 @@ __device__ __forceinline__ void linea_attn_wgmma_ws(
     int nEnd = S, cbEnd = 0;
     if (SPARSE) {
         if (!linea_wg_item(0, nT, pairs, G, Hq, T, S, causal, 0, m0, h, b, nBegin, tiles)) return;  // a grid past the items
-        nEnd = causal ? max(0, min(S, min(m0 + LINEA_WG_BM, T) - 1 + shift + 1)) : S;
+        nEnd = causal ? max(0, min(S, min(m0 + LINEA_WG_BM, T) + shift)) : S;
         cbEnd = nEnd > 0 ? (nEnd - 1) / sp.bn + 1 : 0;
         const unsigned char* row = sp.mask + (long)b * sp.maskB + (long)h * sp.maskH + (long)(m0 / sp.bm) * sp.KB;
         for (int w = tid >> 5; w * 32 < cbEnd; w += 12) {
