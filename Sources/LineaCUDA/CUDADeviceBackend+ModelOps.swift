@@ -1,10 +1,10 @@
 import Linea
 
 extension CUDADeviceBackend {
-    /// The model-op kernels read one float dtype (f32, bf16, f16) for every float input of a call: others are converted
-    /// to the primary input's dtype on the device first (a bf16 norm weight beside f32 activations; a matmul's
-    /// activations go to its weight's dtype), except a conv state, updated in place. I32 positions for rotary, i32 or
-    /// i64 ids. O(1).
+    /// The model-op kernels read one float dtype (f32, bf16, f16) for the float inputs of a call: others are converted
+    /// to the primary input's dtype on the device first (a matmul's activations go to its weight's dtype), except a
+    /// conv state, updated in place, and the weights the norm and conv kernels read in their own dtype. I32 positions
+    /// for rotary, i32 or i64 ids. O(1).
     func modelOpSupport(_ c: ModelOpCall) -> Support {
         let x = c.primary.tensor
         if let state = c["state"], state.dtype != x.dtype {
@@ -27,10 +27,16 @@ extension CUDADeviceBackend {
         let (dtype, width) = (x.dtype, x.shape.last ?? 1)
         let rows = x.count / max(width, 1)
         let out = c["out"].map { buffer($0) }
-        // Float inputs in another dtype than x, converted on the device (freed in stream order after the op).
+        // Float inputs in another dtype than x, converted on the device (freed in stream order after the op); a norm's
+        // or conv's weight (and a conv's bias in the weight's dtype) is read as stored.
+        let weightDType: DType? = switch c.kind {
+        case .rmsNorm, .rmsNormGated: c["weight"]?.dtype
+        case .causalConv1d where c["bias"] == nil || c["bias"]!.dtype == c["weight"]!.dtype: c["weight"]!.dtype
+        default: nil
+        }
         var converted: [String: DeviceTensor] = [:]
         for (name, t) in c.inputs where t.dtype.isFloatingPoint && t.dtype != dtype && !["uniforms", "state"].contains(name)
-            && !(c.kind == .matmul && name == "weight") {
+            && !(c.kind == .matmul && name == "weight") && !(weightDType != nil && ["weight", "bias"].contains(name)) {
             let copy = try DeviceTensor.uninitialized(t.shape, dtype: dtype, on: device)
             try CUDAModelOps.convert(x: buffer(t), from: t.dtype, out: buffer(copy), to: dtype, count: t.count)
             converted[name] = copy
@@ -43,7 +49,7 @@ extension CUDADeviceBackend {
             var activations = buffer(x)
             var converted: DeviceTensor?
             if weight.dtype != dtype {
-                converted = try DeviceTensor.zeros(x.shape, dtype: weight.dtype, on: device)
+                converted = try DeviceTensor.uninitialized(x.shape, dtype: weight.dtype, on: device)
                 try CUDAModelOps.convert(x: activations, from: dtype, out: buffer(converted!), to: weight.dtype, count: x.count)
                 activations = buffer(converted!)
             }
@@ -56,10 +62,10 @@ extension CUDADeviceBackend {
                                        count: ids.count, vocab: table.shape[0], dim: table.shape[1], dtype: dtype)
         case let .rmsNorm(eps, zeroCentered):
             try CUDAModelOps.rmsNorm(x: buffer(x), weight: input("weight")!, out: out!, rows: rows, dim: width, eps: eps,
-                                     zeroCentered: zeroCentered, dtype: dtype)
+                                     zeroCentered: zeroCentered, dtype: dtype, weightDType: weightDType)
         case let .rmsNormGated(eps):
             try CUDAModelOps.rmsNormGated(x: buffer(x), gate: input("gate")!, weight: input("weight")!, out: out!, rows: rows, dim: width,
-                                          eps: eps, dtype: dtype)
+                                          eps: eps, dtype: dtype, weightDType: weightDType)
         case let .l2Norm(eps): try CUDAModelOps.l2Norm(x: buffer(x), out: out!, rows: rows, dim: width, eps: eps, dtype: dtype)
         case .silu: try CUDAModelOps.silu(x: buffer(x), out: out!, count: x.count, dtype: dtype)
         case .sigmoid: try CUDAModelOps.sigmoid(x: buffer(x), out: out!, count: x.count, dtype: dtype)
@@ -88,7 +94,7 @@ extension CUDADeviceBackend {
         case let .causalConv1d(silu):
             try CUDAModelOps.causalConv1d(x: buffer(x), weight: input("weight")!, bias: input("bias"), state: input("state"), out: out!,
                                           batch: x.shape[0], length: x.shape[1], channels: x.shape[2], width: c["weight"]!.shape[1],
-                                          silu: silu, dtype: dtype)
+                                          silu: silu, dtype: dtype, weightDType: weightDType)
         case let .topKRouting(k, normalize):
             try CUDAModelOps.topKRouting(logits: buffer(x), weights: buffer(c["weights"]!), indices: buffer(c["indices"]!), rows: rows,
                                          experts: width, k: k, normalize: normalize, dtype: dtype)

@@ -120,32 +120,72 @@ package enum CUDAModelOps {
     // MARK: norms
 
     static func norm(_ mode: Int32, x: CUDABuffer, gate: CUDABuffer?, weight: CUDABuffer?, out: CUDABuffer,
-                     rows: Int, dim: Int, eps: Float, dtype: DType) throws {
+                     rows: Int, dim: Int, eps: Float, dtype: DType, weightDType: DType? = nil) throws {
         try int32(["rows": rows, "dim": dim])
-        let bytes = rows * dim * dtype.byteCount
+        let bytes = rows * dim * dtype.byteCount, weightDType = weightDType ?? dtype
         try expect("x", x, bytes: bytes)
         try expect("out", out, bytes: bytes)
         if let gate { try expect("gate", gate, bytes: bytes) }
-        if let weight { try expect("weight", weight, bytes: dim * dtype.byteCount) }
+        if let weight { try expect("weight", weight, bytes: dim * weightDType.byteCount) }
         try launch("linea_norm", dtype, on: out.context, grid: rows, [
-            .pointer(x.address), address(gate), address(weight), .pointer(out.address), .int32(Int32(dim)), .float(eps), .int32(mode)])
+            .pointer(x.address), address(gate), address(weight), .int32(try kind(weightDType, "weight")), .pointer(out.address),
+            .int32(Int32(dim)), .float(eps), .int32(mode)])
     }
 
-    /// RMSNorm of `x [rows, dim]`: `x / sqrt(mean(x²) + eps) · w`, or `· (1 + w)` when `zeroCentered`. O(rows·dim).
+    /// The kernels' element kind of a float dtype (0 f32, 1 bf16, 2 f16: `ld_kind`), naming `argument` for another.
+    static func kind(_ dtype: DType, _ argument: String) throws -> Int32 {
+        switch dtype {
+        case .float32: 0
+        case .bfloat16: 1
+        case .float16: 2
+        default: throw LineaError.invalidArgument(argument: argument, expected: "f32, bf16 or f16", actual: dtype.shortName)
+        }
+    }
+
+    /// RMSNorm of `x [rows, dim]`: `x / sqrt(mean(x²) + eps) · w`, or `· (1 + w)` when `zeroCentered`; `weight` in
+    /// `weightDType` (default `dtype`). O(rows·dim).
     public static func rmsNorm(x: CUDABuffer, weight: CUDABuffer, out: CUDABuffer, rows: Int, dim: Int, eps: Float,
-                               zeroCentered: Bool = false, dtype: DType) throws {
-        try norm(zeroCentered ? 1 : 0, x: x, gate: nil, weight: weight, out: out, rows: rows, dim: dim, eps: eps, dtype: dtype)
+                               zeroCentered: Bool = false, dtype: DType, weightDType: DType? = nil) throws {
+        try norm(zeroCentered ? 1 : 0, x: x, gate: nil, weight: weight, out: out, rows: rows, dim: dim, eps: eps, dtype: dtype,
+                 weightDType: weightDType)
     }
 
-    /// Gated RMSNorm: `x / sqrt(mean(x²) + eps) · w · silu(gate)`, all `[rows, dim]`. O(rows·dim).
+    /// Gated RMSNorm: `x / sqrt(mean(x²) + eps) · w · silu(gate)`, all `[rows, dim]`; `weight` in `weightDType`
+    /// (default `dtype`). O(rows·dim).
     public static func rmsNormGated(x: CUDABuffer, gate: CUDABuffer, weight: CUDABuffer, out: CUDABuffer, rows: Int,
-                                    dim: Int, eps: Float, dtype: DType) throws {
-        try norm(2, x: x, gate: gate, weight: weight, out: out, rows: rows, dim: dim, eps: eps, dtype: dtype)
+                                    dim: Int, eps: Float, dtype: DType, weightDType: DType? = nil) throws {
+        try norm(2, x: x, gate: gate, weight: weight, out: out, rows: rows, dim: dim, eps: eps, dtype: dtype, weightDType: weightDType)
     }
 
     /// L2 norm of each row (fla's `l2norm`): `x / sqrt(Σ x² + eps)`. O(rows·dim).
     public static func l2Norm(x: CUDABuffer, out: CUDABuffer, rows: Int, dim: Int, eps: Float = 1e-6, dtype: DType) throws {
         try norm(3, x: x, gate: nil, weight: nil, out: out, rows: rows, dim: dim, eps: eps, dtype: dtype)
+    }
+
+    /// Copies the box `shape` (rank <= 6) of `elementBytes`-byte elements from `x` at `sourceStrides` to `out` at
+    /// `targetStrides` (in elements, from each buffer's start): a strided view packed, or packed into one, in one
+    /// launch. O(elements).
+    public static func copyStrided(x: CUDABuffer, out: CUDABuffer, shape: [Int], sourceStrides: [Int], targetStrides: [Int],
+                                   elementBytes: Int) throws {
+        try OpCheck.value("shape", shape.count <= 6, "rank <= 6", "\(shape)")
+        try OpCheck.value("elementBytes", [1, 2, 4, 8].contains(elementBytes), "1, 2, 4 or 8", "\(elementBytes)")
+        let count = shape.reduce(1, *)
+        try int32(["count": count])
+        guard count > 0 else { return }
+        let pad = 6 - shape.count
+        let (n, a, b) = ([Int](repeating: 1, count: pad) + shape, [Int](repeating: 0, count: pad) + sourceStrides,
+                         [Int](repeating: 0, count: pad) + targetStrides)
+        for (name, strides, buffer) in [("x", a, x), ("out", b, out)] {
+            let last = zip(n, strides).reduce(0) { $0 + ($1.0 - 1) * $1.1 }
+            for (axis, stride) in strides.enumerated() {
+                try OpCheck.value("\(name) stride \(axis)", stride >= 0 && stride <= Int(Int32.max), "0...\(Int32.max)", "\(stride)")
+            }
+            try expect(name, buffer, bytes: (last + 1) * elementBytes)
+        }
+        let f = try out.context.function(source: CUDAKernels.modelOps, name: "linea_copy_strided_e\(elementBytes)")
+        try out.context.launch(f, grid: (blocks(count), 1, 1), block: (threads, 1, 1),
+                               arguments: [.pointer(x.address), .pointer(out.address), .int32(Int32(count))]
+                                   + n.dropFirst().map { .int32(Int32($0)) } + (a + b).map { .int32(Int32($0)) })
     }
 
     // MARK: elementwise
@@ -257,22 +297,24 @@ package enum CUDAModelOps {
 
     /// Causal depthwise conv1d, channels-last (`CPUOps.causalConv1d`): x, out `[batch, length, channels]`, weight
     /// `[channels, width]` (2...4), bias `[channels]`, state `[batch, channels, width-1]` read then replaced by the
-    /// last `width-1` inputs (all `dtype`). O(batch·length·channels·width).
+    /// last `width-1` inputs (all `dtype`; weight and bias in `weightDType`, default `dtype`). O(batch·length·channels·width).
     public static func causalConv1d(x: CUDABuffer, weight: CUDABuffer, bias: CUDABuffer? = nil, state: CUDABuffer?,
                                     out: CUDABuffer, batch: Int, length: Int, channels: Int, width: Int, silu: Bool,
-                                    dtype: DType) throws {
+                                    dtype: DType, weightDType: DType? = nil) throws {
         try OpCheck.value("width", (2...4).contains(width), "2...4", "\(width)")
         let e = dtype.byteCount, n = batch * length * channels
         try int32(["batch": batch, "length": length, "channels": channels, "x": n])
         try OpCheck.value("length", length <= 65535 * 64, "<= \(65535 * 64) (65535 chunks of 64 steps)", "\(length)")
         try expect("x", x, bytes: n * e)
         try expect("out", out, bytes: n * e)
-        try expect("weight", weight, bytes: channels * width * e)
-        if let bias { try expect("bias", bias, bytes: channels * e) }
+        let we = (weightDType ?? dtype).byteCount
+        try expect("weight", weight, bytes: channels * width * we)
+        if let bias { try expect("bias", bias, bytes: channels * we) }
         if let state { try expect("state", state, bytes: batch * channels * (width - 1) * e) }
         try launch("linea_conv1d", dtype, on: out.context, grid: (batch * channels + threads - 1) / threads,
                    gridY: max(1, (length + 63) / 64), [
-            .pointer(x.address), .pointer(weight.address), address(bias), address(state), .pointer(out.address),
+            .pointer(x.address), .pointer(weight.address), address(bias), .int32(try kind(weightDType ?? dtype, "weight")),
+            address(state), .pointer(out.address),
             .int32(Int32(batch)), .int32(Int32(length)), .int32(Int32(channels)), .int32(Int32(width)), .int32(silu ? 1 : 0)])
     }
 

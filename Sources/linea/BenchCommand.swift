@@ -54,6 +54,8 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "--model: timed prefills per prompt length (the median is reported), after one untimed warm-up prefill.")
     var prefillReps: Int = 2
     @Option(help: "--model: device, cpu or cuda.") var device: String = "cpu"
+    @Flag(help: "--model: after the figures, each phase's time per op, allocation and copy (the device waited on around each: slower; LINEA_PROFILE=1 does the same).")
+    var profile = false
     @Option(help: "cpu: time each recurrence (--mechanism, default all) over 1 and N in-process context-parallel ranks and print the efficiency.")
     var contextParallel: Int?
     @Option(help: "Write the results as a JSON array to this file.") var json: String?
@@ -137,7 +139,8 @@ struct BenchCommand: ParsableCommand {
             var options = try ModelOptions.parse(["--model", model, "--device", device])
             options.model = model
             let prompts = promptTokens.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-            return try ModelBench(options: options, promptTokens: prompts, newTokens: newTokens, batch: batch ?? 1, prefillReps: prefillReps).run()
+            return try ModelBench(options: options, promptTokens: prompts, newTokens: newTokens, batch: batch ?? 1, prefillReps: prefillReps,
+                                  profile: profile || Profile.enabled).run()
         }
         if decode { return try runDecode() }
         if let contextParallel { return try runContextParallel(contextParallel) }

@@ -212,9 +212,11 @@ struct ModelInitCommand: ParsableCommand {
 /// then the median of `prefillReps` timed prefills, each into a fresh cache; the decode continues the last.
 struct ModelBench {
     let options: ModelOptions
-    let promptTokens: [Int], newTokens: Int, batch: Int, prefillReps: Int
+    let promptTokens: [Int], newTokens: Int, batch: Int, prefillReps: Int, profile: Bool
 
     func run() throws {
+        Profile.enabled = profile
+        var profiles: [String] = []
         let loaded = try options.load()
         let model = loaded.model
         var rows: [[String]] = []
@@ -230,7 +232,9 @@ struct ModelBench {
                 logits = try model.forward(DeviceTensor(integers: ids, shape: [batch, prompt], on: model.device), cache: cache, lastOnly: true)
                 try Backends.backend(for: model.device).synchronize()
                 if rep > 0 { times.append(Date().timeIntervalSince(start)) }
+                if rep == 0 { _ = Profile.take() }  // the warm-up's compiles and first touches
             }
+            if profile { profiles.append("prefill B = \(batch) T = \(prompt), \(prefillReps) timed prefills:\n" + Profile.format(Profile.take())) }
             let prefill = times.sorted()[times.count / 2]
             let decodeStart = Date()
             for _ in 0..<newTokens {
@@ -239,11 +243,13 @@ struct ModelBench {
             }
             try Backends.backend(for: model.device).synchronize()
             let decode = Date().timeIntervalSince(decodeStart)
+            if profile { profiles.append("decode B = \(batch), \(newTokens) tokens after T = \(prompt):\n" + Profile.format(Profile.take())) }
             rows.append([model.modelType, "\(batch)", "\(prompt)", String(format: "%.1f", Double(batch * prompt) / prefill), "\(newTokens)",
                          String(format: "%.1f", Double(batch * newTokens) / max(decode, 1e-9)),
                          formatBytes(max(0, Measure.residentBytes().peak - before))])
         }
         printTable(header: ["model", "B", "prompt", "prefill tokens/s", "new", "decode tokens/s", "peak extra"], rows: rows)
         print("\(options.device), \(Parallel.threadCount) threads; decode greedy after the prompt; tokens/s count every sequence of the batch")
+        for text in profiles { print("\nprofile, " + text) }
     }
 }

@@ -26,6 +26,27 @@ struct CUDADeviceBackendTests {
         #expect(try DeviceTensor(integers: [5, 1 << 40], shape: [2], on: Self.gpu).hostIntegers() == [5, 1 << 40])
     }
 
+    /// Views copied on the device (one strided-copy launch: a slice of a fused projection packed, a row block of a KV
+    /// cache written) hold what the same copies on the host hold, for elements of 1, 2, 4 and 8 bytes.
+    @Test(arguments: [DType.uint8, .bfloat16, .float32, .int64])
+    func stridedCopiesOnTheDeviceMatchTheHost(_ dtype: DType) throws {
+        let shape = [3, 5, 4, 6]
+        let values = (0..<shape.reduce(1, *)).map { ($0 * 37) % 101 }
+        let host = dtype.isFloatingPoint ? try DeviceTensor(Tensor(shape: shape, scalars: values.map(Float.init)), dtype: dtype)
+            : try DeviceTensor(integers: values, shape: shape, dtype: dtype)
+        let gpu = try host.to(Self.gpu)
+        func read(_ x: DeviceTensor) throws -> [Int] { dtype.isFloatingPoint ? try x.host().scalars.map { Int($0) } : try x.hostIntegers() }
+        for (axis, range) in [(3, 1..<4), (2, 1..<3), (1, 2..<5), (0, 1..<2)] {
+            let packed = try gpu.narrowed(axis: axis, range).contiguous()
+            #expect(packed.device == Self.gpu && packed.isContiguous)
+            #expect(try read(packed) == (try read(host.narrowed(axis: axis, range).contiguous())), "axis \(axis) \(range)")
+            let target = try DeviceTensor.zeros(shape, dtype: dtype, on: Self.gpu), hostTarget = try DeviceTensor.zeros(shape, dtype: dtype)
+            try target.narrowed(axis: axis, range).copy(from: packed)
+            try hostTarget.narrowed(axis: axis, range).copy(from: host.narrowed(axis: axis, range))
+            #expect(try read(target) == (try read(hostTarget)), "into axis \(axis) \(range)")
+        }
+    }
+
     /// Uploads larger than the two pinned staging slots arrive whole, and the source may be overwritten as soon as the
     /// upload returns (each slice was staged before it); several uploads queued back to back reuse the slots.
     @Test func largeUploadsGoThroughPinnedStaging() throws {

@@ -11,10 +11,16 @@ private final class FakeGPUBackend: Backend, @unchecked Sendable {
         return TensorStorage(device: device, address: host.address, byteCount: byteCount, owner: host)
     }
     func copy(_ source: DeviceTensor, into destination: DeviceTensor) throws {
-        let e = source.dtype.byteCount
-        StridedRuns(source, destination).forEach { s, d, n in
-            UnsafeMutableRawPointer(bitPattern: destination.storage.address + UInt(d * e))!
-                .copyMemory(from: UnsafeRawPointer(bitPattern: source.storage.address + UInt(s * e))!, byteCount: n * e)
+        // Element by element over the merged box, as the CUDA backend's strided-copy kernel walks it.
+        let (e, box) = (source.dtype.byteCount, StridedRuns(source, destination).merged)
+        for i in 0..<source.count {
+            var (rest, s, d) = (i, 0, 0)
+            for axis in box.shape.indices.reversed() {
+                let index = rest % box.shape[axis]
+                (rest, s, d) = (rest / box.shape[axis], s + index * box.a[axis], d + index * box.b[axis])
+            }
+            UnsafeMutableRawPointer(bitPattern: destination.address + UInt(d * e))!
+                .copyMemory(from: UnsafeRawPointer(bitPattern: source.address + UInt(s * e))!, byteCount: e)
         }
     }
     func supports<Call: OpCall>(_ call: Call) -> Support { .unsupported("the fake GPU runs nothing") }
@@ -102,6 +108,22 @@ private func token(_ x: Tensor, _ t: Int) throws -> Tensor {
         #expect(throws: LineaError.self) { try cache.selected(axis: 0, 2) }
         #expect(throws: LineaError.self) { try first.reshaped([32, 3]) }
         #expect(try cache.reshaped([12, 12]).shape == [12, 12])
+    }
+
+    @Test func stridedViewsCopyOnADeviceAsOnTheHost() throws {
+        Backends.register(FakeGPUBackend())
+        let x = try Tensor.randomNormal([3, 5, 4, 6], seed: 4)
+        let (host, gpu) = (try DeviceTensor(x), try DeviceTensor(x).to(.cuda(7)))
+        for (axis, range) in [(3, 1..<4), (2, 1..<3), (1, 2..<5), (0, 1..<2), (2, 0..<1)] {
+            #expect(try gpu.narrowed(axis: axis, range).contiguous().host() == (try host.narrowed(axis: axis, range).host()), "axis \(axis) \(range)")
+            let target = try DeviceTensor.zeros(x.shape, on: .cuda(7))
+            try target.narrowed(axis: axis, range).copy(from: gpu.narrowed(axis: axis, range))
+            let want = try DeviceTensor.zeros(x.shape)
+            try want.narrowed(axis: axis, range).copy(from: host.narrowed(axis: axis, range))
+            #expect(try target.host() == (try want.host()), "into axis \(axis) \(range)")
+        }
+        #expect(StridedRuns(try host.narrowed(axis: 3, 1..<4), try DeviceTensor.zeros([3, 5, 4, 3])).merged.shape == [60, 3])
+        #expect(StridedRuns(try host.narrowed(axis: 1, 2..<5), try DeviceTensor.zeros([3, 3, 4, 6])).merged.shape == [3, 72])
     }
 
     @Test func tensorsOnDifferentDevicesAreAnErrorNamingTheArgument() throws {

@@ -131,8 +131,8 @@ public struct DeviceTensor: Sendable, CustomStringConvertible {
     /// A new zero-filled tensor on `device` (through that device's backend). O(bytes).
     public static func zeros(_ shape: [Int], dtype: DType = .float32, on device: Device = .cpu) throws -> DeviceTensor {
         try Tensor.checkShape(shape)
-        let storage = try Backends.backend(for: device, argument: "device").allocate(
-            byteCount: shape.reduce(1, *) * dtype.byteCount)
+        let backend = try Backends.backend(for: device, argument: "device")
+        let storage = try Profile.measure("allocate zeroed", on: device) { try backend.allocate(byteCount: shape.reduce(1, *) * dtype.byteCount) }
         return DeviceTensor(storage: storage, dtype: dtype, shape: shape, strides: contiguousStrides(shape), offset: 0)
     }
 
@@ -140,8 +140,8 @@ public struct DeviceTensor: Sendable, CustomStringConvertible {
     /// whole (a GPU then skips the fill). O(1) on a GPU.
     public static func uninitialized(_ shape: [Int], dtype: DType = .float32, on device: Device = .cpu) throws -> DeviceTensor {
         try Tensor.checkShape(shape)
-        let storage = try Backends.backend(for: device, argument: "device").allocateUninitialized(
-            byteCount: shape.reduce(1, *) * dtype.byteCount)
+        let backend = try Backends.backend(for: device, argument: "device")
+        let storage = try Profile.measure("allocate", on: device) { try backend.allocateUninitialized(byteCount: shape.reduce(1, *) * dtype.byteCount) }
         return DeviceTensor(storage: storage, dtype: dtype, shape: shape, strides: contiguousStrides(shape), offset: 0)
     }
 
@@ -259,7 +259,7 @@ public struct DeviceTensor: Sendable, CustomStringConvertible {
     /// A packed copy on the same device (itself when already contiguous). O(bytes).
     public func contiguous() throws -> DeviceTensor {
         if isContiguous { return self }
-        let target = try DeviceTensor.zeros(shape, dtype: dtype, on: device)
+        let target = try DeviceTensor.uninitialized(shape, dtype: dtype, on: device)  // the copy writes every element
         try target.copy(from: self)
         return target
     }
@@ -277,7 +277,8 @@ public struct DeviceTensor: Sendable, CustomStringConvertible {
             throw LineaError.invalidArgument(argument: "destination", expected: "writable memory", actual: "a read-only mapping")
         }
         let side = device == .cpu ? source.device : device
-        try Backends.backend(for: side, argument: side == device ? "destination" : "source").copy(source, into: self)
+        let backend = try Backends.backend(for: side, argument: side == device ? "destination" : "source")
+        try Profile.measure("copy \(source.device) -> \(device)", on: side) { try backend.copy(source, into: self) }
     }
 
     /// Stores a host Float32 tensor of this shape into this tensor in its dtype (f32, bf16 or f16; 16-bit types

@@ -85,6 +85,6 @@ public enum Backends {
         if case let .unsupported(reason) = backend.supports(call) {
             throw LineaError.unavailable(what: "\(call.name) on \(first.device)", reason: reason)
         }
-        try backend.execute(call)
+        try Profile.measure(Profile.key(call), on: first.device) { try backend.execute(call) }
     }
 }

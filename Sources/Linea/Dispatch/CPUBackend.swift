@@ -279,6 +279,21 @@ package struct StridedRuns {
         (shape, a, b, offsets) = (x.shape, x.strides, y.strides, (x.offset, y.offset))
     }
 
+    /// The box with adjacent axes merged where both views step through them as one (size-1 axes dropped): the shape and
+    /// each view's strides, at least one axis. O(rank).
+    package var merged: (shape: [Int], a: [Int], b: [Int]) {
+        var (n, sa, sb) = ([Int](), [Int](), [Int]())
+        for axis in shape.indices where shape[axis] != 1 {
+            if let last = n.indices.last, sa[last] == a[axis] * shape[axis], sb[last] == b[axis] * shape[axis] {
+                n[last] *= shape[axis]
+                (sa[last], sb[last]) = (a[axis], b[axis])
+            } else {
+                n.append(shape[axis]); sa.append(a[axis]); sb.append(b[axis])
+            }
+        }
+        return n.isEmpty ? ([1], [1], [1]) : (n, sa, sb)
+    }
+
     /// Calls `body(aOffset, bOffset, elements)` for each run, offsets in elements from the storages' starts.
     package func forEach(_ body: (Int, Int, Int) throws -> Void) rethrows {
         var inner = shape.count, run = 1

@@ -68,7 +68,7 @@ enum FLADeltaNet {
                 ?? DeviceTensor(Tensor(zeros: [B, T, c.heads], value: 1), on: x.device)
             if c.negativeEigenvalues { beta = try Ops.mul(beta, FLAMath.scalar(2, on: x.device)) }
             let out = try ModelMath.recurrence(.deltaRule, q: q.reshaped([B, T, c.heads, c.keyDim]), k: k.reshaped([B, T, c.heads, c.keyDim]),
-                                               v: v.reshaped([B, T, c.heads, c.valueDim]), beta: beta, useQKL2Norm: true, cache: &cache)
+                                               v: v.reshaped([B, T, c.heads, c.valueDim]), beta: beta, useQKL2Norm: true, weights: o, cache: &cache)
             let gate = try g.map { try Ops.matmul(x, weight: $0).reshaped(out.shape) }
             return try Ops.matmul(FLAMath.gatedNorm(out, gate: gate, weight: norm, eps: c.eps).reshaped([B, T, c.heads * c.valueDim]), weight: o)
         }

@@ -80,7 +80,7 @@ enum FLAGLA {
             let out = try ModelMath.recurrence(
                 .gla, q: q.reshaped([B, T, c.heads, c.keyDim]), k: FLAMath.repeatHeads(k.reshaped([B, T, c.kvHeads, c.keyDim]), group),
                 v: FLAMath.repeatHeads(v.reshaped([B, T, c.kvHeads, c.valueDim]), group),
-                g: FLAMath.repeatHeads(gk.reshaped([B, T, c.kvHeads, c.keyDim]), group), cache: &cache)
+                g: FLAMath.repeatHeads(gk.reshaped([B, T, c.kvHeads, c.keyDim]), group), weights: o, cache: &cache)
             let gate = try g.map { try Ops.matmul(x, weight: $0).reshaped(out.shape) }
             return try Ops.matmul(FLAMath.gatedNorm(out, gate: gate, weight: norm, eps: c.eps).reshaped([B, T, c.heads * c.valueDim]), weight: o)
         }

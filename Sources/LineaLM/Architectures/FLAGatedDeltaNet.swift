@@ -73,7 +73,7 @@ enum FLAGatedDeltaNet {
             var beta = try Ops.sigmoid(Ops.matmul(x, weight: b))
             if c.negativeEigenvalues { beta = try Ops.mul(beta, FLAMath.scalar(2, on: x.device)) }
             let out = try ModelMath.recurrence(.gatedDeltaRule, q: q.reshaped([B, T, c.heads, c.keyDim]), k: k.reshaped([B, T, c.heads, c.keyDim]),
-                                               v: v.reshaped([B, T, c.valueHeads, c.valueDim]), g: decay, beta: beta, useQKL2Norm: true, cache: &cache)
+                                               v: v.reshaped([B, T, c.valueHeads, c.valueDim]), g: decay, beta: beta, useQKL2Norm: true, weights: o, cache: &cache)
             return try Ops.matmul(FLAMath.gatedNorm(out, gate: g.map { try Ops.matmul(x, weight: $0).reshaped(out.shape) },
                                                     weight: norm, eps: c.eps, sigmoid: c.sigmoidGate).reshaped([B, T, c.valueHeads * c.valueDim]),
                                   weight: o)

@@ -52,7 +52,7 @@ enum FLARetNet {
             let q = try Ops.rotary(Ops.matmul(x, weight: q).reshaped([B, T, c.heads, c.keyDim]), positions: positions)
             let k = try Ops.rotary(Ops.matmul(x, weight: k).reshaped([B, T, c.kvHeads, c.keyDim]), positions: positions)
             let v = try Ops.matmul(x, weight: v).reshaped([B, T, c.kvHeads, c.valueDim])
-            let out = try ModelMath.recurrence(.retention, q: q, k: FLAMath.repeatHeads(k, group), v: FLAMath.repeatHeads(v, group), cache: &cache)
+            let out = try ModelMath.recurrence(.retention, q: q, k: FLAMath.repeatHeads(k, group), v: FLAMath.repeatHeads(v, group), weights: o, cache: &cache)
             let gate = try g.map { try Ops.matmul(x, weight: $0).reshaped(out.shape) }
             return try Ops.matmul(FLAMath.gatedNorm(out, gate: gate, weight: norm, eps: c.eps).reshaped([B, T, c.heads * c.valueDim]), weight: o)
         }

@@ -323,7 +323,7 @@ public final class KimiLinear: CausalLM {
         let forget = try Ops.matmul(Ops.matmul(x, weight: m.fA), weight: m.fB)
         let g = try Ops.mul(Ops.softplus(Ops.add(forget, m.dtBias)), m.negA).reshaped([B, T, H, K])
         let beta = try Ops.sigmoid(Ops.matmul(x, weight: m.b))
-        let o = try ModelMath.recurrence(.kda, q: q, k: k, v: v, g: g, beta: beta, cache: &cache)
+        let o = try ModelMath.recurrence(.kda, q: q, k: k, v: v, g: g, beta: beta, weights: m.out, cache: &cache)
         let gate = try Ops.matmul(Ops.matmul(x, weight: m.gA), weight: m.gB).reshaped([B, T, H, K])
         let normed = try Ops.mul(Ops.rmsNorm(o, weight: m.norm, eps: c.eps), Ops.sigmoid(gate))
         return try Ops.matmul(normed.reshaped([B, T, width]), weight: m.out)

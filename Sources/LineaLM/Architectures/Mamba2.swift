@@ -146,7 +146,7 @@ public final class Mamba2: CausalLM {
         var dt = try Ops.softplus(Ops.add(ModelMath.slice(projected, (I + c.convChannels)..<(I + c.convChannels + H)), m.dtBias))
         if c.dtMin > 0 || c.dtMax < .infinity { dt = try Ops.clamp(dt, min: c.dtMin, max: c.dtMax) }
         let scanned = try ModelMath.recurrence(.simpleGLA, q: queries, k: keys, v: Ops.mul(xs, dt.reshaped([B, T, H, 1])), g: Ops.mul(dt, m.a),
-                                               scale: 1, cache: &cache)
+                                               scale: 1, weights: m.outProj, cache: &cache)
         // y + D·x, gated by silu(z), then RMS-normalized over each group of I/G channels and scaled by the weight.
         let gated = try Ops.mul(Ops.add(scanned, Ops.mul(xs, m.d)), Ops.silu(z)).reshaped([B, T, G, I / G])
         let y = try m.gatedNorm.map { try Ops.mul(Ops.rmsNorm(gated, weight: unitWeight, eps: c.eps).reshaped([B, T, I]), $0) }

@@ -249,7 +249,7 @@ public final class Qwen3Next: CausalLM {
         let v = try ModelMath.slice(conv, (2 * keyWidth)..<c.convChannels).reshaped([B, T, c.valueHeads, hv])
         // beta = sigmoid(b), g = -e^A_log · softplus(a + dt_bias), per value head.
         let decay = try Ops.mul(Ops.softplus(Ops.add(a, m.dtBias)), m.negA)
-        let o = try ModelMath.recurrence(.gatedDeltaRule, q: q, k: k, v: v, g: decay, beta: Ops.sigmoid(b), cache: &cache)
+        let o = try ModelMath.recurrence(.gatedDeltaRule, q: q, k: k, v: v, g: decay, beta: Ops.sigmoid(b), weights: m.out, cache: &cache)
         let normed = try Ops.rmsNormGated(o, gate: z, weight: m.norm, eps: c.eps)
         return try Ops.matmul(normed.reshaped([B, T, valueWidth]), weight: m.out)
     }

@@ -83,10 +83,16 @@ enum ModelMath {
         try DeviceTensor(integers: Array((0..<batch).map { _ in row }.joined()), shape: [batch, row.count], dtype: .int32, on: device)
     }
 
-    /// The rotary embedding (half-split) as a KV cache applies it to `x [B, T, H, D]` at the positions it chooses.
+    /// The rotary embedding (half-split) as a KV cache applies it to `x [B, T, H, D]` at the positions it chooses. The
+    /// last positions tensor is kept: a forward's layers rotate q and k at the same positions, uploaded once.
     static func rotation(theta: Float, rotaryDim: Int? = nil, scaling: RotaryScaling? = nil, on device: Device) -> KVRotation {
-        { x, row in
-            try Ops.rotary(x, positions: positions(row, batch: x.shape[0], on: device), theta: theta, rotaryDim: rotaryDim, scaling: scaling)
+        final class Last { var row: [Int] = [], batch = 0, positions: DeviceTensor? }
+        let last = Last()
+        return { x, row in
+            if last.positions == nil || last.row != row || last.batch != x.shape[0] {
+                (last.row, last.batch, last.positions) = (row, x.shape[0], try positions(row, batch: x.shape[0], on: device))
+            }
+            return try Ops.rotary(x, positions: last.positions!, theta: theta, rotaryDim: rotaryDim, scaling: scaling)
         }
     }
 
@@ -131,14 +137,18 @@ enum ModelMath {
 
     /// `mechanism` over `q, k [B,T,H,K]`, `v [B,T,HV,V]` from the layer's `cache["state"]`, returning `o [B,T,HV,V]`:
     /// one token steps the cached state in place (a decode allocates no new state), more run the whole-sequence
-    /// forward and replace it. O(B·T·HV·K·V).
+    /// forward and replace it. With bf16 `weights` (the mixer's) on a GPU, the whole-sequence forward reads q, k, v
+    /// rounded to bf16, as the reference frameworks run such checkpoints: the tensor-core kernels, f32 state and gates.
+    /// O(B·T·HV·K·V).
     static func recurrence(_ mechanism: RecurrentMechanism, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, g: DeviceTensor? = nil,
-                           beta: DeviceTensor? = nil, scale: Float? = nil, useQKL2Norm: Bool = false,
+                           beta: DeviceTensor? = nil, scale: Float? = nil, useQKL2Norm: Bool = false, weights: DeviceTensor? = nil,
                            cache: inout [String: DeviceTensor]) throws -> DeviceTensor {
         let (B, T, HV, V) = (v.shape[0], v.shape[1], v.shape[2], v.shape[3])
         guard T == 1 else {
-            let out = try Recurrence.forward(mechanism, q: q, k: k, v: v, g: g, beta: beta, initialState: cache["state"]!, scale: scale,
-                                             useQKL2Norm: useQKL2Norm)
+            let bf16 = v.device != .cpu && weights?.dtype == .bfloat16
+            func inputs(_ x: DeviceTensor) throws -> DeviceTensor { bf16 ? try Ops.cast(x, to: .bfloat16) : x }
+            let out = try Recurrence.forward(mechanism, q: inputs(q), k: inputs(k), v: inputs(v), g: g, beta: beta, initialState: cache["state"]!,
+                                             scale: scale, useQKL2Norm: useQKL2Norm)
             cache["state"] = out.finalState
             return out.o
         }

@@ -4,18 +4,22 @@
 //   linea_embed_{i32,i64}_SUF   ids [n], table [vocab, dim] -> out [n, dim]; a bad id's row is zeroed and the first
 //                               bad position goes to *bad when not null (atomicMin; the launcher starts it at INT_MAX)
 //   linea_norm_SUF              one block per row of [rows, dim]: mode 0 RMSNorm (x w), 1 zero-centered (x (1 + w)),
-//                               2 gated (x w silu(gate)), 3 L2 norm (x / sqrt(sum x^2 + eps), w unused)
+//                               2 gated (x w silu(gate)), 3 L2 norm (x / sqrt(sum x^2 + eps), w unused); w of kind wk
+//                               (0 f32, 1 bf16, 2 f16: a weight read in its file dtype beside x in another)
 //   linea_unary_SUF             op 0 silu, 1 sigmoid, 2 gelu (erf), 3 gelu (tanh), 4 softplus (threshold 20),
 //                               5 clamp to [lo, hi], 6 exp
 //   linea_binary_SUF            op 0 swiglu silu(a) b, 1 add a + b, 2 mul a b, 3 div a / b; a[i] meets b[(i / inner) % bn] (b broadcast)
 //   linea_rotary_SUF            x [tokens, heads, headDim], positions int32 [tokens]; layout 0 half-split, 1 interleaved;
 //                               angles in fp64; dims >= rotaryDim copied. out must not alias x.
-//   linea_conv1d_SUF            causal depthwise conv, x [B, T, C], w [C, W], bias [C] or null, state [B, C, W-1] or
-//                               null (read, then replaced by the last W-1 inputs); grid (ceil(B C / 256), ceil(T / 64))
+//   linea_conv1d_SUF            causal depthwise conv, x [B, T, C], w [C, W] and bias [C] or null both of kind wk,
+//                               state [B, C, W-1] or null (read, then replaced by the last W-1 inputs);
+//                               grid (ceil(B C / 256), ceil(T / 64))
 //   linea_softmax_SUF           one block per row
 //   linea_route_SUF             softmax, top-k (ties to the lower index), optional renormalization; weights f32, ids int32
 //   linea_argmax_SUF            one block per row, ties to the lower index; out int32
 //   linea_add_bias_SUF          out [rows, cols] += bias [cols]
+//   linea_copy_strided_eN       out[box index . dst strides] = x[box index . src strides] over a box of up to 6 axes,
+//                               elements of N = 1, 2, 4, 8 bytes (a strided view packed, or packed into one)
 //   linea_index_add_f32         target [R, dim] += w[i] values [i] at rows[i] (int32; w null: 1); a bad row is skipped and
 //                               the first goes to *bad as for the embedding
 //   linea_transpose_SUF         x [batches, rows, cols] -> out [batches, cols, rows]; 32 x 32 tiles, block (32, 8),
@@ -95,7 +99,7 @@ __device__ void embed(const ID* ids, const T* table, T* out, int n, int vocab, i
 }
 
 template <typename T>
-__device__ void norm(const T* x, const T* gate, const T* w, T* out, int dim, float eps, int mode) {
+__device__ void norm(const T* x, const T* gate, const void* w, int wk, T* out, int dim, float eps, int mode) {
     const long base = (long)blockIdx.x * dim;
     float ss = 0.f;
     for (int c = threadIdx.x; c < dim; c += blockDim.x) { const float v = ld(x, base + c); ss = fmaf(v, v, ss); }
@@ -103,8 +107,8 @@ __device__ void norm(const T* x, const T* gate, const T* w, T* out, int dim, flo
     const float inv = mode == 3 ? rsqrtf(ss + eps) : rsqrtf(ss / (float)dim + eps);
     for (int c = threadIdx.x; c < dim; c += blockDim.x) {
         float y = ld(x, base + c) * inv;
-        if (mode == 0 || mode == 2) y *= ld(w, c);
-        if (mode == 1) y *= 1.f + ld(w, c);
+        if (mode == 0 || mode == 2) y *= ld_kind(w, c, wk);
+        if (mode == 1) y *= 1.f + ld_kind(w, c, wk);
         if (mode == 2) { const float z = ld(gate, base + c); y *= z * sigmoidf_(z); }
         st(out, base + c, y);
     }
@@ -169,20 +173,20 @@ __device__ void rotary(const T* x, const int* positions, T* out, int tokens, int
 // chunk 0 reads the state; that thread also writes the new state, after its own reads).
 #define LINEA_CONV_CHUNK 64
 template <typename T>
-__device__ void conv1d(const T* x, const T* w, const T* bias, T* state, T* out, int batch, int length, int channels,
-                       int width, int silu) {
+__device__ void conv1d(const T* x, const void* w, const void* bias, int wk, T* state, T* out, int batch, int length,
+                       int channels, int width, int silu) {
     const long bc = blockIdx.x * (long)blockDim.x + threadIdx.x;
     if (bc >= (long)batch * channels) return;
     const int b = (int)(bc / channels), c = (int)(bc % channels), s = width - 1;
     const int t0 = blockIdx.y * LINEA_CONV_CHUNK, t1 = min(t0 + LINEA_CONV_CHUNK, length);
     float win[4] = {0.f, 0.f, 0.f, 0.f}, taps[4] = {0.f, 0.f, 0.f, 0.f}, old[3] = {0.f, 0.f, 0.f};  // win[j]: input at t - s + j
-    for (int j = 0; j < width; ++j) taps[j] = ld(w, (long)c * width + j);
+    for (int j = 0; j < width; ++j) taps[j] = ld_kind(w, (long)c * width + j, wk);
     if (state && t0 == 0) for (int j = 0; j < s; ++j) old[j] = ld(state, bc * s + j);
     for (int j = 0; j < s; ++j) {
         const int time = t0 - s + j;
         win[j] = time >= 0 ? ld(x, ((long)b * length + time) * channels + c) : old[s + time];
     }
-    const float bv = bias ? ld(bias, c) : 0.f;
+    const float bv = bias ? ld_kind(bias, c, wk) : 0.f;
     for (int t = t0; t < t1; ++t) {
         const long at = ((long)b * length + t) * channels + c;
         win[s] = ld(x, at);
@@ -368,8 +372,8 @@ extern "C" __global__ void linea_embed_i32_##SUF(const int* ids, const T* table,
 { embed(ids, table, out, n, vocab, dim, bad); } \
 extern "C" __global__ void linea_embed_i64_##SUF(const long long* ids, const T* table, T* out, int n, int vocab, int dim, int* bad) \
 { embed(ids, table, out, n, vocab, dim, bad); } \
-extern "C" __global__ void __launch_bounds__(LINEA_THREADS) linea_norm_##SUF(const T* x, const T* gate, const T* w, T* out, \
-    int dim, float eps, int mode) { norm(x, gate, w, out, dim, eps, mode); } \
+extern "C" __global__ void __launch_bounds__(LINEA_THREADS) linea_norm_##SUF(const T* x, const T* gate, const void* w, int wk, \
+    T* out, int dim, float eps, int mode) { norm(x, gate, w, wk, out, dim, eps, mode); } \
 extern "C" __global__ void linea_transpose_##SUF(const T* x, T* out, int rows, int cols) { transpose(x, out, rows, cols); } \
 extern "C" __global__ void linea_pad2d_##SUF(const T* x, T* out, int n, int xRows, int xCols, int rows, int cols) { \
     for (long e = blockIdx.x * (long)blockDim.x + threadIdx.x; e < (long)n * rows * cols; e += (long)gridDim.x * blockDim.x) { \
@@ -381,8 +385,8 @@ extern "C" __global__ void linea_binary_##SUF(const T* a, const T* b, T* out, in
 extern "C" __global__ void linea_rotary_##SUF(const T* x, const int* positions, T* out, int tokens, int heads, int headDim, \
     int rotaryDim, float theta, int layout, float factor, float lowFactor, float highFactor, float context) { \
     rotary(x, positions, out, tokens, heads, headDim, rotaryDim, theta, layout, factor, lowFactor, highFactor, context); } \
-extern "C" __global__ void linea_conv1d_##SUF(const T* x, const T* w, const T* bias, T* state, T* out, int batch, int length, \
-    int channels, int width, int silu) { conv1d(x, w, bias, state, out, batch, length, channels, width, silu); } \
+extern "C" __global__ void linea_conv1d_##SUF(const T* x, const void* w, const void* bias, int wk, T* state, T* out, int batch, \
+    int length, int channels, int width, int silu) { conv1d(x, w, bias, wk, state, out, batch, length, channels, width, silu); } \
 extern "C" __global__ void __launch_bounds__(LINEA_THREADS) linea_softmax_##SUF(const T* x, T* out, int cols) { softmax(x, out, cols); } \
 extern "C" __global__ void __launch_bounds__(LINEA_THREADS) linea_route_##SUF(const T* logits, float* weights, int* indices, \
     int experts, int k, int normalize) { route(logits, weights, indices, experts, k, normalize); } \
@@ -402,6 +406,23 @@ extern "C" __global__ void linea_add_bias_##SUF(T* out, const T* bias, int rows,
 LINEA_BIAS(f32, float)
 LINEA_BIAS(bf16, linea_bf16)
 LINEA_BIAS(f16, linea_f16)
+
+// One thread per element of the box n0 x ... x n5 (leading axes of a smaller rank are 1); strides in elements.
+#define LINEA_COPY_STRIDED(N, E) \
+extern "C" __global__ void linea_copy_strided_e##N(const E* x, E* out, int count, int n1, int n2, int n3, int n4, int n5, \
+    int s0, int s1, int s2, int s3, int s4, int s5, int d0, int d1, int d2, int d3, int d4, int d5) { \
+    for (long e = blockIdx.x * (long)blockDim.x + threadIdx.x; e < count; e += (long)gridDim.x * blockDim.x) { \
+        long r = e, src = 0, dst = 0, i; \
+        i = r % n5; r /= n5; src += i * s5; dst += i * d5; \
+        i = r % n4; r /= n4; src += i * s4; dst += i * d4; \
+        i = r % n3; r /= n3; src += i * s3; dst += i * d3; \
+        i = r % n2; r /= n2; src += i * s2; dst += i * d2; \
+        i = r % n1; r /= n1; src += i * s1; dst += i * d1; \
+        out[dst + r * d0] = x[src + r * s0]; } }
+LINEA_COPY_STRIDED(1, unsigned char)
+LINEA_COPY_STRIDED(2, unsigned short)
+LINEA_COPY_STRIDED(4, unsigned int)
+LINEA_COPY_STRIDED(8, unsigned long long)
 
 // Rows of one call may repeat (atomicAdd), so a mixture of experts can add several experts' outputs in one call.
 extern "C" __global__ void linea_index_add_f32(const float* values, const int* rows, const float* w, float* target, int n, int dim,

@@ -1,0 +1,70 @@
+import Foundation
+
+/// Per-op timing of everything dispatched (`LINEA_PROFILE=1`, or `linea bench --profile`): each op, allocation and
+/// transfer waits for its device before and after, so its wall time is its own; times are summed per op name, dtype
+/// and shape. Slows the run (one synchronize per op): for finding where the time goes, not for throughput figures.
+public enum Profile {
+    /// Whether dispatch times each op; set from `LINEA_PROFILE=1` at start, or by a caller before the work.
+    public static var enabled: Bool {
+        get { state.value.enabled }
+        set { state.update { $0.enabled = newValue } }
+    }
+
+    /// One row of the report: how many calls and their summed seconds.
+    public struct Entry: Sendable { public var calls = 0, seconds = 0.0 }
+
+    private struct State: Sendable {
+        var enabled = ProcessInfo.processInfo.environment["LINEA_PROFILE"] == "1"
+        var entries: [String: Entry] = [:]
+    }
+    private static let state = LockedValue(State())
+    private static let depthKey = "linea.profile.measuring"
+
+    /// Runs `body` timed under `key` when profiling (the device synchronized before and after), else just runs it.
+    /// O(1) besides the body.
+    static func measure<R>(_ key: @autoclosure () -> String, on device: Device, _ body: () throws -> R) throws -> R {
+        // A nested call (an allocation inside a timed op) is part of the outer one's time.
+        guard enabled, Thread.current.threadDictionary[depthKey] == nil else { return try body() }
+        Thread.current.threadDictionary[depthKey] = true
+        defer { Thread.current.threadDictionary[depthKey] = nil }
+        let backend = try Backends.backend(for: device)
+        try backend.synchronize()
+        let start = DispatchTime.now().uptimeNanoseconds
+        let result = try body()
+        try backend.synchronize()
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        let name = key()
+        state.update { $0.entries[name, default: Entry()].calls += 1; $0.entries[name, default: Entry()].seconds += seconds }
+        return result
+    }
+
+    /// The key of one dispatched call: its name and its first two tensors' dtypes and shapes (a matmul's input and
+    /// weight). O(tensors).
+    static func key(_ call: some OpCall) -> String {
+        var name = call.name, count = 0
+        call.forEachTensor { _, t in
+            if count < 2 { name += " \(t.dtype.shortName)\(t.shape)" }
+            count += 1
+        }
+        return name
+    }
+
+    /// The entries so far, and clears them. O(entries).
+    public static func take() -> [String: Entry] {
+        var taken: [String: Entry] = [:]
+        state.update { taken = $0.entries; $0.entries = [:] }
+        return taken
+    }
+
+    /// `entries` as a table, slowest first, with each row's share of their sum; at most `limit` rows. O(entries log entries).
+    public static func format(_ entries: [String: Entry], limit: Int = 40) -> String {
+        let total = entries.values.reduce(0) { $0 + $1.seconds }
+        var lines = ["  total ms    calls    us/call  share  op, dtype[shape] of its first two tensors"]
+        for (name, e) in entries.sorted(by: { $0.value.seconds > $1.value.seconds }).prefix(limit) {
+            lines.append(String(format: "%10.2f %8d %10.1f %5.1f%%  %@", e.seconds * 1e3, e.calls, e.seconds * 1e6 / Double(max(e.calls, 1)),
+                                100 * e.seconds / max(total, 1e-12), name))
+        }
+        lines.append(String(format: "%10.2f %8d  (sum of %d kinds)", total * 1e3, entries.values.reduce(0) { $0 + $1.calls }, entries.count))
+        return lines.joined(separator: "\n")
+    }
+}
