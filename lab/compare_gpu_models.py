@@ -55,7 +55,19 @@ def bench_transformers(ckpt, batch, prompts, new, reps):
             return scores
 
     res = {}
-    with torch.inference_mode():
+    import contextlib
+    # transformers' and fla's Mamba layers without their CUDA kernels keep a float32 residual that meets a bf16
+    # projection: such a model runs under autocast to bf16, as its users would have to.
+    precision = contextlib.nullcontext
+    try:
+        with torch.inference_mode():
+            model(torch.zeros((1, 8), dtype=torch.long, device="cuda"), use_cache=True, logits_to_keep=1)
+    except RuntimeError as error:
+        if "dtype" not in str(error):
+            raise
+        precision = lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+        log("transformers: under autocast to bf16 (" + str(error)[:80] + ")")
+    with torch.inference_mode(), precision():
         for P in prompts:
             ids = torch.randint(0, vocab, (batch, P), device="cuda")
             times = []
