@@ -424,8 +424,15 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         let scale = c.options.scale ?? 1 / Float(D).squareRoot()
         let (q, k, v, o, lse) = (buffer(qt), buffer(kt), buffer(vt), buffer(ot), buffer(c.lse))
         if case .splitKV(let partitions) = c.form {
+            // The partial results' workspace from the stream-ordered pool, freed behind the kernels: a workspace the
+            // launcher allocated itself would cost a synchronize per call (per layer of a decode step).
+            let p = max(1, partitions ?? CUDASplitKV.defaultPartitions(shape, context: context))
+            let used = CUDASplitKV.keysPerPartition(shape, partitions: p).partitions
+            let scratch = try allocateUninitialized(byteCount: max(1, CUDASplitKV.workspaceBytes(shape, partitions: used)))
             try CUDASplitKV.forward(q: q, k: k, v: v, o: o, lse: lse, shape: shape, scale: scale, causal: c.options.causal,
-                                    partitions: partitions, dtype: c.q.dtype, outputDType: c.o.dtype)
+                                    partitions: p, dtype: c.q.dtype, outputDType: c.o.dtype,
+                                    workspace: CUDABuffer(context: context, viewing: UInt64(scratch.address), byteCount: scratch.byteCount))
+            withExtendedLifetime(scratch) {}
         } else {
             try CUDAAttention.forward(q: q, k: k, v: v, o: o, lse: lse, shape: shape, scale: scale, causal: c.options.causal,
                                       window: c.options.window, dtype: c.q.dtype, outputDType: c.o.dtype)

@@ -21,6 +21,13 @@ package enum CUDASplitKV {
     /// Query rows per block: 4 when a KV head serves at most 4 rows, else 8.
     static func rowsPerBlock(_ rows: Int) -> Int { rows <= 4 ? 4 : 8 }
 
+    /// Keys per partition (a multiple of the 16-64 keys a block consumes per step) and the partitions that leaves, all
+    /// non-empty, for `partitions` (>= 1) asked. O(1).
+    public static func keysPerPartition(_ shape: CUDAAttentionShape, partitions: Int) -> (keys: Int, partitions: Int) {
+        let len = ((shape.keyLength + partitions - 1) / partitions + 63) / 64 * 64
+        return (len, (shape.keyLength + len - 1) / max(len, 1))
+    }
+
     /// Bytes of device workspace `forward` needs for `shape` and `partitions` (partial outputs and lse, fp32).
     public static func workspaceBytes(_ shape: CUDAAttentionShape, partitions: Int) -> Int {
         partitions * shape.batch * shape.queryLength * shape.queryHeads * (shape.headDim + 1) * 4
@@ -61,9 +68,7 @@ package enum CUDASplitKV {
         let p = partitions ?? defaultPartitions(s, context: ctx)
         guard p >= 1 else { throw LineaError.invalidArgument(argument: "partitions", expected: ">= 1", actual: "\(p)") }
         let rowsTotal = s.batch * s.queryLength * s.queryHeads
-        // Keys per partition: a multiple of the 16-64 keys a block consumes per step, all partitions non-empty.
-        let len = ((s.keyLength + p - 1) / p + 63) / 64 * 64
-        let parts = (s.keyLength + len - 1) / len
+        let (len, parts) = keysPerPartition(s, partitions: p)
         let need = workspaceBytes(s, partitions: parts)
         let work = try workspace ?? CUDABuffer(context: ctx, byteCount: need)
         guard work.byteCount >= need else {
