@@ -225,16 +225,20 @@ struct ModelBench {
             let ids = (0..<(batch * prompt)).map { _ in Int(random.next() % UInt64(model.vocabularySize)) }
             printError("bench: \(model.modelType) prefill B = \(batch) T = \(prompt) (1 warm-up + \(prefillReps) timed) ...")
             let before = Measure.residentBytes().current
-            var times: [Double] = [], cache: ModelCache!, logits: DeviceTensor!
+            var times: [Double] = [], profiled = 0.0, cache: ModelCache!, logits: DeviceTensor!
             for rep in 0...prefillReps {
+                let cacheStart = Date()  // the profile counts the cache's allocations too
                 cache = try model.makeCache(batch: batch, capacity: prompt + newTokens)
                 let start = Date()
                 logits = try model.forward(DeviceTensor(integers: ids, shape: [batch, prompt], on: model.device), cache: cache, lastOnly: true)
                 try Backends.backend(for: model.device).synchronize()
-                if rep > 0 { times.append(Date().timeIntervalSince(start)) }
+                if rep > 0 { (times, profiled) = (times + [Date().timeIntervalSince(start)], profiled + Date().timeIntervalSince(cacheStart)) }
                 if rep == 0 { _ = Profile.take() }  // the warm-up's compiles and first touches
             }
-            if profile { profiles.append("prefill B = \(batch) T = \(prompt), \(prefillReps) timed prefills:\n" + Profile.format(Profile.take())) }
+            if profile {
+                profiles.append("prefill B = \(batch) T = \(prompt), \(prefillReps) timed prefills:\n"
+                                + Profile.format(Profile.take(), wall: profiled))
+            }
             let prefill = times.sorted()[times.count / 2]
             let decodeStart = Date()
             for _ in 0..<newTokens {
@@ -243,7 +247,7 @@ struct ModelBench {
             }
             try Backends.backend(for: model.device).synchronize()
             let decode = Date().timeIntervalSince(decodeStart)
-            if profile { profiles.append("decode B = \(batch), \(newTokens) tokens after T = \(prompt):\n" + Profile.format(Profile.take())) }
+            if profile { profiles.append("decode B = \(batch), \(newTokens) tokens after T = \(prompt):\n" + Profile.format(Profile.take(), wall: decode)) }
             rows.append([model.modelType, "\(batch)", "\(prompt)", String(format: "%.1f", Double(batch * prompt) / prefill), "\(newTokens)",
                          String(format: "%.1f", Double(batch * newTokens) / max(decode, 1e-9)),
                          formatBytes(max(0, Measure.residentBytes().peak - before))])

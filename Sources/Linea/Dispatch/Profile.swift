@@ -56,8 +56,10 @@ public enum Profile {
         return taken
     }
 
-    /// `entries` as a table, slowest first, with each row's share of their sum; at most `limit` rows. O(entries log entries).
-    public static func format(_ entries: [String: Entry], limit: Int = 40) -> String {
+    /// `entries` as a table, slowest first, with each row's share of their sum; at most `limit` rows; with the phase's
+    /// `wall` seconds, a last line with the time outside every timed call (host work between ops, the profile's own
+    /// bookkeeping). O(entries log entries).
+    public static func format(_ entries: [String: Entry], limit: Int = 40, wall: Double? = nil) -> String {
         let total = entries.values.reduce(0) { $0 + $1.seconds }
         var lines = ["  total ms    calls    us/call  share  op, dtype[shape] of its first two tensors"]
         for (name, e) in entries.sorted(by: { $0.value.seconds > $1.value.seconds }).prefix(limit) {
@@ -65,6 +67,7 @@ public enum Profile {
                                 100 * e.seconds / max(total, 1e-12), name))
         }
         lines.append(String(format: "%10.2f %8d  (sum of %d kinds)", total * 1e3, entries.values.reduce(0) { $0 + $1.calls }, entries.count))
+        if let wall { lines.append(String(format: "%10.2f           (outside them: host work between the calls and the profile's own, of %.2f ms in all)", (wall - total) * 1e3, wall * 1e3)) }
         return lines.joined(separator: "\n")
     }
 }
