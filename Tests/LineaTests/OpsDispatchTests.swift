@@ -20,6 +20,22 @@ import Testing
         #expect(stats.relativeRMS <= tolerance(dtype), "\(what) \(dtype): \(stats)")
     }
 
+    @Test func profileTimesEachDispatchedOpByNameAndShape() throws {
+        let x = try DeviceTensor(Tensor.randomNormal([3, 7, 13], seed: 5))
+        Profile.enabled = true
+        let y = try Ops.silu(x)
+        _ = try Ops.add(y, x)
+        Profile.enabled = false
+        _ = try Ops.silu(x)  // not counted
+        let entries = Profile.take()
+        #expect(entries["silu f32[3, 7, 13] f32[3, 7, 13]"]?.calls == 1)
+        #expect(entries["add f32[3, 7, 13] f32[3, 7, 13]"]?.calls == 1)
+        #expect((entries["allocate"]?.calls ?? 0) >= 2)
+        let table = Profile.format(entries, wall: 1)
+        #expect(table.contains("silu f32[3, 7, 13]") && table.contains("outside them"))
+        #expect(Profile.take().isEmpty)
+    }
+
     @Test(arguments: dtypes)
     func matmulAndEmbedding(_ dtype: DType) throws {
         let (m, n, k) = (5, 33, 47)
