@@ -112,7 +112,8 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         case (device, device):
             // A strided view (a slice of a fused projection, T rows) in one launch rather than one copy per packed run.
             let box = StridedRuns(source, destination).merged
-            if box.shape.count > 1, box.shape.count <= 6, [1, 2, 4, 8].contains(e), source.count <= Int(Int32.max),
+            let oneRun = box.shape.count == 1 && box.a == [1] && box.b == [1]
+            if !oneRun, box.shape.count <= 6, [1, 2, 4, 8].contains(e), source.count <= Int(Int32.max),
                (box.a + box.b).allSatisfy({ $0 >= 0 && $0 <= Int(Int32.max) }) {
                 func view(_ x: DeviceTensor, _ strides: [Int]) -> CUDABuffer {
                     CUDABuffer(context: context, viewing: UInt64(x.address), byteCount: (zip(box.shape, strides).reduce(0) { $0 + ($1.0 - 1) * $1.1 } + 1) * e)
