@@ -111,17 +111,18 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
             countTransfer()
         case (device, device):
             // A strided view (a slice of a fused projection, T rows) in one launch rather than one copy per packed run.
-            let box = StridedRuns(source, destination).merged
+            let runs = StridedRuns(source, destination), box = runs.merged
             let oneRun = box.shape.count == 1 && box.a == [1] && box.b == [1]
             if !oneRun, box.shape.count <= 6, [1, 2, 4, 8].contains(e), source.count <= Int(Int32.max),
                (box.a + box.b).allSatisfy({ $0 >= 0 && $0 <= Int(Int32.max) }) {
                 func view(_ x: DeviceTensor, _ strides: [Int]) -> CUDABuffer {
-                    CUDABuffer(context: context, viewing: UInt64(x.address), byteCount: (zip(box.shape, strides).reduce(0) { $0 + ($1.0 - 1) * $1.1 } + 1) * e)
+                    CUDABuffer(context: context, viewing: UInt64(x.address),
+                               byteCount: CUDAModelOps.stridedBytes(shape: box.shape, strides: strides, elementBytes: e))
                 }
                 return try CUDAModelOps.copyStrided(x: view(source, box.a), out: view(destination, box.b), shape: box.shape,
                                                     sourceStrides: box.a, targetStrides: box.b, elementBytes: e)
             }
-            try StridedRuns(source, destination).forEach { s, t, n in
+            try runs.forEach { s, t, n in
                 try d.check(d.cuMemcpyDtoDAsync(UInt64(destination.storage.address) + UInt64(t * e),
                                                 UInt64(source.storage.address) + UInt64(s * e), n * e, context.stream), "cuMemcpyDtoDAsync_v2")
             }

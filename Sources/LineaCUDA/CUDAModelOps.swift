@@ -128,18 +128,8 @@ package enum CUDAModelOps {
         if let gate { try expect("gate", gate, bytes: bytes) }
         if let weight { try expect("weight", weight, bytes: dim * weightDType.byteCount) }
         try launch("linea_norm", dtype, on: out.context, grid: rows, [
-            .pointer(x.address), address(gate), address(weight), .int32(try kind(weightDType, "weight")), .pointer(out.address),
+            .pointer(x.address), address(gate), address(weight), .int32(try CUDAUpload.typeCode(weightDType, argument: "weight")), .pointer(out.address),
             .int32(Int32(dim)), .float(eps), .int32(mode)])
-    }
-
-    /// The kernels' element kind of a float dtype (0 f32, 1 bf16, 2 f16: `ld_kind`), naming `argument` for another.
-    static func kind(_ dtype: DType, _ argument: String) throws -> Int32 {
-        switch dtype {
-        case .float32: 0
-        case .bfloat16: 1
-        case .float16: 2
-        default: throw LineaError.invalidArgument(argument: argument, expected: "f32, bf16 or f16", actual: dtype.shortName)
-        }
     }
 
     /// RMSNorm of `x [rows, dim]`: `x / sqrt(mean(x²) + eps) · w`, or `· (1 + w)` when `zeroCentered`; `weight` in
@@ -162,6 +152,11 @@ package enum CUDAModelOps {
         try norm(3, x: x, gate: nil, weight: nil, out: out, rows: rows, dim: dim, eps: eps, dtype: dtype)
     }
 
+    /// Bytes from the first to the last element of a box `shape` walked at `strides` (>= 0, in elements). O(rank).
+    static func stridedBytes(shape: [Int], strides: [Int], elementBytes: Int) -> Int {
+        (zip(shape, strides).reduce(0) { $0 + ($1.0 - 1) * $1.1 } + 1) * elementBytes
+    }
+
     /// Copies the box `shape` (rank <= 6) of `elementBytes`-byte elements from `x` at `sourceStrides` to `out` at
     /// `targetStrides` (in elements, from each buffer's start): a strided view packed, or packed into one, in one
     /// launch. O(elements).
@@ -176,11 +171,10 @@ package enum CUDAModelOps {
         let (n, a, b) = ([Int](repeating: 1, count: pad) + shape, [Int](repeating: 0, count: pad) + sourceStrides,
                          [Int](repeating: 0, count: pad) + targetStrides)
         for (name, strides, buffer) in [("x", a, x), ("out", b, out)] {
-            let last = zip(n, strides).reduce(0) { $0 + ($1.0 - 1) * $1.1 }
             for (axis, stride) in strides.enumerated() {
                 try OpCheck.value("\(name) stride \(axis)", stride >= 0 && stride <= Int(Int32.max), "0...\(Int32.max)", "\(stride)")
             }
-            try expect(name, buffer, bytes: (last + 1) * elementBytes)
+            try expect(name, buffer, bytes: stridedBytes(shape: n, strides: strides, elementBytes: elementBytes))
         }
         let f = try out.context.function(source: CUDAKernels.modelOps, name: "linea_copy_strided_e\(elementBytes)")
         try out.context.launch(f, grid: (blocks(count), 1, 1), block: (threads, 1, 1),
@@ -313,7 +307,7 @@ package enum CUDAModelOps {
         if let state { try expect("state", state, bytes: batch * channels * (width - 1) * e) }
         try launch("linea_conv1d", dtype, on: out.context, grid: (batch * channels + threads - 1) / threads,
                    gridY: max(1, (length + 63) / 64), [
-            .pointer(x.address), .pointer(weight.address), address(bias), .int32(try kind(weightDType ?? dtype, "weight")),
+            .pointer(x.address), .pointer(weight.address), address(bias), .int32(try CUDAUpload.typeCode(weightDType ?? dtype, argument: "weight")),
             address(state), .pointer(out.address),
             .int32(Int32(batch)), .int32(Int32(length)), .int32(Int32(channels)), .int32(Int32(width)), .int32(silu ? 1 : 0)])
     }

@@ -232,7 +232,11 @@ struct ModelBench {
                 let start = Date()
                 logits = try model.forward(DeviceTensor(integers: ids, shape: [batch, prompt], on: model.device), cache: cache, lastOnly: true)
                 try Backends.backend(for: model.device).synchronize()
-                if rep > 0 { (times, profiled) = (times + [Date().timeIntervalSince(start)], profiled + Date().timeIntervalSince(cacheStart)) }
+                if rep > 0 {
+                    let end = Date()
+                    times.append(end.timeIntervalSince(start))
+                    profiled += end.timeIntervalSince(cacheStart)
+                }
                 if rep == 0 { _ = Profile.take() }  // the warm-up's compiles and first touches
             }
             if profile {
