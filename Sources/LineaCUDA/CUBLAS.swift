@@ -64,8 +64,8 @@ package enum CUBLAS {
         return h!
     }
 
-    static func check(_ status: Int32, _ call: String) throws {
-        if status != 0 { throw CUDAError(call: call, code: status, name: "CUBLAS_STATUS \(status)", detail: "") }
+    static func check(_ status: Int32, _ call: @autoclosure () -> String) throws {
+        if status != 0 { throw CUDAError(call: call(), code: status, name: "CUBLAS_STATUS \(status)", detail: "") }
     }
 
     /// cudaDataType_t of an element type: CUDA_R_32F 0, CUDA_R_16F 2, CUDA_R_16BF 14.

@@ -12,6 +12,8 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
     private var hostTransfers = 0
     private var retentionDecayCache: [Int: CUDABuffer] = [:]
     private let staging: CUDAStaging
+    /// Freed blocks kept for reuse by size (at most 1 GiB).
+    private let recycler = Recycler(limit: 1 << 30)
 
     /// Whether allocations come from the device's stream-ordered pool (`cuMemAllocAsync`; else `cuMemAlloc`).
     public let streamOrdered: Bool
@@ -74,15 +76,65 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
             return TensorStorage(device: device, address: UInt(buffer.address), byteCount: byteCount, owner: buffer)
         }
         try context.makeCurrent()
+        let size = (byteCount + 511) & ~511
         var address: UInt64 = 0
-        try context.driver.check(alloc(&address, byteCount, context.stream), "cuMemAllocAsync(\(formatBytes(byteCount)))")
+        if let reused = recycler.take(size) {
+            address = reused
+        } else if alloc(&address, size, context.stream) != 0 {
+            recycler.drain { _ = free($0, context.stream) }  // blocks of other sizes back to the pool, then once more
+            try context.driver.check(alloc(&address, size, context.stream), "cuMemAllocAsync(\(formatBytes(byteCount)))")
+        }
         if let fill {
             try context.driver.check(context.driver.cuMemsetD8Async(address, fill, byteCount, context.stream), "cuMemsetD8Async")
         }
-        let (ctx, stream, pointer) = (context, UInt(bitPattern: context.stream), address)
+        let (ctx, stream, pointer, recycler) = (context, UInt(bitPattern: context.stream), address, recycler)
         return TensorStorage(device: device, address: UInt(address), byteCount: byteCount, owner: context) {
+            guard !recycler.keep(pointer, size) else { return }
             _ = ctx.driver.cuCtxSetCurrent(ctx.context)
             _ = free(pointer, OpaquePointer(bitPattern: stream))
+        }
+    }
+
+    /// Freed pool blocks by size, handed out again without a driver call: a decode step allocates and drops the same
+    /// few hundred small tensors every token, and `cuMemAllocAsync` plus `cuMemFreeAsync` cost microseconds each on
+    /// the host. Safe as the pool's own reuse is: every op of the backend runs on the one stream, so whatever the
+    /// next owner queues runs after the last use queued by the previous one. Holds at most `limit` bytes; an
+    /// allocation the pool refuses first returns them all.
+    final class Recycler: @unchecked Sendable {
+        private let lock = NSLock()
+        private var blocks: [Int: [UInt64]] = [:]
+        private var bytes = 0
+        let limit: Int
+
+        init(limit: Int) { self.limit = limit }
+
+        /// A kept block of exactly `size` bytes, if any. O(1).
+        func take(_ size: Int) -> UInt64? {
+            lock.lock()
+            defer { lock.unlock() }
+            guard let address = blocks[size]?.popLast() else { return nil }
+            bytes -= size
+            return address
+        }
+
+        /// Keeps `address` (`size` bytes) for a later `take`; false when that would pass the limit (the caller frees it). O(1).
+        func keep(_ address: UInt64, _ size: Int) -> Bool {
+            lock.lock()
+            defer { lock.unlock() }
+            guard bytes + size <= limit else { return false }
+            blocks[size, default: []].append(address)
+            bytes += size
+            return true
+        }
+
+        /// Hands every kept block to `free` and forgets them. O(blocks).
+        func drain(_ free: (UInt64) -> Void) {
+            lock.lock()
+            let all = blocks.values.joined()
+            blocks = [:]
+            bytes = 0
+            lock.unlock()
+            all.forEach(free)
         }
     }
 

@@ -93,8 +93,8 @@ package enum CUFFT {
         return handle
     }
 
-    static func check(_ status: Int32, _ call: String) throws {
-        if status != 0 { throw CUDAError(call: call, code: status, name: "CUFFT_RESULT \(status)", detail: "") }
+    static func check(_ status: Int32, _ call: @autoclosure () -> String) throws {
+        if status != 0 { throw CUDAError(call: call(), code: status, name: "CUFFT_RESULT \(status)", detail: "") }
     }
 
     /// Queues `rows` in-place transforms of size `n` on `buffer` (rows of `pitch(n)` floats; real n values in, n/2 + 1

@@ -69,7 +69,12 @@ public final class CUDAContext: @unchecked Sendable {
     /// Functions by the identity of their lookup (name, options, the addresses of the source and header texts), so
     /// that a launch in a decode loop skips the hashing of `function`. Each entry keeps its source and headers
     /// alive, so their addresses name no other text while it is here.
-    private var byIdentity: [String: (source: String, headers: [(name: String, source: String)], function: CUDAFunction)] = [:]
+    private var byIdentity: [LookupIdentity: (source: String, headers: [(name: String, source: String)], function: CUDAFunction)] = [:]
+
+    /// What `byIdentity` is keyed by: compared field by field, never formatted (a launch pays for none of it).
+    private struct LookupIdentity: Hashable {
+        let name: String, options: [String], source: UInt, sourceBytes: Int, headers: UInt, headerCount: Int
+    }
 
     /// Opens device `device` (primary context) and NVRTC; throws `LineaError.unavailable` when either is missing.
     public init(device ordinal: Int = 0) throws {
@@ -141,8 +146,9 @@ public final class CUDAContext: @unchecked Sendable {
     ) throws -> CUDAFunction {
         try makeCurrent()
         let sourceAddress = source.utf8.withContiguousStorageIfAvailable { UInt(bitPattern: $0.baseAddress) } ?? 0
-        let identity = sourceAddress == 0 ? nil : "\(name)|\(options.joined(separator: " "))|\(sourceAddress)|\(source.utf8.count)|"
-            + "\(headers.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) })|\(headers.count)"
+        let identity = sourceAddress == 0 ? nil : LookupIdentity(
+            name: name, options: options, source: sourceAddress, sourceBytes: source.utf8.count,
+            headers: headers.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) }, headerCount: headers.count)
         lock.lock()
         defer { lock.unlock() }
         if let identity, let known = byIdentity[identity] { return known.function }

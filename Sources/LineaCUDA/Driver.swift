@@ -191,12 +191,12 @@ final class DriverAPI: @unchecked Sendable {
     }
 
     /// Throws a `CUDAError` naming `call` unless `result` is `CUDA_SUCCESS`.
-    func check(_ result: CUresult, _ call: String, _ detail: String = "") throws {
-        guard result != 0 else { return }
+    func check(_ result: CUresult, _ call: @autoclosure () -> String, _ detail: String = "") throws {
+        guard result != 0 else { return }  // the message is built only for a failure (a launch's would cost microseconds)
         var namePointer: UnsafePointer<CChar>?
         let name = cuGetErrorName(result, &namePointer) == 0 && namePointer != nil
             ? String(cString: namePointer!) : "CUDA error \(result)"
-        throw CUDAError(call: call, code: result, name: name, detail: detail)
+        throw CUDAError(call: call(), code: result, name: name, detail: detail)
     }
 }
 
@@ -257,10 +257,10 @@ final class NVRTCAPI: @unchecked Sendable {
     }
 
     /// Throws a `CUDAError` naming `call` unless `result` is `NVRTC_SUCCESS`.
-    func check(_ result: Int32, _ call: String, _ detail: String = "") throws {
+    func check(_ result: Int32, _ call: @autoclosure () -> String, _ detail: String = "") throws {
         guard result != 0 else { return }
         let name = getErrorString(result).map { String(cString: $0) } ?? "NVRTC error \(result)"
-        throw CUDAError(call: call, code: result, name: name, detail: detail)
+        throw CUDAError(call: call(), code: result, name: name, detail: detail)
     }
 
     /// "major.minor" of the loaded NVRTC.

@@ -3,6 +3,8 @@ import Foundation
 /// Per-op timing of everything dispatched (`LINEA_PROFILE=1`, or `linea bench --profile`): each op, allocation and
 /// transfer waits for its device before and after, so its wall time is its own; times are summed per op name, dtype
 /// and shape. Slows the run (one synchronize per op): for finding where the time goes, not for throughput figures.
+/// `LINEA_PROFILE=host` times the same calls without waiting: the host's cost of queueing each op, which bounds a
+/// GPU decode step when the kernels are shorter than their launches.
 public enum Profile {
     /// Whether dispatch times each op; set from `LINEA_PROFILE=1` at start, or by a caller before the work.
     public static var enabled: Bool {
@@ -14,24 +16,28 @@ public enum Profile {
     public struct Entry: Sendable { public var calls = 0, seconds = 0.0 }
 
     private struct State: Sendable {
-        var enabled = ProcessInfo.processInfo.environment["LINEA_PROFILE"] == "1"
+        var enabled = ["1", "host"].contains(ProcessInfo.processInfo.environment["LINEA_PROFILE"])
         var entries: [String: Entry] = [:]
     }
     private static let state = LockedValue(State())
     private static let depthKey = "linea.profile.measuring"
 
-    /// Runs `body` timed under `key` when profiling (the device synchronized before and after), else just runs it.
-    /// O(1) besides the body.
+    /// Whether the timed calls wait for their device (`LINEA_PROFILE=1`, the default) or time the host's queueing only
+    /// (`LINEA_PROFILE=host`). Read once.
+    public static let waitsForDevice = ProcessInfo.processInfo.environment["LINEA_PROFILE"] != "host"
+
+    /// Runs `body` timed under `key` when profiling (the device synchronized before and after unless the profile times
+    /// the host only), else just runs it. O(1) besides the body.
     static func measure<R>(_ key: @autoclosure () -> String, on device: Device, _ body: () throws -> R) throws -> R {
         // A nested call (an allocation inside a timed op) is part of the outer one's time.
         guard enabled, Thread.current.threadDictionary[depthKey] == nil else { return try body() }
         Thread.current.threadDictionary[depthKey] = true
         defer { Thread.current.threadDictionary[depthKey] = nil }
-        let backend = try Backends.backend(for: device)
-        try backend.synchronize()
+        let backend = waitsForDevice ? try Backends.backend(for: device) : nil
+        try backend?.synchronize()
         let start = DispatchTime.now().uptimeNanoseconds
         let result = try body()
-        try backend.synchronize()
+        try backend?.synchronize()
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         let name = key()
         state.update { $0.entries[name, default: Entry()].calls += 1; $0.entries[name, default: Entry()].seconds += seconds }
