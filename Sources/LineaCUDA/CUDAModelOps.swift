@@ -176,6 +176,19 @@ package enum CUDAModelOps {
             }
             try expect(name, buffer, bytes: stridedBytes(shape: n, strides: strides, elementBytes: elementBytes))
         }
+        if n[5] > 1, a[5] == 1, b[5] == 1 {
+            // The last axis packed on both sides: whole rows, in the widest unit every row start is aligned to.
+            let rowBytes = n[5] * elementBytes
+            let unit = [16, 8, 4, 2, 1].first { u in
+                ([rowBytes, Int(x.address), Int(out.address)] + (a + b).dropLast().map { $0 * elementBytes }).allSatisfy { $0 % u == 0 }
+            }!
+            let rows = n.dropLast().reduce(1, *)
+            let f = try out.context.function(source: CUDAKernels.modelOps, name: "linea_copy_rows_u\(unit)")
+            return try out.context.launch(f, grid: (min(rows, 65535), 1, 1), block: (min(threads, max(32, rowBytes / unit)), 1, 1),
+                                          arguments: [.pointer(x.address), .pointer(out.address), .int32(Int32(rows)), .int32(Int32(rowBytes / unit))]
+                                              + n.dropFirst().dropLast().map { .int32(Int32($0)) }
+                                              + (a.dropLast() + b.dropLast()).map { .int32(Int32($0 * elementBytes / unit)) })
+        }
         let f = try out.context.function(source: CUDAKernels.modelOps, name: "linea_copy_strided_e\(elementBytes)")
         try out.context.launch(f, grid: (blocks(count), 1, 1), block: (threads, 1, 1),
                                arguments: [.pointer(x.address), .pointer(out.address), .int32(Int32(count))]

@@ -30,13 +30,21 @@ struct CUDADeviceBackendTests {
     /// cache written) hold what the same copies on the host hold, for elements of 1, 2, 4 and 8 bytes.
     @Test(arguments: [DType.uint8, .bfloat16, .float32, .int64])
     func stridedCopiesOnTheDeviceMatchTheHost(_ dtype: DType) throws {
-        let shape = [3, 5, 4, 6]
+        // Slices along each axis of a small box, then rows of 32 and 28 elements at 32- and 16-byte aligned starts
+        // (the row copy's 16-, 8- and 4-byte units, and its elements).
+        for (shape, cuts) in [([3, 5, 4, 6], [(3, 1..<4), (3, 2..<3), (2, 1..<3), (1, 2..<5), (0, 1..<2)]), ([2, 3, 40], [(2, 8..<40), (2, 4..<32), (2, 1..<2)])] {
+            try checkStridedCopies(dtype, shape: shape, cuts: cuts)
+        }
+    }
+
+    /// Each cut of `shape` packed on the device and copied back into a zero box matches the host.
+    func checkStridedCopies(_ dtype: DType, shape: [Int], cuts: [(Int, Range<Int>)]) throws {
         let values = (0..<shape.reduce(1, *)).map { ($0 * 37) % 101 }
         let host = dtype.isFloatingPoint ? try DeviceTensor(Tensor(shape: shape, scalars: values.map(Float.init)), dtype: dtype)
             : try DeviceTensor(integers: values, shape: shape, dtype: dtype)
         let gpu = try host.to(Self.gpu)
         func read(_ x: DeviceTensor) throws -> [Int] { dtype.isFloatingPoint ? try x.host().scalars.map { Int($0) } : try x.hostIntegers() }
-        for (axis, range) in [(3, 1..<4), (3, 2..<3), (2, 1..<3), (1, 2..<5), (0, 1..<2)] {
+        for (axis, range) in cuts {
             let packed = try gpu.narrowed(axis: axis, range).contiguous()
             #expect(packed.device == Self.gpu && packed.isContiguous)
             #expect(try read(packed) == (try read(host.narrowed(axis: axis, range).contiguous())), "axis \(axis) \(range)")

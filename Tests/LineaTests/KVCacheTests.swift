@@ -210,6 +210,24 @@ struct KVStream {
         #expect(sink.attendedTokens(batch: 1, head: 1) == Array(0..<38))
     }
 
+    /// A full cache of bf16 keys and values (a 16-bit model's on a GPU) holds half the bytes, returns o in q's dtype,
+    /// and agrees with the f32 cache to bf16 rounding, call by call; an integer dtype is refused, naming it.
+    @Test func bf16FullCacheAgreesWithF32ToRounding() throws {
+        var stream = KVStream(seed: 12)
+        let make = { (d: DType) in try KVCacheConfig.full.make(batch: 2, capacity: 64, kvHeads: 2, headDim: 16, valueDim: 8, dtype: d) }
+        let (wide, narrow) = (try make(.float32), try make(.bfloat16))
+        #expect(narrow.boundBytes * 2 == wide.boundBytes)
+        for T in [9, 1, 1, 5, 1] {
+            let x = try stream.next(T, kind: Self.kind)
+            let want = try wide.attend(q: x.q, k: x.k, v: x.v, kinds: x.kinds, rotation: KVStream.rotation)
+            let got = try narrow.attend(q: x.q, k: x.k, v: x.v, kinds: x.kinds, rotation: KVStream.rotation)
+            #expect(got.dtype == .float32)
+            let error = ErrorStats(try got.host(), try want.host()).relativeRMS
+            #expect(error > 0 && error <= 1e-2, "T = \(T): rel-RMS \(error)")
+        }
+        #expect(throws: LineaError.self) { _ = try make(.int32) }
+    }
+
     /// Bad sizes and inputs are errors naming the argument: a window smaller than the sinks, negative sizes, a prune
     /// ratio outside [0, 1), no pages, an unknown name, a mismatched k, kinds of the wrong count, a non-causal call.
     @Test func badInputIsNamed() throws {

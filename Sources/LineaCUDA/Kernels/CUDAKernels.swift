@@ -89,7 +89,8 @@ package enum CUDAKernels {
 
     /// The ops a model needs besides its mixers (embedding, norms, activations, rotary, causal conv1d, softmax, MoE
     /// routing, argmax, sampling, the matmul bias, dtype casts, transposes, pads, strided copies), one module for f32, bf16
-    /// and f16. Entries `linea_<op>_{f32,bf16,f16}`, `linea_cast_<from>_<to>` and `linea_copy_strided_e{1,2,4,8}`.
+    /// and f16. Entries `linea_<op>_{f32,bf16,f16}`, `linea_cast_<from>_<to>`, `linea_copy_strided_e{1,2,4,8}` and
+    /// `linea_copy_rows_u{1,2,4,8,16}`.
     public static let modelOps = file("model_ops.cu")
 
     /// Mamba-1's selective scan (mamba_ssm's selective_scan_fn), fp32 state, lane groups of 16 or 32 per channel.
@@ -187,7 +188,8 @@ package enum CUDAKernels {
              ["f32", "bf16", "f16"].flatMap { t in
                  ["embed_i32", "embed_i64", "norm", "unary", "binary", "rotary", "conv1d", "softmax", "route", "argmax", "sample",
                   "add_bias", "transpose", "pad2d"].map { "linea_\($0)_\(t)" }
-             } + modelOpsCasts + ["linea_index_add_f32"] + [1, 2, 4, 8].map { "linea_copy_strided_e\($0)" }),
+             } + modelOpsCasts + ["linea_index_add_f32"] + [1, 2, 4, 8].map { "linea_copy_strided_e\($0)" }
+                + [1, 2, 4, 8, 16].map { "linea_copy_rows_u\($0)" }),
         ]
     }
 

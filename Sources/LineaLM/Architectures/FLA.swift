@@ -61,7 +61,7 @@ public final class FLAModel: CausalLM {
         let cache = ModelCache(batch: batch, capacity: capacity, layers: config.layers, kvCache: kvCache)
         for (i, block) in blocks.enumerated() {
             switch block.mixer {
-            case .attention(let a): try cache.addKV(layer: i, kvHeads: a.spec.kvHeads, headDim: a.spec.headDim, device: device)
+            case .attention(let a): try cache.addKV(layer: i, kvHeads: a.spec.kvHeads, headDim: a.spec.headDim, device: device, weights: embed)
             case .recurrent(let m): cache.layers[i] = try m.makeCache(batch: batch, capacity: capacity, device: device)
             }
         }

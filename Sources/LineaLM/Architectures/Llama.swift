@@ -81,7 +81,7 @@ public final class Llama: CausalLM {
 
     public func makeCache(batch: Int, capacity: Int, kvCache: KVCacheConfig) throws -> ModelCache {
         let cache = ModelCache(batch: batch, capacity: capacity, layers: config.layers, kvCache: kvCache)
-        for i in 0..<config.layers { try cache.addKV(layer: i, kvHeads: config.kvHeads, headDim: config.headDim, device: device) }
+        for i in 0..<config.layers { try cache.addKV(layer: i, kvHeads: config.kvHeads, headDim: config.headDim, device: device, weights: embed) }
         return cache
     }
 

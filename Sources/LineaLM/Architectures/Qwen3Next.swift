@@ -182,7 +182,7 @@ public final class Qwen3Next: CausalLM {
         let cache = ModelCache(batch: batch, capacity: capacity, layers: c.layers, kvCache: kvCache)
         for i in 0..<c.layers {
             if c.fullAttention[i] {
-                try cache.addKV(layer: i, kvHeads: c.kvHeads, headDim: c.headDim, device: device)
+                try cache.addKV(layer: i, kvHeads: c.kvHeads, headDim: c.headDim, device: device, weights: embed)
             } else {
                 cache.layers[i]["state"] = try DeviceTensor.zeros([batch, c.valueHeads, c.keyDim, c.valueDim], on: device)
                 cache.layers[i]["conv"] = try DeviceTensor.zeros([batch, c.convChannels, c.convWidth - 1], on: device)

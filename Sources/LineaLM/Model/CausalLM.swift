@@ -44,10 +44,13 @@ public final class ModelCache {
         kv = Array(repeating: nil, count: layers)
     }
 
-    /// Gives layer `layer` a KV cache of the cache's policy for `kvHeads` heads of `headDim` (keys and values).
-    /// O(the policy's bound).
-    func addKV(layer: Int, kvHeads: Int, headDim: Int, device: Device) throws {
-        kv[layer] = try kvCache.make(batch: batch, capacity: capacity, kvHeads: kvHeads, headDim: headDim, valueDim: headDim, device: device)
+    /// Gives layer `layer` a KV cache of the cache's policy for `kvHeads` heads of `headDim` (keys and values): on a
+    /// GPU, in the dtype of a 16-bit model's `weights` (its attention then runs on the 16-bit tensor-core kernels, as
+    /// transformers runs it), else f32. O(the policy's bound).
+    func addKV(layer: Int, kvHeads: Int, headDim: Int, device: Device, weights: DeviceTensor) throws {
+        let dtype = device == .cpu || !weights.dtype.isFloatingPoint ? DType.float32 : weights.dtype
+        kv[layer] = try kvCache.make(batch: batch, capacity: capacity, kvHeads: kvHeads, headDim: headDim, valueDim: headDim, device: device,
+                                     dtype: dtype)
     }
 
     /// Throws unless `tokens` more fit. O(1).

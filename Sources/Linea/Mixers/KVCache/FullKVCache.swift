@@ -18,19 +18,21 @@ final class FullKVCache: KVCache {
     /// Allocates `capacity` rows of keys and values. O(capacity).
     init(_ shape: KVShape, capacity: Int) throws {
         (self.shape, self.capacity) = (shape, capacity)
-        keys = try DeviceTensor.zeros([shape.B, capacity, shape.Hkv, shape.D], on: shape.device)
-        values = try DeviceTensor.zeros([shape.B, capacity, shape.Hkv, shape.Dv], on: shape.device)
+        keys = try DeviceTensor.zeros([shape.B, capacity, shape.Hkv, shape.D], dtype: shape.dtype, on: shape.device)
+        values = try DeviceTensor.zeros([shape.B, capacity, shape.Hkv, shape.Dv], dtype: shape.dtype, on: shape.device)
     }
 
     func attend(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, kinds: [KVTokenKind]?, rotation: KVRotation?,
                 options: AttentionOptions) throws -> DeviceTensor {
         let T = try shape.check(q: q, k: k, v: v, kinds: kinds, options: options, allowsWindow: true)
         let n = tokensSeen, positions = try shape.positions(held: n, adding: T, capacity: capacity, cache: "full")
-        try keys.narrowed(axis: 1, n..<(n + T)).copy(from: KVMath.rotate(k, rotation, positions))
-        try values.narrowed(axis: 1, n..<(n + T)).copy(from: v)
+        // Rotated in q's dtype, then rounded once to the cache's; o comes back in q's dtype.
+        func held(_ x: DeviceTensor) throws -> DeviceTensor { x.dtype == keys.dtype ? x : try Ops.cast(x, to: keys.dtype) }
+        try keys.narrowed(axis: 1, n..<(n + T)).copy(from: held(KVMath.rotate(k, rotation, positions)))
+        try values.narrowed(axis: 1, n..<(n + T)).copy(from: held(v))
         (tokensSeen, window) = (n + T, options.window)
-        return try KVMath.attention(q: KVMath.rotate(q, rotation, positions), k: keys.narrowed(axis: 1, 0..<(n + T)),
-                                    v: values.narrowed(axis: 1, 0..<(n + T)), options: options).o
+        return try KVMath.attention(q: held(KVMath.rotate(q, rotation, positions)), k: keys.narrowed(axis: 1, 0..<(n + T)),
+                                    v: values.narrowed(axis: 1, 0..<(n + T)), options: options, outputDType: q.dtype).o
     }
 
     func attendedTokens(batch: Int, head: Int) -> [Int] { Array(max(0, tokensSeen - (window ?? tokensSeen))..<tokensSeen) }

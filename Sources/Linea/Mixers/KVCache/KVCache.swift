@@ -162,11 +162,17 @@ public enum KVCacheConfig: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// One layer's cache for `batch` sequences with `kvHeads` heads of keys `headDim` wide and values `valueDim`
-    /// wide (f32) on `device`; `capacity` bounds the caches that evict nothing (full, think, topk). Think and topk
-    /// choose on the host and run on the CPU only. O(bound) memory, allocated now.
-    public func make(batch: Int, capacity: Int, kvHeads: Int, headDim: Int, valueDim: Int, device: Device = .cpu) throws -> any KVCache {
+    /// wide on `device`; `capacity` bounds the caches that evict nothing (full, think, topk). Think and topk
+    /// choose on the host and run on the CPU only. The full cache holds `dtype` (f32, bf16 or f16: a 16-bit model's
+    /// attention then runs in its dtype, as its reference framework runs it); the others hold f32. O(bound) memory,
+    /// allocated now.
+    public func make(batch: Int, capacity: Int, kvHeads: Int, headDim: Int, valueDim: Int, device: Device = .cpu,
+                     dtype: DType = .float32) throws -> any KVCache {
         try validate()
-        let shape = KVShape(B: batch, Hkv: kvHeads, D: headDim, Dv: valueDim, device: device)
+        guard [.float32, .bfloat16, .float16].contains(dtype) else {
+            throw LineaError.invalidArgument(argument: "dtype", expected: "f32, bf16 or f16 keys and values", actual: dtype.shortName)
+        }
+        let shape = KVShape(B: batch, Hkv: kvHeads, D: headDim, Dv: valueDim, device: device, dtype: self == .full ? dtype : .float32)
         try shape.validate(capacity: capacity)
         switch self {
         case .full: return try FullKVCache(shape, capacity: capacity)
@@ -181,6 +187,8 @@ public enum KVCacheConfig: Sendable, Equatable, CustomStringConvertible {
 /// The sizes every cache shares: `B` sequences, `Hkv` key/value heads, key width `D`, value width `Dv`, the device.
 struct KVShape {
     let B: Int, Hkv: Int, D: Int, Dv: Int, device: Device
+    /// The element type of the keys and values held.
+    var dtype = DType.float32
 
     /// Throws naming a size below 1. O(1).
     func validate(capacity: Int) throws {
@@ -189,8 +197,8 @@ struct KVShape {
         }
     }
 
-    /// Bytes of `tokens` f32 rows of keys `keyWidth` wide and values. O(1).
-    func bytes(tokens: Int, keyWidth: Int? = nil) -> Int { 4 * B * tokens * Hkv * ((keyWidth ?? D) + Dv) }
+    /// Bytes of `tokens` rows of keys `keyWidth` wide and values. O(1).
+    func bytes(tokens: Int, keyWidth: Int? = nil) -> Int { dtype.byteCount * B * tokens * Hkv * ((keyWidth ?? D) + Dv) }
 
     /// The stream positions `held..<held + T` of a call's tokens; throws unless they fit in a cache of `capacity`
     /// tokens (`cache` names it). O(T).
@@ -238,9 +246,10 @@ struct KVShape {
 enum KVMath {
     /// Exact attention of `q` over `k`, `v` on their device: attention's decode form for one query (on the CPU the
     /// in-place `decodeOne`; elsewhere split-KV), flash for more. O(B·Hq·T·S·D).
-    static func attention(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, options: AttentionOptions) throws -> (o: DeviceTensor, lse: DeviceTensor) {
+    static func attention(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, options: AttentionOptions,
+                          outputDType: DType = .float32) throws -> (o: DeviceTensor, lse: DeviceTensor) {
         let form: AttentionForm? = q.device != .cpu && q.shape[1] == 1 && options.window == nil ? .splitKV(partitions: nil) : nil
-        return try Attention.forward(q: q, k: k, v: v, options: options, form: form)
+        return try Attention.forward(q: q, k: k, v: v, options: options, form: form, outputDType: outputDType)
     }
 
     /// Rows `0..<rows` of a new uninitialized `[B, allocated, heads, width]` tensor: the caches size their per-call

@@ -20,6 +20,8 @@
 //   linea_add_bias_SUF          out [rows, cols] += bias [cols]
 //   linea_copy_strided_eN       out[box index . dst strides] = x[box index . src strides] over a box of up to 6 axes,
 //                               elements of N = 1, 2, 4, 8 bytes (a strided view packed, or packed into one)
+//   linea_copy_rows_uN          the same for a box whose last axis is packed on both sides: one block per row of up to
+//                               5 row axes, units of N = 1, 2, 4, 8, 16 bytes
 //   linea_index_add_f32         target [R, dim] += w[i] values [i] at rows[i] (int32; w null: 1); a bad row is skipped and
 //                               the first goes to *bad as for the embedding
 //   linea_transpose_SUF         x [batches, rows, cols] -> out [batches, cols, rows]; 32 x 32 tiles, block (32, 8),
@@ -423,6 +425,26 @@ LINEA_COPY_STRIDED(1, unsigned char)
 LINEA_COPY_STRIDED(2, unsigned short)
 LINEA_COPY_STRIDED(4, unsigned int)
 LINEA_COPY_STRIDED(8, unsigned long long)
+
+// One block per row of a box n0 x ... x n4 of rows of `width` units each (unit: 1, 2, 4, 8 or 16 bytes, the widest
+// that the row length, the strides and both base addresses are multiples of): a strided view whose last axis is
+// packed on both sides (a slice of a fused projection) without the per-element index arithmetic above.
+#define LINEA_COPY_ROWS(N, E) \
+extern "C" __global__ void linea_copy_rows_u##N(const E* x, E* out, int rows, int width, int n1, int n2, int n3, int n4, \
+    int s0, int s1, int s2, int s3, int s4, int d0, int d1, int d2, int d3, int d4) { \
+    for (int row = blockIdx.x; row < rows; row += gridDim.x) { \
+        long r = row, src = 0, dst = 0, i; \
+        i = r % n4; r /= n4; src += i * s4; dst += i * d4; \
+        i = r % n3; r /= n3; src += i * s3; dst += i * d3; \
+        i = r % n2; r /= n2; src += i * s2; dst += i * d2; \
+        i = r % n1; r /= n1; src += i * s1; dst += i * d1; \
+        src += r * s0; dst += r * d0; \
+        for (int c = threadIdx.x; c < width; c += blockDim.x) out[dst + c] = x[src + c]; } }
+LINEA_COPY_ROWS(1, unsigned char)
+LINEA_COPY_ROWS(2, unsigned short)
+LINEA_COPY_ROWS(4, unsigned int)
+LINEA_COPY_ROWS(8, unsigned long long)
+LINEA_COPY_ROWS(16, uint4)
 
 // Rows of one call may repeat (atomicAdd), so a mixture of experts can add several experts' outputs in one call.
 extern "C" __global__ void linea_index_add_f32(const float* values, const int* rows, const float* w, float* target, int n, int dim,
