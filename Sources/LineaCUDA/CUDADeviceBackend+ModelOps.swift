@@ -74,6 +74,7 @@ extension CUDADeviceBackend {
         case let .gelu(approximate): try CUDAModelOps.gelu(x: buffer(x), out: out!, count: x.count, approximate: approximate, dtype: dtype)
         case .softmax: try CUDAModelOps.softmax(x: buffer(x), out: out!, rows: rows, cols: width, dtype: dtype)
         case .swiglu: try CUDAModelOps.swiglu(gate: buffer(x), up: input("up")!, out: out!, count: x.count, dtype: dtype)
+        case .swigluHalves: try CUDAModelOps.swiglu(halves: buffer(x), out: out!, rows: rows, width: width / 2, dtype: dtype)
         case .add, .mul, .div:
             let b = c["b"]!
             try CUDAModelOps.binary(c.kind == .add ? 1 : c.kind == .mul ? 2 : 3, ("a", "b"), a: buffer(x), b: input("b")!, out: out!, count: x.count,

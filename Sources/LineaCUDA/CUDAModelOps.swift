@@ -270,6 +270,14 @@ package enum CUDAModelOps {
     public static func swiglu(gate: CUDABuffer, up: CUDABuffer, out: CUDABuffer, count: Int, dtype: DType) throws {
         try binary(0, ("gate", "up"), a: gate, b: up, out: out, count: count, dtype: dtype)
     }
+    /// `out [rows, width] = silu(x[:, :width]) · x[:, width:]` for `x [rows, 2 · width]`. O(rows·width).
+    public static func swiglu(halves x: CUDABuffer, out: CUDABuffer, rows: Int, width: Int, dtype: DType) throws {
+        try int32(["rows": rows, "width": width, "x": rows * 2 * width])
+        try expect("x", x, bytes: rows * 2 * width * dtype.byteCount)
+        try expect("out", out, bytes: rows * width * dtype.byteCount)
+        try launch("linea_swiglu_halves", dtype, on: out.context, grid: blocks(rows * width),
+                   [.pointer(x.address), .pointer(out.address), .int32(Int32(rows)), .int32(Int32(width))])
+    }
     /// `out = a + b` (residual add). O(count).
     public static func add(_ a: CUDABuffer, _ b: CUDABuffer, out: CUDABuffer, count: Int, dtype: DType) throws {
         try binary(1, ("a", "b"), a: a, b: b, out: out, count: count, dtype: dtype)

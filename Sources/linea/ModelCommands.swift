@@ -207,7 +207,7 @@ struct ModelInitCommand: ParsableCommand {
     }
 }
 
-/// `linea bench --model`: prefill and decode tokens/s of a checkpoint. Per prompt length, one untimed prefill first
+/// `linea bench --model`: prefill and decode tokens/s of a checkpoint. Per prompt length, one untimed prefill and decode step first
 /// (weights paged in, GPU kernels compiled, buffers cached, as llama-bench and the transformers comparisons warm up),
 /// then the median of `prefillReps` timed prefills, each into a fresh cache; the decode continues the last.
 struct ModelBench {
@@ -228,7 +228,7 @@ struct ModelBench {
             var times: [Double] = [], profiled = 0.0, cache: ModelCache!, logits: DeviceTensor!
             for rep in 0...prefillReps {
                 let cacheStart = Date()  // the profile counts the cache's allocations too
-                cache = try model.makeCache(batch: batch, capacity: prompt + newTokens)
+                cache = try model.makeCache(batch: batch, capacity: prompt + max(newTokens, 1))
                 let start = Date()
                 logits = try model.forward(DeviceTensor(integers: ids, shape: [batch, prompt], on: model.device), cache: cache, lastOnly: true)
                 try Backends.backend(for: model.device).synchronize()
@@ -237,7 +237,14 @@ struct ModelBench {
                     times.append(end.timeIntervalSince(start))
                     profiled += end.timeIntervalSince(cacheStart)
                 }
-                if rep == 0 { _ = Profile.take() }  // the warm-up's compiles and first touches
+                if rep == 0 {
+                    // The warm-up also takes one decode step, so that the decode kernels (split-KV attention, the
+                    // recurrent steps) are compiled before the timed decode, as the prefill's are before its timing.
+                    let next = try Ops.argmax(logits.reshaped([batch, model.vocabularySize])).hostIntegers()
+                    _ = try model.forward(DeviceTensor(integers: next, shape: [batch, 1], on: model.device), cache: cache, lastOnly: true)
+                    try Backends.backend(for: model.device).synchronize()
+                    _ = Profile.take()  // the warm-up's compiles and first touches
+                }
             }
             if profile {
                 profiles.append("prefill B = \(batch) T = \(prompt), \(prefillReps) timed prefills:\n"

@@ -45,6 +45,7 @@ struct CUDAOpsDispatchTests {
         try agree(dtype, "gelu tanh", [x]) { try Ops.gelu($0[0], approximate: .tanh) }
         try agree(dtype, "softmax", [x]) { try Ops.softmax($0[0]) }
         try agree(dtype, "swiglu", [x, z]) { try Ops.swiglu(gate: $0[0], up: $0[1]) }
+        try agree(dtype, "swiglu halves", [x]) { try Ops.swiglu(halves: $0[0]) }
         try agree(dtype, "add", [x, z]) { try Ops.add($0[0], $0[1]) }
         try agree(dtype, "mul", [x, z]) { try Ops.mul($0[0], $0[1]) }
         try agree(dtype, "add broadcast [64]", [x, w]) { try Ops.add($0[0], $0[1]) }

@@ -74,6 +74,15 @@ import Testing
         }
         try Self.check(try Ops.softmax(x), try ReferenceOps.softmax(x: xs, rows: rows, cols: d), dtype, "softmax")
         try Self.check(try Ops.swiglu(gate: x, up: z), try ReferenceOps.swiglu(gate: xs, up: zs), dtype, "swiglu")
+        // Each row of g is [gate | up], 20 wide each; an odd last axis has no halves.
+        let (g, gs) = try Self.input([2, 3, 40], seed: 11, dtype, scale: 3)
+        var halves: [Double] = []
+        for r in 0..<rows {
+            let row = Array(gs[(r * 40)..<((r + 1) * 40)])
+            halves += try ReferenceOps.swiglu(gate: Array(row[..<20]), up: Array(row[20...]))
+        }
+        try Self.check(try Ops.swiglu(halves: g), halves, dtype, "swiglu halves")
+        #expect(throws: LineaError.self) { try Ops.swiglu(halves: x) }
         try Self.check(try Ops.add(x, z), try ReferenceOps.add(xs, zs), dtype, "add")
         try Self.check(try Ops.mul(x, z), zip(xs, zs).map { $0 * $1 }, dtype, "mul")
         // b broadcast: [d] over the last axis, [3, 1, 1] over the second, one element.

@@ -58,6 +58,8 @@ extension CPUBackend {
             case .softmax: try withFloats("x") { try CPUOps.softmax(x: $0, out: o, rows: rows, cols: width) }
             case .swiglu:
                 try withFloats("gate") { g in try withFloats("up") { try CPUOps.swiglu(gate: g, up: $0, out: o) } }
+            case .swigluHalves:
+                try withFloats("x") { try CPUOps.swiglu(halves: $0, out: o, rows: rows, width: width / 2) }
             case .add, .mul, .div:
                 let inner = Ops.broadcastInner(x.shape, c["b"]!.shape) ?? 1
                 try withFloats("a") { a in try withFloats("b") {

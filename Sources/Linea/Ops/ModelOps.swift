@@ -349,6 +349,20 @@ public enum CPUOps {
         try map(gate, up, out) { g, u in g * sigmoid8(g) * u }
     }
 
+    /// `out [rows, width] = silu(x[:, :width]) · x[:, width:]` for `x [rows, 2 · width]` (`Ops.swiglu(halves:)`). O(n).
+    public static func swiglu(halves x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>, rows: Int, width: Int) throws {
+        try OpCheck.count("x", x.count, rows * 2 * width, "[rows, 2 · width] = [\(rows), \(2 * width)]")
+        try OpCheck.count("out", out.count, rows * width, "[rows, width] = [\(rows), \(width)]")
+        guard let base = x.baseAddress, let o = out.baseAddress else { return }
+        forRows(rows, width: 2 * width) { range in
+            for r in range {  // sizes checked above: the per-row calls cannot throw
+                let row = base + r * 2 * width
+                try? swiglu(gate: UnsafeBufferPointer(start: row, count: width), up: UnsafeBufferPointer(start: row + width, count: width),
+                            out: UnsafeMutableBufferPointer(start: o + r * width, count: width))
+            }
+        }
+    }
+
     /// `out = a + b` (residual add); `a[i]` meets `b[(i / inner) % b.count]` (b broadcast, `Ops.add`). O(n).
     public static func add(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>,
                            out: UnsafeMutableBufferPointer<Float>, inner: Int = 1) throws {

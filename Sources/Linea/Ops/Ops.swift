@@ -2,7 +2,7 @@
 public struct ModelOpCall: OpCall {
     /// The ops and their settings.
     public enum Kind: Sendable, Equatable {
-        case matmul, embedding, softmax, argmax, silu, sigmoid, softplus, exp, swiglu, add, mul, div
+        case matmul, embedding, softmax, argmax, silu, sigmoid, softplus, exp, swiglu, swigluHalves, add, mul, div
         case clamp(min: Float, max: Float), cast, indexAdd, transposeLastTwo
         case rmsNorm(eps: Float, zeroCentered: Bool), rmsNormGated(eps: Float), l2Norm(eps: Float)
         case gelu(GELUApproximation)
@@ -105,6 +105,17 @@ public enum Ops {
     /// `silu(gate) · up` (the SwiGLU MLP's middle), shapes equal. O(n).
     public static func swiglu(gate: DeviceTensor, up: DeviceTensor) throws -> DeviceTensor {
         try binary(.swiglu, ("gate", gate), ("up", up))
+    }
+
+    /// `silu(x[..., :W]) · x[..., W:]` of `x [..., 2W]` → `[..., W]`: the SwiGLU middle straight from a stacked
+    /// gate-and-up product (no copies of its two halves). O(n).
+    public static func swiglu(halves x: DeviceTensor) throws -> DeviceTensor {
+        try float(x, "x")
+        let width = x.shape.last ?? 0
+        try OpCheck.value("x", x.rank >= 1 && width % 2 == 0, "a last axis of even length (gate, then up)", "\(x.shape)")
+        let out = try DeviceTensor.uninitialized(Array(x.shape.dropLast()) + [width / 2], dtype: x.dtype, on: x.device)
+        try run(.swigluHalves, ["x": x], out)
+        return out
     }
 
     /// `a + b` (the residual add, a per-head bias); `b` broadcasts to `a`'s shape (numpy's rules, its axes other than 1

@@ -36,8 +36,7 @@ struct GatedMLP {
         let middle: DeviceTensor
         switch projections {
         case let .stacked(both):
-            let width = both.shape[0] / 2, gateUp = try Ops.matmul(x, weight: both)
-            middle = try Ops.swiglu(gate: ModelMath.slice(gateUp, 0..<width), up: ModelMath.slice(gateUp, width..<(2 * width)))
+            middle = try Ops.swiglu(halves: Ops.matmul(x, weight: both))
         case let .separate(gate, up, gateBias, upBias):
             middle = try Ops.swiglu(gate: Ops.matmul(x, weight: gate, bias: gateBias), up: Ops.matmul(x, weight: up, bias: upBias))
         }

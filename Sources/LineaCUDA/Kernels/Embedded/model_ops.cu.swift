@@ -15,6 +15,7 @@ extension CUDAKernels {
 //                               (0 f32, 1 bf16, 2 f16: a weight read in its file dtype beside x in another)
 //   linea_unary_SUF             op 0 silu, 1 sigmoid, 2 gelu (erf), 3 gelu (tanh), 4 softplus (threshold 20),
 //                               5 clamp to [lo, hi], 6 exp
+//   linea_swiglu_halves_SUF     out [rows, width] = silu(x[:, :width]) x[:, width:] of x [rows, 2 width]
 //   linea_binary_SUF            op 0 swiglu silu(a) b, 1 add a + b, 2 mul a b, 3 div a / b; a[i] meets b[(i / inner) % bn] (b broadcast)
 //   linea_rotary_SUF            x [tokens, heads, headDim], positions int32 [tokens]; layout 0 half-split, 1 interleaved;
 //                               angles in fp64; dims >= rotaryDim copied. out must not alias x.
@@ -391,6 +392,10 @@ extern "C" __global__ void linea_pad2d_##SUF(const T* x, T* out, int n, int xRow
 extern "C" __global__ void linea_unary_##SUF(const T* x, T* out, int n, int op, float lo, float hi) { unary(x, out, n, op, lo, hi); } \
 extern "C" __global__ void linea_binary_##SUF(const T* a, const T* b, T* out, int n, int op, int bn, int inner) { \
     binary(a, b, out, n, op, bn, inner); } \
+extern "C" __global__ void linea_swiglu_halves_##SUF(const T* x, T* out, int rows, int width) { \
+    for (long e = blockIdx.x * (long)blockDim.x + threadIdx.x; e < (long)rows * width; e += (long)gridDim.x * blockDim.x) { \
+        const long at = e / width * 2 * width + e % width; const float g = ld(x, at); \
+        st(out, e, g * sigmoidf_(g) * ld(x, at + width)); } } \
 extern "C" __global__ void linea_rotary_##SUF(const T* x, const int* positions, T* out, int tokens, int heads, int headDim, \
     int rotaryDim, float theta, int layout, float factor, float lowFactor, float highFactor, float context) { \
     rotary(x, positions, out, tokens, heads, headDim, rotaryDim, theta, layout, factor, lowFactor, highFactor, context); } \
