@@ -135,15 +135,14 @@ public final class Mamba2: CausalLM {
     private func mixer(_ x: DeviceTensor, _ m: Layer, cache: inout [String: DeviceTensor]) throws -> DeviceTensor {
         let c = config
         let (B, T, H, P, N, G, I) = (x.shape[0], x.shape[1], c.heads, c.headDim, c.state, c.groups, c.inner)
-        let projected = try Ops.matmul(x, weight: m.inProj, bias: m.inBias)
-        let z = try ModelMath.slice(projected, 0..<I).reshaped([B, T, H, P])
-        let conv = try Ops.causalConv1d(ModelMath.slice(projected, I..<(I + c.convChannels)), weight: m.conv, bias: m.convBias,
-                                        state: cache["conv"]!, silu: true)
+        let parts = try ModelMath.projections(x, weight: m.inProj, bias: m.inBias, widths: [I, c.convChannels, H])
+        let z = try parts[0].reshaped([B, T, H, P])
+        let conv = try Ops.causalConv1d(parts[1], weight: m.conv, bias: m.convBias, state: cache["conv"]!, silu: true)
         let xs = try ModelMath.slice(conv, 0..<I).reshaped([B, T, H, P])
         let keys = try ModelMath.slice(conv, I..<(I + G * N)).reshaped([B, T, G, N])
         let queries = try ModelMath.slice(conv, (I + G * N)..<(I + 2 * G * N)).reshaped([B, T, G, N])
         // dt = clamp(softplus(dt + dt_bias), limit); the scan reads v = dt·x and the log decay g = dt·A.
-        var dt = try Ops.softplus(Ops.add(ModelMath.slice(projected, (I + c.convChannels)..<(I + c.convChannels + H)), m.dtBias))
+        var dt = try Ops.softplus(Ops.add(parts[2], m.dtBias))
         if c.dtMin > 0 || c.dtMax < .infinity { dt = try Ops.clamp(dt, min: c.dtMin, max: c.dtMax) }
         let scanned = try ModelMath.recurrence(.simpleGLA, q: queries, k: keys, v: Ops.mul(xs, dt.reshaped([B, T, H, 1])), g: Ops.mul(dt, m.a),
                                                scale: 1, weights: m.outProj, cache: &cache)

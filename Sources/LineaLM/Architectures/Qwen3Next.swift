@@ -227,10 +227,8 @@ public final class Qwen3Next: CausalLM {
             z = try Ops.matmul(x, weight: zWeight).reshaped([B, T, c.valueHeads, hv])
             (b, a) = (try Ops.matmul(x, weight: bWeight), try Ops.matmul(x, weight: aWeight))
         case let .stacked(weight):
-            let (HV, all) = (c.valueHeads, try Ops.matmul(x, weight: weight))
-            (a, b) = (try ModelMath.slice(all, 0..<HV), try ModelMath.slice(all, HV..<(2 * HV)))
-            channels = try ModelMath.slice(all, (2 * HV)..<(2 * HV + c.convChannels))
-            z = try ModelMath.slice(all, (2 * HV + c.convChannels)..<(2 * HV + c.convChannels + valueWidth)).reshaped([B, T, c.valueHeads, hv])
+            let parts = try ModelMath.projections(x, weight: weight, widths: [c.valueHeads, c.valueHeads, c.convChannels, valueWidth])
+            (a, b, channels, z) = (parts[0], parts[1], parts[2], try parts[3].reshaped([B, T, c.valueHeads, hv]))
         case let .fused(qkvzWeight, baWeight):
             let qkvz = try Ops.matmul(x, weight: qkvzWeight).reshaped([B, T, c.keyHeads, 2 * hk + 2 * g * hv])
             channels = try DeviceTensor.zeros([B, T, c.convChannels], on: device)

@@ -107,6 +107,19 @@ enum ModelMath {
         return try Ops.cast(Ops.matmul(Ops.rmsNorm(rows, weight: norm, eps: eps, zeroCentered: zeroCentered), weight: head), to: .float32)
     }
 
+    /// `x · weight^T + bias` for a weight whose rows stack projections `widths` wide (in order), one packed tensor per
+    /// projection: for a single row one matmul and views of it; for more, one matmul per row block of the weight, so
+    /// that no column block of a wide product is copied out (a prefill's slices cost as much as its matmuls). O(rows · weight).
+    static func projections(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor? = nil, widths: [Int]) throws -> [DeviceTensor] {
+        let ends = widths.reduce(into: [0]) { $0.append($0.last! + $1) }
+        let ranges = zip(ends, ends.dropFirst()).map { $0..<$1 }
+        if x.count == x.shape.last {
+            let all = try Ops.matmul(x, weight: weight, bias: bias)
+            return try ranges.map { try slice(all, $0) }
+        }
+        return try ranges.map { try Ops.matmul(x, weight: weight.narrowed(axis: 0, $0), bias: bias?.narrowed(axis: 0, $0)) }
+    }
+
     /// `x`'s elements `range` of the last axis, packed (splitting a fused projection). O(n).
     static func slice(_ x: DeviceTensor, _ range: Range<Int>) throws -> DeviceTensor {
         try x.narrowed(axis: x.rank - 1, range).contiguous()
