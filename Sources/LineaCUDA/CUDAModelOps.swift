@@ -159,7 +159,7 @@ package enum CUDAModelOps {
 
     /// Copies the box `shape` (rank <= 6) of `elementBytes`-byte elements from `x` at `sourceStrides` to `out` at
     /// `targetStrides` (in elements, from each buffer's start): a strided view packed, or packed into one, in one
-    /// launch. O(elements).
+    /// launch (one block per row when the last axis is packed on both sides). O(elements).
     public static func copyStrided(x: CUDABuffer, out: CUDABuffer, shape: [Int], sourceStrides: [Int], targetStrides: [Int],
                                    elementBytes: Int) throws {
         try OpCheck.value("shape", shape.count <= 6, "rank <= 6", "\(shape)")
