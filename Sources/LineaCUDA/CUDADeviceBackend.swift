@@ -100,16 +100,18 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
     /// the host. Safe as the pool's own reuse is: every op of the backend runs on the one stream, so whatever the
     /// next owner queues runs after the last use queued by the previous one. Holds at most `limit` bytes; an
     /// allocation the pool refuses first returns them all.
-    final class Recycler: @unchecked Sendable {
+    package final class Recycler: @unchecked Sendable {
         private let lock = NSLock()
         private var blocks: [Int: [UInt64]] = [:]
         private var bytes = 0
-        let limit: Int
+        /// The most bytes kept at once.
+        package let limit: Int
 
-        init(limit: Int) { self.limit = limit }
+        /// An empty recycler that keeps at most `limit` bytes. O(1).
+        package init(limit: Int) { self.limit = limit }
 
         /// A kept block of exactly `size` bytes, if any. O(1).
-        func take(_ size: Int) -> UInt64? {
+        package func take(_ size: Int) -> UInt64? {
             lock.lock()
             defer { lock.unlock() }
             guard let address = blocks[size]?.popLast() else { return nil }
@@ -118,7 +120,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         }
 
         /// Keeps `address` (`size` bytes) for a later `take`; false when that would pass the limit (the caller frees it). O(1).
-        func keep(_ address: UInt64, _ size: Int) -> Bool {
+        package func keep(_ address: UInt64, _ size: Int) -> Bool {
             lock.lock()
             defer { lock.unlock() }
             guard bytes + size <= limit else { return false }
@@ -128,7 +130,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         }
 
         /// Hands every kept block to `free` and forgets them. O(blocks).
-        func drain(_ free: (UInt64) -> Void) {
+        package func drain(_ free: (UInt64) -> Void) {
             lock.lock()
             let all = blocks.values.joined()
             blocks = [:]
