@@ -226,6 +226,11 @@ struct ModelBench {
             printError("bench: \(model.modelType) prefill B = \(batch) T = \(prompt) (1 warm-up + \(prefillReps) timed) ...")
             let before = Measure.residentBytes().current
             var times: [Double] = [], profiled = 0.0, cache: ModelCache!, logits: DeviceTensor!
+            // One greedy decode step: the argmax of the last logits fed back as the next token of every sequence.
+            func decodeStep() throws -> DeviceTensor {
+                let next = try Ops.argmax(logits.reshaped([batch, model.vocabularySize])).hostIntegers()
+                return try model.forward(DeviceTensor(integers: next, shape: [batch, 1], on: model.device), cache: cache, lastOnly: true)
+            }
             for rep in 0...prefillReps {
                 let cacheStart = Date()  // the profile counts the cache's allocations too
                 cache = try model.makeCache(batch: batch, capacity: prompt + max(newTokens, 1))
@@ -240,8 +245,7 @@ struct ModelBench {
                 if rep == 0 {
                     // The warm-up also takes one decode step, so that the decode kernels (split-KV attention, the
                     // recurrent steps) are compiled before the timed decode, as the prefill's are before its timing.
-                    let next = try Ops.argmax(logits.reshaped([batch, model.vocabularySize])).hostIntegers()
-                    _ = try model.forward(DeviceTensor(integers: next, shape: [batch, 1], on: model.device), cache: cache, lastOnly: true)
+                    _ = try decodeStep()
                     try Backends.backend(for: model.device).synchronize()
                     _ = Profile.take()  // the warm-up's compiles and first touches
                 }
@@ -252,10 +256,7 @@ struct ModelBench {
             }
             let prefill = times.sorted()[times.count / 2]
             let decodeStart = Date()
-            for _ in 0..<newTokens {
-                let next = try Ops.argmax(logits.reshaped([batch, model.vocabularySize])).hostIntegers()
-                logits = try model.forward(DeviceTensor(integers: next, shape: [batch, 1], on: model.device), cache: cache, lastOnly: true)
-            }
+            for _ in 0..<newTokens { logits = try decodeStep() }
             try Backends.backend(for: model.device).synchronize()
             let decode = Date().timeIntervalSince(decodeStart)
             if profile { profiles.append("decode B = \(batch), \(newTokens) tokens after T = \(prompt):\n" + Profile.format(Profile.take(), wall: decode)) }

@@ -349,10 +349,10 @@ public struct DeviceTensor: Sendable, CustomStringConvertible {
         }
     }
 
-    /// Throws unless `dtype` is one an op writes its float outputs in: f32, bf16 or f16. O(1).
-    public static func expectOutputDType(_ dtype: DType) throws {
+    /// Throws unless `dtype` is one an op writes its float outputs in (f32, bf16 or f16), naming `argument`. O(1).
+    public static func expectOutputDType(_ dtype: DType, argument: String = "outputDType") throws {
         guard dtype == .float32 || dtype == .bfloat16 || dtype == .float16 else {
-            throw LineaError.invalidArgument(argument: "outputDType", expected: "f32, bf16 or f16", actual: dtype.shortName)
+            throw LineaError.invalidArgument(argument: argument, expected: "f32, bf16 or f16", actual: dtype.shortName)
         }
     }
 

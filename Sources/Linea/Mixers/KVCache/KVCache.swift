@@ -169,9 +169,7 @@ public enum KVCacheConfig: Sendable, Equatable, CustomStringConvertible {
     public func make(batch: Int, capacity: Int, kvHeads: Int, headDim: Int, valueDim: Int, device: Device = .cpu,
                      dtype: DType = .float32) throws -> any KVCache {
         try validate()
-        guard [.float32, .bfloat16, .float16].contains(dtype) else {
-            throw LineaError.invalidArgument(argument: "dtype", expected: "f32, bf16 or f16 keys and values", actual: dtype.shortName)
-        }
+        try DeviceTensor.expectOutputDType(dtype, argument: "dtype")
         let shape = KVShape(B: batch, Hkv: kvHeads, D: headDim, Dv: valueDim, device: device, dtype: self == .full ? dtype : .float32)
         try shape.validate(capacity: capacity)
         switch self {
