@@ -48,7 +48,7 @@ public final class ModelCache {
     /// GPU, in the dtype of a 16-bit model's `weights` (its attention then runs on the 16-bit tensor-core kernels, as
     /// transformers runs it), else f32. O(the policy's bound).
     func addKV(layer: Int, kvHeads: Int, headDim: Int, device: Device, weights: DeviceTensor) throws {
-        let dtype = device == .cpu || !weights.dtype.isFloatingPoint ? DType.float32 : weights.dtype
+        let dtype = device != .cpu && [.bfloat16, .float16].contains(weights.dtype) ? weights.dtype : DType.float32
         kv[layer] = try kvCache.make(batch: batch, capacity: capacity, kvHeads: kvHeads, headDim: headDim, valueDim: headDim, device: device,
                                      dtype: dtype)
     }
