@@ -92,10 +92,10 @@ extension CUDADeviceBackend {
             let tokens = c["positions"]!.count
             try CUDAModelOps.rotary(x: buffer(x), positions: input("positions")!, out: out!, tokens: tokens, heads: x.shape[x.rank - 2],
                                     headDim: width, rotaryDim: rotaryDim, theta: theta, layout: layout, scaling: scaling, dtype: dtype)
-        case let .causalConv1d(silu):
+        case let .causalConv1d(silu, parts):
             try CUDAModelOps.causalConv1d(x: buffer(x), weight: input("weight")!, bias: input("bias"), state: input("state"), out: out!,
                                           batch: x.shape[0], length: x.shape[1], channels: x.shape[2], width: c["weight"]!.shape[1],
-                                          silu: silu, dtype: dtype, weightDType: weightDType)
+                                          silu: silu, parts: parts, dtype: dtype, weightDType: weightDType)
         case let .topKRouting(k, normalize):
             try CUDAModelOps.topKRouting(logits: buffer(x), weights: buffer(c["weights"]!), indices: buffer(c["indices"]!), rows: rows,
                                          experts: width, k: k, normalize: normalize, dtype: dtype)

@@ -312,11 +312,17 @@ package enum CUDAModelOps {
 
     /// Causal depthwise conv1d, channels-last (`CPUOps.causalConv1d`): x, out `[batch, length, channels]`, weight
     /// `[channels, width]` (2...4), bias `[channels]`, state `[batch, channels, width-1]` read then replaced by the
-    /// last `width-1` inputs (all `dtype`; weight and bias in `weightDType`, default `dtype`). O(batch·length·channels·width).
+    /// last `width-1` inputs (all `dtype`; weight and bias in `weightDType`, default `dtype`). With `parts` (1 to 3
+    /// widths summing to `channels`), out holds the channels split in order into packed `[batch, length, parts[i]]`
+    /// blocks one after another. O(batch·length·channels·width).
     public static func causalConv1d(x: CUDABuffer, weight: CUDABuffer, bias: CUDABuffer? = nil, state: CUDABuffer?,
                                     out: CUDABuffer, batch: Int, length: Int, channels: Int, width: Int, silu: Bool,
-                                    dtype: DType, weightDType: DType? = nil) throws {
+                                    parts: [Int]? = nil, dtype: DType, weightDType: DType? = nil) throws {
         try OpCheck.value("width", (2...4).contains(width), "2...4", "\(width)")
+        let parts = parts ?? [channels]
+        try OpCheck.value("parts", (1...3).contains(parts.count) && parts.allSatisfy { $0 >= 0 } && parts.reduce(0, +) == channels,
+                          "1 to 3 widths >= 0 summing to \(channels)", "\(parts)")
+        let p1 = parts.count > 1 ? parts[0] : channels, p2 = parts.count > 2 ? parts[0] + parts[1] : channels
         let e = dtype.byteCount, n = batch * length * channels
         try int32(["batch": batch, "length": length, "channels": channels, "x": n])
         try OpCheck.value("length", length <= 65535 * 64, "<= \(65535 * 64) (65535 chunks of 64 steps)", "\(length)")
@@ -330,7 +336,8 @@ package enum CUDAModelOps {
                    gridY: max(1, (length + 63) / 64), [
             .pointer(x.address), .pointer(weight.address), address(bias), .int32(try CUDAUpload.typeCode(weightDType ?? dtype, argument: "weight")),
             address(state), .pointer(out.address),
-            .int32(Int32(batch)), .int32(Int32(length)), .int32(Int32(channels)), .int32(Int32(width)), .int32(silu ? 1 : 0)])
+            .int32(Int32(batch)), .int32(Int32(length)), .int32(Int32(channels)), .int32(Int32(width)), .int32(silu ? 1 : 0),
+            .int32(Int32(p1)), .int32(Int32(p2))])
     }
 
     // MARK: softmax, routing, argmax, sampling

@@ -77,6 +77,11 @@ struct CUDAOpsDispatchTests {
         try agree(dtype, "causalConv1d", [t([2, 9, 40], 9), t([40, 4], 10), t([40], 11), t([2, 40, 3], 12)]) {
             try Ops.causalConv1d($0[0], weight: $0[1], bias: $0[2], state: $0[3], silu: true)
         }
+        for part in 0..<3 {
+            try agree(dtype, "causalConv1d part \(part)", [t([2, 9, 40], 9), t([40, 4], 10), t([40], 11), t([2, 40, 3], 12)]) {
+                try Ops.causalConv1d($0[0], weight: $0[1], bias: $0[2], state: $0[3], silu: true, parts: [16, 8, 16])[part]
+            }
+        }
         try agree(dtype, "argmax", [t([4, 1000], 13)]) { try Ops.argmax($0[0]) }
         try agree(dtype, "routing indices", [t([4, 16], 14)]) { try Ops.topKRouting($0[0], k: 4, normalize: true).indices }
         try agree(.float32, "routing weights", [t([4, 16], 14)]) { try Ops.topKRouting($0[0], k: 4, normalize: true).weights }

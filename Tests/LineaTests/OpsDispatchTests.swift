@@ -174,6 +174,17 @@ import Testing
             got += try Ops.causalConv1d(seq.narrowed(axis: 1, range).contiguous(), weight: w, bias: bias, state: state, silu: true).host().scalars
         }
         #expect(ErrorStats(got, want.y.map { Float($0) }).relativeRMS <= Self.tolerance(dtype), "conv1d \(dtype)")
+        // Split into parts of 3, 0, 6 channels: each a packed [1, 7, width] holding those columns of the one output.
+        let parts = try Ops.causalConv1d(seq, weight: w, bias: bias, state: DeviceTensor.zeros([1, c, width - 1], dtype: dtype),
+                                         silu: true, parts: [3, 0, 6])
+        for (part, columns) in zip(parts, [0..<3, 3..<3, 3..<9]) {
+            #expect(part.shape == [1, 7, columns.count] && part.isContiguous)
+            let expected = (0..<7).flatMap { t in columns.map { Float(want.y[t * c + $0]) } }
+            #expect(ErrorStats(try part.host().scalars, expected).relativeRMS <= Self.tolerance(dtype), "conv1d part \(columns) \(dtype)")
+        }
+        #expect(throws: LineaError.invalidArgument(argument: "parts", expected: "1 to 3 widths >= 0 summing to C = 9", actual: "[3, 5]")) {
+            try Ops.causalConv1d(seq, weight: w, parts: [3, 5])
+        }
     }
 
     @Test func routingArgmaxAndSampling() throws {

@@ -85,7 +85,7 @@ extension CPUBackend {
                     try CPUOps.rotary(x: $0, positions: pp, out: o, tokens: pp.count, heads: heads, headDim: headDim,
                                       rotaryDim: rotaryDim, theta: Double(theta), layout: layout, scaling: scaling)
                 } }
-            case let .causalConv1d(silu):
+            case let .causalConv1d(silu, parts):
                 let (w, stateTensor) = (c["weight"]!, c["state"])
                 // A packed f32 host state (a decode cache's) is updated in place; others through a host copy.
                 let inPlace = stateTensor.map { $0.device == .cpu && $0.dtype == .float32 && $0.isContiguous } ?? false
@@ -94,7 +94,7 @@ extension CPUBackend {
                 try withFloats("x") { xp in try withFloats("weight") { wp in try withOptional(bias) { bp in
                     try withOptionalMutable(&state) { sp in
                         try CPUOps.causalConv1d(x: xp, weight: wp, bias: bp, state: inPlace ? stateTensor!.mutableFloats : sp, out: o,
-                                                batch: x.shape[0], length: x.shape[1], channels: x.shape[2], width: w.shape[1], silu: silu)
+                                                batch: x.shape[0], length: x.shape[1], channels: x.shape[2], width: w.shape[1], silu: silu, parts: parts)
                     }
                 } } }
                 if let stateTensor, let state { try stateTensor.copy(from: Tensor(uncheckedShape: stateTensor.shape, scalars: state)) }

@@ -7,7 +7,7 @@ public struct ModelOpCall: OpCall {
         case rmsNorm(eps: Float, zeroCentered: Bool), rmsNormGated(eps: Float), l2Norm(eps: Float)
         case gelu(GELUApproximation)
         case rotary(theta: Float, rotaryDim: Int, layout: RotaryLayout, scaling: RotaryScaling?)
-        case causalConv1d(silu: Bool)
+        case causalConv1d(silu: Bool, parts: [Int])
         case topKRouting(k: Int, normalize: Bool)
         case sample(temperature: Float, topK: Int, topP: Float)
     }
@@ -202,12 +202,22 @@ public enum Ops {
     /// followed by one-token steps equals one call. O(B·T·C·W).
     public static func causalConv1d(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor? = nil, state: DeviceTensor? = nil,
                                     silu: Bool = false) throws -> DeviceTensor {
+        try causalConv1d(x, weight: weight, bias: bias, state: state, silu: silu, parts: x.rank == 3 ? [x.shape[2]] : [])[0]
+    }
+
+    /// The same conv with its output channels split, in order, into packed tensors `[B, T, parts[i]]` (1 to 3 parts
+    /// summing to C): a fused q, k, v convolution whose parts the mixer reads without copying columns out. O(B·T·C·W).
+    public static func causalConv1d(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor? = nil, state: DeviceTensor? = nil,
+                                    silu: Bool = false, parts: [Int]) throws -> [DeviceTensor] {
         try float(x, "x")
         try x.expectRank(3, "x", layout: "[B, T, C]")
-        let (b, c) = (x.shape[0], x.shape[2])
+        let (b, t, c) = (x.shape[0], x.shape[1], x.shape[2])
         try weight.expectRank(2, "weight", layout: "[C, W]")
         guard weight.shape[0] == c, (2...4).contains(weight.shape[1]) else {
             throw LineaError.shapeMismatch(argument: "weight", expected: "[\(c), W] with W in 2...4", actual: "\(weight.shape)")
+        }
+        guard (1...3).contains(parts.count), parts.allSatisfy({ $0 >= 0 }), parts.reduce(0, +) == c else {
+            throw LineaError.invalidArgument(argument: "parts", expected: "1 to 3 widths >= 0 summing to C = \(c)", actual: "\(parts)")
         }
         if let bias { try bias.expectShape([c], "bias") }
         if let state {
@@ -216,7 +226,14 @@ public enum Ops {
                 throw LineaError.invalidArgument(argument: "state", expected: "writable memory", actual: "a read-only mapping")
             }
         }
-        return try elementwise(.causalConv1d(silu: silu), ["x": x, "weight": weight, "bias": bias, "state": state])
+        // One allocation holding the parts one after another, each packed [B, T, width].
+        let out = try DeviceTensor.uninitialized([b * t * c], dtype: x.dtype, on: x.device)
+        try run(.causalConv1d(silu: silu, parts: parts), ["x": x, "weight": weight, "bias": bias, "state": state], out)
+        var start = 0
+        return try parts.map { width in
+            defer { start += b * t * width }
+            return try out.narrowed(axis: 0, start..<(start + b * t * width)).reshaped([b, t, width])
+        }
     }
 
     /// `target[rows[i]] += weights[i] · values[i]` for each row i of `values [n, D]` (torch's `index_add_` with a weight

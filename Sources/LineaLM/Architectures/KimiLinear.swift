@@ -316,10 +316,10 @@ public final class KimiLinear: CausalLM {
         for (j, weight) in [m.q, m.k, m.v].enumerated() {
             try channels.narrowed(axis: 2, (j * width)..<((j + 1) * width)).copy(from: Ops.matmul(x, weight: weight))
         }
-        let conv = try Ops.causalConv1d(channels, weight: m.conv, state: cache["conv"]!, silu: true)
-        let q = try Ops.l2Norm(ModelMath.slice(conv, 0..<width).reshaped([B, T, H, K]))
-        let k = try Ops.l2Norm(ModelMath.slice(conv, width..<(2 * width)).reshaped([B, T, H, K]))
-        let v = try ModelMath.slice(conv, (2 * width)..<(3 * width)).reshaped([B, T, H, K])
+        let conv = try Ops.causalConv1d(channels, weight: m.conv, state: cache["conv"]!, silu: true, parts: [width, width, width])
+        let q = try Ops.l2Norm(conv[0].reshaped([B, T, H, K]))
+        let k = try Ops.l2Norm(conv[1].reshaped([B, T, H, K]))
+        let v = try conv[2].reshaped([B, T, H, K])
         let forget = try Ops.matmul(Ops.matmul(x, weight: m.fA), weight: m.fB)
         let g = try Ops.mul(Ops.softplus(Ops.add(forget, m.dtBias)), m.negA).reshaped([B, T, H, K])
         let beta = try Ops.sigmoid(Ops.matmul(x, weight: m.b))

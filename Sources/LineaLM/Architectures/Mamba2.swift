@@ -137,10 +137,10 @@ public final class Mamba2: CausalLM {
         let (B, T, H, P, N, G, I) = (x.shape[0], x.shape[1], c.heads, c.headDim, c.state, c.groups, c.inner)
         let parts = try ModelMath.projections(x, weight: m.inProj, bias: m.inBias, widths: [I, c.convChannels, H])
         let z = try parts[0].reshaped([B, T, H, P])
-        let conv = try Ops.causalConv1d(parts[1], weight: m.conv, bias: m.convBias, state: cache["conv"]!, silu: true)
-        let xs = try ModelMath.slice(conv, 0..<I).reshaped([B, T, H, P])
-        let keys = try ModelMath.slice(conv, I..<(I + G * N)).reshaped([B, T, G, N])
-        let queries = try ModelMath.slice(conv, (I + G * N)..<(I + 2 * G * N)).reshaped([B, T, G, N])
+        let conv = try Ops.causalConv1d(parts[1], weight: m.conv, bias: m.convBias, state: cache["conv"]!, silu: true, parts: [I, G * N, G * N])
+        let xs = try conv[0].reshaped([B, T, H, P])
+        let keys = try conv[1].reshaped([B, T, G, N])
+        let queries = try conv[2].reshaped([B, T, G, N])
         // dt = clamp(softplus(dt + dt_bias), limit); the scan reads v = dt·x and the log decay g = dt·A.
         var dt = try Ops.softplus(Ops.add(parts[2], m.dtBias))
         if c.dtMin > 0 || c.dtMax < .infinity { dt = try Ops.clamp(dt, min: c.dtMin, max: c.dtMax) }

@@ -99,10 +99,10 @@ public final class Qwen3Next: CausalLM {
         let conv: DeviceTensor, norm: DeviceTensor, out: DeviceTensor
     }
 
-    /// A gated full-attention mixer's weights.
+    /// A gated full-attention mixer's weights; q_proj's rows ([q | gate] per head) split at load into `q` and `gate`.
     struct AttentionMixer {
-        let q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, o: DeviceTensor, qNorm: DeviceTensor, kNorm: DeviceTensor
-        let qBias: DeviceTensor?, kBias: DeviceTensor?, vBias: DeviceTensor?, oBias: DeviceTensor?
+        let q: DeviceTensor, gate: DeviceTensor, k: DeviceTensor, v: DeviceTensor, o: DeviceTensor, qNorm: DeviceTensor, kNorm: DeviceTensor
+        let qBias: DeviceTensor?, gateBias: DeviceTensor?, kBias: DeviceTensor?, vBias: DeviceTensor?, oBias: DeviceTensor?
     }
 
     /// One decoder layer.
@@ -140,11 +140,21 @@ public final class Qwen3Next: CausalLM {
             if c.fullAttention[i] {
                 let a = p + "self_attn."
                 func bias(_ name: String, _ n: Int) throws -> DeviceTensor? { c.attentionBias ? try w.take(a + name, [n]) : nil }
+                // q_proj's output is [q | gate] per head: its rows (and bias) de-interleaved once here, so that no
+                // forward copies the two column blocks out of one product.
+                let (qRows, qBias) = (try w.take(a + "q_proj.weight", [2 * c.heads * c.headDim, c.hidden]), try bias("q_proj.bias", 2 * c.heads * c.headDim))
+                func half(_ t: DeviceTensor?, _ j: Int) throws -> DeviceTensor? {
+                    guard let t else { return nil }
+                    let inner = t.count / (2 * c.heads * c.headDim)  // hidden for the weight, 1 for the bias
+                    return try t.reshaped([c.heads, 2, c.headDim * inner]).narrowed(axis: 1, j..<(j + 1)).contiguous()
+                        .reshaped(inner == 1 ? [c.heads * c.headDim] : [c.heads * c.headDim, inner])
+                }
                 attention = AttentionMixer(
-                    q: try w.take(a + "q_proj.weight", [2 * c.heads * c.headDim, c.hidden]), k: try w.take(a + "k_proj.weight", [c.kvHeads * c.headDim, c.hidden]),
+                    q: try half(qRows, 0)!, gate: try half(qRows, 1)!,
+                    k: try w.take(a + "k_proj.weight", [c.kvHeads * c.headDim, c.hidden]),
                     v: try w.take(a + "v_proj.weight", [c.kvHeads * c.headDim, c.hidden]), o: try w.take(a + "o_proj.weight", [c.hidden, c.heads * c.headDim]),
                     qNorm: try w.take(a + "q_norm.weight", [c.headDim]), kNorm: try w.take(a + "k_norm.weight", [c.headDim]),
-                    qBias: try bias("q_proj.bias", 2 * c.heads * c.headDim), kBias: try bias("k_proj.bias", c.kvHeads * c.headDim),
+                    qBias: try half(qBias, 0), gateBias: try half(qBias, 1), kBias: try bias("k_proj.bias", c.kvHeads * c.headDim),
                     vBias: try bias("v_proj.bias", c.kvHeads * c.headDim), oBias: try bias("o_proj.bias", c.hidden))
             } else {
                 let l = p + "linear_attn."
@@ -241,10 +251,10 @@ public final class Qwen3Next: CausalLM {
             let ba = try Ops.matmul(x, weight: baWeight).reshaped([B, T, c.keyHeads, 2 * g])
             (b, a) = (try ModelMath.slice(ba, 0..<g).reshaped([B, T, c.valueHeads]), try ModelMath.slice(ba, g..<(2 * g)).reshaped([B, T, c.valueHeads]))
         }
-        let conv = try Ops.causalConv1d(channels, weight: m.conv, state: cache["conv"]!, silu: true)
-        let q = try Ops.l2Norm(ModelMath.slice(conv, 0..<keyWidth).reshaped([B, T, c.keyHeads, hk]))
-        let k = try Ops.l2Norm(ModelMath.slice(conv, keyWidth..<(2 * keyWidth)).reshaped([B, T, c.keyHeads, hk]))
-        let v = try ModelMath.slice(conv, (2 * keyWidth)..<c.convChannels).reshaped([B, T, c.valueHeads, hv])
+        let conv = try Ops.causalConv1d(channels, weight: m.conv, state: cache["conv"]!, silu: true, parts: [keyWidth, keyWidth, valueWidth])
+        let q = try Ops.l2Norm(conv[0].reshaped([B, T, c.keyHeads, hk]))
+        let k = try Ops.l2Norm(conv[1].reshaped([B, T, c.keyHeads, hk]))
+        let v = try conv[2].reshaped([B, T, c.valueHeads, hv])
         // beta = sigmoid(b), g = -e^A_log · softplus(a + dt_bias), per value head.
         let decay = try Ops.mul(Ops.softplus(Ops.add(a, m.dtBias)), m.negA)
         let o = try ModelMath.recurrence(.gatedDeltaRule, q: q, k: k, v: v, g: decay, beta: Ops.sigmoid(b), weights: m.out, cache: &cache)
@@ -252,14 +262,13 @@ public final class Qwen3Next: CausalLM {
         return try Ops.matmul(normed.reshaped([B, T, valueWidth]), weight: m.out)
     }
 
-    /// Gated full attention: q carries its gate ([q | gate] per head), q and k get a zero-centered RMSNorm over the head
+    /// Gated full attention: q_proj gives q and its gate per head, q and k get a zero-centered RMSNorm over the head
     /// dim and partial rotary (applied by the KV cache, which places them), and the output is gated by sigmoid(gate).
     private func attention(_ x: DeviceTensor, _ m: AttentionMixer, kv: any KVCache, rotation: @escaping KVRotation) throws -> DeviceTensor {
         let c = config
         let (B, T, hd) = (x.shape[0], x.shape[1], c.headDim)
-        let qg = try Ops.matmul(x, weight: m.q, bias: m.qBias).reshaped([B, T, c.heads, 2 * hd])
-        let gate = try ModelMath.slice(qg, hd..<(2 * hd)).reshaped([B, T, c.heads * hd])
-        let q = try Ops.rmsNorm(ModelMath.slice(qg, 0..<hd), weight: m.qNorm, eps: c.eps, zeroCentered: true)
+        let gate = try Ops.matmul(x, weight: m.gate, bias: m.gateBias)
+        let q = try Ops.rmsNorm(Ops.matmul(x, weight: m.q, bias: m.qBias).reshaped([B, T, c.heads, hd]), weight: m.qNorm, eps: c.eps, zeroCentered: true)
         let k = try Ops.rmsNorm(Ops.matmul(x, weight: m.k, bias: m.kBias).reshaped([B, T, c.kvHeads, hd]), weight: m.kNorm, eps: c.eps, zeroCentered: true)
         let v = try Ops.matmul(x, weight: m.v, bias: m.vBias).reshaped([B, T, c.kvHeads, hd])
         let o = try kv.attend(q: q, k: k, v: v, kinds: nil, rotation: rotation, options: AttentionOptions(causal: true))

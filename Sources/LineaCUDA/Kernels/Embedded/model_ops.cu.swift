@@ -20,8 +20,9 @@ extension CUDAKernels {
 //   linea_rotary_SUF            x [tokens, heads, headDim], positions int32 [tokens]; layout 0 half-split, 1 interleaved;
 //                               angles in fp64; dims >= rotaryDim copied. out must not alias x.
 //   linea_conv1d_SUF            causal depthwise conv, x [B, T, C], w [C, W] and bias [C] or null both of kind wk,
-//                               state [B, C, W-1] or null (read, then replaced by the last W-1 inputs);
-//                               grid (ceil(B C / 256), ceil(T / 64))
+//                               state [B, C, W-1] or null (read, then replaced by the last W-1 inputs); out holds
+//                               channels [0, p1), [p1, p2), [p2, C) as packed [B, T, width] blocks one after another
+//                               (p1 = p2 = C: out [B, T, C]); grid (ceil(B C / 256), ceil(T / 64))
 //   linea_softmax_SUF           one block per row
 //   linea_route_SUF             softmax, top-k (ties to the lower index), optional renormalization; weights f32, ids int32
 //   linea_argmax_SUF            one block per row, ties to the lower index; out int32
@@ -184,7 +185,7 @@ __device__ void rotary(const T* x, const int* positions, T* out, int tokens, int
 #define LINEA_CONV_CHUNK 64
 template <typename T>
 __device__ void conv1d(const T* x, const void* w, const void* bias, int wk, T* state, T* out, int batch, int length,
-                       int channels, int width, int silu) {
+                       int channels, int width, int silu, int p1, int p2) {
     const long bc = blockIdx.x * (long)blockDim.x + threadIdx.x;
     if (bc >= (long)batch * channels) return;
     const int b = (int)(bc / channels), c = (int)(bc % channels), s = width - 1;
@@ -197,12 +198,16 @@ __device__ void conv1d(const T* x, const void* w, const void* bias, int wk, T* s
         win[j] = time >= 0 ? ld(x, ((long)b * length + time) * channels + c) : old[s + time];
     }
     const float bv = bias ? ld_kind(bias, c, wk) : 0.f;
+    // This channel's part: its first channel and width, and where its block starts in out.
+    const long rows = (long)batch * length;
+    const int first = c < p1 ? 0 : c < p2 ? p1 : p2, part = (c < p1 ? p1 : c < p2 ? p2 : channels) - first;
+    T* const block = out + rows * first + (c - first);
     for (int t = t0; t < t1; ++t) {
-        const long at = ((long)b * length + t) * channels + c;
-        win[s] = ld(x, at);
+        const long row = (long)b * length + t;
+        win[s] = ld(x, row * channels + c);
         float y = bv;
         for (int j = 0; j < width; ++j) y = fmaf(taps[j], win[j], y);
-        st(out, at, silu ? y * sigmoidf_(y) : y);
+        st(block, row * part, silu ? y * sigmoidf_(y) : y);
         for (int j = 0; j < s; ++j) win[j] = win[j + 1];
     }
     if (state && t0 == 0)
@@ -400,7 +405,8 @@ extern "C" __global__ void linea_rotary_##SUF(const T* x, const int* positions, 
     int rotaryDim, float theta, int layout, float factor, float lowFactor, float highFactor, float context) { \
     rotary(x, positions, out, tokens, heads, headDim, rotaryDim, theta, layout, factor, lowFactor, highFactor, context); } \
 extern "C" __global__ void linea_conv1d_##SUF(const T* x, const void* w, const void* bias, int wk, T* state, T* out, int batch, \
-    int length, int channels, int width, int silu) { conv1d(x, w, bias, wk, state, out, batch, length, channels, width, silu); } \
+    int length, int channels, int width, int silu, int p1, int p2) { \
+    conv1d(x, w, bias, wk, state, out, batch, length, channels, width, silu, p1, p2); } \
 extern "C" __global__ void __launch_bounds__(LINEA_THREADS) linea_softmax_##SUF(const T* x, T* out, int cols) { softmax(x, out, cols); } \
 extern "C" __global__ void __launch_bounds__(LINEA_THREADS) linea_route_##SUF(const T* logits, float* weights, int* indices, \
     int experts, int k, int normalize) { route(logits, weights, indices, experts, k, normalize); } \
