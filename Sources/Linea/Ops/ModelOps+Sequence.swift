@@ -44,11 +44,12 @@ extension CPUOps {
     /// with `x, out [batch, length, channels]`, `weight [channels, width]`, width 2...4, SiLU when `silu`. Inputs
     /// before t = 0 come from `state [batch, channels, width-1]` (zeros when nil), which is then replaced by the last
     /// `width-1` inputs, oldest first (causal-conv1d's initial/final states; one token is `causal_conv1d_update`).
-    /// `out` must not alias `x`. O(batch·length·channels·width).
+    /// `out` must not alias `x`. With `parts` (widths summing to `channels`), `out` holds the channels split in order
+    /// into packed `[batch, length, parts[i]]` blocks one after another. O(batch·length·channels·width).
     public static func causalConv1d(x: UnsafeBufferPointer<Float>, weight: UnsafeBufferPointer<Float>,
                                     bias: UnsafeBufferPointer<Float>? = nil, state: UnsafeMutableBufferPointer<Float>?,
                                     out: UnsafeMutableBufferPointer<Float>, batch: Int, length: Int, channels: Int,
-                                    width: Int, silu: Bool) throws {
+                                    width: Int, silu: Bool, parts: [Int]? = nil) throws {
         try OpCheck.sizes(["batch": batch, "length": length, "channels": channels])
         try OpCheck.value("width", (2...4).contains(width), "2...4", "\(width)")
         let shape = "[batch, length, channels] = [\(batch), \(length), \(channels)]"
@@ -61,7 +62,12 @@ extension CPUOps {
             try OpCheck.count("state", state.count, batch * channels * s,
                               "[batch, channels, width-1] = [\(batch), \(channels), \(s)]")
         }
+        let parts = parts ?? [channels]
+        try OpCheck.value("parts", parts.allSatisfy { $0 >= 0 } && parts.reduce(0, +) == channels, "widths >= 0 summing to \(channels)", "\(parts)")
         if batch == 0 || channels == 0 { return }
+        // Each part: its first channel, its width and where its block starts in `out`.
+        var blocks: [(first: Int, width: Int, base: Int)] = [], first = 0
+        for w in parts { blocks.append((first, w, batch * length * first)); first += w }
         // Taps as [width, channels], so the inner loop runs over contiguous channels.
         var taps = [Float](repeating: 0, count: width * channels)
         for c in 0..<channels { for j in 0..<width { taps[j * channels + c] = weight[c * width + j] } }
@@ -69,21 +75,24 @@ extension CPUOps {
             forRows(batch * length, width: channels * width) { range in
                 for row in range {
                     let (b, t) = (row / length, row % length)
-                    let y = out.baseAddress! + row * channels
-                    for c in stride(from: 0, to: channels, by: 8) {
-                        let n = min(8, channels - c)
-                        var acc = bias.map { load8($0.baseAddress! + c, n) } ?? SIMD8<Float>()
-                        for j in 0..<width {
-                            let time = t - s + j
-                            var input = SIMD8<Float>()
-                            if time >= 0 {
-                                input = load8(x.baseAddress! + (b * length + time) * channels + c, n)
-                            } else if let state {
-                                for l in 0..<n { input[l] = state[(b * channels + c + l) * s + s + time] }
+                    for block in blocks {
+                        // Channel c of this part lands at y + c.
+                        let y = out.baseAddress! + block.base + row * block.width - block.first
+                        for c in stride(from: block.first, to: block.first + block.width, by: 8) {
+                            let n = min(8, block.first + block.width - c)
+                            var acc = bias.map { load8($0.baseAddress! + c, n) } ?? SIMD8<Float>()
+                            for j in 0..<width {
+                                let time = t - s + j
+                                var input = SIMD8<Float>()
+                                if time >= 0 {
+                                    input = load8(x.baseAddress! + (b * length + time) * channels + c, n)
+                                } else if let state {
+                                    for l in 0..<n { input[l] = state[(b * channels + c + l) * s + s + time] }
+                                }
+                                acc.addProduct(load8(taps.baseAddress! + j * channels + c, n), input)
                             }
-                            acc.addProduct(load8(taps.baseAddress! + j * channels + c, n), input)
+                            store8(silu ? acc * sigmoid8(acc) : acc, y + c, n)
                         }
-                        store8(silu ? acc * sigmoid8(acc) : acc, y + c, n)
                     }
                 }
             }
