@@ -127,9 +127,16 @@ package enum CUDAModelOps {
         try expect("out", out, bytes: bytes)
         if let gate { try expect("gate", gate, bytes: bytes) }
         if let weight { try expect("weight", weight, bytes: dim * weightDType.byteCount) }
-        try launch("linea_norm", dtype, on: out.context, grid: rows, [
-            .pointer(x.address), address(gate), address(weight), .int32(try CUDAUpload.typeCode(weightDType, argument: "weight")), .pointer(out.address),
-            .int32(Int32(dim)), .float(eps), .int32(mode)])
+        let head: [CUDAKernelArgument] = [.pointer(x.address), address(gate), address(weight),
+                                          .int32(try CUDAUpload.typeCode(weightDType, argument: "weight")), .pointer(out.address)]
+        // Rows of up to 1024 take a warp each (8 per block), longer ones a block of 256 threads.
+        if dim <= 1024 {
+            let perBlock = threads / 32
+            try launch("linea_norm_warp", dtype, on: out.context, grid: (rows + perBlock - 1) / perBlock,
+                       head + [.int32(Int32(rows)), .int32(Int32(dim)), .float(eps), .int32(mode)])
+        } else {
+            try launch("linea_norm", dtype, on: out.context, grid: rows, head + [.int32(Int32(dim)), .float(eps), .int32(mode)])
+        }
     }
 
     /// RMSNorm of `x [rows, dim]`: `x / sqrt(mean(x²) + eps) · w`, or `· (1 + w)` when `zeroCentered`; `weight` in

@@ -38,6 +38,10 @@ struct CUDAOpsDispatchTests {
         try agree(dtype, "rmsNorm (1 + w)", [x, w]) { try Ops.rmsNorm($0[0], weight: $0[1], eps: 1e-6, zeroCentered: true) }
         try agree(dtype, "rmsNormGated", [x, z, w]) { try Ops.rmsNormGated($0[0], gate: $0[1], weight: $0[2]) }
         try agree(dtype, "l2Norm", [x]) { try Ops.l2Norm($0[0]) }
+        // Rows longer than 1024 take a block each, shorter ones a warp: 9 rows (one block of 8 and a partial one).
+        let wide = try t([9, 1536], 16, scale: 2), wideWeight = try t([1536], 17)
+        try agree(dtype, "rmsNorm 1536", [wide, wideWeight]) { try Ops.rmsNorm($0[0], weight: $0[1], eps: 1e-6) }
+        try agree(dtype, "rmsNormGated 1536", [wide, t([9, 1536], 18), wideWeight]) { try Ops.rmsNormGated($0[0], gate: $0[1], weight: $0[2]) }
         try agree(dtype, "silu", [x]) { try Ops.silu($0[0]) }
         try agree(dtype, "sigmoid", [x]) { try Ops.sigmoid($0[0]) }
         try agree(dtype, "softplus", [x]) { try Ops.softplus($0[0]) }

@@ -6,6 +6,7 @@
 //   linea_norm_SUF              one block per row of [rows, dim]: mode 0 RMSNorm (x w), 1 zero-centered (x (1 + w)),
 //                               2 gated (x w silu(gate)), 3 L2 norm (x / sqrt(sum x^2 + eps), w unused); w of kind wk
 //                               (0 f32, 1 bf16, 2 f16: a weight read in its file dtype beside x in another)
+//   linea_norm_warp_SUF         the same with one warp per row, blockDim / 32 rows per block (rows of a head's width)
 //   linea_unary_SUF             op 0 silu, 1 sigmoid, 2 gelu (erf), 3 gelu (tanh), 4 softplus (threshold 20),
 //                               5 clamp to [lo, hi], 6 exp
 //   linea_swiglu_halves_SUF     out [rows, width] = silu(x[:, :width]) x[:, width:] of x [rows, 2 width]
@@ -102,6 +103,17 @@ __device__ void embed(const ID* ids, const T* table, T* out, int n, int vocab, i
     }
 }
 
+// Element c of a row normalized by inv, times the mode's weight and gate, stored at out[at].
+template <typename T>
+__device__ __forceinline__ void norm_put(const T* x, const T* gate, const void* w, int wk, T* out, long at, int c, float inv,
+                                         int mode) {
+    float y = ld(x, at) * inv;
+    if (mode == 0 || mode == 2) y *= ld_kind(w, c, wk);
+    if (mode == 1) y *= 1.f + ld_kind(w, c, wk);
+    if (mode == 2) { const float z = ld(gate, at); y *= z * sigmoidf_(z); }
+    st(out, at, y);
+}
+
 template <typename T>
 __device__ void norm(const T* x, const T* gate, const void* w, int wk, T* out, int dim, float eps, int mode) {
     const long base = (long)blockIdx.x * dim;
@@ -109,13 +121,22 @@ __device__ void norm(const T* x, const T* gate, const void* w, int wk, T* out, i
     for (int c = threadIdx.x; c < dim; c += blockDim.x) { const float v = ld(x, base + c); ss = fmaf(v, v, ss); }
     ss = block_sum(ss);
     const float inv = mode == 3 ? rsqrtf(ss + eps) : rsqrtf(ss / (float)dim + eps);
-    for (int c = threadIdx.x; c < dim; c += blockDim.x) {
-        float y = ld(x, base + c) * inv;
-        if (mode == 0 || mode == 2) y *= ld_kind(w, c, wk);
-        if (mode == 1) y *= 1.f + ld_kind(w, c, wk);
-        if (mode == 2) { const float z = ld(gate, base + c); y *= z * sigmoidf_(z); }
-        st(out, base + c, y);
-    }
+    for (int c = threadIdx.x; c < dim; c += blockDim.x) norm_put(x, gate, w, wk, out, base + c, c, inv, mode);
+}
+
+// The same for short rows (a head's 64 or 128): one warp per row, blockDim / 32 rows per block, so that a block of
+// 256 threads does not leave most of its threads idle on a row of 128.
+template <typename T>
+__device__ void norm_warp(const T* x, const T* gate, const void* w, int wk, T* out, int rows, int dim, float eps, int mode) {
+    const long row = (long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= rows) return;
+    const int lane = threadIdx.x & 31;
+    const long base = row * dim;
+    float ss = 0.f;
+    for (int c = lane; c < dim; c += 32) { const float v = ld(x, base + c); ss = fmaf(v, v, ss); }
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    const float inv = mode == 3 ? rsqrtf(ss + eps) : rsqrtf(ss / (float)dim + eps);
+    for (int c = lane; c < dim; c += 32) norm_put(x, gate, w, wk, out, base + c, c, inv, mode);
 }
 
 template <typename T>
@@ -382,6 +403,8 @@ extern "C" __global__ void linea_embed_i64_##SUF(const long long* ids, const T* 
 { embed(ids, table, out, n, vocab, dim, bad); } \
 extern "C" __global__ void __launch_bounds__(LINEA_THREADS) linea_norm_##SUF(const T* x, const T* gate, const void* w, int wk, \
     T* out, int dim, float eps, int mode) { norm(x, gate, w, wk, out, dim, eps, mode); } \
+extern "C" __global__ void linea_norm_warp_##SUF(const T* x, const T* gate, const void* w, int wk, T* out, int rows, int dim, \
+    float eps, int mode) { norm_warp(x, gate, w, wk, out, rows, dim, eps, mode); } \
 extern "C" __global__ void linea_transpose_##SUF(const T* x, T* out, int rows, int cols) { transpose(x, out, rows, cols); } \
 extern "C" __global__ void linea_pad2d_##SUF(const T* x, T* out, int n, int xRows, int xCols, int rows, int cols) { \
     for (long e = blockIdx.x * (long)blockDim.x + threadIdx.x; e < (long)n * rows * cols; e += (long)gridDim.x * blockDim.x) { \
