@@ -17,6 +17,16 @@ extension CUDADeviceBackend {
         if case .rotary = c.kind, c["positions"]!.dtype != .int32 {
             return .unsupported("positions are \(c["positions"]!.dtype.shortName); the GPU rotary kernel reads i32 positions")
         }
+        if let out = c["out"], out.dtype != x.dtype, out.dtype.isFloatingPoint, c.kind != .cast {
+            // A matmul writes f32 from any input; norms and SwiGLU round f32 rows once into a 16-bit matmul input.
+            let narrowing: Bool = switch c.kind {
+            case .rmsNorm, .rmsNormGated, .swigluHalves: x.dtype == .float32
+            default: false
+            }
+            guard c.kind == .matmul && out.dtype == .float32 || narrowing else {
+                return .unsupported("out has dtype \(out.dtype.shortName), x \(x.dtype.shortName); the GPU kernels write x's dtype (a matmul also f32, a norm or SwiGLU of f32 also bf16 or f16)")
+            }
+        }
         return .supported
     }
 
@@ -36,7 +46,7 @@ extension CUDADeviceBackend {
         }
         var converted: [String: DeviceTensor] = [:]
         for (name, t) in c.inputs where t.dtype.isFloatingPoint && t.dtype != dtype && !["uniforms", "state"].contains(name)
-            && !(c.kind == .matmul && name == "weight") && !(weightDType != nil && ["weight", "bias"].contains(name)) {
+            && !(c.kind == .matmul && ["weight", "bias"].contains(name)) && !(weightDType != nil && ["weight", "bias"].contains(name)) {
             let copy = try DeviceTensor.uninitialized(t.shape, dtype: dtype, on: device)
             try CUDAModelOps.convert(x: buffer(t), from: t.dtype, out: buffer(copy), to: dtype, count: t.count)
             converted[name] = copy
@@ -45,27 +55,28 @@ extension CUDADeviceBackend {
         func input(_ name: String) -> CUDABuffer? { (converted[name] ?? c[name]).map { buffer($0) } }
         switch c.kind {
         case .matmul:
-            let weight = c["weight"]!
-            var activations = buffer(x)
-            var converted: DeviceTensor?
-            if weight.dtype != dtype {
-                converted = try DeviceTensor.uninitialized(x.shape, dtype: weight.dtype, on: device)
-                try CUDAModelOps.convert(x: activations, from: dtype, out: buffer(converted!), to: weight.dtype, count: x.count)
-                activations = buffer(converted!)
+            // Activations in the weight's dtype, the bias in the output's; both freed in stream order after the product.
+            let (weight, outputDType) = (c["weight"]!, c["out"]!.dtype)
+            func cast(_ t: DeviceTensor?, to target: DType) throws -> DeviceTensor? {
+                guard let t, t.dtype != target else { return t }
+                let copy = try DeviceTensor.uninitialized(t.shape, dtype: target, on: device)
+                try CUDAModelOps.convert(x: buffer(t), from: t.dtype, out: buffer(copy), to: target, count: t.count)
+                return copy
             }
-            try CUDAModelOps.matmul(x: activations, weight: buffer(weight), bias: input("bias"), out: out!, m: rows, n: weight.shape[0],
-                                    k: width, dtype: weight.dtype, outputDType: dtype)
-            withExtendedLifetime(converted) {}  // freed in stream order after the product
+            let (activations, bias) = (try cast(x, to: weight.dtype)!, try cast(c["bias"], to: outputDType))
+            try CUDAModelOps.matmul(x: buffer(activations), weight: buffer(weight), bias: bias.map { buffer($0) }, out: out!, m: rows,
+                                    n: weight.shape[0], k: width, dtype: weight.dtype, outputDType: outputDType)
+            withExtendedLifetime((activations, bias)) {}
         case .embedding:
             let (ids, table) = (c["ids"]!, c["table"]!)
             try CUDAModelOps.embedding(ids: buffer(ids), idType: ids.dtype == .int32 ? .int32 : .int64, table: buffer(table), out: out!,
                                        count: ids.count, vocab: table.shape[0], dim: table.shape[1], dtype: dtype)
         case let .rmsNorm(eps, zeroCentered):
             try CUDAModelOps.rmsNorm(x: buffer(x), weight: input("weight")!, out: out!, rows: rows, dim: width, eps: eps,
-                                     zeroCentered: zeroCentered, dtype: dtype, weightDType: weightDType)
+                                     zeroCentered: zeroCentered, dtype: dtype, weightDType: weightDType, outputDType: c["out"]!.dtype)
         case let .rmsNormGated(eps):
             try CUDAModelOps.rmsNormGated(x: buffer(x), gate: input("gate")!, weight: input("weight")!, out: out!, rows: rows, dim: width,
-                                          eps: eps, dtype: dtype, weightDType: weightDType)
+                                          eps: eps, dtype: dtype, weightDType: weightDType, outputDType: c["out"]!.dtype)
         case let .l2Norm(eps): try CUDAModelOps.l2Norm(x: buffer(x), out: out!, rows: rows, dim: width, eps: eps, dtype: dtype)
         case .silu: try CUDAModelOps.silu(x: buffer(x), out: out!, count: x.count, dtype: dtype)
         case .sigmoid: try CUDAModelOps.sigmoid(x: buffer(x), out: out!, count: x.count, dtype: dtype)
@@ -74,7 +85,8 @@ extension CUDADeviceBackend {
         case let .gelu(approximate): try CUDAModelOps.gelu(x: buffer(x), out: out!, count: x.count, approximate: approximate, dtype: dtype)
         case .softmax: try CUDAModelOps.softmax(x: buffer(x), out: out!, rows: rows, cols: width, dtype: dtype)
         case .swiglu: try CUDAModelOps.swiglu(gate: buffer(x), up: input("up")!, out: out!, count: x.count, dtype: dtype)
-        case .swigluHalves: try CUDAModelOps.swiglu(halves: buffer(x), out: out!, rows: rows, width: width / 2, dtype: dtype)
+        case .swigluHalves:
+            try CUDAModelOps.swiglu(halves: buffer(x), out: out!, rows: rows, width: width / 2, dtype: dtype, outputDType: c["out"]!.dtype)
         case .add, .mul, .div:
             let b = c["b"]!
             try CUDAModelOps.binary(c.kind == .add ? 1 : c.kind == .mul ? 2 : 3, ("a", "b"), a: buffer(x), b: input("b")!, out: out!, count: x.count,

@@ -120,11 +120,12 @@ package enum CUDAModelOps {
     // MARK: norms
 
     static func norm(_ mode: Int32, x: CUDABuffer, gate: CUDABuffer?, weight: CUDABuffer?, out: CUDABuffer,
-                     rows: Int, dim: Int, eps: Float, dtype: DType, weightDType: DType? = nil) throws {
+                     rows: Int, dim: Int, eps: Float, dtype: DType, weightDType: DType? = nil, outputDType: DType? = nil) throws {
         try int32(["rows": rows, "dim": dim])
         let bytes = rows * dim * dtype.byteCount, weightDType = weightDType ?? dtype
+        let (to, outType) = try narrowing(from: dtype, to: outputDType)
         try expect("x", x, bytes: bytes)
-        try expect("out", out, bytes: bytes)
+        try expect("out", out, bytes: rows * dim * outType.byteCount)
         if let gate { try expect("gate", gate, bytes: bytes) }
         if let weight { try expect("weight", weight, bytes: dim * weightDType.byteCount) }
         let head: [CUDAKernelArgument] = [.pointer(x.address), address(gate), address(weight),
@@ -132,26 +133,36 @@ package enum CUDAModelOps {
         // Rows of up to 1024 take a warp each (8 per block), longer ones a block of 256 threads.
         if dim <= 1024 {
             let perBlock = threads / 32
-            try launch("linea_norm_warp", dtype, on: out.context, grid: (rows + perBlock - 1) / perBlock,
+            try launch("linea_norm_warp" + to, outType, on: out.context, grid: (rows + perBlock - 1) / perBlock,
                        head + [.int32(Int32(rows)), .int32(Int32(dim)), .float(eps), .int32(mode)])
         } else {
-            try launch("linea_norm", dtype, on: out.context, grid: rows, head + [.int32(Int32(dim)), .float(eps), .int32(mode)])
+            try launch("linea_norm" + to, outType, on: out.context, grid: rows, head + [.int32(Int32(dim)), .float(eps), .int32(mode)])
         }
     }
 
+    /// How an entry reading `dtype` and writing `outputDType` is named: `NAME_SUF` when they match, else
+    /// `NAME_f32_to_SUF` with the 16-bit output's suffix (the only pair of types these entries mix).
+    static func narrowing(from dtype: DType, to outputDType: DType?) throws -> (infix: String, suffix: DType) {
+        guard let outputDType, outputDType != dtype else { return ("", dtype) }
+        try OpCheck.value("outputDType", dtype == .float32 && [.bfloat16, .float16].contains(outputDType),
+                          "the input's dtype, or bf16 or f16 from f32", "\(outputDType.shortName) from \(dtype.shortName)")
+        return ("_f32_to", outputDType)
+    }
+
     /// RMSNorm of `x [rows, dim]`: `x / sqrt(mean(x²) + eps) · w`, or `· (1 + w)` when `zeroCentered`; `weight` in
-    /// `weightDType` (default `dtype`). O(rows·dim).
+    /// `weightDType` (default `dtype`); out in `outputDType` (default `dtype`; bf16 or f16 from f32). O(rows·dim).
     public static func rmsNorm(x: CUDABuffer, weight: CUDABuffer, out: CUDABuffer, rows: Int, dim: Int, eps: Float,
-                               zeroCentered: Bool = false, dtype: DType, weightDType: DType? = nil) throws {
+                               zeroCentered: Bool = false, dtype: DType, weightDType: DType? = nil, outputDType: DType? = nil) throws {
         try norm(zeroCentered ? 1 : 0, x: x, gate: nil, weight: weight, out: out, rows: rows, dim: dim, eps: eps, dtype: dtype,
-                 weightDType: weightDType)
+                 weightDType: weightDType, outputDType: outputDType)
     }
 
     /// Gated RMSNorm: `x / sqrt(mean(x²) + eps) · w · silu(gate)`, all `[rows, dim]`; `weight` in `weightDType`
     /// (default `dtype`). O(rows·dim).
     public static func rmsNormGated(x: CUDABuffer, gate: CUDABuffer, weight: CUDABuffer, out: CUDABuffer, rows: Int,
-                                    dim: Int, eps: Float, dtype: DType, weightDType: DType? = nil) throws {
-        try norm(2, x: x, gate: gate, weight: weight, out: out, rows: rows, dim: dim, eps: eps, dtype: dtype, weightDType: weightDType)
+                                    dim: Int, eps: Float, dtype: DType, weightDType: DType? = nil, outputDType: DType? = nil) throws {
+        try norm(2, x: x, gate: gate, weight: weight, out: out, rows: rows, dim: dim, eps: eps, dtype: dtype, weightDType: weightDType,
+                 outputDType: outputDType)
     }
 
     /// L2 norm of each row (fla's `l2norm`): `x / sqrt(Σ x² + eps)`. O(rows·dim).
@@ -278,11 +289,12 @@ package enum CUDAModelOps {
         try binary(0, ("gate", "up"), a: gate, b: up, out: out, count: count, dtype: dtype)
     }
     /// `out [rows, width] = silu(x[:, :width]) · x[:, width:]` for `x [rows, 2 · width]`. O(rows·width).
-    public static func swiglu(halves x: CUDABuffer, out: CUDABuffer, rows: Int, width: Int, dtype: DType) throws {
+    public static func swiglu(halves x: CUDABuffer, out: CUDABuffer, rows: Int, width: Int, dtype: DType, outputDType: DType? = nil) throws {
         try int32(["rows": rows, "width": width, "x": rows * 2 * width])
+        let (to, outType) = try narrowing(from: dtype, to: outputDType)
         try expect("x", x, bytes: rows * 2 * width * dtype.byteCount)
-        try expect("out", out, bytes: rows * width * dtype.byteCount)
-        try launch("linea_swiglu_halves", dtype, on: out.context, grid: blocks(rows * width),
+        try expect("out", out, bytes: rows * width * outType.byteCount)
+        try launch("linea_swiglu_halves" + to, outType, on: out.context, grid: blocks(rows * width),
                    [.pointer(x.address), .pointer(out.address), .int32(Int32(rows)), .int32(Int32(width))])
     }
     /// `out = a + b` (residual add). O(count).

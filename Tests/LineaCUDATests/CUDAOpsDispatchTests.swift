@@ -42,6 +42,19 @@ struct CUDAOpsDispatchTests {
         let wide = try t([9, 1536], 16, scale: 2), wideWeight = try t([1536], 17)
         try agree(dtype, "rmsNorm 1536", [wide, wideWeight]) { try Ops.rmsNorm($0[0], weight: $0[1], eps: 1e-6) }
         try agree(dtype, "rmsNormGated 1536", [wide, t([9, 1536], 18), wideWeight]) { try Ops.rmsNormGated($0[0], gate: $0[1], weight: $0[2]) }
+        if dtype == .float32 {
+            // f32 rows rounded once into a bf16 or f16 matmul input (a rounding step apart at most: 16-bit tolerance); a
+            // 16-bit x's product written in f32.
+            for narrow in [DType.bfloat16, .float16] {
+                try agree(narrow, "rmsNorm to \(narrow)", [x, w]) { try Ops.rmsNorm($0[0], weight: $0[1], outputDType: narrow) }
+                try agree(narrow, "rmsNorm 1536 to \(narrow)", [wide, wideWeight]) { try Ops.rmsNorm($0[0], weight: $0[1], outputDType: narrow) }
+                try agree(narrow, "rmsNormGated to \(narrow)", [x, z, w]) { try Ops.rmsNormGated($0[0], gate: $0[1], weight: $0[2], outputDType: narrow) }
+                try agree(narrow, "swiglu halves to \(narrow)", [t([4, 64], 19)]) { try Ops.swiglu(halves: $0[0], outputDType: narrow) }
+                try agree(narrow, "matmul \(narrow) to f32", [t([7, 96], 4), t([48, 96], 5), t([48], 6)]) {
+                    try Ops.matmul(Ops.cast($0[0], to: narrow), weight: Ops.cast($0[1], to: narrow), bias: $0[2], outputDType: .float32)
+                }
+            }
+        }
         try agree(dtype, "silu", [x]) { try Ops.silu($0[0]) }
         try agree(dtype, "sigmoid", [x]) { try Ops.sigmoid($0[0]) }
         try agree(dtype, "softplus", [x]) { try Ops.softplus($0[0]) }

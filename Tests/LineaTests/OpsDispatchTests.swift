@@ -83,6 +83,26 @@ import Testing
         }
         try Self.check(try Ops.swiglu(halves: g), halves, dtype, "swiglu halves")
         #expect(throws: LineaError.self) { try Ops.swiglu(halves: x) }
+        if dtype == .float32 {
+            // Rounded once into a 16-bit matmul input: equal to the f32 result cast, and the matmul's f32 product of it.
+            let bf16Outputs = [try Ops.rmsNorm(x, weight: w, outputDType: .bfloat16), try Ops.rmsNormGated(x, gate: z, weight: w, outputDType: .bfloat16),
+                               try Ops.swiglu(halves: g, outputDType: .bfloat16)]
+            let castOutputs = [try Ops.rmsNorm(x, weight: w), try Ops.rmsNormGated(x, gate: z, weight: w), try Ops.swiglu(halves: g)]
+            for (narrow, cast) in zip(bf16Outputs, castOutputs) {
+                #expect(narrow.dtype == .bfloat16)
+                #expect(try narrow.host().scalars == Ops.cast(cast, to: .bfloat16).host().scalars)
+            }
+            let weight = try DeviceTensor(Tensor.randomNormal([5, d], seed: 12), dtype: .bfloat16)
+            let product = try Ops.matmul(bf16Outputs[0], weight: weight, outputDType: .float32)
+            #expect(product.dtype == .float32)
+            #expect(try product.host().scalars == Ops.matmul(Ops.cast(bf16Outputs[0], to: .float32), weight: weight).host().scalars)
+            #expect(throws: LineaError.invalidArgument(argument: "outputDType", expected: "x's dtype (bf16) or f32", actual: "f16")) {
+                try Ops.matmul(bf16Outputs[0], weight: weight, outputDType: .float16)
+            }
+            #expect(throws: LineaError.invalidArgument(argument: "outputDType", expected: "x's dtype (f32), or bf16 or f16 from f32 x", actual: "i32")) {
+                try Ops.rmsNorm(x, weight: w, outputDType: .int32)
+            }
+        }
         try Self.check(try Ops.add(x, z), try ReferenceOps.add(xs, zs), dtype, "add")
         try Self.check(try Ops.mul(x, z), zip(xs, zs).map { $0 * $1 }, dtype, "mul")
         // b broadcast: [d] over the last axis, [3, 1, 1] over the second, one element.

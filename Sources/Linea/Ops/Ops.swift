@@ -43,10 +43,11 @@ public struct ModelOpCall: OpCall {
 /// Float outputs take the dtype of the first float input (bf16 in, bf16 out; compute is Float32); indices and
 /// tokens are i32. Shapes are checked here for every backend; errors name the argument.
 public enum Ops {
-    /// `x [..., K] · weight[N, K]^T + bias[N]` (nn.Linear), `[..., N]` in x's dtype; weight f32, bf16 or f16 (bf16
-    /// weights stay bf16 on both devices), fp32 accumulation. `out` (allocated when nil) lets a loop reuse its
-    /// output. O(rows·N·K).
-    public static func matmul(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor? = nil, out: DeviceTensor? = nil) throws -> DeviceTensor {
+    /// `x [..., K] · weight[N, K]^T + bias[N]` (nn.Linear), `[..., N]` in `outputDType` (x's dtype when nil, or f32);
+    /// weight f32, bf16 or f16 (bf16 weights stay bf16 on both devices), fp32 accumulation. `out` (allocated when nil)
+    /// lets a loop reuse its output. O(rows·N·K).
+    public static func matmul(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor? = nil, out: DeviceTensor? = nil,
+                              outputDType: DType? = nil) throws -> DeviceTensor {
         try float(x, "x")
         try float(weight, "weight")
         try weight.expectRank(2, "weight", layout: "[N, K] (nn.Linear)")
@@ -54,9 +55,13 @@ public enum Ops {
         try lastAxis(x, k, "x", "[..., \(k)] (K of weight)")
         if let bias { try bias.expectShape([n], "bias") }
         let shape = Array(x.shape.dropLast()) + [n]
-        let result = try out ?? DeviceTensor.uninitialized(shape, dtype: x.dtype, on: x.device)
+        let dtype = outputDType ?? out?.dtype ?? x.dtype
+        guard dtype == x.dtype || dtype == .float32 else {
+            throw LineaError.invalidArgument(argument: "outputDType", expected: "x's dtype (\(x.dtype.shortName)) or f32", actual: dtype.shortName)
+        }
+        let result = try out ?? DeviceTensor.uninitialized(shape, dtype: dtype, on: x.device)
         try result.expectShape(shape, "out")
-        try result.expectDType([x.dtype], "out")
+        try result.expectDType([dtype], "out")
         try run(.matmul, ["x": x, "weight": weight, "bias": bias], result)
         return result
     }
@@ -73,14 +78,18 @@ public enum Ops {
     }
 
     /// RMSNorm over the last axis: `x · rsqrt(mean(x²) + eps) · w`, or `· (1 + w)` when `zeroCentered` (Qwen3-Next,
-    /// Gemma); `weight [D]`. O(n).
-    public static func rmsNorm(_ x: DeviceTensor, weight: DeviceTensor, eps: Float = 1e-6, zeroCentered: Bool = false) throws -> DeviceTensor {
-        try norm(.rmsNorm(eps: eps, zeroCentered: zeroCentered), x, weight: weight, gate: nil)
+    /// Gemma); `weight [D]`. `outputDType` (x's when nil; bf16 or f16 from f32 x) rounds the result once for the 16-bit
+    /// matmul it feeds. O(n).
+    public static func rmsNorm(_ x: DeviceTensor, weight: DeviceTensor, eps: Float = 1e-6, zeroCentered: Bool = false,
+                               outputDType: DType? = nil) throws -> DeviceTensor {
+        try norm(.rmsNorm(eps: eps, zeroCentered: zeroCentered), x, weight: weight, gate: nil, outputDType: outputDType)
     }
 
-    /// Gated RMSNorm (Qwen3-Next, Mamba-2): `rmsnorm(x) · w · silu(gate)`; `gate` shaped as `x`, `weight [D]`. O(n).
-    public static func rmsNormGated(_ x: DeviceTensor, gate: DeviceTensor, weight: DeviceTensor, eps: Float = 1e-6) throws -> DeviceTensor {
-        try norm(.rmsNormGated(eps: eps), x, weight: weight, gate: gate)
+    /// Gated RMSNorm (Qwen3-Next, Mamba-2): `rmsnorm(x) · w · silu(gate)`; `gate` shaped as `x`, `weight [D]`;
+    /// `outputDType` as for `rmsNorm`. O(n).
+    public static func rmsNormGated(_ x: DeviceTensor, gate: DeviceTensor, weight: DeviceTensor, eps: Float = 1e-6,
+                                    outputDType: DType? = nil) throws -> DeviceTensor {
+        try norm(.rmsNormGated(eps: eps), x, weight: weight, gate: gate, outputDType: outputDType)
     }
 
     /// `x / sqrt(sum x² + eps)` over the last axis (fla's l2norm). O(n).
@@ -108,12 +117,12 @@ public enum Ops {
     }
 
     /// `silu(x[..., :W]) · x[..., W:]` of `x [..., 2W]` → `[..., W]`: the SwiGLU middle straight from a stacked
-    /// gate-and-up product (no copies of its two halves). O(n).
-    public static func swiglu(halves x: DeviceTensor) throws -> DeviceTensor {
+    /// gate-and-up product (no copies of its two halves); `outputDType` as for `rmsNorm`. O(n).
+    public static func swiglu(halves x: DeviceTensor, outputDType: DType? = nil) throws -> DeviceTensor {
         try float(x, "x")
         let width = x.shape.last ?? 0
         try OpCheck.value("x", x.rank >= 1 && width % 2 == 0, "a last axis of even length (gate, then up)", "\(x.shape)")
-        let out = try DeviceTensor.uninitialized(Array(x.shape.dropLast()) + [width / 2], dtype: x.dtype, on: x.device)
+        let out = try DeviceTensor.uninitialized(Array(x.shape.dropLast()) + [width / 2], dtype: try narrowing(x, to: outputDType), on: x.device)
         try run(.swigluHalves, ["x": x], out)
         return out
     }
@@ -309,13 +318,27 @@ public enum Ops {
         guard x.rank >= 1, x.shape[x.rank - 1] == n else { throw LineaError.shapeMismatch(argument: name, expected: layout, actual: "\(x.shape)") }
     }
 
-    private static func norm(_ kind: ModelOpCall.Kind, _ x: DeviceTensor, weight: DeviceTensor, gate: DeviceTensor?) throws -> DeviceTensor {
+    private static func norm(_ kind: ModelOpCall.Kind, _ x: DeviceTensor, weight: DeviceTensor, gate: DeviceTensor?,
+                             outputDType: DType?) throws -> DeviceTensor {
         try float(x, "x")
         try float(weight, "weight")
         try lastAxis(x, weight.count, "x", "[..., \(weight.count)] (the weight's length)")
         try weight.expectRank(1, "weight", layout: "[D]")
         if let gate { try gate.expectShape(x.shape, "gate") }
-        return try elementwise(kind, ["x": x, "weight": weight, "gate": gate])
+        let out = try DeviceTensor.uninitialized(x.shape, dtype: try narrowing(x, to: outputDType), on: x.device)
+        try run(kind, ["x": x, "weight": weight, "gate": gate], out)
+        return out
+    }
+
+    /// The output dtype of an op that may round f32 rows once into the 16-bit input of the next matmul: x's dtype when
+    /// nil or equal, else bf16 or f16 from f32 x.
+    private static func narrowing(_ x: DeviceTensor, to outputDType: DType?) throws -> DType {
+        guard let outputDType, outputDType != x.dtype else { return x.dtype }
+        guard x.dtype == .float32, outputDType == .bfloat16 || outputDType == .float16 else {
+            throw LineaError.invalidArgument(argument: "outputDType", expected: "x's dtype (\(x.dtype.shortName)), or bf16 or f16 from f32 x",
+                                             actual: outputDType.shortName)
+        }
+        return outputDType
     }
 
     private static func unary(_ kind: ModelOpCall.Kind, _ x: DeviceTensor) throws -> DeviceTensor {

@@ -188,7 +188,8 @@ package enum CUDAKernels {
              ["f32", "bf16", "f16"].flatMap { t in
                  ["embed_i32", "embed_i64", "norm", "norm_warp", "unary", "binary", "swiglu_halves", "rotary", "conv1d", "softmax", "route", "argmax", "sample",
                   "add_bias", "transpose", "pad2d"].map { "linea_\($0)_\(t)" }
-             } + modelOpsCasts + ["linea_index_add_f32"] + [1, 2, 4, 8].map { "linea_copy_strided_e\($0)" }
+             } + ["bf16", "f16"].flatMap { t in ["norm", "norm_warp", "swiglu_halves"].map { "linea_\($0)_f32_to_\(t)" } }
+                + modelOpsCasts + ["linea_index_add_f32"] + [1, 2, 4, 8].map { "linea_copy_strided_e\($0)" }
                 + [1, 2, 4, 8, 16].map { "linea_copy_rows_u\($0)" }),
         ]
     }

@@ -91,14 +91,14 @@ public final class Llama: CausalLM {
         let rotation = ModelMath.rotation(theta: c.theta, scaling: c.scaling, on: device)
         var h = try Ops.cast(Ops.embedding(ids: ids, table: embed), to: .float32)
         for (i, layer) in layers.enumerated() {
-            let x = try Ops.rmsNorm(h, weight: layer.inputNorm, eps: c.eps)
+            let x = try Ops.rmsNorm(h, weight: layer.inputNorm, eps: c.eps, outputDType: ModelMath.matmulInput(layer.q))
             // q and k go to the KV cache before rotation: it places them (stream positions, or its slots).
-            let q = try Ops.matmul(x, weight: layer.q, bias: layer.qBias).reshaped([B, T, c.heads, c.headDim])
-            let k = try Ops.matmul(x, weight: layer.k, bias: layer.kBias).reshaped([B, T, c.kvHeads, c.headDim])
-            let v = try Ops.matmul(x, weight: layer.v, bias: layer.vBias).reshaped([B, T, c.kvHeads, c.headDim])
+            let q = try Ops.matmul(x, weight: layer.q, bias: layer.qBias, outputDType: .float32).reshaped([B, T, c.heads, c.headDim])
+            let k = try Ops.matmul(x, weight: layer.k, bias: layer.kBias, outputDType: .float32).reshaped([B, T, c.kvHeads, c.headDim])
+            let v = try Ops.matmul(x, weight: layer.v, bias: layer.vBias, outputDType: .float32).reshaped([B, T, c.kvHeads, c.headDim])
             let o = try cache.kv[i]!.attend(q: q, k: k, v: v, kinds: nil, rotation: rotation, options: AttentionOptions(causal: true))
             h = try Ops.add(h, Ops.matmul(o.reshaped([B, T, c.heads * c.headDim]), weight: layer.o, bias: layer.oBias))
-            let y = try Ops.rmsNorm(h, weight: layer.postNorm, eps: c.eps)
+            let y = try Ops.rmsNorm(h, weight: layer.postNorm, eps: c.eps, outputDType: ModelMath.matmulInput(layer.mlp.down))
             h = try Ops.add(h, layer.mlp(y))
         }
         cache.length += T

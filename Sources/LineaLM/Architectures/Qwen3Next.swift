@@ -206,15 +206,17 @@ public final class Qwen3Next: CausalLM {
         let (_, T, _) = try ModelMath.begin(ids, cache)
         let rotation = ModelMath.rotation(theta: c.theta, rotaryDim: c.rotaryDim, on: device)
         var h = try Ops.cast(Ops.embedding(ids: ids, table: embed), to: .float32)
+        // On a GPU, norms round straight into the 16-bit input of the matmuls they feed (their only readers).
+        let narrow = ModelMath.matmulInput(head)
         for (i, layer) in layers.enumerated() {
-            let x = try Ops.rmsNorm(h, weight: layer.inputNorm, eps: c.eps, zeroCentered: true)
+            let x = try Ops.rmsNorm(h, weight: layer.inputNorm, eps: c.eps, zeroCentered: true, outputDType: narrow)
             let mixed = if let linear = layer.linear {
                 try gatedDeltaNet(x, linear, cache: &cache.layers[i])
             } else {
                 try attention(x, layer.attention!, kv: cache.kv[i]!, rotation: rotation)
             }
             h = try Ops.add(h, mixed)
-            let y = try Ops.rmsNorm(h, weight: layer.postNorm, eps: c.eps, zeroCentered: true)
+            let y = try Ops.rmsNorm(h, weight: layer.postNorm, eps: c.eps, zeroCentered: true, outputDType: narrow)
             h = try Ops.add(h, layer.mlp.map { try $0(y) } ?? moe(y, layer))
         }
         cache.length += T
@@ -233,14 +235,14 @@ public final class Qwen3Next: CausalLM {
         var (channels, z, b, a): (DeviceTensor, DeviceTensor, DeviceTensor, DeviceTensor)
         switch m.projections {
         case let .split(qkv, zWeight, bWeight, aWeight):
-            channels = try Ops.matmul(x, weight: qkv)
-            z = try Ops.matmul(x, weight: zWeight).reshaped([B, T, c.valueHeads, hv])
-            (b, a) = (try Ops.matmul(x, weight: bWeight), try Ops.matmul(x, weight: aWeight))
+            channels = try Ops.matmul(x, weight: qkv, outputDType: .float32)
+            z = try Ops.matmul(x, weight: zWeight, outputDType: .float32).reshaped([B, T, c.valueHeads, hv])
+            (b, a) = (try Ops.matmul(x, weight: bWeight, outputDType: .float32), try Ops.matmul(x, weight: aWeight, outputDType: .float32))
         case let .stacked(weight):
             let parts = try ModelMath.projections(x, weight: weight, widths: [c.valueHeads, c.valueHeads, c.convChannels, valueWidth])
             (a, b, channels, z) = (parts[0], parts[1], parts[2], try parts[3].reshaped([B, T, c.valueHeads, hv]))
         case let .fused(qkvzWeight, baWeight):
-            let qkvz = try Ops.matmul(x, weight: qkvzWeight).reshaped([B, T, c.keyHeads, 2 * hk + 2 * g * hv])
+            let qkvz = try Ops.matmul(x, weight: qkvzWeight, outputDType: .float32).reshaped([B, T, c.keyHeads, 2 * hk + 2 * g * hv])
             channels = try DeviceTensor.zeros([B, T, c.convChannels], on: device)
             try channels.narrowed(axis: 2, 0..<keyWidth).copy(from: ModelMath.slice(qkvz, 0..<hk).reshaped([B, T, keyWidth]))
             try channels.narrowed(axis: 2, keyWidth..<(2 * keyWidth)).copy(from: ModelMath.slice(qkvz, hk..<(2 * hk)).reshaped([B, T, keyWidth]))
@@ -248,7 +250,7 @@ public final class Qwen3Next: CausalLM {
                 .copy(from: ModelMath.slice(qkvz, (2 * hk)..<(2 * hk + g * hv)).reshaped([B, T, valueWidth]))
             z = try ModelMath.slice(qkvz, (2 * hk + g * hv)..<(2 * hk + 2 * g * hv)).reshaped([B, T, c.valueHeads, hv])
             // [b | a] per key head: b and a each in value-head order.
-            let ba = try Ops.matmul(x, weight: baWeight).reshaped([B, T, c.keyHeads, 2 * g])
+            let ba = try Ops.matmul(x, weight: baWeight, outputDType: .float32).reshaped([B, T, c.keyHeads, 2 * g])
             (b, a) = (try ModelMath.slice(ba, 0..<g).reshaped([B, T, c.valueHeads]), try ModelMath.slice(ba, g..<(2 * g)).reshaped([B, T, c.valueHeads]))
         }
         let conv = try Ops.causalConv1d(channels, weight: m.conv, state: cache["conv"]!, silu: true, parts: [keyWidth, keyWidth, valueWidth])
@@ -258,8 +260,8 @@ public final class Qwen3Next: CausalLM {
         // beta = sigmoid(b), g = -e^A_log · softplus(a + dt_bias), per value head.
         let decay = try Ops.mul(Ops.softplus(Ops.add(a, m.dtBias)), m.negA)
         let o = try ModelMath.recurrence(.gatedDeltaRule, q: q, k: k, v: v, g: decay, beta: Ops.sigmoid(b), weights: m.out, cache: &cache)
-        let normed = try Ops.rmsNormGated(o, gate: z, weight: m.norm, eps: c.eps)
-        return try Ops.matmul(normed.reshaped([B, T, valueWidth]), weight: m.out)
+        let normed = try Ops.rmsNormGated(o, gate: z, weight: m.norm, eps: c.eps, outputDType: ModelMath.matmulInput(m.out))
+        return try Ops.matmul(normed.reshaped([B, T, valueWidth]), weight: m.out, outputDType: .float32)
     }
 
     /// Gated full attention: q_proj gives q and its gate per head, q and k get a zero-centered RMSNorm over the head
@@ -267,10 +269,12 @@ public final class Qwen3Next: CausalLM {
     private func attention(_ x: DeviceTensor, _ m: AttentionMixer, kv: any KVCache, rotation: @escaping KVRotation) throws -> DeviceTensor {
         let c = config
         let (B, T, hd) = (x.shape[0], x.shape[1], c.headDim)
-        let gate = try Ops.matmul(x, weight: m.gate, bias: m.gateBias)
-        let q = try Ops.rmsNorm(Ops.matmul(x, weight: m.q, bias: m.qBias).reshaped([B, T, c.heads, hd]), weight: m.qNorm, eps: c.eps, zeroCentered: true)
-        let k = try Ops.rmsNorm(Ops.matmul(x, weight: m.k, bias: m.kBias).reshaped([B, T, c.kvHeads, hd]), weight: m.kNorm, eps: c.eps, zeroCentered: true)
-        let v = try Ops.matmul(x, weight: m.v, bias: m.vBias).reshaped([B, T, c.kvHeads, hd])
+        let gate = try Ops.matmul(x, weight: m.gate, bias: m.gateBias, outputDType: .float32)
+        let q = try Ops.rmsNorm(Ops.matmul(x, weight: m.q, bias: m.qBias, outputDType: .float32).reshaped([B, T, c.heads, hd]), weight: m.qNorm,
+                                eps: c.eps, zeroCentered: true)
+        let k = try Ops.rmsNorm(Ops.matmul(x, weight: m.k, bias: m.kBias, outputDType: .float32).reshaped([B, T, c.kvHeads, hd]), weight: m.kNorm,
+                                eps: c.eps, zeroCentered: true)
+        let v = try Ops.matmul(x, weight: m.v, bias: m.vBias, outputDType: .float32).reshaped([B, T, c.kvHeads, hd])
         let o = try kv.attend(q: q, k: k, v: v, kinds: nil, rotation: rotation, options: AttentionOptions(causal: true))
         return try Ops.matmul(Ops.mul(o.reshaped([B, T, c.heads * hd]), Ops.sigmoid(gate)), weight: m.o, bias: m.oBias)
     }
@@ -282,12 +286,12 @@ public final class Qwen3Next: CausalLM {
         let c = config
         let rows = y.count / c.hidden
         let flat = try y.reshaped([rows, c.hidden])
-        let routing = try Ops.topKRouting(Ops.matmul(flat, weight: layer.router!), k: c.topK, normalize: c.normalizeTopK)
+        let routing = try Ops.topKRouting(Ops.matmul(flat, weight: layer.router!, outputDType: .float32), k: c.topK, normalize: c.normalizeTopK)
         let indices = try routing.indices.hostIntegers()
         var sum = try GatedMLP.routed(layer.experts, flat: flat, indices: indices, slotWeights: routing.weights.reshaped([rows * c.topK, 1]),
                                       topK: c.topK)
         if let shared = layer.shared, let sharedGate = layer.sharedGate {
-            sum = try Ops.add(sum, Ops.mul(shared(flat), Ops.sigmoid(Ops.matmul(flat, weight: sharedGate))))
+            sum = try Ops.add(sum, Ops.mul(shared(flat), Ops.sigmoid(Ops.matmul(flat, weight: sharedGate, outputDType: .float32))))
         }
         return try sum.reshaped(y.shape)
     }

@@ -104,7 +104,15 @@ enum ModelMath {
     static func logits(_ h: DeviceTensor, norm: DeviceTensor, eps: Float, zeroCentered: Bool = false, head: DeviceTensor,
                        lastOnly: Bool) throws -> DeviceTensor {
         let rows = lastOnly ? try h.narrowed(axis: 1, (h.shape[1] - 1)..<h.shape[1]).contiguous() : h
-        return try Ops.cast(Ops.matmul(Ops.rmsNorm(rows, weight: norm, eps: eps, zeroCentered: zeroCentered), weight: head), to: .float32)
+        let normed = try Ops.rmsNorm(rows, weight: norm, eps: eps, zeroCentered: zeroCentered, outputDType: matmulInput(head))
+        return try Ops.matmul(normed, weight: head, outputDType: .float32)
+    }
+
+    /// The dtype in which a norm (or SwiGLU) may hand its f32 result to a matmul by `weight`: the weight's own when it
+    /// is 16-bit on a GPU, where the product reads its input in that dtype anyway (one rounding either way, without an
+    /// f32 tensor and a cast in between); nil (as computed) elsewhere. O(1).
+    static func matmulInput(_ weight: DeviceTensor) -> DType? {
+        weight.device != .cpu && [.bfloat16, .float16].contains(weight.dtype) ? weight.dtype : nil
     }
 
     /// `x · weight^T + bias` for a weight whose rows stack projections `widths` wide (in order), one packed tensor per
@@ -114,10 +122,10 @@ enum ModelMath {
         let ends = widths.reduce(into: [0]) { $0.append($0.last! + $1) }
         let ranges = zip(ends, ends.dropFirst()).map { $0..<$1 }
         if x.count == x.shape.last {
-            let all = try Ops.matmul(x, weight: weight, bias: bias)
+            let all = try Ops.matmul(x, weight: weight, bias: bias, outputDType: .float32)
             return try ranges.map { try slice(all, $0) }
         }
-        return try ranges.map { try Ops.matmul(x, weight: weight.narrowed(axis: 0, $0), bias: bias?.narrowed(axis: 0, $0)) }
+        return try ranges.map { try Ops.matmul(x, weight: weight.narrowed(axis: 0, $0), bias: bias?.narrowed(axis: 0, $0), outputDType: .float32) }
     }
 
     /// `x`'s elements `range` of the last axis, packed (splitting a fused projection). O(n).

@@ -31,16 +31,17 @@ struct GatedMLP {
         (down, downBias) = (try w.take(p + "down_proj.weight", [hidden, width]), try biasOf("down_proj", hidden))
     }
 
-    /// `x [..., hidden]` through the MLP. O(rows · hidden · width).
+    /// `x [..., hidden]` (f32, or already in the weights' 16-bit dtype) through the MLP, f32 out. O(rows · hidden · width).
     func callAsFunction(_ x: DeviceTensor) throws -> DeviceTensor {
         let middle: DeviceTensor
         switch projections {
         case let .stacked(both):
-            middle = try Ops.swiglu(halves: Ops.matmul(x, weight: both))
+            middle = try Ops.swiglu(halves: Ops.matmul(x, weight: both, outputDType: .float32), outputDType: ModelMath.matmulInput(down))
         case let .separate(gate, up, gateBias, upBias):
-            middle = try Ops.swiglu(gate: Ops.matmul(x, weight: gate, bias: gateBias), up: Ops.matmul(x, weight: up, bias: upBias))
+            middle = try Ops.swiglu(gate: Ops.matmul(x, weight: gate, bias: gateBias, outputDType: .float32),
+                                    up: Ops.matmul(x, weight: up, bias: upBias, outputDType: .float32))
         }
-        return try Ops.matmul(middle, weight: down, bias: downBias)
+        return try Ops.matmul(middle, weight: down, bias: downBias, outputDType: .float32)
     }
 
     /// Experts stacked as transformers 5 holds them under `p`: `gate_up_proj [E, 2I, H]` (gate rows, then up rows) and

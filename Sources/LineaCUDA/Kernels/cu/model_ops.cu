@@ -7,6 +7,7 @@
 //                               2 gated (x w silu(gate)), 3 L2 norm (x / sqrt(sum x^2 + eps), w unused); w of kind wk
 //                               (0 f32, 1 bf16, 2 f16: a weight read in its file dtype beside x in another)
 //   linea_norm_warp_SUF         the same with one warp per row, blockDim / 32 rows per block (rows of a head's width)
+//   linea_{norm,norm_warp,swiglu_halves}_f32_to_{bf16,f16}   f32 in, a 16-bit out (a bf16 matmul's input)
 //   linea_unary_SUF             op 0 silu, 1 sigmoid, 2 gelu (erf), 3 gelu (tanh), 4 softplus (threshold 20),
 //                               5 clamp to [lo, hi], 6 exp
 //   linea_swiglu_halves_SUF     out [rows, width] = silu(x[:, :width]) x[:, width:] of x [rows, 2 width]
@@ -104,8 +105,8 @@ __device__ void embed(const ID* ids, const T* table, T* out, int n, int vocab, i
 }
 
 // Element c of a row normalized by inv, times the mode's weight and gate, stored at out[at].
-template <typename T>
-__device__ __forceinline__ void norm_put(const T* x, const T* gate, const void* w, int wk, T* out, long at, int c, float inv,
+template <typename T, typename TO>
+__device__ __forceinline__ void norm_put(const T* x, const T* gate, const void* w, int wk, TO* out, long at, int c, float inv,
                                          int mode) {
     float y = ld(x, at) * inv;
     if (mode == 0 || mode == 2) y *= ld_kind(w, c, wk);
@@ -114,8 +115,8 @@ __device__ __forceinline__ void norm_put(const T* x, const T* gate, const void* 
     st(out, at, y);
 }
 
-template <typename T>
-__device__ void norm(const T* x, const T* gate, const void* w, int wk, T* out, int dim, float eps, int mode) {
+template <typename T, typename TO>
+__device__ void norm(const T* x, const T* gate, const void* w, int wk, TO* out, int dim, float eps, int mode) {
     const long base = (long)blockIdx.x * dim;
     float ss = 0.f;
     for (int c = threadIdx.x; c < dim; c += blockDim.x) { const float v = ld(x, base + c); ss = fmaf(v, v, ss); }
@@ -126,8 +127,8 @@ __device__ void norm(const T* x, const T* gate, const void* w, int wk, T* out, i
 
 // The same for short rows (a head's 64 or 128): one warp per row, blockDim / 32 rows per block, so that a block of
 // 256 threads does not leave most of its threads idle on a row of 128.
-template <typename T>
-__device__ void norm_warp(const T* x, const T* gate, const void* w, int wk, T* out, int rows, int dim, float eps, int mode) {
+template <typename T, typename TO>
+__device__ void norm_warp(const T* x, const T* gate, const void* w, int wk, TO* out, int rows, int dim, float eps, int mode) {
     const long row = (long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= rows) return;
     const int lane = threadIdx.x & 31;
@@ -137,6 +138,15 @@ __device__ void norm_warp(const T* x, const T* gate, const void* w, int wk, T* o
     for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
     const float inv = mode == 3 ? rsqrtf(ss + eps) : rsqrtf(ss / (float)dim + eps);
     for (int c = lane; c < dim; c += 32) norm_put(x, gate, w, wk, out, base + c, c, inv, mode);
+}
+
+template <typename T, typename TO>
+__device__ void swiglu_halves(const T* x, TO* out, int rows, int width) {
+    for (long e = blockIdx.x * (long)blockDim.x + threadIdx.x; e < (long)rows * width; e += (long)gridDim.x * blockDim.x) {
+        const long at = e / width * 2 * width + e % width;
+        const float g = ld(x, at);
+        st(out, e, g * sigmoidf_(g) * ld(x, at + width));
+    }
 }
 
 template <typename T>
@@ -413,10 +423,7 @@ extern "C" __global__ void linea_pad2d_##SUF(const T* x, T* out, int n, int xRow
 extern "C" __global__ void linea_unary_##SUF(const T* x, T* out, int n, int op, float lo, float hi) { unary(x, out, n, op, lo, hi); } \
 extern "C" __global__ void linea_binary_##SUF(const T* a, const T* b, T* out, int n, int op, int bn, int inner) { \
     binary(a, b, out, n, op, bn, inner); } \
-extern "C" __global__ void linea_swiglu_halves_##SUF(const T* x, T* out, int rows, int width) { \
-    for (long e = blockIdx.x * (long)blockDim.x + threadIdx.x; e < (long)rows * width; e += (long)gridDim.x * blockDim.x) { \
-        const long at = e / width * 2 * width + e % width; const float g = ld(x, at); \
-        st(out, e, g * sigmoidf_(g) * ld(x, at + width)); } } \
+extern "C" __global__ void linea_swiglu_halves_##SUF(const T* x, T* out, int rows, int width) { swiglu_halves(x, out, rows, width); } \
 extern "C" __global__ void linea_rotary_##SUF(const T* x, const int* positions, T* out, int tokens, int heads, int headDim, \
     int rotaryDim, float theta, int layout, float factor, float lowFactor, float highFactor, float context) { \
     rotary(x, positions, out, tokens, heads, headDim, rotaryDim, theta, layout, factor, lowFactor, highFactor, context); } \
@@ -433,6 +440,17 @@ extern "C" __global__ void __launch_bounds__(LINEA_THREADS) linea_sample_##SUF(c
 LINEA_ENTRIES(f32, float)
 LINEA_ENTRIES(bf16, linea_bf16)
 LINEA_ENTRIES(f16, linea_f16)
+// f32 rows normalized (or SwiGLU'd) straight into the 16-bit input of the matmul that follows: one rounding, as the
+// f32 output and a cast would give, without the f32 round trip.
+#define LINEA_F32_TO(SUF, TO) \
+extern "C" __global__ void __launch_bounds__(LINEA_THREADS) linea_norm_f32_to_##SUF(const float* x, const float* gate, const void* w, \
+    int wk, TO* out, int dim, float eps, int mode) { norm(x, gate, w, wk, out, dim, eps, mode); } \
+extern "C" __global__ void linea_norm_warp_f32_to_##SUF(const float* x, const float* gate, const void* w, int wk, TO* out, int rows, \
+    int dim, float eps, int mode) { norm_warp(x, gate, w, wk, out, rows, dim, eps, mode); } \
+extern "C" __global__ void linea_swiglu_halves_f32_to_##SUF(const float* x, TO* out, int rows, int width) { \
+    swiglu_halves(x, out, rows, width); }
+LINEA_F32_TO(bf16, linea_bf16)
+LINEA_F32_TO(f16, linea_f16)
 
 // out [rows, cols] += bias [cols] (the matmul's bias after cuBLAS).
 #define LINEA_BIAS(SUF, T) \
