@@ -5,11 +5,14 @@ import Linea
 package struct CUDAAttentionShape: Sendable, Equatable, CustomStringConvertible {
     /// B, T (queries), S (keys), Hq, Hkv, D.
     public var batch: Int, queryLength: Int, keyLength: Int, queryHeads: Int, kvHeads: Int, headDim: Int
+    /// Rows per sequence in the k and v buffers (>= S): a preallocated KV cache is read in place as the first S of
+    /// its capacity rows.
+    public var keyRows: Int
 
-    /// Creates a shape; `kvHeads` must divide `queryHeads` (GQA), checked at launch.
-    public init(batch: Int, queryLength: Int, keyLength: Int, queryHeads: Int, kvHeads: Int, headDim: Int) {
+    /// Creates a shape (`keyRows` nil: packed, S); `kvHeads` must divide `queryHeads` (GQA), checked at launch.
+    public init(batch: Int, queryLength: Int, keyLength: Int, queryHeads: Int, kvHeads: Int, headDim: Int, keyRows: Int? = nil) {
         self.batch = batch; self.queryLength = queryLength; self.keyLength = keyLength
-        self.queryHeads = queryHeads; self.kvHeads = kvHeads; self.headDim = headDim
+        self.queryHeads = queryHeads; self.kvHeads = kvHeads; self.headDim = headDim; self.keyRows = keyRows ?? keyLength
     }
 
     public var description: String {
@@ -38,6 +41,9 @@ extension CUDAAttentionShape {
         guard headDim <= 256 else {
             throw LineaError.invalidArgument(argument: "headDim", expected: "<= 256", actual: "\(headDim)")
         }
+        guard keyRows >= keyLength, keyRows <= Int(Int32.max) else {
+            throw LineaError.invalidArgument(argument: "keyRows", expected: "keyLength (\(keyLength)) ... \(Int32.max)", actual: "\(keyRows)")
+        }
     }
 
     /// The checks every attention launch shares, returning the scale to use (default 1/sqrt(D)): the shape
@@ -54,7 +60,7 @@ extension CUDAAttentionShape {
         guard scaleValue.isFinite else {
             throw LineaError.invalidArgument(argument: "scale", expected: "a finite value", actual: "\(scaleValue)")
         }
-        let qCount = batch * queryLength * queryHeads * headDim, kCount = batch * keyLength * kvHeads * headDim
+        let qCount = batch * queryLength * queryHeads * headDim, kCount = ((batch - 1) * keyRows + keyLength) * kvHeads * headDim
         for (name, buffer, bytes) in [("q", q, qCount * dtype.byteCount), ("k", k, kCount * dtype.byteCount),
                                       ("v", v, kCount * dtype.byteCount), ("o", o, qCount * outputDType.byteCount)]
             where buffer.byteCount < bytes {
@@ -234,6 +240,7 @@ package enum CUDAAttention {
             .int32(try CUDAUpload.typeCode(outputDType, argument: "outputDType")),
         ]
         let typeName = dtype == .float32 ? "f32" : dtype == .bfloat16 ? "bf16" : "f16"
+        let keyRows = CUDAKernelArgument.int32(Int32(s.keyRows))
         switch chosen {
         case .wgmma:
             // `-DLINEA_WG_WS=1` / `=0` in extraOptions picks the warp-specialized entry (384 threads: a producer
@@ -257,11 +264,11 @@ package enum CUDAAttention {
                     .first.map { max(1, $0) } ?? (persistent ? 4 : 8)
                 try ctx.launch(
                     f, grid: (persistent ? min(items, ctx.multiprocessorCount) : items, 1, 1), block: (384, 1, 1),
-                    sharedBytes: smem, arguments: common + tail + [.int32(Int32(s.batch)), .int32(Int32(group))])
+                    sharedBytes: smem, arguments: common + tail + [.int32(Int32(s.batch)), .int32(Int32(group)), keyRows])
             } else {
                 try ctx.launch(
                     f, grid: (queryTiles, s.queryHeads, s.batch), block: (256, 1, 1), sharedBytes: smem,
-                    arguments: common + tail)
+                    arguments: common + tail + [keyRows])
             }
         case .tensorCore, .auto:
             let c = tensorCoreConfig
@@ -278,7 +285,7 @@ package enum CUDAAttention {
             let smem = (rows + 4 * c.blockKeys) * (s.headDim + 8) * 2
             try ctx.launch(
                 f, grid: ((s.queryLength + rows - 1) / rows, s.queryHeads, s.batch), block: (32 * c.warps, 1, 1),
-                sharedBytes: smem, arguments: common + tail)
+                sharedBytes: smem, arguments: common + tail + [keyRows])
         case .portable:
             let dmax = s.headDim <= 64 ? 64 : s.headDim <= 128 ? 128 : 256
             let f = try ctx.function(
@@ -286,7 +293,7 @@ package enum CUDAAttention {
             let smem = (64 * s.headDim + 32 * (s.headDim + 1) + 32 * s.headDim) * 4
             try ctx.launch(
                 f, grid: ((s.queryLength + 63) / 64, s.queryHeads, s.batch), block: (256, 1, 1), sharedBytes: smem,
-                arguments: common + [.int32(Int32(s.headDim))] + tail)
+                arguments: common + [.int32(Int32(s.headDim))] + tail + [keyRows])
         }
     }
 }

@@ -202,11 +202,13 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         (Thread.current.threadDictionary[Self.threadTransfersKey] as? Int) ?? 0
     }
 
-    /// Packed tensors only; per op, the dtypes and sizes its kernels take (each refusal says which and why). O(1).
+    /// Packed tensors only (attention's k and v may also be a KV cache's first rows per sequence, `keyRows`); per op,
+    /// the dtypes and sizes its kernels take (each refusal says which and why). O(1).
     public func supports<Call: OpCall>(_ call: Call) -> Support {
         var strided: String?
+        let cache = (call as? AttentionCall)?.keyRows != nil
         call.forEachTensor { name, tensor in
-            if strided == nil, !tensor.isContiguous { strided = name }
+            if strided == nil, !tensor.isContiguous, !(cache && ["k", "v"].contains(name)) { strided = name }
         }
         if let strided { return .unsupported("\(strided) is a strided view; the GPU kernels take packed tensors (contiguous())") }
         switch call {
@@ -445,7 +447,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
 
     /// The launch shape of an attention call on `q`, `k`, or nil when there is nothing to launch: no query row, or no
     /// key (then lse is set to -inf; o stays 0). O(1) plus that fill.
-    private func attentionShape(q: DeviceTensor, k: DeviceTensor, o: DeviceTensor, lse: DeviceTensor) throws -> CUDAAttentionShape? {
+    private func attentionShape(q: DeviceTensor, k: DeviceTensor, o: DeviceTensor, lse: DeviceTensor, keyRows: Int? = nil) throws -> CUDAAttentionShape? {
         let (B, T, Hq, D) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
         let (S, Hkv) = (k.shape[1], k.shape[2])
         if B * T * Hq == 0 { return nil }
@@ -454,7 +456,7 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
             try o.copy(from: Tensor(zeros: o.shape))
             return nil
         }
-        return CUDAAttentionShape(batch: B, queryLength: T, keyLength: S, queryHeads: Hq, kvHeads: Hkv, headDim: D)
+        return CUDAAttentionShape(batch: B, queryLength: T, keyLength: S, queryHeads: Hq, kvHeads: Hkv, headDim: D, keyRows: keyRows)
     }
 
     private func attention(_ c: AttentionCall) throws {
@@ -473,12 +475,17 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         let (qt, kt, vt) = (try widened(c.q), try widened(c.k), try widened(c.v))
         let cropped = Dv != width
         let ot = cropped ? try DeviceTensor.uninitialized(Array(c.o.shape.dropLast()) + [width], dtype: c.o.dtype, on: device) : c.o
-        guard let shape = try attentionShape(q: qt, k: kt, o: ot, lse: c.lse) else {
+        guard let shape = try attentionShape(q: qt, k: kt, o: ot, lse: c.lse, keyRows: AttentionCall.keyRows(k: kt, v: vt)) else {
             if cropped { try c.o.copy(from: Tensor(zeros: c.o.shape)) }
             return
         }
         let scale = c.options.scale ?? 1 / Float(D).squareRoot()
-        let (q, k, v, o, lse) = (buffer(qt), buffer(kt), buffer(vt), buffer(ot), buffer(c.lse))
+        // k and v may be a KV cache's first rows per sequence: their buffers span every row read.
+        func spanned(_ x: DeviceTensor) -> CUDABuffer {
+            CUDABuffer(context: context, viewing: UInt64(x.address),
+                       byteCount: CUDAModelOps.stridedBytes(shape: x.shape, strides: x.strides, elementBytes: x.dtype.byteCount))
+        }
+        let (q, k, v, o, lse) = (buffer(qt), spanned(kt), spanned(vt), buffer(ot), buffer(c.lse))
         if case .splitKV(let partitions) = c.form {
             // The partial results' workspace from the stream-ordered pool, freed behind the kernels: a workspace the
             // launcher allocated itself would cost a synchronize per call (per layer of a decode step).

@@ -87,7 +87,7 @@ package enum CUDASplitKV {
             arguments: [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(po), .pointer(plse),
                         .int32(Int32(s.batch)), .int32(Int32(s.queryLength)), .int32(Int32(s.keyLength)),
                         .int32(Int32(s.queryHeads)), .int32(Int32(s.kvHeads)), .int32(Int32(s.headDim)), .int32(Int32(len)),
-                        .float(scaleValue * 1.4426950408889634), .int32(causal ? 1 : 0)])
+                        .float(scaleValue * 1.4426950408889634), .int32(causal ? 1 : 0), .int32(Int32(s.keyRows))])
         let merge = try ctx.function(source: CUDAKernels.attentionSplitKV, name: "linea_splitkv_merge",
                                      options: selecting("linea_splitkv_merge") + options)
         try ctx.launch(

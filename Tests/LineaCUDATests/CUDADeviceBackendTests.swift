@@ -152,6 +152,28 @@ struct CUDADeviceBackendTests {
         }
     }
 
+    /// k and v as a KV cache's first S of 50 rows per sequence (B = 3, a strided view) are read in place: flash for a
+    /// prefill (D 64: mma.sync, D 128: wgmma) and split-KV for one token, equal to the packed reference.
+    @Test(arguments: [DType.float32, .bfloat16])
+    func attentionReadsAKVCacheViewInPlace(_ dtype: DType) throws {
+        for (T, D) in [(17, 64), (17, 128), (1, 64)] {
+            let (B, S, capacity, Hq, Hkv) = (3, 40, 50, 4, 2)
+            let q = try Tensor.randomNormal([B, T, Hq, D], seed: 1)
+            let (keys, values) = (try Tensor.randomNormal([B, capacity, Hkv, D], seed: 2), try Tensor.randomNormal([B, capacity, Hkv, D], seed: 3))
+            func firstRows(_ x: Tensor) throws -> DeviceTensor { try DeviceTensor(CUDAUpload.rounded(x, dtype)).narrowed(axis: 1, 0..<S) }
+            let want = try Attention.forward(q: DeviceTensor(CUDAUpload.rounded(q, dtype)), k: firstRows(keys).contiguous(),
+                                             v: firstRows(values).contiguous(), options: AttentionOptions(causal: true), form: .reference)
+            let (k, v) = (try DeviceTensor(keys, dtype: dtype, on: Self.gpu).narrowed(axis: 1, 0..<S),
+                          try DeviceTensor(values, dtype: dtype, on: Self.gpu).narrowed(axis: 1, 0..<S))
+            #expect(!k.isContiguous && AttentionCall.keyRows(k: k, v: v) == capacity)
+            let form: AttentionForm? = T == 1 ? .splitKV(partitions: nil) : nil
+            let got = try Attention.forward(q: DeviceTensor(q, dtype: dtype, on: Self.gpu), k: k, v: v, options: AttentionOptions(causal: true), form: form)
+            let tolerance = dtype == .float32 ? 1e-5 : 2e-3
+            #expect(ErrorStats(try got.o.host(), try want.o.host()).relativeRMS < tolerance, "\(dtype) T = \(T) D = \(D)")
+            #expect(ErrorStats(try got.lse.host(), try want.lse.host()).relativeRMS < tolerance, "\(dtype) T = \(T) D = \(D)")
+        }
+    }
+
     @Test func blockSparseRunsWhereTheInputsLive() throws {
         let (B, T, S, H, D) = (1, 64, 64, 2, 64)
         let q = try Tensor.randomNormal([B, T, H, D], seed: 1), k = try Tensor.randomNormal([B, S, H, D], seed: 2)

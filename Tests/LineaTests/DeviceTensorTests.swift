@@ -89,6 +89,19 @@ private func token(_ x: Tensor, _ t: Int) throws -> Tensor {
         #expect(throws: LineaError.self) { try DeviceTensor(Tensor(zeros: [2])).hostIntegers() }
     }
 
+    /// A KV cache's first rows per sequence are read in place by a GPU's attention (`keyRows` = its capacity); other
+    /// views are not.
+    @Test func attentionKeyRowsOfCacheViews() throws {
+        let keys = try DeviceTensor.zeros([3, 50, 2, 64]), values = try DeviceTensor.zeros([3, 50, 2, 64])
+        #expect(AttentionCall.keyRows(k: keys, v: values) == 50)
+        let (k, v) = (try keys.narrowed(axis: 1, 0..<40), try values.narrowed(axis: 1, 0..<40))
+        #expect(AttentionCall.keyRows(k: k, v: v) == 50)
+        #expect(AttentionCall.keyRows(k: k, v: try DeviceTensor.zeros([3, 60, 2, 64]).narrowed(axis: 1, 0..<40)) == nil)  // two capacities
+        #expect(AttentionCall.keyRows(k: k, v: try DeviceTensor.zeros([3, 50, 2, 32]).narrowed(axis: 1, 0..<40)) == nil)  // D != Dv
+        #expect(AttentionCall.keyRows(k: try keys.narrowed(axis: 3, 0..<32), v: try values.narrowed(axis: 3, 0..<32)) == nil)
+        #expect(AttentionCall.keyRows(k: try keys.narrowed(axis: 1, 10..<40), v: try values.narrowed(axis: 1, 10..<40)) == 50)
+    }
+
     @Test func viewsShareStorage() throws {
         // A KV cache [B=2, Smax=6, H=3, D=4] read as its first S = 4 rows, and one row written through a view.
         let values = (0..<(2 * 6 * 3 * 4)).map(Float.init)

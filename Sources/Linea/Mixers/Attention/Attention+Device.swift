@@ -11,6 +11,22 @@ public struct AttentionCall: OpCall {
     public let form: AttentionForm?
 
     public var name: String { "attention" + (form.map { " \($0)" } ?? "") }
+
+    /// Rows per sequence of the buffers k and v are read from: S when both are packed, a KV cache's capacity when
+    /// they are its first S rows per sequence (`[B, capacity, H, D]` narrowed on axis 1: packed within a sequence,
+    /// one capacity for both, D = Dv); nil for other views. O(rank).
+    public var keyRows: Int? { Self.keyRows(k: k, v: v) }
+
+    /// `keyRows` of `k` and `v`. O(rank).
+    public static func keyRows(k: DeviceTensor, v: DeviceTensor) -> Int? {
+        if k.isContiguous && v.isContiguous { return k.rank == 4 ? k.shape[1] : nil }
+        guard k.rank == 4, v.rank == 4, k.shape[2...] == v.shape[2...] else { return nil }
+        let row = k.shape[2] * k.shape[3]
+        func packedWithinSequence(_ x: DeviceTensor) -> Bool { x.strides[3] == 1 && x.strides[2] == x.shape[3] && x.strides[1] == row }
+        guard row > 0, packedWithinSequence(k), packedWithinSequence(v), k.strides[0] == v.strides[0], k.strides[0] % row == 0,
+              k.strides[0] / row >= k.shape[1] else { return nil }
+        return k.strides[0] / row
+    }
     public func forEachTensor(_ body: (_ name: String, _ tensor: DeviceTensor) throws -> Void) rethrows {
         try body("q", q)
         try body("k", k)
@@ -36,10 +52,12 @@ extension Attention {
         // Every row of o and lse is written by the op (o = 0, lse = -inf for a row that sees no key).
         let o = try DeviceTensor.uninitialized([p.B, p.T, p.Hq, p.Dv], dtype: outputDType, on: q.device)
         let lse = try DeviceTensor.uninitialized([p.B, p.T, p.Hq], on: q.device)
-        // A GPU's kernels read packed tensors: a KV cache read as its first S rows of several sequences is a strided
-        // view there, copied once (the CPU forms read strided views in place).
-        func packed(_ x: DeviceTensor) throws -> DeviceTensor { x.device == .cpu ? x : try x.contiguous() }
-        try Backends.run(AttentionCall(q: packed(q), k: packed(k), v: packed(v), o: o, lse: lse, options: options, form: form))
+        // A GPU's kernels read packed tensors, and k and v as a KV cache's first S rows per sequence (`keyRows`); other
+        // views are copied once there (the CPU forms read strided views in place).
+        let inPlace = q.device == .cpu || AttentionCall.keyRows(k: k, v: v) != nil
+        func packed(_ x: DeviceTensor) throws -> DeviceTensor { q.device == .cpu ? x : try x.contiguous() }
+        try Backends.run(AttentionCall(q: packed(q), k: inPlace ? k : packed(k), v: inPlace ? v : packed(v), o: o, lse: lse,
+                                       options: options, form: form))
         return (o, lse)
     }
 }

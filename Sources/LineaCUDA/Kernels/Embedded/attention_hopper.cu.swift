@@ -6,7 +6,8 @@ extension CUDAKernels {
     static let embedded_attention_hopper_cu = #"""
 #line 1 "Sources/LineaCUDA/Kernels/cu/attention_hopper.cu"
 // linea-nvrtc-arch: sm_90a
-// Linea: flash attention forward for sm_90a (H100). q [B,T,Hq,128], k/v [B,S,Hkv,128] (bf16 or fp16);
+// Linea: flash attention forward for sm_90a (H100). q [B,T,Hq,128], k/v [B,S,Hkv,128] (bf16 or fp16; the first S of kvRows rows per
+// sequence);
 // o [B,T,Hq,128] fp32 (out_mode 0), bf16 (1) or fp16 (2); lse [B,T,Hq] fp32 (natural log), may be null.
 // Masking as in the portable kernel: query i at pos = i + S - T sees j when
 // (!causal || j <= pos) && (window <= 0 || j > pos - window); empty rows give o = 0, lse = -inf.
@@ -229,7 +230,7 @@ template <bool F16>
 __device__ __forceinline__ void linea_attn_wgmma(
     const unsigned short* __restrict__ q, const unsigned short* __restrict__ k, const unsigned short* __restrict__ v,
     void* __restrict__ o, float* __restrict__ lse,
-    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode)
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode, int kvRows)
 {
     extern __shared__ __align__(1024) unsigned char linea_wg_smem_raw[];
     const unsigned base = (linea_wg_smem(linea_wg_smem_raw) + 1023u) & ~1023u;
@@ -242,8 +243,8 @@ __device__ __forceinline__ void linea_attn_wgmma(
     const int hk = h / (Hq / Hkv);
     const long qStride = (long)Hq * LINEA_WG_D, kStride = (long)Hkv * LINEA_WG_D;
     const unsigned short* qb = q + (long)b * T * qStride + (long)h * LINEA_WG_D;
-    const unsigned short* kb = k + (long)b * S * kStride + (long)hk * LINEA_WG_D;
-    const unsigned short* vb = v + (long)b * S * kStride + (long)hk * LINEA_WG_D;
+    const unsigned short* kb = k + (long)b * kvRows * kStride + (long)hk * LINEA_WG_D;
+    const unsigned short* vb = v + (long)b * kvRows * kStride + (long)hk * LINEA_WG_D;
 
     const int shift = S - T;
     const int lastRow = min(m0 + LINEA_WG_BM, T) - 1;
@@ -465,7 +466,7 @@ template <bool F16, bool SPARSE>
 __device__ __forceinline__ void linea_attn_wgmma_ws(
     const unsigned short* __restrict__ q, const unsigned short* __restrict__ k, const unsigned short* __restrict__ v,
     void* __restrict__ o, float* __restrict__ lse,
-    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode, int B, int G,
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode, int B, int G, int kvRows,
     LineaWgSparse sp = LineaWgSparse())
 {
     extern __shared__ __align__(1024) unsigned char linea_wg_smem_raw[];
@@ -522,8 +523,8 @@ __device__ __forceinline__ void linea_attn_wgmma_ws(
         asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" :: "n"(LINEA_WG_PRODUCER_REGS));
         int c0 = 0;
         for (int round = 0; SPARSE ? round == 0 : linea_wg_item(round, nT, pairs, G, Hq, T, S, causal, window, m0, h, b, nBegin, tiles); ++round) {
-            const unsigned short* kb = k + (long)b * S * kStride + (long)(h / group) * LINEA_WG_D;
-            const unsigned short* vb = v + (long)b * S * kStride + (long)(h / group) * LINEA_WG_D;
+            const unsigned short* kb = k + (long)b * kvRows * kStride + (long)(h / group) * LINEA_WG_D;
+            const unsigned short* vb = v + (long)b * kvRows * kStride + (long)(h / group) * LINEA_WG_D;
             if (round > 0) linea_wg_mbar_wait(barQe, (round - 1) & 1);
             linea_wg_load_wg(Qs, q + (long)b * T * qStride + (long)h * LINEA_WG_D, m0, T, qStride, wtid);
             linea_wg_mbar_arrive_copies(barQ);
@@ -627,14 +628,14 @@ __device__ __forceinline__ void linea_attn_wgmma_ws(
 
 extern "C" __global__ void __launch_bounds__(384, 1) linea_attn_wgmma_ws_bf16_d128(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode, int B, int G) {
-    linea_attn_wgmma_ws<false, false>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode, B, G);
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode, int B, int G, int kvRows) {
+    linea_attn_wgmma_ws<false, false>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode, B, G, kvRows);
 }
 
 extern "C" __global__ void __launch_bounds__(384, 1) linea_attn_wgmma_ws_f16_d128(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode, int B, int G) {
-    linea_attn_wgmma_ws<true, false>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode, B, G);
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode, int B, int G, int kvRows) {
+    linea_attn_wgmma_ws<true, false>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode, B, G, kvRows);
 }
 
 // Block-sparse attention (as attention_block_sparse_mma.cu's mask convention: query i sees key j when
@@ -644,25 +645,25 @@ extern "C" __global__ void __launch_bounds__(384, 1) linea_attn_wgmma_ws_f16_d12
     int T, int S, int Hq, int Hkv, float scale_log2, int causal, int out_mode, int B, int G, const unsigned char* mask, \
     int bm, int bn, int maskB, int maskH, int KB
 extern "C" __global__ void __launch_bounds__(384, 1) linea_attn_wgmma_bsparse_bf16_d128(LINEA_WG_BSPARSE_PARAMS) {
-    linea_attn_wgmma_ws<false, true>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, 0, out_mode, B, G,
+    linea_attn_wgmma_ws<false, true>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, 0, out_mode, B, G, S,
                                      LineaWgSparse{mask, bm, bn, maskB, maskH, KB});
 }
 
 extern "C" __global__ void __launch_bounds__(384, 1) linea_attn_wgmma_bsparse_f16_d128(LINEA_WG_BSPARSE_PARAMS) {
-    linea_attn_wgmma_ws<true, true>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, 0, out_mode, B, G,
+    linea_attn_wgmma_ws<true, true>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, 0, out_mode, B, G, S,
                                     LineaWgSparse{mask, bm, bn, maskB, maskH, KB});
 }
 
 extern "C" __global__ void __launch_bounds__(256, 1) linea_attn_wgmma_bf16_d128(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode) {
-    linea_attn_wgmma<false>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode);
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode, int kvRows) {
+    linea_attn_wgmma<false>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode, kvRows);
 }
 
 extern "C" __global__ void __launch_bounds__(256, 1) linea_attn_wgmma_f16_d128(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode) {
-    linea_attn_wgmma<true>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode);
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode, int kvRows) {
+    linea_attn_wgmma<true>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode, kvRows);
 }
 
 """#

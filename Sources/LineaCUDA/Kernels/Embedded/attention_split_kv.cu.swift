@@ -6,7 +6,8 @@ extension CUDAKernels {
     static let embedded_attention_split_kv_cu = #"""
 #line 1 "Sources/LineaCUDA/Kernels/cu/attention_split_kv.cu"
 // Linea: split-KV decode attention (flash-decoding).
-// q [B,T,Hq,D], k/v [B,S,Hkv,D] (fp32, bf16 or fp16). G = Hq / Hkv query heads share one KV head; the T*G query rows
+// q [B,T,Hq,D], k/v [B,S,Hkv,D] (fp32, bf16 or fp16) as the first S of kvRows rows per sequence (a KV cache read in
+// place). G = Hq / Hkv query heads share one KV head; the T*G query rows
 // of one (b, kv head) are handled together so K/V are read once per partition. Row r -> t = r / G, head hk*G + r % G.
 // Query t sits at position t + S - T (bottom-right aligned); causal rows see keys j <= that position.
 // Partial kernel: grid (partitions, B*Hkv, row groups of RB), block 128 = 4 warps, 4 RB (DMAX + 2) floats of dynamic
@@ -84,7 +85,7 @@ template <typename Tin, int DMAX, int RB>
 __device__ __forceinline__ void linea_splitkv_partial(
     const Tin* __restrict__ q, const Tin* __restrict__ k, const Tin* __restrict__ v,
     float* __restrict__ po, float* __restrict__ plse,
-    int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal)
+    int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal, int kvRows)
 {
     const bool VEC = (D & 7) == 0;
     // LPK lanes per key, KPW keys side by side, U of those per step (fewer for fp32, whose raw rows take twice the
@@ -115,8 +116,8 @@ __device__ __forceinline__ void linea_splitkv_partial(
         for (int i = 0; i < 8; ++i) acc[r][i] = 0.f;
     }
     const long kvRow = (long)Hkv * D;
-    const Tin* kb = k + (long)b * S * kvRow + (long)hk * D + c0;
-    const Tin* vb = v + (long)b * S * kvRow + (long)hk * D + c0;
+    const Tin* kb = k + (long)b * kvRows * kvRow + (long)hk * D + c0;
+    const Tin* vb = v + (long)b * kvRows * kvRow + (long)hk * D + c0;
     // Software pipeline: the next step's K/V rows are loaded (raw) while the current ones are used.
     linea_raw8<Tin> kn[U], vn[U];
     int base = j0 + warp * STEP;
@@ -281,110 +282,110 @@ extern "C" __global__ void __launch_bounds__(128) linea_splitkv_merge(const floa
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f32_d64_r4)
-extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d64_r4(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    linea_splitkv_partial<float, 64, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d64_r4(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal, int kvRows) {
+    linea_splitkv_partial<float, 64, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal, kvRows);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f32_d64_r8)
-extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d64_r8(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    linea_splitkv_partial<float, 64, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d64_r8(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal, int kvRows) {
+    linea_splitkv_partial<float, 64, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal, kvRows);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f32_d128_r4)
-extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d128_r4(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    linea_splitkv_partial<float, 128, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d128_r4(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal, int kvRows) {
+    linea_splitkv_partial<float, 128, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal, kvRows);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f32_d128_r8)
-extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d128_r8(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    linea_splitkv_partial<float, 128, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d128_r8(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal, int kvRows) {
+    linea_splitkv_partial<float, 128, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal, kvRows);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f32_d256_r4)
-extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d256_r4(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    linea_splitkv_partial<float, 256, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d256_r4(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal, int kvRows) {
+    linea_splitkv_partial<float, 256, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal, kvRows);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f32_d256_r8)
-extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d256_r8(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    linea_splitkv_partial<float, 256, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f32_d256_r8(const float* q, const float* k, const float* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal, int kvRows) {
+    linea_splitkv_partial<float, 256, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal, kvRows);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_bf16_d64_r4)
-extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d64_r4(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    linea_splitkv_partial<linea_bf16, 64, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d64_r4(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal, int kvRows) {
+    linea_splitkv_partial<linea_bf16, 64, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal, kvRows);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_bf16_d64_r8)
-extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d64_r8(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    linea_splitkv_partial<linea_bf16, 64, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d64_r8(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal, int kvRows) {
+    linea_splitkv_partial<linea_bf16, 64, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal, kvRows);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_bf16_d128_r4)
-extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d128_r4(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    linea_splitkv_partial<linea_bf16, 128, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d128_r4(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal, int kvRows) {
+    linea_splitkv_partial<linea_bf16, 128, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal, kvRows);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_bf16_d128_r8)
-extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d128_r8(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    linea_splitkv_partial<linea_bf16, 128, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d128_r8(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal, int kvRows) {
+    linea_splitkv_partial<linea_bf16, 128, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal, kvRows);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_bf16_d256_r4)
-extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d256_r4(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    linea_splitkv_partial<linea_bf16, 256, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d256_r4(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal, int kvRows) {
+    linea_splitkv_partial<linea_bf16, 256, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal, kvRows);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_bf16_d256_r8)
-extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d256_r8(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    linea_splitkv_partial<linea_bf16, 256, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_bf16_d256_r8(const linea_bf16* q, const linea_bf16* k, const linea_bf16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal, int kvRows) {
+    linea_splitkv_partial<linea_bf16, 256, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal, kvRows);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f16_d64_r4)
-extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d64_r4(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    linea_splitkv_partial<linea_f16, 64, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d64_r4(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal, int kvRows) {
+    linea_splitkv_partial<linea_f16, 64, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal, kvRows);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f16_d64_r8)
-extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d64_r8(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    linea_splitkv_partial<linea_f16, 64, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d64_r8(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal, int kvRows) {
+    linea_splitkv_partial<linea_f16, 64, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal, kvRows);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f16_d128_r4)
-extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d128_r4(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    linea_splitkv_partial<linea_f16, 128, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d128_r4(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal, int kvRows) {
+    linea_splitkv_partial<linea_f16, 128, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal, kvRows);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f16_d128_r8)
-extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d128_r8(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    linea_splitkv_partial<linea_f16, 128, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d128_r8(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal, int kvRows) {
+    linea_splitkv_partial<linea_f16, 128, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal, kvRows);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f16_d256_r4)
-extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d256_r4(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    linea_splitkv_partial<linea_f16, 256, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d256_r4(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal, int kvRows) {
+    linea_splitkv_partial<linea_f16, 256, 4>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal, kvRows);
 }
 #endif
 
 #if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_splitkv_f16_d256_r8)
-extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d256_r8(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal) {
-    linea_splitkv_partial<linea_f16, 256, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal);
+extern "C" __global__ void __launch_bounds__(128) linea_splitkv_f16_d256_r8(const linea_f16* q, const linea_f16* k, const linea_f16* v, float* po, float* plse, int B, int T, int S, int Hq, int Hkv, int D, int len, float scale_log2, int causal, int kvRows) {
+    linea_splitkv_partial<linea_f16, 256, 8>(q, k, v, po, plse, B, T, S, Hq, Hkv, D, len, scale_log2, causal, kvRows);
 }
 #endif
 

@@ -1,5 +1,5 @@
 // Linea: flash attention forward, tensor cores (sm_80+), bf16 or fp16 in, fp32 accumulate.
-// q [B,T,Hq,D], k/v [B,S,Hkv,D] bf16 or fp16; o [B,T,Hq,D] fp32, bf16 or fp16 (out_mode 0/1/2); lse [B,T,Hq] fp32 (natural log).
+// q [B,T,Hq,D], k/v [B,S,Hkv,D] bf16 or fp16 (the first S of kvRows rows per sequence); o [B,T,Hq,D] fp32, bf16 or fp16 (out_mode 0/1/2); lse [B,T,Hq] fp32 (natural log).
 // Masking as in the portable kernel: query i at pos = i + S - T sees j when
 // (!causal || j <= pos) && (window <= 0 || j > pos - window); empty rows give o = 0, lse = -inf.
 // Block: NW warps x (16 WM) query rows = BM queries; key tiles of BN, double-buffered with cp.async.
@@ -36,7 +36,7 @@ template <int D, bool F16>
 __device__ __forceinline__ void linea_attn_mma(
     const unsigned short* __restrict__ q, const unsigned short* __restrict__ k, const unsigned short* __restrict__ v,
     void* __restrict__ o, float* __restrict__ lse,
-    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode)
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode, int kvRows)
 {
     constexpr int WM = LINEA_MMA_WM, BM = 16 * WM * LINEA_MMA_NW, BN = LINEA_MMA_BN, SN = BN / 8, LD = D + 8, NT = D / 8, KS = D / 16;
     extern __shared__ uint4 linea_smem4[];
@@ -48,8 +48,8 @@ __device__ __forceinline__ void linea_attn_mma(
     const int h = blockIdx.y, b = blockIdx.z, hk = h / (Hq / Hkv);
     const long qStride = (long)Hq * D, kStride = (long)Hkv * D;
     const unsigned short* qb = q + (long)b * T * qStride + (long)h * D;
-    const unsigned short* kb = k + (long)b * S * kStride + (long)hk * D;
-    const unsigned short* vb = v + (long)b * S * kStride + (long)hk * D;
+    const unsigned short* kb = k + (long)b * kvRows * kStride + (long)hk * D;
+    const unsigned short* vb = v + (long)b * kvRows * kStride + (long)hk * D;
 
     const int shift = S - T;
     const int lastRow = min(m0 + BM, T) - 1;
@@ -190,23 +190,23 @@ __device__ __forceinline__ void linea_attn_mma(
 
 extern "C" __global__ void __launch_bounds__(32 * LINEA_MMA_NW, LINEA_MMA_MINB) linea_attn_mma_bf16_d64(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode) {
-    linea_attn_mma<64, false>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode);
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode, int kvRows) {
+    linea_attn_mma<64, false>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode, kvRows);
 }
 
 extern "C" __global__ void __launch_bounds__(32 * LINEA_MMA_NW, LINEA_MMA_MINB) linea_attn_mma_bf16_d128(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode) {
-    linea_attn_mma<128, false>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode);
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode, int kvRows) {
+    linea_attn_mma<128, false>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode, kvRows);
 }
 extern "C" __global__ void __launch_bounds__(32 * LINEA_MMA_NW, LINEA_MMA_MINB) linea_attn_mma_f16_d64(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode) {
-    linea_attn_mma<64, true>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode);
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode, int kvRows) {
+    linea_attn_mma<64, true>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode, kvRows);
 }
 
 extern "C" __global__ void __launch_bounds__(32 * LINEA_MMA_NW, LINEA_MMA_MINB) linea_attn_mma_f16_d128(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode) {
-    linea_attn_mma<128, true>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode);
+    int T, int S, int Hq, int Hkv, float scale_log2, int causal, int window, int out_mode, int kvRows) {
+    linea_attn_mma<128, true>(q, k, v, o, lse, T, S, Hq, Hkv, scale_log2, causal, window, out_mode, kvRows);
 }

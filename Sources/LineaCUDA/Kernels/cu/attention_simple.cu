@@ -1,5 +1,5 @@
 // Linea: flash attention forward, portable version.
-// q [B,T,Hq,D], k/v [B,S,Hkv,D] (fp32, bf16 or fp16), o [B,T,Hq,D] (fp32, bf16 or fp16: out_mode 0/1/2), lse [B,T,Hq] fp32.
+// q [B,T,Hq,D], k/v [B,S,Hkv,D] (fp32, bf16 or fp16; the first S of kvRows rows per sequence), o [B,T,Hq,D] (fp32, bf16 or fp16: out_mode 0/1/2), lse [B,T,Hq] fp32.
 // Query i sits at absolute position pos = i + S - T (bottom-right aligned) and sees key j when
 // (!causal || j <= pos) && (window <= 0 || j > pos - window). A row that sees nothing gets o = 0, lse = -inf.
 // Block: 256 threads = 8 warps, 64 queries (8 per warp), key tiles of 32 (one key per lane).
@@ -35,7 +35,7 @@ template <typename Tin, int NC>
 __device__ __forceinline__ void linea_attn_simple(
     const Tin* __restrict__ q, const Tin* __restrict__ k, const Tin* __restrict__ v,
     void* __restrict__ o, float* __restrict__ lse,
-    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode)
+    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode, int kvRows)
 {
     extern __shared__ float linea_smem[];
     float* Qs = linea_smem;
@@ -46,8 +46,8 @@ __device__ __forceinline__ void linea_attn_simple(
     const int hk = h / (Hq / Hkv);
     const long qRow = (long)Hq * D, kRow = (long)Hkv * D;
     const Tin* qb = q + ((long)b * T) * qRow + (long)h * D;
-    const Tin* kb = k + ((long)b * S) * kRow + (long)hk * D;
-    const Tin* vb = v + ((long)b * S) * kRow + (long)hk * D;
+    const Tin* kb = k + ((long)b * kvRows) * kRow + (long)hk * D;
+    const Tin* vb = v + ((long)b * kvRows) * kRow + (long)hk * D;
 
     for (int idx = tid; idx < LINEA_BM * D; idx += blockDim.x) {
         int r = idx / D, d = idx - r * D;
@@ -136,53 +136,53 @@ __device__ __forceinline__ void linea_attn_simple(
 
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_f32_d64(
     const float* q, const float* k, const float* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode) {
-    linea_attn_simple<float, 2>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode);
+    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode, int kvRows) {
+    linea_attn_simple<float, 2>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode, kvRows);
 }
 
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_f32_d128(
     const float* q, const float* k, const float* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode) {
-    linea_attn_simple<float, 4>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode);
+    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode, int kvRows) {
+    linea_attn_simple<float, 4>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode, kvRows);
 }
 
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_f32_d256(
     const float* q, const float* k, const float* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode) {
-    linea_attn_simple<float, 8>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode);
+    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode, int kvRows) {
+    linea_attn_simple<float, 8>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode, kvRows);
 }
 
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_bf16_d64(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode) {
-    linea_attn_simple<unsigned short, 2>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode);
+    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode, int kvRows) {
+    linea_attn_simple<unsigned short, 2>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode, kvRows);
 }
 
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_bf16_d128(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode) {
-    linea_attn_simple<unsigned short, 4>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode);
+    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode, int kvRows) {
+    linea_attn_simple<unsigned short, 4>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode, kvRows);
 }
 
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_bf16_d256(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode) {
-    linea_attn_simple<unsigned short, 8>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode);
+    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode, int kvRows) {
+    linea_attn_simple<unsigned short, 8>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode, kvRows);
 }
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_f16_d64(
     const linea_f16* q, const linea_f16* k, const linea_f16* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode) {
-    linea_attn_simple<linea_f16, 2>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode);
+    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode, int kvRows) {
+    linea_attn_simple<linea_f16, 2>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode, kvRows);
 }
 
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_f16_d128(
     const linea_f16* q, const linea_f16* k, const linea_f16* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode) {
-    linea_attn_simple<linea_f16, 4>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode);
+    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode, int kvRows) {
+    linea_attn_simple<linea_f16, 4>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode, kvRows);
 }
 
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_f16_d256(
     const linea_f16* q, const linea_f16* k, const linea_f16* v, void* o, float* lse,
-    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode) {
-    linea_attn_simple<linea_f16, 8>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode);
+    int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode, int kvRows) {
+    linea_attn_simple<linea_f16, 8>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode, kvRows);
 }
