@@ -184,10 +184,11 @@ __device__ void rotary(const T* x, const int* positions, T* out, int tokens, int
         const int d = (int)(e % headDim);
         if (d >= rotaryDim) { out[e] = x[e]; continue; }
         const long t = e / ((long)heads * headDim);
-        // This dim's frequency index and partner; `first`: the pair's first element (x_a cos - x_b sin).
+        // This dim's frequency index and partner; `first`: the pair's first element (x_a cos - x_b sin, x_b cos + x_a sin).
         const int i = layout == 0 ? d % half : d / 2;
         const bool first = layout == 0 ? d < half : (d & 1) == 0;
-        const long partner = layout == 0 ? (first ? e + half : e - half) : (first ? e + 1 : e - 1);
+        if (!first) continue;  // the pair's first element writes both: one angle (fp64 pow and sincos) per pair
+        const long partner = layout == 0 ? e + half : e + 1;
         double s, c;
         double frequency = pow((double)theta, -2.0 * i / rotaryDim);
         if (factor > 0.f) {  // Llama 3: long wavelengths slowed by `factor`, short ones kept, the band between blended
@@ -200,7 +201,8 @@ __device__ void rotary(const T* x, const int* positions, T* out, int tokens, int
         }
         sincos((double)positions[t] * frequency, &s, &c);
         const float xv = ld(x, e), xp = ld(x, partner);
-        st(out, e, first ? xv * (float)c - xp * (float)s : xv * (float)c + xp * (float)s);
+        st(out, e, xv * (float)c - xp * (float)s);
+        st(out, partner, xp * (float)c + xv * (float)s);
     }
 }
 
