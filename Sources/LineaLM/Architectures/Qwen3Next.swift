@@ -143,18 +143,17 @@ public final class Qwen3Next: CausalLM {
                 // q_proj's output is [q | gate] per head: its rows (and bias) de-interleaved once here, so that no
                 // forward copies the two column blocks out of one product.
                 let (qRows, qBias) = (try w.take(a + "q_proj.weight", [2 * c.heads * c.headDim, c.hidden]), try bias("q_proj.bias", 2 * c.heads * c.headDim))
-                func half(_ t: DeviceTensor?, _ j: Int) throws -> DeviceTensor? {
-                    guard let t else { return nil }
-                    let inner = t.count / (2 * c.heads * c.headDim)  // hidden for the weight, 1 for the bias
-                    return try t.reshaped([c.heads, 2, c.headDim * inner]).narrowed(axis: 1, j..<(j + 1)).contiguous()
-                        .reshaped(inner == 1 ? [c.heads * c.headDim] : [c.heads * c.headDim, inner])
+                func half(_ t: DeviceTensor, _ j: Int) throws -> DeviceTensor {
+                    let trailing = Array(t.shape.dropFirst())  // [hidden] for the weight, [] for the bias
+                    return try t.reshaped([c.heads, 2, c.headDim] + trailing).narrowed(axis: 1, j..<(j + 1)).contiguous()
+                        .reshaped([c.heads * c.headDim] + trailing)
                 }
                 attention = AttentionMixer(
-                    q: try half(qRows, 0)!, gate: try half(qRows, 1)!,
+                    q: try half(qRows, 0), gate: try half(qRows, 1),
                     k: try w.take(a + "k_proj.weight", [c.kvHeads * c.headDim, c.hidden]),
                     v: try w.take(a + "v_proj.weight", [c.kvHeads * c.headDim, c.hidden]), o: try w.take(a + "o_proj.weight", [c.hidden, c.heads * c.headDim]),
                     qNorm: try w.take(a + "q_norm.weight", [c.headDim]), kNorm: try w.take(a + "k_norm.weight", [c.headDim]),
-                    qBias: try half(qBias, 0), gateBias: try half(qBias, 1), kBias: try bias("k_proj.bias", c.kvHeads * c.headDim),
+                    qBias: try qBias.map { try half($0, 0) }, gateBias: try qBias.map { try half($0, 1) }, kBias: try bias("k_proj.bias", c.kvHeads * c.headDim),
                     vBias: try bias("v_proj.bias", c.kvHeads * c.headDim), oBias: try bias("o_proj.bias", c.hidden))
             } else {
                 let l = p + "linear_attn."
