@@ -4,9 +4,9 @@
 # .device/tests.tar.xz is there, the GPU test suites (NVRTC kernel cache in and out as .device/cache.tar and
 # $OUT/cache.tar); with --compare, also lab/compare_gpu.py (fla's wheels
 # installed from .whl when present). Full outputs go to $OUT (else /tmp/linea-device); a summary line each to stdout.
-# LINEA_SKIP_VERIFY=1 skips the verify runs. In verify and the tests, outputs the ops write whole are allocated filled
-# with NaN (LINEA_POISON_UNINITIALIZED=1), so an element a kernel forgets to write fails the checks (not in the timed
-# comparison: the fill would be timed).
+# LINEA_SKIP_VERIFY=1 skips the verify runs; TEST_SUITES="A B" runs those GPU suites one at a time. In verify and the
+# tests, outputs the ops write whole are allocated filled with NaN (LINEA_POISON_UNINITIALIZED=1), so an element a
+# kernel forgets to write fails the checks (not in the timed comparison: the fill would be timed).
 set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/linea-device}
@@ -28,9 +28,18 @@ done
 if [ -f .device/tests.tar.xz ]; then
     unpack .device/tests.tar.xz /tmp/linea-t
     # Bounded (TESTS_LIMIT seconds, default 420) so that the script still ends, and writes the cache, within a call.
-    (cd /tmp/linea-t && LINEA_POISON_UNINITIALIZED=1 LD_LIBRARY_PATH=/tmp/linea-t/lib:/tmp/linea-d/lib timeout "${TESTS_LIMIT:-420}" ./LineaPackageTests.xctest \
-        --testing-library swift-testing --filter LineaCUDATests > "$out/tests.txt" 2>&1) || status=1
-    echo "GPU tests: $(tail -1 "$out/tests.txt") ($(grep -c ' skipped' "$out/tests.txt") suites or tests skipped)"
+    # TEST_SUITES="A B ..." runs those suites one after another, each bounded by TESTS_LIMIT, a summary line each
+    # (which one stalls, when the whole run reports nothing in time).
+    run_tests() {
+        (cd /tmp/linea-t && LINEA_POISON_UNINITIALIZED=1 LD_LIBRARY_PATH=/tmp/linea-t/lib:/tmp/linea-d/lib timeout "${TESTS_LIMIT:-420}" \
+            ./LineaPackageTests.xctest --testing-library swift-testing --filter "$1" > "$2" 2>&1) || status=1
+        echo "GPU tests $1: $(grep -v 'started\.$' "$2" | tail -1) ($(grep -c ' skipped' "$2") suites or tests skipped)"
+    }
+    if [ -n "${TEST_SUITES:-}" ]; then
+        for suite in $TEST_SUITES; do run_tests "$suite" "$out/tests_$suite.txt"; done
+    else
+        run_tests LineaCUDATests "$out/tests.txt"
+    fi
 fi
 if [ "${1:-}" = "--compare" ]; then
     if compgen -G ".whl/*.whl" > /dev/null; then
