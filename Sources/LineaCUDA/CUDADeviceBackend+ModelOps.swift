@@ -44,12 +44,16 @@ extension CUDADeviceBackend {
         case .causalConv1d where c["bias"] == nil || c["bias"]!.dtype == c["weight"]!.dtype: c["weight"]!.dtype
         default: nil
         }
+        func cast(_ t: DeviceTensor?, to target: DType) throws -> DeviceTensor? {
+            guard let t, t.dtype != target else { return t }
+            let copy = try DeviceTensor.uninitialized(t.shape, dtype: target, on: device)
+            try CUDAModelOps.convert(x: buffer(t), from: t.dtype, out: buffer(copy), to: target, count: t.count)
+            return copy
+        }
         var converted: [String: DeviceTensor] = [:]
         for (name, t) in c.inputs where t.dtype.isFloatingPoint && t.dtype != dtype && !["uniforms", "state"].contains(name)
             && !(c.kind == .matmul && ["weight", "bias"].contains(name)) && !(weightDType != nil && ["weight", "bias"].contains(name)) {
-            let copy = try DeviceTensor.uninitialized(t.shape, dtype: dtype, on: device)
-            try CUDAModelOps.convert(x: buffer(t), from: t.dtype, out: buffer(copy), to: dtype, count: t.count)
-            converted[name] = copy
+            converted[name] = try cast(t, to: dtype)
         }
         defer { withExtendedLifetime(converted) {} }
         func input(_ name: String) -> CUDABuffer? { (converted[name] ?? c[name]).map { buffer($0) } }
@@ -57,12 +61,6 @@ extension CUDADeviceBackend {
         case .matmul:
             // Activations in the weight's dtype, the bias in the output's; both freed in stream order after the product.
             let (weight, outputDType) = (c["weight"]!, c["out"]!.dtype)
-            func cast(_ t: DeviceTensor?, to target: DType) throws -> DeviceTensor? {
-                guard let t, t.dtype != target else { return t }
-                let copy = try DeviceTensor.uninitialized(t.shape, dtype: target, on: device)
-                try CUDAModelOps.convert(x: buffer(t), from: t.dtype, out: buffer(copy), to: target, count: t.count)
-                return copy
-            }
             let (activations, bias) = (try cast(x, to: weight.dtype)!, try cast(c["bias"], to: outputDType))
             try CUDAModelOps.matmul(x: buffer(activations), weight: buffer(weight), bias: bias.map { buffer($0) }, out: out!, m: rows,
                                     n: weight.shape[0], k: width, dtype: weight.dtype, outputDType: outputDType)

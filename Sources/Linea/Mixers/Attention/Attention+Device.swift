@@ -54,7 +54,7 @@ extension Attention {
         let lse = try DeviceTensor.uninitialized([p.B, p.T, p.Hq], on: q.device)
         // A GPU's kernels read packed tensors, and k and v as a KV cache's first S rows per sequence (`keyRows`); other
         // views are copied once there (the CPU forms read strided views in place).
-        let inPlace = q.device == .cpu || AttentionCall.keyRows(k: k, v: v) != nil
+        let inPlace = AttentionCall.keyRows(k: k, v: v) != nil
         func packed(_ x: DeviceTensor) throws -> DeviceTensor { q.device == .cpu ? x : try x.contiguous() }
         try Backends.run(AttentionCall(q: packed(q), k: inPlace ? k : packed(k), v: inPlace ? v : packed(v), o: o, lse: lse,
                                        options: options, form: form))
