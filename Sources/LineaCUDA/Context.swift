@@ -38,7 +38,8 @@ package struct CUDAFunction: @unchecked Sendable {
 }
 
 /// A CUDA context (the device's primary context), one stream, the NVRTC compiler and the module cache.
-/// Thread-safe: compile/cache lookups take a lock; work goes to one in-order stream.
+/// Thread-safe: lookups take a lock, NVRTC compiles run outside it (several modules at once, each compiled once); work
+/// goes to one in-order stream.
 public final class CUDAContext: @unchecked Sendable {
     let driver: DriverAPI
     let nvrtc: NVRTCAPI
@@ -57,8 +58,11 @@ public final class CUDAContext: @unchecked Sendable {
     /// NVRTC version "major.minor".
     public let nvrtcVersion: String
 
-    private let lock = NSLock()
+    /// Guards the tables below; also signals the end of a compile to the threads waiting for the same module.
+    private let lock = NSCondition()
     private var modules: [UInt64: OpaquePointer] = [:]
+    /// Keys of the modules being compiled now (by another thread, with `lock` released).
+    private var compiling: Set<UInt64> = []
     private var functions: [String: CUDAFunction] = [:]
     /// FNV-1a hashes of the sources seen, by the address of their UTF-8 bytes, so that a launch does not rehash a
     /// kernel source (tens of µs for 30 KB) every time. The stored string keeps those bytes alive, so the address
@@ -160,7 +164,9 @@ public final class CUDAContext: @unchecked Sendable {
         return function
     }
 
-    /// `function`'s slow path (call with `lock` held): hash the texts, then the in-memory, disk or NVRTC compile.
+    /// `function`'s slow path (call with `lock` held; it is released while NVRTC compiles, minutes for the largest
+    /// modules on a fresh machine, so that other threads' lookups and compiles go on): hash the texts, then the
+    /// in-memory, disk or NVRTC compile. A thread that needs a module another thread is compiling waits for it.
     private func lookUp(source: String, name: String, options: [String], headers: [(name: String, source: String)]) throws -> CUDAFunction {
         let allOptions = ["--gpu-architecture=\(architecture)", "--std=c++17", "-default-device"] + options
         // A header's text is part of the key: editing one must not load an image compiled from the old text.
@@ -168,20 +174,25 @@ public final class CUDAContext: @unchecked Sendable {
         let key = KernelCache.key(sourceHash: sourceHash(source), parts: allOptions + [nvrtcVersion] + headerParts)
         let functionKey = "\(key):\(name)"
         if let f = functions[functionKey] { return f }
+        while compiling.contains(key) { lock.wait() }
         let module: OpaquePointer
         if let m = modules[key] {
             module = m
         } else {
-            let image: [UInt8]
-            if let cached = KernelCache.load(key: key) {
-                image = cached
-            } else {
-                image = try nvrtc.compile(
+            compiling.insert(key)
+            lock.unlock()
+            let image: Result<[UInt8], Error> = Result {
+                if let cached = KernelCache.load(key: key) { return cached }
+                let compiled = try nvrtc.compile(
                     source: source, name: "linea_\(String(key, radix: 16)).cu", options: allOptions, headers: headers, cubin: true)
-                KernelCache.store(key: key, image: image)
+                KernelCache.store(key: key, image: compiled)
+                return compiled
             }
+            lock.lock()
+            compiling.remove(key)
+            lock.broadcast()
             var m: OpaquePointer?
-            try image.withUnsafeBytes { try driver.check(driver.cuModuleLoadData(&m, $0.baseAddress), "cuModuleLoadData") }
+            try image.get().withUnsafeBytes { try driver.check(driver.cuModuleLoadData(&m, $0.baseAddress), "cuModuleLoadData") }
             module = m!
             modules[key] = module
         }
