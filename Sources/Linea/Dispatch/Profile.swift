@@ -21,6 +21,21 @@ public enum Profile {
     }
     private static let state = LockedValue(State())
     private static let depthKey = "linea.profile.measuring"
+    private static let scopeKey = "linea.profile.scope"
+
+    /// The entries of one `recording` call (a class, so that the thread dictionary holds it by reference).
+    private final class Scope { var entries: [String: Entry] = [:] }
+
+    /// Runs `body` with the ops this thread dispatches timed, whatever `enabled` says, and returns their entries with
+    /// the body's result; they go neither to nor from the process-wide entries, so that threads running beside it
+    /// (tests in parallel, another command in the same process) neither add to them nor take them. O(1) besides the body.
+    public static func recording<R>(_ body: () throws -> R) rethrows -> (result: R, entries: [String: Entry]) {
+        let scope = Scope(), outer = Thread.current.threadDictionary[scopeKey]
+        Thread.current.threadDictionary[scopeKey] = scope
+        defer { Thread.current.threadDictionary[scopeKey] = outer }
+        let result = try body()
+        return (result, scope.entries)
+    }
 
     /// Whether the timed calls wait for their device (`LINEA_PROFILE=1`, the default) or time the host's queueing only
     /// (`LINEA_PROFILE=host`). Read once.
@@ -30,7 +45,8 @@ public enum Profile {
     /// the host only), else just runs it. O(1) besides the body.
     static func measure<R>(_ key: @autoclosure () -> String, on device: Device, _ body: () throws -> R) throws -> R {
         // A nested call (an allocation inside a timed op) is part of the outer one's time.
-        guard enabled, Thread.current.threadDictionary[depthKey] == nil else { return try body() }
+        let scope = Thread.current.threadDictionary[scopeKey] as? Scope
+        guard enabled || scope != nil, Thread.current.threadDictionary[depthKey] == nil else { return try body() }
         Thread.current.threadDictionary[depthKey] = true
         defer { Thread.current.threadDictionary[depthKey] = nil }
         let backend = waitsForDevice ? try Backends.backend(for: device) : nil
@@ -40,7 +56,8 @@ public enum Profile {
         try backend?.synchronize()
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         let name = key()
-        state.update { $0.entries[name, default: Entry()].calls += 1; $0.entries[name, default: Entry()].seconds += seconds }
+        func add(_ entries: inout [String: Entry]) { entries[name, default: Entry()].calls += 1; entries[name, default: Entry()].seconds += seconds }
+        if let scope { add(&scope.entries) } else { state.update { add(&$0.entries) } }
         return result
     }
 
