@@ -68,6 +68,11 @@ extension CPUOps {
         // Each part: its first channel, its width and where its block starts in `out`.
         var blocks: [(first: Int, width: Int, base: Int)] = [], first = 0
         for w in parts { blocks.append((first, w, batch * length * first)); first += w }
+        if length == 1 {
+            singleTokenConv(x: x, weight: weight, bias: bias, state: state, out: out, batch: batch, channels: channels,
+                            width: width, silu: silu, blocks: blocks)
+            return
+        }
         // Taps as [width, channels], so the inner loop runs over contiguous channels.
         var taps = [Float](repeating: 0, count: width * channels)
         for c in 0..<channels { for j in 0..<width { taps[j * channels + c] = weight[c * width + j] } }
@@ -105,6 +110,41 @@ extension CPUOps {
                     let time = length - s + j
                     state[(b * channels + c) * s + j] = time >= 0
                         ? x[(b * length + time) * channels + c] : state[(b * channels + c) * s + s + time]
+                }
+            }
+        }
+    }
+
+    /// `causalConv1d` for one token per sequence (a decode step): each channel's window is its state row, then its
+    /// input, read where they lie (the general form transposes the taps and gathers the state across channels, which
+    /// cost more than the step's arithmetic); the state shifts by one in place. O(batch·channels·width).
+    private static func singleTokenConv(x: UnsafeBufferPointer<Float>, weight: UnsafeBufferPointer<Float>,
+                                        bias: UnsafeBufferPointer<Float>?, state: UnsafeMutableBufferPointer<Float>?,
+                                        out: UnsafeMutableBufferPointer<Float>, batch: Int, channels: Int, width: Int, silu: Bool,
+                                        blocks: [(first: Int, width: Int, base: Int)]) {
+        let s = width - 1
+        forRows(batch, width: channels * width) { range in
+            for b in range {
+                for block in blocks {
+                    let y = out.baseAddress! + block.base + b * block.width - block.first
+                    for c in stride(from: block.first, to: block.first + block.width, by: 8) {
+                        let n = min(8, block.first + block.width - c)
+                        var acc = SIMD8<Float>()
+                        for l in 0..<n {
+                            let (channel, taps) = (c + l, weight.baseAddress! + (c + l) * width)
+                            let input = x[b * channels + channel]
+                            var sum = bias?[channel] ?? 0
+                            if let state {
+                                let row = state.baseAddress! + (b * channels + channel) * s
+                                for j in 0..<s { sum.addProduct(taps[j], row[j]) }
+                                for j in 0..<(s - 1) { row[j] = row[j + 1] }
+                                row[s - 1] = input
+                            }
+                            sum.addProduct(taps[s], input)
+                            acc[l] = sum
+                        }
+                        store8(silu ? acc * sigmoid8(acc) : acc, y + c, n)
+                    }
                 }
             }
         }
