@@ -29,11 +29,40 @@ if [ -f .device/tests.tar.xz ]; then
     unpack .device/tests.tar.xz /tmp/linea-t
     # Bounded (TESTS_LIMIT seconds, default 420) so that the script still ends, and writes the cache, within a call.
     # TEST_SUITES="A B ..." runs those suites one after another, each bounded by TESTS_LIMIT, a summary line each
-    # (which one stalls, when the whole run reports nothing in time).
+    # (which one stalls, when the whole run reports nothing in time). Every 30 s a line counts the tests started and
+    # ended, the process's CPU use and the kernel cache's files (compiling, or waiting?); at the limit every thread's
+    # stack goes to $out/tests[_<suite>]_gdb.txt where gdb is installed, then the run gets SIGABRT, on which the Swift
+    # runtime's backtracer (packed beside the tests) writes what it unwinds (on this host: the main thread only) to
+    # $out/tests[_<suite>]_backtrace.txt (offsets into the stripped binary: symbolize them with the unstripped one here),
+    # and the tests that started but did not end are named.
     run_tests() {
-        (cd /tmp/linea-t && LINEA_POISON_UNINITIALIZED=1 LD_LIBRARY_PATH=/tmp/linea-t/lib:/tmp/linea-d/lib timeout "${TESTS_LIMIT:-420}" \
-            ./LineaPackageTests.xctest --testing-library swift-testing --filter "$1" > "$2" 2>&1) || status=1
-        echo "GPU tests $1: $(grep -v 'started\.$' "$2" | tail -1) ($(grep -c ' skipped' "$2") suites or tests skipped)"
+        local log=$2 limit=${TESTS_LIMIT:-420} start=$SECONDS
+        (cd /tmp/linea-t && LINEA_POISON_UNINITIALIZED=1 LD_LIBRARY_PATH=/tmp/linea-t/lib:/tmp/linea-d/lib \
+            SWIFT_BACKTRACE="enable=yes,threads=all,interactive=no,images=all,swift-backtrace=/tmp/linea-t/swift-backtrace,output-to=${log%.txt}_backtrace.txt" \
+            exec ./LineaPackageTests.xctest --testing-library swift-testing --filter "$1" > "$log" 2>&1) &
+        local pid=$!
+        while kill -0 $pid 2>/dev/null; do
+            sleep 5
+            if (( (SECONDS - start) % 30 < 5 )); then
+                echo "  $1 at $((SECONDS - start)) s: $(grep -c 'started\.$' "$log") started, $(grep -cE ' (passed|failed|skipped)' "$log") ended," \
+                    "cpu $(ps -o %cpu= -p $pid 2>/dev/null)%, $(ls "$LINEA_CUDA_CACHE" | wc -l) cached kernels"
+            fi
+            if (( SECONDS - start > limit )); then
+                command -v gdb > /dev/null && timeout 120 gdb -p $pid -batch -ex "thread apply all bt 16" > "${log%.txt}_gdb.txt" 2>&1
+                kill -ABRT $pid; sleep 60; kill -9 $pid 2>/dev/null
+                echo "  $1: stopped at the limit; not ended: $(python3 -c '
+import re, sys
+started, ended = [], set()
+for line in open(sys.argv[1], errors="replace"):
+    line = line.strip()
+    if m := re.match(r"^\S+ Test (.+?) started\.$", line): started.append(m.group(1))
+    elif m := re.match(r"^\S+ Test (.+?) (passed|failed|skipped)", line): ended.add(m.group(1))
+print(", ".join(t for t in started if t not in ended)[:3000])' "$log")"
+                break
+            fi
+        done
+        wait $pid || status=1
+        echo "GPU tests $1: $(grep -v 'started\.$' "$log" | tail -1) ($(grep -c ' skipped' "$log") suites or tests skipped)"
     }
     if [ -n "${TEST_SUITES:-}" ]; then
         for suite in $TEST_SUITES; do run_tests "$suite" "$out/tests_$suite.txt"; done
