@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU machine, from the repository root (the device tool, carry [".device", ".whl"]): unpacks what
 # scripts/pack_device.sh packed, runs `linea verify --backend cuda` with bf16, f16 and f32 inputs and, when
-# .device/tests.tar.xz is there, the GPU test suites (NVRTC kernel cache in and out as .device/cache.tar and
-# $OUT/cache.tar); with --compare, also lab/compare_gpu.py (fla's wheels
+# .device/tests.tar.xz is there, the GPU test suites (NVRTC kernel cache in and out as .device/cache.tar.xz and
+# $OUT/cache.tar.xz); with --compare, also lab/compare_gpu.py (fla's wheels
 # installed from .whl when present). Full outputs go to $OUT (else /tmp/linea-device); a summary line each to stdout.
 # LINEA_SKIP_VERIFY=1 skips the verify runs; TEST_SUITES="A B" runs those GPU suites one at a time. In verify and the
 # tests, outputs the ops write whole are allocated filled with NaN (LINEA_POISON_UNINITIALIZED=1), so an element a
@@ -14,12 +14,12 @@ mkdir -p "$out" /tmp/linea-d /tmp/linea-t
 unpack() { python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$1" "$2"; }
 unpack .device/linea.tar.xz /tmp/linea-d || { echo "device_check: no .device/linea.tar.xz (run scripts/pack_device.sh)" >&2; exit 1; }
 export LD_LIBRARY_PATH=/tmp/linea-d/lib
-# NVRTC compiles of every module take minutes on a fresh machine: the kernel cache comes in as .device/cache.tar (a
-# previous call's $OUT/cache.tar, one file because the device tool returns only a few files) and goes back out the same way.
+# NVRTC compiles of every module take minutes on a fresh machine: the kernel cache comes in as .device/cache.tar.xz (a
+# previous call's $OUT/cache.tar.xz, one file because the device tool returns only a few files) and goes back out the same way.
 export LINEA_CUDA_CACHE=/tmp/linea-cache
 mkdir -p "$LINEA_CUDA_CACHE"
-[ -f .device/cache.tar ] && tar -C "$LINEA_CUDA_CACHE" -xf .device/cache.tar
-trap 'tar -C "$LINEA_CUDA_CACHE" -cf "$out/cache.tar" .' EXIT
+[ -f .device/cache.tar.xz ] && xz -dc .device/cache.tar.xz | tar -C "$LINEA_CUDA_CACHE" -xf -
+trap 'tar -C "$LINEA_CUDA_CACHE" -cf - . | xz -6 -T0 > "$out/cache.tar.xz"' EXIT
 status=0
 for dtype in $([ "${LINEA_SKIP_VERIFY:-0}" = 1 ] || echo bf16 f16 f32); do
     LINEA_POISON_UNINITIALIZED=1 /tmp/linea-d/linea verify --backend cuda --dtype "$dtype" > "$out/verify_$dtype.txt" 2>&1 || status=1
