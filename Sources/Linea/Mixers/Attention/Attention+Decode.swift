@@ -5,7 +5,7 @@ extension Attention {
     /// scores of its Hq/Hkv query heads against the visible keys, a softmax, the weighted sum of the values. The flash
     /// form pads the single query to a whole tile of columns (32 with AVX-512), so it did 32 times the work here
     /// (llama 130M f32 decode after 512 tokens measured 101-121 -> 145-149 tokens/s). Writes `o [B,1,Hq,Dv]` and `lse [B,1,Hq]` whole.
-    /// O(B·Hq·S·(D + Dv)), parallel over B·Hkv.
+    /// O(B·Hq·S·(D + Dv)), parallel over B·Hkv when the cache is long enough to pay for it.
     static func decodeOne(_ p: AttentionProblem, _ ptrs: AttentionPointers, o: UnsafeMutablePointer<Float>,
                           lse: UnsafeMutablePointer<Float>) {
         precondition(p.T == 1, "decodeOne takes one query per head")
@@ -16,7 +16,7 @@ extension Attention {
         // The query heads of one key/value head go together: each key and value row is read once for all of them
         // (with grouped heads the cache is the bulk of a long decode's attention traffic). Per head the sums run in
         // the same order as one head alone.
-        Parallel.forEach(p.B * p.Hkv) { item, _ in
+        let kvHead: @Sendable (Int, Int) -> Void = { item, _ in
             let (b, hk) = item.quotientAndRemainder(dividingBy: p.Hkv)
             let heads = (b * p.Hq + hk * group)..<(b * p.Hq + (hk + 1) * group)
             for h in heads { (out.base + h * p.Dv).initialize(repeating: 0, count: p.Dv) }
@@ -57,6 +57,13 @@ extension Attention {
                 }
                 for g in 0..<group { lseOut.base[heads.lowerBound + g] = high[g] + log(sum[g]) }
             }
+        }
+        // A short cache is a few microseconds of work: handing half of it to a helper thread cost more (llama 130M f32,
+        // 45 keys on the 2-core Zen 3 host: 17 us a call on one thread, 42 us on two).
+        if p.B * p.Hq * keys * (p.D + p.Dv) < 4 * CPUOps.elementsPerItem {
+            for item in 0..<(p.B * p.Hkv) { kvHead(item, 0) }
+        } else {
+            Parallel.forEach(p.B * p.Hkv, kvHead)
         }
     }
 
