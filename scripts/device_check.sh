@@ -27,7 +27,8 @@ for dtype in $([ "${LINEA_SKIP_VERIFY:-0}" = 1 ] || echo bf16 f16 f32); do
 done
 if [ -f .device/tests.tar.xz ]; then
     unpack .device/tests.tar.xz /tmp/linea-t
-    # Bounded (TESTS_LIMIT seconds, default 420) so that the script still ends, and writes the cache, within a call.
+    # Bounded (TESTS_LIMIT seconds, default 420, then up to 3 minutes for the stacks below) so that the script still
+    # ends, and writes the cache, within a call.
     # TEST_SUITES="A B ..." runs those suites one after another, each bounded by TESTS_LIMIT, a summary line each
     # (which one stalls, when the whole run reports nothing in time). Every 30 s a line counts the tests started and
     # ended, the process's CPU use and the kernel cache's files (compiling, or waiting?); at the limit every thread's
