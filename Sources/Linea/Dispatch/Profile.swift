@@ -18,6 +18,8 @@ public enum Profile {
     private struct State: Sendable {
         var enabled = ["1", "host"].contains(ProcessInfo.processInfo.environment["LINEA_PROFILE"])
         var entries: [String: Entry] = [:]
+        /// `recording` scopes open on any thread: while there are none, a dispatch looks up no thread's scope.
+        var recordings = 0
     }
     private static let state = LockedValue(State())
     private static let depthKey = "linea.profile.measuring"
@@ -32,7 +34,11 @@ public enum Profile {
     public static func recording<R>(_ body: () throws -> R) rethrows -> (result: R, entries: [String: Entry]) {
         let scope = Scope(), outer = Thread.current.threadDictionary[scopeKey]
         Thread.current.threadDictionary[scopeKey] = scope
-        defer { Thread.current.threadDictionary[scopeKey] = outer }
+        state.update { $0.recordings += 1 }
+        defer {
+            state.update { $0.recordings -= 1 }
+            Thread.current.threadDictionary[scopeKey] = outer
+        }
         let result = try body()
         return (result, scope.entries)
     }
@@ -44,9 +50,12 @@ public enum Profile {
     /// Runs `body` timed under `key` when profiling (the device synchronized before and after unless the profile times
     /// the host only), else just runs it. O(1) besides the body.
     static func measure<R>(_ key: @autoclosure () -> String, on device: Device, _ body: () throws -> R) throws -> R {
+        // Every dispatched op passes here: with profiling off and no scope open, one read of the state and nothing else.
+        let current = state.value
+        guard current.enabled || current.recordings > 0 else { return try body() }
         // A nested call (an allocation inside a timed op) is part of the outer one's time.
         let scope = Thread.current.threadDictionary[scopeKey] as? Scope
-        guard enabled || scope != nil, Thread.current.threadDictionary[depthKey] == nil else { return try body() }
+        guard current.enabled || scope != nil, Thread.current.threadDictionary[depthKey] == nil else { return try body() }
         Thread.current.threadDictionary[depthKey] = true
         defer { Thread.current.threadDictionary[depthKey] = nil }
         let backend = waitsForDevice ? try Backends.backend(for: device) : nil
