@@ -12,8 +12,12 @@ cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/linea-device}
 mkdir -p "$out" /tmp/linea-d /tmp/linea-t
 unpack() { python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$1" "$2"; }
-unpack .device/linea.tar.xz /tmp/linea-d || { echo "device_check: no .device/linea.tar.xz (run scripts/pack_device.sh)" >&2; exit 1; }
-export LD_LIBRARY_PATH=/tmp/linea-d/lib
+if [ -f .device/linea.tar.xz ]; then
+    unpack .device/linea.tar.xz /tmp/linea-d
+    export LD_LIBRARY_PATH=/tmp/linea-d/lib
+elif [ ! -f .device/tests.tar.xz ]; then
+    echo "device_check: neither .device/linea.tar.xz nor .device/tests.tar.xz (run scripts/pack_device.sh [--tests])" >&2; exit 1
+fi
 # NVRTC compiles of every module take minutes on a fresh machine: the kernel cache comes in as .device/cache.tar.xz (a
 # previous call's $OUT/cache.tar.xz, one file because the device tool returns only a few files) and goes back out the same way.
 export LINEA_CUDA_CACHE=/tmp/linea-cache
@@ -21,26 +25,23 @@ mkdir -p "$LINEA_CUDA_CACHE"
 [ -f .device/cache.tar.xz ] && xz -dc .device/cache.tar.xz | tar -C "$LINEA_CUDA_CACHE" -xf -
 trap 'tar -C "$LINEA_CUDA_CACHE" -cf - . | xz -6 -T0 > "$out/cache.tar.xz"' EXIT
 status=0
-for dtype in $([ "${LINEA_SKIP_VERIFY:-0}" = 1 ] || echo bf16 f16 f32); do
+for dtype in $([ "${LINEA_SKIP_VERIFY:-0}" = 1 ] || [ ! -f /tmp/linea-d/linea ] || echo bf16 f16 f32); do
     LINEA_POISON_UNINITIALIZED=1 /tmp/linea-d/linea verify --backend cuda --dtype "$dtype" > "$out/verify_$dtype.txt" 2>&1 || status=1
     echo "verify $dtype: $(tail -1 "$out/verify_$dtype.txt")"
 done
 if [ -f .device/tests.tar.xz ]; then
     unpack .device/tests.tar.xz /tmp/linea-t
-    # Bounded (TESTS_LIMIT seconds, default 420, then up to 3 minutes for the stacks below) so that the script still
-    # ends, and writes the cache, within a call.
-    # TEST_SUITES="A B ..." runs those suites one after another, each bounded by TESTS_LIMIT, a summary line each
-    # (which one stalls, when the whole run reports nothing in time). Every 30 s a line counts the tests started and
-    # ended, the process's CPU use and the kernel cache's files (compiling, or waiting?); at the limit every thread's
-    # stack goes to $out/tests[_<suite>]_gdb.txt where gdb is installed, then the run gets SIGABRT, on which the Swift
-    # runtime's backtracer (packed beside the tests) writes what it unwinds (on this host: the main thread only) to
-    # $out/tests[_<suite>]_backtrace.txt (offsets into the stripped binary: symbolize them with the unstripped one here),
+    # Bounded (TESTS_LIMIT seconds, default 420) so that the script still ends, and writes the cache, within a call.
+    # TEST_SUITES="A B ..." runs those suites one after another, each bounded by TESTS_LIMIT, a summary line each;
+    # TESTS_ARGS adds arguments (e.g. --no-parallel, to name a test that never ends). Every 30 s a line counts the
+    # tests started and ended, the process's CPU use and the kernel cache's files (compiling, or waiting?); at the
+    # limit every thread's stack goes to $out/tests[_<suite>]_stacks.txt (scripts/stacks.c; symbolize it here with
+    # `scripts/symbolize_stacks.py FILE .device/symbols`, where pack_device.sh left the unstripped test binary),
     # and the tests that started but did not end are named.
     run_tests() {
         local log=$2 limit=${TESTS_LIMIT:-420} start=$SECONDS
-        (cd /tmp/linea-t && LINEA_POISON_UNINITIALIZED=1 LD_LIBRARY_PATH=/tmp/linea-t/lib:/tmp/linea-d/lib \
-            SWIFT_BACKTRACE="enable=yes,threads=all,interactive=no,images=all,swift-backtrace=/tmp/linea-t/swift-backtrace,output-to=${log%.txt}_backtrace.txt" \
-            exec ./LineaPackageTests.xctest --testing-library swift-testing --filter "$1" > "$log" 2>&1) &
+        (cd /tmp/linea-t && LINEA_POISON_UNINITIALIZED=1 LD_LIBRARY_PATH=/tmp/linea-t/lib \
+            exec ./LineaPackageTests.xctest --testing-library swift-testing ${TESTS_ARGS:-} --filter "$1" > "$log" 2>&1) &
         local pid=$!
         while kill -0 $pid 2>/dev/null; do
             sleep 5
@@ -49,8 +50,8 @@ if [ -f .device/tests.tar.xz ]; then
                     "cpu $(ps -o %cpu= -p $pid 2>/dev/null)%, $(ls "$LINEA_CUDA_CACHE" | wc -l) cached kernels"
             fi
             if (( SECONDS - start > limit )); then
-                command -v gdb > /dev/null && timeout 120 gdb -p $pid -batch -ex "thread apply all bt 16" > "${log%.txt}_gdb.txt" 2>&1
-                kill -ABRT $pid; sleep 60; kill -9 $pid 2>/dev/null
+                /tmp/linea-t/stacks $pid > "${log%.txt}_stacks.txt" 2>&1
+                kill -9 $pid
                 echo "  $1: stopped at the limit; not ended: $(python3 -c '
 import re, sys
 started, ended = [], set()

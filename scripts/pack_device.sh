@@ -3,8 +3,10 @@
 # loads with dlopen from lib/ beside itself, and OpenBLAS's libgfortran and libquadmath; FFTW's libfftw3f, which it
 # links: the device scripts put lib/ on LD_LIBRARY_PATH) into .device/linea.tar.xz
 # for the device tool's carry (64 MiB in all: the stripped binary and OpenBLAS are about 100 MB unpacked, about 20 MB packed). With --tests, also the release test binary
-# and the Swift runtime libraries it links (and the runtime's swift-backtrace) into .device/tests.tar.xz (about 19 MB). scripts/device_check.sh unpacks
-# and runs both on the GPU machine; scripts/device_models.sh runs the model runtime there.
+# with the Swift runtime libraries it links, linea's libraries above and scripts/stacks.c (built static) into
+# .device/tests.tar.xz (about 25 MB; it runs without linea.tar.xz, so that a test-only call carries less); the
+# unstripped test binary stays here in .device/symbols/, for scripts/symbolize_stacks.py.
+# scripts/device_check.sh unpacks and runs both on the GPU machine; scripts/device_models.sh runs the model runtime there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -37,14 +39,10 @@ if [ "${1:-}" = "--tests" ]; then
     strip -o "$stage/tests/LineaPackageTests.xctest" "$binary"
     for path in $(ldd "$binary" | awk '$3 ~ /\/swift\/linux\// { print $3 }'); do cp -L "$path" "$stage/tests/lib/"; done
     strip "$stage"/tests/lib/*.so 2>/dev/null || true
-    # The Swift runtime's backtracer, so that device_check.sh can ask a stalled test run for every thread's stack.
-    backtracer=$(dirname "$(readlink -f "$(command -v swift)")")/../libexec/swift/linux/swift-backtrace
-    if [ -x "$backtracer" ]; then
-        cp "$backtracer" "$stage/tests/"
-        for path in $(ldd "$backtracer" | awk '$3 ~ /\/swift\/linux\// { print $3 }'); do cp -nL "$path" "$stage/tests/lib/"; done
-    else
-        echo "pack_device: no $backtracer (no backtraces of stalls)" >&2
-    fi
+    cp "$stage"/linea/lib/* "$stage/tests/lib/"
+    # Every thread's stack of a stalled run, on a host without gdb (device_check.sh takes it at TESTS_LIMIT).
+    gcc -O1 -static -o "$stage/tests/stacks" scripts/stacks.c
+    mkdir -p .device/symbols && cp "$binary" .device/symbols/
     tar -C "$stage/tests" -cf - . | xz -9e -T0 > "$stage/tests.tar.xz"
     mv "$stage/tests.tar.xz" .device/tests.tar.xz
     echo "pack_device: .device/tests.tar.xz, $(du -h .device/tests.tar.xz | cut -f1)" >&2
