@@ -36,9 +36,16 @@ struct Failure: Error, CustomStringConvertible {
     init(_ text: String) { description = text }
 }
 
-/// A fresh temporary directory for one test.
+/// `linea-cli-<pid>` in the temporary directory: every test's files go inside, and it is removed when the test process
+/// exits (one folder per test would otherwise be left in /tmp by every run).
+let scratchFolder: URL = {
+    atexit { try? FileManager.default.removeItem(at: FileManager.default.temporaryDirectory.appendingPathComponent("linea-cli-\(getpid())")) }
+    return FileManager.default.temporaryDirectory.appendingPathComponent("linea-cli-\(getpid())")
+}()
+
+/// A fresh directory for one test, inside `scratchFolder`.
 func temporaryDirectory() throws -> URL {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("linea-cli-\(UUID().uuidString)")
+    let dir = scratchFolder.appendingPathComponent(UUID().uuidString)
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     return dir
 }

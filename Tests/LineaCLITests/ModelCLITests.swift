@@ -19,8 +19,7 @@ import Testing
         #expect(r.out.trimmingCharacters(in: .whitespacesAndNewlines) == want, "\(r.out)")
         #expect(r.err.contains("prefill 48 tokens at") && r.err.contains("decode 16 tokens at") && r.err.contains("peak resident memory"), "\(r.err)")
 
-        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("linea-logits-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        let tmp = try temporaryDirectory()
         let input = tmp.appendingPathComponent("ids.safetensors").path, output = tmp.appendingPathComponent("logits.safetensors").path
         try writeIDs(ids, to: input)
         let logits = try runLinea(["logits", "--model", dir, "--inputs", input, "--output", output])
@@ -112,7 +111,7 @@ import Testing
 @Suite struct ModelInitCLITests {
     @Test(arguments: ["llama", "qwen3_next", "qwen3_5_text", "mamba2", "kimi_linear"])
     func initThenBench(_ type: String) throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("linea-init-\(type)-\(UUID().uuidString)").path
+        let dir = try temporaryDirectory().appendingPathComponent(type).path
         let made = try runLinea(["model", "init", "--type", type, "--size", "3M", "--vocab", "300", "--output", dir, "--dtype", "bf16"])
         #expect(made.code == 0 && made.err.contains("parameters"), "\(made.err)")
         let bench = try runLinea(["bench", "--model", dir, "--prompt-tokens", "70", "--new-tokens", "3", "--batch", "2"])

@@ -3,6 +3,20 @@ import Linea
 import LineaLM
 import Testing
 
+/// `linea-lm-<pid>` in the temporary directory: the tests' modified checkpoints go inside, and it is removed when the
+/// test process exits.
+let scratchFolder: URL = {
+    atexit { try? FileManager.default.removeItem(at: FileManager.default.temporaryDirectory.appendingPathComponent("linea-lm-\(getpid())")) }
+    return FileManager.default.temporaryDirectory.appendingPathComponent("linea-lm-\(getpid())")
+}()
+
+/// A fresh directory for one test, inside `scratchFolder`.
+func temporaryDirectory() throws -> URL {
+    let dir = scratchFolder.appendingPathComponent(UUID().uuidString)
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    return dir
+}
+
 /// The model fixtures (scripts/model_fixtures.py: tiny random checkpoints saved by transformers, with their logits
 /// and greedy continuations) against the runtime on the CPU.
 @Suite struct ModelParityTests {
@@ -73,8 +87,7 @@ import Testing
     /// weights under `model.language_model.`, vision-tower weights beside them (skipped with a note).
     @Test func qwen35MultimodalLayoutLoadsItsTextModel() throws {
         let source = Self.fixtures.appendingPathComponent("qwen3_5")
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("linea-qwen35-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try temporaryDirectory()
         var tensors: [String: Tensor] = [:]
         for (name, tensor) in try SafeTensors.read(path: source.appendingPathComponent("model.safetensors").path) {
             tensors[name.hasPrefix("model.") ? "model.language_model." + name.dropFirst(6) : name] = tensor
@@ -106,8 +119,7 @@ import Testing
     /// to the logits of the expert-by-expert checkpoint.
     @Test func stackedExpertsLoadLikeSeparateOnes() throws {
         let source = Self.fixtures.appendingPathComponent("qwen3_5_moe")
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("linea-moe-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try temporaryDirectory()
         var tensors = try SafeTensors.read(path: source.appendingPathComponent("model.safetensors").path)
         let experts = Set(tensors.keys.compactMap { name in name.range(of: "mlp.experts.").map { String(name[..<$0.upperBound]) } })
         #expect(!experts.isEmpty)
@@ -138,8 +150,7 @@ import Testing
     /// A copy of the llama fixture in a fresh folder, with `change` applied to its tensors and config.
     static func mutatedLlama(_ fixture: String = "llama", _ change: (inout [String: Tensor], inout [String: Any]) throws -> Void) throws -> String {
         let source = ModelParityTests.fixtures.appendingPathComponent(fixture)
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("linea-lm-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try temporaryDirectory()
         var tensors = try SafeTensors.read(path: source.appendingPathComponent("model.safetensors").path)
         var config = try JSONSerialization.jsonObject(with: Data(contentsOf: source.appendingPathComponent("config.json"))) as! [String: Any]
         try change(&tensors, &config)
