@@ -10,6 +10,8 @@ compiled for that architecture only (as compute_90a), whatever --arch says.
 A source that contains lines `// linea-nvrtc-variant: TAG -OPTION...` (a module the launchers compile with those
 options, e.g. the grouped value heads' -DLINEA_GVA=1; words after the options are a comment) is also compiled once per
 such line with its options.
+Each entry guarded by `LINEA_ONLY_<entry>` (compiled alone at run time, see `selecting` in CUDAUpload.swift) is also
+compiled alone once, for the first architecture, and must hold that entry and no other guarded one.
 With `--dump DIR`, writes each compiled PTX to DIR/<name>.<arch>.ptx, a variant's to DIR/<name>.<TAG>.<arch>.ptx (to diff
 the PTX of two revisions).
 Usage: scripts/check_kernels.py [--arch sm_90] [--arch sm_80] ... [--dump DIR]
@@ -139,6 +141,22 @@ def main():
         if not entries:
             print(f"[FAILED] {name}: no extern \"C\" __global__ entry")
             failed += 1
+        # Entries guarded by LINEA_ONLY_<entry> (the launchers compile them one at a time with `selecting`): each
+        # compiled alone holds that entry and the unguarded ones, and every guard names an entry of the source.
+        guarded = sorted(set(re.findall(r"defined\(LINEA_ONLY_(\w+)\)", src)))
+        for entry in guarded:
+            arch = pinned.group(1) if pinned else archs[0]
+            ok, msg, found, _ = compile_ptx(lib, name, src, headers, arch, ["-DLINEA_SELECT", f"-DLINEA_ONLY_{entry}"])
+            want = sorted({entry} | (set(entries) - set(guarded)))
+            if entry not in entries:
+                ok, msg = False, f"guard LINEA_ONLY_{entry} names no entry of the source"
+            elif ok and sorted(found) != want:
+                ok, msg = False, f"compiled alone it has entries {sorted(found)}, not {want}"
+            if not ok:
+                print(f"[FAILED] {name} {arch} -DLINEA_ONLY_{entry}: {msg}")
+            failed += not ok
+        if guarded:
+            print(f"[{'ok' if failed == 0 else 'see above'}] {name}: {len(guarded)} entries compiled one at a time")
     print(f"check_kernels: {len(sources)} sources, {len(headers)} headers, {failed} failure(s)")
     sys.exit(1 if failed else 0)
 

@@ -4,6 +4,7 @@
 // (!causal || j <= pos) && (window <= 0 || j > pos - window). A row that sees nothing gets o = 0, lse = -inf.
 // Block: 256 threads = 8 warps, 64 queries (8 per warp), key tiles of 32 (one key per lane).
 // Dynamic shared memory: Qs[64][D] + Ks[32][D+1] + Vs[32][D] floats.
+// With -DLINEA_SELECT -DLINEA_ONLY_<entry>, only that entry is compiled (first use compiles one, not all nine).
 #define LINEA_BM 64
 #define LINEA_BN 32
 #define LINEA_NEG_INF (__int_as_float(0xff800000))
@@ -134,55 +135,73 @@ __device__ __forceinline__ void linea_attn_simple(
     }
 }
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_attn_simple_f32_d64)
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_f32_d64(
     const float* q, const float* k, const float* v, void* o, float* lse,
     int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode, int kvRows) {
     linea_attn_simple<float, 2>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode, kvRows);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_attn_simple_f32_d128)
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_f32_d128(
     const float* q, const float* k, const float* v, void* o, float* lse,
     int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode, int kvRows) {
     linea_attn_simple<float, 4>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode, kvRows);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_attn_simple_f32_d256)
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_f32_d256(
     const float* q, const float* k, const float* v, void* o, float* lse,
     int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode, int kvRows) {
     linea_attn_simple<float, 8>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode, kvRows);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_attn_simple_bf16_d64)
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_bf16_d64(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
     int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode, int kvRows) {
     linea_attn_simple<unsigned short, 2>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode, kvRows);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_attn_simple_bf16_d128)
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_bf16_d128(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
     int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode, int kvRows) {
     linea_attn_simple<unsigned short, 4>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode, kvRows);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_attn_simple_bf16_d256)
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_bf16_d256(
     const unsigned short* q, const unsigned short* k, const unsigned short* v, void* o, float* lse,
     int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode, int kvRows) {
     linea_attn_simple<unsigned short, 8>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode, kvRows);
 }
+#endif
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_attn_simple_f16_d64)
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_f16_d64(
     const linea_f16* q, const linea_f16* k, const linea_f16* v, void* o, float* lse,
     int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode, int kvRows) {
     linea_attn_simple<linea_f16, 2>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode, kvRows);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_attn_simple_f16_d128)
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_f16_d128(
     const linea_f16* q, const linea_f16* k, const linea_f16* v, void* o, float* lse,
     int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode, int kvRows) {
     linea_attn_simple<linea_f16, 4>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode, kvRows);
 }
+#endif
 
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_attn_simple_f16_d256)
 extern "C" __global__ void __launch_bounds__(256) linea_attn_simple_f16_d256(
     const linea_f16* q, const linea_f16* k, const linea_f16* v, void* o, float* lse,
     int T, int S, int Hq, int Hkv, int D, float scale_log2, int causal, int window, int out_mode, int kvRows) {
     linea_attn_simple<linea_f16, 8>(q, k, v, o, lse, T, S, Hq, Hkv, D, scale_log2, causal, window, out_mode, kvRows);
 }
+#endif

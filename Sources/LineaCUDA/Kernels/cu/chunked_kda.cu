@@ -578,7 +578,8 @@ __device__ __forceinline__ void lk_kda_end(
     lc_st_store<K>((trans ? seg_trans : seg_state) + ((long)(b * P + p) * H + h) * K * ld + v0 + col0 + gq, ld, St, tq);
 }
 
-// Entries (the declarations start their lines, as CUDATests' entry check reads them).
+// Entries (the declarations start their lines, as CUDATests' entry check reads them). With -DLINEA_SELECT
+// -DLINEA_ONLY_<entry>, only that entry is compiled (a first use compiles the three a shape needs, not all ten).
 #define LK_PREP(K, VD)                                                                                                \
 extern "C" __global__ void __launch_bounds__(128, 2) linea_kda_prep_k##K##_v##VD(                                 \
         const lc_bf16* q, const lc_bf16* k, const lc_bf16* v, const float* g, const float* beta, int T, int H,        \
@@ -600,13 +601,33 @@ extern "C" __global__ void __launch_bounds__(128) linea_kda_end_k##K(           
         int T, int H, int V, int seg_chunks, float* seg_state, float* seg_trans) {                                    \
         lk_kda_end<K>(kdh, kdl, w, u, gl, h0, T, H, V, seg_chunks, seg_state, seg_trans);                             \
     }
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_kda_prep_k64_v64)
 LK_PREP(64, 64)
+#endif
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_kda_prep_k64_v128)
 LK_PREP(64, 128)
+#endif
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_kda_prep_k128_v64)
 LK_PREP(128, 64)
+#endif
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_kda_prep_k128_v128)
 LK_PREP(128, 128)
+#endif
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_kda_walk_k64_v64)
 LK_WALK(64, 64)
+#endif
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_kda_walk_k64_v128)
 LK_WALK(64, 128)
+#endif
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_kda_walk_k128_v64)
 LK_WALK(128, 64)
+#endif
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_kda_walk_k128_v128)
 LK_WALK(128, 128)
+#endif
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_kda_end_k64)
 LK_END(64)
+#endif
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_kda_end_k128)
 LK_END(128)
+#endif

@@ -195,43 +195,60 @@ __device__ __forceinline__ void lcs_chunk(
         }
 }
 
+// Entries. With -DLINEA_SELECT -DLINEA_ONLY_<entry>, only that entry is compiled (first use compiles one, not all eight).
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_chunk_simt_f32_k64_v32)
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_simt_f32_k64_v32(
     const float* q, const float* k, const float* v, const float* g, const float* beta, int mode, int delta,
     const float* h0, float* ht, void* o, int out_bf16, int T, int H, int group, int V, float scale, int C) {
     lcs_chunk<float, 64, 32>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, group, V, scale, C);
 }
+#endif
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_chunk_simt_f32_k64_v64)
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_simt_f32_k64_v64(
     const float* q, const float* k, const float* v, const float* g, const float* beta, int mode, int delta,
     const float* h0, float* ht, void* o, int out_bf16, int T, int H, int group, int V, float scale, int C) {
     lcs_chunk<float, 64, 64>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, group, V, scale, C);
 }
+#endif
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_chunk_simt_f32_k128_v32)
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_simt_f32_k128_v32(
     const float* q, const float* k, const float* v, const float* g, const float* beta, int mode, int delta,
     const float* h0, float* ht, void* o, int out_bf16, int T, int H, int group, int V, float scale, int C) {
     lcs_chunk<float, 128, 32>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, group, V, scale, C);
 }
+#endif
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_chunk_simt_f32_k128_v64)
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_simt_f32_k128_v64(
     const float* q, const float* k, const float* v, const float* g, const float* beta, int mode, int delta,
     const float* h0, float* ht, void* o, int out_bf16, int T, int H, int group, int V, float scale, int C) {
     lcs_chunk<float, 128, 64>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, group, V, scale, C);
 }
+#endif
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_chunk_simt_f16_k64_v32)
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_simt_f16_k64_v32(
     const lcs_f16* q, const lcs_f16* k, const lcs_f16* v, const float* g, const float* beta, int mode, int delta,
     const float* h0, float* ht, void* o, int out_bf16, int T, int H, int group, int V, float scale, int C) {
     lcs_chunk<lcs_f16, 64, 32>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, group, V, scale, C);
 }
+#endif
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_chunk_simt_f16_k64_v64)
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_simt_f16_k64_v64(
     const lcs_f16* q, const lcs_f16* k, const lcs_f16* v, const float* g, const float* beta, int mode, int delta,
     const float* h0, float* ht, void* o, int out_bf16, int T, int H, int group, int V, float scale, int C) {
     lcs_chunk<lcs_f16, 64, 64>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, group, V, scale, C);
 }
+#endif
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_chunk_simt_f16_k128_v32)
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_simt_f16_k128_v32(
     const lcs_f16* q, const lcs_f16* k, const lcs_f16* v, const float* g, const float* beta, int mode, int delta,
     const float* h0, float* ht, void* o, int out_bf16, int T, int H, int group, int V, float scale, int C) {
     lcs_chunk<lcs_f16, 128, 32>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, group, V, scale, C);
 }
+#endif
+#if !defined(LINEA_SELECT) || defined(LINEA_ONLY_linea_chunk_simt_f16_k128_v64)
 extern "C" __global__ void __launch_bounds__(256) linea_chunk_simt_f16_k128_v64(
     const lcs_f16* q, const lcs_f16* k, const lcs_f16* v, const float* g, const float* beta, int mode, int delta,
     const float* h0, float* ht, void* o, int out_bf16, int T, int H, int group, int V, float scale, int C) {
     lcs_chunk<lcs_f16, 128, 64>(q, k, v, g, beta, mode, delta, h0, ht, o, out_bf16, T, H, group, V, scale, C);
 }
+#endif
