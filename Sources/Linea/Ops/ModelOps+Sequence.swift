@@ -77,26 +77,35 @@ extension CPUOps {
         var taps = [Float](repeating: 0, count: width * channels)
         for c in 0..<channels { for j in 0..<width { taps[j * channels + c] = weight[c * width + j] } }
         taps.withUnsafeBufferPointer { taps in
+            let (xs, tap, biases) = (x.baseAddress!, taps.baseAddress!, bias?.baseAddress)
             forRows(batch * length, width: channels * width) { range in
                 for row in range {
                     let (b, t) = (row / length, row % length)
+                    // Rows from t = width-1 on read x only: the window's first input, then one row further per tap.
+                    let window = t >= s ? xs + (row - s) * channels : nil
                     for block in blocks {
                         // Channel c of this part lands at y + c.
                         let y = out.baseAddress! + block.base + row * block.width - block.first
-                        for c in stride(from: block.first, to: block.first + block.width, by: 8) {
+                        var c = block.first
+                        while c < block.first + block.width {
                             let n = min(8, block.first + block.width - c)
-                            var acc = bias.map { load8($0.baseAddress! + c, n) } ?? SIMD8<Float>()
-                            for j in 0..<width {
-                                let time = t - s + j
-                                var input = SIMD8<Float>()
-                                if time >= 0 {
-                                    input = load8(x.baseAddress! + (b * length + time) * channels + c, n)
-                                } else if let state {
-                                    for l in 0..<n { input[l] = state[(b * channels + c + l) * s + s + time] }
+                            var acc = biases.map { load8($0 + c, n) } ?? SIMD8<Float>()
+                            if let window {
+                                for j in 0..<width { acc.addProduct(load8(tap + j * channels + c, n), load8(window + j * channels + c, n)) }
+                            } else {
+                                for j in 0..<width {
+                                    let time = t - s + j
+                                    var input = SIMD8<Float>()
+                                    if time >= 0 {
+                                        input = load8(xs + (b * length + time) * channels + c, n)
+                                    } else if let state {
+                                        for l in 0..<n { input[l] = state[(b * channels + c + l) * s + s + time] }
+                                    }
+                                    acc.addProduct(load8(tap + j * channels + c, n), input)
                                 }
-                                acc.addProduct(load8(taps.baseAddress! + j * channels + c, n), input)
                             }
                             store8(silu ? acc * sigmoid8(acc) : acc, y + c, n)
+                            c += 8
                         }
                     }
                 }

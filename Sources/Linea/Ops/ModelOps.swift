@@ -329,7 +329,9 @@ public enum CPUOps {
         }
     }
 
-    @inline(__always)
+    /// `1 / (1 + e^-x)` on 8 lanes. Transparent: under `@inline(__always)` the compiler still called it out of line from
+    /// the conv and elementwise loops (its vector split into two halves for the call; 2% of a Mamba-2 prefill). O(1).
+    @_transparent
     static func sigmoid8(_ x: SIMD8<Float>) -> SIMD8<Float> { 1 / (1 + VectorMath.exp(-x)) }
 
     /// `out = x · sigmoid(x)` (SiLU). O(n).
