@@ -144,6 +144,7 @@ def main():
         # Entries guarded by LINEA_ONLY_<entry> (the launchers compile them one at a time with `selecting`): each
         # compiled alone holds that entry and the unguarded ones, and every guard names an entry of the source.
         guarded = sorted(set(re.findall(r"defined\(LINEA_ONLY_(\w+)\)", src)))
+        failed_before = failed
         for entry in guarded:
             arch = pinned.group(1) if pinned else archs[0]
             ok, msg, found, _ = compile_ptx(lib, name, src, headers, arch, ["-DLINEA_SELECT", f"-DLINEA_ONLY_{entry}"])
@@ -156,7 +157,7 @@ def main():
                 print(f"[FAILED] {name} {arch} -DLINEA_ONLY_{entry}: {msg}")
             failed += not ok
         if guarded:
-            print(f"[{'ok' if failed == 0 else 'see above'}] {name}: {len(guarded)} entries compiled one at a time")
+            print(f"[{'ok' if failed == failed_before else 'FAILED'}] {name}: {len(guarded)} entries compiled one at a time")
     print(f"check_kernels: {len(sources)} sources, {len(headers)} headers, {failed} failure(s)")
     sys.exit(1 if failed else 0)
 
