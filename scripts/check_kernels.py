@@ -10,7 +10,7 @@ compiled for that architecture only (as compute_90a), whatever --arch says.
 A source that contains lines `// linea-nvrtc-variant: TAG -OPTION...` (a module the launchers compile with those
 options, e.g. the grouped value heads' -DLINEA_GVA=1; words after the options are a comment) is also compiled once per
 such line with its options.
-Each entry guarded by `LINEA_ONLY_<entry>` (compiled alone at run time, see `selecting` in CUDAUpload.swift) is also
+Each entry guarded by `LINEA_ONLY_<entry>` (compiled alone at run time, see `CUDAContext.entry` in CUDAUpload.swift) is also
 compiled alone once, for the first architecture, and must hold that entry and no other guarded one.
 With `--dump DIR`, writes each compiled PTX to DIR/<name>.<arch>.ptx, a variant's to DIR/<name>.<TAG>.<arch>.ptx (to diff
 the PTX of two revisions).
@@ -141,7 +141,7 @@ def main():
         if not entries:
             print(f"[FAILED] {name}: no extern \"C\" __global__ entry")
             failed += 1
-        # Entries guarded by LINEA_ONLY_<entry> (the launchers compile them one at a time with `selecting`): each
+        # Entries guarded by LINEA_ONLY_<entry> (the launchers compile them one at a time with `CUDAContext.entry`): each
         # compiled alone holds that entry and the unguarded ones, and every guard names an entry of the source.
         guarded = sorted(set(re.findall(r"defined\(LINEA_ONLY_(\w+)\)", src)))
         failed_before = failed

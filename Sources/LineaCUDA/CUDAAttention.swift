@@ -288,8 +288,7 @@ package enum CUDAAttention {
                 sharedBytes: smem, arguments: common + tail + [keyRows])
         case .portable:
             let dmax = s.headDim <= 64 ? 64 : s.headDim <= 128 ? 128 : 256
-            let name = "linea_attn_simple_\(typeName)_d\(dmax)"
-            let f = try ctx.function(source: CUDAKernels.attentionSimple, name: name, options: selecting(name))
+            let f = try ctx.entry("linea_attn_simple_\(typeName)_d\(dmax)", of: CUDAKernels.attentionSimple)
             let smem = (64 * s.headDim + 32 * (s.headDim + 1) + 32 * s.headDim) * 4
             try ctx.launch(
                 f, grid: ((s.queryLength + 63) / 64, s.queryHeads, s.batch), block: (256, 1, 1), sharedBytes: smem,

@@ -126,7 +126,7 @@ package enum CUDABlockSparse {
             let typeName = dtype == .bfloat16 ? "bf16" : "f16"
             let name = "linea_attn_bsparse_mma_\(typeName)_d\(s.headDim)"
             let shapeOptions = (warps, rowTiles) == (4, 1) ? [] : ["-DLINEA_BSM_NW=\(warps)", "-DLINEA_BSM_WM=\(rowTiles)"]
-            let f = try ctx.function(source: CUDAKernels.attentionBlockSparseMMA, name: name, options: selecting(name) + shapeOptions)
+            let f = try ctx.entry(name, of: CUDAKernels.attentionBlockSparseMMA, options: shapeOptions)
             let tileRows = warpRows * warps
             // Q, two K and two V tiles of 64 keys (rows padded to D + 8 halves), then the kept-key-block bitmask.
             let smem = (tileRows + 4 * 64) * (s.headDim + 8) * 2 + max(1, (kb + 31) / 32) * 4
@@ -141,8 +141,7 @@ package enum CUDABlockSparse {
             return
         }
         let dmax = s.headDim <= 64 ? 64 : s.headDim <= 128 ? 128 : 256
-        let f = try ctx.function(source: CUDAKernels.attentionBlockSparse, name: "linea_attn_bsparse_d\(dmax)",
-                                 options: selecting("linea_attn_bsparse_d\(dmax)"))
+        let f = try ctx.entry("linea_attn_bsparse_d\(dmax)", of: CUDAKernels.attentionBlockSparse)
         let smem = (64 * s.headDim + 32 * (s.headDim + 1) + 32 * s.headDim) * 4
         try ctx.launch(
             f, grid: ((s.queryLength + 63) / 64, s.queryHeads, s.batch), block: (256, 1, 1), sharedBytes: smem,

@@ -60,10 +60,7 @@ package enum CUDAChunkedKDA {
         let (work, owned) = try CUDAChunked.workspace(plan.scratchBytes, scratch: scratch, context: ctx)
         let at = plan.offsets.map { work!.address + UInt64($0) }  // w, q 2^G hi/lo, k 2^{G_last-G} hi/lo, u, A_qk hi/lo, 2^{G_last}
         let options = CUDAKernels.options(group: s.group)
-        func entry(_ name: String) throws -> CUDAFunction {  // compiled alone: a shape needs 3 of the 10 entries
-            try ctx.function(source: CUDAKernels.chunkedKDA, name: name, options: options + selecting(name))
-        }
-        let prep = try entry("linea_kda_prep_k\(K)_v\(V)")
+        let prep = try ctx.entry("linea_kda_prep_k\(K)_v\(V)", of: CUDAKernels.chunkedKDA, options: options)
         // Mirrors lk_kda_prep's layout: q, k, v tiles (bf16); gates, L / T, beta, row-group sums (fp32).
         let prepShared = (2 * 64 * (K + 8) + 64 * (V + 8)) * 2 + (64 * (K + 4) + 64 * 68 + 64 + 512) * 4
         try ctx.launch(
@@ -77,7 +74,7 @@ package enum CUDAChunkedKDA {
             // Every segment's end state from zero and its transition M (lk_kda_end: 4 warps per 64 columns of the
             // state, then of the identity); the scan applies S_{p+1} = M_p S_p + E_p from h0 into the E slots.
             segments = (at[9], at[10])
-            let end = try entry("linea_kda_end_k\(K)")
+            let end = try ctx.entry("linea_kda_end_k\(K)", of: CUDAKernels.chunkedKDA, options: options)
             try ctx.launch(
                 end, grid: ((V + K) / 64, HV, B * plan.segments), block: (128, 1, 1),
                 sharedBytes: 6 * 64 * (K + 8) * 2 + 2 * 64 * 68 * 4 + 2 * K * 4,  // decayed k hi/lo, w; u; 2^{G_last} (x2)
@@ -91,7 +88,7 @@ package enum CUDAChunkedKDA {
                             .int32(Int32(plan.segments)), .int32(Int32(HV)), .int32(Int32(K)), .int32(Int32(V))])
         }
         let bv = plan.valueBlock
-        let walk = try entry("linea_kda_walk_k\(K)_v\(bv)")
+        let walk = try ctx.entry("linea_kda_walk_k\(K)_v\(bv)", of: CUDAKernels.chunkedKDA, options: options)
         let walkShared = Self.walkSharedBytes(keyDim: K, valueBlock: bv)
         try ctx.launch(
             walk, grid: (V / bv, HV, B * plan.segments), block: (2 * bv, 1, 1), sharedBytes: walkShared,

@@ -64,8 +64,8 @@ package enum CUDAChunkedSIMT {
         let ctx = q.context
         let plan = Plan(mechanism, s, multiprocessors: ctx.multiprocessorCount, maxSharedBytes: ctx.maxSharedMemoryPerBlock,
                         valueBlock: valueBlock)
-        let name = "linea_chunk_simt_\(try CUDAUpload.suffix(inputDType))_k\(K)_v\(plan.valueBlock)"
-        let f = try ctx.function(source: CUDAKernels.chunkedSIMT, name: name, options: CUDAKernels.options(group: s.group) + selecting(name))
+        let f = try ctx.entry("linea_chunk_simt_\(try CUDAUpload.suffix(inputDType))_k\(K)_v\(plan.valueBlock)",
+                              of: CUDAKernels.chunkedSIMT, options: CUDAKernels.options(group: s.group))
         try ctx.launch(
             f, grid: (V / plan.valueBlock, HV, B), block: (256, 1, 1), sharedBytes: plan.sharedBytes,
             arguments: [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(g?.address ?? 0),

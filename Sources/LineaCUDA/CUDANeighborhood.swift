@@ -87,7 +87,7 @@ package enum CUDANeighborhood {
         let rest: [CUDAKernelArgument] = ints.map { .int32(Int32($0)) } + [.float(scale * 1.4426950408889634)]
         if fitsTensorCores && kernel != .portable {
             let entry = "linea_natten_mma_\(dtype == .bfloat16 ? "bf16" : "f16")_d\(D)"
-            let f = try ctx.function(source: CUDAKernels.attentionNeighborhood, name: entry, options: selecting(entry))
+            let f = try ctx.entry(entry, of: CUDAKernels.attentionNeighborhood)
             // Qs[64] + Ks[2][64] + Vs[2][64] rows of D + 8 16-bit elements, Win[64][6] + Tok[64] + KY[2][64][4] ints.
             let smem = 320 * (D + 8) * 2 + (64 * 6 + 64 + 2 * 64 * 4) * 4
             let head: [CUDAKernelArgument] = [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(o.address),
@@ -96,7 +96,7 @@ package enum CUDANeighborhood {
             return
         }
         let entry = "linea_natten_d\(Dv <= 64 ? 64 : Dv <= 128 ? 128 : 256)"
-        let f = try ctx.function(source: CUDAKernels.attentionNeighborhood, name: entry, options: selecting(entry))
+        let f = try ctx.entry(entry, of: CUDAKernels.attentionNeighborhood)
         let d4 = (D + 3) / 4 * 4
         // Qs[64][D4] + Kt[D4][33] + Vs[32][Dv] + Ps[64][32] floats, Win[64][6] + Tok[64] + KTok[32] ints (the kernel's layout).
         let smem = (64 * d4 + 33 * d4 + 32 * Dv + 64 * 32 + 64 * 6 + 64 + 32) * 4

@@ -123,9 +123,8 @@ package enum CUDARecurrentStep {
                 argument: "columnsPerThread", expected: "1, or 4 when valueDim % 4 == 0", actual: "\(vec) (valueDim \(valueDim))")
         }
         let name = "linea_rec_step_\(suffix)_k\(keyDim <= 128 ? 128 : 256)_v\(vec)"
-        let f = try ctx.function(source: CUDAKernels.recurrentStep, name: name,
-                                 options: selecting(name) + (warpsPerBlock == 8 ? [] : ["-DLINEA_NW=\(warpsPerBlock)"])
-                                     + CUDAKernels.options(group: valueHeads / heads))
+        let f = try ctx.entry(name, of: CUDAKernels.recurrentStep,
+                              options: (warpsPerBlock == 8 ? [] : ["-DLINEA_NW=\(warpsPerBlock)"]) + CUDAKernels.options(group: valueHeads / heads))
         try ctx.launch(
             f, grid: (bh, (valueDim + 32 * vec - 1) / (32 * vec), 1), block: (32 * warpsPerBlock, 1, 1),
             arguments: [
@@ -181,8 +180,7 @@ package enum CUDARecurrentStep {
         let vec = valueDim % 4 == 0 && states * ((valueDim + 127) / 128) >= 256 ? 4 : 1
         let name = "linea_rec_seq_\(suffix)_k\(keyDim <= 128 ? 128 : 256)_v\(vec)"
         let ctx = finalState.context
-        let f = try ctx.function(source: CUDAKernels.recurrentStep, name: name,
-                                 options: selecting(name) + CUDAKernels.options(group: valueHeads / heads))
+        let f = try ctx.entry(name, of: CUDAKernels.recurrentStep, options: CUDAKernels.options(group: valueHeads / heads))
         try ctx.launch(
             f, grid: (states, (valueDim + 32 * vec - 1) / (32 * vec), 1), block: (256, 1, 1),
             arguments: [

@@ -79,8 +79,7 @@ package enum CUDASplitKV {
         let rb = rowsPerBlock(rows)
         let dmax = s.headDim <= 64 ? 64 : s.headDim <= 128 ? 128 : 256
         let partialName = "linea_splitkv_\(suffix)_d\(dmax)_r\(rb)"
-        let partial = try ctx.function(source: CUDAKernels.attentionSplitKV, name: partialName,
-                                       options: selecting(partialName) + options)
+        let partial = try ctx.entry(partialName, of: CUDAKernels.attentionSplitKV, options: options)
         try ctx.launch(
             partial, grid: (parts, s.batch * s.kvHeads, (rows + rb - 1) / rb), block: (128, 1, 1),
             sharedBytes: 4 * rb * (dmax + 2) * 4,
@@ -88,8 +87,7 @@ package enum CUDASplitKV {
                         .int32(Int32(s.batch)), .int32(Int32(s.queryLength)), .int32(Int32(s.keyLength)),
                         .int32(Int32(s.queryHeads)), .int32(Int32(s.kvHeads)), .int32(Int32(s.headDim)), .int32(Int32(len)),
                         .float(scaleValue * 1.4426950408889634), .int32(causal ? 1 : 0), .int32(Int32(s.keyRows))])
-        let merge = try ctx.function(source: CUDAKernels.attentionSplitKV, name: "linea_splitkv_merge",
-                                     options: selecting("linea_splitkv_merge") + options)
+        let merge = try ctx.entry("linea_splitkv_merge", of: CUDAKernels.attentionSplitKV, options: options)
         try ctx.launch(
             merge, grid: (rowsTotal, 1, 1), block: (128, 1, 1),
             arguments: [.pointer(po), .pointer(plse), .pointer(o.address), .pointer(lse?.address ?? 0), .int32(Int32(parts)),

@@ -60,7 +60,12 @@ package enum CUDAUpload {
     }
 }
 
-/// NVRTC options that compile only `entry` of a source whose entries are guarded by `LINEA_SELECT` /
-/// `LINEA_ONLY_<entry>` (the split-KV, decode-step and block-sparse sources): a first use then compiles one kernel,
-/// not every variant. Each selection is cached on its own.
-func selecting(_ entry: String) -> [String] { ["-DLINEA_SELECT", "-DLINEA_ONLY_\(entry)"] }
+extension CUDAContext {
+    /// The kernel `name` compiled alone from a source whose entries are guarded by `LINEA_SELECT` /
+    /// `LINEA_ONLY_<entry>` (split-KV, decode step, block-sparse, neighborhood, portable attention, SIMT chunked, kda):
+    /// a first use compiles that one kernel, not every variant; each selection is cached on its own. `options` follow
+    /// the selecting defines.
+    func entry(_ name: String, of source: String, options: [String] = []) throws -> CUDAFunction {
+        try function(source: source, name: name, options: ["-DLINEA_SELECT", "-DLINEA_ONLY_\(name)"] + options)
+    }
+}

@@ -4,7 +4,7 @@
 package enum CUDAKernels {
     /// Tiled online-softmax attention forward, no tensor cores; any head dim <= 256; any architecture.
     /// Entries `linea_attn_simple_{f32,bf16,f16}_d{64,128,256}` (the suffix is the largest head dim handled), each
-    /// compiled alone (`selecting`).
+    /// compiled alone (`CUDAContext.entry`).
     public static let attentionSimple = file("attention_simple.cu")
 
     /// Flash attention forward on tensor cores (`mma.sync` m16n8k16 bf16, fp32 accumulation), header-free PTX.
