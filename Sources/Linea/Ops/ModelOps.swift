@@ -314,17 +314,33 @@ public enum CPUOps {
 
     // MARK: Elementwise
 
-    /// Applies `f` to 8 lanes at a time over `x` (and `y`, of the same size, checked by the caller) into `out` (a short tail is padded, so every element sees the same
-    /// formula), in parallel when large.
+    /// An elementwise formula on 8 lanes of one input (`b` is `a` again) or two: a value type rather than a closure, so
+    /// that `map` and `broadcast` specialize for it and inline it into their loops (a closure captured by the parallel
+    /// body was called out of line for every 8 elements).
+    protocol Formula8 {
+        /// The formula on lanes `a` (and `b`). O(1).
+        func callAsFunction(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float>
+    }
+
+    /// Applies `f` to 8 lanes at a time over `x` (and `y`, of the same size, checked by the caller) into `out` (a short
+    /// tail is padded, so every element sees the same formula), in parallel when large. O(n).
     @inline(__always)
-    static func map(_ x: UnsafeBufferPointer<Float>, _ y: UnsafeBufferPointer<Float>?, _ out: UnsafeMutableBufferPointer<Float>,
-                    _ f: (SIMD8<Float>, SIMD8<Float>) -> SIMD8<Float>) throws {
+    static func map<F: Formula8>(_ x: UnsafeBufferPointer<Float>, _ y: UnsafeBufferPointer<Float>?, _ out: UnsafeMutableBufferPointer<Float>,
+                                 _ f: F) throws {
         try OpCheck.count("out", out.count, x.count, "the shape of the input")
-        let blocks = (x.count + 7) / 8
+        let (count, blocks, full) = (x.count, (x.count + 7) / 8, x.count / 8)
+        guard let xp = x.baseAddress, let op = out.baseAddress else { return }
+        let yp = y?.baseAddress ?? xp  // a one-input formula ignores its second lanes
+        // Whole vectors in one loop and the partial tail apart: with the tail's lane-by-lane loads inside the loop,
+        // LLVM split the inlined formula into 4-, 3- and 1-lane pieces (SiLU ran at half speed).
         forRows(blocks, width: 8) { range in
-            for block in range {
-                let i = block * 8, n = min(8, x.count - i), a = load8(x.baseAddress! + i, n)
-                store8(f(a, y.map { load8($0.baseAddress! + i, n) } ?? a), out.baseAddress! + i, n)
+            for block in range.clamped(to: 0..<full) {
+                let i = block * 8
+                store8(f(load8(xp + i, 8), load8(yp + i, 8)), op + i, 8)
+            }
+            if full < blocks, range.contains(full) {
+                let (i, n) = (full * 8, count - full * 8)
+                store8(f(load8(xp + i, n), load8(yp + i, n)), op + i, n)
             }
         }
     }
@@ -336,19 +352,19 @@ public enum CPUOps {
 
     /// `out = x · sigmoid(x)` (SiLU). O(n).
     public static func silu(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>) throws {
-        try map(x, nil, out) { a, _ in a * sigmoid8(a) }
+        try map(x, nil, out, SiLU())
     }
 
     /// `out = 1 / (1 + e^-x)`. O(n).
     public static func sigmoid(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>) throws {
-        try map(x, nil, out) { a, _ in sigmoid8(a) }
+        try map(x, nil, out, Sigmoid())
     }
 
     /// `out = silu(gate) · up` (SwiGLU), elementwise. O(n).
     public static func swiglu(gate: UnsafeBufferPointer<Float>, up: UnsafeBufferPointer<Float>,
                               out: UnsafeMutableBufferPointer<Float>) throws {
         try OpCheck.count("up", up.count, gate.count, "the shape of gate")
-        try map(gate, up, out) { g, u in g * sigmoid8(g) * u }
+        try map(gate, up, out, SwiGLU())
     }
 
     /// `out [rows, width] = silu(x[:, :width]) · x[:, width:]` for `x [rows, 2 · width]` (`Ops.swiglu(halves:)`). O(n).
@@ -368,13 +384,13 @@ public enum CPUOps {
     /// `out = a + b` (residual add); `a[i]` meets `b[(i / inner) % b.count]` (b broadcast, `Ops.add`). O(n).
     public static func add(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>,
                            out: UnsafeMutableBufferPointer<Float>, inner: Int = 1) throws {
-        try broadcast(a, b, out, inner: inner) { x, y in x + y }
+        try broadcast(a, b, out, inner: inner, Add())
     }
 
     /// `out = a · b`, `b` broadcast as in `add`. O(n).
     public static func mul(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>,
                            out: UnsafeMutableBufferPointer<Float>, inner: Int = 1) throws {
-        try broadcast(a, b, out, inner: inner) { x, y in x * y }
+        try broadcast(a, b, out, inner: inner, Mul())
     }
 
     /// `target[rows[i]] += weights[i] · values[i]` for the rows of `values [n, D]`, in place; a row id
@@ -394,12 +410,12 @@ public enum CPUOps {
     /// `out = a / b`, `b` broadcast as in `add`. O(n).
     public static func div(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>,
                            out: UnsafeMutableBufferPointer<Float>, inner: Int = 1) throws {
-        try broadcast(a, b, out, inner: inner) { x, y in x / y }
+        try broadcast(a, b, out, inner: inner, Div())
     }
 
     /// `out = e^x`. O(n).
     public static func exp(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>) throws {
-        try map(x, nil, out) { a, _ in VectorMath.exp(a) }
+        try map(x, nil, out, Exp())
     }
 
     /// `out [batches, cols, rows]` = `x [batches, rows, cols]` with the last two axes swapped, in 32 x 32 tiles (both
@@ -425,12 +441,12 @@ public enum CPUOps {
 
     /// `out = min(max(x, low), high)`. O(n).
     public static func clamp(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>, low: Float, high: Float) throws {
-        try map(x, nil, out) { a, _ in a.clamped(lowerBound: SIMD8(repeating: low), upperBound: SIMD8(repeating: high)) }
+        try map(x, nil, out, Clamp(low: SIMD8(repeating: low), high: SIMD8(repeating: high)))
     }
 
     /// `out[i] = f(a[i], b[(i / inner) % b.count])`, b's runs tiling a. O(n).
-    static func broadcast(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>, _ out: UnsafeMutableBufferPointer<Float>,
-                          inner: Int, _ f: (SIMD8<Float>, SIMD8<Float>) -> SIMD8<Float>) throws {
+    static func broadcast<F: Formula8>(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>, _ out: UnsafeMutableBufferPointer<Float>,
+                                       inner: Int, _ f: F) throws {
         guard b.count != a.count || inner != 1 else { return try map(a, b, out, f) }
         try OpCheck.value("b", inner >= 1 && !b.isEmpty && a.count % (inner * b.count) == 0,
                           "a length whose repeats tile a (\(a.count) elements, runs of \(inner))", "\(b.count) elements")
@@ -470,21 +486,59 @@ public enum CPUOps {
                             approximate: GELUApproximation = .none) throws {
         switch approximate {
         case .none:
-            // x/2 · erfc(-x/√2): the same value as x/2 · (1 + erf(x/√2)) without cancellation for negative x.
-            try map(x, nil, out) { a, _ in
-                var e = SIMD8<Float>()
-                for l in 0..<8 { e[l] = Foundation.erfc(a[l] * -0.707_106_781_186_547_5) }
-                return 0.5 * a * e
-            }
+            try map(x, nil, out, GELUErf())
         case .tanh:
-            // x/2 · (1 + tanh(u)) = x · sigmoid(2u): no cancellation, no overflow.
-            try map(x, nil, out) { a, _ in a * sigmoid8(1.595_769_121_605_730_8 * (a + 0.044715 * a * a * a)) }
+            try map(x, nil, out, GELUTanh())
         }
     }
 
     /// torch's softplus (beta 1, threshold 20): `x` above 20, else `log(1 + e^x)`. O(n).
     public static func softplus(x: UnsafeBufferPointer<Float>, out: UnsafeMutableBufferPointer<Float>) throws {
-        try map(x, nil, out) { a, _ in
+        try map(x, nil, out, Softplus())
+    }
+}
+
+/// The elementwise formulas of `CPUOps.map` and `CPUOps.broadcast`, one type each so that every op's loop is its own
+/// specialization with the formula inlined.
+extension CPUOps {
+    /// `a · sigmoid(a)`.
+    struct SiLU: Formula8 { @inline(__always) func callAsFunction(_ a: SIMD8<Float>, _: SIMD8<Float>) -> SIMD8<Float> { a * sigmoid8(a) } }
+    /// `sigmoid(a)`.
+    struct Sigmoid: Formula8 { @inline(__always) func callAsFunction(_ a: SIMD8<Float>, _: SIMD8<Float>) -> SIMD8<Float> { sigmoid8(a) } }
+    /// `silu(gate) · up`.
+    struct SwiGLU: Formula8 {
+        @inline(__always) func callAsFunction(_ gate: SIMD8<Float>, _ up: SIMD8<Float>) -> SIMD8<Float> { gate * sigmoid8(gate) * up }
+    }
+    /// `a + b`.
+    struct Add: Formula8 { @inline(__always) func callAsFunction(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> { a + b } }
+    /// `a · b`.
+    struct Mul: Formula8 { @inline(__always) func callAsFunction(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> { a * b } }
+    /// `a / b`.
+    struct Div: Formula8 { @inline(__always) func callAsFunction(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> { a / b } }
+    /// `e^a`.
+    struct Exp: Formula8 { @inline(__always) func callAsFunction(_ a: SIMD8<Float>, _: SIMD8<Float>) -> SIMD8<Float> { VectorMath.exp(a) } }
+    /// `a` clamped to `[low, high]`.
+    struct Clamp: Formula8 {
+        let low: SIMD8<Float>, high: SIMD8<Float>
+        @inline(__always) func callAsFunction(_ a: SIMD8<Float>, _: SIMD8<Float>) -> SIMD8<Float> { a.clamped(lowerBound: low, upperBound: high) }
+    }
+    /// Exact GELU, `a/2 · erfc(-a/√2)`: the same value as `a/2 · (1 + erf(a/√2))` without cancellation for negative a.
+    struct GELUErf: Formula8 {
+        @inline(__always) func callAsFunction(_ a: SIMD8<Float>, _: SIMD8<Float>) -> SIMD8<Float> {
+            var e = SIMD8<Float>()
+            for l in 0..<8 { e[l] = Foundation.erfc(a[l] * -0.707_106_781_186_547_5) }
+            return 0.5 * a * e
+        }
+    }
+    /// Tanh GELU, `a/2 · (1 + tanh(u)) = a · sigmoid(2u)`: no cancellation, no overflow.
+    struct GELUTanh: Formula8 {
+        @inline(__always) func callAsFunction(_ a: SIMD8<Float>, _: SIMD8<Float>) -> SIMD8<Float> {
+            a * sigmoid8(1.595_769_121_605_730_8 * (a + 0.044715 * a * a * a))
+        }
+    }
+    /// torch's softplus (beta 1, threshold 20): `a` above 20, else `log(1 + e^a)`.
+    struct Softplus: Formula8 {
+        @inline(__always) func callAsFunction(_ a: SIMD8<Float>, _: SIMD8<Float>) -> SIMD8<Float> {
             let e = VectorMath.exp(a)
             var r = SIMD8<Float>()
             for l in 0..<8 { r[l] = a[l] > 20 ? a[l] : Foundation.log1p(e[l]) }
