@@ -160,6 +160,13 @@ public enum BLAS {
                 if let previous { setenv("OPENBLAS_CORETYPE", previous, 1) } else { unsetenv("OPENBLAS_CORETYPE") }
             }
         }
+        // Its idle threads also call sched_yield for 2^28 cycles (about 0.1 s) after every GEMM before they sleep: between
+        // a prefill's GEMMs Linea's own threads run the mixers, and the yielding threads took turns on their cores (11%
+        // of a Mamba-2 prefill's samples in the kernel's scheduler on 2 cores). 2^4 cycles puts them to sleep at once; the
+        // next GEMM wakes them, microseconds against its milliseconds. A value the caller set is kept.
+        let setTimeout = environment["OPENBLAS_THREAD_TIMEOUT"] == nil
+        if setTimeout { setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1) }
+        defer { if setTimeout { unsetenv("OPENBLAS_THREAD_TIMEOUT") } }
         for name in candidates() {
             guard let handle = dlopen(name, RTLD_NOW | RTLD_LOCAL), let sgemm = dlsym(handle, "cblas_sgemm") else {
                 continue
