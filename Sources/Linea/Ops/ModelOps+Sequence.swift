@@ -86,9 +86,9 @@ extension CPUOps {
                     for block in blocks {
                         // Channel c of this part lands at y + c.
                         let y = out.baseAddress! + block.base + row * block.width - block.first
-                        // Channels c ..< c + n (n = 8 but at a part's end: a literal 8 in the main loop keeps it
-                        // 8 lanes wide, where a variable n split the loop into lane pieces as in `map`).
-                        @inline(__always) func channels8(_ c: Int, _ n: Int) {
+                        // Channels c ..< c + n of the part.
+                        forVectors(block.width) { offset, n in
+                            let c = block.first + offset
                             var acc = biases.map { load8($0 + c, n) } ?? SIMD8<Float>()
                             if let window {
                                 for j in 0..<width { acc.addProduct(load8(tap + j * channels + c, n), load8(window + j * channels + c, n)) }
@@ -106,10 +106,6 @@ extension CPUOps {
                             }
                             store8(silu ? acc * sigmoid8(acc) : acc, y + c, n)
                         }
-                        let end = block.first + block.width
-                        var c = block.first
-                        while c + 8 <= end { channels8(c, 8); c += 8 }
-                        if c < end { channels8(c, end - c) }
                     }
                 }
             }

@@ -65,12 +65,9 @@ public struct InKernelActivations: Sendable, Equatable {
     func activateGateRow(_ g: UnsafePointer<Float>, head hv: Int, K: Int, aLog: UnsafePointer<Float>?, dtBias: UnsafePointer<Float>?,
                          into out: UnsafeMutablePointer<Float>) {
         let a = aLog.map { Foundation.exp($0[hv]) } ?? 1
-        var c = 0
-        while c < K {
-            let n = min(8, K - c)
+        CPUOps.forVectors(K) { c, n in
             let x = CPUOps.load8(g + c, n) + (dtBias.map { CPUOps.load8($0 + hv * K + c, n) } ?? SIMD8())
             CPUOps.store8(gate8(x, a: a), out + c, n)
-            c += 8
         }
     }
 
@@ -89,8 +86,8 @@ public struct InKernelActivations: Sendable, Equatable {
     package func activateBetas(_ beta: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<Float>) {
         let p = CPUOps.Unchecked(value: (beta, out))
         CPUOps.forRows((count + 7) / 8, width: 8) { blocks in
-            for block in blocks {
-                let i = block * 8, n = min(8, count - i)
+            CPUOps.forVectors(min(count, blocks.upperBound * 8) - blocks.lowerBound * 8) { j, n in
+                let i = blocks.lowerBound * 8 + j
                 CPUOps.store8(beta8(CPUOps.load8(p.value.0 + i, n)), p.value.1 + i, n)
             }
         }
