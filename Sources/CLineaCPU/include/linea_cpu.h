@@ -39,6 +39,10 @@ static inline long linea_atomic_add(long *p, long v) { return __atomic_add_fetch
 static inline int linea_atomic_cas(long *p, long expected, long desired) {
     return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
+/// Asks for the `bytes` bytes at `p` in the caches ahead of their use (a read; every 64-byte line).
+static inline void linea_prefetch(const void *p, long bytes) {
+    for (long i = 0; i < bytes; i += 64) __builtin_prefetch((const char *)p + i, 0, 3);
+}
 /// Tells the core this thread is spinning (x86 `pause`: frees the pipeline for the other hyperthread, saves power).
 static inline void linea_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
