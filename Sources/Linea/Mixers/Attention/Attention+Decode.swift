@@ -29,9 +29,9 @@ extension Attention {
                 let s = buffer.baseAddress!, high = s + keys * group, sum = high + group  // s[g * keys + j]
                 high.initialize(repeating: -.infinity, count: group)
                 sum.initialize(repeating: 0, count: group)
-                // Between two tokens the whole model streams through the caches, so the head's rows come from memory,
-                // one short row per (row of all heads): the hardware prefetcher stopped at each 4 KiB page and the
-                // loads waited on memory (qwen3_5_text 130M, 516 keys, 3 kv heads of 64: 42% of this function's
+                // Between two tokens the whole model streams through the caches, so the head's rows come from memory:
+                // D floats each, strided by every head's row, a pattern the hardware prefetcher dropped at each 4 KiB
+                // page, so the loads waited on memory (qwen3_5_text 130M, 516 keys, 3 kv heads of 64: 42% of this function's
                 // samples on one value load). Key rows are asked for 8 ahead and each value row with its key, so the
                 // value pass finds them in L2.
                 let keyRow = p.Hkv * p.D  // floats from one key row of this head to the next
