@@ -75,10 +75,14 @@ def llama_cpp_source(work, version):
     if version:
         found = [d for d in found if d == f"llama_cpp_python-{version}"]
     if not found:
-        meta_url = "https://pypi.org/pypi/llama-cpp-python/json" if not version else \
-            f"https://pypi.org/pypi/llama-cpp-python/{version}/json"
+        # The project's JSON lists every release's files (a mirror may not serve the per-version URL).
+        meta_url = "https://pypi.org/pypi/llama-cpp-python/json"
         meta = json.load(urllib.request.urlopen(meta_url, timeout=60))
-        sdist = [u for u in meta["urls"] if u["packagetype"] == "sdist"][0]
+        files = meta["releases"].get(version, []) if version else meta["urls"]
+        sdists = [u for u in files if u["packagetype"] == "sdist"]
+        if not sdists:
+            raise RuntimeError(f"llama-cpp-python {version or '(newest)'}: no sdist on PyPI")
+        sdist = sdists[0]
         url = urllib.parse.urljoin(meta_url, sdist["url"])
         tgz = os.path.join(work, sdist["filename"])
         if not os.path.exists(tgz):

@@ -34,8 +34,8 @@ if [ -f .device/tests.tar.xz ]; then
     # Bounded (TESTS_LIMIT seconds, default 420) so that the script still ends, and writes the cache, within a call.
     # TEST_SUITES="A B ..." runs those suites one after another, each bounded by TESTS_LIMIT, a summary line each;
     # TESTS_ARGS adds arguments (e.g. --no-parallel, to name a test that never ends). Every 30 s a line counts the
-    # tests started and ended, the process's CPU use and the kernel cache's files (compiling, or waiting?); at the
-    # limit every thread's stack goes to $out/tests[_<suite>]_stacks.txt (scripts/stacks.c; symbolize it here with
+    # tests started and ended, the process's CPU use, the kernel cache's files and the GPU's use (compiling, waiting,
+    # or a kernel that never ends?); at the limit every thread's stack goes to $out/tests[_<suite>]_stacks.txt (scripts/stacks.c; symbolize it here with
     # `scripts/symbolize_stacks.py FILE .device/symbols`, where pack_device.sh left the unstripped test binary),
     # and the tests that started but did not end are named.
     run_tests() {
@@ -50,7 +50,8 @@ if [ -f .device/tests.tar.xz ]; then
                 # end for it: the test functions are counted apart from their cases.
                 echo "  $1 at $((SECONDS - start)) s: $(grep 'started\.$' "$log" | grep -vcE ' Test (case|run) ') tests started" \
                     "($(grep -c ' Test case .*started\.$' "$log") cases), $(grep -cE ' (passed|failed|skipped)' "$log") ended," \
-                    "cpu $(ps -o %cpu= -p $pid 2>/dev/null)%, $(ls "$LINEA_CUDA_CACHE" | wc -l) cached kernels"
+                    "cpu $(ps -o %cpu= -p $pid 2>/dev/null)%, $(ls "$LINEA_CUDA_CACHE" | wc -l) cached kernels," \
+                    "gpu $(nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader 2>/dev/null | head -1)"
             fi
             if (( SECONDS - start > limit )); then
                 /tmp/linea-t/stacks $pid > "${log%.txt}_stacks.txt" 2>&1
