@@ -330,7 +330,9 @@ __device__ void sample(const T* logits, const float* u, int* out, int vocab, flo
     if (topK > 0 && topK < vocab) {
         unsigned int lo = 0u, hi = 0xffffffffu;  // count(>= lo) >= k holds; find the largest such
         while (lo < hi) {
-            const unsigned int mid = lo + (hi - lo + 1) / 2;
+            // The upper middle, lo < mid <= hi; `lo + (hi - lo + 1) / 2` wraps to 0 at the first step (hi - lo + 1 =
+            // 2^32) and never moved: the kernel spun forever whenever 0 < topK < vocab.
+            const unsigned int mid = hi - (hi - lo) / 2;
             int n = 0;
             for (int c = threadIdx.x; c < vocab; c += blockDim.x) n += fkey(ld(logits, base + c) * invT) >= mid;
             if (block_count(n) >= topK) lo = mid; else hi = mid - 1;
