@@ -27,32 +27,34 @@ package enum KernelCache {
     }
 
     /// The cache folder (not created until something is stored).
-    public static var directory: URL {
-        let env = ProcessInfo.processInfo.environment
+    public static var directory: URL { directory(environment: ProcessInfo.processInfo.environment) }
+
+    /// The cache folder that the environment `env` names. O(1).
+    package static func directory(environment env: [String: String]) -> URL {
         if let dir = env["LINEA_CUDA_CACHE"], !dir.isEmpty { return URL(fileURLWithPath: dir) }
         let base = env["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : URL(fileURLWithPath: $0) }
             ?? URL(fileURLWithPath: NSHomeDirectory()).appendingPathComponent(".cache")
         return base.appendingPathComponent("linea").appendingPathComponent("cuda")
     }
 
-    /// The file that holds the image for `key`.
-    public static func path(key: UInt64) -> URL {
-        directory.appendingPathComponent(String(format: "%016llx.cubin", key))
+    /// The file that holds the image for `key` in `folder` (the cache folder unless given).
+    public static func path(key: UInt64, in folder: URL = directory) -> URL {
+        folder.appendingPathComponent(String(format: "%016llx.cubin", key))
     }
 
     /// The stored image for `key`, or nil; O(size).
-    public static func load(key: UInt64) -> [UInt8]? {
-        guard let data = try? Data(contentsOf: path(key: key)), !data.isEmpty else { return nil }
+    public static func load(key: UInt64, in folder: URL = directory) -> [UInt8]? {
+        guard let data = try? Data(contentsOf: path(key: key, in: folder)), !data.isEmpty else { return nil }
         return [UInt8](data)
     }
 
     /// Stores `image` under `key`, O(size) (write to a temporary file, then rename, so readers never see half a file).
-    public static func store(key: UInt64, image: [UInt8]) {
+    public static func store(key: UInt64, image: [UInt8], in folder: URL = directory) {
         let fm = FileManager.default
-        let target = path(key: key)
+        let target = path(key: key, in: folder)
         do {
-            try fm.createDirectory(at: directory, withIntermediateDirectories: true)
-            let temp = directory.appendingPathComponent(".\(key)-\(ProcessInfo.processInfo.processIdentifier).tmp")
+            try fm.createDirectory(at: folder, withIntermediateDirectories: true)
+            let temp = folder.appendingPathComponent(".\(key)-\(ProcessInfo.processInfo.processIdentifier).tmp")
             try Data(image).write(to: temp)
             if fm.fileExists(atPath: target.path) { try? fm.removeItem(at: target) }
             try fm.moveItem(at: temp, to: target)

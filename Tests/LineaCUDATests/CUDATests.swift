@@ -115,17 +115,22 @@ import Testing
     }
 
     @Test func diskCacheRoundTrips() throws {
+        // A folder of its own, passed in: setting LINEA_CUDA_CACHE here would move the cache of the GPU tests running
+        // beside this one (and unsetting it after would drop the folder the caller chose).
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("linea-cache-test-\(getpid())")
-        setenv("LINEA_CUDA_CACHE", dir.path, 1)
-        defer { unsetenv("LINEA_CUDA_CACHE"); try? FileManager.default.removeItem(at: dir) }
+        defer { try? FileManager.default.removeItem(at: dir) }
         let key = KernelCache.key(source: "extern \"C\" __global__ void f() {}", parts: ["sm_90", "13.0"])
-        #expect(KernelCache.load(key: key) == nil)
+        #expect(KernelCache.load(key: key, in: dir) == nil)
         let image: [UInt8] = [0x7f, 0x45, 0x4c, 0x46, 1, 2, 3]
-        KernelCache.store(key: key, image: image)
-        #expect(KernelCache.path(key: key).path.hasPrefix(dir.path))
-        #expect(KernelCache.load(key: key) == image)
-        KernelCache.store(key: key, image: [9])  // replaces
-        #expect(KernelCache.load(key: key) == [9])
+        KernelCache.store(key: key, image: image, in: dir)
+        #expect(KernelCache.path(key: key, in: dir).path.hasPrefix(dir.path))
+        #expect(FileManager.default.fileExists(atPath: KernelCache.path(key: key, in: dir).path))
+        #expect(KernelCache.load(key: key, in: dir) == image)
+        KernelCache.store(key: key, image: [9], in: dir)  // replaces
+        #expect(KernelCache.load(key: key, in: dir) == [9])
+        // The folder the environment names: LINEA_CUDA_CACHE first, then XDG_CACHE_HOME's linea/cuda.
+        #expect(KernelCache.directory(environment: ["LINEA_CUDA_CACHE": "/c", "XDG_CACHE_HOME": "/x"]).path == "/c")
+        #expect(KernelCache.directory(environment: ["LINEA_CUDA_CACHE": "", "XDG_CACHE_HOME": "/x"]).path == "/x/linea/cuda")
     }
 }
 
