@@ -37,10 +37,16 @@ public final class CUDADeviceBackend: Backend, @unchecked Sendable {
         }
     }
 
+    private static let registering = NSLock()
+
     /// Creates (device 0: shares `CUDABackend.shared`) and registers the backend of GPU `ordinal`, so that tensors on
     /// `.cuda(ordinal)` dispatch here; throws `LineaError.unavailable` without a driver, device or NVRTC. O(1) after the first.
     @discardableResult
     public static func register(ordinal: Int = 0) throws -> CUDADeviceBackend {
+        // One at a time: two threads registering at once would each make a backend, and the one replaced would keep
+        // its recycled blocks and pinned staging to itself.
+        registering.lock()
+        defer { registering.unlock() }
         if let existing = try? Backends.backend(for: .cuda(ordinal)) as? CUDADeviceBackend { return existing }
         let context = ordinal == 0 ? try CUDABackend.shared : try CUDAContext(device: ordinal)
         let backend = CUDADeviceBackend(context: context, ordinal: ordinal)
